@@ -1,0 +1,47 @@
+/**
+ * Hardware debug registers DR0-DR3 (addresses), DR6 (status) and DR7 (control), through
+ * PEEKUSER/POKEUSER on struct user's u_debugreg. DR7 goes in last: the kernel checks it
+ * against the addresses already set.
+ */
+import {
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
+  objectType, u64s, linux,
+} from '@cptrst/core';
+import { ARCH_ORDER } from './regs';
+
+const SLOTS = [0, 1, 2, 3, 6, 7];
+
+@objectType(ObjectType.DEBUGREGS, 'debugregs', { parents: [ObjectType.TASK] })
+export class DebugRegsImage {
+  /** DR0, DR1, DR2, DR3, DR6, DR7. */
+  @u64s() regs: bigint[] = [];
+}
+
+export class DebugRegsDump implements DumpHandler {
+  readonly name = 'arch-x86.debugregs';
+  readonly order = ARCH_ORDER + 2;
+  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    const img = new DebugRegsImage();
+    img.regs = SLOTS.map((i) => linux.ptrace.peekUser(task.tid, linux.debugRegOffset(i)));
+    ctx.write(img, task.tag);
+  }
+}
+
+export class DebugRegsRestore implements RestoreHandler {
+  readonly name = 'arch-x86.debugregs';
+  readonly order = ARCH_ORDER + 2;
+  readonly types = [ObjectType.DEBUGREGS];
+  restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+    const img = o.obj as DebugRegsImage;
+    if (img.regs.length !== SLOTS.length) throw new Error(`expected ${SLOTS.length} debug registers, image has ${img.regs.length}`);
+    task.state.set('arch-x86.debugregs', img.regs);
+  }
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    const regs = task.state.get('arch-x86.debugregs') as bigint[] | undefined;
+    if (!regs || regs.every((r) => r === 0n)) return;
+    SLOTS.forEach((slot, i) => {
+      if (slot !== 7) linux.ptrace.pokeUser(task.tid, linux.debugRegOffset(slot), regs[i]);
+    });
+    linux.ptrace.pokeUser(task.tid, linux.debugRegOffset(7), regs[SLOTS.indexOf(7)]);
+  }
+}

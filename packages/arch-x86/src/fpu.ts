@@ -1,0 +1,96 @@
+/**
+ * FPU, SSE, AVX and AVX-512 state: the whole XSAVE area through PTRACE_GETREGSET/SETREGSET
+ * with NT_X86_XSTATE (x87 stack, MXCSR, xmm/ymm/zmm, opmask registers). Its first 512 bytes
+ * are the legacy FXSAVE area; bytes 464..487 hold the kernel's software-reserved description
+ * (XCR0 and the area's size), and bytes 512..519 the XSTATE_BV of the components in use.
+ */
+import {
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, MachineProbe, ObjectType, ProbeResult,
+  RestartContext, RestartTask, RestoreHandler, RestoreObject, bytes, objectType, u32, u64, linux,
+} from '@cptrst/core';
+import { ARCH_ORDER } from './regs';
+
+const XSTATE_MAX = 64 * 1024;
+const XSTATE_BV_OFFSET = 512;
+
+@objectType(ObjectType.XSTATE, 'xstate', { parents: [ObjectType.TASK] })
+export class XstateImage {
+  /** Components present in `area` (XSTATE_BV). */
+  @u64() features = 0n;
+  @u32() size = 0;
+  @bytes() area: Buffer = Buffer.alloc(0);
+}
+
+/** Names of XSAVE components, for messages. */
+const COMPONENTS = ['x87', 'sse', 'avx', 'mpx-bndregs', 'mpx-bndcsr', 'avx512-opmask', 'avx512-zmm_hi256', 'avx512-hi16_zmm', 'pt', 'pkru'];
+export function featureNames(mask: bigint): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < 64; i++) if ((mask >> BigInt(i)) & 1n) out.push(COMPONENTS[i] ?? `component-${i}`);
+  return out;
+}
+
+export class XstateDump implements DumpHandler {
+  readonly name = 'arch-x86.xstate';
+  readonly order = ARCH_ORDER + 1;
+  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    const area = linux.ptrace.getRegset(task.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
+    const img = new XstateImage();
+    img.area = area;
+    img.size = area.length;
+    img.features = area.length >= XSTATE_BV_OFFSET + 8 ? area.readBigUInt64LE(XSTATE_BV_OFFSET) : 0n;
+    ctx.write(img, task.tag);
+  }
+}
+
+export class XstateRestore implements RestoreHandler {
+  readonly name = 'arch-x86.xstate';
+  readonly order = ARCH_ORDER + 1;
+  readonly types = [ObjectType.XSTATE];
+  restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+    const img = o.obj as XstateImage;
+    const host = linux.xsaveInfo();
+    if (img.area.length !== host.size) {
+      throw new CptError('EINVAL', `the image's XSAVE area is ${img.area.length} bytes, this CPU's is ${host.size}`, { pid: task.pid, object: 'xstate' });
+    }
+    const missing = img.features & ~host.features;
+    if (missing) {
+      throw new CptError('ENOTSUP', `the image uses CPU state this machine does not have: ${featureNames(missing).join(', ')}`, { pid: task.pid, object: 'xstate' });
+    }
+    task.state.set('arch-x86.xstate', img.area);
+  }
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    const area = task.state.get('arch-x86.xstate') as Buffer | undefined;
+    if (!area) throw new CptError('EBADIMG', 'the image has no FPU state for this task', { pid: task.pid, object: 'xstate' });
+    linux.ptrace.setRegset(task.tid, linux.NT.X86_XSTATE, area);
+  }
+}
+
+/** The CPU's XSAVE features and area size: part of the capability vector. */
+export class XsaveProbe implements MachineProbe {
+  readonly name = 'xsave';
+  probe(): ProbeResult[] {
+    try {
+      const x = linux.xsaveInfo();
+      return [{ name: 'xsave', ok: x.size > 0, essential: true, detail: `XCR0 0x${x.features.toString(16)} (${featureNames(x.features).join(' ')}), area ${x.size} bytes` }];
+    } catch (e) {
+      return [{ name: 'xsave', ok: false, essential: true, detail: (e as Error).message }];
+    }
+  }
+  fillHead(head: ImageHead): void {
+    const x = linux.xsaveInfo();
+    head.xsaveFeatures = x.features;
+    head.xsaveSize = x.size;
+    head.cpuFlags = linux.cpuFlags().filter((f) => /^(avx|sse|fma|xsave|pku|fsgsbase|amx|sha|aes|bmi)/.test(f)).sort();
+  }
+  checkHead(head: ImageHead): string[] {
+    const x = linux.xsaveInfo();
+    const out: string[] = [];
+    const missing = head.xsaveFeatures & ~x.features;
+    if (missing) out.push(`the image was made on a CPU with ${featureNames(missing).join(', ')} state, which this CPU lacks`);
+    else if (head.xsaveSize !== x.size) out.push(`the image's XSAVE area is ${head.xsaveSize} bytes, this CPU's is ${x.size}`);
+    const here = new Set(linux.cpuFlags());
+    const lost = head.cpuFlags.filter((f) => !here.has(f));
+    if (lost.length) out.push(`the image was made on a CPU with ${lost.join(' ')}, which this CPU lacks`);
+    return out;
+  }
+}

@@ -1,0 +1,23 @@
+/**
+ * @cptrst/arch-x86: registers, FPU/xstate, debug registers, the syscall instruction and the
+ * syscall-restart rule; and the Tracee through which every subsystem runs syscalls in a task.
+ */
+import { DependencyContainer } from 'tsyringe';
+import { Tokens } from '@cptrst/core';
+import { RegsDump, RegsRestore } from './regs';
+import { XstateDump, XstateRestore, XsaveProbe } from './fpu';
+import { DebugRegsDump, DebugRegsRestore } from './debugregs';
+import { X86TraceeFactory } from './tracee';
+
+export * from './tracee';
+export * from './regs';
+export * from './fpu';
+export * from './debugregs';
+export * from './syscall-restart';
+
+export function register(c: DependencyContainer): void {
+  c.register(Tokens.TraceeFactory, { useValue: new X86TraceeFactory() });
+  for (const h of [new RegsDump(), new XstateDump(), new DebugRegsDump()]) c.register(Tokens.DumpHandler, { useValue: h });
+  for (const h of [new RegsRestore(), new XstateRestore(), new DebugRegsRestore()]) c.register(Tokens.RestoreHandler, { useValue: h });
+  c.register(Tokens.MachineProbe, { useValue: new XsaveProbe() });
+}

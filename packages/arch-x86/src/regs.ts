@@ -1,0 +1,80 @@
+/**
+ * The general registers (struct user_regs_struct), fs_base and gs_base included. Dumped as the
+ * freeze found them; at restart the syscall-restart rule (syscall-restart.ts) decides where the
+ * task carries on, and the registers are set last, after every injected syscall.
+ */
+import {
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
+  objectType, u64, linux,
+} from '@cptrst/core';
+import { X86Tracee } from './tracee';
+import { resumeRegs, syscallState } from './syscall-restart';
+
+@objectType(ObjectType.REGS, 'regs', { parents: [ObjectType.TASK] })
+export class RegsImage {
+  @u64() r15 = 0n;
+  @u64() r14 = 0n;
+  @u64() r13 = 0n;
+  @u64() r12 = 0n;
+  @u64() rbp = 0n;
+  @u64() rbx = 0n;
+  @u64() r11 = 0n;
+  @u64() r10 = 0n;
+  @u64() r9 = 0n;
+  @u64() r8 = 0n;
+  @u64() rax = 0n;
+  @u64() rcx = 0n;
+  @u64() rdx = 0n;
+  @u64() rsi = 0n;
+  @u64() rdi = 0n;
+  @u64() orig_rax = 0n;
+  @u64() rip = 0n;
+  @u64() cs = 0n;
+  @u64() eflags = 0n;
+  @u64() rsp = 0n;
+  @u64() ss = 0n;
+  @u64() fs_base = 0n;
+  @u64() gs_base = 0n;
+  @u64() ds = 0n;
+  @u64() es = 0n;
+  @u64() fs = 0n;
+  @u64() gs = 0n;
+}
+
+export const ARCH_ORDER = 800;
+
+export function toImage(regs: linux.UserRegs): RegsImage {
+  return Object.assign(new RegsImage(), regs);
+}
+
+export function fromImage(img: RegsImage): linux.UserRegs {
+  const r = {} as Record<string, bigint>;
+  for (const k of Object.keys(new RegsImage())) r[k] = (img as unknown as Record<string, bigint>)[k];
+  return r as unknown as linux.UserRegs;
+}
+
+export class RegsDump implements DumpHandler {
+  readonly name = 'arch-x86.regs';
+  readonly order = ARCH_ORDER;
+  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    const t = task.tracee as X86Tracee;
+    const st = syscallState(t.frozenRegs);
+    if (st.nr >= 0) ctx.log.debug(`pid ${task.pid}: frozen in syscall ${st.nr}${st.restartCode ? ` (restart code ${st.restartCode})` : ''}`);
+    ctx.write(toImage(t.frozenRegs), task.tag);
+  }
+}
+
+export class RegsRestore implements RestoreHandler {
+  readonly name = 'arch-x86.regs';
+  readonly order = ARCH_ORDER;
+  readonly types = [ObjectType.REGS];
+  restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+    task.state.set('arch-x86.regs', fromImage(o.obj as RegsImage));
+  }
+  /** The registers go in when the tracee is released, after its last injected syscall. */
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    const regs = task.state.get('arch-x86.regs') as linux.UserRegs | undefined;
+    if (!regs) throw new Error('image has no registers for this task');
+    (task.tracee as X86Tracee).finalRegs = resumeRegs(regs, 'restored');
+  }
+}

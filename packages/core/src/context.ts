@@ -1,0 +1,123 @@
+/**
+ * The per-operation context (seed 001's cr_ctx): the image stream, the object table, the flags,
+ * a logger and progress events. One is made for each sys_checkpoint or sys_restart call.
+ */
+import { EventEmitter } from 'events';
+import { DependencyContainer } from 'tsyringe';
+import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, layoutOf } from './image';
+
+export interface Logger {
+  debug(msg: string): void;
+  info(msg: string): void;
+  warn(msg: string): void;
+}
+
+/** A logger that keeps quiet unless CPTRST_DEBUG is set. */
+export const defaultLogger: Logger = {
+  debug: (m) => { if (process.env.CPTRST_DEBUG) process.stderr.write(`cptrst: ${m}\n`); },
+  info: (m) => { if (process.env.CPTRST_DEBUG) process.stderr.write(`cptrst: ${m}\n`); },
+  warn: (m) => process.stderr.write(`cptrst: warning: ${m}\n`),
+};
+
+/** What the CLI can show while an operation runs. */
+export interface ProgressEvent {
+  phase: string;
+  pid?: number;
+  detail?: string;
+  bytes?: number;
+}
+
+/** The objects written or read so far: tag -> type and parent tag (seed 001's ptag). */
+export class ObjectTable {
+  private readonly entries = new Map<number, { type: number; ptag: number }>();
+  add(tag: number, type: number, ptag: number): void {
+    this.entries.set(tag, { type, ptag });
+  }
+  get(tag: number): { type: number; ptag: number } | undefined {
+    return this.entries.get(tag);
+  }
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
+abstract class OperationContext {
+  readonly objects = new ObjectTable();
+  readonly events = new EventEmitter();
+  /** Timings of the phases (ms), for benchmarks and `--verbose`. */
+  readonly timings: Record<string, number> = {};
+  constructor(
+    readonly container: DependencyContainer,
+    readonly flags: number,
+    readonly log: Logger = defaultLogger,
+  ) {}
+
+  progress(e: ProgressEvent): void {
+    this.events.emit('progress', e);
+  }
+
+  /** Resolves every registration of a token; none is an empty list, not an error. */
+  all<T>(token: string): T[] {
+    return this.container.isRegistered(token, true) ? this.container.resolveAll<T>(token) : [];
+  }
+
+  one<T>(token: string): T {
+    return this.container.resolve<T>(token);
+  }
+
+  /** Runs `fn` and adds its duration to timings[name]. */
+  timed<R>(name: string, fn: () => R): R {
+    const t0 = process.hrtime.bigint();
+    try {
+      return fn();
+    } finally {
+      this.timings[name] = (this.timings[name] ?? 0) + Number(process.hrtime.bigint() - t0) / 1e6;
+    }
+  }
+}
+
+export class CheckpointContext extends OperationContext {
+  head?: ImageHead;
+  /** Tag of the head: the parent of top-level objects. */
+  readonly headTag = HEAD_TAG;
+  constructor(
+    container: DependencyContainer,
+    readonly writer: ImageWriter,
+    flags: number,
+    log?: Logger,
+  ) {
+    super(container, flags, log);
+  }
+
+  /** Writes one object and records it in the object table; returns its tag. */
+  write(obj: object, ptag: number): number {
+    const tag = this.writer.write(obj, { ptag });
+    this.objects.add(tag, typeOf(obj), ptag);
+    return tag;
+  }
+
+  /** Writes one object with a page payload; returns its tag. */
+  writeWithPages(obj: object, pages: Buffer | Buffer[], ptag: number): number {
+    const tag = this.writer.writeWithPages(obj, pages, { ptag });
+    this.objects.add(tag, typeOf(obj), ptag);
+    return tag;
+  }
+}
+
+export class RestartContext extends OperationContext {
+  head?: ImageHead;
+  /** The fd number, in this process, of the image stream. */
+  constructor(
+    container: DependencyContainer,
+    readonly reader: ImageReader,
+    readonly imageFd: number,
+    flags: number,
+    log?: Logger,
+  ) {
+    super(container, flags, log);
+  }
+}
+
+function typeOf(obj: object): number {
+  return layoutOf(obj.constructor)?.type ?? -1;
+}

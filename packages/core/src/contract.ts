@@ -1,0 +1,201 @@
+/**
+ * The subsystem contract: what a subsystem package (task, mm, arch-x86, files, or a third
+ * party's) provides, and the services subsystems offer each other. Subsystems never import
+ * each other; they meet here, through interfaces and container tokens.
+ */
+import type { CheckpointContext, RestartContext } from './context';
+import type { ImageHead } from './image';
+
+/** Container tokens. Handlers are registered many-per-token (tsyringe multi-injection). */
+export const Tokens = {
+  /** The loaded module's operations (seed 003's cpt_operations). */
+  CptOperations: 'cpt.operations',
+  /** DumpHandler, many. */
+  DumpHandler: 'cpt.dump-handler',
+  /** RestoreHandler, many. */
+  RestoreHandler: 'cpt.restore-handler',
+  /** Kinds of open file (FileKindHandler, many): regular, chardev, ... */
+  FileKind: 'cpt.file-kind',
+  /** Kinds of memory area (VmaKindHandler, many): anon, file, shared anon, vdso, ... */
+  VmaKind: 'cpt.vma-kind',
+  /** TraceeFactory, one: wraps a ptrace-stopped thread (arch-specific). */
+  TraceeFactory: 'cpt.tracee-factory',
+  /** Freezer, one: seizes a process tree and releases it. */
+  Freezer: 'cpt.freezer',
+  /** ProcessCreator, one: makes a process with a chosen PID at restart. */
+  ProcessCreator: 'cpt.process-creator',
+  /** MachineProbe, many: contributes to the image head's capability vector and to `cptrst check`. */
+  MachineProbe: 'cpt.machine-probe',
+} as const;
+
+/** Flags of sys_checkpoint. */
+export const CheckpointFlags = {
+  /** Default: the process goes on running after the image is written. */
+  RESUME: 0,
+  /** Kill the process once the image is complete and synced. */
+  KILL: 1 << 0,
+  /** Leave it stopped (SIGSTOP) and untraced. */
+  LEAVE_STOPPED: 1 << 1,
+} as const;
+
+/** Flags of sys_restart. */
+export const RestartFlags = {
+  RESUME: 0,
+  /** Leave the restored process stopped (SIGSTOP) and untraced. */
+  LEAVE_STOPPED: 1 << 1,
+} as const;
+
+/** How a frozen or restored task is let go. */
+export type ReleaseMode = 'run' | 'stop' | 'kill';
+
+/** A scratch area mapped inside a task for injected system calls: the syscall instruction and room for arguments. */
+export interface ScratchArea {
+  readonly addr: bigint;
+  readonly size: number;
+  /** First byte free for data (after the code). */
+  readonly dataAddr: bigint;
+  readonly dataSize: number;
+}
+
+/**
+ * A thread under ptrace control, stopped. Implemented by the arch package (it needs registers).
+ * "Run this syscall in that task" goes through here.
+ */
+export interface Tracee {
+  readonly pid: number;
+  readonly tid: number;
+  /** Runs one system call inside the task; returns the raw result (-errno on failure). */
+  syscall(nr: number, args?: ReadonlyArray<number | bigint>): bigint;
+  /** Same, but throws a CptError naming `what` when the call fails. */
+  syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint;
+  /** A scratch area in the task (mapped on first use, unmapped at release). */
+  scratch(): ScratchArea;
+  /** Writes `data` into the scratch data area at `offset` and returns its address in the task. */
+  stage(data: Buffer, offset?: number): bigint;
+  readMemory(addr: bigint, length: number): Buffer;
+  writeMemory(addr: bigint, data: Buffer): void;
+  /** Takes an existing rwx mapping of the scratch size at `addr` as the scratch area (a clone inherits its parent's). */
+  adoptScratch(addr: bigint): void;
+  /** Addresses the tracee itself uses (the scratch area), so that restore can avoid them. */
+  reservedRanges(): Array<{ start: bigint; end: bigint }>;
+  /**
+   * The thread's own blocked-signal mask. While cptrst runs syscalls inside it, every signal is
+   * blocked so that none is delivered under our feet; this mask is what it gets back at release.
+   */
+  blockedSignals: bigint;
+  /** Signals (raw siginfo) dequeued before the freeze stop: still pending from the task's point of view. */
+  readonly interceptedSignals: Buffer[];
+  /** Lets the thread go: run, stop (SIGSTOP, untraced) or kill. Restores its registers first. */
+  release(mode: ReleaseMode): void;
+  /** True once released or dead. */
+  readonly released: boolean;
+}
+
+export interface TraceeFactory {
+  /** Wraps a thread that the caller has seized and that is now in a ptrace stop. */
+  fromStopped(pid: number, tid: number): Tracee;
+}
+
+/** A process tree frozen for checkpoint. */
+export interface FrozenTree {
+  readonly root: number;
+  /** Every task (thread group leaders first, in tree order). */
+  readonly tasks: CheckpointTask[];
+}
+
+export interface Freezer {
+  /** Seizes `pid` (and refuses what it cannot handle), returning stopped tasks. */
+  freeze(ctx: CheckpointContext, pid: number): FrozenTree;
+  /** Lets every task of the tree go. Never throws: a release failure is logged. */
+  release(ctx: CheckpointContext, tree: FrozenTree, mode: ReleaseMode): void;
+}
+
+/** Creates the process of a TASK object at restart, with its original PID. */
+export interface ProcessCreator {
+  create(ctx: RestartContext, task: RestartTask): Tracee;
+}
+
+/** A task being checkpointed. `state` lets handlers of one subsystem keep per-task data. */
+export interface CheckpointTask {
+  readonly pid: number;
+  readonly tid: number;
+  readonly tracee: Tracee;
+  /** Image tag of this task's TASK object; its objects use it as ptag. 0 until written. */
+  tag: number;
+  readonly state: Map<string, unknown>;
+}
+
+/** A task being restarted. The tracee exists once the TASK object's handler created it. */
+export interface RestartTask {
+  /** The PID the task had, and gets again. */
+  pid: number;
+  tid: number;
+  tag: number;
+  tracee?: Tracee;
+  readonly state: Map<string, unknown>;
+}
+
+/**
+ * Writes a subsystem's objects for one task. Handlers run in ascending `order`; the restore
+ * side of the same objects runs in the same order, so the stream is read front to back.
+ */
+export interface DumpHandler {
+  readonly name: string;
+  readonly order: number;
+  /** Refuses, before anything is written, what this subsystem cannot checkpoint faithfully. */
+  check?(ctx: CheckpointContext, task: CheckpointTask): void;
+  dump(ctx: CheckpointContext, task: CheckpointTask): void;
+}
+
+/** An object read from the image, handed to the restore handler that owns its type. */
+export interface RestoreObject<T = unknown> {
+  readonly type: number;
+  readonly tag: number;
+  readonly ptag: number;
+  readonly offset: number;
+  readonly obj: T;
+  readonly pages?: Buffer;
+}
+
+export interface RestoreHandler {
+  readonly name: string;
+  readonly order: number;
+  /** Object types this handler restores. */
+  readonly types: readonly number[];
+  restore(ctx: RestartContext, task: RestartTask, object: RestoreObject): void;
+  /** After all of a task's objects are read, in ascending order (the arch handler, last, sets the registers). */
+  finish?(ctx: RestartContext, task: RestartTask): void;
+  /** Undo what this handler made when the restart fails (best effort, never throws). */
+  abort?(ctx: RestartContext, task: RestartTask): void;
+}
+
+/**
+ * A handler for one kind of a subsystem's objects (a kind of fd, a kind of VMA). The subsystem
+ * enumerates its objects and asks the registered kind handlers which one claims each; an object
+ * that none claims aborts the checkpoint (deny by default).
+ */
+export interface KindHandler<Obj> {
+  readonly kind: string;
+  claims(obj: Obj): boolean;
+}
+
+/**
+ * Facts about this machine that C/R depends on: shown by `cptrst check`, written into the image
+ * head's capability vector at checkpoint, and compared with it at restart.
+ */
+export interface MachineProbe {
+  readonly name: string;
+  probe(): ProbeResult[];
+  /** Writes this probe's part of the capability vector. */
+  fillHead?(head: ImageHead): void;
+  /** Reasons the image cannot be restored on this machine (empty when it can). */
+  checkHead?(head: ImageHead): string[];
+}
+
+export interface ProbeResult {
+  readonly name: string;
+  readonly ok: boolean;
+  /** Whether C/R cannot work without it. */
+  readonly essential: boolean;
+  readonly detail: string;
+}

@@ -1,0 +1,56 @@
+/**
+ * The two entry points (seed 003's sys_checkpoint / sys_restart). They find the loaded
+ * module's operations at call time; with none loaded they fail with ENOSYS.
+ */
+import { CptError } from './errors';
+import { Tokens } from './contract';
+import { moduleContainer } from './modules';
+import type { Logger, ProgressEvent } from './context';
+
+export interface OperationOptions {
+  log?: Logger;
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+export interface CheckpointResult {
+  pid: number;
+  tasks: number;
+  bytes: number;
+  /** Milliseconds the tree was frozen. */
+  frozenMs: number;
+  timings: Record<string, number>;
+}
+
+export interface RestartResult {
+  /** The restored root PID. */
+  pid: number;
+  tasks: number;
+  timings: Record<string, number>;
+}
+
+/** seed 003's cpt_operations. */
+export interface CptOperations {
+  checkpoint(pid: number, fd: number, flags: number, options?: OperationOptions): CheckpointResult;
+  restart(ctid: number, fd: number, flags: number, options?: OperationOptions): RestartResult;
+}
+
+function operations(): CptOperations {
+  const c = moduleContainer();
+  if (!c || !c.isRegistered(Tokens.CptOperations, true)) {
+    throw new CptError('ENOSYS', 'no checkpoint/restart module is loaded (load @cptrst/cpt-module)');
+  }
+  return c.resolve<CptOperations>(Tokens.CptOperations);
+}
+
+/** Checkpoints the process tree rooted at `pid` into the image stream `fd`. */
+export function sys_checkpoint(pid: number, fd: number, flags: number, options?: OperationOptions): CheckpointResult {
+  return operations().checkpoint(pid, fd, flags, options);
+}
+
+/**
+ * Restarts the image read from `fd`. `ctid` is the container id of seed 003; cptrst has no
+ * containers, so it is the PID the image's root must have, or 0 for "whatever the image says".
+ */
+export function sys_restart(ctid: number, fd: number, flags: number, options?: OperationOptions): RestartResult {
+  return operations().restart(ctid, fd, flags, options);
+}

@@ -1,0 +1,96 @@
+/**
+ * The common object header. Every object, the head included, starts with these 32 bytes
+ * (little-endian):
+ *
+ *   0  totalLength  u64  header + body + padding + payload
+ *   8  headerLength u16  32 in format 1.0; a reader skips header bytes it does not know
+ *  10  type         u16  ObjectType
+ *  12  kind         u16  ContentKind
+ *  14  flags        u16  reserved, written 0
+ *  16  tag          u32  assigned by the writer: 1 for the head, then strictly increasing
+ *  20  ptag         u32  tag of the parent object; 0 only for the head (top-level objects use 1)
+ *  24  bodyLength   u32  length of the record after the header
+ *  28  checksum     u32  CRC32 over the whole object (header with this field zeroed, body,
+ *                        padding, payload); for the head it continues the CRC of the preamble
+ *
+ * Where the page payload is: nothing is stored for it. Both sides know the stream offset of
+ * every object (the stream is sequential from the magic at offset 0), so the payload starts at
+ * the first multiple of the head's pageSize at or after the end of the body, the gap is zero
+ * padding, and the payload runs to the end of the object (totalLength), a whole number of pages.
+ * A RECORD object ends exactly at the end of its body.
+ */
+import { crc32 } from 'zlib';
+import { MAX_PAGE_SIZE, MIN_PAGE_SIZE } from './types';
+
+export const OBJ_HEADER_SIZE = 32;
+/** Bound on headerLength, so a corrupt one cannot ask for an unbounded header. */
+export const MAX_OBJ_HEADER_SIZE = 4096;
+
+export const HeaderOffset = {
+  totalLength: 0,
+  headerLength: 8,
+  type: 10,
+  kind: 12,
+  flags: 14,
+  tag: 16,
+  ptag: 20,
+  bodyLength: 24,
+  checksum: 28,
+} as const;
+
+export interface ObjectHeader {
+  totalLength: bigint;
+  headerLength: number;
+  type: number;
+  kind: number;
+  flags: number;
+  tag: number;
+  ptag: number;
+  bodyLength: number;
+  checksum: number;
+}
+
+export function encodeHeader(h: ObjectHeader): Buffer {
+  const b = Buffer.alloc(OBJ_HEADER_SIZE);
+  b.writeBigUInt64LE(h.totalLength, HeaderOffset.totalLength);
+  b.writeUInt16LE(h.headerLength, HeaderOffset.headerLength);
+  b.writeUInt16LE(h.type, HeaderOffset.type);
+  b.writeUInt16LE(h.kind, HeaderOffset.kind);
+  b.writeUInt16LE(h.flags, HeaderOffset.flags);
+  b.writeUInt32LE(h.tag, HeaderOffset.tag);
+  b.writeUInt32LE(h.ptag, HeaderOffset.ptag);
+  b.writeUInt32LE(h.bodyLength, HeaderOffset.bodyLength);
+  b.writeUInt32LE(h.checksum, HeaderOffset.checksum);
+  return b;
+}
+
+export function decodeHeader(b: Buffer): ObjectHeader {
+  return {
+    totalLength: b.readBigUInt64LE(HeaderOffset.totalLength),
+    headerLength: b.readUInt16LE(HeaderOffset.headerLength),
+    type: b.readUInt16LE(HeaderOffset.type),
+    kind: b.readUInt16LE(HeaderOffset.kind),
+    flags: b.readUInt16LE(HeaderOffset.flags),
+    tag: b.readUInt32LE(HeaderOffset.tag),
+    ptag: b.readUInt32LE(HeaderOffset.ptag),
+    bodyLength: b.readUInt32LE(HeaderOffset.bodyLength),
+    checksum: b.readUInt32LE(HeaderOffset.checksum),
+  };
+}
+
+/** CRC32 of the header with the checksum field taken as zero, continuing from `initial`. */
+export function headerCrc(header: Buffer, initial: number): number {
+  const zeroed = Buffer.from(header.subarray(0, OBJ_HEADER_SIZE));
+  zeroed.writeUInt32LE(0, HeaderOffset.checksum);
+  return crc32(zeroed, initial);
+}
+
+export { crc32 };
+
+export function alignUp(n: number, align: number): number {
+  return Math.ceil(n / align) * align;
+}
+
+export function isValidPageSize(n: number): boolean {
+  return Number.isInteger(n) && n >= MIN_PAGE_SIZE && n <= MAX_PAGE_SIZE && (n & (n - 1)) === 0;
+}

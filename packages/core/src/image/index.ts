@@ -1,0 +1,24 @@
+/** The image format: layouts declared with decorators, and a checked sequential stream. */
+export {
+  FORMAT_MAJOR, FORMAT_MINOR, MAGIC, PREAMBLE_SIZE, ObjectType, ContentKind, HEAD_TAG,
+  DEFAULT_MAX_OBJECT_BYTES, MIN_PAGE_SIZE, MAX_PAGE_SIZE,
+} from './types';
+export { ImageError } from './image-error';
+export {
+  objectType, recordLayout, u8, u16, u32, i32, u64, i64, bool, str, bytes, u64s, u32s, strs, record, records,
+  layoutOf, layoutForType, objectLayouts, typeName, describeLayouts,
+} from './layout';
+export type { FieldKind, FieldOptions, FieldSpec, Layout, LayoutClass, LayoutDescription, FieldDescription } from './layout';
+export { encodeRecord, decodeRecord } from './codec';
+export type { DecodeContext } from './codec';
+export { OBJ_HEADER_SIZE, HeaderOffset } from './framing';
+export type { ObjectHeader } from './framing';
+export { ImageHead, Terminator } from './head';
+export type { ImageHeadInit } from './head';
+export { ImageWriter } from './writer';
+export type { ImageSink, ImageWriterOptions } from './writer';
+export { ImageReader } from './reader';
+export type { ImageSource, ImageRecord, ImageReaderOptions } from './reader';
+export { fileSink, fileSource, MemorySink, bufferSource } from './io';
+export { layoutSnapshot, checkLayoutSnapshot, checkReachability } from './snapshot';
+export type { LayoutSnapshot } from './snapshot';

@@ -1,0 +1,83 @@
+/** Sinks and sources over file descriptors (files, pipes, sockets) and memory. */
+import * as fs from 'fs';
+import { asCptError } from '../errors';
+import type { ImageSource } from './reader';
+import type { ImageSink } from './writer';
+
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+
+/** Synchronous sleep: the image code is synchronous, and a non-blocking pipe may be full/empty. */
+function sleepMs(ms: number): void {
+  Atomics.wait(sleeper, 0, 0, ms);
+}
+
+function isEagain(e: unknown): boolean {
+  const code = (e as { code?: unknown })?.code;
+  return code === 'EAGAIN' || code === 'EWOULDBLOCK';
+}
+
+/** Writes everything to fd, looping over partial writes and waiting out EAGAIN (non-blocking pipes). */
+export function fileSink(fd: number): ImageSink {
+  return {
+    write(buf: Buffer): void {
+      let off = 0;
+      let wait = 1;
+      while (off < buf.length) {
+        try {
+          off += fs.writeSync(fd, buf, off, buf.length - off);
+          wait = 1;
+        } catch (e) {
+          if (!isEagain(e)) throw asCptError(e, { object: `image fd ${fd}` });
+          sleepMs(wait);
+          wait = Math.min(wait * 2, 20);
+        }
+      }
+    },
+  };
+}
+
+/** Reads from fd at its current position (no seeking); 0 means EOF. Waits out EAGAIN. */
+export function fileSource(fd: number): ImageSource {
+  return {
+    read(buf: Buffer, offset: number, length: number): number {
+      let wait = 1;
+      for (;;) {
+        try {
+          return fs.readSync(fd, buf, offset, length, null);
+        } catch (e) {
+          if (!isEagain(e)) throw asCptError(e, { object: `image fd ${fd}` });
+          sleepMs(wait);
+          wait = Math.min(wait * 2, 20);
+        }
+      }
+    },
+  };
+}
+
+/** Collects an image in memory (copies each write, since writers reuse their buffers). */
+export class MemorySink implements ImageSink {
+  private readonly chunks: Buffer[] = [];
+  length = 0;
+
+  write(buf: Buffer): void {
+    this.chunks.push(Buffer.from(buf));
+    this.length += buf.length;
+  }
+
+  toBuffer(): Buffer {
+    return Buffer.concat(this.chunks, this.length);
+  }
+}
+
+/** Reads an in-memory image. */
+export function bufferSource(data: Buffer): ImageSource {
+  let pos = 0;
+  return {
+    read(buf: Buffer, offset: number, length: number): number {
+      const n = Math.min(length, data.length - pos);
+      data.copy(buf, offset, pos, pos + n);
+      pos += n;
+      return n;
+    },
+  };
+}

@@ -1,0 +1,225 @@
+/**
+ * Object layouts, declared once as decorated classes. Encoding, decoding, the layout snapshot
+ * and the reachability check all derive from the metadata recorded here, so there is no
+ * hand-written serializer to drift from the declaration.
+ */
+import 'reflect-metadata';
+import { CptError } from '../errors';
+import { ObjectType } from './types';
+
+export type FieldKind =
+  | 'u8' | 'u16' | 'u32' | 'i32' | 'u64' | 'i64' | 'bool'
+  | 'str' | 'bytes' | 'u64s' | 'u32s' | 'strs' | 'record' | 'records';
+
+export interface FieldOptions {
+  /**
+   * The format minor version that appended this field. A record from an older image may end
+   * before it; the decoder then fills the default (0, 0n, false, '', empty). Only a suffix of
+   * a layout's fields may carry `since`, since only a suffix can be missing.
+   */
+  since?: number;
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type LayoutClass<T extends object = object> = abstract new (...args: any[]) => T;
+
+export interface FieldSpec {
+  readonly name: string;
+  readonly kind: FieldKind;
+  readonly since?: number;
+  /** Nested layout class for 'record' / 'records'. */
+  readonly layout?: LayoutClass;
+}
+
+export interface Layout {
+  readonly ctor: LayoutClass;
+  readonly name: string;
+  /** Object type number; undefined for nested record layouts. */
+  readonly type?: number;
+  /** Object types allowed as this object's parent (ptag). */
+  readonly parents: readonly number[];
+  /** Test-only layouts are left out of describeLayouts() and the reachability check by default. */
+  readonly testOnly: boolean;
+  readonly fields: readonly FieldSpec[];
+}
+
+const FIELDS_KEY = Symbol('cptrst:image:fields');
+const LAYOUT_KEY = Symbol('cptrst:image:layout');
+
+const byType = new Map<number, Layout>();
+const recordsByName = new Map<string, Layout>();
+
+function bug(message: string): CptError {
+  return new CptError('EINVAL', message, { object: 'image layout' });
+}
+
+// What TypeScript's design:type must be for each kind (Object = no usable type info, not checked).
+const DESIGN_TYPES: Record<FieldKind, readonly unknown[]> = {
+  u8: [Number], u16: [Number], u32: [Number], i32: [Number],
+  u64: [BigInt], i64: [BigInt], bool: [Boolean], str: [String],
+  bytes: [Buffer, Uint8Array], u64s: [Array], u32s: [Array], strs: [Array],
+  record: [], records: [Array],
+};
+
+function field(kind: FieldKind, opts: FieldOptions = {}, layout?: LayoutClass): PropertyDecorator {
+  return (target: object, key: string | symbol) => {
+    const where = `${target.constructor.name}.${String(key)}`;
+    if (typeof key !== 'string') throw bug(`${where}: image fields must have string names`);
+    if ((kind === 'record' || kind === 'records') && typeof layout !== 'function') {
+      throw bug(`${where}: @${kind}() needs a layout class (undefined: import cycle or declared later?)`);
+    }
+    if (opts.since !== undefined && !(Number.isInteger(opts.since) && opts.since >= 0 && opts.since <= 0xffff)) {
+      throw bug(`${where}: since must be a format minor version`);
+    }
+    // A declared TypeScript type that contradicts the decorator is a bug worth catching at load time.
+    const design: unknown = Reflect.getMetadata('design:type', target, key);
+    if (design !== undefined && design !== Object) {
+      const ok = kind === 'record' ? design === layout : DESIGN_TYPES[kind].includes(design);
+      if (!ok) throw bug(`${where}: @${kind}() on a property declared as ${(design as { name?: string }).name}`);
+    }
+    const list: FieldSpec[] = Reflect.getOwnMetadata(FIELDS_KEY, target) ?? [];
+    if (list.some((f) => f.name === key)) throw bug(`${where}: declared twice`);
+    list.push({ name: key, kind, ...(opts.since !== undefined ? { since: opts.since } : {}), ...(layout ? { layout } : {}) });
+    Reflect.defineMetadata(FIELDS_KEY, list, target);
+  };
+}
+
+export const u8 = (opts?: FieldOptions) => field('u8', opts);
+export const u16 = (opts?: FieldOptions) => field('u16', opts);
+export const u32 = (opts?: FieldOptions) => field('u32', opts);
+export const i32 = (opts?: FieldOptions) => field('i32', opts);
+export const u64 = (opts?: FieldOptions) => field('u64', opts);
+export const i64 = (opts?: FieldOptions) => field('i64', opts);
+export const bool = (opts?: FieldOptions) => field('bool', opts);
+export const str = (opts?: FieldOptions) => field('str', opts);
+export const bytes = (opts?: FieldOptions) => field('bytes', opts);
+export const u64s = (opts?: FieldOptions) => field('u64s', opts);
+export const u32s = (opts?: FieldOptions) => field('u32s', opts);
+export const strs = (opts?: FieldOptions) => field('strs', opts);
+export const record = (cls: LayoutClass, opts?: FieldOptions) => field('record', opts, cls);
+export const records = (cls: LayoutClass, opts?: FieldOptions) => field('records', opts, cls);
+
+/** Fields of a class: those of a decorated base class first, then its own in declaration order. */
+function collectFields(ctor: LayoutClass): FieldSpec[] {
+  const base = Object.getPrototypeOf(ctor) as LayoutClass | null;
+  const inherited = base ? layoutOf(base)?.fields ?? [] : [];
+  const own: FieldSpec[] = Reflect.getOwnMetadata(FIELDS_KEY, ctor.prototype) ?? [];
+  const fields = [...inherited, ...own];
+  let since: number | undefined;
+  for (const f of fields) {
+    if (since !== undefined && (f.since === undefined || f.since < since)) {
+      throw bug(`${ctor.name}.${f.name}: fields after a {since} field need a {since} at least as high`);
+    }
+    since = f.since ?? since;
+  }
+  return fields;
+}
+
+function u16Number(n: unknown): n is number {
+  return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 0xffff;
+}
+
+/** Registers an object layout: `type` is the u16 in the object header, `parents` the allowed ptag types. */
+export function objectType(
+  type: number,
+  name: string,
+  opts: { parents: number[]; testOnly?: boolean },
+): ClassDecorator {
+  return (target) => {
+    const ctor = target as unknown as LayoutClass;
+    if (!u16Number(type)) throw bug(`${ctor.name}: object type ${type} is not in 1..65535`);
+    if (!name) throw bug(`${ctor.name}: object type ${type} needs a name`);
+    if (!Array.isArray(opts?.parents) || !opts.parents.every(u16Number)) {
+      throw bug(`${name}: parents must be a list of object type numbers`);
+    }
+    if ((type === ObjectType.HEAD) !== (opts.parents.length === 0)) {
+      throw bug(`${name}: only HEAD has no parents (top-level objects use [ObjectType.HEAD])`);
+    }
+    const existing = byType.get(type);
+    if (existing) throw bug(`${name}: object type ${type} is already registered as ${existing.name}`);
+    const layout: Layout = {
+      ctor, name, type, parents: [...opts.parents], testOnly: opts.testOnly === true, fields: collectFields(ctor),
+    };
+    Reflect.defineMetadata(LAYOUT_KEY, layout, ctor);
+    byType.set(type, layout);
+  };
+}
+
+/** Registers a nested record layout (used through @record / @records); it has no type number. */
+export function recordLayout(name: string): ClassDecorator {
+  return (target) => {
+    const ctor = target as unknown as LayoutClass;
+    if (!name) throw bug(`${ctor.name}: record layout needs a name`);
+    const existing = recordsByName.get(name);
+    if (existing) throw bug(`${ctor.name}: record layout name ${name} is already used by ${existing.ctor.name}`);
+    const layout: Layout = { ctor, name, parents: [], testOnly: false, fields: collectFields(ctor) };
+    Reflect.defineMetadata(LAYOUT_KEY, layout, ctor);
+    recordsByName.set(name, layout);
+  };
+}
+
+/** The layout declared directly on this class (not inherited), if any. */
+export function layoutOf(ctor: unknown): Layout | undefined {
+  if (typeof ctor !== 'function') return undefined;
+  return Reflect.getOwnMetadata(LAYOUT_KEY, ctor) as Layout | undefined;
+}
+
+export function layoutForType(type: number): Layout | undefined {
+  return byType.get(type);
+}
+
+/** Every registered object layout, by type number. */
+export function objectLayouts(opts: { includeTestOnly?: boolean } = {}): Layout[] {
+  return [...byType.values()]
+    .filter((l) => opts.includeTestOnly || !l.testOnly)
+    .sort((a, b) => (a.type ?? 0) - (b.type ?? 0));
+}
+
+/** Name for an object type: the layout's, the ObjectType enum's, or "type N". */
+export function typeName(type: number): string {
+  return byType.get(type)?.name ?? (ObjectType[type] as string | undefined) ?? `type ${type}`;
+}
+
+export interface FieldDescription {
+  name: string;
+  kind: FieldKind;
+  since?: number;
+  layout?: string;
+}
+export interface LayoutDescription {
+  objects: { type: number; name: string; parents: number[]; fields: FieldDescription[] }[];
+  records: { name: string; fields: FieldDescription[] }[];
+}
+
+/**
+ * A stable, JSON-serializable description of the registered layouts: object layouts by type
+ * number, then the nested record layouts they use (transitively) by name. Test-only layouts and
+ * records only they use are left out unless asked for.
+ */
+export function describeLayouts(opts: { includeTestOnly?: boolean } = {}): LayoutDescription {
+  const used = new Map<string, Layout>();
+  const describeFields = (fields: readonly FieldSpec[]): FieldDescription[] =>
+    fields.map((f) => {
+      const d: FieldDescription = { name: f.name, kind: f.kind };
+      if (f.since !== undefined) d.since = f.since;
+      if (f.layout) {
+        const nested = layoutOf(f.layout);
+        d.layout = nested?.name ?? `<unregistered ${f.layout.name}>`;
+        if (nested && !used.has(nested.name)) {
+          used.set(nested.name, nested);
+          describeFields(nested.fields);
+        }
+      }
+      return d;
+    });
+  const objects = objectLayouts(opts).map((l) => ({
+    type: l.type as number,
+    name: l.name,
+    parents: [...l.parents].sort((a, b) => a - b),
+    fields: describeFields(l.fields),
+  }));
+  const records = [...used.values()]
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    .map((l) => ({ name: l.name, fields: describeFields(l.fields) }));
+  return { objects, records };
+}

@@ -1,0 +1,268 @@
+/**
+ * Reads an image sequentially. The image is untrusted: every length is bounded before anything
+ * is allocated, the checksum is verified before the body is decoded, and every refusal is an
+ * ImageError naming the byte offset. The reader reads exactly the image's bytes (no read-ahead),
+ * so a socket can carry more after the terminator.
+ */
+import { asCptError, CptError } from '../errors';
+import { decodeRecord } from './codec';
+import {
+  alignUp, crc32, decodeHeader, headerCrc, HeaderOffset, isValidPageSize, MAX_OBJ_HEADER_SIZE, OBJ_HEADER_SIZE, ObjectHeader,
+} from './framing';
+import { ImageHead, Terminator } from './head';
+import { ImageError } from './image-error';
+import { layoutForType, typeName } from './layout';
+import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, HEAD_TAG, MAGIC, ObjectType, PREAMBLE_SIZE } from './types';
+
+/** Where image bytes come from. Returns the number of bytes read; 0 means end of stream. */
+export interface ImageSource {
+  read(buf: Buffer, offset: number, length: number): number;
+}
+
+export interface ImageRecord {
+  type: number;
+  name: string;
+  tag: number;
+  ptag: number;
+  /** Stream offset of the object's header. */
+  offset: number;
+  /** The decoded record; undefined for a type this reader has no layout for (skipped). */
+  obj?: object;
+  /** Page payload, for RECORD_WITH_PAGES objects. */
+  pages?: Buffer;
+  pageCount: number;
+}
+
+export interface ImageReaderOptions {
+  /** Largest object accepted (header + body + padding + payload). */
+  maxObjectBytes?: number;
+}
+
+interface RawObject {
+  start: number;
+  header: ObjectHeader;
+  desc: string;
+  body: Buffer;
+  bodyOffset: number;
+  tail: Buffer;
+  tailOffset: number;
+}
+
+export class ImageReader {
+  private pos = 0;
+  private readonly maxObjectBytes: number;
+  private head?: ImageHead;
+  private minor = 0;
+  private index = 0;
+  private lastTag = 0;
+  private done = false;
+  private failed?: CptError;
+  private readonly tagTypes = new Map<number, number>();
+
+  constructor(private readonly source: ImageSource, opts: ImageReaderOptions = {}) {
+    this.maxObjectBytes = opts.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
+  }
+
+  /** Bytes consumed from the stream so far. */
+  get offset(): number {
+    return this.pos;
+  }
+
+  /** Minor format version of the image (may be above this reader's FORMAT_MINOR). */
+  get formatMinor(): number {
+    return this.minor;
+  }
+
+  readHead(): ImageHead {
+    return this.guard(() => {
+      if (this.head) return this.head;
+      const pre = Buffer.alloc(PREAMBLE_SIZE);
+      const n = this.fill(pre);
+      if (n < PREAMBLE_SIZE) {
+        throw new ImageError(n === 0 ? 'empty stream: no image' : 'truncated in the image preamble', n, 'image preamble');
+      }
+      if (!pre.subarray(0, MAGIC.length).equals(MAGIC)) {
+        throw new ImageError(`bad magic ${pre.subarray(0, MAGIC.length).toString('hex')}: not a cptrst image`, 0, 'image preamble');
+      }
+      const major = pre.readUInt16LE(8);
+      if (major !== FORMAT_MAJOR) {
+        throw new ImageError(`image format major version ${major}, this reader reads only ${FORMAT_MAJOR}.x`, 8, 'image preamble');
+      }
+      this.minor = pre.readUInt16LE(10);
+      // Checked before anything else is read: no object may come before the head.
+      const raw = this.readObject(crc32(pre));
+      if (!raw) throw new ImageError('truncated: no head after the preamble', this.pos, 'image head');
+      const h = raw.header;
+      if (h.type !== ObjectType.HEAD) {
+        throw new ImageError(`first object is ${typeName(h.type)}, not HEAD`, raw.start + HeaderOffset.type, raw.desc);
+      }
+      if (h.tag !== HEAD_TAG || h.ptag !== 0) {
+        throw new ImageError(`head has tag ${h.tag}, ptag ${h.ptag}; expected ${HEAD_TAG}, 0`, raw.start + HeaderOffset.tag, raw.desc);
+      }
+      this.checkRecordOnly(raw);
+      const head = decodeRecord(ImageHead, raw.body, { offset: raw.bodyOffset, object: raw.desc, minor: this.minor });
+      if (!isValidPageSize(head.pageSize)) {
+        throw new ImageError(`head pageSize ${head.pageSize} is not a power of two in [4096, 65536]`, raw.bodyOffset, raw.desc);
+      }
+      this.accept(raw);
+      this.head = head;
+      return head;
+    });
+  }
+
+  /** The next object, or null after the terminator. */
+  next(): ImageRecord | null {
+    return this.guard(() => {
+      if (!this.head) throw new CptError('EINVAL', 'readHead() must be called before next()', { object: 'image reader' });
+      if (this.done) return null;
+      const raw = this.readObject(0);
+      if (!raw) throw new ImageError('truncated: stream ended before the terminator', this.pos, `object #${this.index}`);
+      const h = raw.header;
+      if (h.type === ObjectType.HEAD) throw new ImageError('a second HEAD object', raw.start + HeaderOffset.type, raw.desc);
+      if (h.tag <= this.lastTag) {
+        throw new ImageError(`tag ${h.tag} is not greater than the previous tag ${this.lastTag}`, raw.start + HeaderOffset.tag, raw.desc);
+      }
+      const ptype = this.tagTypes.get(h.ptag);
+      if (ptype === undefined) {
+        throw new ImageError(`parent tag ${h.ptag} does not name an earlier object`, raw.start + HeaderOffset.ptag, raw.desc);
+      }
+      const layout = layoutForType(h.type);
+      if (layout && !layout.parents.includes(ptype)) {
+        throw new ImageError(
+          `wrong nesting: ${layout.name} cannot be a child of ${typeName(ptype)} (tag ${h.ptag}); allowed: ${layout.parents.map(typeName).join(', ')}`,
+          raw.start + HeaderOffset.ptag, raw.desc);
+      }
+      const ctx = { offset: raw.bodyOffset, object: raw.desc, minor: this.minor };
+      if (h.type === ObjectType.TERMINATOR) {
+        this.checkRecordOnly(raw);
+        const t = decodeRecord(Terminator, raw.body, ctx);
+        if (t.objectCount !== this.index) {
+          throw new ImageError(`terminator counts ${t.objectCount} objects but ${this.index} came before it`, raw.bodyOffset, raw.desc);
+        }
+        this.accept(raw);
+        this.done = true;
+        return null;
+      }
+      const pages = this.payload(raw);
+      const rec: ImageRecord = {
+        type: h.type,
+        name: typeName(h.type),
+        tag: h.tag,
+        ptag: h.ptag,
+        offset: raw.start,
+        obj: layout ? decodeRecord(h.type, raw.body, ctx) : undefined,
+        pageCount: pages ? pages.length / (this.head.pageSize) : 0,
+      };
+      if (pages) rec.pages = pages;
+      this.accept(raw);
+      return rec;
+    });
+  }
+
+  /** Errors are sticky: after a refusal the stream position is meaningless. */
+  private guard<T>(fn: () => T): T {
+    if (this.failed) throw this.failed;
+    try {
+      return fn();
+    } catch (e) {
+      const err = e instanceof CptError ? e
+        : new ImageError(`unexpected failure while reading: ${(e as Error)?.message ?? String(e)}`, this.pos, `object #${this.index}`);
+      if (err.code !== 'EINVAL') this.failed = err;
+      throw err;
+    }
+  }
+
+  private accept(raw: RawObject): void {
+    this.lastTag = raw.header.tag;
+    this.tagTypes.set(raw.header.tag, raw.header.type);
+    this.index++;
+  }
+
+  /** Reads up to buf.length bytes; fewer only at end of stream. */
+  private fill(buf: Buffer): number {
+    let got = 0;
+    while (got < buf.length) {
+      let n: number;
+      try {
+        n = this.source.read(buf, got, buf.length - got);
+      } catch (e) {
+        throw asCptError(e, { object: `image source at offset ${this.pos}` });
+      }
+      if (!Number.isInteger(n) || n < 0 || n > buf.length - got) {
+        throw new CptError('EIO', `image source returned ${n} for a ${buf.length - got}-byte read`, { object: 'image source' });
+      }
+      if (n === 0) break;
+      got += n;
+      this.pos += n;
+    }
+    return got;
+  }
+
+  /** Reads one whole object and verifies its checksum; null at a clean end of stream. */
+  private readObject(initialCrc: number): RawObject | null {
+    const start = this.pos;
+    const where = `object #${this.index} at offset ${start}`;
+    const hb = Buffer.alloc(OBJ_HEADER_SIZE);
+    const n = this.fill(hb);
+    if (n === 0) return null;
+    if (n < OBJ_HEADER_SIZE) throw new ImageError(`truncated in an object header (${n} of ${OBJ_HEADER_SIZE} bytes)`, start + n, where);
+    const h = decodeHeader(hb);
+    const desc = `object #${this.index} (${typeName(h.type)}, tag ${h.tag}) at offset ${start}`;
+    if (h.headerLength < OBJ_HEADER_SIZE || h.headerLength > MAX_OBJ_HEADER_SIZE) {
+      throw new ImageError(`header length ${h.headerLength} is outside [${OBJ_HEADER_SIZE}, ${MAX_OBJ_HEADER_SIZE}]`, start + HeaderOffset.headerLength, desc);
+    }
+    if (h.totalLength > BigInt(this.maxObjectBytes)) {
+      throw new ImageError(`object length ${h.totalLength} exceeds the ${this.maxObjectBytes}-byte limit`, start + HeaderOffset.totalLength, desc);
+    }
+    const total = Number(h.totalLength);
+    if (total < h.headerLength + h.bodyLength) {
+      throw new ImageError(`object length ${total} is less than header ${h.headerLength} + body ${h.bodyLength}`, start + HeaderOffset.totalLength, desc);
+    }
+    if (h.kind !== ContentKind.RECORD && h.kind !== ContentKind.RECORD_WITH_PAGES) {
+      throw new ImageError(`unknown content kind ${h.kind}`, start + HeaderOffset.kind, desc);
+    }
+    const rest = Buffer.allocUnsafe(total - OBJ_HEADER_SIZE);
+    const got = this.fill(rest);
+    if (got < rest.length) {
+      throw new ImageError(`truncated: object needs ${total} bytes, stream ended after ${OBJ_HEADER_SIZE + got}`, this.pos, desc);
+    }
+    const crc = crc32(rest, headerCrc(hb, initialCrc));
+    if (crc !== h.checksum) {
+      throw new ImageError(`checksum mismatch: stored ${h.checksum.toString(16)}, computed ${crc.toString(16)}`, start + HeaderOffset.checksum, desc);
+    }
+    const bodyStart = h.headerLength - OBJ_HEADER_SIZE; // header bytes from a newer minor are skipped
+    const tailStart = bodyStart + h.bodyLength;
+    return {
+      start, header: h, desc,
+      body: rest.subarray(bodyStart, tailStart), bodyOffset: start + h.headerLength,
+      tail: rest.subarray(tailStart), tailOffset: start + h.headerLength + h.bodyLength,
+    };
+  }
+
+  private checkRecordOnly(raw: RawObject): void {
+    if (raw.header.kind !== ContentKind.RECORD) {
+      throw new ImageError(`${typeName(raw.header.type)} must be a plain RECORD`, raw.start + HeaderOffset.kind, raw.desc);
+    }
+    this.payload(raw);
+  }
+
+  /** The page payload (RECORD_WITH_PAGES) after checking padding and alignment; undefined for RECORD. */
+  private payload(raw: RawObject): Buffer | undefined {
+    if (raw.header.kind === ContentKind.RECORD) {
+      if (raw.tail.length) throw new ImageError(`${raw.tail.length} stray bytes after the body of a RECORD object`, raw.tailOffset, raw.desc);
+      return undefined;
+    }
+    const pageSize = (this.head as ImageHead).pageSize;
+    const pad = alignUp(raw.tailOffset, pageSize) - raw.tailOffset;
+    const payloadLen = raw.tail.length - pad;
+    if (payloadLen < 0 || payloadLen % pageSize !== 0) {
+      throw new ImageError(
+        `page payload of ${raw.tail.length} bytes after the body does not fill whole ${pageSize}-byte pages from the next page boundary`,
+        raw.tailOffset, raw.desc);
+    }
+    for (let i = 0; i < pad; i++) {
+      if (raw.tail[i] !== 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
+    }
+    return raw.tail.subarray(pad);
+  }
+}

@@ -1,0 +1,192 @@
+/**
+ * Writes an image as one sequential stream (never seeks), so the sink may be a file, a pipe or
+ * a socket. Layout: preamble (magic, major, minor, reserved), HEAD object (tag 1), objects,
+ * TERMINATOR. See framing.ts for the object header and where page payloads go.
+ */
+import { asCptError, CptError } from '../errors';
+import { encodeRecord } from './codec';
+import { alignUp, crc32, encodeHeader, headerCrc, HeaderOffset, isValidPageSize, OBJ_HEADER_SIZE } from './framing';
+import { ImageHead, Terminator } from './head';
+import { layoutOf, typeName } from './layout';
+import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG, MAGIC, ObjectType, PREAMBLE_SIZE } from './types';
+
+/** Where image bytes go. write() must consume the whole buffer before returning (it is reused). */
+export interface ImageSink {
+  write(buf: Buffer): void;
+}
+
+export interface ImageWriterOptions {
+  /** Small writes are coalesced up to this many bytes (default 1 MiB). */
+  bufferSize?: number;
+  /** Refuse objects a reader with the same limit would refuse (default DEFAULT_MAX_OBJECT_BYTES). */
+  maxObjectBytes?: number;
+}
+
+/** Chunks at least this big bypass the coalescing buffer (no copy). */
+const DIRECT_WRITE = 64 * 1024;
+
+function invalid(message: string): CptError {
+  return new CptError('EINVAL', message, { object: 'image writer' });
+}
+
+export class ImageWriter {
+  private readonly buf: Buffer;
+  private used = 0;
+  private flushed = 0;
+  private readonly maxObjectBytes: number;
+  private state: 'new' | 'open' | 'closed' | 'broken' = 'new';
+  private pageSize = 0;
+  private nextTag = HEAD_TAG;
+  private count = 0;
+  /** Type of every tag written, to check parents the way the reader will. */
+  private readonly tagTypes = new Map<number, number>();
+
+  constructor(private readonly sink: ImageSink, opts: ImageWriterOptions = {}) {
+    this.buf = Buffer.allocUnsafe(opts.bufferSize ?? 1024 * 1024);
+    this.maxObjectBytes = opts.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
+  }
+
+  /** Bytes written so far (buffered ones included): the stream offset of the next object. */
+  get offset(): number {
+    return this.flushed + this.used;
+  }
+
+  writeHead(head: ImageHead): void {
+    if (this.state !== 'new') throw invalid('the head must be written first, and once');
+    if (!(head instanceof ImageHead)) throw invalid('writeHead needs an ImageHead');
+    if (!isValidPageSize(head.pageSize)) throw invalid(`pageSize ${head.pageSize} is not a power of two in [4096, 65536]`);
+    const preamble = Buffer.alloc(PREAMBLE_SIZE);
+    MAGIC.copy(preamble, 0);
+    preamble.writeUInt16LE(FORMAT_MAJOR, 8);
+    preamble.writeUInt16LE(FORMAT_MINOR, 10);
+    this.state = 'open';
+    this.pageSize = head.pageSize;
+    this.append(preamble);
+    this.emit(ObjectType.HEAD, ContentKind.RECORD, encodeRecord(head), [], 0, crc32(preamble));
+  }
+
+  /** Writes a record object; its type comes from the object's class. Returns its tag. */
+  write(obj: object, opts: { ptag?: number } = {}): number {
+    const { type, ptag } = this.check(obj, opts.ptag);
+    return this.emit(type, ContentKind.RECORD, encodeRecord(obj), [], ptag);
+  }
+
+  /** Writes a record followed by a page-aligned payload (a whole number of pages). Returns its tag. */
+  writeWithPages(obj: object, pages: Buffer | Buffer[], opts: { ptag?: number } = {}): number {
+    const { type, ptag } = this.check(obj, opts.ptag);
+    return this.emit(type, ContentKind.RECORD_WITH_PAGES, encodeRecord(obj), Array.isArray(pages) ? pages : [pages], ptag);
+  }
+
+  /**
+   * Writes an object from raw parts with no layout or parent checks. For tools that copy
+   * objects they do not understand, and for tests that need malformed images.
+   */
+  writeRaw(type: number, body: Buffer, opts: { ptag?: number; kind?: ContentKind; pages?: Buffer[] } = {}): number {
+    this.requireOpen();
+    return this.emit(type, opts.kind ?? (opts.pages ? ContentKind.RECORD_WITH_PAGES : ContentKind.RECORD), body, opts.pages ?? [], opts.ptag ?? HEAD_TAG);
+  }
+
+  /** Ends the image and flushes. Nothing can be written after it. */
+  writeTerminator(): void {
+    this.requireOpen();
+    const t = new Terminator();
+    t.objectCount = this.count;
+    this.emit(ObjectType.TERMINATOR, ContentKind.RECORD, encodeRecord(t), [], HEAD_TAG);
+    this.flush();
+    this.state = 'closed';
+  }
+
+  /** Pushes buffered bytes to the sink. */
+  flush(): void {
+    if (this.used === 0) return;
+    const n = this.used;
+    this.used = 0;
+    this.sinkWrite(this.buf.subarray(0, n));
+  }
+
+  private requireOpen(): void {
+    if (this.state === 'new') throw invalid('writeHead() must come first');
+    if (this.state === 'closed') throw invalid('the image is already terminated');
+    if (this.state === 'broken') throw invalid('an earlier write to the sink failed');
+  }
+
+  private check(obj: object, ptag: number | undefined): { type: number; ptag: number } {
+    this.requireOpen();
+    const layout = layoutOf(obj?.constructor);
+    if (!layout || layout.type === undefined) throw invalid(`${obj?.constructor?.name} is not an @objectType class`);
+    if (layout.type === ObjectType.HEAD || layout.type === ObjectType.TERMINATOR) {
+      throw invalid(`use writeHead()/writeTerminator() for ${layout.name}`);
+    }
+    const p = ptag ?? HEAD_TAG;
+    const ptype = this.tagTypes.get(p);
+    if (ptype === undefined) throw invalid(`${layout.name}: parent tag ${p} has not been written`);
+    if (!layout.parents.includes(ptype)) {
+      throw invalid(`${layout.name} cannot be a child of ${typeName(ptype)} (tag ${p}); allowed parents: ${layout.parents.map(typeName).join(', ')}`);
+    }
+    return { type: layout.type, ptag: p };
+  }
+
+  private emit(type: number, kind: ContentKind, body: Buffer, pages: Buffer[], ptag: number, initialCrc = 0): number {
+    if (this.nextTag > 0xffffffff) throw invalid('more than 2^32-1 objects');
+    const start = this.offset;
+    const bodyEnd = start + OBJ_HEADER_SIZE + body.length;
+    let pad = 0;
+    let payload = 0;
+    if (kind === ContentKind.RECORD_WITH_PAGES) {
+      pad = alignUp(bodyEnd, this.pageSize) - bodyEnd;
+      for (const p of pages) {
+        if (!Buffer.isBuffer(p)) throw invalid(`${typeName(type)}: pages must be Buffers`);
+        payload += p.length;
+      }
+      if (payload % this.pageSize !== 0) {
+        throw invalid(`${typeName(type)}: payload of ${payload} bytes is not a multiple of the page size ${this.pageSize}`);
+      }
+    } else if (pages.length) {
+      throw invalid(`${typeName(type)}: a RECORD object has no pages`);
+    }
+    const total = OBJ_HEADER_SIZE + body.length + pad + payload;
+    if (total > this.maxObjectBytes) {
+      throw new CptError('E2BIG', `${typeName(type)} object of ${total} bytes exceeds the ${this.maxObjectBytes}-byte limit; split it`, { object: 'image writer' });
+    }
+    const tag = this.nextTag;
+    const header = encodeHeader({
+      totalLength: BigInt(total), headerLength: OBJ_HEADER_SIZE, type, kind, flags: 0, tag, ptag, bodyLength: body.length, checksum: 0,
+    });
+    const padding = Buffer.alloc(pad);
+    let crc = crc32(body, headerCrc(header, initialCrc));
+    crc = crc32(padding, crc);
+    for (const p of pages) crc = crc32(p, crc);
+    header.writeUInt32LE(crc, HeaderOffset.checksum);
+
+    this.append(header);
+    this.append(body);
+    this.append(padding);
+    for (const p of pages) this.append(p);
+    this.nextTag++;
+    this.count++;
+    this.tagTypes.set(tag, type);
+    return tag;
+  }
+
+  private append(b: Buffer): void {
+    if (b.length === 0) return;
+    if (b.length >= DIRECT_WRITE || b.length > this.buf.length) {
+      this.flush();
+      this.sinkWrite(b);
+      return;
+    }
+    if (this.used + b.length > this.buf.length) this.flush();
+    b.copy(this.buf, this.used);
+    this.used += b.length;
+  }
+
+  private sinkWrite(b: Buffer): void {
+    try {
+      this.sink.write(b);
+    } catch (e) {
+      this.state = 'broken';
+      throw asCptError(e, { object: 'image sink' });
+    }
+    this.flushed += b.length;
+  }
+}

@@ -1,0 +1,397 @@
+/**
+ * Linux x86-64 constants: the one place where cptrst keeps kernel numbers.
+ *
+ * Values are those of the x86-64 ABI (arch/x86/entry/syscalls/syscall_64.tbl and the uapi
+ * headers). Every table is a frozen plain object so that `SYS.mmap` etc. are typed literals.
+ */
+
+/** x86-64 system call numbers (`__NR_*`), through Linux 6.18. */
+export const SYS = Object.freeze({
+  read: 0, write: 1, open: 2, close: 3, stat: 4, fstat: 5, lstat: 6, poll: 7, lseek: 8, mmap: 9,
+  mprotect: 10, munmap: 11, brk: 12, rt_sigaction: 13, rt_sigprocmask: 14, rt_sigreturn: 15, ioctl: 16,
+  pread64: 17, pwrite64: 18, readv: 19, writev: 20, access: 21, pipe: 22, select: 23, sched_yield: 24,
+  mremap: 25, msync: 26, mincore: 27, madvise: 28, shmget: 29, shmat: 30, shmctl: 31, dup: 32, dup2: 33,
+  pause: 34, nanosleep: 35, getitimer: 36, alarm: 37, setitimer: 38, getpid: 39, sendfile: 40, socket: 41,
+  connect: 42, accept: 43, sendto: 44, recvfrom: 45, sendmsg: 46, recvmsg: 47, shutdown: 48, bind: 49,
+  listen: 50, getsockname: 51, getpeername: 52, socketpair: 53, setsockopt: 54, getsockopt: 55, clone: 56,
+  fork: 57, vfork: 58, execve: 59, exit: 60, wait4: 61, kill: 62, uname: 63, semget: 64, semop: 65,
+  semctl: 66, shmdt: 67, msgget: 68, msgsnd: 69, msgrcv: 70, msgctl: 71, fcntl: 72, flock: 73, fsync: 74,
+  fdatasync: 75, truncate: 76, ftruncate: 77, getdents: 78, getcwd: 79, chdir: 80, fchdir: 81, rename: 82,
+  mkdir: 83, rmdir: 84, creat: 85, link: 86, unlink: 87, symlink: 88, readlink: 89, chmod: 90, fchmod: 91,
+  chown: 92, fchown: 93, lchown: 94, umask: 95, gettimeofday: 96, getrlimit: 97, getrusage: 98,
+  sysinfo: 99, times: 100, ptrace: 101, getuid: 102, syslog: 103, getgid: 104, setuid: 105, setgid: 106,
+  geteuid: 107, getegid: 108, setpgid: 109, getppid: 110, getpgrp: 111, setsid: 112, setreuid: 113,
+  setregid: 114, getgroups: 115, setgroups: 116, setresuid: 117, getresuid: 118, setresgid: 119,
+  getresgid: 120, getpgid: 121, setfsuid: 122, setfsgid: 123, getsid: 124, capget: 125, capset: 126,
+  rt_sigpending: 127, rt_sigtimedwait: 128, rt_sigqueueinfo: 129, rt_sigsuspend: 130, sigaltstack: 131,
+  utime: 132, mknod: 133, uselib: 134, personality: 135, ustat: 136, statfs: 137, fstatfs: 138, sysfs: 139,
+  getpriority: 140, setpriority: 141, sched_setparam: 142, sched_getparam: 143, sched_setscheduler: 144,
+  sched_getscheduler: 145, sched_get_priority_max: 146, sched_get_priority_min: 147,
+  sched_rr_get_interval: 148, mlock: 149, munlock: 150, mlockall: 151, munlockall: 152, vhangup: 153,
+  modify_ldt: 154, pivot_root: 155, _sysctl: 156, prctl: 157, arch_prctl: 158, adjtimex: 159,
+  setrlimit: 160, chroot: 161, sync: 162, acct: 163, settimeofday: 164, mount: 165, umount2: 166,
+  swapon: 167, swapoff: 168, reboot: 169, sethostname: 170, setdomainname: 171, iopl: 172, ioperm: 173,
+  create_module: 174, init_module: 175, delete_module: 176, get_kernel_syms: 177, query_module: 178,
+  quotactl: 179, nfsservctl: 180, getpmsg: 181, putpmsg: 182, afs_syscall: 183, tuxcall: 184,
+  security: 185, gettid: 186, readahead: 187, setxattr: 188, lsetxattr: 189, fsetxattr: 190, getxattr: 191,
+  lgetxattr: 192, fgetxattr: 193, listxattr: 194, llistxattr: 195, flistxattr: 196, removexattr: 197,
+  lremovexattr: 198, fremovexattr: 199, tkill: 200, time: 201, futex: 202, sched_setaffinity: 203,
+  sched_getaffinity: 204, set_thread_area: 205, io_setup: 206, io_destroy: 207, io_getevents: 208,
+  io_submit: 209, io_cancel: 210, get_thread_area: 211, lookup_dcookie: 212, epoll_create: 213,
+  epoll_ctl_old: 214, epoll_wait_old: 215, remap_file_pages: 216, getdents64: 217, set_tid_address: 218,
+  restart_syscall: 219, semtimedop: 220, fadvise64: 221, timer_create: 222, timer_settime: 223,
+  timer_gettime: 224, timer_getoverrun: 225, timer_delete: 226, clock_settime: 227, clock_gettime: 228,
+  clock_getres: 229, clock_nanosleep: 230, exit_group: 231, epoll_wait: 232, epoll_ctl: 233, tgkill: 234,
+  utimes: 235, vserver: 236, mbind: 237, set_mempolicy: 238, get_mempolicy: 239, mq_open: 240,
+  mq_unlink: 241, mq_timedsend: 242, mq_timedreceive: 243, mq_notify: 244, mq_getsetattr: 245,
+  kexec_load: 246, waitid: 247, add_key: 248, request_key: 249, keyctl: 250, ioprio_set: 251,
+  ioprio_get: 252, inotify_init: 253, inotify_add_watch: 254, inotify_rm_watch: 255, migrate_pages: 256,
+  openat: 257, mkdirat: 258, mknodat: 259, fchownat: 260, futimesat: 261, newfstatat: 262, unlinkat: 263,
+  renameat: 264, linkat: 265, symlinkat: 266, readlinkat: 267, fchmodat: 268, faccessat: 269,
+  pselect6: 270, ppoll: 271, unshare: 272, set_robust_list: 273, get_robust_list: 274, splice: 275,
+  tee: 276, sync_file_range: 277, vmsplice: 278, move_pages: 279, utimensat: 280, epoll_pwait: 281,
+  signalfd: 282, timerfd_create: 283, eventfd: 284, fallocate: 285, timerfd_settime: 286,
+  timerfd_gettime: 287, accept4: 288, signalfd4: 289, eventfd2: 290, epoll_create1: 291, dup3: 292,
+  pipe2: 293, inotify_init1: 294, preadv: 295, pwritev: 296, rt_tgsigqueueinfo: 297, perf_event_open: 298,
+  recvmmsg: 299, fanotify_init: 300, fanotify_mark: 301, prlimit64: 302, name_to_handle_at: 303,
+  open_by_handle_at: 304, clock_adjtime: 305, syncfs: 306, sendmmsg: 307, setns: 308, getcpu: 309,
+  process_vm_readv: 310, process_vm_writev: 311, kcmp: 312, finit_module: 313, sched_setattr: 314,
+  sched_getattr: 315, renameat2: 316, seccomp: 317, getrandom: 318, memfd_create: 319,
+  kexec_file_load: 320, bpf: 321, execveat: 322, userfaultfd: 323, membarrier: 324, mlock2: 325,
+  copy_file_range: 326, preadv2: 327, pwritev2: 328, pkey_mprotect: 329, pkey_alloc: 330, pkey_free: 331,
+  statx: 332, io_pgetevents: 333, rseq: 334, pidfd_send_signal: 424, io_uring_setup: 425,
+  io_uring_enter: 426, io_uring_register: 427, open_tree: 428, move_mount: 429, fsopen: 430, fsconfig: 431,
+  fsmount: 432, fspick: 433, pidfd_open: 434, clone3: 435, close_range: 436, openat2: 437,
+  pidfd_getfd: 438, faccessat2: 439, process_madvise: 440, epoll_pwait2: 441, mount_setattr: 442,
+  quotactl_fd: 443, landlock_create_ruleset: 444, landlock_add_rule: 445, landlock_restrict_self: 446,
+  memfd_secret: 447, process_mrelease: 448, futex_waitv: 449, set_mempolicy_home_node: 450, cachestat: 451,
+  fchmodat2: 452, map_shadow_stack: 453, futex_wake: 454, futex_wait: 455, futex_requeue: 456,
+  statmount: 457, listmount: 458, lsm_get_self_attr: 459, lsm_set_self_attr: 460, lsm_list_modules: 461,
+  mseal: 462, setxattrat: 463, getxattrat: 464, listxattrat: 465, removexattrat: 466, open_tree_attr: 467,
+  file_getattr: 468, file_setattr: 469,
+} as const);
+
+/** System call name for a number, or `syscall_<n>` when unknown. */
+export function syscallName(nr: number | bigint): string {
+  const n = typeof nr === 'bigint' ? Number(BigInt.asIntN(64, nr)) : nr;
+  return SYSCALL_NAMES.get(n) ?? `syscall_${n}`;
+}
+const SYSCALL_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(SYS).map(([k, v]) => [v as number, k]));
+
+/** ptrace(2) requests (x86-64). */
+export const PTRACE = Object.freeze({
+  TRACEME: 0, PEEKTEXT: 1, PEEKDATA: 2, PEEKUSER: 3, POKETEXT: 4, POKEDATA: 5, POKEUSER: 6,
+  CONT: 7, KILL: 8, SINGLESTEP: 9, GETREGS: 12, SETREGS: 13, GETFPREGS: 14, SETFPREGS: 15,
+  ATTACH: 16, DETACH: 17, GETFPXREGS: 18, SETFPXREGS: 19, SYSCALL: 24,
+  GET_THREAD_AREA: 25, SET_THREAD_AREA: 26, ARCH_PRCTL: 30, SYSEMU: 31, SYSEMU_SINGLESTEP: 32, SINGLEBLOCK: 33,
+  SETOPTIONS: 0x4200, GETEVENTMSG: 0x4201, GETSIGINFO: 0x4202, SETSIGINFO: 0x4203,
+  GETREGSET: 0x4204, SETREGSET: 0x4205, SEIZE: 0x4206, INTERRUPT: 0x4207, LISTEN: 0x4208,
+  PEEKSIGINFO: 0x4209, GETSIGMASK: 0x420a, SETSIGMASK: 0x420b,
+  SECCOMP_GET_FILTER: 0x420c, SECCOMP_GET_METADATA: 0x420d, GET_SYSCALL_INFO: 0x420e,
+  GET_RSEQ_CONFIGURATION: 0x420f, SET_SYSCALL_USER_DISPATCH_CONFIG: 0x4210,
+  GET_SYSCALL_USER_DISPATCH_CONFIG: 0x4211, SET_SYSCALL_INFO: 0x4212,
+} as const);
+
+/** `PTRACE_<name>` for a request number, for messages. */
+export function ptraceRequestName(req: number): string {
+  for (const [k, v] of Object.entries(PTRACE)) if (v === req) return `PTRACE_${k}`;
+  return `PTRACE_0x${req.toString(16)}`;
+}
+
+/** PTRACE_PEEKSIGINFO flag: read the process-wide (shared) queue instead of the thread's. */
+export const PTRACE_PEEKSIGINFO_SHARED = 1;
+
+/** PTRACE_GET_SYSCALL_INFO `op` values. */
+export const PTRACE_SYSCALL_INFO = Object.freeze({ NONE: 0, ENTRY: 1, EXIT: 2, SECCOMP: 3 } as const);
+
+/** PTRACE_SETOPTIONS / PTRACE_SEIZE option bits (`PTRACE_O_*`). */
+export const PTRACE_O = Object.freeze({
+  TRACESYSGOOD: 1, TRACEFORK: 1 << 1, TRACEVFORK: 1 << 2, TRACECLONE: 1 << 3, TRACEEXEC: 1 << 4,
+  TRACEVFORKDONE: 1 << 5, TRACEEXIT: 1 << 6, TRACESECCOMP: 1 << 7, EXITKILL: 1 << 20, SUSPEND_SECCOMP: 1 << 21,
+} as const);
+
+/** ptrace event codes, found in `status >> 16` of a stop (`PTRACE_EVENT_*`). */
+export const PTRACE_EVENT = Object.freeze({
+  FORK: 1, VFORK: 2, CLONE: 3, EXEC: 4, VFORK_DONE: 5, EXIT: 6, SECCOMP: 7, STOP: 128,
+} as const);
+
+/** ELF note types used as PTRACE_GETREGSET / SETREGSET `addr`. */
+export const NT = Object.freeze({
+  PRSTATUS: 1, PRFPREG: 2, PRPSINFO: 3, TASKSTRUCT: 4, AUXV: 6, SIGINFO: 0x53494749, FILE: 0x46494c45,
+  X86_TLS: 0x200, X86_IOPERM: 0x201, X86_XSTATE: 0x202, X86_SHSTK: 0x204, X86_XSAVE_LAYOUT: 0x205,
+} as const);
+export const NT_PRSTATUS = NT.PRSTATUS;
+export const NT_PRFPREG = NT.PRFPREG;
+export const NT_X86_XSTATE = NT.X86_XSTATE;
+
+/** Signal numbers (x86-64), keyed by full name. */
+export const SIG = Object.freeze({
+  SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGILL: 4, SIGTRAP: 5, SIGABRT: 6, SIGBUS: 7, SIGFPE: 8,
+  SIGKILL: 9, SIGUSR1: 10, SIGSEGV: 11, SIGUSR2: 12, SIGPIPE: 13, SIGALRM: 14, SIGTERM: 15,
+  SIGSTKFLT: 16, SIGCHLD: 17, SIGCONT: 18, SIGSTOP: 19, SIGTSTP: 20, SIGTTIN: 21, SIGTTOU: 22,
+  SIGURG: 23, SIGXCPU: 24, SIGXFSZ: 25, SIGVTALRM: 26, SIGPROF: 27, SIGWINCH: 28, SIGIO: 29,
+  SIGPWR: 30, SIGSYS: 31,
+} as const);
+/** First and last real-time signal as the kernel counts them (glibc reserves 32 and 33). */
+export const SIGRTMIN = 32;
+export const SIGRTMAX = 64;
+/** Number of signals (`_NSIG`); valid signals are 1.._NSIG. */
+export const NSIG = 64;
+/** SIGIOT and SIGPOLL are aliases. */
+export const SIGIOT = SIG.SIGABRT;
+export const SIGPOLL = SIG.SIGIO;
+
+const SIGNAL_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(SIG).map(([k, v]) => [v as number, k]));
+
+/** "SIGKILL" for 9, "SIGRTMIN+3" for 35, "SIGRTMAX" for 64, "SIG0" / "SIG<n>" otherwise. */
+export function signalName(n: number): string {
+  const s = SIGNAL_NAMES.get(n);
+  if (s) return s;
+  if (n === SIGRTMIN) return 'SIGRTMIN';
+  if (n === SIGRTMAX) return 'SIGRTMAX';
+  if (n > SIGRTMIN && n < SIGRTMAX) return `SIGRTMIN+${n - SIGRTMIN}`;
+  return `SIG${n}`;
+}
+
+/** Inverse of signalName; accepts "SIGKILL", "KILL", "SIGRTMIN+3", "SIGRTMAX-1" or a decimal string. */
+export function signalNumber(name: string): number | undefined {
+  const up = name.toUpperCase();
+  if (/^\d+$/.test(up)) return Number(up);
+  const full = up.startsWith('SIG') ? up : `SIG${up}`;
+  if (full in SIG) return SIG[full as keyof typeof SIG];
+  if (full === 'SIGIOT') return SIGIOT;
+  if (full === 'SIGPOLL') return SIGPOLL;
+  const m = /^SIGRT(MIN|MAX)(?:([+-])(\d+))?$/.exec(full);
+  if (m) {
+    const base = m[1] === 'MIN' ? SIGRTMIN : SIGRTMAX;
+    const d = m[3] ? Number(m[3]) * (m[2] === '-' ? -1 : 1) : 0;
+    const n = base + d;
+    return n >= SIGRTMIN && n <= SIGRTMAX ? n : undefined;
+  }
+  return undefined;
+}
+
+/** Bit of signal `sig` in a 64-bit kernel sigset (signal 1 is bit 0). */
+export function sigBit(sig: number): bigint {
+  return 1n << BigInt(sig - 1);
+}
+/** The signals whose bits are set in a 64-bit sigset. */
+export function sigsetToList(mask: bigint): number[] {
+  const out: number[] = [];
+  for (let s = 1; s <= NSIG; s++) if (mask & sigBit(s)) out.push(s);
+  return out;
+}
+/** A 64-bit sigset holding the given signals. */
+export function sigsetFromList(sigs: Iterable<number>): bigint {
+  let m = 0n;
+  for (const s of sigs) m |= sigBit(s);
+  return m;
+}
+
+/** rt_sigprocmask `how`. */
+export const SIG_HOW = Object.freeze({ SIG_BLOCK: 0, SIG_UNBLOCK: 1, SIG_SETMASK: 2 } as const);
+/** Special handler values. */
+export const SIG_DFL = 0n;
+export const SIG_IGN = 1n;
+
+/** sigaction `sa_flags` (x86-64 kernel values). */
+export const SA = Object.freeze({
+  NOCLDSTOP: 0x1, NOCLDWAIT: 0x2, SIGINFO: 0x4, UNSUPPORTED: 0x400, EXPOSE_TAGBITS: 0x800,
+  RESTORER: 0x04000000, ONSTACK: 0x08000000, RESTART: 0x10000000, NODEFER: 0x40000000, RESETHAND: 0x80000000,
+} as const);
+
+/** sigaltstack `ss_flags`. */
+export const SS = Object.freeze({ ONSTACK: 1, DISABLE: 2, AUTODISARM: 0x80000000 } as const);
+export const SS_ONSTACK = SS.ONSTACK;
+export const SS_DISABLE = SS.DISABLE;
+
+/** getitimer/setitimer `which`. */
+export const ITIMER = Object.freeze({ REAL: 0, VIRTUAL: 1, PROF: 2 } as const);
+
+/** si_code values that matter for C/R (siginfo origin). */
+export const SI = Object.freeze({
+  USER: 0, KERNEL: 0x80, QUEUE: -1, TIMER: -2, MESGQ: -3, ASYNCIO: -4, SIGIO: -5, TKILL: -6,
+} as const);
+
+/** mmap/mprotect protection bits. */
+export const PROT = Object.freeze({
+  NONE: 0, READ: 1, WRITE: 2, EXEC: 4, SEM: 8, GROWSDOWN: 0x01000000, GROWSUP: 0x02000000,
+} as const);
+
+/** mmap flags (x86-64). */
+export const MAP = Object.freeze({
+  SHARED: 0x01, PRIVATE: 0x02, SHARED_VALIDATE: 0x03, TYPE: 0x0f, FIXED: 0x10, ANONYMOUS: 0x20,
+  '32BIT': 0x40, GROWSDOWN: 0x0100, DENYWRITE: 0x0800, EXECUTABLE: 0x1000, LOCKED: 0x2000,
+  NORESERVE: 0x4000, POPULATE: 0x8000, NONBLOCK: 0x10000, STACK: 0x20000, HUGETLB: 0x40000,
+  SYNC: 0x80000, FIXED_NOREPLACE: 0x100000, UNINITIALIZED: 0x4000000,
+} as const);
+/** mmap's error return as an unsigned 64-bit value ((void *)-1). */
+export const MAP_FAILED = 0xffffffffffffffffn;
+
+/** mremap flags. */
+export const MREMAP = Object.freeze({ MAYMOVE: 1, FIXED: 2, DONTUNMAP: 4 } as const);
+
+/** madvise advice values. */
+export const MADV = Object.freeze({
+  NORMAL: 0, RANDOM: 1, SEQUENTIAL: 2, WILLNEED: 3, DONTNEED: 4, FREE: 8, REMOVE: 9,
+  DONTFORK: 10, DOFORK: 11, MERGEABLE: 12, UNMERGEABLE: 13, HUGEPAGE: 14, NOHUGEPAGE: 15,
+  DONTDUMP: 16, DODUMP: 17, WIPEONFORK: 18, KEEPONFORK: 19, COLD: 20, PAGEOUT: 21,
+  POPULATE_READ: 22, POPULATE_WRITE: 23, DONTNEED_LOCKED: 24, COLLAPSE: 25,
+  HWPOISON: 100, SOFT_OFFLINE: 101, GUARD_INSTALL: 102, GUARD_REMOVE: 103,
+} as const);
+
+/** open(2) flags, x86-64 values (octal as in the uapi headers). */
+export const O = Object.freeze({
+  RDONLY: 0, WRONLY: 0o1, RDWR: 0o2, ACCMODE: 0o3, CREAT: 0o100, EXCL: 0o200, NOCTTY: 0o400,
+  TRUNC: 0o1000, APPEND: 0o2000, NONBLOCK: 0o4000, NDELAY: 0o4000, DSYNC: 0o10000, ASYNC: 0o20000,
+  DIRECT: 0o40000, LARGEFILE: 0o100000, DIRECTORY: 0o200000, NOFOLLOW: 0o400000, NOATIME: 0o1000000,
+  CLOEXEC: 0o2000000, SYNC: 0o4010000, PATH: 0o10000000, TMPFILE: 0o20200000,
+} as const);
+
+/** fcntl(2) commands. */
+export const F = Object.freeze({
+  DUPFD: 0, GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, GETLK: 5, SETLK: 6, SETLKW: 7,
+  SETOWN: 8, GETOWN: 9, SETSIG: 10, GETSIG: 11, SETOWN_EX: 15, GETOWN_EX: 16, GETOWNER_UIDS: 17,
+  OFD_GETLK: 36, OFD_SETLK: 37, OFD_SETLKW: 38,
+  SETLEASE: 1024, GETLEASE: 1025, NOTIFY: 1026, DUPFD_QUERY: 1027, CREATED_QUERY: 1028, DUPFD_CLOEXEC: 1030,
+  SETPIPE_SZ: 1031, GETPIPE_SZ: 1032, ADD_SEALS: 1033, GET_SEALS: 1034,
+  GET_RW_HINT: 1035, SET_RW_HINT: 1036, GET_FILE_RW_HINT: 1037, SET_FILE_RW_HINT: 1038,
+  RDLCK: 0, WRLCK: 1, UNLCK: 2,
+  OWNER_TID: 0, OWNER_PID: 1, OWNER_PGRP: 2,
+  SEAL_SEAL: 0x01, SEAL_SHRINK: 0x02, SEAL_GROW: 0x04, SEAL_WRITE: 0x08, SEAL_FUTURE_WRITE: 0x10, SEAL_EXEC: 0x20,
+} as const);
+/** The only fd flag. */
+export const FD_CLOEXEC = 1;
+
+/** prctl(2) options. */
+export const PR = Object.freeze({
+  SET_PDEATHSIG: 1, GET_PDEATHSIG: 2, GET_DUMPABLE: 3, SET_DUMPABLE: 4, GET_UNALIGN: 5, SET_UNALIGN: 6,
+  GET_KEEPCAPS: 7, SET_KEEPCAPS: 8, GET_FPEMU: 9, SET_FPEMU: 10, GET_FPEXC: 11, SET_FPEXC: 12,
+  GET_TIMING: 13, SET_TIMING: 14, SET_NAME: 15, GET_NAME: 16, GET_ENDIAN: 19, SET_ENDIAN: 20,
+  GET_SECCOMP: 21, SET_SECCOMP: 22, CAPBSET_READ: 23, CAPBSET_DROP: 24, GET_TSC: 25, SET_TSC: 26,
+  GET_SECUREBITS: 27, SET_SECUREBITS: 28, SET_TIMERSLACK: 29, GET_TIMERSLACK: 30,
+  TASK_PERF_EVENTS_DISABLE: 31, TASK_PERF_EVENTS_ENABLE: 32, MCE_KILL: 33, MCE_KILL_GET: 34,
+  SET_MM: 35, SET_CHILD_SUBREAPER: 36, GET_CHILD_SUBREAPER: 37, SET_NO_NEW_PRIVS: 38, GET_NO_NEW_PRIVS: 39,
+  GET_TID_ADDRESS: 40, SET_THP_DISABLE: 41, GET_THP_DISABLE: 42, SET_FP_MODE: 45, GET_FP_MODE: 46,
+  CAP_AMBIENT: 47, GET_SPECULATION_CTRL: 52, SET_SPECULATION_CTRL: 53,
+  SET_TAGGED_ADDR_CTRL: 55, GET_TAGGED_ADDR_CTRL: 56, SET_IO_FLUSHER: 57, GET_IO_FLUSHER: 58,
+  SET_SYSCALL_USER_DISPATCH: 59, SCHED_CORE: 62, SET_MDWE: 65, GET_MDWE: 66,
+  SET_MEMORY_MERGE: 67, GET_MEMORY_MERGE: 68,
+  SET_PTRACER: 0x59616d61, SET_VMA: 0x53564d41, GET_AUXV: 0x41555856,
+} as const);
+/** PR_SET_MM sub-options. */
+export const PR_SET_MM = Object.freeze({
+  START_CODE: 1, END_CODE: 2, START_DATA: 3, END_DATA: 4, START_STACK: 5, START_BRK: 6, BRK: 7,
+  ARG_START: 8, ARG_END: 9, ENV_START: 10, ENV_END: 11, AUXV: 12, EXE_FILE: 13, MAP: 14, MAP_SIZE: 15,
+} as const);
+export const PR_SET_MM_MAP = PR_SET_MM.MAP;
+export const PR_SET_MM_MAP_SIZE = PR_SET_MM.MAP_SIZE;
+export const PR_SET_MM_EXE_FILE = PR_SET_MM.EXE_FILE;
+/** PR_SET_VMA sub-option. */
+export const PR_SET_VMA_ANON_NAME = 0;
+/** PR_SET_PTRACER argument allowing any process. */
+export const PR_SET_PTRACER_ANY = 0xffffffffffffffffn;
+/** arch_prctl codes (x86-64). */
+export const ARCH = Object.freeze({
+  SET_GS: 0x1001, SET_FS: 0x1002, GET_FS: 0x1003, GET_GS: 0x1004, GET_CPUID: 0x1011, SET_CPUID: 0x1012,
+  GET_XCOMP_SUPP: 0x1021, GET_XCOMP_PERM: 0x1022, REQ_XCOMP_PERM: 0x1023,
+  GET_XCOMP_GUEST_PERM: 0x1024, REQ_XCOMP_GUEST_PERM: 0x1025,
+  MAP_VDSO_X32: 0x2001, MAP_VDSO_32: 0x2002, MAP_VDSO_64: 0x2003,
+  SHSTK_ENABLE: 0x5001, SHSTK_DISABLE: 0x5002, SHSTK_LOCK: 0x5003, SHSTK_UNLOCK: 0x5004, SHSTK_STATUS: 0x5005,
+} as const);
+
+/**
+ * clone/clone3 flags. Values above bit 30 do not survive JavaScript's 32-bit `|`: combine them
+ * as bigint (`BigInt(CLONE.VM) | CLONE.CLEAR_SIGHAND`) for clone3's 64-bit `flags`.
+ */
+export const CLONE = Object.freeze({
+  NEWTIME: 0x80, VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, PIDFD: 0x1000, PTRACE: 0x2000,
+  VFORK: 0x4000, PARENT: 0x8000, THREAD: 0x10000, NEWNS: 0x20000, SYSVSEM: 0x40000, SETTLS: 0x80000,
+  PARENT_SETTID: 0x100000, CHILD_CLEARTID: 0x200000, DETACHED: 0x400000, UNTRACED: 0x800000,
+  CHILD_SETTID: 0x1000000, NEWCGROUP: 0x2000000, NEWUTS: 0x4000000, NEWIPC: 0x8000000,
+  NEWUSER: 0x10000000, NEWPID: 0x20000000, NEWNET: 0x40000000, IO: 0x80000000,
+  CLEAR_SIGHAND: 0x100000000n, INTO_CGROUP: 0x200000000n,
+} as const);
+/** Low byte of clone(2)'s flags: the signal sent to the parent at exit. */
+export const CSIGNAL = 0xff;
+
+/** kcmp(2) types. */
+export const KCMP = Object.freeze({
+  FILE: 0, VM: 1, FILES: 2, FS: 3, SIGHAND: 4, IO: 5, SYSVSEM: 6, EPOLL_TFD: 7,
+} as const);
+
+/** Resource limits (getrlimit/prlimit64). */
+export const RLIMIT = Object.freeze({
+  CPU: 0, FSIZE: 1, DATA: 2, STACK: 3, CORE: 4, RSS: 5, NPROC: 6, NOFILE: 7, MEMLOCK: 8, AS: 9,
+  LOCKS: 10, SIGPENDING: 11, MSGQUEUE: 12, NICE: 13, RTPRIO: 14, RTTIME: 15,
+} as const);
+export const RLIM_NLIMITS = 16;
+/** RLIM_INFINITY as the kernel's unsigned 64-bit value. */
+export const RLIM_INFINITY = 0xffffffffffffffffn;
+const RLIMIT_NAMES: ReadonlyMap<number, string> = new Map(Object.entries(RLIMIT).map(([k, v]) => [v as number, `RLIMIT_${k}`]));
+/** "RLIMIT_NOFILE" for 7. */
+export function rlimitName(n: number): string {
+  return RLIMIT_NAMES.get(n) ?? `RLIMIT_${n}`;
+}
+
+/** *at() flags and the AT_FDCWD pseudo-fd. */
+export const AT = Object.freeze({
+  FDCWD: -100, SYMLINK_NOFOLLOW: 0x100, REMOVEDIR: 0x200, EACCESS: 0x200, SYMLINK_FOLLOW: 0x400,
+  NO_AUTOMOUNT: 0x800, EMPTY_PATH: 0x1000, STATX_SYNC_AS_STAT: 0x0000, STATX_FORCE_SYNC: 0x2000,
+  STATX_DONT_SYNC: 0x4000, RECURSIVE: 0x8000,
+} as const);
+export const AT_FDCWD = AT.FDCWD;
+export const AT_EMPTY_PATH = AT.EMPTY_PATH;
+export const AT_SYMLINK_NOFOLLOW = AT.SYMLINK_NOFOLLOW;
+
+/** Auxiliary vector entry types (`AT_*` in elf.h; a separate table to avoid the *at() flags). */
+export const AUXV = Object.freeze({
+  NULL: 0, IGNORE: 1, EXECFD: 2, PHDR: 3, PHENT: 4, PHNUM: 5, PAGESZ: 6, BASE: 7, FLAGS: 8, ENTRY: 9,
+  NOTELF: 10, UID: 11, EUID: 12, GID: 13, EGID: 14, PLATFORM: 15, HWCAP: 16, CLKTCK: 17, SECURE: 23,
+  BASE_PLATFORM: 24, RANDOM: 25, HWCAP2: 26, RSEQ_FEATURE_SIZE: 27, RSEQ_ALIGN: 28, HWCAP3: 29,
+  HWCAP4: 30, EXECFN: 31, SYSINFO_EHDR: 33, MINSIGSTKSZ: 51,
+} as const);
+
+/** rseq(2). */
+export const RSEQ_FLAG_UNREGISTER = 1;
+/** The rseq abort signature glibc uses on x86 (RSEQ_SIG). */
+export const RSEQ_SIG = 0x53053053;
+
+/** wait4/waitpid/waitid option bits. */
+export const WAIT = Object.freeze({
+  WNOHANG: 0x1, WUNTRACED: 0x2, WSTOPPED: 0x2, WEXITED: 0x4, WCONTINUED: 0x8, WNOWAIT: 0x01000000,
+  __WNOTHREAD: 0x20000000, __WALL: 0x40000000, __WCLONE: 0x80000000,
+} as const);
+export const WNOHANG = WAIT.WNOHANG;
+export const WUNTRACED = WAIT.WUNTRACED;
+export const WCONTINUED = WAIT.WCONTINUED;
+export const __WNOTHREAD = WAIT.__WNOTHREAD;
+export const __WALL = WAIT.__WALL;
+export const __WCLONE = WAIT.__WCLONE;
+
+/** pidfd_open flags. */
+export const PIDFD = Object.freeze({ NONBLOCK: 0o4000, THREAD: 0o200 } as const);
+
+/** memfd_create flags. */
+export const MFD = Object.freeze({ CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4, NOEXEC_SEAL: 8, EXEC: 0x10 } as const);
+
+/** close_range flags. */
+export const CLOSE_RANGE = Object.freeze({ UNSHARE: 1 << 1, CLOEXEC: 1 << 2 } as const);
+
+/** Bits of a /proc/PID/pagemap entry. */
+export const PAGEMAP = Object.freeze({
+  PFN_MASK: (1n << 55n) - 1n, SOFT_DIRTY: 1n << 55n, EXCLUSIVE: 1n << 56n, UFFD_WP: 1n << 57n,
+  GUARD_REGION: 1n << 58n, FILE_OR_SHARED_ANON: 1n << 61n, SWAPPED: 1n << 62n, PRESENT: 1n << 63n,
+} as const);
+
+/** File type bits of st_mode. */
+export const S_IF = Object.freeze({
+  MT: 0o170000, SOCK: 0o140000, LNK: 0o120000, REG: 0o100000, BLK: 0o060000, DIR: 0o040000,
+  CHR: 0o020000, FIFO: 0o010000,
+} as const);
+
+/** Capability numbers C/R checks for. */
+export const CAP = Object.freeze({
+  CHOWN: 0, DAC_OVERRIDE: 1, KILL: 5, SETGID: 6, SETUID: 7, SETPCAP: 8, NET_ADMIN: 12,
+  SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, CHECKPOINT_RESTORE: 40,
+} as const);

@@ -1,0 +1,14 @@
+/**
+ * Linux x86-64 bindings: syscall numbers, ptrace, struct layouts, /proc parsers, machine facts.
+ * The one place in cptrst where Linux facts live.
+ */
+export * from './constants';
+export * from './errno';
+export * from './structs';
+export { rawSyscall, checkedSyscall, errnoError, sysconf, SyscallArg, _SC_PAGESIZE, _SC_CLK_TCK, _SC_NPROCESSORS_ONLN } from './libc';
+export * from './ptrace';
+export * from './wait';
+export * from './process';
+export * from './memory';
+export * from './proc';
+export * from './machine';

@@ -1,0 +1,150 @@
+/**
+ * The koffi binding to glibc: the only file that declares native functions.
+ *
+ * Everything goes through libc's `syscall(2)` wrapper, declared non-variadically (on x86-64 the
+ * SysV calling convention passes integer/pointer arguments the same way for variadic and fixed
+ * prototypes, and glibc's `syscall` is a register shuffle). Using the raw system call rather than
+ * glibc's wrappers keeps kernel semantics exact (ptrace PEEK* stores the word through `data`;
+ * no glibc caching of pids).
+ *
+ * koffi calls are synchronous and run on the JavaScript main thread, so every ptrace request
+ * issued here comes from the same OS thread: the one that attached.
+ */
+import * as koffi from 'koffi';
+import { CptError } from '../errors';
+import { errnoMessage, errnoName } from './errno';
+
+/** One argument of a system call: an integer, a Buffer (passed as a pointer to its bytes) or null. */
+export type SyscallArg = number | bigint | Buffer | null;
+
+let lib: koffi.IKoffiLib | undefined;
+function libc(): koffi.IKoffiLib {
+  if (!lib) lib = koffi.load('libc.so.6');
+  return lib;
+}
+
+/** koffi declarations of `syscall`, one per pattern of integer ('n') / pointer ('p') arguments. */
+const syscallVariants = new Map<string, (...a: unknown[]) => number | bigint>();
+function syscallVariant(pattern: string): (...a: unknown[]) => number | bigint {
+  let f = syscallVariants.get(pattern);
+  if (!f) {
+    const params = ['long'];
+    for (const c of pattern) params.push(c === 'p' ? 'void *' : 'uint64_t');
+    f = libc().func('syscall', 'long', params) as unknown as (...a: unknown[]) => number | bigint;
+    syscallVariants.set(pattern, f);
+  }
+  return f;
+}
+
+function toU64(v: number | bigint): bigint {
+  if (typeof v === 'number' && !Number.isInteger(v)) throw new CptError('EINVAL', `syscall argument ${v} is not an integer`);
+  return BigInt.asUintN(64, BigInt(v));
+}
+
+/**
+ * Runs system call `nr` with up to six arguments. Returns the raw result: the value on success,
+ * or -errno (as a bigint) on failure. Buffers are passed as pointers to their bytes, valid for
+ * the duration of the call only. Integers are passed as unsigned 64-bit (negative numbers wrap).
+ */
+export function rawSyscall(nr: number, ...args: SyscallArg[]): bigint {
+  if (args.length > 6) throw new CptError('EINVAL', `syscall ${nr}: at most 6 arguments, got ${args.length}`);
+  let pattern = '';
+  const call: unknown[] = [nr];
+  for (let i = 0; i < 6; i++) {
+    const a = i < args.length ? args[i] : 0;
+    if (a === null || Buffer.isBuffer(a)) {
+      pattern += 'p';
+      call.push(a);
+    } else {
+      pattern += 'n';
+      call.push(toU64(a as number | bigint));
+    }
+  }
+  const f = syscallVariant(pattern);
+  const r = f(...call);
+  if (Number(r) === -1) {
+    const e = koffi.errno();
+    if (e > 0) return -BigInt(e);
+  }
+  return typeof r === 'bigint' ? r : BigInt(r);
+}
+
+/** A CptError for errno `e` from `call`: code "ESRCH", message "call: No such process". */
+export function errnoError(e: number, call: string, pid?: number, object?: string): CptError {
+  return new CptError(errnoName(e), `${call}: ${errnoMessage(e)}`, { pid, object });
+}
+
+/**
+ * rawSyscall that throws a CptError on failure. `describe` names the call for the message,
+ * e.g. "kcmp(1234, 1235)".
+ */
+export function checkedSyscall(describe: string, pid: number | undefined, nr: number, ...args: SyscallArg[]): bigint {
+  const r = rawSyscall(nr, ...args);
+  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), describe, pid);
+  return r;
+}
+
+let waitpidFn: ((pid: number, status: Int32Array, options: number) => number) | undefined;
+/** waitpid(2) itself; returns [pid or -errno, raw status]. Loops on EINTR. */
+export function libcWaitpid(pid: number, options: number): [number, number] {
+  if (!waitpidFn) waitpidFn = libc().func('int waitpid(int pid, _Inout_ int32_t *status, int options)') as never;
+  const st = new Int32Array(1);
+  for (;;) {
+    const r = waitpidFn!(pid, st, options | 0);
+    if (r >= 0) return [r, st[0]];
+    const e = koffi.errno();
+    if (e !== 4 /* EINTR */) return [-e, 0];
+  }
+}
+
+let sysconfFn: ((name: number) => number) | undefined;
+/** sysconf(3). */
+export function sysconf(name: number): number {
+  if (!sysconfFn) sysconfFn = libc().func('long sysconf(int name)') as never;
+  return Number(sysconfFn!(name));
+}
+export const _SC_PAGESIZE = 30;
+export const _SC_CLK_TCK = 2;
+export const _SC_NPROCESSORS_ONLN = 84;
+
+type IovFn = (pid: number, local: unknown, liovcnt: number, remote: unknown, riovcnt: number, flags: number) => number | bigint;
+let pvmRead: IovFn | undefined;
+let pvmWrite: IovFn | undefined;
+/**
+ * process_vm_readv / process_vm_writev with one local and one remote iovec.
+ * Returns bytes transferred or -errno.
+ */
+export function libcProcessVm(write: boolean, pid: number, local: Buffer, remote: bigint): number {
+  if (!pvmRead || !pvmWrite) {
+    const l = libc();
+    koffi.struct('cpt_local_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+    koffi.struct('cpt_remote_iovec', { iov_base: 'uint64_t', iov_len: 'size_t' });
+    pvmRead = l.func(
+      'long process_vm_readv(int pid, cpt_local_iovec *local, unsigned long liovcnt, cpt_remote_iovec *remote, unsigned long riovcnt, unsigned long flags)',
+    ) as never;
+    pvmWrite = l.func(
+      'long process_vm_writev(int pid, cpt_local_iovec *local, unsigned long liovcnt, cpt_remote_iovec *remote, unsigned long riovcnt, unsigned long flags)',
+    ) as never;
+  }
+  if (local.length === 0) return 0;
+  const f = write ? pvmWrite! : pvmRead!;
+  const r = Number(f(pid, { iov_base: local, iov_len: local.length }, 1, { iov_base: remote, iov_len: local.length }, 1, 0));
+  return r < 0 ? -koffi.errno() : r;
+}
+
+type RegsetFn = (nr: number, req: number, pid: number, addr: number, iov: { iov_base: Buffer; iov_len: number }) => number | bigint;
+let regsetFn: RegsetFn | undefined;
+/**
+ * ptrace(GETREGSET/SETREGSET, pid, nt, &iov) with iov = {buf, buf.length}. Returns [result or -errno,
+ * the iov_len the kernel left (bytes actually transferred)].
+ */
+export function libcPtraceRegset(req: number, pid: number, nt: number, buf: Buffer): [number, number] {
+  if (!regsetFn) {
+    koffi.struct('cpt_regset_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+    regsetFn = libc().func('syscall', 'long', ['long', 'long', 'long', 'uint64_t', koffi.inout('cpt_regset_iovec *')]) as never;
+  }
+  const iov = { iov_base: buf, iov_len: buf.length };
+  const r = Number(regsetFn!(101 /* SYS.ptrace */, req, pid, nt, iov));
+  if (r < 0) return [-koffi.errno(), 0];
+  return [r, Number(iov.iov_len)];
+}

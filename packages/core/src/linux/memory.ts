@@ -1,0 +1,120 @@
+/**
+ * Tracee memory through /proc/PID/mem (pread/pwrite at the address as file position).
+ *
+ * /proc/PID/mem goes through access_remote_vm() with FOLL_FORCE (unless the kernel was built or
+ * booted with proc_mem.force_override=never/ptrace), so unlike process_vm_readv/writev it can read
+ * PROT_NONE pages and write read-only private pages (a COW copy, like a debugger's breakpoint).
+ * Checked on this machine's kernel 6.18 (see test/linux-memory.test.ts):
+ *   - reading a PROT_NONE private anonymous page of a stopped tracee: works (returns its bytes);
+ *   - writing a PROT_READ private anonymous page of a stopped tracee: works, the tracee sees it;
+ *   - the same write with the target NOT traced (merely root with ptrace access): also works,
+ *     i.e. proc_mem.force_override is "always" here;
+ *   - process_vm_readv of the PROT_NONE page: EFAULT; process_vm_writev to the read-only page: EFAULT.
+ * Unmapped addresses give EIO. I/O is done with raw pread64/pwrite64 rather than fs.readSync/
+ * writeSync: Node's writeSync ignores a bigint position (it would write at offset 0), and the mem
+ * file has FMODE_UNSIGNED_OFFSET, so positions >= 2^63 (the vsyscall page) are valid for the kernel.
+ */
+import * as fs from 'fs';
+import { CptError } from '../errors';
+import { SYS } from './constants';
+import { errnoName, errnoNumber, errnoMessage } from './errno';
+import { rawSyscall } from './libc';
+
+const MAX_ADDR = (1n << 64n) - 1n;
+
+function ioError(errno: number, what: string, pid: number, addr: bigint): CptError {
+  return new CptError(errnoName(errno), `${what}(/proc/${pid}/mem, 0x${addr.toString(16)}): ${errnoMessage(errno)}`, {
+    pid,
+    object: `address 0x${addr.toString(16)}`,
+  });
+}
+
+export class ProcMem {
+  readonly pid: number;
+  readonly writable: boolean;
+  private fd: number | undefined;
+
+  /** Opens /proc/PID/mem read-write (read-only when `readOnly`). */
+  constructor(pid: number, opts: { readOnly?: boolean } = {}) {
+    this.pid = pid;
+    this.writable = !opts.readOnly;
+    try {
+      this.fd = fs.openSync(`/proc/${pid}/mem`, opts.readOnly ? 'r' : 'r+');
+    } catch (e) {
+      const code = (e as { code?: string }).code ?? 'EIO';
+      const n = errnoNumber(code);
+      throw new CptError(code, `open(/proc/${pid}/mem): ${n ? errnoMessage(n) : String(e)}`, { pid, cause: e });
+    }
+  }
+
+  private handle(): number {
+    if (this.fd === undefined) throw new CptError('EBADF', `/proc/${this.pid}/mem is closed`, { pid: this.pid });
+    return this.fd;
+  }
+
+  private checkRange(addr: bigint, len: number): void {
+    if (addr < 0n || addr + BigInt(len) - 1n > MAX_ADDR) {
+      throw new CptError('EINVAL', `/proc/${this.pid}/mem: address 0x${addr.toString(16)}+${len} is outside the file's range`, { pid: this.pid });
+    }
+  }
+
+  /**
+   * Reads up to `len` bytes at `addr` into `buf` at `off`. Returns how many bytes were read: fewer
+   * than `len` when the range runs into memory that cannot be read. Throws when nothing could be read.
+   */
+  readInto(addr: bigint, buf: Buffer, off: number, len: number): number {
+    const fd = this.handle();
+    if (len === 0) return 0;
+    if (off < 0 || off + len > buf.length) throw new CptError('EINVAL', `ProcMem.readInto: ${off}+${len} outside a buffer of ${buf.length}`, { pid: this.pid });
+    this.checkRange(addr, len);
+    let done = 0;
+    while (done < len) {
+      const r = rawSyscall(SYS.pread64, fd, buf.subarray(off + done, off + len), len - done, addr + BigInt(done));
+      if (r === -4n /* EINTR */) continue;
+      if (r < 0n) {
+        if (done > 0) return done;
+        throw ioError(Number(-r), 'pread', this.pid, addr);
+      }
+      const n = Number(r);
+      if (n === 0) break;
+      done += n;
+    }
+    if (done === 0) throw new CptError('EIO', `pread(/proc/${this.pid}/mem, 0x${addr.toString(16)}): nothing read (process gone?)`, { pid: this.pid });
+    return done;
+  }
+
+  /** Reads exactly `len` bytes at `addr`; throws CptError (EIO, ...) if any byte cannot be read. */
+  read(addr: bigint, len: number): Buffer {
+    const b = Buffer.alloc(len);
+    if (len === 0) return b;
+    const n = this.readInto(addr, b, 0, len);
+    if (n !== len) {
+      throw new CptError('EIO', `pread(/proc/${this.pid}/mem, 0x${addr.toString(16)}, ${len}): short read of ${n} bytes (unreadable at 0x${(addr + BigInt(n)).toString(16)})`, { pid: this.pid });
+    }
+    return b;
+  }
+
+  /** Writes all of `buf` at `addr` (read-only private pages included, through FOLL_FORCE). */
+  write(addr: bigint, buf: Buffer): void {
+    const fd = this.handle();
+    if (!this.writable) throw new CptError('EBADF', `/proc/${this.pid}/mem was opened read-only`, { pid: this.pid });
+    this.checkRange(addr, buf.length);
+    let done = 0;
+    while (done < buf.length) {
+      const r = rawSyscall(SYS.pwrite64, fd, buf.subarray(done), buf.length - done, addr + BigInt(done));
+      if (r === -4n /* EINTR */) continue;
+      if (r < 0n) throw ioError(Number(-r), 'pwrite', this.pid, addr + BigInt(done));
+      const n = Number(r);
+      if (n === 0) throw new CptError('EIO', `pwrite(/proc/${this.pid}/mem, 0x${(addr + BigInt(done)).toString(16)}): wrote nothing`, { pid: this.pid });
+      done += n;
+    }
+  }
+
+  close(): void {
+    if (this.fd !== undefined) {
+      const fd = this.fd;
+      this.fd = undefined;
+      fs.closeSync(fd);
+    }
+  }
+}

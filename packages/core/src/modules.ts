@@ -1,0 +1,67 @@
+/**
+ * Run-time module loading (seed 003's cpt_operations). Core works with no module loaded and
+ * then answers ENOSYS. A module is a package (or a path) whose main export has
+ * `register(container)`: the operations provider binds Tokens.CptOperations, and any module may
+ * add handlers (multi-registration) for new kinds of objects.
+ */
+import 'reflect-metadata';
+import { container as rootContainer, DependencyContainer } from 'tsyringe';
+import { CptError } from './errors';
+
+export interface CptModule {
+  /** Registers the module's operations and handlers. */
+  register(container: DependencyContainer): void;
+}
+
+interface Loaded {
+  readonly name: string;
+  readonly module: CptModule;
+}
+
+const loaded: Loaded[] = [];
+let current: DependencyContainer | undefined;
+
+/** Loads a module by package name or path. Loading the same one twice is a no-op. */
+export function loadModule(nameOrPath: string, from: string = process.cwd()): void {
+  if (loaded.some((l) => l.name === nameOrPath)) return;
+  let mod: unknown;
+  try {
+    const resolved = require.resolve(nameOrPath, { paths: [from, __dirname] });
+    mod = require(resolved);
+  } catch (e) {
+    throw new CptError('ENOENT', `cannot load module ${nameOrPath}: ${(e as Error).message.split('\n')[0]}`, { object: nameOrPath });
+  }
+  const m = (mod as { default?: unknown }).default ?? mod;
+  if (typeof (m as CptModule).register !== 'function') {
+    throw new CptError('ENOEXEC', `${nameOrPath} is not a cptrst module: it exports no register(container)`, { object: nameOrPath });
+  }
+  registerModule(nameOrPath, m as CptModule);
+}
+
+/** Registers an already imported module object under a name (what loadModule does after require). */
+export function registerModule(name: string, module: CptModule): void {
+  if (loaded.some((l) => l.name === name)) return;
+  const c = current ?? rootContainer.createChildContainer();
+  module.register(c);
+  current = c;
+  loaded.push({ name, module });
+}
+
+/** Unloads a module: the container is rebuilt from the modules that stay. */
+export function unloadModule(name: string): void {
+  const i = loaded.findIndex((l) => l.name === name);
+  if (i < 0) throw new CptError('ENOENT', `module ${name} is not loaded`, { object: name });
+  loaded.splice(i, 1);
+  const c = rootContainer.createChildContainer();
+  for (const l of loaded) l.module.register(c);
+  current = loaded.length ? c : undefined;
+}
+
+export function loadedModules(): string[] {
+  return loaded.map((l) => l.name);
+}
+
+/** The container of the loaded modules, or undefined when none is loaded. */
+export function moduleContainer(): DependencyContainer | undefined {
+  return current;
+}

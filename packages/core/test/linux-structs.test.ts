@@ -1,0 +1,133 @@
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {
+  CLONE_ARGS_SIZE, KERNEL_SIGACTION_SIZE, PRCTL_MM_MAP_SIZE, RLIM_INFINITY, SA, SIG, STACK_T_SIZE, SYS,
+  USER_REGS_FIELDS, USER_REGS_SIZE, UserRegs, decodeCloneArgs, decodeKernelSigaction, decodePrctlMmMap,
+  decodeRlimit, decodeSiginfo, decodeStackT, decodeStat, decodeUserRegs, debugRegOffset, decodeWaitStatus,
+  devMajor, devMinor, encodeCloneArgs, encodeKernelSigaction, encodePrctlMmMap, encodeRlimit, encodeSiginfo,
+  encodeUserRegs, makeDev, rawSyscall, signedReg, userRegOffset,
+} from '../src/linux';
+
+describe('linux structs', () => {
+  it('user_regs_struct: 27 fields in kernel order, round trip', () => {
+    expect(USER_REGS_FIELDS.length).to.equal(27);
+    expect(USER_REGS_SIZE).to.equal(216);
+    expect(userRegOffset('r15')).to.equal(0);
+    expect(userRegOffset('rax')).to.equal(80);
+    expect(userRegOffset('orig_rax')).to.equal(120);
+    expect(userRegOffset('rip')).to.equal(128);
+    expect(userRegOffset('rsp')).to.equal(152);
+    expect(userRegOffset('fs_base')).to.equal(168);
+    expect(userRegOffset('gs')).to.equal(208);
+    const regs = {} as UserRegs;
+    USER_REGS_FIELDS.forEach((f, i) => {
+      regs[f] = BigInt(i + 1) * 0x0101010101010101n;
+    });
+    regs.rax = BigInt.asUintN(64, -516n);
+    const buf = encodeUserRegs(regs);
+    expect(buf.length).to.equal(216);
+    expect(buf.readBigUInt64LE(128)).to.equal(regs.rip);
+    expect(decodeUserRegs(buf)).to.deep.equal(regs);
+    expect(signedReg(decodeUserRegs(buf).rax)).to.equal(-516n);
+    expect(() => decodeUserRegs(Buffer.alloc(100))).to.throw(/216/);
+  });
+
+  it('debug registers live at 848 in struct user', () => {
+    expect(debugRegOffset(0)).to.equal(848);
+    expect(debugRegOffset(7)).to.equal(848 + 56);
+    expect(() => debugRegOffset(8)).to.throw();
+  });
+
+  it('kernel sigaction matches what rt_sigaction returns', () => {
+    expect(KERNEL_SIGACTION_SIZE).to.equal(32);
+    const sa = { handler: 0x401000n, flags: BigInt(SA.SIGINFO | SA.RESTORER | SA.ONSTACK), restorer: 0x402000n, mask: 0x8000000000000001n };
+    expect(decodeKernelSigaction(encodeKernelSigaction(sa))).to.deep.equal(sa);
+    // SIGPIPE in node is ignored (SIG_IGN = 1)
+    const old = Buffer.alloc(32);
+    expect(rawSyscall(SYS.rt_sigaction, SIG.SIGPIPE, null, old, 8)).to.equal(0n);
+    expect(decodeKernelSigaction(old).handler).to.equal(1n);
+  });
+
+  it('stack_t decodes sigaltstack output', () => {
+    expect(STACK_T_SIZE).to.equal(24);
+    const old = Buffer.alloc(24);
+    expect(rawSyscall(SYS.sigaltstack, null, old)).to.equal(0n);
+    const st = decodeStackT(old);
+    expect(st.flags === 0 || st.flags === 2 /* SS_DISABLE */ || st.flags === 1).to.equal(true);
+  });
+
+  it('prctl_mm_map is 104 bytes and round-trips', () => {
+    expect(PRCTL_MM_MAP_SIZE).to.equal(104);
+    const m = {
+      startCode: 1n, endCode: 2n, startData: 3n, endData: 4n, startBrk: 5n, brk: 6n, startStack: 7n,
+      argStart: 8n, argEnd: 9n, envStart: 10n, envEnd: 11n, auxv: 0x7fff0000n, auxvSize: 368, exeFd: 0xffffffff,
+    };
+    const b = encodePrctlMmMap(m);
+    expect(b.length).to.equal(104);
+    expect(b.readBigUInt64LE(88)).to.equal(0x7fff0000n);
+    expect(b.readUInt32LE(96)).to.equal(368);
+    expect(b.readUInt32LE(100)).to.equal(0xffffffff);
+    expect(decodePrctlMmMap(b)).to.deep.equal(m);
+  });
+
+  it('clone_args is 11 u64', () => {
+    expect(CLONE_ARGS_SIZE).to.equal(88);
+    const b = encodeCloneArgs({ flags: 0x100n, exitSignal: 17n, setTid: 0x1234n, setTidSize: 1n });
+    expect(b.readBigUInt64LE(32)).to.equal(17n);
+    expect(b.readBigUInt64LE(64)).to.equal(0x1234n);
+    expect(b.readBigUInt64LE(72)).to.equal(1n);
+    const d = decodeCloneArgs(b);
+    expect(d.flags).to.equal(0x100n);
+    expect(d.cgroup).to.equal(0n);
+  });
+
+  it('struct stat decodes fstat output like node does', () => {
+    const p = path.join(os.tmpdir(), `cptrst-stat-${process.pid}`);
+    fs.writeFileSync(p, 'x'.repeat(1234));
+    const fd = fs.openSync(p, 'r');
+    try {
+      const b = Buffer.alloc(144);
+      expect(rawSyscall(SYS.fstat, fd, b)).to.equal(0n);
+      const st = decodeStat(b);
+      const ns = fs.fstatSync(fd, { bigint: true });
+      expect(st.ino).to.equal(ns.ino);
+      expect(st.size).to.equal(1234n);
+      expect(BigInt(st.mode)).to.equal(ns.mode);
+      expect(BigInt(st.nlink)).to.equal(ns.nlink);
+      expect(st.dev).to.equal(ns.dev);
+      expect(st.mtime.sec).to.equal(ns.mtimeMs / 1000n);
+    } finally {
+      fs.closeSync(fd);
+      fs.unlinkSync(p);
+    }
+    expect(devMajor(makeDev(259, 70000))).to.equal(259);
+    expect(devMinor(makeDev(259, 70000))).to.equal(70000);
+    expect(makeDev(0xfe, 1)).to.equal(0xfe01n);
+  });
+
+  it('rlimit64 and siginfo', () => {
+    expect(decodeRlimit(encodeRlimit({ cur: 1024n, max: RLIM_INFINITY }))).to.deep.equal({ cur: 1024n, max: RLIM_INFINITY });
+    const raw = Buffer.alloc(128);
+    raw.writeInt32LE(1234, 16);
+    raw.writeUInt32LE(0, 20);
+    const si = decodeSiginfo(encodeSiginfo({ signo: SIG.SIGUSR1, errno: 0, code: -6, raw }));
+    expect(si.signo).to.equal(10);
+    expect(si.code).to.equal(-6);
+    expect(si.pid).to.equal(1234);
+    expect(si.raw.length).to.equal(128);
+  });
+
+  it('decodes wait statuses', () => {
+    expect(decodeWaitStatus(5, 0x0300)).to.include({ exited: 3 });
+    expect(decodeWaitStatus(5, 9)).to.include({ signaled: 9, core: false });
+    expect(decodeWaitStatus(5, 0x8b)).to.include({ signaled: 11, core: true });
+    expect(decodeWaitStatus(5, 0x80057f).stopped).to.deep.equal({ sig: 5, event: 128, groupStop: false, syscallStop: false });
+    expect(decodeWaitStatus(5, 0x80137f).stopped).to.deep.equal({ sig: 19, event: 128, groupStop: true, syscallStop: false });
+    expect(decodeWaitStatus(5, 0x3057f).stopped!.event).to.equal(3);
+    expect(decodeWaitStatus(5, 0x857f).stopped!.syscallStop).to.equal(true);
+    expect(decodeWaitStatus(5, 0xffff).continued).to.equal(true);
+    expect(decodeWaitStatus(0, 0)).to.deep.equal({ pid: 0, status: 0 });
+  });
+});

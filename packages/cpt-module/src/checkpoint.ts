@@ -1,0 +1,80 @@
+/**
+ * The checkpoint flow (seed 003's checkpoint.c): freeze the tree, let every subsystem refuse
+ * what it cannot handle, write the head, let every subsystem dump each task in order, write the
+ * terminator and sync, then release the tree (run, stop, or kill once the image is safe).
+ * On failure the tree is let run as it was and the partial image is cut off.
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import {
+  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, DumpHandler, Freezer, ImageHead,
+  ImageWriter, MachineProbe, OperationOptions, ReleaseMode, Tokens, asCptError, fileSink, linux,
+} from '@cptrst/core';
+import { DependencyContainer } from 'tsyringe';
+import { TOOL_VERSION } from './version';
+
+export function checkpoint(container: DependencyContainer, pid: number, fd: number, flags: number, options: OperationOptions = {}): CheckpointResult {
+  if (!Number.isInteger(pid) || pid <= 0) throw new CptError('EINVAL', `not a process id: ${pid}`);
+  if ((flags & CheckpointFlags.KILL) && (flags & CheckpointFlags.LEAVE_STOPPED)) throw new CptError('EINVAL', 'KILL and LEAVE_STOPPED exclude each other');
+  const startOffset = regularFileOffset(fd);
+  const writer = new ImageWriter(fileSink(fd));
+  const ctx = new CheckpointContext(container, writer, flags, options.log);
+  if (options.onProgress) ctx.events.on('progress', options.onProgress);
+  const handlers = ctx.all<DumpHandler>(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
+  const freezer = ctx.one<Freezer>(Tokens.Freezer);
+
+  const t0 = process.hrtime.bigint();
+  const tree = freezer.freeze(ctx, pid);
+  let mode: ReleaseMode = 'run';
+  try {
+    for (const task of tree.tasks) for (const h of handlers) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
+    const head = new ImageHead({
+      kernelRelease: linux.kernelRelease(),
+      pageSize: linux.pageSize(),
+      createdNs: BigInt(Date.now()) * 1000000n,
+      toolVersion: TOOL_VERSION,
+      hostname: os.hostname(),
+    });
+    for (const p of ctx.all<MachineProbe>(Tokens.MachineProbe)) p.fillHead?.(head);
+    ctx.head = head;
+    writer.writeHead(head);
+    for (const task of tree.tasks) {
+      for (const h of handlers) ctx.timed(h.name, () => h.dump(ctx, task));
+      ctx.progress({ phase: 'dumped', pid: task.pid });
+    }
+    writer.writeTerminator();
+    ctx.timed('sync', () => syncIfFile(fd));
+    mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
+  } catch (e) {
+    freezer.release(ctx, tree, 'run');
+    if (startOffset !== undefined) truncateTo(fd, startOffset);
+    throw asCptError(e, { pid });
+  }
+  freezer.release(ctx, tree, mode);
+  const frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  ctx.progress({ phase: 'done', pid, bytes: writer.offset });
+  return { pid, tasks: tree.tasks.length, bytes: writer.offset, frozenMs, timings: ctx.timings };
+}
+
+/** The offset a regular-file image starts at (to cut a partial one off), or undefined for a pipe or socket. */
+function regularFileOffset(fd: number): number | undefined {
+  try {
+    if (!fs.fstatSync(fd).isFile()) return undefined;
+    const r = linux.rawSyscall(linux.SYS.lseek, fd, 0, 1 /* SEEK_CUR */);
+    return r >= 0n ? Number(r) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function truncateTo(fd: number, offset: number): void {
+  try {
+    fs.ftruncateSync(fd, offset);
+  } catch {
+    /* best effort: the CLI also removes the file */
+  }
+}
+
+function syncIfFile(fd: number): void {
+  if (fs.fstatSync(fd).isFile()) fs.fsyncSync(fd);
+}

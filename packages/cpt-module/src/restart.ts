@@ -1,0 +1,90 @@
+/**
+ * The restart flow (seed 003's restart.c): read and check the head (format, arch, capability
+ * vector), then read the stream front to back, handing each object to the restore handler that
+ * owns its type: the TASK object creates the process with its PID, later objects fill it in.
+ * When a task's objects end, the finish hooks run in order (the arch one, last, decides the
+ * registers) and the task is let go. On failure every process made so far is killed.
+ */
+import { DependencyContainer } from 'tsyringe';
+import {
+  CptError, ImageReader, MachineProbe, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
+  RestoreHandler, Tokens, asCptError, fileSource, linux,
+} from '@cptrst/core';
+
+export function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): RestartResult {
+  const reader = new ImageReader(fileSource(fd));
+  const ctx = new RestartContext(container, reader, fd, flags, options.log);
+  if (options.onProgress) ctx.events.on('progress', options.onProgress);
+  const head = reader.readHead();
+  ctx.head = head;
+  checkHead(ctx);
+
+  const handlers = ctx.all<RestoreHandler>(Tokens.RestoreHandler).sort((a, b) => a.order - b.order);
+  const byType = new Map<number, RestoreHandler>();
+  for (const h of handlers) for (const t of h.types) if (!byType.has(t)) byType.set(t, h);
+
+  const tasks: RestartTask[] = [];
+  let current: RestartTask | undefined;
+  const finishTask = (t: RestartTask) => {
+    for (const h of handlers) ctx.timed(`finish ${h.name}`, () => h.finish?.(ctx, t));
+  };
+  try {
+    for (let rec = reader.next(); rec; rec = reader.next()) {
+      if (rec.type === ObjectType.TASK) {
+        if (current) finishTask(current);
+        const pid = (rec.obj as { pid?: number } | undefined)?.pid ?? 0;
+        if (!Number.isInteger(pid) || pid <= 0 || pid > 4194304) throw new CptError('EBADIMG', `task object at image offset ${rec.offset} has pid ${pid}`, { object: 'task' });
+        if (tasks.length === 0 && ctid && ctid !== pid) throw new CptError('EINVAL', `the image's root process is ${pid}, not ${ctid}`, { pid });
+        current = { pid, tid: pid, tag: rec.tag, state: new Map() };
+        tasks.push(current);
+      }
+      if (rec.obj === undefined) {
+        ctx.log.warn(`skipping an object of unknown type ${rec.type} at image offset ${rec.offset}`);
+        continue;
+      }
+      const h = byType.get(rec.type);
+      if (!h) throw new CptError('EOPNOTSUPP', `the image has ${rec.name} objects and no loaded module restores them`, { object: `${rec.name} at image offset ${rec.offset}` });
+      if (!current) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before any task`, { object: rec.name });
+      const task = current;
+      ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages }));
+    }
+    if (!current) throw new CptError('EBADIMG', 'the image holds no task');
+    finishTask(current);
+  } catch (e) {
+    for (const t of tasks) {
+      for (const h of handlers) {
+        try {
+          h.abort?.(ctx, t);
+        } catch {
+          /* best effort */
+        }
+      }
+      killQuietly(t);
+    }
+    throw asCptError(e, { pid: current?.pid });
+  }
+  const mode = flags & RestartFlags.LEAVE_STOPPED ? 'stop' : 'run';
+  ctx.timed('release', () => {
+    for (const t of tasks) t.tracee!.release(mode);
+  });
+  ctx.progress({ phase: 'done', pid: tasks[0].pid });
+  return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };
+}
+
+function checkHead(ctx: RestartContext): void {
+  const head = ctx.head!;
+  const problems: string[] = [];
+  if (head.arch !== 'x86_64') problems.push(`the image is for ${head.arch}, this machine is x86_64`);
+  if (head.pageSize !== linux.pageSize()) problems.push(`the image has ${head.pageSize}-byte pages, this machine ${linux.pageSize()}`);
+  for (const p of ctx.all<MachineProbe>(Tokens.MachineProbe)) problems.push(...(p.checkHead?.(head) ?? []));
+  if (problems.length) throw new CptError('ENOTSUP', `this image cannot be restored on this machine: ${problems.join('; ')}`, { object: 'image head' });
+}
+
+function killQuietly(t: RestartTask): void {
+  if (!t.tracee || t.tracee.released) return;
+  try {
+    t.tracee.release('kill');
+  } catch {
+    /* gone already */
+  }
+}

@@ -1,0 +1,2 @@
+/** The tool version written into image heads. */
+export const TOOL_VERSION: string = (require('../../package.json') as { version: string }).version;

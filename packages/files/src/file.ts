@@ -1,0 +1,140 @@
+/**
+ * Open file descriptions (FILE objects) and the fd table (FD objects). Several fds that share
+ * one open file description (dup, or inherited) point at one FILE object, and at restart at one
+ * opened file, dup'ed to each number: they keep sharing the offset and status flags.
+ */
+import * as fs from 'fs';
+import {
+  CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, Tokens,
+  bool, bytes, claim, linux, objectType, str, u32, u64,
+} from '@cptrst/core';
+import { FileKindHandler, OpenFile } from './kinds';
+import { FsImage } from './fs-struct';
+
+const { SYS, O, F } = linux;
+
+@objectType(ObjectType.FILE, 'file', { parents: [ObjectType.TASK] })
+export class FileImage {
+  @str() kind = '';
+  @str() path = '';
+  /** open(2) flags from fdinfo: access mode and status flags. */
+  @u32() flags = 0;
+  @u64() pos = 0n;
+  @u32() mode = 0;
+  @u64() rdev = 0n;
+  @u64() size = 0n;
+  @u64() mtimeNs = 0n;
+  @u64() inode = 0n;
+  /** The file was deleted while open: its contents follow in FILE_DATA objects. */
+  @bool() deleted = false;
+}
+
+@objectType(ObjectType.FILE_DATA, 'file-data', { parents: [ObjectType.FILE] })
+export class FileDataImage {
+  @u64() offset = 0n;
+  @bytes() data: Buffer = Buffer.alloc(0);
+}
+
+@objectType(ObjectType.FD, 'fd', { parents: [ObjectType.FILE] })
+export class FdImage {
+  @u32() fd = 0;
+  @bool() cloexec = false;
+}
+
+export function openFiles(task: CheckpointTask): OpenFile[] {
+  return linux.listFds(task.pid).map((fd) => {
+    const link = linux.readFdLink(task.pid, fd);
+    return { fd, link, fdinfo: linux.readFdinfo(task.pid, fd), stat: fs.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true }) };
+  });
+}
+
+export function kindOfFile(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): FileKindHandler {
+  return claim(ctx.all<FileKindHandler>(Tokens.FileKind), f, task.pid, `fd ${f.fd} (${f.link})`, 'no handler for this kind of file');
+}
+
+/** Groups fds by open file description (kcmp KCMP_FILE), in fd order. */
+function byDescription(pid: number, files: OpenFile[]): OpenFile[][] {
+  const groups: OpenFile[][] = [];
+  for (const f of files) {
+    const g = groups.find((g) => g[0].stat.ino === f.stat.ino && g[0].stat.dev === f.stat.dev && linux.kcmp(pid, pid, linux.KCMP.FILE, g[0].fd, f.fd) === 0);
+    if (g) g.push(f);
+    else groups.push([f]);
+  }
+  return groups;
+}
+
+export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[]): void {
+  for (const group of byDescription(task.pid, files)) {
+    const f = group[0];
+    const kind = kindOfFile(ctx, task, f);
+    const img = new FileImage();
+    img.kind = kind.kind;
+    img.path = f.link.replace(/ \(deleted\)$/, '');
+    img.flags = f.fdinfo.flags & ~O.CLOEXEC;
+    img.pos = f.fdinfo.pos;
+    img.mode = Number(f.stat.mode);
+    img.rdev = f.stat.rdev;
+    img.size = f.stat.size;
+    img.mtimeNs = f.stat.mtimeNs;
+    img.inode = f.stat.ino;
+    kind.describe(ctx, task, f, img);
+    const tag = ctx.write(img, task.tag);
+    kind.dumpExtra?.(ctx, task, f, img, tag);
+    for (const member of group) {
+      const fd = new FdImage();
+      fd.fd = member.fd;
+      fd.cloexec = (member.fdinfo.flags & O.CLOEXEC) !== 0;
+      ctx.write(fd, tag);
+    }
+  }
+}
+
+interface PendingFile {
+  img: FileImage;
+  data: Buffer[];
+  /** Where it is open in the task, above every fd number of the image. */
+  fd?: bigint;
+}
+
+export function restoreFileObject(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+  const files = fileTable(task);
+  if (o.type === ObjectType.FILE) {
+    files.set(o.tag, { img: o.obj as FileImage, data: [] });
+    return;
+  }
+  const f = files.get(o.ptag);
+  if (!f) throw new CptError('EBADIMG', `file data at image offset ${o.offset} belongs to no file`, { pid: task.pid, object: 'file-data' });
+  f.data.push((o.obj as FileDataImage).data);
+}
+
+export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+  const img = o.obj as FdImage;
+  const f = fileTable(task).get(o.ptag);
+  const fsImg = task.state.get('files.fs') as FsImage | undefined;
+  if (!f || !fsImg) throw new CptError('EBADIMG', `fd ${img.fd} at image offset ${o.offset} has no file`, { pid: task.pid, object: `fd ${img.fd}` });
+  if (!fsImg.fds.includes(img.fd)) throw new CptError('EBADIMG', `fd ${img.fd} is not in the task's fd list`, { pid: task.pid, object: `fd ${img.fd}` });
+  const t = task.tracee!;
+  if (f.fd === undefined) {
+    const kind = ctx.all<FileKindHandler>(Tokens.FileKind).find((k) => k.kind === f.img.kind);
+    if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${f.img.kind} files is loaded`, { pid: task.pid, object: `fd ${img.fd} (${f.img.path})` });
+    const opened = kind.open(ctx, task, f.img, f.data);
+    const above = Math.max(-1, ...fsImg.fds) + 1;
+    f.fd = t.syscallOk(SYS.fcntl, [opened, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of ${f.img.path}`);
+    t.syscall(SYS.close, [opened]);
+  }
+  t.syscallOk(SYS.dup3, [f.fd, img.fd, img.cloexec ? O.CLOEXEC : 0], `dup3 to fd ${img.fd}`);
+}
+
+/** The temporary descriptors go; only the image's fd numbers stay. */
+export function closeTemporaries(task: RestartTask): void {
+  const fsImg = task.state.get('files.fs') as FsImage | undefined;
+  if (!fsImg) return;
+  const above = Math.max(-1, ...fsImg.fds) + 1;
+  task.tracee!.syscallOk(SYS.close_range, [above, 0xffffffff, 0], 'close_range of temporary descriptors');
+}
+
+function fileTable(task: RestartTask): Map<number, PendingFile> {
+  let m = task.state.get('files.table') as Map<number, PendingFile> | undefined;
+  if (!m) task.state.set('files.table', (m = new Map()));
+  return m;
+}

@@ -1,0 +1,59 @@
+/**
+ * @cptrst/files: the fd table, open files by kind (regular, character device, directory),
+ * cwd, root and umask. Other kinds (pipes, sockets, eventfd...) are refused until a handler
+ * for them is registered under Tokens.FileKind.
+ */
+import { DependencyContainer } from 'tsyringe';
+import {
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject, Tokens,
+} from '@cptrst/core';
+import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
+import { FileImage, closeTemporaries, dumpFiles, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
+import { RegularFile } from './regular';
+import { CharDevice, Directory } from './chardev';
+
+export * from './fs-struct';
+export * from './file';
+export * from './kinds';
+export * from './regular';
+export * from './chardev';
+
+export class FilesDump implements DumpHandler {
+  readonly name = 'files';
+  readonly order = FILES_ORDER;
+  check(ctx: CheckpointContext, task: CheckpointTask): void {
+    fsCheck(task);
+    for (const f of openFiles(task)) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
+  }
+  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    const files = openFiles(task);
+    dumpFs(ctx, task, files.map((f) => f.fd));
+    dumpFiles(ctx, task, files);
+  }
+}
+
+export class FilesRestore implements RestoreHandler {
+  readonly name = 'files';
+  readonly order = FILES_ORDER;
+  readonly types = [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD];
+  restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+    switch (o.type) {
+      case ObjectType.FS:
+        return restoreFs(ctx, task, o);
+      case ObjectType.FILE:
+      case ObjectType.FILE_DATA:
+        return restoreFileObject(ctx, task, o);
+      case ObjectType.FD:
+        return restoreFd(ctx, task, o);
+    }
+  }
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    closeTemporaries(task);
+  }
+}
+
+export function register(c: DependencyContainer): void {
+  for (const k of [new RegularFile(), new CharDevice(), new Directory()]) c.register(Tokens.FileKind, { useValue: k });
+  c.register(Tokens.DumpHandler, { useValue: new FilesDump() });
+  c.register(Tokens.RestoreHandler, { useValue: new FilesRestore() });
+}

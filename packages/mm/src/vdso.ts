@@ -1,0 +1,112 @@
+/**
+ * The vDSO and its data pages ([vvar], [vvar_vclock] and [vdso] on this kernel). They are the
+ * kernel's, not the image's: the new process keeps the ones it got from its helper and moves
+ * them (mremap) to where the checkpointed process had them. The vDSO's size and a hash of its
+ * code are in the image head; restart refuses a different vDSO, since the process may be
+ * stopped inside it or hold pointers into it.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import {
+  CptError, ImageHead, MachineProbe, ProbeResult, RestartContext, RestartTask,
+  linux, recordLayout, str, u64,
+} from '@cptrst/core';
+import { VmaEntry, VmaKindHandler } from './vma';
+import { Range, findFreeRange } from './ranges';
+
+const { SYS, MREMAP } = linux;
+export const VDSO_NAMES = ['[vvar]', '[vvar_vclock]', '[vdso]'];
+
+@recordLayout('vdso-piece')
+export class VdsoPiece {
+  @str() name = '';
+  @u64() start = 0n;
+  @u64() end = 0n;
+}
+
+export class VdsoVma implements VmaKindHandler {
+  readonly kind = 'vdso';
+  claims(v: VmaEntry): boolean {
+    return VDSO_NAMES.includes(v.path);
+  }
+  describe(): void {}
+  storesPage(): boolean {
+    return false;
+  }
+  /** Already in place: moveVdso ran when the MM object was restored. */
+  map(): void {}
+}
+
+export function vdsoPieces(pid: number): VdsoPiece[] {
+  return linux.readMaps(pid).filter((m) => VDSO_NAMES.includes(m.path)).map((m) => Object.assign(new VdsoPiece(), { name: m.path, start: m.start, end: m.end }));
+}
+
+/**
+ * Moves the new process's vDSO pieces to the image's addresses: first all to a free spot (so a
+ * piece never lands on another that has not moved yet), then each to its place.
+ */
+export function moveVdso(_ctx: RestartContext, task: RestartTask, want: VdsoPiece[], avoid: Range[]): void {
+  const t = task.tracee!;
+  const have = vdsoPieces(task.pid);
+  for (const w of want) {
+    const h = have.find((p) => p.name === w.name);
+    if (!h || h.end - h.start !== w.end - w.start) {
+      throw new CptError('ENOTSUP', `${w.name} is ${h ? `${h.end - h.start} bytes here, ${w.end - w.start} in the image` : 'missing here'}`, { pid: task.pid, object: w.name });
+    }
+  }
+  for (const h of have) {
+    if (!want.some((w) => w.name === h.name)) t.syscallOk(SYS.munmap, [h.start, h.end - h.start], `munmap of ${h.name}`);
+  }
+  const moving = have.filter((h) => want.some((w) => w.name === h.name && w.start !== h.start));
+  if (!moving.length) return;
+  const lo = moving.reduce((a, p) => (p.start < a ? p.start : a), moving[0].start);
+  const hi = moving.reduce((a, p) => (p.end > a ? p.end : a), moving[0].end);
+  const spot = findFreeRange(hi - lo, [...avoid, ...have, ...want]);
+  const remap = (from: bigint, size: bigint, to: bigint, name: string) => {
+    const r = t.syscallOk(SYS.mremap, [from, size, size, MREMAP.MAYMOVE | MREMAP.FIXED, to], `mremap of ${name}`);
+    if (r !== to) throw new CptError('EFAULT', `mremap of ${name} landed at 0x${r.toString(16)}`, { pid: task.pid, object: name });
+  };
+  for (const h of moving) remap(h.start, h.end - h.start, spot.start + (h.start - lo), h.name);
+  for (const h of moving) {
+    const w = want.find((p) => p.name === h.name)!;
+    remap(spot.start + (h.start - lo), h.end - h.start, w.start, h.name);
+  }
+}
+
+/** Size and sha256 of this machine's vDSO code. */
+export function hostVdso(): { size: number; hash: string } {
+  const v = linux.readMaps(process.pid).find((m) => m.path === '[vdso]');
+  if (!v) return { size: 0, hash: '' };
+  const size = Number(v.end - v.start);
+  const buf = Buffer.alloc(size);
+  const fd = fs.openSync('/proc/self/mem', 'r');
+  try {
+    fs.readSync(fd, buf, 0, size, v.start);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { size, hash: crypto.createHash('sha256').update(buf).digest('hex') };
+}
+
+export class VdsoProbe implements MachineProbe {
+  readonly name = 'vdso';
+  probe(): ProbeResult[] {
+    const v = hostVdso();
+    const pieces = vdsoPieces(process.pid).map((p) => `${p.name} ${Number(p.end - p.start) / 1024} KiB`).join(', ');
+    return [{ name: 'vdso', ok: v.size > 0, essential: false, detail: `${pieces}; sha256 ${v.hash.slice(0, 16)}…` }];
+  }
+  fillHead(head: ImageHead): void {
+    const v = hostVdso();
+    head.vdsoSize = v.size;
+    head.vdsoHash = v.hash;
+  }
+  checkHead(head: ImageHead): string[] {
+    if (!head.vdsoSize) return [];
+    const v = hostVdso();
+    if (v.size !== head.vdsoSize || v.hash !== head.vdsoHash) {
+      return [`the image's vDSO (${head.vdsoSize} bytes, sha256 ${head.vdsoHash.slice(0, 12)}) differs from this kernel's (${v.size} bytes, sha256 ${v.hash.slice(0, 12)})`];
+    }
+    return [];
+  }
+}
+

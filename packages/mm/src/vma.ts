@@ -1,0 +1,107 @@
+/**
+ * Memory areas (VMAs). At checkpoint each area of /proc/PID/smaps must be claimed by a
+ * registered VmaKind handler (deny by default); the handler says how its pages are chosen and
+ * how the area is mapped again. Each VMA object is followed by the PAGES objects that fill it.
+ */
+import {
+  CheckpointContext, CheckpointTask, CptError, KindHandler, ObjectType, RestartContext, RestartTask, RestoreObject,
+  Tokens, bool, claim, linux, objectType, str, strs, u32, u64,
+} from '@cptrst/core';
+
+const { SYS, PROT, MAP } = linux;
+
+@objectType(ObjectType.VMA, 'vma', { parents: [ObjectType.TASK] })
+export class VmaImage {
+  @u64() start = 0n;
+  @u64() end = 0n;
+  /** PROT_READ | PROT_WRITE | PROT_EXEC */
+  @u32() prot = 0;
+  @bool() shared = false;
+  /** The VmaKind handler that made it: anon, file, shared-anon, vdso, ... */
+  @str() kind = '';
+  /** File path, or the kernel's name ([heap], [stack], [vdso]...). */
+  @str() path = '';
+  /** File offset of `start`. */
+  @u64() pgoff = 0n;
+  /** VmFlags of smaps (two-letter codes). */
+  @strs() vmFlags: string[] = [];
+  /** Identity of the mapped file, checked at restart. */
+  @u64() inode = 0n;
+  @u64() fileSize = 0n;
+  @u64() fileMtimeNs = 0n;
+  /** Pages of this area stored in the PAGES objects that follow. */
+  @u64() pageCount = 0n;
+}
+
+/** A VMA as the kind handlers see it at checkpoint. */
+export type VmaEntry = linux.SmapsEntry;
+
+/** One kind of memory area. Registered under Tokens.VmaKind; a third party can add kinds. */
+export interface VmaKindHandler extends KindHandler<VmaEntry> {
+  /** Fills the kind-specific fields (file identity...) or refuses with a CptError. */
+  describe(task: CheckpointTask, vma: VmaEntry, img: VmaImage): void;
+  /** Which pages of the area go into the image, from their pagemap entries. */
+  storesPage(pagemapEntry: bigint): boolean;
+  /** Maps the area again in the restored task. `writable`: map it writable for now, the pages go in next. */
+  map(ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void;
+}
+
+/** VmFlags that follow from prot/shared or that the kernel sets by itself, and those we set with madvise or mmap flags. */
+const DERIVED_FLAGS = new Set(['rd', 'wr', 'ex', 'sh', 'mr', 'mw', 'me', 'ms', 'ac', 'sd', 'nr', 'gd']);
+export const MADVISE_FLAGS: Record<string, number> = {
+  dc: linux.MADV.DONTFORK,
+  dd: linux.MADV.DONTDUMP,
+  wf: linux.MADV.WIPEONFORK,
+  hg: linux.MADV.HUGEPAGE,
+  nh: linux.MADV.NOHUGEPAGE,
+};
+
+export function protOf(v: VmaEntry): number {
+  return (v.prot.read ? PROT.READ : 0) | (v.prot.write ? PROT.WRITE : 0) | (v.prot.exec ? PROT.EXEC : 0);
+}
+
+export function describeVma(v: { start: bigint; end: bigint; path: string }): string {
+  return `vma ${v.start.toString(16)}-${v.end.toString(16)}${v.path ? ' ' + v.path : ''}`;
+}
+
+/** The areas of the task's address space, less cptrst's own scratch area. */
+export function taskVmas(task: CheckpointTask): VmaEntry[] {
+  const reserved = task.tracee.reservedRanges();
+  return linux.readSmaps(task.pid).filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+}
+
+export function kindOf(ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry): VmaKindHandler {
+  const h = claim(ctx.all<VmaKindHandler>(Tokens.VmaKind), v, task.pid, describeVma(v), 'no handler for this kind of memory area');
+  if (h.kind !== 'vdso') {
+    const odd = v.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !(f in MADVISE_FLAGS));
+    if (odd.length) {
+      throw new CptError('EOPNOTSUPP', `${describeVma(v)}: VmFlags ${odd.join(' ')} are not supported yet`, { pid: task.pid, object: describeVma(v) });
+    }
+  }
+  return h;
+}
+
+/** mmap flags for an area: MAP_FIXED at its address, plus what its VmFlags say. */
+export function mmapFlags(img: VmaImage, base: number): number {
+  let f = base | MAP.FIXED;
+  if (img.vmFlags.includes('gd')) f |= MAP.GROWSDOWN;
+  if (img.vmFlags.includes('nr')) f |= MAP.NORESERVE;
+  return f;
+}
+
+/** Maps with mmap inside the task, checking the kernel put it exactly there. */
+export function mapAt(task: RestartTask, img: VmaImage, prot: number, flags: number, fd: number | bigint, what: string): void {
+  const t = task.tracee!;
+  const r = t.syscallOk(SYS.mmap, [img.start, img.end - img.start, prot, mmapFlags(img, flags), fd, img.pgoff], `mmap of ${what}`);
+  if (r !== img.start) throw new CptError('EFAULT', `mmap of ${what} landed at 0x${r.toString(16)}`, { pid: task.pid, object: what });
+}
+
+/** Checks an image VMA before it is used: sane, page aligned, in user space. */
+export function validateVma(task: RestartTask, o: RestoreObject): VmaImage {
+  const v = o.obj as VmaImage;
+  const bad = (why: string) => new CptError('EBADIMG', `${describeVma(v)} at image offset ${o.offset}: ${why}`, { pid: task.pid, object: describeVma(v) });
+  if (v.start >= v.end || v.start & 0xfffn || v.end & 0xfffn) throw bad('not a page-aligned range');
+  if (v.end > 0x800000000000n) throw bad('outside user space');
+  if (v.prot & ~7) throw bad('bad protection');
+  return v;
+}

@@ -1,0 +1,129 @@
+/**
+ * Who the task is: pid, parent, session and process group, comm, personality, and its rseq
+ * registration. At restart the TASK object is where the process comes into being: the
+ * ProcessCreator makes it with its PID, then it takes its session and group back (a session
+ * leader becomes one again with setsid), its name and its personality.
+ */
+import {
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, ProcessCreator, RestartContext, RestartTask,
+  RestoreHandler, RestoreObject, Tokens, bool, linux, objectType, refuse, str, u32, u64,
+} from '@cptrst/core';
+
+const { SYS, PR } = linux;
+export const TASK_ORDER = 100;
+
+@objectType(ObjectType.TASK, 'task', { parents: [ObjectType.HEAD] })
+export class TaskImage {
+  @u32() pid = 0;
+  @u32() tgid = 0;
+  @u32() ppid = 0;
+  @u32() pgid = 0;
+  @u32() sid = 0;
+  @str() comm = '';
+  @u32() personality = 0;
+  /** Controlling terminal (dev_t as in /proc/PID/stat), 0 if none. */
+  @u32() ttyNr = 0;
+  /** The task was group-stopped when frozen. */
+  @bool() stopped = false;
+  @u64() rseqAddr = 0n;
+  @u32() rseqLen = 0;
+  @u32() rseqSig = 0;
+  /** For people reading `cptrst show`: the command line. */
+  @str() cmdline = '';
+}
+
+export class TaskDump implements DumpHandler {
+  readonly name = 'task.identity';
+  readonly order = TASK_ORDER;
+  check(_ctx: CheckpointContext, task: CheckpointTask): void {
+    const st = linux.readStat(task.pid);
+    if (st.ttyNr !== 0 && st.session === task.pid) {
+      refuse(task.pid, `controlling terminal ${ttyName(st.ttyNr)}`, 'the process is a session leader with a controlling terminal; terminals are not supported yet');
+    }
+    const status = linux.readStatus(task.pid);
+    if (status.seccomp !== 0) refuse(task.pid, 'seccomp', 'the process runs under a seccomp filter; seccomp is not supported yet');
+  }
+  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    const st = linux.readStat(task.pid);
+    const img = new TaskImage();
+    img.pid = task.pid;
+    img.tgid = task.pid;
+    img.ppid = st.ppid;
+    img.pgid = st.pgrp;
+    img.sid = st.session;
+    img.comm = st.comm;
+    img.personality = linux.readPersonality(task.pid);
+    img.ttyNr = st.ttyNr;
+    img.stopped = task.state.get('task.wasStopped') === true;
+    const rseq = linux.ptrace.getRseqConfiguration(task.tid);
+    img.rseqAddr = rseq.rseqAbiPointer;
+    img.rseqLen = rseq.rseqAbiSize;
+    img.rseqSig = rseq.signature;
+    img.cmdline = linux.readCmdline(task.pid).join(' ');
+    task.tag = ctx.write(img, ctx.headTag);
+  }
+}
+
+export class TaskRestore implements RestoreHandler {
+  readonly name = 'task.identity';
+  readonly order = TASK_ORDER;
+  readonly types = [ObjectType.TASK];
+
+  restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+    const img = o.obj as TaskImage;
+    task.state.set('task.identity', img);
+    const t = ctx.one<ProcessCreator>(Tokens.ProcessCreator).create(ctx, task);
+    task.tracee = t;
+    this.restoreSession(task, img);
+    if (img.personality !== linux.readPersonality(task.pid)) {
+      t.syscallOk(SYS.personality, [img.personality], `personality 0x${img.personality.toString(16)}`);
+    }
+    const name = Buffer.alloc(16);
+    name.write(img.comm.slice(0, 15), 'utf8');
+    t.syscallOk(SYS.prctl, [PR.SET_NAME, t.stage(name)], `prctl(PR_SET_NAME, ${img.comm})`);
+  }
+
+  /** rseq goes back once memory holds the area again (finish runs after every object is restored). */
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    const img = task.state.get('task.identity') as TaskImage;
+    if (img.rseqAddr !== 0n) {
+      task.tracee!.syscallOk(SYS.rseq, [img.rseqAddr, img.rseqLen, 0, img.rseqSig], 'rseq registration');
+    }
+  }
+
+  abort(_ctx: RestartContext, task: RestartTask): void {
+    if (task.tracee && !task.tracee.released) {
+      try {
+        task.tracee.release('kill');
+      } catch {
+        /* it is gone */
+      }
+    }
+  }
+
+  private restoreSession(task: RestartTask, img: TaskImage): void {
+    const t = task.tracee!;
+    if (img.sid === img.pid) {
+      t.syscallOk(SYS.setsid, [], 'setsid');
+      if (img.pgid !== img.pid) {
+        throw new CptError('EINVAL', `a session leader in another process group (${img.pgid}) cannot be recreated`, { pid: img.pid, object: 'process group' });
+      }
+      return;
+    }
+    const here = linux.readStat(task.pid).session;
+    if (here !== img.sid) {
+      throw new CptError('ESRCH', `the process belonged to session ${img.sid}, and cptrst runs in session ${here}; restart it from that session, or checkpoint a session leader`, { pid: img.pid, object: `session ${img.sid}` });
+    }
+    const target = img.pgid === img.pid ? 0 : img.pgid;
+    const r = t.syscall(SYS.setpgid, [0, target]);
+    if (r < 0n) {
+      throw new CptError(linux.errnoName(Number(-r)), `cannot join process group ${img.pgid} (it may no longer exist in session ${img.sid})`, { pid: img.pid, object: `process group ${img.pgid}` });
+    }
+  }
+}
+
+function ttyName(dev: number): string {
+  const major = (dev >> 8) & 0xfff;
+  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
+  return major === 136 ? `/dev/pts/${minor}` : `tty ${major}:${minor}`;
+}

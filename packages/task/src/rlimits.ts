@@ -1,0 +1,55 @@
+/**
+ * Resource limits, all of them, through prlimit64. At restart they are set from inside the new
+ * process; a hard limit above cptrst's own needs CAP_SYS_RESOURCE, which these machines lack,
+ * and then the restart fails naming the limit.
+ */
+import {
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
+  RestoreObject, linux, objectType, u64s,
+} from '@cptrst/core';
+
+const { SYS } = linux;
+export const RLIMITS_ORDER = 150;
+
+@objectType(ObjectType.RLIMITS, 'rlimits', { parents: [ObjectType.TASK] })
+export class RlimitsImage {
+  @u64s() cur: bigint[] = [];
+  @u64s() max: bigint[] = [];
+}
+
+export class RlimitsDump implements DumpHandler {
+  readonly name = 'task.rlimits';
+  readonly order = RLIMITS_ORDER;
+  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    const img = new RlimitsImage();
+    for (let r = 0; r < linux.RLIM_NLIMITS; r++) {
+      const l = linux.prlimit(task.pid, r);
+      img.cur.push(l.cur);
+      img.max.push(l.max);
+    }
+    ctx.write(img, task.tag);
+  }
+}
+
+export class RlimitsRestore implements RestoreHandler {
+  readonly name = 'task.rlimits';
+  readonly order = RLIMITS_ORDER;
+  readonly types = [ObjectType.RLIMITS];
+  restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+    const img = o.obj as RlimitsImage;
+    const t = task.tracee!;
+    if (img.cur.length !== img.max.length || img.cur.length > 64) throw new CptError('EBADIMG', 'malformed rlimits', { pid: task.pid, object: 'rlimits' });
+    for (let r = 0; r < img.cur.length && r < linux.RLIM_NLIMITS; r++) {
+      const now = linux.prlimit(task.pid, r);
+      if (now.cur === img.cur[r] && now.max === img.max[r]) continue;
+      const buf = Buffer.alloc(16);
+      buf.writeBigUInt64LE(img.cur[r], 0);
+      buf.writeBigUInt64LE(img.max[r], 8);
+      const res = t.syscall(SYS.prlimit64, [0, r, t.stage(buf), 0]);
+      if (res < 0n) {
+        const name = linux.rlimitName(r);
+        throw new CptError(linux.errnoName(Number(-res)), `cannot set ${name} to ${img.cur[r]}/${img.max[r]} (cptrst's own limit is ${now.cur}/${now.max})`, { pid: task.pid, object: name });
+      }
+    }
+  }
+}
