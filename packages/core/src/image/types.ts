@@ -26,7 +26,6 @@ export enum ObjectType {
   MM = 20,
   VMA = 21,
   PAGES = 22,
-  VDSO = 23,
   REGS = 30,
   XSTATE = 31,
   DEBUGREGS = 32,

@@ -5,7 +5,8 @@
 export * from './constants';
 export * from './errno';
 export * from './structs';
-export { rawSyscall, checkedSyscall, errnoError, sysconf, SyscallArg, _SC_PAGESIZE, _SC_CLK_TCK, _SC_NPROCESSORS_ONLN } from './libc';
+export { rawSyscall, checkedSyscall, errnoError, sysconf, _SC_PAGESIZE, _SC_CLK_TCK, _SC_NPROCESSORS_ONLN } from './libc';
+export type { SyscallArg } from './libc';
 export * from './ptrace';
 export * from './wait';
 export * from './process';
