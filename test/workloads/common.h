@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +59,11 @@ static void wl_init(int argc, char **argv, int min_args, const char *usage)
         exit(2);
     }
     wl_trigger_path = argv[1];
+    /* Start from fds 0, 1 and 2 only: whatever else the starter leaked (a shell, a test runner)
+     * is not part of the state this workload sets up, and a checkpoint need not support it. */
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
+        for (int fd = 3; fd < 4096; fd++)
+            close(fd);
     const char *t = getenv("CPT_TAMPER");
     wl_tamper = t != NULL && t[0] == '1';
 }
@@ -133,7 +139,8 @@ __attribute__((unused)) static void wl_busy_ms(unsigned ms)
 {
     uint64_t end = wl_now_ns(CLOCK_MONOTONIC) + (uint64_t)ms * 1000000ull;
     volatile uint64_t x = 1;
-    while (wl_now_ns(CLOCK_MONOTONIC) < end)
+    /* bounded too, so that a broken clock (say, a stale vDSO data page) cannot hang the loop */
+    for (unsigned rounds = 0; rounds < ms * 2000u && wl_now_ns(CLOCK_MONOTONIC) < end; rounds++)
         for (int i = 0; i < 1000; i++)
             x = x * 6364136223846793005ull + 1442695040888963407ull;
 }

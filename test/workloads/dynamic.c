@@ -115,7 +115,7 @@ int main(int argc, char **argv)
     wl_ready();
 
     uint64_t last = wl_now_ns(CLOCK_MONOTONIC), first = last, backwards = 0, reads = 0;
-    while (!wl_triggered()) {
+    do {
         for (int i = 0; i < 10000; i++) {
             uint64_t t = wl_now_ns(CLOCK_MONOTONIC);
             if (t < last)
@@ -123,7 +123,7 @@ int main(int argc, char **argv)
             last = t;
             reads++;
         }
-    }
+    } while (!wl_triggered());
 
     if (wl_tamper)
         head->next->next->payload[0] ^= 1;

@@ -13,6 +13,13 @@ def main() -> int:
         print("usage: loop.py <trigger>", file=sys.stderr)
         return 2
     trigger = sys.argv[1]
+    # start from fds 0, 1 and 2 only (close whatever the starter leaked)
+    for fd in sorted(int(f) for f in os.listdir("/proc/self/fd")):
+        if fd > 2:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the directory listing's own fd, already closed
     tamper = os.environ.get("CPT_TAMPER") == "1"
 
     def fib():
@@ -36,7 +43,7 @@ def main() -> int:
     sys.stdout.write(f"READY {ready_pid}\n")
     sys.stdout.flush()
 
-    while not os.path.exists(trigger):
+    while True:
         for _ in range(1000):
             n += 1
             total += n
@@ -46,6 +53,8 @@ def main() -> int:
         if now < last:
             backwards += 1
         last = now
+        if os.path.exists(trigger):
+            break
         time.sleep(0.02)
 
     if tamper:

@@ -10,6 +10,14 @@ set -u
 trigger=${1:?usage: loop.sh <trigger>}
 tamper=${CPT_TAMPER:-0}
 
+# start from fds 0, 1 and 2 only (close whatever the starter leaked; builtins only)
+for fdpath in /proc/$$/fd/*; do
+    fd=${fdpath##*/}
+    if ((fd > 2)) && [[ -e /proc/$$/fd/$fd ]]; then
+        eval "exec $fd>&-"
+    fi
+done
+
 declare -i n=0 sum=0 xs=0
 declare -a squares=()
 declare -A words=()
@@ -25,7 +33,7 @@ calls=0
 
 echo "READY $$"
 
-while [[ ! -e $trigger ]]; do
+while true; do
     for ((j = 0; j < 200; j++)); do
         n+=1
         sum+=n
@@ -33,6 +41,7 @@ while [[ ! -e $trigger ]]; do
         squares[n % 500]=$(((n % 500) * (n % 500)))
         count_calls
     done
+    [[ -e $trigger ]] && break
 done
 
 if [[ $tamper == 1 ]]; then words[key7]=tampered; fi

@@ -200,10 +200,10 @@ int main(int argc, char **argv)
     wl_ready();
 
     uint64_t loops = 0;
-    while (!wl_triggered()) {
+    do {
         wl_busy_ms(5);
         loops++;
-    }
+    } while (!wl_triggered());
 
     void *brk_now = sbrk(0); /* first, before anything can move it */
     if (wl_tamper && anon != MAP_FAILED)

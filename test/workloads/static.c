@@ -45,7 +45,7 @@ int main(int argc, char **argv)
     wl_ready();
     uint64_t counter_at_ready = counter;
 
-    while (!wl_triggered()) {
+    do {
         for (int i = 0; i < 100000; i++) {
             uint64_t n = counter + 1;
             counter = n;
@@ -53,7 +53,7 @@ int main(int argc, char **argv)
             sumsq = sumsq + n * n;
             xsum = xsum ^ n;
         }
-    }
+    } while (!wl_triggered());
 
     if (wl_tamper)
         bss_words[BSS_WORDS / 3] ^= 0x10;

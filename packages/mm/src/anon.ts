@@ -34,7 +34,7 @@ export class AnonVma implements VmaKindHandler {
 export class SharedAnonVma implements VmaKindHandler {
   readonly kind = 'shared-anon';
   claims(v: VmaEntry): boolean {
-    return v.shared && v.path === '/dev/zero (deleted)';
+    return v.shared && v.path === '/dev/zero' && v.deleted;
   }
   describe(): void {}
   storesPage(pm: bigint): boolean {

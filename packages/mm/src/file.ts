@@ -14,7 +14,7 @@ const { MAP, PROT, SYS, O } = linux;
 export class FileVma implements VmaKindHandler {
   readonly kind = 'file';
   claims(v: VmaEntry): boolean {
-    return v.inode !== 0n && v.path.startsWith('/') && !(v.shared && v.path === '/dev/zero (deleted)');
+    return v.inode !== 0n && v.path.startsWith('/') && !(v.shared && v.path === '/dev/zero' && v.deleted);
   }
   describe(task: CheckpointTask, v: VmaEntry, img: VmaImage): void {
     if (v.deleted) refuse(task.pid, describeVma(v), 'the mapped file has been deleted; deleted mapped files are not supported yet');

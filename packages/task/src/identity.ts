@@ -6,7 +6,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, ProcessCreator, RestartContext, RestartTask,
-  RestoreHandler, RestoreObject, Tokens, bool, linux, objectType, refuse, str, u32, u64,
+  RestoreHandler, RestoreObject, Tokens, bool, i32, linux, objectType, refuse, str, u32, u64,
 } from '@cptrst/core';
 
 const { SYS, PR } = linux;
@@ -28,6 +28,10 @@ export class TaskImage {
   @u64() rseqAddr = 0n;
   @u32() rseqLen = 0;
   @u32() rseqSig = 0;
+  @i32() nice = 0;
+  /** Scheduling policy (SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5) and real-time priority. */
+  @u32() policy = 0;
+  @u32() rtPriority = 0;
   /** For people reading `cptrst show`: the command line. */
   @str() cmdline = '';
 }
@@ -60,6 +64,9 @@ export class TaskDump implements DumpHandler {
     img.rseqLen = rseq.rseqAbiSize;
     img.rseqSig = rseq.signature;
     img.cmdline = linux.readCmdline(task.pid).join(' ');
+    img.nice = st.nice;
+    img.policy = st.policy;
+    img.rtPriority = st.rtPriority;
     task.tag = ctx.write(img, ctx.headTag);
   }
 }
@@ -78,6 +85,7 @@ export class TaskRestore implements RestoreHandler {
     if (img.personality !== linux.readPersonality(task.pid)) {
       t.syscallOk(SYS.personality, [img.personality], `personality 0x${img.personality.toString(16)}`);
     }
+    this.restoreScheduling(task, img);
     const name = Buffer.alloc(16);
     name.write(img.comm.slice(0, 15), 'utf8');
     t.syscallOk(SYS.prctl, [PR.SET_NAME, t.stage(name)], `prctl(PR_SET_NAME, ${img.comm})`);
@@ -99,6 +107,18 @@ export class TaskRestore implements RestoreHandler {
         /* it is gone */
       }
     }
+  }
+
+  /** Policy first (it may reset the nice value), then the nice value. */
+  private restoreScheduling(task: RestartTask, img: TaskImage): void {
+    const t = task.tracee!;
+    const st = linux.readStat(task.pid);
+    if (img.policy !== st.policy || img.rtPriority !== st.rtPriority) {
+      const param = Buffer.alloc(4);
+      param.writeInt32LE(img.rtPriority, 0);
+      t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param)], `sched_setscheduler(${img.policy}, ${img.rtPriority})`);
+    }
+    if (img.nice !== st.nice) t.syscallOk(SYS.setpriority, [0 /* PRIO_PROCESS */, 0, img.nice], `setpriority(nice ${img.nice})`);
   }
 
   private restoreSession(task: RestartTask, img: TaskImage): void {

@@ -5,7 +5,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, linux, objectType, u64s,
+  RestoreObject, Tracee, linux, objectType, u64s,
 } from '@cptrst/core';
 
 const { SYS } = linux;
@@ -17,13 +17,24 @@ export class RlimitsImage {
   @u64s() max: bigint[] = [];
 }
 
+/**
+ * Read from inside the task: prlimit64 on another process whose uids differ from ours needs
+ * CAP_SYS_RESOURCE, which these machines do not give.
+ */
+function readLimit(t: Tracee, r: number): { cur: bigint; max: bigint } {
+  const out = t.stage(Buffer.alloc(16), 1024);
+  t.syscallOk(SYS.prlimit64, [0, r, 0, out], `prlimit64(${linux.rlimitName(r)})`);
+  const b = t.readMemory(out, 16);
+  return { cur: b.readBigUInt64LE(0), max: b.readBigUInt64LE(8) };
+}
+
 export class RlimitsDump implements DumpHandler {
   readonly name = 'task.rlimits';
   readonly order = RLIMITS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const img = new RlimitsImage();
     for (let r = 0; r < linux.RLIM_NLIMITS; r++) {
-      const l = linux.prlimit(task.pid, r);
+      const l = readLimit(task.tracee, r);
       img.cur.push(l.cur);
       img.max.push(l.max);
     }
@@ -40,7 +51,7 @@ export class RlimitsRestore implements RestoreHandler {
     const t = task.tracee!;
     if (img.cur.length !== img.max.length || img.cur.length > 64) throw new CptError('EBADIMG', 'malformed rlimits', { pid: task.pid, object: 'rlimits' });
     for (let r = 0; r < img.cur.length && r < linux.RLIM_NLIMITS; r++) {
-      const now = linux.prlimit(task.pid, r);
+      const now = readLimit(t, r);
       if (now.cur === img.cur[r] && now.max === img.max[r]) continue;
       const buf = Buffer.alloc(16);
       buf.writeBigUInt64LE(img.cur[r], 0);

@@ -1,0 +1,82 @@
+/** `cptrst restart <file>`: sys_restart from a file, or from stdin with `-`. */
+import * as fs from 'fs';
+import * as path from 'path';
+import { RestartFlags, RestartResult, asCptError, sys_restart } from '@cptrst/core';
+import { OptionSpec, ParsedArgs, UsageError, flag, value } from './args';
+import { Command } from './command';
+import { common, loadModules, printTimings, progressPrinter } from './common';
+import { json, out } from './output';
+
+const OPTIONS: readonly OptionSpec[] = [
+  { long: 'leave-stopped', help: 'leave the restored process stopped (SIGSTOP) and untraced' },
+  { long: 'pidfile', value: true, arg: 'FILE', help: 'write the restored PID to FILE' },
+];
+
+export const restartCommand: Command = {
+  name: 'restart',
+  summary: 'restore a process from an image, with its PID',
+  usage: 'cptrst restart <file> [--leave-stopped] [--pidfile <file>] [--json] [-v]',
+  description: [
+    'Reads the image <file> (- for stdin), checks that this machine can run it, makes the process',
+    'again with its original PID, restores it and lets it run detached (or stopped, with',
+    '--leave-stopped). Prints the PID on stdout and exits 0 once the process runs on its own.',
+    'The restored process gets the file descriptors recorded in the image, not cptrst\'s.',
+  ].join('\n'),
+  options: OPTIONS,
+  run: runRestart,
+};
+
+function runRestart(p: ParsedArgs): number {
+  const c = common(p);
+  const cmd = 'restart';
+  if (p.positionals.length === 0) throw new UsageError('missing the image file (- for stdin)', cmd);
+  if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`, cmd);
+  const file = p.positionals[0];
+  const pidfile = value(p, 'pidfile');
+  const flags = flag(p, 'leave-stopped') ? RestartFlags.LEAVE_STOPPED : 0;
+
+  loadModules(c);
+
+  const fromStdin = file === '-';
+  let fd = 0;
+  if (!fromStdin) {
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch (e) {
+      throw asCptError(e, { object: `image file ${file}` });
+    }
+  }
+  let result: RestartResult;
+  try {
+    result = sys_restart(0, fd, flags, c.verbose ? { onProgress: progressPrinter() } : {});
+  } finally {
+    if (!fromStdin) fs.closeSync(fd);
+  }
+
+  if (pidfile) {
+    try {
+      writePidfile(pidfile, result.pid);
+    } catch (e) {
+      throw asCptError(e, { pid: result.pid, object: `pidfile ${pidfile}` });
+    }
+  }
+  if (c.verbose) printTimings(result.timings);
+  if (c.json) {
+    out(json({ pid: result.pid, tasks: result.tasks, process: flags ? 'stopped' : 'running', timings: result.timings }));
+  } else {
+    out(String(result.pid));
+  }
+  return 0;
+}
+
+/** Written to a temporary name and renamed, so a reader never sees a half-written pidfile. */
+function writePidfile(file: string, pid: number): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
+  fs.writeFileSync(tmp, `${pid}\n`, { mode: 0o644 });
+  try {
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+}

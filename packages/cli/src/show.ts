@@ -1,0 +1,200 @@
+/** `cptrst show <file>`: what an image holds, for a person or (--json) for a program. Page payloads are never printed. */
+import * as fs from 'fs';
+import {
+  CptError, FORMAT_MAJOR, HEAD_TAG, ImageHead, ImageReader, PREAMBLE_SIZE, asCptError, fileSource, layoutOf,
+} from '@cptrst/core';
+import { OptionSpec, ParsedArgs, UsageError } from './args';
+import { Command } from './command';
+import { common, tryLoadModules } from './common';
+import { formatBytes, hex, jsonValue, oneLine, out, renderObject, renderValue, table } from './output';
+
+const OPTIONS: readonly OptionSpec[] = [];
+
+export const showCommand: Command = {
+  name: 'show',
+  summary: 'print what an image holds',
+  usage: 'cptrst show <file> [--json] [-v]',
+  description: [
+    'Reads and checks the image <file> (- for stdin) and prints a summary of its head (format,',
+    'machine, capability vector, counts) and then one line per object: offset, tag, parent tag,',
+    'type and fields (VMAs as /proc/PID/maps lines). Page data is never printed. With -v, long',
+    'arrays and byte strings are printed in full. With --json, one JSON document: head, objects',
+    '(bigints as "0x..." strings), summary. A damaged image is refused with EBADIMG.',
+  ].join('\n'),
+  options: OPTIONS,
+  run: runShow,
+};
+
+interface ShownObject {
+  offset: number;
+  type: number;
+  name: string;
+  tag: number;
+  ptag: number;
+  depth: number;
+  pageCount: number;
+  pageBytes: number;
+  obj?: object;
+}
+
+interface Listing {
+  head?: ImageHead;
+  formatMinor: number;
+  objects: ShownObject[];
+  /** Bytes of the image read (all of it when complete). */
+  bytes: number;
+  complete: boolean;
+}
+
+function runShow(p: ParsedArgs): number {
+  const c = common(p);
+  const cmd = 'show';
+  if (p.positionals.length === 0) throw new UsageError('missing the image file (- for stdin)', cmd);
+  if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`, cmd);
+  const file = p.positionals[0];
+
+  // The layouts of the objects come with the modules; without them objects are listed undecoded.
+  const modules = tryLoadModules(c);
+
+  const fromStdin = file === '-';
+  let fd = 0;
+  if (!fromStdin) {
+    try {
+      fd = fs.openSync(file, 'r');
+    } catch (e) {
+      throw asCptError(e, { object: `image file ${file}` });
+    }
+  }
+  const listing: Listing = { formatMinor: 0, objects: [], bytes: 0, complete: false };
+  let failure: CptError | undefined;
+  try {
+    read(fd, listing);
+  } catch (e) {
+    failure = asCptError(e, { object: `image ${file}` });
+  } finally {
+    if (!fromStdin) fs.closeSync(fd);
+  }
+  if (failure) {
+    // A person gets what could be read before the damage; a program only the error.
+    if (!c.json && listing.head) out(renderText(file, listing, modules, c.verbose));
+    throw failure;
+  }
+  out(c.json ? renderJson(file, listing, modules) : renderText(file, listing, modules, c.verbose));
+  return 0;
+}
+
+function read(fd: number, listing: Listing): void {
+  const reader = new ImageReader(fileSource(fd));
+  listing.head = reader.readHead();
+  listing.formatMinor = reader.formatMinor;
+  const depth = new Map<number, number>([[HEAD_TAG, -1]]);
+  for (let rec = reader.next(); rec; rec = reader.next()) {
+    const d = (depth.get(rec.ptag) ?? 0) + 1;
+    depth.set(rec.tag, d);
+    listing.objects.push({
+      offset: rec.offset, type: rec.type, name: rec.name, tag: rec.tag, ptag: rec.ptag, depth: d,
+      pageCount: rec.pageCount, pageBytes: rec.pages?.length ?? 0, obj: rec.obj,
+    });
+    listing.bytes = reader.offset;
+  }
+  listing.bytes = reader.offset;
+  listing.complete = true;
+}
+
+function countsByType(objects: ShownObject[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const o of objects) m.set(o.name, (m.get(o.name) ?? 0) + 1);
+  return m;
+}
+
+function createdIso(ns: bigint): string {
+  const ms = Number(ns / 1000000n);
+  return Number.isFinite(ms) && ms > 0 && ms < 8.64e15 ? new Date(ms).toISOString() : 'unknown';
+}
+
+function headFields(head: ImageHead): Record<string, unknown> {
+  const fields = layoutOf(ImageHead)?.fields ?? [];
+  const o: Record<string, unknown> = {};
+  const h = head as unknown as Record<string, unknown>;
+  for (const f of fields) o[f.name] = h[f.name];
+  return o;
+}
+
+function renderJson(file: string, l: Listing, modules: { loaded: string[]; failure?: CptError }): string {
+  const head = l.head as ImageHead;
+  const pageBytes = l.objects.reduce((n, o) => n + o.pageBytes, 0);
+  const pageCount = l.objects.reduce((n, o) => n + o.pageCount, 0);
+  const doc = {
+    image: file,
+    format: { major: FORMAT_MAJOR, minor: l.formatMinor },
+    head: { ...headFields(head), created: createdIso(head.createdNs) },
+    objects: l.objects.map((o) => ({
+      offset: o.offset, type: o.type, name: o.name, tag: o.tag, ptag: o.ptag,
+      ...(o.pageCount ? { pageCount: o.pageCount, pageBytes: o.pageBytes } : {}),
+      fields: o.obj === undefined ? null : fieldsOf(o.obj),
+    })),
+    summary: {
+      bytes: l.bytes,
+      objects: l.objects.length,
+      byType: Object.fromEntries(countsByType(l.objects)),
+      pageCount,
+      pageBytes,
+      undecoded: l.objects.filter((o) => o.obj === undefined).length,
+      modules: modules.loaded,
+      ...(modules.failure ? { moduleError: modules.failure.toJSON() } : {}),
+    },
+  };
+  return JSON.stringify(jsonValue(doc), null, 2);
+}
+
+function fieldsOf(obj: object): Record<string, unknown> {
+  const fields = layoutOf(obj.constructor)?.fields;
+  if (!fields) return { ...obj } as Record<string, unknown>;
+  const rec = obj as Record<string, unknown>;
+  return Object.fromEntries(fields.map((f) => [f.name, rec[f.name]]));
+}
+
+const CPU_FLAGS_SHOWN = 12;
+
+function renderText(file: string, l: Listing, modules: { loaded: string[]; failure?: CptError }, full: boolean): string {
+  const head = l.head as ImageHead;
+  const lines: string[] = [];
+  const counts = countsByType(l.objects);
+  const pageBytes = l.objects.reduce((n, o) => n + o.pageBytes, 0);
+  const pageCount = l.objects.reduce((n, o) => n + o.pageCount, 0);
+  const flags = head.cpuFlags;
+  const flagText = full || flags.length <= CPU_FLAGS_SHOWN
+    ? flags.join(' ')
+    : `${flags.slice(0, CPU_FLAGS_SHOWN).join(' ')} … (+${flags.length - CPU_FLAGS_SHOWN} more, -v for all)`;
+  const summary: string[][] = [
+    ['image', `${file}, ${l.bytes} bytes (${formatBytes(l.bytes)})${l.complete ? '' : ', INCOMPLETE: refused part way'}`],
+    ['format', `${FORMAT_MAJOR}.${l.formatMinor}`],
+    ['arch', head.arch],
+    ['kernel', head.kernelRelease || '(not recorded)'],
+    ['page size', String(head.pageSize)],
+    ['xsave', `features ${hex(head.xsaveFeatures)}, ${head.xsaveSize} bytes`],
+    ['cpu flags', `${flags.length}${flags.length ? ': ' + flagText : ''}`],
+    ['vdso', `${head.vdsoSize} bytes, sha256 ${head.vdsoHash ? (full ? head.vdsoHash : head.vdsoHash.slice(0, 16) + '…') : '(none)'}`],
+    ['created', `${createdIso(head.createdNs)}`],
+    ['tool', `cptrst ${head.toolVersion || '?'}`],
+    ['hostname', head.hostname || '(not recorded)'],
+    ['objects', `${l.objects.length}${counts.size ? ': ' + [...counts].map(([n, k]) => `${n} ${k}`).join(', ') : ''} (plus head and terminator)`],
+    ['page data', `${pageCount} pages, ${pageBytes} bytes (${formatBytes(pageBytes)})`],
+  ];
+  const undecoded = l.objects.filter((o) => o.obj === undefined).length;
+  if (undecoded) {
+    const why = modules.failure ? `module not loaded: ${oneLine(modules.failure.message)}` : 'no loaded module defines their layout';
+    summary.push(['undecoded', `${undecoded} objects (${why})`]);
+  }
+  lines.push(table(summary));
+  lines.push('');
+  const rows: string[][] = [['OFFSET', 'TAG', 'PTAG', 'OBJECT']];
+  rows.push([String(PREAMBLE_SIZE), String(HEAD_TAG), '0', `head  arch=${head.arch} pageSize=${head.pageSize} xsaveFeatures=${renderValue(head.xsaveFeatures, 'xsaveFeatures')}`]);
+  for (const o of l.objects) {
+    const pages = o.pageCount ? `  [+${o.pageCount} pages]` : '';
+    rows.push([String(o.offset), String(o.tag), String(o.ptag), `${'  '.repeat(o.depth)}${o.name}  ${renderObject(o.type, o.name, o.obj, { full })}${pages}`]);
+  }
+  if (l.complete) rows.push([String(l.bytes), '', '', 'end (terminator checked)']);
+  lines.push(table(rows.map((r) => [r[0].padStart(10), r[1].padStart(5), r[2].padStart(5), r[3]])));
+  return lines.join('\n');
+}

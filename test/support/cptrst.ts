@@ -1,0 +1,56 @@
+/** Running the cptrst command line tool, asynchronously. */
+import { execFile } from 'child_process';
+import { CLI_MAIN } from './paths';
+
+export interface CptrstResult {
+  /** Exit code, or null if it was killed by a signal (see `signal`). */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CptrstOptions {
+  /** Kill the tool after this long (SIGKILL), default 120 s. */
+  timeoutMs?: number;
+  env?: Record<string, string>;
+  cwd?: string;
+}
+
+/**
+ * Runs `node packages/cli/dist/src/main.js ...args` and resolves with its exit code and output,
+ * whatever the exit code. Uses execFile, never a synchronous call: the test process is the
+ * workloads' parent, and its event loop must keep running so that libuv reaps a workload killed
+ * by a checkpoint (freeing its PID for the restart).
+ */
+export function cptrst(args: string[], opts: CptrstOptions = {}): Promise<CptrstResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI_MAIN, ...args],
+      {
+        encoding: 'utf8',
+        maxBuffer: 256 << 20,
+        timeout: opts.timeoutMs ?? 120000,
+        killSignal: 'SIGKILL',
+        env: { ...process.env, ...(opts.env ?? {}) },
+        cwd: opts.cwd,
+      },
+      (error, stdout, stderr) => {
+        if (error === null) {
+          resolve({ code: 0, signal: null, stdout, stderr });
+          return;
+        }
+        const e = error as NodeJS.ErrnoException & { code?: number | string; signal?: NodeJS.Signals | null };
+        if (typeof e.code === 'number') {
+          resolve({ code: e.code, signal: e.signal ?? null, stdout, stderr });
+        } else if (e.signal) {
+          resolve({ code: null, signal: e.signal, stdout, stderr });
+        } else {
+          // could not run at all (e.g. ENOENT): report it the way a failing tool would
+          resolve({ code: 127, signal: null, stdout, stderr: `${stderr}${e.message}\n` });
+        }
+      },
+    );
+  });
+}

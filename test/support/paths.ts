@@ -1,0 +1,22 @@
+/** Where things are: the repository, the workload sources, and test/work (git-ignored). */
+import * as fs from 'fs';
+import * as path from 'path';
+
+function findRepoRoot(): string {
+  let dir = __dirname;
+  for (;;) {
+    if (fs.existsSync(path.join(dir, 'test', 'workloads')) && fs.existsSync(path.join(dir, 'packages'))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`cannot find the repository root above ${__dirname}`);
+    dir = parent;
+  }
+}
+
+export const REPO_ROOT = fs.realpathSync(findRepoRoot());
+export const WORKLOADS_SRC = path.join(REPO_ROOT, 'test', 'workloads');
+/** Everything the tests create lives under here (ignored by git). */
+export const WORK_DIR = path.join(REPO_ROOT, 'test', 'work');
+export const BIN_DIR = path.join(WORK_DIR, 'bin');
+export const TMP_DIR = path.join(WORK_DIR, 'tmp');
+/** The cptrst command line tool (built by `npm run build`). */
+export const CLI_MAIN = path.join(REPO_ROOT, 'packages', 'cli', 'dist', 'src', 'main.js');

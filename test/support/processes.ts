@@ -1,0 +1,197 @@
+/**
+ * Looking at and ending processes by PID, through /proc. Nothing here ever matches processes by
+ * name; killByPid() only signals processes that run one of our workloads.
+ */
+import { ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import { WORK_DIR, WORKLOADS_SRC } from './paths';
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Our own children by PID, while they have not exited (see trackChild). */
+const liveChildren = new Map<number, ChildProcess>();
+/** Every PID the harness started a workload as (restored processes keep the PID). */
+const startedPids = new Set<number>();
+
+/** Registers a child so waitGone() can await its 'exit' event (libuv reaps it, not /proc). */
+export function trackChild(child: ChildProcess): void {
+  const pid = child.pid;
+  if (pid === undefined) return;
+  startedPids.add(pid);
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  liveChildren.set(pid, child);
+  child.once('exit', () => {
+    if (liveChildren.get(pid) === child) liveChildren.delete(pid);
+  });
+}
+
+/** PIDs of all workloads started so far (whether or not still alive). */
+export function startedWorkloadPids(): number[] {
+  return [...startedPids];
+}
+
+export interface ProcState {
+  /** The state letter from /proc/PID/status: R S D T t Z X ... */
+  state: string;
+  tracerPid: number;
+  ppid: number;
+  /** Name from /proc/PID/status (comm). */
+  name: string;
+  threads: number;
+  /** Children of every thread (/proc/PID/task/TID/children). */
+  children: number[];
+}
+
+async function readOrNull(file: string): Promise<string | null> {
+  try {
+    return await fs.promises.readFile(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/** State of a process from /proc, or null if there is no such PID. */
+export async function procState(pid: number): Promise<ProcState | null> {
+  const status = await readOrNull(`/proc/${pid}/status`);
+  if (status === null) return null;
+  const field = (key: string): string => {
+    const m = new RegExp(`^${key}:\\s*(.*)$`, 'm').exec(status);
+    return m === null ? '' : m[1];
+  };
+  const children: number[] = [];
+  try {
+    for (const tid of await fs.promises.readdir(`/proc/${pid}/task`)) {
+      const c = await readOrNull(`/proc/${pid}/task/${tid}/children`);
+      if (c !== null) for (const p of c.trim().split(/\s+/)) if (p !== '') children.push(Number(p));
+    }
+  } catch {
+    /* gone meanwhile */
+  }
+  return {
+    state: field('State').charAt(0),
+    tracerPid: Number(field('TracerPid')),
+    ppid: Number(field('PPid')),
+    name: field('Name'),
+    threads: Number(field('Threads')),
+    children,
+  };
+}
+
+/** True while /proc/PID exists and is not a zombie (or, with zombieOk false, exists at all). */
+async function present(pid: number, zombieOk: boolean): Promise<boolean> {
+  const stat = await readOrNull(`/proc/${pid}/stat`);
+  if (stat === null) return false;
+  if (!zombieOk) return true;
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  return state !== 'Z' && state !== 'X';
+}
+
+export interface WaitGoneOptions {
+  /**
+   * Count a zombie as gone (it has finished; its PID is still taken until its parent reaps it,
+   * which for a restored process is init, and init is slow here). Default false: wait for the PID
+   * to disappear from /proc.
+   */
+  zombieOk?: boolean;
+  /** Poll interval, default 20 ms. */
+  pollMs?: number;
+}
+
+/**
+ * Waits until process PID is gone. For our own live child it first awaits its 'exit' event
+ * (libuv reaps it); then it polls /proc/PID. Resolves true when gone, false on timeout.
+ */
+export async function waitGone(pid: number, timeoutMs: number, opts: WaitGoneOptions = {}): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  const child = liveChildren.get(pid);
+  if (child !== undefined && child.exitCode === null && child.signalCode === null) {
+    let timer: NodeJS.Timeout | undefined;
+    let onExit: (() => void) | undefined;
+    await new Promise<void>((resolve) => {
+      onExit = resolve;
+      child.once('exit', onExit);
+      timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+    });
+    clearTimeout(timer);
+    if (onExit !== undefined) child.removeListener('exit', onExit);
+  }
+  const zombieOk = opts.zombieOk ?? false;
+  for (;;) {
+    if (!(await present(pid, zombieOk))) return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(opts.pollMs ?? 20);
+  }
+}
+
+/** True if PID runs one of our workloads (its command line names test/workloads or test/work). */
+export async function isOurWorkload(pid: number): Promise<boolean> {
+  const cmdline = await readOrNull(`/proc/${pid}/cmdline`);
+  if (cmdline === null) return false;
+  return cmdline.includes(WORK_DIR) || cmdline.includes(WORKLOADS_SRC);
+}
+
+/**
+ * Sends `signal` (default SIGKILL) to PID if it runs one of our workloads. Returns true if a signal
+ * was sent. Never kills anything else, and never by name.
+ */
+export async function killByPid(pid: number, signal: NodeJS.Signals = 'SIGKILL'): Promise<boolean> {
+  if (!Number.isInteger(pid) || pid <= 1) return false;
+  if (!(await isOurWorkload(pid))) return false;
+  try {
+    process.kill(pid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Cleanup for after/afterEach hooks: SIGKILLs every workload PID the harness started that still
+ * runs one of our workloads (the original or a restored one), and waits until each has finished
+ * (zombies of init count as finished). Returns the PIDs that were killed.
+ */
+export async function killStartedWorkloads(timeoutMs = 5000): Promise<number[]> {
+  const killed: number[] = [];
+  for (const pid of startedPids) {
+    if (await killByPid(pid)) killed.push(pid);
+  }
+  for (const pid of killed) {
+    if (!(await waitGone(pid, timeoutMs, { zombieOk: true }))) throw new Error(`workload ${pid} survived SIGKILL`);
+  }
+  return killed;
+}
+
+export interface MapEntry {
+  start: bigint;
+  end: bigint;
+  perms: string;
+  offset: bigint;
+  dev: string;
+  inode: number;
+  /** The path or [name] column, '' for anonymous mappings. */
+  path: string;
+  /** The whole line as the kernel printed it. */
+  line: string;
+}
+
+/** Parses /proc/PID/maps. Throws if the process is gone. */
+export async function readMaps(pid: number): Promise<MapEntry[]> {
+  const text = await fs.promises.readFile(`/proc/${pid}/maps`, 'utf8');
+  return text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((line) => {
+      const m = /^([0-9a-f]+)-([0-9a-f]+)\s+(\S+)\s+([0-9a-f]+)\s+(\S+)\s+(\d+)\s*(.*)$/.exec(line);
+      if (m === null) throw new Error(`unparsable maps line: ${line}`);
+      return {
+        start: BigInt(`0x${m[1]}`),
+        end: BigInt(`0x${m[2]}`),
+        perms: m[3],
+        offset: BigInt(`0x${m[4]}`),
+        dev: m[5],
+        inode: Number(m[6]),
+        path: m[7],
+        line,
+      };
+    });
+}

@@ -1,0 +1,201 @@
+/**
+ * The workloads themselves, without checkpoint/restart: each must PASS when simply triggered,
+ * and must FAIL when its own state is tampered with (CPT_TAMPER=1), which shows the checks can
+ * fail. The C/R integration tests rely on both.
+ */
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  buildWorkloads,
+  isOurWorkload,
+  killStartedWorkloads,
+  makeTempDir,
+  removeTempDir,
+  parseResult,
+  passLines,
+  procState,
+  readMaps,
+  sleep,
+  startWorkload,
+  startedWorkloadPids,
+  SYSCALL_VARIANTS,
+  trigger,
+  verdictName,
+  waitResult,
+  Workload,
+} from './support';
+
+interface Case {
+  name: string;
+  args?: (dir: string) => string[];
+  /** What to do between READY and the result (after the trigger). */
+  afterTrigger?: (w: Workload) => Promise<void>;
+}
+
+/** Temporary directories of the current test: removed if it passes, kept for a look if not. */
+const testDirs: string[] = [];
+function tempDir(prefix: string): string {
+  const d = makeTempDir(prefix);
+  testDirs.push(d);
+  return d;
+}
+
+/** Makes the directory task.c chdirs into. */
+function taskDir(dir: string): string {
+  const d = path.join(dir, 'cwd');
+  fs.mkdirSync(d, { recursive: true, mode: 0o755 });
+  return d;
+}
+
+const sendUsr1 = async (w: Workload): Promise<void> => {
+  process.kill(w.pid, 'SIGUSR1');
+};
+
+const CASES: Case[] = [
+  { name: 'static' },
+  { name: 'dynamic' },
+  { name: 'loop.sh' },
+  { name: 'loop.py' },
+  { name: 'cpuregs' },
+  { name: 'debugregs' },
+  { name: 'memory' },
+  { name: 'task', args: (dir) => [taskDir(dir)] },
+  { name: 'task', args: (dir) => [taskDir(dir), '--nobody'] },
+  { name: 'signals' },
+  { name: 'files' },
+  ...SYSCALL_VARIANTS.map(
+    (v): Case => ({ name: 'syscalls', args: () => [v], afterTrigger: v === 'pause' ? sendUsr1 : undefined }),
+  ),
+  { name: 'pidhold' },
+];
+
+/** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
+const TAMPERABLE: Case[] = [
+  { name: 'static' },
+  { name: 'dynamic' },
+  { name: 'loop.sh' },
+  { name: 'loop.py' },
+  { name: 'cpuregs' },
+  { name: 'debugregs' },
+  { name: 'memory' },
+  { name: 'task', args: (dir) => [taskDir(dir), '--nobody'] },
+  { name: 'signals' },
+  { name: 'files' },
+];
+
+async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {
+  const dir = tempDir(c.name);
+  const args = c.args?.(dir) ?? [];
+  const w = await startWorkload(c.name, args, { dir, env });
+  // the protocol: no child process and no thread while it loops
+  const st = await procState(w.pid);
+  expect(st, 'process state').to.not.equal(null);
+  expect(st!.threads, 'threads').to.equal(1);
+  expect(st!.children, 'children').to.deep.equal([]);
+  await sleep(300);
+  await trigger(w);
+  if (c.afterTrigger !== undefined) {
+    await sleep(100);
+    await c.afterTrigger(w);
+  }
+  const text = await waitResult(w, 15000);
+  return { w, text };
+}
+
+describe('workloads without checkpoint/restart', function () {
+  this.timeout(60000);
+
+  before(async function () {
+    this.timeout(180000);
+    await buildWorkloads();
+  });
+
+  afterEach(async function () {
+    await killStartedWorkloads();
+    const passed = this.currentTest?.state === 'passed';
+    for (const d of testDirs.splice(0)) if (passed) removeTempDir(d);
+  });
+
+  after(async () => {
+    for (const pid of startedWorkloadPids()) {
+      expect(await isOurWorkload(pid), `workload pid ${pid} left running`).to.equal(false);
+    }
+  });
+
+  describe('pass when triggered', () => {
+    for (const c of CASES) {
+      const label = [c.name, ...(c.args?.('DIR') ?? [])].join(' ');
+      it(label, async () => {
+        const { w, text } = await run(c);
+        const r = parseResult(text);
+        expect(r.readyPid).to.equal(w.pid);
+        expect(r.extra, 'nothing but READY and the verdict').to.deep.equal([]);
+        expect(passLines(w.name, w.args), text).to.include(r.verdict);
+        expect(await w.exited).to.deep.equal({ code: 0, signal: null });
+      });
+    }
+  });
+
+  describe('fail when their state is tampered with (CPT_TAMPER=1)', () => {
+    for (const c of TAMPERABLE) {
+      const label = [c.name, ...(c.args?.('DIR') ?? [])].join(' ');
+      it(label, async () => {
+        const { w, text } = await run(c, { CPT_TAMPER: '1' });
+        const r = parseResult(text);
+        expect(r.readyPid).to.equal(w.pid);
+        expect(r.verdict ?? '', text).to.match(new RegExp(`^FAIL ${verdictName(w.name, w.args).replace('.', '\\.')}: .+`));
+        expect(r.extra).to.deep.equal([]);
+        expect(await w.exited).to.deep.equal({ code: 1, signal: null });
+      });
+    }
+  });
+
+  describe('details', () => {
+    it('task fails when it is not a session leader (started without setsid)', async () => {
+      const dir = tempDir('task');
+      const w = await startWorkload('task', [taskDir(dir)], { dir, detached: false });
+      await trigger(w);
+      const r = parseResult(await waitResult(w, 15000));
+      expect(r.verdict).to.match(/^FAIL task: not a session leader at start/);
+    });
+
+    it('cpuregs passes with many short rounds (1000 iterations each)', async () => {
+      const dir = tempDir('cpuregs');
+      const w = await startWorkload('cpuregs', ['1000'], { dir });
+      await sleep(200);
+      await trigger(w);
+      const r = parseResult(await waitResult(w, 15000));
+      expect(passLines('cpuregs')).to.include(r.verdict);
+    });
+
+    it('memory keeps its mappings unchanged while it loops', async () => {
+      const dir = tempDir('memory');
+      const w = await startWorkload('memory', [], { dir });
+      const before = (await readMaps(w.pid)).map((m) => m.line);
+      await sleep(500);
+      const after = (await readMaps(w.pid)).map((m) => m.line);
+      expect(after).to.deep.equal(before);
+      expect(before.some((l) => l.endsWith('.mapped')), 'the private file mapping').to.equal(true);
+      expect(before.some((l) => /---p/.test(l)), 'the guard page').to.equal(true);
+      await trigger(w);
+      const r = parseResult(await waitResult(w, 15000));
+      expect(r.verdict).to.equal('PASS memory');
+    });
+
+    it('syscalls pause stays in pause() across SIGSTOP/SIGCONT and passes after SIGUSR1', async () => {
+      // a stop/continue restarts pause() in the kernel (ERESTARTNOHAND); it must not come back
+      const dir = tempDir('syscalls');
+      const w = await startWorkload('syscalls', ['pause'], { dir });
+      process.kill(w.pid, 'SIGSTOP');
+      await sleep(100);
+      process.kill(w.pid, 'SIGCONT');
+      await sleep(100);
+      expect((await procState(w.pid))?.state).to.equal('S');
+      await trigger(w);
+      process.kill(w.pid, 'SIGUSR1');
+      const r = parseResult(await waitResult(w, 15000));
+      expect(r.verdict).to.equal('PASS syscalls-pause');
+    });
+  });
+});
