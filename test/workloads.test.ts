@@ -28,6 +28,8 @@ import {
 
 interface Case {
   name: string;
+  /** Test title, default the name. */
+  label?: string;
   args?: (dir: string) => string[];
   /** What to do between READY and the result (after the trigger). */
   afterTrigger?: (w: Workload) => Promise<void>;
@@ -60,12 +62,17 @@ const CASES: Case[] = [
   { name: 'cpuregs' },
   { name: 'debugregs' },
   { name: 'memory' },
-  { name: 'task', args: (dir) => [taskDir(dir)] },
-  { name: 'task', args: (dir) => [taskDir(dir), '--nobody'] },
+  { name: 'task', label: 'task <dir>', args: (dir) => [taskDir(dir)] },
+  { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'] },
   { name: 'signals' },
   { name: 'files' },
   ...SYSCALL_VARIANTS.map(
-    (v): Case => ({ name: 'syscalls', args: () => [v], afterTrigger: v === 'pause' ? sendUsr1 : undefined }),
+    (v): Case => ({
+      name: 'syscalls',
+      label: `syscalls ${v}`,
+      args: () => [v],
+      afterTrigger: v === 'pause' ? sendUsr1 : undefined,
+    }),
   ),
   { name: 'pidhold' },
 ];
@@ -79,7 +86,7 @@ const TAMPERABLE: Case[] = [
   { name: 'cpuregs' },
   { name: 'debugregs' },
   { name: 'memory' },
-  { name: 'task', args: (dir) => [taskDir(dir), '--nobody'] },
+  { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'] },
   { name: 'signals' },
   { name: 'files' },
 ];
@@ -125,8 +132,7 @@ describe('workloads without checkpoint/restart', function () {
 
   describe('pass when triggered', () => {
     for (const c of CASES) {
-      const label = [c.name, ...(c.args?.('DIR') ?? [])].join(' ');
-      it(label, async () => {
+      it(c.label ?? c.name, async () => {
         const { w, text } = await run(c);
         const r = parseResult(text);
         expect(r.readyPid).to.equal(w.pid);
@@ -139,8 +145,7 @@ describe('workloads without checkpoint/restart', function () {
 
   describe('fail when their state is tampered with (CPT_TAMPER=1)', () => {
     for (const c of TAMPERABLE) {
-      const label = [c.name, ...(c.args?.('DIR') ?? [])].join(' ');
-      it(label, async () => {
+      it(c.label ?? c.name, async () => {
         const { w, text } = await run(c, { CPT_TAMPER: '1' });
         const r = parseResult(text);
         expect(r.readyPid).to.equal(w.pid);

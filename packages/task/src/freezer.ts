@@ -42,7 +42,8 @@ export class PtraceFreezer implements Freezer {
         try {
           t.tracee.release(m);
         } catch (e) {
-          ctx.log.warn(`pid ${t.pid}: release (${m}) failed: ${(e as Error).message}`);
+          // A task that died meanwhile has nothing left to release.
+          if (isAlive(t.pid)) ctx.log.warn(`pid ${t.pid}: release (${m}) failed: ${(e as Error).message}`);
           detachQuietly(t.tid);
         }
       }
@@ -98,6 +99,15 @@ function ancestorsOf(pid: number): number[] {
     }
   }
   return out;
+}
+
+/** Running or stopped; not a zombie, not gone. */
+function isAlive(pid: number): boolean {
+  try {
+    return !['Z', 'X'].includes(linux.readStat(pid).state);
+  } catch {
+    return false;
+  }
 }
 
 function detachQuietly(tid: number): void {

@@ -1,0 +1,251 @@
+/**
+ * Nothing lost: faults injected into checkpoint and restart. A failed checkpoint leaves its
+ * target running, untraced, and removes the partial image; a failed restart leaves no
+ * half-made process; a bad or foreign image is refused with one clear line.
+ */
+import 'reflect-metadata';
+import { expect } from 'chai';
+import { execFileSync, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  CheckpointFlags, CptError, ImageHead, ImageReader, ImageWriter, fileSink, fileSource, loadModule, sys_checkpoint,
+} from '@cptrst/core';
+import {
+  Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
+  sleep, startWorkload, trigger, waitGone, waitResult,
+} from '../support';
+
+const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
+
+async function expectRunningUntraced(pid: number): Promise<void> {
+  const st = await procState(pid);
+  expect(st, `process ${pid} is gone`).to.not.equal(null);
+  expect(st!.state).to.match(/^[RS]$/);
+  expect(st!.tracerPid).to.equal(0);
+}
+
+async function expectStillPasses(w: Workload): Promise<void> {
+  await trigger(w);
+  expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w)).verdict);
+}
+
+/** Copies an image object by object, letting `edit` change the head (the checksums are made anew). */
+function rewriteImage(src: string, dst: string, edit: (h: ImageHead) => void): void {
+  const ifd = fs.openSync(src, 'r');
+  const ofd = fs.openSync(dst, 'w');
+  try {
+    const r = new ImageReader(fileSource(ifd));
+    const w = new ImageWriter(fileSink(ofd));
+    const head = r.readHead();
+    edit(head);
+    w.writeHead(head);
+    for (let rec = r.next(); rec; rec = r.next()) {
+      if (rec.name === 'TERMINATOR') continue;
+      if (rec.pages) w.writeWithPages(rec.obj!, rec.pages, { ptag: rec.ptag });
+      else w.write(rec.obj!, { ptag: rec.ptag });
+    }
+    w.writeTerminator();
+  } finally {
+    fs.closeSync(ifd);
+    fs.closeSync(ofd);
+  }
+}
+
+/** Offset of the last PAGES object's payload (well inside the stream, after the task exists). */
+function lastPagesOffset(img: string): number {
+  const fd = fs.openSync(img, 'r');
+  try {
+    const r = new ImageReader(fileSource(fd));
+    r.readHead();
+    let at = -1;
+    for (let rec = r.next(); rec; rec = r.next()) if (rec.name === 'pages') at = rec.offset;
+    return at;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+describe('faults', function () {
+  this.timeout(90000);
+  before(() => {
+    buildWorkloads();
+    loadModule('@cptrst/cpt-module');
+  });
+  afterEach(() => killStartedWorkloads());
+
+  describe('a failed checkpoint leaves the target running and removes the partial image', () => {
+    it('refuses an unsupported fd (a pipe), naming the process and the fd', async () => {
+      const dir = makeTempDir('pipe');
+      const trig = path.join(dir, 'go');
+      const out = path.join(dir, 'out');
+      const ofd = fs.openSync(out, 'a');
+      const child = spawn(binaryPath('pidhold'), [trig], { stdio: ['pipe', ofd, ofd], detached: true });
+      fs.closeSync(ofd);
+      child.unref();
+      const pid = child.pid!;
+      try {
+        for (let i = 0; i < 500 && !fs.readFileSync(out, 'utf8').includes('READY'); i++) await sleep(10);
+        const img = path.join(dir, 'i.cpt');
+        const r = await cptrst(['checkpoint', String(pid), '-o', img]);
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.match(ONE_LINE);
+        expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, fd 0 \\((pipe|socket):\\[\\d+\\]\\): no handler`));
+        expect(fs.existsSync(img), 'partial image left behind').to.equal(false);
+        await expectRunningUntraced(pid);
+        fs.writeFileSync(trig, '');
+        expect(await waitGone(pid, 10000, { zombieOk: true })).to.equal(true);
+        expect(fs.readFileSync(out, 'utf8')).to.match(/PASS pidhold/);
+      } finally {
+        await killByPid(pid);
+      }
+    });
+
+    it('refuses threads and child processes', async () => {
+      const dir = makeTempDir('refuse');
+      const logFd = fs.openSync(path.join(dir, 'log'), 'a');
+      const python = execFileSync('python3', ['-c', 'import sys; print(sys.executable)'], { encoding: 'utf8' }).trim();
+      const threaded = spawn(python, ['-c', 'import threading,time\nthreading.Thread(target=time.sleep,args=(60,)).start()\ntime.sleep(60)'], { stdio: ['ignore', logFd, logFd], detached: true });
+      const parent = spawn('bash', ['-c', 'sleep 60 & wait'], { stdio: ['ignore', logFd, logFd], detached: true });
+      fs.closeSync(logFd);
+      try {
+        await sleep(500);
+        const t = await cptrst(['checkpoint', String(threaded.pid), '-o', path.join(dir, 't.cpt')]);
+        expect(t.code).to.equal(1);
+        expect(t.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP: pid \d+, threads \d+: .*2 threads/);
+        await expectRunningUntraced(threaded.pid!);
+        const c = await cptrst(['checkpoint', String(parent.pid), '-o', path.join(dir, 'c.cpt')]);
+        expect(c.code).to.equal(1);
+        expect(c.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP: pid \d+, children \d+: /);
+        await expectRunningUntraced(parent.pid!);
+        expect(fs.readdirSync(dir).filter((f) => f.endsWith('.cpt'))).to.deep.equal([]);
+      } finally {
+        await killByPid(threaded.pid!);
+        try {
+          process.kill(-parent.pid!, 'SIGKILL'); // its process group: bash and its sleep, by PID
+        } catch {
+          /* gone */
+        }
+      }
+    });
+
+    it('an image that cannot be written (/dev/full): ENOSPC, target untouched', async () => {
+      const w = await startWorkload('dynamic');
+      const r = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/full']);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/ENOSPC/);
+      await expectRunningUntraced(w.pid);
+      await expectStillPasses(w);
+    });
+
+    it('a filesystem that fills up half way: the partial image is removed', async function () {
+      const mnt = makeTempDir('tinyfs');
+      try {
+        execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', mnt]);
+      } catch {
+        this.skip(); // not allowed to mount here
+      }
+      try {
+        const w = await startWorkload('memory');
+        const img = path.join(mnt, 'i.cpt');
+        const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.match(ONE_LINE).and.match(/ENOSPC/);
+        expect(fs.existsSync(img)).to.equal(false);
+        await expectRunningUntraced(w.pid); // --kill happens only once the image is safe
+        await expectStillPasses(w);
+      } finally {
+        execFileSync('umount', [mnt]);
+      }
+    });
+
+    it('a process that exits in the middle of its checkpoint: a clean error and an empty image', async () => {
+      const w = await startWorkload('memory');
+      const img = path.join(w.dir, 'i.cpt');
+      const fd = fs.openSync(img, 'w');
+      let err: unknown;
+      try {
+        sys_checkpoint(w.pid, fd, CheckpointFlags.RESUME, {
+          onProgress: (e) => {
+            if (e.phase === 'pages') process.kill(w.pid, 'SIGKILL');
+          },
+        });
+      } catch (e) {
+        err = e;
+      } finally {
+        fs.closeSync(fd);
+      }
+      expect(err).to.be.instanceOf(CptError);
+      expect((err as CptError).pid).to.equal(w.pid);
+      expect(fs.statSync(img).size, 'partial image not cut off').to.equal(0);
+      const exit = await w.exited;
+      expect(exit.signal).to.equal('SIGKILL');
+    });
+  });
+
+  describe('a failed restart leaves no half-made process', () => {
+    async function checkpointed(name: string): Promise<{ w: Workload; img: string }> {
+      const w = await startWorkload(name);
+      const img = path.join(w.dir, 'good.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      return { w, img };
+    }
+
+    it('a corrupted image is refused with one line; a corruption late in the stream kills what was made', async () => {
+      const { w, img } = await checkpointed('static');
+      const good = fs.readFileSync(img);
+      for (const at of [40, lastPagesOffset(img) + 4096 + 100]) {
+        const bad = Buffer.from(good);
+        bad[at] ^= 0x5a;
+        const badPath = path.join(w.dir, `bad-${at}.cpt`);
+        fs.writeFileSync(badPath, bad);
+        const r = await cptrst(['restart', badPath]);
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.match(ONE_LINE).and.match(/^cptrst: EBADIMG: /);
+        expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind after a bad image`).to.equal(true);
+      }
+      const truncated = path.join(w.dir, 'short.cpt');
+      fs.writeFileSync(truncated, good.subarray(0, good.length - 3000));
+      const r = await cptrst(['restart', truncated]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/EBADIMG/);
+      expect(await waitGone(w.pid, 5000)).to.equal(true);
+      // The good image still restores: nothing holds the PID.
+      const ok = await cptrst(['restart', img]);
+      expect(ok.code, ok.stderr).to.equal(0);
+      await expectStillPasses(w);
+    });
+
+    it('a PID that stays taken: a bounded wait, then an error naming the PID and its holder', async () => {
+      const w = await startWorkload('pidhold');
+      const img = path.join(w.dir, 'i.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img]); // the original keeps running
+      expect(ck.code, ck.stderr).to.equal(0);
+      const t0 = Date.now();
+      const r = await cptrst(['restart', img], { env: { CPTRST_PID_WAIT_MS: '400' } });
+      expect(Date.now() - t0).to.be.at.least(400);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`EEXIST: pid ${w.pid}.*taken by process ${w.pid} \\(pidhold`));
+      await expectRunningUntraced(w.pid);
+      await expectStillPasses(w);
+    });
+
+    it('an image from a CPU with state this one lacks is refused before anything is made', async () => {
+      const { w, img } = await checkpointed('dynamic');
+      const foreign = path.join(w.dir, 'foreign.cpt');
+      rewriteImage(img, foreign, (h) => {
+        h.xsaveFeatures |= 1n << 9n; // PKRU
+        h.cpuFlags = [...h.cpuFlags, 'amx_tile'];
+      });
+      const r = await cptrst(['restart', foreign]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/ENOTSUP/).and.match(/pkru/).and.match(/amx_tile/);
+      expect(fs.existsSync(`/proc/${w.pid}`)).to.equal(false);
+      const ok = await cptrst(['restart', img]);
+      expect(ok.code, ok.stderr).to.equal(0);
+      await expectStillPasses(w);
+    });
+  });
+});
