@@ -1,24 +1,70 @@
 /**
  * Checkpoint/restart benchmark: processes that touched 64 MiB, 256 MiB and 1 GiB of private
- * memory. For each: the time the target was frozen, checkpoint and restart wall time, image
- * size, and the speed of a plain in-memory copy of the same size in this run (the bound).
- * Usage: node bench/dist/bench.js [sizes in MiB...]   (run `npm run build` first)
+ * memory are checkpointed (and killed), restarted from the image, and then check every word of
+ * their memory (bench/touch.c prints PASS or FAIL; anything but PASS fails the benchmark).
+ * For each size: the time the target was frozen, checkpoint and restart wall time, image size,
+ * and the speed of a plain in-memory copy of the same size in this run (the bound).
+ *
+ * Usage: node bench/dist/bench.js [--dir DIR] [--runs N] [sizes in MiB...]
+ *   --dir DIR   where images are written (env CPTRST_BENCH_DIR); default /dev/shm (tmpfs), so the
+ *               figures are the tool's and not the disk's. Use a disk directory to include the disk.
+ *   --runs N    runs per size (env CPTRST_BENCH_RUNS, default 3); the table shows the median run.
+ *   CPTRST_BENCH_DETAIL=1 prints each run's per-phase timings (ms) on stderr.
+ * Build first: npx tsc -b packages/cpt-module bench
  */
 import 'reflect-metadata';
 import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { CheckpointFlags, loadModule, sys_checkpoint, sys_restart } from '@cptrst/core';
+import { CheckpointFlags, linux, loadModule, sys_checkpoint, sys_restart } from '@cptrst/core';
 
+const TMPFS_MAGIC = 0x01021994;
 const here = path.resolve(__dirname, '..');
-const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-bench-'));
-const bin = path.join(work, 'touch');
-execFileSync('gcc', ['-O2', '-o', bin, path.join(here, 'touch.c')]);
-loadModule('@cptrst/cpt-module', here);
+
+interface Options {
+  dir: string;
+  runs: number;
+  sizes: number[];
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { dir: process.env.CPTRST_BENCH_DIR || '/dev/shm', runs: Number(process.env.CPTRST_BENCH_RUNS || 3), sizes: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--dir') o.dir = argv[++i];
+    else if (a.startsWith('--dir=')) o.dir = a.slice(6);
+    else if (a === '--runs') o.runs = Number(argv[++i]);
+    else if (a.startsWith('--runs=')) o.runs = Number(a.slice(7));
+    else if (/^\d+$/.test(a) && Number(a) > 0) o.sizes.push(Number(a));
+    else throw new Error(`bench: unknown argument ${a}\nusage: bench.js [--dir DIR] [--runs N] [sizes in MiB...]`);
+  }
+  if (!o.dir || !fs.existsSync(o.dir)) throw new Error(`bench: image directory ${o.dir} does not exist`);
+  if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('bench: --runs needs a positive integer');
+  if (!o.sizes.length) o.sizes = [64, 256, 1024];
+  return o;
+}
 
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 const gbps = (bytes: number, msec: number) => (bytes / 1e9 / (msec / 1000)).toFixed(2);
+const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+
+/**
+ * A shell may hand us fds without close-on-exec (this sandbox leaks a pipe as fd 251). The
+ * workload would inherit them, and cptrst refuses to checkpoint a pipe it cannot restore.
+ */
+function closeOnExecInherited(): void {
+  for (const name of fs.readdirSync('/proc/self/fd')) {
+    const fd = Number(name);
+    if (fd <= 2) continue;
+    try {
+      const flags = /flags:\s*([0-7]+)/.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      if (flags && (parseInt(flags[1], 8) & 0o2000000) === 0) linux.rawSyscall(linux.SYS.fcntl, fd, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
+    } catch {
+      /* gone meanwhile (the readdir fd itself) */
+    }
+  }
+}
 
 function copySpeed(bytes: number): number {
   const a = Buffer.alloc(bytes, 1);
@@ -29,58 +75,184 @@ function copySpeed(bytes: number): number {
   return ms(t0);
 }
 
-async function startTouch(mib: number, trigger: string): Promise<number> {
-  // Output goes to a file: pipes are not checkpointable yet.
-  const out = path.join(work, `out-${mib}`);
-  const ofd = fs.openSync(out, 'w');
-  const child = spawn(bin, [String(mib), trigger], { stdio: ['ignore', ofd, ofd], detached: true });
-  fs.closeSync(ofd);
-  child.unref();
-  for (let i = 0; i < 3000; i++) {
-    if (fs.readFileSync(out, 'utf8').includes('READY')) return child.pid!;
-    await new Promise((r) => setTimeout(r, 10));
+function fsType(dir: string): string {
+  try {
+    const t = fs.statfsSync(dir).type;
+    return t === TMPFS_MAGIC ? 'tmpfs' : `filesystem type 0x${t.toString(16)}`;
+  } catch {
+    return 'unknown filesystem';
   }
-  throw new Error('workload did not start');
 }
 
-async function waitGone(pid: number): Promise<void> {
-  for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`); i++) await new Promise((r) => setTimeout(r, 20));
+const alive = (pid: number) => fs.existsSync(`/proc/${pid}`) && !/^State:\s*[ZX]/m.test(readOr(`/proc/${pid}/status`));
+function readOr(p: string): string {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return '';
+  }
 }
+
+interface Run {
+  frozen: number;
+  checkpoint: number;
+  restart: number;
+  image: number;
+  ckTimings: Record<string, number>;
+  rsTimings: Record<string, number>;
+}
+
+class Bench {
+  /** PIDs of workloads this benchmark started (a restored one has the same PID). */
+  private readonly started = new Set<number>();
+  readonly work = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-bench-'));
+  readonly images: string;
+  private readonly bin = path.join(this.work, 'touch');
+
+  constructor(readonly opts: Options) {
+    this.images = fs.mkdtempSync(path.join(opts.dir, 'cptrst-bench-img-'));
+    execFileSync('gcc', ['-O2', '-o', this.bin, path.join(here, 'touch.c')]);
+  }
+
+  async startTouch(mib: number, out: string, trigger: string): Promise<number> {
+    const ofd = fs.openSync(out, 'w');
+    // Output goes to a file: cptrst refuses pipes.
+    const child = spawn(this.bin, [String(mib), trigger], { stdio: ['ignore', ofd, ofd], detached: true });
+    fs.closeSync(ofd);
+    child.unref();
+    if (child.pid) this.started.add(child.pid);
+    for (let i = 0; i < 6000; i++) {
+      const text = readOr(out);
+      if (text.includes('READY')) return child.pid!;
+      if (child.exitCode !== null || (child.pid && !alive(child.pid) && i > 10)) throw new Error(`workload exited before READY: ${text.trim()}`);
+      await sleep(10);
+    }
+    throw new Error('workload did not start');
+  }
+
+  async waitGone(pid: number, what: string): Promise<void> {
+    for (let i = 0; i < 1000; i++) {
+      if (!alive(pid)) return;
+      await sleep(10);
+    }
+    throw new Error(`process ${pid} is still there ${what}`);
+  }
+
+  /** Waits for the restored workload's verdict; anything but PASS is a failure. */
+  async verdict(pid: number, out: string): Promise<string> {
+    for (let i = 0; i < 6000; i++) {
+      const text = readOr(out);
+      const m = /^(PASS|FAIL|TIMEOUT).*$/m.exec(text);
+      if (m) {
+        if (m[1] !== 'PASS') throw new Error(`the restored workload (pid ${pid}) reports: ${m[0]}`);
+        return m[0];
+      }
+      if (!alive(pid)) {
+        await sleep(50);
+        const again = readOr(out);
+        if (/^PASS/m.test(again)) return 'PASS';
+        throw new Error(`the restored workload (pid ${pid}) ended without PASS; its output: ${JSON.stringify(again)}`);
+      }
+      await sleep(10);
+    }
+    throw new Error(`the restored workload (pid ${pid}) gave no verdict`);
+  }
+
+  async run(mib: number, n: number): Promise<Run> {
+    const bytes = mib << 20;
+    const out = path.join(this.work, `out-${mib}-${n}`);
+    const trigger = path.join(this.work, `go-${mib}-${n}`);
+    const img = path.join(this.images, `img-${mib}-${n}`);
+    const pid = await this.startTouch(mib, out, trigger);
+    const fd = fs.openSync(img, 'w');
+    let t0 = process.hrtime.bigint();
+    let ck;
+    try {
+      ck = sys_checkpoint(pid, fd, CheckpointFlags.KILL);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const ckMs = ms(t0);
+    await this.waitGone(pid, 'after a checkpoint with KILL');
+    const image = fs.statSync(img).size;
+    const rfd = fs.openSync(img, 'r');
+    t0 = process.hrtime.bigint();
+    let rs;
+    try {
+      rs = sys_restart(pid, rfd, 0);
+    } finally {
+      fs.closeSync(rfd);
+    }
+    const rsMs = ms(t0);
+    fs.rmSync(img);
+    fs.writeFileSync(trigger, '');
+    await this.verdict(pid, out);
+    await this.waitGone(pid, 'after its verdict');
+    this.started.delete(pid);
+    if (bytes > image) throw new Error(`image of ${image} bytes is smaller than the ${bytes} bytes touched`);
+    return { frozen: ck.frozenMs, checkpoint: ckMs, restart: rsMs, image, ckTimings: ck.timings, rsTimings: rs.timings };
+  }
+
+  /** Kills what this benchmark started and is still running (after a failure). */
+  cleanup(): void {
+    for (const pid of this.started) {
+      try {
+        if (alive(pid)) process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    fs.rmSync(this.images, { recursive: true, force: true });
+    fs.rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
+function median(runs: Run[], key: 'checkpoint'): Run {
+  const sorted = [...runs].sort((a, b) => a[key] - b[key]);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+const round = (t: Record<string, number>) => Object.fromEntries(Object.entries(t).filter(([, v]) => v >= 0.5).map(([k, v]) => [k, Math.round(v)]));
 
 async function main(): Promise<void> {
-  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  const opts = parseArgs(process.argv.slice(2));
+  closeOnExecInherited();
+  loadModule('@cptrst/cpt-module', here);
+  const bench = new Bench(opts);
+  const detail = !!process.env.CPTRST_BENCH_DETAIL;
+  console.log(`images in ${opts.dir} (${fsType(opts.dir)}); ${opts.runs} run(s) per size, median shown; every restored workload verified its memory (PASS)`);
   const rows: string[] = [];
   rows.push('| touched | frozen | checkpoint | restart | image | image/touched | memcpy (bound) |');
   rows.push('|---|---|---|---|---|---|---|');
-  for (const mib of sizes.length ? sizes : [64, 256, 1024]) {
-    const bytes = mib << 20;
-    const trigger = path.join(work, `go-${mib}`);
-    const img = path.join(work, `img-${mib}`);
-    const pid = await startTouch(mib, trigger);
-    const fd = fs.openSync(img, 'w');
-    let t0 = process.hrtime.bigint();
-    const ck = sys_checkpoint(pid, fd, CheckpointFlags.KILL);
-    const ckMs = ms(t0);
-    fs.closeSync(fd);
-    await waitGone(pid);
-    const rfd = fs.openSync(img, 'r');
-    t0 = process.hrtime.bigint();
-    sys_restart(pid, rfd, 0);
-    const rsMs = ms(t0);
-    fs.closeSync(rfd);
-    fs.writeFileSync(trigger, '');
-    await waitGone(pid);
-    const size = fs.statSync(img).size;
-    const cp = copySpeed(bytes);
-    rows.push(`| ${mib} MiB | ${ck.frozenMs.toFixed(0)} ms | ${ckMs.toFixed(0)} ms (${gbps(bytes, ckMs)} GB/s) | ${rsMs.toFixed(0)} ms (${gbps(bytes, rsMs)} GB/s) | ${(size / 1048576).toFixed(1)} MiB | ${((size / bytes) * 100).toFixed(1)}% | ${cp.toFixed(0)} ms (${gbps(bytes, cp)} GB/s) |`);
-    fs.rmSync(img);
-    if (process.env.CPTRST_BENCH_DETAIL) console.error(mib, JSON.stringify(ck.timings));
+  try {
+    for (const mib of opts.sizes) {
+      const bytes = mib << 20;
+      const runs: Run[] = [];
+      for (let n = 0; n < opts.runs; n++) {
+        const r = await bench.run(mib, n);
+        runs.push(r);
+        if (detail) {
+          console.error(`${mib} MiB run ${n + 1}: checkpoint ${r.checkpoint.toFixed(0)} ms ${JSON.stringify(round(r.ckTimings))}`);
+          console.error(`${mib} MiB run ${n + 1}: restart ${r.restart.toFixed(0)} ms ${JSON.stringify(round(r.rsTimings))}`);
+        }
+      }
+      // Median of each figure on its own.
+      const pick = (k: 'frozen' | 'checkpoint' | 'restart') => [...runs].sort((a, b) => a[k] - b[k])[Math.floor((runs.length - 1) / 2)][k];
+      const m = median(runs, 'checkpoint');
+      const ck = pick('checkpoint');
+      const rs = pick('restart');
+      const cp = copySpeed(bytes);
+      rows.push(`| ${mib} MiB | ${pick('frozen').toFixed(0)} ms | ${ck.toFixed(0)} ms (${gbps(bytes, ck)} GB/s) | ${rs.toFixed(0)} ms (${gbps(bytes, rs)} GB/s) | ${(m.image / 1048576).toFixed(1)} MiB | ${((m.image / bytes) * 100).toFixed(1)}% | ${cp.toFixed(0)} ms (${gbps(bytes, cp)} GB/s) |`);
+    }
+  } catch (e) {
+    bench.cleanup();
+    throw e;
   }
+  bench.cleanup();
   console.log(rows.join('\n'));
-  fs.rmSync(work, { recursive: true, force: true });
 }
 
 main().catch((e) => {
-  console.error(String(e));
+  console.error(`BENCHMARK FAILED: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
   process.exit(1);
 });

@@ -105,6 +105,20 @@ describe('checkpoint --kill, restart: the process carries on', function () {
     await expectPass(w);
   });
 
+  it('a process stopped by job control (SIGSTOP) is restored stopped, and carries on after SIGCONT', async () => {
+    const w = await startWorkload('static');
+    process.kill(w.pid, 'SIGSTOP');
+    await sleep(50);
+    expect((await procState(w.pid))?.state).to.equal('T');
+    await checkpointAndRestart(w);
+    const st = await procState(w.pid);
+    expect(st?.state).to.equal('T');
+    expect(st?.tracerPid).to.equal(0);
+    process.kill(w.pid, 'SIGCONT');
+    await trigger(w);
+    await expectPass(w);
+  });
+
   it('restart through a pipe (image on stdin)', async () => {
     const w = await startWorkload('static');
     const img = path.join(w.dir, 'piped.cpt');

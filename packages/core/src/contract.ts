@@ -132,6 +132,8 @@ export interface RestartTask {
   tid: number;
   tag: number;
   tracee?: Tracee;
+  /** The task was stopped (job control) when checkpointed: it is let go stopped. */
+  leaveStopped?: boolean;
   readonly state: Map<string, unknown>;
 }
 

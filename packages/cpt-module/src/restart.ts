@@ -63,9 +63,9 @@ export function restart(container: DependencyContainer, ctid: number, fd: number
     }
     throw asCptError(e, { pid: current?.pid });
   }
-  const mode = flags & RestartFlags.LEAVE_STOPPED ? 'stop' : 'run';
+  const stopAll = (flags & RestartFlags.LEAVE_STOPPED) !== 0;
   ctx.timed('release', () => {
-    for (const t of tasks) t.tracee!.release(mode);
+    for (const t of tasks) t.tracee!.release(stopAll || t.leaveStopped ? 'stop' : 'run');
   });
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
   return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };

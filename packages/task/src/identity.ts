@@ -79,6 +79,7 @@ export class TaskRestore implements RestoreHandler {
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as TaskImage;
     task.state.set('task.identity', img);
+    task.leaveStopped = img.stopped;
     const t = ctx.one<ProcessCreator>(Tokens.ProcessCreator).create(ctx, task);
     task.tracee = t;
     this.restoreSession(task, img);
