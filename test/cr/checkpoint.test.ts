@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, readMaps, sleep, startWorkload, trigger, waitResult,
+  SYSCALL_VARIANTS, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, readMaps, sleep, startWorkload, trigger, waitResult,
 } from '../support';
 
 interface ShownObject {
@@ -18,6 +18,12 @@ interface ShownObject {
 
 const PERMS = (f: Record<string, unknown>) =>
   `${Number(f.prot) & 1 ? 'r' : '-'}${Number(f.prot) & 2 ? 'w' : '-'}${Number(f.prot) & 4 ? 'x' : '-'}${f.shared ? 's' : 'p'}`;
+
+async function expectRunningUntraced(pid: number): Promise<void> {
+  const st = await procState(pid);
+  expect(st?.state).to.match(/^[RS]$/);
+  expect(st?.tracerPid).to.equal(0);
+}
 
 describe('checkpoint of a running process', function () {
   this.timeout(60000);
@@ -71,6 +77,25 @@ describe('checkpoint of a running process', function () {
     const r = parseResult(await waitResult(w));
     expect(passLines('memory')).to.include(r.verdict);
   });
+
+  for (const variant of SYSCALL_VARIANTS) {
+    it(`a process frozen inside ${variant} carries on after the checkpoint as after a stop signal`, async () => {
+      const w = await startWorkload('syscalls', [variant]);
+      await sleep(300);
+      for (let i = 0; i < 3; i++) {
+        const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, `i${i}.cpt`)]);
+        expect(ck.code, ck.stderr).to.equal(0);
+        await sleep(150);
+      }
+      await expectRunningUntraced(w.pid);
+      await trigger(w);
+      if (variant === 'pause') {
+        await sleep(100);
+        process.kill(w.pid, 'SIGUSR1');
+      }
+      expect(passLines('syscalls', [variant])).to.include(parseResult(await waitResult(w)).verdict);
+    });
+  }
 
   it('--leave-stopped leaves the process stopped and untraced', async () => {
     const w = await startWorkload('dynamic');

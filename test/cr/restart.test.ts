@@ -78,9 +78,14 @@ describe('checkpoint --kill, restart: the process carries on', function () {
   for (const variant of SYSCALL_VARIANTS) {
     it(`frozen inside ${variant}: the call restarts or fails with EINTR, as after a signal`, async () => {
       const w = await startWorkload('syscalls', [variant]);
-      await sleep(400); // be inside the call
-      const st = await procState(w.pid);
-      expect(st?.state).to.equal('S');
+      // Be inside the call (/proc/PID/syscall names it while it blocks there).
+      const nr = { nanosleep: 35, select: 23, poll: 7, futex: 202, pause: 34 }[variant];
+      let inCall = '';
+      for (let i = 0; i < 100 && inCall !== String(nr); i++) {
+        await sleep(20);
+        inCall = fs.readFileSync(`/proc/${w.pid}/syscall`, 'utf8').split(' ')[0];
+      }
+      expect(inCall, 'the workload is blocked in the call').to.equal(String(nr));
       await checkpointAndRestart(w);
       await trigger(w);
       if (variant === 'pause') {
