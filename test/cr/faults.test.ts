@@ -232,6 +232,27 @@ describe('faults', function () {
       await expectStillPasses(w);
     });
 
+    it('a file that changed since the checkpoint is refused, naming it', async () => {
+      const { w, img } = await checkpointed('files');
+      // files.c opens "<trigger>.ro" read-only; change it behind the image's back.
+      const victim = `${w.triggerPath}.ro`;
+      expect(fs.existsSync(victim), victim).to.equal(true);
+      const saved = fs.readFileSync(victim);
+      const mtimeNs = fs.statSync(victim, { bigint: true }).mtimeNs;
+      fs.appendFileSync(victim, 'changed');
+      const r = await cptrst(['restart', img]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/ESTALE/).and.include(victim);
+      expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
+      // Put it back as it was (contents and times): the restart goes through.
+      fs.writeFileSync(victim, saved);
+      // Nanosecond mtime back (fs.utimes keeps only microseconds).
+      execFileSync('touch', ['-m', '-d', `@${mtimeNs / 1000000000n}.${String(mtimeNs % 1000000000n).padStart(9, '0')}`, victim]);
+      const ok = await cptrst(['restart', img]);
+      expect(ok.code, ok.stderr).to.equal(0);
+      await expectStillPasses(w);
+    });
+
     it('an image from a CPU with state this one lacks is refused before anything is made', async () => {
       const { w, img } = await checkpointed('dynamic');
       const foreign = path.join(w.dir, 'foreign.cpt');

@@ -24,6 +24,19 @@ export async function checkpointAndRestart(w: Workload, extra: { restartArgs?: s
   return img;
 }
 
+function mmFacts(pid: number): Record<string, string> {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return {
+    exe: fs.readlinkSync(`/proc/${pid}/exe`),
+    cmdline: fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1'),
+    environ: fs.readFileSync(`/proc/${pid}/environ`, 'latin1'),
+    auxv: fs.readFileSync(`/proc/${pid}/auxv`).toString('hex'),
+    // startcode endcode startstack (fields 26-28), start_data end_data start_brk arg_start arg_end env_start env_end (45-51)
+    layout: [23, 24, 25, 42, 43, 44, 45, 46, 47, 48].map((i) => f[i]).join(' '),
+  };
+}
+
 async function expectPass(w: Workload, timeoutMs = 30000): Promise<void> {
   const r = parseResult(await waitResult(w, timeoutMs));
   expect(r.readyPid).to.equal(w.pid);
@@ -54,8 +67,11 @@ describe('checkpoint --kill, restart: the process carries on', function () {
   it('memory: pages, protections, shared memory, and /proc/PID/maps unchanged', async () => {
     const w = await startWorkload('memory');
     const before = await readMaps(w.pid);
+    const mmBefore = mmFacts(w.pid);
     await checkpointAndRestart(w);
     const after = await readMaps(w.pid);
+    // The mm fields: exe, the arg and env areas (read through them), auxv, code/data/brk/stack.
+    expect(mmFacts(w.pid)).to.deep.equal(mmBefore);
     // The shared anonymous mapping is a new shmem object: same path, another inode number.
     const norm = (m: { line: string; path: string }) => (m.path === '/dev/zero (deleted)' ? m.line.replace(/ \d+ +\/dev\/zero/, ' N /dev/zero') : m.line);
     expect(after.map(norm)).to.deep.equal(before.map(norm));
