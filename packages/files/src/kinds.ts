@@ -38,5 +38,5 @@ export function openInTask(task: RestartTask, path: string, flags: number, what:
 }
 
 export function changed(task: RestartTask, img: FileImage, why: string): CptError {
-  return new CptError('ESTALE', `${img.path} changed since the checkpoint: ${why}`, { pid: task.pid, object: `file ${img.path}` });
+  return new CptError('ESTALE', `the file changed since the checkpoint: ${why}`, { pid: task.pid, object: `file ${img.path}` });
 }

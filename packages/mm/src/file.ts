@@ -51,11 +51,11 @@ export function checkSameFile(task: RestartTask, img: VmaImage): void {
   try {
     st = fs.statSync(img.path, { bigint: true });
   } catch (e) {
-    throw new CptError('ENOENT', `${img.path} is gone: ${(e as Error).message}`, { pid: task.pid, object: describeVma(img) });
+    throw new CptError('ENOENT', `the mapped file is gone: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { pid: task.pid, object: describeVma(img) });
   }
   const diffs: string[] = [];
   if (!st.isFile()) diffs.push('it is no longer a regular file');
   if (st.size !== img.fileSize) diffs.push(`size ${st.size} instead of ${img.fileSize}`);
   if (st.mtimeNs !== img.fileMtimeNs) diffs.push(`modified at ${new Date(Number(st.mtimeNs / 1000000n)).toISOString()}, after the checkpoint's ${new Date(Number(img.fileMtimeNs / 1000000n)).toISOString()}`);
-  if (diffs.length) throw new CptError('ESTALE', `${img.path} changed since the checkpoint: ${diffs.join(', ')}`, { pid: task.pid, object: describeVma(img) });
+  if (diffs.length) throw new CptError('ESTALE', `the mapped file changed since the checkpoint: ${diffs.join(', ')}`, { pid: task.pid, object: describeVma(img) });
 }
