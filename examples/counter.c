@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +27,11 @@ static uint64_t fnv1a(const unsigned char *p, size_t n) {
 int main(int argc, char **argv) {
 	long interval_ms = argc > 1 ? atol(argv[1]) : 250;
 	if (interval_ms <= 0) interval_ms = 250;
+	/*
+	 * Like a daemon, drop whatever descriptors the caller leaked to us (a pipe of the shell, say):
+	 * cptrst refuses kinds of files it has no handler for, and a stray pipe would be one.
+	 */
+	syscall(SYS_close_range, 3u, ~0u, 0u);
 	/* stdout is usually a log file: one line per write, so the log is current when we are frozen. */
 	setvbuf(stdout, NULL, _IOLBF, 0);
 

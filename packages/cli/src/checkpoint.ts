@@ -5,7 +5,7 @@ import { CheckpointFlags, CheckpointResult, asCptError, sys_checkpoint } from '@
 import { OptionSpec, ParsedArgs, UsageError, flag, parsePositiveInt, value } from './args';
 import { Command } from './command';
 import { common, loadModules, printTimings, progressPrinter } from './common';
-import { err, formatBytes, formatMs, json, note, out } from './output';
+import { err, fileError, formatBytes, formatMs, json, note, out } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [
   { long: 'output', short: 'o', value: true, arg: 'FILE', help: 'where the image goes (created with mode 0600, truncated); - for stdout' },
@@ -51,7 +51,7 @@ function runCheckpoint(p: ParsedArgs): number {
     try {
       fd = fs.openSync(output, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
     } catch (e) {
-      throw asCptError(e, { object: `image file ${output}` });
+      throw fileError(e, `image file ${output}`);
     }
     try {
       const st = fs.fstatSync(fd);
@@ -62,7 +62,7 @@ function runCheckpoint(p: ParsedArgs): number {
       }
     } catch (e) {
       fs.closeSync(fd);
-      throw asCptError(e, { object: `image file ${output}` });
+      throw fileError(e, `image file ${output}`);
     }
   }
 

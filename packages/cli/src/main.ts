@@ -127,7 +127,8 @@ export function main(argv: readonly string[]): number {
   }
 }
 
-if (require.main === module) {
+/** Runs the command line of this process and exits with its code (bin/cptrst.js calls this). */
+export function run(): never {
   let code: number;
   try {
     code = main(process.argv.slice(2));
@@ -138,3 +139,5 @@ if (require.main === module) {
   }
   process.exit(code);
 }
+
+if (require.main === module) run();

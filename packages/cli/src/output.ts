@@ -73,6 +73,16 @@ export function toCptError(e: unknown): CptError {
   return asCptError(e);
 }
 
+/** An error of a file operation of the CLI itself (opening the image...), without Node's "ENOENT: " prefix. */
+export function fileError(e: unknown, object: string): CptError {
+  const x = e as { code?: unknown; message?: unknown };
+  if (typeof x?.code === 'string' && typeof x.message === 'string') {
+    const message = x.message.startsWith(`${x.code}: `) ? x.message.slice(x.code.length + 2) : x.message;
+    return new CptError(x.code, message, { object, cause: e });
+  }
+  return asCptError(e, { object });
+}
+
 /** `cptrst: <code>: pid N, <object>: <message>` on one line. */
 export function errorLine(e: CptError): string {
   return `cptrst: ${oneLine(e.toString())}`;
@@ -186,7 +196,11 @@ export function renderValue(v: unknown, name: string, opts: RenderOptions = {}, 
     if (spec?.kind === 'i64' || DECIMAL_NAME.test(name) || (v >= 0n && v < 10n)) return v.toString();
     return hex(v);
   }
-  if (typeof v === 'number') return v.toString();
+  if (typeof v === 'number') {
+    if (Number.isInteger(v) && v > 0 && /(mode|umask)$/i.test(name)) return `0${v.toString(8)}`;
+    if (Number.isInteger(v) && v >= 10 && /flags$/i.test(name)) return `0x${v.toString(16)}`;
+    return v.toString();
+  }
   if (typeof v === 'boolean') return v ? 'yes' : 'no';
   if (typeof v === 'string') return quoteIfNeeded(v);
   if (Buffer.isBuffer(v) || v instanceof Uint8Array) return bufferSummary(v, opts);

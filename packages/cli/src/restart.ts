@@ -1,11 +1,11 @@
 /** `cptrst restart <file>`: sys_restart from a file, or from stdin with `-`. */
 import * as fs from 'fs';
 import * as path from 'path';
-import { RestartFlags, RestartResult, asCptError, sys_restart } from '@cptrst/core';
+import { CptError, RestartFlags, RestartResult, sys_restart } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, UsageError, flag, value } from './args';
 import { Command } from './command';
 import { common, loadModules, printTimings, progressPrinter } from './common';
-import { json, out } from './output';
+import { fileError, json, out } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [
   { long: 'leave-stopped', help: 'leave the restored process stopped (SIGSTOP) and untraced' },
@@ -43,7 +43,7 @@ function runRestart(p: ParsedArgs): number {
     try {
       fd = fs.openSync(file, 'r');
     } catch (e) {
-      throw asCptError(e, { object: `image file ${file}` });
+      throw fileError(e, `image file ${file}`);
     }
   }
   let result: RestartResult;
@@ -57,7 +57,8 @@ function runRestart(p: ParsedArgs): number {
     try {
       writePidfile(pidfile, result.pid);
     } catch (e) {
-      throw asCptError(e, { pid: result.pid, object: `pidfile ${pidfile}` });
+      const fe = fileError(e, `pidfile ${pidfile}`);
+      throw new CptError(fe.code, fe.message, { pid: result.pid, object: fe.object });
     }
   }
   if (c.verbose) printTimings(result.timings);

@@ -6,7 +6,7 @@ import {
 import { OptionSpec, ParsedArgs, UsageError } from './args';
 import { Command } from './command';
 import { common, tryLoadModules } from './common';
-import { formatBytes, hex, jsonValue, oneLine, out, renderObject, renderValue, table } from './output';
+import { fileError, formatBytes, hex, jsonValue, oneLine, out, renderObject, renderValue, table } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [];
 
@@ -62,7 +62,7 @@ function runShow(p: ParsedArgs): number {
     try {
       fd = fs.openSync(file, 'r');
     } catch (e) {
-      throw asCptError(e, { object: `image file ${file}` });
+      throw fileError(e, `image file ${file}`);
     }
   }
   const listing: Listing = { formatMinor: 0, objects: [], bytes: 0, complete: false };
