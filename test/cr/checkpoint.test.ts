@@ -3,11 +3,15 @@
  * renders the image (its VMAs are the process's /proc/PID/maps); `check` reports the machine.
  */
 import { expect } from 'chai';
+import { execFile } from 'child_process';
+import { promisify } from 'util';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  SYSCALL_VARIANTS, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, readMaps, sleep, startWorkload, trigger, waitResult,
+  REPO_ROOT, SYSCALL_VARIANTS, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, readMaps, sleep, startWorkload, trigger, waitResult,
 } from '../support';
+
+const execFileP = promisify(execFile);
 
 interface ShownObject {
   name: string;
@@ -108,6 +112,14 @@ describe('checkpoint of a running process', function () {
     await sleep(50);
     await trigger(w);
     expect(passLines('dynamic')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('node_modules/.bin/cptrst works from the repository root', async () => {
+    const bin = path.join(REPO_ROOT, 'node_modules', '.bin', 'cptrst');
+    const r = await execFileP(bin, ['check'], { cwd: REPO_ROOT });
+    expect(r.stdout).to.match(/clone3/);
+    const v = await execFileP(bin, ['--version'], { cwd: REPO_ROOT });
+    expect(v.stdout.trim()).to.match(/^cptrst \d+\.\d+\.\d+$/);
   });
 
   it('check reports ptrace, clone3 with set_tid, process_vm_readv and the capability vector, and exits 0', async () => {
