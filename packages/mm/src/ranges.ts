@@ -29,6 +29,7 @@ export function complement(keep: Range[]): Range[] {
   const out: Range[] = [];
   let at = LOW;
   for (const r of sorted) {
+    if (r.start >= USER_TOP) break; // [vsyscall] and such: above user space, nothing to clear
     if (r.start > at) out.push({ start: at, end: r.start });
     if (r.end > at) at = r.end;
   }

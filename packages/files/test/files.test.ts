@@ -1,0 +1,209 @@
+/**
+ * Open files of a real process (files_target.c): what openFiles sees, which kind handler claims
+ * each, how dumpFiles groups fds that share an open file description (kcmp), what it writes for
+ * a deleted file, and the refusal of what no handler claims (a pipe) or a handler refuses (a tty).
+ */
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
+import { container, DependencyContainer } from 'tsyringe';
+import {
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageReader, ImageRecord, ImageWriter, MemorySink, ObjectType,
+  RestoreHandler, Tokens, Tracee, bufferSource, linux,
+} from '@cptrst/core';
+import {
+  FileDataImage, FileImage, FileKindHandler, FdImage, FilesDump, FsImage, dumpFiles, dumpFs, fsCheck, kindOfFile, openFiles, register,
+} from '../src';
+import { Started, compile, killStarted, removeTmpDir, startTarget, thrown, tmpDir, unusedTracee } from './support';
+
+const { O } = linux;
+
+interface Env {
+  c: DependencyContainer;
+  ctx: CheckpointContext;
+  writer: ImageWriter;
+  sink: MemorySink;
+  task: CheckpointTask;
+}
+
+function env(pid: number): Env {
+  const c = container.createChildContainer();
+  register(c);
+  const sink = new MemorySink();
+  const writer = new ImageWriter(sink);
+  writer.writeHead(new ImageHead());
+  const ctx = new CheckpointContext(c, writer, 0);
+  const tag = writer.writeRaw(ObjectType.TASK, Buffer.alloc(0));
+  return { c, ctx, writer, sink, task: { pid, tid: pid, tracee: unusedTracee<Tracee>(), tag, state: new Map() } };
+}
+
+function readBack(e: Env): ImageRecord[] {
+  e.writer.writeTerminator();
+  const r = new ImageReader(bufferSource(e.sink.toBuffer()));
+  r.readHead();
+  const out: ImageRecord[] = [];
+  for (let x = r.next(); x; x = r.next()) out.push(x);
+  return out;
+}
+
+const fdOf = (t: Started, name: string): number => Number(t.vars[name]);
+
+describe('files: open files of a real process', function () {
+  this.timeout(30000);
+  let bin: string;
+  let dir: string;
+  before(() => {
+    bin = compile('files_target');
+  });
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(tmpDir(), 'files-'));
+  });
+  after(() => removeTmpDir());
+  afterEach(() => killStarted());
+
+  it('register() adds the regular, chardev and directory kinds and the files handlers', () => {
+    const c = container.createChildContainer();
+    register(c);
+    expect(c.resolveAll<FileKindHandler>(Tokens.FileKind).map((k) => k.kind)).to.deep.equal(['regular', 'chardev', 'directory']);
+    expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files', 300]]);
+    expect(c.resolveAll<RestoreHandler>(Tokens.RestoreHandler).map((r) => [r.name, r.types])).to.deep.equal([
+      ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD]],
+    ]);
+  });
+
+  it('openFiles lists every fd with its link, fdinfo and stat; each is claimed by the right kind', async () => {
+    const t = await startTarget(bin, [dir]);
+    const e = env(t.pid);
+    const files = openFiles(e.task);
+    expect(files.map((f) => f.fd)).to.deep.equal([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20]);
+    expect(files.map((f) => f.fd)).to.deep.equal(linux.listFds(t.pid));
+    const by = (name: string) => files.find((f) => f.fd === fdOf(t, name))!;
+    const real = fs.realpathSync(dir);
+
+    expect(by('plain').link).to.equal(`${real}/plain`);
+    expect(by('plain').fdinfo.pos).to.equal(3n);
+    expect(by('plain').fdinfo.flags & O.ACCMODE).to.equal(O.RDWR);
+    expect(by('plain').fdinfo.flags & O.CLOEXEC).to.equal(0);
+    expect(by('plain').stat.size).to.equal(10n);
+    expect(by('plainDup').fdinfo.pos).to.equal(3n);
+    expect(by('plainAgain').fdinfo.pos).to.equal(0n);
+    expect(by('plainAgain').fdinfo.flags & O.ACCMODE).to.equal(O.RDONLY);
+    expect(by('plainAgain').stat.ino).to.equal(by('plain').stat.ino);
+    expect(by('log').fdinfo.flags & (O.ACCMODE | O.APPEND | O.CLOEXEC)).to.equal(O.WRONLY | O.APPEND | O.CLOEXEC);
+    expect(by('null').link).to.equal('/dev/null');
+    expect(by('null').stat.isCharacterDevice()).to.equal(true);
+    expect(by('gone').link).to.equal(`${real}/gone (deleted)`);
+    expect(by('gone').stat.nlink).to.equal(0n);
+    expect(by('gone').stat.size).to.equal(100n);
+    expect(by('dir').link).to.equal(real);
+    expect(by('dir').stat.isDirectory()).to.equal(true);
+
+    const kinds = Object.fromEntries(files.map((f) => [f.fd, kindOfFile(e.ctx, e.task, f).kind]));
+    expect(kinds).to.deep.equal({
+      0: 'chardev', 1: 'regular', 2: 'chardev',
+      [fdOf(t, 'plain')]: 'regular', [fdOf(t, 'plainDup')]: 'regular', 20: 'regular', [fdOf(t, 'plainAgain')]: 'regular',
+      [fdOf(t, 'log')]: 'regular', [fdOf(t, 'null')]: 'chardev', [fdOf(t, 'gone')]: 'regular', [fdOf(t, 'dir')]: 'directory',
+    });
+    // No two handlers claim the same file.
+    const handlers = e.c.resolveAll<FileKindHandler>(Tokens.FileKind);
+    for (const f of files) expect(handlers.filter((h) => h.claims(f)), `fd ${f.fd}`).to.have.length(1);
+    // The whole check passes for this process.
+    expect(() => new FilesDump().check(e.ctx, e.task)).to.not.throw();
+  });
+
+  it('dumpFiles writes one FILE per open file description, its fds under it (dup and dup2 grouped, a second open not)', async () => {
+    const t = await startTarget(bin, [dir]);
+    const e = env(t.pid);
+    dumpFiles(e.ctx, e.task, openFiles(e.task));
+    const recs = readBack(e).slice(1); // after the raw TASK object
+    const fileRecs = recs.filter((r) => r.type === ObjectType.FILE);
+    for (const r of recs) if (r.type === ObjectType.FILE) expect(r.ptag).to.equal(e.task.tag);
+    const fdsOf = (r: ImageRecord) => recs.filter((x) => x.type === ObjectType.FD && x.ptag === r.tag).map((x) => (x.obj as FdImage).fd);
+    const fileWithFd = (fd: number) => fileRecs.find((r) => fdsOf(r).includes(fd))!;
+    const img = (r: ImageRecord) => r.obj as FileImage;
+
+    // Every fd once, under exactly one FILE.
+    const allFds = recs.filter((r) => r.type === ObjectType.FD).map((r) => (r.obj as FdImage).fd).sort((a, b) => a - b);
+    expect(allFds).to.deep.equal(linux.listFds(t.pid));
+
+    const plain = fileWithFd(fdOf(t, 'plain'));
+    expect(fdsOf(plain)).to.deep.equal([fdOf(t, 'plain'), fdOf(t, 'plainDup'), 20]);
+    expect(img(plain)).to.include({ kind: 'regular', path: `${fs.realpathSync(dir)}/plain`, pos: 3n, size: 10n, deleted: false });
+    expect(img(plain).flags & O.ACCMODE).to.equal(O.RDWR);
+    const again = fileWithFd(fdOf(t, 'plainAgain'));
+    expect(again).to.not.equal(plain);
+    expect(fdsOf(again)).to.deep.equal([fdOf(t, 'plainAgain')]);
+    expect(img(again).inode).to.equal(img(plain).inode); // same file, another description
+    expect(img(again).pos).to.equal(0n);
+
+    const log = fileWithFd(fdOf(t, 'log'));
+    expect(img(log).flags & ~O.LARGEFILE).to.equal(O.WRONLY | O.APPEND); // status flags kept, O_CLOEXEC is the fd's
+    const logFd = recs.find((r) => r.type === ObjectType.FD && r.ptag === log.tag)!.obj as FdImage;
+    expect(logFd.cloexec).to.equal(true);
+    const plainFd = recs.find((r) => r.type === ObjectType.FD && r.ptag === plain.tag)!.obj as FdImage;
+    expect(plainFd.cloexec).to.equal(false);
+
+    const nul = fileWithFd(fdOf(t, 'null'));
+    expect(img(nul)).to.include({ kind: 'chardev', path: '/dev/null', rdev: linux.makeDev(1, 3) });
+    expect(img(fileWithFd(fdOf(t, 'dir')))).to.include({ kind: 'directory', path: fs.realpathSync(dir) });
+
+    // The deleted file: its path without " (deleted)", and its contents in FILE_DATA.
+    const gone = fileWithFd(fdOf(t, 'gone'));
+    expect(img(gone)).to.include({ kind: 'regular', path: `${fs.realpathSync(dir)}/gone`, deleted: true, size: 100n, pos: 100n });
+    const data = recs.filter((r) => r.type === ObjectType.FILE_DATA);
+    expect(data).to.have.length(1);
+    expect(data[0].ptag).to.equal(gone.tag);
+    expect((data[0].obj as FileDataImage).offset).to.equal(0n);
+    const expected = Buffer.from(Array.from({ length: 100 }, (_v, i) => 65 + (i % 26)));
+    expect((data[0].obj as FileDataImage).data).to.deep.equal(expected);
+  });
+
+  it('dumpFs writes cwd, root, umask and the fd list', async () => {
+    const t = await startTarget(bin, [dir]);
+    const e = env(t.pid);
+    expect(() => fsCheck(e.task)).to.not.throw();
+    const fds = linux.listFds(t.pid);
+    dumpFs(e.ctx, e.task, fds);
+    const recs = readBack(e).filter((r) => r.type === ObjectType.FS);
+    expect(recs).to.have.length(1);
+    const fsImg = recs[0].obj as FsImage;
+    expect(fsImg.cwd).to.equal(fs.realpathSync(dir));
+    expect(fsImg.root).to.equal('/');
+    expect(fsImg.umask).to.equal(linux.readStatus(process.pid).umask);
+    expect(fsImg.fds).to.deep.equal(fds);
+  });
+
+  it('a pipe is claimed by no handler: EOPNOTSUPP naming the fd, before anything is written', async () => {
+    const t = await startTarget(bin, [dir, 'pipe']);
+    const e = env(t.pid);
+    const files = openFiles(e.task);
+    const pr = files.find((f) => f.fd === fdOf(t, 'pipeRead'))!;
+    expect(pr.link).to.match(/^pipe:\[\d+\]$/);
+    expect(pr.stat.isFIFO()).to.equal(true);
+    const err = thrown(() => kindOfFile(e.ctx, e.task, pr));
+    expect(err).to.be.instanceOf(CptError);
+    expect(err.code).to.equal('EOPNOTSUPP');
+    expect(err.pid).to.equal(t.pid);
+    expect(err.object).to.equal(`fd ${pr.fd} (${pr.link})`);
+    expect(err.message).to.include('no handler');
+    // The check finds it too (the first unclaimed fd), and so would the dump.
+    const chk = thrown(() => new FilesDump().check(e.ctx, e.task));
+    expect(chk.code).to.equal('EOPNOTSUPP');
+    expect(chk.object).to.equal(`fd ${pr.fd} (${pr.link})`);
+    expect(thrown(() => dumpFiles(e.ctx, e.task, files)).code).to.equal('EOPNOTSUPP');
+  });
+
+  it('a terminal is claimed as a chardev but refused by it, naming the fd', async () => {
+    const t = await startTarget(bin, [dir, 'tty']);
+    const e = env(t.pid);
+    const f = openFiles(e.task).find((x) => x.fd === fdOf(t, 'ptmx'))!;
+    expect(f.stat.isCharacterDevice()).to.equal(true);
+    expect(linux.devMajor(f.stat.rdev)).to.equal(5);
+    expect(kindOfFile(e.ctx, e.task, f).kind).to.equal('chardev');
+    const err = thrown(() => new FilesDump().check(e.ctx, e.task));
+    expect(err.code).to.equal('EOPNOTSUPP');
+    expect(err.pid).to.equal(t.pid);
+    expect(err.object).to.equal(`fd ${f.fd} (${f.link})`);
+    expect(err.message).to.include('terminals');
+  });
+});

@@ -1,0 +1,56 @@
+/*
+ * Target for the files tests. In directory argv[1]:
+ *   plain=N, plainDup=N, plain20=20: "plain" opened O_RDWR, 10 bytes written, offset 3; dup'ed, and dup2'ed to 20
+ *   plainAgain=N: "plain" opened a second time (same inode, another open file description)
+ *   log=N:   "log" opened O_WRONLY|O_CREAT|O_APPEND|O_CLOEXEC
+ *   null=N:  /dev/null O_RDWR
+ *   gone=N:  "gone" opened O_RDWR|O_CREAT|O_TRUNC, 100 bytes written, then unlinked
+ *   dir=N:   the directory itself, O_RDONLY|O_DIRECTORY
+ * With argv[2] == "pipe": pipeRead=N, pipeWrite=N (a pipe); with "tty": ptmx=N (/dev/ptmx).
+ * Prints name=N lines then READY to stdout (a file), then sleeps.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int must(int fd, const char *what) {
+  if (fd < 0) { perror(what); exit(1); }
+  return fd;
+}
+
+int main(int argc, char **argv) {
+  syscall(SYS_close_range, 3, ~0U, 0);
+  if (argc < 2 || chdir(argv[1]) != 0) return 2;
+  const char *mode = argc > 2 ? argv[2] : "";
+
+  int plain = must(open("plain", O_RDWR | O_CREAT | O_TRUNC, 0644), "plain");
+  if (write(plain, "0123456789", 10) != 10) return 1;
+  lseek(plain, 3, SEEK_SET);
+  int plainDup = must(dup(plain), "dup");
+  must(dup2(plain, 20), "dup2");
+  int plainAgain = must(open("plain", O_RDONLY), "plain again");
+  int log = must(open("log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600), "log");
+  int null = must(open("/dev/null", O_RDWR), "/dev/null");
+  int gone = must(open("gone", O_RDWR | O_CREAT | O_TRUNC, 0600), "gone");
+  char buf[100];
+  for (int i = 0; i < 100; i++) buf[i] = (char)('A' + i % 26);
+  if (write(gone, buf, 100) != 100) return 1;
+  if (unlink("gone") != 0) return 1;
+  int dir = must(open(".", O_RDONLY | O_DIRECTORY), "dir");
+
+  printf("plain=%d\nplainDup=%d\nplain20=20\nplainAgain=%d\nlog=%d\nnull=%d\ngone=%d\ndir=%d\n", plain, plainDup, plainAgain, log, null, gone, dir);
+  if (strcmp(mode, "pipe") == 0) {
+    int p[2];
+    if (pipe(p) != 0) return 1;
+    printf("pipeRead=%d\npipeWrite=%d\n", p[0], p[1]);
+  } else if (strcmp(mode, "tty") == 0) {
+    printf("ptmx=%d\n", must(open("/dev/ptmx", O_RDWR | O_NOCTTY), "/dev/ptmx"));
+  }
+  printf("READY\n");
+  fflush(stdout);
+  for (;;) pause();
+}

@@ -1,0 +1,224 @@
+/**
+ * VMA kinds and page selection on a real, dynamically linked process (mm_target.c): every area
+ * of /proc/PID/smaps is claimed by exactly one registered VmaKind handler, of the expected kind;
+ * storedRuns keeps the pages that hold the process's own data and no others.
+ */
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
+import { container, DependencyContainer } from 'tsyringe';
+import {
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageWriter, MachineProbe, MemorySink, Tokens, Tracee, linux,
+} from '@cptrst/core';
+import {
+  MmDump, VmaEntry, VmaKindHandler, isAnonCopy, isPresentOrSwapped, kindOf, register, storedRuns,
+} from '../src';
+import { compile, killStarted, removeTmpDir, startTarget, thrown, tmpDir, unusedTracee } from './support';
+
+const PG = 4096n;
+const VDSO = ['[vdso]', '[vvar]', '[vvar_vclock]'];
+
+function containerWithMm(): DependencyContainer {
+  const c = container.createChildContainer();
+  register(c);
+  return c;
+}
+
+function checkpointContext(c: DependencyContainer): CheckpointContext {
+  const w = new ImageWriter(new MemorySink());
+  w.writeHead(new ImageHead());
+  return new CheckpointContext(c, w, 0);
+}
+
+function taskOf(pid: number): CheckpointTask {
+  return { pid, tid: pid, tracee: unusedTracee<Tracee>(), tag: 0, state: new Map() };
+}
+
+/** The kind a VMA must get, from what /proc shows of it. */
+function expectedKind(v: VmaEntry): string {
+  if (VDSO.includes(v.path)) return 'vdso';
+  if (v.shared && v.path === '/dev/zero' && v.deleted) return 'shared-anon';
+  if (v.path === '' || v.path === '[heap]' || v.path === '[stack]' || v.path.startsWith('[anon:')) return 'anon';
+  if (v.path.startsWith('/')) return 'file';
+  return `unexpected: ${v.path}`;
+}
+
+describe('mm: VMA kinds and stored pages on a real process', function () {
+  this.timeout(30000);
+  let bin: string;
+  before(() => {
+    bin = compile('mm_target');
+  });
+  after(() => removeTmpDir());
+  afterEach(() => killStarted());
+
+  it('register() adds the vdso, anon, shared-anon and file kinds, the mm handlers and the vdso probe', () => {
+    const c = containerWithMm();
+    expect(c.resolveAll<VmaKindHandler>(Tokens.VmaKind).map((k) => k.kind)).to.deep.equal(['vdso', 'anon', 'shared-anon', 'file']);
+    const dumps = c.resolveAll<DumpHandler>(Tokens.DumpHandler);
+    expect(dumps.map((d) => [d.name, d.order])).to.deep.equal([['mm', 200]]);
+    expect(dumps[0]).to.be.instanceOf(MmDump);
+    expect(c.resolveAll<MachineProbe>(Tokens.MachineProbe).map((p) => p.name)).to.deep.equal(['vdso']);
+  });
+
+  it('every area is claimed by exactly one kind handler, the expected one', async () => {
+    const data = path.join(tmpDir(), 'mapped-claims');
+    const t = await startTarget(bin, [data]);
+    const handlers = containerWithMm().resolveAll<VmaKindHandler>(Tokens.VmaKind);
+    const vmas = linux.readSmaps(t.pid);
+    const kinds = new Map<bigint, string>();
+    for (const v of vmas) {
+      const claimers = handlers.filter((h) => h.claims(v)).map((h) => h.kind);
+      const where = `${v.start.toString(16)}-${v.end.toString(16)} ${v.shared ? 's' : 'p'} ${v.path}${v.deleted ? ' (deleted)' : ''}`;
+      if (v.path === '[vsyscall]') {
+        // No handler takes it: taskVmas() leaves it out, the kernel puts it in every process.
+        expect(claimers, where).to.deep.equal([]);
+        continue;
+      }
+      expect(claimers, where).to.deep.equal([expectedKind(v)]);
+      kinds.set(v.start, claimers[0]);
+    }
+    const at = (addr: bigint) => vmas.find((v) => v.start <= addr && addr < v.end)!;
+    // The areas the target made, and those every dynamically linked process has:
+    expect(kinds.get(at(t.vars.shared).start)).to.equal('shared-anon');
+    expect(at(t.vars.shared)).to.deep.include({ shared: true, path: '/dev/zero', deleted: true });
+    expect(kinds.get(at(t.vars.anon).start)).to.equal('anon');
+    expect(kinds.get(at(t.vars.file).start)).to.equal('file');
+    expect(at(t.vars.file).path).to.equal(fs.realpathSync(data));
+    expect(at(t.vars.heap).path).to.equal('[heap]');
+    expect(kinds.get(at(t.vars.heap).start)).to.equal('anon');
+    if (t.vars.named) {
+      expect(at(t.vars.named).path).to.equal('[anon:cptrst-test]');
+      expect(kinds.get(at(t.vars.named).start)).to.equal('anon');
+    }
+    const byPath = (re: RegExp) => vmas.filter((v) => re.test(v.path)).map((v) => kinds.get(v.start));
+    expect(byPath(/\/libc\.so\.6$/)).to.have.length.above(1);
+    expect(new Set(byPath(/\/libc\.so\.6$/))).to.deep.equal(new Set(['file']));
+    expect(new Set(byPath(/\/ld-linux-x86-64\.so\.2$/))).to.deep.equal(new Set(['file']));
+    expect(new Set(byPath(/\/mm_target$/))).to.deep.equal(new Set(['file']));
+    expect(byPath(/^\[vdso\]$/)).to.deep.equal(['vdso']);
+    expect(byPath(/^\[vvar\]$/)).to.deep.equal(['vdso']);
+    expect(byPath(/^\[stack\]$/)).to.deep.equal(['anon']);
+  });
+
+  it('kindOf (deny by default) takes every area of a plain process, and refuses an area no handler claims, naming it', async () => {
+    const t = await startTarget(bin, [path.join(tmpDir(), 'mapped-kindof')]);
+    const ctx = checkpointContext(containerWithMm());
+    const task = taskOf(t.pid);
+    for (const v of linux.readSmaps(t.pid).filter((v) => v.path !== '[vsyscall]')) expect(kindOf(ctx, task, v).kind).to.equal(expectedKind(v));
+
+    const vsyscall = linux.readSmaps(t.pid).find((v) => v.path === '[vsyscall]');
+    if (vsyscall) {
+      const e = thrown(() => kindOf(ctx, task, vsyscall));
+      expect(e).to.be.instanceOf(CptError);
+      expect(e.code).to.equal('EOPNOTSUPP');
+      expect(e.pid).to.equal(t.pid);
+      expect(e.object).to.equal(`vma ${vsyscall.start.toString(16)}-${vsyscall.end.toString(16)} [vsyscall]`);
+      expect(e.message).to.include('no handler');
+    }
+    // MmDump.check runs kindOf on every area (and the exe check): this process passes.
+    expect(() => new MmDump().check(ctx, task)).to.not.throw();
+  });
+
+  it('kindOf refuses an area with VmFlags it cannot restore (mlock: "lo"), naming the flag and the area', async () => {
+    const t = await startTarget(bin, [path.join(tmpDir(), 'mapped-lock'), 'lock']);
+    expect(t.vars.locked).to.not.equal(0n);
+    const ctx = checkpointContext(containerWithMm());
+    const task = taskOf(t.pid);
+    const v = linux.readSmaps(t.pid).find((x) => x.start === t.vars.locked)!;
+    expect(v.vmFlags).to.include('lo');
+    const e = thrown(() => kindOf(ctx, task, v));
+    expect(e.code).to.equal('EOPNOTSUPP');
+    expect(e.pid).to.equal(t.pid);
+    expect(e.object).to.equal(`vma ${v.start.toString(16)}-${v.end.toString(16)}`);
+    expect(e.message).to.include('VmFlags lo are not supported yet');
+    const c = thrown(() => new MmDump().check(ctx, task));
+    expect(c.code).to.equal('EOPNOTSUPP');
+    expect(c.message).to.include('lo');
+    // The "nh" of MADV_NOHUGEPAGE on the other areas is accepted (it is set again with madvise).
+    const anon = linux.readSmaps(t.pid).find((x) => x.start === t.vars.anon)!;
+    expect(anon.vmFlags).to.include('nh');
+    expect(kindOf(ctx, task, anon).kind).to.equal('anon');
+  });
+
+  it('MmDump.check refuses a process whose executable was deleted', async () => {
+    const copy = path.join(tmpDir(), 'mm_target_deleted');
+    fs.copyFileSync(bin, copy);
+    fs.chmodSync(copy, 0o755);
+    const t = await startTarget(copy, [path.join(tmpDir(), 'mapped-del')]);
+    fs.unlinkSync(copy);
+    const ctx = checkpointContext(containerWithMm());
+    const e = thrown(() => new MmDump().check(ctx, taskOf(t.pid)));
+    expect(e.code).to.equal('EOPNOTSUPP');
+    expect(e.pid).to.equal(t.pid);
+    expect(e.object).to.equal(`exe ${copy} (deleted)`);
+    expect(e.message).to.include('deleted');
+  });
+
+  it('storedRuns: touched pages of a private anonymous area are stored, untouched ones are not', async () => {
+    const t = await startTarget(bin, [path.join(tmpDir(), 'mapped-anon')]);
+    const c = containerWithMm();
+    const kinds = c.resolveAll<VmaKindHandler>(Tokens.VmaKind);
+    const kind = (k: string) => kinds.find((h) => h.kind === k)!;
+    const task = taskOf(t.pid);
+    const vmas = linux.readSmaps(t.pid);
+    const anon = vmas.find((v) => v.start === t.vars.anon)!;
+    expect(anon.end - anon.start).to.equal(16n * PG); // its own VMA (guard pages around it)
+    expect(storedRuns(task, anon, kind('anon'))).to.deep.equal([[0, 2], [5, 1], [15, 1]]);
+
+    // A fully written area of 4100 pages: runs are cut at 4096 pages (16 MiB per PAGES object).
+    const big = vmas.find((v) => v.start === t.vars.big)!;
+    expect(storedRuns(task, big, kind('anon'))).to.deep.equal([[0, 4096], [4096, 4]]);
+
+    // The shared anonymous area: only its written page.
+    const shared = vmas.find((v) => v.start === t.vars.shared)!;
+    expect(storedRuns(task, shared, kind('shared-anon'))).to.deep.equal([[0, 1]]);
+
+    // Never-touched guard pages (PROT_NONE, no RSS): nothing, without reading the pagemap.
+    const guard = vmas.find((v) => v.end === t.vars.anon)!;
+    expect(guard.prot).to.deep.equal({ read: false, write: false, exec: false });
+    expect(guard.rss).to.equal(0);
+    expect(storedRuns(task, guard, kind('anon'))).to.deep.equal([]);
+
+    // The vDSO's pages are the kernel's: never stored.
+    const vdso = vmas.find((v) => v.path === '[vdso]')!;
+    expect(storedRuns(task, vdso, kind('vdso'))).to.deep.equal([]);
+  });
+
+  it('storedRuns: a private file mapping stores only the pages the process modified (anonymous copies)', async () => {
+    const data = path.join(tmpDir(), 'mapped-file');
+    const t = await startTarget(bin, [data]);
+    const kinds = containerWithMm().resolveAll<VmaKindHandler>(Tokens.VmaKind);
+    const task = taskOf(t.pid);
+    const file = linux.readSmaps(t.pid).find((v) => v.start === t.vars.file)!;
+    expect(file.end - file.start).to.equal(8n * PG);
+    expect(file.shared).to.equal(false);
+    // Every page was read, so every page is present; only 2 and 6 were written.
+    const pm = linux.readPagemap(t.pid, file.start, 8);
+    expect([...pm].map(isPresentOrSwapped)).to.deep.equal(Array(8).fill(true));
+    expect([...pm].map(isAnonCopy)).to.deep.equal([false, false, true, false, false, false, true, false]);
+    expect(storedRuns(task, file, kinds.find((k) => k.kind === 'file')!)).to.deep.equal([[2, 1], [6, 1]]);
+    // The anon rule would have taken every present page: the file kind's rule is what saves them.
+    expect(storedRuns(task, file, kinds.find((k) => k.kind === 'anon')!)).to.deep.equal([[0, 8]]);
+    // The file itself is unchanged (MAP_PRIVATE): the modifications are the process's own.
+    const content = fs.readFileSync(data);
+    expect(content.length).to.equal(8 * 4096);
+    expect(content[2 * 4096]).to.equal('c'.charCodeAt(0));
+  });
+
+  it('isPresentOrSwapped / isAnonCopy decode pagemap bits 63 (present), 62 (swapped), 61 (file or shared)', () => {
+    const P = 1n << 63n;
+    const S = 1n << 62n;
+    const F = 1n << 61n;
+    expect(isPresentOrSwapped(0n)).to.equal(false);
+    expect(isPresentOrSwapped(P)).to.equal(true);
+    expect(isPresentOrSwapped(S)).to.equal(true);
+    expect(isPresentOrSwapped(P | F | 0x1234n)).to.equal(true);
+    expect(isPresentOrSwapped(F | (1n << 55n))).to.equal(false); // soft-dirty alone: not present
+    expect(isAnonCopy(0n)).to.equal(false);
+    expect(isAnonCopy(P)).to.equal(true); // present, not a file page: the process's copy
+    expect(isAnonCopy(P | F)).to.equal(false); // the file's page
+    expect(isAnonCopy(S)).to.equal(true); // swapped out: only anonymous pages go to swap
+    expect(isAnonCopy(F)).to.equal(false);
+  });
+});
