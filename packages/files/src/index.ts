@@ -10,6 +10,7 @@ import {
 import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
 import { FileImage, closeTemporaries, dumpFiles, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
 import { RegularFile } from './regular';
+import { OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
 
 export * from './fs-struct';
@@ -23,10 +24,12 @@ export class FilesDump implements DumpHandler {
   readonly order = FILES_ORDER;
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     fsCheck(task);
-    for (const f of openFiles(task)) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
+    const files = openFiles(task);
+    for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
+    task.state.set('files.open', files); // the task is frozen: dump uses the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const files = openFiles(task);
+    const files = (task.state.get('files.open') as OpenFile[] | undefined) ?? openFiles(task);
     dumpFs(ctx, task, files.map((f) => f.fd));
     dumpFiles(ctx, task, files);
   }

@@ -42,7 +42,9 @@ export class MmDump implements DumpHandler {
   readonly order = MM_ORDER;
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
-    for (const v of taskVmas(task)) kindOf(ctx, task, v);
+    const vmas = taskVmas(task);
+    for (const v of vmas) kindOf(ctx, task, v);
+    task.state.set('mm.vmas', vmas); // the task is frozen: dump uses the same list
     const exe = linux.readExe(task.pid);
     if (exe.endsWith(' (deleted)')) refuse(task.pid, `exe ${exe}`, 'the executable has been deleted');
   }
@@ -64,7 +66,7 @@ export class MmDump implements DumpHandler {
     mm.envEnd = st.envEnd;
     mm.auxv = linux.readAuxv(task.pid);
     mm.exe = linux.readExe(task.pid);
-    const vmas = taskVmas(task); // read after brk(0) made the scratch area, which it leaves out
+    const vmas = (task.state.get('mm.vmas') as ReturnType<typeof taskVmas> | undefined) ?? taskVmas(task);
     mm.layout = vmas.flatMap((v) => [v.start, v.end]);
     mm.vdso = vdsoPieces(task.pid);
     ctx.write(mm, task.tag);
