@@ -19,58 +19,66 @@ const HELPER = '/bin/sleep';
 export class CloneProcessCreator implements ProcessCreator {
   create(ctx: RestartContext, task: RestartTask): Tracee {
     return ctx.timed('create', () => {
-      const deadline = Date.now() + PID_WAIT_MS;
-      for (let attempt = 0; ; attempt++) {
-        const r = this.tryCreate(ctx, task.pid);
-        if (r !== 'EEXIST') return r;
-        if (Date.now() >= deadline) {
-          throw new CptError('EEXIST', `PID ${task.pid} is taken by ${describeHolder(task.pid)}; waited ${PID_WAIT_MS} ms for it to be freed`, { pid: task.pid, object: `pid ${task.pid}` });
+      const pid = task.pid;
+      const helper = startHelper(ctx);
+      let made = false;
+      let child: Tracee | undefined;
+      try {
+        const scratch = helper.scratch();
+        const setTid = Buffer.alloc(8);
+        setTid.writeInt32LE(pid, 0);
+        const setTidAddr = helper.stage(setTid, 128);
+        const args = linux.encodeCloneArgs({ flags: 0n, exitSignal: BigInt(SIG.SIGCHLD), setTid: setTidAddr, setTidSize: 1n });
+        const argsAddr = helper.stage(args, 0);
+        const deadline = Date.now() + PID_WAIT_MS;
+        for (let attempt = 0; ; attempt++) {
+          const r = helper.syscall(SYS.clone3, [argsAddr, args.length]);
+          if (r === -BigInt(linux.ERRNO.EEXIST)) {
+            if (Date.now() >= deadline) {
+              throw new CptError('EEXIST', `PID ${pid} is taken by ${describeHolder(pid)}; waited ${PID_WAIT_MS} ms for it to be freed`, { pid, object: `pid ${pid}` });
+            }
+            if (attempt === 0) ctx.log.info(`pid ${pid} is taken by ${describeHolder(pid)}; waiting for it`);
+            sleepMs(50);
+            continue;
+          }
+          if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `clone3 with set_tid ${pid} failed: ${linux.errnoName(Number(-r))}`, { pid, object: 'clone3' });
+          made = true;
+          if (Number(r) !== pid) throw new CptError('EINVAL', `clone3 made pid ${r}, not ${pid}`, { pid });
+          break;
         }
-        if (attempt === 0) ctx.log.info(`pid ${task.pid} is taken by ${describeHolder(task.pid)}; waiting for it`);
-        sleepMs(50);
+        waitForEventStop(pid);
+        child = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid);
+        // The child has the helper's scratch area at the same address, syscall instruction included.
+        child.adoptScratch(scratch.addr);
+        unregisterRseq(child);
+        ctx.progress({ phase: 'created', pid });
+        return child;
+      } catch (e) {
+        // Nothing half made stays behind: the child, if clone3 made one, goes too.
+        if (child) child.release('kill');
+        else if (made) killAndReap(pid);
+        throw e;
+      } finally {
+        helper.release('kill');
       }
     });
   }
+}
 
-  private tryCreate(ctx: RestartContext, pid: number): Tracee | 'EEXIST' {
-    const helper = spawn(HELPER, ['1000000'], { stdio: 'ignore', detached: false });
-    helper.unref();
-    const hpid = helper.pid;
-    if (!hpid) throw new CptError('ENOENT', `cannot start the helper process ${HELPER}`);
-    let helperTracee: Tracee | undefined;
-    try {
-      ptrace.seize(hpid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
-      ptrace.interrupt(hpid);
-      waitForEventStop(hpid);
-      helperTracee = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(hpid, hpid);
-      const scratch = helperTracee.scratch();
-      const setTid = Buffer.alloc(8);
-      setTid.writeInt32LE(pid, 0);
-      const setTidAddr = helperTracee.stage(setTid, 128);
-      const args = linux.encodeCloneArgs({ flags: 0n, exitSignal: BigInt(SIG.SIGCHLD), setTid: setTidAddr, setTidSize: 1n });
-      const argsAddr = helperTracee.stage(args, 0);
-      const r = helperTracee.syscall(SYS.clone3, [argsAddr, args.length]);
-      if (r === -BigInt(linux.ERRNO.EEXIST)) return 'EEXIST';
-      if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `clone3 with set_tid ${pid} failed: ${linux.errnoName(Number(-r))}`, { pid, object: 'clone3' });
-      if (Number(r) !== pid) throw new CptError('EINVAL', `clone3 made pid ${r}, not ${pid}`, { pid });
-      waitForEventStop(pid);
-      const tracee = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid);
-      // The child has the helper's scratch area at the same address, syscall instruction included.
-      tracee.adoptScratch(scratch.addr);
-      unregisterRseq(tracee);
-      ctx.progress({ phase: 'created', pid });
-      return tracee;
-    } finally {
-      if (helperTracee) helperTracee.release('kill');
-      else {
-        try {
-          linux.kill(hpid, SIG.SIGKILL);
-        } catch {
-          /* already gone */
-        }
-        reapTraced(hpid);
-      }
-    }
+/** The helper: a process of ours, seized and stopped, in which clone3 runs. */
+function startHelper(ctx: RestartContext): Tracee {
+  const helper = spawn(HELPER, ['1000000'], { stdio: 'ignore', detached: false });
+  helper.unref();
+  const hpid = helper.pid;
+  if (!hpid) throw new CptError('ENOENT', `cannot start the helper process ${HELPER}`);
+  try {
+    ptrace.seize(hpid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
+    ptrace.interrupt(hpid);
+    waitForEventStop(hpid);
+    return ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(hpid, hpid);
+  } catch (e) {
+    killAndReap(hpid);
+    throw e;
   }
 }
 
@@ -93,8 +101,13 @@ function waitForEventStop(tid: number): void {
   }
 }
 
-/** We are the helper's parent and tracer: collect its exit so it leaves no zombie behind. */
-function reapTraced(pid: number): void {
+/** Kills a process we trace (and may be the parent of) and collects its exit, so no zombie is left to us. */
+function killAndReap(pid: number): void {
+  try {
+    linux.kill(pid, SIG.SIGKILL);
+  } catch {
+    /* already gone */
+  }
   try {
     for (;;) {
       const w = waitpid(pid, WAIT.__WALL);
