@@ -4,7 +4,7 @@
  * against the addresses already set.
  */
 import {
-  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   objectType, u64s, linux,
 } from '@cptrst/core';
 import { ARCH_ORDER } from './regs';
@@ -33,7 +33,7 @@ export class DebugRegsRestore implements RestoreHandler {
   readonly types = [ObjectType.DEBUGREGS];
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as DebugRegsImage;
-    if (img.regs.length !== SLOTS.length) throw new Error(`expected ${SLOTS.length} debug registers, image has ${img.regs.length}`);
+    if (img.regs.length !== SLOTS.length) throw new CptError('EBADIMG', `expected ${SLOTS.length} debug registers, the image has ${img.regs.length}`, { pid: task.pid, object: 'debugregs' });
     task.state.set('arch-x86.debugregs', img.regs);
   }
   finish(_ctx: RestartContext, task: RestartTask): void {

@@ -4,7 +4,7 @@
  * task carries on, and the registers are set last, after every injected syscall.
  */
 import {
-  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   objectType, u64, linux,
 } from '@cptrst/core';
 import { X86Tracee } from './tracee';
@@ -74,7 +74,7 @@ export class RegsRestore implements RestoreHandler {
   /** The registers go in when the tracee is released, after its last injected syscall. */
   finish(_ctx: RestartContext, task: RestartTask): void {
     const regs = task.state.get('arch-x86.regs') as linux.UserRegs | undefined;
-    if (!regs) throw new Error('image has no registers for this task');
+    if (!regs) throw new CptError('EBADIMG', 'the image has no registers for this task', { pid: task.pid, object: 'regs' });
     (task.tracee as X86Tracee).finalRegs = resumeRegs(regs, 'restored');
   }
 }

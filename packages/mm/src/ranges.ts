@@ -1,4 +1,5 @@
 /** Address ranges: [start, end), page aligned, as bigints. */
+import { CptError } from '@cptrst/core';
 export interface Range {
   start: bigint;
   end: bigint;
@@ -19,7 +20,7 @@ export function findFreeRange(size: bigint, avoid: Range[], from = 0x200000000n)
     if (r.start >= at + size) break;
     at = r.end;
   }
-  if (at + size > USER_TOP) throw new Error(`no free ${size}-byte range in the address space`);
+  if (at + size > USER_TOP) throw new CptError('ENOMEM', `no free ${size}-byte range in the address space`, { object: 'address space' });
   return { start: at, end: at + size };
 }
 
