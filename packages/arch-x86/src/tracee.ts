@@ -119,6 +119,10 @@ export class X86Tracee implements Tracee {
     this.memory().write(addr, data);
   }
 
+  readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void {
+    this.memory().readFully(addr, buf, offset, length);
+  }
+
   reservedRanges(): Array<{ start: bigint; end: bigint }> {
     return this.scratchArea ? [{ start: this.scratchArea.addr, end: this.scratchArea.addr + BigInt(this.scratchArea.size) }] : [];
   }
@@ -162,7 +166,17 @@ export class X86Tracee implements Tracee {
     this.mem?.close();
   }
 
+  /**
+   * After SIGKILL. As its tracer we collect the exit, which hands the zombie on to its parent.
+   * When we are that parent too (the API used by the process that started the target), the exit
+   * is left for the caller's own wait: collecting it here would take it from them.
+   */
   private reapIfTraced(): void {
+    try {
+      if (linux.readStat(this.pid).ppid === process.pid) return;
+    } catch {
+      return; // gone already
+    }
     try {
       for (;;) {
         const w = waitpid(this.tid, linux.WAIT.__WALL);

@@ -59,7 +59,9 @@ export class CloneProcessCreator implements ProcessCreator {
         else if (made) killAndReap(pid);
         throw e;
       } finally {
+        // Our own helper: killed, and its exit collected here (we are its parent).
         helper.release('kill');
+        killAndReap(helper.pid);
       }
     });
   }
