@@ -3,6 +3,11 @@
  * swapped anonymous pages, and the modified (anonymous copy) pages of private file mappings.
  * Untouched pages are not stored. Runs of stored pages become PAGES objects whose payload is
  * page aligned in the stream; at restart they are written straight into the new process.
+ *
+ * Speed (bench/README.md): page data is copied once into one buffer that is reused for every
+ * run (a fresh buffer per run costs a kernel zero-fill and page faults per page), and once out
+ * of it (into the image, or into the new process); the memory copies themselves go through
+ * process_vm_readv/writev (linux/memory.ts).
  */
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
@@ -11,15 +16,30 @@ import {
 import { VmaEntry, VmaImage, VmaKindHandler, describeVma } from './vma';
 
 export const PAGE = 4096;
-/** Largest PAGES object: the reader refuses objects over 64 MiB. */
-const CHUNK_PAGES = 4096; // 16 MiB
+/** Longest run storedRuns returns (16 MiB). */
+const CHUNK_PAGES = 4096;
+/**
+ * Pages per PAGES object (2 MiB; the reader refuses objects over 64 MiB). Small objects keep each
+ * one's copy in, checksum and copy out within the CPU cache, and the buffers small; bigger ones
+ * measured slower (bench/README.md). The header and padding cost one page per object (0.2%).
+ */
+const OBJECT_PAGES = 512;
 const PM_PRESENT = 1n << 63n;
 const PM_SWAPPED = 1n << 62n;
 const PM_FILE_OR_SHARED = 1n << 61n;
+const PM_PRESENT_FILE = PM_PRESENT | PM_FILE_OR_SHARED;
+const PM_PRESENT_SWAPPED = PM_PRESENT | PM_SWAPPED;
 
-export const isPresentOrSwapped = (pm: bigint): boolean => (pm & (PM_PRESENT | PM_SWAPPED)) !== 0n;
-/** A private file mapping's page that is the process's own copy, not the file's page. */
-export const isAnonCopy = (pm: bigint): boolean => (pm & PM_SWAPPED) !== 0n || ((pm & PM_PRESENT) !== 0n && (pm & PM_FILE_OR_SHARED) === 0n);
+// These run once per page (262144 times for 1 GiB): written as comparisons of the unsigned entry,
+// which V8 does without allocating, rather than with `&`, which makes a new BigInt each time.
+/** Bit 63 or 62: pm >= 2^62. */
+export const isPresentOrSwapped = (pm: bigint): boolean => pm >= PM_SWAPPED;
+/**
+ * A private file mapping's page that is the process's own copy, not the file's page: swapped
+ * (bit 62), or present (63) and not file/shared (61). That is pm >= 2^62 except for entries with
+ * bits 63,62,61 = 1,0,1, i.e. pm in [2^63 + 2^61, 2^63 + 2^62).
+ */
+export const isAnonCopy = (pm: bigint): boolean => pm >= PM_SWAPPED && !(pm >= PM_PRESENT_FILE && pm < PM_PRESENT_SWAPPED);
 
 @objectType(ObjectType.PAGES, 'pages', { parents: [ObjectType.VMA] })
 export class PagesImage {
@@ -33,31 +53,59 @@ export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHan
   const n = Number((vma.end - vma.start) / BigInt(PAGE));
   const runs: Array<[number, number]> = [];
   const BATCH = 65536;
+  let start = -1; // the run being built: [start, start + len)
+  let len = 0;
   for (let base = 0; base < n; base += BATCH) {
     const pm = linux.readPagemap(task.pid, vma.start + BigInt(base * PAGE), Math.min(BATCH, n - base));
     for (let i = 0; i < pm.length; i++) {
       if (!kind.storesPage(pm[i])) continue;
       const idx = base + i;
-      const last = runs[runs.length - 1];
-      if (last && last[0] + last[1] === idx && last[1] < CHUNK_PAGES) last[1]++;
-      else runs.push([idx, 1]);
+      if (start >= 0 && start + len === idx && len < CHUNK_PAGES) {
+        len++;
+        continue;
+      }
+      if (start >= 0) runs.push([start, len]);
+      start = idx;
+      len = 1;
     }
   }
+  if (start >= 0) runs.push([start, len]);
   return runs;
 }
 
+/** One page buffer per checkpoint, reused for every run of pages. */
+const pageBuffers = new WeakMap<CheckpointContext, Buffer>();
+
+function pageBuffer(ctx: CheckpointContext, bytes: number): Buffer {
+  let b = pageBuffers.get(ctx);
+  if (!b || b.length < bytes) {
+    b = Buffer.allocUnsafe(Math.max(bytes, b?.length ?? 0));
+    pageBuffers.set(ctx, b);
+  }
+  return b.subarray(0, bytes);
+}
+
 export function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number): void {
-  for (const [first, count] of runs) {
+  const t = task.tracee;
+  for (const [runFirst, runCount] of runs) for (let done = 0; done < runCount; done += OBJECT_PAGES) {
+    const first = runFirst + done;
+    const count = Math.min(OBJECT_PAGES, runCount - done);
     const img = new PagesImage();
     img.vaddr = vma.start + BigInt(first * PAGE);
     img.count = count;
-    const data = ctx.timed('read pages', () => task.tracee.readMemory(img.vaddr, count * PAGE));
+    const bytes = count * PAGE;
+    const data = ctx.timed('read pages', () => {
+      if (!t.readMemoryInto) return t.readMemory(img.vaddr, bytes);
+      const buf = pageBuffer(ctx, bytes);
+      t.readMemoryInto(img.vaddr, buf, 0, bytes);
+      return buf;
+    });
     ctx.timed('write pages', () => ctx.writeWithPages(img, data, vmaTag));
-    ctx.progress({ phase: 'pages', pid: task.pid, bytes: data.length });
+    ctx.progress({ phase: 'pages', pid: task.pid, bytes });
   }
 }
 
-export function restorePages(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   const img = o.obj as PagesImage;
   const vmas = task.state.get('mm.vmasByTag') as Map<number, VmaImage>;
   const vma = vmas.get(o.ptag);
@@ -67,4 +115,5 @@ export function restorePages(_ctx: RestartContext, task: RestartTask, o: Restore
   if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
   task.tracee!.writeMemory(img.vaddr, o.pages);
+  ctx.reader?.recycle(o.pages); // written: the reader may read the next payload into the same memory
 }

@@ -48,8 +48,17 @@ interface RawObject {
   tailOffset: number;
 }
 
+/** Objects at least this big are read into a buffer that recycle() can hand back for reuse. */
+const RECYCLE_MIN = 1024 * 1024;
+/** The checksum is computed piece by piece as the object arrives, while each piece is in the cache. */
+const CRC_PIECE = 1024 * 1024;
+
 export class ImageReader {
   private pos = 0;
+  /** The buffer of the last object returned, if big enough to be worth reusing. */
+  private lastBuffer?: Buffer;
+  /** A buffer the caller is done with (see recycle()). */
+  private spare?: Buffer;
   private readonly maxObjectBytes: number;
   private head?: ImageHead;
   private minor = 0;
@@ -159,6 +168,20 @@ export class ImageReader {
     });
   }
 
+  /**
+   * Says that the caller is done with `pages`, the payload of the object next() returned last:
+   * the reader may then read a later object into the same memory instead of allocating (and the
+   * kernel zero-filling) a new buffer for each one. The caller must keep no reference to it.
+   * Anything else is ignored.
+   */
+  recycle(pages: Buffer | undefined): void {
+    const last = this.lastBuffer;
+    if (!pages || !last || pages.buffer !== last.buffer) return;
+    if (pages.byteOffset < last.byteOffset || pages.byteOffset + pages.length > last.byteOffset + last.length) return;
+    this.lastBuffer = undefined;
+    this.spare = last;
+  }
+
   /** Errors are sticky: after a refusal the stream position is meaningless. */
   private guard<T>(fn: () => T): T {
     if (this.failed) throw this.failed;
@@ -221,12 +244,16 @@ export class ImageReader {
     if (h.kind !== ContentKind.RECORD && h.kind !== ContentKind.RECORD_WITH_PAGES) {
       throw new ImageError(`unknown content kind ${h.kind}`, start + HeaderOffset.kind, desc);
     }
-    const rest = Buffer.allocUnsafe(total - OBJ_HEADER_SIZE);
-    const got = this.fill(rest);
-    if (got < rest.length) {
-      throw new ImageError(`truncated: object needs ${total} bytes, stream ended after ${OBJ_HEADER_SIZE + got}`, this.pos, desc);
+    const rest = this.objectBuffer(total - OBJ_HEADER_SIZE);
+    let crc = headerCrc(hb, initialCrc);
+    for (let at = 0; at < rest.length; at += CRC_PIECE) {
+      const piece = rest.subarray(at, Math.min(rest.length, at + CRC_PIECE));
+      const got = this.fill(piece);
+      if (got < piece.length) {
+        throw new ImageError(`truncated: object needs ${total} bytes, stream ended after ${OBJ_HEADER_SIZE + at + got}`, this.pos, desc);
+      }
+      crc = crc32(piece, crc);
     }
-    const crc = crc32(rest, headerCrc(hb, initialCrc));
     if (crc !== h.checksum) {
       throw new ImageError(`checksum mismatch: stored ${h.checksum.toString(16)}, computed ${crc.toString(16)}`, start + HeaderOffset.checksum, desc);
     }
@@ -237,6 +264,17 @@ export class ImageReader {
       body: rest.subarray(bodyStart, tailStart), bodyOffset: start + h.headerLength,
       tail: rest.subarray(tailStart), tailOffset: start + h.headerLength + h.bodyLength,
     };
+  }
+
+  /** A buffer for `n` bytes of object: a recycled one when it fits, else a new one (not zero-filled). */
+  private objectBuffer(n: number): Buffer {
+    this.lastBuffer = undefined;
+    if (n < RECYCLE_MIN) return Buffer.allocUnsafe(n);
+    let b = this.spare;
+    this.spare = undefined;
+    if (!b || b.length < n) b = Buffer.allocUnsafe(n);
+    this.lastBuffer = b;
+    return b.subarray(0, n);
   }
 
   private checkRecordOnly(raw: RawObject): void {
