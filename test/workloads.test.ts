@@ -75,6 +75,7 @@ const CASES: Case[] = [
     }),
   ),
   { name: 'pidhold' },
+  { name: 'protmem' },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -89,6 +90,7 @@ const TAMPERABLE: Case[] = [
   { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'] },
   { name: 'signals' },
   { name: 'files' },
+  { name: 'protmem' },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

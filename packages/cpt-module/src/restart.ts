@@ -29,7 +29,8 @@ export function restart(container: DependencyContainer, ctid: number, fd: number
     for (const h of handlers) ctx.timed(`finish ${h.name}`, () => h.finish?.(ctx, t));
   };
   try {
-    for (let rec = reader.next(); rec; rec = reader.next()) {
+    const next = () => ctx.timed('read image', () => reader.next());
+    for (let rec = next(); rec; rec = next()) {
       if (rec.type === ObjectType.TASK) {
         if (current) finishTask(current);
         const pid = (rec.obj as { pid?: number } | undefined)?.pid ?? 0;

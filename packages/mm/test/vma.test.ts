@@ -166,7 +166,7 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
     expect(anon.end - anon.start).to.equal(16n * PG); // its own VMA (guard pages around it)
     expect(storedRuns(task, anon, kind('anon'))).to.deep.equal([[0, 2], [5, 1], [15, 1]]);
 
-    // A fully written area of 4100 pages: runs are cut at 4096 pages (16 MiB per PAGES object).
+    // A fully written area of 4100 pages: runs are cut at 4096 pages (runs of at most 16 MiB; dumpPages cuts them into 2 MiB PAGES objects).
     const big = vmas.find((v) => v.start === t.vars.big)!;
     expect(storedRuns(task, big, kind('anon'))).to.deep.equal([[0, 4096], [4096, 4]]);
 
