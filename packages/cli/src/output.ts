@@ -4,32 +4,19 @@
  * rendering of image objects used by `cptrst show`.
  */
 import * as fs from 'fs';
-import { CptError, FieldSpec, asCptError, layoutForType } from '@cptrst/core';
+import { CptError, FieldSpec, asCptError, fileSink, layoutForType } from '@cptrst/core';
 import { UsageError } from './args';
-
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
 
 /** Thrown when the reader of our stdout went away (`cptrst show img | head`): stop quietly. */
 export class OutputClosed extends Error {}
 
+/** The image module's sink already loops over partial writes and waits out EAGAIN. */
 function writeAll(fd: number, text: string): void {
-  const buf = Buffer.from(text, 'utf8');
-  let off = 0;
-  let wait = 1;
-  while (off < buf.length) {
-    try {
-      off += fs.writeSync(fd, buf, off, buf.length - off);
-      wait = 1;
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-        Atomics.wait(sleeper, 0, 0, wait);
-        wait = Math.min(wait * 2, 20);
-        continue;
-      }
-      if (code === 'EPIPE') throw new OutputClosed('output closed');
-      throw e;
-    }
+  try {
+    fileSink(fd).write(Buffer.from(text, 'utf8'));
+  } catch (e) {
+    if ((e as { code?: unknown }).code === 'EPIPE') throw new OutputClosed('output closed');
+    throw e;
   }
 }
 
@@ -74,6 +61,16 @@ export function toCptError(e: unknown): CptError {
 }
 
 /** An error of a file operation of the CLI itself (opening the image...), without Node's "ENOENT: " prefix. */
+/** The image to read: a file, or stdin for '-'. */
+export function openImageToRead(file: string): number {
+  if (file === '-') return 0;
+  try {
+    return fs.openSync(file, 'r');
+  } catch (e) {
+    throw fileError(e, `image file ${file}`);
+  }
+}
+
 export function fileError(e: unknown, object: string): CptError {
   const x = e as { code?: unknown; message?: unknown };
   if (typeof x?.code === 'string' && typeof x.message === 'string') {

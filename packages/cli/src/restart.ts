@@ -5,7 +5,7 @@ import { CptError, RestartFlags, RestartResult, sys_restart } from '@cptrst/core
 import { OptionSpec, ParsedArgs, UsageError, flag, value } from './args';
 import { Command } from './command';
 import { common, loadModules, printTimings, progressPrinter } from './common';
-import { fileError, json, out } from './output';
+import { fileError, openImageToRead, json, out } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [
   { long: 'leave-stopped', help: 'leave the restored process stopped (SIGSTOP) and untraced' },
@@ -38,14 +38,7 @@ function runRestart(p: ParsedArgs): number {
   loadModules(c);
 
   const fromStdin = file === '-';
-  let fd = 0;
-  if (!fromStdin) {
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (e) {
-      throw fileError(e, `image file ${file}`);
-    }
-  }
+  const fd = openImageToRead(file);
   let result: RestartResult;
   try {
     result = sys_restart(0, fd, flags, c.verbose ? { onProgress: progressPrinter() } : {});

@@ -6,7 +6,7 @@ import {
 import { OptionSpec, ParsedArgs, UsageError } from './args';
 import { Command } from './command';
 import { common, tryLoadModules } from './common';
-import { fileError, formatBytes, hex, jsonValue, oneLine, out, renderObject, renderValue, table } from './output';
+import { openImageToRead, formatBytes, hex, jsonValue, oneLine, out, renderObject, renderValue, table } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [];
 
@@ -57,14 +57,7 @@ function runShow(p: ParsedArgs): number {
   const modules = tryLoadModules(c);
 
   const fromStdin = file === '-';
-  let fd = 0;
-  if (!fromStdin) {
-    try {
-      fd = fs.openSync(file, 'r');
-    } catch (e) {
-      throw fileError(e, `image file ${file}`);
-    }
-  }
+  const fd = openImageToRead(file);
   const listing: Listing = { formatMinor: 0, objects: [], bytes: 0, complete: false };
   let failure: CptError | undefined;
   try {
