@@ -74,11 +74,8 @@ export interface Tracee {
   stage(data: Buffer, offset?: number): bigint;
   readMemory(addr: bigint, length: number): Buffer;
   writeMemory(addr: bigint, data: Buffer): void;
-  /**
-   * Reads exactly `length` bytes at `addr` into `buf` at `offset` (throws if any cannot be read),
-   * so that bulk readers can reuse one buffer. Optional: without it, use readMemory.
-   */
-  readMemoryInto?(addr: bigint, buf: Buffer, offset: number, length: number): void;
+  /** Reads exactly `length` bytes at `addr` into `buf` at `offset` (throws if any cannot be read), so that bulk readers can reuse one buffer. */
+  readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void;
   /** Takes an existing rwx mapping of the scratch size at `addr` as the scratch area (a clone inherits its parent's). */
   adoptScratch(addr: bigint): void;
   /** Addresses the tracee itself uses (the scratch area), so that restore can avoid them. */

@@ -95,7 +95,6 @@ export function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: Vma
     img.count = count;
     const bytes = count * PAGE;
     const data = ctx.timed('read pages', () => {
-      if (!t.readMemoryInto) return t.readMemory(img.vaddr, bytes);
       const buf = pageBuffer(ctx, bytes);
       t.readMemoryInto(img.vaddr, buf, 0, bytes);
       return buf;
@@ -115,5 +114,5 @@ export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreO
   if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
   task.tracee!.writeMemory(img.vaddr, o.pages);
-  ctx.reader?.recycle(o.pages); // written: the reader may read the next payload into the same memory
+  ctx.reader.recycle(o.pages); // written: the reader may read the next payload into the same memory
 }
