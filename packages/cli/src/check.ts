@@ -51,6 +51,7 @@ function runCheck(p: ParsedArgs): number {
     createdNs: BigInt(Date.now()) * 1000000n,
     toolVersion: cliVersion(),
     hostname: os.hostname(),
+    bootId: linux.bootId(),
   });
   const headProblems: string[] = [];
   for (const probe of probes) {

@@ -171,6 +171,7 @@ function renderText(file: string, l: Listing, modules: { loaded: string[]; failu
     ['created', `${createdIso(head.createdNs)}`],
     ['tool', `cptrst ${head.toolVersion || '?'}`],
     ['hostname', head.hostname || '(not recorded)'],
+    ['boot id', head.bootId || '(not recorded)'],
     ['objects', `${l.objects.length}${counts.size ? ': ' + [...counts].map(([n, k]) => `${n} ${k}`).join(', ') : ''} (plus head and terminator)`],
     ['page data', `${pageCount} pages, ${pageBytes} bytes (${formatBytes(pageBytes)})`],
   ];

@@ -4,6 +4,7 @@
  */
 import { EventEmitter } from 'events';
 import { DependencyContainer } from 'tsyringe';
+import { bootId } from './linux/machine';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, layoutOf } from './image';
 
 export interface Logger {
@@ -115,6 +116,11 @@ export class RestartContext extends OperationContext {
     log?: Logger,
   ) {
     super(container, flags, log);
+  }
+
+  /** Whether the image was written on this machine since it booted: then device and inode numbers in it can be compared. */
+  get sameBoot(): boolean {
+    return !!this.head?.bootId && this.head.bootId === bootId();
   }
 }
 

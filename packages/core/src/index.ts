@@ -5,5 +5,6 @@ export * from './context';
 export * from './modules';
 export * from './entry';
 export * from './deny';
+export * from './recorded-file';
 export * from './image';
 export * as linux from './linux';

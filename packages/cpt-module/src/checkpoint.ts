@@ -34,6 +34,7 @@ export function checkpoint(container: DependencyContainer, pid: number, fd: numb
       createdNs: BigInt(Date.now()) * 1000000n,
       toolVersion: TOOL_VERSION,
       hostname: os.hostname(),
+      bootId: linux.bootId(),
     });
     for (const p of ctx.all<MachineProbe>(Tokens.MachineProbe)) p.fillHead?.(head);
     ctx.head = head;

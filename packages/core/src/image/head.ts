@@ -25,6 +25,8 @@ export class ImageHead {
   @u64() createdNs: bigint = 0n;
   @str() toolVersion: string = '';
   @str() hostname: string = '';
+  /** The writing machine's boot id: inode and device numbers recorded in the image are only compared within the same boot. */
+  @str() bootId: string = '';
 
   constructor(init: ImageHeadInit = {}) {
     Object.assign(this, init);

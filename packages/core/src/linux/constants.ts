@@ -248,6 +248,11 @@ export const O = Object.freeze({
   CLOEXEC: 0o2000000, SYNC: 0o4010000, PATH: 0o10000000, TMPFILE: 0o20200000,
 } as const);
 
+/** openat2(2) resolve flags (struct open_how.resolve). */
+export const RESOLVE = Object.freeze({
+  NO_XDEV: 0x01, NO_MAGICLINKS: 0x02, NO_SYMLINKS: 0x04, BENEATH: 0x08, IN_ROOT: 0x10, CACHED: 0x20,
+} as const);
+
 /** fcntl(2) commands. */
 export const F = Object.freeze({
   DUPFD: 0, GETFD: 1, SETFD: 2, GETFL: 3, SETFL: 4, GETLK: 5, SETLK: 6, SETLKW: 7,

@@ -20,6 +20,13 @@ export function kernelRelease(): string {
   return release;
 }
 
+let bootIdCache: string | undefined;
+/** This boot's random id (/proc/sys/kernel/random/boot_id): device and inode numbers are comparable only within one boot. */
+export function bootId(): string {
+  if (bootIdCache === undefined) bootIdCache = readProcText('/proc/sys/kernel/random/boot_id').trim();
+  return bootIdCache;
+}
+
 let pageSizeCache: number | undefined;
 /** The page size: sysconf(_SC_PAGESIZE), checked against AT_PAGESZ of /proc/self/auxv. */
 export function pageSize(): number {

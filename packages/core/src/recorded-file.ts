@@ -1,0 +1,131 @@
+/**
+ * Files that a restart opens again by the path its image recorded. The image is untrusted, so:
+ * - the path must be absolute and canonical (no `.`, `..`, empty or trailing components);
+ * - it is opened inside the restored task, hence with that task's identity (fsuid, fsgid,
+ *   groups, capabilities), never with cptrst's own;
+ * - openat2 with RESOLVE_NO_SYMLINKS refuses any symlink on the way: the recorded path is the
+ *   kernel's canonical name of the file, so a symlink there was swapped in after the checkpoint;
+ * - what was opened must be the file the image describes: kind, size and mtime always, and device
+ *   and inode as well when the image was written since this machine booted (inode numbers mean
+ *   nothing on another host or after a reboot).
+ */
+import * as fs from 'fs';
+import { CptError } from './errors';
+import type { Tracee } from './contract';
+import { AT_FDCWD, O, RESOLVE, SYS } from './linux/constants';
+import { errnoName as errnoCode } from './linux/errno';
+
+/** What the image says about a file, to compare with what restart finds. Unset fields are not compared. */
+export interface RecordedFileIdentity {
+  /** The file type bits of st_mode (S_IFREG, S_IFDIR, S_IFCHR, ...). */
+  readonly type?: number;
+  readonly size?: bigint;
+  readonly mtimeNs?: bigint;
+  readonly dev?: bigint;
+  readonly ino?: bigint;
+  readonly rdev?: bigint;
+}
+
+export const S_IFMT = 0o170000;
+const TYPE_NAMES: Record<number, string> = {
+  0o140000: 'socket', 0o120000: 'symlink', 0o100000: 'regular file', 0o060000: 'block device',
+  0o040000: 'directory', 0o020000: 'character device', 0o010000: 'FIFO',
+};
+export function fileTypeName(mode: number): string {
+  return TYPE_NAMES[mode & S_IFMT] ?? `file type 0${(mode & S_IFMT).toString(8)}`;
+}
+
+/** Why `path` is not an absolute canonical path, or undefined when it is one. */
+export function nonCanonicalPath(path: string): string | undefined {
+  if (typeof path !== 'string' || path.length === 0) return 'the path is empty';
+  if (path.length >= 4096) return 'the path is longer than PATH_MAX';
+  if (path.includes('\0')) return 'the path holds a NUL byte';
+  if (!path.startsWith('/')) return 'the path is not absolute';
+  if (path === '/') return undefined;
+  const parts = path.slice(1).split('/');
+  for (const p of parts) {
+    if (p === '') return 'the path has an empty component';
+    if (p === '.' || p === '..') return `the path has a "${p}" component`;
+    if (p.length > 255) return 'a path component is longer than NAME_MAX';
+  }
+  return undefined;
+}
+
+/** Throws EBADIMG unless `path` (read from an image) is absolute and canonical. */
+export function requireCanonicalPath(path: string, pid: number, object: string): void {
+  const why = nonCanonicalPath(path);
+  if (why) throw new CptError('EBADIMG', `refusing the path ${JSON.stringify(path)} from the image: ${why}`, { pid, object });
+}
+
+/** How `st` differs from what the image recorded (empty when it is the same file). */
+export function identityDifferences(st: fs.BigIntStats, expect: RecordedFileIdentity, sameBoot: boolean): string[] {
+  const diffs: string[] = [];
+  const mode = Number(st.mode);
+  if (expect.type !== undefined && (mode & S_IFMT) !== (expect.type & S_IFMT)) {
+    diffs.push(`it is a ${fileTypeName(mode)}, not a ${fileTypeName(expect.type)}`);
+  }
+  if (expect.size !== undefined && st.size !== expect.size) diffs.push(`size ${st.size} instead of ${expect.size}`);
+  if (expect.mtimeNs !== undefined && st.mtimeNs !== expect.mtimeNs) {
+    diffs.push(`modified at ${new Date(Number(st.mtimeNs / 1000000n)).toISOString()}, not ${new Date(Number(expect.mtimeNs / 1000000n)).toISOString()} as at the checkpoint`);
+  }
+  if (expect.rdev !== undefined && st.rdev !== expect.rdev) diffs.push(`device number ${st.rdev} instead of ${expect.rdev}`);
+  if (sameBoot) {
+    if (expect.dev !== undefined && st.dev !== expect.dev) diffs.push(`on device ${st.dev}, not ${expect.dev}`);
+    if (expect.ino !== undefined && st.ino !== expect.ino) diffs.push(`inode ${st.ino}, not ${expect.ino}`);
+  }
+  return diffs;
+}
+
+export interface OpenRecordedOptions {
+  /** open(2) flags (access mode and status flags; O_CREAT and O_TMPFILE are not for recorded files). */
+  flags: number;
+  /** What the file must be; undefined to skip the comparison (the caller checks it). */
+  expect?: RecordedFileIdentity;
+  /** Whether device and inode numbers can be compared (the image was written since this boot). */
+  sameBoot: boolean;
+  /** Names the object in errors, e.g. `fd 3 (/etc/passwd)`. */
+  object: string;
+}
+
+/**
+ * Opens a recorded path inside the stopped task `tracee`, as that task, refusing symlinks, and
+ * checks that it is the recorded file. Returns the fd in the task. Throws EBADIMG for a bad path,
+ * the open's errno (EACCES, ENOENT, ELOOP for a symlink...) or ESTALE for another file; the fd is
+ * closed again on failure.
+ */
+export function openRecordedFile(tracee: Tracee, path: string, opts: OpenRecordedOptions): bigint {
+  requireCanonicalPath(path, tracee.pid, opts.object);
+  if (opts.flags & (O.CREAT | (O.TMPFILE & ~O.DIRECTORY))) {
+    throw new CptError('EINVAL', 'recorded files are opened, never created', { pid: tracee.pid, object: opts.object });
+  }
+  const how = Buffer.alloc(24); // struct open_how { u64 flags; u64 mode; u64 resolve; }
+  how.writeBigUInt64LE(BigInt(opts.flags >>> 0), 0);
+  how.writeBigUInt64LE(BigInt(RESOLVE.NO_SYMLINKS | RESOLVE.NO_MAGICLINKS), 16);
+  const pathBuf = Buffer.from(path + '\0');
+  const pathAt = tracee.stage(pathBuf, 0);
+  const howAt = tracee.stage(how, align8(pathBuf.length));
+  const r = tracee.syscall(SYS.openat2, [AT_FDCWD, pathAt, howAt, how.length]);
+  if (r < 0n) {
+    const errno = Number(-r);
+    const code = errnoCode(errno);
+    const why = code === 'ELOOP' ? 'a symlink is in the way (the recorded path had none)' : code === 'EACCES' || code === 'EPERM' ? 'the restored process may not open it' : code;
+    throw new CptError(code, `cannot open ${path} inside the restored process: ${why}`, { pid: tracee.pid, object: opts.object });
+  }
+  if (opts.expect) {
+    let diffs: string[];
+    try {
+      diffs = identityDifferences(fs.statSync(`/proc/${tracee.pid}/fd/${r}`, { bigint: true }), opts.expect, opts.sameBoot);
+    } catch (e) {
+      diffs = [`it cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`];
+    }
+    if (diffs.length) {
+      tracee.syscall(SYS.close, [r]);
+      throw new CptError('ESTALE', `${path} is not the file of the checkpoint: ${diffs.join(', ')}`, { pid: tracee.pid, object: opts.object });
+    }
+  }
+  return r;
+}
+
+function align8(n: number): number {
+  return (n + 7) & ~7;
+}
