@@ -3,6 +3,7 @@
  * a logger and progress events. One is made for each sys_checkpoint or sys_restart call.
  */
 import { EventEmitter } from 'events';
+import * as fs from 'fs';
 import { DependencyContainer } from 'tsyringe';
 import { bootId } from './linux/machine';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, layoutOf } from './image';
@@ -107,6 +108,12 @@ export class CheckpointContext extends OperationContext {
 
 export class RestartContext extends OperationContext {
   head?: ImageHead;
+  /**
+   * Who owns the image: the owner of the file (or pipe, or socket) it is read from. An image owned
+   * by root is trusted; any other owner's image may restore only processes with that owner's
+   * identity and no more privilege (docs/security.md).
+   */
+  readonly imageOwner: { uid: number; gid: number };
   /** The fd number, in this process, of the image stream. */
   constructor(
     container: DependencyContainer,
@@ -116,6 +123,13 @@ export class RestartContext extends OperationContext {
     log?: Logger,
   ) {
     super(container, flags, log);
+    const st = fs.fstatSync(imageFd);
+    this.imageOwner = { uid: st.uid, gid: st.gid };
+  }
+
+  /** Root's own image: restored as recorded. Otherwise every restored task is held to the owner's rights. */
+  get imageTrusted(): boolean {
+    return this.imageOwner.uid === 0;
   }
 
   /** Whether the image was written on this machine since it booted: then device and inode numbers in it can be compared. */
