@@ -123,8 +123,7 @@ export class RestartContext extends OperationContext {
     log?: Logger,
   ) {
     super(container, flags, log);
-    const st = fs.fstatSync(imageFd);
-    this.imageOwner = { uid: st.uid, gid: st.gid };
+    this.imageOwner = ownerOf(imageFd);
   }
 
   /** Root's own image: restored as recorded. Otherwise every restored task is held to the owner's rights. */
@@ -135,6 +134,16 @@ export class RestartContext extends OperationContext {
   /** Whether the image was written on this machine since it booted: then device and inode numbers in it can be compared. */
   get sameBoot(): boolean {
     return !!this.head?.bootId && this.head.bootId === bootId();
+  }
+}
+
+/** The owner of the image stream's file, pipe or socket; nobody's (never trusted) when it cannot be told. */
+function ownerOf(fd: number): { uid: number; gid: number } {
+  try {
+    const st = fs.fstatSync(fd);
+    return { uid: st.uid, gid: st.gid };
+  } catch {
+    return { uid: -1, gid: -1 };
   }
 }
 
