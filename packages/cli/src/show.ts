@@ -61,7 +61,7 @@ function runShow(p: ParsedArgs): number {
   const listing: Listing = { formatMinor: 0, objects: [], bytes: 0, complete: false };
   let failure: CptError | undefined;
   try {
-    read(fd, listing);
+    read(fd, fromStdin ? 'stdin' : `image file ${file}`, listing);
   } catch (e) {
     failure = asCptError(e, { object: `image ${file}` });
   } finally {
@@ -76,8 +76,8 @@ function runShow(p: ParsedArgs): number {
   return 0;
 }
 
-function read(fd: number, listing: Listing): void {
-  const reader = new ImageReader(fileSource(fd));
+function read(fd: number, name: string, listing: Listing): void {
+  const reader = new ImageReader(fileSource(fd, name));
   listing.head = reader.readHead();
   listing.formatMinor = reader.formatMinor;
   const depth = new Map<number, number>([[HEAD_TAG, -1]]);

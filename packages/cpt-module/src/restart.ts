@@ -12,7 +12,7 @@ import {
 } from '@cptrst/core';
 
 export function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): RestartResult {
-  const reader = new ImageReader(fileSource(fd));
+  const reader = new ImageReader(fileSource(fd, options.imageName));
   const ctx = new RestartContext(container, reader, fd, flags, options.log);
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   const head = reader.readHead();

@@ -17,6 +17,8 @@ import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, HEAD_TAG, MAGIC, O
 /** Where image bytes come from. Returns the number of bytes read; 0 means end of stream. */
 export interface ImageSource {
   read(buf: Buffer, offset: number, length: number): number;
+  /** What errors call the stream: the image's path, "stdin". */
+  readonly name?: string;
 }
 
 export interface ImageRecord {
@@ -209,10 +211,10 @@ export class ImageReader {
       try {
         n = this.source.read(buf, got, buf.length - got);
       } catch (e) {
-        throw asCptError(e, { object: `image source at offset ${this.pos}` });
+        throw asCptError(e, { object: `${this.source.name ?? 'image source'} at offset ${this.pos}` });
       }
       if (!Number.isInteger(n) || n < 0 || n > buf.length - got) {
-        throw new CptError('EIO', `image source returned ${n} for a ${buf.length - got}-byte read`, { object: 'image source' });
+        throw new CptError('EIO', `image source returned ${n} for a ${buf.length - got}-byte read`, { object: this.source.name ?? 'image source' });
       }
       if (n === 0) break;
       got += n;
