@@ -1,6 +1,6 @@
 /** `cptrst checkpoint <pid> -o <file>`: sys_checkpoint into a file, or into stdout with `-o -`. */
 import * as tty from 'tty';
-import { CheckpointFlags, CheckpointResult, asCptError, sys_checkpoint } from '@cptrst/core';
+import { CheckpointFlags, CheckpointResult, CptError, asCptError, sys_checkpoint } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, UsageError, flag, parsePositiveInt, value } from './args';
 import { Command } from './command';
 import { common, loadModules, printTimings, progressPrinter } from './common';
@@ -60,7 +60,9 @@ function runCheckpoint(p: ParsedArgs): number {
     image?.commit();
   } catch (e) {
     image?.discard();
-    throw asCptError(e, { pid });
+    const ce = asCptError(e, { pid });
+    // An error of the image stream (ENOSPC...) is about this checkpoint's process too.
+    throw ce.pid === undefined ? new CptError(ce.code, ce.message, { pid, object: ce.object, cause: e }) : ce;
   }
 
   const released = kill ? 'killed' : leaveStopped ? 'stopped' : 'running';

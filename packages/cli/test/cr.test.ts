@@ -76,7 +76,7 @@ describe('cptrst checkpoint / restart', function () {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('refuses a process with a pipe on stdout in one line, removes the partial file, and leaves the process running', () => {
+  it('refuses a process with a pipe on stdout in one line, leaves no file, and leaves the process running', () => {
     const child = spawn('sleep', ['1000'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const pid = child.pid as number;
     started.push(pid);

@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
-import { MAGIC, PREAMBLE_SIZE } from '@cptrst/core';
+import { FORMAT_MAJOR, FORMAT_MINOR, MAGIC, PREAMBLE_SIZE } from '@cptrst/core';
 import { PAGE_FILL, cptrst, smallImage, tmpDir } from './helpers';
 
 const NO_STACK = /^\s+at /m;
@@ -56,7 +56,7 @@ describe('cptrst show', () => {
     const r = cptrst(['show', '--json', write('ok.img', image.buf)]);
     expect(r.status, r.stderr).to.equal(0);
     const doc = JSON.parse(r.stdout);
-    expect(doc.format).to.deep.equal({ major: 1, minor: 0 });
+    expect(doc.format).to.deep.equal({ major: FORMAT_MAJOR, minor: FORMAT_MINOR });
     expect(doc.head.arch).to.equal('x86_64');
     expect(doc.head.xsaveFeatures).to.equal('0x7');
     expect(doc.head.createdNs).to.equal('0x' + (1700000000000000000n).toString(16));
