@@ -58,6 +58,7 @@ function runCheckpoint(p: ParsedArgs): number {
     result = sys_checkpoint(pid, fd, flags, options);
     // A module that does not call commitImage: put the image in place now.
     image?.commit();
+    image?.close();
   } catch (e) {
     image?.discard();
     const ce = asCptError(e, { pid });

@@ -23,14 +23,20 @@ export interface ImageOutput {
   readonly fd: number;
   /** What errors call the image: its path. */
   readonly name: string;
-  /** Puts the image in place: fsync, rename onto the path, fsync the directory. Idempotent. */
+  /**
+   * Puts the image in place: fsync, rename onto the path, fsync the directory. Idempotent. The fd
+   * stays open (the caller may still hold its number): close() or discard() closes it. On
+   * failure nothing is left at a temporary name and an earlier file at the path is untouched.
+   */
   commit(): void;
   /**
-   * Drops whatever was written: closes the fd and removes any temporary name; an earlier file at
-   * the path stays as it was. Never throws; safe to call more than once, after commit() (then it
-   * does nothing) and from an interrupt path.
+   * Drops whatever was written: removes any temporary name and closes the fd; an earlier file at
+   * the path stays as it was. After commit() it only closes the fd. Never throws; safe to call
+   * more than once and from an interrupt path.
    */
   discard(): void;
+  /** Closes the fd once the caller is done with it: after commit(), or else the same as discard(). */
+  close(): void;
 }
 
 export interface ImageOutputOptions {
@@ -88,7 +94,7 @@ function directOutput(file: string, object: string): ImageOutput {
     close();
     throw fileError(e, object);
   }
-  return { fd, name: file, commit: close, discard: close };
+  return { fd, name: file, commit: () => undefined, discard: close, close };
 }
 
 /** A temporary name in FILE's directory, unlikely to exist (it is created exclusively anyway). */
@@ -145,17 +151,23 @@ function replacingOutput(file: string, object: string, tryTmpfile: boolean): Ima
     }
   }
 
-  function discard(): void {
-    if (state !== 'open') return;
-    state = 'discarded';
-    closeFd();
-    if (tmpName !== undefined) {
-      try {
-        fs.unlinkSync(tmpName);
-      } catch {
-        /* gone already */
-      }
+  function removeName(): void {
+    if (tmpName === undefined) return;
+    const name = tmpName;
+    tmpName = undefined;
+    try {
+      fs.unlinkSync(name);
+    } catch {
+      /* gone already */
     }
+  }
+
+  function discard(): void {
+    if (state === 'open') {
+      state = 'discarded';
+      removeName();
+    }
+    closeFd();
   }
 
   function commit(): void {
@@ -184,13 +196,13 @@ function replacingOutput(file: string, object: string, tryTmpfile: boolean): Ima
       if (now?.isSymbolicLink()) throw new CptError('ELOOP', `refusing to replace the symlink ${file}`, { object });
       fs.renameSync(tmpName, file);
     } catch (e) {
-      discard();
+      // The fd stays open: whoever holds its number closes it with discard().
+      removeName();
       throw e instanceof CptError ? e : fileError(e, object);
     }
     // The new name is in place: the temporary one no longer exists.
     tmpName = undefined;
     state = 'committed';
-    closeFd();
     syncDirectory(dir, object);
   }
 
@@ -201,6 +213,7 @@ function replacingOutput(file: string, object: string, tryTmpfile: boolean): Ima
     name: file,
     commit,
     discard,
+    close: discard,
   };
 }
 

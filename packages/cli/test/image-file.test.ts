@@ -251,7 +251,9 @@ describe('openImageOutput', () => {
       fs.writeSync(b.fd, data);
       b.commit();
       b.commit();
-      b.discard(); // after commit: nothing to do
+      expect(fs.fstatSync(b.fd).size).to.equal(data.length); // still open after commit
+      b.discard(); // after commit: only closes the fd
+      expect(b.fd).to.equal(-1);
       expect(fs.readFileSync(file).equals(data)).to.equal(true);
       expect(fs.statSync(file).mode & 0o777).to.equal(0o600);
       expect(fs.readdirSync(d)).to.deep.equal(['f.img']);
@@ -265,6 +267,7 @@ describe('openImageOutput', () => {
     fs.writeSync(o.fd, 'x');
     fs.symlinkSync('/etc/hostname', file);
     expect(() => o.commit()).to.throw(/refusing to replace the symlink/);
+    o.discard();
     expect(fs.readlinkSync(file)).to.equal('/etc/hostname');
     expect(fs.readdirSync(d)).to.deep.equal(['f.img']);
 
