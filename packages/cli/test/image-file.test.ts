@@ -27,7 +27,7 @@ function killQuietly(pid: number | undefined): void {
 function running(pid: number): boolean {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] === 'S';
+    return /^[RS]$/.test(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0]);
   } catch {
     return false;
   }
