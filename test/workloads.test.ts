@@ -11,6 +11,7 @@ import {
   isOurWorkload,
   killStartedWorkloads,
   makeTempDir,
+  makeWorldDir,
   removeTempDir,
   parseResult,
   passLines,
@@ -31,14 +32,16 @@ interface Case {
   /** Test title, default the name. */
   label?: string;
   args?: (dir: string) => string[];
+  /** It drops root (--nobody): its directory must be reachable by other users. */
+  nobody?: boolean;
   /** What to do between READY and the result (after the trigger). */
   afterTrigger?: (w: Workload) => Promise<void>;
 }
 
 /** Temporary directories of the current test: removed if it passes, kept for a look if not. */
 const testDirs: string[] = [];
-function tempDir(prefix: string): string {
-  const d = makeTempDir(prefix);
+function tempDir(prefix: string, world = false): string {
+  const d = world ? makeWorldDir(prefix) : makeTempDir(prefix);
   testDirs.push(d);
   return d;
 }
@@ -63,7 +66,7 @@ const CASES: Case[] = [
   { name: 'debugregs' },
   { name: 'memory' },
   { name: 'task', label: 'task <dir>', args: (dir) => [taskDir(dir)] },
-  { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'] },
+  { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'], nobody: true },
   { name: 'signals' },
   { name: 'files' },
   ...SYSCALL_VARIANTS.map(
@@ -87,14 +90,14 @@ const TAMPERABLE: Case[] = [
   { name: 'cpuregs' },
   { name: 'debugregs' },
   { name: 'memory' },
-  { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'] },
+  { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'], nobody: true },
   { name: 'signals' },
   { name: 'files' },
   { name: 'protmem' },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {
-  const dir = tempDir(c.name);
+  const dir = tempDir(c.name, c.nobody);
   const args = c.args?.(dir) ?? [];
   const w = await startWorkload(c.name, args, { dir, env });
   // the protocol: no child process and no thread while it loops

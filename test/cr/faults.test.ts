@@ -9,8 +9,10 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointFlags, CptError, ImageHead, ImageReader, ImageWriter, fileSink, fileSource, loadModule, sys_checkpoint,
+  CheckpointFlags, CptError, HEAD_TAG, ImageHead, ImageReader, ImageRecord, ImageWriter, ObjectFlag, ObjectType, fileSink, fileSource,
+  linux, loadModule, sys_checkpoint,
 } from '@cptrst/core';
+import { featureNames } from '@cptrst/arch-x86';
 import {
   Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
   sleep, startWorkload, trigger, waitGone, waitResult,
@@ -30,8 +32,11 @@ async function expectStillPasses(w: Workload): Promise<void> {
   expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w)).verdict);
 }
 
-/** Copies an image object by object, letting `edit` change the head (the checksums are made anew). */
-function rewriteImage(src: string, dst: string, edit: (h: ImageHead) => void): void {
+/**
+ * Copies an image object by object, letting `edit` change the head (the checksums are made anew)
+ * and `after` write more objects after any one (given its tag in the copy); tags are renumbered.
+ */
+function rewriteImage(src: string, dst: string, edit: (h: ImageHead) => void, after?: (w: ImageWriter, rec: ImageRecord, tag: number) => void): void {
   const ifd = fs.openSync(src, 'r');
   const ofd = fs.openSync(dst, 'w');
   try {
@@ -40,16 +45,33 @@ function rewriteImage(src: string, dst: string, edit: (h: ImageHead) => void): v
     const head = r.readHead();
     edit(head);
     w.writeHead(head);
+    const tags = new Map<number, number>([[HEAD_TAG, HEAD_TAG]]);
     for (let rec = r.next(); rec; rec = r.next()) {
       if (rec.name === 'TERMINATOR') continue;
-      if (rec.pages) w.writeWithPages(rec.obj!, rec.pages, { ptag: rec.ptag });
-      else w.write(rec.obj!, { ptag: rec.ptag });
+      const ptag = tags.get(rec.ptag)!;
+      const tag = rec.pages ? w.writeWithPages(rec.obj!, rec.pages, { ptag }) : w.write(rec.obj!, { ptag });
+      tags.set(rec.tag, tag);
+      after?.(w, rec, tag);
     }
     w.writeTerminator();
   } finally {
     fs.closeSync(ifd);
     fs.closeSync(ofd);
   }
+}
+
+/**
+ * State this CPU lacks, derived from the CPU itself: the lowest XSAVE component above AVX that
+ * XCR0 does not enable (PKRU on one machine, AVX-512 or AMX on another), and a CPU flag that
+ * /proc/cpuinfo does not list.
+ */
+function lackedHere(): { bit: number; component: string; flag: string } {
+  const features = linux.xsaveInfo().features;
+  let bit = 3;
+  while (bit < 63 && (features >> BigInt(bit)) & 1n) bit++;
+  const here = new Set(linux.cpuFlags());
+  const flag = ['amx_tile', 'avx512_fp16', 'avx512f', 'pku', 'sha_ni', 'avx2'].find((f) => !here.has(f)) ?? 'cptrst_no_such_flag';
+  return { bit, component: featureNames(1n << BigInt(bit))[0], flag };
 }
 
 /** Offset of the last PAGES object's payload (well inside the stream, after the task exists). */
@@ -68,9 +90,9 @@ function lastPagesOffset(img: string): number {
 
 describe('faults', function () {
   this.timeout(90000);
-  before(() => {
-    buildWorkloads();
+  before(async () => {
     loadModule('@cptrst/cpt-module');
+    await buildWorkloads();
   });
   afterEach(() => killStartedWorkloads());
 
@@ -256,15 +278,46 @@ describe('faults', function () {
     it('an image from a CPU with state this one lacks is refused before anything is made', async () => {
       const { w, img } = await checkpointed('dynamic');
       const foreign = path.join(w.dir, 'foreign.cpt');
+      const lacked = lackedHere();
       rewriteImage(img, foreign, (h) => {
-        h.xsaveFeatures |= 1n << 9n; // PKRU
-        h.cpuFlags = [...h.cpuFlags, 'amx_tile'];
+        h.xsaveFeatures |= 1n << BigInt(lacked.bit);
+        h.cpuFlags = [...h.cpuFlags, lacked.flag];
       });
       const r = await cptrst(['restart', foreign]);
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(ONE_LINE).and.match(/ENOTSUP/).and.match(/pkru/).and.match(/amx_tile/);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/ENOTSUP/).and.include(lacked.component).and.include(lacked.flag);
       expect(fs.existsSync(`/proc/${w.pid}`)).to.equal(false);
       const ok = await cptrst(['restart', img]);
+      expect(ok.code, ok.stderr).to.equal(0);
+      await expectStillPasses(w);
+    });
+
+    it('an object of a type this cptrst does not know: refused unless its writer marked it optional', async () => {
+      const { w, img } = await checkpointed('dynamic');
+      const UNKNOWN = 0x7e01;
+      const withObject = (name: string, flags: number): { file: string; offset: number } => {
+        const file = path.join(w.dir, name);
+        let offset = -1;
+        rewriteImage(img, file, () => undefined, (wr, rec, tag) => {
+          if (rec.type !== ObjectType.TASK) return;
+          offset = wr.offset;
+          wr.writeRaw(UNKNOWN, Buffer.from('something a newer cptrst wrote'), { ptag: tag, flags });
+        });
+        expect(offset, 'no TASK object').to.be.greaterThan(0);
+        return { file, offset };
+      };
+      const required = withObject('required.cpt', 0);
+      const r = await cptrst(['restart', required.file]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP/).and.include(`unknown type ${UNKNOWN} at image offset ${required.offset}`);
+      expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
+
+      const optional = withObject('optional.cpt', ObjectFlag.OPTIONAL);
+      const s = await cptrst(['show', '--json', optional.file]);
+      expect(s.code, s.stderr).to.equal(0);
+      const shown = (JSON.parse(s.stdout) as { objects: { type: number; optional: boolean; offset: number }[] }).objects.find((o) => o.type === UNKNOWN);
+      expect(shown).to.include({ optional: true, offset: optional.offset });
+      const ok = await cptrst(['restart', optional.file]);
       expect(ok.code, ok.stderr).to.equal(0);
       await expectStillPasses(w);
     });

@@ -8,7 +8,7 @@ import { promisify } from 'util';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CLI_MAIN, SYSCALL_VARIANTS, Workload, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
+  CLI_MAIN, SYSCALL_VARIANTS, Workload, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, makeWorldDir, parseResult, passLines, procState,
   readMaps, sleep, startWorkload, trigger, waitResult,
 } from '../support';
 
@@ -81,7 +81,8 @@ describe('checkpoint --kill, restart: the process carries on', function () {
 
   for (const args of [[], ['--nobody']]) {
     it(`task ${args.join(' ')}: session leadership, ids, comm, umask, cwd, rlimits, personality`, async () => {
-      const dir = makeTempDir('task-cwd');
+      // Its cwd must stay reachable once it is nobody, wherever the checkout is.
+      const dir = args.includes('--nobody') ? makeWorldDir('task-cwd') : makeTempDir('task-cwd');
       const w = await startWorkload('task', [dir, ...args]);
       await checkpointAndRestart(w);
       const st = await procState(w.pid);

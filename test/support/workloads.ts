@@ -12,7 +12,7 @@ import { binaryPath } from './build';
 import { verdictName, workloadSpec } from './catalogue';
 import { isOurWorkload, killByPid, procState, sleep, trackChild, waitGone } from './processes';
 import { WORKLOADS_SRC } from './paths';
-import { makeTempDir } from './tmp';
+import { isWorldReachable, makeTempDir, makeWorldDir } from './tmp';
 
 export interface ExitInfo {
   code: number | null;
@@ -39,7 +39,10 @@ export interface StartOptions {
   detached?: boolean;
   /** Extra environment variables (e.g. { CPT_TAMPER: '1' }); CPT_TAMPER is never inherited. */
   env?: Record<string, string>;
-  /** Put trigger and result files here instead of a new temporary directory. */
+  /**
+   * Put trigger and result files here instead of a new temporary directory. For a workload that
+   * drops root (--nobody) it must be reachable by other users (makeWorldDir).
+   */
   dir?: string;
   /** How long to wait for the READY line, default 10 s. */
   readyTimeoutMs?: number;
@@ -56,12 +59,22 @@ function python3(): Promise<string> {
   return pythonPath;
 }
 
-async function commandFor(name: string): Promise<{ file: string; argv0: string[] }> {
+/**
+ * What to run. A C workload that drops root runs from a copy in its own world-reachable `dir`:
+ * once it is nobody, it (and the restart, which opens the recorded files as the process) must
+ * still reach its executable, whatever the permissions of the checkout's test/work/bin.
+ */
+async function commandFor(name: string, dropsRoot: boolean, dir: string): Promise<{ file: string; argv0: string[] }> {
   const spec = workloadSpec(name);
   const src = path.join(WORKLOADS_SRC, spec.source);
   switch (spec.kind) {
-    case 'c':
-      return { file: binaryPath(name), argv0: [] };
+    case 'c': {
+      if (!dropsRoot) return { file: binaryPath(name), argv0: [] };
+      const copy = path.join(dir, name);
+      fs.copyFileSync(binaryPath(name), copy);
+      fs.chmodSync(copy, 0o755);
+      return { file: copy, argv0: [] };
+    }
     case 'bash':
       return { file: 'bash', argv0: [src] };
     case 'python':
@@ -76,8 +89,11 @@ let serial = 0;
  * "READY <pid>" line. Rejects, after killing it, if it exits or stays silent too long.
  */
 export async function startWorkload(name: string, args: string[] = [], opts: StartOptions = {}): Promise<Workload> {
-  const { file, argv0 } = await commandFor(name);
-  const dir = opts.dir ?? makeTempDir(name);
+  const dropsRoot = args.includes('--nobody');
+  const dir = opts.dir ?? (dropsRoot ? makeWorldDir(name) : makeTempDir(name));
+  // Fail now rather than let the workload wait forever for a trigger file it cannot see.
+  if (dropsRoot && !isWorldReachable(dir)) throw new Error(`${name} ${args.join(' ')}: ${dir} is not reachable by other users (use makeWorldDir)`);
+  const { file, argv0 } = await commandFor(name, dropsRoot, dir);
   const base = `${name.replace(/[^A-Za-z0-9_-]/g, '_')}-${++serial}`;
   const triggerPath = path.join(dir, `${base}.trigger`);
   const resultPath = path.join(dir, `${base}.result`);

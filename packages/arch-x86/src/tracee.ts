@@ -154,6 +154,7 @@ export class X86Tracee implements Tracee {
       ptrace.setRegs(this.tid, this.finalRegs ?? resumeRegs(this.frozenRegs, 'original'));
       if (mode === 'stop') linux.kill(this.pid, SIG.SIGSTOP);
       ptrace.detach(this.tid, 0);
+      if (mode === 'stop') waitUntilStopped(this.pid);
     } finally {
       this.done = true;
       this.mem?.close();
@@ -248,5 +249,21 @@ export class X86Tracee implements Tracee {
 export class X86TraceeFactory implements TraceeFactory {
   fromStopped(pid: number, tid: number): X86Tracee {
     return new X86Tracee(pid, tid);
+  }
+}
+
+/**
+ * The SIGSTOP queued before the detach takes effect only once the task runs again: wait (a
+ * little) until it is stopped, so that "left stopped" holds when release returns.
+ */
+function waitUntilStopped(pid: number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 2000; i++) {
+    try {
+      if (linux.readStat(pid).state === 'T') return;
+    } catch {
+      return; // gone
+    }
+    Atomics.wait(pause, 0, 0, 1);
   }
 }

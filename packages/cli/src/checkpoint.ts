@@ -1,14 +1,14 @@
 /** `cptrst checkpoint <pid> -o <file>`: sys_checkpoint into a file, or into stdout with `-o -`. */
-import * as fs from 'fs';
 import * as tty from 'tty';
-import { CheckpointFlags, CheckpointResult, asCptError, sys_checkpoint } from '@cptrst/core';
+import { CheckpointFlags, CheckpointResult, CptError, asCptError, sys_checkpoint } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, UsageError, flag, parsePositiveInt, value } from './args';
 import { Command } from './command';
 import { common, loadModules, printTimings, progressPrinter } from './common';
-import { err, fileError, formatBytes, formatMs, json, note, out } from './output';
+import { ImageOutput, openImageOutput } from './image-file';
+import { err, formatBytes, formatMs, json, note, out } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [
-  { long: 'output', short: 'o', value: true, arg: 'FILE', help: 'where the image goes (created with mode 0600, truncated); - for stdout' },
+  { long: 'output', short: 'o', value: true, arg: 'FILE', help: 'where the image goes (mode 0600; written to a temporary file, renamed onto FILE once complete); - for stdout' },
   { long: 'kill', help: 'kill the process once the image is complete and synced' },
   { long: 'leave-stopped', help: 'leave the process stopped (SIGSTOP) and untraced' },
 ];
@@ -21,7 +21,9 @@ export const checkpointCommand: Command = {
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
     '(--leave-stopped). `-o -` writes the image to stdout, e.g. into a pipe or `ssh host cptrst restart -`.',
-    'On failure the process goes on running untouched and a partial file is removed.',
+    'The image is written to a temporary file in <file>\'s directory and renamed onto <file> once',
+    'complete and synced: on failure the process goes on running untouched and an earlier <file>',
+    'stays as it was. A symlink <file> is refused; a FIFO or character device is written directly.',
     'A one-line summary goes to stderr; with --json a JSON object goes to stdout (to stderr with -o -).',
   ].join('\n'),
   options: OPTIONS,
@@ -45,47 +47,23 @@ function runCheckpoint(p: ParsedArgs): number {
 
   loadModules(c);
 
-  let fd = 1;
-  let removable = false;
-  if (!toStdout) {
-    try {
-      fd = fs.openSync(output, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_TRUNC, 0o600);
-    } catch (e) {
-      throw fileError(e, `image file ${output}`);
-    }
-    try {
-      const st = fs.fstatSync(fd);
-      if (st.isFile()) {
-        removable = true;
-        // The image holds the process's memory: never leave it readable by others.
-        if ((st.mode & 0o077) !== 0) fs.fchmodSync(fd, 0o600);
-      }
-    } catch (e) {
-      fs.closeSync(fd);
-      throw fileError(e, `image file ${output}`);
-    }
-  }
+  // The image goes to a temporary file renamed onto the path once complete (image-file.ts).
+  const image: ImageOutput | undefined = toStdout ? undefined : openImageOutput(output);
+  const fd = image ? image.fd : 1;
+  const imageName = image ? `image file ${image.name}` : 'stdout';
 
   let result: CheckpointResult;
   try {
-    result = sys_checkpoint(pid, fd, flags, c.verbose ? { onProgress: progressPrinter() } : {});
-    if (!toStdout) fs.closeSync(fd);
+    const options = { imageName, commitImage: image?.commit, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
+    result = sys_checkpoint(pid, fd, flags, options);
+    // A module that does not call commitImage: put the image in place now.
+    image?.commit();
+    image?.close();
   } catch (e) {
-    if (!toStdout) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        /* closed already */
-      }
-      if (removable) {
-        try {
-          fs.unlinkSync(output);
-        } catch {
-          /* gone already */
-        }
-      }
-    }
-    throw asCptError(e, { pid });
+    image?.discard();
+    const ce = asCptError(e, { pid });
+    // An error of the image stream (ENOSPC...) is about this checkpoint's process too.
+    throw ce.pid === undefined ? new CptError(ce.code, ce.message, { pid, object: ce.object, cause: e }) : ce;
   }
 
   const released = kill ? 'killed' : leaveStopped ? 'stopped' : 'running';

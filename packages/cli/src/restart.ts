@@ -41,7 +41,8 @@ function runRestart(p: ParsedArgs): number {
   const fd = openImageToRead(file);
   let result: RestartResult;
   try {
-    result = sys_restart(0, fd, flags, c.verbose ? { onProgress: progressPrinter() } : {});
+    const imageName = fromStdin ? 'stdin' : `image file ${file}`;
+    result = sys_restart(0, fd, flags, { imageName, ...(c.verbose ? { onProgress: progressPrinter() } : {}) });
   } finally {
     if (!fromStdin) fs.closeSync(fd);
   }

@@ -35,6 +35,8 @@ interface ShownObject {
   pageCount: number;
   pageBytes: number;
   obj?: object;
+  /** The writer marked it OPTIONAL: a restart that does not know its type skips it rather than refuse. */
+  optional: boolean;
 }
 
 interface Listing {
@@ -61,7 +63,7 @@ function runShow(p: ParsedArgs): number {
   const listing: Listing = { formatMinor: 0, objects: [], bytes: 0, complete: false };
   let failure: CptError | undefined;
   try {
-    read(fd, listing);
+    read(fd, fromStdin ? 'stdin' : `image file ${file}`, listing);
   } catch (e) {
     failure = asCptError(e, { object: `image ${file}` });
   } finally {
@@ -76,8 +78,8 @@ function runShow(p: ParsedArgs): number {
   return 0;
 }
 
-function read(fd: number, listing: Listing): void {
-  const reader = new ImageReader(fileSource(fd));
+function read(fd: number, name: string, listing: Listing): void {
+  const reader = new ImageReader(fileSource(fd, name));
   listing.head = reader.readHead();
   listing.formatMinor = reader.formatMinor;
   const depth = new Map<number, number>([[HEAD_TAG, -1]]);
@@ -86,7 +88,7 @@ function read(fd: number, listing: Listing): void {
     depth.set(rec.tag, d);
     listing.objects.push({
       offset: rec.offset, type: rec.type, name: rec.name, tag: rec.tag, ptag: rec.ptag, depth: d,
-      pageCount: rec.pageCount, pageBytes: rec.pages?.length ?? 0, obj: rec.obj,
+      pageCount: rec.pageCount, pageBytes: rec.pages?.length ?? 0, obj: rec.obj, optional: rec.optional,
     });
     listing.bytes = reader.offset;
   }
@@ -122,7 +124,7 @@ function renderJson(file: string, l: Listing, modules: { loaded: string[]; failu
     format: { major: FORMAT_MAJOR, minor: l.formatMinor },
     head: { ...headFields(head), created: createdIso(head.createdNs) },
     objects: l.objects.map((o) => ({
-      offset: o.offset, type: o.type, name: o.name, tag: o.tag, ptag: o.ptag,
+      offset: o.offset, type: o.type, name: o.name, tag: o.tag, ptag: o.ptag, optional: o.optional,
       ...(o.pageCount ? { pageCount: o.pageCount, pageBytes: o.pageBytes } : {}),
       fields: o.obj === undefined ? null : fieldsOf(o.obj),
     })),
@@ -178,7 +180,9 @@ function renderText(file: string, l: Listing, modules: { loaded: string[]; failu
   const undecoded = l.objects.filter((o) => o.obj === undefined).length;
   if (undecoded) {
     const why = modules.failure ? `module not loaded: ${oneLine(modules.failure.message)}` : 'no loaded module defines their layout';
-    summary.push(['undecoded', `${undecoded} objects (${why})`]);
+    const required = l.objects.filter((o) => o.obj === undefined && !o.optional).length;
+    const restart = required ? `${required} not marked optional: restart refuses the image without that module` : 'all marked optional: restart skips them';
+    summary.push(['undecoded', `${undecoded} objects (${why}); ${restart}`]);
   }
   lines.push(table(summary));
   lines.push('');
@@ -186,7 +190,10 @@ function renderText(file: string, l: Listing, modules: { loaded: string[]; failu
   rows.push([String(PREAMBLE_SIZE), String(HEAD_TAG), '0', `head  arch=${head.arch} pageSize=${head.pageSize} xsaveFeatures=${renderValue(head.xsaveFeatures, 'xsaveFeatures')}`]);
   for (const o of l.objects) {
     const pages = o.pageCount ? `  [+${o.pageCount} pages]` : '';
-    rows.push([String(o.offset), String(o.tag), String(o.ptag), `${'  '.repeat(o.depth)}${o.name}  ${renderObject(o.type, o.name, o.obj, { full })}${pages}`]);
+    const what = o.obj === undefined
+      ? `(no layout for type ${o.type}; ${o.optional ? 'optional: restart skips it' : 'not optional: restart refuses it'}; load the module that defines it with --module)`
+      : `${renderObject(o.type, o.name, o.obj, { full })}${o.optional ? '  [optional]' : ''}`;
+    rows.push([String(o.offset), String(o.tag), String(o.ptag), `${'  '.repeat(o.depth)}${o.name}  ${what}${pages}`]);
   }
   if (l.complete) rows.push([String(l.bytes), '', '', 'end (terminator checked)']);
   lines.push(table(rows.map((r) => [r[0].padStart(10), r[1].padStart(5), r[2].padStart(5), r[3]])));

@@ -76,7 +76,7 @@ describe('cptrst checkpoint / restart', function () {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  it('refuses a process with a pipe on stdout in one line, removes the partial file, and leaves the process running', () => {
+  it('refuses a process with a pipe on stdout in one line, leaves no file, and leaves the process running', () => {
     const child = spawn('sleep', ['1000'], { stdio: ['ignore', 'pipe', 'ignore'] });
     const pid = child.pid as number;
     started.push(pid);
@@ -88,7 +88,7 @@ describe('cptrst checkpoint / restart', function () {
       expect(r.errLines[0]).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, `));
       expect(r.stderr).not.to.match(NO_STACK);
       expect(fs.existsSync(img)).to.equal(false);
-      expect(state(pid)).to.equal('S');
+      expect(state(pid)).to.match(/^[RS]$/); // running (R while it gets back into its sleep)
     } finally {
       child.kill('SIGKILL');
     }
@@ -123,7 +123,7 @@ describe('cptrst checkpoint / restart', function () {
     expect(r.stdout.trim()).to.equal(String(pid));
     expect(fs.readFileSync(pidfile, 'utf8').trim()).to.equal(String(pid));
     expect(fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')[0]).to.equal('sleep');
-    expect(state(pid)).to.equal('S');
+    expect(state(pid)).to.match(/^[RS]$/); // running (R while it gets back into its sleep)
     killQuietly(pid);
   });
 

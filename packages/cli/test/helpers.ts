@@ -101,3 +101,39 @@ export function smallImage(): SmallImage {
   w2.writeTerminator();
   return { buf: sink2.toBuffer(), objects: 3, real: false };
 }
+
+const READY_PREFIX = path.join(os.tmpdir(), 'cptrst-cli-holder-ready-');
+
+/**
+ * Starts a python3 process that cptrst can checkpoint: a session leader with fds 0-2 on
+ * /dev/null and nothing else open (the test runner may have leaked descriptors cptrst would
+ * refuse), orphaned so init reaps it. It fills `mib` MiB with non-zero bytes (pages an image must
+ * store), then sleeps. Returns its pid once the memory is in place.
+ */
+export function startMemoryHolder(mib: number): number {
+  const py = [
+    'import os, time',
+    'pid = os.fork()',
+    'if pid == 0:',
+    '    os.closerange(3, 65536)',
+    '    os.setsid()',
+    "    fd = os.open('/dev/null', os.O_RDWR)",
+    '    for i in (0, 1, 2): os.dup2(fd, i)',
+    `    data = bytearray(b'\\x5a') * (${mib} << 20)`,
+    `    open(f'${READY_PREFIX}{os.getpid()}', 'w').close()`,
+    '    while True: time.sleep(1000)',
+    'print(pid, flush=True)',
+  ].join('\n');
+  const r = spawnSync('python3', ['-c', py], { encoding: 'utf8' });
+  const pid = Number(r.stdout.trim());
+  if (!(pid > 0)) throw new Error(`could not start the memory holder: ${r.stderr}`);
+  const ready = `${READY_PREFIX}${pid}`;
+  for (let i = 0; i < 3000; i++) {
+    if (fs.existsSync(ready)) {
+      fs.rmSync(ready, { force: true });
+      return pid;
+    }
+    spawnSync('sleep', ['0.01']);
+  }
+  throw new Error(`memory holder ${pid} did not get ready`);
+}

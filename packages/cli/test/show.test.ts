@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
-import { MAGIC, PREAMBLE_SIZE } from '@cptrst/core';
+import { FORMAT_MAJOR, FORMAT_MINOR, ImageHead, ImageWriter, MAGIC, MemorySink, ObjectFlag, PREAMBLE_SIZE } from '@cptrst/core';
 import { PAGE_FILL, cptrst, smallImage, tmpDir } from './helpers';
 
 const NO_STACK = /^\s+at /m;
@@ -34,6 +34,30 @@ describe('cptrst show', () => {
     expect(JSON.parse(j.stdout).error.code).to.equal(code);
   }
 
+  it('shows objects of unknown types with their OPTIONAL flag (text and JSON)', () => {
+    const sink = new MemorySink();
+    const w = new ImageWriter(sink);
+    w.writeHead(new ImageHead({ toolVersion: 'test' }));
+    const optionalAt = w.offset;
+    w.writeRaw(0x7f11, Buffer.from('a hint'), { flags: ObjectFlag.OPTIONAL });
+    const requiredAt = w.offset;
+    w.writeRaw(0x7f12, Buffer.from('state'));
+    w.writeTerminator();
+    const file = write('unknown.img', sink.toBuffer());
+    const t = cptrst(['show', file]);
+    expect(t.status, t.stderr).to.equal(0);
+    const line = (at: number) => t.stdout.split('\n').find((l) => l.trim().startsWith(`${at} `)) ?? '';
+    expect(line(optionalAt)).to.include('type 32529').and.include('optional: restart skips it');
+    expect(line(requiredAt)).to.include('type 32530').and.include('not optional: restart refuses it');
+    expect(t.stdout).to.match(/undecoded +2 objects .*1 not marked optional: restart refuses the image/);
+    const j = cptrst(['show', '--json', file]);
+    expect(j.status, j.stderr).to.equal(0);
+    const objects = (JSON.parse(j.stdout) as { objects: { offset: number; type: number; optional: boolean; fields: unknown }[] }).objects;
+    expect(objects.map((o) => [o.offset, o.type, o.optional, o.fields])).to.deep.equal([
+      [optionalAt, 0x7f11, true, null], [requiredAt, 0x7f12, false, null],
+    ]);
+  });
+
   it('lists a valid image for a person', () => {
     const r = cptrst(['show', write('ok.img', image.buf)]);
     expect(r.status, r.stderr).to.equal(0);
@@ -56,7 +80,7 @@ describe('cptrst show', () => {
     const r = cptrst(['show', '--json', write('ok.img', image.buf)]);
     expect(r.status, r.stderr).to.equal(0);
     const doc = JSON.parse(r.stdout);
-    expect(doc.format).to.deep.equal({ major: 1, minor: 0 });
+    expect(doc.format).to.deep.equal({ major: FORMAT_MAJOR, minor: FORMAT_MINOR });
     expect(doc.head.arch).to.equal('x86_64');
     expect(doc.head.xsaveFeatures).to.equal('0x7');
     expect(doc.head.createdNs).to.equal('0x' + (1700000000000000000n).toString(16));

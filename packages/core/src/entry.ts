@@ -10,6 +10,14 @@ import type { Logger, ProgressEvent } from './context';
 export interface OperationOptions {
   log?: Logger;
   onProgress?: (e: ProgressEvent) => void;
+  /** What errors call the image stream: its path, "stdin", "stdout" ("image fd N" without it). */
+  imageName?: string;
+  /**
+   * Checkpoint only: called once the image is complete and synced, before the tree is released
+   * (so before --kill kills it). The CLI renames its temporary file onto the image's path here;
+   * a throw fails the checkpoint and the tree runs on.
+   */
+  commitImage?: () => void;
 }
 
 export interface CheckpointResult {

@@ -33,7 +33,7 @@ describe('image: layouts', () => {
           { name: 'arch', kind: 'str' }, { name: 'kernelRelease', kind: 'str' }, { name: 'pageSize', kind: 'u32' },
           { name: 'xsaveFeatures', kind: 'u64' }, { name: 'xsaveSize', kind: 'u32' }, { name: 'cpuFlags', kind: 'strs' },
           { name: 'vdsoSize', kind: 'u32' }, { name: 'vdsoHash', kind: 'str' }, { name: 'createdNs', kind: 'u64' },
-          { name: 'toolVersion', kind: 'str' }, { name: 'hostname', kind: 'str' },
+          { name: 'toolVersion', kind: 'str' }, { name: 'hostname', kind: 'str' }, { name: 'bootId', kind: 'str', since: 1 },
         ],
       });
       expect(d.objects.find((o) => o.type === ObjectType.TERMINATOR)).to.deep.equal({
@@ -174,22 +174,23 @@ describe('image: layouts', () => {
     it('a compatible change (appended {since} field, new type, new record) with the same version needs FORMAT_MINOR', () => {
       const old = committed();
       const now = committed();
-      head(now).fields.push({ name: 'bootId', kind: 'str', since: FORMAT_MINOR + 1 });
+      head(now).fields.push({ name: 'newField', kind: 'str', since: FORMAT_MINOR + 1 });
       now.layouts.objects.push({ type: 99, name: 'NEW', parents: [1], fields: [] });
       now.layouts.records.push({ name: 'NewRecord', fields: [] });
       const diffs = checkLayoutSnapshot(old, now);
       expect(diffs).to.have.length(3);
       expect(diffs.every((d) => /without a format version change .*: bump FORMAT_MINOR$/.test(d))).to.equal(true, diffs.join('\n'));
-      expect(diffs[0]).to.match(/HEAD\) field "bootId: str since 1" appended/);
+      expect(diffs[0]).to.include(`HEAD) field "newField: str since ${FORMAT_MINOR + 1}" appended`);
     });
 
     it('after a FORMAT_MINOR bump: compatible changes ask to regenerate the snapshot', () => {
       const old = committed();
       const now = bumped(committed(), FORMAT_MAJOR, FORMAT_MINOR + 1);
-      head(now).fields.push({ name: 'bootId', kind: 'str', since: FORMAT_MINOR + 1 });
+      head(now).fields.push({ name: 'newField', kind: 'str', since: FORMAT_MINOR + 1 });
       const diffs = checkLayoutSnapshot(old, now);
       expect(diffs).to.have.length(1);
-      expect(diffs[0]).to.match(/layouts changed with format 1\.0 -> 1\.1: regenerate the snapshot \(.*bootId/);
+      expect(diffs[0]).to.include(`layouts changed with format ${FORMAT_MAJOR}.${FORMAT_MINOR} -> ${FORMAT_MAJOR}.${FORMAT_MINOR + 1}: regenerate the snapshot (`)
+        .and.to.include('newField');
     });
 
     it('after a FORMAT_MINOR bump: incompatible changes need FORMAT_MAJOR', () => {
@@ -219,9 +220,9 @@ describe('image: layouts', () => {
 
     it('a version change without layout change, a version going backwards, a malformed snapshot', () => {
       expect(checkLayoutSnapshot(committed(), bumped(committed(), FORMAT_MAJOR, FORMAT_MINOR + 1)))
-        .to.deep.equal([`format version changed from 1.0 to 1.1 with no layout change: regenerate the snapshot`]);
+        .to.deep.equal([`format version changed from ${FORMAT_MAJOR}.${FORMAT_MINOR} to ${FORMAT_MAJOR}.${FORMAT_MINOR + 1} with no layout change: regenerate the snapshot`]);
       expect(checkLayoutSnapshot(bumped(committed(), FORMAT_MAJOR, FORMAT_MINOR + 1), committed()))
-        .to.deep.equal(['format version went backwards from 1.1 to 1.0']);
+        .to.deep.equal([`format version went backwards from ${FORMAT_MAJOR}.${FORMAT_MINOR + 1} to ${FORMAT_MAJOR}.${FORMAT_MINOR}`]);
       expect(checkLayoutSnapshot({})).to.have.length(1).and.to.match(/malformed/);
       expect(checkLayoutSnapshot({ format: { major: 1, minor: 0 }, layouts: { objects: [{ type: 'x' }], records: [] } }))
         .to.match(/malformed/);

@@ -6,11 +6,12 @@ import * as path from 'path';
 import { CptError } from '../src/errors';
 import {
   bufferSource, ContentKind, decodeRecord, encodeRecord, fileSink, fileSource, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG,
-  ImageError, ImageHead, ImageReader, ImageWriter, MAGIC, MemorySink, ObjectType, PREAMBLE_SIZE,
+  HeaderOffset, ImageError, ImageHead, ImageReader, ImageWriter, MAGIC, MemorySink, ObjectFlag, ObjectType, PREAMBLE_SIZE,
+  describeLayouts, objectType, layoutForType,
 } from '../src/image';
 import { expectImageError, memImage, objInfo, readAll, reseal } from './fixtures/image-helpers';
 import {
-  make, point, sampleHead, samplePages, sampleProc, summarize, TestMap, TestNote, TestProc, TestVersioned,
+  make, point, sampleHead, samplePages, sampleProc, summarize, TestHint, TestMap, TestNote, TestProc, TestVersioned,
   TestVersionedNewer, TestVersionedOlder, UNKNOWN_TYPE, writeSample,
 } from './fixtures/image-test-layouts';
 
@@ -178,6 +179,69 @@ describe('image: unknown types and versions', () => {
     expect(records[2].obj).to.deep.equal(make(TestNote, { text: 'after' }));
   });
 
+  it('the OPTIONAL header flag: written for optional layouts and by writeRaw on request, read back per object', () => {
+    const offsets: number[] = [];
+    const buf = memImage((w) => {
+      w.writeHead(sampleHead());
+      offsets.push(w.offset);
+      w.write(make(TestNote, { text: 'required' }));
+      offsets.push(w.offset);
+      const p = w.write(sampleProc(7));
+      offsets.push(w.offset);
+      w.write(make(TestHint, { hint: 'skip me if you must' }), { ptag: p });
+      offsets.push(w.offset);
+      w.writeRaw(UNKNOWN_TYPE, Buffer.from('unknown, optional'), { flags: ObjectFlag.OPTIONAL });
+      offsets.push(w.offset);
+      w.writeRaw(UNKNOWN_TYPE, Buffer.from('unknown, required'));
+      w.writeTerminator();
+    });
+    // In the header itself: bit 0 of the u16 at offset 14, nothing else set.
+    expect(offsets.map((o) => buf.readUInt16LE(o + HeaderOffset.flags))).to.deep.equal([0, 0, 1, 1, 0]);
+    const { records } = readAll(buf);
+    expect(records.map((r) => [r.type, r.offset, r.optional, r.flags, r.obj === undefined])).to.deep.equal([
+      [1002, offsets[0], false, 0, false], [1000, offsets[1], false, 0, false], [1020, offsets[2], true, 1, false],
+      [UNKNOWN_TYPE, offsets[3], true, 1, true], [UNKNOWN_TYPE, offsets[4], false, 0, true],
+    ]);
+    expect(records[2].obj).to.deep.equal(make(TestHint, { hint: 'skip me if you must' }));
+  });
+
+  it('the flags are covered by the checksum: a flipped OPTIONAL bit is refused', () => {
+    let at = 0;
+    const buf = memImage((w) => {
+      w.writeHead(sampleHead());
+      at = w.offset;
+      w.writeRaw(UNKNOWN_TYPE, Buffer.from('required'));
+      w.writeTerminator();
+    });
+    const b = Buffer.from(buf);
+    b.writeUInt16LE(ObjectFlag.OPTIONAL, at + HeaderOffset.flags);
+    expectImageError(() => readAll(b), at + HeaderOffset.checksum, /checksum mismatch/);
+  });
+
+  it('reserved flag bits are kept by writeRaw and ignored by the reader', () => {
+    const buf = memImage((w) => {
+      w.writeHead(sampleHead());
+      w.writeRaw(UNKNOWN_TYPE, Buffer.alloc(3), { flags: 0x8000 | ObjectFlag.OPTIONAL });
+      w.writeRaw(1002, encodeRecord(make(TestNote, { text: 'x' })), { flags: 0x4000 });
+      w.writeTerminator();
+    });
+    const { records } = readAll(buf);
+    expect(records.map((r) => [r.flags, r.optional])).to.deep.equal([[0x8001, true], [0x4000, false]]);
+    expect(records[1].obj).to.deep.equal(make(TestNote, { text: 'x' }));
+  });
+
+  it('optional layouts are described as such; HEAD and TERMINATOR cannot be optional; writeRaw checks flags', () => {
+    expect(layoutForType(1020)?.optional).to.equal(true);
+    expect(layoutForType(1002)?.optional).to.equal(false);
+    const d = describeLayouts({ includeTestOnly: true });
+    expect(d.objects.find((o) => o.type === 1020)).to.include({ optional: true });
+    expect(d.objects.filter((o) => 'optional' in o).map((o) => o.type)).to.deep.equal([1020]);
+    expect(() => objectType(ObjectType.TERMINATOR, 'T2', { parents: [ObjectType.HEAD], optional: true })(class X {})).to.throw(/cannot be optional/);
+    const w = new ImageWriter(new MemorySink());
+    w.writeHead(sampleHead());
+    expect(() => w.writeRaw(UNKNOWN_TYPE, Buffer.alloc(1), { flags: 0x10000 })).to.throw(/not a u16/);
+  });
+
   it('ignores trailing fields a newer minor version appended', () => {
     const newer = make(TestVersionedNewer, { a: 7, b: 'bee', c: 9n, d: ['x'], p: point(3, 4), e: 77, f: 'future' });
     const buf = memImage((w) => {
@@ -197,6 +261,9 @@ describe('image: unknown types and versions', () => {
       w.writeRaw(1010, encodeRecord(make(TestVersionedOlder, { a: 1, b: 'old' })));
       w.writeTerminator();
     });
+    // What a minor-0 writer would have said in the preamble (the head's checksum covers it).
+    buf.writeUInt16LE(0, 10);
+    reseal(buf, PREAMBLE_SIZE);
     expect(readAll(buf).records[0].obj).to.deep.equal(make(TestVersioned, { a: 1, b: 'old', c: 0n, d: [], p: point(0, 0) }));
   });
 

@@ -17,7 +17,7 @@ export function checkpoint(container: DependencyContainer, pid: number, fd: numb
   if (!Number.isInteger(pid) || pid <= 0) throw new CptError('EINVAL', `not a process id: ${pid}`);
   if ((flags & CheckpointFlags.KILL) && (flags & CheckpointFlags.LEAVE_STOPPED)) throw new CptError('EINVAL', 'KILL and LEAVE_STOPPED exclude each other');
   const startOffset = regularFileOffset(fd);
-  const writer = new ImageWriter(fileSink(fd));
+  const writer = new ImageWriter(fileSink(fd, options.imageName));
   const ctx = new CheckpointContext(container, writer, flags, options.log);
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   const handlers = ctx.all<DumpHandler>(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
@@ -45,6 +45,7 @@ export function checkpoint(container: DependencyContainer, pid: number, fd: numb
     }
     writer.writeTerminator();
     ctx.timed('sync', () => syncIfFile(fd));
+    if (options.commitImage) ctx.timed('commit', () => options.commitImage!());
     mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
   } catch (e) {
     freezer.release(ctx, tree, 'run');

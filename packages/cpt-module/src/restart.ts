@@ -12,7 +12,7 @@ import {
 } from '@cptrst/core';
 
 export function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): RestartResult {
-  const reader = new ImageReader(fileSource(fd));
+  const reader = new ImageReader(fileSource(fd, options.imageName));
   const ctx = new RestartContext(container, reader, fd, flags, options.log);
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   const head = reader.readHead();
@@ -39,11 +39,15 @@ export function restart(container: DependencyContainer, ctid: number, fd: number
         current = { pid, tid: pid, tag: rec.tag, state: new Map() };
         tasks.push(current);
       }
-      if (rec.obj === undefined) {
-        ctx.log.warn(`skipping an object of unknown type ${rec.type} at image offset ${rec.offset}`);
-        continue;
-      }
       const h = byType.get(rec.type);
+      if (rec.obj === undefined || !h) {
+        // Only an object its writer marked OPTIONAL may be left out; any other one would be lost.
+        if (rec.optional) {
+          ctx.log.warn(`skipping an optional object of ${rec.obj === undefined ? 'unknown ' : ''}type ${rec.type} (${rec.name}) at image offset ${rec.offset}`);
+          continue;
+        }
+        if (rec.obj === undefined) throw new CptError('EOPNOTSUPP', `the image has an object of unknown type ${rec.type} at image offset ${rec.offset}, not marked optional: this cptrst cannot restore it`, { object: `type ${rec.type} at image offset ${rec.offset}` });
+      }
       if (!h) throw new CptError('EOPNOTSUPP', `the image has ${rec.name} objects and no loaded module restores them`, { object: `${rec.name} at image offset ${rec.offset}` });
       if (!current) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before any task`, { object: rec.name });
       const task = current;

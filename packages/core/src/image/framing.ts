@@ -6,7 +6,9 @@
  *   8  headerLength u16  32 in format 1.0; a reader skips header bytes it does not know
  *  10  type         u16  ObjectType
  *  12  kind         u16  ContentKind
- *  14  flags        u16  reserved, written 0
+ *  14  flags        u16  ObjectFlag bits: bit 0 OPTIONAL (a reader that does not know the type
+ *                        may skip the object; without it, an unknown type is refused at restart);
+ *                        the other bits are reserved, written 0 and ignored
  *  16  tag          u32  assigned by the writer: 1 for the head, then strictly increasing
  *  20  ptag         u32  tag of the parent object; 0 only for the head (top-level objects use 1)
  *  24  bodyLength   u32  length of the record after the header

@@ -26,7 +26,7 @@ export class ImageHead {
   @str() toolVersion: string = '';
   @str() hostname: string = '';
   /** The writing machine's boot id: inode and device numbers recorded in the image are only compared within the same boot. */
-  @str() bootId: string = '';
+  @str({ since: 1 }) bootId: string = '';
 
   constructor(init: ImageHeadInit = {}) {
     Object.assign(this, init);

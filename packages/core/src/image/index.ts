@@ -1,6 +1,6 @@
 /** The image format: layouts declared with decorators, and a checked sequential stream. */
 export {
-  FORMAT_MAJOR, FORMAT_MINOR, MAGIC, PREAMBLE_SIZE, ObjectType, ContentKind, HEAD_TAG,
+  FORMAT_MAJOR, FORMAT_MINOR, MAGIC, PREAMBLE_SIZE, ObjectType, ObjectFlag, ContentKind, HEAD_TAG,
   DEFAULT_MAX_OBJECT_BYTES, MIN_PAGE_SIZE, MAX_PAGE_SIZE,
 } from './types';
 export { ImageError } from './image-error';

@@ -1,6 +1,6 @@
 /** Sinks and sources over file descriptors (files, pipes, sockets) and memory. */
 import * as fs from 'fs';
-import { asCptError } from '../errors';
+import { CptError, asCptError } from '../errors';
 import type { ImageSource } from './reader';
 import type { ImageSink } from './writer';
 
@@ -11,13 +11,27 @@ function sleepMs(ms: number): void {
   Atomics.wait(sleeper, 0, 0, ms);
 }
 
+/** A CptError naming the stream, without Node's "ENOSPC: " prefix repeated in the message. */
+function streamError(e: unknown, object: string): CptError {
+  if (e instanceof CptError) return e;
+  const x = e as { code?: unknown; message?: unknown };
+  if (typeof x?.code === 'string' && typeof x.message === 'string' && x.message.startsWith(`${x.code}: `)) {
+    return new CptError(x.code, x.message.slice(x.code.length + 2), { object, cause: e });
+  }
+  return asCptError(e, { object });
+}
+
 function isEagain(e: unknown): boolean {
   const code = (e as { code?: unknown })?.code;
   return code === 'EAGAIN' || code === 'EWOULDBLOCK';
 }
 
-/** Writes everything to fd, looping over partial writes and waiting out EAGAIN (non-blocking pipes). */
-export function fileSink(fd: number): ImageSink {
+/**
+ * Writes everything to fd, looping over partial writes and waiting out EAGAIN (non-blocking pipes).
+ * `name` is what errors call the stream (the image's path, "stdout"); "image fd N" without it.
+ */
+export function fileSink(fd: number, name?: string): ImageSink {
+  const object = name ?? `image fd ${fd}`;
   return {
     write(buf: Buffer): void {
       let off = 0;
@@ -27,7 +41,7 @@ export function fileSink(fd: number): ImageSink {
           off += fs.writeSync(fd, buf, off, buf.length - off);
           wait = 1;
         } catch (e) {
-          if (!isEagain(e)) throw asCptError(e, { object: `image fd ${fd}` });
+          if (!isEagain(e)) throw streamError(e, object);
           sleepMs(wait);
           wait = Math.min(wait * 2, 20);
         }
@@ -36,16 +50,18 @@ export function fileSink(fd: number): ImageSink {
   };
 }
 
-/** Reads from fd at its current position (no seeking); 0 means EOF. Waits out EAGAIN. */
-export function fileSource(fd: number): ImageSource {
+/** Reads from fd at its current position (no seeking); 0 means EOF. Waits out EAGAIN. `name` as for fileSink. */
+export function fileSource(fd: number, name?: string): ImageSource {
+  const object = name ?? `image fd ${fd}`;
   return {
+    name: object,
     read(buf: Buffer, offset: number, length: number): number {
       let wait = 1;
       for (;;) {
         try {
           return fs.readSync(fd, buf, offset, length, null);
         } catch (e) {
-          if (!isEagain(e)) throw asCptError(e, { object: `image fd ${fd}` });
+          if (!isEagain(e)) throw streamError(e, object);
           sleepMs(wait);
           wait = Math.min(wait * 2, 20);
         }

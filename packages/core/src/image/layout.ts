@@ -40,6 +40,12 @@ export interface Layout {
   readonly parents: readonly number[];
   /** Test-only layouts are left out of describeLayouts() and the reachability check by default. */
   readonly testOnly: boolean;
+  /**
+   * Written with the OPTIONAL header flag: a reader without this layout may skip the object
+   * (restart refuses any other object it does not know). Only for objects a restore can do
+   * without.
+   */
+  readonly optional: boolean;
   readonly fields: readonly FieldSpec[];
 }
 
@@ -123,7 +129,7 @@ function u16Number(n: unknown): n is number {
 export function objectType(
   type: number,
   name: string,
-  opts: { parents: number[]; testOnly?: boolean },
+  opts: { parents: number[]; testOnly?: boolean; optional?: boolean },
 ): ClassDecorator {
   return (target) => {
     const ctor = target as unknown as LayoutClass;
@@ -132,13 +138,15 @@ export function objectType(
     if (!Array.isArray(opts?.parents) || !opts.parents.every(u16Number)) {
       throw bug(`${name}: parents must be a list of object type numbers`);
     }
+    if (opts.optional && (type === ObjectType.HEAD || type === ObjectType.TERMINATOR)) throw bug(`${name}: the head and the terminator cannot be optional`);
     if ((type === ObjectType.HEAD) !== (opts.parents.length === 0)) {
       throw bug(`${name}: only HEAD has no parents (top-level objects use [ObjectType.HEAD])`);
     }
     const existing = byType.get(type);
     if (existing) throw bug(`${name}: object type ${type} is already registered as ${existing.name}`);
     const layout: Layout = {
-      ctor, name, type, parents: [...opts.parents], testOnly: opts.testOnly === true, fields: collectFields(ctor),
+      ctor, name, type, parents: [...opts.parents], testOnly: opts.testOnly === true, optional: opts.optional === true,
+      fields: collectFields(ctor),
     };
     Reflect.defineMetadata(LAYOUT_KEY, layout, ctor);
     byType.set(type, layout);
@@ -152,7 +160,7 @@ export function recordLayout(name: string): ClassDecorator {
     if (!name) throw bug(`${ctor.name}: record layout needs a name`);
     const existing = recordsByName.get(name);
     if (existing) throw bug(`${ctor.name}: record layout name ${name} is already used by ${existing.ctor.name}`);
-    const layout: Layout = { ctor, name, parents: [], testOnly: false, fields: collectFields(ctor) };
+    const layout: Layout = { ctor, name, parents: [], testOnly: false, optional: false, fields: collectFields(ctor) };
     Reflect.defineMetadata(LAYOUT_KEY, layout, ctor);
     recordsByName.set(name, layout);
   };
@@ -187,7 +195,7 @@ export interface FieldDescription {
   layout?: string;
 }
 export interface LayoutDescription {
-  objects: { type: number; name: string; parents: number[]; fields: FieldDescription[] }[];
+  objects: { type: number; name: string; parents: number[]; optional?: true; fields: FieldDescription[] }[];
   records: { name: string; fields: FieldDescription[] }[];
 }
 
@@ -216,6 +224,8 @@ export function describeLayouts(opts: { includeTestOnly?: boolean } = {}): Layou
     type: l.type as number,
     name: l.name,
     parents: [...l.parents].sort((a, b) => a - b),
+    // Only when set, so that the descriptions of all other layouts stay as they were.
+    ...(l.optional ? { optional: true as const } : {}),
     fields: describeFields(l.fields),
   }));
   const records = [...used.values()]

@@ -12,11 +12,13 @@ import {
 import { ImageHead, Terminator } from './head';
 import { ImageError } from './image-error';
 import { layoutForType, typeName } from './layout';
-import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, HEAD_TAG, MAGIC, ObjectType, PREAMBLE_SIZE } from './types';
+import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, HEAD_TAG, MAGIC, ObjectFlag, ObjectType, PREAMBLE_SIZE } from './types';
 
 /** Where image bytes come from. Returns the number of bytes read; 0 means end of stream. */
 export interface ImageSource {
   read(buf: Buffer, offset: number, length: number): number;
+  /** What errors call the stream: the image's path, "stdin". */
+  readonly name?: string;
 }
 
 export interface ImageRecord {
@@ -26,8 +28,12 @@ export interface ImageRecord {
   ptag: number;
   /** Stream offset of the object's header. */
   offset: number;
-  /** The decoded record; undefined for a type this reader has no layout for (skipped). */
+  /** The decoded record; undefined for a type this reader has no layout for (not decoded). */
   obj?: object;
+  /** The header's ObjectFlag bits. */
+  flags: number;
+  /** Whether the writer marked the object OPTIONAL: a reader that does not know it may skip it. */
+  optional: boolean;
   /** Page payload, for RECORD_WITH_PAGES objects. */
   pages?: Buffer;
   pageCount: number;
@@ -160,6 +166,8 @@ export class ImageReader {
         ptag: h.ptag,
         offset: raw.start,
         obj: layout ? decodeRecord(h.type, raw.body, ctx) : undefined,
+        flags: h.flags,
+        optional: (h.flags & ObjectFlag.OPTIONAL) !== 0,
         pageCount: pages ? pages.length / (this.head.pageSize) : 0,
       };
       if (pages) rec.pages = pages;
@@ -209,10 +217,10 @@ export class ImageReader {
       try {
         n = this.source.read(buf, got, buf.length - got);
       } catch (e) {
-        throw asCptError(e, { object: `image source at offset ${this.pos}` });
+        throw asCptError(e, { object: `${this.source.name ?? 'image source'} at offset ${this.pos}` });
       }
       if (!Number.isInteger(n) || n < 0 || n > buf.length - got) {
-        throw new CptError('EIO', `image source returned ${n} for a ${buf.length - got}-byte read`, { object: 'image source' });
+        throw new CptError('EIO', `image source returned ${n} for a ${buf.length - got}-byte read`, { object: this.source.name ?? 'image source' });
       }
       if (n === 0) break;
       got += n;

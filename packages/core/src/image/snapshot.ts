@@ -77,6 +77,10 @@ function diff(old: LayoutSnapshot, now: LayoutSnapshot): Change[] {
     if (JSON.stringify([...o.parents].sort()) !== JSON.stringify([...n.parents].sort())) {
       out.push({ text: `${what} parents changed from [${o.parents}] to [${n.parents}]`, compatible: false });
     }
+    // The OPTIONAL header flag only tells readers that lack the type whether they may skip it.
+    if ((o.optional === true) !== (n.optional === true)) {
+      out.push({ text: `${what} ${n.optional ? 'marked' : 'no longer marked'} optional`, compatible: true });
+    }
     compareFields(what, o.fields, n.fields, oldMinor, out);
   }
   for (const n of now.layouts.objects) {

@@ -35,6 +35,15 @@ export enum ObjectType {
   FILE_DATA = 43,
 }
 
+/**
+ * Bits of the object header's `flags` (u16).
+ * - OPTIONAL: the object may be skipped by a reader that does not know its type. A restart meets
+ *   an unknown type without it as an image it cannot restore faithfully and refuses it; with it,
+ *   the object only adds something a restore can do without (e.g. a hint), and is skipped.
+ * The other bits are reserved: written 0, ignored by readers.
+ */
+export const ObjectFlag = Object.freeze({ OPTIONAL: 0x0001 } as const);
+
 /** What follows an object's header: just the record, or the record then a page-aligned payload. */
 export enum ContentKind {
   RECORD = 0,

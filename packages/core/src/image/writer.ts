@@ -8,7 +8,7 @@ import { encodeRecord } from './codec';
 import { alignUp, crc32, encodeHeader, headerCrc, HeaderOffset, isValidPageSize, OBJ_HEADER_SIZE } from './framing';
 import { ImageHead, Terminator } from './head';
 import { layoutOf, typeName } from './layout';
-import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG, MAGIC, ObjectType, PREAMBLE_SIZE } from './types';
+import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG, MAGIC, ObjectFlag, ObjectType, PREAMBLE_SIZE } from './types';
 
 /** Where image bytes go. write() must consume the whole buffer before returning (it is reused). */
 export interface ImageSink {
@@ -67,23 +67,26 @@ export class ImageWriter {
 
   /** Writes a record object; its type comes from the object's class. Returns its tag. */
   write(obj: object, opts: { ptag?: number } = {}): number {
-    const { type, ptag } = this.check(obj, opts.ptag);
-    return this.emit(type, ContentKind.RECORD, encodeRecord(obj), [], ptag);
+    const { type, ptag, flags } = this.check(obj, opts.ptag);
+    return this.emit(type, ContentKind.RECORD, encodeRecord(obj), [], ptag, 0, flags);
   }
 
   /** Writes a record followed by a page-aligned payload (a whole number of pages). Returns its tag. */
   writeWithPages(obj: object, pages: Buffer | Buffer[], opts: { ptag?: number } = {}): number {
-    const { type, ptag } = this.check(obj, opts.ptag);
-    return this.emit(type, ContentKind.RECORD_WITH_PAGES, encodeRecord(obj), Array.isArray(pages) ? pages : [pages], ptag);
+    const { type, ptag, flags } = this.check(obj, opts.ptag);
+    return this.emit(type, ContentKind.RECORD_WITH_PAGES, encodeRecord(obj), Array.isArray(pages) ? pages : [pages], ptag, 0, flags);
   }
 
   /**
    * Writes an object from raw parts with no layout or parent checks. For tools that copy
-   * objects they do not understand, and for tests that need malformed images.
+   * objects they do not understand (keeping their `flags`), and for tests that need malformed
+   * images. `flags` are the header's ObjectFlag bits (default 0).
    */
-  writeRaw(type: number, body: Buffer, opts: { ptag?: number; kind?: ContentKind; pages?: Buffer[] } = {}): number {
+  writeRaw(type: number, body: Buffer, opts: { ptag?: number; kind?: ContentKind; pages?: Buffer[]; flags?: number } = {}): number {
     this.requireOpen();
-    return this.emit(type, opts.kind ?? (opts.pages ? ContentKind.RECORD_WITH_PAGES : ContentKind.RECORD), body, opts.pages ?? [], opts.ptag ?? HEAD_TAG);
+    const flags = opts.flags ?? 0;
+    if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff) throw invalid(`header flags ${flags} are not a u16`);
+    return this.emit(type, opts.kind ?? (opts.pages ? ContentKind.RECORD_WITH_PAGES : ContentKind.RECORD), body, opts.pages ?? [], opts.ptag ?? HEAD_TAG, 0, flags);
   }
 
   /** Ends the image and flushes. Nothing can be written after it. */
@@ -110,7 +113,7 @@ export class ImageWriter {
     if (this.state === 'broken') throw invalid('an earlier write to the sink failed');
   }
 
-  private check(obj: object, ptag: number | undefined): { type: number; ptag: number } {
+  private check(obj: object, ptag: number | undefined): { type: number; ptag: number; flags: number } {
     this.requireOpen();
     const layout = layoutOf(obj?.constructor);
     if (!layout || layout.type === undefined) throw invalid(`${obj?.constructor?.name} is not an @objectType class`);
@@ -123,10 +126,10 @@ export class ImageWriter {
     if (!layout.parents.includes(ptype)) {
       throw invalid(`${layout.name} cannot be a child of ${typeName(ptype)} (tag ${p}); allowed parents: ${layout.parents.map(typeName).join(', ')}`);
     }
-    return { type: layout.type, ptag: p };
+    return { type: layout.type, ptag: p, flags: layout.optional ? ObjectFlag.OPTIONAL : 0 };
   }
 
-  private emit(type: number, kind: ContentKind, body: Buffer, pages: Buffer[], ptag: number, initialCrc = 0): number {
+  private emit(type: number, kind: ContentKind, body: Buffer, pages: Buffer[], ptag: number, initialCrc = 0, flags = 0): number {
     if (this.nextTag > 0xffffffff) throw invalid('more than 2^32-1 objects');
     const start = this.offset;
     const bodyEnd = start + OBJ_HEADER_SIZE + body.length;
@@ -150,7 +153,7 @@ export class ImageWriter {
     }
     const tag = this.nextTag;
     const header = encodeHeader({
-      totalLength: BigInt(total), headerLength: OBJ_HEADER_SIZE, type, kind, flags: 0, tag, ptag, bodyLength: body.length, checksum: 0,
+      totalLength: BigInt(total), headerLength: OBJ_HEADER_SIZE, type, kind, flags, tag, ptag, bodyLength: body.length, checksum: 0,
     });
     const padding = Buffer.alloc(pad);
     let crc = crc32(body, headerCrc(header, initialCrc));

@@ -10,6 +10,7 @@ export type { SyscallArg } from './libc';
 export * from './ptrace';
 export * from './wait';
 export * from './process';
+export * from './files';
 export * from './memory';
 export * from './proc';
 export * from './machine';
