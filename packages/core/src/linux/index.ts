@@ -13,3 +13,5 @@ export * from './process';
 export * from './memory';
 export * from './proc';
 export * from './machine';
+export * from './users';
+export * from './taskinfo';
