@@ -43,6 +43,12 @@ export interface StartOptions {
   dir?: string;
   /** How long to wait for the READY line, default 10 s. */
   readyTimeoutMs?: number;
+  /**
+   * For a C workload that becomes another user: run a copy of its binary placed in `dir` (a
+   * makeUserDir directory), and give the result file to this owner, since the restored process
+   * opens its files again with its own identity.
+   */
+  asUser?: { uid: number; gid: number };
 }
 
 const execFileP = promisify(execFile);
@@ -76,8 +82,17 @@ let serial = 0;
  * "READY <pid>" line. Rejects, after killing it, if it exits or stays silent too long.
  */
 export async function startWorkload(name: string, args: string[] = [], opts: StartOptions = {}): Promise<Workload> {
-  const { file, argv0 } = await commandFor(name);
+  const cmd = await commandFor(name);
   const dir = opts.dir ?? makeTempDir(name);
+  let { file } = cmd;
+  const { argv0 } = cmd;
+  if (opts.asUser) {
+    if (workloadSpec(name).kind !== 'c') throw new Error(`asUser: ${name} is not a C workload`);
+    const copy = path.join(dir, path.basename(file));
+    fs.copyFileSync(file, copy);
+    fs.chmodSync(copy, 0o755);
+    file = copy;
+  }
   const base = `${name.replace(/[^A-Za-z0-9_-]/g, '_')}-${++serial}`;
   const triggerPath = path.join(dir, `${base}.trigger`);
   const resultPath = path.join(dir, `${base}.result`);
@@ -87,6 +102,7 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
   Object.assign(env, opts.env ?? {});
 
   const fd = fs.openSync(resultPath, 'a', 0o644);
+  if (opts.asUser) fs.fchownSync(fd, opts.asUser.uid, opts.asUser.gid);
   let child: ChildProcess;
   try {
     child = spawn(file, [...argv0, triggerPath, ...args], {
