@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
 import {
-  Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult,
+  CLI_MAIN, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult,
   passLines, procState, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
@@ -214,6 +214,42 @@ describe('task state', function () {
       const st = fs.readFileSync(`/proc/${w.pid}/status`, 'utf8');
       expect(/^Uid:\s+(.*)$/m.exec(st)![1].split(/\s+/)).to.deep.equal(['65534', '65534', '65534', '65534']);
       expect(/^CapPrm:\s+(.*)$/m.exec(st)![1]).to.equal('0000000000000000');
+      await trigger(w);
+      await expectPass(w);
+    });
+
+    it('its files are opened with the owner\'s identity: a root-only file or one of cptrst\'s groups is refused (EACCES), even when cptrst has that group', async () => {
+      const { w, img, dir } = await userImage('settings', () => ['--as', `${NOBODY.uid}:${NOBODY.gid}`]);
+      // Files the owner cannot open: root's own, and one readable by a group of cptrst's (adm, 4).
+      const rootOnly = path.join(dir, 'root-only');
+      fs.writeFileSync(rootOnly, 'secret\n', { mode: 0o600 });
+      const groupOnly = path.join(dir, 'group-only');
+      fs.writeFileSync(groupOnly, 'secret\n', { mode: 0o640 });
+      fs.chownSync(groupOnly, 0, 4);
+      for (const target of [rootOnly, groupOnly]) {
+        const crafted = path.join(dir, `${path.basename(target)}.cpt`);
+        rewriteImage(img, crafted, (recs) => {
+          const f = recs.find((r) => r.name === 'file' && r.obj.path === w.resultPath);
+          expect(f, 'the result file in the image').to.not.equal(undefined);
+          const st = fs.statSync(target, { bigint: true });
+          Object.assign(f!.obj, { path: target, flags: 0 /* O_RDONLY */, pos: 0n, size: st.size, mtimeNs: st.mtimeNs, inode: st.ino });
+          return recs;
+        }, NOBODY);
+        // cptrst itself in group 4 as well: the helper's groups must not reach the restored task.
+        const r = await cptrst(['restart', crafted]);
+        const withGroup = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+          const c = spawn('setpriv', ['--groups', '4', process.execPath, CLI_MAIN, 'restart', crafted], { stdio: ['ignore', 'pipe', 'pipe'] });
+          let stderr = '';
+          c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+          c.on('exit', (code) => resolve({ code, stderr }));
+        });
+        for (const res of [r, withGroup]) {
+          expect(res.code, res.stderr).to.equal(1);
+          expect(res.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EACCES: pid ${w.pid}, .*${path.basename(target)}`));
+        }
+        expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+      }
+      await restartOk(w, img);
       await trigger(w);
       await expectPass(w);
     });
