@@ -123,28 +123,39 @@ describe('task state', function () {
     await expectPass(w);
   });
 
-  it('refuses a process in another namespace than cptrst, naming the namespace', async () => {
-    const dir = makeTempDir('ns');
-    const trig = path.join(dir, 'go');
-    const out = path.join(dir, 'out');
-    const ofd = fs.openSync(out, 'a');
-    const child = spawn('unshare', ['--uts', binaryPath('pidhold'), trig], { stdio: ['ignore', ofd, ofd], detached: true });
-    fs.closeSync(ofd);
-    child.unref();
-    const pid = child.pid!;
-    try {
-      for (let i = 0; i < 500 && !fs.readFileSync(out, 'utf8').includes('READY'); i++) await sleep(10);
-      expect(fs.readFileSync(out, 'utf8')).to.equal(`READY ${pid}\n`);
-      const r = await cptrst(['checkpoint', String(pid), '-o', path.join(dir, 'i.cpt')]);
-      expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, uts namespace uts:\\[\\d+\\]: .*another uts namespace`));
-      fs.writeFileSync(trig, '');
-      expect(await waitGone(pid, 10000, { zombieOk: true })).to.equal(true);
-      expect(fs.readFileSync(out, 'utf8')).to.match(/PASS pidhold/);
-    } finally {
-      await killByPid(pid);
-    }
-  });
+  const PYTHON_PRCTL_EXEC = 'import ctypes, os, sys\nctypes.CDLL(None).prctl(int(sys.argv[1]), 1, 0, 0, 0)\nos.execv(sys.argv[2], sys.argv[2:])';
+  const refusals: Array<{ what: string; argv: (hold: string, trig: string) => string[]; object: string; why: RegExp }> = [
+    { what: 'a process in another namespace than cptrst', argv: (h, t) => ['unshare', '--uts', h, t], object: 'uts namespace uts:\\[\\d+\\]', why: /another uts namespace/ },
+    { what: 'securebits (noroot)', argv: (h, t) => ['setpriv', '--securebits', '+noroot', h, t], object: 'securebits 0x1', why: /securebits/ },
+    { what: 'transparent huge pages disabled', argv: (h, t) => ['python3', '-c', PYTHON_PRCTL_EXEC, '41', h, t], object: 'thp_disable', why: /PR_SET_THP_DISABLE/ },
+  ];
+  for (const c of refusals) {
+    it(`refuses ${c.what}, naming it; the process runs on`, async () => {
+      const dir = makeTempDir('refuse');
+      const trig = path.join(dir, 'go');
+      const out = path.join(dir, 'out');
+      const ofd = fs.openSync(out, 'a');
+      const [cmd, ...args] = c.argv(binaryPath('pidhold'), trig);
+      const child = spawn(cmd, args, { stdio: ['ignore', ofd, ofd], detached: true });
+      fs.closeSync(ofd);
+      child.unref();
+      const pid = child.pid!;
+      try {
+        for (let i = 0; i < 500 && !fs.readFileSync(out, 'utf8').includes('READY'); i++) await sleep(10);
+        expect(fs.readFileSync(out, 'utf8')).to.equal(`READY ${pid}\n`);
+        const r = await cptrst(['checkpoint', String(pid), '-o', path.join(dir, 'i.cpt')]);
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, ${c.object}: `)).and.match(c.why);
+        expect(fs.existsSync(path.join(dir, 'i.cpt'))).to.equal(false);
+        expect((await procState(pid))?.tracerPid).to.equal(0);
+        fs.writeFileSync(trig, '');
+        expect(await waitGone(pid, 10000, { zombieOk: true })).to.equal(true);
+        expect(fs.readFileSync(out, 'utf8')).to.match(/PASS pidhold/);
+      } finally {
+        await killByPid(pid);
+      }
+    });
+  }
 
   it('task --nobody (a root-owned image): files are opened again with the task\'s own identity', async () => {
     const dir = userDir('task-nobody');

@@ -226,5 +226,7 @@ function verify(task: RestartTask, img: CredsImage): void {
   same('CapBnd', hex(after.capBnd), hex(img.capBnd));
   same('CapAmb', hex(after.capAmb), hex(img.capAmb));
   same('NoNewPrivs', after.noNewPrivs !== 0, img.noNewPrivs);
+  // A checkpoint refuses seccomp: a filter here would be cptrst's own, inherited through the helper.
+  same('Seccomp', after.seccomp, 0);
   if (diffs.length) throw new CptError('EPERM', `credentials could not be restored exactly: ${diffs.join('; ')}`, { pid: task.pid, object: 'creds' });
 }

@@ -1,8 +1,8 @@
 /**
  * Per-process settings with no object of their own: CPU affinity, oom_score_adj, the
  * parent-death signal, timer slack and the child-subreaper flag (TASK_MISC); and the refusals
- * of task state that cptrst cannot recreate yet: POSIX timers, and namespaces other than
- * cptrst's own.
+ * of task state that cptrst cannot recreate yet: POSIX timers, namespaces other than cptrst's
+ * own, securebits and a disabled THP.
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
@@ -49,6 +49,13 @@ export class MiscDump implements DumpHandler {
       const t = timers[0];
       refuse(task.pid, `posix timer ${t.id} (clock ${t.clock}, signal ${t.signal}, notify ${t.notify})`, `the process has ${timers.length} POSIX timer(s) (timer_create); they are not supported yet`);
     }
+    // Settings inherited across fork that are not recorded: the restored process would get
+    // cptrst's (the defaults) instead.
+    const t = task.tracee;
+    const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]);
+    if (securebits > 0n) refuse(task.pid, `securebits 0x${securebits.toString(16)}`, 'the process has securebits set (PR_SET_SECUREBITS); they are not supported yet');
+    const thp = t.syscall(SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0]);
+    if (thp > 0n) refuse(task.pid, 'thp_disable', 'the process disabled transparent huge pages (PR_SET_THP_DISABLE); this is not supported yet');
     const ours = linux.readNamespaces('self');
     const theirs = linux.readNamespaces(task.pid);
     for (const kind of linux.NS_KINDS) {
