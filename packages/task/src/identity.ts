@@ -2,7 +2,9 @@
  * Who the task is: pid, parent, session and process group, comm, personality, and its rseq
  * registration. At restart the TASK object is where the process comes into being: the
  * ProcessCreator makes it with its PID, then it takes its session and group back (a session
- * leader becomes one again with setsid), its name and its personality.
+ * leader becomes one again with setsid), its name and its personality. For an image root does
+ * not own, that waits for the credentials object (the next one), which must pass the owner's
+ * rights first. Scheduling comes back once the task's objects are read.
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, ProcessCreator, RestartContext, RestartTask,
