@@ -188,7 +188,7 @@ describe('task state', function () {
       expect(await waitGone(pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
     }
 
-    it('an honest image (task as nobody) restarts; raised uids, a capability, a foreign group or the old order are refused before the process is made', async () => {
+    it('an honest image (task as nobody) restarts; raised uids, a capability, a foreign group, another session or the old order are refused before the process is made', async () => {
       const { w, img, dir } = await userImage('task', (d) => {
         fs.mkdirSync(path.join(d, 'cwd'), { mode: 0o755 });
         return [path.join(d, 'cwd'), '--as', `${NOBODY.uid}:${NOBODY.gid}`];
@@ -209,6 +209,11 @@ describe('task state', function () {
         c.capEff = c.capPrm = c.capInh = 2n;
         return recs;
       }), new RegExp(`^cptrst: EPERM: pid ${w.pid}, creds: .*permitted capabilities 0x2`));
+      // not a session leader: it would join cptrst's session and its terminal
+      await expectRefused(w.pid, craft('session', (recs) => {
+        only(recs, 'task').sid = process.pid;
+        return recs;
+      }), new RegExp(`^cptrst: EPERM: pid ${w.pid}, session ${process.pid}: .*would join cptrst's session`));
       // a group nobody is not in (root's)
       await expectRefused(w.pid, craft('group', (recs) => {
         only(recs, 'creds').groups = [0];

@@ -87,7 +87,15 @@ export class TaskRestore implements RestoreHandler {
     const img = o.obj as TaskImage;
     task.state.set('task.identity', img);
     task.leaveStopped = img.stopped;
-    if (!heldToOwner(ctx)) bringUpTask(ctx, task);
+    if (!heldToOwner(ctx)) {
+      bringUpTask(ctx, task);
+      return;
+    }
+    // A process that is not a session leader joins cptrst's session, and with it the session's
+    // controlling terminal (/dev/tty): not for a process of another user.
+    if (img.sid !== img.pid) {
+      throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and task ${img.pid} would join cptrst's session (it was in session ${img.sid}, not its own); only a session leader is restored from an image root does not own`, { pid: img.pid, object: `session ${img.sid}` });
+    }
   }
 
   /**
