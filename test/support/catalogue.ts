@@ -25,7 +25,9 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'cpuregs', kind: 'c', source: 'cpuregs.c', checks: 'rbx rbp rsi rdi rdx r8-r15 rax rcx rsp DF mid-loop, x87 stack/cw/sw, MXCSR, xmm/ymm/zmm0-31, k0-k7, fs_base (%fs:0, ARCH_GET_FS, __thread), gs_base (ARCH_SET_GS, %gs:0), selectors' },
   { name: 'debugregs', kind: 'c', source: 'debugregs.c', checks: 'DR0/DR7 write watchpoint set by a departed debugger: registers (read by ptrace) and, where the machine delivers them, the SIGTRAP (TRAP_HWBKPT)' },
   { name: 'memory', kind: 'c', source: 'memory.c', checks: 'private anon with holes, sbrk/brk and malloc, stack, MAP_PRIVATE file with modified pages, shared anon, PROT_NONE guard and read-only faults, vDSO' },
-  { name: 'task', kind: 'c', source: 'task.c', checks: 'sid/pgrp, uids/gids/groups/caps/dumpable (root or --nobody), comm, umask, cwd, rlimits, personality, nice' },
+  { name: 'task', kind: 'c', source: 'task.c', checks: 'sid/pgrp, uids/gids/groups/caps/dumpable (root, --nobody or --as UID:GID), comm, umask, cwd, rlimits, personality, nice' },
+  { name: 'settings', kind: 'c', source: 'settings.c', checks: 'CPU affinity, oom_score_adj, parent-death signal, timer slack, child subreaper' },
+  { name: 'itimers', kind: 'c', source: 'itimers.c', checks: 'ITIMER_REAL checkpointed between expiry and dequeue, ITIMER_VIRTUAL and ITIMER_PROF: each keeps firing at its interval' },
   { name: 'signals', kind: 'c', source: 'signals.c', checks: 'blocked mask, sigactions incl. restorer, pending (shared and per-thread, queued RT values, siginfo), sigaltstack, itimers; delivery order after unblocking' },
   { name: 'files', kind: 'c', source: 'files.c', checks: 'fd numbers, flags, CLOEXEC, offsets, shared and separate open file descriptions, O_APPEND, O_RDONLY, /dev/null, an unlinked open file' },
   { name: 'syscalls', kind: 'c', source: 'syscalls.c', checks: 'results of nanosleep/select/poll/futex/pause interrupted by C/R: only legitimate outcomes' },
@@ -46,6 +48,7 @@ export function workloadSpec(name: string): WorkloadSpec {
 export function verdictName(name: string, args: readonly string[] = []): string {
   if (name === 'syscalls') return `syscalls-${args[0] ?? '?'}`;
   if (name === 'task' && args.includes('--nobody')) return 'task-nobody';
+  if (name === 'task' && args.includes('--as')) return 'task-user';
   return name;
 }
 

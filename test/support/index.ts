@@ -1,6 +1,6 @@
 /** The integration-test harness: real workloads, the cptrst CLI, and /proc helpers. */
-export { BIN_DIR, CLI_MAIN, REPO_ROOT, TMP_DIR, WORK_DIR, WORKLOADS_SRC } from './paths';
-export { isWorldReachable, makeTempDir, makeWorldDir, removeTempDir } from './tmp';
+export { BIN_DIR, CLI_MAIN, REPO_ROOT, TMP_DIR, USER_DIR_PREFIX, WORK_DIR, WORKLOADS_SRC } from './paths';
+export { isWorldReachable, makeTempDir, makeUserDir, makeWorldDir, removeTempDir, removeUserDir } from './tmp';
 export { WORKLOADS, SYSCALL_VARIANTS, passLines, verdictName, workloadSpec } from './catalogue';
 export type { SyscallVariant, WorkloadKind, WorkloadSpec } from './catalogue';
 export { BASE_CFLAGS, binaryPath, buildWorkloads } from './build';

@@ -1,5 +1,6 @@
 /** Where things are: the repository, the workload sources, and test/work (git-ignored). */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 
 function findRepoRoot(): string {
@@ -20,3 +21,5 @@ export const BIN_DIR = path.join(WORK_DIR, 'bin');
 export const TMP_DIR = path.join(WORK_DIR, 'tmp');
 /** The cptrst command line tool (built by `npm run build`). */
 export const CLI_MAIN = path.join(REPO_ROOT, 'packages', 'cli', 'dist', 'src', 'main.js');
+/** Directories for workloads run as another user start with this (see makeUserDir). */
+export const USER_DIR_PREFIX = path.join(fs.realpathSync(os.tmpdir()), 'cptrst-user-');

@@ -4,7 +4,7 @@
  */
 import { ChildProcess } from 'child_process';
 import * as fs from 'fs';
-import { WORK_DIR, WORKLOADS_SRC } from './paths';
+import { USER_DIR_PREFIX, WORK_DIR, WORKLOADS_SRC } from './paths';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -123,11 +123,11 @@ export async function waitGone(pid: number, timeoutMs: number, opts: WaitGoneOpt
   }
 }
 
-/** True if PID runs one of our workloads (its command line names test/workloads or test/work). */
+/** True if PID runs one of our workloads (its command line names test/workloads, test/work or a makeUserDir directory). */
 export async function isOurWorkload(pid: number): Promise<boolean> {
   const cmdline = await readOrNull(`/proc/${pid}/cmdline`);
   if (cmdline === null) return false;
-  return cmdline.includes(WORK_DIR) || cmdline.includes(WORKLOADS_SRC);
+  return cmdline.includes(WORK_DIR) || cmdline.includes(WORKLOADS_SRC) || cmdline.includes(USER_DIR_PREFIX);
 }
 
 /**

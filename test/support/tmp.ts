@@ -4,9 +4,8 @@
  * search, such as a clone under /root with mode 700).
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
-import { TMP_DIR } from './paths';
+import { TMP_DIR, USER_DIR_PREFIX } from './paths';
 
 /**
  * Creates a new directory test/work/tmp/<prefix>-XXXXXX, mode 0755 (so that a workload that
@@ -43,14 +42,13 @@ process.on('exit', () => {
 
 /**
  * Creates a directory of its own for a workload that drops root (`task --nobody`): a new
- * <tmp>/cptrst-<prefix>-XXXXXX, mode 0755, in the system's temporary directory (or /tmp) so that
+ * <tmp>/cptrst-user-<prefix>-XXXXXX, mode 0755, in the system's temporary directory (or /tmp) so that
  * nobody can reach it whatever the permissions of the checkout. Returns its real path.
  */
 export function makeWorldDir(prefix: string): string {
-  const root = [os.tmpdir(), '/tmp'].find(isWorldReachable);
-  if (root === undefined) throw new Error(`makeWorldDir: neither ${os.tmpdir()} nor /tmp can be reached by other users`);
+  if (!isWorldReachable(path.dirname(USER_DIR_PREFIX))) throw new Error(`makeWorldDir: ${path.dirname(USER_DIR_PREFIX)} cannot be reached by other users`);
   const safe = prefix.replace(/[^A-Za-z0-9_.-]/g, '_');
-  const dir = fs.realpathSync(fs.mkdtempSync(path.join(root, `cptrst-${safe}-`)));
+  const dir = fs.realpathSync(fs.mkdtempSync(`${USER_DIR_PREFIX}${safe}-`));
   fs.chmodSync(dir, 0o755);
   worldDirs.add(dir);
   return dir;
@@ -69,3 +67,8 @@ export function removeTempDir(dir: string): void {
   }
   fs.rmSync(dir, { recursive: true, force: true });
 }
+
+/** A directory for a workload that runs as another user: the same as makeWorldDir. */
+export const makeUserDir = makeWorldDir;
+/** Removes a directory made by makeUserDir. */
+export const removeUserDir = removeTempDir;

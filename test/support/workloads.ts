@@ -46,6 +46,12 @@ export interface StartOptions {
   dir?: string;
   /** How long to wait for the READY line, default 10 s. */
   readyTimeoutMs?: number;
+  /**
+   * For a C workload that becomes another user: run a copy of its binary placed in `dir` (a
+   * makeUserDir directory), and give the result file to this owner, since the restored process
+   * opens its files again with its own identity.
+   */
+  asUser?: { uid: number; gid: number };
 }
 
 const execFileP = promisify(execFile);
@@ -89,7 +95,9 @@ let serial = 0;
  * "READY <pid>" line. Rejects, after killing it, if it exits or stays silent too long.
  */
 export async function startWorkload(name: string, args: string[] = [], opts: StartOptions = {}): Promise<Workload> {
-  const dropsRoot = args.includes('--nobody');
+  // A workload that drops root runs from its own world-reachable directory: once it is another
+  // user, it (and the restart, which opens the recorded files as the process) must still reach it.
+  const dropsRoot = opts.asUser !== undefined || args.includes('--nobody') || args.includes('--as');
   const dir = opts.dir ?? (dropsRoot ? makeWorldDir(name) : makeTempDir(name));
   // Fail now rather than let the workload wait forever for a trigger file it cannot see.
   if (dropsRoot && !isWorldReachable(dir)) throw new Error(`${name} ${args.join(' ')}: ${dir} is not reachable by other users (use makeWorldDir)`);
@@ -103,6 +111,7 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
   Object.assign(env, opts.env ?? {});
 
   const fd = fs.openSync(resultPath, 'a', 0o644);
+  if (opts.asUser) fs.fchownSync(fd, opts.asUser.uid, opts.asUser.gid);
   let child: ChildProcess;
   try {
     child = spawn(file, [...argv0, triggerPath, ...args], {

@@ -1,11 +1,12 @@
 /*
- * task <trigger> <dir> [--nobody]: the identity and per-process settings of a task.
+ * task <trigger> <dir> [--nobody | --as UID:GID]: the identity and per-process settings of a task.
  * Started detached (its own session): checks it is a session and group leader.
  * Sets: comm (PR_SET_NAME "cpt-task"), umask 027, cwd = <dir>, rlimits (NOFILE soft 777,
  * CORE soft 0, STACK soft lowered), personality PER_LINUX|UNAME26, nice 5, and the
  * credentials: as root, groups {0,10,100} and uid/gid 0/0/0; with --nobody, groups {1,2},
  * gid 65534/65533/65532 and uid 65534/65533/65532 (real/effective/saved), which also
- * drops every capability and the dumpable flag.
+ * drops every capability and the dumpable flag; with --as UID:GID, an ordinary user: every uid
+ * UID, every gid GID, groups {GID}, no capability.
  * Checks after the trigger: sid, pgrp, the three uids and gids, fsuid/fsgid, groups,
  * capabilities (capget), PR_GET_DUMPABLE, PR_GET_NO_NEW_PRIVS, comm, umask, cwd, every
  * rlimit, personality (and that uname() reports 2.6.x, i.e. the kernel still applies
@@ -80,8 +81,12 @@ static mode_t read_umask(void)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 2, "<trigger> <dir> [--nobody]");
+    wl_init(argc, argv, 2, "<trigger> <dir> [--nobody | --as UID:GID]");
     int nobody = argc > 3 && strcmp(argv[3], "--nobody") == 0;
+    unsigned as_uid = 0, as_gid = 0;
+    int as_user = argc > 4 && strcmp(argv[3], "--as") == 0 && sscanf(argv[4], "%u:%u", &as_uid, &as_gid) == 2;
+    if (as_user)
+        nobody = 1; /* the same path tricks apply: the process is not root */
     pid_t self = getpid();
 
     WL_CHECK(getsid(0) == self, "not a session leader at start (sid %d)", (int)getsid(0));
@@ -136,7 +141,15 @@ int main(int argc, char **argv)
     if (setpriority(PRIO_PROCESS, 0, 5) != 0)
         wl_fail("setpriority: %s", strerror(errno));
 
-    if (nobody) {
+    if (as_user) {
+        gid_t g[1] = {as_gid};
+        if (setgroups(1, g) != 0)
+            wl_fail("setgroups: %s", strerror(errno));
+        if (setresgid(as_gid, as_gid, as_gid) != 0)
+            wl_fail("setresgid: %s", strerror(errno));
+        if (setresuid(as_uid, as_uid, as_uid) != 0)
+            wl_fail("setresuid: %s", strerror(errno));
+    } else if (nobody) {
         gid_t g[2] = {1, 2};
         if (setgroups(2, g) != 0)
             wl_fail("setgroups: %s", strerror(errno));
@@ -155,7 +168,11 @@ int main(int argc, char **argv)
     }
     struct creds want;
     read_creds(&want);
-    if (nobody) {
+    if (as_user) {
+        WL_CHECK(want.ruid == as_uid && want.euid == as_uid && want.suid == as_uid && want.fsuid == as_uid, "setresuid did not take");
+        WL_CHECK(want.rgid == as_gid && want.egid == as_gid && want.sgid == as_gid && want.fsgid == as_gid, "setresgid did not take");
+        WL_CHECK(want.caps[0].effective == 0 && want.caps[0].permitted == 0, "capabilities kept as uid %u", as_uid);
+    } else if (nobody) {
         WL_CHECK(want.ruid == NOBODY_R && want.euid == NOBODY_E && want.suid == NOBODY_S, "setresuid did not take");
         WL_CHECK(want.rgid == NOBODY_R && want.egid == NOBODY_E && want.sgid == NOBODY_S, "setresgid did not take");
         WL_CHECK(want.caps[0].effective == 0 && want.caps[0].permitted == 0, "capabilities kept as nobody");
@@ -207,5 +224,5 @@ int main(int argc, char **argv)
     int nice_now = getpriority(PRIO_PROCESS, 0);
     WL_CHECK(errno == 0 && nice_now == 5, "nice %d, want 5", nice_now);
 
-    wl_finish(nobody ? "task-nobody" : "task", NULL);
+    wl_finish(as_user ? "task-user" : nobody ? "task-nobody" : "task", NULL);
 }

@@ -51,6 +51,10 @@ export function restart(container: DependencyContainer, ctid: number, fd: number
       if (!h) throw new CptError('EOPNOTSUPP', `the image has ${rec.name} objects and no loaded module restores them`, { object: `${rec.name} at image offset ${rec.offset}` });
       if (!current) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before any task`, { object: rec.name });
       const task = current;
+      // An image not owned by root gets its process only once its credentials are checked.
+      if (!task.tracee && rec.type !== ObjectType.TASK && rec.type !== ObjectType.TASK_CREDS) {
+        throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before the task's credentials`, { pid: task.pid, object: rec.name });
+      }
       ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages }));
     }
     if (!current) throw new CptError('EBADIMG', 'the image holds no task');

@@ -1,16 +1,34 @@
 /**
  * Credentials: real/effective/saved/fs uids and gids, supplementary groups, capabilities and
- * no_new_privs. Set last among the injected calls (after them the process may no longer be
- * allowed what restoring needs), then checked: a capability set the kernel did not give back
- * fails the restart rather than leaving a process with other rights than it had.
+ * no_new_privs. Written right after the TASK object, and applied in two steps at restart:
+ *
+ * - When the object is read, before any memory or file is restored, the task takes the image's
+ *   file-system identity: its groups, fsgid and fsuid. Every recorded file is opened inside the
+ *   task, so the kernel checks those opens against the identity the process had, not cptrst's.
+ *   Its effective capability set is then what the image had in effect for files, plus (for a
+ *   root-owned image) cptrst's own, or (for any other image) only CAP_CHECKPOINT_RESTORE, which
+ *   PR_SET_MM_MAP needs to set the executable.
+ * - In finish, after every other injected call that needs privilege, the full credentials are
+ *   set, then compared with the image: anything the kernel did not give back fails the restart.
+ *
+ * An image that root does not own is held to its owner's rights: every task must have the
+ * owner's uid in all four places, gids and groups the owner has, and no capability; otherwise
+ * the restart fails before the process is made.
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, bool, linux, objectType, u32s, u64,
+  RestoreObject, Tracee, bool, linux, objectType, u32s, u64,
 } from '@cptrst/core';
+import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
+import { bringUpTask } from './identity';
 
-const { SYS, PR } = linux;
-export const CREDS_ORDER = 900;
+const { SYS, PR, CAP } = linux;
+/** Right after TASK (100): the identity files are opened with must be known before MM and FILE objects. */
+export const CREDS_ORDER = 110;
+/** The full credentials: last among the finish hooks that run injected calls. */
+export const CREDS_FINAL_ORDER = 900;
+const PR_CAP_AMBIENT_RAISE = 2;
+const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 
 @objectType(ObjectType.TASK_CREDS, 'creds', { parents: [ObjectType.TASK] })
 export class CredsImage {
@@ -45,45 +63,170 @@ export class CredsDump implements DumpHandler {
   }
 }
 
+const hex = (v: bigint) => `0x${v.toString(16)}`;
+
+/**
+ * Why the task of an image owned by `owner` may not have these credentials (empty if it may):
+ * the owner's uid everywhere, gids and groups among the owner's groups, no capability.
+ */
+export function credsBeyondOwner(img: CredsImage, owner: linux.UserRights): string[] {
+  const who = owner.name ? `${owner.name} (uid ${owner.uid})` : `uid ${owner.uid} (no /etc/passwd entry, so no group)`;
+  const out: string[] = [];
+  const names = ['real', 'effective', 'saved', 'fs'];
+  img.uids.forEach((u, i) => { if (u !== owner.uid) out.push(`${names[i]} uid ${u} is not the owner ${who}`); });
+  img.gids.forEach((g, i) => { if (!owner.gids.includes(g)) out.push(`${names[i]} gid ${g} is not a group of ${who}`); });
+  for (const g of img.groups) if (!owner.gids.includes(g)) out.push(`supplementary group ${g} is not a group of ${who}`);
+  const caps: Array<[string, bigint]> = [['inheritable', img.capInh], ['permitted', img.capPrm], ['effective', img.capEff], ['ambient', img.capAmb]];
+  for (const [n, v] of caps) if (v !== 0n) out.push(`${n} capabilities ${hex(v)} (the owner's processes have none)`);
+  return out;
+}
+
+function validate(task: RestartTask, img: CredsImage): void {
+  const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: 'creds' });
+  if (img.uids.length !== 4 || img.gids.length !== 4) throw bad('credentials need 4 uids and 4 gids');
+  if (img.groups.length > 65536) throw bad(`${img.groups.length} supplementary groups (the kernel allows 65536)`);
+  const invalid = 0xffffffff;
+  if ([...img.uids, ...img.gids, ...img.groups].includes(invalid)) throw bad('an id of -1 (no id)');
+}
+
+function setGroups(t: Tracee, groups: number[]): void {
+  const buf = Buffer.alloc(4 * groups.length);
+  groups.forEach((g, i) => buf.writeUInt32LE(g, 4 * i));
+  t.syscallOk(SYS.setgroups, [groups.length, groups.length ? t.stage(buf) : 0], 'setgroups');
+}
+
+function capset(t: Tracee, sets: linux.CapSets, what: string): void {
+  const hdr = t.stage(linux.encodeCapHeader(0), 0);
+  const data = t.stage(linux.encodeCapData(sets), 64);
+  t.syscallOk(SYS.capset, [hdr, data], what);
+}
+
+/** What an image held to its owner's rights keeps in effect while its memory and files are restored. */
+function restoreCapsForHeldImage(): bigint {
+  return linux.capLastCap() >= CAP.CHECKPOINT_RESTORE ? 1n << BigInt(CAP.CHECKPOINT_RESTORE) : 1n << BigInt(CAP.SYS_ADMIN);
+}
+
 export class CredsRestore implements RestoreHandler {
   readonly name = 'task.creds';
   readonly order = CREDS_ORDER;
   readonly types = [ObjectType.TASK_CREDS];
-  restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+
+  restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as CredsImage;
-    if (img.uids.length !== 4 || img.gids.length !== 4) throw new CptError('EBADIMG', 'credentials need 4 uids and 4 gids', { pid: task.pid, object: 'creds' });
+    validate(task, img);
+    if (task.state.has('task.creds')) throw new CptError('EBADIMG', 'a second credentials object for the task', { pid: task.pid, object: 'creds' });
     task.state.set('task.creds', img);
+    if (heldToOwner(ctx)) {
+      const owner = linux.userRights(ctx.imageOwner.uid);
+      const beyond = credsBeyondOwner(img, owner);
+      if (beyond.length) {
+        throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and task ${task.pid} asks for more than its owner has: ${beyond.join('; ')}`, { pid: task.pid, object: 'creds' });
+      }
+      if (!task.tracee) bringUpTask(ctx, task);
+    }
+    if (!task.tracee) throw new CptError('EBADIMG', 'credentials before the task object', { pid: task.pid, object: 'creds' });
+    this.fsIdentity(ctx, task, img);
   }
-  finish(_ctx: RestartContext, task: RestartTask): void {
-    const img = task.state.get('task.creds') as CredsImage;
+
+  /** The groups, fsgid and fsuid of the image, and the effective capabilities the rest of the restore may use. */
+  private fsIdentity(ctx: RestartContext, task: RestartTask, img: CredsImage): void {
     const t = task.tracee!;
-    const groups = Buffer.alloc(4 * img.groups.length);
-    img.groups.forEach((g, i) => groups.writeUInt32LE(g, 4 * i));
-    t.syscallOk(SYS.setgroups, [img.groups.length, img.groups.length ? t.stage(groups) : 0], 'setgroups');
-    // Bounding-set bits the image lacks are dropped while we still may.
+    setGroups(t, img.groups);
+    t.syscall(SYS.setfsgid, [img.gids[3]]); // returns the previous fsgid, never an error code
+    t.syscall(SYS.setfsuid, [img.uids[3]]);
     const here = linux.readStatus(task.pid);
+    if (here.uid[3] !== img.uids[3] || here.gid[3] !== img.gids[3] || String(here.groups) !== String(img.groups)) {
+      throw new CptError('EPERM', `the file-system identity did not take: fsuid ${here.uid[3]} fsgid ${here.gid[3]} groups [${here.groups}], want ${img.uids[3]} ${img.gids[3]} [${img.groups}]`, { pid: task.pid, object: 'creds' });
+    }
+    // setfsuid away from 0 cleared CAP_DAC_OVERRIDE and the other file capabilities from the
+    // effective set; the process may have had them in effect.
+    const keep = heldToOwner(ctx) ? restoreCapsForHeldImage() : here.capEff;
+    const effective = (keep | img.capEff) & here.capPrm;
+    if (effective !== here.capEff) capset(t, { effective, permitted: here.capPrm, inheritable: here.capInh }, 'capset (effective set while restoring)');
+  }
+}
+
+/**
+ * The full credentials, then the steps that wait for them (see deferred.ts), then the check
+ * against the image.
+ */
+export class CredsFinal implements RestoreHandler {
+  readonly name = 'task.creds.final';
+  readonly order = CREDS_FINAL_ORDER;
+  readonly types: number[] = [];
+  restore(): void {
+    /* no objects of its own: CredsRestore keeps the image */
+  }
+
+  finish(ctx: RestartContext, task: RestartTask): void {
+    const img = task.state.get('task.creds') as CredsImage | undefined;
+    if (!img) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
+    const t = task.tracee!;
+    // Still euid 0: every permitted capability back in effect for setgroups, setres*id and the bounding set.
+    const start = linux.readStatus(task.pid);
+    if (start.capEff !== start.capPrm) capset(t, { effective: start.capPrm, permitted: start.capPrm, inheritable: start.capInh }, 'capset (before the credentials)');
+    for (const s of stepsBeforeDrop(task)) s.run();
+
+    setGroups(t, img.groups);
+    // Bounding-set bits the image lacks are dropped while we still may.
     for (let cap = 0; cap < 64; cap++) {
       const bit = 1n << BigInt(cap);
-      if (here.capBnd & bit && !(img.capBnd & bit)) t.syscallOk(SYS.prctl, [PR.CAPBSET_DROP, cap], `dropping capability ${cap} from the bounding set`);
+      if (start.capBnd & bit && !(img.capBnd & bit)) t.syscallOk(SYS.prctl, [PR.CAPBSET_DROP, cap], `dropping capability ${cap} from the bounding set`);
     }
     const [rg, eg, sg, fg] = img.gids;
     const [ru, eu, su, fu] = img.uids;
     t.syscallOk(SYS.setresgid, [rg, eg, sg], 'setresgid');
-    t.syscall(SYS.setfsgid, [fg]); // returns the previous fsgid, never an error code
+    t.syscall(SYS.setfsgid, [fg]);
     t.syscallOk(SYS.setresuid, [ru, eu, su], 'setresuid');
     t.syscall(SYS.setfsuid, [fu]);
+    this.capabilities(task, img);
     if (img.noNewPrivs) t.syscallOk(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], 'prctl(PR_SET_NO_NEW_PRIVS)');
-    const after = linux.readStatus(task.pid);
-    const diffs: string[] = [];
-    const same = (name: string, a: unknown, b: unknown) => { if (String(a) !== String(b)) diffs.push(`${name} ${String(a)} instead of ${String(b)}`); };
-    same('uids', after.uid, img.uids);
-    same('gids', after.gid, img.gids);
-    same('groups', after.groups, img.groups);
-    same('CapEff', after.capEff.toString(16), img.capEff.toString(16));
-    same('CapPrm', after.capPrm.toString(16), img.capPrm.toString(16));
-    same('CapInh', after.capInh.toString(16), img.capInh.toString(16));
-    same('CapBnd', after.capBnd.toString(16), img.capBnd.toString(16));
-    same('CapAmb', after.capAmb.toString(16), img.capAmb.toString(16));
-    if (diffs.length) throw new CptError('EPERM', `credentials could not be restored exactly: ${diffs.join('; ')}`, { pid: task.pid, object: 'creds' });
+    verify(task, img);
+
+    for (const s of stepsAfterCreds(task)) {
+      try {
+        s.run();
+      } catch (e) {
+        if (!heldToOwner(ctx) || !(e instanceof CptError) || !['EPERM', 'EACCES'].includes(e.code)) throw e;
+        throw new CptError('EPERM', `${s.what} is refused by the kernel with the rights of the image's owner (uid ${ctx.imageOwner.uid}): ${e.message}`, { pid: task.pid, object: s.what, cause: e });
+      }
+    }
   }
+
+  /**
+   * The kernel clears capabilities as the uids change; what is left is brought to exactly the
+   * image's sets (each of which may only shrink here), then the ambient set is raised.
+   */
+  private capabilities(task: RestartTask, img: CredsImage): void {
+    const t = task.tracee!;
+    const now = linux.readStatus(task.pid);
+    if (now.capEff !== img.capEff || now.capPrm !== img.capPrm || now.capInh !== img.capInh) {
+      // Only what the task holds: a set the kernel refuses to give shows up in verify().
+      capset(t, { effective: img.capEff & img.capPrm & now.capPrm, permitted: img.capPrm & now.capPrm, inheritable: img.capInh & (now.capInh | now.capPrm) }, 'capset');
+    }
+    if (img.capAmb !== now.capAmb) {
+      t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0], 'clearing the ambient capabilities');
+      for (let cap = 0; cap < 64; cap++) {
+        if (img.capAmb & (1n << BigInt(cap))) t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0], `raising ambient capability ${cap}`);
+      }
+    }
+  }
+}
+
+function verify(task: RestartTask, img: CredsImage): void {
+  const after = linux.readStatus(task.pid);
+  const diffs: string[] = [];
+  const same = (name: string, a: unknown, b: unknown) => { if (String(a) !== String(b)) diffs.push(`${name} ${String(a)} instead of ${String(b)}`); };
+  same('uids', after.uid, img.uids);
+  same('gids', after.gid, img.gids);
+  same('groups', after.groups, img.groups);
+  same('CapEff', hex(after.capEff), hex(img.capEff));
+  same('CapPrm', hex(after.capPrm), hex(img.capPrm));
+  same('CapInh', hex(after.capInh), hex(img.capInh));
+  same('CapBnd', hex(after.capBnd), hex(img.capBnd));
+  same('CapAmb', hex(after.capAmb), hex(img.capAmb));
+  same('NoNewPrivs', after.noNewPrivs !== 0, img.noNewPrivs);
+  // A checkpoint refuses seccomp: a filter here would be cptrst's own, inherited through the helper.
+  same('Seccomp', after.seccomp, 0);
+  if (diffs.length) throw new CptError('EPERM', `credentials could not be restored exactly: ${diffs.join('; ')}`, { pid: task.pid, object: 'creds' });
 }

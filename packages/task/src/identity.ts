@@ -2,12 +2,15 @@
  * Who the task is: pid, parent, session and process group, comm, personality, and its rseq
  * registration. At restart the TASK object is where the process comes into being: the
  * ProcessCreator makes it with its PID, then it takes its session and group back (a session
- * leader becomes one again with setsid), its name and its personality.
+ * leader becomes one again with setsid), its name and its personality. For an image root does
+ * not own, that waits for the credentials object (the next one), which must pass the owner's
+ * rights first. Scheduling comes back once the task's objects are read.
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, ProcessCreator, RestartContext, RestartTask,
   RestoreHandler, RestoreObject, Tokens, bool, i32, linux, objectType, refuse, str, u32, u64,
 } from '@cptrst/core';
+import { heldToOwner, nowOrAfterCreds } from './deferred';
 
 const { SYS, PR } = linux;
 export const TASK_ORDER = 100;
@@ -76,27 +79,36 @@ export class TaskRestore implements RestoreHandler {
   readonly order = TASK_ORDER;
   readonly types = [ObjectType.TASK];
 
+  /**
+   * A root-owned image's process is made here. Any other image's process is made only once its
+   * credentials (the next object) have been checked against the owner's rights: see creds.ts.
+   */
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as TaskImage;
     task.state.set('task.identity', img);
     task.leaveStopped = img.stopped;
-    const t = ctx.one<ProcessCreator>(Tokens.ProcessCreator).create(ctx, task);
-    task.tracee = t;
-    this.restoreSession(task, img);
-    if (img.personality !== linux.readPersonality(task.pid)) {
-      t.syscallOk(SYS.personality, [img.personality], `personality 0x${img.personality.toString(16)}`);
+    if (!heldToOwner(ctx)) {
+      bringUpTask(ctx, task);
+      return;
     }
-    this.restoreScheduling(task, img);
-    const name = Buffer.alloc(16);
-    name.write(img.comm.slice(0, 15), 'utf8');
-    t.syscallOk(SYS.prctl, [PR.SET_NAME, t.stage(name)], `prctl(PR_SET_NAME, ${img.comm})`);
+    // A process that is not a session leader joins cptrst's session, and with it the session's
+    // controlling terminal (/dev/tty): not for a process of another user.
+    if (img.sid !== img.pid) {
+      throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and task ${img.pid} would join cptrst's session (it was in session ${img.sid}, not its own); only a session leader is restored from an image root does not own`, { pid: img.pid, object: `session ${img.sid}` });
+    }
   }
 
-  /** rseq goes back once memory holds the area again (finish runs after every object is restored). */
-  finish(_ctx: RestartContext, task: RestartTask): void {
+  /**
+   * Scheduling (a real-time policy or a nice value below 0 needs privilege) after everything
+   * else of the task is read; for an image held to its owner's rights, after the credentials
+   * drop. rseq goes back once memory holds the area again.
+   */
+  finish(ctx: RestartContext, task: RestartTask): void {
     const img = task.state.get('task.identity') as TaskImage;
+    if (!task.tracee) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
+    nowOrAfterCreds(ctx, task, 'scheduling', () => restoreScheduling(task, img));
     if (img.rseqAddr !== 0n) {
-      task.tracee!.syscallOk(SYS.rseq, [img.rseqAddr, img.rseqLen, 0, img.rseqSig], 'rseq registration');
+      task.tracee.syscallOk(SYS.rseq, [img.rseqAddr, img.rseqLen, 0, img.rseqSig], 'rseq registration');
     }
   }
 
@@ -109,37 +121,55 @@ export class TaskRestore implements RestoreHandler {
       }
     }
   }
+}
 
-  /** Policy first (it may reset the nice value), then the nice value. */
-  private restoreScheduling(task: RestartTask, img: TaskImage): void {
-    const t = task.tracee!;
-    const st = linux.readStat(task.pid);
-    if (img.policy !== st.policy || img.rtPriority !== st.rtPriority) {
-      const param = Buffer.alloc(4);
-      param.writeInt32LE(img.rtPriority, 0);
-      t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param)], `sched_setscheduler(${img.policy}, ${img.rtPriority})`);
-    }
-    if (img.nice !== st.nice) t.syscallOk(SYS.setpriority, [0 /* PRIO_PROCESS */, 0, img.nice], `setpriority(nice ${img.nice})`);
+/**
+ * Makes the process (with its PID), and gives it its session or group, personality and name.
+ * Exported for creds.ts, which makes the process of an image held to its owner's rights once the
+ * credentials are checked.
+ */
+export function bringUpTask(ctx: RestartContext, task: RestartTask): void {
+  const img = task.state.get('task.identity') as TaskImage;
+  const t = ctx.one<ProcessCreator>(Tokens.ProcessCreator).create(ctx, task);
+  task.tracee = t;
+  restoreSession(task, img);
+  if (img.personality !== linux.readPersonality(task.pid)) {
+    t.syscallOk(SYS.personality, [img.personality], `personality 0x${img.personality.toString(16)}`);
   }
+  const name = Buffer.alloc(16);
+  name.write(img.comm.slice(0, 15), 'utf8');
+  t.syscallOk(SYS.prctl, [PR.SET_NAME, t.stage(name)], `prctl(PR_SET_NAME, ${img.comm})`);
+}
 
-  private restoreSession(task: RestartTask, img: TaskImage): void {
-    const t = task.tracee!;
-    if (img.sid === img.pid) {
-      t.syscallOk(SYS.setsid, [], 'setsid');
-      if (img.pgid !== img.pid) {
-        throw new CptError('EINVAL', `a session leader in another process group (${img.pgid}) cannot be recreated`, { pid: img.pid, object: 'process group' });
-      }
-      return;
+/** Policy first (it may reset the nice value), then the nice value. */
+function restoreScheduling(task: RestartTask, img: TaskImage): void {
+  const t = task.tracee!;
+  const st = linux.readStat(task.pid);
+  if (img.policy !== st.policy || img.rtPriority !== st.rtPriority) {
+    const param = Buffer.alloc(4);
+    param.writeInt32LE(img.rtPriority, 0);
+    t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param)], `sched_setscheduler(${img.policy}, ${img.rtPriority})`);
+  }
+  if (img.nice !== st.nice) t.syscallOk(SYS.setpriority, [0 /* PRIO_PROCESS */, 0, img.nice], `setpriority(nice ${img.nice})`);
+}
+
+function restoreSession(task: RestartTask, img: TaskImage): void {
+  const t = task.tracee!;
+  if (img.sid === img.pid) {
+    t.syscallOk(SYS.setsid, [], 'setsid');
+    if (img.pgid !== img.pid) {
+      throw new CptError('EINVAL', `a session leader in another process group (${img.pgid}) cannot be recreated`, { pid: img.pid, object: 'process group' });
     }
-    const here = linux.readStat(task.pid).session;
-    if (here !== img.sid) {
-      throw new CptError('ESRCH', `the process belonged to session ${img.sid}, and cptrst runs in session ${here}; restart it from that session, or checkpoint a session leader`, { pid: img.pid, object: `session ${img.sid}` });
-    }
-    const target = img.pgid === img.pid ? 0 : img.pgid;
-    const r = t.syscall(SYS.setpgid, [0, target]);
-    if (r < 0n) {
-      throw new CptError(linux.errnoName(Number(-r)), `cannot join process group ${img.pgid} (it may no longer exist in session ${img.sid})`, { pid: img.pid, object: `process group ${img.pgid}` });
-    }
+    return;
+  }
+  const here = linux.readStat(task.pid).session;
+  if (here !== img.sid) {
+    throw new CptError('ESRCH', `the process belonged to session ${img.sid}, and cptrst runs in session ${here}; restart it from that session, or checkpoint a session leader`, { pid: img.pid, object: `session ${img.sid}` });
+  }
+  const target = img.pgid === img.pid ? 0 : img.pgid;
+  const r = t.syscall(SYS.setpgid, [0, target]);
+  if (r < 0n) {
+    throw new CptError(linux.errnoName(Number(-r)), `cannot join process group ${img.pgid} (it may no longer exist in session ${img.sid})`, { pid: img.pid, object: `process group ${img.pgid}` });
   }
 }
 

@@ -1,12 +1,15 @@
 /**
  * Resource limits, all of them, through prlimit64. At restart they are set from inside the new
- * process; a hard limit above cptrst's own needs CAP_SYS_RESOURCE, which these machines lack,
- * and then the restart fails naming the limit.
+ * process. Raising a hard limit above the one the process has (cptrst's own) needs
+ * CAP_SYS_RESOURCE: a root-owned image's limits are set while the process is still root; any
+ * other image's after its credentials are dropped, so that the kernel refuses, in the owner's
+ * name, a hard limit the owner could not have raised.
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
   RestoreObject, Tracee, linux, objectType, u64s,
 } from '@cptrst/core';
+import { nowOrAfterCreds } from './deferred';
 
 const { SYS } = linux;
 export const RLIMITS_ORDER = 150;
@@ -46,21 +49,25 @@ export class RlimitsRestore implements RestoreHandler {
   readonly name = 'task.rlimits';
   readonly order = RLIMITS_ORDER;
   readonly types = [ObjectType.RLIMITS];
-  restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+  restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as RlimitsImage;
-    const t = task.tracee!;
     if (img.cur.length !== img.max.length || img.cur.length > 64) throw new CptError('EBADIMG', 'malformed rlimits', { pid: task.pid, object: 'rlimits' });
-    for (let r = 0; r < img.cur.length && r < linux.RLIM_NLIMITS; r++) {
-      const now = readLimit(t, r);
-      if (now.cur === img.cur[r] && now.max === img.max[r]) continue;
-      const buf = Buffer.alloc(16);
-      buf.writeBigUInt64LE(img.cur[r], 0);
-      buf.writeBigUInt64LE(img.max[r], 8);
-      const res = t.syscall(SYS.prlimit64, [0, r, t.stage(buf), 0]);
-      if (res < 0n) {
-        const name = linux.rlimitName(r);
-        throw new CptError(linux.errnoName(Number(-res)), `cannot set ${name} to ${img.cur[r]}/${img.max[r]} (cptrst's own limit is ${now.cur}/${now.max})`, { pid: task.pid, object: name });
-      }
+    nowOrAfterCreds(ctx, task, 'resource limits', () => setLimits(task, img));
+  }
+}
+
+function setLimits(task: RestartTask, img: RlimitsImage): void {
+  const t = task.tracee!;
+  for (let r = 0; r < img.cur.length && r < linux.RLIM_NLIMITS; r++) {
+    const now = readLimit(t, r);
+    if (now.cur === img.cur[r] && now.max === img.max[r]) continue;
+    const buf = Buffer.alloc(16);
+    buf.writeBigUInt64LE(img.cur[r], 0);
+    buf.writeBigUInt64LE(img.max[r], 8);
+    const res = t.syscall(SYS.prlimit64, [0, r, t.stage(buf), 0]);
+    if (res < 0n) {
+      const name = linux.rlimitName(r);
+      throw new CptError(linux.errnoName(Number(-res)), `cannot set ${name} to ${img.cur[r]}/${img.max[r]} (the limit in force was ${now.cur}/${now.max})`, { pid: task.pid, object: name });
     }
   }
 }

@@ -103,6 +103,18 @@ export class SignalsDump implements DumpHandler {
   }
 }
 
+/**
+ * ITIMER_REAL reports a zero value with a non-zero interval only between its expiry and the
+ * moment its SIGALRM is dequeued: the kernel re-arms it then, not at expiry. That is the usual
+ * state at checkpoint, since every signal is blocked while the task is frozen. (For
+ * ITIMER_VIRTUAL and ITIMER_PROF, re-armed at expiry, a zero value means disarmed.)
+ */
+function itimerExpiredAwaitingDequeue(itv: Buffer): boolean {
+  const interval = itv.readBigInt64LE(0) !== 0n || itv.readBigInt64LE(8) !== 0n;
+  const value = itv.readBigInt64LE(16) !== 0n || itv.readBigInt64LE(24) !== 0n;
+  return interval && !value;
+}
+
 function pending(shared: boolean, info: Buffer): SigPendingImage {
   const p = new SigPendingImage();
   p.shared = shared;
@@ -163,9 +175,16 @@ export class SignalsRestore implements RestoreHandler {
         const v = (o.obj as ItimersImage).values;
         if (v.length !== 96) throw new CptError('EBADIMG', 'malformed itimers', { pid: task.pid, object: 'itimers' });
         [linux.ITIMER.REAL, linux.ITIMER.VIRTUAL, linux.ITIMER.PROF].forEach((which, i) => {
-          const one = v.subarray(32 * i, 32 * i + 32);
+          const one = Buffer.from(v.subarray(32 * i, 32 * i + 32));
           if (one.every((x) => x === 0)) return;
-          t.syscallOk(SYS.setitimer, [which, t.stage(Buffer.from(one)), 0], `setitimer(${which})`);
+          if (which === linux.ITIMER.REAL && itimerExpiredAwaitingDequeue(one)) {
+            // setitimer with a zero value would disarm it for good (and forget the interval):
+            // it is armed to expire at once instead, which leaves it as it was, SIGALRM pending
+            // and the next period starting when the signal is taken.
+            one.writeBigInt64LE(0n, 16);
+            one.writeBigInt64LE(1n, 24);
+          }
+          t.syscallOk(SYS.setitimer, [which, t.stage(one), 0], `setitimer(${which})`);
         });
         return;
       }

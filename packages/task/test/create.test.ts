@@ -20,7 +20,8 @@ function setup(): { c: DependencyContainer; ctx: RestartContext; events: Progres
   register(c);
   const info: string[] = [];
   const log: Logger = { debug: () => undefined, info: (m) => info.push(m), warn: () => undefined };
-  const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), -1, 0, log);
+  // The image stream's owner decides trust: an fd of a root-owned file (/dev/null) stands in for it.
+  const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), imageFd(), 0, log);
   const events: ProgressEvent[] = [];
   ctx.events.on('progress', (e: ProgressEvent) => events.push(e));
   return { c, ctx, events, info };
@@ -32,6 +33,9 @@ function freePid(): number {
   for (let p = Number(fs.readFileSync('/proc/sys/kernel/ns_last_pid', 'utf8')) + 200; p < max; p++) if (!fs.existsSync(`/proc/${p}`)) return p;
   throw new Error('no free pid');
 }
+
+let nullFd: number | undefined;
+const imageFd = (): number => (nullFd ??= fs.openSync('/dev/null', 'r'));
 
 const task = (pid: number): RestartTask => ({ pid, tid: pid, tag: 0, state: new Map() });
 

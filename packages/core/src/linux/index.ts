@@ -14,3 +14,5 @@ export * from './files';
 export * from './memory';
 export * from './proc';
 export * from './machine';
+export * from './users';
+export * from './taskinfo';

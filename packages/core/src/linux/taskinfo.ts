@@ -1,0 +1,140 @@
+/**
+ * Per-process facts that are not in stat/status: namespaces, POSIX timers, oom_score_adj, timer
+ * slack, and the capability sets as capget/capset see them.
+ */
+import * as fs from 'fs';
+import { CptError } from '../errors';
+import { readProcText } from './proc';
+
+/** Namespaces a process belongs to (/proc/PID/ns/NAME). */
+export const NS_KINDS = ['ipc', 'mnt', 'net', 'pid', 'pid_for_children', 'user', 'uts', 'cgroup', 'time', 'time_for_children'] as const;
+export type NsKind = (typeof NS_KINDS)[number];
+
+/** The inode of each namespace of PID (or 'self'); a kind the kernel does not have is left out. */
+export function readNamespaces(pid: number | 'self'): Partial<Record<NsKind, bigint>> {
+  const out: Partial<Record<NsKind, bigint>> = {};
+  for (const k of NS_KINDS) {
+    try {
+      out[k] = fs.statSync(`/proc/${pid}/ns/${k}`, { bigint: true }).ino;
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code === 'ENOENT') continue;
+      throw new CptError(code ?? 'EIO', `stat(/proc/${pid}/ns/${k}): ${(e as Error).message}`, { pid: typeof pid === 'number' ? pid : undefined });
+    }
+  }
+  return out;
+}
+
+export interface PosixTimer {
+  id: number;
+  signal: number;
+  notify: string;
+  clock: number;
+}
+
+/** Parses /proc/PID/timers (one block per timer: "ID:", "signal:", "notify:", "ClockID:"). */
+export function parsePosixTimers(text: string): PosixTimer[] {
+  const out: PosixTimer[] = [];
+  let cur: PosixTimer | undefined;
+  for (const line of text.split('\n')) {
+    const m = /^(\w+):\s*(.*)$/.exec(line);
+    if (!m) continue;
+    const [, key, val] = m;
+    if (key === 'ID') {
+      cur = { id: Number(val), signal: 0, notify: '', clock: 0 };
+      out.push(cur);
+    } else if (cur && key === 'signal') cur.signal = Number(val.split('/')[0]);
+    else if (cur && key === 'notify') cur.notify = val;
+    else if (cur && key === 'ClockID') cur.clock = Number(val);
+  }
+  return out;
+}
+
+/** The POSIX timers (timer_create) of PID. */
+export function readPosixTimers(pid: number): PosixTimer[] {
+  return parsePosixTimers(readProcText(`/proc/${pid}/timers`, pid));
+}
+
+/** /proc/PID/oom_score_adj, -1000..1000. */
+export function readOomScoreAdj(pid: number): number {
+  return Number(readProcText(`/proc/${pid}/oom_score_adj`, pid).trim());
+}
+
+/** Writes /proc/PID/oom_score_adj (the writer's CAP_SYS_RESOURCE decides whether it may go below the task's floor). */
+export function writeOomScoreAdj(pid: number, value: number): void {
+  try {
+    fs.writeFileSync(`/proc/${pid}/oom_score_adj`, `${value}\n`);
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? 'EIO';
+    throw new CptError(code, `write(/proc/${pid}/oom_score_adj, ${value}): ${(e as Error).message}`, { pid, object: 'oom_score_adj' });
+  }
+}
+
+export const OOM_SCORE_ADJ_MIN = -1000;
+export const OOM_SCORE_ADJ_MAX = 1000;
+
+/** capget/capset: _LINUX_CAPABILITY_VERSION_3 header (version u32, pid i32) and two data words (effective, permitted, inheritable u32 each). */
+export const CAP_VERSION_3 = 0x20080522;
+export const CAP_HEADER_SIZE = 8;
+export const CAP_DATA_SIZE = 24;
+
+export interface CapSets {
+  effective: bigint;
+  permitted: bigint;
+  inheritable: bigint;
+}
+
+export function encodeCapHeader(pid = 0): Buffer {
+  const b = Buffer.alloc(CAP_HEADER_SIZE);
+  b.writeUInt32LE(CAP_VERSION_3, 0);
+  b.writeInt32LE(pid, 4);
+  return b;
+}
+
+export function encodeCapData(c: CapSets): Buffer {
+  const b = Buffer.alloc(CAP_DATA_SIZE);
+  const lo = (v: bigint) => Number(v & 0xffffffffn);
+  const hi = (v: bigint) => Number((v >> 32n) & 0xffffffffn);
+  b.writeUInt32LE(lo(c.effective), 0);
+  b.writeUInt32LE(lo(c.permitted), 4);
+  b.writeUInt32LE(lo(c.inheritable), 8);
+  b.writeUInt32LE(hi(c.effective), 12);
+  b.writeUInt32LE(hi(c.permitted), 16);
+  b.writeUInt32LE(hi(c.inheritable), 20);
+  return b;
+}
+
+/**
+ * The capabilities that fsuid 0 stands for: setfsuid away from 0 clears them from the effective
+ * set, back to 0 raises them again from the permitted set (CAP_FS_MASK): CHOWN, DAC_OVERRIDE,
+ * DAC_READ_SEARCH, FOWNER, FSETID, LINUX_IMMUTABLE, MKNOD, MAC_OVERRIDE.
+ */
+export const CAP_FS_MASK = (1n << 0n) | (1n << 1n) | (1n << 2n) | (1n << 3n) | (1n << 4n) | (1n << 9n) | (1n << 27n) | (1n << 32n);
+
+/** The highest capability number this kernel knows (/proc/sys/kernel/cap_last_cap). */
+export function capLastCap(): number {
+  return Number(readProcText('/proc/sys/kernel/cap_last_cap').trim());
+}
+
+/** Bytes of the CPU mask sched_getaffinity/sched_setaffinity use here (a multiple of 8 covering every possible CPU). */
+export function cpuMaskBytes(): number {
+  let n = 0;
+  try {
+    // "0-3,5": the highest number + 1.
+    for (const part of readProcText('/sys/devices/system/cpu/possible').trim().split(',')) n = Math.max(n, Number(part.split('-').pop()) + 1);
+  } catch {
+    n = 1024;
+  }
+  return Math.max(8, Math.ceil(n / 64) * 8);
+}
+
+/** The CPUs that are online here (/sys/devices/system/cpu/online, "0-3,5"). */
+export function onlineCpus(): number[] {
+  const out: number[] = [];
+  for (const part of readProcText('/sys/devices/system/cpu/online').trim().split(',')) {
+    if (part === '') continue;
+    const [a, b] = part.split('-').map(Number);
+    for (let c = a; c <= (b ?? a); c++) out.push(c);
+  }
+  return out;
+}
