@@ -2,7 +2,8 @@
  * The address space as a whole (seed 003's cpt_mm.c / rst_mm.c). The MM object carries the mm
  * fields (code, data, brk, stack, arg and env ranges, auxv, exe), the layout of every area and
  * the mm-wide settings (THP disabled, KSM merge-any, membarrier registrations, mlockall's
- * MCL_FUTURE, memory-deny-write-execute); VMA objects and their PAGES follow.
+ * MCL_FUTURE); VMA objects and their PAGES follow. Memory-deny-write-execute is refused: the
+ * injected calls need a writable and executable scratch area.
  *
  * Checkpoint: `check` does every refusal (each area's kind and flags, the executable, the
  * mm-wide settings) and prepares every VMA object, before the head is written; `dump` only
@@ -12,7 +13,7 @@
  * the vDSO, moves the vDSO into place, opens the executable inside the task (as the task, same
  * file as recorded) for PR_SET_MM_MAP and sets the mm-wide settings; each VMA is then mapped and
  * filled. At finish, areas mapped writable only to be filled get their protection back, sealed
- * areas are sealed, and MCL_FUTURE and MDWE come last (both constrain later mappings).
+ * areas are sealed, and MCL_FUTURE comes last (it locks every later mapping).
  */
 import * as fs from 'fs';
 import {
@@ -39,8 +40,6 @@ export const MEMBARRIER_REGISTRATIONS: ReadonlyArray<[number, string]> = [
 const KNOWN_MEMBARRIER = MEMBARRIER_REGISTRATIONS.reduce((a, [bit]) => a | bit, 0);
 /** PR_GET_THP_DISABLE: 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED (2). */
 const THP_VALUES = [0, 1, 3];
-/** PR_GET_MDWE: PR_MDWE_REFUSE_EXEC_GAIN (1) | PR_MDWE_NO_INHERIT (2). */
-const MDWE_BITS = 3;
 
 @objectType(ObjectType.MM, 'mm', { parents: [ObjectType.TASK] })
 export class MmImage {
@@ -73,8 +72,6 @@ export class MmImage {
   @u32() membarrier = 0;
   /** mlockall's lasting part: MCL_FUTURE, with MCL_ONFAULT or not (0: none). */
   @u32() mlockFuture = 0;
-  /** PR_GET_MDWE flags. */
-  @u32() mdwe = 0;
 }
 
 /** What check prepared for dump: each area with its kind and its VMA object. */
@@ -93,14 +90,7 @@ interface Prepared {
  * executable: no injected call, so it works on any process that /proc shows.
  */
 export function checkAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[] = taskVmas(task)): { areas: Area[]; mm: MmImage } {
-  const areas: Area[] = [];
-  for (const v of vmas) {
-    const kind = kindOf(ctx, task, v);
-    const img = new VmaImage();
-    Object.assign(img, { start: v.start, end: v.end, prot: protOf(v), shared: v.shared, kind: kind.kind, path: v.path, pgoff: v.inode ? v.offset : 0n, vmFlags: v.vmFlags });
-    kind.describe(task, v, img);
-    areas.push({ v, kind, img });
-  }
+  // The executable first: when it is deleted, so are its mappings, and that says it better.
   const mm = new MmImage();
   const exe = linux.readExe(task.pid);
   if (exe.endsWith(' (deleted)')) refuse(task.pid, `exe ${exe}`, 'the executable has been deleted');
@@ -116,6 +106,14 @@ export function checkAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: V
   mm.exeIno = st.ino;
   mm.exeSize = st.size;
   mm.exeMtimeNs = st.mtimeNs;
+  const areas: Area[] = [];
+  for (const v of vmas) {
+    const kind = kindOf(ctx, task, v);
+    const img = new VmaImage();
+    Object.assign(img, { start: v.start, end: v.end, prot: protOf(v), shared: v.shared, kind: kind.kind, path: v.path, pgoff: v.inode ? v.offset : 0n, vmFlags: v.vmFlags });
+    kind.describe(task, v, img);
+    areas.push({ v, kind, img });
+  }
   return { areas, mm };
 }
 
@@ -154,6 +152,9 @@ export class MmDump implements DumpHandler {
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
+    // Before anything is mapped: with MDWE set, the scratch area (writable and executable) cannot be.
+    const mdwe = prctlGet(task, PR.GET_MDWE, 'PR_GET_MDWE');
+    if (mdwe) refuse(task.pid, 'mm', `memory-deny-write-execute is set (PR_SET_MDWE, flags ${mdwe}): not supported, cptrst's calls inside the process need memory that is writable and executable`);
     // The scratch area exists before the areas are listed (it is left out of them); a fresh
     // mapping, its VmFlags show what mlockall(MCL_FUTURE) left in the mm's default flags.
     const scratch = t.scratch();
@@ -168,8 +169,6 @@ export class MmDump implements DumpHandler {
     mm.thpDisable = prctlGet(task, PR.GET_THP_DISABLE, 'PR_GET_THP_DISABLE');
     if (!THP_VALUES.includes(mm.thpDisable)) refuse(task.pid, 'mm', `PR_GET_THP_DISABLE says ${mm.thpDisable}, a setting cptrst does not know`);
     mm.memoryMerge = prctlGet(task, PR.GET_MEMORY_MERGE, 'PR_GET_MEMORY_MERGE');
-    mm.mdwe = prctlGet(task, PR.GET_MDWE, 'PR_GET_MDWE');
-    if (mm.mdwe & ~MDWE_BITS) refuse(task.pid, 'mm', `memory-deny-write-execute flags 0x${mm.mdwe.toString(16)} are not supported`);
     mm.membarrier = membarrierRegistrations(task);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
     task.state.set('mm.prepared', { areas, mm } as Prepared); // the task is frozen: dump writes the same
@@ -244,7 +243,6 @@ export class MmRestore implements RestoreHandler {
     const mm = task.state.get('mm.image') as MmImage | undefined;
     if (!mm) return;
     if (mm.mlockFuture) t.syscallOk(SYS.mlockall, [mm.mlockFuture], 'mlockall(MCL_FUTURE) (RLIMIT_MEMLOCK or CAP_IPC_LOCK is needed, as it was for the original)');
-    if (mm.mdwe) t.syscallOk(SYS.prctl, [PR.SET_MDWE, mm.mdwe, 0, 0, 0], 'prctl(PR_SET_MDWE)');
   }
 
   private restoreMm(ctx: RestartContext, task: RestartTask, mm: MmImage): void {
@@ -255,7 +253,6 @@ export class MmRestore implements RestoreHandler {
     if (mm.memoryMerge > 1) throw bad(`KSM merge setting ${mm.memoryMerge}`);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) throw bad(`membarrier registrations 0x${mm.membarrier.toString(16)}`);
     if (mm.mlockFuture & ~(MCL.FUTURE | MCL.ONFAULT) || (mm.mlockFuture && !(mm.mlockFuture & MCL.FUTURE))) throw bad(`mlockall flags 0x${mm.mlockFuture.toString(16)}`);
-    if (mm.mdwe & ~MDWE_BITS) throw bad(`MDWE flags 0x${mm.mdwe.toString(16)}`);
     if (mm.auxv.length > 4096 || mm.auxv.length % 16) throw new CptError('EBADIMG', `auxv of ${mm.auxv.length} bytes`, { pid: task.pid, object: 'auxv' });
     const layout: Range[] = [];
     for (let i = 0; i < mm.layout.length; i += 2) layout.push({ start: mm.layout[i], end: mm.layout[i + 1] });
