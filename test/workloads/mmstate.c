@@ -5,6 +5,7 @@
  *   - seq, rnd, merge: madvise SEQUENTIAL ("sr"), RANDOM ("rr"), MERGEABLE ("mg");
  *   - sealed:    2 pages mseal'd ("sl"): munmap and mprotect fail with EPERM;
  *   - THP disabled with PR_SET_THP_DISABLE (PR_GET_THP_DISABLE 1, status THP_enabled 0);
+ *   - KSM for every area (PR_SET_MEMORY_MERGE 1, where the kernel has KSM);
  *   - membarrier registrations: PRIVATE_EXPEDITED, PRIVATE_EXPEDITED_SYNC_CORE (and _RSEQ where
  *     the kernel has it): the expedited commands work, GET_REGISTRATIONS is unchanged;
  *   - mlockall(MCL_FUTURE): an area mapped after the trigger is locked.
@@ -20,6 +21,10 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#define PR_GET_MEMORY_MERGE 68
+#endif
 #ifndef MAP_DROPPABLE
 #define MAP_DROPPABLE 0x08
 #endif
@@ -134,6 +139,9 @@ int main(int argc, char **argv)
 
     if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
         wl_fail("PR_SET_THP_DISABLE: %s", strerror(errno));
+    int merge_any = prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0;
+    if (!merge_any)
+        note("no PR_SET_MEMORY_MERGE");
     int regs = MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE;
     if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) ||
         syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0))
@@ -195,6 +203,8 @@ int main(int argc, char **argv)
         WL_CHECK(munmap(area[SEALED], PG) != 0 && errno == EPERM, "sealed area: munmap was not refused with EPERM");
         WL_CHECK(mprotect(area[SEALED], PG, PROT_READ) != 0 && errno == EPERM, "sealed area: mprotect was not refused with EPERM");
     }
+    if (merge_any)
+        WL_CHECK(prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == 1, "PR_GET_MEMORY_MERGE is not 1");
     long thp = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
     WL_CHECK(thp == 1, "PR_GET_THP_DISABLE %ld, not 1", thp);
     long thp_status = status_field("THP_enabled");

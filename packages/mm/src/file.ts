@@ -29,7 +29,8 @@ const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f 
 export class FileVma implements VmaKindHandler {
   readonly kind = 'file';
   claims(v: VmaEntry): boolean {
-    return v.inode !== 0n && v.path.startsWith('/') && !(v.shared && v.path === '/dev/zero' && v.deleted);
+    // A SysV segment's inode is its id, which may be 0: claimed here so that it is refused by name.
+    return (v.inode !== 0n || v.path.startsWith('/SYSV')) && v.path.startsWith('/') && !(v.shared && v.path === '/dev/zero' && v.deleted);
   }
   describe(task: CheckpointTask, v: VmaEntry, img: VmaImage): void {
     const what = describeVma(v);

@@ -305,10 +305,15 @@ export class MmRestore implements RestoreHandler {
     }
 
     // mm-wide settings that shape the areas mapped next (THP, KSM), and membarrier registrations.
-    if (Number(t.syscall(SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0])) !== mm.thpDisable) {
+    // Set only where the new process differs (it inherits cptrst's); a kernel without the option reads as 0.
+    const differs = (get: number, want: number) => {
+      const now = t.syscall(SYS.prctl, [get, 0, 0, 0, 0]);
+      return now < 0n ? want !== 0 : Number(now) !== want;
+    };
+    if (differs(PR.GET_THP_DISABLE, mm.thpDisable)) {
       t.syscallOk(SYS.prctl, [PR.SET_THP_DISABLE, mm.thpDisable & 1, mm.thpDisable & ~1, 0, 0], `prctl(PR_SET_THP_DISABLE, ${mm.thpDisable & 1}, ${mm.thpDisable & ~1})`);
     }
-    if (Number(t.syscall(SYS.prctl, [PR.GET_MEMORY_MERGE, 0, 0, 0, 0])) !== mm.memoryMerge) {
+    if (differs(PR.GET_MEMORY_MERGE, mm.memoryMerge)) {
       t.syscallOk(SYS.prctl, [PR.SET_MEMORY_MERGE, mm.memoryMerge, 0, 0, 0], `prctl(PR_SET_MEMORY_MERGE, ${mm.memoryMerge})`);
     }
     for (const [bit, name] of MEMBARRIER_REGISTRATIONS) {
