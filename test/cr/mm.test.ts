@@ -203,13 +203,18 @@ describe('memory (mm)', function () {
       await expectPasses(w);
     });
 
-    it('a mapped file swapped for a symlink (to the very same file) before restart is refused', async () => {
+    it('a mapped file swapped for a symlink (to the very same file), removed, or replaced before restart is refused, naming the area', async () => {
       const { w, img, mapped } = await checkpointed();
       const real = `${mapped}.real`;
       fs.renameSync(mapped, real);
       fs.symlinkSync(real, mapped);
       await refused(w, img, 'ELOOP', /symlink/);
       fs.unlinkSync(mapped);
+      // Gone: the open's errno, naming the area.
+      await refused(w, img, 'ENOENT', new RegExp(`vma [0-9a-f]+-[0-9a-f]+ ${mapped}: cannot open ${mapped} inside the restored process`));
+      // Another file at that path (same size, other mtime): not the file of the checkpoint.
+      fs.copyFileSync(real, mapped);
+      await refused(w, img, 'ESTALE', new RegExp(`vma [0-9a-f]+-[0-9a-f]+ ${mapped}: ${mapped} is not the file of the checkpoint`));
       fs.renameSync(real, mapped);
       const ok = await cptrst(['restart', img]);
       expect(ok.code, ok.stderr).to.equal(0);

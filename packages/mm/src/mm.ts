@@ -60,18 +60,18 @@ export class MmImage {
   @u64s() layout: bigint[] = [];
   @records(VdsoPiece) vdso: VdsoPiece[] = [];
   /** Identity of the executable, checked when it is opened again (0: not recorded). */
-  @u64() exeDev = 0n;
-  @u64() exeIno = 0n;
-  @u64() exeSize = 0n;
-  @u64() exeMtimeNs = 0n;
+  @u64({ since: 2 }) exeDev = 0n;
+  @u64({ since: 2 }) exeIno = 0n;
+  @u64({ since: 2 }) exeSize = 0n;
+  @u64({ since: 2 }) exeMtimeNs = 0n;
   /** PR_GET_THP_DISABLE: 0, 1, or 3 (1 | PR_THP_DISABLE_EXCEPT_ADVISED). */
-  @u32() thpDisable = 0;
+  @u32({ since: 2 }) thpDisable = 0;
   /** PR_GET_MEMORY_MERGE: KSM for every eligible area. */
-  @u32() memoryMerge = 0;
+  @u32({ since: 2 }) memoryMerge = 0;
   /** membarrier registrations: a mask of MEMBARRIER_CMD_REGISTER_* commands. */
-  @u32() membarrier = 0;
+  @u32({ since: 2 }) membarrier = 0;
   /** mlockall's lasting part: MCL_FUTURE, with MCL_ONFAULT or not (0: none). */
-  @u32() mlockFuture = 0;
+  @u32({ since: 2 }) mlockFuture = 0;
 }
 
 /** What check prepared for dump: each area with its kind and its VMA object. */

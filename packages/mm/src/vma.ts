@@ -33,7 +33,7 @@ export class VmaImage {
   /** Pages of this area stored in the PAGES objects that follow. */
   @u64() pageCount = 0n;
   /** st_dev of the mapped file, checked at restart when the image was made since this boot. */
-  @u64() fileDev = 0n;
+  @u64({ since: 2 }) fileDev = 0n;
 }
 
 /** A VMA as the kind handlers see it at checkpoint. */
