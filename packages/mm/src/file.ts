@@ -15,13 +15,12 @@
  * pages for one is refused.
  */
 import * as fs from 'fs';
-import { CheckpointTask, RestartContext, RestartTask, S_IFMT, fileTypeName, linux, openRecordedFile, refuse } from '@cptrst/core';
+import { CheckpointTask, RestartContext, RestartTask, S_IFMT, S_IFREG, fileTypeName, linux, openRecordedFile, refuse } from '@cptrst/core';
 import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath } from './vma';
 import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
 
 const { MAP, SYS, O } = linux;
-const S_IFREG = 0o100000;
 
 /** madvise's flags but wipeonfork (private anonymous memory only), noreserve, locks, seal. */
 const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);

@@ -18,7 +18,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, S_IFMT, Tokens, bytes, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
+  RestoreObject, S_IFMT, S_IFREG, Tokens, bytes, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
 } from '@cptrst/core';
 import { DERIVED_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, storedRuns } from './pages';
@@ -27,8 +27,7 @@ import { Range, complement, findFreeRange, overlaps } from './ranges';
 
 const { SYS, PR, PROT, MAP, O, MEMBARRIER_CMD: MB, MCL } = linux;
 export const MM_ORDER = 200;
-const S_IFREG = 0o100000;
-const EINVAL = -22n;
+const EINVAL = -BigInt(linux.ERRNO.EINVAL);
 
 /** The membarrier registrations restored, in the order they are registered again. */
 export const MEMBARRIER_REGISTRATIONS: ReadonlyArray<[number, string]> = [
