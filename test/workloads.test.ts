@@ -83,6 +83,7 @@ const CASES: Case[] = [
   ),
   { name: 'pidhold' },
   { name: 'protmem' },
+  { name: 'mmstate' },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -100,6 +101,7 @@ const TAMPERABLE: Case[] = [
   { name: 'signals' },
   { name: 'files' },
   { name: 'protmem' },
+  { name: 'mmstate' },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

@@ -123,11 +123,9 @@ describe('task state', function () {
     await expectPass(w);
   });
 
-  const PYTHON_PRCTL_EXEC = 'import ctypes, os, sys\nctypes.CDLL(None).prctl(int(sys.argv[1]), 1, 0, 0, 0)\nos.execv(sys.argv[2], sys.argv[2:])';
   const refusals: Array<{ what: string; argv: (hold: string, trig: string) => string[]; object: string; why: RegExp }> = [
     { what: 'a process in another namespace than cptrst', argv: (h, t) => ['unshare', '--uts', h, t], object: 'uts namespace uts:\\[\\d+\\]', why: /another uts namespace/ },
     { what: 'securebits (noroot)', argv: (h, t) => ['setpriv', '--securebits', '+noroot', h, t], object: 'securebits 0x1', why: /securebits/ },
-    { what: 'transparent huge pages disabled', argv: (h, t) => ['python3', '-c', PYTHON_PRCTL_EXEC, '41', h, t], object: 'thp_disable', why: /PR_SET_THP_DISABLE/ },
   ];
   for (const c of refusals) {
     it(`refuses ${c.what}, naming it; the process runs on`, async () => {

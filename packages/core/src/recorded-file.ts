@@ -27,6 +27,7 @@ export interface RecordedFileIdentity {
 }
 
 export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
 const TYPE_NAMES: Record<number, string> = {
   0o140000: 'socket', 0o120000: 'symlink', 0o100000: 'regular file', 0o060000: 'block device',
   0o040000: 'directory', 0o020000: 'character device', 0o010000: 'FIFO',

@@ -1,12 +1,22 @@
-/** Private anonymous memory: heap, stack, plain anonymous maps, named ones ([anon:name]). */
-import { RestartContext, RestartTask, linux } from '@cptrst/core';
-import { VmaEntry, VmaImage, VmaKindHandler, mapAt } from './vma';
-import { applyMadvise } from './madvise';
+/**
+ * Anonymous memory. Private: heap, stack, plain anonymous maps, named ones ([anon:name]) and
+ * droppable ones (MAP_DROPPABLE, VmFlag "dp": pages the kernel may free under memory pressure;
+ * their contents are stored like any other's). Shared: MAP_SHARED|MAP_ANONYMOUS.
+ */
+import * as fs from 'fs';
+import { CheckpointTask, RestartContext, RestartTask, linux, refuse } from '@cptrst/core';
+import {
+  LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
+} from './vma';
+import { applyVmFlags } from './madvise';
 import { isPresentOrSwapped } from './pages';
 
 const { MAP, PROT, SYS } = linux;
-const PR_SET_VMA = 0x53564d41;
-const PR_SET_VMA_ANON_NAME = 0;
+
+/** Flags a private anonymous area may carry: growsdown (stacks), noreserve, droppable, madvise's, locks, seal. */
+const ANON_FLAGS = new Set(['gd', 'nr', 'dp', ...Object.keys(MADVISE_FLAGS), ...LOCK_FLAGS, SEAL_FLAG]);
+/** Shared anonymous memory: no growsdown, no droppable; wipeonfork and mergeable never apply to it. */
+const SHARED_ANON_FLAGS = new Set(['nr', 'dc', 'dd', 'hg', 'nh', 'sr', 'rr', ...LOCK_FLAGS, SEAL_FLAG]);
 
 export class AnonVma implements VmaKindHandler {
   readonly kind = 'anon';
@@ -14,19 +24,26 @@ export class AnonVma implements VmaKindHandler {
     return !v.shared && v.inode === 0n && (v.path === '' || v.path === '[heap]' || v.path === '[stack]' || v.path.startsWith('[anon:'));
   }
   describe(): void {}
+  acceptsVmFlag(flag: string): boolean {
+    return ANON_FLAGS.has(flag);
+  }
+  storesPages(): boolean {
+    return true;
+  }
   storesPage(pm: bigint): boolean {
     return isPresentOrSwapped(pm);
   }
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void {
     const prot = img.prot | (writable ? PROT.WRITE : 0);
-    mapAt(task, img, prot, MAP.PRIVATE | MAP.ANONYMOUS, -1, `anonymous memory ${img.start.toString(16)}`);
+    const type = img.vmFlags.includes('dp') ? MAP.DROPPABLE : MAP.PRIVATE;
+    mapAt(task, img, prot, type | MAP.ANONYMOUS, -1, `anonymous memory ${img.start.toString(16)}`);
     const m = /^\[anon:(.*)\]$/.exec(img.path);
     if (m) {
       const t = task.tracee!;
       const name = Buffer.from(m[1] + '\0');
-      t.syscallOk(SYS.prctl, [PR_SET_VMA, PR_SET_VMA_ANON_NAME, img.start, img.end - img.start, t.stage(name)], `naming ${img.path}`);
+      t.syscallOk(SYS.prctl, [linux.PR.SET_VMA, linux.PR_SET_VMA_ANON_NAME, img.start, img.end - img.start, t.stage(name)], `naming ${img.path}`);
     }
-    applyMadvise(task, img);
+    applyVmFlags(task, img);
   }
 }
 
@@ -36,13 +53,28 @@ export class SharedAnonVma implements VmaKindHandler {
   claims(v: VmaEntry): boolean {
     return v.shared && v.path === '/dev/zero' && v.deleted;
   }
-  describe(): void {}
+  /** Only the kernel names an area so; its file must also be on the internal shm mount. */
+  describe(task: CheckpointTask, v: VmaEntry): void {
+    let dev: bigint | undefined;
+    try {
+      dev = fs.statSync(mapFilesPath(task.pid, v), { bigint: true }).dev;
+    } catch {
+      dev = undefined;
+    }
+    if (dev !== internalShmDev()) refuse(task.pid, describeVma(v), 'an area named /dev/zero (deleted) that is not shared anonymous memory');
+  }
+  acceptsVmFlag(flag: string): boolean {
+    return SHARED_ANON_FLAGS.has(flag);
+  }
+  storesPages(): boolean {
+    return true;
+  }
   storesPage(pm: bigint): boolean {
     return isPresentOrSwapped(pm);
   }
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void {
     const prot = img.prot | (writable ? PROT.WRITE : 0);
     mapAt(task, { ...img, pgoff: 0n } as VmaImage, prot, MAP.SHARED | MAP.ANONYMOUS, -1, `shared anonymous memory ${img.start.toString(16)}`);
-    applyMadvise(task, img);
+    applyVmFlags(task, img);
   }
 }

@@ -1,61 +1,84 @@
 /**
- * File mappings, private or shared. A private mapping's unmodified pages come back from the
- * file, so the file must be the same one: its kind, size and mtime are checked at restart.
- * Pages the process changed (anonymous copies, pagemap bit 61 clear) go into the image.
+ * File mappings, private or shared.
+ *
+ * Checkpoint: only regular files are mapped back. Memory of the kernel's internal shm mount
+ * (memfd, SysV shm) is refused: it is recognised by the device of the mapped file, not by its
+ * name, which the process chooses. A private mapping's pages that the process changed (anonymous
+ * copies, pagemap bit 61 clear) go into the image; a shared mapping's contents are the file's,
+ * so none of its pages are stored.
+ *
+ * Restart: the file is opened inside the restored task, with its identity, by the recorded path
+ * (canonical, no symlinks) and must be the same file (kind, size, mtime; device and inode on the
+ * same boot): core's openRecordedFile. A shared mapping that may write (VmFlag "mw": the file
+ * was open for writing) is opened O_RDWR, so the restored user must be allowed to write the
+ * file. No page of an image is ever written through a shared file mapping: an image that holds
+ * pages for one is refused.
  */
 import * as fs from 'fs';
-import { CheckpointTask, CptError, RestartContext, RestartTask, linux, refuse } from '@cptrst/core';
-import { VmaEntry, VmaImage, VmaKindHandler, describeVma, mapAt } from './vma';
-import { applyMadvise } from './madvise';
+import { CheckpointTask, RestartContext, RestartTask, S_IFMT, S_IFREG, fileTypeName, linux, openRecordedFile, refuse } from '@cptrst/core';
+import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath } from './vma';
+import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
 
-const { MAP, PROT, SYS, O } = linux;
+const { MAP, SYS, O } = linux;
+
+/** madvise's flags but wipeonfork (private anonymous memory only), noreserve, locks, seal. */
+const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
 
 export class FileVma implements VmaKindHandler {
   readonly kind = 'file';
   claims(v: VmaEntry): boolean {
-    return v.inode !== 0n && v.path.startsWith('/') && !(v.shared && v.path === '/dev/zero' && v.deleted);
+    // A SysV segment's inode is its id, which may be 0: claimed here so that it is refused by name.
+    return (v.inode !== 0n || v.path.startsWith('/SYSV')) && v.path.startsWith('/') && !(v.shared && v.path === '/dev/zero' && v.deleted);
   }
   describe(task: CheckpointTask, v: VmaEntry, img: VmaImage): void {
-    if (v.deleted) refuse(task.pid, describeVma(v), 'the mapped file has been deleted; deleted mapped files are not supported yet');
-    if (v.path.startsWith('/dev/') || v.path.startsWith('/SYSV') || v.path.startsWith('/memfd:')) {
-      refuse(task.pid, describeVma(v), 'device, SysV and memfd mappings are not supported yet');
-    }
+    const what = describeVma(v);
     // The process's view of the file, through its own map_files link (same inode even if renamed).
-    const st = fs.statSync(`/proc/${task.pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`, { bigint: true });
-    if (!st.isFile()) refuse(task.pid, describeVma(v), 'only regular files can be mapped back');
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(mapFilesPath(task.pid, v), { bigint: true });
+    } catch (e) {
+      return refuse(task.pid, what, `the mapped file cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    if (st.dev === internalShmDev() || (v.deleted && (v.path.startsWith('/memfd:') || v.path.startsWith('/SYSV')))) {
+      const which = v.path.startsWith('/SYSV') ? 'SysV shared memory' : v.path.startsWith('/memfd:') ? 'a memfd' : 'memory of the kernel\'s internal shm mount (memfd or SysV)';
+      refuse(task.pid, what, `${which} is mapped; memfd and SysV shared memory mappings are not supported yet`);
+    }
+    if (v.deleted || st.nlink === 0n) refuse(task.pid, what, 'the mapped file has been deleted; deleted mapped files are not supported yet');
+    if ((Number(st.mode) & S_IFMT) !== S_IFREG) {
+      refuse(task.pid, what, `the mapped file is a ${fileTypeName(Number(st.mode))}; only regular files are mapped back (device mappings are not supported)`);
+    }
     img.inode = st.ino;
+    img.fileDev = st.dev;
     img.fileSize = st.size;
     img.fileMtimeNs = st.mtimeNs;
+  }
+  acceptsVmFlag(flag: string): boolean {
+    return FILE_FLAGS.has(flag);
+  }
+  /** A shared mapping's contents are the file's: never stored, never written back from an image. */
+  storesPages(img: VmaImage): boolean {
+    return !img.shared;
   }
   storesPage(pm: bigint): boolean {
     return isAnonCopy(pm);
   }
-  map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void {
-    checkSameFile(task, img);
+  map(ctx: RestartContext, task: RestartTask, img: VmaImage): void {
     const t = task.tracee!;
+    const what = describeVma(img);
     const mayWrite = img.shared && img.vmFlags.includes('mw');
-    const fd = t.syscallOk(SYS.openat, [linux.AT_FDCWD, t.stage(Buffer.from(img.path + '\0')), (mayWrite ? O.RDWR : O.RDONLY) | O.CLOEXEC, 0], `open of ${img.path}`);
+    const fd = openRecordedFile(t, img.path, {
+      flags: (mayWrite ? O.RDWR : O.RDONLY) | O.CLOEXEC,
+      expect: { type: S_IFREG, size: img.fileSize, mtimeNs: img.fileMtimeNs, ino: img.inode || undefined, dev: img.fileDev || undefined },
+      sameBoot: ctx.sameBoot,
+      object: what,
+    });
     try {
-      const prot = img.prot | (writable ? PROT.WRITE : 0);
-      mapAt(task, img, prot, img.shared ? MAP.SHARED : MAP.PRIVATE, fd, img.path);
+      // Its own protection, never more: no page of the image goes through a file mapping that is shared.
+      mapAt(task, img, img.prot, img.shared ? MAP.SHARED : MAP.PRIVATE, fd, img.path);
     } finally {
       t.syscall(SYS.close, [fd]);
     }
-    applyMadvise(task, img);
+    applyVmFlags(task, img);
   }
-}
-
-export function checkSameFile(task: RestartTask, img: VmaImage): void {
-  let st: fs.BigIntStats;
-  try {
-    st = fs.statSync(img.path, { bigint: true });
-  } catch (e) {
-    throw new CptError('ENOENT', `the mapped file is gone: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { pid: task.pid, object: describeVma(img) });
-  }
-  const diffs: string[] = [];
-  if (!st.isFile()) diffs.push('it is no longer a regular file');
-  if (st.size !== img.fileSize) diffs.push(`size ${st.size} instead of ${img.fileSize}`);
-  if (st.mtimeNs !== img.fileMtimeNs) diffs.push(`modified at ${new Date(Number(st.mtimeNs / 1000000n)).toISOString()}, after the checkpoint's ${new Date(Number(img.fileMtimeNs / 1000000n)).toISOString()}`);
-  if (diffs.length) throw new CptError('ESTALE', `the mapped file changed since the checkpoint: ${diffs.join(', ')}`, { pid: task.pid, object: describeVma(img) });
 }

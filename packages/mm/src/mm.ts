@@ -1,21 +1,44 @@
 /**
  * The address space as a whole (seed 003's cpt_mm.c / rst_mm.c). The MM object carries the mm
- * fields (code, data, brk, stack, arg and env ranges, auxv, exe) and the layout of every area;
- * VMA objects and their PAGES follow. At restart the MM object clears the new process's
- * address space around the scratch area and the vDSO, moves the vDSO into place and sets the
- * mm fields with PR_SET_MM_MAP; each VMA is then mapped and filled.
+ * fields (code, data, brk, stack, arg and env ranges, auxv, exe), the layout of every area and
+ * the mm-wide settings (THP disabled, KSM merge-any, membarrier registrations, mlockall's
+ * MCL_FUTURE); VMA objects and their PAGES follow. Memory-deny-write-execute is refused: the
+ * injected calls need a writable and executable scratch area.
+ *
+ * Checkpoint: `check` does every refusal (each area's kind and flags, the executable, the
+ * mm-wide settings) and prepares every VMA object, before the head is written; `dump` only
+ * writes them out with their pages.
+ *
+ * Restart: the MM object clears the new process's address space around the scratch area and
+ * the vDSO, moves the vDSO into place, opens the executable inside the task (as the task, same
+ * file as recorded) for PR_SET_MM_MAP and sets the mm-wide settings; each VMA is then mapped and
+ * filled. At finish, areas mapped writable only to be filled get their protection back, sealed
+ * areas are sealed, and MCL_FUTURE comes last (it locks every later mapping).
  */
+import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, Tokens, bytes, linux, objectType, records, refuse, str, u64, u64s,
+  RestoreObject, S_IFMT, S_IFREG, Tokens, bytes, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
 } from '@cptrst/core';
-import { VmaImage, VmaKindHandler, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
+import { DERIVED_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, storedRuns } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 
-const { SYS, PR, PROT, MAP, O } = linux;
+const { SYS, PR, PROT, MAP, O, MEMBARRIER_CMD: MB, MCL } = linux;
 export const MM_ORDER = 200;
+const EINVAL = -BigInt(linux.ERRNO.EINVAL);
+
+/** The membarrier registrations restored, in the order they are registered again. */
+export const MEMBARRIER_REGISTRATIONS: ReadonlyArray<[number, string]> = [
+  [MB.REGISTER_GLOBAL_EXPEDITED, 'GLOBAL_EXPEDITED'],
+  [MB.REGISTER_PRIVATE_EXPEDITED, 'PRIVATE_EXPEDITED'],
+  [MB.REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 'PRIVATE_EXPEDITED_SYNC_CORE'],
+  [MB.REGISTER_PRIVATE_EXPEDITED_RSEQ, 'PRIVATE_EXPEDITED_RSEQ'],
+];
+const KNOWN_MEMBARRIER = MEMBARRIER_REGISTRATIONS.reduce((a, [bit]) => a | bit, 0);
+/** PR_GET_THP_DISABLE: 0, or 1 | PR_THP_DISABLE_EXCEPT_ADVISED (2). */
+const THP_VALUES = [0, 1, 3];
 
 @objectType(ObjectType.MM, 'mm', { parents: [ObjectType.TASK] })
 export class MmImage {
@@ -35,6 +58,91 @@ export class MmImage {
   /** Every area's [start, end), so restart can keep clear of them before the VMAs arrive. */
   @u64s() layout: bigint[] = [];
   @records(VdsoPiece) vdso: VdsoPiece[] = [];
+  /** Identity of the executable, checked when it is opened again (0: not recorded). */
+  @u64({ since: 2 }) exeDev = 0n;
+  @u64({ since: 2 }) exeIno = 0n;
+  @u64({ since: 2 }) exeSize = 0n;
+  @u64({ since: 2 }) exeMtimeNs = 0n;
+  /** PR_GET_THP_DISABLE: 0, 1, or 3 (1 | PR_THP_DISABLE_EXCEPT_ADVISED). */
+  @u32({ since: 2 }) thpDisable = 0;
+  /** PR_GET_MEMORY_MERGE: KSM for every eligible area. */
+  @u32({ since: 2 }) memoryMerge = 0;
+  /** membarrier registrations: a mask of MEMBARRIER_CMD_REGISTER_* commands. */
+  @u32({ since: 2 }) membarrier = 0;
+  /** mlockall's lasting part: MCL_FUTURE, with MCL_ONFAULT or not (0: none). */
+  @u32({ since: 2 }) mlockFuture = 0;
+}
+
+/** What check prepared for dump: each area with its kind and its VMA object. */
+interface Area {
+  v: VmaEntry;
+  kind: VmaKindHandler;
+  img: VmaImage;
+}
+interface Prepared {
+  areas: Area[];
+  mm: MmImage;
+}
+
+/**
+ * Every area's kind, VmFlags and kind-specific description (each refusal of theirs), and the
+ * executable: no injected call, so it works on any process that /proc shows.
+ */
+export function checkAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[] = taskVmas(task)): { areas: Area[]; mm: MmImage } {
+  // The executable first: when it is deleted, so are its mappings, and that says it better.
+  const mm = new MmImage();
+  const exe = linux.readExe(task.pid);
+  if (exe.endsWith(' (deleted)')) refuse(task.pid, `exe ${exe}`, 'the executable has been deleted');
+  let st: fs.BigIntStats;
+  try {
+    st = fs.statSync(`/proc/${task.pid}/exe`, { bigint: true });
+  } catch (e) {
+    return refuse(task.pid, `exe ${exe}`, `the executable cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if ((Number(st.mode) & S_IFMT) !== S_IFREG) refuse(task.pid, `exe ${exe}`, `the executable is a ${fileTypeName(Number(st.mode))}`);
+  mm.exe = exe;
+  mm.exeDev = st.dev;
+  mm.exeIno = st.ino;
+  mm.exeSize = st.size;
+  mm.exeMtimeNs = st.mtimeNs;
+  const areas: Area[] = [];
+  for (const v of vmas) {
+    const kind = kindOf(ctx, task, v);
+    const img = new VmaImage();
+    Object.assign(img, { start: v.start, end: v.end, prot: protOf(v), shared: v.shared, kind: kind.kind, path: v.path, pgoff: v.inode ? v.offset : 0n, vmFlags: v.vmFlags });
+    kind.describe(task, v, img);
+    areas.push({ v, kind, img });
+  }
+  return { areas, mm };
+}
+
+/** A prctl GET inside the task; EINVAL (an option this kernel lacks) reads as 0. */
+function prctlGet(task: CheckpointTask, option: number, what: string): number {
+  const r = task.tracee.syscall(SYS.prctl, [option, 0, 0, 0, 0]);
+  if (r === EINVAL) return 0;
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `${what} inside the process failed`, { pid: task.pid, object: 'mm' });
+  return Number(r);
+}
+
+/**
+ * The membarrier registrations of the task. GET_REGISTRATIONS (Linux 6.3) says them all; before
+ * it, each private expedited command is issued inside the task: it fails with EPERM unless the
+ * process registered for it. (A global expedited registration cannot be seen that way; it only
+ * makes the process receive barriers, and is then lost.)
+ */
+function membarrierRegistrations(task: CheckpointTask): number {
+  const t = task.tracee;
+  const r = t.syscall(SYS.membarrier, [MB.GET_REGISTRATIONS, 0, 0]);
+  if (r >= 0n) return Number(r);
+  if (r !== EINVAL) return 0; // ENOSYS: no membarrier here, nothing registered
+  let mask = 0;
+  const probes: Array<[number, number]> = [
+    [MB.PRIVATE_EXPEDITED, MB.REGISTER_PRIVATE_EXPEDITED],
+    [MB.PRIVATE_EXPEDITED_SYNC_CORE, MB.REGISTER_PRIVATE_EXPEDITED_SYNC_CORE],
+    [MB.PRIVATE_EXPEDITED_RSEQ, MB.REGISTER_PRIVATE_EXPEDITED_RSEQ],
+  ];
+  for (const [cmd, reg] of probes) if (t.syscall(SYS.membarrier, [cmd, 0, 0]) === 0n) mask |= reg;
+  return mask;
 }
 
 export class MmDump implements DumpHandler {
@@ -42,17 +150,38 @@ export class MmDump implements DumpHandler {
   readonly order = MM_ORDER;
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
-    const vmas = taskVmas(task);
-    for (const v of vmas) kindOf(ctx, task, v);
-    task.state.set('mm.vmas', vmas); // the task is frozen: dump uses the same list
-    const exe = linux.readExe(task.pid);
-    if (exe.endsWith(' (deleted)')) refuse(task.pid, `exe ${exe}`, 'the executable has been deleted');
+    const t = task.tracee;
+    // Before anything is mapped: with MDWE set, the scratch area (writable and executable) cannot be.
+    const mdwe = prctlGet(task, PR.GET_MDWE, 'PR_GET_MDWE');
+    if (mdwe) refuse(task.pid, 'mm', `memory-deny-write-execute is set (PR_SET_MDWE, flags ${mdwe}): not supported, cptrst's calls inside the process need memory that is writable and executable`);
+    // The scratch area exists before the areas are listed (it is left out of them); a fresh
+    // mapping, its VmFlags show what mlockall(MCL_FUTURE) left in the mm's default flags.
+    const scratch = t.scratch();
+    const all = linux.readSmaps(task.pid);
+    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
+    const reserved = t.reservedRanges();
+    const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+    const { areas, mm } = checkAreas(ctx, task, vmas);
+
+    const flags = mine?.vmFlags ?? [];
+    mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
+    mm.thpDisable = prctlGet(task, PR.GET_THP_DISABLE, 'PR_GET_THP_DISABLE');
+    if (!THP_VALUES.includes(mm.thpDisable)) refuse(task.pid, 'mm', `PR_GET_THP_DISABLE says ${mm.thpDisable}, a setting cptrst does not know`);
+    mm.memoryMerge = prctlGet(task, PR.GET_MEMORY_MERGE, 'PR_GET_MEMORY_MERGE');
+    mm.membarrier = membarrierRegistrations(task);
+    if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
+    task.state.set('mm.prepared', { areas, mm } as Prepared); // the task is frozen: dump writes the same
   }
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    let prepared = task.state.get('mm.prepared') as Prepared | undefined;
+    if (!prepared) {
+      this.check(ctx, task);
+      prepared = task.state.get('mm.prepared') as Prepared;
+    }
+    const { areas, mm } = prepared;
     const t = task.tracee;
     const st = linux.readStat(task.pid);
-    const mm = new MmImage();
     mm.startCode = st.startcode;
     mm.endCode = st.endcode;
     mm.startData = st.startData;
@@ -65,23 +194,23 @@ export class MmDump implements DumpHandler {
     mm.envStart = st.envStart;
     mm.envEnd = st.envEnd;
     mm.auxv = linux.readAuxv(task.pid);
-    mm.exe = linux.readExe(task.pid);
-    const vmas = (task.state.get('mm.vmas') as ReturnType<typeof taskVmas> | undefined) ?? taskVmas(task);
-    mm.layout = vmas.flatMap((v) => [v.start, v.end]);
+    mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
     mm.vdso = vdsoPieces(task.pid);
     ctx.write(mm, task.tag);
 
-    for (const v of vmas) {
-      const kind = kindOf(ctx, task, v);
-      const img = new VmaImage();
-      Object.assign(img, { start: v.start, end: v.end, prot: protOf(v), shared: v.shared, kind: kind.kind, path: v.path, pgoff: v.inode ? v.offset : 0n, vmFlags: v.vmFlags });
-      kind.describe(task, v, img);
-      const runs = ctx.timed('pagemap', () => storedRuns(task, v, kind));
+    for (const { v, kind, img } of areas) {
+      const runs = kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
       dumpPages(ctx, task, v, runs, vmaTag);
     }
   }
+}
+
+/** A VMA of the image as restart keeps it: its object and the kind that mapped it. */
+export interface RestoredVma {
+  img: VmaImage;
+  kind: VmaKindHandler;
 }
 
 export class MmRestore implements RestoreHandler {
@@ -100,21 +229,35 @@ export class MmRestore implements RestoreHandler {
     }
   }
 
-  /** Areas mapped writable only to be filled get their own protection back. */
   finish(_ctx: RestartContext, task: RestartTask): void {
     const t = task.tracee!;
+    // Areas mapped writable only to be filled get their own protection back.
     for (const v of (task.state.get('mm.tempWritable') as VmaImage[] | undefined) ?? []) {
       t.syscallOk(SYS.mprotect, [v.start, v.end - v.start, v.prot], `mprotect of ${describeVma(v)}`);
     }
+    // Sealed areas: nothing changes them after this.
+    for (const { img } of ((task.state.get('mm.vmasByTag') as Map<number, RestoredVma> | undefined) ?? new Map()).values()) {
+      if (img.vmFlags.includes(SEAL_FLAG)) t.syscallOk(SYS.mseal, [img.start, img.end - img.start, 0], `mseal of ${describeVma(img)}`);
+    }
+    const mm = task.state.get('mm.image') as MmImage | undefined;
+    if (!mm) return;
+    if (mm.mlockFuture) t.syscallOk(SYS.mlockall, [mm.mlockFuture], 'mlockall(MCL_FUTURE) (RLIMIT_MEMLOCK or CAP_IPC_LOCK is needed, as it was for the original)');
   }
 
   private restoreMm(ctx: RestartContext, task: RestartTask, mm: MmImage): void {
     const t = task.tracee!;
-    if (mm.layout.length % 2) throw new CptError('EBADIMG', 'odd mm layout', { pid: task.pid, object: 'mm' });
+    const bad = (why: string) => new CptError('EBADIMG', why, { pid: task.pid, object: 'mm' });
+    if (mm.layout.length % 2) throw bad('odd mm layout');
+    if (!THP_VALUES.includes(mm.thpDisable)) throw bad(`THP setting ${mm.thpDisable}`);
+    if (mm.memoryMerge > 1) throw bad(`KSM merge setting ${mm.memoryMerge}`);
+    if (mm.membarrier & ~KNOWN_MEMBARRIER) throw bad(`membarrier registrations 0x${mm.membarrier.toString(16)}`);
+    if (mm.mlockFuture & ~(MCL.FUTURE | MCL.ONFAULT) || (mm.mlockFuture && !(mm.mlockFuture & MCL.FUTURE))) throw bad(`mlockall flags 0x${mm.mlockFuture.toString(16)}`);
+    if (mm.auxv.length > 4096 || mm.auxv.length % 16) throw new CptError('EBADIMG', `auxv of ${mm.auxv.length} bytes`, { pid: task.pid, object: 'auxv' });
     const layout: Range[] = [];
     for (let i = 0; i < mm.layout.length; i += 2) layout.push({ start: mm.layout[i], end: mm.layout[i + 1] });
-    task.state.set('mm.vmasByTag', new Map<number, VmaImage>());
+    task.state.set('mm.vmasByTag', new Map<number, RestoredVma>());
     task.state.set('mm.layout', layout);
+    task.state.set('mm.image', mm);
 
     // The scratch area must not sit where the image has memory.
     let scratch = t.reservedRanges()[0];
@@ -134,28 +277,63 @@ export class MmRestore implements RestoreHandler {
     moveVdso(ctx, task, mm.vdso, [scratch, ...layout]);
 
     // mm fields and /proc/PID/exe. The helper's executable is unmapped now, so exe_file may change.
-    const exeFd = t.syscallOk(SYS.openat, [linux.AT_FDCWD, t.stage(Buffer.from(mm.exe + '\0'), 4096), O.RDONLY | O.CLOEXEC, 0], `open of the executable ${mm.exe}`);
+    // The executable is opened inside the task, as the task: the same file the image recorded.
+    const object = `exe ${mm.exe}`;
+    const known = mm.exeMtimeNs !== 0n;
+    const exeFd = openRecordedFile(t, mm.exe, {
+      flags: O.RDONLY | O.CLOEXEC,
+      expect: known ? { type: S_IFREG, size: mm.exeSize, mtimeNs: mm.exeMtimeNs, dev: mm.exeDev, ino: mm.exeIno } : { type: S_IFREG },
+      sameBoot: ctx.sameBoot,
+      object,
+    });
     try {
-      if (mm.auxv.length > 4096 || mm.auxv.length % 16) throw new CptError('EBADIMG', `auxv of ${mm.auxv.length} bytes`, { pid: task.pid, object: 'auxv' });
       const auxvAt = t.stage(mm.auxv, 8192);
       const map = linux.encodePrctlMmMap({
         startCode: mm.startCode, endCode: mm.endCode, startData: mm.startData, endData: mm.endData,
         startBrk: mm.startBrk, brk: mm.brk, startStack: mm.startStack, argStart: mm.argStart, argEnd: mm.argEnd,
         envStart: mm.envStart, envEnd: mm.envEnd, auxv: auxvAt, auxvSize: mm.auxv.length, exeFd: Number(exeFd),
       });
-      t.syscallOk(SYS.prctl, [PR.SET_MM, linux.PR_SET_MM.MAP, t.stage(map, 0), map.length, 0], 'prctl(PR_SET_MM_MAP)');
+      const r = t.syscall(SYS.prctl, [PR.SET_MM, linux.PR_SET_MM.MAP, t.stage(map, 0), map.length, 0]);
+      if (r < 0n) {
+        const code = linux.errnoName(Number(-r));
+        const why = code === 'EPERM' ? ': setting the executable needs CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) in the restored process' : '';
+        throw new CptError(code, `prctl(PR_SET_MM_MAP) failed${why}`, { pid: task.pid, object });
+      }
     } finally {
       t.syscall(SYS.close, [exeFd]);
+    }
+
+    // mm-wide settings that shape the areas mapped next (THP, KSM), and membarrier registrations.
+    // Set only where the new process differs (it inherits cptrst's); a kernel without the option reads as 0.
+    const differs = (get: number, want: number) => {
+      const now = t.syscall(SYS.prctl, [get, 0, 0, 0, 0]);
+      return now < 0n ? want !== 0 : Number(now) !== want;
+    };
+    if (differs(PR.GET_THP_DISABLE, mm.thpDisable)) {
+      t.syscallOk(SYS.prctl, [PR.SET_THP_DISABLE, mm.thpDisable & 1, mm.thpDisable & ~1, 0, 0], `prctl(PR_SET_THP_DISABLE, ${mm.thpDisable & 1}, ${mm.thpDisable & ~1})`);
+    }
+    if (differs(PR.GET_MEMORY_MERGE, mm.memoryMerge)) {
+      t.syscallOk(SYS.prctl, [PR.SET_MEMORY_MERGE, mm.memoryMerge, 0, 0, 0], `prctl(PR_SET_MEMORY_MERGE, ${mm.memoryMerge})`);
+    }
+    for (const [bit, name] of MEMBARRIER_REGISTRATIONS) {
+      if (mm.membarrier & bit) t.syscallOk(SYS.membarrier, [bit, 0, 0], `membarrier registration for ${name}`);
     }
   }
 
   private restoreVma(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = validateVma(task, o);
+    const what = describeVma(img);
     const kind = ctx.all<VmaKindHandler>(Tokens.VmaKind).find((k) => k.kind === img.kind);
-    if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${img.kind} memory areas is loaded`, { pid: task.pid, object: describeVma(img) });
+    if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${img.kind} memory areas is loaded`, { pid: task.pid, object: what });
     const scratch = task.tracee!.reservedRanges();
-    if (scratch.some((r) => overlaps(r, img))) throw new CptError('EBADIMG', `${describeVma(img)} is not in the image's layout`, { pid: task.pid, object: describeVma(img) });
-    // Shared areas cannot be written through /proc/PID/mem unless writable; private ones can (FOLL_FORCE).
+    if (scratch.some((r) => overlaps(r, img))) throw new CptError('EBADIMG', `${what} is not in the image's layout`, { pid: task.pid, object: what });
+    if (img.pageCount > 0n && !kind.storesPages(img)) {
+      throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: the image holds pages for a ${img.shared ? 'shared ' : ''}${img.kind} mapping, whose contents are the file's`, { pid: task.pid, object: what });
+    }
+    const odd = img.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !kind.acceptsVmFlag(f));
+    if (odd.length) throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: VmFlags ${odd.join(' ')} on ${img.kind} memory`, { pid: task.pid, object: what });
+    // Shared memory cannot be written through /proc/PID/mem unless writable; private can (FOLL_FORCE).
+    // Only anonymous shared memory ever gets here with pages (a shared file mapping has none).
     const tempWritable = img.pageCount > 0n && img.shared && !(img.prot & PROT.WRITE);
     kind.map(ctx, task, img, tempWritable);
     if (tempWritable) {
@@ -163,6 +341,6 @@ export class MmRestore implements RestoreHandler {
       list.push(img);
       task.state.set('mm.tempWritable', list);
     }
-    (task.state.get('mm.vmasByTag') as Map<number, VmaImage>).set(o.tag, img);
+    (task.state.get('mm.vmasByTag') as Map<number, RestoredVma>).set(o.tag, { img, kind });
   }
 }

@@ -106,11 +106,14 @@ export function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: Vma
 
 export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   const img = o.obj as PagesImage;
-  const vmas = task.state.get('mm.vmasByTag') as Map<number, VmaImage>;
-  const vma = vmas.get(o.ptag);
+  const vmas = task.state.get('mm.vmasByTag') as Map<number, { img: VmaImage; kind: VmaKindHandler }>;
+  const area = vmas.get(o.ptag);
+  const vma = area?.img;
   const end = img.vaddr + BigInt(img.count * PAGE);
   const bad = (why: string) => new CptError('EBADIMG', `pages at 0x${img.vaddr.toString(16)} (image offset ${o.offset}): ${why}`, { pid: task.pid, object: 'pages' });
-  if (!vma) throw bad('they belong to no memory area');
+  if (!area || !vma) throw bad('they belong to no memory area');
+  // Never through a shared file mapping: that would write the image's data into the file.
+  if (!area.kind.storesPages(vma)) throw bad(`${describeVma(vma)} is a ${vma.shared ? 'shared ' : ''}${vma.kind} mapping, whose contents are the file's`);
   if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
   task.tracee!.writeMemory(img.vaddr, o.pages);

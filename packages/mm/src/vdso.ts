@@ -30,6 +30,13 @@ export class VdsoVma implements VmaKindHandler {
     return VDSO_NAMES.includes(v.path);
   }
   describe(): void {}
+  /** The kernel's own pages, with the kernel's flags: nothing of them is mapped or stored. */
+  acceptsVmFlag(): boolean {
+    return true;
+  }
+  storesPages(): boolean {
+    return false;
+  }
   storesPage(): boolean {
     return false;
   }

@@ -5,8 +5,9 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, KindHandler, ObjectType, RestartContext, RestartTask, RestoreObject,
-  Tokens, bool, claim, linux, objectType, str, strs, u32, u64,
+  Tokens, bool, claim, linux, objectType, refuse, str, strs, u32, u64,
 } from '@cptrst/core';
+import * as fs from 'fs';
 
 const { SYS, PROT, MAP } = linux;
 
@@ -31,6 +32,8 @@ export class VmaImage {
   @u64() fileMtimeNs = 0n;
   /** Pages of this area stored in the PAGES objects that follow. */
   @u64() pageCount = 0n;
+  /** st_dev of the mapped file, checked at restart when the image was made since this boot. */
+  @u64({ since: 2 }) fileDev = 0n;
 }
 
 /** A VMA as the kind handlers see it at checkpoint. */
@@ -38,26 +41,69 @@ export type VmaEntry = linux.SmapsEntry;
 
 /** One kind of memory area. Registered under Tokens.VmaKind; a third party can add kinds. */
 export interface VmaKindHandler extends KindHandler<VmaEntry> {
-  /** Fills the kind-specific fields (file identity...) or refuses with a CptError. */
+  /**
+   * Fills the kind-specific fields (file identity...) or refuses with a CptError. It runs in the
+   * check pass, before anything is written, so every refusal of the kind belongs here.
+   */
   describe(task: CheckpointTask, vma: VmaEntry, img: VmaImage): void;
+  /** Whether this kind restores the VmFlag (beyond DERIVED_FLAGS); an area with any other flag is refused. */
+  acceptsVmFlag(flag: string): boolean;
+  /**
+   * Whether the area's pages may be stored at all: false where the contents are a file's (a
+   * shared file mapping), so that no page of an image is ever written into a file.
+   */
+  storesPages(img: VmaImage): boolean;
   /** Which pages of the area go into the image, from their pagemap entries. */
   storesPage(pagemapEntry: bigint): boolean;
   /** Maps the area again in the restored task. `writable`: map it writable for now, the pages go in next. */
   map(ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void;
 }
 
-/** VmFlags that follow from prot/shared or that the kernel sets by itself, and those we set with madvise or mmap flags. */
-const DERIVED_FLAGS = new Set(['rd', 'wr', 'ex', 'sh', 'mr', 'mw', 'me', 'ms', 'ac', 'sd', 'nr', 'gd']);
+/**
+ * VmFlags that follow from prot and sharing, or that the kernel sets by itself (anon_vma,
+ * soft-dirty): every kind accepts them. The others each kind lists for itself (acceptsVmFlag),
+ * and only the ones it restores.
+ */
+export const DERIVED_FLAGS: ReadonlySet<string> = new Set(['rd', 'wr', 'ex', 'sh', 'mr', 'mw', 'me', 'ms', 'ac', 'sd']);
+/** VmFlags set again with madvise at restart. */
 export const MADVISE_FLAGS: Record<string, number> = {
   dc: linux.MADV.DONTFORK,
   dd: linux.MADV.DONTDUMP,
   wf: linux.MADV.WIPEONFORK,
   hg: linux.MADV.HUGEPAGE,
   nh: linux.MADV.NOHUGEPAGE,
+  sr: linux.MADV.SEQUENTIAL,
+  rr: linux.MADV.RANDOM,
+  mg: linux.MADV.MERGEABLE,
 };
+/** mlock ("lo") and mlock on fault ("lf"), set again with mlock2; mseal ("sl"), set again at finish. */
+export const LOCK_FLAGS: ReadonlySet<string> = new Set(['lo', 'lf']);
+export const SEAL_FLAG = 'sl';
 
 export function protOf(v: VmaEntry): number {
   return (v.prot.read ? PROT.READ : 0) | (v.prot.write ? PROT.WRITE : 0) | (v.prot.exec ? PROT.EXEC : 0);
+}
+
+/** The area's /proc/PID/map_files link: the mapped file as the process sees it, even renamed. */
+export function mapFilesPath(pid: number, v: { start: bigint; end: bigint }): string {
+  return `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+}
+
+let shmDev: bigint | undefined;
+/**
+ * The device of the kernel's internal shm mount, which holds every memfd, SysV segment and
+ * shared anonymous area: found from a memfd of cptrst's own, made once and closed at once.
+ */
+export function internalShmDev(): bigint {
+  if (shmDev === undefined) {
+    const fd = Number(linux.checkedSyscall('memfd_create', undefined, SYS.memfd_create, Buffer.from('cptrst-shm-probe\0'), linux.MFD.CLOEXEC));
+    try {
+      shmDev = fs.fstatSync(fd, { bigint: true }).dev;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return shmDev;
 }
 
 export function describeVma(v: { start: bigint; end: bigint; path: string }): string {
@@ -72,12 +118,13 @@ export function taskVmas(task: CheckpointTask): VmaEntry[] {
 
 export function kindOf(ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry): VmaKindHandler {
   const h = claim(ctx.all<VmaKindHandler>(Tokens.VmaKind), v, task.pid, describeVma(v), 'no handler for this kind of memory area');
-  if (h.kind !== 'vdso') {
-    const odd = v.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !(f in MADVISE_FLAGS));
-    if (odd.length) {
-      throw new CptError('EOPNOTSUPP', `${describeVma(v)}: VmFlags ${odd.join(' ')} are not supported yet`, { pid: task.pid, object: describeVma(v) });
-    }
+  const odd = v.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !h.acceptsVmFlag(f));
+  if (odd.length) {
+    throw new CptError('EOPNOTSUPP', `${describeVma(v)}: VmFlags ${odd.join(' ')} are not supported on ${h.kind} memory yet`, { pid: task.pid, object: describeVma(v) });
   }
+  // A protection key other than the default one would silently become key 0.
+  const pkey = v.fields.ProtectionKey;
+  if (pkey !== undefined && pkey !== 0) refuse(task.pid, describeVma(v), `protection key ${pkey}: memory protection keys are not supported yet`);
   return h;
 }
 

@@ -6,7 +6,10 @@
  *   big:    4100 pages private anonymous, all written;
  *   file:   8 pages of argv[1] (created here) mapped MAP_PRIVATE, every page read, pages 2 and 6 written;
  *   named:  1 page private anonymous named "cptrst-test" with PR_SET_VMA_ANON_NAME (0 if unsupported);
- *   locked: with argv[2] == "lock", 1 page locked with mlock (VmFlags "lo").
+ *   locked: with argv[2] == "lock", 1 page locked with mlock (VmFlags "lo");
+ *   uffd:   with argv[2] == "lock", 1 page registered with userfaultfd (VmFlags "um");
+ *   memfd, memfdp: with argv[2] == "memfd", 2 pages of a memfd mapped MAP_SHARED and 1 MAP_PRIVATE;
+ *   sfile:  with argv[2] == "memfd", 2 pages of argv[1] mapped MAP_SHARED, page 0 written.
  * A malloc makes a [heap]. Prints name=address lines then READY to stdout (a file), then sleeps.
  */
 #define _GNU_SOURCE
@@ -16,6 +19,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -72,10 +77,36 @@ int main(int argc, char **argv) {
     if (mlock(locked, PG) != 0) { perror("mlock"); return 1; }
   }
 
+  char *uffd = NULL;
+  if (argc > 2 && strcmp(argv[2], "lock") == 0) {
+    uffd = guarded(1);
+    int u = syscall(SYS_userfaultfd, O_CLOEXEC);
+    struct uffdio_api api = { .api = UFFD_API };
+    struct uffdio_register reg = { .range = { (unsigned long)uffd, PG }, .mode = UFFDIO_REGISTER_MODE_MISSING };
+    if (u < 0 || ioctl(u, UFFDIO_API, &api) || ioctl(u, UFFDIO_REGISTER, &reg)) { perror("userfaultfd"); return 1; }
+  }
+
+  char *memfd = NULL, *memfdp = NULL, *sfile = NULL;
+  if (argc > 2 && strcmp(argv[2], "memfd") == 0) {
+    int m = memfd_create("innocent", MFD_CLOEXEC);
+    if (m < 0 || ftruncate(m, 2 * PG)) { perror("memfd"); return 1; }
+    memfd = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+    memfdp = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, m, 0);
+    if (memfd == MAP_FAILED || memfdp == MAP_FAILED) { perror("mmap memfd"); return 1; }
+    memfd[0] = memfdp[0] = 1;
+    close(m);
+    int f = open(argv[1], O_RDWR);
+    sfile = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
+    if (f < 0 || sfile == MAP_FAILED) { perror("mmap shared file"); return 1; }
+    sfile[0] = 'S';
+    close(f);
+  }
+
   char *heap = malloc(1000);
   heap[0] = 1;
 
-  printf("shared=%p\nanon=%p\nbig=%p\nfile=%p\nnamed=%p\nlocked=%p\nheap=%p\nREADY\n", shared, anon, big, file, named, locked, heap);
+  printf("shared=%p\nanon=%p\nbig=%p\nfile=%p\nnamed=%p\nlocked=%p\nuffd=%p\nmemfd=%p\nmemfdp=%p\nsfile=%p\nheap=%p\nREADY\n",
+         shared, anon, big, file, named, locked, uffd, memfd, memfdp, sfile, heap);
   fflush(stdout);
   for (;;) pause();
 }

@@ -5,16 +5,21 @@
 import { expect } from 'chai';
 import { container } from 'tsyringe';
 import { ImageReader, ObjectType, RestartContext, RestartTask, RestoreObject, Tracee, bufferSource } from '@cptrst/core';
-import { PagesImage, VmaImage, restorePages, validateVma } from '../src';
+import * as fs from 'fs';
+import { AnonVma, FileVma, MmRestore, PagesImage, RestoredVma, VmaImage, register, restorePages, validateVma } from '../src';
 import { thrown, unusedTracee } from './support';
 
-const ctx = new RestartContext(container.createChildContainer(), new ImageReader(bufferSource(Buffer.alloc(0))), -1, 0);
+const mmContainer = container.createChildContainer();
+register(mmContainer);
+// The context looks at who owns its image stream: /dev/null stands in (open for the test run).
+const ctx = new RestartContext(mmContainer, new ImageReader(bufferSource(Buffer.alloc(0))), fs.openSync('/dev/null', 'r'), 0);
 
 function vma(start: bigint, end: bigint, prot = 3): VmaImage {
   return Object.assign(new VmaImage(), { start, end, prot, kind: 'anon' });
 }
+const anon = (img: VmaImage): RestoredVma => ({ img, kind: new AnonVma() });
 
-function task(vmas: Map<number, VmaImage> = new Map()): RestartTask {
+function task(vmas: Map<number, RestoredVma> = new Map()): RestartTask {
   return { pid: 31337, tid: 31337, tag: 2, tracee: unusedTracee<Tracee>(), state: new Map<string, unknown>([['mm.vmasByTag', vmas]]) };
 }
 
@@ -51,7 +56,7 @@ describe('mm restore checks of image objects', () => {
   });
 
   it('restorePages refuses pages of no VMA, a payload of the wrong size, and pages outside their VMA', () => {
-    const vmas = new Map([[7, vma(0x400000n, 0x404000n)]]);
+    const vmas = new Map([[7, anon(vma(0x400000n, 0x404000n))]]);
     const cases: Array<[RestoreObject, string]> = [
       [pagesObj(0x400000n, 1, 4096, 99), 'belong to no memory area'],
       [pagesObj(0x400000n, 2, 4096), 'payload is 4096 bytes for 2 pages'],
@@ -67,5 +72,30 @@ describe('mm restore checks of image objects', () => {
       expect(e.message).to.include('image offset 8192');
       expect(e.pid).to.equal(31337);
     }
+  });
+
+  it('no page of an image goes through a shared file mapping: its VMA with pages, or PAGES under it, are EBADIMG', () => {
+    const shared = Object.assign(vma(0x400000n, 0x404000n), { kind: 'file', shared: true, path: '/etc/passwd', vmFlags: ['rd', 'wr', 'sh', 'mr', 'mw', 'me', 'ms'] });
+    // The VMA object itself, when it claims pages: refused before anything is opened or mapped.
+    const withPages = Object.assign(new VmaImage(), shared, { pageCount: 1n });
+    const e = thrown(() => new MmRestore().restore(ctx, task(), vmaObj(withPages)));
+    expect(e.code).to.equal('EBADIMG');
+    expect(e.message).to.include('image offset 4242').and.include("contents are the file's");
+    expect(e.object).to.equal('vma 400000-404000 /etc/passwd');
+    // PAGES under such a VMA (one that said it had none).
+    const vmas = new Map([[7, { img: shared, kind: new FileVma() }]]);
+    const p = thrown(() => restorePages(ctx, task(vmas), pagesObj(0x400000n, 1, 4096)));
+    expect(p.code).to.equal('EBADIMG');
+    expect(p.message).to.include("shared file mapping, whose contents are the file's");
+    // A private file mapping's pages (the process's own copies) are fine up to the write, which needs the tracee.
+    const priv = new Map([[7, { img: Object.assign(new VmaImage(), shared, { shared: false }), kind: new FileVma() }]]);
+    expect(thrown(() => restorePages(ctx, task(priv), pagesObj(0x400000n, 1, 4096))).message).to.include('the tracee was used');
+  });
+
+  it('a VMA whose VmFlags its kind does not restore is EBADIMG', () => {
+    const v = Object.assign(vma(0x400000n, 0x404000n), { vmFlags: ['rd', 'wr', 'um'] });
+    const e = thrown(() => new MmRestore().restore(ctx, task(), vmaObj(v)));
+    expect(e.code).to.equal('EBADIMG');
+    expect(e.message).to.include('VmFlags um on anon memory');
   });
 });

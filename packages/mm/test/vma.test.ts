@@ -11,7 +11,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageWriter, MachineProbe, MemorySink, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import {
-  MmDump, VmaEntry, VmaKindHandler, isAnonCopy, isPresentOrSwapped, kindOf, register, storedRuns,
+  MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, register, storedRuns,
 } from '../src';
 import { compile, killStarted, removeTmpDir, startTarget, thrown, tmpDir, unusedTracee } from './support';
 
@@ -116,29 +116,88 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
       expect(e.object).to.equal(`vma ${vsyscall.start.toString(16)}-${vsyscall.end.toString(16)} [vsyscall]`);
       expect(e.message).to.include('no handler');
     }
-    // MmDump.check runs kindOf on every area (and the exe check): this process passes.
-    expect(() => new MmDump().check(ctx, task)).to.not.throw();
+    // checkAreas (MmDump.check's part that needs no injected call) runs kindOf and describe on every area: this process passes.
+    const { areas, mm } = checkAreas(ctx, task);
+    expect(areas.map((a) => a.img.kind)).to.deep.equal(areas.map((a) => expectedKind(a.v)));
+    expect(mm.exe).to.equal(bin);
+    expect(mm.exeIno).to.equal(fs.statSync(bin, { bigint: true }).ino);
+    const file = areas.find((a) => a.v.start === t.vars.file)!.img;
+    const st = fs.statSync(path.join(tmpDir(), 'mapped-kindof'), { bigint: true });
+    expect([file.inode, file.fileDev, file.fileSize, file.fileMtimeNs]).to.deep.equal([st.ino, st.dev, st.size, st.mtimeNs]);
   });
 
-  it('kindOf refuses an area with VmFlags it cannot restore (mlock: "lo"), naming the flag and the area', async () => {
+  it('kindOf refuses an area with VmFlags it cannot restore (userfaultfd: "um"), naming the flag and the area; mlock ("lo") is taken', async () => {
     const t = await startTarget(bin, [path.join(tmpDir(), 'mapped-lock'), 'lock']);
     expect(t.vars.locked).to.not.equal(0n);
     const ctx = checkpointContext(containerWithMm());
     const task = taskOf(t.pid);
-    const v = linux.readSmaps(t.pid).find((x) => x.start === t.vars.locked)!;
-    expect(v.vmFlags).to.include('lo');
+    const locked = linux.readSmaps(t.pid).find((x) => x.start === t.vars.locked)!;
+    expect(locked.vmFlags).to.include('lo');
+    expect(kindOf(ctx, task, locked).kind).to.equal('anon');
+    const v = linux.readSmaps(t.pid).find((x) => x.start === t.vars.uffd)!;
+    expect(v.vmFlags).to.include('um');
     const e = thrown(() => kindOf(ctx, task, v));
     expect(e.code).to.equal('EOPNOTSUPP');
     expect(e.pid).to.equal(t.pid);
     expect(e.object).to.equal(`vma ${v.start.toString(16)}-${v.end.toString(16)}`);
-    expect(e.message).to.include('VmFlags lo are not supported yet');
-    const c = thrown(() => new MmDump().check(ctx, task));
+    expect(e.message).to.include('VmFlags um are not supported on anon memory yet');
+    const c = thrown(() => checkAreas(ctx, task));
     expect(c.code).to.equal('EOPNOTSUPP');
-    expect(c.message).to.include('lo');
+    expect(c.message).to.include('um');
     // The "nh" of MADV_NOHUGEPAGE on the other areas is accepted (it is set again with madvise).
     const anon = linux.readSmaps(t.pid).find((x) => x.start === t.vars.anon)!;
     expect(anon.vmFlags).to.include('nh');
     expect(kindOf(ctx, task, anon).kind).to.equal('anon');
+  });
+
+  it('each kind takes only the VmFlags it restores: droppable ("dp") and wipeonfork ("wf") on private anonymous memory only', () => {
+    const kinds = containerWithMm().resolveAll<VmaKindHandler>(Tokens.VmaKind);
+    const k = (n: string) => kinds.find((h) => h.kind === n)!;
+    expect(['dp', 'wf', 'gd', 'lo', 'lf', 'sl', 'mg', 'sr', 'rr'].every((f) => k('anon').acceptsVmFlag(f))).to.equal(true);
+    expect(['dp', 'wf', 'gd', 'mg'].some((f) => k('shared-anon').acceptsVmFlag(f))).to.equal(false);
+    expect(['dp', 'wf', 'gd'].some((f) => k('file').acceptsVmFlag(f))).to.equal(false);
+    expect(['lo', 'sl', 'dd', 'nr'].every((f) => k('file').acceptsVmFlag(f))).to.equal(true);
+    for (const n of ['anon', 'shared-anon', 'file']) {
+      for (const f of ['um', 'uw', 'io', 'pf', 'ht', 'ss', 'de', 'mm']) expect(k(n).acceptsVmFlag(f), `${n} ${f}`).to.equal(false);
+    }
+  });
+
+  it('memfd mappings, shared and private, are refused by the device of the mapped file, whatever the area is called', async () => {
+    const t = await startTarget(bin, [path.join(tmpDir(), 'mapped-memfd'), 'memfd']);
+    const ctx = checkpointContext(containerWithMm());
+    const task = taskOf(t.pid);
+    const file = containerWithMm().resolveAll<VmaKindHandler>(Tokens.VmaKind).find((k) => k.kind === 'file')!;
+    for (const addr of [t.vars.memfd, t.vars.memfdp]) {
+      const v = linux.readSmaps(t.pid).find((x) => x.start === addr)!;
+      expect(v.path).to.equal('/memfd:innocent');
+      expect(kindOf(ctx, task, v).kind).to.equal('file');
+      const e = thrown(() => file.describe(task, v, new VmaImage()));
+      expect(e.code).to.equal('EOPNOTSUPP');
+      expect(e.object).to.equal(`vma ${v.start.toString(16)}-${v.end.toString(16)} /memfd:innocent`);
+      expect(e.message).to.match(/memfd/);
+      // The same area under a name of the process's choosing (a plain file's, not deleted): still refused.
+      const renamed = { ...v, path: '/tmp/innocent', deleted: false };
+      const r = thrown(() => file.describe(task, renamed, new VmaImage()));
+      expect(r.code).to.equal('EOPNOTSUPP');
+      expect(r.message).to.include("internal shm mount");
+    }
+    const c = thrown(() => checkAreas(ctx, task));
+    expect(c.code).to.equal('EOPNOTSUPP');
+    expect(c.message).to.match(/memfd/);
+  });
+
+  it('a shared file mapping stores no pages: its contents are the file\'s', async () => {
+    const data = path.join(tmpDir(), 'mapped-shared');
+    const t = await startTarget(bin, [data, 'memfd']);
+    const file = containerWithMm().resolveAll<VmaKindHandler>(Tokens.VmaKind).find((k) => k.kind === 'file')!;
+    const v = linux.readSmaps(t.pid).find((x) => x.start === t.vars.sfile)!;
+    expect(v.shared).to.equal(true);
+    expect(v.path).to.equal(fs.realpathSync(data));
+    const img = Object.assign(new VmaImage(), { shared: true, kind: 'file' });
+    file.describe(taskOf(t.pid), v, img);
+    expect(file.storesPages(img)).to.equal(false);
+    expect(file.storesPages(Object.assign(new VmaImage(), { shared: false, kind: 'file' }))).to.equal(true);
+    expect(fs.readFileSync(data)[0]).to.equal('S'.charCodeAt(0)); // written through the mapping: it is in the file
   });
 
   it('MmDump.check refuses a process whose executable was deleted', async () => {
@@ -148,7 +207,7 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
     const t = await startTarget(copy, [path.join(tmpDir(), 'mapped-del')]);
     fs.unlinkSync(copy);
     const ctx = checkpointContext(containerWithMm());
-    const e = thrown(() => new MmDump().check(ctx, taskOf(t.pid)));
+    const e = thrown(() => checkAreas(ctx, taskOf(t.pid)));
     expect(e.code).to.equal('EOPNOTSUPP');
     expect(e.pid).to.equal(t.pid);
     expect(e.object).to.equal(`exe ${copy} (deleted)`);

@@ -2,7 +2,7 @@
  * Per-process settings with no object of their own: CPU affinity, oom_score_adj, the
  * parent-death signal, timer slack and the child-subreaper flag (TASK_MISC); and the refusals
  * of task state that cptrst cannot recreate yet: POSIX timers, namespaces other than cptrst's
- * own, securebits and a disabled THP.
+ * own and securebits. (A disabled THP is mm's: it is saved with the MM object.)
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
@@ -54,8 +54,6 @@ export class MiscDump implements DumpHandler {
     const t = task.tracee;
     const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]);
     if (securebits > 0n) refuse(task.pid, `securebits 0x${securebits.toString(16)}`, 'the process has securebits set (PR_SET_SECUREBITS); they are not supported yet');
-    const thp = t.syscall(SYS.prctl, [PR.GET_THP_DISABLE, 0, 0, 0, 0]);
-    if (thp > 0n) refuse(task.pid, 'thp_disable', 'the process disabled transparent huge pages (PR_SET_THP_DISABLE); this is not supported yet');
     const ours = linux.readNamespaces('self');
     const theirs = linux.readNamespaces(task.pid);
     for (const kind of linux.NS_KINDS) {

@@ -220,7 +220,7 @@ export const PROT = Object.freeze({
 
 /** mmap flags (x86-64). */
 export const MAP = Object.freeze({
-  SHARED: 0x01, PRIVATE: 0x02, SHARED_VALIDATE: 0x03, TYPE: 0x0f, FIXED: 0x10, ANONYMOUS: 0x20,
+  SHARED: 0x01, PRIVATE: 0x02, SHARED_VALIDATE: 0x03, DROPPABLE: 0x08, TYPE: 0x0f, FIXED: 0x10, ANONYMOUS: 0x20,
   '32BIT': 0x40, GROWSDOWN: 0x0100, DENYWRITE: 0x0800, EXECUTABLE: 0x1000, LOCKED: 0x2000,
   NORESERVE: 0x4000, POPULATE: 0x8000, NONBLOCK: 0x10000, STACK: 0x20000, HUGETLB: 0x40000,
   SYNC: 0x80000, FIXED_NOREPLACE: 0x100000, UNINITIALIZED: 0x4000000,
@@ -376,6 +376,20 @@ export const __WCLONE = WAIT.__WCLONE;
 
 /** pidfd_open flags. */
 export const PIDFD = Object.freeze({ NONBLOCK: 0o4000, THREAD: 0o200 } as const);
+
+/** mlock2 flag and mlockall flags. */
+export const MLOCK_ONFAULT = 1;
+export const MCL = Object.freeze({ CURRENT: 1, FUTURE: 2, ONFAULT: 4 } as const);
+
+/**
+ * membarrier(2) commands. GET_REGISTRATIONS (Linux 6.3) returns the REGISTER_* commands the
+ * process has issued, as a mask of those command bits.
+ */
+export const MEMBARRIER_CMD = Object.freeze({
+  QUERY: 0, GLOBAL: 1, GLOBAL_EXPEDITED: 2, REGISTER_GLOBAL_EXPEDITED: 4, PRIVATE_EXPEDITED: 8,
+  REGISTER_PRIVATE_EXPEDITED: 16, PRIVATE_EXPEDITED_SYNC_CORE: 32, REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: 64,
+  PRIVATE_EXPEDITED_RSEQ: 128, REGISTER_PRIVATE_EXPEDITED_RSEQ: 256, GET_REGISTRATIONS: 512,
+} as const);
 
 /** memfd_create flags. */
 export const MFD = Object.freeze({ CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4, NOEXEC_SEAL: 8, EXEC: 0x10 } as const);

@@ -1,0 +1,226 @@
+/*
+ * mmstate <trigger> [memfd|deleted]: memory areas with VmFlags of their own and mm-wide settings.
+ *   - droppable: 4 pages MAP_DROPPABLE|MAP_ANONYMOUS ("dp"), filled with a pattern;
+ *   - locked:    2 pages mlock'd ("lo"); onfault: 2 pages mlock2(MLOCK_ONFAULT) ("lo lf");
+ *   - seq, rnd, merge: madvise SEQUENTIAL ("sr"), RANDOM ("rr"), MERGEABLE ("mg");
+ *   - sealed:    2 pages mseal'd ("sl"): munmap and mprotect fail with EPERM;
+ *   - THP disabled with PR_SET_THP_DISABLE (PR_GET_THP_DISABLE 1, status THP_enabled 0);
+ *   - KSM for every area (PR_SET_MEMORY_MERGE 1, where the kernel has KSM);
+ *   - membarrier registrations: PRIVATE_EXPEDITED, PRIVATE_EXPEDITED_SYNC_CORE (and _RSEQ where
+ *     the kernel has it): the expedited commands work, GET_REGISTRATIONS is unchanged;
+ *   - mlockall(MCL_FUTURE): an area mapped after the trigger is locked.
+ * After the trigger: every area's VmFlags as before (less "ac"), the data, and each setting.
+ * With "memfd" it also maps a memfd (shared), with "deleted" a file it then unlinks: things a
+ * checkpoint must refuse; these modes are for refusal tests and check the same after the trigger.
+ * Features the kernel lacks (MAP_DROPPABLE, mseal, GET_REGISTRATIONS...) are left out, with a note.
+ */
+#define _GNU_SOURCE
+#include "common.h"
+#include <fcntl.h>
+#include <linux/membarrier.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#define PR_GET_MEMORY_MERGE 68
+#endif
+#ifndef MAP_DROPPABLE
+#define MAP_DROPPABLE 0x08
+#endif
+#ifndef MLOCK_ONFAULT
+#define MLOCK_ONFAULT 1
+#endif
+#ifndef SYS_mseal
+#define SYS_mseal 462
+#endif
+#ifndef MEMBARRIER_CMD_GET_REGISTRATIONS
+#define MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9)
+#endif
+
+#define PG 4096L
+enum { DROPPABLE, LOCKED, ONFAULT, SEQ, RND, MERGE, SEALED, NAREAS };
+static const char *names[NAREAS] = {"droppable", "locked", "onfault", "seq", "rnd", "merge", "sealed"};
+static const int pages[NAREAS] = {4, 2, 2, 2, 2, 2, 2};
+static uint8_t *area[NAREAS];
+static char flags_before[NAREAS][256];
+static char notes[256];
+
+static void note(const char *s)
+{
+    size_t used = strlen(notes);
+    snprintf(notes + used, sizeof notes - used, "%s%s", used ? ", " : "", s);
+}
+
+/* The area's VmFlags from /proc/self/smaps, less "ac" (whether an anon_vma exists yet). */
+static void vmflags(void *addr, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return;
+    char line[512];
+    unsigned long s = 0, e = 0, a = (unsigned long)addr;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long x, y;
+        if (sscanf(line, "%lx-%lx ", &x, &y) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            s = x;
+            e = y;
+        } else if (strncmp(line, "VmFlags:", 8) == 0 && s <= a && a < e) {
+            char *tok = strtok(line + 8, " \n");
+            for (; tok; tok = strtok(NULL, " \n")) {
+                if (strcmp(tok, "ac") == 0)
+                    continue;
+                size_t used = strlen(out);
+                snprintf(out + used, len - used, "%s%s", used ? " " : "", tok);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static int has_flag(const char *flags, const char *f)
+{
+    char buf[256];
+    snprintf(buf, sizeof buf, " %s ", flags);
+    char want[8];
+    snprintf(want, sizeof want, " %s ", f);
+    return strstr(buf, want) != NULL;
+}
+
+static long status_field(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t n = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, n) == 0 && line[n] == ':')
+            v = strtol(line + n + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    wl_init(argc, argv, 1, "<trigger> [memfd|deleted]");
+    const char *mode = argc > 2 ? argv[2] : "";
+
+    for (int i = 0; i < NAREAS; i++) {
+        int type = i == DROPPABLE ? MAP_DROPPABLE : MAP_PRIVATE;
+        /* a PROT_NONE page on each side keeps neighbours from merging with it */
+        uint8_t *g = mmap(NULL, (pages[i] + 2) * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        area[i] = g == MAP_FAILED ? MAP_FAILED : mmap(g + PG, pages[i] * PG, PROT_READ | PROT_WRITE, type | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        if (area[i] == MAP_FAILED && i == DROPPABLE && errno == EINVAL) {
+            note("no MAP_DROPPABLE");
+            area[i] = NULL;
+            continue;
+        }
+        if (area[i] == MAP_FAILED)
+            wl_fail("mmap %s: %s", names[i], strerror(errno));
+    }
+    for (int i = 0; i < NAREAS; i++)
+        if (area[i] && area[i] != MAP_FAILED)
+            for (long j = 0; j < pages[i] * PG; j++)
+                area[i][j] = wl_pat8(100 + i, j);
+    if (mlock(area[LOCKED], pages[LOCKED] * PG))
+        wl_fail("mlock: %s", strerror(errno));
+    if (syscall(SYS_mlock2, area[ONFAULT], pages[ONFAULT] * PG, MLOCK_ONFAULT))
+        wl_fail("mlock2: %s", strerror(errno));
+    if (madvise(area[SEQ], pages[SEQ] * PG, MADV_SEQUENTIAL) || madvise(area[RND], pages[RND] * PG, MADV_RANDOM))
+        wl_fail("madvise: %s", strerror(errno));
+    if (madvise(area[MERGE], pages[MERGE] * PG, MADV_MERGEABLE))
+        note("no KSM"); /* an area without "mg": checked all the same */
+    int sealed = syscall(SYS_mseal, area[SEALED], pages[SEALED] * PG, 0) == 0;
+    if (!sealed)
+        note("no mseal");
+
+    if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+        wl_fail("PR_SET_THP_DISABLE: %s", strerror(errno));
+    int merge_any = prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) == 0;
+    if (!merge_any)
+        note("no PR_SET_MEMORY_MERGE");
+    int regs = MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED | MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE;
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) ||
+        syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0))
+        wl_fail("membarrier registration: %s", strerror(errno));
+    if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0)
+        regs |= MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ;
+    else
+        note("no membarrier rseq");
+    long regs_before = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
+    if (mlockall(MCL_FUTURE))
+        wl_fail("mlockall(MCL_FUTURE): %s", strerror(errno));
+
+    if (strcmp(mode, "memfd") == 0) {
+        int m = memfd_create("mmstate", MFD_CLOEXEC);
+        if (m < 0 || ftruncate(m, PG) || mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0) == MAP_FAILED)
+            wl_fail("memfd: %s", strerror(errno));
+        close(m);
+    } else if (strcmp(mode, "deleted") == 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s.deleted", wl_trigger_path);
+        int f = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (f < 0 || ftruncate(f, PG) || mmap(NULL, PG, PROT_READ, MAP_PRIVATE, f, 0) == MAP_FAILED)
+            wl_fail("deleted file: %s", strerror(errno));
+        close(f);
+        unlink(path);
+    }
+
+    for (int i = 0; i < NAREAS; i++)
+        if (area[i] && area[i] != MAP_FAILED)
+            vmflags(area[i], flags_before[i], sizeof flags_before[i]);
+    const char *want[NAREAS] = {"dp", "lo", "lf", "sr", "rr", "mg", "sl"};
+    for (int i = 0; i < NAREAS; i++) {
+        if (!area[i] || area[i] == MAP_FAILED || (i == SEALED && !sealed) || (i == MERGE && strstr(notes, "KSM")))
+            continue;
+        WL_CHECK(has_flag(flags_before[i], want[i]), "%s: VmFlags '%s' lack %s before any C/R", names[i], flags_before[i], want[i]);
+    }
+
+    wl_ready();
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    while (!wl_triggered())
+        nanosleep(&ts, NULL);
+
+    if (wl_tamper)
+        prctl(PR_SET_THP_DISABLE, 0, 0, 0, 0);
+
+    for (int i = 0; i < NAREAS; i++) {
+        if (!area[i] || area[i] == MAP_FAILED)
+            continue;
+        char now[256];
+        vmflags(area[i], now, sizeof now);
+        WL_CHECK(strcmp(now, flags_before[i]) == 0, "%s: VmFlags '%s', were '%s'", names[i], now, flags_before[i]);
+        long bad = -1;
+        for (long j = 0; j < pages[i] * PG && bad < 0; j++)
+            if (area[i][j] != wl_pat8(100 + i, j))
+                bad = j;
+        WL_CHECK(bad < 0, "%s: byte %ld differs", names[i], bad);
+    }
+    if (sealed) {
+        WL_CHECK(munmap(area[SEALED], PG) != 0 && errno == EPERM, "sealed area: munmap was not refused with EPERM");
+        WL_CHECK(mprotect(area[SEALED], PG, PROT_READ) != 0 && errno == EPERM, "sealed area: mprotect was not refused with EPERM");
+    }
+    if (merge_any)
+        WL_CHECK(prctl(PR_GET_MEMORY_MERGE, 0, 0, 0, 0) == 1, "PR_GET_MEMORY_MERGE is not 1");
+    long thp = prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0);
+    WL_CHECK(thp == 1, "PR_GET_THP_DISABLE %ld, not 1", thp);
+    long thp_status = status_field("THP_enabled");
+    WL_CHECK(thp_status == 0 || thp_status == -1, "status THP_enabled %ld, not 0", thp_status);
+    WL_CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0, "membarrier(PRIVATE_EXPEDITED): %s", strerror(errno));
+    WL_CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) == 0, "membarrier(PRIVATE_EXPEDITED_SYNC_CORE): %s", strerror(errno));
+    if (regs & MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_RSEQ)
+        WL_CHECK(syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_RSEQ, 0, 0) == 0, "membarrier(PRIVATE_EXPEDITED_RSEQ): %s", strerror(errno));
+    long regs_now = syscall(SYS_membarrier, MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0);
+    WL_CHECK(regs_now == regs_before, "membarrier registrations 0x%lx, were 0x%lx", regs_now, regs_before);
+    if (regs_before < 0)
+        note("no membarrier GET_REGISTRATIONS");
+    uint8_t *later = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char lf[256] = "";
+    if (later != MAP_FAILED)
+        vmflags(later, lf, sizeof lf);
+    WL_CHECK(has_flag(lf, "lo"), "an area mapped after mlockall(MCL_FUTURE) is not locked: '%s'", lf);
+    wl_finish("mmstate", notes);
+}
