@@ -13,3 +13,4 @@ export * from './process';
 export * from './memory';
 export * from './proc';
 export * from './machine';
+export * from './files';
