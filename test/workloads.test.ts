@@ -54,6 +54,8 @@ const sendUsr1 = async (w: Workload): Promise<void> => {
   process.kill(w.pid, 'SIGUSR1');
 };
 
+const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig'];
+
 const CASES: Case[] = [
   { name: 'static' },
   { name: 'dynamic' },
@@ -66,6 +68,9 @@ const CASES: Case[] = [
   { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'] },
   { name: 'signals' },
   { name: 'files' },
+  { name: 'ghost', label: 'ghost <dir>', args: (dir) => [dir] },
+  { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
+  ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -90,6 +95,8 @@ const TAMPERABLE: Case[] = [
   { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'] },
   { name: 'signals' },
   { name: 'files' },
+  { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
+  ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   { name: 'protmem' },
 ];
 
