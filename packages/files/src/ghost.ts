@@ -14,7 +14,7 @@
  * 4. the task opens /proc/self/fd/N again with the recorded flags (a plain openat: this one
  *    magic link is the point), and the offset is set;
  * 5. at the end of the files restore, owner (only for a trusted image), mode and times are put
- *    back, and the creating descriptor is closed.
+ *    back (by the task itself for an untrusted image), and the creating descriptor is closed.
  * Several open file descriptions of one deleted inode share it again: the later FILE objects
  * name the first one (`sameAs`) and reopen its inode.
  */
@@ -218,24 +218,32 @@ export function ghostMode(recorded: number): number {
 }
 
 /**
- * End of the files restore: owner (only for root's own images: otherwise the file stays the
- * task's, whose identity is the image owner's), mode and times of every deleted file made again,
- * then its creating descriptor goes.
+ * End of the files restore: owner, mode and times of every deleted file made again, then its
+ * creating descriptor goes. For root's own image cptrst sets them as recorded (fchown too). For
+ * any other image the file stays the task's (whose identity is the image owner's), and the task
+ * itself sets mode and times, with its own rights: the kernel then drops S_ISGID for a group it
+ * is not in.
  */
 export function finishGhosts(ctx: RestartContext, task: RestartTask): void {
   const t = task.tracee!;
   for (const g of ghosts(task).values()) {
-    const a = fs.openSync(`/proc/${task.pid}/fd/${g.fd}`, O.RDONLY);
-    try {
-      if (ctx.imageTrusted) fs.fchownSync(a, g.img.uid, g.img.gid);
-      fs.fchmodSync(a, ghostMode(g.img.mode));
-      const times = Buffer.alloc(2 * linux.TIMESPEC_SIZE);
-      linux.encodeTimespec(nsToTimespec(g.img.atimeNs), times, 0);
-      linux.encodeTimespec(nsToTimespec(g.img.mtimeNs), times, linux.TIMESPEC_SIZE);
-      const r = linux.rawSyscall(SYS.utimensat, a, null, times, 0);
-      if (r < 0n) throw new CptError(errnoName(Number(-r)), `setting the times of the deleted file failed`, { pid: task.pid, object: g.object });
-    } finally {
-      fs.closeSync(a);
+    const mode = ghostMode(g.img.mode);
+    const times = Buffer.alloc(2 * linux.TIMESPEC_SIZE);
+    linux.encodeTimespec(nsToTimespec(g.img.atimeNs), times, 0);
+    linux.encodeTimespec(nsToTimespec(g.img.mtimeNs), times, linux.TIMESPEC_SIZE);
+    if (ctx.imageTrusted) {
+      const a = fs.openSync(`/proc/${task.pid}/fd/${g.fd}`, O.RDONLY);
+      try {
+        fs.fchownSync(a, g.img.uid, g.img.gid);
+        fs.fchmodSync(a, mode);
+        const r = linux.rawSyscall(SYS.utimensat, a, null, times, 0);
+        if (r < 0n) throw new CptError(errnoName(Number(-r)), 'setting the times of the deleted file failed', { pid: task.pid, object: g.object });
+      } finally {
+        fs.closeSync(a);
+      }
+    } else {
+      t.syscallOk(SYS.fchmod, [g.fd, mode], `fchmod of the deleted file for ${g.object}`);
+      t.syscallOk(SYS.utimensat, [g.fd, 0, t.stage(times), 0], `setting the times of the deleted file for ${g.object}`);
     }
     t.syscall(SYS.close, [g.fd]);
   }

@@ -190,6 +190,22 @@ describe('files: reopening at restart, inside a real stopped process', function 
     expect(fs.readdirSync(dir)).to.deep.equal([]);
   });
 
+  it('an untrusted image: the deleted file stays the task\'s; the task itself sets its mode and times', () => {
+    const untrusted = restartContext({ owner: 65534 });
+    const p = path.join(dir, 'ghost');
+    const img = Object.assign(new FileImage(), {
+      kind: 'regular', path: p, deleted: true, flags: O.RDWR, size: 3n, mode: 0o100640, uid: 65534, gid: 65534,
+      mtimeNs: 1500000000000000007n, atimeNs: 1500000000000000003n,
+    });
+    const fd = new RegularFile().open(untrusted, fz.task, img, req({ data: [data(0, 'q', 3)] }));
+    finishGhosts(untrusted, fz.task);
+    const st = fdStat(fz.task.pid, fd);
+    expect(Number(st.mode) & 0o7777).to.equal(0o640);
+    expect(st.uid).to.equal(0n); // the task's fsuid here (a frozen root process), not the recorded 65534
+    expect([st.mtimeNs, st.atimeNs]).to.deep.equal([img.mtimeNs, img.atimeNs]);
+    expect(fs.readdirSync(dir)).to.deep.equal([]);
+  });
+
   it('ghostMode: setuid and setgid go from an executable file, and stay on one that cannot be executed', () => {
     expect(ghostMode(0o104755)).to.equal(0o755);
     expect(ghostMode(0o102711)).to.equal(0o711);
