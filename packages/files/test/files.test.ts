@@ -206,6 +206,17 @@ describe('files: open files of a real process', function () {
     expect(err.object).to.equal(`fd ${f.fd} (${f.link})`);
     expect(err.message).to.include('terminals');
   });
+  it('parseLockLine reads fdinfo and /proc/locks lines (held locks, waiters, leases); anything else is undefined', () => {
+    expect(linux.parseLockLine('lock:\t1: FLOCK  ADVISORY  WRITE 9661 fe:00:2146978 0 EOF')).to.deep.include({
+      kind: 'FLOCK', mode: 'ADVISORY', access: 'WRITE', pid: 9661, major: 0xfe, minor: 0, ino: 2146978n, waiter: false,
+    });
+    expect(linux.parseLockLine('1: OFDLCK ADVISORY  READ -1 00:1f:12 0 EOF')).to.deep.include({ kind: 'OFDLCK', pid: -1, minor: 0x1f, ino: 12n });
+    expect(linux.parseLockLine('2: -> POSIX  ADVISORY  WRITE 77 08:01:5 0 99')).to.deep.include({ kind: 'POSIX', waiter: true, pid: 77, major: 8, minor: 1 });
+    expect(linux.parseLockLine('lock:\t1: LEASE  ACTIVE    READ 5 fe:00:3 0 EOF')).to.deep.include({ kind: 'LEASE', mode: 'ACTIVE', access: 'READ' });
+    expect(linux.parseLockLine('pos:\t0')).to.equal(undefined);
+    expect(linux.parseLockLine('')).to.equal(undefined);
+  });
+
   const refusals: Array<[string, string, RegExp]> = [
     ['memfd', 'memfd', /^memfds are not supported yet$/],
     ['flock', 'locked', /holds a flock\(\) lock \(write\); file locks and leases are not supported yet/],
