@@ -10,7 +10,7 @@
  *    nobody can link into the tree (O_EXCL), and that vanishes with the task's last fd, even if
  *    cptrst is killed half way;
  * 3. cptrst writes the size and the data runs through /proc/PID/fd/N (an inode the task made, not
- *    a path from the image);
+ *    a path from the image); for an image root did not write, the task writes them itself;
  * 4. the task opens /proc/self/fd/N again with the recorded flags (a plain openat: this one
  *    magic link is the point), and the offset is set;
  * 5. at the end of the files restore, owner (only for a trusted image), mode and times are put
@@ -173,7 +173,8 @@ export function openGhost(ctx: RestartContext, task: RestartTask, img: FileImage
   const fd = t.syscallOk(SYS.fcntl, [made, F.DUPFD_CLOEXEC, req.above], 'fcntl(F_DUPFD_CLOEXEC) of the new unnamed file');
   t.syscall(SYS.close, [made]);
   ghosts(task).set(req.tag, { img, fd, object: req.object });
-  writeContents(task, fd, img, req);
+  if (ctx.imageTrusted) writeContents(task, fd, img, req);
+  else writeContentsInTask(task, fd, img, req);
   return reopenGhost(task, fd, img, req.object);
 }
 
@@ -190,6 +191,27 @@ function writeContents(task: RestartTask, fd: bigint, img: FileImage, req: OpenR
     }
   } finally {
     fs.closeSync(w);
+  }
+}
+
+/**
+ * The same, by the task itself, for an image root did not write: the task's limits (RLIMIT_FSIZE)
+ * and its owner's disk quota then apply, as they would have to the process writing it.
+ */
+function writeContentsInTask(task: RestartTask, fd: bigint, img: FileImage, req: OpenRequest): void {
+  const t = task.tracee!;
+  t.syscallOk(SYS.fchmod, [fd, 0o600], `fchmod of the deleted file for ${req.object}`);
+  t.syscallOk(SYS.ftruncate, [fd, img.size], `ftruncate of the deleted file for ${req.object} to ${img.size}`);
+  const room = Math.max(4096, Math.floor(t.scratch().dataSize / 4096) * 4096);
+  for (const d of req.data) {
+    let done = 0;
+    while (done < d.data.length) {
+      const n = Math.min(room, d.data.length - done);
+      const at = t.stage(d.data.subarray(done, done + n), 0);
+      const w = t.syscallOk(SYS.pwrite64, [fd, at, n, d.offset + BigInt(done)], `writing the deleted file for ${req.object}`);
+      if (w === 0n) throw new CptError('EIO', `writing the deleted file at ${d.offset + BigInt(done)} made no progress`, { pid: task.pid, object: req.object });
+      done += Number(w);
+    }
   }
 }
 

@@ -190,14 +190,21 @@ describe('files: reopening at restart, inside a real stopped process', function 
     expect(fs.readdirSync(dir)).to.deep.equal([]);
   });
 
-  it('an untrusted image: the deleted file stays the task\'s; the task itself sets its mode and times', () => {
+  it('an untrusted image: the deleted file stays the task\'s; the task itself writes it and sets its mode and times', () => {
     const untrusted = restartContext({ owner: 65534 });
     const p = path.join(dir, 'ghost');
     const img = Object.assign(new FileImage(), {
-      kind: 'regular', path: p, deleted: true, flags: O.RDWR, size: 3n, mode: 0o100640, uid: 65534, gid: 65534,
+      kind: 'regular', path: p, deleted: true, flags: O.RDWR, size: 300000n, mode: 0o100640, uid: 65534, gid: 65534,
       mtimeNs: 1500000000000000007n, atimeNs: 1500000000000000003n,
     });
-    const fd = new RegularFile().open(untrusted, fz.task, img, req({ data: [data(0, 'q', 3)] }));
+    // More than the scratch area holds: written by the task in several pieces.
+    const big = Buffer.from(Array.from({ length: 200000 }, (_v, i) => (i * 7) % 251));
+    const run = Object.assign(new FileDataImage(), { offset: 4096n, data: big });
+    const fd = new RegularFile().open(untrusted, fz.task, img, req({ data: [run] }));
+    const back = fs.readFileSync(`/proc/${fz.task.pid}/fd/${fd}`);
+    expect(back.length).to.equal(300000);
+    expect(back.subarray(4096, 4096 + 200000).equals(big)).to.equal(true);
+    expect(back.subarray(0, 4096).every((b) => b === 0) && back.subarray(204096).every((b) => b === 0)).to.equal(true);
     finishGhosts(untrusted, fz.task);
     const st = fdStat(fz.task.pid, fd);
     expect(Number(st.mode) & 0o7777).to.equal(0o640);
