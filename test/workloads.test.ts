@@ -57,6 +57,8 @@ const sendUsr1 = async (w: Workload): Promise<void> => {
   process.kill(w.pid, 'SIGUSR1');
 };
 
+const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig'];
+
 const CASES: Case[] = [
   { name: 'static' },
   { name: 'dynamic' },
@@ -73,6 +75,9 @@ const CASES: Case[] = [
   { name: 'itimers' },
   { name: 'signals' },
   { name: 'files' },
+  { name: 'ghost', label: 'ghost <dir>', args: (dir) => [dir] },
+  { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
+  ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -100,6 +105,8 @@ const TAMPERABLE: Case[] = [
   { name: 'itimers' },
   { name: 'signals' },
   { name: 'files' },
+  { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
+  ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   { name: 'protmem' },
   { name: 'mmstate' },
 ];

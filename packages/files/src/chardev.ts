@@ -1,9 +1,14 @@
-/** Character devices (/dev/null, /dev/zero, /dev/urandom...): reopened by path, the same device number checked. */
-import { CheckpointContext, CheckpointTask, RestartContext, RestartTask, refuse } from '@cptrst/core';
-import * as fs from 'fs';
-import { FileKindHandler, OpenFile, changed, openInTask, reopenFlags } from './kinds';
+/**
+ * Character devices (/dev/null, /dev/zero, /dev/urandom...) and directories: reopened inside the
+ * task by their recorded path through openRecordedFile, which checks that it is the same device
+ * number (or a directory), and device and inode on the same boot.
+ */
+import { CheckpointContext, CheckpointTask, RestartContext, RestartTask, linux, openRecordedFile, refuse } from '@cptrst/core';
+import { FileKindHandler, OpenFile, OpenRequest, reopenFlags, requireReachableByPath } from './kinds';
 import { FileImage } from './file';
+import { recorded } from './fs-struct';
 
+const { SYS, O, SEEK, S_IF } = linux;
 /** Terminals need their session and foreground group restored too: not yet. */
 const TTY_MAJORS = new Set([4, 5, 136]);
 
@@ -15,31 +20,37 @@ export class CharDevice implements FileKindHandler {
   describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     const major = Number((f.stat.rdev >> 8n) & 0xfffn);
     if (TTY_MAJORS.has(major)) refuse(task.pid, `fd ${f.fd} (${f.link})`, 'terminals are not supported yet');
+    requireReachableByPath(task, f);
   }
-  open(_ctx: RestartContext, task: RestartTask, img: FileImage): bigint {
-    let st: fs.BigIntStats;
-    try {
-      st = fs.statSync(img.path, { bigint: true });
-    } catch {
-      throw changed(task, img, 'the device node is gone');
-    }
-    if (!st.isCharacterDevice() || st.rdev !== img.rdev) throw changed(task, img, `it is not the same device (rdev ${st.rdev}, was ${img.rdev})`);
-    return openInTask(task, img.path, reopenFlags(img.flags), `open of ${img.path}`);
+  open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    return openRecordedFile(task.tracee!, img.path, {
+      flags: reopenFlags(img.flags),
+      expect: { type: S_IF.CHR, rdev: img.rdev, dev: recorded(img.dev), ino: img.inode },
+      sameBoot: ctx.sameBoot,
+      object: req.object,
+    });
   }
 }
 
-/** Directories (an fd from opendir, or O_PATH): reopened by path. */
+/** Directories (an fd from opendir, or O_PATH): reopened by path, at their directory offset. */
 export class Directory implements FileKindHandler {
   readonly kind = 'directory';
   claims(f: OpenFile): boolean {
     return f.stat.isDirectory() && f.link.startsWith('/') && !f.link.endsWith(' (deleted)');
   }
-  describe(): void {}
-  open(_ctx: RestartContext, task: RestartTask, img: FileImage): bigint {
-    if (!fs.existsSync(img.path) || !fs.statSync(img.path).isDirectory()) throw changed(task, img, 'the directory is gone');
-    const fd = openInTask(task, img.path, reopenFlags(img.flags), `open of ${img.path}`);
+  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+    requireReachableByPath(task, f);
+  }
+  open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    const flags = reopenFlags(img.flags) | O.DIRECTORY;
+    const fd = openRecordedFile(task.tracee!, img.path, {
+      flags,
+      expect: { type: S_IF.DIR, dev: recorded(img.dev), ino: img.inode },
+      sameBoot: ctx.sameBoot,
+      object: req.object,
+    });
     // Directory offsets are cookies of the filesystem; rewinding to them is what seekdir does.
-    task.tracee!.syscall(8 /* lseek */, [fd, img.pos, 0]);
+    if (!(flags & O.PATH)) task.tracee!.syscall(SYS.lseek, [fd, img.pos, SEEK.SET]);
     return fd;
   }
 }

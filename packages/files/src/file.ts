@@ -6,10 +6,11 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, Tokens,
-  bool, bytes, claim, linux, objectType, str, u32, u64,
+  bool, bytes, claim, i64, linux, objectType, str, u32, u64,
 } from '@cptrst/core';
-import { FileKindHandler, OpenFile } from './kinds';
+import { FileKindHandler, OpenFile, recordedPath } from './kinds';
 import { FsImage } from './fs-struct';
+import { checkGhostData } from './ghost';
 
 const { SYS, O, F } = linux;
 
@@ -27,6 +28,17 @@ export class FileImage {
   @u64() inode = 0n;
   /** The file was deleted while open: its contents follow in FILE_DATA objects. */
   @bool() deleted = false;
+  /** st_dev of the file (compared at restart on the same boot, with `inode`). */
+  @u64({ since: 2 }) dev = 0n;
+  /** Owner and group (a deleted file made again gets them back from a trusted image). */
+  @u32({ since: 2 }) uid = 0;
+  @u32({ since: 2 }) gid = 0;
+  @i64({ since: 2 }) atimeNs = 0n;
+  /**
+   * A deleted file opened more than once (several open file descriptions of one inode): the tag
+   * of the task's earlier FILE that carries the contents; 0 when this one carries them.
+   */
+  @u32({ since: 2 }) sameAs = 0;
 }
 
 @objectType(ObjectType.FILE_DATA, 'file-data', { parents: [ObjectType.FILE] })
@@ -64,21 +76,30 @@ function byDescription(pid: number, files: OpenFile[]): OpenFile[][] {
 }
 
 export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[]): void {
+  /** Deleted inodes already written: "dev:ino" -> tag of their FILE. */
+  const ghosts = new Map<string, number>();
   for (const group of byDescription(task.pid, files)) {
     const f = group[0];
     const kind = kindOfFile(ctx, task, f);
     const img = new FileImage();
     img.kind = kind.kind;
-    img.path = f.link.replace(/ \(deleted\)$/, '');
+    img.path = recordedPath(f);
     img.flags = f.fdinfo.flags & ~O.CLOEXEC;
     img.pos = f.fdinfo.pos;
     img.mode = Number(f.stat.mode);
     img.rdev = f.stat.rdev;
     img.size = f.stat.size;
     img.mtimeNs = f.stat.mtimeNs;
+    img.atimeNs = f.stat.atimeNs;
     img.inode = f.stat.ino;
+    img.dev = f.stat.dev;
+    img.uid = Number(f.stat.uid);
+    img.gid = Number(f.stat.gid);
     kind.describe(ctx, task, f, img);
+    const inode = `${f.stat.dev}:${f.stat.ino}`;
+    if (img.deleted) img.sameAs = ghosts.get(inode) ?? 0;
     const tag = ctx.write(img, task.tag);
+    if (img.deleted && img.sameAs === 0) ghosts.set(inode, tag);
     kind.dumpExtra?.(ctx, task, f, img, tag);
     for (const member of group) {
       const fd = new FdImage();
@@ -91,7 +112,7 @@ export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: O
 
 interface PendingFile {
   img: FileImage;
-  data: Buffer[];
+  data: FileDataImage[];
   /** Where it is open in the task, above every fd number of the image. */
   fd?: bigint;
 }
@@ -104,7 +125,10 @@ export function restoreFileObject(_ctx: RestartContext, task: RestartTask, o: Re
   }
   const f = files.get(o.ptag);
   if (!f) throw new CptError('EBADIMG', `file data at image offset ${o.offset} belongs to no file`, { pid: task.pid, object: 'file-data' });
-  f.data.push((o.obj as FileDataImage).data);
+  const d = o.obj as FileDataImage;
+  if (f.fd !== undefined) throw new CptError('EBADIMG', `file data at image offset ${o.offset} comes after the file's fds`, { pid: task.pid, object: `file ${f.img.path}` });
+  checkGhostData(task.pid, f.img, f.data, d, `file ${f.img.path} (data at image offset ${o.offset})`);
+  f.data.push(d);
 }
 
 export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
@@ -117,8 +141,9 @@ export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObje
   if (f.fd === undefined) {
     const kind = ctx.all<FileKindHandler>(Tokens.FileKind).find((k) => k.kind === f.img.kind);
     if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${f.img.kind} files is loaded`, { pid: task.pid, object: `fd ${img.fd} (${f.img.path})` });
-    const opened = kind.open(ctx, task, f.img, f.data);
     const above = Math.max(-1, ...fsImg.fds) + 1;
+    const opened = kind.open(ctx, task, f.img, { tag: o.ptag, object: `fd ${img.fd} (${f.img.path})`, data: f.data, above });
+    f.data = []; // written: let it go
     f.fd = t.syscallOk(SYS.fcntl, [opened, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of ${f.img.path}`);
     t.syscall(SYS.close, [opened]);
   }

@@ -1,6 +1,6 @@
 /**
- * @cptrst/files: the fd table, open files by kind (regular, character device, directory),
- * cwd, root and umask. Other kinds (pipes, sockets, eventfd...) are refused until a handler
+ * @cptrst/files: the fd table, open files by kind (regular, deleted regular, character device,
+ * directory), cwd, root and umask; file locks, leases and I/O owners are refused. Other kinds (pipes, sockets, eventfd...) are refused until a handler
  * for them is registered under Tokens.FileKind.
  */
 import { DependencyContainer } from 'tsyringe';
@@ -12,12 +12,16 @@ import { FileImage, closeTemporaries, dumpFiles, kindOfFile, openFiles, restoreF
 import { RegularFile } from './regular';
 import { OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
+import { finishGhosts } from './ghost';
+import { refuseLocks, refuseOwners } from './locks';
 
 export * from './fs-struct';
 export * from './file';
 export * from './kinds';
 export * from './regular';
 export * from './chardev';
+export * from './ghost';
+export * from './locks';
 
 export class FilesDump implements DumpHandler {
   readonly name = 'files';
@@ -26,6 +30,8 @@ export class FilesDump implements DumpHandler {
     fsCheck(task);
     const files = openFiles(task);
     for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
+    refuseLocks(task, files);
+    refuseOwners(task, files);
     task.state.set('files.open', files); // the task is frozen: dump uses the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
@@ -50,7 +56,8 @@ export class FilesRestore implements RestoreHandler {
         return restoreFd(ctx, task, o);
     }
   }
-  finish(_ctx: RestartContext, task: RestartTask): void {
+  finish(ctx: RestartContext, task: RestartTask): void {
+    finishGhosts(ctx, task);
     closeTemporaries(task);
   }
 }

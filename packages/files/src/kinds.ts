@@ -3,8 +3,8 @@
  * (deny by default: pipes, sockets, eventfds... are refused until a handler exists).
  */
 import * as fs from 'fs';
-import { CheckpointContext, CheckpointTask, CptError, KindHandler, RestartContext, RestartTask, linux } from '@cptrst/core';
-import { FileImage } from './file';
+import { CheckpointContext, CheckpointTask, KindHandler, RestartContext, RestartTask, linux, nonCanonicalPath, refuse } from '@cptrst/core';
+import type { FileDataImage, FileImage } from './file';
 
 /** An open file as /proc shows it at checkpoint. */
 export interface OpenFile {
@@ -16,27 +16,73 @@ export interface OpenFile {
   stat: fs.BigIntStats;
 }
 
+/** What restart knows when it opens a FILE again. */
+export interface OpenRequest {
+  /** Tag of the FILE object. */
+  tag: number;
+  /** Names the file in errors: `fd 3 (/path)`, with the first fd number of the FILE. */
+  object: string;
+  /** The contents of a deleted file (its FILE_DATA objects, in stream order). */
+  data: FileDataImage[];
+  /** The lowest fd number above every fd of the image: where temporary descriptors go. */
+  above: number;
+}
+
 export interface FileKindHandler extends KindHandler<OpenFile> {
-  /** Fills the kind's fields of the FILE object, or refuses. */
+  /** Fills the kind's fields of the FILE object, or refuses. Runs at check time and again at dump. */
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void;
   /** Writes objects that belong to the file (its contents...), after the FILE object. */
   dumpExtra?(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, fileTag: number): void;
   /** Opens the file again inside the restored task; returns the fd there. */
-  open(ctx: RestartContext, task: RestartTask, img: FileImage, data: Buffer[]): bigint;
+  open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint;
 }
 
-/** Open flags to use again: access mode and status flags; not the creation ones, not close-on-exec (an fd flag). */
+/**
+ * Open flags to use again: access mode and status flags; not the creation ones, not
+ * close-on-exec (an fd flag). An O_PATH file keeps only what O_PATH allows; the O_TMPFILE bits of
+ * a file made unnamed are not for reopening it.
+ */
 export function reopenFlags(flags: number): number {
   const { O } = linux;
-  return flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC | O.NOCTTY);
+  if (flags & O.PATH) return flags & (O.PATH | O.DIRECTORY | O.NOFOLLOW);
+  let f = flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC | O.NOCTTY);
+  if (f & (O.TMPFILE & ~O.DIRECTORY)) f &= ~O.TMPFILE;
+  return f;
 }
 
-/** openat inside the task. */
+/** openat inside the task, for paths that cptrst itself chose (never a path from the image). */
 export function openInTask(task: RestartTask, path: string, flags: number, what: string): bigint {
   const t = task.tracee!;
   return t.syscallOk(linux.SYS.openat, [linux.AT_FDCWD, t.stage(Buffer.from(path + '\0')), flags, 0], what);
 }
 
-export function changed(task: RestartTask, img: FileImage, why: string): CptError {
-  return new CptError('ESTALE', `the file changed since the checkpoint: ${why}`, { pid: task.pid, object: `file ${img.path}` });
+/** The path in the FILE object: the fd's link without the " (deleted)" mark. */
+export function recordedPath(f: OpenFile): string {
+  return f.link.replace(/ \(deleted\)$/, '');
+}
+
+/** Mount ids the task sees, read once per task. */
+function mountIds(task: CheckpointTask): Set<number> {
+  let ids = task.state.get('files.mountIds') as Set<number> | undefined;
+  if (!ids) task.state.set('files.mountIds', (ids = new Set(linux.readMountinfo(task.pid).map((m) => m.mountId))));
+  return ids;
+}
+
+/**
+ * Refuses a file that restart could not find again by its path: a memfd or any file on a mount
+ * the process cannot see (the kernel's internal mounts: memfd, shmem, secretmem...), a path that
+ * is not canonical, a name removed while the file still has other links.
+ */
+export function requireReachableByPath(task: CheckpointTask, f: OpenFile): void {
+  const object = `fd ${f.fd} (${f.link})`;
+  if (!mountIds(task).has(f.fdinfo.mntId)) {
+    // memfd_create's files live on the kernel's internal shmem mount, under "/memfd:NAME".
+    if (f.link.startsWith('/memfd:')) refuse(task.pid, object, 'memfds are not supported yet');
+    refuse(task.pid, object, `the file is on a mount the process does not see (mount id ${f.fdinfo.mntId}); it cannot be opened again by path`);
+  }
+  if (f.link.endsWith(' (deleted)') && f.stat.nlink > 0n) {
+    refuse(task.pid, object, `the file was unlinked from this name but still has ${f.stat.nlink} other link(s), whose names are not known`);
+  }
+  const why = nonCanonicalPath(recordedPath(f));
+  if (why) refuse(task.pid, object, `its path cannot be used to open it again: ${why}`);
 }

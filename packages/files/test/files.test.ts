@@ -206,4 +206,67 @@ describe('files: open files of a real process', function () {
     expect(err.object).to.equal(`fd ${f.fd} (${f.link})`);
     expect(err.message).to.include('terminals');
   });
+  it('parseLockLine reads fdinfo and /proc/locks lines (held locks, waiters, leases); anything else is undefined', () => {
+    expect(linux.parseLockLine('lock:\t1: FLOCK  ADVISORY  WRITE 9661 fe:00:2146978 0 EOF')).to.deep.include({
+      kind: 'FLOCK', mode: 'ADVISORY', access: 'WRITE', pid: 9661, major: 0xfe, minor: 0, ino: 2146978n, waiter: false,
+    });
+    expect(linux.parseLockLine('1: OFDLCK ADVISORY  READ -1 00:1f:12 0 EOF')).to.deep.include({ kind: 'OFDLCK', pid: -1, minor: 0x1f, ino: 12n });
+    expect(linux.parseLockLine('2: -> POSIX  ADVISORY  WRITE 77 08:01:5 0 99')).to.deep.include({ kind: 'POSIX', waiter: true, pid: 77, major: 8, minor: 1 });
+    expect(linux.parseLockLine('lock:\t1: LEASE  ACTIVE    READ 5 fe:00:3 0 EOF')).to.deep.include({ kind: 'LEASE', mode: 'ACTIVE', access: 'READ' });
+    expect(linux.parseLockLine('pos:\t0')).to.equal(undefined);
+    expect(linux.parseLockLine('')).to.equal(undefined);
+  });
+
+  const refusals: Array<[string, string, RegExp]> = [
+    ['memfd', 'memfd', /^memfds are not supported yet$/],
+    ['flock', 'locked', /holds a flock\(\) lock \(write\); file locks and leases are not supported yet/],
+    ['posix', 'locked', /holds a POSIX record lock \(fcntl F_SETLK\) \(write\)/],
+    ['ofd', 'locked', /holds an open file description lock \(F_OFD_SETLK\) \(write\)/],
+    ['lease', 'locked', /lease/],
+    ['setown', 'owned', /its I\/O signals go to process \d+ \(F_SETOWN\); signal-driven I\/O owners are not supported yet/],
+    ['setsig', 'owned', /its I\/O signal is 10 \(F_SETSIG\)/],
+  ];
+  for (const [mode, name, why] of refusals) {
+    it(`${mode}: refused by the check, naming the fd, before anything is written`, async () => {
+      const t = await startTarget(bin, [dir, mode]);
+      const e = env(t.pid);
+      const fd = fdOf(t, name);
+      const before = e.sink.toBuffer().length;
+      const err = thrown(() => new FilesDump().check(e.ctx, e.task));
+      expect(err.code).to.equal('EOPNOTSUPP');
+      expect(err.pid).to.equal(t.pid);
+      expect(err.object).to.match(new RegExp(`^fd ${fd} \\(`));
+      expect(err.message).to.match(why);
+      expect(e.sink.toBuffer().length).to.equal(before);
+      expect(linux.listFds(t.pid)).to.include(fd); // untouched: the fd is still there
+    });
+  }
+
+  it('a sparse deleted file: only its data runs are written, each with its offset', async () => {
+    const t = await startTarget(bin, [dir, 'sparse']);
+    const e = env(t.pid);
+    const files = openFiles(e.task);
+    new FilesDump().check(e.ctx, e.task);
+    dumpFiles(e.ctx, e.task, files);
+    const recs = readBack(e).slice(1);
+    const sparse = recs.find((r) => r.type === ObjectType.FILE && (r.obj as FileImage).path.endsWith('/sparse'))!;
+    expect(sparse.obj as FileImage).to.include({ deleted: true, size: 1048576n, sameAs: 0 });
+    const runs = recs.filter((r) => r.type === ObjectType.FILE_DATA && r.ptag === sparse.tag).map((r) => r.obj as FileDataImage);
+    expect(runs.map((d) => [d.offset, d.data.length])).to.deep.equal([[65536n, 4096], [524288n, 4096]]);
+    expect(runs.every((d) => d.data.every((b) => b === 0x78))).to.equal(true);
+    expect((sparse.obj as FileImage).mode & 0o7777).to.equal(0o640);
+    expect((sparse.obj as FileImage).uid).to.equal(0);
+  });
+
+  it('a deleted file opened twice: the second FILE names the first (sameAs) and carries no data', async () => {
+    const t = await startTarget(bin, [dir, 'twice']);
+    const e = env(t.pid);
+    dumpFiles(e.ctx, e.task, openFiles(e.task));
+    const recs = readBack(e).slice(1);
+    const gones = recs.filter((r) => r.type === ObjectType.FILE && (r.obj as FileImage).deleted);
+    expect(gones).to.have.length(2);
+    expect((gones[0].obj as FileImage).sameAs).to.equal(0);
+    expect((gones[1].obj as FileImage).sameAs).to.equal(gones[0].tag);
+    expect(recs.filter((r) => r.type === ObjectType.FILE_DATA).map((r) => r.ptag)).to.deep.equal([gones[0].tag]);
+  });
 });

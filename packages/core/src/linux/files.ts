@@ -1,9 +1,11 @@
 /**
- * File system calls Node's fs lacks: an unnamed file (O_TMPFILE) and giving it a name later
- * (linkat). Every failure throws CptError with the errno name as code.
+ * Linux facts about files: the calls Node's fs lacks (an unnamed O_TMPFILE file, giving it a name
+ * later with linkat), lseek whences, mode bits, the capabilities that bypass file permissions,
+ * struct f_owner_ex, and the lock lines of /proc/PID/fdinfo/N and /proc/locks.
  */
 import { AT, AT_FDCWD, O, SYS } from './constants';
 import { errnoError, rawSyscall } from './libc';
+import { readProcText } from './proc';
 
 function cPath(p: string): Buffer {
   return Buffer.from(p + '\0');
@@ -36,4 +38,69 @@ export function linkFd(fd: number, newPath: string): void {
     r = rawSyscall(SYS.linkat, AT_FDCWD, cPath(`/proc/self/fd/${fd}`), AT_FDCWD, cPath(newPath), AT.SYMLINK_FOLLOW);
   }
   if (r < 0n) throw errnoError(Number(-r), `linkat(fd ${fd}, ${newPath})`, undefined, newPath);
+}
+
+/** lseek(2) whences; DATA and HOLE find the data runs of a sparse file. */
+export const SEEK = Object.freeze({ SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } as const);
+
+/** Permission bits of st_mode beyond rwx. */
+export const S_ISUID = 0o4000;
+export const S_ISGID = 0o2000;
+export const S_ISVTX = 0o1000;
+/** Any execute bit (user, group, other). */
+export const S_IXUGO = 0o111;
+
+/** struct f_owner_ex { int type; pid_t pid; } for fcntl F_GETOWN_EX. */
+export const F_OWNER_EX_SIZE = 8;
+export function decodeFOwnerEx(buf: Buffer): { type: number; pid: number } {
+  return { type: buf.readInt32LE(0), pid: buf.readInt32LE(4) };
+}
+
+/** One lock as /proc/locks and the `lock:` lines of fdinfo show it. */
+export interface LockEntry {
+  /** FLOCK, POSIX, OFDLCK, LEASE, DELEG, ... */
+  kind: string;
+  /** ADVISORY, MANDATORY, ACTIVE, BREAKING, BREAKER, UNLOCK_PENDING... */
+  mode: string;
+  /** READ, WRITE, UNLCK (and RW/NONE for old kinds). */
+  access: string;
+  /** The pid that took it (-1 for OFD locks and leases taken through a description). */
+  pid: number;
+  major: number;
+  minor: number;
+  ino: bigint;
+  /** A blocked request ("->" lines), not a lock that is held. */
+  waiter: boolean;
+  line: string;
+}
+
+/**
+ * Parses one lock line: `1: FLOCK  ADVISORY  WRITE 9661 fe:00:2146978 0 EOF` or a waiter
+ * `1: -> POSIX  ADVISORY  WRITE 9662 fe:00:2146978 0 EOF`; the text after "lock:" in fdinfo is
+ * the same. Undefined for a line of another shape.
+ */
+export function parseLockLine(line: string): LockEntry | undefined {
+  const m = /^\s*(?:lock:\s*)?\d+:\s+(->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line + ' ');
+  if (!m) return undefined;
+  return {
+    waiter: m[1] !== undefined,
+    kind: m[2],
+    mode: m[3],
+    access: m[4],
+    pid: Number(m[5]),
+    major: parseInt(m[6], 16),
+    minor: parseInt(m[7], 16),
+    ino: BigInt(m[8]),
+    line: line.trim(),
+  };
+}
+
+/** Every lock of /proc/locks (held ones and waiters). */
+export function readLocks(): LockEntry[] {
+  const out: LockEntry[] = [];
+  for (const line of readProcText('/proc/locks').split('\n')) {
+    const e = line ? parseLockLine(line) : undefined;
+    if (e) out.push(e);
+  }
+  return out;
 }
