@@ -4,20 +4,50 @@
  * An injected syscall: registers point at a `syscall` instruction with the call's number and
  * arguments, orig_rax = -1 so the kernel does no syscall-restart processing on the way out of
  * the stop we are in, then PTRACE_SYSCALL to the entry stop and again to the exit stop, where
- * rax holds the result. At checkpoint the instruction is found in the vDSO (or another
- * executable mapping); once a scratch area exists, its own copy is used, which survives the
- * teardown of the address space at restart.
+ * rax holds the result.
+ *
+ * cptrst may die at any moment (SIGKILL), and a SEIZEd task is then detached and resumed where it
+ * stands. So a task that must survive us (the checkpoint target) never stands anywhere that
+ * would harm it: every injected call returns into code that runs rt_sigreturn on a signal frame
+ * holding the task's frozen state (sigframe.ts). The scratch area's code is
+ *   syscall                 the injected call
+ *   mov $15,%eax; syscall   rt_sigreturn, with rsp = frame + 8
+ *   int3                    never reached
+ * The first call (the mmap that makes the scratch area) and the last one (its munmap) cannot use
+ * that code; they run on a `syscall ... ret` sequence of the task's own code with a frame written
+ * below the task's stack pointer (where a signal frame would go), whose pretcode is a
+ * `mov $15,%eax; syscall` found in the task (libc's signal restorer): `ret` lands there. The bytes
+ * under the frame are put back as soon as the task stands somewhere else. When the task has no
+ * such code, or no room on its stack, those two calls run unguarded (a window of one call each).
+ * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets none of this.
  */
-import { CptError, ReleaseMode, ScratchArea, Tracee, TraceeFactory, linux } from '@cptrst/core';
-import { resumeRegs } from './syscall-restart';
+import { CptError, ReleaseMode, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux } from '@cptrst/core';
+import { resumeRegs, syscallState } from './syscall-restart';
+import { buildSigframe, sigframeBytes } from './sigframe';
 
-const { ptrace, waitpid, SYS, PROT, MAP, SIG, errnoName } = linux;
+const { ptrace, waitpid, SYS, PROT, MAP, SIG, ERRNO, errnoName } = linux;
 type UserRegs = linux.UserRegs;
 
-/** syscall; int3 — the int3 is never reached (we stop at syscall exit), it guards a runaway. */
-const SYSCALL_CODE = Buffer.from([0x0f, 0x05, 0xcc, 0xcc]);
+/** syscall; mov $15,%eax; syscall; int3 (see above). */
+const STUB_CODE = Buffer.from([0x0f, 0x05, 0xb8, SYS.rt_sigreturn, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc]);
+/** Where a task stands after an injected call returned: the rt_sigreturn part of the stub. */
+const STUB_SIGRETURN = 2n;
 export const SCRATCH_SIZE = 64 * 1024;
 const SCRATCH_CODE_SIZE = 64;
+/** The top of the scratch area holds the signal frame (and is the injected calls' stack). */
+const SCRATCH_FRAME_REGION = 16 * 1024;
+/** The x86-64 ABI's red zone: the 128 bytes below rsp belong to the running function. */
+const RED_ZONE = 128n;
+const XSTATE_MAX = 64 * 1024;
+
+/** How the scratch area was made and will be removed, for tests and the docs' windows. */
+export type CallGuard = 'stack-frame' | 'unguarded' | 'none';
+
+interface StackFrame {
+  at: bigint;
+  /** What the task's memory held there before. */
+  saved: Buffer;
+}
 
 export class X86Tracee implements Tracee {
   /** Registers as found at the freeze (or at creation). */
@@ -27,16 +57,25 @@ export class X86Tracee implements Tracee {
   /** Signals dequeued while we ran syscalls inside it: they must be queued again (siginfo, 128 bytes each). */
   readonly interceptedSignals: Buffer[] = [];
   blockedSignals: bigint;
+  /** Whether the task must survive cptrst's death (false: it dies with cptrst, PTRACE_O_EXITKILL). */
+  readonly guarded: boolean;
+  /** How the mmap of the scratch area ran, and how its munmap ran (for tests). */
+  firstCall: CallGuard = 'none';
+  lastCall: CallGuard = 'none';
   private allBlocked = false;
   private syscallInsn?: bigint;
   private scratchArea?: ScratchArea;
+  /** The frame in the scratch area: injected calls run with rsp = frame + 8. */
+  private frameAddr?: bigint;
+  private gadgets?: { syscallRet: bigint; restorer: bigint } | null;
   private mem?: linux.ProcMem;
   private done = false;
 
-  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint } = {}) {
+  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint } & TraceeOptions = {}) {
     this.frozenRegs = ptrace.getRegs(tid);
     this.blockedSignals = ptrace.getSigmask(tid);
     this.syscallInsn = opts.syscallInsn;
+    this.guarded = !opts.diesWithTracer;
   }
 
   get released(): boolean {
@@ -45,59 +84,69 @@ export class X86Tracee implements Tracee {
 
   syscall(nr: number, args: ReadonlyArray<number | bigint> = []): bigint {
     this.alive();
-    if (!this.allBlocked) {
-      // No signal may be delivered while we borrow the thread: they stay pending instead.
-      ptrace.setSigmask(this.tid, 0xffffffffffffffffn);
-      this.allBlocked = true;
-    }
-    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
-    const base = this.scratchArea ? { ...this.frozenRegs, rsp: this.scratchArea.addr + BigInt(this.scratchArea.size) - 256n } : this.frozenRegs;
-    const regs: UserRegs = {
-      ...base,
-      rax: BigInt(nr),
-      orig_rax: 0xffffffffffffffffn,
-      rdi: a[0] ?? 0n,
-      rsi: a[1] ?? 0n,
-      rdx: a[2] ?? 0n,
-      r10: a[3] ?? 0n,
-      r8: a[4] ?? 0n,
-      r9: a[5] ?? 0n,
-      rip: this.insn(),
-    };
-    ptrace.setRegs(this.tid, regs);
-    this.stepToSyscallStop(nr); // entry
-    this.stepToSyscallStop(nr); // exit
-    return BigInt.asIntN(64, ptrace.getRegs(this.tid).rax);
+    // A task that must survive us gets its scratch area (and with it the signal frame) first.
+    if (this.guarded && !this.scratchArea) this.scratch();
+    const s = this.scratchArea;
+    return this.run(nr, args, s ? s.addr : this.insn(), s ? this.frameAddr! + 8n : undefined);
   }
 
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint {
-    const r = this.syscall(nr, args);
-    if (r < 0n && r > -4096n) {
-      throw new CptError(errnoName(Number(-r)), `${what} failed inside the process: ${errnoName(Number(-r))}`, { pid: this.pid, object: what });
-    }
-    return r;
+    return this.check(this.syscall(nr, args), what);
   }
 
   scratch(): ScratchArea {
     if (this.scratchArea) return this.scratchArea;
-    const addr = this.syscallOk(
-      SYS.mmap,
-      [0, SCRATCH_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0],
-      'mmap of the scratch area',
-    );
-    this.adoptScratch(addr);
+    this.alive();
+    const args = [0, SCRATCH_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0];
+    const what = 'mmap of the scratch area';
+    const g = this.guarded ? this.findGadgets() : undefined;
+    const frame = g ? this.stackFrame(g.restorer) : undefined;
+    if (!g || !frame) {
+      this.firstCall = this.guarded ? 'unguarded' : 'none';
+      const addr = this.check(this.run(SYS.mmap, args, this.insn(), undefined), what);
+      this.adoptScratch(addr);
+      if (this.guarded) this.park();
+      this.requeueIntercepted();
+      return this.scratchArea!;
+    }
+    this.firstCall = 'stack-frame';
+    let addr: bigint;
+    try {
+      addr = this.check(this.run(SYS.mmap, args, g.syscallRet, frame.at), what);
+      this.adoptScratch(addr);
+    } catch (e) {
+      // Stand at the release position (what the frame would give), then give the stack its bytes back.
+      this.putBackFrozen();
+      this.unwriteStackFrame(frame);
+      throw e;
+    }
+    // The task stands on `ret` over the stack frame: move it onto the scratch area's frame before
+    // that one goes away.
+    this.park();
+    this.unwriteStackFrame(frame);
+    this.requeueIntercepted();
     return this.scratchArea!;
   }
 
   /** Makes an existing mapping at `addr` (SCRATCH_SIZE, rwx) the scratch area and puts the syscall code in it. */
   adoptScratch(addr: bigint): void {
-    this.scratchArea = {
+    const frameAt = addr + BigInt(SCRATCH_SIZE - SCRATCH_FRAME_REGION);
+    const area: ScratchArea = {
       addr,
       size: SCRATCH_SIZE,
       dataAddr: addr + BigInt(SCRATCH_CODE_SIZE),
-      dataSize: SCRATCH_SIZE - SCRATCH_CODE_SIZE - 4096, // the top page is the injected calls' stack
+      dataSize: SCRATCH_SIZE - SCRATCH_CODE_SIZE - SCRATCH_FRAME_REGION, // the frame region is the injected calls' stack
     };
-    this.writeMemory(addr, SYSCALL_CODE);
+    this.writeMemory(addr, STUB_CODE);
+    if (this.guarded) {
+      const xsave = this.xsave();
+      if (sigframeBytes(xsave.length) > SCRATCH_FRAME_REGION) {
+        throw new CptError('E2BIG', `a signal frame with an XSAVE area of ${xsave.length} bytes does not fit the scratch area`, { pid: this.pid, object: 'scratch area' });
+      }
+      this.writeMemory(frameAt, buildSigframe({ at: frameAt, regs: this.frameRegs(), sigmask: this.blockedSignals, xsave }));
+    }
+    this.scratchArea = area;
+    this.frameAddr = frameAt;
     this.syscallInsn = addr;
   }
 
@@ -141,17 +190,31 @@ export class X86Tracee implements Tracee {
         return;
       }
       // Signals dequeued before the freeze stop go back into the queue, while everything is blocked.
-      for (const info of this.interceptedSignals.splice(0)) {
-        const at = this.stage(info, 0);
-        this.syscallOk(SYS.rt_tgsigqueueinfo, [this.pid, this.tid, info.readInt32LE(0), at], 'queueing an intercepted signal again');
-      }
+      this.requeueIntercepted();
+      const final = this.finalRegs ?? resumeRegs(this.frozenRegs, 'original');
       if (this.scratchArea) {
         // The syscall instruction lives in the scratch area: this munmap is the last call we run.
-        this.syscall(SYS.munmap, [this.scratchArea.addr, this.scratchArea.size]);
-        this.scratchArea = undefined;
+        const s = this.scratchArea;
+        const g = this.guarded ? this.findGadgets() : undefined;
+        const frame = g ? this.stackFrame(g.restorer) : undefined;
+        if (g && frame) {
+          this.lastCall = 'stack-frame';
+          try {
+            this.run(SYS.munmap, [s.addr, s.size], g.syscallRet, frame.at);
+            this.scratchArea = undefined;
+            this.setMask(this.blockedSignals);
+            ptrace.setRegs(this.tid, final);
+          } finally {
+            this.unwriteStackFrame(frame);
+          }
+        } else {
+          this.lastCall = this.guarded ? 'unguarded' : 'none';
+          this.run(SYS.munmap, [s.addr, s.size], s.addr, this.frameAddr! + 8n);
+          this.scratchArea = undefined;
+        }
       }
-      if (this.allBlocked || ptrace.getSigmask(this.tid) !== this.blockedSignals) ptrace.setSigmask(this.tid, this.blockedSignals);
-      ptrace.setRegs(this.tid, this.finalRegs ?? resumeRegs(this.frozenRegs, 'original'));
+      this.setMask(this.blockedSignals);
+      ptrace.setRegs(this.tid, final);
       if (mode === 'stop') linux.kill(this.pid, SIG.SIGSTOP);
       ptrace.detach(this.tid, 0);
     } finally {
@@ -185,6 +248,147 @@ export class X86Tracee implements Tracee {
       }
     } catch {
       /* already reaped or not ours to wait for */
+    }
+  }
+
+  /**
+   * Runs one call with rip at a `syscall` instruction and (when given) that stack pointer. The
+   * registers are set before the mask: a tracer that dies in between leaves the task on its way
+   * into the call, and from there into rt_sigreturn, which gives it its own mask back.
+   */
+  private run(nr: number, args: ReadonlyArray<number | bigint>, rip: bigint, rsp: bigint | undefined): bigint {
+    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
+    const regs: UserRegs = {
+      ...this.frozenRegs,
+      rsp: rsp ?? this.frozenRegs.rsp,
+      rax: BigInt(nr),
+      orig_rax: 0xffffffffffffffffn,
+      rdi: a[0] ?? 0n,
+      rsi: a[1] ?? 0n,
+      rdx: a[2] ?? 0n,
+      r10: a[3] ?? 0n,
+      r8: a[4] ?? 0n,
+      r9: a[5] ?? 0n,
+      rip,
+    };
+    ptrace.setRegs(this.tid, regs);
+    // No signal may be delivered while we borrow the thread: they stay pending instead.
+    if (!this.allBlocked) this.setMask(0xffffffffffffffffn);
+    this.stepToSyscallStop(nr); // entry
+    this.stepToSyscallStop(nr); // exit
+    return BigInt.asIntN(64, ptrace.getRegs(this.tid).rax);
+  }
+
+  private check(r: bigint, what: string): bigint {
+    if (r < 0n && r > -4096n) {
+      throw new CptError(errnoName(Number(-r)), `${what} failed inside the process: ${errnoName(Number(-r))}`, { pid: this.pid, object: what });
+    }
+    return r;
+  }
+
+  private setMask(mask: bigint): void {
+    ptrace.setSigmask(this.tid, mask);
+    this.allBlocked = BigInt.asUintN(64, mask) === 0xffffffffffffffffn;
+  }
+
+  /**
+   * The registers a signal frame gives back: the frozen ones in their resume form. A call cut
+   * short by ERESTART_RESTARTBLOCK gets EINTR: rt_sigreturn itself resets the restart_block, as
+   * when a signal handler returns, so restart_syscall could do nothing else.
+   */
+  private frameRegs(): UserRegs {
+    const st = syscallState(this.frozenRegs);
+    return resumeRegs(this.frozenRegs, st.restartCode === ERRNO.ERESTART_RESTARTBLOCK ? 'restored' : 'original');
+  }
+
+  private xsave(): Buffer {
+    return ptrace.getRegset(this.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
+  }
+
+  /** The task at an exit stop moves onto the scratch area's rt_sigreturn, over its frame. */
+  private park(): void {
+    ptrace.setRegs(this.tid, { ...this.frozenRegs, orig_rax: 0xffffffffffffffffn, rip: this.scratchArea!.addr + STUB_SIGRETURN, rsp: this.frameAddr! + 8n });
+  }
+
+  /** Where the task stands after a failed first call: as at release, with its own mask. */
+  private putBackFrozen(): void {
+    try {
+      this.setMask(this.blockedSignals);
+      ptrace.setRegs(this.tid, resumeRegs(this.frozenRegs, 'original'));
+    } catch {
+      /* it died: nothing to put back */
+    }
+  }
+
+  /**
+   * Writes a frame below the task's stack pointer (past the red zone, where the kernel would put
+   * a signal frame), keeping the bytes it covers. Undefined when that memory is not a writable
+   * mapping with room for it.
+   */
+  private stackFrame(restorer: bigint): StackFrame | undefined {
+    const xsave = this.xsave();
+    const len = sigframeBytes(xsave.length);
+    const top = this.frozenRegs.rsp - RED_ZONE;
+    const at = (top - BigInt(len)) & ~63n;
+    const m = linux.readMaps(this.pid).find((x) => x.start <= at && top <= x.end);
+    if (!m || !m.prot.write || !m.prot.read) return undefined;
+    let saved: Buffer;
+    try {
+      saved = this.readMemory(at, Number(top - at));
+    } catch {
+      return undefined;
+    }
+    this.writeMemory(at, buildSigframe({ at, regs: this.frameRegs(), sigmask: this.blockedSignals, xsave, pretcode: restorer }));
+    return { at, saved };
+  }
+
+  private unwriteStackFrame(f: StackFrame): void {
+    try {
+      this.writeMemory(f.at, f.saved);
+    } catch {
+      /* it died */
+    }
+  }
+
+  /**
+   * Code of the task's own that the stack-frame calls need: a `syscall` followed only by
+   * register-clearing instructions and `ret` (the vDSO has these), and a signal restorer
+   * `mov $15,%eax|%rax; syscall` (libc's). Null when either is missing.
+   */
+  private findGadgets(): { syscallRet: bigint; restorer: bigint } | null {
+    if (this.gadgets !== undefined) return this.gadgets;
+    const maps = linux.readMaps(this.pid);
+    const exec = [...maps.filter((m) => m.path === '[vdso]'), ...maps.filter((m) => m.prot.exec && m.path !== '[vdso]' && m.path !== '[vsyscall]')];
+    let syscallRet: bigint | undefined;
+    let restorer: bigint | undefined;
+    for (const m of exec) {
+      if (syscallRet !== undefined && restorer !== undefined) break;
+      const len = Number(m.end - m.start);
+      if (len > 64 * 1024 * 1024) continue;
+      let buf: Buffer;
+      try {
+        buf = this.readMemory(m.start, len);
+      } catch {
+        continue;
+      }
+      if (syscallRet === undefined) {
+        const i = findSyscallRet(buf);
+        if (i >= 0) syscallRet = m.start + BigInt(i);
+      }
+      if (restorer === undefined) {
+        const i = findRestorer(buf);
+        if (i >= 0) restorer = m.start + BigInt(i);
+      }
+    }
+    this.gadgets = syscallRet !== undefined && restorer !== undefined ? { syscallRet, restorer } : null;
+    return this.gadgets;
+  }
+
+  /** Intercepted signals go back into the queue now that they can: cptrst's death then loses none. */
+  private requeueIntercepted(): void {
+    for (const info of this.interceptedSignals.splice(0)) {
+      const at = this.stage(info, 0);
+      this.syscallOk(SYS.rt_tgsigqueueinfo, [this.pid, this.tid, info.readInt32LE(0), at], 'queueing an intercepted signal again');
     }
   }
 
@@ -246,7 +450,51 @@ export class X86Tracee implements Tracee {
 }
 
 export class X86TraceeFactory implements TraceeFactory {
-  fromStopped(pid: number, tid: number): X86Tracee {
-    return new X86Tracee(pid, tid);
+  fromStopped(pid: number, tid: number, opts?: TraceeOptions): X86Tracee {
+    return new X86Tracee(pid, tid, opts);
   }
 }
+
+/** `mov $15,%eax; syscall` and `mov $15,%rax; syscall` (rt_sigreturn, as libc's restorer does it). */
+const RESTORERS = [Buffer.from([0xb8, SYS.rt_sigreturn, 0, 0, 0, 0x0f, 0x05]), Buffer.from([0x48, 0xc7, 0xc0, SYS.rt_sigreturn, 0, 0, 0, 0x0f, 0x05])];
+
+export function findRestorer(code: Buffer): number {
+  for (const r of RESTORERS) {
+    const i = code.indexOf(r);
+    if (i >= 0) return i;
+  }
+  return -1;
+}
+
+/**
+ * Offset of a `syscall` followed by nothing but `xor reg,reg` (32- or 64-bit, any register),
+ * `nop` and then `ret`, or -1. After such a call the task reaches `ret` with only scratch registers
+ * cleared, whatever the call returned.
+ */
+export function findSyscallRet(code: Buffer): number {
+  for (let i = code.indexOf(SYSCALL_INSN); i >= 0; i = code.indexOf(SYSCALL_INSN, i + 1)) {
+    let j = i + 2;
+    for (let n = 0; n < 16 && j < code.length; n++) {
+      const c = code[j];
+      if (c === 0xc3) return i;
+      if (c === 0x90) {
+        j += 1;
+        continue;
+      }
+      const rex = c >= 0x40 && c <= 0x4f ? 1 : 0;
+      if (code[j + rex] === 0x31 && j + rex + 1 < code.length && code[j + rex + 1] >= 0xc0) {
+        // xor r/m,reg with both operands registers (mod = 11)
+        const modrm = code[j + rex + 1];
+        const reg = ((modrm >> 3) & 7) | (rex && c & 4 ? 8 : 0);
+        const rm = (modrm & 7) | (rex && c & 1 ? 8 : 0);
+        if (reg === rm) {
+          j += rex + 2;
+          continue;
+        }
+      }
+      break;
+    }
+  }
+  return -1;
+}
+const SYSCALL_INSN = Buffer.from([0x0f, 0x05]);

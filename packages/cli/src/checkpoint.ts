@@ -4,7 +4,7 @@ import * as tty from 'tty';
 import { CheckpointFlags, CheckpointResult, asCptError, sys_checkpoint } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, UsageError, flag, parsePositiveInt, value } from './args';
 import { Command } from './command';
-import { common, loadModules, printTimings, progressPrinter } from './common';
+import { catchInterrupts, common, interruptedError, loadModules, printTimings, progressPrinter } from './common';
 import { err, fileError, formatBytes, formatMs, json, note, out } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [
@@ -29,7 +29,7 @@ export const checkpointCommand: Command = {
   run: runCheckpoint,
 };
 
-function runCheckpoint(p: ParsedArgs): number {
+async function runCheckpoint(p: ParsedArgs): Promise<number> {
   const c = common(p);
   const cmd = 'checkpoint';
   if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`, cmd);
@@ -43,6 +43,7 @@ function runCheckpoint(p: ParsedArgs): number {
   if (toStdout && tty.isatty(1)) throw new UsageError('refusing to write an image to a terminal: redirect stdout, or give -o <file>', cmd);
   const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0);
 
+  const signal = catchInterrupts();
   loadModules(c);
 
   let fd = 1;
@@ -68,7 +69,7 @@ function runCheckpoint(p: ParsedArgs): number {
 
   let result: CheckpointResult;
   try {
-    result = sys_checkpoint(pid, fd, flags, c.verbose ? { onProgress: progressPrinter() } : {});
+    result = await sys_checkpoint(pid, fd, flags, { signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) });
     if (!toStdout) fs.closeSync(fd);
   } catch (e) {
     if (!toStdout) {
@@ -85,7 +86,7 @@ function runCheckpoint(p: ParsedArgs): number {
         }
       }
     }
-    throw asCptError(e, { pid });
+    throw interruptedError(asCptError(e, { pid }), 'the process was left running');
   }
 
   const released = kill ? 'killed' : leaveStopped ? 'stopped' : 'running';

@@ -49,7 +49,7 @@ export class MmDump implements DumpHandler {
     if (exe.endsWith(' (deleted)')) refuse(task.pid, `exe ${exe}`, 'the executable has been deleted');
   }
 
-  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+  async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
     const t = task.tracee;
     const st = linux.readStat(task.pid);
     const mm = new MmImage();
@@ -79,7 +79,7 @@ export class MmDump implements DumpHandler {
       const runs = ctx.timed('pagemap', () => storedRuns(task, v, kind));
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
-      dumpPages(ctx, task, v, runs, vmaTag);
+      await dumpPages(ctx, task, v, runs, vmaTag);
     }
   }
 }

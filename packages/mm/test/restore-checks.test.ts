@@ -8,7 +8,7 @@ import { ImageReader, ObjectType, RestartContext, RestartTask, RestoreObject, Tr
 import { PagesImage, VmaImage, restorePages, validateVma } from '../src';
 import { thrown, unusedTracee } from './support';
 
-const ctx = new RestartContext(container.createChildContainer(), new ImageReader(bufferSource(Buffer.alloc(0))), -1, 0);
+const ctx = new RestartContext(container.createChildContainer(), new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0);
 
 function vma(start: bigint, end: bigint, prot = 3): VmaImage {
   return Object.assign(new VmaImage(), { start, end, prot, kind: 'anon' });

@@ -47,7 +47,7 @@ export class CloneProcessCreator implements ProcessCreator {
           break;
         }
         waitForEventStop(pid);
-        child = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid);
+        child = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid, { diesWithTracer: true });
         // The child has the helper's scratch area at the same address, syscall instruction included.
         child.adoptScratch(scratch.addr);
         unregisterRseq(child);
@@ -77,7 +77,7 @@ function startHelper(ctx: RestartContext): Tracee {
     ptrace.seize(hpid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
     ptrace.interrupt(hpid);
     waitForEventStop(hpid);
-    return ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(hpid, hpid);
+    return ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(hpid, hpid, { diesWithTracer: true });
   } catch (e) {
     killAndReap(hpid);
     throw e;

@@ -20,7 +20,7 @@ function setup(): { c: DependencyContainer; ctx: RestartContext; events: Progres
   register(c);
   const info: string[] = [];
   const log: Logger = { debug: () => undefined, info: (m) => info.push(m), warn: () => undefined };
-  const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), -1, 0, log);
+  const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0, log);
   const events: ProgressEvent[] = [];
   ctx.events.on('progress', (e: ProgressEvent) => events.push(e));
   return { c, ctx, events, info };
