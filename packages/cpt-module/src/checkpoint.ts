@@ -25,7 +25,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   try {
     ctx.throwIfAborted();
   } catch (e) {
-    throw asCptError(e, { pid });
+    throw naming(e, pid);
   }
   const handlers = ctx.all<DumpHandler>(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
   const freezer = ctx.one<Freezer>(Tokens.Freezer);
@@ -63,7 +63,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   } catch (e) {
     freezer.release(ctx, tree, 'run');
     if (startOffset !== undefined) truncateTo(fd, startOffset);
-    throw asCptError(e, { pid });
+    throw naming(e, pid);
   }
   freezer.release(ctx, tree, mode);
   const frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -92,4 +92,10 @@ function truncateTo(fd: number, offset: number): void {
 
 function syncIfFile(fd: number): void {
   if (fs.fstatSync(fd).isFile()) fs.fsyncSync(fd);
+}
+
+/** The error as a CptError that names the process (an interruption, found between handlers, names none). */
+export function naming(e: unknown, pid: number | undefined): CptError {
+  const ce = asCptError(e, { pid });
+  return ce.pid !== undefined || pid === undefined ? ce : new CptError(ce.code, ce.message, { pid, object: ce.object, cause: ce });
 }

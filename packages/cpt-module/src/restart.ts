@@ -7,9 +7,10 @@
  * between objects and hooks), every process made so far is killed.
  */
 import { DependencyContainer } from 'tsyringe';
+import { naming } from './checkpoint';
 import {
   CptError, ImageReader, MachineProbe, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
-  RestoreHandler, Tokens, asCptError, fileSource, linux,
+  RestoreHandler, Tokens, fileSource, linux,
 } from '@cptrst/core';
 
 export async function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<RestartResult> {
@@ -70,7 +71,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
       }
       killQuietly(t);
     }
-    throw asCptError(e, { pid: current?.pid });
+    throw naming(e, current?.pid);
   }
   // From here on nothing is interrupted: the release is quick, and the process is whole.
   const stopAll = (flags & RestartFlags.LEAVE_STOPPED) !== 0;
