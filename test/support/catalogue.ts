@@ -30,6 +30,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'files', kind: 'c', source: 'files.c', checks: 'fd numbers, flags, CLOEXEC, offsets, shared and separate open file descriptions, O_APPEND, O_RDONLY, /dev/null, an unlinked open file' },
   { name: 'syscalls', kind: 'c', source: 'syscalls.c', checks: 'results of nanosleep/select/poll/futex/pause interrupted by C/R: only legitimate outcomes' },
   { name: 'pidhold', kind: 'c', source: 'pidhold.c', checks: 'holds a PID until triggered' },
+  { name: 'survive', kind: 'c', source: 'survive.c', checks: 'cptrst killed or interrupted mid-checkpoint: callee-saved registers, xmm8/ymm8, xmm15 across blocking calls (clock_nanosleep, ppoll) at every call, blocked mask, sigaltstack, N MiB of patterned memory' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

@@ -5,7 +5,7 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { CptError } from '../errors';
-import { AUXV, NT, SIG } from './constants';
+import { AUXV, NT, PTRACE_O, SIG } from './constants';
 import { _SC_PAGESIZE, sysconf } from './libc';
 import { parseAuxv, readProcText } from './proc';
 import { ptrace } from './ptrace';
@@ -72,7 +72,8 @@ export function xsaveInfo(): XsaveInfo {
   if (pid === undefined) throw new CptError('ENOENT', 'xsaveInfo: could not spawn /bin/sleep');
   child.unref();
   try {
-    ptrace.seize(pid, 0);
+    // EXITKILL: if cptrst dies before it is done with the helper, the helper dies too.
+    ptrace.seize(pid, PTRACE_O.EXITKILL);
     ptrace.interrupt(pid);
     for (;;) {
       const w = waitTracee(pid);
