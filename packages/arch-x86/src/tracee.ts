@@ -8,18 +8,26 @@
  *
  * cptrst may die at any moment (SIGKILL), and a SEIZEd task is then detached and resumed where it
  * stands. So a task that must survive us (the checkpoint target) never stands anywhere that
- * would harm it: every injected call returns into code that runs rt_sigreturn on a signal frame
- * holding the task's frozen state (sigframe.ts). The scratch area's code is
- *   syscall                 the injected call
- *   mov $15,%eax; syscall   rt_sigreturn, with rsp = frame + 8
- *   int3                    never reached
- * The first call (the mmap that makes the scratch area) and the last one (its munmap) cannot use
- * that code; they run on a `syscall ... ret` sequence of the task's own code with a frame written
- * below the task's stack pointer (where a signal frame would go), whose pretcode is a
- * `mov $15,%eax; syscall` found in the task (libc's signal restorer): `ret` lands there. The bytes
- * under the frame are put back as soon as the task stands somewhere else. When the task has no
- * such code, or no room on its stack, those two calls run unguarded (a window of one call each).
- * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets none of this.
+ * would harm it: every injected call returns into code that ends in rt_sigreturn on a signal
+ * frame holding the task's frozen state (sigframe.ts).
+ *
+ * Where it can, the frame goes below the task's stack pointer (past the red zone, where the
+ * kernel would put a signal frame) and stays there while we hold the task; the bytes it covers
+ * are kept and shown in their place to whoever reads that memory through the tracee, and put
+ * back at release. The calls then use a `syscall ... ret` sequence of the task's own code (the
+ * vDSO has one) and a signal restorer `mov $15,%eax; syscall` (libc's), and the scratch area's
+ * code is
+ *   syscall                                      the injected call
+ *   mov $11,%eax; mov $area,%rdi; mov $size,%esi munmap of the scratch area itself...
+ *   mov $syscall_ret,%rcx; jmp *%rcx             ...run from the task's `syscall ... ret`,
+ * whose `ret` pops the frame's pretcode (the restorer): so a task left behind removes the
+ * scratch area and returns to its frozen state. The mmap of the area and its final munmap run
+ * on that `syscall ... ret` directly.
+ *
+ * Without such code, or room on the stack, the frame goes into the top of the scratch area and
+ * the code is `syscall; mov $15,%eax; syscall; int3` with rsp = frame + 8; then the mmap and the
+ * munmap run unguarded (a window of one call each), and a task left behind keeps the area.
+ * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither.
  */
 import { CptError, ReleaseMode, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux } from '@cptrst/core';
 import { resumeRegs, syscallState } from './syscall-restart';
@@ -30,8 +38,32 @@ type UserRegs = linux.UserRegs;
 
 /** syscall; mov $15,%eax; syscall; int3 (see above). */
 const STUB_CODE = Buffer.from([0x0f, 0x05, 0xb8, SYS.rt_sigreturn, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc]);
-/** Where a task stands after an injected call returned: the rt_sigreturn part of the stub. */
-const STUB_SIGRETURN = 2n;
+/** Where a task stands after an injected call returned: the code after the stub's `syscall`. */
+const STUB_AFTER_CALL = 2n;
+
+/** syscall; then munmap of the area through the task's `syscall ... ret` (see above). */
+function selfUnmappingStub(area: bigint, size: number, syscallRet: bigint): Buffer {
+  const b = Buffer.alloc(35);
+  let o = 0;
+  const bytes = (...x: number[]): void => {
+    for (const v of x) b[o++] = v;
+  };
+  const u64 = (v: bigint): void => {
+    b.writeBigUInt64LE(v, o);
+    o += 8;
+  };
+  bytes(0x0f, 0x05); // syscall
+  bytes(0xb8, SYS.munmap, 0, 0, 0); // mov $munmap,%eax
+  bytes(0x48, 0xbf); // movabs $area,%rdi
+  u64(area);
+  bytes(0xbe); // mov $size,%esi
+  b.writeUInt32LE(size, o);
+  o += 4;
+  bytes(0x48, 0xb9); // movabs $syscall_ret,%rcx
+  u64(syscallRet);
+  bytes(0xff, 0xe1, 0xcc); // jmp *%rcx; int3
+  return b;
+}
 export const SCRATCH_SIZE = 64 * 1024;
 const SCRATCH_CODE_SIZE = 64;
 /** The top of the scratch area holds the signal frame (and is the injected calls' stack). */
@@ -65,8 +97,10 @@ export class X86Tracee implements Tracee {
   private allBlocked = false;
   private syscallInsn?: bigint;
   private scratchArea?: ScratchArea;
-  /** The frame in the scratch area: injected calls run with rsp = frame + 8. */
+  /** The frame in the scratch area: injected calls run with rsp = frame + 8 (when there is no stack frame). */
   private frameAddr?: bigint;
+  /** The frame below the task's stack pointer, while we hold the task: injected calls run with rsp = frame. */
+  private stackFrameHeld?: StackFrame;
   private gadgets?: { syscallRet: bigint; restorer: bigint } | null;
   private mem?: linux.ProcMem;
   private done = false;
@@ -87,7 +121,7 @@ export class X86Tracee implements Tracee {
     // A task that must survive us gets its scratch area (and with it the signal frame) first.
     if (this.guarded && !this.scratchArea) this.scratch();
     const s = this.scratchArea;
-    return this.run(nr, args, s ? s.addr : this.insn(), s ? this.frameAddr! + 8n : undefined);
+    return this.run(nr, args, s ? s.addr : this.insn(), s ? this.callStack() : undefined);
   }
 
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint {
@@ -113,17 +147,18 @@ export class X86Tracee implements Tracee {
     let addr: bigint;
     try {
       addr = this.check(this.run(SYS.mmap, args, g.syscallRet, frame.at), what);
+      this.stackFrameHeld = frame;
       this.adoptScratch(addr);
     } catch (e) {
       // Stand at the release position (what the frame would give), then give the stack its bytes back.
+      this.stackFrameHeld = undefined;
       this.putBackFrozen();
       this.unwriteStackFrame(frame);
       throw e;
     }
-    // The task stands on `ret` over the stack frame: move it onto the scratch area's frame before
-    // that one goes away.
+    // The task stands on `ret` over the stack frame: move it onto the scratch area's code, which
+    // would unmap the area and then come back to the same frame.
     this.park();
-    this.unwriteStackFrame(frame);
     this.requeueIntercepted();
     return this.scratchArea!;
   }
@@ -137,8 +172,12 @@ export class X86Tracee implements Tracee {
       dataAddr: addr + BigInt(SCRATCH_CODE_SIZE),
       dataSize: SCRATCH_SIZE - SCRATCH_CODE_SIZE - SCRATCH_FRAME_REGION, // the frame region is the injected calls' stack
     };
-    this.writeMemory(addr, STUB_CODE);
-    if (this.guarded) {
+    if (this.stackFrameHeld && this.gadgets) {
+      this.writeMemory(addr, selfUnmappingStub(addr, SCRATCH_SIZE, this.gadgets.syscallRet));
+    } else {
+      this.writeMemory(addr, STUB_CODE);
+    }
+    if (this.guarded && !this.stackFrameHeld) {
       const xsave = this.xsave();
       if (sigframeBytes(xsave.length) > SCRATCH_FRAME_REGION) {
         throw new CptError('E2BIG', `a signal frame with an XSAVE area of ${xsave.length} bytes does not fit the scratch area`, { pid: this.pid, object: 'scratch area' });
@@ -161,7 +200,9 @@ export class X86Tracee implements Tracee {
   }
 
   readMemory(addr: bigint, length: number): Buffer {
-    return this.memory().read(addr, length);
+    const b = this.memory().read(addr, length);
+    this.showSaved(addr, b, 0, b.length);
+    return b;
   }
 
   writeMemory(addr: bigint, data: Buffer): void {
@@ -170,6 +211,19 @@ export class X86Tracee implements Tracee {
 
   readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void {
     this.memory().readFully(addr, buf, offset, length);
+    this.showSaved(addr, buf, offset, length);
+  }
+
+  /** Where the stack frame covers what was read, the task's own bytes are shown instead. */
+  private showSaved(addr: bigint, buf: Buffer, offset: number, length: number): void {
+    const f = this.stackFrameHeld;
+    if (!f) return;
+    const lo = addr > f.at ? addr : f.at;
+    const fEnd = f.at + BigInt(f.saved.length);
+    const end = addr + BigInt(length);
+    const hi = end < fEnd ? end : fEnd;
+    if (lo >= hi) return;
+    f.saved.copy(buf, offset + Number(lo - addr), Number(lo - f.at), Number(hi - f.at));
   }
 
   reservedRanges(): Array<{ start: bigint; end: bigint }> {
@@ -195,8 +249,9 @@ export class X86Tracee implements Tracee {
       if (this.scratchArea) {
         // The syscall instruction lives in the scratch area: this munmap is the last call we run.
         const s = this.scratchArea;
-        const g = this.guarded ? this.findGadgets() : undefined;
-        const frame = g ? this.stackFrame(g.restorer) : undefined;
+        const held = this.stackFrameHeld;
+        const g = this.guarded && !held ? this.findGadgets() : this.gadgets;
+        const frame = held ?? (g ? this.stackFrame(g.restorer) : undefined);
         if (g && frame) {
           this.lastCall = 'stack-frame';
           try {
@@ -205,11 +260,12 @@ export class X86Tracee implements Tracee {
             this.setMask(this.blockedSignals);
             ptrace.setRegs(this.tid, final);
           } finally {
+            this.stackFrameHeld = undefined;
             this.unwriteStackFrame(frame);
           }
         } else {
           this.lastCall = this.guarded ? 'unguarded' : 'none';
-          this.run(SYS.munmap, [s.addr, s.size], s.addr, this.frameAddr! + 8n);
+          this.run(SYS.munmap, [s.addr, s.size], s.addr, this.callStack());
           this.scratchArea = undefined;
         }
       }
@@ -305,9 +361,14 @@ export class X86Tracee implements Tracee {
     return ptrace.getRegset(this.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
   }
 
-  /** The task at an exit stop moves onto the scratch area's rt_sigreturn, over its frame. */
+  /** The stack pointer of injected calls: at the stack frame, or over the scratch area's frame. */
+  private callStack(): bigint {
+    return this.stackFrameHeld ? this.stackFrameHeld.at : this.frameAddr! + 8n;
+  }
+
+  /** The task at an exit stop moves onto the scratch area's code after the call, over its frame. */
   private park(): void {
-    ptrace.setRegs(this.tid, { ...this.frozenRegs, orig_rax: 0xffffffffffffffffn, rip: this.scratchArea!.addr + STUB_SIGRETURN, rsp: this.frameAddr! + 8n });
+    ptrace.setRegs(this.tid, { ...this.frozenRegs, orig_rax: 0xffffffffffffffffn, rip: this.scratchArea!.addr + STUB_AFTER_CALL, rsp: this.callStack() });
   }
 
   /** Where the task stands after a failed first call: as at release, with its own mask. */

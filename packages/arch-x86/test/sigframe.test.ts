@@ -96,15 +96,21 @@ describe('sigframe on a real process', function () {
     const st = syscallState(frozen);
     const want = resumeRegs(frozen, st.restartCode === ERRNO.ERESTART_RESTARTBLOCK ? 'restored' : 'original');
 
-    // As if cptrst were gone: let the task run on from its exit stop, through the stub's rt_sigreturn.
+    // As if cptrst were gone: let the task run on from its exit stop. The scratch area's code
+    // unmaps the area (through the task's own `syscall ... ret`), then rt_sigreturn runs on the
+    // frame below the stack pointer.
     const here = ptrace.getRegs(pid);
     expect(here.rip).to.equal(area.start + 2n);
-    ptrace.syscall(pid, 0); // to rt_sigreturn's entry
-    let w = linux.waitTracee(pid);
-    expect(Number(ptrace.getRegs(pid).orig_rax)).to.equal(SYS.rt_sigreturn);
-    ptrace.syscall(pid, 0); // to its exit: the frame is back in the registers
-    w = linux.waitTracee(pid);
-    expect(w.stopped, 'stopped at the exit of rt_sigreturn').to.not.equal(undefined);
+    const seen: number[] = [];
+    let w: linux.WaitResult | undefined;
+    for (let i = 0; i < 4; i++) {
+      ptrace.syscall(pid, 0);
+      w = linux.waitTracee(pid);
+      seen.push(Number(BigInt.asIntN(64, ptrace.getRegs(pid).orig_rax)));
+    }
+    expect(seen).to.deep.equal([SYS.munmap, SYS.munmap, SYS.rt_sigreturn, -1]);
+    expect(linux.readMaps(pid).some((m) => m.start === area.start), 'the scratch area is gone').to.equal(false);
+    expect(w?.stopped, 'stopped at the exit of rt_sigreturn').to.not.equal(undefined);
     const back = ptrace.getRegs(pid);
     for (const f of linux.USER_REGS_FIELDS) {
       if (f === 'orig_rax' || f === 'eflags') continue;
