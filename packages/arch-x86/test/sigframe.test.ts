@@ -87,9 +87,20 @@ describe('sigframe on a real process', function () {
     // ---- synchronous from here to the detach ----
     seizeAndStop(pid);
     const xsaveBefore = ptrace.getRegset(pid, NT.X86_XSTATE, 65536);
+    const raw = new linux.ProcMem(pid);
+    const sp = ptrace.getRegs(pid).rsp;
+    const belowBefore = raw.read(sp - 8192n, 8192);
     const t = new X86Tracee(pid, pid);
     const frozen = t.frozenRegs;
     expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
+    expect(t.firstCall).to.equal('stack-frame');
+    // The frame sits below the stack pointer; read through the tracee, that memory is as it was.
+    expect(raw.read(sp - 8192n, 8192).equals(belowBefore), 'a frame was written below rsp').to.equal(false);
+    expect(t.readMemory(sp - 8192n, 8192)).to.deep.equal(belowBefore);
+    const viaInto = Buffer.alloc(8192 + 16);
+    t.readMemoryInto(sp - 8192n, viaInto, 16, 8192);
+    expect(viaInto.subarray(16)).to.deep.equal(belowBefore);
+    raw.close();
     expect(linux.readStatus(pid).sigBlk).to.not.equal(t.blockedSignals); // all blocked while borrowed
     const [area] = t.reservedRanges();
     expect(area.end - area.start).to.equal(BigInt(SCRATCH_SIZE));
