@@ -69,7 +69,10 @@ export class CloneProcessCreator implements ProcessCreator {
 
 /** The helper: a process of ours, seized and stopped, in which clone3 runs. */
 function startHelper(ctx: RestartContext): Tracee {
-  const helper = spawn(HELPER, ['1000000'], { stdio: 'ignore', detached: false });
+  // The helper never gets back to its own sleep (it is stopped, used, killed); the duration only
+  // bounds how long a helper lives if cptrst dies between spawning and seizing it (EXITKILL
+  // covers it from the seize on).
+  const helper = spawn(HELPER, ['60'], { stdio: 'ignore', detached: false });
   helper.unref();
   const hpid = helper.pid;
   if (!hpid) throw new CptError('ENOENT', `cannot start the helper process ${HELPER}`);
