@@ -90,12 +90,12 @@ describe('CloneProcessCreator', function () {
     expect(st.tracerPid).to.equal(process.pid);
     expect(st.state).to.equal('t');
     expect(linux.readStat(pid).pid).to.equal(pid);
-    // A copy of the helper (/bin/sleep), which is gone: the new process was reparented, and no
+    // A copy of the helper (/bin/cat), which is gone: the new process was reparented, and no
     // helper is left among our children, not even as a zombie.
-    expect(fs.readlinkSync(`/proc/${pid}/exe`)).to.equal(fs.realpathSync('/bin/sleep'));
+    expect(fs.readlinkSync(`/proc/${pid}/exe`)).to.equal(fs.realpathSync('/bin/cat'));
     const ppid = linux.readStat(pid).ppid;
     expect(ppid).to.not.equal(process.pid);
-    expect(linux.readStat(ppid).comm).to.not.equal('sleep');
+    expect(linux.readStat(ppid).comm).to.not.equal('cat');
     expect(linux.listChildren(process.pid).filter((p) => !childrenBefore.includes(p))).to.deep.equal([]);
     // It runs syscalls as itself, from the scratch area it inherited.
     expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
