@@ -183,7 +183,7 @@ class Bench {
     let t0 = process.hrtime.bigint();
     let ck;
     try {
-      ck = sys_checkpoint(pid, fd, CheckpointFlags.KILL);
+      ck = await sys_checkpoint(pid, fd, CheckpointFlags.KILL);
     } finally {
       fs.closeSync(fd);
     }
@@ -194,7 +194,7 @@ class Bench {
     t0 = process.hrtime.bigint();
     let rs;
     try {
-      rs = sys_restart(pid, rfd, 0);
+      rs = await sys_restart(pid, rfd, 0);
     } finally {
       fs.closeSync(rfd);
     }

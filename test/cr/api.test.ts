@@ -18,7 +18,7 @@ describe('the TypeScript API', function () {
     const img = path.join(w.dir, 'api.cpt');
     const fd = fs.openSync(img, 'w');
     const phases: string[] = [];
-    const ck = sys_checkpoint(w.pid, fd, CheckpointFlags.KILL, { onProgress: (e) => phases.push(e.phase) });
+    const ck = await sys_checkpoint(w.pid, fd, CheckpointFlags.KILL, { onProgress: (e) => phases.push(e.phase) });
     fs.closeSync(fd);
     expect(ck.pid).to.equal(w.pid);
     expect(ck.tasks).to.equal(1);
@@ -27,7 +27,7 @@ describe('the TypeScript API', function () {
     await w.exited;
 
     const rfd = fs.openSync(img, 'r');
-    const rs = sys_restart(0, rfd, RestartFlags.LEAVE_STOPPED);
+    const rs = await sys_restart(0, rfd, RestartFlags.LEAVE_STOPPED);
     fs.closeSync(rfd);
     expect(rs.pid).to.equal(w.pid);
     const st = await procState(w.pid);
@@ -43,23 +43,28 @@ describe('the TypeScript API', function () {
     const w = await startWorkload('static');
     const img = path.join(w.dir, 'api.cpt');
     const fd = fs.openSync(img, 'w');
-    sys_checkpoint(w.pid, fd, CheckpointFlags.KILL);
+    await sys_checkpoint(w.pid, fd, CheckpointFlags.KILL);
     fs.closeSync(fd);
     await w.exited;
     const rfd = fs.openSync(img, 'r');
     try {
-      expect(() => sys_restart(w.pid + 1, rfd, 0)).to.throw(CptError, /not/);
+      let err: unknown;
+      await sys_restart(w.pid + 1, rfd, 0).catch((e) => {
+        err = e;
+      });
+      expect(err).to.be.instanceOf(CptError);
+      expect((err as CptError).message).to.match(/not/);
     } finally {
       fs.closeSync(rfd);
     }
     expect(fs.existsSync(`/proc/${w.pid}`)).to.equal(false);
   });
 
-  it('with the module unloaded, the entry points answer ENOSYS again', () => {
+  it('with the module unloaded, the entry points answer ENOSYS again', async () => {
     loadModule('@cptrst/cpt-module');
     unloadModule('@cptrst/cpt-module');
     try {
-      sys_restart(0, 0, 0);
+      await sys_restart(0, 0, 0);
       expect.fail('sys_restart worked with no module');
     } catch (e) {
       expect((e as CptError).code).to.equal('ENOSYS');

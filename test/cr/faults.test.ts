@@ -187,7 +187,7 @@ describe('faults', function () {
       const fd = fs.openSync(img, 'w');
       let err: unknown;
       try {
-        sys_checkpoint(w.pid, fd, CheckpointFlags.RESUME, {
+        await sys_checkpoint(w.pid, fd, CheckpointFlags.RESUME, {
           onProgress: (e) => {
             if (e.phase === 'pages') process.kill(w.pid, 'SIGKILL');
           },

@@ -106,7 +106,7 @@ describe('memory (mm)', function () {
       const [rd, wr] = [fds.readInt32LE(0), fds.readInt32LE(4)];
       let err: unknown;
       try {
-        sys_checkpoint(w.pid, wr, 0);
+        await sys_checkpoint(w.pid, wr, 0);
       } catch (e) {
         err = e;
       } finally {

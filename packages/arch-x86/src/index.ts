@@ -13,6 +13,7 @@ export * from './tracee';
 export * from './regs';
 export * from './fpu';
 export * from './debugregs';
+export * from './sigframe';
 export * from './syscall-restart';
 
 export function register(c: DependencyContainer): void {

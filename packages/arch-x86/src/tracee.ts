@@ -4,20 +4,82 @@
  * An injected syscall: registers point at a `syscall` instruction with the call's number and
  * arguments, orig_rax = -1 so the kernel does no syscall-restart processing on the way out of
  * the stop we are in, then PTRACE_SYSCALL to the entry stop and again to the exit stop, where
- * rax holds the result. At checkpoint the instruction is found in the vDSO (or another
- * executable mapping); once a scratch area exists, its own copy is used, which survives the
- * teardown of the address space at restart.
+ * rax holds the result.
+ *
+ * cptrst may die at any moment (SIGKILL), and a SEIZEd task is then detached and resumed where it
+ * stands. So a task that must survive us (the checkpoint target) never stands anywhere that
+ * would harm it: every injected call returns into code that ends in rt_sigreturn on a signal
+ * frame holding the task's frozen state (sigframe.ts).
+ *
+ * Where it can, the frame goes below the task's stack pointer (past the red zone, where the
+ * kernel would put a signal frame) and stays there while we hold the task; the bytes it covers
+ * are kept and shown in their place to whoever reads that memory through the tracee, and put
+ * back at release. The calls then use a `syscall ... ret` sequence of the task's own code (the
+ * vDSO has one) and a signal restorer `mov $15,%eax; syscall` (libc's), and the scratch area's
+ * code is
+ *   syscall                                      the injected call
+ *   mov $11,%eax; mov $area,%rdi; mov $size,%esi munmap of the scratch area itself...
+ *   mov $syscall_ret,%rcx; jmp *%rcx             ...run from the task's `syscall ... ret`,
+ * whose `ret` pops the frame's pretcode (the restorer): so a task left behind removes the
+ * scratch area and returns to its frozen state. The mmap of the area and its final munmap run
+ * on that `syscall ... ret` directly.
+ *
+ * Without such code, or room on the stack, the frame goes into the top of the scratch area and
+ * the code is `syscall; mov $15,%eax; syscall; int3` with rsp = frame + 8; then the mmap and the
+ * munmap run unguarded (a window of one call each), and a task left behind keeps the area.
+ * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither.
  */
-import { CptError, ReleaseMode, ScratchArea, Tracee, TraceeFactory, linux } from '@cptrst/core';
-import { resumeRegs } from './syscall-restart';
+import { CptError, ReleaseMode, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux } from '@cptrst/core';
+import { resumeRegs, syscallState } from './syscall-restart';
+import { buildSigframe, sigframeBytes } from './sigframe';
 
-const { ptrace, waitpid, SYS, PROT, MAP, SIG, errnoName } = linux;
+const { ptrace, waitpid, SYS, PROT, MAP, SIG, ERRNO, errnoName } = linux;
 type UserRegs = linux.UserRegs;
 
-/** syscall; int3 — the int3 is never reached (we stop at syscall exit), it guards a runaway. */
-const SYSCALL_CODE = Buffer.from([0x0f, 0x05, 0xcc, 0xcc]);
+/** syscall; mov $15,%eax; syscall; int3 (see above). */
+const STUB_CODE = Buffer.from([0x0f, 0x05, 0xb8, SYS.rt_sigreturn, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc]);
+/** Where a task stands after an injected call returned: the code after the stub's `syscall`. */
+const STUB_AFTER_CALL = 2n;
+
+/** syscall; then munmap of the area through the task's `syscall ... ret` (see above). */
+function selfUnmappingStub(area: bigint, size: number, syscallRet: bigint): Buffer {
+  const b = Buffer.alloc(35);
+  let o = 0;
+  const bytes = (...x: number[]): void => {
+    for (const v of x) b[o++] = v;
+  };
+  const u64 = (v: bigint): void => {
+    b.writeBigUInt64LE(v, o);
+    o += 8;
+  };
+  bytes(0x0f, 0x05); // syscall
+  bytes(0xb8, SYS.munmap, 0, 0, 0); // mov $munmap,%eax
+  bytes(0x48, 0xbf); // movabs $area,%rdi
+  u64(area);
+  bytes(0xbe); // mov $size,%esi
+  b.writeUInt32LE(size, o);
+  o += 4;
+  bytes(0x48, 0xb9); // movabs $syscall_ret,%rcx
+  u64(syscallRet);
+  bytes(0xff, 0xe1, 0xcc); // jmp *%rcx; int3
+  return b;
+}
 export const SCRATCH_SIZE = 64 * 1024;
 const SCRATCH_CODE_SIZE = 64;
+/** The top of the scratch area holds the signal frame (and is the injected calls' stack). */
+const SCRATCH_FRAME_REGION = 16 * 1024;
+/** The x86-64 ABI's red zone: the 128 bytes below rsp belong to the running function. */
+const RED_ZONE = 128n;
+const XSTATE_MAX = 64 * 1024;
+
+/** How the scratch area was made and will be removed, for tests and the docs' windows. */
+export type CallGuard = 'stack-frame' | 'unguarded' | 'none';
+
+interface StackFrame {
+  at: bigint;
+  /** What the task's memory held there before. */
+  saved: Buffer;
+}
 
 export class X86Tracee implements Tracee {
   /** Registers as found at the freeze (or at creation). */
@@ -27,16 +89,27 @@ export class X86Tracee implements Tracee {
   /** Signals dequeued while we ran syscalls inside it: they must be queued again (siginfo, 128 bytes each). */
   readonly interceptedSignals: Buffer[] = [];
   blockedSignals: bigint;
+  /** Whether the task must survive cptrst's death (false: it dies with cptrst, PTRACE_O_EXITKILL). */
+  readonly guarded: boolean;
+  /** How the mmap of the scratch area ran, and how its munmap ran (for tests). */
+  firstCall: CallGuard = 'none';
+  lastCall: CallGuard = 'none';
   private allBlocked = false;
   private syscallInsn?: bigint;
   private scratchArea?: ScratchArea;
+  /** The frame in the scratch area: injected calls run with rsp = frame + 8 (when there is no stack frame). */
+  private frameAddr?: bigint;
+  /** The frame below the task's stack pointer, while we hold the task: injected calls run with rsp = frame. */
+  private stackFrameHeld?: StackFrame;
+  private gadgets?: { syscallRet: bigint; restorer: bigint } | null;
   private mem?: linux.ProcMem;
   private done = false;
 
-  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint } = {}) {
+  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint } & TraceeOptions = {}) {
     this.frozenRegs = ptrace.getRegs(tid);
     this.blockedSignals = ptrace.getSigmask(tid);
     this.syscallInsn = opts.syscallInsn;
+    this.guarded = !opts.diesWithTracer;
   }
 
   get released(): boolean {
@@ -45,59 +118,74 @@ export class X86Tracee implements Tracee {
 
   syscall(nr: number, args: ReadonlyArray<number | bigint> = []): bigint {
     this.alive();
-    if (!this.allBlocked) {
-      // No signal may be delivered while we borrow the thread: they stay pending instead.
-      ptrace.setSigmask(this.tid, 0xffffffffffffffffn);
-      this.allBlocked = true;
-    }
-    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
-    const base = this.scratchArea ? { ...this.frozenRegs, rsp: this.scratchArea.addr + BigInt(this.scratchArea.size) - 256n } : this.frozenRegs;
-    const regs: UserRegs = {
-      ...base,
-      rax: BigInt(nr),
-      orig_rax: 0xffffffffffffffffn,
-      rdi: a[0] ?? 0n,
-      rsi: a[1] ?? 0n,
-      rdx: a[2] ?? 0n,
-      r10: a[3] ?? 0n,
-      r8: a[4] ?? 0n,
-      r9: a[5] ?? 0n,
-      rip: this.insn(),
-    };
-    ptrace.setRegs(this.tid, regs);
-    this.stepToSyscallStop(nr); // entry
-    this.stepToSyscallStop(nr); // exit
-    return BigInt.asIntN(64, ptrace.getRegs(this.tid).rax);
+    // A task that must survive us gets its scratch area (and with it the signal frame) first.
+    if (this.guarded && !this.scratchArea) this.scratch();
+    const s = this.scratchArea;
+    return this.run(nr, args, s ? s.addr : this.insn(), s ? this.callStack() : undefined);
   }
 
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint {
-    const r = this.syscall(nr, args);
-    if (r < 0n && r > -4096n) {
-      throw new CptError(errnoName(Number(-r)), `${what} failed inside the process: ${errnoName(Number(-r))}`, { pid: this.pid, object: what });
-    }
-    return r;
+    return this.check(this.syscall(nr, args), what);
   }
 
   scratch(): ScratchArea {
     if (this.scratchArea) return this.scratchArea;
-    const addr = this.syscallOk(
-      SYS.mmap,
-      [0, SCRATCH_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0],
-      'mmap of the scratch area',
-    );
-    this.adoptScratch(addr);
+    this.alive();
+    const args = [0, SCRATCH_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0];
+    const what = 'mmap of the scratch area';
+    const g = this.guarded ? this.findGadgets() : undefined;
+    const frame = g ? this.stackFrame(g.restorer) : undefined;
+    if (!g || !frame) {
+      this.firstCall = this.guarded ? 'unguarded' : 'none';
+      const addr = this.check(this.run(SYS.mmap, args, this.insn(), undefined), what);
+      this.adoptScratch(addr);
+      if (this.guarded) this.park();
+      this.requeueIntercepted();
+      return this.scratchArea!;
+    }
+    this.firstCall = 'stack-frame';
+    let addr: bigint;
+    try {
+      addr = this.check(this.run(SYS.mmap, args, g.syscallRet, frame.at), what);
+      this.stackFrameHeld = frame;
+      this.adoptScratch(addr);
+    } catch (e) {
+      // Stand at the release position (what the frame would give), then give the stack its bytes back.
+      this.stackFrameHeld = undefined;
+      this.putBackFrozen();
+      this.unwriteStackFrame(frame);
+      throw e;
+    }
+    // The task stands on `ret` over the stack frame: move it onto the scratch area's code, which
+    // would unmap the area and then come back to the same frame.
+    this.park();
+    this.requeueIntercepted();
     return this.scratchArea!;
   }
 
   /** Makes an existing mapping at `addr` (SCRATCH_SIZE, rwx) the scratch area and puts the syscall code in it. */
   adoptScratch(addr: bigint): void {
-    this.scratchArea = {
+    const frameAt = addr + BigInt(SCRATCH_SIZE - SCRATCH_FRAME_REGION);
+    const area: ScratchArea = {
       addr,
       size: SCRATCH_SIZE,
       dataAddr: addr + BigInt(SCRATCH_CODE_SIZE),
-      dataSize: SCRATCH_SIZE - SCRATCH_CODE_SIZE - 4096, // the top page is the injected calls' stack
+      dataSize: SCRATCH_SIZE - SCRATCH_CODE_SIZE - SCRATCH_FRAME_REGION, // the frame region is the injected calls' stack
     };
-    this.writeMemory(addr, SYSCALL_CODE);
+    if (this.stackFrameHeld && this.gadgets) {
+      this.writeMemory(addr, selfUnmappingStub(addr, SCRATCH_SIZE, this.gadgets.syscallRet));
+    } else {
+      this.writeMemory(addr, STUB_CODE);
+    }
+    if (this.guarded && !this.stackFrameHeld) {
+      const xsave = this.xsave();
+      if (sigframeBytes(xsave.length) > SCRATCH_FRAME_REGION) {
+        throw new CptError('E2BIG', `a signal frame with an XSAVE area of ${xsave.length} bytes does not fit the scratch area`, { pid: this.pid, object: 'scratch area' });
+      }
+      this.writeMemory(frameAt, buildSigframe({ at: frameAt, regs: this.frameRegs(), sigmask: this.blockedSignals, xsave }));
+    }
+    this.scratchArea = area;
+    this.frameAddr = frameAt;
     this.syscallInsn = addr;
   }
 
@@ -112,7 +200,9 @@ export class X86Tracee implements Tracee {
   }
 
   readMemory(addr: bigint, length: number): Buffer {
-    return this.memory().read(addr, length);
+    const b = this.memory().read(addr, length);
+    this.showSaved(addr, b, 0, b.length);
+    return b;
   }
 
   writeMemory(addr: bigint, data: Buffer): void {
@@ -121,6 +211,19 @@ export class X86Tracee implements Tracee {
 
   readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void {
     this.memory().readFully(addr, buf, offset, length);
+    this.showSaved(addr, buf, offset, length);
+  }
+
+  /** Where the stack frame covers what was read, the task's own bytes are shown instead. */
+  private showSaved(addr: bigint, buf: Buffer, offset: number, length: number): void {
+    const f = this.stackFrameHeld;
+    if (!f) return;
+    const lo = addr > f.at ? addr : f.at;
+    const fEnd = f.at + BigInt(f.saved.length);
+    const end = addr + BigInt(length);
+    const hi = end < fEnd ? end : fEnd;
+    if (lo >= hi) return;
+    f.saved.copy(buf, offset + Number(lo - addr), Number(lo - f.at), Number(hi - f.at));
   }
 
   reservedRanges(): Array<{ start: bigint; end: bigint }> {
@@ -141,17 +244,33 @@ export class X86Tracee implements Tracee {
         return;
       }
       // Signals dequeued before the freeze stop go back into the queue, while everything is blocked.
-      for (const info of this.interceptedSignals.splice(0)) {
-        const at = this.stage(info, 0);
-        this.syscallOk(SYS.rt_tgsigqueueinfo, [this.pid, this.tid, info.readInt32LE(0), at], 'queueing an intercepted signal again');
-      }
+      this.requeueIntercepted();
+      const final = this.finalRegs ?? resumeRegs(this.frozenRegs, 'original');
       if (this.scratchArea) {
         // The syscall instruction lives in the scratch area: this munmap is the last call we run.
-        this.syscall(SYS.munmap, [this.scratchArea.addr, this.scratchArea.size]);
-        this.scratchArea = undefined;
+        const s = this.scratchArea;
+        const held = this.stackFrameHeld;
+        const g = this.guarded && !held ? this.findGadgets() : this.gadgets;
+        const frame = held ?? (g ? this.stackFrame(g.restorer) : undefined);
+        if (g && frame) {
+          this.lastCall = 'stack-frame';
+          try {
+            this.run(SYS.munmap, [s.addr, s.size], g.syscallRet, frame.at);
+            this.scratchArea = undefined;
+            this.setMask(this.blockedSignals);
+            ptrace.setRegs(this.tid, final);
+          } finally {
+            this.stackFrameHeld = undefined;
+            this.unwriteStackFrame(frame);
+          }
+        } else {
+          this.lastCall = this.guarded ? 'unguarded' : 'none';
+          this.run(SYS.munmap, [s.addr, s.size], s.addr, this.callStack());
+          this.scratchArea = undefined;
+        }
       }
-      if (this.allBlocked || ptrace.getSigmask(this.tid) !== this.blockedSignals) ptrace.setSigmask(this.tid, this.blockedSignals);
-      ptrace.setRegs(this.tid, this.finalRegs ?? resumeRegs(this.frozenRegs, 'original'));
+      this.setMask(this.blockedSignals);
+      ptrace.setRegs(this.tid, final);
       if (mode === 'stop') linux.kill(this.pid, SIG.SIGSTOP);
       ptrace.detach(this.tid, 0);
       if (mode === 'stop') waitUntilStopped(this.pid);
@@ -186,6 +305,152 @@ export class X86Tracee implements Tracee {
       }
     } catch {
       /* already reaped or not ours to wait for */
+    }
+  }
+
+  /**
+   * Runs one call with rip at a `syscall` instruction and (when given) that stack pointer. The
+   * registers are set before the mask: a tracer that dies in between leaves the task on its way
+   * into the call, and from there into rt_sigreturn, which gives it its own mask back.
+   */
+  private run(nr: number, args: ReadonlyArray<number | bigint>, rip: bigint, rsp: bigint | undefined): bigint {
+    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
+    const regs: UserRegs = {
+      ...this.frozenRegs,
+      rsp: rsp ?? this.frozenRegs.rsp,
+      rax: BigInt(nr),
+      orig_rax: 0xffffffffffffffffn,
+      rdi: a[0] ?? 0n,
+      rsi: a[1] ?? 0n,
+      rdx: a[2] ?? 0n,
+      r10: a[3] ?? 0n,
+      r8: a[4] ?? 0n,
+      r9: a[5] ?? 0n,
+      rip,
+    };
+    ptrace.setRegs(this.tid, regs);
+    // No signal may be delivered while we borrow the thread: they stay pending instead.
+    if (!this.allBlocked) this.setMask(0xffffffffffffffffn);
+    this.stepToSyscallStop(nr); // entry
+    this.stepToSyscallStop(nr); // exit
+    return BigInt.asIntN(64, ptrace.getRegs(this.tid).rax);
+  }
+
+  private check(r: bigint, what: string): bigint {
+    if (r < 0n && r > -4096n) {
+      throw new CptError(errnoName(Number(-r)), `${what} failed inside the process: ${errnoName(Number(-r))}`, { pid: this.pid, object: what });
+    }
+    return r;
+  }
+
+  private setMask(mask: bigint): void {
+    ptrace.setSigmask(this.tid, mask);
+    this.allBlocked = BigInt.asUintN(64, mask) === 0xffffffffffffffffn;
+  }
+
+  /**
+   * The registers a signal frame gives back: the frozen ones in their resume form. A call cut
+   * short by ERESTART_RESTARTBLOCK gets EINTR: rt_sigreturn itself resets the restart_block, as
+   * when a signal handler returns, so restart_syscall could do nothing else.
+   */
+  private frameRegs(): UserRegs {
+    const st = syscallState(this.frozenRegs);
+    return resumeRegs(this.frozenRegs, st.restartCode === ERRNO.ERESTART_RESTARTBLOCK ? 'restored' : 'original');
+  }
+
+  private xsave(): Buffer {
+    return ptrace.getRegset(this.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
+  }
+
+  /** The stack pointer of injected calls: at the stack frame, or over the scratch area's frame. */
+  private callStack(): bigint {
+    return this.stackFrameHeld ? this.stackFrameHeld.at : this.frameAddr! + 8n;
+  }
+
+  /** The task at an exit stop moves onto the scratch area's code after the call, over its frame. */
+  private park(): void {
+    ptrace.setRegs(this.tid, { ...this.frozenRegs, orig_rax: 0xffffffffffffffffn, rip: this.scratchArea!.addr + STUB_AFTER_CALL, rsp: this.callStack() });
+  }
+
+  /** Where the task stands after a failed first call: as at release, with its own mask. */
+  private putBackFrozen(): void {
+    try {
+      this.setMask(this.blockedSignals);
+      ptrace.setRegs(this.tid, resumeRegs(this.frozenRegs, 'original'));
+    } catch {
+      /* it died: nothing to put back */
+    }
+  }
+
+  /**
+   * Writes a frame below the task's stack pointer (past the red zone, where the kernel would put
+   * a signal frame), keeping the bytes it covers. Undefined when that memory is not a writable
+   * mapping with room for it.
+   */
+  private stackFrame(restorer: bigint): StackFrame | undefined {
+    const xsave = this.xsave();
+    const len = sigframeBytes(xsave.length);
+    const top = this.frozenRegs.rsp - RED_ZONE;
+    const at = (top - BigInt(len)) & ~63n;
+    const m = linux.readMaps(this.pid).find((x) => x.start <= at && top <= x.end);
+    if (!m || !m.prot.write || !m.prot.read) return undefined;
+    let saved: Buffer;
+    try {
+      saved = this.readMemory(at, Number(top - at));
+    } catch {
+      return undefined;
+    }
+    this.writeMemory(at, buildSigframe({ at, regs: this.frameRegs(), sigmask: this.blockedSignals, xsave, pretcode: restorer }));
+    return { at, saved };
+  }
+
+  private unwriteStackFrame(f: StackFrame): void {
+    try {
+      this.writeMemory(f.at, f.saved);
+    } catch {
+      /* it died */
+    }
+  }
+
+  /**
+   * Code of the task's own that the stack-frame calls need: a `syscall` followed only by
+   * register-clearing instructions and `ret` (the vDSO has these), and a signal restorer
+   * `mov $15,%eax|%rax; syscall` (libc's). Null when either is missing.
+   */
+  private findGadgets(): { syscallRet: bigint; restorer: bigint } | null {
+    if (this.gadgets !== undefined) return this.gadgets;
+    const maps = linux.readMaps(this.pid);
+    const exec = [...maps.filter((m) => m.path === '[vdso]'), ...maps.filter((m) => m.prot.exec && m.path !== '[vdso]' && m.path !== '[vsyscall]')];
+    let syscallRet: bigint | undefined;
+    let restorer: bigint | undefined;
+    for (const m of exec) {
+      if (syscallRet !== undefined && restorer !== undefined) break;
+      const len = Number(m.end - m.start);
+      if (len > 64 * 1024 * 1024) continue;
+      let buf: Buffer;
+      try {
+        buf = this.readMemory(m.start, len);
+      } catch {
+        continue;
+      }
+      if (syscallRet === undefined) {
+        const i = findSyscallRet(buf);
+        if (i >= 0) syscallRet = m.start + BigInt(i);
+      }
+      if (restorer === undefined) {
+        const i = findRestorer(buf);
+        if (i >= 0) restorer = m.start + BigInt(i);
+      }
+    }
+    this.gadgets = syscallRet !== undefined && restorer !== undefined ? { syscallRet, restorer } : null;
+    return this.gadgets;
+  }
+
+  /** Intercepted signals go back into the queue now that they can: cptrst's death then loses none. */
+  private requeueIntercepted(): void {
+    for (const info of this.interceptedSignals.splice(0)) {
+      const at = this.stage(info, 0);
+      this.syscallOk(SYS.rt_tgsigqueueinfo, [this.pid, this.tid, info.readInt32LE(0), at], 'queueing an intercepted signal again');
     }
   }
 
@@ -247,8 +512,8 @@ export class X86Tracee implements Tracee {
 }
 
 export class X86TraceeFactory implements TraceeFactory {
-  fromStopped(pid: number, tid: number): X86Tracee {
-    return new X86Tracee(pid, tid);
+  fromStopped(pid: number, tid: number, opts?: TraceeOptions): X86Tracee {
+    return new X86Tracee(pid, tid, opts);
   }
 }
 
@@ -267,3 +532,47 @@ function waitUntilStopped(pid: number): void {
     Atomics.wait(pause, 0, 0, 1);
   }
 }
+
+/** `mov $15,%eax; syscall` and `mov $15,%rax; syscall` (rt_sigreturn, as libc's restorer does it). */
+const RESTORERS = [Buffer.from([0xb8, SYS.rt_sigreturn, 0, 0, 0, 0x0f, 0x05]), Buffer.from([0x48, 0xc7, 0xc0, SYS.rt_sigreturn, 0, 0, 0, 0x0f, 0x05])];
+
+export function findRestorer(code: Buffer): number {
+  for (const r of RESTORERS) {
+    const i = code.indexOf(r);
+    if (i >= 0) return i;
+  }
+  return -1;
+}
+
+/**
+ * Offset of a `syscall` followed by nothing but `xor reg,reg` (32- or 64-bit, any register),
+ * `nop` and then `ret`, or -1. After such a call the task reaches `ret` with only scratch registers
+ * cleared, whatever the call returned.
+ */
+export function findSyscallRet(code: Buffer): number {
+  for (let i = code.indexOf(SYSCALL_INSN); i >= 0; i = code.indexOf(SYSCALL_INSN, i + 1)) {
+    let j = i + 2;
+    for (let n = 0; n < 16 && j < code.length; n++) {
+      const c = code[j];
+      if (c === 0xc3) return i;
+      if (c === 0x90) {
+        j += 1;
+        continue;
+      }
+      const rex = c >= 0x40 && c <= 0x4f ? 1 : 0;
+      if (code[j + rex] === 0x31 && j + rex + 1 < code.length && code[j + rex + 1] >= 0xc0) {
+        // xor r/m,reg with both operands registers (mod = 11)
+        const modrm = code[j + rex + 1];
+        const reg = ((modrm >> 3) & 7) | (rex && c & 4 ? 8 : 0);
+        const rm = (modrm & 7) | (rex && c & 1 ? 8 : 0);
+        if (reg === rm) {
+          j += rex + 2;
+          continue;
+        }
+      }
+      break;
+    }
+  }
+  return -1;
+}
+const SYSCALL_INSN = Buffer.from([0x0f, 0x05]);

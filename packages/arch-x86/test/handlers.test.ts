@@ -66,7 +66,7 @@ describe('arch-x86 registration and dump handlers', function () {
 
     // The restore side of REGS: a restored process gets EINTR where the original would restart.
     const rtask: RestartTask = { pid, tid: pid, tag: 1, tracee, state: new Map() };
-    const rctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), -1, 0);
+    const rctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0);
     const rr = new RegsRestore();
     rr.restore(rctx, rtask, { type: ObjectType.REGS, tag: 3, ptag: 1, offset: 0, obj: toImage(tracee.frozenRegs) });
     rr.finish(rctx, rtask);

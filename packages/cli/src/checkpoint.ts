@@ -3,7 +3,7 @@ import * as tty from 'tty';
 import { CheckpointFlags, CheckpointResult, CptError, asCptError, sys_checkpoint } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, UsageError, flag, parsePositiveInt, value } from './args';
 import { Command } from './command';
-import { common, loadModules, printTimings, progressPrinter } from './common';
+import { catchInterrupts, common, interruptedError, loadModules, printTimings, progressPrinter } from './common';
 import { ImageOutput, openImageOutput } from './image-file';
 import { err, formatBytes, formatMs, json, note, out } from './output';
 
@@ -31,7 +31,7 @@ export const checkpointCommand: Command = {
   run: runCheckpoint,
 };
 
-function runCheckpoint(p: ParsedArgs): number {
+async function runCheckpoint(p: ParsedArgs): Promise<number> {
   const c = common(p);
   const cmd = 'checkpoint';
   if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`, cmd);
@@ -45,6 +45,7 @@ function runCheckpoint(p: ParsedArgs): number {
   if (toStdout && tty.isatty(1)) throw new UsageError('refusing to write an image to a terminal: redirect stdout, or give -o <file>', cmd);
   const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0);
 
+  const signal = catchInterrupts();
   loadModules(c);
 
   // The image goes to a temporary file renamed onto the path once complete (image-file.ts).
@@ -54,8 +55,8 @@ function runCheckpoint(p: ParsedArgs): number {
 
   let result: CheckpointResult;
   try {
-    const options = { imageName, commitImage: image?.commit, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
-    result = sys_checkpoint(pid, fd, flags, options);
+    const options = { imageName, commitImage: image?.commit, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
+    result = await sys_checkpoint(pid, fd, flags, options);
     // A module that does not call commitImage: put the image in place now.
     image?.commit();
     image?.close();
@@ -63,7 +64,8 @@ function runCheckpoint(p: ParsedArgs): number {
     image?.discard();
     const ce = asCptError(e, { pid });
     // An error of the image stream (ENOSPC...) is about this checkpoint's process too.
-    throw ce.pid === undefined ? new CptError(ce.code, ce.message, { pid, object: ce.object, cause: e }) : ce;
+    const named = ce.pid === undefined ? new CptError(ce.code, ce.message, { pid, object: ce.object, cause: e }) : ce;
+    throw interruptedError(named, 'the process was left running');
   }
 
   const released = kill ? 'killed' : leaveStopped ? 'stopped' : 'running';

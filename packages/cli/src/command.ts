@@ -11,7 +11,7 @@ export interface Command {
   readonly description: string;
   /** Options of this command (the global ones are added). */
   readonly options: readonly OptionSpec[];
-  run(args: ParsedArgs): number;
+  run(args: ParsedArgs): number | Promise<number>;
   /**
    * Where a JSON error goes for this invocation: stdout, unless stdout carries something else
    * (an image written with -o -).

@@ -1,5 +1,6 @@
 /** What every command shares: the global options, module loading, the version, progress printing. */
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import { CptError, ProgressEvent, loadModule, loadedModules } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, flag, values } from './args';
@@ -86,4 +87,36 @@ export function printTimings(timings: Record<string, number>): void {
 /** The help text of a command. */
 export function commandHelp(usage: string, description: string, options: string): string {
   return `usage: ${usage}\n\n${description}\n\noptions:\n${options}\n`;
+}
+
+/** The first SIGINT or SIGTERM caught while an operation ran (see catchInterrupts). */
+let caughtSignal: NodeJS.Signals | undefined;
+
+/**
+ * SIGINT and SIGTERM during an operation: the first one aborts the returned signal, which the
+ * operation sees at its next safe point (it then undoes what it did and rejects with EINTR);
+ * any later one is ignored, so that the cleanup runs to its end. The handlers stay until exit.
+ */
+export function catchInterrupts(): AbortSignal {
+  const ac = new AbortController();
+  const on = (sig: NodeJS.Signals): void => {
+    if (caughtSignal !== undefined) return;
+    caughtSignal = sig;
+    ac.abort(sig);
+  };
+  process.on('SIGINT', on);
+  process.on('SIGTERM', on);
+  return ac.signal;
+}
+
+/** For an operation that failed because it was interrupted: the exit status, 128 + the signal's number. */
+export function interruptedExitCode(e: CptError): number | undefined {
+  if (e.code !== 'EINTR' || caughtSignal === undefined) return undefined;
+  return 128 + (os.constants.signals[caughtSignal] ?? 0);
+}
+
+/** The CptError of an interrupted operation, saying what became of the process(es). */
+export function interruptedError(e: CptError, outcome: string): CptError {
+  if (interruptedExitCode(e) === undefined) return e;
+  return new CptError(e.code, `${e.message}; ${outcome}`, { pid: e.pid, object: e.object, cause: e });
 }

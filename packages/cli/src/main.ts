@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `cptrst` command. Exit codes: 0 success, 1 a checkpoint/restart error (one line on stderr,
- * or {"error": ...} on stdout with --json), 2 a usage error.
+ * or {"error": ...} on stdout with --json), 2 a usage error, 130 / 143 interrupted by SIGINT /
+ * SIGTERM (the operation undone).
  */
 import 'reflect-metadata';
 import { OptionSpec, UsageError, optionHelp, parseArgs, ParsedArgs } from './args';
@@ -10,7 +11,7 @@ import { checkpointCommand } from './checkpoint';
 import { restartCommand } from './restart';
 import { showCommand } from './show';
 import { checkCommand } from './check';
-import { GLOBAL_OPTIONS, cliVersion, commandHelp } from './common';
+import { GLOBAL_OPTIONS, cliVersion, commandHelp, interruptedExitCode } from './common';
 import { OutputClosed, err, errorJson, errorLine, out, toCptError } from './output';
 
 export const COMMANDS: readonly Command[] = [checkpointCommand, restartCommand, showCommand, checkCommand];
@@ -34,7 +35,7 @@ export function generalHelp(): string {
     '  cptrst --version       print the version',
     '  cptrst <command> --help  print the help of a command',
     '',
-    'exit status: 0 success, 1 checkpoint/restart error, 2 usage error',
+    'exit status: 0 success, 1 checkpoint/restart error, 2 usage error, 130/143 interrupted by SIGINT/SIGTERM',
   ].join('\n') + '\n';
 }
 
@@ -50,7 +51,7 @@ function findCommand(name: string): Command | undefined {
 const VALUE_OPTIONS = new Set(GLOBAL_OPTIONS.filter((o) => o.value).flatMap((o) => [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])]));
 
 /** Runs the CLI on argv (without node and the script) and returns the exit code. */
-export function main(argv: readonly string[]): number {
+export async function main(argv: readonly string[]): Promise<number> {
   const wantsJson = argv.includes('--json');
   let cmd: Command | undefined;
   let parsed: ParsedArgs | undefined;
@@ -93,7 +94,7 @@ export function main(argv: readonly string[]): number {
       out(helpOf(cmd));
       return 0;
     }
-    return cmd.run(parsed);
+    return await cmd.run(parsed);
   } catch (e) {
     if (e instanceof OutputClosed) return 0;
     if (e instanceof UsageError) {
@@ -123,15 +124,16 @@ export function main(argv: readonly string[]): number {
     } else {
       err(errorLine(ce));
     }
-    return 1;
+    // Interrupted by SIGINT or SIGTERM: the status a shell expects of a process ended by it.
+    return interruptedExitCode(ce) ?? 1;
   }
 }
 
 /** Runs the command line of this process and exits with its code (bin/cptrst.js calls this). */
-export function run(): never {
+export async function run(): Promise<never> {
   let code: number;
   try {
-    code = main(process.argv.slice(2));
+    code = await main(process.argv.slice(2));
   } catch (e) {
     // main() handles every error; this is the last resort, still one line and no stack.
     err(`cptrst: EIO: ${(e as Error)?.message ?? String(e)}`);
@@ -140,4 +142,4 @@ export function run(): never {
   process.exit(code);
 }
 
-if (require.main === module) run();
+if (require.main === module) void run();

@@ -1,10 +1,10 @@
 /** `cptrst restart <file>`: sys_restart from a file, or from stdin with `-`. */
 import * as fs from 'fs';
 import * as path from 'path';
-import { CptError, RestartFlags, RestartResult, sys_restart } from '@cptrst/core';
+import { CptError, RestartFlags, RestartResult, asCptError, sys_restart } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, UsageError, flag, value } from './args';
 import { Command } from './command';
-import { common, loadModules, printTimings, progressPrinter } from './common';
+import { catchInterrupts, common, interruptedError, loadModules, printTimings, progressPrinter } from './common';
 import { fileError, openImageToRead, json, out } from './output';
 
 const OPTIONS: readonly OptionSpec[] = [
@@ -26,7 +26,7 @@ export const restartCommand: Command = {
   run: runRestart,
 };
 
-function runRestart(p: ParsedArgs): number {
+async function runRestart(p: ParsedArgs): Promise<number> {
   const c = common(p);
   const cmd = 'restart';
   if (p.positionals.length === 0) throw new UsageError('missing the image file (- for stdin)', cmd);
@@ -35,6 +35,7 @@ function runRestart(p: ParsedArgs): number {
   const pidfile = value(p, 'pidfile');
   const flags = flag(p, 'leave-stopped') ? RestartFlags.LEAVE_STOPPED : 0;
 
+  const signal = catchInterrupts();
   loadModules(c);
 
   const fromStdin = file === '-';
@@ -42,7 +43,9 @@ function runRestart(p: ParsedArgs): number {
   let result: RestartResult;
   try {
     const imageName = fromStdin ? 'stdin' : `image file ${file}`;
-    result = sys_restart(0, fd, flags, { imageName, ...(c.verbose ? { onProgress: progressPrinter() } : {}) });
+    result = await sys_restart(0, fd, flags, { imageName, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) });
+  } catch (e) {
+    throw interruptedError(asCptError(e), 'nothing was restored');
   } finally {
     if (!fromStdin) fs.closeSync(fd);
   }

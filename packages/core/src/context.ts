@@ -6,6 +6,7 @@ import { EventEmitter } from 'events';
 import * as fs from 'fs';
 import { DependencyContainer } from 'tsyringe';
 import { bootId } from './linux/machine';
+import { CptError } from './errors';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, layoutOf } from './image';
 
 export interface Logger {
@@ -48,11 +49,33 @@ abstract class OperationContext {
   readonly events = new EventEmitter();
   /** Timings of the phases (ms), for benchmarks and `--verbose`. */
   readonly timings: Record<string, number> = {};
+  /** Aborted when the caller wants the operation to stop (OperationOptions.signal). */
+  signal?: AbortSignal;
   constructor(
     readonly container: DependencyContainer,
     readonly flags: number,
     readonly log: Logger = defaultLogger,
   ) {}
+
+  /**
+   * A safe point: gives the event loop a turn (so that signal handlers and other callbacks run),
+   * then throws CptError EINTR if the operation was aborted meanwhile. Call it only where no
+   * ptrace sequence is half done (between handlers, objects, or runs of pages): while a child of
+   * ours is in a ptrace stop, the event loop's own waitpid could take its notification.
+   */
+  async checkpointYield(): Promise<void> {
+    if (!this.signal) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    this.throwIfAborted();
+  }
+
+  /** Throws CptError EINTR, "interrupted by <reason>", if the operation was aborted. */
+  throwIfAborted(): void {
+    const s = this.signal;
+    if (!s?.aborted) return;
+    const reason = s.reason instanceof Error ? s.reason.message : String(s.reason ?? 'a request to stop');
+    throw new CptError('EINTR', `interrupted by ${reason}`);
+  }
 
   progress(e: ProgressEvent): void {
     this.events.emit('progress', e);
@@ -70,11 +93,20 @@ abstract class OperationContext {
   /** Runs `fn` and adds its duration to timings[name]. */
   timed<R>(name: string, fn: () => R): R {
     const t0 = process.hrtime.bigint();
-    try {
-      return fn();
-    } finally {
+    const add = (): void => {
       this.timings[name] = (this.timings[name] ?? 0) + Number(process.hrtime.bigint() - t0) / 1e6;
+    };
+    let r: R;
+    try {
+      r = fn();
+    } catch (e) {
+      add();
+      throw e;
     }
+    // A handler may return a promise: its time is what it takes to settle.
+    if (r instanceof Promise) return r.finally(add) as R;
+    add();
+    return r;
   }
 }
 

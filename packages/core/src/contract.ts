@@ -93,9 +93,18 @@ export interface Tracee {
   readonly released: boolean;
 }
 
+export interface TraceeOptions {
+  /**
+   * The task dies with cptrst (it was seized with PTRACE_O_EXITKILL: a process made at restart).
+   * Otherwise it must survive cptrst's death at any moment, and the tracee keeps it, between and
+   * during injected calls, where the kernel would resume it into its own frozen state.
+   */
+  diesWithTracer?: boolean;
+}
+
 export interface TraceeFactory {
   /** Wraps a thread that the caller has seized and that is now in a ptrace stop. */
-  fromStopped(pid: number, tid: number): Tracee;
+  fromStopped(pid: number, tid: number, opts?: TraceeOptions): Tracee;
 }
 
 /** A process tree frozen for checkpoint. */
@@ -148,7 +157,8 @@ export interface DumpHandler {
   readonly order: number;
   /** Refuses, before anything is written, what this subsystem cannot checkpoint faithfully. */
   check?(ctx: CheckpointContext, task: CheckpointTask): void;
-  dump(ctx: CheckpointContext, task: CheckpointTask): void;
+  /** May return a promise (a long dump awaits ctx.checkpointYield() now and then). */
+  dump(ctx: CheckpointContext, task: CheckpointTask): void | Promise<void>;
 }
 
 /** An object read from the image, handed to the restore handler that owns its type. */
@@ -166,9 +176,9 @@ export interface RestoreHandler {
   readonly order: number;
   /** Object types this handler restores. */
   readonly types: readonly number[];
-  restore(ctx: RestartContext, task: RestartTask, object: RestoreObject): void;
+  restore(ctx: RestartContext, task: RestartTask, object: RestoreObject): void | Promise<void>;
   /** After all of a task's objects are read, in ascending order (the arch handler, last, sets the registers). */
-  finish?(ctx: RestartContext, task: RestartTask): void;
+  finish?(ctx: RestartContext, task: RestartTask): void | Promise<void>;
   /** Undo what this handler made when the restart fails (best effort, never throws). */
   abort?(ctx: RestartContext, task: RestartTask): void;
 }

@@ -1,6 +1,8 @@
 /**
  * The two entry points (seed 003's sys_checkpoint / sys_restart). They find the loaded
- * module's operations at call time; with none loaded they fail with ENOSYS.
+ * module's operations at call time; with none loaded they fail with ENOSYS. Both return
+ * promises: an operation gives the event loop a turn at its safe points, so that a signal
+ * handler (the CLI's SIGINT/SIGTERM) can abort it through OperationOptions.signal.
  */
 import { CptError } from './errors';
 import { Tokens } from './contract';
@@ -18,6 +20,13 @@ export interface OperationOptions {
    * a throw fails the checkpoint and the tree runs on.
    */
   commitImage?: () => void;
+  /**
+   * Aborting it interrupts the operation at its next safe point (between handlers, between
+   * objects, every few tens of MiB of pages): it then undoes what it did (a checkpoint lets the
+   * process run on as before, a restart kills what it made) and rejects with CptError EINTR,
+   * "interrupted by <reason>" (the reason given to abort(), e.g. 'SIGINT').
+   */
+  signal?: AbortSignal;
 }
 
 export interface CheckpointResult {
@@ -38,8 +47,8 @@ export interface RestartResult {
 
 /** seed 003's cpt_operations. */
 export interface CptOperations {
-  checkpoint(pid: number, fd: number, flags: number, options?: OperationOptions): CheckpointResult;
-  restart(ctid: number, fd: number, flags: number, options?: OperationOptions): RestartResult;
+  checkpoint(pid: number, fd: number, flags: number, options?: OperationOptions): Promise<CheckpointResult>;
+  restart(ctid: number, fd: number, flags: number, options?: OperationOptions): Promise<RestartResult>;
 }
 
 function operations(): CptOperations {
@@ -51,7 +60,7 @@ function operations(): CptOperations {
 }
 
 /** Checkpoints the process tree rooted at `pid` into the image stream `fd`. */
-export function sys_checkpoint(pid: number, fd: number, flags: number, options?: OperationOptions): CheckpointResult {
+export async function sys_checkpoint(pid: number, fd: number, flags: number, options?: OperationOptions): Promise<CheckpointResult> {
   return operations().checkpoint(pid, fd, flags, options);
 }
 
@@ -59,6 +68,6 @@ export function sys_checkpoint(pid: number, fd: number, flags: number, options?:
  * Restarts the image read from `fd`. `ctid` is the container id of seed 003; cptrst has no
  * containers, so it is the PID the image's root must have, or 0 for "whatever the image says".
  */
-export function sys_restart(ctid: number, fd: number, flags: number, options?: OperationOptions): RestartResult {
+export async function sys_restart(ctid: number, fd: number, flags: number, options?: OperationOptions): Promise<RestartResult> {
   return operations().restart(ctid, fd, flags, options);
 }

@@ -17,14 +17,25 @@ function expectCode(fn: () => unknown, code: string): CptError {
   throw new Error(`expected a CptError ${code}`);
 }
 
+async function expectRejection(p: () => Promise<unknown>, code: string): Promise<CptError> {
+  try {
+    await p();
+  } catch (e) {
+    expect(e).to.be.instanceOf(CptError);
+    expect((e as CptError).code).to.equal(code);
+    return e as CptError;
+  }
+  throw new Error(`expected a CptError ${code}`);
+}
+
 describe('entry points', () => {
-  it('sys_restart and sys_checkpoint fail with ENOSYS when no module is loaded', () => {
+  it('sys_restart and sys_checkpoint fail with ENOSYS when no module is loaded', async () => {
     expect(loadedModules()).to.deep.equal([]);
-    expect(expectCode(() => sys_restart(0, 0, 0), 'ENOSYS').message).to.match(/no checkpoint\/restart module/);
-    expectCode(() => sys_checkpoint(process.pid, 1, 0), 'ENOSYS');
+    expect((await expectRejection(() => sys_restart(0, 0, 0), 'ENOSYS')).message).to.match(/no checkpoint\/restart module/);
+    await expectRejection(() => sys_checkpoint(process.pid, 1, 0), 'ENOSYS');
   });
 
-  it('a module loaded at run time by path binds cpt_operations, and unloading it brings ENOSYS back', () => {
+  it('a module loaded at run time by path binds cpt_operations, and unloading it brings ENOSYS back', async () => {
     // A third-party provider: a plain CommonJS file that registers its operations in the container.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-mod-'));
     const file = path.join(dir, 'provider.js');
@@ -35,11 +46,11 @@ describe('entry points', () => {
     try {
       loadModule(file);
       expect(loadedModules()).to.deep.equal([file]);
-      expect(sys_restart(4321, 0, 0).pid).to.equal(4321);
-      expect(sys_checkpoint(77, 5, 2)).to.include({ pid: 77, bytes: 5, frozenMs: 2 });
+      expect((await sys_restart(4321, 0, 0)).pid).to.equal(4321);
+      expect(await sys_checkpoint(77, 5, 2)).to.include({ pid: 77, bytes: 5, frozenMs: 2 });
       unloadModule(file);
       expect(loadedModules()).to.deep.equal([]);
-      expectCode(() => sys_restart(0, 0, 0), 'ENOSYS');
+      await expectRejection(() => sys_restart(0, 0, 0), 'ENOSYS');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -2,7 +2,8 @@
  * The checkpoint flow (seed 003's checkpoint.c): freeze the tree, let every subsystem refuse
  * what it cannot handle, write the head, let every subsystem dump each task in order, write the
  * terminator and sync, then release the tree (run, stop, or kill once the image is safe).
- * On failure the tree is let run as it was and the partial image is cut off.
+ * On failure, or when interrupted (options.signal, checked at safe points between handlers and
+ * inside the page dump), the tree is let run as it was and the partial image is cut off.
  */
 import * as fs from 'fs';
 import * as os from 'os';
@@ -13,13 +14,19 @@ import {
 import { DependencyContainer } from 'tsyringe';
 import { TOOL_VERSION } from './version';
 
-export function checkpoint(container: DependencyContainer, pid: number, fd: number, flags: number, options: OperationOptions = {}): CheckpointResult {
+export async function checkpoint(container: DependencyContainer, pid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<CheckpointResult> {
   if (!Number.isInteger(pid) || pid <= 0) throw new CptError('EINVAL', `not a process id: ${pid}`);
   if ((flags & CheckpointFlags.KILL) && (flags & CheckpointFlags.LEAVE_STOPPED)) throw new CptError('EINVAL', 'KILL and LEAVE_STOPPED exclude each other');
   const startOffset = regularFileOffset(fd);
   const writer = new ImageWriter(fileSink(fd, options.imageName));
   const ctx = new CheckpointContext(container, writer, flags, options.log);
+  ctx.signal = options.signal;
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
+  try {
+    ctx.throwIfAborted();
+  } catch (e) {
+    throw naming(e, pid);
+  }
   const handlers = ctx.all<DumpHandler>(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
   const freezer = ctx.one<Freezer>(Tokens.Freezer);
 
@@ -27,6 +34,7 @@ export function checkpoint(container: DependencyContainer, pid: number, fd: numb
   const tree = freezer.freeze(ctx, pid);
   let mode: ReleaseMode = 'run';
   try {
+    await ctx.checkpointYield();
     for (const task of tree.tasks) for (const h of handlers) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
     const head = new ImageHead({
       kernelRelease: linux.kernelRelease(),
@@ -40,17 +48,23 @@ export function checkpoint(container: DependencyContainer, pid: number, fd: numb
     ctx.head = head;
     writer.writeHead(head);
     for (const task of tree.tasks) {
-      for (const h of handlers) ctx.timed(h.name, () => h.dump(ctx, task));
+      for (const h of handlers) {
+        await ctx.checkpointYield();
+        await ctx.timed(h.name, () => h.dump(ctx, task));
+      }
       ctx.progress({ phase: 'dumped', pid: task.pid });
     }
+    await ctx.checkpointYield();
     writer.writeTerminator();
     ctx.timed('sync', () => syncIfFile(fd));
+    // The last chance to back out: after this the image is complete and the process is let go as asked.
+    await ctx.checkpointYield();
     if (options.commitImage) ctx.timed('commit', () => options.commitImage!());
     mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
   } catch (e) {
     freezer.release(ctx, tree, 'run');
     if (startOffset !== undefined) truncateTo(fd, startOffset);
-    throw asCptError(e, { pid });
+    throw naming(e, pid);
   }
   freezer.release(ctx, tree, mode);
   const frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -79,4 +93,10 @@ function truncateTo(fd: number, offset: number): void {
 
 function syncIfFile(fd: number): void {
   if (fs.fstatSync(fd).isFile()) fs.fsyncSync(fd);
+}
+
+/** The error as a CptError that names the process (an interruption, found between handlers, names none). */
+export function naming(e: unknown, pid: number | undefined): CptError {
+  const ce = asCptError(e, { pid });
+  return ce.pid !== undefined || pid === undefined ? ce : new CptError(ce.code, ce.message, { pid, object: ce.object, cause: ce });
 }

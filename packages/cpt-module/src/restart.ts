@@ -3,18 +3,22 @@
  * vector), then read the stream front to back, handing each object to the restore handler that
  * owns its type: the TASK object creates the process with its PID, later objects fill it in.
  * When a task's objects end, the finish hooks run in order (the arch one, last, decides the
- * registers) and the task is let go. On failure every process made so far is killed.
+ * registers) and the task is let go. On failure, or when interrupted (options.signal, checked
+ * between objects and hooks), every process made so far is killed.
  */
 import { DependencyContainer } from 'tsyringe';
+import { naming } from './checkpoint';
 import {
   CptError, ImageReader, MachineProbe, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
-  RestoreHandler, Tokens, asCptError, fileSource, linux,
+  RestoreHandler, Tokens, fileSource, linux,
 } from '@cptrst/core';
 
-export function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): RestartResult {
+export async function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<RestartResult> {
   const reader = new ImageReader(fileSource(fd, options.imageName));
   const ctx = new RestartContext(container, reader, fd, flags, options.log);
+  ctx.signal = options.signal;
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
+  ctx.throwIfAborted();
   const head = reader.readHead();
   ctx.head = head;
   checkHead(ctx);
@@ -25,14 +29,19 @@ export function restart(container: DependencyContainer, ctid: number, fd: number
 
   const tasks: RestartTask[] = [];
   let current: RestartTask | undefined;
-  const finishTask = (t: RestartTask) => {
-    for (const h of handlers) ctx.timed(`finish ${h.name}`, () => h.finish?.(ctx, t));
+  const finishTask = async (t: RestartTask): Promise<void> => {
+    for (const h of handlers) {
+      await ctx.checkpointYield();
+      await ctx.timed(`finish ${h.name}`, () => h.finish?.(ctx, t));
+    }
+    await ctx.checkpointYield();
   };
   try {
     const next = () => ctx.timed('read image', () => reader.next());
     for (let rec = next(); rec; rec = next()) {
+      await ctx.checkpointYield();
       if (rec.type === ObjectType.TASK) {
-        if (current) finishTask(current);
+        if (current) await finishTask(current);
         const pid = (rec.obj as { pid?: number } | undefined)?.pid ?? 0;
         if (!Number.isInteger(pid) || pid <= 0 || pid > 4194304) throw new CptError('EBADIMG', `task object at image offset ${rec.offset} has pid ${pid}`, { object: 'task' });
         if (tasks.length === 0 && ctid && ctid !== pid) throw new CptError('EINVAL', `the image's root process is ${pid}, not ${ctid}`, { pid });
@@ -55,10 +64,10 @@ export function restart(container: DependencyContainer, ctid: number, fd: number
       if (!task.tracee && rec.type !== ObjectType.TASK && rec.type !== ObjectType.TASK_CREDS) {
         throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before the task's credentials`, { pid: task.pid, object: rec.name });
       }
-      ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages }));
+      await ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages }));
     }
     if (!current) throw new CptError('EBADIMG', 'the image holds no task');
-    finishTask(current);
+    await finishTask(current);
   } catch (e) {
     for (const t of tasks) {
       for (const h of handlers) {
@@ -70,8 +79,9 @@ export function restart(container: DependencyContainer, ctid: number, fd: number
       }
       killQuietly(t);
     }
-    throw asCptError(e, { pid: current?.pid });
+    throw naming(e, current?.pid);
   }
+  // From here on nothing is interrupted: the release is quick, and the process is whole.
   const stopAll = (flags & RestartFlags.LEAVE_STOPPED) !== 0;
   ctx.timed('release', () => {
     for (const t of tasks) t.tracee!.release(stopAll || t.leaveStopped ? 'stop' : 'run');

@@ -173,7 +173,7 @@ export class MmDump implements DumpHandler {
     task.state.set('mm.prepared', { areas, mm } as Prepared); // the task is frozen: dump writes the same
   }
 
-  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+  async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
     let prepared = task.state.get('mm.prepared') as Prepared | undefined;
     if (!prepared) {
       this.check(ctx, task);
@@ -202,7 +202,7 @@ export class MmDump implements DumpHandler {
       const runs = kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
-      dumpPages(ctx, task, v, runs, vmaTag);
+      await dumpPages(ctx, task, v, runs, vmaTag);
     }
   }
 }

@@ -85,7 +85,11 @@ function pageBuffer(ctx: CheckpointContext, bytes: number): Buffer {
   return b.subarray(0, bytes);
 }
 
-export function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number): void {
+/** Bytes of pages between two safe points of the dump (ctx.checkpointYield). */
+const YIELD_BYTES = 32 * 1024 * 1024;
+const sinceYield = new WeakMap<CheckpointContext, number>();
+
+export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number): Promise<void> {
   const t = task.tracee;
   for (const [runFirst, runCount] of runs) for (let done = 0; done < runCount; done += OBJECT_PAGES) {
     const first = runFirst + done;
@@ -101,6 +105,9 @@ export function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: Vma
     });
     ctx.timed('write pages', () => ctx.writeWithPages(img, data, vmaTag));
     ctx.progress({ phase: 'pages', pid: task.pid, bytes });
+    const n = (sinceYield.get(ctx) ?? 0) + bytes;
+    sinceYield.set(ctx, n >= YIELD_BYTES ? 0 : n);
+    if (n >= YIELD_BYTES) await ctx.checkpointYield();
   }
 }
 

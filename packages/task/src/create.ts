@@ -6,6 +6,7 @@
  * dies half way, the half-made process dies with it.
  */
 import { spawn } from 'child_process';
+import { Writable } from 'stream';
 import {
   CptError, ProcessCreator, RestartContext, RestartTask, Tokens, TraceeFactory, Tracee, linux,
 } from '@cptrst/core';
@@ -14,13 +15,13 @@ const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT, SYS, SIG } = linux;
 
 /** How long a PID still held by someone else (e.g. a killed original not yet reaped by init) is waited for. */
 export const PID_WAIT_MS = Number(process.env.CPTRST_PID_WAIT_MS ?? 5000);
-const HELPER = '/bin/sleep';
+const HELPER = '/bin/cat';
 
 export class CloneProcessCreator implements ProcessCreator {
   create(ctx: RestartContext, task: RestartTask): Tracee {
     return ctx.timed('create', () => {
       const pid = task.pid;
-      const helper = startHelper(ctx);
+      const { helper, stdin } = startHelper(ctx);
       let made = false;
       let child: Tracee | undefined;
       try {
@@ -47,7 +48,7 @@ export class CloneProcessCreator implements ProcessCreator {
           break;
         }
         waitForEventStop(pid);
-        child = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid);
+        child = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid, { diesWithTracer: true });
         // The child has the helper's scratch area at the same address, syscall instruction included.
         child.adoptScratch(scratch.addr);
         unregisterRseq(child);
@@ -62,24 +63,30 @@ export class CloneProcessCreator implements ProcessCreator {
         // Our own helper: killed, and its exit collected here (we are its parent).
         helper.release('kill');
         killAndReap(helper.pid);
+        stdin?.destroy();
       }
     });
   }
 }
 
-/** The helper: a process of ours, seized and stopped, in which clone3 runs. */
-function startHelper(ctx: RestartContext): Tracee {
-  const helper = spawn(HELPER, ['1000000'], { stdio: 'ignore', detached: false });
-  helper.unref();
-  const hpid = helper.pid;
+/**
+ * The helper: a process of ours, seized and stopped, in which clone3 runs. It is /bin/cat reading a
+ * pipe whose other end only we hold: should we die before we seize it, it reads end-of-file and
+ * exits; from the seize on, PTRACE_O_EXITKILL kills it (and the child it makes) with us.
+ */
+function startHelper(ctx: RestartContext): { helper: Tracee; stdin: Writable | null } {
+  const child = spawn(HELPER, [], { stdio: ['pipe', 'ignore', 'ignore'], detached: false });
+  child.unref();
+  const hpid = child.pid;
   if (!hpid) throw new CptError('ENOENT', `cannot start the helper process ${HELPER}`);
   try {
     ptrace.seize(hpid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
     ptrace.interrupt(hpid);
     waitForEventStop(hpid);
-    return ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(hpid, hpid);
+    return { helper: ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(hpid, hpid, { diesWithTracer: true }), stdin: child.stdin };
   } catch (e) {
     killAndReap(hpid);
+    child.stdin?.destroy();
     throw e;
   }
 }

@@ -94,12 +94,12 @@ describe('CloneProcessCreator', function () {
     expect(st.tracerPid).to.equal(process.pid);
     expect(st.state).to.equal('t');
     expect(linux.readStat(pid).pid).to.equal(pid);
-    // A copy of the helper (/bin/sleep), which is gone: the new process was reparented, and no
+    // A copy of the helper (/bin/cat), which is gone: the new process was reparented, and no
     // helper is left among our children, not even as a zombie.
-    expect(fs.readlinkSync(`/proc/${pid}/exe`)).to.equal(fs.realpathSync('/bin/sleep'));
+    expect(fs.readlinkSync(`/proc/${pid}/exe`)).to.equal(fs.realpathSync('/bin/cat'));
     const ppid = linux.readStat(pid).ppid;
     expect(ppid).to.not.equal(process.pid);
-    expect(linux.readStat(ppid).comm).to.not.equal('sleep');
+    expect(linux.readStat(ppid).comm).to.not.equal('cat');
     expect(linux.listChildren(process.pid).filter((p) => !childrenBefore.includes(p))).to.deep.equal([]);
     // It runs syscalls as itself, from the scratch area it inherited.
     expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
@@ -142,4 +142,21 @@ describe('CloneProcessCreator', function () {
     expect(linux.readStatus(holder.pid).state).to.equal('S');
     expect(linux.listChildren(process.pid).filter((p) => !childrenBefore.includes(p))).to.deep.equal([]);
   });
+
+  it('a made process dies with its maker: PTRACE_O_EXITKILL, inherited by the clone child from the helper', async () => {
+    const pid = freePid();
+    const { spawn } = await import('child_process');
+    const maker = spawn(process.execPath, [require.resolve('./fixtures/create-and-hold.js'), String(pid)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let text = '';
+    maker.stdout!.on('data', (d) => (text += String(d)));
+    maker.stderr!.on('data', (d) => (text += String(d)));
+    made = pid;
+    expect(await poll(() => text.includes(`MADE ${pid}`) || maker.exitCode !== null, 20000), text).to.equal(true);
+    expect(text).to.include(`MADE ${pid}`);
+    // The process stands at a pause() it would sit in for ever: only EXITKILL ends it.
+    expect(linux.readStatus(pid).tracerPid).to.equal(maker.pid);
+    maker.kill('SIGKILL');
+    expect(await poll(() => gone(pid), 10000), `pid ${pid} outlived the process that made it`).to.equal(true);
+  });
 });
+

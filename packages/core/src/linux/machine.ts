@@ -5,7 +5,7 @@
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { CptError } from '../errors';
-import { AUXV, NT, SIG } from './constants';
+import { AUXV, NT, PTRACE_O, SIG } from './constants';
 import { _SC_PAGESIZE, sysconf } from './libc';
 import { parseAuxv, readProcText } from './proc';
 import { ptrace } from './ptrace';
@@ -57,9 +57,10 @@ export interface XsaveInfo {
 let xsaveCache: XsaveInfo | undefined;
 
 /**
- * The XSAVE layout as ptrace shows it. Spawns a short-lived /bin/sleep, seizes and interrupts it,
- * reads NT_X86_XSTATE, detaches and kills it by pid; cached afterwards. Runs synchronously so that
- * libuv cannot reap the stop notification.
+ * The XSAVE layout as ptrace shows it. Spawns a helper (/bin/cat reading a pipe only we hold, so
+ * that it ends by itself if we die before we seize it), seizes it with PTRACE_O_EXITKILL (so that
+ * it dies with us from then on) and interrupts it, reads NT_X86_XSTATE and kills it by pid; cached
+ * afterwards. Runs synchronously so that libuv cannot reap the stop notification.
  *
  * On this kernel the layout of the sw_reserved bytes for ptrace is the "xstate_fx_sw_bytes" array
  * of u64 words whose word 0 (byte 464) is the user xfeatures mask (the kernel's
@@ -67,12 +68,12 @@ let xsaveCache: XsaveInfo | undefined;
  */
 export function xsaveInfo(): XsaveInfo {
   if (xsaveCache) return xsaveCache;
-  const child = spawn('/bin/sleep', ['30'], { stdio: 'ignore' });
+  const child = spawn('/bin/cat', [], { stdio: ['pipe', 'ignore', 'ignore'] });
   const pid = child.pid;
-  if (pid === undefined) throw new CptError('ENOENT', 'xsaveInfo: could not spawn /bin/sleep');
+  if (pid === undefined) throw new CptError('ENOENT', 'xsaveInfo: could not spawn /bin/cat');
   child.unref();
   try {
-    ptrace.seize(pid, 0);
+    ptrace.seize(pid, PTRACE_O.EXITKILL);
     ptrace.interrupt(pid);
     for (;;) {
       const w = waitTracee(pid);
@@ -86,17 +87,14 @@ export function xsaveInfo(): XsaveInfo {
       size: buf.length,
       swReserved: Buffer.from(buf.subarray(XSAVE_SW_RESERVED_OFFSET, XSAVE_SW_RESERVED_OFFSET + 48)),
     };
-    try {
-      ptrace.detach(pid, 0);
-    } catch {
-      /* killed below anyway */
-    }
   } finally {
+    // Killed while still traced: never let go alive.
     try {
       kill(pid, SIG.SIGKILL);
     } catch {
       /* already gone */
     }
+    child.stdin?.destroy();
   }
   return xsaveCache;
 }

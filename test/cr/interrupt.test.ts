@@ -1,0 +1,230 @@
+/**
+ * cptrst's own death or interruption never harms the target. `cptrst checkpoint` is killed
+ * (SIGKILL) or interrupted (SIGINT, SIGTERM) at moments spread over the whole checkpoint of a
+ * process with 1 GiB of memory (the `survive` workload, which checks its registers at every
+ * system call, and its mask, alternate stack and memory at the end); afterwards the process
+ * runs, untraced, with its mask and its mappings, and finally passes its own checks.
+ * `cptrst restart` is killed or interrupted the same way: nothing it made is left behind.
+ */
+import { expect } from 'chai';
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, sleep, startWorkload,
+  trigger, waitGone, waitResult,
+} from '../support';
+
+type Sig = 'SIGKILL' | 'SIGINT' | 'SIGTERM';
+const SIGNO: Record<Sig, number> = { SIGKILL: 9, SIGINT: 2, SIGTERM: 15 };
+
+interface Run {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stderr: string;
+  /** Processes seen as the CLI's children while it ran. */
+  children: Set<number>;
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      const c = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
+      if (c) out.push(...c.split(/\s+/).map(Number));
+    }
+  } catch {
+    /* gone */
+  }
+  return out;
+}
+
+/** Whether the CLI has a file of `dir` open (the image it writes or reads): its handlers are in place then. */
+function hasFileIn(pid: number, dir: string): boolean {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(dir + '/');
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs the CLI and sends it `sig` `delayMs` after it opened a file in `dir` (or, with
+ * fromSpawn, after it was started).
+ */
+async function runAndSignal(args: string[], dir: string, sig: Sig, delayMs: number, fromSpawn = false, twice = false): Promise<Run> {
+  const cli: ChildProcess = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const run: Run = { code: null, signal: null, stderr: '', children: new Set() };
+  cli.stderr!.on('data', (d) => (run.stderr += String(d)));
+  const done = new Promise<void>((resolve) =>
+    cli.once('close', (code, signal) => {
+      run.code = code;
+      run.signal = signal;
+      resolve();
+    }),
+  );
+  let over = false;
+  void done.then(() => (over = true));
+  const pid = cli.pid!;
+  const watch = setInterval(() => {
+    for (const c of childrenOf(pid)) run.children.add(c);
+  }, 2);
+  try {
+    if (!fromSpawn) {
+      const deadline = Date.now() + 20000;
+      while (!over && !hasFileIn(pid, dir) && Date.now() < deadline) await sleep(1);
+    }
+    await sleep(delayMs);
+    if (!over) cli.kill(sig);
+    if (twice) {
+      // A second signal while it cleans up is ignored: the cleanup runs to its end.
+      await sleep(2);
+      if (!over) cli.kill(sig);
+    }
+    await done;
+  } finally {
+    clearInterval(watch);
+  }
+  return run;
+}
+
+function status(pid: number): { state: string; tracer: number; sigBlk: string } | null {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const f = (k: string): string => new RegExp(`^${k}:\\s*(.*)$`, 'm').exec(s)?.[1] ?? '';
+    return { state: f('State').charAt(0), tracer: Number(f('TracerPid')), sigBlk: f('SigBlk') };
+  } catch {
+    return null;
+  }
+}
+
+function expectInterruptedLine(run: Run, sig: Sig, outcome: string): void {
+  expect(run.signal, run.stderr).to.equal(null);
+  expect(run.code, run.stderr).to.equal(128 + SIGNO[sig]);
+  // A restart interrupted before it read the task object names no pid.
+  expect(run.stderr).to.match(new RegExp(`^cptrst: EINTR: (pid \\d+: )?interrupted by ${sig}; ${outcome}\\n$`));
+}
+
+/** After the CLI is gone: the target runs on, untraced, with its mask and (but for a scratch area left by a SIGKILL) its mappings. */
+async function expectUnharmed(w: Workload, sigBlk: string, maps: string[], what: string): Promise<string[]> {
+  let st = status(w.pid);
+  for (let i = 0; i < 500 && st !== null && st.tracer !== 0; i++) {
+    await sleep(10);
+    st = status(w.pid);
+  }
+  expect(st, `${what}: the process is gone`).to.not.equal(null);
+  expect(st!.tracer, `${what}: still traced`).to.equal(0);
+  await sleep(30);
+  st = status(w.pid);
+  expect(st, `${what}: the process died`).to.not.equal(null);
+  expect(st!.state, `${what}: state`).to.match(/^[RS]$/);
+  expect(st!.sigBlk, `${what}: blocked mask`).to.equal(sigBlk);
+  const now = fs.readFileSync(`/proc/${w.pid}/maps`, 'utf8').trim().split('\n');
+  const missing = maps.filter((l) => !now.includes(l));
+  expect(missing, `${what}: mappings lost`).to.deep.equal([]);
+  return now.filter((l) => !maps.includes(l));
+}
+
+describe('cptrst killed or interrupted', function () {
+  this.timeout(300000);
+  before(() => buildWorkloads());
+  afterEach(() => killStartedWorkloads());
+
+  // Moments, in ms after the image file is open: before the freeze, around the first injected
+  // calls, all through the memory dump (about 2 s here for 1 GiB), and near the end.
+  const DELAYS = [0, 1, 3, 8, 20, 60, 200, 600, 1100, 1700, 2300];
+
+  for (const sig of ['SIGKILL', 'SIGINT', 'SIGTERM'] as const) {
+    it(`checkpoint: ${sig} at any moment leaves the process running exactly as before`, async () => {
+      const w = await startWorkload('survive', ['1024'], { readyTimeoutMs: 60000 });
+      const sigBlk = status(w.pid)!.sigBlk;
+      const maps = fs.readFileSync(`/proc/${w.pid}/maps`, 'utf8').trim().split('\n');
+      let extra: string[] = [];
+      let completed = 0;
+      const delays = sig === 'SIGKILL' ? [-150, ...DELAYS] : DELAYS;
+      for (const [k, d] of delays.entries()) {
+        const img = path.join(w.dir, `img-${k}`);
+        const twice = sig !== 'SIGKILL' && d === 200;
+        const run = await runAndSignal(['checkpoint', String(w.pid), '-o', img], w.dir, sig, Math.abs(d), d < 0, twice);
+        const what = `${sig} ${d} ms`;
+        const left = fs.readdirSync(w.dir).filter((f) => f.includes(`img-${k}`));
+        if (run.code === 0) {
+          completed++; // it finished before the signal came: a whole image, a released process
+          expect(parseInt(fs.statSync(img).size.toString(), 10)).to.be.greaterThan(1 << 30);
+        } else if (sig === 'SIGKILL') {
+          expect(run.signal, what).to.equal('SIGKILL');
+        } else {
+          expectInterruptedLine(run, sig, 'the process was left running');
+          expect(left, `${what}: files left`).to.deep.equal([]);
+        }
+        for (const f of left) fs.rmSync(path.join(w.dir, f), { force: true });
+        const added = await expectUnharmed(w, sigBlk, maps, what);
+        if (sig !== 'SIGKILL' || run.code === 0) {
+          expect(added, `${what}: new mappings`).to.deep.equal(extra);
+        } else {
+          // The scratch area unmaps itself when the process is let go by a dead cptrst, except after
+          // a kill during its own mmap: then it stays, unused (rwx, anonymous, 64 KiB).
+          for (const l of added) expect(l, `${what}: new mapping`).to.match(/^[0-9a-f]+-[0-9a-f]+ rwxp 00000000 00:00 0\s*$/);
+          extra = added;
+        }
+      }
+      expect(completed, 'every run completed: the signals came too late').to.be.lessThan(delays.length);
+      expect(extra.length, `scratch areas left: ${extra.join('; ')}`).to.be.lessThan(3);
+      await trigger(w);
+      expect(passLines('survive')).to.include(parseResult(await waitResult(w, 60000)).verdict);
+    });
+  }
+
+  it('restart: SIGKILL, SIGINT or SIGTERM at any moment leaves no process behind', async () => {
+    const w = await startWorkload('survive', ['256'], { readyTimeoutMs: 30000 });
+    const img = path.join(w.dir, 'image');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await w.exited;
+    expect(await waitGone(w.pid, 10000)).to.equal(true);
+
+    const plan: Array<[Sig, number]> = [
+      ['SIGKILL', 0], ['SIGKILL', 5], ['SIGKILL', 20], ['SIGKILL', 60], ['SIGKILL', 150], ['SIGKILL', 300],
+      ['SIGINT', 0], ['SIGINT', 30], ['SIGINT', 150], ['SIGTERM', 10], ['SIGTERM', 80], ['SIGTERM', 250],
+    ];
+    let completed = 0;
+    for (const [sig, d] of plan) {
+      const what = `${sig} ${d} ms`;
+      const run = await runAndSignal(['restart', img], w.dir, sig, d);
+      await sleep(100);
+      const after = status(w.pid);
+      // Killed after its last step (PTRACE_DETACH) but before it printed: the process is whole and
+      // its own (untraced, alive). Anything half made is still traced when cptrst dies, and dies.
+      const detachedWhole = run.code !== 0 && after !== null && after.tracer === 0 && !/^[ZX]$/.test(after.state);
+      if (detachedWhole) {
+        completed++;
+        process.kill(w.pid, 'SIGKILL');
+      } else if (run.code === 0) {
+        // Restored before the signal came: a whole process of its own; end it for the next round.
+        completed++;
+        const st = await procState(w.pid);
+        expect(st?.tracerPid, what).to.equal(0);
+        process.kill(w.pid, 'SIGKILL');
+      } else if (sig === 'SIGKILL') {
+        expect(run.signal, what).to.equal('SIGKILL');
+      } else {
+        expectInterruptedLine(run, sig, 'nothing was restored');
+      }
+      // Whatever it made dies with it (PTRACE_O_EXITKILL); init reaps it, slowly.
+      expect(await waitGone(w.pid, 15000), `${what}: pid ${w.pid} still there`).to.equal(true);
+      for (const c of run.children) expect(await waitGone(c, 15000, { zombieOk: true }), `${what}: its child ${c} is still there`).to.equal(true);
+    }
+    expect(completed, 'every restart completed: the signals came too late').to.be.lessThan(plan.length);
+    // The image is whole and the PID free: a restart to the end, and the process passes.
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    expect(passLines('survive')).to.include(parseResult(await waitResult(w, 60000)).verdict);
+  });
+});
