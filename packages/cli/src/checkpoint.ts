@@ -29,7 +29,7 @@ export const checkpointCommand: Command = {
   ].join(' '),
   declare(cmd: Commander): void {
     cmd
-      .addArgument(new Operand('<pid>', 'the process to checkpoint (with its threads and children)', 'pid', positiveInt('pid')))
+      .addArgument(new Operand('<pid>', 'the process to checkpoint', 'pid', positiveInt('pid')))
       .addOption(onceOption('-o, --output <file>', 'where the image goes (mode 0600; written to a temporary file, renamed onto <file> once complete); - for stdout').makeOptionMandatory())
       .addOption(new Option('--kill', 'kill the process once the image is complete and synced').conflicts('leaveStopped'))
       .addOption(new Option('--leave-stopped', 'leave the process stopped (SIGSTOP) and untraced'));
