@@ -2,25 +2,23 @@
  * `cptrst check`: can C/R work on this machine? Runs every MachineProbe registered by the loaded
  * modules, and shows the capability vector an image written here would carry.
  */
-import * as os from 'os';
-import { CptError, ImageHead, MachineProbe, ProbeResult, Tokens, layoutOf, linux, moduleContainer } from '@cptrst/core';
-import { OptionSpec, ParsedArgs, UsageError } from './args';
-import { Command } from './command';
+import { CptError, ImageHead, ProbeResult, buildImageHead, layoutOf, machineProbes, moduleContainer } from '@cptrst/core';
+import { Command, Invocation } from './command';
 import { cliVersion, common, loadModules } from './common';
 import { hex, json, oneLine, out, table } from './output';
-
-const OPTIONS: readonly OptionSpec[] = [];
 
 export const checkCommand: Command = {
   name: 'check',
   summary: 'check that this machine can checkpoint and restart',
-  usage: 'cptrst check [--json] [-v]',
+  usage: '[--json] [-v]',
   description: [
     'Runs the machine probes of the loaded modules (ptrace, clone3 with set_tid, xsave, vDSO...)',
     'and prints one line per check, then the capability vector an image written on this machine',
     'would record in its head. Exits 0 when every essential check passes, 1 otherwise.',
-  ].join('\n'),
-  options: OPTIONS,
+  ].join(' '),
+  declare(): void {
+    /* only the global options */
+  },
   run: runCheck,
 };
 
@@ -28,13 +26,12 @@ interface Row extends ProbeResult {
   probe: string;
 }
 
-function runCheck(p: ParsedArgs): number {
-  const c = common(p);
-  if (p.positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[0])}`, 'check');
+function runCheck(p: Invocation): number {
+  const c = common(p.options);
   const modules = loadModules(c);
   const container = moduleContainer();
   if (!container) throw new CptError('ENOSYS', 'no module is loaded');
-  const probes = container.isRegistered(Tokens.MachineProbe, true) ? container.resolveAll<MachineProbe>(Tokens.MachineProbe) : [];
+  const probes = machineProbes(container);
 
   const rows: Row[] = [];
   for (const probe of probes) {
@@ -45,22 +42,11 @@ function runCheck(p: ParsedArgs): number {
     }
   }
 
-  const head = new ImageHead({
-    kernelRelease: safe(() => linux.kernelRelease(), ''),
-    pageSize: safe(() => linux.pageSize(), 4096),
-    createdNs: BigInt(Date.now()) * 1000000n,
-    toolVersion: cliVersion(),
-    hostname: os.hostname(),
-    bootId: linux.bootId(),
-  });
+  // The head a checkpoint would write, a failing probe reported as a row rather than thrown.
   const headProblems: string[] = [];
-  for (const probe of probes) {
-    try {
-      probe.fillHead?.(head);
-    } catch (e) {
-      headProblems.push(`${probe.name}: ${oneLine((e as Error)?.message ?? String(e))}`);
-    }
-  }
+  const head = buildImageHead(container, cliVersion(), {
+    onProbeError: (probe, e) => headProblems.push(`${probe.name}: ${oneLine((e as Error)?.message ?? String(e))}`),
+  });
   for (const problem of headProblems) rows.push({ probe: 'head', name: 'capability vector', ok: false, essential: true, detail: problem });
 
   const ok = rows.every((r) => r.ok || !r.essential);
@@ -101,12 +87,4 @@ function runCheck(p: ParsedArgs): number {
   lines.push(ok ? 'result: every essential check passed' : `result: ${failed.length} essential check(s) failed: ${failed.map((r) => r.name).join(', ')}`);
   out(lines.join('\n'));
   return ok ? 0 : 1;
-}
-
-function safe<T>(fn: () => T, fallback: T): T {
-  try {
-    return fn();
-  } catch {
-    return fallback;
-  }
 }

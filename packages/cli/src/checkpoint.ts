@@ -1,22 +1,23 @@
 /** `cptrst checkpoint <pid> -o <file>`: sys_checkpoint into a file, or into stdout with `-o -`. */
 import * as tty from 'tty';
 import { CheckpointFlags, CheckpointResult, CptError, asCptError, sys_checkpoint } from '@cptrst/core';
-import { OptionSpec, ParsedArgs, UsageError, flag, parsePositiveInt, value } from './args';
-import { Command } from './command';
+import { Command as Commander, Option } from 'commander';
+import { Command, Invocation } from './command';
 import { catchInterrupts, common, interruptedError, loadModules, printTimings, progressPrinter } from './common';
 import { ImageOutput, openImageOutput } from './image-file';
 import { err, formatBytes, formatMs, json, note, out } from './output';
+import { Operand, UsageError, onceOption, positiveInt } from './usage';
 
-const OPTIONS: readonly OptionSpec[] = [
-  { long: 'output', short: 'o', value: true, arg: 'FILE', help: 'where the image goes (mode 0600; written to a temporary file, renamed onto FILE once complete); - for stdout' },
-  { long: 'kill', help: 'kill the process once the image is complete and synced' },
-  { long: 'leave-stopped', help: 'leave the process stopped (SIGSTOP) and untraced' },
-];
+interface CheckpointOptions {
+  output: string;
+  kill?: boolean;
+  leaveStopped?: boolean;
+}
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'write an image of a running process',
-  usage: 'cptrst checkpoint <pid> -o <file> [--kill | --leave-stopped] [--json] [-v]',
+  usage: '<pid> -o <file> [--kill | --leave-stopped] [--json] [-v]',
   description: [
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
@@ -25,24 +26,27 @@ export const checkpointCommand: Command = {
     'complete and synced: on failure the process goes on running untouched and an earlier <file>',
     'stays as it was. A symlink <file> is refused; a FIFO or character device is written directly.',
     'A one-line summary goes to stderr; with --json a JSON object goes to stdout (to stderr with -o -).',
-  ].join('\n'),
-  options: OPTIONS,
-  errorFd: (p) => (value(p, 'output') === '-' ? 2 : 1),
+  ].join(' '),
+  declare(cmd: Commander): void {
+    cmd
+      .addArgument(new Operand('<pid>', 'the process to checkpoint', 'pid', positiveInt('pid')))
+      .addOption(onceOption('-o, --output <file>', 'where the image goes (mode 0600; written to a temporary file, renamed onto <file> once complete); - for stdout').makeOptionMandatory())
+      .addOption(new Option('--kill', 'kill the process once the image is complete and synced').conflicts('leaveStopped'))
+      .addOption(new Option('--leave-stopped', 'leave the process stopped (SIGSTOP) and untraced'));
+  },
+  errorFd: (p) => ((p.options as Partial<CheckpointOptions>).output === '-' ? 2 : 1),
   run: runCheckpoint,
 };
 
-async function runCheckpoint(p: ParsedArgs): Promise<number> {
-  const c = common(p);
-  const cmd = 'checkpoint';
-  if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`, cmd);
-  const pid = parsePositiveInt(p.positionals[0], 'pid', cmd);
-  const output = value(p, 'output');
-  if (output === undefined) throw new UsageError('missing -o <file> (use -o - for stdout)', cmd);
-  const kill = flag(p, 'kill');
-  const leaveStopped = flag(p, 'leave-stopped');
-  if (kill && leaveStopped) throw new UsageError('--kill and --leave-stopped exclude each other', cmd);
+async function runCheckpoint(p: Invocation): Promise<number> {
+  const o = p.options as CheckpointOptions & typeof p.options;
+  const c = common(o);
+  const pid = p.operands[0] as number;
+  const output = o.output;
+  const kill = o.kill === true;
+  const leaveStopped = o.leaveStopped === true;
   const toStdout = output === '-';
-  if (toStdout && tty.isatty(1)) throw new UsageError('refusing to write an image to a terminal: redirect stdout, or give -o <file>', cmd);
+  if (toStdout && tty.isatty(1)) throw new UsageError('refusing to write an image to a terminal: redirect stdout, or give -o <file>');
   const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0);
 
   const signal = catchInterrupts();

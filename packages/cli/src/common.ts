@@ -3,18 +3,28 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { CptError, ProgressEvent, loadModule, loadedModules } from '@cptrst/core';
-import { OptionSpec, ParsedArgs, flag, values } from './args';
+import { Option } from 'commander';
+import { repeatableOption } from './usage';
 import { formatMs, note } from './output';
 
 /** The module that provides cpt_operations and the standard handlers. */
 export const DEFAULT_MODULE = '@cptrst/cpt-module';
 
-export const GLOBAL_OPTIONS: readonly OptionSpec[] = [
-  { long: 'module', short: 'm', value: true, repeat: true, arg: 'NAME|PATH', help: `load this module instead of ${DEFAULT_MODULE} (repeatable; list ${DEFAULT_MODULE} too to add handlers to it)` },
-  { long: 'json', help: 'print JSON for programs instead of text for people' },
-  { long: 'verbose', short: 'v', help: 'print progress and phase timings to stderr' },
-  { long: 'help', short: 'h', help: 'print this help' },
-];
+/** The options every command takes (declared on the program, so they may come before the command too). */
+export function globalOptions(): Option[] {
+  return [
+    repeatableOption('-m, --module <name|path>', `load this module instead of ${DEFAULT_MODULE} (repeatable; list ${DEFAULT_MODULE} too to add handlers to it)`),
+    new Option('--json', 'print JSON for programs instead of text for people'),
+    new Option('-v, --verbose', 'print progress and phase timings to stderr'),
+  ];
+}
+
+/** The global options as commander gives them. */
+export interface GlobalOptions {
+  module?: string[];
+  json?: boolean;
+  verbose?: boolean;
+}
 
 export interface Common {
   json: boolean;
@@ -22,9 +32,9 @@ export interface Common {
   modules: string[];
 }
 
-export function common(p: ParsedArgs): Common {
-  const modules = values(p, 'module');
-  return { json: flag(p, 'json'), verbose: flag(p, 'verbose'), modules: modules.length ? modules : [DEFAULT_MODULE] };
+export function common(o: GlobalOptions): Common {
+  const modules = o.module ?? [];
+  return { json: o.json === true, verbose: o.verbose === true, modules: modules.length ? modules : [DEFAULT_MODULE] };
 }
 
 /**
@@ -82,11 +92,6 @@ export function printTimings(timings: Record<string, number>): void {
   const width = Math.max(...entries.map(([k]) => k.length));
   note('phase timings:');
   for (const [k, ms] of entries) note(`  ${k.padEnd(width)}  ${formatMs(ms).padStart(8)} ms`);
-}
-
-/** The help text of a command. */
-export function commandHelp(usage: string, description: string, options: string): string {
-  return `usage: ${usage}\n\n${description}\n\noptions:\n${options}\n`;
 }
 
 /** The first SIGINT or SIGTERM caught while an operation ran (see catchInterrupts). */

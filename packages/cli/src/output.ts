@@ -5,7 +5,7 @@
  */
 import * as fs from 'fs';
 import { CptError, FieldSpec, asCptError, fileSink, layoutForType } from '@cptrst/core';
-import { UsageError } from './args';
+import { UsageError } from './usage';
 
 /** Thrown when the reader of our stdout went away (`cptrst show img | head`): stop quietly. */
 export class OutputClosed extends Error {}

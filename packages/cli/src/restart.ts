@@ -2,38 +2,42 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { CptError, RestartFlags, RestartResult, asCptError, sys_restart } from '@cptrst/core';
-import { OptionSpec, ParsedArgs, UsageError, flag, value } from './args';
-import { Command } from './command';
+import { Command as Commander, Option } from 'commander';
+import { Command, Invocation } from './command';
 import { catchInterrupts, common, interruptedError, loadModules, printTimings, progressPrinter } from './common';
 import { fileError, openImageToRead, json, out } from './output';
+import { Operand, onceOption } from './usage';
 
-const OPTIONS: readonly OptionSpec[] = [
-  { long: 'leave-stopped', help: 'leave the restored process stopped (SIGSTOP) and untraced' },
-  { long: 'pidfile', value: true, arg: 'FILE', help: 'write the restored PID to FILE' },
-];
+interface RestartOptions {
+  leaveStopped?: boolean;
+  pidfile?: string;
+}
 
 export const restartCommand: Command = {
   name: 'restart',
   summary: 'restore a process from an image, with its PID',
-  usage: 'cptrst restart <file> [--leave-stopped] [--pidfile <file>] [--json] [-v]',
+  usage: '<file> [--leave-stopped] [--pidfile <file>] [--json] [-v]',
   description: [
     'Reads the image <file> (- for stdin), checks that this machine can run it, makes the process',
     'again with its original PID, restores it and lets it run detached (or stopped, with',
     '--leave-stopped). Prints the PID on stdout and exits 0 once the process runs on its own.',
     'The restored process gets the file descriptors recorded in the image, not cptrst\'s.',
-  ].join('\n'),
-  options: OPTIONS,
+  ].join(' '),
+  declare(cmd: Commander): void {
+    cmd
+      .addArgument(new Operand('<file>', 'the image (- for stdin)', 'the image file (- for stdin)'))
+      .addOption(new Option('--leave-stopped', 'leave the restored process stopped (SIGSTOP) and untraced'))
+      .addOption(onceOption('--pidfile <file>', 'write the restored PID to <file>'));
+  },
   run: runRestart,
 };
 
-async function runRestart(p: ParsedArgs): Promise<number> {
-  const c = common(p);
-  const cmd = 'restart';
-  if (p.positionals.length === 0) throw new UsageError('missing the image file (- for stdin)', cmd);
-  if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`, cmd);
-  const file = p.positionals[0];
-  const pidfile = value(p, 'pidfile');
-  const flags = flag(p, 'leave-stopped') ? RestartFlags.LEAVE_STOPPED : 0;
+async function runRestart(p: Invocation): Promise<number> {
+  const o = p.options as RestartOptions & typeof p.options;
+  const c = common(o);
+  const file = p.operands[0] as string;
+  const pidfile = o.pidfile;
+  const flags = o.leaveStopped ? RestartFlags.LEAVE_STOPPED : 0;
 
   const signal = catchInterrupts();
   loadModules(c);

@@ -3,25 +3,26 @@ import * as fs from 'fs';
 import {
   CptError, FORMAT_MAJOR, HEAD_TAG, ImageHead, ImageReader, PREAMBLE_SIZE, asCptError, fileSource, layoutOf,
 } from '@cptrst/core';
-import { OptionSpec, ParsedArgs, UsageError } from './args';
-import { Command } from './command';
+import { Command as Commander } from 'commander';
+import { Command, Invocation } from './command';
 import { common, tryLoadModules } from './common';
 import { openImageToRead, formatBytes, hex, jsonValue, oneLine, out, renderObject, renderValue, table } from './output';
-
-const OPTIONS: readonly OptionSpec[] = [];
+import { Operand } from './usage';
 
 export const showCommand: Command = {
   name: 'show',
   summary: 'print what an image holds',
-  usage: 'cptrst show <file> [--json] [-v]',
+  usage: '<file> [--json] [-v]',
   description: [
     'Reads and checks the image <file> (- for stdin) and prints a summary of its head (format,',
     'machine, capability vector, counts) and then one line per object: offset, tag, parent tag,',
     'type and fields (VMAs as /proc/PID/maps lines). Page data is never printed. With -v, long',
     'arrays and byte strings are printed in full. With --json, one JSON document: head, objects',
     '(bigints as "0x..." strings), summary. A damaged image is refused with EBADIMG.',
-  ].join('\n'),
-  options: OPTIONS,
+  ].join(' '),
+  declare(cmd: Commander): void {
+    cmd.addArgument(new Operand('<file>', 'the image (- for stdin)', 'the image file (- for stdin)'));
+  },
   run: runShow,
 };
 
@@ -48,12 +49,9 @@ interface Listing {
   complete: boolean;
 }
 
-function runShow(p: ParsedArgs): number {
-  const c = common(p);
-  const cmd = 'show';
-  if (p.positionals.length === 0) throw new UsageError('missing the image file (- for stdin)', cmd);
-  if (p.positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(p.positionals[1])}`, cmd);
-  const file = p.positionals[0];
+function runShow(p: Invocation): number {
+  const c = common(p.options);
+  const file = p.operands[0] as string;
 
   // The layouts of the objects come with the modules; without them objects are listed undecoded.
   const modules = tryLoadModules(c);

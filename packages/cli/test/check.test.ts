@@ -1,6 +1,8 @@
 /** `cptrst check` (needs the real module, @cptrst/cpt-module, to load). */
+import * as fs from 'fs';
+import * as path from 'path';
 import { expect } from 'chai';
-import { cptrst } from './helpers';
+import { cptrst, tmpDir } from './helpers';
 
 describe('cptrst check', () => {
   it('--json lists the probes and the capability vector, and its exit status follows the essential ones', () => {
@@ -37,5 +39,25 @@ describe('cptrst check', () => {
     expect(r.status).to.equal(1);
     expect(r.errLines).to.have.length(1);
     expect(r.errLines[0]).to.match(/^cptrst: ENOENT: .*cannot load module/);
+  });
+
+  it('--module is repeatable and replaces the default list', () => {
+    // A module that registers nothing: with it alone there is no probe; named with the default, the default's probes run.
+    const dir = tmpDir();
+    const empty = path.join(dir, 'empty-module.js');
+    fs.writeFileSync(empty, 'exports.register = () => {};\n');
+    try {
+      const alone = cptrst(['check', '--json', '--module', empty]);
+      expect(alone.status, alone.stderr).to.equal(0);
+      const a = JSON.parse(alone.stdout);
+      expect(a.modules).to.deep.equal([empty]);
+      expect(a.probes).to.deep.equal([]);
+      const both = cptrst(['check', '--json', '-m', '@cptrst/cpt-module', '-m', empty]);
+      const b = JSON.parse(both.stdout);
+      expect(b.modules).to.deep.equal(['@cptrst/cpt-module', empty]);
+      expect(b.probes).to.be.an('array').that.is.not.empty;
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

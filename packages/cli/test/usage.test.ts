@@ -14,6 +14,11 @@ describe('cptrst: usage', () => {
     ['checkpoint without -o', ['checkpoint', '123'], /missing -o <file>/],
     ['checkpoint with -o and no value', ['checkpoint', '123', '-o'], /-o needs a value/],
     ['checkpoint --kill --leave-stopped', ['checkpoint', '123', '-o', 'x.img', '--kill', '--leave-stopped'], /exclude each other/],
+    ['checkpoint --leave-stopped --kill', ['checkpoint', '123', '-o', 'x.img', '--leave-stopped', '--kill'], /exclude each other/],
+    ['checkpoint with -o twice', ['checkpoint', '123', '-o', 'x.img', '-o', 'y.img'], /--output given twice/],
+    ['restart --kill (a checkpoint option)', ['restart', 'x.img', '--kill'], /unknown option --kill/],
+    ['--module without a value', ['check', '--module'], /--module needs a value/],
+    ['help for an unknown command', ['help', 'frobnicate'], /unknown command "frobnicate"/],
     ['checkpoint with two pids', ['checkpoint', '123', '456', '-o', 'x.img'], /unexpected argument "456"/],
     ['restart without a file', ['restart'], /missing the image file/],
     ['restart with --pidfile and no value', ['restart', 'x.img', '--pidfile'], /--pidfile needs a value/],
@@ -65,6 +70,16 @@ describe('cptrst: usage', () => {
     const r = cptrst(['--version']);
     expect(r.status).to.equal(0);
     expect(r.stdout).to.match(/^cptrst \d+\.\d+\.\d+/);
+  });
+
+  it('the general help lists every command with its summary and the exit status', () => {
+    const r = cptrst(['--help']);
+    expect(r.stdout).to.match(/^usage: cptrst <command> \[options\]/);
+    expect(r.stdout).to.match(/^\s+checkpoint .*write an image of a running process$/m);
+    expect(r.stdout).to.match(/^\s+check .*check that this machine can checkpoint and restart$/m);
+    expect(r.stdout).to.contain('-m, --module <name|path>');
+    expect(r.stdout).to.match(/^exit status: 0 success, 1 .* 2 usage error/m);
+    expect(r.stderr).to.equal('');
   });
 
   it('global options may come before the command', () => {

@@ -6,5 +6,6 @@ export * from './modules';
 export * from './entry';
 export * from './deny';
 export * from './recorded-file';
+export * from './head';
 export * from './image';
 export * as linux from './linux';

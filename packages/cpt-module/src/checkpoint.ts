@@ -6,10 +6,9 @@
  * inside the page dump), the tree is let run as it was and the partial image is cut off.
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import {
-  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, DumpHandler, Freezer, ImageHead,
-  ImageWriter, MachineProbe, OperationOptions, ReleaseMode, Tokens, asCptError, fileSink, linux,
+  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, DumpHandler, Freezer, ImageWriter,
+  OperationOptions, ReleaseMode, Tokens, asCptError, buildImageHead, fileSink, linux,
 } from '@cptrst/core';
 import { DependencyContainer } from 'tsyringe';
 import { TOOL_VERSION } from './version';
@@ -36,15 +35,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   try {
     await ctx.checkpointYield();
     for (const task of tree.tasks) for (const h of handlers) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
-    const head = new ImageHead({
-      kernelRelease: linux.kernelRelease(),
-      pageSize: linux.pageSize(),
-      createdNs: BigInt(Date.now()) * 1000000n,
-      toolVersion: TOOL_VERSION,
-      hostname: os.hostname(),
-      bootId: linux.bootId(),
-    });
-    for (const p of ctx.all<MachineProbe>(Tokens.MachineProbe)) p.fillHead?.(head);
+    const head = buildImageHead(ctx.container, TOOL_VERSION);
     ctx.head = head;
     writer.writeHead(head);
     for (const task of tree.tasks) {
