@@ -3,7 +3,7 @@
  * modules, and shows the capability vector an image written here would carry.
  */
 import * as os from 'os';
-import { CptError, ImageHead, MachineProbe, ProbeResult, Tokens, layoutOf, linux, moduleContainer } from '@cptrst/core';
+import { CptError, ImageHead, ProbeResult, Tokens, layoutOf, linux, moduleContainer, resolveAll } from '@cptrst/core';
 import { OptionSpec, ParsedArgs, UsageError } from './args';
 import { Command } from './command';
 import { cliVersion, common, loadModules } from './common';
@@ -34,7 +34,7 @@ function runCheck(p: ParsedArgs): number {
   const modules = loadModules(c);
   const container = moduleContainer();
   if (!container) throw new CptError('ENOSYS', 'no module is loaded');
-  const probes = container.isRegistered(Tokens.MachineProbe, true) ? container.resolveAll<MachineProbe>(Tokens.MachineProbe) : [];
+  const probes = resolveAll(container, Tokens.MachineProbe);
 
   const rows: Row[] = [];
   for (const probe of probes) {

@@ -8,8 +8,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import {
-  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, DumpHandler, Freezer, ImageHead,
-  ImageWriter, MachineProbe, OperationOptions, ReleaseMode, Tokens, asCptError, fileSink, linux,
+  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, ImageHead,
+  ImageWriter, OperationOptions, ReleaseMode, Tokens, asCptError, fileSink, linux,
 } from '@cptrst/core';
 import { DependencyContainer } from 'tsyringe';
 import { TOOL_VERSION } from './version';
@@ -27,8 +27,8 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   } catch (e) {
     throw naming(e, pid);
   }
-  const handlers = ctx.all<DumpHandler>(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
-  const freezer = ctx.one<Freezer>(Tokens.Freezer);
+  const handlers = ctx.all(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
+  const freezer = ctx.one(Tokens.Freezer);
 
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);
@@ -44,7 +44,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
       hostname: os.hostname(),
       bootId: linux.bootId(),
     });
-    for (const p of ctx.all<MachineProbe>(Tokens.MachineProbe)) p.fillHead?.(head);
+    for (const p of ctx.all(Tokens.MachineProbe)) p.fillHead?.(head);
     ctx.head = head;
     writer.writeHead(head);
     for (const task of tree.tasks) {

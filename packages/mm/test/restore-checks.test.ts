@@ -4,9 +4,9 @@
  */
 import { expect } from 'chai';
 import { container } from 'tsyringe';
-import { ImageReader, ObjectType, RestartContext, RestartTask, RestoreObject, Tracee, bufferSource } from '@cptrst/core';
+import { ImageReader, ObjectType, RestartContext, RestartTask, RestoreObject, TaskState, Tracee, bufferSource } from '@cptrst/core';
 import * as fs from 'fs';
-import { AnonVma, FileVma, MmRestore, PagesImage, RestoredVma, VmaImage, register, restorePages, validateVma } from '../src';
+import { AnonVma, FileVma, MmRestore, PagesImage, RestoredVma, VMAS_BY_TAG, VmaImage, register, restorePages, validateVma } from '../src';
 import { thrown, unusedTracee } from './support';
 
 const mmContainer = container.createChildContainer();
@@ -20,7 +20,7 @@ function vma(start: bigint, end: bigint, prot = 3): VmaImage {
 const anon = (img: VmaImage): RestoredVma => ({ img, kind: new AnonVma() });
 
 function task(vmas: Map<number, RestoredVma> = new Map()): RestartTask {
-  return { pid: 31337, tid: 31337, tag: 2, tracee: unusedTracee<Tracee>(), state: new Map<string, unknown>([['mm.vmasByTag', vmas]]) };
+  return { pid: 31337, tid: 31337, tag: 2, tracee: unusedTracee<Tracee>(), state: new TaskState([[VMAS_BY_TAG, vmas]]) };
 }
 
 const vmaObj = (v: VmaImage): RestoreObject => ({ type: ObjectType.VMA, tag: 7, ptag: 2, offset: 4242, obj: v });
