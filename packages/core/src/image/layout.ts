@@ -218,7 +218,7 @@ export interface FieldDescription {
   layout?: string;
 }
 export interface LayoutDescription {
-  objects: { type: number; name: string; owner?: string; parents: number[]; optional?: true; fields: FieldDescription[] }[];
+  objects: { type: number; name: string; parents: number[]; optional?: true; fields: FieldDescription[] }[];
   records: { name: string; fields: FieldDescription[] }[];
 }
 
@@ -246,8 +246,6 @@ export function describeLayouts(opts: { includeTestOnly?: boolean } = {}): Layou
   const objects = objectLayouts(opts).map((l) => ({
     type: l.type as number,
     name: l.name,
-    // Which module owns the number (not part of the format: never compared as a change).
-    ...(l.owner ? { owner: l.owner } : {}),
     parents: [...l.parents].sort((a, b) => a - b),
     // Only when set, so that the descriptions of all other layouts stay as they were.
     ...(l.optional ? { optional: true as const } : {}),
