@@ -48,8 +48,9 @@ export class FilesDump implements DumpHandler {
 export class FilesRestore implements RestoreHandler {
   readonly name = 'files';
   readonly order = FILES_ORDER;
-  readonly types = [ObjectType.FS, ObjectType.FILE, ObjectType.FD];
-  /** The records of every file kind (FILE_DATA of the regular kind, a plugin's own...) come here too. */
+  /** FILE_DATA is the regular kind's record: listed here too, since that kind is always ours. */
+  readonly types = [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD];
+  /** The records of every file kind (a plugin's own...) come here too, and go to their kind with the FILE. */
   readonly kinds = FileKinds;
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     switch (o.type) {
