@@ -89,6 +89,7 @@ const CASES: Case[] = [
   { name: 'pidhold' },
   { name: 'protmem' },
   { name: 'mmstate' },
+  { name: 'eventfd' },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -109,6 +110,7 @@ const TAMPERABLE: Case[] = [
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   { name: 'protmem' },
   { name: 'mmstate' },
+  { name: 'eventfd' },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

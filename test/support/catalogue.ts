@@ -36,6 +36,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'pidhold', kind: 'c', source: 'pidhold.c', checks: 'holds a PID until triggered' },
   { name: 'mmstate', kind: 'c', source: 'mmstate.c', checks: 'droppable, mlock/mlock2 onfault, madvise sequential/random/mergeable and mseal areas (VmFlags and data); THP disabled, membarrier registrations, mlockall(MCL_FUTURE)' },
   { name: 'survive', kind: 'c', source: 'survive.c', checks: 'cptrst killed or interrupted mid-checkpoint: callee-saved registers, xmm8/ymm8, xmm15 across blocking calls (clock_nanosleep, ppoll) at every call, blocked mask, sigaltstack, N MiB of patterned memory' },
+  { name: 'eventfd', kind: 'c', source: 'eventfd.c', checks: 'eventfd counters and flags (semaphore, non-blocking, close-on-exec, a shared description, a counter above 2^32) for the example plugin examples/plugin-eventfd' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

@@ -5,7 +5,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
-  objectType, u64s, linux,
+  StateKey, objectType, u64s, linux,
 } from '@cptrst/core';
 import { ARCH_ORDER } from './regs';
 
@@ -27,6 +27,9 @@ export class DebugRegsDump implements DumpHandler {
   }
 }
 
+/** The debug registers read from the image, set at finish. */
+export const DEBUGREGS_KEY = new StateKey<bigint[]>('arch-x86.debugregs');
+
 export class DebugRegsRestore implements RestoreHandler {
   readonly name = 'arch-x86.debugregs';
   readonly order = ARCH_ORDER + 2;
@@ -34,10 +37,10 @@ export class DebugRegsRestore implements RestoreHandler {
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as DebugRegsImage;
     if (img.regs.length !== SLOTS.length) throw new CptError('EBADIMG', `expected ${SLOTS.length} debug registers, the image has ${img.regs.length}`, { pid: task.pid, object: 'debugregs' });
-    task.state.set('arch-x86.debugregs', img.regs);
+    task.state.set(DEBUGREGS_KEY, img.regs);
   }
   finish(_ctx: RestartContext, task: RestartTask): void {
-    const regs = task.state.get('arch-x86.debugregs') as bigint[] | undefined;
+    const regs = task.state.get(DEBUGREGS_KEY);
     if (!regs || regs.every((r) => r === 0n)) return;
     SLOTS.forEach((slot, i) => {
       if (slot !== 7) linux.ptrace.pokeUser(task.tid, linux.debugRegOffset(slot), regs[i]);

@@ -6,9 +6,12 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, MachineProbe, ObjectType, ProbeResult,
-  RestartContext, RestartTask, RestoreHandler, RestoreObject, bytes, objectType, u32, u64, linux,
+  RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, bytes, objectType, u32, u64, linux,
 } from '@cptrst/core';
 import { ARCH_ORDER } from './regs';
+
+/** The XSAVE area read from the image, set into the thread at finish. */
+export const XSTATE_KEY = new StateKey<Buffer>('arch-x86.xstate');
 
 const XSTATE_MAX = 64 * 1024;
 const XSTATE_BV_OFFSET = 512;
@@ -56,10 +59,10 @@ export class XstateRestore implements RestoreHandler {
     if (missing) {
       throw new CptError('ENOTSUP', `the image uses CPU state this machine does not have: ${featureNames(missing).join(', ')}`, { pid: task.pid, object: 'xstate' });
     }
-    task.state.set('arch-x86.xstate', img.area);
+    task.state.set(XSTATE_KEY, img.area);
   }
   finish(_ctx: RestartContext, task: RestartTask): void {
-    const area = task.state.get('arch-x86.xstate') as Buffer | undefined;
+    const area = task.state.get(XSTATE_KEY);
     if (!area) throw new CptError('EBADIMG', 'the image has no FPU state for this task', { pid: task.pid, object: 'xstate' });
     linux.ptrace.setRegset(task.tid, linux.NT.X86_XSTATE, area);
   }

@@ -3,7 +3,7 @@
  * syscall-restart rule; and the Tracee through which every subsystem runs syscalls in a task.
  */
 import { DependencyContainer } from 'tsyringe';
-import { Tokens } from '@cptrst/core';
+import { Tokens, provide } from '@cptrst/core';
 import { RegsDump, RegsRestore } from './regs';
 import { XstateDump, XstateRestore, XsaveProbe } from './fpu';
 import { DebugRegsDump, DebugRegsRestore } from './debugregs';
@@ -17,8 +17,8 @@ export * from './sigframe';
 export * from './syscall-restart';
 
 export function register(c: DependencyContainer): void {
-  c.register(Tokens.TraceeFactory, { useValue: new X86TraceeFactory() });
-  for (const h of [new RegsDump(), new XstateDump(), new DebugRegsDump()]) c.register(Tokens.DumpHandler, { useValue: h });
-  for (const h of [new RegsRestore(), new XstateRestore(), new DebugRegsRestore()]) c.register(Tokens.RestoreHandler, { useValue: h });
-  c.register(Tokens.MachineProbe, { useValue: new XsaveProbe() });
+  provide(c, Tokens.TraceeFactory, new X86TraceeFactory());
+  for (const h of [new RegsDump(), new XstateDump(), new DebugRegsDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new RegsRestore(), new XstateRestore(), new DebugRegsRestore()]) provide(c, Tokens.RestoreHandler, h);
+  provide(c, Tokens.MachineProbe, new XsaveProbe());
 }

@@ -5,7 +5,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
-  objectType, u64, linux,
+  StateKey, objectType, u64, linux,
 } from '@cptrst/core';
 import { X86Tracee } from './tracee';
 import { resumeRegs, syscallState } from './syscall-restart';
@@ -64,16 +64,19 @@ export class RegsDump implements DumpHandler {
   }
 }
 
+/** The registers read from the image, set when the tracee is released. */
+export const REGS_KEY = new StateKey<linux.UserRegs>('arch-x86.regs');
+
 export class RegsRestore implements RestoreHandler {
   readonly name = 'arch-x86.regs';
   readonly order = ARCH_ORDER;
   readonly types = [ObjectType.REGS];
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
-    task.state.set('arch-x86.regs', fromImage(o.obj as RegsImage));
+    task.state.set(REGS_KEY, fromImage(o.obj as RegsImage));
   }
   /** The registers go in when the tracee is released, after its last injected syscall. */
   finish(_ctx: RestartContext, task: RestartTask): void {
-    const regs = task.state.get('arch-x86.regs') as linux.UserRegs | undefined;
+    const regs = task.state.get(REGS_KEY);
     if (!regs) throw new CptError('EBADIMG', 'the image has no registers for this task', { pid: task.pid, object: 'regs' });
     (task.tracee as X86Tracee).finalRegs = resumeRegs(regs, 'restored');
   }

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { container } from 'tsyringe';
 import {
   CheckpointContext, CheckpointTask, DumpHandler, ImageHead, ImageReader, ImageRecord, ImageWriter, MemorySink, ObjectType,
-  RestartContext, RestartTask, RestoreHandler, Tokens, TraceeFactory, bufferSource, linux,
+  RestartContext, RestartTask, RestoreHandler, Tokens, TraceeFactory, bufferSource, linux, TaskState,
 } from '@cptrst/core';
 import {
   DebugRegsImage, RegsImage, RegsRestore, X86Tracee, X86TraceeFactory, XstateImage, fromImage, register, toImage,
@@ -57,7 +57,7 @@ describe('arch-x86 registration and dump handlers', function () {
     // ---- synchronous ----
     seizeAndStop(pid);
     const tracee = c.resolve<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid) as X86Tracee;
-    const task: CheckpointTask = { pid, tid: pid, tracee, tag: taskTag, state: new Map() };
+    const task: CheckpointTask = { pid, tid: pid, tracee, tag: taskTag, state: new TaskState() };
     const dr0 = tracee.frozenRegs.rip;
     ptrace.pokeUser(pid, linux.debugRegOffset(0), dr0); // an address, not enabled in DR7
     const xsLive = ptrace.getRegset(pid, linux.NT.X86_XSTATE, 65536);
@@ -65,7 +65,7 @@ describe('arch-x86 registration and dump handlers', function () {
     ptrace.pokeUser(pid, linux.debugRegOffset(0), 0n);
 
     // The restore side of REGS: a restored process gets EINTR where the original would restart.
-    const rtask: RestartTask = { pid, tid: pid, tag: 1, tracee, state: new Map() };
+    const rtask: RestartTask = { pid, tid: pid, tag: 1, tracee, state: new TaskState() };
     const rctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0);
     const rr = new RegsRestore();
     rr.restore(rctx, rtask, { type: ObjectType.REGS, tag: 3, ptag: 1, offset: 0, obj: toImage(tracee.frozenRegs) });

@@ -2,9 +2,9 @@
 import { expect } from 'chai';
 import { container } from 'tsyringe';
 import {
-  CptError, ImageHead, ImageReader, MachineProbe, ObjectType, RestartContext, RestartTask, Tokens, bufferSource, linux,
+  CptError, ImageHead, ImageReader, MachineProbe, ObjectType, RestartContext, RestartTask, Tokens, bufferSource, linux, TaskState,
 } from '@cptrst/core';
-import { XsaveProbe, XstateImage, XstateRestore, featureNames, register } from '../src';
+import { XsaveProbe, XstateImage, XstateRestore, featureNames, register, XSTATE_KEY } from '../src';
 import { thrown } from './support';
 
 /** Names of XSAVE components by bit, as the kernel's xfeature_names has them. */
@@ -89,7 +89,7 @@ describe('XstateRestore checks an image XSTATE object against this CPU', () => {
   const host = linux.xsaveInfo();
   const c = container.createChildContainer();
   const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0);
-  const task = (): RestartTask => ({ pid: 4242, tid: 4242, tag: 5, state: new Map() });
+  const task = (): RestartTask => ({ pid: 4242, tid: 4242, tag: 5, state: new TaskState() });
   const obj = (img: XstateImage) => ({ type: ObjectType.XSTATE, tag: 6, ptag: 5, offset: 1234, obj: img });
   const image = (size: number, features: bigint): XstateImage => Object.assign(new XstateImage(), { size, features, area: Buffer.alloc(size) });
 
@@ -97,7 +97,7 @@ describe('XstateRestore checks an image XSTATE object against this CPU', () => {
     const t = task();
     const img = image(host.size, host.features & 7n);
     new XstateRestore().restore(ctx, t, obj(img));
-    expect(t.state.get('arch-x86.xstate')).to.equal(img.area);
+    expect(t.state.get(XSTATE_KEY)).to.equal(img.area);
   });
 
   it('refuses an area of another size', () => {
@@ -107,7 +107,7 @@ describe('XstateRestore checks an image XSTATE object against this CPU', () => {
     expect(e.code).to.equal('EINVAL');
     expect(e.pid).to.equal(4242);
     expect(e.message).to.include(`${host.size - 64} bytes`);
-    expect(t.state.has('arch-x86.xstate')).to.equal(false);
+    expect(t.state.has(XSTATE_KEY)).to.equal(false);
   });
 
   it('refuses state of a component this CPU lacks, naming it', () => {

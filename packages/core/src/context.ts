@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import { DependencyContainer } from 'tsyringe';
 import { bootId } from './linux/machine';
 import { CptError } from './errors';
+import { Token, resolveAll, resolveOne } from './tokens';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, layoutOf } from './image';
 
 export interface Logger {
@@ -82,12 +83,12 @@ abstract class OperationContext {
   }
 
   /** Resolves every registration of a token; none is an empty list, not an error. */
-  all<T>(token: string): T[] {
-    return this.container.isRegistered(token, true) ? this.container.resolveAll<T>(token) : [];
+  all<T>(tok: Token<T>): T[] {
+    return resolveAll(this.container, tok);
   }
 
-  one<T>(token: string): T {
-    return this.container.resolve<T>(token);
+  one<T>(tok: Token<T>): T {
+    return resolveOne(this.container, tok);
   }
 
   /** Runs `fn` and adds its duration to timings[name]. */

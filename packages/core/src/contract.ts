@@ -4,28 +4,36 @@
  * each other; they meet here, through interfaces and container tokens.
  */
 import type { CheckpointContext, RestartContext } from './context';
-import type { ImageHead } from './image';
+import type { ImageHead, LayoutClass } from './image';
+import { token, Token, TaskState } from './tokens';
+import type { CptOperations } from './entry';
 
-/** Container tokens. Handlers are registered many-per-token (tsyringe multi-injection). */
+/**
+ * Container tokens. Each names the type of its registrations, so `ctx.all(Tokens.FileKind)` is a
+ * FileKindHandler[] and `provide(c, Tokens.DumpHandler, h)` checks `h`. Handlers are registered
+ * many-per-token (tsyringe multi-injection). A subsystem that has kinds declares its own kind
+ * token next to its kind interface (`token<FileKindHandler>('cpt.file-kind')`); the ones here are
+ * kept for the subsystems of cptrst's own packages.
+ */
 export const Tokens = {
   /** The loaded module's operations (seed 003's cpt_operations). */
-  CptOperations: 'cpt.operations',
+  CptOperations: token<CptOperations>('cpt.operations'),
   /** DumpHandler, many. */
-  DumpHandler: 'cpt.dump-handler',
+  DumpHandler: token<DumpHandler>('cpt.dump-handler'),
   /** RestoreHandler, many. */
-  RestoreHandler: 'cpt.restore-handler',
-  /** Kinds of open file (FileKindHandler, many): regular, chardev, ... */
-  FileKind: 'cpt.file-kind',
-  /** Kinds of memory area (VmaKindHandler, many): anon, file, shared anon, vdso, ... */
-  VmaKind: 'cpt.vma-kind',
+  RestoreHandler: token<RestoreHandler>('cpt.restore-handler'),
+  /** Kinds of open file (FileKindHandler of @cptrst/files, many): regular, chardev, ... */
+  FileKind: token<KindHandler<unknown>>('cpt.file-kind'),
+  /** Kinds of memory area (VmaKindHandler of @cptrst/mm, many): anon, file, shared anon, vdso, ... */
+  VmaKind: token<KindHandler<unknown>>('cpt.vma-kind'),
   /** TraceeFactory, one: wraps a ptrace-stopped thread (arch-specific). */
-  TraceeFactory: 'cpt.tracee-factory',
+  TraceeFactory: token<TraceeFactory>('cpt.tracee-factory'),
   /** Freezer, one: seizes a process tree and releases it. */
-  Freezer: 'cpt.freezer',
+  Freezer: token<Freezer>('cpt.freezer'),
   /** ProcessCreator, one: makes a process with a chosen PID at restart. */
-  ProcessCreator: 'cpt.process-creator',
+  ProcessCreator: token<ProcessCreator>('cpt.process-creator'),
   /** MachineProbe, many: contributes to the image head's capability vector and to `cptrst check`. */
-  MachineProbe: 'cpt.machine-probe',
+  MachineProbe: token<MachineProbe>('cpt.machine-probe'),
 } as const;
 
 /** Flags of sys_checkpoint. */
@@ -133,7 +141,8 @@ export interface CheckpointTask {
   readonly tracee: Tracee;
   /** Image tag of this task's TASK object; its objects use it as ptag. 0 until written. */
   tag: number;
-  readonly state: Map<string, unknown>;
+  /** Per-task data of the subsystems, by typed key (StateKey). */
+  readonly state: TaskState;
 }
 
 /** A task being restarted. The tracee exists once the TASK object's handler created it. */
@@ -145,7 +154,8 @@ export interface RestartTask {
   tracee?: Tracee;
   /** The task was stopped (job control) when checkpointed: it is let go stopped. */
   leaveStopped?: boolean;
-  readonly state: Map<string, unknown>;
+  /** Per-task data of the subsystems, by typed key (StateKey). */
+  readonly state: TaskState;
 }
 
 /**
@@ -176,6 +186,12 @@ export interface RestoreHandler {
   readonly order: number;
   /** Object types this handler restores. */
   readonly types: readonly number[];
+  /**
+   * The token of this subsystem's kinds, if it has any: the restart flow then also hands it the
+   * object types of every registered kind's `records`, so the subsystem can give them to the kind
+   * with the generic object.
+   */
+  readonly kinds?: Token<KindHandler<never>>;
   restore(ctx: RestartContext, task: RestartTask, object: RestoreObject): void | Promise<void>;
   /** After all of a task's objects are read, in ascending order (the arch handler, last, sets the registers). */
   finish?(ctx: RestartContext, task: RestartTask): void | Promise<void>;
@@ -185,12 +201,40 @@ export interface RestoreHandler {
 
 /**
  * A handler for one kind of a subsystem's objects (a kind of fd, a kind of VMA). The subsystem
- * enumerates its objects and asks the registered kind handlers which one claims each; an object
- * that none claims aborts the checkpoint (deny by default).
+ * enumerates its objects and asks the registered kind handlers which ones claim each; the one
+ * with the highest `priority` takes it (core/deny.ts `claim`). An object that none claims aborts
+ * the checkpoint (deny by default); two claims at the same highest priority are an error too.
+ *
+ * A kind owns its image records. It declares their layouts in `records`; at dump the subsystem
+ * gives it a KindRecordWriter that writes them as children of the generic object (FILE, VMA), and
+ * at restore it hands them back to the kind together with the generic object (KindRecords).
+ * Nothing of a kind travels through task state.
  */
 export interface KindHandler<Obj> {
+  /** Written into the generic object, so that restore finds the same kind again. */
   readonly kind: string;
+  /**
+   * Claims are ranked by priority (default 0): a third party takes over one of our kinds by
+   * claiming the same objects with a higher one.
+   */
+  readonly priority?: number;
+  /** Layouts (object types whose parents include the generic object's type) this kind writes under its objects. */
+  readonly records?: readonly LayoutClass[];
   claims(obj: Obj): boolean;
+}
+
+/** Writes a kind's own records under its generic object (only the layouts the kind declared). */
+export interface KindRecordWriter {
+  /** Tag of the generic object (FILE, VMA) the records go under. */
+  readonly parentTag: number;
+  write(record: object): number;
+}
+
+/** A kind's own records of one generic object at restore, in stream order. */
+export interface KindRecords {
+  readonly all: readonly RestoreObject[];
+  /** The records of one of the kind's layouts, decoded. */
+  of<T extends object>(layout: LayoutClass<T>): T[];
 }
 
 /**

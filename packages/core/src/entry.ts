@@ -56,7 +56,7 @@ function operations(): CptOperations {
   if (!c || !c.isRegistered(Tokens.CptOperations, true)) {
     throw new CptError('ENOSYS', 'no checkpoint/restart module is loaded (load @cptrst/cpt-module)');
   }
-  return c.resolve<CptOperations>(Tokens.CptOperations);
+  return c.resolve(Tokens.CptOperations);
 }
 
 /** Checkpoints the process tree rooted at `pid` into the image stream `fd`. */

@@ -7,11 +7,12 @@ import * as os from 'os';
 import { DependencyContainer } from 'tsyringe';
 import { MachineProbe, Tokens } from './contract';
 import { ImageHead } from './image';
+import { resolveAll } from './tokens';
 import * as linux from './linux';
 
 /** The machine probes registered in the container, in registration order (none: empty). */
 export function machineProbes(container: DependencyContainer): MachineProbe[] {
-  return container.isRegistered(Tokens.MachineProbe, true) ? container.resolveAll<MachineProbe>(Tokens.MachineProbe) : [];
+  return resolveAll(container, Tokens.MachineProbe);
 }
 
 export interface ImageHeadOptions {

@@ -1,10 +1,12 @@
 import 'reflect-metadata';
 export * from './errors';
+export * from './tokens';
 export * from './contract';
 export * from './context';
 export * from './modules';
 export * from './entry';
 export * from './deny';
+export * from './kinds';
 export * from './recorded-file';
 export * from './head';
 export * from './image';

@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, DumpHandler, Freezer, ImageWriter,
+  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, ImageWriter,
   OperationOptions, ReleaseMode, Tokens, asCptError, buildImageHead, fileSink, linux,
 } from '@cptrst/core';
 import { DependencyContainer } from 'tsyringe';
@@ -26,8 +26,8 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   } catch (e) {
     throw naming(e, pid);
   }
-  const handlers = ctx.all<DumpHandler>(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
-  const freezer = ctx.one<Freezer>(Tokens.Freezer);
+  const handlers = ctx.all(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
+  const freezer = ctx.one(Tokens.Freezer);
 
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);

@@ -4,7 +4,7 @@
  */
 import 'reflect-metadata';
 import { DependencyContainer } from 'tsyringe';
-import { CptOperations, OperationOptions, Tokens } from '@cptrst/core';
+import { CptOperations, OperationOptions, Tokens, provide } from '@cptrst/core';
 import * as task from '@cptrst/task';
 import * as mm from '@cptrst/mm';
 import * as arch from '@cptrst/arch-x86';
@@ -20,6 +20,6 @@ export function register(c: DependencyContainer): void {
     checkpoint: (pid: number, fd: number, flags: number, o?: OperationOptions) => checkpoint(c, pid, fd, flags, o),
     restart: (ctid: number, fd: number, flags: number, o?: OperationOptions) => restart(c, ctid, fd, flags, o),
   };
-  c.register(Tokens.CptOperations, { useValue: ops });
+  provide(c, Tokens.CptOperations, ops);
   for (const s of [task, mm, arch, files]) s.register(c);
 }

@@ -9,8 +9,8 @@
 import { DependencyContainer } from 'tsyringe';
 import { naming } from './checkpoint';
 import {
-  CptError, ImageReader, MachineProbe, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
-  RestoreHandler, Tokens, fileSource, linux,
+  CptError, ImageReader, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
+  RestoreHandler, TaskState, Tokens, fileSource, kindRecordTypes, linux,
 } from '@cptrst/core';
 
 export async function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<RestartResult> {
@@ -23,9 +23,14 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   ctx.head = head;
   checkHead(ctx);
 
-  const handlers = ctx.all<RestoreHandler>(Tokens.RestoreHandler).sort((a, b) => a.order - b.order);
+  const handlers = ctx.all(Tokens.RestoreHandler).sort((a, b) => a.order - b.order);
   const byType = new Map<number, RestoreHandler>();
   for (const h of handlers) for (const t of h.types) if (!byType.has(t)) byType.set(t, h);
+  // The records of a subsystem's kinds go to the subsystem, which hands them to the kind.
+  for (const h of handlers) {
+    if (!h.kinds) continue;
+    for (const k of ctx.all(h.kinds)) for (const t of kindRecordTypes(k)) if (!byType.has(t)) byType.set(t, h);
+  }
 
   const tasks: RestartTask[] = [];
   let current: RestartTask | undefined;
@@ -45,7 +50,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
         const pid = (rec.obj as { pid?: number } | undefined)?.pid ?? 0;
         if (!Number.isInteger(pid) || pid <= 0 || pid > 4194304) throw new CptError('EBADIMG', `task object at image offset ${rec.offset} has pid ${pid}`, { object: 'task' });
         if (tasks.length === 0 && ctid && ctid !== pid) throw new CptError('EINVAL', `the image's root process is ${pid}, not ${ctid}`, { pid });
-        current = { pid, tid: pid, tag: rec.tag, state: new Map() };
+        current = { pid, tid: pid, tag: rec.tag, state: new TaskState() };
         tasks.push(current);
       }
       const h = byType.get(rec.type);
@@ -95,7 +100,7 @@ function checkHead(ctx: RestartContext): void {
   const problems: string[] = [];
   if (head.arch !== 'x86_64') problems.push(`the image is for ${head.arch}, this machine is x86_64`);
   if (head.pageSize !== linux.pageSize()) problems.push(`the image has ${head.pageSize}-byte pages, this machine ${linux.pageSize()}`);
-  for (const p of ctx.all<MachineProbe>(Tokens.MachineProbe)) problems.push(...(p.checkHead?.(head) ?? []));
+  for (const p of ctx.all(Tokens.MachineProbe)) problems.push(...(p.checkHead?.(head) ?? []));
   if (problems.length) throw new CptError('ENOTSUP', `this image cannot be restored on this machine: ${problems.join('; ')}`, { object: 'image head' });
 }
 

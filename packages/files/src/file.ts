@@ -5,12 +5,11 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, Tokens,
-  bool, bytes, claim, i64, linux, objectType, str, u32, u64,
+  CheckpointContext, CheckpointTask, CptError, ObjectType, RecordList, RestartContext, RestartTask, RestoreObject, StateKey,
+  bool, bytes, claim, i64, kindNamed, kindRecordWriter, linux, objectType, requireKindRecord, str, u32, u64,
 } from '@cptrst/core';
-import { FileKindHandler, OpenFile, recordedPath } from './kinds';
-import { FsImage } from './fs-struct';
-import { checkGhostData } from './ghost';
+import { FileKindHandler, FileKinds, OpenFile, recordedPath } from './kinds';
+import { FS_KEY } from './fs-struct';
 
 const { SYS, O, F } = linux;
 
@@ -41,6 +40,7 @@ export class FileImage {
   @u32({ since: 2 }) sameAs = 0;
 }
 
+/** A data run of a deleted file: a record of the regular kind (ghost.ts), under its FILE. */
 @objectType(ObjectType.FILE_DATA, 'file-data', { parents: [ObjectType.FILE] })
 export class FileDataImage {
   @u64() offset = 0n;
@@ -61,7 +61,7 @@ export function openFiles(task: CheckpointTask): OpenFile[] {
 }
 
 export function kindOfFile(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): FileKindHandler {
-  return claim(ctx.all<FileKindHandler>(Tokens.FileKind), f, task.pid, `fd ${f.fd} (${f.link})`, 'no handler for this kind of file');
+  return claim(ctx.all(FileKinds), f, task.pid, `fd ${f.fd} (${f.link})`, 'no handler for this kind of file');
 }
 
 /** Groups fds by open file description (kcmp KCMP_FILE), in fd order. */
@@ -100,7 +100,7 @@ export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: O
     if (img.deleted) img.sameAs = ghosts.get(inode) ?? 0;
     const tag = ctx.write(img, task.tag);
     if (img.deleted && img.sameAs === 0) ghosts.set(inode, tag);
-    kind.dumpExtra?.(ctx, task, f, img, tag);
+    kind.dumpRecords?.(ctx, task, f, img, kindRecordWriter(ctx, kind, tag));
     for (const member of group) {
       const fd = new FdImage();
       fd.fd = member.fd;
@@ -112,38 +112,45 @@ export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: O
 
 interface PendingFile {
   img: FileImage;
-  data: FileDataImage[];
+  /** Its kind's own records (FILE_DATA of a deleted regular file...), until it is opened. */
+  records: RecordList;
   /** Where it is open in the task, above every fd number of the image. */
   fd?: bigint;
 }
 
-export function restoreFileObject(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+/** A FILE object, or a record of a file kind under one (before the file's FDs). */
+export function restoreFileObject(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   const files = fileTable(task);
   if (o.type === ObjectType.FILE) {
-    files.set(o.tag, { img: o.obj as FileImage, data: [] });
+    files.set(o.tag, { img: o.obj as FileImage, records: new RecordList() });
     return;
   }
+  const what = o.type === ObjectType.FILE_DATA ? 'file data' : `${o.type} object`;
   const f = files.get(o.ptag);
-  if (!f) throw new CptError('EBADIMG', `file data at image offset ${o.offset} belongs to no file`, { pid: task.pid, object: 'file-data' });
-  const d = o.obj as FileDataImage;
-  if (f.fd !== undefined) throw new CptError('EBADIMG', `file data at image offset ${o.offset} comes after the file's fds`, { pid: task.pid, object: `file ${f.img.path}` });
-  checkGhostData(task.pid, f.img, f.data, d, `file ${f.img.path} (data at image offset ${o.offset})`);
-  f.data.push(d);
+  if (!f) throw new CptError('EBADIMG', `${what} at image offset ${o.offset} belongs to no file`, { pid: task.pid, object: o.type === ObjectType.FILE_DATA ? 'file-data' : 'file' });
+  if (f.fd !== undefined) throw new CptError('EBADIMG', `${what} at image offset ${o.offset} comes after the file's fds`, { pid: task.pid, object: `file ${f.img.path}` });
+  const object = `file ${f.img.path} (${o.type === ObjectType.FILE_DATA ? 'data' : what} at image offset ${o.offset})`;
+  const kind = kindNamed(ctx.all(FileKinds), f.img.kind);
+  const why = `contents of the ${f.img.kind} file: the file carries no contents of its own of this type (${what})`;
+  if (!kind) throw new CptError('EBADIMG', why, { pid: task.pid, object });
+  requireKindRecord(kind, o, task.pid, object, why);
+  kind.acceptRecord?.(task, f.img, o, f.records, object);
+  f.records.all.push(o);
 }
 
 export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   const img = o.obj as FdImage;
   const f = fileTable(task).get(o.ptag);
-  const fsImg = task.state.get('files.fs') as FsImage | undefined;
+  const fsImg = task.state.get(FS_KEY);
   if (!f || !fsImg) throw new CptError('EBADIMG', `fd ${img.fd} at image offset ${o.offset} has no file`, { pid: task.pid, object: `fd ${img.fd}` });
   if (!fsImg.fds.includes(img.fd)) throw new CptError('EBADIMG', `fd ${img.fd} is not in the task's fd list`, { pid: task.pid, object: `fd ${img.fd}` });
   const t = task.tracee!;
   if (f.fd === undefined) {
-    const kind = ctx.all<FileKindHandler>(Tokens.FileKind).find((k) => k.kind === f.img.kind);
+    const kind = kindNamed(ctx.all(FileKinds), f.img.kind);
     if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${f.img.kind} files is loaded`, { pid: task.pid, object: `fd ${img.fd} (${f.img.path})` });
     const above = Math.max(-1, ...fsImg.fds) + 1;
-    const opened = kind.open(ctx, task, f.img, { tag: o.ptag, object: `fd ${img.fd} (${f.img.path})`, data: f.data, above });
-    f.data = []; // written: let it go
+    const opened = kind.open(ctx, task, f.img, { tag: o.ptag, object: `fd ${img.fd} (${f.img.path})`, records: f.records, above });
+    f.records.clear(); // used: let it go
     f.fd = t.syscallOk(SYS.fcntl, [opened, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of ${f.img.path}`);
     t.syscall(SYS.close, [opened]);
   }
@@ -152,14 +159,14 @@ export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObje
 
 /** The temporary descriptors go; only the image's fd numbers stay. */
 export function closeTemporaries(task: RestartTask): void {
-  const fsImg = task.state.get('files.fs') as FsImage | undefined;
+  const fsImg = task.state.get(FS_KEY);
   if (!fsImg) return;
   const above = Math.max(-1, ...fsImg.fds) + 1;
   task.tracee!.syscallOk(SYS.close_range, [above, 0xffffffff, 0], 'close_range of temporary descriptors');
 }
 
+/** The FILE objects read so far, by tag (their FDs and kind records name it). */
+const FILE_TABLE = new StateKey<Map<number, PendingFile>>('files.table');
 function fileTable(task: RestartTask): Map<number, PendingFile> {
-  let m = task.state.get('files.table') as Map<number, PendingFile> | undefined;
-  if (!m) task.state.set('files.table', (m = new Map()));
-  return m;
+  return task.state.ensure(FILE_TABLE, () => new Map());
 }

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
-  objectType, openRecordedFile, refuse, str, u32, u32s, u64,
+  StateKey, objectType, openRecordedFile, refuse, str, u32, u32s, u64,
 } from '@cptrst/core';
 
 const { SYS, O, S_IF } = linux;
@@ -57,6 +57,9 @@ export function requireOwnerIdentity(ctx: RestartContext, task: RestartTask): vo
   }
 }
 
+/** The FS object read at restart: the fd numbers of the image, checked by each FD. */
+export const FS_KEY = new StateKey<FsImage>('files.fs');
+
 /** A device or inode number the image recorded; 0 is an image from before they were recorded. */
 export const recorded = (n: bigint): bigint | undefined => (n === 0n ? undefined : n);
 
@@ -78,5 +81,5 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
     t.syscall(SYS.close, [dir]);
   }
   t.syscall(SYS.umask, [img.umask]); // returns the old mask
-  task.state.set('files.fs', img);
+  task.state.set(FS_KEY, img);
 }

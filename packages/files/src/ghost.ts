@@ -21,9 +21,9 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointContext, CheckpointTask, CptError, RestartContext, RestartTask, linux, openRecordedFile, refuse, requireCanonicalPath,
+  CheckpointTask, CptError, KindRecordWriter, RestartContext, RestartTask, StateKey, linux, openRecordedFile, refuse, requireCanonicalPath,
 } from '@cptrst/core';
-import type { FileDataImage, FileImage } from './file';
+import { FileDataImage, FileImage } from './file';
 import { recorded } from './fs-struct';
 import { OpenFile, OpenRequest, openInTask, recordedPath, reopenFlags } from './kinds';
 
@@ -95,7 +95,7 @@ export function describeGhost(task: CheckpointTask, f: OpenFile): void {
 }
 
 /** Checkpoint: FILE_DATA objects for the data runs of a deleted file. */
-export function dumpGhostData(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, fileTag: number, make: () => FileDataImage): void {
+export function dumpGhostData(task: CheckpointTask, f: OpenFile, out: KindRecordWriter, make: () => FileDataImage): void {
   const fd = openForReading(task.pid, f.fd);
   try {
     for (const run of dataRuns(fd, Number(f.stat.size))) {
@@ -106,7 +106,7 @@ export function dumpGhostData(ctx: CheckpointContext, task: CheckpointTask, f: O
         const d = make();
         d.offset = BigInt(off);
         d.data = chunk;
-        ctx.write(d, fileTag);
+        out.write(d);
       }
     }
   } finally {
@@ -134,10 +134,10 @@ interface Ghost {
   object: string;
 }
 
+/** The deleted files made again so far, by FILE tag (a later FILE of the same inode names it: sameAs). */
+const GHOSTS = new StateKey<Map<number, Ghost>>('files.ghosts');
 function ghosts(task: RestartTask): Map<number, Ghost> {
-  let m = task.state.get('files.ghosts') as Map<number, Ghost> | undefined;
-  if (!m) task.state.set('files.ghosts', (m = new Map()));
-  return m;
+  return task.state.ensure(GHOSTS, () => new Map());
 }
 
 /** Restart: makes a deleted file again (see the top of this file) and returns the fd with the recorded flags. */
@@ -185,7 +185,7 @@ function writeContents(task: RestartTask, fd: bigint, img: FileImage, req: OpenR
     // Owner read and write until the end (umask may have taken some): the reopen below needs them.
     fs.fchmodSync(w, 0o600);
     checkedOn(task, req, linux.rawSyscall(SYS.ftruncate, w, img.size), `ftruncate to ${img.size}`);
-    for (const d of req.data) {
+    for (const d of req.records.of(FileDataImage)) {
       let done = 0;
       while (done < d.data.length) done += fs.writeSync(w, d.data, done, d.data.length - done, Number(d.offset) + done);
     }
@@ -203,7 +203,7 @@ function writeContentsInTask(task: RestartTask, fd: bigint, img: FileImage, req:
   t.syscallOk(SYS.fchmod, [fd, 0o600], `fchmod of the deleted file for ${req.object}`);
   t.syscallOk(SYS.ftruncate, [fd, img.size], `ftruncate of the deleted file for ${req.object} to ${img.size}`);
   const room = Math.max(4096, Math.floor(t.scratch().dataSize / 4096) * 4096);
-  for (const d of req.data) {
+  for (const d of req.records.of(FileDataImage)) {
     let done = 0;
     while (done < d.data.length) {
       const n = Math.min(room, d.data.length - done);

@@ -5,12 +5,13 @@
  */
 import { DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject, Tokens,
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
+  provide,
 } from '@cptrst/core';
 import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
 import { FileImage, closeTemporaries, dumpFiles, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
 import { RegularFile } from './regular';
-import { OpenFile } from './kinds';
+import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
 import { finishGhosts } from './ghost';
 import { refuseLocks, refuseOwners } from './locks';
@@ -23,6 +24,9 @@ export * from './chardev';
 export * from './ghost';
 export * from './locks';
 
+/** The open files listed by check (the task is frozen: dump uses the same list). */
+const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
+
 export class FilesDump implements DumpHandler {
   readonly name = 'files';
   readonly order = FILES_ORDER;
@@ -32,10 +36,10 @@ export class FilesDump implements DumpHandler {
     for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
     refuseLocks(task, files);
     refuseOwners(task, files);
-    task.state.set('files.open', files); // the task is frozen: dump uses the same list
+    task.state.set(OPEN_FILES, files); // the task is frozen: dump uses the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const files = (task.state.get('files.open') as OpenFile[] | undefined) ?? openFiles(task);
+    const files = task.state.get(OPEN_FILES) ?? openFiles(task);
     dumpFs(ctx, task, files.map((f) => f.fd));
     dumpFiles(ctx, task, files);
   }
@@ -44,16 +48,18 @@ export class FilesDump implements DumpHandler {
 export class FilesRestore implements RestoreHandler {
   readonly name = 'files';
   readonly order = FILES_ORDER;
+  /** FILE_DATA is the regular kind's record: listed here too, since that kind is always ours. */
   readonly types = [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD];
+  /** The records of every file kind (a plugin's own...) come here too, and go to their kind with the FILE. */
+  readonly kinds = FileKinds;
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     switch (o.type) {
       case ObjectType.FS:
         return restoreFs(ctx, task, o);
-      case ObjectType.FILE:
-      case ObjectType.FILE_DATA:
-        return restoreFileObject(ctx, task, o);
       case ObjectType.FD:
         return restoreFd(ctx, task, o);
+      default: // FILE, and the records of its kind
+        return restoreFileObject(ctx, task, o);
     }
   }
   finish(ctx: RestartContext, task: RestartTask): void {
@@ -63,7 +69,7 @@ export class FilesRestore implements RestoreHandler {
 }
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new RegularFile(), new CharDevice(), new Directory()]) c.register(Tokens.FileKind, { useValue: k });
-  c.register(Tokens.DumpHandler, { useValue: new FilesDump() });
-  c.register(Tokens.RestoreHandler, { useValue: new FilesRestore() });
+  for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
+  provide(c, Tokens.DumpHandler, new FilesDump());
+  provide(c, Tokens.RestoreHandler, new FilesRestore());
 }

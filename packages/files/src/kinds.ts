@@ -3,8 +3,11 @@
  * (deny by default: pipes, sockets, eventfds... are refused until a handler exists).
  */
 import * as fs from 'fs';
-import { CheckpointContext, CheckpointTask, KindHandler, RestartContext, RestartTask, linux, nonCanonicalPath, refuse } from '@cptrst/core';
-import type { FileDataImage, FileImage } from './file';
+import {
+  CheckpointContext, CheckpointTask, KindHandler, KindRecordWriter, KindRecords, RestartContext, RestartTask, RestoreObject, StateKey, Token,
+  Tokens, linux, nonCanonicalPath, refuse,
+} from '@cptrst/core';
+import type { FileImage } from './file';
 
 /** An open file as /proc shows it at checkpoint. */
 export interface OpenFile {
@@ -22,20 +25,34 @@ export interface OpenRequest {
   tag: number;
   /** Names the file in errors: `fd 3 (/path)`, with the first fd number of the FILE. */
   object: string;
-  /** The contents of a deleted file (its FILE_DATA objects, in stream order). */
-  data: FileDataImage[];
+  /** The kind's own records under the FILE object (declared in `records`), in stream order. */
+  records: KindRecords;
   /** The lowest fd number above every fd of the image: where temporary descriptors go. */
   above: number;
 }
 
+/**
+ * One kind of open file. Registered under FileKinds; a third party adds kinds (or takes one over
+ * with a higher `priority`). A kind with records of its own declares their layouts in `records`
+ * (object types whose parents include FILE), writes them in dumpRecords, may check each as it is
+ * read (acceptRecord), and gets them all in open(), which runs at the file's first FD.
+ */
 export interface FileKindHandler extends KindHandler<OpenFile> {
   /** Fills the kind's fields of the FILE object, or refuses. Runs at check time and again at dump. */
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void;
-  /** Writes objects that belong to the file (its contents...), after the FILE object. */
-  dumpExtra?(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, fileTag: number): void;
+  /** Writes the kind's own records of the file (its contents...), after the FILE object, before its FDs. */
+  dumpRecords?(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, out: KindRecordWriter): void;
+  /**
+   * Checks one of its records as it is read at restart (EBADIMG), given the FILE object and the
+   * records before it; `object` names it in errors. Without it the records are checked in open().
+   */
+  acceptRecord?(task: RestartTask, img: FileImage, record: RestoreObject, before: KindRecords, object: string): void;
   /** Opens the file again inside the restored task; returns the fd there. */
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint;
 }
+
+/** The container token of the file kinds (the same registrations as core's Tokens.FileKind, typed). */
+export const FileKinds = Tokens.FileKind as Token<FileKindHandler>;
 
 /**
  * Open flags to use again: access mode and status flags; not the creation ones, not
@@ -62,10 +79,9 @@ export function recordedPath(f: OpenFile): string {
 }
 
 /** Mount ids the task sees, read once per task. */
+const MOUNT_IDS = new StateKey<Set<number>>('files.mountIds');
 function mountIds(task: CheckpointTask): Set<number> {
-  let ids = task.state.get('files.mountIds') as Set<number> | undefined;
-  if (!ids) task.state.set('files.mountIds', (ids = new Set(linux.readMountinfo(task.pid).map((m) => m.mountId))));
-  return ids;
+  return task.state.ensure(MOUNT_IDS, () => new Set(linux.readMountinfo(task.pid).map((m) => m.mountId)));
 }
 
 /**

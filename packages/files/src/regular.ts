@@ -4,16 +4,20 @@
  * on the same boot), with their flags, at their offset. O_PATH files are reopened O_PATH. A file
  * deleted while open is made again without a name (ghost.ts).
  */
-import { CheckpointContext, CheckpointTask, RestartContext, RestartTask, linux, openRecordedFile } from '@cptrst/core';
+import {
+  CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, RestartContext, RestartTask, RestoreObject, linux, openRecordedFile,
+} from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, reopenFlags, requireReachableByPath } from './kinds';
 import { FileDataImage, FileImage } from './file';
 import { recorded } from './fs-struct';
-import { describeGhost, dumpGhostData, openGhost } from './ghost';
+import { checkGhostData, describeGhost, dumpGhostData, openGhost } from './ghost';
 
 const { SYS, O, SEEK, S_IF } = linux;
 
 export class RegularFile implements FileKindHandler {
   readonly kind = 'regular';
+  /** The data runs of a deleted file. */
+  readonly records = [FileDataImage];
   claims(f: OpenFile): boolean {
     return f.stat.isFile() && f.link.startsWith('/');
   }
@@ -24,8 +28,12 @@ export class RegularFile implements FileKindHandler {
     if (img.deleted) describeGhost(task, f);
   }
 
-  dumpExtra(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, fileTag: number): void {
-    if (img.deleted && img.sameAs === 0) dumpGhostData(ctx, task, f, fileTag, () => new FileDataImage());
+  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, out: KindRecordWriter): void {
+    if (img.deleted && img.sameAs === 0) dumpGhostData(task, f, out, () => new FileDataImage());
+  }
+
+  acceptRecord(task: RestartTask, img: FileImage, o: RestoreObject, before: KindRecords, object: string): void {
+    checkGhostData(task.pid, img, before.of(FileDataImage), o.obj as FileDataImage, object);
   }
 
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {

@@ -9,7 +9,7 @@ import * as path from 'path';
 import { container, DependencyContainer } from 'tsyringe';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageReader, ImageRecord, ImageWriter, MemorySink, ObjectType,
-  RestoreHandler, Tokens, Tracee, bufferSource, linux,
+  RestoreHandler, TaskState, Tokens, Tracee, bufferSource, linux,
 } from '@cptrst/core';
 import {
   FileDataImage, FileImage, FileKindHandler, FdImage, FilesDump, FsImage, dumpFiles, dumpFs, fsCheck, kindOfFile, openFiles, register,
@@ -34,7 +34,7 @@ function env(pid: number): Env {
   writer.writeHead(new ImageHead());
   const ctx = new CheckpointContext(c, writer, 0);
   const tag = writer.writeRaw(ObjectType.TASK, Buffer.alloc(0));
-  return { c, ctx, writer, sink, task: { pid, tid: pid, tracee: unusedTracee<Tracee>(), tag, state: new Map() } };
+  return { c, ctx, writer, sink, task: { pid, tid: pid, tracee: unusedTracee<Tracee>(), tag, state: new TaskState() } };
 }
 
 function readBack(e: Env): ImageRecord[] {

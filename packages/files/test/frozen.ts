@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { container, DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, Freezer, FrozenTree, ImageHead, ImageReader, ImageWriter, MemorySink, RestartContext, RestartTask, Tokens, bufferSource, linux,
+  CheckpointContext, Freezer, FrozenTree, ImageHead, ImageReader, ImageWriter, MemorySink, RestartContext, RestartTask, TaskState, Tokens, bufferSource, linux,
 } from '@cptrst/core';
 import { startSleeping, tmpDir } from './support';
 
@@ -41,7 +41,7 @@ export async function frozenSleeper(): Promise<Frozen> {
   const freezer = c.resolve<Freezer>(Tokens.Freezer);
   const tree: FrozenTree = freezer.freeze(cctx, pid);
   const tracee = tree.tasks[0].tracee;
-  return { task: { pid, tid: pid, tag: 2, tracee, state: new Map() }, kill: () => freezer.release(cctx, tree, 'kill') };
+  return { task: { pid, tid: pid, tag: 2, tracee, state: new TaskState() }, kill: () => freezer.release(cctx, tree, 'kill') };
 }
 
 /**

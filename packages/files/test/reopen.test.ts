@@ -8,9 +8,9 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
-import { ObjectType, RestartContext, RestoreObject, linux } from '@cptrst/core';
+import { ObjectType, RecordList, RestartContext, RestoreObject, linux } from '@cptrst/core';
 import {
-  CharDevice, Directory, FdImage, FileDataImage, FileImage, FsImage, OpenRequest, RegularFile, finishGhosts, ghostMode, reopenFlags, restoreFd,
+  CharDevice, Directory, FS_KEY, FdImage, FileDataImage, FileImage, FsImage, OpenRequest, RegularFile, finishGhosts, ghostMode, reopenFlags, restoreFd,
   register, restoreFileObject, restoreFs,
 } from '../src';
 import { Frozen, frozenSleeper, restartContext } from './frozen';
@@ -25,7 +25,14 @@ function fileImage(p: string, over: Partial<FileImage> = {}): FileImage {
     mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid),
   }, over);
 }
-const req = (over: Partial<OpenRequest> = {}): OpenRequest => ({ tag: 10, object: 'fd 3 (test)', data: [], above: 100, ...over });
+/** The data runs of a deleted file, as the files restore hands them to the kind: FILE_DATA records under its FILE. */
+function dataRecords(data: FileDataImage[]): RecordList {
+  const l = new RecordList();
+  data.forEach((obj, i) => l.all.push({ type: ObjectType.FILE_DATA, tag: 11 + i, ptag: 10, offset: 0, obj }));
+  return l;
+}
+const req = ({ data = [], ...over }: Partial<OpenRequest> & { data?: FileDataImage[] } = {}): OpenRequest =>
+  ({ tag: 10, object: 'fd 3 (test)', records: dataRecords(data), above: 100, ...over });
 const fdStat = (pid: number, fd: bigint | number) => fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
 const fds = (pid: number) => linux.listFds(pid);
 const data = (offset: number, text: string, len: number): FileDataImage =>
@@ -285,7 +292,7 @@ describe('files: reopening at restart, inside a real stopped process', function 
     e = thrown(() => restoreFd(ctx, t, fd(3, 8)));
     expect(e.code).to.equal('EBADIMG');
     expect(e.object).to.equal('fd 3');
-    t.state.set('files.fs', Object.assign(new FsImage(), { fds: [0, 1, 2] }));
+    t.state.set(FS_KEY, Object.assign(new FsImage(), { fds: [0, 1, 2] }));
     e = thrown(() => restoreFd(ctx, t, fd(7, 12)));
     expect(e.code).to.equal('EBADIMG');
     expect(e.object).to.equal('fd 7');

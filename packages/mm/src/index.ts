@@ -2,11 +2,12 @@
  * @cptrst/mm: the address space: areas (one kind handler each), pages, the vDSO, the mm fields.
  */
 import { DependencyContainer } from 'tsyringe';
-import { Tokens } from '@cptrst/core';
+import { Tokens, provide } from '@cptrst/core';
 import { MmDump, MmRestore } from './mm';
 import { AnonVma, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { VdsoProbe, VdsoVma } from './vdso';
+import { VmaKinds } from './vma';
 
 export * from './vma';
 export * from './pages';
@@ -16,8 +17,8 @@ export * from './anon';
 export * from './file';
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma()]) c.register(Tokens.VmaKind, { useValue: k });
-  c.register(Tokens.DumpHandler, { useValue: new MmDump() });
-  c.register(Tokens.RestoreHandler, { useValue: new MmRestore() });
-  c.register(Tokens.MachineProbe, { useValue: new VdsoProbe() });
+  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma()]) provide(c, VmaKinds, k);
+  provide(c, Tokens.DumpHandler, new MmDump());
+  provide(c, Tokens.RestoreHandler, new MmRestore());
+  provide(c, Tokens.MachineProbe, new VdsoProbe());
 }

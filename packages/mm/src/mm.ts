@@ -18,9 +18,9 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, S_IFMT, S_IFREG, Tokens, bytes, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
+  RecordList, RestoreObject, S_IFMT, S_IFREG, StateKey, bytes, kindNamed, kindRecordWriter, requireKindRecord, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
 } from '@cptrst/core';
-import { DERIVED_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
+import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, storedRuns } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
@@ -83,6 +83,9 @@ interface Prepared {
   areas: Area[];
   mm: MmImage;
 }
+
+/** What check prepared for dump (the task is frozen: dump writes the same). */
+const PREPARED = new StateKey<Prepared>('mm.prepared');
 
 /**
  * Every area's kind, VmFlags and kind-specific description (each refusal of theirs), and the
@@ -170,14 +173,14 @@ export class MmDump implements DumpHandler {
     mm.memoryMerge = prctlGet(task, PR.GET_MEMORY_MERGE, 'PR_GET_MEMORY_MERGE');
     mm.membarrier = membarrierRegistrations(task);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
-    task.state.set('mm.prepared', { areas, mm } as Prepared); // the task is frozen: dump writes the same
+    task.state.set(PREPARED, { areas, mm }); // the task is frozen: dump writes the same
   }
 
   async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
-    let prepared = task.state.get('mm.prepared') as Prepared | undefined;
+    let prepared = task.state.get(PREPARED);
     if (!prepared) {
       this.check(ctx, task);
-      prepared = task.state.get('mm.prepared') as Prepared;
+      prepared = task.state.get(PREPARED)!;
     }
     const { areas, mm } = prepared;
     const t = task.tracee;
@@ -202,44 +205,63 @@ export class MmDump implements DumpHandler {
       const runs = kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
+      kind.dumpRecords?.(ctx, task, v, img, kindRecordWriter(ctx, kind, vmaTag));
       await dumpPages(ctx, task, v, runs, vmaTag);
     }
   }
 }
 
-/** A VMA of the image as restart keeps it: its object and the kind that mapped it. */
-export interface RestoredVma {
+/** Areas mapped writable only to be filled: they get their own protection back at finish. */
+const TEMP_WRITABLE = new StateKey<VmaImage[]>('mm.tempWritable');
+/** The MM object, for what is set at finish (MCL_FUTURE). */
+const MM_IMAGE = new StateKey<MmImage>('mm.image');
+/** A VMA whose kind has records: it is mapped once they are read. */
+interface PendingVma {
+  tag: number;
+  offset: number;
   img: VmaImage;
   kind: VmaKindHandler;
+  records: RecordList;
 }
+const PENDING_VMA = new StateKey<PendingVma>('mm.pendingVma');
 
 export class MmRestore implements RestoreHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
   readonly types = [ObjectType.MM, ObjectType.VMA, ObjectType.PAGES];
 
+  /** The records of VMA kinds come here too (restart routes the records of VmaKinds to mm). */
+  readonly kinds = VmaKinds;
+
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     switch (o.type) {
       case ObjectType.MM:
         return ctx.timed('mm', () => this.restoreMm(ctx, task, o.obj as MmImage));
       case ObjectType.VMA:
-        return ctx.timed('vmas', () => this.restoreVma(ctx, task, o));
+        return ctx.timed('vmas', () => {
+          mapPending(ctx, task);
+          this.restoreVma(ctx, task, o);
+        });
       case ObjectType.PAGES:
+        mapPending(ctx, task);
         return ctx.timed('pages', () => restorePages(ctx, task, o));
+      default:
+        return kindRecord(task, o);
     }
   }
 
-  finish(_ctx: RestartContext, task: RestartTask): void {
+  finish(ctx: RestartContext, task: RestartTask): void {
+    mapPending(ctx, task);
     const t = task.tracee!;
     // Areas mapped writable only to be filled get their own protection back.
-    for (const v of (task.state.get('mm.tempWritable') as VmaImage[] | undefined) ?? []) {
+    for (const v of task.state.get(TEMP_WRITABLE) ?? []) {
       t.syscallOk(SYS.mprotect, [v.start, v.end - v.start, v.prot], `mprotect of ${describeVma(v)}`);
     }
     // Sealed areas: nothing changes them after this.
-    for (const { img } of ((task.state.get('mm.vmasByTag') as Map<number, RestoredVma> | undefined) ?? new Map()).values()) {
+    for (const { img } of (task.state.get(VMAS_BY_TAG) ?? new Map<number, RestoredVma>()).values()) {
       if (img.vmFlags.includes(SEAL_FLAG)) t.syscallOk(SYS.mseal, [img.start, img.end - img.start, 0], `mseal of ${describeVma(img)}`);
     }
-    const mm = task.state.get('mm.image') as MmImage | undefined;
+    const mm = task.state.get(MM_IMAGE);
     if (!mm) return;
     if (mm.mlockFuture) t.syscallOk(SYS.mlockall, [mm.mlockFuture], 'mlockall(MCL_FUTURE) (RLIMIT_MEMLOCK or CAP_IPC_LOCK is needed, as it was for the original)');
   }
@@ -255,9 +277,8 @@ export class MmRestore implements RestoreHandler {
     if (mm.auxv.length > 4096 || mm.auxv.length % 16) throw new CptError('EBADIMG', `auxv of ${mm.auxv.length} bytes`, { pid: task.pid, object: 'auxv' });
     const layout: Range[] = [];
     for (let i = 0; i < mm.layout.length; i += 2) layout.push({ start: mm.layout[i], end: mm.layout[i + 1] });
-    task.state.set('mm.vmasByTag', new Map<number, RestoredVma>());
-    task.state.set('mm.layout', layout);
-    task.state.set('mm.image', mm);
+    task.state.set(VMAS_BY_TAG, new Map<number, RestoredVma>());
+    task.state.set(MM_IMAGE, mm);
 
     // The scratch area must not sit where the image has memory.
     let scratch = t.reservedRanges()[0];
@@ -323,7 +344,7 @@ export class MmRestore implements RestoreHandler {
   private restoreVma(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = validateVma(task, o);
     const what = describeVma(img);
-    const kind = ctx.all<VmaKindHandler>(Tokens.VmaKind).find((k) => k.kind === img.kind);
+    const kind = kindNamed(ctx.all(VmaKinds), img.kind);
     if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${img.kind} memory areas is loaded`, { pid: task.pid, object: what });
     const scratch = task.tracee!.reservedRanges();
     if (scratch.some((r) => overlaps(r, img))) throw new CptError('EBADIMG', `${what} is not in the image's layout`, { pid: task.pid, object: what });
@@ -332,15 +353,37 @@ export class MmRestore implements RestoreHandler {
     }
     const odd = img.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !kind.acceptsVmFlag(f));
     if (odd.length) throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: VmFlags ${odd.join(' ')} on ${img.kind} memory`, { pid: task.pid, object: what });
-    // Shared memory cannot be written through /proc/PID/mem unless writable; private can (FOLL_FORCE).
-    // Only anonymous shared memory ever gets here with pages (a shared file mapping has none).
-    const tempWritable = img.pageCount > 0n && img.shared && !(img.prot & PROT.WRITE);
-    kind.map(ctx, task, img, tempWritable);
-    if (tempWritable) {
-      const list = (task.state.get('mm.tempWritable') as VmaImage[] | undefined) ?? [];
-      list.push(img);
-      task.state.set('mm.tempWritable', list);
-    }
-    (task.state.get('mm.vmasByTag') as Map<number, RestoredVma>).set(o.tag, { img, kind });
+    const pending: PendingVma = { tag: o.tag, offset: o.offset, img, kind, records: new RecordList() };
+    if (kind.records?.length) task.state.set(PENDING_VMA, pending);
+    else mapVma(ctx, task, pending);
   }
+}
+
+function mapVma(ctx: RestartContext, task: RestartTask, { tag, img, kind, records }: PendingVma): void {
+  const vmas = task.state.get(VMAS_BY_TAG);
+  if (!vmas) throw new CptError('EBADIMG', `${describeVma(img)} comes before the task's mm object`, { pid: task.pid, object: describeVma(img) });
+  // Shared memory cannot be written through /proc/PID/mem unless writable; private can (FOLL_FORCE).
+  // Only anonymous shared memory ever gets here with pages (a shared file mapping has none).
+  const tempWritable = img.pageCount > 0n && img.shared && !(img.prot & PROT.WRITE);
+  kind.map(ctx, task, img, tempWritable, records);
+  records.clear();
+  if (tempWritable) task.state.ensure(TEMP_WRITABLE, () => []).push(img);
+  vmas.set(tag, { img, kind });
+}
+
+/** Maps the area whose kind waited for its records, if any. */
+function mapPending(ctx: RestartContext, task: RestartTask): void {
+  const p = task.state.get(PENDING_VMA);
+  if (!p) return;
+  task.state.delete(PENDING_VMA);
+  ctx.timed('vmas', () => mapVma(ctx, task, p));
+}
+
+/** A record of a VMA kind: it must follow a VMA of that kind, before the area's pages. */
+function kindRecord(task: RestartTask, o: RestoreObject): void {
+  const p = task.state.get(PENDING_VMA);
+  const where = `object of type ${o.type} at image offset ${o.offset}`;
+  if (!p || p.tag !== o.ptag) throw new CptError('EBADIMG', `${where} belongs to no memory area waiting for its records`, { pid: task.pid, object: 'vma' });
+  requireKindRecord(p.kind, o, task.pid, describeVma(p.img), `${where}: ${p.img.kind} memory areas have no such records`);
+  p.records.all.push(o);
 }

@@ -13,7 +13,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
   objectType, u32, u64,
 } from '@cptrst/core';
-import { VmaEntry, VmaImage, VmaKindHandler, describeVma } from './vma';
+import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma } from './vma';
 
 export const PAGE = 4096;
 /** Longest run storedRuns returns (16 MiB). */
@@ -113,8 +113,8 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
 
 export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   const img = o.obj as PagesImage;
-  const vmas = task.state.get('mm.vmasByTag') as Map<number, { img: VmaImage; kind: VmaKindHandler }>;
-  const area = vmas.get(o.ptag);
+  const vmas = task.state.get(VMAS_BY_TAG);
+  const area = vmas?.get(o.ptag);
   const vma = area?.img;
   const end = img.vaddr + BigInt(img.count * PAGE);
   const bad = (why: string) => new CptError('EBADIMG', `pages at 0x${img.vaddr.toString(16)} (image offset ${o.offset}): ${why}`, { pid: task.pid, object: 'pages' });

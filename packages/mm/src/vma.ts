@@ -4,8 +4,8 @@
  * how the area is mapped again. Each VMA object is followed by the PAGES objects that fill it.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, KindHandler, ObjectType, RestartContext, RestartTask, RestoreObject,
-  Tokens, bool, claim, linux, objectType, refuse, str, strs, u32, u64,
+  CheckpointContext, CheckpointTask, CptError, KindHandler, KindRecordWriter, KindRecords, ObjectType, RestartContext, RestartTask,
+  RestoreObject, StateKey, Token, Tokens, bool, claim, linux, objectType, refuse, str, strs, u32, u64,
 } from '@cptrst/core';
 import * as fs from 'fs';
 
@@ -39,7 +39,12 @@ export class VmaImage {
 /** A VMA as the kind handlers see it at checkpoint. */
 export type VmaEntry = linux.SmapsEntry;
 
-/** One kind of memory area. Registered under Tokens.VmaKind; a third party can add kinds. */
+/**
+ * One kind of memory area. Registered under VmaKinds; a third party can add kinds (or take one
+ * over with a higher `priority`). A kind with records of its own (`records`, layouts whose
+ * parents include VMA) writes them in dumpRecords and gets them in map(); such an area is mapped
+ * once its records are read (at its first PAGES, the next VMA, or the end of the task's objects).
+ */
 export interface VmaKindHandler extends KindHandler<VmaEntry> {
   /**
    * Fills the kind-specific fields (file identity...) or refuses with a CptError. It runs in the
@@ -55,9 +60,26 @@ export interface VmaKindHandler extends KindHandler<VmaEntry> {
   storesPages(img: VmaImage): boolean;
   /** Which pages of the area go into the image, from their pagemap entries. */
   storesPage(pagemapEntry: bigint): boolean;
-  /** Maps the area again in the restored task. `writable`: map it writable for now, the pages go in next. */
-  map(ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void;
+  /** Writes the kind's own records of the area (declared in `records`), after its VMA object, before its pages. */
+  dumpRecords?(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, img: VmaImage, out: KindRecordWriter): void;
+  /**
+   * Maps the area again in the restored task. `writable`: map it writable for now, the pages go
+   * in next. `records`: the kind's own records of this area, from the image.
+   */
+  map(ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean, records: KindRecords): void;
 }
+
+/** A VMA of the image as restart keeps it: its object and the kind that mapped it. */
+export interface RestoredVma {
+  img: VmaImage;
+  kind: VmaKindHandler;
+}
+
+/** The areas mapped so far at restart, by the tag of their VMA object (their PAGES name it). */
+export const VMAS_BY_TAG = new StateKey<Map<number, RestoredVma>>('mm.vmasByTag');
+
+/** The container token of the VMA kinds (the same registrations as core's Tokens.VmaKind, typed). */
+export const VmaKinds = Tokens.VmaKind as Token<VmaKindHandler>;
 
 /**
  * VmFlags that follow from prot and sharing, or that the kernel sets by itself (anon_vma,
@@ -117,7 +139,7 @@ export function taskVmas(task: CheckpointTask): VmaEntry[] {
 }
 
 export function kindOf(ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry): VmaKindHandler {
-  const h = claim(ctx.all<VmaKindHandler>(Tokens.VmaKind), v, task.pid, describeVma(v), 'no handler for this kind of memory area');
+  const h = claim(ctx.all(VmaKinds), v, task.pid, describeVma(v), 'no handler for this kind of memory area');
   const odd = v.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !h.acceptsVmFlag(f));
   if (odd.length) {
     throw new CptError('EOPNOTSUPP', `${describeVma(v)}: VmFlags ${odd.join(' ')} are not supported on ${h.kind} memory yet`, { pid: task.pid, object: describeVma(v) });

@@ -4,10 +4,16 @@
  */
 import { expect } from 'chai';
 import { container } from 'tsyringe';
-import { ImageReader, ObjectType, RestartContext, RestartTask, RestoreObject, Tracee, bufferSource } from '@cptrst/core';
+import { ImageReader, ObjectType, RestartContext, RestartTask, RestoreObject, TaskState, Tracee, bufferSource, objectType, u32 } from '@cptrst/core';
 import * as fs from 'fs';
-import { AnonVma, FileVma, MmRestore, PagesImage, RestoredVma, VmaImage, register, restorePages, validateVma } from '../src';
+import { AnonVma, FileVma, MmRestore, PagesImage, RestoredVma, VMAS_BY_TAG, VmaImage, register, restorePages, validateVma } from '../src';
 import { thrown, unusedTracee } from './support';
+
+/** A record a VMA kind could declare (none of mm's own kinds has one). */
+@objectType(1790, 'TEST_VMA_NOTE', { parents: [ObjectType.VMA], testOnly: true, owner: '@test/mm' })
+class TestVmaNote {
+  @u32() n = 0;
+}
 
 const mmContainer = container.createChildContainer();
 register(mmContainer);
@@ -20,7 +26,7 @@ function vma(start: bigint, end: bigint, prot = 3): VmaImage {
 const anon = (img: VmaImage): RestoredVma => ({ img, kind: new AnonVma() });
 
 function task(vmas: Map<number, RestoredVma> = new Map()): RestartTask {
-  return { pid: 31337, tid: 31337, tag: 2, tracee: unusedTracee<Tracee>(), state: new Map<string, unknown>([['mm.vmasByTag', vmas]]) };
+  return { pid: 31337, tid: 31337, tag: 2, tracee: unusedTracee<Tracee>(), state: new TaskState([[VMAS_BY_TAG, vmas]]) };
 }
 
 const vmaObj = (v: VmaImage): RestoreObject => ({ type: ObjectType.VMA, tag: 7, ptag: 2, offset: 4242, obj: v });
@@ -97,5 +103,12 @@ describe('mm restore checks of image objects', () => {
     const e = thrown(() => new MmRestore().restore(ctx, task(), vmaObj(v)));
     expect(e.code).to.equal('EBADIMG');
     expect(e.message).to.include('VmFlags um on anon memory');
+  });
+
+  it('a record of a VMA kind must follow a VMA whose kind declares it, before its pages (EBADIMG)', () => {
+    const note: RestoreObject = { type: 1790, tag: 9, ptag: 7, offset: 5000, obj: new TestVmaNote() };
+    const e = thrown(() => new MmRestore().restore(ctx, task(), note));
+    expect(e.code).to.equal('EBADIMG');
+    expect(e.message).to.include('image offset 5000').and.include('belongs to no memory area waiting for its records');
   });
 });

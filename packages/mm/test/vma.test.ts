@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { container, DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageWriter, MachineProbe, MemorySink, Tokens, Tracee, linux,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageWriter, MachineProbe, MemorySink, TaskState, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import {
   MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, register, storedRuns,
@@ -31,7 +31,7 @@ function checkpointContext(c: DependencyContainer): CheckpointContext {
 }
 
 function taskOf(pid: number): CheckpointTask {
-  return { pid, tid: pid, tracee: unusedTracee<Tracee>(), tag: 0, state: new Map() };
+  return { pid, tid: pid, tracee: unusedTracee<Tracee>(), tag: 0, state: new TaskState() };
 }
 
 /** The kind a VMA must get, from what /proc shows of it. */

@@ -8,7 +8,7 @@
 import { spawn } from 'child_process';
 import { Writable } from 'stream';
 import {
-  CptError, ProcessCreator, RestartContext, RestartTask, Tokens, TraceeFactory, Tracee, linux,
+  CptError, ProcessCreator, RestartContext, RestartTask, Tokens, Tracee, linux,
 } from '@cptrst/core';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT, SYS, SIG } = linux;
@@ -48,7 +48,7 @@ export class CloneProcessCreator implements ProcessCreator {
           break;
         }
         waitForEventStop(pid);
-        child = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid, { diesWithTracer: true });
+        child = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid, { diesWithTracer: true });
         // The child has the helper's scratch area at the same address, syscall instruction included.
         child.adoptScratch(scratch.addr);
         unregisterRseq(child);
@@ -83,7 +83,7 @@ function startHelper(ctx: RestartContext): { helper: Tracee; stdin: Writable | n
     ptrace.seize(hpid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
     ptrace.interrupt(hpid);
     waitForEventStop(hpid);
-    return { helper: ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(hpid, hpid, { diesWithTracer: true }), stdin: child.stdin };
+    return { helper: ctx.one(Tokens.TraceeFactory).fromStopped(hpid, hpid, { diesWithTracer: true }), stdin: child.stdin };
   } catch (e) {
     killAndReap(hpid);
     child.stdin?.destroy();

@@ -17,7 +17,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, Tracee, bool, linux, objectType, u32s, u64,
+  RestoreObject, StateKey, Tracee, bool, linux, objectType, u32s, u64,
 } from '@cptrst/core';
 import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
 import { bringUpTask } from './identity';
@@ -43,6 +43,9 @@ export class CredsImage {
   @u64() capAmb = 0n;
   @bool() noNewPrivs = false;
 }
+
+/** The TASK_CREDS object read at restart, applied in full at the end (CredsFinal). */
+export const CREDS_KEY = new StateKey<CredsImage>('task.creds');
 
 export class CredsDump implements DumpHandler {
   readonly name = 'task.creds';
@@ -114,8 +117,8 @@ export class CredsRestore implements RestoreHandler {
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as CredsImage;
     validate(task, img);
-    if (task.state.has('task.creds')) throw new CptError('EBADIMG', 'a second credentials object for the task', { pid: task.pid, object: 'creds' });
-    task.state.set('task.creds', img);
+    if (task.state.has(CREDS_KEY)) throw new CptError('EBADIMG', 'a second credentials object for the task', { pid: task.pid, object: 'creds' });
+    task.state.set(CREDS_KEY, img);
     if (heldToOwner(ctx)) {
       const owner = linux.userRights(ctx.imageOwner.uid);
       const beyond = credsBeyondOwner(img, owner);
@@ -159,7 +162,7 @@ export class CredsFinal implements RestoreHandler {
   }
 
   finish(ctx: RestartContext, task: RestartTask): void {
-    const img = task.state.get('task.creds') as CredsImage | undefined;
+    const img = task.state.get(CREDS_KEY);
     if (!img) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
     const t = task.tracee!;
     // Still euid 0: every permitted capability back in effect for setgroups, setres*id and the bounding set.

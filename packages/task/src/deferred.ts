@@ -5,7 +5,7 @@
  * owner's rights. Some state is also reset by any change of credentials (the parent-death signal)
  * and must come after them in every case.
  */
-import { RestartContext, RestartTask } from '@cptrst/core';
+import { RestartContext, RestartTask, StateKey } from '@cptrst/core';
 
 export interface Step {
   /** What it sets, for error messages. */
@@ -13,16 +13,11 @@ export interface Step {
   run(): void;
 }
 
-const BEFORE = 'task.beforeCredsDrop';
-const AFTER = 'task.afterCreds';
+const BEFORE = new StateKey<Step[]>('task.beforeCredsDrop');
+const AFTER = new StateKey<Step[]>('task.afterCreds');
 
-function list(task: RestartTask, key: string): Step[] {
-  let l = task.state.get(key) as Step[] | undefined;
-  if (!l) {
-    l = [];
-    task.state.set(key, l);
-  }
-  return l;
+function list(task: RestartTask, key: StateKey<Step[]>): Step[] {
+  return task.state.ensure(key, () => []);
 }
 
 /** Whether privileged steps of this restart wait until the credentials are dropped. */

@@ -5,10 +5,13 @@
  * A failed freeze lets go of what it seized; release never throws.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, Freezer, FrozenTree, ReleaseMode, Tokens, TraceeFactory, linux, refuse,
+  CheckpointContext, CheckpointTask, CptError, Freezer, FrozenTree, ReleaseMode, StateKey, TaskState, Tokens, linux, refuse,
 } from '@cptrst/core';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT } = linux;
+
+/** The task was stopped by job control when it was frozen (it is let go stopped, and restored so). */
+export const WAS_STOPPED = new StateKey<boolean>('task.wasStopped');
 
 export class PtraceFreezer implements Freezer {
   freeze(ctx: CheckpointContext, pid: number): FrozenTree {
@@ -21,9 +24,9 @@ export class PtraceFreezer implements Freezer {
       try {
         const intercepted = this.interrupt(pid);
         this.refuseUnsupported(pid); // a thread or child may have appeared before the stop
-        const tracee = ctx.one<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid);
+        const tracee = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid);
         tracee.interceptedSignals.push(...intercepted);
-        task = { pid, tid: pid, tracee, tag: 0, state: new Map<string, unknown>([['task.wasStopped', wasStopped]]) };
+        task = { pid, tid: pid, tracee, tag: 0, state: new TaskState([[WAS_STOPPED, wasStopped]]) };
         ctx.progress({ phase: 'frozen', pid });
         return { root: pid, tasks: [task] };
       } catch (e) {
@@ -38,7 +41,7 @@ export class PtraceFreezer implements Freezer {
     ctx.timed('release', () => {
       for (const t of tree.tasks) {
         // A task that was stopped before we came stays stopped when it is let run.
-        const m: ReleaseMode = mode === 'run' && t.state.get('task.wasStopped') === true ? 'stop' : mode;
+        const m: ReleaseMode = mode === 'run' && t.state.get(WAS_STOPPED) === true ? 'stop' : mode;
         try {
           t.tracee.release(m);
         } catch (e) {

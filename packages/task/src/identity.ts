@@ -7,10 +7,11 @@
  * rights first. Scheduling comes back once the task's objects are read.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, ProcessCreator, RestartContext, RestartTask,
-  RestoreHandler, RestoreObject, Tokens, bool, i32, linux, objectType, refuse, str, u32, u64,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask,
+  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32, u64,
 } from '@cptrst/core';
 import { heldToOwner, nowOrAfterCreds } from './deferred';
+import { WAS_STOPPED } from './freezer';
 
 const { SYS, PR } = linux;
 export const TASK_ORDER = 100;
@@ -39,6 +40,9 @@ export class TaskImage {
   @str() cmdline = '';
 }
 
+/** The TASK object read at restart, until the process is made (and for its later steps). */
+export const IDENTITY_KEY = new StateKey<TaskImage>('task.identity');
+
 export class TaskDump implements DumpHandler {
   readonly name = 'task.identity';
   readonly order = TASK_ORDER;
@@ -61,7 +65,7 @@ export class TaskDump implements DumpHandler {
     img.comm = st.comm;
     img.personality = linux.readPersonality(task.pid);
     img.ttyNr = st.ttyNr;
-    img.stopped = task.state.get('task.wasStopped') === true;
+    img.stopped = task.state.get(WAS_STOPPED) === true;
     const rseq = linux.ptrace.getRseqConfiguration(task.tid);
     img.rseqAddr = rseq.rseqAbiPointer;
     img.rseqLen = rseq.rseqAbiSize;
@@ -85,7 +89,7 @@ export class TaskRestore implements RestoreHandler {
    */
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as TaskImage;
-    task.state.set('task.identity', img);
+    task.state.set(IDENTITY_KEY, img);
     task.leaveStopped = img.stopped;
     if (!heldToOwner(ctx)) {
       bringUpTask(ctx, task);
@@ -104,7 +108,7 @@ export class TaskRestore implements RestoreHandler {
    * drop. rseq goes back once memory holds the area again.
    */
   finish(ctx: RestartContext, task: RestartTask): void {
-    const img = task.state.get('task.identity') as TaskImage;
+    const img = task.state.get(IDENTITY_KEY)!;
     if (!task.tracee) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
     nowOrAfterCreds(ctx, task, 'scheduling', () => restoreScheduling(task, img));
     if (img.rseqAddr !== 0n) {
@@ -129,8 +133,8 @@ export class TaskRestore implements RestoreHandler {
  * credentials are checked.
  */
 export function bringUpTask(ctx: RestartContext, task: RestartTask): void {
-  const img = task.state.get('task.identity') as TaskImage;
-  const t = ctx.one<ProcessCreator>(Tokens.ProcessCreator).create(ctx, task);
+  const img = task.state.get(IDENTITY_KEY)!;
+  const t = ctx.one(Tokens.ProcessCreator).create(ctx, task);
   task.tracee = t;
   restoreSession(task, img);
   if (img.personality !== linux.readPersonality(task.pid)) {

@@ -3,7 +3,7 @@
  * credentials, resource limits, affinity and other per-process settings, signals and timers; and making processes with their PIDs at restart.
  */
 import { DependencyContainer } from 'tsyringe';
-import { Tokens } from '@cptrst/core';
+import { Tokens, provide } from '@cptrst/core';
 import { PtraceFreezer } from './freezer';
 import { CloneProcessCreator } from './create';
 import { TaskDump, TaskRestore } from './identity';
@@ -23,9 +23,9 @@ export * from './rlimits';
 export * from './signals';
 
 export function register(c: DependencyContainer): void {
-  c.register(Tokens.Freezer, { useValue: new PtraceFreezer() });
-  c.register(Tokens.ProcessCreator, { useValue: new CloneProcessCreator() });
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new RlimitsDump(), new SignalsDump()]) c.register(Tokens.DumpHandler, { useValue: h });
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new RlimitsRestore(), new SignalsRestore(), new CredsFinal()]) c.register(Tokens.RestoreHandler, { useValue: h });
-  c.register(Tokens.MachineProbe, { useValue: new TaskProbe() });
+  provide(c, Tokens.Freezer, new PtraceFreezer());
+  provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new RlimitsDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new RlimitsRestore(), new SignalsRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
+  provide(c, Tokens.MachineProbe, new TaskProbe());
 }

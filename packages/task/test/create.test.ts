@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import { container, DependencyContainer } from 'tsyringe';
 import {
-  CptError, ImageReader, Logger, ProcessCreator, ProgressEvent, RestartContext, RestartTask, Tokens, bufferSource, linux,
+  CptError, ImageReader, Logger, ProcessCreator, ProgressEvent, RestartContext, RestartTask, Tokens, bufferSource, linux, TaskState,
 } from '@cptrst/core';
 import { CloneProcessCreator, register } from '../src';
 import { registerArch } from './arch';
@@ -37,7 +37,7 @@ function freePid(): number {
 let nullFd: number | undefined;
 const imageFd = (): number => (nullFd ??= fs.openSync('/dev/null', 'r'));
 
-const task = (pid: number): RestartTask => ({ pid, tid: pid, tag: 0, state: new Map() });
+const task = (pid: number): RestartTask => ({ pid, tid: pid, tag: 0, state: new TaskState() });
 
 /**
  * create.ts reads CPTRST_PID_WAIT_MS once, when the module is loaded: a fresh copy of the module

@@ -8,7 +8,7 @@ import { container, DependencyContainer } from 'tsyringe';
 import {
   CheckpointContext, CptError, Freezer, FrozenTree, ImageHead, ImageWriter, Logger, MemorySink, ProgressEvent, Tokens, linux,
 } from '@cptrst/core';
-import { PtraceFreezer, register } from '../src';
+import { PtraceFreezer, WAS_STOPPED, register } from '../src';
 import { registerArch } from './arch';
 import { compile, gone, killStarted, poll, pollSync, removeTmpDir, startSleeping, startTarget, thrown } from './support';
 
@@ -67,7 +67,7 @@ describe('PtraceFreezer', function () {
     expect(tree.tasks).to.have.length(1);
     const t = tree.tasks[0];
     expect([t.pid, t.tid, t.tag]).to.deep.equal([pid, pid, 0]);
-    expect(t.state.get('task.wasStopped')).to.equal(false);
+    expect(t.state.get(WAS_STOPPED)).to.equal(false);
     expect(t.tracee.pid).to.equal(pid);
     expect(t.tracee.released).to.equal(false);
     const st = linux.readStatus(pid);
@@ -96,7 +96,7 @@ describe('PtraceFreezer', function () {
     expect(await poll(() => linux.readStatus(pid).state === 'T')).to.equal(true);
     const { freezer, ctx } = setup();
     const tree = freezer.freeze(ctx, pid);
-    expect(tree.tasks[0].state.get('task.wasStopped')).to.equal(true);
+    expect(tree.tasks[0].state.get(WAS_STOPPED)).to.equal(true);
     expect(linux.readStatus(pid).tracerPid).to.equal(process.pid);
     freezer.release(ctx, tree, 'run');
     expect(await poll(() => linux.readStatus(pid).state === 'T' && linux.readStatus(pid).tracerPid === 0)).to.equal(true);

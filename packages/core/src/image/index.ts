@@ -5,6 +5,10 @@ export {
 } from './types';
 export { ImageError } from './image-error';
 export {
+  registerObjectType, objectTypeEntry, objectTypes, THIRD_PARTY_TYPES_FROM, MAX_OBJECT_TYPE, CPTRST_OWNER,
+} from './object-types';
+export type { ObjectTypeEntry } from './object-types';
+export {
   objectType, recordLayout, u8, u16, u32, i32, u64, i64, bool, str, bytes, u64s, u32s, strs, record, records,
   layoutOf, layoutForType, objectLayouts, typeName, describeLayouts,
 } from './layout';

@@ -6,6 +6,7 @@
 import 'reflect-metadata';
 import { CptError } from '../errors';
 import { ObjectType } from './types';
+import { CPTRST_OWNER, THIRD_PARTY_TYPES_FROM, objectTypeEntry, registerObjectType } from './object-types';
 
 export type FieldKind =
   | 'u8' | 'u16' | 'u32' | 'i32' | 'u64' | 'i64' | 'bool'
@@ -46,6 +47,8 @@ export interface Layout {
    * without.
    */
   readonly optional: boolean;
+  /** The module that owns the object type number (registerObjectType); undefined for nested record layouts. */
+  readonly owner?: string;
   readonly fields: readonly FieldSpec[];
 }
 
@@ -125,11 +128,15 @@ function u16Number(n: unknown): n is number {
   return typeof n === 'number' && Number.isInteger(n) && n >= 1 && n <= 0xffff;
 }
 
-/** Registers an object layout: `type` is the u16 in the object header, `parents` the allowed ptag types. */
+/**
+ * Registers an object layout: `type` is the u16 in the object header, `parents` the allowed ptag
+ * types. The number must be declared (registerObjectType), or `owner` given to declare it here:
+ * a third party's module names its package; cptrst's own numbers (ObjectType) are declared by core.
+ */
 export function objectType(
   type: number,
   name: string,
-  opts: { parents: number[]; testOnly?: boolean; optional?: boolean },
+  opts: { parents: number[]; testOnly?: boolean; optional?: boolean; owner?: string },
 ): ClassDecorator {
   return (target) => {
     const ctor = target as unknown as LayoutClass;
@@ -143,14 +150,30 @@ export function objectType(
       throw bug(`${name}: only HEAD has no parents (top-level objects use [ObjectType.HEAD])`);
     }
     const existing = byType.get(type);
-    if (existing) throw bug(`${name}: object type ${type} is already registered as ${existing.name}`);
+    if (existing) throw bug(`${name}: object type ${type} is already registered as ${existing.name} (of ${existing.owner})`);
+    const owner = ownerFor(type, name, opts);
     const layout: Layout = {
       ctor, name, type, parents: [...opts.parents], testOnly: opts.testOnly === true, optional: opts.optional === true,
-      fields: collectFields(ctor),
+      owner, fields: collectFields(ctor),
     };
     Reflect.defineMetadata(LAYOUT_KEY, layout, ctor);
     byType.set(type, layout);
   };
+}
+
+/** The owner of a layout's type number, declaring the number when the layout brings its owner. */
+function ownerFor(type: number, name: string, opts: { testOnly?: boolean; owner?: string }): string {
+  const declared = objectTypeEntry(type);
+  if (declared) {
+    if (opts.owner !== undefined && opts.owner !== declared.owner) {
+      throw bug(`${name}: object type ${type} is declared by ${declared.owner}, not by ${opts.owner}`);
+    }
+    return declared.owner;
+  }
+  const owner = opts.owner ?? (opts.testOnly ? 'test' : type < THIRD_PARTY_TYPES_FROM ? CPTRST_OWNER : undefined);
+  if (!owner) throw bug(`${name}: object type ${type} is declared by nobody: give {owner: '<your package>'} or call registerObjectType first`);
+  registerObjectType(type, name, owner);
+  return owner;
 }
 
 /** Registers a nested record layout (used through @record / @records); it has no type number. */
@@ -185,7 +208,7 @@ export function objectLayouts(opts: { includeTestOnly?: boolean } = {}): Layout[
 
 /** Name for an object type: the layout's, the ObjectType enum's, or "type N". */
 export function typeName(type: number): string {
-  return byType.get(type)?.name ?? (ObjectType[type] as string | undefined) ?? `type ${type}`;
+  return byType.get(type)?.name ?? objectTypeEntry(type)?.name ?? (ObjectType[type] as string | undefined) ?? `type ${type}`;
 }
 
 export interface FieldDescription {

@@ -11,15 +11,28 @@
  */
 import { describeLayouts, FieldDescription, LayoutDescription, layoutForType, objectLayouts, typeName } from './layout';
 import { FORMAT_MAJOR, FORMAT_MINOR, ObjectType } from './types';
+import { objectTypeEntry } from './object-types';
 
 export interface LayoutSnapshot {
   format: { major: number; minor: number };
   layouts: LayoutDescription;
+  /**
+   * Which module owns each object type number of the layouts ("type": "package"). Not part of the
+   * format (an owner change is no format change); it shows who to ask about a number, and a
+   * number that two modules claim never gets this far (registerObjectType refuses it).
+   */
+  owners?: Record<string, string>;
 }
 
 /** The snapshot of the layouts registered now (test-only layouts left out unless asked for). */
 export function layoutSnapshot(opts: { includeTestOnly?: boolean } = {}): LayoutSnapshot {
-  return { format: { major: FORMAT_MAJOR, minor: FORMAT_MINOR }, layouts: describeLayouts(opts) };
+  const layouts = describeLayouts(opts);
+  const owners: Record<string, string> = {};
+  for (const o of layouts.objects) {
+    const owner = objectTypeEntry(o.type)?.owner;
+    if (owner) owners[String(o.type)] = owner;
+  }
+  return { format: { major: FORMAT_MAJOR, minor: FORMAT_MINOR }, layouts, owners };
 }
 
 interface Change {
@@ -113,7 +126,7 @@ export function checkLayoutSnapshot(snapshot: object, current: LayoutSnapshot = 
   const backwards = current.format.major < old.format.major
     || (current.format.major === old.format.major && current.format.minor < old.format.minor);
   if (backwards) return [`format version went backwards from ${ov} to ${nv}`];
-  if (changes.length === 0) return sameVersion ? [] : [`format version changed from ${ov} to ${nv} with no layout change: regenerate the snapshot`];
+  if (changes.length === 0) return sameVersion ? ownerChanges(old, current) : [`format version changed from ${ov} to ${nv} with no layout change: regenerate the snapshot`];
   if (sameVersion) {
     return changes.map((c) => `${c.text} without a format version change (format ${nv}): ` +
       (c.compatible ? 'bump FORMAT_MINOR' : 'bump FORMAT_MAJOR (or make it compatible: append fields with {since})'));
@@ -123,6 +136,17 @@ export function checkLayoutSnapshot(snapshot: object, current: LayoutSnapshot = 
     if (bad.length) return bad.map((c) => `${c.text}: incompatible, needs a FORMAT_MAJOR bump (FORMAT_MINOR ${ov} -> ${nv} is not enough)`);
   }
   return [`layouts changed with format ${ov} -> ${nv}: regenerate the snapshot (${changes.map((c) => c.text).join('; ')})`];
+}
+
+/** Owners that differ from the snapshot's (when it records them): no format change, but the snapshot must say who owns what. */
+function ownerChanges(old: LayoutSnapshot, now: LayoutSnapshot): string[] {
+  if (!old.owners || !now.owners) return [];
+  const out: string[] = [];
+  for (const [type, owner] of Object.entries(now.owners)) {
+    const was = old.owners[type];
+    if (was !== undefined && was !== owner) out.push(`object type ${type} is owned by ${owner} now, the snapshot says ${was}: regenerate the snapshot`);
+  }
+  return out;
 }
 
 /** Every registered object type must reach HEAD through its parents; returns the ones that do not. */

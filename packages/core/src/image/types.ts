@@ -12,7 +12,11 @@ export const FORMAT_MINOR = 2;
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
 export const PREAMBLE_SIZE = 16;
 
-/** Object type numbers (u16 in the object header). Subsystems own the layouts of their types. */
+/**
+ * Object type numbers of cptrst's own packages (u16 in the object header; 1-999 are reserved for
+ * them). Subsystems own the layouts of their types. A third party's module declares its own
+ * numbers, from 1000 up, with registerObjectType (object-types.ts) and never edits this list.
+ */
 export enum ObjectType {
   HEAD = 1,
   TERMINATOR = 2,

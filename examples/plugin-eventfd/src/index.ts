@@ -1,0 +1,21 @@
+/**
+ * @cptrst-example/plugin-eventfd: a cptrst module of its own that adds one kind of open file,
+ * the eventfd (an `anon_inode:[eventfd]` fd), which cptrst itself refuses. Load it after the
+ * operations module:
+ *
+ *   cptrst --module @cptrst/cpt-module --module ./examples/plugin-eventfd checkpoint PID -o img
+ *
+ * It registers one FileKindHandler under @cptrst/files' FileKinds token. The files subsystem does
+ * the rest, as for its own kinds: the FILE object (flags, ...), the fd numbers (FD objects), the
+ * sharing of one open file description by several fds, close-on-exec.
+ */
+import type { DependencyContainer } from 'tsyringe';
+import { provide } from '@cptrst/core';
+import { FileKinds } from '@cptrst/files';
+import { EventfdKind } from './eventfd';
+
+export * from './eventfd';
+
+export function register(c: DependencyContainer): void {
+  provide(c, FileKinds, new EventfdKind());
+}
