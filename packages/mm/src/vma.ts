@@ -142,7 +142,7 @@ export function kindOf(ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry
   const h = claim(ctx.all(VmaKinds), v, task.pid, describeVma(v), 'no handler for this kind of memory area');
   const odd = v.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !h.acceptsVmFlag(f));
   if (odd.length) {
-    throw new CptError('EOPNOTSUPP', `${describeVma(v)}: VmFlags ${odd.join(' ')} are not supported on ${h.kind} memory yet`, { pid: task.pid, object: describeVma(v) });
+    throw new CptError('EOPNOTSUPP', `VmFlags ${odd.join(' ')} are not supported on ${h.kind} memory yet`, { pid: task.pid, object: describeVma(v) });
   }
   // A protection key other than the default one would silently become key 0.
   const pkey = v.fields.ProtectionKey;
