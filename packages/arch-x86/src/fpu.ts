@@ -9,6 +9,7 @@ import {
   RestartContext, RestartTask, RestoreHandler, RestoreObject, bytes, objectType, u32, u64, linux,
 } from '@cptrst/core';
 import { ARCH_ORDER } from './regs';
+import { X86_64 } from './arch';
 
 const XSTATE_MAX = 64 * 1024;
 const XSTATE_BV_OFFSET = 512;
@@ -65,7 +66,7 @@ export class XstateRestore implements RestoreHandler {
   }
 }
 
-/** The CPU's XSAVE features and area size: part of the capability vector. */
+/** The CPU's XSAVE features and area size: part of the capability vector (with the arch's name). */
 export class XsaveProbe implements MachineProbe {
   readonly name = 'xsave';
   probe(): ProbeResult[] {
@@ -77,6 +78,7 @@ export class XsaveProbe implements MachineProbe {
     }
   }
   fillHead(head: ImageHead): void {
+    head.arch = X86_64.name;
     const x = linux.xsaveInfo();
     head.xsaveFeatures = x.features;
     head.xsaveSize = x.size;

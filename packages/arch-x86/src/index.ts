@@ -1,14 +1,18 @@
 /**
  * @cptrst/arch-x86: registers, FPU/xstate, debug registers, the syscall instruction and the
- * syscall-restart rule; and the Tracee through which every subsystem runs syscalls in a task.
+ * syscall-restart rule, the syscall table; the Arch (core's contract) and the Tracee through
+ * which every subsystem runs syscalls in a task.
  */
 import { DependencyContainer } from 'tsyringe';
-import { Tokens } from '@cptrst/core';
+import { ArchToken, Tokens } from '@cptrst/core';
+import { X86_64 } from './arch';
 import { RegsDump, RegsRestore } from './regs';
 import { XstateDump, XstateRestore, XsaveProbe } from './fpu';
 import { DebugRegsDump, DebugRegsRestore } from './debugregs';
-import { X86TraceeFactory } from './tracee';
 
+export * from './arch';
+export * from './syscalls';
+export * from './regs-codec';
 export * from './tracee';
 export * from './regs';
 export * from './fpu';
@@ -17,7 +21,8 @@ export * from './sigframe';
 export * from './syscall-restart';
 
 export function register(c: DependencyContainer): void {
-  c.register(Tokens.TraceeFactory, { useValue: new X86TraceeFactory() });
+  c.register(ArchToken, { useValue: X86_64 });
+  c.register(Tokens.TraceeFactory, { useValue: X86_64.tracees });
   for (const h of [new RegsDump(), new XstateDump(), new DebugRegsDump()]) c.register(Tokens.DumpHandler, { useValue: h });
   for (const h of [new RegsRestore(), new XstateRestore(), new DebugRegsRestore()]) c.register(Tokens.RestoreHandler, { useValue: h });
   c.register(Tokens.MachineProbe, { useValue: new XsaveProbe() });

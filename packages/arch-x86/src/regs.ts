@@ -7,8 +7,8 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   objectType, u64, linux,
 } from '@cptrst/core';
-import { X86Tracee } from './tracee';
 import { resumeRegs, syscallState } from './syscall-restart';
+import { asUserRegs } from './regs-codec';
 
 @objectType(ObjectType.REGS, 'regs', { parents: [ObjectType.TASK] })
 export class RegsImage {
@@ -57,10 +57,10 @@ export class RegsDump implements DumpHandler {
   readonly name = 'arch-x86.regs';
   readonly order = ARCH_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const t = task.tracee as X86Tracee;
-    const st = syscallState(t.frozenRegs);
+    const regs = asUserRegs(task.tracee.frozenRegs);
+    const st = syscallState(regs);
     if (st.nr >= 0) ctx.log.debug(`pid ${task.pid}: frozen in syscall ${st.nr}${st.restartCode ? ` (restart code ${st.restartCode})` : ''}`);
-    ctx.write(toImage(t.frozenRegs), task.tag);
+    ctx.write(toImage(regs), task.tag);
   }
 }
 
@@ -71,10 +71,10 @@ export class RegsRestore implements RestoreHandler {
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     task.state.set('arch-x86.regs', fromImage(o.obj as RegsImage));
   }
-  /** The registers go in when the tracee is released, after its last injected syscall. */
+  /** The registers go in when the task is let go, after its last injected syscall: the flow passes these to the Tracee's restore(). */
   finish(_ctx: RestartContext, task: RestartTask): void {
     const regs = task.state.get('arch-x86.regs') as linux.UserRegs | undefined;
     if (!regs) throw new CptError('EBADIMG', 'the image has no registers for this task', { pid: task.pid, object: 'regs' });
-    (task.tracee as X86Tracee).finalRegs = resumeRegs(regs, 'restored');
+    task.resumeRegs = resumeRegs(regs, 'restored');
   }
 }

@@ -10,6 +10,7 @@
  * in a restored one: there the call fails with EINTR, as it does when a handler runs.
  */
 import { linux } from '@cptrst/core';
+import './syscalls';
 
 const { ERRNO, SYS } = linux;
 type UserRegs = linux.UserRegs;

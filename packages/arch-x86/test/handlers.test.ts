@@ -11,7 +11,7 @@ import {
 import {
   DebugRegsImage, RegsImage, RegsRestore, X86Tracee, X86TraceeFactory, XstateImage, fromImage, register, toImage,
 } from '../src';
-import { killStarted, pollSync, seizeAndStop, startSleeping } from './support';
+import { killStarted, letGo, pollSync, seizeAndStop, startSleeping } from './support';
 
 const { ptrace, SYS } = linux;
 
@@ -70,11 +70,10 @@ describe('arch-x86 registration and dump handlers', function () {
     const rr = new RegsRestore();
     rr.restore(rctx, rtask, { type: ObjectType.REGS, tag: 3, ptag: 1, offset: 0, obj: toImage(tracee.frozenRegs) });
     rr.finish(rctx, rtask);
-    expect(tracee.finalRegs!.rip).to.equal(tracee.frozenRegs.rip);
-    expect(BigInt.asIntN(64, tracee.finalRegs!.rax)).to.equal(-4n);
-    expect(tracee.finalRegs!.orig_rax).to.equal(0xffffffffffffffffn);
-    tracee.finalRegs = undefined; // this is the original process: let it restart its sleep
-    tracee.release('run');
+    expect(rtask.resumeRegs!.rip).to.equal(tracee.frozenRegs.rip);
+    expect(BigInt.asIntN(64, rtask.resumeRegs!.rax)).to.equal(-4n);
+    expect(rtask.resumeRegs!.orig_rax).to.equal(0xffffffffffffffffn);
+    letGo(tracee, 'run'); // this is the original process: let it restart its sleep
     // ---- end ----
     expect(pollSync(() => linux.readStatus(pid).state === 'S' && linux.readStatus(pid).tracerPid === 0)).to.equal(true);
 

@@ -1,10 +1,12 @@
 import 'reflect-metadata';
 export * from './errors';
 export * from './contract';
+export * from './arch';
 export * from './context';
 export * from './modules';
 export * from './entry';
 export * from './deny';
 export * from './recorded-file';
+export * from './release';
 export * from './image';
 export * as linux from './linux';

@@ -7,7 +7,8 @@
  * like "ptrace(PTRACE_SEIZE, 1234): Operation not permitted".
  */
 import { CptError } from '../errors';
-import { NT, PTRACE, PTRACE_PEEKSIGINFO_SHARED, SYS, ptraceRequestName } from './constants';
+import { NT, PTRACE, PTRACE_PEEKSIGINFO_SHARED, ptraceRequestName } from './constants';
+import { SYS } from './syscalls';
 import { errnoError, libcPtraceRegset, rawSyscall } from './libc';
 import {
   RSEQ_CONFIGURATION_SIZE,
