@@ -13,6 +13,7 @@ import { DebugRegsDump, DebugRegsRestore } from './debugregs';
 export * from './arch';
 export * from './syscalls';
 export * from './regs-codec';
+export * from './xsave';
 export * from './tracee';
 export * from './regs';
 export * from './fpu';

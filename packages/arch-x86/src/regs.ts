@@ -5,10 +5,10 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
-  objectType, u64, linux,
+  objectType, u64,
 } from '@cptrst/core';
 import { resumeRegs, syscallState } from './syscall-restart';
-import { asUserRegs } from './regs-codec';
+import { UserRegs, asUserRegs } from './regs-codec';
 
 @objectType(ObjectType.REGS, 'regs', { parents: [ObjectType.TASK] })
 export class RegsImage {
@@ -43,14 +43,14 @@ export class RegsImage {
 
 export const ARCH_ORDER = 800;
 
-export function toImage(regs: linux.UserRegs): RegsImage {
+export function toImage(regs: UserRegs): RegsImage {
   return Object.assign(new RegsImage(), regs);
 }
 
-export function fromImage(img: RegsImage): linux.UserRegs {
+export function fromImage(img: RegsImage): UserRegs {
   const r = {} as Record<string, bigint>;
   for (const k of Object.keys(new RegsImage())) r[k] = (img as unknown as Record<string, bigint>)[k];
-  return r as unknown as linux.UserRegs;
+  return r as unknown as UserRegs;
 }
 
 export class RegsDump implements DumpHandler {
@@ -73,7 +73,7 @@ export class RegsRestore implements RestoreHandler {
   }
   /** The registers go in when the task is let go, after its last injected syscall: the flow passes these to the Tracee's restore(). */
   finish(_ctx: RestartContext, task: RestartTask): void {
-    const regs = task.state.get('arch-x86.regs') as linux.UserRegs | undefined;
+    const regs = task.state.get('arch-x86.regs') as UserRegs | undefined;
     if (!regs) throw new CptError('EBADIMG', 'the image has no registers for this task', { pid: task.pid, object: 'regs' });
     task.resumeRegs = resumeRegs(regs, 'restored');
   }

@@ -31,12 +31,12 @@
  */
 import './syscalls';
 import { ArchRegs, CptError, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
-import { asUserRegs } from './regs-codec';
+import { UserRegs, asUserRegs, x86ptrace } from './regs-codec';
 import { resumeRegs, syscallState } from './syscall-restart';
 import { buildSigframe, sigframeBytes } from './sigframe';
 
-const { ptrace, waitpid, SYS, PROT, MAP, SIG, ERRNO, errnoName } = linux;
-type UserRegs = linux.UserRegs;
+const { waitpid, SYS, PROT, MAP, SIG, ERRNO, errnoName } = linux;
+const ptrace = x86ptrace;
 
 /** syscall; mov $15,%eax; syscall; int3 (see above). */
 const STUB_CODE = Buffer.from([0x0f, 0x05, 0xb8, SYS.rt_sigreturn, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc]);

@@ -6,10 +6,12 @@ import { expect } from 'chai';
 import * as crypto from 'crypto';
 import { container } from 'tsyringe';
 import { CptError, Tokens, TraceeFactory, linux } from '@cptrst/core';
+import { x86ptrace } from '../src';
 import { SCRATCH_SIZE, X86Tracee, register } from '../src';
 import { gone, killStarted, letGo, pollSync, seizeAndStop, startSleeping, thrown } from './support';
 
-const { SYS, SIG, ptrace, sigBit } = linux;
+const { SYS, SIG, sigBit } = linux;
+const ptrace = x86ptrace;
 
 /** All signals but SIGKILL and SIGSTOP, which the kernel never lets a mask hold. */
 const ALL_BLOCKABLE = 0xffffffffffffffffn & ~(sigBit(SIG.SIGKILL) | sigBit(SIG.SIGSTOP));

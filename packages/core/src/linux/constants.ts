@@ -2,7 +2,8 @@
  * Linux x86-64 constants: the one place where cptrst keeps kernel numbers.
  *
  * Values are those of the x86-64 ABI (arch/x86/entry/syscalls/syscall_64.tbl and the uapi
- * headers). Every table is a frozen plain object so that `SYS.mmap` etc. are typed literals.
+ * headers). Every table is a frozen plain object so that `SIG.SIGKILL` etc. are typed literals.
+ * System call numbers are not here: they belong to the arch package (linux/syscalls.ts).
  */
 
 /** ptrace(2) requests (x86-64). */
