@@ -12,7 +12,7 @@ import {
   CheckpointFlags, CptError, HEAD_TAG, ImageHead, ImageReader, ImageRecord, ImageWriter, ObjectFlag, ObjectType, fileSink, fileSource,
   linux, loadModule, sys_checkpoint,
 } from '@cptrst/core';
-import { featureNames } from '@cptrst/arch-x86';
+import { featureNames, xsaveInfo } from '@cptrst/arch-x86';
 import {
   Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
   sleep, startWorkload, trigger, waitGone, waitResult,
@@ -66,7 +66,7 @@ function rewriteImage(src: string, dst: string, edit: (h: ImageHead) => void, af
  * /proc/cpuinfo does not list.
  */
 function lackedHere(): { bit: number; component: string; flag: string } {
-  const features = linux.xsaveInfo().features;
+  const features = xsaveInfo().features;
   let bit = 3;
   while (bit < 63 && (features >> BigInt(bit)) & 1n) bit++;
   const here = new Set(linux.cpuFlags());

@@ -80,7 +80,7 @@ export class EventfdKind implements FileKindHandler {
     if (img.flags & ~KNOWN_FLAGS || (img.flags & O.ACCMODE) !== O.RDWR) throw bad(`open flags 0${img.flags.toString(8)}`);
     const t = task.tracee!;
     const efd = flags | (img.flags & O.NONBLOCK);
-    const fd = t.syscallOk(SYS.eventfd2, [count <= UINT_MAX ? count : 0n, efd], 'eventfd2');
+    const fd = t.syscallOk(linux.syscallNumber('eventfd2'), [count <= UINT_MAX ? count : 0n, efd], 'eventfd2');
     if (count > UINT_MAX) {
       const v = Buffer.alloc(8);
       v.writeBigUInt64LE(count);

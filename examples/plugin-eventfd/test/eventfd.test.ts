@@ -11,10 +11,10 @@ import { CptError, layoutOf, linux, objectTypeEntry, registerObjectType, resolve
 import { FileKinds } from '@cptrst/files';
 import { EFD_SEMAPHORE, EVENTFD_TYPE, EventfdImage, EventfdKind, OWNER, eventfdState, register } from '../src';
 
-const { SYS, O } = linux;
+const { O } = linux;
 
 function eventfd(count: number, flags: number): number {
-  const fd = linux.rawSyscall(SYS.eventfd2, count, flags | O.CLOEXEC);
+  const fd = linux.rawSyscall(linux.syscallNumber('eventfd2'), count, flags | O.CLOEXEC);
   if (fd < 0n) throw new Error(`eventfd2: ${linux.errnoName(Number(-fd))}`);
   return Number(fd);
 }

@@ -7,6 +7,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   StateKey, objectType, u64s, linux,
 } from '@cptrst/core';
+import { debugRegOffset } from './regs-codec';
 import { ARCH_ORDER } from './regs';
 
 const SLOTS = [0, 1, 2, 3, 6, 7];
@@ -22,7 +23,7 @@ export class DebugRegsDump implements DumpHandler {
   readonly order = ARCH_ORDER + 2;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const img = new DebugRegsImage();
-    img.regs = SLOTS.map((i) => linux.ptrace.peekUser(task.tid, linux.debugRegOffset(i)));
+    img.regs = SLOTS.map((i) => linux.ptrace.peekUser(task.tid, debugRegOffset(i)));
     ctx.write(img, task.tag);
   }
 }
@@ -43,8 +44,8 @@ export class DebugRegsRestore implements RestoreHandler {
     const regs = task.state.get(DEBUGREGS_KEY);
     if (!regs || regs.every((r) => r === 0n)) return;
     SLOTS.forEach((slot, i) => {
-      if (slot !== 7) linux.ptrace.pokeUser(task.tid, linux.debugRegOffset(slot), regs[i]);
+      if (slot !== 7) linux.ptrace.pokeUser(task.tid, debugRegOffset(slot), regs[i]);
     });
-    linux.ptrace.pokeUser(task.tid, linux.debugRegOffset(7), regs[SLOTS.indexOf(7)]);
+    linux.ptrace.pokeUser(task.tid, debugRegOffset(7), regs[SLOTS.indexOf(7)]);
   }
 }

@@ -8,7 +8,9 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, MachineProbe, ObjectType, ProbeResult,
   RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, bytes, objectType, u32, u64, linux,
 } from '@cptrst/core';
+import { xsaveInfo } from './xsave';
 import { ARCH_ORDER } from './regs';
+import { X86_64 } from './arch';
 
 /** The XSAVE area read from the image, set into the thread at finish. */
 export const XSTATE_KEY = new StateKey<Buffer>('arch-x86.xstate');
@@ -51,7 +53,7 @@ export class XstateRestore implements RestoreHandler {
   readonly types = [ObjectType.XSTATE];
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as XstateImage;
-    const host = linux.xsaveInfo();
+    const host = xsaveInfo();
     if (img.area.length !== host.size) {
       throw new CptError('EINVAL', `the image's XSAVE area is ${img.area.length} bytes, this CPU's is ${host.size}`, { pid: task.pid, object: 'xstate' });
     }
@@ -68,25 +70,26 @@ export class XstateRestore implements RestoreHandler {
   }
 }
 
-/** The CPU's XSAVE features and area size: part of the capability vector. */
+/** The CPU's XSAVE features and area size: part of the capability vector (with the arch's name). */
 export class XsaveProbe implements MachineProbe {
   readonly name = 'xsave';
   probe(): ProbeResult[] {
     try {
-      const x = linux.xsaveInfo();
+      const x = xsaveInfo();
       return [{ name: 'xsave', ok: x.size > 0, essential: true, detail: `XCR0 0x${x.features.toString(16)} (${featureNames(x.features).join(' ')}), area ${x.size} bytes` }];
     } catch (e) {
       return [{ name: 'xsave', ok: false, essential: true, detail: (e as Error).message }];
     }
   }
   fillHead(head: ImageHead): void {
-    const x = linux.xsaveInfo();
+    head.arch = X86_64.name;
+    const x = xsaveInfo();
     head.xsaveFeatures = x.features;
     head.xsaveSize = x.size;
     head.cpuFlags = linux.cpuFlags().filter((f) => /^(avx|sse|fma|xsave|pku|fsgsbase|amx|sha|aes|bmi)/.test(f)).sort();
   }
   checkHead(head: ImageHead): string[] {
-    const x = linux.xsaveInfo();
+    const x = xsaveInfo();
     const out: string[] = [];
     const missing = head.xsaveFeatures & ~x.features;
     if (missing) out.push(`the image was made on a CPU with ${featureNames(missing).join(', ')} state, which this CPU lacks`);

@@ -5,10 +5,10 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
-  StateKey, objectType, u64, linux,
+  StateKey, objectType, u64,
 } from '@cptrst/core';
-import { X86Tracee } from './tracee';
 import { resumeRegs, syscallState } from './syscall-restart';
+import { UserRegs, asUserRegs } from './regs-codec';
 
 @objectType(ObjectType.REGS, 'regs', { parents: [ObjectType.TASK] })
 export class RegsImage {
@@ -43,29 +43,29 @@ export class RegsImage {
 
 export const ARCH_ORDER = 800;
 
-export function toImage(regs: linux.UserRegs): RegsImage {
+export function toImage(regs: UserRegs): RegsImage {
   return Object.assign(new RegsImage(), regs);
 }
 
-export function fromImage(img: RegsImage): linux.UserRegs {
+export function fromImage(img: RegsImage): UserRegs {
   const r = {} as Record<string, bigint>;
   for (const k of Object.keys(new RegsImage())) r[k] = (img as unknown as Record<string, bigint>)[k];
-  return r as unknown as linux.UserRegs;
+  return r as unknown as UserRegs;
 }
 
 export class RegsDump implements DumpHandler {
   readonly name = 'arch-x86.regs';
   readonly order = ARCH_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const t = task.tracee as X86Tracee;
-    const st = syscallState(t.frozenRegs);
+    const regs = asUserRegs(task.tracee.frozenRegs);
+    const st = syscallState(regs);
     if (st.nr >= 0) ctx.log.debug(`pid ${task.pid}: frozen in syscall ${st.nr}${st.restartCode ? ` (restart code ${st.restartCode})` : ''}`);
-    ctx.write(toImage(t.frozenRegs), task.tag);
+    ctx.write(toImage(regs), task.tag);
   }
 }
 
 /** The registers read from the image, set when the tracee is released. */
-export const REGS_KEY = new StateKey<linux.UserRegs>('arch-x86.regs');
+export const REGS_KEY = new StateKey<UserRegs>('arch-x86.regs');
 
 export class RegsRestore implements RestoreHandler {
   readonly name = 'arch-x86.regs';
@@ -74,10 +74,10 @@ export class RegsRestore implements RestoreHandler {
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     task.state.set(REGS_KEY, fromImage(o.obj as RegsImage));
   }
-  /** The registers go in when the tracee is released, after its last injected syscall. */
+  /** The registers go in when the task is let go, after its last injected syscall: the flow passes these to the Tracee's restore(). */
   finish(_ctx: RestartContext, task: RestartTask): void {
     const regs = task.state.get(REGS_KEY);
     if (!regs) throw new CptError('EBADIMG', 'the image has no registers for this task', { pid: task.pid, object: 'regs' });
-    (task.tracee as X86Tracee).finalRegs = resumeRegs(regs, 'restored');
+    task.resumeRegs = resumeRegs(regs, 'restored');
   }
 }

@@ -5,9 +5,12 @@
  * rt_sigreturn on it, so a task whose tracer vanishes mid-way puts back its own frozen registers,
  * signal mask and FPU state by itself and carries on.
  */
-import { CptError, linux } from '@cptrst/core';
+import { CptError } from '@cptrst/core';
+import { UserRegs, UserRegsField } from './regs-codec';
+import { FP_XSTATE_MAGIC1, XSAVE_HEADER_OFFSET, decodeXsaveHeader } from './xsave';
 
-type UserRegs = linux.UserRegs;
+export { FP_XSTATE_MAGIC1 };
+
 
 /** struct rt_sigframe on x86-64: pretcode (8), struct ucontext (296), siginfo (128). */
 export const RT_SIGFRAME = {
@@ -25,7 +28,7 @@ export const RT_SIGFRAME = {
 } as const;
 
 /** Offsets inside struct sigcontext (x86-64) of the general registers, which are all u64. */
-export const SIGCONTEXT_REGS: ReadonlyArray<readonly [linux.UserRegsField, number]> = [
+export const SIGCONTEXT_REGS: ReadonlyArray<readonly [UserRegsField, number]> = [
   ['r8', 0], ['r9', 8], ['r10', 16], ['r11', 24], ['r12', 32], ['r13', 40], ['r14', 48], ['r15', 56],
   ['rdi', 64], ['rsi', 72], ['rbp', 80], ['rbx', 88], ['rdx', 96], ['rax', 104], ['rcx', 112],
   ['rsp', 120], ['rip', 128], ['eflags', 136],
@@ -45,7 +48,6 @@ export const UC = {
 
 /** struct _fpx_sw_bytes, in the FXSAVE area's software-reserved bytes 464..511. */
 export const FPX_SW_BYTES = { offset: 464, magic1: 0, extendedSize: 4, xfeatures: 8, xstateSize: 16 } as const;
-export const FP_XSTATE_MAGIC1 = linux.FP_XSTATE_MAGIC1;
 /** The u32 that follows the XSAVE area of a signal frame (at fpstate + xstate_size). */
 export const FP_XSTATE_MAGIC2 = 0x46505845;
 export const FP_XSTATE_MAGIC2_SIZE = 4;
@@ -86,7 +88,7 @@ export interface SigframeSpec {
 export function buildSigframe(spec: SigframeSpec): Buffer {
   if (spec.at % BigInt(FPSTATE_ALIGN) !== 0n) throw new CptError('EINVAL', `signal frame address 0x${spec.at.toString(16)} is not 64-byte aligned`);
   const xs = spec.xsave.length;
-  if (xs < linux.XSAVE_HEADER_OFFSET + 64) throw new CptError('EINVAL', `XSAVE area of ${xs} bytes is too small for a signal frame`);
+  if (xs < XSAVE_HEADER_OFFSET + 64) throw new CptError('EINVAL', `XSAVE area of ${xs} bytes is too small for a signal frame`);
   const b = Buffer.alloc(sigframeBytes(xs));
   const put = (off: number, v: bigint): void => {
     b.writeBigUInt64LE(BigInt.asUintN(64, v), off);
@@ -111,7 +113,7 @@ export function buildSigframe(spec: SigframeSpec): Buffer {
   // The features the area describes: what the kernel put there (the user XCR0), or, from an
   // older kernel that left the bytes empty, the components the area holds.
   let features = spec.xsave.readBigUInt64LE(FPX_SW_BYTES.offset + FPX_SW_BYTES.xfeatures);
-  if (features === 0n) features = linux.decodeXsaveHeader(spec.xsave).xstateBv | 3n;
+  if (features === 0n) features = decodeXsaveHeader(spec.xsave).xstateBv | 3n;
   put(sw + FPX_SW_BYTES.xfeatures, features);
   b.writeUInt32LE(xs, sw + FPX_SW_BYTES.xstateSize);
   b.writeUInt32LE(FP_XSTATE_MAGIC2, fp + xs);

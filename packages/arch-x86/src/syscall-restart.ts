@@ -10,9 +10,10 @@
  * in a restored one: there the call fails with EINTR, as it does when a handler runs.
  */
 import { linux } from '@cptrst/core';
+import { UserRegs } from './regs-codec';
+import './syscalls';
 
 const { ERRNO, SYS } = linux;
-type UserRegs = linux.UserRegs;
 
 const NO_SYSCALL = 0xffffffffffffffffn;
 const SYSCALL_INSN_LEN = 2n;

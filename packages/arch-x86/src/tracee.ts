@@ -29,12 +29,14 @@
  * munmap run unguarded (a window of one call each), and a task left behind keeps the area.
  * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither.
  */
-import { CptError, ReleaseMode, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux } from '@cptrst/core';
+import './syscalls';
+import { ArchRegs, CptError, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
+import { UserRegs, asUserRegs, x86ptrace } from './regs-codec';
 import { resumeRegs, syscallState } from './syscall-restart';
 import { buildSigframe, sigframeBytes } from './sigframe';
 
-const { ptrace, waitpid, SYS, PROT, MAP, SIG, ERRNO, errnoName } = linux;
-type UserRegs = linux.UserRegs;
+const { waitpid, SYS, PROT, MAP, SIG, ERRNO, errnoName } = linux;
+const ptrace = x86ptrace;
 
 /** syscall; mov $15,%eax; syscall; int3 (see above). */
 const STUB_CODE = Buffer.from([0x0f, 0x05, 0xb8, SYS.rt_sigreturn, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xcc]);
@@ -84,8 +86,6 @@ interface StackFrame {
 export class X86Tracee implements Tracee {
   /** Registers as found at the freeze (or at creation). */
   readonly frozenRegs: UserRegs;
-  /** Registers to set when the thread is let go; arch handlers decide them. */
-  finalRegs?: UserRegs;
   /** Signals dequeued while we ran syscalls inside it: they must be queued again (siginfo, 128 bytes each). */
   readonly interceptedSignals: Buffer[] = [];
   blockedSignals: bigint;
@@ -140,7 +140,7 @@ export class X86Tracee implements Tracee {
       const addr = this.check(this.run(SYS.mmap, args, this.insn(), undefined), what);
       this.adoptScratch(addr);
       if (this.guarded) this.park();
-      this.requeueIntercepted();
+      requeueIntercepted(this);
       return this.scratchArea!;
     }
     this.firstCall = 'stack-frame';
@@ -159,7 +159,8 @@ export class X86Tracee implements Tracee {
     // The task stands on `ret` over the stack frame: move it onto the scratch area's code, which
     // would unmap the area and then come back to the same frame.
     this.park();
-    this.requeueIntercepted();
+    // Intercepted signals go back into the queue now that they can: cptrst's death then loses none.
+    requeueIntercepted(this);
     return this.scratchArea!;
   }
 
@@ -235,48 +236,47 @@ export class X86Tracee implements Tracee {
     this.scratchArea = undefined;
   }
 
-  release(mode: ReleaseMode): void {
-    if (this.done) return;
-    try {
-      if (mode === 'kill') {
-        linux.kill(this.pid, SIG.SIGKILL);
-        this.reapIfTraced();
-        return;
-      }
-      // Signals dequeued before the freeze stop go back into the queue, while everything is blocked.
-      this.requeueIntercepted();
-      const final = this.finalRegs ?? resumeRegs(this.frozenRegs, 'original');
-      if (this.scratchArea) {
-        // The syscall instruction lives in the scratch area: this munmap is the last call we run.
-        const s = this.scratchArea;
-        const held = this.stackFrameHeld;
-        const g = this.guarded && !held ? this.findGadgets() : this.gadgets;
-        const frame = held ?? (g ? this.stackFrame(g.restorer) : undefined);
-        if (g && frame) {
-          this.lastCall = 'stack-frame';
-          try {
-            this.run(SYS.munmap, [s.addr, s.size], g.syscallRet, frame.at);
-            this.scratchArea = undefined;
-            this.setMask(this.blockedSignals);
-            ptrace.setRegs(this.tid, final);
-          } finally {
-            this.stackFrameHeld = undefined;
-            this.unwriteStackFrame(frame);
-          }
-        } else {
-          this.lastCall = this.guarded ? 'unguarded' : 'none';
-          this.run(SYS.munmap, [s.addr, s.size], s.addr, this.callStack());
+  /**
+   * Ends the injected calls (the release order of the safety design): the scratch area's munmap is
+   * the last call, run through the task's `syscall ... ret` over a stack frame where there is one;
+   * then the mask and `regs`. The stack bytes under the frame are put back in any case.
+   */
+  restore(regs: ArchRegs): void {
+    this.alive();
+    const final = asUserRegs(regs);
+    if (this.scratchArea) {
+      // The syscall instruction lives in the scratch area: this munmap is the last call we run.
+      const s = this.scratchArea;
+      const held = this.stackFrameHeld;
+      const g = this.guarded && !held ? this.findGadgets() : this.gadgets;
+      const frame = held ?? (g ? this.stackFrame(g.restorer) : undefined);
+      if (g && frame) {
+        this.lastCall = 'stack-frame';
+        try {
+          this.run(SYS.munmap, [s.addr, s.size], g.syscallRet, frame.at);
           this.scratchArea = undefined;
+          this.setMask(this.blockedSignals);
+          ptrace.setRegs(this.tid, final);
+        } finally {
+          this.stackFrameHeld = undefined;
+          this.unwriteStackFrame(frame);
         }
+      } else {
+        this.lastCall = this.guarded ? 'unguarded' : 'none';
+        this.run(SYS.munmap, [s.addr, s.size], s.addr, this.callStack());
+        this.scratchArea = undefined;
       }
-      this.setMask(this.blockedSignals);
-      ptrace.setRegs(this.tid, final);
-      if (mode === 'stop') linux.kill(this.pid, SIG.SIGSTOP);
+    }
+    this.setMask(this.blockedSignals);
+    ptrace.setRegs(this.tid, final);
+  }
+
+  detach(): void {
+    this.alive();
+    try {
       ptrace.detach(this.tid, 0);
-      if (mode === 'stop') waitUntilStopped(this.pid);
     } finally {
-      this.done = true;
-      this.mem?.close();
+      this.forget();
     }
   }
 
@@ -284,28 +284,6 @@ export class X86Tracee implements Tracee {
   forget(): void {
     this.done = true;
     this.mem?.close();
-  }
-
-  /**
-   * After SIGKILL. As its tracer we collect the exit, which hands the zombie on to its parent.
-   * When we are that parent too (the API used by the process that started the target), the exit
-   * is left for the caller's own wait: collecting it here would take it from them.
-   */
-  private reapIfTraced(): void {
-    try {
-      if (linux.readStat(this.pid).ppid === process.pid) return;
-    } catch {
-      return; // gone already
-    }
-    try {
-      for (;;) {
-        const w = waitpid(this.tid, linux.WAIT.__WALL);
-        if (w.exited !== undefined || w.signaled !== undefined) return;
-        ptrace.cont(this.tid, 0);
-      }
-    } catch {
-      /* already reaped or not ours to wait for */
-    }
   }
 
   /**
@@ -446,14 +424,6 @@ export class X86Tracee implements Tracee {
     return this.gadgets;
   }
 
-  /** Intercepted signals go back into the queue now that they can: cptrst's death then loses none. */
-  private requeueIntercepted(): void {
-    for (const info of this.interceptedSignals.splice(0)) {
-      const at = this.stage(info, 0);
-      this.syscallOk(SYS.rt_tgsigqueueinfo, [this.pid, this.tid, info.readInt32LE(0), at], 'queueing an intercepted signal again');
-    }
-  }
-
   private memory(): linux.ProcMem {
     if (!this.mem) this.mem = new linux.ProcMem(this.pid);
     return this.mem;
@@ -514,22 +484,6 @@ export class X86Tracee implements Tracee {
 export class X86TraceeFactory implements TraceeFactory {
   fromStopped(pid: number, tid: number, opts?: TraceeOptions): X86Tracee {
     return new X86Tracee(pid, tid, opts);
-  }
-}
-
-/**
- * The SIGSTOP queued before the detach takes effect only once the task runs again: wait (a
- * little) until it is stopped, so that "left stopped" holds when release returns.
- */
-function waitUntilStopped(pid: number): void {
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let i = 0; i < 2000; i++) {
-    try {
-      if (linux.readStat(pid).state === 'T') return;
-    } catch {
-      return; // gone
-    }
-    Atomics.wait(pause, 0, 0, 1);
   }
 }
 

@@ -8,12 +8,14 @@ import {
   CheckpointContext, CheckpointTask, DumpHandler, ImageHead, ImageReader, ImageRecord, ImageWriter, MemorySink, ObjectType,
   RestartContext, RestartTask, RestoreHandler, Tokens, TraceeFactory, bufferSource, linux, TaskState,
 } from '@cptrst/core';
+import { USER_REGS_FIELDS, UserRegs, debugRegOffset, x86ptrace, xsaveInfo } from '../src';
 import {
   DebugRegsImage, RegsImage, RegsRestore, X86Tracee, X86TraceeFactory, XstateImage, fromImage, register, toImage,
 } from '../src';
-import { killStarted, pollSync, seizeAndStop, startSleeping } from './support';
+import { killStarted, letGo, pollSync, seizeAndStop, startSleeping } from './support';
 
-const { ptrace, SYS } = linux;
+const { SYS } = linux;
+const ptrace = x86ptrace;
 
 describe('arch-x86 registration and dump handlers', function () {
   this.timeout(20000);
@@ -35,8 +37,8 @@ describe('arch-x86 registration and dump handlers', function () {
   });
 
   it('toImage / fromImage round-trip every register', () => {
-    const r = {} as linux.UserRegs;
-    linux.USER_REGS_FIELDS.forEach((f, i) => {
+    const r = {} as UserRegs;
+    USER_REGS_FIELDS.forEach((f, i) => {
       r[f] = 0x1111n * BigInt(i + 1);
     });
     const img = toImage(r);
@@ -59,10 +61,10 @@ describe('arch-x86 registration and dump handlers', function () {
     const tracee = c.resolve<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid) as X86Tracee;
     const task: CheckpointTask = { pid, tid: pid, tracee, tag: taskTag, state: new TaskState() };
     const dr0 = tracee.frozenRegs.rip;
-    ptrace.pokeUser(pid, linux.debugRegOffset(0), dr0); // an address, not enabled in DR7
+    ptrace.pokeUser(pid, debugRegOffset(0), dr0); // an address, not enabled in DR7
     const xsLive = ptrace.getRegset(pid, linux.NT.X86_XSTATE, 65536);
     for (const h of c.resolveAll<DumpHandler>(Tokens.DumpHandler)) h.dump(ctx, task);
-    ptrace.pokeUser(pid, linux.debugRegOffset(0), 0n);
+    ptrace.pokeUser(pid, debugRegOffset(0), 0n);
 
     // The restore side of REGS: a restored process gets EINTR where the original would restart.
     const rtask: RestartTask = { pid, tid: pid, tag: 1, tracee, state: new TaskState() };
@@ -70,11 +72,10 @@ describe('arch-x86 registration and dump handlers', function () {
     const rr = new RegsRestore();
     rr.restore(rctx, rtask, { type: ObjectType.REGS, tag: 3, ptag: 1, offset: 0, obj: toImage(tracee.frozenRegs) });
     rr.finish(rctx, rtask);
-    expect(tracee.finalRegs!.rip).to.equal(tracee.frozenRegs.rip);
-    expect(BigInt.asIntN(64, tracee.finalRegs!.rax)).to.equal(-4n);
-    expect(tracee.finalRegs!.orig_rax).to.equal(0xffffffffffffffffn);
-    tracee.finalRegs = undefined; // this is the original process: let it restart its sleep
-    tracee.release('run');
+    expect(rtask.resumeRegs!.rip).to.equal(tracee.frozenRegs.rip);
+    expect(BigInt.asIntN(64, rtask.resumeRegs!.rax)).to.equal(-4n);
+    expect(rtask.resumeRegs!.orig_rax).to.equal(0xffffffffffffffffn);
+    letGo(tracee, 'run'); // this is the original process: let it restart its sleep
     // ---- end ----
     expect(pollSync(() => linux.readStatus(pid).state === 'S' && linux.readStatus(pid).tracerPid === 0)).to.equal(true);
 
@@ -92,10 +93,10 @@ describe('arch-x86 registration and dump handlers', function () {
     expect(regs.cs).to.equal(0x33n);
 
     const xs = recs[2].obj as XstateImage;
-    expect(xs.size).to.equal(linux.xsaveInfo().size);
+    expect(xs.size).to.equal(xsaveInfo().size);
     expect(xs.area).to.deep.equal(xsLive);
     expect(xs.features).to.equal(xsLive.readBigUInt64LE(512));
-    expect(xs.features & ~linux.xsaveInfo().features).to.equal(0n);
+    expect(xs.features & ~xsaveInfo().features).to.equal(0n);
 
     const dr = recs[3].obj as DebugRegsImage;
     expect(dr.regs).to.have.length(6);

@@ -8,18 +8,20 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
 import { linux } from '@cptrst/core';
+import { USER_REGS_FIELDS, UserRegs, x86ptrace } from '../src';
 import {
   FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2, RT_SIGFRAME, SCRATCH_SIZE, SIGCONTEXT, SS_FLAGS_KEEP, UC, X86Tracee, buildSigframe,
   findRestorer, findSyscallRet, resumeRegs, sigframeBytes, sigframeRegs, syscallState,
 } from '../src';
 import { alsoKill, compileIn, killStarted, poll, seizeAndStop, tmpDir } from './support';
 
-const { ptrace, SYS, ERRNO, NT } = linux;
+const { SYS, ERRNO, NT } = linux;
+const ptrace = x86ptrace;
 const WORKLOADS = path.resolve(__dirname, '../../../../test/workloads');
 
-function regs(over: Partial<linux.UserRegs> = {}): linux.UserRegs {
-  const r = {} as linux.UserRegs;
-  linux.USER_REGS_FIELDS.forEach((f, i) => {
+function regs(over: Partial<UserRegs> = {}): UserRegs {
+  const r = {} as UserRegs;
+  USER_REGS_FIELDS.forEach((f, i) => {
     r[f] = BigInt(0x1000 + i);
   });
   return { ...r, cs: 0x33n, ss: 0x2bn, ...over };
@@ -123,7 +125,7 @@ describe('sigframe on a real process', function () {
     expect(linux.readMaps(pid).some((m) => m.start === area.start), 'the scratch area is gone').to.equal(false);
     expect(w?.stopped, 'stopped at the exit of rt_sigreturn').to.not.equal(undefined);
     const back = ptrace.getRegs(pid);
-    for (const f of linux.USER_REGS_FIELDS) {
+    for (const f of USER_REGS_FIELDS) {
       if (f === 'orig_rax' || f === 'eflags') continue;
       expect(back[f], f).to.equal(want[f]);
     }

@@ -2,7 +2,8 @@
  * Real-process helpers for this package's tests: the shared ones live in core's test build;
  * seizeAndStop freezes a target the way the freezer does.
  */
-import { CptError, linux } from '@cptrst/core';
+import { CptError, ReleaseMode, Tracee, linux, releaseTracee } from '@cptrst/core';
+import { X86_64 } from '../src';
 
 export * from '@cptrst/core/dist/test/support/real-processes';
 
@@ -18,4 +19,9 @@ export function seizeAndStop(pid: number): void {
     if (w.stopped!.event === PTRACE_EVENT.STOP) return;
     ptrace.cont(pid, 0);
   }
+}
+
+/** Lets a tracee go as the checkpoint does: from its frozen registers, with the syscall-restart rule for the original process. */
+export function letGo(t: Tracee, mode: ReleaseMode): void {
+  releaseTracee(t, mode, mode === 'kill' ? undefined : X86_64.resumeRegs(t.frozenRegs, 'original'));
 }

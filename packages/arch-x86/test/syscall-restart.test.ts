@@ -1,15 +1,16 @@
 /** The syscall-restart rule (syscall-restart.ts): pure functions over user_regs_struct values. */
 import { expect } from 'chai';
 import { linux } from '@cptrst/core';
+import { USER_REGS_FIELDS, UserRegs } from '../src';
 import { resumeRegs, syscallState } from '../src/syscall-restart';
 
-const { SYS, ERRNO, USER_REGS_FIELDS } = linux;
+const { SYS, ERRNO } = linux;
 const NO_SYSCALL = 0xffffffffffffffffn;
 const neg = (n: number): bigint => BigInt.asUintN(64, BigInt(-n));
 
 /** A frozen task's registers: every field distinct, so that a field changed by mistake shows. */
-function regs(over: Partial<linux.UserRegs> = {}): linux.UserRegs {
-  const r = {} as linux.UserRegs;
+function regs(over: Partial<UserRegs> = {}): UserRegs {
+  const r = {} as UserRegs;
   USER_REGS_FIELDS.forEach((f, i) => {
     r[f] = 0x1000n + BigInt(i);
   });
@@ -19,7 +20,7 @@ function regs(over: Partial<linux.UserRegs> = {}): linux.UserRegs {
 }
 
 /** Fields other than rax, rip and orig_rax, which the rule may change. */
-function untouched(a: linux.UserRegs, b: linux.UserRegs): void {
+function untouched(a: UserRegs, b: UserRegs): void {
   for (const f of USER_REGS_FIELDS) if (f !== 'rax' && f !== 'rip' && f !== 'orig_rax') expect(b[f], f).to.equal(a[f]);
 }
 

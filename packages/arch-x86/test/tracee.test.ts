@@ -6,10 +6,12 @@ import { expect } from 'chai';
 import * as crypto from 'crypto';
 import { container } from 'tsyringe';
 import { CptError, Tokens, TraceeFactory, linux } from '@cptrst/core';
+import { x86ptrace } from '../src';
 import { SCRATCH_SIZE, X86Tracee, register } from '../src';
-import { gone, killStarted, pollSync, seizeAndStop, startSleeping, thrown } from './support';
+import { gone, killStarted, letGo, pollSync, seizeAndStop, startSleeping, thrown } from './support';
 
-const { SYS, SIG, ptrace, sigBit } = linux;
+const { SYS, SIG, sigBit } = linux;
+const ptrace = x86ptrace;
 
 /** All signals but SIGKILL and SIGSTOP, which the kernel never lets a mask hold. */
 const ALL_BLOCKABLE = 0xffffffffffffffffn & ~(sigBit(SIG.SIGKILL) | sigBit(SIG.SIGSTOP));
@@ -111,7 +113,7 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     expect(thrown(() => t.stage(Buffer.alloc(s.dataSize + 1))).code).to.equal('E2BIG');
     expect(thrown(() => t.stage(Buffer.alloc(16), s.dataSize - 8)).code).to.equal('E2BIG');
 
-    t.release('run');
+    letGo(t, 'run');
     expect(t.released).to.equal(true);
     // ---- released: the scratch area is gone, the mask is back, nobody traces it ----
     expect(scratchInMaps(pid, s.addr)).to.equal(undefined);
@@ -122,7 +124,7 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     // The SIGWINCH held while we worked was delivered (and ignored, its default) at release.
     expect(pollSync(() => (linux.readStatus(pid).shdPnd & sigBit(SIG.SIGWINCH)) === 0n)).to.equal(true);
     expect(thrown(() => t.syscall(SYS.getpid)).code).to.equal('ESRCH');
-    t.release('run'); // a second release is a no-op
+    letGo(t, 'run'); // a second release is a no-op
 
     // Seized again: it is where it was (same rip and stack), still inside its sleep.
     seizeAndStop(pid);
@@ -147,7 +149,7 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     const t = factory().fromStopped(pid, pid);
     const s = t.scratch();
     expect(scratchInMaps(pid, s.addr)).to.not.equal(undefined);
-    t.release('stop');
+    letGo(t, 'stop');
     expect(pollSync(() => linux.readStatus(pid).state === 'T')).to.equal(true);
     expect(linux.readStatus(pid).tracerPid).to.equal(0);
     expect(scratchInMaps(pid, s.addr)).to.equal(undefined);
@@ -160,7 +162,7 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     seizeAndStop(pid);
     const t = factory().fromStopped(pid, pid);
     t.scratch();
-    t.release('kill');
+    letGo(t, 'kill');
     expect(t.released).to.equal(true);
     // This test process is its parent: the exit is left for our own wait (libuv's), not taken.
     expect(pollSync(() => gone(pid))).to.equal(true);
@@ -175,7 +177,7 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     t.blockedSignals = sigBit(SIG.SIGWINCH);
     t.interceptedSignals.push(linux.encodeSiginfo({ signo: SIG.SIGWINCH, errno: 0, code: -1 /* SI_QUEUE */ }));
     expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
-    t.release('run');
+    letGo(t, 'run');
     expect(t.interceptedSignals).to.deep.equal([]);
     expect(pollSync(() => linux.readStatus(pid).state === 'S')).to.equal(true);
     const st = linux.readStatus(pid);

@@ -4,7 +4,7 @@ import { container } from 'tsyringe';
 import {
   CptError, ImageHead, ImageReader, MachineProbe, ObjectType, RestartContext, RestartTask, Tokens, bufferSource, linux, TaskState,
 } from '@cptrst/core';
-import { XsaveProbe, XstateImage, XstateRestore, featureNames, register, XSTATE_KEY } from '../src';
+import { XsaveProbe, XstateImage, XstateRestore, featureNames, register, XSTATE_KEY, xsaveInfo } from '../src';
 import { thrown } from './support';
 
 /** Names of XSAVE components by bit, as the kernel's xfeature_names has them. */
@@ -17,7 +17,7 @@ function absentBit(features: bigint): number {
 }
 
 describe('XsaveProbe', () => {
-  const host = linux.xsaveInfo();
+  const host = xsaveInfo();
 
   it('is registered as a MachineProbe and reports this CPU', () => {
     const c = container.createChildContainer();
@@ -86,7 +86,7 @@ describe('XsaveProbe', () => {
 });
 
 describe('XstateRestore checks an image XSTATE object against this CPU', () => {
-  const host = linux.xsaveInfo();
+  const host = xsaveInfo();
   const c = container.createChildContainer();
   const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0);
   const task = (): RestartTask => ({ pid: 4242, tid: 4242, tag: 5, state: new TaskState() });

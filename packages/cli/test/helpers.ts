@@ -73,7 +73,7 @@ export function smallImage(): SmallImage {
   const sink = new MemorySink();
   const w = new ImageWriter(sink);
   w.writeHead(new ImageHead({
-    kernelRelease: '6.0.0-test', createdNs: 1700000000000000000n, toolVersion: 'test', hostname: 'testhost',
+    arch: 'x86_64', kernelRelease: '6.0.0-test', createdNs: 1700000000000000000n, toolVersion: 'test', hostname: 'testhost',
     cpuFlags: ['fpu', 'sse', 'sse2', 'avx'], xsaveFeatures: 0x7n, xsaveSize: 832, vdsoSize: 8192, vdsoHash: 'ab'.repeat(32),
   }));
   const task = haveModule() ? make(ObjectType.TASK, { pid: 4242, tgid: 4242, comm: 'fake', cmdline: 'fake --arg' }) : undefined;

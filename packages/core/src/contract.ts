@@ -7,6 +7,7 @@ import type { CheckpointContext, RestartContext } from './context';
 import type { ImageHead, LayoutClass } from './image';
 import { token, Token, TaskState } from './tokens';
 import type { CptOperations } from './entry';
+import type { ArchRegs } from './arch';
 
 /**
  * Container tokens. Each names the type of its registrations, so `ctx.all(Tokens.FileKind)` is a
@@ -66,8 +67,10 @@ export interface ScratchArea {
 }
 
 /**
- * A thread under ptrace control, stopped. Implemented by the arch package (it needs registers).
- * "Run this syscall in that task" goes through here.
+ * A thread under ptrace control, stopped: mechanism only (run a system call in it, read and write
+ * its memory, set its registers, let go of it). Implemented by the arch package (it needs the
+ * registers). "Run this syscall in that task" goes through here; how and when a task is let go
+ * is decided by its owner (core/release.ts: releaseTracee).
  */
 export interface Tracee {
   readonly pid: number;
@@ -76,7 +79,7 @@ export interface Tracee {
   syscall(nr: number, args?: ReadonlyArray<number | bigint>): bigint;
   /** Same, but throws a CptError naming `what` when the call fails. */
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint;
-  /** A scratch area in the task (mapped on first use, unmapped at release). */
+  /** A scratch area in the task (mapped on first use, unmapped by restore()). */
   scratch(): ScratchArea;
   /** Writes `data` into the scratch data area at `offset` and returns its address in the task. */
   stage(data: Buffer, offset?: number): bigint;
@@ -88,16 +91,28 @@ export interface Tracee {
   adoptScratch(addr: bigint): void;
   /** Addresses the tracee itself uses (the scratch area), so that restore can avoid them. */
   reservedRanges(): Array<{ start: bigint; end: bigint }>;
+  /** The registers the thread had when it was wrapped, in the arch's form (for the Arch and the arch's handlers). */
+  readonly frozenRegs: ArchRegs;
   /**
    * The thread's own blocked-signal mask. While cptrst runs syscalls inside it, every signal is
-   * blocked so that none is delivered under our feet; this mask is what it gets back at release.
+   * blocked so that none is delivered under our feet; this mask is what it gets back at restore().
    */
   blockedSignals: bigint;
-  /** Signals (raw siginfo) dequeued before the freeze stop: still pending from the task's point of view. */
+  /**
+   * Signals (raw siginfo) taken off the task (before the freeze stop, or while a call ran inside
+   * it): still pending from the task's point of view. Whoever lets the task go queues them again.
+   */
   readonly interceptedSignals: Buffer[];
-  /** Lets the thread go: run, stop (SIGSTOP, untraced) or kill. Restores its registers first. */
-  release(mode: ReleaseMode): void;
-  /** True once released or dead. */
+  /**
+   * Ends the injected calls: unmaps the scratch area (the last call), gives the thread its blocked
+   * mask back and sets `regs`, the registers it carries on with. It stays in its ptrace stop.
+   */
+  restore(regs: ArchRegs): void;
+  /** PTRACE_DETACH: the thread runs on from where restore() left it (a queued signal acts first). */
+  detach(): void;
+  /** Marks the tracee gone without touching the thread (it died, was killed, or was let go). */
+  forget(): void;
+  /** True once let go or dead. */
   readonly released: boolean;
 }
 
@@ -154,6 +169,8 @@ export interface RestartTask {
   tracee?: Tracee;
   /** The task was stopped (job control) when checkpointed: it is let go stopped. */
   leaveStopped?: boolean;
+  /** The registers it carries on with, decided by the arch's finish hook (the syscall-restart rule applied to the image's). */
+  resumeRegs?: ArchRegs;
   /** Per-task data of the subsystems, by typed key (StateKey). */
   readonly state: TaskState;
 }

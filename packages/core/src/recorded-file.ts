@@ -12,7 +12,8 @@
 import * as fs from 'fs';
 import { CptError } from './errors';
 import type { Tracee } from './contract';
-import { AT_FDCWD, O, RESOLVE, SYS } from './linux/constants';
+import { AT_FDCWD, O, RESOLVE } from './linux/constants';
+import { SYS } from './linux/syscalls';
 import { errnoName as errnoCode } from './linux/errno';
 
 /** What the image says about a file, to compare with what restart finds. Unset fields are not compared. */

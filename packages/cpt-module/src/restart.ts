@@ -12,6 +12,7 @@ import {
   CptError, ImageReader, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
   RestoreHandler, TaskState, Tokens, fileSource, kindRecordTypes, linux,
 } from '@cptrst/core';
+import { archOf, releaseTracee } from '@cptrst/core';
 
 export async function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<RestartResult> {
   const reader = new ImageReader(fileSource(fd, options.imageName));
@@ -89,7 +90,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   // From here on nothing is interrupted: the release is quick, and the process is whole.
   const stopAll = (flags & RestartFlags.LEAVE_STOPPED) !== 0;
   ctx.timed('release', () => {
-    for (const t of tasks) t.tracee!.release(stopAll || t.leaveStopped ? 'stop' : 'run');
+    for (const t of tasks) releaseTracee(t.tracee!, stopAll || t.leaveStopped ? 'stop' : 'run', t.resumeRegs);
   });
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
   return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };
@@ -98,7 +99,8 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
 function checkHead(ctx: RestartContext): void {
   const head = ctx.head!;
   const problems: string[] = [];
-  if (head.arch !== 'x86_64') problems.push(`the image is for ${head.arch}, this machine is x86_64`);
+  const arch = archOf(ctx.container);
+  if (head.arch !== arch.name) problems.push(`the image is for ${head.arch}, this machine is ${arch.name}`);
   if (head.pageSize !== linux.pageSize()) problems.push(`the image has ${head.pageSize}-byte pages, this machine ${linux.pageSize()}`);
   for (const p of ctx.all(Tokens.MachineProbe)) problems.push(...(p.checkHead?.(head) ?? []));
   if (problems.length) throw new CptError('ENOTSUP', `this image cannot be restored on this machine: ${problems.join('; ')}`, { object: 'image head' });
@@ -107,7 +109,7 @@ function checkHead(ctx: RestartContext): void {
 function killQuietly(t: RestartTask): void {
   if (!t.tracee || t.tracee.released) return;
   try {
-    t.tracee.release('kill');
+    releaseTracee(t.tracee, 'kill');
   } catch {
     /* gone already */
   }

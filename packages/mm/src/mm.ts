@@ -20,6 +20,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
   RecordList, RestoreObject, S_IFMT, S_IFREG, StateKey, bytes, kindNamed, kindRecordWriter, requireKindRecord, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
 } from '@cptrst/core';
+import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, storedRuns } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
@@ -284,7 +285,7 @@ export class MmRestore implements RestoreHandler {
     let scratch = t.reservedRanges()[0];
     if (layout.some((r) => overlaps(r, scratch))) {
       const here = linux.readMaps(task.pid);
-      const spot = findFreeRange(scratch.end - scratch.start, [...layout, ...here]);
+      const spot = findFreeRange(scratch.end - scratch.start, [...layout, ...here], archOf(ctx.container).userSpaceTop);
       t.syscallOk(SYS.mmap, [spot.start, spot.end - spot.start, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE, -1, 0], 'mmap of a new scratch area');
       const old = scratch;
       t.adoptScratch(spot.start);
@@ -294,7 +295,7 @@ export class MmRestore implements RestoreHandler {
 
     // Clear everything of the helper's but the scratch area and the vDSO.
     const keep: Range[] = [scratch, ...vdsoPieces(task.pid)];
-    for (const r of complement(keep)) t.syscallOk(SYS.munmap, [r.start, r.end - r.start], `munmap ${r.start.toString(16)}-${r.end.toString(16)}`);
+    for (const r of complement(keep, archOf(ctx.container).userSpaceTop)) t.syscallOk(SYS.munmap, [r.start, r.end - r.start], `munmap ${r.start.toString(16)}-${r.end.toString(16)}`);
     moveVdso(ctx, task, mm.vdso, [scratch, ...layout]);
 
     // mm fields and /proc/PID/exe. The helper's executable is unmapped now, so exe_file may change.

@@ -15,7 +15,10 @@ import {
 } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma } from './vma';
 
-export const PAGE = 4096;
+/** The page size pages are counted in: the image head's (the machine's, checked equal at restart). */
+function pageOf(ctx: CheckpointContext | RestartContext): number {
+  return ctx.head?.pageSize ?? linux.pageSize();
+}
 /** Longest run storedRuns returns (16 MiB). */
 const CHUNK_PAGES = 4096;
 /**
@@ -50,13 +53,14 @@ export class PagesImage {
 /** Runs [first page index, count) of the pages of `vma` that `kind` stores. */
 export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
   if (vma.rss === 0 && vma.swap === 0) return []; // nothing resident: skip the pagemap read
+  const PAGE = linux.pageSize();
   const n = Number((vma.end - vma.start) / BigInt(PAGE));
   const runs: Array<[number, number]> = [];
   const BATCH = 65536;
   let start = -1; // the run being built: [start, start + len)
   let len = 0;
   for (let base = 0; base < n; base += BATCH) {
-    const pm = linux.readPagemap(task.pid, vma.start + BigInt(base * PAGE), Math.min(BATCH, n - base));
+    const pm = linux.readPagemap(task.pid, vma.start + BigInt(base * PAGE), Math.min(BATCH, n - base), PAGE);
     for (let i = 0; i < pm.length; i++) {
       if (!kind.storesPage(pm[i])) continue;
       const idx = base + i;
@@ -91,6 +95,7 @@ const sinceYield = new WeakMap<CheckpointContext, number>();
 
 export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number): Promise<void> {
   const t = task.tracee;
+  const PAGE = pageOf(ctx);
   for (const [runFirst, runCount] of runs) for (let done = 0; done < runCount; done += OBJECT_PAGES) {
     const first = runFirst + done;
     const count = Math.min(OBJECT_PAGES, runCount - done);
@@ -113,6 +118,7 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
 
 export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   const img = o.obj as PagesImage;
+  const PAGE = pageOf(ctx);
   const vmas = task.state.get(VMAS_BY_TAG);
   const area = vmas?.get(o.ptag);
   const vma = area?.img;

@@ -11,6 +11,7 @@ import {
   CptError, ImageHead, MachineProbe, ProbeResult, RestartContext, RestartTask,
   linux, recordLayout, str, u64,
 } from '@cptrst/core';
+import { archOf } from '@cptrst/core';
 import { VmaEntry, VmaKindHandler } from './vma';
 import { Range, findFreeRange } from './ranges';
 
@@ -52,7 +53,7 @@ export function vdsoPieces(pid: number): VdsoPiece[] {
  * Moves the new process's vDSO pieces to the image's addresses: first all to a free spot (so a
  * piece never lands on another that has not moved yet), then each to its place.
  */
-export function moveVdso(_ctx: RestartContext, task: RestartTask, want: VdsoPiece[], avoid: Range[]): void {
+export function moveVdso(ctx: RestartContext, task: RestartTask, want: VdsoPiece[], avoid: Range[]): void {
   const t = task.tracee!;
   const have = vdsoPieces(task.pid);
   for (const w of want) {
@@ -68,7 +69,7 @@ export function moveVdso(_ctx: RestartContext, task: RestartTask, want: VdsoPiec
   if (!moving.length) return;
   const lo = moving.reduce((a, p) => (p.start < a ? p.start : a), moving[0].start);
   const hi = moving.reduce((a, p) => (p.end > a ? p.end : a), moving[0].end);
-  const spot = findFreeRange(hi - lo, [...avoid, ...have, ...want]);
+  const spot = findFreeRange(hi - lo, [...avoid, ...have, ...want], archOf(ctx.container).userSpaceTop);
   const remap = (from: bigint, size: bigint, to: bigint, name: string) => {
     const r = t.syscallOk(SYS.mremap, [from, size, size, MREMAP.MAYMOVE | MREMAP.FIXED, to], `mremap of ${name}`);
     if (r !== to) throw new CptError('EFAULT', `mremap of ${name} landed at 0x${r.toString(16)}`, { pid: task.pid, object: name });

@@ -10,6 +10,7 @@ import { Writable } from 'stream';
 import {
   CptError, ProcessCreator, RestartContext, RestartTask, Tokens, Tracee, linux,
 } from '@cptrst/core';
+import { releaseTracee } from '@cptrst/core';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT, SYS, SIG } = linux;
 
@@ -56,12 +57,12 @@ export class CloneProcessCreator implements ProcessCreator {
         return child;
       } catch (e) {
         // Nothing half made stays behind: the child, if clone3 made one, goes too.
-        if (child) child.release('kill');
+        if (child) releaseTracee(child, 'kill');
         else if (made) killAndReap(pid);
         throw e;
       } finally {
         // Our own helper: killed, and its exit collected here (we are its parent).
-        helper.release('kill');
+        releaseTracee(helper, 'kill');
         killAndReap(helper.pid);
         stdin?.destroy();
       }

@@ -8,10 +8,20 @@ import {
   CheckpointContext, CheckpointTask, CptError, Freezer, FrozenTree, ReleaseMode, StateKey, TaskState, Tokens, linux, refuse,
 } from '@cptrst/core';
 
+import { Tracee, archOf, releaseTracee } from '@cptrst/core';
+
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT } = linux;
 
 /** The task was stopped by job control when it was frozen (it is let go stopped, and restored so). */
 export const WAS_STOPPED = new StateKey<boolean>('task.wasStopped');
+
+/**
+ * The checkpoint's release policy: the original process carries on from its frozen registers,
+ * with the Arch's syscall-restart rule for a process that keeps its kernel restart state.
+ */
+function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode): void {
+  releaseTracee(tracee, mode, mode === 'kill' ? undefined : archOf(ctx.container).resumeRegs(tracee.frozenRegs, 'original'));
+}
 
 export class PtraceFreezer implements Freezer {
   freeze(ctx: CheckpointContext, pid: number): FrozenTree {
@@ -30,7 +40,7 @@ export class PtraceFreezer implements Freezer {
         ctx.progress({ phase: 'frozen', pid });
         return { root: pid, tasks: [task] };
       } catch (e) {
-        if (task) task.tracee.release('run');
+        if (task) letGo(ctx, task.tracee, 'run');
         else detachQuietly(pid);
         throw e;
       }
@@ -43,7 +53,7 @@ export class PtraceFreezer implements Freezer {
         // A task that was stopped before we came stays stopped when it is let run.
         const m: ReleaseMode = mode === 'run' && t.state.get(WAS_STOPPED) === true ? 'stop' : mode;
         try {
-          t.tracee.release(m);
+          letGo(ctx, t.tracee, m);
         } catch (e) {
           // A task that died meanwhile has nothing left to release.
           if (isAlive(t.pid)) ctx.log.warn(`pid ${t.pid}: release (${m}) failed: ${(e as Error).message}`);

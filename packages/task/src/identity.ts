@@ -10,6 +10,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask,
   RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32, u64,
 } from '@cptrst/core';
+import { releaseTracee } from '@cptrst/core';
 import { heldToOwner, nowOrAfterCreds } from './deferred';
 import { WAS_STOPPED } from './freezer';
 
@@ -119,7 +120,7 @@ export class TaskRestore implements RestoreHandler {
   abort(_ctx: RestartContext, task: RestartTask): void {
     if (task.tracee && !task.tracee.released) {
       try {
-        task.tracee.release('kill');
+        releaseTracee(task.tracee, 'kill');
       } catch {
         /* it is gone */
       }

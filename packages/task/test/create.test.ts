@@ -8,6 +8,7 @@ import { container, DependencyContainer } from 'tsyringe';
 import {
   CptError, ImageReader, Logger, ProcessCreator, ProgressEvent, RestartContext, RestartTask, Tokens, bufferSource, linux, TaskState,
 } from '@cptrst/core';
+import { releaseTracee } from '@cptrst/core';
 import { CloneProcessCreator, register } from '../src';
 import { registerArch } from './arch';
 import { gone, killStarted, poll, startSleeping, thrown } from './support';
@@ -114,7 +115,7 @@ describe('CloneProcessCreator', function () {
     expect(events).to.deep.include({ phase: 'created', pid });
     expect(ctx.timings.create).to.be.a('number');
 
-    t.release('kill');
+    releaseTracee(t, 'kill');
     // ---- end ----
     expect(t.released).to.equal(true);
     expect(await poll(() => gone(pid)), `pid ${pid} still there`).to.equal(true);

@@ -11,7 +11,8 @@ export type ImageHeadInit = Partial<Pick<ImageHead, keyof ImageHead>>;
  */
 @objectType(ObjectType.HEAD, 'HEAD', { parents: [] })
 export class ImageHead {
-  @str() arch: string = 'x86_64';
+  /** The Arch's name (filled by the arch package's machine probe). */
+  @str() arch: string = '';
   @str() kernelRelease: string = '';
   @u32() pageSize: number = 4096;
   /** XCR0 mask of the xsave features present in XSTATE objects. */

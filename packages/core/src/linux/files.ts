@@ -3,7 +3,8 @@
  * later with linkat), lseek whences, mode bits, the capabilities that bypass file permissions,
  * struct f_owner_ex, and the lock lines of /proc/PID/fdinfo/N and /proc/locks.
  */
-import { AT, AT_FDCWD, O, SYS } from './constants';
+import { AT, AT_FDCWD, O } from './constants';
+import { SYS } from './syscalls';
 import { errnoError, rawSyscall } from './libc';
 import { readProcText } from './proc';
 

@@ -3,6 +3,7 @@
  * The one place in cptrst where Linux facts live.
  */
 export * from './constants';
+export * from './syscalls';
 export * from './errno';
 export * from './structs';
 export { rawSyscall, checkedSyscall, errnoError, sysconf, _SC_PAGESIZE, _SC_CLK_TCK, _SC_NPROCESSORS_ONLN } from './libc';

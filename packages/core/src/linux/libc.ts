@@ -13,6 +13,7 @@
 import * as koffi from 'koffi';
 import { CptError } from '../errors';
 import { errnoMessage, errnoName } from './errno';
+import { SYS } from './syscalls';
 
 /** One argument of a system call: an integer, a Buffer (passed as a pointer to its bytes) or null. */
 export type SyscallArg = number | bigint | Buffer | null;
@@ -144,7 +145,7 @@ export function libcPtraceRegset(req: number, pid: number, nt: number, buf: Buff
     regsetFn = libc().func('syscall', 'long', ['long', 'long', 'long', 'uint64_t', koffi.inout('cpt_regset_iovec *')]) as never;
   }
   const iov = { iov_base: buf, iov_len: buf.length };
-  const r = Number(regsetFn!(101 /* SYS.ptrace */, req, pid, nt, iov));
+  const r = Number(regsetFn!(SYS.ptrace, req, pid, nt, iov));
   if (r < 0) return [-koffi.errno(), 0];
   return [r, Number(iov.iov_len)];
 }

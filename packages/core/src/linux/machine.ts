@@ -1,17 +1,11 @@
 /**
- * Facts about the running machine: kernel release, page size, the XSAVE layout the kernel exposes
- * through ptrace, CPU flags. Cached after the first call.
+ * Facts about the running machine: kernel release, page size, CPU flags. Cached after the first
+ * call. (The XSAVE layout is the arch package's.)
  */
-import { spawn } from 'child_process';
 import * as fs from 'fs';
-import { CptError } from '../errors';
-import { AUXV, NT, PTRACE_O, SIG } from './constants';
+import { AUXV } from './constants';
 import { _SC_PAGESIZE, sysconf } from './libc';
 import { parseAuxv, readProcText } from './proc';
-import { ptrace } from './ptrace';
-import { kill } from './process';
-import { waitTracee } from './wait';
-import { XSAVE_SW_RESERVED_OFFSET } from './structs';
 
 let release: string | undefined;
 /** The kernel release, e.g. "6.18.44-fc-v782". */
@@ -39,64 +33,6 @@ export function pageSize(): number {
     pageSizeCache = ps;
   }
   return pageSizeCache;
-}
-
-export interface XsaveInfo {
-  /**
-   * The user xfeatures mask the kernel exposes (XCR0 as far as user space state goes): the u64 at
-   * byte 464 (sw_reserved) of an NT_X86_XSTATE buffer. Bit 0 x87, 1 SSE, 2 AVX, 5-7 AVX-512, 9 PKRU,
-   * 17-18 AMX.
-   */
-  features: bigint;
-  /** Size in bytes of the NT_X86_XSTATE regset (the standard-format XSAVE area). */
-  size: number;
-  /** The 48 software-reserved bytes as read (464..511), for the record. */
-  swReserved: Buffer;
-}
-
-let xsaveCache: XsaveInfo | undefined;
-
-/**
- * The XSAVE layout as ptrace shows it. Spawns a helper (/bin/cat reading a pipe only we hold, so
- * that it ends by itself if we die before we seize it), seizes it with PTRACE_O_EXITKILL (so that
- * it dies with us from then on) and interrupts it, reads NT_X86_XSTATE and kills it by pid; cached
- * afterwards. Runs synchronously so that libuv cannot reap the stop notification.
- *
- * On this kernel the layout of the sw_reserved bytes for ptrace is the "xstate_fx_sw_bytes" array
- * of u64 words whose word 0 (byte 464) is the user xfeatures mask (the kernel's
- * USER_XSTATE_XCR0_WORD); it is NOT the signal frame's struct _fpx_sw_bytes (magic1 at 464).
- */
-export function xsaveInfo(): XsaveInfo {
-  if (xsaveCache) return xsaveCache;
-  const child = spawn('/bin/cat', [], { stdio: ['pipe', 'ignore', 'ignore'] });
-  const pid = child.pid;
-  if (pid === undefined) throw new CptError('ENOENT', 'xsaveInfo: could not spawn /bin/cat');
-  child.unref();
-  try {
-    ptrace.seize(pid, PTRACE_O.EXITKILL);
-    ptrace.interrupt(pid);
-    for (;;) {
-      const w = waitTracee(pid);
-      if (w.stopped) break;
-      if (w.exited !== undefined || w.signaled !== undefined) throw new CptError('ESRCH', `xsaveInfo: helper ${pid} died`, { pid });
-    }
-    const buf = ptrace.getRegset(pid, NT.X86_XSTATE, 64 * 1024);
-    if (buf.length < XSAVE_SW_RESERVED_OFFSET + 48) throw new CptError('EIO', `xsaveInfo: NT_X86_XSTATE of ${buf.length} bytes`, { pid });
-    xsaveCache = {
-      features: buf.readBigUInt64LE(XSAVE_SW_RESERVED_OFFSET),
-      size: buf.length,
-      swReserved: Buffer.from(buf.subarray(XSAVE_SW_RESERVED_OFFSET, XSAVE_SW_RESERVED_OFFSET + 48)),
-    };
-  } finally {
-    // Killed while still traced: never let go alive.
-    try {
-      kill(pid, SIG.SIGKILL);
-    } catch {
-      /* already gone */
-    }
-    child.stdin?.destroy();
-  }
-  return xsaveCache;
 }
 
 let flagsCache: string[] | undefined;

@@ -23,7 +23,7 @@
  */
 import * as fs from 'fs';
 import { CptError } from '../errors';
-import { SYS } from './constants';
+import { SYS } from './syscalls';
 import { errnoName, errnoNumber, errnoMessage } from './errno';
 import { libcProcessVm, rawSyscall } from './libc';
 

@@ -3,7 +3,8 @@
  * Every failure throws CptError with the errno name as code.
  */
 import { CptError } from '../errors';
-import { RLIM_INFINITY, SYS } from './constants';
+import { RLIM_INFINITY } from './constants';
+import { SYS } from './syscalls';
 import { checkedSyscall, errnoError, libcProcessVm, rawSyscall } from './libc';
 import { Rlimit, decodeRlimit, encodeRlimit, RLIMIT64_SIZE } from './structs';
 

@@ -7,7 +7,8 @@
  * like "ptrace(PTRACE_SEIZE, 1234): Operation not permitted".
  */
 import { CptError } from '../errors';
-import { NT, PTRACE, PTRACE_PEEKSIGINFO_SHARED, SYS, ptraceRequestName } from './constants';
+import { NT, PTRACE, PTRACE_PEEKSIGINFO_SHARED, ptraceRequestName } from './constants';
+import { SYS } from './syscalls';
 import { errnoError, libcPtraceRegset, rawSyscall } from './libc';
 import {
   RSEQ_CONFIGURATION_SIZE,
@@ -15,14 +16,9 @@ import {
   SIGINFO_SIZE,
   SYSCALL_INFO_SIZE,
   SyscallInfo,
-  USER_FPREGS_SIZE,
-  USER_REGS_SIZE,
-  UserRegs,
   decodeRseqConfiguration,
   decodeSyscallInfo,
-  decodeUserRegs,
   encodePeeksiginfoArgs,
-  encodeUserRegs,
 } from './structs';
 
 type Arg = number | bigint | Buffer | null;
@@ -49,6 +45,10 @@ export interface PeekSiginfoOptions {
 
 /** The ptrace requests cptrst uses. `tid` is a kernel thread id (the pid for a main thread). */
 export const ptrace = Object.freeze({
+  /** Any request, for an arch package's own (x86's PTRACE_GETREGS...): the raw result, a CptError on failure. */
+  request(request: number, tid: number, addr: Arg, data: Arg): bigint {
+    return req(request, tid, addr, data);
+  },
   /** PTRACE_SEIZE: attach without stopping; `options` are PTRACE_O_* bits. */
   seize(tid: number, options = 0): void {
     req(PTRACE.SEIZE, tid, 0, options);
@@ -94,27 +94,6 @@ export const ptrace = Object.freeze({
     const b = Buffer.alloc(8);
     req(PTRACE.GETEVENTMSG, tid, 0, b);
     return b.readBigUInt64LE(0);
-  },
-  /** PTRACE_GETREGS. */
-  getRegs(tid: number): UserRegs {
-    const b = Buffer.alloc(USER_REGS_SIZE);
-    req(PTRACE.GETREGS, tid, 0, b);
-    return decodeUserRegs(b);
-  },
-  /** PTRACE_SETREGS. */
-  setRegs(tid: number, regs: UserRegs): void {
-    req(PTRACE.SETREGS, tid, 0, encodeUserRegs(regs));
-  },
-  /** PTRACE_GETFPREGS: the 512-byte FXSAVE image (struct user_fpregs_struct). */
-  getFpRegs(tid: number): Buffer {
-    const b = Buffer.alloc(USER_FPREGS_SIZE);
-    req(PTRACE.GETFPREGS, tid, 0, b);
-    return b;
-  },
-  /** PTRACE_SETFPREGS. */
-  setFpRegs(tid: number, buf: Buffer): void {
-    if (buf.length < USER_FPREGS_SIZE) throw new CptError('EINVAL', `ptrace(PTRACE_SETFPREGS, ${tid}): buffer of ${buf.length} bytes < 512`, { pid: tid });
-    req(PTRACE.SETFPREGS, tid, 0, buf);
   },
   /**
    * PTRACE_GETREGSET for note type `nt` (NT_PRSTATUS, NT_PRFPREG, NT_X86_XSTATE, ...), with a

@@ -1,6 +1,7 @@
 /**
- * x86-64 kernel structure layouts, little-endian, with encode/decode to Buffer.
- * Sizes and offsets are those of the kernel's uapi headers for x86-64.
+ * Kernel structure layouts, little-endian, with encode/decode to Buffer. Sizes and offsets are
+ * those of the kernel's uapi headers for 64-bit Linux; the register layouts of an instruction
+ * set live in its arch package.
  */
 import { CptError } from '../errors';
 
@@ -13,76 +14,9 @@ const put64 = (b: Buffer, o: number, v: bigint | number): void => {
   b.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), o);
 };
 
-// ---------------------------------------------------------------------------------------------
-// struct user_regs_struct (arch/x86/include/asm/user_64.h)
-
-/** Field names of struct user_regs_struct in kernel order (27 x u64 = 216 bytes). */
-export const USER_REGS_FIELDS = [
-  'r15', 'r14', 'r13', 'r12', 'rbp', 'rbx', 'r11', 'r10', 'r9', 'r8', 'rax', 'rcx', 'rdx', 'rsi', 'rdi',
-  'orig_rax', 'rip', 'cs', 'eflags', 'rsp', 'ss', 'fs_base', 'gs_base', 'ds', 'es', 'fs', 'gs',
-] as const;
-export type UserRegsField = (typeof USER_REGS_FIELDS)[number];
-/** x86-64 general registers as PTRACE_GETREGS / NT_PRSTATUS report them; all unsigned 64-bit. */
-export type UserRegs = Record<UserRegsField, bigint>;
-export const USER_REGS_SIZE = 216;
-
-/** Byte offset of a register inside struct user / user_regs_struct (for PEEKUSER/POKEUSER). */
-export function userRegOffset(field: UserRegsField): number {
-  return USER_REGS_FIELDS.indexOf(field) * 8;
-}
-
-export function decodeUserRegs(buf: Buffer): UserRegs {
-  need(buf, USER_REGS_SIZE, 'user_regs_struct');
-  const r = {} as UserRegs;
-  USER_REGS_FIELDS.forEach((f, i) => {
-    r[f] = u64(buf, i * 8);
-  });
-  return r;
-}
-
-export function encodeUserRegs(regs: UserRegs, out: Buffer = Buffer.alloc(USER_REGS_SIZE)): Buffer {
-  need(out, USER_REGS_SIZE, 'user_regs_struct');
-  USER_REGS_FIELDS.forEach((f, i) => {
-    const v = regs[f];
-    if (typeof v !== 'bigint') throw new CptError('EINVAL', `user_regs_struct: field ${f} is not a bigint`);
-    put64(out, i * 8, v);
-  });
-  return out;
-}
-
-/** rax as a signed value: a syscall's result (-errno on failure, e.g. -512 for ERESTARTSYS). */
+/** A register as a signed value: a syscall's result (-errno on failure, e.g. -512 for ERESTARTSYS). */
 export function signedReg(v: bigint): bigint {
   return BigInt.asIntN(64, v);
-}
-
-// ---------------------------------------------------------------------------------------------
-// struct user (x86-64): regs(216) u_fpvalid(4)+pad(4) i387(512) u_tsize u_dsize u_ssize
-// start_code start_stack signal(8) reserved(4)+pad(4) u_ar0 u_fpstate magic u_comm[32] u_debugreg[8]
-
-/** Offset of u_debugreg[0] in struct user on x86-64. */
-export const USER_DEBUGREG_OFFSET = 848;
-/** Offset of debug register DRi (0..7; 4 and 5 are aliases the kernel rejects) for PEEKUSER/POKEUSER. */
-export function debugRegOffset(i: number): number {
-  if (!Number.isInteger(i) || i < 0 || i > 7) throw new CptError('EINVAL', `debug register index ${i} out of range 0..7`);
-  return USER_DEBUGREG_OFFSET + i * 8;
-}
-/** Size of struct user_fpregs_struct (the FXSAVE image, PTRACE_GETFPREGS / NT_PRFPREG). */
-export const USER_FPREGS_SIZE = 512;
-
-// ---------------------------------------------------------------------------------------------
-// XSAVE area as PTRACE_GETREGSET(NT_X86_XSTATE) returns it (standard, non-compacted format)
-
-/** Offset in the FXSAVE area of the 48 "software reserved" bytes (464..511). */
-export const XSAVE_SW_RESERVED_OFFSET = 464;
-/** Offset of the XSAVE header (xstate_bv u64, xcomp_bv u64, reserved[6]). */
-export const XSAVE_HEADER_OFFSET = 512;
-/** Magic the kernel puts in _fpx_sw_bytes.magic1 of a signal frame. */
-export const FP_XSTATE_MAGIC1 = 0x46505853;
-
-/** The XSAVE header of an NT_X86_XSTATE buffer: which components hold non-init state. */
-export function decodeXsaveHeader(buf: Buffer): { xstateBv: bigint; xcompBv: bigint } {
-  need(buf, XSAVE_HEADER_OFFSET + 16, 'xsave header');
-  return { xstateBv: u64(buf, XSAVE_HEADER_OFFSET), xcompBv: u64(buf, XSAVE_HEADER_OFFSET + 8) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,88 @@
+/**
+ * Letting a task go: the policy around the Tracee's mechanism. The caller decides how (run, stop
+ * or kill) and with which registers (the Arch's syscall-restart rule applied to the frozen or the
+ * image's registers); this puts the signals cptrst took off the task back into its queue, ends the
+ * injected calls, and detaches, stops or kills it. Used by the task package's freezer at
+ * checkpoint and by the flows at restart.
+ */
+import type { ArchRegs } from './arch';
+import type { ReleaseMode, Tracee } from './contract';
+import { CptError } from './errors';
+import { SIG, WAIT } from './linux/constants';
+import { ptrace } from './linux/ptrace';
+import { kill } from './linux/process';
+import { readStat } from './linux/proc';
+import { SYS } from './linux/syscalls';
+import { waitpid } from './linux/wait';
+
+/**
+ * Lets the thread go. `regs` are the registers it carries on with (needed unless it is killed).
+ * The tracee is released afterwards whatever happens.
+ */
+export function releaseTracee(tracee: Tracee, mode: ReleaseMode, regs?: ArchRegs): void {
+  if (tracee.released) return;
+  try {
+    if (mode === 'kill') {
+      kill(tracee.pid, SIG.SIGKILL);
+      reapIfTraced(tracee.pid, tracee.tid);
+      return;
+    }
+    if (!regs) throw new CptError('EINVAL', 'no registers to let the task go with', { pid: tracee.pid, object: 'regs' });
+    // Signals dequeued before the freeze stop go back into the queue, while everything is blocked.
+    requeueIntercepted(tracee);
+    tracee.restore(regs);
+    // Queued after the last injected call (a SIGSTOP during one would be taken off the task) and
+    // before the detach: it acts as soon as the task runs.
+    if (mode === 'stop') kill(tracee.pid, SIG.SIGSTOP);
+    tracee.detach();
+    if (mode === 'stop') waitUntilStopped(tracee.pid);
+  } finally {
+    tracee.forget();
+  }
+}
+
+/** Intercepted signals go back into the task's queue (rt_tgsigqueueinfo inside it, with their siginfo). */
+export function requeueIntercepted(tracee: Tracee): void {
+  for (const info of tracee.interceptedSignals.splice(0)) {
+    const at = tracee.stage(info, 0);
+    tracee.syscallOk(SYS.rt_tgsigqueueinfo, [tracee.pid, tracee.tid, info.readInt32LE(0), at], 'queueing an intercepted signal again');
+  }
+}
+
+/**
+ * After SIGKILL. As its tracer we collect the exit, which hands the zombie on to its parent.
+ * When we are that parent too (the API used by the process that started the target), the exit
+ * is left for the caller's own wait: collecting it here would take it from them.
+ */
+function reapIfTraced(pid: number, tid: number): void {
+  try {
+    if (readStat(pid).ppid === process.pid) return;
+  } catch {
+    return; // gone already
+  }
+  try {
+    for (;;) {
+      const w = waitpid(tid, WAIT.__WALL);
+      if (w.exited !== undefined || w.signaled !== undefined) return;
+      ptrace.cont(tid, 0);
+    }
+  } catch {
+    /* already reaped or not ours to wait for */
+  }
+}
+
+/**
+ * The SIGSTOP queued before the detach takes effect only once the task runs again: wait (a
+ * little) until it is stopped, so that "left stopped" holds when release returns.
+ */
+function waitUntilStopped(pid: number): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 2000; i++) {
+    try {
+      if (readStat(pid).state === 'T') return;
+    } catch {
+      return; // gone
+    }
+    Atomics.wait(pause, 0, 0, 1);
+  }
+}
