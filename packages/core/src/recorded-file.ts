@@ -14,6 +14,8 @@ import { CptError } from './errors';
 import type { Tracee } from './contract';
 import { AT_FDCWD, O, RESOLVE, SYS } from './linux/constants';
 import { errnoName as errnoCode } from './linux/errno';
+import { encodeStruct } from './image/cstruct';
+import { OpenHow } from './linux/structs';
 
 /** What the image says about a file, to compare with what restart finds. Unset fields are not compared. */
 export interface RecordedFileIdentity {
@@ -99,9 +101,7 @@ export function openRecordedFile(tracee: Tracee, path: string, opts: OpenRecorde
   if (opts.flags & (O.CREAT | (O.TMPFILE & ~O.DIRECTORY))) {
     throw new CptError('EINVAL', 'recorded files are opened, never created', { pid: tracee.pid, object: opts.object });
   }
-  const how = Buffer.alloc(24); // struct open_how { u64 flags; u64 mode; u64 resolve; }
-  how.writeBigUInt64LE(BigInt(opts.flags >>> 0), 0);
-  how.writeBigUInt64LE(BigInt(RESOLVE.NO_SYMLINKS | RESOLVE.NO_MAGICLINKS), 16);
+  const how = encodeStruct(OpenHow, { flags: BigInt(opts.flags >>> 0), resolve: BigInt(RESOLVE.NO_SYMLINKS | RESOLVE.NO_MAGICLINKS) });
   const pathBuf = Buffer.from(path + '\0');
   const pathAt = tracee.stage(pathBuf, 0);
   const howAt = tracee.stage(how, align8(pathBuf.length));

@@ -5,10 +5,11 @@ import * as os from 'os';
 import { CptError } from '../src/errors';
 import {
   KCMP, NT, PTRACE_EVENT, RLIMIT, RLIM_INFINITY, RSEQ_SIG, SIG, SYS, USER_REGS_SIZE, WNOHANG, cpuFlags,
-  debugRegOffset, decodeSiginfo, decodeXsaveHeader, encodeUserRegs, errnoName, gettid, isRestartErrno, kcmp,
+  debugRegOffset, Siginfo, decodeXsaveHeader, encodeUserRegs, errnoName, gettid, isRestartErrno, kcmp,
   kernelRelease, kill, pageSize, pidfdGetfd, pidfdOpen, prlimit, processExists, ptrace, rawSyscall, readStat,
   readStatus, sigBit, signedReg, tgkill, userRegOffset, waitTracee, xsaveInfo,
 } from '../src/linux';
+import { decodeStruct } from '../src/image/cstruct';
 import { killPid, pollSync, spawnSleeping } from './fixtures/linux-fixtures';
 
 describe('linux syscalls and ptrace', () => {
@@ -89,7 +90,7 @@ describe('linux syscalls and ptrace', () => {
     expect(ptrace.setRegset(pid, NT.X86_XSTATE, xs)).to.equal(xs.length);
 
     // siginfo of an interrupt stop: SIGTRAP with si_code = PTRACE_EVENT_STOP << 8 | SIGTRAP
-    const si = decodeSiginfo(ptrace.getSiginfo(pid));
+    const si = decodeStruct(Siginfo, ptrace.getSiginfo(pid));
     expect(si.signo).to.equal(SIG.SIGTRAP);
     expect(si.code).to.equal((PTRACE_EVENT.STOP << 8) | SIG.SIGTRAP);
     ptrace.setSiginfo(pid, si.raw);
@@ -103,13 +104,13 @@ describe('linux syscalls and ptrace', () => {
     tgkill(pid, pid, SIG.SIGUSR1);
     const shared = ptrace.peekSiginfo(pid, { shared: true, nr: 8 });
     expect(shared.length).to.equal(1);
-    const q = decodeSiginfo(shared[0]);
+    const q = decodeStruct(Siginfo, shared[0]);
     expect(q.signo).to.equal(SIG.SIGUSR1);
     expect(q.code).to.equal(0); // SI_USER
     expect(q.pid).to.equal(process.pid);
     const priv = ptrace.peekSiginfo(pid, { shared: false, nr: 8 });
     expect(priv.length).to.equal(1);
-    expect(decodeSiginfo(priv[0]).code).to.equal(-6); // SI_TKILL
+    expect(decodeStruct(Siginfo, priv[0]).code).to.equal(-6); // SI_TKILL
     expect(ptrace.peekAllSiginfo(pid, true, 1).length).to.equal(1);
     expect(readStatus(pid).shdPnd).to.equal(sigBit(SIG.SIGUSR1));
 

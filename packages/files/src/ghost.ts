@@ -21,7 +21,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointContext, CheckpointTask, CptError, RestartContext, RestartTask, linux, openRecordedFile, refuse, requireCanonicalPath,
+  CheckpointContext, CheckpointTask, CptError, RestartContext, RestartTask, encodeStruct, linux, openRecordedFile, refuse, requireCanonicalPath, sizeOfStruct,
 } from '@cptrst/core';
 import type { FileDataImage, FileImage } from './file';
 import { recorded } from './fs-struct';
@@ -250,9 +250,10 @@ export function finishGhosts(ctx: RestartContext, task: RestartTask): void {
   const t = task.tracee!;
   for (const g of ghosts(task).values()) {
     const mode = ghostMode(g.img.mode);
-    const times = Buffer.alloc(2 * linux.TIMESPEC_SIZE);
-    linux.encodeTimespec(nsToTimespec(g.img.atimeNs), times, 0);
-    linux.encodeTimespec(nsToTimespec(g.img.mtimeNs), times, linux.TIMESPEC_SIZE);
+    const ts = sizeOfStruct(linux.Timespec);
+    const times = Buffer.alloc(2 * ts);
+    encodeStruct(linux.Timespec, nsToTimespec(g.img.atimeNs), times, 0);
+    encodeStruct(linux.Timespec, nsToTimespec(g.img.mtimeNs), times, ts);
     if (ctx.imageTrusted) {
       const a = fs.openSync(`/proc/${task.pid}/fd/${g.fd}`, O.RDONLY);
       try {

@@ -4,7 +4,7 @@
  * holds, and signal-driven I/O owners (F_SETOWN / F_SETOWN_EX) and signals (F_SETSIG).
  */
 import * as fs from 'fs';
-import { CheckpointTask, linux, refuse } from '@cptrst/core';
+import { CheckpointTask, decodeStruct, linux, refuse, sizeOfStruct } from '@cptrst/core';
 import { OpenFile } from './kinds';
 
 const { SYS, O, F } = linux;
@@ -57,9 +57,9 @@ export function refuseOwners(task: CheckpointTask, files: OpenFile[]): void {
     for (const f of asked) {
       const dup = linux.pidfdGetfd(pidfd, f.fd);
       try {
-        const owner = Buffer.alloc(linux.F_OWNER_EX_SIZE);
+        const owner = Buffer.alloc(sizeOfStruct(linux.FOwnerEx));
         if (linux.rawSyscall(SYS.fcntl, dup, F.GETOWN_EX, owner) === 0n) {
-          const o = linux.decodeFOwnerEx(owner);
+          const o = decodeStruct(linux.FOwnerEx, owner);
           if (o.pid !== 0) {
             const who = o.type === F.OWNER_PGRP ? 'process group' : o.type === F.OWNER_TID ? 'thread' : 'process';
             refuse(task.pid, objectOf(f), `its I/O signals go to ${who} ${o.pid} (F_SETOWN); signal-driven I/O owners are not supported yet`);

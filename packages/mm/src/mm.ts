@@ -18,7 +18,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, S_IFMT, S_IFREG, Tokens, bytes, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
+  RestoreObject, S_IFMT, S_IFREG, Tokens, bytes, encodeStruct, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
 } from '@cptrst/core';
 import { DERIVED_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, storedRuns } from './pages';
@@ -288,7 +288,7 @@ export class MmRestore implements RestoreHandler {
     });
     try {
       const auxvAt = t.stage(mm.auxv, 8192);
-      const map = linux.encodePrctlMmMap({
+      const map = encodeStruct(linux.PrctlMmMap, {
         startCode: mm.startCode, endCode: mm.endCode, startData: mm.startData, endData: mm.endData,
         startBrk: mm.startBrk, brk: mm.brk, startStack: mm.startStack, argStart: mm.argStart, argEnd: mm.argEnd,
         envStart: mm.envStart, envEnd: mm.envEnd, auxv: auxvAt, auxvSize: mm.auxv.length, exeFd: Number(exeFd),

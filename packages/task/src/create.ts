@@ -8,7 +8,7 @@
 import { spawn } from 'child_process';
 import { Writable } from 'stream';
 import {
-  CptError, ProcessCreator, RestartContext, RestartTask, Tokens, TraceeFactory, Tracee, linux,
+  CptError, ProcessCreator, RestartContext, RestartTask, Tokens, TraceeFactory, Tracee, encodeStruct, linux,
 } from '@cptrst/core';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT, SYS, SIG } = linux;
@@ -29,7 +29,7 @@ export class CloneProcessCreator implements ProcessCreator {
         const setTid = Buffer.alloc(8);
         setTid.writeInt32LE(pid, 0);
         const setTidAddr = helper.stage(setTid, 128);
-        const args = linux.encodeCloneArgs({ flags: 0n, exitSignal: BigInt(SIG.SIGCHLD), setTid: setTidAddr, setTidSize: 1n });
+        const args = encodeStruct(linux.CloneArgs, { flags: 0n, exitSignal: BigInt(SIG.SIGCHLD), setTid: setTidAddr, setTidSize: 1n });
         const argsAddr = helper.stage(args, 0);
         const deadline = Date.now() + PID_WAIT_MS;
         for (let attempt = 0; ; attempt++) {

@@ -50,12 +50,6 @@ export const S_ISVTX = 0o1000;
 /** Any execute bit (user, group, other). */
 export const S_IXUGO = 0o111;
 
-/** struct f_owner_ex { int type; pid_t pid; } for fcntl F_GETOWN_EX. */
-export const F_OWNER_EX_SIZE = 8;
-export function decodeFOwnerEx(buf: Buffer): { type: number; pid: number } {
-  return { type: buf.readInt32LE(0), pid: buf.readInt32LE(4) };
-}
-
 /** One lock as /proc/locks and the `lock:` lines of fdinfo show it. */
 export interface LockEntry {
   /** FLOCK, POSIX, OFDLCK, LEASE, DELEG, ... */

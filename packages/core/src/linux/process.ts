@@ -5,7 +5,8 @@
 import { CptError } from '../errors';
 import { RLIM_INFINITY, SYS } from './constants';
 import { checkedSyscall, errnoError, libcProcessVm, rawSyscall } from './libc';
-import { Rlimit, decodeRlimit, encodeRlimit, RLIMIT64_SIZE } from './structs';
+import { decodeStruct, encodeStruct, sizeOfStruct } from '../image/cstruct';
+import { Rlimit } from './structs';
 
 export { RLIM_INFINITY };
 
@@ -37,10 +38,10 @@ export function kcmp(pid1: number, pid2: number, type: number, idx1: number | bi
  * RLIM_INFINITY (2^64-1). pid 0 is the caller.
  */
 export function prlimit(pid: number, resource: number, newLimit?: Rlimit): Rlimit {
-  const old = Buffer.alloc(RLIMIT64_SIZE);
-  const nu = newLimit ? encodeRlimit(newLimit) : null;
+  const old = Buffer.alloc(sizeOfStruct(Rlimit));
+  const nu = newLimit ? encodeStruct(Rlimit, newLimit) : null;
   checkedSyscall(`prlimit64(${pid}, ${resource})`, pid, SYS.prlimit64, pid, resource, nu, old);
-  return decodeRlimit(old);
+  return decodeStruct(Rlimit, old);
 }
 
 /**
