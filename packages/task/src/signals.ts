@@ -148,8 +148,11 @@ function itimerRecord(which: number, itv: linux.Itimerval): ItimerRecord {
   return r;
 }
 
-/** The timers of an image: its records, or those of a pre-1.3 blob; each timer at most once. */
-function imageTimers(img: ItimersImage, pid: number): ItimerRecord[] {
+/**
+ * The timers of an image: its records, or those of a pre-1.3 blob; all three, each once
+ * (EBADIMG otherwise).
+ */
+export function imageTimers(img: ItimersImage, pid: number): ItimerRecord[] {
   const bad = () => new CptError('EBADIMG', 'malformed itimers', { pid, object: 'itimers' });
   let timers = img.timers;
   if (img.values.length > 0) {
