@@ -297,15 +297,7 @@ export class X86Tracee implements Tracee {
     } catch {
       return; // gone already
     }
-    try {
-      for (;;) {
-        const w = waitpid(this.tid, linux.WAIT.__WALL);
-        if (w.exited !== undefined || w.signaled !== undefined) return;
-        ptrace.cont(this.tid, 0);
-      }
-    } catch {
-      /* already reaped or not ours to wait for */
-    }
+    linux.reapKilled(this.tid);
   }
 
   /**

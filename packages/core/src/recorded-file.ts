@@ -60,6 +60,22 @@ export function requireCanonicalPath(path: string, pid: number, object: string):
   if (why) throw new CptError('EBADIMG', `refusing the path ${JSON.stringify(path)} from the image: ${why}`, { pid, object });
 }
 
+/** Device and inode number: which file an fd, a mapping or a lock is on (within one boot). */
+export interface InodeId {
+  readonly dev: bigint;
+  readonly ino: bigint;
+}
+
+/** Whether two stats (or an image's identity and a stat) are of the same file. */
+export function sameFile(a: InodeId, b: InodeId): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+/** A map key that is equal for the same file: see sameFile. */
+export function fileKey(f: InodeId): string {
+  return `${f.dev}:${f.ino}`;
+}
+
 /** How `st` differs from what the image recorded (empty when it is the same file). */
 export function identityDifferences(st: fs.BigIntStats, expect: RecordedFileIdentity, sameBoot: boolean): string[] {
   const diffs: string[] = [];

@@ -6,7 +6,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, Tokens,
-  bool, bytes, claim, i64, linux, objectType, str, u32, u64,
+  bool, bytes, claim, fileKey, i64, linux, objectType, sameFile, str, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, recordedPath } from './kinds';
 import { FsImage } from './fs-struct';
@@ -68,7 +68,7 @@ export function kindOfFile(ctx: CheckpointContext, task: CheckpointTask, f: Open
 function byDescription(pid: number, files: OpenFile[]): OpenFile[][] {
   const groups: OpenFile[][] = [];
   for (const f of files) {
-    const g = groups.find((g) => g[0].stat.ino === f.stat.ino && g[0].stat.dev === f.stat.dev && linux.kcmp(pid, pid, linux.KCMP.FILE, g[0].fd, f.fd) === 0);
+    const g = groups.find((g) => sameFile(g[0].stat, f.stat) && linux.kcmp(pid, pid, linux.KCMP.FILE, g[0].fd, f.fd) === 0);
     if (g) g.push(f);
     else groups.push([f]);
   }
@@ -96,7 +96,7 @@ export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: O
     img.uid = Number(f.stat.uid);
     img.gid = Number(f.stat.gid);
     kind.describe(ctx, task, f, img);
-    const inode = `${f.stat.dev}:${f.stat.ino}`;
+    const inode = fileKey(f.stat);
     if (img.deleted) img.sameAs = ghosts.get(inode) ?? 0;
     const tag = ctx.write(img, task.tag);
     if (img.deleted && img.sameAs === 0) ghosts.set(inode, tag);

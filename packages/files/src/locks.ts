@@ -4,7 +4,7 @@
  * holds, and signal-driven I/O owners (F_SETOWN / F_SETOWN_EX) and signals (F_SETSIG).
  */
 import * as fs from 'fs';
-import { CheckpointTask, decodeStruct, linux, refuse, sizeOfStruct } from '@cptrst/core';
+import { CheckpointTask, decodeStruct, linux, refuse, sameFile, sizeOfStruct } from '@cptrst/core';
 import { OpenFile } from './kinds';
 
 const { SYS, O, F } = linux;
@@ -38,7 +38,7 @@ export function refuseLocks(task: CheckpointTask, files: OpenFile[]): void {
   // by a memory mapping, say): /proc/locks still names the process.
   for (const e of linux.readLocks()) {
     if (e.waiter || e.pid !== task.pid) continue;
-    const f = files.find((x) => x.stat.ino === e.ino && linux.devMajor(x.stat.dev) === e.major && linux.devMinor(x.stat.dev) === e.minor);
+    const f = files.find((x) => sameFile(x.stat, { dev: linux.makeDev(e.major, e.minor), ino: e.ino }));
     refuse(task.pid, f ? objectOf(f) : `lock on inode ${e.major.toString(16)}:${e.minor.toString(16)}:${e.ino}`,
       `the process holds ${lockName(e)}; file locks and leases are not supported yet`);
   }

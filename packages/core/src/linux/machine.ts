@@ -2,15 +2,13 @@
  * Facts about the running machine: kernel release, page size, the XSAVE layout the kernel exposes
  * through ptrace, CPU flags. Cached after the first call.
  */
-import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { CptError } from '../errors';
-import { AUXV, NT, PTRACE_O, SIG } from './constants';
+import { AUXV, NT } from './constants';
+import { spawnSeizedHelper } from './helper-process';
 import { _SC_PAGESIZE, sysconf } from './libc';
 import { parseAuxv, readProcText } from './proc';
 import { ptrace } from './ptrace';
-import { kill } from './process';
-import { waitTracee } from './wait';
 import { XSAVE_SW_RESERVED_OFFSET } from './structs';
 
 let release: string | undefined;
@@ -68,18 +66,9 @@ let xsaveCache: XsaveInfo | undefined;
  */
 export function xsaveInfo(): XsaveInfo {
   if (xsaveCache) return xsaveCache;
-  const child = spawn('/bin/cat', [], { stdio: ['pipe', 'ignore', 'ignore'] });
-  const pid = child.pid;
-  if (pid === undefined) throw new CptError('ENOENT', 'xsaveInfo: could not spawn /bin/cat');
-  child.unref();
+  const helper = spawnSeizedHelper(0, 'xsaveInfo: the helper');
+  const pid = helper.pid;
   try {
-    ptrace.seize(pid, PTRACE_O.EXITKILL);
-    ptrace.interrupt(pid);
-    for (;;) {
-      const w = waitTracee(pid);
-      if (w.stopped) break;
-      if (w.exited !== undefined || w.signaled !== undefined) throw new CptError('ESRCH', `xsaveInfo: helper ${pid} died`, { pid });
-    }
     const buf = ptrace.getRegset(pid, NT.X86_XSTATE, 64 * 1024);
     if (buf.length < XSAVE_SW_RESERVED_OFFSET + 48) throw new CptError('EIO', `xsaveInfo: NT_X86_XSTATE of ${buf.length} bytes`, { pid });
     xsaveCache = {
@@ -89,12 +78,7 @@ export function xsaveInfo(): XsaveInfo {
     };
   } finally {
     // Killed while still traced: never let go alive.
-    try {
-      kill(pid, SIG.SIGKILL);
-    } catch {
-      /* already gone */
-    }
-    child.stdin?.destroy();
+    helper.kill();
   }
   return xsaveCache;
 }
