@@ -25,7 +25,7 @@ export const RT_SIGFRAME = {
 } as const;
 
 /** Offsets inside struct sigcontext (x86-64) of the general registers, which are all u64. */
-export const SIGCONTEXT_REGS: ReadonlyArray<readonly [linux.UserRegsField, number]> = [
+const SIGCONTEXT_REGS: ReadonlyArray<readonly [linux.UserRegsField, number]> = [
   ['r8', 0], ['r9', 8], ['r10', 16], ['r11', 24], ['r12', 32], ['r13', 40], ['r14', 48], ['r15', 56],
   ['rdi', 64], ['rsi', 72], ['rbp', 80], ['rbx', 88], ['rdx', 96], ['rax', 104], ['rcx', 112],
   ['rsp', 120], ['rip', 128], ['eflags', 136],
@@ -44,11 +44,11 @@ export const UC = {
 } as const;
 
 /** struct _fpx_sw_bytes, in the FXSAVE area's software-reserved bytes 464..511. */
-export const FPX_SW_BYTES = { offset: 464, magic1: 0, extendedSize: 4, xfeatures: 8, xstateSize: 16 } as const;
+const FPX_SW_BYTES = { offset: 464, magic1: 0, extendedSize: 4, xfeatures: 8, xstateSize: 16 } as const;
 export const FP_XSTATE_MAGIC1 = linux.FP_XSTATE_MAGIC1;
 /** The u32 that follows the XSAVE area of a signal frame (at fpstate + xstate_size). */
 export const FP_XSTATE_MAGIC2 = 0x46505845;
-export const FP_XSTATE_MAGIC2_SIZE = 4;
+const FP_XSTATE_MAGIC2_SIZE = 4;
 /** The XSAVE area must be 64-byte aligned. */
 const FPSTATE_ALIGN = 64;
 

@@ -77,7 +77,7 @@ export function fileKey(f: InodeId): string {
 }
 
 /** How `st` differs from what the image recorded (empty when it is the same file). */
-export function identityDifferences(st: fs.BigIntStats, expect: RecordedFileIdentity, sameBoot: boolean): string[] {
+function identityDifferences(st: fs.BigIntStats, expect: RecordedFileIdentity, sameBoot: boolean): string[] {
   const diffs: string[] = [];
   const mode = Number(st.mode);
   if (expect.type !== undefined && (mode & S_IFMT) !== (expect.type & S_IFMT)) {

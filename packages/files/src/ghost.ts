@@ -29,18 +29,18 @@ import { OpenFile, OpenRequest, openInTask, recordedPath, reopenFlags } from './
 
 const { SYS, O, F, SEEK, S_IF, errnoName } = linux;
 /** Largest amount of data (not counting holes) of a deleted file that goes into the image. */
-export const DELETED_MAX = 256 * 1024 * 1024;
+const DELETED_MAX = 256 * 1024 * 1024;
 /** Largest FILE_DATA object. */
-export const DATA_CHUNK = 16 * 1024 * 1024;
+const DATA_CHUNK = 16 * 1024 * 1024;
 const ENXIO = 6n;
 
-export interface DataRun {
+interface DataRun {
   offset: number;
   length: number;
 }
 
 /** The data runs of an open file of `size` bytes (SEEK_DATA / SEEK_HOLE; one run where the filesystem knows no holes). */
-export function dataRuns(fd: number, size: number): DataRun[] {
+function dataRuns(fd: number, size: number): DataRun[] {
   const runs: DataRun[] = [];
   let off = 0;
   while (off < size) {

@@ -30,7 +30,7 @@ export const MM_ORDER = 200;
 const EINVAL = -BigInt(linux.ERRNO.EINVAL);
 
 /** The membarrier registrations restored, in the order they are registered again. */
-export const MEMBARRIER_REGISTRATIONS: ReadonlyArray<[number, string]> = [
+const MEMBARRIER_REGISTRATIONS: ReadonlyArray<[number, string]> = [
   [MB.REGISTER_GLOBAL_EXPEDITED, 'GLOBAL_EXPEDITED'],
   [MB.REGISTER_PRIVATE_EXPEDITED, 'PRIVATE_EXPEDITED'],
   [MB.REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 'PRIVATE_EXPEDITED_SYNC_CORE'],

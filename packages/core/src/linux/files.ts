@@ -46,7 +46,6 @@ export const SEEK = Object.freeze({ SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } a
 /** Permission bits of st_mode beyond rwx. */
 export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
-export const S_ISVTX = 0o1000;
 /** Any execute bit (user, group, other). */
 export const S_IXUGO = 0o111;
 

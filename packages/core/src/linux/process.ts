@@ -72,11 +72,6 @@ export function pidfdGetfd(pidfd: number, targetFd: number, flags = 0): number {
   return Number(checkedSyscall(`pidfd_getfd(${pidfd}, ${targetFd})`, undefined, SYS.pidfd_getfd, pidfd, targetFd, flags));
 }
 
-/** pidfd_send_signal(2). */
-export function pidfdSendSignal(pidfd: number, sig: number): void {
-  checkedSyscall(`pidfd_send_signal(${pidfd}, ${sig})`, undefined, SYS.pidfd_send_signal, pidfd, sig, null, 0);
-}
-
 /** True when `pid` exists (kill(pid, 0) does not fail with ESRCH). Zombies count as existing. */
 export function processExists(pid: number): boolean {
   const r = rawSyscall(SYS.kill, pid, 0);

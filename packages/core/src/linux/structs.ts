@@ -87,11 +87,6 @@ export function decodeXsaveHeader(buf: Buffer): { xstateBv: bigint; xcompBv: big
 }
 
 // ---------------------------------------------------------------------------------------------
-// struct iovec
-
-export const IOVEC_SIZE = 16;
-
-// ---------------------------------------------------------------------------------------------
 // Fixed-layout structs, declared once (see image/cstruct.ts): decodeStruct(Class, buf),
 // encodeStruct(instance) or encodeStruct(Class, fields), sizeOfStruct(Class).
 

@@ -76,7 +76,7 @@ export const OOM_SCORE_ADJ_MIN = -1000;
 export const OOM_SCORE_ADJ_MAX = 1000;
 
 /** capget/capset: _LINUX_CAPABILITY_VERSION_3 takes two data structs (low and high 32 bits of each set). */
-export const CAP_VERSION_3 = 0x20080522;
+const CAP_VERSION_3 = 0x20080522;
 
 export interface CapSets {
   effective: bigint;
