@@ -206,13 +206,19 @@ function encodeInto(l: CStructLayout, values: Record<string, unknown>, out: Buff
   for (const f of l.fields) writeField(out, at + f.offset, f, values[f.name], `${where}.${f.name}`);
 }
 
+/** Field values for encodeStruct: any subset, nested structs likewise. */
+export type StructValues<T> = {
+  [K in keyof T]?: T[K] extends Uint8Array ? Uint8Array : T[K] extends object ? StructValues<T[K]> : T[K] | number | bigint;
+};
+
 /**
  * Encodes a struct into a new zero-filled buffer of its size (or into `out` at `offset`).
  * Either an instance of a @cstruct class, or the class and its field values (missing fields
- * are written as zero). Where union members overlap, later fields are written last.
+ * are left as they are in `out`, zero in a new buffer). Where union members overlap, later
+ * fields are written last.
  */
 export function encodeStruct(obj: object): Buffer;
-export function encodeStruct<T extends object>(cls: LayoutClass<T>, values: Partial<T>, out?: Buffer, offset?: number): Buffer;
+export function encodeStruct<T extends object>(cls: LayoutClass<T>, values: StructValues<T>, out?: Buffer, offset?: number): Buffer;
 export function encodeStruct(a: object, values?: object, out?: Buffer, offset = 0): Buffer {
   const cls = typeof a === 'function' ? a : a.constructor;
   const l = layoutOrThrow(cls);
