@@ -8,7 +8,7 @@ import { CptError } from '../src/errors';
 import { LayoutClass } from '../src/image/layout';
 import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 import {
-  CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
+  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
   PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Siginfo, StackT, Timespec, Timeval,
 } from '../src/linux/structs';
 
@@ -137,6 +137,7 @@ describe('C struct layouts', () => {
     { cls: CapUserHeader, tu: 'uapi', ctype: 'struct __user_cap_header_struct', fields: { version: 'version', pid: 'pid' } },
     { cls: CapUserData, tu: 'uapi', ctype: 'struct __user_cap_data_struct', fields: { effective: 'effective', permitted: 'permitted', inheritable: 'inheritable' } },
     { cls: SchedParam, tu: 'libc', ctype: 'struct sched_param', fields: { priority: 'sched_priority' } },
+    { cls: AuxvEntry, tu: 'libc', ctype: 'Elf64_auxv_t', fields: { type: 'a_type', value: 'a_un' } },
     { cls: Rlimit, tu: 'libc', ctype: 'struct rlimit64', fields: { cur: 'rlim_cur', max: 'rlim_max' } },
     {
       cls: KernelStat, tu: 'libc', ctype: 'struct stat',
@@ -147,7 +148,7 @@ describe('C struct layouts', () => {
     },
   ];
   const HEADERS = {
-    libc: ['_GNU_SOURCE', 'signal.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h'],
+    libc: ['_GNU_SOURCE', 'signal.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h'],
     uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h'],
   };
 

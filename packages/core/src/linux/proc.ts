@@ -11,6 +11,8 @@ import * as fs from 'fs';
 import { CptError } from '../errors';
 import { AUXV, PAGEMAP } from './constants';
 import { errnoMessage, errnoNumber } from './errno';
+import { decodeStruct, sizeOfStruct } from '../image/cstruct';
+import { AuxvEntry } from './structs';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -538,12 +540,13 @@ export function readAuxv(pid: number): Buffer {
 }
 
 /** Parses an auxv buffer into entries, stopping at (and excluding) AT_NULL. */
-export function parseAuxv(buf: Buffer): Array<{ type: bigint; value: bigint }> {
-  const out: Array<{ type: bigint; value: bigint }> = [];
-  for (let o = 0; o + 16 <= buf.length; o += 16) {
-    const type = buf.readBigUInt64LE(o);
-    if (type === BigInt(AUXV.NULL)) break;
-    out.push({ type, value: buf.readBigUInt64LE(o + 8) });
+export function parseAuxv(buf: Buffer): AuxvEntry[] {
+  const out: AuxvEntry[] = [];
+  const size = sizeOfStruct(AuxvEntry);
+  for (let o = 0; o + size <= buf.length; o += size) {
+    const e = decodeStruct(AuxvEntry, buf, o);
+    if (e.type === BigInt(AUXV.NULL)) break;
+    out.push(e);
   }
   return out;
 }

@@ -241,6 +241,13 @@ export class SchedParam {
   @cfield.i32() priority = 0;
 }
 
+/** Elf64_auxv_t: one /proc/PID/auxv entry. */
+@cstruct('Elf64_auxv_t')
+export class AuxvEntry {
+  @cfield.u64() type = 0n;
+  @cfield.u64() value = 0n;
+}
+
 /** struct rlimit64 (prlimit64). */
 @cstruct('rlimit64')
 export class Rlimit {
