@@ -9,7 +9,7 @@ import { LayoutClass } from '../src/image/layout';
 import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 import {
   AuxvEntry, CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
-  PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Siginfo, StackT, Timespec, Timeval,
+  KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Siginfo, StackT, Timespec, Timeval,
 } from '../src/linux/structs';
 
 @cstruct('test_inner')
@@ -25,6 +25,7 @@ class Outer {
   @cfield.i8() y = 0;
   @cfield.i64() z = 0n;
   @cfield.bytes(3) tag: Buffer = Buffer.alloc(3);
+  @cfield.array('i16', 3) shorts: number[] = [0, 0, 0];
 }
 
 @cstruct('test_union', { size: 16 })
@@ -42,7 +43,8 @@ describe('C struct layouts', () => {
     expect(offsetOfField(Outer, 'y')).to.equal(12);
     expect(offsetOfField(Outer, 'z')).to.equal(16);
     expect(offsetOfField(Outer, 'tag')).to.equal(24);
-    expect(sizeOfStruct(Outer)).to.equal(32);
+    expect(offsetOfField(Outer, 'shorts')).to.equal(28);
+    expect(sizeOfStruct(Outer)).to.equal(40);
     expect(cstructOf(Outer)?.align).to.equal(8);
   });
 
@@ -54,8 +56,10 @@ describe('C struct layouts', () => {
     o.y = -2;
     o.z = -(1n << 62n);
     o.tag = Buffer.from('abc');
+    o.shorts = [1, -1, 300];
     const b = encodeStruct(o);
-    expect(b.length).to.equal(32);
+    expect(b.length).to.equal(40);
+    expect(b.readInt16LE(30)).to.equal(-1);
     expect(b.readUInt32LE(8)).to.equal(0xfffffffe);
     expect(b.readInt8(12)).to.equal(-2);
     const d = decodeStruct(Outer, b);
@@ -82,7 +86,8 @@ describe('C struct layouts', () => {
   });
 
   it('refuses short buffers, non-integers, misaligned offsets and undersized structs', () => {
-    expect(() => decodeStruct(Outer, Buffer.alloc(31))).to.throw(CptError, /test_outer: need 32 bytes, got 31/);
+    expect(() => decodeStruct(Outer, Buffer.alloc(39))).to.throw(CptError, /test_outer: need 40 bytes, got 39/);
+    expect(() => encodeStruct(Outer, { shorts: [1, 2, 3, 4] })).to.throw(CptError, /4 elements do not fit in 3/);
     expect(() => decodeStruct(Inner, Buffer.alloc(8), 1)).to.throw(CptError, /need 8/);
     expect(() => encodeStruct(Inner, { b: 1.5 })).to.throw(CptError, /test_inner\.b: expected an integer/);
     expect(() => encodeStruct(Outer, { tag: Buffer.alloc(4) })).to.throw(CptError, /do not fit/);
@@ -130,6 +135,13 @@ describe('C struct layouts', () => {
     {
       cls: RseqConfiguration, tu: 'uapi', ctype: 'struct ptrace_rseq_configuration',
       fields: { rseqAbiPointer: 'rseq_abi_pointer', rseqAbiSize: 'rseq_abi_size', signature: 'signature', flags: 'flags' },
+    },
+    {
+      cls: KernelSyscallInfo, tu: 'uapi', ctype: 'struct ptrace_syscall_info',
+      fields: {
+        op: 'op', arch: 'arch', instructionPointer: 'instruction_pointer', stackPointer: 'stack_pointer', nr: 'entry.nr', args: 'entry.args',
+        retData: 'seccomp.ret_data', rval: 'exit.rval', isError: 'exit.is_error',
+      },
     },
     { cls: PeeksiginfoArgs, tu: 'uapi', ctype: 'struct ptrace_peeksiginfo_args', fields: { off: 'off', flags: 'flags', nr: 'nr' } },
     { cls: OpenHow, tu: 'uapi', ctype: 'struct open_how', fields: { flags: 'flags', mode: 'mode', resolve: 'resolve' } },

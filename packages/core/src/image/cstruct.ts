@@ -10,7 +10,7 @@ import { CptError } from '../errors';
 import { LayoutClass } from './layout';
 
 export type CScalar = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'u64' | 'i64';
-export type CFieldType = CScalar | 'bytes' | 'struct';
+export type CFieldType = CScalar | 'bytes' | 'struct' | 'array';
 
 export interface CFieldSpec {
   readonly name: string;
@@ -20,6 +20,9 @@ export interface CFieldSpec {
   readonly align: number;
   /** Nested struct class for 'struct'. */
   readonly struct?: LayoutClass;
+  /** Element type and count for 'array'. */
+  readonly element?: CScalar;
+  readonly count?: number;
 }
 
 export interface CStructLayout {
@@ -42,6 +45,8 @@ interface PendingField {
   align: number;
   offset?: number;
   struct?: LayoutClass;
+  element?: CScalar;
+  count?: number;
 }
 
 const CFIELDS_KEY = Symbol('cptrst:cstruct:fields');
@@ -70,8 +75,9 @@ const scalar = (type: CScalar) => (opts?: CFieldOptions) =>
 
 /**
  * C field decorators: `@cfield.u64()`, `@cfield.i32({ offset: 16 })`, `@cfield.bytes(16)` (a
- * char array, decoded as a Buffer), `@cfield.struct(Timeval)` (a nested struct by value).
- * 8/16/32-bit fields decode to numbers, 64-bit ones to bigints.
+ * char array, decoded as a Buffer), `@cfield.struct(Timeval)` (a nested struct by value),
+ * `@cfield.array('u64', 6)` (an array of integers). 8/16/32-bit fields decode to numbers,
+ * 64-bit ones to bigints.
  */
 export const cfield = {
   u8: scalar('u8'),
@@ -86,6 +92,12 @@ export const cfield = {
     cfieldDecorator((where) => {
       if (!(Number.isInteger(length) && length > 0)) throw bug(`${where}: bad array length ${length}`);
       return { type: 'bytes', size: length, align: 1 };
+    }, opts),
+  array: (element: CScalar, count: number, opts?: CFieldOptions) =>
+    cfieldDecorator((where) => {
+      if (!(Number.isInteger(count) && count > 0)) throw bug(`${where}: bad array length ${count}`);
+      const size = SCALAR_SIZE[element];
+      return { type: 'array', size: size * count, align: size, element, count };
     }, opts),
   struct: (cls: LayoutClass, opts?: CFieldOptions) =>
     cfieldDecorator((where) => {
@@ -115,7 +127,10 @@ export function cstruct(name: string, opts: { size?: number } = {}): ClassDecora
       cursor = offset + f.size;
       end = Math.max(end, cursor);
       align = Math.max(align, f.align);
-      return { name: f.name, type: f.type, offset, size: f.size, align: f.align, ...(f.struct ? { struct: f.struct } : {}) };
+      return {
+        name: f.name, type: f.type, offset, size: f.size, align: f.align,
+        ...(f.struct ? { struct: f.struct } : {}), ...(f.element ? { element: f.element, count: f.count } : {}),
+      };
     });
     const size = opts.size ?? alignUp(end, align);
     if (size < end) throw bug(`${name}: size ${size} is smaller than its fields (${end} bytes)`);
@@ -149,6 +164,10 @@ export function offsetOfField<T extends object>(cls: LayoutClass<T>, field: keyo
 
 function readField(buf: Buffer, at: number, f: CFieldSpec): unknown {
   switch (f.type) {
+    case 'array': {
+      const el = elementSpec(f);
+      return Array.from({ length: f.count as number }, (_, i) => readField(buf, at + i * el.size, el));
+    }
     case 'u8': return buf.readUInt8(at);
     case 'i8': return buf.readInt8(at);
     case 'u16': return buf.readUInt16LE(at);
@@ -179,9 +198,21 @@ function toBig(v: unknown, where: string): bigint {
   throw new CptError('EINVAL', `${where}: expected an integer, got ${typeof v} ${String(v)}`);
 }
 
+function elementSpec(f: CFieldSpec): CFieldSpec {
+  const type = f.element as CScalar;
+  return { name: f.name, type, offset: 0, size: SCALAR_SIZE[type], align: SCALAR_SIZE[type] };
+}
+
 function writeField(out: Buffer, at: number, f: CFieldSpec, v: unknown, where: string): void {
   if (v === undefined) return; // left zero
   switch (f.type) {
+    case 'array': {
+      if (!Array.isArray(v)) throw new CptError('EINVAL', `${where}: expected an array`);
+      if (v.length > (f.count as number)) throw new CptError('EINVAL', `${where}: ${v.length} elements do not fit in ${f.count}`);
+      const el = elementSpec(f);
+      v.forEach((x, i) => writeField(out, at + i * el.size, el, x, `${where}[${i}]`));
+      return;
+    }
     case 'u8': case 'i8': case 'u16': case 'i16': case 'u32': case 'i32': {
       const bits = f.size * 8;
       out.writeUIntLE(Number(BigInt.asUintN(bits, toBig(v, where))), at, f.size);

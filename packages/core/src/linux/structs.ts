@@ -3,13 +3,12 @@
  * Sizes and offsets are those of the kernel's uapi headers for x86-64.
  */
 import { CptError } from '../errors';
-import { cfield, cstruct } from '../image/cstruct';
+import { cfield, cstruct, decodeStruct, offsetOfField, sizeOfStruct } from '../image/cstruct';
 
 function need(buf: Buffer, size: number, what: string): void {
   if (buf.length < size) throw new CptError('EINVAL', `${what}: need ${size} bytes, got ${buf.length}`);
 }
 const u64 = (b: Buffer, o: number): bigint => b.readBigUInt64LE(o);
-const i64 = (b: Buffer, o: number): bigint => b.readBigInt64LE(o);
 const put64 = (b: Buffer, o: number, v: bigint | number): void => {
   b.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), o);
 };
@@ -291,22 +290,41 @@ export interface SyscallInfo {
   /** seccomp: SECCOMP_RET_DATA. */
   retData?: number;
 }
-export const SYSCALL_INFO_SIZE = 88;
+
+/** struct ptrace_syscall_info with its union: which members mean something depends on `op`. */
+@cstruct('ptrace_syscall_info')
+export class KernelSyscallInfo {
+  @cfield.u8() op = 0;
+  @cfield.u32() arch = 0;
+  @cfield.u64() instructionPointer = 0n;
+  @cfield.u64() stackPointer = 0n;
+  /** entry, seccomp. */
+  @cfield.u64() nr = 0n;
+  @cfield.array('u64', 6) args: bigint[] = [];
+  /** seccomp. */
+  @cfield.u32() retData = 0;
+  /** exit. */
+  @cfield.i64({ offset: 24 }) rval = 0n;
+  @cfield.u8({ offset: 32 }) isError = 0;
+}
+export const SYSCALL_INFO_SIZE = sizeOfStruct(KernelSyscallInfo);
+
+/** Decodes what PTRACE_GET_SYSCALL_INFO wrote (`buf` is as long as the kernel said it wrote). */
 export function decodeSyscallInfo(buf: Buffer): SyscallInfo {
-  need(buf, 24, 'ptrace_syscall_info');
-  const info: SyscallInfo = {
-    op: buf.readUInt8(0),
-    arch: buf.readUInt32LE(4),
-    instructionPointer: u64(buf, 8),
-    stackPointer: u64(buf, 16),
-  };
-  if ((info.op === 1 || info.op === 3) && buf.length >= 80) {
-    info.nr = u64(buf, 24);
-    info.args = [0, 1, 2, 3, 4, 5].map((i) => u64(buf, 32 + i * 8));
-    if (info.op === 3 && buf.length >= 84) info.retData = buf.readUInt32LE(80);
-  } else if (info.op === 2 && buf.length >= 33) {
-    info.rval = i64(buf, 24);
-    info.isError = buf.readUInt8(32) !== 0;
+  need(buf, offsetOfField(KernelSyscallInfo, 'nr'), 'ptrace_syscall_info');
+  const full = Buffer.alloc(SYSCALL_INFO_SIZE);
+  buf.copy(full, 0, 0, Math.min(buf.length, SYSCALL_INFO_SIZE));
+  const k = decodeStruct(KernelSyscallInfo, full);
+  const info: SyscallInfo = { op: k.op, arch: k.arch, instructionPointer: k.instructionPointer, stackPointer: k.stackPointer };
+  // Members past what the kernel wrote are left out.
+  const has = (field: keyof KernelSyscallInfo, size: number) => buf.length >= offsetOfField(KernelSyscallInfo, field) + size;
+  if ((info.op === 1 || info.op === 3) && has('args', 48)) {
+    info.nr = k.nr;
+    info.args = k.args;
+    if (info.op === 3 && has('retData', 4)) info.retData = k.retData;
+  } else if (info.op === 2 && has('isError', 1)) {
+    info.rval = k.rval;
+    info.isError = k.isError !== 0;
   }
   return info;
 }
