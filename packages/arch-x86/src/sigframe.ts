@@ -5,36 +5,100 @@
  * rt_sigreturn on it, so a task whose tracer vanishes mid-way puts back its own frozen registers,
  * signal mask and FPU state by itself and carries on.
  */
-import { CptError } from '@cptrst/core';
-import { UserRegs, UserRegsField } from './regs-codec';
-import { FP_XSTATE_MAGIC1, XSAVE_HEADER_OFFSET, decodeXsaveHeader } from './xsave';
+import { CptError, cfield, cstruct, decodeStruct, encodeStruct, linux, offsetOfField, sizeOfStruct } from '@cptrst/core';
+import { UserRegs } from './regs-codec';
+import { FP_XSTATE_MAGIC1, XSAVE_HEADER_OFFSET, XSAVE_SW_RESERVED_OFFSET, decodeXsaveHeader } from './xsave';
 
 export { FP_XSTATE_MAGIC1 };
 
 
-/** struct rt_sigframe on x86-64: pretcode (8), struct ucontext (296), siginfo (128). */
+/** struct sigcontext (x86-64), 256 bytes: the general registers first, all u64. */
+@cstruct('sigcontext')
+class Sigcontext {
+  @cfield.u64() r8 = 0n;
+  @cfield.u64() r9 = 0n;
+  @cfield.u64() r10 = 0n;
+  @cfield.u64() r11 = 0n;
+  @cfield.u64() r12 = 0n;
+  @cfield.u64() r13 = 0n;
+  @cfield.u64() r14 = 0n;
+  @cfield.u64() r15 = 0n;
+  @cfield.u64() rdi = 0n;
+  @cfield.u64() rsi = 0n;
+  @cfield.u64() rbp = 0n;
+  @cfield.u64() rbx = 0n;
+  @cfield.u64() rdx = 0n;
+  @cfield.u64() rax = 0n;
+  @cfield.u64() rcx = 0n;
+  @cfield.u64() rsp = 0n;
+  @cfield.u64() rip = 0n;
+  @cfield.u64() eflags = 0n;
+  @cfield.u16() cs = 0;
+  @cfield.u16() gs = 0;
+  @cfield.u16() fs = 0;
+  @cfield.u16() ss = 0;
+  @cfield.u64() err = 0n;
+  @cfield.u64() trapno = 0n;
+  @cfield.u64() oldmask = 0n;
+  @cfield.u64() cr2 = 0n;
+  /** Address of the XSAVE area. */
+  @cfield.u64() fpstate = 0n;
+  @cfield.bytes(64) reserved1: Buffer = Buffer.alloc(64);
+}
+
+/** The general registers sigcontext holds, under the names user_regs_struct gives them. */
+type SigcontextReg = Exclude<keyof Sigcontext, 'cs' | 'gs' | 'fs' | 'ss' | 'err' | 'trapno' | 'oldmask' | 'cr2' | 'fpstate' | 'reserved1'>;
+const SIGCONTEXT_REGS: readonly SigcontextReg[] = [
+  'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rdi', 'rsi', 'rbp', 'rbx', 'rdx', 'rax', 'rcx', 'rsp', 'rip', 'eflags',
+];
+
+/** struct ucontext (x86-64): the kernel's sigset_t is 8 bytes. */
+@cstruct('ucontext')
+class Ucontext {
+  @cfield.u64() flags = 0n;
+  @cfield.u64() link = 0n;
+  @cfield.struct(linux.StackT) stack = new linux.StackT();
+  @cfield.struct(Sigcontext) mcontext = new Sigcontext();
+  @cfield.u64() sigmask = 0n;
+}
+
+/** struct rt_sigframe on x86-64: pretcode, struct ucontext, siginfo. */
+@cstruct('rt_sigframe')
+class RtSigframe {
+  @cfield.u64() pretcode = 0n;
+  @cfield.struct(Ucontext) uc = new Ucontext();
+  @cfield.struct(linux.Siginfo) info = new linux.Siginfo();
+}
+
+/** struct _fpx_sw_bytes, in the FXSAVE area's software-reserved bytes 464..511. */
+@cstruct('_fpx_sw_bytes')
+class FpxSwBytes {
+  @cfield.u32() magic1 = 0;
+  @cfield.u32() extendedSize = 0;
+  @cfield.u64() xfeatures = 0n;
+  @cfield.u32() xstateSize = 0;
+  @cfield.bytes(28) padding: Buffer = Buffer.alloc(28);
+}
+
+const UC_AT = offsetOfField(RtSigframe, 'uc');
+/** Offsets in struct rt_sigframe (440 bytes). */
 export const RT_SIGFRAME = {
-  size: 440,
-  pretcode: 0,
-  ucFlags: 8,
-  ucLink: 16,
-  /** stack_t: ss_sp u64, ss_flags i32 + 4 pad, ss_size u64. */
-  ucStack: 24,
-  /** struct sigcontext, 256 bytes. */
-  ucMcontext: 48,
-  /** The kernel's sigset_t: 8 bytes on x86-64. */
-  ucSigmask: 304,
-  siginfo: 312,
+  size: sizeOfStruct(RtSigframe),
+  pretcode: offsetOfField(RtSigframe, 'pretcode'),
+  ucFlags: UC_AT + offsetOfField(Ucontext, 'flags'),
+  ucLink: UC_AT + offsetOfField(Ucontext, 'link'),
+  ucStack: UC_AT + offsetOfField(Ucontext, 'stack'),
+  ucMcontext: UC_AT + offsetOfField(Ucontext, 'mcontext'),
+  ucSigmask: UC_AT + offsetOfField(Ucontext, 'sigmask'),
+  siginfo: offsetOfField(RtSigframe, 'info'),
 } as const;
 
-/** Offsets inside struct sigcontext (x86-64) of the general registers, which are all u64. */
-export const SIGCONTEXT_REGS: ReadonlyArray<readonly [UserRegsField, number]> = [
-  ['r8', 0], ['r9', 8], ['r10', 16], ['r11', 24], ['r12', 32], ['r13', 40], ['r14', 48], ['r15', 56],
-  ['rdi', 64], ['rsi', 72], ['rbp', 80], ['rbx', 88], ['rdx', 96], ['rax', 104], ['rcx', 112],
-  ['rsp', 120], ['rip', 128], ['eflags', 136],
-];
-/** Other fields of struct sigcontext: u16 cs gs fs ss, then u64 err trapno oldmask cr2 fpstate, reserved1[8]. */
-export const SIGCONTEXT = { cs: 144, gs: 146, fs: 148, ss: 150, err: 152, trapno: 160, oldmask: 168, cr2: 176, fpstate: 184, size: 256 } as const;
+/** Offsets in struct sigcontext of its fields beyond the general registers. */
+export const SIGCONTEXT = {
+  cs: offsetOfField(Sigcontext, 'cs'), gs: offsetOfField(Sigcontext, 'gs'), fs: offsetOfField(Sigcontext, 'fs'), ss: offsetOfField(Sigcontext, 'ss'),
+  err: offsetOfField(Sigcontext, 'err'), trapno: offsetOfField(Sigcontext, 'trapno'), oldmask: offsetOfField(Sigcontext, 'oldmask'),
+  cr2: offsetOfField(Sigcontext, 'cr2'), fpstate: offsetOfField(Sigcontext, 'fpstate'), size: sizeOfStruct(Sigcontext),
+} as const;
 
 /** ucontext.uc_flags bits (asm/ucontext.h). */
 export const UC = {
@@ -46,11 +110,11 @@ export const UC = {
   STRICT_RESTORE_SS: 0x4,
 } as const;
 
-/** struct _fpx_sw_bytes, in the FXSAVE area's software-reserved bytes 464..511. */
-export const FPX_SW_BYTES = { offset: 464, magic1: 0, extendedSize: 4, xfeatures: 8, xstateSize: 16 } as const;
+/** Where _fpx_sw_bytes sits in the XSAVE area. */
+const FPX_SW_OFFSET = XSAVE_SW_RESERVED_OFFSET;
 /** The u32 that follows the XSAVE area of a signal frame (at fpstate + xstate_size). */
 export const FP_XSTATE_MAGIC2 = 0x46505845;
-export const FP_XSTATE_MAGIC2_SIZE = 4;
+const FP_XSTATE_MAGIC2_SIZE = 4;
 /** The XSAVE area must be 64-byte aligned. */
 const FPSTATE_ALIGN = 64;
 
@@ -90,39 +154,43 @@ export function buildSigframe(spec: SigframeSpec): Buffer {
   const xs = spec.xsave.length;
   if (xs < XSAVE_HEADER_OFFSET + 64) throw new CptError('EINVAL', `XSAVE area of ${xs} bytes is too small for a signal frame`);
   const b = Buffer.alloc(sigframeBytes(xs));
-  const put = (off: number, v: bigint): void => {
-    b.writeBigUInt64LE(BigInt.asUintN(64, v), off);
-  };
-  put(RT_SIGFRAME.pretcode, spec.pretcode ?? 0n);
-  put(RT_SIGFRAME.ucFlags, BigInt(UC.FP_XSTATE | UC.SIGCONTEXT_SS | UC.STRICT_RESTORE_SS));
-  put(RT_SIGFRAME.ucLink, 0n);
-  b.writeInt32LE(SS_FLAGS_KEEP, RT_SIGFRAME.ucStack + 8);
-  const mc = RT_SIGFRAME.ucMcontext;
-  for (const [field, off] of SIGCONTEXT_REGS) put(mc + off, spec.regs[field]);
-  b.writeUInt16LE(Number(spec.regs.cs & 0xffffn), mc + SIGCONTEXT.cs);
-  b.writeUInt16LE(Number(spec.regs.ss & 0xffffn), mc + SIGCONTEXT.ss);
-  put(mc + SIGCONTEXT.oldmask, spec.sigmask);
   const fp = fpstateOffset();
-  put(mc + SIGCONTEXT.fpstate, spec.at + BigInt(fp));
-  put(RT_SIGFRAME.ucSigmask, spec.sigmask);
+  const mcontext: Partial<Record<SigcontextReg, bigint>> = {};
+  for (const field of SIGCONTEXT_REGS) mcontext[field] = spec.regs[field];
+  encodeStruct(RtSigframe, {
+    pretcode: spec.pretcode ?? 0n,
+    uc: {
+      flags: BigInt(UC.FP_XSTATE | UC.SIGCONTEXT_SS | UC.STRICT_RESTORE_SS),
+      link: 0n,
+      stack: { flags: SS_FLAGS_KEEP },
+      mcontext: {
+        ...mcontext,
+        cs: Number(spec.regs.cs & 0xffffn),
+        ss: Number(spec.regs.ss & 0xffffn),
+        oldmask: spec.sigmask,
+        fpstate: spec.at + BigInt(fp),
+      },
+      sigmask: spec.sigmask,
+    },
+  }, b, 0);
 
   spec.xsave.copy(b, fp);
-  const sw = fp + FPX_SW_BYTES.offset;
-  b.writeUInt32LE(FP_XSTATE_MAGIC1, sw + FPX_SW_BYTES.magic1);
-  b.writeUInt32LE(xs + FP_XSTATE_MAGIC2_SIZE, sw + FPX_SW_BYTES.extendedSize);
   // The features the area describes: what the kernel put there (the user XCR0), or, from an
   // older kernel that left the bytes empty, the components the area holds.
-  let features = spec.xsave.readBigUInt64LE(FPX_SW_BYTES.offset + FPX_SW_BYTES.xfeatures);
+  // The features the area describes: ptrace puts the user XCR0 in the first 8 software-reserved
+  // bytes; from a kernel that left them empty, the components the area holds.
+  let features = spec.xsave.readBigUInt64LE(XSAVE_SW_RESERVED_OFFSET);
   if (features === 0n) features = decodeXsaveHeader(spec.xsave).xstateBv | 3n;
-  put(sw + FPX_SW_BYTES.xfeatures, features);
-  b.writeUInt32LE(xs, sw + FPX_SW_BYTES.xstateSize);
+  // The padding keeps what the kernel put there.
+  encodeStruct(FpxSwBytes, { magic1: FP_XSTATE_MAGIC1, extendedSize: xs + FP_XSTATE_MAGIC2_SIZE, xfeatures: features, xstateSize: xs }, b, fp + FPX_SW_OFFSET);
   b.writeUInt32LE(FP_XSTATE_MAGIC2, fp + xs);
   return b;
 }
 
 /** The registers a frame built by buildSigframe holds (for tests and debugging). */
 export function sigframeRegs(frame: Buffer): Partial<UserRegs> {
+  const mc = decodeStruct(RtSigframe, frame).uc.mcontext;
   const out: Partial<UserRegs> = {};
-  for (const [field, off] of SIGCONTEXT_REGS) out[field] = frame.readBigUInt64LE(RT_SIGFRAME.ucMcontext + off);
+  for (const field of SIGCONTEXT_REGS) out[field] = mc[field];
   return out;
 }

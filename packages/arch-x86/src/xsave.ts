@@ -2,10 +2,9 @@
  * The x86 XSAVE area as PTRACE_GETREGSET(NT_X86_XSTATE) returns it (standard, non-compacted
  * format), and the layout this machine's kernel exposes.
  */
-import { spawn } from 'child_process';
 import { CptError, linux } from '@cptrst/core';
 
-const { ptrace, NT, PTRACE_O, SIG } = linux;
+const { ptrace, NT } = linux;
 
 /** Offset in the FXSAVE area of the 48 "software reserved" bytes (464..511). */
 export const XSAVE_SW_RESERVED_OFFSET = 464;
@@ -47,18 +46,9 @@ let xsaveCache: XsaveInfo | undefined;
  */
 export function xsaveInfo(): XsaveInfo {
   if (xsaveCache) return xsaveCache;
-  const child = spawn('/bin/cat', [], { stdio: ['pipe', 'ignore', 'ignore'] });
-  const pid = child.pid;
-  if (pid === undefined) throw new CptError('ENOENT', 'xsaveInfo: could not spawn /bin/cat');
-  child.unref();
+  const helper = linux.spawnSeizedHelper(0, 'xsaveInfo: the helper');
+  const pid = helper.pid;
   try {
-    ptrace.seize(pid, PTRACE_O.EXITKILL);
-    ptrace.interrupt(pid);
-    for (;;) {
-      const w = linux.waitTracee(pid);
-      if (w.stopped) break;
-      if (w.exited !== undefined || w.signaled !== undefined) throw new CptError('ESRCH', `xsaveInfo: helper ${pid} died`, { pid });
-    }
     const buf = ptrace.getRegset(pid, NT.X86_XSTATE, 64 * 1024);
     if (buf.length < XSAVE_SW_RESERVED_OFFSET + 48) throw new CptError('EIO', `xsaveInfo: NT_X86_XSTATE of ${buf.length} bytes`, { pid });
     xsaveCache = {
@@ -68,12 +58,7 @@ export function xsaveInfo(): XsaveInfo {
     };
   } finally {
     // Killed while still traced: never let go alive.
-    try {
-      linux.kill(pid, SIG.SIGKILL);
-    } catch {
-      /* already gone */
-    }
-    child.stdin?.destroy();
+    helper.kill();
   }
   return xsaveCache;
 }

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import * as crypto from 'crypto';
 import { container } from 'tsyringe';
-import { CptError, Tokens, TraceeFactory, linux } from '@cptrst/core';
+import { CptError, Tokens, TraceeFactory, encodeStruct, linux } from '@cptrst/core';
 import { x86ptrace } from '../src';
 import { SCRATCH_SIZE, X86Tracee, register } from '../src';
 import { gone, killStarted, letGo, pollSync, seizeAndStop, startSleeping, thrown } from './support';
@@ -175,7 +175,7 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     // As if SIGWINCH had been taken off the task at the freeze, and the task had it blocked:
     // queued again at release, it stays pending behind the restored mask.
     t.blockedSignals = sigBit(SIG.SIGWINCH);
-    t.interceptedSignals.push(linux.encodeSiginfo({ signo: SIG.SIGWINCH, errno: 0, code: -1 /* SI_QUEUE */ }));
+    t.interceptedSignals.push(encodeStruct(linux.Siginfo, { signo: SIG.SIGWINCH, errno: 0, code: -1 /* SI_QUEUE */ }));
     expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
     letGo(t, 'run');
     expect(t.interceptedSignals).to.deep.equal([]);

@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { ChildProcess, spawn } from 'child_process';
-import { CptError, linux } from '@cptrst/core';
+import { CptError, decodeStruct, linux } from '@cptrst/core';
 import {
   USER_REGS_FIELDS, USER_REGS_SIZE, UserRegs, debugRegOffset, decodeUserRegs, decodeXsaveHeader, encodeUserRegs,
   userRegOffset, x86ptrace as ptrace, xsaveInfo,
@@ -12,7 +12,7 @@ import {
 import { killPid, pollSync, spawnSleeping } from '@cptrst/core/dist/test/fixtures/linux-fixtures';
 
 const {
-  NT, PTRACE_EVENT, RSEQ_SIG, SIG, SYS, WNOHANG, cpuFlags, decodeSiginfo, isRestartErrno, kill, processExists, readStat, readStatus,
+  NT, PTRACE_EVENT, RSEQ_SIG, SIG, SYS, Siginfo, WNOHANG, cpuFlags, isRestartErrno, kill, processExists, readStat, readStatus,
   sigBit, signedReg, tgkill, waitTracee,
 } = linux;
 
@@ -77,7 +77,7 @@ describe('x86-64 bindings: registers, struct user, XSAVE', () => {
     expect(ptrace.setRegset(pid, NT.X86_XSTATE, xs)).to.equal(xs.length);
 
     // siginfo of an interrupt stop: SIGTRAP with si_code = PTRACE_EVENT_STOP << 8 | SIGTRAP
-    const si = decodeSiginfo(ptrace.getSiginfo(pid));
+    const si = decodeStruct(Siginfo, ptrace.getSiginfo(pid));
     expect(si.signo).to.equal(SIG.SIGTRAP);
     expect(si.code).to.equal((PTRACE_EVENT.STOP << 8) | SIG.SIGTRAP);
     ptrace.setSiginfo(pid, si.raw);
@@ -91,13 +91,13 @@ describe('x86-64 bindings: registers, struct user, XSAVE', () => {
     tgkill(pid, pid, SIG.SIGUSR1);
     const shared = ptrace.peekSiginfo(pid, { shared: true, nr: 8 });
     expect(shared.length).to.equal(1);
-    const q = decodeSiginfo(shared[0]);
+    const q = decodeStruct(Siginfo, shared[0]);
     expect(q.signo).to.equal(SIG.SIGUSR1);
     expect(q.code).to.equal(0); // SI_USER
     expect(q.pid).to.equal(process.pid);
     const priv = ptrace.peekSiginfo(pid, { shared: false, nr: 8 });
     expect(priv.length).to.equal(1);
-    expect(decodeSiginfo(priv[0]).code).to.equal(-6); // SI_TKILL
+    expect(decodeStruct(Siginfo, priv[0]).code).to.equal(-6); // SI_TKILL
     expect(ptrace.peekAllSiginfo(pid, true, 1).length).to.equal(1);
     expect(readStatus(pid).shdPnd).to.equal(sigBit(SIG.SIGUSR1));
 

@@ -15,6 +15,8 @@ import type { Tracee } from './contract';
 import { AT_FDCWD, O, RESOLVE } from './linux/constants';
 import { SYS } from './linux/syscalls';
 import { errnoName as errnoCode } from './linux/errno';
+import { encodeStruct } from './image/cstruct';
+import { OpenHow } from './linux/structs';
 
 /** What the image says about a file, to compare with what restart finds. Unset fields are not compared. */
 export interface RecordedFileIdentity {
@@ -59,8 +61,24 @@ export function requireCanonicalPath(path: string, pid: number, object: string):
   if (why) throw new CptError('EBADIMG', `refusing the path ${JSON.stringify(path)} from the image: ${why}`, { pid, object });
 }
 
+/** Device and inode number: which file an fd, a mapping or a lock is on (within one boot). */
+export interface InodeId {
+  readonly dev: bigint;
+  readonly ino: bigint;
+}
+
+/** Whether two stats (or an image's identity and a stat) are of the same file. */
+export function sameFile(a: InodeId, b: InodeId): boolean {
+  return a.dev === b.dev && a.ino === b.ino;
+}
+
+/** A map key that is equal for the same file: see sameFile. */
+export function fileKey(f: InodeId): string {
+  return `${f.dev}:${f.ino}`;
+}
+
 /** How `st` differs from what the image recorded (empty when it is the same file). */
-export function identityDifferences(st: fs.BigIntStats, expect: RecordedFileIdentity, sameBoot: boolean): string[] {
+function identityDifferences(st: fs.BigIntStats, expect: RecordedFileIdentity, sameBoot: boolean): string[] {
   const diffs: string[] = [];
   const mode = Number(st.mode);
   if (expect.type !== undefined && (mode & S_IFMT) !== (expect.type & S_IFMT)) {
@@ -100,9 +118,7 @@ export function openRecordedFile(tracee: Tracee, path: string, opts: OpenRecorde
   if (opts.flags & (O.CREAT | (O.TMPFILE & ~O.DIRECTORY))) {
     throw new CptError('EINVAL', 'recorded files are opened, never created', { pid: tracee.pid, object: opts.object });
   }
-  const how = Buffer.alloc(24); // struct open_how { u64 flags; u64 mode; u64 resolve; }
-  how.writeBigUInt64LE(BigInt(opts.flags >>> 0), 0);
-  how.writeBigUInt64LE(BigInt(RESOLVE.NO_SYMLINKS | RESOLVE.NO_MAGICLINKS), 16);
+  const how = encodeStruct(OpenHow, { flags: BigInt(opts.flags >>> 0), resolve: BigInt(RESOLVE.NO_SYMLINKS | RESOLVE.NO_MAGICLINKS) });
   const pathBuf = Buffer.from(path + '\0');
   const pathAt = tracee.stage(pathBuf, 0);
   const howAt = tracee.stage(how, align8(pathBuf.length));

@@ -8,12 +8,11 @@
 import type { ArchRegs } from './arch';
 import type { ReleaseMode, Tracee } from './contract';
 import { CptError } from './errors';
-import { SIG, WAIT } from './linux/constants';
-import { ptrace } from './linux/ptrace';
+import { SIG } from './linux/constants';
+import { reapKilled } from './linux/helper-process';
 import { kill } from './linux/process';
 import { readStat } from './linux/proc';
 import { SYS } from './linux/syscalls';
-import { waitpid } from './linux/wait';
 
 /**
  * Lets the thread go. `regs` are the registers it carries on with (needed unless it is killed).
@@ -60,15 +59,7 @@ function reapIfTraced(pid: number, tid: number): void {
   } catch {
     return; // gone already
   }
-  try {
-    for (;;) {
-      const w = waitpid(tid, WAIT.__WALL);
-      if (w.exited !== undefined || w.signaled !== undefined) return;
-      ptrace.cont(tid, 0);
-    }
-  } catch {
-    /* already reaped or not ours to wait for */
-  }
+  reapKilled(tid);
 }
 
 /**

@@ -3,52 +3,51 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  CLONE_ARGS_SIZE, KERNEL_SIGACTION_SIZE, PRCTL_MM_MAP_SIZE, RLIM_INFINITY, SA, SIG, STACK_T_SIZE, SYS,
-  decodeCloneArgs, decodeKernelSigaction, decodePrctlMmMap, decodeRlimit, decodeSiginfo, decodeStackT, decodeStat,
-  decodeWaitStatus, devMajor, devMinor, encodeCloneArgs, encodeKernelSigaction, encodePrctlMmMap, encodeRlimit,
-  encodeSiginfo, makeDev, rawSyscall,
+  CloneArgs, KernelSigaction, KernelStat, PrctlMmMap, RLIM_INFINITY, Rlimit, SA, SIG, Siginfo, StackT, SYS,
+  decodeWaitStatus, devMajor, devMinor, makeDev, rawSyscall,
 } from '../src/linux';
+import { decodeStruct, encodeStruct, sizeOfStruct } from '../src/image/cstruct';
 
 describe('linux structs', () => {
   it('kernel sigaction matches what rt_sigaction returns', () => {
-    expect(KERNEL_SIGACTION_SIZE).to.equal(32);
+    expect(sizeOfStruct(KernelSigaction)).to.equal(32);
     const sa = { handler: 0x401000n, flags: BigInt(SA.SIGINFO | SA.RESTORER | SA.ONSTACK), restorer: 0x402000n, mask: 0x8000000000000001n };
-    expect(decodeKernelSigaction(encodeKernelSigaction(sa))).to.deep.equal(sa);
+    expect(decodeStruct(KernelSigaction, encodeStruct(KernelSigaction, sa))).to.deep.equal(sa);
     // SIGPIPE in node is ignored (SIG_IGN = 1)
     const old = Buffer.alloc(32);
     expect(rawSyscall(SYS.rt_sigaction, SIG.SIGPIPE, null, old, 8)).to.equal(0n);
-    expect(decodeKernelSigaction(old).handler).to.equal(1n);
+    expect(decodeStruct(KernelSigaction, old).handler).to.equal(1n);
   });
 
   it('stack_t decodes sigaltstack output', () => {
-    expect(STACK_T_SIZE).to.equal(24);
+    expect(sizeOfStruct(StackT)).to.equal(24);
     const old = Buffer.alloc(24);
     expect(rawSyscall(SYS.sigaltstack, null, old)).to.equal(0n);
-    const st = decodeStackT(old);
+    const st = decodeStruct(StackT, old);
     expect(st.flags === 0 || st.flags === 2 /* SS_DISABLE */ || st.flags === 1).to.equal(true);
   });
 
   it('prctl_mm_map is 104 bytes and round-trips', () => {
-    expect(PRCTL_MM_MAP_SIZE).to.equal(104);
+    expect(sizeOfStruct(PrctlMmMap)).to.equal(104);
     const m = {
       startCode: 1n, endCode: 2n, startData: 3n, endData: 4n, startBrk: 5n, brk: 6n, startStack: 7n,
       argStart: 8n, argEnd: 9n, envStart: 10n, envEnd: 11n, auxv: 0x7fff0000n, auxvSize: 368, exeFd: 0xffffffff,
     };
-    const b = encodePrctlMmMap(m);
+    const b = encodeStruct(PrctlMmMap, m);
     expect(b.length).to.equal(104);
     expect(b.readBigUInt64LE(88)).to.equal(0x7fff0000n);
     expect(b.readUInt32LE(96)).to.equal(368);
     expect(b.readUInt32LE(100)).to.equal(0xffffffff);
-    expect(decodePrctlMmMap(b)).to.deep.equal(m);
+    expect(decodeStruct(PrctlMmMap, b)).to.deep.equal(m);
   });
 
   it('clone_args is 11 u64', () => {
-    expect(CLONE_ARGS_SIZE).to.equal(88);
-    const b = encodeCloneArgs({ flags: 0x100n, exitSignal: 17n, setTid: 0x1234n, setTidSize: 1n });
+    expect(sizeOfStruct(CloneArgs)).to.equal(88);
+    const b = encodeStruct(CloneArgs, { flags: 0x100n, exitSignal: 17n, setTid: 0x1234n, setTidSize: 1n });
     expect(b.readBigUInt64LE(32)).to.equal(17n);
     expect(b.readBigUInt64LE(64)).to.equal(0x1234n);
     expect(b.readBigUInt64LE(72)).to.equal(1n);
-    const d = decodeCloneArgs(b);
+    const d = decodeStruct(CloneArgs, b);
     expect(d.flags).to.equal(0x100n);
     expect(d.cgroup).to.equal(0n);
   });
@@ -60,7 +59,7 @@ describe('linux structs', () => {
     try {
       const b = Buffer.alloc(144);
       expect(rawSyscall(SYS.fstat, fd, b)).to.equal(0n);
-      const st = decodeStat(b);
+      const st = decodeStruct(KernelStat, b);
       const ns = fs.fstatSync(fd, { bigint: true });
       expect(st.ino).to.equal(ns.ino);
       expect(st.size).to.equal(1234n);
@@ -78,11 +77,11 @@ describe('linux structs', () => {
   });
 
   it('rlimit64 and siginfo', () => {
-    expect(decodeRlimit(encodeRlimit({ cur: 1024n, max: RLIM_INFINITY }))).to.deep.equal({ cur: 1024n, max: RLIM_INFINITY });
+    expect(decodeStruct(Rlimit, encodeStruct(Rlimit, { cur: 1024n, max: RLIM_INFINITY }))).to.deep.equal({ cur: 1024n, max: RLIM_INFINITY });
     const raw = Buffer.alloc(128);
     raw.writeInt32LE(1234, 16);
     raw.writeUInt32LE(0, 20);
-    const si = decodeSiginfo(encodeSiginfo({ signo: SIG.SIGUSR1, errno: 0, code: -6, raw }));
+    const si = decodeStruct(Siginfo, encodeStruct(Siginfo, { raw, signo: SIG.SIGUSR1, errno: 0, code: -6 }));
     expect(si.signo).to.equal(10);
     expect(si.code).to.equal(-6);
     expect(si.pid).to.equal(1234);

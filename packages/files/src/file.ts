@@ -5,8 +5,9 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, ObjectType, RecordList, RestartContext, RestartTask, RestoreObject, StateKey,
-  bool, bytes, claim, i64, kindNamed, kindRecordWriter, linux, objectType, requireKindRecord, str, u32, u64,
+  CheckpointContext, CheckpointTask, CptError, ObjectType, RecordList, RestartContext, RestartTask,
+  RestoreObject, StateKey, bool, bytes, claim, i64, kindNamed, kindRecordWriter, linux, objectType,
+  requireKindRecord, str, u32, u64, fileKey, sameFile,
 } from '@cptrst/core';
 import { FileKindHandler, FileKinds, OpenFile, recordedPath } from './kinds';
 import { FS_KEY } from './fs-struct';
@@ -68,7 +69,7 @@ export function kindOfFile(ctx: CheckpointContext, task: CheckpointTask, f: Open
 function byDescription(pid: number, files: OpenFile[]): OpenFile[][] {
   const groups: OpenFile[][] = [];
   for (const f of files) {
-    const g = groups.find((g) => g[0].stat.ino === f.stat.ino && g[0].stat.dev === f.stat.dev && linux.kcmp(pid, pid, linux.KCMP.FILE, g[0].fd, f.fd) === 0);
+    const g = groups.find((g) => sameFile(g[0].stat, f.stat) && linux.kcmp(pid, pid, linux.KCMP.FILE, g[0].fd, f.fd) === 0);
     if (g) g.push(f);
     else groups.push([f]);
   }
@@ -96,7 +97,7 @@ export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: O
     img.uid = Number(f.stat.uid);
     img.gid = Number(f.stat.gid);
     kind.describe(ctx, task, f, img);
-    const inode = `${f.stat.dev}:${f.stat.ino}`;
+    const inode = fileKey(f.stat);
     if (img.deleted) img.sameAs = ghosts.get(inode) ?? 0;
     const tag = ctx.write(img, task.tag);
     if (img.deleted && img.sameAs === 0) ghosts.set(inode, tag);

@@ -46,7 +46,7 @@ export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number
  * write, that identity must be the image owner's by now (no file-related capability, fsuid the
  * owner's), or the task could open what the owner may not.
  */
-export function requireOwnerIdentity(ctx: RestartContext, task: RestartTask): void {
+function requireOwnerIdentity(ctx: RestartContext, task: RestartTask): void {
   if (ctx.imageTrusted) return;
   const st = linux.readStatus(task.pid);
   const fsuid = st.uid[3];

@@ -21,7 +21,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointTask, CptError, KindRecordWriter, RestartContext, RestartTask, StateKey, linux, openRecordedFile, refuse, requireCanonicalPath,
+  CheckpointTask, CptError, KindRecordWriter, RestartContext, RestartTask, StateKey, linux,
+  openRecordedFile, refuse, requireCanonicalPath, encodeStruct, sizeOfStruct,
 } from '@cptrst/core';
 import { FileDataImage, FileImage } from './file';
 import { recorded } from './fs-struct';
@@ -29,18 +30,18 @@ import { OpenFile, OpenRequest, openInTask, recordedPath, reopenFlags } from './
 
 const { SYS, O, F, SEEK, S_IF, errnoName } = linux;
 /** Largest amount of data (not counting holes) of a deleted file that goes into the image. */
-export const DELETED_MAX = 256 * 1024 * 1024;
+const DELETED_MAX = 256 * 1024 * 1024;
 /** Largest FILE_DATA object. */
-export const DATA_CHUNK = 16 * 1024 * 1024;
+const DATA_CHUNK = 16 * 1024 * 1024;
 const ENXIO = 6n;
 
-export interface DataRun {
+interface DataRun {
   offset: number;
   length: number;
 }
 
 /** The data runs of an open file of `size` bytes (SEEK_DATA / SEEK_HOLE; one run where the filesystem knows no holes). */
-export function dataRuns(fd: number, size: number): DataRun[] {
+function dataRuns(fd: number, size: number): DataRun[] {
   const runs: DataRun[] = [];
   let off = 0;
   while (off < size) {
@@ -250,9 +251,10 @@ export function finishGhosts(ctx: RestartContext, task: RestartTask): void {
   const t = task.tracee!;
   for (const g of ghosts(task).values()) {
     const mode = ghostMode(g.img.mode);
-    const times = Buffer.alloc(2 * linux.TIMESPEC_SIZE);
-    linux.encodeTimespec(nsToTimespec(g.img.atimeNs), times, 0);
-    linux.encodeTimespec(nsToTimespec(g.img.mtimeNs), times, linux.TIMESPEC_SIZE);
+    const ts = sizeOfStruct(linux.Timespec);
+    const times = Buffer.alloc(2 * ts);
+    encodeStruct(linux.Timespec, nsToTimespec(g.img.atimeNs), times, 0);
+    encodeStruct(linux.Timespec, nsToTimespec(g.img.mtimeNs), times, ts);
     if (ctx.imageTrusted) {
       const a = fs.openSync(`/proc/${task.pid}/fd/${g.fd}`, O.RDONLY);
       try {

@@ -4,7 +4,7 @@
  * holds, and signal-driven I/O owners (F_SETOWN / F_SETOWN_EX) and signals (F_SETSIG).
  */
 import * as fs from 'fs';
-import { CheckpointTask, linux, refuse } from '@cptrst/core';
+import { CheckpointTask, decodeStruct, linux, refuse, sameFile, sizeOfStruct } from '@cptrst/core';
 import { OpenFile } from './kinds';
 
 const { SYS, O, F } = linux;
@@ -38,7 +38,7 @@ export function refuseLocks(task: CheckpointTask, files: OpenFile[]): void {
   // by a memory mapping, say): /proc/locks still names the process.
   for (const e of linux.readLocks()) {
     if (e.waiter || e.pid !== task.pid) continue;
-    const f = files.find((x) => x.stat.ino === e.ino && linux.devMajor(x.stat.dev) === e.major && linux.devMinor(x.stat.dev) === e.minor);
+    const f = files.find((x) => sameFile(x.stat, { dev: linux.makeDev(e.major, e.minor), ino: e.ino }));
     refuse(task.pid, f ? objectOf(f) : `lock on inode ${e.major.toString(16)}:${e.minor.toString(16)}:${e.ino}`,
       `the process holds ${lockName(e)}; file locks and leases are not supported yet`);
   }
@@ -57,9 +57,9 @@ export function refuseOwners(task: CheckpointTask, files: OpenFile[]): void {
     for (const f of asked) {
       const dup = linux.pidfdGetfd(pidfd, f.fd);
       try {
-        const owner = Buffer.alloc(linux.F_OWNER_EX_SIZE);
+        const owner = Buffer.alloc(sizeOfStruct(linux.FOwnerEx));
         if (linux.rawSyscall(SYS.fcntl, dup, F.GETOWN_EX, owner) === 0n) {
-          const o = linux.decodeFOwnerEx(owner);
+          const o = decodeStruct(linux.FOwnerEx, owner);
           if (o.pid !== 0) {
             const who = o.type === F.OWNER_PGRP ? 'process group' : o.type === F.OWNER_TID ? 'thread' : 'process';
             refuse(task.pid, objectOf(f), `its I/O signals go to ${who} ${o.pid} (F_SETOWN); signal-driven I/O owners are not supported yet`);

@@ -18,7 +18,9 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RecordList, RestoreObject, S_IFMT, S_IFREG, StateKey, bytes, kindNamed, kindRecordWriter, requireKindRecord, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32, u64, u64s,
+  RecordList, RestoreObject, S_IFMT, S_IFREG, StateKey, bytes, kindNamed, kindRecordWriter,
+  requireKindRecord, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32,
+  u64, u64s, encodeStruct,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
@@ -31,7 +33,7 @@ export const MM_ORDER = 200;
 const EINVAL = -BigInt(linux.ERRNO.EINVAL);
 
 /** The membarrier registrations restored, in the order they are registered again. */
-export const MEMBARRIER_REGISTRATIONS: ReadonlyArray<[number, string]> = [
+const MEMBARRIER_REGISTRATIONS: ReadonlyArray<[number, string]> = [
   [MB.REGISTER_GLOBAL_EXPEDITED, 'GLOBAL_EXPEDITED'],
   [MB.REGISTER_PRIVATE_EXPEDITED, 'PRIVATE_EXPEDITED'],
   [MB.REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 'PRIVATE_EXPEDITED_SYNC_CORE'],
@@ -310,7 +312,7 @@ export class MmRestore implements RestoreHandler {
     });
     try {
       const auxvAt = t.stage(mm.auxv, 8192);
-      const map = linux.encodePrctlMmMap({
+      const map = encodeStruct(linux.PrctlMmMap, {
         startCode: mm.startCode, endCode: mm.endCode, startData: mm.startData, endData: mm.endData,
         startBrk: mm.startBrk, brk: mm.brk, startStack: mm.startStack, argStart: mm.argStart, argEnd: mm.argEnd,
         envStart: mm.envStart, envEnd: mm.envEnd, auxv: auxvAt, auxvSize: mm.auxv.length, exeFd: Number(exeFd),

@@ -151,7 +151,7 @@ export function kindOf(ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry
 }
 
 /** mmap flags for an area: MAP_FIXED at its address, plus what its VmFlags say. */
-export function mmapFlags(img: VmaImage, base: number): number {
+function mmapFlags(img: VmaImage, base: number): number {
   let f = base | MAP.FIXED;
   if (img.vmFlags.includes('gd')) f |= MAP.GROWSDOWN;
   if (img.vmFlags.includes('nr')) f |= MAP.NORESERVE;

@@ -5,24 +5,22 @@
  * away, so the new process is reparented like a daemon. PTRACE_O_EXITKILL means that if cptrst
  * dies half way, the half-made process dies with it.
  */
-import { spawn } from 'child_process';
-import { Writable } from 'stream';
 import {
   CptError, ProcessCreator, RestartContext, RestartTask, Tokens, Tracee, linux,
+  encodeStruct,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 
-const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT, SYS, SIG } = linux;
+const { ptrace, PTRACE_O, SYS, SIG, killAndReap, waitForEventStop } = linux;
 
 /** How long a PID still held by someone else (e.g. a killed original not yet reaped by init) is waited for. */
 export const PID_WAIT_MS = Number(process.env.CPTRST_PID_WAIT_MS ?? 5000);
-const HELPER = '/bin/cat';
 
 export class CloneProcessCreator implements ProcessCreator {
   create(ctx: RestartContext, task: RestartTask): Tracee {
     return ctx.timed('create', () => {
       const pid = task.pid;
-      const { helper, stdin } = startHelper(ctx);
+      const { helper, seized } = startHelper(ctx);
       let made = false;
       let child: Tracee | undefined;
       try {
@@ -30,7 +28,7 @@ export class CloneProcessCreator implements ProcessCreator {
         const setTid = Buffer.alloc(8);
         setTid.writeInt32LE(pid, 0);
         const setTidAddr = helper.stage(setTid, 128);
-        const args = linux.encodeCloneArgs({ flags: 0n, exitSignal: BigInt(SIG.SIGCHLD), setTid: setTidAddr, setTidSize: 1n });
+        const args = encodeStruct(linux.CloneArgs, { flags: 0n, exitSignal: BigInt(SIG.SIGCHLD), setTid: setTidAddr, setTidSize: 1n });
         const argsAddr = helper.stage(args, 0);
         const deadline = Date.now() + PID_WAIT_MS;
         for (let attempt = 0; ; attempt++) {
@@ -63,31 +61,22 @@ export class CloneProcessCreator implements ProcessCreator {
       } finally {
         // Our own helper: killed, and its exit collected here (we are its parent).
         releaseTracee(helper, 'kill');
-        killAndReap(helper.pid);
-        stdin?.destroy();
+        seized.kill();
       }
     });
   }
 }
 
 /**
- * The helper: a process of ours, seized and stopped, in which clone3 runs. It is /bin/cat reading a
- * pipe whose other end only we hold: should we die before we seize it, it reads end-of-file and
- * exits; from the seize on, PTRACE_O_EXITKILL kills it (and the child it makes) with us.
+ * The helper: a process of ours, seized and stopped (linux.spawnSeizedHelper), in which clone3
+ * runs; EXITKILL kills it and the child it makes with us.
  */
-function startHelper(ctx: RestartContext): { helper: Tracee; stdin: Writable | null } {
-  const child = spawn(HELPER, [], { stdio: ['pipe', 'ignore', 'ignore'], detached: false });
-  child.unref();
-  const hpid = child.pid;
-  if (!hpid) throw new CptError('ENOENT', `cannot start the helper process ${HELPER}`);
+function startHelper(ctx: RestartContext): { helper: Tracee; seized: linux.SeizedHelper } {
+  const seized = linux.spawnSeizedHelper(PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK, 'the helper process');
   try {
-    ptrace.seize(hpid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
-    ptrace.interrupt(hpid);
-    waitForEventStop(hpid);
-    return { helper: ctx.one(Tokens.TraceeFactory).fromStopped(hpid, hpid, { diesWithTracer: true }), stdin: child.stdin };
+    return { helper: ctx.one(Tokens.TraceeFactory).fromStopped(seized.pid, seized.pid, { diesWithTracer: true }), seized };
   } catch (e) {
-    killAndReap(hpid);
-    child.stdin?.destroy();
+    seized.kill();
     throw e;
   }
 }
@@ -100,32 +89,6 @@ function unregisterRseq(t: Tracee): void {
   const cfg = ptrace.getRseqConfiguration(t.tid);
   if (cfg.rseqAbiPointer === 0n) return;
   t.syscallOk(SYS.rseq, [cfg.rseqAbiPointer, cfg.rseqAbiSize, linux.RSEQ_FLAG_UNREGISTER, cfg.signature], 'rseq unregister of the helper copy');
-}
-
-function waitForEventStop(tid: number): void {
-  for (;;) {
-    const w = waitpid(tid, WAIT.__WALL);
-    if (w.exited !== undefined || w.signaled !== undefined) throw new CptError('ESRCH', 'the helper process died', { pid: tid });
-    if (w.stopped!.event === PTRACE_EVENT.STOP) return;
-    ptrace.cont(tid, 0);
-  }
-}
-
-/** Kills a process we trace (and may be the parent of) and collects its exit, so no zombie is left to us. */
-function killAndReap(pid: number): void {
-  try {
-    linux.kill(pid, SIG.SIGKILL);
-  } catch {
-    /* already gone */
-  }
-  try {
-    for (;;) {
-      const w = waitpid(pid, WAIT.__WALL);
-      if (w.exited !== undefined || w.signaled !== undefined) return;
-    }
-  } catch {
-    /* reaped already */
-  }
 }
 
 function describeHolder(pid: number): string {

@@ -8,7 +8,8 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask,
-  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32, u64,
+  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32,
+  u64, encodeStruct,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 import { heldToOwner, nowOrAfterCreds } from './deferred';
@@ -151,8 +152,7 @@ function restoreScheduling(task: RestartTask, img: TaskImage): void {
   const t = task.tracee!;
   const st = linux.readStat(task.pid);
   if (img.policy !== st.policy || img.rtPriority !== st.rtPriority) {
-    const param = Buffer.alloc(4);
-    param.writeInt32LE(img.rtPriority, 0);
+    const param = encodeStruct(linux.SchedParam, { priority: img.rtPriority });
     t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param)], `sched_setscheduler(${img.policy}, ${img.rtPriority})`);
   }
   if (img.nice !== st.nice) t.syscallOk(SYS.setpriority, [0 /* PRIO_PROCESS */, 0, img.nice], `setpriority(nice ${img.nice})`);

@@ -7,7 +7,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, Tracee, linux, objectType, u64s,
+  RestoreObject, Tracee, decodeStruct, encodeStruct, linux, objectType, sizeOfStruct, u64s,
 } from '@cptrst/core';
 import { nowOrAfterCreds } from './deferred';
 
@@ -24,11 +24,11 @@ export class RlimitsImage {
  * Read from inside the task: prlimit64 on another process whose uids differ from ours needs
  * CAP_SYS_RESOURCE, which these machines do not give.
  */
-function readLimit(t: Tracee, r: number): { cur: bigint; max: bigint } {
-  const out = t.stage(Buffer.alloc(16), 1024);
+function readLimit(t: Tracee, r: number): linux.Rlimit {
+  const size = sizeOfStruct(linux.Rlimit);
+  const out = t.stage(Buffer.alloc(size), 1024);
   t.syscallOk(SYS.prlimit64, [0, r, 0, out], `prlimit64(${linux.rlimitName(r)})`);
-  const b = t.readMemory(out, 16);
-  return { cur: b.readBigUInt64LE(0), max: b.readBigUInt64LE(8) };
+  return decodeStruct(linux.Rlimit, t.readMemory(out, size));
 }
 
 export class RlimitsDump implements DumpHandler {
@@ -61,9 +61,7 @@ function setLimits(task: RestartTask, img: RlimitsImage): void {
   for (let r = 0; r < img.cur.length && r < linux.RLIM_NLIMITS; r++) {
     const now = readLimit(t, r);
     if (now.cur === img.cur[r] && now.max === img.max[r]) continue;
-    const buf = Buffer.alloc(16);
-    buf.writeBigUInt64LE(img.cur[r], 0);
-    buf.writeBigUInt64LE(img.max[r], 8);
+    const buf = encodeStruct(linux.Rlimit, { cur: img.cur[r], max: img.max[r] });
     const res = t.syscall(SYS.prlimit64, [0, r, t.stage(buf), 0]);
     if (res < 0n) {
       const name = linux.rlimitName(r);

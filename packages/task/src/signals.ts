@@ -6,14 +6,17 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, bool, bytes, i32, linux, objectType, recordLayout, records, u64,
+  RestoreObject, bool, bytes, decodeStruct, encodeStruct, i32, i64, linux, objectType, record, recordLayout, records,
+  sizeOfStruct, u64,
 } from '@cptrst/core';
 
 const { SYS, SIG } = linux;
 export const SIGNALS_ORDER = 400;
 const NSIG = 64;
-const SIGACTION_SIZE = 32;
-const SIGINFO_SIZE = 128;
+const SIGACTION_SIZE = sizeOfStruct(linux.KernelSigaction);
+const SIGINFO_SIZE = sizeOfStruct(linux.Siginfo);
+const ITIMERVAL_SIZE = sizeOfStruct(linux.Itimerval);
+const ITIMERS: readonly number[] = [linux.ITIMER.REAL, linux.ITIMER.VIRTUAL, linux.ITIMER.PROF];
 
 @recordLayout('sigaction')
 export class SigactionRecord {
@@ -46,10 +49,30 @@ export class SigPendingImage {
   @bytes() siginfo: Buffer = Buffer.alloc(0);
 }
 
+@recordLayout('timeval')
+export class TimevalRecord {
+  @i64() sec = 0n;
+  @i64() usec = 0n;
+}
+
+/** One interval timer as getitimer reports it. */
+@recordLayout('itimer')
+export class ItimerRecord {
+  /** ITIMER_REAL, ITIMER_VIRTUAL or ITIMER_PROF. */
+  @i32() which = 0;
+  @record(TimevalRecord) interval = new TimevalRecord();
+  @record(TimevalRecord) value = new TimevalRecord();
+}
+
 @objectType(ObjectType.ITIMERS, 'itimers', { parents: [ObjectType.TASK] })
 export class ItimersImage {
-  /** struct itimerval (interval sec, usec; value sec, usec) of ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF. */
+  /**
+   * Images before format 1.3 only: the three struct itimerval (REAL, VIRTUAL, PROF) as one
+   * 96-byte blob. Written empty since; still read, so that older images restore.
+   */
   @bytes() values: Buffer = Buffer.alloc(0);
+  /** One record per timer (1.3 on). */
+  @records(ItimerRecord, { since: 3 }) timers: ItimerRecord[] = [];
 }
 
 const catchable = (s: number) => s !== SIG.SIGKILL && s !== SIG.SIGSTOP;
@@ -64,25 +87,26 @@ export class SignalsDump implements DumpHandler {
     for (let s = 1; s <= NSIG; s++) {
       if (!catchable(s)) continue;
       t.syscallOk(SYS.rt_sigaction, [s, 0, out, 8], `rt_sigaction(${linux.signalName(s)})`);
-      const b = t.readMemory(out, SIGACTION_SIZE);
+      const k = decodeStruct(linux.KernelSigaction, t.readMemory(out, SIGACTION_SIZE));
       const a = new SigactionRecord();
       a.signo = s;
-      a.handler = b.readBigUInt64LE(0);
-      a.flags = b.readBigUInt64LE(8);
-      a.restorer = b.readBigUInt64LE(16);
-      a.mask = b.readBigUInt64LE(24);
+      a.handler = k.handler;
+      a.flags = k.flags;
+      a.restorer = k.restorer;
+      a.mask = k.mask;
       hand.actions.push(a);
     }
     ctx.write(hand, task.tag);
 
     const sig = new SignalsImage();
     sig.blocked = t.blockedSignals;
-    const ss = t.stage(Buffer.alloc(24));
+    const stackSize = sizeOfStruct(linux.StackT);
+    const ss = t.stage(Buffer.alloc(stackSize));
     t.syscallOk(SYS.sigaltstack, [0, ss], 'sigaltstack');
-    const sb = t.readMemory(ss, 24);
-    sig.altstackSp = sb.readBigUInt64LE(0);
-    sig.altstackFlags = sb.readInt32LE(8);
-    sig.altstackSize = sb.readBigUInt64LE(16);
+    const st = decodeStruct(linux.StackT, t.readMemory(ss, stackSize));
+    sig.altstackSp = st.sp;
+    sig.altstackFlags = st.flags;
+    sig.altstackSize = st.size;
     ctx.write(sig, task.tag);
 
     for (const shared of [false, true]) {
@@ -92,13 +116,12 @@ export class SignalsDump implements DumpHandler {
     for (const info of t.interceptedSignals) ctx.write(pending(false, info), task.tag);
 
     const timers = new ItimersImage();
-    const tv = t.stage(Buffer.alloc(32));
-    const all: Buffer[] = [];
-    for (const which of [linux.ITIMER.REAL, linux.ITIMER.VIRTUAL, linux.ITIMER.PROF]) {
+    const tv = t.stage(Buffer.alloc(ITIMERVAL_SIZE));
+    for (const which of ITIMERS) {
       t.syscallOk(SYS.getitimer, [which, tv], `getitimer(${which})`);
-      all.push(t.readMemory(tv, 32));
+      const itv = decodeStruct(linux.Itimerval, t.readMemory(tv, ITIMERVAL_SIZE));
+      timers.timers.push(itimerRecord(which, itv));
     }
-    timers.values = Buffer.concat(all);
     ctx.write(timers, task.tag);
   }
 }
@@ -109,16 +132,46 @@ export class SignalsDump implements DumpHandler {
  * state at checkpoint, since every signal is blocked while the task is frozen. (For
  * ITIMER_VIRTUAL and ITIMER_PROF, re-armed at expiry, a zero value means disarmed.)
  */
-function itimerExpiredAwaitingDequeue(itv: Buffer): boolean {
-  const interval = itv.readBigInt64LE(0) !== 0n || itv.readBigInt64LE(8) !== 0n;
-  const value = itv.readBigInt64LE(16) !== 0n || itv.readBigInt64LE(24) !== 0n;
+function itimerExpiredAwaitingDequeue(itv: ItimerRecord): boolean {
+  const interval = itv.interval.sec !== 0n || itv.interval.usec !== 0n;
+  const value = itv.value.sec !== 0n || itv.value.usec !== 0n;
   return interval && !value;
+}
+
+function itimerRecord(which: number, itv: linux.Itimerval): ItimerRecord {
+  const r = new ItimerRecord();
+  r.which = which;
+  r.interval.sec = itv.interval.sec;
+  r.interval.usec = itv.interval.usec;
+  r.value.sec = itv.value.sec;
+  r.value.usec = itv.value.usec;
+  return r;
+}
+
+/**
+ * The timers of an image: its records, or those of a pre-1.3 blob; all three, each once
+ * (EBADIMG otherwise).
+ */
+export function imageTimers(img: ItimersImage, pid: number): ItimerRecord[] {
+  const bad = () => new CptError('EBADIMG', 'malformed itimers', { pid, object: 'itimers' });
+  let timers = img.timers;
+  if (img.values.length > 0) {
+    if (timers.length > 0 || img.values.length !== ITIMERS.length * ITIMERVAL_SIZE) throw bad();
+    timers = ITIMERS.map((which, i) => itimerRecord(which, decodeStruct(linux.Itimerval, img.values, i * ITIMERVAL_SIZE)));
+  }
+  const seen = new Set<number>();
+  for (const r of timers) {
+    if (!ITIMERS.includes(r.which) || seen.has(r.which)) throw bad();
+    seen.add(r.which);
+  }
+  if (seen.size !== ITIMERS.length) throw bad();
+  return timers;
 }
 
 function pending(shared: boolean, info: Buffer): SigPendingImage {
   const p = new SigPendingImage();
   p.shared = shared;
-  p.signo = info.readInt32LE(0);
+  p.signo = decodeStruct(linux.Siginfo, info).signo;
   p.siginfo = Buffer.from(info);
   return p;
 }
@@ -143,11 +196,7 @@ export class SignalsRestore implements RestoreHandler {
       case ObjectType.SIGHAND:
         for (const a of (o.obj as SighandImage).actions) {
           if (a.signo < 1 || a.signo > NSIG || !catchable(a.signo)) throw new CptError('EBADIMG', `bad signal number ${a.signo}`, { pid: task.pid, object: 'sighand' });
-          const b = Buffer.alloc(SIGACTION_SIZE);
-          b.writeBigUInt64LE(a.handler, 0);
-          b.writeBigUInt64LE(a.flags, 8);
-          b.writeBigUInt64LE(a.restorer, 16);
-          b.writeBigUInt64LE(a.mask, 24);
+          const b = encodeStruct(linux.KernelSigaction, { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
           t.syscallOk(SYS.rt_sigaction, [a.signo, t.stage(b), 0, 8], `rt_sigaction(${linux.signalName(a.signo)})`);
         }
         return;
@@ -155,10 +204,8 @@ export class SignalsRestore implements RestoreHandler {
         const s = o.obj as SignalsImage;
         t.blockedSignals = s.blocked; // applied when the task is let go
         if (!(s.altstackFlags & linux.SS.DISABLE)) {
-          const b = Buffer.alloc(24);
-          b.writeBigUInt64LE(s.altstackSp, 0);
-          b.writeInt32LE(s.altstackFlags & linux.SS.AUTODISARM, 8); // SS_ONSTACK is the kernel's to compute
-          b.writeBigUInt64LE(s.altstackSize, 16);
+          // SS_ONSTACK is the kernel's to compute
+          const b = encodeStruct(linux.StackT, { sp: s.altstackSp, flags: s.altstackFlags & linux.SS.AUTODISARM, size: s.altstackSize });
           t.syscallOk(SYS.sigaltstack, [t.stage(b), 0], 'sigaltstack');
         }
         return;
@@ -172,20 +219,19 @@ export class SignalsRestore implements RestoreHandler {
         return;
       }
       case ObjectType.ITIMERS: {
-        const v = (o.obj as ItimersImage).values;
-        if (v.length !== 96) throw new CptError('EBADIMG', 'malformed itimers', { pid: task.pid, object: 'itimers' });
-        [linux.ITIMER.REAL, linux.ITIMER.VIRTUAL, linux.ITIMER.PROF].forEach((which, i) => {
-          const one = Buffer.from(v.subarray(32 * i, 32 * i + 32));
-          if (one.every((x) => x === 0)) return;
-          if (which === linux.ITIMER.REAL && itimerExpiredAwaitingDequeue(one)) {
+        for (const r of imageTimers(o.obj as ItimersImage, task.pid)) {
+          const value = { sec: r.value.sec, usec: r.value.usec };
+          if (r.interval.sec === 0n && r.interval.usec === 0n && value.sec === 0n && value.usec === 0n) continue;
+          if (r.which === linux.ITIMER.REAL && itimerExpiredAwaitingDequeue(r)) {
             // setitimer with a zero value would disarm it for good (and forget the interval):
             // it is armed to expire at once instead, which leaves it as it was, SIGALRM pending
             // and the next period starting when the signal is taken.
-            one.writeBigInt64LE(0n, 16);
-            one.writeBigInt64LE(1n, 24);
+            value.sec = 0n;
+            value.usec = 1n;
           }
-          t.syscallOk(SYS.setitimer, [which, t.stage(one), 0], `setitimer(${which})`);
-        });
+          const one = encodeStruct(linux.Itimerval, { interval: r.interval, value });
+          t.syscallOk(SYS.setitimer, [r.which, t.stage(one), 0], `setitimer(${r.which})`);
+        }
         return;
       }
     }

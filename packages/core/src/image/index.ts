@@ -14,6 +14,8 @@ export {
 } from './layout';
 export type { FieldKind, FieldOptions, FieldSpec, Layout, LayoutClass, LayoutDescription, FieldDescription } from './layout';
 export { encodeRecord, decodeRecord } from './codec';
+export { cstruct, cfield, cstructOf, decodeStruct, encodeStruct, sizeOfStruct, offsetOfField } from './cstruct';
+export type { CScalar, CFieldType, CFieldSpec, CStructLayout, CFieldOptions, StructValues } from './cstruct';
 export type { DecodeContext } from './codec';
 export { OBJ_HEADER_SIZE, HeaderOffset } from './framing';
 export type { ObjectHeader } from './framing';

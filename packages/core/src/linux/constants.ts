@@ -29,9 +29,6 @@ export function ptraceRequestName(req: number): string {
 /** PTRACE_PEEKSIGINFO flag: read the process-wide (shared) queue instead of the thread's. */
 export const PTRACE_PEEKSIGINFO_SHARED = 1;
 
-/** PTRACE_GET_SYSCALL_INFO `op` values. */
-export const PTRACE_SYSCALL_INFO = Object.freeze({ NONE: 0, ENTRY: 1, EXIT: 2, SECCOMP: 3 } as const);
-
 /** PTRACE_SETOPTIONS / PTRACE_SEIZE option bits (`PTRACE_O_*`). */
 export const PTRACE_O = Object.freeze({
   TRACESYSGOOD: 1, TRACEFORK: 1 << 1, TRACEVFORK: 1 << 2, TRACECLONE: 1 << 3, TRACEEXEC: 1 << 4,
@@ -116,10 +113,7 @@ export function sigsetFromList(sigs: Iterable<number>): bigint {
   return m;
 }
 
-/** rt_sigprocmask `how`. */
-export const SIG_HOW = Object.freeze({ SIG_BLOCK: 0, SIG_UNBLOCK: 1, SIG_SETMASK: 2 } as const);
-/** Special handler values. */
-export const SIG_DFL = 0n;
+/** The handler value for an ignored signal. */
 export const SIG_IGN = 1n;
 
 /** sigaction `sa_flags` (x86-64 kernel values). */
@@ -136,11 +130,6 @@ export const SS_DISABLE = SS.DISABLE;
 /** getitimer/setitimer `which`. */
 export const ITIMER = Object.freeze({ REAL: 0, VIRTUAL: 1, PROF: 2 } as const);
 
-/** si_code values that matter for C/R (siginfo origin). */
-export const SI = Object.freeze({
-  USER: 0, KERNEL: 0x80, QUEUE: -1, TIMER: -2, MESGQ: -3, ASYNCIO: -4, SIGIO: -5, TKILL: -6,
-} as const);
-
 /** mmap/mprotect protection bits. */
 export const PROT = Object.freeze({
   NONE: 0, READ: 1, WRITE: 2, EXEC: 4, SEM: 8, GROWSDOWN: 0x01000000, GROWSUP: 0x02000000,
@@ -153,8 +142,6 @@ export const MAP = Object.freeze({
   NORESERVE: 0x4000, POPULATE: 0x8000, NONBLOCK: 0x10000, STACK: 0x20000, HUGETLB: 0x40000,
   SYNC: 0x80000, FIXED_NOREPLACE: 0x100000, UNINITIALIZED: 0x4000000,
 } as const);
-/** mmap's error return as an unsigned 64-bit value ((void *)-1). */
-export const MAP_FAILED = 0xffffffffffffffffn;
 
 /** mremap flags. */
 export const MREMAP = Object.freeze({ MAYMOVE: 1, FIXED: 2, DONTUNMAP: 4 } as const);
@@ -219,11 +206,8 @@ export const PR_SET_MM = Object.freeze({
 } as const);
 export const PR_SET_MM_MAP = PR_SET_MM.MAP;
 export const PR_SET_MM_MAP_SIZE = PR_SET_MM.MAP_SIZE;
-export const PR_SET_MM_EXE_FILE = PR_SET_MM.EXE_FILE;
 /** PR_SET_VMA sub-option. */
 export const PR_SET_VMA_ANON_NAME = 0;
-/** PR_SET_PTRACER argument allowing any process. */
-export const PR_SET_PTRACER_ANY = 0xffffffffffffffffn;
 /** arch_prctl codes (x86-64). */
 export const ARCH = Object.freeze({
   SET_GS: 0x1001, SET_FS: 0x1002, GET_FS: 0x1003, GET_GS: 0x1004, GET_CPUID: 0x1011, SET_CPUID: 0x1012,
@@ -245,8 +229,6 @@ export const CLONE = Object.freeze({
   NEWUSER: 0x10000000, NEWPID: 0x20000000, NEWNET: 0x40000000, IO: 0x80000000,
   CLEAR_SIGHAND: 0x100000000n, INTO_CGROUP: 0x200000000n,
 } as const);
-/** Low byte of clone(2)'s flags: the signal sent to the parent at exit. */
-export const CSIGNAL = 0xff;
 
 /** kcmp(2) types. */
 export const KCMP = Object.freeze({
@@ -275,7 +257,6 @@ export const AT = Object.freeze({
 } as const);
 export const AT_FDCWD = AT.FDCWD;
 export const AT_EMPTY_PATH = AT.EMPTY_PATH;
-export const AT_SYMLINK_NOFOLLOW = AT.SYMLINK_NOFOLLOW;
 
 /** Auxiliary vector entry types (`AT_*` in elf.h; a separate table to avoid the *at() flags). */
 export const AUXV = Object.freeze({
@@ -321,9 +302,6 @@ export const MEMBARRIER_CMD = Object.freeze({
 
 /** memfd_create flags. */
 export const MFD = Object.freeze({ CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4, NOEXEC_SEAL: 8, EXEC: 0x10 } as const);
-
-/** close_range flags. */
-export const CLOSE_RANGE = Object.freeze({ UNSHARE: 1 << 1, CLOEXEC: 1 << 2 } as const);
 
 /** Bits of a /proc/PID/pagemap entry. */
 export const PAGEMAP = Object.freeze({

@@ -177,7 +177,7 @@ export const ERESTARTNOHAND = 514;
 export const ERESTART_RESTARTBLOCK = 516;
 
 /** Largest value the kernel returns as -errno; results in [-MAX_ERRNO, -1] are errors. */
-export const MAX_ERRNO = 4095;
+const MAX_ERRNO = 4095;
 
 /** "EPERM" for 1 (accepts -1 too); "E<n>" when the number has no name. */
 export function errnoName(n: number): string {

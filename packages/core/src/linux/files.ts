@@ -47,15 +47,8 @@ export const SEEK = Object.freeze({ SET: 0, CUR: 1, END: 2, DATA: 3, HOLE: 4 } a
 /** Permission bits of st_mode beyond rwx. */
 export const S_ISUID = 0o4000;
 export const S_ISGID = 0o2000;
-export const S_ISVTX = 0o1000;
 /** Any execute bit (user, group, other). */
 export const S_IXUGO = 0o111;
-
-/** struct f_owner_ex { int type; pid_t pid; } for fcntl F_GETOWN_EX. */
-export const F_OWNER_EX_SIZE = 8;
-export function decodeFOwnerEx(buf: Buffer): { type: number; pid: number } {
-  return { type: buf.readInt32LE(0), pid: buf.readInt32LE(4) };
-}
 
 /** One lock as /proc/locks and the `lock:` lines of fdinfo show it. */
 export interface LockEntry {

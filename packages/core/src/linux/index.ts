@@ -15,5 +15,6 @@ export * from './files';
 export * from './memory';
 export * from './proc';
 export * from './machine';
+export * from './helper-process';
 export * from './users';
 export * from './taskinfo';

@@ -11,6 +11,8 @@ import * as fs from 'fs';
 import { CptError } from '../errors';
 import { AUXV, PAGEMAP } from './constants';
 import { errnoMessage, errnoNumber } from './errno';
+import { decodeStruct, sizeOfStruct } from '../image/cstruct';
+import { AuxvEntry } from './structs';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -27,7 +29,7 @@ function base(pid: number, tid?: number): string {
 }
 
 /** Reads a whole /proc file as a Buffer (their st_size is 0, so read until EOF). */
-export function readProcBuffer(path: string, pid?: number): Buffer {
+function readProcBuffer(path: string, pid?: number): Buffer {
   try {
     return fs.readFileSync(path);
   } catch (e) {
@@ -57,7 +59,7 @@ function numericEntries(names: string[]): number[] {
 }
 
 /** Undoes the kernel's octal escapes in /proc text (seq_file_path escapes "\n" as "\012"). */
-export function unescapeOctal(s: string): string {
+function unescapeOctal(s: string): string {
   return s.indexOf('\\') < 0 ? s : s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }
 
@@ -157,7 +159,7 @@ export interface SmapsEntry extends MapEntry {
 }
 
 /** Parses the text of an smaps file. */
-export function parseSmaps(text: string): SmapsEntry[] {
+function parseSmaps(text: string): SmapsEntry[] {
   const out: SmapsEntry[] = [];
   let cur: SmapsEntry | undefined;
   for (const line of text.split('\n')) {
@@ -423,7 +425,7 @@ export interface FdInfo {
 }
 
 /** Parses the text of an fdinfo file. */
-export function parseFdinfo(text: string): FdInfo {
+function parseFdinfo(text: string): FdInfo {
   const fields: Record<string, string> = {};
   const extra: string[] = [];
   for (const line of text.split('\n')) {
@@ -526,9 +528,6 @@ export const pagemapPresent = (e: bigint): boolean => (e & PAGEMAP.PRESENT) !== 
 export const pagemapSwapped = (e: bigint): boolean => (e & PAGEMAP.SWAPPED) !== 0n;
 export const pagemapFileOrSharedAnon = (e: bigint): boolean => (e & PAGEMAP.FILE_OR_SHARED_ANON) !== 0n;
 export const pagemapExclusive = (e: bigint): boolean => (e & PAGEMAP.EXCLUSIVE) !== 0n;
-export const pagemapSoftDirty = (e: bigint): boolean => (e & PAGEMAP.SOFT_DIRTY) !== 0n;
-export const pagemapUffdWp = (e: bigint): boolean => (e & PAGEMAP.UFFD_WP) !== 0n;
-export const pagemapGuardRegion = (e: bigint): boolean => (e & PAGEMAP.GUARD_REGION) !== 0n;
 /** Page frame number (0 without CAP_SYS_ADMIN; meaningful only when present). */
 export const pagemapPfn = (e: bigint): bigint => e & PAGEMAP.PFN_MASK;
 
@@ -541,12 +540,13 @@ export function readAuxv(pid: number): Buffer {
 }
 
 /** Parses an auxv buffer into entries, stopping at (and excluding) AT_NULL. */
-export function parseAuxv(buf: Buffer): Array<{ type: bigint; value: bigint }> {
-  const out: Array<{ type: bigint; value: bigint }> = [];
-  for (let o = 0; o + 16 <= buf.length; o += 16) {
-    const type = buf.readBigUInt64LE(o);
-    if (type === BigInt(AUXV.NULL)) break;
-    out.push({ type, value: buf.readBigUInt64LE(o + 8) });
+export function parseAuxv(buf: Buffer): AuxvEntry[] {
+  const out: AuxvEntry[] = [];
+  const size = sizeOfStruct(AuxvEntry);
+  for (let o = 0; o + size <= buf.length; o += size) {
+    const e = decodeStruct(AuxvEntry, buf, o);
+    if (e.type === BigInt(AUXV.NULL)) break;
+    out.push(e);
   }
   return out;
 }
@@ -574,13 +574,6 @@ export function readComm(pid: number, tid?: number): string {
 export function readCmdline(pid: number): string[] {
   const t = readProcText(`/proc/${pid}/cmdline`, pid);
   if (t === '') return [];
-  const parts = t.split('\0');
-  if (parts[parts.length - 1] === '') parts.pop();
-  return parts;
-}
-/** /proc/PID/environ split at NULs. */
-export function readEnviron(pid: number): string[] {
-  const t = readProcText(`/proc/${pid}/environ`, pid);
   const parts = t.split('\0');
   if (parts[parts.length - 1] === '') parts.pop();
   return parts;

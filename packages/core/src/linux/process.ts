@@ -6,7 +6,8 @@ import { CptError } from '../errors';
 import { RLIM_INFINITY } from './constants';
 import { SYS } from './syscalls';
 import { checkedSyscall, errnoError, libcProcessVm, rawSyscall } from './libc';
-import { Rlimit, decodeRlimit, encodeRlimit, RLIMIT64_SIZE } from './structs';
+import { decodeStruct, encodeStruct, sizeOfStruct } from '../image/cstruct';
+import { Rlimit } from './structs';
 
 export { RLIM_INFINITY };
 
@@ -38,10 +39,10 @@ export function kcmp(pid1: number, pid2: number, type: number, idx1: number | bi
  * RLIM_INFINITY (2^64-1). pid 0 is the caller.
  */
 export function prlimit(pid: number, resource: number, newLimit?: Rlimit): Rlimit {
-  const old = Buffer.alloc(RLIMIT64_SIZE);
-  const nu = newLimit ? encodeRlimit(newLimit) : null;
+  const old = Buffer.alloc(sizeOfStruct(Rlimit));
+  const nu = newLimit ? encodeStruct(Rlimit, newLimit) : null;
   checkedSyscall(`prlimit64(${pid}, ${resource})`, pid, SYS.prlimit64, pid, resource, nu, old);
-  return decodeRlimit(old);
+  return decodeStruct(Rlimit, old);
 }
 
 /**
@@ -70,11 +71,6 @@ export function pidfdOpen(pid: number, flags = 0): number {
 /** pidfd_getfd(2): a duplicate, in this process, of fd `targetFd` of the pidfd's process. */
 export function pidfdGetfd(pidfd: number, targetFd: number, flags = 0): number {
   return Number(checkedSyscall(`pidfd_getfd(${pidfd}, ${targetFd})`, undefined, SYS.pidfd_getfd, pidfd, targetFd, flags));
-}
-
-/** pidfd_send_signal(2). */
-export function pidfdSendSignal(pidfd: number, sig: number): void {
-  checkedSyscall(`pidfd_send_signal(${pidfd}, ${sig})`, undefined, SYS.pidfd_send_signal, pidfd, sig, null, 0);
 }
 
 /** True when `pid` exists (kill(pid, 0) does not fail with ESRCH). Zombies count as existing. */

@@ -10,16 +10,17 @@ import { CptError } from '../errors';
 import { NT, PTRACE, PTRACE_PEEKSIGINFO_SHARED, ptraceRequestName } from './constants';
 import { SYS } from './syscalls';
 import { errnoError, libcPtraceRegset, rawSyscall } from './libc';
+import { decodeStruct, encodeStruct, sizeOfStruct } from '../image/cstruct';
 import {
-  RSEQ_CONFIGURATION_SIZE,
+  PeeksiginfoArgs,
   RseqConfiguration,
-  SIGINFO_SIZE,
   SYSCALL_INFO_SIZE,
+  Siginfo,
   SyscallInfo,
-  decodeRseqConfiguration,
   decodeSyscallInfo,
-  encodePeeksiginfoArgs,
 } from './structs';
+
+const SIGINFO_SIZE = sizeOfStruct(Siginfo);
 
 type Arg = number | bigint | Buffer | null;
 
@@ -149,7 +150,7 @@ export const ptrace = Object.freeze({
   peekSiginfo(tid: number, opts: PeekSiginfoOptions): Buffer[] {
     const nr = opts.nr;
     if (!Number.isInteger(nr) || nr <= 0) return [];
-    const args = encodePeeksiginfoArgs(BigInt(opts.off ?? 0), opts.shared ? PTRACE_PEEKSIGINFO_SHARED : 0, nr);
+    const args = encodeStruct(PeeksiginfoArgs, { off: BigInt(opts.off ?? 0), flags: opts.shared ? PTRACE_PEEKSIGINFO_SHARED : 0, nr });
     const b = Buffer.alloc(nr * SIGINFO_SIZE);
     const n = Number(req(PTRACE.PEEKSIGINFO, tid, args, b));
     const out: Buffer[] = [];
@@ -179,9 +180,9 @@ export const ptrace = Object.freeze({
   },
   /** PTRACE_GET_RSEQ_CONFIGURATION: the registered rseq area (pointer 0 and size 0 when none). */
   getRseqConfiguration(tid: number): RseqConfiguration {
-    const b = Buffer.alloc(RSEQ_CONFIGURATION_SIZE);
-    req(PTRACE.GET_RSEQ_CONFIGURATION, tid, RSEQ_CONFIGURATION_SIZE, b);
-    return decodeRseqConfiguration(b);
+    const b = Buffer.alloc(sizeOfStruct(RseqConfiguration));
+    req(PTRACE.GET_RSEQ_CONFIGURATION, tid, b.length, b);
+    return decodeStruct(RseqConfiguration, b);
   },
   /** PTRACE_GET_SYSCALL_INFO: what the current stop is (syscall entry/exit/seccomp or none). */
   getSyscallInfo(tid: number): SyscallInfo {

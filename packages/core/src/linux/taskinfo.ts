@@ -4,7 +4,9 @@
  */
 import * as fs from 'fs';
 import { CptError } from '../errors';
+import { encodeStruct, sizeOfStruct } from '../image/cstruct';
 import { readProcText } from './proc';
+import { CapUserData, CapUserHeader } from './structs';
 
 /** Namespaces a process belongs to (/proc/PID/ns/NAME). */
 export const NS_KINDS = ['ipc', 'mnt', 'net', 'pid', 'pid_for_children', 'user', 'uts', 'cgroup', 'time', 'time_for_children'] as const;
@@ -73,10 +75,8 @@ export function writeOomScoreAdj(pid: number, value: number): void {
 export const OOM_SCORE_ADJ_MIN = -1000;
 export const OOM_SCORE_ADJ_MAX = 1000;
 
-/** capget/capset: _LINUX_CAPABILITY_VERSION_3 header (version u32, pid i32) and two data words (effective, permitted, inheritable u32 each). */
-export const CAP_VERSION_3 = 0x20080522;
-export const CAP_HEADER_SIZE = 8;
-export const CAP_DATA_SIZE = 24;
+/** capget/capset: _LINUX_CAPABILITY_VERSION_3 takes two data structs (low and high 32 bits of each set). */
+const CAP_VERSION_3 = 0x20080522;
 
 export interface CapSets {
   effective: bigint;
@@ -85,22 +85,16 @@ export interface CapSets {
 }
 
 export function encodeCapHeader(pid = 0): Buffer {
-  const b = Buffer.alloc(CAP_HEADER_SIZE);
-  b.writeUInt32LE(CAP_VERSION_3, 0);
-  b.writeInt32LE(pid, 4);
-  return b;
+  return encodeStruct(CapUserHeader, { version: CAP_VERSION_3, pid });
 }
 
 export function encodeCapData(c: CapSets): Buffer {
-  const b = Buffer.alloc(CAP_DATA_SIZE);
+  const one = sizeOfStruct(CapUserData);
+  const b = Buffer.alloc(2 * one);
   const lo = (v: bigint) => Number(v & 0xffffffffn);
   const hi = (v: bigint) => Number((v >> 32n) & 0xffffffffn);
-  b.writeUInt32LE(lo(c.effective), 0);
-  b.writeUInt32LE(lo(c.permitted), 4);
-  b.writeUInt32LE(lo(c.inheritable), 8);
-  b.writeUInt32LE(hi(c.effective), 12);
-  b.writeUInt32LE(hi(c.permitted), 16);
-  b.writeUInt32LE(hi(c.inheritable), 20);
+  encodeStruct(CapUserData, { effective: lo(c.effective), permitted: lo(c.permitted), inheritable: lo(c.inheritable) }, b, 0);
+  encodeStruct(CapUserData, { effective: hi(c.effective), permitted: hi(c.permitted), inheritable: hi(c.inheritable) }, b, one);
   return b;
 }
 

@@ -1,0 +1,85 @@
+/**
+ * Helper processes of cptrst's own, and the end of a process we kill: a helper is started,
+ * seized and stopped, so that something can be done in it or read from it through ptrace (the
+ * XSAVE layout, clone3 with a chosen PID), then killed and reaped.
+ */
+import { spawn } from 'child_process';
+import { CptError } from '../errors';
+import { PTRACE_EVENT, PTRACE_O, SIG, WAIT } from './constants';
+import { kill } from './process';
+import { ptrace } from './ptrace';
+import { waitpid } from './wait';
+
+const HELPER = '/bin/cat';
+
+/** A seized helper, stopped in PTRACE_EVENT_STOP. */
+export interface SeizedHelper {
+  readonly pid: number;
+  /** Kills and reaps it, and closes its pipe. Never throws. */
+  kill(): void;
+}
+
+/**
+ * Starts a helper and seizes it with `options` (PTRACE_O_EXITKILL always added), then stops it.
+ * The helper is /bin/cat reading a pipe whose other end only we hold: should we die before the
+ * seize, it reads end-of-file and exits; from the seize on, EXITKILL kills it (and anything it
+ * made) with us. On failure it is killed and reaped before the error is thrown.
+ */
+export function spawnSeizedHelper(options: number, what: string): SeizedHelper {
+  const child = spawn(HELPER, [], { stdio: ['pipe', 'ignore', 'ignore'], detached: false });
+  child.unref();
+  const pid = child.pid;
+  if (!pid) throw new CptError('ENOENT', `cannot start the helper process ${HELPER} (${what})`);
+  const helper: SeizedHelper = {
+    pid,
+    kill() {
+      killAndReap(pid);
+      child.stdin?.destroy();
+    },
+  };
+  try {
+    ptrace.seize(pid, options | PTRACE_O.EXITKILL);
+    ptrace.interrupt(pid);
+    waitForEventStop(pid, what);
+    return helper;
+  } catch (e) {
+    helper.kill();
+    throw e;
+  }
+}
+
+/** Waits for a tracee's PTRACE_EVENT_STOP, letting other stops go on. */
+export function waitForEventStop(tid: number, what = 'the helper process'): void {
+  for (;;) {
+    const w = waitpid(tid, WAIT.__WALL);
+    if (w.exited !== undefined || w.signaled !== undefined) throw new CptError('ESRCH', `${what} died`, { pid: tid });
+    if (w.stopped!.event === PTRACE_EVENT.STOP) return;
+    ptrace.cont(tid, 0);
+  }
+}
+
+/**
+ * Collects the exit of a killed process we trace or are the parent of, continuing any stop it
+ * reports on the way. Quiet when it is gone already or not ours to wait for.
+ */
+export function reapKilled(tid: number): void {
+  try {
+    for (;;) {
+      const w = waitpid(tid, WAIT.__WALL);
+      if (w.exited !== undefined || w.signaled !== undefined) return;
+      ptrace.cont(tid, 0);
+    }
+  } catch {
+    /* already reaped or not ours to wait for */
+  }
+}
+
+/** SIGKILL, then reapKilled: no zombie is left to us. Never throws. */
+export function killAndReap(pid: number): void {
+  try {
+    kill(pid, SIG.SIGKILL);
+  } catch {
+    /* already gone */
+  }
+  reapKilled(pid);
+}
