@@ -27,6 +27,7 @@ export function loadModule(nameOrPath: string, from: string = process.cwd()): vo
   let mod: unknown;
   try {
     const resolved = require.resolve(nameOrPath, { paths: [from, __dirname] });
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the module is named at run time
     mod = require(resolved);
   } catch (e) {
     throw new CptError('ENOENT', `cannot load module ${nameOrPath}: ${(e as Error).message.split('\n')[0]}`, { object: nameOrPath });
