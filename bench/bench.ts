@@ -82,6 +82,7 @@ function copySpeed(bytes: number): number {
 /** Which CRC-32 implementation the image code uses (core's image/framing.ts). */
 function crcImplementation(): string {
   try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- an internal file of core, found beside its built index at run time
     const framing = require(path.join(path.dirname(require.resolve('@cptrst/core')), 'image', 'framing')) as { crc32Implementation?: () => string };
     return framing.crc32Implementation?.() ?? 'zlib';
   } catch {

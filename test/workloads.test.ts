@@ -53,8 +53,9 @@ function taskDir(dir: string): string {
   return d;
 }
 
-const sendUsr1 = async (w: Workload): Promise<void> => {
+const sendUsr1 = (w: Workload): Promise<void> => {
   process.kill(w.pid, 'SIGUSR1');
+  return Promise.resolve();
 };
 
 const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig'];

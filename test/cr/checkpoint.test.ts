@@ -66,7 +66,7 @@ describe('checkpoint of a running process', function () {
     // The VMAs, rendered like /proc/PID/maps, are the process's maps at checkpoint time.
     const vmas = doc.objects.filter((o) => o.name === 'vma').map((o) => {
       const f = o.fields;
-      return `${BigInt(f.start as string).toString(16)}-${BigInt(f.end as string).toString(16)} ${PERMS(f)} ${BigInt(f.pgoff as string).toString(16).padStart(8, '0')} ${f.path}`;
+      return `${BigInt(f.start as string).toString(16)}-${BigInt(f.end as string).toString(16)} ${PERMS(f)} ${BigInt(f.pgoff as string).toString(16).padStart(8, '0')} ${String(f.path)}`;
     });
     const procMaps = maps
       .filter((m) => m.path !== '[vsyscall]')

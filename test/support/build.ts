@@ -8,8 +8,8 @@ import { BIN_DIR, WORKLOADS_SRC } from './paths';
 
 const execFileP = promisify(execFile);
 
-export const CC = process.env.CC ?? 'gcc';
-export const BASE_CFLAGS: readonly string[] = ['-O1', '-g', '-Wall', '-Wextra', '-std=gnu11'];
+const CC = process.env.CC ?? 'gcc';
+const BASE_CFLAGS: readonly string[] = ['-O1', '-g', '-Wall', '-Wextra', '-std=gnu11'];
 
 /** Files every C workload depends on besides its own source. */
 const SHARED_HEADERS = ['common.h'];

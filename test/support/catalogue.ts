@@ -1,7 +1,7 @@
 /** The workloads in test/workloads and how each is built and run. */
 import * as fs from 'fs';
 
-export type WorkloadKind = 'c' | 'bash' | 'python';
+type WorkloadKind = 'c' | 'bash' | 'python';
 
 export interface WorkloadSpec {
   /** Name used with startWorkload() (the C binary's name, or the script's file name). */
@@ -41,7 +41,6 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
 ];
 
 export const SYSCALL_VARIANTS = ['nanosleep', 'select', 'poll', 'futex', 'pause'] as const;
-export type SyscallVariant = (typeof SYSCALL_VARIANTS)[number];
 
 export function workloadSpec(name: string): WorkloadSpec {
   const spec = WORKLOADS.find((w) => w.name === name);

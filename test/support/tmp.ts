@@ -68,7 +68,13 @@ export function removeTempDir(dir: string): void {
   fs.rmSync(dir, { recursive: true, force: true });
 }
 
-/** A directory for a workload that runs as another user: the same as makeWorldDir. */
+/**
+ * A directory for a workload that runs as another user: the same as makeWorldDir.
+ * @alias
+ */
 export const makeUserDir = makeWorldDir;
-/** Removes a directory made by makeUserDir. */
+/**
+ * Removes a directory made by makeUserDir.
+ * @alias
+ */
 export const removeUserDir = removeTempDir;

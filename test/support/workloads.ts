@@ -9,12 +9,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { promisify } from 'util';
 import { binaryPath } from './build';
-import { verdictName, workloadSpec } from './catalogue';
+import { workloadSpec } from './catalogue';
 import { isOurWorkload, killByPid, procState, sleep, trackChild, waitGone } from './processes';
 import { WORKLOADS_SRC } from './paths';
 import { isWorldReachable, makeTempDir, makeWorldDir } from './tmp';
 
-export interface ExitInfo {
+interface ExitInfo {
   code: number | null;
   signal: NodeJS.Signals | null;
 }
@@ -206,7 +206,3 @@ export function parseResult(text: string): ParsedResult {
   };
 }
 
-/** The verdict name this workload prints (e.g. "syscalls-poll", "task-nobody"). */
-export function workloadVerdictName(w: Workload): string {
-  return verdictName(w.name, w.args);
-}

@@ -1,6 +1,6 @@
 /**
- * What a task interrupted inside a system call does when it carries on (seed 003, entry_32.S;
- * the kernel's arch_do_signal_or_restart). A task frozen in a syscall shows orig_rax = the call
+ * What a task interrupted inside a system call does when it carries on (the rule of the kernel's
+ * arch_do_signal_or_restart). A task frozen in a syscall shows orig_rax = the call
  * and rax = one of the kernel-internal restart codes. With no signal handler to run, the kernel
  * would back rip up over the `syscall` instruction and run the call again; ERESTART_RESTARTBLOCK
  * instead runs restart_syscall, which continues from the kernel's restart_block.

@@ -5,7 +5,7 @@
  */
 import { SyscallTable, linux } from '@cptrst/core';
 
-export const X86_64_SYSCALLS = Object.freeze({
+const X86_64_SYSCALLS = Object.freeze({
   read: 0, write: 1, open: 2, close: 3, stat: 4, fstat: 5, lstat: 6, poll: 7, lseek: 8, mmap: 9,
   mprotect: 10, munmap: 11, brk: 12, rt_sigaction: 13, rt_sigprocmask: 14, rt_sigreturn: 15, ioctl: 16,
   pread64: 17, pwrite64: 18, readv: 19, writev: 20, access: 21, pipe: 22, select: 23, sched_yield: 24,

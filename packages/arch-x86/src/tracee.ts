@@ -1,5 +1,6 @@
 /**
- * A stopped thread under ptrace, and "run this syscall in that task" (design.md, the flows).
+ * A stopped thread under ptrace, and "run this syscall in that task": how both flows act inside a
+ * task where the kernel offers no interface from outside.
  *
  * An injected syscall: registers point at a `syscall` instruction with the call's number and
  * arguments, orig_rax = -1 so the kernel does no syscall-restart processing on the way out of

@@ -2,6 +2,7 @@
  * register(c) and the arch dump handlers on a real frozen /bin/sleep: REGS, XSTATE and DEBUGREGS
  * objects are written to an in-memory image and read back.
  */
+import * as fs from 'fs';
 import { expect } from 'chai';
 import { container } from 'tsyringe';
 import {
@@ -63,12 +64,12 @@ describe('arch-x86 registration and dump handlers', function () {
     const dr0 = tracee.frozenRegs.rip;
     ptrace.pokeUser(pid, debugRegOffset(0), dr0); // an address, not enabled in DR7
     const xsLive = ptrace.getRegset(pid, linux.NT.X86_XSTATE, 65536);
-    for (const h of c.resolveAll<DumpHandler>(Tokens.DumpHandler)) h.dump(ctx, task);
+    for (const h of c.resolveAll<DumpHandler>(Tokens.DumpHandler)) await h.dump(ctx, task);
     ptrace.pokeUser(pid, debugRegOffset(0), 0n);
 
     // The restore side of REGS: a restored process gets EINTR where the original would restart.
     const rtask: RestartTask = { pid, tid: pid, tag: 1, tracee, state: new TaskState() };
-    const rctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0);
+    const rctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), fs.openSync('/dev/null', 'r'), 0);
     const rr = new RegsRestore();
     rr.restore(rctx, rtask, { type: ObjectType.REGS, tag: 3, ptag: 1, offset: 0, obj: toImage(tracee.frozenRegs) });
     rr.finish(rctx, rtask);

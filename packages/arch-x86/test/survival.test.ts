@@ -52,8 +52,8 @@ describe('a task whose tracer is SIGKILLed in the middle of injected calls', fun
       const tracer = spawn(process.execPath, [TRACER, String(pid)], { stdio: ['ignore', 'pipe', 'pipe'] });
       alsoKill(tracer.pid!);
       let text = '';
-      tracer.stdout!.on('data', (d) => (text += String(d)));
-      tracer.stderr!.on('data', (d) => (text += String(d)));
+      tracer.stdout.on('data', (d) => (text += String(d)));
+      tracer.stderr.on('data', (d) => (text += String(d)));
       // Half of the kills once cycles run (mid-call), half at any moment from the start.
       if (i % 2 === 0) await poll(() => text.includes('CYCLING') || tracer.exitCode !== null, 20000);
       await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 40)));

@@ -1,4 +1,5 @@
 /** XsaveProbe (the capability vector's CPU part) and XstateRestore's checks of an image's FPU state. */
+import * as fs from 'fs';
 import { expect } from 'chai';
 import { container } from 'tsyringe';
 import {
@@ -88,7 +89,7 @@ describe('XsaveProbe', () => {
 describe('XstateRestore checks an image XSTATE object against this CPU', () => {
   const host = xsaveInfo();
   const c = container.createChildContainer();
-  const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), require('fs').openSync('/dev/null', 'r') as number, 0);
+  const ctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), fs.openSync('/dev/null', 'r'), 0);
   const task = (): RestartTask => ({ pid: 4242, tid: 4242, tag: 5, state: new TaskState() });
   const obj = (img: XstateImage) => ({ type: ObjectType.XSTATE, tag: 6, ptag: 5, offset: 1234, obj: img });
   const image = (size: number, features: bigint): XstateImage => Object.assign(new XstateImage(), { size, features, area: Buffer.alloc(size) });

@@ -59,7 +59,7 @@ async function runCheckpoint(p: Invocation): Promise<number> {
 
   let result: CheckpointResult;
   try {
-    const options = { imageName, commitImage: image?.commit, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
+    const options = { imageName, commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
     result = await sys_checkpoint(pid, fd, flags, options);
     // A module that does not call commitImage: put the image in place now.
     image?.commit();

@@ -8,7 +8,7 @@ import { repeatableOption } from './usage';
 import { formatMs, note } from './output';
 
 /** The module that provides cpt_operations and the standard handlers. */
-export const DEFAULT_MODULE = '@cptrst/cpt-module';
+const DEFAULT_MODULE = '@cptrst/cpt-module';
 
 /** The options every command takes (declared on the program, so they may come before the command too). */
 export function globalOptions(): Option[] {

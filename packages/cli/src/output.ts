@@ -216,7 +216,7 @@ function isEmpty(v: unknown): boolean {
 }
 
 /** `name=value name=value` for a record's own fields (empty strings, arrays and buffers left out unless full). */
-export function renderRecord(obj: object, opts: RenderOptions = {}, fields?: readonly FieldSpec[], skip: ReadonlySet<string> = new Set()): string {
+function renderRecord(obj: object, opts: RenderOptions = {}, fields?: readonly FieldSpec[], skip: ReadonlySet<string> = new Set()): string {
   const rec = obj as Record<string, unknown>;
   const entries: Array<[string, unknown, FieldSpec | undefined]> = fields
     ? fields.map((f) => [f.name, rec[f.name], f])
@@ -234,7 +234,7 @@ function permissions(prot: number, shared: boolean): string {
 const VMA_FIELDS = new Set(['start', 'end', 'prot', 'shared', 'pgoff', 'path']);
 
 /** A VMA object as a /proc/PID/maps line: `start-end perms offset path`. Undefined when the object lacks those fields. */
-export function vmaLine(obj: object): string | undefined {
+function vmaLine(obj: object): string | undefined {
   const v = obj as { start?: unknown; end?: unknown; prot?: unknown; shared?: unknown; pgoff?: unknown; path?: unknown };
   if (typeof v.start !== 'bigint' || typeof v.end !== 'bigint' || typeof v.prot !== 'number') return undefined;
   const addr = (x: bigint) => x.toString(16).padStart(8, '0');

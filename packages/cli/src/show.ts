@@ -142,7 +142,7 @@ function renderJson(file: string, l: Listing, modules: { loaded: string[]; failu
 
 function fieldsOf(obj: object): Record<string, unknown> {
   const fields = layoutOf(obj.constructor)?.fields;
-  if (!fields) return { ...obj } as Record<string, unknown>;
+  if (!fields) return { ...obj };
   const rec = obj as Record<string, unknown>;
   return Object.fromEntries(fields.map((f) => [f.name, rec[f.name]]));
 }

@@ -33,7 +33,7 @@ export function tmpDir(): string {
 }
 
 /** Whether the real module loads here (it registers the object layouts of task, mm, ...). */
-export function haveModule(): boolean {
+function haveModule(): boolean {
   try {
     loadModule('@cptrst/cpt-module', __dirname);
     return true;

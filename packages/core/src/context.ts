@@ -1,5 +1,5 @@
 /**
- * The per-operation context (seed 001's cr_ctx): the image stream, the object table, the flags,
+ * The per-operation context: the image stream, the object table, the flags,
  * a logger and progress events. One is made for each sys_checkpoint or sys_restart call.
  */
 import { EventEmitter } from 'events';
@@ -31,7 +31,7 @@ export interface ProgressEvent {
   bytes?: number;
 }
 
-/** The objects written or read so far: tag -> type and parent tag (seed 001's ptag). */
+/** Objects written or read so far: tag -> type and parent tag (ptag: the object it belongs to). */
 export class ObjectTable {
   private readonly entries = new Map<number, { type: number; ptag: number }>();
   add(tag: number, type: number, ptag: number): void {

@@ -17,7 +17,7 @@ import type { ArchRegs } from './arch';
  * kept for the subsystems of cptrst's own packages.
  */
 export const Tokens = {
-  /** The loaded module's operations (seed 003's cpt_operations). */
+  /** The loaded module's operations, which sys_checkpoint and sys_restart call. */
   CptOperations: token<CptOperations>('cpt.operations'),
   /** DumpHandler, many. */
   DumpHandler: token<DumpHandler>('cpt.dump-handler'),

@@ -1,4 +1,7 @@
-/** Deny by default (seed 002): an object no registered handler claims aborts the checkpoint. */
+/**
+ * Deny by default: an object no registered handler claims aborts the checkpoint, since an image
+ * without it would restore a silently broken process.
+ */
 import { CptError } from './errors';
 import type { KindHandler } from './contract';
 

@@ -1,6 +1,6 @@
 /**
- * The two entry points (seed 003's sys_checkpoint / sys_restart). They find the loaded
- * module's operations at call time; with none loaded they fail with ENOSYS. Both return
+ * The two entry points, shaped like system calls (a pid or ctid, an fd, flags). They find the
+ * loaded module's operations at call time; with none loaded they fail with ENOSYS. Both return
  * promises: an operation gives the event loop a turn at its safe points, so that a signal
  * handler (the CLI's SIGINT/SIGTERM) can abort it through OperationOptions.signal.
  */
@@ -45,7 +45,7 @@ export interface RestartResult {
   timings: Record<string, number>;
 }
 
-/** seed 003's cpt_operations. */
+/** What the loaded checkpoint/restart module provides: the entry points call it. */
 export interface CptOperations {
   checkpoint(pid: number, fd: number, flags: number, options?: OperationOptions): Promise<CheckpointResult>;
   restart(ctid: number, fd: number, flags: number, options?: OperationOptions): Promise<RestartResult>;
@@ -65,7 +65,7 @@ export async function sys_checkpoint(pid: number, fd: number, flags: number, opt
 }
 
 /**
- * Restarts the image read from `fd`. `ctid` is the container id of seed 003; cptrst has no
+ * Restarts the image read from `fd`. `ctid` stands where a container id would; cptrst has no
  * containers, so it is the PID the image's root must have, or 0 for "whatever the image says".
  */
 export async function sys_restart(ctid: number, fd: number, flags: number, options?: OperationOptions): Promise<RestartResult> {

@@ -1,5 +1,6 @@
 /**
- * Run-time module loading (seed 003's cpt_operations). Core works with no module loaded and
+ * Run-time module loading: the operations come from a module, so that one can stand in for
+ * another without a change to core. Core works with no module loaded and
  * then answers ENOSYS. A module is a package (or a path) whose main export has
  * `register(container)`: the operations provider binds Tokens.CptOperations, and any module may
  * add handlers (multi-registration) for new kinds of objects.
@@ -27,6 +28,7 @@ export function loadModule(nameOrPath: string, from: string = process.cwd()): vo
   let mod: unknown;
   try {
     const resolved = require.resolve(nameOrPath, { paths: [from, __dirname] });
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the module is named at run time
     mod = require(resolved);
   } catch (e) {
     throw new CptError('ENOENT', `cannot load module ${nameOrPath}: ${(e as Error).message.split('\n')[0]}`, { object: nameOrPath });

@@ -14,7 +14,7 @@ declare const carries: unique symbol;
 export type Token<T> = string & { readonly [carries]?: T };
 
 export function token<T>(name: string): Token<T> {
-  return name as Token<T>;
+  return name;
 }
 
 /** Registers `value` under `tok` (many registrations per token add up: multi-injection). */

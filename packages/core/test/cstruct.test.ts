@@ -68,7 +68,7 @@ describe('C struct layouts', () => {
   });
 
   it('encodes from plain values, zero for missing fields, wrapping to the field width', () => {
-    const b = encodeStruct(Outer, { z: -1n, inner: { a: 1, b: -1 } as Inner });
+    const b = encodeStruct(Outer, { z: -1n, inner: { a: 1, b: -1 } });
     expect(b.readBigUInt64LE(16)).to.equal(0xffffffffffffffffn);
     expect(b.readUInt32LE(8)).to.equal(0xffffffff);
     expect(b.readUInt16LE(0)).to.equal(0);

@@ -1,4 +1,4 @@
-/** The entry points and run-time module loading (seed 003's sys_core.c: ENOSYS with no module). */
+/** The entry points and run-time module loading (ENOSYS while no module is loaded). */
 import 'reflect-metadata';
 import * as fs from 'fs';
 import * as os from 'os';

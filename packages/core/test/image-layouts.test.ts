@@ -208,7 +208,7 @@ describe('image: layouts', () => {
         change(now);
         const diffs = checkLayoutSnapshot(committed(), now);
         expect(diffs.length).to.be.at.least(1);
-        expect(diffs.every((d) => /incompatible, needs a FORMAT_MAJOR bump/.test(d))).to.equal(true, `${change}: ${diffs.join('\n')}`);
+        expect(diffs.every((d) => /incompatible, needs a FORMAT_MAJOR bump/.test(d))).to.equal(true, `${change.toString()}: ${diffs.join('\n')}`);
       }
     });
 

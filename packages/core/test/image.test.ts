@@ -347,7 +347,7 @@ describe('image: writer checks', () => {
     einval(() => w.writeWithPages(make(TestMap, {}), Buffer.alloc(100), { ptag: p }), /not a multiple of the page size/);
     einval(() => w.write(make(TestProc, { pid: -1 })), /TEST_PROC\.pid: expected u32/);
     einval(() => w.write(make(TestProc, { start: 5 as unknown as bigint })), /TEST_PROC\.start: expected u64/);
-    einval(() => w.write(make(TestProc, { path: [point(1, 2), { x: 0.5, y: 1 } as never] })), /TEST_PROC\.path\[1\]\.x: expected i32/);
+    einval(() => w.write(make(TestProc, { path: [point(1, 2), { x: 0.5, y: 1 }] })), /TEST_PROC\.path\[1\]\.x: expected i32/);
     w.writeTerminator();
     einval(() => w.write(sampleProc(2)), /already terminated/);
   });

@@ -1,5 +1,5 @@
 /**
- * The checkpoint flow (seed 003's checkpoint.c): freeze the tree, let every subsystem refuse
+ * The checkpoint flow: freeze the tree, let every subsystem refuse
  * what it cannot handle, write the head, let every subsystem dump each task in order, write the
  * terminator and sync, then release the tree (run, stop, or kill once the image is safe).
  * On failure, or when interrupted (options.signal, checked at safe points between handlers and

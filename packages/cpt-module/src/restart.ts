@@ -1,5 +1,5 @@
 /**
- * The restart flow (seed 003's restart.c): read and check the head (format, arch, capability
+ * The restart flow: read and check the head (format, arch, capability
  * vector), then read the stream front to back, handing each object to the restore handler that
  * owns its type: the TASK object creates the process with its PID, later objects fill it in.
  * When a task's objects end, the finish hooks run in order (the arch one, last, decides the

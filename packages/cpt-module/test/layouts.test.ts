@@ -1,5 +1,5 @@
 /**
- * The image layouts of every subsystem, checked in (seed 000, idea I): a layout that changes
+ * The image layouts of every subsystem, checked in so none changes unnoticed: a layout that changes
  * without a format version change fails here. To change a layout on purpose, bump FORMAT_MINOR
  * (fields appended with `since`) or FORMAT_MAJOR, then regenerate the snapshot with
  * `CPTRST_UPDATE_LAYOUTS=1 npm test` in this package and commit it.

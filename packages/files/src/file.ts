@@ -169,5 +169,5 @@ export function closeTemporaries(task: RestartTask): void {
 /** The FILE objects read so far, by tag (their FDs and kind records name it). */
 const FILE_TABLE = new StateKey<Map<number, PendingFile>>('files.table');
 function fileTable(task: RestartTask): Map<number, PendingFile> {
-  return task.state.ensure(FILE_TABLE, () => new Map());
+  return task.state.ensure(FILE_TABLE, () => new Map<number, PendingFile>());
 }

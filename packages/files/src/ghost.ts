@@ -138,7 +138,7 @@ interface Ghost {
 /** The deleted files made again so far, by FILE tag (a later FILE of the same inode names it: sameAs). */
 const GHOSTS = new StateKey<Map<number, Ghost>>('files.ghosts');
 function ghosts(task: RestartTask): Map<number, Ghost> {
-  return task.state.ensure(GHOSTS, () => new Map());
+  return task.state.ensure(GHOSTS, () => new Map<number, Ghost>());
 }
 
 /** Restart: makes a deleted file again (see the top of this file) and returns the fd with the recorded flags. */

@@ -250,7 +250,7 @@ describe('files: open files of a real process', function () {
     dumpFiles(e.ctx, e.task, files);
     const recs = readBack(e).slice(1);
     const sparse = recs.find((r) => r.type === ObjectType.FILE && (r.obj as FileImage).path.endsWith('/sparse'))!;
-    expect(sparse.obj as FileImage).to.include({ deleted: true, size: 1048576n, sameAs: 0 });
+    expect(sparse.obj).to.include({ deleted: true, size: 1048576n, sameAs: 0 });
     const runs = recs.filter((r) => r.type === ObjectType.FILE_DATA && r.ptag === sparse.tag).map((r) => r.obj as FileDataImage);
     expect(runs.map((d) => [d.offset, d.data.length])).to.deep.equal([[65536n, 4096], [524288n, 4096]]);
     expect(runs.every((d) => d.data.every((b) => b === 0x78))).to.equal(true);

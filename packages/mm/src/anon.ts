@@ -74,7 +74,7 @@ export class SharedAnonVma implements VmaKindHandler {
   }
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void {
     const prot = img.prot | (writable ? PROT.WRITE : 0);
-    mapAt(task, { ...img, pgoff: 0n } as VmaImage, prot, MAP.SHARED | MAP.ANONYMOUS, -1, `shared anonymous memory ${img.start.toString(16)}`);
+    mapAt(task, { ...img, pgoff: 0n }, prot, MAP.SHARED | MAP.ANONYMOUS, -1, `shared anonymous memory ${img.start.toString(16)}`);
     applyVmFlags(task, img);
   }
 }

@@ -1,5 +1,5 @@
 /**
- * The address space as a whole (seed 003's cpt_mm.c / rst_mm.c). The MM object carries the mm
+ * The address space as a whole. The MM object carries the mm
  * fields (code, data, brk, stack, arg and env ranges, auxv, exe), the layout of every area and
  * the mm-wide settings (THP disabled, KSM merge-any, membarrier registrations, mlockall's
  * MCL_FUTURE); VMA objects and their PAGES follow. Memory-deny-write-execute is refused: the

@@ -1,5 +1,5 @@
 /**
- * Making a process with a chosen PID (design.md, the restart flow): a helper process is started,
+ * Making a process with a chosen PID, as restart must: a helper process is started,
  * seized, and made to run clone3 with set_tid = [pid]. The child is a copy of the helper,
  * auto-attached by ptrace and stopped before it runs a single instruction; the helper then goes
  * away, so the new process is reparented like a daemon. PTRACE_O_EXITKILL means that if cptrst

@@ -1,5 +1,5 @@
 /**
- * Freezing (design.md, the checkpoint flow): PTRACE_SEIZE, then PTRACE_INTERRUPT, until the task
+ * Freezing for checkpoint: PTRACE_SEIZE, then PTRACE_INTERRUPT, until the task
  * sits in a ptrace stop. What this version cannot checkpoint (threads, children, a tracer of its
  * own) is refused before anything is touched, and checked again once the task is stopped.
  * A failed freeze lets go of what it seized; release never throws.

@@ -1,4 +1,5 @@
 /** What restart of a process depends on here: ptrace, clone3 with set_tid, process memory access. */
+import { readFileSync } from 'fs';
 import { MachineProbe, ProbeResult, linux } from '@cptrst/core';
 
 export class TaskProbe implements MachineProbe {
@@ -39,7 +40,7 @@ function probeVmReadv(): ProbeResult {
 
 function readOr(path: string, fallback: string): string {
   try {
-    return require('fs').readFileSync(path, 'utf8').trim();
+    return readFileSync(path, 'utf8').trim();
   } catch {
     return fallback;
   }

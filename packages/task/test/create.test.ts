@@ -51,6 +51,7 @@ function creatorWithWait(ms: number): ProcessCreator {
   delete require.cache[file];
   process.env.CPTRST_PID_WAIT_MS = String(ms);
   try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- a fresh load, after the cache entry is dropped
     const mod = require(file) as typeof import('../src/create');
     expect(mod.PID_WAIT_MS).to.equal(ms);
     return new mod.CloneProcessCreator();
@@ -149,8 +150,8 @@ describe('CloneProcessCreator', function () {
     const { spawn } = await import('child_process');
     const maker = spawn(process.execPath, [require.resolve('./fixtures/create-and-hold.js'), String(pid)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let text = '';
-    maker.stdout!.on('data', (d) => (text += String(d)));
-    maker.stderr!.on('data', (d) => (text += String(d)));
+    maker.stdout.on('data', (d) => (text += String(d)));
+    maker.stderr.on('data', (d) => (text += String(d)));
     made = pid;
     expect(await poll(() => text.includes(`MADE ${pid}`) || maker.exitCode !== null, 20000), text).to.equal(true);
     expect(text).to.include(`MADE ${pid}`);

@@ -218,25 +218,25 @@ function decodeValue(inp: In, f: FieldSpec, path: string, depth: number): unknow
     }
     case 'u64s': {
       const n = inp.count(8, path);
-      const out: bigint[] = new Array(n);
+      const out = new Array<bigint>(n);
       for (let i = 0; i < n; i++) out[i] = b.readBigUInt64LE(inp.need(8, path));
       return out;
     }
     case 'u32s': {
       const n = inp.count(4, path);
-      const out: number[] = new Array(n);
+      const out = new Array<number>(n);
       for (let i = 0; i < n; i++) out[i] = inp.u32(path);
       return out;
     }
     case 'strs': {
       const n = inp.count(4, path);
-      const out: string[] = new Array(n);
+      const out = new Array<string>(n);
       for (let i = 0; i < n; i++) out[i] = inp.str(`${path}[${i}]`);
       return out;
     }
     case 'records': {
       const n = inp.count(4, path);
-      const out: object[] = new Array(n);
+      const out = new Array<object>(n);
       const el: FieldSpec = { name: f.name, kind: 'record', layout: f.layout };
       for (let i = 0; i < n; i++) out[i] = decodeValue(inp, el, `${path}[${i}]`, depth) as object;
       return out;
@@ -261,7 +261,7 @@ function defaultValue(f: FieldSpec, path: string, depth: number): unknown {
     case 'record': {
       if (depth > MAX_DEPTH) throw new CptError('EINVAL', `${path}: records nested deeper than ${MAX_DEPTH}`, { object: 'image layout' });
       const nested = nestedLayout(f, path);
-      const obj = Object.create(nested.ctor.prototype) as Record<string, unknown>;
+      const obj = Object.create(nested.ctor.prototype as object) as Record<string, unknown>;
       for (const g of nested.fields) obj[g.name] = defaultValue(g, `${path}.${g.name}`, depth + 1);
       return obj;
     }
@@ -271,7 +271,7 @@ function defaultValue(f: FieldSpec, path: string, depth: number): unknown {
 function decodeFields(inp: In, layout: Layout, path: string, depth: number): object {
   if (depth > MAX_DEPTH) throw inp.fail(`${path}: records nested deeper than ${MAX_DEPTH}`);
   // Object.create: decoding must not run constructors (they may want arguments or have effects).
-  const obj = Object.create(layout.ctor.prototype) as Record<string, unknown>;
+  const obj = Object.create(layout.ctor.prototype as object) as Record<string, unknown>;
   const minor = inp.ctx.minor;
   for (const f of layout.fields) {
     const fpath = `${path}.${f.name}`;

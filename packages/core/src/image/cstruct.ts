@@ -63,7 +63,7 @@ function cfieldDecorator(make: (where: string) => Omit<PendingField, 'name' | 'o
     const where = `${target.constructor.name}.${String(key)}`;
     if (typeof key !== 'string') throw bug(`${where}: struct fields must have string names`);
     if (opts.offset !== undefined && !(Number.isInteger(opts.offset) && opts.offset >= 0)) throw bug(`${where}: bad offset ${opts.offset}`);
-    const list: PendingField[] = Reflect.getOwnMetadata(CFIELDS_KEY, target) ?? [];
+    const list = (Reflect.getOwnMetadata(CFIELDS_KEY, target) as PendingField[] | undefined) ?? [];
     if (list.some((f) => f.name === key)) throw bug(`${where}: declared twice`);
     list.push({ name: key, ...make(where), ...(opts.offset !== undefined ? { offset: opts.offset } : {}) });
     Reflect.defineMetadata(CFIELDS_KEY, list, target);
@@ -116,7 +116,7 @@ const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 export function cstruct(name: string, opts: { size?: number } = {}): ClassDecorator {
   return (target) => {
     const ctor = target as unknown as LayoutClass;
-    const pending: PendingField[] = Reflect.getOwnMetadata(CFIELDS_KEY, ctor.prototype) ?? [];
+    const pending = (Reflect.getOwnMetadata(CFIELDS_KEY, ctor.prototype as object) as PendingField[] | undefined) ?? [];
     if (pending.length === 0) throw bug(`${name}: a struct needs fields`);
     let cursor = 0;
     let end = 0;

@@ -106,7 +106,10 @@ export function crc32(data: Buffer, value = 0): number {
   return zlib.crc32(data, value);
 }
 
-/** Which implementation crc32() uses for large buffers: 'libdeflate' or 'zlib'. */
+/**
+ * Which implementation crc32() uses for large buffers: 'libdeflate' or 'zlib'.
+ * @public bench/bench.ts loads this file by path to print it.
+ */
 export function crc32Implementation(): string {
   return (fastCrc === undefined ? loadFastCrc() : fastCrc) ? 'libdeflate' : 'zlib';
 }

@@ -86,7 +86,7 @@ function field(kind: FieldKind, opts: FieldOptions = {}, layout?: LayoutClass): 
       const ok = kind === 'record' ? design === layout : DESIGN_TYPES[kind].includes(design);
       if (!ok) throw bug(`${where}: @${kind}() on a property declared as ${(design as { name?: string }).name}`);
     }
-    const list: FieldSpec[] = Reflect.getOwnMetadata(FIELDS_KEY, target) ?? [];
+    const list = (Reflect.getOwnMetadata(FIELDS_KEY, target) as FieldSpec[] | undefined) ?? [];
     if (list.some((f) => f.name === key)) throw bug(`${where}: declared twice`);
     list.push({ name: key, kind, ...(opts.since !== undefined ? { since: opts.since } : {}), ...(layout ? { layout } : {}) });
     Reflect.defineMetadata(FIELDS_KEY, list, target);
@@ -112,7 +112,7 @@ export const records = (cls: LayoutClass, opts?: FieldOptions) => field('records
 function collectFields(ctor: LayoutClass): FieldSpec[] {
   const base = Object.getPrototypeOf(ctor) as LayoutClass | null;
   const inherited = base ? layoutOf(base)?.fields ?? [] : [];
-  const own: FieldSpec[] = Reflect.getOwnMetadata(FIELDS_KEY, ctor.prototype) ?? [];
+  const own = (Reflect.getOwnMetadata(FIELDS_KEY, ctor.prototype as object) as FieldSpec[] | undefined) ?? [];
   const fields = [...inherited, ...own];
   let since: number | undefined;
   for (const f of fields) {
@@ -208,7 +208,7 @@ export function objectLayouts(opts: { includeTestOnly?: boolean } = {}): Layout[
 
 /** Name for an object type: the layout's, the ObjectType enum's, or "type N". */
 export function typeName(type: number): string {
-  return byType.get(type)?.name ?? objectTypeEntry(type)?.name ?? (ObjectType[type] as string | undefined) ?? `type ${type}`;
+  return byType.get(type)?.name ?? objectTypeEntry(type)?.name ?? ObjectType[type] ?? `type ${type}`;
 }
 
 export interface FieldDescription {

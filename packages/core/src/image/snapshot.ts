@@ -62,7 +62,7 @@ function compareFields(what: string, old: FieldDescription[], now: FieldDescript
 }
 
 function isFieldList(x: unknown): x is FieldDescription[] {
-  return Array.isArray(x) && x.every((f) => f && typeof f.name === 'string' && typeof f.kind === 'string');
+  return Array.isArray(x) && x.every((f: Partial<FieldDescription> | null) => f && typeof f.name === 'string' && typeof f.kind === 'string');
 }
 
 function isSnapshot(x: unknown): x is LayoutSnapshot {

@@ -31,7 +31,7 @@ function syscallVariant(pattern: string): (...a: unknown[]) => number | bigint {
   if (!f) {
     const params = ['long'];
     for (const c of pattern) params.push(c === 'p' ? 'void *' : 'uint64_t');
-    f = libc().func('syscall', 'long', params) as unknown as (...a: unknown[]) => number | bigint;
+    f = libc().func('syscall', 'long', params);
     syscallVariants.set(pattern, f);
   }
   return f;
@@ -58,7 +58,7 @@ export function rawSyscall(nr: number, ...args: SyscallArg[]): bigint {
       call.push(a);
     } else {
       pattern += 'n';
-      call.push(toU64(a as number | bigint));
+      call.push(toU64(a));
     }
   }
   const f = syscallVariant(pattern);
@@ -91,7 +91,7 @@ export function libcWaitpid(pid: number, options: number): [number, number] {
   if (!waitpidFn) waitpidFn = libc().func('int waitpid(int pid, _Inout_ int32_t *status, int options)') as never;
   const st = new Int32Array(1);
   for (;;) {
-    const r = waitpidFn!(pid, st, options | 0);
+    const r = waitpidFn(pid, st, options | 0);
     if (r >= 0) return [r, st[0]];
     const e = koffi.errno();
     if (e !== 4 /* EINTR */) return [-e, 0];
@@ -102,7 +102,7 @@ let sysconfFn: ((name: number) => number) | undefined;
 /** sysconf(3). */
 export function sysconf(name: number): number {
   if (!sysconfFn) sysconfFn = libc().func('long sysconf(int name)') as never;
-  return Number(sysconfFn!(name));
+  return Number(sysconfFn(name));
 }
 export const _SC_PAGESIZE = 30;
 export const _SC_CLK_TCK = 2;
@@ -128,7 +128,7 @@ export function libcProcessVm(write: boolean, pid: number, local: Buffer, remote
     ) as never;
   }
   if (local.length === 0) return 0;
-  const f = write ? pvmWrite! : pvmRead!;
+  const f = write ? pvmWrite : pvmRead;
   const r = Number(f(pid, { iov_base: local, iov_len: local.length }, 1, { iov_base: remote, iov_len: local.length }, 1, 0));
   return r < 0 ? -koffi.errno() : r;
 }
@@ -145,7 +145,7 @@ export function libcPtraceRegset(req: number, pid: number, nt: number, buf: Buff
     regsetFn = libc().func('syscall', 'long', ['long', 'long', 'long', 'uint64_t', koffi.inout('cpt_regset_iovec *')]) as never;
   }
   const iov = { iov_base: buf, iov_len: buf.length };
-  const r = Number(regsetFn!(SYS.ptrace, req, pid, nt, iov));
+  const r = Number(regsetFn(SYS.ptrace, req, pid, nt, iov));
   if (r < 0) return [-koffi.errno(), 0];
   return [r, Number(iov.iov_len)];
 }

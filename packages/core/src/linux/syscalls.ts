@@ -30,7 +30,7 @@ let names: ReadonlyMap<number, string> = new Map();
 /** Called by the arch package when it is loaded: the numbers of the machine cptrst runs on. */
 export function useSyscallTable(t: SyscallTable): void {
   table = t;
-  names = new Map(Object.entries(t).map(([k, v]) => [v as number, k]));
+  names = new Map(Object.entries(t).map(([k, v]) => [v, k]));
 }
 
 /** The table in use (a CptError ENOSYS before an arch package is loaded). */
