@@ -28,6 +28,8 @@ import { dumpPages, restorePages, storedRuns } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 
+/** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
+const AUXV_MAX_BYTES = 4096;
 const { SYS, PR, PROT, MAP, O, MEMBARRIER_CMD: MB, MCL } = linux;
 export const MM_ORDER = 200;
 const EINVAL = -BigInt(linux.ERRNO.EINVAL);
@@ -277,7 +279,7 @@ export class MmRestore implements RestoreHandler {
     if (mm.memoryMerge > 1) throw bad(`KSM merge setting ${mm.memoryMerge}`);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) throw bad(`membarrier registrations 0x${mm.membarrier.toString(16)}`);
     if (mm.mlockFuture & ~(MCL.FUTURE | MCL.ONFAULT) || (mm.mlockFuture && !(mm.mlockFuture & MCL.FUTURE))) throw bad(`mlockall flags 0x${mm.mlockFuture.toString(16)}`);
-    if (mm.auxv.length > 4096 || mm.auxv.length % 16) throw new CptError('EBADIMG', `auxv of ${mm.auxv.length} bytes`, { pid: task.pid, object: 'auxv' });
+    if (mm.auxv.length > AUXV_MAX_BYTES || mm.auxv.length % 16) throw new CptError('EBADIMG', `auxv of ${mm.auxv.length} bytes`, { pid: task.pid, object: 'auxv' });
     const layout: Range[] = [];
     for (let i = 0; i < mm.layout.length; i += 2) layout.push({ start: mm.layout[i], end: mm.layout[i + 1] });
     task.state.set(VMAS_BY_TAG, new Map<number, RestoredVma>());

@@ -18,9 +18,12 @@ const CLOSE_FDS_AND_EXEC = 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt
 const started = new Set<number>();
 let tmp: string | undefined;
 
-/** A temp dir for this run. */
+/** A temp dir for this run, removed when the test process exits (whichever suite used it last). */
 export function tmpDir(): string {
-  if (!tmp) tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-unit-'));
+  if (!tmp) {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-unit-'));
+    process.once('exit', removeTmpDir);
+  }
   return tmp;
 }
 
