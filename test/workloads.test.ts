@@ -94,6 +94,7 @@ const CASES: Case[] = [
   { name: 'mmstate' },
   { name: 'eventfd' },
   { name: 'threadchurn', threads: true },
+  { name: 'threads.py', threads: true },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -116,6 +117,7 @@ const TAMPERABLE: Case[] = [
   { name: 'mmstate' },
   { name: 'eventfd' },
   { name: 'threadchurn', threads: true },
+  { name: 'threads.py', threads: true },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

@@ -41,7 +41,8 @@ export class PtraceFreezer implements Freezer {
         this.refuseUnsupported(pid); // a child may have appeared before the stop
         const others = group.stoppedThreads().filter((t) => t !== pid);
         if (others.length) {
-          refuse(pid, `threads ${others.join(',')}`, `the process has ${others.length + 1} threads; multi-threaded processes are not supported yet`);
+          const named = others.slice(0, MAX_NAMED).join(',') + (others.length > MAX_NAMED ? ` and ${others.length - MAX_NAMED} more` : '');
+          refuse(pid, `threads ${named}`, `the process has ${others.length + 1} threads; multi-threaded processes are not supported yet`);
         }
         ctx.progress({ phase: 'frozen', pid });
         return { root: pid, tasks: [task] };
@@ -90,6 +91,9 @@ export class PtraceFreezer implements Freezer {
     }
   }
 }
+
+/** Threads named in a refusal (one line, even for a thousand threads). */
+const MAX_NAMED = 16;
 
 /** Rounds of listing /proc/PID/task before a process that keeps making threads is given up on. */
 const MAX_ROUNDS = 1000;
