@@ -49,8 +49,13 @@ export class PtraceFreezer implements Freezer {
       } catch (e) {
         // The main thread first, while the others are still stopped: its release may run
         // injected calls (queueing the signals taken off it); then every other thread.
-        if (task) letGo(ctx, task.tracee, 'run');
-        group.letGo(task === undefined);
+        try {
+          if (task) letGo(ctx, task.tracee, 'run');
+        } catch (r) {
+          ctx.log.warn(`pid ${pid}: release after a failed freeze: ${(r as Error).message}`);
+        } finally {
+          group.letGo(task === undefined);
+        }
         throw e;
       }
     });
