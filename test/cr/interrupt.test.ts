@@ -4,6 +4,8 @@
  * process with 1 GiB of memory (the `survive` workload, which checks its registers at every
  * system call, and its mask, alternate stack and memory at the end); afterwards the process
  * runs, untraced, with its mask and its mappings, and finally passes its own checks.
+ * A multi-threaded process (refused once every thread is frozen) is killed-at-moments the same
+ * way: every thread runs on, untraced, and passes its checks.
  * `cptrst restart` is killed or interrupted the same way: nothing it made is left behind.
  */
 import { expect } from 'chai';
@@ -180,6 +182,39 @@ describe('cptrst killed or interrupted', function () {
       expect(passLines('survive')).to.include(parseResult(await waitResult(w, 60000)).verdict);
     });
   }
+
+  it('checkpoint of a multi-threaded process: SIGKILL at any moment leaves every thread running, untraced', async () => {
+    const w = await startWorkload('threadchurn');
+    const delays = [-150, -60, 0, 1, 2, 3, 5, 8, 13, 20, 40];
+    let killed = 0;
+    for (const [k, d] of delays.entries()) {
+      const img = path.join(w.dir, `img-${k}`);
+      const run = await runAndSignal(['checkpoint', String(w.pid), '-o', img], w.dir, 'SIGKILL', Math.abs(d), d < 0);
+      const what = `SIGKILL ${d} ms`;
+      // Killed, or the refusal of its threads came first.
+      if (run.signal === null) expect(run.stderr, what).to.match(/EOPNOTSUPP: pid \d+, threads [\d,]+: /);
+      else expect(run.signal, what).to.equal('SIGKILL');
+      if (run.signal !== null) killed++;
+      let traced: string[] = [];
+      for (let i = 0; i < 200; i++) {
+        traced = fs.readdirSync(`/proc/${w.pid}/task`).filter((tid) => {
+          try {
+            return !/^TracerPid:\s*0$/m.test(fs.readFileSync(`/proc/${w.pid}/task/${tid}/status`, 'utf8'));
+          } catch {
+            return false; // a short-lived thread ended
+          }
+        });
+        if (traced.length === 0) break;
+        await sleep(10);
+      }
+      expect(traced, `${what}: threads still traced`).to.deep.equal([]);
+      expect(status(w.pid)?.state, `${what}: state`).to.match(/^[RS]$/);
+      for (const f of fs.readdirSync(w.dir).filter((n) => n.includes(`img-${k}`))) fs.rmSync(path.join(w.dir, f), { force: true });
+    }
+    expect(killed, 'the kills all came too late').to.be.greaterThan(0);
+    await trigger(w);
+    expect(passLines('threadchurn')).to.include(parseResult(await waitResult(w, 60000)).verdict);
+  });
 
   it('restart: SIGKILL, SIGINT or SIGTERM at any moment leaves no process behind', async () => {
     const w = await startWorkload('survive', ['256'], { readyTimeoutMs: 30000 });

@@ -1,7 +1,9 @@
 /**
- * Freezing for checkpoint: PTRACE_SEIZE, then PTRACE_INTERRUPT, until the task
- * sits in a ptrace stop. What this version cannot checkpoint (threads, children, a tracer of its
- * own) is refused before anything is touched, and checked again once the task is stopped.
+ * Freezing for checkpoint: every thread of the process seized and stopped (PTRACE_SEIZE, then
+ * PTRACE_INTERRUPT, until /proc/PID/task is stable). What this version cannot checkpoint
+ * (children, a tracer of its own) is refused before anything is touched, and checked again once
+ * the process is stopped; a process that still has more than one thread once all of them are
+ * stopped is refused then, naming the threads.
  * A failed freeze lets go of what it seized; release never throws.
  */
 import {
@@ -29,19 +31,31 @@ export class PtraceFreezer implements Freezer {
       this.refuseUnsupported(pid);
       const status = linux.readStatus(pid);
       const wasStopped = status.state.startsWith('T');
-      ptrace.seize(pid, PTRACE_O.TRACESYSGOOD);
+      const group = new ThreadGroupFreeze(pid);
       let task: CheckpointTask | undefined;
       try {
-        const intercepted = this.interrupt(pid);
-        this.refuseUnsupported(pid); // a thread or child may have appeared before the stop
+        group.freeze();
         const tracee = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid);
-        tracee.interceptedSignals.push(...intercepted);
+        tracee.interceptedSignals.push(...group.intercepted);
         task = { pid, tid: pid, tracee, tag: 0, state: new TaskState([[WAS_STOPPED, wasStopped]]) };
+        this.refuseUnsupported(pid); // a child may have appeared before the stop
+        const others = group.stoppedThreads().filter((t) => t !== pid);
+        if (others.length) {
+          const named = others.slice(0, MAX_NAMED).join(',') + (others.length > MAX_NAMED ? ` and ${others.length - MAX_NAMED} more` : '');
+          refuse(pid, `threads ${named}`, `the process has ${others.length + 1} threads; multi-threaded processes are not supported yet`);
+        }
         ctx.progress({ phase: 'frozen', pid });
         return { root: pid, tasks: [task] };
       } catch (e) {
-        if (task) letGo(ctx, task.tracee, 'run');
-        else detachQuietly(pid);
+        // The main thread first, while the others are still stopped: its release may run
+        // injected calls (queueing the signals taken off it); then every other thread.
+        try {
+          if (task) letGo(ctx, task.tracee, 'run');
+        } catch (r) {
+          ctx.log.warn(`pid ${pid}: release after a failed freeze: ${(r as Error).message}`);
+        } finally {
+          group.letGo(task === undefined);
+        }
         throw e;
       }
     });
@@ -63,22 +77,6 @@ export class PtraceFreezer implements Freezer {
     });
   }
 
-  /** Waits for the interrupt stop; signal-delivery stops on the way are taken off the task and returned. */
-  private interrupt(pid: number): Buffer[] {
-    const intercepted: Buffer[] = [];
-    ptrace.interrupt(pid);
-    for (;;) {
-      const w = waitpid(pid, WAIT.__WALL);
-      if (w.exited !== undefined || w.signaled !== undefined) {
-        throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid });
-      }
-      const s = w.stopped!;
-      if (s.event === PTRACE_EVENT.STOP) return intercepted;
-      if (s.event === 0) intercepted.push(ptrace.getSiginfo(pid));
-      ptrace.cont(pid, 0);
-    }
-  }
-
   private refuseUnsupported(pid: number): void {
     if (pid === process.pid) refuse(pid, 'process', 'cptrst cannot checkpoint itself');
     let status: linux.ProcStatus;
@@ -91,13 +89,142 @@ export class PtraceFreezer implements Freezer {
     if (status.tracerPid !== 0 && status.tracerPid !== process.pid) {
       throw new CptError('EBUSY', `it is already traced by pid ${status.tracerPid}`, { pid, object: 'ptrace' });
     }
-    const threads = linux.listThreads(pid);
-    if (threads.length > 1) refuse(pid, `threads ${threads.filter((t) => t !== pid).join(',')}`, `the process has ${threads.length} threads; multi-threaded processes are not supported yet`);
     const children = linux.listChildren(pid);
     if (children.length) refuse(pid, `children ${children.join(',')}`, 'the process has child processes; process trees are not supported yet');
     for (const ancestor of ancestorsOf(process.pid)) {
       if (ancestor === pid) refuse(pid, 'process', 'it is an ancestor of cptrst itself');
     }
+  }
+}
+
+/** Threads named in a refusal (one line, even for a thousand threads). */
+const MAX_NAMED = 16;
+
+/** Rounds of listing /proc/PID/task before a process that keeps making threads is given up on. */
+const MAX_ROUNDS = 1000;
+
+/**
+ * Every thread of one process, seized and stopped at once. Each thread is traced on its own:
+ * PTRACE_SEIZE and PTRACE_INTERRUPT each thread listed in /proc/PID/task, with
+ * PTRACE_O_TRACECLONE so that a thread made by a seized thread before its stop is attached by the
+ * kernel (it starts in a stop of its own); list again until every listed thread is stopped. A
+ * thread that exits on the way is dropped. Blocking waits, each on one thread id: never a wait
+ * for any child, which could collect a child of whoever called cptrst.
+ */
+class ThreadGroupFreeze {
+  /** Signals taken off the main thread in signal-delivery stops (its tracee queues them again). */
+  readonly intercepted: Buffer[] = [];
+  private readonly stopped = new Set<number>();
+  /** Seized (or attached by the kernel) and interrupted, their stop not yet collected. */
+  private readonly pending = new Set<number>();
+
+  constructor(private readonly pid: number) {}
+
+  freeze(): void {
+    for (let round = 0; ; round++) {
+      if (round === MAX_ROUNDS) throw new CptError('EAGAIN', `its threads did not settle after ${MAX_ROUNDS} rounds of seizing`, { pid: this.pid, object: 'threads' });
+      let fresh = 0;
+      for (const tid of this.listThreads()) {
+        if (this.stopped.has(tid) || this.pending.has(tid)) continue;
+        if (this.seize(tid)) fresh++;
+      }
+      if (fresh === 0 && this.pending.size === 0) break;
+      for (const tid of [...this.pending]) this.collectStop(tid);
+    }
+    if (!this.stopped.has(this.pid)) throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid: this.pid });
+  }
+
+  stoppedThreads(): number[] {
+    return [...this.stopped].sort((a, b) => a - b);
+  }
+
+  /**
+   * Lets every thread go as it stands (nothing was run in any of them), except the main thread
+   * when `withMain` is false (its tracee releases it).
+   */
+  letGo(withMain: boolean): void {
+    for (const tid of [...this.pending]) {
+      try {
+        this.collectStop(tid);
+      } catch {
+        /* gone */
+      }
+    }
+    for (const tid of this.stopped) {
+      if (tid !== this.pid || withMain) detachQuietly(tid);
+    }
+  }
+
+  private listThreads(): number[] {
+    try {
+      return linux.listThreads(this.pid);
+    } catch {
+      throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid: this.pid });
+    }
+  }
+
+  /** Seizes and interrupts one listed thread; false when it is gone already. */
+  private seize(tid: number): boolean {
+    try {
+      ptrace.seize(tid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACECLONE);
+    } catch (e) {
+      const code = (e as CptError).code;
+      if (code === 'ESRCH') {
+        if (tid === this.pid) throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid: this.pid });
+        return false;
+      }
+      // A thread made by a seized thread is ours already: its creator's clone event names it.
+      if (code === 'EPERM' && tracerOf(this.pid, tid) === process.pid) {
+        this.pending.add(tid);
+        return true;
+      }
+      if (code === 'EPERM') throw new CptError('EBUSY', `thread ${tid} is already traced by pid ${tracerOf(this.pid, tid)}`, { pid: this.pid, object: `thread ${tid}` });
+      throw e;
+    }
+    this.pending.add(tid);
+    ptrace.interrupt(tid);
+    return true;
+  }
+
+  /** Waits for the thread's PTRACE_EVENT_STOP, handling what comes before it. */
+  private collectStop(tid: number): void {
+    for (;;) {
+      const w = waitpid(tid, WAIT.__WALL);
+      if (w.exited !== undefined || w.signaled !== undefined) {
+        this.pending.delete(tid);
+        if (tid === this.pid) throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid: this.pid });
+        return;
+      }
+      const s = w.stopped!;
+      if (s.event === PTRACE_EVENT.STOP) {
+        this.pending.delete(tid);
+        this.stopped.add(tid);
+        return;
+      }
+      let sig = 0;
+      if (s.event === PTRACE_EVENT.CLONE) {
+        // The new thread is attached and starts in a stop of its own.
+        const child = Number(ptrace.getEventMsg(tid));
+        if (!this.stopped.has(child)) this.pending.add(child);
+      } else if (s.event === 0 && !s.syscallStop) {
+        // A signal on its way to the thread. The main thread's tracee keeps it and queues it
+        // again; any other thread gets it now, as it would have without cptrst.
+        if (tid === this.pid) this.intercepted.push(ptrace.getSiginfo(tid));
+        else sig = s.sig;
+      }
+      // Any ptrace stop clears a pending interrupt: ask again before it runs on.
+      ptrace.interrupt(tid);
+      ptrace.cont(tid, sig);
+    }
+  }
+}
+
+/** The tracer of one thread (0 if none or gone). */
+function tracerOf(pid: number, tid: number): number {
+  try {
+    return linux.readStatus(pid, tid).tracerPid;
+  } catch {
+    return 0;
   }
 }
 
