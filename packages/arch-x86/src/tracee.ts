@@ -398,28 +398,18 @@ export class X86Tracee implements Tracee {
    */
   private findGadgets(): { syscallRet: bigint; restorer: bigint } | null {
     if (this.gadgets !== undefined) return this.gadgets;
-    const maps = linux.readMaps(this.pid);
-    const exec = [...maps.filter((m) => m.path === '[vdso]'), ...maps.filter((m) => m.prot.exec && m.path !== '[vdso]' && m.path !== '[vsyscall]')];
     let syscallRet: bigint | undefined;
     let restorer: bigint | undefined;
-    for (const m of exec) {
-      if (syscallRet !== undefined && restorer !== undefined) break;
-      const len = Number(m.end - m.start);
-      if (len > 64 * 1024 * 1024) continue;
-      let buf: Buffer;
-      try {
-        buf = this.readMemory(m.start, len);
-      } catch {
-        continue;
-      }
+    for (const { start, code } of this.executableCode()) {
       if (syscallRet === undefined) {
-        const i = findSyscallRet(buf);
-        if (i >= 0) syscallRet = m.start + BigInt(i);
+        const i = findSyscallRet(code);
+        if (i >= 0) syscallRet = start + BigInt(i);
       }
       if (restorer === undefined) {
-        const i = findRestorer(buf);
-        if (i >= 0) restorer = m.start + BigInt(i);
+        const i = findRestorer(code);
+        if (i >= 0) restorer = start + BigInt(i);
       }
+      if (syscallRet !== undefined && restorer !== undefined) break;
     }
     this.gadgets = syscallRet !== undefined && restorer !== undefined ? { syscallRet, restorer } : null;
     return this.gadgets;
@@ -434,23 +424,33 @@ export class X86Tracee implements Tracee {
     if (this.done) throw new CptError('ESRCH', 'the process is no longer under cptrst control', { pid: this.pid });
   }
 
-  /** The address of a `syscall` instruction in the task: the scratch copy, else one found in the vDSO or any executable mapping. */
-  private insn(): bigint {
-    if (this.syscallInsn !== undefined) return this.syscallInsn;
+  /**
+   * The task's executable code, the vDSO first (always there, and small), then every other
+   * executable mapping that can be read; mappings over 64 MiB are passed over.
+   */
+  private *executableCode(): Generator<{ start: bigint; code: Buffer }> {
     const maps = linux.readMaps(this.pid);
     const ordered = [...maps.filter((m) => m.path === '[vdso]'), ...maps.filter((m) => m.prot.exec && m.path !== '[vdso]' && m.path !== '[vsyscall]')];
     for (const m of ordered) {
       const len = Number(m.end - m.start);
       if (len > 64 * 1024 * 1024) continue;
-      let buf: Buffer;
+      let code: Buffer;
       try {
-        buf = this.readMemory(m.start, len);
+        code = this.readMemory(m.start, len);
       } catch {
         continue;
       }
-      for (let i = buf.indexOf(0x0f); i >= 0 && i < buf.length - 1; i = buf.indexOf(0x0f, i + 1)) {
-        if (buf[i + 1] === 0x05) {
-          this.syscallInsn = m.start + BigInt(i);
+      yield { start: m.start, code };
+    }
+  }
+
+  /** The address of a `syscall` instruction in the task: the scratch copy, else one found in the vDSO or any executable mapping. */
+  private insn(): bigint {
+    if (this.syscallInsn !== undefined) return this.syscallInsn;
+    for (const { start, code } of this.executableCode()) {
+      for (let i = code.indexOf(0x0f); i >= 0 && i < code.length - 1; i = code.indexOf(0x0f, i + 1)) {
+        if (code[i + 1] === 0x05) {
+          this.syscallInsn = start + BigInt(i);
           return this.syscallInsn;
         }
       }
