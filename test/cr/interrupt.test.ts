@@ -13,11 +13,13 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, sleep, startWorkload,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, describeStuck, killStartedWorkloads, parseResult, passLines, procState, sleep, startWorkload,
   trigger, waitGone, waitResult,
 } from '../support';
 
 type Sig = 'SIGKILL' | 'SIGINT' | 'SIGTERM';
+/** How long an interrupted CLI may take to clean up and end. */
+const CLI_END_MS = 60000;
 const SIGNO: Record<Sig, number> = { SIGKILL: 9, SIGINT: 2, SIGTERM: 15 };
 
 interface Run {
@@ -89,7 +91,19 @@ async function runAndSignal(args: string[], dir: string, sig: Sig, delayMs: numb
       await sleep(2);
       if (!over) cli.kill(sig);
     }
-    await done;
+    // A CLI that does not end is a defect to show, not a test timeout: what it waits in, then kill it.
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = await Promise.race([
+      done.then(() => false),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), CLI_END_MS))),
+    ]);
+    clearTimeout(timer);
+    if (stuck) {
+      const what = await describeStuck(pid);
+      cli.kill('SIGKILL');
+      await done;
+      throw new Error(`cptrst ${args[0]} did not end within ${CLI_END_MS} ms of ${sig} (sent ${delayMs} ms in); it was:\n${what}\nstderr: ${run.stderr}`);
+    }
   } finally {
     clearInterval(watch);
   }
@@ -221,8 +235,8 @@ describe('cptrst killed or interrupted', function () {
     const img = path.join(w.dir, 'image');
     const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
     expect(ck.code, ck.stderr).to.equal(0);
-    await w.exited;
-    expect(await waitGone(w.pid, 10000)).to.equal(true);
+    const gone = await waitGone(w.pid, 10000);
+    expect(gone, gone ? '' : await describeStuck(w.pid)).to.equal(true);
 
     const plan: Array<[Sig, number]> = [
       ['SIGKILL', 0], ['SIGKILL', 5], ['SIGKILL', 20], ['SIGKILL', 60], ['SIGKILL', 150], ['SIGKILL', 300],

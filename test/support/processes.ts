@@ -195,3 +195,35 @@ export async function readMaps(pid: number): Promise<MapEntry[]> {
       };
     });
 }
+
+/**
+ * What a process that should have finished is doing, for a test's failure message: for each of
+ * its threads the state, the kernel function it waits in and its kernel stack, then the same for
+ * its children (one level).
+ */
+export async function describeStuck(pid: number): Promise<string> {
+  const lines: string[] = [];
+  const one = async (p: number, indent: string): Promise<number[]> => {
+    const st = await procState(p);
+    if (st === null) {
+      lines.push(`${indent}${p}: gone`);
+      return [];
+    }
+    lines.push(`${indent}${p} (${st.name}) state ${st.state} ppid ${st.ppid} tracer ${st.tracerPid}`);
+    let tids: string[] = [];
+    try {
+      tids = await fs.promises.readdir(`/proc/${p}/task`);
+    } catch {
+      /* gone meanwhile */
+    }
+    for (const tid of tids) {
+      const wchan = (await readOrNull(`/proc/${p}/task/${tid}/wchan`)) ?? '?';
+      const syscall = ((await readOrNull(`/proc/${p}/task/${tid}/syscall`)) ?? '?').trim().split(' ')[0];
+      const stack = ((await readOrNull(`/proc/${p}/task/${tid}/stack`)) ?? '').trim().split('\n').slice(0, 6).map((l) => l.trim()).join(' < ');
+      lines.push(`${indent}  thread ${tid}: wchan ${wchan} syscall ${syscall} ${stack}`);
+    }
+    return st.children;
+  };
+  for (const c of await one(pid, '')) await one(c, '  ');
+  return lines.join('\n');
+}
