@@ -9,13 +9,12 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointFlags, CptError, HEAD_TAG, ImageHead, ImageReader, ImageRecord, ImageWriter, ObjectFlag, ObjectType, fileSink, fileSource,
-  linux, loadModule, sys_checkpoint,
+  CheckpointFlags, CptError, ImageReader, ObjectFlag, ObjectType, fileSource, linux, loadModule, sys_checkpoint,
 } from '@cptrst/core';
 import { featureNames, xsaveInfo } from '@cptrst/arch-x86';
 import {
   Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
-  sleep, startWorkload, trigger, waitGone, waitResult,
+  recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -30,34 +29,6 @@ async function expectRunningUntraced(pid: number): Promise<void> {
 async function expectStillPasses(w: Workload): Promise<void> {
   await trigger(w);
   expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w)).verdict);
-}
-
-/**
- * Copies an image object by object, letting `edit` change the head (the checksums are made anew)
- * and `after` write more objects after any one (given its tag in the copy); tags are renumbered.
- */
-function rewriteImage(src: string, dst: string, edit: (h: ImageHead) => void, after?: (w: ImageWriter, rec: ImageRecord, tag: number) => void): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w');
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    const head = r.readHead();
-    edit(head);
-    w.writeHead(head);
-    const tags = new Map<number, number>([[HEAD_TAG, HEAD_TAG]]);
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name === 'TERMINATOR') continue;
-      const ptag = tags.get(rec.ptag)!;
-      const tag = rec.pages ? w.writeWithPages(rec.obj!, rec.pages, { ptag }) : w.write(rec.obj!, { ptag });
-      tags.set(rec.tag, tag);
-      after?.(w, rec, tag);
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
 }
 
 /**
@@ -279,9 +250,11 @@ describe('faults', function () {
       const { w, img } = await checkpointed('dynamic');
       const foreign = path.join(w.dir, 'foreign.cpt');
       const lacked = lackedHere();
-      rewriteImage(img, foreign, (h) => {
-        h.xsaveFeatures |= 1n << BigInt(lacked.bit);
-        h.cpuFlags = [...h.cpuFlags, lacked.flag];
+      recodeImage(img, foreign, {
+        head: (h) => {
+          h.xsaveFeatures |= 1n << BigInt(lacked.bit);
+          h.cpuFlags = [...h.cpuFlags, lacked.flag];
+        },
       });
       const r = await cptrst(['restart', foreign]);
       expect(r.code).to.equal(1);
@@ -298,10 +271,12 @@ describe('faults', function () {
       const withObject = (name: string, flags: number): { file: string; offset: number } => {
         const file = path.join(w.dir, name);
         let offset = -1;
-        rewriteImage(img, file, () => undefined, (wr, rec, tag) => {
-          if (rec.type !== ObjectType.TASK) return;
-          offset = wr.offset;
-          wr.writeRaw(UNKNOWN, Buffer.from('something a newer cptrst wrote'), { ptag: tag, flags });
+        recodeImage(img, file, {
+          after: (wr, rec, tag) => {
+            if (rec.type !== ObjectType.TASK) return;
+            offset = wr.offset;
+            wr.writeRaw(UNKNOWN, Buffer.from('something a newer cptrst wrote'), { ptag: tag, flags });
+          },
         });
         expect(offset, 'no TASK object').to.be.greaterThan(0);
         return { file, offset };

@@ -11,10 +11,10 @@ import { ChildProcess, execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
+import { loadModule } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
-  sleep, startWorkload, trigger, waitGone, waitResult,
+  CLI_MAIN, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines,
+  procState, recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -84,27 +84,6 @@ async function expectUserPass(w: UserWorkload): Promise<void> {
   fs.writeFileSync(w.triggerPath, '');
   expect(await waitGone(w.pid, 20000, { zombieOk: true })).to.equal(true);
   expect(fs.readFileSync(w.resultPath, 'utf8')).to.equal(`READY ${w.pid}\nPASS ghost\n`);
-}
-
-/** Copies an image object by object, letting `edit` change any decoded object (checksums made anew). */
-function reencode(src: string, dst: string, edit: (name: string, obj: Record<string, unknown>) => void): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w', 0o600);
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    w.writeHead(r.readHead());
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name === 'TERMINATOR') continue;
-      edit(rec.name, rec.obj as Record<string, unknown>);
-      if (rec.pages) w.writeWithPages(rec.obj!, rec.pages, { ptag: rec.ptag });
-      else w.write(rec.obj!, { ptag: rec.ptag });
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
 }
 
 /** A file only root may read: 0600, in a 0700 directory of root's. */
@@ -201,11 +180,16 @@ describe('files at restart: deleted files, swapped files, crafted images', funct
     const sst = fs.statSync(secret, { bigint: true });
     const rootOnly = path.join(w.dir, 'crafted-root-only.cpt');
     let edited = 0;
-    reencode(img, rootOnly, (name, o) => {
-      if (name === 'file' && o.path === `${w.dir}/data`) {
-        Object.assign(o, { path: secret, size: sst.size, mtimeNs: sst.mtimeNs, atimeNs: sst.atimeNs, inode: sst.ino, dev: sst.dev, mode: Number(sst.mode), uid: 0, gid: 0 });
-        edited++;
-      }
+    recodeImage(img, rootOnly, {
+      records: (recs) => {
+        for (const { name, obj: o } of recs) {
+          if (name === 'file' && o.path === `${w.dir}/data`) {
+            Object.assign(o, { path: secret, size: sst.size, mtimeNs: sst.mtimeNs, atimeNs: sst.atimeNs, inode: sst.ino, dev: sst.dev, mode: Number(sst.mode), uid: 0, gid: 0 });
+            edited++;
+          }
+        }
+        return recs;
+      },
     });
     expect(edited).to.equal(1);
     fs.chownSync(rootOnly, NOBODY, NOBODY);
@@ -218,11 +202,16 @@ describe('files at restart: deleted files, swapped files, crafted images', funct
     // (b) the deleted file's path goes through "..": refused before anything is made.
     const dots = path.join(imgDir, 'crafted-dots.cpt');
     edited = 0;
-    reencode(img, dots, (name, o) => {
-      if (name === 'file' && o.deleted === true && o.sameAs === 0) {
-        o.path = `${w.dir}/../${path.basename(w.dir)}/prog`;
-        edited++;
-      }
+    recodeImage(img, dots, {
+      records: (recs) => {
+        for (const { name, obj: o } of recs) {
+          if (name === 'file' && o.deleted === true && o.sameAs === 0) {
+            o.path = `${w.dir}/../${path.basename(w.dir)}/prog`;
+            edited++;
+          }
+        }
+        return recs;
+      },
     });
     expect(edited).to.equal(1);
     const b = await cptrst(['restart', dots]);

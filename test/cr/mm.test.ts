@@ -12,10 +12,10 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { promisify } from 'util';
-import { CptError, ImageReader, ImageRecord, ImageWriter, fileSink, fileSource, linux, loadModule, sys_checkpoint } from '@cptrst/core';
+import { CptError, linux, loadModule, sys_checkpoint } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, startWorkload, trigger,
-  waitGone, waitResult,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, editedObject, killStartedWorkloads, parseResult, passLines, procState, readImage,
+  recodeImage, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -32,40 +32,12 @@ async function expectRunningUntraced(pid: number): Promise<void> {
   expect(st!.tracerPid).to.equal(0);
 }
 
-type Emit = (obj: object, ptag: number, pages?: Buffer) => number;
 /**
  * Re-encodes an image with the project's codec. `visit` sees each record (its ptag already in
  * the new image's tags) and may emit objects of its own before it; it returns false to drop the
  * record, or a replacement object. Tags are renumbered, parents follow.
  */
-function recode(src: string, dst: string, visit: (rec: ImageRecord, ptag: number, emit: Emit) => object | false | undefined): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w');
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    w.writeHead(r.readHead());
-    const tags = new Map<number, number>([[1, 1]]);
-    const emit: Emit = (obj, ptag, pages) => (pages ? w.writeWithPages(obj, pages, { ptag }) : w.write(obj, { ptag }));
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name === 'TERMINATOR') continue;
-      const ptag = tags.get(rec.ptag)!;
-      const out = visit(rec, ptag, emit);
-      if (out === false) continue;
-      tags.set(rec.tag, emit(out ?? rec.obj!, ptag, rec.pages));
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
-}
-
 /** A copy of an image object (same class, so the same layout), with some fields changed. */
-function edited<T extends object>(obj: T, changes: Record<string, unknown>): T {
-  return Object.assign(Object.create(Object.getPrototypeOf(obj)), obj, changes);
-}
-
 const sha256 = (f: string) => crypto.createHash('sha256').update(fs.readFileSync(f)).digest('hex');
 
 describe('memory (mm)', function () {
@@ -157,25 +129,27 @@ describe('memory (mm)', function () {
         // Objects of the real image lend their classes (their layouts) to the new ones.
         let template: object | undefined;
         let pagesTemplate: object | undefined;
-        recode(img, bad, (rec) => {
+        for (const rec of readImage(img).recs) {
           if (rec.name === 'vma') template ??= rec.obj;
           if (rec.name === 'pages') pagesTemplate ??= rec.obj;
-          return undefined;
-        });
-        recode(img, bad, (rec, ptag, emit) => {
-          if (rec.name !== 'mm') return undefined;
-          const mm = edited(rec.obj as { layout: bigint[] }, {});
-          mm.layout = [...mm.layout, at, at + 8192n];
-          emit(mm, ptag);
-          // The task is the MM's parent: the VMA goes right after the MM, as a sibling.
-          const vma = edited(template!, {
-            start: at, end: at + 8192n, prot: 3, shared: true, kind: 'file', path: fs.realpathSync(victim), pgoff: 0n,
-            vmFlags: ['rd', 'wr', 'sh', 'mr', 'mw', 'me', 'ms'], inode: st.ino, fileDev: st.dev, fileSize: st.size,
-            fileMtimeNs: st.mtimeNs, pageCount: withCount ? 1n : 0n,
-          });
-          const vmaTag = emit(vma, ptag);
-          emit(edited(pagesTemplate!, { vaddr: at, count: 1 }), vmaTag, data);
-          return false; // the MM itself was written above
+        }
+        recodeImage(img, bad, {
+          records: (recs) => {
+            const mm = recs.find((r) => r.name === 'mm')!;
+            mm.obj.layout = [...(mm.obj.layout as bigint[]), at, at + 8192n];
+            return recs;
+          },
+          after: (wr, rec, _tag, ptag) => {
+            if (rec.name !== 'mm') return;
+            // The task is the MM's parent: the VMA goes right after the MM, as a sibling.
+            const vma = editedObject(template!, {
+              start: at, end: at + 8192n, prot: 3, shared: true, kind: 'file', path: fs.realpathSync(victim), pgoff: 0n,
+              vmFlags: ['rd', 'wr', 'sh', 'mr', 'mw', 'me', 'ms'], inode: st.ino, fileDev: st.dev, fileSize: st.size,
+              fileMtimeNs: st.mtimeNs, pageCount: withCount ? 1n : 0n,
+            });
+            const vmaTag = wr.write(vma, { ptag });
+            wr.writeWithPages(editedObject(pagesTemplate!, { vaddr: at, count: 1 }), data, { ptag: vmaTag });
+          },
         });
         await refused(w, bad, 'EBADIMG', /contents are the file's/);
         expect(sha256(victim), 'the file was written').to.equal(before);
@@ -191,10 +165,15 @@ describe('memory (mm)', function () {
       const crooked = `${path.dirname(mapped)}/../${path.basename(path.dirname(mapped))}/${path.basename(mapped)}`;
       const bad = path.join(w.dir, 'dotdot.cpt');
       let n = 0;
-      recode(img, bad, (rec) => {
-        if (rec.name !== 'vma' || (rec.obj as { path: string }).path !== mapped) return undefined;
-        n++;
-        return edited(rec.obj!, { path: crooked });
+      recodeImage(img, bad, {
+        records: (recs) => {
+          for (const rec of recs) {
+            if (rec.name !== 'vma' || rec.obj.path !== mapped) continue;
+            n++;
+            rec.obj.path = crooked;
+          }
+          return recs;
+        },
       });
       expect(n).to.be.greaterThan(0);
       await refused(w, bad, 'EBADIMG', /"\.\." component/);

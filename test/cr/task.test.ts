@@ -8,10 +8,10 @@ import { expect } from 'chai';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
+import { loadModule } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult,
-  passLines, procState, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  CLI_MAIN, CopiedRecord, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir,
+  parseResult, passLines, procState, recodeImage, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -36,33 +36,7 @@ async function restartOk(w: Workload, img: string): Promise<void> {
   expect((await procState(w.pid))?.tracerPid).to.equal(0);
 }
 
-type Rec = { name: string; obj: Record<string, unknown> };
-
-/** Copies an image object by object through the project's codec (checksums made anew); `edit` may change, drop (return null) or reorder objects. */
-function rewriteImage(src: string, dst: string, edit: (recs: Rec[]) => Rec[], owner?: { uid: number; gid: number }): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w', 0o600);
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    w.writeHead(r.readHead());
-    const recs: Array<Rec & { tag: number; ptag: number; pages?: Buffer }> = [];
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name !== 'TERMINATOR') recs.push({ name: rec.name, obj: rec.obj as Record<string, unknown>, tag: rec.tag, ptag: rec.ptag, pages: rec.pages });
-    }
-    // Tags are given anew in stream order: parents are found by their old tag.
-    const tags = new Map<number, number>([[1, 1]]);
-    for (const rec of edit(recs) as typeof recs) {
-      const ptag = tags.get(rec.ptag)!;
-      tags.set(rec.tag, rec.pages ? w.writeWithPages(rec.obj, rec.pages, { ptag }) : w.write(rec.obj, { ptag }));
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
-  if (owner) fs.chownSync(dst, owner.uid, owner.gid);
-}
+type Rec = CopiedRecord;
 
 const only = (recs: Rec[], name: string): Record<string, unknown> => {
   const found = recs.filter((r) => r.name === name);
@@ -193,7 +167,7 @@ describe('task state', function () {
       });
       const craft = (n: string, edit: (recs: Rec[]) => Rec[]) => {
         const p = path.join(dir, `${n}.cpt`);
-        rewriteImage(img, p, edit, NOBODY);
+        recodeImage(img, p, { records: edit, owner: NOBODY });
         return p;
       };
       // (a) uid 0
@@ -242,13 +216,16 @@ describe('task state', function () {
       fs.chownSync(groupOnly, 0, 4);
       for (const target of [rootOnly, groupOnly]) {
         const crafted = path.join(dir, `${path.basename(target)}.cpt`);
-        rewriteImage(img, crafted, (recs) => {
-          const f = recs.find((r) => r.name === 'file' && r.obj.path === w.resultPath);
-          expect(f, 'the result file in the image').to.not.equal(undefined);
-          const st = fs.statSync(target, { bigint: true });
-          Object.assign(f!.obj, { path: target, flags: 0 /* O_RDONLY */, pos: 0n, size: st.size, mtimeNs: st.mtimeNs, inode: st.ino });
-          return recs;
-        }, NOBODY);
+        recodeImage(img, crafted, {
+          records: (recs) => {
+            const f = recs.find((r) => r.name === 'file' && r.obj.path === w.resultPath);
+            expect(f, 'the result file in the image').to.not.equal(undefined);
+            const st = fs.statSync(target, { bigint: true });
+            Object.assign(f!.obj, { path: target, flags: 0 /* O_RDONLY */, pos: 0n, size: st.size, mtimeNs: st.mtimeNs, inode: st.ino });
+            return recs;
+          },
+          owner: NOBODY,
+        });
         // cptrst itself in group 4 as well: the helper's groups must not reach the restored task.
         const r = await cptrst(['restart', crafted]);
         const withGroup = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
@@ -279,10 +256,13 @@ describe('task state', function () {
       const { w, img, dir } = await userImage('settings', () => ['--oom', '300', '--as', `${NOBODY.uid}:${NOBODY.gid}`]);
       const craft = (n: string, edit: (recs: Rec[]) => void) => {
         const p = path.join(dir, `${n}.cpt`);
-        rewriteImage(img, p, (recs) => {
-          edit(recs);
-          return recs;
-        }, NOBODY);
+        recodeImage(img, p, {
+          records: (recs) => {
+            edit(recs);
+            return recs;
+          },
+          owner: NOBODY,
+        });
         return p;
       };
       await expectRefused(w.pid, craft('rlimit', (recs) => {

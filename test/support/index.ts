@@ -17,3 +17,5 @@ export {
 export { parseResult, startWorkload, trigger, waitResult } from './workloads';
 export type { Workload } from './workloads';
 export { cptrst } from './cptrst';
+export { editedObject, readImage, recodeImage } from './image';
+export type { CopiedRecord, RecodeOptions } from './image';
