@@ -18,4 +18,4 @@ export { parseResult, startWorkload, trigger, waitResult } from './workloads';
 export type { Workload } from './workloads';
 export { cptrst } from './cptrst';
 export { editedObject, readImage, recodeImage } from './image';
-export type { CopiedRecord, RecodeOptions } from './image';
+export type { CopiedRecord } from './image';
