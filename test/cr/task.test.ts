@@ -61,7 +61,7 @@ describe('task state', function () {
 
   // oom_score_adj below the floor a process inherits (0 here) needs CAP_SYS_RESOURCE, which
   // root lacks on some machines (this project's): a value above it is used.
-  it('settings: CPU affinity, oom_score_adj, parent-death signal, timer slack and subreaper come back', async () => {
+  it('settings: CPU affinity, oom_score_adj, parent-death signal, timer slack, subreaper, dumpable, I/O priority, core dump filter, MCE policy, login uid and speculation controls come back', async () => {
     const w = await startWorkload('settings', ['--oom', '500']);
     const img = path.join(w.dir, 'image.cpt');
     await checkpointKill(w, img);

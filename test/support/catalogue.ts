@@ -26,7 +26,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'debugregs', kind: 'c', source: 'debugregs.c', checks: 'DR0/DR7 write watchpoint set by a departed debugger: registers (read by ptrace) and, where the machine delivers them, the SIGTRAP (TRAP_HWBKPT)' },
   { name: 'memory', kind: 'c', source: 'memory.c', checks: 'private anon with holes, sbrk/brk and malloc, stack, MAP_PRIVATE file with modified pages, shared anon, PROT_NONE guard and read-only faults, vDSO' },
   { name: 'task', kind: 'c', source: 'task.c', checks: 'sid/pgrp, uids/gids/groups/caps/dumpable (root, --nobody or --as UID:GID), comm, umask, cwd, rlimits, personality, nice' },
-  { name: 'settings', kind: 'c', source: 'settings.c', checks: 'CPU affinity, oom_score_adj, parent-death signal, timer slack, child subreaper' },
+  { name: 'settings', kind: 'c', source: 'settings.c', checks: 'CPU affinity, oom_score_adj, parent-death signal, timer slack, child subreaper, dumpable, I/O priority, core dump filter, machine-check kill policy, login uid, speculation mitigations' },
   { name: 'itimers', kind: 'c', source: 'itimers.c', checks: 'ITIMER_REAL checkpointed between expiry and dequeue, ITIMER_VIRTUAL and ITIMER_PROF: each keeps firing at its interval' },
   { name: 'signals', kind: 'c', source: 'signals.c', checks: 'blocked mask, sigactions incl. restorer, pending (shared and per-thread, queued RT values, siginfo), sigaltstack, itimers; delivery order after unblocking' },
   { name: 'files', kind: 'c', source: 'files.c', checks: 'fd numbers, flags, CLOEXEC, offsets, shared and separate open file descriptions, O_APPEND, O_RDONLY, /dev/null, an unlinked open file' },

@@ -1,6 +1,8 @@
 /**
  * Per-process settings with no object of their own: CPU affinity, oom_score_adj, the
- * parent-death signal, timer slack and the child-subreaper flag (TASK_MISC); and the refusals
+ * parent-death signal, timer slack, the child-subreaper flag, the dumpable flag, the I/O
+ * priority, the core dump filter, the audit login uid, the machine-check kill policy and the
+ * speculation mitigations chosen by prctl (TASK_MISC); and the refusals
  * of task state that cptrst cannot recreate yet: POSIX timers, namespaces other than cptrst's
  * own and securebits. (A disabled THP is mm's: it is saved with the MM object.)
  */
@@ -8,7 +10,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
   RestoreObject, Tracee, bool, bytes, i32, linux, objectType, refuse, u32, u64,
 } from '@cptrst/core';
-import { afterCreds, beforeCredsDrop, heldToOwner } from './deferred';
+import { afterCreds, beforeCredsDrop, heldToOwner, nowOrAfterCreds } from './deferred';
 
 const { SYS, PR } = linux;
 /** After the credentials (110), before the limits (150): nothing here needs them first. */
@@ -24,7 +26,30 @@ export class TaskMiscImage {
   /** The current timer slack (ns); 0 for a real-time task, whose slack the kernel ignores. */
   @u64() timerslackNs = 0n;
   @bool() childSubreaper = false;
+  /** PR_GET_DUMPABLE: 0 or 1 (2, set by the kernel after a set-id exec, is refused). */
+  @u32({ since: 4 }) dumpable = 1;
+  /** ioprio_get(IOPRIO_WHO_PROCESS): class << 13 | level. */
+  @u32({ since: 4 }) ioprio = 0;
+  /** /proc/PID/coredump_filter. */
+  @u32({ since: 4 }) coredumpFilter = 0x33;
+  /** /proc/PID/loginuid; LOGINUID_UNSET also when the kernel has no audit support. */
+  @u32({ since: 4 }) loginuid: number = linux.LOGINUID_UNSET;
+  /** PR_MCE_KILL_GET: what a memory error does to the process (PR_MCE_KILL.LATE, EARLY, DEFAULT). */
+  @u32({ since: 4 }) mceKill: number = linux.PR_MCE_KILL.DEFAULT;
+  /** PR_GET_SPECULATION_CTRL for store bypass, indirect branch and L1D flush, in that order. */
+  @u32({ since: 4 }) specStoreBypass = 0;
+  @u32({ since: 4 }) specIndirectBranch = 0;
+  @u32({ since: 4 }) specL1dFlush = 0;
 }
+
+/** The mitigations PR_SET_SPECULATION_CTRL can choose, and the image field of each. */
+const SPECULATION = [
+  { which: linux.PR_SPEC.STORE_BYPASS, field: 'specStoreBypass', name: 'speculative store bypass' },
+  { which: linux.PR_SPEC.INDIRECT_BRANCH, field: 'specIndirectBranch', name: 'indirect branch speculation' },
+  { which: linux.PR_SPEC.L1D_FLUSH, field: 'specL1dFlush', name: 'L1D flush' },
+] as const;
+/** The bits of a speculation-control value that are the task's choice. */
+const SPEC_STATE = linux.PR_SPEC.ENABLE | linux.PR_SPEC.DISABLE | linux.PR_SPEC.FORCE_DISABLE | linux.PR_SPEC.DISABLE_NOEXEC;
 
 const cpusOf = (mask: Buffer): number[] => {
   const out: number[] = [];
@@ -37,6 +62,48 @@ function prctlGetInt(t: Tracee, option: number, what: string): number {
   const at = t.stage(Buffer.alloc(4), 0);
   t.syscallOk(SYS.prctl, [option, at, 0, 0, 0], what);
   return t.readMemory(at, 4).readInt32LE(0);
+}
+
+/** Opens /proc/self/NAME for writing inside the task (close-on-exec). */
+function openOwnProcFile(t: Tracee, name: string): number {
+  const path = t.stage(Buffer.from(`/proc/self/${name}\0`), 0);
+  return Number(t.syscallOk(SYS.openat, [linux.AT_FDCWD, path, linux.O.WRONLY | linux.O.CLOEXEC, 0], `open(/proc/self/${name})`));
+}
+
+/** Writes `text` to fd (a /proc/self file) inside the task, then closes it. */
+function writeOwnProcFile(t: Tracee, pid: number, fd: number, name: string, text: string): void {
+  const data = Buffer.from(`${text}\n`);
+  try {
+    const r = t.syscall(SYS.write, [fd, t.stage(data, 0), data.length]);
+    if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `write(${name}, ${text}) failed inside the process: ${linux.errnoName(Number(-r))}`, { pid, object: name });
+  } finally {
+    t.syscall(SYS.close, [fd]);
+  }
+}
+
+/**
+ * A /proc/self file the task writes with its owner's rights: opened just before the credentials
+ * are dropped (a change of credentials makes the task's /proc files root's until its dumpable flag
+ * is restored), written after, so that the kernel checks the write with the owner's rights.
+ */
+function writeOwnProcFileAfterDrop(task: RestartTask, name: string, text: string): void {
+  const t = task.tracee!;
+  let fd = -1;
+  beforeCredsDrop(task, name, () => (fd = openOwnProcFile(t, name)));
+  afterCreds(task, name, () => writeOwnProcFile(t, task.pid, fd, name, text));
+}
+
+/** ioprio_get of one process, read by cptrst (root may read any process's). */
+function ioprioOf(pid: number): number {
+  const r = linux.rawSyscall(SYS.ioprio_get, linux.IOPRIO_WHO_PROCESS, pid);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `ioprio_get: ${linux.errnoName(Number(-r))}`, { pid, object: 'I/O priority' });
+  return Number(r);
+}
+
+/** PR_GET_SPECULATION_CTRL inside the task; 0 (not affected) when the kernel does not know the mitigation. */
+function speculationOf(t: Tracee, which: number): number {
+  const r = t.syscall(SYS.prctl, [PR.GET_SPECULATION_CTRL, which, 0, 0, 0]);
+  return r < 0n ? 0 : Number(r);
 }
 
 export class MiscDump implements DumpHandler {
@@ -54,6 +121,10 @@ export class MiscDump implements DumpHandler {
     const t = task.tracee;
     const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]);
     if (securebits > 0n) refuse(task.pid, `securebits 0x${securebits.toString(16)}`, 'the process has securebits set (PR_SET_SECUREBITS); they are not supported yet');
+    const dumpable = t.syscall(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0]);
+    if (dumpable === BigInt(linux.SUID_DUMP.ROOT)) {
+      refuse(task.pid, 'dumpable flag 2', 'the process is dumpable for root only (suid_dumpable after a set-id program); prctl cannot set that again');
+    }
     const ours = linux.readNamespaces('self');
     const theirs = linux.readNamespaces(task.pid);
     for (const kind of linux.NS_KINDS) {
@@ -74,6 +145,12 @@ export class MiscDump implements DumpHandler {
     img.pdeathsig = prctlGetInt(t, PR.GET_PDEATHSIG, 'prctl(PR_GET_PDEATHSIG)');
     img.timerslackNs = BigInt(linux.readProcText(`/proc/${task.pid}/timerslack_ns`, task.pid).trim());
     img.childSubreaper = prctlGetInt(t, PR.GET_CHILD_SUBREAPER, 'prctl(PR_GET_CHILD_SUBREAPER)') !== 0;
+    img.dumpable = Number(t.syscallOk(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0], 'prctl(PR_GET_DUMPABLE)'));
+    img.ioprio = ioprioOf(task.pid);
+    img.coredumpFilter = linux.readCoredumpFilter(task.pid);
+    img.loginuid = linux.readLoginuid(task.pid) ?? linux.LOGINUID_UNSET;
+    img.mceKill = Number(t.syscallOk(SYS.prctl, [PR.MCE_KILL_GET, 0, 0, 0, 0], 'prctl(PR_MCE_KILL_GET)'));
+    for (const s of SPECULATION) img[s.field] = speculationOf(t, s.which);
     ctx.write(img, task.tag);
   }
 }
@@ -90,12 +167,26 @@ export class MiscRestore implements RestoreHandler {
     if (img.affinity.length === 0 || img.affinity.length > 1024 || img.affinity.length % 8 !== 0) throw bad(`a CPU mask of ${img.affinity.length} bytes`);
     if (img.oomScoreAdj < linux.OOM_SCORE_ADJ_MIN || img.oomScoreAdj > linux.OOM_SCORE_ADJ_MAX) throw bad(`oom_score_adj ${img.oomScoreAdj}`);
     if (img.pdeathsig < 0 || img.pdeathsig > linux.NSIG) throw bad(`parent-death signal ${img.pdeathsig}`);
+    if (img.dumpable !== linux.SUID_DUMP.DISABLE && img.dumpable !== linux.SUID_DUMP.USER) throw bad(`dumpable flag ${img.dumpable}`);
+    const mce = linux.PR_MCE_KILL;
+    if (img.mceKill !== mce.LATE && img.mceKill !== mce.EARLY && img.mceKill !== mce.DEFAULT) throw bad(`machine-check kill policy ${img.mceKill}`);
 
     this.affinity(ctx, task, img.affinity);
     // Before the scheduling policy (identity's finish): a real-time task's slack is not its to set.
     if (img.timerslackNs !== 0n) t.syscallOk(SYS.prctl, [PR.SET_TIMERSLACK, img.timerslackNs, 0, 0, 0], `prctl(PR_SET_TIMERSLACK, ${img.timerslackNs})`);
     if (img.childSubreaper) t.syscallOk(SYS.prctl, [PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0], 'prctl(PR_SET_CHILD_SUBREAPER)');
     this.oomScoreAdj(ctx, task, img.oomScoreAdj);
+    this.ioprio(ctx, task, img.ioprio);
+    if (linux.readCoredumpFilter(task.pid) !== img.coredumpFilter) linux.writeCoredumpFilter(task.pid, img.coredumpFilter);
+    this.loginuid(ctx, task, img.loginuid);
+    this.mceKill(task, img.mceKill);
+    for (const s of SPECULATION) this.speculation(task, s.which, s.name, img[s.field]);
+    // A change of credentials resets it to the system's suid_dumpable: after the last one.
+    afterCreds(task, 'dumpable flag', () => {
+      if (t.syscall(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0]) !== BigInt(img.dumpable)) {
+        t.syscallOk(SYS.prctl, [PR.SET_DUMPABLE, img.dumpable, 0, 0, 0], `prctl(PR_SET_DUMPABLE, ${img.dumpable})`);
+      }
+    });
     // Any change of credentials clears it: after the last one.
     if (img.pdeathsig !== 0) afterCreds(task, 'parent-death signal', () => t.syscallOk(SYS.prctl, [PR.SET_PDEATHSIG, img.pdeathsig, 0, 0, 0], `prctl(PR_SET_PDEATHSIG, ${img.pdeathsig})`));
   }
@@ -116,6 +207,59 @@ export class MiscRestore implements RestoreHandler {
   }
 
   /**
+   * The I/O priority, when it differs from the one inherited. A real-time class needs privilege:
+   * an image root does not own asks for it with its owner's rights.
+   */
+  private ioprio(ctx: RestartContext, task: RestartTask, ioprio: number): void {
+    if (ioprioOf(task.pid) === ioprio) return;
+    const t = task.tracee!;
+    nowOrAfterCreds(ctx, task, 'I/O priority', () => t.syscallOk(SYS.ioprio_set, [linux.IOPRIO_WHO_PROCESS, 0, ioprio], `ioprio_set(0x${ioprio.toString(16)})`));
+  }
+
+  /**
+   * Only the process itself may write its login uid, and once it is set only with
+   * CAP_AUDIT_CONTROL: the task writes it, as its owner when the image is held to its owner's
+   * rights. (The audit session id that comes with it is new: the kernel hands those out.)
+   */
+  private loginuid(ctx: RestartContext, task: RestartTask, loginuid: number): void {
+    const now = linux.readLoginuid(task.pid);
+    if (now === undefined || now === loginuid) return;
+    if (heldToOwner(ctx)) {
+      writeOwnProcFileAfterDrop(task, 'loginuid', String(loginuid));
+      return;
+    }
+    const t = task.tracee!;
+    const fd = openOwnProcFile(t, 'loginuid');
+    writeOwnProcFile(t, task.pid, fd, 'loginuid', String(loginuid));
+  }
+
+
+  private mceKill(task: RestartTask, policy: number): void {
+    const t = task.tracee!;
+    if (t.syscall(SYS.prctl, [PR.MCE_KILL_GET, 0, 0, 0, 0]) === BigInt(policy)) return;
+    const mce = linux.PR_MCE_KILL;
+    const args = policy === mce.DEFAULT ? [PR.MCE_KILL, mce.CLEAR, 0, 0, 0] : [PR.MCE_KILL, mce.SET, policy, 0, 0];
+    t.syscallOk(SYS.prctl, args, `prctl(PR_MCE_KILL, ${policy})`);
+  }
+
+  /**
+   * A mitigation the process chose (the state bits of a value the kernel lets it set) is chosen
+   * again; one it never could choose is left as it is here.
+   */
+  private speculation(task: RestartTask, which: number, name: string, recorded: number): void {
+    if (!(recorded & linux.PR_SPEC.PRCTL)) return;
+    const t = task.tracee!;
+    const here = speculationOf(t, which);
+    if ((here & SPEC_STATE) === (recorded & SPEC_STATE)) return;
+    const state = recorded & SPEC_STATE;
+    const r = t.syscall(SYS.prctl, [PR.SET_SPECULATION_CTRL, which, state, 0, 0]);
+    if (r < 0n) {
+      const code = linux.errnoName(Number(-r));
+      throw new CptError(code, `the process had ${name} set to 0x${state.toString(16)} by prctl; here it is 0x${here.toString(16)} and cannot be set (${code})`, { pid: task.pid, object: name });
+    }
+  }
+
+  /**
    * A root-owned image's value is written by cptrst. Any other image's is written by the task
    * itself once its credentials are dropped, through a file opened just before: below the floor
    * it inherited, the kernel then requires CAP_SYS_RESOURCE of the owner.
@@ -126,20 +270,7 @@ export class MiscRestore implements RestoreHandler {
       linux.writeOomScoreAdj(task.pid, value);
       return;
     }
-    const t = task.tracee!;
-    let fd = -1;
-    beforeCredsDrop(task, 'oom_score_adj', () => {
-      const path = t.stage(Buffer.from('/proc/self/oom_score_adj\0'), 0);
-      fd = Number(t.syscallOk(SYS.openat, [linux.AT_FDCWD, path, linux.O.WRONLY | linux.O.CLOEXEC, 0], 'open(/proc/self/oom_score_adj)'));
-    });
-    afterCreds(task, 'oom_score_adj', () => {
-      const text = Buffer.from(`${value}\n`);
-      try {
-        const r = t.syscall(SYS.write, [fd, t.stage(text, 0), text.length]);
-        if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `write(oom_score_adj, ${value}) failed inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object: 'oom_score_adj' });
-      } finally {
-        t.syscall(SYS.close, [fd]);
-      }
-    });
+    writeOwnProcFileAfterDrop(task, 'oom_score_adj', String(value));
   }
+
 }

@@ -199,6 +199,22 @@ export const PR = Object.freeze({
   SET_MEMORY_MERGE: 67, GET_MEMORY_MERGE: 68,
   SET_PTRACER: 0x59616d61, SET_VMA: 0x53564d41, GET_AUXV: 0x41555856,
 } as const);
+/** PR_MCE_KILL: arg2 of the set/clear form, and the policies (PR_MCE_KILL_GET returns one). */
+export const PR_MCE_KILL = Object.freeze({ CLEAR: 0, SET: 1, LATE: 0, EARLY: 1, DEFAULT: 2 } as const);
+/** PR_GET_TSC / PR_SET_TSC modes (x86). */
+export const PR_TSC = Object.freeze({ ENABLE: 1, SIGSEGV: 2 } as const);
+/**
+ * PR_GET/SET_SPECULATION_CTRL: which mitigation (arg2), and the bits of its state. PRCTL says the
+ * state can be set per task; the others are the state.
+ */
+export const PR_SPEC = Object.freeze({
+  STORE_BYPASS: 0, INDIRECT_BRANCH: 1, L1D_FLUSH: 2,
+  NOT_AFFECTED: 0, PRCTL: 1, ENABLE: 2, DISABLE: 4, FORCE_DISABLE: 8, DISABLE_NOEXEC: 16,
+} as const);
+/** ioprio_get/ioprio_set: `which` for one process (thread group leader or thread). */
+export const IOPRIO_WHO_PROCESS = 1;
+/** PR_SET_DUMPABLE values (2, "root only", is set by the kernel, never by prctl). */
+export const SUID_DUMP = Object.freeze({ DISABLE: 0, USER: 1, ROOT: 2 } as const);
 /** PR_SET_MM sub-options. */
 export const PR_SET_MM = Object.freeze({
   START_CODE: 1, END_CODE: 2, START_DATA: 3, END_DATA: 4, START_STACK: 5, START_BRK: 6, BRK: 7,

@@ -11,7 +11,7 @@ import { CptError } from '../errors';
 export type SyscallName =
   'access' | 'brk' | 'capset' | 'clock_nanosleep' | 'clone3' | 'close' | 'close_range' | 'dup' |
   'dup3' | 'fchdir' | 'fchmod' | 'fcntl' | 'fstat' | 'ftruncate' | 'getcwd' | 'getitimer' |
-  'getpid' | 'getppid' | 'gettid' | 'ioctl' | 'kcmp' | 'kill' | 'linkat' | 'lseek' | 'madvise' |
+  'getpid' | 'getppid' | 'gettid' | 'ioctl' | 'ioprio_get' | 'ioprio_set' | 'kcmp' | 'kill' | 'linkat' | 'lseek' | 'madvise' |
   'membarrier' | 'memfd_create' | 'mlock2' | 'mlockall' | 'mmap' | 'mprotect' | 'mremap' |
   'mseal' | 'munmap' | 'openat' | 'openat2' | 'pause' | 'personality' | 'pidfd_getfd' |
   'pidfd_open' | 'pidfd_send_signal' | 'pipe2' | 'prctl' | 'pread64' | 'prlimit64' | 'ptrace' |

@@ -75,6 +75,34 @@ export function writeOomScoreAdj(pid: number, value: number): void {
 export const OOM_SCORE_ADJ_MIN = -1000;
 export const OOM_SCORE_ADJ_MAX = 1000;
 
+/** /proc/PID/coredump_filter: the bit mask (hex in the file) of what a core dump of the process holds. */
+export function readCoredumpFilter(pid: number): number {
+  return parseInt(readProcText(`/proc/${pid}/coredump_filter`, pid).trim(), 16);
+}
+
+/** Writes /proc/PID/coredump_filter (a setting of the process's memory, anyone who may ptrace it may set it). */
+export function writeCoredumpFilter(pid: number, mask: number): void {
+  try {
+    fs.writeFileSync(`/proc/${pid}/coredump_filter`, `0x${mask.toString(16)}\n`);
+  } catch (e) {
+    const code = (e as { code?: string }).code ?? 'EIO';
+    throw new CptError(code, `write(/proc/${pid}/coredump_filter, 0x${mask.toString(16)}): ${(e as Error).message}`, { pid, object: 'coredump_filter' });
+  }
+}
+
+/** The audit login uid (/proc/PID/loginuid; 4294967295 when never set), or undefined without audit support. */
+export function readLoginuid(pid: number | 'self'): number | undefined {
+  try {
+    return Number(fs.readFileSync(`/proc/${pid}/loginuid`, 'utf8').trim());
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ENOENT') return undefined;
+    throw new CptError((e as { code?: string }).code ?? 'EIO', `read(/proc/${pid}/loginuid): ${(e as Error).message}`, { pid: typeof pid === 'number' ? pid : undefined });
+  }
+}
+
+/** The login uid of a process that never had one set. */
+export const LOGINUID_UNSET = 0xffffffff;
+
 /** capget/capset: _LINUX_CAPABILITY_VERSION_3 takes two data structs (low and high 32 bits of each set). */
 const CAP_VERSION_3 = 0x20080522;
 
