@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { loadModule } from '@cptrst/core';
+import { linux, loadModule } from '@cptrst/core';
 import {
   CLI_MAIN, CopiedRecord, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir,
   parseResult, passLines, procState, recodeImage, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
@@ -37,6 +37,35 @@ async function restartOk(w: Workload, img: string): Promise<void> {
 }
 
 type Rec = CopiedRecord;
+
+/** A new group in a cgroup hierarchy where this machine lets one be made (v1 pids, or v2), or undefined. */
+function makeCgroup(name: string): { dir: string; path: string } | undefined {
+  for (const controllers of ['pids', '']) {
+    const m = linux.findCgroupMount(controllers);
+    if (!m) continue;
+    const dir = path.join(m.mountPoint, name);
+    try {
+      fs.mkdirSync(dir);
+      return { dir, path: path.posix.join(m.root, name) };
+    } catch {
+      /* not here */
+    }
+  }
+  return undefined;
+}
+
+/** Removes a group once the processes that were in it are gone (a dying one may hold it a moment). */
+function removeCgroup(dir: string): void {
+  for (let i = 0; i < 100; i++) {
+    try {
+      fs.rmdirSync(dir);
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ENOENT') return;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    }
+  }
+}
 
 const only = (recs: Rec[], name: string): Record<string, unknown> => {
   const found = recs.filter((r) => r.name === name);
@@ -69,6 +98,31 @@ describe('task state', function () {
     expect(fs.readFileSync(`/proc/${w.pid}/oom_score_adj`, 'utf8').trim()).to.equal('500');
     await trigger(w);
     await expectPass(w);
+  });
+
+  it('control groups: restored into its own group (which must exist: one that is gone is refused, naming it)', async function () {
+    const made = makeCgroup(`cptrst-test-${process.pid}`);
+    if (made === undefined) return this.skip(); // no cgroup hierarchy here where a group can be made
+    const { dir, path: group } = made;
+    try {
+      const w = await startWorkload('settings', ['--oom', '500', '--cgroup', dir]);
+      const img = path.join(w.dir, 'image.cpt');
+      await checkpointKill(w, img);
+      fs.rmdirSync(dir);
+      const r = await cptrst(['restart', img]);
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/^cptrst: ENOENT: pid \d+, cgroup [^:]*:\S+: group \S+ of .* does not exist here/).and.include(group);
+      expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+      fs.mkdirSync(dir);
+      await restartOk(w, img);
+      expect(fs.readFileSync(`/proc/${w.pid}/cgroup`, 'utf8')).to.include(`:${group}\n`);
+      await trigger(w);
+      await expectPass(w);
+      process.kill(w.pid, 'SIGKILL');
+      await waitGone(w.pid, 15000, { zombieOk: true });
+    } finally {
+      removeCgroup(dir);
+    }
   });
 
   it('itimers: ITIMER_REAL checkpointed between expiry and dequeue keeps its period; VIRTUAL and PROF keep firing', async () => {

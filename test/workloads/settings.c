@@ -1,5 +1,5 @@
 /*
- * settings <trigger> [--oom N] [--as UID:GID]: per-process settings that have no object of their
+ * settings <trigger> [--oom N] [--as UID:GID] [--cgroup DIR]: per-process settings that have no object of their
  * own. Sets: CPU affinity to one CPU (the highest it may use, so that on a machine with more than
  * one the default mask differs), oom_score_adj N (default 300), timer slack 123457 ns, the
  * child-subreaper flag, I/O priority best-effort 6, core dump filter 0x2b, machine-check kill
@@ -7,6 +7,8 @@
  * once), speculative store bypass and indirect branch speculation disabled where prctl may choose
  * them, and, after becoming UID:GID if asked (a change of credentials resets them), the
  * parent-death signal SIGUSR2 (with a handler that counts: it must never come) and dumpable 0.
+ * With --cgroup, it first moves itself into the control group DIR (a directory of a cgroup
+ * file system). Its control groups (/proc/self/cgroup) must be the same after the trigger.
  * Checks after the trigger that each reads back as it did before READY.
  */
 #include "common.h"
@@ -40,6 +42,7 @@ struct settings {
     int mce;
     unsigned loginuid;
     long spec[2];
+    char cgroups[4096];
 };
 
 /* A /proc/self file's first number, in `base`. */
@@ -93,19 +96,36 @@ static void read_settings(struct settings *s)
     s->loginuid = (unsigned)read_self("loginuid", 10);
     s->spec[0] = prctl(PR_GET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, 0, 0, 0);
     s->spec[1] = prctl(PR_GET_SPECULATION_CTRL, PR_SPEC_INDIRECT_BRANCH, 0, 0, 0);
+    int fd = open("/proc/self/cgroup", O_RDONLY);
+    ssize_t n = fd < 0 ? -1 : read(fd, s->cgroups, sizeof s->cgroups - 1);
+    if (n <= 0)
+        wl_fail("read /proc/self/cgroup: %s", strerror(errno));
+    close(fd);
 }
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger> [--oom N] [--as UID:GID]");
+    wl_init(argc, argv, 1, "<trigger> [--oom N] [--as UID:GID] [--cgroup DIR]");
     int oom = 300;
     unsigned uid = 0, gid = 0;
     int as_user = 0;
+    const char *cgroup = NULL;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (strcmp(argv[i], "--oom") == 0)
+        if (strcmp(argv[i], "--cgroup") == 0)
+            cgroup = argv[i + 1];
+        else if (strcmp(argv[i], "--oom") == 0)
             oom = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--as") == 0 && sscanf(argv[i + 1], "%u:%u", &uid, &gid) == 2)
             as_user = 1;
+    }
+
+    if (cgroup) {
+        char procs[4096];
+        snprintf(procs, sizeof procs, "%s/cgroup.procs", cgroup);
+        int fd = open(procs, O_WRONLY);
+        if (fd < 0 || write(fd, "0\n", 2) != 2)
+            wl_fail("joining %s: %s", cgroup, strerror(errno));
+        close(fd);
     }
 
     cpu_set_t cpus;
@@ -189,6 +209,7 @@ int main(int argc, char **argv)
     WL_CHECK(now.loginuid == want.loginuid, "loginuid %u, want %u", now.loginuid, want.loginuid);
     for (int i = 0; i < 2; i++)
         WL_CHECK(now.spec[i] == want.spec[i], "speculation control %d: 0x%lx, want 0x%lx", i, now.spec[i], want.spec[i]);
+    WL_CHECK(strcmp(now.cgroups, want.cgroups) == 0, "control groups:\n%s\nwant:\n%s", now.cgroups, want.cgroups);
     WL_CHECK(pdeath_count == 0, "the parent-death signal came %d time(s)", (int)pdeath_count);
     wl_finish("settings", NULL);
 }

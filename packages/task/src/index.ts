@@ -1,6 +1,6 @@
 /**
  * @cptrst/task: the process itself: freezing, identity (pid, session, group, comm, personality),
- * credentials, resource limits, affinity and other per-process settings, signals and timers; and making processes with their PIDs at restart.
+ * credentials, control groups, resource limits, affinity and other per-process settings, signals and timers; and making processes with their PIDs at restart.
  */
 import { DependencyContainer } from 'tsyringe';
 import { Tokens, provide } from '@cptrst/core';
@@ -9,6 +9,7 @@ import { CloneProcessCreator } from './create';
 import { TaskDump, TaskRestore } from './identity';
 import { CredsDump, CredsFinal, CredsRestore } from './creds';
 import { MiscDump, MiscRestore } from './misc';
+import { CgroupDump, CgroupRestore } from './cgroup';
 import { RlimitsDump, RlimitsRestore } from './rlimits';
 import { SignalsDump, SignalsRestore } from './signals';
 import { TaskProbe } from './probe';
@@ -18,6 +19,7 @@ export * from './create';
 export * from './identity';
 export * from './creds';
 export * from './misc';
+export * from './cgroup';
 export * from './deferred';
 export * from './rlimits';
 export * from './signals';
@@ -25,7 +27,7 @@ export * from './signals';
 export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new RlimitsDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new RlimitsRestore(), new SignalsRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }

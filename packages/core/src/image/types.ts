@@ -29,6 +29,8 @@ export enum ObjectType {
   RLIMITS = 16,
   /** CPU affinity, oom_score_adj, parent-death signal, timer slack, child subreaper. */
   TASK_MISC = 17,
+  /** One per cgroup hierarchy the process is in. */
+  TASK_CGROUP = 18,
   MM = 20,
   VMA = 21,
   PAGES = 22,

@@ -597,13 +597,14 @@ export interface MountInfo {
 }
 
 /** /proc/PID/mountinfo. */
-export function readMountinfo(pid: number): MountInfo[] {
+export function readMountinfo(pid: number | 'self'): MountInfo[] {
   const out: MountInfo[] = [];
-  for (const line of readProcText(`/proc/${pid}/mountinfo`, pid).split('\n')) {
+  const owner = pid === 'self' ? undefined : pid;
+  for (const line of readProcText(`/proc/${pid}/mountinfo`, owner).split('\n')) {
     if (!line) continue;
     const w = line.split(' ');
     const sep = w.indexOf('-', 6);
-    if (sep < 0) throw new CptError('EBADMSG', `mountinfo: cannot parse ${JSON.stringify(line)}`, { pid });
+    if (sep < 0) throw new CptError('EBADMSG', `mountinfo: cannot parse ${JSON.stringify(line)}`, { pid: owner });
     const [ma, mi] = w[2].split(':').map(Number);
     out.push({
       mountId: Number(w[0]),
