@@ -93,6 +93,10 @@ const CASES: Case[] = [
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
+  { name: 'epoll' },
+  { name: 'signalfd' },
+  { name: 'timerfd' },
+  { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];
@@ -116,6 +120,10 @@ const TAMPERABLE: Case[] = [
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
+  { name: 'epoll' },
+  { name: 'signalfd' },
+  { name: 'timerfd' },
+  { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];

@@ -1,0 +1,125 @@
+/**
+ * Event files through checkpoint, kill and restart: eventfd, epoll, signalfd, timerfd and inotify
+ * workloads check their own state after the restart (and fail when they corrupt it themselves,
+ * CPT_TAMPER=1, also after a restart). What cannot be restored faithfully is refused at checkpoint,
+ * naming the fd, and the process runs on as it was: inotify events queued and not read, fanotify.
+ */
+import 'reflect-metadata';
+import { expect } from 'chai';
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  Workload, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload, trigger,
+  waitGone, waitResult,
+} from '../support';
+
+const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
+
+interface Case {
+  name: string;
+  args?: (dir: string) => string[];
+}
+const CASES: Case[] = [
+  { name: 'eventfd' },
+  { name: 'epoll' },
+  { name: 'signalfd' },
+  { name: 'timerfd' },
+  { name: 'inotify', args: (dir) => [dir] },
+];
+
+async function checkpointRestart(w: Workload): Promise<void> {
+  const img = path.join(w.dir, `${w.name}.cpt`);
+  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+  expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
+  await w.exited;
+  expect(await waitGone(w.pid, 5000, { zombieOk: false })).to.equal(true);
+  const rs = await cptrst(['restart', img]);
+  expect(rs.code, `restart failed: ${rs.stderr}`).to.equal(0);
+  expect(rs.stdout.trim()).to.equal(String(w.pid));
+  const st = await procState(w.pid);
+  expect(st?.tracerPid).to.equal(0);
+}
+
+async function expectRunningUntouched(w: Workload): Promise<void> {
+  const st = await procState(w.pid);
+  expect(st?.state).to.match(/^[RS]$/);
+  expect(st?.tracerPid).to.equal(0);
+}
+
+describe('event files: checkpoint, kill, restart', function () {
+  this.timeout(120000);
+  before(() => buildWorkloads());
+  afterEach(() => killStartedWorkloads());
+
+  for (const c of CASES) {
+    it(`${c.name}: the workload finds its state again`, async () => {
+      const dir = makeTempDir(c.name);
+      const w = await startWorkload(c.name, c.args?.(dir) ?? [], { dir });
+      await sleep(200);
+      await checkpointRestart(w);
+      await trigger(w);
+      const text = await waitResult(w, 30000);
+      expect(passLines(w.name, w.args), text).to.include(parseResult(text).verdict);
+    });
+
+    it(`${c.name}: CPT_TAMPER=1 still fails after the restart`, async () => {
+      const dir = makeTempDir(c.name);
+      const w = await startWorkload(c.name, c.args?.(dir) ?? [], { dir, env: { CPT_TAMPER: '1' } });
+      await checkpointRestart(w);
+      await trigger(w);
+      const text = await waitResult(w, 30000);
+      expect(parseResult(text).verdict, text).to.match(new RegExp(`^FAIL ${c.name}: `));
+    });
+  }
+
+  it('inotify with events queued and not read: refused naming the fd, and the process runs on with its events', async () => {
+    const dir = makeTempDir('inotify');
+    const w = await startWorkload('inotify', [dir], { dir });
+    fs.writeFileSync(path.join(w.dir, 'watched', 'queued'), 'x');
+    const before = fs.readFileSync(`/proc/${w.pid}/fdinfo/40`, 'utf8');
+    const img = path.join(w.dir, 'refused.cpt');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(ONE_LINE);
+    expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, fd 40 \\(anon_inode:inotify\\): \\d+ bytes of inotify events are queued and not read`));
+    expect(fs.existsSync(img), 'partial image left').to.equal(false);
+    await expectRunningUntouched(w);
+    expect(fs.readFileSync(`/proc/${w.pid}/fdinfo/40`, 'utf8')).to.equal(before);
+  });
+
+  it('fanotify: refused naming the fd, and the process runs on', async function () {
+    // A python3 process holding a fanotify group (root only): fanotify_init through ctypes.
+    const dir = makeTempDir('fanotify');
+    const out = path.join(dir, 'out');
+    const fd = fs.openSync(out, 'a');
+    const py = spawn('python3', ['-c', [
+      'import ctypes, os, sys, time',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'fd = libc.fanotify_init(0, os.O_RDONLY)',
+      'if fd < 0: print("NOFAN", ctypes.get_errno(), flush=True); sys.exit(0)',
+      'os.dup2(fd, 40); os.close(fd)',
+      'print("READY", flush=True)',
+      'time.sleep(60)',
+    ].join('\n')], { stdio: ['ignore', fd, fd], detached: true });
+    fs.closeSync(fd);
+    const pid = py.pid!;
+    try {
+      for (let i = 0; i < 500 && fs.readFileSync(out, 'utf8') === ''; i++) await sleep(10);
+      const line = fs.readFileSync(out, 'utf8');
+      if (line.startsWith('NOFAN')) this.skip();
+      expect(line).to.equal('READY\n');
+      const img = path.join(dir, 'refused.cpt');
+      const r = await cptrst(['checkpoint', String(pid), '-o', img]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE);
+      expect(r.stderr.trim()).to.equal(`cptrst: EOPNOTSUPP: pid ${pid}, fd 40 (anon_inode:[fanotify]): fanotify groups are not supported: their marks and pending permission events cannot be restored`);
+      expect(fs.existsSync(img)).to.equal(false);
+      const st = await procState(pid);
+      expect(st?.state).to.match(/^[RS]$/);
+      expect(st?.tracerPid).to.equal(0);
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
+  });
+});
