@@ -1,5 +1,5 @@
 /*
- * eventfd: counters a plugin's file kind must bring back (examples/plugin-eventfd).
+ * eventfd: counters and flags the eventfd file kind (packages/files/src/eventfd.ts) must bring back.
  *   fd 40  eventfd, counter 5, blocking
  *   fd 41  eventfd, EFD_SEMAPHORE | EFD_NONBLOCK, counter 3
  *   fd 42  dup of fd 40 (one open file description)
