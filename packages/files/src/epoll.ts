@@ -171,7 +171,7 @@ export class EpollKind implements FileKindHandler {
     // readiness, and one epoll_wait fires those whose file is ready now; the others are left
     // armed for EPOLLERR|EPOLLHUP only (the nearest state the kernel allows).
     const disabled = targets.filter((r) => (r.events & ~PRIVATE_BITS) === 0);
-    for (const r of disabled) ctl(EPOLL_CTL.ADD, r, r.events | ANY_READINESS);
+    for (const r of disabled) ctl(EPOLL_CTL.ADD, r, (r.events | ANY_READINESS) >>> 0);
     if (disabled.length > 0) {
       const buf = t.stage(Buffer.alloc(disabled.length * 12));
       t.syscallOk(linux.syscallNumber('epoll_wait'), [ep, buf, disabled.length, 0], `epoll_wait for the fired one-shot targets of ${req.object}`);
