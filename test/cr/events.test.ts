@@ -7,6 +7,7 @@
 import 'reflect-metadata';
 import { expect } from 'chai';
 import { spawn } from 'child_process';
+import { CheckpointFlags, CptError, loadModule, sys_checkpoint } from '@cptrst/core';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
@@ -49,7 +50,10 @@ async function expectRunningUntouched(w: Workload): Promise<void> {
 
 describe('event files: checkpoint, kill, restart', function () {
   this.timeout(120000);
-  before(() => buildWorkloads());
+  before(async () => {
+    loadModule('@cptrst/cpt-module');
+    await buildWorkloads();
+  });
   afterEach(() => killStartedWorkloads());
 
   for (const c of CASES) {
@@ -70,6 +74,38 @@ describe('event files: checkpoint, kill, restart', function () {
       await trigger(w);
       const text = await waitResult(w, 30000);
       expect(parseResult(text).verdict, text).to.match(new RegExp(`^FAIL ${c.name}: `));
+    });
+  }
+
+  for (const c of CASES) {
+    it(`${c.name}: a checkpoint that fails once everything is read leaves the process as it was`, async () => {
+      const dir = makeTempDir(c.name);
+      const w = await startWorkload(c.name, c.args?.(dir) ?? [], { dir });
+      await sleep(200);
+      const img = path.join(w.dir, 'failed.cpt');
+      const fd = fs.openSync(img, 'w');
+      const abort = new AbortController();
+      let err: unknown;
+      try {
+        // Every handler has dumped (the event files were read, timers asked their time): fail now.
+        await sys_checkpoint(w.pid, fd, CheckpointFlags.KILL, {
+          signal: abort.signal,
+          onProgress: (e) => {
+            if (e.phase === 'dumped') abort.abort();
+          },
+        });
+      } catch (e) {
+        err = e;
+      } finally {
+        fs.closeSync(fd);
+      }
+      expect(err).to.be.instanceOf(CptError);
+      expect((err as CptError).code).to.equal('EINTR');
+      expect(fs.statSync(img).size, 'partial image not cut off').to.equal(0);
+      await expectRunningUntouched(w);
+      await trigger(w);
+      const text = await waitResult(w, 30000);
+      expect(passLines(w.name, w.args), text).to.include(parseResult(text).verdict);
     });
   }
 

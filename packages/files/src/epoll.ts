@@ -19,7 +19,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, encodeStruct, linux, objectType,
-  refuse, sameFile, u32, u64,
+  refuse, sameFile, sizeOfStruct, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import type { FileImage } from './file';
@@ -173,8 +173,13 @@ export class EpollKind implements FileKindHandler {
     const disabled = targets.filter((r) => (r.events & ~PRIVATE_BITS) === 0);
     for (const r of disabled) ctl(EPOLL_CTL.ADD, r, (r.events | ANY_READINESS) >>> 0);
     if (disabled.length > 0) {
-      const buf = t.stage(Buffer.alloc(disabled.length * 12));
-      t.syscallOk(linux.syscallNumber('epoll_wait'), [ep, buf, disabled.length, 0], `epoll_wait for the fired one-shot targets of ${req.object}`);
+      // A fired one-shot target is not reported again, so a few calls with a bounded buffer do.
+      const max = Math.min(disabled.length, 256);
+      const buf = t.stage(Buffer.alloc(max * sizeOfStruct(linux.EpollEvent)));
+      for (let i = 0; i * max < disabled.length; i++) {
+        const n = t.syscallOk(linux.syscallNumber('epoll_wait'), [ep, buf, max, 0], `epoll_wait for the fired one-shot targets of ${req.object}`);
+        if (n < BigInt(max)) break;
+      }
       const now = linux.parseEpollTargets(linux.readFdinfo(task.pid, Number(ep))) ?? [];
       for (const r of disabled) {
         const line = now.find((l) => l.tfd === r.tfd && l.data === r.data);
