@@ -7,7 +7,9 @@
 import 'reflect-metadata';
 import { expect } from 'chai';
 import { spawn } from 'child_process';
-import { CheckpointFlags, CptError, loadModule, sys_checkpoint } from '@cptrst/core';
+import {
+  CheckpointFlags, CptError, HEAD_TAG, ImageReader, ImageWriter, fileSink, fileSource, loadModule, sys_checkpoint,
+} from '@cptrst/core';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
@@ -40,6 +42,28 @@ async function checkpointRestart(w: Workload): Promise<void> {
   expect(rs.stdout.trim()).to.equal(String(w.pid));
   const st = await procState(w.pid);
   expect(st?.tracerPid).to.equal(0);
+}
+
+/** Copies an image object by object, letting `edit` change the decoded records (checksums made anew). */
+function rewriteImage(src: string, dst: string, edit: (name: string, obj: Record<string, unknown>) => void): void {
+  const ifd = fs.openSync(src, 'r');
+  const ofd = fs.openSync(dst, 'w');
+  try {
+    const r = new ImageReader(fileSource(ifd));
+    const w = new ImageWriter(fileSink(ofd));
+    w.writeHead(r.readHead());
+    const tags = new Map<number, number>([[HEAD_TAG, HEAD_TAG]]);
+    for (let rec = r.next(); rec; rec = r.next()) {
+      if (rec.name === 'TERMINATOR') continue;
+      edit(rec.name, rec.obj as Record<string, unknown>);
+      const ptag = tags.get(rec.ptag)!;
+      tags.set(rec.tag, rec.pages ? w.writeWithPages(rec.obj!, rec.pages, { ptag }) : w.write(rec.obj!, { ptag }));
+    }
+    w.writeTerminator();
+  } finally {
+    fs.closeSync(ifd);
+    fs.closeSync(ofd);
+  }
 }
 
 async function expectRunningUntouched(w: Workload): Promise<void> {
@@ -103,6 +127,42 @@ describe('event files: checkpoint, kill, restart', function () {
       expect((err as CptError).code).to.equal('EINTR');
       expect(fs.statSync(img).size, 'partial image not cut off').to.equal(0);
       await expectRunningUntouched(w);
+      await trigger(w);
+      const text = await waitResult(w, 30000);
+      expect(passLines(w.name, w.args), text).to.include(parseResult(text).verdict);
+    });
+  }
+
+  // Crafted images: each record of an event file is checked before it is used (EBADIMG), and the
+  // half-made process goes; the untouched image then restores.
+  const CRAFTED: { name: string; args?: (dir: string) => string[]; record: string; edit: (o: Record<string, unknown>) => void; why: RegExp }[] = [
+    { name: 'eventfd', record: 'eventfd', edit: (o) => { o.count = 0xffffffffffffffffn; }, why: /EBADIMG: .*eventfd: counter 0xffffffffffffffff is above/ },
+    { name: 'epoll', record: 'epoll-target', edit: (o) => { o.fd = 999; }, why: /EBADIMG: .*epoll: a target's fd 999 is not among the task's fds/ },
+    { name: 'signalfd', record: 'signalfd', edit: (o) => { o.mask = 1n << 8n; }, why: /EBADIMG: .*signalfd: its mask 0x100 holds SIGKILL or SIGSTOP/ },
+    { name: 'timerfd', record: 'timerfd', edit: (o) => { o.clockid = 8; }, why: /EBADIMG: .*timerfd: clock 8 is not one a restored timerfd may use/ },
+    { name: 'inotify', args: (dir) => [dir], record: 'inotify-watch', edit: (o) => { o.path = `${String(o.path)}/../../etc`; }, why: /EBADIMG: .*"\.\." component/ },
+  ];
+  for (const c of CRAFTED) {
+    it(`${c.name}: a crafted ${c.record} record is refused at restart, and nothing is left half-made`, async () => {
+      const dir = makeTempDir(c.name);
+      const w = await startWorkload(c.name, c.args?.(dir) ?? [], { dir });
+      await sleep(200);
+      const img = path.join(w.dir, 'good.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      const bad = path.join(w.dir, 'crafted.cpt');
+      let edited = 0;
+      rewriteImage(img, bad, (name, o) => {
+        if (name === c.record && edited++ === 0) c.edit(o);
+      });
+      expect(edited, `no ${c.record} record in the image`).to.be.greaterThan(0);
+      const r = await cptrst(['restart', bad]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(c.why);
+      expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
+      const ok = await cptrst(['restart', img]);
+      expect(ok.code, ok.stderr).to.equal(0);
       await trigger(w);
       const text = await waitResult(w, 30000);
       expect(passLines(w.name, w.args), text).to.include(parseResult(text).verdict);
