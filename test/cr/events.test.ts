@@ -6,18 +6,19 @@
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
-import { spawn } from 'child_process';
+import { ChildProcess, spawn } from 'child_process';
 import {
   CheckpointFlags, CptError, HEAD_TAG, ImageReader, ImageWriter, fileSink, fileSource, loadModule, sys_checkpoint,
 } from '@cptrst/core';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  Workload, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload, trigger,
+  Workload, binaryPath, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, makeWorldDir, parseResult, passLines, procState, sleep, startWorkload, trigger,
   waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
+const NOBODY = { uid: 65534, gid: 65534 };
 
 interface Case {
   name: string;
@@ -66,6 +67,31 @@ function rewriteImage(src: string, dst: string, edit: (name: string, obj: Record
   }
 }
 
+/** Processes started here as nobody, outside the harness: ended by PID after each test. */
+const mine = new Set<number>();
+
+/** A workload run as nobody from a world-reachable directory of its own (binary copied there, files nobody's). */
+async function startAsNobody(name: string, args: string[], dir: string): Promise<Workload> {
+  fs.chownSync(dir, NOBODY.uid, NOBODY.gid);
+  const bin = path.join(dir, name);
+  fs.copyFileSync(binaryPath(name), bin);
+  fs.chmodSync(bin, 0o755);
+  const resultPath = path.join(dir, `${name}.result`);
+  const triggerPath = path.join(dir, `${name}.trigger`);
+  const fd = fs.openSync(resultPath, 'a', 0o644);
+  fs.fchownSync(fd, NOBODY.uid, NOBODY.gid);
+  let child: ChildProcess;
+  try {
+    child = spawn(bin, [triggerPath, ...args], { uid: NOBODY.uid, gid: NOBODY.gid, cwd: dir, stdio: ['ignore', fd, fd], detached: true });
+  } finally {
+    fs.closeSync(fd);
+  }
+  const exited = new Promise<Awaited<Workload['exited']>>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  for (let i = 0; i < 1000 && !/^READY \d+\n/.test(fs.readFileSync(resultPath, 'utf8')); i++) await sleep(10);
+  expect(fs.readFileSync(resultPath, 'utf8')).to.equal(`READY ${child.pid}\n`);
+  return { name, args, pid: child.pid!, dir, triggerPath, resultPath, child, exited };
+}
+
 async function expectRunningUntouched(w: Workload): Promise<void> {
   const st = await procState(w.pid);
   expect(st?.state).to.match(/^[RS]$/);
@@ -78,7 +104,17 @@ describe('event files: checkpoint, kill, restart', function () {
     loadModule('@cptrst/cpt-module');
     await buildWorkloads();
   });
-  afterEach(() => killStartedWorkloads());
+  afterEach(async () => {
+    for (const pid of mine) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    mine.clear();
+    await killStartedWorkloads();
+  });
 
   for (const c of CASES) {
     it(`${c.name}: the workload finds its state again`, async () => {
@@ -127,6 +163,26 @@ describe('event files: checkpoint, kill, restart', function () {
       expect((err as CptError).code).to.equal('EINTR');
       expect(fs.statSync(img).size, 'partial image not cut off').to.equal(0);
       await expectRunningUntouched(w);
+      await trigger(w);
+      const text = await waitResult(w, 30000);
+      expect(passLines(w.name, w.args), text).to.include(parseResult(text).verdict);
+    });
+  }
+
+  for (const c of CASES) {
+    it(`${c.name}: as nobody, from an image nobody owns (restored with nobody's rights)`, async () => {
+      const dir = makeWorldDir(`${c.name}-nobody`);
+      const w = await startAsNobody(c.name, c.args?.(dir) ?? [], dir);
+      mine.add(w.pid);
+      await sleep(200);
+      const img = path.join(dir, 'image.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, `restart failed: ${rs.stderr}`).to.equal(0);
+      expect(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8')).to.match(new RegExp(`\\nUid:\\t${NOBODY.uid}\\t`));
       await trigger(w);
       const text = await waitResult(w, 30000);
       expect(passLines(w.name, w.args), text).to.include(parseResult(text).verdict);
