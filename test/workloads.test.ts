@@ -93,6 +93,11 @@ const CASES: Case[] = [
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
+  { name: 'pidfd' },
+  { name: 'epoll' },
+  { name: 'signalfd' },
+  { name: 'timerfd' },
+  { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];
@@ -116,6 +121,11 @@ const TAMPERABLE: Case[] = [
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
+  { name: 'pidfd' },
+  { name: 'epoll' },
+  { name: 'signalfd' },
+  { name: 'timerfd' },
+  { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];

@@ -1,12 +1,13 @@
 /*
- * eventfd: counters a plugin's file kind must bring back (examples/plugin-eventfd).
+ * eventfd: counters and flags the eventfd file kind (packages/files/src/eventfd.ts) must bring back.
  *   fd 40  eventfd, counter 5, blocking
  *   fd 41  eventfd, EFD_SEMAPHORE | EFD_NONBLOCK, counter 3
  *   fd 42  dup of fd 40 (one open file description)
  *   fd 43  eventfd, EFD_CLOEXEC, counter 0x123456789 (above what eventfd2 takes as initval)
  *   fd 44  eventfd, EFD_NONBLOCK, counter 0
  * While looping, fd 40 gets +1 every round until it has reached 12 (so the checkpoint takes a
- * counter the process itself moved). After the trigger: F_GETFL / F_GETFD of each fd, fd 42
+ * counter the process itself moved; a trigger that comes sooner waits for the last +1).
+ * After the trigger: F_GETFL / F_GETFD of each fd, fd 42
  * still shares fd 40's description (kcmp), fd 40 reads 12 then nothing (poll), fd 41 reads 1
  * three times then EAGAIN (semaphore, non-blocking), fd 43 reads 0x123456789, fd 44 is empty and
  * non-blocking (EAGAIN), and a write to fd 42 shows up on fd 40.
@@ -79,9 +80,14 @@ int main(int argc, char **argv)
     wl_ready();
 
     uint64_t added = 5, one = 1;
-    while (!wl_triggered()) {
-        if (added < 12 && write(plain, &one, sizeof one) == (ssize_t)sizeof one)
-            added++;
+    /* Until the trigger, and on until it has added its last +1 (however soon the trigger comes). */
+    while (!wl_triggered() || added < 12) {
+        if (added < 12) {
+            if (write(plain, &one, sizeof one) == (ssize_t)sizeof one)
+                added++;
+            else if (wl_triggered())
+                break; /* the check below says what went wrong */
+        }
         wl_busy_ms(20);
     }
     if (wl_tamper)

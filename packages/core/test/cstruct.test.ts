@@ -8,7 +8,7 @@ import { CptError } from '../src/errors';
 import { LayoutClass } from '../src/image/layout';
 import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 import {
-  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
+  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, EpollEvent, FOwnerEx, FileHandleHead, Itimerspec, Itimerval, KcmpEpollSlot, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
   KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Siginfo, StackT, Timespec, Timeval,
 } from '../src/linux/structs';
 
@@ -151,6 +151,10 @@ describe('C struct layouts', () => {
     { cls: SchedParam, tu: 'libc', ctype: 'struct sched_param', fields: { priority: 'sched_priority' } },
     { cls: AuxvEntry, tu: 'libc', ctype: 'Elf64_auxv_t', fields: { type: 'a_type', value: 'a_un' } },
     { cls: Rlimit, tu: 'libc', ctype: 'struct rlimit64', fields: { cur: 'rlim_cur', max: 'rlim_max' } },
+    { cls: Itimerspec, tu: 'libc', ctype: 'struct itimerspec', fields: { interval: 'it_interval', value: 'it_value' } },
+    { cls: EpollEvent, tu: 'libc', ctype: 'struct epoll_event', fields: { events: 'events', data: 'data' } },
+    { cls: KcmpEpollSlot, tu: 'uapi', ctype: 'struct kcmp_epoll_slot', fields: { efd: 'efd', tfd: 'tfd', toff: 'toff' } },
+    { cls: FileHandleHead, tu: 'libc', ctype: 'struct file_handle', fields: { bytes: 'handle_bytes', type: 'handle_type' } },
     {
       cls: KernelStat, tu: 'libc', ctype: 'struct stat',
       fields: {
@@ -160,8 +164,8 @@ describe('C struct layouts', () => {
     },
   ];
   const HEADERS = {
-    libc: ['_GNU_SOURCE', 'signal.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h'],
-    uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h'],
+    libc: ['_GNU_SOURCE', 'signal.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h', 'time.h', 'sys/epoll.h'],
+    uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h', 'linux/kcmp.h'],
   };
 
   function gccLayouts(tu: 'libc' | 'uapi'): Map<string, number> {

@@ -7,7 +7,8 @@ import {
   AUXV, MapEntry, O, listChildren, listFds, listThreads, pagemapExclusive, pagemapFileOrSharedAnon, pagemapPfn,
   pagemapPresent, pagemapSwapped, parseAuxv, parseMaps, parseMapsLine, parseStat, parseStatus, readAuxv,
   readCmdline, readComm, readCwd, readExe, readFdLink, readFdinfo, readMaps, readMountinfo, readPagemap,
-  readPersonality, readSmaps, readStat, readStatus,
+  readPersonality, readSmaps, readStat, readStatus, rawSyscall, syscallNumber, EFD_SEMAPHORE, CLOCK, EPOLL, parseEventfdInfo,
+  parseSignalfdMask, parseTimerfdInfo, parseEpollTargets, parseInotifyWatches, kcmpEpollTarget,
 } from '../src/linux';
 import { Target, cleanupTmp, compileFixture, killPid, spawnSleeping, spawnTarget, tmpDir } from './fixtures/linux-fixtures';
 
@@ -83,6 +84,56 @@ describe('linux /proc parsers', () => {
         expect(mounts.some((m) => m.mountId === info.mntId)).to.equal(true);
       } finally {
         fs.closeSync(fd);
+      }
+    });
+
+    it('event files: eventfd, epoll, signalfd, timerfd and inotify lines of fdinfo', () => {
+      const opened: number[] = [];
+      const call = (name: string, ...args: (number | bigint | Buffer)[]): number => {
+        const r = rawSyscall(syscallNumber(name), ...args);
+        if (r < 0n) throw new Error(`${name}: ${-r}`);
+        return Number(r);
+      };
+      try {
+        const efd = call('eventfd2', 7, EFD_SEMAPHORE | O.CLOEXEC);
+        opened.push(efd);
+        expect(parseEventfdInfo(readFdinfo(process.pid, efd))).to.deep.equal({ count: 7n, semaphore: true });
+        const sfd = call('signalfd4', -1, Buffer.from([0x00, 0x02, 0, 0, 0, 0, 0, 0]), 8, O.CLOEXEC | O.NONBLOCK);
+        opened.push(sfd);
+        expect(parseSignalfdMask(readFdinfo(process.pid, sfd))).to.equal(0x200n); // SIGUSR1 (10)
+        const tfd = call('timerfd_create', CLOCK.BOOTTIME, O.CLOEXEC);
+        opened.push(tfd);
+        const spec = Buffer.alloc(32);
+        spec.writeBigInt64LE(3n, 0); // interval 3 s
+        spec.writeBigInt64LE(100n, 16); // first in 100 s
+        call('timerfd_settime', tfd, 0, spec, 0);
+        const t = parseTimerfdInfo(readFdinfo(process.pid, tfd))!;
+        expect(t).to.include({ clockid: CLOCK.BOOTTIME, ticks: 0n, settimeFlags: 0 });
+        expect(t.interval).to.deep.equal({ sec: 3n, nsec: 0n });
+        expect(Number(t.value.sec)).to.be.within(98, 99);
+        const ep = call('epoll_create1', O.CLOEXEC);
+        opened.push(ep);
+        const ev = Buffer.alloc(12);
+        ev.writeUInt32LE((EPOLL.IN | EPOLL.ET) >>> 0, 0);
+        ev.writeBigUInt64LE(0x1122334455667788n, 4);
+        call('epoll_ctl', ep, 1, efd, ev);
+        const st = fs.fstatSync(efd, { bigint: true });
+        expect(parseEpollTargets(readFdinfo(process.pid, ep))).to.deep.equal([
+          { tfd: efd, events: (EPOLL.IN | EPOLL.ET | EPOLL.ERR | EPOLL.HUP) >>> 0, data: 0x1122334455667788n, pos: 0n, ino: st.ino, dev: st.dev },
+        ]);
+        expect(kcmpEpollTarget(process.pid, efd, ep, efd, 0)).to.equal(true);
+        expect(kcmpEpollTarget(process.pid, sfd, ep, efd, 0)).to.equal(false);
+        const ifd = call('inotify_init1', O.CLOEXEC);
+        opened.push(ifd);
+        const dir = tmpDir();
+        const wd = call('inotify_add_watch', ifd, Buffer.from(dir + '\0'), 0x100 /* IN_CREATE */);
+        const w = parseInotifyWatches(readFdinfo(process.pid, ifd))!;
+        const ds = fs.statSync(dir, { bigint: true });
+        expect(w).to.have.length(1);
+        expect(w[0]).to.include({ wd, mask: 0x100, ignoredMask: 0, ino: ds.ino, dev: ds.dev });
+        expect(parseEpollTargets(readFdinfo(process.pid, ifd))).to.deep.equal([]);
+      } finally {
+        for (const fd of opened) fs.closeSync(fd);
       }
     });
 

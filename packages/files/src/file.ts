@@ -76,10 +76,36 @@ function byDescription(pid: number, files: OpenFile[]): OpenFile[][] {
   return groups;
 }
 
+/**
+ * Puts each open file description after those its kind says must be restored first
+ * (restoreAfter), keeping fd order otherwise.
+ */
+function inRestoreOrder(ctx: CheckpointContext, task: CheckpointTask, groups: OpenFile[][], files: OpenFile[]): OpenFile[][] {
+  const groupOf = new Map<number, OpenFile[]>();
+  for (const g of groups) for (const f of g) groupOf.set(f.fd, g);
+  const needs = new Map<OpenFile[], OpenFile[][]>();
+  for (const g of groups) {
+    const after = kindOfFile(ctx, task, g[0]).restoreAfter?.(ctx, task, g[0], files) ?? [];
+    needs.set(g, after.map((fd) => groupOf.get(fd)).filter((d): d is OpenFile[] => d !== undefined && d !== g));
+  }
+  const out: OpenFile[][] = [];
+  const done = new Set<OpenFile[]>();
+  while (out.length < groups.length) {
+    const next = groups.find((g) => !done.has(g) && needs.get(g)!.every((d) => done.has(d)));
+    if (!next) {
+      const left = groups.filter((g) => !done.has(g)).map((g) => `fd ${g[0].fd} (${g[0].link})`).join(', ');
+      throw new CptError('EINVAL', `open files that must each be restored before the other: ${left}`, { pid: task.pid, object: 'fd table' });
+    }
+    done.add(next);
+    out.push(next);
+  }
+  return out;
+}
+
 export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[]): void {
   /** Deleted inodes already written: "dev:ino" -> tag of their FILE. */
   const ghosts = new Map<string, number>();
-  for (const group of byDescription(task.pid, files)) {
+  for (const group of inRestoreOrder(ctx, task, byDescription(task.pid, files), files)) {
     const f = group[0];
     const kind = kindOfFile(ctx, task, f);
     const img = new FileImage();

@@ -1,7 +1,8 @@
 /**
  * @cptrst/files: the fd table, open files by kind (regular, deleted regular, character device,
- * directory), cwd, root and umask; file locks, leases and I/O owners are refused. Other kinds (pipes, sockets, eventfd...) are refused until a handler
- * for them is registered under Tokens.FileKind.
+ * directory), the event files (eventfd, epoll, signalfd, timerfd, inotify), cwd, root and umask;
+ * file locks, leases and I/O owners are refused. Other kinds (pipes, sockets...) are refused until
+ * a handler for them is registered under Tokens.FileKind.
  */
 import { DependencyContainer } from 'tsyringe';
 import {
@@ -15,6 +16,11 @@ import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
 import { finishGhosts } from './ghost';
 import { refuseLocks, refuseOwners } from './locks';
+import { EventfdKind } from './eventfd';
+import { EpollKind } from './epoll';
+import { SignalfdKind } from './signalfd';
+import { TimerfdKind } from './timerfd';
+import { FanotifyKind, InotifyKind } from './inotify';
 
 export * from './fs-struct';
 export * from './file';
@@ -23,6 +29,11 @@ export * from './regular';
 export * from './chardev';
 export * from './ghost';
 export * from './locks';
+export * from './eventfd';
+export * from './epoll';
+export * from './signalfd';
+export * from './timerfd';
+export * from './inotify';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
 const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
@@ -70,6 +81,7 @@ export class FilesRestore implements RestoreHandler {
 
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
+  for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
 }

@@ -49,6 +49,12 @@ export interface FileKindHandler extends KindHandler<OpenFile> {
   acceptRecord?(task: RestartTask, img: FileImage, record: RestoreObject, before: KindRecords, object: string): void;
   /** Opens the file again inside the restored task; returns the fd there. */
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint;
+  /**
+   * The fds (of `files`) whose open files must be open again before this one is, at restart (an
+   * epoll's targets). The files subsystem writes those files first; by the time open() runs,
+   * they stand at all their fd numbers. Without it, files are written in fd order.
+   */
+  restoreAfter?(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, files: OpenFile[]): number[];
 }
 
 /** The container token of the file kinds (the same registrations as core's Tokens.FileKind, typed). */

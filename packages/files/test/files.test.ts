@@ -61,10 +61,12 @@ describe('files: open files of a real process', function () {
   after(() => removeTmpDir());
   afterEach(() => killStarted());
 
-  it('register() adds the regular, chardev and directory kinds and the files handlers', () => {
+  it('register() adds the regular, chardev, directory and event file kinds and the files handlers', () => {
     const c = container.createChildContainer();
     register(c);
-    expect(c.resolveAll<FileKindHandler>(Tokens.FileKind).map((k) => k.kind)).to.deep.equal(['regular', 'chardev', 'directory']);
+    expect(c.resolveAll<FileKindHandler>(Tokens.FileKind).map((k) => k.kind)).to.deep.equal([
+      'regular', 'chardev', 'directory', 'eventfd', 'epoll', 'signalfd', 'timerfd', 'inotify', 'fanotify',
+    ]);
     expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files', 300]]);
     expect(c.resolveAll<RestoreHandler>(Tokens.RestoreHandler).map((r) => [r.name, r.types])).to.deep.equal([
       ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD]],

@@ -37,6 +37,8 @@ const OWN: Record<string, string> = {
   MM: '@cptrst/mm', VMA: '@cptrst/mm', PAGES: '@cptrst/mm',
   REGS: '@cptrst/arch-x86', XSTATE: '@cptrst/arch-x86', DEBUGREGS: '@cptrst/arch-x86',
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',
+  EVENTFD: '@cptrst/files', EPOLL_TARGET: '@cptrst/files', SIGNALFD: '@cptrst/files', TIMERFD: '@cptrst/files',
+  INOTIFY_WATCH: '@cptrst/files',
 };
 
 /**

@@ -41,6 +41,12 @@ export enum ObjectType {
   FILE = 41,
   FD = 42,
   FILE_DATA = 43,
+  /** Event files: the records of the eventfd, epoll, signalfd, timerfd and inotify kinds, under their FILE. */
+  EVENTFD = 140,
+  EPOLL_TARGET = 141,
+  SIGNALFD = 142,
+  TIMERFD = 143,
+  INOTIFY_WATCH = 144,
 }
 
 /**

@@ -336,3 +336,36 @@ export const CAP = Object.freeze({
   CHOWN: 0, DAC_OVERRIDE: 1, KILL: 5, SETGID: 6, SETUID: 7, SETPCAP: 8, NET_ADMIN: 12,
   SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, CHECKPOINT_RESTORE: 40,
 } as const);
+
+// ---------------------------------------------------------------------------------------------
+// event files
+
+/** eventfd2(2) flags of its own (EFD_NONBLOCK and EFD_CLOEXEC are O_NONBLOCK and O_CLOEXEC). */
+export const EFD_SEMAPHORE = 1;
+
+/** epoll_ctl(2) operations and event bits. */
+export const EPOLL_CTL = Object.freeze({ ADD: 1, DEL: 2, MOD: 3 } as const);
+export const EPOLL = Object.freeze({
+  IN: 0x1, PRI: 0x2, OUT: 0x4, ERR: 0x8, HUP: 0x10, NVAL: 0x20, RDNORM: 0x40, RDBAND: 0x80, WRNORM: 0x100,
+  WRBAND: 0x200, MSG: 0x400, RDHUP: 0x2000, EXCLUSIVE: 0x10000000, WAKEUP: 0x20000000, ONESHOT: 0x40000000,
+  ET: 0x80000000,
+} as const);
+
+/** Clocks (clock_gettime, timerfd_create, timer_create). */
+export const CLOCK = Object.freeze({
+  REALTIME: 0, MONOTONIC: 1, PROCESS_CPUTIME_ID: 2, THREAD_CPUTIME_ID: 3, MONOTONIC_RAW: 4,
+  REALTIME_COARSE: 5, MONOTONIC_COARSE: 6, BOOTTIME: 7, REALTIME_ALARM: 8, BOOTTIME_ALARM: 9, TAI: 11,
+} as const);
+
+/** timerfd_settime(2) flags and TFD_IOC_SET_TICKS (_IOW('T', 0, u64): set the unread expirations). */
+export const TFD_TIMER = Object.freeze({ ABSTIME: 1, CANCEL_ON_SET: 2 } as const);
+export const TFD_IOC_SET_TICKS = 0x40085400;
+
+/** FIONREAD (bytes ready to read: an inotify fd's queued events). */
+export const FIONREAD = 0x541b;
+
+/** inotify mask bits that are not events: how a watch behaves. */
+export const IN = Object.freeze({
+  ALL_EVENTS: 0xfff, IGNORED: 0x8000, ONLYDIR: 0x01000000, DONT_FOLLOW: 0x02000000, EXCL_UNLINK: 0x04000000,
+  MASK_CREATE: 0x10000000, MASK_ADD: 0x20000000, ISDIR: 0x40000000, ONESHOT: 0x80000000,
+} as const);

@@ -12,7 +12,7 @@ import { CptError } from '../errors';
 import { AUXV, PAGEMAP } from './constants';
 import { errnoMessage, errnoNumber } from './errno';
 import { decodeStruct, sizeOfStruct } from '../image/cstruct';
-import { AuxvEntry } from './structs';
+import { AuxvEntry, makeDev } from './structs';
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -619,6 +619,132 @@ export function readMountinfo(pid: number | 'self'): MountInfo[] {
       source: unescapeOctal(w[sep + 2] ?? ''),
       superOptions: w[sep + 3] ?? '',
     });
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// event files: the kind-specific lines of /proc/PID/fdinfo/N for eventfd, epoll, signalfd,
+// timerfd and inotify. Each parser returns undefined when a line it expects is missing or does
+// not read as the kernel prints it, so that a caller can refuse instead of guessing.
+
+/** A device number as the kernel prints it from inside (`sdev:` in fdinfo: major << 20 | minor) in st_dev form. */
+export function kernelDevToStDev(kdev: number): bigint {
+  return makeDev(Math.floor(kdev / 0x100000), kdev & 0xfffff);
+}
+
+/** eventfd: `eventfd-count` (hex) and, since Linux 6.5, `eventfd-semaphore` (0 or 1). */
+export interface EventfdInfo {
+  count: bigint;
+  /** Undefined when the kernel does not show it. */
+  semaphore?: boolean;
+}
+
+export function parseEventfdInfo(fdinfo: FdInfo): EventfdInfo | undefined {
+  const count = fdinfo.fields['eventfd-count'];
+  if (count === undefined || !/^[0-9a-f]{1,16}$/i.test(count)) return undefined;
+  const sem = fdinfo.fields['eventfd-semaphore'];
+  return { count: BigInt('0x' + count), ...(sem === '0' || sem === '1' ? { semaphore: sem === '1' } : {}) };
+}
+
+/** One target of an epoll: `tfd: N events: X data: X  pos:N ino:X sdev:X`. */
+export interface EpollTargetInfo {
+  /** The fd number it was registered with (the kernel keys the target by file and this number). */
+  tfd: number;
+  events: number;
+  data: bigint;
+  pos: bigint;
+  ino: bigint;
+  /** st_dev of the target's file. */
+  dev: bigint;
+}
+
+const TFD_LINE = /^tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:(\d+)\s+ino:([0-9a-f]+)\s+sdev:([0-9a-f]+)\s*$/;
+
+/** The targets of an epoll fd, in the kernel's order (the order KCMP_EPOLL_TFD counts `toff` in). */
+export function parseEpollTargets(fdinfo: FdInfo): EpollTargetInfo[] | undefined {
+  const out: EpollTargetInfo[] = [];
+  for (const line of fdinfo.extra) {
+    if (!line.startsWith('tfd:')) continue;
+    const m = TFD_LINE.exec(line);
+    if (!m || m[3].length > 16) return undefined;
+    out.push({
+      tfd: Number(m[1]), events: parseInt(m[2], 16) >>> 0, data: BigInt('0x' + m[3]), pos: BigInt(m[4]), ino: BigInt('0x' + m[5]),
+      dev: kernelDevToStDev(parseInt(m[6], 16)),
+    });
+  }
+  return out;
+}
+
+/** signalfd: the mask it reads (`sigmask:`, hex: bit n-1 for signal n). */
+export function parseSignalfdMask(fdinfo: FdInfo): bigint | undefined {
+  const m = fdinfo.fields['sigmask'];
+  return m !== undefined && /^[0-9a-f]{1,16}$/i.test(m) ? BigInt('0x' + m) : undefined;
+}
+
+export interface TimespecValue {
+  sec: bigint;
+  nsec: bigint;
+}
+
+/** timerfd: its clock, unread expirations, settime flags and the time left / interval. */
+export interface TimerfdInfo {
+  clockid: number;
+  ticks: bigint;
+  /** TFD_TIMER_ABSTIME, TFD_TIMER_CANCEL_ON_SET as last given to timerfd_settime. */
+  settimeFlags: number;
+  /** Time left to the next expiry (relative even for an absolute timer; 0 when disarmed or expired). */
+  value: TimespecValue;
+  interval: TimespecValue;
+}
+
+function parsePair(s: string | undefined): TimespecValue | undefined {
+  const m = s === undefined ? null : /^\((\d+), (\d+)\)$/.exec(s);
+  return m ? { sec: BigInt(m[1]), nsec: BigInt(m[2]) } : undefined;
+}
+
+export function parseTimerfdInfo(fdinfo: FdInfo): TimerfdInfo | undefined {
+  const f = fdinfo.fields;
+  const value = parsePair(f['it_value']);
+  const interval = parsePair(f['it_interval']);
+  const clock = f['clockid'];
+  const ticks = f['ticks'];
+  const flags = f['settime flags'];
+  if (!value || !interval || clock === undefined || !/^\d+$/.test(clock) || ticks === undefined || !/^\d+$/.test(ticks)) return undefined;
+  if (flags === undefined || !/^[0-7]+$/.test(flags)) return undefined;
+  return { clockid: Number(clock), ticks: BigInt(ticks), settimeFlags: parseInt(flags, 8), value, interval };
+}
+
+/** One inotify watch: `inotify wd:X ino:X sdev:X mask:X ignored_mask:X [fhandle-bytes:X fhandle-type:X f_handle:HEX]`. */
+export interface InotifyWatchInfo {
+  wd: number;
+  ino: bigint;
+  /** st_dev of the watched inode. */
+  dev: bigint;
+  mask: number;
+  ignoredMask: number;
+  /** The watched inode's file handle (for open_by_handle_at), when its filesystem gives one. */
+  handle?: { type: number; bytes: Buffer };
+}
+
+const INOTIFY_LINE = /^inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+)(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*))?\s*$/;
+
+export function parseInotifyWatches(fdinfo: FdInfo): InotifyWatchInfo[] | undefined {
+  const out: InotifyWatchInfo[] = [];
+  for (const line of fdinfo.extra) {
+    if (!line.startsWith('inotify ')) continue;
+    const m = INOTIFY_LINE.exec(line);
+    if (!m) return undefined;
+    const w: InotifyWatchInfo = {
+      wd: parseInt(m[1], 16), ino: BigInt('0x' + m[2]), dev: kernelDevToStDev(parseInt(m[3], 16)), mask: parseInt(m[4], 16) >>> 0,
+      ignoredMask: parseInt(m[5], 16) >>> 0,
+    };
+    if (m[6] !== undefined) {
+      const bytes = Buffer.from(m[8], 'hex');
+      if (bytes.length !== parseInt(m[6], 16)) return undefined;
+      w.handle = { type: parseInt(m[7], 16) | 0, bytes };
+    }
+    out.push(w);
   }
   return out;
 }

@@ -3,11 +3,11 @@
  * Every failure throws CptError with the errno name as code.
  */
 import { CptError } from '../errors';
-import { RLIM_INFINITY } from './constants';
+import { KCMP, RLIM_INFINITY } from './constants';
 import { SYS } from './syscalls';
 import { checkedSyscall, errnoError, libcProcessVm, rawSyscall } from './libc';
 import { decodeStruct, encodeStruct, sizeOfStruct } from '../image/cstruct';
-import { Rlimit } from './structs';
+import { KcmpEpollSlot, Rlimit } from './structs';
 
 export { RLIM_INFINITY };
 
@@ -79,4 +79,13 @@ export function processExists(pid: number): boolean {
   if (r === 0n || r === -1n /* EPERM */) return true;
   if (r === -3n) return false;
   throw new CptError('EINVAL', `kill(${pid}, 0) failed with ${r}`, { pid });
+}
+
+/**
+ * kcmp(KCMP_EPOLL_TFD): whether fd `fd` of `pid` is the file registered in epoll `epfd` (of the
+ * same process) under fd number `tfd`, the `toff`-th entry with that number. True when it is.
+ */
+export function kcmpEpollTarget(pid: number, fd: number, epfd: number, tfd: number, toff: number): boolean {
+  const slot = encodeStruct(KcmpEpollSlot, { efd: epfd, tfd, toff });
+  return checkedSyscall(`kcmp(${pid}, KCMP_EPOLL_TFD, ${fd}, {${epfd}, ${tfd}, ${toff}})`, pid, SYS.kcmp, pid, pid, KCMP.EPOLL_TFD, fd, slot) === 0n;
 }

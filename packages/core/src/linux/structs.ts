@@ -274,3 +274,35 @@ export function makeDev(major: number, minor: number): bigint {
   const mi = BigInt(minor);
   return ((ma & 0xfffn) << 8n) | ((ma & ~0xfffn) << 32n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n);
 }
+
+// ---------------------------------------------------------------------------------------------
+// event files
+
+/** struct itimerspec (timerfd_settime / timerfd_gettime, timer_settime). */
+@cstruct('itimerspec')
+export class Itimerspec {
+  @cfield.struct(Timespec) interval = new Timespec();
+  @cfield.struct(Timespec) value = new Timespec();
+}
+
+/** struct epoll_event: packed on x86-64 (the data member at offset 4), so data is kept as its 8 bytes. */
+@cstruct('epoll_event', { size: 12 })
+export class EpollEvent {
+  @cfield.u32() events = 0;
+  @cfield.bytes(8, { offset: 4 }) data: Buffer = Buffer.alloc(8);
+}
+
+/** struct kcmp_epoll_slot: KCMP_EPOLL_TFD's idx2, the target registered in epoll `efd` as `tfd` (the toff-th such). */
+@cstruct('kcmp_epoll_slot')
+export class KcmpEpollSlot {
+  @cfield.u32() efd = 0;
+  @cfield.u32() tfd = 0;
+  @cfield.u32() toff = 0;
+}
+
+/** struct file_handle's fixed part (open_by_handle_at): the handle's bytes follow it. */
+@cstruct('file_handle', { size: 8 })
+export class FileHandleHead {
+  @cfield.u32() bytes = 0;
+  @cfield.i32() type = 0;
+}

@@ -1,9 +1,9 @@
 /**
- * @cptrst-example/plugin-eventfd: a cptrst module of its own that adds one kind of open file,
- * the eventfd (an `anon_inode:[eventfd]` fd), which cptrst itself refuses. Load it after the
- * operations module:
+ * @cptrst-example/plugin-pidfd: a cptrst module of its own that adds one kind of open file, a
+ * pidfd of the process itself (an `anon_inode:[pidfd]` fd), which cptrst itself refuses. Load it
+ * after the operations module:
  *
- *   cptrst --module @cptrst/cpt-module --module ./examples/plugin-eventfd checkpoint PID -o img
+ *   cptrst --module @cptrst/cpt-module --module ./examples/plugin-pidfd checkpoint PID -o img
  *
  * It registers one FileKindHandler under @cptrst/files' FileKinds token. The files subsystem does
  * the rest, as for its own kinds: the FILE object (flags, ...), the fd numbers (FD objects), the
@@ -12,10 +12,10 @@
 import type { DependencyContainer } from 'tsyringe';
 import { provide } from '@cptrst/core';
 import { FileKinds } from '@cptrst/files';
-import { EventfdKind } from './eventfd';
+import { PidfdKind } from './pidfd';
 
-export * from './eventfd';
+export * from './pidfd';
 
 export function register(c: DependencyContainer): void {
-  provide(c, FileKinds, new EventfdKind());
+  provide(c, FileKinds, new PidfdKind());
 }

@@ -1,8 +1,8 @@
 /**
- * A third party's module, loaded next to ours: examples/plugin-eventfd adds the eventfd kind of
- * open file, which cptrst itself refuses. The eventfd workload holds five eventfds (counters,
- * semaphore and non-blocking modes, close-on-exec, a shared description, a counter above 2^32)
- * and checks them itself after the restart.
+ * A third party's module, loaded next to ours: examples/plugin-pidfd adds a kind of open file that
+ * cptrst itself refuses, a pidfd of the process itself. The pidfd workload holds three (flags,
+ * close-on-exec, a shared description) and checks them itself after the restart: each refers to
+ * the process, and a signal sent through one arrives.
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -14,7 +14,7 @@ import {
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
 /** The modules, as a user names them: ours by package name, the plugin by its path. */
-const WITH_PLUGIN = ['--module', '@cptrst/cpt-module', '--module', './examples/plugin-eventfd'];
+const WITH_PLUGIN = ['--module', '@cptrst/cpt-module', '--module', './examples/plugin-pidfd'];
 const fromRoot = { cwd: REPO_ROOT };
 
 async function expectRunningUntouched(w: Workload): Promise<void> {
@@ -23,36 +23,36 @@ async function expectRunningUntouched(w: Workload): Promise<void> {
   expect(st?.tracerPid).to.equal(0);
 }
 
-describe('a third-party plugin: eventfd (examples/plugin-eventfd)', function () {
+describe('a third-party plugin: pidfd (examples/plugin-pidfd)', function () {
   this.timeout(120000);
   before(() => buildWorkloads());
   afterEach(() => killStartedWorkloads());
 
   it('without the plugin, the checkpoint is refused naming the fd, and the process runs on untouched', async () => {
-    const w = await startWorkload('eventfd');
+    const w = await startWorkload('pidfd');
     const img = path.join(w.dir, 'refused.cpt');
     const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill'], fromRoot);
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(ONE_LINE);
-    expect(r.stderr.trim()).to.equal(`cptrst: EOPNOTSUPP: pid ${w.pid}, fd 40 (anon_inode:[eventfd]): no handler for this kind of file`);
+    expect(r.stderr.trim()).to.equal(`cptrst: EOPNOTSUPP: pid ${w.pid}, fd 40 (anon_inode:[pidfd]): no handler for this kind of file`);
     expect(fs.existsSync(img), 'partial image left').to.equal(false);
     await expectRunningUntouched(w);
     await trigger(w);
-    expect(parseResult(await waitResult(w)).verdict).to.equal('PASS eventfd');
+    expect(parseResult(await waitResult(w)).verdict).to.equal('PASS pidfd');
   });
 
-  it('with the plugin: checkpoint, kill, restart; the workload finds its counters and flags again', async () => {
-    const w = await startWorkload('eventfd');
-    const img = path.join(w.dir, 'eventfd.cpt');
+  it('with the plugin: checkpoint, kill, restart; the workload finds its pidfds again', async () => {
+    const w = await startWorkload('pidfd');
+    const img = path.join(w.dir, 'pidfd.cpt');
     const ck = await cptrst([...WITH_PLUGIN, 'checkpoint', String(w.pid), '-o', img, '--kill'], fromRoot);
     expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
     await w.exited;
     expect(await waitGone(w.pid, 5000, { zombieOk: false })).to.equal(true);
 
-    // The image cannot be restored by a cptrst without the plugin: the eventfd record's type is unknown to it.
+    // The image cannot be restored by a cptrst without the plugin: the pidfd record's type is unknown to it.
     const without = await cptrst(['restart', img], fromRoot);
     expect(without.code).to.equal(1);
-    expect(without.stderr).to.match(ONE_LINE).and.match(/^cptrst: EOPNOTSUPP: .*unknown type 4711 .*not marked optional/);
+    expect(without.stderr).to.match(ONE_LINE).and.match(/^cptrst: EOPNOTSUPP: .*unknown type 4712 .*not marked optional/);
     expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
 
     const rs = await cptrst([...WITH_PLUGIN, 'restart', img], fromRoot);
@@ -62,7 +62,7 @@ describe('a third-party plugin: eventfd (examples/plugin-eventfd)', function () 
     await trigger(w);
     const text = await waitResult(w, 30000);
     const res = parseResult(text);
-    expect(res.verdict, text).to.equal('PASS eventfd');
+    expect(res.verdict, text).to.equal('PASS pidfd');
     expect(res.extra).to.deep.equal([]);
   });
 });
