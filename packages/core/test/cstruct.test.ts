@@ -8,8 +8,8 @@ import { CptError } from '../src/errors';
 import { LayoutClass } from '../src/image/layout';
 import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 import {
-  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
-  KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Siginfo, StackT, Timespec, Timeval,
+  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Itimerspec, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
+  KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Sigevent, Siginfo, StackT, Timespec, Timeval,
 } from '../src/linux/structs';
 
 @cstruct('test_inner')
@@ -113,6 +113,8 @@ describe('C struct layouts', () => {
     { cls: Timespec, tu: 'libc', ctype: 'struct timespec', fields: { sec: 'tv_sec', nsec: 'tv_nsec' } },
     { cls: Timeval, tu: 'libc', ctype: 'struct timeval', fields: { sec: 'tv_sec', usec: 'tv_usec' } },
     { cls: Itimerval, tu: 'libc', ctype: 'struct itimerval', fields: { interval: 'it_interval', value: 'it_value' } },
+    { cls: Itimerspec, tu: 'libc', ctype: 'struct itimerspec', fields: { interval: 'it_interval', value: 'it_value' } },
+    { cls: Sigevent, tu: 'libc', ctype: 'struct sigevent', fields: { value: 'sigev_value', signo: 'sigev_signo', notify: 'sigev_notify', tid: 'sigev_notify_thread_id' } },
     {
       cls: Siginfo, tu: 'libc', ctype: 'siginfo_t',
       fields: { signo: 'si_signo', errno: 'si_errno', code: 'si_code', pid: 'si_pid', uid: 'si_uid', status: 'si_status', addr: 'si_addr', value: 'si_value' },
@@ -160,7 +162,7 @@ describe('C struct layouts', () => {
     },
   ];
   const HEADERS = {
-    libc: ['_GNU_SOURCE', 'signal.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h'],
+    libc: ['_GNU_SOURCE', 'signal.h', 'time.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h'],
     uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h'],
   };
 

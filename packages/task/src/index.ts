@@ -1,6 +1,6 @@
 /**
  * @cptrst/task: the process itself: freezing, identity (pid, session, group, comm, personality),
- * credentials, resource limits, affinity and other per-process settings, signals and timers; and making processes with their PIDs at restart.
+ * credentials, resource limits, affinity and other per-process settings, signals, interval and POSIX timers; and making processes with their PIDs at restart.
  */
 import { DependencyContainer } from 'tsyringe';
 import { Tokens, provide } from '@cptrst/core';
@@ -11,6 +11,7 @@ import { CredsDump, CredsFinal, CredsRestore } from './creds';
 import { MiscDump, MiscRestore } from './misc';
 import { RlimitsDump, RlimitsRestore } from './rlimits';
 import { SignalsDump, SignalsRestore } from './signals';
+import { PosixTimersDump, PosixTimersRestore } from './posix-timers';
 import { TaskProbe } from './probe';
 
 export * from './freezer';
@@ -21,11 +22,12 @@ export * from './misc';
 export * from './deferred';
 export * from './rlimits';
 export * from './signals';
+export * from './posix-timers';
 
 export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new RlimitsDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new RlimitsRestore(), new SignalsRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }

@@ -1,8 +1,7 @@
 /**
  * Per-process settings with no object of their own: CPU affinity, oom_score_adj, the
  * parent-death signal, timer slack and the child-subreaper flag (TASK_MISC); and the refusals
- * of task state that cptrst cannot recreate yet: POSIX timers, namespaces other than cptrst's
- * own and securebits. (A disabled THP is mm's: it is saved with the MM object.)
+ * of task state that cptrst cannot recreate yet: namespaces other than cptrst's own and securebits. (A disabled THP is mm's: it is saved with the MM object.)
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
@@ -44,11 +43,6 @@ export class MiscDump implements DumpHandler {
   readonly order = MISC_ORDER;
 
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
-    const timers = linux.readPosixTimers(task.pid);
-    if (timers.length) {
-      const t = timers[0];
-      refuse(task.pid, `posix timer ${t.id} (clock ${t.clock}, signal ${t.signal}, notify ${t.notify})`, `the process has ${timers.length} POSIX timer(s) (timer_create); they are not supported yet`);
-    }
     // Settings inherited across fork that are not recorded: the restored process would get
     // cptrst's (the defaults) instead.
     const t = task.tracee;

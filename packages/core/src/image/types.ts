@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 3;
+export const FORMAT_MINOR = 4;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -39,6 +39,18 @@ export enum ObjectType {
   FILE = 41,
   FD = 42,
   FILE_DATA = 43,
+  /** A POSIX timer (timer_create). */
+  POSIX_TIMER = 220,
+  /** A file lock or lease held through an fd. */
+  FILE_LOCK = 221,
+  /** The signal-driven I/O owner and signal of an open file description (F_SETOWN, F_SETSIG). */
+  FD_OWNER = 222,
+  /** A SysV shared memory segment, with its contents. */
+  SYSV_SHM = 223,
+  /** A SysV semaphore set, with its values. */
+  SYSV_SEM = 224,
+  /** A SysV message queue, with its messages. */
+  SYSV_MSG = 225,
 }
 
 /**

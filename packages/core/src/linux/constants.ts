@@ -320,3 +320,23 @@ export const CAP = Object.freeze({
   CHOWN: 0, DAC_OVERRIDE: 1, KILL: 5, SETGID: 6, SETUID: 7, SETPCAP: 8, NET_ADMIN: 12,
   SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, CHECKPOINT_RESTORE: 40,
 } as const);
+
+/** sigevent notify kinds (timer_create); THREAD_ID is or'ed with SIGNAL. */
+export const SIGEV = Object.freeze({ SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const);
+/** Clock ids. A negative id is a CPU clock of a given process or thread (see cpuClockPid). */
+export const CLOCK = Object.freeze({
+  REALTIME: 0, MONOTONIC: 1, PROCESS_CPUTIME_ID: 2, THREAD_CPUTIME_ID: 3, MONOTONIC_RAW: 4,
+  REALTIME_COARSE: 5, MONOTONIC_COARSE: 6, BOOTTIME: 7, REALTIME_ALARM: 8, BOOTTIME_ALARM: 9, TAI: 11,
+} as const);
+/** The pid (or tid) a negative CPU clock id names: the kernel encodes it as (~pid << 3) | type. */
+export function cpuClockPid(clock: number): number {
+  return ~(clock >> 3);
+}
+/** Bit 2 of a CPU clock id: the clock of one thread, not of the whole process. */
+export const CPUCLOCK_PERTHREAD = 4;
+/** si_code of a POSIX timer's signal. */
+export const SI_TIMER = -2;
+/** prctl(PR_TIMER_CREATE_RESTORE_IDS, ON): timer_create takes the id found at its third argument. */
+export const PR_TIMER_CREATE_RESTORE_IDS = 77;
+export const PR_TIMER_CREATE_RESTORE_IDS_OFF = 0;
+export const PR_TIMER_CREATE_RESTORE_IDS_ON = 1;

@@ -274,3 +274,20 @@ export function makeDev(major: number, minor: number): bigint {
   const mi = BigInt(minor);
   return ((ma & 0xfffn) << 8n) | ((ma & ~0xfffn) << 32n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n);
 }
+
+/** struct itimerspec (timer_gettime / timer_settime). */
+@cstruct('itimerspec')
+export class Itimerspec {
+  @cfield.struct(Timespec) interval = new Timespec();
+  @cfield.struct(Timespec) value = new Timespec();
+}
+
+/** struct sigevent (timer_create), 64 bytes; only the members the kernel reads for a signal. */
+@cstruct('sigevent', { size: 64 })
+export class Sigevent {
+  @cfield.u64() value = 0n;
+  @cfield.i32() signo = 0;
+  @cfield.i32() notify = 0;
+  /** sigev_notify_thread_id (SIGEV_THREAD_ID). */
+  @cfield.i32() tid = 0;
+}
