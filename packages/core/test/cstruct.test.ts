@@ -8,7 +8,7 @@ import { CptError } from '../src/errors';
 import { LayoutClass } from '../src/image/layout';
 import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 import {
-  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Itimerspec, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
+  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, FOwnerEx, Flock, Itimerspec, Itimerval, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
   KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Sigevent, Siginfo, StackT, Timespec, Timeval,
 } from '../src/linux/structs';
 
@@ -113,6 +113,7 @@ describe('C struct layouts', () => {
     { cls: Timespec, tu: 'libc', ctype: 'struct timespec', fields: { sec: 'tv_sec', nsec: 'tv_nsec' } },
     { cls: Timeval, tu: 'libc', ctype: 'struct timeval', fields: { sec: 'tv_sec', usec: 'tv_usec' } },
     { cls: Itimerval, tu: 'libc', ctype: 'struct itimerval', fields: { interval: 'it_interval', value: 'it_value' } },
+    { cls: Flock, tu: 'libc', ctype: 'struct flock', fields: { type: 'l_type', whence: 'l_whence', start: 'l_start', len: 'l_len', pid: 'l_pid' } },
     { cls: Itimerspec, tu: 'libc', ctype: 'struct itimerspec', fields: { interval: 'it_interval', value: 'it_value' } },
     { cls: Sigevent, tu: 'libc', ctype: 'struct sigevent', fields: { value: 'sigev_value', signo: 'sigev_signo', notify: 'sigev_notify', tid: 'sigev_notify_thread_id' } },
     {

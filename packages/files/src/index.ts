@@ -1,6 +1,6 @@
 /**
  * @cptrst/files: the fd table, open files by kind (regular, deleted regular, character device,
- * directory), cwd, root and umask; file locks, leases and I/O owners are refused. Other kinds (pipes, sockets, eventfd...) are refused until a handler
+ * directory), cwd, root and umask; file locks, leases and I/O owners (locks.ts). Other kinds (pipes, sockets, eventfd...) are refused until a handler
  * for them is registered under Tokens.FileKind.
  */
 import { DependencyContainer } from 'tsyringe';
@@ -14,7 +14,7 @@ import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
 import { finishGhosts } from './ghost';
-import { refuseLocks, refuseOwners } from './locks';
+import { LocksDump, LocksRestore } from './locks';
 
 export * from './fs-struct';
 export * from './file';
@@ -34,8 +34,6 @@ export class FilesDump implements DumpHandler {
     fsCheck(task);
     const files = openFiles(task);
     for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
-    refuseLocks(task, files);
-    refuseOwners(task, files);
     task.state.set(OPEN_FILES, files); // the task is frozen: dump uses the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
@@ -72,4 +70,6 @@ export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
+  provide(c, Tokens.DumpHandler, new LocksDump());
+  provide(c, Tokens.RestoreHandler, new LocksRestore());
 }

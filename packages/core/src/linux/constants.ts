@@ -340,3 +340,5 @@ export const SI_TIMER = -2;
 export const PR_TIMER_CREATE_RESTORE_IDS = 77;
 export const PR_TIMER_CREATE_RESTORE_IDS_OFF = 0;
 export const PR_TIMER_CREATE_RESTORE_IDS_ON = 1;
+/** flock(2) operations. */
+export const LOCK = Object.freeze({ SH: 1, EX: 2, NB: 4, UN: 8 } as const);

@@ -291,3 +291,14 @@ export class Sigevent {
   /** sigev_notify_thread_id (SIGEV_THREAD_ID). */
   @cfield.i32() tid = 0;
 }
+
+/** struct flock (fcntl F_SETLK, F_OFD_SETLK, F_GETLK...). */
+@cstruct('flock')
+export class Flock {
+  @cfield.i16() type = 0;
+  @cfield.i16() whence = 0;
+  @cfield.i64() start = 0n;
+  /** 0: to the end of the file, and beyond. */
+  @cfield.i64() len = 0n;
+  @cfield.i32() pid = 0;
+}
