@@ -60,7 +60,7 @@ const sendUsr1 = (w: Workload): Promise<void> => {
   return Promise.resolve();
 };
 
-const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig'];
+const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig', 'setown-parent'];
 
 const CASES: Case[] = [
   { name: 'static' },
@@ -82,6 +82,7 @@ const CASES: Case[] = [
   { name: 'ghost', label: 'ghost <dir>', args: (dir) => [dir] },
   { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
+  { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -115,6 +116,7 @@ const TAMPERABLE: Case[] = [
   { name: 'files' },
   { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
+  { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
