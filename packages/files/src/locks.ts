@@ -103,8 +103,8 @@ export function findLocks(task: CheckpointTask, files: OpenFile[]): { locks: Fil
       if (e.waiter) continue; // a request the process is blocked in: it asks again when it runs
       if (!(KINDS as readonly string[]).includes(e.kind)) refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`}, which cptrst cannot take again`);
       const kind = e.kind as LockKind;
-      if (e.access !== 'READ' && e.access !== 'WRITE') refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[kind]} in state ${e.access} ${e.mode}`);
       if (kind === 'LEASE' && e.mode !== 'ACTIVE') refuse(task.pid, objectOf(f), `its lease is being broken (${e.mode}): another process opened the file`);
+      if (e.access !== 'READ' && e.access !== 'WRITE') refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[kind]} in state ${e.access} ${e.mode}`);
       if (kind === 'POSIX' && e.pid !== task.pid) refuse(task.pid, objectOf(f), `a POSIX lock on it is held by process ${e.pid}`);
       const img = new FileLockImage();
       img.kind = kind;

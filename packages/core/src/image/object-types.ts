@@ -38,7 +38,7 @@ const OWN: Record<string, string> = {
   REGS: '@cptrst/arch-x86', XSTATE: '@cptrst/arch-x86', DEBUGREGS: '@cptrst/arch-x86',
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',
   POSIX_TIMER: '@cptrst/task', FILE_LOCK: '@cptrst/files', FD_OWNER: '@cptrst/files',
-  SYSV_SHM: '@cptrst/ipc', SYSV_SEM: '@cptrst/ipc', SYSV_MSG: '@cptrst/ipc',
+  SYSV_SHM: '@cptrst/mm',
 };
 
 /**

@@ -45,12 +45,8 @@ export enum ObjectType {
   FILE_LOCK = 221,
   /** The signal-driven I/O owner and signal of an open file description (F_SETOWN, F_SETSIG). */
   FD_OWNER = 222,
-  /** A SysV shared memory segment, with its contents. */
+  /** The SysV shared memory segment of an attached area (its contents are the area's pages). */
   SYSV_SHM = 223,
-  /** A SysV semaphore set, with its values. */
-  SYSV_SEM = 224,
-  /** A SysV message queue, with its messages. */
-  SYSV_MSG = 225,
 }
 
 /**

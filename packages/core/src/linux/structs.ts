@@ -302,3 +302,15 @@ export class Flock {
   @cfield.i64() len = 0n;
   @cfield.i32() pid = 0;
 }
+
+/** struct shmid64_ds (shmctl IPC_STAT / IPC_SET), its ipc64_perm members by name. */
+@cstruct('shmid64_ds', { size: 112 })
+export class ShmidDs {
+  @cfield.i32() key = 0;
+  @cfield.u32() uid = 0;
+  @cfield.u32() gid = 0;
+  @cfield.u32() cuid = 0;
+  @cfield.u32() cgid = 0;
+  @cfield.u16() mode = 0;
+  @cfield.u64({ offset: 48 }) segsz = 0n;
+}
