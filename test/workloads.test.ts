@@ -83,6 +83,7 @@ const CASES: Case[] = [
   { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
+  { name: 'sysvshm' },
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -117,6 +118,7 @@ const TAMPERABLE: Case[] = [
   { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
+  { name: 'sysvshm' },
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
