@@ -115,7 +115,7 @@ describe('C struct layouts', () => {
     { cls: Itimerval, tu: 'libc', ctype: 'struct itimerval', fields: { interval: 'it_interval', value: 'it_value' } },
     { cls: Flock, tu: 'libc', ctype: 'struct flock', fields: { type: 'l_type', whence: 'l_whence', start: 'l_start', len: 'l_len', pid: 'l_pid' } },
     { cls: Itimerspec, tu: 'libc', ctype: 'struct itimerspec', fields: { interval: 'it_interval', value: 'it_value' } },
-    { cls: Sigevent, tu: 'libc', ctype: 'struct sigevent', fields: { value: 'sigev_value', signo: 'sigev_signo', notify: 'sigev_notify', tid: 'sigev_notify_thread_id' } },
+    { cls: Sigevent, tu: 'libc', ctype: 'struct sigevent', fields: { value: 'sigev_value', signo: 'sigev_signo', notify: 'sigev_notify', tid: '_sigev_un._tid' } },
     {
       cls: Siginfo, tu: 'libc', ctype: 'siginfo_t',
       fields: { signo: 'si_signo', errno: 'si_errno', code: 'si_code', pid: 'si_pid', uid: 'si_uid', status: 'si_status', addr: 'si_addr', value: 'si_value' },
