@@ -88,4 +88,14 @@ describe('file locks', function () {
     await trigger(w);
     await expectPass(w);
   });
+
+  it('a checkpoint that fails once everything was read (ENOSPC on /dev/full) leaves the process running: its locks, lease and owner are as they were', async () => {
+    const w = await startWorkload('locks', [makeTempDir('locks')]);
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/full']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/ENOSPC/);
+    expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
 });

@@ -111,4 +111,15 @@ describe('SysV shared memory', function () {
     const now = linux.readSysvShm().find((s) => s.id === left.id)!;
     expect(now.nattch).to.equal(0);
   });
+
+  it('a checkpoint that fails once everything was read (ENOSPC on /dev/full) leaves the process running: its segments are as they were', async () => {
+    const w = await startWorkload('sysvshm');
+    ids = attachedIds(w.pid);
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/full']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/ENOSPC/);
+    expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
 });

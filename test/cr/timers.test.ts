@@ -94,4 +94,14 @@ describe('POSIX timers', function () {
       expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind after a bad image`).to.equal(true);
     });
   }
+
+  it('a checkpoint that fails once everything was read (ENOSPC on /dev/full) leaves the process running: its timers (times, queued signals) are as they were', async () => {
+    const w = await startWorkload('ptimers');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/full']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/ENOSPC/);
+    expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
 });
