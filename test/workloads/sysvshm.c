@@ -2,7 +2,8 @@
  * sysvshm <trigger>: SysV shared memory segments attached by the process keep their ids, keys,
  * sizes, modes and contents:
  *   A  a private segment (IPC_PRIVATE), 3 pages + 100 bytes, mode 0600, attached twice (read-write,
- *      and read-only elsewhere): a write through one shows through the other;
+ *      its first page then made read-only with mprotect, and read-only elsewhere): a write
+ *      through one shows through the other;
  *   B  a keyed segment (key from the pid), 64 KiB, mode 0640, attached read-write, then removed
  *      (IPC_RMID) while attached: still usable, gone once detached.
  * After the trigger: the areas where they were, IPC_STAT (key, size, mode, owner, attachments,
@@ -14,6 +15,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/ipc.h>
+#include <sys/mman.h>
 #include <sys/shm.h>
 
 #define A_SIZE (3 * 4096 + 100)
@@ -43,6 +45,8 @@ int main(int argc, char **argv)
     wl_fill_pattern(bp, B_SIZE, 22);
     if (shmctl(b, IPC_RMID, NULL) != 0)
         wl_fail("IPC_RMID: %s", strerror(errno));
+    if (mprotect((void *)a1, 4096, PROT_READ) != 0)
+        wl_fail("mprotect: %s", strerror(errno));
 
     wl_ready();
     while (!wl_triggered())
@@ -52,7 +56,7 @@ int main(int argc, char **argv)
         bp[B_SIZE / 2] ^= 1;
     struct shmid_ds ds;
     WL_CHECK(shmctl(a, IPC_STAT, &ds) == 0 && ds.shm_perm.__key == IPC_PRIVATE && ds.shm_segsz == A_SIZE &&
-                 (ds.shm_perm.mode & 0777) == 0600 && ds.shm_perm.uid == getuid() && ds.shm_nattch == 2,
+                 (ds.shm_perm.mode & 0777) == 0600 && ds.shm_perm.uid == getuid() && ds.shm_nattch == 3,
              "A: IPC_STAT key %d size %zu mode %o nattch %lu", ds.shm_perm.__key, ds.shm_segsz, ds.shm_perm.mode, (unsigned long)ds.shm_nattch);
     WL_CHECK(shmctl(b, IPC_STAT, &ds) == 0 && ds.shm_segsz == B_SIZE && (ds.shm_perm.mode & 0777) == 0640 &&
                  (ds.shm_perm.mode & SHM_DEST) != 0 && ds.shm_nattch == 1,
@@ -64,12 +68,15 @@ int main(int argc, char **argv)
     a1[5000] ^= 0xff;
     WL_CHECK(a2[5000] == (uint8_t)(wl_pat8(21, 5000) ^ 0xff), "A: a write through one area is not seen through the other");
     signal(SIGSEGV, on_segv);
-    int faulted = 0;
-    if (sigsetjmp(jb, 1) == 0)
-        a2[0] = 1;
-    else
-        faulted = 1;
-    WL_CHECK(faulted, "A's read-only area took a write");
+    volatile uint8_t *ro[2] = {a2, a1}; /* the read-only attachment, and the read-only first page of the other */
+    for (int i = 0; i < 2; i++) {
+        int faulted = 0;
+        if (sigsetjmp(jb, 1) == 0)
+            ro[i][0] = 1;
+        else
+            faulted = 1;
+        WL_CHECK(faulted, "A's read-only %s took a write", i == 0 ? "attachment" : "first page");
+    }
     shmdt((void *)bp);
     WL_CHECK(shmctl(b, IPC_STAT, &ds) != 0, "B still exists after its last detach");
     shmdt((void *)a1);

@@ -7,7 +7,9 @@
  * A segment belongs to the IPC namespace, not to the process, and cptrst's namespace is shared
  * with everyone. So:
  * - checkpoint refuses a segment that another process has attached too (its contents are not
- *   the process's alone), one attached only in part, and huge-page segments;
+ *   the process's alone), one attached only in part (an attachment split by mprotect is fine),
+ *   one the process attached only read-only (its contents are written back through a writable
+ *   attachment, and a read-only one must not become writable), and huge-page segments;
  * - restart makes the segment again with its id and key only where both are free (the id chosen
  *   through /proc/sys/kernel/shm_next_id, the key with IPC_EXCL), or takes back the very segment
  *   the process left: same id, key, size and creator, attached by nobody, last detached by the
@@ -24,7 +26,7 @@ import {
 import { VmaEntry, VmaImage, VmaKindHandler, describeVma, LOCK_FLAGS } from './vma';
 import { applyVmFlags } from './madvise';
 
-const { PROT } = linux;
+const { PROT, SYS } = linux;
 const shmctl = (): number => linux.syscallNumber('shmctl');
 
 @objectType(ObjectType.SYSV_SHM, 'sysv-shm', { parents: [ObjectType.VMA] })
@@ -62,6 +64,8 @@ function segmentOf(task: CheckpointTask, v: VmaEntry): linux.SysvShm {
 
 /** Segments made or taken back at this restart, by id. */
 const SEGMENTS = new StateKey<Set<number>>('mm.sysv-shm.segments');
+/** Attachments made at this restart, by address: the segment and where the attachment ends. */
+const ATTACHED = new StateKey<Map<bigint, { id: number; end: bigint }>>('mm.sysv-shm.attached');
 
 export class SysvShmVma implements VmaKindHandler {
   readonly kind = 'sysv-shm';
@@ -76,16 +80,28 @@ export class SysvShmVma implements VmaKindHandler {
   describe(task: CheckpointTask, v: VmaEntry): void {
     if (v.vmFlags.includes('ht')) refuse(task.pid, describeVma(v), 'huge-page SysV shared memory is not supported');
     const seg = segmentOf(task, v);
-    if (v.offset !== 0n || v.end - v.start !== pageUp(seg.size)) refuse(task.pid, describeVma(v), `only part of SysV segment ${seg.id} is attached here (split by munmap or mremap); not supported`);
-    const mine = linux.readSmaps(task.pid).filter((x) => x.inode === v.inode && keyOf(x.path) !== undefined).length;
-    if (seg.nattch > mine) refuse(task.pid, describeVma(v), `SysV segment ${seg.id} is attached by another process too (${seg.nattch} attachments, ${mine} of them the process's); its contents are not the process's alone`);
+    const mine = linux.readSmaps(task.pid).filter((x) => x.inode === v.inode && keyOf(x.path) !== undefined);
+    // One attachment may show as several areas (mprotect of a part): together they must cover
+    // the whole segment from the attach address, or a part of it was unmapped or moved.
+    const base = v.start - v.offset;
+    const pieces = mine.filter((x) => x.start - x.offset === base).sort((a, b) => (a.start < b.start ? -1 : 1));
+    let at = base;
+    for (const x of pieces) {
+      if (x.start !== at) break;
+      at = x.end;
+    }
+    if (at !== base + pageUp(seg.size)) refuse(task.pid, describeVma(v), `only part of SysV segment ${seg.id} is attached here (split by munmap or mremap); not supported`);
+    if (seg.nattch > mine.length) refuse(task.pid, describeVma(v), `SysV segment ${seg.id} is attached by another process too (${seg.nattch} attachments, ${mine.length} of them the process's); its contents are not the process's alone`);
+    // Contents are written back through a writable attachment: a read-only one stores none.
+    if (!mine.some((x) => x.vmFlags.includes('mw'))) refuse(task.pid, describeVma(v), `SysV segment ${seg.id} is attached only read-only; its contents could not be written back`);
   }
 
   acceptsVmFlag(flag: string): boolean {
     return SHM_FLAGS.has(flag);
   }
-  storesPages(): boolean {
-    return true;
+  /** Only a writable attachment (VM_MAYWRITE: attached without SHM_RDONLY) carries the contents. */
+  storesPages(img: VmaImage): boolean {
+    return img.vmFlags.includes('mw');
   }
   storesPage(pm: bigint): boolean {
     return (pm & (linux.PAGEMAP.PRESENT | linux.PAGEMAP.SWAPPED)) !== 0n;
@@ -111,20 +127,33 @@ export class SysvShmVma implements VmaKindHandler {
     if (list.length !== 1) throw new CptError('EBADIMG', `${list.length} segment records for one area`, { pid: task.pid, object });
     const r = list[0];
     const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object });
-    if (r.id < 0 || r.size <= 0n || pageUp(r.size) !== img.end - img.start || img.pgoff !== 0n || (r.mode & ~0o777) !== 0) throw bad(`SysV segment ${r.id}: id, size or mode out of range`);
+    const size = pageUp(r.size);
+    if (r.id < 0 || r.size <= 0n || img.pgoff + (img.end - img.start) > size || (r.mode & ~0o777) !== 0) throw bad(`SysV segment ${r.id}: id, size or mode out of range`);
     if (!ctx.imageTrusted) {
       throw new CptError('EPERM', `SysV shared memory is restored only from an image root wrote (segment ${r.id})`, { pid: task.pid, object });
     }
     const t = task.tracee!;
-    const made = task.state.ensure(SEGMENTS, () => new Set<number>());
-    if (!made.has(r.id)) {
-      this.segment(task, r, object);
-      made.add(r.id);
+    const base = img.start - img.pgoff;
+    const attached = task.state.ensure(ATTACHED, () => new Map<bigint, { id: number; end: bigint }>());
+    if (img.pgoff === 0n) {
+      const made = task.state.ensure(SEGMENTS, () => new Set<number>());
+      if (!made.has(r.id)) {
+        this.segment(task, r, object);
+        made.add(r.id);
+      }
+      // The whole segment, as it was attached: writable (VM_MAYWRITE) or not, executable or not.
+      const flags = (img.vmFlags.includes('mw') ? 0 : linux.SHM_RDONLY) | (img.prot & PROT.EXEC ? linux.SHM_EXEC : 0);
+      const at = t.syscallOk(linux.syscallNumber('shmat'), [r.id, base, flags], `shmat(${r.id}) at ${base.toString(16)}`);
+      if (at !== base) throw new CptError('EFAULT', `shmat(${r.id}) landed at 0x${at.toString(16)}`, { pid: task.pid, object });
+      attached.set(base, { id: r.id, end: base + size });
+      if (r.removed) t.syscallOk(shmctl(), [r.id, linux.IPC.RMID, 0], `shmctl(${r.id}, IPC_RMID)`);
+    } else {
+      // A later piece of an attachment whose first piece made it.
+      const a = attached.get(base);
+      if (!a || a.id !== r.id || img.end > a.end) throw bad(`a piece of SysV segment ${r.id} at offset ${img.pgoff} with no attachment at 0x${base.toString(16)}`);
     }
-    const flags = (img.prot & PROT.WRITE || writable ? 0 : linux.SHM_RDONLY) | (img.prot & PROT.EXEC ? linux.SHM_EXEC : 0);
-    const at = t.syscallOk(linux.syscallNumber('shmat'), [r.id, img.start, flags], `shmat(${r.id}) at ${img.start.toString(16)}`);
-    if (at !== img.start) throw new CptError('EFAULT', `shmat(${r.id}) landed at 0x${at.toString(16)}`, { pid: task.pid, object });
-    if (r.removed) t.syscallOk(shmctl(), [r.id, linux.IPC.RMID, 0], `shmctl(${r.id}, IPC_RMID)`);
+    // Each piece its own protection (mm restores it after the pages when it is mapped writable for them).
+    t.syscallOk(SYS.mprotect, [img.start, img.end - img.start, img.prot | (writable ? PROT.WRITE : 0)], `mprotect of ${object}`);
     applyVmFlags(task, img);
   }
 
