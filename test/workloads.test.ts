@@ -84,6 +84,7 @@ const CASES: Case[] = [
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
   { name: 'sysvshm' },
+  { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -119,6 +120,7 @@ const TAMPERABLE: Case[] = [
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
   { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
   { name: 'sysvshm' },
+  { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },

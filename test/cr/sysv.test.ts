@@ -1,6 +1,7 @@
 /**
  * SysV shared memory attached by the process: segments come back with their ids, keys, modes and
- * contents; a segment someone else uses is never taken over, at checkpoint or at restart.
+ * contents; a segment someone else uses is never taken over, at checkpoint or at restart. A
+ * process that used SEM_UNDO is refused.
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -119,6 +120,18 @@ describe('SysV shared memory', function () {
     const r = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/full']);
     expect(r.code).to.equal(1);
     expect(r.stderr).to.match(/ENOSPC/);
+    expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  it('refuses a process that used SEM_UNDO, naming it; the process runs on', async () => {
+    const w = await startWorkload('semundo', ['undo']);
+    const img = path.join(w.dir, 'image.cpt');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, SysV semaphore undo list: the process has used SEM_UNDO`));
+    expect(fs.existsSync(img)).to.equal(false);
     expect((await procState(w.pid))?.tracerPid).to.equal(0);
     await trigger(w);
     await expectPass(w);

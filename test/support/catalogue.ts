@@ -42,6 +42,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'ptimers', kind: 'c', source: 'ptimers.c', checks: 'POSIX timers: ids with holes, clocks (monotonic, realtime, boottime, process and thread CPU), notifications (signal with value, thread, none), intervals, time left, signals queued at checkpoint delivered once' },
   { name: 'locks', kind: 'c', source: 'locks.c', checks: 'flock (exclusive through a dup, shared), POSIX record locks (write and read ranges, to EOF) seen from two descriptions, OFD locks, a read lease, F_SETOWN_EX and F_SETSIG: probed from other descriptions by a child after the trigger' },
   { name: 'sysvshm', kind: 'c', source: 'sysvshm.c', checks: 'SysV shared memory: a private segment attached twice (read-write and read-only) and a keyed one removed while attached: ids, keys, sizes, modes, owner, attachments, contents, sharing between the two areas, the read-only fault' },
+  { name: 'semundo', kind: 'c', source: 'semundo.c', checks: 'a SysV semaphore set changed by semop (with `undo`: with SEM_UNDO, which a checkpoint refuses): its values' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

@@ -1,7 +1,8 @@
 /**
  * Per-process settings with no object of their own: CPU affinity, oom_score_adj, the
  * parent-death signal, timer slack and the child-subreaper flag (TASK_MISC); and the refusals
- * of task state that cptrst cannot recreate yet: namespaces other than cptrst's own and securebits. (A disabled THP is mm's: it is saved with the MM object.)
+ * of task state that cptrst cannot recreate yet: namespaces other than cptrst's own, securebits
+ * and SysV semaphore undo state. (A disabled THP is mm's: it is saved with the MM object.)
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
@@ -38,6 +39,21 @@ function prctlGetInt(t: Tracee, option: number, what: string): number {
   return t.readMemory(at, 4).readInt32LE(0);
 }
 
+/**
+ * Whether the process has a SEM_UNDO list. The adjustments live in a per-process list that no
+ * interface shows: the kernel applies them when the process ends (--kill included) and a new
+ * process cannot be given them. kcmp only compares two lists; a fresh helper process has none
+ * (cptrst's own node process has one, though it never uses SysV semaphores itself).
+ */
+function hasSemUndo(pid: number): boolean {
+  const helper = linux.spawnSeizedHelper(0, 'the SEM_UNDO probe');
+  try {
+    return linux.kcmp(pid, helper.pid, linux.KCMP.SYSVSEM) !== 0;
+  } finally {
+    helper.kill();
+  }
+}
+
 export class MiscDump implements DumpHandler {
   readonly name = 'task.misc';
   readonly order = MISC_ORDER;
@@ -48,6 +64,9 @@ export class MiscDump implements DumpHandler {
     const t = task.tracee;
     const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]);
     if (securebits > 0n) refuse(task.pid, `securebits 0x${securebits.toString(16)}`, 'the process has securebits set (PR_SET_SECUREBITS); they are not supported yet');
+    if (hasSemUndo(task.pid)) {
+      refuse(task.pid, 'SysV semaphore undo list', 'the process has used SEM_UNDO; its semaphore adjustments cannot be read or restored (and would be applied when it ends)');
+    }
     const ours = linux.readNamespaces('self');
     const theirs = linux.readNamespaces(task.pid);
     for (const kind of linux.NS_KINDS) {
