@@ -10,8 +10,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule, linux } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, startWorkload, trigger, waitGone, waitResult,
+  Workload, buildWorkloads, cptrst, killStartedWorkloads, makeUserDir, parseResult, passLines, procState, removeUserDir, startWorkload, trigger,
+  waitGone, waitResult,
 } from '../support';
+
+const NOBODY = { uid: 65534, gid: 65534 };
 
 async function expectPass(w: Workload): Promise<void> {
   const r = parseResult(await waitResult(w, 30000));
@@ -135,5 +138,24 @@ describe('SysV shared memory', function () {
     expect((await procState(w.pid))?.tracerPid).to.equal(0);
     await trigger(w);
     await expectPass(w);
+  });
+
+  it("an image root did not write (a process of nobody's, its image given to nobody) is refused (EPERM), leaving no process", async () => {
+    const dir = makeUserDir('sysvshm');
+    try {
+      const w = await startWorkload('sysvshm', ['--as', `${NOBODY.uid}:${NOBODY.gid}`], { dir, asUser: NOBODY });
+      ids = attachedIds(w.pid);
+      const img = path.join(dir, 'image.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code).to.equal(1);
+      expect(rs.stderr, rs.stderr).to.match(new RegExp(`^cptrst: EPERM: pid ${w.pid}, vma .*: SysV shared memory is restored only from an image root wrote`));
+      expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+    } finally {
+      removeUserDir(dir);
+    }
   });
 });

@@ -1,5 +1,5 @@
 /*
- * sysvshm <trigger>: SysV shared memory segments attached by the process keep their ids, keys,
+ * sysvshm <trigger> [--as UID:GID]: SysV shared memory segments attached by the process keep their ids, keys,
  * sizes, modes and contents:
  *   A  a private segment (IPC_PRIVATE), 3 pages + 100 bytes, mode 0600, attached twice (read-write,
  *      its first page then made read-only with mprotect, and read-only elsewhere): a write
@@ -12,6 +12,7 @@
  */
 #include "common.h"
 
+#include <grp.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <sys/ipc.h>
@@ -30,7 +31,14 @@ static void on_segv(int s)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger>");
+    wl_init(argc, argv, 1, "<trigger> [--as UID:GID]");
+    unsigned uid, gid;
+    if (argc > 3 && strcmp(argv[2], "--as") == 0 && sscanf(argv[3], "%u:%u", &uid, &gid) == 2) {
+        /* becomes that user first: the segments are the user's */
+        gid_t g[1] = {gid};
+        if (setgroups(1, g) != 0 || setresgid(gid, gid, gid) != 0 || setresuid(uid, uid, uid) != 0)
+            wl_fail("becoming %u:%u: %s", uid, gid, strerror(errno));
+    }
     key_t bkey = (key_t)(0x5c000000 | (getpid() & 0xffffff));
     int a = shmget(IPC_PRIVATE, A_SIZE, IPC_CREAT | 0600);
     int b = shmget(bkey, B_SIZE, IPC_CREAT | IPC_EXCL | 0640);
