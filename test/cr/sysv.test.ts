@@ -158,4 +158,16 @@ describe('SysV shared memory', function () {
       removeUserDir(dir);
     }
   });
+
+  it('a semaphore set changed without SEM_UNDO stays in the namespace: the process restarts and finds its values', async () => {
+    const w = await startWorkload('semundo');
+    const img = path.join(w.dir, 'image.cpt');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await w.exited;
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
 });

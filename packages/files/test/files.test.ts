@@ -217,6 +217,11 @@ describe('files: open files of a real process', function () {
     expect(linux.parseLockLine('lock:\t3: POSIX  ADVISORY  READ 77 08:01:5 200 EOF')).to.deep.include({ start: 200n, end: undefined });
     expect(linux.parseLockLine('lock:\t1: LEASE  ACTIVE    READ 5 fe:00:3 0 EOF')).to.deep.include({ kind: 'LEASE', mode: 'ACTIVE', access: 'READ' });
     expect(linux.parseLockLine('pos:\t0')).to.equal(undefined);
+    const shm = '       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n' +
+      '-1828667366          3  1600                 40960 10090 10091      2  1000  1001     0     0          0 1795982300 1795982300                 40960                     0\n';
+    expect(linux.parseSysvShm(shm)).to.deep.equal([{ key: -1828667366, id: 3, mode: 0o1600, size: 40960n, cpid: 10090, lpid: 10091, nattch: 2, uid: 1000, gid: 1001, cuid: 0, cgid: 0 }]);
+    expect(linux.parseSysvSem('       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n 486596686          6   777         10     0     0     0     0          0 1795993565\n'))
+      .to.deep.equal([{ key: 486596686, id: 6, nsems: 10 }]);
     expect(linux.parseLockLine('')).to.equal(undefined);
   });
 

@@ -40,12 +40,19 @@ function prctlGetInt(t: Tracee, option: number, what: string): number {
 }
 
 /**
- * Whether the process has a SEM_UNDO list. The adjustments live in a per-process list that no
+ * Whether the process may hold SEM_UNDO adjustments. They live in a per-process list that no
  * interface shows: the kernel applies them when the process ends (--kill included) and a new
- * process cannot be given them. kcmp only compares two lists; a fresh helper process has none
- * (cptrst's own node process has one, though it never uses SysV semaphores itself).
+ * process cannot be given them. Two facts together say it: a semaphore that the process was the
+ * last to change (GETPID), and an undo list (kcmp KCMP_SYSVSEM against a fresh helper, which has
+ * none; making a thread also gives a process an empty list, which is why the semaphores come first).
  */
-function hasSemUndo(pid: number): boolean {
+function mayHoldSemUndo(pid: number): boolean {
+  const semctl = linux.syscallNumber('semctl');
+  const touched = linux.readSysvSem().some((set) => {
+    for (let i = 0; i < set.nsems; i++) if (linux.rawSyscall(semctl, set.id, i, linux.SEM.GETPID, 0) === BigInt(pid)) return true;
+    return false;
+  });
+  if (!touched) return false;
   const helper = linux.spawnSeizedHelper(0, 'the SEM_UNDO probe');
   try {
     return linux.kcmp(pid, helper.pid, linux.KCMP.SYSVSEM) !== 0;
@@ -64,8 +71,8 @@ export class MiscDump implements DumpHandler {
     const t = task.tracee;
     const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]);
     if (securebits > 0n) refuse(task.pid, `securebits 0x${securebits.toString(16)}`, 'the process has securebits set (PR_SET_SECUREBITS); they are not supported yet');
-    if (hasSemUndo(task.pid)) {
-      refuse(task.pid, 'SysV semaphore undo list', 'the process has used SEM_UNDO; its semaphore adjustments cannot be read or restored (and would be applied when it ends)');
+    if (mayHoldSemUndo(task.pid)) {
+      refuse(task.pid, 'SysV semaphore undo list', 'the process has used SEM_UNDO (it changed a semaphore last, and has an undo list); its semaphore adjustments cannot be read or restored (and would be applied when it ends)');
     }
     const ours = linux.readNamespaces('self');
     const theirs = linux.readNamespaces(task.pid);

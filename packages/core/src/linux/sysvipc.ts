@@ -57,3 +57,28 @@ export function setIpcNextId(kind: 'shm' | 'sem' | 'msg', id: number): void {
     throw new CptError(code, `writing /proc/sys/kernel/${kind}_next_id: ${(e as Error).message}`, { object: `sysv ${kind} ${id}` });
   }
 }
+
+/** One semaphore set of /proc/sysvipc/sem. */
+export interface SysvSem {
+  key: number;
+  id: number;
+  nsems: number;
+}
+
+/** Parses /proc/sysvipc/sem (a header line, then one set a line). */
+export function parseSysvSem(text: string): SysvSem[] {
+  const out: SysvSem[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 4) continue;
+    out.push({ key: Number(f[0]), id: Number(f[1]), nsems: Number(f[3]) });
+  }
+  return out;
+}
+
+export function readSysvSem(): SysvSem[] {
+  return parseSysvSem(fs.readFileSync('/proc/sysvipc/sem', 'utf8'));
+}
+
+/** semctl commands. */
+export const SEM = Object.freeze({ GETPID: 11 } as const);
