@@ -60,7 +60,7 @@ const sendUsr1 = (w: Workload): Promise<void> => {
   return Promise.resolve();
 };
 
-const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig'];
+const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig', 'setown-parent'];
 
 const CASES: Case[] = [
   { name: 'static' },
@@ -76,11 +76,15 @@ const CASES: Case[] = [
   { name: 'settings' },
   { name: 'settings', label: 'settings --as 65534:65534', args: () => ['--as', '65534:65534'], nobody: true },
   { name: 'itimers' },
+  { name: 'ptimers' },
   { name: 'signals' },
   { name: 'files' },
   { name: 'ghost', label: 'ghost <dir>', args: (dir) => [dir] },
   { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
+  { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
+  { name: 'sysvshm' },
+  { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -114,10 +118,14 @@ const TAMPERABLE: Case[] = [
   { name: 'task', label: 'task <dir> --nobody', args: (dir) => [taskDir(dir), '--nobody'], nobody: true },
   { name: 'settings' },
   { name: 'itimers' },
+  { name: 'ptimers' },
   { name: 'signals' },
   { name: 'files' },
   { name: 'ghost', label: 'ghost <dir> sparse', args: (dir) => [dir, 'sparse'] },
   ...FDSTATE_MODES.map((m): Case => ({ name: 'fdstate', label: `fdstate <dir> ${m}`, args: (dir) => [dir, m] })),
+  { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
+  { name: 'sysvshm' },
+  { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },

@@ -1,6 +1,7 @@
 /**
  * The task's own state: per-process settings (affinity, oom_score_adj, parent-death signal,
- * timer slack, subreaper), interval timers, the refusals (POSIX timers, foreign namespaces),
+ * timer slack, subreaper), interval timers, the refusals (a POSIX timer on another process's
+ * clock, foreign namespaces),
  * and images not owned by root: restored with the owner's rights, never more.
  */
 import 'reflect-metadata';
@@ -139,12 +140,12 @@ describe('task state', function () {
     await expectPass(w);
   });
 
-  it('refuses a process with a POSIX timer at checkpoint, naming it; the process runs on', async () => {
+  it("refuses a POSIX timer on another process's CPU clock at checkpoint, naming it; the process runs on", async () => {
     const w = await startWorkload('itimers', ['--posix-timer']);
     const img = path.join(w.dir, 'image.cpt');
     const r = await cptrst(['checkpoint', String(w.pid), '-o', img]);
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, posix timer \\d+ .*POSIX timer`));
+    expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, posix timer \\d+ \\(clock -\\d+, .*: it counts the CPU time of process \\d+, another process; such a timer is not supported\n`));
     expect(fs.existsSync(img)).to.equal(false);
     expect((await procState(w.pid))?.tracerPid).to.equal(0);
     await trigger(w);

@@ -44,6 +44,10 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'inotify', kind: 'c', source: 'inotify.c', checks: 'inotify watches: descriptors (a gap), masks, paths (a hard link), events after restart, the next descriptor' },
   { name: 'threadchurn', kind: 'c', source: 'threadchurn.c', cflags: ['-pthread'], checks: 'threads made and ended all the time, four workers with their own names and masks on a mutex, a condition variable waiter: all carry on, untraced, after a refused checkpoint' },
   { name: 'threads.py', kind: 'python', source: 'threads.py', checks: 'python3 with N threads (default 100) on a condition variable: each alive and still woken, its name, thread-local value and comm its own, none traced' },
+  { name: 'ptimers', kind: 'c', source: 'ptimers.c', checks: 'POSIX timers: ids with holes, clocks (monotonic, realtime, boottime, process and thread CPU), notifications (signal with value, thread, none), intervals, time left, signals queued at checkpoint delivered once' },
+  { name: 'locks', kind: 'c', source: 'locks.c', checks: 'flock (exclusive through a dup, shared), POSIX record locks (write and read ranges, to EOF) seen from two descriptions, OFD locks, a read lease, F_SETOWN_EX and F_SETSIG: probed from other descriptions by a child after the trigger' },
+  { name: 'sysvshm', kind: 'c', source: 'sysvshm.c', checks: 'SysV shared memory: a private segment attached twice (read-write and read-only) and a keyed one removed while attached: ids, keys, sizes, modes, owner, attachments, contents, sharing between the two areas, the read-only fault' },
+  { name: 'semundo', kind: 'c', source: 'semundo.c', checks: 'a SysV semaphore set changed by semop (with `undo`: with SEM_UNDO, which a checkpoint refuses): its values' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

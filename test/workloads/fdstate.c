@@ -1,6 +1,6 @@
 /*
- * fdstate <trigger> <dir> memfd|flock|posix|ofd|lease|setown|setsig: fd 20 carries state that a
- * checkpoint must refuse rather than lose:
+ * fdstate <trigger> <dir> memfd|flock|posix|ofd|lease|setown|setsig|setown-parent: fd 20 carries
+ * state that a checkpoint must keep, or refuse rather than lose:
  *   memfd   a memfd with 13 bytes in it
  *   flock   <dir>/locked with an exclusive flock()
  *   posix   <dir>/locked with a POSIX write lock (F_SETLK) on the whole file
@@ -8,6 +8,7 @@
  *   lease   <dir>/locked opened O_RDONLY with a read lease (F_SETLEASE)
  *   setown  <dir>/locked with F_SETOWN to itself and O_ASYNC
  *   setsig  <dir>/locked with F_SETSIG SIGUSR1
+ *   setown-parent <dir>/locked with F_SETOWN to its parent (another process: refused)
  * Checks after the trigger that the state is still there: the memfd's contents; the lock in
  * /proc/self/fdinfo/20 and refused to another open file description (F_OFD_GETLK); the lease
  * (F_GETLEASE); the owner (F_GETOWN) or signal (F_GETSIG). CPT_TAMPER=1 drops it first.
@@ -52,7 +53,7 @@ static int locked_for_others(void)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 3, "<trigger> <dir> memfd|flock|posix|ofd|lease|setown|setsig");
+    wl_init(argc, argv, 3, "<trigger> <dir> memfd|flock|posix|ofd|lease|setown|setsig|setown-parent");
     mode = argv[3];
     snprintf(path, sizeof path, "%s/locked", argv[2]);
     int fd;
@@ -82,6 +83,8 @@ int main(int argc, char **argv)
         r = fcntl(20, F_SETOWN, getpid());
     else if (strcmp(mode, "setsig") == 0)
         r = fcntl(20, F_SETSIG, SIGUSR1);
+    else if (strcmp(mode, "setown-parent") == 0)
+        r = fcntl(20, F_SETOWN, getppid());
     else if (strcmp(mode, "memfd") != 0)
         wl_fail("unknown mode %s", mode);
     if (r != 0)
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
             fcntl(20, strcmp(mode, "ofd") == 0 ? F_OFD_SETLK : F_SETLK, &un);
         } else if (strcmp(mode, "lease") == 0)
             fcntl(20, F_SETLEASE, F_UNLCK);
-        else if (strcmp(mode, "setown") == 0)
+        else if (strcmp(mode, "setown") == 0 || strcmp(mode, "setown-parent") == 0)
             fcntl(20, F_SETOWN, 0);
         else if (strcmp(mode, "setsig") == 0)
             fcntl(20, F_SETSIG, 0);
@@ -117,6 +120,8 @@ int main(int argc, char **argv)
         WL_CHECK(fcntl(20, F_GETLEASE) == F_RDLCK, "lease is %d, not a read lease", fcntl(20, F_GETLEASE));
     } else if (strcmp(mode, "setown") == 0) {
         WL_CHECK(fcntl(20, F_GETOWN) == getpid(), "owner %d, not %d", fcntl(20, F_GETOWN), (int)getpid());
+    } else if (strcmp(mode, "setown-parent") == 0) {
+        WL_CHECK(fcntl(20, F_GETOWN) == getppid(), "owner %d, not the parent %d", fcntl(20, F_GETOWN), (int)getppid());
     } else if (strcmp(mode, "setsig") == 0) {
         WL_CHECK(fcntl(20, F_GETSIG) == SIGUSR1, "F_GETSIG %d", fcntl(20, F_GETSIG));
     }

@@ -8,8 +8,9 @@ import { CptError } from '../src/errors';
 import { LayoutClass } from '../src/image/layout';
 import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 import {
-  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, EpollEvent, FOwnerEx, FileHandleHead, Itimerspec, Itimerval, KcmpEpollSlot, KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs,
-  KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Siginfo, StackT, Timespec, Timeval,
+  AuxvEntry, CapUserData, CapUserHeader, CloneArgs, EpollEvent, FOwnerEx, FileHandleHead, Flock, Itimerspec, Itimerval, KcmpEpollSlot,
+  KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs, KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Sigevent,
+  Siginfo, StackT, Timespec, Timeval,
 } from '../src/linux/structs';
 
 @cstruct('test_inner')
@@ -113,6 +114,9 @@ describe('C struct layouts', () => {
     { cls: Timespec, tu: 'libc', ctype: 'struct timespec', fields: { sec: 'tv_sec', nsec: 'tv_nsec' } },
     { cls: Timeval, tu: 'libc', ctype: 'struct timeval', fields: { sec: 'tv_sec', usec: 'tv_usec' } },
     { cls: Itimerval, tu: 'libc', ctype: 'struct itimerval', fields: { interval: 'it_interval', value: 'it_value' } },
+    { cls: Flock, tu: 'libc', ctype: 'struct flock', fields: { type: 'l_type', whence: 'l_whence', start: 'l_start', len: 'l_len', pid: 'l_pid' } },
+    { cls: Itimerspec, tu: 'libc', ctype: 'struct itimerspec', fields: { interval: 'it_interval', value: 'it_value' } },
+    { cls: Sigevent, tu: 'libc', ctype: 'struct sigevent', fields: { value: 'sigev_value', signo: 'sigev_signo', notify: 'sigev_notify', tid: '_sigev_un._tid' } },
     {
       cls: Siginfo, tu: 'libc', ctype: 'siginfo_t',
       fields: { signo: 'si_signo', errno: 'si_errno', code: 'si_code', pid: 'si_pid', uid: 'si_uid', status: 'si_status', addr: 'si_addr', value: 'si_value' },
@@ -164,7 +168,7 @@ describe('C struct layouts', () => {
     },
   ];
   const HEADERS = {
-    libc: ['_GNU_SOURCE', 'signal.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h', 'time.h', 'sys/epoll.h'],
+    libc: ['_GNU_SOURCE', 'signal.h', 'time.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h', 'sys/epoll.h'],
     uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h', 'linux/kcmp.h'],
   };
 

@@ -1,7 +1,7 @@
 /**
  * @cptrst/files: the fd table, open files by kind (regular, deleted regular, character device,
  * directory), the event files (eventfd, epoll, signalfd, timerfd, inotify), cwd, root and umask;
- * file locks, leases and I/O owners are refused. Other kinds (pipes, sockets...) are refused until
+ * file locks, leases and I/O owners (locks.ts). Other kinds (pipes, sockets...) are refused until
  * a handler for them is registered under Tokens.FileKind.
  */
 import { DependencyContainer } from 'tsyringe';
@@ -15,7 +15,7 @@ import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
 import { finishGhosts } from './ghost';
-import { refuseLocks, refuseOwners } from './locks';
+import { LocksDump, LocksRestore } from './locks';
 import { EventfdKind } from './eventfd';
 import { EpollKind } from './epoll';
 import { SignalfdKind } from './signalfd';
@@ -45,8 +45,6 @@ export class FilesDump implements DumpHandler {
     fsCheck(task);
     const files = openFiles(task);
     for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
-    refuseLocks(task, files);
-    refuseOwners(task, files);
     task.state.set(OPEN_FILES, files); // the task is frozen: dump uses the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
@@ -84,4 +82,6 @@ export function register(c: DependencyContainer): void {
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
+  provide(c, Tokens.DumpHandler, new LocksDump());
+  provide(c, Tokens.RestoreHandler, new LocksRestore());
 }

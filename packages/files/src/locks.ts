@@ -1,13 +1,59 @@
 /**
- * State of open files that restart does not rebuild yet, refused at checkpoint (deny by default)
- * rather than dropped without a word: file locks (flock, POSIX, OFD) and leases that the process
- * holds, and signal-driven I/O owners (F_SETOWN / F_SETOWN_EX) and signals (F_SETSIG).
+ * File locks, leases and signal-driven I/O owners of the open files.
+ *
+ * - flock() locks, open file description (OFD) locks and leases belong to the open file
+ *   description; POSIX record locks belong to the process. The `lock:` lines of each fd's fdinfo
+ *   show both (a POSIX lock on every fd of the locked inode). Each is recorded once, with an fd
+ *   number that reaches it (FILE_LOCK), and taken again at restart by the task itself, through
+ *   that fd, without waiting: a conflicting lock that someone else took in the meantime makes the
+ *   restart fail (EAGAIN, naming the lock) rather than wait or take it over.
+ * - The owner of a description's I/O signals (F_SETOWN_EX) and the signal (F_SETSIG) are
+ *   recorded per description (FD_OWNER) and set again through its fd. Only the process itself
+ *   (or its thread, or its own process group) can be the owner: another process may not exist,
+ *   or be someone else, after a restart.
+ *
+ * Locks are taken last, in the finish hook after the files' own: a POSIX lock goes when the
+ * process closes any fd of the inode, which the files restore does with its temporary fds.
  */
 import * as fs from 'fs';
-import { CheckpointTask, decodeStruct, linux, refuse, sameFile, sizeOfStruct } from '@cptrst/core';
+import {
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
+  StateKey, Tracee, decodeStruct, encodeStruct, i32, i64, linux, objectType, refuse, sameFile, sizeOfStruct, str, u32,
+} from '@cptrst/core';
 import { OpenFile } from './kinds';
+import { openFiles } from './file';
+import { FILES_ORDER, FS_KEY } from './fs-struct';
 
-const { SYS, O, F } = linux;
+const { SYS, O, F, LOCK } = linux;
+/** Right after the files (their FDs are all restored by then). */
+export const LOCKS_ORDER = FILES_ORDER + 10;
+
+/** The kinds of lock cptrst takes again, as /proc/locks names them. */
+const KINDS = ['FLOCK', 'POSIX', 'OFDLCK', 'LEASE'] as const;
+type LockKind = (typeof KINDS)[number];
+
+@objectType(ObjectType.FILE_LOCK, 'file-lock', { parents: [ObjectType.TASK] })
+export class FileLockImage {
+  /** FLOCK, POSIX, OFDLCK or LEASE. */
+  @str() kind = '';
+  /** The fd it is taken through: the description's (FLOCK, OFDLCK, LEASE), or one of the inode's (POSIX). */
+  @u32() fd = 0;
+  /** F_RDLCK or F_WRLCK. */
+  @i32() type = 0;
+  /** The range of a POSIX or OFD lock: first byte and length (0: to the end of the file, and beyond). */
+  @i64() start = 0n;
+  @i64() len = 0n;
+}
+
+@objectType(ObjectType.FD_OWNER, 'fd-owner', { parents: [ObjectType.TASK] })
+export class FdOwnerImage {
+  @u32() fd = 0;
+  /** F_OWNER_TID, F_OWNER_PID or F_OWNER_PGRP; pid 0: no owner. */
+  @i32() ownerType = 0;
+  @i32() ownerPid = 0;
+  /** F_SETSIG: 0 for SIGIO. */
+  @i32() signo = 0;
+}
 
 const LOCK_NAMES: Record<string, string> = {
   FLOCK: 'a flock() lock',
@@ -17,58 +63,107 @@ const LOCK_NAMES: Record<string, string> = {
   DELEG: 'a delegation',
 };
 
-function lockName(e: linux.LockEntry): string {
-  const how = e.kind === 'LEASE' || e.kind === 'DELEG' ? `${e.mode.toLowerCase()}, ${e.access.toLowerCase()}` : e.access.toLowerCase();
-  return `${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`} (${how})`;
+function lockName(e: { kind: string; type: number; start: bigint; len: bigint }): string {
+  const range = e.kind === 'POSIX' || e.kind === 'OFDLCK' ? ` on bytes ${e.start}..${e.len === 0n ? 'EOF' : e.start + e.len - 1n}` : '';
+  return `${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`} (${e.type === F.WRLCK ? 'write' : 'read'}${range})`;
 }
 
 const objectOf = (f: OpenFile): string => `fd ${f.fd} (${f.link})`;
 
-/** Refuses any lock or lease the process holds: through an fd (fdinfo `lock:` lines) or otherwise (/proc/locks). */
-export function refuseLocks(task: CheckpointTask, files: OpenFile[]): void {
+/** What check found, for dump (the task is frozen: nothing changes in between). */
+const FOUND = new StateKey<{ locks: FileLockImage[]; owners: FdOwnerImage[] }>('files.locks.found');
+
+/** The group of fds (the first of each) that share one open file description, by fd. */
+function descriptionOf(pid: number, files: OpenFile[]): Map<number, number> {
+  const first = new Map<number, number>();
+  for (const f of files) {
+    const g = files.find((x) => x.fd <= f.fd && sameFile(x.stat, f.stat) && (x.fd === f.fd || linux.kcmp(pid, pid, linux.KCMP.FILE, x.fd, f.fd) === 0));
+    first.set(f.fd, g ? g.fd : f.fd);
+  }
+  return first;
+}
+
+/** An fd of the process on the same inode whose access mode lets it take a lock of `type`. */
+function fdFor(files: OpenFile[], like: OpenFile, type: number): OpenFile | undefined {
+  const access = (f: OpenFile) => f.fdinfo.flags & O.ACCMODE;
+  const ok = (f: OpenFile) => !(f.fdinfo.flags & O.PATH) && (type === F.WRLCK ? access(f) !== O.RDONLY : access(f) !== O.WRONLY);
+  return files.find((f) => sameFile(f.stat, like.stat) && ok(f));
+}
+
+/** Reads every lock, lease and I/O owner, refusing what cannot be taken again faithfully. */
+export function findLocks(task: CheckpointTask, files: OpenFile[]): { locks: FileLockImage[]; owners: FdOwnerImage[] } {
+  const first = descriptionOf(task.pid, files);
+  const locks: FileLockImage[] = [];
+  const seen = new Set<string>();
   for (const f of files) {
     for (const line of f.fdinfo.extra) {
       if (!line.startsWith('lock:')) continue;
       const e = linux.parseLockLine(line);
-      if (e && !e.waiter) refuse(task.pid, objectOf(f), `it holds ${lockName(e)}; file locks and leases are not supported yet`);
-      if (!e) refuse(task.pid, objectOf(f), `it holds a lock cptrst cannot read (${line.trim()}); file locks are not supported yet`);
+      if (!e) refuse(task.pid, objectOf(f), `it holds a lock cptrst cannot read (${line.trim()})`);
+      if (e.waiter) continue; // a request the process is blocked in: it asks again when it runs
+      if (!(KINDS as readonly string[]).includes(e.kind)) refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`}, which cptrst cannot take again`);
+      const kind = e.kind as LockKind;
+      if (kind === 'LEASE' && e.mode !== 'ACTIVE') refuse(task.pid, objectOf(f), `its lease is being broken (${e.mode}): another process opened the file`);
+      if (e.access !== 'READ' && e.access !== 'WRITE') refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[kind]} in state ${e.access} ${e.mode}`);
+      if (kind === 'POSIX' && e.pid !== task.pid) refuse(task.pid, objectOf(f), `a POSIX lock on it is held by process ${e.pid}`);
+      const img = new FileLockImage();
+      img.kind = kind;
+      img.type = e.access === 'WRITE' ? F.WRLCK : F.RDLCK;
+      img.start = e.start;
+      img.len = e.end === undefined ? 0n : e.end - e.start + 1n;
+      const by = kind === 'POSIX' ? fdFor(files, f, img.type) : f;
+      if (!by) refuse(task.pid, objectOf(f), `it holds ${lockName(img)}, but no fd of the process could take it again`);
+      img.fd = kind === 'POSIX' ? by.fd : first.get(f.fd)!;
+      const key = kind === 'POSIX' ? `POSIX ${f.stat.dev}:${f.stat.ino} ${img.type} ${img.start} ${img.len}` : `${kind} ${img.fd} ${img.type} ${img.start} ${img.len}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      locks.push(img);
     }
   }
-  // A lock taken by this process on a file it reaches through no fd any more (a description kept
-  // by a memory mapping, say): /proc/locks still names the process.
+  // A lock /proc/locks gives to this process that no fd shows (taken through a description the
+  // process no longer has an fd of) cannot be reached again.
   for (const e of linux.readLocks()) {
     if (e.waiter || e.pid !== task.pid) continue;
-    const f = files.find((x) => sameFile(x.stat, { dev: linux.makeDev(e.major, e.minor), ino: e.ino }));
-    refuse(task.pid, f ? objectOf(f) : `lock on inode ${e.major.toString(16)}:${e.minor.toString(16)}:${e.ino}`,
-      `the process holds ${lockName(e)}; file locks and leases are not supported yet`);
+    const f = files.find((x) => sameFile(x.stat, { dev: linux.makeDev(e.major, e.minor), ino: e.ino }) && x.fdinfo.extra.some((l) => l.startsWith('lock:')));
+    if (!f) {
+      refuse(task.pid, `lock on inode ${e.major.toString(16)}:${e.minor.toString(16)}:${e.ino}`,
+        `the process holds ${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`} through no fd it still has; cptrst cannot take it again`);
+    }
   }
+  return { locks, owners: findOwners(task, files, first) };
 }
 
 /**
- * Refuses owners and signals for signal-driven I/O and leases, which belong to the open file
- * description: cptrst takes a copy of the task's fd (pidfd_getfd: the same description) and asks
- * it with fcntl F_GETOWN_EX, F_GETSIG and F_GETLEASE.
+ * The I/O owner and signal of each description, asked with fcntl F_GETOWN_EX and F_GETSIG on a
+ * copy of the task's fd (pidfd_getfd: the same description).
  */
-export function refuseOwners(task: CheckpointTask, files: OpenFile[]): void {
-  const asked = files.filter((f) => !(f.fdinfo.flags & O.PATH)); // fcntl answers EBADF on O_PATH: they have none
-  if (asked.length === 0) return;
+function findOwners(task: CheckpointTask, files: OpenFile[], first: Map<number, number>): FdOwnerImage[] {
+  const asked = files.filter((f) => !(f.fdinfo.flags & O.PATH) && first.get(f.fd) === f.fd); // fcntl answers EBADF on O_PATH: they have none
+  const out: FdOwnerImage[] = [];
+  if (asked.length === 0) return out;
+  const pgid = linux.readStat(task.pid).pgrp;
   const pidfd = linux.pidfdOpen(task.pid);
   try {
     for (const f of asked) {
       const dup = linux.pidfdGetfd(pidfd, f.fd);
       try {
-        const owner = Buffer.alloc(sizeOfStruct(linux.FOwnerEx));
-        if (linux.rawSyscall(SYS.fcntl, dup, F.GETOWN_EX, owner) === 0n) {
-          const o = decodeStruct(linux.FOwnerEx, owner);
-          if (o.pid !== 0) {
+        const buf = Buffer.alloc(sizeOfStruct(linux.FOwnerEx));
+        const o = linux.rawSyscall(SYS.fcntl, dup, F.GETOWN_EX, buf) === 0n ? decodeStruct(linux.FOwnerEx, buf) : { type: 0, pid: 0 };
+        const sig = Number(linux.rawSyscall(SYS.fcntl, dup, F.GETSIG, 0));
+        if (o.pid === 0 && sig <= 0) continue;
+        if (o.pid !== 0) {
+          const self = (o.type === F.OWNER_TID && o.pid === task.tid) || (o.type === F.OWNER_PID && o.pid === task.pid) || (o.type === F.OWNER_PGRP && o.pid === pgid && pgid === task.pid);
+          if (!self) {
             const who = o.type === F.OWNER_PGRP ? 'process group' : o.type === F.OWNER_TID ? 'thread' : 'process';
-            refuse(task.pid, objectOf(f), `its I/O signals go to ${who} ${o.pid} (F_SETOWN); signal-driven I/O owners are not supported yet`);
+            refuse(task.pid, objectOf(f), `its I/O signals go to ${who} ${o.pid} (F_SETOWN), not to the process itself`);
           }
         }
-        const sig = linux.rawSyscall(SYS.fcntl, dup, F.GETSIG, 0);
-        if (sig > 0n) refuse(task.pid, objectOf(f), `its I/O signal is ${sig} (F_SETSIG); signal-driven I/O is not supported yet`);
-        const lease = linux.rawSyscall(SYS.fcntl, dup, F.GETLEASE, 0);
-        if (lease >= 0n && lease !== BigInt(F.UNLCK)) refuse(task.pid, objectOf(f), `it holds a ${lease === BigInt(F.RDLCK) ? 'read' : 'write'} lease (F_SETLEASE); leases are not supported yet`);
+        const img = new FdOwnerImage();
+        img.fd = f.fd;
+        img.ownerType = o.type;
+        img.ownerPid = o.pid;
+        img.signo = Math.max(sig, 0);
+        out.push(img);
       } finally {
         fs.closeSync(dup);
       }
@@ -76,4 +171,93 @@ export function refuseOwners(task: CheckpointTask, files: OpenFile[]): void {
   } finally {
     fs.closeSync(pidfd);
   }
+  return out;
+}
+
+export class LocksDump implements DumpHandler {
+  readonly name = 'files.locks';
+  readonly order = LOCKS_ORDER;
+  check(_ctx: CheckpointContext, task: CheckpointTask): void {
+    task.state.set(FOUND, findLocks(task, openFiles(task)));
+  }
+  dump(ctx: CheckpointContext, task: CheckpointTask): void {
+    const found = task.state.get(FOUND) ?? findLocks(task, openFiles(task));
+    for (const l of found.locks) ctx.write(l, task.tag);
+    for (const o of found.owners) ctx.write(o, task.tag);
+  }
+}
+
+const PENDING = new StateKey<{ locks: FileLockImage[]; owners: FdOwnerImage[] }>('files.locks.restore');
+const MAX_LOCKS = 1 << 16;
+
+export class LocksRestore implements RestoreHandler {
+  readonly name = 'files.locks';
+  readonly order = LOCKS_ORDER;
+  readonly types = [ObjectType.FILE_LOCK, ObjectType.FD_OWNER];
+
+  restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+    const p = task.state.ensure(PENDING, () => ({ locks: [], owners: [] }));
+    const fds = task.state.get(FS_KEY)?.fds ?? [];
+    if (o.type === ObjectType.FILE_LOCK) {
+      const l = o.obj as FileLockImage;
+      const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: `file lock on fd ${l.fd}` });
+      if (!(KINDS as readonly string[]).includes(l.kind)) throw bad(`lock kind ${JSON.stringify(l.kind)}`);
+      if (!fds.includes(l.fd)) throw bad(`fd ${l.fd} is not in the task's fd list`);
+      if (l.type !== F.RDLCK && l.type !== F.WRLCK) throw bad(`lock type ${l.type}`);
+      if (l.start < 0n || l.len < 0n || (l.kind !== 'POSIX' && l.kind !== 'OFDLCK' && (l.start !== 0n || l.len !== 0n))) throw bad('a range out of bounds');
+      if (p.locks.length >= MAX_LOCKS) throw bad(`more than ${MAX_LOCKS} locks`);
+      p.locks.push(l);
+      return;
+    }
+    const w = o.obj as FdOwnerImage;
+    const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: `fd ${w.fd} I/O owner` });
+    if (!fds.includes(w.fd) || p.owners.some((x) => x.fd === w.fd)) throw bad(`fd ${w.fd} is not in the task's fd list, or given twice`);
+    if (w.signo < 0 || w.signo > linux.NSIG) throw bad(`signal ${w.signo}`);
+    if (w.ownerPid !== 0) {
+      const self = (w.ownerType === F.OWNER_TID && w.ownerPid === task.tid) || ((w.ownerType === F.OWNER_PID || w.ownerType === F.OWNER_PGRP) && w.ownerPid === task.pid);
+      if (!self) throw bad(`owner ${w.ownerType}:${w.ownerPid} is not the process itself`);
+      // The kernel keeps the credentials of whoever sets the owner to decide whom SIGIO may reach;
+      // while restored the task holds cptrst's, which a group of other processes must not get.
+      if (w.ownerType === F.OWNER_PGRP && !ctx.imageTrusted) throw new CptError('EPERM', 'an I/O owner that is a process group is restored only from an image root wrote', { pid: task.pid, object: `fd ${w.fd} I/O owner` });
+    }
+    p.owners.push(w);
+  }
+
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    const p = task.state.get(PENDING);
+    if (!p) return;
+    const t = task.tracee!;
+    for (const w of p.owners) {
+      if (w.ownerPid !== 0) {
+        const own = encodeStruct(linux.FOwnerEx, { type: w.ownerType, pid: w.ownerPid });
+        t.syscallOk(SYS.fcntl, [w.fd, F.SETOWN_EX, t.stage(own)], `fcntl(${w.fd}, F_SETOWN_EX, ${w.ownerPid})`);
+      }
+      if (w.signo !== 0) t.syscallOk(SYS.fcntl, [w.fd, F.SETSIG, w.signo], `fcntl(${w.fd}, F_SETSIG, ${w.signo})`);
+    }
+    for (const l of p.locks) take(t, task, l);
+  }
+}
+
+/** Takes one lock again inside the task, never waiting. */
+function take(t: Tracee, task: RestartTask, l: FileLockImage): void {
+  let r: bigint;
+  let call: string;
+  if (l.kind === 'FLOCK') {
+    call = `flock(${l.fd}, ${l.type === F.WRLCK ? 'LOCK_EX' : 'LOCK_SH'})`;
+    r = t.syscall(linux.syscallNumber('flock'), [l.fd, (l.type === F.WRLCK ? LOCK.EX : LOCK.SH) | LOCK.NB]);
+  } else if (l.kind === 'LEASE') {
+    call = `fcntl(${l.fd}, F_SETLEASE)`;
+    r = t.syscall(SYS.fcntl, [l.fd, F.SETLEASE, l.type]);
+  } else {
+    const cmd = l.kind === 'POSIX' ? F.SETLK : F.OFD_SETLK;
+    const fl = encodeStruct(linux.Flock, { type: l.type, whence: 0, start: l.start, len: l.len, pid: 0 });
+    call = `fcntl(${l.fd}, ${l.kind === 'POSIX' ? 'F_SETLK' : 'F_OFD_SETLK'})`;
+    r = t.syscall(SYS.fcntl, [l.fd, cmd, t.stage(fl)]);
+  }
+  if (r >= 0n) return;
+  const code = linux.errnoName(Number(-r));
+  const held = code === 'EAGAIN' || code === 'EWOULDBLOCK' || code === 'EACCES';
+  throw new CptError(code, held
+    ? `${call} failed (${code}): another process holds a conflicting lock or has the file open; it is not taken over`
+    : `${call} failed inside the process: ${code}`, { pid: task.pid, object: `fd ${l.fd}: ${lockName(l)}` });
 }

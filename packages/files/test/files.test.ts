@@ -12,7 +12,8 @@ import {
   RestoreHandler, TaskState, Tokens, Tracee, bufferSource, linux,
 } from '@cptrst/core';
 import {
-  FileDataImage, FileImage, FileKindHandler, FdImage, FilesDump, FsImage, dumpFiles, dumpFs, fsCheck, kindOfFile, openFiles, register,
+  FdOwnerImage, FileDataImage, FileImage, FileKindHandler, FileLockImage, FdImage, FilesDump, FsImage, dumpFiles, dumpFs, findLocks, fsCheck, kindOfFile,
+  openFiles, register,
 } from '../src';
 import { Started, compile, killStarted, removeTmpDir, startTarget, thrown, tmpDir, unusedTracee } from './support';
 
@@ -67,9 +68,10 @@ describe('files: open files of a real process', function () {
     expect(c.resolveAll<FileKindHandler>(Tokens.FileKind).map((k) => k.kind)).to.deep.equal([
       'regular', 'chardev', 'directory', 'eventfd', 'epoll', 'signalfd', 'timerfd', 'inotify', 'fanotify',
     ]);
-    expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files', 300]]);
+    expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files', 300], ['files.locks', 310]]);
     expect(c.resolveAll<RestoreHandler>(Tokens.RestoreHandler).map((r) => [r.name, r.types])).to.deep.equal([
       ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD]],
+      ['files.locks', [ObjectType.FILE_LOCK, ObjectType.FD_OWNER]],
     ]);
   });
 
@@ -213,20 +215,20 @@ describe('files: open files of a real process', function () {
       kind: 'FLOCK', mode: 'ADVISORY', access: 'WRITE', pid: 9661, major: 0xfe, minor: 0, ino: 2146978n, waiter: false,
     });
     expect(linux.parseLockLine('1: OFDLCK ADVISORY  READ -1 00:1f:12 0 EOF')).to.deep.include({ kind: 'OFDLCK', pid: -1, minor: 0x1f, ino: 12n });
-    expect(linux.parseLockLine('2: -> POSIX  ADVISORY  WRITE 77 08:01:5 0 99')).to.deep.include({ kind: 'POSIX', waiter: true, pid: 77, major: 8, minor: 1 });
+    expect(linux.parseLockLine('2: -> POSIX  ADVISORY  WRITE 77 08:01:5 0 99')).to.deep.include({ kind: 'POSIX', waiter: true, pid: 77, major: 8, minor: 1, start: 0n, end: 99n });
+    expect(linux.parseLockLine('lock:\t3: POSIX  ADVISORY  READ 77 08:01:5 200 EOF')).to.deep.include({ start: 200n, end: undefined });
     expect(linux.parseLockLine('lock:\t1: LEASE  ACTIVE    READ 5 fe:00:3 0 EOF')).to.deep.include({ kind: 'LEASE', mode: 'ACTIVE', access: 'READ' });
     expect(linux.parseLockLine('pos:\t0')).to.equal(undefined);
+    const shm = '       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n' +
+      '-1828667366          3  1600                 40960 10090 10091      2  1000  1001     0     0          0 1795982300 1795982300                 40960                     0\n';
+    expect(linux.parseSysvShm(shm)).to.deep.equal([{ key: -1828667366, id: 3, mode: 0o1600, size: 40960n, cpid: 10090, lpid: 10091, nattch: 2, uid: 1000, gid: 1001, cuid: 0, cgid: 0 }]);
+    expect(linux.parseSysvSem('       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n 486596686          6   777         10     0     0     0     0          0 1795993565\n'))
+      .to.deep.equal([{ key: 486596686, id: 6, nsems: 10 }]);
     expect(linux.parseLockLine('')).to.equal(undefined);
   });
 
   const refusals: Array<[string, string, RegExp]> = [
     ['memfd', 'memfd', /^memfds are not supported yet$/],
-    ['flock', 'locked', /holds a flock\(\) lock \(write\); file locks and leases are not supported yet/],
-    ['posix', 'locked', /holds a POSIX record lock \(fcntl F_SETLK\) \(write\)/],
-    ['ofd', 'locked', /holds an open file description lock \(F_OFD_SETLK\) \(write\)/],
-    ['lease', 'locked', /lease/],
-    ['setown', 'owned', /its I\/O signals go to process \d+ \(F_SETOWN\); signal-driven I\/O owners are not supported yet/],
-    ['setsig', 'owned', /its I\/O signal is 10 \(F_SETSIG\)/],
   ];
   for (const [mode, name, why] of refusals) {
     it(`${mode}: refused by the check, naming the fd, before anything is written`, async () => {
@@ -241,6 +243,22 @@ describe('files: open files of a real process', function () {
       expect(err.message).to.match(why);
       expect(e.sink.toBuffer().length).to.equal(before);
       expect(linux.listFds(t.pid)).to.include(fd); // untouched: the fd is still there
+    });
+  }
+
+  const kept: Array<[string, string, (r: { locks: FileLockImage[]; owners: FdOwnerImage[] }, fd: number, pid: number) => void]> = [
+    ['flock', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'FLOCK', fd, type: linux.F.WRLCK, start: 0n, len: 0n }])],
+    ['posix', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'POSIX', fd, type: linux.F.WRLCK, start: 0n, len: 0n }])],
+    ['ofd', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'OFDLCK', fd, type: linux.F.WRLCK, start: 0n, len: 0n }])],
+    ['lease', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'LEASE', fd, type: linux.F.RDLCK, start: 0n, len: 0n }])],
+    ['setown', 'owned', (r, fd, pid) => expect(r.owners.map((o) => ({ ...o }))).to.deep.equal([{ fd, ownerType: linux.F.OWNER_PID, ownerPid: pid, signo: 0 }])],
+    ['setsig', 'owned', (r, fd) => expect(r.owners.map((o) => ({ ...o }))).to.deep.equal([{ fd, ownerType: 0, ownerPid: 0, signo: 10 }])],
+  ];
+  for (const [mode, name, check] of kept) {
+    it(`${mode}: found by the locks check, with the fd to take it again through`, async () => {
+      const t = await startTarget(bin, [dir, mode]);
+      const e = env(t.pid);
+      check(findLocks(e.task, openFiles(e.task)), fdOf(t, name), t.pid);
     });
   }
 

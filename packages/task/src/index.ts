@@ -1,6 +1,6 @@
 /**
  * @cptrst/task: the process itself: freezing, identity (pid, session, group, comm, personality),
- * credentials, control groups, resource limits, affinity and other per-process settings, signals and timers; and making processes with their PIDs at restart.
+ * credentials, control groups, resource limits, affinity and other per-process settings, signals, interval and POSIX timers; and making processes with their PIDs at restart.
  */
 import { DependencyContainer } from 'tsyringe';
 import { Tokens, provide } from '@cptrst/core';
@@ -12,6 +12,7 @@ import { MiscDump, MiscRestore } from './misc';
 import { CgroupDump, CgroupRestore } from './cgroup';
 import { RlimitsDump, RlimitsRestore } from './rlimits';
 import { SignalsDump, SignalsRestore } from './signals';
+import { PosixTimersDump, PosixTimersRestore } from './posix-timers';
 import { TaskProbe } from './probe';
 
 export * from './freezer';
@@ -23,11 +24,12 @@ export * from './cgroup';
 export * from './deferred';
 export * from './rlimits';
 export * from './signals';
+export * from './posix-timers';
 
 export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }

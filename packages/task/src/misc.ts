@@ -2,9 +2,9 @@
  * Per-process settings with no object of their own: CPU affinity, oom_score_adj, the
  * parent-death signal, timer slack, the child-subreaper flag, the dumpable flag, the I/O
  * priority, the core dump filter, the audit login uid, the machine-check kill policy and the
- * speculation mitigations chosen by prctl (TASK_MISC); and the refusals
- * of task state that cptrst cannot recreate yet: POSIX timers, namespaces other than cptrst's
- * own and securebits. (A disabled THP is mm's: it is saved with the MM object.)
+ * speculation mitigations chosen by prctl (TASK_MISC); and the refusals of task state that cptrst
+ * cannot recreate yet: namespaces other than cptrst's own, securebits and SysV semaphore undo
+ * state. (A disabled THP is mm's: it is saved with the MM object.)
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
@@ -106,16 +106,34 @@ function speculationOf(t: Tracee, which: number): number {
   return r < 0n ? 0 : Number(r);
 }
 
+
+/**
+ * Whether the process may hold SEM_UNDO adjustments. They live in a per-process list that no
+ * interface shows: the kernel applies them when the process ends (--kill included) and a new
+ * process cannot be given them. Two facts together say it: a semaphore that the process was the
+ * last to change (GETPID), and an undo list (kcmp KCMP_SYSVSEM against a fresh helper, which has
+ * none; making a thread also gives a process an empty list, which is why the semaphores come first).
+ */
+function mayHoldSemUndo(pid: number): boolean {
+  const semctl = linux.syscallNumber('semctl');
+  const touched = linux.readSysvSem().some((set) => {
+    for (let i = 0; i < set.nsems; i++) if (linux.rawSyscall(semctl, set.id, i, linux.SEM.GETPID, 0) === BigInt(pid)) return true;
+    return false;
+  });
+  if (!touched) return false;
+  const helper = linux.spawnSeizedHelper(0, 'the SEM_UNDO probe');
+  try {
+    return linux.kcmp(pid, helper.pid, linux.KCMP.SYSVSEM) !== 0;
+  } finally {
+    helper.kill();
+  }
+}
+
 export class MiscDump implements DumpHandler {
   readonly name = 'task.misc';
   readonly order = MISC_ORDER;
 
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
-    const timers = linux.readPosixTimers(task.pid);
-    if (timers.length) {
-      const t = timers[0];
-      refuse(task.pid, `posix timer ${t.id} (clock ${t.clock}, signal ${t.signal}, notify ${t.notify})`, `the process has ${timers.length} POSIX timer(s) (timer_create); they are not supported yet`);
-    }
     // Settings inherited across fork that are not recorded: the restored process would get
     // cptrst's (the defaults) instead.
     const t = task.tracee;
@@ -124,6 +142,9 @@ export class MiscDump implements DumpHandler {
     const dumpable = t.syscall(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0]);
     if (dumpable === BigInt(linux.SUID_DUMP.ROOT)) {
       refuse(task.pid, 'dumpable flag 2', 'the process is dumpable for root only (suid_dumpable after a set-id program); prctl cannot set that again');
+    }
+    if (mayHoldSemUndo(task.pid)) {
+      refuse(task.pid, 'SysV semaphore undo list', 'the process has used SEM_UNDO (it changed a semaphore last, and has an undo list); its semaphore adjustments cannot be read or restored (and would be applied when it ends)');
     }
     const ours = linux.readNamespaces('self');
     const theirs = linux.readNamespaces(task.pid);

@@ -9,6 +9,7 @@ import {
   RestoreObject, bool, bytes, decodeStruct, encodeStruct, i32, i64, linux, objectType, record, recordLayout, records,
   sizeOfStruct, u64,
 } from '@cptrst/core';
+import { TIMER_SIGNALS } from './posix-timers';
 
 const { SYS, SIG } = linux;
 export const SIGNALS_ORDER = 400;
@@ -109,8 +110,15 @@ export class SignalsDump implements DumpHandler {
     sig.altstackSize = st.size;
     ctx.write(sig, task.tag);
 
+    // A POSIX timer's queued signal is the timer's: it is recorded with the timer, which
+    // queues it again itself at restart.
+    const timerIds = task.state.get(TIMER_SIGNALS);
+    const timersOwn = (info: Buffer) => {
+      const si = decodeStruct(linux.Siginfo, info);
+      return si.code === linux.SI_TIMER && timerIds?.has(si.pid) === true;
+    };
     for (const shared of [false, true]) {
-      for (const info of peekAll(task.tid, shared)) ctx.write(pending(shared, info), task.tag);
+      for (const info of peekAll(task.tid, shared)) if (!timersOwn(info)) ctx.write(pending(shared, info), task.tag);
     }
     // Dequeued before the freeze stop: still pending as far as the task knows.
     for (const info of t.interceptedSignals) ctx.write(pending(false, info), task.tag);

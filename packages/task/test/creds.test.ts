@@ -66,11 +66,15 @@ describe('credsBeyondOwner', () => {
 
 describe('/proc/PID/timers', () => {
   it('parses one block per timer', () => {
-    const text = 'ID: 0\nsignal: 14/0000000000000000\nnotify: signal/pid.123\nClockID: 1\nID: 1\nsignal: 0/0000000000000000\nnotify: none/pid.123\nClockID: 0\n';
+    const text = 'ID: 0\nsignal: 14/0000000000000000\nnotify: signal/pid.123\nClockID: 1\nID: 1\nsignal: 0/0000000000abc0de\nnotify: none/pid.123\nClockID: 0\n' +
+      'ID: 7\nsignal: 12/0000000000000003\nnotify: signal/tid.124\nClockID: -6\n';
     expect(linux.parsePosixTimers(text)).to.deep.equal([
-      { id: 0, signal: 14, notify: 'signal/pid.123', clock: 1 },
-      { id: 1, signal: 0, notify: 'none/pid.123', clock: 0 },
+      { id: 0, signal: 14, notify: 'signal/pid.123', notifyKind: 'signal', notifyThread: false, notifyPid: 123, value: 0n, clock: 1 },
+      { id: 1, signal: 0, notify: 'none/pid.123', notifyKind: 'none', notifyThread: false, notifyPid: 123, value: 0xabc0den, clock: 0 },
+      { id: 7, signal: 12, notify: 'signal/tid.124', notifyKind: 'signal', notifyThread: true, notifyPid: 124, value: 3n, clock: -6 },
     ]);
+    expect(linux.cpuClockPid(-6)).to.equal(0); // the calling process's CPU clock
+    expect(linux.cpuClockPid(-14)).to.equal(1);
     expect(linux.parsePosixTimers('')).to.deep.equal([]);
   });
   it('this process has none', () => {

@@ -39,6 +39,8 @@ const OWN: Record<string, string> = {
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',
   EVENTFD: '@cptrst/files', EPOLL_TARGET: '@cptrst/files', SIGNALFD: '@cptrst/files', TIMERFD: '@cptrst/files',
   INOTIFY_WATCH: '@cptrst/files',
+  POSIX_TIMER: '@cptrst/task', FILE_LOCK: '@cptrst/files', FD_OWNER: '@cptrst/files',
+  SYSV_SHM: '@cptrst/mm',
 };
 
 /**

@@ -47,6 +47,14 @@ export enum ObjectType {
   SIGNALFD = 142,
   TIMERFD = 143,
   INOTIFY_WATCH = 144,
+  /** A POSIX timer (timer_create). */
+  POSIX_TIMER = 220,
+  /** A file lock or lease held through an fd. */
+  FILE_LOCK = 221,
+  /** The signal-driven I/O owner and signal of an open file description (F_SETOWN, F_SETSIG). */
+  FD_OWNER = 222,
+  /** The SysV shared memory segment of an attached area (its contents are the area's pages). */
+  SYSV_SHM = 223,
 }
 
 /**

@@ -351,7 +351,12 @@ export const EPOLL = Object.freeze({
   ET: 0x80000000,
 } as const);
 
-/** Clocks (clock_gettime, timerfd_create, timer_create). */
+/** sigevent notify kinds (timer_create); THREAD_ID is or'ed with SIGNAL. */
+export const SIGEV = Object.freeze({ SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const);
+/**
+ * Clock ids (clock_gettime, timerfd_create, timer_create). A negative id is a CPU clock of a
+ * given process or thread (see cpuClockPid).
+ */
 export const CLOCK = Object.freeze({
   REALTIME: 0, MONOTONIC: 1, PROCESS_CPUTIME_ID: 2, THREAD_CPUTIME_ID: 3, MONOTONIC_RAW: 4,
   REALTIME_COARSE: 5, MONOTONIC_COARSE: 6, BOOTTIME: 7, REALTIME_ALARM: 8, BOOTTIME_ALARM: 9, TAI: 11,
@@ -369,3 +374,17 @@ export const IN = Object.freeze({
   ALL_EVENTS: 0xfff, IGNORED: 0x8000, ONLYDIR: 0x01000000, DONT_FOLLOW: 0x02000000, EXCL_UNLINK: 0x04000000,
   MASK_CREATE: 0x10000000, MASK_ADD: 0x20000000, ISDIR: 0x40000000, ONESHOT: 0x80000000,
 } as const);
+/** The pid (or tid) a negative CPU clock id names: the kernel encodes it as (~pid << 3) | type. */
+export function cpuClockPid(clock: number): number {
+  return ~(clock >> 3);
+}
+/** Bit 2 of a CPU clock id: the clock of one thread, not of the whole process. */
+export const CPUCLOCK_PERTHREAD = 4;
+/** si_code of a POSIX timer's signal. */
+export const SI_TIMER = -2;
+/** prctl(PR_TIMER_CREATE_RESTORE_IDS, ON): timer_create takes the id found at its third argument. */
+export const PR_TIMER_CREATE_RESTORE_IDS = 77;
+export const PR_TIMER_CREATE_RESTORE_IDS_OFF = 0;
+export const PR_TIMER_CREATE_RESTORE_IDS_ON = 1;
+/** flock(2) operations. */
+export const LOCK = Object.freeze({ SH: 1, EX: 2, NB: 4, UN: 8 } as const);

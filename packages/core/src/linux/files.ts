@@ -65,6 +65,10 @@ export interface LockEntry {
   ino: bigint;
   /** A blocked request ("->" lines), not a lock that is held. */
   waiter: boolean;
+  /** First byte of the range (0 for flock locks and leases). */
+  start: bigint;
+  /** Last byte of the range, or undefined for "EOF" (to the end of the file, and beyond). */
+  end: bigint | undefined;
   line: string;
 }
 
@@ -74,7 +78,7 @@ export interface LockEntry {
  * the same. Undefined for a line of another shape.
  */
 export function parseLockLine(line: string): LockEntry | undefined {
-  const m = /^\s*(?:lock:\s*)?\d+:\s+(->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s/.exec(line + ' ');
+  const m = /^\s*(?:lock:\s*)?\d+:\s+(->\s+)?(\S+)\s+(\S+)\s+(\S+)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s+(?:(\d+)\s+(\d+|EOF)\s)?/.exec(line + ' ');
   if (!m) return undefined;
   return {
     waiter: m[1] !== undefined,
@@ -85,6 +89,8 @@ export function parseLockLine(line: string): LockEntry | undefined {
     major: parseInt(m[6], 16),
     minor: parseInt(m[7], 16),
     ino: BigInt(m[8]),
+    start: m[9] !== undefined ? BigInt(m[9]) : 0n,
+    end: m[10] !== undefined && m[10] !== 'EOF' ? BigInt(m[10]) : undefined,
     line: line.trim(),
   };
 }

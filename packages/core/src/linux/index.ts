@@ -19,3 +19,4 @@ export * from './helper-process';
 export * from './users';
 export * from './taskinfo';
 export * from './cgroup';
+export * from './sysvipc';

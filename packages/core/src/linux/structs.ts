@@ -275,15 +275,48 @@ export function makeDev(major: number, minor: number): bigint {
   return ((ma & 0xfffn) << 8n) | ((ma & ~0xfffn) << 32n) | (mi & 0xffn) | ((mi & ~0xffn) << 12n);
 }
 
-// ---------------------------------------------------------------------------------------------
-// event files
-
-/** struct itimerspec (timerfd_settime / timerfd_gettime, timer_settime). */
+/** struct itimerspec (timerfd_settime / timerfd_gettime, timer_gettime / timer_settime). */
 @cstruct('itimerspec')
 export class Itimerspec {
   @cfield.struct(Timespec) interval = new Timespec();
   @cfield.struct(Timespec) value = new Timespec();
 }
+
+/** struct sigevent (timer_create), 64 bytes; only the members the kernel reads for a signal. */
+@cstruct('sigevent', { size: 64 })
+export class Sigevent {
+  @cfield.u64() value = 0n;
+  @cfield.i32() signo = 0;
+  @cfield.i32() notify = 0;
+  /** sigev_notify_thread_id (SIGEV_THREAD_ID). */
+  @cfield.i32() tid = 0;
+}
+
+/** struct flock (fcntl F_SETLK, F_OFD_SETLK, F_GETLK...). */
+@cstruct('flock')
+export class Flock {
+  @cfield.i16() type = 0;
+  @cfield.i16() whence = 0;
+  @cfield.i64() start = 0n;
+  /** 0: to the end of the file, and beyond. */
+  @cfield.i64() len = 0n;
+  @cfield.i32() pid = 0;
+}
+
+/** struct shmid64_ds (shmctl IPC_STAT / IPC_SET), its ipc64_perm members by name. */
+@cstruct('shmid64_ds', { size: 112 })
+export class ShmidDs {
+  @cfield.i32() key = 0;
+  @cfield.u32() uid = 0;
+  @cfield.u32() gid = 0;
+  @cfield.u32() cuid = 0;
+  @cfield.u32() cgid = 0;
+  @cfield.u16() mode = 0;
+  @cfield.u64({ offset: 48 }) segsz = 0n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// event files
 
 /** struct epoll_event: packed on x86-64 (the data member at offset 4), so data is kept as its 8 bytes. */
 @cstruct('epoll_event', { size: 12 })

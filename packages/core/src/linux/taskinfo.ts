@@ -30,11 +30,20 @@ export function readNamespaces(pid: number | 'self'): Partial<Record<NsKind, big
 export interface PosixTimer {
   id: number;
   signal: number;
+  /** The notification as shown, e.g. `signal/pid.42`, `signal/tid.43`, `none/pid.42`. */
   notify: string;
+  /** `signal`, `none` or `thread` (the kernel's names of SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD). */
+  notifyKind: string;
+  /** SIGEV_THREAD_ID: the signal goes to one thread (`tid.N`), not to the process (`pid.N`). */
+  notifyThread: boolean;
+  /** The pid or tid the notification names. */
+  notifyPid: number;
+  /** sigev_value (sival_ptr) of the timer's signal. */
+  value: bigint;
   clock: number;
 }
 
-/** Parses /proc/PID/timers (one block per timer: "ID:", "signal:", "notify:", "ClockID:"). */
+/** Parses /proc/PID/timers (one block per timer: "ID:", "signal: N/VALUE", "notify: KIND/pid.N", "ClockID:"). */
 export function parsePosixTimers(text: string): PosixTimer[] {
   const out: PosixTimer[] = [];
   let cur: PosixTimer | undefined;
@@ -43,11 +52,21 @@ export function parsePosixTimers(text: string): PosixTimer[] {
     if (!m) continue;
     const [, key, val] = m;
     if (key === 'ID') {
-      cur = { id: Number(val), signal: 0, notify: '', clock: 0 };
+      cur = { id: Number(val), signal: 0, notify: '', notifyKind: '', notifyThread: false, notifyPid: 0, value: 0n, clock: 0 };
       out.push(cur);
-    } else if (cur && key === 'signal') cur.signal = Number(val.split('/')[0]);
-    else if (cur && key === 'notify') cur.notify = val;
-    else if (cur && key === 'ClockID') cur.clock = Number(val);
+    } else if (cur && key === 'signal') {
+      const [signo, value] = val.split('/');
+      cur.signal = Number(signo);
+      if (value !== undefined && /^(0x)?[0-9a-f]+$/i.test(value.trim())) cur.value = BigInt(value.trim().startsWith('0x') ? value.trim() : `0x${value.trim()}`);
+    } else if (cur && key === 'notify') {
+      cur.notify = val;
+      const n = /^(\w+)\/(pid|tid)\.(\d+)$/.exec(val.trim());
+      if (n) {
+        cur.notifyKind = n[1];
+        cur.notifyThread = n[2] === 'tid';
+        cur.notifyPid = Number(n[3]);
+      }
+    } else if (cur && key === 'ClockID') cur.clock = Number(val);
   }
   return out;
 }

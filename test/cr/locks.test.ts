@@ -1,0 +1,101 @@
+/**
+ * File locks, leases and I/O owners through checkpoint and restart: still held by the same owner
+ * (the process for POSIX locks, the open file description for the others); a conflicting lock
+ * that another process took in the meantime makes the restart fail cleanly, never taken over.
+ */
+import 'reflect-metadata';
+import { expect } from 'chai';
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { loadModule } from '@cptrst/core';
+import {
+  Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload,
+  trigger, waitGone, waitResult,
+} from '../support';
+
+async function expectPass(w: Workload): Promise<void> {
+  const r = parseResult(await waitResult(w, 30000));
+  expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
+}
+
+/** The locks /proc/locks gives to `pid`, without their ordinal: kind, mode, access, inode and range. */
+const locksOf = (pid: number): string[] =>
+  fs.readFileSync('/proc/locks', 'utf8').split('\n').map((l) => l.replace(/^\d+:\s+/, '').split(/\s+/))
+    .filter((f) => f.length >= 7 && f[0] !== '->' && (f[3] === String(pid) || f[3] === '-1')).map((f) => [f[0], f[1], f[2], f[4], f[5], f[6]].join(' ')).sort();
+
+async function checkpointKill(w: Workload, img: string): Promise<void> {
+  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+  expect(ck.code, ck.stderr).to.equal(0);
+  await w.exited;
+}
+
+describe('file locks', function () {
+  this.timeout(120000);
+  before(() => {
+    loadModule('@cptrst/cpt-module');
+    return buildWorkloads();
+  });
+  afterEach(() => killStartedWorkloads());
+
+  it('flock, POSIX and OFD locks, a lease and an I/O owner are held again by the same owners', async () => {
+    const w = await startWorkload('locks', [makeTempDir('locks')]);
+    const before = locksOf(w.pid);
+    expect(before.filter((l) => l.startsWith('POSIX'))).to.have.length(3);
+    expect(before.filter((l) => l.startsWith('OFDLCK'))).to.have.length(2);
+    const img = path.join(w.dir, 'image.cpt');
+    await checkpointKill(w, img);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    expect(locksOf(w.pid)).to.deep.equal(before);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  for (const mode of ['flock', 'posix', 'ofd', 'lease', 'setown', 'setsig']) {
+    it(`fdstate ${mode}: still there after a restart`, async () => {
+      const w = await startWorkload('fdstate', [makeTempDir('fdstate'), mode]);
+      const img = path.join(w.dir, 'image.cpt');
+      await checkpointKill(w, img);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      await trigger(w);
+      await expectPass(w);
+    });
+  }
+
+  it('a lock another process took since the checkpoint is not taken over: the restart fails cleanly, and works once it is gone', async () => {
+    const dir = makeTempDir('locks');
+    const w = await startWorkload('locks', [dir]);
+    const img = path.join(w.dir, 'image.cpt');
+    await checkpointKill(w, img);
+    // Another process takes the flock of `a` (the original's went with it).
+    const holder = spawn('flock', ['-x', '-o', path.join(dir, 'a'), 'sleep', '60'], { stdio: 'ignore' });
+    for (let i = 0; i < 100 && !fs.readFileSync('/proc/locks', 'utf8').split('\n').some((l) => l.includes(` ${holder.pid} `)); i++) await sleep(20);
+    await sleep(100);
+    try {
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code).to.equal(1);
+      expect(rs.stderr).to.match(new RegExp(`^cptrst: (EAGAIN|EWOULDBLOCK): pid ${w.pid}, fd 10: a flock\\(\\) lock \\(write\\): .*not taken over`));
+      expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind`).to.equal(true);
+    } finally {
+      await killByPid(holder.pid!);
+    }
+    await waitGone(holder.pid!, 5000);
+    const ok = await cptrst(['restart', img]);
+    expect(ok.code, ok.stderr).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  it('a checkpoint that fails once everything was read (ENOSPC on /dev/full) leaves the process running: its locks, lease and owner are as they were', async () => {
+    const w = await startWorkload('locks', [makeTempDir('locks')]);
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/full']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/ENOSPC/);
+    expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
+});
