@@ -415,7 +415,7 @@ export class X86Tracee implements Tracee {
     const len = sigframeBytes(xsave.length);
     const top = this.frozenRegs.rsp - RED_ZONE;
     const at = (top - BigInt(len)) & ~63n;
-    const m = linux.readMaps(this.pid).find((x) => x.start <= at && top <= x.end);
+    const m = this.stackMaps().find((x) => x.start <= at && top <= x.end);
     if (!m || !m.prot.write || !m.prot.read) return undefined;
     let saved: Buffer;
     try {
@@ -426,6 +426,18 @@ export class X86Tracee implements Tracee {
     this.writeMemory(at, buildSigframe({ at, regs: this.frameRegs(), sigmask: this.blockedSignals, xsave, pretcode: restorer }));
     return { at, saved };
   }
+
+  /**
+   * The mappings, to find a stack in. The other threads of a frozen process ask the main thread,
+   * which reads them once: their stacks do not move while every thread is stopped (only the
+   * scratch area comes and goes, and no stack is in it).
+   */
+  private stackMaps(): linux.MapEntry[] {
+    if (!this.main) return linux.readMaps(this.pid);
+    this.main.threadMaps ??= linux.readMaps(this.pid);
+    return this.main.threadMaps;
+  }
+  private threadMaps?: linux.MapEntry[];
 
   private unwriteStackFrame(f: StackFrame): void {
     try {

@@ -229,7 +229,7 @@ function makeThread(ctx: RestartContext, task: RestartTask, main: Tracee, tid: n
   return ctx.one(Tokens.TraceeFactory).threadOf(main, tid);
 }
 
-/** The thread's own state, by calls inside it; its pending signals queued to it by the main thread. */
+/** The thread's own state, by calls inside it; its pending signals queued again by itself. */
 function setUp(ctx: RestartContext, task: RestartTask, th: TaskThread): void {
   const img = th.state.get(THREAD_KEY)!;
   const t = th.tracee!;
@@ -253,11 +253,13 @@ function setUp(ctx: RestartContext, task: RestartTask, th: TaskThread): void {
     if (want.some((c) => online.has(c))) t.syscallOk(SYS.sched_setaffinity, [0, buf.length, t.stage(buf, 0)], what('sched_setaffinity'));
     else throw new CptError('EINVAL', `thread ${th.tid} may run only on CPU(s) ${want.join(',')}, and none of them is online here`, { pid: task.pid, object: `thread ${th.tid}` });
   }
-  if (img.timerslackNs !== 0n && img.policy === 0) t.syscallOk(SYS.prctl, [PR.SET_TIMERSLACK, img.timerslackNs, 0, 0, 0], what('prctl(PR_SET_TIMERSLACK)'));
+  // A real-time thread's slack is 0 and not its to set.
+  if (img.timerslackNs !== 0n && img.policy !== 1 && img.policy !== 2) t.syscallOk(SYS.prctl, [PR.SET_TIMERSLACK, img.timerslackNs, 0, 0, 0], what('prctl(PR_SET_TIMERSLACK)'));
+  // By the thread itself: the kernel lets only the target thread queue a siginfo that says it
+  // came from kill() or tgkill().
   for (const info of th.state.get(THREAD_PENDING) ?? []) {
-    const main = task.tracee!;
     const signo = info.readInt32LE(0);
-    main.syscallOk(SYS.rt_tgsigqueueinfo, [task.pid, th.tid, signo, main.stage(info, 0)], `queueing ${linux.signalName(signo)} to thread ${th.tid}`);
+    t.syscallOk(SYS.rt_tgsigqueueinfo, [task.pid, th.tid, signo, t.stage(info, 0)], what(`queueing ${linux.signalName(signo)}`));
   }
   nowOrAfterCreds(ctx, task, `scheduling of thread ${th.tid}`, () => {
     const st = linux.readStat(task.pid, th.tid);
