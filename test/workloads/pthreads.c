@@ -2,7 +2,7 @@
  * A multi-threaded process whose every thread has state of its own, for checkpoint and restart
  * of threads.
  *
- *   pthreads <trigger> [--creds]
+ *   pthreads <trigger> [--creds | --seccomp]
  *
  * Threads (each named with PR_SET_NAME, each with its own __thread value and blocked mask):
  * - "spin":    an assembly loop holding magic values in r12-r15 and xmm8-xmm9 until a flag is set;
@@ -18,7 +18,8 @@
  * - "join":    waits to be told to exit; the main thread joins it (clear_child_tid woken);
  * - "idle":    SCHED_IDLE, nice 3, CPU affinity of one CPU (the first it may run on);
  * - "creds" (--creds, as root only): setresgid/setresuid(65534) with raw system calls, for this
- *              thread alone; the main thread keeps uid 0.
+ *              thread alone; the main thread keeps uid 0. (--seccomp: an allow-all seccomp filter
+ *              of this thread alone, which a checkpoint must refuse.)
  * SIGUSR2 is pending for the whole process (kill), blocked by every thread until the trigger; then "cond" unblocks it and takes it, once.
  * After the trigger every thread checks itself: its name (/proc/self/task/TID/comm), mask,
  * thread-local value, rseq registration (registering its area again is EBUSY), and the
@@ -34,6 +35,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/rseq.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 enum { SPIN, COND, SLEEP, BAR_A, BAR_B, ALT, ROBUST, JOIN, IDLE, CREDS, NTHREADS };
 static const char *names[NTHREADS] = {"spin", "cond", "sleep", "barrier-a", "barrier-b", "alt", "robust", "join", "idle", "creds"};
@@ -41,7 +44,7 @@ static const char *names[NTHREADS] = {"spin", "cond", "sleep", "barrier-a", "bar
 static __thread long tls_value;
 static pid_t tids[NTHREADS];
 static pthread_t handles[NTHREADS];
-static atomic_int started, checked, with_creds;
+static atomic_int started, checked, with_creds, with_seccomp;
 static atomic_int go; /* the trigger was seen: threads check themselves */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -295,6 +298,13 @@ static void *creds_thread(void *arg)
         syscall(SYS_setresgid, 65534, 65534, 65534);
         syscall(SYS_setresuid, 65534, 65534, 65534);
     }
+    if (atomic_load(&with_seccomp)) {
+        struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+        struct sock_fprog prog = {.len = 1, .filter = &allow};
+        prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+            fail("creds: seccomp: %s", strerror(errno));
+    }
     start(CREDS);
     while (!atomic_load(&go))
         usleep(5000);
@@ -323,6 +333,7 @@ int main(int argc, char **argv)
 {
     wl_init(argc, argv, 1, "<trigger> [--creds]");
     atomic_store(&with_creds, argc > 2 && strcmp(argv[2], "--creds") == 0 && geteuid() == 0);
+    atomic_store(&with_seccomp, argc > 2 && strcmp(argv[2], "--seccomp") == 0);
     struct sigaction sa = {0};
     sa.sa_handler = on_usr1;
     sa.sa_flags = SA_ONSTACK;

@@ -42,8 +42,6 @@ const ROBUST_LIST_HEAD_SIZE = 24n;
 export class ThreadImage {
   @u32() tid = 0;
   @str() comm = '';
-  /** The state letter /proc showed when it was frozen (R, S, D, T...). */
-  @str() state = '';
   /** The system call it was frozen in, -1 if none (for `cptrst show`; the registers say it all). */
   @i32() syscall = -1;
   @u64() blocked = 0n;
@@ -106,7 +104,6 @@ export class ThreadDump implements DumpHandler {
       const img = new ThreadImage();
       img.tid = th.tid;
       img.comm = st.comm;
-      img.state = st.state;
       img.syscall = arch.syscallState(t.frozenRegs).nr;
       img.blocked = t.blockedSignals;
       img.policy = st.policy;
