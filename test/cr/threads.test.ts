@@ -7,7 +7,7 @@
  * restart that cannot make a thread leaves nothing behind.
  */
 import { expect } from 'chai';
-import { spawn } from 'child_process';
+import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
@@ -136,11 +136,11 @@ describe('threads', function () {
     expect(await waitGone(w.pid, 10000)).to.equal(true);
     // A process that holds the tid of the last thread (ns_last_pid: the next PID the kernel gives).
     const target = tids[tids.length - 1];
-    let holder: number | undefined;
+    let holder: ChildProcess | undefined;
     for (let attempt = 0; attempt < 50 && holder === undefined; attempt++) {
       fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(target - 1));
       const c = spawn('sleep', ['60'], { stdio: 'ignore', detached: true });
-      if (c.pid === target) holder = c.pid;
+      if (c.pid === target) holder = c;
       else c.kill('SIGKILL');
     }
     if (holder === undefined) this.skip(); // others took the PID each time
@@ -151,9 +151,9 @@ describe('threads', function () {
       expect(await waitGone(w.pid, 5000)).to.equal(true);
       for (const t of tids.slice(0, -1)) expect(fs.existsSync(`/proc/${t}`), `thread ${t}`).to.equal(false);
     } finally {
-      await killByPid(holder!);
+      holder.kill('SIGKILL');
     }
-    expect(await waitGone(holder!, 5000)).to.equal(true);
+    expect(await waitGone(target, 5000)).to.equal(true);
     const rs = await cptrst(['restart', image]);
     expect(rs.code, rs.stderr).to.equal(0);
     await trigger(w);
