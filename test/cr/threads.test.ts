@@ -56,16 +56,19 @@ describe('threads', function () {
   before(() => buildWorkloads());
   afterEach(() => killStartedWorkloads());
 
-  for (const args of [[], ['--creds']]) {
-    it(`pthreads ${args.join(' ')}: every thread with its own registers, mask, name, TLS, rseq, scheduling, signals, robust list, join${args.length ? ', credentials' : ''}`, async () => {
+  for (const args of [[], ['--creds'], ['--keepcaps']]) {
+    it(`pthreads ${args.join(' ')}: every thread with its own registers, mask, name, TLS, rseq, scheduling, signals, robust list, join${args.length ? `, credentials ${args[0]}` : ''}`, async () => {
       const w = await startWorkload('pthreads', args);
       const { before } = await checkpointAndRestart(w);
       // Every thread with its tid, none traced.
       expect(threadIds(w.pid)).to.deep.equal(before);
       expect(await tracedThreads(w.pid)).to.deep.equal([]);
-      if (args.includes('--creds')) {
+      if (args.length) {
+        // One thread with uids of its own (the main thread also left root with --keepcaps).
         const uids = threadIds(w.pid).map((t) => /^Uid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))![1]);
-        expect(uids.filter((u) => u === '65534').length).to.equal(1);
+        const own = args.includes('--creds') ? '65534' : '99';
+        expect(uids.filter((u) => u === own).length).to.equal(1);
+        expect(uids.filter((u) => u !== own).every((u) => u === (args.includes('--creds') ? '0' : '12'))).to.equal(true);
       }
       await trigger(w);
       expect(passLines('pthreads', args)).to.include(parseResult(await waitResult(w)).verdict);

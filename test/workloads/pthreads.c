@@ -2,7 +2,7 @@
  * A multi-threaded process whose every thread has state of its own, for checkpoint and restart
  * of threads.
  *
- *   pthreads <trigger> [--creds | --seccomp]
+ *   pthreads <trigger> [--creds | --keepcaps | --seccomp]
  *
  * Threads (each named with PR_SET_NAME, each with its own __thread value and blocked mask):
  * - "spin":    an assembly loop holding magic values in r12-r15 and xmm8-xmm9 until a flag is set;
@@ -19,7 +19,9 @@
  * - "idle":    SCHED_IDLE, nice 3, CPU affinity of one CPU (the first it may run on);
  * - "creds" (--creds, as root only): setresgid/setresuid(65534) with raw system calls, for this
  *              thread alone; the main thread keeps uid 0. (--seccomp: an allow-all seccomp filter
- *              of this thread alone, which a checkpoint must refuse.)
+ *              of this thread alone, which a checkpoint must refuse.) --keepcaps (as root): as
+ *              --creds with uid 99, and the main thread too leaves root (uid 12, gid 8) keeping its
+ *              capabilities (PR_SET_KEEPCAPS, then every permitted one made effective again).
  * SIGUSR2 is pending for the whole process (kill), blocked by every thread until the trigger; then "cond" unblocks it and takes it, once.
  * After the trigger every thread checks itself: its name (/proc/self/task/TID/comm), mask,
  * thread-local value, rseq registration (registering its area again is EBUSY), and the
@@ -44,7 +46,8 @@ static const char *names[NTHREADS] = {"spin", "cond", "sleep", "barrier-a", "bar
 static __thread long tls_value;
 static pid_t tids[NTHREADS];
 static pthread_t handles[NTHREADS];
-static atomic_int started, checked, with_creds, with_seccomp;
+static atomic_int started, checked, with_creds, with_seccomp, with_keepcaps;
+static int thread_uid = 65534;
 static atomic_int go; /* the trigger was seen: threads check themselves */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -295,8 +298,8 @@ static void *creds_thread(void *arg)
 {
     (void)arg;
     if (atomic_load(&with_creds)) {
-        syscall(SYS_setresgid, 65534, 65534, 65534);
-        syscall(SYS_setresuid, 65534, 65534, 65534);
+        syscall(SYS_setresgid, thread_uid, thread_uid, thread_uid);
+        syscall(SYS_setresuid, thread_uid, thread_uid, thread_uid);
     }
     if (atomic_load(&with_seccomp)) {
         struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
@@ -334,6 +337,12 @@ int main(int argc, char **argv)
     wl_init(argc, argv, 1, "<trigger> [--creds]");
     atomic_store(&with_creds, argc > 2 && strcmp(argv[2], "--creds") == 0 && geteuid() == 0);
     atomic_store(&with_seccomp, argc > 2 && strcmp(argv[2], "--seccomp") == 0);
+    if (argc > 2 && strcmp(argv[2], "--keepcaps") == 0 && geteuid() == 0) {
+        atomic_store(&with_keepcaps, 1);
+        atomic_store(&with_creds, 1);
+        thread_uid = 99;
+        prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0);
+    }
     struct sigaction sa = {0};
     sa.sa_handler = on_usr1;
     sa.sa_flags = SA_ONSTACK;
@@ -354,6 +363,21 @@ int main(int argc, char **argv)
             return 1;
     while (atomic_load(&started) < NTHREADS)
         usleep(1000);
+    char caps_before[3][64];
+    if (atomic_load(&with_keepcaps)) {
+        syscall(SYS_setresgid, 8, 8, 8);
+        syscall(SYS_setresuid, 12, 12, 12);
+        /* The permitted set survived (KEEP_CAPS); the effective one is raised again. */
+        struct { uint32_t version; int pid; } hdr = {0x20080522, 0};
+        struct { uint32_t eff, prm, inh; } data[2];
+        syscall(SYS_capget, &hdr, data);
+        data[0].eff = data[0].prm;
+        data[1].eff = data[1].prm;
+        if (syscall(SYS_capset, &hdr, data) != 0)
+            fail("keepcaps: capset: %s", strerror(errno));
+    }
+    status_line(getpid(), "CapPrm", caps_before[0], sizeof caps_before[0]);
+    status_line(getpid(), "CapEff", caps_before[1], sizeof caps_before[1]);
     pthread_kill(handles[ALT], SIGUSR1);
     kill(getpid(), SIGUSR2);
     wl_ready();
@@ -413,8 +437,18 @@ int main(int argc, char **argv)
     char uid_main[128], uid_creds[128];
     status_line(getpid(), "Uid", uid_main, sizeof uid_main);
     status_line(tids[CREDS], "Uid", uid_creds, sizeof uid_creds);
+    char want_uid[64];
+    snprintf(want_uid, sizeof want_uid, "\t%d\t%d\t%d\t%d", thread_uid, thread_uid, thread_uid, thread_uid);
+    if (atomic_load(&with_keepcaps)) {
+        WL_CHECK(strcmp(uid_main, "\t12\t12\t12\t12") == 0, "keepcaps: main uids '%s'", uid_main);
+        WL_CHECK(prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0) == 1, "keepcaps: PR_GET_KEEPCAPS %d", prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0));
+        status_line(getpid(), "CapPrm", caps_before[2], sizeof caps_before[2]);
+        WL_CHECK(strcmp(caps_before[0], caps_before[2]) == 0, "keepcaps: CapPrm '%s', was '%s'", caps_before[2], caps_before[0]);
+        status_line(getpid(), "CapEff", caps_before[2], sizeof caps_before[2]);
+        WL_CHECK(strcmp(caps_before[1], caps_before[2]) == 0, "keepcaps: CapEff '%s', was '%s'", caps_before[2], caps_before[1]);
+    }
     if (atomic_load(&with_creds))
-        WL_CHECK(strcmp(uid_creds, "\t65534\t65534\t65534\t65534") == 0 && strcmp(uid_main, uid_creds) != 0, "creds: uids '%s', main '%s'", uid_creds, uid_main);
+        WL_CHECK(strcmp(uid_creds, want_uid) == 0 && strcmp(uid_main, uid_creds) != 0, "creds: uids '%s', main '%s'", uid_creds, uid_main);
     else
         WL_CHECK(strcmp(uid_main, uid_creds) == 0, "creds: uids '%s', main '%s'", uid_creds, uid_main);
 

@@ -17,7 +17,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, StateKey, Tracee, bool, linux, objectType, u32s, u64,
+  RestoreObject, StateKey, Tracee, bool, linux, objectType, u32, u32s, u64,
 } from '@cptrst/core';
 import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
 import { bringUpTask } from './identity';
@@ -42,6 +42,8 @@ export class CredsImage {
   @u64() capBnd = 0n;
   @u64() capAmb = 0n;
   @bool() noNewPrivs = false;
+  /** The securebits a restart sets (only SECBIT_KEEP_CAPS: a checkpoint refuses the others). */
+  @u32({ since: 4 }) securebits = 0;
 }
 
 /** The TASK_CREDS object read at restart, applied in full at the end (CredsFinal). */
@@ -57,12 +59,17 @@ export class CredsDump implements DumpHandler {
   readonly name = 'task.creds';
   readonly order = CREDS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    ctx.write(credsOf(task.pid), task.tag);
+    ctx.write(credsOf(task.pid, undefined, keepCapsBit(task.tracee)), task.tag);
   }
 }
 
-/** The credentials of a process's main thread, or of one of its threads. */
-export function credsOf(pid: number, tid?: number): CredsImage {
+/** The SECBIT_KEEP_CAPS bit of a thread's securebits, asked inside it. */
+export function keepCapsBit(t: Tracee): number {
+  return Number(t.syscallOk(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], 'prctl(PR_GET_SECUREBITS)')) & linux.SECBIT_KEEP_CAPS;
+}
+
+/** The credentials of a process's main thread, or of one of its threads (securebits asked inside the thread). */
+export function credsOf(pid: number, tid: number | undefined, securebits: number): CredsImage {
   const s = linux.readStatus(pid, tid);
   const img = new CredsImage();
   img.uids = s.uid;
@@ -74,6 +81,7 @@ export function credsOf(pid: number, tid?: number): CredsImage {
   img.capBnd = s.capBnd;
   img.capAmb = s.capAmb;
   img.noNewPrivs = s.noNewPrivs !== 0;
+  img.securebits = securebits;
   return img;
 }
 
@@ -97,6 +105,7 @@ export function credsBeyondOwner(img: CredsImage, owner: linux.UserRights): stri
 
 function validate(task: RestartTask, img: CredsImage): void {
   const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: 'creds' });
+  if ((img.securebits & ~linux.SECBIT_KEEP_CAPS) !== 0) throw bad(`securebits 0x${img.securebits.toString(16)} (only KEEP_CAPS is restored)`);
   if (img.uids.length !== 4 || img.gids.length !== 4) throw bad('credentials need 4 uids and 4 gids');
   if (img.groups.length > 65536) throw bad(`${img.groups.length} supplementary groups (the kernel allows 65536)`);
   const invalid = 0xffffffff;
@@ -219,6 +228,11 @@ export function setCredentials(t: Tracee, pid: number, tid: number | undefined, 
     const bit = 1n << BigInt(cap);
     if (start.capBnd & bit && !(img.capBnd & bit)) t.syscallOk(SYS.prctl, [PR.CAPBSET_DROP, cap], `dropping capability ${cap} from the bounding set${on}`);
   }
+  // Before the uids change: it decides whether the permitted capabilities survive that.
+  const keep = (img.securebits & linux.SECBIT_KEEP_CAPS) !== 0 ? 1n : 0n;
+  if (t.syscallOk(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0], `prctl(PR_GET_KEEPCAPS)${on}`) !== keep) {
+    t.syscallOk(SYS.prctl, [PR.SET_KEEPCAPS, keep, 0, 0, 0], `prctl(PR_SET_KEEPCAPS, ${keep})${on}`);
+  }
   const [rg, eg, sg, fg] = img.gids;
   const [ru, eu, su, fu] = img.uids;
   t.syscallOk(SYS.setresgid, [rg, eg, sg], `setresgid${on}`);
@@ -228,6 +242,9 @@ export function setCredentials(t: Tracee, pid: number, tid: number | undefined, 
   capabilities(t, pid, tid, img);
   if (img.noNewPrivs) t.syscallOk(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], `prctl(PR_SET_NO_NEW_PRIVS)${on}`);
   verify(pid, tid, img);
+  if (t.syscallOk(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0], `prctl(PR_GET_KEEPCAPS)${on}`) !== keep) {
+    throw new CptError('EPERM', `credentials${on} could not be restored exactly: KEEP_CAPS is not ${keep}`, { pid, object: tid === undefined ? 'creds' : `thread ${tid}` });
+  }
 }
 
 /**

@@ -25,7 +25,7 @@ import {
 } from '@cptrst/core';
 import { afterCreds, nowOrAfterCreds } from './deferred';
 import { PID_WAIT_MS } from './create';
-import { CREDS_KEY, THREAD_CREDS_KEY, credsOf, setCredentials } from './creds';
+import { CREDS_KEY, THREAD_CREDS_KEY, credsOf, keepCapsBit, setCredentials } from './creds';
 import { THREAD_PENDING } from './signals';
 
 const { SYS, PR, ptrace, PTRACE_O } = linux;
@@ -63,6 +63,8 @@ export class ThreadImage {
   @u32() pdeathsig = 0;
 }
 
+/** A thread's SECBIT_KEEP_CAPS, read at check. */
+const SECUREBITS = new StateKey<number>('task.thread.securebits');
 /** A thread's THREAD object at restart. */
 const THREAD_KEY = new StateKey<ThreadImage>('task.thread');
 
@@ -85,18 +87,25 @@ export class ThreadDump implements DumpHandler {
   /** What a thread has that cannot be made again: refused, naming the threads. */
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
     const seccomp: number[] = [];
+    const securebits: number[] = [];
     for (const th of threadsOf(task)) {
       const s = linux.readStatus(task.pid, th.tid);
       if (s.seccomp !== 0) seccomp.push(th.tid);
     }
     if (seccomp.length) refuse(task.pid, `threads ${named(seccomp)}`, `${seccomp.length} thread(s) run under a seccomp filter; seccomp is not supported yet`);
+    for (const th of threadsOf(task)) {
+      const bits = Number(th.tracee!.syscallOk(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], `prctl(PR_GET_SECUREBITS) in thread ${th.tid}`));
+      th.state.set(SECUREBITS, bits & linux.SECBIT_KEEP_CAPS);
+      if (bits & ~linux.SECBIT_KEEP_CAPS) securebits.push(th.tid);
+    }
+    if (securebits.length) refuse(task.pid, `threads ${named(securebits)}`, `${securebits.length} thread(s) have securebits set (PR_SET_SECUREBITS); they are not supported yet`);
   }
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const threads = threadsOf(task);
     if (!threads.length) return;
     const arch = archOf(ctx.container);
-    const mainCreds = credsText(task.pid, task.tid);
+    const mainCreds = credsText(task.pid, task.tid, keepCapsBit(task.tracee));
     const ss = sizeOfStruct(linux.StackT);
     for (const th of threads) {
       const t = th.tracee!;
@@ -132,10 +141,11 @@ export class ThreadDump implements DumpHandler {
       img.clearChildTid = t.readMemory(ptr, 8).readBigUInt64LE(0);
       img.timerslackNs = t.syscallOk(SYS.prctl, [PR.GET_TIMERSLACK, 0, 0, 0, 0], `prctl(PR_GET_TIMERSLACK) in thread ${th.tid}`);
       img.pdeathsig = prctlGetInt(t, PR.GET_PDEATHSIG, `prctl(PR_GET_PDEATHSIG) in thread ${th.tid}`);
+      const securebits = th.state.get(SECUREBITS)!;
       // Its stack bytes back now: the memory dump reads the pages as the thread left them.
       t.restore(arch.resumeRegs(t.frozenRegs, 'original'));
       th.tag = ctx.write(img, task.tag);
-      if (credsText(task.pid, th.tid) !== mainCreds) ctx.write(credsOf(task.pid, th.tid), th.tag);
+      if (credsText(task.pid, th.tid, securebits) !== mainCreds) ctx.write(credsOf(task.pid, th.tid, securebits), th.tag);
     }
   }
 }
@@ -148,10 +158,10 @@ function affinityOf(pid: number, tid: number): Buffer {
   return mask.subarray(0, Number(n));
 }
 
-/** The credential lines of a thread's status, to tell whether they differ from the main thread's. */
-function credsText(pid: number, tid: number): string {
+/** A thread's credentials, to tell whether they differ from the main thread's. */
+function credsText(pid: number, tid: number, securebits: number): string {
   const s = linux.readStatus(pid, tid);
-  return JSON.stringify([s.uid, s.gid, s.groups, String(s.capInh), String(s.capPrm), String(s.capEff), String(s.capBnd), String(s.capAmb), s.noNewPrivs]);
+  return JSON.stringify([s.uid, s.gid, s.groups, String(s.capInh), String(s.capPrm), String(s.capEff), String(s.capBnd), String(s.capAmb), s.noNewPrivs, securebits]);
 }
 
 export class ThreadRestore implements RestoreHandler {
