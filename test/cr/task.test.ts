@@ -8,11 +8,12 @@ import { expect } from 'chai';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
+import { loadModule } from '@cptrst/core';
 import {
   CLI_MAIN, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult,
-  passLines, procState, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  passLines, procState, removeUserDir, rewriteImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
+import type { Rec } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
 const NOBODY = { uid: 65534, gid: 65534 };
@@ -34,34 +35,6 @@ async function restartOk(w: Workload, img: string): Promise<void> {
   expect(rs.code, `restart failed: ${rs.stderr}`).to.equal(0);
   expect(rs.stdout.trim()).to.equal(String(w.pid));
   expect((await procState(w.pid))?.tracerPid).to.equal(0);
-}
-
-type Rec = { name: string; obj: Record<string, unknown> };
-
-/** Copies an image object by object through the project's codec (checksums made anew); `edit` may change, drop (return null) or reorder objects. */
-function rewriteImage(src: string, dst: string, edit: (recs: Rec[]) => Rec[], owner?: { uid: number; gid: number }): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w', 0o600);
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    w.writeHead(r.readHead());
-    const recs: Array<Rec & { tag: number; ptag: number; pages?: Buffer }> = [];
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name !== 'TERMINATOR') recs.push({ name: rec.name, obj: rec.obj as Record<string, unknown>, tag: rec.tag, ptag: rec.ptag, pages: rec.pages });
-    }
-    // Tags are given anew in stream order: parents are found by their old tag.
-    const tags = new Map<number, number>([[1, 1]]);
-    for (const rec of edit(recs) as typeof recs) {
-      const ptag = tags.get(rec.ptag)!;
-      tags.set(rec.tag, rec.pages ? w.writeWithPages(rec.obj, rec.pages, { ptag }) : w.write(rec.obj, { ptag }));
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
-  if (owner) fs.chownSync(dst, owner.uid, owner.gid);
 }
 
 const only = (recs: Rec[], name: string): Record<string, unknown> => {

@@ -10,10 +10,14 @@ import { expect } from 'chai';
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { loadModule } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, sleep, startWorkload, trigger,
-  waitGone, waitResult,
+  Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines, removeUserDir,
+  rewriteImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
+import type { Rec } from '../support';
+
+const NOBODY = { uid: 65534, gid: 65534 };
 
 /** Threads of pid with a tracer, waiting a little for the kernel to finish detaching. */
 async function tracedThreads(pid: number): Promise<string[]> {
@@ -53,8 +57,13 @@ async function checkpointAndRestart(w: Workload, opts: { timeoutMs?: number } = 
 
 describe('threads', function () {
   this.timeout(240000);
-  before(() => buildWorkloads());
+  const userDirs: string[] = [];
+  before(() => {
+    loadModule('@cptrst/cpt-module'); // the layouts, to rewrite images
+    return buildWorkloads();
+  });
   afterEach(() => killStartedWorkloads());
+  after(() => userDirs.forEach(removeUserDir));
 
   for (const args of [[], ['--creds'], ['--keepcaps']]) {
     it(`pthreads ${args.join(' ')}: every thread with its own registers, mask, name, TLS, rseq, scheduling, signals, robust list, join${args.length ? `, credentials ${args[0]}` : ''}`, async () => {
@@ -159,6 +168,49 @@ describe('threads', function () {
     expect(await waitGone(target, 5000)).to.equal(true);
     const rs = await cptrst(['restart', image]);
     expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    expect(passLines('pthreads')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('an image not owned by root: its threads get its owner\'s rights, never more (a thread with uid 0 or a lower nice is refused, nothing left)', async () => {
+    const dir = makeUserDir('threads-nobody');
+    userDirs.push(dir);
+    const w = await startWorkload('pthreads', [], { dir, asUser: NOBODY });
+    const img = path.join(dir, 'image.cpt');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await w.exited;
+    expect(await waitGone(w.pid, 10000)).to.equal(true);
+    fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+    type Tagged = Rec & { tag: number; ptag: number };
+    const craft = (n: string, edit: (recs: Tagged[]) => Tagged[]) => {
+      const p = path.join(dir, `${n}.cpt`);
+      rewriteImage(img, p, (recs) => edit(recs as Tagged[]), NOBODY);
+      return p;
+    };
+    const refused = async (p: string, pattern: RegExp) => {
+      const r = await cptrst(['restart', p]);
+      expect(r.code, r.stdout).to.equal(1);
+      expect(r.stderr).to.match(pattern);
+      expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+    };
+    const firstThread = (recs: Tagged[]) => recs.find((r) => r.name === 'thread')!;
+    // A thread with credentials of its own: uid 0.
+    await refused(craft('root-thread', (recs) => {
+      const th = firstThread(recs);
+      const main = recs.find((r) => r.name === 'creds')!.obj;
+      const creds = Object.assign(Object.create(Object.getPrototypeOf(main) as object) as Record<string, unknown>, main, { uids: [0, 0, 0, 0] });
+      recs.splice(recs.indexOf(th) + 1, 0, { name: 'creds', obj: creds, tag: 1 << 30, ptag: th.tag });
+      return recs;
+    }), new RegExp(`^cptrst: EPERM: pid ${w.pid}, thread ${'\\d+'}: the image belongs to uid 65534, and thread \\d+ of task ${w.pid} asks for more than its owner has: real uid 0`));
+    // A thread asking for nice -10, which only privilege gives: asked with the owner's rights.
+    await refused(craft('nice-thread', (recs) => {
+      firstThread(recs).obj.nice = -10;
+      return recs;
+    }), new RegExp(`^cptrst: EPERM: pid ${w.pid}, scheduling of thread \\d+: .*refused by the kernel with the rights of the image's owner`));
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    for (const t of threadIds(w.pid)) expect(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8')).to.match(/^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
     await trigger(w);
     expect(passLines('pthreads')).to.include(parseResult(await waitResult(w)).verdict);
   });

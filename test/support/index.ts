@@ -16,3 +16,5 @@ export {
 export { parseResult, startWorkload, trigger, waitResult } from './workloads';
 export type { Workload } from './workloads';
 export { cptrst } from './cptrst';
+export { rewriteImage } from './image';
+export type { Rec } from './image';

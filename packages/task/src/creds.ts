@@ -217,8 +217,11 @@ export class CredsFinal implements RestoreHandler {
  */
 export function setCredentials(t: Tracee, pid: number, tid: number | undefined, img: CredsImage, beforeDrop?: () => void): void {
   const on = tid === undefined ? '' : ` in thread ${tid}`;
-  // Still euid 0: every permitted capability back in effect for setgroups, setres*id and the bounding set.
   const start = linux.readStatus(pid, tid);
+  const keep = (img.securebits & linux.SECBIT_KEEP_CAPS) !== 0 ? 1n : 0n;
+  // A thread that has them already (made by a root process whose credentials are the image's) needs nothing.
+  if (tid !== undefined && !beforeDrop && differences(start, img).length === 0 && t.syscall(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0]) === keep) return;
+  // Still euid 0: every permitted capability back in effect for setgroups, setres*id and the bounding set.
   if (start.capEff !== start.capPrm) capset(t, { effective: start.capPrm, permitted: start.capPrm, inheritable: start.capInh }, `capset (before the credentials)${on}`);
   beforeDrop?.();
 
@@ -229,7 +232,6 @@ export function setCredentials(t: Tracee, pid: number, tid: number | undefined, 
     if (start.capBnd & bit && !(img.capBnd & bit)) t.syscallOk(SYS.prctl, [PR.CAPBSET_DROP, cap], `dropping capability ${cap} from the bounding set${on}`);
   }
   // Before the uids change: it decides whether the permitted capabilities survive that.
-  const keep = (img.securebits & linux.SECBIT_KEEP_CAPS) !== 0 ? 1n : 0n;
   if (t.syscallOk(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0], `prctl(PR_GET_KEEPCAPS)${on}`) !== keep) {
     t.syscallOk(SYS.prctl, [PR.SET_KEEPCAPS, keep, 0, 0, 0], `prctl(PR_SET_KEEPCAPS, ${keep})${on}`);
   }
@@ -266,7 +268,12 @@ function capabilities(t: Tracee, pid: number, tid: number | undefined, img: Cred
 }
 
 function verify(pid: number, tid: number | undefined, img: CredsImage): void {
-  const after = linux.readStatus(pid, tid);
+  const diffs = differences(linux.readStatus(pid, tid), img);
+  if (diffs.length) throw new CptError('EPERM', `credentials${tid === undefined ? '' : ` of thread ${tid}`} could not be restored exactly: ${diffs.join('; ')}`, { pid, object: tid === undefined ? 'creds' : `thread ${tid}` });
+}
+
+/** How the credentials /proc shows differ from the image's (empty when they are the same). */
+function differences(after: linux.ProcStatus, img: CredsImage): string[] {
   const diffs: string[] = [];
   const same = (name: string, a: unknown, b: unknown) => { if (String(a) !== String(b)) diffs.push(`${name} ${String(a)} instead of ${String(b)}`); };
   same('uids', after.uid, img.uids);
@@ -280,5 +287,5 @@ function verify(pid: number, tid: number | undefined, img: CredsImage): void {
   same('NoNewPrivs', after.noNewPrivs !== 0, img.noNewPrivs);
   // A checkpoint refuses seccomp: a filter here would be cptrst's own, inherited through the helper.
   same('Seccomp', after.seccomp, 0);
-  if (diffs.length) throw new CptError('EPERM', `credentials${tid === undefined ? '' : ` of thread ${tid}`} could not be restored exactly: ${diffs.join('; ')}`, { pid, object: tid === undefined ? 'creds' : `thread ${tid}` });
+  return diffs;
 }

@@ -268,6 +268,14 @@ function setUp(ctx: RestartContext, task: RestartTask, th: TaskThread): void {
     const signo = info.readInt32LE(0);
     t.syscallOk(SYS.rt_tgsigqueueinfo, [task.pid, th.tid, signo, t.stage(info, 0)], what(`queueing ${linux.signalName(signo)}`));
   }
+  // Its credentials first: for an image held to its owner's rights, what follows is then asked
+  // with the owner's rights (its scheduling); the parent-death signal after them (a change of
+  // credentials clears it).
+  afterCreds(task, `credentials of thread ${th.tid}`, () => {
+    const creds = th.state.get(THREAD_CREDS_KEY) ?? task.state.get(CREDS_KEY);
+    if (!creds) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
+    setCredentials(t, task.pid, th.tid, creds);
+  });
   nowOrAfterCreds(ctx, task, `scheduling of thread ${th.tid}`, () => {
     const st = linux.readStat(task.pid, th.tid);
     if (img.policy !== st.policy || img.rtPriority !== st.rtPriority) {
@@ -275,12 +283,6 @@ function setUp(ctx: RestartContext, task: RestartTask, th: TaskThread): void {
       t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param, 0)], what(`sched_setscheduler(${img.policy}, ${img.rtPriority})`));
     }
     if (img.nice !== linux.readStat(task.pid, th.tid).nice) t.syscallOk(SYS.setpriority, [0, th.tid, img.nice], what(`setpriority(nice ${img.nice})`));
-  });
-  // Its credentials, then (a change of credentials clears it) its parent-death signal.
-  afterCreds(task, `credentials of thread ${th.tid}`, () => {
-    const creds = th.state.get(THREAD_CREDS_KEY) ?? task.state.get(CREDS_KEY);
-    if (!creds) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
-    setCredentials(t, task.pid, th.tid, creds);
   });
   if (img.pdeathsig !== 0) afterCreds(task, `parent-death signal of thread ${th.tid}`, () => t.syscallOk(SYS.prctl, [PR.SET_PDEATHSIG, img.pdeathsig, 0, 0, 0], what('prctl(PR_SET_PDEATHSIG)')));
 }
