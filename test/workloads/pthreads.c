@@ -2,7 +2,7 @@
  * A multi-threaded process whose every thread has state of its own, for checkpoint and restart
  * of threads.
  *
- *   pthreads <trigger> [--creds | --keepcaps | --seccomp]
+ *   pthreads <trigger> [--creds | --keepcaps | --seccomp | --as UID:GID]
  *
  * Threads (each named with PR_SET_NAME, each with its own __thread value and blocked mask):
  * - "spin":    an assembly loop holding magic values in r12-r15 and xmm8-xmm9 until a flag is set;
@@ -22,6 +22,7 @@
  *              of this thread alone, which a checkpoint must refuse.) --keepcaps (as root): as
  *              --creds with uid 99, and the main thread too leaves root (uid 12, gid 8) keeping its
  *              capabilities (PR_SET_KEEPCAPS, then every permitted one made effective again).
+ *              --as UID:GID: the whole process becomes that user before any thread is made.
  * SIGUSR2 is pending for the whole process (kill), blocked by every thread until the trigger; then "cond" unblocks it and takes it, once.
  * After the trigger every thread checks itself: its name (/proc/self/task/TID/comm), mask,
  * thread-local value, rseq registration (registering its area again is EBUSY), and the
@@ -30,6 +31,7 @@
 #include "common.h"
 
 #include <dirent.h>
+#include <grp.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -337,6 +339,12 @@ int main(int argc, char **argv)
     wl_init(argc, argv, 1, "<trigger> [--creds]");
     atomic_store(&with_creds, argc > 2 && strcmp(argv[2], "--creds") == 0 && geteuid() == 0);
     atomic_store(&with_seccomp, argc > 2 && strcmp(argv[2], "--seccomp") == 0);
+    unsigned as_uid, as_gid;
+    if (argc > 3 && strcmp(argv[2], "--as") == 0 && sscanf(argv[3], "%u:%u", &as_uid, &as_gid) == 2) {
+        gid_t g[1] = {as_gid};
+        if (setgroups(1, g) != 0 || setresgid(as_gid, as_gid, as_gid) != 0 || setresuid(as_uid, as_uid, as_uid) != 0)
+            fail("becoming %u:%u: %s", as_uid, as_gid, strerror(errno));
+    }
     if (argc > 2 && strcmp(argv[2], "--keepcaps") == 0 && geteuid() == 0) {
         atomic_store(&with_keepcaps, 1);
         atomic_store(&with_creds, 1);
