@@ -84,6 +84,32 @@ describe('threads', function () {
     });
   }
 
+  it('a job-control stopped process: every thread stays stopped after the checkpoint and after the restart; SIGCONT lets all go on', async () => {
+    const w = await startWorkload('pthreads');
+    process.kill(w.pid, 'SIGSTOP');
+    const states = async (want: string) => {
+      let got: string[] = [];
+      for (let i = 0; i < 200; i++) {
+        got = threadIds(w.pid).map((t) => fs.readFileSync(`/proc/${w.pid}/task/${t}/stat`, 'utf8').split(') ')[1].charAt(0));
+        if (got.every((s) => s === want)) break;
+        await sleep(10);
+      }
+      return got;
+    };
+    expect(await states('T')).to.satisfy((a: string[]) => a.every((s) => s === 'T'));
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'run')]);
+    expect(r.code, r.stderr).to.equal(0);
+    expect(await tracedThreads(w.pid)).to.deep.equal([]);
+    expect(await states('T')).to.satisfy((a: string[]) => a.every((s) => s === 'T'));
+    const { before } = await checkpointAndRestart(w);
+    expect(threadIds(w.pid)).to.deep.equal(before);
+    expect(await states('T')).to.satisfy((a: string[]) => a.every((s) => s === 'T'));
+    expect(await tracedThreads(w.pid)).to.deep.equal([]);
+    process.kill(w.pid, 'SIGCONT');
+    await trigger(w);
+    expect(passLines('pthreads')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
   it('cptrst show lists the threads with the system call each was frozen in', async () => {
     const w = await startWorkload('pthreads');
     const image = path.join(w.dir, 'image');
