@@ -140,6 +140,17 @@ describe('threads', function () {
     expect(passLines('pthreads', ['--seccomp'])).to.include(parseResult(await waitResult(w)).verdict);
   });
 
+  it('refuses a thread with its own cwd and umask (unshare(CLONE_FS)), naming it; every thread carries on', async () => {
+    const w = await startWorkload('pthreads', ['--unshare']);
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'img')]);
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, thread (\\d+): thread \\1 has its own file-system context \\(cwd, root, umask\\) \\(unshare in one thread\\); `));
+    expect(fs.existsSync(path.join(w.dir, 'img'))).to.equal(false);
+    expect(await tracedThreads(w.pid)).to.deep.equal([]);
+    await trigger(w);
+    expect(passLines('pthreads', ['--unshare'])).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
   it('threadchurn: threads made and ended all the time; checkpointed while running (three times) and restarted', async () => {
     const w = await startWorkload('threadchurn');
     for (let k = 0; k < 3; k++) {

@@ -93,6 +93,16 @@ export class ThreadDump implements DumpHandler {
       if (s.seccomp !== 0) seccomp.push(th.tid);
     }
     if (seccomp.length) refuse(task.pid, `threads ${named(seccomp)}`, `${seccomp.length} thread(s) run under a seccomp filter; seccomp is not supported yet`);
+    // Threads are made sharing the main thread's cwd and umask, fd table, SysV undo list and
+    // namespaces: one that unshared any of them cannot be made again.
+    const shared: Array<[string, number]> = [['file-system context (cwd, root, umask)', linux.KCMP.FS], ['fd table', linux.KCMP.FILES], ['SysV semaphore undo list', linux.KCMP.SYSVSEM]];
+    const mainNs = linux.readNamespaces(task.pid);
+    for (const th of threadsOf(task)) {
+      const own = shared.filter(([, type]) => linux.kcmp(task.pid, th.tid, type) !== 0).map(([what]) => `its own ${what}`);
+      const ns = linux.readNamespaces(task.pid, th.tid);
+      for (const kind of linux.NS_KINDS) if (ns[kind] !== mainNs[kind]) own.push(`its own ${kind} namespace`);
+      if (own.length) refuse(task.pid, `thread ${th.tid}`, `thread ${th.tid} has ${own.join(', ')} (unshare in one thread); a thread that does not share these with its process is not supported`);
+    }
     for (const th of threadsOf(task)) {
       const bits = Number(th.tracee!.syscallOk(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], `prctl(PR_GET_SECUREBITS) in thread ${th.tid}`));
       th.state.set(SECUREBITS, bits & linux.SECBIT_KEEP_CAPS);
