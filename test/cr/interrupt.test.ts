@@ -6,7 +6,8 @@
  * runs, untraced, with its mask and its mappings, and finally passes its own checks.
  * Multi-threaded processes are killed-at-moments the same way (calls run inside every thread, each
  * over a signal frame on its own stack): every thread runs on, untraced, and passes its checks.
- * `cptrst restart` is killed or interrupted the same way: nothing it made is left behind.
+ * `cptrst restart` is killed or interrupted the same way: nothing it made is left behind, none
+ * of the threads of a process with 200 threads either.
  */
 import { expect } from 'chai';
 import { ChildProcess, spawn } from 'child_process';
@@ -217,6 +218,40 @@ describe('cptrst killed or interrupted', function () {
     expect(passLines(name)).to.include(parseResult(await waitResult(w, 60000)).verdict);
   });
   }
+
+  it('restart of a process with 200 threads: SIGKILL or SIGINT at any moment, while its threads are made too, leaves no thread behind', async () => {
+    const w = await startWorkload('threads.py', ['200'], { readyTimeoutMs: 60000 });
+    const tids = fs.readdirSync(`/proc/${w.pid}/task`).map(Number);
+    const img = path.join(w.dir, 'image');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await w.exited;
+    expect(await waitGone(w.pid, 10000)).to.equal(true);
+    const plan: Array<[Sig, number]> = [['SIGKILL', 30], ['SIGKILL', 90], ['SIGKILL', 180], ['SIGKILL', 300], ['SIGKILL', 450], ['SIGINT', 120], ['SIGINT', 350]];
+    let completed = 0;
+    for (const [sig, d] of plan) {
+      const what = `${sig} ${d} ms`;
+      const run = await runAndSignal(['restart', img], w.dir, sig, d);
+      await sleep(100);
+      const after = status(w.pid);
+      if (run.code === 0 || (after !== null && after.tracer === 0 && !/^[ZX]$/.test(after.state))) {
+        completed++; // whole and its own before the signal came
+        process.kill(w.pid, 'SIGKILL');
+      } else if (sig === 'SIGKILL') {
+        expect(run.signal, what).to.equal('SIGKILL');
+      } else {
+        expectInterruptedLine(run, sig, 'nothing was restored');
+      }
+      expect(await waitGone(w.pid, 15000), `${what}: pid ${w.pid} still there`).to.equal(true);
+      const left = tids.filter((t) => fs.existsSync(`/proc/${t}`));
+      expect(left, `${what}: threads left`).to.deep.equal([]);
+    }
+    expect(completed, 'every restart completed: the signals came too late').to.be.lessThan(plan.length);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    expect(passLines('threads.py', ['200'])).to.include(parseResult(await waitResult(w, 60000)).verdict);
+  });
 
   it('restart: SIGKILL, SIGINT or SIGTERM at any moment leaves no process behind', async () => {
     const w = await startWorkload('survive', ['256'], { readyTimeoutMs: 30000 });
