@@ -55,19 +55,31 @@ export interface ThreadRelease {
  */
 export function releaseGroup(main: Tracee, threads: readonly ThreadRelease[], mode: ReleaseMode, regs?: ArchRegs): void {
   const held = threads.filter((t) => !t.tracee.released);
+  // One thread that cannot be let go does not keep the others, or the main thread, from it.
+  let failure: unknown;
+  const each = (f: () => void) => {
+    try {
+      f();
+    } catch (e) {
+      failure ??= e;
+    }
+  };
   try {
     if (mode !== 'kill') {
       for (const t of held) {
-        if (!t.regs) throw new CptError('EINVAL', `no registers to let thread ${t.tracee.tid} go with`, { pid: t.tracee.pid, object: `thread ${t.tracee.tid}` });
-        requeueIntercepted(t.tracee);
-        t.tracee.restore(t.regs);
+        each(() => {
+          if (!t.regs) throw new CptError('EINVAL', `no registers to let thread ${t.tracee.tid} go with`, { pid: t.tracee.pid, object: `thread ${t.tracee.tid}` });
+          requeueIntercepted(t.tracee);
+          t.tracee.restore(t.regs);
+        });
       }
     }
-    releaseTracee(main, mode, regs);
-    if (mode !== 'kill') for (const t of held) t.tracee.detach();
+    each(() => releaseTracee(main, mode, regs));
+    if (mode !== 'kill') for (const t of held) each(() => t.tracee.detach());
   } finally {
     for (const t of held) t.tracee.forget();
   }
+  if (failure !== undefined) throw failure;
 }
 
 /** Intercepted signals go back into the task's queue (rt_tgsigqueueinfo inside it, with their siginfo). */
