@@ -243,7 +243,15 @@ describe('cptrst killed or interrupted', function () {
         expectInterruptedLine(run, sig, 'nothing was restored');
       }
       expect(await waitGone(w.pid, 15000), `${what}: pid ${w.pid} still there`).to.equal(true);
-      const left = tids.filter((t) => fs.existsSync(`/proc/${t}`));
+      // Still there as a thread of that process (on a busy machine the numbers of its threads may
+      // already belong to other processes).
+      const left = tids.filter((t) => {
+        try {
+          return /^Tgid:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${t}/status`, 'utf8'))?.[1] === String(w.pid);
+        } catch {
+          return false;
+        }
+      });
       expect(left, `${what}: threads left`).to.deep.equal([]);
     }
     expect(completed, 'every restart completed: the signals came too late').to.be.lessThan(plan.length);
