@@ -5,11 +5,14 @@
  * For each size: the time the target was frozen, checkpoint and restart wall time, image size,
  * and the speed of a plain in-memory copy of the same size in this run (the bound).
  *
- * Usage: node bench/dist/bench.js [--dir DIR] [--runs N] [sizes in MiB...]
+ * Usage: node bench/dist/bench.js [--dir DIR] [--runs N] [--threads N,N...] [sizes in MiB...]
  *   --dir DIR   where images are written (env CPTRST_BENCH_DIR); default /dev/shm (tmpfs), so the
  *               figures are the tool's and not the disk's. Use a disk directory to include the disk.
  *   --runs N    runs per size (env CPTRST_BENCH_RUNS, default 3); the table shows the median of
  *               each figure, and the best checkpoint and restart.
+ *   --threads N,N...  also a table by thread count (env CPTRST_BENCH_THREADS): processes with 16 MiB
+ *               touched and that many more threads, each checking its thread-local value after
+ *               the restart; with no sizes given, only that table.
  *   CPTRST_BENCH_DETAIL=1 prints each run's per-phase timings (ms) on stderr.
  *   CPTRST_CRC=zlib makes the image code use zlib's CRC-32 instead of libdeflate's (same result).
  * Fds inherited without close-on-exec (a shell's stray pipe) are made close-on-exec first, so the
@@ -30,22 +33,30 @@ interface Options {
   dir: string;
   runs: number;
   sizes: number[];
+  threads: number[];
 }
 
+/** Memory touched by the processes of the thread-count table. */
+const THREADS_MIB = 16;
+
 function parseArgs(argv: string[]): Options {
-  const o: Options = { dir: process.env.CPTRST_BENCH_DIR || '/dev/shm', runs: Number(process.env.CPTRST_BENCH_RUNS || 3), sizes: [] };
+  const counts = (v: string) => v.split(',').filter(Boolean).map(Number);
+  const o: Options = { dir: process.env.CPTRST_BENCH_DIR || '/dev/shm', runs: Number(process.env.CPTRST_BENCH_RUNS || 3), sizes: [], threads: counts(process.env.CPTRST_BENCH_THREADS || '') };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--dir') o.dir = argv[++i];
     else if (a.startsWith('--dir=')) o.dir = a.slice(6);
     else if (a === '--runs') o.runs = Number(argv[++i]);
     else if (a.startsWith('--runs=')) o.runs = Number(a.slice(7));
+    else if (a === '--threads') o.threads = counts(argv[++i] ?? '');
+    else if (a.startsWith('--threads=')) o.threads = counts(a.slice(10));
     else if (/^\d+$/.test(a) && Number(a) > 0) o.sizes.push(Number(a));
-    else throw new Error(`bench: unknown argument ${a}\nusage: bench.js [--dir DIR] [--runs N] [sizes in MiB...]`);
+    else throw new Error(`bench: unknown argument ${a}\nusage: bench.js [--dir DIR] [--runs N] [--threads N,N...] [sizes in MiB...]`);
   }
   if (!o.dir || !fs.existsSync(o.dir)) throw new Error(`bench: image directory ${o.dir} does not exist`);
   if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('bench: --runs needs a positive integer');
-  if (!o.sizes.length) o.sizes = [64, 256, 1024];
+  if (o.threads.some((n) => !Number.isInteger(n) || n < 0)) throw new Error('bench: --threads needs counts >= 0');
+  if (!o.sizes.length && !o.threads.length) o.sizes = [64, 256, 1024];
   return o;
 }
 
@@ -126,13 +137,13 @@ class Bench {
 
   constructor(readonly opts: Options) {
     this.images = fs.mkdtempSync(path.join(opts.dir, 'cptrst-bench-img-'));
-    execFileSync('gcc', ['-O2', '-o', this.bin, path.join(here, 'touch.c')]);
+    execFileSync('gcc', ['-O2', '-pthread', '-o', this.bin, path.join(here, 'touch.c')]);
   }
 
-  async startTouch(mib: number, out: string, trigger: string): Promise<number> {
+  async startTouch(mib: number, out: string, trigger: string, threads: number): Promise<number> {
     const ofd = fs.openSync(out, 'w');
     // Output goes to a file: cptrst refuses pipes.
-    const child = spawn(this.bin, [String(mib), trigger], { stdio: ['ignore', ofd, ofd], detached: true });
+    const child = spawn(this.bin, [String(mib), trigger, '600', String(threads)], { stdio: ['ignore', ofd, ofd], detached: true });
     fs.closeSync(ofd);
     child.unref();
     if (child.pid) this.started.add(child.pid);
@@ -174,12 +185,12 @@ class Bench {
     throw new Error(`the restored workload (pid ${pid}) gave no verdict`);
   }
 
-  async run(mib: number, n: number): Promise<Run> {
+  async run(mib: number, n: number, threads = 0): Promise<Run> {
     const bytes = mib << 20;
-    const out = path.join(this.work, `out-${mib}-${n}`);
-    const trigger = path.join(this.work, `go-${mib}-${n}`);
-    const img = path.join(this.images, `img-${mib}-${n}`);
-    const pid = await this.startTouch(mib, out, trigger);
+    const out = path.join(this.work, `out-${mib}-${threads}-${n}`);
+    const trigger = path.join(this.work, `go-${mib}-${threads}-${n}`);
+    const img = path.join(this.images, `img-${mib}-${threads}-${n}`);
+    const pid = await this.startTouch(mib, out, trigger, threads);
     const fd = fs.openSync(img, 'w');
     let t0 = process.hrtime.bigint();
     let ck;
@@ -265,6 +276,29 @@ async function main(): Promise<void> {
   } catch (e) {
     bench.cleanup();
     throw e;
+  }
+  if (opts.threads.length) {
+    rows.push('', `| threads (${THREADS_MIB} MiB touched) | frozen | checkpoint | restart | image | per thread (checkpoint, restart) |`, '|---|---|---|---|---|---|');
+    try {
+      let base: { checkpoint: number; restart: number } | undefined;
+      for (const t of opts.threads) {
+        const runs: Run[] = [];
+        for (let n = 0; n < opts.runs; n++) {
+          const r = await bench.run(THREADS_MIB, n, t);
+          runs.push(r);
+          if (detail) console.error(`${t} threads run ${n + 1}: checkpoint ${r.checkpoint.toFixed(0)} ms ${JSON.stringify(round(r.ckTimings))}; restart ${r.restart.toFixed(0)} ms ${JSON.stringify(round(r.rsTimings))}`);
+        }
+        const pick = (k: 'frozen' | 'checkpoint' | 'restart') => [...runs].sort((a, b) => a[k] - b[k])[Math.floor((runs.length - 1) / 2)][k];
+        const ck = pick('checkpoint');
+        const rs = pick('restart');
+        if (t === 0) base = { checkpoint: ck, restart: rs };
+        const per = base && t > 0 ? `${((ck - base.checkpoint) / t).toFixed(2)} ms, ${((rs - base.restart) / t).toFixed(2)} ms` : '';
+        rows.push(`| ${1 + t} | ${pick('frozen').toFixed(0)} ms | ${ck.toFixed(0)} ms | ${rs.toFixed(0)} ms | ${(median(runs, 'checkpoint').image / 1048576).toFixed(1)} MiB | ${per} |`);
+      }
+    } catch (e) {
+      bench.cleanup();
+      throw e;
+    }
   }
   bench.cleanup();
   console.log(rows.join('\n'));

@@ -104,6 +104,7 @@ const CASES: Case[] = [
   { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
+  { name: 'pthreads', threads: true },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -136,6 +137,8 @@ const TAMPERABLE: Case[] = [
   { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
+  { name: 'pthreads', threads: true },
+  { name: 'pthreads', label: 'pthreads --creds', args: () => ['--creds'], threads: true },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

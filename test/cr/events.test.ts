@@ -7,14 +7,12 @@
 import 'reflect-metadata';
 import { expect } from 'chai';
 import { ChildProcess, spawn } from 'child_process';
-import {
-  CheckpointFlags, CptError, HEAD_TAG, ImageReader, ImageWriter, fileSink, fileSource, loadModule, sys_checkpoint,
-} from '@cptrst/core';
+import { CheckpointFlags, CptError, loadModule, sys_checkpoint } from '@cptrst/core';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  Workload, binaryPath, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, makeWorldDir, parseResult, passLines, procState, sleep, startWorkload, trigger,
-  waitGone, waitResult,
+  Workload, binaryPath, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, makeWorldDir, parseResult, passLines, procState,
+  recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -43,28 +41,6 @@ async function checkpointRestart(w: Workload): Promise<void> {
   expect(rs.stdout.trim()).to.equal(String(w.pid));
   const st = await procState(w.pid);
   expect(st?.tracerPid).to.equal(0);
-}
-
-/** Copies an image object by object, letting `edit` change the decoded records (checksums made anew). */
-function rewriteImage(src: string, dst: string, edit: (name: string, obj: Record<string, unknown>) => void): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w');
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    w.writeHead(r.readHead());
-    const tags = new Map<number, number>([[HEAD_TAG, HEAD_TAG]]);
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name === 'TERMINATOR') continue;
-      edit(rec.name, rec.obj as Record<string, unknown>);
-      const ptag = tags.get(rec.ptag)!;
-      tags.set(rec.tag, rec.pages ? w.writeWithPages(rec.obj!, rec.pages, { ptag }) : w.write(rec.obj!, { ptag }));
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
 }
 
 /** Processes started here as nobody, outside the harness: ended by PID after each test. */
@@ -209,8 +185,11 @@ describe('event files: checkpoint, kill, restart', function () {
       await w.exited;
       const bad = path.join(w.dir, 'crafted.cpt');
       let edited = 0;
-      rewriteImage(img, bad, (name, o) => {
-        if (name === c.record && edited++ === 0) c.edit(o);
+      recodeImage(img, bad, {
+        records: (recs) => {
+          for (const { name, obj } of recs) if (name === c.record && edited++ === 0) c.edit(obj);
+          return recs;
+        },
       });
       expect(edited, `no ${c.record} record in the image`).to.be.greaterThan(0);
       const r = await cptrst(['restart', bad]);

@@ -1,7 +1,7 @@
 /*
- * A process that keeps making and ending threads, for the freeze of every thread: cptrst refuses
- * it (multi-threaded processes are not restored yet) after seizing all of its threads, threads
- * made and ended while it seizes included. Afterwards every thread must carry on as before.
+ * A process that keeps making and ending threads, for the freeze of every thread: cptrst seizes
+ * all of its threads, threads made and ended while it seizes included, and checkpoints the ones
+ * it found. Afterwards (or after a restart) every thread must carry on as before.
  *
  *   threadchurn <trigger>
  *

@@ -1,7 +1,6 @@
 """threads.py <trigger> [N]: a python3 process with N threads (default 100), each named, each with
 its own thread-local value, each looping on a shared condition variable and counting its
-wake-ups, for the freezing of many threads (a checkpoint refuses the process once all of them
-are stopped). Checks after the trigger: every thread is alive and still wakes up, its name and
+wake-ups, for the checkpoint and restart of many threads. Checks after the trigger: every thread is alive and still wakes up, its name and
 thread-local value are its own, the kernel's name of each thread (/proc/self/task/TID/comm) is
 the one it set, and no thread is traced."""
 import ctypes

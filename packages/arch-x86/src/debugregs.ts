@@ -8,11 +8,11 @@ import {
   StateKey, objectType, u64s, linux,
 } from '@cptrst/core';
 import { debugRegOffset } from './regs-codec';
-import { ARCH_ORDER } from './regs';
+import { ARCH_ORDER, cpuOwnerOf, cpuOwners } from './regs';
 
 const SLOTS = [0, 1, 2, 3, 6, 7];
 
-@objectType(ObjectType.DEBUGREGS, 'debugregs', { parents: [ObjectType.TASK] })
+@objectType(ObjectType.DEBUGREGS, 'debugregs', { parents: [ObjectType.TASK, ObjectType.THREAD] })
 export class DebugRegsImage {
   /** DR0, DR1, DR2, DR3, DR6, DR7. */
   @u64s() regs: bigint[] = [];
@@ -22,9 +22,11 @@ export class DebugRegsDump implements DumpHandler {
   readonly name = 'arch-x86.debugregs';
   readonly order = ARCH_ORDER + 2;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const img = new DebugRegsImage();
-    img.regs = SLOTS.map((i) => linux.ptrace.peekUser(task.tid, debugRegOffset(i)));
-    ctx.write(img, task.tag);
+    for (const c of cpuOwners(task)) {
+      const img = new DebugRegsImage();
+      img.regs = SLOTS.map((i) => linux.ptrace.peekUser(c.tid, debugRegOffset(i)));
+      ctx.write(img, c.tag);
+    }
   }
 }
 
@@ -38,14 +40,16 @@ export class DebugRegsRestore implements RestoreHandler {
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as DebugRegsImage;
     if (img.regs.length !== SLOTS.length) throw new CptError('EBADIMG', `expected ${SLOTS.length} debug registers, the image has ${img.regs.length}`, { pid: task.pid, object: 'debugregs' });
-    task.state.set(DEBUGREGS_KEY, img.regs);
+    cpuOwnerOf(task, o, 'debugregs').state.set(DEBUGREGS_KEY, img.regs);
   }
   finish(_ctx: RestartContext, task: RestartTask): void {
-    const regs = task.state.get(DEBUGREGS_KEY);
-    if (!regs || regs.every((r) => r === 0n)) return;
-    SLOTS.forEach((slot, i) => {
-      if (slot !== 7) linux.ptrace.pokeUser(task.tid, debugRegOffset(slot), regs[i]);
-    });
-    linux.ptrace.pokeUser(task.tid, debugRegOffset(7), regs[SLOTS.indexOf(7)]);
+    for (const c of cpuOwners(task)) {
+      const regs = c.state.get(DEBUGREGS_KEY);
+      if (!regs || regs.every((r) => r === 0n)) continue;
+      SLOTS.forEach((slot, i) => {
+        if (slot !== 7) linux.ptrace.pokeUser(c.tid, debugRegOffset(slot), regs[i]);
+      });
+      linux.ptrace.pokeUser(c.tid, debugRegOffset(7), regs[SLOTS.indexOf(7)]);
+    }
   }
 }

@@ -9,7 +9,7 @@ import {
   RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, bytes, objectType, u32, u64, linux,
 } from '@cptrst/core';
 import { xsaveInfo } from './xsave';
-import { ARCH_ORDER } from './regs';
+import { ARCH_ORDER, cpuOwnerOf, cpuOwners } from './regs';
 import { X86_64 } from './arch';
 
 /** The XSAVE area read from the image, set into the thread at finish. */
@@ -18,7 +18,7 @@ export const XSTATE_KEY = new StateKey<Buffer>('arch-x86.xstate');
 const XSTATE_MAX = 64 * 1024;
 const XSTATE_BV_OFFSET = 512;
 
-@objectType(ObjectType.XSTATE, 'xstate', { parents: [ObjectType.TASK] })
+@objectType(ObjectType.XSTATE, 'xstate', { parents: [ObjectType.TASK, ObjectType.THREAD] })
 export class XstateImage {
   /** Components present in `area` (XSTATE_BV). */
   @u64() features = 0n;
@@ -38,12 +38,14 @@ export class XstateDump implements DumpHandler {
   readonly name = 'arch-x86.xstate';
   readonly order = ARCH_ORDER + 1;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const area = linux.ptrace.getRegset(task.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
-    const img = new XstateImage();
-    img.area = area;
-    img.size = area.length;
-    img.features = area.length >= XSTATE_BV_OFFSET + 8 ? area.readBigUInt64LE(XSTATE_BV_OFFSET) : 0n;
-    ctx.write(img, task.tag);
+    for (const c of cpuOwners(task)) {
+      const area = linux.ptrace.getRegset(c.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
+      const img = new XstateImage();
+      img.area = area;
+      img.size = area.length;
+      img.features = area.length >= XSTATE_BV_OFFSET + 8 ? area.readBigUInt64LE(XSTATE_BV_OFFSET) : 0n;
+      ctx.write(img, c.tag);
+    }
   }
 }
 
@@ -61,12 +63,16 @@ export class XstateRestore implements RestoreHandler {
     if (missing) {
       throw new CptError('ENOTSUP', `the image uses CPU state this machine does not have: ${featureNames(missing).join(', ')}`, { pid: task.pid, object: 'xstate' });
     }
-    task.state.set(XSTATE_KEY, img.area);
+    const c = cpuOwnerOf(task, o, 'xstate');
+    if (c.state.has(XSTATE_KEY)) throw new CptError('EBADIMG', `a second FPU state for thread ${c.tid}`, { pid: task.pid, object: 'xstate' });
+    c.state.set(XSTATE_KEY, img.area);
   }
   finish(_ctx: RestartContext, task: RestartTask): void {
-    const area = task.state.get(XSTATE_KEY);
-    if (!area) throw new CptError('EBADIMG', 'the image has no FPU state for this task', { pid: task.pid, object: 'xstate' });
-    linux.ptrace.setRegset(task.tid, linux.NT.X86_XSTATE, area);
+    for (const c of cpuOwners(task)) {
+      const area = c.state.get(XSTATE_KEY);
+      if (!area) throw new CptError('EBADIMG', `the image has no FPU state for ${c.tid === task.pid ? 'this task' : `thread ${c.tid}`}`, { pid: task.pid, object: 'xstate' });
+      linux.ptrace.setRegset(c.tid, linux.NT.X86_XSTATE, area);
+    }
   }
 }
 

@@ -5,12 +5,12 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
-  StateKey, objectType, u64,
+  StateKey, TaskState, Tracee, objectType, u64,
 } from '@cptrst/core';
 import { resumeRegs, syscallState } from './syscall-restart';
 import { UserRegs, asUserRegs } from './regs-codec';
 
-@objectType(ObjectType.REGS, 'regs', { parents: [ObjectType.TASK] })
+@objectType(ObjectType.REGS, 'regs', { parents: [ObjectType.TASK, ObjectType.THREAD] })
 export class RegsImage {
   @u64() r15 = 0n;
   @u64() r14 = 0n;
@@ -43,6 +43,30 @@ export class RegsImage {
 
 export const ARCH_ORDER = 800;
 
+/** One thread whose CPU state the arch's records hold: the main thread (under TASK) or another (under its THREAD). */
+export interface CpuOwner {
+  readonly tid: number;
+  /** The parent tag of its records. */
+  readonly tag: number;
+  readonly tracee?: Tracee;
+  readonly state: TaskState;
+  /** Restart: where its resume registers go. */
+  setResume?(regs: UserRegs): void;
+}
+
+/** The main thread, then every other thread (each with its THREAD tag). */
+export function cpuOwners(task: CheckpointTask | RestartTask): CpuOwner[] {
+  const main: CpuOwner = { tid: task.tid, tag: task.tag, tracee: task.tracee, state: task.state, setResume: (r) => { (task as RestartTask).resumeRegs = r; } };
+  return [main, ...(task.threads ?? []).map((th): CpuOwner => ({ tid: th.tid, tag: th.tag, tracee: th.tracee, state: th.state, setResume: (r) => { th.resumeRegs = r; } }))];
+}
+
+/** The thread a restored record belongs to, by its parent tag (EBADIMG for any other parent). */
+export function cpuOwnerOf(task: RestartTask, o: RestoreObject, what: string): CpuOwner {
+  const owner = cpuOwners(task).find((c) => c.tag === o.ptag);
+  if (!owner) throw new CptError('EBADIMG', `a ${what} object under tag ${o.ptag}, which is neither the task nor one of its threads`, { pid: task.pid, object: what });
+  return owner;
+}
+
 export function toImage(regs: UserRegs): RegsImage {
   return Object.assign(new RegsImage(), regs);
 }
@@ -57,10 +81,12 @@ export class RegsDump implements DumpHandler {
   readonly name = 'arch-x86.regs';
   readonly order = ARCH_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const regs = asUserRegs(task.tracee.frozenRegs);
-    const st = syscallState(regs);
-    if (st.nr >= 0) ctx.log.debug(`pid ${task.pid}: frozen in syscall ${st.nr}${st.restartCode ? ` (restart code ${st.restartCode})` : ''}`);
-    ctx.write(toImage(regs), task.tag);
+    for (const c of cpuOwners(task)) {
+      const regs = asUserRegs(c.tracee!.frozenRegs);
+      const st = syscallState(regs);
+      if (st.nr >= 0) ctx.log.debug(`pid ${task.pid} thread ${c.tid}: frozen in syscall ${st.nr}${st.restartCode ? ` (restart code ${st.restartCode})` : ''}`);
+      ctx.write(toImage(regs), c.tag);
+    }
   }
 }
 
@@ -72,12 +98,16 @@ export class RegsRestore implements RestoreHandler {
   readonly order = ARCH_ORDER;
   readonly types = [ObjectType.REGS];
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
-    task.state.set(REGS_KEY, fromImage(o.obj as RegsImage));
+    const c = cpuOwnerOf(task, o, 'regs');
+    if (c.state.has(REGS_KEY)) throw new CptError('EBADIMG', `a second registers object for thread ${c.tid}`, { pid: task.pid, object: 'regs' });
+    c.state.set(REGS_KEY, fromImage(o.obj as RegsImage));
   }
   /** The registers go in when the task is let go, after its last injected syscall: the flow passes these to the Tracee's restore(). */
   finish(_ctx: RestartContext, task: RestartTask): void {
-    const regs = task.state.get(REGS_KEY);
-    if (!regs) throw new CptError('EBADIMG', 'the image has no registers for this task', { pid: task.pid, object: 'regs' });
-    task.resumeRegs = resumeRegs(regs, 'restored');
+    for (const c of cpuOwners(task)) {
+      const regs = c.state.get(REGS_KEY);
+      if (!regs) throw new CptError('EBADIMG', `the image has no registers for ${c.tid === task.pid ? 'this task' : `thread ${c.tid}`}`, { pid: task.pid, object: 'regs' });
+      c.setResume!(resumeRegs(regs, 'restored'));
+    }
   }
 }

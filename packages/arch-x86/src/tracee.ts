@@ -106,11 +106,21 @@ export class X86Tracee implements Tracee {
   private mem?: linux.ProcMem;
   private done = false;
 
-  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint } & TraceeOptions = {}) {
+  /**
+   * The main thread's tracee, for another thread of its process: that thread uses the main
+   * thread's scratch area for its arguments, its code finder and its view of memory, and maps
+   * nothing of its own. A guarded one runs each call on the task's `syscall ... ret` over a signal
+   * frame below its own stack pointer (held until restore()); one that dies with cptrst runs them
+   * on the main thread's `syscall`.
+   */
+  private readonly main?: X86Tracee;
+
+  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint; main?: X86Tracee } & TraceeOptions = {}) {
     this.frozenRegs = ptrace.getRegs(tid);
     this.blockedSignals = ptrace.getSigmask(tid);
     this.syscallInsn = opts.syscallInsn;
-    this.guarded = !opts.diesWithTracer;
+    this.main = opts.main;
+    this.guarded = opts.main ? opts.main.guarded : !opts.diesWithTracer;
   }
 
   get released(): boolean {
@@ -119,6 +129,7 @@ export class X86Tracee implements Tracee {
 
   syscall(nr: number, args: ReadonlyArray<number | bigint> = []): bigint {
     this.alive();
+    if (this.main) return this.threadSyscall(nr, args, this.main);
     // A task that must survive us gets its scratch area (and with it the signal frame) first.
     if (this.guarded && !this.scratchArea) this.scratch();
     const s = this.scratchArea;
@@ -130,6 +141,7 @@ export class X86Tracee implements Tracee {
   }
 
   scratch(): ScratchArea {
+    if (this.main) return this.main.scratch();
     if (this.scratchArea) return this.scratchArea;
     this.alive();
     const args = [0, SCRATCH_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0];
@@ -167,6 +179,7 @@ export class X86Tracee implements Tracee {
 
   /** Makes an existing mapping at `addr` (SCRATCH_SIZE, rwx) the scratch area and puts the syscall code in it. */
   adoptScratch(addr: bigint): void {
+    if (this.main) throw new CptError('EINVAL', `thread ${this.tid} uses the main thread's scratch area`, { pid: this.pid, object: `thread ${this.tid}` });
     const frameAt = addr + BigInt(SCRATCH_SIZE - SCRATCH_FRAME_REGION);
     const area: ScratchArea = {
       addr,
@@ -229,6 +242,7 @@ export class X86Tracee implements Tracee {
   }
 
   reservedRanges(): Array<{ start: bigint; end: bigint }> {
+    if (this.main) return this.main.reservedRanges();
     return this.scratchArea ? [{ start: this.scratchArea.addr, end: this.scratchArea.addr + BigInt(this.scratchArea.size) }] : [];
   }
 
@@ -245,6 +259,20 @@ export class X86Tracee implements Tracee {
   restore(regs: ArchRegs): void {
     this.alive();
     const final = asUserRegs(regs);
+    if (this.main) {
+      // Nothing of its own to unmap: its mask, its registers, then its stack bytes back.
+      const held = this.stackFrameHeld;
+      try {
+        this.setMask(this.blockedSignals);
+        ptrace.setRegs(this.tid, final);
+      } finally {
+        if (held) {
+          this.stackFrameHeld = undefined;
+          this.unwriteStackFrame(held);
+        }
+      }
+      return;
+    }
     if (this.scratchArea) {
       // The syscall instruction lives in the scratch area: this munmap is the last call we run.
       const s = this.scratchArea;
@@ -284,7 +312,23 @@ export class X86Tracee implements Tracee {
   /** Marks the tracee gone (it died, or something else released it). */
   forget(): void {
     this.done = true;
-    this.mem?.close();
+    if (!this.main) this.mem?.close();
+  }
+
+  /** One call in another thread of the main thread's process (see `main`). */
+  private threadSyscall(nr: number, args: ReadonlyArray<number | bigint>, main: X86Tracee): bigint {
+    if (!this.guarded) return this.run(nr, args, main.insn(), undefined);
+    main.scratch(); // its data area holds the arguments
+    const g = main.findGadgets();
+    if (!g) {
+      throw new CptError('EOPNOTSUPP', `no \`syscall ... ret\` and signal restorer in the task's code: a call cannot run in thread ${this.tid} safely`, { pid: this.pid, object: `thread ${this.tid}` });
+    }
+    if (!this.stackFrameHeld) {
+      const f = this.stackFrame(g.restorer);
+      if (!f) throw new CptError('EOPNOTSUPP', `no writable room below the stack pointer of thread ${this.tid} for a signal frame`, { pid: this.pid, object: `thread ${this.tid}` });
+      this.stackFrameHeld = f;
+    }
+    return this.run(nr, args, g.syscallRet, this.stackFrameHeld.at);
   }
 
   /**
@@ -371,7 +415,7 @@ export class X86Tracee implements Tracee {
     const len = sigframeBytes(xsave.length);
     const top = this.frozenRegs.rsp - RED_ZONE;
     const at = (top - BigInt(len)) & ~63n;
-    const m = linux.readMaps(this.pid).find((x) => x.start <= at && top <= x.end);
+    const m = this.stackMaps().find((x) => x.start <= at && top <= x.end);
     if (!m || !m.prot.write || !m.prot.read) return undefined;
     let saved: Buffer;
     try {
@@ -382,6 +426,18 @@ export class X86Tracee implements Tracee {
     this.writeMemory(at, buildSigframe({ at, regs: this.frameRegs(), sigmask: this.blockedSignals, xsave, pretcode: restorer }));
     return { at, saved };
   }
+
+  /**
+   * The mappings, to find a stack in. The other threads of a frozen process ask the main thread,
+   * which reads them once: their stacks do not move while every thread is stopped (only the
+   * scratch area comes and goes, and no stack is in it).
+   */
+  private stackMaps(): linux.MapEntry[] {
+    if (!this.main) return linux.readMaps(this.pid);
+    this.main.threadMaps ??= linux.readMaps(this.pid);
+    return this.main.threadMaps;
+  }
+  private threadMaps?: linux.MapEntry[];
 
   private unwriteStackFrame(f: StackFrame): void {
     try {
@@ -397,6 +453,7 @@ export class X86Tracee implements Tracee {
    * `mov $15,%eax|%rax; syscall` (libc's). Null when either is missing.
    */
   private findGadgets(): { syscallRet: bigint; restorer: bigint } | null {
+    if (this.main) return this.main.findGadgets();
     if (this.gadgets !== undefined) return this.gadgets;
     let syscallRet: bigint | undefined;
     let restorer: bigint | undefined;
@@ -416,6 +473,7 @@ export class X86Tracee implements Tracee {
   }
 
   private memory(): linux.ProcMem {
+    if (this.main) return this.main.memory();
     if (!this.mem) this.mem = new linux.ProcMem(this.pid);
     return this.mem;
   }
@@ -446,6 +504,7 @@ export class X86Tracee implements Tracee {
 
   /** The address of a `syscall` instruction in the task: the scratch copy, else one found in the vDSO or any executable mapping. */
   private insn(): bigint {
+    if (this.main) return this.main.insn();
     if (this.syscallInsn !== undefined) return this.syscallInsn;
     for (const { start, code } of this.executableCode()) {
       for (let i = code.indexOf(0x0f); i >= 0 && i < code.length - 1; i = code.indexOf(0x0f, i + 1)) {
@@ -485,6 +544,10 @@ export class X86Tracee implements Tracee {
 export class X86TraceeFactory implements TraceeFactory {
   fromStopped(pid: number, tid: number, opts?: TraceeOptions): X86Tracee {
     return new X86Tracee(pid, tid, opts);
+  }
+  threadOf(main: Tracee, tid: number): X86Tracee {
+    if (!(main instanceof X86Tracee)) throw new CptError('EINVAL', 'not a tracee of this arch', { pid: main.pid, object: `thread ${tid}` });
+    return new X86Tracee(main.pid, tid, { main });
   }
 }
 

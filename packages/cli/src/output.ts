@@ -4,7 +4,7 @@
  * rendering of image objects used by `cptrst show`.
  */
 import * as fs from 'fs';
-import { CptError, FieldSpec, asCptError, fileSink, layoutForType } from '@cptrst/core';
+import { CptError, FieldSpec, asCptError, fileSink, layoutForType, linux } from '@cptrst/core';
 import { UsageError } from './usage';
 
 /** Thrown when the reader of our stdout went away (`cptrst show img | head`): stop quietly. */
@@ -254,5 +254,21 @@ export function renderObject(type: number, name: string, obj: object | undefined
       return rest ? `${line}  ${rest}` : line;
     }
   }
+  if (name.toLowerCase() === 'thread') {
+    const line = threadLine(obj);
+    if (line) {
+      const rest = renderRecord(obj, opts, fields, THREAD_FIELDS);
+      return rest ? `${line}  ${rest}` : line;
+    }
+  }
   return renderRecord(obj, opts, fields);
+}
+
+const THREAD_FIELDS = new Set(['tid', 'comm', 'syscall']);
+
+/** A thread as a person reads it: `thread 1234 worker, in futex` (or `, running`: not in a system call). */
+function threadLine(obj: object): string | undefined {
+  const t = obj as { tid?: unknown; comm?: unknown; syscall?: unknown };
+  if (typeof t.tid !== 'number' || typeof t.comm !== 'string' || typeof t.syscall !== 'number') return undefined;
+  return `thread ${t.tid} ${t.comm}, ${t.syscall >= 0 ? `in ${linux.syscallName(t.syscall)}` : 'running'}`;
 }

@@ -128,6 +128,28 @@ export interface TraceeOptions {
 export interface TraceeFactory {
   /** Wraps a thread that the caller has seized and that is now in a ptrace stop. */
   fromStopped(pid: number, tid: number, opts?: TraceeOptions): Tracee;
+  /**
+   * Wraps another stopped thread of the process of `main` (a tracee of its main thread). The
+   * thread shares the main thread's scratch area for its arguments and maps none of its own, so
+   * it can be held, and let go, before or after the main thread.
+   */
+  threadOf(main: Tracee, tid: number): Tracee;
+}
+
+/**
+ * A thread of a task other than its main thread (the main thread is the task itself). Each has
+ * its own tracee and, once its THREAD object is written or read, its own tag: per-thread records
+ * (registers, FPU state, ...) go under that tag instead of the TASK's.
+ */
+export interface TaskThread {
+  readonly tid: number;
+  /** The stopped thread (at restart: once the thread is made). */
+  tracee?: Tracee;
+  /** Image tag of this thread's THREAD object. 0 until written or read. */
+  tag: number;
+  /** Restart: the registers it carries on with (as RestartTask.resumeRegs). */
+  resumeRegs?: ArchRegs;
+  readonly state: TaskState;
 }
 
 /** A process tree frozen for checkpoint. */
@@ -158,6 +180,8 @@ export interface CheckpointTask {
   tag: number;
   /** Per-task data of the subsystems, by typed key (StateKey). */
   readonly state: TaskState;
+  /** The other threads of the process, stopped, by tid (none for a single-threaded one). */
+  readonly threads?: TaskThread[];
 }
 
 /** A task being restarted. The tracee exists once the TASK object's handler created it. */
@@ -173,6 +197,8 @@ export interface RestartTask {
   resumeRegs?: ArchRegs;
   /** Per-task data of the subsystems, by typed key (StateKey). */
   readonly state: TaskState;
+  /** The other threads of the process, as their THREAD objects are read (made in a finish hook). */
+  threads?: TaskThread[];
 }
 
 /**

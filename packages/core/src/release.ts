@@ -11,7 +11,7 @@ import { CptError } from './errors';
 import { SIG } from './linux/constants';
 import { reapKilled } from './linux/helper-process';
 import { kill } from './linux/process';
-import { readStat } from './linux/proc';
+import { listThreads, readStat } from './linux/proc';
 import { SYS } from './linux/syscalls';
 
 /**
@@ -40,6 +40,48 @@ export function releaseTracee(tracee: Tracee, mode: ReleaseMode, regs?: ArchRegs
   }
 }
 
+/** Another thread of a task, to be let go with it, and the registers it carries on with. */
+export interface ThreadRelease {
+  readonly tracee: Tracee;
+  readonly regs?: ArchRegs;
+}
+
+/**
+ * Lets a task and its other threads go together: every other thread gets its registers and
+ * mask first (staying stopped), then the main thread is let go as releaseTracee does (for
+ * `stop`, its SIGSTOP stops the whole group), then the other threads are detached. For `kill`,
+ * SIGKILL takes the whole group, and the other threads' exits are collected before the main
+ * thread's (a traced group leader is reported only once its other threads are gone).
+ */
+export function releaseGroup(main: Tracee, threads: readonly ThreadRelease[], mode: ReleaseMode, regs?: ArchRegs): void {
+  const held = threads.filter((t) => !t.tracee.released);
+  // One thread that cannot be let go does not keep the others, or the main thread, from it.
+  let failure: Error | undefined;
+  const each = (f: () => void) => {
+    try {
+      f();
+    } catch (e) {
+      failure ??= e instanceof Error ? e : new CptError('EIO', String(e));
+    }
+  };
+  try {
+    if (mode !== 'kill') {
+      for (const t of held) {
+        each(() => {
+          if (!t.regs) throw new CptError('EINVAL', `no registers to let thread ${t.tracee.tid} go with`, { pid: t.tracee.pid, object: `thread ${t.tracee.tid}` });
+          requeueIntercepted(t.tracee);
+          t.tracee.restore(t.regs);
+        });
+      }
+    }
+    each(() => releaseTracee(main, mode, regs));
+    if (mode !== 'kill') for (const t of held) each(() => t.tracee.detach());
+  } finally {
+    for (const t of held) t.tracee.forget();
+  }
+  if (failure !== undefined) throw failure;
+}
+
 /** Intercepted signals go back into the task's queue (rt_tgsigqueueinfo inside it, with their siginfo). */
 export function requeueIntercepted(tracee: Tracee): void {
   for (const info of tracee.interceptedSignals.splice(0)) {
@@ -54,6 +96,15 @@ export function requeueIntercepted(tracee: Tracee): void {
  * is left for the caller's own wait: collecting it here would take it from them.
  */
 function reapIfTraced(pid: number, tid: number): void {
+  // The other threads first, whoever the parent is: a traced thread's exit is reported to its
+  // tracer only, and the group leader's only once they are all collected.
+  let others: number[] = [];
+  try {
+    others = listThreads(pid).filter((t) => t !== tid);
+  } catch {
+    /* gone already */
+  }
+  for (const t of others) reapKilled(t);
   try {
     if (readStat(pid).ppid === process.pid) return;
   } catch {

@@ -12,7 +12,7 @@ import {
   CptError, ImageReader, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
   RestoreHandler, TaskState, Tokens, fileSource, kindRecordTypes, linux,
 } from '@cptrst/core';
-import { archOf, releaseTracee } from '@cptrst/core';
+import { archOf, releaseGroup, releaseTracee } from '@cptrst/core';
 
 export async function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<RestartResult> {
   const reader = new ImageReader(fileSource(fd, options.imageName));
@@ -90,7 +90,11 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   // From here on nothing is interrupted: the release is quick, and the process is whole.
   const stopAll = (flags & RestartFlags.LEAVE_STOPPED) !== 0;
   ctx.timed('release', () => {
-    for (const t of tasks) releaseTracee(t.tracee!, stopAll || t.leaveStopped ? 'stop' : 'run', t.resumeRegs);
+    for (const t of tasks) {
+      // Every thread of the process goes with its main thread (core release.ts: releaseGroup).
+      const threads = (t.threads ?? []).filter((th) => th.tracee).map((th) => ({ tracee: th.tracee!, regs: th.resumeRegs }));
+      releaseGroup(t.tracee!, threads, stopAll || t.leaveStopped ? 'stop' : 'run', t.resumeRegs);
+    }
   });
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
   return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };

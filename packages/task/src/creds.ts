@@ -17,7 +17,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, StateKey, Tracee, bool, linux, objectType, u32s, u64,
+  RestoreObject, StateKey, Tracee, bool, linux, objectType, u32, u32s, u64,
 } from '@cptrst/core';
 import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
 import { bringUpTask } from './identity';
@@ -30,7 +30,7 @@ export const CREDS_FINAL_ORDER = 900;
 const PR_CAP_AMBIENT_RAISE = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 
-@objectType(ObjectType.TASK_CREDS, 'creds', { parents: [ObjectType.TASK] })
+@objectType(ObjectType.TASK_CREDS, 'creds', { parents: [ObjectType.TASK, ObjectType.THREAD] })
 export class CredsImage {
   /** real, effective, saved, fs */
   @u32s() uids: number[] = [];
@@ -42,28 +42,47 @@ export class CredsImage {
   @u64() capBnd = 0n;
   @u64() capAmb = 0n;
   @bool() noNewPrivs = false;
+  /** The securebits a restart sets (only SECBIT_KEEP_CAPS: a checkpoint refuses the others). */
+  @u32({ since: 4 }) securebits = 0;
 }
 
 /** The TASK_CREDS object read at restart, applied in full at the end (CredsFinal). */
 export const CREDS_KEY = new StateKey<CredsImage>('task.creds');
 
+/**
+ * Credentials of a thread whose differ from its main thread's (setresuid and the like act on the
+ * calling thread only): its own TASK_CREDS, a child of its THREAD object.
+ */
+export const THREAD_CREDS_KEY = new StateKey<CredsImage>('task.thread.creds');
+
 export class CredsDump implements DumpHandler {
   readonly name = 'task.creds';
   readonly order = CREDS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const s = linux.readStatus(task.pid);
-    const img = new CredsImage();
-    img.uids = s.uid;
-    img.gids = s.gid;
-    img.groups = s.groups;
-    img.capInh = s.capInh;
-    img.capPrm = s.capPrm;
-    img.capEff = s.capEff;
-    img.capBnd = s.capBnd;
-    img.capAmb = s.capAmb;
-    img.noNewPrivs = s.noNewPrivs !== 0;
-    ctx.write(img, task.tag);
+    ctx.write(credsOf(task.pid, undefined, keepCapsBit(task.tracee)), task.tag);
   }
+}
+
+/** The SECBIT_KEEP_CAPS bit of a thread's securebits, asked inside it. */
+export function keepCapsBit(t: Tracee): number {
+  return Number(t.syscallOk(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], 'prctl(PR_GET_SECUREBITS)')) & linux.SECBIT_KEEP_CAPS;
+}
+
+/** The credentials of a process's main thread, or of one of its threads (securebits asked inside the thread). */
+export function credsOf(pid: number, tid: number | undefined, securebits: number): CredsImage {
+  const s = linux.readStatus(pid, tid);
+  const img = new CredsImage();
+  img.uids = s.uid;
+  img.gids = s.gid;
+  img.groups = s.groups;
+  img.capInh = s.capInh;
+  img.capPrm = s.capPrm;
+  img.capEff = s.capEff;
+  img.capBnd = s.capBnd;
+  img.capAmb = s.capAmb;
+  img.noNewPrivs = s.noNewPrivs !== 0;
+  img.securebits = securebits;
+  return img;
 }
 
 const hex = (v: bigint) => `0x${v.toString(16)}`;
@@ -86,6 +105,7 @@ export function credsBeyondOwner(img: CredsImage, owner: linux.UserRights): stri
 
 function validate(task: RestartTask, img: CredsImage): void {
   const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: 'creds' });
+  if ((img.securebits & ~linux.SECBIT_KEEP_CAPS) !== 0) throw bad(`securebits 0x${img.securebits.toString(16)} (only KEEP_CAPS is restored)`);
   if (img.uids.length !== 4 || img.gids.length !== 4) throw bad('credentials need 4 uids and 4 gids');
   if (img.groups.length > 65536) throw bad(`${img.groups.length} supplementary groups (the kernel allows 65536)`);
   const invalid = 0xffffffff;
@@ -117,6 +137,17 @@ export class CredsRestore implements RestoreHandler {
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as CredsImage;
     validate(task, img);
+    if (o.ptag !== task.tag) {
+      // A thread's own: checked like the task's, set in the thread after the task's (thread.ts).
+      const th = task.threads?.find((t) => t.tag === o.ptag);
+      if (!th || th.state.has(THREAD_CREDS_KEY)) throw new CptError('EBADIMG', `a credentials object under tag ${o.ptag}, which is not a thread of this task without credentials yet`, { pid: task.pid, object: 'creds' });
+      if (heldToOwner(ctx)) {
+        const beyond = credsBeyondOwner(img, linux.userRights(ctx.imageOwner.uid));
+        if (beyond.length) throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and thread ${th.tid} of task ${task.pid} asks for more than its owner has: ${beyond.join('; ')}`, { pid: task.pid, object: `thread ${th.tid}` });
+      }
+      th.state.set(THREAD_CREDS_KEY, img);
+      return;
+    }
     if (task.state.has(CREDS_KEY)) throw new CptError('EBADIMG', 'a second credentials object for the task', { pid: task.pid, object: 'creds' });
     task.state.set(CREDS_KEY, img);
     if (heldToOwner(ctx)) {
@@ -164,27 +195,9 @@ export class CredsFinal implements RestoreHandler {
   finish(ctx: RestartContext, task: RestartTask): void {
     const img = task.state.get(CREDS_KEY);
     if (!img) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
-    const t = task.tracee!;
-    // Still euid 0: every permitted capability back in effect for setgroups, setres*id and the bounding set.
-    const start = linux.readStatus(task.pid);
-    if (start.capEff !== start.capPrm) capset(t, { effective: start.capPrm, permitted: start.capPrm, inheritable: start.capInh }, 'capset (before the credentials)');
-    for (const s of stepsBeforeDrop(task)) s.run();
-
-    setGroups(t, img.groups);
-    // Bounding-set bits the image lacks are dropped while we still may.
-    for (let cap = 0; cap < 64; cap++) {
-      const bit = 1n << BigInt(cap);
-      if (start.capBnd & bit && !(img.capBnd & bit)) t.syscallOk(SYS.prctl, [PR.CAPBSET_DROP, cap], `dropping capability ${cap} from the bounding set`);
-    }
-    const [rg, eg, sg, fg] = img.gids;
-    const [ru, eu, su, fu] = img.uids;
-    t.syscallOk(SYS.setresgid, [rg, eg, sg], 'setresgid');
-    t.syscall(SYS.setfsgid, [fg]);
-    t.syscallOk(SYS.setresuid, [ru, eu, su], 'setresuid');
-    t.syscall(SYS.setfsuid, [fu]);
-    this.capabilities(task, img);
-    if (img.noNewPrivs) t.syscallOk(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], 'prctl(PR_SET_NO_NEW_PRIVS)');
-    verify(task, img);
+    setCredentials(task.tracee!, task.pid, undefined, img, () => {
+      for (const s of stepsBeforeDrop(task)) s.run();
+    });
 
     for (const s of stepsAfterCreds(task)) {
       try {
@@ -195,29 +208,72 @@ export class CredsFinal implements RestoreHandler {
       }
     }
   }
+}
 
-  /**
-   * The kernel clears capabilities as the uids change; what is left is brought to exactly the
-   * image's sets (each of which may only shrink here), then the ambient set is raised.
-   */
-  private capabilities(task: RestartTask, img: CredsImage): void {
-    const t = task.tracee!;
-    const now = linux.readStatus(task.pid);
-    if (now.capEff !== img.capEff || now.capPrm !== img.capPrm || now.capInh !== img.capInh) {
-      // Only what the task holds: a set the kernel refuses to give shows up in verify().
-      capset(t, { effective: img.capEff & img.capPrm & now.capPrm, permitted: img.capPrm & now.capPrm, inheritable: img.capInh & (now.capInh | now.capPrm) }, 'capset');
-    }
-    if (img.capAmb !== now.capAmb) {
-      t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0], 'clearing the ambient capabilities');
-      for (let cap = 0; cap < 64; cap++) {
-        if (img.capAmb & (1n << BigInt(cap))) t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0], `raising ambient capability ${cap}`);
-      }
+/**
+ * The full credentials of one thread, set inside it (they are per thread: each thread of a
+ * process gets its own, the main thread's or those of its own TASK_CREDS), then compared with
+ * /proc. `beforeDrop` runs with every permitted capability in effect, before anything changes.
+ */
+export function setCredentials(t: Tracee, pid: number, tid: number | undefined, img: CredsImage, beforeDrop?: () => void): void {
+  const on = tid === undefined ? '' : ` in thread ${tid}`;
+  const start = linux.readStatus(pid, tid);
+  const keep = (img.securebits & linux.SECBIT_KEEP_CAPS) !== 0 ? 1n : 0n;
+  // A thread that has them already (made by a root process whose credentials are the image's) needs nothing.
+  if (tid !== undefined && !beforeDrop && differences(start, img).length === 0 && t.syscall(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0]) === keep) return;
+  // Still euid 0: every permitted capability back in effect for setgroups, setres*id and the bounding set.
+  if (start.capEff !== start.capPrm) capset(t, { effective: start.capPrm, permitted: start.capPrm, inheritable: start.capInh }, `capset (before the credentials)${on}`);
+  beforeDrop?.();
+
+  setGroups(t, img.groups);
+  // Bounding-set bits the image lacks are dropped while we still may.
+  for (let cap = 0; cap < 64; cap++) {
+    const bit = 1n << BigInt(cap);
+    if (start.capBnd & bit && !(img.capBnd & bit)) t.syscallOk(SYS.prctl, [PR.CAPBSET_DROP, cap], `dropping capability ${cap} from the bounding set${on}`);
+  }
+  // Before the uids change: it decides whether the permitted capabilities survive that.
+  if (t.syscallOk(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0], `prctl(PR_GET_KEEPCAPS)${on}`) !== keep) {
+    t.syscallOk(SYS.prctl, [PR.SET_KEEPCAPS, keep, 0, 0, 0], `prctl(PR_SET_KEEPCAPS, ${keep})${on}`);
+  }
+  const [rg, eg, sg, fg] = img.gids;
+  const [ru, eu, su, fu] = img.uids;
+  t.syscallOk(SYS.setresgid, [rg, eg, sg], `setresgid${on}`);
+  t.syscall(SYS.setfsgid, [fg]);
+  t.syscallOk(SYS.setresuid, [ru, eu, su], `setresuid${on}`);
+  t.syscall(SYS.setfsuid, [fu]);
+  capabilities(t, pid, tid, img);
+  if (img.noNewPrivs) t.syscallOk(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], `prctl(PR_SET_NO_NEW_PRIVS)${on}`);
+  verify(pid, tid, img);
+  if (t.syscallOk(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0], `prctl(PR_GET_KEEPCAPS)${on}`) !== keep) {
+    throw new CptError('EPERM', `credentials${on} could not be restored exactly: KEEP_CAPS is not ${keep}`, { pid, object: tid === undefined ? 'creds' : `thread ${tid}` });
+  }
+}
+
+/**
+ * The kernel clears capabilities as the uids change; what is left is brought to exactly the
+ * image's sets (each of which may only shrink here), then the ambient set is raised.
+ */
+function capabilities(t: Tracee, pid: number, tid: number | undefined, img: CredsImage): void {
+  const now = linux.readStatus(pid, tid);
+  if (now.capEff !== img.capEff || now.capPrm !== img.capPrm || now.capInh !== img.capInh) {
+    // Only what the task holds: a set the kernel refuses to give shows up in verify().
+    capset(t, { effective: img.capEff & img.capPrm & now.capPrm, permitted: img.capPrm & now.capPrm, inheritable: img.capInh & (now.capInh | now.capPrm) }, 'capset');
+  }
+  if (img.capAmb !== now.capAmb) {
+    t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0], 'clearing the ambient capabilities');
+    for (let cap = 0; cap < 64; cap++) {
+      if (img.capAmb & (1n << BigInt(cap))) t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0], `raising ambient capability ${cap}`);
     }
   }
 }
 
-function verify(task: RestartTask, img: CredsImage): void {
-  const after = linux.readStatus(task.pid);
+function verify(pid: number, tid: number | undefined, img: CredsImage): void {
+  const diffs = differences(linux.readStatus(pid, tid), img);
+  if (diffs.length) throw new CptError('EPERM', `credentials${tid === undefined ? '' : ` of thread ${tid}`} could not be restored exactly: ${diffs.join('; ')}`, { pid, object: tid === undefined ? 'creds' : `thread ${tid}` });
+}
+
+/** How the credentials /proc shows differ from the image's (empty when they are the same). */
+function differences(after: linux.ProcStatus, img: CredsImage): string[] {
   const diffs: string[] = [];
   const same = (name: string, a: unknown, b: unknown) => { if (String(a) !== String(b)) diffs.push(`${name} ${String(a)} instead of ${String(b)}`); };
   same('uids', after.uid, img.uids);
@@ -231,5 +287,5 @@ function verify(task: RestartTask, img: CredsImage): void {
   same('NoNewPrivs', after.noNewPrivs !== 0, img.noNewPrivs);
   // A checkpoint refuses seccomp: a filter here would be cptrst's own, inherited through the helper.
   same('Seccomp', after.seccomp, 0);
-  if (diffs.length) throw new CptError('EPERM', `credentials could not be restored exactly: ${diffs.join('; ')}`, { pid: task.pid, object: 'creds' });
+  return diffs;
 }

@@ -1,16 +1,15 @@
 /**
  * Freezing for checkpoint: every thread of the process seized and stopped (PTRACE_SEIZE, then
- * PTRACE_INTERRUPT, until /proc/PID/task is stable). What this version cannot checkpoint
- * (children, a tracer of its own) is refused before anything is touched, and checked again once
- * the process is stopped; a process that still has more than one thread once all of them are
- * stopped is refused then, naming the threads.
+ * PTRACE_INTERRUPT, until /proc/PID/task is stable); each thread gets its own tracee. What this
+ * version cannot checkpoint (children, a tracer of its own) is refused before anything is
+ * touched, and checked again once the process is stopped.
  * A failed freeze lets go of what it seized; release never throws.
  */
 import {
   CheckpointContext, CheckpointTask, CptError, Freezer, FrozenTree, ReleaseMode, StateKey, TaskState, Tokens, linux, refuse,
 } from '@cptrst/core';
 
-import { Tracee, archOf, releaseTracee } from '@cptrst/core';
+import { TaskThread, Tracee, archOf, releaseGroup, releaseTracee } from '@cptrst/core';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT } = linux;
 
@@ -21,8 +20,11 @@ export const WAS_STOPPED = new StateKey<boolean>('task.wasStopped');
  * The checkpoint's release policy: the original process carries on from its frozen registers,
  * with the Arch's syscall-restart rule for a process that keeps its kernel restart state.
  */
-function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode): void {
-  releaseTracee(tracee, mode, mode === 'kill' ? undefined : archOf(ctx.container).resumeRegs(tracee.frozenRegs, 'original'));
+function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode, threads: readonly TaskThread[] = []): void {
+  const resume = (t: Tracee) => (mode === 'kill' ? undefined : archOf(ctx.container).resumeRegs(t.frozenRegs, 'original'));
+  const others = threads.filter((t) => t.tracee).map((t) => ({ tracee: t.tracee!, regs: resume(t.tracee!) }));
+  if (others.length) releaseGroup(tracee, others, mode, resume(tracee));
+  else releaseTracee(tracee, mode, resume(tracee));
 }
 
 export class PtraceFreezer implements Freezer {
@@ -35,22 +37,16 @@ export class PtraceFreezer implements Freezer {
       let task: CheckpointTask | undefined;
       try {
         group.freeze();
-        const tracee = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid);
-        tracee.interceptedSignals.push(...group.intercepted);
-        task = { pid, tid: pid, tracee, tag: 0, state: new TaskState([[WAS_STOPPED, wasStopped]]) };
+        task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped]]));
         this.refuseUnsupported(pid); // a child may have appeared before the stop
-        const others = group.stoppedThreads().filter((t) => t !== pid);
-        if (others.length) {
-          const named = others.slice(0, MAX_NAMED).join(',') + (others.length > MAX_NAMED ? ` and ${others.length - MAX_NAMED} more` : '');
-          refuse(pid, `threads ${named}`, `the process has ${others.length + 1} threads; multi-threaded processes are not supported yet`);
-        }
         ctx.progress({ phase: 'frozen', pid });
         return { root: pid, tasks: [task] };
       } catch (e) {
-        // The main thread first, while the others are still stopped: its release may run
-        // injected calls (queueing the signals taken off it); then every other thread.
+        // Every thread with a tracee through it (the other threads first get their registers
+        // and mask back, then the main thread is let go, then they are detached); any thread
+        // without one as it stands.
         try {
-          if (task) letGo(ctx, task.tracee, 'run');
+          if (task) letGo(ctx, task.tracee, 'run', task.threads);
         } catch (r) {
           ctx.log.warn(`pid ${pid}: release after a failed freeze: ${(r as Error).message}`);
         } finally {
@@ -67,10 +63,11 @@ export class PtraceFreezer implements Freezer {
         // A task that was stopped before we came stays stopped when it is let run.
         const m: ReleaseMode = mode === 'run' && t.state.get(WAS_STOPPED) === true ? 'stop' : mode;
         try {
-          letGo(ctx, t.tracee, m);
+          letGo(ctx, t.tracee, m, t.threads);
         } catch (e) {
           // A task that died meanwhile has nothing left to release.
           if (isAlive(t.pid)) ctx.log.warn(`pid ${t.pid}: release (${m}) failed: ${(e as Error).message}`);
+          for (const th of t.threads ?? []) detachQuietly(th.tid);
           detachQuietly(t.tid);
         }
       }
@@ -97,9 +94,6 @@ export class PtraceFreezer implements Freezer {
   }
 }
 
-/** Threads named in a refusal (one line, even for a thousand threads). */
-const MAX_NAMED = 16;
-
 /** Rounds of listing /proc/PID/task before a process that keeps making threads is given up on. */
 const MAX_ROUNDS = 1000;
 
@@ -111,12 +105,13 @@ const MAX_ROUNDS = 1000;
  * thread that exits on the way is dropped. Blocking waits, each on one thread id: never a wait
  * for any child, which could collect a child of whoever called cptrst.
  */
-class ThreadGroupFreeze {
+export class ThreadGroupFreeze {
   /** Signals taken off the main thread in signal-delivery stops (its tracee queues them again). */
   readonly intercepted: Buffer[] = [];
   private readonly stopped = new Set<number>();
   /** Seized (or attached by the kernel) and interrupted, their stop not yet collected. */
   private readonly pending = new Set<number>();
+  private handedOver = false;
 
   constructor(private readonly pid: number) {}
 
@@ -139,10 +134,29 @@ class ThreadGroupFreeze {
   }
 
   /**
+   * The frozen process as a checkpoint task: a tracee for the main thread (holding the signals
+   * taken off it) and one for each other thread, which borrows the main thread's scratch area.
+   * Once this returns, every thread is let go through the task's tracees (letGo(false) for the
+   * threads the freeze may still hold on a failure).
+   */
+  frozenTask(ctx: CheckpointContext, state: TaskState): CheckpointTask {
+    const factory = ctx.one(Tokens.TraceeFactory);
+    const tracee = factory.fromStopped(this.pid, this.pid);
+    tracee.interceptedSignals.push(...this.intercepted);
+    const threads: TaskThread[] = [];
+    for (const tid of this.stoppedThreads()) {
+      if (tid !== this.pid) threads.push({ tid, tracee: factory.threadOf(tracee, tid), tag: 0, state: new TaskState() });
+    }
+    this.handedOver = true;
+    return { pid: this.pid, tid: this.pid, tracee, tag: 0, state, threads };
+  }
+
+  /**
    * Lets every thread go as it stands (nothing was run in any of them), except the main thread
    * when `withMain` is false (its tracee releases it).
    */
   letGo(withMain: boolean): void {
+    if (this.handedOver) return; // the task's tracees let every thread go
     for (const tid of [...this.pending]) {
       try {
         this.collectStop(tid);

@@ -137,7 +137,8 @@ export class MiscDump implements DumpHandler {
     // Settings inherited across fork that are not recorded: the restored process would get
     // cptrst's (the defaults) instead.
     const t = task.tracee;
-    const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]);
+    // KEEP_CAPS (PR_SET_KEEPCAPS) is part of the credentials (creds.ts); the others are refused.
+    const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]) & ~BigInt(linux.SECBIT_KEEP_CAPS);
     if (securebits > 0n) refuse(task.pid, `securebits 0x${securebits.toString(16)}`, 'the process has securebits set (PR_SET_SECUREBITS); they are not supported yet');
     const dumpable = t.syscall(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0]);
     if (dumpable === BigInt(linux.SUID_DUMP.ROOT)) {

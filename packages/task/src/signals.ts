@@ -6,7 +6,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, bool, bytes, decodeStruct, encodeStruct, i32, i64, linux, objectType, record, recordLayout, records,
+  RestoreObject, StateKey, bool, bytes, decodeStruct, encodeStruct, i32, i64, linux, objectType, record, recordLayout, records,
   sizeOfStruct, u64,
 } from '@cptrst/core';
 import { TIMER_SIGNALS } from './posix-timers';
@@ -41,7 +41,7 @@ export class SignalsImage {
   @u64() altstackSize = 0n;
 }
 
-@objectType(ObjectType.SIGPENDING, 'sigpending', { parents: [ObjectType.TASK] })
+@objectType(ObjectType.SIGPENDING, 'sigpending', { parents: [ObjectType.TASK, ObjectType.THREAD] })
 export class SigPendingImage {
   /** Process-wide (shared) queue, else the thread's own. */
   @bool() shared = false;
@@ -75,6 +75,9 @@ export class ItimersImage {
   /** One record per timer (1.3 on). */
   @records(ItimerRecord, { since: 3 }) timers: ItimerRecord[] = [];
 }
+
+/** Signals pending for one thread alone (its SIGPENDING objects), queued once the thread is made (thread.ts). */
+export const THREAD_PENDING = new StateKey<Buffer[]>('task.thread.pending');
 
 const catchable = (s: number) => s !== SIG.SIGKILL && s !== SIG.SIGSTOP;
 
@@ -122,6 +125,10 @@ export class SignalsDump implements DumpHandler {
     }
     // Dequeued before the freeze stop: still pending as far as the task knows.
     for (const info of t.interceptedSignals) ctx.write(pending(false, info), task.tag);
+    // Each other thread's own queue, under its THREAD object (and what cptrst took off it).
+    for (const th of task.threads ?? []) {
+      for (const info of [...peekAll(th.tid, false), ...(th.tracee?.interceptedSignals ?? [])]) ctx.write(pending(false, info), th.tag);
+    }
 
     const timers = new ItimersImage();
     const tv = t.stage(Buffer.alloc(ITIMERVAL_SIZE));
@@ -221,6 +228,12 @@ export class SignalsRestore implements RestoreHandler {
       case ObjectType.SIGPENDING: {
         const p = o.obj as SigPendingImage;
         if (p.siginfo.length !== SIGINFO_SIZE || p.signo < 1 || p.signo > NSIG) throw new CptError('EBADIMG', 'malformed pending signal', { pid: task.pid, object: 'sigpending' });
+        if (o.ptag !== task.tag) {
+          const th = task.threads?.find((x) => x.tag === o.ptag);
+          if (!th || p.shared) throw new CptError('EBADIMG', `a pending signal under tag ${o.ptag}, which is not a thread of this task`, { pid: task.pid, object: 'sigpending' });
+          th.state.ensure(THREAD_PENDING, () => []).push(p.siginfo);
+          return;
+        }
         const at = t.stage(p.siginfo);
         if (p.shared) t.syscallOk(SYS.rt_sigqueueinfo, [task.pid, p.signo, at], `queueing ${linux.signalName(p.signo)}`);
         else t.syscallOk(SYS.rt_tgsigqueueinfo, [task.pid, task.tid, p.signo, at], `queueing ${linux.signalName(p.signo)} to the thread`);

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import { container, DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, CptError, Freezer, FrozenTree, ImageHead, ImageWriter, Logger, MemorySink, ProgressEvent, Tokens, linux,
+  CheckpointContext, Freezer, FrozenTree, ImageHead, ImageWriter, Logger, MemorySink, ProgressEvent, Tokens, linux,
 } from '@cptrst/core';
 import { PtraceFreezer, WAS_STOPPED, register } from '../src';
 import { registerArch } from './arch';
@@ -131,7 +131,7 @@ describe('PtraceFreezer', function () {
     expect(logged.warn).to.deep.equal([]);
   });
 
-  describe('refuses, naming the process and the object, and leaves the process as it was', () => {
+  describe('with helper targets: threads; and the refusals, naming the process and the object, which leave the process as it was', () => {
     let threads: string;
     let forker: string;
     let tracer: string;
@@ -141,19 +141,34 @@ describe('PtraceFreezer', function () {
       tracer = compile('tracer');
     });
 
-    it('a process with 2 threads (EOPNOTSUPP, naming the other thread)', async () => {
-      const t = await startTarget(threads, []);
-      const tid = Number(t.vars.tid);
-      expect(linux.listThreads(t.pid)).to.deep.equal([t.pid, tid].sort((x, y) => x - y));
-      const { freezer, ctx } = setup();
-      const e = thrown(() => freezer.freeze(ctx, t.pid));
-      expect(e).to.be.instanceOf(CptError);
-      expect(e.code).to.equal('EOPNOTSUPP');
-      expect(e.pid).to.equal(t.pid);
-      expect(e.object).to.equal(`threads ${tid}`);
-      expect(e.message).to.include('2 threads');
-      untouched(t.pid);
-      untouched(tid);
+    it('a process with 2 threads: one task with one more thread, each stopped with its own tracee; release run, stop, kill', async () => {
+      for (const mode of ['run', 'stop', 'kill'] as const) {
+        const t = await startTarget(threads, []);
+        const tid = Number(t.vars.tid);
+        const { freezer, ctx, logged } = setup();
+        const tree = freezer.freeze(ctx, t.pid);
+        expect(tree.tasks).to.have.length(1);
+        const th = tree.tasks[0].threads ?? [];
+        expect(th.map((x) => x.tid)).to.deep.equal([tid]);
+        expect(th[0].tracee!.tid).to.equal(tid);
+        for (const x of [t.pid, tid]) {
+          expect(linux.readStatus(t.pid, x).state, `${mode}: thread ${x}`).to.equal('t');
+          expect(linux.readStatus(t.pid, x).tracerPid).to.equal(process.pid);
+        }
+        // A call runs inside the other thread (over a frame on its own stack), and it is let go with the process.
+        expect(th[0].tracee!.syscall(SYS.gettid)).to.equal(BigInt(tid));
+        freezer.release(ctx, tree, mode);
+        expect(th[0].tracee!.released).to.equal(true);
+        if (mode === 'run') {
+          untouched(t.pid);
+          expect(pollSync(() => linux.readStatus(t.pid, tid).state === 'S' && linux.readStatus(t.pid, tid).tracerPid === 0, 2000)).to.equal(true);
+        } else if (mode === 'stop') {
+          expect(await poll(() => [t.pid, tid].every((x) => linux.readStatus(t.pid, x).state === 'T' && linux.readStatus(t.pid, x).tracerPid === 0))).to.equal(true);
+        } else {
+          expect(pollSync(() => gone(t.pid))).to.equal(true);
+        }
+        expect(logged.warn).to.deep.equal([]);
+      }
     });
 
     it('a process with a child (EOPNOTSUPP, naming the children)', async () => {

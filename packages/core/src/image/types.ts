@@ -41,6 +41,8 @@ export enum ObjectType {
   FILE = 41,
   FD = 42,
   FILE_DATA = 43,
+  /** A thread of the task other than its main thread (its tid, name, mask, ...; children: its registers, ...). */
+  THREAD = 120,
   /** Event files: the records of the eventfd, epoll, signalfd, timerfd and inotify kinds, under their FILE. */
   EVENTFD = 140,
   EPOLL_TARGET = 141,

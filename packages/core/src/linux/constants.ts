@@ -282,6 +282,9 @@ export const AUXV = Object.freeze({
   HWCAP4: 30, EXECFN: 31, SYSINFO_EHDR: 33, MINSIGSTKSZ: 51,
 } as const);
 
+/** securebits (PR_GET_SECUREBITS): keep the permitted capabilities when the uids leave 0 (PR_SET_KEEPCAPS). */
+export const SECBIT_KEEP_CAPS = 0x10;
+
 /** rseq(2). */
 export const RSEQ_FLAG_UNREGISTER = 1;
 /** The rseq abort signature glibc uses on x86 (RSEQ_SIG). */

@@ -19,7 +19,7 @@ export type SyscallName =
   'rt_sigreturn' | 'rt_tgsigqueueinfo' | 'sched_getaffinity' | 'sched_setaffinity' |
   'sched_setscheduler' | 'setfsgid' | 'setfsuid' | 'setgroups' | 'setitimer' | 'setpgid' |
   'setpriority' | 'setresgid' | 'setresuid' | 'setsid' | 'sigaltstack' | 'tgkill' | 'umask' |
-  'uname' | 'utimensat' | 'write';
+  'uname' | 'utimensat' | 'write' | 'get_robust_list' | 'set_robust_list' | 'set_tid_address';
 
 /** System call numbers of one ABI, by name. */
 export type SyscallTable = Readonly<Record<SyscallName, number>>;

@@ -13,15 +13,16 @@ export const NS_KINDS = ['ipc', 'mnt', 'net', 'pid', 'pid_for_children', 'user',
 export type NsKind = (typeof NS_KINDS)[number];
 
 /** The inode of each namespace of PID (or 'self'); a kind the kernel does not have is left out. */
-export function readNamespaces(pid: number | 'self'): Partial<Record<NsKind, bigint>> {
+export function readNamespaces(pid: number | 'self', tid?: number): Partial<Record<NsKind, bigint>> {
   const out: Partial<Record<NsKind, bigint>> = {};
+  const dir = tid === undefined ? `/proc/${pid}/ns` : `/proc/${pid}/task/${tid}/ns`;
   for (const k of NS_KINDS) {
     try {
-      out[k] = fs.statSync(`/proc/${pid}/ns/${k}`, { bigint: true }).ino;
+      out[k] = fs.statSync(`${dir}/${k}`, { bigint: true }).ino;
     } catch (e) {
       const code = (e as { code?: string }).code;
       if (code === 'ENOENT') continue;
-      throw new CptError(code ?? 'EIO', `stat(/proc/${pid}/ns/${k}): ${(e as Error).message}`, { pid: typeof pid === 'number' ? pid : undefined });
+      throw new CptError(code ?? 'EIO', `stat(${dir}/${k}): ${(e as Error).message}`, { pid: typeof pid === 'number' ? pid : undefined });
     }
   }
   return out;
