@@ -93,6 +93,7 @@ const CASES: Case[] = [
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
+  { name: 'pipes' },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];
@@ -116,6 +117,7 @@ const TAMPERABLE: Case[] = [
   { name: 'protmem' },
   { name: 'mmstate' },
   { name: 'eventfd' },
+  { name: 'pipes' },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];

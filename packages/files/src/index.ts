@@ -15,6 +15,7 @@ import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
 import { finishGhosts } from './ghost';
 import { refuseLocks, refuseOwners } from './locks';
+import { PipeKind } from './pipe';
 
 export * from './fs-struct';
 export * from './file';
@@ -23,6 +24,8 @@ export * from './regular';
 export * from './chardev';
 export * from './ghost';
 export * from './locks';
+export * from './pipe';
+export * from './holders';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
 const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
@@ -70,6 +73,7 @@ export class FilesRestore implements RestoreHandler {
 
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
+  for (const k of [new PipeKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
 }

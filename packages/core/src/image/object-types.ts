@@ -37,6 +37,7 @@ const OWN: Record<string, string> = {
   MM: '@cptrst/mm', VMA: '@cptrst/mm', PAGES: '@cptrst/mm',
   REGS: '@cptrst/arch-x86', XSTATE: '@cptrst/arch-x86', DEBUGREGS: '@cptrst/arch-x86',
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',
+  PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/core', MEMFD_DATA: '@cptrst/core',
 };
 
 /**

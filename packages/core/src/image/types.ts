@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 3;
+export const FORMAT_MINOR = 4;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -39,6 +39,16 @@ export enum ObjectType {
   FILE = 41,
   FD = 42,
   FILE_DATA = 43,
+  /** A pipe or FIFO: its identity, capacity and buffered data (under FILE). */
+  PIPE = 170,
+  /** A unix socket: type, state, name, peer, options (under FILE). */
+  UNIX_SOCKET = 171,
+  /** One message or run of bytes queued on a unix socket (under FILE). */
+  SOCKET_QUEUE = 172,
+  /** A memfd: name, size, seals (under FILE or VMA). */
+  MEMFD = 173,
+  /** A data run of a memfd (under FILE or VMA). */
+  MEMFD_DATA = 174,
 }
 
 /**

@@ -18,3 +18,4 @@ export * from './machine';
 export * from './helper-process';
 export * from './users';
 export * from './taskinfo';
+export * from './ipc';
