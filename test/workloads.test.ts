@@ -94,6 +94,7 @@ const CASES: Case[] = [
   { name: 'mmstate' },
   { name: 'eventfd' },
   { name: 'pipes' },
+  { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];
@@ -118,6 +119,7 @@ const TAMPERABLE: Case[] = [
   { name: 'mmstate' },
   { name: 'eventfd' },
   { name: 'pipes' },
+  { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];

@@ -40,6 +40,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'threadchurn', kind: 'c', source: 'threadchurn.c', cflags: ['-pthread'], checks: 'threads made and ended all the time, four workers with their own names and masks on a mutex, a condition variable waiter: all carry on, untraced, after a refused checkpoint' },
   { name: 'threads.py', kind: 'python', source: 'threads.py', checks: 'python3 with N threads (default 100) on a condition variable: each alive and still woken, its name, thread-local value and comm its own, none traced' },
   { name: 'pipes', kind: 'c', source: 'pipes.c', checks: 'pipes with both ends in the process: data in flight in order, capacity, O_NONBLOCK, packet mode (O_DIRECT) boundaries, dup\'ed and separate descriptions of one end, a pipe with its write or read end closed' },
+  { name: 'fifos', kind: 'c', source: 'fifos.c', checks: 'FIFOs opened for reading, writing and both: data in flight, flags, capacity, the same inode as the name, a write-only one read later by name, an unlinked one' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

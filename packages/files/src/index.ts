@@ -16,6 +16,7 @@ import { CharDevice, Directory } from './chardev';
 import { finishGhosts } from './ghost';
 import { refuseLocks, refuseOwners } from './locks';
 import { PipeKind } from './pipe';
+import { FifoKind } from './fifo';
 
 export * from './fs-struct';
 export * from './file';
@@ -25,6 +26,7 @@ export * from './chardev';
 export * from './ghost';
 export * from './locks';
 export * from './pipe';
+export * from './fifo';
 export * from './holders';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
@@ -73,7 +75,7 @@ export class FilesRestore implements RestoreHandler {
 
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
-  for (const k of [new PipeKind()]) provide(c, FileKinds, k);
+  for (const k of [new PipeKind(), new FifoKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
 }
