@@ -5,7 +5,7 @@
  */
 import { DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, finishMemfds, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
   provide,
 } from '@cptrst/core';
 import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
@@ -17,6 +17,7 @@ import { finishGhosts } from './ghost';
 import { refuseLocks, refuseOwners } from './locks';
 import { PipeKind } from './pipe';
 import { FifoKind } from './fifo';
+import { MemfdKind } from './memfd';
 
 export * from './fs-struct';
 export * from './file';
@@ -27,7 +28,7 @@ export * from './ghost';
 export * from './locks';
 export * from './pipe';
 export * from './fifo';
-export * from './holders';
+export * from './memfd';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
 const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
@@ -69,13 +70,14 @@ export class FilesRestore implements RestoreHandler {
   }
   finish(ctx: RestartContext, task: RestartTask): void {
     finishGhosts(ctx, task);
+    finishMemfds(task); // after every fd and mapping of a memfd is made: its mode and seals
     closeTemporaries(task);
   }
 }
 
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
-  for (const k of [new PipeKind(), new FifoKind()]) provide(c, FileKinds, k);
+  for (const k of [new PipeKind(), new FifoKind(), new MemfdKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
 }

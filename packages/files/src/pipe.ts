@@ -26,12 +26,11 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, bool, bytes, linux,
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, describeHolders, otherHolders, ownHolders, ObjectType, RestartContext, RestartTask, StateKey, bool, bytes, linux,
   objectType, refuse, u32, u32s, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, openInTask } from './kinds';
 import { FileImage } from './file';
-import { describeHolders, otherHolders, ownHolders } from './holders';
 
 const { SYS, O, F } = linux;
 

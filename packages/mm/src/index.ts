@@ -6,6 +6,7 @@ import { Tokens, provide } from '@cptrst/core';
 import { MmDump, MmRestore } from './mm';
 import { AnonVma, SharedAnonVma } from './anon';
 import { FileVma } from './file';
+import { MemfdVma } from './memfd';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
 
@@ -15,9 +16,10 @@ export * from './vdso';
 export * from './mm';
 export * from './anon';
 export * from './file';
+export * from './memfd';
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma()]) provide(c, VmaKinds, k);
+  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new MemfdVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());

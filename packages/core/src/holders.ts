@@ -5,7 +5,9 @@
  * the other process. One scan of /proc per checkpointed task, made only when a kind asks.
  */
 import * as fs from 'fs';
-import { CheckpointTask, StateKey, linux } from '@cptrst/core';
+import type { CheckpointTask } from './contract';
+import { StateKey } from './tokens';
+import * as linux from './linux';
 
 /** An fd (or a mapping: fd -1) of another process. */
 export interface Holder {
