@@ -95,6 +95,7 @@ const CASES: Case[] = [
   { name: 'eventfd' },
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
+  { name: 'memfds' },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];
@@ -120,6 +121,7 @@ const TAMPERABLE: Case[] = [
   { name: 'eventfd' },
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
+  { name: 'memfds' },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];

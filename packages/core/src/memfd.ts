@@ -29,8 +29,8 @@ import * as linux from './linux';
 
 const { SYS, O, F, MFD } = linux;
 
-/** A memfd's record, under each FILE and VMA of it. */
-@objectType(ObjectType.MEMFD, 'memfd', { parents: [ObjectType.FILE, ObjectType.VMA] })
+/** A memfd's record, under each FILE of it (VmaMemfdImage under each VMA). */
+@objectType(ObjectType.MEMFD, 'memfd', { parents: [ObjectType.FILE] })
 export class MemfdImage {
   /** The memfd's inode number: every FILE and VMA of one memfd names the same. */
   @u64() inode = 0n;
@@ -45,12 +45,29 @@ export class MemfdImage {
   @u32() mode = 0;
 }
 
-/** A data run of a memfd, under its carrier. */
-@objectType(ObjectType.MEMFD_DATA, 'memfd-data', { parents: [ObjectType.FILE, ObjectType.VMA] })
+/** A data run of a memfd, under its carrier FILE. */
+@objectType(ObjectType.MEMFD_DATA, 'memfd-data', { parents: [ObjectType.FILE] })
 export class MemfdDataImage {
   @u64() offset = 0n;
   @bytes() data: Buffer = Buffer.alloc(0);
 }
+
+/**
+ * The same records under a VMA: types of their own, since a restart gives each record type to
+ * one subsystem (files for FILE's records, mm for VMA's).
+ */
+@objectType(ObjectType.VMA_MEMFD, 'vma-memfd', { parents: [ObjectType.VMA] })
+export class VmaMemfdImage extends MemfdImage {}
+@objectType(ObjectType.VMA_MEMFD_DATA, 'vma-memfd-data', { parents: [ObjectType.VMA] })
+export class VmaMemfdDataImage extends MemfdDataImage {}
+
+/** The layouts a subsystem writes and reads a memfd with. */
+export interface MemfdLayouts {
+  memfd: new () => MemfdImage;
+  data: new () => MemfdDataImage;
+}
+export const FILE_MEMFD: MemfdLayouts = { memfd: MemfdImage, data: MemfdDataImage };
+export const VMA_MEMFD: MemfdLayouts = { memfd: VmaMemfdImage, data: VmaMemfdDataImage };
 
 /** Largest amount of data (not counting holes) of one memfd that goes into the image. */
 export const MEMFD_DATA_MAX = 256 * 1024 * 1024;
@@ -111,9 +128,9 @@ export function checkMemfd(task: CheckpointTask, src: MemfdSource, object: strin
 const CARRIED = new StateKey<Set<bigint>>('memfd.carried');
 
 /** Checkpoint: the MEMFD record of one FILE or VMA; the first one of the inode carries the memfd. */
-export function dumpMemfd(task: CheckpointTask, src: MemfdSource, out: KindRecordWriter, object: string): void {
+export function dumpMemfd(task: CheckpointTask, src: MemfdSource, out: KindRecordWriter, object: string, layouts: MemfdLayouts): void {
   const carried = task.state.ensure(CARRIED, () => new Set<bigint>());
-  const rec = new MemfdImage();
+  const rec = new layouts.memfd();
   rec.inode = src.stat.ino;
   if (carried.has(rec.inode)) {
     out.write(rec);
@@ -136,7 +153,7 @@ export function dumpMemfd(task: CheckpointTask, src: MemfdSource, out: KindRecor
         const chunk = Buffer.alloc(Math.min(DATA_CHUNK, run.offset + run.length - off));
         const n = fs.readSync(fd, chunk, 0, chunk.length, off);
         if (n !== chunk.length) throw new CptError('EIO', `short read of the memfd at ${off}: ${n} of ${chunk.length} bytes`, { pid: task.pid, object });
-        const d = new MemfdDataImage();
+        const d = new layouts.data();
         d.offset = BigInt(off);
         d.data = chunk;
         out.write(d);
@@ -148,12 +165,12 @@ export function dumpMemfd(task: CheckpointTask, src: MemfdSource, out: KindRecor
 }
 
 /** Restart: the MEMFD record of a FILE or VMA and its data runs, checked (EBADIMG). */
-export function memfdRecord(pid: number, records: KindRecords, object: string): { rec: MemfdImage; data: MemfdDataImage[] } {
+export function memfdRecord(pid: number, records: KindRecords, object: string, layouts: MemfdLayouts): { rec: MemfdImage; data: MemfdDataImage[] } {
   const bad = (why: string) => new CptError('EBADIMG', `memfd: ${why}`, { pid, object });
-  const recs = records.of(MemfdImage);
+  const recs = records.of(layouts.memfd);
   if (recs.length !== 1) throw bad(`${recs.length} memfd records for one file or area (one is needed)`);
   const rec = recs[0];
-  const data = records.of(MemfdDataImage);
+  const data = records.of(layouts.data);
   if (!rec.carrier) {
     if (data.length) throw bad('data runs under a memfd record that does not carry the memfd');
     return { rec, data };

@@ -10,7 +10,7 @@
  * are O_RDWR|O_LARGEFILE, which such an open gives too), at its offset.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, MemfdDataImage, MemfdImage, RestartContext, RestartTask, checkMemfd, createMemfd,
+  CheckpointContext, CheckpointTask, CptError, FILE_MEMFD, KindRecordWriter, MemfdDataImage, MemfdImage, RestartContext, RestartTask, checkMemfd, createMemfd,
   dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, refuse, registerMemfd,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
@@ -38,11 +38,11 @@ export class MemfdKind implements FileKindHandler {
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    dumpMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, out, objectOf(f));
+    dumpMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, out, objectOf(f), FILE_MEMFD);
   }
 
   open(_ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
-    const { rec, data } = memfdRecord(task.pid, req.records, req.object);
+    const { rec, data } = memfdRecord(task.pid, req.records, req.object, FILE_MEMFD);
     if (img.flags & ~MEMFD_FLAGS) throw new CptError('EBADIMG', `memfd: open flags 0${img.flags.toString(8)}`, { pid: task.pid, object: req.object });
     if (rec.carrier) registerMemfd(task, rec, { fd: createMemfd(task, rec, data, req.above, req.object) }, req.object);
     const fd = openInTask(task, memfdPath(task, rec.inode, req.object), reopenFlags(img.flags) | O.CLOEXEC, `opening the memfd for ${req.object}`);

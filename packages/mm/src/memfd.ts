@@ -14,7 +14,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, MemfdDataImage, MemfdImage, RestartContext, RestartTask, checkMemfd,
+  CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, RestartContext, VMA_MEMFD, VmaMemfdDataImage, VmaMemfdImage, RestartTask, checkMemfd,
   createMemfd, dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, refuse, registerMemfd,
 } from '@cptrst/core';
 import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, mapAt, mapFilesPath } from './vma';
@@ -41,7 +41,7 @@ export class MemfdVma implements VmaKindHandler {
   readonly kind = 'memfd';
   /** Above the file kind, which claims every mapped file with a path (and refuses memfds). */
   readonly priority = 1;
-  readonly records = [MemfdImage, MemfdDataImage];
+  readonly records = [VmaMemfdImage, VmaMemfdDataImage];
 
   /** By name here; describe then requires the file of the shm mount (the name is the process's choice). */
   claims(v: VmaEntry): boolean {
@@ -71,13 +71,13 @@ export class MemfdVma implements VmaKindHandler {
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
-    dumpMemfd(task, source(task, v), out, describeVma(v));
+    dumpMemfd(task, source(task, v), out, describeVma(v), VMA_MEMFD);
   }
 
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, _writable: boolean, records: KindRecords): void {
     const t = task.tracee!;
     const what = describeVma(img);
-    const { rec, data } = memfdRecord(task.pid, records, what);
+    const { rec, data } = memfdRecord(task.pid, records, what, VMA_MEMFD);
     let fd: bigint;
     if (rec.carrier) {
       fd = createMemfd(task, rec, data, 0, what);

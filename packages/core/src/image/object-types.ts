@@ -38,6 +38,7 @@ const OWN: Record<string, string> = {
   REGS: '@cptrst/arch-x86', XSTATE: '@cptrst/arch-x86', DEBUGREGS: '@cptrst/arch-x86',
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',
   PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/core', MEMFD_DATA: '@cptrst/core',
+  VMA_MEMFD: '@cptrst/core', VMA_MEMFD_DATA: '@cptrst/core',
 };
 
 /**

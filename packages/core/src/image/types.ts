@@ -45,10 +45,14 @@ export enum ObjectType {
   UNIX_SOCKET = 171,
   /** One message or run of bytes queued on a unix socket (under FILE). */
   SOCKET_QUEUE = 172,
-  /** A memfd: name, size, seals (under FILE or VMA). */
+  /** A memfd open as an fd: name, size, seals, mode (under FILE). */
   MEMFD = 173,
-  /** A data run of a memfd (under FILE or VMA). */
+  /** A data run of a memfd (under FILE). */
   MEMFD_DATA = 174,
+  /** A mapped memfd: MEMFD's fields, under VMA. */
+  VMA_MEMFD = 175,
+  /** A data run of a mapped memfd (under VMA). */
+  VMA_MEMFD_DATA = 176,
 }
 
 /**
