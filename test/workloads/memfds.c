@@ -9,6 +9,8 @@
  *   fd 15  memfd "cpt-d", 2 pages, mapped private: page 0 changed in the mapping (a private copy)
  *   fd 13  memfd "cpt-e": sealed WRITE|SEAL (writes refused)
  *   fd 14  memfd "cpt-f" with MFD_NOEXEC_SEAL where the kernel has it
+ *   fd 16  memfd "cpt-x": a "#!/bin/true" script, also mapped shared: executed (execveat) by a
+ *          child after the trigger, which a restored fd that counts as a writer would refuse
  * After the trigger: names (/proc/self/fd links and /proc/self/maps), sizes, contents with their
  * holes (SEEK_DATA/SEEK_HOLE), modes, seals, offsets, close-on-exec, one inode behind fds 10/11
  * and behind fd 12 and its mapping, writes through fd 12 seen in the mapping, writes through
@@ -18,6 +20,7 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 
 #ifndef MFD_NOEXEC_SEAL
 #define MFD_NOEXEC_SEAL 8U
@@ -159,6 +162,12 @@ int main(int argc, char **argv)
         f_mode = st.st_mode & 07777;
     }
 
+    static const char script[] = "#!/bin/true\n";
+    void *x = MAP_FAILED;
+    if (mfd("cpt-x", 0, 16) != 16 || write(16, script, sizeof script - 1) != (ssize_t)sizeof script - 1 ||
+        (x = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, 16, 0)) == MAP_FAILED)
+        wl_fail("memfd x: %s", strerror(errno));
+
     ino_t a_ino = fd_ino(10), b_ino = fd_ino(12);
 
     wl_ready();
@@ -217,5 +226,16 @@ int main(int argc, char **argv)
         WL_CHECK(fstat(14, &st) == 0 && (st.st_mode & 07777) == f_mode, "f's mode 0%o, not 0%o", st.st_mode & 07777, f_mode);
         WL_CHECK(fchmod(14, 0755) != 0, "f can be made executable");
     }
+    /* x: executable through its fd (no writer but the mapping) */
+    WL_CHECK(map_ino(x, PG) == fd_ino(16), "x's mapping and fd 16 are not one memfd");
+    pid_t child = fork();
+    if (child == 0) {
+        char *const av[] = { "true", NULL }, *const ev[] = { NULL };
+        syscall(SYS_execveat, 16, "", av, ev, AT_EMPTY_PATH);
+        _exit(errno == ETXTBSY ? 3 : 4);
+    }
+    int status = -1;
+    waitpid(child, &status, 0);
+    WL_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "execveat of memfd x: exit status %d (3: ETXTBSY)", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
     wl_finish("memfds", noexec ? NULL : "no MFD_NOEXEC_SEAL");
 }

@@ -199,6 +199,13 @@ interface RestoredMemfd {
   rec: MemfdImage;
   object: string;
   done: boolean;
+  /**
+   * memfd_create's own description, kept for the first FILE that can be it: unlike a description
+   * opened later, it does not count as a writer of the inode, which execveat(2) of the memfd
+   * refuses (ETXTBSY) while any exists.
+   */
+  created?: bigint;
+  createdTaken?: boolean;
 }
 
 const RESTORED = new StateKey<Map<bigint, RestoredMemfd>>('memfd.restored');
@@ -237,9 +244,42 @@ export function createMemfd(task: RestartTask, rec: MemfdImage, data: MemfdDataI
   return fd;
 }
 
-/** Restart: remembers how the task reaches a memfd it made (for the other FILEs and VMAs of it, and its seals). */
-export function registerMemfd(task: RestartTask, rec: MemfdImage, reach: Reach, object: string): void {
-  restored(task).set(rec.inode, { reach, rec, object, done: false });
+/**
+ * Restart: remembers how the task reaches a memfd it made (for the other FILEs and VMAs of it,
+ * and its seals), and memfd_create's own fd, `created`, kept open for a FILE of the memfd.
+ */
+export function registerMemfd(task: RestartTask, rec: MemfdImage, reach: Reach, object: string, created?: bigint): void {
+  restored(task).set(rec.inode, { reach, rec, object, done: false, ...(created !== undefined ? { created } : {}) });
+}
+
+/**
+ * Restart, before the fd table is cleared (close_range of the helper's fds): moves the memfd_create
+ * fds kept so far (by mm, which runs before the fd table exists) above the image's fd numbers;
+ * returns the fds to spare.
+ */
+export function keepMemfdsAbove(task: RestartTask, above: number): bigint[] {
+  const t = task.tracee!;
+  const kept: bigint[] = [];
+  for (const m of restored(task).values()) {
+    if (m.created === undefined || m.createdTaken) continue;
+    const moved = t.syscallOk(SYS.fcntl, [m.created, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of the memfd for ${m.object}`);
+    t.syscall(SYS.close, [m.created]);
+    m.created = moved;
+    m.reach = { fd: moved };
+    kept.push(moved);
+  }
+  return kept.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * Restart: memfd_create's own description of a memfd, the first time a FILE asks (a FILE whose
+ * flags it can have: read-write), as a new fd above `above`; undefined otherwise.
+ */
+export function takeCreatedMemfd(task: RestartTask, inode: bigint, above: number, object: string): bigint | undefined {
+  const m = restored(task).get(inode);
+  if (!m || m.created === undefined || m.createdTaken) return undefined;
+  m.createdTaken = true;
+  return task.tracee!.syscallOk(SYS.fcntl, [m.created, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of the memfd for ${object}`);
 }
 
 /** Restart: the path inside the task that opens a memfd made earlier (EBADIMG when none carries it). */

@@ -11,13 +11,15 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, FILE_MEMFD, KindRecordWriter, MemfdDataImage, MemfdImage, RestartContext, RestartTask, checkMemfd, createMemfd,
-  dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, refuse, registerMemfd,
+  dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, refuse, registerMemfd, takeCreatedMemfd,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
 import { FileImage } from './file';
 import { objectOf } from './pipe';
 
-const { SYS, O, SEEK } = linux;
+const { SYS, O, F, SEEK } = linux;
+/** What F_SETFL sets on memfd_create's description. */
+const SETFL_FLAGS = O.APPEND | O.NONBLOCK | O.NOATIME;
 /** Status flags a memfd's description may carry. */
 const MEMFD_FLAGS = O.ACCMODE | O.APPEND | O.NONBLOCK | O.LARGEFILE | O.NOATIME | O.CLOEXEC;
 
@@ -44,9 +46,16 @@ export class MemfdKind implements FileKindHandler {
   open(_ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
     const { rec, data } = memfdRecord(task.pid, req.records, req.object, FILE_MEMFD);
     if (img.flags & ~MEMFD_FLAGS) throw new CptError('EBADIMG', `memfd: open flags 0${img.flags.toString(8)}`, { pid: task.pid, object: req.object });
-    if (rec.carrier) registerMemfd(task, rec, { fd: createMemfd(task, rec, data, req.above, req.object) }, req.object);
-    const fd = openInTask(task, memfdPath(task, rec.inode, req.object), reopenFlags(img.flags) | O.CLOEXEC, `opening the memfd for ${req.object}`);
-    task.tracee!.syscallOk(SYS.lseek, [fd, img.pos, SEEK.SET], `lseek of ${req.object} to ${img.pos}`);
+    const t = task.tracee!;
+    if (rec.carrier) {
+      const made = createMemfd(task, rec, data, req.above, req.object);
+      registerMemfd(task, rec, { fd: made }, req.object, made);
+    }
+    // memfd_create's own description for the first read-write FILE (it is O_RDWR|O_LARGEFILE), a new one for the others.
+    let fd = (img.flags & O.ACCMODE) === O.RDWR ? takeCreatedMemfd(task, rec.inode, req.above, req.object) : undefined;
+    if (fd !== undefined) t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & SETFL_FLAGS], `F_SETFL for ${req.object}`);
+    else fd = openInTask(task, memfdPath(task, rec.inode, req.object), reopenFlags(img.flags) | O.CLOEXEC, `opening the memfd for ${req.object}`);
+    t.syscallOk(SYS.lseek, [fd, img.pos, SEEK.SET], `lseek of ${req.object} to ${img.pos}`);
     return fd;
   }
 }

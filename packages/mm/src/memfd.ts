@@ -88,10 +88,13 @@ export class MemfdVma implements VmaKindHandler {
     }
     try {
       mapAt(task, img, img.prot, img.shared ? MAP.SHARED : MAP.PRIVATE, fd, img.path);
-    } finally {
+    } catch (e) {
       t.syscall(SYS.close, [fd]);
+      throw e;
     }
-    if (rec.carrier) registerMemfd(task, rec, { start: img.start, end: img.end }, what);
+    // memfd_create's fd stays for an fd of the image (the fd table restore moves it out of the way).
+    if (rec.carrier) registerMemfd(task, rec, { start: img.start, end: img.end }, what, fd);
+    else t.syscall(SYS.close, [fd]);
     applyVmFlags(task, img);
   }
 }
