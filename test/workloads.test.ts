@@ -96,6 +96,7 @@ const CASES: Case[] = [
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'memfds' },
+  { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];
@@ -122,6 +123,7 @@ const TAMPERABLE: Case[] = [
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'memfds' },
+  { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
 ];

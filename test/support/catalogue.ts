@@ -42,6 +42,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'pipes', kind: 'c', source: 'pipes.c', checks: 'pipes with both ends in the process: data in flight in order, capacity, O_NONBLOCK, packet mode (O_DIRECT) boundaries, dup\'ed and separate descriptions of one end, a pipe with its write or read end closed' },
   { name: 'fifos', kind: 'c', source: 'fifos.c', checks: 'FIFOs opened for reading, writing and both: data in flight, flags, capacity, the same inode as the name, a write-only one read later by name, an unlinked one' },
   { name: 'memfds', kind: 'c', source: 'memfds.c', checks: 'memfds as fds and mappings (shared, private, mapping only): names, sizes, contents with holes, modes, seals, offsets, one inode behind fds and mappings, writes seen through the mapping' },
+  { name: 'sockets', kind: 'c', source: 'sockets.c', checks: 'unix sockets: stream, datagram and seqpacket socketpairs with queued data both ways (boundaries, credentials), shutdown, SO_PASSCRED/SNDBUF/PEEK_OFF, a listener by path, an abstract name, an unlinked name, an unbound socket' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

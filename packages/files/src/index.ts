@@ -18,6 +18,7 @@ import { refuseLocks, refuseOwners } from './locks';
 import { PipeKind } from './pipe';
 import { FifoKind } from './fifo';
 import { MemfdKind } from './memfd';
+import { UnixSocketKind, finishUnixSockets } from './unix-socket';
 
 export * from './fs-struct';
 export * from './file';
@@ -29,6 +30,7 @@ export * from './locks';
 export * from './pipe';
 export * from './fifo';
 export * from './memfd';
+export * from './unix-socket';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
 const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
@@ -71,13 +73,14 @@ export class FilesRestore implements RestoreHandler {
   finish(ctx: RestartContext, task: RestartTask): void {
     finishGhosts(ctx, task);
     finishMemfds(task); // after every fd and mapping of a memfd is made: its mode and seals
+    finishUnixSockets(task); // after every socket is made: queues, shutdowns, peek offsets
     closeTemporaries(task);
   }
 }
 
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
-  for (const k of [new PipeKind(), new FifoKind(), new MemfdKind()]) provide(c, FileKinds, k);
+  for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
 }

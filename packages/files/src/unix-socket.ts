@@ -1,0 +1,445 @@
+/**
+ * Unix sockets held by one process: socketpairs (stream, datagram, seqpacket) with the data
+ * queued in both directions, shutdown state and options; sockets not connected, unbound or bound
+ * to a name in the filesystem or the abstract namespace (a filesystem name may have been
+ * unlinked); listening sockets with no connection waiting to be accepted.
+ *
+ * Checkpoint. NETLINK_SOCK_DIAG (one dump of every unix socket, per task) gives each socket's
+ * type, state, name, the socket file of its name, its peer, a listener's waiting connections and
+ * the shutdown state; getsockopt on cptrst's copy of the socket (pidfd_getfd) gives SO_SNDBUF,
+ * SO_RCVBUF, SO_PASSCRED and SO_PEEK_OFF. A socket is identified by its inode, and so is its
+ * peer, so that the two ends of a connection can later live in different processes. What waits
+ * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK from offset
+ * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
+ * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one).
+ * Refused, naming the fd and why: a peer outside the process (or a socket of another process),
+ * a connection made through a listener (its ends have names), connections not yet accepted,
+ * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a name
+ * relative to a directory, SO_PASSSEC/SO_PASSPIDFD.
+ *
+ * Restart. The first FILE of a socketpair makes it (socketpair inside the task, both ends moved
+ * above the image's fd numbers); the second finds its end by its inode. A socket that is not
+ * connected is made with socket(2) and bound to its name: a stale socket file left at that path
+ * by the checkpointed process is removed first, but only if it is the very file recorded (device
+ * and inode, on the same boot); a name that had been unlinked is bound and unlinked again at once.
+ * A listener then listens with its backlog. Buffer sizes and SO_PASSCRED are set as each socket
+ * is made; at the end of the files restore, when every socket exists, each queue is sent again
+ * by its peer (non-blocking: a short send is an error, never a hang), then the shutdowns are
+ * made (a connected socket's shutdown also marks its peer, as the kernel did) and the peek
+ * offsets set.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, bool, bytes,
+  describeHolders, i32, linux, objectType, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
+} from '@cptrst/core';
+import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
+import { FileImage } from './file';
+import { objectOf, moveAbove } from './pipe';
+
+const { SYS, O, F, SO, SOCK, S_IF } = linux;
+
+/** A unix socket's own record, under its FILE. */
+@objectType(ObjectType.UNIX_SOCKET, 'unix-socket', { parents: [ObjectType.FILE] })
+export class UnixSocketImage {
+  /** The socket's inode (socket:[N]). */
+  @u64() ino = 0n;
+  /** SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET. */
+  @u32() type = 0;
+  /** TCP_ESTABLISHED (connected), TCP_CLOSE (not connected) or TCP_LISTEN. */
+  @u32() state = 0;
+  /** The bound name as sun_path holds it (a leading NUL: abstract); empty: unbound. */
+  @bytes() name: Buffer = Buffer.alloc(0);
+  /** The socket file of a filesystem name (device, inode), to recognise it at restart. */
+  @u64() nameDev = 0n;
+  @u64() nameIno = 0n;
+  /** The filesystem name was unlinked: bound again, then unlinked. */
+  @bool() nameUnlinked = false;
+  /** The peer's inode (a socketpair's other end); 0: none. */
+  @u64() peer = 0n;
+  /** A listener's backlog. */
+  @u32() backlog = 0;
+  /** RCV_SHUTDOWN | SEND_SHUTDOWN. */
+  @u32() shutdown = 0;
+  /** getsockopt values (SO_SNDBUF and SO_RCVBUF as the kernel reports them: doubled). */
+  @u32() sndbuf = 0;
+  @u32() rcvbuf = 0;
+  @bool() passcred = false;
+  @i32() peekOff = -1;
+}
+
+/** One message (or a stream's bytes) waiting in the socket's receive queue, in order. */
+@objectType(ObjectType.SOCKET_QUEUE, 'socket-queue', { parents: [ObjectType.FILE] })
+export class SocketQueueImage {
+  @bytes() data: Buffer = Buffer.alloc(0);
+}
+
+/** The most data queued on one socket that goes into an image. */
+const QUEUE_MAX = 16 * 1024 * 1024;
+const SOCKET_FLAGS = O.ACCMODE | O.NONBLOCK | O.CLOEXEC;
+const TYPES = new Set<number>([SOCK.STREAM, SOCK.DGRAM, SOCK.SEQPACKET]);
+const TYPE_NAMES: Record<number, string> = { [SOCK.STREAM]: 'stream', [SOCK.DGRAM]: 'datagram', [SOCK.SEQPACKET]: 'seqpacket' };
+const SUN_PATH_MAX = 108;
+
+const DIAG = new StateKey<Map<number, linux.UnixDiag>>('files.unixDiag');
+function diagOf(task: CheckpointTask, ino: number): linux.UnixDiag | undefined {
+  return task.state.ensure(DIAG, () => linux.unixDiagDump()).get(ino);
+}
+
+/** What a checkpoint learns about one socket (once). */
+interface SocketState {
+  rec: UnixSocketImage;
+  queue: linux.QueuedMessage[];
+}
+const SOCKETS = new StateKey<Map<number, SocketState>>('files.unixSockets');
+
+const inoOf = (link: string): number => Number(/^socket:\[(\d+)\]$/.exec(link)?.[1] ?? -1);
+
+/** A copy of the task's fd (pidfd_getfd: the same socket), given to `use`, then closed. */
+function withCopy<T>(task: CheckpointTask, fd: number, use: (dup: number) => T): T {
+  const pidfd = linux.pidfdOpen(task.pid);
+  try {
+    const dup = linux.pidfdGetfd(pidfd, fd);
+    try {
+      return use(dup);
+    } finally {
+      fs.closeSync(dup);
+    }
+  } finally {
+    fs.closeSync(pidfd);
+  }
+}
+
+function examine(task: CheckpointTask, f: OpenFile): SocketState {
+  const states = task.state.ensure(SOCKETS, () => new Map<number, SocketState>());
+  const ino = inoOf(f.link);
+  const known = states.get(ino);
+  if (known) return known;
+  const object = objectOf(f);
+  const others = otherHolders(task, { link: f.link });
+  if (others.length) refuse(task.pid, object, `the socket is also open in ${describeHolders(others)}; a socket shared with another process needs the process tree checkpointed with it, which is not supported yet`);
+  const odd = f.fdinfo.flags & ~SOCKET_FLAGS;
+  if (odd) refuse(task.pid, object, `open flags 0${odd.toString(8)} on a socket are not supported`);
+  const d = diagOf(task, ino);
+  if (!d) refuse(task.pid, object, 'not a unix socket (sock_diag does not know it): only unix sockets are supported');
+  const type = TYPE_NAMES[d.type] ? d.type : refuse(task.pid, object, `a unix socket of type ${d.type}`);
+  const rec = new UnixSocketImage();
+  rec.ino = BigInt(ino);
+  rec.type = type;
+  rec.state = d.state;
+  rec.shutdown = d.shutdown;
+  if (d.name && d.name.length) describeName(task, f, d, rec);
+  if (d.state === linux.TCP_LISTEN) {
+    if (d.icons.length) refuse(task.pid, object, `the listening socket has ${d.icons.length} connection(s) not accepted yet; connections waiting in a backlog are not supported yet`);
+    rec.backlog = d.rqlen?.wqueue ?? 0;
+  } else if (d.peer) {
+    describePeer(task, f, d, rec);
+  } else if (d.state !== linux.TCP_CLOSE) {
+    refuse(task.pid, object, `a unix socket in state ${d.state} without a peer`);
+  }
+  const { queue, opts } = withCopy(task, f.fd, (dup) => {
+    const get = (opt: number, what: string): number => {
+      const v = linux.getSockoptInt(dup, opt);
+      if (v < -1 || (v === -1 && opt !== SO.PEEK_OFF)) refuse(task.pid, object, `getsockopt(${what}) failed (${v})`);
+      return v;
+    };
+    const o = { sndbuf: get(SO.SNDBUF, 'SO_SNDBUF'), rcvbuf: get(SO.RCVBUF, 'SO_RCVBUF'), passcred: get(SO.PASSCRED, 'SO_PASSCRED'), peekOff: get(SO.PEEK_OFF, 'SO_PEEK_OFF') };
+    if (linux.getSockoptInt(dup, SO.PASSSEC) > 0) refuse(task.pid, object, 'SO_PASSSEC is set on the socket; it is not supported yet');
+    if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
+    // A stream or seqpacket socket has a queue only once connected (recvmsg answers EINVAL before).
+    const queued = d.state === linux.TCP_ESTABLISHED || (type === SOCK.DGRAM && d.state !== linux.TCP_LISTEN);
+    const q = queued ? linux.peekSocket(dup, type === SOCK.STREAM || (d.shutdown & linux.RCV_SHUTDOWN) !== 0) : [];
+    return { queue: q, opts: o };
+  });
+  rec.sndbuf = opts.sndbuf;
+  rec.rcvbuf = opts.rcvbuf;
+  rec.passcred = opts.passcred > 0;
+  rec.peekOff = opts.peekOff;
+  const inFlight = queue.reduce((n, m) => n + m.fds, 0);
+  if (inFlight) refuse(task.pid, object, `${inFlight} file descriptor(s) are in flight in its queue (SCM_RIGHTS); descriptors in flight are not supported yet`);
+  const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
+  if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
+  if (queue.length && !rec.peer) refuse(task.pid, object, `${queue.length} message(s) wait on a socket that is not connected; their senders cannot be restored yet`);
+  const st: SocketState = { rec, queue };
+  states.set(ino, st);
+  return st;
+}
+
+/** The bound name: abstract, or an absolute path (its socket file recorded, or unlinked). */
+function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
+  const object = objectOf(f);
+  const name = d.name!;
+  rec.name = name;
+  if (name[0] === 0) return; // abstract: every byte counts
+  // A filesystem name as the kernel keeps it, with the NUL that ends the path.
+  const end = name.indexOf(0);
+  rec.name = end >= 0 ? name.subarray(0, end) : name;
+  const p = rec.name.toString('latin1');
+  if (!p.startsWith('/')) refuse(task.pid, object, `the socket is bound to the relative path ${JSON.stringify(p)}; only absolute names are supported`);
+  const dir = path.posix.dirname(p);
+  let dst: fs.BigIntStats | undefined;
+  try {
+    dst = fs.statSync(dir, { bigint: true });
+  } catch {
+    /* refused below */
+  }
+  if (!dst?.isDirectory()) refuse(task.pid, object, `the directory ${dir} of the socket's name is gone; restart binds the name in it again`);
+  // sock_diag gives the kernel's dev_t (major << 20 | minor).
+  rec.nameDev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : 0n;
+  rec.nameIno = BigInt(d.vfs?.ino ?? 0);
+  let st: fs.BigIntStats | undefined;
+  try {
+    st = fs.lstatSync(p, { bigint: true });
+  } catch {
+    st = undefined;
+  }
+  rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
+}
+
+/** A connected socket: its peer must be a socket of this process connected back to it, both unnamed (a socketpair). */
+function describePeer(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
+  const object = objectOf(f);
+  const peerLink = `socket:[${d.peer}]`;
+  rec.peer = BigInt(d.peer!);
+  if (!ownHolders(task, { link: peerLink }).length) {
+    const elsewhere = otherHolders(task, { link: peerLink });
+    refuse(task.pid, object, elsewhere.length
+      ? `it is connected to ${peerLink}, a socket of ${describeHolders(elsewhere)}; a peer outside the process needs the process tree checkpointed with it, which is not supported yet`
+      : `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
+  }
+  const p = diagOf(task, d.peer!);
+  if (!p || p.peer !== d.ino) refuse(task.pid, object, `it is connected to ${peerLink}, which is not connected back to it (a datagram socket connected one way); not supported yet`);
+  if ((d.name && d.name.length) || (p.name && p.name.length)) {
+    refuse(task.pid, object, `it is one end of a connection made through a listening socket (${peerLink}); only socketpairs are supported among connected sockets yet`);
+  }
+}
+
+export class UnixSocketKind implements FileKindHandler {
+  readonly kind = 'unix-socket';
+  readonly records = [UnixSocketImage, SocketQueueImage];
+
+  claims(f: OpenFile): boolean {
+    return f.stat.isSocket() && /^socket:\[\d+\]$/.test(f.link);
+  }
+
+  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+    examine(task, f);
+  }
+
+  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
+    const st = examine(task, f);
+    out.write(st.rec);
+    if (st.rec.type === SOCK.STREAM) {
+      if (st.queue.length) {
+        const q = new SocketQueueImage();
+        q.data = Buffer.concat(st.queue.map((m) => m.data));
+        if (q.data.length) out.write(q);
+      }
+    } else {
+      for (const m of st.queue) {
+        const q = new SocketQueueImage();
+        q.data = m.data;
+        out.write(q);
+      }
+    }
+  }
+
+  open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    const rec = socketRecord(task, img, req);
+    const table = restoredSockets(task);
+    let s = table.get(rec.ino);
+    if (s) {
+      if (s.rec) throw new CptError('EBADIMG', `unix socket ${rec.ino} is restored twice`, { pid: task.pid, object: req.object });
+      if (s.peer !== rec.peer) throw new CptError('EBADIMG', `unix socket ${rec.ino} is not the peer of ${s.peer}`, { pid: task.pid, object: req.object });
+      if (s.type !== rec.type) throw new CptError('EBADIMG', `unix socket ${rec.ino}: its type differs from its peer's`, { pid: task.pid, object: req.object });
+      s.rec = rec;
+    } else if (rec.peer) {
+      s = makePair(task, rec, req);
+    } else {
+      s = { fd: makeSocket(ctx, task, rec, req), type: rec.type, peer: 0n, rec };
+      table.set(rec.ino, s);
+    }
+    s.queue = req.records.of(SocketQueueImage);
+    s.object = req.object;
+    setOptions(ctx, task, s.fd, rec, req.object);
+    const t = task.tracee!;
+    const fd = t.syscallOk(SYS.fcntl, [s.fd, F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
+    t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
+    return fd;
+  }
+}
+
+/** A socket made again: its anchor fd (above the image's), and what the end of the files restore still does with it. */
+interface RestoredSocket {
+  fd: bigint;
+  type: number;
+  peer: bigint;
+  /** Its record, once its own FILE is read (a socketpair's second end is made with the first). */
+  rec?: UnixSocketImage;
+  queue?: SocketQueueImage[];
+  object?: string;
+  /** Shutdown bits already in effect (a peer's shutdown marks it too). */
+  shut?: number;
+}
+
+const RESTORED = new StateKey<Map<bigint, RestoredSocket>>('files.unixRestored');
+function restoredSockets(task: RestartTask): Map<bigint, RestoredSocket> {
+  return task.state.ensure(RESTORED, () => new Map<bigint, RestoredSocket>());
+}
+
+function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): UnixSocketImage {
+  const bad = (why: string) => new CptError('EBADIMG', `unix socket: ${why}`, { pid: task.pid, object: req.object });
+  const recs = req.records.of(UnixSocketImage);
+  if (recs.length !== 1) throw bad(`${recs.length} socket records for one file (one is needed)`);
+  const r = recs[0];
+  if (img.flags & ~SOCKET_FLAGS || (img.flags & O.ACCMODE) !== O.RDWR) throw bad(`open flags 0${img.flags.toString(8)}`);
+  if (!TYPES.has(r.type)) throw bad(`type ${r.type}`);
+  if (![linux.TCP_ESTABLISHED, linux.TCP_CLOSE, linux.TCP_LISTEN].includes(r.state)) throw bad(`state ${r.state}`);
+  if ((r.state === linux.TCP_ESTABLISHED) !== (r.peer !== 0n)) throw bad('a connected socket without a peer, or a peer without a connection');
+  if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
+  if (r.peer && r.name.length) throw bad('a named socket with a peer');
+  if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
+  if (r.shutdown & ~(linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN)) throw bad(`shutdown bits ${r.shutdown}`);
+  const queue = req.records.of(SocketQueueImage);
+  if (queue.length && !r.peer) throw bad('messages queued on a socket without a peer');
+  if (queue.reduce((n, q) => n + q.data.length, 0) > QUEUE_MAX) throw bad(`more than ${QUEUE_MAX} bytes queued`);
+  if (r.type === SOCK.STREAM && queue.length > 1) throw bad('a stream\'s bytes in more than one record');
+  return r;
+}
+
+/** socketpair inside the task; both ends above the image's fds; the peer's end waits for its FILE. */
+function makePair(task: RestartTask, rec: UnixSocketImage, req: OpenRequest): RestoredSocket {
+  const t = task.tracee!;
+  const table = restoredSockets(task);
+  if (table.has(rec.peer)) throw new CptError('EBADIMG', `unix socket ${rec.peer} is the peer of two sockets`, { pid: task.pid, object: req.object });
+  const at = t.stage(Buffer.alloc(8));
+  t.syscallOk(linux.syscallNumber('socketpair'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0, at], `socketpair for ${req.object}`);
+  const fds = t.readMemory(at, 8);
+  const mine: RestoredSocket = { fd: moveAbove(task, BigInt(fds.readInt32LE(0)), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
+  table.set(rec.ino, mine);
+  table.set(rec.peer, { fd: moveAbove(task, BigInt(fds.readInt32LE(4)), req.above, 'a socket'), type: rec.type, peer: rec.ino });
+  return mine;
+}
+
+/** socket(2), bound to its name (a stale socket file of the same inode removed first), listening if it did. */
+function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): bigint {
+  const t = task.tracee!;
+  const fd = moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket');
+  if (rec.name.length) {
+    const fsName = rec.name[0] !== 0;
+    if (fsName && !rec.nameUnlinked) removeStale(ctx, task, rec, req);
+    const addr = Buffer.alloc(2 + rec.name.length);
+    addr.writeUInt16LE(linux.AF_UNIX, 0);
+    rec.name.copy(addr, 2);
+    t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
+    if (fsName && rec.nameUnlinked) {
+      t.syscallOk(linux.syscallNumber('unlinkat'), [linux.AT_FDCWD, t.stage(Buffer.from(rec.name.toString('latin1') + '\0')), 0], `unlinking the name of ${req.object} again`);
+    }
+  }
+  if (rec.state === linux.TCP_LISTEN) t.syscallOk(linux.syscallNumber('listen'), [fd, rec.backlog], `listen of ${req.object}`);
+  return fd;
+}
+
+const printable = (name: Buffer): string => (name[0] === 0 ? `@${name.subarray(1).toString('latin1')}` : name.toString('latin1'));
+
+/**
+ * The socket file the checkpointed process left at its name (bind made it; the process's death
+ * does not remove it): removed inside the task only if it is the very file recorded, on the same
+ * boot; anything else there makes bind fail with EADDRINUSE.
+ */
+function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+  const t = task.tracee!;
+  const p = rec.name.toString('latin1');
+  requireCanonicalPath(p, task.pid, req.object);
+  const dir = path.posix.dirname(p);
+  const dirfd = openRecordedFile(t, dir, { flags: O.PATH | O.DIRECTORY, expect: { type: S_IF.DIR }, sameBoot: ctx.sameBoot, object: `${req.object}: the directory of its name` });
+  try {
+    const base = t.stage(Buffer.from(path.posix.basename(p) + '\0'));
+    const fd = t.syscall(SYS.openat, [dirfd, base, O.PATH | O.NOFOLLOW | O.CLOEXEC, 0]);
+    if (fd < 0n) return; // nothing there
+    let same = false;
+    try {
+      const st = fs.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
+      same = ctx.sameBoot && st.isSocket() && st.ino === rec.nameIno && st.dev === rec.nameDev;
+    } finally {
+      t.syscall(SYS.close, [fd]);
+    }
+    if (same) t.syscallOk(linux.syscallNumber('unlinkat'), [dirfd, base, 0], `removing the stale socket file ${p}`);
+  } finally {
+    t.syscall(SYS.close, [dirfd]);
+  }
+}
+
+/** SO_SNDBUF, SO_RCVBUF (the kernel doubles what it is given), SO_PASSCRED. */
+function setOptions(ctx: RestartContext, task: RestartTask, fd: bigint, rec: UnixSocketImage, object: string): void {
+  const t = task.tracee!;
+  const v = t.stage(Buffer.alloc(8));
+  const get = (opt: number): number => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(4);
+    t.writeMemory(v + 4n, len);
+    t.syscallOk(linux.syscallNumber('getsockopt'), [fd, linux.SOL_SOCKET, opt, v, v + 4n], `getsockopt for ${object}`);
+    return t.readMemory(v, 4).readInt32LE(0);
+  };
+  const set = (opt: number, value: number, what: string): void => {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(value);
+    t.writeMemory(v, b);
+    t.syscallOk(linux.syscallNumber('setsockopt'), [fd, linux.SOL_SOCKET, opt, v, 4], `setsockopt(${what}) for ${object}`);
+  };
+  for (const [opt, force, want, what] of [[SO.SNDBUF, SO.SNDBUFFORCE, rec.sndbuf, 'SO_SNDBUF'], [SO.RCVBUF, SO.RCVBUFFORCE, rec.rcvbuf, 'SO_RCVBUF']] as const) {
+    if (get(opt) === want) continue;
+    set(opt, Math.floor(want / 2), what);
+    // Above net.core.[wr]mem_max only a privileged process got it (the FORCE option), and so may a restore of root's image.
+    if (get(opt) !== want && ctx.imageTrusted) set(force, Math.floor(want / 2), `${what}FORCE`);
+    if (get(opt) !== want) throw new CptError('EPERM', `${what} is ${get(opt)}, not ${want} as at the checkpoint`, { pid: task.pid, object });
+  }
+  if (rec.passcred) set(SO.PASSCRED, 1, 'SO_PASSCRED');
+}
+
+/**
+ * End of the files restore: every socket exists. Each queue is sent again by the socket's peer
+ * (in order, one send per message, non-blocking), then the shutdowns, then the peek offsets.
+ */
+export function finishUnixSockets(task: RestartTask): void {
+  const t = task.tracee!;
+  const table = restoredSockets(task);
+  for (const [ino, s] of table) {
+    if (!s.rec) throw new CptError('EBADIMG', `unix socket ${ino} is the peer of a restored socket, but no FILE of the image is it`, { pid: task.pid, object: `socket:[${ino}]` });
+  }
+  const room = Math.max(4096, Math.floor(t.scratch().dataSize / 4096) * 4096);
+  for (const s of table.values()) {
+    const peer = s.peer ? table.get(s.peer) : undefined;
+    for (const q of s.queue ?? []) {
+      if (!peer) throw new CptError('EBADIMG', 'messages queued on a socket without a peer', { pid: task.pid, object: s.object! });
+      if (s.type !== SOCK.STREAM && q.data.length > room) throw new CptError('EMSGSIZE', `a queued message of ${q.data.length} bytes is larger than cptrst can send in one call (${room})`, { pid: task.pid, object: s.object! });
+      let done = 0;
+      do {
+        const n = Math.min(room, q.data.length - done);
+        const w = t.syscall(linux.syscallNumber('sendto'), [peer.fd, t.stage(q.data.subarray(done, done + n), 0), n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, 0, 0]);
+        if (w < 0n || (s.type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
+          throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object: s.object! });
+        }
+        done += Number(w);
+      } while (done < q.data.length);
+    }
+  }
+  for (const s of table.values()) {
+    const want = s.rec!.shutdown & ~(s.shut ?? 0);
+    const how = (want & linux.RCV_SHUTDOWN ? 1 : 0) + (want & linux.SEND_SHUTDOWN ? 2 : 0); // SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2
+    if (!how) continue;
+    t.syscallOk(linux.syscallNumber('shutdown'), [s.fd, how - 1], `shutdown of ${s.object}`);
+    s.shut = (s.shut ?? 0) | want;
+    // A connection-oriented peer is marked the other way round, as the kernel does.
+    const peer = s.peer && s.type !== SOCK.DGRAM ? table.get(s.peer) : undefined;
+    if (peer) peer.shut = (peer.shut ?? 0) | (want & linux.RCV_SHUTDOWN ? linux.SEND_SHUTDOWN : 0) | (want & linux.SEND_SHUTDOWN ? linux.RCV_SHUTDOWN : 0);
+  }
+  for (const s of table.values()) {
+    if (s.rec!.peekOff < 0) continue;
+    const v = Buffer.alloc(4);
+    v.writeInt32LE(s.rec!.peekOff);
+    t.syscallOk(linux.syscallNumber('setsockopt'), [s.fd, linux.SOL_SOCKET, SO.PEEK_OFF, t.stage(v), 4], `setsockopt(SO_PEEK_OFF) for ${s.object}`);
+  }
+  table.clear();
+}
