@@ -60,7 +60,7 @@ const sendUsr1 = (w: Workload): Promise<void> => {
   return Promise.resolve();
 };
 
-const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig'];
+const FDSTATE_MODES = ['flock', 'posix', 'ofd', 'lease', 'setown', 'setsig'];
 
 const CASES: Case[] = [
   { name: 'static' },

@@ -3,7 +3,7 @@
  * deleted setuid file (checkpointed and restarted by root), a user swapping a checkpointed file
  * for a symlink, crafted images (a root-only file in a user's image, ".." in a deleted file's
  * path), a sparse deleted file, restarts killed at many moments, and the fd state that is refused
- * at checkpoint (memfd, locks, lease, I/O owners).
+ * at checkpoint (locks, lease, I/O owners).
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -292,7 +292,6 @@ describe('fd state refused at checkpoint: the process runs on untouched', functi
   afterEach(() => killStartedWorkloads());
 
   const cases: Array<[string, RegExp]> = [
-    ['memfd', /\(\/memfd:cptrst-fdstate \(deleted\)\): memfds are not supported yet$/],
     ['flock', /\/locked\): it holds a flock\(\) lock \(write\); file locks and leases are not supported yet$/],
     ['posix', /\/locked\): it holds a POSIX record lock \(fcntl F_SETLK\) \(write\); file locks and leases are not supported yet$/],
     ['ofd', /\/locked\): it holds an open file description lock \(F_OFD_SETLK\) \(write\); file locks and leases are not supported yet$/],

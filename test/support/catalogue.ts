@@ -31,7 +31,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'signals', kind: 'c', source: 'signals.c', checks: 'blocked mask, sigactions incl. restorer, pending (shared and per-thread, queued RT values, siginfo), sigaltstack, itimers; delivery order after unblocking' },
   { name: 'files', kind: 'c', source: 'files.c', checks: 'fd numbers, flags, CLOEXEC, offsets, shared and separate open file descriptions, O_APPEND, O_RDONLY, /dev/null, an unlinked open file' },
   { name: 'ghost', kind: 'c', source: 'ghost.c', checks: 'files deleted while open: contents, flags, offsets, owner, one inode behind two descriptions, holes (SEEK_DATA/SEEK_HOLE) of a sparse one' },
-  { name: 'fdstate', kind: 'c', source: 'fdstate.c', checks: 'fd state a checkpoint must refuse: a memfd, flock/POSIX/OFD locks, a lease, F_SETOWN, F_SETSIG (still there after the refusal)' },
+  { name: 'fdstate', kind: 'c', source: 'fdstate.c', checks: 'fd state a checkpoint must refuse: flock/POSIX/OFD locks, a lease, F_SETOWN, F_SETSIG (still there after the refusal)' },
   { name: 'syscalls', kind: 'c', source: 'syscalls.c', checks: 'results of nanosleep/select/poll/futex/pause interrupted by C/R: only legitimate outcomes' },
   { name: 'pidhold', kind: 'c', source: 'pidhold.c', checks: 'holds a PID until triggered' },
   { name: 'mmstate', kind: 'c', source: 'mmstate.c', checks: 'droppable, mlock/mlock2 onfault, madvise sequential/random/mergeable and mseal areas (VmFlags and data); THP disabled, membarrier registrations, mlockall(MCL_FUTURE)' },

@@ -16,3 +16,4 @@ export {
 export { parseResult, startWorkload, trigger, waitResult } from './workloads';
 export type { Workload } from './workloads';
 export { cptrst } from './cptrst';
+export { checkpointRestart, failAfterDump } from './cr';

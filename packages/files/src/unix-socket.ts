@@ -195,6 +195,8 @@ function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec:
     st = undefined;
   }
   rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
+  // Bound again and unlinked at restart: that needs the name free, as it was when bound.
+  if (rec.nameUnlinked && st) refuse(task.pid, object, `the socket's name ${p} was unlinked and another file has that name now; restoring it would need that file moved away`);
 }
 
 /** A connected socket: its peer must be a socket of this process connected back to it, both unnamed (a socketpair). */
