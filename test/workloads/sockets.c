@@ -10,6 +10,7 @@
  *   fd 41      datagram socket bound to an abstract name, not connected
  *   fd 42      stream socket bound to <dir>/gone, that name unlinked
  *   fd 43      stream socket, unbound
+ *   fd 44      stream socket whose peer sent 33 bytes and closed: the bytes, then end of file
  * After the trigger: types, flags, options, every queue in order with its message boundaries and
  * credentials, the shutdown, names (getsockname), a new connection to the listener accepted, a
  * datagram to the abstract name received, each pair still connected both ways.
@@ -140,6 +141,10 @@ int main(int argc, char **argv)
         wl_fail("unlinked name: %s", strerror(errno));
     if (sock_at(SOCK_STREAM, 43) != 43)
         wl_fail("unbound: %s", strerror(errno));
+    if (pair_at(SOCK_STREAM, 44, 45) != 0)
+        wl_fail("closed pair: %s", strerror(errno));
+    send_pat(45, 33, 10);
+    close(45);
 
     wl_ready();
     while (!wl_triggered())
@@ -206,6 +211,12 @@ int main(int argc, char **argv)
     WL_CHECK(s2 == 20 && memcmp(b + 100, want, 20) == 0, "seqpacket record 2: %zd", s2);
     WL_CHECK(recv_one(30, b, sizeof b) == 0, "seqpacket 30: no end of file");
     WL_CHECK(send(31, "x", 1, 0) < 0 && errno == EPIPE, "seqpacket 31 can still send");
+
+    /* a closed peer: its bytes, then end of file */
+    ssize_t cl = recv(44, b, sizeof b, MSG_DONTWAIT);
+    wl_fill_pattern(want, 33, 10);
+    WL_CHECK(cl == 33 && memcmp(b, want, 33) == 0, "fd 44: %zd bytes", cl);
+    WL_CHECK(recv(44, b, sizeof b, MSG_DONTWAIT) == 0, "fd 44: no end of file");
 
     /* names */
     WL_CHECK(is_name(40, "sock", 0), "listener's name");

@@ -1,8 +1,10 @@
 /**
  * Unix sockets held by one process: socketpairs (stream, datagram, seqpacket) with the data
- * queued in both directions, shutdown state and options; sockets not connected, unbound or bound
- * to a name in the filesystem or the abstract namespace (a filesystem name may have been
- * unlinked); listening sockets with no connection waiting to be accepted.
+ * queued in both directions, shutdown state and options; a connected socket whose peer has
+ * closed, with what it left queued; sockets not connected, unbound or bound to a name in the
+ * filesystem (absolute, or relative to the working directory) or the abstract namespace (a
+ * filesystem name may have been unlinked); listening sockets with no connection waiting to be
+ * accepted.
  *
  * Checkpoint. NETLINK_SOCK_DIAG (one dump of every unix socket, per task) gives each socket's
  * type, state, name, the socket file of its name, its peer, a listener's waiting connections and
@@ -14,11 +16,13 @@
  * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one).
  * Refused, naming the fd and why: a peer outside the process (or a socket of another process),
  * a connection made through a listener (its ends have names), connections not yet accepted,
- * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a name
- * relative to a directory, SO_PASSSEC/SO_PASSPIDFD.
+ * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
+ * datagram socket connected one way, an unlinked name that another file now has, a relative
+ * name that no longer leads to the socket, SO_PASSSEC/SO_PASSPIDFD.
  *
  * Restart. The first FILE of a socketpair makes it (socketpair inside the task, both ends moved
- * above the image's fd numbers); the second finds its end by its inode. A socket that is not
+ * above the image's fd numbers); the second finds its end by its inode. A socket whose peer had
+ * closed is one end of a socketpair whose other end sends the queue and is then closed. A socket that is not
  * connected is made with socket(2) and bound to its name: a stale socket file left at that path
  * by the checkpointed process is removed first, but only if it is the very file recorded (device
  * and inode, on the same boot); a name that had been unlinked is bound and unlinked again at once.
@@ -32,7 +36,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, bool, bytes,
-  describeHolders, i32, linux, objectType, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
+  describeHolders, i32, linux, objectType, str, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
@@ -56,6 +60,10 @@ export class UnixSocketImage {
   @u64() nameIno = 0n;
   /** The filesystem name was unlinked: bound again, then unlinked. */
   @bool() nameUnlinked = false;
+  /** The socket file's absolute path (the name may be relative to the working directory). */
+  @str() namePath = '';
+  /** Connected, and the peer has closed: its data may still wait here. */
+  @bool() peerClosed = false;
   /** The peer's inode (a socketpair's other end); 0: none. */
   @u64() peer = 0n;
   /** A listener's backlog. */
@@ -135,6 +143,8 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
     rec.backlog = d.rqlen?.wqueue ?? 0;
   } else if (d.peer) {
     describePeer(task, f, d, rec);
+  } else if (d.state === linux.TCP_ESTABLISHED && !(d.name && d.name.length)) {
+    rec.peerClosed = true; // its peer was closed (what it sent may still wait here)
   } else if (d.state !== linux.TCP_CLOSE) {
     refuse(task.pid, object, `a unix socket in state ${d.state} without a peer`);
   }
@@ -160,7 +170,7 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
   if (inFlight) refuse(task.pid, object, `${inFlight} file descriptor(s) are in flight in its queue (SCM_RIGHTS); descriptors in flight are not supported yet`);
   const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
   if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
-  if (queue.length && !rec.peer) refuse(task.pid, object, `${queue.length} message(s) wait on a socket that is not connected; their senders cannot be restored yet`);
+  if (queue.length && !rec.peer && !rec.peerClosed) refuse(task.pid, object, `${queue.length} message(s) wait on a socket that is not connected; their senders cannot be restored yet`);
   const st: SocketState = { rec, queue };
   states.set(ino, st);
   return st;
@@ -175,8 +185,11 @@ function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec:
   // A filesystem name as the kernel keeps it, with the NUL that ends the path.
   const end = name.indexOf(0);
   rec.name = end >= 0 ? name.subarray(0, end) : name;
-  const p = rec.name.toString('latin1');
-  if (!p.startsWith('/')) refuse(task.pid, object, `the socket is bound to the relative path ${JSON.stringify(p)}; only absolute names are supported`);
+  const given = rec.name.toString('latin1');
+  // A relative name was resolved against the working directory of the bind; it is kept when it
+  // still names the socket's file from the task's working directory (restored before the fds).
+  const p = given.startsWith('/') ? given : path.posix.join(linux.readCwd(task.pid), given);
+  rec.namePath = p;
   const dir = path.posix.dirname(p);
   let dst: fs.BigIntStats | undefined;
   try {
@@ -195,6 +208,7 @@ function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec:
     st = undefined;
   }
   rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
+  if (rec.nameUnlinked && !given.startsWith('/')) refuse(task.pid, object, `the socket is bound to the relative path ${JSON.stringify(given)}, which no longer names it from the working directory`);
   // Bound again and unlinked at restart: that needs the name free, as it was when bound.
   if (rec.nameUnlinked && st) refuse(task.pid, object, `the socket's name ${p} was unlinked and another file has that name now; restoring it would need that file moved away`);
 }
@@ -256,7 +270,7 @@ export class UnixSocketKind implements FileKindHandler {
       if (s.peer !== rec.peer) throw new CptError('EBADIMG', `unix socket ${rec.ino} is not the peer of ${s.peer}`, { pid: task.pid, object: req.object });
       if (s.type !== rec.type) throw new CptError('EBADIMG', `unix socket ${rec.ino}: its type differs from its peer's`, { pid: task.pid, object: req.object });
       s.rec = rec;
-    } else if (rec.peer) {
+    } else if (rec.peer || rec.peerClosed) {
       s = makePair(task, rec, req);
     } else {
       s = { fd: makeSocket(ctx, task, rec, req), type: rec.type, peer: 0n, rec };
@@ -283,6 +297,8 @@ interface RestoredSocket {
   object?: string;
   /** Shutdown bits already in effect (a peer's shutdown marks it too). */
   shut?: number;
+  /** The other end of a socketpair standing for a peer that had closed: it sends the queue, then goes. */
+  closedPeer?: bigint;
 }
 
 const RESTORED = new StateKey<Map<bigint, RestoredSocket>>('files.unixRestored');
@@ -298,13 +314,14 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if (img.flags & ~SOCKET_FLAGS || (img.flags & O.ACCMODE) !== O.RDWR) throw bad(`open flags 0${img.flags.toString(8)}`);
   if (!TYPES.has(r.type)) throw bad(`type ${r.type}`);
   if (![linux.TCP_ESTABLISHED, linux.TCP_CLOSE, linux.TCP_LISTEN].includes(r.state)) throw bad(`state ${r.state}`);
-  if ((r.state === linux.TCP_ESTABLISHED) !== (r.peer !== 0n)) throw bad('a connected socket without a peer, or a peer without a connection');
+  if ((r.state === linux.TCP_ESTABLISHED) !== (r.peer !== 0n || r.peerClosed) || (r.peer && r.peerClosed)) throw bad('a connected socket without a peer, or a peer without a connection');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
   if (r.peer && r.name.length) throw bad('a named socket with a peer');
   if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
   if (r.shutdown & ~(linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN)) throw bad(`shutdown bits ${r.shutdown}`);
   const queue = req.records.of(SocketQueueImage);
-  if (queue.length && !r.peer) throw bad('messages queued on a socket without a peer');
+  if (queue.length && !r.peer && !r.peerClosed) throw bad('messages queued on a socket without a peer');
+  if (r.name.length && r.name[0] !== 0 && (!r.namePath.startsWith('/') || (r.name[0] === 0x2f && r.namePath !== r.name.toString('latin1')))) throw bad('a name without its path');
   if (queue.reduce((n, q) => n + q.data.length, 0) > QUEUE_MAX) throw bad(`more than ${QUEUE_MAX} bytes queued`);
   if (r.type === SOCK.STREAM && queue.length > 1) throw bad('a stream\'s bytes in more than one record');
   return r;
@@ -319,8 +336,11 @@ function makePair(task: RestartTask, rec: UnixSocketImage, req: OpenRequest): Re
   t.syscallOk(linux.syscallNumber('socketpair'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0, at], `socketpair for ${req.object}`);
   const fds = t.readMemory(at, 8);
   const mine: RestoredSocket = { fd: moveAbove(task, BigInt(fds.readInt32LE(0)), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
+  const other = moveAbove(task, BigInt(fds.readInt32LE(4)), req.above, 'a socket');
   table.set(rec.ino, mine);
-  table.set(rec.peer, { fd: moveAbove(task, BigInt(fds.readInt32LE(4)), req.above, 'a socket'), type: rec.type, peer: rec.ino });
+  // A closed peer: the other end only sends the queue, and is closed at the end.
+  if (rec.peerClosed) mine.closedPeer = other;
+  else table.set(rec.peer, { fd: other, type: rec.type, peer: rec.ino });
   return mine;
 }
 
@@ -336,7 +356,7 @@ function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage
     rec.name.copy(addr, 2);
     t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
     if (fsName && rec.nameUnlinked) {
-      t.syscallOk(linux.syscallNumber('unlinkat'), [linux.AT_FDCWD, t.stage(Buffer.from(rec.name.toString('latin1') + '\0')), 0], `unlinking the name of ${req.object} again`);
+      t.syscallOk(linux.syscallNumber('unlinkat'), [linux.AT_FDCWD, t.stage(Buffer.from(rec.namePath + '\0')), 0], `unlinking the name of ${req.object} again`);
     }
   }
   if (rec.state === linux.TCP_LISTEN) t.syscallOk(linux.syscallNumber('listen'), [fd, rec.backlog], `listen of ${req.object}`);
@@ -352,7 +372,7 @@ const printable = (name: Buffer): string => (name[0] === 0 ? `@${name.subarray(1
  */
 function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
   const t = task.tracee!;
-  const p = rec.name.toString('latin1');
+  const p = rec.namePath;
   requireCanonicalPath(p, task.pid, req.object);
   const dir = path.posix.dirname(p);
   const dirfd = openRecordedFile(t, dir, { flags: O.PATH | O.DIRECTORY, expect: { type: S_IF.DIR }, sameBoot: ctx.sameBoot, object: `${req.object}: the directory of its name` });
@@ -412,19 +432,23 @@ export function finishUnixSockets(task: RestartTask): void {
   }
   const room = Math.max(4096, Math.floor(t.scratch().dataSize / 4096) * 4096);
   for (const s of table.values()) {
-    const peer = s.peer ? table.get(s.peer) : undefined;
+    const sender = s.closedPeer ?? (s.peer ? table.get(s.peer)?.fd : undefined);
     for (const q of s.queue ?? []) {
-      if (!peer) throw new CptError('EBADIMG', 'messages queued on a socket without a peer', { pid: task.pid, object: s.object! });
+      if (sender === undefined) throw new CptError('EBADIMG', 'messages queued on a socket without a peer', { pid: task.pid, object: s.object! });
       if (s.type !== SOCK.STREAM && q.data.length > room) throw new CptError('EMSGSIZE', `a queued message of ${q.data.length} bytes is larger than cptrst can send in one call (${room})`, { pid: task.pid, object: s.object! });
       let done = 0;
       do {
         const n = Math.min(room, q.data.length - done);
-        const w = t.syscall(linux.syscallNumber('sendto'), [peer.fd, t.stage(q.data.subarray(done, done + n), 0), n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, 0, 0]);
+        const w = t.syscall(linux.syscallNumber('sendto'), [sender, t.stage(q.data.subarray(done, done + n), 0), n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, 0, 0]);
         if (w < 0n || (s.type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
           throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object: s.object! });
         }
         done += Number(w);
       } while (done < q.data.length);
+    }
+    if (s.closedPeer !== undefined) {
+      t.syscall(SYS.close, [s.closedPeer]); // the peer closes: end of file after the data, as before
+      s.shut = (s.shut ?? 0) | (s.type !== SOCK.DGRAM ? linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN : 0);
     }
   }
   for (const s of table.values()) {
