@@ -20,7 +20,7 @@
  */
 import * as fs from 'fs';
 import { CptError } from './errors';
-import { ObjectType, bool, bytes, objectType, str, u32, u64 } from './image';
+import { bool, bytes, recordLayout, str, u32, u64 } from './image';
 import type { CheckpointTask, KindRecordWriter, KindRecords, RestartTask } from './contract';
 import { StateKey } from './tokens';
 import { refuse } from './deny';
@@ -29,12 +29,16 @@ import * as linux from './linux';
 
 const { SYS, O, F, MFD } = linux;
 
-/** A memfd's record, under each FILE of it (VmaMemfdImage under each VMA). */
-@objectType(ObjectType.MEMFD, 'memfd', { parents: [ObjectType.FILE] })
-export class MemfdImage {
+/**
+ * The fields of a memfd's record. The records themselves are the subsystems' (files: MEMFD under
+ * FILE; mm: VMA_MEMFD under VMA), each a layout of its own type that extends these fields: a
+ * restart gives each record type to one subsystem.
+ */
+@recordLayout('memfd-fields')
+export class MemfdFields {
   /** The memfd's inode number: every FILE and VMA of one memfd names the same. */
   @u64() inode = 0n;
-  /** The first FILE or VMA of the memfd in the image: it makes it; the fields below and the MEMFD_DATA runs follow. */
+  /** The first FILE or VMA of the memfd in the image: it makes it; the fields below and the data runs follow. */
   @bool() carrier = false;
   /** The name given to memfd_create (the path is "/memfd:NAME (deleted)"). */
   @str() name = '';
@@ -45,29 +49,18 @@ export class MemfdImage {
   @u32() mode = 0;
 }
 
-/** A data run of a memfd, under its carrier FILE. */
-@objectType(ObjectType.MEMFD_DATA, 'memfd-data', { parents: [ObjectType.FILE] })
-export class MemfdDataImage {
+/** The fields of a data run of a memfd, under its carrier. */
+@recordLayout('memfd-data-fields')
+export class MemfdDataFields {
   @u64() offset = 0n;
   @bytes() data: Buffer = Buffer.alloc(0);
 }
 
-/**
- * The same records under a VMA: types of their own, since a restart gives each record type to
- * one subsystem (files for FILE's records, mm for VMA's).
- */
-@objectType(ObjectType.VMA_MEMFD, 'vma-memfd', { parents: [ObjectType.VMA] })
-export class VmaMemfdImage extends MemfdImage {}
-@objectType(ObjectType.VMA_MEMFD_DATA, 'vma-memfd-data', { parents: [ObjectType.VMA] })
-export class VmaMemfdDataImage extends MemfdDataImage {}
-
 /** The layouts a subsystem writes and reads a memfd with. */
 export interface MemfdLayouts {
-  memfd: new () => MemfdImage;
-  data: new () => MemfdDataImage;
+  memfd: new () => MemfdFields;
+  data: new () => MemfdDataFields;
 }
-export const FILE_MEMFD: MemfdLayouts = { memfd: MemfdImage, data: MemfdDataImage };
-export const VMA_MEMFD: MemfdLayouts = { memfd: VmaMemfdImage, data: VmaMemfdDataImage };
 
 /** Largest amount of data (not counting holes) of one memfd that goes into the image. */
 export const MEMFD_DATA_MAX = 256 * 1024 * 1024;
@@ -165,7 +158,7 @@ export function dumpMemfd(task: CheckpointTask, src: MemfdSource, out: KindRecor
 }
 
 /** Restart: the MEMFD record of a FILE or VMA and its data runs, checked (EBADIMG). */
-export function memfdRecord(pid: number, records: KindRecords, object: string, layouts: MemfdLayouts): { rec: MemfdImage; data: MemfdDataImage[] } {
+export function memfdRecord(pid: number, records: KindRecords, object: string, layouts: MemfdLayouts): { rec: MemfdFields; data: MemfdDataFields[] } {
   const bad = (why: string) => new CptError('EBADIMG', `memfd: ${why}`, { pid, object });
   const recs = records.of(layouts.memfd);
   if (recs.length !== 1) throw bad(`${recs.length} memfd records for one file or area (one is needed)`);
@@ -196,7 +189,7 @@ type Reach = { fd: bigint } | { start: bigint; end: bigint };
 
 interface RestoredMemfd {
   reach: Reach;
-  rec: MemfdImage;
+  rec: MemfdFields;
   object: string;
   done: boolean;
   /**
@@ -218,7 +211,7 @@ function restored(task: RestartTask): Map<bigint, RestoredMemfd> {
  * Restart: makes the memfd of a carrier record inside the task, with its size and contents;
  * returns its fd (O_RDWR). `above`: move it above the image's fd numbers (0: leave it).
  */
-export function createMemfd(task: RestartTask, rec: MemfdImage, data: MemfdDataImage[], above: number, object: string): bigint {
+export function createMemfd(task: RestartTask, rec: MemfdFields, data: MemfdDataFields[], above: number, object: string): bigint {
   const t = task.tracee!;
   if (restored(task).has(rec.inode)) throw new CptError('EBADIMG', `memfd: a second record carries the memfd of inode ${rec.inode}`, { pid: task.pid, object });
   const name = t.stage(Buffer.from(`${rec.name}\0`));
@@ -248,7 +241,7 @@ export function createMemfd(task: RestartTask, rec: MemfdImage, data: MemfdDataI
  * Restart: remembers how the task reaches a memfd it made (for the other FILEs and VMAs of it,
  * and its seals), and memfd_create's own fd, `created`, kept open for a FILE of the memfd.
  */
-export function registerMemfd(task: RestartTask, rec: MemfdImage, reach: Reach, object: string, created?: bigint): void {
+export function registerMemfd(task: RestartTask, rec: MemfdFields, reach: Reach, object: string, created?: bigint): void {
   restored(task).set(rec.inode, { reach, rec, object, done: false, ...(created !== undefined ? { created } : {}) });
 }
 

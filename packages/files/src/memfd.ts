@@ -10,14 +10,22 @@
  * are O_RDWR|O_LARGEFILE, which such an open gives too), at its offset.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, FILE_MEMFD, KindRecordWriter, MemfdDataImage, MemfdImage, RestartContext, RestartTask, checkMemfd, createMemfd,
-  dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, refuse, registerMemfd, takeCreatedMemfd,
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, MemfdDataFields, MemfdFields, MemfdLayouts, ObjectType, RestartContext, RestartTask, checkMemfd, createMemfd,
+  dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, objectType, refuse, registerMemfd, takeCreatedMemfd,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
 import { FileImage } from './file';
 import { objectOf } from './pipe';
 
 const { SYS, O, F, SEEK } = linux;
+
+/** A memfd's record, under each FILE of it (core's MemfdFields). */
+@objectType(ObjectType.MEMFD, 'memfd', { parents: [ObjectType.FILE] })
+export class MemfdImage extends MemfdFields {}
+/** A data run of a memfd, under its carrier FILE. */
+@objectType(ObjectType.MEMFD_DATA, 'memfd-data', { parents: [ObjectType.FILE] })
+export class MemfdDataImage extends MemfdDataFields {}
+const FILE_MEMFD: MemfdLayouts = { memfd: MemfdImage, data: MemfdDataImage };
 /** What F_SETFL sets on memfd_create's description. */
 const SETFL_FLAGS = O.APPEND | O.NONBLOCK | O.NOATIME;
 /** Status flags a memfd's description may carry. */

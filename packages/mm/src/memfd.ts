@@ -14,14 +14,22 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, RestartContext, VMA_MEMFD, VmaMemfdDataImage, VmaMemfdImage, RestartTask, checkMemfd,
-  createMemfd, dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, refuse, registerMemfd,
+  CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, MemfdDataFields, MemfdFields, MemfdLayouts, ObjectType, RestartContext, RestartTask, checkMemfd,
+  createMemfd, dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, objectType, refuse, registerMemfd,
 } from '@cptrst/core';
 import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, mapAt, mapFilesPath } from './vma';
 import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
 
 const { MAP, SYS, O } = linux;
+
+/** A mapped memfd's record, under each VMA of it (core's MemfdFields). */
+@objectType(ObjectType.VMA_MEMFD, 'vma-memfd', { parents: [ObjectType.VMA] })
+export class VmaMemfdImage extends MemfdFields {}
+/** A data run of a mapped memfd, under its carrier VMA. */
+@objectType(ObjectType.VMA_MEMFD_DATA, 'vma-memfd-data', { parents: [ObjectType.VMA] })
+export class VmaMemfdDataImage extends MemfdDataFields {}
+const VMA_MEMFD: MemfdLayouts = { memfd: VmaMemfdImage, data: VmaMemfdDataImage };
 
 /** As for a file: madvise's flags but wipeonfork, noreserve, locks, seal. */
 const MEMFD_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);

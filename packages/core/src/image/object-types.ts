@@ -37,8 +37,8 @@ const OWN: Record<string, string> = {
   MM: '@cptrst/mm', VMA: '@cptrst/mm', PAGES: '@cptrst/mm',
   REGS: '@cptrst/arch-x86', XSTATE: '@cptrst/arch-x86', DEBUGREGS: '@cptrst/arch-x86',
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',
-  PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/core', MEMFD_DATA: '@cptrst/core',
-  VMA_MEMFD: '@cptrst/core', VMA_MEMFD_DATA: '@cptrst/core',
+  PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/files', MEMFD_DATA: '@cptrst/files',
+  VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm',
 };
 
 /**
