@@ -1,7 +1,8 @@
 /**
  * @cptrst/files: the fd table, open files by kind (regular, deleted regular, character device,
- * directory), cwd, root and umask; file locks, leases and I/O owners are refused. Other kinds (pipes, sockets, eventfd...) are refused until a handler
- * for them is registered under Tokens.FileKind.
+ * directory, pipe, FIFO, memfd, unix socket), cwd, root and umask; file locks, leases and I/O
+ * owners are refused. Other kinds (eventfd, terminals...) are refused until a handler for them is
+ * registered under Tokens.FileKind.
  */
 import { DependencyContainer } from 'tsyringe';
 import {
