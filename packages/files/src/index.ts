@@ -74,7 +74,7 @@ export class FilesRestore implements RestoreHandler {
   finish(ctx: RestartContext, task: RestartTask): void {
     finishGhosts(ctx, task);
     finishMemfds(task); // after every fd and mapping of a memfd is made: its mode and seals
-    finishUnixSockets(task); // after every socket is made: queues, shutdowns, peek offsets
+    finishUnixSockets(ctx, task); // after every socket is made: queues, shutdowns, peek offsets
     closeTemporaries(task);
   }
 }

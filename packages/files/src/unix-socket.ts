@@ -36,7 +36,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, bool, bytes,
-  describeHolders, i32, linux, objectType, str, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
+  describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
@@ -62,8 +62,18 @@ export class UnixSocketImage {
   @bool() nameUnlinked = false;
   /** The socket file's absolute path (the name may be relative to the working directory). */
   @str() namePath = '';
+  /** The socket file's permission bits and owner (set again on the file bind makes). */
+  @u32() nameMode = 0;
+  @u32() nameUid = 0;
+  @u32() nameGid = 0;
   /** Connected, and the peer has closed: its data may still wait here. */
   @bool() peerClosed = false;
+  /** How it is connected: ROLE. */
+  @u32() role = 0;
+  /** The name it was connected through (a listener's, or a datagram socket's it sends to). */
+  @bytes() via: Buffer = Buffer.alloc(0);
+  /** A listener's connections not accepted yet: their clients' inodes, in backlog order. */
+  @u64s() pending: bigint[] = [];
   /** The peer's inode (a socketpair's other end); 0: none. */
   @u64() peer = 0n;
   /** A listener's backlog. */
@@ -81,7 +91,23 @@ export class UnixSocketImage {
 @objectType(ObjectType.SOCKET_QUEUE, 'socket-queue', { parents: [ObjectType.FILE] })
 export class SocketQueueImage {
   @bytes() data: Buffer = Buffer.alloc(0);
+  /** The sender's name, for a message on a socket that is not connected (empty: an unbound sender). */
+  @bytes() from: Buffer = Buffer.alloc(0);
 }
+
+/** How a socket is connected (UnixSocketImage.role). */
+export const ROLE = Object.freeze({
+  /** Not connected, a listener, or one end of a socketpair (or of one whose peer closed). */
+  NONE: 0,
+  /** Accepted from a listener: its name is the listener's; its peer is a CLIENT. */
+  ACCEPTED: 1,
+  /** Connected through a listener to an ACCEPTED peer. */
+  CLIENT: 2,
+  /** Connected through a listener that has not accepted the connection yet (the listener's `pending`). */
+  PENDING: 3,
+  /** A datagram socket connected, one way, to the named socket `via`. */
+  DGRAM_TO: 4,
+} as const);
 
 /** The most data queued on one socket that goes into an image. */
 const QUEUE_MAX = 16 * 1024 * 1024;
@@ -139,8 +165,13 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
   rec.shutdown = d.shutdown;
   if (d.name && d.name.length) describeName(task, f, d, rec);
   if (d.state === linux.TCP_LISTEN) {
-    if (d.icons.length) refuse(task.pid, object, `the listening socket has ${d.icons.length} connection(s) not accepted yet; connections waiting in a backlog are not supported yet`);
     rec.backlog = d.rqlen?.wqueue ?? 0;
+    rec.pending = d.icons.map((e) => BigInt(pendingClient(task, f, e)));
+  } else if (d.state === linux.TCP_ESTABLISHED && !d.peer && listenerOf(task, ino)) {
+    // Connected, and a listener of this process has not accepted the connection yet (sock_diag
+    // shows no peer: the connection's other end has no inode until it is accepted).
+    rec.role = ROLE.PENDING;
+    rec.via = fsName(listenerOf(task, ino)!.name!);
   } else if (d.peer) {
     describePeer(task, f, d, rec);
   } else if (d.state === linux.TCP_ESTABLISHED && !(d.name && d.name.length)) {
@@ -157,6 +188,9 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
     const o = { sndbuf: get(SO.SNDBUF, 'SO_SNDBUF'), rcvbuf: get(SO.RCVBUF, 'SO_RCVBUF'), passcred: get(SO.PASSCRED, 'SO_PASSCRED'), peekOff: get(SO.PEEK_OFF, 'SO_PEEK_OFF') };
     if (linux.getSockoptInt(dup, SO.PASSSEC) > 0) refuse(task.pid, object, 'SO_PASSSEC is set on the socket; it is not supported yet');
     if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
+    // What a waiting connection's client sent sits on the side no fd reaches until it is accepted.
+    const unread = rec.role === ROLE.PENDING ? linux.ioctlInt(dup, linux.SIOCOUTQ) : 0;
+    if (unread) refuse(task.pid, object, `${unread} bytes sent on a connection not accepted yet wait in the listener's backlog; not supported yet`);
     // A stream or seqpacket socket has a queue only once connected (recvmsg answers EINVAL before).
     const queued = d.state === linux.TCP_ESTABLISHED || (type === SOCK.DGRAM && d.state !== linux.TCP_LISTEN);
     const q = queued ? linux.peekSocket(dup, type === SOCK.STREAM || (d.shutdown & linux.RCV_SHUTDOWN) !== 0) : [];
@@ -170,10 +204,25 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
   if (inFlight) refuse(task.pid, object, `${inFlight} file descriptor(s) are in flight in its queue (SCM_RIGHTS); descriptors in flight are not supported yet`);
   const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
   if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
-  if (queue.length && !rec.peer && !rec.peerClosed) refuse(task.pid, object, `${queue.length} message(s) wait on a socket that is not connected; their senders cannot be restored yet`);
+  if (queue.length && !rec.peer && !rec.peerClosed) {
+    if (rec.role !== ROLE.NONE && rec.role !== ROLE.DGRAM_TO) refuse(task.pid, object, `${queue.length} message(s) wait on a socket connected to a connection not accepted yet`);
+    if (!rec.name.length) refuse(task.pid, object, `${queue.length} message(s) wait on a socket that is neither connected nor named; their sender cannot be restored`);
+    for (const m of queue) {
+      if (m.from.length && !ownNamed(task, m.from)) refuse(task.pid, object, `a message waits from ${printable(m.from)}, which is no socket of this process; its sender cannot be restored`);
+    }
+  }
   const st: SocketState = { rec, queue };
   states.set(ino, st);
   return st;
+}
+
+/** Whether a socket of this process is bound to `name` (as a message's sender shows it). */
+function ownNamed(task: CheckpointTask, name: Buffer): boolean {
+  const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
+  for (const d of all.values()) {
+    if (d.name && fsName(d.name).equals(fsName(name)) && ownHolders(task, { link: `socket:[${d.ino}]` }).length) return true;
+  }
+  return false;
 }
 
 /** The bound name: abstract, or an absolute path (its socket file recorded, or unlinked). */
@@ -208,12 +257,45 @@ function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec:
     st = undefined;
   }
   rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
+  if (st && !rec.nameUnlinked) {
+    rec.nameMode = Number(st.mode) & 0o7777;
+    rec.nameUid = Number(st.uid);
+    rec.nameGid = Number(st.gid);
+  }
   if (rec.nameUnlinked && !given.startsWith('/')) refuse(task.pid, object, `the socket is bound to the relative path ${JSON.stringify(given)}, which no longer names it from the working directory`);
   // Bound again and unlinked at restart: that needs the name free, as it was when bound.
   if (rec.nameUnlinked && st) refuse(task.pid, object, `the socket's name ${p} was unlinked and another file has that name now; restoring it would need that file moved away`);
 }
 
-/** A connected socket: its peer must be a socket of this process connected back to it, both unnamed (a socketpair). */
+/** The listening socket of this process whose backlog holds a connection from `client`, if any (sock_diag lists a listener's waiting connections by their clients). */
+function listenerOf(task: CheckpointTask, client: number): linux.UnixDiag | undefined {
+  const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
+  for (const d of all.values()) {
+    if (d.state === linux.TCP_LISTEN && d.icons.includes(client) && ownHolders(task, { link: `socket:[${d.ino}]` }).length) return d;
+  }
+  return undefined;
+}
+
+/** The client of a connection waiting in a listener's backlog: a socket of this process (refused otherwise). */
+function pendingClient(task: CheckpointTask, f: OpenFile, client: number): number {
+  if (!client || !ownHolders(task, { link: `socket:[${client}]` }).length) {
+    refuse(task.pid, objectOf(f), `a connection waiting in the listening socket's backlog comes from ${client ? `socket:[${client}], which this process does not hold` : 'a socket already closed'}; not supported yet`);
+  }
+  return client;
+}
+
+/** A filesystem name without the NUL the kernel keeps after it; an abstract name as it is. */
+function fsName(name: Buffer): Buffer {
+  if (name[0] === 0) return name;
+  const end = name.indexOf(0);
+  return end >= 0 ? name.subarray(0, end) : name;
+}
+
+/**
+ * A connected socket: its peer must be a socket of this process. Connected back to it: a
+ * socketpair (both unnamed) or a connection made through a listener (the accepted end has the
+ * listener's name); or, for a datagram socket, connected one way to a named socket.
+ */
 function describePeer(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
   const object = objectOf(f);
   const peerLink = `socket:[${d.peer}]`;
@@ -225,9 +307,21 @@ function describePeer(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec:
       : `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
   }
   const p = diagOf(task, d.peer!);
-  if (!p || p.peer !== d.ino) refuse(task.pid, object, `it is connected to ${peerLink}, which is not connected back to it (a datagram socket connected one way); not supported yet`);
-  if ((d.name && d.name.length) || (p.name && p.name.length)) {
-    refuse(task.pid, object, `it is one end of a connection made through a listening socket (${peerLink}); only socketpairs are supported among connected sockets yet`);
+  const named = (x: linux.UnixDiag | undefined): boolean => !!x?.name?.length;
+  if (!p || p.peer !== d.ino) {
+    if (d.type !== SOCK.DGRAM || !named(p)) refuse(task.pid, object, `it is connected to ${peerLink}, which is not connected back to it and has no name; not supported yet`);
+    rec.peer = 0n;
+    rec.role = ROLE.DGRAM_TO;
+    rec.via = fsName(p!.name!);
+    return;
+  }
+  if (named(d) && named(p)) {
+    refuse(task.pid, object, `both ends of its connection (${peerLink}) have names: which one was accepted from a listener cannot be told; not supported yet`);
+  }
+  if (named(d) || named(p)) {
+    if (d.type === SOCK.DGRAM) refuse(task.pid, object, `a datagram socket connected both ways to a named one (${peerLink}); not supported yet`);
+    rec.role = named(d) ? ROLE.ACCEPTED : ROLE.CLIENT;
+    rec.via = fsName((named(d) ? d : p).name!);
   }
 }
 
@@ -256,6 +350,7 @@ export class UnixSocketKind implements FileKindHandler {
       for (const m of st.queue) {
         const q = new SocketQueueImage();
         q.data = m.data;
+        if (!st.rec.peer && !st.rec.peerClosed) q.from = fsName(m.from);
         out.write(q);
       }
     }
@@ -270,14 +365,23 @@ export class UnixSocketKind implements FileKindHandler {
       if (s.peer !== rec.peer) throw new CptError('EBADIMG', `unix socket ${rec.ino} is not the peer of ${s.peer}`, { pid: task.pid, object: req.object });
       if (s.type !== rec.type) throw new CptError('EBADIMG', `unix socket ${rec.ino}: its type differs from its peer's`, { pid: task.pid, object: req.object });
       s.rec = rec;
-    } else if (rec.peer || rec.peerClosed) {
+    } else if (rec.role === ROLE.ACCEPTED) {
+      // A stand-in until the end of the files restore, when the connection is made through a listener and accepted.
+      const t = task.tracee!;
+      s = { fd: moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
+      table.set(rec.ino, s);
+    } else if ((rec.peer || rec.peerClosed) && rec.role === ROLE.NONE) {
       s = makePair(task, rec, req);
+    } else if (rec.role === ROLE.CLIENT) {
+      s = { fd: makeSocket(ctx, task, rec, req), type: rec.type, peer: rec.peer, rec };
+      table.set(rec.ino, s);
     } else {
       s = { fd: makeSocket(ctx, task, rec, req), type: rec.type, peer: 0n, rec };
       table.set(rec.ino, s);
     }
     s.queue = req.records.of(SocketQueueImage);
     s.object = req.object;
+    s.flags = img.flags;
     setOptions(ctx, task, s.fd, rec, req.object);
     const t = task.tracee!;
     const fd = t.syscallOk(SYS.fcntl, [s.fd, F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
@@ -299,6 +403,10 @@ interface RestoredSocket {
   shut?: number;
   /** The other end of a socketpair standing for a peer that had closed: it sends the queue, then goes. */
   closedPeer?: bigint;
+  /** The FILE's open flags. */
+  flags?: number;
+  /** A PENDING client, connected into its listener's backlog. */
+  connected?: boolean;
 }
 
 const RESTORED = new StateKey<Map<bigint, RestoredSocket>>('files.unixRestored');
@@ -314,13 +422,18 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if (img.flags & ~SOCKET_FLAGS || (img.flags & O.ACCMODE) !== O.RDWR) throw bad(`open flags 0${img.flags.toString(8)}`);
   if (!TYPES.has(r.type)) throw bad(`type ${r.type}`);
   if (![linux.TCP_ESTABLISHED, linux.TCP_CLOSE, linux.TCP_LISTEN].includes(r.state)) throw bad(`state ${r.state}`);
-  if ((r.state === linux.TCP_ESTABLISHED) !== (r.peer !== 0n || r.peerClosed) || (r.peer && r.peerClosed)) throw bad('a connected socket without a peer, or a peer without a connection');
+  if (!Object.values(ROLE).includes(r.role as 0)) throw bad(`role ${r.role}`);
+  const throughName = r.role === ROLE.PENDING || r.role === ROLE.DGRAM_TO;
+  if ((r.state === linux.TCP_ESTABLISHED) !== (r.peer !== 0n || r.peerClosed || throughName) || (r.peer && (r.peerClosed || throughName))) throw bad('a connected socket without a peer, or a peer without a connection');
+  if ((r.role === ROLE.NONE) !== (r.via.length === 0) || r.via.length > SUN_PATH_MAX) throw bad('the name it is connected through');
+  if ((r.role === ROLE.ACCEPTED || r.role === ROLE.CLIENT) && (!r.peer || r.type === SOCK.DGRAM)) throw bad('a connection through a listener without a peer');
+  if (r.pending.length && r.state !== linux.TCP_LISTEN) throw bad('connections waiting on a socket that does not listen');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
-  if (r.peer && r.name.length) throw bad('a named socket with a peer');
+  if (r.peer && r.name.length && r.role !== ROLE.ACCEPTED) throw bad('a named socket with a peer');
   if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
   if (r.shutdown & ~(linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN)) throw bad(`shutdown bits ${r.shutdown}`);
   const queue = req.records.of(SocketQueueImage);
-  if (queue.length && !r.peer && !r.peerClosed) throw bad('messages queued on a socket without a peer');
+  if (queue.length && !r.peer && !r.peerClosed && !r.name.length) throw bad('messages queued on a socket without a peer or a name');
   if (r.name.length && r.name[0] !== 0 && (!r.namePath.startsWith('/') || (r.name[0] === 0x2f && r.namePath !== r.name.toString('latin1')))) throw bad('a name without its path');
   if (queue.reduce((n, q) => n + q.data.length, 0) > QUEUE_MAX) throw bad(`more than ${QUEUE_MAX} bytes queued`);
   if (r.type === SOCK.STREAM && queue.length > 1) throw bad('a stream\'s bytes in more than one record');
@@ -355,6 +468,7 @@ function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage
     addr.writeUInt16LE(linux.AF_UNIX, 0);
     rec.name.copy(addr, 2);
     t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
+    if (fsName && !rec.nameUnlinked) setNameAttributes(ctx, task, rec, req);
     if (fsName && rec.nameUnlinked) {
       t.syscallOk(linux.syscallNumber('unlinkat'), [linux.AT_FDCWD, t.stage(Buffer.from(rec.namePath + '\0')), 0], `unlinking the name of ${req.object} again`);
     }
@@ -393,6 +507,38 @@ function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImag
   }
 }
 
+/**
+ * The socket file bind just made gets the recorded permission bits and owner (through an O_PATH
+ * fd of it, inside the task: the owner only for root's image, or when it is the image owner's).
+ */
+function setNameAttributes(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+  const t = task.tracee!;
+  const p = rec.namePath;
+  requireCanonicalPath(p, task.pid, req.object);
+  const dirfd = openRecordedFile(t, path.posix.dirname(p), { flags: O.PATH | O.DIRECTORY, expect: { type: S_IF.DIR }, sameBoot: ctx.sameBoot, object: `${req.object}: the directory of its name` });
+  try {
+    const fd = t.syscallOk(SYS.openat, [dirfd, t.stage(Buffer.from(path.posix.basename(p) + '\0')), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0], `opening the socket file ${p}`);
+    try {
+      const st = fs.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
+      if (!st.isSocket()) throw new CptError('EEXIST', `${p} is not the socket file bind made`, { pid: task.pid, object: req.object });
+      const mode = Number(st.mode) & 0o7777;
+      if (mode !== rec.nameMode) {
+        t.syscallOk(linux.syscallNumber('fchmodat'), [linux.AT_FDCWD, t.stage(Buffer.from(`/proc/self/fd/${fd}\0`)), rec.nameMode, 0], `chmod of the socket file ${p}`);
+      }
+      if (Number(st.uid) !== rec.nameUid || Number(st.gid) !== rec.nameGid) {
+        if (!ctx.imageTrusted && rec.nameUid !== ctx.imageOwner.uid) {
+          throw new CptError('EPERM', `the socket file ${p} was owned by uid ${rec.nameUid}, but the image belongs to uid ${ctx.imageOwner.uid}`, { pid: task.pid, object: req.object });
+        }
+        t.syscallOk(linux.syscallNumber('fchownat'), [fd, t.stage(Buffer.from('\0')), rec.nameUid, rec.nameGid, linux.AT.EMPTY_PATH], `chown of the socket file ${p}`);
+      }
+    } finally {
+      t.syscall(SYS.close, [fd]);
+    }
+  } finally {
+    t.syscall(SYS.close, [dirfd]);
+  }
+}
+
 /** SO_SNDBUF, SO_RCVBUF (the kernel doubles what it is given), SO_PASSCRED. */
 function setOptions(ctx: RestartContext, task: RestartTask, fd: bigint, rec: UnixSocketImage, object: string): void {
   const t = task.tracee!;
@@ -424,22 +570,38 @@ function setOptions(ctx: RestartContext, task: RestartTask, fd: bigint, rec: Uni
  * End of the files restore: every socket exists. Each queue is sent again by the socket's peer
  * (in order, one send per message, non-blocking), then the shutdowns, then the peek offsets.
  */
-export function finishUnixSockets(task: RestartTask): void {
+export function finishUnixSockets(ctx: RestartContext, task: RestartTask): void {
   const t = task.tracee!;
   const table = restoredSockets(task);
   for (const [ino, s] of table) {
     if (!s.rec) throw new CptError('EBADIMG', `unix socket ${ino} is the peer of a restored socket, but no FILE of the image is it`, { pid: task.pid, object: `socket:[${ino}]` });
   }
+  connectThroughNames(ctx, task, table);
   const room = Math.max(4096, Math.floor(t.scratch().dataSize / 4096) * 4096);
+  let unbound: bigint | undefined;
+  const senderByName = (from: Buffer, type: number, object: string): bigint => {
+    if (!from.length) {
+      unbound ??= t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, type | SOCK.CLOEXEC, 0], 'socket for sending queued messages');
+      return unbound;
+    }
+    const named = [...table.values()].find((x) => x.rec!.name.length && x.rec!.name.equals(from));
+    if (!named) throw new CptError('EBADIMG', `a message queued from ${printable(from)}, which is no socket of the image`, { pid: task.pid, object });
+    return named.fd;
+  };
   for (const s of table.values()) {
     const sender = s.closedPeer ?? (s.peer ? table.get(s.peer)?.fd : undefined);
     for (const q of s.queue ?? []) {
-      if (sender === undefined) throw new CptError('EBADIMG', 'messages queued on a socket without a peer', { pid: task.pid, object: s.object! });
+      const byName = !s.peer && !s.closedPeer;
+      const from = byName ? senderByName(q.from, s.type, s.object!) : sender;
+      const to = byName ? sockaddr(s.rec!.name) : undefined;
+      if (from === undefined) throw new CptError('EBADIMG', 'messages queued on a socket without a peer', { pid: task.pid, object: s.object! });
       if (s.type !== SOCK.STREAM && q.data.length > room) throw new CptError('EMSGSIZE', `a queued message of ${q.data.length} bytes is larger than cptrst can send in one call (${room})`, { pid: task.pid, object: s.object! });
       let done = 0;
       do {
         const n = Math.min(room, q.data.length - done);
-        const w = t.syscall(linux.syscallNumber('sendto'), [sender, t.stage(q.data.subarray(done, done + n), 0), n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, 0, 0]);
+        const at = t.stage(q.data.subarray(done, done + n), 0);
+        const addr = to ? t.stage(to, Math.ceil((n + 1) / 8) * 8) : 0n;
+        const w = t.syscall(linux.syscallNumber('sendto'), [from, at, n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, addr, to?.length ?? 0]);
         if (w < 0n || (s.type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
           throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object: s.object! });
         }
@@ -451,6 +613,7 @@ export function finishUnixSockets(task: RestartTask): void {
       s.shut = (s.shut ?? 0) | (s.type !== SOCK.DGRAM ? linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN : 0);
     }
   }
+  if (unbound !== undefined) t.syscall(SYS.close, [unbound]);
   for (const s of table.values()) {
     const want = s.rec!.shutdown & ~(s.shut ?? 0);
     const how = (want & linux.RCV_SHUTDOWN ? 1 : 0) + (want & linux.SEND_SHUTDOWN ? 2 : 0); // SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2
@@ -468,4 +631,83 @@ export function finishUnixSockets(task: RestartTask): void {
     t.syscallOk(linux.syscallNumber('setsockopt'), [s.fd, linux.SOL_SOCKET, SO.PEEK_OFF, t.stage(v), 4], `setsockopt(SO_PEEK_OFF) for ${s.object}`);
   }
   table.clear();
+}
+
+/** struct sockaddr_un for a name (a filesystem path without its NUL, or an abstract name). */
+function sockaddr(name: Buffer): Buffer {
+  const addr = Buffer.alloc(2 + name.length);
+  addr.writeUInt16LE(linux.AF_UNIX, 0);
+  name.copy(addr, 2);
+  return addr;
+}
+
+/** connect(2) without waiting (a full backlog is an error, never a hang); the description's flags are put back. */
+function connectTo(task: RestartTask, fd: bigint, name: Buffer, object: string): void {
+  const t = task.tracee!;
+  const flags = t.syscallOk(SYS.fcntl, [fd, F.GETFL, 0], `F_GETFL for ${object}`);
+  t.syscallOk(SYS.fcntl, [fd, F.SETFL, Number(flags) | O.NONBLOCK], `F_SETFL for ${object}`);
+  const addr = sockaddr(name);
+  const r = t.syscall(linux.syscallNumber('connect'), [fd, t.stage(addr), addr.length]);
+  t.syscallOk(SYS.fcntl, [fd, F.SETFL, flags], `F_SETFL for ${object}`);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `connecting ${object} to ${printable(name)} failed: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object });
+}
+
+/**
+ * The connections made through names, once every socket exists: each accepted connection through
+ * its listener (the image's, or a stand-in bound to the same name for the moment: the accepted end
+ * takes the listener's name), the accepted socket put in place of its stand-in at every fd of the
+ * image; then the connections waiting in each listener's backlog, in its order; then the datagram
+ * sockets connected one way.
+ */
+function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): void {
+  const t = task.tracee!;
+  const listenerFor = (name: Buffer, type: number) => [...table.values()].find((x) => x.rec!.state === linux.TCP_LISTEN && x.type === type && x.rec!.name.equals(name));
+  for (const c of table.values()) {
+    if (c.rec!.role !== ROLE.CLIENT) continue;
+    const a = table.get(c.peer);
+    const object = c.object!;
+    if (!a || a.rec!.role !== ROLE.ACCEPTED || a.peer !== c.rec!.ino || !a.rec!.via.equals(c.rec!.via) || a.type !== c.type) {
+      throw new CptError('EBADIMG', 'a connection through a listener whose accepted end does not match', { pid: task.pid, object });
+    }
+    let listener = listenerFor(c.rec!.via, c.type)?.fd;
+    let stand: bigint | undefined;
+    if (listener === undefined) {
+      const rec = Object.assign(new UnixSocketImage(), a.rec!, { state: linux.TCP_LISTEN, backlog: 1, role: ROLE.NONE, via: Buffer.alloc(0), peer: 0n });
+      stand = makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 });
+      listener = stand;
+    }
+    connectTo(task, c.fd, c.rec!.via, object);
+    const accepted = t.syscallOk(linux.syscallNumber('accept4'), [listener, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${object}`);
+    if (stand !== undefined) t.syscall(SYS.close, [stand]);
+    replaceSocket(task, a, accepted);
+    setOptions(ctx, task, a.fd, a.rec!, a.object!);
+  }
+  for (const l of table.values()) {
+    for (const ino of l.rec!.pending) {
+      const c = table.get(ino);
+      if (!c?.rec || c.rec.role !== ROLE.PENDING || !c.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: task.pid, object: l.object! });
+      connectTo(task, c.fd, l.rec!.name, c.object!);
+      c.connected = true;
+    }
+  }
+  for (const s of table.values()) {
+    if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
+    if (s.rec!.role === ROLE.DGRAM_TO) connectTo(task, s.fd, s.rec!.via, s.object!);
+  }
+}
+
+/** Puts `real` at every fd of the task that holds the stand-in socket `s`, with the FILE's flags; the stand-in goes. */
+function replaceSocket(task: RestartTask, s: RestoredSocket, real: bigint): void {
+  const t = task.tracee!;
+  const ino = fs.statSync(`/proc/${task.pid}/fd/${s.fd}`, { bigint: true }).ino;
+  const moved = t.syscallOk(SYS.fcntl, [real, F.DUPFD_CLOEXEC, s.fd], `fcntl(F_DUPFD_CLOEXEC) of ${s.object}`);
+  t.syscall(SYS.close, [real]);
+  for (const fd of linux.listFds(task.pid)) {
+    if (BigInt(fd) === s.fd || BigInt(fd) === moved || linux.readFdLink(task.pid, fd) !== `socket:[${ino}]`) continue;
+    const cloexec = (linux.readFdinfo(task.pid, fd).flags & O.CLOEXEC) !== 0;
+    t.syscallOk(SYS.dup3, [moved, fd, cloexec ? O.CLOEXEC : 0], `dup3 of the accepted socket to fd ${fd}`);
+  }
+  t.syscall(SYS.close, [s.fd]);
+  s.fd = moved;
+  t.syscallOk(SYS.fcntl, [moved, F.SETFL, (s.flags ?? 0) & O.NONBLOCK], `F_SETFL for ${s.object}`);
 }
