@@ -30,8 +30,10 @@ export class RegularFile implements FileKindHandler {
   }
 
   describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void {
-    // procfs makes its inodes and times as they are looked at: the same file could never be recognised at restart.
-    if (f.stat.dev === procDev()) refuse(task.pid, `fd ${f.fd} (${f.link})`, 'a file of /proc: its identity cannot be checked when it is opened again');
+    // The process's own /proc files are new files for the restored process: never the one recorded.
+    if (f.stat.dev === procDev() && (f.link.startsWith(`/proc/${task.pid}/`) || f.link.startsWith(`/proc/${task.tid}/`))) {
+      refuse(task.pid, `fd ${f.fd} (${f.link})`, 'a file of the process\'s own /proc directory: the restored process has new ones, which restart cannot take for it');
+    }
     img.deleted = f.stat.nlink === 0n;
     requireReachableByPath(task, f);
     if (img.deleted) describeGhost(task, f);
