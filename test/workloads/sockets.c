@@ -11,6 +11,11 @@
  *   fd 42      stream socket bound to <dir>/gone, that name unlinked
  *   fd 43      stream socket, unbound
  *   fd 44      stream socket whose peer sent 33 bytes and closed: the bytes, then end of file
+ *   fds 46/47  a connection through the listener: 46 connected, 47 accepted; 20 bytes wait on 47,
+ *              30 on 46
+ *   fd 48      connected to the listener, not accepted yet (in its backlog)
+ *   fd 49      datagram socket connected one way to the abstract name; a 9-byte datagram it sent
+ *              waits on fd 41
  * After the trigger: types, flags, options, every queue in order with its message boundaries and
  * credentials, the shutdown, names (getsockname), a new connection to the listener accepted, a
  * datagram to the abstract name received, each pair still connected both ways.
@@ -145,6 +150,21 @@ int main(int argc, char **argv)
         wl_fail("closed pair: %s", strerror(errno));
     send_pat(45, 33, 10);
     close(45);
+    al = addr_of(&a, "sock", 0);
+    if (sock_at(SOCK_STREAM, 46) != 46 || connect(46, (struct sockaddr *)&a, al) != 0)
+        wl_fail("client 46: %s", strerror(errno));
+    int acc47 = accept(40, NULL, NULL);
+    if (acc47 < 0 || dup2(acc47, 47) != 47)
+        wl_fail("accept 47: %s", strerror(errno));
+    close(acc47);
+    send_pat(46, 20, 11);
+    send_pat(47, 30, 12);
+    if (sock_at(SOCK_STREAM, 48) != 48 || connect(48, (struct sockaddr *)&a, al) != 0)
+        wl_fail("client 48: %s", strerror(errno));
+    al = addr_of(&a, abstract_name, 1);
+    if (sock_at(SOCK_DGRAM, 49) != 49 || connect(49, (struct sockaddr *)&a, al) != 0)
+        wl_fail("dgram 49: %s", strerror(errno));
+    send_pat(49, 9, 13);
 
     wl_ready();
     while (!wl_triggered())
@@ -217,6 +237,30 @@ int main(int argc, char **argv)
     wl_fill_pattern(want, 33, 10);
     WL_CHECK(cl == 33 && memcmp(b, want, 33) == 0, "fd 44: %zd bytes", cl);
     WL_CHECK(recv(44, b, sizeof b, MSG_DONTWAIT) == 0, "fd 44: no end of file");
+
+    /* the accepted connection */
+    WL_CHECK(is_name(47, "sock", 0), "fd 47 does not have the listener's name");
+    struct sockaddr_un pn;
+    socklen_t pl = sizeof pn;
+    memset(&pn, 0, sizeof pn);
+    al = addr_of(&a, "sock", 0);
+    WL_CHECK(getpeername(46, (struct sockaddr *)&pn, &pl) == 0 && strcmp(pn.sun_path, a.sun_path) == 0, "fd 46's peer is not the listener's name");
+    ssize_t r47 = recv(47, b, sizeof b, MSG_DONTWAIT), r46 = recv(46, b + 100, sizeof b - 100, MSG_DONTWAIT);
+    wl_fill_pattern(want, 20, 11);
+    WL_CHECK(r47 == 20 && memcmp(b, want, 20) == 0, "fd 47: %zd bytes", r47);
+    wl_fill_pattern(want, 30, 12);
+    WL_CHECK(r46 == 30 && memcmp(b + 100, want, 30) == 0, "fd 46: %zd bytes", r46);
+    WL_CHECK(send(46, "k", 1, 0) == 1 && recv(47, b, 8, 0) == 1, "46 -> 47 carries nothing");
+
+    /* the connection waiting in the backlog comes first */
+    int acc48 = accept(40, NULL, NULL);
+    WL_CHECK(acc48 >= 0 && send(48, "w8", 2, 0) == 2 && recv(acc48, b, 8, 0) == 2 && memcmp(b, "w8", 2) == 0, "the waiting connection of fd 48 is not the first accepted");
+
+    /* the datagram waiting on 41, from 49 */
+    ssize_t r41 = recv_one(41, b, sizeof b);
+    wl_fill_pattern(want, 9, 13);
+    WL_CHECK(r41 == 9 && memcmp(b, want, 9) == 0, "fd 41: %zd bytes", r41);
+    WL_CHECK(send(49, "z", 1, 0) == 1 && recv_one(41, b, 8) == 1, "fd 49 is not connected to fd 41");
 
     /* names */
     WL_CHECK(is_name(40, "sock", 0), "listener's name");

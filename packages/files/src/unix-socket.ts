@@ -174,6 +174,17 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
     rec.via = fsName(listenerOf(task, ino)!.name!);
   } else if (d.peer) {
     describePeer(task, f, d, rec);
+  } else if (d.state === linux.TCP_ESTABLISHED && type === SOCK.DGRAM) {
+    // A datagram socket shows ESTABLISHED once it connected, and also once another connected to it.
+    const peerName = withCopy(task, f.fd, (dup) => linux.getPeerName(dup));
+    if (peerName === undefined) {
+      rec.state = linux.TCP_CLOSE; // only connected to: itself not connected
+    } else if (peerName.length && d.name && fsName(peerName).equals(fsName(d.name))) {
+      rec.role = ROLE.DGRAM_TO; // connected to itself
+      rec.via = fsName(d.name);
+    } else {
+      refuse(task.pid, object, `a datagram socket connected to ${peerName.length ? printable(fsName(peerName)) : 'an unnamed socket'} that has closed or is out of reach; not supported yet`);
+    }
   } else if (d.state === linux.TCP_ESTABLISHED && !(d.name && d.name.length)) {
     rec.peerClosed = true; // its peer was closed (what it sent may still wait here)
   } else if (d.state !== linux.TCP_CLOSE) {
@@ -308,6 +319,12 @@ function describePeer(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec:
   }
   const p = diagOf(task, d.peer!);
   const named = (x: linux.UnixDiag | undefined): boolean => !!x?.name?.length;
+  if (d.peer === d.ino && d.type === SOCK.DGRAM && named(d)) {
+    rec.peer = 0n; // connected to itself
+    rec.role = ROLE.DGRAM_TO;
+    rec.via = fsName(d.name!);
+    return;
+  }
   if (!p || p.peer !== d.ino) {
     if (d.type !== SOCK.DGRAM || !named(p)) refuse(task.pid, object, `it is connected to ${peerLink}, which is not connected back to it and has no name; not supported yet`);
     rec.peer = 0n;

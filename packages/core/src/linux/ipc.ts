@@ -184,6 +184,16 @@ export function unixDiagDump(): Map<number, UnixDiag> {
   }
 }
 
+/** The peer's address of a connected socket (its sun_path bytes; empty: unnamed), or undefined when it is not connected. */
+export function getPeerName(fd: number): Buffer | undefined {
+  const addr = Buffer.alloc(112);
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(addr.length);
+  const r = rawSyscall(syscallNumber('getpeername'), fd, addr, len);
+  if (r < 0n) return undefined;
+  return Buffer.from(addr.subarray(2, Math.min(len.readUInt32LE(0), addr.length)));
+}
+
 /** An int socket option (getsockopt SOL_SOCKET) on cptrst's fd; -errno on failure. */
 export function getSockoptInt(fd: number, opt: number): number {
   const v = Buffer.alloc(4);
