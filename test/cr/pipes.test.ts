@@ -11,8 +11,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { linux, loadModule } from '@cptrst/core';
 import {
-  binaryPath, buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines,
-  procState, sleep, startWorkload, trigger, waitGone, waitResult,
+  binaryPath, buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult,
+  passLines, procState, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -95,4 +95,41 @@ describe('pipes and FIFOs held by one process', function () {
       await killByPid(pid);
     }
   });
+});
+
+describe('pipes, FIFOs, memfds and sockets in an image not owned by root', function () {
+  this.timeout(120000);
+  const NOBODY = { uid: 65534, gid: 65534 };
+  const dirs: string[] = [];
+  before(async () => {
+    loadModule('@cptrst/cpt-module');
+    await buildWorkloads();
+  });
+  afterEach(() => killStartedWorkloads());
+  after(() => dirs.forEach(removeUserDir));
+
+  const cases: Array<[string, (dir: string) => string[]]> = [
+    ['pipes', () => []],
+    ['fifos', (d) => [d]],
+    ['memfds', () => []],
+    ['sockets', (d) => [d]],
+  ];
+  for (const [name, args] of cases) {
+    it(`${name}: a process of nobody's, its image given to nobody: made again with nobody's rights, and it passes`, async () => {
+      const dir = makeUserDir(name);
+      dirs.push(dir);
+      fs.chownSync(dir, NOBODY.uid, NOBODY.gid); // the workload makes its FIFOs and socket files here
+      const w = await startWorkload(name, [...args(dir), '--as', `${NOBODY.uid}:${NOBODY.gid}`], { dir, asUser: NOBODY });
+      const img = path.join(dir, 'image.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      expect(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8')).to.match(/\nUid:\s+65534\s+65534\s+65534\s+65534\n/);
+      await trigger(w);
+      expect(passLines(name)).to.include(parseResult(await waitResult(w)).verdict);
+    });
+  }
 });

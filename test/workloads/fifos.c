@@ -1,5 +1,5 @@
 /*
- * fifos <trigger> <dir>: FIFOs (named pipes) opened by this process only, with data in flight.
+ * fifos <trigger> <dir> [--as UID:GID]: FIFOs (named pipes) opened by this process only, with data in flight.
  *   fds 10/11  <dir>/f1 read (O_NONBLOCK) and write: 5000 pattern bytes waiting
  *   fd 20      <dir>/f2 read-write, capacity 8192 (F_SETPIPE_SZ): 300 bytes waiting
  *   fd 30      <dir>/f3 write only (its reader closed after 123 bytes were written): the bytes
@@ -74,7 +74,8 @@ static void same_inode(int fd, const char *name)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 2, "<trigger> <dir>");
+    wl_init(argc, argv, 2, "<trigger> <dir> [--as UID:GID]");
+    wl_as_user(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     snprintf(dir, sizeof dir, "%s", argv[2]);
     char p[4096];

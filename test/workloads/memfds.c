@@ -1,5 +1,5 @@
 /*
- * memfds <trigger>: memfds as fds and as mappings, held by this process only.
+ * memfds <trigger> [--as UID:GID]: memfds as fds and as mappings, held by this process only.
  *   fd 10  memfd "cpt-a" (MFD_CLOEXEC | MFD_ALLOW_SEALING): 1 MiB with data at 0 (100000 bytes)
  *          and at 512 KiB (5000 bytes), holes between; mode 0640; seals SHRINK|GROW; offset 1234
  *   fd 11  a second description of it (opened through /proc/self/fd/10, O_RDONLY), offset 77
@@ -90,12 +90,21 @@ static int maps_has(void *addr, const char *name, char kind)
     return found;
 }
 
+/* The inode of the file mapped at addr, from /proc/self/maps (map_files needs a capability). */
 static ino_t map_ino(void *addr, size_t len)
 {
-    char p[128];
-    struct stat st;
-    snprintf(p, sizeof p, "/proc/self/map_files/%lx-%lx", (unsigned long)addr, (unsigned long)addr + len);
-    return stat(p, &st) == 0 ? st.st_ino : 0;
+    (void)len;
+    char line[512];
+    unsigned long ino = 0;
+    FILE *f = fopen("/proc/self/maps", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long s, i;
+        if (sscanf(line, "%lx-%*x %*s %*x %*x:%*x %lu", &s, &i) == 2 && s == (unsigned long)addr)
+            ino = i;
+    }
+    if (f)
+        fclose(f);
+    return (ino_t)ino;
 }
 
 static ino_t fd_ino(int fd)
@@ -106,7 +115,8 @@ static ino_t fd_ino(int fd)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger>");
+    wl_init(argc, argv, 1, "<trigger> [--as UID:GID]");
+    wl_as_user(argc, argv);
 
     if (mfd("cpt-a", MFD_CLOEXEC | MFD_ALLOW_SEALING, 10) != 10 || ftruncate(10, A_SIZE) != 0)
         wl_fail("memfd a: %s", strerror(errno));

@@ -1,5 +1,5 @@
 /*
- * pipes <trigger>: pipes with both ends in this process, with data in flight.
+ * pipes <trigger> [--as UID:GID]: pipes with both ends in this process, with data in flight.
  *   fds 10/11  pipe A: capacity 256 KiB (F_SETPIPE_SZ), 100000 pattern bytes waiting; read end
  *              O_NONBLOCK; the write end also at fds 12 and 13 (dup: one description)
  *   fd 14      a second description of A's read end (opened through /proc/self/fd/10), blocking
@@ -58,7 +58,8 @@ static int waiting(int fd)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger>");
+    wl_init(argc, argv, 1, "<trigger> [--as UID:GID]");
+    wl_as_user(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     static uint8_t a[A_BYTES], got[A_BYTES + 10];
     wl_fill_pattern(a, A_BYTES, A_SEED);

@@ -1,5 +1,5 @@
 /*
- * sockets <trigger> <dir>: unix sockets held by this process only.
+ * sockets <trigger> <dir> [--as UID:GID]: unix sockets held by this process only.
  *   fds 10/11  stream socketpair: 3000 bytes wait on 10 (sent by 11), 50 on 11; fd 10 O_NONBLOCK
  *              and SO_PASSCRED (the bytes carry the sender's credentials); fd 11 SO_SNDBUF 65536
  *   fds 20/21  datagram socketpair: datagrams of 5, 0 and 1000 bytes wait on 20, one of 7 on 21;
@@ -100,7 +100,8 @@ static int is_name(int fd, const char *name, int abstract)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 2, "<trigger> <dir>");
+    wl_init(argc, argv, 2, "<trigger> <dir> [--as UID:GID]");
+    wl_as_user(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     snprintf(dir, sizeof dir, "%s", argv[2]);
     snprintf(abstract_name, sizeof abstract_name, "cptrst-sockets-%d", (int)getpid());

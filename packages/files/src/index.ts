@@ -19,7 +19,7 @@ import { refuseLocks, refuseOwners } from './locks';
 import { PipeKind } from './pipe';
 import { FifoKind } from './fifo';
 import { MemfdKind } from './memfd';
-import { UnixSocketKind, finishUnixSockets } from './unix-socket';
+import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
 
 export * from './fs-struct';
 export * from './file';
@@ -74,8 +74,8 @@ export class FilesRestore implements RestoreHandler {
   finish(ctx: RestartContext, task: RestartTask): void {
     finishGhosts(ctx, task);
     finishMemfds(task); // after every fd and mapping of a memfd is made: its mode and seals
-    finishUnixSockets(ctx, task); // after every socket is made: queues, shutdowns, peek offsets
-    closeTemporaries(task);
+    // After every socket is made: the connections through names; their queues wait for the final credentials.
+    closeTemporaries(task, connectUnixSockets(ctx, task));
   }
 }
 
@@ -84,4 +84,5 @@ export function register(c: DependencyContainer): void {
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
+  provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
 }

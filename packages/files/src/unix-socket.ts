@@ -35,7 +35,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, bool, bytes,
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
   describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
@@ -584,17 +584,43 @@ function setOptions(ctx: RestartContext, task: RestartTask, fd: bigint, rec: Uni
 }
 
 /**
- * End of the files restore: every socket exists. Each queue is sent again by the socket's peer
- * (in order, one send per message, non-blocking), then the shutdowns, then the peek offsets.
+ * End of the files restore: every socket exists. The connections made through names; returns the
+ * fds the queues still need (every socket's anchor), which the files restore keeps open.
  */
-export function finishUnixSockets(ctx: RestartContext, task: RestartTask): void {
-  const t = task.tracee!;
+export function connectUnixSockets(ctx: RestartContext, task: RestartTask): bigint[] {
   const table = restoredSockets(task);
   for (const [ino, s] of table) {
     if (!s.rec) throw new CptError('EBADIMG', `unix socket ${ino} is the peer of a restored socket, but no FILE of the image is it`, { pid: task.pid, object: `socket:[${ino}]` });
   }
   connectThroughNames(ctx, task, table);
-  const room = Math.max(4096, Math.floor(t.scratch().dataSize / 4096) * 4096);
+  return [...table.values()].flatMap((s) => (s.closedPeer !== undefined ? [s.fd, s.closedPeer] : [s.fd]));
+}
+
+/**
+ * After the final credentials (a message carries its sender's credentials, which must be the
+ * restored process's own, not those it has while being made): each queue is sent again by the
+ * socket's peer (in order, one send per message, non-blocking), then the shutdowns, then the
+ * peek offsets; then the sockets' temporary fds go.
+ */
+export class SocketQueuesRestore implements RestoreHandler {
+  readonly name = 'files.socket-queues';
+  /** After task.creds.final (900). */
+  readonly order = 950;
+  readonly types: number[] = [];
+  restore(): void {
+    /* no objects of its own */
+  }
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    sendQueues(task);
+  }
+}
+
+function sendQueues(task: RestartTask): void {
+  const t = task.tracee!;
+  const table = restoredSockets(task);
+  if (!table.size) return;
+  // Room for the data in the scratch area, with the address after it.
+  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 256) / 4096) * 4096);
   let unbound: bigint | undefined;
   const senderByName = (from: Buffer, type: number, object: string): bigint => {
     if (!from.length) {
@@ -647,6 +673,7 @@ export function finishUnixSockets(ctx: RestartContext, task: RestartTask): void 
     v.writeInt32LE(s.rec!.peekOff);
     t.syscallOk(linux.syscallNumber('setsockopt'), [s.fd, linux.SOL_SOCKET, SO.PEEK_OFF, t.stage(v), 4], `setsockopt(SO_PEEK_OFF) for ${s.object}`);
   }
+  for (const s of table.values()) t.syscall(SYS.close, [s.fd]); // the anchors: the image's fds hold the sockets
   table.clear();
 }
 
