@@ -182,8 +182,10 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
     } else if (peerName.length && d.name && fsName(peerName).equals(fsName(d.name))) {
       rec.role = ROLE.DGRAM_TO; // connected to itself
       rec.via = fsName(d.name);
+    } else if (!(d.name && d.name.length)) {
+      rec.peerClosed = true; // connected to a socket that has closed (what it sent may still wait here)
     } else {
-      refuse(task.pid, object, `a datagram socket connected to ${peerName.length ? printable(fsName(peerName)) : 'an unnamed socket'} that has closed or is out of reach; not supported yet`);
+      refuse(task.pid, object, `a named datagram socket connected to ${peerName.length ? printable(fsName(peerName)) : 'an unnamed socket'} that has closed or is out of reach; not supported yet`);
     }
   } else if (d.state === linux.TCP_ESTABLISHED && !(d.name && d.name.length)) {
     rec.peerClosed = true; // its peer was closed (what it sent may still wait here)
