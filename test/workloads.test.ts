@@ -60,7 +60,7 @@ const sendUsr1 = (w: Workload): Promise<void> => {
   return Promise.resolve();
 };
 
-const FDSTATE_MODES = ['memfd', 'flock', 'posix', 'ofd', 'lease', 'setown', 'setsig', 'setown-parent'];
+const FDSTATE_MODES = ['flock', 'posix', 'ofd', 'lease', 'setown', 'setsig', 'setown-parent'];
 
 const CASES: Case[] = [
   { name: 'static' },
@@ -102,6 +102,10 @@ const CASES: Case[] = [
   { name: 'signalfd' },
   { name: 'timerfd' },
   { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
+  { name: 'pipes' },
+  { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
+  { name: 'memfds' },
+  { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
   { name: 'pthreads', threads: true },
@@ -135,6 +139,10 @@ const TAMPERABLE: Case[] = [
   { name: 'signalfd' },
   { name: 'timerfd' },
   { name: 'inotify', label: 'inotify <dir>', args: (dir) => [dir] },
+  { name: 'pipes' },
+  { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
+  { name: 'memfds' },
+  { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
   { name: 'pthreads', threads: true },

@@ -3,7 +3,7 @@
  * deleted setuid file (checkpointed and restarted by root), a user swapping a checkpointed file
  * for a symlink, crafted images (a root-only file in a user's image, ".." in a deleted file's
  * path), a sparse deleted file, restarts killed at many moments, and the fd state that is refused
- * at checkpoint (memfd, locks, lease, I/O owners).
+ * at checkpoint (locks, lease, I/O owners).
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -281,7 +281,6 @@ describe('fd state refused at checkpoint: the process runs on untouched', functi
   afterEach(() => killStartedWorkloads());
 
   const cases: Array<[string, RegExp]> = [
-    ['memfd', /\(\/memfd:cptrst-fdstate \(deleted\)\): memfds are not supported yet$/],
     ['setown-parent', /\/locked\): its I\/O signals go to process \d+ \(F_SETOWN\), not to the process itself$/],
   ];
   for (const [mode, why] of cases) {

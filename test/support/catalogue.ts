@@ -31,7 +31,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'signals', kind: 'c', source: 'signals.c', checks: 'blocked mask, sigactions incl. restorer, pending (shared and per-thread, queued RT values, siginfo), sigaltstack, itimers; delivery order after unblocking' },
   { name: 'files', kind: 'c', source: 'files.c', checks: 'fd numbers, flags, CLOEXEC, offsets, shared and separate open file descriptions, O_APPEND, O_RDONLY, /dev/null, an unlinked open file' },
   { name: 'ghost', kind: 'c', source: 'ghost.c', checks: 'files deleted while open: contents, flags, offsets, owner, one inode behind two descriptions, holes (SEEK_DATA/SEEK_HOLE) of a sparse one' },
-  { name: 'fdstate', kind: 'c', source: 'fdstate.c', checks: 'fd state a checkpoint must refuse: a memfd, flock/POSIX/OFD locks, a lease, F_SETOWN, F_SETSIG (still there after the refusal)' },
+  { name: 'fdstate', kind: 'c', source: 'fdstate.c', checks: 'fd state a checkpoint must refuse: flock/POSIX/OFD locks, a lease, F_SETOWN, F_SETSIG (still there after the refusal)' },
   { name: 'syscalls', kind: 'c', source: 'syscalls.c', checks: 'results of nanosleep/select/poll/futex/pause interrupted by C/R: only legitimate outcomes' },
   { name: 'pidhold', kind: 'c', source: 'pidhold.c', checks: 'holds a PID until triggered' },
   { name: 'mmstate', kind: 'c', source: 'mmstate.c', checks: 'droppable, mlock/mlock2 onfault, madvise sequential/random/mergeable and mseal areas (VmFlags and data); THP disabled, membarrier registrations, mlockall(MCL_FUTURE)' },
@@ -49,6 +49,10 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'locks', kind: 'c', source: 'locks.c', checks: 'flock (exclusive through a dup, shared), POSIX record locks (write and read ranges, to EOF) seen from two descriptions, OFD locks, a read lease, F_SETOWN_EX and F_SETSIG: probed from other descriptions by a child after the trigger' },
   { name: 'sysvshm', kind: 'c', source: 'sysvshm.c', checks: 'SysV shared memory: a private segment attached twice (read-write and read-only) and a keyed one removed while attached: ids, keys, sizes, modes, owner, attachments, contents, sharing between the two areas, the read-only fault' },
   { name: 'semundo', kind: 'c', source: 'semundo.c', checks: 'a SysV semaphore set changed by semop (with `undo`: with SEM_UNDO, which a checkpoint refuses): its values' },
+  { name: 'pipes', kind: 'c', source: 'pipes.c', checks: 'pipes with both ends in the process: data in flight in order, capacity, O_NONBLOCK, packet mode (O_DIRECT) boundaries, dup\'ed and separate descriptions of one end, a pipe with its write or read end closed' },
+  { name: 'fifos', kind: 'c', source: 'fifos.c', checks: 'FIFOs opened for reading, writing and both: data in flight, flags, capacity, the same inode as the name, a write-only one read later by name, an unlinked one' },
+  { name: 'memfds', kind: 'c', source: 'memfds.c', checks: 'memfds as fds and mappings (shared, private, mapping only): names, sizes, contents with holes, modes, seals, offsets, one inode behind fds and mappings, writes seen through the mapping' },
+  { name: 'sockets', kind: 'c', source: 'sockets.c', checks: 'unix sockets: stream, datagram and seqpacket socketpairs with queued data both ways (boundaries, credentials), shutdown, SO_PASSCRED/SNDBUF/PEEK_OFF, a listener by path, an abstract name, an unlinked name, an unbound socket' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

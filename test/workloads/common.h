@@ -68,6 +68,28 @@ static void wl_init(int argc, char **argv, int min_args, const char *usage)
     wl_tamper = t != NULL && t[0] == '1';
 }
 
+/*
+ * "--as UID:GID" anywhere in argv: become that user (groups {GID}, every uid and gid), before the
+ * state is set up; a workload that takes it says so in its usage. Returns 1 when it did.
+ */
+__attribute__((unused)) static int wl_as_user(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i++) {
+        unsigned uid, gid;
+        if (strcmp(argv[i], "--as") != 0 || sscanf(argv[i + 1], "%u:%u", &uid, &gid) != 2)
+            continue;
+        gid_t g = (gid_t)gid;
+        if (syscall(SYS_setgroups, 1, &g) != 0 || syscall(SYS_setresgid, gid, gid, gid) != 0 || syscall(SYS_setresuid, uid, uid, uid) != 0) {
+            char b[128];
+            int n = snprintf(b, sizeof b, "cannot become %u:%u: %s\n", uid, gid, strerror(errno));
+            wl_write_all(2, b, (size_t)n);
+            exit(2);
+        }
+        return 1;
+    }
+    return 0;
+}
+
 /* Records one difference; the first ones are kept for the FAIL line. */
 __attribute__((format(printf, 1, 2))) static void wl_fail(const char *fmt, ...)
 {

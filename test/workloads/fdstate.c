@@ -1,7 +1,6 @@
 /*
- * fdstate <trigger> <dir> memfd|flock|posix|ofd|lease|setown|setsig|setown-parent: fd 20 carries
- * state that a checkpoint must keep, or refuse rather than lose:
- *   memfd   a memfd with 13 bytes in it
+ * fdstate <trigger> <dir> flock|posix|ofd|lease|setown|setsig|setown-parent: fd 20 carries state
+ * that a checkpoint must keep, or refuse rather than lose:
  *   flock   <dir>/locked with an exclusive flock()
  *   posix   <dir>/locked with a POSIX write lock (F_SETLK) on the whole file
  *   ofd     <dir>/locked with an OFD write lock (F_OFD_SETLK)
@@ -9,7 +8,7 @@
  *   setown  <dir>/locked with F_SETOWN to itself and O_ASYNC
  *   setsig  <dir>/locked with F_SETSIG SIGUSR1
  *   setown-parent <dir>/locked with F_SETOWN to its parent (another process: refused)
- * Checks after the trigger that the state is still there: the memfd's contents; the lock in
+ * Checks after the trigger that the state is still there: the lock in
  * /proc/self/fdinfo/20 and refused to another open file description (F_OFD_GETLK); the lease
  * (F_GETLEASE); the owner (F_GETOWN) or signal (F_GETSIG). CPT_TAMPER=1 drops it first.
  */
@@ -53,18 +52,12 @@ static int locked_for_others(void)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 3, "<trigger> <dir> memfd|flock|posix|ofd|lease|setown|setsig|setown-parent");
+    wl_init(argc, argv, 3, "<trigger> <dir> flock|posix|ofd|lease|setown|setsig|setown-parent");
     mode = argv[3];
     snprintf(path, sizeof path, "%s/locked", argv[2]);
     int fd;
     struct flock wr = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
-    if (strcmp(mode, "memfd") == 0) {
-        fd = (int)syscall(SYS_memfd_create, "cptrst-fdstate", 0);
-        if (fd >= 0 && write(fd, "memfd content", 13) != 13)
-            wl_fail("write memfd: %s", strerror(errno));
-    } else {
-        fd = open(path, (strcmp(mode, "lease") == 0 ? O_RDONLY : O_RDWR) | O_CREAT, 0644);
-    }
+    fd = open(path, (strcmp(mode, "lease") == 0 ? O_RDONLY : O_RDWR) | O_CREAT, 0644);
     if (fd < 0 || dup2(fd, 20) != 20) {
         wl_fail("set up fd 20 (%s): %s", mode, strerror(errno));
     } else if (fd != 20) {
@@ -85,7 +78,7 @@ int main(int argc, char **argv)
         r = fcntl(20, F_SETSIG, SIGUSR1);
     else if (strcmp(mode, "setown-parent") == 0)
         r = fcntl(20, F_SETOWN, getppid());
-    else if (strcmp(mode, "memfd") != 0)
+    else
         wl_fail("unknown mode %s", mode);
     if (r != 0)
         wl_fail("%s: %s", mode, strerror(errno));
@@ -106,14 +99,9 @@ int main(int argc, char **argv)
             fcntl(20, F_SETOWN, 0);
         else if (strcmp(mode, "setsig") == 0)
             fcntl(20, F_SETSIG, 0);
-        else
-            WL_CHECK(ftruncate(20, 0) == 0, "ftruncate");
     }
 
-    if (strcmp(mode, "memfd") == 0) {
-        char buf[32] = { 0 };
-        WL_CHECK(pread(20, buf, sizeof buf, 0) == 13 && memcmp(buf, "memfd content", 13) == 0, "memfd contents lost");
-    } else if (strcmp(mode, "flock") == 0 || strcmp(mode, "posix") == 0 || strcmp(mode, "ofd") == 0) {
+    if (strcmp(mode, "flock") == 0 || strcmp(mode, "posix") == 0 || strcmp(mode, "ofd") == 0) {
         WL_CHECK(has_lock_line(), "no lock in /proc/self/fdinfo/20");
         WL_CHECK(locked_for_others(), "another open file description could lock the file");
     } else if (strcmp(mode, "lease") == 0) {

@@ -1,5 +1,5 @@
 /*
- * mmstate <trigger> [memfd|deleted]: memory areas with VmFlags of their own and mm-wide settings.
+ * mmstate <trigger> [sysv|deleted]: memory areas with VmFlags of their own and mm-wide settings.
  *   - droppable: 4 pages MAP_DROPPABLE|MAP_ANONYMOUS ("dp"), filled with a pattern;
  *   - locked:    2 pages mlock'd ("lo"); onfault: 2 pages mlock2(MLOCK_ONFAULT) ("lo lf");
  *   - seq, rnd, merge: madvise SEQUENTIAL ("sr"), RANDOM ("rr"), MERGEABLE ("mg");
@@ -10,13 +10,14 @@
  *     the kernel has it): the expedited commands work, GET_REGISTRATIONS is unchanged;
  *   - mlockall(MCL_FUTURE): an area mapped after the trigger is locked.
  * After the trigger: every area's VmFlags as before (less "ac"), the data, and each setting.
- * With "memfd" it also maps a memfd (shared), with "deleted" a file it then unlinks: things a
+ * With "sysv" it also attaches a SysV shared memory segment (removed: IPC_RMID), with "deleted" a file it then unlinks: things a
  * checkpoint must refuse; these modes are for refusal tests and check the same after the trigger.
  * Features the kernel lacks (MAP_DROPPABLE, mseal, GET_REGISTRATIONS...) are left out, with a note.
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
+#include <sys/shm.h>
 #include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -105,7 +106,7 @@ static long status_field(const char *key)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger> [memfd|deleted]");
+    wl_init(argc, argv, 1, "<trigger> [sysv|deleted]");
     const char *mode = argc > 2 ? argv[2] : "";
 
     for (int i = 0; i < NAREAS; i++) {
@@ -154,11 +155,12 @@ int main(int argc, char **argv)
     if (mlockall(MCL_FUTURE))
         wl_fail("mlockall(MCL_FUTURE): %s", strerror(errno));
 
-    if (strcmp(mode, "memfd") == 0) {
-        int m = memfd_create("mmstate", MFD_CLOEXEC);
-        if (m < 0 || ftruncate(m, PG) || mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0) == MAP_FAILED)
-            wl_fail("memfd: %s", strerror(errno));
-        close(m);
+    if (strcmp(mode, "sysv") == 0) {
+        int id = shmget(IPC_PRIVATE, PG, IPC_CREAT | 0600);
+        if (id < 0 || shmat(id, NULL, 0) == (void *)-1)
+            wl_fail("sysv: %s", strerror(errno));
+        if (id >= 0)
+            shmctl(id, IPC_RMID, NULL);
     } else if (strcmp(mode, "deleted") == 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s.deleted", wl_trigger_path);

@@ -11,5 +11,7 @@ export * from './kinds';
 export * from './recorded-file';
 export * from './head';
 export * from './release';
+export * from './holders';
+export * from './memfd';
 export * from './image';
 export * as linux from './linux';

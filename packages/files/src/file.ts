@@ -184,12 +184,17 @@ export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObje
   t.syscallOk(SYS.dup3, [f.fd, img.fd, img.cloexec ? O.CLOEXEC : 0], `dup3 to fd ${img.fd}`);
 }
 
-/** The temporary descriptors go; only the image's fd numbers stay. */
-export function closeTemporaries(task: RestartTask): void {
+/** The temporary descriptors go (but `keep`, still needed by a later step); only the image's fd numbers stay. */
+export function closeTemporaries(task: RestartTask, keep: readonly bigint[] = []): void {
   const fsImg = task.state.get(FS_KEY);
   if (!fsImg) return;
-  const above = Math.max(-1, ...fsImg.fds) + 1;
-  task.tracee!.syscallOk(SYS.close_range, [above, 0xffffffff, 0], 'close_range of temporary descriptors');
+  let from = BigInt(Math.max(-1, ...fsImg.fds) + 1);
+  for (const k of [...keep].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))) {
+    if (k < from) continue;
+    if (k > from) task.tracee!.syscallOk(SYS.close_range, [from, k - 1n, 0], 'close_range of temporary descriptors');
+    from = k + 1n;
+  }
+  task.tracee!.syscallOk(SYS.close_range, [from, 0xffffffff, 0], 'close_range of temporary descriptors');
 }
 
 /** The FILE objects read so far, by tag (their FDs and kind records name it). */

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
-  StateKey, objectType, openRecordedFile, refuse, str, u32, u32s, u64,
+  StateKey, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64,
 } from '@cptrst/core';
 
 const { SYS, O, S_IF } = linux;
@@ -68,7 +68,13 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
   const img = o.obj as FsImage;
   const t = task.tracee!;
   requireOwnerIdentity(ctx, task);
-  t.syscallOk(SYS.close_range, [0, 0xffffffff, 0], 'close_range of the helper\'s descriptors');
+  // The helper's fds go; fds made for the image before the fd table (memfds mm made) move above the image's and stay.
+  let from = 0n;
+  for (const keep of keepMemfdsAbove(task, Math.max(-1, ...img.fds) + 1)) {
+    if (keep > from) t.syscallOk(SYS.close_range, [from, keep - 1n, 0], 'close_range of the helper\'s descriptors');
+    from = keep + 1n;
+  }
+  t.syscallOk(SYS.close_range, [from, 0xffffffff, 0], 'close_range of the helper\'s descriptors');
   const dir = openRecordedFile(t, img.cwd, {
     flags: O.PATH | O.DIRECTORY,
     expect: { type: S_IF.DIR, dev: recorded(img.cwdDev), ino: recorded(img.cwdIno) },

@@ -33,32 +33,6 @@ const { SYS, O, F, SEEK, S_IF, errnoName } = linux;
 const DELETED_MAX = 256 * 1024 * 1024;
 /** Largest FILE_DATA object. */
 const DATA_CHUNK = 16 * 1024 * 1024;
-const ENXIO = 6n;
-
-interface DataRun {
-  offset: number;
-  length: number;
-}
-
-/** The data runs of an open file of `size` bytes (SEEK_DATA / SEEK_HOLE; one run where the filesystem knows no holes). */
-function dataRuns(fd: number, size: number): DataRun[] {
-  const runs: DataRun[] = [];
-  let off = 0;
-  while (off < size) {
-    const d = linux.rawSyscall(SYS.lseek, fd, off, SEEK.DATA);
-    if (d === -ENXIO) break; // no data after off
-    if (d < 0n) return size > 0 ? [{ offset: 0, length: size }] : []; // no SEEK_DATA here: all of it
-    const start = Number(d);
-    if (start >= size) break;
-    const h = linux.rawSyscall(SYS.lseek, fd, start, SEEK.HOLE);
-    const end = h < 0n ? size : Math.min(Number(h), size);
-    if (end <= start) break;
-    runs.push({ offset: start, length: end - start });
-    off = end;
-  }
-  return runs;
-}
-
 /** Opens a deleted file of the task for reading, through its fd (without touching its atime). */
 function openForReading(pid: number, fd: number): number {
   const at = `/proc/${pid}/fd/${fd}`;
@@ -86,7 +60,7 @@ export function describeGhost(task: CheckpointTask, f: OpenFile): void {
   if (size > BigInt(Number.MAX_SAFE_INTEGER)) refuse(task.pid, object, `the deleted file is ${size} bytes long`);
   const fd = openForReading(task.pid, f.fd);
   try {
-    const stored = dataRuns(fd, Number(size)).reduce((n, r) => n + r.length, 0);
+    const stored = linux.dataRuns(fd, Number(size)).reduce((n, r) => n + r.length, 0);
     if (stored > DELETED_MAX) {
       refuse(task.pid, object, `the deleted file holds ${stored} bytes of data; at most ${DELETED_MAX} are stored in an image`);
     }
@@ -99,7 +73,7 @@ export function describeGhost(task: CheckpointTask, f: OpenFile): void {
 export function dumpGhostData(task: CheckpointTask, f: OpenFile, out: KindRecordWriter, make: () => FileDataImage): void {
   const fd = openForReading(task.pid, f.fd);
   try {
-    for (const run of dataRuns(fd, Number(f.stat.size))) {
+    for (const run of linux.dataRuns(fd, Number(f.stat.size))) {
       for (let off = run.offset; off < run.offset + run.length; off += DATA_CHUNK) {
         const chunk = Buffer.alloc(Math.min(DATA_CHUNK, run.offset + run.length - off));
         const n = fs.readSync(fd, chunk, 0, chunk.length, off);

@@ -1,12 +1,13 @@
 /**
  * @cptrst/files: the fd table, open files by kind (regular, deleted regular, character device,
- * directory), the event files (eventfd, epoll, signalfd, timerfd, inotify), cwd, root and umask;
- * file locks, leases and I/O owners (locks.ts). Other kinds (pipes, sockets...) are refused until
- * a handler for them is registered under Tokens.FileKind.
+ * directory, pipe, FIFO, memfd, unix socket), the event files (eventfd, epoll, signalfd, timerfd,
+ * inotify), cwd, root and umask; file locks, leases and I/O owners (locks.ts). Other kinds
+ * (terminals, other sockets...) are refused until a handler for them is registered under
+ * Tokens.FileKind.
  */
 import { DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, finishMemfds, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
   provide,
 } from '@cptrst/core';
 import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
@@ -21,6 +22,10 @@ import { EpollKind } from './epoll';
 import { SignalfdKind } from './signalfd';
 import { TimerfdKind } from './timerfd';
 import { FanotifyKind, InotifyKind } from './inotify';
+import { PipeKind } from './pipe';
+import { FifoKind } from './fifo';
+import { MemfdKind } from './memfd';
+import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
 
 export * from './fs-struct';
 export * from './file';
@@ -34,6 +39,10 @@ export * from './epoll';
 export * from './signalfd';
 export * from './timerfd';
 export * from './inotify';
+export * from './pipe';
+export * from './fifo';
+export * from './memfd';
+export * from './unix-socket';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
 const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
@@ -73,15 +82,19 @@ export class FilesRestore implements RestoreHandler {
   }
   finish(ctx: RestartContext, task: RestartTask): void {
     finishGhosts(ctx, task);
-    closeTemporaries(task);
+    finishMemfds(task); // after every fd and mapping of a memfd is made: its mode and seals
+    // After every socket is made: the connections through names; their queues wait for the final credentials.
+    closeTemporaries(task, connectUnixSockets(ctx, task));
   }
 }
 
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind()]) provide(c, FileKinds, k);
+  for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
   provide(c, Tokens.DumpHandler, new LocksDump());
   provide(c, Tokens.RestoreHandler, new LocksRestore());
+  provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
 }

@@ -98,8 +98,8 @@ function mountIds(task: CheckpointTask): Set<number> {
 export function requireReachableByPath(task: CheckpointTask, f: OpenFile): void {
   const object = `fd ${f.fd} (${f.link})`;
   if (!mountIds(task).has(f.fdinfo.mntId)) {
-    // memfd_create's files live on the kernel's internal shmem mount, under "/memfd:NAME".
-    if (f.link.startsWith('/memfd:')) refuse(task.pid, object, 'memfds are not supported yet');
+    // memfds of the internal shm mount have a kind of their own; hugetlbfs ones come here.
+    if (f.link.startsWith('/memfd:')) refuse(task.pid, object, 'memfds on hugetlbfs are not supported yet');
     refuse(task.pid, object, `the file is on a mount the process does not see (mount id ${f.fdinfo.mntId}); it cannot be opened again by path`);
   }
   if (f.link.endsWith(' (deleted)') && f.stat.nlink > 0n) {

@@ -4,8 +4,9 @@
  * on the same boot), with their flags, at their offset. O_PATH files are reopened O_PATH. A file
  * deleted while open is made again without a name (ghost.ts).
  */
+import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, RestartContext, RestartTask, RestoreObject, linux, openRecordedFile,
+  CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, RestartContext, RestartTask, RestoreObject, linux, openRecordedFile, refuse,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, reopenFlags, requireReachableByPath } from './kinds';
 import { FileDataImage, FileImage } from './file';
@@ -13,6 +14,12 @@ import { recorded } from './fs-struct';
 import { checkGhostData, describeGhost, dumpGhostData, openGhost } from './ghost';
 
 const { SYS, O, SEEK, S_IF } = linux;
+
+let procStDev: bigint | undefined;
+function procDev(): bigint {
+  procStDev ??= fs.statSync('/proc', { bigint: true }).dev;
+  return procStDev;
+}
 
 export class RegularFile implements FileKindHandler {
   readonly kind = 'regular';
@@ -23,6 +30,10 @@ export class RegularFile implements FileKindHandler {
   }
 
   describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void {
+    // The process's own /proc files are new files for the restored process: never the one recorded.
+    if (f.stat.dev === procDev() && (f.link.startsWith(`/proc/${task.pid}/`) || f.link.startsWith(`/proc/${task.tid}/`))) {
+      refuse(task.pid, `fd ${f.fd} (${f.link})`, 'a file of the process\'s own /proc directory: the restored process has new ones, which restart cannot take for it');
+    }
     img.deleted = f.stat.nlink === 0n;
     requireReachableByPath(task, f);
     if (img.deleted) describeGhost(task, f);

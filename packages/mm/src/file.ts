@@ -2,8 +2,8 @@
  * File mappings, private or shared.
  *
  * Checkpoint: only regular files are mapped back. Memory of the kernel's internal shm mount
- * (memfd, SysV shm) is refused: it is recognised by the device of the mapped file, not by its
- * name, which the process chooses. A private mapping's pages that the process changed (anonymous
+ * (SysV shm; memfds have a kind of their own, memfd.ts) is refused: it is recognised by the
+ * device of the mapped file, not by its name, which the process chooses. A private mapping's pages that the process changed (anonymous
  * copies, pagemap bit 61 clear) go into the image; a shared mapping's contents are the file's,
  * so none of its pages are stored.
  *
@@ -41,8 +41,8 @@ export class FileVma implements VmaKindHandler {
       return refuse(task.pid, what, `the mapped file cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
     if (st.dev === internalShmDev() || (v.deleted && (v.path.startsWith('/memfd:') || v.path.startsWith('/SYSV')))) {
-      const which = v.path.startsWith('/SYSV') ? 'SysV shared memory' : v.path.startsWith('/memfd:') ? 'a memfd' : 'memory of the kernel\'s internal shm mount (memfd or SysV)';
-      refuse(task.pid, what, `${which} is mapped; memfd and SysV shared memory mappings are not supported yet`);
+      const which = v.path.startsWith('/SYSV') ? 'SysV shared memory' : 'memory of the kernel\'s internal shm mount (SysV or a file opened through map_files)';
+      refuse(task.pid, what, `${which} is mapped; SysV shared memory mappings are not supported yet`);
     }
     if (v.deleted || st.nlink === 0n) refuse(task.pid, what, 'the mapped file has been deleted; deleted mapped files are not supported yet');
     if ((Number(st.mode) & S_IFMT) !== S_IFREG) {

@@ -7,6 +7,7 @@ import { MmDump, MmRestore } from './mm';
 import { AnonVma, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { SysvShmVma } from './sysv-shm';
+import { MemfdVma } from './memfd';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
 
@@ -17,9 +18,10 @@ export * from './mm';
 export * from './anon';
 export * from './file';
 export * from './sysv-shm';
+export * from './memfd';
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma()]) provide(c, VmaKinds, k);
+  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());

@@ -5,9 +5,8 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, KindHandler, KindRecordWriter, KindRecords, ObjectType, RestartContext, RestartTask,
-  RestoreObject, StateKey, Token, Tokens, bool, claim, linux, objectType, refuse, str, strs, u32, u64,
+  RestoreObject, StateKey, Token, Tokens, bool, claim, linux, objectType, refuse, shmemDev, str, strs, u32, u64,
 } from '@cptrst/core';
-import * as fs from 'fs';
 
 const { SYS, PROT, MAP } = linux;
 
@@ -111,21 +110,9 @@ export function mapFilesPath(pid: number, v: { start: bigint; end: bigint }): st
   return `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
 }
 
-let shmDev: bigint | undefined;
-/**
- * The device of the kernel's internal shm mount, which holds every memfd, SysV segment and
- * shared anonymous area: found from a memfd of cptrst's own, made once and closed at once.
- */
+/** The device of the kernel's internal shm mount (memfds, SysV segments, shared anonymous memory). */
 export function internalShmDev(): bigint {
-  if (shmDev === undefined) {
-    const fd = Number(linux.checkedSyscall('memfd_create', undefined, SYS.memfd_create, Buffer.from('cptrst-shm-probe\0'), linux.MFD.CLOEXEC));
-    try {
-      shmDev = fs.fstatSync(fd, { bigint: true }).dev;
-    } finally {
-      fs.closeSync(fd);
-    }
-  }
-  return shmDev;
+  return shmemDev();
 }
 
 export function describeVma(v: { start: bigint; end: bigint; path: string }): string {

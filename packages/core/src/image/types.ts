@@ -49,6 +49,20 @@ export enum ObjectType {
   SIGNALFD = 142,
   TIMERFD = 143,
   INOTIFY_WATCH = 144,
+  /** A pipe or FIFO: its identity, capacity and buffered data (under FILE). */
+  PIPE = 170,
+  /** A unix socket: type, state, name, peer, options (under FILE). */
+  UNIX_SOCKET = 171,
+  /** One message or run of bytes queued on a unix socket (under FILE). */
+  SOCKET_QUEUE = 172,
+  /** A memfd open as an fd: name, size, seals, mode (under FILE). */
+  MEMFD = 173,
+  /** A data run of a memfd (under FILE). */
+  MEMFD_DATA = 174,
+  /** A mapped memfd: MEMFD's fields, under VMA. */
+  VMA_MEMFD = 175,
+  /** A data run of a mapped memfd (under VMA). */
+  VMA_MEMFD_DATA = 176,
   /** A POSIX timer (timer_create). */
   POSIX_TIMER = 220,
   /** A file lock or lease held through an fd. */

@@ -369,7 +369,7 @@ export const CLOCK = Object.freeze({
 export const TFD_TIMER = Object.freeze({ ABSTIME: 1, CANCEL_ON_SET: 2 } as const);
 export const TFD_IOC_SET_TICKS = 0x40085400;
 
-/** FIONREAD (bytes ready to read: an inotify fd's queued events). */
+/** FIONREAD: bytes ready to read (a pipe, a socket's receive queue, an inotify fd's queued events). */
 export const FIONREAD = 0x541b;
 
 /** inotify mask bits that are not events: how a watch behaves. */

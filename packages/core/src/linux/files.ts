@@ -8,6 +8,35 @@ import { SYS } from './syscalls';
 import { errnoError, rawSyscall } from './libc';
 import { readProcText } from './proc';
 
+/** One run of data of a file (between holes). */
+export interface DataRun {
+  offset: number;
+  length: number;
+}
+
+/**
+ * The data runs of an open file of `size` bytes (lseek SEEK_DATA / SEEK_HOLE; one run where the
+ * filesystem knows no holes), so that an image stores data and leaves holes as holes.
+ */
+export function dataRuns(fd: number, size: number): DataRun[] {
+  const ENXIO = -6n;
+  const runs: DataRun[] = [];
+  let off = 0;
+  while (off < size) {
+    const d = rawSyscall(SYS.lseek, fd, off, SEEK.DATA);
+    if (d === ENXIO) break; // no data after off
+    if (d < 0n) return size > 0 ? [{ offset: 0, length: size }] : []; // no SEEK_DATA here: all of it
+    const start = Number(d);
+    if (start >= size) break;
+    const h = rawSyscall(SYS.lseek, fd, start, SEEK.HOLE);
+    const end = h < 0n ? size : Math.min(Number(h), size);
+    if (end <= start) break;
+    runs.push({ offset: start, length: end - start });
+    off = end;
+  }
+  return runs;
+}
+
 function cPath(p: string): Buffer {
   return Buffer.from(p + '\0');
 }

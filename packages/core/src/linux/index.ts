@@ -20,3 +20,4 @@ export * from './users';
 export * from './taskinfo';
 export * from './cgroup';
 export * from './sysvipc';
+export * from './ipc';

@@ -149,3 +149,36 @@ export function libcPtraceRegset(req: number, pid: number, nt: number, buf: Buff
   if (r < 0) return [-koffi.errno(), 0];
   return [r, Number(iov.iov_len)];
 }
+
+/** What recvmsg(2) gave back: the result (or -errno), and the lengths and flags it wrote into the msghdr. */
+export interface RecvmsgResult {
+  result: number;
+  nameLen: number;
+  controlLen: number;
+  flags: number;
+}
+
+type RecvmsgFn = (fd: number, msg: Record<string, unknown>, flags: number) => number | bigint;
+let recvmsgFn: RecvmsgFn | undefined;
+/** recvmsg(fd, {name, one iovec over data, control}, flags) on one of cptrst's own fds. */
+export function libcRecvmsg(fd: number, data: Buffer, name: Buffer, control: Buffer, flags: number): RecvmsgResult {
+  if (!recvmsgFn) {
+    koffi.struct('cpt_msg_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+    koffi.struct('cpt_msghdr', {
+      msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: 'cpt_msg_iovec *', msg_iovlen: 'size_t',
+      msg_control: 'void *', msg_controllen: 'size_t', msg_flags: 'int',
+    });
+    recvmsgFn = libc().func('long recvmsg(int fd, _Inout_ cpt_msghdr *msg, int flags)') as never;
+  }
+  const msg: Record<string, unknown> = {
+    msg_name: name, msg_namelen: name.length, msg_iov: { iov_base: data, iov_len: data.length }, msg_iovlen: 1,
+    msg_control: control, msg_controllen: control.length, msg_flags: 0,
+  };
+  const r = Number(recvmsgFn(fd, msg, flags));
+  return {
+    result: r < 0 ? -koffi.errno() : r,
+    nameLen: Number(msg.msg_namelen),
+    controlLen: Number(msg.msg_controllen),
+    flags: Number(msg.msg_flags),
+  };
+}

@@ -339,3 +339,36 @@ export class FileHandleHead {
   @cfield.u32() bytes = 0;
   @cfield.i32() type = 0;
 }
+
+/** struct nlmsghdr (netlink). */
+@cstruct('nlmsghdr')
+export class Nlmsghdr {
+  @cfield.u32() len = 0;
+  @cfield.u16() type = 0;
+  @cfield.u16() flags = 0;
+  @cfield.u32() seq = 0;
+  @cfield.u32() pid = 0;
+}
+
+/** struct unix_diag_req (NETLINK_SOCK_DIAG, AF_UNIX). */
+@cstruct('unix_diag_req')
+export class UnixDiagReq {
+  @cfield.u8() family = 0;
+  @cfield.u8() protocol = 0;
+  @cfield.u16() pad = 0;
+  @cfield.u32() states = 0;
+  @cfield.u32() ino = 0;
+  @cfield.u32() show = 0;
+  @cfield.array('u32', 2) cookie: number[] = [0, 0];
+}
+
+/** struct unix_diag_msg: the head of each answer, followed by netlink attributes. */
+@cstruct('unix_diag_msg')
+export class UnixDiagMsg {
+  @cfield.u8() family = 0;
+  @cfield.u8() type = 0;
+  @cfield.u8() state = 0;
+  @cfield.u8() pad = 0;
+  @cfield.u32() ino = 0;
+  @cfield.array('u32', 2) cookie: number[] = [0, 0];
+}

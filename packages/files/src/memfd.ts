@@ -1,0 +1,69 @@
+/**
+ * memfds open as fds: name, size, contents, seals, mode, and each open file description's flags
+ * and offset (core's memfd.ts holds what files and mm share: the records, how a memfd is made
+ * again and how the second user of one reaches it).
+ *
+ * It claims "/memfd:" files of the internal shm mount above the regular kind (which would claim
+ * them as regular files and refuse them as unreachable by path). Restart: the first FILE or VMA
+ * of the memfd makes it; every FILE then gets its own description, opened inside the task through
+ * /proc/self/fd/N or /proc/self/map_files/START-END with its recorded flags (memfd_create's own
+ * are O_RDWR|O_LARGEFILE, which such an open gives too), at its offset.
+ */
+import {
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, MemfdDataFields, MemfdFields, MemfdLayouts, ObjectType, RestartContext, RestartTask, checkMemfd, createMemfd,
+  dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, objectType, refuse, registerMemfd, takeCreatedMemfd,
+} from '@cptrst/core';
+import { FileKindHandler, OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
+import { FileImage } from './file';
+import { objectOf } from './pipe';
+
+const { SYS, O, F, SEEK } = linux;
+
+/** A memfd's record, under each FILE of it (core's MemfdFields). */
+@objectType(ObjectType.MEMFD, 'memfd', { parents: [ObjectType.FILE] })
+export class MemfdImage extends MemfdFields {}
+/** A data run of a memfd, under its carrier FILE. */
+@objectType(ObjectType.MEMFD_DATA, 'memfd-data', { parents: [ObjectType.FILE] })
+export class MemfdDataImage extends MemfdDataFields {}
+const FILE_MEMFD: MemfdLayouts = { memfd: MemfdImage, data: MemfdDataImage };
+/** What F_SETFL sets on memfd_create's description. */
+const SETFL_FLAGS = O.APPEND | O.NONBLOCK | O.NOATIME;
+/** Status flags a memfd's description may carry. */
+const MEMFD_FLAGS = O.ACCMODE | O.APPEND | O.NONBLOCK | O.LARGEFILE | O.NOATIME | O.CLOEXEC;
+
+export class MemfdKind implements FileKindHandler {
+  readonly kind = 'memfd';
+  /** Above the regular kind, which claims every regular file with a path. */
+  readonly priority = 1;
+  readonly records = [MemfdImage, MemfdDataImage];
+
+  claims(f: OpenFile): boolean {
+    return f.stat.isFile() && isMemfd(f.link, f.stat.dev);
+  }
+
+  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+    const odd = f.fdinfo.flags & ~MEMFD_FLAGS;
+    if (odd) refuse(task.pid, objectOf(f), `open flags 0${odd.toString(8)} on a memfd are not supported`);
+    checkMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, objectOf(f));
+  }
+
+  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
+    dumpMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, out, objectOf(f), FILE_MEMFD);
+  }
+
+  open(_ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    const { rec, data } = memfdRecord(task.pid, req.records, req.object, FILE_MEMFD);
+    if (img.flags & ~MEMFD_FLAGS) throw new CptError('EBADIMG', `memfd: open flags 0${img.flags.toString(8)}`, { pid: task.pid, object: req.object });
+    const t = task.tracee!;
+    if (rec.carrier) {
+      const made = createMemfd(task, rec, data, req.above, req.object);
+      registerMemfd(task, rec, { fd: made }, req.object, made);
+    }
+    // memfd_create's own description for the first read-write FILE (it is O_RDWR|O_LARGEFILE), a new one for the others.
+    let fd = (img.flags & O.ACCMODE) === O.RDWR ? takeCreatedMemfd(task, rec.inode, req.above, req.object) : undefined;
+    if (fd !== undefined) t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & SETFL_FLAGS], `F_SETFL for ${req.object}`);
+    else fd = openInTask(task, memfdPath(task, rec.inode, req.object), reopenFlags(img.flags) | O.CLOEXEC, `opening the memfd for ${req.object}`);
+    t.syscallOk(SYS.lseek, [fd, img.pos, SEEK.SET], `lseek of ${req.object} to ${img.pos}`);
+    return fd;
+  }
+}

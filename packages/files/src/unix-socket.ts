@@ -1,0 +1,759 @@
+/**
+ * Unix sockets held by one process: socketpairs (stream, datagram, seqpacket) with the data
+ * queued in both directions, shutdown state and options; a connected socket whose peer has
+ * closed, with what it left queued; sockets not connected, unbound or bound to a name in the
+ * filesystem (absolute, or relative to the working directory) or the abstract namespace (a
+ * filesystem name may have been unlinked); listening sockets with no connection waiting to be
+ * accepted.
+ *
+ * Checkpoint. NETLINK_SOCK_DIAG (one dump of every unix socket, per task) gives each socket's
+ * type, state, name, the socket file of its name, its peer, a listener's waiting connections and
+ * the shutdown state; getsockopt on cptrst's copy of the socket (pidfd_getfd) gives SO_SNDBUF,
+ * SO_RCVBUF, SO_PASSCRED and SO_PEEK_OFF. A socket is identified by its inode, and so is its
+ * peer, so that the two ends of a connection can later live in different processes. What waits
+ * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK from offset
+ * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
+ * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one).
+ * Refused, naming the fd and why: a peer outside the process (or a socket of another process),
+ * a connection made through a listener (its ends have names), connections not yet accepted,
+ * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
+ * datagram socket connected one way, an unlinked name that another file now has, a relative
+ * name that no longer leads to the socket, SO_PASSSEC/SO_PASSPIDFD.
+ *
+ * Restart. The first FILE of a socketpair makes it (socketpair inside the task, both ends moved
+ * above the image's fd numbers); the second finds its end by its inode. A socket whose peer had
+ * closed is one end of a socketpair whose other end sends the queue and is then closed. A socket that is not
+ * connected is made with socket(2) and bound to its name: a stale socket file left at that path
+ * by the checkpointed process is removed first, but only if it is the very file recorded (device
+ * and inode, on the same boot); a name that had been unlinked is bound and unlinked again at once.
+ * A listener then listens with its backlog. Buffer sizes and SO_PASSCRED are set as each socket
+ * is made; at the end of the files restore, when every socket exists, each queue is sent again
+ * by its peer (non-blocking: a short send is an error, never a hang), then the shutdowns are
+ * made (a connected socket's shutdown also marks its peer, as the kernel did) and the peek
+ * offsets set.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
+  describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
+} from '@cptrst/core';
+import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
+import { FileImage } from './file';
+import { objectOf, moveAbove } from './pipe';
+
+const { SYS, O, F, SO, SOCK, S_IF } = linux;
+
+/** A unix socket's own record, under its FILE. */
+@objectType(ObjectType.UNIX_SOCKET, 'unix-socket', { parents: [ObjectType.FILE] })
+export class UnixSocketImage {
+  /** The socket's inode (socket:[N]). */
+  @u64() ino = 0n;
+  /** SOCK_STREAM, SOCK_DGRAM or SOCK_SEQPACKET. */
+  @u32() type = 0;
+  /** TCP_ESTABLISHED (connected), TCP_CLOSE (not connected) or TCP_LISTEN. */
+  @u32() state = 0;
+  /** The bound name as sun_path holds it (a leading NUL: abstract); empty: unbound. */
+  @bytes() name: Buffer = Buffer.alloc(0);
+  /** The socket file of a filesystem name (device, inode), to recognise it at restart. */
+  @u64() nameDev = 0n;
+  @u64() nameIno = 0n;
+  /** The filesystem name was unlinked: bound again, then unlinked. */
+  @bool() nameUnlinked = false;
+  /** The socket file's absolute path (the name may be relative to the working directory). */
+  @str() namePath = '';
+  /** The socket file's permission bits and owner (set again on the file bind makes). */
+  @u32() nameMode = 0;
+  @u32() nameUid = 0;
+  @u32() nameGid = 0;
+  /** Connected, and the peer has closed: its data may still wait here. */
+  @bool() peerClosed = false;
+  /** How it is connected: ROLE. */
+  @u32() role = 0;
+  /** The name it was connected through (a listener's, or a datagram socket's it sends to). */
+  @bytes() via: Buffer = Buffer.alloc(0);
+  /** A listener's connections not accepted yet: their clients' inodes, in backlog order. */
+  @u64s() pending: bigint[] = [];
+  /** The peer's inode (a socketpair's other end); 0: none. */
+  @u64() peer = 0n;
+  /** A listener's backlog. */
+  @u32() backlog = 0;
+  /** RCV_SHUTDOWN | SEND_SHUTDOWN. */
+  @u32() shutdown = 0;
+  /** getsockopt values (SO_SNDBUF and SO_RCVBUF as the kernel reports them: doubled). */
+  @u32() sndbuf = 0;
+  @u32() rcvbuf = 0;
+  @bool() passcred = false;
+  @i32() peekOff = -1;
+}
+
+/** One message (or a stream's bytes) waiting in the socket's receive queue, in order. */
+@objectType(ObjectType.SOCKET_QUEUE, 'socket-queue', { parents: [ObjectType.FILE] })
+export class SocketQueueImage {
+  @bytes() data: Buffer = Buffer.alloc(0);
+  /** The sender's name, for a message on a socket that is not connected (empty: an unbound sender). */
+  @bytes() from: Buffer = Buffer.alloc(0);
+}
+
+/** How a socket is connected (UnixSocketImage.role). */
+export const ROLE = Object.freeze({
+  /** Not connected, a listener, or one end of a socketpair (or of one whose peer closed). */
+  NONE: 0,
+  /** Accepted from a listener: its name is the listener's; its peer is a CLIENT. */
+  ACCEPTED: 1,
+  /** Connected through a listener to an ACCEPTED peer. */
+  CLIENT: 2,
+  /** Connected through a listener that has not accepted the connection yet (the listener's `pending`). */
+  PENDING: 3,
+  /** A datagram socket connected, one way, to the named socket `via`. */
+  DGRAM_TO: 4,
+} as const);
+
+/** The most data queued on one socket that goes into an image. */
+const QUEUE_MAX = 16 * 1024 * 1024;
+const SOCKET_FLAGS = O.ACCMODE | O.NONBLOCK | O.CLOEXEC;
+const TYPES = new Set<number>([SOCK.STREAM, SOCK.DGRAM, SOCK.SEQPACKET]);
+const TYPE_NAMES: Record<number, string> = { [SOCK.STREAM]: 'stream', [SOCK.DGRAM]: 'datagram', [SOCK.SEQPACKET]: 'seqpacket' };
+const SUN_PATH_MAX = 108;
+
+const DIAG = new StateKey<Map<number, linux.UnixDiag>>('files.unixDiag');
+function diagOf(task: CheckpointTask, ino: number): linux.UnixDiag | undefined {
+  return task.state.ensure(DIAG, () => linux.unixDiagDump()).get(ino);
+}
+
+/** What a checkpoint learns about one socket (once). */
+interface SocketState {
+  rec: UnixSocketImage;
+  queue: linux.QueuedMessage[];
+}
+const SOCKETS = new StateKey<Map<number, SocketState>>('files.unixSockets');
+
+const inoOf = (link: string): number => Number(/^socket:\[(\d+)\]$/.exec(link)?.[1] ?? -1);
+
+/** A copy of the task's fd (pidfd_getfd: the same socket), given to `use`, then closed. */
+function withCopy<T>(task: CheckpointTask, fd: number, use: (dup: number) => T): T {
+  const pidfd = linux.pidfdOpen(task.pid);
+  try {
+    const dup = linux.pidfdGetfd(pidfd, fd);
+    try {
+      return use(dup);
+    } finally {
+      fs.closeSync(dup);
+    }
+  } finally {
+    fs.closeSync(pidfd);
+  }
+}
+
+function examine(task: CheckpointTask, f: OpenFile): SocketState {
+  const states = task.state.ensure(SOCKETS, () => new Map<number, SocketState>());
+  const ino = inoOf(f.link);
+  const known = states.get(ino);
+  if (known) return known;
+  const object = objectOf(f);
+  const others = otherHolders(task, { link: f.link });
+  if (others.length) refuse(task.pid, object, `the socket is also open in ${describeHolders(others)}; a socket shared with another process needs the process tree checkpointed with it, which is not supported yet`);
+  const odd = f.fdinfo.flags & ~SOCKET_FLAGS;
+  if (odd) refuse(task.pid, object, `open flags 0${odd.toString(8)} on a socket are not supported`);
+  const d = diagOf(task, ino);
+  if (!d) refuse(task.pid, object, 'not a unix socket (sock_diag does not know it): only unix sockets are supported');
+  const type = TYPE_NAMES[d.type] ? d.type : refuse(task.pid, object, `a unix socket of type ${d.type}`);
+  const rec = new UnixSocketImage();
+  rec.ino = BigInt(ino);
+  rec.type = type;
+  rec.state = d.state;
+  rec.shutdown = d.shutdown;
+  if (d.name && d.name.length) describeName(task, f, d, rec);
+  if (d.state === linux.TCP_LISTEN) {
+    rec.backlog = d.rqlen?.wqueue ?? 0;
+    rec.pending = d.icons.map((e) => BigInt(pendingClient(task, f, e)));
+  } else if (d.state === linux.TCP_ESTABLISHED && !d.peer && listenerOf(task, ino)) {
+    // Connected, and a listener of this process has not accepted the connection yet (sock_diag
+    // shows no peer: the connection's other end has no inode until it is accepted).
+    rec.role = ROLE.PENDING;
+    rec.via = fsName(listenerOf(task, ino)!.name!);
+  } else if (d.peer) {
+    describePeer(task, f, d, rec);
+  } else if (d.state === linux.TCP_ESTABLISHED && type === SOCK.DGRAM) {
+    // A datagram socket shows ESTABLISHED once it connected, and also once another connected to it.
+    const peerName = withCopy(task, f.fd, (dup) => linux.getPeerName(dup));
+    if (peerName === undefined) {
+      rec.state = linux.TCP_CLOSE; // only connected to: itself not connected
+    } else if (peerName.length && d.name && fsName(peerName).equals(fsName(d.name))) {
+      rec.role = ROLE.DGRAM_TO; // connected to itself
+      rec.via = fsName(d.name);
+    } else if (!(d.name && d.name.length)) {
+      rec.peerClosed = true; // connected to a socket that has closed (what it sent may still wait here)
+    } else {
+      refuse(task.pid, object, `a named datagram socket connected to ${peerName.length ? printable(fsName(peerName)) : 'an unnamed socket'} that has closed or is out of reach; not supported yet`);
+    }
+  } else if (d.state === linux.TCP_ESTABLISHED && !(d.name && d.name.length)) {
+    rec.peerClosed = true; // its peer was closed (what it sent may still wait here)
+  } else if (d.state !== linux.TCP_CLOSE) {
+    refuse(task.pid, object, `a unix socket in state ${d.state} without a peer`);
+  }
+  const { queue, opts } = withCopy(task, f.fd, (dup) => {
+    const get = (opt: number, what: string): number => {
+      const v = linux.getSockoptInt(dup, opt);
+      if (v < -1 || (v === -1 && opt !== SO.PEEK_OFF)) refuse(task.pid, object, `getsockopt(${what}) failed (${v})`);
+      return v;
+    };
+    const o = { sndbuf: get(SO.SNDBUF, 'SO_SNDBUF'), rcvbuf: get(SO.RCVBUF, 'SO_RCVBUF'), passcred: get(SO.PASSCRED, 'SO_PASSCRED'), peekOff: get(SO.PEEK_OFF, 'SO_PEEK_OFF') };
+    if (linux.getSockoptInt(dup, SO.PASSSEC) > 0) refuse(task.pid, object, 'SO_PASSSEC is set on the socket; it is not supported yet');
+    if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
+    // What a waiting connection's client sent sits on the side no fd reaches until it is accepted.
+    const unread = rec.role === ROLE.PENDING ? linux.ioctlInt(dup, linux.SIOCOUTQ) : 0;
+    if (unread) refuse(task.pid, object, `${unread} bytes sent on a connection not accepted yet wait in the listener's backlog; not supported yet`);
+    // A stream or seqpacket socket has a queue only once connected (recvmsg answers EINVAL before).
+    const queued = d.state === linux.TCP_ESTABLISHED || (type === SOCK.DGRAM && d.state !== linux.TCP_LISTEN);
+    const q = queued ? linux.peekSocket(dup, type === SOCK.STREAM || (d.shutdown & linux.RCV_SHUTDOWN) !== 0) : [];
+    return { queue: q, opts: o };
+  });
+  rec.sndbuf = opts.sndbuf;
+  rec.rcvbuf = opts.rcvbuf;
+  rec.passcred = opts.passcred > 0;
+  rec.peekOff = opts.peekOff;
+  const inFlight = queue.reduce((n, m) => n + m.fds, 0);
+  if (inFlight) refuse(task.pid, object, `${inFlight} file descriptor(s) are in flight in its queue (SCM_RIGHTS); descriptors in flight are not supported yet`);
+  const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
+  if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
+  if (queue.length && !rec.peer && !rec.peerClosed) {
+    if (rec.role !== ROLE.NONE && rec.role !== ROLE.DGRAM_TO) refuse(task.pid, object, `${queue.length} message(s) wait on a socket connected to a connection not accepted yet`);
+    if (!rec.name.length) refuse(task.pid, object, `${queue.length} message(s) wait on a socket that is neither connected nor named; their sender cannot be restored`);
+    for (const m of queue) {
+      if (m.from.length && !ownNamed(task, m.from)) refuse(task.pid, object, `a message waits from ${printable(m.from)}, which is no socket of this process; its sender cannot be restored`);
+    }
+  }
+  const st: SocketState = { rec, queue };
+  states.set(ino, st);
+  return st;
+}
+
+/** Whether a socket of this process is bound to `name` (as a message's sender shows it). */
+function ownNamed(task: CheckpointTask, name: Buffer): boolean {
+  const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
+  for (const d of all.values()) {
+    if (d.name && fsName(d.name).equals(fsName(name)) && ownHolders(task, { link: `socket:[${d.ino}]` }).length) return true;
+  }
+  return false;
+}
+
+/** The bound name: abstract, or an absolute path (its socket file recorded, or unlinked). */
+function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
+  const object = objectOf(f);
+  const name = d.name!;
+  rec.name = name;
+  if (name[0] === 0) return; // abstract: every byte counts
+  // A filesystem name as the kernel keeps it, with the NUL that ends the path.
+  const end = name.indexOf(0);
+  rec.name = end >= 0 ? name.subarray(0, end) : name;
+  const given = rec.name.toString('latin1');
+  // A relative name was resolved against the working directory of the bind; it is kept when it
+  // still names the socket's file from the task's working directory (restored before the fds).
+  const p = given.startsWith('/') ? given : path.posix.join(linux.readCwd(task.pid), given);
+  rec.namePath = p;
+  const dir = path.posix.dirname(p);
+  let dst: fs.BigIntStats | undefined;
+  try {
+    dst = fs.statSync(dir, { bigint: true });
+  } catch {
+    /* refused below */
+  }
+  if (!dst?.isDirectory()) refuse(task.pid, object, `the directory ${dir} of the socket's name is gone; restart binds the name in it again`);
+  // sock_diag gives the kernel's dev_t (major << 20 | minor).
+  rec.nameDev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : 0n;
+  rec.nameIno = BigInt(d.vfs?.ino ?? 0);
+  let st: fs.BigIntStats | undefined;
+  try {
+    st = fs.lstatSync(p, { bigint: true });
+  } catch {
+    st = undefined;
+  }
+  rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
+  if (st && !rec.nameUnlinked) {
+    rec.nameMode = Number(st.mode) & 0o7777;
+    rec.nameUid = Number(st.uid);
+    rec.nameGid = Number(st.gid);
+  }
+  if (rec.nameUnlinked && !given.startsWith('/')) refuse(task.pid, object, `the socket is bound to the relative path ${JSON.stringify(given)}, which no longer names it from the working directory`);
+  // Bound again and unlinked at restart: that needs the name free, as it was when bound.
+  if (rec.nameUnlinked && st) refuse(task.pid, object, `the socket's name ${p} was unlinked and another file has that name now; restoring it would need that file moved away`);
+}
+
+/** The listening socket of this process whose backlog holds a connection from `client`, if any (sock_diag lists a listener's waiting connections by their clients). */
+function listenerOf(task: CheckpointTask, client: number): linux.UnixDiag | undefined {
+  const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
+  for (const d of all.values()) {
+    if (d.state === linux.TCP_LISTEN && d.icons.includes(client) && ownHolders(task, { link: `socket:[${d.ino}]` }).length) return d;
+  }
+  return undefined;
+}
+
+/** The client of a connection waiting in a listener's backlog: a socket of this process (refused otherwise). */
+function pendingClient(task: CheckpointTask, f: OpenFile, client: number): number {
+  if (!client || !ownHolders(task, { link: `socket:[${client}]` }).length) {
+    refuse(task.pid, objectOf(f), `a connection waiting in the listening socket's backlog comes from ${client ? `socket:[${client}], which this process does not hold` : 'a socket already closed'}; not supported yet`);
+  }
+  return client;
+}
+
+/** A filesystem name without the NUL the kernel keeps after it; an abstract name as it is. */
+function fsName(name: Buffer): Buffer {
+  if (name[0] === 0) return name;
+  const end = name.indexOf(0);
+  return end >= 0 ? name.subarray(0, end) : name;
+}
+
+/**
+ * A connected socket: its peer must be a socket of this process. Connected back to it: a
+ * socketpair (both unnamed) or a connection made through a listener (the accepted end has the
+ * listener's name); or, for a datagram socket, connected one way to a named socket.
+ */
+function describePeer(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
+  const object = objectOf(f);
+  const peerLink = `socket:[${d.peer}]`;
+  rec.peer = BigInt(d.peer!);
+  if (!ownHolders(task, { link: peerLink }).length) {
+    const elsewhere = otherHolders(task, { link: peerLink });
+    refuse(task.pid, object, elsewhere.length
+      ? `it is connected to ${peerLink}, a socket of ${describeHolders(elsewhere)}; a peer outside the process needs the process tree checkpointed with it, which is not supported yet`
+      : `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
+  }
+  const p = diagOf(task, d.peer!);
+  const named = (x: linux.UnixDiag | undefined): boolean => !!x?.name?.length;
+  if (d.peer === d.ino && d.type === SOCK.DGRAM && named(d)) {
+    rec.peer = 0n; // connected to itself
+    rec.role = ROLE.DGRAM_TO;
+    rec.via = fsName(d.name!);
+    return;
+  }
+  if (!p || p.peer !== d.ino) {
+    if (d.type !== SOCK.DGRAM || !named(p)) refuse(task.pid, object, `it is connected to ${peerLink}, which is not connected back to it and has no name; not supported yet`);
+    rec.peer = 0n;
+    rec.role = ROLE.DGRAM_TO;
+    rec.via = fsName(p!.name!);
+    return;
+  }
+  if (named(d) && named(p)) {
+    refuse(task.pid, object, `both ends of its connection (${peerLink}) have names: which one was accepted from a listener cannot be told; not supported yet`);
+  }
+  if (named(d) || named(p)) {
+    if (d.type === SOCK.DGRAM) refuse(task.pid, object, `a datagram socket connected both ways to a named one (${peerLink}); not supported yet`);
+    rec.role = named(d) ? ROLE.ACCEPTED : ROLE.CLIENT;
+    rec.via = fsName((named(d) ? d : p).name!);
+  }
+}
+
+export class UnixSocketKind implements FileKindHandler {
+  readonly kind = 'unix-socket';
+  readonly records = [UnixSocketImage, SocketQueueImage];
+
+  claims(f: OpenFile): boolean {
+    return f.stat.isSocket() && /^socket:\[\d+\]$/.test(f.link);
+  }
+
+  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+    examine(task, f);
+  }
+
+  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
+    const st = examine(task, f);
+    out.write(st.rec);
+    if (st.rec.type === SOCK.STREAM) {
+      if (st.queue.length) {
+        const q = new SocketQueueImage();
+        q.data = Buffer.concat(st.queue.map((m) => m.data));
+        if (q.data.length) out.write(q);
+      }
+    } else {
+      for (const m of st.queue) {
+        const q = new SocketQueueImage();
+        q.data = m.data;
+        if (!st.rec.peer && !st.rec.peerClosed) q.from = fsName(m.from);
+        out.write(q);
+      }
+    }
+  }
+
+  open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    const rec = socketRecord(task, img, req);
+    const table = restoredSockets(task);
+    let s = table.get(rec.ino);
+    if (s) {
+      if (s.rec) throw new CptError('EBADIMG', `unix socket ${rec.ino} is restored twice`, { pid: task.pid, object: req.object });
+      if (s.peer !== rec.peer) throw new CptError('EBADIMG', `unix socket ${rec.ino} is not the peer of ${s.peer}`, { pid: task.pid, object: req.object });
+      if (s.type !== rec.type) throw new CptError('EBADIMG', `unix socket ${rec.ino}: its type differs from its peer's`, { pid: task.pid, object: req.object });
+      s.rec = rec;
+    } else if (rec.role === ROLE.ACCEPTED) {
+      // A stand-in until the end of the files restore, when the connection is made through a listener and accepted.
+      const t = task.tracee!;
+      s = { fd: moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
+      table.set(rec.ino, s);
+    } else if ((rec.peer || rec.peerClosed) && rec.role === ROLE.NONE) {
+      s = makePair(task, rec, req);
+    } else if (rec.role === ROLE.CLIENT) {
+      s = { fd: makeSocket(ctx, task, rec, req), type: rec.type, peer: rec.peer, rec };
+      table.set(rec.ino, s);
+    } else {
+      s = { fd: makeSocket(ctx, task, rec, req), type: rec.type, peer: 0n, rec };
+      table.set(rec.ino, s);
+    }
+    s.queue = req.records.of(SocketQueueImage);
+    s.object = req.object;
+    s.flags = img.flags;
+    setOptions(ctx, task, s.fd, rec, req.object);
+    const t = task.tracee!;
+    const fd = t.syscallOk(SYS.fcntl, [s.fd, F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
+    t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
+    return fd;
+  }
+}
+
+/** A socket made again: its anchor fd (above the image's), and what the end of the files restore still does with it. */
+interface RestoredSocket {
+  fd: bigint;
+  type: number;
+  peer: bigint;
+  /** Its record, once its own FILE is read (a socketpair's second end is made with the first). */
+  rec?: UnixSocketImage;
+  queue?: SocketQueueImage[];
+  object?: string;
+  /** Shutdown bits already in effect (a peer's shutdown marks it too). */
+  shut?: number;
+  /** The other end of a socketpair standing for a peer that had closed: it sends the queue, then goes. */
+  closedPeer?: bigint;
+  /** The FILE's open flags. */
+  flags?: number;
+  /** A PENDING client, connected into its listener's backlog. */
+  connected?: boolean;
+}
+
+const RESTORED = new StateKey<Map<bigint, RestoredSocket>>('files.unixRestored');
+function restoredSockets(task: RestartTask): Map<bigint, RestoredSocket> {
+  return task.state.ensure(RESTORED, () => new Map<bigint, RestoredSocket>());
+}
+
+function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): UnixSocketImage {
+  const bad = (why: string) => new CptError('EBADIMG', `unix socket: ${why}`, { pid: task.pid, object: req.object });
+  const recs = req.records.of(UnixSocketImage);
+  if (recs.length !== 1) throw bad(`${recs.length} socket records for one file (one is needed)`);
+  const r = recs[0];
+  if (img.flags & ~SOCKET_FLAGS || (img.flags & O.ACCMODE) !== O.RDWR) throw bad(`open flags 0${img.flags.toString(8)}`);
+  if (!TYPES.has(r.type)) throw bad(`type ${r.type}`);
+  if (![linux.TCP_ESTABLISHED, linux.TCP_CLOSE, linux.TCP_LISTEN].includes(r.state)) throw bad(`state ${r.state}`);
+  if (!Object.values(ROLE).includes(r.role as 0)) throw bad(`role ${r.role}`);
+  const throughName = r.role === ROLE.PENDING || r.role === ROLE.DGRAM_TO;
+  if ((r.state === linux.TCP_ESTABLISHED) !== (r.peer !== 0n || r.peerClosed || throughName) || (r.peer && (r.peerClosed || throughName))) throw bad('a connected socket without a peer, or a peer without a connection');
+  if ((r.role === ROLE.NONE) !== (r.via.length === 0) || r.via.length > SUN_PATH_MAX) throw bad('the name it is connected through');
+  if ((r.role === ROLE.ACCEPTED || r.role === ROLE.CLIENT) && (!r.peer || r.type === SOCK.DGRAM)) throw bad('a connection through a listener without a peer');
+  if (r.pending.length && r.state !== linux.TCP_LISTEN) throw bad('connections waiting on a socket that does not listen');
+  if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
+  if (r.peer && r.name.length && r.role !== ROLE.ACCEPTED) throw bad('a named socket with a peer');
+  if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
+  if (r.shutdown & ~(linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN)) throw bad(`shutdown bits ${r.shutdown}`);
+  const queue = req.records.of(SocketQueueImage);
+  if (queue.length && !r.peer && !r.peerClosed && !r.name.length) throw bad('messages queued on a socket without a peer or a name');
+  if (r.name.length && r.name[0] !== 0 && (!r.namePath.startsWith('/') || (r.name[0] === 0x2f && r.namePath !== r.name.toString('latin1')))) throw bad('a name without its path');
+  if (queue.reduce((n, q) => n + q.data.length, 0) > QUEUE_MAX) throw bad(`more than ${QUEUE_MAX} bytes queued`);
+  if (r.type === SOCK.STREAM && queue.length > 1) throw bad('a stream\'s bytes in more than one record');
+  return r;
+}
+
+/** socketpair inside the task; both ends above the image's fds; the peer's end waits for its FILE. */
+function makePair(task: RestartTask, rec: UnixSocketImage, req: OpenRequest): RestoredSocket {
+  const t = task.tracee!;
+  const table = restoredSockets(task);
+  if (table.has(rec.peer)) throw new CptError('EBADIMG', `unix socket ${rec.peer} is the peer of two sockets`, { pid: task.pid, object: req.object });
+  const at = t.stage(Buffer.alloc(8));
+  t.syscallOk(linux.syscallNumber('socketpair'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0, at], `socketpair for ${req.object}`);
+  const fds = t.readMemory(at, 8);
+  const mine: RestoredSocket = { fd: moveAbove(task, BigInt(fds.readInt32LE(0)), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
+  const other = moveAbove(task, BigInt(fds.readInt32LE(4)), req.above, 'a socket');
+  table.set(rec.ino, mine);
+  // A closed peer: the other end only sends the queue, and is closed at the end.
+  if (rec.peerClosed) mine.closedPeer = other;
+  else table.set(rec.peer, { fd: other, type: rec.type, peer: rec.ino });
+  return mine;
+}
+
+/** socket(2), bound to its name (a stale socket file of the same inode removed first), listening if it did. */
+function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): bigint {
+  const t = task.tracee!;
+  const fd = moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket');
+  if (rec.name.length) {
+    const fsName = rec.name[0] !== 0;
+    if (fsName && !rec.nameUnlinked) removeStale(ctx, task, rec, req);
+    const addr = Buffer.alloc(2 + rec.name.length);
+    addr.writeUInt16LE(linux.AF_UNIX, 0);
+    rec.name.copy(addr, 2);
+    t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
+    if (fsName && !rec.nameUnlinked) setNameAttributes(ctx, task, rec, req);
+    if (fsName && rec.nameUnlinked) {
+      t.syscallOk(linux.syscallNumber('unlinkat'), [linux.AT_FDCWD, t.stage(Buffer.from(rec.namePath + '\0')), 0], `unlinking the name of ${req.object} again`);
+    }
+  }
+  if (rec.state === linux.TCP_LISTEN) t.syscallOk(linux.syscallNumber('listen'), [fd, rec.backlog], `listen of ${req.object}`);
+  return fd;
+}
+
+const printable = (name: Buffer): string => (name[0] === 0 ? `@${name.subarray(1).toString('latin1')}` : name.toString('latin1'));
+
+/**
+ * The socket file the checkpointed process left at its name (bind made it; the process's death
+ * does not remove it): removed inside the task only if it is the very file recorded, on the same
+ * boot; anything else there makes bind fail with EADDRINUSE.
+ */
+function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+  const t = task.tracee!;
+  const p = rec.namePath;
+  requireCanonicalPath(p, task.pid, req.object);
+  const dir = path.posix.dirname(p);
+  const dirfd = openRecordedFile(t, dir, { flags: O.PATH | O.DIRECTORY, expect: { type: S_IF.DIR }, sameBoot: ctx.sameBoot, object: `${req.object}: the directory of its name` });
+  try {
+    const base = t.stage(Buffer.from(path.posix.basename(p) + '\0'));
+    const fd = t.syscall(SYS.openat, [dirfd, base, O.PATH | O.NOFOLLOW | O.CLOEXEC, 0]);
+    if (fd < 0n) return; // nothing there
+    let same = false;
+    try {
+      const st = fs.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
+      same = ctx.sameBoot && st.isSocket() && st.ino === rec.nameIno && st.dev === rec.nameDev;
+    } finally {
+      t.syscall(SYS.close, [fd]);
+    }
+    if (same) t.syscallOk(linux.syscallNumber('unlinkat'), [dirfd, base, 0], `removing the stale socket file ${p}`);
+  } finally {
+    t.syscall(SYS.close, [dirfd]);
+  }
+}
+
+/**
+ * The socket file bind just made gets the recorded permission bits and owner (through an O_PATH
+ * fd of it, inside the task: the owner only for root's image, or when it is the image owner's).
+ */
+function setNameAttributes(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+  const t = task.tracee!;
+  const p = rec.namePath;
+  requireCanonicalPath(p, task.pid, req.object);
+  const dirfd = openRecordedFile(t, path.posix.dirname(p), { flags: O.PATH | O.DIRECTORY, expect: { type: S_IF.DIR }, sameBoot: ctx.sameBoot, object: `${req.object}: the directory of its name` });
+  try {
+    const fd = t.syscallOk(SYS.openat, [dirfd, t.stage(Buffer.from(path.posix.basename(p) + '\0')), O.PATH | O.NOFOLLOW | O.CLOEXEC, 0], `opening the socket file ${p}`);
+    try {
+      const st = fs.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
+      if (!st.isSocket()) throw new CptError('EEXIST', `${p} is not the socket file bind made`, { pid: task.pid, object: req.object });
+      const mode = Number(st.mode) & 0o7777;
+      if (mode !== rec.nameMode) {
+        t.syscallOk(linux.syscallNumber('fchmodat'), [linux.AT_FDCWD, t.stage(Buffer.from(`/proc/self/fd/${fd}\0`)), rec.nameMode, 0], `chmod of the socket file ${p}`);
+      }
+      if (Number(st.uid) !== rec.nameUid || Number(st.gid) !== rec.nameGid) {
+        if (!ctx.imageTrusted && rec.nameUid !== ctx.imageOwner.uid) {
+          throw new CptError('EPERM', `the socket file ${p} was owned by uid ${rec.nameUid}, but the image belongs to uid ${ctx.imageOwner.uid}`, { pid: task.pid, object: req.object });
+        }
+        t.syscallOk(linux.syscallNumber('fchownat'), [fd, t.stage(Buffer.from('\0')), rec.nameUid, rec.nameGid, linux.AT.EMPTY_PATH], `chown of the socket file ${p}`);
+      }
+    } finally {
+      t.syscall(SYS.close, [fd]);
+    }
+  } finally {
+    t.syscall(SYS.close, [dirfd]);
+  }
+}
+
+/** SO_SNDBUF, SO_RCVBUF (the kernel doubles what it is given), SO_PASSCRED. */
+function setOptions(ctx: RestartContext, task: RestartTask, fd: bigint, rec: UnixSocketImage, object: string): void {
+  const t = task.tracee!;
+  const v = t.stage(Buffer.alloc(8));
+  const get = (opt: number): number => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(4);
+    t.writeMemory(v + 4n, len);
+    t.syscallOk(linux.syscallNumber('getsockopt'), [fd, linux.SOL_SOCKET, opt, v, v + 4n], `getsockopt for ${object}`);
+    return t.readMemory(v, 4).readInt32LE(0);
+  };
+  const set = (opt: number, value: number, what: string): void => {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(value);
+    t.writeMemory(v, b);
+    t.syscallOk(linux.syscallNumber('setsockopt'), [fd, linux.SOL_SOCKET, opt, v, 4], `setsockopt(${what}) for ${object}`);
+  };
+  for (const [opt, force, want, what] of [[SO.SNDBUF, SO.SNDBUFFORCE, rec.sndbuf, 'SO_SNDBUF'], [SO.RCVBUF, SO.RCVBUFFORCE, rec.rcvbuf, 'SO_RCVBUF']] as const) {
+    if (get(opt) === want) continue;
+    set(opt, Math.floor(want / 2), what);
+    // Above net.core.[wr]mem_max only a privileged process got it (the FORCE option), and so may a restore of root's image.
+    if (get(opt) !== want && ctx.imageTrusted) set(force, Math.floor(want / 2), `${what}FORCE`);
+    if (get(opt) !== want) throw new CptError('EPERM', `${what} is ${get(opt)}, not ${want} as at the checkpoint`, { pid: task.pid, object });
+  }
+  if (rec.passcred) set(SO.PASSCRED, 1, 'SO_PASSCRED');
+}
+
+/**
+ * End of the files restore: every socket exists. The connections made through names; returns the
+ * fds the queues still need (every socket's anchor), which the files restore keeps open.
+ */
+export function connectUnixSockets(ctx: RestartContext, task: RestartTask): bigint[] {
+  const table = restoredSockets(task);
+  for (const [ino, s] of table) {
+    if (!s.rec) throw new CptError('EBADIMG', `unix socket ${ino} is the peer of a restored socket, but no FILE of the image is it`, { pid: task.pid, object: `socket:[${ino}]` });
+  }
+  connectThroughNames(ctx, task, table);
+  return [...table.values()].flatMap((s) => (s.closedPeer !== undefined ? [s.fd, s.closedPeer] : [s.fd]));
+}
+
+/**
+ * After the final credentials (a message carries its sender's credentials, which must be the
+ * restored process's own, not those it has while being made): each queue is sent again by the
+ * socket's peer (in order, one send per message, non-blocking), then the shutdowns, then the
+ * peek offsets; then the sockets' temporary fds go.
+ */
+export class SocketQueuesRestore implements RestoreHandler {
+  readonly name = 'files.socket-queues';
+  /** After task.creds.final (900). */
+  readonly order = 950;
+  readonly types: number[] = [];
+  restore(): void {
+    /* no objects of its own */
+  }
+  finish(_ctx: RestartContext, task: RestartTask): void {
+    sendQueues(task);
+  }
+}
+
+function sendQueues(task: RestartTask): void {
+  const t = task.tracee!;
+  const table = restoredSockets(task);
+  if (!table.size) return;
+  // Room for the data in the scratch area, with the address after it.
+  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 256) / 4096) * 4096);
+  let unbound: bigint | undefined;
+  const senderByName = (from: Buffer, type: number, object: string): bigint => {
+    if (!from.length) {
+      unbound ??= t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, type | SOCK.CLOEXEC, 0], 'socket for sending queued messages');
+      return unbound;
+    }
+    const named = [...table.values()].find((x) => x.rec!.name.length && x.rec!.name.equals(from));
+    if (!named) throw new CptError('EBADIMG', `a message queued from ${printable(from)}, which is no socket of the image`, { pid: task.pid, object });
+    return named.fd;
+  };
+  for (const s of table.values()) {
+    const sender = s.closedPeer ?? (s.peer ? table.get(s.peer)?.fd : undefined);
+    for (const q of s.queue ?? []) {
+      const byName = !s.peer && !s.closedPeer;
+      const from = byName ? senderByName(q.from, s.type, s.object!) : sender;
+      const to = byName ? sockaddr(s.rec!.name) : undefined;
+      if (from === undefined) throw new CptError('EBADIMG', 'messages queued on a socket without a peer', { pid: task.pid, object: s.object! });
+      if (s.type !== SOCK.STREAM && q.data.length > room) throw new CptError('EMSGSIZE', `a queued message of ${q.data.length} bytes is larger than cptrst can send in one call (${room})`, { pid: task.pid, object: s.object! });
+      let done = 0;
+      do {
+        const n = Math.min(room, q.data.length - done);
+        const at = t.stage(q.data.subarray(done, done + n), 0);
+        const addr = to ? t.stage(to, Math.ceil((n + 1) / 8) * 8) : 0n;
+        const w = t.syscall(linux.syscallNumber('sendto'), [from, at, n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, addr, to?.length ?? 0]);
+        if (w < 0n || (s.type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
+          throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object: s.object! });
+        }
+        done += Number(w);
+      } while (done < q.data.length);
+    }
+    if (s.closedPeer !== undefined) {
+      t.syscall(SYS.close, [s.closedPeer]); // the peer closes: end of file after the data, as before
+      s.shut = (s.shut ?? 0) | (s.type !== SOCK.DGRAM ? linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN : 0);
+    }
+  }
+  if (unbound !== undefined) t.syscall(SYS.close, [unbound]);
+  for (const s of table.values()) {
+    const want = s.rec!.shutdown & ~(s.shut ?? 0);
+    const how = (want & linux.RCV_SHUTDOWN ? 1 : 0) + (want & linux.SEND_SHUTDOWN ? 2 : 0); // SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2
+    if (!how) continue;
+    t.syscallOk(linux.syscallNumber('shutdown'), [s.fd, how - 1], `shutdown of ${s.object}`);
+    s.shut = (s.shut ?? 0) | want;
+    // A connection-oriented peer is marked the other way round, as the kernel does.
+    const peer = s.peer && s.type !== SOCK.DGRAM ? table.get(s.peer) : undefined;
+    if (peer) peer.shut = (peer.shut ?? 0) | (want & linux.RCV_SHUTDOWN ? linux.SEND_SHUTDOWN : 0) | (want & linux.SEND_SHUTDOWN ? linux.RCV_SHUTDOWN : 0);
+  }
+  for (const s of table.values()) {
+    if (s.rec!.peekOff < 0) continue;
+    const v = Buffer.alloc(4);
+    v.writeInt32LE(s.rec!.peekOff);
+    t.syscallOk(linux.syscallNumber('setsockopt'), [s.fd, linux.SOL_SOCKET, SO.PEEK_OFF, t.stage(v), 4], `setsockopt(SO_PEEK_OFF) for ${s.object}`);
+  }
+  for (const s of table.values()) t.syscall(SYS.close, [s.fd]); // the anchors: the image's fds hold the sockets
+  table.clear();
+}
+
+/** struct sockaddr_un for a name (a filesystem path without its NUL, or an abstract name). */
+function sockaddr(name: Buffer): Buffer {
+  const addr = Buffer.alloc(2 + name.length);
+  addr.writeUInt16LE(linux.AF_UNIX, 0);
+  name.copy(addr, 2);
+  return addr;
+}
+
+/** connect(2) without waiting (a full backlog is an error, never a hang); the description's flags are put back. */
+function connectTo(task: RestartTask, fd: bigint, name: Buffer, object: string): void {
+  const t = task.tracee!;
+  const flags = t.syscallOk(SYS.fcntl, [fd, F.GETFL, 0], `F_GETFL for ${object}`);
+  t.syscallOk(SYS.fcntl, [fd, F.SETFL, Number(flags) | O.NONBLOCK], `F_SETFL for ${object}`);
+  const addr = sockaddr(name);
+  const r = t.syscall(linux.syscallNumber('connect'), [fd, t.stage(addr), addr.length]);
+  t.syscallOk(SYS.fcntl, [fd, F.SETFL, flags], `F_SETFL for ${object}`);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `connecting ${object} to ${printable(name)} failed: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object });
+}
+
+/**
+ * The connections made through names, once every socket exists: each accepted connection through
+ * its listener (the image's, or a stand-in bound to the same name for the moment: the accepted end
+ * takes the listener's name), the accepted socket put in place of its stand-in at every fd of the
+ * image; then the connections waiting in each listener's backlog, in its order; then the datagram
+ * sockets connected one way.
+ */
+function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): void {
+  const t = task.tracee!;
+  const listenerFor = (name: Buffer, type: number) => [...table.values()].find((x) => x.rec!.state === linux.TCP_LISTEN && x.type === type && x.rec!.name.equals(name));
+  for (const c of table.values()) {
+    if (c.rec!.role !== ROLE.CLIENT) continue;
+    const a = table.get(c.peer);
+    const object = c.object!;
+    if (!a || a.rec!.role !== ROLE.ACCEPTED || a.peer !== c.rec!.ino || !a.rec!.via.equals(c.rec!.via) || a.type !== c.type) {
+      throw new CptError('EBADIMG', 'a connection through a listener whose accepted end does not match', { pid: task.pid, object });
+    }
+    let listener = listenerFor(c.rec!.via, c.type)?.fd;
+    let stand: bigint | undefined;
+    if (listener === undefined) {
+      const rec = Object.assign(new UnixSocketImage(), a.rec!, { state: linux.TCP_LISTEN, backlog: 1, role: ROLE.NONE, via: Buffer.alloc(0), peer: 0n });
+      stand = makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 });
+      listener = stand;
+    }
+    connectTo(task, c.fd, c.rec!.via, object);
+    const accepted = t.syscallOk(linux.syscallNumber('accept4'), [listener, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${object}`);
+    if (stand !== undefined) t.syscall(SYS.close, [stand]);
+    replaceSocket(task, a, accepted);
+    setOptions(ctx, task, a.fd, a.rec!, a.object!);
+  }
+  for (const l of table.values()) {
+    for (const ino of l.rec!.pending) {
+      const c = table.get(ino);
+      if (!c?.rec || c.rec.role !== ROLE.PENDING || !c.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: task.pid, object: l.object! });
+      connectTo(task, c.fd, l.rec!.name, c.object!);
+      c.connected = true;
+    }
+  }
+  for (const s of table.values()) {
+    if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
+    if (s.rec!.role === ROLE.DGRAM_TO) connectTo(task, s.fd, s.rec!.via, s.object!);
+  }
+}
+
+/** Puts `real` at every fd of the task that holds the stand-in socket `s`, with the FILE's flags; the stand-in goes. */
+function replaceSocket(task: RestartTask, s: RestoredSocket, real: bigint): void {
+  const t = task.tracee!;
+  const ino = fs.statSync(`/proc/${task.pid}/fd/${s.fd}`, { bigint: true }).ino;
+  const moved = t.syscallOk(SYS.fcntl, [real, F.DUPFD_CLOEXEC, s.fd], `fcntl(F_DUPFD_CLOEXEC) of ${s.object}`);
+  t.syscall(SYS.close, [real]);
+  for (const fd of linux.listFds(task.pid)) {
+    if (BigInt(fd) === s.fd || BigInt(fd) === moved || linux.readFdLink(task.pid, fd) !== `socket:[${ino}]`) continue;
+    const cloexec = (linux.readFdinfo(task.pid, fd).flags & O.CLOEXEC) !== 0;
+    t.syscallOk(SYS.dup3, [moved, fd, cloexec ? O.CLOEXEC : 0], `dup3 of the accepted socket to fd ${fd}`);
+  }
+  t.syscall(SYS.close, [s.fd]);
+  s.fd = moved;
+  t.syscallOk(SYS.fcntl, [moved, F.SETFL, (s.flags ?? 0) & O.NONBLOCK], `F_SETFL for ${s.object}`);
+}

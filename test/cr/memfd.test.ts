@@ -1,0 +1,59 @@
+/**
+ * memfds as fds and as mappings: the memfds workload checks names, contents, holes, seals, modes,
+ * offsets and the sharing between fds and mappings itself after a restart (and fails when
+ * tampered with); a memfd another process holds is refused, naming it.
+ */
+import 'reflect-metadata';
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
+import { loadModule } from '@cptrst/core';
+import {
+  buildWorkloads, checkpointRestart, cptrst, failAfterDump, killStartedWorkloads, parseResult, passLines, procState, startWorkload, trigger,
+  waitResult,
+} from '../support';
+
+const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
+
+describe('memfds', function () {
+  this.timeout(120000);
+  before(async () => {
+    loadModule('@cptrst/cpt-module');
+    await buildWorkloads();
+  });
+  afterEach(() => killStartedWorkloads());
+
+  it('checkpoint, kill, restart: memfds as fds, shared and private mappings, sealed, executable', async () => {
+    const w = await startWorkload('memfds');
+    expect(passLines('memfds')).to.include(await checkpointRestart(w));
+  });
+
+  it('tampered with after the restart, the workload fails', async () => {
+    const w = await startWorkload('memfds', [], { env: { CPT_TAMPER: '1' } });
+    expect(await checkpointRestart(w)).to.match(/^FAIL memfds: /);
+  });
+
+  it('a checkpoint that fails after the contents were read changes nothing', async () => {
+    const w = await startWorkload('memfds');
+    await failAfterDump(w);
+    await trigger(w);
+    expect(passLines('memfds')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('a memfd another process holds is refused, naming that process; the process runs on', async () => {
+    const w = await startWorkload('memfds');
+    const held = fs.openSync(`/proc/${w.pid}/fd/12`, 'r'); // this test process now holds memfd b too
+    try {
+      const img = path.join(w.dir, 'i.cpt');
+      const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, (vma [0-9a-f-]+ /memfd:cpt-b|fd 12 \\(/memfd:cpt-b \\(deleted\\)\\)): the memfd is also open or mapped in process ${process.pid} \\(fd ${held}\\)`));
+      expect(fs.existsSync(img)).to.equal(false);
+      expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    } finally {
+      fs.closeSync(held);
+    }
+    await trigger(w);
+    expect(passLines('memfds')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+});

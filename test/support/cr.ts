@@ -1,0 +1,52 @@
+/** Checkpoint/restart steps the tests of open file kinds share (pipes, sockets, memfds). */
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
+import { CheckpointFlags, CptError, sys_checkpoint } from '@cptrst/core';
+import { cptrst } from './cptrst';
+import { procState } from './processes';
+import { Workload, parseResult, trigger, waitResult } from './workloads';
+
+/** Checkpoint with --kill, restart, trigger: the workload's verdict. */
+export async function checkpointRestart(w: Workload): Promise<string | null> {
+  const img = path.join(w.dir, 'i.cpt');
+  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+  expect(ck.code, ck.stderr).to.equal(0);
+  await w.exited;
+  const rs = await cptrst(['restart', img]);
+  expect(rs.code, rs.stderr).to.equal(0);
+  const st = await procState(w.pid);
+  expect(st?.state).to.match(/^[RS]$/);
+  expect(st?.tracerPid).to.equal(0);
+  await trigger(w);
+  return parseResult(await waitResult(w, 20000)).verdict;
+}
+
+/**
+ * A checkpoint through the API that fails after every handler has dumped (aborted at its last
+ * safe point): the data in flight was read by then, and must all still be in the process.
+ */
+/** (cpt-module must be loaded in this process.) */
+export async function failAfterDump(w: Workload): Promise<void> {
+  const fd = fs.openSync(path.join(w.dir, 'aborted.cpt'), 'w');
+  const ac = new AbortController();
+  let err: unknown;
+  try {
+    await sys_checkpoint(w.pid, fd, CheckpointFlags.RESUME, {
+      signal: ac.signal,
+      onProgress: (e) => {
+        if (e.phase === 'dumped') ac.abort();
+      },
+    });
+  } catch (e) {
+    err = e;
+  } finally {
+    fs.closeSync(fd);
+  }
+  expect(err, 'the checkpoint was not interrupted').to.be.instanceOf(CptError);
+  expect((err as CptError).code).to.equal('EINTR');
+  const st = await procState(w.pid);
+  expect(st?.state).to.match(/^[RS]$/);
+  expect(st?.tracerPid).to.equal(0);
+}
+
