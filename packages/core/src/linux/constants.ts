@@ -320,3 +320,9 @@ export const CAP = Object.freeze({
   CHOWN: 0, DAC_OVERRIDE: 1, KILL: 5, SETGID: 6, SETUID: 7, SETPCAP: 8, NET_ADMIN: 12,
   SYS_PTRACE: 19, SYS_ADMIN: 21, SYS_RESOURCE: 24, CHECKPOINT_RESTORE: 40,
 } as const);
+
+/** PAGEMAP_SCAN page categories (PAGE_IS_*, linux/fs.h). */
+export const PAGE_IS = Object.freeze({
+  WPALLOWED: 1n << 0n, WRITTEN: 1n << 1n, FILE: 1n << 2n, PRESENT: 1n << 3n, SWAPPED: 1n << 4n, PFNZERO: 1n << 5n,
+  HUGE: 1n << 6n, SOFT_DIRTY: 1n << 7n,
+});
