@@ -175,7 +175,8 @@ class Compare {
 /** A field of CRIU's stats file (µs), decoded with its crit. */
 function criuStat(dir: string, file: string, section: string, field: string): number {
   const criu = path.resolve(path.dirname(findCriu()!), '..');
-  const r = spawnSync('python3', ['-m', 'crit', 'decode', '-i', path.join(dir, file)], {
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'; // the system's, which has protobuf
+  const r = spawnSync(python, ['-m', 'crit', 'decode', '-i', path.join(dir, file)], {
     env: { ...process.env, PYTHONPATH: [path.join(criu, 'crit'), path.join(criu, 'lib')].join(':') },
     encoding: 'utf8',
   });
