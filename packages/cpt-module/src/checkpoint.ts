@@ -29,6 +29,14 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   const handlers = ctx.all(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
   const freezer = ctx.one(Tokens.Freezer);
 
+  // Machine facts only (the XSAVE probe runs a helper process): gathered before the freeze, so
+  // that the process is not kept waiting for them.
+  let head;
+  try {
+    head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
+  } catch (e) {
+    throw naming(e, pid);
+  }
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);
   let mode: ReleaseMode = 'run';
@@ -38,7 +46,6 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   try {
     await ctx.checkpointYield();
     for (const task of tree.tasks) for (const h of handlers) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
-    const head = buildImageHead(ctx.container, TOOL_VERSION);
     ctx.head = head;
     writer.writeHead(head);
     // A checkpoint that lets the process run: objects are kept in memory, and private pages are
