@@ -63,7 +63,7 @@ export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHan
  * tested one by one. Each region is put to the kind as the pagemap entry its pages would have
  * (present, swapped, file bits). Null where the kernel has no PAGEMAP_SCAN.
  */
-function scannedRuns(pid: number, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
+export function scannedRuns(pid: number, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
   const PAGE = linux.pageSize();
   const P = linux.PAGE_IS;
   let fd: number;
@@ -98,7 +98,7 @@ function scannedRuns(pid: number, vma: VmaEntry, kind: VmaKindHandler): Array<[n
 }
 
 /** The same from /proc/PID/pagemap, entry by entry. */
-function pagemapRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
+export function pagemapRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
   const PAGE = linux.pageSize();
   const n = Number((vma.end - vma.start) / BigInt(PAGE));
   const runs: Array<[number, number]> = [];
