@@ -4,8 +4,8 @@
  * writes its memory without pause and checks, at every step, what the step one round earlier
  * wrote: the original passes its checks after the checkpoint (nothing of the snapshot reached
  * it), and the process restarted from the image passes them too (every page is of the instant
- * of its registers). The snapshot process is gone when the checkpoint returns and the target has
- * no child. The same with --no-snapshot, and for a process whose copy would be adopted by it (a
+ * of its registers). The snapshot process is gone when the checkpoint returns, the target has
+ * no child, and nothing (not even a zombie) is left in its process group or session. The same with --no-snapshot, and for a process whose copy would be adopted by it (a
  * child subreaper), which is then copied while frozen.
  */
 import { expect } from 'chai';
@@ -38,6 +38,23 @@ function othersRunning(exe: string, except: number): number[] {
   return out;
 }
 
+/** Processes, zombies included, other than `pid` in its process group or session (fields 5 and 6 of /proc/PID/stat). */
+function sharingGroupOf(pid: number): number[] {
+  const ids = (p: string): [number, number] | null => {
+    try {
+      const f = fs.readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+      return [Number(f[2]), Number(f[3])];
+    } catch {
+      return null;
+    }
+  };
+  const [pgrp, sid] = ids(String(pid))!;
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== pid).filter((d) => {
+    const x = ids(d);
+    return x !== null && (x[0] === pgrp || x[1] === sid);
+  }).map(Number);
+}
+
 async function passes(w: Workload): Promise<void> {
   await trigger(w);
   expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w, 60000)).verdict);
@@ -63,6 +80,8 @@ describe('checkpoint with a copy-on-write snapshot', function () {
       else expect(doc.timings).to.not.have.property('snapshot');
       expect(childrenOf(w.pid), 'children of the target').to.deep.equal([]);
       expect(othersRunning(exe, w.pid), 'snapshot processes left').to.deep.equal([]);
+      // Nor a zombie in its process group or session, which would keep its PID in use for a while.
+      expect(sharingGroupOf(w.pid), 'processes in its group or session').to.deep.equal([]);
       // The original carries on: let it write a while longer, then kill it and restart the image.
       await sleep(300);
       process.kill(w.pid, 'SIGKILL');

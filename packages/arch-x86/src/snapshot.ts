@@ -125,10 +125,12 @@ class ForkSnapshot implements MemorySnapshot {
 }
 
 /**
- * The first copy, stopped at its first stop: makes it fork the snapshot and returns it. The
- * caller kills the first copy afterwards, whatever happens. `run` runs a syscall in the first copy.
+ * The first child, stopped at its first stop: makes it fork the snapshot and returns it. The
+ * caller kills the first child afterwards, whatever happens. `runIn(pid, nr, args)` runs a
+ * syscall in the first child or the snapshot (both stopped, both die with cptrst).
  */
-export function forkFromFirstCopy(first: number, run: (nr: number, args: number[]) => bigint, frame: SavedBytes | undefined): MemorySnapshot {
+export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number, args: number[]) => bigint, frame: SavedBytes | undefined): MemorySnapshot {
+  const run = (nr: number, args: number[]): bigint => runIn(first, nr, args);
   if (!waitStop(first)) throw new CptError('ESRCH', 'the first copy died before its first stop', { pid: first, object: 'memory snapshot' });
   ptrace.setOptions(first, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
   const closed = run(linux.SYS.close_range, [0, 0xffffffff, 0]);
@@ -139,6 +141,11 @@ export function forkFromFirstCopy(first: number, run: (nr: number, args: number[
   // Born traced, with EXITKILL (inherited), and stopped before it runs anything.
   if (!waitStop(pid)) throw new CptError('ESRCH', 'the snapshot died before its first stop', { pid, object: 'memory snapshot' });
   try {
+    // Out of the target's session and process group: signals to the group or from its terminal
+    // miss it, and once dead it does not keep the target's PID in use as a group or session ID
+    // until init reaps it (a restart of the target with its PID would wait for that).
+    const sid = runIn(pid, linux.SYS.setsid, []);
+    if (sid !== BigInt(pid)) throw new CptError(linux.errnoName(Number(-sid)), 'setsid in the snapshot failed', { pid, object: 'memory snapshot' });
     return new ForkSnapshot(pid, frame);
   } catch (e) {
     killAndReap(pid);

@@ -256,11 +256,18 @@ export class X86Tracee implements Tracee {
     const frame = this.stackFrameHeld ? { at: this.stackFrameHeld.at, saved: Buffer.from(this.stackFrameHeld.saved) } : undefined;
     let snap: MemorySnapshot | undefined;
     try {
-      let copy: X86Tracee | undefined; // made at its first stop (it reads the registers)
+      // Tracees of the first child and the snapshot, made at their first stop (they read the
+      // registers); both have the scratch area's `syscall` at the same address.
+      const copies = new Map<number, X86Tracee>();
+      const runIn = (pid: number, nr: number, a: number[]): bigint => {
+        let c = copies.get(pid);
+        if (!c) copies.set(pid, (c = new X86Tracee(pid, pid, { diesWithTracer: true, syscallInsn: s.addr })));
+        return c.syscall(nr, a);
+      };
       try {
-        snap = forkFromFirstCopy(firstPid, (nr, a) => (copy ??= new X86Tracee(firstPid, firstPid, { diesWithTracer: true, syscallInsn: s.addr })).syscall(nr, a), frame);
+        snap = forkFromFirstCopy(firstPid, runIn, frame);
       } finally {
-        copy?.forget();
+        for (const c of copies.values()) c.forget();
       }
     } catch (e) {
       log(`no snapshot: ${e instanceof Error ? e.message : String(e)}`);
