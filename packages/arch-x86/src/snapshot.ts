@@ -107,7 +107,8 @@ class ForkSnapshot implements MemorySnapshot {
   private readonly mem: linux.ProcMem;
   private closed = false;
   constructor(readonly pid: number, private readonly frame: SavedBytes | undefined) {
-    this.mem = new ProcMem(pid, { readOnly: true });
+    // Not process_vm_readv: its pins would make the kernel copy every shared page (memory.ts).
+    this.mem = new ProcMem(pid, { readOnly: true, memFileOnly: true });
   }
 
   readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void {
