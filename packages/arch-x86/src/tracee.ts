@@ -275,10 +275,10 @@ export class X86Tracee implements Tracee {
       linux.killAndReap(firstPid);
     }
     // The stub's wait4, from its entry to its exit stop.
-    const at = ptrace.getRegs(this.tid).rip;
-    if (at !== stubAt + 2n) throw new CptError('EIO', `after clone3 the process stands at 0x${at.toString(16)}, not in the snapshot code`, { pid: this.pid, object: 'memory snapshot' });
-    const wait4 = linux.syscallNumber('wait4');
     try {
+      const at = ptrace.getRegs(this.tid).rip;
+      if (at !== stubAt + 2n) throw new CptError('EIO', `after clone3 the process stands at 0x${at.toString(16)}, not in the snapshot code`, { pid: this.pid, object: 'memory snapshot' });
+      const wait4 = linux.syscallNumber('wait4');
       this.stepToSyscallStop(wait4);
       this.stepToSyscallStop(wait4);
       const reaped = BigInt.asIntN(64, ptrace.getRegs(this.tid).rax);
