@@ -38,7 +38,8 @@ int main(int argc, char **argv) {
   size_t mib = argc > 1 ? strtoul(argv[1], 0, 10) : 64, n = mib << 20, words = 4096 / 8;
   const char *trigger = argc > 2 ? argv[2] : "/nonexistent";
   long timeout = argc > 3 ? strtol(argv[3], 0, 10) : 600;
-  uint64_t *p = mmap(0, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  /* 0 MiB: an idle process with only its own few pages */
+  uint64_t *p = n ? mmap(0, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : 0;
   if (p == MAP_FAILED) return 2;
   long threads = argc > 4 ? strtol(argv[4], 0, 10) : 0;
   for (long t = 0; t < threads; t++) {

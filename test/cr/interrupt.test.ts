@@ -4,6 +4,9 @@
  * process with 1 GiB of memory (the `survive` workload, which checks its registers at every
  * system call, and its mask, alternate stack and memory at the end); afterwards the process
  * runs, untraced, with its mask and its mappings, and finally passes its own checks.
+ * A checkpoint that lets the process run takes a copy-on-write snapshot and writes the pages from
+ * it after the release: the moments cover that too, and no copy of the process (nor a child of
+ * it) is left.
  * Multi-threaded processes are killed-at-moments the same way (calls run inside every thread, each
  * over a signal frame on its own stack): every thread runs on, untraced, and passes its checks.
  * `cptrst restart` is killed or interrupted the same way: nothing it made is left behind, none
@@ -42,6 +45,18 @@ function childrenOf(pid: number): number[] {
     /* gone */
   }
   return out;
+}
+
+/** Live processes other than `pid` that run its executable (a snapshot's copies; zombies have no exe link). */
+function copiesOf(pid: number): number[] {
+  const exe = fs.readlinkSync(`/proc/${pid}/exe`);
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== pid).filter((d) => {
+    try {
+      return fs.readlinkSync(`/proc/${d}/exe`) === exe;
+    } catch {
+      return false;
+    }
+  }).map(Number);
 }
 
 /** Whether the CLI has a file of `dir` open (the image it writes or reads): its handlers are in place then. */
@@ -137,11 +152,27 @@ async function expectUnharmed(w: Workload, sigBlk: string, maps: string[], what:
   }
   expect(st, `${what}: the process is gone`).to.not.equal(null);
   expect(st!.tracer, `${what}: still traced`).to.equal(0);
+  // Let go by a dead cptrst, it first finishes the call it was in (and, in the snapshot's clone
+  // code, waits for its first child to die of EXITKILL and reaps it), then returns to its frozen
+  // state through rt_sigreturn: on a loaded machine that takes a moment.
   await sleep(30);
   st = status(w.pid);
+  for (let i = 0; i < 300 && st !== null && st.sigBlk !== sigBlk; i++) {
+    await sleep(10);
+    st = status(w.pid);
+  }
   expect(st, `${what}: the process died`).to.not.equal(null);
   expect(st!.state, `${what}: state`).to.match(/^[RS]$/);
   expect(st!.sigBlk, `${what}: blocked mask`).to.equal(sigBlk);
+  // The copy-on-write snapshot's processes: the target has no child, and no copy of it runs on
+  // (EXITKILL ends them; init reaps the last one, which is no longer the target's).
+  expect(childrenOf(w.pid), `${what}: children of the process`).to.deep.equal([]);
+  let copies = copiesOf(w.pid);
+  for (let i = 0; i < 200 && copies.length; i++) {
+    await sleep(10);
+    copies = copiesOf(w.pid);
+  }
+  expect(copies, `${what}: copies of the process left`).to.deep.equal([]);
   const now = fs.readFileSync(`/proc/${w.pid}/maps`, 'utf8').trim().split('\n');
   const missing = maps.filter((l) => !now.includes(l));
   expect(missing, `${what}: mappings lost`).to.deep.equal([]);
@@ -197,6 +228,29 @@ describe('cptrst killed or interrupted', function () {
       expect(passLines('survive')).to.include(parseResult(await waitResult(w, 60000)).verdict);
     });
   }
+
+  it('checkpoint with a copy-on-write snapshot: SIGKILL every few ms through the frozen window and the snapshot leaves no copy and no child', async () => {
+    const w = await startWorkload('survive', ['256'], { readyTimeoutMs: 60000 });
+    const sigBlk = status(w.pid)!.sigBlk;
+    const maps = fs.readFileSync(`/proc/${w.pid}/maps`, 'utf8').trim().split('\n');
+    let extra: string[] = [];
+    let killed = 0;
+    for (let d = 0; d <= 240; d += 6) {
+      const img = path.join(w.dir, `img-${d}`);
+      const run = await runAndSignal(['checkpoint', String(w.pid), '-o', img], w.dir, 'SIGKILL', d);
+      const what = `SIGKILL ${d} ms`;
+      if (run.signal === 'SIGKILL') killed++;
+      else expect(run.code, `${what}: ${run.stderr}`).to.equal(0);
+      for (const f of fs.readdirSync(w.dir).filter((n) => n.includes(`img-${d}`))) fs.rmSync(path.join(w.dir, f), { force: true });
+      const added = await expectUnharmed(w, sigBlk, maps, what);
+      for (const l of added) expect(l, `${what}: new mapping`).to.match(/^[0-9a-f]+-[0-9a-f]+ rwxp 00000000 00:00 0\s*$/);
+      if (run.signal !== 'SIGKILL') expect(added, `${what}: new mappings`).to.deep.equal(extra);
+      extra = added;
+    }
+    expect(killed, 'the kills all came too late').to.be.greaterThan(0);
+    await trigger(w);
+    expect(passLines('survive')).to.include(parseResult(await waitResult(w, 60000)).verdict);
+  });
 
   for (const name of ['threadchurn', 'pthreads']) {
   it(`checkpoint of a multi-threaded process (${name}): SIGKILL at any moment leaves every thread running, untraced`, async () => {

@@ -53,6 +53,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'fifos', kind: 'c', source: 'fifos.c', checks: 'FIFOs opened for reading, writing and both: data in flight, flags, capacity, the same inode as the name, a write-only one read later by name, an unlinked one' },
   { name: 'memfds', kind: 'c', source: 'memfds.c', checks: 'memfds as fds and mappings (shared, private, mapping only): names, sizes, contents with holes, modes, seals, offsets, one inode behind fds and mappings, writes seen through the mapping' },
   { name: 'sockets', kind: 'c', source: 'sockets.c', checks: 'unix sockets: stream, datagram and seqpacket socketpairs with queued data both ways (boundaries, credentials), shutdown, SO_PASSCRED/SNDBUF/PEEK_OFF, a listener by path, an abstract name, an unlinked name, an unbound socket' },
+  { name: 'cowwrite', kind: 'c', source: 'cowwrite.c', checks: 'writes its private and shared memory without pause, each step checking what the step one round earlier wrote: the image holds one instant (a checkpoint that lets it run while a copy-on-write snapshot is written)' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

@@ -31,10 +31,11 @@
  * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither.
  */
 import './syscalls';
-import { ArchRegs, CptError, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
+import { ArchRegs, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
 import { UserRegs, asUserRegs, x86ptrace } from './regs-codec';
 import { resumeRegs, syscallState } from './syscall-restart';
 import { buildSigframe, sigframeBytes } from './sigframe';
+import { STUB_WAIT4_AT, firstCopyArgs, forkFromFirstCopy, overlaySaved, snapshotCloneStub } from './snapshot';
 
 const { waitpid, SYS, PROT, MAP, SIG, ERRNO, errnoName } = linux;
 const ptrace = x86ptrace;
@@ -231,14 +232,77 @@ export class X86Tracee implements Tracee {
 
   /** Where the stack frame covers what was read, the task's own bytes are shown instead. */
   private showSaved(addr: bigint, buf: Buffer, offset: number, length: number): void {
-    const f = this.stackFrameHeld;
-    if (!f) return;
-    const lo = addr > f.at ? addr : f.at;
-    const fEnd = f.at + BigInt(f.saved.length);
-    const end = addr + BigInt(length);
-    const hi = end < fEnd ? end : fEnd;
-    if (lo >= hi) return;
-    f.saved.copy(buf, offset + Number(lo - addr), Number(lo - f.at), Number(hi - f.at));
+    overlaySaved(this.stackFrameHeld, addr, buf, offset, length);
+  }
+
+  /**
+   * A copy-on-write snapshot of the process's memory (snapshot.ts): clone3 on the staged stub,
+   * the first copy forks the snapshot and is killed, then the task reaps it in the stub's wait4
+   * and stands where it stands after any injected call.
+   */
+  snapshotMemory(log: (why: string) => void): MemorySnapshot | undefined {
+    this.alive();
+    if (!this.guarded) {
+      log('only a process that outlives cptrst gets a snapshot');
+      return undefined;
+    }
+    const s = this.scratch();
+    const intAt = this.stage(Buffer.alloc(8), 0);
+    const r = this.syscall(SYS.prctl, [linux.PR.GET_CHILD_SUBREAPER, intAt, 0, 0, 0]);
+    if (r < 0n || this.readMemory(intAt, 4).readInt32LE(0) !== 0) {
+      log('the process is a child subreaper (it would adopt the snapshot process)');
+      return undefined;
+    }
+    const { args, size } = firstCopyArgs();
+    const argsAt = this.stage(args, 0);
+    const stub = snapshotCloneStub(s.addr + STUB_AFTER_CALL);
+    const stubAt = this.stage(stub, s.dataSize - stub.length);
+    const first = this.run(SYS.clone3, [argsAt, size], stubAt, this.callStack());
+    if (first <= 0n) {
+      this.park();
+      log(`clone3 inside the process failed: ${errnoName(Number(-first))}`);
+      return undefined;
+    }
+    // The task stands between the clone and the wait4 that reaps the first copy: every way on
+    // from here (ours, or the kernel's if cptrst dies) reaps it.
+    const firstPid = Number(first);
+    const frame = this.stackFrameHeld ? { at: this.stackFrameHeld.at, saved: Buffer.from(this.stackFrameHeld.saved) } : undefined;
+    let snap: MemorySnapshot | undefined;
+    try {
+      // Tracees of the first child and the snapshot, made at their first stop (they read the
+      // registers); both have the scratch area's `syscall` at the same address.
+      const copies = new Map<number, X86Tracee>();
+      const runIn = (pid: number, nr: number, a: number[]): bigint => {
+        let c = copies.get(pid);
+        if (!c) copies.set(pid, (c = new X86Tracee(pid, pid, { diesWithTracer: true, syscallInsn: s.addr })));
+        return c.syscall(nr, a);
+      };
+      try {
+        snap = forkFromFirstCopy(firstPid, runIn, frame);
+      } finally {
+        for (const c of copies.values()) c.forget();
+      }
+    } catch (e) {
+      log(`no snapshot: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      linux.killAndReap(firstPid);
+    }
+    // The stub's wait4, from its entry to its exit stop.
+    try {
+      const at = ptrace.getRegs(this.tid).rip;
+      if (at !== stubAt + 2n) throw new CptError('EIO', `after clone3 the process stands at 0x${at.toString(16)}, not in the snapshot code`, { pid: this.pid, object: 'memory snapshot' });
+      const wait4 = linux.syscallNumber('wait4');
+      this.stepToSyscallStop(wait4);
+      this.stepToSyscallStop(wait4);
+      const reaped = BigInt.asIntN(64, ptrace.getRegs(this.tid).rax);
+      if (reaped !== first) throw new CptError('EIO', `the process's wait4 for the first copy (${firstPid}) returned ${reaped}`, { pid: this.pid, object: 'memory snapshot' });
+      if (ptrace.getRegs(this.tid).rip !== stubAt + BigInt(STUB_WAIT4_AT) + 2n) throw new CptError('EIO', 'the wait4 ran elsewhere', { pid: this.pid, object: 'memory snapshot' });
+    } catch (e) {
+      snap?.close();
+      throw e;
+    }
+    this.park();
+    return snap;
   }
 
   reservedRanges(): Array<{ start: bigint; end: bigint }> {

@@ -8,7 +8,7 @@ import { DependencyContainer } from 'tsyringe';
 import { bootId } from './linux/machine';
 import { CptError } from './errors';
 import { Token, resolveAll, resolveOne } from './tokens';
-import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, layoutOf } from './image';
+import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadSource, layoutOf } from './image';
 
 export interface Logger {
   debug(msg: string): void;
@@ -136,6 +136,39 @@ export class CheckpointContext extends OperationContext {
     const tag = this.writer.writeWithPages(obj, pages, { ptag });
     this.objects.add(tag, typeOf(obj), ptag);
     return tag;
+  }
+
+  /**
+   * Whether page payloads may be read after the process is let go (from a copy-on-write snapshot,
+   * with writeWithPagesLater): the flow decides, before the dump.
+   */
+  get deferPages(): boolean {
+    return this.writer.deferring;
+  }
+
+  /** Writes one object whose payload of `bytes` is read by `fill` after the process is let go (only while deferPages). */
+  writeWithPagesLater(obj: object, bytes: number, fill: PayloadSource, ptag: number): number {
+    const tag = this.writer.writeWithPagesLater(obj, bytes, fill, { ptag });
+    this.objects.add(tag, typeOf(obj), ptag);
+    return tag;
+  }
+
+  private readonly cleanups: Array<() => void> = [];
+
+  /** Runs `fn` when the checkpoint ends, whether it succeeded or not (e.g. to end a snapshot's process). */
+  atEnd(fn: () => void): void {
+    this.cleanups.push(fn);
+  }
+
+  /** The flow's last step: every atEnd() function, last registered first. Never throws. */
+  runAtEnd(): void {
+    while (this.cleanups.length) {
+      try {
+        this.cleanups.pop()!();
+      } catch (e) {
+        this.log.warn(`cleanup failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
   }
 }
 

@@ -45,6 +45,12 @@ export const CheckpointFlags = {
   KILL: 1 << 0,
   /** Leave it stopped (SIGSTOP) and untraced. */
   LEAVE_STOPPED: 1 << 1,
+  /**
+   * No copy-on-write snapshot: the process stays frozen until its pages are written. By default a
+   * checkpoint that leaves the process running takes a snapshot of its private memory and lets
+   * it run while the pages are written from the snapshot.
+   */
+  NO_SNAPSHOT: 1 << 2,
 } as const;
 
 /** Flags of sys_restart. */
@@ -114,6 +120,27 @@ export interface Tracee {
   forget(): void;
   /** True once let go or dead. */
   readonly released: boolean;
+  /**
+   * Optional: a copy-on-write copy of the process's memory as it is now, held by a process that
+   * never runs (see MemorySnapshot). Undefined when the process cannot be copied that way (the
+   * caller then copies its memory while it is frozen); the reason goes to `log`.
+   */
+  snapshotMemory?(log: (why: string) => void): MemorySnapshot | undefined;
+}
+
+/**
+ * The private memory of a frozen process as it was when the snapshot was taken: a copy made by
+ * fork (copy-on-write), which never runs code, dies with cptrst and is reaped by close(). Only
+ * private mappings are snapshotted: shared mappings are the same memory in the copy, and areas
+ * marked MADV_DONTFORK / MADV_WIPEONFORK are absent or empty in it.
+ */
+export interface MemorySnapshot {
+  /** The copy's pid (its /proc/PID/pagemap describes the snapshot). */
+  readonly pid: number;
+  /** Reads exactly `length` bytes of the snapshot at `addr` into `buf` at `offset` (throws if any cannot be read). */
+  readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void;
+  /** Kills and reaps the copy. Never throws. */
+  close(): void;
 }
 
 export interface TraceeOptions {

@@ -378,3 +378,72 @@ describe('image: writer checks', () => {
     expect(ObjectType.FILE_DATA).to.equal(43);
   });
 });
+
+describe('image: deferred writes (a checkpoint that lets the process run before its pages are written)', () => {
+  /** The sample image, with each map's pages either given now or filled later by `fill`. */
+  async function sample(defer: boolean, onFill: (n: number) => void = () => undefined): Promise<{ buf: Buffer; sinkBeforeFlush: number; tags: number[] }> {
+    const sink = new MemorySink();
+    const w = new ImageWriter(sink);
+    const tags: number[] = [];
+    w.writeHead(sampleHead());
+    if (defer) w.deferWrites();
+    let fills = 0;
+    for (const pid of [100, 101]) {
+      const p = w.write(sampleProc(pid));
+      tags.push(p);
+      const n = w.write(make(TestNote, { text: `note of ${pid}` }), { ptag: p });
+      tags.push(w.write(make(TestNote, { text: 'reply' }), { ptag: n }));
+      const map = make(TestMap, { start: 0x400000n, end: 0x400000n + 8192n, name: `map-${pid}` });
+      if (defer) {
+        tags.push(w.writeWithPagesLater(map, 8192, (buf) => {
+          onFill(++fills);
+          samplePages(2, 4096, pid).copy(buf);
+        }, { ptag: p }));
+      } else {
+        tags.push(w.writeWithPages(map, samplePages(2, 4096, pid), { ptag: p }));
+      }
+    }
+    tags.push(w.write(make(TestNote, { text: 'last' })));
+    w.writeTerminator();
+    const sinkBeforeFlush = sink.length;
+    await w.flushDeferred();
+    return { buf: sink.toBuffer(), sinkBeforeFlush, tags };
+  }
+
+  it('gives the same bytes and tags as writing at once; nothing reaches the sink and no payload is read before flushDeferred', async () => {
+    let filled = 0;
+    const now = await sample(false);
+    const later = await sample(true, (n) => (filled = n));
+    expect(later.tags).to.deep.equal(now.tags);
+    expect(later.buf.equals(now.buf)).to.equal(true);
+    expect(filled).to.equal(2);
+    expect(later.sinkBeforeFlush, 'bytes written before flushDeferred (the preamble and head only)').to.be.lessThan(now.buf.length);
+    const { records } = readAll(later.buf);
+    expect((records.find((r) => r.name === 'TEST_MAP')!.pages ?? Buffer.alloc(0)).equals(samplePages(2, 4096, 100))).to.equal(true);
+  });
+
+  it('a payload filled differently later is what the image holds (and its checksum is computed then)', async () => {
+    const sink = new MemorySink();
+    const w = new ImageWriter(sink);
+    w.writeHead(sampleHead());
+    w.deferWrites();
+    const p = w.write(sampleProc(100));
+    let value = 1;
+    w.writeWithPagesLater(make(TestMap, { start: 0x400000n, end: 0x401000n, name: 'm' }), 4096, (buf) => buf.fill(value), { ptag: p });
+    w.writeTerminator();
+    value = 7; // changed after the object was "written": the fill runs at flush time
+    await w.flushDeferred();
+    const { records } = readAll(sink.toBuffer());
+    expect(records[1].pages![0]).to.equal(7);
+  });
+
+  it('refuses writeWithPagesLater without deferWrites, and payloads that are not whole pages', () => {
+    const w = new ImageWriter(new MemorySink());
+    w.writeHead(sampleHead());
+    const p = w.write(sampleProc(100));
+    const map = make(TestMap, { start: 0n, end: 4096n, name: 'm' });
+    expect(() => w.writeWithPagesLater(map, 4096, () => undefined, { ptag: p })).to.throw(CptError, /deferWrites/);
+    w.deferWrites();
+    expect(() => w.writeWithPagesLater(map, 100, () => undefined, { ptag: p })).to.throw(CptError, /multiple of the page size/);
+  });
+});

@@ -29,15 +29,28 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   const handlers = ctx.all(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
   const freezer = ctx.one(Tokens.Freezer);
 
+  // Machine facts only (the XSAVE probe runs a helper process): gathered before the freeze, so
+  // that the process is not kept waiting for them.
+  let head;
+  try {
+    head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
+  } catch (e) {
+    throw naming(e, pid);
+  }
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);
   let mode: ReleaseMode = 'run';
+  // Released before the pages are written (a copy-on-write snapshot holds them): the frozen window ends there.
+  let releasedEarly = false;
+  let frozenMs = 0;
   try {
     await ctx.checkpointYield();
     for (const task of tree.tasks) for (const h of handlers) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
-    const head = buildImageHead(ctx.container, TOOL_VERSION);
     ctx.head = head;
     writer.writeHead(head);
+    // A checkpoint that lets the process run: objects are kept in memory, and private pages are
+    // read from a snapshot after the release (the stream comes out as from a frozen dump).
+    if (!(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT))) writer.deferWrites();
     for (const task of tree.tasks) {
       for (const h of handlers) {
         await ctx.checkpointYield();
@@ -47,18 +60,38 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     }
     await ctx.checkpointYield();
     writer.writeTerminator();
+    if (writer.deferring) {
+      // Everything but the snapshotted pages is recorded: the process runs on from here.
+      freezer.release(ctx, tree, 'run');
+      releasedEarly = true;
+      frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      let sinceYield = 0;
+      await ctx.timed('write pages', () => writer.flushDeferred(async (bytes) => {
+        ctx.progress({ phase: 'pages', pid, bytes });
+        sinceYield += bytes;
+        if (sinceYield >= 32 * 1024 * 1024) {
+          sinceYield = 0;
+          await ctx.checkpointYield();
+        }
+      }));
+      ctx.runAtEnd();
+    }
     ctx.timed('sync', () => syncIfFile(fd));
     // The last chance to back out: after this the image is complete and the process is let go as asked.
     await ctx.checkpointYield();
     if (options.commitImage) ctx.timed('commit', () => options.commitImage!());
     mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
   } catch (e) {
-    freezer.release(ctx, tree, 'run');
+    if (!releasedEarly) freezer.release(ctx, tree, 'run');
+    ctx.runAtEnd();
     if (startOffset !== undefined) truncateTo(fd, startOffset);
     throw naming(e, pid);
   }
-  freezer.release(ctx, tree, mode);
-  const frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  ctx.runAtEnd();
+  if (!releasedEarly) {
+    freezer.release(ctx, tree, mode);
+    frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  }
   ctx.progress({ phase: 'done', pid, bytes: writer.offset });
   return { pid, tasks: tree.tasks.length, bytes: writer.offset, frozenMs, timings: ctx.timings };
 }

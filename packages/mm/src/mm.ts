@@ -24,7 +24,7 @@ import {
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
-import { dumpPages, restorePages, storedRuns } from './pages';
+import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 
@@ -205,13 +205,14 @@ export class MmDump implements DumpHandler {
     mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
     mm.vdso = vdsoPieces(task.pid);
     ctx.write(mm, task.tag);
+    const snap = takeSnapshot(ctx, task);
 
     for (const { v, kind, img } of areas) {
       const runs = kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
       kind.dumpRecords?.(ctx, task, v, img, kindRecordWriter(ctx, kind, vmaTag));
-      await dumpPages(ctx, task, v, runs, vmaTag);
+      await dumpPages(ctx, task, v, runs, vmaTag, snap && snapshotHolds(v) ? snap : undefined);
     }
   }
 }

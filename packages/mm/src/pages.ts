@@ -9,8 +9,9 @@
  * of it (into the image, or into the new process); the memory copies themselves go through
  * process_vm_readv/writev (linux/memory.ts).
  */
+import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
+  CheckpointContext, CheckpointTask, CptError, MemorySnapshot, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
   objectType, u32, u64,
 } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma } from './vma';
@@ -53,6 +54,51 @@ export class PagesImage {
 /** Runs [first page index, count) of the pages of `vma` that `kind` stores. */
 export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
   if (vma.rss === 0 && vma.swap === 0) return []; // nothing resident: skip the pagemap read
+  return scannedRuns(task.pid, vma, kind) ?? pagemapRuns(task, vma, kind);
+}
+
+/**
+ * The same through PAGEMAP_SCAN (Linux 6.7): the kernel returns regions of pages that share
+ * their categories, so a fully touched GiB is one region instead of 262144 entries read and
+ * tested one by one. Each region is put to the kind as the pagemap entry its pages would have
+ * (present, swapped, file bits). Null where the kernel has no PAGEMAP_SCAN.
+ */
+export function scannedRuns(pid: number, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
+  const PAGE = linux.pageSize();
+  const P = linux.PAGE_IS;
+  let fd: number;
+  try {
+    fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  } catch {
+    return null; // the entry-by-entry path reports the error
+  }
+  let regions: linux.PageRegion[] | null;
+  try {
+    regions = linux.pagemapScan(fd, vma.start, vma.end, P.PRESENT | P.SWAPPED, P.PRESENT | P.SWAPPED | P.FILE);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (!regions) return null;
+  const runs: Array<[number, number]> = [];
+  for (const r of regions) {
+    const entry = (r.categories & P.PRESENT ? PM_PRESENT : 0n) | (r.categories & P.SWAPPED ? PM_SWAPPED : 0n) | (r.categories & P.FILE ? PM_FILE_OR_SHARED : 0n);
+    if (!kind.storesPage(entry)) continue;
+    let first = Number((r.start - vma.start) / BigInt(PAGE));
+    let count = Number((r.end - r.start) / BigInt(PAGE));
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === first && last[1] < CHUNK_PAGES) {
+      const add = Math.min(count, CHUNK_PAGES - last[1]);
+      last[1] += add;
+      first += add;
+      count -= add;
+    }
+    for (; count > 0; first += CHUNK_PAGES, count -= CHUNK_PAGES) runs.push([first, Math.min(CHUNK_PAGES, count)]);
+  }
+  return runs;
+}
+
+/** The same from /proc/PID/pagemap, entry by entry. */
+export function pagemapRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
   const PAGE = linux.pageSize();
   const n = Number((vma.end - vma.start) / BigInt(PAGE));
   const runs: Array<[number, number]> = [];
@@ -77,6 +123,26 @@ export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHan
   return runs;
 }
 
+/**
+ * Whether an area's pages can come from a copy-on-write snapshot: private memory that fork
+ * copies. Shared mappings are the same memory in the copy, MADV_DONTFORK areas (VmFlags `dc`)
+ * are absent from it and MADV_WIPEONFORK areas (`wf`) empty: those are read while frozen.
+ */
+export function snapshotHolds(vma: VmaEntry): boolean {
+  return !vma.shared && !vma.vmFlags.includes('dc') && !vma.vmFlags.includes('wf');
+}
+
+/**
+ * The task's snapshot, taken now (the task is frozen) when the flow defers pages and the task
+ * can be copied; it ends with the checkpoint. Undefined otherwise: pages are then read while frozen.
+ */
+export function takeSnapshot(ctx: CheckpointContext, task: CheckpointTask): MemorySnapshot | undefined {
+  if (!ctx.deferPages || !task.tracee.snapshotMemory) return undefined;
+  const snap = ctx.timed('snapshot', () => task.tracee.snapshotMemory!((why) => ctx.log.info(`pid ${task.pid}: no copy-on-write snapshot: ${why}; its pages are copied while it is frozen`)));
+  if (snap) ctx.atEnd(() => snap.close());
+  return snap;
+}
+
 /** One page buffer per checkpoint, reused for every run of pages. */
 const pageBuffers = new WeakMap<CheckpointContext, Buffer>();
 
@@ -93,7 +159,11 @@ function pageBuffer(ctx: CheckpointContext, bytes: number): Buffer {
 const YIELD_BYTES = 32 * 1024 * 1024;
 const sinceYield = new WeakMap<CheckpointContext, number>();
 
-export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number): Promise<void> {
+/**
+ * Writes the PAGES objects of one area: read now from the frozen task, or, given a snapshot,
+ * read from it once the task runs again (the objects are deferred: ctx.writeWithPagesLater).
+ */
+export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number, snap?: MemorySnapshot): Promise<void> {
   const t = task.tracee;
   const PAGE = pageOf(ctx);
   for (const [runFirst, runCount] of runs) for (let done = 0; done < runCount; done += OBJECT_PAGES) {
@@ -103,6 +173,10 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
     img.vaddr = vma.start + BigInt(first * PAGE);
     img.count = count;
     const bytes = count * PAGE;
+    if (snap) {
+      ctx.writeWithPagesLater(img, bytes, (buf) => ctx.timed('read pages', () => snap.readMemoryInto(img.vaddr, buf, 0, bytes)), vmaTag);
+      continue;
+    }
     const data = ctx.timed('read pages', () => {
       const buf = pageBuffer(ctx, bytes);
       t.readMemoryInto(img.vaddr, buf, 0, bytes);

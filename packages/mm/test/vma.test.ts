@@ -11,7 +11,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageWriter, MachineProbe, MemorySink, TaskState, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import {
-  MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, register, storedRuns,
+  MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, pagemapRuns, register, scannedRuns, storedRuns,
 } from '../src';
 import { compile, killStarted, removeTmpDir, startTarget, thrown, tmpDir, unusedTracee } from './support';
 
@@ -242,6 +242,14 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
     // The vDSO's pages are the kernel's: never stored.
     const vdso = vmas.find((v) => v.path === '[vdso]')!;
     expect(storedRuns(task, vdso, kind('vdso'))).to.deep.equal([]);
+
+    // PAGEMAP_SCAN (where the kernel has it) and the entry-by-entry pagemap agree on every area and kind.
+    for (const v of vmas.filter((x) => x.rss > 0 && x.path !== '[vsyscall]')) {
+      for (const k of ['anon', 'file', 'shared-anon']) {
+        const scanned = scannedRuns(t.pid, v, kind(k));
+        if (scanned) expect(scanned, `${v.start.toString(16)} ${v.path} as ${k}`).to.deep.equal(pagemapRuns(task, v, kind(k)));
+      }
+    }
   });
 
   it('storedRuns: a private file mapping stores only the pages the process modified (anonymous copies)', async () => {

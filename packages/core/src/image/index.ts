@@ -22,7 +22,7 @@ export type { ObjectHeader } from './framing';
 export { ImageHead, Terminator } from './head';
 export type { ImageHeadInit } from './head';
 export { ImageWriter } from './writer';
-export type { ImageSink, ImageWriterOptions } from './writer';
+export type { ImageSink, ImageWriterOptions, PayloadSource } from './writer';
 export { ImageReader } from './reader';
 export type { ImageSource, ImageRecord, ImageReaderOptions } from './reader';
 export { fileSink, fileSource, MemorySink, bufferSource } from './io';

@@ -22,6 +22,18 @@ export interface ImageWriterOptions {
   maxObjectBytes?: number;
 }
 
+/** Fills the payload of a deferred object (writeWithPagesLater) when the object is written. */
+export type PayloadSource = (buf: Buffer) => void;
+
+/** An object whose payload is read only when the deferred objects are written out. */
+interface DeferredObject {
+  header: Buffer;
+  body: Buffer;
+  padding: Buffer;
+  bytes: number;
+  fill: PayloadSource;
+}
+
 /** Chunks at least this big bypass the coalescing buffer (no copy). */
 const DIRECT_WRITE = 64 * 1024;
 
@@ -40,6 +52,11 @@ export class ImageWriter {
   private count = 0;
   /** Type of every tag written, to check parents the way the reader will. */
   private readonly tagTypes = new Map<number, number>();
+  /** While deferring: everything since deferWrites(), in stream order, kept in memory. */
+  private queue?: Array<Buffer | DeferredObject>;
+  private queued = 0;
+  /** The payload buffer of deferred objects, reused. */
+  private payloadBuf?: Buffer;
 
   constructor(private readonly sink: ImageSink, opts: ImageWriterOptions = {}) {
     this.buf = Buffer.allocUnsafe(opts.bufferSize ?? 1024 * 1024);
@@ -48,7 +65,73 @@ export class ImageWriter {
 
   /** Bytes written so far (buffered ones included): the stream offset of the next object. */
   get offset(): number {
-    return this.flushed + this.used;
+    return this.flushed + this.used + this.queued;
+  }
+
+  /**
+   * From now on objects are kept in memory instead of going to the sink, and the payloads of
+   * writeWithPagesLater are read only by flushDeferred(): the stream comes out byte for byte as
+   * if every object had been written at once. For a checkpoint that lets the process run before
+   * its pages are written (they come from a copy-on-write snapshot).
+   */
+  deferWrites(): void {
+    this.requireOpen();
+    this.flush();
+    this.queue ??= [];
+  }
+
+  /** Whether objects are being deferred (deferWrites() and no flushDeferred() yet). */
+  get deferring(): boolean {
+    return this.queue !== undefined;
+  }
+
+  /**
+   * Writes a record with a payload of `bytes` (a whole number of pages) that `fill` provides when
+   * the object is finally written, by flushDeferred(); the tag is given now. Only while deferring.
+   */
+  writeWithPagesLater(obj: object, bytes: number, fill: PayloadSource, opts: { ptag?: number } = {}): number {
+    const { type, ptag, flags } = this.check(obj, opts.ptag);
+    if (!this.queue) throw invalid('writeWithPagesLater needs deferWrites() first');
+    if (!Number.isInteger(bytes) || bytes <= 0 || bytes % this.pageSize !== 0) {
+      throw invalid(`${typeName(type)}: payload of ${bytes} bytes is not a multiple of the page size ${this.pageSize}`);
+    }
+    const body = encodeRecord(obj);
+    const { header, padding, tag } = this.frame(type, ContentKind.RECORD_WITH_PAGES, body, bytes, ptag, flags);
+    const d: DeferredObject = { header, body, padding, bytes, fill };
+    this.queue.push(d);
+    this.queued += header.length + body.length + padding.length + bytes;
+    return tag;
+  }
+
+  /**
+   * Writes out everything deferred, in order, reading each deferred payload now; `after(bytes)`
+   * runs after each payload (a safe point for the caller). Then flushes.
+   */
+  async flushDeferred(after?: (bytes: number) => void | Promise<void>): Promise<void> {
+    const q = this.queue;
+    if (!q) return;
+    this.queue = undefined;
+    for (const e of q) {
+      if (Buffer.isBuffer(e)) {
+        this.queued -= e.length;
+        this.append(e);
+        continue;
+      }
+      if (!this.payloadBuf || this.payloadBuf.length < e.bytes) this.payloadBuf = Buffer.allocUnsafe(e.bytes);
+      const payload = this.payloadBuf.subarray(0, e.bytes);
+      e.fill(payload);
+      let crc = crc32(e.body, headerCrc(e.header, 0));
+      crc = crc32(e.padding, crc);
+      crc = crc32(payload, crc);
+      e.header.writeUInt32LE(crc, HeaderOffset.checksum);
+      this.queued -= e.header.length + e.body.length + e.padding.length + e.bytes;
+      this.append(e.header);
+      this.append(e.body);
+      this.append(e.padding);
+      this.append(payload);
+      await after?.(e.bytes);
+    }
+    this.flush();
   }
 
   writeHead(head: ImageHead): void {
@@ -95,7 +178,7 @@ export class ImageWriter {
     const t = new Terminator();
     t.objectCount = this.count;
     this.emit(ObjectType.TERMINATOR, ContentKind.RECORD, encodeRecord(t), [], HEAD_TAG);
-    this.flush();
+    if (!this.queue) this.flush(); // deferred objects go out with flushDeferred()
     this.state = 'closed';
   }
 
@@ -130,13 +213,8 @@ export class ImageWriter {
   }
 
   private emit(type: number, kind: ContentKind, body: Buffer, pages: Buffer[], ptag: number, initialCrc = 0, flags = 0): number {
-    if (this.nextTag > 0xffffffff) throw invalid('more than 2^32-1 objects');
-    const start = this.offset;
-    const bodyEnd = start + OBJ_HEADER_SIZE + body.length;
-    let pad = 0;
     let payload = 0;
     if (kind === ContentKind.RECORD_WITH_PAGES) {
-      pad = alignUp(bodyEnd, this.pageSize) - bodyEnd;
       for (const p of pages) {
         if (!Buffer.isBuffer(p)) throw invalid(`${typeName(type)}: pages must be Buffers`);
         payload += p.length;
@@ -147,15 +225,7 @@ export class ImageWriter {
     } else if (pages.length) {
       throw invalid(`${typeName(type)}: a RECORD object has no pages`);
     }
-    const total = OBJ_HEADER_SIZE + body.length + pad + payload;
-    if (total > this.maxObjectBytes) {
-      throw new CptError('E2BIG', `${typeName(type)} object of ${total} bytes exceeds the ${this.maxObjectBytes}-byte limit; split it`, { object: 'image writer' });
-    }
-    const tag = this.nextTag;
-    const header = encodeHeader({
-      totalLength: BigInt(total), headerLength: OBJ_HEADER_SIZE, type, kind, flags, tag, ptag, bodyLength: body.length, checksum: 0,
-    });
-    const padding = Buffer.alloc(pad);
+    const { header, padding, tag } = this.frame(type, kind, body, payload, ptag, flags);
     let crc = crc32(body, headerCrc(header, initialCrc));
     crc = crc32(padding, crc);
     for (const p of pages) crc = crc32(p, crc);
@@ -165,14 +235,36 @@ export class ImageWriter {
     this.append(body);
     this.append(padding);
     for (const p of pages) this.append(p);
+    return tag;
+  }
+
+  /** The header (checksum 0) and padding of the next object, which takes the next tag. */
+  private frame(type: number, kind: ContentKind, body: Buffer, payload: number, ptag: number, flags: number): { header: Buffer; padding: Buffer; tag: number } {
+    if (this.nextTag > 0xffffffff) throw invalid('more than 2^32-1 objects');
+    const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
+    const pad = kind === ContentKind.RECORD_WITH_PAGES ? alignUp(bodyEnd, this.pageSize) - bodyEnd : 0;
+    const total = OBJ_HEADER_SIZE + body.length + pad + payload;
+    if (total > this.maxObjectBytes) {
+      throw new CptError('E2BIG', `${typeName(type)} object of ${total} bytes exceeds the ${this.maxObjectBytes}-byte limit; split it`, { object: 'image writer' });
+    }
+    const tag = this.nextTag;
+    const header = encodeHeader({
+      totalLength: BigInt(total), headerLength: OBJ_HEADER_SIZE, type, kind, flags, tag, ptag, bodyLength: body.length, checksum: 0,
+    });
     this.nextTag++;
     this.count++;
     this.tagTypes.set(tag, type);
-    return tag;
+    return { header, padding: Buffer.alloc(pad), tag };
   }
 
   private append(b: Buffer): void {
     if (b.length === 0) return;
+    if (this.queue) {
+      // Deferred: kept (copied: callers reuse their buffers) until flushDeferred().
+      this.queue.push(Buffer.from(b));
+      this.queued += b.length;
+      return;
+    }
     if (b.length >= DIRECT_WRITE || b.length > this.buf.length) {
       this.flush();
       this.sinkWrite(b);

@@ -391,3 +391,9 @@ export const PR_TIMER_CREATE_RESTORE_IDS_OFF = 0;
 export const PR_TIMER_CREATE_RESTORE_IDS_ON = 1;
 /** flock(2) operations. */
 export const LOCK = Object.freeze({ SH: 1, EX: 2, NB: 4, UN: 8 } as const);
+
+/** PAGEMAP_SCAN page categories (PAGE_IS_*, linux/fs.h). */
+export const PAGE_IS = Object.freeze({
+  WPALLOWED: 1n << 0n, WRITTEN: 1n << 1n, FILE: 1n << 2n, PRESENT: 1n << 3n, SWAPPED: 1n << 4n, PFNZERO: 1n << 5n,
+  HUGE: 1n << 6n, SOFT_DIRTY: 1n << 7n,
+});

@@ -182,3 +182,61 @@ export function libcRecvmsg(fd: number, data: Buffer, name: Buffer, control: Buf
     flags: Number(msg.msg_flags),
   };
 }
+
+/** One region of PAGEMAP_SCAN's answer: [start, end) with the categories (of the return mask) its pages share. */
+export interface PageRegion {
+  start: bigint;
+  end: bigint;
+  categories: bigint;
+}
+interface PmScanArg {
+  size: bigint; flags: bigint; start: bigint; end: bigint; walk_end: bigint; vec: Buffer; vec_len: bigint; max_pages: bigint;
+  category_inverted: bigint; category_mask: bigint; category_anyof_mask: bigint; return_mask: bigint;
+}
+type PmScanFn = (fd: number, req: number, arg: PmScanArg) => number | bigint;
+let pmScanFn: PmScanFn | undefined;
+/** PAGEMAP_SCAN = _IOWR('f', 16, struct pm_scan_arg): 96-byte argument. */
+const PAGEMAP_SCAN = 0xc0606610;
+const PM_SCAN_ARG_SIZE = 96n;
+const PAGE_REGION_SIZE = 24;
+
+/**
+ * ioctl(PAGEMAP_SCAN) on an open /proc/PID/pagemap (Linux 6.7): the regions of [start, end) whose
+ * pages have any of the categories `anyOf` (PAGE_IS_* bits), with the categories of `returnMask`
+ * each region shares. Null when the kernel has no PAGEMAP_SCAN (ENOTTY, EINVAL); -errno thrown
+ * as a CptError otherwise.
+ */
+export function pagemapScan(fd: number, start: bigint, end: bigint, anyOf: bigint, returnMask: bigint): PageRegion[] | null {
+  if (!pmScanFn) {
+    koffi.struct('cpt_pm_scan_arg', {
+      size: 'uint64_t', flags: 'uint64_t', start: 'uint64_t', end: 'uint64_t', walk_end: 'uint64_t', vec: 'void *', vec_len: 'uint64_t',
+      max_pages: 'uint64_t', category_inverted: 'uint64_t', category_mask: 'uint64_t', category_anyof_mask: 'uint64_t', return_mask: 'uint64_t',
+    });
+    pmScanFn = libc().func('ioctl', 'int', ['int', 'unsigned long', koffi.inout('cpt_pm_scan_arg *')]) as never;
+  }
+  const N = 512;
+  const vec = Buffer.alloc(N * PAGE_REGION_SIZE);
+  const out: PageRegion[] = [];
+  let at = start;
+  while (at < end) {
+    const arg: PmScanArg = {
+      size: PM_SCAN_ARG_SIZE, flags: 0n, start: at, end, walk_end: 0n, vec, vec_len: BigInt(N), max_pages: 0n,
+      category_inverted: 0n, category_mask: 0n, category_anyof_mask: anyOf, return_mask: returnMask,
+    };
+    const r = Number(pmScanFn(fd, PAGEMAP_SCAN, arg));
+    if (r < 0) {
+      const e = koffi.errno();
+      if (e === 4 /* EINTR */) continue;
+      if (e === 25 /* ENOTTY */ || e === 22 /* EINVAL */) return null;
+      throw errnoError(e, 'ioctl(PAGEMAP_SCAN)');
+    }
+    for (let i = 0; i < r; i++) {
+      const o = i * PAGE_REGION_SIZE;
+      out.push({ start: vec.readBigUInt64LE(o), end: vec.readBigUInt64LE(o + 8), categories: vec.readBigUInt64LE(o + 16) });
+    }
+    const walkEnd = BigInt(arg.walk_end);
+    if (walkEnd <= at) break; // no progress: never loop
+    at = walkEnd;
+  }
+  return out;
+}

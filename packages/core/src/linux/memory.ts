@@ -47,11 +47,18 @@ export class ProcMem {
   readonly pid: number;
   readonly writable: boolean;
   private fd: number | undefined;
+  private readonly memFileOnly: boolean;
 
-  /** Opens /proc/PID/mem read-write (read-only when `readOnly`). */
-  constructor(pid: number, opts: { readOnly?: boolean } = {}) {
+  /**
+   * Opens /proc/PID/mem read-write (read-only when `readOnly`). `memFileOnly`: never
+   * process_vm_readv/writev. They pin the pages (FOLL_PIN), and a read-only pin of an anonymous
+   * page shared copy-on-write makes the kernel copy it first (it unshares the page), so reading a
+   * fork's memory that way would duplicate every page; the mem file does not pin.
+   */
+  constructor(pid: number, opts: { readOnly?: boolean; memFileOnly?: boolean } = {}) {
     this.pid = pid;
     this.writable = !opts.readOnly;
+    this.memFileOnly = !!opts.memFileOnly;
     try {
       this.fd = fs.openSync(`/proc/${pid}/mem`, opts.readOnly ? 'r' : 'r+');
     } catch (e) {
@@ -82,7 +89,7 @@ export class ProcMem {
     if (off < 0 || off + len > buf.length) throw new CptError('EINVAL', `ProcMem.readInto: ${off}+${len} outside a buffer of ${buf.length}`, { pid: this.pid });
     this.checkRange(addr, len);
     let done = 0;
-    const fast = len >= FAST_MIN;
+    const fast = len >= FAST_MIN && !this.memFileOnly;
     while (done < len) {
       const at = addr + BigInt(done);
       if (fast) {
@@ -132,7 +139,7 @@ export class ProcMem {
     if (!this.writable) throw new CptError('EBADF', `/proc/${this.pid}/mem was opened read-only`, { pid: this.pid });
     this.checkRange(addr, buf.length);
     let done = 0;
-    const fast = buf.length >= FAST_MIN;
+    const fast = buf.length >= FAST_MIN && !this.memFileOnly;
     while (done < buf.length) {
       const at = addr + BigInt(done);
       if (fast) {

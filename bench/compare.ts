@@ -1,0 +1,233 @@
+/**
+ * cptrst side by side with CRIU, through their command lines, on the same workload (touch.c),
+ * runs of the two alternating so that machine noise hits both alike. Per size (0 = an idle
+ * process with a few pages): the process is checkpointed and left running (cptrst's default, a
+ * copy-on-write snapshot; `criu dump --leave-running`), killed, restarted from the image, and then
+ * checks every word of its memory (anything but PASS fails the benchmark). Figures: the time the
+ * process was frozen (cptrst's --json frozenMs; CRIU's stats-dump frozen_time), checkpoint and
+ * restart wall time of the command (start-up included), image size. Also the start-up of each
+ * command (`--version`) and of `node -e 0`.
+ *
+ * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [sizes in MiB...]
+ *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
+ *   /var/tmp/criu-speed/criu/criu (where ../shared/criu/build.sh --criu puts it); without it only
+ *   cptrst runs. CRIU's stats are decoded with its crit (python3 with protobuf).
+ */
+import { execFileSync, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+const here = path.resolve(__dirname, '..');
+const CLI = path.resolve(here, '..', 'packages', 'cli', 'bin', 'cptrst.js');
+
+interface Options {
+  dir: string;
+  runs: number;
+  sizes: number[];
+  noSnapshot: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { dir: process.env.CPTRST_BENCH_DIR || '/dev/shm', runs: Number(process.env.CPTRST_BENCH_RUNS || 3), sizes: [], noSnapshot: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--dir') o.dir = argv[++i];
+    else if (a === '--runs') o.runs = Number(argv[++i]);
+    else if (a === '--no-snapshot') o.noSnapshot = true;
+    else if (/^\d+$/.test(a)) o.sizes.push(Number(a));
+    else throw new Error(`compare: unknown argument ${a}\nusage: compare.js [--dir DIR] [--runs N] [--no-snapshot] [sizes in MiB...]`);
+  }
+  if (!fs.existsSync(o.dir)) throw new Error(`compare: image directory ${o.dir} does not exist`);
+  if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('compare: --runs needs a positive integer');
+  if (!o.sizes.length) o.sizes = [0, 64, 256, 1024];
+  return o;
+}
+
+const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
+const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
+const readOr = (p: string) => {
+  try {
+    return fs.readFileSync(p, 'utf8');
+  } catch {
+    return '';
+  }
+};
+const alive = (pid: number) => fs.existsSync(`/proc/${pid}`) && !/^State:\s*[ZX]/m.test(readOr(`/proc/${pid}/status`));
+
+function findCriu(): string | undefined {
+  const cands = [process.env.CRIU, ...((process.env.PATH ?? '').split(':').map((d) => path.join(d, 'criu'))), '/var/tmp/criu-4.2/criu/criu', '/var/tmp/criu-speed/criu/criu'];
+  return cands.find((c) => !!c && fs.existsSync(c));
+}
+
+/** Runs a command to its end; its wall time in ms, stdout, and a failure as an Error. */
+async function timedRun(cmd: string, args: string[], what: string): Promise<{ ms: number; stdout: string }> {
+  const t0 = process.hrtime.bigint();
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += String(d)));
+  child.stderr.on('data', (d) => (stderr += String(d)));
+  const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+  const t = ms(t0);
+  if (code !== 0) throw new Error(`${what} failed (${code}): ${stderr.trim()}`);
+  return { ms: t, stdout };
+}
+
+interface Run {
+  frozen: number;
+  checkpoint: number;
+  restart: number;
+  image: number;
+}
+
+type Tool = 'cptrst' | 'criu';
+
+class Compare {
+  private readonly started = new Set<number>();
+  readonly work = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-compare-'));
+  readonly images: string;
+  private readonly bin = path.join(this.work, 'touch');
+
+  constructor(readonly opts: Options, readonly criu: string | undefined) {
+    this.images = fs.mkdtempSync(path.join(opts.dir, 'cptrst-compare-img-'));
+    execFileSync('gcc', ['-O2', '-o', this.bin, path.join(here, 'touch.c')]);
+  }
+
+  async startTouch(mib: number, out: string, trigger: string): Promise<number> {
+    const ofd = fs.openSync(out, 'w');
+    const child = spawn(this.bin, [String(mib), trigger], { stdio: ['ignore', ofd, ofd], detached: true });
+    fs.closeSync(ofd);
+    child.unref();
+    if (child.pid) this.started.add(child.pid);
+    for (let i = 0; i < 6000; i++) {
+      if (readOr(out).includes('READY')) return child.pid!;
+      if (child.exitCode !== null) throw new Error(`workload exited before READY: ${readOr(out).trim()}`);
+      await sleep(10);
+    }
+    throw new Error('workload did not start');
+  }
+
+  async killAndWait(pid: number): Promise<void> {
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 1000 && fs.existsSync(`/proc/${pid}`); i++) await sleep(5);
+  }
+
+  async verdict(pid: number, out: string): Promise<void> {
+    for (let i = 0; i < 6000; i++) {
+      const m = /^(PASS|FAIL|TIMEOUT).*$/m.exec(readOr(out));
+      if (m) {
+        if (m[1] !== 'PASS') throw new Error(`the restored workload (pid ${pid}) reports: ${m[0]}`);
+        for (let j = 0; j < 1000 && alive(pid); j++) await sleep(5);
+        return;
+      }
+      if (!alive(pid)) throw new Error(`the restored workload (pid ${pid}) ended without PASS: ${JSON.stringify(readOr(out))}`);
+      await sleep(10);
+    }
+    throw new Error(`the restored workload (pid ${pid}) gave no verdict`);
+  }
+
+  async run(tool: Tool, mib: number, n: number): Promise<Run> {
+    const tag = `${tool}-${mib}-${n}`;
+    const out = path.join(this.work, `out-${tag}`);
+    const trigger = path.join(this.work, `go-${tag}`);
+    const pid = await this.startTouch(mib, out, trigger);
+    let r: Run;
+    if (tool === 'cptrst') {
+      const img = path.join(this.images, `img-${tag}`);
+      const ck = await timedRun(process.execPath, [CLI, 'checkpoint', String(pid), '-o', img, '--json', ...(this.opts.noSnapshot ? ['--no-snapshot'] : [])], 'cptrst checkpoint');
+      const doc = JSON.parse(ck.stdout) as { frozenMs: number };
+      const image = fs.statSync(img).size;
+      await this.killAndWait(pid);
+      const rs = await timedRun(process.execPath, [CLI, 'restart', img], 'cptrst restart');
+      fs.rmSync(img);
+      r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image };
+    } else {
+      const dir = path.join(this.images, `criu-${tag}`);
+      fs.mkdirSync(dir);
+      const ck = await timedRun(this.criu!, ['dump', '-t', String(pid), '-D', dir, '--leave-running', '-o', 'dump.log', '-v1'], 'criu dump');
+      const frozen = criuStat(dir, 'stats-dump', 'dump', 'frozen_time') / 1000;
+      const image = fs.readdirSync(dir).filter((f) => f.endsWith('.img')).reduce((a, f) => a + fs.statSync(path.join(dir, f)).size, 0);
+      await this.killAndWait(pid);
+      const rs = await timedRun(this.criu!, ['restore', '-D', dir, '-d', '-o', 'restore.log', '-v1'], 'criu restore');
+      fs.rmSync(dir, { recursive: true, force: true });
+      r = { frozen, checkpoint: ck.ms, restart: rs.ms, image };
+    }
+    fs.writeFileSync(trigger, '');
+    await this.verdict(pid, out);
+    this.started.delete(pid);
+    return r;
+  }
+
+  cleanup(): void {
+    for (const pid of this.started) {
+      try {
+        if (alive(pid)) process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+    fs.rmSync(this.images, { recursive: true, force: true });
+    fs.rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
+/** A field of CRIU's stats file (µs), decoded with its crit. */
+function criuStat(dir: string, file: string, section: string, field: string): number {
+  const criu = path.resolve(path.dirname(findCriu()!), '..');
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3'; // the system's, which has protobuf
+  const r = spawnSync(python, ['-m', 'crit', 'decode', '-i', path.join(dir, file)], {
+    env: { ...process.env, PYTHONPATH: [path.join(criu, 'crit'), path.join(criu, 'lib')].join(':') },
+    encoding: 'utf8',
+  });
+  if (r.status !== 0) return NaN;
+  const doc = JSON.parse(r.stdout) as { entries: Array<Record<string, Record<string, number>>> };
+  return Number(doc.entries[0]?.[section]?.[field] ?? NaN);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+
+/** Median wall time (ms) of a command run `n` times. */
+async function startup(cmd: string, args: string[], n: number): Promise<number> {
+  const t: number[] = [];
+  for (let i = 0; i < n; i++) t.push((await timedRun(cmd, args, `${cmd} ${args.join(' ')}`)).ms);
+  return median(t);
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  const criu = findCriu();
+  const c = new Compare(opts, criu);
+  const tools: Tool[] = criu ? ['cptrst', 'criu'] : ['cptrst'];
+  console.log(`images in ${opts.dir}; ${opts.runs} run(s) per size and tool, alternating, medians; cptrst ${opts.noSnapshot ? 'with --no-snapshot' : 'with its copy-on-write snapshot'}; CRIU: ${criu ?? 'not found'}`);
+  const n = Math.max(5, opts.runs);
+  const nodeMs = await startup(process.execPath, ['-e', '0'], n);
+  const cptMs = await startup(process.execPath, [CLI, '--version'], n);
+  const criuMs = criu ? await startup(criu, ['--version'], n) : NaN;
+  console.log(`start-up: node -e 0 ${nodeMs.toFixed(0)} ms; cptrst --version ${cptMs.toFixed(0)} ms; criu --version ${criu ? criuMs.toFixed(0) + ' ms' : '-'}`);
+  const rows = ['| touched | frozen cptrst / CRIU | checkpoint wall | restart wall | image (MiB) |', '|---|---|---|---|---|'];
+  const fmt = (a: number, b: number) => (criu ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
+  try {
+    for (const mib of opts.sizes) {
+      const runs: Record<Tool, Run[]> = { cptrst: [], criu: [] };
+      for (let k = 0; k < opts.runs; k++) {
+        for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
+      }
+      const m = (t: Tool, key: keyof Run) => median(runs[t].map((r) => r[key]));
+      const label = mib === 0 ? 'idle' : `${mib} MiB`;
+      const img = criu ? `${(m('cptrst', 'image') / 1048576).toFixed(1)} / ${(m('criu', 'image') / 1048576).toFixed(1)}` : (m('cptrst', 'image') / 1048576).toFixed(1);
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} | ${img} |`);
+      console.error(rows[rows.length - 1]);
+    }
+  } catch (e) {
+    c.cleanup();
+    throw e;
+  }
+  c.cleanup();
+  console.log(rows.join('\n'));
+}
+
+main().catch((e) => {
+  console.error(`COMPARISON FAILED: ${e instanceof Error ? e.stack ?? e.message : String(e)}`);
+  process.exit(1);
+});
