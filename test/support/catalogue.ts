@@ -39,6 +39,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'eventfd', kind: 'c', source: 'eventfd.c', checks: 'eventfd counters and flags (semaphore, non-blocking, close-on-exec, a shared description, a counter above 2^32) for the example plugin examples/plugin-eventfd' },
   { name: 'threadchurn', kind: 'c', source: 'threadchurn.c', cflags: ['-pthread'], checks: 'threads made and ended all the time, four workers with their own names and masks on a mutex, a condition variable waiter: all carry on, untraced, after a refused checkpoint' },
   { name: 'threads.py', kind: 'python', source: 'threads.py', checks: 'python3 with N threads (default 100) on a condition variable: each alive and still woken, its name, thread-local value and comm its own, none traced' },
+  { name: 'tree', kind: 'c', source: 'tree.c', checks: 'a tree of three levels: pids, parents, groups (one led by a sibling, one whose leader is gone), sessions, zombies (exit code, signal), a stopped child, a file description shared by all, copy-on-write memory: each member checks itself, the parents reap and check' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

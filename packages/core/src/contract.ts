@@ -158,6 +158,11 @@ export interface CheckpointTask {
   tag: number;
   /** Per-task data of the subsystems, by typed key (StateKey). */
   readonly state: TaskState;
+  /**
+   * An exited child not yet reaped by its parent: it has no tracee to run anything in (every call
+   * on `tracee` fails), and only the dump handlers that declare `zombies` see it.
+   */
+  readonly zombie?: boolean;
 }
 
 /** A task being restarted. The tracee exists once the TASK object's handler created it. */
@@ -173,6 +178,11 @@ export interface RestartTask {
   resumeRegs?: ArchRegs;
   /** Per-task data of the subsystems, by typed key (StateKey). */
   readonly state: TaskState;
+  /**
+   * Made again as a zombie (it exited with its recorded status when its TASK object was read):
+   * no other object of it may follow, and it has no finish hooks and no release.
+   */
+  zombie?: boolean;
 }
 
 /**
@@ -182,6 +192,8 @@ export interface RestartTask {
 export interface DumpHandler {
   readonly name: string;
   readonly order: number;
+  /** Also runs for a zombie task (CheckpointTask.zombie), which has nothing but its identity. */
+  readonly zombies?: boolean;
   /** Refuses, before anything is written, what this subsystem cannot checkpoint faithfully. */
   check?(ctx: CheckpointContext, task: CheckpointTask): void;
   /** May return a promise (a long dump awaits ctx.checkpointYield() now and then). */

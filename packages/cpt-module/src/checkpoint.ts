@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, ImageWriter,
+  CheckpointContext, CheckpointFlags, CheckpointTask, CheckpointResult, CptError, ImageWriter,
   OperationOptions, ReleaseMode, Tokens, asCptError, buildImageHead, fileSink, linux,
 } from '@cptrst/core';
 import { DependencyContainer } from 'tsyringe';
@@ -34,12 +34,14 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   let mode: ReleaseMode = 'run';
   try {
     await ctx.checkpointYield();
-    for (const task of tree.tasks) for (const h of handlers) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
+    // A zombie has only its identity: the handlers that do not declare `zombies` skip it.
+    const handlersOf = (task: CheckpointTask) => (task.zombie ? handlers.filter((h) => h.zombies) : handlers);
+    for (const task of tree.tasks) for (const h of handlersOf(task)) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
     const head = buildImageHead(ctx.container, TOOL_VERSION);
     ctx.head = head;
     writer.writeHead(head);
     for (const task of tree.tasks) {
-      for (const h of handlers) {
+      for (const h of handlersOf(task)) {
         await ctx.checkpointYield();
         await ctx.timed(h.name, () => h.dump(ctx, task));
       }

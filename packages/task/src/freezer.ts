@@ -1,7 +1,7 @@
 /**
  * Freezing for checkpoint: every thread of the process seized and stopped (PTRACE_SEIZE, then
- * PTRACE_INTERRUPT, until /proc/PID/task is stable). What this version cannot checkpoint
- * (children, a tracer of its own) is refused before anything is touched, and checked again once
+ * PTRACE_INTERRUPT, until /proc/PID/task is stable), for each process of the tree (tree.ts). What
+ * this version cannot checkpoint (a tracer of its own) is refused before anything is touched, and checked again once
  * the process is stopped; a process that still has more than one thread once all of them are
  * stopped is refused then, naming the threads.
  * A failed freeze lets go of what it seized; release never throws.
@@ -11,6 +11,7 @@ import {
 } from '@cptrst/core';
 
 import { Tracee, archOf, releaseTracee } from '@cptrst/core';
+import { freezeTree } from './tree';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT } = linux;
 
@@ -26,8 +27,17 @@ function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode): void 
 }
 
 export class PtraceFreezer implements Freezer {
+  /** The process and all its descendants (tree.ts walks the tree, one process at a time through freezeProcess). */
   freeze(ctx: CheckpointContext, pid: number): FrozenTree {
-    return ctx.timed('freeze', () => {
+    return ctx.timed('freeze', () => freezeTree(ctx, pid, {
+      one: (p) => this.freezeProcess(ctx, p),
+      letGo: (tasks) => this.release(ctx, { root: pid, tasks }, 'run'),
+    }));
+  }
+
+  /** One process: every thread seized and stopped; let go again if it is refused. */
+  private freezeProcess(ctx: CheckpointContext, pid: number): CheckpointTask {
+    {
       this.refuseUnsupported(pid);
       const status = linux.readStatus(pid);
       const wasStopped = status.state.startsWith('T');
@@ -38,14 +48,14 @@ export class PtraceFreezer implements Freezer {
         const tracee = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid);
         tracee.interceptedSignals.push(...group.intercepted);
         task = { pid, tid: pid, tracee, tag: 0, state: new TaskState([[WAS_STOPPED, wasStopped]]) };
-        this.refuseUnsupported(pid); // a child may have appeared before the stop
+        this.refuseUnsupported(pid); // it may have changed before the stop
         const others = group.stoppedThreads().filter((t) => t !== pid);
         if (others.length) {
           const named = others.slice(0, MAX_NAMED).join(',') + (others.length > MAX_NAMED ? ` and ${others.length - MAX_NAMED} more` : '');
           refuse(pid, `threads ${named}`, `the process has ${others.length + 1} threads; multi-threaded processes are not supported yet`);
         }
         ctx.progress({ phase: 'frozen', pid });
-        return { root: pid, tasks: [task] };
+        return task;
       } catch (e) {
         // The main thread first, while the others are still stopped: its release may run
         // injected calls (queueing the signals taken off it); then every other thread.
@@ -58,7 +68,7 @@ export class PtraceFreezer implements Freezer {
         }
         throw e;
       }
-    });
+    }
   }
 
   release(ctx: CheckpointContext, tree: FrozenTree, mode: ReleaseMode): void {
@@ -89,8 +99,6 @@ export class PtraceFreezer implements Freezer {
     if (status.tracerPid !== 0 && status.tracerPid !== process.pid) {
       throw new CptError('EBUSY', `it is already traced by pid ${status.tracerPid}`, { pid, object: 'ptrace' });
     }
-    const children = linux.listChildren(pid);
-    if (children.length) refuse(pid, `children ${children.join(',')}`, 'the process has child processes; process trees are not supported yet');
     for (const ancestor of ancestorsOf(process.pid)) {
       if (ancestor === pid) refuse(pid, 'process', 'it is an ancestor of cptrst itself');
     }

@@ -12,6 +12,7 @@ import { MiscDump, MiscRestore } from './misc';
 import { RlimitsDump, RlimitsRestore } from './rlimits';
 import { SignalsDump, SignalsRestore } from './signals';
 import { TaskProbe } from './probe';
+import { TreeDump } from './tree';
 
 export * from './freezer';
 export * from './create';
@@ -21,11 +22,12 @@ export * from './misc';
 export * from './deferred';
 export * from './rlimits';
 export * from './signals';
+export * from './tree';
 
 export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new RlimitsDump(), new SignalsDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new RlimitsDump(), new SignalsDump(), new TreeDump()]) provide(c, Tokens.DumpHandler, h);
   for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new RlimitsRestore(), new SignalsRestore(), new CredsFinal()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }
