@@ -59,7 +59,7 @@ export class CloneProcessCreator implements ProcessCreator {
  * runs; EXITKILL kills it and the child it makes with us.
  */
 function startHelper(ctx: RestartContext): { helper: Tracee; seized: linux.SeizedHelper } {
-  const seized = linux.spawnSeizedHelper(PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK, 'the helper process');
+  const seized = linux.spawnSeizedHelper(PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE, 'the helper process');
   try {
     return { helper: ctx.one(Tokens.TraceeFactory).fromStopped(seized.pid, seized.pid, { diesWithTracer: true }), seized };
   } catch (e) {
