@@ -40,6 +40,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'threadchurn', kind: 'c', source: 'threadchurn.c', cflags: ['-pthread'], checks: 'threads made and ended all the time, four workers with their own names and masks on a mutex, a condition variable waiter: all carry on, untraced, after a refused checkpoint' },
   { name: 'threads.py', kind: 'python', source: 'threads.py', checks: 'python3 with N threads (default 100) on a condition variable: each alive and still woken, its name, thread-local value and comm its own, none traced' },
   { name: 'tree', kind: 'c', source: 'tree.c', checks: 'a tree of three levels: pids, parents, groups (one led by a sibling, one whose leader is gone), sessions, zombies (exit code, signal), a stopped child, a file description shared by all, copy-on-write memory: each member checks itself, the parents reap and check' },
+  { name: 'treeshare', kind: 'c', source: 'treeshare.c', checks: 'a parent and a child sharing what a tree checkpoint refuses (vfork, CLONE_VM/FILES/FS, shared anonymous memory, a tracer in the tree, a pid namespace): the sharing still works after the refusal' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 
@@ -54,6 +55,7 @@ export function workloadSpec(name: string): WorkloadSpec {
 /** The name a workload prints in its PASS/FAIL line for these arguments (after the trigger). */
 export function verdictName(name: string, args: readonly string[] = []): string {
   if (name === 'syscalls') return `syscalls-${args[0] ?? '?'}`;
+  if (name === 'treeshare') return `treeshare-${args[0] ?? '?'}`;
   if (name === 'task' && args.includes('--nobody')) return 'task-nobody';
   if (name === 'task' && args.includes('--as')) return 'task-user';
   return name;

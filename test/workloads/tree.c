@@ -12,8 +12,9 @@
  *   +- D   killed by SIGTERM, not reaped (a zombie)                          [part z]
  *   +- S   stopped by SIGSTOP                                                [part s]
  *
- * parts: letters z g s f (default "zgsf"); f: the shared file description on fd 10 (the child A
- * moves the shared offset after the trigger, the root sees it).
+ * parts: letters z g s f c (default "zgsf"); f: the shared file description on fd 10 (the child A
+ * moves the shared offset after the trigger, the root sees it); c: A1 forks short-lived children
+ * and reaps them without pause (a checkpoint races with its forks and exits).
  *
  * Every member loops stat()ing the trigger; once it exists each checks its pid, parent, group,
  * session and memory (a pattern written by R before the forks, copy-on-write shared, and one of
@@ -33,7 +34,7 @@
 static uint8_t shared_pattern[SHARED_LEN]; /* written by R before any fork */
 static uint8_t *own;
 static char readydir_prefix[4096];
-static int part_z = 1, part_g = 1, part_s = 1, part_f = 1;
+static int part_z = 1, part_g = 1, part_s = 1, part_f = 1, part_c = 0;
 
 struct expect {
     pid_t pid, ppid, pgid, sid;
@@ -102,6 +103,31 @@ static __attribute__((noreturn)) void leaf(const char *name, struct expect e, ui
     _exit(f ? 100 + f : 0);
 }
 
+/* A1 with part c: forks children that exit at once, reaps each with its status, until the trigger. */
+static __attribute__((noreturn)) void churner(const char *name, struct expect e, uint64_t seed)
+{
+    setup_own(seed);
+    mark_ready(name);
+    long rounds = 0;
+    int f = 0;
+    while (!f && !wl_triggered()) {
+        pid_t c = fork();
+        if (c == 0)
+            _exit(rounds % 200);
+        int st = 0;
+        pid_t r;
+        do
+            r = waitpid(c, &st, 0);
+        while (r < 0 && errno == EINTR);
+        if (c < 0 || r != c || !WIFEXITED(st) || WEXITSTATUS(st) != rounds % 200)
+            f = 40;
+        rounds++;
+    }
+    if (!f)
+        f = check_self(&e, seed);
+    _exit(f ? 100 + f : 0);
+}
+
 /* Reaps `pid` and compares its wait status; returns 0 or a failure number. */
 static int reap(pid_t pid, int want_status, int failno)
 {
@@ -156,6 +182,7 @@ int main(int argc, char **argv)
         part_g = strchr(argv[2], 'g') != NULL;
         part_s = strchr(argv[2], 's') != NULL;
         part_f = strchr(argv[2], 'f') != NULL;
+        part_c = strchr(argv[2], 'c') != NULL;
     }
     snprintf(readydir_prefix, sizeof readydir_prefix, "%s", wl_trigger_path);
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -184,6 +211,8 @@ int main(int argc, char **argv)
         setpgid(0, 0);
         pid_t me = getpid();
         pid_t a1 = fork_or_die();
+        if (a1 == 0 && part_c)
+            churner("A1", (struct expect){getpid(), me, me, rsid}, 11);
         if (a1 == 0)
             leaf("A1", (struct expect){getpid(), me, me, rsid}, 11);
         pid_t a2 = -1;
