@@ -359,13 +359,21 @@ function fatalByDefault(sig: number): boolean {
 
 /** Lets a traced task run into its pending fatal signal, and collects its end as its tracer. */
 function runToDeath(pid: number): void {
-  linux.ptrace.cont(pid, 0);
+  contQuietly(pid, 0); // SIGKILL takes it out of its stop by itself
   for (;;) {
     const w = linux.waitpid(pid, WAIT.__WALL);
     if (w.exited !== undefined || w.signaled !== undefined) return;
     const s = w.stopped!;
     // The signal-delivery stop: let the signal act.
-    linux.ptrace.cont(pid, s.event === 0 && !s.syscallStop ? s.sig : 0);
+    contQuietly(pid, s.event === 0 && !s.syscallStop ? s.sig : 0);
+  }
+}
+
+function contQuietly(pid: number, sig: number): void {
+  try {
+    linux.ptrace.cont(pid, sig);
+  } catch (e) {
+    if (!(e instanceof CptError) || e.code !== 'ESRCH') throw e;
   }
 }
 
