@@ -40,6 +40,8 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'threadchurn', kind: 'c', source: 'threadchurn.c', cflags: ['-pthread'], checks: 'threads made and ended all the time, four workers with their own names and masks on a mutex, a condition variable waiter: all carry on, untraced, after a refused checkpoint' },
   { name: 'threads.py', kind: 'python', source: 'threads.py', checks: 'python3 with N threads (default 100) on a condition variable: each alive and still woken, its name, thread-local value and comm its own, none traced' },
   { name: 'tree', kind: 'c', source: 'tree.c', checks: 'a tree of three levels: pids, parents, groups (one led by a sibling, one whose leader is gone), sessions, zombies (exit code, signal), a stopped child, a file description shared by all, copy-on-write memory: each member checks itself, the parents reap and check' },
+  { name: 'tree.sh', kind: 'bash', source: 'tree.sh', checks: 'bash with job control: background jobs in their own process groups, a subshell in a subshell; each member checks its ids and arrays, the parents wait and check statuses' },
+  { name: 'tree.py', kind: 'python', source: 'tree.py', checks: 'python3 forking three levels: a new group, a new session, zombies (exit code, SIGKILL); each member checks its ids, a dict and a live generator, the parents reap and check statuses' },
   { name: 'treeshare', kind: 'c', source: 'treeshare.c', checks: 'a parent and a child sharing what a tree checkpoint refuses (vfork, CLONE_VM/FILES/FS, shared anonymous memory, a tracer in the tree, a pid namespace): the sharing still works after the refusal' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];

@@ -61,9 +61,10 @@ export function freezeTree(ctx: CheckpointContext, root: number, ops: ProcessFre
       } catch (e) {
         // A child that exits while it is being seized is a zombie now (its parent is stopped), or
         // gone (its parent does not wait for children): either way it is no longer a live member.
-        if (parent === undefined || !(e instanceof CptError) || e.code !== 'ESRCH') throw e;
+        // The kernel refuses to attach to a task on its way out (EPERM, which reads as traced by
+        // nobody): it is waited for to become one or the other.
+        if (parent === undefined || !(e instanceof CptError) || !exiting(pid, e)) throw e;
         if (isZombie(pid)) task = zombieTask(pid);
-        else if (linux.processExists(pid)) throw e;
       }
     }
     if (!task) return;
@@ -113,6 +114,23 @@ function listChildren(pid: number): number[] {
   } catch {
     throw new CptError('ESRCH', 'the process exited while the tree was being frozen', { pid });
   }
+}
+
+/** After a failed seize: whether the process is ending (zombie or gone within a second). */
+function exiting(pid: number, e: CptError): boolean {
+  if (e.code !== 'ESRCH' && e.code !== 'EBUSY') return false;
+  for (let i = 0; i < 100; i++) {
+    if (!linux.processExists(pid) || isZombie(pid)) return true;
+    let tracer = -1;
+    try {
+      tracer = linux.readStatus(pid).tracerPid;
+    } catch {
+      return true;
+    }
+    if (e.code === 'EBUSY' && tracer !== 0) return false; // really traced by someone
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+  }
+  return false;
 }
 
 function isZombie(pid: number): boolean {
