@@ -39,7 +39,13 @@ function treeOf(root: number): Member[] {
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     out.push({ pid, state: f[0], ppid: Number(f[1]), pgid: Number(f[2]), sid: Number(f[3]), tracer: Number(/^TracerPid:\s*(\d+)/m.exec(status)?.[1] ?? -1) });
     const children = new Set<number>();
-    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    let tids: string[] = [];
+    try {
+      tids = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {
+      /* it ended meanwhile (a churning child) */
+    }
+    for (const tid of tids) {
       try {
         for (const c of fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (c) children.add(Number(c));
       } catch {
