@@ -37,7 +37,7 @@ export class TaskImage {
   @u32() rseqLen = 0;
   @u32() rseqSig = 0;
   @i32() nice = 0;
-  /** Scheduling policy (SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5) and real-time priority. */
+  /** Scheduling policy (SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5; | SCHED_RESET_ON_FORK) and real-time priority. */
   @u32() policy = 0;
   @u32() rtPriority = 0;
   /** For people reading `cptrst show`: the command line. */
@@ -91,7 +91,8 @@ export class TaskDump implements DumpHandler {
     img.rseqSig = rseq.signature;
     img.cmdline = linux.readCmdline(task.pid).join(' ');
     img.nice = st.nice;
-    img.policy = st.policy;
+    // Asked inside: the policy with SCHED_RESET_ON_FORK, which /proc does not show.
+    img.policy = Number(task.tracee.syscallOk(SYS.sched_getscheduler, [0], 'sched_getscheduler'));
     img.rtPriority = st.rtPriority;
     task.tag = ctx.write(img, ctx.headTag);
   }
@@ -181,7 +182,8 @@ export function bringUpTask(ctx: RestartContext, task: RestartTask): void {
 function restoreScheduling(task: RestartTask, img: TaskImage): void {
   const t = task.tracee!;
   const st = linux.readStat(task.pid);
-  if (img.policy !== st.policy || img.rtPriority !== st.rtPriority) {
+  const policy = Number(t.syscallOk(SYS.sched_getscheduler, [0], 'sched_getscheduler'));
+  if (img.policy !== policy || img.rtPriority !== st.rtPriority) {
     const param = encodeStruct(linux.SchedParam, { priority: img.rtPriority });
     t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param)], `sched_setscheduler(${img.policy}, ${img.rtPriority})`);
   }

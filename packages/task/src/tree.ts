@@ -56,6 +56,7 @@ export function freezeTree(ctx: CheckpointContext, root: number, ops: ProcessFre
     if (parent !== undefined && isZombie(pid)) task = zombieTask(pid);
     else {
       refuseSharedMemoryChildren(pid);
+      refuseStopSignal(pid);
       try {
         task = ops.one(pid);
       } catch (e) {
@@ -131,6 +132,23 @@ function exiting(pid: number, e: CptError): boolean {
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
   }
   return false;
+}
+
+/**
+ * A process stopped by SIGTSTP, SIGTTIN or SIGTTOU: the restart stops it with SIGSTOP (the only
+ * stop that works in any process group and under any handler), and its parent's wait would then
+ * report another signal. Read before the freeze: the task's exit code holds its stop signal.
+ */
+function refuseStopSignal(pid: number): void {
+  let st: linux.ProcStat;
+  try {
+    st = linux.readStat(pid);
+  } catch {
+    return;
+  }
+  if (st.state === 'T' && st.exitCode !== 0 && st.exitCode !== SIG.SIGSTOP) {
+    refuse(pid, 'stop', `the process was stopped by ${linux.signalName(st.exitCode)}; it can only be stopped again by SIGSTOP, which its parent's wait would report instead: not supported`);
+  }
 }
 
 function isZombie(pid: number): boolean {
@@ -254,7 +272,6 @@ export class TreeDump implements DumpHandler {
       if (leaderAt > at) refuse(task.pid, `process group ${st.pgrp}`, `the leader of its process group, ${st.pgrp}, is made after it at restart (it is not its ancestor or an earlier sibling's); not supported`);
     }
     if (task.zombie) return;
-    this.refuseSharedAnon(ctx, tree, task);
     for (const other of tree.tasks) {
       if (other.pid === task.pid || other.zombie) continue;
       if (sameObject(task.pid, other.pid, KCMP.VM)) refuse(task.pid, `memory shared with ${other.pid}`, 'two processes of the tree share one address space (clone with CLONE_VM); not supported');
@@ -265,39 +282,8 @@ export class TreeDump implements DumpHandler {
   dump(): void {
     /* checks only: the tree is in the TASK objects (ppid, pgid, sid) and their order */
   }
-
-  /**
-   * Shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS) inherited across fork is one memory in
-   * several processes; it would come back as separate copies, so it is refused (its shmem inode
-   * is the same in every process that maps it).
-   */
-  private refuseSharedAnon(ctx: CheckpointContext, tree: FrozenTree, task: CheckpointTask): void {
-    const areas = SHARED_ANON.get(ctx) ?? new Map<number, Map<bigint, bigint>>();
-    SHARED_ANON.set(ctx, areas);
-    const of = (pid: number): Map<bigint, bigint> => {
-      let m = areas.get(pid);
-      if (!m) {
-        m = new Map();
-        for (const e of linux.readMaps(pid)) if (e.shared && e.deleted && e.path === '/dev/zero') m.set(e.inode, e.start);
-        areas.set(pid, m);
-      }
-      return m;
-    };
-    const mine = of(task.pid);
-    if (mine.size === 0) return;
-    for (const other of tree.tasks) {
-      if (other.pid === task.pid || other.zombie) continue;
-      for (const [ino, start] of mine) {
-        if (of(other.pid).has(ino)) {
-          refuse(task.pid, `shared anonymous memory at 0x${start.toString(16)}`, `the area is one memory with process ${other.pid} of the tree (MAP_SHARED|MAP_ANONYMOUS inherited across fork); it would come back as two copies: not supported yet`);
-        }
-      }
-    }
-  }
 }
 
-/** Shared anonymous areas of the tree's tasks: shmem inode -> start, by pid (read once per checkpoint). */
-const SHARED_ANON = new WeakMap<CheckpointContext, Map<number, Map<bigint, bigint>>>();
 
 // ---------------------------------------------------------------------------------------------
 // restart

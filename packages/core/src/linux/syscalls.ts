@@ -16,7 +16,7 @@ export type SyscallName =
   'mseal' | 'munmap' | 'openat' | 'openat2' | 'pause' | 'personality' | 'pidfd_getfd' |
   'pidfd_open' | 'pidfd_send_signal' | 'pipe2' | 'prctl' | 'pread64' | 'prlimit64' | 'ptrace' |
   'pwrite64' | 'read' | 'restart_syscall' | 'rseq' | 'rt_sigaction' | 'rt_sigqueueinfo' |
-  'rt_sigreturn' | 'rt_sigtimedwait' | 'rt_tgsigqueueinfo' | 'sched_getaffinity' | 'sched_setaffinity' |
+  'rt_sigreturn' | 'rt_sigtimedwait' | 'rt_tgsigqueueinfo' | 'sched_getaffinity' | 'sched_getscheduler' | 'sched_setaffinity' |
   'sched_setscheduler' | 'setfsgid' | 'setfsuid' | 'setgroups' | 'setitimer' | 'setpgid' |
   'setpriority' | 'setresgid' | 'setresuid' | 'setsid' | 'sigaltstack' | 'tgkill' | 'umask' |
   'uname' | 'utimensat' | 'wait4' | 'write';
