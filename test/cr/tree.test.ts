@@ -221,7 +221,6 @@ describe('process trees', function () {
       ['clone-vm', /^cptrst: EOPNOTSUPP: pid (\d+), child (\d+): the child shares the memory of its parent/],
       ['clone-files', /^cptrst: EOPNOTSUPP: pid (\d+), fd table shared with (\d+): /],
       ['clone-fs', /^cptrst: EOPNOTSUPP: pid (\d+), fs struct shared with (\d+): /],
-      ['shm', /^cptrst: EOPNOTSUPP: pid (\d+), shared anonymous memory at 0x[0-9a-f]+: the area is one memory with process (\d+) /],
       ['traced', /^cptrst: EBUSY: pid (\d+), ptrace: it is already traced by pid (\d+)/],
       ['pidns', /^cptrst: EOPNOTSUPP: pid (\d+), pid namespace pid:\[\d+\]: /],
     ];
@@ -242,6 +241,29 @@ describe('process trees', function () {
         await expectPass(w);
       });
     }
+  });
+
+  it('MAP_SHARED anonymous memory inherited across fork is one memory again after restart (a write by the child is seen by the parent)', async () => {
+    const { w, before } = await startTree('treeshare', ['shm']);
+    const img = path.join(w.dir, 'shm.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
+  it('a child stopped by SIGTSTP is refused (a restored stop is SIGSTOP\'s), the tree runs on', async () => {
+    const { w, before } = await startTree('tree.py');
+    // W1a: in the group of its parent W1, whose parent is in the same session (a group that is
+    // not orphaned: SIGTSTP stops it)
+    const leaf = before.find((m) => m.ppid !== w.pid && m.pid !== w.pid && m.pgid !== m.sid && m.state !== 'Z')!;
+    process.kill(leaf.pid, 'SIGTSTP');
+    for (let i = 0; i < 100 && (await procState(leaf.pid))?.state !== 'T'; i++) await sleep(10);
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'tstp.img')]);
+    expect(ck.code).to.equal(1);
+    expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${leaf.pid}, stop: the process was stopped by SIGTSTP`));
+    for (const m of treeOf(w.pid)) expect(m.tracer).to.equal(0);
+    process.kill(leaf.pid, 'SIGCONT');
+    await expectPass(w);
   });
 
   it('a restart that fails in the middle of the tree leaves no process of it behind', async () => {
