@@ -10,8 +10,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, parseResult, passLines, procState, sleep,
-  startWorkload, trigger, waitGone, waitResult,
+  Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeUserDir, parseResult, passLines, procState,
+  removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 interface Member {
@@ -67,8 +67,16 @@ const shape = (ms: Member[]) => ms.map((m, i) => ({ pid: m.pid, ppid: i === 0 ? 
 /** Every process of every tree a test made, killed by PID at the end (only if it is still one of our workloads). */
 const members = new Set<number>();
 
-async function startTree(name: string, args: string[] = []): Promise<{ w: Workload; before: Member[] }> {
-  const w = await startWorkload(name, args);
+const NOBODY = { uid: 65534, gid: 65534 };
+
+async function startTree(name: string, args: string[] = [], asUser?: { uid: number; gid: number }): Promise<{ w: Workload; before: Member[] }> {
+  let dir: string | undefined;
+  if (asUser) {
+    // the tree writes its own files (ready marks, a data file) there as that user
+    dir = makeUserDir(name);
+    fs.chownSync(dir, asUser.uid, asUser.gid);
+  }
+  const w = await startWorkload(name, args, dir ? { dir, asUser } : {});
   const before = treeOf(w.pid);
   for (const m of before) members.add(m.pid);
   return { w, before };
@@ -264,6 +272,34 @@ describe('process trees', function () {
     for (const m of treeOf(w.pid)) expect(m.tracer).to.equal(0);
     process.kill(leaf.pid, 'SIGCONT');
     await expectPass(w);
+  });
+
+  it('an image of a tree not owned by root: restored with the owner\'s rights (every member nobody\'s); a child asking for root is refused before it is made, leaving nothing', async () => {
+    const { w, before } = await startTree('tree', ['zgsf', '--as', `${NOBODY.uid}:${NOBODY.gid}`], NOBODY);
+    try {
+      const img = path.join(w.dir, 'tree.img');
+      await checkpointKill(w, before, img);
+      fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+      const bad = path.join(w.dir, 'root-child.img');
+      rewriteImage(img, bad, (recs) => {
+        const creds = recs.filter((r) => r.name === 'creds');
+        creds[creds.length - 1].obj.uids = [0, 0, 0, 0];
+      });
+      fs.chownSync(bad, NOBODY.uid, NOBODY.gid);
+      const r = await cptrst(['restart', bad]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(/^cptrst: EPERM: pid \d+, creds: the image belongs to uid 65534, and task \d+ asks for more than its owner has: real uid 0/);
+      for (const m of before) expect(await waitGone(m.pid, 10000), `pid ${m.pid} left behind`).to.equal(true);
+      await restartSame(w, before, img);
+      for (const m of treeOf(w.pid)) {
+        if (m.state === 'Z') continue;
+        const uids = /^Uid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${m.pid}/status`, 'utf8'))![1].split(/\s+/).map(Number);
+        expect(uids, `pid ${m.pid}`).to.deep.equal([65534, 65534, 65534, 65534]);
+      }
+      await expectPass(w);
+    } finally {
+      removeUserDir(w.dir);
+    }
   });
 
   it('a restart that fails in the middle of the tree leaves no process of it behind', async () => {

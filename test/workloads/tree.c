@@ -1,5 +1,6 @@
 /*
- * tree <trigger> [parts]: a process tree of three levels that checks itself.
+ * tree <trigger> [parts [--as UID:GID]]: a process tree of three levels that checks itself (made
+ * after becoming UID:GID, no groups, when asked).
  *
  *   R (the root, session and group leader; a file description at offset 10 on fd 10, shared by all)
  *   +- A   leader of a new process group A
@@ -25,6 +26,7 @@
 #include "common.h"
 #include <fcntl.h>
 #include <signal.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -176,13 +178,20 @@ static void wait_state(pid_t pid, char want)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger> [parts]");
+    wl_init(argc, argv, 1, "<trigger> [parts [--as UID:GID]]");
     if (argc > 2) {
         part_z = strchr(argv[2], 'z') != NULL;
         part_g = strchr(argv[2], 'g') != NULL;
         part_s = strchr(argv[2], 's') != NULL;
         part_f = strchr(argv[2], 'f') != NULL;
         part_c = strchr(argv[2], 'c') != NULL;
+    }
+    unsigned as_uid, as_gid;
+    if (argc > 4 && strcmp(argv[3], "--as") == 0 && sscanf(argv[4], "%u:%u", &as_uid, &as_gid) == 2) {
+        if (setgroups(0, NULL) != 0 || setresgid(as_gid, as_gid, as_gid) != 0 || setresuid(as_uid, as_uid, as_uid) != 0) {
+            printf("FAIL tree: becoming %u:%u: %s\n", as_uid, as_gid, strerror(errno));
+            return 1;
+        }
     }
     snprintf(readydir_prefix, sizeof readydir_prefix, "%s", wl_trigger_path);
     setvbuf(stdout, NULL, _IONBF, 0);
