@@ -6,11 +6,12 @@
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeUserDir, parseResult, passLines, procState,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeUserDir, parseResult, passLines, procState,
   removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
@@ -129,6 +130,16 @@ function rewriteImage(src: string, dst: string, edit: (recs: Array<{ name: strin
     fs.closeSync(ifd);
     fs.closeSync(ofd);
   }
+}
+
+/** Runs the CLI and SIGKILLs it `ms` after it was started; resolves with how it ended. */
+function runAndKill(args: string[], ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  const cli = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: 'ignore' });
+  const timer = setTimeout(() => cli.kill('SIGKILL'), ms);
+  return new Promise((resolve) => cli.once('close', (code, signal) => {
+    clearTimeout(timer);
+    resolve({ code, signal });
+  }));
 }
 
 describe('process trees', function () {
@@ -300,6 +311,40 @@ describe('process trees', function () {
     } finally {
       removeUserDir(w.dir);
     }
+  });
+
+  it('cptrst SIGKILLed at any moment of a tree checkpoint leaves every process of the tree as it was; of a tree restart, none of it', async () => {
+    const { w, before } = await startTree('tree');
+    const delays = [300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1500];
+    let killed = 0;
+    for (const d of delays) {
+      const run = await runAndKill(['checkpoint', String(w.pid), '-o', path.join(w.dir, `k${d}.img`)], d);
+      if (run.signal === 'SIGKILL') killed++;
+      let now: Member[] = [];
+      for (let i = 0; i < 200; i++) {
+        now = treeOf(w.pid);
+        if (now.every((m) => m.tracer === 0) && shape(now).every((m, k) => m.state === shape(before)[k]?.state)) break;
+        await sleep(10);
+      }
+      expect(shape(now), `killed after ${d} ms`).to.deep.equal(shape(before));
+      for (const m of now) expect(m.tracer, `killed after ${d} ms: pid ${m.pid}`).to.equal(0);
+    }
+    expect(killed, 'every kill came too late').to.be.greaterThan(0);
+    const img = path.join(w.dir, 'tree.img');
+    await checkpointKill(w, before, img);
+    let made = 0;
+    for (const d of [150, 300, 450, 600, 800]) {
+      const run = await runAndKill(['restart', img], d);
+      if (run.code === 0) {
+        made++;
+        for (const m of treeOf(w.pid).reverse()) process.kill(m.pid, 'SIGKILL');
+      }
+      // what was made dies with cptrst (PTRACE_O_EXITKILL); init reaps it
+      for (const m of before) expect(await waitGone(m.pid, 15000), `restart killed after ${d} ms: pid ${m.pid} left`).to.equal(true);
+    }
+    expect(made, 'every restart completed before the kill').to.be.lessThan(5);
+    await restartSame(w, before, img);
+    await expectPass(w);
   });
 
   it('a restart that fails in the middle of the tree leaves no process of it behind', async () => {
