@@ -8,7 +8,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask,
-  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32,
+  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32, u32s,
   u64, encodeStruct,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
@@ -48,6 +48,8 @@ export class TaskImage {
   @bool({ since: 4 }) zombie = false;
   /** A zombie's wait status, as its parent's wait() returns it. */
   @i32({ since: 4 }) exitStatus = 0;
+  /** A zombie's ids (it has no credentials object): real, effective, saved, fs uid, then the same gids. */
+  @u32s({ since: 4 }) zombieIds: number[] = [];
 }
 
 /** The TASK object read at restart, until the process is made (and for its later steps). */
@@ -79,6 +81,8 @@ export class TaskDump implements DumpHandler {
     if (task.zombie) {
       img.zombie = true;
       img.exitStatus = task.state.get(ZOMBIE_STATUS) ?? 0;
+      const ids = linux.readStatus(task.pid);
+      img.zombieIds = [...ids.uid, ...ids.gid];
       task.tag = ctx.write(img, ctx.headTag);
       return;
     }
@@ -118,7 +122,9 @@ export class TaskRestore implements RestoreHandler {
     if (img.zombie) {
       // Made now, whoever owns the image: it runs nothing of its own and ends at once.
       if (!parent) throw new CptError('EBADIMG', 'the root task is a zombie', { pid: img.pid, object: 'task' });
+      checkZombieIds(ctx, img);
       bringUpTask(ctx, task);
+      if (img.zombieIds.length) zombieIds(task, img.zombieIds);
       becomeZombieQuietly(task, img.exitStatus, parent);
       return;
     }
@@ -236,6 +242,35 @@ function restoreChildSession(ctx: RestartContext, task: RestartTask, img: TaskIm
     throw new CptError(linux.errnoName(Number(-r)), `cannot join process group ${img.pgid} in session ${img.sid}`, { pid: img.pid, object: `process group ${img.pgid}` });
   }
   joinGroupWithHelper(ctx, task, img.pgid, PID_WAIT_MS);
+}
+
+/** A zombie's ids: 8 of them, or none (an older image); for an image root does not own, the owner's. */
+function checkZombieIds(ctx: RestartContext, img: TaskImage): void {
+  const ids = img.zombieIds;
+  if (ids.length !== 0 && ids.length !== 8) throw new CptError('EBADIMG', `a zombie with ${ids.length} ids`, { pid: img.pid, object: 'task' });
+  if (!heldToOwner(ctx)) return;
+  const owner = linux.userRights(ctx.imageOwner.uid);
+  if (ids.length === 0 || ids.slice(0, 4).some((u) => u !== owner.uid) || ids.slice(4).some((g) => !owner.gids.includes(g))) {
+    throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and zombie ${img.pid} has ids [${ids.join(' ')}] beyond its owner's`, { pid: img.pid, object: 'creds' });
+  }
+}
+
+/** The zombie's own ids, set inside it before it ends (no groups: it runs nothing). */
+function zombieIds(task: RestartTask, ids: number[]): void {
+  const t = task.tracee!;
+  const st = linux.readStatus(task.pid);
+  if (st.capEff !== st.capPrm) {
+    t.syscallOk(SYS.capset, [t.stage(linux.encodeCapHeader(0), 0), t.stage(linux.encodeCapData({ effective: st.capPrm, permitted: st.capPrm, inheritable: st.capInh }), 64)], 'capset (zombie)');
+  }
+  t.syscallOk(SYS.setgroups, [0, 0], 'setgroups (zombie)');
+  t.syscallOk(SYS.setresgid, [ids[4], ids[5], ids[6]], 'setresgid (zombie)');
+  t.syscall(SYS.setfsgid, [ids[7]]);
+  t.syscallOk(SYS.setresuid, [ids[0], ids[1], ids[2]], 'setresuid (zombie)');
+  t.syscall(SYS.setfsuid, [ids[3]]);
+  const now = linux.readStatus(task.pid);
+  if (String([...now.uid, ...now.gid]) !== String(ids)) {
+    throw new CptError('EPERM', `the zombie's ids are [${[...now.uid, ...now.gid].join(' ')}], not [${ids.join(' ')}]`, { pid: task.pid, object: 'creds' });
+  }
 }
 
 /**
