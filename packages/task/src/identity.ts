@@ -288,7 +288,11 @@ function becomeZombieQuietly(task: RestartTask, status: number, parent: RestartT
   const set = Buffer.alloc(8);
   set.writeBigUInt64LE(bit, 0);
   const zero = Buffer.alloc(16);
-  p.syscall(SYS.rt_sigtimedwait, [p.stage(set, 0), 0, p.stage(zero, 16), 8]);
+  // EAGAIN: none was queued (the parent ignores the signal).
+  const r = p.syscall(SYS.rt_sigtimedwait, [p.stage(set, 0), 0, p.stage(zero, 16), 8]);
+  if (r !== BigInt(sig) && r !== -BigInt(linux.ERRNO.EAGAIN)) {
+    throw new CptError('EIO', `the parent's ${linux.signalName(sig)} from the zombie could not be taken off it (${r < 0n ? linux.errnoName(Number(-r)) : r})`, { pid: parent.pid, object: 'signals' });
+  }
 }
 
 function ttyName(dev: number): string {

@@ -397,8 +397,10 @@ export function joinGroupWithHelper(ctx: RestartContext, task: RestartTask, pgid
     task.tracee!.syscallOk(SYS.setpgid, [0, pgid], `setpgid(0, ${pgid})`);
   } finally {
     releaseTracee(helper, 'kill');
-    // The parent takes the helper's exit (it is its child), before anything of the parent runs.
-    p.syscall(SYS.wait4, [pgid, 0, WAIT.__WALL, 0]);
+    // The parent takes the helper's exit (it is its child), before anything of the parent runs:
+    // its own wait() must never see it.
+    const r = p.syscall(SYS.wait4, [pgid, 0, WAIT.__WALL, 0]);
+    if (r !== BigInt(pgid)) throw new CptError('EIO', `the parent could not reap the helper of process group ${pgid} (${r < 0n ? linux.errnoName(Number(-r)) : r})`, { pid: task.pid, object: `process group ${pgid}` });
   }
 }
 
