@@ -37,37 +37,35 @@ export class PtraceFreezer implements Freezer {
 
   /** One process: every thread seized and stopped; let go again if it is refused. */
   private freezeProcess(ctx: CheckpointContext, pid: number): CheckpointTask {
-    {
-      this.refuseUnsupported(pid);
-      const status = linux.readStatus(pid);
-      const wasStopped = status.state.startsWith('T');
-      const group = new ThreadGroupFreeze(pid);
-      let task: CheckpointTask | undefined;
-      try {
-        group.freeze();
-        const tracee = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid);
-        tracee.interceptedSignals.push(...group.intercepted);
-        task = { pid, tid: pid, tracee, tag: 0, state: new TaskState([[WAS_STOPPED, wasStopped]]) };
-        this.refuseUnsupported(pid); // it may have changed before the stop
-        const others = group.stoppedThreads().filter((t) => t !== pid);
-        if (others.length) {
-          const named = others.slice(0, MAX_NAMED).join(',') + (others.length > MAX_NAMED ? ` and ${others.length - MAX_NAMED} more` : '');
-          refuse(pid, `threads ${named}`, `the process has ${others.length + 1} threads; multi-threaded processes are not supported yet`);
-        }
-        ctx.progress({ phase: 'frozen', pid });
-        return task;
-      } catch (e) {
-        // The main thread first, while the others are still stopped: its release may run
-        // injected calls (queueing the signals taken off it); then every other thread.
-        try {
-          if (task) letGo(ctx, task.tracee, 'run');
-        } catch (r) {
-          ctx.log.warn(`pid ${pid}: release after a failed freeze: ${(r as Error).message}`);
-        } finally {
-          group.letGo(task === undefined);
-        }
-        throw e;
+    this.refuseUnsupported(pid);
+    const status = linux.readStatus(pid);
+    const wasStopped = status.state.startsWith('T');
+    const group = new ThreadGroupFreeze(pid);
+    let task: CheckpointTask | undefined;
+    try {
+      group.freeze();
+      const tracee = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid);
+      tracee.interceptedSignals.push(...group.intercepted);
+      task = { pid, tid: pid, tracee, tag: 0, state: new TaskState([[WAS_STOPPED, wasStopped]]) };
+      this.refuseUnsupported(pid); // it may have changed before the stop
+      const others = group.stoppedThreads().filter((t) => t !== pid);
+      if (others.length) {
+        const named = others.slice(0, MAX_NAMED).join(',') + (others.length > MAX_NAMED ? ` and ${others.length - MAX_NAMED} more` : '');
+        refuse(pid, `threads ${named}`, `the process has ${others.length + 1} threads; multi-threaded processes are not supported yet`);
       }
+      ctx.progress({ phase: 'frozen', pid });
+      return task;
+    } catch (e) {
+      // The main thread first, while the others are still stopped: its release may run
+      // injected calls (queueing the signals taken off it); then every other thread.
+      try {
+        if (task) letGo(ctx, task.tracee, 'run');
+      } catch (r) {
+        ctx.log.warn(`pid ${pid}: release after a failed freeze: ${(r as Error).message}`);
+      } finally {
+        group.letGo(task === undefined);
+      }
+      throw e;
     }
   }
 
