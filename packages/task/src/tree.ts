@@ -392,6 +392,7 @@ export function joinGroupWithHelper(ctx: RestartContext, task: RestartTask, pgid
   if (!parent?.tracee) throw new CptError('EPERM', `process group ${pgid} does not exist here`, { pid: task.pid, object: `process group ${pgid}` });
   const p = parent.tracee;
   const helper = cloneInto(ctx, p, pgid, 0, waitMs);
+  let reaped: bigint;
   try {
     helper.syscallOk(SYS.setpgid, [0, 0], `setpgid of the helper for process group ${pgid}`);
     task.tracee!.syscallOk(SYS.setpgid, [0, pgid], `setpgid(0, ${pgid})`);
@@ -399,9 +400,9 @@ export function joinGroupWithHelper(ctx: RestartContext, task: RestartTask, pgid
     releaseTracee(helper, 'kill');
     // The parent takes the helper's exit (it is its child), before anything of the parent runs:
     // its own wait() must never see it.
-    const r = p.syscall(SYS.wait4, [pgid, 0, WAIT.__WALL, 0]);
-    if (r !== BigInt(pgid)) throw new CptError('EIO', `the parent could not reap the helper of process group ${pgid} (${r < 0n ? linux.errnoName(Number(-r)) : r})`, { pid: task.pid, object: `process group ${pgid}` });
+    reaped = p.syscall(SYS.wait4, [pgid, 0, WAIT.__WALL, 0]);
   }
+  if (reaped !== BigInt(pgid)) throw new CptError('EIO', `the parent could not reap the helper of process group ${pgid} (${reaped < 0n ? linux.errnoName(Number(-reaped)) : reaped})`, { pid: task.pid, object: `process group ${pgid}` });
 }
 
 /**
