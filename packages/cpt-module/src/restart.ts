@@ -12,7 +12,7 @@ import {
   CptError, ImageReader, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
   RestoreHandler, TaskState, Tokens, fileSource, kindRecordTypes, linux,
 } from '@cptrst/core';
-import { archOf, releaseTracee } from '@cptrst/core';
+import { archOf, releaseTracee, releaseTracees } from '@cptrst/core';
 
 export async function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<RestartResult> {
   const reader = new ImageReader(fileSource(fd, options.imageName));
@@ -93,8 +93,9 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   const stopAll = (flags & RestartFlags.LEAVE_STOPPED) !== 0;
   ctx.timed('release', () => {
     // Children before their parents (the image lists parents first): a parent that runs finds
-    // its children already running. A zombie's tracee is released already.
-    for (const t of [...tasks].reverse()) releaseTracee(t.tracee!, stopAll || t.leaveStopped ? 'stop' : 'run', t.resumeRegs);
+    // its children already running. Every task's last calls first, then the detaches, one after
+    // the other. A zombie's tracee is released already.
+    releaseTracees([...tasks].reverse().map((t) => ({ tracee: t.tracee!, mode: stopAll || t.leaveStopped ? 'stop' as const : 'run' as const, regs: t.resumeRegs })));
   });
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
   return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };
