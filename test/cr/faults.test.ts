@@ -104,7 +104,8 @@ describe('faults', function () {
         await sleep(500);
         const c = await cptrst(['checkpoint', String(parent.pid), '-o', path.join(dir, 'c.cpt')]);
         expect(c.code).to.equal(1);
-        expect(c.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP: pid \d+, children \d+: /);
+        // a tree now: refused for what one of its processes holds (a descriptor leaked to it)
+        expect(c.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP: pid \d+, /);
         await expectRunningUntraced(parent.pid!);
         expect(fs.readdirSync(dir).filter((f) => f.endsWith('.cpt'))).to.deep.equal([]);
       } finally {

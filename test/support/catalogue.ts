@@ -54,6 +54,10 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'memfds', kind: 'c', source: 'memfds.c', checks: 'memfds as fds and mappings (shared, private, mapping only): names, sizes, contents with holes, modes, seals, offsets, one inode behind fds and mappings, writes seen through the mapping' },
   { name: 'sockets', kind: 'c', source: 'sockets.c', checks: 'unix sockets: stream, datagram and seqpacket socketpairs with queued data both ways (boundaries, credentials), shutdown, SO_PASSCRED/SNDBUF/PEEK_OFF, a listener by path, an abstract name, an unlinked name, an unbound socket' },
   { name: 'cowwrite', kind: 'c', source: 'cowwrite.c', checks: 'writes its private and shared memory without pause, each step checking what the step one round earlier wrote: the image holds one instant (a checkpoint that lets it run while a copy-on-write snapshot is written)' },
+  { name: 'tree', kind: 'c', source: 'tree.c', checks: 'a tree of three levels: pids, parents, groups (one led by a sibling, one whose leader is gone), sessions, zombies (exit code, signal), a stopped child, a file description shared by all, copy-on-write memory: each member checks itself, the parents reap and check' },
+  { name: 'tree.sh', kind: 'bash', source: 'tree.sh', checks: 'bash with job control: background jobs in their own process groups, a subshell in a subshell; each member checks its ids and arrays, the parents wait and check statuses' },
+  { name: 'tree.py', kind: 'python', source: 'tree.py', checks: 'python3 forking three levels: a new group, a new session, zombies (exit code, SIGKILL); each member checks its ids, a dict and a live generator, the parents reap and check statuses' },
+  { name: 'treeshare', kind: 'c', source: 'treeshare.c', checks: 'a parent and a child sharing what a tree checkpoint refuses (vfork, CLONE_VM/FILES/FS, shared anonymous memory, a tracer in the tree, a pid namespace): the sharing still works after the refusal' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 
@@ -68,6 +72,7 @@ export function workloadSpec(name: string): WorkloadSpec {
 /** The name a workload prints in its PASS/FAIL line for these arguments (after the trigger). */
 export function verdictName(name: string, args: readonly string[] = []): string {
   if (name === 'syscalls') return `syscalls-${args[0] ?? '?'}`;
+  if (name === 'treeshare') return `treeshare-${args[0] ?? '?'}`;
   if (name === 'task' && args.includes('--nobody')) return 'task-nobody';
   if (name === 'task' && args.includes('--as')) return 'task-user';
   return name;

@@ -121,6 +121,7 @@ function renderJson(file: string, l: Listing, modules: { loaded: string[]; failu
     image: file,
     format: { major: FORMAT_MAJOR, minor: l.formatMinor },
     head: { ...headFields(head), created: createdIso(head.createdNs) },
+    tree: processTree(l.objects),
     objects: l.objects.map((o) => ({
       offset: o.offset, type: o.type, name: o.name, tag: o.tag, ptag: o.ptag, optional: o.optional,
       ...(o.pageCount ? { pageCount: o.pageCount, pageBytes: o.pageBytes } : {}),
@@ -138,6 +139,41 @@ function renderJson(file: string, l: Listing, modules: { loaded: string[]; failu
     },
   };
   return JSON.stringify(jsonValue(doc), null, 2);
+}
+
+interface TreeRow {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  state: string;
+  comm: string;
+  /** Distance from the image's first task (the root), following ppid through the image's tasks. */
+  depth: number;
+}
+
+/** The image's tasks in image order (parents before children), with what a person asks first. */
+function processTree(objects: ShownObject[]): TreeRow[] {
+  const rows: TreeRow[] = [];
+  const depth = new Map<number, number>();
+  for (const o of objects) {
+    if (o.name !== 'task' || o.obj === undefined) continue;
+    const t = o.obj as Record<string, unknown>;
+    const pid = Number(t.pid);
+    const ppid = Number(t.ppid);
+    const d = depth.has(ppid) ? depth.get(ppid)! + 1 : 0;
+    depth.set(pid, d);
+    rows.push({ pid, ppid, pgid: Number(t.pgid), sid: Number(t.sid), state: taskState(t), comm: String(t.comm), depth: d });
+  }
+  return rows;
+}
+
+function taskState(t: Record<string, unknown>): string {
+  if (t.zombie === true) {
+    const st = Number(t.exitStatus);
+    return (st & 0x7f) === 0 ? `zombie (exit ${(st >> 8) & 0xff})` : `zombie (signal ${st & 0x7f})`;
+  }
+  return t.stopped === true ? 'stopped' : 'running';
 }
 
 function fieldsOf(obj: object): Record<string, unknown> {
@@ -184,6 +220,14 @@ function renderText(file: string, l: Listing, modules: { loaded: string[]; failu
   }
   lines.push(table(summary));
   lines.push('');
+  const tree = processTree(l.objects);
+  if (tree.length) {
+    const trows = [['PID', 'PPID', 'PGID', 'SID', 'STATE', 'COMMAND']];
+    for (const t of tree) trows.push([String(t.pid), String(t.ppid), String(t.pgid), String(t.sid), t.state, `${'  '.repeat(t.depth)}${t.comm}`]);
+    lines.push('process tree:');
+    lines.push(table(trows.map((r) => [...r.slice(0, 4).map((x) => x.padStart(8)), r[4].padEnd(18), r[5]])));
+    lines.push('');
+  }
   const rows: string[][] = [['OFFSET', 'TAG', 'PTAG', 'OBJECT']];
   rows.push([String(PREAMBLE_SIZE), String(HEAD_TAG), '0', `head  arch=${head.arch} pageSize=${head.pageSize} xsaveFeatures=${renderValue(head.xsaveFeatures, 'xsaveFeatures')}`]);
   for (const o of l.objects) {

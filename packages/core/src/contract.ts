@@ -209,6 +209,11 @@ export interface CheckpointTask {
   readonly state: TaskState;
   /** The other threads of the process, stopped, by tid (none for a single-threaded one). */
   readonly threads?: TaskThread[];
+  /**
+   * An exited child not yet reaped by its parent: it has no tracee to run anything in (every call
+   * on `tracee` fails), and only the dump handlers that declare `zombies` see it.
+   */
+  readonly zombie?: boolean;
 }
 
 /** A task being restarted. The tracee exists once the TASK object's handler created it. */
@@ -226,6 +231,11 @@ export interface RestartTask {
   readonly state: TaskState;
   /** The other threads of the process, as their THREAD objects are read (made in a finish hook). */
   threads?: TaskThread[];
+  /**
+   * Made again as a zombie (it exited with its recorded status when its TASK object was read):
+   * no other object of it may follow, and it has no finish hooks and no release.
+   */
+  zombie?: boolean;
 }
 
 /**
@@ -235,6 +245,8 @@ export interface RestartTask {
 export interface DumpHandler {
   readonly name: string;
   readonly order: number;
+  /** Also runs for a zombie task (CheckpointTask.zombie), which has nothing but its identity. */
+  readonly zombies?: boolean;
   /** Refuses, before anything is written, what this subsystem cannot checkpoint faithfully. */
   check?(ctx: CheckpointContext, task: CheckpointTask): void;
   /** May return a promise (a long dump awaits ctx.checkpointYield() now and then). */

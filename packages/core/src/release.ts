@@ -82,6 +82,42 @@ export function releaseGroup(main: Tracee, threads: readonly ThreadRelease[], mo
   if (failure !== undefined) throw failure;
 }
 
+/**
+ * Lets several tasks go (a restored process tree) with the shortest window between the first and
+ * the last one running on their own: every task's last injected calls and registers first (its
+ * other threads' too), then the detaches (and stop signals) one after the other. Killed ones are
+ * killed first. Each tracee is released afterwards whatever happens.
+ */
+export function releaseTracees(all: ReadonlyArray<{ tracee: Tracee; mode: ReleaseMode; regs?: ArchRegs; threads?: readonly ThreadRelease[] }>): void {
+  const live = all.filter((a) => !a.tracee.released);
+  const threadsOf = (a: { threads?: readonly ThreadRelease[] }) => (a.threads ?? []).filter((t) => !t.tracee.released);
+  try {
+    for (const a of live) if (a.mode === 'kill') releaseGroup(a.tracee, threadsOf(a), 'kill');
+    const going = live.filter((a) => a.mode !== 'kill');
+    for (const a of going) {
+      for (const t of threadsOf(a)) {
+        if (!t.regs) throw new CptError('EINVAL', `no registers to let thread ${t.tracee.tid} go with`, { pid: t.tracee.pid, object: `thread ${t.tracee.tid}` });
+        requeueIntercepted(t.tracee);
+        t.tracee.restore(t.regs);
+      }
+      if (!a.regs) throw new CptError('EINVAL', 'no registers to let the task go with', { pid: a.tracee.pid, object: 'regs' });
+      requeueIntercepted(a.tracee);
+      a.tracee.restore(a.regs);
+    }
+    for (const a of going) if (a.mode === 'stop') kill(a.tracee.pid, SIG.SIGSTOP);
+    for (const a of going) {
+      a.tracee.detach();
+      for (const t of threadsOf(a)) t.tracee.detach();
+    }
+    for (const a of going) if (a.mode === 'stop') waitUntilStopped(a.tracee.pid);
+  } finally {
+    for (const a of live) {
+      for (const t of a.threads ?? []) t.tracee.forget();
+      a.tracee.forget();
+    }
+  }
+}
+
 /** Intercepted signals go back into the task's queue (rt_tgsigqueueinfo inside it, with their siginfo). */
 export function requeueIntercepted(tracee: Tracee): void {
   for (const info of tracee.interceptedSignals.splice(0)) {

@@ -7,7 +7,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointFlags, CheckpointResult, CptError, ImageWriter,
+  CheckpointContext, CheckpointFlags, CheckpointTask, CheckpointResult, CptError, ImageWriter,
   OperationOptions, ReleaseMode, Tokens, asCptError, buildImageHead, fileSink, linux,
 } from '@cptrst/core';
 import { DependencyContainer } from 'tsyringe';
@@ -45,14 +45,18 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   let frozenMs = 0;
   try {
     await ctx.checkpointYield();
-    for (const task of tree.tasks) for (const h of handlers) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
+    // A zombie has only its identity: the handlers that do not declare `zombies` skip it.
+    const handlersOf = (task: CheckpointTask) => (task.zombie ? handlers.filter((h) => h.zombies) : handlers);
+    for (const task of tree.tasks) for (const h of handlersOf(task)) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
     ctx.head = head;
     writer.writeHead(head);
     // A checkpoint that lets the process run: objects are kept in memory, and private pages are
-    // read from a snapshot after the release (the stream comes out as from a frozen dump).
-    if (!(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT))) writer.deferWrites();
+    // read from a snapshot after the release (the stream comes out as from a frozen dump). Not for
+    // a tree yet: a snapshot is orphaned on purpose, and a subreaper of the tree would adopt it.
+    const snapshot = tree.tasks.length === 1 && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
+    if (snapshot) writer.deferWrites();
     for (const task of tree.tasks) {
-      for (const h of handlers) {
+      for (const h of handlersOf(task)) {
         await ctx.checkpointYield();
         await ctx.timed(h.name, () => h.dump(ctx, task));
       }

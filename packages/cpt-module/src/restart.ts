@@ -2,8 +2,8 @@
  * The restart flow: read and check the head (format, arch, capability
  * vector), then read the stream front to back, handing each object to the restore handler that
  * owns its type: the TASK object creates the process with its PID, later objects fill it in.
- * When a task's objects end, the finish hooks run in order (the arch one, last, decides the
- * registers) and the task is let go. On failure, or when interrupted (options.signal, checked
+ * Once every task is made (a tree's children are made from their parents), the finish hooks run
+ * for each task in order (the arch one, last, decides the registers) and all are let go together. On failure, or when interrupted (options.signal, checked
  * between objects and hooks), every process made so far is killed.
  */
 import { DependencyContainer } from 'tsyringe';
@@ -12,7 +12,7 @@ import {
   CptError, ImageReader, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
   RestoreHandler, TaskState, Tokens, fileSource, kindRecordTypes, linux,
 } from '@cptrst/core';
-import { archOf, releaseGroup, releaseTracee } from '@cptrst/core';
+import { archOf, releaseTracee, releaseTracees } from '@cptrst/core';
 
 export async function restart(container: DependencyContainer, ctid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<RestartResult> {
   const reader = new ImageReader(fileSource(fd, options.imageName));
@@ -47,7 +47,8 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
     for (let rec = next(); rec; rec = next()) {
       await ctx.checkpointYield();
       if (rec.type === ObjectType.TASK) {
-        if (current) await finishTask(current);
+        // A process tree: every task is made (children from their parent, which is still held)
+        // before any finish hook runs, so a parent's credentials drop only once its children exist.
         const pid = (rec.obj as { pid?: number } | undefined)?.pid ?? 0;
         if (!Number.isInteger(pid) || pid <= 0 || pid > 4194304) throw new CptError('EBADIMG', `task object at image offset ${rec.offset} has pid ${pid}`, { object: 'task' });
         if (tasks.length === 0 && ctid && ctid !== pid) throw new CptError('EINVAL', `the image's root process is ${pid}, not ${ctid}`, { pid });
@@ -66,6 +67,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
       if (!h) throw new CptError('EOPNOTSUPP', `the image has ${rec.name} objects and no loaded module restores them`, { object: `${rec.name} at image offset ${rec.offset}` });
       if (!current) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before any task`, { object: rec.name });
       const task = current;
+      if (task.zombie && rec.type !== ObjectType.TASK) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} belongs to a zombie`, { pid: task.pid, object: rec.name });
       // An image not owned by root gets its process only once its credentials are checked.
       if (!task.tracee && rec.type !== ObjectType.TASK && rec.type !== ObjectType.TASK_CREDS) {
         throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before the task's credentials`, { pid: task.pid, object: rec.name });
@@ -73,7 +75,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
       await ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages }));
     }
     if (!current) throw new CptError('EBADIMG', 'the image holds no task');
-    await finishTask(current);
+    for (const t of tasks) if (!t.zombie) await finishTask(t);
   } catch (e) {
     for (const t of tasks) {
       for (const h of handlers) {
@@ -90,11 +92,15 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   // From here on nothing is interrupted: the release is quick, and the process is whole.
   const stopAll = (flags & RestartFlags.LEAVE_STOPPED) !== 0;
   ctx.timed('release', () => {
-    for (const t of tasks) {
-      // Every thread of the process goes with its main thread (core release.ts: releaseGroup).
-      const threads = (t.threads ?? []).filter((th) => th.tracee).map((th) => ({ tracee: th.tracee!, regs: th.resumeRegs }));
-      releaseGroup(t.tracee!, threads, stopAll || t.leaveStopped ? 'stop' : 'run', t.resumeRegs);
-    }
+    // Children before their parents (the image lists parents first): a parent that runs finds
+    // its children already running. Every task's last calls first (each thread's too), then the
+    // detaches, one after the other. A zombie's tracee is released already.
+    releaseTracees([...tasks].reverse().map((t) => ({
+      tracee: t.tracee!,
+      mode: stopAll || t.leaveStopped ? 'stop' as const : 'run' as const,
+      regs: t.resumeRegs,
+      threads: (t.threads ?? []).filter((th) => th.tracee).map((th) => ({ tracee: th.tracee!, regs: th.resumeRegs })),
+    })));
   });
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
   return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };

@@ -6,11 +6,11 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RecordList, RestartContext, RestartTask,
-  RestoreObject, StateKey, bool, bytes, claim, i64, kindNamed, kindRecordWriter, linux, objectType,
+  RestoreObject, StateKey, bool, bytes, claim, i32, i64, kindNamed, kindRecordWriter, linux, objectType,
   requireKindRecord, str, u32, u64, fileKey, sameFile,
 } from '@cptrst/core';
 import { FileKindHandler, FileKinds, OpenFile, recordedPath } from './kinds';
-import { FS_KEY } from './fs-struct';
+import { FS_KEY, KEPT_FDS } from './fs-struct';
 
 const { SYS, O, F } = linux;
 
@@ -39,6 +39,12 @@ export class FileImage {
    * of the task's earlier FILE that carries the contents; 0 when this one carries them.
    */
   @u32({ since: 2 }) sameAs = 0;
+  /**
+   * The description is the parent's (the task inherited it, or got it the same way): the parent's
+   * fd number that holds it, which the task keeps at restart instead of opening the file again;
+   * -1 when the task has it on its own.
+   */
+  @i32({ since: 4 }) inherited = -1;
 }
 
 /** A data run of a deleted file: a record of the regular kind (ghost.ts), under its FILE. */
@@ -102,12 +108,80 @@ function inRestoreOrder(ctx: CheckpointContext, task: CheckpointTask, groups: Op
   return out;
 }
 
-export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[]): void {
+/**
+ * The open files of the tasks of a checkpoint checked so far, by pid. The tree is checked parent
+ * before children, so a task's parent (if it is in the tree) and every task before it are here.
+ */
+const CHECKED = new WeakMap<CheckpointContext, Map<number, OpenFile[]>>();
+
+/** The parent's fd that holds the same open file description, or undefined. */
+function holderFd(pid: number, f: OpenFile, otherPid: number, others: OpenFile[]): number | undefined {
+  return others.find((o) => sameFile(o.stat, f.stat) && sameDescription(pid, otherPid, f.fd, o.fd))?.fd;
+}
+
+function sameDescription(pid1: number, pid2: number, fd1: number, fd2: number): boolean {
+  try {
+    return linux.kcmp(pid1, pid2, linux.KCMP.FILE, fd1, fd2) === 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Open file descriptions shared between processes of the tree are restored by inheritance: the
+ * task keeps its parent's. That holds when the task's parent has the description too; one shared
+ * with another process of the tree but not with the parent (the parent closed it, or it was
+ * passed over a socket) cannot be made again, and is refused.
+ */
+export function checkSharedFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[]): void {
+  const checked = CHECKED.get(ctx) ?? new Map<number, OpenFile[]>();
+  CHECKED.set(ctx, checked);
+  const ppid = linux.readStat(task.pid).ppid;
+  const parentFiles = checked.get(ppid);
+  for (const f of files) {
+    if (parentFiles && holderFd(task.pid, f, ppid, parentFiles) !== undefined) continue;
+    for (const [pid, theirs] of checked) {
+      const fd = holderFd(task.pid, f, pid, theirs);
+      if (fd !== undefined) {
+        throw new CptError('EOPNOTSUPP', `fd ${f.fd} (${f.link}) is the open file description of fd ${fd} of process ${pid}, which is not its parent's; only descriptions shared through the parent can be restored`, { pid: task.pid, object: `fd ${f.fd} (${f.link})` });
+      }
+    }
+  }
+  checked.set(task.pid, files);
+}
+
+/** For each of the task's descriptions that its parent holds too: the parent's fd (by the task's first fd of it). */
+export function inheritedDescriptions(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[]): Map<number, number> {
+  const out = new Map<number, number>();
+  const ppid = linux.readStat(task.pid).ppid;
+  const parentFiles = CHECKED.get(ctx)?.get(ppid);
+  if (!parentFiles) return out;
+  for (const group of byDescription(task.pid, files)) {
+    const fd = holderFd(task.pid, group[0], ppid, parentFiles);
+    if (fd !== undefined) out.set(group[0].fd, fd);
+  }
+  return out;
+}
+
+export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[], inheritedFrom = new Map<number, number>()): void {
   /** Deleted inodes already written: "dev:ino" -> tag of their FILE. */
   const ghosts = new Map<string, number>();
   for (const group of inRestoreOrder(ctx, task, byDescription(task.pid, files), files)) {
     const f = group[0];
     const kind = kindOfFile(ctx, task, f);
+    const inherited = inheritedFrom.get(f.fd);
+    if (inherited !== undefined) {
+      // The parent's description: nothing of the file itself is written again.
+      const img = new FileImage();
+      img.kind = kind.kind;
+      img.path = recordedPath(f);
+      img.flags = f.fdinfo.flags & ~O.CLOEXEC;
+      img.pos = f.fdinfo.pos;
+      img.inherited = inherited;
+      const tag = ctx.write(img, task.tag);
+      writeFds(ctx, tag, group);
+      continue;
+    }
     const img = new FileImage();
     img.kind = kind.kind;
     img.path = recordedPath(f);
@@ -128,14 +202,19 @@ export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: O
     const tag = ctx.write(img, task.tag);
     if (img.deleted && img.sameAs === 0) ghosts.set(inode, tag);
     kind.dumpRecords?.(ctx, task, f, img, kindRecordWriter(ctx, kind, tag));
-    for (const member of group) {
-      const fd = new FdImage();
-      fd.fd = member.fd;
-      fd.cloexec = (member.fdinfo.flags & O.CLOEXEC) !== 0;
-      ctx.write(fd, tag);
-    }
+    writeFds(ctx, tag, group);
   }
 }
+
+function writeFds(ctx: CheckpointContext, tag: number, group: OpenFile[]): void {
+  for (const member of group) {
+    const fd = new FdImage();
+    fd.fd = member.fd;
+    fd.cloexec = (member.fdinfo.flags & O.CLOEXEC) !== 0;
+    ctx.write(fd, tag);
+  }
+}
+
 
 interface PendingFile {
   img: FileImage;
@@ -172,6 +251,11 @@ export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObje
   if (!f || !fsImg) throw new CptError('EBADIMG', `fd ${img.fd} at image offset ${o.offset} has no file`, { pid: task.pid, object: `fd ${img.fd}` });
   if (!fsImg.fds.includes(img.fd)) throw new CptError('EBADIMG', `fd ${img.fd} is not in the task's fd list`, { pid: task.pid, object: `fd ${img.fd}` });
   const t = task.tracee!;
+  if (f.fd === undefined && f.img.inherited >= 0) {
+    const kept = task.state.get(KEPT_FDS)?.get(f.img.inherited);
+    if (kept === undefined) throw new CptError('EBADIMG', `fd ${img.fd} is said to be inherited from the parent's fd ${f.img.inherited}, which the task's fs object does not keep`, { pid: task.pid, object: `fd ${img.fd}` });
+    f.fd = kept;
+  }
   if (f.fd === undefined) {
     const kind = kindNamed(ctx.all(FileKinds), f.img.kind);
     if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${f.img.kind} files is loaded`, { pid: task.pid, object: `fd ${img.fd} (${f.img.path})` });

@@ -8,7 +8,7 @@ import {
   StateKey, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64,
 } from '@cptrst/core';
 
-const { SYS, O, S_IF } = linux;
+const { SYS, O, S_IF, F } = linux;
 export const FILES_ORDER = 300;
 
 @objectType(ObjectType.FS, 'fs', { parents: [ObjectType.TASK] })
@@ -20,6 +20,8 @@ export class FsImage {
   /** Device and inode of the working directory (compared at restart on the same boot). */
   @u64({ since: 2 }) cwdDev = 0n;
   @u64({ since: 2 }) cwdIno = 0n;
+  /** The parent's fds whose open file descriptions the task shares: kept at restart, the rest closed. */
+  @u32s({ since: 4 }) inherited: number[] = [];
 }
 
 export function fsCheck(task: CheckpointTask): void {
@@ -29,8 +31,9 @@ export function fsCheck(task: CheckpointTask): void {
   if (cwd.endsWith(' (deleted)')) refuse(task.pid, `cwd ${cwd}`, 'the working directory has been deleted');
 }
 
-export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number[]): void {
+export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number[], inherited: number[] = []): void {
   const img = new FsImage();
+  img.inherited = inherited;
   img.cwd = linux.readCwd(task.pid);
   img.root = linux.readRoot(task.pid);
   img.umask = linux.readStatus(task.pid).umask ?? 0o022;
@@ -63,18 +66,50 @@ export const FS_KEY = new StateKey<FsImage>('files.fs');
 /** A device or inode number the image recorded; 0 is an image from before they were recorded. */
 export const recorded = (n: bigint): bigint | undefined => (n === 0n ? undefined : n);
 
+/** The fds a task keeps from its parent (FsImage.inherited), by the parent's number: where they are now. */
+export const KEPT_FDS = new StateKey<Map<number, bigint>>('files.keptFds');
+
+/** The first task of each restart: the root, whose descriptors are the helper's, never inherited. */
+const ROOT = new WeakMap<RestartContext, RestartTask>();
+
+/**
+ * The task is a copy of the helper (the root) or of its restored parent: every descriptor goes but
+ * the parent's that the image says it shares, which move above the image's fd numbers (where the
+ * FDs find them, KEPT_FDS) until they are dup'ed into place.
+ */
+function keepInherited(ctx: RestartContext, task: RestartTask, img: FsImage): void {
+  const t = task.tracee!;
+  if (!ROOT.has(ctx)) ROOT.set(ctx, task);
+  const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: 'fs' });
+  if (img.inherited.length > 0 && ROOT.get(ctx) === task) throw bad('the root task cannot inherit descriptors');
+  if (img.inherited.length > 65536 || img.fds.length > 1048576) throw bad('too many descriptors');
+  const above = Math.max(-1, ...img.fds) + 1;
+  const kept = new Map<number, bigint>();
+  for (const fd of img.inherited) {
+    if (!Number.isInteger(fd) || fd < 0 || kept.has(fd)) throw bad(`inherited fd ${fd}`);
+    const r = t.syscall(SYS.fcntl, [fd, F.DUPFD_CLOEXEC, Math.max(above, 1 + Math.max(...img.inherited))]);
+    if (r < 0n) throw new CptError('EBADIMG', `the parent has no fd ${fd} to inherit (${linux.errnoName(Number(-r))})`, { pid: task.pid, object: `fd ${fd}` });
+    kept.set(fd, r);
+  }
+  // Fds made for the image before the fd table (memfds mm made) move above those and stay too.
+  const floor = Math.max(above, ...[...kept.values()].map((k) => Number(k) + 1));
+  const keep = [...kept.values(), ...keepMemfdsAbove(task, floor)];
+  // Everything else goes, in the gaps between the kept ones.
+  let from = 0n;
+  for (const k of keep.sort((a, b) => (a < b ? -1 : 1))) {
+    if (k > from) t.syscallOk(SYS.close_range, [from, k - 1n, 0], 'close_range of the helper\'s descriptors');
+    from = k + 1n;
+  }
+  t.syscallOk(SYS.close_range, [from, 0xffffffff, 0], 'close_range of the helper\'s descriptors');
+  task.state.set(KEPT_FDS, kept);
+}
+
 /** Working directory (opened as a recorded file, then fchdir) and umask; the helper's descriptors are closed, the image's come next. */
 export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   const img = o.obj as FsImage;
   const t = task.tracee!;
   requireOwnerIdentity(ctx, task);
-  // The helper's fds go; fds made for the image before the fd table (memfds mm made) move above the image's and stay.
-  let from = 0n;
-  for (const keep of keepMemfdsAbove(task, Math.max(-1, ...img.fds) + 1)) {
-    if (keep > from) t.syscallOk(SYS.close_range, [from, keep - 1n, 0], 'close_range of the helper\'s descriptors');
-    from = keep + 1n;
-  }
-  t.syscallOk(SYS.close_range, [from, 0xffffffff, 0], 'close_range of the helper\'s descriptors');
+  keepInherited(ctx, task, img);
   const dir = openRecordedFile(t, img.cwd, {
     flags: O.PATH | O.DIRECTORY,
     expect: { type: S_IF.DIR, dev: recorded(img.cwdDev), ino: recorded(img.cwdIno) },

@@ -11,7 +11,7 @@ import {
   provide,
 } from '@cptrst/core';
 import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
-import { FileImage, closeTemporaries, dumpFiles, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
+import { FileImage, checkSharedFiles, closeTemporaries, dumpFiles, inheritedDescriptions, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
 import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
@@ -54,12 +54,14 @@ export class FilesDump implements DumpHandler {
     fsCheck(task);
     const files = openFiles(task);
     for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
+    checkSharedFiles(ctx, task, files);
     task.state.set(OPEN_FILES, files); // the task is frozen: dump uses the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const files = task.state.get(OPEN_FILES) ?? openFiles(task);
-    dumpFs(ctx, task, files.map((f) => f.fd));
-    dumpFiles(ctx, task, files);
+    const inherited = inheritedDescriptions(ctx, task, files);
+    dumpFs(ctx, task, files.map((f) => f.fd), [...new Set(inherited.values())].sort((a, b) => a - b));
+    dumpFiles(ctx, task, files, inherited);
   }
 }
 

@@ -4,14 +4,14 @@
  * their contents are stored like any other's). Shared: MAP_SHARED|MAP_ANONYMOUS.
  */
 import * as fs from 'fs';
-import { CheckpointTask, RestartContext, RestartTask, linux, refuse } from '@cptrst/core';
+import { CheckpointTask, CptError, RestartContext, RestartTask, StateKey, linux, refuse } from '@cptrst/core';
 import {
   LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
 } from './vma';
 import { applyVmFlags } from './madvise';
 import { isPresentOrSwapped } from './pages';
 
-const { MAP, PROT, SYS } = linux;
+const { MAP, MREMAP, PROT, SYS } = linux;
 
 /** Flags a private anonymous area may carry: growsdown (stacks), noreserve, droppable, madvise's, locks, seal. */
 const ANON_FLAGS = new Set(['gd', 'nr', 'dp', ...Object.keys(MADVISE_FLAGS), ...LOCK_FLAGS, SEAL_FLAG]);
@@ -66,15 +66,39 @@ export class SharedAnonVma implements VmaKindHandler {
   acceptsVmFlag(flag: string): boolean {
     return SHARED_ANON_FLAGS.has(flag);
   }
-  storesPages(): boolean {
-    return true;
+  /** An area inherited from the parent has the parent's pages: none of its own are stored. */
+  storesPages(img: VmaImage): boolean {
+    return img.inheritedAt === 0n;
   }
   storesPage(pm: bigint): boolean {
     return isPresentOrSwapped(pm);
   }
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void {
     const prot = img.prot | (writable ? PROT.WRITE : 0);
+    if (img.inheritedAt !== 0n) {
+      keepInherited(task, img);
+      applyVmFlags(task, img);
+      return;
+    }
     mapAt(task, { ...img, pgoff: 0n }, prot, MAP.SHARED | MAP.ANONYMOUS, -1, `shared anonymous memory ${img.start.toString(16)}`);
     applyVmFlags(task, img);
   }
+}
+
+/**
+ * The parent's shared anonymous areas a task keeps (MmImage.inherited), moved out of the image's
+ * way when the address space is cleared: where each one waits, by its address in the parent.
+ */
+export const INHERITED_AREAS = new StateKey<Map<bigint, bigint>>('mm.inheritedAreas');
+
+/** Moves the kept copy of the parent's area into place, with the area's own protection. */
+function keepInherited(task: RestartTask, img: VmaImage): void {
+  const t = task.tracee!;
+  const what = describeVma(img);
+  const at = task.state.get(INHERITED_AREAS)?.get(img.inheritedAt);
+  if (at === undefined) throw new CptError('EBADIMG', `${what} is said to be the parent's memory at 0x${img.inheritedAt.toString(16)}, which the task's mm object does not keep`, { pid: task.pid, object: what });
+  const len = img.end - img.start;
+  const r = t.syscallOk(SYS.mremap, [at, len, len, MREMAP.MAYMOVE | MREMAP.FIXED, img.start], `mremap of ${what} (kept from the parent)`);
+  if (r !== img.start) throw new CptError('EFAULT', `mremap of ${what} landed at 0x${r.toString(16)}`, { pid: task.pid, object: what });
+  t.syscallOk(SYS.mprotect, [img.start, len, img.prot], `mprotect of ${what}`);
 }

@@ -26,6 +26,7 @@ import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
+import { INHERITED_AREAS, SharedAnonVma } from './anon';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
@@ -76,6 +77,11 @@ export class MmImage {
   @u32({ since: 2 }) membarrier = 0;
   /** mlockall's lasting part: MCL_FUTURE, with MCL_ONFAULT or not (0: none). */
   @u32({ since: 2 }) mlockFuture = 0;
+  /**
+   * Shared anonymous memory kept from the parent: [address in the parent, length] pairs, moved
+   * out of the image's way before the address space is cleared (VMA.inheritedAt).
+   */
+  @u64s({ since: 4 }) inherited: bigint[] = [];
 }
 
 /** What check prepared for dump: each area with its kind and its VMA object. */
@@ -153,6 +159,37 @@ function membarrierRegistrations(task: CheckpointTask): number {
   return mask;
 }
 
+/** The shared anonymous areas of the tasks checked so far in a checkpoint (parents before children), by pid. */
+const SHARED_SEEN = new WeakMap<CheckpointContext, Map<number, VmaEntry[]>>();
+
+/**
+ * Shared anonymous memory that is one memory with the parent's (the same shmem inode, inherited
+ * across fork) is kept from the parent at restart; one shared with another process of the tree but
+ * not with the parent cannot be made again, and is refused.
+ */
+function inheritSharedAnon(ctx: CheckpointContext, task: CheckpointTask, areas: Area[]): void {
+  const seen = SHARED_SEEN.get(ctx) ?? new Map<number, VmaEntry[]>();
+  SHARED_SEEN.set(ctx, seen);
+  const mine = areas.filter((a) => a.kind instanceof SharedAnonVma);
+  seen.set(task.pid, mine.map((a) => a.v));
+  if (!mine.length) return;
+  const ppid = linux.readStat(task.pid).ppid;
+  const parents = seen.get(ppid) ?? [];
+  for (const { v, img } of mine) {
+    const len = v.end - v.start;
+    const p = parents.find((e) => e.inode === v.inode && e.offset <= v.offset && v.offset + len <= e.offset + (e.end - e.start));
+    if (p) {
+      img.inheritedAt = p.start + (v.offset - p.offset);
+      continue;
+    }
+    for (const [pid, theirs] of seen) {
+      if (pid !== task.pid && theirs.some((e) => e.inode === v.inode)) {
+        refuse(task.pid, describeVma(v), `the shared anonymous memory is one memory with process ${pid}, which is not its parent (or its parent maps another part of it); only memory shared through the parent can be restored`);
+      }
+    }
+  }
+}
+
 export class MmDump implements DumpHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
@@ -170,6 +207,7 @@ export class MmDump implements DumpHandler {
     const reserved = t.reservedRanges();
     const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
     const { areas, mm } = checkAreas(ctx, task, vmas);
+    inheritSharedAnon(ctx, task, areas);
 
     const flags = mine?.vmFlags ?? [];
     mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
@@ -204,6 +242,7 @@ export class MmDump implements DumpHandler {
     mm.auxv = linux.readAuxv(task.pid);
     mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
     mm.vdso = vdsoPieces(task.pid);
+    mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
 
@@ -298,10 +337,13 @@ export class MmRestore implements RestoreHandler {
       scratch = t.reservedRanges()[0];
     }
 
-    // Clear everything of the helper's but the scratch area and the vDSO.
-    const keep: Range[] = [scratch, ...vdsoPieces(task.pid)];
+    // The parent's shared memory the task keeps goes out of the image's way first.
+    const kept = keepInheritedAreas(ctx, task, mm, [scratch, ...layout]);
+
+    // Clear everything of the helper's (or the parent's) but the scratch area, the vDSO and the kept areas.
+    const keep: Range[] = [scratch, ...vdsoPieces(task.pid), ...kept];
     for (const r of complement(keep, archOf(ctx.container).userSpaceTop)) t.syscallOk(SYS.munmap, [r.start, r.end - r.start], `munmap ${r.start.toString(16)}-${r.end.toString(16)}`);
-    moveVdso(ctx, task, mm.vdso, [scratch, ...layout]);
+    moveVdso(ctx, task, mm.vdso, [scratch, ...layout, ...kept]);
 
     // mm fields and /proc/PID/exe. The helper's executable is unmapped now, so exe_file may change.
     // The executable is opened inside the task, as the task: the same file the image recorded.
@@ -363,6 +405,37 @@ export class MmRestore implements RestoreHandler {
     if (kind.records?.length) task.state.set(PENDING_VMA, pending);
     else mapVma(ctx, task, pending);
   }
+}
+
+/**
+ * Each [address in the parent, length] of MmImage.inherited must be shared anonymous memory the
+ * task has now (its copy of the parent's mapping); it is moved to a spot clear of the image's
+ * layout, the scratch area and the vDSO, where its VMA finds it (INHERITED_AREAS).
+ */
+function keepInheritedAreas(ctx: RestartContext, task: RestartTask, mm: MmImage, avoid: Range[]): Range[] {
+  const t = task.tracee!;
+  const bad = (why: string) => new CptError('EBADIMG', why, { pid: task.pid, object: 'mm' });
+  if (mm.inherited.length % 2 || mm.inherited.length > 2 * 65536) throw bad('malformed list of inherited areas');
+  const spots = new Map<bigint, bigint>();
+  task.state.set(INHERITED_AREAS, spots);
+  if (!mm.inherited.length) return [];
+  const here = linux.readMaps(task.pid);
+  const taken: Range[] = [...avoid, ...here, ...mm.vdso];
+  const out: Range[] = [];
+  for (let i = 0; i < mm.inherited.length; i += 2) {
+    const at = mm.inherited[i];
+    const len = mm.inherited[i + 1];
+    const what = `the parent's shared memory at 0x${at.toString(16)}`;
+    if (len <= 0n || (at | len) & 0xfffn || spots.has(at)) throw bad(`${what}: a bad range`);
+    const m = here.find((e) => e.start <= at && at + len <= e.end);
+    if (!m || !m.shared || !m.deleted || m.path !== '/dev/zero') throw bad(`${what}: the task has no shared anonymous memory there to keep`);
+    const spot = findFreeRange(len, [...taken, ...out], archOf(ctx.container).userSpaceTop);
+    const r = t.syscallOk(SYS.mremap, [at, len, len, linux.MREMAP.MAYMOVE | linux.MREMAP.FIXED, spot.start], `mremap of ${what}`);
+    if (r !== spot.start) throw new CptError('EFAULT', `mremap of ${what} landed at 0x${r.toString(16)}`, { pid: task.pid, object: 'mm' });
+    spots.set(at, spot.start);
+    out.push(spot);
+  }
+  return out;
 }
 
 function mapVma(ctx: RestartContext, task: RestartTask, { tag, img, kind, records }: PendingVma): void {

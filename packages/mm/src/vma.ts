@@ -33,6 +33,12 @@ export class VmaImage {
   @u64() pageCount = 0n;
   /** st_dev of the mapped file, checked at restart when the image was made since this boot. */
   @u64({ since: 2 }) fileDev = 0n;
+  /**
+   * Shared anonymous memory that is one memory with the parent's (inherited across fork): where
+   * the area starts in the parent's mapping of it, which the task keeps at restart (moved here)
+   * instead of mapping new memory; no pages are stored for it. 0: the task's own.
+   */
+  @u64({ since: 4 }) inheritedAt = 0n;
 }
 
 /** A VMA as the kind handlers see it at checkpoint. */

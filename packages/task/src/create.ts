@@ -1,17 +1,19 @@
 /**
- * Making a process with a chosen PID, as restart must: a helper process is started,
- * seized, and made to run clone3 with set_tid = [pid]. The child is a copy of the helper,
- * auto-attached by ptrace and stopped before it runs a single instruction; the helper then goes
- * away, so the new process is reparented like a daemon. PTRACE_O_EXITKILL means that if cptrst
- * dies half way, the half-made process dies with it.
+ * Making a process with a chosen PID, as restart must. The root of the image: a helper process
+ * is started, seized, and made to run clone3 with set_tid = [pid]. The child is a copy of the
+ * helper, auto-attached by ptrace and stopped before it runs a single instruction; the helper then
+ * goes away, so the new process is reparented like a daemon. Every other task of a tree: clone3
+ * runs inside its restored parent (tree.ts), so it is that parent's child. PTRACE_O_EXITKILL
+ * (inherited by every auto-attached child) means that if cptrst dies half way, the half-made
+ * processes die with it.
  */
 import {
-  CptError, ProcessCreator, RestartContext, RestartTask, Tokens, Tracee, linux,
-  encodeStruct,
+  ProcessCreator, RestartContext, RestartTask, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
+import { EXIT_SIGNAL, cloneInto, parentOf } from './tree';
 
-const { ptrace, PTRACE_O, SYS, SIG, killAndReap, waitForEventStop } = linux;
+const { ptrace, PTRACE_O, SYS, SIG } = linux;
 
 /** How long a PID still held by someone else (e.g. a killed original not yet reaped by init) is waited for. */
 export const PID_WAIT_MS = Number(process.env.CPTRST_PID_WAIT_MS ?? 5000);
@@ -20,43 +22,28 @@ export class CloneProcessCreator implements ProcessCreator {
   create(ctx: RestartContext, task: RestartTask): Tracee {
     return ctx.timed('create', () => {
       const pid = task.pid;
+      const parent = parentOf(task);
+      if (parent) {
+        const child = cloneInto(ctx, parent.tracee!, pid, task.state.get(EXIT_SIGNAL) ?? SIG.SIGCHLD, PID_WAIT_MS);
+        try {
+          unregisterRseq(child);
+        } catch (e) {
+          releaseTracee(child, 'kill');
+          throw e;
+        }
+        ctx.progress({ phase: 'created', pid });
+        return child;
+      }
       const { helper, seized } = startHelper(ctx);
-      let made = false;
       let child: Tracee | undefined;
       try {
-        const scratch = helper.scratch();
-        const setTid = Buffer.alloc(8);
-        setTid.writeInt32LE(pid, 0);
-        const setTidAddr = helper.stage(setTid, 128);
-        const args = encodeStruct(linux.CloneArgs, { flags: 0n, exitSignal: BigInt(SIG.SIGCHLD), setTid: setTidAddr, setTidSize: 1n });
-        const argsAddr = helper.stage(args, 0);
-        const deadline = Date.now() + PID_WAIT_MS;
-        for (let attempt = 0; ; attempt++) {
-          const r = helper.syscall(SYS.clone3, [argsAddr, args.length]);
-          if (r === -BigInt(linux.ERRNO.EEXIST)) {
-            if (Date.now() >= deadline) {
-              throw new CptError('EEXIST', `PID ${pid} is taken by ${describeHolder(pid)}; waited ${PID_WAIT_MS} ms for it to be freed`, { pid, object: `pid ${pid}` });
-            }
-            if (attempt === 0) ctx.log.info(`pid ${pid} is taken by ${describeHolder(pid)}; waiting for it`);
-            sleepMs(50);
-            continue;
-          }
-          if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `clone3 with set_tid ${pid} failed: ${linux.errnoName(Number(-r))}`, { pid, object: 'clone3' });
-          made = true;
-          if (Number(r) !== pid) throw new CptError('EINVAL', `clone3 made pid ${r}, not ${pid}`, { pid });
-          break;
-        }
-        waitForEventStop(pid);
-        child = ctx.one(Tokens.TraceeFactory).fromStopped(pid, pid, { diesWithTracer: true });
-        // The child has the helper's scratch area at the same address, syscall instruction included.
-        child.adoptScratch(scratch.addr);
+        child = cloneInto(ctx, helper, pid, SIG.SIGCHLD, PID_WAIT_MS);
         unregisterRseq(child);
         ctx.progress({ phase: 'created', pid });
         return child;
       } catch (e) {
-        // Nothing half made stays behind: the child, if clone3 made one, goes too.
+        // Nothing half made stays behind.
         if (child) releaseTracee(child, 'kill');
-        else if (made) killAndReap(pid);
         throw e;
       } finally {
         // Our own helper: killed, and its exit collected here (we are its parent).
@@ -72,7 +59,7 @@ export class CloneProcessCreator implements ProcessCreator {
  * runs; EXITKILL kills it and the child it makes with us.
  */
 function startHelper(ctx: RestartContext): { helper: Tracee; seized: linux.SeizedHelper } {
-  const seized = linux.spawnSeizedHelper(PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK, 'the helper process');
+  const seized = linux.spawnSeizedHelper(PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.TRACECLONE, 'the helper process');
   try {
     return { helper: ctx.one(Tokens.TraceeFactory).fromStopped(seized.pid, seized.pid, { diesWithTracer: true }), seized };
   } catch (e) {
@@ -82,24 +69,12 @@ function startHelper(ctx: RestartContext): { helper: Tracee; seized: linux.Seize
 }
 
 /**
- * The copy of the helper still has the helper's rseq area registered; the kernel writes to it at
- * every preemption, so it must be unregistered before the helper's memory is torn down.
+ * The copy of the helper (or of a parent not yet finished) may have an rseq area registered; the
+ * kernel writes to it at every preemption, so it must be unregistered before that memory is torn
+ * down.
  */
 function unregisterRseq(t: Tracee): void {
   const cfg = ptrace.getRseqConfiguration(t.tid);
   if (cfg.rseqAbiPointer === 0n) return;
   t.syscallOk(SYS.rseq, [cfg.rseqAbiPointer, cfg.rseqAbiSize, linux.RSEQ_FLAG_UNREGISTER, cfg.signature], 'rseq unregister of the helper copy');
-}
-
-function describeHolder(pid: number): string {
-  try {
-    const st = linux.readStat(pid);
-    return `process ${pid} (${st.comm}, state ${st.state}, parent ${st.ppid})`;
-  } catch {
-    return `a process ${pid} that is going away`;
-  }
-}
-
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }

@@ -165,6 +165,10 @@ export class CredsRestore implements RestoreHandler {
   /** The groups, fsgid and fsuid of the image, and the effective capabilities the rest of the restore may use. */
   private fsIdentity(ctx: RestartContext, task: RestartTask, img: CredsImage): void {
     const t = task.tracee!;
+    // A child of the tree is a copy of its parent, whose effective set may be narrowed already:
+    // its permitted set (still the helper's) back in effect for setgroups and setfs*id.
+    const start = linux.readStatus(task.pid);
+    if (start.capEff !== start.capPrm) capset(t, { effective: start.capPrm, permitted: start.capPrm, inheritable: start.capInh }, 'capset (before the file-system identity)');
     setGroups(t, img.groups);
     t.syscall(SYS.setfsgid, [img.gids[3]]); // returns the previous fsgid, never an error code
     t.syscall(SYS.setfsuid, [img.uids[3]]);

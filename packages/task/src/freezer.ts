@@ -1,8 +1,8 @@
 /**
  * Freezing for checkpoint: every thread of the process seized and stopped (PTRACE_SEIZE, then
- * PTRACE_INTERRUPT, until /proc/PID/task is stable); each thread gets its own tracee. What this
- * version cannot checkpoint (children, a tracer of its own) is refused before anything is
- * touched, and checked again once the process is stopped.
+ * PTRACE_INTERRUPT, until /proc/PID/task is stable), for each process of the tree (tree.ts); each
+ * thread gets its own tracee. What this version cannot checkpoint (a tracer of its own) is refused
+ * before anything is touched, and checked again once the process is stopped.
  * A failed freeze lets go of what it seized; release never throws.
  */
 import {
@@ -10,6 +10,7 @@ import {
 } from '@cptrst/core';
 
 import { TaskThread, Tracee, archOf, releaseGroup, releaseTracee } from '@cptrst/core';
+import { freezeTree } from './tree';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT } = linux;
 
@@ -28,33 +29,40 @@ function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode, thread
 }
 
 export class PtraceFreezer implements Freezer {
+  /** The process and all its descendants (tree.ts walks the tree, one process at a time through freezeProcess). */
   freeze(ctx: CheckpointContext, pid: number): FrozenTree {
-    return ctx.timed('freeze', () => {
-      this.refuseUnsupported(pid);
-      const status = linux.readStatus(pid);
-      const wasStopped = status.state.startsWith('T');
-      const group = new ThreadGroupFreeze(pid);
-      let task: CheckpointTask | undefined;
+    return ctx.timed('freeze', () => freezeTree(ctx, pid, {
+      one: (p) => this.freezeProcess(ctx, p),
+      letGo: (tasks) => this.release(ctx, { root: pid, tasks }, 'run'),
+    }));
+  }
+
+  /** One process: every thread seized and stopped; let go again if it is refused. */
+  private freezeProcess(ctx: CheckpointContext, pid: number): CheckpointTask {
+    this.refuseUnsupported(pid);
+    const status = linux.readStatus(pid);
+    const wasStopped = status.state.startsWith('T');
+    const group = new ThreadGroupFreeze(pid);
+    let task: CheckpointTask | undefined;
+    try {
+      group.freeze();
+      task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped]]));
+      this.refuseUnsupported(pid); // it may have changed before the stop
+      ctx.progress({ phase: 'frozen', pid });
+      return task;
+    } catch (e) {
+      // Every thread with a tracee through it (the other threads first get their registers
+      // and mask back, then the main thread is let go, then they are detached); any thread
+      // without one as it stands.
       try {
-        group.freeze();
-        task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped]]));
-        this.refuseUnsupported(pid); // a child may have appeared before the stop
-        ctx.progress({ phase: 'frozen', pid });
-        return { root: pid, tasks: [task] };
-      } catch (e) {
-        // Every thread with a tracee through it (the other threads first get their registers
-        // and mask back, then the main thread is let go, then they are detached); any thread
-        // without one as it stands.
-        try {
-          if (task) letGo(ctx, task.tracee, 'run', task.threads);
-        } catch (r) {
-          ctx.log.warn(`pid ${pid}: release after a failed freeze: ${(r as Error).message}`);
-        } finally {
-          group.letGo(task === undefined);
-        }
-        throw e;
+        if (task) letGo(ctx, task.tracee, 'run', task.threads);
+      } catch (r) {
+        ctx.log.warn(`pid ${pid}: release after a failed freeze: ${(r as Error).message}`);
+      } finally {
+        group.letGo(task === undefined);
       }
-    });
+      throw e;
+    }
   }
 
   release(ctx: CheckpointContext, tree: FrozenTree, mode: ReleaseMode): void {
@@ -86,8 +94,6 @@ export class PtraceFreezer implements Freezer {
     if (status.tracerPid !== 0 && status.tracerPid !== process.pid) {
       throw new CptError('EBUSY', `it is already traced by pid ${status.tracerPid}`, { pid, object: 'ptrace' });
     }
-    const children = linux.listChildren(pid);
-    if (children.length) refuse(pid, `children ${children.join(',')}`, 'the process has child processes; process trees are not supported yet');
     for (const ancestor of ancestorsOf(process.pid)) {
       if (ancestor === pid) refuse(pid, 'process', 'it is an ancestor of cptrst itself');
     }

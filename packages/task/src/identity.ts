@@ -8,12 +8,14 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask,
-  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32,
+  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32, u32s,
   u64, encodeStruct,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 import { heldToOwner, nowOrAfterCreds } from './deferred';
 import { WAS_STOPPED } from './freezer';
+import { EXIT_SIGNAL, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask } from './tree';
+import { PID_WAIT_MS } from './create';
 
 const { SYS, PR } = linux;
 export const TASK_ORDER = 100;
@@ -35,11 +37,19 @@ export class TaskImage {
   @u32() rseqLen = 0;
   @u32() rseqSig = 0;
   @i32() nice = 0;
-  /** Scheduling policy (SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5) and real-time priority. */
+  /** Scheduling policy (SCHED_OTHER 0, FIFO 1, RR 2, BATCH 3, IDLE 5; | SCHED_RESET_ON_FORK) and real-time priority. */
   @u32() policy = 0;
   @u32() rtPriority = 0;
   /** For people reading `cptrst show`: the command line. */
   @str() cmdline = '';
+  /** The signal its parent gets when it ends (clone's exit_signal; SIGCHLD for a fork). */
+  @u32({ since: 4 }) exitSignal = 17;
+  /** An exited child its parent has not reaped: nothing else of it is in the image. */
+  @bool({ since: 4 }) zombie = false;
+  /** A zombie's wait status, as its parent's wait() returns it. */
+  @i32({ since: 4 }) exitStatus = 0;
+  /** A zombie's ids (it has no credentials object): real, effective, saved, fs uid, then the same gids. */
+  @u32s({ since: 4 }) zombieIds: number[] = [];
 }
 
 /** The TASK object read at restart, until the process is made (and for its later steps). */
@@ -48,7 +58,9 @@ export const IDENTITY_KEY = new StateKey<TaskImage>('task.identity');
 export class TaskDump implements DumpHandler {
   readonly name = 'task.identity';
   readonly order = TASK_ORDER;
+  readonly zombies = true;
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
+    if (task.zombie) return;
     const st = linux.readStat(task.pid);
     if (st.ttyNr !== 0 && st.session === task.pid) {
       refuse(task.pid, `controlling terminal ${ttyName(st.ttyNr)}`, 'the process is a session leader with a controlling terminal; terminals are not supported yet');
@@ -65,6 +77,15 @@ export class TaskDump implements DumpHandler {
     img.pgid = st.pgrp;
     img.sid = st.session;
     img.comm = st.comm;
+    img.exitSignal = st.exitSignal;
+    if (task.zombie) {
+      img.zombie = true;
+      img.exitStatus = task.state.get(ZOMBIE_STATUS) ?? 0;
+      const ids = linux.readStatus(task.pid);
+      img.zombieIds = [...ids.uid, ...ids.gid];
+      task.tag = ctx.write(img, ctx.headTag);
+      return;
+    }
     img.personality = linux.readPersonality(task.pid);
     img.ttyNr = st.ttyNr;
     img.stopped = task.state.get(WAS_STOPPED) === true;
@@ -74,7 +95,8 @@ export class TaskDump implements DumpHandler {
     img.rseqSig = rseq.signature;
     img.cmdline = linux.readCmdline(task.pid).join(' ');
     img.nice = st.nice;
-    img.policy = st.policy;
+    // Asked inside: the policy with SCHED_RESET_ON_FORK, which /proc does not show.
+    img.policy = Number(task.tracee.syscallOk(SYS.sched_getscheduler, [0], 'sched_getscheduler'));
     img.rtPriority = st.rtPriority;
     task.tag = ctx.write(img, ctx.headTag);
   }
@@ -93,13 +115,28 @@ export class TaskRestore implements RestoreHandler {
     const img = o.obj as TaskImage;
     task.state.set(IDENTITY_KEY, img);
     task.leaveStopped = img.stopped;
+    joinTree(ctx, task, img.ppid);
+    if (img.exitSignal > linux.NSIG) throw new CptError('EBADIMG', `exit signal ${img.exitSignal}`, { pid: img.pid, object: 'task' });
+    task.state.set(EXIT_SIGNAL, img.exitSignal);
+    const parent = parentOf(task);
+    if (img.zombie) {
+      // Made now, whoever owns the image: it runs nothing of its own and ends at once.
+      if (!parent) throw new CptError('EBADIMG', 'the root task is a zombie', { pid: img.pid, object: 'task' });
+      checkZombieIds(ctx, img);
+      bringUpTask(ctx, task);
+      if (img.zombieIds.length) zombieIds(task, img.zombieIds);
+      becomeZombieQuietly(task, img.exitStatus, parent);
+      return;
+    }
     if (!heldToOwner(ctx)) {
       bringUpTask(ctx, task);
       return;
     }
     // A process that is not a session leader joins cptrst's session, and with it the session's
-    // controlling terminal (/dev/tty): not for a process of another user.
-    if (img.sid !== img.pid) {
+    // controlling terminal (/dev/tty): not for a process of another user. A child in the session
+    // of its parent (made by the image) is in that session already.
+    const parentImg = parent?.state.get(IDENTITY_KEY);
+    if (img.sid !== img.pid && img.sid !== parentImg?.sid) {
       throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and task ${img.pid} would join cptrst's session (it was in session ${img.sid}, not its own); only a session leader is restored from an image root does not own`, { pid: img.pid, object: `session ${img.sid}` });
     }
   }
@@ -138,7 +175,7 @@ export function bringUpTask(ctx: RestartContext, task: RestartTask): void {
   const img = task.state.get(IDENTITY_KEY)!;
   const t = ctx.one(Tokens.ProcessCreator).create(ctx, task);
   task.tracee = t;
-  restoreSession(task, img);
+  restoreSession(ctx, task, img);
   if (img.personality !== linux.readPersonality(task.pid)) {
     t.syscallOk(SYS.personality, [img.personality], `personality 0x${img.personality.toString(16)}`);
   }
@@ -151,15 +188,17 @@ export function bringUpTask(ctx: RestartContext, task: RestartTask): void {
 function restoreScheduling(task: RestartTask, img: TaskImage): void {
   const t = task.tracee!;
   const st = linux.readStat(task.pid);
-  if (img.policy !== st.policy || img.rtPriority !== st.rtPriority) {
+  const policy = Number(t.syscallOk(SYS.sched_getscheduler, [0], 'sched_getscheduler'));
+  if (img.policy !== policy || img.rtPriority !== st.rtPriority) {
     const param = encodeStruct(linux.SchedParam, { priority: img.rtPriority });
     t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param)], `sched_setscheduler(${img.policy}, ${img.rtPriority})`);
   }
   if (img.nice !== st.nice) t.syscallOk(SYS.setpriority, [0 /* PRIO_PROCESS */, 0, img.nice], `setpriority(nice ${img.nice})`);
 }
 
-function restoreSession(task: RestartTask, img: TaskImage): void {
+function restoreSession(ctx: RestartContext, task: RestartTask, img: TaskImage): void {
   const t = task.tracee!;
+  if (parentOf(task)) return restoreChildSession(ctx, task, img);
   if (img.sid === img.pid) {
     t.syscallOk(SYS.setsid, [], 'setsid');
     if (img.pgid !== img.pid) {
@@ -175,6 +214,84 @@ function restoreSession(task: RestartTask, img: TaskImage): void {
   const r = t.syscall(SYS.setpgid, [0, target]);
   if (r < 0n) {
     throw new CptError(linux.errnoName(Number(-r)), `cannot join process group ${img.pgid} (it may no longer exist in session ${img.sid})`, { pid: img.pid, object: `process group ${img.pgid}` });
+  }
+}
+
+/**
+ * A task made by its parent has the parent's session and group: it makes its own session, or
+ * moves to its own group or to another group of the session. A group none of whose processes is
+ * made yet (its leader exited before the checkpoint) is made by a helper with the leader's pid.
+ */
+function restoreChildSession(ctx: RestartContext, task: RestartTask, img: TaskImage): void {
+  const t = task.tracee!;
+  if (img.sid === img.pid) {
+    if (img.pgid !== img.pid) throw new CptError('EBADIMG', `a session leader in another process group (${img.pgid})`, { pid: img.pid, object: 'process group' });
+    t.syscallOk(SYS.setsid, [], 'setsid');
+    return;
+  }
+  const st = linux.readStat(task.pid);
+  if (st.session !== img.sid) {
+    throw new CptError('EBADIMG', `the process was in session ${img.sid}, and its parent is in session ${st.session}`, { pid: img.pid, object: `session ${img.sid}` });
+  }
+  if (st.pgrp === img.pgid) return;
+  const r = t.syscall(SYS.setpgid, [0, img.pgid === img.pid ? 0 : img.pgid]);
+  if (r >= 0n) return;
+  // No process of the group exists (EPERM): a helper stands in for its leader, unless the leader
+  // is a task of the image (which should have been made before it).
+  if (r !== -BigInt(linux.ERRNO.EPERM) || img.pgid === img.pid || restoredTask(ctx, img.pgid)) {
+    throw new CptError(linux.errnoName(Number(-r)), `cannot join process group ${img.pgid} in session ${img.sid}`, { pid: img.pid, object: `process group ${img.pgid}` });
+  }
+  joinGroupWithHelper(ctx, task, img.pgid, PID_WAIT_MS);
+}
+
+/** A zombie's ids: 8 of them, or none (an older image); for an image root does not own, the owner's. */
+function checkZombieIds(ctx: RestartContext, img: TaskImage): void {
+  const ids = img.zombieIds;
+  if (ids.length !== 0 && ids.length !== 8) throw new CptError('EBADIMG', `a zombie with ${ids.length} ids`, { pid: img.pid, object: 'task' });
+  if (!heldToOwner(ctx)) return;
+  const owner = linux.userRights(ctx.imageOwner.uid);
+  if (ids.length === 0 || ids.slice(0, 4).some((u) => u !== owner.uid) || ids.slice(4).some((g) => !owner.gids.includes(g))) {
+    throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and zombie ${img.pid} has ids [${ids.join(' ')}] beyond its owner's`, { pid: img.pid, object: 'creds' });
+  }
+}
+
+/** The zombie's own ids, set inside it before it ends (no groups: it runs nothing). */
+function zombieIds(task: RestartTask, ids: number[]): void {
+  const t = task.tracee!;
+  const st = linux.readStatus(task.pid);
+  if (st.capEff !== st.capPrm) {
+    t.syscallOk(SYS.capset, [t.stage(linux.encodeCapHeader(0), 0), t.stage(linux.encodeCapData({ effective: st.capPrm, permitted: st.capPrm, inheritable: st.capInh }), 64)], 'capset (zombie)');
+  }
+  t.syscallOk(SYS.setgroups, [0, 0], 'setgroups (zombie)');
+  t.syscallOk(SYS.setresgid, [ids[4], ids[5], ids[6]], 'setresgid (zombie)');
+  t.syscall(SYS.setfsgid, [ids[7]]);
+  t.syscallOk(SYS.setresuid, [ids[0], ids[1], ids[2]], 'setresuid (zombie)');
+  t.syscall(SYS.setfsuid, [ids[3]]);
+  const now = linux.readStatus(task.pid);
+  if (String([...now.uid, ...now.gid]) !== String(ids)) {
+    throw new CptError('EPERM', `the zombie's ids are [${[...now.uid, ...now.gid].join(' ')}], not [${ids.join(' ')}]`, { pid: task.pid, object: 'creds' });
+  }
+}
+
+/**
+ * The zombie's exit sends its parent SIGCHLD (or its exit signal), which the parent had taken long
+ * ago: unless one was pending already (it is in the image then), it is taken off the parent again.
+ */
+function becomeZombieQuietly(task: RestartTask, status: number, parent: RestartTask): void {
+  const sig = task.state.get(EXIT_SIGNAL) ?? 0;
+  const bit = sig ? 1n << BigInt(sig - 1) : 0n;
+  const before = linux.readStatus(parent.pid);
+  const pendingBefore = ((before.shdPnd | before.sigPnd) & bit) !== 0n;
+  becomeZombie(task, status);
+  if (!bit || pendingBefore) return;
+  const p = parent.tracee!;
+  const set = Buffer.alloc(8);
+  set.writeBigUInt64LE(bit, 0);
+  const zero = Buffer.alloc(16);
+  // EAGAIN: none was queued (the parent ignores the signal).
+  const r = p.syscall(SYS.rt_sigtimedwait, [p.stage(set, 0), 0, p.stage(zero, 16), 8]);
+  if (r !== BigInt(sig) && r !== -BigInt(linux.ERRNO.EAGAIN)) {
+    throw new CptError('EIO', `the parent's ${linux.signalName(sig)} from the zombie could not be taken off it (${r < 0n ? linux.errnoName(Number(-r)) : r})`, { pid: parent.pid, object: 'signals' });
   }
 }
 

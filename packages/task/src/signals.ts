@@ -222,6 +222,10 @@ export class SignalsRestore implements RestoreHandler {
           // SS_ONSTACK is the kernel's to compute
           const b = encodeStruct(linux.StackT, { sp: s.altstackSp, flags: s.altstackFlags & linux.SS.AUTODISARM, size: s.altstackSize });
           t.syscallOk(SYS.sigaltstack, [t.stage(b), 0], 'sigaltstack');
+        } else {
+          // A child of the tree is a copy of its parent, alternate stack included.
+          const b = encodeStruct(linux.StackT, { sp: 0n, flags: linux.SS.DISABLE, size: 0n });
+          t.syscallOk(SYS.sigaltstack, [t.stage(b), 0], 'sigaltstack (disable)');
         }
         return;
       }

@@ -171,16 +171,24 @@ describe('PtraceFreezer', function () {
       }
     });
 
-    it('a process with a child (EOPNOTSUPP, naming the children)', async () => {
+    it('a process with children is frozen with them: the live child stopped and traced, the zombie kept with its status; release lets both go', async () => {
       const t = await startTarget(forker, []);
-      const kids = [Number(t.vars.childpid), Number(t.vars.zombiepid)].sort((x, y) => x - y);
+      const child = Number(t.vars.childpid);
+      const zombie = Number(t.vars.zombiepid);
       const { freezer, ctx } = setup();
-      const e = thrown(() => freezer.freeze(ctx, t.pid));
-      expect(e.code).to.equal('EOPNOTSUPP');
-      expect(e.pid).to.equal(t.pid);
-      expect(e.object).to.equal(`children ${kids.join(',')}`);
-      expect(e.message).to.include('child processes');
+      const tree = freezer.freeze(ctx, t.pid);
+      try {
+        expect(tree.tasks.map((k) => k.pid)).to.deep.equal([t.pid, ...[child, zombie].sort((x, y) => x - y)]);
+        expect(tree.tasks.find((k) => k.pid === zombie)!.zombie).to.equal(true);
+        expect(tree.tasks.find((k) => k.pid === child)!.zombie).to.equal(undefined);
+        expect(linux.readStatus(child).tracerPid).to.equal(process.pid);
+        expect(linux.readStatus(zombie).state).to.equal('Z');
+      } finally {
+        freezer.release(ctx, tree, 'run');
+      }
       untouched(t.pid);
+      untouched(child);
+      expect(linux.readStat(zombie).state).to.equal('Z');
     });
 
     it('a zombie', async () => {

@@ -10,16 +10,16 @@ import { CptError } from '../errors';
 /** The system calls cptrst makes, itself or inside a task. */
 export type SyscallName =
   'access' | 'brk' | 'capset' | 'clock_nanosleep' | 'clone3' | 'close' | 'close_range' | 'dup' |
-  'dup3' | 'fchdir' | 'fchmod' | 'fcntl' | 'fstat' | 'ftruncate' | 'getcwd' | 'getitimer' |
+  'dup3' | 'exit_group' | 'fchdir' | 'fchmod' | 'fcntl' | 'fstat' | 'ftruncate' | 'getcwd' | 'getitimer' |
   'getpid' | 'getppid' | 'gettid' | 'ioctl' | 'ioprio_get' | 'ioprio_set' | 'kcmp' | 'kill' | 'linkat' | 'lseek' | 'madvise' |
   'membarrier' | 'memfd_create' | 'mlock2' | 'mlockall' | 'mmap' | 'mprotect' | 'mremap' |
   'mseal' | 'munmap' | 'openat' | 'openat2' | 'pause' | 'personality' | 'pidfd_getfd' |
   'pidfd_open' | 'pidfd_send_signal' | 'pipe2' | 'prctl' | 'pread64' | 'prlimit64' | 'ptrace' |
   'pwrite64' | 'read' | 'restart_syscall' | 'rseq' | 'rt_sigaction' | 'rt_sigqueueinfo' |
-  'rt_sigreturn' | 'rt_tgsigqueueinfo' | 'sched_getaffinity' | 'sched_setaffinity' |
+  'rt_sigreturn' | 'rt_sigtimedwait' | 'rt_tgsigqueueinfo' | 'sched_getaffinity' | 'sched_getscheduler' | 'sched_setaffinity' |
   'sched_setscheduler' | 'setfsgid' | 'setfsuid' | 'setgroups' | 'setitimer' | 'setpgid' |
   'setpriority' | 'setresgid' | 'setresuid' | 'setsid' | 'sigaltstack' | 'tgkill' | 'umask' |
-  'uname' | 'utimensat' | 'write' | 'get_robust_list' | 'set_robust_list' | 'set_tid_address';
+  'uname' | 'utimensat' | 'wait4' | 'write' | 'get_robust_list' | 'set_robust_list' | 'set_tid_address';
 
 /** System call numbers of one ABI, by name. */
 export type SyscallTable = Readonly<Record<SyscallName, number>>;

@@ -1,0 +1,390 @@
+/**
+ * Process trees: a process and all its descendants checkpointed together and made again with
+ * every PID, parent, process group and session; zombies with their status, a stopped child, a
+ * file description shared by parent and children. What cannot be made again is refused, and
+ * leaves every process of the tree running as before.
+ */
+import 'reflect-metadata';
+import { expect } from 'chai';
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
+import {
+  CLI_MAIN, Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeUserDir, parseResult, passLines, procState,
+  removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+} from '../support';
+
+interface Member {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  /** R S D T Z ...; a running or sleeping process may show either. */
+  state: string;
+  tracer: number;
+}
+
+/** The process and its descendants, parent before children, from /proc. */
+function treeOf(root: number): Member[] {
+  const out: Member[] = [];
+  const visit = (pid: number): void => {
+    let stat: string;
+    let status: string;
+    try {
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      return;
+    }
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out.push({ pid, state: f[0], ppid: Number(f[1]), pgid: Number(f[2]), sid: Number(f[3]), tracer: Number(/^TracerPid:\s*(\d+)/m.exec(status)?.[1] ?? -1) });
+    const children = new Set<number>();
+    let tids: string[] = [];
+    try {
+      tids = fs.readdirSync(`/proc/${pid}/task`);
+    } catch {
+      /* it ended meanwhile (a churning child) */
+    }
+    for (const tid of tids) {
+      try {
+        for (const c of fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (c) children.add(Number(c));
+      } catch {
+        /* gone */
+      }
+    }
+    for (const c of [...children].sort((a, b) => a - b)) visit(c);
+  };
+  visit(root);
+  return out;
+}
+
+/**
+ * What must be the same after a restart: ids, and zombie/stopped/alive. The root's parent is not
+ * in the tree (a restored root is init's child), only that it is outside.
+ */
+const shape = (ms: Member[]) => ms.map((m, i) => ({ pid: m.pid, ppid: i === 0 ? 'outside' : m.ppid, pgid: m.pgid, sid: m.sid, state: m.state === 'Z' || m.state === 'T' ? m.state : 'alive' })).sort((a, b) => a.pid - b.pid);
+
+/** Every process of every tree a test made, killed by PID at the end (only if it is still one of our workloads). */
+const members = new Set<number>();
+
+const NOBODY = { uid: 65534, gid: 65534 };
+
+async function startTree(name: string, args: string[] = [], asUser?: { uid: number; gid: number }): Promise<{ w: Workload; before: Member[] }> {
+  let dir: string | undefined;
+  if (asUser) {
+    // the tree writes its own files (ready marks, a data file) there as that user
+    dir = makeUserDir(name);
+    fs.chownSync(dir, asUser.uid, asUser.gid);
+  }
+  const w = await startWorkload(name, args, dir ? { dir, asUser } : {});
+  const before = treeOf(w.pid);
+  for (const m of before) members.add(m.pid);
+  return { w, before };
+}
+
+async function expectPass(w: Workload): Promise<void> {
+  await trigger(w);
+  const r = parseResult(await waitResult(w, 30000));
+  expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
+  expect(r.extra).to.deep.equal([]);
+}
+
+async function checkpointKill(w: Workload, before: Member[], img: string): Promise<void> {
+  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+  expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
+  expect(ck.stderr).to.include(`(${before.length} tasks)`);
+  await w.exited;
+  // The killed tree's zombies are init's to reap: every PID must be free again.
+  for (const m of before) expect(await waitGone(m.pid, 10000), `pid ${m.pid} still taken`).to.equal(true);
+}
+
+async function restartSame(w: Workload, before: Member[], img: string): Promise<void> {
+  const rs = await cptrst(['restart', img]);
+  expect(rs.code, `restart failed: ${rs.stderr}`).to.equal(0);
+  expect(rs.stdout.trim()).to.equal(String(w.pid));
+  const after = treeOf(w.pid);
+  expect(shape(after)).to.deep.equal(shape(before));
+  for (const m of after) expect(m.tracer, `pid ${m.pid} traced`).to.equal(0);
+}
+
+function rewriteImage(src: string, dst: string, edit: (recs: Array<{ name: string; obj: Record<string, unknown> }>) => void): void {
+  const ifd = fs.openSync(src, 'r');
+  const ofd = fs.openSync(dst, 'w', 0o600);
+  try {
+    const r = new ImageReader(fileSource(ifd));
+    const w = new ImageWriter(fileSink(ofd));
+    w.writeHead(r.readHead());
+    const recs: Array<{ name: string; obj: Record<string, unknown>; tag: number; ptag: number; pages?: Buffer }> = [];
+    for (let rec = r.next(); rec; rec = r.next()) {
+      if (rec.name !== 'TERMINATOR') recs.push({ name: rec.name, obj: rec.obj as Record<string, unknown>, tag: rec.tag, ptag: rec.ptag, pages: rec.pages });
+    }
+    edit(recs);
+    const tags = new Map<number, number>([[1, 1]]);
+    for (const rec of recs) {
+      const ptag = tags.get(rec.ptag)!;
+      tags.set(rec.tag, rec.pages ? w.writeWithPages(rec.obj, rec.pages, { ptag }) : w.write(rec.obj, { ptag }));
+    }
+    w.writeTerminator();
+  } finally {
+    fs.closeSync(ifd);
+    fs.closeSync(ofd);
+  }
+}
+
+/** Runs the CLI and SIGKILLs it `ms` after it was started; resolves with how it ended. */
+function runAndKill(args: string[], ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  const cli = spawn(process.execPath, [CLI_MAIN, ...args], { stdio: 'ignore' });
+  const timer = setTimeout(() => cli.kill('SIGKILL'), ms);
+  return new Promise((resolve) => cli.once('close', (code, signal) => {
+    clearTimeout(timer);
+    resolve({ code, signal });
+  }));
+}
+
+describe('process trees', function () {
+  this.timeout(180000);
+  before(() => {
+    loadModule('@cptrst/cpt-module'); // the layouts, to read and rewrite images
+    return buildWorkloads();
+  });
+  afterEach(async () => {
+    for (const pid of members) await killByPid(pid);
+    members.clear();
+    await killStartedWorkloads();
+  });
+
+  for (const [name, args] of [['tree', []], ['tree.sh', []], ['tree.py', []]] as Array<[string, string[]]>) {
+    it(`${name}: checkpoint --kill and restart make the same tree again (pids, parents, groups, sessions, zombies, a stopped child), and each member checks itself`, async () => {
+      const { w, before } = await startTree(name, args);
+      expect(before.length).to.be.greaterThan(3);
+      const img = path.join(w.dir, 'tree.img');
+      await checkpointKill(w, before, img);
+      await restartSame(w, before, img);
+      await expectPass(w);
+    });
+  }
+
+  it('tree: the root shows the tree as it was, and a restored zombie is reaped with its recorded status (root checks it)', async () => {
+    const { w, before } = await startTree('tree');
+    expect(before.filter((m) => m.state === 'Z').length, 'zombies').to.equal(2);
+    expect(before.filter((m) => m.state === 'T').length, 'stopped').to.equal(1);
+    expect(new Set(before.map((m) => m.sid)).size, 'sessions').to.equal(2);
+    const img = path.join(w.dir, 'tree.img');
+    await checkpointKill(w, before, img);
+    const show = await cptrst(['show', img]);
+    expect(show.code, show.stderr).to.equal(0);
+    for (const m of before) expect(show.stdout).to.match(new RegExp(`^\\s*${m.pid}\\s+${m.ppid}\\s+${m.pgid}\\s+${m.sid}\\s`, 'm'));
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
+  it('a tree checkpointed without --kill runs on untraced, every process as before; three checkpoints of a tree that forks all the time', async () => {
+    const { w, before } = await startTree('tree', ['zgsfc']);
+    for (let i = 0; i < 3; i++) {
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, `run${i}.img`)]);
+      expect(ck.code, ck.stderr).to.equal(0);
+    }
+    const after = treeOf(w.pid);
+    // the churning grandchild's own short-lived children (the only fourth level) come and go;
+    // the rest is as it was
+    const depth = (ms: Member[], m: Member): number => {
+      const parent = ms.find((p) => p.pid === m.ppid);
+      return parent ? 1 + depth(ms, parent) : 0;
+    };
+    const steady = (ms: Member[]) => shape(ms.filter((m) => depth(ms, m) < 3));
+    expect(steady(after)).to.deep.equal(steady(before));
+    for (const m of after) expect(m.tracer).to.equal(0);
+    await expectPass(w);
+  });
+
+  it('a tree that forks all the time is checkpointed with --kill and restarted', async () => {
+    const { w } = await startTree('tree', ['zgsfc']);
+    const img = path.join(w.dir, 'churn.img');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await w.exited;
+    await sleep(200);
+    const rs = await cptrst(['restart', img], { env: { CPTRST_PID_WAIT_MS: '10000' } });
+    expect(rs.code, rs.stderr).to.equal(0);
+    for (const m of treeOf(w.pid)) members.add(m.pid);
+    await expectPass(w);
+  });
+
+  it('--leave-stopped stops every process of the tree; SIGCONT lets them go on', async () => {
+    const { w, before } = await startTree('tree');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'stop.img'), '--leave-stopped']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    const after = treeOf(w.pid);
+    for (const m of after) expect(m.state, `pid ${m.pid}`).to.be.oneOf(['T', 'Z']);
+    for (const m of after) if (m.state === 'T' && before.find((b) => b.pid === m.pid)?.state !== 'T') process.kill(m.pid, 'SIGCONT');
+    await expectPass(w);
+  });
+
+  it('restart --leave-stopped leaves the whole tree stopped', async () => {
+    const { w, before } = await startTree('tree.py');
+    const img = path.join(w.dir, 'tree.img');
+    await checkpointKill(w, before, img);
+    const rs = await cptrst(['restart', img, '--leave-stopped']);
+    expect(rs.code, rs.stderr).to.equal(0);
+    const after = treeOf(w.pid);
+    expect(after.length).to.equal(before.length);
+    for (const m of after) expect(m.state, `pid ${m.pid}`).to.be.oneOf(['T', 'Z']);
+    for (const m of after) if (m.state === 'T') process.kill(m.pid, 'SIGCONT');
+    await expectPass(w);
+  });
+
+  describe('refused, every process running on as before', () => {
+    const cases: Array<[string, RegExp]> = [
+      ['vfork', /^cptrst: EOPNOTSUPP: pid (\d+), child (\d+): the child shares the memory of its parent \(a vfork in progress/],
+      ['clone-vm', /^cptrst: EOPNOTSUPP: pid (\d+), child (\d+): the child shares the memory of its parent/],
+      ['clone-files', /^cptrst: EOPNOTSUPP: pid (\d+), fd table shared with (\d+): /],
+      ['clone-fs', /^cptrst: EOPNOTSUPP: pid (\d+), fs struct shared with (\d+): /],
+      ['traced', /^cptrst: EBUSY: pid (\d+), ptrace: it is already traced by pid (\d+)/],
+      ['pidns', /^cptrst: EOPNOTSUPP: pid (\d+), pid namespace pid:\[\d+\]: /],
+    ];
+    for (const [mode, re] of cases) {
+      it(`treeshare ${mode}`, async () => {
+        const { w, before } = await startTree('treeshare', [mode]);
+        const img = path.join(w.dir, 'x.img');
+        const ck = await cptrst(['checkpoint', String(w.pid), '-o', img]);
+        expect(ck.code).to.equal(1);
+        const m = re.exec(ck.stderr);
+        expect(m, ck.stderr).to.not.equal(null);
+        const named = m!.slice(1).filter((x) => x !== undefined).map(Number);
+        for (const pid of named) expect(before.map((b) => b.pid), `named pid ${pid}`).to.include(pid);
+        expect(fs.existsSync(img)).to.equal(false);
+        const after = treeOf(w.pid);
+        expect(shape(after)).to.deep.equal(shape(before));
+        for (const a of after) if (mode !== 'traced' || a.pid === w.pid) expect(a.tracer, `pid ${a.pid}`).to.equal(0);
+        await expectPass(w);
+      });
+    }
+  });
+
+  it('MAP_SHARED anonymous memory inherited across fork is one memory again after restart (a write by the child is seen by the parent)', async () => {
+    const { w, before } = await startTree('treeshare', ['shm']);
+    const img = path.join(w.dir, 'shm.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
+  it('a child stopped by SIGTSTP is refused (a restored stop is SIGSTOP\'s), the tree runs on', async () => {
+    const { w, before } = await startTree('tree.py');
+    // W1a: in the group of its parent W1, whose parent is in the same session (a group that is
+    // not orphaned: SIGTSTP stops it)
+    const leaf = before.find((m) => m.ppid !== w.pid && m.pid !== w.pid && m.pgid !== m.sid && m.state !== 'Z')!;
+    process.kill(leaf.pid, 'SIGTSTP');
+    for (let i = 0; i < 100 && (await procState(leaf.pid))?.state !== 'T'; i++) await sleep(10);
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'tstp.img')]);
+    expect(ck.code).to.equal(1);
+    expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${leaf.pid}, stop: the process was stopped by SIGTSTP`));
+    for (const m of treeOf(w.pid)) expect(m.tracer).to.equal(0);
+    process.kill(leaf.pid, 'SIGCONT');
+    await expectPass(w);
+  });
+
+  it('an image of a tree not owned by root: restored with the owner\'s rights (every member nobody\'s, zombies too); a child asking for root is refused before it is made, leaving nothing', async () => {
+    const { w, before } = await startTree('tree', ['zgsf', '--as', `${NOBODY.uid}:${NOBODY.gid}`], NOBODY);
+    try {
+      const img = path.join(w.dir, 'tree.img');
+      await checkpointKill(w, before, img);
+      fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+      const bad = path.join(w.dir, 'root-child.img');
+      rewriteImage(img, bad, (recs) => {
+        const creds = recs.filter((r) => r.name === 'creds');
+        creds[creds.length - 1].obj.uids = [0, 0, 0, 0];
+      });
+      fs.chownSync(bad, NOBODY.uid, NOBODY.gid);
+      const r = await cptrst(['restart', bad]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(/^cptrst: EPERM: pid \d+, creds: the image belongs to uid 65534, and task \d+ asks for more than its owner has: real uid 0/);
+      for (const m of before) expect(await waitGone(m.pid, 10000), `pid ${m.pid} left behind`).to.equal(true);
+      await restartSame(w, before, img);
+      for (const m of treeOf(w.pid)) {
+        const uids = /^Uid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${m.pid}/status`, 'utf8'))![1].split(/\s+/).map(Number);
+        expect(uids, `pid ${m.pid}`).to.deep.equal([65534, 65534, 65534, 65534]);
+      }
+      await expectPass(w);
+    } finally {
+      removeUserDir(w.dir);
+    }
+  });
+
+  it('cptrst SIGKILLed at any moment of a tree checkpoint leaves every process of the tree as it was; of a tree restart, none of it', async () => {
+    const { w, before } = await startTree('tree');
+    const delays = [300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1500];
+    let killed = 0;
+    for (const d of delays) {
+      const run = await runAndKill(['checkpoint', String(w.pid), '-o', path.join(w.dir, `k${d}.img`)], d);
+      if (run.signal === 'SIGKILL') killed++;
+      let now: Member[] = [];
+      for (let i = 0; i < 200; i++) {
+        now = treeOf(w.pid);
+        if (now.every((m) => m.tracer === 0) && shape(now).every((m, k) => m.state === shape(before)[k]?.state)) break;
+        await sleep(10);
+      }
+      expect(shape(now), `killed after ${d} ms`).to.deep.equal(shape(before));
+      for (const m of now) expect(m.tracer, `killed after ${d} ms: pid ${m.pid}`).to.equal(0);
+    }
+    expect(killed, 'every kill came too late').to.be.greaterThan(0);
+    const img = path.join(w.dir, 'tree.img');
+    await checkpointKill(w, before, img);
+    let made = 0;
+    for (const d of [150, 300, 450, 600, 800]) {
+      const run = await runAndKill(['restart', img], d);
+      await sleep(100);
+      // Done (or killed between the last detach and its output): the whole tree, untraced, and
+      // ended here for the next round. Anything else is still being made, and dies with cptrst.
+      const now = treeOf(w.pid);
+      if (run.code === 0 || (now.length === before.length && now.every((m) => m.tracer === 0))) {
+        made++;
+        expect(shape(now), `restart killed after ${d} ms`).to.deep.equal(shape(before));
+        for (const m of now.reverse()) process.kill(m.pid, 'SIGKILL');
+      }
+      // what was made dies with cptrst (PTRACE_O_EXITKILL); init reaps it
+      for (const m of before) expect(await waitGone(m.pid, 15000), `restart killed after ${d} ms: pid ${m.pid} left`).to.equal(true);
+    }
+    expect(made, 'every restart completed before the kill').to.be.lessThan(5);
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
+  it('a restart that fails in the middle of the tree leaves no process of it behind', async () => {
+    const { w, before } = await startTree('tree');
+    const img = path.join(w.dir, 'tree.img');
+    await checkpointKill(w, before, img);
+    const bad = path.join(w.dir, 'bad.img');
+    // the last zombie's status becomes a core dump's, which cannot be made again: EBADIMG once
+    // the tasks before it are made
+    rewriteImage(img, bad, (recs) => {
+      const zombies = recs.filter((r) => r.name === 'task' && r.obj.zombie === true);
+      expect(zombies.length).to.equal(2);
+      zombies[1].obj.exitStatus = 0x80 | 11;
+    });
+    const rs = await cptrst(['restart', bad]);
+    expect(rs.code).to.equal(1);
+    expect(rs.stderr).to.match(/^cptrst: EBADIMG: pid \d+, exit status: wait status 0x8b /);
+    for (const m of before) expect(await waitGone(m.pid, 10000), `pid ${m.pid} left behind`).to.equal(true);
+    // the image itself is fine
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
+  it('an image whose task names a parent that is not before it is refused (EBADIMG), and leaves nothing behind', async () => {
+    const { w, before } = await startTree('tree.py');
+    const img = path.join(w.dir, 'tree.img');
+    await checkpointKill(w, before, img);
+    const bad = path.join(w.dir, 'orphan.img');
+    rewriteImage(img, bad, (recs) => {
+      const second = recs.filter((r) => r.name === 'task')[1];
+      second.obj.ppid = 1;
+    });
+    const rs = await cptrst(['restart', bad]);
+    expect(rs.code).to.equal(1);
+    expect(rs.stderr).to.match(/^cptrst: EBADIMG: pid \d+, process tree: its parent 1 is not an earlier task of the image/);
+    for (const m of before) expect(await waitGone(m.pid, 10000), `pid ${m.pid} left behind`).to.equal(true);
+    expect(await procState(w.pid)).to.equal(null);
+  });
+});
