@@ -61,12 +61,12 @@ describe('memory (mm)', function () {
   });
 
   describe('refusals come before the head: nothing is written', () => {
-    it('a SysV shared memory mapping, checkpointed into a pipe (-o - | wc -c): 0 bytes, one line naming it, the process untouched', async () => {
-      const w = await startWorkload('mmstate', ['sysv']);
+    it('a deleted mapped file, checkpointed into a pipe (-o - | wc -c): 0 bytes, one line naming it, the process untouched', async () => {
+      const w = await startWorkload('mmstate', ['deleted']);
       const r = await execFileP('bash', ['-c', `"${process.execPath}" "${CLI_MAIN}" checkpoint ${w.pid} -o - 2>"${w.dir}/err" | wc -c`]);
       expect(r.stdout.trim()).to.equal('0');
       const err = fs.readFileSync(path.join(w.dir, 'err'), 'utf8');
-      expect(err).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, vma [0-9a-f]+-[0-9a-f]+ /SYSV[0-9a-f]+: .*SysV shared memory`));
+      expect(err).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, vma [0-9a-f]+-[0-9a-f]+ ${w.triggerPath}\\.deleted: .*deleted`));
       await expectRunningUntraced(w.pid);
       await expectPasses(w);
     });

@@ -237,7 +237,7 @@ describe('threads', function () {
     };
     const refused = async (p: string, pattern: RegExp) => {
       const r = await cptrst(['restart', p]);
-      expect(r.code, r.stdout).to.equal(1);
+      expect(r.code, `signal ${r.signal}; ${r.stderr}`).to.equal(1);
       expect(r.stderr, r.stderr).to.match(pattern);
       expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
     };

@@ -1,6 +1,7 @@
 /** Running the cptrst command line tool, asynchronously. */
 import { execFile } from 'child_process';
 import { CLI_MAIN } from './paths';
+import { describeStuck } from './processes';
 
 export interface CptrstResult {
   /** Exit code, or null if it was killed by a signal (see `signal`). */
@@ -21,22 +22,24 @@ export interface CptrstOptions {
  * Runs `node packages/cli/dist/src/main.js ...args` and resolves with its exit code and output,
  * whatever the exit code. Uses execFile, never a synchronous call: the test process is the
  * workloads' parent, and its event loop must keep running so that libuv reaps a workload killed
- * by a checkpoint (freeing its PID for the restart).
+ * by a checkpoint (freeing its PID for the restart). A tool that does not end in time is killed;
+ * what it was waiting in is added to its stderr, for the failure message.
  */
 export function cptrst(args: string[], opts: CptrstOptions = {}): Promise<CptrstResult> {
   return new Promise((resolve) => {
-    execFile(
+    let stuck = '';
+    const child = execFile(
       process.execPath,
       [CLI_MAIN, ...args],
       {
         encoding: 'utf8',
         maxBuffer: 256 << 20,
-        timeout: opts.timeoutMs ?? 120000,
-        killSignal: 'SIGKILL',
         env: { ...process.env, ...(opts.env ?? {}) },
         cwd: opts.cwd,
       },
       (error, stdout, stderr) => {
+        clearTimeout(timer);
+        if (stuck) stderr = `${stderr}[test harness] cptrst ${args[0]} did not end within ${opts.timeoutMs ?? 120000} ms and was killed; it was:\n${stuck}\n`;
         if (error === null) {
           resolve({ code: 0, signal: null, stdout, stderr });
           return;
@@ -52,5 +55,13 @@ export function cptrst(args: string[], opts: CptrstOptions = {}): Promise<Cptrst
         }
       },
     );
+    const timer = setTimeout(() => {
+      void describeStuck(child.pid ?? 0)
+        .catch((err: unknown) => String(err))
+        .then((what) => {
+          stuck = what;
+          child.kill('SIGKILL');
+        });
+    }, opts.timeoutMs ?? 120000);
   });
 }

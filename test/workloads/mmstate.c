@@ -1,5 +1,5 @@
 /*
- * mmstate <trigger> [sysv|deleted]: memory areas with VmFlags of their own and mm-wide settings.
+ * mmstate <trigger> [deleted]: memory areas with VmFlags of their own and mm-wide settings.
  *   - droppable: 4 pages MAP_DROPPABLE|MAP_ANONYMOUS ("dp"), filled with a pattern;
  *   - locked:    2 pages mlock'd ("lo"); onfault: 2 pages mlock2(MLOCK_ONFAULT) ("lo lf");
  *   - seq, rnd, merge: madvise SEQUENTIAL ("sr"), RANDOM ("rr"), MERGEABLE ("mg");
@@ -10,14 +10,13 @@
  *     the kernel has it): the expedited commands work, GET_REGISTRATIONS is unchanged;
  *   - mlockall(MCL_FUTURE): an area mapped after the trigger is locked.
  * After the trigger: every area's VmFlags as before (less "ac"), the data, and each setting.
- * With "sysv" it also attaches a SysV shared memory segment (removed: IPC_RMID), with "deleted" a file it then unlinks: things a
- * checkpoint must refuse; these modes are for refusal tests and check the same after the trigger.
+ * With "deleted" it also maps a file it then unlinks: a checkpoint must refuse it; the mode is for
+ * refusal tests and checks the same after the trigger.
  * Features the kernel lacks (MAP_DROPPABLE, mseal, GET_REGISTRATIONS...) are left out, with a note.
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
-#include <sys/shm.h>
 #include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -106,7 +105,7 @@ static long status_field(const char *key)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger> [sysv|deleted]");
+    wl_init(argc, argv, 1, "<trigger> [deleted]");
     const char *mode = argc > 2 ? argv[2] : "";
 
     for (int i = 0; i < NAREAS; i++) {
@@ -155,13 +154,7 @@ int main(int argc, char **argv)
     if (mlockall(MCL_FUTURE))
         wl_fail("mlockall(MCL_FUTURE): %s", strerror(errno));
 
-    if (strcmp(mode, "sysv") == 0) {
-        int id = shmget(IPC_PRIVATE, PG, IPC_CREAT | 0600);
-        if (id < 0 || shmat(id, NULL, 0) == (void *)-1)
-            wl_fail("sysv: %s", strerror(errno));
-        if (id >= 0)
-            shmctl(id, IPC_RMID, NULL);
-    } else if (strcmp(mode, "deleted") == 0) {
+    if (strcmp(mode, "deleted") == 0) {
         char path[4096];
         snprintf(path, sizeof path, "%s.deleted", wl_trigger_path);
         int f = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
