@@ -110,7 +110,7 @@ describe('memory (mm)', function () {
 
     async function refused(w: Workload, img: string, code: string, what: RegExp): Promise<void> {
       const r = await cptrst(['restart', img]);
-      expect(r.code, r.stdout).to.equal(1);
+      expect(r.code, `signal ${r.signal}; ${r.stderr}`).to.equal(1);
       expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: ${code}: `)).and.match(what);
       expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind`).to.equal(true);
     }

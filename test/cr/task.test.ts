@@ -210,7 +210,7 @@ describe('task state', function () {
 
     async function expectRefused(pid: number, img: string, pattern: RegExp): Promise<void> {
       const r = await cptrst(['restart', img]);
-      expect(r.code, r.stdout).to.equal(1);
+      expect(r.code, `signal ${r.signal}; ${r.stderr}`).to.equal(1);
       expect(r.stderr).to.match(ONE_LINE).and.match(pattern);
       expect(await waitGone(pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
     }
