@@ -151,7 +151,7 @@ describe('memory (mm)', function () {
             wr.writeWithPages(editedObject(pagesTemplate!, { vaddr: at, count: 1 }), data, { ptag: vmaTag });
           },
         });
-        await refused(w, bad, 'EBADIMG', /contents are the file's/);
+        await refused(w, bad, 'EBADIMG', /whose contents are not kept in an image/);
         expect(sha256(victim), 'the file was written').to.equal(before);
         expect(fs.statSync(victim, { bigint: true }).mtimeNs).to.equal(st.mtimeNs);
       }

@@ -1,7 +1,8 @@
 /**
  * Anonymous memory. Private: heap, stack, plain anonymous maps, named ones ([anon:name]) and
- * droppable ones (MAP_DROPPABLE, VmFlag "dp": pages the kernel may free under memory pressure;
- * their contents are stored like any other's). Shared: MAP_SHARED|MAP_ANONYMOUS.
+ * droppable ones (MAP_DROPPABLE, VmFlag "dp": pages the kernel may free under memory pressure at
+ * any moment, so a process must expect them gone; their contents are not stored, and a restored
+ * droppable area starts empty, as CRIU's does). Shared: MAP_SHARED|MAP_ANONYMOUS.
  */
 import * as fs from 'fs';
 import { CheckpointTask, CptError, RestartContext, RestartTask, StateKey, linux, refuse } from '@cptrst/core';
@@ -27,8 +28,8 @@ export class AnonVma implements VmaKindHandler {
   acceptsVmFlag(flag: string): boolean {
     return ANON_FLAGS.has(flag);
   }
-  storesPages(): boolean {
-    return true;
+  storesPages(img: VmaImage): boolean {
+    return !img.vmFlags.includes('dp');
   }
   storesPage(pm: bigint): boolean {
     return isPresentOrSwapped(pm);

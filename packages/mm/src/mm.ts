@@ -397,7 +397,7 @@ export class MmRestore implements RestoreHandler {
     const scratch = task.tracee!.reservedRanges();
     if (scratch.some((r) => overlaps(r, img))) throw new CptError('EBADIMG', `${what} is not in the image's layout`, { pid: task.pid, object: what });
     if (img.pageCount > 0n && !kind.storesPages(img)) {
-      throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: the image holds pages for a ${img.shared ? 'shared ' : ''}${img.kind} mapping, whose contents are the file's`, { pid: task.pid, object: what });
+      throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: the image holds pages for a ${img.shared ? 'shared ' : ''}${img.kind} mapping, whose contents are not kept in an image (a shared file mapping's are the file's; a droppable area's may be dropped)`, { pid: task.pid, object: what });
     }
     const odd = img.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !kind.acceptsVmFlag(f));
     if (odd.length) throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: VmFlags ${odd.join(' ')} on ${img.kind} memory`, { pid: task.pid, object: what });

@@ -200,7 +200,7 @@ export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreO
   const bad = (why: string) => new CptError('EBADIMG', `pages at 0x${img.vaddr.toString(16)} (image offset ${o.offset}): ${why}`, { pid: task.pid, object: 'pages' });
   if (!area || !vma) throw bad('they belong to no memory area');
   // Never through a shared file mapping: that would write the image's data into the file.
-  if (!area.kind.storesPages(vma)) throw bad(`${describeVma(vma)} is a ${vma.shared ? 'shared ' : ''}${vma.kind} mapping, whose contents are the file's`);
+  if (!area.kind.storesPages(vma)) throw bad(`${describeVma(vma)} is a ${vma.shared ? 'shared ' : ''}${vma.kind} mapping, whose contents are not kept in an image (a shared file mapping's are the file's; a droppable area's may be dropped)`);
   if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
   task.tracee!.writeMemory(img.vaddr, o.pages);

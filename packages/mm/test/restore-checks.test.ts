@@ -86,13 +86,13 @@ describe('mm restore checks of image objects', () => {
     const withPages = Object.assign(new VmaImage(), shared, { pageCount: 1n });
     const e = thrown(() => new MmRestore().restore(ctx, task(), vmaObj(withPages)));
     expect(e.code).to.equal('EBADIMG');
-    expect(e.message).to.include('image offset 4242').and.include("contents are the file's");
+    expect(e.message).to.include('image offset 4242').and.include('whose contents are not kept in an image');
     expect(e.object).to.equal('vma 400000-404000 /etc/passwd');
     // PAGES under such a VMA (one that said it had none).
     const vmas = new Map([[7, { img: shared, kind: new FileVma() }]]);
     const p = thrown(() => restorePages(ctx, task(vmas), pagesObj(0x400000n, 1, 4096)));
     expect(p.code).to.equal('EBADIMG');
-    expect(p.message).to.include("shared file mapping, whose contents are the file's");
+    expect(p.message).to.include('shared file mapping, whose contents are not kept in an image');
     // A private file mapping's pages (the process's own copies) are fine up to the write, which needs the tracee.
     const priv = new Map([[7, { img: Object.assign(new VmaImage(), shared, { shared: false }), kind: new FileVma() }]]);
     expect(thrown(() => restorePages(ctx, task(priv), pagesObj(0x400000n, 1, 4096))).message).to.include('the tracee was used');
