@@ -198,7 +198,15 @@ export class ThreadGroupFreeze {
         this.pending.add(tid);
         return true;
       }
-      if (code === 'EPERM') throw new CptError('EBUSY', `thread ${tid} is already traced by pid ${tracerOf(this.pid, tid)}`, { pid: this.pid, object: `thread ${tid}` });
+      if (code === 'EPERM') {
+        const tracer = tracerOf(this.pid, tid);
+        // The kernel refuses to attach to a thread on its way out: untraced, it is exiting.
+        if (tracer === 0) {
+          if (tid === this.pid) throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid: this.pid });
+          return false;
+        }
+        throw new CptError('EBUSY', `thread ${tid} is already traced by pid ${tracer}`, { pid: this.pid, object: `thread ${tid}` });
+      }
       throw e;
     }
     this.pending.add(tid);
