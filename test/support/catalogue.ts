@@ -17,7 +17,7 @@ export interface WorkloadSpec {
 
 export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'static', kind: 'c', source: 'static.c', cflags: ['-static'], checks: 'statically linked: counters with closed-form invariants, .data/.bss/stack patterns' },
-  { name: 'dynamic', kind: 'c', source: 'dynamic.c', checks: 'libc malloc (10000-node list with checksums, more malloc after), vDSO CLOCK_MONOTONIC never backwards and agreeing with the syscall, [vdso] where AT_SYSINFO_EHDR says' },
+  { name: 'dynamic', kind: 'c', source: 'dynamic.c', checks: 'libc malloc (10000-node list with checksums, more malloc after), vDSO CLOCK_MONOTONIC never backwards and agreeing with the syscall, [vdso] where AT_SYSINFO_EHDR says, the main thread\'s robust futex list and clear_child_tid' },
   { name: 'loop.sh', kind: 'bash', source: 'loop.sh', checks: 'bash with builtins only: integers, indexed and associative arrays, $BASHPID' },
   { name: 'loop.py', kind: 'python', source: 'loop.py', checks: 'python3: dicts, lists, sets, a suspended generator, time.sleep, time.monotonic' },
   // No -mavx512f: the AVX-512 code is hand-written assembly chosen at run time, and the flag would

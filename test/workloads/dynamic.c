@@ -6,12 +6,23 @@
  * Checks after the trigger: every node (index, payload, checksum, count),
  * monotonic time never went backwards, the vDSO clock agrees with the
  * clock_gettime system call, the [vdso] mapping is where AT_SYSINFO_EHDR says,
- * and malloc/free still work (more nodes, a large block, realloc).
+ * malloc/free still work (more nodes, a large block, realloc), and the main thread's robust
+ * futex list and clear_child_tid (which libc registers at start) are the same.
  */
 #include "common.h"
 
 #include <sys/auxv.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
+
+/* The main thread's robust list head and clear_child_tid address. */
+static void futex_addresses(void **head, size_t *len, void **tid_addr)
+{
+    if (syscall(SYS_get_robust_list, 0, head, len) != 0)
+        wl_fail("get_robust_list: %s", strerror(errno));
+    if (prctl(PR_GET_TID_ADDRESS, tid_addr, 0, 0, 0) != 0)
+        wl_fail("PR_GET_TID_ADDRESS: %s", strerror(errno));
+}
 
 #define NODES 10000
 #define SEED_NODES 0xD1A
@@ -112,6 +123,11 @@ int main(int argc, char **argv)
         tail = &n->next;
     }
 
+    void *rl_head, *tid_addr;
+    size_t rl_len;
+    futex_addresses(&rl_head, &rl_len, &tid_addr);
+    WL_CHECK(rl_head != NULL && tid_addr != NULL, "libc registered no robust list or tid address");
+
     wl_ready();
 
     uint64_t last = wl_now_ns(CLOCK_MONOTONIC), first = last, backwards = 0, reads = 0;
@@ -179,6 +195,11 @@ int main(int argc, char **argv)
     void *again = malloc(100);
     WL_CHECK(again != NULL, "malloc after free failed");
     free(again);
+    void *rl_head2, *tid_addr2;
+    size_t rl_len2;
+    futex_addresses(&rl_head2, &rl_len2, &tid_addr2);
+    WL_CHECK(rl_head2 == rl_head && rl_len2 == rl_len, "robust list %p/%zu, was %p/%zu", rl_head2, rl_len2, rl_head, rl_len);
+    WL_CHECK(tid_addr2 == tid_addr, "clear_child_tid %p, was %p", tid_addr2, tid_addr);
 
     wl_finish("dynamic", NULL);
 }

@@ -16,6 +16,7 @@ import { heldToOwner, nowOrAfterCreds } from './deferred';
 import { WAS_STOPPED } from './freezer';
 import { EXIT_SIGNAL, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask } from './tree';
 import { PID_WAIT_MS } from './create';
+import { checkRobustList, clearChildTidOf, restoreFutexAddresses, robustListOf } from './thread';
 
 const { SYS, PR } = linux;
 export const TASK_ORDER = 100;
@@ -50,6 +51,10 @@ export class TaskImage {
   @i32({ since: 4 }) exitStatus = 0;
   /** A zombie's ids (it has no credentials object): real, effective, saved, fs uid, then the same gids. */
   @u32s({ since: 4 }) zombieIds: number[] = [];
+  /** The main thread's robust futex list (get_robust_list) and clear_child_tid (set_tid_address). */
+  @u64({ since: 4 }) robustListHead = 0n;
+  @u64({ since: 4 }) robustListLen = 0n;
+  @u64({ since: 4 }) clearChildTid = 0n;
 }
 
 /** The TASK object read at restart, until the process is made (and for its later steps). */
@@ -93,6 +98,8 @@ export class TaskDump implements DumpHandler {
     img.rseqAddr = rseq.rseqAbiPointer;
     img.rseqLen = rseq.rseqAbiSize;
     img.rseqSig = rseq.signature;
+    [img.robustListHead, img.robustListLen] = robustListOf(task.pid, task.tid);
+    img.clearChildTid = clearChildTidOf(task.tracee, 'the main thread');
     img.cmdline = linux.readCmdline(task.pid).join(' ');
     img.nice = st.nice;
     // Asked inside: the policy with SCHED_RESET_ON_FORK, which /proc does not show.
@@ -113,6 +120,7 @@ export class TaskRestore implements RestoreHandler {
    */
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const img = o.obj as TaskImage;
+    checkRobustList(img.robustListHead, img.robustListLen, (m) => new CptError('EBADIMG', m, { pid: img.pid, object: 'task' }));
     task.state.set(IDENTITY_KEY, img);
     task.leaveStopped = img.stopped;
     joinTree(ctx, task, img.ppid);
@@ -153,6 +161,8 @@ export class TaskRestore implements RestoreHandler {
     if (img.rseqAddr !== 0n) {
       task.tracee.syscallOk(SYS.rseq, [img.rseqAddr, img.rseqLen, 0, img.rseqSig], 'rseq registration');
     }
+    // A new process has neither (clone clears the robust list, and no CLONE_CHILD_CLEARTID was asked).
+    restoreFutexAddresses(task.tracee, img.robustListHead, img.robustListLen, img.clearChildTid, 'the main thread');
   }
 
   abort(_ctx: RestartContext, task: RestartTask): void {

@@ -133,12 +133,7 @@ export class ThreadDump implements DumpHandler {
       img.rseqLen = rseq.rseqAbiSize;
       img.rseqSig = rseq.signature;
       img.affinity = affinityOf(task.pid, th.tid);
-      const head = Buffer.alloc(8);
-      const len = Buffer.alloc(8);
-      const r = linux.rawSyscall(SYS.get_robust_list, th.tid, head, len);
-      if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `get_robust_list of thread ${th.tid}: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object: `thread ${th.tid}` });
-      img.robustListHead = head.readBigUInt64LE(0);
-      img.robustListLen = len.readBigUInt64LE(0);
+      [img.robustListHead, img.robustListLen] = robustListOf(task.pid, th.tid);
       // Inside the thread: what only the thread itself can ask.
       const at = t.stage(Buffer.alloc(ss), 64);
       t.syscallOk(SYS.sigaltstack, [0, at], `sigaltstack in thread ${th.tid}`);
@@ -146,9 +141,7 @@ export class ThreadDump implements DumpHandler {
       img.altstackSp = alt.sp;
       img.altstackFlags = alt.flags;
       img.altstackSize = alt.size;
-      const ptr = t.stage(Buffer.alloc(8), 0);
-      t.syscallOk(SYS.prctl, [PR.GET_TID_ADDRESS, ptr, 0, 0, 0], `prctl(PR_GET_TID_ADDRESS) in thread ${th.tid}`);
-      img.clearChildTid = t.readMemory(ptr, 8).readBigUInt64LE(0);
+      img.clearChildTid = clearChildTidOf(t, `thread ${th.tid}`);
       img.timerslackNs = t.syscallOk(SYS.prctl, [PR.GET_TIMERSLACK, 0, 0, 0, 0], `prctl(PR_GET_TIMERSLACK) in thread ${th.tid}`);
       img.pdeathsig = prctlGetInt(t, PR.GET_PDEATHSIG, `prctl(PR_GET_PDEATHSIG) in thread ${th.tid}`);
       const securebits = th.state.get(SECUREBITS)!;
@@ -216,8 +209,35 @@ function validate(task: RestartTask, img: ThreadImage): void {
   if (!Number.isInteger(img.tid) || img.tid <= 0 || img.tid > 4194304) throw bad('not a thread id');
   if (img.affinity.length > 1024 || img.affinity.length % 8 !== 0) throw bad(`a CPU mask of ${img.affinity.length} bytes`);
   if (img.pdeathsig < 0 || img.pdeathsig > linux.NSIG) throw bad(`parent-death signal ${img.pdeathsig}`);
-  if (img.robustListHead !== 0n && img.robustListLen !== ROBUST_LIST_HEAD_SIZE) throw bad(`a robust list head of ${img.robustListLen} bytes`);
+  checkRobustList(img.robustListHead, img.robustListLen, bad);
   if (img.comm.length > 64) throw bad('a name longer than a thread name');
+}
+
+/** get_robust_list of one thread, asked by cptrst: [head, len]. */
+export function robustListOf(pid: number, tid: number): [bigint, bigint] {
+  const head = Buffer.alloc(8);
+  const len = Buffer.alloc(8);
+  const r = linux.rawSyscall(SYS.get_robust_list, tid, head, len);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `get_robust_list of thread ${tid}: ${linux.errnoName(Number(-r))}`, { pid, object: `thread ${tid}` });
+  return [head.readBigUInt64LE(0), len.readBigUInt64LE(0)];
+}
+
+/** The thread's clear_child_tid (set_tid_address), asked inside it: only the thread itself may. */
+export function clearChildTidOf(t: Tracee, what: string): bigint {
+  const ptr = t.stage(Buffer.alloc(8), 0);
+  t.syscallOk(SYS.prctl, [PR.GET_TID_ADDRESS, ptr, 0, 0, 0], `prctl(PR_GET_TID_ADDRESS) in ${what}`);
+  return t.readMemory(ptr, 8).readBigUInt64LE(0);
+}
+
+/** A robust list head of the one size the kernel takes, or none. */
+export function checkRobustList(head: bigint, len: bigint, bad: (m: string) => Error): void {
+  if (head !== 0n && len !== ROBUST_LIST_HEAD_SIZE) throw bad(`a robust list head of ${len} bytes`);
+}
+
+/** A thread's robust list and clear_child_tid back, by calls inside it (a new thread has neither). */
+export function restoreFutexAddresses(t: Tracee, head: bigint, len: bigint, clearChildTid: bigint, what: string): void {
+  if (head !== 0n) t.syscallOk(SYS.set_robust_list, [head, len], `set_robust_list in ${what}`);
+  if (clearChildTid !== 0n) t.syscall(SYS.set_tid_address, [clearChildTid]); // returns the tid
 }
 
 /** clone3 inside the main thread with set_tid = [tid]; a tid still held is waited for, as a PID is. */
@@ -252,8 +272,7 @@ function setUp(ctx: RestartContext, task: RestartTask, th: TaskThread): void {
   const t = th.tracee!;
   const what = (w: string) => `${w} in thread ${th.tid}`;
   t.blockedSignals = img.blocked; // applied when it is let go
-  if (img.robustListHead !== 0n) t.syscallOk(SYS.set_robust_list, [img.robustListHead, img.robustListLen], what('set_robust_list'));
-  if (img.clearChildTid !== 0n) t.syscall(SYS.set_tid_address, [img.clearChildTid]); // returns the tid
+  restoreFutexAddresses(t, img.robustListHead, img.robustListLen, img.clearChildTid, `thread ${th.tid}`);
   if (!(img.altstackFlags & linux.SS.DISABLE)) {
     const b = encodeStruct(linux.StackT, { sp: img.altstackSp, flags: img.altstackFlags & linux.SS.AUTODISARM, size: img.altstackSize });
     t.syscallOk(SYS.sigaltstack, [t.stage(b, 64), 0], what('sigaltstack'));
