@@ -1,7 +1,7 @@
 /** The workloads in test/workloads and how each is built and run. */
 import * as fs from 'fs';
 
-type WorkloadKind = 'c' | 'bash' | 'python';
+type WorkloadKind = 'c' | 'bash' | 'python' | 'node';
 
 export interface WorkloadSpec {
   /** Name used with startWorkload() (the C binary's name, or the script's file name). */
@@ -43,6 +43,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'timerfd', kind: 'c', source: 'timerfd.c', checks: 'timerfd clocks, time left, intervals, TFD_TIMER_ABSTIME deadline, unread expirations, a periodic timer expired unread still armed' },
   { name: 'inotify', kind: 'c', source: 'inotify.c', checks: 'inotify watches: descriptors (a gap), masks, paths (a hard link), events after restart, the next descriptor' },
   { name: 'threadchurn', kind: 'c', source: 'threadchurn.c', cflags: ['-pthread'], checks: 'threads made and ended all the time, four workers with their own names and masks on a mutex, a condition variable waiter: all carry on, untraced, after a refused checkpoint' },
+  { name: 'eventloop.js', kind: 'node', source: 'eventloop.js', checks: 'Node.js: the event loop (epoll, eventfds, pipes, inotify through fs.watch), V8 helper threads and a worker_threads Worker with its own state, timers, the heap' },
   { name: 'threads.py', kind: 'python', source: 'threads.py', checks: 'python3 with N threads (default 100) on a condition variable: each alive and still woken, its name, thread-local value and comm its own, none traced' },
   { name: 'pthreads', kind: 'c', source: 'pthreads.c', cflags: ['-pthread'], checks: 'ten threads each with its own state: registers and xmm in an asm loop, names, masks, __thread values, rseq; a condition variable, clock_nanosleep and a barrier across C/R; sigaltstack, SCHED_BATCH/IDLE, nice, affinity, timer slack per thread; a signal pending for one thread and one for the process (delivered once); a robust mutex (EOWNERDEAD), pthread_join; with --creds one thread with its own uids' },
   { name: 'ptimers', kind: 'c', source: 'ptimers.c', checks: 'POSIX timers: ids with holes, clocks (monotonic, realtime, boottime, process and thread CPU), notifications (signal with value, thread, none), intervals, time left, signals queued at checkpoint delivered once' },

@@ -85,6 +85,8 @@ async function commandFor(name: string, dropsRoot: boolean, dir: string): Promis
       return { file: 'bash', argv0: [src] };
     case 'python':
       return { file: await python3(), argv0: [src] };
+    case 'node':
+      return { file: process.execPath, argv0: [src] };
   }
 }
 
