@@ -8,7 +8,8 @@ import { promisify } from 'util';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  REPO_ROOT, SYSCALL_VARIANTS, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, readMaps, sleep, startWorkload, trigger, waitResult,
+  REPO_ROOT, SYSCALL_VARIANTS, buildWorkloads, cptrst, expectRunningUntraced, killStartedWorkloads, parseResult, passLines,
+  procState, readMaps, sleep, startWorkload, trigger, waitResult,
 } from '../support';
 
 const execFileP = promisify(execFile);
@@ -22,12 +23,6 @@ interface ShownObject {
 
 const PERMS = (f: Record<string, unknown>) =>
   `${Number(f.prot) & 1 ? 'r' : '-'}${Number(f.prot) & 2 ? 'w' : '-'}${Number(f.prot) & 4 ? 'x' : '-'}${f.shared ? 's' : 'p'}`;
-
-async function expectRunningUntraced(pid: number): Promise<void> {
-  const st = await procState(pid);
-  expect(st?.state).to.match(/^[RS]$/);
-  expect(st?.tracerPid).to.equal(0);
-}
 
 describe('checkpoint of a running process', function () {
   this.timeout(60000);

@@ -13,18 +13,11 @@ import {
 } from '@cptrst/core';
 import { featureNames, xsaveInfo } from '@cptrst/arch-x86';
 import {
-  Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
-  recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
+  Workload, binaryPath, buildWorkloads, cptrst, expectRunningUntraced, killByPid, killStartedWorkloads, makeTempDir, parseResult,
+  passLines, recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
-
-async function expectRunningUntraced(pid: number): Promise<void> {
-  const st = await procState(pid);
-  expect(st, `process ${pid} is gone`).to.not.equal(null);
-  expect(st!.state).to.match(/^[RS]$/);
-  expect(st!.tracerPid).to.equal(0);
-}
 
 async function expectStillPasses(w: Workload): Promise<void> {
   await trigger(w);

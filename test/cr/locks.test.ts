@@ -10,25 +10,14 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload,
-  trigger, waitGone, waitResult,
+  buildWorkloads, checkpointKill, cptrst, expectPass, killByPid, killStartedWorkloads, makeTempDir, procState, sleep,
+  startWorkload, trigger, waitGone,
 } from '../support';
-
-async function expectPass(w: Workload): Promise<void> {
-  const r = parseResult(await waitResult(w, 30000));
-  expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
-}
 
 /** The locks /proc/locks gives to `pid`, without their ordinal: kind, mode, access, inode and range. */
 const locksOf = (pid: number): string[] =>
   fs.readFileSync('/proc/locks', 'utf8').split('\n').map((l) => l.replace(/^\d+:\s+/, '').split(/\s+/))
     .filter((f) => f.length >= 7 && f[0] !== '->' && (f[3] === String(pid) || f[3] === '-1')).map((f) => [f[0], f[1], f[2], f[4], f[5], f[6]].join(' ')).sort();
-
-async function checkpointKill(w: Workload, img: string): Promise<void> {
-  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
-  expect(ck.code, ck.stderr).to.equal(0);
-  await w.exited;
-}
 
 describe('file locks', function () {
   this.timeout(120000);

@@ -14,8 +14,8 @@ import * as path from 'path';
 import { promisify } from 'util';
 import { CptError, linux, loadModule, sys_checkpoint } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, editedObject, killStartedWorkloads, parseResult, passLines, procState, readImage,
-  recodeImage, startWorkload, trigger, waitGone, waitResult,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, editedObject, expectRunningUntraced, killStartedWorkloads, parseResult, passLines,
+  readImage, recodeImage, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -24,12 +24,6 @@ const execFileP = promisify(execFile);
 async function expectPasses(w: Workload): Promise<void> {
   await trigger(w);
   expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w)).verdict);
-}
-
-async function expectRunningUntraced(pid: number): Promise<void> {
-  const st = await procState(pid);
-  expect(st, `process ${pid} is gone`).to.not.equal(null);
-  expect(st!.tracerPid).to.equal(0);
 }
 
 /**

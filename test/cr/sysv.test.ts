@@ -10,16 +10,11 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule, linux } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killStartedWorkloads, makeUserDir, parseResult, passLines, procState, removeUserDir, startWorkload, trigger,
-  waitGone, waitResult,
+  buildWorkloads, cptrst, expectPass, killStartedWorkloads, makeUserDir, procState, removeUserDir, startWorkload, trigger,
+  waitGone,
 } from '../support';
 
 const NOBODY = { uid: 65534, gid: 65534 };
-
-async function expectPass(w: Workload): Promise<void> {
-  const r = parseResult(await waitResult(w, 30000));
-  expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
-}
 
 /** The segments a process has attached, by id, from its maps. */
 const attachedIds = (pid: number): number[] =>

@@ -11,8 +11,9 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { linux, loadModule } from '@cptrst/core';
 import {
-  CLI_MAIN, CopiedRecord, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir,
-  parseResult, passLines, procState, recodeImage, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  CLI_MAIN, CopiedRecord, Workload, binaryPath, buildWorkloads, checkpointKill, cptrst, killByPid, killStartedWorkloads,
+  makeTempDir, makeUserDir, parseResult, passLines, procState, recodeImage, removeUserDir, sleep, startWorkload, trigger, waitGone,
+  waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -22,12 +23,6 @@ async function expectPass(w: Workload): Promise<void> {
   const r = parseResult(await waitResult(w, 30000));
   expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
   expect(r.extra).to.deep.equal([]);
-}
-
-async function checkpointKill(w: Workload, img: string): Promise<void> {
-  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
-  expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
-  await w.exited;
 }
 
 async function restartOk(w: Workload, img: string): Promise<void> {

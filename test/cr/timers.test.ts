@@ -9,15 +9,10 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, procState, sleep, startWorkload, trigger, waitGone, waitResult,
+  buildWorkloads, cptrst, expectPass, killStartedWorkloads, procState, sleep, startWorkload, trigger, waitGone,
 } from '../support';
 
 type Shown = { objects: Array<{ name: string; fields: Record<string, unknown> }> };
-
-async function expectPass(w: Workload): Promise<void> {
-  const r = parseResult(await waitResult(w, 30000));
-  expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
-}
 
 const timerIds = (pid: number): number[] =>
   fs.readFileSync(`/proc/${pid}/timers`, 'utf8').split('\n').filter((l) => l.startsWith('ID:')).map((l) => Number(l.slice(3))).sort((a, b) => a - b);

@@ -1,8 +1,9 @@
-/** Checkpoint/restart steps the tests of open file kinds share (pipes, sockets, memfds). */
+/** Checkpoint/restart steps and checks the integration tests share. */
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointFlags, CptError, sys_checkpoint } from '@cptrst/core';
+import { passLines } from './catalogue';
 import { cptrst } from './cptrst';
 import { procState } from './processes';
 import { Workload, parseResult, trigger, waitResult } from './workloads';
@@ -50,3 +51,25 @@ export async function failAfterDump(w: Workload): Promise<void> {
   expect(st?.tracerPid).to.equal(0);
 }
 
+
+/** `cptrst checkpoint PID -o img --kill` succeeds, and the original process has gone (its PID is free). */
+export async function checkpointKill(w: Workload, img: string): Promise<void> {
+  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+  expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
+  await w.exited;
+}
+
+/** The process is there, running or sleeping, and traced by no one. */
+export async function expectRunningUntraced(pid: number): Promise<void> {
+  const st = await procState(pid);
+  expect(st, `process ${pid} is gone`).to.not.equal(null);
+  expect(st!.state).to.match(/^[RS]$/);
+  expect(st!.tracerPid).to.equal(0);
+}
+
+/** The workload's verdict is a PASS (with `noExtra`, and nothing printed after it). */
+export async function expectPass(w: Workload, opts: { noExtra?: boolean } = {}): Promise<void> {
+  const r = parseResult(await waitResult(w, 30000));
+  expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
+  if (opts.noExtra) expect(r.extra).to.deep.equal([]);
+}
