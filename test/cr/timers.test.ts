@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, cptrst, expectPass, killStartedWorkloads, procState, sleep, startWorkload, trigger, waitGone,
+  buildWorkloads, checkpointKill, cptrst, expectPass, killStartedWorkloads, procState, sleep, startWorkload, trigger, waitGone,
 } from '../support';
 
 type Shown = { objects: Array<{ name: string; fields: Record<string, unknown> }> };
@@ -46,6 +46,16 @@ describe('POSIX timers', function () {
     return buildWorkloads();
   });
   afterEach(() => killStartedWorkloads());
+
+  it('a timer aimed at another thread (SIGEV_THREAD_ID) and one on that thread\'s CPU clock come back aimed at it', async () => {
+    const w = await startWorkload('threadtimer');
+    const img = path.join(w.dir, 'image.cpt');
+    await checkpointKill(w, img);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
 
   it('come back with their ids, clocks, notifications and times; a signal queued at checkpoint is delivered once', async () => {
     const w = await startWorkload('ptimers');

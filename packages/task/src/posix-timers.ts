@@ -61,19 +61,26 @@ const PLAIN_CLOCKS: readonly number[] = [
   CLOCK.PROCESS_CPUTIME_ID, CLOCK.THREAD_CPUTIME_ID,
 ];
 
-/** Why a timer cannot be recreated faithfully in this process, or undefined. */
-function unsupported(t: { clock: number; notifyKind: string; notifyThread: boolean; notifyPid: number }, pid: number, tid: number): string | undefined {
+/**
+ * Why a timer cannot be recreated faithfully in this process, or undefined. `tids` are the
+ * process's threads (the main one included): a timer may signal one of them, or count its CPU
+ * time, since the threads are made again before the timers (order 190 before 390).
+ */
+function unsupported(t: { clock: number; notifyKind: string; notifyThread: boolean; notifyPid: number }, pid: number, tids: readonly number[]): string | undefined {
   if (cpuClock(t.clock)) {
     const who = linux.cpuClockPid(t.clock);
     // 0 is "the calling process (or thread)": what the process made with CLOCK_*_CPUTIME_ID.
-    if (who !== 0 && who !== pid && who !== tid) return `it counts the CPU time of process ${who}, another process`;
+    if (who !== 0 && who !== pid && !tids.includes(who)) return `it counts the CPU time of process ${who}, another process`;
   } else if (!PLAIN_CLOCKS.includes(t.clock)) {
     return `its clock ${t.clock} is not one a timer can be made on`;
   }
   if (t.notifyKind !== 'signal' && t.notifyKind !== 'none') return `its notification ${t.notifyKind} is not one the kernel makes itself`;
-  if (t.notifyThread && t.notifyPid !== tid) return `it signals thread ${t.notifyPid}, not the process's main thread`;
+  if (t.notifyThread && !tids.includes(t.notifyPid)) return `it signals thread ${t.notifyPid}, not a thread of the process`;
   return undefined;
 }
+
+/** The task's threads, the main one first. */
+const tidsOf = (task: { tid: number; threads?: ReadonlyArray<{ tid: number }> }): number[] => [task.tid, ...(task.threads ?? []).map((th) => th.tid)];
 
 const timerObject = (t: linux.PosixTimer): string => `posix timer ${t.id} (clock ${t.clock}, signal ${t.signal}, notify ${t.notify})`;
 
@@ -83,7 +90,7 @@ export class PosixTimersDump implements DumpHandler {
 
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
     for (const t of linux.readPosixTimers(task.pid)) {
-      const why = unsupported(t, task.pid, task.tid);
+      const why = unsupported(t, task.pid, tidsOf(task));
       if (why) refuse(task.pid, timerObject(t), `${why}; such a timer is not supported`);
     }
   }
@@ -156,7 +163,7 @@ export class PosixTimersRestore implements RestoreHandler {
     if (list.length >= MAX_TIMERS) throw bad(`more than ${MAX_TIMERS} timers`);
     const notifyKind = img.notify === SIGEV.NONE ? 'none' : img.notify === SIGEV.SIGNAL || img.notify === (SIGEV.SIGNAL | SIGEV.THREAD_ID) ? 'signal' : '';
     if (!notifyKind) throw bad(`notification ${img.notify}`);
-    const why = unsupported({ clock: img.clock, notifyKind, notifyThread: (img.notify & SIGEV.THREAD_ID) !== 0, notifyPid: img.tid }, task.pid, task.tid);
+    const why = unsupported({ clock: img.clock, notifyKind, notifyThread: (img.notify & SIGEV.THREAD_ID) !== 0, notifyPid: img.tid }, task.pid, tidsOf(task));
     if (why) throw bad(why);
     if (notifyKind === 'signal' && (img.signo < 1 || img.signo > linux.NSIG)) throw bad(`signal ${img.signo}`);
     if (!validTime(img.intervalSec, img.intervalNsec) || !validTime(img.valueSec, img.valueNsec)) throw bad('a time out of range');
