@@ -11,8 +11,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeUserDir, parseResult, passLines, procState,
-  removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines,
+  procState, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 interface Member {
@@ -268,6 +268,23 @@ describe('process trees', function () {
     await checkpointKill(w, before, img);
     await restartSame(w, before, img);
     await expectPass(w);
+  });
+
+  it('a process holding a file of its child\'s /proc directory is refused (a restart makes the child after its files); the tree runs on', async () => {
+    const dir = makeTempDir('procfd');
+    const ready = path.join(dir, 'ready');
+    const sh = spawn('bash', ['-c', `sleep 300 & exec 3</proc/$!/stat; echo > ${ready}; wait`], { detached: true, stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 500 && !fs.existsSync(ready); i++) await sleep(10);
+      const child = (await procState(sh.pid!))!.children[0];
+      const ck = await cptrst(['checkpoint', String(sh.pid), '-o', path.join(dir, 'img')]);
+      expect(ck.code, ck.stderr).to.equal(1);
+      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${sh.pid}, fd 3 \\(/proc/${child}/stat\\): a file of the /proc directory of its descendant ${child}`));
+      for (const pid of [sh.pid!, child]) expect((await procState(pid))?.tracerPid).to.equal(0);
+    } finally {
+      for (const pid of (await procState(sh.pid!))?.children ?? []) process.kill(pid, 'SIGKILL');
+      process.kill(sh.pid!, 'SIGKILL');
+    }
   });
 
   it('a child stopped by SIGTSTP is refused (a restored stop is SIGSTOP\'s), the tree runs on', async () => {

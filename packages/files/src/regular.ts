@@ -21,6 +21,19 @@ function procDev(): bigint {
   return procStDev;
 }
 
+/** Whether process `n` descends from `pid` (its chain of parents reaches it). */
+function isDescendant(n: number, pid: number): boolean {
+  for (let p = n, steps = 0; p > 1 && steps < 4096; steps++) {
+    try {
+      p = linux.readStat(p).ppid;
+    } catch {
+      return false;
+    }
+    if (p === pid) return true;
+  }
+  return false;
+}
+
 export class RegularFile implements FileKindHandler {
   readonly kind = 'regular';
   /** The data runs of a deleted file. */
@@ -31,8 +44,15 @@ export class RegularFile implements FileKindHandler {
 
   describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void {
     // The process's own /proc files are new files for the restored process: never the one recorded.
-    if (f.stat.dev === procDev() && (f.link.startsWith(`/proc/${task.pid}/`) || f.link.startsWith(`/proc/${task.tid}/`))) {
-      refuse(task.pid, `fd ${f.fd} (${f.link})`, 'a file of the process\'s own /proc directory: the restored process has new ones, which restart cannot take for it');
+    if (f.stat.dev === procDev()) {
+      const n = Number(/^\/proc\/(\d+)\//.exec(f.link)?.[1] ?? 0);
+      if (n === task.pid || n === task.tid || (n !== 0 && linux.listThreads(task.pid).includes(n))) {
+        refuse(task.pid, `fd ${f.fd} (${f.link})`, 'a file of the process\'s own /proc directory: the restored process has new ones, which restart cannot take for it');
+      }
+      // A restart makes a process's descendants after its files: theirs do not exist yet then.
+      if (n !== 0 && isDescendant(n, task.pid)) {
+        refuse(task.pid, `fd ${f.fd} (${f.link})`, `a file of the /proc directory of its descendant ${n}, which a restart makes only after this process's files`);
+      }
     }
     img.deleted = f.stat.nlink === 0n;
     requireReachableByPath(task, f);
