@@ -7,37 +7,16 @@ import 'reflect-metadata';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
+import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointKill, cptrst, expectPass, killStartedWorkloads, procState, sleep, startWorkload, trigger, waitGone,
+  buildWorkloads, checkpointKill, cptrst, expectPass, killStartedWorkloads, procState, recodeImage, sleep, startWorkload, trigger,
+  waitGone,
 } from '../support';
 
 type Shown = { objects: Array<{ name: string; fields: Record<string, unknown> }> };
 
 const timerIds = (pid: number): number[] =>
   fs.readFileSync(`/proc/${pid}/timers`, 'utf8').split('\n').filter((l) => l.startsWith('ID:')).map((l) => Number(l.slice(3))).sort((a, b) => a - b);
-
-/** Copies an image, changing the fields of its POSIX_TIMER objects with `edit`. */
-function editTimers(src: string, dst: string, edit: (timer: Record<string, unknown>) => void): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w', 0o600);
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    w.writeHead(r.readHead());
-    const tags = new Map<number, number>([[1, 1]]);
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name === 'TERMINATOR') continue;
-      if (rec.name === 'posix-timer') edit(rec.obj as Record<string, unknown>);
-      const ptag = tags.get(rec.ptag)!;
-      tags.set(rec.tag, rec.pages ? w.writeWithPages(rec.obj!, rec.pages, { ptag }) : w.write(rec.obj!, { ptag }));
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
-}
 
 describe('POSIX timers', function () {
   this.timeout(120000);
@@ -92,7 +71,12 @@ describe('POSIX timers', function () {
       expect(ck.code, ck.stderr).to.equal(0);
       await w.exited;
       const bad = path.join(w.dir, 'bad.cpt');
-      editTimers(img, bad, c.edit);
+      recodeImage(img, bad, {
+        records: (recs) => {
+          for (const r of recs) if (r.name === 'posix-timer') c.edit(r.obj);
+          return recs;
+        },
+      });
       const rs = await cptrst(['restart', bad]);
       expect(rs.code).to.equal(1);
       expect(rs.stderr).to.match(new RegExp(`^cptrst: EBADIMG: pid ${w.pid}, posix timer \\d+: `)).and.match(c.why);

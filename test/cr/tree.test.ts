@@ -9,10 +9,10 @@ import { expect } from 'chai';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { ImageReader, ImageWriter, fileSink, fileSource, loadModule } from '@cptrst/core';
+import { loadModule } from '@cptrst/core';
 import {
   CLI_MAIN, Workload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines,
-  procState, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  procState, recodeImage, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 interface Member {
@@ -106,30 +106,6 @@ async function restartSame(w: Workload, before: Member[], img: string): Promise<
   const after = treeOf(w.pid);
   expect(shape(after)).to.deep.equal(shape(before));
   for (const m of after) expect(m.tracer, `pid ${m.pid} traced`).to.equal(0);
-}
-
-function rewriteImage(src: string, dst: string, edit: (recs: Array<{ name: string; obj: Record<string, unknown> }>) => void): void {
-  const ifd = fs.openSync(src, 'r');
-  const ofd = fs.openSync(dst, 'w', 0o600);
-  try {
-    const r = new ImageReader(fileSource(ifd));
-    const w = new ImageWriter(fileSink(ofd));
-    w.writeHead(r.readHead());
-    const recs: Array<{ name: string; obj: Record<string, unknown>; tag: number; ptag: number; pages?: Buffer }> = [];
-    for (let rec = r.next(); rec; rec = r.next()) {
-      if (rec.name !== 'TERMINATOR') recs.push({ name: rec.name, obj: rec.obj as Record<string, unknown>, tag: rec.tag, ptag: rec.ptag, pages: rec.pages });
-    }
-    edit(recs);
-    const tags = new Map<number, number>([[1, 1]]);
-    for (const rec of recs) {
-      const ptag = tags.get(rec.ptag)!;
-      tags.set(rec.tag, rec.pages ? w.writeWithPages(rec.obj, rec.pages, { ptag }) : w.write(rec.obj, { ptag }));
-    }
-    w.writeTerminator();
-  } finally {
-    fs.closeSync(ifd);
-    fs.closeSync(ofd);
-  }
 }
 
 /** Runs the CLI and SIGKILLs it `ms` after it was started; resolves with how it ended. */
@@ -309,9 +285,12 @@ describe('process trees', function () {
       await checkpointKill(w, before, img);
       fs.chownSync(img, NOBODY.uid, NOBODY.gid);
       const bad = path.join(w.dir, 'root-child.img');
-      rewriteImage(img, bad, (recs) => {
-        const creds = recs.filter((r) => r.name === 'creds');
-        creds[creds.length - 1].obj.uids = [0, 0, 0, 0];
+      recodeImage(img, bad, {
+        records: (recs) => {
+          const creds = recs.filter((r) => r.name === 'creds');
+          creds[creds.length - 1].obj.uids = [0, 0, 0, 0];
+          return recs;
+        },
       });
       fs.chownSync(bad, NOBODY.uid, NOBODY.gid);
       const r = await cptrst(['restart', bad]);
@@ -375,10 +354,13 @@ describe('process trees', function () {
     const bad = path.join(w.dir, 'bad.img');
     // the last zombie's status becomes a core dump's, which cannot be made again: EBADIMG once
     // the tasks before it are made
-    rewriteImage(img, bad, (recs) => {
-      const zombies = recs.filter((r) => r.name === 'task' && r.obj.zombie === true);
-      expect(zombies.length).to.equal(2);
-      zombies[1].obj.exitStatus = 0x80 | 11;
+    recodeImage(img, bad, {
+      records: (recs) => {
+        const zombies = recs.filter((r) => r.name === 'task' && r.obj.zombie === true);
+        expect(zombies.length).to.equal(2);
+        zombies[1].obj.exitStatus = 0x80 | 11;
+        return recs;
+      },
     });
     const rs = await cptrst(['restart', bad]);
     expect(rs.code).to.equal(1);
@@ -394,9 +376,12 @@ describe('process trees', function () {
     const img = path.join(w.dir, 'tree.img');
     await checkpointKill(w, before, img);
     const bad = path.join(w.dir, 'orphan.img');
-    rewriteImage(img, bad, (recs) => {
-      const second = recs.filter((r) => r.name === 'task')[1];
-      second.obj.ppid = 1;
+    recodeImage(img, bad, {
+      records: (recs) => {
+        const second = recs.filter((r) => r.name === 'task')[1];
+        second.obj.ppid = 1;
+        return recs;
+      },
     });
     const rs = await cptrst(['restart', bad]);
     expect(rs.code).to.equal(1);
