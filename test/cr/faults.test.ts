@@ -88,22 +88,29 @@ describe('faults', function () {
       }
     });
 
-    it('refuses child processes', async () => {
+    it('refuses a tree in which a child holds what cptrst refuses (an inet socket)', async () => {
       const dir = makeTempDir('refuse');
       const logFd = fs.openSync(path.join(dir, 'log'), 'a');
-      const parent = spawn('bash', ['-c', 'sleep 60 & wait'], { stdio: ['ignore', logFd, logFd], detached: true });
+      // the child, not the root, holds the refused object: the refusal must name the child
+      const child = 'import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); time.sleep(60)';
+      const parent = spawn('bash', ['-c', `python3 -c '${child}' & wait`], {
+        stdio: ['ignore', logFd, logFd],
+        detached: true,
+      });
       fs.closeSync(logFd);
       try {
         await sleep(500);
         const c = await cptrst(['checkpoint', String(parent.pid), '-o', path.join(dir, 'c.cpt')]);
         expect(c.code).to.equal(1);
-        // a tree now: refused for what one of its processes holds (a descriptor leaked to it)
         expect(c.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP: pid \d+, /);
+        const childPid = Number(/pid (\d+),/.exec(c.stderr)![1]);
+        expect(childPid).to.not.equal(parent.pid);
+        expect(c.stderr).to.match(/socket/);
         await expectRunningUntraced(parent.pid!);
         expect(fs.readdirSync(dir).filter((f) => f.endsWith('.cpt'))).to.deep.equal([]);
       } finally {
         try {
-          process.kill(-parent.pid!, 'SIGKILL'); // its process group: bash and its sleep, by PID
+          process.kill(-parent.pid!, 'SIGKILL'); // its process group: bash and its python child, by PID
         } catch {
           /* gone */
         }
