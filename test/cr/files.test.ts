@@ -14,7 +14,7 @@ import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
   CLI_MAIN, Workload, binaryPath, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines,
-  procState, recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
+  expectRunningUntraced, procState, recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -235,6 +235,43 @@ describe('files at restart: deleted files, swapped files, crafted images', funct
     expect(fs.statSync(`/proc/${w.pid}/fd/13`).blocks * 512, 'allocated bytes of the 2 MiB file').to.be.below(1024 * 1024);
     await trigger(w);
     expect(passLines('ghost')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('files deleted while mapped: one inode again for the fd and both shared mappings, the private copy kept, no name on disk', async () => {
+    const dir = makeTempDir('ghostmap');
+    const w = await startWorkload('ghostmap', [dir], { dir });
+    const listing = sorted(dir);
+    const img = path.join(makeTempDir('ghostmap-img'), 'i.cpt');
+    await checkpointKill(w.pid, img, w.exited);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    expect(sorted(dir), 'a name left on disk').to.deep.equal(listing);
+    await trigger(w);
+    expect(passLines('ghostmap')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('a deleted file that a child maps too is refused, naming the child: it would come back as two files', async () => {
+    const dir = makeTempDir('ghostmap-tree');
+    const script = [
+      'import mmap, os, time',
+      `p = os.path.join(${JSON.stringify(dir)}, 'f')`,
+      "fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600); os.write(fd, b'x' * 4096)",
+      'm = mmap.mmap(fd, 4096, mmap.MAP_SHARED); os.close(fd); os.unlink(p)',
+      'if os.fork() == 0: time.sleep(60); os._exit(0)',
+      'time.sleep(60)',
+    ].join('\n');
+    const child = spawn('python3', ['-c', script], { stdio: 'ignore' });
+    mine.add(child.pid!);
+    // python's mmap object keeps a dup of the fd: the child holds an fd and a mapping of the file
+    await sleep(1000);
+    const r = await cptrst(['checkpoint', String(child.pid), '-o', path.join(dir, 'i.cpt')]);
+    expect(r.code).to.equal(1);
+    expect(r.stderr, r.stderr).to.match(ONE_LINE).and.include('would come back as a copy');
+    const kid = Number(/also open or mapped in process (\d+)/.exec(r.stderr)?.[1]);
+    mine.add(kid);
+    expect(fs.readFileSync(`/proc/${kid}/stat`, 'utf8').split(') ')[1].split(' ')[1], 'the holder named is the child').to.equal(String(child.pid));
+    await expectRunningUntraced(child.pid!);
+    await expectRunningUntraced(kid);
   });
 
   it('a restart killed with SIGKILL at many moments leaves no name and none of the contents on disk, and no process', async () => {

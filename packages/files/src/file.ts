@@ -45,6 +45,8 @@ export class FileImage {
    * -1 when the task has it on its own.
    */
   @i32({ since: 4 }) inherited = -1;
+  /** A deleted file the process also maps: the mapping's record carries the contents (mm restores first). */
+  @bool({ since: 5 }) mapped = false;
 }
 
 /** A data run of a deleted file: a record of the regular kind (ghost.ts), under its FILE. */

@@ -7,7 +7,7 @@
  */
 import { DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, finishMemfds, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, finishDeletedFiles, finishMemfds, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
   provide,
 } from '@cptrst/core';
 import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
@@ -15,7 +15,6 @@ import { FileImage, checkSharedFiles, closeTemporaries, dumpFiles, inheritedDesc
 import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
-import { finishGhosts } from './ghost';
 import { LocksDump, LocksRestore } from './locks';
 import { EventfdKind } from './eventfd';
 import { EpollKind } from './epoll';
@@ -83,7 +82,7 @@ export class FilesRestore implements RestoreHandler {
     }
   }
   finish(ctx: RestartContext, task: RestartTask): void {
-    finishGhosts(ctx, task);
+    finishDeletedFiles(ctx, task);
     finishMemfds(task); // after every fd and mapping of a memfd is made: its mode and seals
     // After every socket is made: the connections through names; their queues wait for the final credentials.
     closeTemporaries(task, connectUnixSockets(ctx, task));

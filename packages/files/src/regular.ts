@@ -56,11 +56,11 @@ export class RegularFile implements FileKindHandler {
     }
     img.deleted = f.stat.nlink === 0n;
     requireReachableByPath(task, f);
-    if (img.deleted) describeGhost(task, f);
+    if (img.deleted) describeGhost(task, f, img);
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, out: KindRecordWriter): void {
-    if (img.deleted && img.sameAs === 0) dumpGhostData(task, f, out, () => new FileDataImage());
+    if (img.deleted && img.sameAs === 0 && !img.mapped) dumpGhostData(task, f, out);
   }
 
   acceptRecord(task: RestartTask, img: FileImage, o: RestoreObject, before: KindRecords, object: string): void {

@@ -8,9 +8,9 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
 import { execFileSync } from 'child_process';
-import { ObjectType, RecordList, RestartContext, RestoreObject, linux } from '@cptrst/core';
+import { ObjectType, RecordList, RestartContext, RestoreObject, deletedFileMode, finishDeletedFiles, linux } from '@cptrst/core';
 import {
-  CharDevice, Directory, FS_KEY, FdImage, FileDataImage, FileImage, FsImage, OpenRequest, RegularFile, finishGhosts, ghostMode, reopenFlags, restoreFd,
+  CharDevice, Directory, FS_KEY, FdImage, FileDataImage, FileImage, FsImage, OpenRequest, RegularFile, reopenFlags, restoreFd,
   register, restoreFileObject, restoreFs,
 } from '../src';
 import { Frozen, frozenSleeper, restartContext } from './frozen';
@@ -187,7 +187,7 @@ describe('files: reopening at restart, inside a real stopped process', function 
     }
     // The creating descriptor sits above the image's fds until the end of the files restore.
     expect(fds(fz.task.pid).filter((n) => !before.includes(n)).length).to.equal(2);
-    finishGhosts(ctx, fz.task);
+    finishDeletedFiles(ctx, fz.task);
     expect(fds(fz.task.pid).filter((n) => !before.includes(n))).to.deep.equal([Number(fd)]);
     const after = fdStat(fz.task.pid, fd);
     expect(Number(after.mode) & 0o7777).to.equal(0o755);
@@ -212,7 +212,7 @@ describe('files: reopening at restart, inside a real stopped process', function 
     expect(back.length).to.equal(300000);
     expect(back.subarray(4096, 4096 + 200000).equals(big)).to.equal(true);
     expect(back.subarray(0, 4096).every((b) => b === 0) && back.subarray(204096).every((b) => b === 0)).to.equal(true);
-    finishGhosts(untrusted, fz.task);
+    finishDeletedFiles(untrusted, fz.task);
     const st = fdStat(fz.task.pid, fd);
     expect(Number(st.mode) & 0o7777).to.equal(0o640);
     expect(st.uid).to.equal(0n); // the task's fsuid here (a frozen root process), not the recorded 65534
@@ -220,12 +220,12 @@ describe('files: reopening at restart, inside a real stopped process', function 
     expect(fs.readdirSync(dir)).to.deep.equal([]);
   });
 
-  it('ghostMode: setuid and setgid go from an executable file, and stay on one that cannot be executed', () => {
-    expect(ghostMode(0o104755)).to.equal(0o755);
-    expect(ghostMode(0o102711)).to.equal(0o711);
-    expect(ghostMode(0o106001)).to.equal(0o0001);
-    expect(ghostMode(0o106604)).to.equal(0o6604);
-    expect(ghostMode(0o101644)).to.equal(0o1644);
+  it('deletedFileMode: setuid and setgid go from an executable file, and stay on one that cannot be executed', () => {
+    expect(deletedFileMode(0o104755)).to.equal(0o755);
+    expect(deletedFileMode(0o102711)).to.equal(0o711);
+    expect(deletedFileMode(0o106001)).to.equal(0o0001);
+    expect(deletedFileMode(0o106604)).to.equal(0o6604);
+    expect(deletedFileMode(0o101644)).to.equal(0o1644);
   });
 
   it('a deleted file opened twice (sameAs) is one inode again, with two open file descriptions', () => {

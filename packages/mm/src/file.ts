@@ -23,7 +23,7 @@ import { isAnonCopy } from './pages';
 const { MAP, SYS, O } = linux;
 
 /** madvise's flags but wipeonfork (private anonymous memory only), noreserve, locks, seal. */
-const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
+export const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
 
 export class FileVma implements VmaKindHandler {
   readonly kind = 'file';
@@ -44,7 +44,7 @@ export class FileVma implements VmaKindHandler {
       const which = v.path.startsWith('/SYSV') ? 'SysV shared memory' : 'memory of the kernel\'s internal shm mount (SysV or a file opened through map_files)';
       refuse(task.pid, what, `${which} is mapped; SysV shared memory mappings are not supported yet`);
     }
-    if (v.deleted || st.nlink === 0n) refuse(task.pid, what, 'the mapped file has been deleted; deleted mapped files are not supported yet');
+    if (v.deleted || st.nlink === 0n) refuse(task.pid, what, 'the mapped file has been deleted since this area was read (its name is gone now)');
     if ((Number(st.mode) & S_IFMT) !== S_IFREG) {
       refuse(task.pid, what, `the mapped file is a ${fileTypeName(Number(st.mode))}; only regular files are mapped back (device mappings are not supported)`);
     }

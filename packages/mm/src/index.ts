@@ -8,6 +8,7 @@ import { AnonVma, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { SysvShmVma } from './sysv-shm';
 import { MemfdVma } from './memfd';
+import { DeletedFileVma } from './deleted-file';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
 
@@ -19,9 +20,10 @@ export * from './anon';
 export * from './file';
 export * from './sysv-shm';
 export * from './memfd';
+export * from './deleted-file';
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma()]) provide(c, VmaKinds, k);
+  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new DeletedFileVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());

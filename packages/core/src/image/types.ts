@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 4;
+export const FORMAT_MINOR = 5;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -34,6 +34,10 @@ export enum ObjectType {
   MM = 20,
   VMA = 21,
   PAGES = 22,
+  /** A mapped file that was deleted: its identity, and (in the first area of the inode) its attributes (under VMA). */
+  VMA_DELETED_FILE = 23,
+  /** A data run of a deleted mapped file (under VMA). */
+  VMA_DELETED_DATA = 24,
   REGS = 30,
   XSTATE = 31,
   DEBUGREGS = 32,
