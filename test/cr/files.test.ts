@@ -274,6 +274,28 @@ describe('files at restart: deleted files, swapped files, crafted images', funct
     await expectRunningUntraced(kid);
   });
 
+  it("an fd of another process's namespace is refused, naming the fd (only the process's own namespaces come back)", async function () {
+    const other = spawn('unshare', ['--net', 'sleep', '60'], { stdio: 'ignore' });
+    other.on('error', () => undefined); // no unshare(1): the namespace check below skips the test
+    mine.add(other.pid!);
+    await sleep(300);
+    let ns = '';
+    try {
+      ns = fs.readlinkSync(`/proc/${other.pid}/ns/net`);
+    } catch {
+      /* not started */
+    }
+    if (!ns || ns === fs.readlinkSync('/proc/self/ns/net')) this.skip(); // no network namespace of its own here
+    const script = `import os, time\nfd = os.open('/proc/${other.pid}/ns/net', os.O_RDONLY)\ntime.sleep(60)`;
+    const holder = spawn('python3', ['-c', script], { stdio: 'ignore' });
+    mine.add(holder.pid!);
+    await sleep(500);
+    const r = await cptrst(['checkpoint', String(holder.pid), '-o', path.join(makeTempDir('nsfd'), 'i.cpt')]);
+    expect(r.code).to.equal(1);
+    expect(r.stderr, r.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP: pid \d+, fd \d+ \(net:\[\d+\]\): a file of a net namespace that is not the process's own/);
+    await expectRunningUntraced(holder.pid!);
+  });
+
   it('a restart killed with SIGKILL at many moments leaves no name and none of the contents on disk, and no process', async () => {
     const dir = makeTempDir('ghost-kill');
     const w = await startWorkload('ghost', [dir, 'sparse'], { dir });

@@ -51,7 +51,7 @@ describe('checkpoint --kill, restart: the process carries on', function () {
   before(() => buildWorkloads());
   afterEach(() => killStartedWorkloads());
 
-  for (const name of ['static', 'dynamic', 'loop.sh', 'loop.py', 'cpuregs', 'debugregs', 'signals', 'files', 'protmem', 'eventloop.js', 'asyncio_loop.py']) {
+  for (const name of ['static', 'dynamic', 'loop.sh', 'loop.py', 'cpuregs', 'debugregs', 'signals', 'files', 'nsfd', 'protmem', 'eventloop.js', 'asyncio_loop.py']) {
     it(`${name}`, async () => {
       const w = await startWorkload(name);
       await sleep(300); // let it get into its loop

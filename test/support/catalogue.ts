@@ -30,6 +30,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'itimers', kind: 'c', source: 'itimers.c', checks: 'ITIMER_REAL checkpointed between expiry and dequeue, ITIMER_VIRTUAL and ITIMER_PROF: each keeps firing at its interval' },
   { name: 'signals', kind: 'c', source: 'signals.c', checks: 'blocked mask, sigactions incl. restorer, pending (shared and per-thread, queued RT values, siginfo), sigaltstack, itimers; delivery order after unblocking' },
   { name: 'files', kind: 'c', source: 'files.c', checks: 'fd numbers, flags, CLOEXEC, offsets, shared and separate open file descriptions, O_APPEND, O_RDONLY, /dev/null, an unlinked open file' },
+  { name: 'nsfd', kind: 'c', source: 'nsfd.c', checks: 'fds of its own namespace files (net, pid_for_children, uts O_PATH): the same namespaces, flags and close-on-exec; setns into its own net namespace' },
   { name: 'ghostmap', kind: 'c', source: 'ghostmap.c', checks: 'files deleted while mapped: shared mappings and an fd of one inode see each other\'s writes, a private mapping keeps its copied page and the file\'s other page' },
   { name: 'ghost', kind: 'c', source: 'ghost.c', checks: 'files deleted while open: contents, flags, offsets, owner, one inode behind two descriptions, holes (SEEK_DATA/SEEK_HOLE) of a sparse one' },
   { name: 'fdstate', kind: 'c', source: 'fdstate.c', checks: 'fd state a checkpoint must refuse: flock/POSIX/OFD locks, a lease, F_SETOWN, F_SETSIG (still there after the refusal)' },

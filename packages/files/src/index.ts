@@ -15,6 +15,7 @@ import { FileImage, checkSharedFiles, closeTemporaries, dumpFiles, inheritedDesc
 import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
+import { NamespaceFile } from './nsfs';
 import { LocksDump, LocksRestore } from './locks';
 import { EventfdKind } from './eventfd';
 import { EpollKind } from './epoll';
@@ -31,6 +32,7 @@ export * from './file';
 export * from './kinds';
 export * from './regular';
 export * from './chardev';
+export * from './nsfs';
 export * from './ghost';
 export * from './locks';
 export * from './eventfd';
@@ -90,7 +92,7 @@ export class FilesRestore implements RestoreHandler {
 }
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new RegularFile(), new CharDevice(), new Directory()]) provide(c, FileKinds, k);
+  for (const k of [new RegularFile(), new CharDevice(), new Directory(), new NamespaceFile()]) provide(c, FileKinds, k);
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind()]) provide(c, FileKinds, k);
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
