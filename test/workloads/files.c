@@ -7,6 +7,7 @@
  *   fd 32  <trigger>.shared  opened again (its own description), offset 100
  *   fd 13  /dev/null         O_RDWR
  *   fd 50  <trigger>.deleted O_RDWR, 20000 bytes, offset 3000, unlinked while open
+ *   fd 60  <trigger>.link    the symlink itself (O_PATH|O_NOFOLLOW), a link to <trigger>.rw
  *   fds 0, 1, 2 as inherited (the harness gives /dev/null and the result file, O_APPEND)
  * Checks after the trigger: the set of open fds; for each fd its flags (F_GETFL, F_GETFD),
  * offset, and identity (fstat dev/ino, or nlink 0 and size for the deleted file); contents read
@@ -173,6 +174,18 @@ int main(int argc, char **argv)
             wl_fail("unlink: %s", strerror(errno));
     }
 
+    {
+        char lnk[4200];
+        snprintf(lnk, sizeof lnk, "%s.link", wl_trigger_path);
+        unlink(lnk);
+        if (symlink(paths[0], lnk) != 0)
+            wl_fail("symlink %s: %s", lnk, strerror(errno));
+        int l = open(lnk, O_PATH | O_NOFOLLOW);
+        if (l < 0 || dup2(l, 60) != 60)
+            wl_fail("open %s O_PATH|O_NOFOLLOW: %s", lnk, strerror(errno));
+        close(l);
+    }
+
     int have_kcmp = kcmp_file(30, 31) == 0;
     int stdout_is_stderr = kcmp_file(1, 2) == 0;
     static struct fdinfo before[MAXFD]; /* static: big */
@@ -212,6 +225,7 @@ int main(int argc, char **argv)
     }
 
     /* what each fd was set up to be */
+    WL_CHECK(S_ISLNK(after[60].mode) && (after[60].fl & O_PATH), "fd 60: mode %#o flags %#o, not the symlink itself", after[60].mode, after[60].fl);
     WL_CHECK((after[10].fl & O_ACCMODE) == O_RDWR && !(after[10].fl & O_APPEND), "fd 10 flags %#o", after[10].fl);
     WL_CHECK((after[42].fl & O_ACCMODE) == O_WRONLY && (after[42].fl & O_APPEND), "fd 42 flags %#o", after[42].fl);
     WL_CHECK((after[20].fl & O_ACCMODE) == O_RDONLY, "fd 20 flags %#o", after[20].fl);

@@ -16,6 +16,7 @@ import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
 import { NamespaceFile } from './nsfs';
+import { SymlinkFile } from './symlink';
 import { LocksDump, LocksRestore } from './locks';
 import { EventfdKind } from './eventfd';
 import { EpollKind } from './epoll';
@@ -33,6 +34,7 @@ export * from './kinds';
 export * from './regular';
 export * from './chardev';
 export * from './nsfs';
+export * from './symlink';
 export * from './ghost';
 export * from './locks';
 export * from './eventfd';
@@ -92,7 +94,7 @@ export class FilesRestore implements RestoreHandler {
 }
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new RegularFile(), new CharDevice(), new Directory(), new NamespaceFile()]) provide(c, FileKinds, k);
+  for (const k of [new RegularFile(), new CharDevice(), new Directory(), new SymlinkFile(), new NamespaceFile()]) provide(c, FileKinds, k);
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind()]) provide(c, FileKinds, k);
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
