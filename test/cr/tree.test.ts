@@ -246,6 +246,23 @@ describe('process trees', function () {
     await expectPass(w);
   });
 
+  it('private memory shared copy-on-write by a tree of three levels is stored once and shared again after restart (same page frames, Pss as before); each member checks every page', async () => {
+    const { w, before } = await startTree('cowtree', ['16']);
+    const pss = (ms: Member[]) => ms.reduce((sum, m) => sum + Number(/^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${m.pid}/smaps_rollup`, 'utf8'))![1]), 0);
+    const pssBefore = pss(before);
+    const img = path.join(w.dir, 'cow.img');
+    await checkpointKill(w, before, img);
+    // The root's 4080 pages, and only the pages each member wrote itself or that its parent wrote
+    // since (A 2041, G 510, B 1020): about 7700 pages, where four copies would be over 14000.
+    const show = await cptrst(['show', img]);
+    const stored = Number(/page data\s+(\d+) pages/.exec(show.stdout)?.[1]);
+    expect(stored, show.stdout.slice(0, 300)).to.be.within(7651, 8200);
+    await restartSame(w, before, img);
+    const pssAfter = pss(treeOf(w.pid));
+    expect(pssAfter, `Pss ${pssBefore} kB before, ${pssAfter} kB after`).to.be.below(pssBefore * 1.25);
+    await expectPass(w);
+  });
+
   it('a process holding a file of its child\'s /proc directory is refused (a restart makes the child after its files); the tree runs on', async () => {
     const dir = makeTempDir('procfd');
     const ready = path.join(dir, 'ready');

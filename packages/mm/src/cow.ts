@@ -6,14 +6,16 @@
  * children. Instead a child's private anonymous area is kept from its parent when the parent has
  * an area with the same range, protection, name and flags:
  *
- * Checkpoint (after the parent's pages are read): the pagemaps of both are compared page by page.
- * A page with the same page frame (or the same swap slot) in both is the same memory, so it is
- * not stored for the child; the child's other pages are stored as usual, and the pages the parent
- * has and the child has not (untouched or discarded in the child) are listed to be discarded. An
- * area that shares no page is stored as usual. Page frames are only shown to a privileged reader;
- * without them nothing is shared and every page is stored. A write to a shared page after the
- * parent's pages were read gives the writer a new frame, so the comparison never keeps a page
- * whose stored contents differ.
+ * Checkpoint: once the whole tree is frozen, and before any page is read (reading pages pins
+ * them, and the kernel gives a process its own copy of a shared anonymous page it pins), the
+ * pagemaps of both are compared page by page. A page with the same page frame (or the same swap
+ * slot) in both is the same memory, so it is not stored for the child; the child's other pages
+ * are stored as usual, and the pages the parent has and the child has not (untouched or discarded
+ * in the child) are listed to be discarded. An area that shares no page is stored as usual. Page
+ * frames are only shown to a privileged reader; without them nothing is shared and every page is
+ * stored. The frozen processes change no memory, and what cptrst writes into them (a signal
+ * frame on the stack) breaks the sharing of that page before any comparison, and is never what
+ * is read back: a page kept is one whose contents in the parent's image are the child's.
  *
  * Restart: the child is made by clone inside its parent once the parent's memory is complete (the
  * parent's objects all come before the child's), so it already maps the parent's pages
@@ -96,8 +98,8 @@ function addPage(runs: Array<[number, number]>, i: number): void {
 }
 
 /**
- * At dump, after the parent's pages are read: compares each candidate area with the parent's and
- * keeps those that share pages (KEPT_AREAS).
+ * At check, the tree frozen and no page read yet: compares each candidate area with the parent's
+ * and keeps those that share pages (KEPT_AREAS).
  */
 export function compareWithParent(task: CheckpointTask, candidates: VmaEntry[]): Map<bigint, KeptArea> {
   const kept = new Map<bigint, KeptArea>();

@@ -27,7 +27,7 @@ import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage,
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
-import { compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
+import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
@@ -99,8 +99,8 @@ interface Area {
 interface Prepared {
   areas: Area[];
   mm: MmImage;
-  /** Private anonymous areas the parent has alike: compared with the parent's at dump (cow.ts). */
-  candidates: VmaEntry[];
+  /** Private anonymous areas kept from the parent, by start (cow.ts). */
+  kept: Map<bigint, KeptArea>;
 }
 
 /** What check prepared for dump (the task is frozen: dump writes the same). */
@@ -217,6 +217,9 @@ export class MmDump implements DumpHandler {
     const { areas, mm } = checkAreas(ctx, task, vmas);
     inheritSharedAnon(ctx, task, areas);
     const candidates = keepCandidates(ctx, task, areas.filter((a) => a.kind instanceof AnonVma).map((a) => a.v));
+    // Before any page of the tree is read: a read unshares the pages it pins.
+    const kept = ctx.timed('pagemap', () => compareWithParent(task, candidates));
+    for (const a of areas) if (kept.has(a.v.start) && a.kind instanceof AnonVma) a.img.inheritedAt = a.v.start;
 
     const flags = mine?.vmFlags ?? [];
     mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
@@ -225,7 +228,7 @@ export class MmDump implements DumpHandler {
     mm.memoryMerge = prctlGet(task, PR.GET_MEMORY_MERGE, 'PR_GET_MEMORY_MERGE');
     mm.membarrier = membarrierRegistrations(task);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
-    task.state.set(PREPARED, { areas, mm, candidates }); // the task is frozen: dump writes the same
+    task.state.set(PREPARED, { areas, mm, kept }); // the task is frozen: dump writes the same
   }
 
   async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
@@ -234,7 +237,7 @@ export class MmDump implements DumpHandler {
       this.check(ctx, task);
       prepared = task.state.get(PREPARED)!;
     }
-    const { areas, mm, candidates } = prepared;
+    const { areas, mm, kept } = prepared;
     const t = task.tracee;
     const st = linux.readStat(task.pid);
     mm.startCode = st.startcode;
@@ -251,11 +254,8 @@ export class MmDump implements DumpHandler {
     mm.auxv = linux.readAuxv(task.pid);
     mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
     mm.vdso = vdsoPieces(task.pid);
-    mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
-    // The parent's pages are read by now: its children's areas are compared with them.
-    const kept = ctx.timed('pagemap', () => compareWithParent(task, candidates));
-    mm.keptPrivate = [...kept.keys()].flatMap((start) => [start, areas.find((a) => a.v.start === start)!.v.end]);
-    for (const a of areas) if (kept.has(a.v.start) && a.kind instanceof AnonVma) a.img.inheritedAt = a.v.start;
+    mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n && a.kind instanceof SharedAnonVma).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
+    mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && a.kind instanceof AnonVma).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
 
