@@ -148,10 +148,9 @@ static int reap(pid_t pid, const char *name)
     return 1;
 }
 
+/* A child's verdict is its exit status (its output would mix with R's verdict line). */
 static __attribute__((noreturn)) void child_end(int r)
 {
-    if (wl_failbuf[0])
-        fprintf(stderr, "cowtree %d: %s\n", (int)getpid(), wl_failbuf);
     _exit(r ? 10 + r : 0);
 }
 
