@@ -214,8 +214,6 @@ describe('process trees', function () {
     const cases: Array<[string, RegExp]> = [
       ['vfork', /^cptrst: EOPNOTSUPP: pid (\d+), child (\d+): the child shares the memory of its parent \(a vfork in progress/],
       ['clone-vm', /^cptrst: EOPNOTSUPP: pid (\d+), child (\d+): the child shares the memory of its parent/],
-      ['clone-files', /^cptrst: EOPNOTSUPP: pid (\d+), fd table shared with (\d+): /],
-      ['clone-fs', /^cptrst: EOPNOTSUPP: pid (\d+), fs struct shared with (\d+): /],
       ['traced', /^cptrst: EBUSY: pid (\d+), ptrace: it is already traced by pid (\d+)/],
       ['pidns', /^cptrst: EOPNOTSUPP: pid (\d+), pid namespace pid:\[\d+\]: /],
     ];
@@ -237,6 +235,16 @@ describe('process trees', function () {
       });
     }
   });
+
+  for (const [mode, what] of [['clone-files', 'an fd table shared with CLONE_FILES is one table again (an fd the child opens after the restart is the parent\'s)'], ['clone-fs', 'an fs struct shared with CLONE_FS is one again (the umask the child sets after the restart is the parent\'s)']]) {
+    it(`treeshare ${mode}: ${what}`, async () => {
+      const { w, before } = await startTree('treeshare', [mode]);
+      const img = path.join(w.dir, 'share.img');
+      await checkpointKill(w, before, img);
+      await restartSame(w, before, img);
+      await expectPass(w);
+    });
+  }
 
   it('MAP_SHARED anonymous memory inherited across fork is one memory again after restart (a write by the child is seen by the parent)', async () => {
     const { w, before } = await startTree('treeshare', ['shm']);

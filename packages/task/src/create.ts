@@ -8,7 +8,7 @@
  * processes die with it.
  */
 import {
-  ProcessCreator, RestartContext, RestartTask, Tokens, Tracee, linux,
+  ProcessCreator, RestartContext, RestartTask, SHARED_WITH_PARENT, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 import { EXIT_SIGNAL, cloneInto, parentOf } from './tree';
@@ -24,7 +24,7 @@ export class CloneProcessCreator implements ProcessCreator {
       const pid = task.pid;
       const parent = parentOf(task);
       if (parent) {
-        const child = cloneInto(ctx, parent.tracee!, pid, task.state.get(EXIT_SIGNAL) ?? SIG.SIGCHLD, PID_WAIT_MS);
+        const child = cloneInto(ctx, parent.tracee!, pid, task.state.get(EXIT_SIGNAL) ?? SIG.SIGCHLD, PID_WAIT_MS, task.state.get(SHARED_WITH_PARENT) ?? 0);
         try {
           unregisterRseq(child);
         } catch (e) {

@@ -15,12 +15,12 @@
  * helper with the leader's pid, reaped by the parent before anything of the parent runs.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, StateKey,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, SHARED_WITH_PARENT, StateKey,
   TaskState, Tokens, Tracee, encodeStruct, linux, refuse,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 
-const { KCMP, SIG, SYS, PR, WAIT } = linux;
+const { CLONE, KCMP, SIG, SYS, PR, WAIT } = linux;
 
 /** The signal a task's parent gets when it ends (clone's exit_signal), as the image says. */
 export const EXIT_SIGNAL = new StateKey<number>('task.exitSignal');
@@ -272,11 +272,24 @@ export class TreeDump implements DumpHandler {
       if (leaderAt > at) refuse(task.pid, `process group ${st.pgrp}`, `the leader of its process group, ${st.pgrp}, is made after it at restart (it is not its ancestor or an earlier sibling's); not supported`);
     }
     if (task.zombie) return;
+    // An fd table or fs struct shared with the parent is made again by clone inside the parent
+    // (CLONE_FILES, CLONE_FS). Within a group of processes sharing one, every member but its top
+    // must share it with its own parent: then each pair has one member made from its parent's.
+    const live = (pid: number) => tree.tasks.some((t) => t.pid === pid && !t.zombie);
+    const sharesUp = (pid: number, type: number) => pid !== tree.root && live(linux.readStat(pid).ppid) && sameObject(pid, linux.readStat(pid).ppid, type);
+    let shared = 0;
+    if (sharesUp(task.pid, KCMP.FILES)) shared |= CLONE.FILES;
+    if (sharesUp(task.pid, KCMP.FS)) shared |= CLONE.FS;
+    if (shared) task.state.set(SHARED_WITH_PARENT, shared);
     for (const other of tree.tasks) {
       if (other.pid === task.pid || other.zombie) continue;
       if (sameObject(task.pid, other.pid, KCMP.VM)) refuse(task.pid, `memory shared with ${other.pid}`, 'two processes of the tree share one address space (clone with CLONE_VM); not supported');
-      if (sameObject(task.pid, other.pid, KCMP.FILES)) refuse(task.pid, `fd table shared with ${other.pid}`, 'two processes of the tree share one fd table (clone with CLONE_FILES); not supported');
-      if (sameObject(task.pid, other.pid, KCMP.FS)) refuse(task.pid, `fs struct shared with ${other.pid}`, 'two processes of the tree share cwd, root and umask (clone with CLONE_FS); not supported');
+      if (!(shared & CLONE.FILES) && sameObject(task.pid, other.pid, KCMP.FILES) && !sharesUp(other.pid, KCMP.FILES)) {
+        refuse(task.pid, `fd table shared with ${other.pid}`, 'two processes of the tree share one fd table (clone with CLONE_FILES), and neither shares it with its parent; only an fd table shared through the parent can be made again');
+      }
+      if (!(shared & CLONE.FS) && sameObject(task.pid, other.pid, KCMP.FS) && !sharesUp(other.pid, KCMP.FS)) {
+        refuse(task.pid, `fs struct shared with ${other.pid}`, 'two processes of the tree share cwd, root and umask (clone with CLONE_FS), and neither shares them with its parent; only an fs struct shared through the parent can be made again');
+      }
     }
   }
   dump(): void {
@@ -310,6 +323,18 @@ export function joinTree(ctx: RestartContext, task: RestartTask, ppid: number): 
   }
   if (tasks.size >= MAX_TASKS) throw bad(`more than ${MAX_TASKS} tasks`);
   tasks.set(task.pid, task);
+}
+
+/**
+ * The TASK object's cloneFlags: only CLONE_FILES and CLONE_FS, only for a live task that is not
+ * the root (it is made with them inside its parent).
+ */
+export function sharesWithParent(task: RestartTask, flags: number, parent: RestartTask | undefined, zombie: boolean): void {
+  if (!flags) return;
+  const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: 'task' });
+  if (flags & ~(CLONE.FILES | CLONE.FS)) throw bad(`clone flags 0x${flags.toString(16)}: only CLONE_FILES and CLONE_FS are shared with a parent`);
+  if (!parent || zombie) throw bad('only a live task with a parent in the image shares its fd table or fs struct with it');
+  task.state.set(SHARED_WITH_PARENT, flags);
 }
 
 /** The restored parent of a task, undefined for the root. */
@@ -406,17 +431,18 @@ export function joinGroupWithHelper(ctx: RestartContext, task: RestartTask, pgid
 }
 
 /**
- * clone3 inside `parent` with set_tid = [pid]: the new process is a copy of the parent, stopped
+ * clone3 inside `parent` with set_tid = [pid] (and `flags`: CLONE_FILES, CLONE_FS to share the
+ * parent's fd table or fs struct): the new process is a copy of the parent, stopped
  * (auto-attached, PTRACE_O_TRACEFORK inherited from the process cptrst made first) before it runs
  * an instruction, with the parent's scratch area at the same address. A PID still held by a
  * process going away is waited for, up to `waitMs`.
  */
-export function cloneInto(ctx: RestartContext, parent: Tracee, pid: number, exitSignal: number, waitMs: number): Tracee {
+export function cloneInto(ctx: RestartContext, parent: Tracee, pid: number, exitSignal: number, waitMs: number, flags = 0): Tracee {
   const scratch = parent.scratch();
   const setTid = Buffer.alloc(8);
   setTid.writeInt32LE(pid, 0);
   const setTidAddr = parent.stage(setTid, 128);
-  const args = encodeStruct(linux.CloneArgs, { flags: 0n, exitSignal: BigInt(exitSignal), setTid: setTidAddr, setTidSize: 1n });
+  const args = encodeStruct(linux.CloneArgs, { flags: BigInt(flags), exitSignal: BigInt(exitSignal), setTid: setTidAddr, setTidSize: 1n });
   const argsAddr = parent.stage(args, 0);
   const deadline = Date.now() + waitMs;
   for (let attempt = 0; ; attempt++) {
