@@ -246,6 +246,14 @@ describe('process trees', function () {
     });
   }
 
+  it('orphans of sessions whose leaders are gone, adopted by a child subreaper, are in those sessions and groups again (a helper with the leader\'s pid makes each)', async () => {
+    const { w, before } = await startTree('orphans');
+    const img = path.join(w.dir, 'orphans.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
   it('MAP_SHARED anonymous memory inherited across fork is one memory again after restart (a write by the child is seen by the parent)', async () => {
     const { w, before } = await startTree('treeshare', ['shm']);
     const img = path.join(w.dir, 'shm.img');

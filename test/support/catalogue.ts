@@ -61,6 +61,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'tree.sh', kind: 'bash', source: 'tree.sh', checks: 'bash with job control: background jobs in their own process groups, a subshell in a subshell; each member checks its ids and arrays, the parents wait and check statuses' },
   { name: 'tree.py', kind: 'python', source: 'tree.py', checks: 'python3 forking three levels: a new group, a new session, zombies (exit code, SIGKILL); each member checks its ids, a dict and a live generator, the parents reap and check statuses' },
   { name: 'cowtree', kind: 'c', source: 'cowtree.c', checks: 'private memory shared copy-on-write by a tree of three levels, each member having written or discarded some pages of its own: every page holds what it should, and the pages nobody wrote since the forks are still the same page frames as the parent\'s' },
+  { name: 'orphans', kind: 'c', source: 'orphans.c', checks: 'orphans of two sessions whose leaders exited, adopted by the root (a child subreaper), one with a child of its own: each checks its parent, session and group, the parents reap and check' },
   { name: 'treeshare', kind: 'c', source: 'treeshare.c', checks: 'a parent and a child sharing what a tree checkpoint refuses (vfork, CLONE_VM/FILES/FS, shared anonymous memory, a tracer in the tree, a pid namespace): the sharing still works after the refusal' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];

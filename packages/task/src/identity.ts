@@ -14,7 +14,7 @@ import {
 import { releaseTracee } from '@cptrst/core';
 import { heldToOwner, nowOrAfterCreds } from './deferred';
 import { WAS_STOPPED } from './freezer';
-import { EXIT_SIGNAL, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask, sharesWithParent } from './tree';
+import { EXIT_SIGNAL, GONE_SESSION, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask, sharesWithParent } from './tree';
 import { PID_WAIT_MS } from './create';
 import { checkRobustList, clearChildTidOf, restoreFutexAddresses, robustListOf } from './thread';
 
@@ -131,6 +131,13 @@ export class TaskRestore implements RestoreHandler {
     task.state.set(EXIT_SIGNAL, img.exitSignal);
     const parent = parentOf(task);
     sharesWithParent(task, img.cloneFlags, parent, img.zombie);
+    // A session neither its own nor its parent's: one whose leader is gone (tree.ts, cloneInGoneSession).
+    const parentSid = parent?.state.get(IDENTITY_KEY)?.sid;
+    if (parent && img.sid !== img.pid && img.sid !== parentSid) {
+      if (img.cloneFlags) throw new CptError('EBADIMG', `a task entering session ${img.sid} under its parent cannot share the parent's fd table or fs struct`, { pid: img.pid, object: 'task' });
+      if (img.pgid !== img.pid && img.pgid !== img.sid) throw new CptError('EBADIMG', `a task entering session ${img.sid} under its parent in process group ${img.pgid}, neither its own nor the session's`, { pid: img.pid, object: `process group ${img.pgid}` });
+      task.state.set(GONE_SESSION, img.sid);
+    }
     if (img.zombie) {
       // Made now, whoever owns the image: it runs nothing of its own and ends at once.
       if (!parent) throw new CptError('EBADIMG', 'the root task is a zombie', { pid: img.pid, object: 'task' });

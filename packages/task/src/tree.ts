@@ -262,15 +262,14 @@ export class TreeDump implements DumpHandler {
     if (task.pid === tree.root) return;
     const parent = linux.readStat(st.ppid);
     const pids = tree.tasks.map((t) => t.pid);
-    if (st.session !== task.pid && st.session !== parent.session) {
-      refuse(task.pid, `session ${st.session}`, `the process is in session ${st.session}, neither its own nor its parent's (${parent.session}); its parent changed session after making it, which cannot be made again`);
-    }
+    const foreignSession = st.session !== task.pid && st.session !== parent.session;
     if (st.pgrp !== task.pid) {
       // The group must exist when the task is made: its leader (if in the tree) made before it.
       const at = pids.indexOf(task.pid);
       const leaderAt = pids.indexOf(st.pgrp);
       if (leaderAt > at) refuse(task.pid, `process group ${st.pgrp}`, `the leader of its process group, ${st.pgrp}, is made after it at restart (it is not its ancestor or an earlier sibling's); not supported`);
     }
+    if (foreignSession) checkGoneSession(tree, task, st);
     if (task.zombie) return;
     // An fd table or fs struct shared with the parent is made again by clone inside the parent
     // (CLONE_FILES, CLONE_FS). Within a group of processes sharing one, every member but its top
@@ -281,6 +280,7 @@ export class TreeDump implements DumpHandler {
     if (sharesUp(task.pid, KCMP.FILES)) shared |= CLONE.FILES;
     if (sharesUp(task.pid, KCMP.FS)) shared |= CLONE.FS;
     if (shared) task.state.set(SHARED_WITH_PARENT, shared);
+    if (shared && foreignSession) refuse(task.pid, `session ${st.session}`, 'a process entering a session whose leader is gone cannot also share its parent\'s fd table or fs struct');
     for (const other of tree.tasks) {
       if (other.pid === task.pid || other.zombie) continue;
       if (sameObject(task.pid, other.pid, KCMP.VM)) refuse(task.pid, `memory shared with ${other.pid}`, 'two processes of the tree share one address space (clone with CLONE_VM); not supported');
@@ -298,8 +298,41 @@ export class TreeDump implements DumpHandler {
 }
 
 
+/**
+ * A member in a session that is neither its own nor its parent's: an orphan of a session whose
+ * leader is gone, adopted by its parent as a child subreaper (a restart makes it the same way:
+ * cloneInGoneSession). Refused unless: the leader is gone (neither in the tree nor alive), no
+ * other member enters that session from another one (the session's pid stays taken by the first),
+ * its group is its own or the session's, and its parent is a child subreaper.
+ */
+function checkGoneSession(tree: FrozenTree, task: CheckpointTask, st: linux.ProcStat): void {
+  const sid = st.session;
+  const what = `session ${sid}`;
+  const changed = `its parent changed session after making it, or it was adopted from a session whose leader`;
+  if (tree.tasks.some((t) => t.pid === sid)) refuse(task.pid, what, `the process is in session ${sid}, neither its own nor its parent's; ${changed} is a member of the tree but not its ancestor: not supported`);
+  if (linux.processExists(sid)) refuse(task.pid, what, `the process is in session ${sid}, whose leader, process ${sid}, is outside the tree: checkpoint the leader's tree`);
+  if (st.pgrp !== task.pid && st.pgrp !== sid) refuse(task.pid, `process group ${st.pgrp}`, `the process is in session ${sid} whose leader is gone, and in process group ${st.pgrp}, neither its own nor the session's: not supported`);
+  const entering = tree.tasks.filter((t) => {
+    if (t.pid === tree.root) return false;
+    const s = linux.readStat(t.pid);
+    return s.session === sid && s.session !== t.pid && linux.readStat(s.ppid).session !== sid;
+  });
+  if (entering.length > 1) refuse(task.pid, what, `processes ${entering.map((t) => t.pid).join(', ')} are in session ${sid}, whose leader is gone, each under a parent of another session; only one such process per session can be made again`);
+  const parent = tree.tasks.find((t) => t.pid === st.ppid);
+  const p = parent?.tracee;
+  let subreaper = false;
+  if (p && !parent.zombie) {
+    const at = p.stage(Buffer.alloc(4), 0);
+    subreaper = p.syscall(SYS.prctl, [PR.GET_CHILD_SUBREAPER, at, 0, 0, 0]) === 0n && p.readMemory(at, 4).readInt32LE(0) !== 0;
+  }
+  if (!subreaper) refuse(task.pid, what, `the process is in session ${sid}, neither its own nor its parent's, and its parent ${st.ppid} is no child subreaper that adopted it: its parent changed session after making it, which cannot be made again`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // restart
+
+/** The session (whose leader is gone) a task enters under its parent: made by cloneInGoneSession. */
+export const GONE_SESSION = new StateKey<number>('task.goneSession');
 
 /** The tasks of a restart by pid, in image order. */
 const RESTORED = new WeakMap<RestartContext, Map<number, RestartTask>>();
@@ -428,6 +461,39 @@ export function joinGroupWithHelper(ctx: RestartContext, task: RestartTask, pgid
     reaped = p.syscall(SYS.wait4, [pgid, 0, WAIT.__WALL, 0]);
   }
   if (reaped !== BigInt(pgid)) throw new CptError('EIO', `the parent could not reap the helper of process group ${pgid} (${reaped < 0n ? linux.errnoName(Number(-reaped)) : reaped})`, { pid: task.pid, object: `process group ${pgid}` });
+}
+
+/**
+ * A task in a session whose leader is gone, under a parent of another session that adopted it as
+ * a child subreaper, is made as it came to be: a helper with the leader's pid is made in the
+ * parent and calls setsid, the task is made in the helper (so in that session and its group), and
+ * the helper is killed: the task is adopted by the parent (a child subreaper by now: task.misc
+ * sets it before the children are made), which reaps the helper before anything of it runs. The
+ * helper's exit signal is 0, so the parent is not told.
+ */
+export function cloneInGoneSession(ctx: RestartContext, task: RestartTask, sid: number, exitSignal: number, waitMs: number): Tracee {
+  const parent = parentOf(task);
+  const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: `session ${sid}` });
+  if (!parent?.tracee) throw bad('a task entering a session under its parent needs a parent');
+  if (restoredTask(ctx, sid)) throw bad(`the leader of session ${sid} is a task of the image, not one that is gone`);
+  const p = parent.tracee;
+  const helper = cloneInto(ctx, p, sid, 0, waitMs);
+  let child: Tracee | undefined;
+  let reaped: bigint;
+  try {
+    helper.syscallOk(SYS.setsid, [], `setsid of the helper for session ${sid}`);
+    child = cloneInto(ctx, helper, task.pid, exitSignal, waitMs);
+  } finally {
+    releaseTracee(helper, 'kill');
+    // The parent takes the helper's exit (it is its child) before anything of the parent runs.
+    reaped = p.syscall(SYS.wait4, [sid, 0, WAIT.__WALL, 0]);
+  }
+  const ppid = linux.readStat(task.pid).ppid;
+  if (reaped !== BigInt(sid) || ppid !== parent.pid) {
+    releaseTracee(child, 'kill');
+    throw new CptError('EIO', `the helper of session ${sid} was ${reaped === BigInt(sid) ? '' : 'not '}reaped by the parent, and the task's parent is ${ppid}, not ${parent.pid} (the parent must be a child subreaper)`, { pid: task.pid, object: `session ${sid}` });
+  }
+  return child;
 }
 
 /**
