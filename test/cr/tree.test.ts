@@ -279,6 +279,35 @@ describe('process trees', function () {
     await expectPass(w);
   });
 
+  it('an image whose root keeps memory from a parent it does not have, or whose kept area discards pages outside it, is refused (EBADIMG), leaving nothing behind', async () => {
+    const { w, before } = await startTree('cowtree', ['4']);
+    const img = path.join(w.dir, 'cow.img');
+    await checkpointKill(w, before, img);
+    const cases: Array<[string, (recs: Array<{ name: string; obj: Record<string, unknown> }>) => void, RegExp]> = [
+      ['root', (recs) => {
+        const mms = recs.filter((r) => r.name === 'mm');
+        mms[0].obj.keptPrivate = mms[1].obj.keptPrivate;
+      }, /^cptrst: EBADIMG: pid \d+, mm: memory kept from the parent, but the task's parent \(\d+\) is not a restored process of the image/],
+      ['discard', (recs) => {
+        const kept = recs.find((r) => r.name === 'vma-kept')!;
+        kept.obj.discard = [1n << 40n, 1n];
+      }, /^cptrst: EBADIMG: pid \d+, vma [0-9a-f]+-[0-9a-f]+: pages \d+\+1 to discard are outside the area/],
+    ];
+    for (const [name, change, re] of cases) {
+      const bad = path.join(w.dir, `${name}.img`);
+      recodeImage(img, bad, {
+        records: (recs) => {
+          change(recs as unknown as Array<{ name: string; obj: Record<string, unknown> }>);
+          return recs;
+        },
+      });
+      const rs = await cptrst(['restart', bad]);
+      expect(rs.code, name).to.equal(1);
+      expect(rs.stderr, `${name}: ${rs.stderr}`).to.match(re);
+      for (const m of before) expect(await waitGone(m.pid, 10000), `${name}: pid ${m.pid} left behind`).to.equal(true);
+    }
+  });
+
   it('a process holding a file of its child\'s /proc directory is refused (a restart makes the child after its files); the tree runs on', async () => {
     const dir = makeTempDir('procfd');
     const ready = path.join(dir, 'ready');

@@ -183,7 +183,7 @@ export function keptRanges(ctx: RestartContext, task: RestartTask, kept: bigint[
 export function keepArea(task: RestartTask, img: VmaImage, kept: VmaKeptImage[]): void {
   const t = task.tracee!;
   const what = describeVma(img);
-  const bad = (why: string) => new CptError('EBADIMG', `${what}: ${why}`, { pid: task.pid, object: what });
+  const bad = (why: string) => new CptError('EBADIMG', why, { pid: task.pid, object: what });
   if (img.inheritedAt !== img.start || kept.length !== 1) throw bad('an area kept from the parent needs one vma-kept record and its own address as inheritedAt');
   if (task.state.get(KEPT_RANGES)?.get(img.start) !== img.end) throw bad('the task\'s mm object does not keep this area from the parent');
   const len = img.end - img.start;
