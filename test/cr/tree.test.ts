@@ -297,7 +297,7 @@ describe('process trees', function () {
       const bad = path.join(w.dir, `${name}.img`);
       recodeImage(img, bad, {
         records: (recs) => {
-          change(recs as unknown as Array<{ name: string; obj: Record<string, unknown> }>);
+          change(recs);
           return recs;
         },
       });
