@@ -214,8 +214,6 @@ describe('process trees', function () {
     const cases: Array<[string, RegExp]> = [
       ['vfork', /^cptrst: EOPNOTSUPP: pid (\d+), child (\d+): the child shares the memory of its parent \(a vfork in progress/],
       ['clone-vm', /^cptrst: EOPNOTSUPP: pid (\d+), child (\d+): the child shares the memory of its parent/],
-      ['clone-files', /^cptrst: EOPNOTSUPP: pid (\d+), fd table shared with (\d+): /],
-      ['clone-fs', /^cptrst: EOPNOTSUPP: pid (\d+), fs struct shared with (\d+): /],
       ['traced', /^cptrst: EBUSY: pid (\d+), ptrace: it is already traced by pid (\d+)/],
       ['pidns', /^cptrst: EOPNOTSUPP: pid (\d+), pid namespace pid:\[\d+\]: /],
     ];
@@ -238,12 +236,76 @@ describe('process trees', function () {
     }
   });
 
+  for (const [mode, what] of [['clone-files', 'an fd table shared with CLONE_FILES is one table again (an fd the child opens after the restart is the parent\'s)'], ['clone-fs', 'an fs struct shared with CLONE_FS is one again (the umask the child sets after the restart is the parent\'s)']]) {
+    it(`treeshare ${mode}: ${what}`, async () => {
+      const { w, before } = await startTree('treeshare', [mode]);
+      const img = path.join(w.dir, 'share.img');
+      await checkpointKill(w, before, img);
+      await restartSame(w, before, img);
+      await expectPass(w);
+    });
+  }
+
+  it('orphans of sessions whose leaders are gone, adopted by a child subreaper, are in those sessions and groups again (a helper with the leader\'s pid makes each)', async () => {
+    const { w, before } = await startTree('orphans');
+    const img = path.join(w.dir, 'orphans.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
   it('MAP_SHARED anonymous memory inherited across fork is one memory again after restart (a write by the child is seen by the parent)', async () => {
     const { w, before } = await startTree('treeshare', ['shm']);
     const img = path.join(w.dir, 'shm.img');
     await checkpointKill(w, before, img);
     await restartSame(w, before, img);
     await expectPass(w);
+  });
+
+  it('private memory shared copy-on-write by a tree of three levels is stored once and shared again after restart (same page frames, Pss as before); each member checks every page', async () => {
+    const { w, before } = await startTree('cowtree', ['16']);
+    const pss = (ms: Member[]) => ms.reduce((sum, m) => sum + Number(/^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${m.pid}/smaps_rollup`, 'utf8'))![1]), 0);
+    const pssBefore = pss(before);
+    const img = path.join(w.dir, 'cow.img');
+    await checkpointKill(w, before, img);
+    // The root's 4080 pages, and only the pages each member wrote itself or that its parent wrote
+    // since (A 2041, G 510, B 1020): about 7700 pages, where four copies would be over 14000.
+    const show = await cptrst(['show', img]);
+    const stored = Number(/page data\s+(\d+) pages/.exec(show.stdout)?.[1]);
+    expect(stored, show.stdout.slice(0, 300)).to.be.within(7651, 8200);
+    await restartSame(w, before, img);
+    const pssAfter = pss(treeOf(w.pid));
+    expect(pssAfter, `Pss ${pssBefore} kB before, ${pssAfter} kB after`).to.be.below(pssBefore * 1.25);
+    await expectPass(w);
+  });
+
+  it('an image whose root keeps memory from a parent it does not have, or whose kept area discards pages outside it, is refused (EBADIMG), leaving nothing behind', async () => {
+    const { w, before } = await startTree('cowtree', ['4']);
+    const img = path.join(w.dir, 'cow.img');
+    await checkpointKill(w, before, img);
+    const cases: Array<[string, (recs: Array<{ name: string; obj: Record<string, unknown> }>) => void, RegExp]> = [
+      ['root', (recs) => {
+        const mms = recs.filter((r) => r.name === 'mm');
+        mms[0].obj.keptPrivate = mms[1].obj.keptPrivate;
+      }, /^cptrst: EBADIMG: pid \d+, mm: memory kept from the parent, but the task's parent \(\d+\) is not a restored process of the image/],
+      ['discard', (recs) => {
+        const kept = recs.find((r) => r.name === 'vma-kept')!;
+        kept.obj.discard = [1n << 40n, 1n];
+      }, /^cptrst: EBADIMG: pid \d+, vma [0-9a-f]+-[0-9a-f]+: pages \d+\+1 to discard are outside the area/],
+    ];
+    for (const [name, change, re] of cases) {
+      const bad = path.join(w.dir, `${name}.img`);
+      recodeImage(img, bad, {
+        records: (recs) => {
+          change(recs);
+          return recs;
+        },
+      });
+      const rs = await cptrst(['restart', bad]);
+      expect(rs.code, name).to.equal(1);
+      expect(rs.stderr, `${name}: ${rs.stderr}`).to.match(re);
+      for (const m of before) expect(await waitGone(m.pid, 10000), `${name}: pid ${m.pid} left behind`).to.equal(true);
+    }
   });
 
   it('a process holding a file of its child\'s /proc directory is refused (a restart makes the child after its files); the tree runs on', async () => {

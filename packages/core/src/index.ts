@@ -14,5 +14,6 @@ export * from './release';
 export * from './holders';
 export * from './memfd';
 export * from './deleted-file';
+export * from './shares';
 export * from './image';
 export * as linux from './linux';

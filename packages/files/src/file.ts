@@ -10,7 +10,7 @@ import {
   requireKindRecord, str, u32, u64, fileKey, sameFile,
 } from '@cptrst/core';
 import { FileKindHandler, FileKinds, OpenFile, recordedPath } from './kinds';
-import { FS_KEY, KEPT_FDS } from './fs-struct';
+import { FS_KEY, KEPT_FDS, sharedWithParent } from './fs-struct';
 
 const { SYS, O, F } = linux;
 
@@ -166,6 +166,7 @@ export function inheritedDescriptions(ctx: CheckpointContext, task: CheckpointTa
 }
 
 export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[], inheritedFrom = new Map<number, number>()): void {
+  if (sharedWithParent(task) & linux.CLONE.FILES) return; // the parent's fd table, written with the parent
   /** Deleted inodes already written: "dev:ino" -> tag of their FILE. */
   const ghosts = new Map<string, number>();
   for (const group of inRestoreOrder(ctx, task, byDescription(task.pid, files), files)) {
@@ -227,7 +228,13 @@ interface PendingFile {
 }
 
 /** A FILE object, or a record of a file kind under one (before the file's FDs). */
+/** A task made with CLONE_FILES has its parent's fd table: an image giving it files of its own is bad. */
+function ownTable(task: RestartTask, o: RestoreObject): void {
+  if (sharedWithParent(task) & linux.CLONE.FILES) throw new CptError('EBADIMG', `object of type ${o.type} at image offset ${o.offset}: the task shares its parent's fd table and has no files of its own`, { pid: task.pid, object: 'files' });
+}
+
 export function restoreFileObject(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+  ownTable(task, o);
   const files = fileTable(task);
   if (o.type === ObjectType.FILE) {
     files.set(o.tag, { img: o.obj as FileImage, records: new RecordList() });
@@ -247,6 +254,7 @@ export function restoreFileObject(ctx: RestartContext, task: RestartTask, o: Res
 }
 
 export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+  ownTable(task, o);
   const img = o.obj as FdImage;
   const f = fileTable(task).get(o.ptag);
   const fsImg = task.state.get(FS_KEY);

@@ -5,10 +5,13 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
-  StateKey, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64,
+  SHARED_WITH_PARENT, StateKey, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64,
 } from '@cptrst/core';
 
-const { SYS, O, S_IF, F } = linux;
+const { CLONE, SYS, O, S_IF, F } = linux;
+
+/** CLONE_FILES | CLONE_FS bits the task shares with its parent (made so at restart: nothing of them is restored for it). */
+export const sharedWithParent = (task: CheckpointTask | RestartTask): number => task.state.get(SHARED_WITH_PARENT) ?? 0;
 export const FILES_ORDER = 300;
 
 @objectType(ObjectType.FS, 'fs', { parents: [ObjectType.TASK] })
@@ -33,7 +36,8 @@ export function fsCheck(task: CheckpointTask): void {
 
 export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number[], inherited: number[] = []): void {
   const img = new FsImage();
-  img.inherited = inherited;
+  // An fd table shared with the parent is the parent's: nothing of it is inherited or written.
+  img.inherited = sharedWithParent(task) & CLONE.FILES ? [] : inherited;
   img.cwd = linux.readCwd(task.pid);
   img.root = linux.readRoot(task.pid);
   img.umask = linux.readStatus(task.pid).umask ?? 0o022;
@@ -109,7 +113,17 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
   const img = o.obj as FsImage;
   const t = task.tracee!;
   requireOwnerIdentity(ctx, task);
-  keepInherited(ctx, task, img);
+  const shared = sharedWithParent(task);
+  task.state.set(FS_KEY, img);
+  if (shared & CLONE.FILES) {
+    // Made with CLONE_FILES: the table is the parent's, restored already; none of it is closed.
+    if (img.inherited.length) throw new CptError('EBADIMG', 'a task sharing its parent\'s fd table inherits no descriptors', { pid: task.pid, object: 'fs' });
+    task.state.set(KEPT_FDS, new Map());
+  } else {
+    keepInherited(ctx, task, img);
+  }
+  // Made with CLONE_FS: cwd, root and umask are the parent's, restored already.
+  if (shared & CLONE.FS) return;
   const dir = openRecordedFile(t, img.cwd, {
     flags: O.PATH | O.DIRECTORY,
     expect: { type: S_IF.DIR, dev: recorded(img.cwdDev), ino: recorded(img.cwdIno) },
@@ -122,5 +136,4 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
     t.syscall(SYS.close, [dir]);
   }
   t.syscall(SYS.umask, [img.umask]); // returns the old mask
-  task.state.set(FS_KEY, img);
 }

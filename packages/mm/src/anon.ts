@@ -5,12 +5,13 @@
  * droppable area starts empty, as CRIU's does). Shared: MAP_SHARED|MAP_ANONYMOUS.
  */
 import * as fs from 'fs';
-import { CheckpointTask, CptError, RestartContext, RestartTask, StateKey, linux, refuse } from '@cptrst/core';
+import { CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RestartContext, RestartTask, StateKey, linux, refuse } from '@cptrst/core';
 import {
   LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
 } from './vma';
 import { applyVmFlags } from './madvise';
 import { isPresentOrSwapped } from './pages';
+import { KEPT_AREAS, VmaKeptImage, keepArea } from './cow';
 
 const { MAP, MREMAP, PROT, SYS } = linux;
 
@@ -21,6 +22,8 @@ const SHARED_ANON_FLAGS = new Set(['nr', 'dc', 'dd', 'hg', 'nh', 'sr', 'rr', ...
 
 export class AnonVma implements VmaKindHandler {
   readonly kind = 'anon';
+  /** An area kept copy-on-write from the parent (cow.ts) has one: the pages to discard. */
+  readonly records = [VmaKeptImage];
   claims(v: VmaEntry): boolean {
     return !v.shared && v.inode === 0n && (v.path === '' || v.path === '[heap]' || v.path === '[stack]' || v.path.startsWith('[anon:'));
   }
@@ -34,10 +37,23 @@ export class AnonVma implements VmaKindHandler {
   storesPage(pm: bigint): boolean {
     return isPresentOrSwapped(pm);
   }
-  map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void {
+  /** Only an area kept from the parent has a record. */
+  expectsRecords(img: VmaImage): boolean {
+    return img.inheritedAt !== 0n;
+  }
+  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
+    const kept = task.state.get(KEPT_AREAS)?.get(v.start);
+    if (!kept) return;
+    const rec = new VmaKeptImage();
+    rec.discard = kept.discard.flatMap(([first, count]) => [BigInt(first), BigInt(count)]);
+    out.write(rec);
+  }
+  map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean, records: KindRecords): void {
     const prot = img.prot | (writable ? PROT.WRITE : 0);
     const type = img.vmFlags.includes('dp') ? MAP.DROPPABLE : MAP.PRIVATE;
-    mapAt(task, img, prot, type | MAP.ANONYMOUS, -1, `anonymous memory ${img.start.toString(16)}`);
+    const kept = records.of(VmaKeptImage);
+    if (kept.length || img.inheritedAt !== 0n) keepArea(task, img, kept);
+    else mapAt(task, img, prot, type | MAP.ANONYMOUS, -1, `anonymous memory ${img.start.toString(16)}`);
     const m = /^\[anon:(.*)\]$/.exec(img.path);
     if (m) {
       const t = task.tracee!;

@@ -26,7 +26,8 @@ import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
-import { INHERITED_AREAS, SharedAnonVma } from './anon';
+import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
+import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
@@ -82,6 +83,11 @@ export class MmImage {
    * out of the image's way before the address space is cleared (VMA.inheritedAt).
    */
   @u64s({ since: 4 }) inherited: bigint[] = [];
+  /**
+   * Private anonymous areas kept copy-on-write from the parent, in place: [start, end) pairs,
+   * left alone when the address space is cleared (cow.ts).
+   */
+  @u64s({ since: 5 }) keptPrivate: bigint[] = [];
 }
 
 /** What check prepared for dump: each area with its kind and its VMA object. */
@@ -93,6 +99,8 @@ interface Area {
 interface Prepared {
   areas: Area[];
   mm: MmImage;
+  /** Private anonymous areas kept from the parent, by start (cow.ts). */
+  kept: Map<bigint, KeptArea>;
 }
 
 /** What check prepared for dump (the task is frozen: dump writes the same). */
@@ -208,6 +216,10 @@ export class MmDump implements DumpHandler {
     const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
     const { areas, mm } = checkAreas(ctx, task, vmas);
     inheritSharedAnon(ctx, task, areas);
+    const candidates = keepCandidates(ctx, task, areas.filter((a) => a.kind instanceof AnonVma).map((a) => a.v));
+    // Before any page of the tree is read: a read unshares the pages it pins.
+    const kept = ctx.timed('pagemap', () => compareWithParent(task, candidates));
+    for (const a of areas) if (kept.has(a.v.start) && a.kind instanceof AnonVma) a.img.inheritedAt = a.v.start;
 
     const flags = mine?.vmFlags ?? [];
     mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
@@ -216,7 +228,7 @@ export class MmDump implements DumpHandler {
     mm.memoryMerge = prctlGet(task, PR.GET_MEMORY_MERGE, 'PR_GET_MEMORY_MERGE');
     mm.membarrier = membarrierRegistrations(task);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
-    task.state.set(PREPARED, { areas, mm }); // the task is frozen: dump writes the same
+    task.state.set(PREPARED, { areas, mm, kept }); // the task is frozen: dump writes the same
   }
 
   async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
@@ -225,7 +237,7 @@ export class MmDump implements DumpHandler {
       this.check(ctx, task);
       prepared = task.state.get(PREPARED)!;
     }
-    const { areas, mm } = prepared;
+    const { areas, mm, kept } = prepared;
     const t = task.tracee;
     const st = linux.readStat(task.pid);
     mm.startCode = st.startcode;
@@ -242,12 +254,14 @@ export class MmDump implements DumpHandler {
     mm.auxv = linux.readAuxv(task.pid);
     mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
     mm.vdso = vdsoPieces(task.pid);
-    mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
+    mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n && a.kind instanceof SharedAnonVma).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
+    mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && a.kind instanceof AnonVma).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
 
     for (const { v, kind, img } of areas) {
-      const runs = kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
+      const own = kept.get(v.start);
+      const runs = own && kind instanceof AnonVma ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
       kind.dumpRecords?.(ctx, task, v, img, kindRecordWriter(ctx, kind, vmaTag));
@@ -339,9 +353,11 @@ export class MmRestore implements RestoreHandler {
 
     // The parent's shared memory the task keeps goes out of the image's way first.
     const kept = keepInheritedAreas(ctx, task, mm, [scratch, ...layout]);
+    // The parent's private memory the task keeps copy-on-write stays where it is.
+    const keptPrivate = keptRanges(ctx, task, mm.keptPrivate, layout);
 
     // Clear everything of the helper's (or the parent's) but the scratch area, the vDSO and the kept areas.
-    const keep: Range[] = [scratch, ...vdsoPieces(task.pid), ...kept];
+    const keep: Range[] = [scratch, ...vdsoPieces(task.pid), ...kept, ...keptPrivate];
     for (const r of complement(keep, archOf(ctx.container).userSpaceTop)) t.syscallOk(SYS.munmap, [r.start, r.end - r.start], `munmap ${r.start.toString(16)}-${r.end.toString(16)}`);
     moveVdso(ctx, task, mm.vdso, [scratch, ...layout, ...kept]);
 
@@ -387,6 +403,7 @@ export class MmRestore implements RestoreHandler {
     for (const [bit, name] of MEMBARRIER_REGISTRATIONS) {
       if (mm.membarrier & bit) t.syscallOk(SYS.membarrier, [bit, 0, 0], `membarrier registration for ${name}`);
     }
+    mmRestored(ctx, task);
   }
 
   private restoreVma(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
@@ -402,7 +419,7 @@ export class MmRestore implements RestoreHandler {
     const odd = img.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !kind.acceptsVmFlag(f));
     if (odd.length) throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: VmFlags ${odd.join(' ')} on ${img.kind} memory`, { pid: task.pid, object: what });
     const pending: PendingVma = { tag: o.tag, offset: o.offset, img, kind, records: new RecordList() };
-    if (kind.records?.length) task.state.set(PENDING_VMA, pending);
+    if (kind.records?.length && (kind.expectsRecords?.(img) ?? true)) task.state.set(PENDING_VMA, pending);
     else mapVma(ctx, task, pending);
   }
 }

@@ -36,7 +36,9 @@ export class VmaImage {
   /**
    * Shared anonymous memory that is one memory with the parent's (inherited across fork): where
    * the area starts in the parent's mapping of it, which the task keeps at restart (moved here)
-   * instead of mapping new memory; no pages are stored for it. 0: the task's own.
+   * instead of mapping new memory; no pages are stored for it. Private anonymous memory still
+   * shared copy-on-write with the parent: its own start, the parent's copy is kept in place and
+   * only the task's own pages are stored (cow.ts). 0: the task's own.
    */
   @u64({ since: 4 }) inheritedAt = 0n;
 }
@@ -65,6 +67,11 @@ export interface VmaKindHandler extends KindHandler<VmaEntry> {
   storesPages(img: VmaImage): boolean;
   /** Which pages of the area go into the image, from their pagemap entries. */
   storesPage(pagemapEntry: bigint): boolean;
+  /**
+   * Whether this area has records of the kind to wait for (default: any area of a kind with
+   * `records`). An area that has none is mapped at once.
+   */
+  expectsRecords?(img: VmaImage): boolean;
   /** Writes the kind's own records of the area (declared in `records`), after its VMA object, before its pages. */
   dumpRecords?(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, img: VmaImage, out: KindRecordWriter): void;
   /**

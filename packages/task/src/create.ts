@@ -8,10 +8,10 @@
  * processes die with it.
  */
 import {
-  ProcessCreator, RestartContext, RestartTask, Tokens, Tracee, linux,
+  ProcessCreator, RestartContext, RestartTask, SHARED_WITH_PARENT, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
-import { EXIT_SIGNAL, cloneInto, parentOf } from './tree';
+import { EXIT_SIGNAL, GONE_SESSION, cloneInGoneSession, cloneInto, parentOf } from './tree';
 
 const { ptrace, PTRACE_O, SYS, SIG } = linux;
 
@@ -24,7 +24,11 @@ export class CloneProcessCreator implements ProcessCreator {
       const pid = task.pid;
       const parent = parentOf(task);
       if (parent) {
-        const child = cloneInto(ctx, parent.tracee!, pid, task.state.get(EXIT_SIGNAL) ?? SIG.SIGCHLD, PID_WAIT_MS);
+        const exitSignal = task.state.get(EXIT_SIGNAL) ?? SIG.SIGCHLD;
+        const session = task.state.get(GONE_SESSION);
+        const child = session !== undefined
+          ? cloneInGoneSession(ctx, task, session, exitSignal, PID_WAIT_MS)
+          : cloneInto(ctx, parent.tracee!, pid, exitSignal, PID_WAIT_MS, task.state.get(SHARED_WITH_PARENT) ?? 0);
         try {
           unregisterRseq(child);
         } catch (e) {

@@ -7,14 +7,14 @@
  * rights first. Scheduling comes back once the task's objects are read.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask,
+  CheckpointContext, CheckpointTask, CptError, SHARED_WITH_PARENT, DumpHandler, ObjectType, RestartContext, RestartTask,
   RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32, u32s,
   u64, encodeStruct,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 import { heldToOwner, nowOrAfterCreds } from './deferred';
 import { WAS_STOPPED } from './freezer';
-import { EXIT_SIGNAL, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask } from './tree';
+import { EXIT_SIGNAL, GONE_SESSION, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask, sharesWithParent } from './tree';
 import { PID_WAIT_MS } from './create';
 import { checkRobustList, clearChildTidOf, restoreFutexAddresses, robustListOf } from './thread';
 
@@ -55,6 +55,8 @@ export class TaskImage {
   @u64({ since: 4 }) robustListHead = 0n;
   @u64({ since: 4 }) robustListLen = 0n;
   @u64({ since: 4 }) clearChildTid = 0n;
+  /** CLONE_FILES | CLONE_FS: the fd table and fs struct it shares with its parent (core's SHARED_WITH_PARENT). */
+  @u32({ since: 5 }) cloneFlags = 0;
 }
 
 /** The TASK object read at restart, until the process is made (and for its later steps). */
@@ -83,6 +85,7 @@ export class TaskDump implements DumpHandler {
     img.sid = st.session;
     img.comm = st.comm;
     img.exitSignal = st.exitSignal;
+    img.cloneFlags = task.state.get(SHARED_WITH_PARENT) ?? 0;
     if (task.zombie) {
       img.zombie = true;
       img.exitStatus = task.state.get(ZOMBIE_STATUS) ?? 0;
@@ -127,6 +130,14 @@ export class TaskRestore implements RestoreHandler {
     if (img.exitSignal > linux.NSIG) throw new CptError('EBADIMG', `exit signal ${img.exitSignal}`, { pid: img.pid, object: 'task' });
     task.state.set(EXIT_SIGNAL, img.exitSignal);
     const parent = parentOf(task);
+    sharesWithParent(task, img.cloneFlags, parent, img.zombie);
+    // A session neither its own nor its parent's: one whose leader is gone (tree.ts, cloneInGoneSession).
+    const parentSid = parent?.state.get(IDENTITY_KEY)?.sid;
+    if (parent && img.sid !== img.pid && img.sid !== parentSid) {
+      if (img.cloneFlags) throw new CptError('EBADIMG', `a task entering session ${img.sid} under its parent cannot share the parent's fd table or fs struct`, { pid: img.pid, object: 'task' });
+      if (img.pgid !== img.pid && img.pgid !== img.sid) throw new CptError('EBADIMG', `a task entering session ${img.sid} under its parent in process group ${img.pgid}, neither its own nor the session's`, { pid: img.pid, object: `process group ${img.pgid}` });
+      task.state.set(GONE_SESSION, img.sid);
+    }
     if (img.zombie) {
       // Made now, whoever owns the image: it runs nothing of its own and ends at once.
       if (!parent) throw new CptError('EBADIMG', 'the root task is a zombie', { pid: img.pid, object: 'task' });

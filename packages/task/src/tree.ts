@@ -15,12 +15,12 @@
  * helper with the leader's pid, reaped by the parent before anything of the parent runs.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, StateKey,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, SHARED_WITH_PARENT, StateKey,
   TaskState, Tokens, Tracee, encodeStruct, linux, refuse,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 
-const { KCMP, SIG, SYS, PR, WAIT } = linux;
+const { CLONE, KCMP, SIG, SYS, PR, WAIT } = linux;
 
 /** The signal a task's parent gets when it ends (clone's exit_signal), as the image says. */
 export const EXIT_SIGNAL = new StateKey<number>('task.exitSignal');
@@ -262,21 +262,34 @@ export class TreeDump implements DumpHandler {
     if (task.pid === tree.root) return;
     const parent = linux.readStat(st.ppid);
     const pids = tree.tasks.map((t) => t.pid);
-    if (st.session !== task.pid && st.session !== parent.session) {
-      refuse(task.pid, `session ${st.session}`, `the process is in session ${st.session}, neither its own nor its parent's (${parent.session}); its parent changed session after making it, which cannot be made again`);
-    }
+    const foreignSession = st.session !== task.pid && st.session !== parent.session;
     if (st.pgrp !== task.pid) {
       // The group must exist when the task is made: its leader (if in the tree) made before it.
       const at = pids.indexOf(task.pid);
       const leaderAt = pids.indexOf(st.pgrp);
       if (leaderAt > at) refuse(task.pid, `process group ${st.pgrp}`, `the leader of its process group, ${st.pgrp}, is made after it at restart (it is not its ancestor or an earlier sibling's); not supported`);
     }
+    if (foreignSession) checkGoneSession(tree, task, st);
     if (task.zombie) return;
+    // An fd table or fs struct shared with the parent is made again by clone inside the parent
+    // (CLONE_FILES, CLONE_FS). Within a group of processes sharing one, every member but its top
+    // must share it with its own parent: then each pair has one member made from its parent's.
+    const live = (pid: number) => tree.tasks.some((t) => t.pid === pid && !t.zombie);
+    const sharesUp = (pid: number, type: number) => pid !== tree.root && live(linux.readStat(pid).ppid) && sameObject(pid, linux.readStat(pid).ppid, type);
+    let shared = 0;
+    if (sharesUp(task.pid, KCMP.FILES)) shared |= CLONE.FILES;
+    if (sharesUp(task.pid, KCMP.FS)) shared |= CLONE.FS;
+    if (shared) task.state.set(SHARED_WITH_PARENT, shared);
+    if (shared && foreignSession) refuse(task.pid, `session ${st.session}`, 'a process entering a session whose leader is gone cannot also share its parent\'s fd table or fs struct');
     for (const other of tree.tasks) {
       if (other.pid === task.pid || other.zombie) continue;
       if (sameObject(task.pid, other.pid, KCMP.VM)) refuse(task.pid, `memory shared with ${other.pid}`, 'two processes of the tree share one address space (clone with CLONE_VM); not supported');
-      if (sameObject(task.pid, other.pid, KCMP.FILES)) refuse(task.pid, `fd table shared with ${other.pid}`, 'two processes of the tree share one fd table (clone with CLONE_FILES); not supported');
-      if (sameObject(task.pid, other.pid, KCMP.FS)) refuse(task.pid, `fs struct shared with ${other.pid}`, 'two processes of the tree share cwd, root and umask (clone with CLONE_FS); not supported');
+      if (!(shared & CLONE.FILES) && sameObject(task.pid, other.pid, KCMP.FILES) && !sharesUp(other.pid, KCMP.FILES)) {
+        refuse(task.pid, `fd table shared with ${other.pid}`, 'two processes of the tree share one fd table (clone with CLONE_FILES), and neither shares it with its parent; only an fd table shared through the parent can be made again');
+      }
+      if (!(shared & CLONE.FS) && sameObject(task.pid, other.pid, KCMP.FS) && !sharesUp(other.pid, KCMP.FS)) {
+        refuse(task.pid, `fs struct shared with ${other.pid}`, 'two processes of the tree share cwd, root and umask (clone with CLONE_FS), and neither shares them with its parent; only an fs struct shared through the parent can be made again');
+      }
     }
   }
   dump(): void {
@@ -285,8 +298,41 @@ export class TreeDump implements DumpHandler {
 }
 
 
+/**
+ * A member in a session that is neither its own nor its parent's: an orphan of a session whose
+ * leader is gone, adopted by its parent as a child subreaper (a restart makes it the same way:
+ * cloneInGoneSession). Refused unless: the leader is gone (neither in the tree nor alive), no
+ * other member enters that session from another one (the session's pid stays taken by the first),
+ * its group is its own or the session's, and its parent is a child subreaper.
+ */
+function checkGoneSession(tree: FrozenTree, task: CheckpointTask, st: linux.ProcStat): void {
+  const sid = st.session;
+  const what = `session ${sid}`;
+  const changed = `its parent changed session after making it, or it was adopted from a session whose leader`;
+  if (tree.tasks.some((t) => t.pid === sid)) refuse(task.pid, what, `the process is in session ${sid}, neither its own nor its parent's; ${changed} is a member of the tree but not its ancestor: not supported`);
+  if (linux.processExists(sid)) refuse(task.pid, what, `the process is in session ${sid}, whose leader, process ${sid}, is outside the tree: checkpoint the leader's tree`);
+  if (st.pgrp !== task.pid && st.pgrp !== sid) refuse(task.pid, `process group ${st.pgrp}`, `the process is in session ${sid} whose leader is gone, and in process group ${st.pgrp}, neither its own nor the session's: not supported`);
+  const entering = tree.tasks.filter((t) => {
+    if (t.pid === tree.root) return false;
+    const s = linux.readStat(t.pid);
+    return s.session === sid && s.session !== t.pid && linux.readStat(s.ppid).session !== sid;
+  });
+  if (entering.length > 1) refuse(task.pid, what, `processes ${entering.map((t) => t.pid).join(', ')} are in session ${sid}, whose leader is gone, each under a parent of another session; only one such process per session can be made again`);
+  const parent = tree.tasks.find((t) => t.pid === st.ppid);
+  const p = parent?.tracee;
+  let subreaper = false;
+  if (p && !parent.zombie) {
+    const at = p.stage(Buffer.alloc(4), 0);
+    subreaper = p.syscall(SYS.prctl, [PR.GET_CHILD_SUBREAPER, at, 0, 0, 0]) === 0n && p.readMemory(at, 4).readInt32LE(0) !== 0;
+  }
+  if (!subreaper) refuse(task.pid, what, `the process is in session ${sid}, neither its own nor its parent's, and its parent ${st.ppid} is no child subreaper that adopted it: its parent changed session after making it, which cannot be made again`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // restart
+
+/** The session (whose leader is gone) a task enters under its parent: made by cloneInGoneSession. */
+export const GONE_SESSION = new StateKey<number>('task.goneSession');
 
 /** The tasks of a restart by pid, in image order. */
 const RESTORED = new WeakMap<RestartContext, Map<number, RestartTask>>();
@@ -310,6 +356,18 @@ export function joinTree(ctx: RestartContext, task: RestartTask, ppid: number): 
   }
   if (tasks.size >= MAX_TASKS) throw bad(`more than ${MAX_TASKS} tasks`);
   tasks.set(task.pid, task);
+}
+
+/**
+ * The TASK object's cloneFlags: only CLONE_FILES and CLONE_FS, only for a live task that is not
+ * the root (it is made with them inside its parent).
+ */
+export function sharesWithParent(task: RestartTask, flags: number, parent: RestartTask | undefined, zombie: boolean): void {
+  if (!flags) return;
+  const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: 'task' });
+  if (flags & ~(CLONE.FILES | CLONE.FS)) throw bad(`clone flags 0x${flags.toString(16)}: only CLONE_FILES and CLONE_FS are shared with a parent`);
+  if (!parent || zombie) throw bad('only a live task with a parent in the image shares its fd table or fs struct with it');
+  task.state.set(SHARED_WITH_PARENT, flags);
 }
 
 /** The restored parent of a task, undefined for the root. */
@@ -406,17 +464,51 @@ export function joinGroupWithHelper(ctx: RestartContext, task: RestartTask, pgid
 }
 
 /**
- * clone3 inside `parent` with set_tid = [pid]: the new process is a copy of the parent, stopped
+ * A task in a session whose leader is gone, under a parent of another session that adopted it as
+ * a child subreaper, is made as it came to be: a helper with the leader's pid is made in the
+ * parent and calls setsid, the task is made in the helper (so in that session and its group), and
+ * the helper is killed: the task is adopted by the parent (a child subreaper by now: task.misc
+ * sets it before the children are made), which reaps the helper before anything of it runs. The
+ * helper's exit signal is 0, so the parent is not told.
+ */
+export function cloneInGoneSession(ctx: RestartContext, task: RestartTask, sid: number, exitSignal: number, waitMs: number): Tracee {
+  const parent = parentOf(task);
+  const bad = (m: string) => new CptError('EBADIMG', m, { pid: task.pid, object: `session ${sid}` });
+  if (!parent?.tracee) throw bad('a task entering a session under its parent needs a parent');
+  if (restoredTask(ctx, sid)) throw bad(`the leader of session ${sid} is a task of the image, not one that is gone`);
+  const p = parent.tracee;
+  const helper = cloneInto(ctx, p, sid, 0, waitMs);
+  let child: Tracee | undefined;
+  let reaped: bigint;
+  try {
+    helper.syscallOk(SYS.setsid, [], `setsid of the helper for session ${sid}`);
+    child = cloneInto(ctx, helper, task.pid, exitSignal, waitMs);
+  } finally {
+    releaseTracee(helper, 'kill');
+    // The parent takes the helper's exit (it is its child) before anything of the parent runs.
+    reaped = p.syscall(SYS.wait4, [sid, 0, WAIT.__WALL, 0]);
+  }
+  const ppid = linux.readStat(task.pid).ppid;
+  if (reaped !== BigInt(sid) || ppid !== parent.pid) {
+    releaseTracee(child, 'kill');
+    throw new CptError('EIO', `the helper of session ${sid} was ${reaped === BigInt(sid) ? '' : 'not '}reaped by the parent, and the task's parent is ${ppid}, not ${parent.pid} (the parent must be a child subreaper)`, { pid: task.pid, object: `session ${sid}` });
+  }
+  return child;
+}
+
+/**
+ * clone3 inside `parent` with set_tid = [pid] (and `flags`: CLONE_FILES, CLONE_FS to share the
+ * parent's fd table or fs struct): the new process is a copy of the parent, stopped
  * (auto-attached, PTRACE_O_TRACEFORK inherited from the process cptrst made first) before it runs
  * an instruction, with the parent's scratch area at the same address. A PID still held by a
  * process going away is waited for, up to `waitMs`.
  */
-export function cloneInto(ctx: RestartContext, parent: Tracee, pid: number, exitSignal: number, waitMs: number): Tracee {
+export function cloneInto(ctx: RestartContext, parent: Tracee, pid: number, exitSignal: number, waitMs: number, flags = 0): Tracee {
   const scratch = parent.scratch();
   const setTid = Buffer.alloc(8);
   setTid.writeInt32LE(pid, 0);
   const setTidAddr = parent.stage(setTid, 128);
-  const args = encodeStruct(linux.CloneArgs, { flags: 0n, exitSignal: BigInt(exitSignal), setTid: setTidAddr, setTidSize: 1n });
+  const args = encodeStruct(linux.CloneArgs, { flags: BigInt(flags), exitSignal: BigInt(exitSignal), setTid: setTidAddr, setTidSize: 1n });
   const argsAddr = parent.stage(args, 0);
   const deadline = Date.now() + waitMs;
   for (let attempt = 0; ; attempt++) {

@@ -67,6 +67,8 @@ export enum ObjectType {
   VMA_MEMFD = 175,
   /** A data run of a mapped memfd (under VMA). */
   VMA_MEMFD_DATA = 176,
+  /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
+  VMA_KEPT = 100,
   /** A POSIX timer (timer_create). */
   POSIX_TIMER = 220,
   /** A file lock or lease held through an fd. */
