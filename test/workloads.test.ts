@@ -87,6 +87,7 @@ const CASES: Case[] = [
   { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
   { name: 'sysvshm' },
   { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
+  { name: 'sysvipc' },
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -142,6 +143,7 @@ const TAMPERABLE: Case[] = [
   { name: 'locks', label: 'locks <dir>', args: (dir) => [dir] },
   { name: 'sysvshm' },
   { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
+  { name: 'sysvipc' },
   { name: 'cowwrite' },
   { name: 'protmem' },
   { name: 'mmstate' },

@@ -42,6 +42,7 @@ const OWN: Record<string, string> = {
   INOTIFY_WATCH: '@cptrst/files',
   POSIX_TIMER: '@cptrst/task', FILE_LOCK: '@cptrst/files', FD_OWNER: '@cptrst/files',
   SYSV_SHM: '@cptrst/mm',
+  SYSV_SEM: '@cptrst/task', SYSV_MSG: '@cptrst/task', SYSV_MSG_TEXT: '@cptrst/task',
   PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/files', MEMFD_DATA: '@cptrst/files',
   VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm',
 };

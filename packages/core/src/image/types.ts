@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 4;
+export const FORMAT_MINOR = 5;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -71,6 +71,12 @@ export enum ObjectType {
   FD_OWNER = 222,
   /** The SysV shared memory segment of an attached area (its contents are the area's pages). */
   SYSV_SHM = 223,
+  /** A SysV semaphore set used by the process tree (under its first TASK). */
+  SYSV_SEM = 224,
+  /** A SysV message queue used by the process tree (under its first TASK); its messages follow. */
+  SYSV_MSG = 225,
+  /** One message of a SysV message queue, in queue order (under SYSV_MSG). */
+  SYSV_MSG_TEXT = 226,
 }
 
 /**
