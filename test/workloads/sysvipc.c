@@ -1,5 +1,5 @@
 /*
- * sysvipc <trigger>: SysV semaphore sets and message queues the process uses keep their ids,
+ * sysvipc <trigger> [--as UID:GID]: (as that user, if asked) SysV semaphore sets and message queues the process uses keep their ids,
  * keys, modes and state:
  *   S  a keyed set (key from the pid), 4 semaphores, mode 0640: SETALL 0 7 300 32767, then semop
  *      takes 2 from the second (0 5 300 32767);
@@ -35,7 +35,8 @@ static int send(int q, long type, const char *text, size_t len)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger>");
+    wl_init(argc, argv, 1, "<trigger> [--as UID:GID]");
+    wl_as_user(argc, argv);
     key_t skey = (key_t)(0x5d000000 | (getpid() & 0xffffff));
     key_t qkey = (key_t)(0x5e000000 | (getpid() & 0xffffff));
     int s = semget(skey, 4, IPC_CREAT | IPC_EXCL | 0640);
