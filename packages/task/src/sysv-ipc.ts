@@ -26,25 +26,14 @@ import {
 
 const { SYS, PROT, MAP } = linux;
 
-/** The processes of each checkpoint's tree seen so far by the SysV checks (all of them once the dumps start). */
-const TREE = new WeakMap<CheckpointContext, Set<number>>();
-
-/** Notes a task of the tree (from a check step: every check runs before the first dump). */
-export function noteTreeTask(ctx: CheckpointContext, task: CheckpointTask): Set<number> {
-  let pids = TREE.get(ctx);
-  if (!pids) TREE.set(ctx, (pids = new Set()));
-  pids.add(task.pid);
-  return pids;
+/** The tree's pids, zombies included. */
+export function treePids(ctx: CheckpointContext, task: CheckpointTask): Set<number> {
+  return new Set(ctx.tree?.tasks.map((t) => t.pid) ?? [task.pid]);
 }
 
-/**
- * The tree's pids if `task` is the first one dumped by the handler keyed `key` (the tree's first
- * process, which records every object), otherwise undefined.
- */
-export function firstDump(ctx: CheckpointContext, key: WeakSet<CheckpointContext>): Set<number> | undefined {
-  if (key.has(ctx)) return undefined;
-  key.add(ctx);
-  return TREE.get(ctx) ?? new Set();
+/** Whether `task` is the one that records the tree's objects: the first process of the tree. */
+export function recordsForTree(ctx: CheckpointContext, task: CheckpointTask): boolean {
+  return (ctx.tree?.tasks[0]?.pid ?? task.pid) === task.pid;
 }
 
 /** Objects that cptrst itself read or removes with its own rights (root, in the target's IPC namespace). */

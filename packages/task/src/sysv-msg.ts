@@ -15,7 +15,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   StateKey, bytes, decodeStruct, i32, i64, linux, objectType, refuse, sizeOfStruct, u32, u64,
 } from '@cptrst/core';
-import { firstDump, ipcCall, makeWithId, noteTreeTask, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
+import { ipcCall, makeWithId, recordsForTree, treePids, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
 
 /** Right after the semaphore sets (180). */
 export const SYSV_MSG_ORDER = 181;
@@ -123,24 +123,20 @@ function queuesUsedBy(pids: ReadonlySet<number>, pid: number): QueueState[] {
   return out;
 }
 
-const DUMPED = new WeakSet<CheckpointContext>();
-
 export class SysvMsgDump implements DumpHandler {
   readonly name = 'task.sysv-msg';
   readonly order = SYSV_MSG_ORDER;
   /** A zombie may have been the last to use a queue: it belongs to the tree too. */
   readonly zombies = true;
 
-  check(ctx: CheckpointContext, task: CheckpointTask): void {
-    noteTreeTask(ctx, task);
+  check(_ctx: CheckpointContext, task: CheckpointTask): void {
     // A queue that cannot be read (no MSG_COPY, too big) is refused here, before anything is written.
     queuesUsedBy(new Set([task.pid]), task.pid);
   }
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const tree = firstDump(ctx, DUMPED);
-    if (!tree) return;
-    for (const st of queuesUsedBy(tree, task.pid)) {
+    if (!recordsForTree(ctx, task)) return;
+    for (const st of queuesUsedBy(treePids(ctx, task), task.pid)) {
       const q = st.q;
       const img = new SysvMsgImage();
       img.key = q.key;

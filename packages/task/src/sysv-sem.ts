@@ -14,7 +14,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   StateKey, i32, i64, linux, objectType, refuse, u32, u32s,
 } from '@cptrst/core';
-import { firstDump, ipcCall, makeWithId, noteTreeTask, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
+import { ipcCall, makeWithId, recordsForTree, treePids, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
 
 /** After the limits (150), before the threads (190). */
 export const SYSV_SEM_ORDER = 180;
@@ -99,24 +99,20 @@ const isLeft = (here: SemState, img: SysvSemImage): boolean => {
     && s.otime === img.otime && s.ctime === img.ctime && here.values.join() === img.values.join() && here.pids.join() === img.pids.join();
 };
 
-const DUMPED = new WeakSet<CheckpointContext>();
-
 export class SysvSemDump implements DumpHandler {
   readonly name = 'task.sysv-sem';
   readonly order = SYSV_SEM_ORDER;
   /** A zombie may have been the last to change a semaphore: its sets belong to the tree too. */
   readonly zombies = true;
 
-  check(ctx: CheckpointContext, task: CheckpointTask): void {
-    noteTreeTask(ctx, task);
+  check(_ctx: CheckpointContext, task: CheckpointTask): void {
     // Reading them is what the dump does: a set that cannot be read is refused here, before anything is written.
     setsUsedBy(new Set([task.pid]), task.pid);
   }
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const tree = firstDump(ctx, DUMPED);
-    if (!tree) return;
-    for (const st of setsUsedBy(tree, task.pid)) {
+    if (!recordsForTree(ctx, task)) return;
+    for (const st of setsUsedBy(treePids(ctx, task), task.pid)) {
       const img = new SysvSemImage();
       img.key = st.set.key;
       img.id = st.set.id;
