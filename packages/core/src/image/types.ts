@@ -49,6 +49,8 @@ export enum ObjectType {
   SIGNALFD = 142,
   TIMERFD = 143,
   INOTIFY_WATCH = 144,
+  /** A pidfd's target and flags (under FILE). */
+  PIDFD = 145,
   /** A pipe or FIFO: its identity, capacity and buffered data (under FILE). */
   PIPE = 170,
   /** A unix socket: type, state, name, peer, options (under FILE). */

@@ -315,6 +315,18 @@ export class ShmidDs {
   @cfield.u64({ offset: 48 }) segsz = 0n;
 }
 
+/** struct pidfd_info (ioctl PIDFD_GET_INFO): `mask` says which members the kernel filled. */
+@cstruct('pidfd_info', { size: 72 })
+export class PidfdInfo {
+  @cfield.u64() mask = 0n;
+  @cfield.u64() cgroupid = 0n;
+  @cfield.u32() pid = 0;
+  @cfield.u32() tgid = 0;
+  @cfield.u32() ppid = 0;
+  /** The wait status of a reaped process (PIDFD_INFO_EXIT). */
+  @cfield.i32({ offset: 60 }) exitCode = 0;
+}
+
 /** struct semid64_ds (semctl IPC_STAT / IPC_SET), its ipc64_perm members by name. */
 @cstruct('semid64_ds', { size: 104 })
 export class SemidDs {
