@@ -88,6 +88,7 @@ const CASES: Case[] = [
   { name: 'sysvshm' },
   { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
   { name: 'sysvipc' },
+  { name: 'pidfds', threads: true, tree: true },
   ...SYSCALL_VARIANTS.map(
     (v): Case => ({
       name: 'syscalls',
@@ -144,6 +145,7 @@ const TAMPERABLE: Case[] = [
   { name: 'sysvshm' },
   { name: 'semundo', label: 'semundo undo', args: () => ['undo'] },
   { name: 'sysvipc' },
+  { name: 'pidfds', threads: true, tree: true },
   { name: 'cowwrite' },
   { name: 'protmem' },
   { name: 'mmstate' },

@@ -53,6 +53,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'sysvshm', kind: 'c', source: 'sysvshm.c', checks: 'SysV shared memory: a private segment attached twice (read-write and read-only) and a keyed one removed while attached: ids, keys, sizes, modes, owner, attachments, contents, sharing between the two areas, the read-only fault' },
   { name: 'semundo', kind: 'c', source: 'semundo.c', checks: 'a SysV semaphore set changed by semop (with `undo`: with SEM_UNDO, which a checkpoint refuses): its values' },
   { name: 'sysvipc', kind: 'c', source: 'sysvipc.c', checks: 'SysV semaphore sets (keyed and private: values, modes) and message queues (a keyed one with a lowered limit and four messages of three types, one of 3000 bytes; an empty private one): ids, keys, modes, owner, counts, the messages taken by type in order' },
+  { name: 'pidfds', kind: 'c', source: 'pidfds.c', cflags: ['-pthread'], checks: 'pidfds of the process, of a child (PIDFD_NONBLOCK, dup), of a thread (PIDFD_THREAD), and dead ones (two of one process that exited 7, one of a process killed by SIGTERM): targets, flags, sharing, inodes, exit statuses (PIDFD_GET_INFO), a signal to the child and its exit waited for through its pidfd' },
   { name: 'pipes', kind: 'c', source: 'pipes.c', checks: 'pipes with both ends in the process: data in flight in order, capacity, O_NONBLOCK, packet mode (O_DIRECT) boundaries, dup\'ed and separate descriptions of one end, a pipe with its write or read end closed' },
   { name: 'fifos', kind: 'c', source: 'fifos.c', checks: 'FIFOs opened for reading, writing and both: data in flight, flags, capacity, the same inode as the name, a write-only one read later by name, an unlinked one' },
   { name: 'memfds', kind: 'c', source: 'memfds.c', checks: 'memfds as fds and mappings (shared, private, mapping only): names, sizes, contents with holes, modes, seals, offsets, one inode behind fds and mappings, writes seen through the mapping' },
@@ -108,5 +109,6 @@ export function passLines(name: string, args: readonly string[] = []): string[] 
     return [`PASS ${v}`, `PASS ${v} (hardware watchpoints do not fire on this machine: DR0/DR7 checked through ptrace only)`];
   }
   if (name === 'files') return [`PASS ${v}`, `PASS ${v} (kcmp unavailable: sharing checked through offsets only)`];
+  if (name === 'pidfds') return [`PASS ${v}`, `PASS ${v} (no PIDFD_INFO_EXIT)`];
   return [`PASS ${v}`];
 }

@@ -7,9 +7,10 @@
  *
  * Restart: pidfd_open(pid, flags) inside the task, with the flags it had (PIDFD_NONBLOCK,
  * PIDFD_THREAD). The processes of the tree are made in image order, each after its parent's
- * files: a pidfd of the process itself, of its threads or of a process made before it is opened
- * at once; one of a process made later (a child...) is opened as a pidfd of the task itself and
- * replaced, at every fd of that description, once every process exists (`PidfdFinish`). Such a
+ * files, and threads after their process's files: a pidfd of the process itself or of a process
+ * made before it is opened at once; one of a process or thread made later (a child, a thread) is
+ * opened as a pidfd of the task itself and replaced, at every fd of that description, once every
+ * process and thread exists (`PidfdFinish`). Such a
  * description is refused at checkpoint when another process of the tree holds it too (a child
  * would inherit the stand-in), or when an epoll watches it (it would watch the stand-in).
  *
@@ -109,7 +110,13 @@ export class PidfdKind implements FileKindHandler {
     const owner = ownerOf(ctx, task, rec.target);
     if (!owner) refuse(task.pid, object, `it refers to process ${rec.target}, which is not in the checkpointed tree; after a restart that number could be anyone's`);
     const order = orderOf(ctx);
-    if (owner.pid !== task.pid && (order.get(owner.pid) ?? 0) > (order.get(task.pid) ?? 0)) this.requireReplaceable(ctx, task, f, object, rec.target);
+    const later = (order.get(owner.pid) ?? 0) > (order.get(task.pid) ?? 0);
+    // Threads are made in their process's finish step, after every process exists; the stand-ins
+    // are replaced in each process's own finish step, so another process's thread must come first.
+    if (owner.pid !== task.pid && rec.target !== owner.pid && later) {
+      refuse(task.pid, object, `it refers to thread ${rec.target} of process ${owner.pid}, which is made after this process at restart; not supported`);
+    }
+    if (rec.target !== task.pid && (owner.pid === task.pid || later || rec.target !== owner.pid)) this.requireReplaceable(ctx, task, f, object, rec.target);
     return rec;
   }
 
@@ -160,9 +167,8 @@ export class PidfdKind implements FileKindHandler {
       const helper = deadHelper(ctx, rec, req.object);
       return t.syscallOk(pidfdOpen, [helper.pid, rec.flags], `pidfd_open of a process that ends (for ${req.object})`);
     }
-    const ours = rec.target === task.pid || (task.threads ?? []).some((th) => th.tid === rec.target);
-    // Made before this task (an ancestor, an earlier sibling): it is there now.
-    if (ours || madeAlready(rec.target)) {
+    // The task itself, or a process made before it (an ancestor, an earlier sibling): it is there now.
+    if (rec.target === task.pid || madeAlready(rec.target)) {
       return t.syscallOk(pidfdOpen, [rec.target, rec.flags], `pidfd_open(${rec.target}) for ${req.object}`);
     }
     // Made later: a pidfd of the task itself stands in for it until every process exists.
