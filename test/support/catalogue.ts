@@ -37,7 +37,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'mmstate', kind: 'c', source: 'mmstate.c', checks: 'droppable, mlock/mlock2 onfault, madvise sequential/random/mergeable and mseal areas (VmFlags and data); THP disabled, membarrier registrations, mlockall(MCL_FUTURE)' },
   { name: 'survive', kind: 'c', source: 'survive.c', checks: 'cptrst killed or interrupted mid-checkpoint: callee-saved registers, xmm8/ymm8, xmm15 across blocking calls (clock_nanosleep, ppoll) at every call, blocked mask, sigaltstack, N MiB of patterned memory' },
   { name: 'eventfd', kind: 'c', source: 'eventfd.c', checks: 'eventfd counters and flags (semaphore, non-blocking, close-on-exec, a shared description, a counter above 2^32)' },
-  { name: 'pidfd', kind: 'c', source: 'pidfd.c', checks: 'pidfds of the process itself (flags, close-on-exec, a shared description, a signal sent through one) for the example plugin examples/plugin-pidfd' },
+  { name: 'fanotify', kind: 'c', source: 'fanotify.c', checks: 'fanotify groups with no marks (flags, event flags, close-on-exec, a shared description; events reported through each) for the example plugin examples/plugin-fanotify' },
   { name: 'epoll', kind: 'c', source: 'epoll.c', checks: 'epoll targets (events incl. EPOLLET/ONESHOT/EXCLUSIVE, data), numbers closed or reused since registration (kcmp KCMP_EPOLL_TFD), a nested epoll, readiness' },
   { name: 'signalfd', kind: 'c', source: 'signalfd.c', checks: 'signalfd masks and flags; the signals it reads (queued RT values) still pending' },
   { name: 'timerfd', kind: 'c', source: 'timerfd.c', checks: 'timerfd clocks, time left, intervals, TFD_TIMER_ABSTIME deadline, unread expirations, a periodic timer expired unread still armed' },
