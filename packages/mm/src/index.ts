@@ -7,6 +7,7 @@ import { MmDump, MmRestore } from './mm';
 import { AnonVma, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { SysvShmVma } from './sysv-shm';
+import { AioRingVma } from './aio';
 import { MemfdVma } from './memfd';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
@@ -21,7 +22,7 @@ export * from './sysv-shm';
 export * from './memfd';
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma()]) provide(c, VmaKinds, k);
+  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new AioRingVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());
