@@ -207,7 +207,7 @@ const HELPERS = new WeakMap<RestartContext, Map<bigint, linux.EndingHelper>>();
 
 function deadHelper(ctx: RestartContext, rec: PidfdImage, object: string): linux.EndingHelper {
   let map = HELPERS.get(ctx);
-  if (!map) HELPERS.set(ctx, (map = new Map()));
+  if (!map) HELPERS.set(ctx, (map = new Map<bigint, linux.EndingHelper>()));
   let h = map.get(rec.inode);
   if (!h) {
     // Unknown: the kernel that wrote the image did not report it, so nothing could read it.

@@ -68,7 +68,7 @@ export function withTaskBuffer<R>(t: Tracee, data: Buffer, what: string, fn: (at
 }
 
 /** Objects made (not taken back) at this restart, removed again if the restart fails. */
-export const MADE = new StateKey<Array<{ kind: 'sem' | 'msg'; id: number }>>('task.sysv-ipc.made');
+const MADE = new StateKey<Array<{ kind: 'sem' | 'msg'; id: number }>>('task.sysv-ipc.made');
 
 /** Removes what this restart made (abort hook: the restart failed). Never throws. */
 export function removeMade(task: RestartTask, kind: 'sem' | 'msg'): void {
