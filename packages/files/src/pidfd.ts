@@ -202,6 +202,8 @@ interface Late {
 }
 const LATE = new StateKey<Late[]>('files.pidfd.late');
 
+/** Each dead process is a helper process at restart: far more than a real process holds, few enough for the machine. */
+const MAX_DEAD = 256;
 /** The helpers of this restart for dead pidfds, by the dead process's pidfs inode. */
 const HELPERS = new WeakMap<RestartContext, Map<bigint, linux.EndingHelper>>();
 
@@ -210,6 +212,7 @@ function deadHelper(ctx: RestartContext, rec: PidfdImage, object: string): linux
   if (!map) HELPERS.set(ctx, (map = new Map<bigint, linux.EndingHelper>()));
   let h = map.get(rec.inode);
   if (!h) {
+    if (map.size >= MAX_DEAD) throw new CptError('EBADIMG', `pidfds of more than ${MAX_DEAD} processes that have ended`, { object });
     // Unknown: the kernel that wrote the image did not report it, so nothing could read it.
     h = linux.spawnEndingHelper(rec.exitStatus === STATUS_UNKNOWN ? 0 : rec.exitStatus, `a dead process for ${object}`);
     map.set(rec.inode, h);
