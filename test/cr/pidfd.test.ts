@@ -58,4 +58,47 @@ describe('pidfds', function () {
       removeTempDir(dir);
     }
   });
+
+  it('a pidfd of a child that another child inherited is refused at checkpoint (the stand-in would be inherited); the tree runs on', async () => {
+    const dir = makeTempDir('pidfd-shared');
+    // A python3 tree: child A, a pidfd of A at fd 40, then child B, which inherits fd 40.
+    const p = spawn('python3', ['-c', [
+      'import ctypes, os, sys, time',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'a = os.fork()',
+      'if a == 0:',
+      '    os.closerange(0, 4096); time.sleep(60); os._exit(0)',
+      'fd = libc.syscall(434, a, 0)',
+      'os.dup2(fd, 40); os.close(fd)',
+      'b = os.fork()',
+      'if b == 0:',
+      '    os.closerange(0, 40); os.closerange(41, 4096); time.sleep(60); os._exit(0)',
+      'print("READY %d %d" % (a, b), flush=True)',
+      'os.closerange(0, 40)',
+      'os.closerange(41, 4096)',
+      'time.sleep(60)',
+    ].join('\n')], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const kids: number[] = [];
+    try {
+      const line = await new Promise<string>((resolve) => p.stdout.once('data', (d: Buffer) => resolve(d.toString())));
+      const [, a, b] = /^READY (\d+) (\d+)/.exec(line)!.map(Number);
+      kids.push(a, b);
+      const img = path.join(dir, 'image.cpt');
+      const r = await cptrst(['checkpoint', String(p.pid), '-o', img]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${p.pid}, fd 40 \\(anon_inode:\\[pidfd\\]\\): the pidfd of process ${a} \\(made after this process at restart\\) is shared with process ${b} \\(fd 40\\)`));
+      expect(fs.existsSync(img)).to.equal(false);
+      for (const pid of [p.pid!, a, b]) expect((await procState(pid))?.tracerPid, `pid ${pid}`).to.equal(0);
+    } finally {
+      for (const pid of [...kids, p.pid!]) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      for (const pid of [...kids, p.pid!]) await waitGone(pid, 5000, { zombieOk: true });
+      removeTempDir(dir);
+    }
+  });
 });
