@@ -43,7 +43,7 @@ const config: KnipConfig = {
       // The default module, loaded at run time by name (loadModule(DEFAULT_MODULE)).
       ignoreDependencies: ['@cptrst/cpt-module'],
     },
-    'examples/plugin-pidfd': {
+    'examples/plugin-fanotify': {
       entry: [...tests],
       project,
     },

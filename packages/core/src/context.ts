@@ -9,6 +9,7 @@ import { bootId } from './linux/machine';
 import { CptError } from './errors';
 import { Token, resolveAll, resolveOne } from './tokens';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadSource, layoutOf } from './image';
+import type { FrozenTree } from './contract';
 
 export interface Logger {
   debug(msg: string): void;
@@ -113,6 +114,8 @@ abstract class OperationContext {
 
 export class CheckpointContext extends OperationContext {
   head?: ImageHead;
+  /** The tree being checkpointed, once frozen (set by the flow before the checks): for handlers that look past one task. */
+  tree?: FrozenTree;
   /** Tag of the head: the parent of top-level objects. */
   readonly headTag = HEAD_TAG;
   constructor(

@@ -39,6 +39,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   }
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);
+  ctx.tree = tree;
   let mode: ReleaseMode = 'run';
   // Released before the pages are written (a copy-on-write snapshot holds them): the frozen window ends there.
   let releasedEarly = false;

@@ -27,6 +27,7 @@ import { PipeKind } from './pipe';
 import { FifoKind } from './fifo';
 import { MemfdKind } from './memfd';
 import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
+import { PidfdFinish, PidfdKind } from './pidfd';
 
 export * from './fs-struct';
 export * from './file';
@@ -46,6 +47,7 @@ export * from './pipe';
 export * from './fifo';
 export * from './memfd';
 export * from './unix-socket';
+export * from './pidfd';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
 const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
@@ -95,11 +97,12 @@ export class FilesRestore implements RestoreHandler {
 
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory(), new SymlinkFile(), new NamespaceFile()]) provide(c, FileKinds, k);
-  for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind()]) provide(c, FileKinds, k);
+  for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind(), new PidfdKind()]) provide(c, FileKinds, k);
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
   provide(c, Tokens.DumpHandler, new LocksDump());
   provide(c, Tokens.RestoreHandler, new LocksRestore());
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
+  provide(c, Tokens.RestoreHandler, new PidfdFinish());
 }

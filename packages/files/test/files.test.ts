@@ -62,17 +62,18 @@ describe('files: open files of a real process', function () {
   after(() => removeTmpDir());
   afterEach(() => killStarted());
 
-  it('register() adds the regular, chardev, directory, symlink, namespace file, event file, pipe, FIFO, memfd and unix socket kinds and the files handlers', () => {
+  it('register() adds the regular, chardev, directory, symlink, namespace file, event file, pidfd, pipe, FIFO, memfd and unix socket kinds and the files handlers', () => {
     const c = container.createChildContainer();
     register(c);
     expect(c.resolveAll<FileKindHandler>(Tokens.FileKind).map((k) => k.kind)).to.deep.equal([
-      'regular', 'chardev', 'directory', 'symlink', 'nsfs', 'eventfd', 'epoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pipe', 'fifo', 'memfd', 'unix-socket',
+      'regular', 'chardev', 'directory', 'symlink', 'nsfs', 'eventfd', 'epoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pidfd', 'pipe', 'fifo', 'memfd', 'unix-socket',
     ]);
     expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files', 300], ['files.locks', 310]]);
     expect(c.resolveAll<RestoreHandler>(Tokens.RestoreHandler).map((r) => [r.name, r.types])).to.deep.equal([
       ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD]],
       ['files.locks', [ObjectType.FILE_LOCK, ObjectType.FD_OWNER]],
       ['files.socket-queues', []],
+      ['files.pidfd', []],
     ]);
   });
 
@@ -178,7 +179,7 @@ describe('files: open files of a real process', function () {
     expect(fsImg.fds).to.deep.equal(fds);
   });
 
-  it('a pipe with both ends in the process is claimed by the pipe kind; a pidfd by no handler: EOPNOTSUPP naming the fd, before anything is written', async () => {
+  it('a pipe with both ends in the process is claimed by the pipe kind; a userfaultfd by no handler: EOPNOTSUPP naming the fd, before anything is written', async () => {
     const t = await startTarget(bin, [dir, 'pipe']);
     const e = env(t.pid);
     const files = openFiles(e.task);
@@ -186,7 +187,7 @@ describe('files: open files of a real process', function () {
     expect(pr.link).to.match(/^pipe:\[\d+\]$/);
     expect(pr.stat.isFIFO()).to.equal(true);
     expect(kindOfFile(e.ctx, e.task, pr).kind).to.equal('pipe');
-    const pf = files.find((f) => f.fd === fdOf(t, 'pidfd'))!;
+    const pf = files.find((f) => f.fd === fdOf(t, 'uffd'))!;
     const err = thrown(() => kindOfFile(e.ctx, e.task, pf));
     expect(err).to.be.instanceOf(CptError);
     expect(err.code).to.equal('EOPNOTSUPP');
@@ -233,7 +234,12 @@ describe('files: open files of a real process', function () {
       '-1828667366          3  1600                 40960 10090 10091      2  1000  1001     0     0          0 1795982300 1795982300                 40960                     0\n';
     expect(linux.parseSysvShm(shm)).to.deep.equal([{ key: -1828667366, id: 3, mode: 0o1600, size: 40960n, cpid: 10090, lpid: 10091, nattch: 2, uid: 1000, gid: 1001, cuid: 0, cgid: 0 }]);
     expect(linux.parseSysvSem('       key      semid perms      nsems   uid   gid  cuid  cgid      otime      ctime\n 486596686          6   777         10     0     0     0     0          0 1795993565\n'))
-      .to.deep.equal([{ key: 486596686, id: 6, nsems: 10 }]);
+      .to.deep.equal([{ key: 486596686, id: 6, mode: 0o777, nsems: 10, uid: 0, gid: 0, cuid: 0, cgid: 0, otime: 0n, ctime: 1795993565n }]);
+    const msg = '       key      msqid perms      cbytes       qnum lspid lrpid   uid   gid  cuid  cgid      stime      rtime      ctime\n' +
+      '-2113879534          0   620          42          2 16700    12  1000  1001     0     0 1795992717          0 1795992718\n';
+    expect(linux.parseSysvMsg(msg)).to.deep.equal([{
+      key: -2113879534, id: 0, mode: 0o620, cbytes: 42, qnum: 2, lspid: 16700, lrpid: 12, uid: 1000, gid: 1001, cuid: 0, cgid: 0, stime: 1795992717n, rtime: 0n, ctime: 1795992718n,
+    }]);
     expect(linux.parseLockLine('')).to.equal(undefined);
   });
 

@@ -6,7 +6,7 @@
  *   null=N:  /dev/null O_RDWR
  *   gone=N:  "gone" opened O_RDWR|O_CREAT|O_TRUNC, 100 bytes written, then unlinked
  *   dir=N:   the directory itself, O_RDONLY|O_DIRECTORY
- * With argv[2] == "pipe": pipeRead=N, pipeWrite=N (a pipe) and pidfd=N (a pidfd of itself); with "tty": ptmx=N (/dev/ptmx).
+ * With argv[2] == "pipe": pipeRead=N, pipeWrite=N (a pipe) and uffd=N (a userfaultfd, a kind no handler claims); with "tty": ptmx=N (/dev/ptmx).
  * With "memfd": memfd=N; "flock", "posix", "ofd", "lease": locked=N ("locked", that lock or a read
  * lease on it); "setown": owned=N (F_SETOWN to itself); "setsig": owned=N (F_SETSIG SIGUSR1);
  * "sparse": sparse=N ("sparse", 1 MiB, data only at 64 KiB..68 KiB and 512 KiB..516 KiB, unlinked);
@@ -55,8 +55,8 @@ int main(int argc, char **argv) {
   if (strcmp(mode, "pipe") == 0) {
     int p[2];
     if (pipe(p) != 0) return 1;
-    int pidfd = must((int)syscall(SYS_pidfd_open, getpid(), 0), "pidfd_open");
-    printf("pipeRead=%d\npipeWrite=%d\npidfd=%d\n", p[0], p[1], pidfd);
+    int uffd = must((int)syscall(SYS_userfaultfd, O_CLOEXEC), "userfaultfd");
+    printf("pipeRead=%d\npipeWrite=%d\nuffd=%d\n", p[0], p[1], uffd);
   } else if (strcmp(mode, "tty") == 0) {
     printf("ptmx=%d\n", must(open("/dev/ptmx", O_RDWR | O_NOCTTY), "/dev/ptmx"));
   } else if (strcmp(mode, "memfd") == 0) {

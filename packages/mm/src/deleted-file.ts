@@ -50,9 +50,12 @@ export class DeletedFileVma implements VmaKindHandler {
   readonly priority = 1;
   readonly records = [VmaDeletedFileImage, VmaDeletedDataImage];
 
-  /** Memfds, SysV segments and shared anonymous memory show as deleted files too: they have kinds of their own. */
+  /**
+   * Memfds, SysV segments, shared anonymous memory and the kernel's own files (an aio ring is
+   * "/[aio] (deleted)") show as deleted files too: they have kinds of their own.
+   */
   claims(v: VmaEntry): boolean {
-    return v.inode !== 0n && v.deleted && v.path.startsWith('/') && !v.path.startsWith('/memfd:') && !v.path.startsWith('/SYSV') && v.path !== '/dev/zero';
+    return v.inode !== 0n && v.deleted && v.path.startsWith('/') && !v.path.startsWith('/memfd:') && !v.path.startsWith('/SYSV') && !v.path.startsWith('/[') && v.path !== '/dev/zero';
   }
 
   describe(task: CheckpointTask, v: VmaEntry, img: VmaImage): void {

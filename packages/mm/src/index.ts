@@ -7,6 +7,7 @@ import { MmDump, MmRestore } from './mm';
 import { AnonVma, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { SysvShmVma } from './sysv-shm';
+import { AioRingVma } from './aio';
 import { MemfdVma } from './memfd';
 import { DeletedFileVma } from './deleted-file';
 import { VdsoProbe, VdsoVma } from './vdso';
@@ -23,7 +24,7 @@ export * from './memfd';
 export * from './deleted-file';
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new DeletedFileVma()]) provide(c, VmaKinds, k);
+  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new DeletedFileVma(), new AioRingVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());

@@ -1,6 +1,6 @@
 /**
  * @cptrst/task: the process itself: freezing, identity (pid, session, group, comm, personality),
- * credentials, control groups, resource limits, affinity and other per-process settings, signals, interval and POSIX timers; and making processes with their PIDs at restart.
+ * credentials, control groups, resource limits, affinity and other per-process settings, signals, interval and POSIX timers, the SysV semaphore sets and message queues the tree uses; and making processes with their PIDs at restart.
  */
 import { DependencyContainer } from 'tsyringe';
 import { Tokens, provide } from '@cptrst/core';
@@ -16,6 +16,8 @@ import { PosixTimersDump, PosixTimersRestore } from './posix-timers';
 import { TaskProbe } from './probe';
 import { ThreadDump, ThreadRestore } from './thread';
 import { TreeDump } from './tree';
+import { SysvSemDump, SysvSemRestore } from './sysv-sem';
+import { SysvMsgDump, SysvMsgRestore } from './sysv-msg';
 
 export * from './freezer';
 export * from './create';
@@ -29,11 +31,13 @@ export * from './signals';
 export * from './posix-timers';
 export * from './thread';
 export * from './tree';
+export * from './sysv-sem';
+export * from './sysv-msg';
 
 export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump(), new ThreadDump(), new TreeDump()]) provide(c, Tokens.DumpHandler, h);
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore()]) provide(c, Tokens.RestoreHandler, h);
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump(), new ThreadDump(), new TreeDump(), new SysvSemDump(), new SysvMsgDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore(), new SysvSemRestore(), new SysvMsgRestore()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }

@@ -53,6 +53,8 @@ export enum ObjectType {
   SIGNALFD = 142,
   TIMERFD = 143,
   INOTIFY_WATCH = 144,
+  /** A pidfd's target and flags (under FILE). */
+  PIDFD = 145,
   /** A pipe or FIFO: its identity, capacity and buffered data (under FILE). */
   PIPE = 170,
   /** A unix socket: type, state, name, peer, options (under FILE). */
@@ -77,6 +79,12 @@ export enum ObjectType {
   FD_OWNER = 222,
   /** The SysV shared memory segment of an attached area (its contents are the area's pages). */
   SYSV_SHM = 223,
+  /** A SysV semaphore set used by the process tree (under its first TASK). */
+  SYSV_SEM = 224,
+  /** A SysV message queue used by the process tree (under its first TASK); its messages follow. */
+  SYSV_MSG = 225,
+  /** One message of a SysV message queue, in queue order (under SYSV_MSG). */
+  SYSV_MSG_TEXT = 226,
 }
 
 /**

@@ -304,6 +304,13 @@ export const __WCLONE = WAIT.__WCLONE;
 
 /** pidfd_open flags. */
 export const PIDFD = Object.freeze({ NONBLOCK: 0o4000, THREAD: 0o200 } as const);
+/**
+ * ioctl(PIDFD_GET_INFO) on a pidfd (struct pidfd_info, 72 bytes: _IOWR(0xFF, 11, ...)); with
+ * PIDFD_INFO_EXIT in the mask, a process that has been reaped reports its wait status (kernels
+ * from 6.15; older ones answer without that bit, or ENOTTY).
+ */
+export const PIDFD_GET_INFO = 0xc048ff0b;
+export const PIDFD_INFO = Object.freeze({ PID: 0x1, CREDS: 0x2, CGROUPID: 0x4, EXIT: 0x8, COREDUMP: 0x10 } as const);
 
 /** mlock2 flag and mlockall flags. */
 export const MLOCK_ONFAULT = 1;

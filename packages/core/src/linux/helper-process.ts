@@ -83,3 +83,56 @@ export function killAndReap(pid: number): void {
   }
   reapKilled(pid);
 }
+
+/** A helper that ends with a chosen wait status (`end`), for a pidfd of a process that has ended. */
+export interface EndingHelper {
+  readonly pid: number;
+  /** Makes it end with its status and reaps it; false if it ended otherwise. Never throws. */
+  end(): boolean;
+}
+
+/** Signals whose default action cannot end a process (ignored, or stop and continue). */
+const NOT_FATAL: readonly number[] = [SIG.SIGCHLD, SIG.SIGCONT, SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU, SIG.SIGURG, SIG.SIGWINCH];
+
+/** Whether a helper can end with this wait status: an exit code, or death by a fatal signal without a core dump. */
+export function endingStatusPossible(status: number): boolean {
+  if (!Number.isInteger(status) || status < 0 || status > 0xffff) return false;
+  const sig = status & 0x7f;
+  if (sig === 0) return (status & 0xff) === 0;
+  return status === sig && sig < 65 && !NOT_FATAL.includes(sig);
+}
+
+/**
+ * Starts /bin/sh waiting on a pipe only we hold (should we die, it reads end-of-file and exits),
+ * with core dumps off; `end` sends it SIGTERM, which its trap turns into `exit CODE`, or the
+ * fatal signal of the status, then reaps it.
+ */
+export function spawnEndingHelper(status: number, what: string): EndingHelper {
+  if (!endingStatusPossible(status)) throw new CptError('EINVAL', `no process can be made to end with wait status 0x${status.toString(16)} (${what})`);
+  const sig = status & 0x7f;
+  const script = sig === 0 ? `trap 'exit ${(status >> 8) & 0xff}' TERM; ulimit -c 0; read x` : 'ulimit -c 0; read x';
+  const child = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'], detached: false });
+  child.unref();
+  const pid = child.pid;
+  if (!pid) throw new CptError('ENOENT', `cannot start /bin/sh (${what})`);
+  let ended = false;
+  return {
+    pid,
+    end(): boolean {
+      if (ended) return false;
+      ended = true;
+      try {
+        kill(pid, sig === 0 ? SIG.SIGTERM : sig);
+        for (;;) {
+          const w = waitpid(pid, 0);
+          if (w.exited !== undefined) return sig === 0 && w.exited === (status >> 8);
+          if (w.signaled !== undefined) return w.signaled === sig;
+        }
+      } catch {
+        return false;
+      } finally {
+        child.stdin?.destroy();
+      }
+    },
+  };
+}

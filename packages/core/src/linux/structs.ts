@@ -315,6 +315,51 @@ export class ShmidDs {
   @cfield.u64({ offset: 48 }) segsz = 0n;
 }
 
+/** struct pidfd_info (ioctl PIDFD_GET_INFO): `mask` says which members the kernel filled. */
+@cstruct('pidfd_info', { size: 72 })
+export class PidfdInfo {
+  @cfield.u64() mask = 0n;
+  @cfield.u64() cgroupid = 0n;
+  @cfield.u32() pid = 0;
+  @cfield.u32() tgid = 0;
+  @cfield.u32() ppid = 0;
+  /** The wait status of a reaped process (PIDFD_INFO_EXIT). */
+  @cfield.i32({ offset: 60 }) exitCode = 0;
+}
+
+/** struct semid64_ds (semctl IPC_STAT / IPC_SET), its ipc64_perm members by name. */
+@cstruct('semid64_ds', { size: 104 })
+export class SemidDs {
+  @cfield.i32() key = 0;
+  @cfield.u32() uid = 0;
+  @cfield.u32() gid = 0;
+  @cfield.u32() cuid = 0;
+  @cfield.u32() cgid = 0;
+  @cfield.u16() mode = 0;
+  @cfield.i64({ offset: 48 }) otime = 0n;
+  @cfield.i64({ offset: 64 }) ctime = 0n;
+  @cfield.u64({ offset: 80 }) nsems = 0n;
+}
+
+/** struct msqid64_ds (msgctl IPC_STAT / IPC_SET), its ipc64_perm members by name. */
+@cstruct('msqid64_ds', { size: 120 })
+export class MsqidDs {
+  @cfield.i32() key = 0;
+  @cfield.u32() uid = 0;
+  @cfield.u32() gid = 0;
+  @cfield.u32() cuid = 0;
+  @cfield.u32() cgid = 0;
+  @cfield.u16() mode = 0;
+  @cfield.i64({ offset: 48 }) stime = 0n;
+  @cfield.i64() rtime = 0n;
+  @cfield.i64() ctime = 0n;
+  @cfield.u64() cbytes = 0n;
+  @cfield.u64() qnum = 0n;
+  @cfield.u64() qbytes = 0n;
+  @cfield.i32() lspid = 0;
+  @cfield.i32() lrpid = 0;
+}
+
 // ---------------------------------------------------------------------------------------------
 // event files
 

@@ -63,6 +63,15 @@ export interface SysvSem {
   key: number;
   id: number;
   nsems: number;
+  /** Permission bits. */
+  mode: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  /** Last semop, last change (creation, IPC_SET, SETVAL, SETALL): seconds since the epoch. */
+  otime: bigint;
+  ctime: bigint;
 }
 
 /** Parses /proc/sysvipc/sem (a header line, then one set a line). */
@@ -70,8 +79,11 @@ export function parseSysvSem(text: string): SysvSem[] {
   const out: SysvSem[] = [];
   for (const line of text.split('\n').slice(1)) {
     const f = line.trim().split(/\s+/);
-    if (f.length < 4) continue;
-    out.push({ key: Number(f[0]), id: Number(f[1]), nsems: Number(f[3]) });
+    if (f.length < 10) continue;
+    out.push({
+      key: Number(f[0]), id: Number(f[1]), mode: parseInt(f[2], 8), nsems: Number(f[3]), uid: Number(f[4]), gid: Number(f[5]),
+      cuid: Number(f[6]), cgid: Number(f[7]), otime: BigInt(f[8]), ctime: BigInt(f[9]),
+    });
   }
   return out;
 }
@@ -81,4 +93,51 @@ export function readSysvSem(): SysvSem[] {
 }
 
 /** semctl commands. */
-export const SEM = Object.freeze({ GETPID: 11 } as const);
+export const SEM = Object.freeze({ GETPID: 11, GETVAL: 12, GETALL: 13, GETNCNT: 14, GETZCNT: 15, SETVAL: 16, SETALL: 17 } as const);
+/** The kernel's bound on a semaphore's value (SEMVMX). */
+export const SEMVMX = 32767;
+
+/** One message queue of /proc/sysvipc/msg. */
+export interface SysvMsg {
+  key: number;
+  id: number;
+  mode: number;
+  /** Bytes of message text queued, and the number of messages. */
+  cbytes: number;
+  qnum: number;
+  /** The last to send, and to receive (0: nobody yet). */
+  lspid: number;
+  lrpid: number;
+  uid: number;
+  gid: number;
+  cuid: number;
+  cgid: number;
+  stime: bigint;
+  rtime: bigint;
+  ctime: bigint;
+}
+
+/** Parses /proc/sysvipc/msg (a header line, then one queue a line). */
+export function parseSysvMsg(text: string): SysvMsg[] {
+  const out: SysvMsg[] = [];
+  for (const line of text.split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 14) continue;
+    out.push({
+      key: Number(f[0]), id: Number(f[1]), mode: parseInt(f[2], 8), cbytes: Number(f[3]), qnum: Number(f[4]), lspid: Number(f[5]), lrpid: Number(f[6]),
+      uid: Number(f[7]), gid: Number(f[8]), cuid: Number(f[9]), cgid: Number(f[10]), stime: BigInt(f[11]), rtime: BigInt(f[12]), ctime: BigInt(f[13]),
+    });
+  }
+  return out;
+}
+
+export function readSysvMsg(): SysvMsg[] {
+  return parseSysvMsg(fs.readFileSync('/proc/sysvipc/msg', 'utf8'));
+}
+
+/**
+ * msgrcv flags: MSG_COPY reads the message at an index without taking it off the queue (nor
+ * changing the queue's times or last receiver); it needs IPC_NOWAIT and a kernel built with
+ * CONFIG_CHECKPOINT_RESTORE (ENOSYS otherwise).
+ */
+export const MSGRCV = Object.freeze({ NOERROR: 0o10000, EXCEPT: 0o20000, COPY: 0o40000, NOWAIT: 0o4000 } as const);
