@@ -135,18 +135,46 @@ describe('threads', function () {
     expect(passLines('pthreads')).to.include(parseResult(await waitResult(w)).verdict);
   });
 
-  it('refuses a thread with a seccomp filter of its own, naming it; every thread carries on', async () => {
-    const w = await startWorkload('pthreads', ['--seccomp']);
-    const img = path.join(w.dir, 'img');
-    const r = await cptrst(['checkpoint', String(w.pid), '-o', img]);
+  for (const args of [[], ['--tsync'], ['--strict']]) {
+    it(`seccomp ${args.join(' ')}: every thread keeps its own filters (a forbidden call still fails with the filter's errno, allowed ones work)${args.includes('--tsync') ? ', and the filter all threads share is one (a TSYNC after restart works)' : ''}${args.includes('--strict') ? ', a thread in strict mode stays in it' : ''}`, async () => {
+      const w = await startWorkload('seccomp', args);
+      const mode = (t: number) => /^Seccomp:\s*(\d+)\nSeccomp_filters:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))!.slice(1).join('/');
+      const modes = () => threadIds(w.pid).map(mode);
+      const recorded = modes();
+      const { before } = await checkpointAndRestart(w);
+      expect(threadIds(w.pid)).to.deep.equal(before);
+      expect(modes()).to.deep.equal(recorded);
+      expect(await tracedThreads(w.pid)).to.deep.equal([]);
+      await trigger(w);
+      expect(passLines('seccomp', args)).to.include(parseResult(await waitResult(w)).verdict);
+    });
+  }
+
+  it('seccomp in an image not owned by root: the filters are installed by the threads as the owner; filters without no_new_privs are refused (EPERM), nothing left', async () => {
+    const dir = makeUserDir('threads-seccomp');
+    userDirs.push(dir);
+    const w = await startWorkload('seccomp', ['--as', `${NOBODY.uid}:${NOBODY.gid}`], { dir, asUser: NOBODY });
+    const img = path.join(dir, 'image.cpt');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await w.exited;
+    expect(await waitGone(w.pid, 10000)).to.equal(true);
+    fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+    // The same process without no_new_privs: only privilege could have installed its filters.
+    const crafted = path.join(dir, 'nnp.cpt');
+    recodeImage(img, crafted, {
+      owner: NOBODY,
+      records: (recs) => recs.map((r) => (r.name === 'creds' ? { ...r, obj: editedObject(r.obj, { noNewPrivs: false }) } : r)),
+    });
+    const r = await cptrst(['restart', crafted]);
     expect(r.code, r.stderr).to.equal(1);
-    expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, threads \\d+: 1 thread\\(s\\) run under a seccomp filter; seccomp is not supported yet\\n$`));
-    const named = Number(/threads (\d+):/.exec(r.stderr)![1]);
-    expect(fs.readFileSync(`/proc/${w.pid}/task/${named}/status`, 'utf8')).to.match(/^Seccomp:\s*2$/m);
-    expect(fs.existsSync(img)).to.equal(false);
-    expect(await tracedThreads(w.pid)).to.deep.equal([]);
+    expect(r.stderr).to.match(new RegExp(`^cptrst: EPERM: pid ${w.pid}, the main thread seccomp: the image belongs to uid 65534, and the main thread of task ${w.pid} has seccomp filters without no_new_privs`));
+    expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    for (const t of threadIds(w.pid)) expect(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8')).to.match(/^Seccomp:\s*2$/m);
     await trigger(w);
-    expect(passLines('pthreads', ['--seccomp'])).to.include(parseResult(await waitResult(w)).verdict);
+    expect(passLines('seccomp', ['--as'])).to.include(parseResult(await waitResult(w)).verdict);
   });
 
   it('refuses a thread with its own cwd and umask (unshare(CLONE_FS)), naming it; every thread carries on', async () => {

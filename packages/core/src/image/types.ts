@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 4;
+export const FORMAT_MINOR = 5;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -43,6 +43,10 @@ export enum ObjectType {
   FILE_DATA = 43,
   /** A thread of the task other than its main thread (its tid, name, mask, ...; children: its registers, ...). */
   THREAD = 120,
+  /** A thread's seccomp mode and its filters, oldest first (under TASK for the main thread, else under its THREAD). */
+  SECCOMP = 121,
+  /** One seccomp filter program of a process, written once however many of its threads hold it (under TASK). */
+  SECCOMP_FILTER = 122,
   /** Event files: the records of the eventfd, epoll, signalfd, timerfd and inotify kinds, under their FILE. */
   EVENTFD = 140,
   EPOLL_TARGET = 141,
