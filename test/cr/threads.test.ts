@@ -13,7 +13,7 @@ import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
   Workload, buildWorkloads, cptrst, editedObject, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines,
-  recodeImage, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  recodeImage, removeTempDir, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 import type { CopiedRecord } from '../support';
 
@@ -175,6 +175,40 @@ describe('threads', function () {
     for (const t of threadIds(w.pid)) expect(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8')).to.match(/^Seccomp:\s*2$/m);
     await trigger(w);
     expect(passLines('seccomp', ['--as'])).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('a process that became nobody after exec, its executable and cwd in a directory only root may enter: root\'s image is restored (its files opened with root\'s file identity), the same image owned by nobody is refused (EACCES), nothing left', async () => {
+    const dir = makeUserDir('threads-closed');
+    userDirs.push(dir);
+    const w = await startWorkload('pthreads', ['--as', `${NOBODY.uid}:${NOBODY.gid}`], { dir, asUser: NOBODY });
+    // From here on the process cannot reach its own executable or cwd by name.
+    fs.chmodSync(dir, 0o700);
+    const store = makeTempDir('threads-closed-img');
+    try {
+      const img = path.join(store, 'image.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      expect(await waitGone(w.pid, 10000)).to.equal(true);
+      const theirs = path.join(store, 'nobody.cpt');
+      recodeImage(img, theirs, { owner: NOBODY });
+      const r = await cptrst(['restart', theirs]);
+      expect(r.code, r.stderr).to.equal(1);
+      // The first recorded file it reaches by name: its executable's mapping, its exe or its cwd.
+      expect(r.stderr).to.match(new RegExp(`^cptrst: EACCES: pid ${w.pid}, [^\\n]*${dir}[^\\n]*(may not open it|failed inside the process: EACCES)\\n$`));
+      expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      expect(fs.readlinkSync(`/proc/${w.pid}/exe`)).to.equal(path.join(dir, 'pthreads'));
+      expect(fs.readlinkSync(`/proc/${w.pid}/cwd`)).to.equal(dir);
+      for (const t of threadIds(w.pid)) expect(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8')).to.match(/^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+      fs.chmodSync(dir, 0o755);
+      await trigger(w);
+      expect(passLines('pthreads', ['--as'])).to.include(parseResult(await waitResult(w)).verdict);
+    } finally {
+      fs.chmodSync(dir, 0o755);
+      removeTempDir(store);
+    }
   });
 
   it('refuses a thread with its own cwd and umask (unshare(CLONE_FS)), naming it; every thread carries on', async () => {

@@ -17,7 +17,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, StateKey, Tracee, bool, linux, objectType, u32, u32s, u64,
+  RestoreObject, StateKey, Tracee, allowRootFileIdentity, bool, linux, objectType, u32, u32s, u64,
 } from '@cptrst/core';
 import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
 import { bringUpTask } from './identity';
@@ -160,6 +160,12 @@ export class CredsRestore implements RestoreHandler {
     }
     if (!task.tracee) throw new CptError('EBADIMG', 'credentials before the task object', { pid: task.pid, object: 'creds' });
     this.fsIdentity(ctx, task, img);
+    // Root's image: a recorded file this identity may not reach is opened as root (recorded-file.ts).
+    if (!heldToOwner(ctx)) allowRootFileIdentity(task.pid, true);
+  }
+
+  abort(_ctx: RestartContext, task: RestartTask): void {
+    allowRootFileIdentity(task.pid, false);
   }
 
   /** The groups, fsgid and fsuid of the image, and the effective capabilities the rest of the restore may use. */
@@ -199,6 +205,7 @@ export class CredsFinal implements RestoreHandler {
   finish(ctx: RestartContext, task: RestartTask): void {
     const img = task.state.get(CREDS_KEY);
     if (!img) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
+    allowRootFileIdentity(task.pid, false);
     setCredentials(task.tracee!, task.pid, undefined, img, () => {
       for (const s of stepsBeforeDrop(task)) s.run();
     });
