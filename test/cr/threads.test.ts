@@ -74,14 +74,17 @@ describe('threads', function () {
   afterEach(() => killStartedWorkloads());
   after(() => userDirs.forEach(removeUserDir));
 
-  for (const args of [[], ['--creds'], ['--keepcaps']]) {
-    it(`pthreads ${args.join(' ')}: every thread with its own registers, mask, name, TLS, rseq, scheduling, signals, robust list, join${args.length ? `, credentials ${args[0]}` : ''}`, async () => {
+  for (const args of [[], ['--creds'], ['--keepcaps'], ['--seccomp']]) {
+    it(`pthreads ${args.join(' ')}: every thread with its own registers, mask, name, TLS, rseq, scheduling, signals, robust list, join${args.length ? `, with ${args[0]}` : ''}`, async () => {
       const w = await startWorkload('pthreads', args);
       const { before } = await checkpointAndRestart(w);
       // Every thread with its tid, none traced.
       expect(threadIds(w.pid)).to.deep.equal(before);
       expect(await tracedThreads(w.pid)).to.deep.equal([]);
-      if (args.length) {
+      if (args.includes('--seccomp')) {
+        const seccomp = (t: number) => /^Seccomp:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))![1];
+        expect(threadIds(w.pid).filter((t) => seccomp(t) === '2')).to.have.length(1);
+      } else if (args.length) {
         // One thread with uids of its own; with --keepcaps the main thread also left root (after the others were made).
         const uid = (t: number) => /^Uid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))![1];
         const own = args.includes('--creds') ? '65534' : '99';

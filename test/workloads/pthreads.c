@@ -19,7 +19,7 @@
  * - "idle":    SCHED_IDLE, nice 3, CPU affinity of one CPU (the first it may run on);
  * - "creds" (--creds, as root only): setresgid/setresuid(65534) with raw system calls, for this
  *              thread alone; the main thread keeps uid 0. (--seccomp: an allow-all seccomp filter
- *              of this thread alone, which a checkpoint must refuse.) --keepcaps (as root): as
+ *              of this thread alone, restored to it alone.) --keepcaps (as root): as
  *              --creds with uid 99, and the main thread too leaves root (uid 12, gid 8) keeping its
  *              capabilities (PR_SET_KEEPCAPS, then every permitted one made effective again).
  *              --as UID:GID: the whole process becomes that user before any thread is made.

@@ -182,21 +182,26 @@ export function withRootFileIdentity(tracee: Tracee, object: string, call: () =>
 function asRoot(tracee: Tracee, open: () => bigint, object: string): bigint {
   const before = readStatus(tracee.pid, tracee.tid);
   tracee.syscall(SYS.setfsuid, [0]);
+  let r = 0n;
+  let failure: Error | undefined;
   try {
-    return open();
-  } finally {
-    tracee.syscall(SYS.setfsuid, [before.uid[3]]);
-    const after = readStatus(tracee.pid, tracee.tid);
-    if (after.capEff !== before.capEff) {
-      const hdr = tracee.stage(encodeCapHeader(0), 0);
-      const data = tracee.stage(encodeCapData({ effective: before.capEff, permitted: after.capPrm, inheritable: after.capInh }), 64);
-      tracee.syscall(SYS.capset, [hdr, data]);
-    }
-    const now = readStatus(tracee.pid, tracee.tid);
-    if (now.uid[3] !== before.uid[3] || now.capEff !== before.capEff) {
-      throw new CptError('EPERM', `the file-system identity could not be put back after an open as root (fsuid ${now.uid[3]}, want ${before.uid[3]})`, { pid: tracee.pid, object });
-    }
+    r = open();
+  } catch (e) {
+    failure = e instanceof Error ? e : new CptError('EIO', String(e), { pid: tracee.pid, object });
   }
+  tracee.syscall(SYS.setfsuid, [before.uid[3]]);
+  const after = readStatus(tracee.pid, tracee.tid);
+  if (after.capEff !== before.capEff) {
+    const hdr = tracee.stage(encodeCapHeader(0), 0);
+    const data = tracee.stage(encodeCapData({ effective: before.capEff, permitted: after.capPrm, inheritable: after.capInh }), 64);
+    tracee.syscall(SYS.capset, [hdr, data]);
+  }
+  const now = readStatus(tracee.pid, tracee.tid);
+  if (now.uid[3] !== before.uid[3] || now.capEff !== before.capEff) {
+    throw new CptError('EPERM', `the file-system identity could not be put back after an open as root (fsuid ${now.uid[3]}, want ${before.uid[3]})`, { pid: tracee.pid, object });
+  }
+  if (failure !== undefined) throw failure;
+  return r;
 }
 
 function align8(n: number): number {
