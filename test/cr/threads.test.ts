@@ -214,6 +214,27 @@ describe('threads', function () {
     }
   });
 
+  it('refuses a thread whose children would be in another PID namespace (unshare(CLONE_NEWPID) in one thread), naming it; every thread carries on', async () => {
+    const w = await startWorkload('pthreads', ['--pidns']);
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'img')]);
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, thread (\\d+): thread \\1 has its own pid_for_children namespace \\(unshare in one thread\\); `));
+    const named = Number(/thread (\d+):/.exec(r.stderr)![1]);
+    // A new PID namespace with no process in it yet has no name to show (ENOENT).
+    const ns = (p: string) => {
+      try {
+        return fs.readlinkSync(p);
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code;
+      }
+    };
+    expect(ns(`/proc/${w.pid}/task/${named}/ns/pid_for_children`)).to.not.equal(ns(`/proc/${w.pid}/ns/pid_for_children`));
+    expect(fs.existsSync(path.join(w.dir, 'img'))).to.equal(false);
+    expect(await tracedThreads(w.pid)).to.deep.equal([]);
+    await trigger(w);
+    expect(passLines('pthreads', ['--pidns'])).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
   it('refuses a thread with its own cwd and umask (unshare(CLONE_FS)), naming it; every thread carries on', async () => {
     const w = await startWorkload('pthreads', ['--unshare']);
     const r = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'img')]);
