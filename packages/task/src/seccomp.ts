@@ -103,7 +103,8 @@ function filtersOf(pid: number, tid: number, count: number): Array<[number, Buff
     out.push([Number(ptrace.seccompGetMetadata(tid, i)) & SECCOMP.FILTER_FLAG_LOG, program]);
     if (out.length > MAX_FILTERS) refuse(pid, `thread ${tid} seccomp`, `more than ${MAX_FILTERS} seccomp filters`);
   }
-  if (out.length !== count) throw new CptError('EIO', `thread ${tid} has ${count} seccomp filters by /proc, ${out.length} by ptrace`, { pid, object: `thread ${tid} seccomp` });
+  // A filter thread with no count shown: a kernel before 5.9, without Seccomp_filters.
+  if (count > 0 && out.length !== count) throw new CptError('EIO', `thread ${tid} has ${count} seccomp filters by /proc, ${out.length} by ptrace`, { pid, object: `thread ${tid} seccomp` });
   return out;
 }
 
@@ -262,7 +263,7 @@ function verify(task: RestartTask): void {
     const count = mode === SECCOMP.MODE_FILTER ? m.img!.filters.length : 0;
     const diffs: string[] = [];
     if (s.seccomp !== mode) diffs.push(`seccomp mode ${s.seccomp} instead of ${mode}`);
-    if (s.seccompFilters !== count) diffs.push(`${s.seccompFilters} seccomp filters instead of ${count}`);
+    if (s.seccompFilters !== count && !(s.seccompFilters === 0 && s.seccomp === SECCOMP.MODE_FILTER)) diffs.push(`${s.seccompFilters} seccomp filters instead of ${count}`);
     if (m.creds && (s.noNewPrivs !== 0) !== m.creds.noNewPrivs) diffs.push(`no_new_privs ${s.noNewPrivs} instead of ${m.creds.noNewPrivs ? 1 : 0}`);
     if (diffs.length) throw new CptError('EPERM', `thread ${m.tid} could not be given its seccomp state exactly: ${diffs.join('; ')}`, { pid: task.pid, object: `thread ${m.tid} seccomp` });
   }
