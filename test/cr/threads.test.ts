@@ -13,7 +13,7 @@ import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
   Workload, buildWorkloads, cptrst, editedObject, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines,
-  recodeImage, removeTempDir, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  readImage, recodeImage, removeTempDir, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 import type { CopiedRecord } from '../support';
 
@@ -139,15 +139,24 @@ describe('threads', function () {
   });
 
   for (const args of [[], ['--tsync'], ['--strict']]) {
-    it(`seccomp ${args.join(' ')}: every thread keeps its own filters (a forbidden call still fails with the filter's errno, allowed ones work)${args.includes('--tsync') ? ', and the filter all threads share is one (a TSYNC after restart works)' : ''}${args.includes('--strict') ? ', a thread in strict mode stays in it' : ''}`, async () => {
+    it(`seccomp${args.map((a) => ` ${a}`).join('')}: every thread keeps its own filters (a forbidden call still fails with the filter's errno, allowed ones work)${args.includes('--tsync') ? ', and the filter all threads share is one (a TSYNC after restart works)' : ''}${args.includes('--strict') ? ', a thread in strict mode stays in it' : ''}`, async () => {
       const w = await startWorkload('seccomp', args);
       const mode = (t: number) => /^Seccomp:\s*(\d+)\nSeccomp_filters:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))!.slice(1).join('/');
       const modes = () => threadIds(w.pid).map(mode);
       const recorded = modes();
-      const { before } = await checkpointAndRestart(w);
+      const { image, before } = await checkpointAndRestart(w);
       expect(threadIds(w.pid)).to.deep.equal(before);
       expect(modes()).to.deep.equal(recorded);
       expect(await tracedThreads(w.pid)).to.deep.equal([]);
+      // A second checkpoint of the restored process finds the same filters (programs, the LOG
+      // flag, which thread shares which) as the first.
+      const again = path.join(w.dir, 'again');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', again]);
+      expect(ck.code, ck.stderr).to.equal(0);
+      const seccompOf = (img: string) => readImage(img).recs.filter((r) => r.name.startsWith('seccomp')).map((r) => JSON.stringify(r.obj, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+      const first = seccompOf(image);
+      expect(first.some((o) => o.includes('"flags":2')), 'the LOG flag of filter A').to.equal(true);
+      expect(seccompOf(again)).to.deep.equal(first);
       await trigger(w);
       expect(passLines('seccomp', args)).to.include(parseResult(await waitResult(w)).verdict);
     });
