@@ -149,6 +149,8 @@ export class CredsRestore implements RestoreHandler {
       return;
     }
     if (task.state.has(CREDS_KEY)) throw new CptError('EBADIMG', 'a second credentials object for the task', { pid: task.pid, object: 'creds' });
+    // Set either way: nothing of an earlier restart of this PID (in the same cptrst) carries over.
+    allowRootFileIdentity(task.pid, false);
     task.state.set(CREDS_KEY, img);
     if (heldToOwner(ctx)) {
       const owner = linux.userRights(ctx.imageOwner.uid);
