@@ -13,7 +13,7 @@ import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
   Workload, buildWorkloads, cptrst, editedObject, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines,
-  recodeImage, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
+  readImage, recodeImage, removeTempDir, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 import type { CopiedRecord } from '../support';
 
@@ -74,14 +74,17 @@ describe('threads', function () {
   afterEach(() => killStartedWorkloads());
   after(() => userDirs.forEach(removeUserDir));
 
-  for (const args of [[], ['--creds'], ['--keepcaps']]) {
-    it(`pthreads ${args.join(' ')}: every thread with its own registers, mask, name, TLS, rseq, scheduling, signals, robust list, join${args.length ? `, credentials ${args[0]}` : ''}`, async () => {
+  for (const args of [[], ['--creds'], ['--keepcaps'], ['--seccomp']]) {
+    it(`pthreads ${args.join(' ')}: every thread with its own registers, mask, name, TLS, rseq, scheduling, signals, robust list, join${args.length ? `, with ${args[0]}` : ''}`, async () => {
       const w = await startWorkload('pthreads', args);
       const { before } = await checkpointAndRestart(w);
       // Every thread with its tid, none traced.
       expect(threadIds(w.pid)).to.deep.equal(before);
       expect(await tracedThreads(w.pid)).to.deep.equal([]);
-      if (args.length) {
+      if (args.includes('--seccomp')) {
+        const seccomp = (t: number) => /^Seccomp:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))![1];
+        expect(threadIds(w.pid).filter((t) => seccomp(t) === '2')).to.have.length(1);
+      } else if (args.length) {
         // One thread with uids of its own; with --keepcaps the main thread also left root (after the others were made).
         const uid = (t: number) => /^Uid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))![1];
         const own = args.includes('--creds') ? '65534' : '99';
@@ -135,18 +138,110 @@ describe('threads', function () {
     expect(passLines('pthreads')).to.include(parseResult(await waitResult(w)).verdict);
   });
 
-  it('refuses a thread with a seccomp filter of its own, naming it; every thread carries on', async () => {
-    const w = await startWorkload('pthreads', ['--seccomp']);
-    const img = path.join(w.dir, 'img');
-    const r = await cptrst(['checkpoint', String(w.pid), '-o', img]);
+  for (const args of [[], ['--tsync'], ['--strict']]) {
+    it(`seccomp${args.map((a) => ` ${a}`).join('')}: every thread keeps its own filters (a forbidden call still fails with the filter's errno, allowed ones work)${args.includes('--tsync') ? ', and the filter all threads share is one (a TSYNC after restart works)' : ''}${args.includes('--strict') ? ', a thread in strict mode stays in it' : ''}`, async () => {
+      const w = await startWorkload('seccomp', args);
+      const mode = (t: number) => /^Seccomp:\s*(\d+)\nSeccomp_filters:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8'))!.slice(1).join('/');
+      const modes = () => threadIds(w.pid).map(mode);
+      const recorded = modes();
+      const { image, before } = await checkpointAndRestart(w);
+      expect(threadIds(w.pid)).to.deep.equal(before);
+      expect(modes()).to.deep.equal(recorded);
+      expect(await tracedThreads(w.pid)).to.deep.equal([]);
+      // A second checkpoint of the restored process finds the same filters (programs, the LOG
+      // flag, which thread shares which) as the first.
+      const again = path.join(w.dir, 'again');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', again]);
+      expect(ck.code, ck.stderr).to.equal(0);
+      const seccompOf = (img: string) => readImage(img).recs.filter((r) => r.name.startsWith('seccomp')).map((r) => JSON.stringify(r.obj, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+      const first = seccompOf(image);
+      expect(first.some((o) => o.includes('"flags":2')), 'the LOG flag of filter A').to.equal(true);
+      expect(seccompOf(again)).to.deep.equal(first);
+      await trigger(w);
+      expect(passLines('seccomp', args)).to.include(parseResult(await waitResult(w)).verdict);
+    });
+  }
+
+  it('seccomp in an image not owned by root: the filters are installed by the threads as the owner; filters without no_new_privs are refused (EPERM), nothing left', async () => {
+    const dir = makeUserDir('threads-seccomp');
+    userDirs.push(dir);
+    const w = await startWorkload('seccomp', ['--as', `${NOBODY.uid}:${NOBODY.gid}`], { dir, asUser: NOBODY });
+    const img = path.join(dir, 'image.cpt');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await w.exited;
+    expect(await waitGone(w.pid, 10000)).to.equal(true);
+    fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+    // The same process without no_new_privs: only privilege could have installed its filters.
+    const crafted = path.join(dir, 'nnp.cpt');
+    recodeImage(img, crafted, {
+      owner: NOBODY,
+      records: (recs) => recs.map((r) => (r.name === 'creds' ? { ...r, obj: editedObject(r.obj, { noNewPrivs: false }) } : r)),
+    });
+    const r = await cptrst(['restart', crafted]);
     expect(r.code, r.stderr).to.equal(1);
-    expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, threads \\d+: 1 thread\\(s\\) run under a seccomp filter; seccomp is not supported yet\\n$`));
-    const named = Number(/threads (\d+):/.exec(r.stderr)![1]);
-    expect(fs.readFileSync(`/proc/${w.pid}/task/${named}/status`, 'utf8')).to.match(/^Seccomp:\s*2$/m);
-    expect(fs.existsSync(img)).to.equal(false);
+    expect(r.stderr).to.match(new RegExp(`^cptrst: EPERM: pid ${w.pid}, the main thread seccomp: the image belongs to uid 65534, and the main thread of task ${w.pid} has seccomp filters without no_new_privs`));
+    expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    for (const t of threadIds(w.pid)) expect(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8')).to.match(/^Seccomp:\s*2$/m);
+    await trigger(w);
+    expect(passLines('seccomp', ['--as'])).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('a process that became nobody after exec, its executable and cwd in a directory only root may enter: root\'s image is restored (its files opened with root\'s file identity), the same image owned by nobody is refused (EACCES), nothing left', async () => {
+    const dir = makeUserDir('threads-closed');
+    userDirs.push(dir);
+    const w = await startWorkload('pthreads', ['--as', `${NOBODY.uid}:${NOBODY.gid}`], { dir, asUser: NOBODY });
+    // From here on the process cannot reach its own executable or cwd by name.
+    fs.chmodSync(dir, 0o700);
+    const store = makeTempDir('threads-closed-img');
+    try {
+      const img = path.join(store, 'image.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      expect(await waitGone(w.pid, 10000)).to.equal(true);
+      const theirs = path.join(store, 'nobody.cpt');
+      recodeImage(img, theirs, { owner: NOBODY });
+      const r = await cptrst(['restart', theirs]);
+      expect(r.code, r.stderr).to.equal(1);
+      // The first recorded file it reaches by name: its executable's mapping, its exe or its cwd.
+      expect(r.stderr).to.match(new RegExp(`^cptrst: EACCES: pid ${w.pid}, [^\\n]*${dir}[^\\n]*(may not open it|failed inside the process: EACCES)\\n$`));
+      expect(await waitGone(w.pid, 5000, { zombieOk: true }), 'a process was left behind').to.equal(true);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      expect(fs.readlinkSync(`/proc/${w.pid}/exe`)).to.equal(path.join(dir, 'pthreads'));
+      expect(fs.readlinkSync(`/proc/${w.pid}/cwd`)).to.equal(dir);
+      for (const t of threadIds(w.pid)) expect(fs.readFileSync(`/proc/${w.pid}/task/${t}/status`, 'utf8')).to.match(/^Uid:\s+65534\s+65534\s+65534\s+65534$/m);
+      fs.chmodSync(dir, 0o755);
+      await trigger(w);
+      expect(passLines('pthreads', ['--as'])).to.include(parseResult(await waitResult(w)).verdict);
+    } finally {
+      fs.chmodSync(dir, 0o755);
+      removeTempDir(store);
+    }
+  });
+
+  it('refuses a thread whose children would be in another PID namespace (unshare(CLONE_NEWPID) in one thread), naming it; every thread carries on', async () => {
+    const w = await startWorkload('pthreads', ['--pidns']);
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'img')]);
+    expect(r.code, r.stderr).to.equal(1);
+    expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, thread (\\d+): thread \\1 has its own pid_for_children namespace \\(unshare in one thread\\); `));
+    const named = Number(/thread (\d+):/.exec(r.stderr)![1]);
+    // A new PID namespace with no process in it yet has no name to show (ENOENT).
+    const ns = (p: string) => {
+      try {
+        return fs.readlinkSync(p);
+      } catch (e) {
+        return (e as NodeJS.ErrnoException).code;
+      }
+    };
+    expect(ns(`/proc/${w.pid}/task/${named}/ns/pid_for_children`)).to.not.equal(ns(`/proc/${w.pid}/ns/pid_for_children`));
+    expect(fs.existsSync(path.join(w.dir, 'img'))).to.equal(false);
     expect(await tracedThreads(w.pid)).to.deep.equal([]);
     await trigger(w);
-    expect(passLines('pthreads', ['--seccomp'])).to.include(parseResult(await waitResult(w)).verdict);
+    expect(passLines('pthreads', ['--pidns'])).to.include(parseResult(await waitResult(w)).verdict);
   });
 
   it('refuses a thread with its own cwd and umask (unshare(CLONE_FS)), naming it; every thread carries on', async () => {

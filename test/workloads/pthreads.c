@@ -2,7 +2,7 @@
  * A multi-threaded process whose every thread has state of its own, for checkpoint and restart
  * of threads.
  *
- *   pthreads <trigger> [--creds | --keepcaps | --seccomp | --unshare | --as UID:GID]
+ *   pthreads <trigger> [--creds | --keepcaps | --seccomp | --unshare | --pidns | --as UID:GID]
  *
  * Threads (each named with PR_SET_NAME, each with its own __thread value and blocked mask):
  * - "spin":    an assembly loop holding magic values in r12-r15 and xmm8-xmm9 until a flag is set;
@@ -19,12 +19,14 @@
  * - "idle":    SCHED_IDLE, nice 3, CPU affinity of one CPU (the first it may run on);
  * - "creds" (--creds, as root only): setresgid/setresuid(65534) with raw system calls, for this
  *              thread alone; the main thread keeps uid 0. (--seccomp: an allow-all seccomp filter
- *              of this thread alone, which a checkpoint must refuse.) --keepcaps (as root): as
+ *              of this thread alone, restored to it alone.) --keepcaps (as root): as
  *              --creds with uid 99, and the main thread too leaves root (uid 12, gid 8) keeping its
  *              capabilities (PR_SET_KEEPCAPS, then every permitted one made effective again).
  *              --as UID:GID: the whole process becomes that user before any thread is made.
  *              --unshare: that thread has its own cwd and umask (unshare(CLONE_FS), umask 077),
- *              which a checkpoint must refuse; checked after the trigger.
+ *              which a checkpoint must refuse; checked after the trigger. --pidns (as root): that
+ *              thread's children would go into a PID namespace of its own (unshare(CLONE_NEWPID)),
+ *              which a checkpoint must refuse.
  * SIGUSR2 is pending for the whole process (kill), blocked by every thread until the trigger; then "cond" unblocks it and takes it, once.
  * After the trigger every thread checks itself: its name (/proc/self/task/TID/comm), mask,
  * thread-local value, rseq registration (registering its area again is EBUSY), and the
@@ -50,7 +52,7 @@ static const char *names[NTHREADS] = {"spin", "cond", "sleep", "barrier-a", "bar
 static __thread long tls_value;
 static pid_t tids[NTHREADS];
 static pthread_t handles[NTHREADS];
-static atomic_int started, checked, with_creds, with_seccomp, with_keepcaps, with_unshare;
+static atomic_int started, checked, with_creds, with_seccomp, with_keepcaps, with_unshare, with_pidns;
 static int thread_uid = 65534;
 static atomic_int go; /* the trigger was seen: threads check themselves */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -310,6 +312,8 @@ static void *creds_thread(void *arg)
             fail("creds: unshare(CLONE_FS): %s", strerror(errno));
         umask(077);
     }
+    if (atomic_load(&with_pidns) && unshare(CLONE_NEWPID) != 0)
+        fail("creds: unshare(CLONE_NEWPID): %s", strerror(errno));
     if (atomic_load(&with_seccomp)) {
         struct sock_filter allow = BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
         struct sock_fprog prog = {.len = 1, .filter = &allow};
@@ -352,6 +356,7 @@ int main(int argc, char **argv)
     atomic_store(&with_creds, argc > 2 && strcmp(argv[2], "--creds") == 0 && geteuid() == 0);
     atomic_store(&with_seccomp, argc > 2 && strcmp(argv[2], "--seccomp") == 0);
     atomic_store(&with_unshare, argc > 2 && strcmp(argv[2], "--unshare") == 0);
+    atomic_store(&with_pidns, argc > 2 && strcmp(argv[2], "--pidns") == 0 && geteuid() == 0);
     unsigned as_uid, as_gid;
     if (argc > 3 && strcmp(argv[2], "--as") == 0 && sscanf(argv[3], "%u:%u", &as_uid, &as_gid) == 2) {
         gid_t g[1] = {as_gid};

@@ -133,7 +133,9 @@ class ForkSnapshot implements MemorySnapshot {
 export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number, args: number[]) => bigint, frame: SavedBytes | undefined): MemorySnapshot {
   const run = (nr: number, args: number[]): bigint => runIn(first, nr, args);
   if (!waitStop(first)) throw new CptError('ESRCH', 'the first copy died before its first stop', { pid: first, object: 'memory snapshot' });
-  ptrace.setOptions(first, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL);
+  // A copy of a process under seccomp keeps its filters suspended, as the process has them.
+  const suspend = linux.readStatus(first).seccomp !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
+  ptrace.setOptions(first, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL | suspend);
   const closed = run(linux.SYS.close_range, [0, 0xffffffff, 0]);
   if (closed < 0n) throw new CptError(linux.errnoName(Number(-closed)), 'close_range in the first copy failed', { pid: first, object: 'memory snapshot' });
   const second = run(linux.syscallNumber('fork'), []);

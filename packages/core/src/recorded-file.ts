@@ -2,7 +2,11 @@
  * Files that a restart opens again by the path its image recorded. The image is untrusted, so:
  * - the path must be absolute and canonical (no `.`, `..`, empty or trailing components);
  * - it is opened inside the restored task, hence with that task's identity (fsuid, fsgid,
- *   groups, capabilities), never with cptrst's own;
+ *   groups, capabilities), never with cptrst's own; only for an image root owns, while its task
+ *   still holds root's permitted capabilities (before its final credentials), a file that identity
+ *   may not reach is opened by the task with root's file identity (fsuid 0) instead: a process
+ *   that changed its uid after exec cannot reach its own executable in a root-only directory, yet
+ *   it had the file mapped and open before the checkpoint;
  * - openat2 with RESOLVE_NO_SYMLINKS refuses any symlink on the way: the recorded path is the
  *   kernel's canonical name of the file, so a symlink there was swapped in after the checkpoint;
  * - what was opened must be the file the image describes: kind, size and mtime always, and device
@@ -14,9 +18,24 @@ import { CptError } from './errors';
 import type { Tracee } from './contract';
 import { AT_FDCWD, O, RESOLVE } from './linux/constants';
 import { SYS } from './linux/syscalls';
-import { errnoName as errnoCode } from './linux/errno';
+import { ERRNO, errnoName as errnoCode } from './linux/errno';
 import { encodeStruct } from './image/cstruct';
 import { OpenHow } from './linux/structs';
+import { readStatus } from './linux/proc';
+import { encodeCapData, encodeCapHeader } from './linux/taskinfo';
+
+/** Processes of a root-owned image whose recorded files may be opened with root's file identity (see above). */
+const rootFileIdentity = new Set<number>();
+
+/**
+ * Lets task `pid` (an image root owns, before its final credentials) open recorded files that its
+ * own file identity may not reach with fsuid 0, or takes that back (`false`: before the
+ * credentials drop, and when a restart fails).
+ */
+export function allowRootFileIdentity(pid: number, allow: boolean): void {
+  if (allow) rootFileIdentity.add(pid);
+  else rootFileIdentity.delete(pid);
+}
 
 /** What the image says about a file, to compare with what restart finds. Unset fields are not compared. */
 export interface RecordedFileIdentity {
@@ -122,7 +141,7 @@ export function openRecordedFile(tracee: Tracee, path: string, opts: OpenRecorde
   const pathBuf = Buffer.from(path + '\0');
   const pathAt = tracee.stage(pathBuf, 0);
   const howAt = tracee.stage(how, align8(pathBuf.length));
-  const r = tracee.syscall(SYS.openat2, [AT_FDCWD, pathAt, howAt, how.length]);
+  const r = withRootFileIdentity(tracee, opts.object, () => tracee.syscall(SYS.openat2, [AT_FDCWD, pathAt, howAt, how.length]));
   if (r < 0n) {
     const errno = Number(-r);
     const code = errnoCode(errno);
@@ -141,6 +160,47 @@ export function openRecordedFile(tracee: Tracee, path: string, opts: OpenRecorde
       throw new CptError('ESTALE', `${path} is not the file of the checkpoint: ${diffs.join(', ')}`, { pid: tracee.pid, object: opts.object });
     }
   }
+  return r;
+}
+
+/**
+ * Runs `call` (a system call in the task on a recorded file: its result or -errno) as the task;
+ * where that is refused (EACCES, EPERM) and the task may use root's file identity (an image root
+ * owns, see allowRootFileIdentity), runs it again with fsuid 0.
+ */
+export function withRootFileIdentity(tracee: Tracee, object: string, call: () => bigint): bigint {
+  const r = call();
+  if ((r !== -BigInt(ERRNO.EACCES) && r !== -BigInt(ERRNO.EPERM)) || !rootFileIdentity.has(tracee.pid)) return r;
+  return asRoot(tracee, call, object);
+}
+
+/**
+ * Runs `open` in the task with fsuid 0: the kernel then gives the file capabilities of its
+ * permitted set back to its effective set. Afterwards its fsuid and its effective set are exactly
+ * what they were.
+ */
+function asRoot(tracee: Tracee, open: () => bigint, object: string): bigint {
+  const before = readStatus(tracee.pid, tracee.tid);
+  tracee.syscall(SYS.setfsuid, [0]);
+  let r = 0n;
+  let failure: Error | undefined;
+  try {
+    r = open();
+  } catch (e) {
+    failure = e instanceof Error ? e : new CptError('EIO', String(e), { pid: tracee.pid, object });
+  }
+  tracee.syscall(SYS.setfsuid, [before.uid[3]]);
+  const after = readStatus(tracee.pid, tracee.tid);
+  if (after.capEff !== before.capEff) {
+    const hdr = tracee.stage(encodeCapHeader(0), 0);
+    const data = tracee.stage(encodeCapData({ effective: before.capEff, permitted: after.capPrm, inheritable: after.capInh }), 64);
+    tracee.syscall(SYS.capset, [hdr, data]);
+  }
+  const now = readStatus(tracee.pid, tracee.tid);
+  if (now.uid[3] !== before.uid[3] || now.capEff !== before.capEff) {
+    throw new CptError('EPERM', `the file-system identity could not be put back after an open as root (fsuid ${now.uid[3]}, want ${before.uid[3]})`, { pid: tracee.pid, object });
+  }
+  if (failure !== undefined) throw failure;
   return r;
 }
 

@@ -9,7 +9,7 @@ import { LayoutClass } from '../src/image/layout';
 import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 import {
   AuxvEntry, CapUserData, CapUserHeader, CloneArgs, EpollEvent, FOwnerEx, FileHandleHead, Flock, Itimerspec, Itimerval, KcmpEpollSlot,
-  KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs, KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Sigevent,
+  KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs, SeccompMetadata, SockFprog, KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Sigevent,
   Siginfo, StackT, Timespec, Timeval,
 } from '../src/linux/structs';
 
@@ -147,6 +147,8 @@ describe('C struct layouts', () => {
         retData: 'seccomp.ret_data', rval: 'exit.rval', isError: 'exit.is_error',
       },
     },
+    { cls: SockFprog, tu: 'uapi', ctype: 'struct sock_fprog', fields: { len: 'len', filter: 'filter' } },
+    { cls: SeccompMetadata, tu: 'uapi', ctype: 'struct seccomp_metadata', fields: { filterOff: 'filter_off', flags: 'flags' } },
     { cls: PeeksiginfoArgs, tu: 'uapi', ctype: 'struct ptrace_peeksiginfo_args', fields: { off: 'off', flags: 'flags', nr: 'nr' } },
     { cls: OpenHow, tu: 'uapi', ctype: 'struct open_how', fields: { flags: 'flags', mode: 'mode', resolve: 'resolve' } },
     { cls: FOwnerEx, tu: 'libc', ctype: 'struct f_owner_ex', fields: { type: 'type', pid: 'pid' } },
@@ -169,7 +171,7 @@ describe('C struct layouts', () => {
   ];
   const HEADERS = {
     libc: ['_GNU_SOURCE', 'signal.h', 'time.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h', 'sys/epoll.h'],
-    uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h', 'linux/kcmp.h'],
+    uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h', 'linux/kcmp.h', 'linux/filter.h'],
   };
 
   function gccLayouts(tu: 'libc' | 'uapi'): Map<string, number> {

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
-  SHARED_WITH_PARENT, StateKey, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64,
+  SHARED_WITH_PARENT, StateKey, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
 } from '@cptrst/core';
 
 const { CLONE, SYS, O, S_IF, F } = linux;
@@ -131,7 +131,8 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
     object: `cwd ${img.cwd}`,
   });
   try {
-    t.syscallOk(SYS.fchdir, [dir], `fchdir to ${img.cwd}`);
+    const r = withRootFileIdentity(t, `cwd ${img.cwd}`, () => t.syscall(SYS.fchdir, [dir]));
+    if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `fchdir to ${img.cwd} failed inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object: `cwd ${img.cwd}` });
   } finally {
     t.syscall(SYS.close, [dir]);
   }

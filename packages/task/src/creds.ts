@@ -17,7 +17,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, StateKey, Tracee, bool, linux, objectType, u32, u32s, u64,
+  RestoreObject, StateKey, Tracee, allowRootFileIdentity, bool, linux, objectType, u32, u32s, u64,
 } from '@cptrst/core';
 import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
 import { bringUpTask } from './identity';
@@ -149,6 +149,8 @@ export class CredsRestore implements RestoreHandler {
       return;
     }
     if (task.state.has(CREDS_KEY)) throw new CptError('EBADIMG', 'a second credentials object for the task', { pid: task.pid, object: 'creds' });
+    // Set either way: nothing of an earlier restart of this PID (in the same cptrst) carries over.
+    allowRootFileIdentity(task.pid, false);
     task.state.set(CREDS_KEY, img);
     if (heldToOwner(ctx)) {
       const owner = linux.userRights(ctx.imageOwner.uid);
@@ -160,6 +162,12 @@ export class CredsRestore implements RestoreHandler {
     }
     if (!task.tracee) throw new CptError('EBADIMG', 'credentials before the task object', { pid: task.pid, object: 'creds' });
     this.fsIdentity(ctx, task, img);
+    // Root's image: a recorded file this identity may not reach is opened as root (recorded-file.ts).
+    if (!heldToOwner(ctx)) allowRootFileIdentity(task.pid, true);
+  }
+
+  abort(_ctx: RestartContext, task: RestartTask): void {
+    allowRootFileIdentity(task.pid, false);
   }
 
   /** The groups, fsgid and fsuid of the image, and the effective capabilities the rest of the restore may use. */
@@ -199,6 +207,7 @@ export class CredsFinal implements RestoreHandler {
   finish(ctx: RestartContext, task: RestartTask): void {
     const img = task.state.get(CREDS_KEY);
     if (!img) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
+    allowRootFileIdentity(task.pid, false);
     setCredentials(task.tracee!, task.pid, undefined, img, () => {
       for (const s of stepsBeforeDrop(task)) s.run();
     });
@@ -289,7 +298,6 @@ function differences(after: linux.ProcStatus, img: CredsImage): string[] {
   same('CapBnd', hex(after.capBnd), hex(img.capBnd));
   same('CapAmb', hex(after.capAmb), hex(img.capAmb));
   same('NoNewPrivs', after.noNewPrivs !== 0, img.noNewPrivs);
-  // A checkpoint refuses seccomp: a filter here would be cptrst's own, inherited through the helper.
-  same('Seccomp', after.seccomp, 0);
+  // The seccomp mode and filters are compared by seccomp.ts, once they are installed.
   return diffs;
 }

@@ -133,6 +133,18 @@ export class ThreadGroupFreeze {
       for (const tid of [...this.pending]) this.collectStop(tid);
     }
     if (!this.stopped.has(this.pid)) throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid: this.pid });
+    this.suspendSeccomp();
+  }
+
+  /**
+   * cptrst's calls inside a thread under seccomp must not meet its filters (one may kill the
+   * process for a call it never makes itself): PTRACE_O_SUSPEND_SECCOMP until the detach. Only
+   * once every thread is stopped, since a running one could still give the others a filter (TSYNC).
+   */
+  private suspendSeccomp(): void {
+    for (const tid of this.stopped) {
+      if (linux.readStatus(this.pid, tid).seccomp !== 0) ptrace.setOptions(tid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACECLONE | PTRACE_O.SUSPEND_SECCOMP);
+    }
   }
 
   stoppedThreads(): number[] {

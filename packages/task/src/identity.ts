@@ -72,8 +72,6 @@ export class TaskDump implements DumpHandler {
     if (st.ttyNr !== 0 && st.session === task.pid) {
       refuse(task.pid, `controlling terminal ${ttyName(st.ttyNr)}`, 'the process is a session leader with a controlling terminal; terminals are not supported yet');
     }
-    const status = linux.readStatus(task.pid);
-    if (status.seccomp !== 0) refuse(task.pid, 'seccomp', 'the process runs under a seccomp filter; seccomp is not supported yet');
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const st = linux.readStat(task.pid);

@@ -15,6 +15,7 @@ import { SignalsDump, SignalsRestore } from './signals';
 import { PosixTimersDump, PosixTimersRestore } from './posix-timers';
 import { TaskProbe } from './probe';
 import { ThreadDump, ThreadRestore } from './thread';
+import { SeccompDump, SeccompRestore } from './seccomp';
 import { TreeDump } from './tree';
 import { SysvSemDump, SysvSemRestore } from './sysv-sem';
 import { SysvMsgDump, SysvMsgRestore } from './sysv-msg';
@@ -30,6 +31,7 @@ export * from './rlimits';
 export * from './signals';
 export * from './posix-timers';
 export * from './thread';
+export * from './seccomp';
 export * from './tree';
 export * from './sysv-sem';
 export * from './sysv-msg';
@@ -37,7 +39,7 @@ export * from './sysv-msg';
 export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump(), new ThreadDump(), new TreeDump(), new SysvSemDump(), new SysvMsgDump()]) provide(c, Tokens.DumpHandler, h);
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore(), new SysvSemRestore(), new SysvMsgRestore()]) provide(c, Tokens.RestoreHandler, h);
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump(), new ThreadDump(), new SeccompDump(), new TreeDump(), new SysvSemDump(), new SysvMsgDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore(), new SeccompRestore(), new SysvSemRestore(), new SysvMsgRestore()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }

@@ -86,13 +86,7 @@ export class ThreadDump implements DumpHandler {
 
   /** What a thread has that cannot be made again: refused, naming the threads. */
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
-    const seccomp: number[] = [];
     const securebits: number[] = [];
-    for (const th of threadsOf(task)) {
-      const s = linux.readStatus(task.pid, th.tid);
-      if (s.seccomp !== 0) seccomp.push(th.tid);
-    }
-    if (seccomp.length) refuse(task.pid, `threads ${named(seccomp)}`, `${seccomp.length} thread(s) run under a seccomp filter; seccomp is not supported yet`);
     // Threads are made sharing the main thread's cwd and umask, fd table, SysV undo list and
     // namespaces: one that unshared any of them cannot be made again.
     const shared: Array<[string, number]> = [['file-system context (cwd, root, umask)', linux.KCMP.FS], ['fd table', linux.KCMP.FILES], ['SysV semaphore undo list', linux.KCMP.SYSVSEM]];

@@ -34,7 +34,7 @@ const OWN: Record<string, string> = {
   HEAD: '@cptrst/core', TERMINATOR: '@cptrst/core',
   TASK: '@cptrst/task', TASK_CREDS: '@cptrst/task', TASK_SIGNALS: '@cptrst/task', SIGHAND: '@cptrst/task',
   SIGPENDING: '@cptrst/task', ITIMERS: '@cptrst/task', RLIMITS: '@cptrst/task', TASK_MISC: '@cptrst/task', TASK_CGROUP: '@cptrst/task',
-  THREAD: '@cptrst/task',
+  THREAD: '@cptrst/task', SECCOMP: '@cptrst/task', SECCOMP_FILTER: '@cptrst/task',
   MM: '@cptrst/mm', VMA: '@cptrst/mm', PAGES: '@cptrst/mm',
   REGS: '@cptrst/arch-x86', XSTATE: '@cptrst/arch-x86', DEBUGREGS: '@cptrst/arch-x86',
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',

@@ -47,6 +47,10 @@ export enum ObjectType {
   FILE_DATA = 43,
   /** A thread of the task other than its main thread (its tid, name, mask, ...; children: its registers, ...). */
   THREAD = 120,
+  /** A thread's seccomp mode and its filters, oldest first (under TASK for the main thread, else under its THREAD). */
+  SECCOMP = 121,
+  /** One seccomp filter program of a process, written once however many of its threads hold it (under TASK). */
+  SECCOMP_FILTER = 122,
   /** Event files: the records of the eventfd, epoll, signalfd, timerfd and inotify kinds, under their FILE. */
   EVENTFD = 140,
   EPOLL_TARGET = 141,

@@ -213,6 +213,18 @@ export const PR_SPEC = Object.freeze({
 } as const);
 /** ioprio_get/ioprio_set: `which` for one process (thread group leader or thread). */
 export const IOPRIO_WHO_PROCESS = 1;
+/**
+ * seccomp(2): the modes /proc/PID/status shows, the operations, the filter flags, and what a
+ * classic BPF filter returns (an action in the top 16 bits).
+ */
+export const SECCOMP = Object.freeze({
+  MODE_DISABLED: 0, MODE_STRICT: 1, MODE_FILTER: 2,
+  SET_MODE_STRICT: 0, SET_MODE_FILTER: 1,
+  FILTER_FLAG_TSYNC: 1, FILTER_FLAG_LOG: 2, FILTER_FLAG_SPEC_ALLOW: 4,
+  RET_ACTION_FULL: 0xffff0000, RET_USER_NOTIF: 0x7fc00000,
+} as const);
+/** Classic BPF (struct sock_filter): the size of an instruction, and the class and source bits of a return. */
+export const BPF = Object.freeze({ INSN_SIZE: 8, MAXINSNS: 4096, CLASS_MASK: 0x07, RET: 0x06, RVAL_MASK: 0x18, K: 0x00 } as const);
 /** PR_SET_DUMPABLE values (2, "root only", is set by the kernel, never by prctl). */
 export const SUID_DUMP = Object.freeze({ DISABLE: 0, USER: 1, ROOT: 2 } as const);
 /** PR_SET_MM sub-options. */

@@ -14,6 +14,7 @@ import { decodeStruct, encodeStruct, sizeOfStruct } from '../image/cstruct';
 import {
   PeeksiginfoArgs,
   RseqConfiguration,
+  SeccompMetadata,
   SYSCALL_INFO_SIZE,
   Siginfo,
   SyscallInfo,
@@ -183,6 +184,22 @@ export const ptrace = Object.freeze({
     const b = Buffer.alloc(sizeOfStruct(RseqConfiguration));
     req(PTRACE.GET_RSEQ_CONFIGURATION, tid, b.length, b);
     return decodeStruct(RseqConfiguration, b);
+  },
+  /**
+   * PTRACE_SECCOMP_GET_FILTER: the classic BPF program of the thread's filter number `index`
+   * (0 is the oldest), as struct sock_filter[]. ENOENT past the last filter.
+   */
+  seccompGetFilter(tid: number, index: number): Buffer {
+    const n = Number(req(PTRACE.SECCOMP_GET_FILTER, tid, index, null));
+    const b = Buffer.alloc(n * 8);
+    const m = Number(req(PTRACE.SECCOMP_GET_FILTER, tid, index, b));
+    return b.subarray(0, Math.min(m, n) * 8);
+  },
+  /** PTRACE_SECCOMP_GET_METADATA: the flags (SECCOMP_FILTER_FLAG_LOG) of filter number `index`. */
+  seccompGetMetadata(tid: number, index: number): bigint {
+    const b = encodeStruct(SeccompMetadata, { filterOff: BigInt(index) });
+    req(PTRACE.SECCOMP_GET_METADATA, tid, b.length, b);
+    return decodeStruct(SeccompMetadata, b).flags;
   },
   /** PTRACE_GET_SYSCALL_INFO: what the current stop is (syscall entry/exit/seccomp or none). */
   getSyscallInfo(tid: number): SyscallInfo {

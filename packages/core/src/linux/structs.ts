@@ -126,6 +126,20 @@ export class RseqConfiguration {
   @cfield.u32() flags = 0;
 }
 
+/** struct seccomp_metadata (PTRACE_SECCOMP_GET_METADATA): which filter (0 is the oldest), and its flags. */
+@cstruct('seccomp_metadata')
+export class SeccompMetadata {
+  @cfield.u64() filterOff = 0n;
+  @cfield.u64() flags = 0n;
+}
+
+/** struct sock_fprog: a classic BPF program (a seccomp filter), `len` instructions at `filter`. */
+@cstruct('sock_fprog')
+export class SockFprog {
+  @cfield.u16() len = 0;
+  @cfield.u64({ offset: 8 }) filter = 0n;
+}
+
 /** struct ptrace_peeksiginfo_args. */
 @cstruct('ptrace_peeksiginfo_args')
 export class PeeksiginfoArgs {
