@@ -13,5 +13,6 @@ export * from './head';
 export * from './release';
 export * from './holders';
 export * from './memfd';
+export * from './tty';
 export * from './image';
 export * as linux from './linux';

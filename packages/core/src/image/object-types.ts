@@ -44,6 +44,7 @@ const OWN: Record<string, string> = {
   SYSV_SHM: '@cptrst/mm',
   PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/files', MEMFD_DATA: '@cptrst/files',
   VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm',
+  TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
 };
 
 /**
