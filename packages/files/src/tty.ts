@@ -359,7 +359,10 @@ function examineMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile
   if (index === undefined) refuse(task.pid, object, 'the pty master shows no tty-index in its fdinfo');
   const seen = ptyMasterSeen(ctx, index);
   if (seen && seen.masterPid !== task.pid) {
-    refuse(task.pid, object, `the master of pty ${index} is also held by process ${seen.masterPid} (fd ${seen.masterFd}) without being inherited from it; a description shared across processes that way is not supported yet`);
+    // The one description of this master, which an earlier process holds: the files subsystem
+    // keeps it when it is the parent's, and refuses it otherwise.
+    if (linux.kcmp(task.pid, seen.masterPid, linux.KCMP.FILE, f.fd, seen.masterFd) === 0) return { index, holdsSlave: true, hup: false };
+    refuse(task.pid, object, `the master of pty ${index} is also held by process ${seen.masterPid} (fd ${seen.masterFd})`);
   }
   notePtyMaster(ctx, index, task.pid, f.fd);
   const h = refuseOutsiders(ctx, task, f, index);

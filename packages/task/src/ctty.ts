@@ -43,6 +43,8 @@ export class CttyImage {
 }
 
 const CTTY_KEY = new StateKey<CttyImage>('task.ctty');
+/** The task's fd on its terminal, from restore to finish (for TIOCSPGRP). */
+const TTY_FD = new StateKey<bigint>('task.cttyFd');
 
 /** Every process's group, from one scan of /proc per checkpoint. */
 const GROUPS = new WeakMap<CheckpointContext, Map<number, number[]>>();
@@ -157,21 +159,38 @@ export class CttyRestore implements RestoreHandler {
       default:
         throw bad(`controlling terminal of kind '${img.kind}'`);
     }
+    if (img.foreground) {
+      // Opened now: by the finish hook a pty may be locked again (no more opens of it).
+      const fd = t.syscallOk(SYS.openat, [linux.AT_FDCWD, t.stage(Buffer.from('/dev/tty\0')), O.RDWR | O.NOCTTY | O.CLOEXEC | O.NONBLOCK, 0], 'opening /dev/tty');
+      task.state.set(TTY_FD, fd);
+    }
     task.state.set(CTTY_KEY, img);
   }
 
-  /** Once every process exists: the terminal's foreground group. */
+}
+
+/**
+ * The foreground group, once every process exists, through the fd opened at restore: a handler of
+ * its own, ordered before the files subsystem's finish hook, which closes every fd above the image's.
+ */
+export class CttyForeground implements RestoreHandler {
+  readonly name = 'task.ctty.foreground';
+  readonly order = 299;
+  readonly types: number[] = [];
+  restore(): void {
+    /* no objects: CttyRestore reads TASK_CTTY */
+  }
   finish(_ctx: RestartContext, task: RestartTask): void {
     const img = task.state.get(CTTY_KEY);
-    if (!img || !img.foreground) return;
+    const fd = task.state.get(TTY_FD);
+    if (!img || fd === undefined) return;
+    task.state.delete(TTY_FD);
     const group = img.kind === 'caller' ? linux.readStat(task.pid).pgrp : img.foreground;
     const t = task.tracee!;
-    const fd = t.syscallOk(SYS.openat, [linux.AT_FDCWD, t.stage(Buffer.from('/dev/tty\0')), O.RDWR | O.NOCTTY | O.CLOEXEC | O.NONBLOCK, 0], 'opening /dev/tty');
     try {
       const v = Buffer.alloc(4);
       v.writeInt32LE(group, 0);
-      const at = t.stage(v);
-      const r = t.syscall(SYS.ioctl, [fd, TIOC.SPGRP, at]);
+      const r = t.syscall(SYS.ioctl, [fd, TIOC.SPGRP, t.stage(v)]);
       if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `TIOCSPGRP: process group ${group} cannot be put in the foreground of its terminal`, { pid: task.pid, object: `process group ${group}` });
     } finally {
       t.syscall(SYS.close, [fd]);

@@ -16,7 +16,7 @@ import { PosixTimersDump, PosixTimersRestore } from './posix-timers';
 import { TaskProbe } from './probe';
 import { ThreadDump, ThreadRestore } from './thread';
 import { TreeDump } from './tree';
-import { CttyDump, CttyRestore } from './ctty';
+import { CttyDump, CttyForeground, CttyRestore } from './ctty';
 
 export * from './freezer';
 export * from './create';
@@ -36,6 +36,6 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
   for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump(), new ThreadDump(), new TreeDump(), new CttyDump()]) provide(c, Tokens.DumpHandler, h);
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore(), new CttyRestore()]) provide(c, Tokens.RestoreHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore(), new CttyRestore(), new CttyForeground()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }
