@@ -66,7 +66,7 @@ const PTYS = new WeakMap<CheckpointContext, Map<number, PtySeen>>();
 /** Records that `pid` (checked now, so made at restart no later than the tasks checked after it) holds the master of pty `index`. */
 export function notePtyMaster(ctx: CheckpointContext, index: number, pid: number, fd: number): void {
   let m = PTYS.get(ctx);
-  if (!m) PTYS.set(ctx, (m = new Map()));
+  if (!m) PTYS.set(ctx, (m = new Map<number, PtySeen>()));
   if (!m.has(index)) m.set(index, { masterPid: pid, masterFd: fd });
 }
 

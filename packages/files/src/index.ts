@@ -96,10 +96,10 @@ export function register(c: DependencyContainer): void {
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind()]) provide(c, FileKinds, k);
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   for (const k of [new PtyMasterKind(), new PtySlaveKind(), new DevTtyKind()]) provide(c, FileKinds, k);
-  provide(c, Tokens.RestoreHandler, new TtyRestore());
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
   provide(c, Tokens.DumpHandler, new LocksDump());
   provide(c, Tokens.RestoreHandler, new LocksRestore());
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
+  provide(c, Tokens.RestoreHandler, new TtyRestore());
 }

@@ -43,7 +43,7 @@ const { SYS, O, TIOC, TERMIOS, PTY } = linux;
 
 /** A terminal's record, under its FILE. */
 @objectType(ObjectType.TTY, 'tty', { parents: [ObjectType.FILE] })
-export class TtyImage {
+class TtyImage {
   /** 'master' or 'slave' of pty `index`; 'devtty' (/dev/tty: the controlling terminal); 'caller' (the terminal cptrst runs on). */
   @str() role = '';
   @u32() index = 0;
@@ -493,7 +493,7 @@ export class PtyMasterKind implements FileKindHandler {
   }
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     let m = MASTERS.get(ctx);
-    if (!m) MASTERS.set(ctx, (m = new Map()));
+    if (!m) MASTERS.set(ctx, (m = new Map<string, MasterState>()));
     m.set(`${task.pid}:${f.fd}`, examineMaster(ctx, task, f));
   }
   dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
@@ -673,7 +673,7 @@ function openMaster(ctx: RestartContext, task: RestartTask, img: FileImage, req:
   const object = req.object;
   if (!PTMX_PATHS.includes(img.path)) throw new CptError('EBADIMG', `a pty master at ${img.path}`, { pid: task.pid, object });
   let table = RESTORED.get(ctx);
-  if (!table) RESTORED.set(ctx, (table = new Map()));
+  if (!table) RESTORED.set(ctx, (table = new Map<number, RestoredPty>()));
   if (table.has(rec.index)) throw new CptError('EBADIMG', `a second master of pty ${rec.index}`, { pid: task.pid, object });
   if (!ctx.imageTrusted && (rec.slaveUid !== ctx.imageOwner.uid)) {
     throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and /dev/pts/${rec.index} belonged to uid ${rec.slaveUid}`, { pid: task.pid, object });
