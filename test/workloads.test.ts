@@ -120,6 +120,7 @@ const CASES: Case[] = [
   { name: 'tree.sh', tree: true },
   { name: 'tree.py', tree: true },
   ...['vfork', 'clone-vm', 'clone-files', 'clone-fs', 'shm', 'traced', 'pidns'].map((m): Case => ({ name: 'treeshare', label: `treeshare ${m}`, args: () => [m], tree: true })),
+  { name: 'ptys', tree: true },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -166,6 +167,7 @@ const TAMPERABLE: Case[] = [
   { name: 'tree.sh', tree: true },
   { name: 'tree.py', tree: true },
   { name: 'treeshare', label: 'treeshare shm', args: () => ['shm'], tree: true },
+  { name: 'ptys', tree: true },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

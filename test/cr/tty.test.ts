@@ -58,11 +58,11 @@ describe('terminals', function () {
     });
 
     /** The shelljob workload as the foreground job of a shell on a new pty; its pid (from READY) and the shell's. */
-    async function startJob(dir: string, release: string): Promise<{ pid: number; shell: number; result: string; trig: string }> {
+    async function startJob(dir: string, release: string, env: Record<string, string> = {}): Promise<{ pid: number; shell: number; result: string; trig: string }> {
       const result = path.join(dir, 'result');
       const trig = path.join(dir, 'go');
       const out = fs.openSync(result, 'a');
-      const shell = spawn('python3', [PTYRUN, release, binaryPath('shelljob'), trig], { stdio: ['ignore', out, out] });
+      const shell = spawn('python3', [PTYRUN, release, binaryPath('shelljob'), trig], { stdio: ['ignore', out, out], env: { ...process.env, CPT_TAMPER: '', ...env } });
       fs.closeSync(out);
       shell.unref();
       started.push(shell.pid!);
@@ -84,6 +84,17 @@ describe('terminals', function () {
       fs.writeFileSync(job.trig, '');
       expect(await waitGone(job.pid, 10000, { zombieOk: true })).to.equal(true);
       expect(parseResult(fs.readFileSync(job.result, 'utf8')).verdict).to.equal('PASS shelljob');
+      fs.writeFileSync(release, '');
+    });
+
+    it('the shelljob workload fails when its state is tampered with', async () => {
+      const dir = makeTempDir('shelljob-tamper');
+      const release = path.join(dir, 'release');
+      const job = await startJob(dir, release, { CPT_TAMPER: '1' });
+      started.push(job.pid);
+      fs.writeFileSync(job.trig, '');
+      expect(await waitGone(job.pid, 10000, { zombieOk: true })).to.equal(true);
+      expect(parseResult(fs.readFileSync(job.result, 'utf8')).verdict).to.match(/^FAIL shelljob: foreground: 1, was 0/);
       fs.writeFileSync(release, '');
     });
 
