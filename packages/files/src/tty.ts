@@ -515,10 +515,11 @@ export class PtySlaveKind implements FileKindHandler {
   readonly priority = 1;
   readonly records = [TtyImage];
   claims(f: OpenFile): boolean {
-    return f.stat.isCharacterDevice() && ptyIndexOfRdev(f.stat.rdev) !== undefined && /^\/dev\/pts\/\d+$/.test(f.link);
+    return f.stat.isCharacterDevice() && ptyIndexOfRdev(f.stat.rdev) !== undefined && /^\/dev\/pts\/\d+( \(deleted\))?$/.test(f.link);
   }
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     const idx = ptyIndexOfRdev(f.stat.rdev)!;
+    if (f.link.endsWith(' (deleted)')) refuse(task.pid, objectOf(f), `the master of pty ${idx} was closed: this slave is hung up; not supported`);
     if (isCallerTerminal(ctx, task, f.stat.rdev) && !ptyHolders(ctx, idx).masters.some((m) => heldByUs(m.pid))) return;
     requireMasterFirst(ctx, task, f, idx);
     refuseOutsiders(ctx, task, f, idx);
