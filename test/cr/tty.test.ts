@@ -9,14 +9,29 @@ import { expect } from 'chai';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { loadModule } from '@cptrst/core';
+import { linux, loadModule } from '@cptrst/core';
 import {
   CLI_MAIN, REPO_ROOT, binaryPath, buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir,
-  parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
+  checkpointKill, expectRunningUntraced, parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
 const PTYRUN = path.join(REPO_ROOT, 'test', 'support', 'ptyrun.py');
+
+function ioctlInt(fd: number, req: number, value?: number): number {
+  const v = Buffer.alloc(4);
+  if (value !== undefined) v.writeInt32LE(value, 0);
+  const r = linux.rawSyscall(linux.SYS.ioctl, fd, req, v);
+  if (r < 0n) throw new Error(`ioctl 0x${req.toString(16)}: ${linux.errnoName(Number(-r))}`);
+  return v.readInt32LE(0);
+}
+
+/** A pty of the test's own: its master (unlocked) and index. */
+function openPty(): { master: number; index: number } {
+  const master = fs.openSync('/dev/ptmx', linux.O.RDWR | linux.O.NOCTTY);
+  ioctlInt(master, linux.TIOC.SPTLCK, 0);
+  return { master, index: ioctlInt(master, linux.TIOC.GPTN) };
+}
 
 describe('terminals', function () {
   this.timeout(120000);
@@ -49,6 +64,63 @@ describe('terminals', function () {
     await failAfterDump(w);
     await trigger(w);
     expect(passLines('ptys')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('a pty whose slave a process outside the tree holds is refused, naming the fd and that process', async () => {
+    const dir = makeTempDir('pty-outside');
+    const trig = path.join(dir, 'go');
+    const out = path.join(dir, 'out');
+    const { master, index } = openPty();
+    const slave = fs.openSync(`/dev/pts/${index}`, linux.O.RDWR | linux.O.NOCTTY);
+    const ofd = fs.openSync(out, 'a');
+    const child = spawn(binaryPath('pidhold'), [trig], { stdio: [master, ofd, ofd], detached: true });
+    fs.closeSync(ofd);
+    fs.closeSync(master);
+    child.unref();
+    const pid = child.pid!;
+    try {
+      for (let i = 0; i < 500 && !fs.readFileSync(out, 'utf8').includes('READY'); i++) await sleep(10);
+      const img = path.join(dir, 'i.cpt');
+      const r = await cptrst(['checkpoint', String(pid), '-o', img, '--kill']);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE);
+      expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, fd 0 \\(/dev/ptmx\\): pty ${index} is also open in process ${process.pid} \\(fd ${slave}\\), outside the checkpointed tree`));
+      expect(fs.existsSync(img)).to.equal(false);
+      await expectRunningUntraced(pid);
+      fs.writeFileSync(trig, '');
+      expect(await waitGone(pid, 10000, { zombieOk: true })).to.equal(true);
+    } finally {
+      fs.closeSync(slave);
+      await killByPid(pid);
+    }
+  });
+
+  it('a restart whose pty index another pty has taken fails with EBUSY and leaves no process', async () => {
+    const w = await startWorkload('ptys');
+    const masters = fs.readdirSync(`/proc/${w.pid}/fd`).filter((fd) => fs.readlinkSync(`/proc/${w.pid}/fd/${fd}`) === '/dev/ptmx');
+    const index = Math.min(...masters.map((fd) => Number(/tty-index:\s*(\d+)/.exec(fs.readFileSync(`/proc/${w.pid}/fdinfo/${fd}`, 'utf8'))![1])));
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const held: number[] = [];
+    try {
+      // The killed tree's ptys are freed once their last holder is gone: take that index.
+      for (let tries = 0; tries < 200 && !held.some((fd) => ioctlInt(fd, linux.TIOC.GPTN) === index); tries++) {
+        const p = openPty();
+        held.push(p.master);
+        if (p.index > index) {
+          held.splice(0).forEach((fd) => fs.closeSync(fd));
+          await sleep(20);
+        }
+      }
+      expect(held.some((fd) => ioctlInt(fd, linux.TIOC.GPTN) === index), `pty ${index} never came free`).to.equal(true);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code).to.equal(1);
+      expect(rs.stderr).to.match(ONE_LINE);
+      expect(rs.stderr).to.match(new RegExp(`^cptrst: EBUSY: pid ${w.pid}, fd \\d+ \\(/dev/ptmx\\): pty ${index} is in use by another process`));
+      expect(await waitGone(w.pid, 10000)).to.equal(true);
+    } finally {
+      held.forEach((fd) => fs.closeSync(fd));
+    }
   });
 
   describe('a job of a shell on a terminal outside the tree', () => {

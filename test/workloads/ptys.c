@@ -5,7 +5,8 @@
  * lines, a line ended by end-of-file and an unfinished line for the slave's reader (in canonical
  * mode), their echo and a line of output for the master's reader. Child C is in its own process
  * group, which is the terminal's foreground group. Child D makes its own session and opens the
- * slave of pty B by path, which becomes its controlling terminal, and writes a line to it.
+ * slave of pty B by path, which becomes its controlling terminal, makes it raw and writes a line
+ * to it; bytes typed ahead for it (control characters included) wait in its raw input.
  * After the trigger everything is checked: the pty names (indexes), every setting, every byte,
  * the controlling terminals (and TIOCGSID), the foreground group.
  */
@@ -22,6 +23,8 @@ static const char LINES[] = "first line\nsecond\neofline\004";
 static const char PART[] = "part";
 static const char OUT[] = "out1\n";
 static const char FROM_D[] = "from D\n";
+/* Typed ahead for D, whose terminal is raw: every byte as it is (no signal, no erase, no CR translation). */
+static const char RAWIN[] = "raw\003by\177tes\r\n\000\377";
 
 /* Reads everything the master has now (packet mode: one header byte per read). */
 static size_t drain_master(int m, int packet, char *buf, size_t cap)
@@ -120,8 +123,13 @@ int main(int argc, char **argv)
     if (d == 0) {
         setsid();
         int sd = open(name2, O_RDWR);
-        if (sd >= 0)
+        if (sd >= 0) {
+            struct termios r;
+            tcgetattr(sd, &r);
+            cfmakeraw(&r);
+            tcsetattr(sd, TCSANOW, &r);
             write(sd, FROM_D, sizeof FROM_D - 1);
+        }
         for (;;)
             pause();
     }
@@ -137,6 +145,9 @@ int main(int argc, char **argv)
     size_t want_master_len = echo_len + strlen(PART) + 6;
     wait_readable(m, want_master_len);
     wait_readable(m2, strlen(FROM_D));
+    write(m2, RAWIN, sizeof RAWIN - 1);
+    int sb = open(name2, O_RDWR | O_NOCTTY | O_NONBLOCK);
+    wait_readable(sb, sizeof RAWIN - 1);
     ioctl(m, TIOCSPTLCK, &one);
     ioctl(s, TIOCEXCL);
     /* C's group in the foreground (SIGTTOU blocked: we are then in the background). */
@@ -211,7 +222,11 @@ int main(int argc, char **argv)
     WL_CHECK(n == want_master_len && memcmp(got, want_master, n) == 0, "the master read %zu bytes (%.*s), not %zu", n, (int)n, got, want_master_len);
     fcntl(m2, F_SETFL, O_NONBLOCK);
     n = drain_master(m2, 0, got, sizeof got);
-    WL_CHECK(n == strlen(FROM_D) + 1 && memcmp(got, "from D\r\n", n) == 0, "pty B's master read %zu bytes (%.*s)", n, (int)n, got);
+    WL_CHECK(n == strlen(FROM_D) && memcmp(got, FROM_D, n) == 0, "pty B's master read %zu bytes (%.*s)", n, (int)n, got);
+    struct termios rb;
+    WL_CHECK(tcgetattr(sb, &rb) == 0 && !(rb.c_lflag & (ICANON | ECHO | ISIG)) && !(rb.c_iflag & ICRNL) && !(rb.c_oflag & OPOST), "pty B is not raw");
+    ssize_t rn = read(sb, got, sizeof got);
+    WL_CHECK(rn == (ssize_t)sizeof RAWIN - 1 && memcmp(got, RAWIN, sizeof RAWIN - 1) == 0, "pty B's slave read %zd bytes, not the %zu typed ahead", rn, sizeof RAWIN - 1);
     const char *lines[] = {"first line\n", "second\n", "eofline"};
     for (int i = 0; i < 3; i++) {
         ssize_t r = read(s, tmp, sizeof tmp);
