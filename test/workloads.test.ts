@@ -128,6 +128,7 @@ const CASES: Case[] = [
   ...['vfork', 'clone-vm', 'clone-files', 'clone-fs', 'shm', 'traced', 'pidns'].map((m): Case => ({ name: 'treeshare', label: `treeshare ${m}`, args: () => [m], tree: true })),
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
+  { name: 'ptys', tree: true },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -182,6 +183,7 @@ const TAMPERABLE: Case[] = [
   { name: 'treeshare', label: 'treeshare shm', args: () => ['shm'], tree: true },
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
+  { name: 'ptys', tree: true },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

@@ -13,12 +13,13 @@ interface CheckpointOptions {
   kill?: boolean;
   leaveStopped?: boolean;
   snapshot?: boolean;
+  shellJob?: boolean;
 }
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'write an image of a running process',
-  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--json] [-v]',
+  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--shell-job] [--json] [-v]',
   description: [
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
@@ -29,6 +30,9 @@ export const checkpointCommand: Command = {
     'A process left running is frozen only until a copy-on-write snapshot of its private memory is',
     'taken and the rest is recorded; its pages are then written from the snapshot while it runs',
     '(pages it writes meanwhile take extra memory). --no-snapshot keeps it frozen until the image is written.',
+    'A tree that runs on the terminal of a shell outside it (a job started from an interactive shell) is',
+    'refused unless --shell-job is given: its fds on that terminal and its controlling terminal are then',
+    'recorded as "the terminal cptrst is run from", which `cptrst restart --shell-job` gives back.',
     'A one-line summary goes to stderr; with --json a JSON object goes to stdout (to stderr with -o -).',
   ].join(' '),
   declare(cmd: Commander): void {
@@ -37,7 +41,8 @@ export const checkpointCommand: Command = {
       .addOption(onceOption('-o, --output <file>', 'where the image goes (mode 0600; written to a temporary file, renamed onto <file> once complete); - for stdout').makeOptionMandatory())
       .addOption(new Option('--kill', 'kill the process once the image is complete and synced').conflicts('leaveStopped'))
       .addOption(new Option('--leave-stopped', 'leave the process stopped (SIGSTOP) and untraced'))
-      .addOption(new Option('--no-snapshot', 'keep the process frozen until its pages are written (no copy-on-write snapshot)'));
+      .addOption(new Option('--no-snapshot', 'keep the process frozen until its pages are written (no copy-on-write snapshot)'))
+      .addOption(new Option('--shell-job', 'the tree runs on the terminal of a shell outside it: record that terminal as the caller\'s (restart with --shell-job)'));
   },
   errorFd: (p) => ((p.options as Partial<CheckpointOptions>).output === '-' ? 2 : 1),
   run: runCheckpoint,
@@ -52,7 +57,8 @@ async function runCheckpoint(p: Invocation): Promise<number> {
   const leaveStopped = o.leaveStopped === true;
   const toStdout = output === '-';
   if (toStdout && tty.isatty(1)) throw new UsageError('refusing to write an image to a terminal: redirect stdout, or give -o <file>');
-  const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0) | (o.snapshot === false ? CheckpointFlags.NO_SNAPSHOT : 0);
+  const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0) | (o.snapshot === false ? CheckpointFlags.NO_SNAPSHOT : 0) |
+    (o.shellJob ? CheckpointFlags.SHELL_JOB : 0);
 
   const signal = catchInterrupts();
   loadModules(c);

@@ -11,22 +11,27 @@ import { Operand, onceOption } from './usage';
 interface RestartOptions {
   leaveStopped?: boolean;
   pidfile?: string;
+  shellJob?: boolean;
 }
 
 export const restartCommand: Command = {
   name: 'restart',
   summary: 'restore a process from an image, with its PID',
-  usage: '<file> [--leave-stopped] [--pidfile <file>] [--json] [-v]',
+  usage: '<file> [--leave-stopped] [--shell-job] [--pidfile <file>] [--json] [-v]',
   description: [
     'Reads the image <file> (- for stdin), checks that this machine can run it, makes the process',
     'again with its original PID, restores it and lets it run detached (or stopped, with',
     '--leave-stopped). Prints the PID on stdout and exits 0 once the process runs on its own.',
     'The restored process gets the file descriptors recorded in the image, not cptrst\'s.',
+    'An image checkpointed with --shell-job (a tree that ran on a shell\'s terminal) needs --shell-job: the',
+    'tree joins cptrst\'s session, gets cptrst\'s controlling terminal in place of the one it had, and its',
+    'process group is put in the terminal\'s foreground if it was there at checkpoint.',
   ].join(' '),
   declare(cmd: Commander): void {
     cmd
       .addArgument(new Operand('<file>', 'the image (- for stdin)', 'the image file (- for stdin)'))
       .addOption(new Option('--leave-stopped', 'leave the restored process stopped (SIGSTOP) and untraced'))
+      .addOption(new Option('--shell-job', 'give a tree checkpointed with --shell-job the terminal cptrst runs on, in cptrst\'s session'))
       .addOption(onceOption('--pidfile <file>', 'write the restored PID to <file>'));
   },
   run: runRestart,
@@ -37,7 +42,7 @@ async function runRestart(p: Invocation): Promise<number> {
   const c = common(o);
   const file = p.operands[0] as string;
   const pidfile = o.pidfile;
-  const flags = o.leaveStopped ? RestartFlags.LEAVE_STOPPED : 0;
+  const flags = (o.leaveStopped ? RestartFlags.LEAVE_STOPPED : 0) | (o.shellJob ? RestartFlags.SHELL_JOB : 0);
 
   const signal = catchInterrupts();
   loadModules(c);

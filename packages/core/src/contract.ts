@@ -51,6 +51,12 @@ export const CheckpointFlags = {
    * it run while the pages are written from the snapshot.
    */
   NO_SNAPSHOT: 1 << 2,
+  /**
+   * The tree runs on a terminal outside it (a job of the shell that runs cptrst): its fds on that
+   * terminal and its controlling terminal are recorded as "the caller's terminal" instead of being
+   * refused.
+   */
+  SHELL_JOB: 1 << 3,
 } as const;
 
 /** Flags of sys_restart. */
@@ -58,6 +64,11 @@ export const RestartFlags = {
   RESUME: 0,
   /** Leave the restored process stopped (SIGSTOP) and untraced. */
   LEAVE_STOPPED: 1 << 1,
+  /**
+   * The image's tree ran on a terminal outside it (checkpointed with SHELL_JOB): it gets the
+   * terminal of the restarting process (cptrst's controlling terminal) and joins its session.
+   */
+  SHELL_JOB: 1 << 3,
 } as const;
 
 /** How a frozen or restored task is let go. */

@@ -15,5 +15,6 @@ export * from './holders';
 export * from './memfd';
 export * from './deleted-file';
 export * from './shares';
+export * from './tty';
 export * from './image';
 export * as linux from './linux';

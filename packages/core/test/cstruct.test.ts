@@ -10,7 +10,7 @@ import { cfield, cstruct, cstructOf, decodeStruct, encodeStruct, offsetOfField, 
 import {
   AuxvEntry, CapUserData, CapUserHeader, CloneArgs, EpollEvent, FOwnerEx, FileHandleHead, Flock, Itimerspec, Itimerval, KcmpEpollSlot,
   KernelSigaction, KernelStat, OpenHow, PeeksiginfoArgs, SeccompMetadata, SockFprog, KernelSyscallInfo, PrctlMmMap, Rlimit, RseqConfiguration, SchedParam, Sigevent,
-  Siginfo, StackT, Timespec, Timeval,
+  Siginfo, StackT, Timespec, Timeval, KernelTermios, Winsize,
 } from '../src/linux/structs';
 
 @cstruct('test_inner')
@@ -154,6 +154,8 @@ describe('C struct layouts', () => {
     { cls: FOwnerEx, tu: 'libc', ctype: 'struct f_owner_ex', fields: { type: 'type', pid: 'pid' } },
     { cls: CapUserHeader, tu: 'uapi', ctype: 'struct __user_cap_header_struct', fields: { version: 'version', pid: 'pid' } },
     { cls: CapUserData, tu: 'uapi', ctype: 'struct __user_cap_data_struct', fields: { effective: 'effective', permitted: 'permitted', inheritable: 'inheritable' } },
+    { cls: KernelTermios, tu: 'uapi', ctype: 'struct termios', fields: { iflag: 'c_iflag', oflag: 'c_oflag', cflag: 'c_cflag', lflag: 'c_lflag', line: 'c_line', cc: 'c_cc' } },
+    { cls: Winsize, tu: 'uapi', ctype: 'struct winsize', fields: { row: 'ws_row', col: 'ws_col', xpixel: 'ws_xpixel', ypixel: 'ws_ypixel' } },
     { cls: SchedParam, tu: 'libc', ctype: 'struct sched_param', fields: { priority: 'sched_priority' } },
     { cls: AuxvEntry, tu: 'libc', ctype: 'Elf64_auxv_t', fields: { type: 'a_type', value: 'a_un' } },
     { cls: Rlimit, tu: 'libc', ctype: 'struct rlimit64', fields: { cur: 'rlim_cur', max: 'rlim_max' } },
@@ -171,7 +173,7 @@ describe('C struct layouts', () => {
   ];
   const HEADERS = {
     libc: ['_GNU_SOURCE', 'signal.h', 'time.h', 'sys/time.h', 'sys/resource.h', 'fcntl.h', 'sched.h', 'sys/stat.h', 'elf.h', 'sys/epoll.h'],
-    uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h', 'linux/kcmp.h', 'linux/filter.h'],
+    uapi: ['', 'asm/signal.h', 'linux/sched.h', 'linux/openat2.h', 'linux/ptrace.h', 'linux/prctl.h', 'linux/capability.h', 'linux/kcmp.h', 'linux/filter.h', 'asm/termios.h'],
   };
 
   function gccLayouts(tu: 'libc' | 'uapi'): Map<string, number> {

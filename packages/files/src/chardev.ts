@@ -9,8 +9,11 @@ import { FileImage } from './file';
 import { recorded } from './fs-struct';
 
 const { SYS, O, SEEK, S_IF } = linux;
-/** Terminals need their session and foreground group restored too: not yet. */
-const TTY_MAJORS = new Set([4, 5, 136]);
+/**
+ * Terminals the tty kinds (tty.ts) do not take: serial lines and virtual consoles (4), /dev/console
+ * and a pty master or /dev/tty they refused to claim (5), a pty slave they did not claim (136-143).
+ */
+const TTY_MAJORS = new Set([4, 5, 136, 137, 138, 139, 140, 141, 142, 143]);
 
 export class CharDevice implements FileKindHandler {
   readonly kind = 'chardev';
@@ -19,7 +22,7 @@ export class CharDevice implements FileKindHandler {
   }
   describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     const major = Number((f.stat.rdev >> 8n) & 0xfffn);
-    if (TTY_MAJORS.has(major)) refuse(task.pid, `fd ${f.fd} (${f.link})`, 'terminals are not supported yet');
+    if (TTY_MAJORS.has(major)) refuse(task.pid, `fd ${f.fd} (${f.link})`, 'this kind of terminal is not supported (only ptys whose master is in the tree, /dev/tty, and with --shell-job the terminal the tree runs on)');
     requireReachableByPath(task, f);
   }
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {

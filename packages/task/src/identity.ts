@@ -7,8 +7,8 @@
  * rights first. Scheduling comes back once the task's objects are read.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, SHARED_WITH_PARENT, DumpHandler, ObjectType, RestartContext, RestartTask,
-  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, refuse, str, u32, u32s,
+  CheckpointContext, CheckpointTask, CptError, SHARED_WITH_PARENT, DumpHandler, ObjectType, RestartContext, RestartFlags, RestartTask,
+  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, str, u32, u32s,
   u64, encodeStruct,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
@@ -66,13 +66,7 @@ export class TaskDump implements DumpHandler {
   readonly name = 'task.identity';
   readonly order = TASK_ORDER;
   readonly zombies = true;
-  check(_ctx: CheckpointContext, task: CheckpointTask): void {
-    if (task.zombie) return;
-    const st = linux.readStat(task.pid);
-    if (st.ttyNr !== 0 && st.session === task.pid) {
-      refuse(task.pid, `controlling terminal ${ttyName(st.ttyNr)}`, 'the process is a session leader with a controlling terminal; terminals are not supported yet');
-    }
-  }
+  // No check of its own: the controlling terminal is task.ctty's (ctty.ts), seccomp task.seccomp's.
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const st = linux.readStat(task.pid);
     const img = new TaskImage();
@@ -225,15 +219,30 @@ function restoreSession(ctx: RestartContext, task: RestartTask, img: TaskImage):
     }
     return;
   }
-  const here = linux.readStat(task.pid).session;
-  if (here !== img.sid) {
-    throw new CptError('ESRCH', `the process belonged to session ${img.sid}, and cptrst runs in session ${here}; restart it from that session, or checkpoint a session leader`, { pid: img.pid, object: `session ${img.sid}` });
+  const here = linux.readStat(task.pid);
+  if (ctx.flags & RestartFlags.SHELL_JOB) {
+    // A job of the shell that runs cptrst: it joins cptrst's session and, unless it led its own
+    // group, cptrst's group; its children follow (shellJobIds).
+    SHELL_JOB_IDS.set(ctx, { sid: img.sid, pgid: img.pgid, newSid: here.session, newPgid: here.pgrp });
+    if (img.pgid !== img.pid) return;
+  } else if (here.session !== img.sid) {
+    throw new CptError('ESRCH', `the process belonged to session ${img.sid}, and cptrst runs in session ${here.session}; restart it from that session, or with --shell-job for a job of the shell that checkpointed it, or checkpoint a session leader`, { pid: img.pid, object: `session ${img.sid}` });
   }
   const target = img.pgid === img.pid ? 0 : img.pgid;
   const r = t.syscall(SYS.setpgid, [0, target]);
   if (r < 0n) {
     throw new CptError(linux.errnoName(Number(-r)), `cannot join process group ${img.pgid} (it may no longer exist in session ${img.sid})`, { pid: img.pid, object: `process group ${img.pgid}` });
   }
+}
+
+/** A shell job's root session and group, and cptrst's that replace them. */
+const SHELL_JOB_IDS = new WeakMap<RestartContext, { sid: number; pgid: number; newSid: number; newPgid: number }>();
+
+/** A task's session and group at restart: a shell job's root session and outside group are cptrst's. */
+function shellJobIds(ctx: RestartContext, img: TaskImage): { sid: number; pgid: number } {
+  const m = SHELL_JOB_IDS.get(ctx);
+  if (!m) return { sid: img.sid, pgid: img.pgid };
+  return { sid: img.sid === m.sid ? m.newSid : img.sid, pgid: img.pgid === m.pgid && m.pgid !== m.newPgid && !restoredTask(ctx, m.pgid) ? m.newPgid : img.pgid };
 }
 
 /**
@@ -249,11 +258,12 @@ function restoreChildSession(ctx: RestartContext, task: RestartTask, img: TaskIm
     return;
   }
   const st = linux.readStat(task.pid);
-  if (st.session !== img.sid) {
+  const { sid, pgid } = shellJobIds(ctx, img);
+  if (st.session !== sid) {
     throw new CptError('EBADIMG', `the process was in session ${img.sid}, and its parent is in session ${st.session}`, { pid: img.pid, object: `session ${img.sid}` });
   }
-  if (st.pgrp === img.pgid) return;
-  const r = t.syscall(SYS.setpgid, [0, img.pgid === img.pid ? 0 : img.pgid]);
+  if (st.pgrp === pgid) return;
+  const r = t.syscall(SYS.setpgid, [0, pgid === img.pid ? 0 : pgid]);
   if (r >= 0n) return;
   // No process of the group exists (EPERM): a helper stands in for its leader, unless the leader
   // is a task of the image (which should have been made before it).
@@ -312,10 +322,4 @@ function becomeZombieQuietly(task: RestartTask, status: number, parent: RestartT
   if (r !== BigInt(sig) && r !== -BigInt(linux.ERRNO.EAGAIN)) {
     throw new CptError('EIO', `the parent's ${linux.signalName(sig)} from the zombie could not be taken off it (${r < 0n ? linux.errnoName(Number(-r)) : r})`, { pid: parent.pid, object: 'signals' });
   }
-}
-
-function ttyName(dev: number): string {
-  const major = (dev >> 8) & 0xfff;
-  const minor = (dev & 0xff) | ((dev >> 12) & 0xfff00);
-  return major === 136 ? `/dev/pts/${minor}` : `tty ${major}:${minor}`;
 }

@@ -19,6 +19,7 @@ import { SeccompDump, SeccompRestore } from './seccomp';
 import { TreeDump } from './tree';
 import { SysvSemDump, SysvSemRestore } from './sysv-sem';
 import { SysvMsgDump, SysvMsgRestore } from './sysv-msg';
+import { CttyDump, CttyForeground, CttyRestore } from './ctty';
 
 export * from './freezer';
 export * from './create';
@@ -35,11 +36,12 @@ export * from './seccomp';
 export * from './tree';
 export * from './sysv-sem';
 export * from './sysv-msg';
+export * from './ctty';
 
 export function register(c: DependencyContainer): void {
   provide(c, Tokens.Freezer, new PtraceFreezer());
   provide(c, Tokens.ProcessCreator, new CloneProcessCreator());
-  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump(), new ThreadDump(), new SeccompDump(), new TreeDump(), new SysvSemDump(), new SysvMsgDump()]) provide(c, Tokens.DumpHandler, h);
-  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore(), new SeccompRestore(), new SysvSemRestore(), new SysvMsgRestore()]) provide(c, Tokens.RestoreHandler, h);
+  for (const h of [new TaskDump(), new CredsDump(), new MiscDump(), new CgroupDump(), new RlimitsDump(), new PosixTimersDump(), new SignalsDump(), new ThreadDump(), new SeccompDump(), new TreeDump(), new SysvSemDump(), new SysvMsgDump(), new CttyDump()]) provide(c, Tokens.DumpHandler, h);
+  for (const h of [new TaskRestore(), new CredsRestore(), new MiscRestore(), new CgroupRestore(), new RlimitsRestore(), new SignalsRestore(), new PosixTimersRestore(), new CredsFinal(), new ThreadRestore(), new SeccompRestore(), new SysvSemRestore(), new SysvMsgRestore(), new CttyRestore(), new CttyForeground()]) provide(c, Tokens.RestoreHandler, h);
   provide(c, Tokens.MachineProbe, new TaskProbe());
 }

@@ -75,6 +75,10 @@ export enum ObjectType {
   VMA_MEMFD_DATA = 176,
   /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
   VMA_KEPT = 100,
+  /** A terminal open as an fd: a pty master or slave, /dev/tty, or the caller's terminal (under FILE). */
+  TTY = 190,
+  /** A process's controlling terminal and its terminal's foreground group (under TASK). */
+  TASK_CTTY = 191,
   /** A POSIX timer (timer_create). */
   POSIX_TIMER = 220,
   /** A file lock or lease held through an fd. */

@@ -416,3 +416,35 @@ export const PAGE_IS = Object.freeze({
   WPALLOWED: 1n << 0n, WRITTEN: 1n << 1n, FILE: 1n << 2n, PRESENT: 1n << 3n, SWAPPED: 1n << 4n, PFNZERO: 1n << 5n,
   HUGE: 1n << 6n, SOFT_DIRTY: 1n << 7n,
 });
+
+/**
+ * Terminal ioctls (asm-generic/ioctls.h). On a pty master, the termios, window size and
+ * foreground-group requests act on its slave; TIOCSTI pushes one byte into the input of the
+ * terminal of the fd, through its line discipline, at once (CAP_SYS_ADMIN for another's terminal).
+ */
+export const TIOC = Object.freeze({
+  TCGETS: 0x5401, TCSETS: 0x5402, EXCL: 0x540c, NXCL: 0x540d, SCTTY: 0x540e, GPGRP: 0x540f, SPGRP: 0x5410,
+  STI: 0x5412, GWINSZ: 0x5413, SWINSZ: 0x5414, PKT: 0x5420, NOTTY: 0x5422, GETD: 0x5424, GSID: 0x5429,
+  GPTN: 0x80045430, SPTLCK: 0x40045431, GDEV: 0x80045432, GPKT: 0x80045438, GPTLCK: 0x80045439, GEXCL: 0x80045440, GPTPEER: 0x5441,
+  GLCKTRMIOS: 0x5456,
+} as const);
+
+/** termios bits (asm-generic/termbits.h): input, output and local modes, c_cc indices, the default line discipline. */
+export const TERMIOS = Object.freeze({
+  /* c_iflag */
+  INLCR: 0o100, IGNCR: 0o200, ICRNL: 0o400, IUCLC: 0o1000, IXON: 0o2000, ISTRIP: 0o40, PARMRK: 0o10, IMAXBEL: 0o20000,
+  /* c_oflag */
+  OPOST: 0o1,
+  /* c_lflag */
+  ISIG: 0o1, ICANON: 0o2, ECHO: 0o10, ECHOE: 0o20, ECHOK: 0o40, ECHONL: 0o100, IEXTEN: 0o100000, ECHOCTL: 0o1000,
+  ECHOPRT: 0o2000, ECHOKE: 0o4000, EXTPROC: 0o200000,
+  /* c_cc */
+  VINTR: 0, VQUIT: 1, VERASE: 2, VKILL: 3, VEOF: 4, VTIME: 5, VMIN: 6, VSTART: 8, VSTOP: 9, VSUSP: 10, VEOL: 11,
+  VREPRINT: 12, VDISCARD: 13, VWERASE: 14, VLNEXT: 15, VEOL2: 16,
+  /** c_cc value that disables a special character. */
+  VDISABLE: 0,
+  N_TTY: 0,
+} as const);
+
+/** Unix98 pty devices: /dev/ptmx is 5:2, /dev/tty 5:0, the slave of pty N is 136:N. */
+export const PTY = Object.freeze({ TTYAUX_MAJOR: 5, PTMX_MINOR: 2, TTY_MINOR: 0, SLAVE_MAJOR: 136, SLAVE_MAJORS: 8 } as const);

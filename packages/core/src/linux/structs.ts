@@ -431,3 +431,23 @@ export class UnixDiagMsg {
   @cfield.u32() ino = 0;
   @cfield.array('u32', 2) cookie: number[] = [0, 0];
 }
+
+/** The kernel's struct termios (TCGETS/TCSETS; not libc's, which is longer): NCCS is 19. */
+@cstruct('termios')
+export class KernelTermios {
+  @cfield.u32() iflag = 0;
+  @cfield.u32() oflag = 0;
+  @cfield.u32() cflag = 0;
+  @cfield.u32() lflag = 0;
+  @cfield.u8() line = 0;
+  @cfield.bytes(19) cc: Buffer = Buffer.alloc(19);
+}
+
+/** struct winsize (TIOCGWINSZ/TIOCSWINSZ). */
+@cstruct('winsize')
+export class Winsize {
+  @cfield.u16() row = 0;
+  @cfield.u16() col = 0;
+  @cfield.u16() xpixel = 0;
+  @cfield.u16() ypixel = 0;
+}
