@@ -1,5 +1,5 @@
 /*
- * mmstate <trigger> [deleted]: memory areas with VmFlags of their own and mm-wide settings.
+ * mmstate <trigger> [refused]: memory areas with VmFlags of their own and mm-wide settings.
  *   - droppable: 4 pages MAP_DROPPABLE|MAP_ANONYMOUS ("dp"), filled with a pattern (a page may be
  *     found dropped, all zero, after the trigger: the kernel and a restore may drop them);
  *   - locked:    2 pages mlock'd ("lo"); onfault: 2 pages mlock2(MLOCK_ONFAULT) ("lo lf");
@@ -11,14 +11,16 @@
  *     the kernel has it): the expedited commands work, GET_REGISTRATIONS is unchanged;
  *   - mlockall(MCL_FUTURE): an area mapped after the trigger is locked.
  * After the trigger: every area's VmFlags as before (less "ac"), the data, and each setting.
- * With "deleted" it also maps a file it then unlinks: a checkpoint must refuse it; the mode is for
- * refusal tests and checks the same after the trigger.
+ * With "refused" it also registers 2 pages with userfaultfd (VmFlag "um", its fd kept open), which
+ * a checkpoint must refuse; the mode is for refusal tests and checks the same after the trigger.
  * Features the kernel lacks (MAP_DROPPABLE, mseal, GET_REGISTRATIONS...) are left out, with a note.
  */
 #define _GNU_SOURCE
 #include "common.h"
 #include <fcntl.h>
 #include <linux/membarrier.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
@@ -114,7 +116,7 @@ static long status_field(const char *key)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger> [deleted]");
+    wl_init(argc, argv, 1, "<trigger> [refused]");
     const char *mode = argc > 2 ? argv[2] : "";
 
     for (int i = 0; i < NAREAS; i++) {
@@ -163,14 +165,14 @@ int main(int argc, char **argv)
     if (mlockall(MCL_FUTURE))
         wl_fail("mlockall(MCL_FUTURE): %s", strerror(errno));
 
-    if (strcmp(mode, "deleted") == 0) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s.deleted", wl_trigger_path);
-        int f = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (f < 0 || ftruncate(f, PG) || mmap(NULL, PG, PROT_READ, MAP_PRIVATE, f, 0) == MAP_FAILED)
-            wl_fail("deleted file: %s", strerror(errno));
-        close(f);
-        unlink(path);
+    if (strcmp(mode, "refused") == 0) {
+        /* userfaultfd areas are refused by every VMA kind; the fd stays, or the registration goes */
+        int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+        struct uffdio_api api = {.api = UFFD_API};
+        void *at = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        struct uffdio_register reg = {.range = {.start = (unsigned long)at, .len = 2 * PG}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+        if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) || at == MAP_FAILED || ioctl(uffd, UFFDIO_REGISTER, &reg))
+            wl_fail("userfaultfd: %s", strerror(errno));
     }
 
     for (int i = 0; i < NAREAS; i++)
