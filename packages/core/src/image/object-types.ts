@@ -43,7 +43,7 @@ const OWN: Record<string, string> = {
   POSIX_TIMER: '@cptrst/task', FILE_LOCK: '@cptrst/files', FD_OWNER: '@cptrst/files',
   SYSV_SHM: '@cptrst/mm',
   PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/files', MEMFD_DATA: '@cptrst/files',
-  VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm',
+  VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm', FILE_CARRY: '@cptrst/files',
 };
 
 /**

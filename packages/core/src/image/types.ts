@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 4;
+export const FORMAT_MINOR = 5;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -63,6 +63,8 @@ export enum ObjectType {
   VMA_MEMFD = 175,
   /** A data run of a mapped memfd (under VMA). */
   VMA_MEMFD_DATA = 176,
+  /** Under a FILE that no fd of the task holds: the task makes the object for its descendants (carried). */
+  FILE_CARRY = 177,
   /** A POSIX timer (timer_create). */
   POSIX_TIMER = 220,
   /** A file lock or lease held through an fd. */
