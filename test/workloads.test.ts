@@ -118,6 +118,7 @@ const CASES: Case[] = [
   { name: 'tree', tree: true },
   { name: 'tree', label: 'tree zgsfc', args: () => ['zgsfc'], tree: true },
   { name: 'tree.sh', tree: true },
+  { name: 'pipeline.sh', tree: true },
   { name: 'tree.py', tree: true },
   ...['vfork', 'clone-vm', 'clone-files', 'clone-fs', 'shm', 'traced', 'pidns'].map((m): Case => ({ name: 'treeshare', label: `treeshare ${m}`, args: () => [m], tree: true })),
 ];
@@ -164,6 +165,7 @@ const TAMPERABLE: Case[] = [
   { name: 'asyncio_loop.py' },
   { name: 'tree', tree: true },
   { name: 'tree.sh', tree: true },
+  { name: 'pipeline.sh', tree: true },
   { name: 'tree.py', tree: true },
   { name: 'treeshare', label: 'treeshare shm', args: () => ['shm'], tree: true },
 ];

@@ -87,7 +87,7 @@ export function examinePipe(ctx: CheckpointContext, task: CheckpointTask, f: Ope
   const object = objectOf(f);
   const { shared, outside } = shareOf(ctx, task, key);
   if (outside.length) {
-    refuse(task.pid, object, `the ${what} is also open in ${describeHolders(outside)}, which is not in the checkpointed tree; a ${what} can only be restored with all the processes that hold it`);
+    refuse(task.pid, object, `the ${what} is also open in ${describeHolders(outside)}, outside the checkpointed process tree; a ${what} is restored only together with every process that holds it`);
   }
   const fds = ownHolders(task, key);
   const infos = fds.map((fd) => ({ fd, flags: linux.readFdinfo(task.pid, fd).flags }));
