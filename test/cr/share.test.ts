@@ -82,6 +82,36 @@ describe('objects shared by processes of a tree', function () {
     expect(passLines('pipeline.sh')).to.include(parseResult(await waitResult(w, 30000)).verdict);
   });
 
+  it('a parent and its child on socketpairs (one end each), messages in flight both ways: checkpoint, kill, restart', async () => {
+    const w = await startWorkload('sockpair');
+    await sleep(300);
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await expectRunningUntraced(w.pid);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  it('the socketpairs tampered with after the restart: it fails', async () => {
+    const w = await startWorkload('sockpair', [], { env: { CPT_TAMPER: '1' } });
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    expect(parseResult(await waitResult(w, 30000)).verdict).to.match(/^FAIL sockpair: /);
+  });
+
+  it('a tree checkpoint that fails after the sockets\' queues were read takes no message away', async () => {
+    const w = await startWorkload('sockpair');
+    await sleep(300);
+    await failAfterDump(w);
+    await trigger(w);
+    expect(passLines('sockpair')).to.include(parseResult(await waitResult(w, 30000)).verdict);
+  });
+
   it('a pipe that a process outside the tree holds too is refused, naming that process and its fd; the tree runs on', async () => {
     const dir = makeTempDir('outside');
     const log = fs.openSync(path.join(dir, 'log'), 'a');

@@ -176,17 +176,25 @@ const keyText = (key: HolderKey): string => ('link' in key ? key.link : `${key.s
  * which cannot be (`outside`). Without a tree (a bare task), every other holder is outside.
  */
 export function shareOf(ctx: CheckpointContext, task: CheckpointTask, key: HolderKey): { shared?: SharedObject; outside: Holder[] } {
-  const others = otherHolders(task, key);
+  return shareGroup(ctx, task, [key]);
+}
+
+/**
+ * As shareOf, for objects made together (the two ends of a socketpair): their holders in the
+ * tree, one maker for all; `shared` is undefined when the task alone holds them.
+ */
+export function shareGroup(ctx: CheckpointContext, task: CheckpointTask, keys: HolderKey[]): { shared?: SharedObject; outside: Holder[] } {
+  const others = keys.flatMap((key) => otherHolders(task, key));
   const tree = TREES.get(ctx);
   const inTree = tree ? others.filter((h) => tree.tasks.has(h.pid) && h.pid !== task.pid) : [];
   const outside = others.filter((h) => !inTree.includes(h));
   if (!tree || inTree.length === 0) return { outside };
-  const k = keyText(key);
+  const k = keys.map(keyText).sort().join('+');
   const table = SHARED.get(ctx) ?? new Map<string, SharedObject>();
   SHARED.set(ctx, table);
   let s = table.get(k);
   if (!s) {
-    const own = ownHolders(task, key).map((fd) => ({ pid: task.pid, fd }));
+    const own = keys.flatMap((key) => ownHolders(task, key).map((fd) => ({ pid: task.pid, fd })));
     const holders = [...own, ...inTree];
     const pids = [...new Set(holders.map((h) => h.pid))];
     let common = ancestry(tree, pids[0]);
