@@ -120,6 +120,7 @@ const CASES: Case[] = [
   { name: 'tree.sh', tree: true },
   { name: 'pipeline.sh', tree: true },
   { name: 'sockpair', tree: true },
+  { name: 'memfdshare', tree: true },
   { name: 'tree.py', tree: true },
   ...['vfork', 'clone-vm', 'clone-files', 'clone-fs', 'shm', 'traced', 'pidns'].map((m): Case => ({ name: 'treeshare', label: `treeshare ${m}`, args: () => [m], tree: true })),
 ];
@@ -168,6 +169,7 @@ const TAMPERABLE: Case[] = [
   { name: 'tree.sh', tree: true },
   { name: 'pipeline.sh', tree: true },
   { name: 'sockpair', tree: true },
+  { name: 'memfdshare', tree: true },
   { name: 'tree.py', tree: true },
   { name: 'treeshare', label: 'treeshare shm', args: () => ['shm'], tree: true },
 ];

@@ -112,6 +112,27 @@ describe('objects shared by processes of a tree', function () {
     expect(passLines('sockpair')).to.include(parseResult(await waitResult(w, 30000)).verdict);
   });
 
+  it('a memfd held by a parent and its child through different descriptions: one memfd after a restart', async () => {
+    const w = await startWorkload('memfdshare');
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await expectRunningUntraced(w.pid);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  it('the shared memfd tampered with after the restart: it fails', async () => {
+    const w = await startWorkload('memfdshare', [], { env: { CPT_TAMPER: '1' } });
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    expect(parseResult(await waitResult(w, 30000)).verdict).to.match(/^FAIL memfdshare: /);
+  });
+
   it('a pipe that a process outside the tree holds too is refused, naming that process and its fd; the tree runs on', async () => {
     const dir = makeTempDir('outside');
     const log = fs.openSync(path.join(dir, 'log'), 'a');
