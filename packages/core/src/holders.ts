@@ -1,8 +1,8 @@
 /**
- * Who else holds a file: pipes, FIFOs, unix sockets and memfds are restored inside the one
- * process, so one that another process also holds (an fd of it, or a mapping of a memfd) would
- * come back unshared. Until process trees are restored together, such a file is refused, naming
- * the other process. One scan of /proc per checkpointed task, made only when a kind asks.
+ * Who else holds a file: a pipe, FIFO, unix socket or memfd that another process also holds (an
+ * fd of it, or a mapping of a memfd) is restored shared only when that process is in the
+ * checkpointed tree (below); a holder outside the tree is refused, naming it. One scan of /proc
+ * per checkpointed task, made only when a kind asks.
  */
 import * as fs from 'fs';
 import type { CheckpointTask, FrozenTree } from './contract';

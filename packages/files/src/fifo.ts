@@ -4,7 +4,7 @@
  *
  * Checkpoint: as a pipe, but the data of a FIFO the task holds only for writing is read through
  * a new read-only, non-blocking description of cptrst's (the FIFO could be opened later by its
- * name and read); no other process may hold the FIFO. A FIFO whose name was unlinked is kept too
+ * name and read); other processes of the tree may hold it too (made once, as a pipe), none outside. A FIFO whose name was unlinked is kept too
  * (it lives on for the fds that hold it): its directory must still be there, on the same
  * filesystem.
  *

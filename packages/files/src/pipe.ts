@@ -5,10 +5,12 @@
  *
  * Checkpoint. A pipe is identified by its inode: every FILE of it carries a PIPE record naming
  * that inode, and the first one in the image (the carrier) carries the capacity and the data, so
- * that the two ends can later live in different processes. Today both ends must be in the one
- * process: a pipe that another process also holds is refused, naming it. The data is read without
- * taking it away: cptrst takes a copy of a readable fd of the pipe (pidfd_getfd: the same open
- * file description) and tee(2)s its buffers into a pipe of its own of the same capacity, then
+ * that the two ends can live in different processes: a pipe held by several processes of the
+ * tree is made once, by their lowest common ancestor (core's holders.ts; file.ts writes a FILE
+ * with FILE_CARRY when that process holds no end), and its descendants carry its anchors; a
+ * holder outside the tree is refused, naming it. The data is read without taking it away:
+ * cptrst takes a copy of a readable fd of the pipe, the task's or another holder's in the tree
+ * (pidfd_getfd: the same open file description) and tee(2)s its buffers into a pipe of its own of the same capacity, then
  * reads that (linux.peekPipe). The target's pipe is never read, so a checkpoint that fails later
  * has lost no byte. A pipe whose read end is closed everywhere keeps data nobody can read: none is
  * stored. Packet mode: each buffer of a packet-mode pipe ends a read, so the reads give the packet

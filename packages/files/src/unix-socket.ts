@@ -1,5 +1,8 @@
 /**
- * Unix sockets held by one process: socketpairs (stream, datagram, seqpacket) with the data
+ * Unix sockets held by one process, or by several processes of the tree through one description
+ * (inherited), and socketpairs with their ends in different processes of the tree (made by the
+ * common ancestor that holds one end; the other end is carried to its holder, see
+ * openCarriedEnd): socketpairs (stream, datagram, seqpacket) with the data
  * queued in both directions, shutdown state and options; a connected socket whose peer has
  * closed, with what it left queued; sockets not connected, unbound or bound to a name in the
  * filesystem (absolute, or relative to the working directory) or the abstract namespace (a
@@ -14,7 +17,7 @@
  * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK from offset
  * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
  * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one).
- * Refused, naming the fd and why: a peer outside the process (or a socket of another process),
+ * Refused, naming the fd and why: a peer or holder outside the tree,
  * a connection made through a listener (its ends have names), connections not yet accepted,
  * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
  * datagram socket connected one way, an unlinked name that another file now has, a relative
