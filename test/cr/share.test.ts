@@ -57,6 +57,16 @@ describe('objects shared by processes of a tree', function () {
     expect(carriers.every((c) => c.pid === w.pid && c.carried)).to.equal(true);
     expect(recs.filter((r) => !r.carrier).length).to.equal(4);
     expect(recs.filter((r) => !r.carrier).every((r) => r.bytes === 0 && r.pid !== w.pid)).to.equal(true);
+    // `cptrst show` names each end and the process and fd that hold the other end.
+    const show = await cptrst(['show', img]);
+    expect(show.code, show.stderr).to.equal(0);
+    const ends = show.stdout.split('\n').filter((l) => / pipe pipe:\[\d+\] \((read|write) end\), shared with pid \d+ fd \d+$/.test(l));
+    expect(ends.length, show.stdout.slice(0, 4000)).to.equal(4);
+    for (const l of ends) {
+      const [, pid, fd, ino, , otherPid, otherFd] = /^\s*(\d+)\s+(\d+)\s+pipe pipe:\[(\d+)\] \((read|write) end\), shared with pid (\d+) fd (\d+)$/.exec(l)!;
+      const back = ends.find((m) => new RegExp(`^\\s*${otherPid}\\s+${otherFd}\\s+pipe pipe:\\[${ino}\\] .* shared with pid ${pid} fd ${fd}$`).test(m));
+      expect(back, `the other end of ${l}`).to.not.equal(undefined);
+    }
     const rs = await cptrst(['restart', img]);
     expect(rs.code, rs.stderr).to.equal(0);
     await expectRunningUntraced(w.pid);
