@@ -65,7 +65,7 @@ describe('unix sockets held by one process', function () {
     try {
       const r = await cptrst(['checkpoint', String(pid), '-o', path.join(dir, 'i.cpt'), '--kill']);
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, fd \\d+ \\(socket:\\[\\d+\\]\\): it is connected to socket:\\[\\d+\\], a socket of process ${process.pid} \\(fd \\d+\\); a peer outside the process`));
+      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, fd \\d+ \\(socket:\\[\\d+\\]\\): it is connected to socket:\\[\\d+\\], a socket of process ${process.pid} \\(fd \\d+\\), outside the checkpointed process tree; `));
       expect((await procState(pid))?.state).to.match(/^[RS]$/);
     } finally {
       await killByPid(pid);

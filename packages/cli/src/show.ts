@@ -122,6 +122,7 @@ function renderJson(file: string, l: Listing, modules: { loaded: string[]; failu
     format: { major: FORMAT_MAJOR, minor: l.formatMinor },
     head: { ...headFields(head), created: createdIso(head.createdNs) },
     tree: processTree(l.objects),
+    fds: fdTable(l.objects),
     objects: l.objects.map((o) => ({
       offset: o.offset, type: o.type, name: o.name, tag: o.tag, ptag: o.ptag, optional: o.optional,
       ...(o.pageCount ? { pageCount: o.pageCount, pageBytes: o.pageBytes } : {}),
@@ -166,6 +167,85 @@ function processTree(objects: ShownObject[]): TreeRow[] {
     rows.push({ pid, ppid, pgid: Number(t.pgid), sid: Number(t.sid), state: taskState(t), comm: String(t.comm), depth: d });
   }
   return rows;
+}
+
+interface FdRow {
+  pid: number;
+  fd: number;
+  /** The FILE's kind (regular, pipe, unix-socket...), with what it is (a path, pipe:[N]...). */
+  kind: string;
+  path: string;
+  /** The other fds (of any task) of the same object: a pipe, FIFO, socket or memfd by inode; for other kinds the same description. */
+  sharedWith: Array<{ pid: number; fd: number }>;
+  /** A unix socket's peer (its inode, and the fds that hold it). */
+  peer?: { ino: string; holders: Array<{ pid: number; fd: number }> };
+}
+
+/** Kinds whose object (by inode) may be held through several descriptions, in several processes. */
+const SHARED_KINDS = new Set(['pipe', 'fifo', 'unix-socket', 'memfd']);
+
+/**
+ * Every fd of every task with its kind and who else holds the same object: pipes, FIFOs, unix
+ * sockets and memfds by inode (a file the task inherited is its parent's), other files by open
+ * file description; a unix socket's peer. A FILE an ancestor makes for its descendants (file-carry) has no fd.
+ */
+function fdTable(objects: ShownObject[]): FdRow[] {
+  interface F { pid: number; kind: string; path: string; key: string; peer?: string; flags: number }
+  const files = new Map<number, F>();
+  const taskOf = new Map<number, { pid: number; ppid: number }>();
+  /** pid -> fd -> FILE tag */
+  const fdsOf = new Map<number, Map<number, number>>();
+  const rows: Array<{ pid: number; fd: number; file: number }> = [];
+  let task = { pid: 0, ppid: 0 };
+  for (const o of objects) {
+    const r = (o.obj ?? {}) as Record<string, unknown>;
+    if (o.name === 'task') {
+      task = { pid: Number(r.pid), ppid: Number(r.ppid) };
+      taskOf.set(o.tag, task);
+    } else if (o.name === 'file') {
+      let key = `desc:${o.tag}`;
+      const inherited = Number(r.inherited ?? -1);
+      if (inherited >= 0) {
+        const parentFile = fdsOf.get(task.ppid)?.get(inherited);
+        const pf = parentFile !== undefined ? files.get(parentFile) : undefined;
+        if (pf) key = pf.key;
+      } else if (SHARED_KINDS.has(String(r.kind)) && BigInt(r.inode as bigint) !== 0n) {
+        key = `${String(r.kind)}:${String(r.dev)}:${String(r.inode)}`;
+      }
+      files.set(o.tag, { pid: task.pid, kind: String(r.kind), path: String(r.path), key, flags: Number(r.flags) });
+    } else if (o.name === 'unix-socket') {
+      const f = files.get(o.ptag);
+      if (f && BigInt(r.peer as bigint) !== 0n) f.peer = String(r.peer);
+    } else if (o.name === 'fd') {
+      const f = files.get(o.ptag);
+      if (!f) continue;
+      const m = fdsOf.get(f.pid) ?? new Map<number, number>();
+      fdsOf.set(f.pid, m);
+      m.set(Number(r.fd), o.ptag);
+      rows.push({ pid: f.pid, fd: Number(r.fd), file: o.ptag });
+    }
+  }
+  const byKey = new Map<string, Array<{ pid: number; fd: number }>>();
+  for (const row of rows) {
+    const k = files.get(row.file)!.key;
+    byKey.set(k, [...(byKey.get(k) ?? []), { pid: row.pid, fd: row.fd }]);
+  }
+  const socketHolders = (ino: string): Array<{ pid: number; fd: number }> =>
+    rows.filter((x) => files.get(x.file)!.kind === 'unix-socket' && files.get(x.file)!.path === `socket:[${ino}]`).map((x) => ({ pid: x.pid, fd: x.fd }));
+  return rows.map((row) => {
+    const f = files.get(row.file)!;
+    const sharedWith = (byKey.get(f.key) ?? []).filter((h) => h.pid !== row.pid || h.fd !== row.fd);
+    const end = f.kind === 'pipe' ? ((f.flags & 3) === 1 ? ' (write end)' : ' (read end)') : '';
+    return { pid: row.pid, fd: row.fd, kind: f.kind, path: f.path + end, sharedWith, ...(f.peer ? { peer: { ino: f.peer, holders: socketHolders(f.peer) } } : {}) };
+  });
+}
+
+function fdLine(r: FdRow): string {
+  const at = (hs: Array<{ pid: number; fd: number }>) => hs.map((h) => `pid ${h.pid} fd ${h.fd}`).join(', ');
+  let s = `${r.kind} ${r.path}`;
+  if (r.sharedWith.length) s += `, shared with ${at(r.sharedWith)}`;
+  if (r.peer) s += `, peer socket:[${r.peer.ino}]${r.peer.holders.length ? ` at ${at(r.peer.holders)}` : ''}`;
+  return s;
 }
 
 function taskState(t: Record<string, unknown>): string {
@@ -226,6 +306,12 @@ function renderText(file: string, l: Listing, modules: { loaded: string[]; failu
     for (const t of tree) trows.push([String(t.pid), String(t.ppid), String(t.pgid), String(t.sid), t.state, `${'  '.repeat(t.depth)}${t.comm}`]);
     lines.push('process tree:');
     lines.push(table(trows.map((r) => [...r.slice(0, 4).map((x) => x.padStart(8)), r[4].padEnd(18), r[5]])));
+    lines.push('');
+  }
+  const fds = fdTable(l.objects);
+  if (fds.length) {
+    lines.push('open files:');
+    lines.push(table([['PID', 'FD', 'WHAT'], ...fds.map((r) => [String(r.pid), String(r.fd), fdLine(r)])].map((r) => [r[0].padStart(8), r[1].padStart(5), r[2]])));
     lines.push('');
   }
   const rows: string[][] = [['OFFSET', 'TAG', 'PTAG', 'OBJECT']];

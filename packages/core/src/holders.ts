@@ -1,11 +1,14 @@
 /**
- * Who else holds a file: pipes, FIFOs, unix sockets and memfds are restored inside the one
- * process, so one that another process also holds (an fd of it, or a mapping of a memfd) would
- * come back unshared. Until process trees are restored together, such a file is refused, naming
- * the other process. One scan of /proc per checkpointed task, made only when a kind asks.
+ * Who else holds a file: a pipe, FIFO, unix socket or memfd that another process also holds (an
+ * fd of it, or a mapping of a memfd) is restored shared only when that process is in the
+ * checkpointed tree (below); a holder outside the tree is refused, naming it. One scan of /proc
+ * per checkpointed task, made only when a kind asks.
  */
 import * as fs from 'fs';
-import type { CheckpointTask } from './contract';
+import type { CheckpointTask, FrozenTree } from './contract';
+import type { CheckpointContext, RestartContext } from './context';
+import type { RestartTask } from './contract';
+import { CptError } from './errors';
 import { StateKey } from './tokens';
 import * as linux from './linux';
 
@@ -107,4 +110,153 @@ export function ownHolders(task: CheckpointTask, key: { link: string } | { stat:
 export function describeHolders(hs: Holder[]): string {
   const named = hs.slice(0, 3).map((h) => `process ${h.pid} (${h.fd >= 0 ? `fd ${h.fd}` : 'a mapping'})`).join(', ');
   return hs.length > 3 ? `${named} and ${hs.length - 3} more` : named;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Objects shared by several processes of a tree
+//
+// A pipe, FIFO, unix socket or memfd held by several processes of the tree is made once at
+// restart, by the lowest common ancestor of its holders, before that process's children: it
+// keeps the object on "carried" fds above its own fd numbers, its children get them by clone
+// (each keeps its parent's carried fds, fs-struct.ts), and every holder makes its own fds of the
+// object from them. The carried fds go with the other temporary fds once every task is made.
+
+/** The tree of a checkpoint: its tasks by pid and their parents. */
+interface TreeInfo {
+  tasks: Map<number, CheckpointTask>;
+  parent: Map<number, number>;
+}
+const TREES = new WeakMap<CheckpointContext, TreeInfo>();
+
+/** Called by the freezer once the tree is frozen: which processes are in it. */
+export function noteTree(ctx: CheckpointContext, tree: FrozenTree): void {
+  const tasks = new Map(tree.tasks.map((t) => [t.pid, t]));
+  const parent = new Map<number, number>();
+  for (const t of tree.tasks) {
+    if (t.pid === tree.root) continue;
+    try {
+      parent.set(t.pid, linux.readStat(t.pid).ppid);
+    } catch {
+      /* gone: the checkpoint fails elsewhere */
+    }
+  }
+  TREES.set(ctx, { tasks, parent });
+}
+
+/** The frozen task of the tree with this pid. */
+export function treeTask(ctx: CheckpointContext, pid: number): CheckpointTask | undefined {
+  return TREES.get(ctx)?.tasks.get(pid);
+}
+
+function ancestry(tree: TreeInfo, pid: number): number[] {
+  const chain = [pid];
+  for (let p = tree.parent.get(pid); p !== undefined && chain.length <= tree.tasks.size; p = tree.parent.get(p)) chain.push(p);
+  return chain;
+}
+
+/** One object (by its holder key) held by several processes of the tree. */
+export interface SharedObject {
+  key: string;
+  /** The process that makes it at restart: the lowest common ancestor of its holders. */
+  maker: number;
+  /** Every fd (or mapping, fd -1) of it in the tree, the task's own included. */
+  holders: Holder[];
+  /** Its carrier is written to the image (by the maker's dump). */
+  written: boolean;
+}
+
+const SHARED = new WeakMap<CheckpointContext, Map<string, SharedObject>>();
+
+export type HolderKey = { link: string } | { stat: fs.BigIntStats };
+const keyText = (key: HolderKey): string => ('link' in key ? key.link : `${key.stat.dev}:${key.stat.ino}`);
+
+/**
+ * The holders of a task's object among the other processes: those of the tree (the object is
+ * shared with them and made by their lowest common ancestor at restart: `shared`) and the others,
+ * which cannot be (`outside`). Without a tree (a bare task), every other holder is outside.
+ */
+export function shareOf(ctx: CheckpointContext, task: CheckpointTask, key: HolderKey): { shared?: SharedObject; outside: Holder[] } {
+  return shareGroup(ctx, task, [key]);
+}
+
+/**
+ * As shareOf, for objects made together (the two ends of a socketpair): their holders in the
+ * tree, one maker for all; `shared` is undefined when the task alone holds them.
+ */
+export function shareGroup(ctx: CheckpointContext, task: CheckpointTask, keys: HolderKey[]): { shared?: SharedObject; outside: Holder[] } {
+  const others = keys.flatMap((key) => otherHolders(task, key));
+  const tree = TREES.get(ctx);
+  const inTree = tree ? others.filter((h) => tree.tasks.has(h.pid) && h.pid !== task.pid) : [];
+  const outside = others.filter((h) => !inTree.includes(h));
+  if (!tree || inTree.length === 0) return { outside };
+  const k = keys.map(keyText).sort().join('+');
+  const table = SHARED.get(ctx) ?? new Map<string, SharedObject>();
+  SHARED.set(ctx, table);
+  let s = table.get(k);
+  if (!s) {
+    const own = keys.flatMap((key) => ownHolders(task, key).map((fd) => ({ pid: task.pid, fd })));
+    const holders = [...own, ...inTree];
+    const pids = [...new Set(holders.map((h) => h.pid))];
+    let common = ancestry(tree, pids[0]);
+    for (const p of pids.slice(1)) {
+      const a = new Set(ancestry(tree, p));
+      common = common.filter((c) => a.has(c));
+    }
+    if (!common.length) throw new CptError('EINVAL', `the processes holding ${k} have no common ancestor in the tree`, { pid: task.pid, object: k });
+    s = { key: k, maker: common[0], holders, written: false };
+    table.set(k, s);
+  }
+  return { shared: s, outside };
+}
+
+/** The shared objects that `pid` makes at restart without holding them itself. */
+export function carriedOnlyBy(ctx: CheckpointContext, pid: number): SharedObject[] {
+  return [...(SHARED.get(ctx)?.values() ?? [])].filter((s) => s.maker === pid && !s.holders.some((h) => h.pid === pid));
+}
+
+// restart
+
+/** An object a process made (or got from its parent) for its descendants: its carried fds, and the kind's state shared by every process. */
+export interface Carried {
+  fds: bigint[];
+  shared: object;
+}
+
+const CARRIED = new WeakMap<RestartContext, Map<number, Map<string, Carried>>>();
+
+/** The objects a restored process carries, by the kind's id of them. */
+export function carriedIn(ctx: RestartContext, pid: number): Map<string, Carried> {
+  const all = CARRIED.get(ctx) ?? new Map<number, Map<string, Carried>>();
+  CARRIED.set(ctx, all);
+  let m = all.get(pid);
+  if (!m) {
+    m = new Map<string, Carried>();
+    all.set(pid, m);
+  }
+  return m;
+}
+
+/**
+ * A new child (a copy of its parent, `parent`): the parent's carried fds are the child's too;
+ * they move to `floor` and above (the originals go with the child's other inherited fds); returns
+ * where they are now, to be spared when the rest is closed.
+ */
+export function inheritCarried(ctx: RestartContext, task: RestartTask, parent: number, floor: number): bigint[] {
+  const from = CARRIED.get(ctx)?.get(parent);
+  if (!from || from.size === 0) return [];
+  const t = task.tracee!;
+  const moved = new Map<bigint, bigint>();
+  const mine = carriedIn(ctx, task.pid);
+  for (const [id, c] of from) {
+    const fds = c.fds.map((fd) => {
+      let m = moved.get(fd);
+      if (m === undefined) {
+        m = t.syscallOk(linux.SYS.fcntl, [fd, linux.F.DUPFD_CLOEXEC, floor], `fcntl(F_DUPFD_CLOEXEC) of a descriptor carried from the parent (${id})`);
+        moved.set(fd, m);
+      }
+      return m;
+    });
+    mine.set(id, { fds, shared: c.shared });
+  }
+  return [...moved.values()];
 }

@@ -6,8 +6,10 @@
  * Checkpoint. Every FILE and VMA of a memfd carries a MEMFD record naming its inode; the first in
  * the image (mm dumps before files, so a mapping when there is one) is the carrier: name, size,
  * seals (F_GET_SEALS), mode, and the contents as MEMFD_DATA runs (SEEK_DATA/SEEK_HOLE: holes stay
- * holes). A memfd another process holds or maps is refused, naming it: it would come back as
- * a copy.
+ * holes). A memfd held through fds by several processes of the tree is made by their common
+ * ancestor (which holds an fd of it) and opened by the others from its carried fd (holders.ts);
+ * one held or mapped by a process outside the tree, or mapped and shared, is refused, naming it:
+ * it would come back as a copy.
  *
  * Restart. The carrier makes the memfd inside the task (memfd_create with the recorded name,
  * MFD_ALLOW_SEALING, MFD_EXEC where the kernel has it, so that the mode can be set as recorded),
@@ -22,9 +24,10 @@ import * as fs from 'fs';
 import { CptError } from './errors';
 import { bool, bytes, recordLayout, str, u32, u64 } from './image';
 import type { CheckpointTask, KindRecordWriter, KindRecords, RestartTask } from './contract';
+import type { CheckpointContext, RestartContext } from './context';
 import { StateKey } from './tokens';
 import { refuse } from './deny';
-import { describeHolders, otherHolders } from './holders';
+import { carriedIn, describeHolders, otherHolders, shareOf } from './holders';
 import * as linux from './linux';
 
 const { SYS, O, F, MFD } = linux;
@@ -102,11 +105,29 @@ export interface MemfdSource {
   path: string;
 }
 
-/** Checkpoint: refuses a memfd shared with another process, or too large. */
-export function checkMemfd(task: CheckpointTask, src: MemfdSource, object: string): void {
-  const others = otherHolders(task, { stat: src.stat });
-  if (others.length) {
-    refuse(task.pid, object, `the memfd is also open or mapped in ${describeHolders(others)}; a memfd shared with another process needs the process tree checkpointed with it, which is not supported yet`);
+/** The memfds a task holds that another process of the tree makes at restart (its FILEs carry nothing). */
+const MADE_ELSEWHERE = new StateKey<Set<bigint>>('memfd.madeElsewhere');
+
+/**
+ * Checkpoint: refuses a memfd shared with another process, or too large. With `ctx` (an fd of
+ * the memfd), other processes of the tree may hold it too, through fds only: their lowest common
+ * ancestor, which must hold an fd of it, makes it, and the others open it from its carried fd.
+ */
+export function checkMemfd(task: CheckpointTask, src: MemfdSource, object: string, ctx?: CheckpointContext): void {
+  if (ctx) {
+    const { shared, outside } = shareOf(ctx, task, { stat: src.stat });
+    if (outside.length) refuse(task.pid, object, `the memfd is also open or mapped in ${describeHolders(outside)}, outside the checkpointed process tree; a memfd is restored only together with every process that holds it`);
+    if (shared) {
+      const mapped = shared.holders.filter((h) => h.fd < 0);
+      if (mapped.length) refuse(task.pid, object, `the memfd is also mapped in ${describeHolders(mapped)}; a memfd both mapped and held by several processes is not supported yet`);
+      if (!shared.holders.some((h) => h.pid === shared.maker)) refuse(task.pid, object, `the memfd is held by several processes (${describeHolders(shared.holders)}) and not by their common ancestor ${shared.maker}; not supported yet`);
+      if (task.pid !== shared.maker) task.state.ensure(MADE_ELSEWHERE, () => new Set<bigint>()).add(src.stat.ino);
+    }
+  } else {
+    const others = otherHolders(task, { stat: src.stat });
+    if (others.length) {
+      refuse(task.pid, object, `the memfd is also open or mapped in ${describeHolders(others)}; a mapped memfd shared with another process is not supported yet`);
+    }
   }
   if (Buffer.byteLength(memfdName(src.path)) > NAME_MAX) refuse(task.pid, object, 'the memfd\'s name is too long');
   const fd = fs.openSync(src.at, O.RDONLY);
@@ -125,7 +146,7 @@ export function dumpMemfd(task: CheckpointTask, src: MemfdSource, out: KindRecor
   const carried = task.state.ensure(CARRIED, () => new Set<bigint>());
   const rec = new layouts.memfd();
   rec.inode = src.stat.ino;
-  if (carried.has(rec.inode)) {
+  if (carried.has(rec.inode) || task.state.get(MADE_ELSEWHERE)?.has(rec.inode)) {
     out.write(rec);
     return;
   }
@@ -275,9 +296,14 @@ export function takeCreatedMemfd(task: RestartTask, inode: bigint, above: number
   return task.tracee!.syscallOk(SYS.fcntl, [m.created, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of the memfd for ${object}`);
 }
 
-/** Restart: the path inside the task that opens a memfd made earlier (EBADIMG when none carries it). */
-export function memfdPath(task: RestartTask, inode: bigint, object: string): string {
+/**
+ * Restart: the path inside the task that opens a memfd made earlier, by the task or (`ctx` given)
+ * by an ancestor whose fd of it the task carries; EBADIMG when none did.
+ */
+export function memfdPath(task: RestartTask, inode: bigint, object: string, ctx?: RestartContext): string {
   const m = restored(task).get(inode);
+  const carried = ctx && !m ? carriedIn(ctx, task.pid).get(`memfd:${inode}`) : undefined;
+  if (carried) return `/proc/self/fd/${carried.fds[0]}`;
   if (!m) throw new CptError('EBADIMG', `memfd: the memfd of inode ${inode} is used before the record that carries it`, { pid: task.pid, object });
   return 'fd' in m.reach ? `/proc/self/fd/${m.reach.fd}` : `/proc/self/map_files/${m.reach.start.toString(16)}-${m.reach.end.toString(16)}`;
 }

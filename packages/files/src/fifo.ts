@@ -4,7 +4,7 @@
  *
  * Checkpoint: as a pipe, but the data of a FIFO the task holds only for writing is read through
  * a new read-only, non-blocking description of cptrst's (the FIFO could be opened later by its
- * name and read); no other process may hold the FIFO. A FIFO whose name was unlinked is kept too
+ * name and read); other processes of the tree may hold it too (made once, as a pipe), none outside. A FIFO whose name was unlinked is kept too
  * (it lives on for the fds that hold it): its directory must still be there, on the same
  * filesystem.
  *
@@ -38,7 +38,7 @@ export class FifoKind implements FileKindHandler {
     return f.stat.isFIFO() && f.link.startsWith('/');
   }
 
-  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void {
+  describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void {
     img.deleted = f.stat.nlink === 0n;
     if (img.deleted) {
       const dir = path.posix.dirname(recordedPath(f));
@@ -54,20 +54,27 @@ export class FifoKind implements FileKindHandler {
     } else {
       requireReachableByPath(task, f);
     }
-    examinePipe(task, f, { stat: f.stat }, 'FIFO');
+    examinePipe(ctx, task, f, { stat: f.stat }, 'FIFO');
   }
 
-  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    dumpPipeRecord(task, f, { stat: f.stat }, 'FIFO', out, true);
+  dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
+    dumpPipeRecord(ctx, task, f, { stat: f.stat }, 'FIFO', out, true);
   }
 
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    return pipeDescription(task, this.make(ctx, task, img, req), img, req, false);
+  }
+
+  carry(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): void {
+    this.make(ctx, task, img, req);
+  }
+
+  private make(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): ReturnType<typeof restoredPipe> {
     const rec = pipeRecord(task, img, req, 'FIFO');
-    const p = restoredPipe(task, rec, 'FIFO', req.object, () => {
+    return restoredPipe(ctx, task, rec, 'FIFO', req.object, () => {
       const anchor = moveAbove(task, img.deleted ? makeUnlinkedFifo(ctx, task, img, req) : openFifo(ctx, task, img, req), req.above, 'the FIFO');
       return { read: anchor, write: anchor };
     });
-    return pipeDescription(task, p, img, req, false);
   }
 }
 

@@ -6,8 +6,8 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RecordList, RestartContext, RestartTask,
-  RestoreObject, StateKey, bool, bytes, claim, i32, i64, kindNamed, kindRecordWriter, linux, objectType,
-  requireKindRecord, str, u32, u64, fileKey, sameFile,
+  RestoreObject, StateKey, bool, bytes, carriedOnlyBy, claim, i32, i64, kindNamed, kindRecordWriter, linux, objectType,
+  refuse, requireKindRecord, str, treeTask, u32, u64, fileKey, sameFile,
 } from '@cptrst/core';
 import { FileKindHandler, FileKinds, OpenFile, recordedPath } from './kinds';
 import { FS_KEY, KEPT_FDS, sharedWithParent } from './fs-struct';
@@ -54,6 +54,16 @@ export class FileImage {
 export class FileDataImage {
   @u64() offset = 0n;
   @bytes() data: Buffer = Buffer.alloc(0);
+}
+
+/**
+ * The FILE is not open in the task: the task makes its object (a pipe, socket or memfd held by
+ * several of its descendants) for them to inherit; it has no FDs. Written after the kind's records.
+ */
+@objectType(ObjectType.FILE_CARRY, 'file-carry', { parents: [ObjectType.FILE] })
+export class FileCarryImage {
+  /** The process (of the checkpoint) whose fd the FILE was described from, for messages. */
+  @u32() from = 0;
 }
 
 @objectType(ObjectType.FD, 'fd', { parents: [ObjectType.FILE] })
@@ -141,6 +151,7 @@ export function checkSharedFiles(ctx: CheckpointContext, task: CheckpointTask, f
   const ppid = linux.readStat(task.pid).ppid;
   const parentFiles = checked.get(ppid);
   for (const f of files) {
+    refuseGhostElsewhere(task, f, checked);
     if (parentFiles && holderFd(task.pid, f, ppid, parentFiles) !== undefined) continue;
     for (const [pid, theirs] of checked) {
       const fd = holderFd(task.pid, f, pid, theirs);
@@ -150,6 +161,22 @@ export function checkSharedFiles(ctx: CheckpointContext, task: CheckpointTask, f
     }
   }
   checked.set(task.pid, files);
+}
+
+/**
+ * A deleted regular file is made again by each process that has its own description of it, as
+ * a file of its own: one that an earlier process of the tree also has open through another
+ * description would come back as two files. Refused (a description shared with the parent is
+ * inherited, and so one file).
+ */
+function refuseGhostElsewhere(task: CheckpointTask, f: OpenFile, checked: Map<number, OpenFile[]>): void {
+  if (!f.stat.isFile() || f.stat.nlink !== 0n || f.link.startsWith('/memfd:')) return;
+  for (const [pid, theirs] of checked) {
+    for (const o of theirs) {
+      if (!sameFile(o.stat, f.stat) || sameDescription(task.pid, pid, f.fd, o.fd)) continue;
+      refuse(task.pid, `fd ${f.fd} (${f.link})`, `the deleted file is also open in process ${pid} (fd ${o.fd}) through another open file description; a deleted file open in several processes is not supported yet`);
+    }
+  }
 }
 
 /** For each of the task's descriptions that its parent holds too: the parent's fd (by the task's first fd of it). */
@@ -163,6 +190,26 @@ export function inheritedDescriptions(ctx: CheckpointContext, task: CheckpointTa
     if (fd !== undefined) out.set(group[0].fd, fd);
   }
   return out;
+}
+
+/** The FILE object of an open file, filled by its kind. */
+function describedFile(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, kind: FileKindHandler): FileImage {
+  const img = new FileImage();
+  img.kind = kind.kind;
+  img.path = recordedPath(f);
+  img.flags = f.fdinfo.flags & ~O.CLOEXEC;
+  img.pos = f.fdinfo.pos;
+  img.mode = Number(f.stat.mode);
+  img.rdev = f.stat.rdev;
+  img.size = f.stat.size;
+  img.mtimeNs = f.stat.mtimeNs;
+  img.atimeNs = f.stat.atimeNs;
+  img.inode = f.stat.ino;
+  img.dev = f.stat.dev;
+  img.uid = Number(f.stat.uid);
+  img.gid = Number(f.stat.gid);
+  kind.describe(ctx, task, f, img);
+  return img;
 }
 
 export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: OpenFile[], inheritedFrom = new Map<number, number>()): void {
@@ -185,27 +232,40 @@ export function dumpFiles(ctx: CheckpointContext, task: CheckpointTask, files: O
       writeFds(ctx, tag, group);
       continue;
     }
-    const img = new FileImage();
-    img.kind = kind.kind;
-    img.path = recordedPath(f);
-    img.flags = f.fdinfo.flags & ~O.CLOEXEC;
-    img.pos = f.fdinfo.pos;
-    img.mode = Number(f.stat.mode);
-    img.rdev = f.stat.rdev;
-    img.size = f.stat.size;
-    img.mtimeNs = f.stat.mtimeNs;
-    img.atimeNs = f.stat.atimeNs;
-    img.inode = f.stat.ino;
-    img.dev = f.stat.dev;
-    img.uid = Number(f.stat.uid);
-    img.gid = Number(f.stat.gid);
-    kind.describe(ctx, task, f, img);
+    const img = describedFile(ctx, task, f, kind);
     const inode = fileKey(f.stat);
     if (img.deleted) img.sameAs = ghosts.get(inode) ?? 0;
     const tag = ctx.write(img, task.tag);
     if (img.deleted && img.sameAs === 0) ghosts.set(inode, tag);
     kind.dumpRecords?.(ctx, task, f, img, kindRecordWriter(ctx, kind, tag));
     writeFds(ctx, tag, group);
+  }
+}
+
+/**
+ * The objects the task makes at restart for its descendants without holding them (it is the
+ * lowest common ancestor of their holders): a FILE described from one holder's fd, with its
+ * kind's records (the carrier: the object's contents), and a FILE_CARRY instead of FDs.
+ */
+export function dumpCarried(ctx: CheckpointContext, task: CheckpointTask): void {
+  for (const s of carriedOnlyBy(ctx, task.pid)) {
+    const h = s.holders.find((x) => x.fd >= 0 && treeTask(ctx, x.pid));
+    const holder = h && treeTask(ctx, h.pid);
+    if (!h || !holder) refuse(task.pid, s.key, 'an object shared by its descendants through mappings only cannot be made again');
+    const f: OpenFile = {
+      fd: h.fd,
+      link: linux.readFdLink(h.pid, h.fd),
+      fdinfo: linux.readFdinfo(h.pid, h.fd),
+      stat: fs.statSync(`/proc/${h.pid}/fd/${h.fd}`, { bigint: true }),
+    };
+    const kind = kindOfFile(ctx, holder, f);
+    if (!kind.carry) refuse(task.pid, s.key, `${kind.kind} files held by several processes cannot be made by their common ancestor`);
+    const img = describedFile(ctx, holder, f, kind);
+    const tag = ctx.write(img, task.tag);
+    kind.dumpRecords?.(ctx, holder, f, img, kindRecordWriter(ctx, kind, tag));
+    const carry = new FileCarryImage();
+    carry.from = h.pid;
+    ctx.write(carry, tag);
   }
 }
 
@@ -225,6 +285,8 @@ interface PendingFile {
   records: RecordList;
   /** Where it is open in the task, above every fd number of the image. */
   fd?: bigint;
+  /** Made for the task's descendants only (FILE_CARRY): it has no FDs. */
+  carried?: boolean;
 }
 
 /** A FILE object, or a record of a file kind under one (before the file's FDs). */
@@ -243,7 +305,8 @@ export function restoreFileObject(ctx: RestartContext, task: RestartTask, o: Res
   const what = o.type === ObjectType.FILE_DATA ? 'file data' : `${o.type} object`;
   const f = files.get(o.ptag);
   if (!f) throw new CptError('EBADIMG', `${what} at image offset ${o.offset} belongs to no file`, { pid: task.pid, object: o.type === ObjectType.FILE_DATA ? 'file-data' : 'file' });
-  if (f.fd !== undefined) throw new CptError('EBADIMG', `${what} at image offset ${o.offset} comes after the file's fds`, { pid: task.pid, object: `file ${f.img.path}` });
+  if (f.fd !== undefined || f.carried) throw new CptError('EBADIMG', `${what} at image offset ${o.offset} comes after the file's fds`, { pid: task.pid, object: `file ${f.img.path}` });
+  if (o.type === ObjectType.FILE_CARRY) return carryFile(ctx, task, o, f);
   const object = `file ${f.img.path} (${o.type === ObjectType.FILE_DATA ? 'data' : what} at image offset ${o.offset})`;
   const kind = kindNamed(ctx.all(FileKinds), f.img.kind);
   const why = `contents of the ${f.img.kind} file: the file carries no contents of its own of this type (${what})`;
@@ -253,12 +316,27 @@ export function restoreFileObject(ctx: RestartContext, task: RestartTask, o: Res
   f.records.all.push(o);
 }
 
+/** A FILE_CARRY: the task makes the FILE's object, for its descendants, now. */
+function carryFile(ctx: RestartContext, task: RestartTask, o: RestoreObject, f: PendingFile): void {
+  const fsImg = task.state.get(FS_KEY);
+  const object = `${f.img.kind} ${f.img.path} (made for the descendants of the process)`;
+  if (!fsImg) throw new CptError('EBADIMG', `a carried file at image offset ${o.offset} comes before the task's fs object`, { pid: task.pid, object });
+  if (f.img.inherited >= 0) throw new CptError('EBADIMG', 'a carried file cannot be inherited', { pid: task.pid, object });
+  const kind = kindNamed(ctx.all(FileKinds), f.img.kind);
+  if (!kind) throw new CptError('EOPNOTSUPP', `no handler for ${f.img.kind} files is loaded`, { pid: task.pid, object });
+  if (!kind.carry) throw new CptError('EBADIMG', `${f.img.kind} files cannot be carried for descendants`, { pid: task.pid, object });
+  kind.carry(ctx, task, f.img, { tag: o.ptag, object, records: f.records, above: Math.max(-1, ...fsImg.fds) + 1 });
+  f.records.clear();
+  f.carried = true;
+}
+
 export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
   ownTable(task, o);
   const img = o.obj as FdImage;
   const f = fileTable(task).get(o.ptag);
   const fsImg = task.state.get(FS_KEY);
   if (!f || !fsImg) throw new CptError('EBADIMG', `fd ${img.fd} at image offset ${o.offset} has no file`, { pid: task.pid, object: `fd ${img.fd}` });
+  if (f.carried) throw new CptError('EBADIMG', `fd ${img.fd} belongs to a file the task only carries for its descendants`, { pid: task.pid, object: `fd ${img.fd}` });
   if (!fsImg.fds.includes(img.fd)) throw new CptError('EBADIMG', `fd ${img.fd} is not in the task's fd list`, { pid: task.pid, object: `fd ${img.fd}` });
   const t = task.tracee!;
   if (f.fd === undefined && f.img.inherited >= 0) {

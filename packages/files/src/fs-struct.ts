@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
-  SHARED_WITH_PARENT, StateKey, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
+  SHARED_WITH_PARENT, StateKey, inheritCarried, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
 } from '@cptrst/core';
 
 const { CLONE, SYS, O, S_IF, F } = linux;
@@ -98,6 +98,8 @@ function keepInherited(ctx: RestartContext, task: RestartTask, img: FsImage): vo
   // Fds made for the image before the fd table (memfds mm made) move above those and stay too.
   const floor = Math.max(above, ...[...kept.values()].map((k) => Number(k) + 1));
   const keep = [...kept.values(), ...keepMemfdsAbove(task, floor), ...keepDeletedFilesAbove(task, floor)];
+  // Objects an ancestor made for its descendants (pipes, sockets, memfds held by several of them).
+  if (ROOT.get(ctx) !== task) keep.push(...inheritCarried(ctx, task, linux.readStat(task.pid).ppid, Math.max(floor, ...keep.map((k) => Number(k) + 1))));
   // Everything else goes, in the gaps between the kept ones.
   let from = 0n;
   for (const k of keep.sort((a, b) => (a < b ? -1 : 1))) {

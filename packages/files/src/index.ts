@@ -11,7 +11,7 @@ import {
   provide,
 } from '@cptrst/core';
 import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
-import { FileImage, checkSharedFiles, closeTemporaries, dumpFiles, inheritedDescriptions, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
+import { FileImage, checkSharedFiles, closeTemporaries, dumpCarried, dumpFiles, inheritedDescriptions, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
 import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
 import { CharDevice, Directory } from './chardev';
@@ -68,6 +68,7 @@ export class FilesDump implements DumpHandler {
     const inherited = inheritedDescriptions(ctx, task, files);
     dumpFs(ctx, task, files.map((f) => f.fd), [...new Set(inherited.values())].sort((a, b) => a - b));
     dumpFiles(ctx, task, files, inherited);
+    dumpCarried(ctx, task);
   }
 }
 
@@ -75,7 +76,7 @@ export class FilesRestore implements RestoreHandler {
   readonly name = 'files';
   readonly order = FILES_ORDER;
   /** FILE_DATA is the regular kind's record: listed here too, since that kind is always ours. */
-  readonly types = [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD];
+  readonly types = [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FILE_CARRY, ObjectType.FD];
   /** The records of every file kind (a plugin's own...) come here too, and go to their kind with the FILE. */
   readonly kinds = FileKinds;
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {

@@ -50,6 +50,12 @@ export interface FileKindHandler extends KindHandler<OpenFile> {
   /** Opens the file again inside the restored task; returns the fd there. */
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint;
   /**
+   * Makes the object of a FILE that the task does not hold itself but makes for its descendants
+   * (a pipe, socket or memfd shared by processes of the tree: their lowest common ancestor makes
+   * it), keeping it on carried fds (core's carriedIn). Kinds without it are never shared so.
+   */
+  carry?(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): void;
+  /**
    * The fds (of `files`) whose open files must be open again before this one is, at restart (an
    * epoll's targets). The files subsystem writes those files first; by the time open() runs,
    * they stand at all their fd numbers. Without it, files are written in fd order.

@@ -11,7 +11,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, MemfdDataFields, MemfdFields, MemfdLayouts, ObjectType, RestartContext, RestartTask, checkMemfd, createMemfd,
-  dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, objectType, refuse, registerMemfd, takeCreatedMemfd,
+  carriedIn, dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, objectType, refuse, registerMemfd, takeCreatedMemfd,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
 import { FileImage } from './file';
@@ -41,28 +41,30 @@ export class MemfdKind implements FileKindHandler {
     return f.stat.isFile() && isMemfd(f.link, f.stat.dev);
   }
 
-  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+  describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     const odd = f.fdinfo.flags & ~MEMFD_FLAGS;
     if (odd) refuse(task.pid, objectOf(f), `open flags 0${odd.toString(8)} on a memfd are not supported`);
-    checkMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, objectOf(f));
+    checkMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, objectOf(f), ctx);
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     dumpMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, out, objectOf(f), FILE_MEMFD);
   }
 
-  open(_ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+  open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
     const { rec, data } = memfdRecord(task.pid, req.records, req.object, FILE_MEMFD);
     if (img.flags & ~MEMFD_FLAGS) throw new CptError('EBADIMG', `memfd: open flags 0${img.flags.toString(8)}`, { pid: task.pid, object: req.object });
     const t = task.tracee!;
     if (rec.carrier) {
       const made = createMemfd(task, rec, data, req.above, req.object);
       registerMemfd(task, rec, { fd: made }, req.object, made);
+      // Descendants that hold the memfd too open it from this fd, which they get by clone.
+      carriedIn(ctx, task.pid).set(`memfd:${rec.inode}`, { fds: [made], shared: {} });
     }
     // memfd_create's own description for the first read-write FILE (it is O_RDWR|O_LARGEFILE), a new one for the others.
     let fd = (img.flags & O.ACCMODE) === O.RDWR ? takeCreatedMemfd(task, rec.inode, req.above, req.object) : undefined;
     if (fd !== undefined) t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & SETFL_FLAGS], `F_SETFL for ${req.object}`);
-    else fd = openInTask(task, memfdPath(task, rec.inode, req.object), reopenFlags(img.flags) | O.CLOEXEC, `opening the memfd for ${req.object}`);
+    else fd = openInTask(task, memfdPath(task, rec.inode, req.object, ctx), reopenFlags(img.flags) | O.CLOEXEC, `opening the memfd for ${req.object}`);
     t.syscallOk(SYS.lseek, [fd, img.pos, SEEK.SET], `lseek of ${req.object} to ${img.pos}`);
     return fd;
   }

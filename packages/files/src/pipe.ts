@@ -5,10 +5,12 @@
  *
  * Checkpoint. A pipe is identified by its inode: every FILE of it carries a PIPE record naming
  * that inode, and the first one in the image (the carrier) carries the capacity and the data, so
- * that the two ends can later live in different processes. Today both ends must be in the one
- * process: a pipe that another process also holds is refused, naming it. The data is read without
- * taking it away: cptrst takes a copy of a readable fd of the pipe (pidfd_getfd: the same open
- * file description) and tee(2)s its buffers into a pipe of its own of the same capacity, then
+ * that the two ends can live in different processes: a pipe held by several processes of the
+ * tree is made once, by their lowest common ancestor (core's holders.ts; file.ts writes a FILE
+ * with FILE_CARRY when that process holds no end), and its descendants carry its anchors; a
+ * holder outside the tree is refused, naming it. The data is read without taking it away:
+ * cptrst takes a copy of a readable fd of the pipe, the task's or another holder's in the tree
+ * (pidfd_getfd: the same open file description) and tee(2)s its buffers into a pipe of its own of the same capacity, then
  * reads that (linux.peekPipe). The target's pipe is never read, so a checkpoint that fails later
  * has lost no byte. A pipe whose read end is closed everywhere keeps data nobody can read: none is
  * stored. Packet mode: each buffer of a packet-mode pipe ends a read, so the reads give the packet
@@ -26,8 +28,8 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, describeHolders, otherHolders, ownHolders, ObjectType, RestartContext, RestartTask, StateKey, bool, bytes, linux,
-  objectType, refuse, u32, u32s, u64,
+  CheckpointContext, CheckpointTask, CptError, Holder, HolderKey, KindRecordWriter, SharedObject, carriedIn, describeHolders, ownHolders, ObjectType, RestartContext,
+  RestartTask, StateKey, bool, bytes, linux, objectType, refuse, shareOf, u32, u32s, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, openInTask } from './kinds';
 import { FileImage } from './file';
@@ -64,9 +66,9 @@ interface PipeState {
   waiting: number;
   /** Some description of the write end has O_DIRECT. */
   packetWriter: boolean;
-  /** A cptrst fd from which the data can be read (a copy of a readable description), if any. */
-  contents?: linux.PipeContents;
   carried: boolean;
+  /** Other processes of the tree hold the pipe too: it is made once, by their common ancestor. */
+  shared?: SharedObject;
 }
 
 const PIPE_STATE = new StateKey<Map<string, PipeState>>('files.pipeState');
@@ -75,19 +77,19 @@ const PIPE_STATE = new StateKey<Map<string, PipeState>>('files.pipeState');
 export const objectOf = (f: OpenFile): string => `fd ${f.fd} (${f.link})`;
 
 /**
- * Examines one pipe or FIFO of the task (once): refuses what cannot be restored inside the one
- * process; reads capacity and the amount waiting. `fifo`: a FIFO may be read through a new
- * description of cptrst's when the task holds only write ends (it can be opened later by path).
+ * Examines one pipe or FIFO of the task (once): refuses what cannot be restored (another holder
+ * outside the tree, odd flags); reads capacity and the amount waiting. A pipe that other
+ * processes of the tree hold too is restored as one pipe, made by their lowest common ancestor.
  */
-export function examinePipe(task: CheckpointTask, f: OpenFile, key: { link: string } | { stat: fs.BigIntStats }, what: string): PipeState {
+export function examinePipe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, key: HolderKey, what: string): PipeState {
   const states = task.state.ensure(PIPE_STATE, () => new Map<string, PipeState>());
   const id = `${what}:${f.stat.dev}:${f.stat.ino}`;
   const known = states.get(id);
   if (known) return known;
   const object = objectOf(f);
-  const others = otherHolders(task, key);
-  if (others.length) {
-    refuse(task.pid, object, `the ${what} is also open in ${describeHolders(others)}; a ${what} shared with another process needs the process tree checkpointed with it, which is not supported yet`);
+  const { shared, outside } = shareOf(ctx, task, key);
+  if (outside.length) {
+    refuse(task.pid, object, `the ${what} is also open in ${describeHolders(outside)}, outside the checkpointed process tree; a ${what} is restored only together with every process that holds it`);
   }
   const fds = ownHolders(task, key);
   const infos = fds.map((fd) => ({ fd, flags: linux.readFdinfo(task.pid, fd).flags }));
@@ -95,6 +97,7 @@ export function examinePipe(task: CheckpointTask, f: OpenFile, key: { link: stri
     const odd = i.flags & ~PIPE_FLAGS;
     if (odd) refuse(task.pid, `fd ${i.fd} (${f.link})`, `open flags 0${odd.toString(8)} on a ${what} are not supported`);
   }
+  const writerFlags = [...infos.map((i) => i.flags), ...(shared?.holders ?? []).filter((h) => h.pid !== task.pid && h.fd >= 0).map((h) => flagsOf(h))];
   const pidfd = linux.pidfdOpen(task.pid);
   try {
     const dup = linux.pidfdGetfd(pidfd, infos[0]?.fd ?? f.fd);
@@ -112,8 +115,9 @@ export function examinePipe(task: CheckpointTask, f: OpenFile, key: { link: stri
     const st: PipeState = {
       capacity: Number(capacity),
       waiting,
-      packetWriter: infos.some((i) => (i.flags & O.ACCMODE) !== O.RDONLY && (i.flags & O.DIRECT) !== 0),
+      packetWriter: writerFlags.some((fl) => (fl & O.ACCMODE) !== O.RDONLY && (fl & O.DIRECT) !== 0),
       carried: false,
+      ...(shared ? { shared } : {}),
     };
     states.set(id, st);
     return st;
@@ -122,21 +126,31 @@ export function examinePipe(task: CheckpointTask, f: OpenFile, key: { link: stri
   }
 }
 
+/** The status flags of another process's fd (0 when it cannot be read: the process is frozen, so never). */
+function flagsOf(h: Holder): number {
+  try {
+    return linux.readFdinfo(h.pid, h.fd).flags;
+  } catch {
+    return 0;
+  }
+}
+
 /**
  * Reads the data waiting in a pipe (without consuming it), from a readable description: a copy of
- * one of the task's (pidfd_getfd), or for a FIFO without one a new read-only description of
- * cptrst's. Returns no data when the pipe cannot be read any more (no reader and no name).
+ * one of the task's, or of another holder's in the tree (pidfd_getfd), or for a FIFO without one a
+ * new read-only description of cptrst's. Returns no data when the pipe cannot be read any more
+ * (no reader and no name).
  */
-export function readPipeData(task: CheckpointTask, f: OpenFile, key: { link: string } | { stat: fs.BigIntStats }, st: PipeState, fifo: boolean): linux.PipeContents {
+export function readPipeData(task: CheckpointTask, f: OpenFile, key: HolderKey, st: PipeState, fifo: boolean): linux.PipeContents {
   const none = { data: Buffer.alloc(0), segments: [] };
   if (st.waiting === 0) return none;
-  const fds = ownHolders(task, key);
-  const reader = fds.find((fd) => (linux.readFdinfo(task.pid, fd).flags & O.ACCMODE) !== O.WRONLY);
+  const candidates: Holder[] = [...ownHolders(task, key).map((fd) => ({ pid: task.pid, fd })), ...(st.shared?.holders ?? []).filter((h) => h.pid !== task.pid && h.fd >= 0)];
+  const reader = candidates.find((h) => (flagsOf(h) & O.ACCMODE) !== O.WRONLY);
   let src: number;
   if (reader !== undefined) {
-    const pidfd = linux.pidfdOpen(task.pid);
+    const pidfd = linux.pidfdOpen(reader.pid);
     try {
-      src = linux.pidfdGetfd(pidfd, reader);
+      src = linux.pidfdGetfd(pidfd, reader.fd);
     } finally {
       fs.closeSync(pidfd);
     }
@@ -155,14 +169,19 @@ export function readPipeData(task: CheckpointTask, f: OpenFile, key: { link: str
   }
 }
 
-/** Fills the PIPE record at dump; the first FILE of the pipe carries capacity and data. */
-export function dumpPipeRecord(task: CheckpointTask, f: OpenFile, key: { link: string } | { stat: fs.BigIntStats }, what: string, out: KindRecordWriter, fifo: boolean): void {
-  const st = examinePipe(task, f, key, what);
+/**
+ * Fills the PIPE record at dump; the first FILE of the pipe in the image carries capacity and
+ * data (for a pipe shared in the tree: the first written, which is its maker's).
+ */
+export function dumpPipeRecord(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, key: HolderKey, what: string, out: KindRecordWriter, fifo: boolean): void {
+  const st = examinePipe(ctx, task, f, key, what);
   const rec = new PipeImage();
   rec.pipeId = f.stat.ino;
   rec.capacity = st.capacity;
-  if (!st.carried) {
+  const first = st.shared ? !st.shared.written : !st.carried;
+  if (first) {
     st.carried = true;
+    if (st.shared) st.shared.written = true;
     rec.carrier = true;
     const c = readPipeData(task, f, key, st, fifo);
     const packet = st.packetWriter || c.segments.length > 1;
@@ -175,16 +194,14 @@ export function dumpPipeRecord(task: CheckpointTask, f: OpenFile, key: { link: s
   out.write(rec);
 }
 
-/** A pipe made again inside the task: its anchors (temporary fds above the image's), and which the image's descriptions took. */
+/** A pipe made again inside the task (or by an ancestor, whose anchors the task carries): its anchors (temporary fds above the image's), and which descriptions took them. */
 interface RestoredPipe {
   /** Read and write anchors (one O_RDWR fd for a FIFO: both the same). */
   read: bigint;
   write: bigint;
-  readTaken: boolean;
-  writeTaken: boolean;
+  /** Shared by every process that carries the pipe: an anchor's description is one holder's only. */
+  taken: { read: boolean; write: boolean };
 }
-
-const RESTORED = new StateKey<Map<string, RestoredPipe>>('files.pipes');
 
 /** The one PIPE record of a FILE, checked (EBADIMG). */
 export function pipeRecord(task: RestartTask, img: FileImage, req: OpenRequest, what: string): PipeImage {
@@ -207,21 +224,24 @@ export function pipeRecord(task: RestartTask, img: FileImage, req: OpenRequest, 
   return r;
 }
 
-/** The pipe a FILE belongs to: made by its carrier (`make` gives the anchors), found by the others. */
-export function restoredPipe(task: RestartTask, rec: PipeImage, what: string, object: string, make: () => { read: bigint; write: bigint }): RestoredPipe {
-  const table = task.state.ensure(RESTORED, () => new Map<string, RestoredPipe>());
+/**
+ * The pipe a FILE belongs to: made by its carrier (`make` gives the anchors), found by the others
+ * of the task and of its descendants (which carry the anchors from their parent).
+ */
+export function restoredPipe(ctx: RestartContext, task: RestartTask, rec: PipeImage, what: string, object: string, make: () => { read: bigint; write: bigint }): RestoredPipe {
+  const table = carriedIn(ctx, task.pid);
   const id = `${what}:${rec.pipeId}`;
-  let p = table.get(id);
+  let c = table.get(id);
   if (rec.carrier) {
-    if (p) throw new CptError('EBADIMG', `a second FILE carries the ${what} ${rec.pipeId}`, { pid: task.pid, object });
+    if (c) throw new CptError('EBADIMG', `a second FILE carries the ${what} ${rec.pipeId}`, { pid: task.pid, object });
     const a = make();
-    p = { ...a, readTaken: false, writeTaken: false };
-    table.set(id, p);
-    fillPipe(task, p, rec, object);
-  } else if (!p) {
-    throw new CptError('EBADIMG', `the ${what} ${rec.pipeId} is used before the FILE that carries it`, { pid: task.pid, object });
+    c = { fds: [a.read, a.write], shared: { read: false, write: false } };
+    table.set(id, c);
+    fillPipe(task, { read: a.read, write: a.write, taken: c.shared as RestoredPipe['taken'] }, rec, object);
+  } else if (!c) {
+    throw new CptError('EBADIMG', `the ${what} ${rec.pipeId} is used before the FILE that carries it (in the task or an ancestor)`, { pid: task.pid, object });
   }
-  return p;
+  return { read: c.fds[0], write: c.fds[1], taken: c.shared as RestoredPipe['taken'] };
 }
 
 /** Moves an fd of the task above the image's fd numbers (the anchor's place); closes the old one. */
@@ -274,9 +294,9 @@ export function pipeDescription(task: RestartTask, p: RestoredPipe, img: FileIma
   const writing = acc === O.WRONLY;
   const anchor = writing ? p.write : p.read;
   let fd: bigint;
-  if (mayTakeAnchor && !(img.flags & O.LARGEFILE) && !(writing ? p.writeTaken : p.readTaken)) {
-    if (writing) p.writeTaken = true;
-    else p.readTaken = true;
+  if (mayTakeAnchor && !(img.flags & O.LARGEFILE) && !(writing ? p.taken.write : p.taken.read)) {
+    if (writing) p.taken.write = true;
+    else p.taken.read = true;
     fd = t.syscallOk(SYS.fcntl, [anchor, F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
   } else {
     // O_DIRECT is refused by open on a pipe: F_SETFL below sets it.
@@ -295,21 +315,29 @@ export class PipeKind implements FileKindHandler {
     return f.stat.isFIFO() && /^pipe:\[\d+\]$/.test(f.link);
   }
 
-  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
-    examinePipe(task, f, { link: f.link }, 'pipe');
+  describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+    examinePipe(ctx, task, f, { link: f.link }, 'pipe');
     const acc = f.fdinfo.flags & O.ACCMODE;
     if (acc !== O.RDONLY && acc !== O.WRONLY) refuse(task.pid, objectOf(f), `a pipe end open with access mode ${acc}`);
   }
 
-  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    dumpPipeRecord(task, f, { link: f.link }, 'pipe', out, false);
+  dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
+    dumpPipeRecord(ctx, task, f, { link: f.link }, 'pipe', out, false);
   }
 
-  open(_ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+  open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    return pipeDescription(task, this.make(ctx, task, img, req), img, req, true);
+  }
+
+  carry(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): void {
+    this.make(ctx, task, img, req);
+  }
+
+  private make(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): RestoredPipe {
     const rec = pipeRecord(task, img, req, 'pipe');
     const acc = img.flags & O.ACCMODE;
     if (acc !== O.RDONLY && acc !== O.WRONLY) throw new CptError('EBADIMG', `pipe: access mode ${acc}`, { pid: task.pid, object: req.object });
-    const p = restoredPipe(task, rec, 'pipe', req.object, () => {
+    return restoredPipe(ctx, task, rec, 'pipe', req.object, () => {
       const t = task.tracee!;
       const at = t.stage(Buffer.alloc(8));
       t.syscallOk(SYS.pipe2, [at, O.CLOEXEC | O.NONBLOCK], `pipe2 for ${req.object}`);
@@ -319,6 +347,5 @@ export class PipeKind implements FileKindHandler {
         write: moveAbove(task, BigInt(fds.readInt32LE(4)), req.above, 'the pipe\'s write end'),
       };
     });
-    return pipeDescription(task, p, img, req, true);
   }
 }

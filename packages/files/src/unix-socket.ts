@@ -1,5 +1,8 @@
 /**
- * Unix sockets held by one process: socketpairs (stream, datagram, seqpacket) with the data
+ * Unix sockets held by one process, or by several processes of the tree through one description
+ * (inherited), and socketpairs with their ends in different processes of the tree (made by the
+ * common ancestor that holds one end; the other end is carried to its holder, see
+ * openCarriedEnd): socketpairs (stream, datagram, seqpacket) with the data
  * queued in both directions, shutdown state and options; a connected socket whose peer has
  * closed, with what it left queued; sockets not connected, unbound or bound to a name in the
  * filesystem (absolute, or relative to the working directory) or the abstract namespace (a
@@ -14,7 +17,7 @@
  * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK from offset
  * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
  * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one).
- * Refused, naming the fd and why: a peer outside the process (or a socket of another process),
+ * Refused, naming the fd and why: a peer or holder outside the tree,
  * a connection made through a listener (its ends have names), connections not yet accepted,
  * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
  * datagram socket connected one way, an unlinked name that another file now has, a relative
@@ -36,7 +39,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
-  describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, u32, u64,
+  carriedIn, describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, shareGroup, shareOf, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
@@ -145,14 +148,15 @@ function withCopy<T>(task: CheckpointTask, fd: number, use: (dup: number) => T):
   }
 }
 
-function examine(task: CheckpointTask, f: OpenFile): SocketState {
+function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): SocketState {
   const states = task.state.ensure(SOCKETS, () => new Map<number, SocketState>());
   const ino = inoOf(f.link);
   const known = states.get(ino);
   if (known) return known;
   const object = objectOf(f);
-  const others = otherHolders(task, { link: f.link });
-  if (others.length) refuse(task.pid, object, `the socket is also open in ${describeHolders(others)}; a socket shared with another process needs the process tree checkpointed with it, which is not supported yet`);
+  // Other processes of the tree hold this very socket (one open file description): inherited.
+  const { outside } = shareOf(ctx, task, { link: f.link });
+  if (outside.length) refuse(task.pid, object, `the socket is also open in ${describeHolders(outside)}, outside the checkpointed process tree; a socket is restored only together with every process that holds it`);
   const odd = f.fdinfo.flags & ~SOCKET_FLAGS;
   if (odd) refuse(task.pid, object, `open flags 0${odd.toString(8)} on a socket are not supported`);
   const d = diagOf(task, ino);
@@ -173,7 +177,7 @@ function examine(task: CheckpointTask, f: OpenFile): SocketState {
     rec.role = ROLE.PENDING;
     rec.via = fsName(listenerOf(task, ino)!.name!);
   } else if (d.peer) {
-    describePeer(task, f, d, rec);
+    describePeer(ctx, task, f, d, rec);
   } else if (d.state === linux.TCP_ESTABLISHED && type === SOCK.DGRAM) {
     // A datagram socket shows ESTABLISHED once it connected, and also once another connected to it.
     const peerName = withCopy(task, f.fd, (dup) => linux.getPeerName(dup));
@@ -309,17 +313,27 @@ function fsName(name: Buffer): Buffer {
  * socketpair (both unnamed) or a connection made through a listener (the accepted end has the
  * listener's name); or, for a datagram socket, connected one way to a named socket.
  */
-function describePeer(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
+function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
   const object = objectOf(f);
   const peerLink = `socket:[${d.peer}]`;
   rec.peer = BigInt(d.peer!);
+  const p = diagOf(task, d.peer!);
   if (!ownHolders(task, { link: peerLink }).length) {
     const elsewhere = otherHolders(task, { link: peerLink });
-    refuse(task.pid, object, elsewhere.length
-      ? `it is connected to ${peerLink}, a socket of ${describeHolders(elsewhere)}; a peer outside the process needs the process tree checkpointed with it, which is not supported yet`
-      : `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
+    if (!elsewhere.length) refuse(task.pid, object, `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
+    const { shared, outside } = shareGroup(ctx, task, [{ link: f.link }, { link: peerLink }]);
+    if (outside.length) {
+      refuse(task.pid, object, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree; a peer is restored only together with the processes that hold it`);
+    }
+    // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must hold one of them.
+    if (d.name?.length || p?.name?.length || p?.peer !== d.ino) {
+      refuse(task.pid, object, `it is connected to ${peerLink} of ${describeHolders(elsewhere)} through a name (a listener, or a datagram socket connected one way); a connection through a name between two processes is not supported yet`);
+    }
+    if (shared && !shared.holders.some((h) => h.pid === shared.maker)) {
+      refuse(task.pid, object, `its peer ${peerLink} is in ${describeHolders(elsewhere)}, and their common ancestor ${shared.maker} holds neither end; such a socketpair is not supported yet`);
+    }
+    return;
   }
-  const p = diagOf(task, d.peer!);
   const named = (x: linux.UnixDiag | undefined): boolean => !!x?.name?.length;
   if (d.peer === d.ino && d.type === SOCK.DGRAM && named(d)) {
     rec.peer = 0n; // connected to itself
@@ -352,12 +366,12 @@ export class UnixSocketKind implements FileKindHandler {
     return f.stat.isSocket() && /^socket:\[\d+\]$/.test(f.link);
   }
 
-  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
-    examine(task, f);
+  describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+    examine(ctx, task, f);
   }
 
-  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    const st = examine(task, f);
+  dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
+    const st = examine(ctx, task, f);
     out.write(st.rec);
     if (st.rec.type === SOCK.STREAM) {
       if (st.queue.length) {
@@ -384,13 +398,15 @@ export class UnixSocketKind implements FileKindHandler {
       if (s.peer !== rec.peer) throw new CptError('EBADIMG', `unix socket ${rec.ino} is not the peer of ${s.peer}`, { pid: task.pid, object: req.object });
       if (s.type !== rec.type) throw new CptError('EBADIMG', `unix socket ${rec.ino}: its type differs from its peer's`, { pid: task.pid, object: req.object });
       s.rec = rec;
+    } else if (carriedIn(ctx, task.pid).has(`unix:${rec.ino}`)) {
+      return openCarriedEnd(ctx, task, img, rec, req);
     } else if (rec.role === ROLE.ACCEPTED) {
       // A stand-in until the end of the files restore, when the connection is made through a listener and accepted.
       const t = task.tracee!;
       s = { fd: moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
       table.set(rec.ino, s);
     } else if ((rec.peer || rec.peerClosed) && rec.role === ROLE.NONE) {
-      s = makePair(task, rec, req);
+      s = makePair(ctx, task, rec, req);
     } else if (rec.role === ROLE.CLIENT) {
       s = { fd: makeSocket(ctx, task, rec, req), type: rec.type, peer: rec.peer, rec };
       table.set(rec.ino, s);
@@ -459,8 +475,35 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   return r;
 }
 
-/** socketpair inside the task; both ends above the image's fds; the peer's end waits for its FILE. */
-function makePair(task: RestartTask, rec: UnixSocketImage, req: OpenRequest): RestoredSocket {
+/**
+ * The end of a socketpair that an ancestor made (its carried fd): the ancestor's entry for it
+ * gets the FILE's record and queue, so that the ancestor, which holds the other end, sends the
+ * queues of both ends and makes the shutdowns and peek offsets at the end of its own restore,
+ * as for a socketpair of its own; the task only gets its fd.
+ */
+function openCarriedEnd(ctx: RestartContext, task: RestartTask, img: FileImage, rec: UnixSocketImage, req: OpenRequest): bigint {
+  const c = carriedIn(ctx, task.pid).get(`unix:${rec.ino}`)!;
+  const s = c.shared as RestoredSocket;
+  const bad = (why: string) => new CptError('EBADIMG', `unix socket ${rec.ino}: ${why}`, { pid: task.pid, object: req.object });
+  if (s.rec) throw bad('restored twice');
+  if (s.peer !== rec.peer || rec.role !== ROLE.NONE || rec.peerClosed) throw bad(`it is not the peer of ${s.peer}`);
+  if (s.type !== rec.type) throw bad('its type differs from its peer\'s');
+  s.rec = rec;
+  s.queue = req.records.of(SocketQueueImage);
+  s.object = `${req.object} of process ${task.pid}`;
+  s.flags = img.flags;
+  const t = task.tracee!;
+  setOptions(ctx, task, c.fds[0], rec, req.object);
+  const fd = t.syscallOk(SYS.fcntl, [c.fds[0], F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
+  t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
+  return fd;
+}
+
+/**
+ * socketpair inside the task; both ends above the image's fds; the peer's end waits for its FILE,
+ * in the task or in a descendant (which carries it: carriedIn).
+ */
+function makePair(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): RestoredSocket {
   const t = task.tracee!;
   const table = restoredSockets(task);
   if (table.has(rec.peer)) throw new CptError('EBADIMG', `unix socket ${rec.peer} is the peer of two sockets`, { pid: task.pid, object: req.object });
@@ -472,7 +515,11 @@ function makePair(task: RestartTask, rec: UnixSocketImage, req: OpenRequest): Re
   table.set(rec.ino, mine);
   // A closed peer: the other end only sends the queue, and is closed at the end.
   if (rec.peerClosed) mine.closedPeer = other;
-  else table.set(rec.peer, { fd: other, type: rec.type, peer: rec.ino });
+  else {
+    const peer: RestoredSocket = { fd: other, type: rec.type, peer: rec.ino };
+    table.set(rec.peer, peer);
+    carriedIn(ctx, task.pid).set(`unix:${rec.peer}`, { fds: [other], shared: peer });
+  }
   return mine;
 }
 

@@ -71,7 +71,7 @@ describe('files: open files of a real process', function () {
     ]);
     expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files', 300], ['files.locks', 310]]);
     expect(c.resolveAll<RestoreHandler>(Tokens.RestoreHandler).map((r) => [r.name, r.types])).to.deep.equal([
-      ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FD]],
+      ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FILE_CARRY, ObjectType.FD]],
       ['files.locks', [ObjectType.FILE_LOCK, ObjectType.FD_OWNER]],
       ['files.socket-queues', []],
       ['files.pidfd', []],

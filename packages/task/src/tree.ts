@@ -16,7 +16,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, SHARED_WITH_PARENT, StateKey,
-  TaskState, Tokens, Tracee, encodeStruct, linux, refuse,
+  TaskState, Tokens, Tracee, encodeStruct, linux, noteTree, refuse,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 
@@ -93,6 +93,7 @@ export function freezeTree(ctx: CheckpointContext, root: number, ops: ProcessFre
   }
   const tree = { root, tasks };
   FROZEN.set(ctx, tree);
+  noteTree(ctx, tree); // which processes may share a pipe, socket or memfd (core's holders.ts)
   return tree;
 }
 

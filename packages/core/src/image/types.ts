@@ -73,6 +73,8 @@ export enum ObjectType {
   VMA_MEMFD = 175,
   /** A data run of a mapped memfd (under VMA). */
   VMA_MEMFD_DATA = 176,
+  /** Under a FILE that no fd of the task holds: the task makes the object for its descendants (carried). */
+  FILE_CARRY = 177,
   /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
   VMA_KEPT = 100,
   /** A terminal open as an fd: a pty master or slave, /dev/tty, or the caller's terminal (under FILE). */
