@@ -58,6 +58,11 @@ export const RestartFlags = {
   RESUME: 0,
   /** Leave the restored process stopped (SIGSTOP) and untraced. */
   LEAVE_STOPPED: 1 << 1,
+  /**
+   * Lazy restart: private anonymous memory is not written before the process runs; it is filled
+   * through userfaultfd, on first touch and in the background (mm/src/lazy.ts).
+   */
+  LAZY: 1 << 2,
 } as const;
 
 /** How a frozen or restored task is let go. */

@@ -103,7 +103,9 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
     })));
   });
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
-  return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };
+  // A lazy restart's memory is filled from here on, while the processes run.
+  const pagesIn = ctx.lazyFill?.();
+  return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings, ...(pagesIn ? { pagesIn } : {}) };
 }
 
 function checkHead(ctx: RestartContext): void {

@@ -10,6 +10,7 @@ import { SysvShmVma } from './sysv-shm';
 import { MemfdVma } from './memfd';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
+import { LazyRestore } from './lazy';
 
 export * from './vma';
 export * from './pages';
@@ -24,5 +25,6 @@ export function register(c: DependencyContainer): void {
   for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
+  provide(c, Tokens.RestoreHandler, new LazyRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());
 }

@@ -1,0 +1,437 @@
+/**
+ * Lazy restart (`cptrst restart --lazy`, RestartFlags.LAZY): the private anonymous memory of a
+ * restored process is not written before it runs. Its pages are kept by cptrst while the image is
+ * read (the reader's payload buffers, not copied again: a pipe's pages are all held, none can be
+ * missed), the areas are registered with a userfaultfd (MISSING mode) that the process itself
+ * makes (an injected userfaultfd(2) + UFFDIO_API while it still has cptrst's capabilities), and
+ * once the process runs cptrst copies each page in with UFFDIO_COPY: the ones it touches first,
+ * as it touches them, and all the others in the background, in address order. A page the process
+ * touches that the image does not hold is an untouched page: it gets a zero page.
+ *
+ * The process cannot tell: a fault, by its own code or by the kernel on its behalf (a read(2)
+ * into its buffer), waits until the page is in; the non-cooperative events keep the fill true to
+ * what the process does meanwhile: MADV_DONTNEED/munmap (REMOVE/UNMAP: those pages are not filled
+ * any more, they read zero as they would have), mremap (REMAP: the held pages move along) and
+ * fork (FORK: the child's copy of the unfilled pages is filled from the same data, through the
+ * child's own userfaultfd). Once every held page is in, the userfaultfds are closed: what is
+ * left unfilled is memory the image does not hold, which then reads zero as it did.
+ *
+ * Which areas: private anonymous areas mapped read-write, not droppable and not locked (mlock
+ * populates them at once, which would fill them with zeros before the registration). Others are
+ * written before the process runs, as in a plain restart. Pages the restart itself makes present
+ * before the registration (the kernel writing a thread id or an rseq area during the finish
+ * steps) are written with the image's data while the process is still stopped.
+ *
+ * If cptrst dies during the fill, a small watchdog (/bin/sh, holding a copy of the userfaultfds)
+ * kills the process: its faults wait meanwhile, it never runs on zero pages. If a copy fails
+ * (ENOMEM...) or cptrst is interrupted, the process is killed, with a message naming it. Images
+ * not owned by root are refused (EPERM): the userfaultfd must be made with CAP_SYS_PTRACE to
+ * handle faults taken inside the kernel, which such a process never has.
+ */
+import { spawn, ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import { CptError, LazyFillReport, RestartContext, RestartFlags, RestartTask, RestoreHandler, StateKey, linux } from '@cptrst/core';
+import { RestoredVma, VmaImage, describeVma } from './vma';
+
+const { SYS, UFFD, PROT, O } = linux;
+/** After every other finish step (the credentials, the registers): nothing of the restart touches the memory after. */
+export const LAZY_ORDER = 1000;
+/** Pages copied per UFFDIO_COPY in the background (256 KiB). */
+const CHUNK_PAGES = 64;
+/** Background copies between two turns of the event loop (signals, the interrupt). */
+const TURN_COPIES = 64;
+const FEATURES = UFFD.FEATURE_EVENT_FORK | UFFD.FEATURE_EVENT_REMAP | UFFD.FEATURE_EVENT_REMOVE | UFFD.FEATURE_EVENT_UNMAP;
+
+/** A run of held pages at `start`: `data` is theirs, `done[i]` once page i needs no filling. */
+interface HeldRun {
+  start: bigint;
+  data: Buffer;
+  done: Uint8Array;
+}
+
+/** One address space being filled: its userfaultfd (in cptrst) and its held pages. */
+interface Space {
+  pid: number;
+  fd: number;
+  runs: HeldRun[];
+  /** Background position: run index and page. */
+  at: [number, number];
+  gone: boolean;
+}
+
+/** A task's lazy state at restart: its userfaultfd (in cptrst), its held runs, its areas to register. */
+interface TaskLazy {
+  fd: number;
+  runs: HeldRun[];
+  areas: Map<bigint, VmaImage>;
+  registered: boolean;
+}
+const TASK_LAZY = new StateKey<TaskLazy>('mm.lazy');
+/** Every task's lazy state, for the fill once they are let go. */
+const CTX_LAZY = new WeakMap<RestartContext, Array<{ pid: number; lazy: TaskLazy }>>();
+
+/** Whether the pages of `area` wait for a lazy fill rather than being written now. */
+function fillsLazily(ctx: RestartContext, area: RestoredVma): boolean {
+  if (!(ctx.flags & RestartFlags.LAZY)) return false;
+  const v = area.img;
+  const rw = PROT.READ | PROT.WRITE;
+  return area.kind.kind === 'anon' && !v.shared && (v.prot & rw) === rw && !v.vmFlags.some((f) => f === 'dp' || f === 'lo' || f === 'lf');
+}
+
+/** The userfaultfd of the task, made inside it on first need, held by cptrst (pidfd_getfd), closed inside. */
+function taskLazy(ctx: RestartContext, task: RestartTask): TaskLazy {
+  const have = task.state.get(TASK_LAZY);
+  if (have) return have;
+  if (!ctx.imageTrusted) {
+    throw new CptError('EPERM', 'a lazy restart is for images owned by root: the userfaultfd that fills the memory must be made with CAP_SYS_PTRACE, which a process restored from a user\'s image does not get; restart without --lazy', { pid: task.pid, object: 'lazy restart' });
+  }
+  const t = task.tracee!;
+  const what = (s: string) => `${s} (lazy restart)`;
+  const ufd = t.syscallOk(SYS.userfaultfd, [O.CLOEXEC | O.NONBLOCK], what('userfaultfd'));
+  let mine = -1;
+  try {
+    const api = Buffer.alloc(24);
+    api.writeBigUInt64LE(BigInt(UFFD.API), 0);
+    api.writeBigUInt64LE(BigInt(FEATURES), 8);
+    const r = t.syscall(SYS.ioctl, [ufd, UFFD.IOC_API, t.stage(api, 0)]);
+    if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), 'UFFDIO_API with the fork, remap, remove and unmap events failed inside the process: this kernel cannot follow a lazily restored process; restart without --lazy', { pid: task.pid, object: 'lazy restart' });
+    const pidfd = linux.pidfdOpen(task.pid);
+    try {
+      mine = linux.pidfdGetfd(pidfd, Number(ufd));
+    } finally {
+      fs.closeSync(pidfd);
+    }
+  } finally {
+    t.syscall(SYS.close, [ufd]);
+  }
+  const lazy: TaskLazy = { fd: mine, runs: [], areas: new Map(), registered: false };
+  task.state.set(TASK_LAZY, lazy);
+  const all = CTX_LAZY.get(ctx) ?? [];
+  all.push({ pid: task.pid, lazy });
+  CTX_LAZY.set(ctx, all);
+  if (!ctx.lazyFill) ctx.lazyFill = () => fill(ctx);
+  return lazy;
+}
+
+/**
+ * Called for each PAGES object (validated, inside `area`): true when its pages are held for the
+ * fill. The payload buffer is kept, not given back to the reader.
+ */
+export function holdPages(ctx: RestartContext, task: RestartTask, area: RestoredVma, vaddr: bigint, pages: Buffer): boolean {
+  if (!fillsLazily(ctx, area)) return false;
+  const lazy = taskLazy(ctx, task);
+  const count = pages.length / linux.pageSize();
+  const last = lazy.runs[lazy.runs.length - 1];
+  if (last && vaddr < last.start + BigInt(last.data.length)) throw new CptError('EBADIMG', `pages at 0x${vaddr.toString(16)} overlap or precede the pages before them`, { pid: task.pid, object: 'pages' });
+  lazy.runs.push({ start: vaddr, data: pages, done: new Uint8Array(count) });
+  lazy.areas.set(area.img.start, area.img);
+  return true;
+}
+
+export class LazyRestore implements RestoreHandler {
+  readonly name = 'lazy';
+  readonly order = LAZY_ORDER;
+  readonly types = [];
+
+  /** It owns no object type: its work is all in finish. */
+  restore(): void {}
+
+  /**
+   * The areas are registered, last of all before the release. Pages made present before that (by
+   * the restart's own steps) get the image's data now; the fill leaves them alone.
+   */
+  finish(ctx: RestartContext, task: RestartTask): void {
+    const lazy = task.state.get(TASK_LAZY);
+    if (!lazy || lazy.registered) return;
+    const PAGE = BigInt(linux.pageSize());
+    for (const v of lazy.areas.values()) {
+      const r = linux.uffdRegister(lazy.fd, v.start, v.end, UFFD.REGISTER_MODE_MISSING);
+      const what = describeVma(v);
+      if (r < 0) throw new CptError(linux.errnoName(-r), `UFFDIO_REGISTER of ${what} failed (lazy restart)`, { pid: task.pid, object: what });
+    }
+    lazy.registered = true;
+    const pm = fs.openSync(`/proc/${task.pid}/pagemap`, 'r');
+    try {
+      for (const { start, end } of lazy.areas.values()) {
+        const P = linux.PAGE_IS;
+        const present = linux.pagemapScan(pm, start, end, P.PRESENT | P.SWAPPED, P.PRESENT) ?? [];
+        for (const p of present) {
+          for (const run of lazy.runs) {
+            const runEnd = run.start + BigInt(run.data.length);
+            const from = p.start > run.start ? p.start : run.start;
+            const to = p.end < runEnd ? p.end : runEnd;
+            if (from >= to) continue;
+            const i0 = Number((from - run.start) / PAGE);
+            const i1 = Number((to - run.start) / PAGE);
+            task.tracee!.writeMemory(from, run.data.subarray(i0 * Number(PAGE), i1 * Number(PAGE)));
+            run.done.fill(1, i0, i1);
+          }
+        }
+      }
+    } finally {
+      fs.closeSync(pm);
+    }
+  }
+
+  abort(ctx: RestartContext, task: RestartTask): void {
+    const lazy = task.state.get(TASK_LAZY);
+    if (!lazy || lazy.fd < 0) return;
+    try {
+      fs.closeSync(lazy.fd);
+    } catch {
+      /* closed */
+    }
+    lazy.fd = -1;
+    CTX_LAZY.delete(ctx);
+  }
+}
+
+/** The run holding `addr` (runs are sorted by address), or undefined. */
+function runAt(runs: HeldRun[], addr: bigint): HeldRun | undefined {
+  let lo = 0;
+  let hi = runs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const r = runs[mid];
+    if (addr < r.start) hi = mid - 1;
+    else if (addr >= r.start + BigInt(r.data.length)) lo = mid + 1;
+    else return r;
+  }
+  return undefined;
+}
+
+/**
+ * The runs with [start, end) cut out as their own runs (views of the same data), so that a range
+ * can be marked or moved whole.
+ */
+function cut(runs: HeldRun[], start: bigint, end: bigint, page: number): HeldRun[] {
+  const out: HeldRun[] = [];
+  const P = BigInt(page);
+  for (const r of runs) {
+    const rEnd = r.start + BigInt(r.data.length);
+    const points = [start, end].filter((x) => x > r.start && x < rEnd).map((x) => Number((x - r.start) / P));
+    let from = 0;
+    for (const at of [...points, r.done.length]) {
+      if (at > from) out.push({ start: r.start + BigInt(from) * P, data: r.data.subarray(from * page, at * page), done: r.done.subarray(from, at) });
+      from = at;
+    }
+  }
+  return out;
+}
+
+const inRange = (r: HeldRun, start: bigint, end: bigint) => r.start >= start && r.start < end;
+
+/** The errors of a UFFDIO_COPY/ZEROPAGE that say the page needs nothing more, or the process is gone. */
+const EEXIST = -linux.ERRNO.EEXIST;
+const EAGAIN = -linux.ERRNO.EAGAIN;
+const ENOENT = -linux.ERRNO.ENOENT;
+const ESRCH = -linux.ERRNO.ESRCH;
+const EFAULT = -linux.ERRNO.EFAULT;
+
+class Filler {
+  private readonly page = linux.pageSize();
+  private readonly spaces: Space[] = [];
+  private readonly msgs = Buffer.alloc(UFFD.MSG_SIZE * 64);
+  pages = 0;
+  faults = 0;
+
+  constructor(tasks: Array<{ pid: number; lazy: TaskLazy }>) {
+    for (const { pid, lazy } of tasks) this.spaces.push({ pid, fd: lazy.fd, runs: lazy.runs, at: [0, 0], gone: false });
+  }
+
+  get fds(): number[] {
+    return this.spaces.map((s) => s.fd);
+  }
+
+  get pids(): number[] {
+    return this.spaces.map((s) => s.pid);
+  }
+
+  /** Serves every message waiting on every space. */
+  events(): void {
+    for (let i = 0; i < this.spaces.length; i++) {
+      const s = this.spaces[i];
+      if (s.gone) continue;
+      for (;;) {
+        const msgs = linux.uffdRead(s.fd, this.msgs);
+        if (!msgs.length) break;
+        for (const m of msgs) this.event(s, m);
+      }
+    }
+  }
+
+  private event(s: Space, m: linux.UffdMessage): void {
+    const PAGE = BigInt(this.page);
+    switch (m.event) {
+      case 'pagefault': {
+        const addr = m.address & ~(PAGE - 1n);
+        const run = runAt(s.runs, addr);
+        const i = run ? Number((addr - run.start) / PAGE) : -1;
+        this.faults++;
+        if (run && !run.done[i]) {
+          this.copy(s, run, i, Math.min(run.done.length, i + 1));
+        } else {
+          const r = linux.uffdZeropage(s.fd, addr, this.page).r;
+          if (r === EEXIST) linux.uffdWake(s.fd, addr, this.page);
+          else if (r === ESRCH) s.gone = true;
+          else if (r < 0 && r !== ENOENT && r !== EAGAIN) this.fail(s, `UFFDIO_ZEROPAGE at 0x${addr.toString(16)}`, r);
+        }
+        return;
+      }
+      case 'remove':
+      case 'unmap': {
+        // The process dropped these pages: they read zero now, the image's data must not come back.
+        s.runs = cut(s.runs, m.start, m.end, this.page);
+        for (const r of s.runs) if (inRange(r, m.start, m.end)) r.done.fill(1);
+        s.at = [0, 0];
+        return;
+      }
+      case 'remap': {
+        // The unfilled pages moved with the area: so do their data.
+        const end = m.from + m.len;
+        s.runs = cut(s.runs, m.from, end, this.page);
+        for (const r of s.runs) if (inRange(r, m.from, end)) r.start = r.start - m.from + m.to;
+        s.runs.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+        s.at = [0, 0];
+        return;
+      }
+      case 'fork': {
+        // The child's unfilled pages are the parent's: the same data, its own progress.
+        const runs = s.runs.map((r) => ({ start: r.start, data: r.data, done: Uint8Array.from(r.done) }));
+        this.spaces.push({ pid: 0, fd: m.fd, runs, at: [0, 0], gone: false });
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** UFFDIO_COPY of pages [i0, i1) of `run` that are not done; marks them. */
+  private copy(s: Space, run: HeldRun, i0: number, i1: number): void {
+    const PAGE = this.page;
+    let i = i0;
+    while (i < i1 && !s.gone) {
+      if (run.done[i]) {
+        i++;
+        continue;
+      }
+      let j = i;
+      while (j < i1 && !run.done[j]) j++;
+      const dst = run.start + BigInt(i * PAGE);
+      const { r, copied } = linux.uffdCopy(s.fd, dst, run.data.subarray(i * PAGE, j * PAGE));
+      const n = Math.floor(copied / PAGE);
+      run.done.fill(1, i, i + n);
+      this.pages += n;
+      i += n;
+      if (r === 0) continue;
+      if (r === EEXIST) {
+        // Present already (filled before): nothing to do, but whoever waits on it must wake.
+        linux.uffdWake(s.fd, run.start + BigInt(i * PAGE), PAGE);
+        run.done[i] = 1;
+        i++;
+      } else if (r === EAGAIN) {
+        // The layout is changing (an event to read first): read it, then go on from the new state.
+        this.events();
+        return;
+      } else if (r === ESRCH) {
+        s.gone = true;
+      } else if (r === ENOENT || r === EFAULT) {
+        // No area there any more and no event yet: read them; if still nothing, it is gone.
+        this.events();
+        if (!run.done[i]) run.done[i] = 1;
+        i++;
+      } else {
+        this.fail(s, `UFFDIO_COPY at 0x${(run.start + BigInt(i * PAGE)).toString(16)}`, r);
+      }
+    }
+  }
+
+  private fail(s: Space, what: string, r: number): never {
+    throw new CptError(linux.errnoName(-r), `${what} failed while filling the memory of process ${s.pid || '(a child it forked)'}`, { pid: s.pid, object: 'lazy restart' });
+  }
+
+  /** One background chunk; false when every space is complete. */
+  step(): boolean {
+    for (const s of this.spaces) {
+      if (s.gone) continue;
+      while (s.at[0] < s.runs.length) {
+        const run = s.runs[s.at[0]];
+        let i = s.at[1];
+        while (i < run.done.length && run.done[i]) i++;
+        if (i >= run.done.length) {
+          s.at = [s.at[0] + 1, 0];
+          continue;
+        }
+        const end = Math.min(run.done.length, i + CHUNK_PAGES);
+        s.at = [s.at[0], i];
+        this.copy(s, run, i, end);
+        return true;
+      }
+      // Complete: a restart of the walk finds nothing left (events may have rewound it).
+      if (s.runs.every((r) => r.done.every((d) => d === 1))) s.gone = true;
+      else s.at = [0, 0];
+      return true;
+    }
+    return false;
+  }
+
+  close(): void {
+    for (const s of this.spaces) {
+      try {
+        fs.closeSync(s.fd);
+      } catch {
+        /* closed */
+      }
+    }
+  }
+}
+
+/**
+ * The watchdog: a shell holding a copy of each userfaultfd. If cptrst dies before it says
+ * "done", its stdin ends and it kills the processes: the faults wait for it meanwhile.
+ */
+function watchdog(fds: number[], pids: number[]): ChildProcess {
+  const script = `read line; [ "$line" = done ] && exit 0; kill -9 ${pids.join(' ')} 2>/dev/null; exit 0`;
+  const w = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore', ...fds], detached: true });
+  w.unref();
+  (w.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+  w.on('error', () => undefined);
+  return w;
+}
+
+/** Runs once the processes are let go: fills every held page, then closes the userfaultfds. */
+async function fill(ctx: RestartContext): Promise<LazyFillReport> {
+  const t0 = Date.now();
+  const tasks = CTX_LAZY.get(ctx) ?? [];
+  CTX_LAZY.delete(ctx);
+  const f = new Filler(tasks);
+  const guard = watchdog(f.fds, f.pids);
+  try {
+    for (;;) {
+      let more = true;
+      for (let n = 0; n < TURN_COPIES && more; n++) {
+        f.events();
+        more = f.step();
+      }
+      if (!more) break;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (ctx.signal?.aborted) throw new CptError('EINTR', 'interrupted before the memory was complete', { pid: tasks[0]?.pid, object: 'lazy restart' });
+    }
+  } catch (e) {
+    // It cannot go on without its memory: killed, never left running with pages missing.
+    for (const { pid } of tasks) {
+      try {
+        linux.kill(pid, 9);
+      } catch {
+        /* gone */
+      }
+    }
+    f.close();
+    guard.stdin?.end('done\n');
+    const ce = e instanceof CptError ? e : new CptError('EIO', String((e as Error).message ?? e), { object: 'lazy restart' });
+    throw new CptError(ce.code, `${ce.message}; the restored process${tasks.length > 1 ? 'es were' : ' was'} killed (${tasks.map((t) => t.pid).join(', ')}): it cannot run without its memory`, { pid: tasks[0]?.pid, object: 'lazy restart' });
+  }
+  f.close();
+  guard.stdin?.end('done\n');
+  return { pages: f.pages, faults: f.faults, ms: Date.now() - t0 };
+}
