@@ -23,6 +23,10 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   const head = reader.readHead();
   ctx.head = head;
   checkHead(ctx);
+  if (flags & RestartFlags.LAZY && !ctx.imageTrusted) {
+    // The userfaultfd that fills the memory must be made with CAP_SYS_PTRACE (mm/src/lazy.ts).
+    throw new CptError('EPERM', 'a lazy restart is only for images owned by root: the process would need a privilege (CAP_SYS_PTRACE, to make the userfaultfd that fills its memory) that a user\'s image does not give it; restart without --lazy', { object: 'lazy restart' });
+  }
 
   const handlers = ctx.all(Tokens.RestoreHandler).sort((a, b) => a.order - b.order);
   const byType = new Map<number, RestoreHandler>();

@@ -82,9 +82,8 @@ function fillsLazily(ctx: RestartContext, area: RestoredVma): boolean {
 function taskLazy(ctx: RestartContext, task: RestartTask): TaskLazy {
   const have = task.state.get(TASK_LAZY);
   if (have) return have;
-  if (!ctx.imageTrusted) {
-    throw new CptError('EPERM', 'a lazy restart is for images owned by root: the userfaultfd that fills the memory must be made with CAP_SYS_PTRACE, which a process restored from a user\'s image does not get; restart without --lazy', { pid: task.pid, object: 'lazy restart' });
-  }
+  // The restart flow refuses a lazy restart of a user's image before anything is made.
+  if (!ctx.imageTrusted) throw new CptError('EPERM', 'a lazy restart is only for images owned by root', { pid: task.pid, object: 'lazy restart' });
   const t = task.tracee!;
   const what = (s: string) => `${s} (lazy restart)`;
   const ufd = t.syscallOk(SYS.userfaultfd, [O.CLOEXEC | O.NONBLOCK], what('userfaultfd'));
@@ -234,6 +233,8 @@ class Filler {
   private readonly msgs = Buffer.alloc(UFFD.MSG_SIZE * 64);
   pages = 0;
   faults = 0;
+  /** Events by kind, for the debug log. */
+  readonly seen: Record<string, number> = {};
 
   constructor(tasks: Array<{ pid: number; lazy: TaskLazy }>) {
     for (const { pid, lazy } of tasks) this.spaces.push({ pid, fd: lazy.fd, runs: lazy.runs, at: [0, 0], gone: false });
@@ -262,6 +263,7 @@ class Filler {
 
   private event(s: Space, m: linux.UffdMessage): void {
     const PAGE = BigInt(this.page);
+    this.seen[m.event] = (this.seen[m.event] ?? 0) + 1;
     switch (m.event) {
       case 'pagefault': {
         const addr = m.address & ~(PAGE - 1n);
@@ -433,5 +435,6 @@ async function fill(ctx: RestartContext): Promise<LazyFillReport> {
   }
   f.close();
   guard.stdin?.end('done\n');
+  ctx.log.debug(`lazy fill: ${f.pages} pages in, events ${JSON.stringify(f.seen)}`);
   return { pages: f.pages, faults: f.faults, ms: Date.now() - t0 };
 }
