@@ -139,6 +139,21 @@ describe('lazy restart', function () {
     });
   }
 
+  it('the image file cut short during the fill: the process is killed, with a message saying why', async () => {
+    const w = await startWorkload('lazyfill', ['384']);
+    const img = path.join(w.dir, 'img');
+    await checkpointKill(w, img);
+    const r = lazyRestart([img]);
+    expect(await r.pidLine).to.equal(String(w.pid));
+    fs.truncateSync(img, 4096 * 64);
+    const res = await r.done;
+    expect(res.code).to.not.equal(0);
+    expect(res.stderr).to.match(new RegExp(`the image became unreadable half way.*killed \\(${w.pid}\\): it cannot run without its memory`));
+    expect(await waitGone(w.pid, 10000), 'the restored process is gone').to.equal(true);
+    await sleep(100);
+    expect(fs.readFileSync(w.resultPath, 'utf8'), 'the process ran on to a verdict').to.not.match(/PASS|FAIL/);
+  });
+
   it("a user's image is refused before anything is made (EPERM)", async () => {
     const w = await startWorkload('dynamic');
     const img = path.join(w.dir, 'img');

@@ -266,6 +266,8 @@ export interface RestoreObject<T = unknown> {
   readonly offset: number;
   readonly obj: T;
   readonly pages?: Buffer;
+  /** Stream offset of the first byte of `pages` (a lazy restart reads them again from a file image). */
+  readonly pagesOffset?: number;
 }
 
 export interface RestoreHandler {

@@ -35,18 +35,58 @@ import { RestoredVma, VmaImage, describeVma } from './vma';
 
 const { SYS, UFFD, PROT, O } = linux;
 /** After every other finish step (the credentials, the registers): nothing of the restart touches the memory after. */
-export const LAZY_ORDER = 1000;
+const LAZY_ORDER = 1000;
 /** Pages copied per UFFDIO_COPY in the background (256 KiB). */
 const CHUNK_PAGES = 64;
 /** Background copies between two turns of the event loop (signals, the interrupt). */
 const TURN_COPIES = 64;
 const FEATURES = UFFD.FEATURE_EVENT_FORK | UFFD.FEATURE_EVENT_REMAP | UFFD.FEATURE_EVENT_REMOVE | UFFD.FEATURE_EVENT_UNMAP;
 
-/** A run of held pages at `start`: `data` is theirs, `done[i]` once page i needs no filling. */
+/**
+ * A run of held pages at `start`: their bytes in `data` (an image read from a pipe), or at `at` in
+ * the image file (read again when they are filled); `done[i]` once page i needs no filling.
+ */
 interface HeldRun {
   start: bigint;
-  data: Buffer;
+  data?: Buffer;
+  at?: number;
   done: Uint8Array;
+}
+
+/** The image file a lazy restart reads pages from again: a copy of its fd, and what it was. */
+interface ImageFile {
+  fd: number;
+  st: fs.BigIntStats;
+  name: string;
+}
+const IMAGE_FILE = new WeakMap<RestartContext, ImageFile | null>();
+
+/**
+ * The image file, when the image is one whose stream offsets are its file offsets (a regular file
+ * read from its start): its pages are read again at fill time instead of being held in memory.
+ */
+function imageFile(ctx: RestartContext): ImageFile | null {
+  let f = IMAGE_FILE.get(ctx);
+  if (f !== undefined) return f;
+  f = null;
+  try {
+    const st = fs.fstatSync(ctx.imageFd, { bigint: true });
+    const pos = linux.rawSyscall(SYS.lseek, ctx.imageFd, 0, linux.SEEK.CUR);
+    if (st.isFile() && pos === BigInt(ctx.reader.offset)) {
+      const fd = fs.openSync(`/proc/self/fd/${ctx.imageFd}`, 'r');
+      f = { fd, st, name: `/proc/self/fd/${ctx.imageFd}` };
+    }
+  } catch {
+    f = null; // read from memory then
+  }
+  IMAGE_FILE.set(ctx, f);
+  return f;
+}
+
+function closeImageFile(ctx: RestartContext): void {
+  const f = IMAGE_FILE.get(ctx);
+  if (f) fs.closeSync(f.fd);
+  IMAGE_FILE.set(ctx, null);
 }
 
 /** One address space being filled: its userfaultfd (in cptrst) and its held pages. */
@@ -116,13 +156,19 @@ function taskLazy(ctx: RestartContext, task: RestartTask): TaskLazy {
  * Called for each PAGES object (validated, inside `area`): true when its pages are held for the
  * fill. The payload buffer is kept, not given back to the reader.
  */
-export function holdPages(ctx: RestartContext, task: RestartTask, area: RestoredVma, vaddr: bigint, pages: Buffer): boolean {
+export function holdPages(ctx: RestartContext, task: RestartTask, area: RestoredVma, vaddr: bigint, pages: Buffer, pagesOffset?: number): boolean {
   if (!fillsLazily(ctx, area)) return false;
   const lazy = taskLazy(ctx, task);
   const count = pages.length / linux.pageSize();
   const last = lazy.runs[lazy.runs.length - 1];
-  if (last && vaddr < last.start + BigInt(last.data.length)) throw new CptError('EBADIMG', `pages at 0x${vaddr.toString(16)} overlap or precede the pages before them`, { pid: task.pid, object: 'pages' });
-  lazy.runs.push({ start: vaddr, data: pages, done: new Uint8Array(count) });
+  if (last && vaddr < runEnd(last)) throw new CptError('EBADIMG', `pages at 0x${vaddr.toString(16)} overlap or precede the pages before them`, { pid: task.pid, object: 'pages' });
+  if (pagesOffset !== undefined && imageFile(ctx)) {
+    // Read again from the file when filled: nothing held, and the reader reuses its buffer.
+    lazy.runs.push({ start: vaddr, at: pagesOffset, done: new Uint8Array(count) });
+    ctx.reader.recycle(pages);
+  } else {
+    lazy.runs.push({ start: vaddr, data: pages, done: new Uint8Array(count) });
+  }
   lazy.areas.set(area.img.start, area.img);
   return true;
 }
@@ -156,13 +202,13 @@ export class LazyRestore implements RestoreHandler {
         const present = linux.pagemapScan(pm, start, end, P.PRESENT | P.SWAPPED, P.PRESENT) ?? [];
         for (const p of present) {
           for (const run of lazy.runs) {
-            const runEnd = run.start + BigInt(run.data.length);
+            const end = runEnd(run);
             const from = p.start > run.start ? p.start : run.start;
-            const to = p.end < runEnd ? p.end : runEnd;
+            const to = p.end < end ? p.end : end;
             if (from >= to) continue;
             const i0 = Number((from - run.start) / PAGE);
             const i1 = Number((to - run.start) / PAGE);
-            task.tracee!.writeMemory(from, run.data.subarray(i0 * Number(PAGE), i1 * Number(PAGE)));
+            task.tracee!.writeMemory(from, pagesOf(run, i0, i1, imageFile(ctx), Buffer.allocUnsafe((i1 - i0) * Number(PAGE))));
             run.done.fill(1, i0, i1);
           }
         }
@@ -182,7 +228,35 @@ export class LazyRestore implements RestoreHandler {
     }
     lazy.fd = -1;
     CTX_LAZY.delete(ctx);
+    closeImageFile(ctx);
   }
+}
+
+const runEnd = (r: HeldRun) => r.start + BigInt(r.done.length * linux.pageSize());
+
+/**
+ * Pages [i0, i1) of a run: a view of its data, or read again from the image file into `buf`. A
+ * file that changed since it was read (size, mtime, inode), or that cannot be read, is an error:
+ * the pages would not be the image's.
+ */
+function pagesOf(run: HeldRun, i0: number, i1: number, file: ImageFile | null, buf: Buffer): Buffer {
+  const PAGE = linux.pageSize();
+  if (run.data) return run.data.subarray(i0 * PAGE, i1 * PAGE);
+  const len = (i1 - i0) * PAGE;
+  const where = run.at! + i0 * PAGE;
+  const bad = (why: string) => new CptError('EIO', `the image became unreadable half way (${why}, at image offset ${where})`, { object: 'image' });
+  if (!file) throw bad('the image file is closed');
+  let st: fs.BigIntStats;
+  let n: number;
+  try {
+    st = fs.fstatSync(file.fd, { bigint: true });
+    n = fs.readSync(file.fd, buf, 0, len, where);
+  } catch (e) {
+    throw bad((e as Error).message);
+  }
+  if (st.size !== file.st.size || st.mtimeNs !== file.st.mtimeNs || st.ino !== file.st.ino) throw bad('the image file changed since it was read');
+  if (n !== len) throw bad(`${n} bytes read of ${len}`);
+  return buf.subarray(0, len);
 }
 
 /** The run holding `addr` (runs are sorted by address), or undefined. */
@@ -193,7 +267,7 @@ function runAt(runs: HeldRun[], addr: bigint): HeldRun | undefined {
     const mid = (lo + hi) >> 1;
     const r = runs[mid];
     if (addr < r.start) hi = mid - 1;
-    else if (addr >= r.start + BigInt(r.data.length)) lo = mid + 1;
+    else if (addr >= runEnd(r)) lo = mid + 1;
     else return r;
   }
   return undefined;
@@ -207,11 +281,17 @@ function cut(runs: HeldRun[], start: bigint, end: bigint, page: number): HeldRun
   const out: HeldRun[] = [];
   const P = BigInt(page);
   for (const r of runs) {
-    const rEnd = r.start + BigInt(r.data.length);
+    const rEnd = runEnd(r);
     const points = [start, end].filter((x) => x > r.start && x < rEnd).map((x) => Number((x - r.start) / P));
     let from = 0;
     for (const at of [...points, r.done.length]) {
-      if (at > from) out.push({ start: r.start + BigInt(from) * P, data: r.data.subarray(from * page, at * page), done: r.done.subarray(from, at) });
+      if (at > from) {
+        out.push({
+          start: r.start + BigInt(from) * P,
+          ...(r.data ? { data: r.data.subarray(from * page, at * page) } : { at: r.at! + from * page }),
+          done: r.done.subarray(from, at),
+        });
+      }
       from = at;
     }
   }
@@ -231,12 +311,14 @@ class Filler {
   private readonly page = linux.pageSize();
   private readonly spaces: Space[] = [];
   private readonly msgs = Buffer.alloc(UFFD.MSG_SIZE * 64);
+  /** Where pages read again from the image file go before UFFDIO_COPY. */
+  private readonly buf = Buffer.allocUnsafe(CHUNK_PAGES * linux.pageSize());
   pages = 0;
   faults = 0;
   /** Events by kind, for the debug log. */
   readonly seen: Record<string, number> = {};
 
-  constructor(tasks: Array<{ pid: number; lazy: TaskLazy }>) {
+  constructor(tasks: Array<{ pid: number; lazy: TaskLazy }>, private readonly file: ImageFile | null) {
     for (const { pid, lazy } of tasks) this.spaces.push({ pid, fd: lazy.fd, runs: lazy.runs, at: [0, 0], gone: false });
   }
 
@@ -299,7 +381,7 @@ class Filler {
       }
       case 'fork': {
         // The child's unfilled pages are the parent's: the same data, its own progress.
-        const runs = s.runs.map((r) => ({ start: r.start, data: r.data, done: Uint8Array.from(r.done) }));
+        const runs = s.runs.map((r) => ({ ...r, done: Uint8Array.from(r.done) }));
         this.spaces.push({ pid: 0, fd: m.fd, runs, at: [0, 0], gone: false });
         return;
       }
@@ -320,7 +402,7 @@ class Filler {
       let j = i;
       while (j < i1 && !run.done[j]) j++;
       const dst = run.start + BigInt(i * PAGE);
-      const { r, copied } = linux.uffdCopy(s.fd, dst, run.data.subarray(i * PAGE, j * PAGE));
+      const { r, copied } = linux.uffdCopy(s.fd, dst, pagesOf(run, i, j, this.file, this.buf));
       const n = Math.floor(copied / PAGE);
       run.done.fill(1, i, i + n);
       this.pages += n;
@@ -406,7 +488,7 @@ async function fill(ctx: RestartContext): Promise<LazyFillReport> {
   const t0 = Date.now();
   const tasks = CTX_LAZY.get(ctx) ?? [];
   CTX_LAZY.delete(ctx);
-  const f = new Filler(tasks);
+  const f = new Filler(tasks, IMAGE_FILE.get(ctx) ?? null);
   const guard = watchdog(f.fds, f.pids);
   try {
     for (;;) {
@@ -429,11 +511,13 @@ async function fill(ctx: RestartContext): Promise<LazyFillReport> {
       }
     }
     f.close();
+    closeImageFile(ctx);
     guard.stdin?.end('done\n');
     const ce = e instanceof CptError ? e : new CptError('EIO', String((e as Error).message ?? e), { object: 'lazy restart' });
     throw new CptError(ce.code, `${ce.message}; the restored process${tasks.length > 1 ? 'es were' : ' was'} killed (${tasks.map((t) => t.pid).join(', ')}): it cannot run without its memory`, { pid: tasks[0]?.pid, object: 'lazy restart' });
   }
   f.close();
+  closeImageFile(ctx);
   guard.stdin?.end('done\n');
   ctx.log.debug(`lazy fill: ${f.pages} pages in, events ${JSON.stringify(f.seen)}`);
   return { pages: f.pages, faults: f.faults, ms: Date.now() - t0 };

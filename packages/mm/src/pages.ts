@@ -204,7 +204,7 @@ export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreO
   if (!area.kind.storesPages(vma)) throw bad(`${describeVma(vma)} is a ${vma.shared ? 'shared ' : ''}${vma.kind} mapping, whose contents are not kept in an image (a shared file mapping's are the file's; a droppable area's may be dropped)`);
   if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
-  if (holdPages(ctx, task, area, img.vaddr, o.pages)) return; // a lazy restart fills them once the process runs
+  if (holdPages(ctx, task, area, img.vaddr, o.pages, o.pagesOffset)) return; // a lazy restart fills them once the process runs
   task.tracee!.writeMemory(img.vaddr, o.pages);
   ctx.reader.recycle(o.pages); // written: the reader may read the next payload into the same memory
 }

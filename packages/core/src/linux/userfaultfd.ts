@@ -3,10 +3,10 @@
  * with pidfd_getfd, of one a restored process made). The ioctls act on the memory of the process
  * that made the fd, whoever issues them.
  */
-import * as fs from 'fs';
 import { SYS } from './syscalls';
 import { UFFD } from './constants';
-import { libcUffdCopy, rawSyscall } from './libc';
+import { errnoError, libcUffdCopy, rawSyscall } from './libc';
+import { ERRNO } from './errno';
 
 /** UFFDIO_REGISTER of [start, end) in `mode`: 0 or -errno. */
 export function uffdRegister(fd: number, start: bigint, end: bigint, mode: bigint): number {
@@ -48,15 +48,13 @@ export type UffdMessage =
   | { event: 'remove' | 'unmap'; start: bigint; end: bigint }
   | { event: 'other'; code: number };
 
-/** The messages waiting on a non-blocking userfaultfd (none: an empty list). -errno other than EAGAIN is thrown. */
+/** The messages waiting on a non-blocking userfaultfd (none: an empty list); an error other than EAGAIN is thrown. */
 export function uffdRead(fd: number, buf: Buffer): UffdMessage[] {
-  let n: number;
-  try {
-    n = fs.readSync(fd, buf, 0, buf.length - (buf.length % UFFD.MSG_SIZE), null);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EAGAIN') return [];
-    throw e;
-  }
+  // A raw read: an empty queue (EAGAIN) is the common case, and must cost no exception.
+  const r = rawSyscall(SYS.read, fd, buf, buf.length - (buf.length % UFFD.MSG_SIZE));
+  if (r === -BigInt(ERRNO.EAGAIN)) return [];
+  if (r < 0n) throw errnoError(Number(-r), 'read of a userfaultfd');
+  const n = Number(r);
   const out: UffdMessage[] = [];
   for (let o = 0; o + UFFD.MSG_SIZE <= n; o += UFFD.MSG_SIZE) {
     const code = buf[o];
