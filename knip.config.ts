@@ -12,7 +12,7 @@ const config: KnipConfig = {
   ignoreBinaries: ['gcc', 'mount', 'umount', 'mkfifo', 'setpriv', 'flock', 'ipcrm'],
   workspaces: {
     '.': {
-      entry: [...tests, 'bench/bench.ts', 'bench/compare.ts'],
+      entry: [...tests, 'bench/bench.ts', 'bench/compare.ts', 'bench/lazy.ts'],
       project: ['test/**/*.ts', 'bench/**/*.ts'],
     },
     'packages/*': {

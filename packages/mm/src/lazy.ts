@@ -483,6 +483,23 @@ function watchdog(fds: number[], pids: number[]): ChildProcess {
   return w;
 }
 
+/** The processes and all their descendants, as /proc shows them now. */
+function withDescendants(pids: number[]): number[] {
+  const out = new Set<number>();
+  const todo = [...pids];
+  while (todo.length) {
+    const pid = todo.pop()!;
+    if (out.has(pid)) continue;
+    out.add(pid);
+    try {
+      todo.push(...linux.listChildren(pid));
+    } catch {
+      /* gone */
+    }
+  }
+  return [...out];
+}
+
 /** Runs once the processes are let go: fills every held page, then closes the userfaultfds. */
 async function fill(ctx: RestartContext): Promise<LazyFillReport> {
   const t0 = Date.now();
@@ -502,8 +519,10 @@ async function fill(ctx: RestartContext): Promise<LazyFillReport> {
       if (ctx.signal?.aborted) throw new CptError('EINTR', 'interrupted before the memory was complete', { pid: tasks[0]?.pid, object: 'lazy restart' });
     }
   } catch (e) {
-    // It cannot go on without its memory: killed, never left running with pages missing.
-    for (const { pid } of tasks) {
+    // It cannot go on without its memory: killed, never left running with pages missing, and so
+    // is every process it forked meanwhile (their unfilled pages are the same), while the
+    // userfaultfds are still open (their faults wait until then).
+    for (const pid of withDescendants(tasks.map((t) => t.pid))) {
       try {
         linux.kill(pid, 9);
       } catch {
