@@ -109,6 +109,8 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
   // A lazy restart's memory is filled from here on, while the processes run.
   const pagesIn = ctx.lazyFill?.();
+  // A caller that does not wait for it must not crash on its failure (the processes are killed then).
+  pagesIn?.catch(() => undefined);
   return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings, ...(pagesIn ? { pagesIn } : {}) };
 }
 

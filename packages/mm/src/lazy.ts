@@ -1,8 +1,9 @@
 /**
  * Lazy restart (`cptrst restart --lazy`, RestartFlags.LAZY): the private anonymous memory of a
- * restored process is not written before it runs. Its pages are kept by cptrst while the image is
- * read (the reader's payload buffers, not copied again: a pipe's pages are all held, none can be
- * missed), the areas are registered with a userfaultfd (MISSING mode) that the process itself
+ * restored process is not written before it runs. The image is read and checked to its end as
+ * always; the pages of a file image are found again by their offset in the file when filled (and
+ * a file cut short, changed or unreadable by then kills the process), a pipe's are held by cptrst
+ * (the reader's payload buffers, not copied again: none can be missed). The areas are registered with a userfaultfd (MISSING mode) that the process itself
  * makes (an injected userfaultfd(2) + UFFDIO_API while it still has cptrst's capabilities), and
  * once the process runs cptrst copies each page in with UFFDIO_COPY: the ones it touches first,
  * as it touches them, and all the others in the background, in address order. A page the process
@@ -24,7 +25,8 @@
  *
  * If cptrst dies during the fill, a small watchdog (/bin/sh, holding a copy of the userfaultfds)
  * kills the process: its faults wait meanwhile, it never runs on zero pages. If a copy fails
- * (ENOMEM...) or cptrst is interrupted, the process is killed, with a message naming it. Images
+ * (ENOMEM...) or cptrst is interrupted, the process (and what it forked meanwhile) is killed,
+ * with a message naming it. Threads and trees: one userfaultfd per process. Images
  * not owned by root are refused (EPERM): the userfaultfd must be made with CAP_SYS_PTRACE to
  * handle faults taken inside the kernel, which such a process never has.
  */
@@ -57,7 +59,6 @@ interface HeldRun {
 interface ImageFile {
   fd: number;
   st: fs.BigIntStats;
-  name: string;
 }
 const IMAGE_FILE = new WeakMap<RestartContext, ImageFile | null>();
 
@@ -74,7 +75,7 @@ function imageFile(ctx: RestartContext): ImageFile | null {
     const pos = linux.rawSyscall(SYS.lseek, ctx.imageFd, 0, linux.SEEK.CUR);
     if (st.isFile() && pos === BigInt(ctx.reader.offset)) {
       const fd = fs.openSync(`/proc/self/fd/${ctx.imageFd}`, 'r');
-      f = { fd, st, name: `/proc/self/fd/${ctx.imageFd}` };
+      f = { fd, st };
     }
   } catch {
     f = null; // read from memory then
@@ -153,8 +154,9 @@ function taskLazy(ctx: RestartContext, task: RestartTask): TaskLazy {
 }
 
 /**
- * Called for each PAGES object (validated, inside `area`): true when its pages are held for the
- * fill. The payload buffer is kept, not given back to the reader.
+ * Called for each PAGES object (validated, inside `area`): true when its pages wait for the fill.
+ * A file image's are found again by their offset (the reader gets its buffer back); any other
+ * image's payload buffer is kept. Runs must come in address order (as a checkpoint writes them).
  */
 export function holdPages(ctx: RestartContext, task: RestartTask, area: RestoredVma, vaddr: bigint, pages: Buffer, pagesOffset?: number): boolean {
   if (!fillsLazily(ctx, area)) return false;
