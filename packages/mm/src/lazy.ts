@@ -38,8 +38,8 @@ import { RestoredVma, VmaImage, describeVma } from './vma';
 const { SYS, UFFD, PROT, O } = linux;
 /** After every other finish step (the credentials, the registers): nothing of the restart touches the memory after. */
 const LAZY_ORDER = 1000;
-/** Pages copied per UFFDIO_COPY in the background (256 KiB). */
-const CHUNK_PAGES = 64;
+/** Pages copied per UFFDIO_COPY in the background (2 MiB). */
+const CHUNK_PAGES = 512;
 /** Background copies between two turns of the event loop (signals, the interrupt). */
 const TURN_COPIES = 64;
 const FEATURES = UFFD.FEATURE_EVENT_FORK | UFFD.FEATURE_EVENT_REMAP | UFFD.FEATURE_EVENT_REMOVE | UFFD.FEATURE_EVENT_UNMAP;
