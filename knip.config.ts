@@ -12,7 +12,7 @@ const config: KnipConfig = {
   ignoreBinaries: ['gcc', 'mount', 'umount', 'mkfifo', 'setpriv', 'flock', 'ipcrm', 'unshare'],
   workspaces: {
     '.': {
-      entry: [...tests, 'bench/bench.ts', 'bench/compare.ts', 'bench/tree.ts'],
+      entry: [...tests, 'bench/bench.ts', 'bench/compare.ts', 'bench/tree.ts', 'bench/lazy.ts'],
       project: ['test/**/*.ts', 'bench/**/*.ts'],
     },
     'packages/*': {

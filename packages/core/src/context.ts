@@ -10,6 +10,7 @@ import { CptError } from './errors';
 import { Token, resolveAll, resolveOne } from './tokens';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadSource, layoutOf } from './image';
 import type { FrozenTree } from './contract';
+import type { LazyFillReport } from './entry';
 
 export interface Logger {
   debug(msg: string): void;
@@ -199,6 +200,9 @@ export class RestartContext extends OperationContext {
   get imageTrusted(): boolean {
     return this.imageOwner.uid === 0;
   }
+
+  /** Lazy restart: started once the processes are let go; settles when their last page is in. */
+  lazyFill?: () => Promise<LazyFillReport>;
 
   /** Whether the image was written on this machine since it booted: then device and inode numbers in it can be compared. */
   get sameBoot(): boolean {

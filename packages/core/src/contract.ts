@@ -65,6 +65,11 @@ export const RestartFlags = {
   /** Leave the restored process stopped (SIGSTOP) and untraced. */
   LEAVE_STOPPED: 1 << 1,
   /**
+   * Lazy restart: private anonymous memory is not written before the process runs; it is filled
+   * through userfaultfd, on first touch and in the background (mm/src/lazy.ts).
+   */
+  LAZY: 1 << 2,
+  /**
    * The image's tree ran on a terminal outside it (checkpointed with SHELL_JOB): it gets the
    * terminal of the restarting process (cptrst's controlling terminal) and joins its session.
    */
@@ -272,6 +277,8 @@ export interface RestoreObject<T = unknown> {
   readonly offset: number;
   readonly obj: T;
   readonly pages?: Buffer;
+  /** Stream offset of the first byte of `pages` (a lazy restart reads them again from a file image). */
+  readonly pagesOffset?: number;
 }
 
 export interface RestoreHandler {

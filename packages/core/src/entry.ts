@@ -43,6 +43,18 @@ export interface RestartResult {
   pid: number;
   tasks: number;
   timings: Record<string, number>;
+  /** Lazy restart: settles once the last page is in (rejects, with the process killed, if it cannot be). */
+  pagesIn?: Promise<LazyFillReport>;
+}
+
+/** What a lazy restart's fill did, once complete. */
+export interface LazyFillReport {
+  /** Pages copied in from the image. */
+  pages: number;
+  /** Of them, copied because the process touched them first. */
+  faults: number;
+  /** Milliseconds from the release of the process to the last page. */
+  ms: number;
 }
 
 /** What the loaded checkpoint/restart module provides: the entry points call it. */

@@ -23,6 +23,10 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   const head = reader.readHead();
   ctx.head = head;
   checkHead(ctx);
+  if (flags & RestartFlags.LAZY && !ctx.imageTrusted) {
+    // The userfaultfd that fills the memory must be made with CAP_SYS_PTRACE (mm/src/lazy.ts).
+    throw new CptError('EPERM', 'a lazy restart is only for images owned by root: the process would need a privilege (CAP_SYS_PTRACE, to make the userfaultfd that fills its memory) that a user\'s image does not give it; restart without --lazy', { object: 'lazy restart' });
+  }
 
   const handlers = ctx.all(Tokens.RestoreHandler).sort((a, b) => a.order - b.order);
   const byType = new Map<number, RestoreHandler>();
@@ -72,7 +76,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
       if (!task.tracee && rec.type !== ObjectType.TASK && rec.type !== ObjectType.TASK_CREDS) {
         throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before the task's credentials`, { pid: task.pid, object: rec.name });
       }
-      await ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages }));
+      await ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages, pagesOffset: rec.pagesOffset }));
     }
     if (!current) throw new CptError('EBADIMG', 'the image holds no task');
     for (const t of tasks) if (!t.zombie) await finishTask(t);
@@ -103,7 +107,11 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
     })));
   });
   ctx.progress({ phase: 'done', pid: tasks[0].pid });
-  return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings };
+  // A lazy restart's memory is filled from here on, while the processes run.
+  const pagesIn = ctx.lazyFill?.();
+  // A caller that does not wait for it must not crash on its failure (the processes are killed then).
+  pagesIn?.catch(() => undefined);
+  return { pid: tasks[0].pid, tasks: tasks.length, timings: ctx.timings, ...(pagesIn ? { pagesIn } : {}) };
 }
 
 function checkHead(ctx: RestartContext): void {

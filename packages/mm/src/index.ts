@@ -12,6 +12,7 @@ import { MemfdVma } from './memfd';
 import { DeletedFileVma } from './deleted-file';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
+import { LazyRestore } from './lazy';
 
 export * from './vma';
 export * from './pages';
@@ -27,5 +28,6 @@ export function register(c: DependencyContainer): void {
   for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new DeletedFileVma(), new AioRingVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
+  provide(c, Tokens.RestoreHandler, new LazyRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());
 }

@@ -15,6 +15,7 @@ import {
   objectType, u32, u64,
 } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma } from './vma';
+import { holdPages } from './lazy';
 
 /** The page size pages are counted in: the image head's (the machine's, checked equal at restart). */
 function pageOf(ctx: CheckpointContext | RestartContext): number {
@@ -203,6 +204,7 @@ export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreO
   if (!area.kind.storesPages(vma)) throw bad(`${describeVma(vma)} is a ${vma.shared ? 'shared ' : ''}${vma.kind} mapping, whose contents are not kept in an image (a shared file mapping's are the file's; a droppable area's may be dropped)`);
   if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
+  if (holdPages(ctx, task, area, img.vaddr, o.pages, o.pagesOffset)) return; // a lazy restart fills them once the process runs
   task.tracee!.writeMemory(img.vaddr, o.pages);
   ctx.reader.recycle(o.pages); // written: the reader may read the next payload into the same memory
 }

@@ -36,6 +36,8 @@ export interface ImageRecord {
   optional: boolean;
   /** Page payload, for RECORD_WITH_PAGES objects. */
   pages?: Buffer;
+  /** Stream offset of the page payload's first byte (with `pages`). */
+  pagesOffset?: number;
   pageCount: number;
 }
 
@@ -170,7 +172,10 @@ export class ImageReader {
         optional: (h.flags & ObjectFlag.OPTIONAL) !== 0,
         pageCount: pages ? pages.length / (this.head.pageSize) : 0,
       };
-      if (pages) rec.pages = pages;
+      if (pages) {
+        rec.pages = pages;
+        rec.pagesOffset = raw.tailOffset + raw.tail.length - pages.length;
+      }
       this.accept(raw);
       return rec;
     });

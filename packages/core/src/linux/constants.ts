@@ -448,3 +448,30 @@ export const TERMIOS = Object.freeze({
 
 /** Unix98 pty devices: /dev/ptmx is 5:2, /dev/tty 5:0, the slave of pty N is 136:N. */
 export const PTY = Object.freeze({ TTYAUX_MAJOR: 5, PTMX_MINOR: 2, TTY_MINOR: 0, SLAVE_MAJOR: 136, SLAVE_MAJORS: 8 } as const);
+
+/**
+ * userfaultfd (linux/userfaultfd.h): the API version, the ioctls (_IOWR/_IOR on 0xAA), the
+ * features and events of the non-cooperative mode, and the registration modes.
+ */
+export const UFFD = Object.freeze({
+  API: 0xaa,
+  USER_MODE_ONLY: 1,
+  IOC_API: 0xc018aa3f,
+  IOC_REGISTER: 0xc020aa00,
+  IOC_UNREGISTER: 0x8010aa01,
+  IOC_WAKE: 0x8010aa02,
+  IOC_COPY: 0xc028aa03,
+  IOC_ZEROPAGE: 0xc020aa04,
+  FEATURE_EVENT_FORK: 1 << 1,
+  FEATURE_EVENT_REMAP: 1 << 2,
+  FEATURE_EVENT_REMOVE: 1 << 3,
+  FEATURE_EVENT_UNMAP: 1 << 6,
+  EVENT_PAGEFAULT: 0x12,
+  EVENT_FORK: 0x13,
+  EVENT_REMAP: 0x14,
+  EVENT_REMOVE: 0x15,
+  EVENT_UNMAP: 0x16,
+  REGISTER_MODE_MISSING: 1n,
+  /** struct uffd_msg: 32 bytes. */
+  MSG_SIZE: 32,
+} as const);

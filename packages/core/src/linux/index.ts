@@ -14,6 +14,7 @@ export * from './wait';
 export * from './process';
 export * from './files';
 export * from './memory';
+export * from './userfaultfd';
 export * from './proc';
 export * from './machine';
 export * from './helper-process';

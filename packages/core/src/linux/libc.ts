@@ -240,3 +240,30 @@ export function pagemapScan(fd: number, start: bigint, end: bigint, anyOf: bigin
   }
   return out;
 }
+
+interface UffdioCopy {
+  dst: bigint;
+  src: Buffer;
+  len: bigint;
+  mode: bigint;
+  copy: bigint;
+}
+type UffdCopyFn = (fd: number, req: number, arg: UffdioCopy) => number | bigint;
+let uffdCopyFn: UffdCopyFn | undefined;
+
+/**
+ * ioctl(UFFDIO_COPY) on a userfaultfd: `src` (its bytes, a whole number of pages) into the
+ * registered process's memory at `dst`. Returns 0 or -errno, and the bytes copied (the kernel
+ * stops at the first page already present: EEXIST with copy < len).
+ */
+export function libcUffdCopy(fd: number, req: number, dst: bigint, src: Buffer): { r: number; copied: number } {
+  if (!uffdCopyFn) {
+    koffi.struct('cpt_uffdio_copy', { dst: 'uint64_t', src: 'void *', len: 'uint64_t', mode: 'uint64_t', copy: 'int64_t' });
+    uffdCopyFn = libc().func('ioctl', 'int', ['int', 'unsigned long', koffi.inout('cpt_uffdio_copy *')]) as never;
+  }
+  const arg: UffdioCopy = { dst, src, len: BigInt(src.length), mode: 0n, copy: 0n };
+  const r = Number(uffdCopyFn(fd, req, arg));
+  const copy = Number(arg.copy);
+  if (r < 0) return { r: -koffi.errno(), copied: copy > 0 ? copy : 0 };
+  return { r: 0, copied: copy };
+}

@@ -19,7 +19,8 @@ export type SyscallName =
   'rt_sigreturn' | 'rt_sigtimedwait' | 'rt_tgsigqueueinfo' | 'sched_getaffinity' | 'sched_getscheduler' | 'sched_setaffinity' |
   'sched_setscheduler' | 'setfsgid' | 'setfsuid' | 'setgroups' | 'setitimer' | 'setpgid' |
   'setpriority' | 'setresgid' | 'setresuid' | 'setsid' | 'sigaltstack' | 'tgkill' | 'umask' |
-  'uname' | 'utimensat' | 'wait4' | 'write' | 'get_robust_list' | 'set_robust_list' | 'set_tid_address' | 'seccomp';
+  'uname' | 'utimensat' | 'wait4' | 'write' | 'get_robust_list' | 'set_robust_list' | 'set_tid_address' | 'seccomp' |
+  'userfaultfd';
 
 /** System call numbers of one ABI, by name. */
 export type SyscallTable = Readonly<Record<SyscallName, number>>;

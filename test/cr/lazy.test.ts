@@ -1,0 +1,181 @@
+/**
+ * Lazy restart (`cptrst restart --lazy`): the process runs before its private anonymous memory is
+ * in; cptrst fills it on first touch and in the background, says when the last page is in, and
+ * exits. Real workloads check every page after the trigger: single processes, threads, a tree,
+ * python, and `lazyfill`, which meets its memory while it comes in (the kernel reading and
+ * writing it, MADV_DONTNEED, mremap, fork). From a file and from a pipe. A truncated image
+ * leaves no process; an interrupted or killed cptrst takes the process with it (it never runs on
+ * with pages missing); a user's image is refused.
+ */
+import { expect } from 'chai';
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  CLI_MAIN, Workload, buildWorkloads, checkpointKill, cptrst, expectPass, killStartedWorkloads, procState, sleep, startWorkload, trigger, waitGone,
+} from '../support';
+
+const NOBODY = { uid: 65534, gid: 65534 };
+const LAST_PAGE = /cptrst: process (\d+): the last page is in \((\d+) pages, (\d+) on first touch, \d+ ms after it started\)/;
+
+interface Running {
+  /** Resolves with the exit code (or signal), stdout and stderr. */
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+  /** Resolves with the first line of stdout (the PID), once printed. */
+  pidLine: Promise<string>;
+  pid: number;
+}
+
+/** `cptrst restart --lazy ...` as a child of the test, its stdin from `stdin` (a file streamed through a pipe) or /dev/null. */
+function lazyRestart(args: string[], stdinFile?: string): Running {
+  const child = spawn(process.execPath, [CLI_MAIN, 'restart', '--lazy', ...args], { stdio: [stdinFile ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  if (stdinFile) fs.createReadStream(stdinFile).pipe(child.stdin!).on('error', () => undefined);
+  let stdout = '';
+  let stderr = '';
+  let gotLine: (s: string) => void = () => undefined;
+  const pidLine = new Promise<string>((resolve) => (gotLine = resolve));
+  child.stdout!.on('data', (d: Buffer) => {
+    stdout += d.toString();
+    if (stdout.includes('\n')) gotLine(stdout.split('\n')[0]);
+  });
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {
+    child.on('close', (code, signal) => {
+      gotLine('');
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+  return { done, pidLine, pid: child.pid! };
+}
+
+async function restartsLazily(w: Workload, opts: { pipe?: boolean; go?: boolean } = {}): Promise<{ pages: number; faults: number }> {
+  const img = path.join(w.dir, 'img');
+  await checkpointKill(w, img);
+  if (opts.go) fs.writeFileSync(`${w.triggerPath}.go`, '');
+  const r = lazyRestart(opts.pipe ? ['-'] : [img], opts.pipe ? img : undefined);
+  const res = await r.done;
+  expect(res.code, res.stderr).to.equal(0);
+  expect(res.stdout.trim()).to.equal(String(w.pid));
+  const m = LAST_PAGE.exec(res.stderr);
+  expect(m, `no report of the last page: ${res.stderr}`).to.not.equal(null);
+  expect(Number(m![1])).to.equal(w.pid);
+  await trigger(w);
+  await expectPass(w);
+  return { pages: Number(m![2]), faults: Number(m![3]) };
+}
+
+describe('lazy restart', function () {
+  this.timeout(180000);
+  before(() => buildWorkloads());
+  afterEach(() => killStartedWorkloads());
+
+  for (const [name, args] of [['memory', []], ['dynamic', []], ['loop.py', []], ['pthreads', []]] as Array<[string, string[]]>) {
+    it(`${name}: runs at once, every page right once the fill is over`, async () => {
+      const w = await startWorkload(name, args);
+      const { pages } = await restartsLazily(w);
+      expect(pages, 'pages filled lazily').to.be.greaterThan(0);
+    });
+  }
+
+  it('tree: children sharing pages copy-on-write with their parent (stored once) are refused clearly, and nothing is left; a plain restart of the same image works', async () => {
+    const w = await startWorkload('tree');
+    const img = path.join(w.dir, 'img');
+    await checkpointKill(w, img);
+    const r = await lazyRestart([img]).done;
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/^cptrst: EOPNOTSUPP: pid \d+, mm: the process shares private memory copy-on-write with its parent .*restart without --lazy\n$/);
+    expect(await waitGone(w.pid, 5000), 'a half-made tree left').to.equal(true);
+    const plain = await cptrst(['restart', img]);
+    expect(plain.code, plain.stderr).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  it('lazyfill: the kernel reads and writes pages not in yet; pages dropped, moved and forked during the fill stay right', async () => {
+    const w = await startWorkload('lazyfill', ['32']);
+    const { pages, faults } = await restartsLazily(w, { go: true });
+    // 32 MiB, four pages out of five written: 6554 pages at least (forked children add theirs).
+    expect(pages).to.be.at.least(6554);
+    expect(faults, 'pages the process touched before the background fill reached them').to.be.greaterThan(0);
+  });
+
+  it('from a pipe: every page is served (the image is read to its end before the process runs)', async () => {
+    const w = await startWorkload('lazyfill', ['16']);
+    await restartsLazily(w, { pipe: true, go: true });
+  });
+
+  it('--json: the PID first, then what the fill did', async () => {
+    const w = await startWorkload('dynamic');
+    const img = path.join(w.dir, 'img');
+    await checkpointKill(w, img);
+    const r = await cptrst(['restart', '--lazy', '--json', img]);
+    expect(r.code, r.stderr).to.equal(0);
+    const [first, second] = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(first).to.include({ pid: w.pid, process: 'running' });
+    expect(second.pid).to.equal(w.pid);
+    expect((second.pagesIn as { pages: number }).pages).to.be.greaterThan(0);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  it('a truncated image: an error, and no process is left', async () => {
+    const w = await startWorkload('lazyfill', ['8']);
+    const img = path.join(w.dir, 'img');
+    await checkpointKill(w, img);
+    const cut = path.join(w.dir, 'cut');
+    fs.writeFileSync(cut, fs.readFileSync(img).subarray(0, Math.floor(fs.statSync(img).size * 0.7)));
+    const res = await lazyRestart([cut]).done;
+    expect(res.code).to.not.equal(0);
+    expect(res.stderr).to.match(/EBADIMG|EIO|truncated|end of/i);
+    expect(await waitGone(w.pid, 10000), 'no process is left with the PID').to.equal(true);
+  });
+
+  for (const sig of ['SIGTERM', 'SIGKILL'] as const) {
+    it(`cptrst ${sig === 'SIGTERM' ? 'interrupted' : 'killed'} during the fill: the process is killed with it, it never runs on without its memory`, async () => {
+      const w = await startWorkload('lazyfill', ['384']);
+      const img = path.join(w.dir, 'img');
+      await checkpointKill(w, img);
+      const r = lazyRestart([img]);
+      expect(await r.pidLine).to.equal(String(w.pid));
+      process.kill(r.pid, sig);
+      const res = await r.done;
+      expect(res.stderr, 'the fill was over before the signal').to.not.match(LAST_PAGE);
+      if (sig === 'SIGTERM') {
+        expect(res.code).to.equal(143);
+        expect(res.stderr).to.match(new RegExp(`killed \\(${w.pid}\\): it cannot run without its memory`));
+      } else {
+        expect(res.signal).to.equal('SIGKILL');
+      }
+      expect(await waitGone(w.pid, 10000), 'the restored process is gone').to.equal(true);
+      await sleep(100);
+      const out = fs.readFileSync(w.resultPath, 'utf8');
+      expect(out, 'the process ran on to a verdict').to.not.match(/PASS|FAIL/);
+    });
+  }
+
+  it('the image file cut short during the fill: the process is killed, with a message saying why', async () => {
+    const w = await startWorkload('lazyfill', ['384']);
+    const img = path.join(w.dir, 'img');
+    await checkpointKill(w, img);
+    const r = lazyRestart([img]);
+    expect(await r.pidLine).to.equal(String(w.pid));
+    fs.truncateSync(img, 4096 * 64);
+    const res = await r.done;
+    expect(res.code).to.not.equal(0);
+    expect(res.stderr).to.match(new RegExp(`the image became unreadable half way.*killed \\(${w.pid}\\): it cannot run without its memory`));
+    expect(await waitGone(w.pid, 10000), 'the restored process is gone').to.equal(true);
+    await sleep(100);
+    expect(fs.readFileSync(w.resultPath, 'utf8'), 'the process ran on to a verdict').to.not.match(/PASS|FAIL/);
+  });
+
+  it("a user's image is refused before anything is made (EPERM)", async () => {
+    const w = await startWorkload('dynamic');
+    const img = path.join(w.dir, 'img');
+    await checkpointKill(w, img);
+    fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+    const res = await lazyRestart([img]).done;
+    expect(res.code).to.not.equal(0);
+    expect(res.stderr).to.match(/EPERM.*lazy restart is only for images owned by root/);
+    expect(await procState(w.pid), 'nothing was made').to.equal(null);
+  });
+});
