@@ -13,12 +13,13 @@ interface CheckpointOptions {
   kill?: boolean;
   leaveStopped?: boolean;
   snapshot?: boolean;
+  compress?: boolean;
 }
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'write an image of a running process',
-  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--json] [-v]',
+  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--json] [-v]',
   description: [
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
@@ -29,6 +30,8 @@ export const checkpointCommand: Command = {
     'A process left running is frozen only until a copy-on-write snapshot of its private memory is',
     'taken and the rest is recorded; its pages are then written from the snapshot while it runs',
     '(pages it writes meanwhile take extra memory). --no-snapshot keeps it frozen until the image is written.',
+    '--compress compresses page data with LZ4 (pages that do not shrink are stored plain); a restart',
+    'reads compressed images like any other.',
     'A one-line summary goes to stderr; with --json a JSON object goes to stdout (to stderr with -o -).',
   ].join(' '),
   declare(cmd: Commander): void {
@@ -37,7 +40,8 @@ export const checkpointCommand: Command = {
       .addOption(onceOption('-o, --output <file>', 'where the image goes (mode 0600; written to a temporary file, renamed onto <file> once complete); - for stdout').makeOptionMandatory())
       .addOption(new Option('--kill', 'kill the process once the image is complete and synced').conflicts('leaveStopped'))
       .addOption(new Option('--leave-stopped', 'leave the process stopped (SIGSTOP) and untraced'))
-      .addOption(new Option('--no-snapshot', 'keep the process frozen until its pages are written (no copy-on-write snapshot)'));
+      .addOption(new Option('--no-snapshot', 'keep the process frozen until its pages are written (no copy-on-write snapshot)'))
+      .addOption(new Option('--compress', 'compress page data (LZ4)'));
   },
   errorFd: (p) => ((p.options as Partial<CheckpointOptions>).output === '-' ? 2 : 1),
   run: runCheckpoint,
@@ -64,7 +68,7 @@ async function runCheckpoint(p: Invocation): Promise<number> {
 
   let result: CheckpointResult;
   try {
-    const options = { imageName, commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
+    const options = { imageName, ...(o.compress ? { compress: 'lz4' as const } : {}), commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
     result = await sys_checkpoint(pid, fd, flags, options);
     // A module that does not call commitImage: put the image in place now.
     image?.commit();
