@@ -21,8 +21,8 @@
  * padding, and the payload runs to the end of the object (totalLength), a whole number of pages.
  * A RECORD object ends exactly at the end of its body.
  */
-import * as koffi from 'koffi';
 import * as zlib from 'zlib';
+import { koffiLib } from '../linux/libc';
 import { MAX_PAGE_SIZE, MIN_PAGE_SIZE } from './types';
 
 export const OBJ_HEADER_SIZE = 32;
@@ -122,7 +122,7 @@ function loadFastCrc(): CrcFn | null {
   fastCrc = null;
   if (process.env.CPTRST_CRC === 'zlib') return null;
   try {
-    const f = koffi.load('libdeflate.so.0').func('uint32_t libdeflate_crc32(uint32_t crc, const void *buf, size_t len)') as unknown as CrcFn;
+    const f = koffiLib().load('libdeflate.so.0').func('uint32_t libdeflate_crc32(uint32_t crc, const void *buf, size_t len)') as unknown as CrcFn;
     const probe = Buffer.allocUnsafe(FAST_CRC_MIN + 4099);
     for (let i = 0; i < probe.length; i++) probe[i] = (i * 2654435761) >>> 24;
     for (const seed of [0, 0xdeadbeef, 0xffffffff]) {
