@@ -12,14 +12,14 @@ import { provideBuiltInModule } from '@cptrst/core';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- loaded on first use, each from the bundle */
 const SHARED: Record<string, () => unknown> = {
-  '@cptrst/core': () => require('@cptrst/core'),
-  '@cptrst/cpt-module': () => require('@cptrst/cpt-module'),
-  '@cptrst/task': () => require('@cptrst/task'),
-  '@cptrst/mm': () => require('@cptrst/mm'),
-  '@cptrst/arch-x86': () => require('@cptrst/arch-x86'),
-  '@cptrst/files': () => require('@cptrst/files'),
-  tsyringe: () => require('tsyringe'),
-  'reflect-metadata': () => require('reflect-metadata'),
+  '@cptrst/core': (): unknown => require('@cptrst/core') as unknown,
+  '@cptrst/cpt-module': (): unknown => require('@cptrst/cpt-module') as unknown,
+  '@cptrst/task': (): unknown => require('@cptrst/task') as unknown,
+  '@cptrst/mm': (): unknown => require('@cptrst/mm') as unknown,
+  '@cptrst/arch-x86': (): unknown => require('@cptrst/arch-x86') as unknown,
+  '@cptrst/files': (): unknown => require('@cptrst/files') as unknown,
+  tsyringe: (): unknown => require('tsyringe') as unknown,
+  'reflect-metadata': (): unknown => require('reflect-metadata') as unknown,
 };
 /* eslint-enable @typescript-eslint/no-require-imports */
 

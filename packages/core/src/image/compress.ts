@@ -13,7 +13,7 @@
 import { CptError } from '../errors';
 
 /** Codec numbers (u32 after the body of a compressed-pages object). */
-export enum PageCodec {
+enum PageCodec {
   /** An LZ4 block; the uncompressed length before it is also LZ4 block framing's size prefix. */
   LZ4 = 1,
 }
