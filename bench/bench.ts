@@ -14,7 +14,7 @@
  *               touched and that many more threads, each checking its thread-local value after
  *               the restart; with no sizes given, only that table.
  *   CPTRST_BENCH_DETAIL=1 prints each run's per-phase timings (ms) on stderr.
- *   CPTRST_CRC=zlib makes the image code use zlib's CRC-32 instead of libdeflate's (same result).
+ *   CPTRST_CRC=zlib makes the image code use zlib's CRC-32 instead of @node-rs/crc32's (same result).
  * Fds inherited without close-on-exec (a shell's stray pipe) are made close-on-exec first, so the
  * workload does not inherit them: cptrst would refuse to checkpoint a pipe.
  * Build first: npx tsc -b packages/cpt-module bench. Results and notes: bench/README.md.

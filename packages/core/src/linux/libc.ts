@@ -23,7 +23,7 @@ let koffiModule: typeof Koffi | undefined;
  * koffi itself, loaded on the first native call: loading it takes some 20 ms (it loads Node's
  * crypto and https modules), which a run that calls nothing native (`cptrst --help`) need not pay.
  */
-export function koffiLib(): typeof Koffi {
+function koffiLib(): typeof Koffi {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use
   koffiModule ??= require('koffi') as typeof Koffi;
   return koffiModule;
