@@ -232,9 +232,11 @@ async function main(): Promise<void> {
   const n = Math.max(10, opts.runs);
   const node = await startup(process.execPath, ['-e', '0'], n);
   const cpt = await startup(process.execPath, [CLI, '--version'], n);
+  // The same command from the compiled modules, without the bundle and its code cache.
+  const unbundled = await startup(process.execPath, [path.resolve(path.dirname(CLI), '..', 'dist', 'src', 'main.js'), '--version'], n);
   const criuUp = criu ? await startup(criu, ['--version'], n) : undefined;
   const up = (x: { wall: number; cpu: number }) => `${x.wall.toFixed(0)} ms (CPU ${x.cpu.toFixed(0)} ms)`;
-  console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)}; criu --version ${criuUp ? up(criuUp) : '-'}`);
+  console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}); criu --version ${criuUp ? up(criuUp) : '-'}`);
   const rows = [
     '| touched | frozen cptrst / CRIU | checkpoint wall | restart wall | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |',
     '|---|---|---|---|---|---|---|',
