@@ -79,7 +79,10 @@ export class ImageWriter {
     }
   }
 
-  /** Bytes written so far (buffered ones included): the stream offset of the next object. */
+  /**
+   * Bytes written so far (buffered ones included): the stream offset of the next object. While
+   * deferring with compression, deferred payloads count at their plain size (an upper bound).
+   */
   get offset(): number {
     return this.flushed + this.used + this.queued;
   }
@@ -119,10 +122,12 @@ export class ImageWriter {
     const q = this.queue as Array<Buffer | DeferredObject>;
     // Refused now if it would be too big plain (compressed, it can only be smaller).
     const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
-    this.checkSize(type, alignUp(bodyEnd, this.pageSize) - this.offset + bytes);
+    const total = alignUp(bodyEnd, this.pageSize) - this.offset + bytes;
+    this.checkSize(type, total);
     const tag = this.takeTag(type);
     q.push({ type, tag, ptag, flags, body, bytes, fill });
-    this.queued += OBJ_HEADER_SIZE + body.length + bytes;
+    // As if written plain: offset stays exact without compression (an upper bound with it).
+    this.queued += total;
     return tag;
   }
 
