@@ -27,7 +27,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  CheckpointFlags, ImageHead, ImageReader, ImageWriter, MemorySink, ObjectType, bufferSource, linux, loadModule, sys_checkpoint, sys_restart,
+  CheckpointFlags, ImageHead, ImageReader, ImageWriter, MemorySink, bufferSource, linux, loadModule, sys_checkpoint, sys_restart,
 } from '@cptrst/core';
 
 const TMPFS_MAGIC = 0x01021994;
@@ -90,6 +90,9 @@ function closeOnExecInherited(): void {
  * 2 MiB objects (checksum; with --compress also LZ4) and reading them back (checksum;
  * decompression), for touch.c's pages and for pages with `words` of 512 words differing.
  */
+/** An object type no layout has: the reader checks its frame and checksum, not its nesting. */
+const CODEC_TYPE = 0xfff0;
+
 function codecFigures(words: number): string {
   const bytes = 256 << 20;
   const data = Buffer.allocUnsafe(bytes);
@@ -105,14 +108,19 @@ function codecFigures(words: number): string {
     }
   }
   const out: string[] = [];
-  for (const compress of [false, true]) {
-    const sink = new MemorySink();
+  const write = (sink: { write(b: Buffer): void }, compress: boolean) => {
     const writer = new ImageWriter(sink, compress ? { compress: 'lz4' } : {});
     writer.writeHead(new ImageHead({ pageSize: 4096 }));
-    let t0 = process.hrtime.bigint();
-    for (let at = 0; at < bytes; at += 2 << 20) writer.writeRaw(ObjectType.PAGES, Buffer.alloc(12), { pages: [data.subarray(at, at + (2 << 20))] });
+    for (let at = 0; at < bytes; at += 2 << 20) writer.writeRaw(CODEC_TYPE, Buffer.alloc(12), { pages: [data.subarray(at, at + (2 << 20))] });
     writer.writeTerminator();
+  };
+  for (const compress of [false, true]) {
+    // Timed into a sink that drops the bytes; then again into memory, to read back.
+    let t0 = process.hrtime.bigint();
+    write({ write: () => undefined }, compress);
     const wms = ms(t0);
+    const sink = new MemorySink();
+    write(sink, compress);
     const image = sink.toBuffer();
     t0 = process.hrtime.bigint();
     const reader = new ImageReader(bufferSource(image));
