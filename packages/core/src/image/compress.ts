@@ -3,11 +3,10 @@
  * padding: codec u32 (PageCodec), the uncompressed length u32 (a whole number of pages), then the
  * compressed bytes to the end of the object. The object checksum covers them as stored.
  *
- * LZ4 (the block format) through lz4-napi: it compresses at about 1 GB/s and decompresses at
- * several GB/s on page data, which keeps a compressed checkpoint close to a plain one; zstd
- * compresses better but several times slower, and Node 20's zlib (deflate) took 1.4 s for 64 MiB
- * of incompressible pages here against 0.25 s for LZ4 (bench/README.md). lz4-napi ships prebuilt
- * binaries as per-platform optional dependencies: `npm ci` needs no compiler and no install script.
+ * LZ4 (the block format) through lz4-napi, for speed: Node 20's zlib (deflate) took 1.4 s for
+ * 64 MiB of incompressible pages here against 0.25 s for LZ4 (bench/README.md has the figures).
+ * lz4-napi ships prebuilt binaries as per-platform optional dependencies: `npm ci` needs no
+ * compiler and no install script (the well-kept zstd packages fetch theirs from one).
  * It is loaded on first use only, so a run that does not compress never loads it.
  */
 import { CptError } from '../errors';
