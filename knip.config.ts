@@ -38,10 +38,9 @@ const config: KnipConfig = {
       project,
     },
     'packages/cli': {
-      entry: ['src/main.ts', ...tests],
+      // src/bundle.ts: the entry of the single-file CLI (scripts/bundle.js).
+      entry: ['src/main.ts', 'src/bundle.ts', ...tests],
       project,
-      // The default module, loaded at run time by name (loadModule(DEFAULT_MODULE)).
-      ignoreDependencies: ['@cptrst/cpt-module'],
     },
     'examples/plugin-fanotify': {
       entry: [...tests],

@@ -14,7 +14,9 @@
  *               touched and that many more threads, each checking its thread-local value after
  *               the restart; with no sizes given, only that table.
  *   CPTRST_BENCH_DETAIL=1 prints each run's per-phase timings (ms) on stderr.
- *   CPTRST_CRC=zlib makes the image code use zlib's CRC-32 instead of libdeflate's (same result).
+ *   First, the image code's own speed on page data in memory, plain and LZ4 (--compress), for
+ *   touch.c's pages and for pages that compress (CPTRST_BENCH_NO_CODEC=1 skips it).
+ *   CPTRST_CRC=zlib makes the image code use zlib's CRC-32 instead of @node-rs/crc32's (same result).
  * Fds inherited without close-on-exec (a shell's stray pipe) are made close-on-exec first, so the
  * workload does not inherit them: cptrst would refuse to checkpoint a pipe.
  * Build first: npx tsc -b packages/cpt-module bench. Results and notes: bench/README.md.
@@ -24,7 +26,9 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { CheckpointFlags, linux, loadModule, sys_checkpoint, sys_restart } from '@cptrst/core';
+import {
+  CheckpointFlags, ImageHead, ImageReader, ImageWriter, MemorySink, bufferSource, linux, loadModule, sys_checkpoint, sys_restart,
+} from '@cptrst/core';
 
 const TMPFS_MAGIC = 0x01021994;
 const here = path.resolve(__dirname, '..');
@@ -79,6 +83,53 @@ function closeOnExecInherited(): void {
       /* gone meanwhile (the readdir fd itself) */
     }
   }
+}
+
+/**
+ * The image code's own cost on page data, in memory (no system call): writing 256 MiB of pages in
+ * 2 MiB objects (checksum; with --compress also LZ4) and reading them back (checksum;
+ * decompression), for touch.c's pages and for pages with `words` of 512 words differing.
+ */
+/** An object type no layout has: the reader checks its frame and checksum, not its nesting. */
+const CODEC_TYPE = 0xfff0;
+
+function codecFigures(words: number): string {
+  const bytes = 256 << 20;
+  const data = Buffer.allocUnsafe(bytes);
+  // As touch.c: `words` pseudo-random 8-byte words per page, then the page number.
+  const w32 = new Uint32Array(data.buffer, data.byteOffset, bytes / 4);
+  let x = 0x9e3779b9;
+  for (let pg = 0; pg < bytes / 4096; pg++) {
+    for (let w = 0; w < 1024; w++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      w32[pg * 1024 + w] = w < 2 * words ? x >>> 0 : w % 2 ? 0 : pg;
+    }
+  }
+  const out: string[] = [];
+  const write = (sink: { write(b: Buffer): void }, compress: boolean) => {
+    const writer = new ImageWriter(sink, compress ? { compress: 'lz4' } : {});
+    writer.writeHead(new ImageHead({ pageSize: 4096 }));
+    for (let at = 0; at < bytes; at += 2 << 20) writer.writeRaw(CODEC_TYPE, Buffer.alloc(12), { pages: [data.subarray(at, at + (2 << 20))] });
+    writer.writeTerminator();
+  };
+  for (const compress of [false, true]) {
+    // Timed into a sink that drops the bytes; then again into memory, to read back.
+    let t0 = process.hrtime.bigint();
+    write({ write: () => undefined }, compress);
+    const wms = ms(t0);
+    const sink = new MemorySink();
+    write(sink, compress);
+    const image = sink.toBuffer();
+    t0 = process.hrtime.bigint();
+    const reader = new ImageReader(bufferSource(image));
+    reader.readHead();
+    for (let r = reader.next(); r; r = reader.next()) reader.recycle(r.pages);
+    const rms = ms(t0);
+    out.push(`${compress ? 'lz4' : 'plain'}: write ${gbps(bytes, wms)} GB/s, read ${gbps(bytes, rms)} GB/s, image ${((100 * image.length) / bytes).toFixed(1)}%`);
+  }
+  return `image code in memory, 256 MiB of pages with ${words}/512 words differing: ${out.join('; ')}`;
 }
 
 function copySpeed(bytes: number): number {
@@ -248,6 +299,7 @@ async function main(): Promise<void> {
   const bench = new Bench(opts);
   const detail = !!process.env.CPTRST_BENCH_DETAIL;
   console.log(`images in ${opts.dir} (${fsType(opts.dir)}); CRC-32 by ${crcImplementation()}; ${opts.runs} run(s) per size, median shown; a restored workload that does not verify its memory (PASS) fails the benchmark`);
+  if (!process.env.CPTRST_BENCH_NO_CODEC) for (const words of [512, 64]) console.log(codecFigures(words));
   const rows: string[] = [];
   rows.push('| touched | frozen | checkpoint | restart | image | image/touched | memcpy (bound) |');
   rows.push('|---|---|---|---|---|---|---|');

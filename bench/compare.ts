@@ -6,9 +6,14 @@
  * checks every word of its memory (anything but PASS fails the benchmark). Figures: the time the
  * process was frozen (cptrst's --json frozenMs; CRIU's stats-dump frozen_time), checkpoint and
  * restart wall time of the command (start-up included), image size. Also the start-up of each
- * command (`--version`) and of `node -e 0`.
+ * command (`--version`) and of `node -e 0`, wall and CPU time.
  *
- * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [sizes in MiB...]
+ * cptrst also runs with --compress (LZ4 page data) in the same alternation ("cptrst -z"): its
+ * checkpoint and restart wall times and image size. touch.c's pages do not compress (every word
+ * differs); `--words N` makes only N of the 512 words of each page differ and the rest the page
+ * number, pages that compress to about N/512.
+ *
+ * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [sizes in MiB...]
  *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
  *   /var/tmp/criu-speed/criu/criu (where ../shared/criu/build.sh --criu puts it); without it only
  *   cptrst runs. CRIU's stats are decoded with its crit (python3 with protobuf).
@@ -26,20 +31,24 @@ interface Options {
   runs: number;
   sizes: number[];
   noSnapshot: boolean;
+  /** Words per page that differ (touch.c's HASHED; 512 = all of them). */
+  words: number;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { dir: process.env.CPTRST_BENCH_DIR || '/dev/shm', runs: Number(process.env.CPTRST_BENCH_RUNS || 3), sizes: [], noSnapshot: false };
+  const o: Options = { dir: process.env.CPTRST_BENCH_DIR || '/dev/shm', runs: Number(process.env.CPTRST_BENCH_RUNS || 3), sizes: [], noSnapshot: false, words: 512 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--dir') o.dir = argv[++i];
     else if (a === '--runs') o.runs = Number(argv[++i]);
     else if (a === '--no-snapshot') o.noSnapshot = true;
+    else if (a === '--words') o.words = Number(argv[++i]);
     else if (/^\d+$/.test(a)) o.sizes.push(Number(a));
-    else throw new Error(`compare: unknown argument ${a}\nusage: compare.js [--dir DIR] [--runs N] [--no-snapshot] [sizes in MiB...]`);
+    else throw new Error(`compare: unknown argument ${a}\nusage: compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [sizes in MiB...]`);
   }
   if (!fs.existsSync(o.dir)) throw new Error(`compare: image directory ${o.dir} does not exist`);
   if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('compare: --runs needs a positive integer');
+  if (!Number.isInteger(o.words) || o.words < 0 || o.words > 512) throw new Error('compare: --words needs an integer in 0..512');
   if (!o.sizes.length) o.sizes = [0, 64, 256, 1024];
   return o;
 }
@@ -81,7 +90,7 @@ interface Run {
   image: number;
 }
 
-type Tool = 'cptrst' | 'criu';
+type Tool = 'cptrst' | 'cptrst-z' | 'criu';
 
 class Compare {
   private readonly started = new Set<number>();
@@ -91,12 +100,12 @@ class Compare {
 
   constructor(readonly opts: Options, readonly criu: string | undefined) {
     this.images = fs.mkdtempSync(path.join(opts.dir, 'cptrst-compare-img-'));
-    execFileSync('gcc', ['-O2', '-o', this.bin, path.join(here, 'touch.c')]);
+    execFileSync('gcc', ['-O2', '-pthread', '-o', this.bin, path.join(here, 'touch.c')]);
   }
 
   async startTouch(mib: number, out: string, trigger: string): Promise<number> {
     const ofd = fs.openSync(out, 'w');
-    const child = spawn(this.bin, [String(mib), trigger], { stdio: ['ignore', ofd, ofd], detached: true });
+    const child = spawn(this.bin, [String(mib), trigger, '600', '0', String(this.opts.words)], { stdio: ['ignore', ofd, ofd], detached: true });
     fs.closeSync(ofd);
     child.unref();
     if (child.pid) this.started.add(child.pid);
@@ -133,9 +142,10 @@ class Compare {
     const trigger = path.join(this.work, `go-${tag}`);
     const pid = await this.startTouch(mib, out, trigger);
     let r: Run;
-    if (tool === 'cptrst') {
+    if (tool !== 'criu') {
       const img = path.join(this.images, `img-${tag}`);
-      const ck = await timedRun(process.execPath, [CLI, 'checkpoint', String(pid), '-o', img, '--json', ...(this.opts.noSnapshot ? ['--no-snapshot'] : [])], 'cptrst checkpoint');
+      const extra = [...(this.opts.noSnapshot ? ['--no-snapshot'] : []), ...(tool === 'cptrst-z' ? ['--compress'] : [])];
+      const ck = await timedRun(process.execPath, [CLI, 'checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint');
       const doc = JSON.parse(ck.stdout) as { frozenMs: number };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
@@ -187,36 +197,64 @@ function criuStat(dir: string, file: string, section: string, field: string): nu
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 
-/** Median wall time (ms) of a command run `n` times. */
-async function startup(cmd: string, args: string[], n: number): Promise<number> {
+/** CPU time (user + system, ms) of this process's waited-for children so far: /proc/self/stat cutime + cstime. */
+function childrenCpuMs(): number {
+  const f = fs.readFileSync('/proc/self/stat', 'utf8').replace(/^.*\) /, '').split(' ');
+  const ticks = Number(f[13]) + Number(f[14]); // fields 16 and 17 of stat(5)
+  return (ticks * 1000) / 100; // USER_HZ is 100 on Linux
+}
+
+/** Median wall time (ms) of a command run `n` times, and its mean CPU time. */
+async function startup(cmd: string, args: string[], n: number): Promise<{ wall: number; cpu: number }> {
   const t: number[] = [];
+  const cpu0 = childrenCpuMs();
   for (let i = 0; i < n; i++) t.push((await timedRun(cmd, args, `${cmd} ${args.join(' ')}`)).ms);
-  return median(t);
+  return { wall: median(t), cpu: (childrenCpuMs() - cpu0) / n };
+}
+
+/** ms of one in-memory copy of `mib` MiB (both buffers touched first): the bound on moving the pages once. */
+function memcpyMs(mib: number): number {
+  if (mib === 0) return 0;
+  const a = Buffer.alloc(mib << 20, 1);
+  const b = Buffer.alloc(mib << 20);
+  a.copy(b);
+  const t0 = process.hrtime.bigint();
+  a.copy(b);
+  return ms(t0);
 }
 
 async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const criu = findCriu();
   const c = new Compare(opts, criu);
-  const tools: Tool[] = criu ? ['cptrst', 'criu'] : ['cptrst'];
-  console.log(`images in ${opts.dir}; ${opts.runs} run(s) per size and tool, alternating, medians; cptrst ${opts.noSnapshot ? 'with --no-snapshot' : 'with its copy-on-write snapshot'}; CRIU: ${criu ?? 'not found'}`);
-  const n = Math.max(5, opts.runs);
-  const nodeMs = await startup(process.execPath, ['-e', '0'], n);
-  const cptMs = await startup(process.execPath, [CLI, '--version'], n);
-  const criuMs = criu ? await startup(criu, ['--version'], n) : NaN;
-  console.log(`start-up: node -e 0 ${nodeMs.toFixed(0)} ms; cptrst --version ${cptMs.toFixed(0)} ms; criu --version ${criu ? criuMs.toFixed(0) + ' ms' : '-'}`);
-  const rows = ['| touched | frozen cptrst / CRIU | checkpoint wall | restart wall | image (MiB) |', '|---|---|---|---|---|'];
+  const tools: Tool[] = criu ? ['cptrst', 'criu', 'cptrst-z'] : ['cptrst', 'cptrst-z'];
+  console.log(`images in ${opts.dir}; ${opts.runs} run(s) per size and tool, alternating, medians; cptrst ${opts.noSnapshot ? 'with --no-snapshot' : 'with its copy-on-write snapshot'}; ${opts.words} of 512 words per page differ; CRIU: ${criu ?? 'not found'}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+  const n = Math.max(10, opts.runs);
+  const node = await startup(process.execPath, ['-e', '0'], n);
+  const cpt = await startup(process.execPath, [CLI, '--version'], n);
+  // The same command from the compiled modules, without the bundle and its code cache.
+  const unbundled = await startup(process.execPath, [path.resolve(path.dirname(CLI), '..', 'dist', 'src', 'main.js'), '--version'], n);
+  const criuUp = criu ? await startup(criu, ['--version'], n) : undefined;
+  const up = (x: { wall: number; cpu: number }) => `${x.wall.toFixed(0)} ms (CPU ${x.cpu.toFixed(0)} ms)`;
+  console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}); criu --version ${criuUp ? up(criuUp) : '-'}`);
+  const rows = [
+    '| touched | frozen cptrst / CRIU | checkpoint wall | restart wall | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |',
+    '|---|---|---|---|---|---|---|',
+  ];
   const fmt = (a: number, b: number) => (criu ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
   try {
     for (const mib of opts.sizes) {
-      const runs: Record<Tool, Run[]> = { cptrst: [], criu: [] };
+      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], criu: [] };
       for (let k = 0; k < opts.runs; k++) {
         for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
       }
       const m = (t: Tool, key: keyof Run) => median(runs[t].map((r) => r[key]));
       const label = mib === 0 ? 'idle' : `${mib} MiB`;
-      const img = criu ? `${(m('cptrst', 'image') / 1048576).toFixed(1)} / ${(m('criu', 'image') / 1048576).toFixed(1)}` : (m('cptrst', 'image') / 1048576).toFixed(1);
-      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} | ${img} |`);
+      const mb = (t: Tool) => (m(t, 'image') / 1048576).toFixed(m(t, 'image') < 1048576 ? 2 : 1);
+      const img = `${mb('cptrst')} / ${mb('cptrst-z')} (${((100 * m('cptrst-z', 'image')) / m('cptrst', 'image')).toFixed(0)}%) / ${criu ? mb('criu') : '-'}`;
+      const z = `${m('cptrst-z', 'checkpoint').toFixed(0)}, ${m('cptrst-z', 'restart').toFixed(0)} ms`;
+      const copy = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} | ${z} | ${img} | ${copy} |`);
       console.error(rows[rows.length - 1]);
     }
   } catch (e) {

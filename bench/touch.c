@@ -2,11 +2,14 @@
  * Benchmark workload: touches N MiB of private anonymous memory with a pattern that differs in
  * every 8-byte word (page index and word index), says READY, then spins until the trigger file
  * exists. Then it checks every word of every page and writes PASS or FAIL to stdout.
- * usage: touch MIB TRIGGER [TIMEOUT_S [THREADS]]   (it gives up, with "TIMEOUT", after TIMEOUT_S
+ * usage: touch MIB TRIGGER [TIMEOUT_S [THREADS [HASHED]]]   (it gives up, with "TIMEOUT", after TIMEOUT_S
  * seconds, 600 by default, so a benchmark that died cannot leave it spinning forever)
  * With THREADS, that many more threads wait on a condition variable, each with its own
  * thread-local value; after the trigger each checks its value and reports, and the PASS line
  * counts them (FAIL if any is missing or wrong).
+ * With HASHED (usage: touch MIB TRIGGER TIMEOUT_S THREADS HASHED), only the first HASHED words of
+ * each page differ as above and the rest hold the page number: pages that compress (to about
+ * HASHED/512 of their size with LZ4); every word is still checked.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -17,6 +20,9 @@
 #include <unistd.h>
 
 static uint64_t word(size_t page, size_t w) { return ((uint64_t)page << 32 | w) * 0x9e3779b97f4a7c15ull; }
+/* The first `hashed` words of a page hold word(); the rest the page number: data that compresses. */
+static size_t hashed = 4096 / 8;
+static uint64_t value(size_t page, size_t w) { return w < hashed ? word(page, w) : (uint64_t)page; }
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
@@ -42,6 +48,7 @@ int main(int argc, char **argv) {
   uint64_t *p = n ? mmap(0, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : 0;
   if (p == MAP_FAILED) return 2;
   long threads = argc > 4 ? strtol(argv[4], 0, 10) : 0;
+  if (argc > 5) hashed = strtoul(argv[5], 0, 10);
   for (long t = 0; t < threads; t++) {
     pthread_t h;
     pthread_attr_t a;
@@ -57,7 +64,7 @@ int main(int argc, char **argv) {
     usleep(1000);
   }
   for (size_t pg = 0; pg < n / 4096; pg++)
-    for (size_t w = 0; w < words; w++) p[pg * words + w] = word(pg, w);
+    for (size_t w = 0; w < words; w++) p[pg * words + w] = value(pg, w);
   printf("READY %d\n", getpid());
   fflush(stdout);
   time_t start = time(0);
@@ -68,7 +75,7 @@ int main(int argc, char **argv) {
   }
   for (size_t pg = 0; pg < n / 4096; pg++)
     for (size_t w = 0; w < words; w++)
-      if (p[pg * words + w] != word(pg, w)) { printf("FAIL at page %zu word %zu\n", pg, w); return 1; }
+      if (p[pg * words + w] != value(pg, w)) { printf("FAIL at page %zu word %zu\n", pg, w); return 1; }
   pthread_mutex_lock(&lock);
   go = 1;
   pthread_cond_broadcast(&cond);

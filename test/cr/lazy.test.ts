@@ -48,9 +48,9 @@ function lazyRestart(args: string[], stdinFile?: string): Running {
   return { done, pidLine, pid: child.pid! };
 }
 
-async function restartsLazily(w: Workload, opts: { pipe?: boolean; go?: boolean } = {}): Promise<{ pages: number; faults: number }> {
+async function restartsLazily(w: Workload, opts: { pipe?: boolean; go?: boolean; compress?: boolean } = {}): Promise<{ pages: number; faults: number }> {
   const img = path.join(w.dir, 'img');
-  await checkpointKill(w, img);
+  await checkpointKill(w, img, opts.compress ? ['--compress'] : []);
   if (opts.go) fs.writeFileSync(`${w.triggerPath}.go`, '');
   const r = lazyRestart(opts.pipe ? ['-'] : [img], opts.pipe ? img : undefined);
   const res = await r.done;
@@ -97,6 +97,12 @@ describe('lazy restart', function () {
     // 32 MiB, four pages out of five written: 6554 pages at least (forked children add theirs).
     expect(pages).to.be.at.least(6554);
     expect(faults, 'pages the process touched before the background fill reached them').to.be.greaterThan(0);
+  });
+
+  it('a compressed image from a file: its pages are served decompressed (they have no offset in the file)', async () => {
+    const w = await startWorkload('lazyfill', ['16']);
+    const { pages } = await restartsLazily(w, { go: true, compress: true });
+    expect(pages).to.be.at.least(3277);
   });
 
   it('from a pipe: every page is served (the image is read to its end before the process runs)', async () => {

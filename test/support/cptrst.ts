@@ -19,7 +19,7 @@ export interface CptrstOptions {
 }
 
 /**
- * Runs `node packages/cli/dist/src/main.js ...args` and resolves with its exit code and output,
+ * Runs `node packages/cli/bin/cptrst.js ...args` (the bundle) and resolves with its exit code and output,
  * whatever the exit code. Uses execFile, never a synchronous call: the test process is the
  * workloads' parent, and its event loop must keep running so that libuv reaps a workload killed
  * by a checkpoint (freeing its PID for the restart). A tool that does not end in time is killed;

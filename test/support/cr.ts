@@ -52,9 +52,9 @@ export async function failAfterDump(w: Workload): Promise<void> {
 }
 
 
-/** `cptrst checkpoint PID -o img --kill` succeeds, and the original process has gone (its PID is free). */
-export async function checkpointKill(w: Workload, img: string): Promise<void> {
-  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+/** `cptrst checkpoint PID -o img --kill [extra...]` succeeds, and the original process has gone (its PID is free). */
+export async function checkpointKill(w: Workload, img: string, extra: string[] = []): Promise<void> {
+  const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill', ...extra]);
   expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
   await w.exited;
 }

@@ -19,7 +19,10 @@ export const WORKLOADS_SRC = path.join(REPO_ROOT, 'test', 'workloads');
 export const WORK_DIR = path.join(REPO_ROOT, 'test', 'work');
 export const BIN_DIR = path.join(WORK_DIR, 'bin');
 export const TMP_DIR = path.join(WORK_DIR, 'tmp');
-/** The cptrst command line tool (built by `npm run build`). */
-export const CLI_MAIN = path.join(REPO_ROOT, 'packages', 'cli', 'dist', 'src', 'main.js');
+/**
+ * The cptrst command line tool as installed: the bin shim, which runs the single-file bundle
+ * (built by `npm run build`) with its code cache.
+ */
+export const CLI_MAIN = path.join(REPO_ROOT, 'packages', 'cli', 'bin', 'cptrst.js');
 /** Directories for workloads run as another user start with this (see makeUserDir). */
 export const USER_DIR_PREFIX = path.join(fs.realpathSync(os.tmpdir()), 'cptrst-user-');

@@ -1,4 +1,35 @@
 #!/usr/bin/env node
-// The installed `cptrst` command: a committed shim, so that npm links it at install time,
-// before the TypeScript build has produced dist/.
-require('../dist/src/main.js').run();
+// The installed `cptrst` command: a committed shim, so that npm links it at install time, before
+// the build has produced dist/. It runs the single-file CLI (dist/src/cptrst.js, made by
+// scripts/bundle.js) with V8's code cache of it, or the compiled modules if there is no bundle.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+
+const dist = path.join(__dirname, '..', 'dist', 'src');
+const bundle = path.join(dist, 'cptrst.js');
+let source;
+try {
+  source = fs.readFileSync(bundle, 'utf8');
+} catch {
+  source = undefined;
+}
+if (source === undefined) {
+  require('../dist/src/main.js').run();
+} else {
+  const Module = require('module');
+  const vm = require('vm');
+  let cachedData;
+  try {
+    cachedData = fs.readFileSync(`${bundle}.cache`);
+  } catch {
+    cachedData = undefined;
+  }
+  const script = new vm.Script(Module.wrap(source), { filename: bundle, cachedData });
+  const m = new Module(bundle, module);
+  m.filename = bundle;
+  m.paths = Module._nodeModulePaths(dist);
+  script.runInThisContext().call(m.exports, m.exports, Module.createRequire(bundle), m, bundle, dist);
+  if (process.env.CPTRST_DEBUG && script.cachedDataRejected) process.stderr.write('cptrst: the code cache was rejected (another Node version?); compiled instead\n');
+  m.exports.run();
+}

@@ -14,12 +14,13 @@ interface CheckpointOptions {
   leaveStopped?: boolean;
   snapshot?: boolean;
   shellJob?: boolean;
+  compress?: boolean;
 }
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'write an image of a running process',
-  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--shell-job] [--json] [-v]',
+  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--shell-job] [--json] [-v]',
   description: [
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
@@ -30,6 +31,8 @@ export const checkpointCommand: Command = {
     'A process left running is frozen only until a copy-on-write snapshot of its private memory is',
     'taken and the rest is recorded; its pages are then written from the snapshot while it runs',
     '(pages it writes meanwhile take extra memory). --no-snapshot keeps it frozen until the image is written.',
+    '--compress compresses page data with LZ4 (pages that do not shrink are stored plain); a restart',
+    'reads compressed images like any other.',
     'A tree that runs on the terminal of a shell outside it (a job started from an interactive shell) is',
     'refused unless --shell-job is given: its fds on that terminal and its controlling terminal are then',
     'recorded as "the terminal cptrst is run from", which `cptrst restart --shell-job` gives back.',
@@ -42,7 +45,8 @@ export const checkpointCommand: Command = {
       .addOption(new Option('--kill', 'kill the process once the image is complete and synced').conflicts('leaveStopped'))
       .addOption(new Option('--leave-stopped', 'leave the process stopped (SIGSTOP) and untraced'))
       .addOption(new Option('--no-snapshot', 'keep the process frozen until its pages are written (no copy-on-write snapshot)'))
-      .addOption(new Option('--shell-job', 'the tree runs on the terminal of a shell outside it: record that terminal as the caller\'s (restart with --shell-job)'));
+      .addOption(new Option('--shell-job', 'the tree runs on the terminal of a shell outside it: record that terminal as the caller\'s (restart with --shell-job)'))
+      .addOption(new Option('--compress', 'compress page data (LZ4)'));
   },
   errorFd: (p) => ((p.options as Partial<CheckpointOptions>).output === '-' ? 2 : 1),
   run: runCheckpoint,
@@ -70,7 +74,7 @@ async function runCheckpoint(p: Invocation): Promise<number> {
 
   let result: CheckpointResult;
   try {
-    const options = { imageName, commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
+    const options = { imageName, ...(o.compress ? { compress: 'lz4' as const } : {}), commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
     result = await sys_checkpoint(pid, fd, flags, options);
     // A module that does not call commitImage: put the image in place now.
     image?.commit();

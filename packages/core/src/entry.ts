@@ -8,6 +8,7 @@ import { CptError } from './errors';
 import { Tokens } from './contract';
 import { moduleContainer } from './modules';
 import type { Logger, ProgressEvent } from './context';
+import type { CompressionName } from './image/compress';
 
 export interface OperationOptions {
   log?: Logger;
@@ -27,6 +28,8 @@ export interface OperationOptions {
    * "interrupted by <reason>" (the reason given to abort(), e.g. 'SIGINT').
    */
   signal?: AbortSignal;
+  /** Checkpoint only: compress page payloads with this codec (image/compress.ts). */
+  compress?: CompressionName;
 }
 
 export interface CheckpointResult {

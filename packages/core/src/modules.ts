@@ -22,16 +22,33 @@ interface Loaded {
 const loaded: Loaded[] = [];
 let current: DependencyContainer | undefined;
 
+/** Modules built into the running program (the CLI's single-file bundle), by package name. */
+const builtIn = new Map<string, () => unknown>();
+
+/**
+ * Says that the module `name` is part of the running program: loadModule(name) takes it from
+ * `load` instead of resolving the package on disk, which would load a second copy of it (and of
+ * core, with its own registries) next to the bundled one.
+ */
+export function provideBuiltInModule(name: string, load: () => unknown): void {
+  builtIn.set(name, load);
+}
+
 /** Loads a module by package name or path. Loading the same one twice is a no-op. */
 export function loadModule(nameOrPath: string, from: string = process.cwd()): void {
   if (loaded.some((l) => l.name === nameOrPath)) return;
   let mod: unknown;
-  try {
-    const resolved = require.resolve(nameOrPath, { paths: [from, __dirname] });
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the module is named at run time
-    mod = require(resolved);
-  } catch (e) {
-    throw new CptError('ENOENT', `cannot load module ${nameOrPath}: ${(e as Error).message.split('\n')[0]}`, { object: nameOrPath });
+  const own = builtIn.get(nameOrPath);
+  if (own) {
+    mod = own();
+  } else {
+    try {
+      const resolved = require.resolve(nameOrPath, { paths: [from, __dirname] });
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- the module is named at run time
+      mod = require(resolved);
+    } catch (e) {
+      throw new CptError('ENOENT', `cannot load module ${nameOrPath}: ${(e as Error).message.split('\n')[0]}`, { object: nameOrPath });
+    }
   }
   const m = (mod as { default?: unknown }).default ?? mod;
   if (typeof (m as CptModule).register !== 'function') {

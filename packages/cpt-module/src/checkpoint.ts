@@ -17,7 +17,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   if (!Number.isInteger(pid) || pid <= 0) throw new CptError('EINVAL', `not a process id: ${pid}`);
   if ((flags & CheckpointFlags.KILL) && (flags & CheckpointFlags.LEAVE_STOPPED)) throw new CptError('EINVAL', 'KILL and LEAVE_STOPPED exclude each other');
   const startOffset = regularFileOffset(fd);
-  const writer = new ImageWriter(fileSink(fd, options.imageName));
+  const writer = new ImageWriter(fileSink(fd, options.imageName), options.compress ? { compress: options.compress } : {});
   const ctx = new CheckpointContext(container, writer, flags, options.log);
   ctx.signal = options.signal;
   if (options.onProgress) ctx.events.on('progress', options.onProgress);

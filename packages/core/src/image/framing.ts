@@ -21,7 +21,6 @@
  * padding, and the payload runs to the end of the object (totalLength), a whole number of pages.
  * A RECORD object ends exactly at the end of its body.
  */
-import * as koffi from 'koffi';
 import * as zlib from 'zlib';
 import { MAX_PAGE_SIZE, MIN_PAGE_SIZE } from './types';
 
@@ -90,47 +89,48 @@ export function headerCrc(header: Buffer, initial: number): number {
 
 /**
  * CRC-32 (the zlib/gzip one) of `data`, continuing from `value`: the same numbers as
- * zlib.crc32, faster on page payloads. Node's bundled zlib does about 2.5 GB/s on the machine
- * of bench/README.md (410 ms per GiB, as much as copying the pages in and out together).
- * libdeflate, a system library loaded through koffi when present, uses carry-less
- * multiplication (PCLMULQDQ) and does about 5 GB/s there. It is checked against zlib on first
- * use and only used for buffers of at least FAST_CRC_MIN bytes (a native call costs about 2 us).
+ * zlib.crc32, faster on page payloads. Node's bundled zlib does about 2.5-5 GB/s on the machine
+ * of bench/README.md (200-400 ms per GiB, as much as copying the pages in and out together).
+ * @node-rs/crc32 (crc32fast, with carry-less multiplication: PCLMULQDQ) does 8-14 GB/s there,
+ * as fast as libdeflate's; it is an npm package with prebuilt binaries (per-platform optional
+ * dependencies: no compiler, no install script). It is checked against zlib on first use and
+ * only used for buffers of at least FAST_CRC_MIN bytes (a native call costs about 1 us).
  * Without it, or with CPTRST_CRC=zlib in the environment, zlib does all of it: same result.
- * (This and linux/libc.ts are the files that declare native functions.)
  */
 export function crc32(data: Buffer, value = 0): number {
   if (data.length >= FAST_CRC_MIN) {
     const f = fastCrc === undefined ? loadFastCrc() : fastCrc;
-    if (f) return f(value >>> 0, data, data.length) >>> 0;
+    if (f) return f(data, value >>> 0) >>> 0;
   }
   return zlib.crc32(data, value);
 }
 
 /**
- * Which implementation crc32() uses for large buffers: 'libdeflate' or 'zlib'.
+ * Which implementation crc32() uses for large buffers: '@node-rs/crc32' or 'zlib'.
  * @public bench/bench.ts loads this file by path to print it.
  */
 export function crc32Implementation(): string {
-  return (fastCrc === undefined ? loadFastCrc() : fastCrc) ? 'libdeflate' : 'zlib';
+  return (fastCrc === undefined ? loadFastCrc() : fastCrc) ? '@node-rs/crc32' : 'zlib';
 }
 
 const FAST_CRC_MIN = 16 * 1024;
-type CrcFn = (crc: number, buf: Buffer, len: number) => number;
+type CrcFn = (buf: Uint8Array, crc: number) => number;
 let fastCrc: CrcFn | null | undefined;
 
 function loadFastCrc(): CrcFn | null {
   fastCrc = null;
   if (process.env.CPTRST_CRC === 'zlib') return null;
   try {
-    const f = koffi.load('libdeflate.so.0').func('uint32_t libdeflate_crc32(uint32_t crc, const void *buf, size_t len)') as unknown as CrcFn;
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, optional
+    const f = (require('@node-rs/crc32') as { crc32: CrcFn }).crc32;
     const probe = Buffer.allocUnsafe(FAST_CRC_MIN + 4099);
     for (let i = 0; i < probe.length; i++) probe[i] = (i * 2654435761) >>> 24;
     for (const seed of [0, 0xdeadbeef, 0xffffffff]) {
-      if (f(seed, probe, probe.length) >>> 0 !== zlib.crc32(probe, seed)) return null;
+      if (f(probe, seed) >>> 0 !== zlib.crc32(probe, seed)) return null;
     }
     fastCrc = f;
   } catch {
-    /* not installed: zlib it is */
+    /* not installed for this platform: zlib it is */
   }
   return fastCrc;
 }

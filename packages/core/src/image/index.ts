@@ -22,6 +22,8 @@ export type { ObjectHeader } from './framing';
 export { ImageHead, Terminator } from './head';
 export type { ImageHeadInit } from './head';
 export { ImageWriter } from './writer';
+export { COMPRESSIONS } from './compress';
+export type { CompressionName } from './compress';
 export type { ImageSink, ImageWriterOptions, PayloadSource } from './writer';
 export { ImageReader } from './reader';
 export type { ImageSource, ImageRecord, ImageReaderOptions } from './reader';

@@ -9,6 +9,7 @@ import { decodeRecord } from './codec';
 import {
   alignUp, crc32, decodeHeader, headerCrc, HeaderOffset, isValidPageSize, MAX_OBJ_HEADER_SIZE, OBJ_HEADER_SIZE, ObjectHeader,
 } from './framing';
+import { COMPRESSED_PAGES_HEADER, decompressPages } from './compress';
 import { ImageHead, Terminator } from './head';
 import { ImageError } from './image-error';
 import { layoutForType, typeName } from './layout';
@@ -174,7 +175,8 @@ export class ImageReader {
       };
       if (pages) {
         rec.pages = pages;
-        rec.pagesOffset = raw.tailOffset + raw.tail.length - pages.length;
+        // Compressed pages exist only decompressed: no offset in the stream holds them as they are.
+        if (raw.header.kind !== ContentKind.RECORD_WITH_COMPRESSED_PAGES) rec.pagesOffset = raw.tailOffset + raw.tail.length - pages.length;
       }
       this.accept(raw);
       return rec;
@@ -254,7 +256,7 @@ export class ImageReader {
     if (total < h.headerLength + h.bodyLength) {
       throw new ImageError(`object length ${total} is less than header ${h.headerLength} + body ${h.bodyLength}`, start + HeaderOffset.totalLength, desc);
     }
-    if (h.kind !== ContentKind.RECORD && h.kind !== ContentKind.RECORD_WITH_PAGES) {
+    if (h.kind !== ContentKind.RECORD && h.kind !== ContentKind.RECORD_WITH_PAGES && h.kind !== ContentKind.RECORD_WITH_COMPRESSED_PAGES) {
       throw new ImageError(`unknown content kind ${h.kind}`, start + HeaderOffset.kind, desc);
     }
     const rest = this.objectBuffer(total - OBJ_HEADER_SIZE);
@@ -304,6 +306,12 @@ export class ImageReader {
       return undefined;
     }
     const pageSize = (this.head as ImageHead).pageSize;
+    if (raw.header.kind === ContentKind.RECORD_WITH_COMPRESSED_PAGES) {
+      if (raw.tail.length < COMPRESSED_PAGES_HEADER) {
+        throw new ImageError(`compressed page payload of ${raw.tail.length} bytes has no codec header`, raw.tailOffset, raw.desc);
+      }
+      return decompressPages(raw.tail, pageSize, this.maxObjectBytes, (why, at) => new ImageError(why, raw.tailOffset + at, raw.desc));
+    }
     const pad = alignUp(raw.tailOffset, pageSize) - raw.tailOffset;
     const payloadLen = raw.tail.length - pad;
     if (payloadLen < 0 || payloadLen % pageSize !== 0) {

@@ -106,10 +106,15 @@ export enum ObjectType {
  */
 export const ObjectFlag = Object.freeze({ OPTIONAL: 0x0001 } as const);
 
-/** What follows an object's header: just the record, or the record then a page-aligned payload. */
+/**
+ * What follows an object's header: just the record, the record then a page-aligned payload, or
+ * (format 1.5) the record then a compressed page payload (compress.ts; readers before 1.5 refuse
+ * it as an unknown content kind).
+ */
 export enum ContentKind {
   RECORD = 0,
   RECORD_WITH_PAGES = 1,
+  RECORD_WITH_COMPRESSED_PAGES = 2,
 }
 
 /** The head is always the first object and has tag 1 (and ptag 0, "no parent"). */

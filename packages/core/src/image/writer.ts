@@ -6,6 +6,7 @@
 import { asCptError, CptError } from '../errors';
 import { encodeRecord } from './codec';
 import { alignUp, crc32, encodeHeader, headerCrc, HeaderOffset, isValidPageSize, OBJ_HEADER_SIZE } from './framing';
+import { CompressionName, checkCompression, compressPages } from './compress';
 import { ImageHead, Terminator } from './head';
 import { layoutOf, typeName } from './layout';
 import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG, MAGIC, ObjectFlag, ObjectType, PREAMBLE_SIZE } from './types';
@@ -20,16 +21,26 @@ export interface ImageWriterOptions {
   bufferSize?: number;
   /** Refuse objects a reader with the same limit would refuse (default DEFAULT_MAX_OBJECT_BYTES). */
   maxObjectBytes?: number;
+  /**
+   * Compress page payloads (ContentKind.RECORD_WITH_COMPRESSED_PAGES, compress.ts). A payload that
+   * would not shrink is stored plain; readers decompress transparently.
+   */
+  compress?: CompressionName;
 }
 
 /** Fills the payload of a deferred object (writeWithPagesLater) when the object is written. */
 export type PayloadSource = (buf: Buffer) => void;
 
-/** An object whose payload is read only when the deferred objects are written out. */
+/**
+ * An object with a payload, framed only when the deferred objects are written out: its padding
+ * depends on its stream offset, which compressed payloads before it change.
+ */
 interface DeferredObject {
-  header: Buffer;
+  type: number;
+  tag: number;
+  ptag: number;
+  flags: number;
   body: Buffer;
-  padding: Buffer;
   bytes: number;
   fill: PayloadSource;
 }
@@ -46,6 +57,7 @@ export class ImageWriter {
   private used = 0;
   private flushed = 0;
   private readonly maxObjectBytes: number;
+  private readonly compression?: CompressionName;
   private state: 'new' | 'open' | 'closed' | 'broken' = 'new';
   private pageSize = 0;
   private nextTag = HEAD_TAG;
@@ -61,9 +73,16 @@ export class ImageWriter {
   constructor(private readonly sink: ImageSink, opts: ImageWriterOptions = {}) {
     this.buf = Buffer.allocUnsafe(opts.bufferSize ?? 1024 * 1024);
     this.maxObjectBytes = opts.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
+    if (opts.compress) {
+      checkCompression(opts.compress);
+      this.compression = opts.compress;
+    }
   }
 
-  /** Bytes written so far (buffered ones included): the stream offset of the next object. */
+  /**
+   * Bytes written so far (buffered ones included): the stream offset of the next object. While
+   * deferring with compression, deferred payloads count at their plain size (an upper bound).
+   */
   get offset(): number {
     return this.flushed + this.used + this.queued;
   }
@@ -95,11 +114,20 @@ export class ImageWriter {
     if (!Number.isInteger(bytes) || bytes <= 0 || bytes % this.pageSize !== 0) {
       throw invalid(`${typeName(type)}: payload of ${bytes} bytes is not a multiple of the page size ${this.pageSize}`);
     }
-    const body = encodeRecord(obj);
-    const { header, padding, tag } = this.frame(type, ContentKind.RECORD_WITH_PAGES, body, bytes, ptag, flags);
-    const d: DeferredObject = { header, body, padding, bytes, fill };
-    this.queue.push(d);
-    this.queued += header.length + body.length + padding.length + bytes;
+    return this.deferObject(type, encodeRecord(obj), bytes, fill, ptag, flags);
+  }
+
+  /** Queues an object whose payload `fill` gives at flush time; returns its tag. */
+  private deferObject(type: number, body: Buffer, bytes: number, fill: PayloadSource, ptag: number, flags: number): number {
+    const q = this.queue as Array<Buffer | DeferredObject>;
+    // Refused now if it would be too big plain (compressed, it can only be smaller).
+    const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
+    const total = alignUp(bodyEnd, this.pageSize) - this.offset + bytes;
+    this.checkSize(type, total);
+    const tag = this.takeTag(type);
+    q.push({ type, tag, ptag, flags, body, bytes, fill });
+    // As if written plain: offset stays exact without compression (an upper bound with it).
+    this.queued += total;
     return tag;
   }
 
@@ -111,24 +139,16 @@ export class ImageWriter {
     const q = this.queue;
     if (!q) return;
     this.queue = undefined;
+    this.queued = 0; // from here on, offset is where the next queued piece lands
     for (const e of q) {
       if (Buffer.isBuffer(e)) {
-        this.queued -= e.length;
         this.append(e);
         continue;
       }
       if (!this.payloadBuf || this.payloadBuf.length < e.bytes) this.payloadBuf = Buffer.allocUnsafe(e.bytes);
       const payload = this.payloadBuf.subarray(0, e.bytes);
       e.fill(payload);
-      let crc = crc32(e.body, headerCrc(e.header, 0));
-      crc = crc32(e.padding, crc);
-      crc = crc32(payload, crc);
-      e.header.writeUInt32LE(crc, HeaderOffset.checksum);
-      this.queued -= e.header.length + e.body.length + e.padding.length + e.bytes;
-      this.append(e.header);
-      this.append(e.body);
-      this.append(e.padding);
-      this.append(payload);
+      this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
       await after?.(e.bytes);
     }
     this.flush();
@@ -225,36 +245,76 @@ export class ImageWriter {
     } else if (pages.length) {
       throw invalid(`${typeName(type)}: a RECORD object has no pages`);
     }
-    const { header, padding, tag } = this.frame(type, kind, body, payload, ptag, flags);
-    let crc = crc32(body, headerCrc(header, initialCrc));
-    crc = crc32(padding, crc);
-    for (const p of pages) crc = crc32(p, crc);
-    header.writeUInt32LE(crc, HeaderOffset.checksum);
-
-    this.append(header);
-    this.append(body);
-    this.append(padding);
-    for (const p of pages) this.append(p);
+    if (kind === ContentKind.RECORD_WITH_PAGES) {
+      if (this.queue) {
+        // Copied: callers reuse their buffers.
+        const copy = Buffer.concat(pages, payload);
+        return this.deferObject(type, body, payload, (buf) => copy.copy(buf), ptag, flags);
+      }
+      const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
+      this.checkSize(type, alignUp(bodyEnd, this.pageSize) - this.offset + payload);
+      const tag = this.takeTag(type);
+      this.emitPages(type, tag, body, pages, payload, ptag, flags);
+      return tag;
+    }
+    this.checkSize(type, OBJ_HEADER_SIZE + body.length);
+    const tag = this.takeTag(type);
+    this.emitFramed(this.header(type, kind, tag, body, 0, 0, ptag, flags), body, [], [], initialCrc);
     return tag;
   }
 
-  /** The header (checksum 0) and padding of the next object, which takes the next tag. */
-  private frame(type: number, kind: ContentKind, body: Buffer, payload: number, ptag: number, flags: number): { header: Buffer; padding: Buffer; tag: number } {
-    if (this.nextTag > 0xffffffff) throw invalid('more than 2^32-1 objects');
+  /**
+   * Writes an object with a page payload that has its tag: compressed when the writer compresses
+   * and the pages shrink, else plain (page aligned).
+   */
+  private emitPages(type: number, tag: number, body: Buffer, pages: Buffer[], payload: number, ptag: number, flags: number): void {
+    if (this.compression && payload > 0) {
+      const z = compressPages(pages.length === 1 ? pages[0] : Buffer.concat(pages, payload));
+      if (z) {
+        this.emitFramed(this.header(type, ContentKind.RECORD_WITH_COMPRESSED_PAGES, tag, body, 0, z.length, ptag, flags), body, [], [z], 0);
+        return;
+      }
+    }
     const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
-    const pad = kind === ContentKind.RECORD_WITH_PAGES ? alignUp(bodyEnd, this.pageSize) - bodyEnd : 0;
-    const total = OBJ_HEADER_SIZE + body.length + pad + payload;
+    const pad = alignUp(bodyEnd, this.pageSize) - bodyEnd;
+    const padding = pad ? Buffer.alloc(pad) : Buffer.alloc(0);
+    this.emitFramed(this.header(type, ContentKind.RECORD_WITH_PAGES, tag, body, pad, payload, ptag, flags), body, [padding], pages, 0);
+  }
+
+  /** Checksums and appends one object whose header has checksum 0. */
+  private emitFramed(header: Buffer, body: Buffer, padding: Buffer[], pages: Buffer[], initialCrc: number): void {
+    let crc = crc32(body, headerCrc(header, initialCrc));
+    for (const p of padding) crc = crc32(p, crc);
+    for (const p of pages) crc = crc32(p, crc);
+    header.writeUInt32LE(crc, HeaderOffset.checksum);
+    this.append(header);
+    this.append(body);
+    for (const p of padding) this.append(p);
+    for (const p of pages) this.append(p);
+  }
+
+  private checkSize(type: number, total: number): void {
     if (total > this.maxObjectBytes) {
       throw new CptError('E2BIG', `${typeName(type)} object of ${total} bytes exceeds the ${this.maxObjectBytes}-byte limit; split it`, { object: 'image writer' });
     }
-    const tag = this.nextTag;
-    const header = encodeHeader({
-      totalLength: BigInt(total), headerLength: OBJ_HEADER_SIZE, type, kind, flags, tag, ptag, bodyLength: body.length, checksum: 0,
-    });
-    this.nextTag++;
+  }
+
+  /** The next tag, given to an object of `type`. */
+  private takeTag(type: number): number {
+    if (this.nextTag > 0xffffffff) throw invalid('more than 2^32-1 objects');
+    const tag = this.nextTag++;
     this.count++;
     this.tagTypes.set(tag, type);
-    return { header, padding: Buffer.alloc(pad), tag };
+    return tag;
+  }
+
+  /** An object header with checksum 0. */
+  private header(type: number, kind: ContentKind, tag: number, body: Buffer, pad: number, payload: number, ptag: number, flags: number): Buffer {
+    const total = OBJ_HEADER_SIZE + body.length + pad + payload;
+    this.checkSize(type, total);
+    return encodeHeader({
+      totalLength: BigInt(total), headerLength: OBJ_HEADER_SIZE, type, kind, flags, tag, ptag, bodyLength: body.length, checksum: 0,
+    });
   }
 
   private append(b: Buffer): void {

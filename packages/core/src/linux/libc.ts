@@ -10,7 +10,7 @@
  * koffi calls are synchronous and run on the JavaScript main thread, so every ptrace request
  * issued here comes from the same OS thread: the one that attached.
  */
-import * as koffi from 'koffi';
+import type * as Koffi from 'koffi';
 import { CptError } from '../errors';
 import { errnoMessage, errnoName } from './errno';
 import { SYS } from './syscalls';
@@ -18,9 +18,20 @@ import { SYS } from './syscalls';
 /** One argument of a system call: an integer, a Buffer (passed as a pointer to its bytes) or null. */
 export type SyscallArg = number | bigint | Buffer | null;
 
-let lib: koffi.IKoffiLib | undefined;
-function libc(): koffi.IKoffiLib {
-  if (!lib) lib = koffi.load('libc.so.6');
+let koffiModule: typeof Koffi | undefined;
+/**
+ * koffi itself, loaded on the first native call: loading it takes some 20 ms (it loads Node's
+ * crypto and https modules), which a run that calls nothing native (`cptrst --help`) need not pay.
+ */
+function koffiLib(): typeof Koffi {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use
+  koffiModule ??= require('koffi') as typeof Koffi;
+  return koffiModule;
+}
+
+let lib: Koffi.IKoffiLib | undefined;
+function libc(): Koffi.IKoffiLib {
+  if (!lib) lib = koffiLib().load('libc.so.6');
   return lib;
 }
 
@@ -64,7 +75,7 @@ export function rawSyscall(nr: number, ...args: SyscallArg[]): bigint {
   const f = syscallVariant(pattern);
   const r = f(...call);
   if (Number(r) === -1) {
-    const e = koffi.errno();
+    const e = koffiLib().errno();
     if (e > 0) return -BigInt(e);
   }
   return typeof r === 'bigint' ? r : BigInt(r);
@@ -93,7 +104,7 @@ export function libcWaitpid(pid: number, options: number): [number, number] {
   for (;;) {
     const r = waitpidFn(pid, st, options | 0);
     if (r >= 0) return [r, st[0]];
-    const e = koffi.errno();
+    const e = koffiLib().errno();
     if (e !== 4 /* EINTR */) return [-e, 0];
   }
 }
@@ -118,8 +129,8 @@ let pvmWrite: IovFn | undefined;
 export function libcProcessVm(write: boolean, pid: number, local: Buffer, remote: bigint): number {
   if (!pvmRead || !pvmWrite) {
     const l = libc();
-    koffi.struct('cpt_local_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-    koffi.struct('cpt_remote_iovec', { iov_base: 'uint64_t', iov_len: 'size_t' });
+    koffiLib().struct('cpt_local_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+    koffiLib().struct('cpt_remote_iovec', { iov_base: 'uint64_t', iov_len: 'size_t' });
     pvmRead = l.func(
       'long process_vm_readv(int pid, cpt_local_iovec *local, unsigned long liovcnt, cpt_remote_iovec *remote, unsigned long riovcnt, unsigned long flags)',
     ) as never;
@@ -130,7 +141,7 @@ export function libcProcessVm(write: boolean, pid: number, local: Buffer, remote
   if (local.length === 0) return 0;
   const f = write ? pvmWrite : pvmRead;
   const r = Number(f(pid, { iov_base: local, iov_len: local.length }, 1, { iov_base: remote, iov_len: local.length }, 1, 0));
-  return r < 0 ? -koffi.errno() : r;
+  return r < 0 ? -koffiLib().errno() : r;
 }
 
 type RegsetFn = (nr: number, req: number, pid: number, addr: number, iov: { iov_base: Buffer; iov_len: number }) => number | bigint;
@@ -141,12 +152,12 @@ let regsetFn: RegsetFn | undefined;
  */
 export function libcPtraceRegset(req: number, pid: number, nt: number, buf: Buffer): [number, number] {
   if (!regsetFn) {
-    koffi.struct('cpt_regset_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-    regsetFn = libc().func('syscall', 'long', ['long', 'long', 'long', 'uint64_t', koffi.inout('cpt_regset_iovec *')]) as never;
+    koffiLib().struct('cpt_regset_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+    regsetFn = libc().func('syscall', 'long', ['long', 'long', 'long', 'uint64_t', koffiLib().inout('cpt_regset_iovec *')]) as never;
   }
   const iov = { iov_base: buf, iov_len: buf.length };
   const r = Number(regsetFn(SYS.ptrace, req, pid, nt, iov));
-  if (r < 0) return [-koffi.errno(), 0];
+  if (r < 0) return [-koffiLib().errno(), 0];
   return [r, Number(iov.iov_len)];
 }
 
@@ -163,8 +174,8 @@ let recvmsgFn: RecvmsgFn | undefined;
 /** recvmsg(fd, {name, one iovec over data, control}, flags) on one of cptrst's own fds. */
 export function libcRecvmsg(fd: number, data: Buffer, name: Buffer, control: Buffer, flags: number): RecvmsgResult {
   if (!recvmsgFn) {
-    koffi.struct('cpt_msg_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-    koffi.struct('cpt_msghdr', {
+    koffiLib().struct('cpt_msg_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+    koffiLib().struct('cpt_msghdr', {
       msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: 'cpt_msg_iovec *', msg_iovlen: 'size_t',
       msg_control: 'void *', msg_controllen: 'size_t', msg_flags: 'int',
     });
@@ -176,7 +187,7 @@ export function libcRecvmsg(fd: number, data: Buffer, name: Buffer, control: Buf
   };
   const r = Number(recvmsgFn(fd, msg, flags));
   return {
-    result: r < 0 ? -koffi.errno() : r,
+    result: r < 0 ? -koffiLib().errno() : r,
     nameLen: Number(msg.msg_namelen),
     controlLen: Number(msg.msg_controllen),
     flags: Number(msg.msg_flags),
@@ -208,11 +219,11 @@ const PAGE_REGION_SIZE = 24;
  */
 export function pagemapScan(fd: number, start: bigint, end: bigint, anyOf: bigint, returnMask: bigint): PageRegion[] | null {
   if (!pmScanFn) {
-    koffi.struct('cpt_pm_scan_arg', {
+    koffiLib().struct('cpt_pm_scan_arg', {
       size: 'uint64_t', flags: 'uint64_t', start: 'uint64_t', end: 'uint64_t', walk_end: 'uint64_t', vec: 'void *', vec_len: 'uint64_t',
       max_pages: 'uint64_t', category_inverted: 'uint64_t', category_mask: 'uint64_t', category_anyof_mask: 'uint64_t', return_mask: 'uint64_t',
     });
-    pmScanFn = libc().func('ioctl', 'int', ['int', 'unsigned long', koffi.inout('cpt_pm_scan_arg *')]) as never;
+    pmScanFn = libc().func('ioctl', 'int', ['int', 'unsigned long', koffiLib().inout('cpt_pm_scan_arg *')]) as never;
   }
   const N = 512;
   const vec = Buffer.alloc(N * PAGE_REGION_SIZE);
@@ -225,7 +236,7 @@ export function pagemapScan(fd: number, start: bigint, end: bigint, anyOf: bigin
     };
     const r = Number(pmScanFn(fd, PAGEMAP_SCAN, arg));
     if (r < 0) {
-      const e = koffi.errno();
+      const e = koffiLib().errno();
       if (e === 4 /* EINTR */) continue;
       if (e === 25 /* ENOTTY */ || e === 22 /* EINVAL */) return null;
       throw errnoError(e, 'ioctl(PAGEMAP_SCAN)');
@@ -258,12 +269,12 @@ let uffdCopyFn: UffdCopyFn | undefined;
  */
 export function libcUffdCopy(fd: number, req: number, dst: bigint, src: Buffer): { r: number; copied: number } {
   if (!uffdCopyFn) {
-    koffi.struct('cpt_uffdio_copy', { dst: 'uint64_t', src: 'void *', len: 'uint64_t', mode: 'uint64_t', copy: 'int64_t' });
-    uffdCopyFn = libc().func('ioctl', 'int', ['int', 'unsigned long', koffi.inout('cpt_uffdio_copy *')]) as never;
+    koffiLib().struct('cpt_uffdio_copy', { dst: 'uint64_t', src: 'void *', len: 'uint64_t', mode: 'uint64_t', copy: 'int64_t' });
+    uffdCopyFn = libc().func('ioctl', 'int', ['int', 'unsigned long', koffiLib().inout('cpt_uffdio_copy *')]) as never;
   }
   const arg: UffdioCopy = { dst, src, len: BigInt(src.length), mode: 0n, copy: 0n };
   const r = Number(uffdCopyFn(fd, req, arg));
   const copy = Number(arg.copy);
-  if (r < 0) return { r: -koffi.errno(), copied: copy > 0 ? copy : 0 };
+  if (r < 0) return { r: -koffiLib().errno(), copied: copy > 0 ? copy : 0 };
   return { r: 0, copied: copy };
 }
