@@ -291,7 +291,7 @@ describe('process trees', function () {
       ['discard', (recs) => {
         const kept = recs.find((r) => r.name === 'vma-kept')!;
         kept.obj.discard = [1n << 40n, 1n];
-      }, /^cptrst: EBADIMG: pid \d+, vma [0-9a-f]+-[0-9a-f]+: pages \d+\+1 to discard are outside the area/],
+      }, /^cptrst: EBADIMG: pid \d+, vma [0-9a-f]+-[0-9a-f]+( [^:]+)?: pages \d+\+1 to discard are outside the area/],
     ];
     for (const [name, change, re] of cases) {
       const bad = path.join(w.dir, `${name}.img`);

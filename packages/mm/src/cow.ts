@@ -1,5 +1,7 @@
 /**
- * Private anonymous memory that a child still shares copy-on-write with its parent.
+ * Private memory that a child still shares copy-on-write with its parent: private anonymous
+ * areas, and the pages a private file mapping holds as anonymous copies (a library's data after
+ * its relocations, written before the fork).
  *
  * After fork, parent and child map the same physical pages until one of them writes. Stored per
  * process and restored as separate copies, such memory would use as much more memory as there are
@@ -28,7 +30,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartFlags, RestartTask, StateKey, linux, objectType, u64s,
 } from '@cptrst/core';
 import { DERIVED_FLAGS, LOCK_FLAGS, VmaEntry, VmaImage, describeVma, protOf } from './vma';
-import { isPresentOrSwapped } from './pages';
+import { isAnonCopy, isPresentOrSwapped } from './pages';
 
 const { SYS, PROT, MADV } = linux;
 
@@ -68,8 +70,9 @@ function keepable(v: VmaEntry): boolean {
 }
 
 /**
- * At check: remembers the task's private anonymous areas, and returns those of them its parent
- * (a live task of the tree, checked before it) has with the same range, protection, name and flags.
+ * At check: remembers the task's private anonymous areas and private file mappings, and returns
+ * those of them its parent (a live task of the tree, checked before it) has with the same range,
+ * protection, name, flags and (for a file) the same file at the same offset.
  */
 export function keepCandidates(ctx: CheckpointContext, task: CheckpointTask, anon: VmaEntry[]): VmaEntry[] {
   const seen = ANON_SEEN.get(ctx) ?? new Map<number, VmaEntry[]>();
@@ -80,7 +83,8 @@ export function keepCandidates(ctx: CheckpointContext, task: CheckpointTask, ano
   const byStart = new Map(parents.map((p) => [p.start, p]));
   return anon.filter((v) => {
     const p = byStart.get(v.start);
-    return !!p && p.end === v.end && protOf(p) === protOf(v) && p.path === v.path && keepable(v) && keepable(p) && flagsKey(p) === flagsKey(v);
+    return !!p && p.end === v.end && protOf(p) === protOf(v) && p.path === v.path && keepable(v) && keepable(p) && flagsKey(p) === flagsKey(v) &&
+      !p.shared && !v.shared && p.inode === v.inode && p.major === v.major && p.minor === v.minor && p.offset === v.offset;
   });
 }
 
@@ -113,11 +117,14 @@ export function compareWithParent(task: CheckpointTask, candidates: VmaEntry[]):
     const theirs = linux.readPagemap(ppid, v.start, n, PAGE);
     const area: KeptArea = { runs: [], discard: [] };
     let shared = 0;
+    // What each kind stores: any page of anonymous memory, the anonymous copies of a file mapping
+    // (its other pages are the file's, the same in both); only those can be shared copies.
+    const stored = v.inode === 0n ? isPresentOrSwapped : isAnonCopy;
     for (let i = 0; i < n; i++) {
       const m = mine[i];
-      if (samePage(m, theirs[i])) shared++;
-      else if (isPresentOrSwapped(m)) addPage(area.runs, i); // what the anonymous kind stores
-      else if (isPresentOrSwapped(theirs[i])) addPage(area.discard, i);
+      if (stored(m) && stored(theirs[i]) && samePage(m, theirs[i])) shared++;
+      else if (stored(m)) addPage(area.runs, i);
+      else if (stored(theirs[i])) addPage(area.discard, i); // discarded, a file mapping's page is the file's again
     }
     if (shared) kept.set(v.start, area);
   }
@@ -165,15 +172,15 @@ export function keptRanges(ctx: RestartContext, task: RestartTask, kept: bigint[
     const end = kept[i + 1];
     const what = `memory kept from the parent at ${start.toString(16)}-${end.toString(16)}`;
     if (!layout.some((r) => r.start === start && r.end === end) || ranges.has(start)) throw bad(`${what}: not an area of the image's layout`);
-    // Covered, without a gap, by private anonymous mappings of the parent's copy.
+    // Covered, without a gap, by private mappings of the parent's copy (a file's is checked by its kind).
     let at = start;
     for (const e of here) {
       if (e.end <= at) continue;
-      if (e.start > at || e.shared || e.inode !== 0n || e.path === '[vdso]' || e.path === '[vvar]' || e.path === '[vvar_vclock]') break;
+      if (e.start > at || e.shared || e.path === '[vdso]' || e.path === '[vvar]' || e.path === '[vvar_vclock]') break;
       at = e.end;
       if (at >= end) break;
     }
-    if (at < end) throw bad(`${what}: the parent has no private anonymous memory there`);
+    if (at < end) throw bad(`${what}: the parent has no private memory there`);
     ranges.set(start, end);
     out.push({ start, end });
   }

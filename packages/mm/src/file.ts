@@ -15,10 +15,14 @@
  * pages for one is refused.
  */
 import * as fs from 'fs';
-import { CheckpointTask, RestartContext, RestartTask, S_IFMT, S_IFREG, fileTypeName, linux, openRecordedFile, refuse } from '@cptrst/core';
+import * as fsp from 'fs';
+import {
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RestartContext, RestartTask, S_IFMT, S_IFREG, fileTypeName, linux, openRecordedFile, refuse,
+} from '@cptrst/core';
 import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath } from './vma';
 import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
+import { KEPT_AREAS, VmaKeptImage, keepArea } from './cow';
 
 const { MAP, SYS, O } = linux;
 
@@ -27,6 +31,8 @@ export const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f
 
 export class FileVma implements VmaKindHandler {
   readonly kind = 'file';
+  /** A private mapping kept copy-on-write from the parent (cow.ts) has one: the pages to discard. */
+  readonly records = [VmaKeptImage];
   claims(v: VmaEntry): boolean {
     // A SysV segment's inode is its id, which may be 0: claimed here so that it is refused by name.
     return (v.inode !== 0n || v.path.startsWith('/SYSV')) && v.path.startsWith('/') && !(v.shared && v.path === '/dev/zero' && v.deleted);
@@ -63,9 +69,21 @@ export class FileVma implements VmaKindHandler {
   storesPage(pm: bigint): boolean {
     return isAnonCopy(pm);
   }
-  map(ctx: RestartContext, task: RestartTask, img: VmaImage): void {
+  /** Only an area kept from the parent has a record. */
+  expectsRecords(img: VmaImage): boolean {
+    return img.inheritedAt !== 0n;
+  }
+  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
+    const kept = task.state.get(KEPT_AREAS)?.get(v.start);
+    if (!kept) return;
+    const rec = new VmaKeptImage();
+    rec.discard = kept.discard.flatMap(([first, count]) => [BigInt(first), BigInt(count)]);
+    out.write(rec);
+  }
+  map(ctx: RestartContext, task: RestartTask, img: VmaImage, _writable: boolean, records: KindRecords): void {
     const t = task.tracee!;
     const what = describeVma(img);
+    const kept = records.of(VmaKeptImage);
     const mayWrite = img.shared && img.vmFlags.includes('mw');
     const fd = openRecordedFile(t, img.path, {
       flags: (mayWrite ? O.RDWR : O.RDONLY) | O.CLOEXEC,
@@ -74,8 +92,18 @@ export class FileVma implements VmaKindHandler {
       object: what,
     });
     try {
-      // Its own protection, never more: no page of the image goes through a file mapping that is shared.
-      mapAt(task, img, img.prot, img.shared ? MAP.SHARED : MAP.PRIVATE, fd, img.path);
+      if (kept.length || img.inheritedAt !== 0n) {
+        // The parent's copy, kept in place: it must map the very file just checked.
+        const mapped = fsp.statSync(`/proc/${task.pid}/map_files/${img.start.toString(16)}-${img.end.toString(16)}`, { bigint: true });
+        const opened = fsp.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
+        if (img.shared || mapped.dev !== opened.dev || mapped.ino !== opened.ino) {
+          throw new CptError('EBADIMG', 'an area kept from the parent maps another file than the recorded one', { pid: task.pid, object: what });
+        }
+        keepArea(task, img, kept);
+      } else {
+        // Its own protection, never more: no page of the image goes through a file mapping that is shared.
+        mapAt(task, img, img.prot, img.shared ? MAP.SHARED : MAP.PRIVATE, fd, img.path);
+      }
     } finally {
       t.syscall(SYS.close, [fd]);
     }

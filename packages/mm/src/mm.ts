@@ -27,6 +27,7 @@ import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage,
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
+import { FileVma } from './file';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 
@@ -198,6 +199,11 @@ function inheritSharedAnon(ctx: CheckpointContext, task: CheckpointTask, areas: 
   }
 }
 
+/** The kinds of private memory a child may keep copy-on-write from its parent (cow.ts). */
+function keepsFromParent(a: { v: VmaEntry; kind: VmaKindHandler }): boolean {
+  return a.kind instanceof AnonVma || (a.kind instanceof FileVma && !a.v.shared);
+}
+
 export class MmDump implements DumpHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
@@ -216,10 +222,10 @@ export class MmDump implements DumpHandler {
     const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
     const { areas, mm } = checkAreas(ctx, task, vmas);
     inheritSharedAnon(ctx, task, areas);
-    const candidates = keepCandidates(ctx, task, areas.filter((a) => a.kind instanceof AnonVma).map((a) => a.v));
+    const candidates = keepCandidates(ctx, task, areas.filter(keepsFromParent).map((a) => a.v));
     // Before any page of the tree is read: a read unshares the pages it pins.
     const kept = ctx.timed('pagemap', () => compareWithParent(task, candidates));
-    for (const a of areas) if (kept.has(a.v.start) && a.kind instanceof AnonVma) a.img.inheritedAt = a.v.start;
+    for (const a of areas) if (kept.has(a.v.start) && keepsFromParent(a)) a.img.inheritedAt = a.v.start;
 
     const flags = mine?.vmFlags ?? [];
     mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
@@ -255,13 +261,13 @@ export class MmDump implements DumpHandler {
     mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
     mm.vdso = vdsoPieces(task.pid);
     mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n && a.kind instanceof SharedAnonVma).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
-    mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && a.kind instanceof AnonVma).flatMap((a) => [a.v.start, a.v.end]);
+    mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && keepsFromParent(a)).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
-      const runs = own && kind instanceof AnonVma ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
+      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
       kind.dumpRecords?.(ctx, task, v, img, kindRecordWriter(ctx, kind, vmaTag));
@@ -372,11 +378,16 @@ export class MmRestore implements RestoreHandler {
       object,
     });
     try {
+      // A child that keeps its parent's private mappings of the executable already has that
+      // executable (the kernel refuses to change exe_file while the old one is mapped): left as it is.
+      const exeNow = fs.statSync(`/proc/${task.pid}/exe`, { bigint: true });
+      const exeNew = fs.statSync(`/proc/${task.pid}/fd/${exeFd}`, { bigint: true });
+      const sameExe = keptPrivate.length > 0 && exeNow.dev === exeNew.dev && exeNow.ino === exeNew.ino;
       const auxvAt = t.stage(mm.auxv, 8192);
       const map = encodeStruct(linux.PrctlMmMap, {
         startCode: mm.startCode, endCode: mm.endCode, startData: mm.startData, endData: mm.endData,
         startBrk: mm.startBrk, brk: mm.brk, startStack: mm.startStack, argStart: mm.argStart, argEnd: mm.argEnd,
-        envStart: mm.envStart, envEnd: mm.envEnd, auxv: auxvAt, auxvSize: mm.auxv.length, exeFd: Number(exeFd),
+        envStart: mm.envStart, envEnd: mm.envEnd, auxv: auxvAt, auxvSize: mm.auxv.length, exeFd: sameExe ? 0xffffffff : Number(exeFd),
       });
       const r = t.syscall(SYS.prctl, [PR.SET_MM, linux.PR_SET_MM.MAP, t.stage(map, 0), map.length, 0]);
       if (r < 0n) {

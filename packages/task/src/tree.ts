@@ -120,6 +120,8 @@ function listChildren(pid: number): number[] {
 
 /** After a failed seize: whether the process is ending (zombie or gone within a second). */
 function exiting(pid: number, e: CptError): boolean {
+  // A child that exited between the look at it and the seize is refused by the freezer as a zombie.
+  if (e.code === 'EOPNOTSUPP' && e.object === 'process' && isZombie(pid)) return true;
   if (e.code !== 'ESRCH' && e.code !== 'EBUSY') return false;
   for (let i = 0; i < 100; i++) {
     if (!linux.processExists(pid) || isZombie(pid)) return true;
