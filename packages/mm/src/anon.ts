@@ -11,7 +11,7 @@ import {
 } from './vma';
 import { applyVmFlags } from './madvise';
 import { isPresentOrSwapped } from './pages';
-import { KEPT_AREAS, VmaKeptImage, keepArea } from './cow';
+import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
 
 const { MAP, MREMAP, PROT, SYS } = linux;
 
@@ -42,11 +42,7 @@ export class AnonVma implements VmaKindHandler {
     return img.inheritedAt !== 0n;
   }
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
-    const kept = task.state.get(KEPT_AREAS)?.get(v.start);
-    if (!kept) return;
-    const rec = new VmaKeptImage();
-    rec.discard = kept.discard.flatMap(([first, count]) => [BigInt(first), BigInt(count)]);
-    out.write(rec);
+    dumpKeptRecord(task, v, out);
   }
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean, records: KindRecords): void {
     const prot = img.prot | (writable ? PROT.WRITE : 0);

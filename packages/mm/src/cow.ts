@@ -27,7 +27,7 @@
  * as in the original), and its own pages are written over the parent's copies.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartFlags, RestartTask, StateKey, linux, objectType, u64s,
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask, StateKey, linux, objectType, u64s,
 } from '@cptrst/core';
 import { DERIVED_FLAGS, LOCK_FLAGS, VmaEntry, VmaImage, describeVma, protOf } from './vma';
 import { isAnonCopy, isPresentOrSwapped } from './pages';
@@ -50,7 +50,7 @@ export interface KeptArea {
 }
 
 /** The task's areas kept from its parent, by start address (checkpoint side). */
-export const KEPT_AREAS = new StateKey<Map<bigint, KeptArea>>('mm.keptAreas');
+const KEPT_AREAS = new StateKey<Map<bigint, KeptArea>>('mm.keptAreas');
 
 /** The private anonymous areas of each task checked so far (parents before children), by pid. */
 const ANON_SEEN = new WeakMap<CheckpointContext, Map<number, VmaEntry[]>>();
@@ -129,6 +129,15 @@ export function compareWithParent(task: CheckpointTask, candidates: VmaEntry[]):
     if (shared) kept.set(v.start, area);
   }
   return kept;
+}
+
+/** Checkpoint: the record of an area kept from the parent, the pages to discard (none for any other area). */
+export function dumpKeptRecord(task: CheckpointTask, v: VmaEntry, out: KindRecordWriter): void {
+  const kept = task.state.get(KEPT_AREAS)?.get(v.start);
+  if (!kept) return;
+  const rec = new VmaKeptImage();
+  rec.discard = kept.discard.flatMap(([first, count]) => [BigInt(first), BigInt(count)]);
+  out.write(rec);
 }
 
 // ---------------------------------------------------------------------------------------------

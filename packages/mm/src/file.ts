@@ -22,7 +22,7 @@ import {
 import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath } from './vma';
 import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
-import { KEPT_AREAS, VmaKeptImage, keepArea } from './cow';
+import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
 
 const { MAP, SYS, O } = linux;
 
@@ -74,11 +74,7 @@ export class FileVma implements VmaKindHandler {
     return img.inheritedAt !== 0n;
   }
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
-    const kept = task.state.get(KEPT_AREAS)?.get(v.start);
-    if (!kept) return;
-    const rec = new VmaKeptImage();
-    rec.discard = kept.discard.flatMap(([first, count]) => [BigInt(first), BigInt(count)]);
-    out.write(rec);
+    dumpKeptRecord(task, v, out);
   }
   map(ctx: RestartContext, task: RestartTask, img: VmaImage, _writable: boolean, records: KindRecords): void {
     const t = task.tracee!;
