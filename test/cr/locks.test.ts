@@ -5,7 +5,7 @@
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
-import { spawn } from 'child_process';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
@@ -53,6 +53,54 @@ describe('file locks', function () {
       await expectPass(w);
     });
   }
+
+  it('a flock taken by a parent that closed its fd after forking is held by the child\'s description again (zdtm file_locks03)', async () => {
+    const dir = makeTempDir('flockchild');
+    const file = path.join(dir, 'f');
+    // the parent locks, forks, and closes its fd: only the child's inherited description holds the lock
+    const script = [
+      'import fcntl, os, time',
+      `fd = os.open(${JSON.stringify(file)}, os.O_RDWR | os.O_CREAT, 0o600)`,
+      'fcntl.flock(fd, fcntl.LOCK_EX)',
+      'if os.fork() == 0:',
+      '    time.sleep(120); os._exit(0)',
+      'os.close(fd)',
+      'time.sleep(120)',
+    ].join('\n');
+    const parent = spawn('python3', ['-c', script], { stdio: 'ignore', detached: true });
+    const exited = new Promise<void>((resolve) => parent.once('exit', () => resolve()));
+    const held = (): boolean => {
+      try {
+        execFileSync('python3', ['-c', `import fcntl, os; fcntl.flock(os.open(${JSON.stringify(file)}, os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)`], { stdio: 'ignore' });
+        return false;
+      } catch {
+        return true;
+      }
+    };
+    try {
+      await sleep(700);
+      expect(held(), 'the lock before the checkpoint').to.equal(true);
+      const img = path.join(dir, 'i.cpt');
+      const ck = await cptrst(['checkpoint', String(parent.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await exited;
+      expect(held(), 'the lock with the tree gone').to.equal(false);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      expect(held(), 'the lock after the restart').to.equal(true);
+      const kids = fs.readFileSync(`/proc/${parent.pid}/task/${parent.pid}/children`, 'utf8').trim().split(/\s+/).map(Number);
+      expect(kids).to.have.length(1);
+      const fds = fs.readdirSync(`/proc/${kids[0]}/fd`).map(Number);
+      const lockedFd = fds.find((fd) => fs.readFileSync(`/proc/${kids[0]}/fdinfo/${fd}`, 'utf8').split('\n').some((l) => /^lock:.*FLOCK\s+ADVISORY\s+WRITE/.test(l)));
+      expect(lockedFd, "the child's description holds the flock").to.not.equal(undefined);
+    } finally {
+      try {
+        process.kill(-parent.pid!, 'SIGKILL'); // its process group: the python parent and child, by PID
+      } catch {
+        /* gone */
+      }
+    }
+  });
 
   it('a lock another process took since the checkpoint is not taken over: the restart fails cleanly, and works once it is gone', async () => {
     const dir = makeTempDir('locks');

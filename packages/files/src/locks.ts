@@ -91,7 +91,7 @@ function fdFor(files: OpenFile[], like: OpenFile, type: number): OpenFile | unde
 }
 
 /** Reads every lock, lease and I/O owner, refusing what cannot be taken again faithfully. */
-export function findLocks(task: CheckpointTask, files: OpenFile[]): { locks: FileLockImage[]; owners: FdOwnerImage[] } {
+export function findLocks(task: CheckpointTask, files: OpenFile[], tree: readonly number[] = []): { locks: FileLockImage[]; owners: FdOwnerImage[] } {
   const first = descriptionOf(task.pid, files);
   const locks: FileLockImage[] = [];
   const seen = new Set<string>();
@@ -121,16 +121,46 @@ export function findLocks(task: CheckpointTask, files: OpenFile[]): { locks: Fil
     }
   }
   // A lock /proc/locks gives to this process that no fd shows (taken through a description the
-  // process no longer has an fd of) cannot be reached again.
+  // process no longer has an fd of) cannot be reached again; unless it is a lock of the description
+  // (flock, OFD) and another process of the tree holds that description: its fd shows the lock,
+  // and that process takes it again.
   for (const e of linux.readLocks()) {
     if (e.waiter || e.pid !== task.pid) continue;
-    const f = files.find((x) => sameFile(x.stat, { dev: linux.makeDev(e.major, e.minor), ino: e.ino }) && x.fdinfo.extra.some((l) => l.startsWith('lock:')));
-    if (!f) {
+    const inode = { dev: linux.makeDev(e.major, e.minor), ino: e.ino };
+    const f = files.find((x) => sameFile(x.stat, inode) && x.fdinfo.extra.some((l) => l.startsWith('lock:')));
+    if (!f && !(e.kind !== 'POSIX' && heldElsewhereInTree(task.pid, tree, inode, e.kind))) {
       refuse(task.pid, `lock on inode ${e.major.toString(16)}:${e.minor.toString(16)}:${e.ino}`,
         `the process holds ${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`} through no fd it still has; cptrst cannot take it again`);
     }
   }
   return { locks, owners: findOwners(task, files, first) };
+}
+
+/** The pids of the tree being checkpointed (none known: only the task itself counts). */
+function treePids(ctx: CheckpointContext): number[] {
+  return ctx.tree?.tasks.map((t) => t.pid) ?? [];
+}
+
+/** Whether another process of the tree has an fd on the inode whose description shows a lock of this kind. */
+function heldElsewhereInTree(self: number, tree: readonly number[], inode: { dev: bigint; ino: bigint }, kind: string): boolean {
+  for (const pid of tree) {
+    if (pid === self) continue;
+    let fds: number[];
+    try {
+      fds = linux.listFds(pid);
+    } catch {
+      continue; // a zombie has none
+    }
+    for (const fd of fds) {
+      try {
+        if (!sameFile(fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true }), inode)) continue;
+        if (linux.readFdinfo(pid, fd).extra.some((l) => l.startsWith('lock:') && linux.parseLockLine(l)?.kind === kind)) return true;
+      } catch {
+        /* not a file to stat */
+      }
+    }
+  }
+  return false;
 }
 
 /**
@@ -177,11 +207,11 @@ function findOwners(task: CheckpointTask, files: OpenFile[], first: Map<number, 
 export class LocksDump implements DumpHandler {
   readonly name = 'files.locks';
   readonly order = LOCKS_ORDER;
-  check(_ctx: CheckpointContext, task: CheckpointTask): void {
-    task.state.set(FOUND, findLocks(task, openFiles(task)));
+  check(ctx: CheckpointContext, task: CheckpointTask): void {
+    task.state.set(FOUND, findLocks(task, openFiles(task), treePids(ctx)));
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const found = task.state.get(FOUND) ?? findLocks(task, openFiles(task));
+    const found = task.state.get(FOUND) ?? findLocks(task, openFiles(task), treePids(ctx));
     for (const l of found.locks) ctx.write(l, task.tag);
     for (const o of found.owners) ctx.write(o, task.tag);
   }
