@@ -9,7 +9,7 @@ const project = ['src/**/*.ts', 'test/**/*.ts'];
 
 const config: KnipConfig = {
   // System tools that tests and the benchmark run (.ci/run installs gcc; the rest come with the system).
-  ignoreBinaries: ['gcc', 'mount', 'umount', 'mkfifo', 'setpriv', 'flock', 'ipcrm', 'unshare'],
+  ignoreBinaries: ['gcc', 'mount', 'umount', 'mkfifo', 'setpriv', 'flock', 'ipcrm', 'unshare', 'setsid'],
   workspaces: {
     '.': {
       entry: [...tests, 'bench/bench.ts', 'bench/compare.ts', 'bench/tree.ts', 'bench/lazy.ts'],

@@ -296,6 +296,41 @@ describe('files at restart: deleted files, swapped files, crafted images', funct
     await expectRunningUntraced(holder.pid!);
   });
 
+  it("a chrooted process is chrooted again, last, to the same directory; a user's image of it is refused (EPERM), nothing left", async () => {
+    const top = outsideDir('chroot', NOBODY);
+    const root = path.join(top, 'root');
+    fs.mkdirSync(root, { mode: 0o755 });
+    const bin = path.join(root, 'static');
+    fs.copyFileSync(binaryPath('static'), bin);
+    fs.chmodSync(bin, 0o755);
+    const result = path.join(top, 'result');
+    const out = fs.openSync(result, 'a', 0o644);
+    fs.fchownSync(out, NOBODY, NOBODY);
+    // A daemon's way: chrooted by root, then running as nobody (a session leader, as a user's image needs).
+    const child = spawn('setsid', ['chroot', `--userspec=${NOBODY}:${NOBODY}`, root, '/static', '/trigger'], { stdio: ['ignore', out, out] });
+    fs.closeSync(out);
+    mine.add(child.pid!);
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    for (let i = 0; i < 200 && !fs.readFileSync(result, 'utf8').includes('READY'); i++) await sleep(25);
+    expect(fs.readlinkSync(`/proc/${child.pid}/root`)).to.equal(root);
+    const img = path.join(top, 'i.cpt');
+    const ck = await cptrst(['checkpoint', String(child.pid), '-o', img, '--kill']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await exited;
+    fs.chownSync(img, NOBODY, NOBODY);
+    const denied = await cptrst(['restart', img]);
+    expect(denied.code).to.equal(1);
+    expect(denied.stderr).to.match(ONE_LINE).and.match(/^cptrst: EPERM: pid \d+, root \/.*: a chrooted process is restored only from an image root wrote/);
+    expect(await waitGone(child.pid!, 5000), 'a half-made process left').to.equal(true);
+    fs.chownSync(img, 0, 0);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    expect(fs.readlinkSync(`/proc/${child.pid}/root`)).to.equal(root);
+    fs.writeFileSync(path.join(root, 'trigger'), '');
+    for (let i = 0; i < 200 && !/PASS|FAIL/.test(fs.readFileSync(result, 'utf8')); i++) await sleep(25);
+    expect(fs.readFileSync(result, 'utf8')).to.match(/^READY \d+\nPASS static\n$/);
+  });
+
   it('a restart killed with SIGKILL at many moments leaves no name and none of the contents on disk, and no process', async () => {
     const dir = makeTempDir('ghost-kill');
     const w = await startWorkload('ghost', [dir, 'sparse'], { dir });

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
-  SHARED_WITH_PARENT, StateKey, inheritCarried, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
+  RestoreHandler, SHARED_WITH_PARENT, StateKey, inheritCarried, nonCanonicalPath, requireCanonicalPath, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
 } from '@cptrst/core';
 
 const { CLONE, SYS, O, S_IF, F } = linux;
@@ -25,11 +25,29 @@ export class FsImage {
   @u64({ since: 2 }) cwdIno = 0n;
   /** The parent's fds whose open file descriptions the task shares: kept at restart, the rest closed. */
   @u32s({ since: 4 }) inherited: number[] = [];
+  /** Device and inode of the root directory when it is not "/" (a chrooted process). */
+  @u64({ since: 5 }) rootDev = 0n;
+  @u64({ since: 5 }) rootIno = 0n;
 }
 
 export function fsCheck(task: CheckpointTask): void {
   const root = linux.readRoot(task.pid);
-  if (root !== '/') refuse(task.pid, `root ${root}`, 'the process is chrooted; a root other than / is not supported yet');
+  if (root !== '/') {
+    // Made again by chroot at the end of the task's restore: its root must be a directory still
+    // reached by that path (the kernel's name for it, as cptrst sees it).
+    if (root.endsWith(' (deleted)')) refuse(task.pid, `root ${root}`, 'the root directory of the chrooted process has been deleted');
+    const why = nonCanonicalPath(root);
+    if (why) refuse(task.pid, `root ${root}`, `the root directory's path cannot be used to reach it again: ${why}`);
+    let st: fs.BigIntStats | undefined;
+    try {
+      st = fs.statSync(root, { bigint: true });
+    } catch {
+      /* refused below */
+    }
+    const at = fs.statSync(`/proc/${task.pid}/root`, { bigint: true });
+    if (!st || st.dev !== at.dev || st.ino !== at.ino) refuse(task.pid, `root ${root}`, 'the path of the root directory of the chrooted process leads elsewhere now');
+    if (sharedWithParent(task) & CLONE.FS) refuse(task.pid, `root ${root}`, 'a chrooted process that shares its fs struct with its parent (CLONE_FS): not supported');
+  }
   const cwd = linux.readCwd(task.pid);
   if (cwd.endsWith(' (deleted)')) refuse(task.pid, `cwd ${cwd}`, 'the working directory has been deleted');
 }
@@ -40,6 +58,11 @@ export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number
   img.inherited = sharedWithParent(task) & CLONE.FILES ? [] : inherited;
   img.cwd = linux.readCwd(task.pid);
   img.root = linux.readRoot(task.pid);
+  if (img.root !== '/') {
+    const rs = fs.statSync(`/proc/${task.pid}/root`, { bigint: true });
+    img.rootDev = rs.dev;
+    img.rootIno = rs.ino;
+  }
   img.umask = linux.readStatus(task.pid).umask ?? 0o022;
   img.fds = fds;
   const st = fs.statSync(`/proc/${task.pid}/cwd`, { bigint: true });
@@ -139,4 +162,38 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
     t.syscall(SYS.close, [dir]);
   }
   t.syscall(SYS.umask, [img.umask]); // returns the old mask
+}
+
+/** After the files (sockets are bound by path at their finish) and the terminal, before the credentials drop. */
+const FS_ROOT_ORDER = 850;
+
+/**
+ * The root directory of a chrooted process, set last: every path of the image is the host's (as
+ * cptrst read it), so the task opens them all first, then chroots to the recorded directory,
+ * which must be the same one (device and inode on the same boot). Only from an image root wrote:
+ * chroot into a directory of the image owner's choosing is what setuid programs must not meet
+ * (fake /etc files), so a user's image with a root is refused (EPERM).
+ */
+export class FsRootRestore implements RestoreHandler {
+  readonly name = 'files.root';
+  readonly order = FS_ROOT_ORDER;
+  readonly types: number[] = [];
+  restore(): void {
+    /* no objects of its own: the FS object is the files handler's */
+  }
+  finish(ctx: RestartContext, task: RestartTask): void {
+    const img = task.state.get(FS_KEY);
+    if (!img || img.root === '/' || sharedWithParent(task) & CLONE.FS) return;
+    const object = `root ${img.root}`;
+    if (!ctx.imageTrusted) throw new CptError('EPERM', 'a chrooted process is restored only from an image root wrote', { pid: task.pid, object });
+    requireCanonicalPath(img.root, task.pid, object);
+    const t = task.tracee!;
+    const dir = openRecordedFile(t, img.root, { flags: O.PATH | O.DIRECTORY, expect: { type: S_IF.DIR, dev: recorded(img.rootDev), ino: recorded(img.rootIno) }, sameBoot: ctx.sameBoot, object });
+    try {
+      // chroot takes a path: the task's own magic link to the directory it just checked.
+      t.syscallOk(SYS.chroot, [t.stage(Buffer.from(`/proc/self/fd/${dir}\0`))], `chroot to ${img.root}`);
+    } finally {
+      t.syscall(SYS.close, [dir]);
+    }
+  }
 }

@@ -10,7 +10,7 @@ import {
   CheckpointContext, CheckpointTask, DumpHandler, ObjectType, finishDeletedFiles, finishMemfds, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
   provide,
 } from '@cptrst/core';
-import { FILES_ORDER, dumpFs, fsCheck, restoreFs } from './fs-struct';
+import { FILES_ORDER, FsRootRestore, dumpFs, fsCheck, restoreFs } from './fs-struct';
 import { FileImage, checkSharedFiles, closeTemporaries, dumpCarried, dumpFiles, inheritedDescriptions, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
 import { RegularFile } from './regular';
 import { FileKinds, OpenFile } from './kinds';
@@ -109,4 +109,5 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
   provide(c, Tokens.RestoreHandler, new PidfdFinish());
   provide(c, Tokens.RestoreHandler, new TtyRestore());
+  provide(c, Tokens.RestoreHandler, new FsRootRestore());
 }

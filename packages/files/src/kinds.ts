@@ -93,7 +93,14 @@ export function recordedPath(f: OpenFile): string {
 /** Mount ids the task sees, read once per task. */
 const MOUNT_IDS = new StateKey<Set<number>>('files.mountIds');
 function mountIds(task: CheckpointTask): Set<number> {
-  return task.state.ensure(MOUNT_IDS, () => new Set(linux.readMountinfo(task.pid).map((m) => m.mountId)));
+  return task.state.ensure(MOUNT_IDS, () => {
+    const ids = new Set(linux.readMountinfo(task.pid).map((m) => m.mountId));
+    // A chrooted process's mountinfo shows only the mounts under its root; the others of its mount
+    // namespace (cptrst's: another one is refused) stay reachable by the restart, which opens the
+    // image's files before it chroots.
+    if (linux.readRoot(task.pid) !== '/') for (const m of linux.readMountinfo(process.pid)) ids.add(m.mountId);
+    return ids;
+  });
 }
 
 /**
