@@ -102,6 +102,57 @@ describe('file locks', function () {
     }
   });
 
+  it('signal-driven I/O on a pipe shared with a child that owns one end (O_ASYNC, F_SETOWN to the child) comes back (zdtm file_fown)', async () => {
+    const dir = makeTempDir('fown');
+    const result = path.join(dir, 'result');
+    const trig = path.join(dir, 'trigger');
+    const script = [
+      'import fcntl, os, signal, sys, time',
+      'res, trig = sys.argv[1], sys.argv[2]',
+      'r, w = os.pipe()',
+      'got = []',
+      'signal.signal(signal.SIGIO, lambda s, f: got.append(s))',
+      'for fd in (r, w):',
+      '    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())',
+      '    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    fcntl.fcntl(w, fcntl.F_SETOWN, os.getpid())  # the shared write end is the child\'s now',
+      '    while not os.path.exists(trig): time.sleep(0.02)',
+      '    os._exit(0)',
+      'out = os.open(res, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)',
+      "os.write(out, b'READY\\n')",
+      'while not os.path.exists(trig): time.sleep(0.02)',
+      'ok = fcntl.fcntl(r, fcntl.F_GETOWN) == os.getpid() and fcntl.fcntl(w, fcntl.F_GETOWN) == pid',
+      'ok = ok and all(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ASYNC for fd in (r, w))',
+      "os.write(w, b'x'); time.sleep(0.3)  # data for the read end: SIGIO to its owner",
+      'ok = ok and signal.SIGIO in got',
+      'os.waitpid(pid, 0)',
+      "os.write(out, b'PASS\\n' if ok else b'FAIL\\n')",
+    ].join('\n');
+    const parent = spawn('python3', ['-c', script, result, trig], { stdio: 'ignore', detached: true });
+    const exited = new Promise<void>((resolve) => parent.once('exit', () => resolve()));
+    const text = (): string => (fs.existsSync(result) ? fs.readFileSync(result, 'utf8') : '');
+    try {
+      for (let i = 0; i < 200 && !text().includes('READY'); i++) await sleep(25);
+      const img = path.join(dir, 'i.cpt');
+      const ck = await cptrst(['checkpoint', String(parent.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await exited;
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      fs.writeFileSync(trig, '');
+      for (let i = 0; i < 200 && !/PASS|FAIL/.test(text()); i++) await sleep(25);
+      expect(text()).to.equal('READY\nPASS\n');
+    } finally {
+      try {
+        process.kill(-parent.pid!, 'SIGKILL'); // its process group: the python parent and child, by PID
+      } catch {
+        /* gone */
+      }
+    }
+  });
+
   it('a lock another process took since the checkpoint is not taken over: the restart fails cleanly, and works once it is gone', async () => {
     const dir = makeTempDir('locks');
     const w = await startWorkload('locks', [dir]);

@@ -133,7 +133,7 @@ export function findLocks(task: CheckpointTask, files: OpenFile[], tree: readonl
         `the process holds ${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`} through no fd it still has; cptrst cannot take it again`);
     }
   }
-  return { locks, owners: findOwners(task, files, first) };
+  return { locks, owners: findOwners(task, files, first, tree) };
 }
 
 /** The pids of the tree being checkpointed (none known: only the task itself counts). */
@@ -167,7 +167,7 @@ function heldElsewhereInTree(self: number, tree: readonly number[], inode: { dev
  * The I/O owner and signal of each description, asked with fcntl F_GETOWN_EX and F_GETSIG on a
  * copy of the task's fd (pidfd_getfd: the same description).
  */
-function findOwners(task: CheckpointTask, files: OpenFile[], first: Map<number, number>): FdOwnerImage[] {
+function findOwners(task: CheckpointTask, files: OpenFile[], first: Map<number, number>, tree: readonly number[]): FdOwnerImage[] {
   const asked = files.filter((f) => !(f.fdinfo.flags & O.PATH) && first.get(f.fd) === f.fd); // fcntl answers EBADF on O_PATH: they have none
   const out: FdOwnerImage[] = [];
   if (asked.length === 0) return out;
@@ -183,9 +183,12 @@ function findOwners(task: CheckpointTask, files: OpenFile[], first: Map<number, 
         if (o.pid === 0 && sig <= 0) continue;
         if (o.pid !== 0) {
           const self = (o.type === F.OWNER_TID && o.pid === task.tid) || (o.type === F.OWNER_PID && o.pid === task.pid) || (o.type === F.OWNER_PGRP && o.pid === pgid && pgid === task.pid);
-          if (!self) {
+          // Another process of the tree (a description shared with a child that made itself the owner)
+          // exists again by the time owners are set: every task is made before the finish hooks.
+          const inTree = o.type === F.OWNER_PID && tree.includes(o.pid);
+          if (!self && !inTree) {
             const who = o.type === F.OWNER_PGRP ? 'process group' : o.type === F.OWNER_TID ? 'thread' : 'process';
-            refuse(task.pid, objectOf(f), `its I/O signals go to ${who} ${o.pid} (F_SETOWN), not to the process itself`);
+            refuse(task.pid, objectOf(f), `its I/O signals go to ${who} ${o.pid} (F_SETOWN), neither the process itself nor another process of the checkpointed tree`);
           }
         }
         const img = new FdOwnerImage();
@@ -245,7 +248,11 @@ export class LocksRestore implements RestoreHandler {
     if (w.signo < 0 || w.signo > linux.NSIG) throw bad(`signal ${w.signo}`);
     if (w.ownerPid !== 0) {
       const self = (w.ownerType === F.OWNER_TID && w.ownerPid === task.tid) || ((w.ownerType === F.OWNER_PID || w.ownerType === F.OWNER_PGRP) && w.ownerPid === task.pid);
-      if (!self) throw bad(`owner ${w.ownerType}:${w.ownerPid} is not the process itself`);
+      if (!self && w.ownerType !== F.OWNER_PID) throw bad(`owner ${w.ownerType}:${w.ownerPid} is not the process itself`);
+      // SIGIO to another process is sent with the credentials of whoever set the owner: cptrst's,
+      // while the task is restored. Only root's own image may aim it at another process.
+      if (!self && !ctx.imageTrusted) throw new CptError('EPERM', `an I/O owner that is another process (${w.ownerPid}) is restored only from an image root wrote`, { pid: task.pid, object: `fd ${w.fd} I/O owner` });
+      if (!self && (!Number.isInteger(w.ownerPid) || w.ownerPid <= 0 || w.ownerPid > 4194304)) throw bad(`owner pid ${w.ownerPid}`);
       // The kernel keeps the credentials of whoever sets the owner to decide whom SIGIO may reach;
       // while restored the task holds cptrst's, which a group of other processes must not get.
       if (w.ownerType === F.OWNER_PGRP && !ctx.imageTrusted) throw new CptError('EPERM', 'an I/O owner that is a process group is restored only from an image root wrote', { pid: task.pid, object: `fd ${w.fd} I/O owner` });
@@ -258,6 +265,9 @@ export class LocksRestore implements RestoreHandler {
     if (!p) return;
     const t = task.tracee!;
     for (const w of p.owners) {
+      if (w.ownerPid !== 0 && w.ownerPid !== task.pid && w.ownerPid !== task.tid && !linux.processExists(w.ownerPid)) {
+        throw new CptError('ESRCH', `the I/O owner ${w.ownerPid} is no process of the restored tree`, { pid: task.pid, object: `fd ${w.fd} I/O owner` });
+      }
       if (w.ownerPid !== 0) {
         const own = encodeStruct(linux.FOwnerEx, { type: w.ownerType, pid: w.ownerPid });
         t.syscallOk(SYS.fcntl, [w.fd, F.SETOWN_EX, t.stage(own)], `fcntl(${w.fd}, F_SETOWN_EX, ${w.ownerPid})`);

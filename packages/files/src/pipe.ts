@@ -55,10 +55,13 @@ export class PipeImage {
 export const PIPE_DATA_MAX = 16 * 1024 * 1024;
 /** The largest capacity restored (F_SETPIPE_SZ takes up to 2^31 for a privileged process). */
 const PIPE_CAPACITY_MAX = 0x80000000;
-/** Status flags a pipe's or FIFO's description may carry (O_LARGEFILE: opened by path or /proc). */
-export const PIPE_FLAGS = O.ACCMODE | O.NONBLOCK | O.DIRECT | O.LARGEFILE | O.CLOEXEC;
-/** What F_SETFL sets again on a restored description. */
-const SETFL_FLAGS = O.NONBLOCK | O.DIRECT;
+/**
+ * Status flags a pipe's or FIFO's description may carry (O_LARGEFILE: opened by path or /proc;
+ * O_ASYNC: signal-driven I/O, whose owner and signal the locks kind restores, FD_OWNER).
+ */
+export const PIPE_FLAGS = O.ACCMODE | O.NONBLOCK | O.DIRECT | O.LARGEFILE | O.CLOEXEC | O.ASYNC;
+/** What F_SETFL sets again on a restored description (once its data is back: no SIGIO for that). */
+const SETFL_FLAGS = O.NONBLOCK | O.DIRECT | O.ASYNC;
 
 /** What a checkpoint learns about one pipe (once per pipe and task). */
 interface PipeState {
