@@ -145,6 +145,30 @@ export async function killByPid(pid: number, signal: NodeJS.Signals = 'SIGKILL')
   }
 }
 
+/** The descendants of PID, children before their own children (empty when it is gone). */
+async function descendantsOf(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  const walk = async (p: number, depth: number): Promise<void> => {
+    if (depth > 64) return;
+    let tids: string[];
+    try {
+      tids = await fs.promises.readdir(`/proc/${p}/task`);
+    } catch {
+      return;
+    }
+    for (const tid of tids) {
+      const kids = (await readOrNull(`/proc/${p}/task/${tid}/children`)) ?? '';
+      for (const k of kids.trim().split(/\s+/).filter(Boolean).map(Number)) {
+        if (out.includes(k)) continue;
+        out.push(k);
+        await walk(k, depth + 1);
+      }
+    }
+  };
+  await walk(pid, 0);
+  return out;
+}
+
 /**
  * Cleanup for after/afterEach hooks: SIGKILLs every workload PID the harness started that still
  * runs one of our workloads (the original or a restored one), and waits until each has finished
@@ -153,6 +177,8 @@ export async function killByPid(pid: number, signal: NodeJS.Signals = 'SIGKILL')
 export async function killStartedWorkloads(timeoutMs = 5000): Promise<number[]> {
   const killed: number[] = [];
   for (const pid of startedPids) {
+    // A tree's members first (a child in a session of its own does not go with its parent), each by PID.
+    for (const d of await descendantsOf(pid)) if (await killByPid(d)) killed.push(d);
     if (await killByPid(pid)) killed.push(pid);
   }
   for (const pid of killed) {
