@@ -15,13 +15,12 @@
  * again. The descriptor stays until the end of the files restore, when owner, mode and times are
  * put back.
  */
-import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DeletedDataFields, DeletedFileFields, KindRecordWriter, KindRecords, ObjectType, RestartContext, RestartTask,
   S_IFMT, S_IFREG, carryDeletedFile, checkDeletedFile, checkDeletedRun, deletedFilePath, describeHolders, dumpDeletedRuns, fileTypeName, linux,
   makeDeletedFile, objectType, otherHolders, refuse,
 } from '@cptrst/core';
-import { VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath } from './vma';
+import { VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
 import { FILE_FLAGS } from './file';
 import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
@@ -34,15 +33,6 @@ export class VmaDeletedFileImage extends DeletedFileFields {}
 /** A data run of a deleted mapped file, under its carrier VMA. */
 @objectType(ObjectType.VMA_DELETED_DATA, 'vma-deleted-data', { parents: [ObjectType.VMA] })
 export class VmaDeletedDataImage extends DeletedDataFields {}
-
-function source(task: CheckpointTask, v: VmaEntry): { at: string; stat: fs.BigIntStats; path: string } {
-  const at = mapFilesPath(task.pid, v);
-  try {
-    return { at, stat: fs.statSync(at, { bigint: true }), path: v.path };
-  } catch (e) {
-    return refuse(task.pid, describeVma(v), `the mapped file cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-}
 
 export class DeletedFileVma implements VmaKindHandler {
   readonly kind = 'deleted-file';
@@ -60,7 +50,7 @@ export class DeletedFileVma implements VmaKindHandler {
 
   describe(task: CheckpointTask, v: VmaEntry, img: VmaImage): void {
     const what = describeVma(v);
-    const src = source(task, v);
+    const src = mappedFile(task, v);
     if (src.stat.dev === internalShmDev()) refuse(task.pid, what, 'memory of the kernel\'s internal shm mount (a file opened through map_files) is mapped; not supported');
     if ((Number(src.stat.mode) & S_IFMT) !== S_IFREG) refuse(task.pid, what, `the deleted mapped file is a ${fileTypeName(Number(src.stat.mode))}; only regular files are mapped back`);
     if (src.stat.nlink !== 0n) refuse(task.pid, what, `the file was unlinked from this name but still has ${src.stat.nlink} other link(s), whose names are not known`);
@@ -87,7 +77,7 @@ export class DeletedFileVma implements VmaKindHandler {
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
-    const src = source(task, v);
+    const src = mappedFile(task, v);
     const rec = new VmaDeletedFileImage();
     rec.dev = src.stat.dev;
     rec.inode = src.stat.ino;

@@ -15,11 +15,10 @@
  * pages for one is refused.
  */
 import * as fs from 'fs';
-import * as fsp from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RestartContext, RestartTask, S_IFMT, S_IFREG, fileTypeName, linux, openRecordedFile, refuse,
 } from '@cptrst/core';
-import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath } from './vma';
+import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
 import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
 import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
@@ -39,13 +38,7 @@ export class FileVma implements VmaKindHandler {
   }
   describe(task: CheckpointTask, v: VmaEntry, img: VmaImage): void {
     const what = describeVma(v);
-    // The process's view of the file, through its own map_files link (same inode even if renamed).
-    let st: fs.BigIntStats;
-    try {
-      st = fs.statSync(mapFilesPath(task.pid, v), { bigint: true });
-    } catch (e) {
-      return refuse(task.pid, what, `the mapped file cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
+    const st = mappedFile(task, v).stat;
     if (st.dev === internalShmDev() || (v.deleted && (v.path.startsWith('/memfd:') || v.path.startsWith('/SYSV')))) {
       const which = v.path.startsWith('/SYSV') ? 'SysV shared memory' : 'memory of the kernel\'s internal shm mount (SysV or a file opened through map_files)';
       refuse(task.pid, what, `${which} is mapped; SysV shared memory mappings are not supported yet`);
@@ -90,8 +83,8 @@ export class FileVma implements VmaKindHandler {
     try {
       if (kept.length || img.inheritedAt !== 0n) {
         // The parent's copy, kept in place: it must map the very file just checked.
-        const mapped = fsp.statSync(`/proc/${task.pid}/map_files/${img.start.toString(16)}-${img.end.toString(16)}`, { bigint: true });
-        const opened = fsp.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
+        const mapped = fs.statSync(`/proc/${task.pid}/map_files/${img.start.toString(16)}-${img.end.toString(16)}`, { bigint: true });
+        const opened = fs.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
         if (img.shared || mapped.dev !== opened.dev || mapped.ino !== opened.ino) {
           throw new CptError('EBADIMG', 'an area kept from the parent maps another file than the recorded one', { pid: task.pid, object: what });
         }

@@ -12,12 +12,11 @@
  * memfd opens it through /proc/self/map_files of the carrier's area. O_RDWR for a shared mapping
  * that may write, as for a file.
  */
-import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, KindRecordWriter, KindRecords, MemfdDataFields, MemfdFields, MemfdLayouts, ObjectType, RestartContext, RestartTask, checkMemfd,
   createMemfd, dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, objectType, refuse, registerMemfd,
 } from '@cptrst/core';
-import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, mapAt, mapFilesPath } from './vma';
+import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, mapAt, mappedFile } from './vma';
 import { applyVmFlags } from './madvise';
 import { isAnonCopy } from './pages';
 
@@ -34,17 +33,6 @@ const VMA_MEMFD: MemfdLayouts = { memfd: VmaMemfdImage, data: VmaMemfdDataImage 
 /** As for a file: madvise's flags but wipeonfork, noreserve, locks, seal. */
 const MEMFD_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
 
-function source(task: CheckpointTask, v: VmaEntry): { at: string; stat: fs.BigIntStats; path: string } {
-  const at = mapFilesPath(task.pid, v);
-  let stat: fs.BigIntStats;
-  try {
-    stat = fs.statSync(at, { bigint: true });
-  } catch (e) {
-    return refuse(task.pid, describeVma(v), `the mapped memfd cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  return { at, stat, path: v.path };
-}
-
 export class MemfdVma implements VmaKindHandler {
   readonly kind = 'memfd';
   /** Above the file kind, which claims every mapped file with a path (and refuses memfds). */
@@ -57,7 +45,7 @@ export class MemfdVma implements VmaKindHandler {
   }
 
   describe(task: CheckpointTask, v: VmaEntry, img: VmaImage): void {
-    const src = source(task, v);
+    const src = mappedFile(task, v, 'mapped memfd');
     if (!isMemfd(v.path, src.stat.dev)) refuse(task.pid, describeVma(v), 'a memfd of hugetlbfs, or a deleted file named like a memfd: not supported');
     checkMemfd(task, src, describeVma(v));
     img.inode = src.stat.ino;
@@ -79,7 +67,7 @@ export class MemfdVma implements VmaKindHandler {
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
-    dumpMemfd(task, source(task, v), out, describeVma(v), VMA_MEMFD);
+    dumpMemfd(task, mappedFile(task, v, 'mapped memfd'), out, describeVma(v), VMA_MEMFD);
   }
 
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, _writable: boolean, records: KindRecords): void {

@@ -3,6 +3,7 @@
  * registered VmaKind handler (deny by default); the handler says how its pages are chosen and
  * how the area is mapped again. Each VMA object is followed by the PAGES objects that fill it.
  */
+import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, KindHandler, KindRecordWriter, KindRecords, ObjectType, RestartContext, RestartTask,
   RestoreObject, StateKey, Token, Tokens, bool, claim, linux, objectType, refuse, shmemDev, str, strs, u32, u64,
@@ -121,6 +122,16 @@ export function protOf(v: VmaEntry): number {
 /** The area's /proc/PID/map_files link: the mapped file as the process sees it, even renamed. */
 export function mapFilesPath(pid: number, v: { start: bigint; end: bigint }): string {
   return `/proc/${pid}/map_files/${v.start.toString(16)}-${v.end.toString(16)}`;
+}
+
+/** A mapped file as the process sees it, through its own map_files link (the same inode even if renamed); refused when it cannot be examined. */
+export function mappedFile(task: CheckpointTask, v: VmaEntry, what = 'mapped file'): { at: string; stat: fs.BigIntStats; path: string } {
+  const at = mapFilesPath(task.pid, v);
+  try {
+    return { at, stat: fs.statSync(at, { bigint: true }), path: v.path };
+  } catch (e) {
+    return refuse(task.pid, describeVma(v), `the ${what} cannot be examined (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
 }
 
 /** The device of the kernel's internal shm mount (memfds, SysV segments, shared anonymous memory). */
