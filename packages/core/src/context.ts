@@ -9,7 +9,7 @@ import { bootId } from './linux/machine';
 import { CptError } from './errors';
 import { Token, resolveAll, resolveOne } from './tokens';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadSource, layoutOf } from './image';
-import type { FrozenTree } from './contract';
+import type { CheckpointTask, FrozenTree } from './contract';
 import type { LazyFillReport } from './entry';
 
 export interface Logger {
@@ -117,6 +117,10 @@ export class CheckpointContext extends OperationContext {
   head?: ImageHead;
   /** The tree being checkpointed, once frozen (set by the flow before the checks): for handlers that look past one task. */
   tree?: FrozenTree;
+  /** The pids of the tree being checkpointed, zombies included; only `task`'s while no tree is known. */
+  treePids(task: CheckpointTask): number[] {
+    return this.tree?.tasks.map((t) => t.pid) ?? [task.pid];
+  }
   /** Tag of the head: the parent of top-level objects. */
   readonly headTag = HEAD_TAG;
   constructor(

@@ -136,11 +136,6 @@ export function findLocks(task: CheckpointTask, files: OpenFile[], tree: readonl
   return { locks, owners: findOwners(task, files, first, tree) };
 }
 
-/** The pids of the tree being checkpointed (none known: only the task itself counts). */
-function treePids(ctx: CheckpointContext): number[] {
-  return ctx.tree?.tasks.map((t) => t.pid) ?? [];
-}
-
 /** Whether another process of the tree has an fd on the inode whose description shows a lock of this kind. */
 function heldElsewhereInTree(self: number, tree: readonly number[], inode: { dev: bigint; ino: bigint }, kind: string): boolean {
   for (const pid of tree) {
@@ -211,10 +206,10 @@ export class LocksDump implements DumpHandler {
   readonly name = 'files.locks';
   readonly order = LOCKS_ORDER;
   check(ctx: CheckpointContext, task: CheckpointTask): void {
-    task.state.set(FOUND, findLocks(task, openFiles(task), treePids(ctx)));
+    task.state.set(FOUND, findLocks(task, openFiles(task), ctx.treePids(task)));
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const found = task.state.get(FOUND) ?? findLocks(task, openFiles(task), treePids(ctx));
+    const found = task.state.get(FOUND) ?? findLocks(task, openFiles(task), ctx.treePids(task));
     for (const l of found.locks) ctx.write(l, task.tag);
     for (const o of found.owners) ctx.write(o, task.tag);
   }

@@ -21,14 +21,26 @@
  * mode are set with IPC_SET, and a queue's size above the system's default needs privilege.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, RestartContext, RestartTask, StateKey, Tracee, decodeStruct, encodeStruct, linux, sizeOfStruct,
+  CheckpointContext, CheckpointTask, CptError, RestartContext, RestartTask, StateKey, Tracee, decodeStruct, encodeStruct, i32, linux, recordLayout, sizeOfStruct, u32,
 } from '@cptrst/core';
 
 const { SYS, PROT, MAP } = linux;
 
-/** The tree's pids, zombies included. */
-export function treePids(ctx: CheckpointContext, task: CheckpointTask): Set<number> {
-  return new Set(ctx.tree?.tasks.map((t) => t.pid) ?? [task.pid]);
+/**
+ * The fields a SysV object's record begins with: identity, permissions and creator (which, with
+ * the last users and times of each kind, tell the object the tree left from another). The
+ * records are each kind's own types that extend these fields.
+ */
+@recordLayout('sysv-ipc-fields')
+export class SysvIpcFields {
+  @i32() key = 0;
+  @i32() id = 0;
+  /** Permission bits (0o777). */
+  @u32() mode = 0;
+  @u32() uid = 0;
+  @u32() gid = 0;
+  @u32() cuid = 0;
+  @u32() cgid = 0;
 }
 
 /** Whether `task` is the one that records the tree's objects: the first process of the tree. */

@@ -15,7 +15,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   StateKey, bytes, decodeStruct, i32, i64, linux, objectType, refuse, sizeOfStruct, u32, u64,
 } from '@cptrst/core';
-import { ipcCall, makeWithId, recordsForTree, treePids, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
+import { SysvIpcFields, ipcCall, makeWithId, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
 
 /** Right after the semaphore sets (180). */
 export const SYSV_MSG_ORDER = 181;
@@ -25,16 +25,7 @@ const MAX_MESSAGES = 1 << 20;
 const MAX_ID = 0x7fffffff;
 
 @objectType(ObjectType.SYSV_MSG, 'sysv-msg', { parents: [ObjectType.TASK] })
-export class SysvMsgImage {
-  @i32() key = 0;
-  @i32() id = 0;
-  /** Permission bits (0o777). */
-  @u32() mode = 0;
-  @u32() uid = 0;
-  @u32() gid = 0;
-  /** The creator, the last users and the times: they tell the queue the tree left from another. */
-  @u32() cuid = 0;
-  @u32() cgid = 0;
+export class SysvMsgImage extends SysvIpcFields {
   /** The most bytes of text the queue holds (msgctl IPC_SET's msg_qbytes). */
   @u64() qbytes = 0n;
   @i32() lspid = 0;
@@ -136,7 +127,7 @@ export class SysvMsgDump implements DumpHandler {
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     if (!recordsForTree(ctx, task)) return;
-    for (const st of queuesUsedBy(treePids(ctx, task), task.pid)) {
+    for (const st of queuesUsedBy(new Set(ctx.treePids(task)), task.pid)) {
       const q = st.q;
       const img = new SysvMsgImage();
       img.key = q.key;

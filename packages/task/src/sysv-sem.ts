@@ -12,9 +12,9 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
-  StateKey, i32, i64, linux, objectType, refuse, u32, u32s,
+  StateKey, i64, linux, objectType, refuse, u32s,
 } from '@cptrst/core';
-import { ipcCall, makeWithId, recordsForTree, treePids, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
+import { SysvIpcFields, ipcCall, makeWithId, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
 
 /** After the limits (150), before the threads (190). */
 export const SYSV_SEM_ORDER = 180;
@@ -23,16 +23,7 @@ const MAX_NSEMS = 32000;
 const MAX_ID = 0x7fffffff;
 
 @objectType(ObjectType.SYSV_SEM, 'sysv-sem', { parents: [ObjectType.TASK] })
-export class SysvSemImage {
-  @i32() key = 0;
-  @i32() id = 0;
-  /** Permission bits (0o777). */
-  @u32() mode = 0;
-  @u32() uid = 0;
-  @u32() gid = 0;
-  /** The creator, the last semop and the last change: they tell the set the tree left from another. */
-  @u32() cuid = 0;
-  @u32() cgid = 0;
+export class SysvSemImage extends SysvIpcFields {
   @i64() otime = 0n;
   @i64() ctime = 0n;
   /** Every semaphore's value, and the process that changed it last (0: nobody yet). */
@@ -112,7 +103,7 @@ export class SysvSemDump implements DumpHandler {
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     if (!recordsForTree(ctx, task)) return;
-    for (const st of setsUsedBy(treePids(ctx, task), task.pid)) {
+    for (const st of setsUsedBy(new Set(ctx.treePids(task)), task.pid)) {
       const img = new SysvSemImage();
       img.key = st.set.key;
       img.id = st.set.id;
