@@ -45,7 +45,7 @@ const OWN: Record<string, string> = {
   SYSV_SEM: '@cptrst/task', SYSV_MSG: '@cptrst/task', SYSV_MSG_TEXT: '@cptrst/task',
   PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/files', MEMFD_DATA: '@cptrst/files',
   VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm', VMA_KEPT: '@cptrst/mm',
-  VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm',
+  VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm', VMA_AIO_RING: '@cptrst/mm',
   TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
   FILE_CARRY: '@cptrst/files',
 };

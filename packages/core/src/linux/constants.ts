@@ -475,3 +475,12 @@ export const UFFD = Object.freeze({
   /** struct uffd_msg: 32 bytes. */
   MSG_SIZE: 32,
 } as const);
+
+/** aio rings (fs/aio.c): the header's magic and features, an io_event's size, the request opcodes cptrst uses. */
+export const AIO = Object.freeze({
+  RING_MAGIC: 0xa10a10a1,
+  COMPAT_FEATURES: 1,
+  INCOMPAT_FEATURES: 0,
+  EVENT_SIZE: 32,
+  IOCB_CMD_PWRITE: 1,
+} as const);
