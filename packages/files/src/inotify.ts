@@ -22,10 +22,11 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, encodeStruct, linux,
-  nonCanonicalPath, objectType, openRecordedFile, refuse, sameFile, str, u32, u64,
+  decodeStruct, i32, nonCanonicalPath, objectType, openRecordedFile, refuse, sameFile, sizeOfStruct, str, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import type { FileImage } from './file';
+import { FS_KEY } from './fs-struct';
 import { badImage, checkEventFlags, fdObject, requireEventFlags, withFileCopy } from './event-files';
 
 const { O, SYS, IN, FIONREAD, S_IF } = linux;
@@ -43,6 +44,11 @@ export class InotifyWatchImage {
   @u32() type = 0;
   @u64() dev = 0n;
   @u64() ino = 0n;
+  /**
+   * A watch on a deleted inode: the task's fd that holds the inode (a deleted file, made again
+   * unnamed at restart), through which the watch is added again; -1 for a watch by path.
+   */
+  @i32({ since: 6 }) fd = -1;
 }
 
 interface Watch {
@@ -50,6 +56,26 @@ interface Watch {
   mask: number;
   path: string;
   stat: fs.BigIntStats;
+  /** The task's fd holding the deleted inode watched, or -1. */
+  fd: number;
+}
+
+/**
+ * A deleted inode the task holds open itself: an fd of the task's deleted regular file on that
+ * inode (the restart makes it again unnamed, and the watch follows it), or undefined.
+ */
+function deletedHolder(task: CheckpointTask, w: linux.InotifyWatchInfo): { fd: number; stat: fs.BigIntStats } | undefined {
+  for (const f of fs.readdirSync(`/proc/${task.pid}/fd`)) {
+    try {
+      const link = fs.readlinkSync(`/proc/${task.pid}/fd/${f}`);
+      if (!link.startsWith('/') || !link.endsWith(' (deleted)')) continue;
+      const st = fs.statSync(`/proc/${task.pid}/fd/${f}`, { bigint: true });
+      if (st.isFile() && st.nlink === 0n && sameFile(st, { dev: w.dev, ino: w.ino })) return { fd: Number(f), stat: st };
+    } catch {
+      // closed meanwhile: not a holder
+    }
+  }
+  return undefined;
 }
 
 const WATCHES = new StateKey<Map<number, Watch[]>>('files.inotify.watches');
@@ -131,8 +157,12 @@ function watchesOf(task: CheckpointTask, f: OpenFile): Watch[] {
     if (w.ignoredMask !== 0) refuse(task.pid, object, `${what} has an ignored mask 0x${w.ignoredMask.toString(16)}, which inotify does not make`);
     if (w.mask & ~WATCH_BITS) refuse(task.pid, object, `${what} has mask bits 0x${(w.mask & ~WATCH_BITS).toString(16)} that are not known`);
     const found = pathOfHandle(task, w);
-    if (typeof found === 'string') refuse(task.pid, object, `the path of ${what} cannot be found faithfully: ${found}`);
-    return { wd: w.wd, mask: w.mask, path: found.path, stat: found.stat };
+    if (typeof found === 'string') {
+      const held = deletedHolder(task, w);
+      if (held) return { wd: w.wd, mask: w.mask, path: '', stat: held.stat, fd: held.fd };
+      refuse(task.pid, object, `the path of ${what} cannot be found faithfully: ${found}${found.includes('deleted') ? ', and no fd of the process holds the deleted inode' : ''}`);
+    }
+    return { wd: w.wd, mask: w.mask, path: found.path, stat: found.stat, fd: -1 };
   });
   watches.sort((a, b) => a.wd - b.wd);
   let next = 1;
@@ -159,6 +189,11 @@ export class InotifyKind implements FileKindHandler {
     refuseQueued(task, f);
   }
 
+  /** The deleted files watched through the task's fds are made again first. */
+  restoreAfter(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number[] {
+    return watchesOf(task, f).filter((w) => w.fd >= 0).map((w) => w.fd);
+  }
+
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     refuseQueued(task, f); // events may have come since the check: the checkpoint fails then, the process runs on
     for (const w of watchesOf(task, f)) {
@@ -169,6 +204,7 @@ export class InotifyKind implements FileKindHandler {
       rec.type = Number(w.stat.mode) & S_IF.MT;
       rec.dev = w.stat.dev;
       rec.ino = w.stat.ino;
+      rec.fd = w.fd;
       out.write(rec);
     }
   }
@@ -177,12 +213,14 @@ export class InotifyKind implements FileKindHandler {
     const bad = badImage(task, req.object, 'inotify');
     checkEventFlags(task, img, O.RDONLY, req.object, 'an inotify fd');
     const watches = [...req.records.of(InotifyWatchImage)].sort((a, b) => a.wd - b.wd);
+    const fds = task.state.get(FS_KEY)?.fds ?? [];
     let next = 1;
     let skipped = 0;
     for (const w of watches) {
       if (w.wd < next) throw bad(`watch descriptor ${w.wd} is given twice or is not positive`);
       if (w.mask & ~WATCH_BITS || (w.mask & IN.ALL_EVENTS) === 0) throw bad(`watch ${w.wd} has the mask 0x${w.mask.toString(16)}`);
       if (w.type === S_IF.LNK || (w.type & ~S_IF.MT) !== 0) throw bad(`watch ${w.wd} is on a file of type 0${w.type.toString(8)}`);
+      if (w.fd !== -1 && (w.path !== '' || w.type !== S_IF.REG || !fds.includes(w.fd))) throw bad(`watch ${w.wd} on a deleted file is through fd ${w.fd}, which is not one of the task's deleted files`);
       skipped += w.wd - next;
       next = w.wd + 1;
     }
@@ -203,11 +241,21 @@ export class InotifyKind implements FileKindHandler {
           if (got !== BigInt(next)) throw new CptError('EIO', `the kernel gave watch descriptor ${got}, not ${next}`, { pid: task.pid, object: req.object });
           next++;
         }
-        const object = `${req.object} watch ${w.wd} (${w.path})`;
-        const pfd = openRecordedFile(t, w.path, { flags: O.PATH, expect: { type: w.type, dev: w.dev, ino: w.ino }, sameBoot: ctx.sameBoot, object });
-        const got = t.syscall(addWatch, [ifd, procPath(pfd), w.mask]);
-        t.syscall(SYS.close, [pfd]);
-        if (got < 0n) throw linux.errnoError(Number(-got), `inotify_add_watch of ${w.path}`, task.pid, object);
+        const object = `${req.object} watch ${w.wd} (${w.fd >= 0 ? `the deleted file at fd ${w.fd}` : w.path})`;
+        let got: bigint;
+        if (w.fd >= 0) {
+          // The deleted file made again (restoreAfter): the same kind of file, restored as the task's fd.
+          const st = t.stage(Buffer.alloc(sizeOfStruct(linux.KernelStat)));
+          t.syscallOk(SYS.fstat, [w.fd, st], `fstat of fd ${w.fd} for ${object}`);
+          const mode = decodeStruct(linux.KernelStat, t.readMemory(st, sizeOfStruct(linux.KernelStat))).mode;
+          if ((mode & S_IF.MT) !== S_IF.REG) throw bad(`watch ${w.wd} is through fd ${w.fd}, which is not a regular file`);
+          got = t.syscall(addWatch, [ifd, procPath(BigInt(w.fd)), w.mask]);
+        } else {
+          const pfd = openRecordedFile(t, w.path, { flags: O.PATH, expect: { type: w.type, dev: w.dev, ino: w.ino }, sameBoot: ctx.sameBoot, object });
+          got = t.syscall(addWatch, [ifd, procPath(pfd), w.mask]);
+          t.syscall(SYS.close, [pfd]);
+        }
+        if (got < 0n) throw linux.errnoError(Number(-got), `inotify_add_watch of ${w.path || `fd ${w.fd}`}`, task.pid, object);
         if (got !== BigInt(w.wd)) throw new CptError('EIO', `the kernel gave watch descriptor ${got}, not ${w.wd}`, { pid: task.pid, object });
         next = w.wd + 1;
       }
