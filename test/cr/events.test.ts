@@ -28,6 +28,7 @@ const CASES: Case[] = [
   { name: 'signalfd' },
   { name: 'timerfd' },
   { name: 'inotify', args: (dir) => [dir] },
+  { name: 'inotifydel', args: (dir) => [dir] },
 ];
 
 async function checkpointRestart(w: Workload): Promise<void> {
@@ -173,6 +174,7 @@ describe('event files: checkpoint, kill, restart', function () {
     { name: 'signalfd', record: 'signalfd', edit: (o) => { o.mask = 1n << 8n; }, why: /EBADIMG: .*signalfd: its mask 0x100 holds SIGKILL or SIGSTOP/ },
     { name: 'timerfd', record: 'timerfd', edit: (o) => { o.clockid = 8; }, why: /EBADIMG: .*timerfd: clock 8 is not one a restored timerfd may use/ },
     { name: 'inotify', args: (dir) => [dir], record: 'inotify-watch', edit: (o) => { o.path = `${String(o.path)}/../../etc`; }, why: /EBADIMG: .*"\.\." component/ },
+    { name: 'inotifydel', args: (dir) => [dir], record: 'inotify-watch', edit: (o) => { o.fd = 5; }, why: /EBADIMG: .*watch 1 on a deleted file is through fd 5, which is not one of the task's deleted files/ },
   ];
   for (const c of CRAFTED) {
     it(`${c.name}: a crafted ${c.record} record is refused at restart, and nothing is left half-made`, async () => {

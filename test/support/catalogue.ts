@@ -43,6 +43,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'epoll', kind: 'c', source: 'epoll.c', checks: 'epoll targets (events incl. EPOLLET/ONESHOT/EXCLUSIVE, data), numbers closed or reused since registration (kcmp KCMP_EPOLL_TFD), a nested epoll, readiness' },
   { name: 'signalfd', kind: 'c', source: 'signalfd.c', checks: 'signalfd masks and flags; the signals it reads (queued RT values) still pending' },
   { name: 'timerfd', kind: 'c', source: 'timerfd.c', checks: 'timerfd clocks, time left, intervals, TFD_TIMER_ABSTIME deadline, unread expirations, a periodic timer expired unread still armed' },
+  { name: 'inotifydel', kind: 'c', source: 'inotifydel.c', checks: 'an inotify watch on a file deleted while held open: no event queued, IN_MODIFY, IN_CLOSE_WRITE, IN_DELETE_SELF and IN_IGNORED on its descriptor, the file\'s contents' },
   { name: 'aio', kind: 'c', source: 'aio.c', checks: 'aio contexts: ring nr, head and tail (wrapped), a ring moved by mremap, completed events not read (data, obj, res), new requests after restart (a poll completing later, writes)' },
   { name: 'inotify', kind: 'c', source: 'inotify.c', checks: 'inotify watches: descriptors (a gap), masks, paths (a hard link), events after restart, the next descriptor' },
   { name: 'threadchurn', kind: 'c', source: 'threadchurn.c', cflags: ['-pthread'], checks: 'threads made and ended all the time, four workers with their own names and masks on a mutex, a condition variable waiter: all carry on, untraced, after a refused checkpoint' },
