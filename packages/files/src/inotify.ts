@@ -16,8 +16,6 @@
  * removals are read off the queue before the fd is handed over. The next new watch may get a
  * number the process had used and removed before the checkpoint.
  *
- * fanotify groups are refused: their marks are not listed with paths, and permission events
- * cannot be answered again.
  */
 import * as fs from 'fs';
 import {
@@ -79,9 +77,37 @@ function deletedHolder(task: CheckpointTask, w: linux.InotifyWatchInfo): { fd: n
 }
 
 const WATCHES = new StateKey<Map<number, Watch[]>>('files.inotify.watches');
+/** Restart: inotify fds (temporary numbers) with watches on deleted files, to drain once the temporary fds are closed. */
+const TO_DRAIN = new StateKey<bigint[]>('files.inotify.toDrain');
 
-/** The path of a watched inode, found through its file handle, or why there is none. */
-function pathOfHandle(task: CheckpointTask, w: linux.InotifyWatchInfo): { path: string; stat: fs.BigIntStats } | string {
+/** The inotify fds to keep open through closeTemporaries, for drainInotifyQueues. */
+export function inotifyQueuesToDrain(task: RestartTask): bigint[] {
+  return task.state.get(TO_DRAIN) ?? [];
+}
+
+/**
+ * Restart, after the temporary fds are closed: a watch on a deleted file saw the close of the
+ * temporary fd its file was made through (IN_CLOSE_WRITE); whatever is queued is cptrst's doing
+ * (the process has not run yet) and is read off. The fds are closed then.
+ */
+export function drainInotifyQueues(task: RestartTask): void {
+  const t = task.tracee!;
+  for (const ifd of task.state.get(TO_DRAIN) ?? []) {
+    const n = t.stage(Buffer.alloc(4));
+    for (let i = 0; i < 1024; i++) {
+      t.syscallOk(SYS.ioctl, [ifd, FIONREAD, n], 'ioctl(FIONREAD) of an inotify fd');
+      const queued = t.readMemory(n, 4).readInt32LE(0);
+      if (queued <= 0) break;
+      // FIONREAD's bytes are whole events: a read of that many returns at once, even on a blocking fd.
+      t.syscallOk(SYS.read, [ifd, t.stage(Buffer.alloc(Math.min(queued, 32768)), 64), Math.min(queued, 32768)], 'read of the events cptrst caused');
+    }
+    t.syscall(SYS.close, [ifd]);
+  }
+  task.state.delete(TO_DRAIN);
+}
+
+/** The path of a watched (or marked) inode, found through its file handle, or why there is none. */
+export function pathOfHandle(task: CheckpointTask, w: { dev: bigint; ino: bigint; handle?: { type: number; bytes: Buffer } }): { path: string; stat: fs.BigIntStats } | string {
   if (!w.handle) return 'its filesystem gives no file handle for it';
   const head = encodeStruct(linux.FileHandleHead, { bytes: w.handle.bytes.length, type: w.handle.type });
   const handle = Buffer.concat([head, w.handle.bytes]);
@@ -119,7 +145,7 @@ function pathOfHandle(task: CheckpointTask, w: linux.InotifyWatchInfo): { path: 
           why = `its path ${p} leads to another inode`;
           continue;
         }
-        if (st.isSymbolicLink()) return 'it is a symlink watched itself (IN_DONT_FOLLOW), which is not supported';
+        if (st.isSymbolicLink()) return 'it is a symlink watched itself (IN_DONT_FOLLOW, FAN_MARK_DONT_FOLLOW), which is not supported';
         return { path: p, stat: st };
       } finally {
         fs.closeSync(hfd);
@@ -266,23 +292,9 @@ export class InotifyKind implements FileKindHandler {
       if (placeholder !== undefined) t.syscall(SYS.close, [placeholder]);
     }
     if (!(img.flags & O.NONBLOCK)) t.syscallOk(SYS.fcntl, [ifd, linux.F.SETFL, 0], `fcntl(F_SETFL) of ${req.object}`);
+    if (watches.some((w) => w.fd >= 0)) {
+      task.state.ensure(TO_DRAIN, () => []).push(t.syscallOk(SYS.fcntl, [ifd, linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of ${req.object}`));
+    }
     return ifd;
-  }
-}
-
-/** fanotify: recognised, and refused by name. */
-export class FanotifyKind implements FileKindHandler {
-  readonly kind = 'fanotify';
-
-  claims(f: OpenFile): boolean {
-    return f.link === 'anon_inode:[fanotify]';
-  }
-
-  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
-    refuse(task.pid, fdObject(f), 'fanotify groups are not supported: their marks and pending permission events cannot be restored');
-  }
-
-  open(_ctx: RestartContext, task: RestartTask, _img: FileImage, req: OpenRequest): bigint {
-    throw new CptError('EBADIMG', 'a fanotify group in the image: cptrst never writes one', { pid: task.pid, object: req.object });
   }
 }

@@ -39,7 +39,7 @@ const OWN: Record<string, string> = {
   REGS: '@cptrst/arch-x86', XSTATE: '@cptrst/arch-x86', DEBUGREGS: '@cptrst/arch-x86',
   FS: '@cptrst/files', FILE: '@cptrst/files', FD: '@cptrst/files', FILE_DATA: '@cptrst/files',
   EVENTFD: '@cptrst/files', EPOLL_TARGET: '@cptrst/files', SIGNALFD: '@cptrst/files', TIMERFD: '@cptrst/files',
-  INOTIFY_WATCH: '@cptrst/files', PIDFD: '@cptrst/files',
+  INOTIFY_WATCH: '@cptrst/files', PIDFD: '@cptrst/files', FANOTIFY_GROUP: '@cptrst/files', FANOTIFY_MARK: '@cptrst/files',
   POSIX_TIMER: '@cptrst/task', FILE_LOCK: '@cptrst/files', FD_OWNER: '@cptrst/files',
   SYSV_SHM: '@cptrst/mm',
   SYSV_SEM: '@cptrst/task', SYSV_MSG: '@cptrst/task', SYSV_MSG_TEXT: '@cptrst/task',

@@ -61,6 +61,10 @@ export enum ObjectType {
   INOTIFY_WATCH = 144,
   /** A pidfd's target and flags (under FILE). */
   PIDFD = 145,
+  /** A fanotify group's fanotify_init arguments (under FILE). */
+  FANOTIFY_GROUP = 146,
+  /** One mark of a fanotify group: on an inode, a mount or a filesystem, its masks and flags (under FILE). */
+  FANOTIFY_MARK = 147,
   /** A pipe or FIFO: its identity, capacity and buffered data (under FILE). */
   PIPE = 170,
   /** A unix socket: type, state, name, peer, options (under FILE). */
