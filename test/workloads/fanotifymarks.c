@@ -29,6 +29,10 @@ static void fdinfo_marks(int fd, char *out, size_t len)
     buf[n > 0 ? n : 0] = 0;
     char *p = strstr(buf, "fanotify flags:");
     snprintf(out, len, "%s", p ? p : "(none)");
+    /* One line, for the verdict. */
+    for (char *q = out; *q; q++)
+        if (*q == '\n')
+            *q = '|';
 }
 
 /* The events now queued: for each, its mask and the inode of its fd (or 0). */
