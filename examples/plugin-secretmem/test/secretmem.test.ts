@@ -50,7 +50,7 @@ describe('plugin-secretmem', function () {
     const k = new SecretmemKind();
     expect(k.claims(f)).to.equal(true);
     // A deleted file of that name elsewhere is not one.
-    expect(k.claims({ ...f, stat: { ...f.stat, dev: f.stat.dev + 1n } as fs.BigIntStats })).to.equal(false);
+    expect(k.claims({ ...f, stat: { ...f.stat, dev: f.stat.dev + 1n } })).to.equal(false);
     expect(isSecretmem(process.pid, 0)).to.equal(false);
   });
 
