@@ -42,7 +42,7 @@ const config: KnipConfig = {
       entry: ['src/main.ts', 'src/bundle.ts', ...tests],
       project,
     },
-    'examples/plugin-fanotify': {
+    'examples/plugin-secretmem': {
       entry: [...tests],
       project,
     },

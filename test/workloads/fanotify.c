@@ -1,6 +1,5 @@
 /*
- * fanotify <trigger> <dir>: fanotify groups with no marks, which the example plugin
- * examples/plugin-fanotify restores (cptrst itself refuses fanotify groups). As root:
+ * fanotify <trigger> <dir>: fanotify groups with no marks. As root:
  *   fd 40  fanotify_init(FAN_CLASS_NOTIF | FAN_NONBLOCK | FAN_UNLIMITED_QUEUE | FAN_REPORT_FID,
  *          O_RDONLY | O_LARGEFILE), close-on-exec cleared
  *   fd 41  fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDWR), close-on-exec

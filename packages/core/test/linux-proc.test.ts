@@ -8,7 +8,7 @@ import {
   pagemapPresent, pagemapSwapped, parseAuxv, parseMaps, parseMapsLine, parseStat, parseStatus, readAuxv,
   readCmdline, readComm, readCwd, readExe, readFdLink, readFdinfo, readMaps, readMountinfo, readPagemap,
   readPersonality, readSmaps, readStat, readStatus, rawSyscall, syscallNumber, EFD_SEMAPHORE, CLOCK, EPOLL, parseEventfdInfo,
-  parseSignalfdMask, parseTimerfdInfo, parseEpollTargets, parseInotifyWatches, kcmpEpollTarget,
+  parseSignalfdMask, parseTimerfdInfo, parseEpollTargets, parseInotifyWatches, parseFanotifyFdinfo, kcmpEpollTarget, FAN,
 } from '../src/linux';
 import { Target, cleanupTmp, compileFixture, killPid, spawnSleeping, spawnTarget, tmpDir } from './fixtures/linux-fixtures';
 
@@ -134,6 +134,34 @@ describe('linux /proc parsers', () => {
         expect(parseEpollTargets(readFdinfo(process.pid, ifd))).to.deep.equal([]);
       } finally {
         for (const fd of opened) fs.closeSync(fd);
+      }
+    });
+
+    it('fanotify fdinfo: the group\'s flags and its inode, mount and filesystem marks (root)', function () {
+      const call = (name: string, ...args: (number | bigint | Buffer)[]) => Number(rawSyscall(syscallNumber(name), ...args));
+      const g = call('fanotify_init', 0x2 /* FAN_NONBLOCK */, O.RDONLY);
+      if (g < 0) this.skip();
+      try {
+        const dir = tmpDir();
+        const ds = fs.statSync(dir, { bigint: true });
+        const mark = (flags: number, mask: number, p: string) => expect(call('fanotify_mark', g, flags, BigInt(mask), -100, Buffer.from(p + '\0'))).to.equal(0);
+        mark(FAN.MARK_ADD, 0x2 /* FAN_MODIFY */, dir);
+        mark(FAN.MARK_ADD | FAN.MARK_IGNORE | FAN.MARK_IGNORED_SURV_MODIFY, 0x1 /* FAN_ACCESS */, dir);
+        mark(FAN.MARK_ADD | FAN.MARK_MOUNT, 0x20 /* FAN_OPEN */, '/');
+        mark(FAN.MARK_ADD | FAN.MARK_FILESYSTEM, 0x8 /* FAN_CLOSE_WRITE */, '/');
+        const info = parseFanotifyFdinfo(readFdinfo(process.pid, g))!;
+        expect(info).to.include({ flags: 0x2, eventFlags: O.LARGEFILE });
+        // Newest first.
+        expect(info.marks.map((m) => m.on)).to.deep.equal(['filesystem', 'mount', 'inode']);
+        const [sb, mnt, ino] = info.marks;
+        const root = fs.statSync('/', { bigint: true });
+        expect(sb).to.include({ on: 'filesystem', dev: root.dev, mask: 0x8, ignoredMask: 0, mflags: 0 });
+        const rootMount = readMountinfo(process.pid).filter((m) => m.mountPoint === '/').pop()!;
+        expect(mnt).to.include({ on: 'mount', mountId: rootMount.mountId, mask: 0x20, ignoredMask: 0 });
+        expect(ino).to.include({ on: 'inode', ino: ds.ino, dev: ds.dev, mask: 0x2, ignoredMask: 0x1, mflags: FAN.MARK_IGNORE | FAN.MARK_IGNORED_SURV_MODIFY });
+        expect(parseFanotifyFdinfo({ ...readFdinfo(process.pid, g), extra: ['fanotify flags:0 event-flags:0', 'fanotify mnt_ns:1 mflags:0 mask:1 ignored_mask:0'] })).to.equal(undefined);
+      } finally {
+        fs.closeSync(g);
       }
     });
 

@@ -22,7 +22,8 @@ import { EventfdKind } from './eventfd';
 import { EpollKind } from './epoll';
 import { SignalfdKind } from './signalfd';
 import { TimerfdKind } from './timerfd';
-import { FanotifyKind, InotifyKind } from './inotify';
+import { InotifyKind, drainInotifyQueues, inotifyQueuesToDrain } from './inotify';
+import { FanotifyKind } from './fanotify';
 import { PipeKind } from './pipe';
 import { FifoKind } from './fifo';
 import { MemfdKind } from './memfd';
@@ -44,6 +45,7 @@ export * from './epoll';
 export * from './signalfd';
 export * from './timerfd';
 export * from './inotify';
+export * from './fanotify';
 export * from './pipe';
 export * from './fifo';
 export * from './memfd';
@@ -93,7 +95,9 @@ export class FilesRestore implements RestoreHandler {
     finishDeletedFiles(ctx, task);
     finishMemfds(task); // after every fd and mapping of a memfd is made: its mode and seals
     // After every socket is made: the connections through names; their queues wait for the final credentials.
-    closeTemporaries(task, connectUnixSockets(ctx, task));
+    const drain = inotifyQueuesToDrain(task);
+    closeTemporaries(task, [...connectUnixSockets(ctx, task), ...drain]);
+    drainInotifyQueues(task);
   }
 }
 

@@ -16,16 +16,15 @@
  * removals are read off the queue before the fd is handed over. The next new watch may get a
  * number the process had used and removed before the checkpoint.
  *
- * fanotify groups are refused: their marks are not listed with paths, and permission events
- * cannot be answered again.
  */
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, encodeStruct, linux,
-  nonCanonicalPath, objectType, openRecordedFile, refuse, sameFile, str, u32, u64,
+  decodeStruct, i32, nonCanonicalPath, objectType, openRecordedFile, refuse, sameFile, sizeOfStruct, str, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import type { FileImage } from './file';
+import { FS_KEY } from './fs-struct';
 import { badImage, checkEventFlags, fdObject, requireEventFlags, withFileCopy } from './event-files';
 
 const { O, SYS, IN, FIONREAD, S_IF } = linux;
@@ -43,6 +42,11 @@ export class InotifyWatchImage {
   @u32() type = 0;
   @u64() dev = 0n;
   @u64() ino = 0n;
+  /**
+   * A watch on a deleted inode: the task's fd that holds the inode (a deleted file, made again
+   * unnamed at restart), through which the watch is added again; -1 for a watch by path.
+   */
+  @i32({ since: 6 }) fd = -1;
 }
 
 interface Watch {
@@ -50,12 +54,60 @@ interface Watch {
   mask: number;
   path: string;
   stat: fs.BigIntStats;
+  /** The task's fd holding the deleted inode watched, or -1. */
+  fd: number;
+}
+
+/**
+ * A deleted inode the task holds open itself: an fd of the task's deleted regular file on that
+ * inode (the restart makes it again unnamed, and the watch follows it), or undefined.
+ */
+function deletedHolder(task: CheckpointTask, w: linux.InotifyWatchInfo): { fd: number; stat: fs.BigIntStats } | undefined {
+  for (const f of fs.readdirSync(`/proc/${task.pid}/fd`)) {
+    try {
+      const link = fs.readlinkSync(`/proc/${task.pid}/fd/${f}`);
+      if (!link.startsWith('/') || !link.endsWith(' (deleted)')) continue;
+      const st = fs.statSync(`/proc/${task.pid}/fd/${f}`, { bigint: true });
+      if (st.isFile() && st.nlink === 0n && sameFile(st, { dev: w.dev, ino: w.ino })) return { fd: Number(f), stat: st };
+    } catch {
+      // closed meanwhile: not a holder
+    }
+  }
+  return undefined;
 }
 
 const WATCHES = new StateKey<Map<number, Watch[]>>('files.inotify.watches');
+/** Restart: inotify fds (temporary numbers) with watches on deleted files, to drain once the temporary fds are closed. */
+const TO_DRAIN = new StateKey<bigint[]>('files.inotify.toDrain');
 
-/** The path of a watched inode, found through its file handle, or why there is none. */
-function pathOfHandle(task: CheckpointTask, w: linux.InotifyWatchInfo): { path: string; stat: fs.BigIntStats } | string {
+/** The inotify fds to keep open through closeTemporaries, for drainInotifyQueues. */
+export function inotifyQueuesToDrain(task: RestartTask): bigint[] {
+  return task.state.get(TO_DRAIN) ?? [];
+}
+
+/**
+ * Restart, after the temporary fds are closed: a watch on a deleted file saw the close of the
+ * temporary fd its file was made through (IN_CLOSE_WRITE); whatever is queued is cptrst's doing
+ * (the process has not run yet) and is read off. The fds are closed then.
+ */
+export function drainInotifyQueues(task: RestartTask): void {
+  const t = task.tracee!;
+  for (const ifd of task.state.get(TO_DRAIN) ?? []) {
+    const n = t.stage(Buffer.alloc(4));
+    for (let i = 0; i < 1024; i++) {
+      t.syscallOk(SYS.ioctl, [ifd, FIONREAD, n], 'ioctl(FIONREAD) of an inotify fd');
+      const queued = t.readMemory(n, 4).readInt32LE(0);
+      if (queued <= 0) break;
+      // FIONREAD's bytes are whole events: a read of that many returns at once, even on a blocking fd.
+      t.syscallOk(SYS.read, [ifd, t.stage(Buffer.alloc(Math.min(queued, 32768)), 64), Math.min(queued, 32768)], 'read of the events cptrst caused');
+    }
+    t.syscall(SYS.close, [ifd]);
+  }
+  task.state.delete(TO_DRAIN);
+}
+
+/** The path of a watched (or marked) inode, found through its file handle, or why there is none. */
+export function pathOfHandle(task: CheckpointTask, w: { dev: bigint; ino: bigint; handle?: { type: number; bytes: Buffer } }): { path: string; stat: fs.BigIntStats } | string {
   if (!w.handle) return 'its filesystem gives no file handle for it';
   const head = encodeStruct(linux.FileHandleHead, { bytes: w.handle.bytes.length, type: w.handle.type });
   const handle = Buffer.concat([head, w.handle.bytes]);
@@ -93,7 +145,7 @@ function pathOfHandle(task: CheckpointTask, w: linux.InotifyWatchInfo): { path: 
           why = `its path ${p} leads to another inode`;
           continue;
         }
-        if (st.isSymbolicLink()) return 'it is a symlink watched itself (IN_DONT_FOLLOW), which is not supported';
+        if (st.isSymbolicLink()) return 'it is a symlink watched itself (IN_DONT_FOLLOW, FAN_MARK_DONT_FOLLOW), which is not supported';
         return { path: p, stat: st };
       } finally {
         fs.closeSync(hfd);
@@ -131,8 +183,12 @@ function watchesOf(task: CheckpointTask, f: OpenFile): Watch[] {
     if (w.ignoredMask !== 0) refuse(task.pid, object, `${what} has an ignored mask 0x${w.ignoredMask.toString(16)}, which inotify does not make`);
     if (w.mask & ~WATCH_BITS) refuse(task.pid, object, `${what} has mask bits 0x${(w.mask & ~WATCH_BITS).toString(16)} that are not known`);
     const found = pathOfHandle(task, w);
-    if (typeof found === 'string') refuse(task.pid, object, `the path of ${what} cannot be found faithfully: ${found}`);
-    return { wd: w.wd, mask: w.mask, path: found.path, stat: found.stat };
+    if (typeof found === 'string') {
+      const held = deletedHolder(task, w);
+      if (held) return { wd: w.wd, mask: w.mask, path: '', stat: held.stat, fd: held.fd };
+      refuse(task.pid, object, `the path of ${what} cannot be found faithfully: ${found}${found.includes('deleted') ? ', and no fd of the process holds the deleted inode' : ''}`);
+    }
+    return { wd: w.wd, mask: w.mask, path: found.path, stat: found.stat, fd: -1 };
   });
   watches.sort((a, b) => a.wd - b.wd);
   let next = 1;
@@ -159,6 +215,11 @@ export class InotifyKind implements FileKindHandler {
     refuseQueued(task, f);
   }
 
+  /** The deleted files watched through the task's fds are made again first. */
+  restoreAfter(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number[] {
+    return watchesOf(task, f).filter((w) => w.fd >= 0).map((w) => w.fd);
+  }
+
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     refuseQueued(task, f); // events may have come since the check: the checkpoint fails then, the process runs on
     for (const w of watchesOf(task, f)) {
@@ -169,6 +230,7 @@ export class InotifyKind implements FileKindHandler {
       rec.type = Number(w.stat.mode) & S_IF.MT;
       rec.dev = w.stat.dev;
       rec.ino = w.stat.ino;
+      rec.fd = w.fd;
       out.write(rec);
     }
   }
@@ -177,12 +239,14 @@ export class InotifyKind implements FileKindHandler {
     const bad = badImage(task, req.object, 'inotify');
     checkEventFlags(task, img, O.RDONLY, req.object, 'an inotify fd');
     const watches = [...req.records.of(InotifyWatchImage)].sort((a, b) => a.wd - b.wd);
+    const fds = task.state.get(FS_KEY)?.fds ?? [];
     let next = 1;
     let skipped = 0;
     for (const w of watches) {
       if (w.wd < next) throw bad(`watch descriptor ${w.wd} is given twice or is not positive`);
       if (w.mask & ~WATCH_BITS || (w.mask & IN.ALL_EVENTS) === 0) throw bad(`watch ${w.wd} has the mask 0x${w.mask.toString(16)}`);
       if (w.type === S_IF.LNK || (w.type & ~S_IF.MT) !== 0) throw bad(`watch ${w.wd} is on a file of type 0${w.type.toString(8)}`);
+      if (w.fd !== -1 && (w.path !== '' || w.type !== S_IF.REG || !fds.includes(w.fd))) throw bad(`watch ${w.wd} on a deleted file is through fd ${w.fd}, which is not one of the task's deleted files`);
       skipped += w.wd - next;
       next = w.wd + 1;
     }
@@ -203,11 +267,21 @@ export class InotifyKind implements FileKindHandler {
           if (got !== BigInt(next)) throw new CptError('EIO', `the kernel gave watch descriptor ${got}, not ${next}`, { pid: task.pid, object: req.object });
           next++;
         }
-        const object = `${req.object} watch ${w.wd} (${w.path})`;
-        const pfd = openRecordedFile(t, w.path, { flags: O.PATH, expect: { type: w.type, dev: w.dev, ino: w.ino }, sameBoot: ctx.sameBoot, object });
-        const got = t.syscall(addWatch, [ifd, procPath(pfd), w.mask]);
-        t.syscall(SYS.close, [pfd]);
-        if (got < 0n) throw linux.errnoError(Number(-got), `inotify_add_watch of ${w.path}`, task.pid, object);
+        const object = `${req.object} watch ${w.wd} (${w.fd >= 0 ? `the deleted file at fd ${w.fd}` : w.path})`;
+        let got: bigint;
+        if (w.fd >= 0) {
+          // The deleted file made again (restoreAfter): the same kind of file, restored as the task's fd.
+          const st = t.stage(Buffer.alloc(sizeOfStruct(linux.KernelStat)));
+          t.syscallOk(SYS.fstat, [w.fd, st], `fstat of fd ${w.fd} for ${object}`);
+          const mode = decodeStruct(linux.KernelStat, t.readMemory(st, sizeOfStruct(linux.KernelStat))).mode;
+          if ((mode & S_IF.MT) !== S_IF.REG) throw bad(`watch ${w.wd} is through fd ${w.fd}, which is not a regular file`);
+          got = t.syscall(addWatch, [ifd, procPath(BigInt(w.fd)), w.mask]);
+        } else {
+          const pfd = openRecordedFile(t, w.path, { flags: O.PATH, expect: { type: w.type, dev: w.dev, ino: w.ino }, sameBoot: ctx.sameBoot, object });
+          got = t.syscall(addWatch, [ifd, procPath(pfd), w.mask]);
+          t.syscall(SYS.close, [pfd]);
+        }
+        if (got < 0n) throw linux.errnoError(Number(-got), `inotify_add_watch of ${w.path || `fd ${w.fd}`}`, task.pid, object);
         if (got !== BigInt(w.wd)) throw new CptError('EIO', `the kernel gave watch descriptor ${got}, not ${w.wd}`, { pid: task.pid, object });
         next = w.wd + 1;
       }
@@ -218,23 +292,9 @@ export class InotifyKind implements FileKindHandler {
       if (placeholder !== undefined) t.syscall(SYS.close, [placeholder]);
     }
     if (!(img.flags & O.NONBLOCK)) t.syscallOk(SYS.fcntl, [ifd, linux.F.SETFL, 0], `fcntl(F_SETFL) of ${req.object}`);
+    if (watches.some((w) => w.fd >= 0)) {
+      task.state.ensure(TO_DRAIN, () => []).push(t.syscallOk(SYS.fcntl, [ifd, linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of ${req.object}`));
+    }
     return ifd;
-  }
-}
-
-/** fanotify: recognised, and refused by name. */
-export class FanotifyKind implements FileKindHandler {
-  readonly kind = 'fanotify';
-
-  claims(f: OpenFile): boolean {
-    return f.link === 'anon_inode:[fanotify]';
-  }
-
-  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
-    refuse(task.pid, fdObject(f), 'fanotify groups are not supported: their marks and pending permission events cannot be restored');
-  }
-
-  open(_ctx: RestartContext, task: RestartTask, _img: FileImage, req: OpenRequest): bigint {
-    throw new CptError('EBADIMG', 'a fanotify group in the image: cptrst never writes one', { pid: task.pid, object: req.object });
   }
 }

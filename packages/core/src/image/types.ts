@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 5;
+export const FORMAT_MINOR = 6;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -38,6 +38,8 @@ export enum ObjectType {
   VMA_DELETED_FILE = 23,
   /** A data run of a deleted mapped file (under VMA). */
   VMA_DELETED_DATA = 24,
+  /** An aio context's ring (io_setup): its size, head and tail, and the events completed and not read (under VMA). */
+  VMA_AIO_RING = 25,
   REGS = 30,
   XSTATE = 31,
   DEBUGREGS = 32,
@@ -59,6 +61,10 @@ export enum ObjectType {
   INOTIFY_WATCH = 144,
   /** A pidfd's target and flags (under FILE). */
   PIDFD = 145,
+  /** A fanotify group's fanotify_init arguments (under FILE). */
+  FANOTIFY_GROUP = 146,
+  /** One mark of a fanotify group: on an inode, a mount or a filesystem, its masks and flags (under FILE). */
+  FANOTIFY_MARK = 147,
   /** A pipe or FIFO: its identity, capacity and buffered data (under FILE). */
   PIPE = 170,
   /** A unix socket: type, state, name, peer, options (under FILE). */

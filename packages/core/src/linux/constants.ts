@@ -475,3 +475,29 @@ export const UFFD = Object.freeze({
   /** struct uffd_msg: 32 bytes. */
   MSG_SIZE: 32,
 } as const);
+
+/** aio rings (fs/aio.c): the header's magic and features, an io_event's size, the request opcodes cptrst uses. */
+export const AIO = Object.freeze({
+  RING_MAGIC: 0xa10a10a1,
+  COMPAT_FEATURES: 1,
+  INCOMPAT_FEATURES: 0,
+  EVENT_SIZE: 32,
+  IOCB_CMD_PWRITE: 1,
+} as const);
+
+/** fanotify (linux/fanotify.h): mark flags and the event bits cptrst tells apart. */
+export const FAN = Object.freeze({
+  MARK_ADD: 0x1,
+  MARK_IGNORED_MASK: 0x20,
+  MARK_IGNORED_SURV_MODIFY: 0x40,
+  MARK_EVICTABLE: 0x200,
+  MARK_IGNORE: 0x400,
+  MARK_MOUNT: 0x10,
+  MARK_FILESYSTEM: 0x100,
+  /** Events that wait for the listener's answer (FAN_OPEN_PERM, FAN_ACCESS_PERM, FAN_OPEN_EXEC_PERM, FAN_PRE_ACCESS). */
+  PERMISSION_EVENTS: 0x10000 | 0x20000 | 0x40000 | 0x100000,
+  /** Every event and flag bit a mark's mask may carry that is not a permission event. */
+  NOTIFY_BITS: 0xfff | 0x1000 | 0x8000 | 0x08000000 | 0x10000000 | 0x40000000,
+  /** The mflags fdinfo shows: FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE. */
+  SHOWN_MARK_FLAGS: 0x40 | 0x200 | 0x400,
+} as const);

@@ -748,3 +748,49 @@ export function parseInotifyWatches(fdinfo: FdInfo): InotifyWatchInfo[] | undefi
   }
   return out;
 }
+
+/** One fanotify mark from fdinfo: on an inode (with its file handle), a mount (by id) or a filesystem. */
+export type FanotifyMarkInfo = { mflags: number; mask: number; ignoredMask: number } & (
+  | { on: 'inode'; ino: bigint; dev: bigint; handle?: { type: number; bytes: Buffer } }
+  | { on: 'mount'; mountId: number }
+  | { on: 'filesystem'; dev: bigint }
+);
+
+const FANOTIFY_HEAD = /^fanotify flags:([0-9a-f]+) event-flags:([0-9a-f]+)\s*$/;
+const FANOTIFY_INODE = /^fanotify ino:([0-9a-f]+) sdev:([0-9a-f]+) mflags:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+)(?: fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*))?\s*$/;
+const FANOTIFY_MOUNT = /^fanotify mnt_id:([0-9a-f]+) mflags:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+)\s*$/;
+const FANOTIFY_SB = /^fanotify sdev:([0-9a-f]+) mflags:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+)\s*$/;
+
+/**
+ * A fanotify group's fdinfo: `fanotify flags:X event-flags:Y` (fanotify_init's arguments) and one
+ * line per mark. undefined when a line is not one of these (a kind of mark cptrst does not know).
+ */
+export function parseFanotifyFdinfo(fdinfo: FdInfo): { flags: number; eventFlags: number; marks: FanotifyMarkInfo[] } | undefined {
+  let head: { flags: number; eventFlags: number } | undefined;
+  const marks: FanotifyMarkInfo[] = [];
+  const hex = (s: string) => parseInt(s, 16) >>> 0;
+  for (const line of fdinfo.extra) {
+    if (!line.startsWith('fanotify ')) continue;
+    let m = FANOTIFY_HEAD.exec(line);
+    if (m) {
+      head = { flags: hex(m[1]), eventFlags: hex(m[2]) };
+      continue;
+    }
+    if ((m = FANOTIFY_INODE.exec(line))) {
+      const mark: FanotifyMarkInfo = { on: 'inode', ino: BigInt('0x' + m[1]), dev: kernelDevToStDev(hex(m[2])), mflags: hex(m[3]), mask: hex(m[4]), ignoredMask: hex(m[5]) };
+      if (m[6] !== undefined) {
+        const bytes = Buffer.from(m[8], 'hex');
+        if (bytes.length !== hex(m[6])) return undefined;
+        mark.handle = { type: parseInt(m[7], 16) | 0, bytes };
+      }
+      marks.push(mark);
+    } else if ((m = FANOTIFY_MOUNT.exec(line))) {
+      marks.push({ on: 'mount', mountId: hex(m[1]), mflags: hex(m[2]), mask: hex(m[3]), ignoredMask: hex(m[4]) });
+    } else if ((m = FANOTIFY_SB.exec(line))) {
+      marks.push({ on: 'filesystem', dev: kernelDevToStDev(hex(m[1])), mflags: hex(m[2]), mask: hex(m[3]), ignoredMask: hex(m[4]) });
+    } else {
+      return undefined;
+    }
+  }
+  return head && { ...head, marks };
+}

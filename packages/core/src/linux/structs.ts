@@ -451,3 +451,30 @@ export class Winsize {
   @cfield.u16() xpixel = 0;
   @cfield.u16() ypixel = 0;
 }
+
+/**
+ * struct aio_ring: the header of an aio context's ring (io_setup), at the ring's first byte;
+ * `nr` io_events follow it. The kernel writes `tail` (keeping its own copy, which it uses when it
+ * completes a request) and reads `head`, which the process may move itself.
+ */
+@cstruct('aio_ring', { size: 32 })
+export class AioRing {
+  @cfield.u32() id = 0;
+  @cfield.u32() nr = 0;
+  @cfield.u32() head = 0;
+  @cfield.u32() tail = 0;
+  @cfield.u32() magic = 0;
+  @cfield.u32() compatFeatures = 0;
+  @cfield.u32() incompatFeatures = 0;
+  @cfield.u32() headerLength = 0;
+}
+
+/** struct iocb (io_submit), the members cptrst sets. */
+@cstruct('iocb', { size: 64 })
+export class Iocb {
+  @cfield.u64() data = 0n;
+  @cfield.u16({ offset: 16 }) opcode = 0;
+  @cfield.u32({ offset: 20 }) fildes = 0;
+  @cfield.u64() buf = 0n;
+  @cfield.u64() nbytes = 0n;
+}
