@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 5;
+export const FORMAT_MINOR = 6;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -95,6 +95,11 @@ export enum ObjectType {
   SYSV_MSG = 225,
   /** One message of a SysV message queue, in queue order (under SYSV_MSG). */
   SYSV_MSG_TEXT = 226,
+  /**
+   * Top level, once, after every other record and before the objects it lists: only page
+   * objects follow it, to the terminator (a lazy restart lets the processes run there). Since 1.6.
+   */
+  PAGES_FOLLOW = 60,
 }
 
 /**
