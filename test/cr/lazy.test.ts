@@ -122,7 +122,7 @@ describe('lazy restart', function () {
     expect(faults, 'pages the process touched before the background fill reached them').to.be.greaterThan(0);
   });
 
-  it('a compressed image from a file: its pages are served decompressed (they have no offset in the file)', async () => {
+  it('a compressed image from a file: its pages are decompressed as they stream in', async () => {
     const w = await startWorkload('lazyfill', ['16']);
     const { pages } = await restartsLazily(w, { go: true, compress: true });
     expect(pages).to.be.at.least(3277);
