@@ -43,15 +43,15 @@ function slowLazyRestart(file: string, upTo: number, chunk: number, delayMs: num
   const child = spawn(process.execPath, [CLI_MAIN, 'restart', '--lazy', '-'], { stdio: ['pipe', 'pipe', 'pipe'] });
   const data = fs.readFileSync(file).subarray(0, upTo);
   let written = 0;
-  child.stdin!.on('error', () => undefined);
+  child.stdin.on('error', () => undefined);
   const pump = async () => {
     while (written < data.length && child.exitCode === null) {
       const piece = data.subarray(written, Math.min(data.length, written + chunk));
-      await new Promise<void>((resolve) => child.stdin!.write(piece, () => resolve()));
+      await new Promise<void>((resolve) => child.stdin.write(piece, () => resolve()));
       written += piece.length;
       await sleep(delayMs);
     }
-    child.stdin!.end();
+    child.stdin.end();
   };
   void pump();
   return { ...watch(child), written: () => written };

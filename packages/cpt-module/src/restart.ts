@@ -58,7 +58,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
         // A lazy restart lets the processes run here, and its fill reads the rest while they run.
         const h = byType.get(rec.type);
         if (flags & RestartFlags.LAZY && h) {
-          await ctx.timed(h.name, () => h.restore(ctx, current!, { type: rec!.type, tag: rec!.tag, ptag: rec!.ptag, offset: rec!.offset, obj: rec!.obj }));
+          await ctx.timed(h.name, () => h.restore(ctx, current!, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj }));
           if (ctx.lazyFill) break;
         }
         continue;

@@ -453,7 +453,7 @@ export class MmRestore implements RestoreHandler {
     const odd = img.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !kind.acceptsVmFlag(f));
     if (odd.length) throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: VmFlags ${odd.join(' ')} on ${img.kind} memory`, { pid: task.pid, object: what });
     const pending: PendingVma = { tag: o.tag, offset: o.offset, img, kind, records: new RecordList() };
-    const all = VMAS_OF_RESTART.get(ctx) ?? new Map();
+    const all = VMAS_OF_RESTART.get(ctx) ?? new Map<number, { task: RestartTask; area: () => RestoredVma | undefined }>();
     VMAS_OF_RESTART.set(ctx, all);
     all.set(o.tag, { task, area: () => {
       mapPending(ctx, task);
