@@ -158,6 +158,25 @@ describe('lazy restart', function () {
     await expectPass(w);
   });
 
+  it('a page that fails its checksum, read after the process runs: the process is killed with a clear message, and nothing is left', async () => {
+    const w = await startWorkload('lazyfill', ['32']);
+    const img = path.join(w.dir, 'img');
+    await checkpointKill(w, img);
+    const data = fs.readFileSync(img);
+    // A byte of the last page of the last object (the largest area comes last): after the process runs.
+    data[data.length - 4096] ^= 0x5a;
+    const bad = path.join(w.dir, 'bad');
+    fs.writeFileSync(bad, data);
+    const r = lazyRestart([bad]);
+    expect(await r.pidLine, 'the process ran before the bad page was read').to.equal(String(w.pid));
+    const res = await r.done;
+    expect(res.code).to.not.equal(0);
+    expect(res.stderr).to.match(new RegExp(`the image became unreadable half way \\(.*checksum mismatch.*\\).*killed \\(${w.pid}\\): it cannot run without its memory`));
+    expect(await waitGone(w.pid, 10000), 'the restored process is gone').to.equal(true);
+    await sleep(100);
+    expect(fs.readFileSync(w.resultPath, 'utf8'), 'the process ran on to a verdict').to.not.match(/PASS|FAIL/);
+  });
+
   it('a pipe closed by its writer half way, after the process runs: the process is killed with a clear message, and nothing is left', async () => {
     const w = await startWorkload('lazyfill', ['64']);
     const img = path.join(w.dir, 'img');
