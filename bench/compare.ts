@@ -9,7 +9,8 @@
  * command (`--version`) and of `node -e 0`, wall and CPU time.
  *
  * cptrst also runs with --compress (LZ4 page data) in the same alternation ("cptrst -z"): its
- * checkpoint and restart wall times and image size. touch.c's pages do not compress (every word
+ * checkpoint and restart wall times and image size; and restarted with --lazy: the time until the
+ * process runs (its PID printed) and until its last page is in (the command's end). touch.c's pages do not compress (every word
  * differs); `--words N` makes only N of the 512 words of each page differ and the rest the page
  * number, pages that compress to about N/512.
  *
@@ -69,18 +70,25 @@ function findCriu(): string | undefined {
   return cands.find((c) => !!c && fs.existsSync(c));
 }
 
-/** Runs a command to its end; its wall time in ms, stdout, and a failure as an Error. */
-async function timedRun(cmd: string, args: string[], what: string): Promise<{ ms: number; stdout: string }> {
+/**
+ * Runs a command to its end; its wall time in ms, when it printed its first line (`firstLine`: a
+ * lazy restart's PID, once the process runs), stdout, and a failure as an Error.
+ */
+async function timedRun(cmd: string, args: string[], what: string): Promise<{ ms: number; stdout: string; firstLine: number }> {
   const t0 = process.hrtime.bigint();
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d) => (stdout += String(d)));
+  let firstLine = NaN;
+  child.stdout.on('data', (d) => {
+    stdout += String(d);
+    if (Number.isNaN(firstLine) && stdout.includes('\n')) firstLine = ms(t0);
+  });
   child.stderr.on('data', (d) => (stderr += String(d)));
   const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
   const t = ms(t0);
   if (code !== 0) throw new Error(`${what} failed (${code}): ${stderr.trim()}`);
-  return { ms: t, stdout };
+  return { ms: t, stdout, firstLine };
 }
 
 interface Run {
@@ -88,9 +96,11 @@ interface Run {
   checkpoint: number;
   restart: number;
   image: number;
+  /** restart --lazy: until the process runs (its PID printed). */
+  runs?: number;
 }
 
-type Tool = 'cptrst' | 'cptrst-z' | 'criu';
+type Tool = 'cptrst' | 'cptrst-z' | 'cptrst-lazy' | 'criu';
 
 class Compare {
   private readonly started = new Set<number>();
@@ -149,9 +159,9 @@ class Compare {
       const doc = JSON.parse(ck.stdout) as { frozenMs: number };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
-      const rs = await timedRun(process.execPath, [CLI, 'restart', img], 'cptrst restart');
+      const rs = await timedRun(process.execPath, [CLI, 'restart', ...(tool === 'cptrst-lazy' ? ['--lazy'] : []), img], 'cptrst restart');
       fs.rmSync(img);
-      r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image };
+      r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image, runs: rs.firstLine };
     } else {
       const dir = path.join(this.images, `criu-${tag}`);
       fs.mkdirSync(dir);
@@ -227,7 +237,7 @@ async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const criu = findCriu();
   const c = new Compare(opts, criu);
-  const tools: Tool[] = criu ? ['cptrst', 'criu', 'cptrst-z'] : ['cptrst', 'cptrst-z'];
+  const tools: Tool[] = criu ? ['cptrst', 'criu', 'cptrst-z', 'cptrst-lazy'] : ['cptrst', 'cptrst-z', 'cptrst-lazy'];
   console.log(`images in ${opts.dir}; ${opts.runs} run(s) per size and tool, alternating, medians; cptrst ${opts.noSnapshot ? 'with --no-snapshot' : 'with its copy-on-write snapshot'}; ${opts.words} of 512 words per page differ; CRIU: ${criu ?? 'not found'}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   const n = Math.max(10, opts.runs);
   const node = await startup(process.execPath, ['-e', '0'], n);
@@ -238,23 +248,24 @@ async function main(): Promise<void> {
   const up = (x: { wall: number; cpu: number }) => `${x.wall.toFixed(0)} ms (CPU ${x.cpu.toFixed(0)} ms)`;
   console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}); criu --version ${criuUp ? up(criuUp) : '-'}`);
   const rows = [
-    '| touched | frozen cptrst / CRIU | checkpoint wall | restart wall | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |',
-    '|---|---|---|---|---|---|---|',
+    '| touched | frozen cptrst / CRIU | checkpoint wall | restart wall | restart --lazy: runs, all in | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |',
+    '|---|---|---|---|---|---|---|---|',
   ];
   const fmt = (a: number, b: number) => (criu ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
   try {
     for (const mib of opts.sizes) {
-      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], criu: [] };
+      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], criu: [] };
       for (let k = 0; k < opts.runs; k++) {
         for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
       }
-      const m = (t: Tool, key: keyof Run) => median(runs[t].map((r) => r[key]));
+      const m = (t: Tool, key: keyof Run) => median(runs[t].map((r) => r[key] ?? NaN));
       const label = mib === 0 ? 'idle' : `${mib} MiB`;
       const mb = (t: Tool) => (m(t, 'image') / 1048576).toFixed(m(t, 'image') < 1048576 ? 2 : 1);
       const img = `${mb('cptrst')} / ${mb('cptrst-z')} (${((100 * m('cptrst-z', 'image')) / m('cptrst', 'image')).toFixed(0)}%) / ${criu ? mb('criu') : '-'}`;
       const z = `${m('cptrst-z', 'checkpoint').toFixed(0)}, ${m('cptrst-z', 'restart').toFixed(0)} ms`;
       const copy = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
-      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} | ${z} | ${img} | ${copy} |`);
+      const lazy = `${m('cptrst-lazy', 'runs').toFixed(0)}, ${m('cptrst-lazy', 'restart').toFixed(0)} ms`;
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} | ${lazy} | ${z} | ${img} | ${copy} |`);
       console.error(rows[rows.length - 1]);
     }
   } catch (e) {

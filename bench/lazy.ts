@@ -1,13 +1,14 @@
 /**
  * Lazy restart against a plain one, through the command line, on the bench's touch workload: per
  * size, one checkpoint (--kill) to the image directory, then restarts from that image, plain and
- * --lazy alternating. Figures (medians): the time until the restored process runs (a plain
- * restart: when cptrst exits; a lazy one: when it prints the PID) and until its last page is in
- * (a lazy restart: when cptrst exits after saying so), and of the lazy fill, how many pages the
- * process touched first. Every restored process then checks every word of its memory; anything
+ * --lazy (from the file, and through a pipe) in turn. Figures (medians): the time until the
+ * restored process runs (a plain restart: when cptrst exits; a lazy one: when it prints the PID)
+ * and until its last page is in (a lazy restart: when cptrst exits after saying so), and of the
+ * lazy fill, how many pages the process touched first. A size is skipped, with a message, where
+ * memory or the image directory is short. Every restored process then checks every word of its memory; anything
  * but PASS fails the benchmark.
  *
- * Usage: node bench/dist/lazy.js [--dir DIR] [--runs N] [sizes in MiB...]   (default 64 256 1024)
+ * Usage: node bench/dist/lazy.js [--dir DIR] [--runs N] [sizes in MiB...]   (default 64 256 1024 4096)
  */
 import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
@@ -38,18 +39,19 @@ interface Timed {
   pages: number;
 }
 
-/** A cptrst restart: the time of its first stdout line and of its end. */
-async function restart(args: string[]): Promise<Timed & { pid: number }> {
+/** A cptrst restart: the time of its first stdout line and of its end; `pipe`: the image through a pipe on its stdin. */
+async function restart(args: string[], pipe?: string): Promise<Timed & { pid: number }> {
   const t0 = process.hrtime.bigint();
-  const child = spawn(process.execPath, [CLI, 'restart', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'restart', ...args], { stdio: [pipe ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  if (pipe) fs.createReadStream(pipe).pipe(child.stdin!).on('error', () => undefined);
   let stdout = '';
   let stderr = '';
   let runs = NaN;
-  child.stdout.on('data', (d) => {
+  child.stdout!.on('data', (d) => {
     stdout += String(d);
     if (Number.isNaN(runs) && stdout.includes('\n')) runs = ms(t0);
   });
-  child.stderr.on('data', (d) => (stderr += String(d)));
+  child.stderr!.on('data', (d) => (stderr += String(d)));
   const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
   const complete = ms(t0);
   if (code !== 0) throw new Error(`cptrst restart ${args.join(' ')} failed (${code}): ${stderr.trim()}`);
@@ -68,20 +70,42 @@ async function main(): Promise<void> {
     else if (/^\d+$/.test(argv[i])) sizes.push(Number(argv[i]));
     else throw new Error(`lazy: unknown argument ${argv[i]}\nusage: lazy.js [--dir DIR] [--runs N] [sizes in MiB...]`);
   }
-  if (!sizes.length) sizes.push(64, 256, 1024);
+  if (!sizes.length) sizes.push(64, 256, 1024, 4096);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-lazy-'));
   const images = fs.mkdtempSync(path.join(dir, 'cptrst-lazy-img-'));
   const bin = path.join(work, 'touch');
   execFileSync('gcc', ['-O2', '-o', bin, path.join(here, 'touch.c')]);
   const started = new Set<number>();
-  const rows = ['| touched | plain: runs (all in) | lazy: runs | lazy: all pages in | touched first |', '|---|---|---|---|---|'];
-  console.log(`images in ${dir}; ${runs} run(s) of each, alternating, medians`);
+  const rows = [
+    '| touched | plain: runs (all in) | lazy: runs | lazy: all pages in | lazy from a pipe: runs | all pages in | touched first |',
+    '|---|---|---|---|---|---|---|',
+  ];
+  // Node's start-up and cptrst's module loading, in every figure: measured once, to read them without it.
+  const ups: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    const t0 = process.hrtime.bigint();
+    execFileSync(process.execPath, [CLI, '--version']);
+    ups.push(ms(t0));
+  }
+  const startup = median(ups);
+  console.log(`images in ${dir}; ${runs} run(s) of each, alternating, medians; \`cptrst --version\` takes ${startup.toFixed(0)} ms (start-up, in every figure)`);
+  type Mode = 'plain' | 'lazy' | 'pipe';
+  const orders: Mode[][] = [['plain', 'lazy', 'pipe'], ['lazy', 'pipe', 'plain'], ['pipe', 'plain', 'lazy']];
   try {
     for (const mib of sizes) {
+      // The image, the process and its restored copy are in memory at once (the checkpointed one is gone by then).
+      const availMiB = Number(/^MemAvailable:\s+(\d+) kB/m.exec(readOr('/proc/meminfo'))?.[1] ?? 0) / 1024;
+      const shmMiB = Number(fs.statfsSync(dir).bavail * fs.statfsSync(dir).bsize) / 2 ** 20;
+      if (availMiB < 3 * mib + 2048 || shmMiB < 1.1 * mib + 256) {
+        const skip = `| ${mib} MiB | skipped: ${availMiB.toFixed(0)} MiB of memory available, ${shmMiB.toFixed(0)} MiB free in ${dir} (needs ${3 * mib + 2048} and ${Math.ceil(1.1 * mib + 256)}) | | | | | |`;
+        rows.push(skip);
+        console.error(skip);
+        continue;
+      }
       const img = path.join(images, `img-${mib}`);
-      const res: Record<'plain' | 'lazy', Timed[]> = { plain: [], lazy: [] };
+      const res: Record<Mode, Timed[]> = { plain: [], lazy: [], pipe: [] };
       for (let k = 0; k < runs; k++) {
-        for (const mode of k % 2 ? (['lazy', 'plain'] as const) : (['plain', 'lazy'] as const)) {
+        for (const mode of orders[k % 3]) {
           const out = path.join(work, `out-${mib}-${k}-${mode}`);
           const trigger = path.join(work, `go-${mib}-${k}-${mode}`);
           // A fresh process each time (touch gives up its PID at the end): checkpointed, killed by the checkpoint.
@@ -93,7 +117,7 @@ async function main(): Promise<void> {
           for (let i = 0; i < 6000 && !readOr(out).includes('READY'); i++) await sleep(10);
           execFileSync(process.execPath, [CLI, 'checkpoint', String(child.pid), '-o', img, '--kill']);
           for (let i = 0; i < 1000 && fs.existsSync(`/proc/${child.pid}`); i++) await sleep(5);
-          const r = await restart(mode === 'lazy' ? ['--lazy', img] : [img]);
+          const r = mode === 'plain' ? await restart([img]) : mode === 'lazy' ? await restart(['--lazy', img]) : await restart(['--lazy', '-'], img);
           res[mode].push(r);
           fs.writeFileSync(trigger, '');
           for (let i = 0; i < 6000 && !/^(PASS|FAIL|TIMEOUT)/m.test(readOr(out)); i++) await sleep(10);
@@ -104,8 +128,9 @@ async function main(): Promise<void> {
           fs.rmSync(img, { force: true });
         }
       }
-      const m = (mode: 'plain' | 'lazy', key: keyof Timed) => median(res[mode].map((r) => r[key]));
-      rows.push(`| ${mib} MiB | ${m('plain', 'complete').toFixed(0)} ms | ${m('lazy', 'runs').toFixed(0)} ms | ${m('lazy', 'complete').toFixed(0)} ms | ${m('lazy', 'faults')} of ${m('lazy', 'pages')} pages |`);
+      const m = (mode: Mode, key: keyof Timed) => median(res[mode].map((r) => r[key]));
+      const t = (mode: Mode, key: keyof Timed) => `${m(mode, key).toFixed(0)} ms`;
+      rows.push(`| ${mib} MiB | ${t('plain', 'complete')} | ${t('lazy', 'runs')} | ${t('lazy', 'complete')} | ${t('pipe', 'runs')} | ${t('pipe', 'complete')} | ${m('lazy', 'faults')} of ${m('lazy', 'pages')} pages |`);
       console.error(rows[rows.length - 1]);
     }
   } finally {

@@ -59,10 +59,15 @@ async function runRestart(p: Invocation): Promise<number> {
     const imageName = fromStdin ? 'stdin' : `image file ${file}`;
     result = await sys_restart(0, fd, flags, { imageName, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) });
   } catch (e) {
-    throw interruptedError(asCptError(e), 'nothing was restored');
-  } finally {
     if (!fromStdin) fs.closeSync(fd);
+    throw interruptedError(asCptError(e), 'nothing was restored');
   }
+  // A lazy restart reads the rest of the image while the process runs: the file stays open until then.
+  const closeImage = () => {
+    if (!fromStdin) fs.closeSync(fd);
+  };
+  if (result.pagesIn) result.pagesIn.then(closeImage, closeImage);
+  else closeImage();
 
   if (pidfile) {
     try {

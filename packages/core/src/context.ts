@@ -161,6 +161,14 @@ export class CheckpointContext extends OperationContext {
     return tag;
   }
 
+  /**
+   * Writes one object whose payload of `bytes` goes to the pages section at the end of the image,
+   * read by `fill` then (ImageWriter.writeWithPagesAtEnd: lower ranks first).
+   */
+  writeWithPagesAtEnd(obj: object, bytes: number, fill: PayloadSource, ptag: number, key: bigint, rank: number): void {
+    this.writer.writeWithPagesAtEnd(obj, bytes, fill, { ptag, key, rank });
+  }
+
   private readonly cleanups: Array<() => void> = [];
 
   /** Runs `fn` when the checkpoint ends, whether it succeeded or not (e.g. to end a snapshot's process). */
@@ -207,6 +215,12 @@ export class RestartContext extends OperationContext {
 
   /** Lazy restart: started once the processes are let go; settles when their last page is in. */
   lazyFill?: () => Promise<LazyFillReport>;
+
+  /**
+   * The image's pages section (PagesFollow), once the flow has read it. In a lazy restart the flow
+   * stops reading there: the reader is left before the first object it lists, for the fill.
+   */
+  pagesFollow?: { entries: bigint[]; offset: number };
 
   /** Whether the image was written on this machine since it booted: then device and inode numbers in it can be compared. */
   get sameBoot(): boolean {

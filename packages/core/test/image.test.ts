@@ -447,3 +447,44 @@ describe('image: deferred writes (a checkpoint that lets the process run before 
     expect(() => w.writeWithPagesLater(map, 100, () => undefined, { ptag: p })).to.throw(CptError, /multiple of the page size/);
   });
 });
+
+describe('image: the pages section (writeWithPagesAtEnd)', () => {
+  for (const defer of [false, true]) {
+    it(`puts its objects after every other record, listed first in a pages-follow record, lower ranks first, payloads read then${defer ? ' (deferred)' : ''}`, async () => {
+      const sink = new MemorySink();
+      const w = new ImageWriter(sink);
+      w.writeHead(sampleHead());
+      if (defer) w.deferWrites();
+      const fills: number[] = [];
+      const maps: number[] = [];
+      for (const pid of [100, 101]) {
+        const p = w.write(sampleProc(pid));
+        const m = w.write(make(TestMap, { start: 0x400000n, end: 0x402000n, name: `map-${pid}` }), { ptag: p });
+        maps.push(m);
+        w.writeWithPagesAtEnd(make(TestMap, { start: 0x400000n, end: 0x402000n, name: `pages-${pid}` }), 8192, (buf) => {
+          fills.push(pid);
+          samplePages(2, 4096, pid).copy(buf);
+        }, { ptag: p, key: BigInt(pid), rank: 200 - pid });
+        w.write(make(TestNote, { text: `after ${pid}` }), { ptag: p });
+      }
+      expect(() => w.writeTerminator(), 'the terminator before the pages section').to.throw(CptError, /writeTail/);
+      expect(fills, 'no payload read before writeTail').to.deep.equal([]);
+      await w.writeTail();
+      w.writeTerminator();
+      await w.flushDeferred();
+      const { records } = readAll(sink.toBuffer());
+      const names = records.map((r) => r.name);
+      const at = names.indexOf('pages-follow');
+      expect(names.slice(at)).to.deep.equal(['pages-follow', 'TEST_MAP', 'TEST_MAP']);
+      expect(names.slice(0, at)).to.not.include('pages-follow');
+      // Rank 99 (pid 101) before rank 100 (pid 100); each listed as [parent tag, key, pages].
+      const listed = (records[at].obj as { entries: bigint[] }).entries;
+      const ptags = [records[at + 1].ptag, records[at + 2].ptag];
+      expect(listed).to.deep.equal([BigInt(ptags[0]), 101n, 2n, BigInt(ptags[1]), 100n, 2n]);
+      expect(fills).to.deep.equal([101, 100]);
+      expect(records[at + 1].pages!.equals(samplePages(2, 4096, 101))).to.equal(true);
+      expect(records[at + 2].pages!.equals(samplePages(2, 4096, 100))).to.equal(true);
+      expect(maps).to.have.length(2);
+    });
+  }
+});

@@ -64,6 +64,17 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
       ctx.progress({ phase: 'dumped', pid: task.pid });
     }
     await ctx.checkpointYield();
+    // The pages section (pages a lazy restart fills while the process runs): read now from the
+    // frozen tree, or queued for the snapshot.
+    let tailBytes = 0;
+    await ctx.timed('write pages', () => writer.writeTail(async (bytes) => {
+      ctx.progress({ phase: 'pages', pid, bytes });
+      tailBytes += bytes;
+      if (tailBytes >= 32 * 1024 * 1024) {
+        tailBytes = 0;
+        await ctx.checkpointYield();
+      }
+    }));
     writer.writeTerminator();
     if (writer.deferring) {
       // Everything but the snapshotted pages is recorded: the process runs on from here.

@@ -9,7 +9,7 @@
 import { DependencyContainer } from 'tsyringe';
 import { naming } from './checkpoint';
 import {
-  CptError, ImageReader, ObjectType, OperationOptions, RestartContext, RestartFlags, RestartResult, RestartTask,
+  CptError, ImageReader, ObjectType, OperationOptions, PagesFollow, RestartContext, RestartFlags, RestartResult, RestartTask,
   RestoreHandler, TaskState, Tokens, fileSource, kindRecordTypes, linux,
 } from '@cptrst/core';
 import { archOf, releaseTracee, releaseTracees } from '@cptrst/core';
@@ -48,8 +48,22 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
   };
   try {
     const next = () => ctx.timed('read image', () => reader.next());
+    // The task of each object read, by tag: the objects of the pages section name an area of any task.
+    const taskOfTag = new Map<number, RestartTask>();
     for (let rec = next(); rec; rec = next()) {
       await ctx.checkpointYield();
+      if (rec.type === ObjectType.PAGES_FOLLOW) {
+        if (ctx.pagesFollow || !current) throw new CptError('EBADIMG', `a pages section at image offset ${rec.offset} ${current ? 'after another one' : 'before any task'}`, { object: rec.name });
+        ctx.pagesFollow = { entries: (rec.obj as PagesFollow).entries, offset: rec.offset };
+        // A lazy restart lets the processes run here, and its fill reads the rest while they run.
+        const h = byType.get(rec.type);
+        if (flags & RestartFlags.LAZY && h) {
+          await ctx.timed(h.name, () => h.restore(ctx, current!, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj }));
+          if (ctx.lazyFill) break;
+        }
+        continue;
+      }
+      if (ctx.pagesFollow && rec.type !== ObjectType.PAGES) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} in the pages section`, { object: rec.name });
       if (rec.type === ObjectType.TASK) {
         // A process tree: every task is made (children from their parent, which is still held)
         // before any finish hook runs, so a parent's credentials drop only once its children exist.
@@ -70,7 +84,9 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
       }
       if (!h) throw new CptError('EOPNOTSUPP', `the image has ${rec.name} objects and no loaded module restores them`, { object: `${rec.name} at image offset ${rec.offset}` });
       if (!current) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before any task`, { object: rec.name });
-      const task = current;
+      const task = ctx.pagesFollow ? taskOfTag.get(rec.ptag) : current;
+      if (!task) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} belongs to no task`, { object: rec.name });
+      taskOfTag.set(rec.tag, task);
       if (task.zombie && rec.type !== ObjectType.TASK) throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} belongs to a zombie`, { pid: task.pid, object: rec.name });
       // An image not owned by root gets its process only once its credentials are checked.
       if (!task.tracee && rec.type !== ObjectType.TASK && rec.type !== ObjectType.TASK_CREDS) {

@@ -27,7 +27,7 @@
  * as in the original), and its own pages are written over the parent's copies.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask, StateKey, linux, objectType, u64s,
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, linux, objectType, u64s,
 } from '@cptrst/core';
 import { DERIVED_FLAGS, LOCK_FLAGS, VmaEntry, VmaImage, describeVma, protOf } from './vma';
 import { isAnonCopy, isPresentOrSwapped } from './pages';
@@ -166,11 +166,6 @@ export function keptRanges(ctx: RestartContext, task: RestartTask, kept: bigint[
   const ranges = new Map<bigint, bigint>();
   task.state.set(KEPT_RANGES, ranges);
   if (!kept.length) return [];
-  // A lazy restart holds the parent's private pages back until the processes run, so a child made
-  // from it now would keep empty areas where the parent's pages should be.
-  if (ctx.flags & RestartFlags.LAZY) {
-    throw new CptError('EOPNOTSUPP', 'the process shares private memory copy-on-write with its parent (stored once in the image), which a lazy restart cannot give it; restart without --lazy', { pid: task.pid, object: 'mm' });
-  }
   if (kept.length % 2 || kept.length > 2 * 65536) throw bad('malformed list of areas kept from the parent');
   const ppid = linux.readStat(task.pid).ppid;
   if (!MM_RESTORED.get(ctx)?.has(ppid)) throw bad(`memory kept from the parent, but the task's parent (${ppid}) is not a restored process of the image`);

@@ -23,7 +23,7 @@ import {
   u64, u64s, encodeStruct,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
-import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
+import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
@@ -271,9 +271,32 @@ export class MmDump implements DumpHandler {
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
       kind.dumpRecords?.(ctx, task, v, img, kindRecordWriter(ctx, kind, vmaTag));
-      await dumpPages(ctx, task, v, runs, vmaTag, snap && snapshotHolds(v) ? snap : undefined);
+      // Pages a lazy restart can fill while the process runs go to the pages section at the end,
+      // smaller areas first (a stack, a heap, TLS: what a process touches first); a parent's stay
+      // in place, as its children, made from it at restart, keep them copy-on-write.
+      const atEnd = fillsLazily(img, kind.kind) && !hasChildrenInTree(ctx, task) ? { rank: Number(v.end - v.start) } : undefined;
+      await dumpPages(ctx, task, v, runs, vmaTag, snap && snapshotHolds(v) ? snap : undefined, atEnd);
     }
   }
+}
+
+/** The pids of the tree's tasks that have a child in the tree. */
+const PARENTS = new WeakMap<CheckpointContext, Set<number>>();
+
+function hasChildrenInTree(ctx: CheckpointContext, task: CheckpointTask): boolean {
+  let parents = PARENTS.get(ctx);
+  if (!parents) {
+    parents = new Set();
+    for (const pid of ctx.treePids(task)) {
+      try {
+        parents.add(linux.readStat(pid).ppid);
+      } catch {
+        /* gone: it has no say */
+      }
+    }
+    PARENTS.set(ctx, parents);
+  }
+  return parents.has(task.pid);
 }
 
 /** Areas mapped writable only to be filled: they get their own protection back at finish. */
@@ -430,6 +453,12 @@ export class MmRestore implements RestoreHandler {
     const odd = img.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !kind.acceptsVmFlag(f));
     if (odd.length) throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: VmFlags ${odd.join(' ')} on ${img.kind} memory`, { pid: task.pid, object: what });
     const pending: PendingVma = { tag: o.tag, offset: o.offset, img, kind, records: new RecordList() };
+    const all = VMAS_OF_RESTART.get(ctx) ?? new Map<number, { task: RestartTask; area: () => RestoredVma | undefined }>();
+    VMAS_OF_RESTART.set(ctx, all);
+    all.set(o.tag, { task, area: () => {
+      mapPending(ctx, task);
+      return task.state.get(VMAS_BY_TAG)?.get(o.tag);
+    } });
     if (kind.records?.length && (kind.expectsRecords?.(img) ?? true)) task.state.set(PENDING_VMA, pending);
     else mapVma(ctx, task, pending);
   }

@@ -15,7 +15,6 @@ import {
   objectType, u32, u64,
 } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma } from './vma';
-import { holdPages } from './lazy';
 
 /** The page size pages are counted in: the image head's (the machine's, checked equal at restart). */
 function pageOf(ctx: CheckpointContext | RestartContext): number {
@@ -164,7 +163,7 @@ const sinceYield = new WeakMap<CheckpointContext, number>();
  * Writes the PAGES objects of one area: read now from the frozen task, or, given a snapshot,
  * read from it once the task runs again (the objects are deferred: ctx.writeWithPagesLater).
  */
-export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number, snap?: MemorySnapshot): Promise<void> {
+export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, runs: Array<[number, number]>, vmaTag: number, snap?: MemorySnapshot, atEnd?: { rank: number }): Promise<void> {
   const t = task.tracee;
   const PAGE = pageOf(ctx);
   for (const [runFirst, runCount] of runs) for (let done = 0; done < runCount; done += OBJECT_PAGES) {
@@ -174,6 +173,18 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
     img.vaddr = vma.start + BigInt(first * PAGE);
     img.count = count;
     const bytes = count * PAGE;
+    if (atEnd) {
+      // To the pages section: read when it is written, from the snapshot or the task, frozen until
+      // then; a task let go before the pages are written and without a snapshot: read now.
+      let fill = (buf: Buffer) => ctx.timed('read pages', () => (snap ?? t).readMemoryInto(img.vaddr, buf, 0, bytes));
+      if (!snap && ctx.deferPages) {
+        const copy = Buffer.allocUnsafe(bytes);
+        fill(copy);
+        fill = (buf) => copy.copy(buf);
+      }
+      ctx.writeWithPagesAtEnd(img, bytes, fill, vmaTag, img.vaddr, atEnd.rank);
+      continue;
+    }
     if (snap) {
       ctx.writeWithPagesLater(img, bytes, (buf) => ctx.timed('read pages', () => snap.readMemoryInto(img.vaddr, buf, 0, bytes)), vmaTag);
       continue;
@@ -204,7 +215,6 @@ export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreO
   if (!area.kind.storesPages(vma)) throw bad(`${describeVma(vma)} is a ${vma.shared ? 'shared ' : ''}${vma.kind} mapping, whose contents are not kept in an image (a shared file mapping's are the file's; a droppable area's may be dropped)`);
   if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
-  if (holdPages(ctx, task, area, img.vaddr, o.pages, o.pagesOffset)) return; // a lazy restart fills them once the process runs
   task.tracee!.writeMemory(img.vaddr, o.pages);
   ctx.reader.recycle(o.pages); // written: the reader may read the next payload into the same memory
 }

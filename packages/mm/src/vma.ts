@@ -91,6 +91,24 @@ export interface RestoredVma {
 /** The areas mapped so far at restart, by the tag of their VMA object (their PAGES name it). */
 export const VMAS_BY_TAG = new StateKey<Map<number, RestoredVma>>('mm.vmasByTag');
 
+/**
+ * Every area of a restart by the tag of its VMA object, across tasks: the task, and how to get the
+ * area once mapped (an area whose kind waits for its records is mapped on demand). The pages
+ * section at the end of an image names areas of any task.
+ */
+export const VMAS_OF_RESTART = new WeakMap<RestartContext, Map<number, { task: RestartTask; area: () => RestoredVma | undefined }>>();
+
+/**
+ * Whether the pages of an area are filled lazily: private anonymous memory mapped read-write,
+ * not droppable and not locked (mlock populates an area at once, with zeros before it could be
+ * registered). At checkpoint these go to the image's pages section (a lazy restart fills them while
+ * the process runs); the others are written before it runs.
+ */
+export function fillsLazily(img: VmaImage, kind: string): boolean {
+  const rw = PROT.READ | PROT.WRITE;
+  return kind === 'anon' && !img.shared && (img.prot & rw) === rw && !img.vmFlags.some((f) => f === 'dp' || f === 'lo' || f === 'lf');
+}
+
 /** The container token of the VMA kinds (the same registrations as core's Tokens.VmaKind, typed). */
 export const VmaKinds = Tokens.VmaKind as Token<VmaKindHandler>;
 

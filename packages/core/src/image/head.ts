@@ -1,5 +1,5 @@
-/** The two layouts the image module owns itself: the head and the terminator. */
-import { objectType, str, strs, u32, u64 } from './layout';
+/** The layouts the image module owns itself: the head, the terminator, and the start of the pages section. */
+import { objectType, str, strs, u32, u64, u64s } from './layout';
 import { ObjectType } from './types';
 
 export type ImageHeadInit = Partial<Pick<ImageHead, keyof ImageHead>>;
@@ -39,4 +39,16 @@ export class ImageHead {
 export class Terminator {
   /** Objects before the terminator, head included. */
   @u32() objectCount: number = 0;
+}
+
+/**
+ * The start of the pages section (ImageWriter.writeWithPagesAtEnd): the objects that follow it,
+ * to the terminator, are exactly those it lists, in that order. A reader knows from it, before
+ * any of them arrives, which pages will come and in what order: a lazy restart lets the processes
+ * run here and reads the rest while they run.
+ */
+@objectType(ObjectType.PAGES_FOLLOW, 'pages-follow', { parents: [ObjectType.HEAD] })
+export class PagesFollow {
+  /** Per object that follows: its parent's tag, the key its writer gave it (PAGES: its address), its page count. */
+  @u64s() entries: bigint[] = [];
 }

@@ -19,7 +19,7 @@ export type { CScalar, CFieldType, CFieldSpec, CStructLayout, CFieldOptions, Str
 export type { DecodeContext } from './codec';
 export { OBJ_HEADER_SIZE, HeaderOffset } from './framing';
 export type { ObjectHeader } from './framing';
-export { ImageHead, Terminator } from './head';
+export { ImageHead, PagesFollow, Terminator } from './head';
 export type { ImageHeadInit } from './head';
 export { ImageWriter } from './writer';
 export { COMPRESSIONS } from './compress';

@@ -31,7 +31,7 @@ function bug(message: string): CptError {
 
 /** The package of cptrst's own that owns each of its object types. */
 const OWN: Record<string, string> = {
-  HEAD: '@cptrst/core', TERMINATOR: '@cptrst/core',
+  HEAD: '@cptrst/core', TERMINATOR: '@cptrst/core', PAGES_FOLLOW: '@cptrst/core',
   TASK: '@cptrst/task', TASK_CREDS: '@cptrst/task', TASK_SIGNALS: '@cptrst/task', SIGHAND: '@cptrst/task',
   SIGPENDING: '@cptrst/task', ITIMERS: '@cptrst/task', RLIMITS: '@cptrst/task', TASK_MISC: '@cptrst/task', TASK_CGROUP: '@cptrst/task',
   THREAD: '@cptrst/task', SECCOMP: '@cptrst/task', SECCOMP_FILTER: '@cptrst/task',

@@ -101,6 +101,11 @@ export enum ObjectType {
   SYSV_MSG = 225,
   /** One message of a SysV message queue, in queue order (under SYSV_MSG). */
   SYSV_MSG_TEXT = 226,
+  /**
+   * Top level, once, after every other record and before the objects it lists: only page
+   * objects follow it, to the terminator (a lazy restart lets the processes run there). Since 1.6.
+   */
+  PAGES_FOLLOW = 60,
 }
 
 /**

@@ -7,7 +7,7 @@ import { asCptError, CptError } from '../errors';
 import { encodeRecord } from './codec';
 import { alignUp, crc32, encodeHeader, headerCrc, HeaderOffset, isValidPageSize, OBJ_HEADER_SIZE } from './framing';
 import { CompressionName, checkCompression, compressPages } from './compress';
-import { ImageHead, Terminator } from './head';
+import { ImageHead, PagesFollow, Terminator } from './head';
 import { layoutOf, typeName } from './layout';
 import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG, MAGIC, ObjectFlag, ObjectType, PREAMBLE_SIZE } from './types';
 
@@ -45,6 +45,18 @@ interface DeferredObject {
   fill: PayloadSource;
 }
 
+/** An object of the pages section (writeWithPagesAtEnd): framed and given its tag by writeTail(). */
+interface TailObject {
+  type: number;
+  ptag: number;
+  flags: number;
+  body: Buffer;
+  bytes: number;
+  fill: PayloadSource;
+  key: bigint;
+  rank: number;
+}
+
 /** Chunks at least this big bypass the coalescing buffer (no copy). */
 const DIRECT_WRITE = 64 * 1024;
 
@@ -69,6 +81,8 @@ export class ImageWriter {
   private queued = 0;
   /** The payload buffer of deferred objects, reused. */
   private payloadBuf?: Buffer;
+  /** The objects of the pages section, written by writeTail(). */
+  private tail: TailObject[] = [];
 
   constructor(private readonly sink: ImageSink, opts: ImageWriterOptions = {}) {
     this.buf = Buffer.allocUnsafe(opts.bufferSize ?? 1024 * 1024);
@@ -154,6 +168,48 @@ export class ImageWriter {
     this.flush();
   }
 
+  /**
+   * An object with a payload of `bytes` that goes to the pages section at the end of the image
+   * (writeTail()), which `fill` provides then: after every other record, so that a reader can let
+   * the processes run before it reads them (a lazy restart). `key` is listed in the section's
+   * PagesFollow record (for PAGES: the address); lower `rank`s come first, then the order of calls.
+   */
+  writeWithPagesAtEnd(obj: object, bytes: number, fill: PayloadSource, opts: { ptag: number; key: bigint; rank: number }): void {
+    const { type, ptag, flags } = this.check(obj, opts.ptag);
+    if (!Number.isInteger(bytes) || bytes <= 0 || bytes % this.pageSize !== 0) {
+      throw invalid(`${typeName(type)}: payload of ${bytes} bytes is not a multiple of the page size ${this.pageSize}`);
+    }
+    const body = encodeRecord(obj);
+    this.checkSize(type, alignUp(OBJ_HEADER_SIZE + body.length, this.pageSize) + bytes);
+    this.tail.push({ type, ptag, flags, body, bytes, fill, key: opts.key, rank: opts.rank });
+  }
+
+  /**
+   * Writes the pages section, if any object was given to writeWithPagesAtEnd(): its PagesFollow
+   * record, then each object, its payload read now (while deferring: queued, read by
+   * flushDeferred()); `after(bytes)` runs after each payload. Before writeTerminator().
+   */
+  async writeTail(after?: (bytes: number) => void | Promise<void>): Promise<void> {
+    if (!this.tail.length) return;
+    const tail = this.tail.sort((a, b) => a.rank - b.rank);
+    this.tail = [];
+    const marker = new PagesFollow();
+    marker.entries = tail.flatMap((e) => [BigInt(e.ptag), e.key, BigInt(e.bytes / this.pageSize)]);
+    this.write(marker);
+    for (const e of tail) {
+      if (this.queue) {
+        this.deferObject(e.type, e.body, e.bytes, e.fill, e.ptag, e.flags);
+        continue;
+      }
+      const tag = this.takeTag(e.type);
+      if (!this.payloadBuf || this.payloadBuf.length < e.bytes) this.payloadBuf = Buffer.allocUnsafe(e.bytes);
+      const payload = this.payloadBuf.subarray(0, e.bytes);
+      e.fill(payload);
+      this.emitPages(e.type, tag, e.body, [payload], e.bytes, e.ptag, e.flags);
+      await after?.(e.bytes);
+    }
+  }
+
   writeHead(head: ImageHead): void {
     if (this.state !== 'new') throw invalid('the head must be written first, and once');
     if (!(head instanceof ImageHead)) throw invalid('writeHead needs an ImageHead');
@@ -195,6 +251,7 @@ export class ImageWriter {
   /** Ends the image and flushes. Nothing can be written after it. */
   writeTerminator(): void {
     this.requireOpen();
+    if (this.tail.length) throw invalid('objects for the pages section wait: writeTail() comes before the terminator');
     const t = new Terminator();
     t.objectCount = this.count;
     this.emit(ObjectType.TERMINATOR, ContentKind.RECORD, encodeRecord(t), [], HEAD_TAG);
