@@ -29,6 +29,7 @@ import { MemfdKind } from './memfd';
 import { DevTtyKind, PtyMasterKind, PtySlaveKind, TtyRestore } from './tty';
 import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
 import { PidfdFinish, PidfdKind } from './pidfd';
+import { UnixNamesFinish } from './unix-name';
 
 export * from './fs-struct';
 export * from './file';
@@ -48,6 +49,7 @@ export * from './pipe';
 export * from './fifo';
 export * from './memfd';
 export * from './unix-socket';
+export * from './unix-name';
 export * from './pidfd';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
@@ -108,6 +110,7 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new LocksRestore());
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
   provide(c, Tokens.RestoreHandler, new PidfdFinish());
+  provide(c, Tokens.RestoreHandler, new UnixNamesFinish());
   provide(c, Tokens.RestoreHandler, new TtyRestore());
   provide(c, Tokens.RestoreHandler, new FsRootRestore());
 }

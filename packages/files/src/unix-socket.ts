@@ -44,6 +44,7 @@ import {
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
+import { bindPrivately, boundPrivately, connectPrivately } from './unix-name';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
 
@@ -88,6 +89,8 @@ export class UnixSocketImage {
   @u32() rcvbuf = 0;
   @bool() passcred = false;
   @i32() peekOff = -1;
+  /** DGRAM_TO: the inode of the socket it sends to, when that socket is in the image (0: reached by its name only). */
+  @u64({ since: 6 }) viaIno = 0n;
 }
 
 /** One message (or a stream's bytes) waiting in the socket's receive queue, in order. */
@@ -167,7 +170,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   rec.type = type;
   rec.state = d.state;
   rec.shutdown = d.shutdown;
-  if (d.name && d.name.length) describeName(task, f, d, rec);
+  if (d.name && d.name.length) describeName(task, d, rec);
   if (d.state === linux.TCP_LISTEN) {
     rec.backlog = d.rqlen?.wqueue ?? 0;
     rec.pending = d.icons.map((e) => BigInt(pendingClient(task, f, e)));
@@ -186,6 +189,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
     } else if (peerName.length && d.name && fsName(peerName).equals(fsName(d.name))) {
       rec.role = ROLE.DGRAM_TO; // connected to itself
       rec.via = fsName(d.name);
+      rec.viaIno = BigInt(ino);
     } else if (!(d.name && d.name.length)) {
       rec.peerClosed = true; // connected to a socket that has closed (what it sent may still wait here)
     } else {
@@ -228,6 +232,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
       if (m.from.length && !ownNamed(task, m.from)) refuse(task.pid, object, `a message waits from ${printable(m.from)}, which is no socket of this process; its sender cannot be restored`);
     }
   }
+  checkUnlinkedName(task, f, rec, queue.length);
   const st: SocketState = { rec, queue };
   states.set(ino, st);
   return st;
@@ -243,8 +248,7 @@ function ownNamed(task: CheckpointTask, name: Buffer): boolean {
 }
 
 /** The bound name: abstract, or an absolute path (its socket file recorded, or unlinked). */
-function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
-  const object = objectOf(f);
+function describeName(task: CheckpointTask, d: linux.UnixDiag, rec: UnixSocketImage): void {
   const name = d.name!;
   rec.name = name;
   if (name[0] === 0) return; // abstract: every byte counts
@@ -263,25 +267,39 @@ function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec:
   } catch {
     /* refused below */
   }
-  if (!dst?.isDirectory()) refuse(task.pid, object, `the directory ${dir} of the socket's name is gone; restart binds the name in it again`);
+  // A directory that is gone: the name is bound again in a private place (unix-name.ts).
+  const dirGone = !dst?.isDirectory();
   // sock_diag gives the kernel's dev_t (major << 20 | minor).
   rec.nameDev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : 0n;
   rec.nameIno = BigInt(d.vfs?.ino ?? 0);
   let st: fs.BigIntStats | undefined;
   try {
-    st = fs.lstatSync(p, { bigint: true });
+    st = dirGone ? undefined : fs.lstatSync(p, { bigint: true });
   } catch {
     st = undefined;
   }
+  // Not the socket's own file there (none, another file, or a relative name that no longer leads
+  // to it from the working directory): the name is bound again where nobody sees it, and nothing
+  // is made in the filesystem. (Of a relative name, the kernel does not say where its file went.)
   rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
   if (st && !rec.nameUnlinked) {
     rec.nameMode = Number(st.mode) & 0o7777;
     rec.nameUid = Number(st.uid);
     rec.nameGid = Number(st.gid);
   }
-  if (rec.nameUnlinked && !given.startsWith('/')) refuse(task.pid, object, `the socket is bound to the relative path ${JSON.stringify(given)}, which no longer names it from the working directory`);
-  // Bound again and unlinked at restart: that needs the name free, as it was when bound.
-  if (rec.nameUnlinked && st) refuse(task.pid, object, `the socket's name ${p} was unlinked and another file has that name now; restoring it would need that file moved away`);
+}
+
+/**
+ * A name bound in a private place at restart leads nowhere in the filesystem, so only what needs
+ * no path to it is restored: connections through it, or messages sent to it by name, are refused.
+ */
+function checkUnlinkedName(task: CheckpointTask, f: OpenFile, rec: UnixSocketImage, queued: number): void {
+  if (!rec.nameUnlinked || !rec.name.length || rec.name[0] === 0) return;
+  const object = objectOf(f);
+  const name = printable(rec.name);
+  if (rec.role === ROLE.ACCEPTED) refuse(task.pid, object, `it was accepted from a listener whose name ${name} was unlinked (or no longer leads to it); a connection through such a name is not supported yet`);
+  if (rec.pending.length) refuse(task.pid, object, `connections wait in the backlog of a listener whose name ${name} was unlinked (or no longer leads to it); not supported yet`);
+  if (queued && !rec.peer && !rec.peerClosed) refuse(task.pid, object, `${queued} message(s) sent to the name ${name} wait on it, but that name was unlinked (or no longer leads to it); sending them again by that name is not supported`);
 }
 
 /** The listening socket of this process whose backlog holds a connection from `client`, if any (sock_diag lists a listener's waiting connections by their clients). */
@@ -339,6 +357,7 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     rec.peer = 0n; // connected to itself
     rec.role = ROLE.DGRAM_TO;
     rec.via = fsName(d.name!);
+    rec.viaIno = BigInt(d.ino);
     return;
   }
   if (!p || p.peer !== d.ino) {
@@ -346,6 +365,7 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     rec.peer = 0n;
     rec.role = ROLE.DGRAM_TO;
     rec.via = fsName(p!.name!);
+    rec.viaIno = BigInt(p!.ino);
     return;
   }
   if (named(d) && named(p)) {
@@ -418,6 +438,7 @@ export class UnixSocketKind implements FileKindHandler {
     s.object = req.object;
     s.flags = img.flags;
     setOptions(ctx, task, s.fd, rec, req.object);
+    connectToPrivateNames(ctx, task, table);
     const t = task.tracee!;
     const fd = t.syscallOk(SYS.fcntl, [s.fd, F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
     t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
@@ -440,7 +461,7 @@ interface RestoredSocket {
   closedPeer?: bigint;
   /** The FILE's open flags. */
   flags?: number;
-  /** A PENDING client, connected into its listener's backlog. */
+  /** A PENDING client, connected into its listener's backlog; a DGRAM_TO socket connected to a private name. */
   connected?: boolean;
 }
 
@@ -463,6 +484,7 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if ((r.role === ROLE.NONE) !== (r.via.length === 0) || r.via.length > SUN_PATH_MAX) throw bad('the name it is connected through');
   if ((r.role === ROLE.ACCEPTED || r.role === ROLE.CLIENT) && (!r.peer || r.type === SOCK.DGRAM)) throw bad('a connection through a listener without a peer');
   if (r.pending.length && r.state !== linux.TCP_LISTEN) throw bad('connections waiting on a socket that does not listen');
+  if (r.viaIno && r.role !== ROLE.DGRAM_TO) throw bad('the socket it sends to, on a socket that is not connected one way');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
   if (r.peer && r.name.length && r.role !== ROLE.ACCEPTED) throw bad('a named socket with a peer');
   if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
@@ -527,17 +549,17 @@ function makePair(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, 
 function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): bigint {
   const t = task.tracee!;
   const fd = moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket');
-  if (rec.name.length) {
+  if (rec.name.length && rec.name[0] !== 0 && rec.nameUnlinked) {
+    // Its file was gone at the checkpoint: the name is bound where nobody sees it.
+    bindPrivately(ctx, task, fd, rec.ino, rec.name, rec.namePath, req.object);
+  } else if (rec.name.length) {
     const fsName = rec.name[0] !== 0;
-    if (fsName && !rec.nameUnlinked) removeStale(ctx, task, rec, req);
+    if (fsName) removeStale(ctx, task, rec, req);
     const addr = Buffer.alloc(2 + rec.name.length);
     addr.writeUInt16LE(linux.AF_UNIX, 0);
     rec.name.copy(addr, 2);
     t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
-    if (fsName && !rec.nameUnlinked) setNameAttributes(ctx, task, rec, req);
-    if (fsName && rec.nameUnlinked) {
-      t.syscallOk(linux.syscallNumber('unlinkat'), [linux.AT_FDCWD, t.stage(Buffer.from(rec.namePath + '\0')), 0], `unlinking the name of ${req.object} again`);
-    }
+    if (fsName) setNameAttributes(ctx, task, rec, req);
   }
   if (rec.state === linux.TCP_LISTEN) t.syscallOk(linux.syscallNumber('listen'), [fd, rec.backlog], `listen of ${req.object}`);
   return fd;
@@ -785,7 +807,26 @@ function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<
   }
   for (const s of table.values()) {
     if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
-    if (s.rec!.role === ROLE.DGRAM_TO) connectTo(task, s.fd, s.rec!.via, s.object!);
+    if (s.rec!.role !== ROLE.DGRAM_TO || s.connected) continue;
+    // A name bound privately leads nowhere in the filesystem: connected from the private place (above), never by its path.
+    const target = s.rec!.viaIno ? table.get(s.rec!.viaIno)?.rec : undefined;
+    if (target?.nameUnlinked) throw new CptError('EBADIMG', `connected to ${printable(s.rec!.via)}, a name that was not bound again`, { pid: task.pid, object: s.object! });
+    connectTo(task, s.fd, s.rec!.via, s.object!);
+  }
+}
+
+/**
+ * Datagram sockets connected one way to a name bound in a private place are connected from there
+ * (unix-name.ts) as soon as both sockets exist: during the files restore, while the helper that
+ * holds the private names is there.
+ */
+function connectToPrivateNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): void {
+  for (const s of table.values()) {
+    if (s.connected || !s.rec || s.rec.role !== ROLE.DGRAM_TO || !s.rec.viaIno || !boundPrivately(ctx, s.rec.viaIno)) continue;
+    const target = table.get(s.rec.viaIno)?.rec;
+    if (!target?.name.equals(s.rec.via)) throw new CptError('EBADIMG', `the socket it is connected to (${s.rec.viaIno}) is not bound to ${printable(s.rec.via)}`, { pid: task.pid, object: s.object! });
+    connectPrivately(ctx, task, s.fd, s.rec.viaIno, s.rec.via, s.object!);
+    s.connected = true;
   }
 }
 
