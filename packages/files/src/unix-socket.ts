@@ -38,7 +38,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
+  CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
   carriedIn, describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, shareGroup, shareOf, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
@@ -341,7 +341,8 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     if (!elsewhere.length) refuse(task.pid, object, `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
     const { shared, outside } = shareGroup(ctx, task, [{ link: f.link }, { link: peerLink }]);
     if (outside.length) {
-      refuse(task.pid, object, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree; a peer is restored only together with the processes that hold it`);
+      externalPeer(ctx, task, f, d, p, rec, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree`, shared !== undefined);
+      return;
     }
     // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must hold one of them.
     if (d.name?.length || p?.name?.length || p?.peer !== d.ino) {
@@ -376,6 +377,46 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     rec.role = named(d) ? ROLE.ACCEPTED : ROLE.CLIENT;
     rec.via = fsName((named(d) ? d : p).name!);
   }
+}
+
+/**
+ * A peer outside the tree is not restored. Refused, unless the user said how the socket comes back
+ * (cptrst checkpoint --ext-unix-sk): `reconnect`, a datagram socket connected one way to a named
+ * socket is connected again to that name at restart (by the task, as the task: the kernel checks
+ * its right to send there); `close`, an unnamed socket is restored as one whose peer has closed,
+ * with what waits in its queue.
+ */
+function externalPeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, p: linux.UnixDiag | undefined, rec: UnixSocketImage, where: string, alsoInTree: boolean): void {
+  const object = objectOf(f);
+  const refuseWith = (why: string): never => refuse(task.pid, object, `${where}; ${why}`);
+  if (alsoInTree) refuseWith('its peer is held both inside and outside the tree; not supported');
+  if (ctx.flags & CheckpointFlags.EXT_UNIX_RECONNECT && d.type === SOCK.DGRAM && p?.name?.length && p.peer !== d.ino) {
+    const via = fsName(p.name);
+    if (via[0] !== 0) {
+      // The name must still lead to that very socket, or the restart would connect elsewhere.
+      const target = via[0] === 0x2f ? via.toString('latin1') : path.posix.join(linux.readCwd(task.pid), via.toString('latin1'));
+      let st: fs.BigIntStats | undefined;
+      try {
+        st = fs.statSync(target, { bigint: true });
+      } catch {
+        st = undefined;
+      }
+      const dev = p.vfs ? linux.makeDev(p.vfs.dev >>> 20, p.vfs.dev & 0xfffff) : -1n;
+      if (!st?.isSocket() || st.ino !== BigInt(p.vfs?.ino ?? -1) || st.dev !== dev) refuseWith(`its name ${printable(via)} no longer leads to it, so it cannot be connected again by that name`);
+    }
+    rec.peer = 0n;
+    rec.role = ROLE.DGRAM_TO;
+    rec.via = via;
+    return;
+  }
+  if (ctx.flags & CheckpointFlags.EXT_UNIX_CLOSE && !d.name?.length) {
+    rec.peer = 0n;
+    rec.peerClosed = true;
+    return;
+  }
+  refuseWith(
+    'a peer is restored only together with the processes that hold it (cptrst checkpoint --ext-unix-sk reconnect: a datagram socket connected one way to a named socket is connected to that name again at restart; --ext-unix-sk close: an unnamed socket is restored as if its peer had closed)',
+  );
 }
 
 export class UnixSocketKind implements FileKindHandler {
