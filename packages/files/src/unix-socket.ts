@@ -20,15 +20,19 @@
  * Refused, naming the fd and why: a peer or holder outside the tree,
  * a connection made through a listener (its ends have names), connections not yet accepted,
  * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
- * datagram socket connected one way, an unlinked name that another file now has, a relative
- * name that no longer leads to the socket, SO_PASSSEC/SO_PASSPIDFD.
+ * datagram socket connected one way, SO_PASSSEC/SO_PASSPIDFD. A peer outside the tree is refused
+ * unless the user said how it comes back (--ext-unix-sk: externalPeer). A name that no longer
+ * leads to the socket (unlinked, replaced, its directory gone, a relative name the working
+ * directory no longer reaches) is bound again in a private place (unix-name.ts).
  *
  * Restart. The first FILE of a socketpair makes it (socketpair inside the task, both ends moved
  * above the image's fd numbers); the second finds its end by its inode. A socket whose peer had
  * closed is one end of a socketpair whose other end sends the queue and is then closed. A socket that is not
  * connected is made with socket(2) and bound to its name: a stale socket file left at that path
  * by the checkpointed process is removed first, but only if it is the very file recorded (device
- * and inode, on the same boot); a name that had been unlinked is bound and unlinked again at once.
+ * and inode, on the same boot); a name that no longer led to the socket is bound in a private
+ * place instead (unix-name.ts), and a datagram socket connected one way to it is connected from
+ * there.
  * A listener then listens with its backlog. Buffer sizes and SO_PASSCRED are set as each socket
  * is made; at the end of the files restore, when every socket exists, each queue is sent again
  * by its peer (non-blocking: a short send is an error, never a hang), then the shutdowns are
