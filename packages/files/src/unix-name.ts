@@ -50,7 +50,7 @@ interface NameHelper {
 
 const HELPERS = new WeakMap<RestartContext, NameHelper>();
 
-const sc = (name: Parameters<typeof linux.syscallNumber>[0] | string): number => linux.syscallNumber(name as Parameters<typeof linux.syscallNumber>[0]);
+const sc = (name: string): number => linux.syscallNumber(name);
 
 function helperOf(ctx: RestartContext): NameHelper {
   let h = HELPERS.get(ctx);
