@@ -93,6 +93,65 @@ describe('unix socket names that no longer lead to the socket', function () {
   });
 });
 
+describe('a datagram socket connected to a deleted name of another process of the tree', function () {
+  this.timeout(120000);
+  before(() => loadModule('@cptrst/cpt-module'));
+
+  /** A parent bound to <dir>/srv, its child connected to that name; the name then replaced by a regular file. */
+  const TREE = [
+    'import os,socket,sys,time',
+    'd,trig=sys.argv[1],sys.argv[2]',
+    'name=d+"/srv"',
+    's=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)',
+    's.bind(name)',
+    'r,w=os.pipe()',
+    'pid=os.fork()',
+    'if pid==0:',
+    '  s.close(); os.close(r)',
+    '  c=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)',
+    '  c.bind("\\0cptrst-socknames-child-%d"%os.getpid())',
+    '  c.connect(name)',
+    '  os.write(w,b"x"); os.close(w)',
+    '  while not os.path.exists(trig): time.sleep(0.01)',
+    '  c.settimeout(10)',
+    '  ok=c.getpeername()==name and c.send(b"from child")==10 and c.recv(100)==b"reply"',
+    '  os._exit(0 if ok else 1)',
+    'os.close(w); os.read(r,1); os.close(r)',
+    'os.unlink(name)',
+    'open(name,"w").write("a file")',
+    'print("READY",pid,flush=True)',
+    'while not os.path.exists(trig): time.sleep(0.01)',
+    's.settimeout(10)',
+    'm,a=s.recvfrom(100)',
+    's.sendto(b"reply",a)',
+    '_,st=os.waitpid(pid,0)',
+    'ok=m==b"from child" and a==b"\\0cptrst-socknames-child-%d"%pid and s.getsockname()==name and st==0 and open(name).read()=="a file"',
+    'print("PASS tree" if ok else "FAIL tree %r %r %r"%(m,a,st),flush=True)',
+  ].join('\n');
+
+  it('checkpoint, kill, restart: the child sends to the parent through the deleted name, and gets its answer', async () => {
+    const dir = makeTempDir('socknames-tree');
+    const trig = path.join(dir, 'go');
+    const root = await startPython(dir, 'tree', TREE, [dir, trig]);
+    const child = Number(/READY (\d+)/.exec(fs.readFileSync(root.out, 'utf8'))![1]);
+    try {
+      const img = path.join(dir, 'i.cpt');
+      const ck = await cptrst(['checkpoint', String(root.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      expect(await waitGone(root.pid, 10000)).to.equal(true);
+      expect(await waitGone(child, 10000)).to.equal(true);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      fs.writeFileSync(trig, '');
+      expect(await waitFor(root.out, 'tree')).to.equal(`READY ${child}\nPASS tree\n`);
+      expect(fs.readdirSync(dir).sort()).to.deep.equal(['go', 'i.cpt', 'srv', 'tree.out']);
+    } finally {
+      await killByPid(child);
+      await killByPid(root.pid);
+    }
+  });
+});
+
 describe('a unix socket connected to a peer outside the tree', function () {
   this.timeout(120000);
   before(() => loadModule('@cptrst/cpt-module'));

@@ -43,9 +43,19 @@ interface NameHelper {
   t: Tracee;
   /** The detached tmpfs (fd in the helper). */
   top: bigint;
-  /** Socket inode -> O_PATH fd (in the helper) of the directory that is the root of its name. */
-  roots: Map<bigint, bigint>;
+  /** Socket inode -> O_PATH fd (in the helper) of the directory that is the root of its name, and the name. */
+  roots: Map<bigint, { root: bigint; name: Buffer }>;
+  /** Connections to a private name not bound yet (its socket is made later, maybe by another process), by its socket's inode. */
+  waiting: Map<bigint, PrivateConnect[]>;
   next: number;
+}
+
+/** A socket to connect one way to the private name of socket `target`. */
+interface PrivateConnect {
+  task: RestartTask;
+  fd: bigint;
+  name: Buffer;
+  object: string;
 }
 
 const HELPERS = new WeakMap<RestartContext, NameHelper>();
@@ -62,7 +72,7 @@ function helperOf(ctx: RestartContext): NameHelper {
     t.syscallOk(sc('fsconfig'), [fsfd, FSCONFIG_CMD_CREATE, 0, 0, 0], 'fsconfig(FSCONFIG_CMD_CREATE)');
     const top = t.syscallOk(sc('fsmount'), [fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC], 'fsmount of the private tmpfs');
     t.syscall(sc('close'), [fsfd]);
-    h = { seized, t, top, roots: new Map(), next: 0 };
+    h = { seized, t, top, roots: new Map(), waiting: new Map(), next: 0 };
     HELPERS.set(ctx, h);
     return h;
   } catch (e) {
@@ -108,7 +118,7 @@ export function bindPrivately(ctx: RestartContext, task: RestartTask, fd: bigint
   const dirName = t.stage(Buffer.from(`${h.next++}\0`));
   t.syscallOk(sc('mkdirat'), [h.top, dirName, 0o700], 'mkdirat in the private tmpfs');
   const root = t.syscallOk(sc('openat'), [h.top, dirName, O.PATH | O.DIRECTORY | O.CLOEXEC, 0], 'opening a directory of the private tmpfs');
-  h.roots.set(ino, root);
+  h.roots.set(ino, { root, name });
   enter(h, root);
   // The directories of the name, each one made in the private root (an existing one is fine).
   const parts = name.toString('latin1').split('/').slice(0, -1);
@@ -125,23 +135,33 @@ export function bindPrivately(ctx: RestartContext, task: RestartTask, fd: bigint
   } finally {
     t.syscall(sc('close'), [copy]);
   }
+  const waiting = h.waiting.get(ino) ?? [];
+  h.waiting.delete(ino);
+  for (const c of waiting) connectNow(h, c, ino);
 }
 
-/** Whether the socket `ino` was bound by bindPrivately in this restart. */
-export function boundPrivately(ctx: RestartContext, ino: bigint): boolean {
-  return HELPERS.get(ctx)?.roots.has(ino) ?? false;
-}
-
-/** Connects the task's socket `fd` to `name`, bound privately by the socket `target`, from where it was bound. */
+/**
+ * Connects the task's socket `fd` one way to `name`, which the socket `target` (of this process
+ * or another of the image) gets privately: now if it has it, else as soon as it is bound (every
+ * socket of the image is made before the first finish hook, where the helper ends).
+ */
 export function connectPrivately(ctx: RestartContext, task: RestartTask, fd: bigint, target: bigint, name: Buffer, object: string): void {
-  const h = HELPERS.get(ctx);
-  const root = h?.roots.get(target);
-  if (!h || root === undefined) throw new CptError('EBADIMG', `socket ${target} has no private name to connect to`, { pid: task.pid, object });
-  enter(h, root);
-  const copy = copyOf(h, task, fd, object);
+  const h = helperOf(ctx);
+  const c = { task, fd, name, object };
+  if (h.roots.has(target)) return connectNow(h, c, target);
+  const list = h.waiting.get(target) ?? [];
+  if (!list.length) h.waiting.set(target, list);
+  list.push(c);
+}
+
+function connectNow(h: NameHelper, c: PrivateConnect, target: bigint): void {
+  const bound = h.roots.get(target)!;
+  if (!bound.name.equals(c.name)) throw new CptError('EBADIMG', `the socket it is connected to (${target}) is not bound to ${c.name.toString('latin1')}`, { pid: c.task.pid, object: c.object });
+  enter(h, bound.root);
+  const copy = copyOf(h, c.task, c.fd, c.object);
   try {
-    const addr = sockaddr(name);
-    h.t.syscallOk(sc('connect'), [copy, h.t.stage(addr), addr.length], `connecting ${object} to the private name ${name.toString('latin1')}`);
+    const addr = sockaddr(c.name);
+    h.t.syscallOk(sc('connect'), [copy, h.t.stage(addr), addr.length], `connecting ${c.object} to the private name ${c.name.toString('latin1')}`);
   } finally {
     h.t.syscall(sc('close'), [copy]);
   }
@@ -173,8 +193,11 @@ export class UnixNamesFinish implements RestoreHandler {
   restore(): void {
     /* no objects of its own */
   }
-  finish(ctx: RestartContext): void {
+  finish(ctx: RestartContext, task: RestartTask): void {
+    const h = HELPERS.get(ctx);
+    const left = h ? [...h.waiting.values()].flat() : [];
     endHelper(ctx);
+    if (left.length) throw new CptError('EBADIMG', `connected to the private name ${left[0].name.toString('latin1')}, which no socket of the image was bound to`, { pid: left[0].task.pid ?? task.pid, object: left[0].object });
   }
   abort(ctx: RestartContext): void {
     endHelper(ctx);

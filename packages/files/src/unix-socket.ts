@@ -48,7 +48,7 @@ import {
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
-import { bindPrivately, boundPrivately, connectPrivately } from './unix-name';
+import { bindPrivately, connectPrivately } from './unix-name';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
 
@@ -95,6 +95,8 @@ export class UnixSocketImage {
   @i32() peekOff = -1;
   /** DGRAM_TO: the inode of the socket it sends to, when that socket is in the image (0: reached by its name only). */
   @u64({ since: 6 }) viaIno = 0n;
+  /** DGRAM_TO: that socket's name no longer leads to it (it is bound privately at restart): connected from there. */
+  @bool({ since: 6 }) viaPrivate = false;
 }
 
 /** One message (or a stream's bytes) waiting in the socket's receive queue, in order. */
@@ -194,6 +196,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
       rec.role = ROLE.DGRAM_TO; // connected to itself
       rec.via = fsName(d.name);
       rec.viaIno = BigInt(ino);
+      rec.viaPrivate = rec.nameUnlinked;
     } else if (!(d.name && d.name.length)) {
       rec.peerClosed = true; // connected to a socket that has closed (what it sent may still wait here)
     } else {
@@ -251,42 +254,38 @@ function ownNamed(task: CheckpointTask, name: Buffer): boolean {
   return false;
 }
 
-/** The bound name: abstract, or an absolute path (its socket file recorded, or unlinked). */
-function describeName(task: CheckpointTask, d: linux.UnixDiag, rec: UnixSocketImage): void {
-  const name = d.name!;
-  rec.name = name;
-  if (name[0] === 0) return; // abstract: every byte counts
-  // A filesystem name as the kernel keeps it, with the NUL that ends the path.
-  const end = name.indexOf(0);
-  rec.name = end >= 0 ? name.subarray(0, end) : name;
-  const given = rec.name.toString('latin1');
-  // A relative name was resolved against the working directory of the bind; it is kept when it
-  // still names the socket's file from the task's working directory (restored before the fds).
-  const p = given.startsWith('/') ? given : path.posix.join(linux.readCwd(task.pid), given);
-  rec.namePath = p;
-  const dir = path.posix.dirname(p);
-  let dst: fs.BigIntStats | undefined;
-  try {
-    dst = fs.statSync(dir, { bigint: true });
-  } catch {
-    /* refused below */
-  }
-  // A directory that is gone: the name is bound again in a private place (unix-name.ts).
-  const dirGone = !dst?.isDirectory();
-  // sock_diag gives the kernel's dev_t (major << 20 | minor).
-  rec.nameDev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : 0n;
-  rec.nameIno = BigInt(d.vfs?.ino ?? 0);
+/**
+ * Where a filesystem name of socket `d` leads from the working directory of process `pid` (a
+ * relative name was resolved against the working directory of the bind; it is kept when it still
+ * names the socket's file from there): its absolute path, the file there, and whether that file
+ * is the socket's own (sock_diag gives the kernel's dev_t, major << 20 | minor). Not the socket's
+ * own file (none, another file, its directory gone, or a relative name the working directory no
+ * longer reaches): the name is bound again in a private place (unix-name.ts). Of a relative name,
+ * the kernel does not say where its file went.
+ */
+function nameFile(pid: number, d: linux.UnixDiag): { path: string; st?: fs.BigIntStats; leads: boolean } {
+  const given = fsName(d.name!).toString('latin1');
+  const p = given.startsWith('/') ? given : path.posix.join(linux.readCwd(pid), given);
   let st: fs.BigIntStats | undefined;
   try {
-    st = dirGone ? undefined : fs.lstatSync(p, { bigint: true });
+    st = fs.lstatSync(p, { bigint: true });
   } catch {
     st = undefined;
   }
-  // Not the socket's own file there (none, another file, or a relative name that no longer leads
-  // to it from the working directory): the name is bound again where nobody sees it, and nothing
-  // is made in the filesystem. (Of a relative name, the kernel does not say where its file went.)
-  rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
-  if (st && !rec.nameUnlinked) {
+  const dev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : -1n;
+  return { path: p, st, leads: !!st?.isSocket() && st.ino === BigInt(d.vfs?.ino ?? -1) && st.dev === dev };
+}
+
+/** The bound name: abstract, or a path (its socket file recorded, or bound privately at restart). */
+function describeName(task: CheckpointTask, d: linux.UnixDiag, rec: UnixSocketImage): void {
+  rec.name = fsName(d.name!);
+  if (rec.name[0] === 0) return; // abstract: every byte counts
+  const { path: p, st, leads } = nameFile(task.pid, d);
+  rec.namePath = p;
+  rec.nameDev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : 0n;
+  rec.nameIno = BigInt(d.vfs?.ino ?? 0);
+  rec.nameUnlinked = !leads;
+  if (st && leads) {
     rec.nameMode = Number(st.mode) & 0o7777;
     rec.nameUid = Number(st.uid);
     rec.nameGid = Number(st.gid);
@@ -348,6 +347,13 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
       externalPeer(ctx, task, f, d, p, rec, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree`, shared !== undefined);
       return;
     }
+    if (d.type === SOCK.DGRAM && p?.name?.length && p.peer !== d.ino) {
+      // A datagram socket connected one way to a named socket of another process of the tree: connected again once both exist.
+      rec.peer = 0n;
+      rec.role = ROLE.DGRAM_TO;
+      connectedOneWay(task, f, elsewhere[0].pid, p, rec);
+      return;
+    }
     // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must hold one of them.
     if (d.name?.length || p?.name?.length || p?.peer !== d.ino) {
       refuse(task.pid, object, `it is connected to ${peerLink} of ${describeHolders(elsewhere)} through a name (a listener, or a datagram socket connected one way); a connection through a name between two processes is not supported yet`);
@@ -363,14 +369,14 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     rec.role = ROLE.DGRAM_TO;
     rec.via = fsName(d.name!);
     rec.viaIno = BigInt(d.ino);
+    rec.viaPrivate = rec.nameUnlinked;
     return;
   }
   if (!p || p.peer !== d.ino) {
     if (d.type !== SOCK.DGRAM || !named(p)) refuse(task.pid, object, `it is connected to ${peerLink}, which is not connected back to it and has no name; not supported yet`);
     rec.peer = 0n;
     rec.role = ROLE.DGRAM_TO;
-    rec.via = fsName(p!.name!);
-    rec.viaIno = BigInt(p!.ino);
+    connectedOneWay(task, f, task.pid, p!, rec);
     return;
   }
   if (named(d) && named(p)) {
@@ -380,6 +386,17 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     if (d.type === SOCK.DGRAM) refuse(task.pid, object, `a datagram socket connected both ways to a named one (${peerLink}); not supported yet`);
     rec.role = named(d) ? ROLE.ACCEPTED : ROLE.CLIENT;
     rec.via = fsName((named(d) ? d : p).name!);
+  }
+}
+
+/** A datagram socket connected one way to the named socket `p`, which process `holder` holds: by its name, or privately where that no longer leads to it. */
+function connectedOneWay(task: CheckpointTask, f: OpenFile, holder: number, p: linux.UnixDiag, rec: UnixSocketImage): void {
+  rec.via = fsName(p.name!);
+  rec.viaIno = BigInt(p.ino);
+  rec.viaPrivate = rec.via[0] !== 0 && !nameFile(holder, p).leads;
+  // Connected again by the name, from this process's working directory: a relative name must lead there too.
+  if (rec.via[0] !== 0 && !rec.viaPrivate && holder !== task.pid && !nameFile(task.pid, p).leads) {
+    refuse(task.pid, objectOf(f), `it is connected to the relative name ${printable(rec.via)} of process ${holder}, which does not lead to that socket from this process's working directory; not supported`);
   }
 }
 
@@ -483,7 +500,11 @@ export class UnixSocketKind implements FileKindHandler {
     s.object = req.object;
     s.flags = img.flags;
     setOptions(ctx, task, s.fd, rec, req.object);
-    connectToPrivateNames(ctx, task, table);
+    if (rec.role === ROLE.DGRAM_TO && rec.viaPrivate) {
+      // Connected from where that name is bound privately (now, or once its socket is made): never by its path.
+      connectPrivately(ctx, task, s.fd, rec.viaIno, rec.via, req.object);
+      s.connected = true;
+    }
     const t = task.tracee!;
     const fd = t.syscallOk(SYS.fcntl, [s.fd, F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
     t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
@@ -529,7 +550,8 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if ((r.role === ROLE.NONE) !== (r.via.length === 0) || r.via.length > SUN_PATH_MAX) throw bad('the name it is connected through');
   if ((r.role === ROLE.ACCEPTED || r.role === ROLE.CLIENT) && (!r.peer || r.type === SOCK.DGRAM)) throw bad('a connection through a listener without a peer');
   if (r.pending.length && r.state !== linux.TCP_LISTEN) throw bad('connections waiting on a socket that does not listen');
-  if (r.viaIno && r.role !== ROLE.DGRAM_TO) throw bad('the socket it sends to, on a socket that is not connected one way');
+  if ((r.viaIno || r.viaPrivate) && r.role !== ROLE.DGRAM_TO) throw bad('the socket it sends to, on a socket that is not connected one way');
+  if (r.viaPrivate && (!r.viaIno || r.via[0] === 0)) throw bad('a private name to connect to without its socket');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
   if (r.peer && r.name.length && r.role !== ROLE.ACCEPTED) throw bad('a named socket with a peer');
   if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
@@ -853,25 +875,10 @@ function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<
   for (const s of table.values()) {
     if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
     if (s.rec!.role !== ROLE.DGRAM_TO || s.connected) continue;
-    // A name bound privately leads nowhere in the filesystem: connected from the private place (above), never by its path.
+    // A name bound privately is never reached by its path (which leads elsewhere, or nowhere).
     const target = s.rec!.viaIno ? table.get(s.rec!.viaIno)?.rec : undefined;
-    if (target?.nameUnlinked) throw new CptError('EBADIMG', `connected to ${printable(s.rec!.via)}, a name that was not bound again`, { pid: task.pid, object: s.object! });
+    if (target?.nameUnlinked) throw new CptError('EBADIMG', `connected to ${printable(s.rec!.via)}, a name bound privately, by its path`, { pid: task.pid, object: s.object! });
     connectTo(task, s.fd, s.rec!.via, s.object!);
-  }
-}
-
-/**
- * Datagram sockets connected one way to a name bound in a private place are connected from there
- * (unix-name.ts) as soon as both sockets exist: during the files restore, while the helper that
- * holds the private names is there.
- */
-function connectToPrivateNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): void {
-  for (const s of table.values()) {
-    if (s.connected || !s.rec || s.rec.role !== ROLE.DGRAM_TO || !s.rec.viaIno || !boundPrivately(ctx, s.rec.viaIno)) continue;
-    const target = table.get(s.rec.viaIno)?.rec;
-    if (!target?.name.equals(s.rec.via)) throw new CptError('EBADIMG', `the socket it is connected to (${s.rec.viaIno}) is not bound to ${printable(s.rec.via)}`, { pid: task.pid, object: s.object! });
-    connectPrivately(ctx, task, s.fd, s.rec.viaIno, s.rec.via, s.object!);
-    s.connected = true;
   }
 }
 
