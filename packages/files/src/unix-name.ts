@@ -193,11 +193,11 @@ export class UnixNamesFinish implements RestoreHandler {
   restore(): void {
     /* no objects of its own */
   }
-  finish(ctx: RestartContext, task: RestartTask): void {
+  finish(ctx: RestartContext): void {
     const h = HELPERS.get(ctx);
     const left = h ? [...h.waiting.values()].flat() : [];
     endHelper(ctx);
-    if (left.length) throw new CptError('EBADIMG', `connected to the private name ${left[0].name.toString('latin1')}, which no socket of the image was bound to`, { pid: left[0].task.pid ?? task.pid, object: left[0].object });
+    if (left.length) throw new CptError('EBADIMG', `connected to the private name ${left[0].name.toString('latin1')}, which no socket of the image was bound to`, { pid: left[0].task.pid, object: left[0].object });
   }
   abort(ctx: RestartContext): void {
     endHelper(ctx);
