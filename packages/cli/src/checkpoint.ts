@@ -15,12 +15,13 @@ interface CheckpointOptions {
   snapshot?: boolean;
   shellJob?: boolean;
   compress?: boolean;
+  extUnixSk?: 'reconnect' | 'close';
 }
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'write an image of a running process',
-  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--shell-job] [--json] [-v]',
+  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--shell-job] [--ext-unix-sk <how>] [--json] [-v]',
   description: [
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
@@ -36,6 +37,10 @@ export const checkpointCommand: Command = {
     'A tree that runs on the terminal of a shell outside it (a job started from an interactive shell) is',
     'refused unless --shell-job is given: its fds on that terminal and its controlling terminal are then',
     'recorded as "the terminal cptrst is run from", which `cptrst restart --shell-job` gives back.',
+    'A unix socket connected to a socket that only processes outside the tree hold is refused unless',
+    '--ext-unix-sk says how it comes back: `reconnect` (a datagram socket connected one way to a named socket',
+    'is connected to that name again at restart; the name must still lead to that socket) or `close` (an',
+    'unnamed socket is restored as if its peer had closed, with the data waiting in its queue).',
     'A one-line summary goes to stderr; with --json a JSON object goes to stdout (to stderr with -o -).',
   ].join(' '),
   declare(cmd: Commander): void {
@@ -46,7 +51,8 @@ export const checkpointCommand: Command = {
       .addOption(new Option('--leave-stopped', 'leave the process stopped (SIGSTOP) and untraced'))
       .addOption(new Option('--no-snapshot', 'keep the process frozen until its pages are written (no copy-on-write snapshot)'))
       .addOption(new Option('--shell-job', 'the tree runs on the terminal of a shell outside it: record that terminal as the caller\'s (restart with --shell-job)'))
-      .addOption(new Option('--compress', 'compress page data (LZ4)'));
+      .addOption(new Option('--compress', 'compress page data (LZ4)'))
+      .addOption(new Option('--ext-unix-sk <how>', 'a unix socket connected to a socket outside the tree: reconnect (datagram, to its named peer, at restart) or close (restored as if its peer had closed)').choices(['reconnect', 'close']));
   },
   errorFd: (p) => ((p.options as Partial<CheckpointOptions>).output === '-' ? 2 : 1),
   run: runCheckpoint,
@@ -62,7 +68,7 @@ async function runCheckpoint(p: Invocation): Promise<number> {
   const toStdout = output === '-';
   if (toStdout && tty.isatty(1)) throw new UsageError('refusing to write an image to a terminal: redirect stdout, or give -o <file>');
   const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0) | (o.snapshot === false ? CheckpointFlags.NO_SNAPSHOT : 0) |
-    (o.shellJob ? CheckpointFlags.SHELL_JOB : 0);
+    (o.shellJob ? CheckpointFlags.SHELL_JOB : 0) | (o.extUnixSk === 'reconnect' ? CheckpointFlags.EXT_UNIX_RECONNECT : o.extUnixSk === 'close' ? CheckpointFlags.EXT_UNIX_CLOSE : 0);
 
   const signal = catchInterrupts();
   loadModules(c);

@@ -57,6 +57,17 @@ export const CheckpointFlags = {
    * refused.
    */
   SHELL_JOB: 1 << 3,
+  /**
+   * A unix datagram socket connected one way to a named socket held only by processes outside the
+   * tree is recorded as connected to that name, and connected to it again at restart, instead of
+   * being refused.
+   */
+  EXT_UNIX_RECONNECT: 1 << 4,
+  /**
+   * An unnamed unix socket connected to a peer held only by processes outside the tree is
+   * restored as if that peer had closed (what waits in its queue kept), instead of being refused.
+   */
+  EXT_UNIX_CLOSE: 1 << 5,
 } as const;
 
 /** Flags of sys_restart. */

@@ -30,6 +30,7 @@ import { MemfdKind } from './memfd';
 import { DevTtyKind, PtyMasterKind, PtySlaveKind, TtyRestore } from './tty';
 import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
 import { PidfdFinish, PidfdKind } from './pidfd';
+import { UnixNamesFinish } from './unix-name';
 
 export * from './fs-struct';
 export * from './file';
@@ -50,6 +51,7 @@ export * from './pipe';
 export * from './fifo';
 export * from './memfd';
 export * from './unix-socket';
+export * from './unix-name';
 export * from './pidfd';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
@@ -112,6 +114,7 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new LocksRestore());
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
   provide(c, Tokens.RestoreHandler, new PidfdFinish());
+  provide(c, Tokens.RestoreHandler, new UnixNamesFinish());
   provide(c, Tokens.RestoreHandler, new TtyRestore());
   provide(c, Tokens.RestoreHandler, new FsRootRestore());
 }

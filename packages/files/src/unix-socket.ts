@@ -20,15 +20,19 @@
  * Refused, naming the fd and why: a peer or holder outside the tree,
  * a connection made through a listener (its ends have names), connections not yet accepted,
  * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
- * datagram socket connected one way, an unlinked name that another file now has, a relative
- * name that no longer leads to the socket, SO_PASSSEC/SO_PASSPIDFD.
+ * datagram socket connected one way, SO_PASSSEC/SO_PASSPIDFD. A peer outside the tree is refused
+ * unless the user said how it comes back (--ext-unix-sk: externalPeer). A name that no longer
+ * leads to the socket (unlinked, replaced, its directory gone, a relative name the working
+ * directory no longer reaches) is bound again in a private place (unix-name.ts).
  *
  * Restart. The first FILE of a socketpair makes it (socketpair inside the task, both ends moved
  * above the image's fd numbers); the second finds its end by its inode. A socket whose peer had
  * closed is one end of a socketpair whose other end sends the queue and is then closed. A socket that is not
  * connected is made with socket(2) and bound to its name: a stale socket file left at that path
  * by the checkpointed process is removed first, but only if it is the very file recorded (device
- * and inode, on the same boot); a name that had been unlinked is bound and unlinked again at once.
+ * and inode, on the same boot); a name that no longer led to the socket is bound in a private
+ * place instead (unix-name.ts), and a datagram socket connected one way to it is connected from
+ * there.
  * A listener then listens with its backlog. Buffer sizes and SO_PASSCRED are set as each socket
  * is made; at the end of the files restore, when every socket exists, each queue is sent again
  * by its peer (non-blocking: a short send is an error, never a hang), then the shutdowns are
@@ -38,12 +42,13 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
+  CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
   carriedIn, describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, shareGroup, shareOf, u32, u64,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
+import { bindPrivately, connectPrivately } from './unix-name';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
 
@@ -88,6 +93,10 @@ export class UnixSocketImage {
   @u32() rcvbuf = 0;
   @bool() passcred = false;
   @i32() peekOff = -1;
+  /** DGRAM_TO: the inode of the socket it sends to, when that socket is in the image (0: reached by its name only). */
+  @u64({ since: 6 }) viaIno = 0n;
+  /** DGRAM_TO: that socket's name no longer leads to it (it is bound privately at restart): connected from there. */
+  @bool({ since: 6 }) viaPrivate = false;
 }
 
 /** One message (or a stream's bytes) waiting in the socket's receive queue, in order. */
@@ -167,7 +176,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   rec.type = type;
   rec.state = d.state;
   rec.shutdown = d.shutdown;
-  if (d.name && d.name.length) describeName(task, f, d, rec);
+  if (d.name && d.name.length) describeName(task, d, rec);
   if (d.state === linux.TCP_LISTEN) {
     rec.backlog = d.rqlen?.wqueue ?? 0;
     rec.pending = d.icons.map((e) => BigInt(pendingClient(task, f, e)));
@@ -186,6 +195,8 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
     } else if (peerName.length && d.name && fsName(peerName).equals(fsName(d.name))) {
       rec.role = ROLE.DGRAM_TO; // connected to itself
       rec.via = fsName(d.name);
+      rec.viaIno = BigInt(ino);
+      rec.viaPrivate = rec.nameUnlinked;
     } else if (!(d.name && d.name.length)) {
       rec.peerClosed = true; // connected to a socket that has closed (what it sent may still wait here)
     } else {
@@ -228,6 +239,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
       if (m.from.length && !ownNamed(task, m.from)) refuse(task.pid, object, `a message waits from ${printable(m.from)}, which is no socket of this process; its sender cannot be restored`);
     }
   }
+  checkUnlinkedName(task, f, rec, queue.length);
   const st: SocketState = { rec, queue };
   states.set(ino, st);
   return st;
@@ -242,46 +254,55 @@ function ownNamed(task: CheckpointTask, name: Buffer): boolean {
   return false;
 }
 
-/** The bound name: abstract, or an absolute path (its socket file recorded, or unlinked). */
-function describeName(task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, rec: UnixSocketImage): void {
-  const object = objectOf(f);
-  const name = d.name!;
-  rec.name = name;
-  if (name[0] === 0) return; // abstract: every byte counts
-  // A filesystem name as the kernel keeps it, with the NUL that ends the path.
-  const end = name.indexOf(0);
-  rec.name = end >= 0 ? name.subarray(0, end) : name;
-  const given = rec.name.toString('latin1');
-  // A relative name was resolved against the working directory of the bind; it is kept when it
-  // still names the socket's file from the task's working directory (restored before the fds).
-  const p = given.startsWith('/') ? given : path.posix.join(linux.readCwd(task.pid), given);
-  rec.namePath = p;
-  const dir = path.posix.dirname(p);
-  let dst: fs.BigIntStats | undefined;
-  try {
-    dst = fs.statSync(dir, { bigint: true });
-  } catch {
-    /* refused below */
-  }
-  if (!dst?.isDirectory()) refuse(task.pid, object, `the directory ${dir} of the socket's name is gone; restart binds the name in it again`);
-  // sock_diag gives the kernel's dev_t (major << 20 | minor).
-  rec.nameDev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : 0n;
-  rec.nameIno = BigInt(d.vfs?.ino ?? 0);
+/**
+ * Where a filesystem name of socket `d` leads from the working directory of process `pid` (a
+ * relative name was resolved against the working directory of the bind; it is kept when it still
+ * names the socket's file from there): its absolute path, the file there, and whether that file
+ * is the socket's own (sock_diag gives the kernel's dev_t, major << 20 | minor). Not the socket's
+ * own file (none, another file, its directory gone, or a relative name the working directory no
+ * longer reaches): the name is bound again in a private place (unix-name.ts). Of a relative name,
+ * the kernel does not say where its file went.
+ */
+function nameFile(pid: number, d: linux.UnixDiag): { path: string; st?: fs.BigIntStats; leads: boolean } {
+  const given = fsName(d.name!).toString('latin1');
+  const p = given.startsWith('/') ? given : path.posix.join(linux.readCwd(pid), given);
   let st: fs.BigIntStats | undefined;
   try {
     st = fs.lstatSync(p, { bigint: true });
   } catch {
     st = undefined;
   }
-  rec.nameUnlinked = !st || !st.isSocket() || st.ino !== rec.nameIno || st.dev !== rec.nameDev;
-  if (st && !rec.nameUnlinked) {
+  const dev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : -1n;
+  return { path: p, st, leads: !!st?.isSocket() && st.ino === BigInt(d.vfs?.ino ?? -1) && st.dev === dev };
+}
+
+/** The bound name: abstract, or a path (its socket file recorded, or bound privately at restart). */
+function describeName(task: CheckpointTask, d: linux.UnixDiag, rec: UnixSocketImage): void {
+  rec.name = fsName(d.name!);
+  if (rec.name[0] === 0) return; // abstract: every byte counts
+  const { path: p, st, leads } = nameFile(task.pid, d);
+  rec.namePath = p;
+  rec.nameDev = d.vfs ? linux.makeDev(d.vfs.dev >>> 20, d.vfs.dev & 0xfffff) : 0n;
+  rec.nameIno = BigInt(d.vfs?.ino ?? 0);
+  rec.nameUnlinked = !leads;
+  if (st && leads) {
     rec.nameMode = Number(st.mode) & 0o7777;
     rec.nameUid = Number(st.uid);
     rec.nameGid = Number(st.gid);
   }
-  if (rec.nameUnlinked && !given.startsWith('/')) refuse(task.pid, object, `the socket is bound to the relative path ${JSON.stringify(given)}, which no longer names it from the working directory`);
-  // Bound again and unlinked at restart: that needs the name free, as it was when bound.
-  if (rec.nameUnlinked && st) refuse(task.pid, object, `the socket's name ${p} was unlinked and another file has that name now; restoring it would need that file moved away`);
+}
+
+/**
+ * A name bound in a private place at restart leads nowhere in the filesystem, so only what needs
+ * no path to it is restored: connections through it, or messages sent to it by name, are refused.
+ */
+function checkUnlinkedName(task: CheckpointTask, f: OpenFile, rec: UnixSocketImage, queued: number): void {
+  if (!rec.nameUnlinked || !rec.name.length || rec.name[0] === 0) return;
+  const object = objectOf(f);
+  const name = printable(rec.name);
+  if (rec.role === ROLE.ACCEPTED) refuse(task.pid, object, `it was accepted from a listener whose name ${name} was unlinked (or no longer leads to it); a connection through such a name is not supported yet`);
+  if (rec.pending.length) refuse(task.pid, object, `connections wait in the backlog of a listener whose name ${name} was unlinked (or no longer leads to it); not supported yet`);
+  if (queued && !rec.peer && !rec.peerClosed) refuse(task.pid, object, `${queued} message(s) sent to the name ${name} wait on it, but that name was unlinked (or no longer leads to it); sending them again by that name is not supported`);
 }
 
 /** The listening socket of this process whose backlog holds a connection from `client`, if any (sock_diag lists a listener's waiting connections by their clients). */
@@ -323,7 +344,15 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     if (!elsewhere.length) refuse(task.pid, object, `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
     const { shared, outside } = shareGroup(ctx, task, [{ link: f.link }, { link: peerLink }]);
     if (outside.length) {
-      refuse(task.pid, object, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree; a peer is restored only together with the processes that hold it`);
+      externalPeer(ctx, task, f, d, p, rec, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree`, shared !== undefined);
+      return;
+    }
+    if (d.type === SOCK.DGRAM && p?.name?.length && p.peer !== d.ino) {
+      // A datagram socket connected one way to a named socket of another process of the tree: connected again once both exist.
+      rec.peer = 0n;
+      rec.role = ROLE.DGRAM_TO;
+      connectedOneWay(task, f, elsewhere[0].pid, p, rec);
+      return;
     }
     // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must hold one of them.
     if (d.name?.length || p?.name?.length || p?.peer !== d.ino) {
@@ -339,13 +368,15 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     rec.peer = 0n; // connected to itself
     rec.role = ROLE.DGRAM_TO;
     rec.via = fsName(d.name!);
+    rec.viaIno = BigInt(d.ino);
+    rec.viaPrivate = rec.nameUnlinked;
     return;
   }
   if (!p || p.peer !== d.ino) {
     if (d.type !== SOCK.DGRAM || !named(p)) refuse(task.pid, object, `it is connected to ${peerLink}, which is not connected back to it and has no name; not supported yet`);
     rec.peer = 0n;
     rec.role = ROLE.DGRAM_TO;
-    rec.via = fsName(p!.name!);
+    connectedOneWay(task, f, task.pid, p!, rec);
     return;
   }
   if (named(d) && named(p)) {
@@ -356,6 +387,57 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     rec.role = named(d) ? ROLE.ACCEPTED : ROLE.CLIENT;
     rec.via = fsName((named(d) ? d : p).name!);
   }
+}
+
+/** A datagram socket connected one way to the named socket `p`, which process `holder` holds: by its name, or privately where that no longer leads to it. */
+function connectedOneWay(task: CheckpointTask, f: OpenFile, holder: number, p: linux.UnixDiag, rec: UnixSocketImage): void {
+  rec.via = fsName(p.name!);
+  rec.viaIno = BigInt(p.ino);
+  rec.viaPrivate = rec.via[0] !== 0 && !nameFile(holder, p).leads;
+  // Connected again by the name, from this process's working directory: a relative name must lead there too.
+  if (rec.via[0] !== 0 && !rec.viaPrivate && holder !== task.pid && !nameFile(task.pid, p).leads) {
+    refuse(task.pid, objectOf(f), `it is connected to the relative name ${printable(rec.via)} of process ${holder}, which does not lead to that socket from this process's working directory; not supported`);
+  }
+}
+
+/**
+ * A peer outside the tree is not restored. Refused, unless the user said how the socket comes back
+ * (cptrst checkpoint --ext-unix-sk): `reconnect`, a datagram socket connected one way to a named
+ * socket is connected again to that name at restart (by the task, as the task: the kernel checks
+ * its right to send there); `close`, an unnamed socket is restored as one whose peer has closed,
+ * with what waits in its queue.
+ */
+function externalPeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, d: linux.UnixDiag, p: linux.UnixDiag | undefined, rec: UnixSocketImage, where: string, alsoInTree: boolean): void {
+  const object = objectOf(f);
+  const refuseWith = (why: string): never => refuse(task.pid, object, `${where}; ${why}`);
+  if (alsoInTree) refuseWith('its peer is held both inside and outside the tree; not supported');
+  if (ctx.flags & CheckpointFlags.EXT_UNIX_RECONNECT && d.type === SOCK.DGRAM && p?.name?.length && p.peer !== d.ino) {
+    const via = fsName(p.name);
+    if (via[0] !== 0) {
+      // The name must still lead to that very socket, or the restart would connect elsewhere.
+      const target = via[0] === 0x2f ? via.toString('latin1') : path.posix.join(linux.readCwd(task.pid), via.toString('latin1'));
+      let st: fs.BigIntStats | undefined;
+      try {
+        st = fs.statSync(target, { bigint: true });
+      } catch {
+        st = undefined;
+      }
+      const dev = p.vfs ? linux.makeDev(p.vfs.dev >>> 20, p.vfs.dev & 0xfffff) : -1n;
+      if (!st?.isSocket() || st.ino !== BigInt(p.vfs?.ino ?? -1) || st.dev !== dev) refuseWith(`its name ${printable(via)} no longer leads to it, so it cannot be connected again by that name`);
+    }
+    rec.peer = 0n;
+    rec.role = ROLE.DGRAM_TO;
+    rec.via = via;
+    return;
+  }
+  if (ctx.flags & CheckpointFlags.EXT_UNIX_CLOSE && !d.name?.length) {
+    rec.peer = 0n;
+    rec.peerClosed = true;
+    return;
+  }
+  refuseWith(
+    'a peer is restored only together with the processes that hold it (cptrst checkpoint --ext-unix-sk reconnect: a datagram socket connected one way to a named socket is connected to that name again at restart; --ext-unix-sk close: an unnamed socket is restored as if its peer had closed)',
+  );
 }
 
 export class UnixSocketKind implements FileKindHandler {
@@ -418,6 +500,11 @@ export class UnixSocketKind implements FileKindHandler {
     s.object = req.object;
     s.flags = img.flags;
     setOptions(ctx, task, s.fd, rec, req.object);
+    if (rec.role === ROLE.DGRAM_TO && rec.viaPrivate) {
+      // Connected from where that name is bound privately (now, or once its socket is made): never by its path.
+      connectPrivately(ctx, task, s.fd, rec.viaIno, rec.via, req.object);
+      s.connected = true;
+    }
     const t = task.tracee!;
     const fd = t.syscallOk(SYS.fcntl, [s.fd, F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
     t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
@@ -440,7 +527,7 @@ interface RestoredSocket {
   closedPeer?: bigint;
   /** The FILE's open flags. */
   flags?: number;
-  /** A PENDING client, connected into its listener's backlog. */
+  /** A PENDING client, connected into its listener's backlog; a DGRAM_TO socket connected to a private name. */
   connected?: boolean;
 }
 
@@ -463,6 +550,8 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if ((r.role === ROLE.NONE) !== (r.via.length === 0) || r.via.length > SUN_PATH_MAX) throw bad('the name it is connected through');
   if ((r.role === ROLE.ACCEPTED || r.role === ROLE.CLIENT) && (!r.peer || r.type === SOCK.DGRAM)) throw bad('a connection through a listener without a peer');
   if (r.pending.length && r.state !== linux.TCP_LISTEN) throw bad('connections waiting on a socket that does not listen');
+  if ((r.viaIno || r.viaPrivate) && r.role !== ROLE.DGRAM_TO) throw bad('the socket it sends to, on a socket that is not connected one way');
+  if (r.viaPrivate && (!r.viaIno || r.via[0] === 0)) throw bad('a private name to connect to without its socket');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
   if (r.peer && r.name.length && r.role !== ROLE.ACCEPTED) throw bad('a named socket with a peer');
   if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
@@ -527,17 +616,17 @@ function makePair(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, 
 function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): bigint {
   const t = task.tracee!;
   const fd = moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket');
-  if (rec.name.length) {
+  if (rec.name.length && rec.name[0] !== 0 && rec.nameUnlinked) {
+    // Its file was gone at the checkpoint: the name is bound where nobody sees it.
+    bindPrivately(ctx, task, fd, rec.ino, rec.name, rec.namePath, req.object);
+  } else if (rec.name.length) {
     const fsName = rec.name[0] !== 0;
-    if (fsName && !rec.nameUnlinked) removeStale(ctx, task, rec, req);
+    if (fsName) removeStale(ctx, task, rec, req);
     const addr = Buffer.alloc(2 + rec.name.length);
     addr.writeUInt16LE(linux.AF_UNIX, 0);
     rec.name.copy(addr, 2);
     t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
-    if (fsName && !rec.nameUnlinked) setNameAttributes(ctx, task, rec, req);
-    if (fsName && rec.nameUnlinked) {
-      t.syscallOk(linux.syscallNumber('unlinkat'), [linux.AT_FDCWD, t.stage(Buffer.from(rec.namePath + '\0')), 0], `unlinking the name of ${req.object} again`);
-    }
+    if (fsName) setNameAttributes(ctx, task, rec, req);
   }
   if (rec.state === linux.TCP_LISTEN) t.syscallOk(linux.syscallNumber('listen'), [fd, rec.backlog], `listen of ${req.object}`);
   return fd;
@@ -785,7 +874,11 @@ function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<
   }
   for (const s of table.values()) {
     if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
-    if (s.rec!.role === ROLE.DGRAM_TO) connectTo(task, s.fd, s.rec!.via, s.object!);
+    if (s.rec!.role !== ROLE.DGRAM_TO || s.connected) continue;
+    // A name bound privately is never reached by its path (which leads elsewhere, or nowhere).
+    const target = s.rec!.viaIno ? table.get(s.rec!.viaIno)?.rec : undefined;
+    if (target?.nameUnlinked) throw new CptError('EBADIMG', `connected to ${printable(s.rec!.via)}, a name bound privately, by its path`, { pid: task.pid, object: s.object! });
+    connectTo(task, s.fd, s.rec!.via, s.object!);
   }
 }
 
