@@ -33,8 +33,8 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask,
-  RestoreHandler, bool, bytes, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, outsideCttyHolders,
-  ptyIndexOfRdev, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
+  RestoreHandler, StateKey, bool, bytes, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, otherHolders,
+  outsideCttyHolders, ownHolders, ptyIndexOfRdev, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, reopenFlags } from './kinds';
 import { FileImage } from './file';
@@ -44,7 +44,10 @@ const { SYS, O, TIOC, TERMIOS, PTY } = linux;
 /** A terminal's record, under its FILE. */
 @objectType(ObjectType.TTY, 'tty', { parents: [ObjectType.FILE] })
 class TtyImage {
-  /** 'master' or 'slave' of pty `index`; 'devtty' (/dev/tty: the controlling terminal); 'caller' (the terminal cptrst runs on). */
+  /**
+   * 'master' or 'slave' of pty `index`; 'hungup': a slave of pty `index` whose master was closed;
+   * 'devtty' (/dev/tty: the controlling terminal); 'caller' (the terminal cptrst runs on).
+   */
   @str() role = '';
   @u32() index = 0;
   /** The slave's struct termios (the kernel's, 36 bytes): on a master's record only, as all below. */
@@ -56,6 +59,7 @@ class TtyImage {
   @bool() exclusive = false;
   /** No process holds the slave, which was opened and closed (the master reads EIO). */
   @bool() slaveClosed = false;
+  /** The slave's owner and permissions (on a master's record, and on a hung-up slave's). */
   @u32() slaveUid = 0;
   @u32() slaveGid = 0;
   @u32() slaveMode = 0;
@@ -519,26 +523,36 @@ export class PtySlaveKind implements FileKindHandler {
   }
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     const idx = ptyIndexOfRdev(f.stat.rdev)!;
-    if (f.link.endsWith(' (deleted)')) refuse(task.pid, objectOf(f), `the master of pty ${idx} was closed: this slave is hung up; not supported`);
+    if (f.link.endsWith(' (deleted)')) return checkHungUp(task, f, idx);
+    if (isHungUp(task, f)) refuse(task.pid, objectOf(f), `this description of /dev/pts/${idx} was hung up (vhangup) while its pty lives on; not supported`);
     if (isCallerTerminal(ctx, task, f.stat.rdev) && !ptyHolders(ctx, idx).masters.some((m) => heldByUs(m.pid))) return;
     requireMasterFirst(ctx, task, f, idx);
     refuseOutsiders(ctx, task, f, idx);
   }
   restoreAfter(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, files: OpenFile[]): number[] {
+    if (f.link.endsWith(' (deleted)')) return [];
     const m = ownMaster(task, files, ptyIndexOfRdev(f.stat.rdev)!);
     return m ? [m.fd] : [];
   }
   dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     const rec = new TtyImage();
     const idx = ptyIndexOfRdev(f.stat.rdev)!;
+    if (f.link.endsWith(' (deleted)')) {
+      rec.role = 'hungup';
+      rec.index = idx;
+      [rec.slaveUid, rec.slaveGid, rec.slaveMode] = [Number(f.stat.uid), Number(f.stat.gid), Number(f.stat.mode) & 0o7777];
+      out.write(rec);
+      return;
+    }
     const caller = isCallerTerminal(ctx, task, f.stat.rdev) && !ptyHolders(ctx, idx).masters.some((m) => heldByUs(m.pid));
     rec.role = caller ? 'caller' : 'slave';
     rec.index = caller ? 0 : idx;
     out.write(rec);
   }
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
-    const rec = ttyRecord(task, req, 'slave', 'caller');
+    const rec = ttyRecord(task, req, 'slave', 'caller', 'hungup');
     if (rec.role === 'caller') return openCallerTerminal(ctx, task, img, req);
+    if (rec.role === 'hungup') return openHungUp(ctx, task, img, req, rec);
     if (!RESTORED.get(ctx)?.has(rec.index)) throw new CptError('EBADIMG', `/dev/pts/${rec.index} is opened before the master of its pty`, { pid: task.pid, object: req.object });
     return openRecordedFile(task.tracee!, `/dev/pts/${rec.index}`, {
       flags: reopenFlags(img.flags) | O.NOCTTY,
@@ -611,6 +625,90 @@ export class DevTtyKind implements FileKindHandler {
     }
     return ttyNrToRdev(st.ttyNr);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// hung-up slaves
+
+/** A slave description whose pty was hung up (vhangup): its terminal calls fail with EIO. */
+function isHungUp(task: CheckpointTask, f: OpenFile): boolean {
+  const pidfd = linux.pidfdOpen(task.pid);
+  let copy: number | undefined;
+  try {
+    copy = linux.pidfdGetfd(pidfd, f.fd);
+    return linux.rawSyscall(SYS.ioctl, copy, TIOC.TCGETS, Buffer.alloc(TERMIOS_SIZE)) === -BigInt(linux.ERRNO.EIO);
+  } finally {
+    closeQuietly(copy);
+    closeQuietly(pidfd);
+  }
+}
+
+/**
+ * A slave whose master was closed: the kernel hung its descriptions up (reads give 0, writes and
+ * terminal calls EIO, poll says POLLHUP) and removed /dev/pts/N. Restart makes a pty, opens the
+ * slave's descriptions and closes the master, which hangs them up the same way; so every
+ * description must be opened by one process, and any other process holding the slave must have
+ * exactly the same descriptions (inherited from it).
+ */
+function checkHungUp(task: CheckpointTask, f: OpenFile, idx: number): void {
+  const object = objectOf(f);
+  const others = otherHolders(task, { stat: f.stat });
+  const outside = others.filter((h) => !heldByUs(h.pid));
+  if (outside.length) refuse(task.pid, object, `the hung-up slave of pty ${idx} is also open in ${outside.map(describeHolder).join(', ')}, outside the checkpointed tree`);
+  const own = ownHolders(task, { stat: f.stat });
+  const same = (pid: number, fd: number, ownFd: number): boolean => {
+    try {
+      return linux.kcmp(task.pid, pid, linux.KCMP.FILE, ownFd, fd) === 0;
+    } catch {
+      return false;
+    }
+  };
+  for (const pid of new Set(others.map((h) => h.pid))) {
+    const theirs = others.filter((h) => h.pid === pid);
+    const alike = theirs.every((h) => own.some((o) => same(pid, h.fd, o))) && own.every((o) => theirs.some((h) => same(pid, h.fd, o)));
+    if (!alike) {
+      refuse(task.pid, object, `the hung-up slave of pty ${idx} is open in ${describeHolder(theirs[0])} through other open file descriptions than this process's; a hung-up pty is made again by one process, with every description of it`);
+    }
+  }
+}
+
+/** The in-task master of each hung-up pty being made, by index: the files' temporaries, closed once every fd is in place. */
+const HUNG_MASTERS = new StateKey<Map<number, bigint>>('files.tty.hungMasters');
+
+/**
+ * A hung-up slave: the task makes pty `index` (the first of its descriptions) and opens the slave;
+ * the master stays on a temporary fd, which the files subsystem closes with its other temporaries
+ * once every fd of the task exists: that close hangs every description of the slave up, as the
+ * master's close did in the original.
+ */
+function openHungUp(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest, rec: TtyImage): bigint {
+  const t = task.tracee!;
+  const object = req.object;
+  if (rec.slaveMode & ~0o777) throw new CptError('EBADIMG', `tty: slave mode 0${rec.slaveMode.toString(8)}`, { pid: task.pid, object });
+  const masters = task.state.ensure(HUNG_MASTERS, () => new Map<number, bigint>());
+  let fresh = false;
+  if (!masters.has(rec.index)) {
+    const opened = openPtmx(task, PTMX_PATHS[0], O.RDWR, rec.index, object);
+    const m = t.syscallOk(SYS.fcntl, [opened, linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of the master of pty ${rec.index}`);
+    t.syscall(SYS.close, [opened]);
+    t.syscallOk(SYS.ioctl, [m, TIOC.SPTLCK, t.stage(Buffer.alloc(4))], `unlocking pty ${rec.index}`);
+    masters.set(rec.index, m);
+    fresh = true;
+  }
+  const fd = openRecordedFile(t, `/dev/pts/${rec.index}`, {
+    flags: reopenFlags(img.flags) | O.NOCTTY,
+    expect: { type: linux.S_IF.CHR, rdev: ptySlaveRdev(rec.index) },
+    sameBoot: false,
+    object,
+  });
+  if (fresh) {
+    // The slave's owner as recorded from an image root wrote; the image owner's otherwise.
+    const uid = ctx.imageTrusted ? rec.slaveUid : ctx.imageOwner.uid;
+    const gid = ctx.imageTrusted ? rec.slaveGid : ctx.imageOwner.gid;
+    t.syscallOk(linux.syscallNumber('fchown'), [fd, uid, gid], `fchown of /dev/pts/${rec.index}`);
+    t.syscallOk(SYS.fchmod, [fd, rec.slaveMode], `fchmod of /dev/pts/${rec.index}`);
+  }
+  return fd;
 }
 
 // ---------------------------------------------------------------------------------------------
