@@ -113,6 +113,7 @@ const CASES: Case[] = [
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'memfds' },
+  { name: 'shmemfds' },
   { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
@@ -133,6 +134,7 @@ const CASES: Case[] = [
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
   { name: 'ptys', tree: true },
+  { name: 'ptyhup' },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -172,6 +174,7 @@ const TAMPERABLE: Case[] = [
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'memfds' },
+  { name: 'shmemfds' },
   { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
   { name: 'threads.py', threads: true },
@@ -192,6 +195,7 @@ const TAMPERABLE: Case[] = [
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
   { name: 'ptys', tree: true },
+  { name: 'ptyhup' },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

@@ -56,4 +56,35 @@ describe('memfds', function () {
     await trigger(w);
     expect(passLines('memfds')).to.include(parseResult(await waitResult(w)).verdict);
   });
+
+  describe('the file of shared anonymous memory (/dev/zero (deleted)) as a file', () => {
+    it('checkpoint, kill, restart: fds, a private mapping with a copied page, a shared mapping at an offset, a file cut below its area', async () => {
+      const w = await startWorkload('shmemfds');
+      expect(passLines('shmemfds')).to.include(await checkpointRestart(w));
+    });
+
+    it('tampered with after the restart, the workload fails', async () => {
+      const w = await startWorkload('shmemfds', [], { env: { CPT_TAMPER: '1' } });
+      expect(await checkpointRestart(w)).to.match(/^FAIL shmemfds: A differs at byte 100/);
+    });
+
+    it('one another process holds too is refused, naming that process; the process runs on', async () => {
+      const w = await startWorkload('shmemfds');
+      const fd = fs.readdirSync(`/proc/${w.pid}/fd`).find((n) => fs.readlinkSync(`/proc/${w.pid}/fd/${n}`) === '/dev/zero (deleted)');
+      expect(fd, 'no fd of the file').to.not.equal(undefined);
+      const held = fs.openSync(`/proc/${w.pid}/fd/${fd}`, 'r');
+      try {
+        const img = path.join(w.dir, 'i.cpt');
+        const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, (vma [0-9a-f-]+ /dev/zero|fd \\d+ \\(/dev/zero \\(deleted\\)\\)): .*also open or mapped in process ${process.pid} \\(fd ${held}\\)`));
+        expect(fs.existsSync(img)).to.equal(false);
+        expect((await procState(w.pid))?.tracerPid).to.equal(0);
+      } finally {
+        fs.closeSync(held);
+      }
+      await trigger(w);
+      expect(passLines('shmemfds')).to.include(parseResult(await waitResult(w)).verdict);
+    });
+  });
 });

@@ -123,6 +123,38 @@ describe('terminals', function () {
     }
   });
 
+  it('a hung-up slave (its master closed): checkpoint, kill, restart: name, device, descriptions, read 0, write and TCGETS EIO, POLLHUP, no controlling terminal', async () => {
+    const w = await startWorkload('ptyhup');
+    expect(passLines('ptyhup')).to.include(await checkpointRestart(w));
+  });
+
+  it('a hung-up slave: tampered with after the restart, the workload fails', async () => {
+    const w = await startWorkload('ptyhup', [], { env: { CPT_TAMPER: '1' } });
+    expect(await checkpointRestart(w)).to.match(/^FAIL ptyhup: the dup of the first links to '\/dev\/null'/);
+  });
+
+  it('a hung-up slave that a process outside the tree holds too is refused, naming it; the process runs on', async () => {
+    const w = await startWorkload('ptyhup');
+    const fd = fs.readdirSync(`/proc/${w.pid}/fd`).find((n) => / \(deleted\)$/.test(fs.readlinkSync(`/proc/${w.pid}/fd/${n}`)));
+    expect(fd, 'no hung-up slave').to.not.equal(undefined);
+    // A hung-up tty cannot be opened again: the test takes a copy of the process's description.
+    const pidfd = linux.pidfdOpen(w.pid);
+    const held = linux.pidfdGetfd(pidfd, Number(fd));
+    fs.closeSync(pidfd);
+    try {
+      const img = path.join(w.dir, 'i.cpt');
+      const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, fd \\d+ \\(/dev/pts/\\d+ \\(deleted\\)\\): the hung-up slave of pty \\d+ is also open in process ${process.pid} \\(fd ${held}\\), outside the checkpointed tree`));
+      expect(fs.existsSync(img)).to.equal(false);
+      await expectRunningUntraced(w.pid);
+    } finally {
+      fs.closeSync(held);
+    }
+    await trigger(w);
+    expect(passLines('ptyhup')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
   describe('a job of a shell on a terminal outside the tree', () => {
     const started: number[] = [];
     afterEach(async () => {
