@@ -135,6 +135,7 @@ const CASES: Case[] = [
   { name: 'orphans', tree: true },
   { name: 'ptys', tree: true },
   { name: 'ptyhup' },
+  { name: 'ptycarry', tree: true },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -196,6 +197,7 @@ const TAMPERABLE: Case[] = [
   { name: 'orphans', tree: true },
   { name: 'ptys', tree: true },
   { name: 'ptyhup' },
+  { name: 'ptycarry', tree: true },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

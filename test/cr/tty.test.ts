@@ -123,6 +123,24 @@ describe('terminals', function () {
     }
   });
 
+  it('a pty whose master only a child holds (its parent, on the slave, closed it): checkpoint, kill, restart: the pty made by the parent, the master carried to the child', async () => {
+    const w = await startWorkload('ptycarry');
+    expect(passLines('ptycarry')).to.include(await checkpointRestart(w));
+  });
+
+  it('a pty whose master only a child holds: tampered with after the restart, the workload fails', async () => {
+    const w = await startWorkload('ptycarry', [], { env: { CPT_TAMPER: '1' } });
+    expect(await checkpointRestart(w)).to.match(/^FAIL ptycarry: window 24x80/);
+  });
+
+  it('a pty whose master only a child holds: a checkpoint that leaves the tree running puts every buffered byte back', async () => {
+    const w = await startWorkload('ptycarry');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'i.cpt')]);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await trigger(w);
+    expect(passLines('ptycarry')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
   it('a hung-up slave (its master closed): checkpoint, kill, restart: name, device, descriptions, read 0, write and TCGETS EIO, POLLHUP, no controlling terminal', async () => {
     const w = await startWorkload('ptyhup');
     expect(passLines('ptyhup')).to.include(await checkpointRestart(w));

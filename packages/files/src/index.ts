@@ -69,8 +69,9 @@ export class FilesDump implements DumpHandler {
     const files = task.state.get(OPEN_FILES) ?? openFiles(task);
     const inherited = inheritedDescriptions(ctx, task, files);
     dumpFs(ctx, task, files.map((f) => f.fd), [...new Set(inherited.values())].sort((a, b) => a - b));
-    dumpFiles(ctx, task, files, inherited);
+    // Objects made for the descendants first: the task's own files may need them (the slave of a carried pty).
     dumpCarried(ctx, task);
+    dumpFiles(ctx, task, files, inherited);
   }
 }
 

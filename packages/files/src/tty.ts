@@ -33,8 +33,8 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask,
-  RestoreHandler, StateKey, bool, bytes, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, otherHolders,
-  outsideCttyHolders, ownHolders, ptyIndexOfRdev, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
+  RestoreHandler, SharedObject, StateKey, bool, bytes, carriedIn, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, otherHolders,
+  outsideCttyHolders, ownHolders, ptyIndexOfRdev, shareAmong, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, reopenFlags } from './kinds';
 import { FileImage } from './file';
@@ -45,7 +45,9 @@ const { SYS, O, TIOC, TERMIOS, PTY } = linux;
 @objectType(ObjectType.TTY, 'tty', { parents: [ObjectType.FILE] })
 class TtyImage {
   /**
-   * 'master' or 'slave' of pty `index`; 'hungup': a slave of pty `index` whose master was closed;
+   * 'master' or 'slave' of pty `index`; 'carried-master': a description of a master that an
+   * ancestor made for its descendants (its 'master' record, under a FILE_CARRY, has the state);
+   * 'hungup': a slave of pty `index` whose master was closed;
    * 'devtty' (/dev/tty: the controlling terminal); 'caller' (the terminal cptrst runs on).
    */
   @str() role = '';
@@ -465,11 +467,43 @@ function requireMasterFirst(ctx: CheckpointContext, task: CheckpointTask, f: Ope
   const h = ptyHolders(ctx, idx);
   if (h.masters.some((m) => m.pid === task.pid)) return;
   const inTree = h.masters.filter((m) => heldByUs(m.pid));
-  if (inTree.length) {
-    refuse(task.pid, objectOf(f), `the master of pty ${idx} is held by ${describeHolder(inTree[0])}, which is restored after this process; a pty whose master comes after its slave needs descriptions passed across processes, which is not supported yet`);
-  }
+  if (inTree.length) return carryMaster(ctx, task, f, idx, h, inTree);
   const where = h.masters.length ? `by ${h.masters.map(describeHolder).join(', ')}, outside the checkpointed tree` : 'by no process';
   refuse(task.pid, objectOf(f), `the master of pty ${idx} is held ${where}; ${shellJobHint(task)}`);
+}
+
+/** The ptys whose master an ancestor of its holders makes and carries to them (by index). */
+const CARRIED_PTYS = new WeakMap<CheckpointContext, Map<number, SharedObject>>();
+
+/**
+ * A slave (or /dev/tty) of a pty whose master a process restored after this one holds (it got the
+ * master's description from an ancestor that closed it since): the lowest common ancestor of every
+ * process of the tree that holds the pty (an fd of either side, or as controlling terminal) makes
+ * the pty at restart, before this process opens its slave, and carries the master's description
+ * to the descendants that hold it (core's holders.ts: the master's FILE is written under that
+ * ancestor with FILE_CARRY).
+ */
+function carryMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, idx: number, h: PtyHolders, masters: Array<{ pid: number; fd: number }>): void {
+  const rdev = ptySlaveRdev(idx);
+  const pids = [task.pid, ...[...h.masters, ...h.slaves].map((x) => x.pid).filter(heldByUs)];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const st = linux.readStat(Number(name));
+      if (st.ttyNr !== 0 && ttyNrToRdev(st.ttyNr) === rdev && heldByUs(Number(name))) pids.push(Number(name));
+    } catch {
+      /* gone */
+    }
+  }
+  const s = shareAmong(ctx, task, `pty:${idx}`, pids, masters);
+  if (!s || masters.some((m) => m.pid === s.maker)) {
+    refuse(task.pid, objectOf(f), `the master of pty ${idx} is held by ${describeHolder(masters[0])}, which is restored after this process, and cannot be made by a process restored before it`);
+  }
+  let table = CARRIED_PTYS.get(ctx);
+  if (!table) CARRIED_PTYS.set(ctx, (table = new Map<number, SharedObject>()));
+  table.set(idx, s);
+  // The master is known from here on: its holders' descriptions are checked against this one.
+  notePtyMaster(ctx, idx, masters[0].pid, masters[0].fd);
 }
 
 function shellJobHint(task: CheckpointTask): string {
@@ -503,14 +537,36 @@ export class PtyMasterKind implements FileKindHandler {
   dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     const st = MASTERS.get(ctx)!.get(`${task.pid}:${f.fd}`)!;
     const rec = new TtyImage();
-    rec.role = 'master';
     rec.index = st.index;
+    // A carried master: the first FILE written (its maker's FILE_CARRY) has the pty's state.
+    const carried = CARRIED_PTYS.get(ctx)?.get(st.index);
+    if (carried?.written) {
+      rec.role = 'carried-master';
+      out.write(rec);
+      return;
+    }
+    if (carried) carried.written = true;
+    rec.role = 'master';
     dumpMaster(task, f, st, rec);
     out.write(rec);
   }
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    const rec = ttyRecord(task, req, 'master', 'carried-master');
+    if (rec.role === 'master') return openMaster(ctx, task, img, req, rec);
+    const c = carriedIn(ctx, task.pid).get(`pty:${rec.index}`);
+    if (!c) throw new CptError('EBADIMG', `the master of pty ${rec.index} is said to be carried from an ancestor, which did not make it`, { pid: task.pid, object: req.object });
+    return task.tracee!.syscallOk(SYS.fcntl, [c.fds[0], linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of the master of pty ${rec.index}`);
+  }
+  /** Makes the pty in the lowest common ancestor of its holders, for them (the master's description on a carried fd). */
+  carry(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): void {
     const rec = ttyRecord(task, req, 'master');
-    return openMaster(ctx, task, img, req, rec);
+    const t = task.tracee!;
+    const opened = openMaster(ctx, task, img, req, rec);
+    const fd = t.syscallOk(SYS.fcntl, [opened, linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of the master of pty ${rec.index}`);
+    t.syscall(SYS.close, [opened]);
+    const table = carriedIn(ctx, task.pid);
+    if (table.has(`pty:${rec.index}`)) throw new CptError('EBADIMG', `a second FILE carries the master of pty ${rec.index}`, { pid: task.pid, object: req.object });
+    table.set(`pty:${rec.index}`, { fds: [fd], shared: {} });
   }
 }
 
