@@ -173,6 +173,18 @@ describe('terminals', function () {
     expect(passLines('ptyhup')).to.include(parseResult(await waitResult(w)).verdict);
   });
 
+  it('a slave hung up by vhangup while its master lives is refused, naming the fd; the process runs on', async () => {
+    const w = await startWorkload('ptyhup', ['vhangup']);
+    const img = path.join(w.dir, 'i.cpt');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, fd \\d+ \\(/dev/pts/\\d+\\): this description of /dev/pts/\\d+ was hung up \\(vhangup\\) while its pty lives on; not supported`));
+    expect(fs.existsSync(img)).to.equal(false);
+    await expectRunningUntraced(w.pid);
+    await trigger(w);
+    expect(passLines('ptyhup', ['vhangup'])).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
   describe('a job of a shell on a terminal outside the tree', () => {
     const started: number[] = [];
     afterEach(async () => {

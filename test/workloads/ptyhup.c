@@ -5,6 +5,8 @@
  * away). After the trigger: the same name "/dev/pts/N (deleted)" and device, nlink 0, owner and
  * mode; reads give 0, writes and terminal calls fail with EIO, poll says POLLHUP; the flags of each
  * description, the dup one description and the other its own; no controlling terminal.
+ * `vhangup`: the master stays open and the slave is hung up by vhangup(2) (root only), which a
+ * checkpoint refuses; the name then stays "/dev/pts/N" with its link.
  */
 #include "common.h"
 #include <fcntl.h>
@@ -21,14 +23,16 @@ static void link_of(int fd, char *buf, size_t len)
     buf[n < 0 ? 0 : n] = 0;
 }
 
+static int by_vhangup;
+
 static void check_hung_up(int fd, const char *what, const char *name, const struct stat *was)
 {
     char l[128], want[160];
     struct stat st;
-    snprintf(want, sizeof want, "%s (deleted)", name);
+    snprintf(want, sizeof want, by_vhangup ? "%s" : "%s (deleted)", name);
     link_of(fd, l, sizeof l);
     WL_CHECK(strcmp(l, want) == 0, "%s links to '%s', not '%s'", what, l, want);
-    WL_CHECK(fstat(fd, &st) == 0 && st.st_rdev == was->st_rdev && st.st_nlink == 0 && st.st_uid == was->st_uid && st.st_mode == was->st_mode,
+    WL_CHECK(fstat(fd, &st) == 0 && st.st_rdev == was->st_rdev && st.st_nlink == (by_vhangup ? 1u : 0u) && st.st_uid == was->st_uid && st.st_mode == was->st_mode,
              "%s: rdev %lx nlink %lu uid %u mode 0%o", what, (unsigned long)st.st_rdev, (unsigned long)st.st_nlink, st.st_uid, st.st_mode);
     char b[8];
     errno = 0;
@@ -46,7 +50,8 @@ static void check_hung_up(int fd, const char *what, const char *name, const stru
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 1, "<trigger>");
+    wl_init(argc, argv, 1, "<trigger> [vhangup]");
+    by_vhangup = argc > 2 && strcmp(argv[2], "vhangup") == 0;
     setsid();
     int m = posix_openpt(O_RDWR | O_NOCTTY);
     if (m < 0 || grantpt(m) != 0 || unlockpt(m) != 0)
@@ -61,7 +66,12 @@ int main(int argc, char **argv)
     struct stat was;
     fstat(s1, &was);
     signal(SIGHUP, SIG_IGN);
-    close(m);
+    if (by_vhangup) {
+        if (vhangup() != 0)
+            return 2;
+    } else {
+        close(m);
+    }
 
     wl_ready();
     while (!wl_triggered())
