@@ -9,8 +9,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointRestart, cptrst, failAfterDump, killStartedWorkloads, parseResult, passLines, procState, startWorkload, trigger,
-  waitResult,
+  buildWorkloads, checkpointRestart, cptrst, failAfterDump, killStartedWorkloads, parseResult, passLines, procState, recodeImage, startWorkload, trigger,
+  waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -66,6 +66,31 @@ describe('memfds', function () {
     it('tampered with after the restart, the workload fails', async () => {
       const w = await startWorkload('shmemfds', [], { env: { CPT_TAMPER: '1' } });
       expect(await checkpointRestart(w)).to.match(/^FAIL shmemfds: A differs at byte 100/);
+    });
+
+    it('a crafted image giving the file a name is refused (EBADIMG), leaving no process; the good image restores', async () => {
+      const w = await startWorkload('shmemfds');
+      const img = path.join(w.dir, 'good.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      const bad = path.join(w.dir, 'crafted.cpt');
+      let edited = 0;
+      recodeImage(img, bad, {
+        records: (recs) => {
+          for (const { name, obj } of recs) if (name === 'vma-shmem-file' && obj.carrier && edited++ === 0) obj.name = 'named';
+          return recs;
+        },
+      });
+      expect(edited, 'no carrier record of the file').to.equal(1);
+      const r = await cptrst(['restart', bad]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(/^cptrst: EBADIMG: pid \d+, vma [0-9a-f]+-[0-9a-f]+ \/dev\/zero: memfd: the file of shared anonymous memory has a name or seals of its own/);
+      expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
+      const ok = await cptrst(['restart', img]);
+      expect(ok.code, ok.stderr).to.equal(0);
+      await trigger(w);
+      expect(passLines('shmemfds')).to.include(parseResult(await waitResult(w)).verdict);
     });
 
     it('one another process holds too is refused, naming that process; the process runs on', async () => {

@@ -12,7 +12,7 @@ import * as path from 'path';
 import { linux, loadModule } from '@cptrst/core';
 import {
   CLI_MAIN, REPO_ROOT, binaryPath, buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir,
-  checkpointKill, expectRunningUntraced, parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
+  checkpointKill, expectRunningUntraced, parseResult, passLines, recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -139,6 +139,47 @@ describe('terminals', function () {
     expect(ck.code, ck.stderr).to.equal(0);
     await trigger(w);
     expect(passLines('ptycarry')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  describe('crafted images of carried and hung-up ptys are refused (EBADIMG), leaving no process', () => {
+    const cases: Array<{ name: string; workload: string; edit: (r: Record<string, unknown>) => boolean; why: RegExp }> = [
+      {
+        name: 'a carried master that no ancestor made',
+        workload: 'ptycarry',
+        edit: (r) => r.role === 'carried-master' && ((r.index = (r.index as number) + 1), true),
+        why: /^cptrst: EBADIMG: pid \d+, fd \d+ \(\/dev\/ptmx\): the master of pty \d+ is said to be carried from an ancestor, which did not make it/,
+      },
+      {
+        name: 'a hung-up slave with a set-uid mode',
+        workload: 'ptyhup',
+        edit: (r) => r.role === 'hungup' && ((r.slaveMode = 0o4777), true),
+        why: /^cptrst: EBADIMG: pid \d+, fd \d+ \(\/dev\/pts\/\d+\): tty: slave mode 04777/,
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, async () => {
+        const w = await startWorkload(c.workload);
+        const img = path.join(w.dir, 'good.cpt');
+        await checkpointKill(w, img);
+        const bad = path.join(w.dir, 'crafted.cpt');
+        let edited = 0;
+        recodeImage(img, bad, {
+          records: (recs) => {
+            for (const { name, obj } of recs) if (name === 'tty' && edited === 0 && c.edit(obj)) edited++;
+            return recs;
+          },
+        });
+        expect(edited, 'no such tty record in the image').to.equal(1);
+        const r = await cptrst(['restart', bad]);
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.match(ONE_LINE).and.match(c.why);
+        expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
+        const ok = await cptrst(['restart', img]);
+        expect(ok.code, ok.stderr).to.equal(0);
+        await trigger(w);
+        expect(passLines(c.workload)).to.include(parseResult(await waitResult(w, 20000)).verdict);
+      });
+    }
   });
 
   it('a hung-up slave (its master closed): checkpoint, kill, restart: name, device, descriptions, read 0, write and TCGETS EIO, POLLHUP, no controlling terminal', async () => {
