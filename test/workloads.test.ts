@@ -117,6 +117,7 @@ const CASES: Case[] = [
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'memfds' },
+  { name: 'shmemfds' },
   { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'socknames', label: 'socknames <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
@@ -138,6 +139,8 @@ const CASES: Case[] = [
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
   { name: 'ptys', tree: true },
+  { name: 'ptyhup' },
+  { name: 'ptycarry', tree: true },
 ];
 
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
@@ -181,6 +184,7 @@ const TAMPERABLE: Case[] = [
   { name: 'pipes' },
   { name: 'fifos', label: 'fifos <dir>', args: (dir) => [dir] },
   { name: 'memfds' },
+  { name: 'shmemfds' },
   { name: 'sockets', label: 'sockets <dir>', args: (dir) => [dir] },
   { name: 'socknames', label: 'socknames <dir>', args: (dir) => [dir] },
   { name: 'threadchurn', threads: true },
@@ -202,6 +206,8 @@ const TAMPERABLE: Case[] = [
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
   { name: 'ptys', tree: true },
+  { name: 'ptyhup' },
+  { name: 'ptycarry', tree: true },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {

@@ -12,7 +12,7 @@ import * as path from 'path';
 import { linux, loadModule } from '@cptrst/core';
 import {
   CLI_MAIN, REPO_ROOT, binaryPath, buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir,
-  checkpointKill, expectRunningUntraced, parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
+  checkpointKill, expectRunningUntraced, parseResult, passLines, recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -121,6 +121,109 @@ describe('terminals', function () {
     } finally {
       held.forEach((fd) => fs.closeSync(fd));
     }
+  });
+
+  it('a pty whose master only a child holds (its parent, on the slave, closed it): checkpoint, kill, restart: the pty made by the parent, the master carried to the child', async () => {
+    const w = await startWorkload('ptycarry');
+    expect(passLines('ptycarry')).to.include(await checkpointRestart(w));
+  });
+
+  it('a pty whose master only a child holds: tampered with after the restart, the workload fails', async () => {
+    const w = await startWorkload('ptycarry', [], { env: { CPT_TAMPER: '1' } });
+    expect(await checkpointRestart(w)).to.match(/^FAIL ptycarry: window 24x80/);
+  });
+
+  it('a pty whose master only a child holds: a checkpoint that leaves the tree running puts every buffered byte back', async () => {
+    const w = await startWorkload('ptycarry');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'i.cpt')]);
+    expect(ck.code, ck.stderr).to.equal(0);
+    await trigger(w);
+    expect(passLines('ptycarry')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  describe('crafted images of carried and hung-up ptys are refused (EBADIMG), leaving no process', () => {
+    const cases: Array<{ name: string; workload: string; edit: (r: Record<string, unknown>) => boolean; why: RegExp }> = [
+      {
+        name: 'a carried master that no ancestor made',
+        workload: 'ptycarry',
+        edit: (r) => r.role === 'carried-master' && ((r.index = (r.index as number) + 1), true),
+        why: /^cptrst: EBADIMG: pid \d+, fd \d+ \(\/dev\/ptmx\): the master of pty \d+ is said to be carried from an ancestor, which did not make it/,
+      },
+      {
+        name: 'a hung-up slave with a set-uid mode',
+        workload: 'ptyhup',
+        edit: (r) => r.role === 'hungup' && ((r.slaveMode = 0o4777), true),
+        why: /^cptrst: EBADIMG: pid \d+, fd \d+ \(\/dev\/pts\/\d+\): tty: slave mode 04777/,
+      },
+    ];
+    for (const c of cases) {
+      it(c.name, async () => {
+        const w = await startWorkload(c.workload);
+        const img = path.join(w.dir, 'good.cpt');
+        await checkpointKill(w, img);
+        const bad = path.join(w.dir, 'crafted.cpt');
+        let edited = 0;
+        recodeImage(img, bad, {
+          records: (recs) => {
+            for (const { name, obj } of recs) if (name === 'tty' && edited === 0 && c.edit(obj)) edited++;
+            return recs;
+          },
+        });
+        expect(edited, 'no such tty record in the image').to.equal(1);
+        const r = await cptrst(['restart', bad]);
+        expect(r.code).to.equal(1);
+        expect(r.stderr).to.match(ONE_LINE).and.match(c.why);
+        expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
+        const ok = await cptrst(['restart', img]);
+        expect(ok.code, ok.stderr).to.equal(0);
+        await trigger(w);
+        expect(passLines(c.workload)).to.include(parseResult(await waitResult(w, 20000)).verdict);
+      });
+    }
+  });
+
+  it('a hung-up slave (its master closed): checkpoint, kill, restart: name, device, descriptions, read 0, write and TCGETS EIO, POLLHUP, no controlling terminal', async () => {
+    const w = await startWorkload('ptyhup');
+    expect(passLines('ptyhup')).to.include(await checkpointRestart(w));
+  });
+
+  it('a hung-up slave: tampered with after the restart, the workload fails', async () => {
+    const w = await startWorkload('ptyhup', [], { env: { CPT_TAMPER: '1' } });
+    expect(await checkpointRestart(w)).to.match(/^FAIL ptyhup: the dup of the first links to '\/dev\/null'/);
+  });
+
+  it('a hung-up slave that a process outside the tree holds too is refused, naming it; the process runs on', async () => {
+    const w = await startWorkload('ptyhup');
+    const fd = fs.readdirSync(`/proc/${w.pid}/fd`).find((n) => / \(deleted\)$/.test(fs.readlinkSync(`/proc/${w.pid}/fd/${n}`)));
+    expect(fd, 'no hung-up slave').to.not.equal(undefined);
+    // A hung-up tty cannot be opened again: the test takes a copy of the process's description.
+    const pidfd = linux.pidfdOpen(w.pid);
+    const held = linux.pidfdGetfd(pidfd, Number(fd));
+    fs.closeSync(pidfd);
+    try {
+      const img = path.join(w.dir, 'i.cpt');
+      const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, fd \\d+ \\(/dev/pts/\\d+ \\(deleted\\)\\): the hung-up slave of pty \\d+ is also open in process ${process.pid} \\(fd ${held}\\), outside the checkpointed tree`));
+      expect(fs.existsSync(img)).to.equal(false);
+      await expectRunningUntraced(w.pid);
+    } finally {
+      fs.closeSync(held);
+    }
+    await trigger(w);
+    expect(passLines('ptyhup')).to.include(parseResult(await waitResult(w)).verdict);
+  });
+
+  it('a slave hung up by vhangup while its master lives is refused, naming the fd; the process runs on', async () => {
+    const w = await startWorkload('ptyhup', ['vhangup']);
+    const img = path.join(w.dir, 'i.cpt');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${w.pid}, fd \\d+ \\(/dev/pts/\\d+\\): this description of /dev/pts/\\d+ was hung up \\(vhangup\\) while its pty lives on; not supported`));
+    expect(fs.existsSync(img)).to.equal(false);
+    await expectRunningUntraced(w.pid);
+    await trigger(w);
+    expect(passLines('ptyhup', ['vhangup'])).to.include(parseResult(await waitResult(w)).verdict);
   });
 
   describe('a job of a shell on a terminal outside the tree', () => {

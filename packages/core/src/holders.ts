@@ -196,17 +196,40 @@ export function shareGroup(ctx: CheckpointContext, task: CheckpointTask, keys: H
   if (!s) {
     const own = keys.flatMap((key) => ownHolders(task, key).map((fd) => ({ pid: task.pid, fd })));
     const holders = [...own, ...inTree];
-    const pids = [...new Set(holders.map((h) => h.pid))];
-    let common = ancestry(tree, pids[0]);
-    for (const p of pids.slice(1)) {
-      const a = new Set(ancestry(tree, p));
-      common = common.filter((c) => a.has(c));
-    }
-    if (!common.length) throw new CptError('EINVAL', `the processes holding ${k} have no common ancestor in the tree`, { pid: task.pid, object: k });
-    s = { key: k, maker: common[0], holders, written: false };
+    s = { key: k, maker: commonAncestor(tree, holders.map((h) => h.pid), task.pid, k), holders, written: false };
     table.set(k, s);
   }
   return { shared: s, outside };
+}
+
+function commonAncestor(tree: TreeInfo, pids: number[], pid: number, k: string): number {
+  const list = [...new Set(pids)];
+  let common = ancestry(tree, list[0]);
+  for (const p of list.slice(1)) {
+    const a = new Set(ancestry(tree, p));
+    common = common.filter((c) => a.has(c));
+  }
+  if (!common.length) throw new CptError('EINVAL', `the processes holding ${k} have no common ancestor in the tree`, { pid, object: k });
+  return common[0];
+}
+
+/**
+ * An object whose holders its kind finds by itself (a pty: master and slave fds, and the processes
+ * it is the controlling terminal of), shared by processes of the tree `pids` (the task's among
+ * them): made by their lowest common ancestor, described from and carried for `holders` (fds of
+ * processes of the tree). Undefined without a tree.
+ */
+export function shareAmong(ctx: CheckpointContext, task: CheckpointTask, key: string, pids: number[], holders: Holder[]): SharedObject | undefined {
+  const tree = TREES.get(ctx);
+  if (!tree || !pids.length) return undefined;
+  const table = SHARED.get(ctx) ?? new Map<string, SharedObject>();
+  SHARED.set(ctx, table);
+  let s = table.get(key);
+  if (!s) {
+    s = { key, maker: commonAncestor(tree, pids, task.pid, key), holders, written: false };
+    table.set(key, s);
+  }
+  return s;
 }
 
 /** The shared objects that `pid` makes at restart without holding them itself. */

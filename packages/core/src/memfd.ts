@@ -59,10 +59,26 @@ export class MemfdDataFields {
   @bytes() data: Buffer = Buffer.alloc(0);
 }
 
-/** The layouts a subsystem writes and reads a memfd with. */
+/**
+ * The layouts a subsystem writes and reads a memfd with. `anon`: the records are of the file of
+ * shared anonymous memory (below), which has no name.
+ */
 export interface MemfdLayouts {
   memfd: new () => MemfdFields;
   data: new () => MemfdDataFields;
+  anon?: boolean;
+}
+
+/**
+ * The file behind shared anonymous memory (mmap with MAP_SHARED|MAP_ANONYMOUS): an unnamed file of
+ * the internal shm mount, shown as "/dev/zero (deleted)", which a process can open through
+ * /proc/self/map_files and then keep as an fd, map again (privately too) and resize. It is kept as
+ * a memfd is, with these differences: it has no name; it is sealed against sealing (F_SEAL_SEAL)
+ * from the start; restart makes it by mapping one page of shared anonymous memory inside the task,
+ * opening it through map_files and unmapping it again.
+ */
+export function isShmemFile(path: string, dev: bigint): boolean {
+  return path === '/dev/zero (deleted)' && dev === shmemDev();
 }
 
 /** Largest amount of data (not counting holes) of one memfd that goes into the image. */
@@ -152,7 +168,7 @@ export function dumpMemfd(task: CheckpointTask, src: MemfdSource, out: KindRecor
   }
   carried.add(rec.inode);
   rec.carrier = true;
-  rec.name = memfdName(src.path);
+  rec.name = layouts.anon ? '' : memfdName(src.path);
   rec.size = src.stat.size;
   rec.mode = Number(src.stat.mode) & 0o7777;
   const fd = fs.openSync(src.at, O.RDONLY);
@@ -191,7 +207,9 @@ export function memfdRecord(pid: number, records: KindRecords, object: string, l
   }
   if (rec.seals & ~KNOWN_SEALS) throw bad(`unknown seals 0x${rec.seals.toString(16)}`);
   if (rec.mode & ~0o7777) throw bad(`mode 0${rec.mode.toString(8)}`);
-  if (!rec.name || Buffer.byteLength(rec.name) > NAME_MAX || rec.name.includes('\0') || rec.name.includes('/')) throw bad('a bad name');
+  if (layouts.anon) {
+    if (rec.name !== '' || rec.seals !== F.SEAL_SEAL) throw bad('the file of shared anonymous memory has a name or seals of its own');
+  } else if (!rec.name || Buffer.byteLength(rec.name) > NAME_MAX || rec.name.includes('\0') || rec.name.includes('/')) throw bad('a bad name');
   if (rec.size > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`size ${rec.size}`);
   let end = 0n;
   let total = 0;
@@ -232,13 +250,18 @@ function restored(task: RestartTask): Map<bigint, RestoredMemfd> {
  * Restart: makes the memfd of a carrier record inside the task, with its size and contents;
  * returns its fd (O_RDWR). `above`: move it above the image's fd numbers (0: leave it).
  */
-export function createMemfd(task: RestartTask, rec: MemfdFields, data: MemfdDataFields[], above: number, object: string): bigint {
+export function createMemfd(task: RestartTask, rec: MemfdFields, data: MemfdDataFields[], above: number, object: string, anon = false): bigint {
   const t = task.tracee!;
   if (restored(task).has(rec.inode)) throw new CptError('EBADIMG', `memfd: a second record carries the memfd of inode ${rec.inode}`, { pid: task.pid, object });
-  const name = t.stage(Buffer.from(`${rec.name}\0`));
-  let fd = t.syscall(SYS.memfd_create, [name, MFD.CLOEXEC | MFD.ALLOW_SEALING | MFD.EXEC]);
-  if (fd === -22n) fd = t.syscall(SYS.memfd_create, [name, MFD.CLOEXEC | MFD.ALLOW_SEALING]); // no MFD_EXEC before Linux 6.3
-  if (fd < 0n) throw new CptError(linux.errnoName(Number(-fd)), `memfd_create(${rec.name}) failed`, { pid: task.pid, object });
+  let fd: bigint;
+  if (anon) {
+    fd = createShmemFile(task, object);
+  } else {
+    const name = t.stage(Buffer.from(`${rec.name}\0`));
+    fd = t.syscall(SYS.memfd_create, [name, MFD.CLOEXEC | MFD.ALLOW_SEALING | MFD.EXEC]);
+    if (fd === -22n) fd = t.syscall(SYS.memfd_create, [name, MFD.CLOEXEC | MFD.ALLOW_SEALING]); // no MFD_EXEC before Linux 6.3
+    if (fd < 0n) throw new CptError(linux.errnoName(Number(-fd)), `memfd_create(${rec.name}) failed`, { pid: task.pid, object });
+  }
   if (above > 0) {
     const moved = t.syscallOk(SYS.fcntl, [fd, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of the memfd for ${object}`);
     t.syscall(SYS.close, [fd]);
@@ -256,6 +279,23 @@ export function createMemfd(task: RestartTask, rec: MemfdFields, data: MemfdData
     }
   }
   return fd;
+}
+
+/**
+ * The file of new shared anonymous memory inside the task (O_RDWR|O_LARGEFILE, as the process's
+ * own open of map_files gives): one page mapped wherever the kernel likes, opened, unmapped; the
+ * size is set by the caller.
+ */
+function createShmemFile(task: RestartTask, object: string): bigint {
+  const t = task.tracee!;
+  const page = BigInt(linux.pageSize());
+  const at = t.syscallOk(SYS.mmap, [0, page, linux.PROT.READ | linux.PROT.WRITE, linux.MAP.SHARED | linux.MAP.ANONYMOUS, -1, 0], `mmap of shared anonymous memory for ${object}`);
+  try {
+    const path = t.stage(Buffer.from(`/proc/self/map_files/${at.toString(16)}-${(at + page).toString(16)}\0`));
+    return t.syscallOk(SYS.openat, [linux.AT_FDCWD, path, O.RDWR | O.LARGEFILE | O.CLOEXEC, 0], `opening the file of shared anonymous memory for ${object}`);
+  } finally {
+    t.syscall(SYS.munmap, [at, page]);
+  }
 }
 
 /**
@@ -321,7 +361,9 @@ export function finishMemfds(task: RestartTask): void {
     const fd = t.syscallOk(SYS.openat, [linux.AT_FDCWD, at, O.RDWR | O.CLOEXEC, 0], `opening the memfd for ${m.object}`);
     try {
       t.syscallOk(SYS.fchmod, [fd, m.rec.mode], `fchmod of the memfd for ${m.object}`);
-      if (m.rec.seals) t.syscallOk(SYS.fcntl, [fd, F.ADD_SEALS, m.rec.seals], `F_ADD_SEALS(0x${m.rec.seals.toString(16)}) on the memfd for ${m.object}`);
+      // Only the seals it lacks: the file of shared anonymous memory has F_SEAL_SEAL from the start.
+      const missing = m.rec.seals & ~Number(t.syscallOk(SYS.fcntl, [fd, F.GET_SEALS, 0], `F_GET_SEALS on the memfd for ${m.object}`));
+      if (missing) t.syscallOk(SYS.fcntl, [fd, F.ADD_SEALS, missing], `F_ADD_SEALS(0x${missing.toString(16)}) on the memfd for ${m.object}`);
     } finally {
       t.syscall(SYS.close, [fd]);
     }

@@ -27,6 +27,7 @@ import { FanotifyKind } from './fanotify';
 import { PipeKind } from './pipe';
 import { FifoKind } from './fifo';
 import { MemfdKind } from './memfd';
+import { ShmemFileKind } from './shmem-file';
 import { DevTtyKind, PtyMasterKind, PtySlaveKind, TtyRestore } from './tty';
 import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
 import { PidfdFinish, PidfdKind } from './pidfd';
@@ -50,6 +51,7 @@ export * from './fanotify';
 export * from './pipe';
 export * from './fifo';
 export * from './memfd';
+export * from './shmem-file';
 export * from './unix-socket';
 export * from './unix-name';
 export * from './pidfd';
@@ -71,8 +73,9 @@ export class FilesDump implements DumpHandler {
     const files = task.state.get(OPEN_FILES) ?? openFiles(task);
     const inherited = inheritedDescriptions(ctx, task, files);
     dumpFs(ctx, task, files.map((f) => f.fd), [...new Set(inherited.values())].sort((a, b) => a - b));
-    dumpFiles(ctx, task, files, inherited);
+    // Objects made for the descendants first: the task's own files may need them (the slave of a carried pty).
     dumpCarried(ctx, task);
+    dumpFiles(ctx, task, files, inherited);
   }
 }
 
@@ -106,7 +109,7 @@ export class FilesRestore implements RestoreHandler {
 export function register(c: DependencyContainer): void {
   for (const k of [new RegularFile(), new CharDevice(), new Directory(), new SymlinkFile(), new NamespaceFile()]) provide(c, FileKinds, k);
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind(), new PidfdKind()]) provide(c, FileKinds, k);
-  for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
+  for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new ShmemFileKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   for (const k of [new PtyMasterKind(), new PtySlaveKind(), new DevTtyKind()]) provide(c, FileKinds, k);
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());

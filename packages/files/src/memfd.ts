@@ -32,10 +32,11 @@ const SETFL_FLAGS = O.APPEND | O.NONBLOCK | O.NOATIME;
 const MEMFD_FLAGS = O.ACCMODE | O.APPEND | O.NONBLOCK | O.LARGEFILE | O.NOATIME | O.CLOEXEC;
 
 export class MemfdKind implements FileKindHandler {
-  readonly kind = 'memfd';
+  readonly kind: string = 'memfd';
   /** Above the regular kind, which claims every regular file with a path. */
   readonly priority = 1;
-  readonly records = [MemfdImage, MemfdDataImage];
+  readonly records: Array<new () => MemfdFields | MemfdDataFields> = [MemfdImage, MemfdDataImage];
+  protected readonly layouts: MemfdLayouts = FILE_MEMFD;
 
   claims(f: OpenFile): boolean {
     return f.stat.isFile() && isMemfd(f.link, f.stat.dev);
@@ -48,15 +49,15 @@ export class MemfdKind implements FileKindHandler {
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    dumpMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, out, objectOf(f), FILE_MEMFD);
+    dumpMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, out, objectOf(f), this.layouts);
   }
 
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
-    const { rec, data } = memfdRecord(task.pid, req.records, req.object, FILE_MEMFD);
+    const { rec, data } = memfdRecord(task.pid, req.records, req.object, this.layouts);
     if (img.flags & ~MEMFD_FLAGS) throw new CptError('EBADIMG', `memfd: open flags 0${img.flags.toString(8)}`, { pid: task.pid, object: req.object });
     const t = task.tracee!;
     if (rec.carrier) {
-      const made = createMemfd(task, rec, data, req.above, req.object);
+      const made = createMemfd(task, rec, data, req.above, req.object, this.layouts.anon);
       registerMemfd(task, rec, { fd: made }, req.object, made);
       // Descendants that hold the memfd too open it from this fd, which they get by clone.
       carriedIn(ctx, task.pid).set(`memfd:${rec.inode}`, { fds: [made], shared: {} });

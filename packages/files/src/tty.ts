@@ -33,8 +33,8 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask,
-  RestoreHandler, bool, bytes, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, outsideCttyHolders,
-  ptyIndexOfRdev, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
+  RestoreHandler, SharedObject, StateKey, bool, bytes, carriedIn, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, otherHolders,
+  outsideCttyHolders, ownHolders, ptyIndexOfRdev, shareAmong, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, reopenFlags } from './kinds';
 import { FileImage } from './file';
@@ -44,7 +44,12 @@ const { SYS, O, TIOC, TERMIOS, PTY } = linux;
 /** A terminal's record, under its FILE. */
 @objectType(ObjectType.TTY, 'tty', { parents: [ObjectType.FILE] })
 class TtyImage {
-  /** 'master' or 'slave' of pty `index`; 'devtty' (/dev/tty: the controlling terminal); 'caller' (the terminal cptrst runs on). */
+  /**
+   * 'master' or 'slave' of pty `index`; 'carried-master': a description of a master that an
+   * ancestor made for its descendants (its 'master' record, under a FILE_CARRY, has the state);
+   * 'hungup': a slave of pty `index` whose master was closed;
+   * 'devtty' (/dev/tty: the controlling terminal); 'caller' (the terminal cptrst runs on).
+   */
   @str() role = '';
   @u32() index = 0;
   /** The slave's struct termios (the kernel's, 36 bytes): on a master's record only, as all below. */
@@ -56,6 +61,7 @@ class TtyImage {
   @bool() exclusive = false;
   /** No process holds the slave, which was opened and closed (the master reads EIO). */
   @bool() slaveClosed = false;
+  /** The slave's owner and permissions (on a master's record, and on a hung-up slave's). */
   @u32() slaveUid = 0;
   @u32() slaveGid = 0;
   @u32() slaveMode = 0;
@@ -461,11 +467,43 @@ function requireMasterFirst(ctx: CheckpointContext, task: CheckpointTask, f: Ope
   const h = ptyHolders(ctx, idx);
   if (h.masters.some((m) => m.pid === task.pid)) return;
   const inTree = h.masters.filter((m) => heldByUs(m.pid));
-  if (inTree.length) {
-    refuse(task.pid, objectOf(f), `the master of pty ${idx} is held by ${describeHolder(inTree[0])}, which is restored after this process; a pty whose master comes after its slave needs descriptions passed across processes, which is not supported yet`);
-  }
+  if (inTree.length) return carryMaster(ctx, task, f, idx, h, inTree);
   const where = h.masters.length ? `by ${h.masters.map(describeHolder).join(', ')}, outside the checkpointed tree` : 'by no process';
   refuse(task.pid, objectOf(f), `the master of pty ${idx} is held ${where}; ${shellJobHint(task)}`);
+}
+
+/** The ptys whose master an ancestor of its holders makes and carries to them (by index). */
+const CARRIED_PTYS = new WeakMap<CheckpointContext, Map<number, SharedObject>>();
+
+/**
+ * A slave (or /dev/tty) of a pty whose master a process restored after this one holds (it got the
+ * master's description from an ancestor that closed it since): the lowest common ancestor of every
+ * process of the tree that holds the pty (an fd of either side, or as controlling terminal) makes
+ * the pty at restart, before this process opens its slave, and carries the master's description
+ * to the descendants that hold it (core's holders.ts: the master's FILE is written under that
+ * ancestor with FILE_CARRY).
+ */
+function carryMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, idx: number, h: PtyHolders, masters: Array<{ pid: number; fd: number }>): void {
+  const rdev = ptySlaveRdev(idx);
+  const pids = [task.pid, ...[...h.masters, ...h.slaves].map((x) => x.pid).filter(heldByUs)];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const st = linux.readStat(Number(name));
+      if (st.ttyNr !== 0 && ttyNrToRdev(st.ttyNr) === rdev && heldByUs(Number(name))) pids.push(Number(name));
+    } catch {
+      /* gone */
+    }
+  }
+  const s = shareAmong(ctx, task, `pty:${idx}`, pids, masters);
+  if (!s || masters.some((m) => m.pid === s.maker)) {
+    refuse(task.pid, objectOf(f), `the master of pty ${idx} is held by ${describeHolder(masters[0])}, which is restored after this process, and cannot be made by a process restored before it`);
+  }
+  let table = CARRIED_PTYS.get(ctx);
+  if (!table) CARRIED_PTYS.set(ctx, (table = new Map<number, SharedObject>()));
+  table.set(idx, s);
+  // The master is known from here on: its holders' descriptions are checked against this one.
+  notePtyMaster(ctx, idx, masters[0].pid, masters[0].fd);
 }
 
 function shellJobHint(task: CheckpointTask): string {
@@ -499,14 +537,36 @@ export class PtyMasterKind implements FileKindHandler {
   dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     const st = MASTERS.get(ctx)!.get(`${task.pid}:${f.fd}`)!;
     const rec = new TtyImage();
-    rec.role = 'master';
     rec.index = st.index;
+    // A carried master: the first FILE written (its maker's FILE_CARRY) has the pty's state.
+    const carried = CARRIED_PTYS.get(ctx)?.get(st.index);
+    if (carried?.written) {
+      rec.role = 'carried-master';
+      out.write(rec);
+      return;
+    }
+    if (carried) carried.written = true;
+    rec.role = 'master';
     dumpMaster(task, f, st, rec);
     out.write(rec);
   }
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
+    const rec = ttyRecord(task, req, 'master', 'carried-master');
+    if (rec.role === 'master') return openMaster(ctx, task, img, req, rec);
+    const c = carriedIn(ctx, task.pid).get(`pty:${rec.index}`);
+    if (!c) throw new CptError('EBADIMG', `the master of pty ${rec.index} is said to be carried from an ancestor, which did not make it`, { pid: task.pid, object: req.object });
+    return task.tracee!.syscallOk(SYS.fcntl, [c.fds[0], linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of the master of pty ${rec.index}`);
+  }
+  /** Makes the pty in the lowest common ancestor of its holders, for them (the master's description on a carried fd). */
+  carry(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): void {
     const rec = ttyRecord(task, req, 'master');
-    return openMaster(ctx, task, img, req, rec);
+    const t = task.tracee!;
+    const opened = openMaster(ctx, task, img, req, rec);
+    const fd = t.syscallOk(SYS.fcntl, [opened, linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of the master of pty ${rec.index}`);
+    t.syscall(SYS.close, [opened]);
+    const table = carriedIn(ctx, task.pid);
+    if (table.has(`pty:${rec.index}`)) throw new CptError('EBADIMG', `a second FILE carries the master of pty ${rec.index}`, { pid: task.pid, object: req.object });
+    table.set(`pty:${rec.index}`, { fds: [fd], shared: {} });
   }
 }
 
@@ -519,26 +579,36 @@ export class PtySlaveKind implements FileKindHandler {
   }
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     const idx = ptyIndexOfRdev(f.stat.rdev)!;
-    if (f.link.endsWith(' (deleted)')) refuse(task.pid, objectOf(f), `the master of pty ${idx} was closed: this slave is hung up; not supported`);
+    if (f.link.endsWith(' (deleted)')) return checkHungUp(task, f, idx);
+    if (isHungUp(task, f)) refuse(task.pid, objectOf(f), `this description of /dev/pts/${idx} was hung up (vhangup) while its pty lives on; not supported`);
     if (isCallerTerminal(ctx, task, f.stat.rdev) && !ptyHolders(ctx, idx).masters.some((m) => heldByUs(m.pid))) return;
     requireMasterFirst(ctx, task, f, idx);
     refuseOutsiders(ctx, task, f, idx);
   }
   restoreAfter(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, files: OpenFile[]): number[] {
+    if (f.link.endsWith(' (deleted)')) return [];
     const m = ownMaster(task, files, ptyIndexOfRdev(f.stat.rdev)!);
     return m ? [m.fd] : [];
   }
   dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     const rec = new TtyImage();
     const idx = ptyIndexOfRdev(f.stat.rdev)!;
+    if (f.link.endsWith(' (deleted)')) {
+      rec.role = 'hungup';
+      rec.index = idx;
+      [rec.slaveUid, rec.slaveGid, rec.slaveMode] = [Number(f.stat.uid), Number(f.stat.gid), Number(f.stat.mode) & 0o7777];
+      out.write(rec);
+      return;
+    }
     const caller = isCallerTerminal(ctx, task, f.stat.rdev) && !ptyHolders(ctx, idx).masters.some((m) => heldByUs(m.pid));
     rec.role = caller ? 'caller' : 'slave';
     rec.index = caller ? 0 : idx;
     out.write(rec);
   }
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
-    const rec = ttyRecord(task, req, 'slave', 'caller');
+    const rec = ttyRecord(task, req, 'slave', 'caller', 'hungup');
     if (rec.role === 'caller') return openCallerTerminal(ctx, task, img, req);
+    if (rec.role === 'hungup') return openHungUp(ctx, task, img, req, rec);
     if (!RESTORED.get(ctx)?.has(rec.index)) throw new CptError('EBADIMG', `/dev/pts/${rec.index} is opened before the master of its pty`, { pid: task.pid, object: req.object });
     return openRecordedFile(task.tracee!, `/dev/pts/${rec.index}`, {
       flags: reopenFlags(img.flags) | O.NOCTTY,
@@ -611,6 +681,90 @@ export class DevTtyKind implements FileKindHandler {
     }
     return ttyNrToRdev(st.ttyNr);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// hung-up slaves
+
+/** A slave description whose pty was hung up (vhangup): its terminal calls fail with EIO. */
+function isHungUp(task: CheckpointTask, f: OpenFile): boolean {
+  const pidfd = linux.pidfdOpen(task.pid);
+  let copy: number | undefined;
+  try {
+    copy = linux.pidfdGetfd(pidfd, f.fd);
+    return linux.rawSyscall(SYS.ioctl, copy, TIOC.TCGETS, Buffer.alloc(TERMIOS_SIZE)) === -BigInt(linux.ERRNO.EIO);
+  } finally {
+    closeQuietly(copy);
+    closeQuietly(pidfd);
+  }
+}
+
+/**
+ * A slave whose master was closed: the kernel hung its descriptions up (reads give 0, writes and
+ * terminal calls EIO, poll says POLLHUP) and removed /dev/pts/N. Restart makes a pty, opens the
+ * slave's descriptions and closes the master, which hangs them up the same way; so every
+ * description must be opened by one process, and any other process holding the slave must have
+ * exactly the same descriptions (inherited from it).
+ */
+function checkHungUp(task: CheckpointTask, f: OpenFile, idx: number): void {
+  const object = objectOf(f);
+  const others = otherHolders(task, { stat: f.stat });
+  const outside = others.filter((h) => !heldByUs(h.pid));
+  if (outside.length) refuse(task.pid, object, `the hung-up slave of pty ${idx} is also open in ${outside.map(describeHolder).join(', ')}, outside the checkpointed tree`);
+  const own = ownHolders(task, { stat: f.stat });
+  const same = (pid: number, fd: number, ownFd: number): boolean => {
+    try {
+      return linux.kcmp(task.pid, pid, linux.KCMP.FILE, ownFd, fd) === 0;
+    } catch {
+      return false;
+    }
+  };
+  for (const pid of new Set(others.map((h) => h.pid))) {
+    const theirs = others.filter((h) => h.pid === pid);
+    const alike = theirs.every((h) => own.some((o) => same(pid, h.fd, o))) && own.every((o) => theirs.some((h) => same(pid, h.fd, o)));
+    if (!alike) {
+      refuse(task.pid, object, `the hung-up slave of pty ${idx} is open in ${describeHolder(theirs[0])} through other open file descriptions than this process's; a hung-up pty is made again by one process, with every description of it`);
+    }
+  }
+}
+
+/** The in-task master of each hung-up pty being made, by index: the files' temporaries, closed once every fd is in place. */
+const HUNG_MASTERS = new StateKey<Map<number, bigint>>('files.tty.hungMasters');
+
+/**
+ * A hung-up slave: the task makes pty `index` (the first of its descriptions) and opens the slave;
+ * the master stays on a temporary fd, which the files subsystem closes with its other temporaries
+ * once every fd of the task exists: that close hangs every description of the slave up, as the
+ * master's close did in the original.
+ */
+function openHungUp(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest, rec: TtyImage): bigint {
+  const t = task.tracee!;
+  const object = req.object;
+  if (rec.slaveMode & ~0o777) throw new CptError('EBADIMG', `tty: slave mode 0${rec.slaveMode.toString(8)}`, { pid: task.pid, object });
+  const masters = task.state.ensure(HUNG_MASTERS, () => new Map<number, bigint>());
+  let fresh = false;
+  if (!masters.has(rec.index)) {
+    const opened = openPtmx(task, PTMX_PATHS[0], O.RDWR, rec.index, object);
+    const m = t.syscallOk(SYS.fcntl, [opened, linux.F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) of the master of pty ${rec.index}`);
+    t.syscall(SYS.close, [opened]);
+    t.syscallOk(SYS.ioctl, [m, TIOC.SPTLCK, t.stage(Buffer.alloc(4))], `unlocking pty ${rec.index}`);
+    masters.set(rec.index, m);
+    fresh = true;
+  }
+  const fd = openRecordedFile(t, `/dev/pts/${rec.index}`, {
+    flags: reopenFlags(img.flags) | O.NOCTTY,
+    expect: { type: linux.S_IF.CHR, rdev: ptySlaveRdev(rec.index) },
+    sameBoot: false,
+    object,
+  });
+  if (fresh) {
+    // The slave's owner as recorded from an image root wrote; the image owner's otherwise.
+    const uid = ctx.imageTrusted ? rec.slaveUid : ctx.imageOwner.uid;
+    const gid = ctx.imageTrusted ? rec.slaveGid : ctx.imageOwner.gid;
+    t.syscallOk(linux.syscallNumber('fchown'), [fd, uid, gid], `fchown of /dev/pts/${rec.index}`);
+    t.syscallOk(SYS.fchmod, [fd, rec.slaveMode], `fchmod of /dev/pts/${rec.index}`);
+  }
+  return fd;
 }
 
 // ---------------------------------------------------------------------------------------------

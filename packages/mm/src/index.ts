@@ -9,6 +9,7 @@ import { FileVma } from './file';
 import { SysvShmVma } from './sysv-shm';
 import { AioRingVma } from './aio';
 import { MemfdVma } from './memfd';
+import { ShmemFileVma } from './shmem-file';
 import { DeletedFileVma } from './deleted-file';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
@@ -22,10 +23,11 @@ export * from './anon';
 export * from './file';
 export * from './sysv-shm';
 export * from './memfd';
+export * from './shmem-file';
 export * from './deleted-file';
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new DeletedFileVma(), new AioRingVma()]) provide(c, VmaKinds, k);
+  for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new ShmemFileVma(), new DeletedFileVma(), new AioRingVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.RestoreHandler, new LazyRestore());

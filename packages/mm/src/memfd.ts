@@ -34,10 +34,11 @@ const VMA_MEMFD: MemfdLayouts = { memfd: VmaMemfdImage, data: VmaMemfdDataImage 
 const MEMFD_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
 
 export class MemfdVma implements VmaKindHandler {
-  readonly kind = 'memfd';
+  readonly kind: string = 'memfd';
   /** Above the file kind, which claims every mapped file with a path (and refuses memfds). */
-  readonly priority = 1;
-  readonly records = [VmaMemfdImage, VmaMemfdDataImage];
+  readonly priority: number = 1;
+  readonly records: Array<new () => MemfdFields | MemfdDataFields> = [VmaMemfdImage, VmaMemfdDataImage];
+  protected readonly layouts: MemfdLayouts = VMA_MEMFD;
 
   /** By name here; describe then requires the file of the shm mount (the name is the process's choice). */
   claims(v: VmaEntry): boolean {
@@ -67,16 +68,16 @@ export class MemfdVma implements VmaKindHandler {
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {
-    dumpMemfd(task, mappedFile(task, v, 'mapped memfd'), out, describeVma(v), VMA_MEMFD);
+    dumpMemfd(task, mappedFile(task, v, 'mapped memfd'), out, describeVma(v), this.layouts);
   }
 
   map(_ctx: RestartContext, task: RestartTask, img: VmaImage, _writable: boolean, records: KindRecords): void {
     const t = task.tracee!;
     const what = describeVma(img);
-    const { rec, data } = memfdRecord(task.pid, records, what, VMA_MEMFD);
+    const { rec, data } = memfdRecord(task.pid, records, what, this.layouts);
     let fd: bigint;
     if (rec.carrier) {
-      fd = createMemfd(task, rec, data, 0, what);
+      fd = createMemfd(task, rec, data, 0, what, this.layouts.anon);
     } else {
       const mayWrite = img.shared && img.vmFlags.includes('mw');
       const at = t.stage(Buffer.from(`${memfdPath(task, rec.inode, what)}\0`));

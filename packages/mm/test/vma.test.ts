@@ -52,9 +52,9 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
   after(() => removeTmpDir());
   afterEach(() => killStarted());
 
-  it('register() adds the vdso, anon, shared-anon, file, sysv-shm, memfd, deleted-file and aio-ring kinds, the mm handlers and the vdso probe', () => {
+  it('register() adds the vdso, anon, shared-anon, file, sysv-shm, memfd, shmem-file, deleted-file and aio-ring kinds, the mm handlers and the vdso probe', () => {
     const c = containerWithMm();
-    expect(c.resolveAll<VmaKindHandler>(Tokens.VmaKind).map((k) => k.kind)).to.deep.equal(['vdso', 'anon', 'shared-anon', 'file', 'sysv-shm', 'memfd', 'deleted-file', 'aio-ring']);
+    expect(c.resolveAll<VmaKindHandler>(Tokens.VmaKind).map((k) => k.kind)).to.deep.equal(['vdso', 'anon', 'shared-anon', 'file', 'sysv-shm', 'memfd', 'shmem-file', 'deleted-file', 'aio-ring']);
     const dumps = c.resolveAll<DumpHandler>(Tokens.DumpHandler);
     expect(dumps.map((d) => [d.name, d.order])).to.deep.equal([['mm', 200]]);
     expect(dumps[0]).to.be.instanceOf(MmDump);

@@ -48,6 +48,7 @@ const OWN: Record<string, string> = {
   VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm', VMA_AIO_RING: '@cptrst/mm',
   TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
   FILE_CARRY: '@cptrst/files',
+  SHMEM_FILE: '@cptrst/files', SHMEM_FILE_DATA: '@cptrst/files', VMA_SHMEM_FILE: '@cptrst/mm', VMA_SHMEM_FILE_DATA: '@cptrst/mm',
 };
 
 /**

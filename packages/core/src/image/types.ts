@@ -87,6 +87,14 @@ export enum ObjectType {
   TTY = 190,
   /** A process's controlling terminal and its terminal's foreground group (under TASK). */
   TASK_CTTY = 191,
+  /** The file of shared anonymous memory open as an fd ("/dev/zero (deleted)"): MEMFD's fields, under FILE. */
+  SHMEM_FILE = 192,
+  /** A data run of that file (under FILE). */
+  SHMEM_FILE_DATA = 193,
+  /** An area of such a file, where the process holds it as an fd too or maps it privately: MEMFD's fields, under VMA. */
+  VMA_SHMEM_FILE = 194,
+  /** A data run of that file (under VMA). */
+  VMA_SHMEM_FILE_DATA = 195,
   /** A POSIX timer (timer_create). */
   POSIX_TIMER = 220,
   /** A file lock or lease held through an fd. */
