@@ -16,10 +16,11 @@
  * peer, so that the two ends of a connection can later live in different processes. What waits
  * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK from offset
  * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
- * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one).
+ * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one), and
+ * the messages' descriptors in flight and credentials in UNIX_SCM records (unix-scm.ts).
  * Refused, naming the fd and why: a peer or holder outside the tree,
  * a connection made through a listener (its ends have names), connections not yet accepted,
- * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
+ * messages queued on a socket that is not connected, a
  * datagram socket connected one way, an unlinked name that another file now has, a relative
  * name that no longer leads to the socket, SO_PASSSEC/SO_PASSPIDFD.
  *
@@ -44,6 +45,7 @@ import {
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
+import { UnixScmImage, closeInFlight, controlOf, queueControl, scmRecords, sendWithControl } from './unix-scm';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
 
@@ -128,6 +130,8 @@ function diagOf(task: CheckpointTask, ino: number): linux.UnixDiag | undefined {
 interface SocketState {
   rec: UnixSocketImage;
   queue: linux.QueuedMessage[];
+  /** The control data of the queued messages (unix-scm.ts). */
+  scm: UnixScmImage[];
 }
 const SOCKETS = new StateKey<Map<number, SocketState>>('files.unixSockets');
 
@@ -217,8 +221,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   rec.rcvbuf = opts.rcvbuf;
   rec.passcred = opts.passcred > 0;
   rec.peekOff = opts.peekOff;
-  const inFlight = queue.reduce((n, m) => n + m.fds, 0);
-  if (inFlight) refuse(task.pid, object, `${inFlight} file descriptor(s) are in flight in its queue (SCM_RIGHTS); descriptors in flight are not supported yet`);
+  const scm = queueControl(ctx, task, object, ino, type, rec.passcred, queue);
   const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
   if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
   if (queue.length && !rec.peer && !rec.peerClosed) {
@@ -228,7 +231,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
       if (m.from.length && !ownNamed(task, m.from)) refuse(task.pid, object, `a message waits from ${printable(m.from)}, which is no socket of this process; its sender cannot be restored`);
     }
   }
-  const st: SocketState = { rec, queue };
+  const st: SocketState = { rec, queue, scm };
   states.set(ino, st);
   return st;
 }
@@ -360,7 +363,7 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
 
 export class UnixSocketKind implements FileKindHandler {
   readonly kind = 'unix-socket';
-  readonly records = [UnixSocketImage, SocketQueueImage];
+  readonly records = [UnixSocketImage, SocketQueueImage, UnixScmImage];
 
   claims(f: OpenFile): boolean {
     return f.stat.isSocket() && /^socket:\[\d+\]$/.test(f.link);
@@ -387,6 +390,7 @@ export class UnixSocketKind implements FileKindHandler {
         out.write(q);
       }
     }
+    for (const c of st.scm) out.write(c);
   }
 
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
@@ -415,6 +419,7 @@ export class UnixSocketKind implements FileKindHandler {
       table.set(rec.ino, s);
     }
     s.queue = req.records.of(SocketQueueImage);
+    s.scm = scmRecords(task, req, rec.type, rec.passcred, s.queue.length);
     s.object = req.object;
     s.flags = img.flags;
     setOptions(ctx, task, s.fd, rec, req.object);
@@ -433,6 +438,8 @@ interface RestoredSocket {
   /** Its record, once its own FILE is read (a socketpair's second end is made with the first). */
   rec?: UnixSocketImage;
   queue?: SocketQueueImage[];
+  /** The control data of its queued messages (descriptors in flight, credentials). */
+  scm?: UnixScmImage[];
   object?: string;
   /** Shutdown bits already in effect (a peer's shutdown marks it too). */
   shut?: number;
@@ -490,6 +497,7 @@ function openCarriedEnd(ctx: RestartContext, task: RestartTask, img: FileImage, 
   if (s.type !== rec.type) throw bad('its type differs from its peer\'s');
   s.rec = rec;
   s.queue = req.records.of(SocketQueueImage);
+  s.scm = scmRecords(task, req, rec.type, rec.passcred, s.queue.length);
   s.object = `${req.object} of process ${task.pid}`;
   s.flags = img.flags;
   const t = task.tracee!;
@@ -669,7 +677,7 @@ function sendQueues(task: RestartTask): void {
   const table = restoredSockets(task);
   if (!table.size) return;
   // Room for the data in the scratch area, with the address after it.
-  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 256) / 4096) * 4096);
+  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 2048) / 4096) * 4096);
   let unbound: bigint | undefined;
   const senderByName = (from: Buffer, type: number, object: string): bigint => {
     if (!from.length) {
@@ -682,7 +690,8 @@ function sendQueues(task: RestartTask): void {
   };
   for (const s of table.values()) {
     const sender = s.closedPeer ?? (s.peer ? table.get(s.peer)?.fd : undefined);
-    for (const q of s.queue ?? []) {
+    for (const [i, q] of (s.queue ?? []).entries()) {
+      const scm = s.scm?.find((c) => c.message === i);
       const byName = !s.peer && !s.closedPeer;
       const from = byName ? senderByName(q.from, s.type, s.object!) : sender;
       const to = byName ? sockaddr(s.rec!.name) : undefined;
@@ -693,7 +702,10 @@ function sendQueues(task: RestartTask): void {
         const n = Math.min(room, q.data.length - done);
         const at = t.stage(q.data.subarray(done, done + n), 0);
         const addr = to ? t.stage(to, Math.ceil((n + 1) / 8) * 8) : 0n;
-        const w = t.syscall(linux.syscallNumber('sendto'), [from, at, n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, addr, to?.length ?? 0]);
+        const control = controlOf(scm, done === 0);
+        const w = control
+          ? sendWithControl(task, from, at, n, addr, to?.length ?? 0, control, Math.ceil((n + 1) / 8) * 8 + 128, s.object!)
+          : t.syscall(linux.syscallNumber('sendto'), [from, at, n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, addr, to?.length ?? 0]);
         if (w < 0n || (s.type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
           throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object: s.object! });
         }
@@ -706,6 +718,7 @@ function sendQueues(task: RestartTask): void {
     }
   }
   if (unbound !== undefined) t.syscall(SYS.close, [unbound]);
+  closeInFlight(task, [...table.values()].flatMap((s) => s.scm ?? []));
   for (const s of table.values()) {
     const want = s.rec!.shutdown & ~(s.shut ?? 0);
     const how = (want & linux.RCV_SHUTDOWN ? 1 : 0) + (want & linux.SEND_SHUTDOWN ? 2 : 0); // SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2

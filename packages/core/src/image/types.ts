@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 5;
+export const FORMAT_MINOR = 6;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -75,6 +75,8 @@ export enum ObjectType {
   VMA_MEMFD_DATA = 176,
   /** Under a FILE that no fd of the task holds: the task makes the object for its descendants (carried). */
   FILE_CARRY = 177,
+  /** The control data of a message queued on a unix socket: descriptors in flight (SCM_RIGHTS) and credentials (under FILE). */
+  UNIX_SCM = 178,
   /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
   VMA_KEPT = 100,
   /** A terminal open as an fd: a pty master or slave, /dev/tty, or the caller's terminal (under FILE). */
