@@ -66,6 +66,17 @@ interface InFlight {
   fds: Map<number, number[]>;
 }
 const IN_FLIGHT = new WeakMap<CheckpointContext, Map<number, InFlight>>();
+/**
+ * Every queue the first check read, by socket inode: a peek marks an empty datagram, and a later
+ * peek by offset skips a marked one, so each queue is read once per checkpoint (the socket's kind
+ * takes it from here).
+ */
+const PEEKED = new WeakMap<CheckpointContext, Map<number, linux.QueuedMessage[]>>();
+
+/** The queue of socket `ino` as the first check read it, if it did. */
+export function peekedQueue(ctx: CheckpointContext, ino: number): linux.QueuedMessage[] | undefined {
+  return PEEKED.get(ctx)?.get(ino);
+}
 
 const inoOf = (link: string): number => Number(/^socket:\[(\d+)\]$/.exec(link)?.[1] ?? -1);
 
@@ -85,6 +96,8 @@ export class ScmInstall implements DumpHandler {
 function installAll(ctx: CheckpointContext): void {
   const table = new Map<number, InFlight>();
   IN_FLIGHT.set(ctx, table);
+  const peeked = new Map<number, linux.QueuedMessage[]>();
+  PEEKED.set(ctx, peeked);
   const installed: Array<{ task: CheckpointTask; fds: number[] }> = [];
   // Registered first: whatever was installed goes again, even when the checkpoint fails half-way.
   ctx.beforeRelease(() => {
@@ -104,29 +117,42 @@ function installAll(ctx: CheckpointContext): void {
         continue;
       }
       const ino = inoOf(link);
-      if (ino < 0 || seen.has(ino)) continue;
+      if (ino < 0 || seen.has(ino) || table.has(ino)) continue;
       seen.add(ino);
       diag ??= linux.unixDiagDump();
       const d = diag.get(ino);
       // Only a connected stream or seqpacket socket has a queue to read (recvmsg answers EINVAL before).
       if (!d || d.state === linux.TCP_LISTEN || (d.type !== SOCK.DGRAM && d.state !== linux.TCP_ESTABLISHED)) continue;
       const stream = d.type === SOCK.STREAM;
-      const queue = withCopy(task.pid, fd, (dup) => linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0));
+      const queue = peeked.get(ino) ?? withCopy(task.pid, fd, (dup) => linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0));
+      peeked.set(ino, queue);
       const count = queue.reduce((n, m) => n + m.fds, 0);
       if (!count) continue;
       const object = `fd ${fd} (${link})`;
-      if (table.has(ino)) refuse(task.pid, object, `the socket, with ${count} descriptor(s) in flight in its queue, is also held by process ${table.get(ino)!.pid}; descriptors in flight on a socket of several processes are not supported yet`);
       if (stream) refuse(task.pid, object, `${count} descriptor(s) are in flight in the queue of a stream socket; descriptors in flight are supported on datagram and seqpacket sockets only`);
+      // The queue is sent again by the process that makes the socket at restart: the process that
+      // holds it, also for a socketpair whose other end its descendants hold (it makes the pair).
       for (const other of tasks) {
         if (other === task) continue;
-        for (const [what, l] of [['the socket', link], ['its peer', d.peer ? `socket:[${d.peer}]` : '']] as const) {
-          const at = l ? linux.listFds(other.pid).find((n) => readLink(other.pid, n) === l) : undefined;
-          if (at !== undefined) refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and ${what} is also held by process ${other.pid} (fd ${at}); descriptors in flight on a socket shared between processes are not supported yet`);
+        const at = linux.listFds(other.pid).find((n) => readLink(other.pid, n) === link);
+        if (at !== undefined) refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and the socket is also held by process ${other.pid} (fd ${at}); descriptors in flight on a socket of several processes are not supported yet`);
+        const peer = d.peer ? linux.listFds(other.pid).find((n) => readLink(other.pid, n) === `socket:[${d.peer}]`) : undefined;
+        if (peer !== undefined && !descends(other.pid, task.pid)) {
+          refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and its peer is held by process ${other.pid} (fd ${peer}), which is not a descendant of this process; descriptors in flight are supported where the receiving end's process made the pair`);
         }
       }
       table.set(ino, { pid: task.pid, fds: installInTask(task, fd, queue, object, mine) });
     }
   }
+}
+
+/** Whether process `pid` descends from process `ancestor` (the tree is frozen: the parents hold still). */
+function descends(pid: number, ancestor: number): boolean {
+  for (let p = pid, i = 0; p > 1 && i < 4096; i++) {
+    p = linux.readStat(p).ppid;
+    if (p === ancestor) return true;
+  }
+  return false;
 }
 
 function readLink(pid: number, fd: number): string {

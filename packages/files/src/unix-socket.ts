@@ -45,7 +45,7 @@ import {
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
-import { UnixScmImage, closeInFlight, controlOf, queueControl, scmRecords, sendWithControl } from './unix-scm';
+import { UnixScmImage, closeInFlight, controlOf, peekedQueue, queueControl, scmRecords, sendWithControl } from './unix-scm';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
 
@@ -214,7 +214,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
     if (unread) refuse(task.pid, object, `${unread} bytes sent on a connection not accepted yet wait in the listener's backlog; not supported yet`);
     // A stream or seqpacket socket has a queue only once connected (recvmsg answers EINVAL before).
     const queued = d.state === linux.TCP_ESTABLISHED || (type === SOCK.DGRAM && d.state !== linux.TCP_LISTEN);
-    const q = queued ? linux.peekSocket(dup, type === SOCK.STREAM || (d.shutdown & linux.RCV_SHUTDOWN) !== 0) : [];
+    const q = queued ? (peekedQueue(ctx, ino) ?? linux.peekSocket(dup, type === SOCK.STREAM || (d.shutdown & linux.RCV_SHUTDOWN) !== 0)) : [];
     return { queue: q, opts: o };
   });
   rec.sndbuf = opts.sndbuf;
