@@ -271,8 +271,12 @@ function sameCreds(a: linux.Ucred | undefined, b: linux.Ucred | undefined): bool
 // ---------------------------------------------------------------------------------------------
 // Restart
 
-/** The UNIX_SCM records of a socket's FILE, checked against its queue and the process's fd list. */
-export function scmRecords(task: RestartTask, req: { object: string; records: KindRecords }, type: number, passcred: boolean, messages: number): UnixScmImage[] {
+/**
+ * The UNIX_SCM records of a socket's FILE, checked against its queue and the process's fd list.
+ * `carried`: the end of a socketpair an ancestor made, whose queue the ancestor sends: its
+ * messages carry no descriptors (they would be fds of another process).
+ */
+export function scmRecords(task: RestartTask, req: { object: string; records: KindRecords }, type: number, passcred: boolean, messages: number, carried = false): UnixScmImage[] {
   const bad = (why: string) => new CptError('EBADIMG', `unix socket control data: ${why}`, { pid: task.pid, object: req.object });
   const recs = req.records.of(UnixScmImage);
   const fds = new Set(task.state.get(FS_KEY)?.fds ?? []);
@@ -280,7 +284,7 @@ export function scmRecords(task: RestartTask, req: { object: string; records: Ki
   for (const r of recs) {
     if (r.message >= messages || seen.has(r.message)) throw bad(`message ${r.message} of ${messages}, or twice`);
     seen.add(r.message);
-    if (r.fds.length > linux.SCM_MAX_FD || (r.fds.length && type === SOCK.STREAM)) throw bad(`${r.fds.length} descriptors in flight`);
+    if (r.fds.length > linux.SCM_MAX_FD || (r.fds.length && (type === SOCK.STREAM || carried))) throw bad(`${r.fds.length} descriptors in flight`);
     if (r.fds.some((fd) => !fds.has(fd))) throw bad('a descriptor in flight that is no fd of the process');
     if (r.hasCreds && !passcred) throw bad('credentials on a socket without SO_PASSCRED');
     if (!r.hasCreds && (r.pid || r.uid || r.gid)) throw bad('credentials without their flag');

@@ -497,7 +497,7 @@ function openCarriedEnd(ctx: RestartContext, task: RestartTask, img: FileImage, 
   if (s.type !== rec.type) throw bad('its type differs from its peer\'s');
   s.rec = rec;
   s.queue = req.records.of(SocketQueueImage);
-  s.scm = scmRecords(task, req, rec.type, rec.passcred, s.queue.length);
+  s.scm = scmRecords(task, req, rec.type, rec.passcred, s.queue.length, true);
   s.object = `${req.object} of process ${task.pid}`;
   s.flags = img.flags;
   const t = task.tracee!;
