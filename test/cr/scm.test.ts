@@ -13,7 +13,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointRestart, cptrst, expectPass, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, passLines, sleep, startWorkload, trigger, waitGone,
+  buildWorkloads, checkpointRestart, cptrst, expectPass, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, recodeImage, sleep, startWorkload,
+  trigger, waitGone, waitResult,
 } from '../support';
 
 const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
@@ -115,6 +116,40 @@ describe('descriptors in flight and credentials in unix socket queues', function
       await killByPid(pid);
     }
   });
+
+  // Crafted images: the control data of a message is checked before anything is sent (EBADIMG),
+  // and the half-made tree goes; the untouched image then restores.
+  const CRAFTED: { what: string; edit: (o: Record<string, unknown>) => void; why: RegExp }[] = [
+    { what: 'a descriptor that is no fd of the process', edit: (o) => { o.fds = [999]; }, why: /EBADIMG: .*a descriptor in flight that is no fd of the process/ },
+    { what: 'a message that is not queued', edit: (o) => { o.message = 99; }, why: /EBADIMG: .*message 99 of 7/ },
+    { what: 'more descriptors than a message carries', edit: (o) => { o.fds = new Array(254).fill(0); }, why: /EBADIMG: .*254 descriptors in flight/ },
+  ];
+  for (const c of CRAFTED) {
+    it(`a crafted unix-scm record (${c.what}) is refused at restart, and nothing is left half-made`, async () => {
+      const w = await startWorkload('scm', [makeTempDir('scm')]);
+      const img = path.join(w.dir, 'good.cpt');
+      const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await w.exited;
+      const bad = path.join(w.dir, 'crafted.cpt');
+      let edited = 0;
+      recodeImage(img, bad, {
+        records: (recs) => {
+          for (const { name, obj } of recs) if (name === 'unix-scm' && edited++ === 0) c.edit(obj);
+          return recs;
+        },
+      });
+      expect(edited, 'no unix-scm record in the image').to.be.greaterThan(0);
+      const r = await cptrst(['restart', bad]);
+      expect(r.code).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(c.why);
+      expect(await waitGone(w.pid, 5000), 'half-made process left').to.equal(true);
+      const ok = await cptrst(['restart', img]);
+      expect(ok.code, ok.stderr).to.equal(0);
+      await trigger(w);
+      expect(passLines('scm')).to.include(parseResult(await waitResult(w, 30000)).verdict);
+    });
+  }
 
   it('descriptors in flight on a stream socket are refused; the process receives them afterwards', async () => {
     await expectRefusedAndKept([
