@@ -2,8 +2,8 @@
  * Unix sockets held by one process: the sockets workload checks its queues (boundaries,
  * credentials), shutdowns, options and names itself after a restart; a checkpoint that fails
  * after the queues were read loses no byte; a socket connected to another process and
- * descriptors in flight (SCM_RIGHTS) are refused, naming the fd and why, and the process keeps
- * them.
+ * descriptors in flight on a stream socket (SCM_RIGHTS, see scm.test.ts) are refused, naming the
+ * fd and why, and the process keeps them.
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -73,7 +73,7 @@ describe('unix sockets held by one process', function () {
     }
   });
 
-  it('descriptors in flight (SCM_RIGHTS) are refused; the process receives them afterwards', async () => {
+  it('descriptors in flight (SCM_RIGHTS) on a stream socket are refused; the process receives them afterwards', async () => {
     const dir = makeTempDir('scm');
     const trig = path.join(dir, 'go');
     const script = [
@@ -93,7 +93,7 @@ describe('unix sockets held by one process', function () {
     try {
       const r = await cptrst(['checkpoint', String(pid), '-o', path.join(dir, 'i.cpt'), '--kill']);
       expect(r.code).to.equal(1);
-      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, fd \\d+ \\(socket:\\[\\d+\\]\\): 1 file descriptor\\(s\\) are in flight in its queue \\(SCM_RIGHTS\\)`));
+      expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, fd \\d+ \\(socket:\\[\\d+\\]\\): 1 descriptor\\(s\\) are in flight in the queue of a stream socket; `));
       fs.writeFileSync(trig, '');
       expect(await waitGone(pid, 10000, { zombieOk: true })).to.equal(true);
       expect(fs.readFileSync(path.join(dir, 'out'), 'utf8')).to.equal('READY\nPASS scm\n');

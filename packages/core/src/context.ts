@@ -176,6 +176,27 @@ export class CheckpointContext extends OperationContext {
     this.cleanups.push(fn);
   }
 
+  private readonly beforeReleases: Array<() => void> = [];
+
+  /**
+   * Runs `fn` while the tree is still frozen and its tracees are held, just before the tree is let
+   * go, whether the checkpoint succeeded or not (e.g. to close descriptors cptrst made inside a task).
+   */
+  beforeRelease(fn: () => void): void {
+    this.beforeReleases.push(fn);
+  }
+
+  /** Every beforeRelease() function, last registered first, once. Never throws. */
+  runBeforeRelease(): void {
+    while (this.beforeReleases.length) {
+      try {
+        this.beforeReleases.pop()!();
+      } catch (e) {
+        this.log.warn(`cleanup before the release failed: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  }
+
   /** The flow's last step: every atEnd() function, last registered first. Never throws. */
   runAtEnd(): void {
     while (this.cleanups.length) {

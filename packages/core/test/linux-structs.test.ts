@@ -3,10 +3,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  CloneArgs, KernelSigaction, KernelStat, PrctlMmMap, RLIM_INFINITY, Rlimit, SA, SIG, Siginfo, StackT, SYS,
+  CloneArgs, Iovec, KernelSigaction, Msghdr, SCM_CREDENTIALS, SCM_RIGHTS, SOL_SOCKET, buildControl, parseControl, KernelStat, PrctlMmMap, RLIM_INFINITY, Rlimit, SA, SIG, Siginfo, StackT, SYS,
   decodeWaitStatus, devMajor, devMinor, makeDev, rawSyscall,
 } from '../src/linux';
-import { decodeStruct, encodeStruct, sizeOfStruct } from '../src/image/cstruct';
+import { decodeStruct, encodeStruct, offsetOfField, sizeOfStruct } from '../src/image/cstruct';
 
 describe('linux structs', () => {
   it('kernel sigaction matches what rt_sigaction returns', () => {
@@ -98,5 +98,20 @@ describe('linux structs', () => {
     expect(decodeWaitStatus(5, 0x857f).stopped!.syscallStop).to.equal(true);
     expect(decodeWaitStatus(5, 0xffff).continued).to.equal(true);
     expect(decodeWaitStatus(0, 0)).to.deep.equal({ pid: 0, status: 0 });
+  });
+
+  it('msghdr and iovec have the x86-64 layout; control data round-trips (SCM_RIGHTS, SCM_CREDENTIALS)', () => {
+    expect(sizeOfStruct(Msghdr)).to.equal(56);
+    expect([offsetOfField(Msghdr, 'iov'), offsetOfField(Msghdr, 'control'), offsetOfField(Msghdr, 'controllen'), offsetOfField(Msghdr, 'flags')]).to.deep.equal([16, 32, 40, 48]);
+    expect(sizeOfStruct(Iovec)).to.equal(16);
+    const c = buildControl([7, 3, 9], { pid: 123, uid: 1000, gid: 100 });
+    // CMSG_SPACE(12) twice: the rights (3 ints) and the credentials (struct ucred).
+    expect(c.length).to.equal(64);
+    expect([Number(c.readBigUInt64LE(0)), c.readInt32LE(8), c.readInt32LE(12)]).to.deep.equal([28, SOL_SOCKET, SCM_RIGHTS]);
+    expect([Number(c.readBigUInt64LE(32)), c.readInt32LE(40), c.readInt32LE(44)]).to.deep.equal([28, SOL_SOCKET, SCM_CREDENTIALS]);
+    expect(parseControl(c, c.length)).to.deep.equal({ fds: [7, 3, 9], creds: { pid: 123, uid: 1000, gid: 100 } });
+    expect(parseControl(buildControl([]), 0)).to.deep.equal({ fds: [] });
+    // A truncated header ends the walk.
+    expect(parseControl(c, 20)).to.deep.equal({ fds: [] });
   });
 });

@@ -78,6 +78,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     writer.writeTerminator();
     if (writer.deferring) {
       // Everything but the snapshotted pages is recorded: the process runs on from here.
+      ctx.runBeforeRelease();
       freezer.release(ctx, tree, 'run');
       releasedEarly = true;
       frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
@@ -98,11 +99,13 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     if (options.commitImage) ctx.timed('commit', () => options.commitImage!());
     mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
   } catch (e) {
+    ctx.runBeforeRelease();
     if (!releasedEarly) freezer.release(ctx, tree, 'run');
     ctx.runAtEnd();
     if (startOffset !== undefined) truncateTo(fd, startOffset);
     throw naming(e, pid);
   }
+  ctx.runBeforeRelease();
   ctx.runAtEnd();
   if (!releasedEarly) {
     freezer.release(ctx, tree, mode);

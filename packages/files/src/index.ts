@@ -32,6 +32,7 @@ import { DevTtyKind, PtyMasterKind, PtySlaveKind, TtyRestore } from './tty';
 import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
 import { PidfdFinish, PidfdKind } from './pidfd';
 import { UnixNamesFinish } from './unix-name';
+import { ScmInstall } from './unix-scm';
 
 export * from './fs-struct';
 export * from './file';
@@ -54,6 +55,7 @@ export * from './memfd';
 export * from './shmem-file';
 export * from './unix-socket';
 export * from './unix-name';
+export * from './unix-scm';
 export * from './pidfd';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
@@ -111,6 +113,7 @@ export function register(c: DependencyContainer): void {
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind(), new PidfdKind()]) provide(c, FileKinds, k);
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new ShmemFileKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   for (const k of [new PtyMasterKind(), new PtySlaveKind(), new DevTtyKind()]) provide(c, FileKinds, k);
+  provide(c, Tokens.DumpHandler, new ScmInstall());
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
   provide(c, Tokens.DumpHandler, new LocksDump());

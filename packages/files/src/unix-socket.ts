@@ -16,10 +16,11 @@
  * peer, so that the two ends of a connection can later live in different processes. What waits
  * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK from offset
  * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
- * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one).
+ * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one), and
+ * the messages' descriptors in flight and credentials in UNIX_SCM records (unix-scm.ts).
  * Refused, naming the fd and why: a peer or holder outside the tree,
  * a connection made through a listener (its ends have names), connections not yet accepted,
- * descriptors in flight (SCM_RIGHTS), messages queued on a socket that is not connected, a
+ * messages queued on a socket that is not connected, a
  * datagram socket connected one way, SO_PASSSEC/SO_PASSPIDFD. A peer outside the tree is refused
  * unless the user said how it comes back (--ext-unix-sk: externalPeer). A name that no longer
  * leads to the socket (unlinked, replaced, its directory gone, a relative name the working
@@ -49,6 +50,7 @@ import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
 import { bindPrivately, connectPrivately } from './unix-name';
+import { UnixScmImage, closeInFlight, controlOf, peekedQueue, queueControl, scmRecords, sendWithControl } from './unix-scm';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
 
@@ -137,6 +139,8 @@ function diagOf(task: CheckpointTask, ino: number): linux.UnixDiag | undefined {
 interface SocketState {
   rec: UnixSocketImage;
   queue: linux.QueuedMessage[];
+  /** The control data of the queued messages (unix-scm.ts). */
+  scm: UnixScmImage[];
 }
 const SOCKETS = new StateKey<Map<number, SocketState>>('files.unixSockets');
 
@@ -221,15 +225,14 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
     if (unread) refuse(task.pid, object, `${unread} bytes sent on a connection not accepted yet wait in the listener's backlog; not supported yet`);
     // A stream or seqpacket socket has a queue only once connected (recvmsg answers EINVAL before).
     const queued = d.state === linux.TCP_ESTABLISHED || (type === SOCK.DGRAM && d.state !== linux.TCP_LISTEN);
-    const q = queued ? linux.peekSocket(dup, type === SOCK.STREAM || (d.shutdown & linux.RCV_SHUTDOWN) !== 0) : [];
+    const q = queued ? (peekedQueue(ctx, ino) ?? linux.peekSocket(dup, type === SOCK.STREAM || (d.shutdown & linux.RCV_SHUTDOWN) !== 0)) : [];
     return { queue: q, opts: o };
   });
   rec.sndbuf = opts.sndbuf;
   rec.rcvbuf = opts.rcvbuf;
   rec.passcred = opts.passcred > 0;
   rec.peekOff = opts.peekOff;
-  const inFlight = queue.reduce((n, m) => n + m.fds, 0);
-  if (inFlight) refuse(task.pid, object, `${inFlight} file descriptor(s) are in flight in its queue (SCM_RIGHTS); descriptors in flight are not supported yet`);
+  const scm = queueControl(ctx, task, object, ino, type, rec.passcred, queue);
   const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
   if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
   if (queue.length && !rec.peer && !rec.peerClosed) {
@@ -240,7 +243,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
     }
   }
   checkUnlinkedName(task, f, rec, queue.length);
-  const st: SocketState = { rec, queue };
+  const st: SocketState = { rec, queue, scm };
   states.set(ino, st);
   return st;
 }
@@ -442,7 +445,7 @@ function externalPeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
 
 export class UnixSocketKind implements FileKindHandler {
   readonly kind = 'unix-socket';
-  readonly records = [UnixSocketImage, SocketQueueImage];
+  readonly records = [UnixSocketImage, SocketQueueImage, UnixScmImage];
 
   claims(f: OpenFile): boolean {
     return f.stat.isSocket() && /^socket:\[\d+\]$/.test(f.link);
@@ -469,6 +472,7 @@ export class UnixSocketKind implements FileKindHandler {
         out.write(q);
       }
     }
+    for (const c of st.scm) out.write(c);
   }
 
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {
@@ -497,6 +501,7 @@ export class UnixSocketKind implements FileKindHandler {
       table.set(rec.ino, s);
     }
     s.queue = req.records.of(SocketQueueImage);
+    s.scm = scmRecords(task, req, rec.type, rec.passcred, s.queue.length);
     s.object = req.object;
     s.flags = img.flags;
     setOptions(ctx, task, s.fd, rec, req.object);
@@ -520,6 +525,8 @@ interface RestoredSocket {
   /** Its record, once its own FILE is read (a socketpair's second end is made with the first). */
   rec?: UnixSocketImage;
   queue?: SocketQueueImage[];
+  /** The control data of its queued messages (descriptors in flight, credentials). */
+  scm?: UnixScmImage[];
   object?: string;
   /** Shutdown bits already in effect (a peer's shutdown marks it too). */
   shut?: number;
@@ -579,6 +586,7 @@ function openCarriedEnd(ctx: RestartContext, task: RestartTask, img: FileImage, 
   if (s.type !== rec.type) throw bad('its type differs from its peer\'s');
   s.rec = rec;
   s.queue = req.records.of(SocketQueueImage);
+  s.scm = scmRecords(task, req, rec.type, rec.passcred, s.queue.length, true);
   s.object = `${req.object} of process ${task.pid}`;
   s.flags = img.flags;
   const t = task.tracee!;
@@ -758,7 +766,7 @@ function sendQueues(task: RestartTask): void {
   const table = restoredSockets(task);
   if (!table.size) return;
   // Room for the data in the scratch area, with the address after it.
-  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 256) / 4096) * 4096);
+  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 2048) / 4096) * 4096);
   let unbound: bigint | undefined;
   const senderByName = (from: Buffer, type: number, object: string): bigint => {
     if (!from.length) {
@@ -771,7 +779,8 @@ function sendQueues(task: RestartTask): void {
   };
   for (const s of table.values()) {
     const sender = s.closedPeer ?? (s.peer ? table.get(s.peer)?.fd : undefined);
-    for (const q of s.queue ?? []) {
+    for (const [i, q] of (s.queue ?? []).entries()) {
+      const scm = s.scm?.find((c) => c.message === i);
       const byName = !s.peer && !s.closedPeer;
       const from = byName ? senderByName(q.from, s.type, s.object!) : sender;
       const to = byName ? sockaddr(s.rec!.name) : undefined;
@@ -782,7 +791,10 @@ function sendQueues(task: RestartTask): void {
         const n = Math.min(room, q.data.length - done);
         const at = t.stage(q.data.subarray(done, done + n), 0);
         const addr = to ? t.stage(to, Math.ceil((n + 1) / 8) * 8) : 0n;
-        const w = t.syscall(linux.syscallNumber('sendto'), [from, at, n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, addr, to?.length ?? 0]);
+        const control = controlOf(scm, done === 0);
+        const w = control
+          ? sendWithControl(task, from, at, n, addr, to?.length ?? 0, control, Math.ceil((n + 1) / 8) * 8 + 128, s.object!)
+          : t.syscall(linux.syscallNumber('sendto'), [from, at, n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, addr, to?.length ?? 0]);
         if (w < 0n || (s.type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
           throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object: s.object! });
         }
@@ -795,6 +807,7 @@ function sendQueues(task: RestartTask): void {
     }
   }
   if (unbound !== undefined) t.syscall(SYS.close, [unbound]);
+  closeInFlight(task, [...table.values()].flatMap((s) => s.scm ?? []));
   for (const s of table.values()) {
     const want = s.rec!.shutdown & ~(s.shut ?? 0);
     const how = (want & linux.RCV_SHUTDOWN ? 1 : 0) + (want & linux.SEND_SHUTDOWN ? 2 : 0); // SHUT_RD 0, SHUT_WR 1, SHUT_RDWR 2

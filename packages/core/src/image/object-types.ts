@@ -47,7 +47,7 @@ const OWN: Record<string, string> = {
   VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm', VMA_KEPT: '@cptrst/mm',
   VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm', VMA_AIO_RING: '@cptrst/mm',
   TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
-  FILE_CARRY: '@cptrst/files',
+  FILE_CARRY: '@cptrst/files', UNIX_SCM: '@cptrst/files',
   SHMEM_FILE: '@cptrst/files', SHMEM_FILE_DATA: '@cptrst/files', VMA_SHMEM_FILE: '@cptrst/mm', VMA_SHMEM_FILE_DATA: '@cptrst/mm',
 };
 

@@ -81,6 +81,8 @@ export enum ObjectType {
   VMA_MEMFD_DATA = 176,
   /** Under a FILE that no fd of the task holds: the task makes the object for its descendants (carried). */
   FILE_CARRY = 177,
+  /** The control data of a message queued on a unix socket: descriptors in flight (SCM_RIGHTS) and credentials (under FILE). */
+  UNIX_SCM = 178,
   /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
   VMA_KEPT = 100,
   /** A terminal open as an fd: a pty master or slave, /dev/tty, or the caller's terminal (under FILE). */

@@ -88,7 +88,7 @@ export const SO = Object.freeze({
   TYPE: 3, SNDBUF: 7, RCVBUF: 8, PASSCRED: 16, ACCEPTCONN: 30, PEEK_OFF: 42, DOMAIN: 39, SNDBUFFORCE: 32, RCVBUFFORCE: 33,
   PASSSEC: 34, PASSPIDFD: 76,
 } as const);
-export const MSG = Object.freeze({ PEEK: 2, TRUNC: 0x20, DONTWAIT: 0x40, CTRUNC: 8, NOSIGNAL: 0x4000 } as const);
+export const MSG = Object.freeze({ PEEK: 2, TRUNC: 0x20, DONTWAIT: 0x40, CTRUNC: 8, NOSIGNAL: 0x4000, CMSG_CLOEXEC: 0x40000000 } as const);
 export const SCM_RIGHTS = 1;
 export const SCM_CREDENTIALS = 2;
 export const SHUT = Object.freeze({ RD: 0, WR: 1, RDWR: 2 } as const);
@@ -214,6 +214,61 @@ export interface QueuedMessage {
   from: Buffer;
   /** File descriptors in flight with it (SCM_RIGHTS), counted (cptrst closes its copies at once). */
   fds: number;
+  /** The sender's credentials (SCM_CREDENTIALS), reported when the socket has SO_PASSCRED. */
+  creds?: Ucred;
+}
+
+/** struct ucred, as SCM_CREDENTIALS carries it. */
+export interface Ucred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** What a control buffer (struct cmsghdr list, `len` bytes of it) carries: SCM_RIGHTS descriptors in order, SCM_CREDENTIALS. */
+export function parseControl(control: Buffer, len: number): { fds: number[]; creds?: Ucred } {
+  const out: { fds: number[]; creds?: Ucred } = { fds: [] };
+  for (let off = 0; off + CMSG_HDR <= len;) {
+    const clen = Number(control.readBigUInt64LE(off));
+    const level = control.readInt32LE(off + 8);
+    const type = control.readInt32LE(off + 12);
+    if (clen < CMSG_HDR || off + clen > len) break;
+    if (level === SOL_SOCKET && type === SCM_RIGHTS) {
+      for (let p = off + CMSG_HDR; p + 4 <= off + clen; p += 4) out.fds.push(control.readInt32LE(p));
+    } else if (level === SOL_SOCKET && type === SCM_CREDENTIALS && clen >= CMSG_HDR + 12) {
+      out.creds = { pid: control.readInt32LE(off + CMSG_HDR), uid: control.readUInt32LE(off + CMSG_HDR + 4), gid: control.readUInt32LE(off + CMSG_HDR + 8) };
+    }
+    off += (clen + 7) & ~7;
+  }
+  return out;
+}
+
+/** struct cmsghdr's size (cmsg_len is a size_t): the data follows it. */
+const CMSG_HDR = 16;
+/** The most descriptors one SCM_RIGHTS message carries (SCM_MAX_FD). */
+export const SCM_MAX_FD = 253;
+
+/** A control buffer for sendmsg: SCM_RIGHTS with `fds` (if any), then SCM_CREDENTIALS (if given). */
+export function buildControl(fds: readonly number[], creds?: Ucred): Buffer {
+  const space = (n: number) => (CMSG_HDR + n + 7) & ~7;
+  const buf = Buffer.alloc((fds.length ? space(4 * fds.length) : 0) + (creds ? space(12) : 0));
+  let off = 0;
+  if (fds.length) {
+    buf.writeBigUInt64LE(BigInt(CMSG_HDR + 4 * fds.length), off);
+    buf.writeInt32LE(SOL_SOCKET, off + 8);
+    buf.writeInt32LE(SCM_RIGHTS, off + 12);
+    fds.forEach((fd, i) => buf.writeInt32LE(fd, off + CMSG_HDR + 4 * i));
+    off += space(4 * fds.length);
+  }
+  if (creds) {
+    buf.writeBigUInt64LE(BigInt(CMSG_HDR + 12), off);
+    buf.writeInt32LE(SOL_SOCKET, off + 8);
+    buf.writeInt32LE(SCM_CREDENTIALS, off + 12);
+    buf.writeInt32LE(creds.pid, off + CMSG_HDR);
+    buf.writeUInt32LE(creds.uid, off + CMSG_HDR + 4);
+    buf.writeUInt32LE(creds.gid, off + CMSG_HDR + 8);
+  }
+  return buf;
 }
 
 /**
@@ -243,7 +298,7 @@ export function peekSocket(fd: number, endsAtEmpty: boolean): QueuedMessage[] {
       const n = r.result;
       if (n > data.length) throw new CptError('EMSGSIZE', `a queued message of ${n} bytes`, { object: 'socket' });
       if (r.flags & MSG.CTRUNC) throw new CptError('EMSGSIZE', 'a queued message\'s control data does not fit', { object: 'socket' });
-      const fds = closeRights(control, r.controlLen);
+      const { fds, creds } = closeRights(control, r.controlLen);
       const nameLen = r.nameLen;
       // A stream whose peer shut down answers 0 bytes forever: that is its end, not a message.
       if (n === 0 && endsAtEmpty) break;
@@ -253,7 +308,7 @@ export function peekSocket(fd: number, endsAtEmpty: boolean): QueuedMessage[] {
         throw new CptError('EIO', 'the socket\'s queue reads as empty messages without end', { object: 'socket' });
       }
       lastOff = getSockoptInt(fd, SO.PEEK_OFF);
-      out.push({ data: Buffer.from(data.subarray(0, n)), from: nameLen > 2 ? Buffer.from(name.subarray(2, nameLen)) : Buffer.alloc(0), fds });
+      out.push({ data: Buffer.from(data.subarray(0, n)), from: nameLen > 2 ? Buffer.from(name.subarray(2, nameLen)) : Buffer.alloc(0), fds, ...(creds ? { creds } : {}) });
     }
   } finally {
     setSockoptInt(fd, SO.PEEK_OFF, saved);
@@ -261,25 +316,15 @@ export function peekSocket(fd: number, endsAtEmpty: boolean): QueuedMessage[] {
   return out;
 }
 
-/** Counts the descriptors an SCM_RIGHTS control message brought to cptrst, and closes them. */
-function closeRights(control: Buffer, len: number): number {
-  let fds = 0;
-  for (let off = 0; off + 16 <= len;) {
-    const clen = Number(control.readBigUInt64LE(off));
-    const level = control.readInt32LE(off + 8);
-    const type = control.readInt32LE(off + 12);
-    if (clen < 16 || off + clen > len) break;
-    if (level === SOL_SOCKET && type === SCM_RIGHTS) {
-      for (let p = off + 16; p + 4 <= off + clen; p += 4) {
-        fds++;
-        try {
-          fs.closeSync(control.readInt32LE(p));
-        } catch {
-          /* already gone */
-        }
-      }
+/** Counts the descriptors an SCM_RIGHTS control message brought to cptrst, and closes them; the credentials. */
+function closeRights(control: Buffer, len: number): { fds: number; creds?: Ucred } {
+  const { fds, creds } = parseControl(control, len);
+  for (const fd of fds) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* already gone */
     }
-    off += (clen + 7) & ~7;
   }
-  return fds;
+  return { fds: fds.length, ...(creds ? { creds } : {}) };
 }

@@ -478,3 +478,22 @@ export class Iocb {
   @cfield.u64() buf = 0n;
   @cfield.u64() nbytes = 0n;
 }
+
+/** struct msghdr (x86-64), for sendmsg/recvmsg made inside a task. */
+@cstruct('msghdr')
+export class Msghdr {
+  @cfield.u64() name = 0n;
+  @cfield.u32() namelen = 0;
+  @cfield.u64() iov = 0n;
+  @cfield.u64() iovlen = 0n;
+  @cfield.u64() control = 0n;
+  @cfield.u64() controllen = 0n;
+  @cfield.i32() flags = 0;
+}
+
+/** struct iovec. */
+@cstruct('iovec')
+export class Iovec {
+  @cfield.u64() base = 0n;
+  @cfield.u64() len = 0n;
+}

@@ -1,0 +1,333 @@
+/**
+ * The control data of the messages queued on unix sockets: file descriptors in flight
+ * (SCM_RIGHTS) and the senders' credentials (SCM_CREDENTIALS).
+ *
+ * Checkpoint. Before any handler looks at the fds of a task (ScmInstall, the first check of the
+ * checkpoint, for every process of the tree at once), each datagram or seqpacket socket whose
+ * queue carries descriptors is peeked, message by message, INSIDE the process that holds it: an
+ * injected recvmsg(MSG_PEEK) at the message's start (SO_PEEK_OFF) installs new descriptors of the
+ * files in flight in that process, the kernel's own way of handing them over. From then on they
+ * are fds of the process like any other: each is described and dumped through its kind (a pipe,
+ * a regular file, a memfd, an epoll, a unix socket...) with the FILE and FD records of the fd
+ * table, an fd that shares its open file description with one the process already has shares its
+ * FILE (dup), and what is shared with other processes of the tree is shared the usual way. The
+ * queue's UNIX_SCM records name, for each message, the fds to send with it, in order. The peek
+ * takes nothing from the queue; the socket's peek offset is put back at once, and the installed
+ * fds are closed inside the process before the tree is let go, whether the checkpoint succeeded
+ * or not (CheckpointContext.beforeRelease). A message's credentials are the ones a peek reports
+ * when the socket has SO_PASSCRED; they are kept when the sender is a process of the tree.
+ * Refused: descriptors in flight on a stream socket, on a socket held by several processes or
+ * whose peer is held by another process, on a socket that is itself in flight (so a socket sent
+ * over itself and closed, or any cycle), an empty message with descriptors; credentials of a
+ * process outside the tree, or a stream whose runs carry different credentials.
+ *
+ * Restart. The files in flight come back as fds of the process (their FDs), the queue is sent
+ * again by the socket's peer (SocketQueuesRestore, after the final credentials) with sendmsg:
+ * each message with its SCM_RIGHTS fds in the recorded order and its SCM_CREDENTIALS; then those
+ * fds are closed. The credentials are sent by the restored process itself, so the kernel lets it
+ * claim only what it may (its own pid, ids, or more with CAP_SYS_ADMIN/CAP_SETUID/CAP_SETGID):
+ * never more than the image's owner could.
+ */
+import * as fs from 'fs';
+import {
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, KindRecords, ObjectType, RestartTask, bool, decodeStruct, encodeStruct, i32, linux, objectType,
+  refuse, sizeOfStruct, treeTask, u32, u32s,
+} from '@cptrst/core';
+import { FS_KEY } from './fs-struct';
+
+const { SYS, SO, SOCK } = linux;
+
+/** The control data of one queued message (or of a stream's bytes: message 0), under the socket's FILE. */
+@objectType(ObjectType.UNIX_SCM, 'unix-scm', { parents: [ObjectType.FILE] })
+export class UnixScmImage {
+  /** Which SOCKET_QUEUE record of the FILE (from 0) it goes with. */
+  @u32() message = 0;
+  /** The fds of the process whose files are in flight with the message (SCM_RIGHTS), in order; closed once sent. */
+  @u32s() fds: number[] = [];
+  /** The message carries its sender's credentials (SCM_CREDENTIALS). */
+  @bool() hasCreds = false;
+  @i32() pid = 0;
+  @u32() uid = 0;
+  @u32() gid = 0;
+}
+
+/** Room for the control data of one message: SCM_MAX_FD descriptors and a struct ucred. */
+const CONTROL_ROOM = 1280;
+const HDR = sizeOfStruct(linux.Msghdr);
+const IOV = sizeOfStruct(linux.Iovec);
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint
+
+/** The descriptors in flight of one socket, installed in the process that holds it. */
+interface InFlight {
+  pid: number;
+  /** Per message (its index in the queue): the fds of the process standing for its files in flight. */
+  fds: Map<number, number[]>;
+}
+const IN_FLIGHT = new WeakMap<CheckpointContext, Map<number, InFlight>>();
+/**
+ * Every queue the first check read, by socket inode: a peek marks an empty datagram, and a later
+ * peek by offset skips a marked one, so each queue is read once per checkpoint (the socket's kind
+ * takes it from here).
+ */
+const PEEKED = new WeakMap<CheckpointContext, Map<number, linux.QueuedMessage[]>>();
+
+/** The queue of socket `ino` as the first check read it, if it did. */
+export function peekedQueue(ctx: CheckpointContext, ino: number): linux.QueuedMessage[] | undefined {
+  return PEEKED.get(ctx)?.get(ino);
+}
+
+const inoOf = (link: string): number => Number(/^socket:\[(\d+)\]$/.exec(link)?.[1] ?? -1);
+
+/** The first check of a checkpoint: installs the descriptors in flight of every process of the tree (once). */
+export class ScmInstall implements DumpHandler {
+  readonly name = 'files.scm-install';
+  /** Before every handler that looks at a task's fds. */
+  readonly order = 1;
+  check(ctx: CheckpointContext): void {
+    if (!IN_FLIGHT.has(ctx)) installAll(ctx);
+  }
+  dump(): void {
+    /* the files in flight are dumped as fds of their process */
+  }
+}
+
+function installAll(ctx: CheckpointContext): void {
+  const table = new Map<number, InFlight>();
+  IN_FLIGHT.set(ctx, table);
+  const peeked = new Map<number, linux.QueuedMessage[]>();
+  PEEKED.set(ctx, peeked);
+  const installed: Array<{ task: CheckpointTask; fds: number[] }> = [];
+  // Registered first: whatever was installed goes again, even when the checkpoint fails half-way.
+  ctx.beforeRelease(() => {
+    for (const { task, fds } of installed) for (const fd of fds) task.tracee.syscall(SYS.close, [fd]);
+  });
+  const tasks = (ctx.tree?.tasks ?? []).filter((t) => !t.zombie);
+  let diag: Map<number, linux.UnixDiag> | undefined;
+  for (const task of tasks) {
+    const mine: number[] = [];
+    installed.push({ task, fds: mine });
+    const seen = new Set<number>();
+    for (const fd of linux.listFds(task.pid)) {
+      let link: string;
+      try {
+        link = linux.readFdLink(task.pid, fd);
+      } catch {
+        continue;
+      }
+      const ino = inoOf(link);
+      if (ino < 0 || seen.has(ino) || table.has(ino)) continue;
+      seen.add(ino);
+      diag ??= linux.unixDiagDump();
+      const d = diag.get(ino);
+      // Only a connected stream or seqpacket socket has a queue to read (recvmsg answers EINVAL before).
+      if (!d || d.state === linux.TCP_LISTEN || (d.type !== SOCK.DGRAM && d.state !== linux.TCP_ESTABLISHED)) continue;
+      const stream = d.type === SOCK.STREAM;
+      const queue = peeked.get(ino) ?? withCopy(task.pid, fd, (dup) => linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0));
+      peeked.set(ino, queue);
+      const count = queue.reduce((n, m) => n + m.fds, 0);
+      if (!count) continue;
+      const object = `fd ${fd} (${link})`;
+      if (stream) refuse(task.pid, object, `${count} descriptor(s) are in flight in the queue of a stream socket; descriptors in flight are supported on datagram and seqpacket sockets only`);
+      // The queue is sent again by the process that makes the socket at restart: the process that
+      // holds it, also for a socketpair whose other end its descendants hold (it makes the pair).
+      for (const other of tasks) {
+        if (other === task) continue;
+        const at = linux.listFds(other.pid).find((n) => readLink(other.pid, n) === link);
+        if (at !== undefined) refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and the socket is also held by process ${other.pid} (fd ${at}); descriptors in flight on a socket of several processes are not supported yet`);
+        const peer = d.peer ? linux.listFds(other.pid).find((n) => readLink(other.pid, n) === `socket:[${d.peer}]`) : undefined;
+        if (peer !== undefined && !descends(other.pid, task.pid)) {
+          refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and its peer is held by process ${other.pid} (fd ${peer}), which is not a descendant of this process; descriptors in flight are supported where the receiving end's process made the pair`);
+        }
+      }
+      table.set(ino, { pid: task.pid, fds: installInTask(task, fd, queue, object, mine) });
+    }
+  }
+}
+
+/** Whether process `pid` descends from process `ancestor` (the tree is frozen: the parents hold still). */
+function descends(pid: number, ancestor: number): boolean {
+  for (let p = pid, i = 0; p > 1 && i < 4096; i++) {
+    p = linux.readStat(p).ppid;
+    if (p === ancestor) return true;
+  }
+  return false;
+}
+
+function readLink(pid: number, fd: number): string {
+  try {
+    return linux.readFdLink(pid, fd);
+  } catch {
+    return '';
+  }
+}
+
+/** A copy of the fd of process `pid` (pidfd_getfd: the same socket), given to `use`, then closed. */
+function withCopy<T>(pid: number, fd: number, use: (dup: number) => T): T {
+  const pidfd = linux.pidfdOpen(pid);
+  try {
+    const dup = linux.pidfdGetfd(pidfd, fd);
+    try {
+      return use(dup);
+    } finally {
+      fs.closeSync(dup);
+    }
+  } finally {
+    fs.closeSync(pidfd);
+  }
+}
+
+/**
+ * Each message that carries descriptors is peeked inside the task at its start (SO_PEEK_OFF: the
+ * bytes of the messages before it; a peek has marked them all, so empty ones are skipped), which
+ * installs its descriptors there (close-on-exec); `installed` gets each one as it comes, for the
+ * cleanup. The socket's peek offset is put back.
+ */
+function installInTask(task: CheckpointTask, fd: number, queue: linux.QueuedMessage[], object: string, installed: number[]): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  withCopy(task.pid, fd, (dup) => {
+    const saved = linux.getSockoptInt(dup, SO.PEEK_OFF);
+    try {
+      let off = 0;
+      queue.forEach((m, i) => {
+        if (m.fds) {
+          if (!m.data.length) refuse(task.pid, object, 'an empty message carries descriptors in flight; it cannot be reached by its offset in the queue, not supported');
+          if (linux.setSockoptInt(dup, SO.PEEK_OFF, off) < 0n) refuse(task.pid, object, 'setsockopt(SO_PEEK_OFF) failed');
+          const got = peekInTask(task, fd, object);
+          installed.push(...got.fds);
+          if (got.flags & linux.MSG.CTRUNC) refuse(task.pid, object, `the descriptors in flight do not fit in the process's fd table (RLIMIT_NOFILE) or in cptrst's control buffer`);
+          if (got.fds.length !== m.fds || got.length !== m.data.length) {
+            throw new CptError('EIO', `the queue changed while it was read: message ${i} of ${m.data.length} bytes with ${m.fds} descriptor(s) peeked as ${got.length} bytes with ${got.fds.length}`, { pid: task.pid, object });
+          }
+          out.set(i, got.fds);
+        }
+        off += m.data.length;
+      });
+    } finally {
+      linux.setSockoptInt(dup, SO.PEEK_OFF, saved);
+    }
+  });
+  return out;
+}
+
+/** recvmsg(MSG_PEEK | MSG_TRUNC) of one byte inside the task: the message's length, flags and the fds it installed. */
+function peekInTask(task: CheckpointTask, fd: number, object: string): { length: number; flags: number; fds: number[] } {
+  const t = task.tracee;
+  const size = HDR + IOV + 8 + CONTROL_ROOM;
+  const base = t.stage(Buffer.alloc(size));
+  const buf = Buffer.alloc(size);
+  const ctlAt = HDR + IOV + 8;
+  encodeStruct(linux.Msghdr, { name: 0n, namelen: 0, iov: base + BigInt(HDR), iovlen: 1n, control: base + BigInt(ctlAt), controllen: BigInt(CONTROL_ROOM), flags: 0 }, buf, 0);
+  encodeStruct(linux.Iovec, { base: base + BigInt(HDR + IOV), len: 1n }, buf, HDR);
+  t.writeMemory(base, buf);
+  const { MSG } = linux;
+  const r = t.syscall(linux.syscallNumber('recvmsg'), [fd, base, MSG.PEEK | MSG.DONTWAIT | MSG.TRUNC | MSG.CMSG_CLOEXEC]);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `recvmsg(MSG_PEEK) of a message with descriptors in flight, inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object });
+  const back = t.readMemory(base, size);
+  const h = decodeStruct(linux.Msghdr, back, 0);
+  const controlLen = Math.min(Number(h.controllen), CONTROL_ROOM);
+  return { length: Number(r), flags: h.flags, fds: linux.parseControl(back.subarray(ctlAt), controlLen).fds };
+}
+
+/**
+ * The UNIX_SCM records of a socket's queue (as its kind examines it), or a refusal: descriptors in
+ * flight that were not installed (the socket is itself in flight), credentials that cannot be
+ * restored.
+ */
+export function queueControl(ctx: CheckpointContext, task: CheckpointTask, object: string, ino: number, type: number, passcred: boolean, queue: linux.QueuedMessage[]): UnixScmImage[] {
+  const inflight = IN_FLIGHT.get(ctx)?.get(ino);
+  const stream = type === SOCK.STREAM;
+  const out: UnixScmImage[] = [];
+  if (stream && passcred && queue.length) {
+    const c = queue[0].creds;
+    if (queue.some((m) => !sameCreds(m.creds, c))) refuse(task.pid, object, 'the bytes queued on the stream socket come from senders with different credentials (SO_PASSCRED); not supported yet');
+  }
+  queue.forEach((m, i) => {
+    const fds = m.fds ? (inflight?.pid === task.pid ? inflight.fds.get(i) : undefined) : [];
+    if (!fds || fds.length !== m.fds) {
+      refuse(task.pid, object, `${m.fds} descriptor(s) are in flight in its queue, but the socket is itself in flight or was not seen by the first check; descriptors in flight in a socket in flight are not supported`);
+    }
+    const creds = passcred && (!stream || i === 0) ? m.creds : undefined;
+    if (creds) {
+      if (creds.pid <= 0 || !treeTask(ctx, creds.pid)) {
+        refuse(task.pid, object, `a queued message carries the credentials (SO_PASSCRED) of ${creds.pid > 0 ? `process ${creds.pid}, outside the checkpointed tree` : 'no process (sent before SO_PASSCRED was set)'}; they cannot be restored`);
+      }
+    }
+    if (!fds.length && !creds) return;
+    const r = new UnixScmImage();
+    r.message = stream ? 0 : i;
+    r.fds = fds;
+    if (creds) Object.assign(r, { hasCreds: true, pid: creds.pid, uid: creds.uid, gid: creds.gid });
+    out.push(r);
+  });
+  return out;
+}
+
+function sameCreds(a: linux.Ucred | undefined, b: linux.Ucred | undefined): boolean {
+  return a?.pid === b?.pid && a?.uid === b?.uid && a?.gid === b?.gid;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restart
+
+/**
+ * The UNIX_SCM records of a socket's FILE, checked against its queue and the process's fd list.
+ * `carried`: the end of a socketpair an ancestor made, whose queue the ancestor sends: its
+ * messages carry no descriptors (they would be fds of another process).
+ */
+export function scmRecords(task: RestartTask, req: { object: string; records: KindRecords }, type: number, passcred: boolean, messages: number, carried = false): UnixScmImage[] {
+  const bad = (why: string) => new CptError('EBADIMG', `unix socket control data: ${why}`, { pid: task.pid, object: req.object });
+  const recs = req.records.of(UnixScmImage);
+  const fds = new Set(task.state.get(FS_KEY)?.fds ?? []);
+  const seen = new Set<number>();
+  for (const r of recs) {
+    if (r.message >= messages || seen.has(r.message)) throw bad(`message ${r.message} of ${messages}, or twice`);
+    seen.add(r.message);
+    if (r.fds.length > linux.SCM_MAX_FD || (r.fds.length && (type === SOCK.STREAM || carried))) throw bad(`${r.fds.length} descriptors in flight`);
+    if (r.fds.some((fd) => !fds.has(fd))) throw bad('a descriptor in flight that is no fd of the process');
+    if (r.hasCreds && !passcred) throw bad('credentials on a socket without SO_PASSCRED');
+    if (!r.hasCreds && (r.pid || r.uid || r.gid)) throw bad('credentials without their flag');
+  }
+  return recs;
+}
+
+/** The control data to send with one piece of a message: its descriptors with the first piece only, its credentials with each. */
+export function controlOf(scm: UnixScmImage | undefined, first: boolean): Buffer | undefined {
+  if (!scm) return undefined;
+  const fds = first ? scm.fds : [];
+  if (!fds.length && !scm.hasCreds) return undefined;
+  return linux.buildControl(fds, scm.hasCreds ? { pid: scm.pid, uid: scm.uid, gid: scm.gid } : undefined);
+}
+
+/**
+ * sendmsg inside the task of `n` bytes staged at `at`, to `addr` (staged, `addrLen` bytes; 0: the
+ * peer) with `control`; staged at `stageAt` in the scratch data area. Returns the raw result.
+ */
+export function sendWithControl(task: RestartTask, fd: bigint, at: bigint, n: number, addr: bigint, addrLen: number, control: Buffer, stageAt: number, object: string): bigint {
+  const t = task.tracee!;
+  const buf = Buffer.alloc(HDR + IOV + control.length);
+  const base = t.stage(buf, stageAt);
+  encodeStruct(linux.Msghdr, { name: addrLen ? addr : 0n, namelen: addrLen, iov: base + BigInt(HDR), iovlen: 1n, control: base + BigInt(HDR + IOV), controllen: BigInt(control.length), flags: 0 }, buf, 0);
+  encodeStruct(linux.Iovec, { base: at, len: BigInt(n) }, buf, HDR);
+  control.copy(buf, HDR + IOV);
+  t.writeMemory(base, buf);
+  const r = t.syscall(linux.syscallNumber('sendmsg'), [fd, base, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL]);
+  if (r === -1n) {
+    // EPERM: credentials the restored process may not claim (another pid without CAP_SYS_ADMIN, ids it does not have).
+    throw new CptError('EPERM', 'sending a queued message again with its sender\'s credentials (SCM_CREDENTIALS): the restored process may not claim them', { pid: task.pid, object });
+  }
+  return r;
+}
+
+/** The process's fds that only stood for files in flight go, once every queue is sent. */
+export function closeInFlight(task: RestartTask, scms: Iterable<UnixScmImage>): void {
+  const done = new Set<number>();
+  for (const s of scms) {
+    for (const fd of s.fds) {
+      if (done.has(fd)) continue;
+      done.add(fd);
+      task.tracee!.syscall(SYS.close, [fd]);
+    }
+  }
+}
