@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 5;
+export const FORMAT_MINOR = 6;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -38,6 +38,16 @@ export enum ObjectType {
   VMA_DELETED_FILE = 23,
   /** A data run of a deleted mapped file (under VMA). */
   VMA_DELETED_DATA = 24,
+  /** An image's own identity (a random id), written in images that may be the parent of an incremental one (under HEAD). */
+  IMAGE_ID = 50,
+  /** The parent of an incremental image: its path, id and size (under HEAD). */
+  IMAGE_PARENT = 51,
+  /** How a process's pages were found changed (write tracking, hashes), its identity and its tracker (under TASK). */
+  TASK_TRACKING = 52,
+  /** The 64-bit hash of every page an area has, in this image or its parents (under VMA). */
+  VMA_HASHES = 53,
+  /** The pages of an area that are the parent image's (under VMA). */
+  VMA_PARENT_PAGES = 54,
   REGS = 30,
   XSTATE = 31,
   DEBUGREGS = 32,
