@@ -287,7 +287,12 @@ export function registerAreas(t: TrackerRef, ranges: Array<{ start: bigint; end:
   const fd = trackerFd(t, 'uffd');
   try {
     for (const r of ranges) {
-      const e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
+      let e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
+      // An old tracker's userfaultfd may still be open for a moment (its sleep holds a copy for up to 2 s).
+      for (let i = 0; i < 80 && e === -linux.ERRNO.EBUSY; i++) {
+        sleepMs(50);
+        e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
+      }
       if (e < 0) throw new CptError(linux.errnoName(-e), `UFFDIO_REGISTER of ${r.start.toString(16)}-${r.end.toString(16)} failed (${linux.errnoName(-e)})`);
     }
   } finally {
