@@ -10,6 +10,7 @@
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
+import { CheckpointFlags, CptError, loadModule, sys_checkpoint } from '@cptrst/core';
 import { Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, sleep, startWorkload, trigger, waitGone, waitResult } from '../support';
 
 interface Report {
@@ -123,6 +124,37 @@ describe('incremental checkpoints (--track, --parent)', function () {
     const show = await cptrst(['show', img(2)]);
     expect(show.stdout).to.match(/hashes/);
     await restartPasses(w, img(2), 2);
+  });
+
+  it('a failed incremental checkpoint leaves the tracking intact; a failed first one leaves no tracker', async () => {
+    loadModule('@cptrst/cpt-module');
+    const w = await startWorkload('incrwrite', ['8']);
+    const img = (k: number) => path.join(w.dir, `f${k}.img`);
+    /** A checkpoint through the API, aborted once every handler has dumped (before the commit). */
+    const aborted = async (incremental: { parent?: string; track: boolean }) => {
+      const fd = fs.openSync(path.join(w.dir, 'aborted.img'), 'w');
+      const ac = new AbortController();
+      let err: unknown;
+      try {
+        await sys_checkpoint(w.pid, fd, CheckpointFlags.RESUME, { incremental, signal: ac.signal, onProgress: (e) => (e.phase === 'dumped' ? ac.abort() : undefined) });
+      } catch (e) {
+        err = e;
+      } finally {
+        fs.closeSync(fd);
+      }
+      expect(err).to.be.instanceOf(CptError);
+      expect((err as CptError).code).to.equal('EINTR');
+    };
+    await aborted({ track: true });
+    expect(trackersOf(w.pid), 'a failed first checkpoint leaves no tracker').to.deep.equal([]);
+    await checkpoint(w, img(0), ['--track']);
+    const tracker = trackersOf(w.pid);
+    await step(w, 1);
+    await aborted({ parent: img(0), track: true });
+    expect(trackersOf(w.pid), 'the tracker is kept').to.deep.equal(tracker);
+    const r = await checkpoint(w, img(1), ['--parent', img(0)]);
+    expect(r.method, 'tracking still holds for the parent').to.equal('uffd-wp');
+    await restartPasses(w, img(1), 1);
   });
 
   it('a parent that was changed or replaced is refused at restart, nothing left running', async () => {
