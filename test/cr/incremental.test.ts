@@ -157,6 +157,33 @@ describe('incremental checkpoints (--track, --parent)', function () {
     await restartPasses(w, img(1), 1);
   });
 
+  it('a process tree: each process has its own tracking, and the tree restarts from the last image of its chain', async () => {
+    const w = await startWorkload('tree');
+    const img = (k: number) => path.join(w.dir, `tree${k}.img`);
+    const run = async (k: number, extra: string[]) => {
+      const r = await cptrst(['checkpoint', String(w.pid), '-o', img(k), '--json', ...extra]);
+      expect(r.code, r.stderr).to.equal(0);
+      return (JSON.parse(r.stdout) as { incremental: Report[] }).incremental;
+    };
+    const first = await run(0, ['--track']);
+    const live = first.map((r) => r.pid);
+    expect(live.length, 'processes with memory (zombies have none)').to.be.greaterThan(3);
+    for (const pid of live) expect(trackersOf(pid), `tracker of ${pid}`).to.have.length(1);
+    const second = await run(1, ['--parent', img(0)]);
+    for (const r of second) expect(r.method, `${r.pid}: ${r.why}`).to.equal('uffd-wp');
+    const third = await run(2, ['--parent', img(1), '--kill']);
+    for (const r of third) expect(r.method, `${r.pid}: ${r.why}`).to.equal('uffd-wp');
+    // The root's own memory is mostly its parent image's (a child's areas kept copy-on-write from
+    // the root are written as in a full image).
+    expect(third[0].parentPages).to.be.greaterThan(third[0].storedPages);
+    for (const pid of live) expect(await waitGone(pid, 5000), `${pid} gone`).to.equal(true);
+    await w.exited;
+    const rr = await cptrst(['restart', img(2)]);
+    expect(rr.code, rr.stderr).to.equal(0);
+    await trigger(w);
+    expect(parseResult(await waitResult(w, 60000)).verdict).to.equal('PASS tree');
+  });
+
   it('a parent that was changed or replaced is refused at restart, nothing left running', async () => {
     const w = await startWorkload('incrwrite', ['8']);
     const img = (k: number) => path.join(w.dir, `t${k}.img`);
