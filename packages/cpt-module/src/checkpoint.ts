@@ -36,6 +36,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   let head;
   try {
     head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
+    for (const h of handlers) ctx.timed(`prepare ${h.name}`, () => h.prepare?.(ctx));
   } catch (e) {
     throw naming(e, pid);
   }

@@ -183,6 +183,11 @@ function parentSummary(ctx: CheckpointContext): ParentSummary | null {
   }
 }
 
+/** Reads the parent image (before the freeze). */
+export function prepareIncremental(ctx: CheckpointContext): void {
+  parentSummary(ctx);
+}
+
 /** The parent's path as the image records it: absolute as given, or relative to the new image's directory. */
 function storedParentPath(ctx: CheckpointContext, given: string): string {
   if (path.isAbsolute(given)) return given;

@@ -30,7 +30,7 @@ import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
-import { IncrementalDump, closeChain, restoreIncremental } from './incremental';
+import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
 import { hasOwnUserfaultfd } from './tracking';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
@@ -211,6 +211,11 @@ function keepsFromParent(a: { v: VmaEntry; kind: VmaKindHandler }): boolean {
 export class MmDump implements DumpHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
+
+  /** An incremental checkpoint reads its parent image before the freeze. */
+  prepare(ctx: CheckpointContext): void {
+    if (ctx.incremental) prepareIncremental(ctx);
+  }
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
