@@ -81,38 +81,61 @@ export class VmaParentPagesImage {
   @u64s() runs: bigint[] = [];
 }
 
-/** Page hashes by address: runs in address order, with their hashes. */
+@objectType(ObjectType.VMA_PAGE_RUNS, 'vma-page-runs', { parents: [ObjectType.VMA] })
+export class PageRunsImage {
+  /** [vaddr, count] pairs in address order; the payload holds their pages one run after the other. */
+  @u64s() runs: bigint[] = [];
+}
+
+/** Page hashes by page number (address / page size, exact as a double): runs in address order, with their hashes. */
 class PageHashes {
-  private readonly starts: bigint[] = [];
+  private readonly starts: number[] = [];
   private readonly counts: number[] = [];
-  private readonly at: number[] = [];
   private readonly chunks: Buffer[] = [];
   constructor(private readonly page: bigint) {}
 
   add(runs: bigint[], hashes: Buffer): void {
     let o = 0;
     for (let i = 0; i + 1 < runs.length; i += 2) {
-      this.starts.push(runs[i]);
-      this.counts.push(Number(runs[i + 1]));
-      this.at.push(this.chunks.length);
-      this.chunks.push(hashes.subarray(o, o + Number(runs[i + 1]) * HASH_BYTES));
-      o += Number(runs[i + 1]) * HASH_BYTES;
+      const n = Number(runs[i + 1]);
+      this.starts.push(Number(runs[i] / this.page));
+      this.counts.push(n);
+      this.chunks.push(hashes.subarray(o, o + n * HASH_BYTES));
+      o += n * HASH_BYTES;
     }
   }
 
-  /** The hash of the page at `vaddr`, or undefined. */
-  get(vaddr: bigint): Buffer | undefined {
+  /** The run holding page `p` and the page's index in it, or -1. */
+  private find(p: number): [number, number] {
     let lo = 0;
     let hi = this.starts.length - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >> 1;
-      if (this.starts[mid] > vaddr) hi = mid - 1;
+      if (this.starts[mid] > p) hi = mid - 1;
       else lo = mid + 1;
     }
-    if (hi < 0) return undefined;
-    const idx = Number((vaddr - this.starts[hi]) / this.page);
-    if (idx >= this.counts[hi]) return undefined;
-    return this.chunks[this.at[hi]].subarray(idx * HASH_BYTES, (idx + 1) * HASH_BYTES);
+    if (hi < 0 || p - this.starts[hi] >= this.counts[hi]) return [-1, 0];
+    return [hi, p - this.starts[hi]];
+  }
+
+  /** The hash of the page at `vaddr`, or undefined. */
+  get(vaddr: bigint): Buffer | undefined {
+    const [r, i] = this.find(Number(vaddr / this.page));
+    return r < 0 ? undefined : this.chunks[r].subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
+  }
+
+  /** Copies the hash of page number `p` into `out` at `at`; false if there is none. */
+  copyTo(p: number, out: Buffer, at: number): boolean {
+    const [r, i] = this.find(p);
+    if (r < 0) return false;
+    this.chunks[r].copy(out, at, i * HASH_BYTES, (i + 1) * HASH_BYTES);
+    return true;
+  }
+
+  /** Whether page number `p` has the hash found in `h` at `at`. */
+  equals(p: number, h: Buffer, at: number): boolean {
+    const [r, i] = this.find(p);
+    return r >= 0 && this.chunks[r].compare(h, at, at + HASH_BYTES, i * HASH_BYTES, (i + 1) * HASH_BYTES) === 0;
   }
 }
 
@@ -316,46 +339,56 @@ export class IncrementalDump {
     if (ph && this.method === 'uffd-wp' && this.registered.has(v.start)) {
       const written = writtenRegions(this.pagemap(), v.start, v.end);
       if (written) {
+        // In page numbers (exact as doubles): this loop runs once per page.
+        const base = Number(v.start / BigInt(PAGE));
+        const wr = written.map((r) => [Number(r.start / BigInt(PAGE)), Number(r.end / BigInt(PAGE))]);
         let w = 0;
         for (let i = 0; i < pages.length; i++) {
-          const a = vaddrOf(pages[i]);
-          while (w < written.length && written[w].end <= a) w++;
-          const isWritten = w < written.length && written[w].start <= a;
-          const h = isWritten ? undefined : ph.get(a);
-          if (h) {
-            plan.fromParent[i] = 1;
-            h.copy(plan.hashes, i * HASH_BYTES);
-          }
+          const p = base + pages[i];
+          while (w < wr.length && wr[w][1] <= p) w++;
+          const isWritten = w < wr.length && wr[w][0] <= p;
+          if (!isWritten && ph.copyTo(p, plan.hashes, i * HASH_BYTES)) plan.fromParent[i] = 1;
         }
       }
     } else if (ph && this.method !== 'full') {
       // Compared by content: every present page is read and hashed.
+      const base = Number(v.start / BigInt(PAGE));
       await this.forEachChunk(v, pages, (i, buf, n) => {
         hashPages(buf, PAGE, plan.hashes, i * HASH_BYTES);
-        for (let k = 0; k < n; k++) {
-          const h = ph.get(vaddrOf(pages[i + k]));
-          if (h && h.equals(plan.hashes.subarray((i + k) * HASH_BYTES, (i + k + 1) * HASH_BYTES))) plan.fromParent[i + k] = 1;
-        }
+        for (let k = 0; k < n; k++) if (ph.equals(base + pages[i + k], plan.hashes, (i + k) * HASH_BYTES)) plan.fromParent[i + k] = 1;
       });
     }
     img.pageCount = BigInt(pages.length);
     const vmaTag = ctx.write(img, this.task.tag);
     kind.dumpRecords?.(ctx, this.task, v, img, kindRecordWriter(ctx, kind, vmaTag));
-    // The changed pages, read (again) and hashed as they are written.
+    // The changed pages, read (again) and hashed as they are written: up to OBJECT_PAGES per object,
+    // one PAGES object for a single run, else one VMA_PAGE_RUNS object (scattered pages would each
+    // cost a page of header and padding as PAGES objects).
     const stored = pages.map((_, i) => i).filter((i) => !plan.fromParent[i]);
-    for (let s = 0; s < stored.length;) {
-      let e = s + 1;
-      while (e < stored.length && e - s < OBJECT_PAGES && pages[stored[e]] === pages[stored[e - 1]] + 1) e++;
-      const count = e - s;
-      const buf = Buffer.allocUnsafe(count * PAGE);
-      const pi = new PagesImage();
-      pi.vaddr = vaddrOf(pages[stored[s]]);
-      pi.count = count;
-      ctx.timed('read pages', () => this.task.tracee.readMemoryInto(pi.vaddr, buf, 0, buf.length));
-      hashPages(buf, PAGE, plan.hashes, stored[s] * HASH_BYTES);
-      ctx.timed('write pages', () => ctx.writeWithPages(pi, buf, vmaTag));
+    for (let s = 0; s < stored.length; s += OBJECT_PAGES) {
+      const chunk = stored.slice(s, s + OBJECT_PAGES);
+      const runs: Array<[number, number]> = []; // [index into chunk, count]
+      for (let i = 0; i < chunk.length; i++) {
+        const last = runs[runs.length - 1];
+        if (last && pages[chunk[last[0] + last[1] - 1]] + 1 === pages[chunk[i]]) last[1]++;
+        else runs.push([i, 1]);
+      }
+      const buf = Buffer.allocUnsafe(chunk.length * PAGE);
+      ctx.timed('read pages', () => {
+        for (const [at, n] of runs) this.task.tracee.readMemoryInto(vaddrOf(pages[chunk[at]]), buf, at * PAGE, n * PAGE);
+      });
+      for (const [at, n] of runs) hashPages(buf.subarray(at * PAGE, (at + n) * PAGE), PAGE, plan.hashes, chunk[at] * HASH_BYTES);
+      let obj: PagesImage | PageRunsImage;
+      if (runs.length === 1) {
+        obj = new PagesImage();
+        obj.vaddr = vaddrOf(pages[chunk[0]]);
+        obj.count = chunk.length;
+      } else {
+        obj = new PageRunsImage();
+        obj.runs = runs.flatMap(([at, n]) => [vaddrOf(pages[chunk[at]]), BigInt(n)]);
+      }
+      ctx.timed('write pages', () => ctx.writeWithPages(obj, buf, vmaTag));
       ctx.progress({ phase: 'pages', pid: this.task.pid, bytes: buf.length });
-      s = e;
       await ctx.checkpointYield();
     }
     this.stored += stored.length;
@@ -521,6 +554,16 @@ function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: str
       const pi = rec.obj as PagesImage;
       index.tasks.get(pid)?.push({ start: pi.vaddr, count: pi.count, fd, off: rec.pagesOffset, file });
       reader.recycle(rec.pages);
+    } else if (rec.type === ObjectType.VMA_PAGE_RUNS && rec.pages) {
+      if (rec.pagesOffset === undefined) throw badImage(`${object} has compressed pages`);
+      const runs = (rec.obj as PageRunsImage).runs;
+      let off = rec.pagesOffset;
+      for (let i = 0; i + 1 < runs.length; i += 2) {
+        index.tasks.get(pid)?.push({ start: runs[i], count: Number(runs[i + 1]), fd, off, file });
+        off += Number(runs[i + 1] * PAGE);
+      }
+      if (off !== rec.pagesOffset + rec.pages.length) throw badImage(`${object}: page runs at offset ${rec.offset} do not match their payload`);
+      reader.recycle(rec.pages);
     } else if (rec.type === ObjectType.VMA_PARENT_PAGES) {
       if (!parent) throw badImage(`${object} has parent pages and no parent`);
       const runs = (rec.obj as VmaParentPagesImage).runs;
@@ -583,7 +626,29 @@ export function restoreIncremental(ctx: RestartContext, task: RestartTask, o: Re
     }
     case ObjectType.VMA_PARENT_PAGES:
       return ctx.timed('parent pages', () => restoreParentPages(ctx, task, o, PAGE));
+    case ObjectType.VMA_PAGE_RUNS:
+      return ctx.timed('pages', () => restorePageRuns(ctx, task, o, PAGE));
   }
+}
+
+/** Pages in runs: each run checked inside the area, in order, and the payload exactly theirs. */
+function restorePageRuns(ctx: RestartContext, task: RestartTask, o: RestoreObject, PAGE: bigint): void {
+  const where = `page runs at image offset ${o.offset}`;
+  const area = task.state.get(VMAS_BY_TAG)?.get(o.ptag);
+  if (!area || area.img.shared || !area.kind.storesPages(area.img)) throw badImage(`${where} belong to no private memory area`, task.pid);
+  const runs = (o.obj as PageRunsImage).runs;
+  if (runs.length % 2 || !o.pages) throw badImage(`${where}: malformed`, task.pid);
+  let off = 0;
+  let prevEnd = area.img.start;
+  for (let i = 0; i < runs.length; i += 2) {
+    const len = runs[i + 1] * PAGE;
+    if (runs[i + 1] <= 0n || runs[i] < prevEnd || runs[i] + len > area.img.end || runs[i] % PAGE || off + Number(len) > o.pages.length) throw badImage(`${where} are outside ${describeVma(area.img)}, out of order, or longer than their payload`, task.pid);
+    task.tracee!.writeMemory(runs[i], o.pages.subarray(off, off + Number(len)));
+    off += Number(len);
+    prevEnd = runs[i] + len;
+  }
+  if (off !== o.pages.length) throw badImage(`${where}: ${o.pages.length - off} bytes of payload belong to no run`, task.pid);
+  ctx.reader.recycle(o.pages);
 }
 
 function restoreParentPages(ctx: RestartContext, task: RestartTask, o: RestoreObject, PAGE: bigint): void {

@@ -303,7 +303,7 @@ export class MmDump implements DumpHandler {
 }
 
 /** The objects of incremental images (incremental.ts), restored by mm. */
-const INCREMENTAL_TYPES = [ObjectType.IMAGE_ID, ObjectType.IMAGE_PARENT, ObjectType.TASK_TRACKING, ObjectType.VMA_HASHES, ObjectType.VMA_PARENT_PAGES];
+const INCREMENTAL_TYPES = [ObjectType.IMAGE_ID, ObjectType.IMAGE_PARENT, ObjectType.TASK_TRACKING, ObjectType.VMA_HASHES, ObjectType.VMA_PARENT_PAGES, ObjectType.VMA_PAGE_RUNS];
 
 /** Areas mapped writable only to be filled: they get their own protection back at finish. */
 const TEMP_WRITABLE = new StateKey<VmaImage[]>('mm.tempWritable');
@@ -344,6 +344,7 @@ export class MmRestore implements RestoreHandler {
       case ObjectType.TASK_TRACKING:
       case ObjectType.VMA_HASHES:
       case ObjectType.VMA_PARENT_PAGES:
+      case ObjectType.VMA_PAGE_RUNS:
         mapPending(ctx, task);
         return restoreIncremental(ctx, task, o);
       default:

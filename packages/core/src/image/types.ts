@@ -48,6 +48,8 @@ export enum ObjectType {
   VMA_HASHES = 53,
   /** The pages of an area that are the parent image's (under VMA). */
   VMA_PARENT_PAGES = 54,
+  /** Pages of an area in several runs, one payload (under VMA): the scattered pages of an incremental image. */
+  VMA_PAGE_RUNS = 55,
   REGS = 30,
   XSTATE = 31,
   DEBUGREGS = 32,
