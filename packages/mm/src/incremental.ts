@@ -16,6 +16,7 @@
  * the recorded id and size, at most MAX_CHAIN deep and without a cycle. Each page taken from a
  * parent is checked against the hash the child recorded before it is written into the process.
  */
+import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
@@ -154,10 +155,6 @@ interface ParentSummary {
 const PARENTS = new WeakMap<CheckpointContext, ParentSummary | null>();
 const IMAGE_IDS = new WeakMap<CheckpointContext, string>();
 
-function randomId(): string {
-  return require('crypto').randomUUID() as string; // eslint-disable-line @typescript-eslint/no-require-imports
-}
-
 /** The parent image's ids, trackers and page hashes (read once per checkpoint). */
 function parentSummary(ctx: CheckpointContext): ParentSummary | null {
   if (PARENTS.has(ctx)) return PARENTS.get(ctx)!;
@@ -223,7 +220,7 @@ function storedParentPath(ctx: CheckpointContext, given: string): string {
 function writeImageIds(ctx: CheckpointContext): string {
   let id = IMAGE_IDS.get(ctx);
   if (id) return id;
-  id = randomId();
+  id = crypto.randomUUID();
   IMAGE_IDS.set(ctx, id);
   const idImg = new ImageIdImage();
   idImg.id = id;
@@ -274,8 +271,8 @@ export class IncrementalDump {
     const same = rec !== undefined && rec.startTime === start && rec.bootId === boot;
     if (parent && !pt) why = 'the parent image does not hold this process';
     else if (parent && !same) why = 'the parent image is of another process (pid, start time or boot id differ)';
-    const recorded: TrackerRef | undefined = same && rec!.trackerPid ? { pid: rec!.trackerPid, start: rec!.trackerStart } : undefined;
-    const got = tracking(ctx, task, start, recorded, same ? parent!.id : undefined);
+    const recorded: TrackerRef | undefined = same && rec.trackerPid ? { pid: rec.trackerPid, start: rec.trackerStart } : undefined;
+    const got = tracking(ctx, task, start, recorded, same && parent ? parent.id : undefined);
     let t = got.t;
     if (!why && got.why && parent) why = got.why;
     if (t) {
