@@ -663,21 +663,24 @@ function restoreParentPages(ctx: RestartContext, task: RestartTask, o: RestoreOb
   for (let i = 0; i < runs.length; i += 2) {
     const count = Number(runs[i + 1]);
     if (runs[i] < area.img.start || runs[i] + runs[i + 1] * PAGE > area.img.end || runs[i] % PAGE || count <= 0) throw badImage(`${where} are outside ${describeVma(area.img)}`, task.pid);
-    for (const s of resolve(chain.index.tasks.get(task.pid), runs[i], count, PAGE, where)) {
-      for (let done = 0; done < s.count; done += OBJECT_PAGES) {
-        const n = Math.min(OBJECT_PAGES, s.count - done);
-        const buf = Buffer.allocUnsafe(n * pageSize);
-        const r = fs.readSync(s.fd, buf, 0, buf.length, s.off + done * pageSize);
-        if (r !== buf.length) throw badImage(`parent image ${s.file} ends inside the pages at 0x${s.start.toString(16)}`, task.pid);
-        const at = s.start + BigInt(done) * PAGE;
-        for (let k = 0; k < n; k++) {
-          const va = at + BigInt(k) * PAGE;
+    // A window of up to OBJECT_PAGES pages is gathered from its files, checked, and written at once.
+    for (let done = 0; done < count; done += OBJECT_PAGES) {
+      const n = Math.min(OBJECT_PAGES, count - done);
+      const at = runs[i] + BigInt(done) * PAGE;
+      const buf = Buffer.allocUnsafe(n * pageSize);
+      let o = 0;
+      for (const s of resolve(chain.index.tasks.get(task.pid), at, n, PAGE, where)) {
+        const r = fs.readSync(s.fd, buf, o, s.count * pageSize, s.off);
+        if (r !== s.count * pageSize) throw badImage(`parent image ${s.file} ends inside the pages at 0x${s.start.toString(16)}`, task.pid);
+        for (let k = 0; k < s.count; k++) {
+          const va = s.start + BigInt(k) * PAGE;
           const want = hashes.get(va);
-          hashPages(buf.subarray(k * pageSize, (k + 1) * pageSize), pageSize, got);
+          hashPages(buf.subarray(o + k * pageSize, o + (k + 1) * pageSize), pageSize, got);
           if (!want || !want.equals(got)) throw badImage(`the page at 0x${va.toString(16)} in parent image ${s.file} does not match the hash this image recorded: the parent was changed or replaced`, task.pid);
         }
-        task.tracee!.writeMemory(at, buf);
+        o += s.count * pageSize;
       }
+      task.tracee!.writeMemory(at, buf);
     }
   }
 }
