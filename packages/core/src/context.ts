@@ -163,9 +163,8 @@ export class CheckpointContext extends OperationContext {
 
   private readonly cleanups: Array<() => void> = [];
   private readonly committed: Array<() => void> = [];
-  /** An incremental or tracking checkpoint's options (OperationOptions.incremental), and the image's name. */
+  /** An incremental or tracking checkpoint's options (OperationOptions.incremental). */
   incremental?: IncrementalOptions;
-  imageName?: string;
   /** Per process, how an incremental checkpoint found its changed pages. */
   readonly incrementalReport: IncrementalReport[] = [];
 

@@ -21,7 +21,6 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   const ctx = new CheckpointContext(container, writer, flags, options.log);
   ctx.signal = options.signal;
   ctx.incremental = options.incremental;
-  ctx.imageName = options.imageName;
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   try {
     ctx.throwIfAborted();
