@@ -16,12 +16,14 @@ interface CheckpointOptions {
   shellJob?: boolean;
   compress?: boolean;
   extUnixSk?: 'reconnect' | 'close';
+  parent?: string;
+  track?: boolean;
 }
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'write an image of a running process',
-  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--shell-job] [--ext-unix-sk <how>] [--json] [-v]',
+  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--track | --parent <image>] [--shell-job] [--ext-unix-sk <how>] [--json] [-v]',
   description: [
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
@@ -34,6 +36,10 @@ export const checkpointCommand: Command = {
     '(pages it writes meanwhile take extra memory). --no-snapshot keeps it frozen until the image is written.',
     '--compress compresses page data with LZ4 (pages that do not shrink are stored plain); a restart',
     'reads compressed images like any other.',
+    '--parent <image> writes only the pages changed since <image> (an image taken with --track or --parent);',
+    'the rest is a reference to it, and a restart reads the chain. Changed pages are known from write tracking',
+    '(userfaultfd write protection, held by a small tracker process from --track on) or, where tracking is not',
+    'available, by comparing page hashes with the parent; the summary says which. --track starts tracking.',
     'A tree that runs on the terminal of a shell outside it (a job started from an interactive shell) is',
     'refused unless --shell-job is given: its fds on that terminal and its controlling terminal are then',
     'recorded as "the terminal cptrst is run from", which `cptrst restart --shell-job` gives back.',
@@ -52,7 +58,9 @@ export const checkpointCommand: Command = {
       .addOption(new Option('--no-snapshot', 'keep the process frozen until its pages are written (no copy-on-write snapshot)'))
       .addOption(new Option('--shell-job', 'the tree runs on the terminal of a shell outside it: record that terminal as the caller\'s (restart with --shell-job)'))
       .addOption(new Option('--compress', 'compress page data (LZ4)'))
-      .addOption(new Option('--ext-unix-sk <how>', 'a unix socket connected to a socket outside the tree: reconnect (datagram, to its named peer, at restart) or close (restored as if its peer had closed)').choices(['reconnect', 'close']));
+      .addOption(new Option('--ext-unix-sk <how>', 'a unix socket connected to a socket outside the tree: reconnect (datagram, to its named peer, at restart) or close (restored as if its peer had closed)').choices(['reconnect', 'close']))
+      .addOption(new Option('--track', 'track the process\'s writes from now on, for a later --parent checkpoint'))
+      .addOption(onceOption('--parent <image>', 'write only the pages changed since <image>; go on tracking'));
   },
   errorFd: (p) => ((p.options as Partial<CheckpointOptions>).output === '-' ? 2 : 1),
   run: runCheckpoint,
@@ -70,6 +78,8 @@ async function runCheckpoint(p: Invocation): Promise<number> {
   const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0) | (o.snapshot === false ? CheckpointFlags.NO_SNAPSHOT : 0) |
     (o.shellJob ? CheckpointFlags.SHELL_JOB : 0) | (o.extUnixSk === 'reconnect' ? CheckpointFlags.EXT_UNIX_RECONNECT : o.extUnixSk === 'close' ? CheckpointFlags.EXT_UNIX_CLOSE : 0);
 
+  if (o.compress && (o.parent || o.track)) throw new UsageError('--compress cannot be used with --parent or --track: a compressed image cannot be a parent');
+  const incremental = o.parent !== undefined || o.track ? { ...(o.parent !== undefined ? { parent: o.parent } : {}), track: true, imagePath: output } : undefined;
   const signal = catchInterrupts();
   loadModules(c);
 
@@ -80,7 +90,7 @@ async function runCheckpoint(p: Invocation): Promise<number> {
 
   let result: CheckpointResult;
   try {
-    const options = { imageName, ...(o.compress ? { compress: 'lz4' as const } : {}), commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
+    const options = { imageName, ...(incremental ? { incremental } : {}), ...(o.compress ? { compress: 'lz4' as const } : {}), commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
     result = await sys_checkpoint(pid, fd, flags, options);
     // A module that does not call commitImage: put the image in place now.
     image?.commit();
@@ -98,13 +108,16 @@ async function runCheckpoint(p: Invocation): Promise<number> {
   if (c.json) {
     const doc = {
       pid: result.pid, tasks: result.tasks, image: toStdout ? '-' : output, bytes: result.bytes,
-      frozenMs: result.frozenMs, process: released, timings: result.timings,
+      frozenMs: result.frozenMs, process: released, timings: result.timings, ...(result.incremental ? { incremental: result.incremental } : {}),
     };
     // stdout carries the image with -o -: the JSON goes to stderr then, on one line.
     if (toStdout) err(json(doc, false));
     else out(json(doc));
   } else {
     const where = toStdout ? 'stdout' : output;
+    for (const r of result.incremental ?? []) {
+      note(`pid ${r.pid}: ${r.storedPages} pages written, ${r.parentPages} from the parent (${r.method === 'uffd-wp' ? 'write tracking' : r.method === 'hashes' ? 'compared by hashes' : 'full'})${r.why ? `: ${r.why}` : ''}`);
+    }
     note(`checkpointed pid ${result.pid}${result.tasks !== 1 ? ` (${result.tasks} tasks)` : ''}: ${result.bytes} bytes (${formatBytes(result.bytes)}) to ${where}, frozen ${formatMs(result.frozenMs)} ms; process ${released}`);
   }
   return 0;

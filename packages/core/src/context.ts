@@ -10,7 +10,7 @@ import { CptError } from './errors';
 import { Token, resolveAll, resolveOne } from './tokens';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadSource, layoutOf } from './image';
 import type { CheckpointTask, FrozenTree } from './contract';
-import type { LazyFillReport } from './entry';
+import type { IncrementalOptions, IncrementalReport, LazyFillReport } from './entry';
 
 export interface Logger {
   debug(msg: string): void;
@@ -170,6 +170,27 @@ export class CheckpointContext extends OperationContext {
   }
 
   private readonly cleanups: Array<() => void> = [];
+  private readonly committed: Array<() => void> = [];
+  /** An incremental or tracking checkpoint's options (OperationOptions.incremental). */
+  incremental?: IncrementalOptions;
+  /** Per process, how an incremental checkpoint found its changed pages. */
+  readonly incrementalReport: IncrementalReport[] = [];
+
+  /** Runs `fn` once the image is complete, synced and committed, while the tree is still frozen (e.g. to re-arm write tracking). */
+  afterCommit(fn: () => void): void {
+    this.committed.push(fn);
+  }
+
+  /** The flow's step after the commit: every afterCommit() function, in order. Never throws. */
+  runAfterCommit(): void {
+    for (const fn of this.committed.splice(0)) {
+      try {
+        fn();
+      } catch (e) {
+        this.log.warn(`after commit: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  }
 
   /** Runs `fn` when the checkpoint ends, whether it succeeded or not (e.g. to end a snapshot's process). */
   atEnd(fn: () => void): void {

@@ -274,6 +274,8 @@ export interface DumpHandler {
   readonly order: number;
   /** Also runs for a zombie task (CheckpointTask.zombie), which has nothing but its identity. */
   readonly zombies?: boolean;
+  /** Runs once before the tree is frozen: reads what the checkpoint needs (a parent image), so the tree is not kept waiting for it. */
+  prepare?(ctx: CheckpointContext): void;
   /** Refuses, before anything is written, what this subsystem cannot checkpoint faithfully. */
   check?(ctx: CheckpointContext, task: CheckpointTask): void;
   /** May return a promise (a long dump awaits ctx.checkpointYield() now and then). */

@@ -30,6 +30,29 @@ export interface OperationOptions {
   signal?: AbortSignal;
   /** Checkpoint only: compress page payloads with this codec (image/compress.ts). */
   compress?: CompressionName;
+  /** Checkpoint only: an incremental checkpoint, or one that starts write tracking (mm/src/incremental.ts). */
+  incremental?: IncrementalOptions;
+}
+
+/** What an incremental checkpoint is given. */
+export interface IncrementalOptions {
+  /** The parent image's path, as given: only the pages changed since it are written. */
+  parent?: string;
+  /** Track the process's writes from this checkpoint on, for the next one (implied by parent). */
+  track?: boolean;
+  /** The new image's path: a relative parent path is recorded relative to its directory. */
+  imagePath?: string;
+}
+
+/** How one process's pages were found changed in an incremental checkpoint. */
+export interface IncrementalReport {
+  pid: number;
+  /** 'uffd-wp' (write tracking), 'hashes' (compared with the parent's page hashes) or 'full' (no usable parent). */
+  method: string;
+  /** Why tracking was not used, when it was not. */
+  why?: string;
+  storedPages: number;
+  parentPages: number;
 }
 
 export interface CheckpointResult {
@@ -39,6 +62,8 @@ export interface CheckpointResult {
   /** Milliseconds the tree was frozen. */
   frozenMs: number;
   timings: Record<string, number>;
+  /** An incremental or tracking checkpoint: per process, how its changed pages were found. */
+  incremental?: IncrementalReport[];
 }
 
 export interface RestartResult {

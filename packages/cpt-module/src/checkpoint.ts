@@ -20,6 +20,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   const writer = new ImageWriter(fileSink(fd, options.imageName), options.compress ? { compress: options.compress } : {});
   const ctx = new CheckpointContext(container, writer, flags, options.log);
   ctx.signal = options.signal;
+  ctx.incremental = options.incremental;
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   try {
     ctx.throwIfAborted();
@@ -34,6 +35,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   let head;
   try {
     head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
+    for (const h of handlers) ctx.timed(`prepare ${h.name}`, () => h.prepare?.(ctx));
   } catch (e) {
     throw naming(e, pid);
   }
@@ -54,7 +56,8 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     // A checkpoint that lets the process run: objects are kept in memory, and private pages are
     // read from a snapshot after the release (the stream comes out as from a frozen dump). Not for
     // a tree yet: a snapshot is orphaned on purpose, and a subreaper of the tree would adopt it.
-    const snapshot = tree.tasks.length === 1 && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
+    // Nor when writes are tracked: tracking is re-armed after the commit, at the image's instant.
+    const snapshot = tree.tasks.length === 1 && !ctx.incremental && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
     if (snapshot) writer.deferWrites();
     for (const task of tree.tasks) {
       for (const h of handlersOf(task)) {
@@ -97,6 +100,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     // The last chance to back out: after this the image is complete and the process is let go as asked.
     await ctx.checkpointYield();
     if (options.commitImage) ctx.timed('commit', () => options.commitImage!());
+    ctx.runAfterCommit();
     mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
   } catch (e) {
     ctx.runBeforeRelease();
@@ -112,7 +116,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
   }
   ctx.progress({ phase: 'done', pid, bytes: writer.offset });
-  return { pid, tasks: tree.tasks.length, bytes: writer.offset, frozenMs, timings: ctx.timings };
+  return { pid, tasks: tree.tasks.length, bytes: writer.offset, frozenMs, timings: ctx.timings, ...(ctx.incremental ? { incremental: ctx.incrementalReport } : {}) };
 }
 
 /** The offset a regular-file image starts at (to cut a partial one off), or undefined for a pipe or socket. */

@@ -33,3 +33,4 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new LazyRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());
 }
+export * from './incremental';

@@ -30,6 +30,8 @@ import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
+import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
+import { hasOwnUserfaultfd } from './tracking';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
 const AUXV_MAX_BYTES = 4096;
@@ -102,6 +104,8 @@ interface Prepared {
   mm: MmImage;
   /** Private anonymous areas kept from the parent, by start (cow.ts). */
   kept: Map<bigint, KeptArea>;
+  /** Areas a write tracker registered (tracking.ts), by start. */
+  registered: Set<bigint>;
 }
 
 /** What check prepared for dump (the task is frozen: dump writes the same). */
@@ -208,6 +212,11 @@ export class MmDump implements DumpHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
 
+  /** An incremental checkpoint reads its parent image before the freeze. */
+  prepare(ctx: CheckpointContext): void {
+    if (ctx.incremental) prepareIncremental(ctx);
+  }
+
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
     // Before anything is mapped: with MDWE set, the scratch area (writable and executable) cannot be.
@@ -220,6 +229,16 @@ export class MmDump implements DumpHandler {
     const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
     const reserved = t.reservedRanges();
     const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+    // Areas registered by a tracker of cptrst's (tracking.ts; the process holds no userfaultfd of its
+    // own): the registration is not the process's state and is not recorded.
+    const registered = new Set<bigint>();
+    if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
+      for (const v of vmas) {
+        if (!v.vmFlags.includes('uw') || v.shared) continue;
+        registered.add(v.start);
+        (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
+      }
+    }
     const { areas, mm } = checkAreas(ctx, task, vmas);
     inheritSharedAnon(ctx, task, areas);
     const candidates = keepCandidates(ctx, task, areas.filter(keepsFromParent).map((a) => a.v));
@@ -234,7 +253,7 @@ export class MmDump implements DumpHandler {
     mm.memoryMerge = prctlGet(task, PR.GET_MEMORY_MERGE, 'PR_GET_MEMORY_MERGE');
     mm.membarrier = membarrierRegistrations(task);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
-    task.state.set(PREPARED, { areas, mm, kept }); // the task is frozen: dump writes the same
+    task.state.set(PREPARED, { areas, mm, kept, registered }); // the task is frozen: dump writes the same
   }
 
   async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
@@ -243,7 +262,7 @@ export class MmDump implements DumpHandler {
       this.check(ctx, task);
       prepared = task.state.get(PREPARED)!;
     }
-    const { areas, mm, kept } = prepared;
+    const { areas, mm, kept, registered } = prepared;
     const t = task.tracee;
     const st = linux.readStat(task.pid);
     mm.startCode = st.startcode;
@@ -264,10 +283,16 @@ export class MmDump implements DumpHandler {
     mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && keepsFromParent(a)).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
+    // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
+    const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered) : undefined;
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
       const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
+      if (inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
+        await inc.dumpArea(v, kind, img, runs);
+        continue;
+      }
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
       kind.dumpRecords?.(ctx, task, v, img, kindRecordWriter(ctx, kind, vmaTag));
@@ -277,6 +302,7 @@ export class MmDump implements DumpHandler {
       const atEnd = fillsLazily(img, kind.kind) && !hasChildrenInTree(ctx, task) ? { rank: Number(v.end - v.start) } : undefined;
       await dumpPages(ctx, task, v, runs, vmaTag, snap && snapshotHolds(v) ? snap : undefined, atEnd);
     }
+    inc?.finish();
   }
 }
 
@@ -299,6 +325,9 @@ function hasChildrenInTree(ctx: CheckpointContext, task: CheckpointTask): boolea
   return parents.has(task.pid);
 }
 
+/** The objects of incremental images (incremental.ts), restored by mm. */
+const INCREMENTAL_TYPES = [ObjectType.IMAGE_ID, ObjectType.IMAGE_PARENT, ObjectType.TASK_TRACKING, ObjectType.VMA_HASHES, ObjectType.VMA_PARENT_PAGES, ObjectType.VMA_PAGE_RUNS];
+
 /** Areas mapped writable only to be filled: they get their own protection back at finish. */
 const TEMP_WRITABLE = new StateKey<VmaImage[]>('mm.tempWritable');
 /** The MM object, for what is set at finish (MCL_FUTURE). */
@@ -316,7 +345,7 @@ const PENDING_VMA = new StateKey<PendingVma>('mm.pendingVma');
 export class MmRestore implements RestoreHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
-  readonly types = [ObjectType.MM, ObjectType.VMA, ObjectType.PAGES];
+  readonly types = [ObjectType.MM, ObjectType.VMA, ObjectType.PAGES, ...INCREMENTAL_TYPES];
 
   /** The records of VMA kinds come here too (restart routes the records of VmaKinds to mm). */
   readonly kinds = VmaKinds;
@@ -333,12 +362,26 @@ export class MmRestore implements RestoreHandler {
       case ObjectType.PAGES:
         mapPending(ctx, task);
         return ctx.timed('pages', () => restorePages(ctx, task, o));
+      case ObjectType.IMAGE_ID:
+      case ObjectType.IMAGE_PARENT:
+      case ObjectType.TASK_TRACKING:
+      case ObjectType.VMA_HASHES:
+      case ObjectType.VMA_PARENT_PAGES:
+      case ObjectType.VMA_PAGE_RUNS:
+        mapPending(ctx, task);
+        return restoreIncremental(ctx, task, o);
       default:
         return kindRecord(task, o);
     }
   }
 
+  /** The image's parents (incremental.ts) are no longer needed once it is read, or when the restart fails. */
+  abort(ctx: RestartContext): void {
+    closeChain(ctx);
+  }
+
   finish(ctx: RestartContext, task: RestartTask): void {
+    closeChain(ctx);
     mapPending(ctx, task);
     const t = task.tracee!;
     // Areas mapped writable only to be filled get their own protection back.

@@ -46,6 +46,7 @@ const OWN: Record<string, string> = {
   PIPE: '@cptrst/files', UNIX_SOCKET: '@cptrst/files', SOCKET_QUEUE: '@cptrst/files', MEMFD: '@cptrst/files', MEMFD_DATA: '@cptrst/files',
   VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm', VMA_KEPT: '@cptrst/mm',
   VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm', VMA_AIO_RING: '@cptrst/mm',
+  IMAGE_ID: '@cptrst/mm', IMAGE_PARENT: '@cptrst/mm', TASK_TRACKING: '@cptrst/mm', VMA_HASHES: '@cptrst/mm', VMA_PARENT_PAGES: '@cptrst/mm', VMA_PAGE_RUNS: '@cptrst/mm',
   TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
   FILE_CARRY: '@cptrst/files', UNIX_SCM: '@cptrst/files',
   SHMEM_FILE: '@cptrst/files', SHMEM_FILE_DATA: '@cptrst/files', VMA_SHMEM_FILE: '@cptrst/mm', VMA_SHMEM_FILE_DATA: '@cptrst/mm',

@@ -40,6 +40,18 @@ export enum ObjectType {
   VMA_DELETED_DATA = 24,
   /** An aio context's ring (io_setup): its size, head and tail, and the events completed and not read (under VMA). */
   VMA_AIO_RING = 25,
+  /** An image's own identity (a random id), written in images that may be the parent of an incremental one (under HEAD). */
+  IMAGE_ID = 50,
+  /** The parent of an incremental image: its path, id and size (under HEAD). */
+  IMAGE_PARENT = 51,
+  /** How a process's pages were found changed (write tracking, hashes), its identity and its tracker (under TASK). */
+  TASK_TRACKING = 52,
+  /** The 64-bit hash of every page an area has, in this image or its parents (under VMA). */
+  VMA_HASHES = 53,
+  /** The pages of an area that are the parent image's (under VMA). */
+  VMA_PARENT_PAGES = 54,
+  /** Pages of an area in several runs, one payload (under VMA): the scattered pages of an incremental image. */
+  VMA_PAGE_RUNS = 55,
   REGS = 30,
   XSTATE = 31,
   DEBUGREGS = 32,

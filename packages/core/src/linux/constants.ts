@@ -416,6 +416,8 @@ export const PAGE_IS = Object.freeze({
   WPALLOWED: 1n << 0n, WRITTEN: 1n << 1n, FILE: 1n << 2n, PRESENT: 1n << 3n, SWAPPED: 1n << 4n, PFNZERO: 1n << 5n,
   HUGE: 1n << 6n, SOFT_DIRTY: 1n << 7n,
 });
+/** PAGEMAP_SCAN flags: write-protect the pages that match (re-arming uffd-wp tracking); fail on an area without async uffd-wp. */
+export const PM_SCAN = Object.freeze({ WP_MATCHING: 1n << 0n, CHECK_WPASYNC: 1n << 1n });
 
 /**
  * Terminal ioctls (asm-generic/ioctls.h). On a pty master, the termios, window size and
@@ -471,7 +473,12 @@ export const UFFD = Object.freeze({
   EVENT_REMAP: 0x14,
   EVENT_REMOVE: 0x15,
   EVENT_UNMAP: 0x16,
+  /** Write-protect faults resolved by the kernel itself (Linux 6.7): the pages' uffd-wp bit says "not written since armed". */
+  FEATURE_WP_ASYNC: 1 << 15,
+  /** Write protection of pages not yet populated (markers), needed for PAGEMAP_SCAN's PAGE_IS_WRITTEN on anonymous memory. */
+  FEATURE_WP_UNPOPULATED: 1 << 13,
   REGISTER_MODE_MISSING: 1n,
+  REGISTER_MODE_WP: 2n,
   /** struct uffd_msg: 32 bytes. */
   MSG_SIZE: 32,
 } as const);

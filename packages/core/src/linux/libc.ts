@@ -217,7 +217,7 @@ const PAGE_REGION_SIZE = 24;
  * each region shares. Null when the kernel has no PAGEMAP_SCAN (ENOTTY, EINVAL); -errno thrown
  * as a CptError otherwise.
  */
-export function pagemapScan(fd: number, start: bigint, end: bigint, anyOf: bigint, returnMask: bigint): PageRegion[] | null {
+export function pagemapScan(fd: number, start: bigint, end: bigint, anyOf: bigint, returnMask: bigint, opts: { flags?: bigint; mask?: bigint } = {}): PageRegion[] | null {
   if (!pmScanFn) {
     koffiLib().struct('cpt_pm_scan_arg', {
       size: 'uint64_t', flags: 'uint64_t', start: 'uint64_t', end: 'uint64_t', walk_end: 'uint64_t', vec: 'void *', vec_len: 'uint64_t',
@@ -231,8 +231,8 @@ export function pagemapScan(fd: number, start: bigint, end: bigint, anyOf: bigin
   let at = start;
   while (at < end) {
     const arg: PmScanArg = {
-      size: PM_SCAN_ARG_SIZE, flags: 0n, start: at, end, walk_end: 0n, vec, vec_len: BigInt(N), max_pages: 0n,
-      category_inverted: 0n, category_mask: 0n, category_anyof_mask: anyOf, return_mask: returnMask,
+      size: PM_SCAN_ARG_SIZE, flags: opts.flags ?? 0n, start: at, end, walk_end: 0n, vec, vec_len: BigInt(N), max_pages: 0n,
+      category_inverted: 0n, category_mask: opts.mask ?? 0n, category_anyof_mask: anyOf, return_mask: returnMask,
     };
     const r = Number(pmScanFn(fd, PAGEMAP_SCAN, arg));
     if (r < 0) {

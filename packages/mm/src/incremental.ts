@@ -1,0 +1,699 @@
+/**
+ * Incremental checkpoints (`cptrst checkpoint --parent PREV PID`, `--track`). An image of a chain
+ * holds, per private area, the pages changed since its parent image (PAGES as usual), the pages
+ * that are the parent's (VMA_PARENT_PAGES: runs), and the 64-bit hash of every page the area has
+ * (VMA_HASHES), whichever image holds it. Under the head: the image's own id (IMAGE_ID) and its
+ * parent (IMAGE_PARENT: path, id, size); under each task: how its changed pages were found
+ * (TASK_TRACKING: uffd-wp, hashes or full, its identity and its tracker).
+ *
+ * Which pages changed: with write tracking (tracking.ts) valid since the parent, the pages the
+ * kernel saw written; otherwise (no tracking here, tracker gone, another process: pid, start time
+ * or boot id differ) every present page is read and compared by hash with the parent's. Pages not
+ * present now are absent (as in any image), whatever the parent had.
+ *
+ * Restart reads the chain: a parent's path is untrusted (a relative one is taken from the
+ * directory of the image that names it), and it must be a regular file of the image's owner, with
+ * the recorded id and size, at most MAX_CHAIN deep and without a cycle. Each page taken from a
+ * parent is checked against the hash the child recorded before it is written into the process.
+ */
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  CheckpointContext, CheckpointTask, CptError, ImageReader, ObjectType, RestartContext, RestartFlags, RestartTask, RestoreObject,
+  StateKey, bytes, fileSource, hashPages, kindRecordWriter, linux, objectType, str, u32, u64, u64s,
+} from '@cptrst/core';
+import { archOf } from '@cptrst/core';
+import { VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, describeVma } from './vma';
+import { PagesImage } from './pages';
+import { AnonVma } from './anon';
+import { TrackerRef, Tracking, arm, registerAreas, stopTracker, tracking, writtenRegions } from './tracking';
+
+/** How deep a chain of parents may go at restart. */
+export const MAX_CHAIN = 64;
+/** Pages per PAGES object, and per VMA_HASHES object. */
+const OBJECT_PAGES = 512;
+const HASH_PAGES = 65536;
+const HASH_BYTES = 8;
+/**
+ * Whether a pagemap entry is a uffd-wp marker, not a page: swapped (bit 62), not present (63), and
+ * of swap type 31 (the low 5 bits), the type the kernel gives pte markers (the last of the 32).
+ */
+const isMarker = (pm: bigint): boolean => pm >= 1n << 62n && pm < 1n << 63n && (pm & 0x1fn) === 0x1fn;
+
+@objectType(ObjectType.IMAGE_ID, 'image-id', { parents: [ObjectType.HEAD], optional: true })
+export class ImageIdImage {
+  @str() id = '';
+}
+
+@objectType(ObjectType.IMAGE_PARENT, 'image-parent', { parents: [ObjectType.HEAD] })
+export class ImageParentImage {
+  /** As given; a relative path is relative to the directory of this image. */
+  @str() path = '';
+  @str() id = '';
+  @u64() size = 0n;
+}
+
+@objectType(ObjectType.TASK_TRACKING, 'task-tracking', { parents: [ObjectType.TASK], optional: true })
+export class TaskTrackingImage {
+  /** uffd-wp, hashes or full. */
+  @str() method = '';
+  @str() why = '';
+  @u64() startTime = 0n;
+  @str() bootId = '';
+  /** The tracker holding the process's write tracking from this image on (0: none). */
+  @u32() trackerPid = 0;
+  @u64() trackerStart = 0n;
+  @u64() storedPages = 0n;
+  @u64() parentPages = 0n;
+}
+
+@objectType(ObjectType.VMA_HASHES, 'vma-hashes', { parents: [ObjectType.VMA], optional: true })
+export class VmaHashesImage {
+  /** [vaddr, count] pairs, in address order. */
+  @u64s() runs: bigint[] = [];
+  /** 8 bytes per page of the runs: CRC-32C then CRC-32 (hashPages). */
+  @bytes() hashes: Buffer = Buffer.alloc(0);
+}
+
+@objectType(ObjectType.VMA_PARENT_PAGES, 'vma-parent-pages', { parents: [ObjectType.VMA] })
+export class VmaParentPagesImage {
+  /** [vaddr, count] pairs of the area's pages that are the parent image's, in address order. */
+  @u64s() runs: bigint[] = [];
+}
+
+@objectType(ObjectType.VMA_PAGE_RUNS, 'vma-page-runs', { parents: [ObjectType.VMA] })
+export class PageRunsImage {
+  /** [vaddr, count] pairs in address order; the payload holds their pages one run after the other. */
+  @u64s() runs: bigint[] = [];
+}
+
+/** Page hashes by page number (address / page size, exact as a double): runs in address order, with their hashes. */
+class PageHashes {
+  private readonly starts: number[] = [];
+  private readonly counts: number[] = [];
+  private readonly chunks: Buffer[] = [];
+  constructor(private readonly page: bigint) {}
+
+  add(runs: bigint[], hashes: Buffer): void {
+    let o = 0;
+    for (let i = 0; i + 1 < runs.length; i += 2) {
+      const n = Number(runs[i + 1]);
+      this.starts.push(Number(runs[i] / this.page));
+      this.counts.push(n);
+      this.chunks.push(hashes.subarray(o, o + n * HASH_BYTES));
+      o += n * HASH_BYTES;
+    }
+  }
+
+  /** The run holding page `p` and the page's index in it, or -1. */
+  private find(p: number): [number, number] {
+    let lo = 0;
+    let hi = this.starts.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.starts[mid] > p) hi = mid - 1;
+      else lo = mid + 1;
+    }
+    if (hi < 0 || p - this.starts[hi] >= this.counts[hi]) return [-1, 0];
+    return [hi, p - this.starts[hi]];
+  }
+
+  /** The hash of the page at `vaddr`, or undefined. */
+  get(vaddr: bigint): Buffer | undefined {
+    const [r, i] = this.find(Number(vaddr / this.page));
+    return r < 0 ? undefined : this.chunks[r].subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
+  }
+
+  /** Copies the hash of page number `p` into `out` at `at`; false if there is none. */
+  copyTo(p: number, out: Buffer, at: number): boolean {
+    const [r, i] = this.find(p);
+    if (r < 0) return false;
+    this.chunks[r].copy(out, at, i * HASH_BYTES, (i + 1) * HASH_BYTES);
+    return true;
+  }
+
+  /** Whether page number `p` has the hash found in `h` at `at`. */
+  equals(p: number, h: Buffer, at: number): boolean {
+    const [r, i] = this.find(p);
+    return r >= 0 && this.chunks[r].compare(h, at, at + HASH_BYTES, i * HASH_BYTES, (i + 1) * HASH_BYTES) === 0;
+  }
+}
+
+// ---- checkpoint ----
+
+interface ParentTask {
+  tracking?: TaskTrackingImage;
+  hashes: PageHashes;
+}
+interface ParentSummary {
+  id: string;
+  size: bigint;
+  stored: string;
+  tasks: Map<number, ParentTask>;
+}
+const PARENTS = new WeakMap<CheckpointContext, ParentSummary | null>();
+const IMAGE_IDS = new WeakMap<CheckpointContext, string>();
+
+/** The parent image's ids, trackers and page hashes (read once per checkpoint). */
+function parentSummary(ctx: CheckpointContext): ParentSummary | null {
+  if (PARENTS.has(ctx)) return PARENTS.get(ctx)!;
+  const given = ctx.incremental?.parent;
+  if (!given) {
+    PARENTS.set(ctx, null);
+    return null;
+  }
+  const object = `parent image ${given}`;
+  const bad = (why: string) => new CptError('EINVAL', `${object}: ${why}`, { object });
+  let fd: number;
+  try {
+    fd = fs.openSync(given, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    throw bad(`cannot be opened (${(e as NodeJS.ErrnoException).code})`);
+  }
+  try {
+    const st = fs.fstatSync(fd, { bigint: true });
+    if (!st.isFile()) throw bad('is not a regular file');
+    const reader = new ImageReader(fileSource(fd, object));
+    const head = reader.readHead();
+    if (head.pageSize !== linux.pageSize()) throw bad(`has ${head.pageSize}-byte pages`);
+    const PAGE = BigInt(head.pageSize);
+    const summary: ParentSummary = { id: '', size: st.size, stored: storedParentPath(ctx, given), tasks: new Map() };
+    let current: ParentTask | undefined;
+    for (let rec = reader.next(); rec; rec = reader.next()) {
+      if (rec.pages) {
+        if (rec.pagesOffset === undefined) throw bad('has compressed pages: an image taken with --compress cannot be a parent');
+        reader.recycle(rec.pages);
+      }
+      if (rec.type === ObjectType.IMAGE_ID) summary.id = (rec.obj as ImageIdImage).id;
+      else if (rec.type === ObjectType.TASK) {
+        current = { hashes: new PageHashes(PAGE) };
+        summary.tasks.set((rec.obj as { pid: number }).pid, current);
+      } else if (rec.type === ObjectType.TASK_TRACKING && current) current.tracking = rec.obj as TaskTrackingImage;
+      else if (rec.type === ObjectType.VMA_HASHES && current) {
+        const h = rec.obj as VmaHashesImage;
+        current.hashes.add(h.runs, h.hashes);
+      }
+    }
+    if (!summary.id) throw bad('has no image id and no page hashes: only an image taken with --track or --parent can be a parent');
+    PARENTS.set(ctx, summary);
+    return summary;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Reads the parent image (before the freeze). */
+export function prepareIncremental(ctx: CheckpointContext): void {
+  parentSummary(ctx);
+}
+
+/** The parent's path as the image records it: absolute as given, or relative to the new image's directory. */
+function storedParentPath(ctx: CheckpointContext, given: string): string {
+  if (path.isAbsolute(given)) return given;
+  const out = ctx.incremental?.imagePath;
+  if (!out || out === '-') return path.resolve(given);
+  return path.relative(path.dirname(path.resolve(out)), path.resolve(given)) || '.';
+}
+
+/** Writes the image's id and its parent under the head, once per image. */
+function writeImageIds(ctx: CheckpointContext): string {
+  let id = IMAGE_IDS.get(ctx);
+  if (id) return id;
+  id = crypto.randomUUID();
+  IMAGE_IDS.set(ctx, id);
+  const idImg = new ImageIdImage();
+  idImg.id = id;
+  ctx.write(idImg, ctx.headTag);
+  const parent = parentSummary(ctx);
+  if (parent) {
+    const p = new ImageParentImage();
+    p.path = parent.stored;
+    p.id = parent.id;
+    p.size = parent.size;
+    ctx.write(p, ctx.headTag);
+  }
+  return id;
+}
+
+/** One area's pages: page indices present now, which are the parent's, and every page's hash. */
+interface AreaPlan {
+  pages: number[];
+  fromParent: Uint8Array;
+  hashes: Buffer;
+}
+
+/** A process's incremental dump. */
+export class IncrementalDump {
+  private stored = 0;
+  private fromParent = 0;
+  private pm = -1;
+  private constructor(
+    private readonly ctx: CheckpointContext,
+    private readonly task: CheckpointTask,
+    private readonly method: string,
+    private readonly why: string,
+    private readonly parent: ParentTask | undefined,
+    private readonly track: Tracking | undefined,
+    private readonly start: bigint,
+    private readonly registered: Set<bigint>,
+  ) {}
+
+  /** Decides how the task's changed pages are found, and starts or continues its tracking. */
+  static begin(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[], registered: Set<bigint>): IncrementalDump {
+    const imageId = writeImageIds(ctx);
+    const start = BigInt(linux.readStat(task.pid).startTime);
+    const boot = linux.bootId();
+    const parent = parentSummary(ctx);
+    const pt = parent?.tasks.get(task.pid);
+    const rec = pt?.tracking;
+    let why = '';
+    const same = rec !== undefined && rec.startTime === start && rec.bootId === boot;
+    if (parent && !pt) why = 'the parent image does not hold this process';
+    else if (parent && !same) why = 'the parent image is of another process (pid, start time or boot id differ)';
+    const recorded: TrackerRef | undefined = same && rec.trackerPid ? { pid: rec.trackerPid, start: rec.trackerStart } : undefined;
+    const got = tracking(ctx, task, start, recorded, same && parent ? parent.id : undefined);
+    let t = got.t;
+    if (!why && got.why && parent) why = got.why;
+    if (t) {
+      // Areas not registered yet (new since the parent, or all of them for a new tracker).
+      const todo = vmas.filter((v) => t!.fresh || !registered.has(v.start));
+      try {
+        registerAreas(t.tracker, todo);
+      } catch (e) {
+        stopTracker(t.tracker);
+        if (parent) why = `write tracking failed: ${(e as Error).message}`;
+        ctx.log.info(`pid ${task.pid}: no write tracking: ${(e as Error).message}`);
+        t = undefined;
+      }
+    } else if (got.why) ctx.log.info(`pid ${task.pid}: no write tracking: ${got.why}`);
+    if (t) {
+      const mine = t;
+      let committed = false;
+      ctx.afterCommit(() => {
+        committed = true;
+        arm(task.pid, mine.tracker, imageId, archOf(ctx.container).userSpaceTop);
+      });
+      // A checkpoint that fails leaves no tracker it made (one it reused is left as it was: its bits are untouched).
+      ctx.atEnd(() => {
+        if (!committed && mine.fresh) stopTracker(mine.tracker);
+      });
+    }
+    const method = !parent || !pt ? 'full' : t?.valid ? 'uffd-wp' : 'hashes';
+    return new IncrementalDump(ctx, task, method, why, pt, t, start, registered);
+  }
+
+  /** Whether the area is written incrementally: private memory whose pages the image stores. */
+  static handles(v: VmaEntry, kind: VmaKindHandler, img: VmaImage, keptFromParent: boolean): boolean {
+    return !v.shared && kind.storesPages(img) && !keptFromParent;
+  }
+
+  /** Whether an area is one write tracking registers: private anonymous memory (not droppable). */
+  static tracks(v: VmaEntry, kind: VmaKindHandler): boolean {
+    return kind instanceof AnonVma && !v.shared && !v.vmFlags.includes('dp');
+  }
+
+  private pagemap(): number {
+    if (this.pm < 0) {
+      this.pm = fs.openSync(`/proc/${this.task.pid}/pagemap`, 'r');
+      this.ctx.atEnd(() => fs.closeSync(this.pm));
+    }
+    return this.pm;
+  }
+
+  /** Writes the area: its VMA, its records, its changed pages, its hashes and its parent runs. */
+  async dumpArea(v: VmaEntry, kind: VmaKindHandler, img: VmaImage, runs: Array<[number, number]>): Promise<void> {
+    const ctx = this.ctx;
+    const PAGE = linux.pageSize();
+    let pages: number[] = [];
+    for (const [first, count] of runs) for (let i = 0; i < count; i++) pages.push(first + i);
+    // In a registered area, a page never populated carries a write-protect marker, which the scan
+    // counts as swapped: it is no page.
+    if (this.registered.has(v.start) && pages.length) pages = this.withoutMarkers(v, pages);
+    const plan: AreaPlan = { pages, fromParent: new Uint8Array(pages.length), hashes: Buffer.alloc(pages.length * HASH_BYTES) };
+    const ph = this.parent?.hashes;
+    const vaddrOf = (idx: number) => v.start + BigInt(idx * PAGE);
+    if (ph && this.method === 'uffd-wp' && this.registered.has(v.start)) {
+      const written = writtenRegions(this.pagemap(), v.start, v.end);
+      if (written) {
+        // In page numbers (exact as doubles): this loop runs once per page.
+        const base = Number(v.start / BigInt(PAGE));
+        const wr = written.map((r) => [Number(r.start / BigInt(PAGE)), Number(r.end / BigInt(PAGE))]);
+        let w = 0;
+        for (let i = 0; i < pages.length; i++) {
+          const p = base + pages[i];
+          while (w < wr.length && wr[w][1] <= p) w++;
+          const isWritten = w < wr.length && wr[w][0] <= p;
+          if (!isWritten && ph.copyTo(p, plan.hashes, i * HASH_BYTES)) plan.fromParent[i] = 1;
+        }
+      }
+    } else if (ph && this.method !== 'full') {
+      // Compared by content: every present page is read and hashed.
+      const base = Number(v.start / BigInt(PAGE));
+      await this.forEachChunk(v, pages, (i, buf, n) => {
+        hashPages(buf, PAGE, plan.hashes, i * HASH_BYTES);
+        for (let k = 0; k < n; k++) if (ph.equals(base + pages[i + k], plan.hashes, (i + k) * HASH_BYTES)) plan.fromParent[i + k] = 1;
+      });
+    }
+    img.pageCount = BigInt(pages.length);
+    const vmaTag = ctx.write(img, this.task.tag);
+    kind.dumpRecords?.(ctx, this.task, v, img, kindRecordWriter(ctx, kind, vmaTag));
+    // The changed pages, read (again) and hashed as they are written: up to OBJECT_PAGES per object,
+    // one PAGES object for a single run, else one VMA_PAGE_RUNS object (scattered pages would each
+    // cost a page of header and padding as PAGES objects).
+    const stored = pages.map((_, i) => i).filter((i) => !plan.fromParent[i]);
+    for (let s = 0; s < stored.length; s += OBJECT_PAGES) {
+      const chunk = stored.slice(s, s + OBJECT_PAGES);
+      const runs: Array<[number, number]> = []; // [index into chunk, count]
+      for (let i = 0; i < chunk.length; i++) {
+        const last = runs[runs.length - 1];
+        if (last && pages[chunk[last[0] + last[1] - 1]] + 1 === pages[chunk[i]]) last[1]++;
+        else runs.push([i, 1]);
+      }
+      const buf = Buffer.allocUnsafe(chunk.length * PAGE);
+      ctx.timed('read pages', () => {
+        for (const [at, n] of runs) this.task.tracee.readMemoryInto(vaddrOf(pages[chunk[at]]), buf, at * PAGE, n * PAGE);
+      });
+      for (const [at, n] of runs) hashPages(buf.subarray(at * PAGE, (at + n) * PAGE), PAGE, plan.hashes, chunk[at] * HASH_BYTES);
+      let obj: PagesImage | PageRunsImage;
+      if (runs.length === 1) {
+        obj = new PagesImage();
+        obj.vaddr = vaddrOf(pages[chunk[0]]);
+        obj.count = chunk.length;
+      } else {
+        obj = new PageRunsImage();
+        obj.runs = runs.flatMap(([at, n]) => [vaddrOf(pages[chunk[at]]), BigInt(n)]);
+      }
+      ctx.timed('write pages', () => ctx.writeWithPages(obj, buf, vmaTag));
+      ctx.progress({ phase: 'pages', pid: this.task.pid, bytes: buf.length });
+      await ctx.checkpointYield();
+    }
+    this.stored += stored.length;
+    this.fromParent += pages.length - stored.length;
+    // Every page's hash, in runs of consecutive pages.
+    for (let s = 0; s < pages.length;) {
+      const hi = new VmaHashesImage();
+      const from = s;
+      let e = s;
+      while (e < pages.length && e - from < HASH_PAGES) {
+        let r = e + 1;
+        while (r < pages.length && r - from < HASH_PAGES && pages[r] === pages[r - 1] + 1) r++;
+        hi.runs.push(vaddrOf(pages[e]), BigInt(r - e));
+        e = r;
+      }
+      hi.hashes = plan.hashes.subarray(from * HASH_BYTES, e * HASH_BYTES);
+      ctx.write(hi, vmaTag);
+      s = e;
+    }
+    const pr = new VmaParentPagesImage();
+    for (let i = 0; i < pages.length; i++) {
+      if (!plan.fromParent[i]) continue;
+      let r = i + 1;
+      while (r < pages.length && plan.fromParent[r] && pages[r] === pages[r - 1] + 1) r++;
+      pr.runs.push(vaddrOf(pages[i]), BigInt(r - i));
+      i = r - 1;
+    }
+    if (pr.runs.length) ctx.write(pr, vmaTag);
+  }
+
+  private withoutMarkers(v: VmaEntry, pages: number[]): number[] {
+    const PAGE = linux.pageSize();
+    const out: number[] = [];
+    const BATCH = 65536;
+    for (let s = 0; s < pages.length;) {
+      const first = pages[s];
+      const n = Math.min(BATCH, pages[pages.length - 1] - first + 1);
+      const pm = linux.readPagemap(this.task.pid, v.start + BigInt(first * PAGE), n, PAGE);
+      for (; s < pages.length && pages[s] < first + n; s++) if (!isMarker(pm[pages[s] - first])) out.push(pages[s]);
+    }
+    return out;
+  }
+
+  private async forEachChunk(v: VmaEntry, pages: number[], fn: (i: number, buf: Buffer, n: number) => void): Promise<void> {
+    const PAGE = linux.pageSize();
+    const buf = Buffer.allocUnsafe(OBJECT_PAGES * PAGE);
+    for (let s = 0; s < pages.length;) {
+      let e = s + 1;
+      while (e < pages.length && e - s < OBJECT_PAGES && pages[e] === pages[e - 1] + 1) e++;
+      const n = e - s;
+      this.ctx.timed('read pages', () => this.task.tracee.readMemoryInto(v.start + BigInt(pages[s] * PAGE), buf, 0, n * PAGE));
+      fn(s, buf.subarray(0, n * PAGE), n);
+      s = e;
+      await this.ctx.checkpointYield();
+    }
+  }
+
+  /** The task's TASK_TRACKING record, and its line in the checkpoint's report. */
+  finish(): void {
+    const r = new TaskTrackingImage();
+    r.method = this.method;
+    r.why = this.why;
+    r.startTime = this.start;
+    r.bootId = linux.bootId();
+    r.trackerPid = this.track?.tracker.pid ?? 0;
+    r.trackerStart = this.track?.tracker.start ?? 0n;
+    r.storedPages = BigInt(this.stored);
+    r.parentPages = BigInt(this.fromParent);
+    this.ctx.write(r, this.task.tag);
+    this.ctx.incrementalReport.push({ pid: this.task.pid, method: this.method, ...(this.why ? { why: this.why } : {}), storedPages: this.stored, parentPages: this.fromParent });
+  }
+}
+
+// ---- restart ----
+
+interface Segment {
+  start: bigint;
+  count: number;
+  fd: number;
+  off: number;
+  file: string;
+}
+interface ImageIndex {
+  tasks: Map<number, Segment[]>;
+}
+/** The chain below the image being restarted, and the fds of its files (closed at finish or abort). */
+interface Chain {
+  index: ImageIndex;
+  fds: number[];
+}
+const CHAINS = new WeakMap<RestartContext, Chain>();
+const OWN_IDS = new WeakMap<RestartContext, string>();
+const HASHES = new StateKey<Map<number, PageHashes>>('mm.incremental.hashes');
+
+function badImage(why: string, pid?: number): CptError {
+  return new CptError('EBADIMG', why, { pid, object: 'parent image' });
+}
+
+/** The segments of `list` covering [vaddr, vaddr + count pages), or an error naming what is missing. */
+function resolve(list: Segment[] | undefined, vaddr: bigint, count: number, PAGE: bigint, what: string): Segment[] {
+  const out: Segment[] = [];
+  let at = vaddr;
+  const end = vaddr + BigInt(count) * PAGE;
+  const segs = list ?? [];
+  let lo = 0;
+  let hi = segs.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (segs[mid].start > at) hi = mid - 1;
+    else lo = mid + 1;
+  }
+  for (let i = Math.max(hi, 0); at < end; i++) {
+    const s = segs[i];
+    const sEnd = s ? s.start + BigInt(s.count) * PAGE : 0n;
+    if (!s || s.start > at || sEnd <= at) throw badImage(`${what}: the page at 0x${at.toString(16)} is in no parent image`);
+    const skip = Number((at - s.start) / PAGE);
+    const n = Math.min(s.count - skip, Number((end - at) / PAGE));
+    out.push({ start: at, count: n, fd: s.fd, off: s.off + skip * Number(PAGE), file: s.file });
+    at += BigInt(n) * PAGE;
+  }
+  return out;
+}
+
+/** Reads one image of the chain (and, first, its own parents): where each of its pages is. */
+function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: string, wantSize: bigint, depth: number, seen: Set<string>): ImageIndex {
+  const object = `parent image ${file}`;
+  if (depth > MAX_CHAIN) throw badImage(`${object}: the chain of parent images is deeper than ${MAX_CHAIN}`);
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+  } catch (e) {
+    throw new CptError('ENOENT', `${object} cannot be opened (${(e as NodeJS.ErrnoException).code}): an incremental image needs its parents`, { object });
+  }
+  chain.fds.push(fd);
+  const st = fs.fstatSync(fd, { bigint: true });
+  if (!st.isFile()) throw badImage(`${object} is not a regular file`);
+  // A user's image may only take pages from that user's images (never from root's, say).
+  if (Number(st.uid) !== ctx.imageOwner.uid) throw new CptError('EPERM', `${object} is owned by uid ${st.uid}, the image by uid ${ctx.imageOwner.uid}: a parent must have the image's owner`, { object });
+  if (st.size !== wantSize) throw badImage(`${object} has ${st.size} bytes, not the ${wantSize} recorded when the image was taken: it is not the same parent`);
+  const reader = new ImageReader(fileSource(fd, object));
+  const head = reader.readHead();
+  if (head.pageSize !== linux.pageSize()) throw badImage(`${object} has ${head.pageSize}-byte pages`);
+  const PAGE = BigInt(head.pageSize);
+  const index: ImageIndex = { tasks: new Map() };
+  let id = '';
+  let parent: ImageIndex | undefined;
+  let pid = 0;
+  for (let rec = reader.next(); rec; rec = reader.next()) {
+    if (rec.type === ObjectType.IMAGE_ID) {
+      id = (rec.obj as ImageIdImage).id;
+      if (id !== wantId) throw badImage(`${object} has id ${id}, not ${wantId}: it is not the image this one was taken against`);
+      if (seen.has(id)) throw badImage(`${object}: the chain of parent images has a cycle`);
+      seen.add(id);
+    } else if (rec.type === ObjectType.IMAGE_PARENT) {
+      if (!id || parent) throw badImage(`${object}: a parent reference without an id, or two`);
+      const p = rec.obj as ImageParentImage;
+      parent = indexImage(ctx, chain, path.resolve(path.dirname(file), p.path), p.id, p.size, depth + 1, seen);
+    } else if (rec.type === ObjectType.TASK) {
+      pid = (rec.obj as { pid: number }).pid;
+      if (!index.tasks.has(pid)) index.tasks.set(pid, []);
+    } else if (rec.type === ObjectType.PAGES && rec.pages) {
+      if (rec.pagesOffset === undefined) throw badImage(`${object} has compressed pages`);
+      const pi = rec.obj as PagesImage;
+      index.tasks.get(pid)?.push({ start: pi.vaddr, count: pi.count, fd, off: rec.pagesOffset, file });
+      reader.recycle(rec.pages);
+    } else if (rec.type === ObjectType.VMA_PAGE_RUNS && rec.pages) {
+      if (rec.pagesOffset === undefined) throw badImage(`${object} has compressed pages`);
+      const runs = (rec.obj as PageRunsImage).runs;
+      let off = rec.pagesOffset;
+      for (let i = 0; i + 1 < runs.length; i += 2) {
+        index.tasks.get(pid)?.push({ start: runs[i], count: Number(runs[i + 1]), fd, off, file });
+        off += Number(runs[i + 1] * PAGE);
+      }
+      if (off !== rec.pagesOffset + rec.pages.length) throw badImage(`${object}: page runs at offset ${rec.offset} do not match their payload`);
+      reader.recycle(rec.pages);
+    } else if (rec.type === ObjectType.VMA_PARENT_PAGES) {
+      if (!parent) throw badImage(`${object} has parent pages and no parent`);
+      const runs = (rec.obj as VmaParentPagesImage).runs;
+      for (let i = 0; i + 1 < runs.length; i += 2) index.tasks.get(pid)?.push(...resolve(parent.tasks.get(pid), runs[i], Number(runs[i + 1]), PAGE, object));
+    }
+  }
+  if (!id) throw badImage(`${object} has no image id`);
+  for (const segs of index.tasks.values()) {
+    segs.sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+    for (let i = 1; i < segs.length; i++) if (segs[i - 1].start + BigInt(segs[i - 1].count) * PAGE > segs[i].start) throw badImage(`${object}: pages at 0x${segs[i].start.toString(16)} are given twice`);
+  }
+  return index;
+}
+
+/** The directory relative parent paths are taken from: the restarted image's (cwd for a pipe). */
+function imageDir(ctx: RestartContext): string {
+  try {
+    const p = fs.readlinkSync(`/proc/self/fd/${ctx.imageFd}`);
+    if (p.startsWith('/')) return path.dirname(p.replace(/ \(deleted\)$/, ''));
+  } catch {
+    /* not a file */
+  }
+  return process.cwd();
+}
+
+export function restoreIncremental(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+  const PAGE = BigInt(linux.pageSize());
+  switch (o.type) {
+    case ObjectType.IMAGE_ID:
+      OWN_IDS.set(ctx, (o.obj as ImageIdImage).id);
+      return;
+    case ObjectType.IMAGE_PARENT: {
+      if (ctx.flags & RestartFlags.LAZY) throw new CptError('EOPNOTSUPP', 'a lazy restart of an incremental image (one with a parent image) is not supported: restart it without --lazy', { object: 'lazy restart' });
+      if (CHAINS.has(ctx)) throw badImage('the image names two parents');
+      const p = o.obj as ImageParentImage;
+      const chain: Chain = { index: { tasks: new Map() }, fds: [] };
+      CHAINS.set(ctx, chain);
+      const own = OWN_IDS.get(ctx);
+      if (!own) throw badImage('the image names a parent but has no id of its own');
+      if (!p.path || p.path.includes('\0')) throw badImage('the parent image has no path');
+      chain.index = ctx.timed('parent images', () => indexImage(ctx, chain, path.resolve(imageDir(ctx), p.path), p.id, p.size, 1, new Set([own])));
+      return;
+    }
+    case ObjectType.TASK_TRACKING:
+      return;
+    case ObjectType.VMA_HASHES: {
+      const h = o.obj as VmaHashesImage;
+      const area = task.state.get(VMAS_BY_TAG)?.get(o.ptag);
+      if (!area) throw badImage(`page hashes at image offset ${o.offset} belong to no memory area`, task.pid);
+      let n = 0n;
+      for (let i = 0; i + 1 < h.runs.length; i += 2) {
+        if (h.runs[i] < area.img.start || h.runs[i] + h.runs[i + 1] * PAGE > area.img.end || h.runs[i] % PAGE) throw badImage(`page hashes at image offset ${o.offset} are outside ${describeVma(area.img)}`, task.pid);
+        n += h.runs[i + 1];
+      }
+      if (h.runs.length % 2 || BigInt(h.hashes.length) !== n * BigInt(HASH_BYTES)) throw badImage(`page hashes at image offset ${o.offset}: ${h.hashes.length} bytes for ${n} pages`, task.pid);
+      const all = task.state.ensure(HASHES, () => new Map<number, PageHashes>());
+      if (!all.has(o.ptag)) all.set(o.ptag, new PageHashes(PAGE));
+      all.get(o.ptag)!.add(h.runs, h.hashes);
+      return;
+    }
+    case ObjectType.VMA_PARENT_PAGES:
+      return ctx.timed('parent pages', () => restoreParentPages(ctx, task, o, PAGE));
+    case ObjectType.VMA_PAGE_RUNS:
+      return ctx.timed('pages', () => restorePageRuns(ctx, task, o, PAGE));
+  }
+}
+
+/** Pages in runs: each run checked inside the area, in order, and the payload exactly theirs. */
+function restorePageRuns(ctx: RestartContext, task: RestartTask, o: RestoreObject, PAGE: bigint): void {
+  const where = `page runs at image offset ${o.offset}`;
+  const area = task.state.get(VMAS_BY_TAG)?.get(o.ptag);
+  if (!area || area.img.shared || !area.kind.storesPages(area.img)) throw badImage(`${where} belong to no private memory area`, task.pid);
+  const runs = (o.obj as PageRunsImage).runs;
+  if (runs.length % 2 || !o.pages) throw badImage(`${where}: malformed`, task.pid);
+  let off = 0;
+  let prevEnd = area.img.start;
+  for (let i = 0; i < runs.length; i += 2) {
+    const len = runs[i + 1] * PAGE;
+    if (runs[i + 1] <= 0n || runs[i] < prevEnd || runs[i] + len > area.img.end || runs[i] % PAGE || off + Number(len) > o.pages.length) throw badImage(`${where} are outside ${describeVma(area.img)}, out of order, or longer than their payload`, task.pid);
+    task.tracee!.writeMemory(runs[i], o.pages.subarray(off, off + Number(len)));
+    off += Number(len);
+    prevEnd = runs[i] + len;
+  }
+  if (off !== o.pages.length) throw badImage(`${where}: ${o.pages.length - off} bytes of payload belong to no run`, task.pid);
+  ctx.reader.recycle(o.pages);
+}
+
+function restoreParentPages(ctx: RestartContext, task: RestartTask, o: RestoreObject, PAGE: bigint): void {
+  const where = `parent pages at image offset ${o.offset}`;
+  const area = task.state.get(VMAS_BY_TAG)?.get(o.ptag);
+  if (!area || area.img.shared || !area.kind.storesPages(area.img)) throw badImage(`${where} belong to no private memory area`, task.pid);
+  const chain = CHAINS.get(ctx);
+  if (!chain) throw badImage(`${where}, but the image names no parent image`, task.pid);
+  const hashes = task.state.get(HASHES)?.get(o.ptag);
+  if (!hashes) throw badImage(`${where} come without the page hashes they are checked against`, task.pid);
+  const runs = (o.obj as VmaParentPagesImage).runs;
+  if (runs.length % 2) throw badImage(`${where}: malformed runs`, task.pid);
+  const pageSize = Number(PAGE);
+  const got = Buffer.alloc(HASH_BYTES);
+  for (let i = 0; i < runs.length; i += 2) {
+    const count = Number(runs[i + 1]);
+    if (runs[i] < area.img.start || runs[i] + runs[i + 1] * PAGE > area.img.end || runs[i] % PAGE || count <= 0) throw badImage(`${where} are outside ${describeVma(area.img)}`, task.pid);
+    // A window of up to OBJECT_PAGES pages is gathered from its files, checked, and written at once.
+    for (let done = 0; done < count; done += OBJECT_PAGES) {
+      const n = Math.min(OBJECT_PAGES, count - done);
+      const at = runs[i] + BigInt(done) * PAGE;
+      const buf = Buffer.allocUnsafe(n * pageSize);
+      let o = 0;
+      for (const s of resolve(chain.index.tasks.get(task.pid), at, n, PAGE, where)) {
+        const r = fs.readSync(s.fd, buf, o, s.count * pageSize, s.off);
+        if (r !== s.count * pageSize) throw badImage(`parent image ${s.file} ends inside the pages at 0x${s.start.toString(16)}`, task.pid);
+        for (let k = 0; k < s.count; k++) {
+          const va = s.start + BigInt(k) * PAGE;
+          const want = hashes.get(va);
+          hashPages(buf.subarray(o + k * pageSize, o + (k + 1) * pageSize), pageSize, got);
+          if (!want || !want.equals(got)) throw badImage(`the page at 0x${va.toString(16)} in parent image ${s.file} does not match the hash this image recorded: the parent was changed or replaced`, task.pid);
+        }
+        o += s.count * pageSize;
+      }
+      task.tracee!.writeMemory(at, buf);
+    }
+  }
+}
+
+/** Closes the chain's files (the image has been read through, or the restart failed). */
+export function closeChain(ctx: RestartContext): void {
+  const c = CHAINS.get(ctx);
+  if (!c) return;
+  for (const fd of c.fds.splice(0)) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      /* closed */
+    }
+  }
+}

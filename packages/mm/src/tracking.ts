@@ -1,0 +1,335 @@
+/**
+ * Write tracking between checkpoints, without soft-dirty: userfaultfd write protection in async
+ * mode (UFFD_FEATURE_WP_ASYNC, Linux 6.7) and PAGEMAP_SCAN's PAGE_IS_WRITTEN.
+ *
+ * The userfaultfd is made inside the process (an injected userfaultfd(2): its memory is the one
+ * the fd tracks), copied out with pidfd_getfd and closed inside at once, so the process's fd table
+ * is as it was. Its private anonymous areas are registered in WP mode from cptrst (the ioctls act
+ * on the fd's memory, whoever issues them). In async mode the kernel resolves a write to a
+ * protected page itself, clearing the page's uffd-wp bit: the process gets no fault it can see
+ * and no signal, only a minor fault on the first write to each page after a checkpoint.
+ *
+ * Who holds the fd between two checkpoints: a tracker, `/bin/sh -c SCRIPT cptrst-tracker PID
+ * START`, started detached by the checkpoint, with the userfaultfd and a small memfd. The memfd holds the id of the image the tracking was last armed for. The tracker
+ * only sleeps, and exits once the process is gone (its pid no longer shows the recorded start
+ * time): closing the userfaultfd ends the registration. The image records its pid and start time;
+ * the next checkpoint (`--parent`) checks both, reads the memfd (pidfd_getfd) and uses the
+ * tracking only if it was armed for that parent. The cost: one small shell process per tracked
+ * process, and areas of the process that no longer merge with unregistered neighbours.
+ *
+ * Arming: PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protects every page (markers for pages not
+ * yet populated), done after the image is committed, while the tree is still frozen, after the
+ * memfd says the new image. A crash before the commit leaves the bits as they were (the tracking
+ * still holds for the old parent); a crash after it leaves more pages marked written than were,
+ * never fewer.
+ */
+import * as fs from 'fs';
+import { spawn } from 'child_process';
+import { CheckpointContext, CheckpointTask, CptError, linux } from '@cptrst/core';
+
+const { SYS, O, UFFD, PAGE_IS, PM_SCAN } = linux;
+
+/** The tracker's marker ($0 of its shell) and the seconds between its checks of the process. */
+const MARKER = 'cptrst-tracker';
+const TRACKER_SCRIPT = [
+  'p=$1 t=$2',
+  'while :; do',
+  '  read -r s < /proc/$p/stat 2>/dev/null || exit 0',
+  '  s=${s##*") "}',
+  '  set -- $s',
+  '  shift 19',
+  '  [ "$1" = "$t" ] || exit 0',
+  '  sleep 2 </dev/null',
+  'done',
+].join('\n');
+/** Size of the memfd holding the id of the image the tracking was last armed for. */
+const ID_BYTES = 64;
+const FEATURES = BigInt(UFFD.FEATURE_WP_ASYNC | UFFD.FEATURE_WP_UNPOPULATED);
+
+export interface TrackerRef {
+  pid: number;
+  start: bigint;
+}
+
+function startTimeOf(pid: number): bigint | undefined {
+  try {
+    return BigInt(linux.readStat(pid).startTime);
+  } catch {
+    return undefined;
+  }
+}
+
+function cmdlineOf(pid: number): string[] {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+  } catch {
+    return [];
+  }
+}
+
+/** Whether `t` is a live tracker of process `pid` started at `start` (its command line says so). */
+function isTrackerOf(t: TrackerRef, pid: number, start: bigint): boolean {
+  if (startTimeOf(t.pid) !== t.start) return false;
+  const argv = cmdlineOf(t.pid);
+  const i = argv.indexOf(MARKER);
+  return i > 0 && argv[i + 1] === String(pid) && argv[i + 2] === String(start);
+}
+
+/** Every live tracker of the process (normally none or one; more only after cptrst died in between). */
+function trackersOf(pid: number, start: bigint): TrackerRef[] {
+  const out: TrackerRef[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const argv = cmdlineOf(Number(d));
+    const i = argv.indexOf(MARKER);
+    if (i > 0 && argv[i + 1] === String(pid) && argv[i + 2] === String(start)) {
+      const s = startTimeOf(Number(d));
+      if (s !== undefined) out.push({ pid: Number(d), start: s });
+    }
+  }
+  return out;
+}
+
+/** Ends a tracker (its userfaultfd closes with it: the process's areas are unregistered). */
+export function stopTracker(t: TrackerRef): void {
+  try {
+    const pidfd = linux.pidfdOpen(t.pid);
+    try {
+      if (startTimeOf(t.pid) === t.start) {
+        linux.rawSyscall(SYS.pidfd_send_signal, pidfd, 9, 0, 0);
+        // Its sleep, in its own process group (it was started detached), holds copies of its fds.
+        try {
+          process.kill(-t.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    } finally {
+      fs.closeSync(pidfd);
+    }
+  } catch {
+    /* gone already */
+  }
+  // Its userfaultfd is closed when it exits (a zombie holds no files): only then are the areas free.
+  for (let i = 0; i < 400 && startTimeOf(t.pid) === t.start && !isZombie(t.pid); i++) sleepMs(5);
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return linux.readStat(pid).state === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+const UFFD_LINK = 'anon_inode:[userfaultfd]';
+const MEMFD_NAME = 'cptrst-tracking';
+const MEMFD_LINK = `/memfd:${MEMFD_NAME} (deleted)`;
+
+/** The tracker's fd linking to `link` (the shell may move the fds it was given to other numbers). */
+function findFd(pid: number, link: string): number | undefined {
+  for (const fd of linux.listFds(pid)) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === link) return fd;
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return undefined;
+}
+
+/** A copy of the tracker's userfaultfd ('uffd') or memfd ('memfd'). */
+function trackerFd(t: TrackerRef, which: 'uffd' | 'memfd'): number {
+  const n = findFd(t.pid, which === 'uffd' ? UFFD_LINK : MEMFD_LINK);
+  if (n === undefined) throw new CptError('EBADF', `tracker ${t.pid} holds no ${which}`);
+  const pidfd = linux.pidfdOpen(t.pid);
+  try {
+    return linux.pidfdGetfd(pidfd, n);
+  } finally {
+    fs.closeSync(pidfd);
+  }
+}
+
+/** The image id the tracker's tracking was last armed for ('' if none). */
+function armedFor(t: TrackerRef): string {
+  const fd = trackerFd(t, 'memfd');
+  try {
+    const b = Buffer.alloc(ID_BYTES);
+    const n = fs.readSync(fd, b, 0, ID_BYTES, 0);
+    return b.subarray(0, n).toString('latin1').replace(/\0.*$/s, '');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A process's tracking during one checkpoint. */
+export interface Tracking {
+  tracker: TrackerRef;
+  /** Whether the tracker was made by this checkpoint (ended if the checkpoint fails). */
+  fresh: boolean;
+  /** Whether its write bits hold since the parent image (else every page counts as written). */
+  valid: boolean;
+}
+
+/**
+ * The process's tracking: the tracker the parent image names, if it is alive, tracks this process
+ * and was armed for the parent image; else a new one (and every other tracker of the process
+ * ended). Throws a CptError saying why when tracking is impossible here (no uffd-wp async, a
+ * userfaultfd of the process's own, seccomp...); the caller then compares pages by hashes.
+ */
+export function tracking(ctx: CheckpointContext, task: CheckpointTask, start: bigint, recorded: TrackerRef | undefined, parentId: string | undefined): { t?: Tracking; why?: string } {
+  let why: string | undefined;
+  if (recorded && parentId !== undefined) {
+    if (!isTrackerOf(recorded, task.pid, start)) why = `its tracker (pid ${recorded.pid}) is gone`;
+    else {
+      let armed = '';
+      try {
+        armed = armedFor(recorded);
+      } catch (e) {
+        why = `its tracker (pid ${recorded.pid}) cannot be read (${(e as Error).message})`;
+      }
+      if (!why && armed === parentId) return { t: { tracker: recorded, fresh: false, valid: true } };
+      why ??= `its tracking was armed for another image (${armed || 'none'}), not the parent`;
+    }
+  } else if (parentId !== undefined) why = 'the parent image has no tracker for it';
+  // Tracking cannot be trusted: any tracker of the process goes (its areas are unregistered), and a new one starts.
+  for (const old of trackersOf(task.pid, start)) stopTracker(old);
+  try {
+    const tracker = newTracker(ctx, task, start);
+    return { t: { tracker, fresh: true, valid: false }, why };
+  } catch (e) {
+    return { why: `${why ? why + '; ' : ''}no new tracking: ${(e as Error).message}` };
+  }
+}
+
+/** Sleeps `ms` milliseconds (the tree is frozen: nothing else is waited for meanwhile). */
+function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Waits (at most 5 s) until the tracker runs its script holding the userfaultfd and the memfd. */
+function waitReady(t: TrackerRef, pid: number, start: bigint): boolean {
+  for (let i = 0; i < 1000; i++) {
+    if (isTrackerOf(t, pid, start)) {
+      if (findFd(t.pid, UFFD_LINK) !== undefined && findFd(t.pid, MEMFD_LINK) !== undefined) return true;
+    }
+    if (startTimeOf(t.pid) !== t.start) return false;
+    sleepMs(5);
+  }
+  return false;
+}
+
+/** Whether the process holds a userfaultfd of its own (its areas may be registered already). */
+export function hasOwnUserfaultfd(pid: number): boolean {
+  for (const fd of linux.listFds(pid)) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === UFFD_LINK) return true;
+    } catch {
+      /* closed meanwhile: it is frozen, so not by itself */
+    }
+  }
+  return false;
+}
+
+function newTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint): TrackerRef {
+  if (hasOwnUserfaultfd(task.pid)) throw new CptError('EBUSY', 'the process has a userfaultfd of its own');
+  const t = task.tracee;
+  const r = t.syscall(SYS.userfaultfd, [O.CLOEXEC | O.NONBLOCK | UFFD.USER_MODE_ONLY]);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `userfaultfd() inside the process failed (${linux.errnoName(Number(-r))})`);
+  let mine = -1;
+  try {
+    const pidfd = linux.pidfdOpen(task.pid);
+    try {
+      mine = linux.pidfdGetfd(pidfd, Number(r));
+    } finally {
+      fs.closeSync(pidfd);
+    }
+  } finally {
+    // The process's fd table is as it was: its copy is closed at once.
+    t.syscall(SYS.close, [r]);
+  }
+  let memfd = -1;
+  try {
+    const api = Buffer.alloc(24);
+    api.writeBigUInt64LE(BigInt(UFFD.API), 0);
+    api.writeBigUInt64LE(FEATURES, 8);
+    const a = Number(linux.rawSyscall(SYS.ioctl, mine, UFFD.IOC_API, api));
+    if (a < 0) throw new CptError(linux.errnoName(-a), 'this kernel has no asynchronous userfaultfd write protection (UFFD_FEATURE_WP_ASYNC)');
+    const m = linux.rawSyscall(SYS.memfd_create, Buffer.from(`${MEMFD_NAME}\0`), 1 /* MFD_CLOEXEC */);
+    if (m < 0n) throw new CptError(linux.errnoName(Number(-m)), 'memfd_create failed');
+    memfd = Number(m);
+    fs.ftruncateSync(memfd, ID_BYTES);
+    const child = spawn('/bin/sh', ['-c', TRACKER_SCRIPT, MARKER, String(task.pid), String(start)], { stdio: ['ignore', 'ignore', 'ignore', mine, memfd], detached: true });
+    child.on('error', () => undefined);
+    child.unref();
+    const pid = child.pid;
+    const s = pid ? startTimeOf(pid) : undefined;
+    if (!pid || s === undefined) throw new CptError('ECHILD', 'the tracker did not start');
+    // Its fds are its own only once it runs the shell (before that, it is a copy of cptrst).
+    if (!waitReady({ pid, start: s }, task.pid, start)) {
+      stopTracker({ pid, start: s });
+      throw new CptError('ETIMEDOUT', 'the tracker did not start');
+    }
+    ctx.log.debug(`pid ${task.pid}: write tracking held by tracker ${pid}`);
+    return { pid, start: s };
+  } finally {
+    fs.closeSync(mine);
+    if (memfd >= 0) fs.closeSync(memfd);
+  }
+}
+
+/**
+ * Registers `ranges` (areas not registered yet) for write protection with the tracker's
+ * userfaultfd. A failure (the process exec'd: the fd tracks its old memory) is thrown.
+ */
+export function registerAreas(t: TrackerRef, ranges: Array<{ start: bigint; end: bigint }>): void {
+  if (!ranges.length) return;
+  const fd = trackerFd(t, 'uffd');
+  try {
+    for (const r of ranges) {
+      let e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
+      // An old tracker's userfaultfd may still be open for a moment (its sleep holds a copy for up to 2 s).
+      for (let i = 0; i < 80 && e === -linux.ERRNO.EBUSY; i++) {
+        sleepMs(50);
+        e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
+      }
+      if (e < 0) throw new CptError(linux.errnoName(-e), `UFFDIO_REGISTER of ${r.start.toString(16)}-${r.end.toString(16)} failed (${linux.errnoName(-e)})`);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * The pages of the registered area [start, end) written since the tracking was armed; null when
+ * the kernel cannot say (every page then counts as written). PM_SCAN_CHECK_WPASYNC makes an area
+ * that is not registered an error rather than an empty answer.
+ */
+export function writtenRegions(pagemapFd: number, start: bigint, end: bigint): Array<{ start: bigint; end: bigint }> | null {
+  try {
+    return linux.pagemapScan(pagemapFd, start, end, 0n, PAGE_IS.WRITTEN, { mask: PAGE_IS.WRITTEN, flags: PM_SCAN.CHECK_WPASYNC });
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * After the commit: the tracker's memfd says the new image, then every registered page of the
+ * process is write-protected again (pages written from here on are the next image's).
+ */
+export function arm(pid: number, t: TrackerRef, imageId: string, userTop: bigint): void {
+  const fd = trackerFd(t, 'memfd');
+  try {
+    const b = Buffer.alloc(ID_BYTES);
+    b.write(imageId, 'latin1');
+    fs.writeSync(fd, b, 0, ID_BYTES, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const pm = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    linux.pagemapScan(pm, 0n, userTop, 0n, PAGE_IS.WRITTEN, { mask: PAGE_IS.WRITTEN, flags: PM_SCAN.WP_MATCHING });
+  } finally {
+    fs.closeSync(pm);
+  }
+}

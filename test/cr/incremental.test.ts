@@ -1,0 +1,226 @@
+/**
+ * Incremental checkpoints (`checkpoint --track`, `--parent`). `incrwrite` rewrites a known ~1% of
+ * its pages at each step (and drops some, maps an area again, has a second thread write another
+ * area); a chain of a full image and three incremental ones is restarted from the last, and the
+ * restarted process checks every page. Each incremental image is a small part of the full one,
+ * and says how its pages were found: write tracking, or (tracker gone, another process) page
+ * hashes. A parent that was changed or replaced is refused at restart (EBADIMG), nothing left
+ * running. The tracker ends with its process; the process holds no extra fd.
+ */
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as path from 'path';
+import { CheckpointFlags, CptError, loadModule, sys_checkpoint } from '@cptrst/core';
+import { Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, sleep, startWorkload, trigger, waitGone, waitResult } from '../support';
+
+interface Report {
+  pid: number;
+  method: string;
+  why?: string;
+  storedPages: number;
+  parentPages: number;
+}
+
+/** Runs step `k` of the workload and waits until it is done. */
+async function step(w: Workload, k: number): Promise<void> {
+  fs.writeFileSync(`${w.triggerPath}.${k}`, '');
+  const done = `${w.triggerPath}.${k}.done`;
+  for (let i = 0; i < 2000 && !fs.existsSync(done); i++) await sleep(10);
+  expect(fs.existsSync(done), `step ${k} done`).to.equal(true);
+}
+
+async function checkpoint(w: Workload, img: string, extra: string[]): Promise<Report> {
+  const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--json', ...extra]);
+  expect(r.code, r.stderr).to.equal(0);
+  const doc = JSON.parse(r.stdout) as { incremental: Report[] };
+  expect(doc.incremental).to.have.length(1);
+  return doc.incremental[0];
+}
+
+/** The tracker processes of `pid` (their command line names it). */
+function trackersOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'latin1').split('\0');
+      const i = argv.indexOf('cptrst-tracker');
+      if (i > 0 && argv[i + 1] === String(pid)) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+function fdsOf(pid: number): string[] {
+  return fs.readdirSync(`/proc/${pid}/fd`).sort();
+}
+
+async function restartPasses(w: Workload, img: string, steps: number): Promise<void> {
+  process.kill(w.pid, 'SIGKILL');
+  await w.exited;
+  expect(await waitGone(w.pid, 5000)).to.equal(true);
+  const rr = await cptrst(['restart', img]);
+  expect(rr.code, rr.stderr).to.equal(0);
+  await trigger(w);
+  expect(parseResult(await waitResult(w, 60000)).verdict).to.equal(`PASS incrwrite (step ${steps})`);
+}
+
+describe('incremental checkpoints (--track, --parent)', function () {
+  this.timeout(240000);
+  before(() => buildWorkloads());
+  afterEach(() => killStartedWorkloads());
+
+  it('a chain of three restarts from its last image with every page right; write tracking finds the changed pages', async () => {
+    const w = await startWorkload('incrwrite', ['16']);
+    const img = (k: number) => path.join(w.dir, `i${k}.img`);
+    const fds = fdsOf(w.pid);
+    const full = await checkpoint(w, img(0), ['--track']);
+    expect(full.method).to.equal('full');
+    expect(trackersOf(w.pid), 'one tracker').to.have.length(1);
+    expect(fdsOf(w.pid), 'the process holds no extra fd').to.deep.equal(fds);
+    for (let k = 1; k <= 3; k++) {
+      await step(w, k);
+      const r = await checkpoint(w, img(k), ['--parent', img(k - 1)]);
+      expect(r.method, r.why).to.equal('uffd-wp');
+      // About 1% of 4096 pages, plus the second thread's 64 and (step 1) the 16 mapped again.
+      expect(r.storedPages).to.be.within(40, 250);
+      expect(r.parentPages).to.be.greaterThan(4000);
+      expect(fs.statSync(img(k)).size).to.be.lessThan(fs.statSync(img(0)).size / 8);
+    }
+    expect(trackersOf(w.pid), 'still one tracker').to.have.length(1);
+    expect(fdsOf(w.pid)).to.deep.equal(fds);
+    const tracker = trackersOf(w.pid)[0];
+    const show = await cptrst(['show', img(3)]);
+    expect(show.code, show.stderr).to.equal(0);
+    expect(show.stdout).to.match(/uffd-wp/);
+    await restartPasses(w, img(3), 3);
+    // The tracker ends once its process is gone (it checks every 2 s).
+    expect(await waitGone(tracker, 10000), 'the tracker outlives its process').to.equal(true);
+  });
+
+  it('falls back to page hashes when the tracker is gone, and when the process is another one (restarted)', async () => {
+    const w = await startWorkload('incrwrite', ['8']);
+    const img = (k: number) => path.join(w.dir, `h${k}.img`);
+    await checkpoint(w, img(0), ['--track']);
+    for (const t of trackersOf(w.pid)) process.kill(t, 'SIGKILL');
+    await step(w, 1);
+    const r1 = await checkpoint(w, img(1), ['--parent', img(0)]);
+    expect(r1.method).to.equal('hashes');
+    expect(r1.why).to.match(/tracker .* is gone/);
+    expect(r1.storedPages).to.be.within(20, 200);
+    // The process restarted from the chain is another process (its start time differs).
+    process.kill(w.pid, 'SIGKILL');
+    await w.exited;
+    expect(await waitGone(w.pid, 5000)).to.equal(true);
+    const rr = await cptrst(['restart', img(1)]);
+    expect(rr.code, rr.stderr).to.equal(0);
+    await step(w, 2);
+    const r2 = await checkpoint(w, img(2), ['--parent', img(1)]);
+    expect(r2.method).to.equal('hashes');
+    expect(r2.why).to.match(/another process/);
+    expect(r2.storedPages).to.be.within(20, 400);
+    const show = await cptrst(['show', img(2)]);
+    expect(show.stdout).to.match(/hashes/);
+    await restartPasses(w, img(2), 2);
+  });
+
+  it('a failed incremental checkpoint leaves the tracking intact; a failed first one leaves no tracker', async () => {
+    loadModule('@cptrst/cpt-module');
+    const w = await startWorkload('incrwrite', ['8']);
+    const img = (k: number) => path.join(w.dir, `f${k}.img`);
+    /** A checkpoint through the API, aborted once every handler has dumped (before the commit). */
+    const aborted = async (incremental: { parent?: string; track: boolean }) => {
+      const fd = fs.openSync(path.join(w.dir, 'aborted.img'), 'w');
+      const ac = new AbortController();
+      let err: unknown;
+      try {
+        await sys_checkpoint(w.pid, fd, CheckpointFlags.RESUME, { incremental, signal: ac.signal, onProgress: (e) => (e.phase === 'dumped' ? ac.abort() : undefined) });
+      } catch (e) {
+        err = e;
+      } finally {
+        fs.closeSync(fd);
+      }
+      expect(err).to.be.instanceOf(CptError);
+      expect((err as CptError).code).to.equal('EINTR');
+    };
+    await aborted({ track: true });
+    expect(trackersOf(w.pid), 'a failed first checkpoint leaves no tracker').to.deep.equal([]);
+    await checkpoint(w, img(0), ['--track']);
+    const tracker = trackersOf(w.pid);
+    await step(w, 1);
+    await aborted({ parent: img(0), track: true });
+    expect(trackersOf(w.pid), 'the tracker is kept').to.deep.equal(tracker);
+    const r = await checkpoint(w, img(1), ['--parent', img(0)]);
+    expect(r.method, 'tracking still holds for the parent').to.equal('uffd-wp');
+    await restartPasses(w, img(1), 1);
+  });
+
+  it('a process tree: each process has its own tracking, and the tree restarts from the last image of its chain', async () => {
+    const w = await startWorkload('tree');
+    const img = (k: number) => path.join(w.dir, `tree${k}.img`);
+    const run = async (k: number, extra: string[]) => {
+      const r = await cptrst(['checkpoint', String(w.pid), '-o', img(k), '--json', ...extra]);
+      expect(r.code, r.stderr).to.equal(0);
+      return (JSON.parse(r.stdout) as { incremental: Report[] }).incremental;
+    };
+    const first = await run(0, ['--track']);
+    const live = first.map((r) => r.pid);
+    expect(live.length, 'processes with memory (zombies have none)').to.be.greaterThan(3);
+    for (const pid of live) expect(trackersOf(pid), `tracker of ${pid}`).to.have.length(1);
+    const second = await run(1, ['--parent', img(0)]);
+    for (const r of second) expect(r.method, `${r.pid}: ${r.why}`).to.equal('uffd-wp');
+    const third = await run(2, ['--parent', img(1), '--kill']);
+    for (const r of third) expect(r.method, `${r.pid}: ${r.why}`).to.equal('uffd-wp');
+    // The root's own memory is mostly its parent image's (a child's areas kept copy-on-write from
+    // the root are written as in a full image).
+    expect(third[0].parentPages).to.be.greaterThan(third[0].storedPages);
+    for (const pid of live) expect(await waitGone(pid, 5000), `${pid} gone`).to.equal(true);
+    await w.exited;
+    const rr = await cptrst(['restart', img(2)]);
+    expect(rr.code, rr.stderr).to.equal(0);
+    await trigger(w);
+    expect(parseResult(await waitResult(w, 60000)).verdict).to.equal('PASS tree');
+  });
+
+  it('a parent that was changed or replaced is refused at restart, nothing left running', async () => {
+    const w = await startWorkload('incrwrite', ['8']);
+    const img = (k: number) => path.join(w.dir, `t${k}.img`);
+    await checkpoint(w, img(0), ['--track']);
+    await step(w, 1);
+    await checkpoint(w, img(1), ['--parent', img(0)]);
+    process.kill(w.pid, 'SIGKILL');
+    await w.exited;
+    expect(await waitGone(w.pid, 5000)).to.equal(true);
+    const good = fs.readFileSync(img(0));
+    // A byte of a page changed: the parent's own checksums refuse it.
+    const changed = Buffer.from(good);
+    changed[changed.length - 5000] ^= 1;
+    fs.writeFileSync(img(0), changed);
+    let r = await cptrst(['restart', img(1)]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/EBADIMG/);
+    expect(await waitGone(w.pid, 5000), 'nothing left running').to.equal(true);
+    // Another image of the same size in its place: not the parent it was taken against.
+    const other = path.join(w.dir, 'other.img');
+    const w2 = await startWorkload('incrwrite', ['8']);
+    await checkpoint(w2, other, ['--track']);
+    fs.copyFileSync(other, img(0));
+    r = await cptrst(['restart', img(1)]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/EBADIMG.*(not the image this one was taken against|bytes, not the)/);
+    expect(await waitGone(w.pid, 5000)).to.equal(true);
+    // Missing: a clear error.
+    fs.rmSync(img(0));
+    r = await cptrst(['restart', img(1)]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/parent image .* cannot be opened/);
+    // Lazy restart of a chain is refused clearly.
+    fs.writeFileSync(img(0), good);
+    r = await cptrst(['restart', '--lazy', img(1)]);
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/lazy restart of an incremental image/);
+    expect(await waitGone(w.pid, 5000)).to.equal(true);
+  });
+});
