@@ -166,6 +166,23 @@ describe('descriptors in flight and credentials in unix socket queues', function
     ].join('\n'), /1 descriptor\(s\) are in flight in the queue of a stream socket; /);
   });
 
+  it('descriptors in flight on a socket with SO_PASSPIDFD are refused before any peek: no pidfd is left in the process', async () => {
+    await expectRefusedAndKept([
+      'import os,socket,sys,time',
+      'a,b=socket.socketpair(socket.AF_UNIX,socket.SOCK_DGRAM)',
+      'b.setsockopt(socket.SOL_SOCKET,76,1)', // SO_PASSPIDFD
+      'r,w=os.pipe()',
+      'os.write(w,b"through the fd")',
+      'socket.send_fds(a,[b"m"],[r])',
+      'os.close(r)',
+      ...PY_CHECK,
+      'b.setsockopt(socket.SOL_SOCKET,76,0)', // a receive then carries the pipe only
+      'msg,got,_,_=socket.recv_fds(b,10,1)',
+      'ok=after==before and msg==b"m" and len(got)==1 and os.read(got[0],100)==b"through the fd"',
+      'print("PASS" if ok else "FAIL %r %r"%(before,after),flush=True)',
+    ].join('\n'), /SO_PASSPIDFD is set on the socket; /);
+  });
+
   it('a socket sent over itself and closed (in flight in its own queue) is refused; the process receives it afterwards', async () => {
     await expectRefusedAndKept([
       'import os,socket,sys,time',

@@ -187,6 +187,9 @@ function withCopy<T>(pid: number, fd: number, use: (dup: number) => T): T {
 function installInTask(task: CheckpointTask, fd: number, queue: linux.QueuedMessage[], object: string, installed: number[]): Map<number, number[]> {
   const out = new Map<number, number[]>();
   withCopy(task.pid, fd, (dup) => {
+    // With SO_PASSPIDFD a receive also installs a pidfd of the sender (SCM_PIDFD), which nothing
+    // here would close: refused before the first peek (the socket's kind refuses it anyway).
+    if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
     const saved = linux.getSockoptInt(dup, SO.PEEK_OFF);
     try {
       let off = 0;
