@@ -10,7 +10,7 @@ import {
 } from '@cptrst/core';
 
 import { TaskThread, Tracee, archOf, releaseGroup, releaseTracee } from '@cptrst/core';
-import { freezeTree } from './tree';
+import { STOP_SIGNAL, freezeTree } from './tree';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT } = linux;
 
@@ -42,11 +42,12 @@ export class PtraceFreezer implements Freezer {
     this.refuseUnsupported(pid);
     const status = linux.readStatus(pid);
     const wasStopped = status.state.startsWith('T');
+    const stopSignal = wasStopped ? stopSignalOf(pid) : 0;
     const group = new ThreadGroupFreeze(pid);
     let task: CheckpointTask | undefined;
     try {
       group.freeze();
-      task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped]]));
+      task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped], [STOP_SIGNAL, stopSignal]]));
       this.refuseUnsupported(pid); // it may have changed before the stop
       ctx.progress({ phase: 'frozen', pid });
       return task;
@@ -257,6 +258,15 @@ export class ThreadGroupFreeze {
       ptrace.cont(tid, sig);
     }
   }
+}
+
+/**
+ * The signal of a group stop: the task's exit code holds it while no tracer stopped it otherwise.
+ * Anything else (0 from a stop that predates a tracer we do not know of) reads as SIGSTOP.
+ */
+function stopSignalOf(pid: number): number {
+  const code = linux.readStat(pid).exitCode;
+  return linux.STOP_SIGNALS.has(code) ? code : linux.SIG.SIGSTOP;
 }
 
 /** The tracer of one thread (0 if none or gone). */
