@@ -42,11 +42,11 @@ export class PtraceFreezer implements Freezer {
     this.refuseUnsupported(pid);
     const status = linux.readStatus(pid);
     const wasStopped = status.state.startsWith('T');
-    const stopSignal = wasStopped ? stopSignalOf(pid) : 0;
     const group = new ThreadGroupFreeze(pid);
     let task: CheckpointTask | undefined;
     try {
       group.freeze();
+      const stopSignal = wasStopped ? group.groupStopSignal || linux.SIG.SIGSTOP : 0;
       task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped], [STOP_SIGNAL, stopSignal]]));
       this.refuseUnsupported(pid); // it may have changed before the stop
       ctx.progress({ phase: 'frozen', pid });
@@ -115,6 +115,11 @@ const MAX_ROUNDS = 1000;
 export class ThreadGroupFreeze {
   /** Signals taken off the main thread in signal-delivery stops (its tracee queues them again). */
   readonly intercepted: Buffer[] = [];
+  /**
+   * The signal of the group stop the main thread was in when seized (its PTRACE_EVENT_STOP
+   * names it even once the parent has collected the stop); 0 when it was not in one.
+   */
+  groupStopSignal = 0;
   private readonly stopped = new Set<number>();
   /** Seized (or attached by the kernel) and interrupted, their stop not yet collected. */
   private readonly pending = new Set<number>();
@@ -238,6 +243,7 @@ export class ThreadGroupFreeze {
       }
       const s = w.stopped!;
       if (s.event === PTRACE_EVENT.STOP) {
+        if (tid === this.pid && s.groupStop) this.groupStopSignal = s.sig;
         this.pending.delete(tid);
         this.stopped.add(tid);
         return;
@@ -258,15 +264,6 @@ export class ThreadGroupFreeze {
       ptrace.cont(tid, sig);
     }
   }
-}
-
-/**
- * The signal of a group stop: the task's exit code holds it while no tracer stopped it otherwise.
- * Anything else (0 from a stop that predates a tracer we do not know of) reads as SIGSTOP.
- */
-function stopSignalOf(pid: number): number {
-  const code = linux.readStat(pid).exitCode;
-  return linux.STOP_SIGNALS.has(code) ? code : linux.SIG.SIGSTOP;
 }
 
 /** The tracer of one thread (0 if none or gone). */

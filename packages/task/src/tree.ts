@@ -171,6 +171,10 @@ function refuseStopSignal(pid: number): void {
 function refuseOrphanedStop(tree: FrozenTree, task: CheckpointTask, st: linux.ProcStat): void {
   const sig = task.state.get(STOP_SIGNAL) ?? 0;
   if (!sig || sig === SIG.SIGSTOP) return;
+  // Dispositions do not change under the freeze (the mask may, for cptrst's calls: read before it).
+  const status = linux.readStatus(task.pid);
+  const bit = 1n << BigInt(sig - 1);
+  if ((status.sigCgt | status.sigIgn) & bit) refuse(task.pid, 'stop', `the process was stopped by ${linux.signalName(sig)}, which it has ${status.sigCgt & bit ? 'handled' : 'ignored'} since: it could not be stopped again by that signal`);
   const anchored = tree.tasks.some((t) => {
     if (t.zombie || t.pid === tree.root) return false;
     const m = linux.readStat(t.pid);
