@@ -132,6 +132,7 @@ const CASES: Case[] = [
   ...['vfork', 'clone-vm', 'clone-files', 'clone-fs', 'shm', 'traced', 'pidns'].map((m): Case => ({ name: 'treeshare', label: `treeshare ${m}`, args: () => [m], tree: true })),
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
+  { name: 'jobstop', tree: true },
   { name: 'ptys', tree: true },
 ];
 
@@ -191,6 +192,7 @@ const TAMPERABLE: Case[] = [
   { name: 'treeshare', label: 'treeshare shm', args: () => ['shm'], tree: true },
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
+  { name: 'jobstop', tree: true },
   { name: 'ptys', tree: true },
 ];
 

@@ -325,19 +325,37 @@ describe('process trees', function () {
     }
   });
 
-  it('a child stopped by SIGTSTP is refused (a restored stop is SIGSTOP\'s), the tree runs on', async () => {
-    const { w, before } = await startTree('tree.py');
-    // W1a: in the group of its parent W1, whose parent is in the same session (a group that is
-    // not orphaned: SIGTSTP stops it)
-    const leaf = before.find((m) => m.ppid !== w.pid && m.pid !== w.pid && m.pgid !== m.sid && m.state !== 'Z')!;
-    process.kill(leaf.pid, 'SIGTSTP');
-    for (let i = 0; i < 100 && (await procState(leaf.pid))?.state !== 'T'; i++) await sleep(10);
-    const ck = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'tstp.img')]);
-    expect(ck.code).to.equal(1);
-    expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${leaf.pid}, stop: the process was stopped by SIGTSTP`));
-    for (const m of treeOf(w.pid)) expect(m.tracer).to.equal(0);
-    process.kill(leaf.pid, 'SIGCONT');
+  it('children stopped by SIGTSTP, SIGTTIN and SIGTTOU are stopped by the same signals after restart: their parent\'s waitpid(WUNTRACED) reports each, WCONTINUED after SIGCONT', async () => {
+    const { w, before } = await startTree('jobstop');
+    expect(before.filter((m) => m.state === 'T')).to.have.length(3);
+    const img = path.join(w.dir, 'jobstop.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
     await expectPass(w);
+  });
+
+  it('a child stopped by SIGTSTP in a group that a restart would leave orphaned is refused (the kernel discards SIGTSTP there); the tree runs on', async () => {
+    const dir = makeTempDir('tstp');
+    const ready = path.join(dir, 'ready');
+    // A group of its own in the test's session: not orphaned only thanks to the root's parent,
+    // which is not in the tree
+    const py = `import os, time\nos.setpgid(0, 0)\npid = os.fork()\nif pid == 0:\n    time.sleep(300)\n    os._exit(0)\nopen(${JSON.stringify(ready)}, 'w').close()\nos.waitpid(pid, 0)\n`;
+    const root = spawn('python3', ['-c', py], { stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 500 && !fs.existsSync(ready); i++) await sleep(10);
+      const child = (await procState(root.pid!))!.children[0];
+      process.kill(child, 'SIGTSTP');
+      for (let i = 0; i < 100 && (await procState(child))?.state !== 'T'; i++) await sleep(10);
+      expect((await procState(child))?.state).to.equal('T');
+      const ck = await cptrst(['checkpoint', String(root.pid), '-o', path.join(dir, 'img')]);
+      expect(ck.code, ck.stderr).to.equal(1);
+      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${child}, stop: the process was stopped by SIGTSTP, and its process group ${root.pid} has no member whose parent in the tree is in another group`));
+      for (const pid of [root.pid!, child]) expect((await procState(pid))?.tracerPid).to.equal(0);
+      expect((await procState(child))?.state).to.equal('T');
+    } finally {
+      for (const pid of (await procState(root.pid!))?.children ?? []) process.kill(pid, 'SIGKILL');
+      process.kill(root.pid!, 'SIGKILL');
+    }
   });
 
   it('an image of a tree not owned by root: restored with the owner\'s rights (every member nobody\'s, zombies too); a child asking for root is refused before it is made, leaving nothing', async () => {
