@@ -133,6 +133,7 @@ const CASES: Case[] = [
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
   { name: 'jobstop', tree: true },
+  { name: 'procfiles', tree: true },
   { name: 'ptys', tree: true },
 ];
 
@@ -193,6 +194,7 @@ const TAMPERABLE: Case[] = [
   { name: 'cowtree', tree: true },
   { name: 'orphans', tree: true },
   { name: 'jobstop', tree: true },
+  { name: 'procfiles', tree: true },
   { name: 'ptys', tree: true },
 ];
 

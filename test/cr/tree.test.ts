@@ -308,16 +308,25 @@ describe('process trees', function () {
     }
   });
 
-  it('a process holding a file of its child\'s /proc directory is refused (a restart makes the child after its files); the tree runs on', async () => {
+  it('files of /proc directories of the tree (its own, its child\'s, its parent\'s) are opened again once every process exists, with their flags and offsets', async () => {
+    const { w, before } = await startTree('procfiles');
+    const img = path.join(w.dir, 'procfiles.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
+  it('a file of a /proc directory of the tree whose description two processes share is refused; the tree runs on', async () => {
     const dir = makeTempDir('procfd');
     const ready = path.join(dir, 'ready');
-    const sh = spawn('bash', ['-c', `sleep 300 & exec 3</proc/$!/stat; echo > ${ready}; wait`], { detached: true, stdio: 'ignore' });
+    // the child (sleep) inherits fd 3, one description with the shell's
+    const sh = spawn('bash', ['-c', `exec 3</proc/$$/stat; sleep 300 & echo > ${ready}; wait`], { detached: true, stdio: 'ignore' });
     try {
       for (let i = 0; i < 500 && !fs.existsSync(ready); i++) await sleep(10);
       const child = (await procState(sh.pid!))!.children[0];
       const ck = await cptrst(['checkpoint', String(sh.pid), '-o', path.join(dir, 'img')]);
       expect(ck.code, ck.stderr).to.equal(1);
-      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${sh.pid}, fd 3 \\(/proc/${child}/stat\\): a file of the /proc directory of its descendant ${child}`));
+      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${sh.pid}, fd 3 \\(/proc/${sh.pid}/stat\\): a file of the /proc directory of process ${sh.pid} whose open file description process ${child} holds too \\(fd 3\\)`));
       for (const pid of [sh.pid!, child]) expect((await procState(pid))?.tracerPid).to.equal(0);
     } finally {
       for (const pid of (await procState(sh.pid!))?.children ?? []) process.kill(pid, 'SIGKILL');

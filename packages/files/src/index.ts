@@ -29,6 +29,7 @@ import { MemfdKind } from './memfd';
 import { DevTtyKind, PtyMasterKind, PtySlaveKind, TtyRestore } from './tty';
 import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
 import { PidfdFinish, PidfdKind } from './pidfd';
+import { ProcFilesFinish } from './procfile';
 
 export * from './fs-struct';
 export * from './file';
@@ -108,6 +109,7 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new LocksRestore());
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
   provide(c, Tokens.RestoreHandler, new PidfdFinish());
+  provide(c, Tokens.RestoreHandler, new ProcFilesFinish());
   provide(c, Tokens.RestoreHandler, new TtyRestore());
   provide(c, Tokens.RestoreHandler, new FsRootRestore());
 }

@@ -77,6 +77,8 @@ export enum ObjectType {
   FILE_CARRY = 177,
   /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
   VMA_KEPT = 100,
+  /** A file of the /proc directory of a process of the tree, opened again once every process exists (under FILE). */
+  PROC_FILE = 101,
   /** A terminal open as an fd: a pty master or slave, /dev/tty, or the caller's terminal (under FILE). */
   TTY = 190,
   /** A process's controlling terminal and its terminal's foreground group (under TASK). */
