@@ -334,6 +334,35 @@ describe('process trees', function () {
     }
   });
 
+  it('a deleted file open in three processes of the tree through descriptions of their own is one file again (made by their common ancestor): a write through one is read through the others', async () => {
+    const dir = makeTempDir('ghosttree');
+    const { w, before } = await startTree('ghosttree', [dir]);
+    const img = path.join(w.dir, 'ghosttree.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
+    await expectPass(w);
+    // made without a name: nothing left in the directory (but the tamper file, never made here)
+    expect(fs.readdirSync(dir)).to.deep.equal([]);
+  });
+
+  it('a deleted file open in two processes of the tree through descriptions of their own, and not in their common ancestor, is refused; the tree runs on', async () => {
+    const dir = makeTempDir('ghostsib');
+    const ready = path.join(dir, 'ready');
+    // two children each open the file on their own; the parent (the shell) does not hold it
+    const f = path.join(dir, 'data');
+    const sh = spawn('bash', ['-c', `echo hi > ${f}; (exec 3<>${f}; exec sleep 300) & (exec 4<${f}; exec sleep 300) & sleep 0.2; rm ${f}; echo > ${ready}; wait`], { detached: true, stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 500 && !fs.existsSync(ready); i++) await sleep(10);
+      const ck = await cptrst(['checkpoint', String(sh.pid), '-o', path.join(dir, 'img')]);
+      expect(ck.code, ck.stderr).to.equal(1);
+      expect(ck.stderr).to.match(/^cptrst: EOPNOTSUPP: pid \d+, fd [34] \(.*\/data \(deleted\)\): the deleted file is open in several processes of the tree \(.*\) and not in their common ancestor \d+/);
+      for (const pid of [sh.pid!, ...((await procState(sh.pid!))?.children ?? [])]) expect((await procState(pid))?.tracerPid).to.equal(0);
+    } finally {
+      for (const pid of (await procState(sh.pid!))?.children ?? []) process.kill(pid, 'SIGKILL');
+      process.kill(sh.pid!, 'SIGKILL');
+    }
+  });
+
   it('children stopped by SIGTSTP, SIGTTIN and SIGTTOU are stopped by the same signals after restart: their parent\'s waitpid(WUNTRACED) reports each, WCONTINUED after SIGCONT', async () => {
     const { w, before } = await startTree('jobstop');
     expect(before.filter((m) => m.state === 'T')).to.have.length(3);

@@ -12,14 +12,14 @@ import { FileKindHandler, OpenFile, OpenRequest, reopenFlags, requireReachableBy
 import { FileDataImage, FileImage } from './file';
 import { recorded } from './fs-struct';
 import { ProcFileImage, openProcStandIn, procFileOfTree, procFileRecord } from './procfile';
-import { checkGhostData, describeGhost, dumpGhostData, openGhost } from './ghost';
+import { GhostSharedImage, checkGhostData, describeGhost, dumpGhostData, ghostMaker, ghostSharedRecord, openGhost } from './ghost';
 
 const { SYS, O, SEEK, S_IF } = linux;
 
 export class RegularFile implements FileKindHandler {
   readonly kind = 'regular';
-  /** The data runs of a deleted file; the process of a file of a /proc directory of the tree. */
-  readonly records = [FileDataImage, ProcFileImage];
+  /** The data runs of a deleted file and who makes one the tree shares; the process of a file of a /proc directory of the tree. */
+  readonly records = [FileDataImage, GhostSharedImage, ProcFileImage];
   claims(f: OpenFile): boolean {
     return f.stat.isFile() && f.link.startsWith('/');
   }
@@ -29,13 +29,16 @@ export class RegularFile implements FileKindHandler {
     procFileOfTree(ctx, task, f);
     img.deleted = f.stat.nlink === 0n;
     requireReachableByPath(task, f);
-    if (img.deleted) describeGhost(task, f, img);
+    if (img.deleted) describeGhost(ctx, task, f, img);
   }
 
   dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, out: KindRecordWriter): void {
     const proc = procFileOfTree(ctx, task, f);
     if (proc !== undefined) out.write(procFileRecord(proc));
-    if (img.deleted && img.sameAs === 0 && !img.mapped) dumpGhostData(task, f, out);
+    if (!img.deleted) return;
+    const maker = ghostMaker(ctx, task, f, img);
+    if (maker !== undefined) out.write(ghostSharedRecord(maker));
+    if (img.sameAs === 0 && !img.mapped && (maker === undefined || maker === task.pid)) dumpGhostData(task, f, out);
   }
 
   acceptRecord(task: RestartTask, img: FileImage, o: RestoreObject, before: KindRecords, object: string): void {
@@ -43,8 +46,12 @@ export class RegularFile implements FileKindHandler {
       if (before.all.length || img.deleted) throw new CptError('EBADIMG', 'a PROC_FILE record of a deleted file, or after other records', { pid: task.pid, object });
       return;
     }
+    if (o.obj instanceof GhostSharedImage) {
+      if (before.all.length || !img.deleted) throw new CptError('EBADIMG', 'a ghost-shared record of a file not deleted, or after other records', { pid: task.pid, object });
+      return;
+    }
     if (before.of(ProcFileImage).length) throw new CptError('EBADIMG', 'file data of a /proc file', { pid: task.pid, object });
-    checkGhostData(task.pid, img, before.of(FileDataImage), o.obj as FileDataImage, object);
+    checkGhostData(task.pid, img, before.of(FileDataImage), o.obj as FileDataImage, object, before.of(GhostSharedImage)[0]?.maker);
   }
 
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {

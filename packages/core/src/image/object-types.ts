@@ -47,7 +47,7 @@ const OWN: Record<string, string> = {
   VMA_MEMFD: '@cptrst/mm', VMA_MEMFD_DATA: '@cptrst/mm', VMA_KEPT: '@cptrst/mm',
   VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm',
   TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
-  FILE_CARRY: '@cptrst/files', PROC_FILE: '@cptrst/files',
+  FILE_CARRY: '@cptrst/files', PROC_FILE: '@cptrst/files', GHOST_SHARED: '@cptrst/files',
 };
 
 /**

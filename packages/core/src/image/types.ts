@@ -79,6 +79,8 @@ export enum ObjectType {
   VMA_KEPT = 100,
   /** A file of the /proc directory of a process of the tree, opened again once every process exists (under FILE). */
   PROC_FILE = 101,
+  /** A deleted file open in several processes of the tree: the common ancestor that makes it (under FILE). */
+  GHOST_SHARED = 102,
   /** A terminal open as an fd: a pty master or slave, /dev/tty, or the caller's terminal (under FILE). */
   TTY = 190,
   /** A process's controlling terminal and its terminal's foreground group (under TASK). */
