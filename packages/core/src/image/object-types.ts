@@ -48,6 +48,7 @@ const OWN: Record<string, string> = {
   VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm',
   TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
   FILE_CARRY: '@cptrst/files', PROC_FILE: '@cptrst/files', GHOST_SHARED: '@cptrst/files',
+  VMA_SHARED_ANON: '@cptrst/mm', VMA_SHARED_ANON_DATA: '@cptrst/mm',
 };
 
 /**
