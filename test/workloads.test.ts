@@ -134,6 +134,7 @@ const CASES: Case[] = [
   { name: 'orphans', tree: true },
   { name: 'jobstop', tree: true },
   { name: 'procfiles', tree: true },
+  { name: 'shmtree', tree: true },
   { name: 'ghosttree', label: 'ghosttree <dir>', args: (dir) => [dir], tree: true },
   { name: 'ptys', tree: true },
 ];
@@ -196,6 +197,7 @@ const TAMPERABLE: Case[] = [
   { name: 'orphans', tree: true },
   { name: 'jobstop', tree: true },
   { name: 'procfiles', tree: true },
+  { name: 'shmtree', tree: true },
   { name: 'ghosttree', label: 'ghosttree <dir>', args: (dir) => [dir], tree: true },
   { name: 'ptys', tree: true },
 ];

@@ -363,6 +363,31 @@ describe('process trees', function () {
     }
   });
 
+  it('shared anonymous memory shared beyond a child keeping its parent\'s mapping (parts the parent unmapped, siblings, a part mapped twice) is one memory again', async () => {
+    const { w, before } = await startTree('shmtree');
+    const img = path.join(w.dir, 'shmtree.img');
+    await checkpointKill(w, before, img);
+    await restartSame(w, before, img);
+    await expectPass(w);
+  });
+
+  it('shared anonymous memory shared by two children and no longer mapped by their parent is refused; the tree runs on', async () => {
+    const dir = makeTempDir('shmsib');
+    const ready = path.join(dir, 'ready');
+    const py = `import mmap, os, time\nm = mmap.mmap(-1, 8192)\nkids = []\nfor i in range(2):\n    pid = os.fork()\n    if pid == 0:\n        m[0] = 1\n        time.sleep(300)\n        os._exit(0)\n    kids.append(pid)\nm.close()\nopen(${JSON.stringify(ready)}, 'w').close()\nfor k in kids:\n    os.waitpid(k, 0)\n`;
+    const root = spawn('python3', ['-c', py], { detached: true, stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 500 && !fs.existsSync(ready); i++) await sleep(10);
+      const ck = await cptrst(['checkpoint', String(root.pid), '-o', path.join(dir, 'img')]);
+      expect(ck.code, ck.stderr).to.equal(1);
+      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid \\d+, vma [0-9a-f]+-[0-9a-f]+ /dev/zero: the shared anonymous memory is mapped by processes \\d+, \\d+ of the tree, and not by their common ancestor ${root.pid}`));
+      for (const pid of [root.pid!, ...((await procState(root.pid!))?.children ?? [])]) expect((await procState(pid))?.tracerPid).to.equal(0);
+    } finally {
+      for (const pid of (await procState(root.pid!))?.children ?? []) process.kill(pid, 'SIGKILL');
+      process.kill(root.pid!, 'SIGKILL');
+    }
+  });
+
   it('children stopped by SIGTSTP, SIGTTIN and SIGTTOU are stopped by the same signals after restart: their parent\'s waitpid(WUNTRACED) reports each, WCONTINUED after SIGCONT', async () => {
     const { w, before } = await startTree('jobstop');
     expect(before.filter((m) => m.state === 'T')).to.have.length(3);
