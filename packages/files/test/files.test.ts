@@ -75,6 +75,7 @@ describe('files: open files of a real process', function () {
       ['files.locks', [ObjectType.FILE_LOCK, ObjectType.FD_OWNER]],
       ['files.socket-queues', []],
       ['files.pidfd', []],
+      ['files.proc', []],
       ['files.tty', []],
       ['files.root', []],
     ]);
