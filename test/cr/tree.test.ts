@@ -421,6 +421,43 @@ describe('process trees', function () {
     }
   });
 
+  it('images whose stop signal, /proc file, deleted file shared in the tree or shared anonymous memory record is wrong are refused (EBADIMG), leaving nothing behind', async () => {
+    type Recs = Array<{ name: string; tag: number; ptag: number; obj: Record<string, unknown> }>;
+    const cases: Array<[string, string[], (recs: Recs) => void, RegExp]> = [
+      ['jobstop', [], (recs) => {
+        recs.find((r) => r.name === 'task' && r.obj.stopped === true)!.obj.stopSignal = 9;
+      }, /^cptrst: EBADIMG: pid \d+, task: stop signal 9/],
+      ['procfiles', [], (recs) => {
+        const rec = recs.find((r) => r.name === 'proc-file' && /^\/proc\/\d+\/stat$/.test(String(recs.find((f) => f.tag === r.ptag)!.obj.path)))!;
+        recs.find((f) => f.tag === rec.ptag)!.obj.path = '/proc/1/stat';
+        rec.obj.pid = 1;
+      }, /^cptrst: EBADIMG: pid \d+, fd 41 \(\/proc\/1\/stat\): a file of the \/proc directory of process 1, which is not a process of the image/],
+      ['shmtree', [], (recs) => {
+        // the last one: an area of a child, not of the maker
+        recs.filter((r) => r.name === 'vma-shared-anon').slice(-1)[0].obj.maker = 4194000;
+      }, /^cptrst: EBADIMG: pid \d+, vma [0-9a-f]+-[0-9a-f]+ \/dev\/zero: shared anonymous memory of the tree: the object is said to be made by process 4194000, which made none before this area/],
+      ['ghosttree', [makeTempDir('ghosttree-bad')], (recs) => {
+        recs.filter((r) => r.name === 'ghost-shared')[1].obj.maker = 4194000;
+      }, /^cptrst: EBADIMG: pid \d+, fd 2[12] \(.*ghosttree\.data\): the deleted file is said to be made by process 4194000, which made none of this inode/],
+    ];
+    for (const [name, args, change, re] of cases) {
+      const { w, before } = await startTree(name, args);
+      const img = path.join(w.dir, `${name}.img`);
+      await checkpointKill(w, before, img);
+      const bad = path.join(w.dir, `${name}-bad.img`);
+      recodeImage(img, bad, {
+        records: (recs) => {
+          change(recs as unknown as Recs);
+          return recs;
+        },
+      });
+      const rs = await cptrst(['restart', bad]);
+      expect(rs.code, name).to.equal(1);
+      expect(rs.stderr, `${name}: ${rs.stderr}`).to.match(re);
+      for (const m of before) expect(await waitGone(m.pid, 10000), `${name}: pid ${m.pid} left behind`).to.equal(true);
+    }
+  });
+
   it('an image of a tree not owned by root: restored with the owner\'s rights (every member nobody\'s, zombies too); a child asking for root is refused before it is made, leaving nothing', async () => {
     const { w, before } = await startTree('tree', ['zgsf', '--as', `${NOBODY.uid}:${NOBODY.gid}`], NOBODY);
     try {

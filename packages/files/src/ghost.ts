@@ -121,7 +121,7 @@ export function openGhost(ctx: RestartContext, task: RestartTask, img: FileImage
   } else if (maker !== undefined && maker !== task.pid) {
     // Made by an ancestor: the fd it carries for its descendants, which this task got by clone.
     const c = carriedIn(ctx, task.pid).get(carryId(img));
-    if (!c) throw new CptError('EBADIMG', `the deleted file is said to be made by process ${maker}, which made none of this inode for its descendants`, { pid: task.pid, object: req.object });
+    if (!c || (c.shared as { maker?: number }).maker !== maker) throw new CptError('EBADIMG', `the deleted file is said to be made by process ${maker}, which made none of this inode for its descendants`, { pid: task.pid, object: req.object });
     at = carried = `/proc/self/fd/${c.fds[0]}`;
   } else if (img.mapped) {
     if (maker !== undefined) throw new CptError('EBADIMG', 'a deleted file shared in the tree cannot be carried by a mapping', { pid: task.pid, object: req.object });
@@ -130,7 +130,7 @@ export function openGhost(ctx: RestartContext, task: RestartTask, img: FileImage
     const fd = makeDeletedFile(ctx, task, img, req.records.of(FileDataImage), req.above, req.object);
     at = `/proc/self/fd/${fd}`;
     // Its descendants that hold the inode too open it from this fd (kept until the files' end).
-    if (maker !== undefined) carriedIn(ctx, task.pid).set(carryId(img), { fds: [fd], shared: {} });
+    if (maker !== undefined) carriedIn(ctx, task.pid).set(carryId(img), { fds: [fd], shared: { maker: task.pid } });
   }
   ghosts.set(req.tag, { dev: img.dev, inode: img.inode, at: carried });
   return reopenGhost(task, at, img, req.object);
