@@ -316,6 +316,21 @@ describe('process trees', function () {
     await expectPass(w);
   });
 
+  it('a file of the /proc directory of a process outside the tree is refused; the process runs on', async () => {
+    const dir = makeTempDir('procout');
+    const ready = path.join(dir, 'ready');
+    const sh = spawn('bash', ['-c', `exec 3</proc/${process.pid}/stat; echo > ${ready}; exec sleep 300`], { detached: true, stdio: 'ignore' });
+    try {
+      for (let i = 0; i < 500 && !fs.existsSync(ready); i++) await sleep(10);
+      const ck = await cptrst(['checkpoint', String(sh.pid), '-o', path.join(dir, 'img')]);
+      expect(ck.code, ck.stderr).to.equal(1);
+      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${sh.pid}, fd 3 \\(/proc/${process.pid}/stat\\): a file of the /proc directory of process ${process.pid}, which is not in the checkpointed tree`));
+      expect((await procState(sh.pid!))?.tracerPid).to.equal(0);
+    } finally {
+      process.kill(sh.pid!, 'SIGKILL');
+    }
+  });
+
   it('a file of a /proc directory of the tree whose description two processes share is refused; the tree runs on', async () => {
     const dir = makeTempDir('procfd');
     const ready = path.join(dir, 'ready');

@@ -6,7 +6,8 @@
  * at restart a stand-in (/dev/null) holds its fd numbers, and once every process exists and has
  * its final credentials the file is opened again by its path inside the task (its own rights, as
  * the original open was), with its flags, moved to its offset, and put at each of those numbers.
- * Refused: a file of a thread other than a process's main one (made later still), one whose
+ * Refused: a file of a process outside the tree (its pid may name another process after a
+ * restart), of a thread other than a process's main one (made later still), one whose
  * open file description another process of the tree shares (the stand-in would stay there),
  * one held by a chrooted process (the path is not its).
  */
@@ -36,8 +37,9 @@ function procDev(): bigint {
 const PROC_PATH = /^\/proc\/(\d+)\/(.+)$/;
 
 /**
- * The process of the tree whose /proc file `f` is, or undefined for any other file (one of
- * /proc itself, of a process outside the tree). Refuses one that cannot be opened again.
+ * The process of the tree whose /proc file `f` is, or undefined for any other file (one of /proc
+ * itself, not of a process's directory). Refuses one that cannot be opened again: a process
+ * outside the tree's, among others.
  */
 export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number | undefined {
   if (f.stat.dev !== procDev()) return undefined;
@@ -48,10 +50,7 @@ export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: 
   const threads = linux.listThreads(task.pid);
   if (n !== task.pid && threads.includes(n)) refuse(task.pid, object, `a file of the /proc directory of thread ${n}, not the process's main thread: threads are made after the files, not supported`);
   const tree = ctx.treePids(task);
-  if (!tree.includes(n)) {
-    // Another process's: opened again by path as any file, if that process is still there.
-    return undefined;
-  }
+  if (!tree.includes(n)) refuse(task.pid, object, `a file of the /proc directory of process ${n}, which is not in the checkpointed tree: after a restart that pid may name another process, or none`);
   const task2 = /^task\/(\d+)\//.exec(m[2]);
   if (task2 && Number(task2[1]) !== n) refuse(task.pid, object, `a file of the /proc directory of thread ${task2[1]}, not a process's main thread: threads are made after the files, not supported`);
   if (linux.readRoot(task.pid) !== '/') refuse(task.pid, object, 'a file of the /proc directory of a process of the tree, held by a chrooted process: it is opened again once every process exists, after the chroot, where its path does not lead');
