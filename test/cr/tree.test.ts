@@ -462,7 +462,7 @@ describe('process trees', function () {
       const bad = path.join(w.dir, `${name}-bad.img`);
       recodeImage(img, bad, {
         records: (recs) => {
-          change(recs as unknown as Recs);
+          change(recs);
           return recs;
         },
       });
