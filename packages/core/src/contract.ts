@@ -252,6 +252,8 @@ export interface RestartTask {
   tracee?: Tracee;
   /** The task was stopped (job control) when checkpointed: it is let go stopped. */
   leaveStopped?: boolean;
+  /** The signal it is stopped by when it is let go stopped (SIGSTOP when absent): its parent's wait reports it. */
+  stopSignal?: number;
   /** The registers it carries on with, decided by the arch's finish hook (the syscall-restart rule applied to the image's). */
   resumeRegs?: ArchRegs;
   /** Per-task data of the subsystems, by typed key (StateKey). */

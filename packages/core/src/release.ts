@@ -85,10 +85,11 @@ export function releaseGroup(main: Tracee, threads: readonly ThreadRelease[], mo
 /**
  * Lets several tasks go (a restored process tree) with the shortest window between the first and
  * the last one running on their own: every task's last injected calls and registers first (its
- * other threads' too), then the detaches (and stop signals) one after the other. Killed ones are
+ * other threads' too), then the detaches (and stop signals: SIGSTOP, or the entry's stopSignal)
+ * one after the other. Killed ones are
  * killed first. Each tracee is released afterwards whatever happens.
  */
-export function releaseTracees(all: ReadonlyArray<{ tracee: Tracee; mode: ReleaseMode; regs?: ArchRegs; threads?: readonly ThreadRelease[] }>): void {
+export function releaseTracees(all: ReadonlyArray<{ tracee: Tracee; mode: ReleaseMode; regs?: ArchRegs; threads?: readonly ThreadRelease[]; stopSignal?: number }>): void {
   const live = all.filter((a) => !a.tracee.released);
   const threadsOf = (a: { threads?: readonly ThreadRelease[] }) => (a.threads ?? []).filter((t) => !t.tracee.released);
   try {
@@ -104,7 +105,8 @@ export function releaseTracees(all: ReadonlyArray<{ tracee: Tracee; mode: Releas
       requeueIntercepted(a.tracee);
       a.tracee.restore(a.regs);
     }
-    for (const a of going) if (a.mode === 'stop') kill(a.tracee.pid, SIG.SIGSTOP);
+    // A job-control stop (SIGTSTP...) is made by its own signal, so that the parent's wait reports it.
+    for (const a of going) if (a.mode === 'stop') kill(a.tracee.pid, a.stopSignal ?? SIG.SIGSTOP);
     for (const a of going) {
       a.tracee.detach();
       for (const t of threadsOf(a)) t.tracee.detach();

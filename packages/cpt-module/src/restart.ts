@@ -118,6 +118,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
     releaseTracees([...tasks].reverse().map((t) => ({
       tracee: t.tracee!,
       mode: stopAll || t.leaveStopped ? 'stop' as const : 'run' as const,
+      stopSignal: t.leaveStopped ? t.stopSignal : undefined,
       regs: t.resumeRegs,
       threads: (t.threads ?? []).filter((th) => th.tracee).map((th) => ({ tracee: th.tracee!, regs: th.resumeRegs })),
     })));

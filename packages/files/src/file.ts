@@ -151,7 +151,6 @@ export function checkSharedFiles(ctx: CheckpointContext, task: CheckpointTask, f
   const ppid = linux.readStat(task.pid).ppid;
   const parentFiles = checked.get(ppid);
   for (const f of files) {
-    refuseGhostElsewhere(task, f, checked);
     if (parentFiles && holderFd(task.pid, f, ppid, parentFiles) !== undefined) continue;
     for (const [pid, theirs] of checked) {
       const fd = holderFd(task.pid, f, pid, theirs);
@@ -161,22 +160,6 @@ export function checkSharedFiles(ctx: CheckpointContext, task: CheckpointTask, f
     }
   }
   checked.set(task.pid, files);
-}
-
-/**
- * A deleted regular file is made again by each process that has its own description of it, as
- * a file of its own: one that an earlier process of the tree also has open through another
- * description would come back as two files. Refused (a description shared with the parent is
- * inherited, and so one file).
- */
-function refuseGhostElsewhere(task: CheckpointTask, f: OpenFile, checked: Map<number, OpenFile[]>): void {
-  if (!f.stat.isFile() || f.stat.nlink !== 0n || f.link.startsWith('/memfd:')) return;
-  for (const [pid, theirs] of checked) {
-    for (const o of theirs) {
-      if (!sameFile(o.stat, f.stat) || sameDescription(task.pid, pid, f.fd, o.fd)) continue;
-      refuse(task.pid, `fd ${f.fd} (${f.link})`, `the deleted file is also open in process ${pid} (fd ${o.fd}) through another open file description; a deleted file open in several processes is not supported yet`);
-    }
-  }
 }
 
 /** For each of the task's descriptions that its parent holds too: the parent's fd (by the task's first fd of it). */

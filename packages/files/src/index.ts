@@ -33,6 +33,7 @@ import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-
 import { PidfdFinish, PidfdKind } from './pidfd';
 import { UnixNamesFinish } from './unix-name';
 import { ScmInstall } from './unix-scm';
+import { ProcFilesFinish } from './procfile';
 
 export * from './fs-struct';
 export * from './file';
@@ -121,6 +122,7 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
   provide(c, Tokens.RestoreHandler, new PidfdFinish());
   provide(c, Tokens.RestoreHandler, new UnixNamesFinish());
+  provide(c, Tokens.RestoreHandler, new ProcFilesFinish());
   provide(c, Tokens.RestoreHandler, new TtyRestore());
   provide(c, Tokens.RestoreHandler, new FsRootRestore());
 }

@@ -76,6 +76,7 @@ describe('files: open files of a real process', function () {
       ['files.socket-queues', []],
       ['files.pidfd', []],
       ['files.unix-names', []],
+      ['files.proc', []],
       ['files.tty', []],
       ['files.root', []],
     ]);

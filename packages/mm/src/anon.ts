@@ -7,11 +7,12 @@
 import * as fs from 'fs';
 import { CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RestartContext, RestartTask, StateKey, linux, refuse } from '@cptrst/core';
 import {
-  LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
+  LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
 } from './vma';
 import { applyVmFlags } from './madvise';
 import { isPresentOrSwapped } from './pages';
 import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
+import { VmaSharedAnonDataImage, VmaSharedAnonImage, dumpTreeShared, mapTreeShared, treeShared } from './shared-anon';
 
 const { MAP, MREMAP, PROT, SYS } = linux;
 
@@ -63,6 +64,8 @@ export class AnonVma implements VmaKindHandler {
 /** MAP_SHARED|MAP_ANONYMOUS: shown as /dev/zero (deleted); its pages are shmem. */
 export class SharedAnonVma implements VmaKindHandler {
   readonly kind = 'shared-anon';
+  /** An area of memory made once for the tree has them (shared-anon.ts). */
+  readonly records = [VmaSharedAnonImage, VmaSharedAnonDataImage];
   claims(v: VmaEntry): boolean {
     return v.shared && v.path === '/dev/zero' && v.deleted;
   }
@@ -79,15 +82,27 @@ export class SharedAnonVma implements VmaKindHandler {
   acceptsVmFlag(flag: string): boolean {
     return SHARED_ANON_FLAGS.has(flag);
   }
-  /** An area inherited from the parent has the parent's pages: none of its own are stored. */
+  /** An area inherited from the parent has the parent's pages, one of memory made once for the tree its object's: none of its own are stored. */
   storesPages(img: VmaImage): boolean {
+    return img.inheritedAt === 0n && !treeShared(img);
+  }
+  /** An area kept from the parent has no records. */
+  expectsRecords(img: VmaImage): boolean {
     return img.inheritedAt === 0n;
+  }
+  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, img: VmaImage, out: KindRecordWriter): void {
+    dumpTreeShared(task, v, img, out);
   }
   storesPage(pm: bigint): boolean {
     return isPresentOrSwapped(pm);
   }
-  map(_ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean): void {
+  map(ctx: RestartContext, task: RestartTask, img: VmaImage, writable: boolean, records: KindRecords): void {
     const prot = img.prot | (writable ? PROT.WRITE : 0);
+    if (records.all.length) {
+      mapTreeShared(ctx, task, img, records, task.state.get(MM_LAYOUT) ?? []);
+      applyVmFlags(task, img);
+      return;
+    }
     if (img.inheritedAt !== 0n) {
       keepInherited(task, img);
       applyVmFlags(task, img);

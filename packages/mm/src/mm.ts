@@ -23,7 +23,7 @@ import {
   u64, u64s, encodeStruct,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
-import { DERIVED_FLAGS, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
+import { DERIVED_FLAGS, MM_LAYOUT, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
@@ -32,6 +32,7 @@ import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } f
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
 import { hasOwnUserfaultfd } from './tracking';
+import { markTreeShared, unmapTreeShared } from './shared-anon';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
 const AUXV_MAX_BYTES = 4096;
@@ -177,8 +178,8 @@ const SHARED_SEEN = new WeakMap<CheckpointContext, Map<number, VmaEntry[]>>();
 
 /**
  * Shared anonymous memory that is one memory with the parent's (the same shmem inode, inherited
- * across fork) is kept from the parent at restart; one shared with another process of the tree but
- * not with the parent cannot be made again, and is refused.
+ * across fork) is kept from the parent at restart; one shared otherwise (with another process of
+ * the tree, or a part its parent does not map) is made once for all (shared-anon.ts).
  */
 function inheritSharedAnon(ctx: CheckpointContext, task: CheckpointTask, areas: Area[]): void {
   const seen = SHARED_SEEN.get(ctx) ?? new Map<number, VmaEntry[]>();
@@ -189,6 +190,8 @@ function inheritSharedAnon(ctx: CheckpointContext, task: CheckpointTask, areas: 
   const ppid = linux.readStat(task.pid).ppid;
   const parents = seen.get(ppid) ?? [];
   for (const { v, img } of mine) {
+    // One object made once for the processes (or areas) that share it (shared-anon.ts).
+    if (markTreeShared(ctx, task, v, img)) continue;
     const len = v.end - v.start;
     const p = parents.find((e) => e.inode === v.inode && e.offset <= v.offset && v.offset + len <= e.offset + (e.end - e.start));
     if (p) {
@@ -392,6 +395,8 @@ export class MmRestore implements RestoreHandler {
     for (const { img } of (task.state.get(VMAS_BY_TAG) ?? new Map<number, RestoredVma>()).values()) {
       if (img.vmFlags.includes(SEAL_FLAG)) t.syscallOk(SYS.mseal, [img.start, img.end - img.start, 0], `mseal of ${describeVma(img)}`);
     }
+    // Every process is made: the objects made whole for the tree's shared memory are mapped where they belong.
+    unmapTreeShared(task);
     const mm = task.state.get(MM_IMAGE);
     if (!mm) return;
     if (mm.mlockFuture) t.syscallOk(SYS.mlockall, [mm.mlockFuture], 'mlockall(MCL_FUTURE) (RLIMIT_MEMLOCK or CAP_IPC_LOCK is needed, as it was for the original)');
@@ -410,6 +415,7 @@ export class MmRestore implements RestoreHandler {
     for (let i = 0; i < mm.layout.length; i += 2) layout.push({ start: mm.layout[i], end: mm.layout[i + 1] });
     task.state.set(VMAS_BY_TAG, new Map<number, RestoredVma>());
     task.state.set(MM_IMAGE, mm);
+    task.state.set(MM_LAYOUT, layout);
 
     // The scratch area must not sit where the image has memory.
     let scratch = t.reservedRanges()[0];

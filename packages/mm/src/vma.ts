@@ -88,6 +88,9 @@ export interface RestoredVma {
   kind: VmaKindHandler;
 }
 
+/** The image's layout of the task's address space (every area's range), once its MM object is read. */
+export const MM_LAYOUT = new StateKey<ReadonlyArray<{ start: bigint; end: bigint }>>('mm.layout');
+
 /** The areas mapped so far at restart, by the tag of their VMA object (their PAGES name it). */
 export const VMAS_BY_TAG = new StateKey<Map<number, RestoredVma>>('mm.vmasByTag');
 

@@ -10,7 +10,7 @@ import {
 } from '@cptrst/core';
 
 import { TaskThread, Tracee, archOf, releaseGroup, releaseTracee } from '@cptrst/core';
-import { freezeTree } from './tree';
+import { STOP_SIGNAL, freezeTree } from './tree';
 
 const { ptrace, waitpid, PTRACE_O, PTRACE_EVENT, WAIT } = linux;
 
@@ -46,7 +46,8 @@ export class PtraceFreezer implements Freezer {
     let task: CheckpointTask | undefined;
     try {
       group.freeze();
-      task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped]]));
+      const stopSignal = wasStopped ? group.groupStopSignal || linux.SIG.SIGSTOP : 0;
+      task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped], [STOP_SIGNAL, stopSignal]]));
       this.refuseUnsupported(pid); // it may have changed before the stop
       ctx.progress({ phase: 'frozen', pid });
       return task;
@@ -114,6 +115,11 @@ const MAX_ROUNDS = 1000;
 export class ThreadGroupFreeze {
   /** Signals taken off the main thread in signal-delivery stops (its tracee queues them again). */
   readonly intercepted: Buffer[] = [];
+  /**
+   * The signal of the group stop the main thread was in when seized (its PTRACE_EVENT_STOP
+   * names it even once the parent has collected the stop); 0 when it was not in one.
+   */
+  groupStopSignal = 0;
   private readonly stopped = new Set<number>();
   /** Seized (or attached by the kernel) and interrupted, their stop not yet collected. */
   private readonly pending = new Set<number>();
@@ -237,6 +243,7 @@ export class ThreadGroupFreeze {
       }
       const s = w.stopped!;
       if (s.event === PTRACE_EVENT.STOP) {
+        if (tid === this.pid && s.groupStop) this.groupStopSignal = s.sig;
         this.pending.delete(tid);
         this.stopped.add(tid);
         return;

@@ -14,11 +14,11 @@ import {
 import { releaseTracee } from '@cptrst/core';
 import { heldToOwner, nowOrAfterCreds } from './deferred';
 import { WAS_STOPPED } from './freezer';
-import { EXIT_SIGNAL, GONE_SESSION, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask, sharesWithParent } from './tree';
+import { EXIT_SIGNAL, GONE_SESSION, STOP_SIGNAL, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask, sharesWithParent } from './tree';
 import { PID_WAIT_MS } from './create';
 import { checkRobustList, clearChildTidOf, restoreFutexAddresses, robustListOf } from './thread';
 
-const { SYS, PR } = linux;
+const { SYS, PR, SIG } = linux;
 export const TASK_ORDER = 100;
 
 @objectType(ObjectType.TASK, 'task', { parents: [ObjectType.HEAD] })
@@ -57,6 +57,8 @@ export class TaskImage {
   @u64({ since: 4 }) clearChildTid = 0n;
   /** CLONE_FILES | CLONE_FS: the fd table and fs struct it shares with its parent (core's SHARED_WITH_PARENT). */
   @u32({ since: 5 }) cloneFlags = 0;
+  /** The signal that stopped a stopped task (SIGTSTP, SIGTTIN, SIGTTOU or SIGSTOP); 0 reads as SIGSTOP. */
+  @u32({ since: 6 }) stopSignal = 0;
 }
 
 /** The TASK object read at restart, until the process is made (and for its later steps). */
@@ -89,6 +91,7 @@ export class TaskDump implements DumpHandler {
     img.personality = linux.readPersonality(task.pid);
     img.ttyNr = st.ttyNr;
     img.stopped = task.state.get(WAS_STOPPED) === true;
+    img.stopSignal = img.stopped ? task.state.get(STOP_SIGNAL) ?? SIG.SIGSTOP : 0;
     const rseq = linux.ptrace.getRseqConfiguration(task.tid);
     img.rseqAddr = rseq.rseqAbiPointer;
     img.rseqLen = rseq.rseqAbiSize;
@@ -118,6 +121,10 @@ export class TaskRestore implements RestoreHandler {
     checkRobustList(img.robustListHead, img.robustListLen, (m) => new CptError('EBADIMG', m, { pid: img.pid, object: 'task' }));
     task.state.set(IDENTITY_KEY, img);
     task.leaveStopped = img.stopped;
+    if (img.stopSignal !== 0 && (!img.stopped || !linux.STOP_SIGNALS.has(img.stopSignal))) {
+      throw new CptError('EBADIMG', `stop signal ${img.stopSignal}${img.stopped ? '' : ' for a task that was not stopped'}`, { pid: img.pid, object: 'task' });
+    }
+    if (img.stopped) task.stopSignal = img.stopSignal || SIG.SIGSTOP;
     joinTree(ctx, task, img.ppid);
     if (img.exitSignal > linux.NSIG) throw new CptError('EBADIMG', `exit signal ${img.exitSignal}`, { pid: img.pid, object: 'task' });
     task.state.set(EXIT_SIGNAL, img.exitSignal);
@@ -166,6 +173,7 @@ export class TaskRestore implements RestoreHandler {
     }
     // A new process has neither (clone clears the robust list, and no CLONE_CHILD_CLEARTID was asked).
     restoreFutexAddresses(task.tracee, img.robustListHead, img.robustListLen, img.clearChildTid, 'the main thread');
+    checkStopSignal(task);
   }
 
   abort(_ctx: RestartContext, task: RestartTask): void {
@@ -177,6 +185,23 @@ export class TaskRestore implements RestoreHandler {
       }
     }
   }
+}
+
+/**
+ * A task stopped by SIGTSTP, SIGTTIN or SIGTTOU is stopped again at release by that signal
+ * (core's releaseTracees), which stops it only with its default action, unblocked, outside an
+ * orphaned process group. Every process of the tree exists by now and has its dispositions and
+ * mask: one that would not stop is refused here, before anything runs.
+ */
+function checkStopSignal(task: RestartTask): void {
+  const sig = task.stopSignal ?? SIG.SIGSTOP;
+  if (!task.leaveStopped || sig === SIG.SIGSTOP) return;
+  const bit = 1n << BigInt(sig - 1);
+  const status = linux.readStatus(task.pid);
+  const why = task.tracee!.blockedSignals & bit ? 'blocks it'
+    : status.sigCgt & bit ? 'handles it' : status.sigIgn & bit ? 'ignores it'
+      : linux.processGroupOrphaned(linux.readStat(task.pid).pgrp) ? 'is in an orphaned process group, where the kernel discards it' : '';
+  if (why) throw new CptError('EBADIMG', `the task was stopped by ${linux.signalName(sig)}, and the restored task ${why}: it would not stop again`, { pid: task.pid, object: 'stop' });
 }
 
 /**

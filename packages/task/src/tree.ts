@@ -25,6 +25,9 @@ const { CLONE, KCMP, SIG, SYS, PR, WAIT } = linux;
 /** The signal a task's parent gets when it ends (clone's exit_signal), as the image says. */
 export const EXIT_SIGNAL = new StateKey<number>('task.exitSignal');
 
+/** The signal that stopped a stopped task (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU), read before the freeze changes its exit code. */
+export const STOP_SIGNAL = new StateKey<number>('task.stopSignal');
+
 /** A zombie's wait status, as its parent's wait() would return it. */
 export const ZOMBIE_STATUS = new StateKey<number>('task.zombieStatus');
 
@@ -138,19 +141,49 @@ function exiting(pid: number, e: CptError): boolean {
 }
 
 /**
- * A process stopped by SIGTSTP, SIGTTIN or SIGTTOU: the restart stops it with SIGSTOP (the only
- * stop that works in any process group and under any handler), and its parent's wait would then
- * report another signal. Read before the freeze: the task's exit code holds its stop signal.
+ * A process stopped by SIGTSTP, SIGTTIN or SIGTTOU is stopped again at restart by the same
+ * signal, with its default action, so that its parent's wait reports that signal. One whose
+ * signal is now blocked, handled or ignored would not stop by it: refused. Read before the freeze.
  */
 function refuseStopSignal(pid: number): void {
   let st: linux.ProcStat;
+  let status: linux.ProcStatus;
   try {
     st = linux.readStat(pid);
+    status = linux.readStatus(pid);
   } catch {
     return;
   }
-  if (st.state === 'T' && st.exitCode !== 0 && st.exitCode !== SIG.SIGSTOP) {
-    refuse(pid, 'stop', `the process was stopped by ${linux.signalName(st.exitCode)}; it can only be stopped again by SIGSTOP, which its parent's wait would report instead: not supported`);
+  const sig = st.exitCode;
+  if (st.state !== 'T' || sig === SIG.SIGSTOP || !linux.STOP_SIGNALS.has(sig)) return;
+  const bit = 1n << BigInt(sig - 1);
+  const why = status.sigBlk & bit ? 'blocked' : status.sigCgt & bit ? 'handled' : status.sigIgn & bit ? 'ignored' : '';
+  if (why) refuse(pid, 'stop', `the process was stopped by ${linux.signalName(sig)}, which it has ${why} since: it could not be stopped again by that signal`);
+}
+
+/**
+ * The kernel discards SIGTSTP, SIGTTIN and SIGTTOU (default action) sent to an orphaned process
+ * group, one where no member has a parent in another group of the same session. A process
+ * stopped by one of them is restored stopped by it only if its group is not orphaned after the
+ * restart: a member whose parent in the tree is in another group of the session (the root's
+ * parent is cptrst's caller, which the restart does not keep).
+ */
+function refuseOrphanedStop(tree: FrozenTree, task: CheckpointTask, st: linux.ProcStat): void {
+  const sig = task.state.get(STOP_SIGNAL) ?? 0;
+  if (!sig || sig === SIG.SIGSTOP) return;
+  // Dispositions do not change under the freeze (the mask may, for cptrst's calls: read before it).
+  const status = linux.readStatus(task.pid);
+  const bit = 1n << BigInt(sig - 1);
+  if ((status.sigCgt | status.sigIgn) & bit) refuse(task.pid, 'stop', `the process was stopped by ${linux.signalName(sig)}, which it has ${status.sigCgt & bit ? 'handled' : 'ignored'} since: it could not be stopped again by that signal`);
+  const anchored = tree.tasks.some((t) => {
+    if (t.zombie || t.pid === tree.root) return false;
+    const m = linux.readStat(t.pid);
+    if (m.pgrp !== st.pgrp || !tree.tasks.some((p) => p.pid === m.ppid)) return false;
+    const p = linux.readStat(m.ppid);
+    return p.pgrp !== st.pgrp && p.session === m.session;
+  });
+  if (!anchored) {
+    refuse(task.pid, 'stop', `the process was stopped by ${linux.signalName(sig)}, and its process group ${st.pgrp} has no member whose parent in the tree is in another group of session ${st.session}: after a restart the group is orphaned, and the kernel discards that signal there (checkpoint the tree of the job's shell)`);
   }
 }
 
@@ -262,6 +295,7 @@ export class TreeDump implements DumpHandler {
       const status = task.state.get(ZOMBIE_STATUS) ?? 0;
       if (status & 0x80) refuse(task.pid, 'exit status', `the zombie dumped core (wait status 0x${status.toString(16)}); a process cannot be made to dump core again`);
     }
+    if (!task.zombie) refuseOrphanedStop(tree, task, st);
     if (task.pid === tree.root) return;
     const parent = linux.readStat(st.ppid);
     const pids = tree.tasks.map((t) => t.pid);

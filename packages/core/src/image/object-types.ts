@@ -48,8 +48,9 @@ const OWN: Record<string, string> = {
   VMA_DELETED_FILE: '@cptrst/mm', VMA_DELETED_DATA: '@cptrst/mm', VMA_AIO_RING: '@cptrst/mm',
   IMAGE_ID: '@cptrst/mm', IMAGE_PARENT: '@cptrst/mm', TASK_TRACKING: '@cptrst/mm', VMA_HASHES: '@cptrst/mm', VMA_PARENT_PAGES: '@cptrst/mm', VMA_PAGE_RUNS: '@cptrst/mm',
   TTY: '@cptrst/files', TASK_CTTY: '@cptrst/task',
-  FILE_CARRY: '@cptrst/files', UNIX_SCM: '@cptrst/files',
+  FILE_CARRY: '@cptrst/files', UNIX_SCM: '@cptrst/files', PROC_FILE: '@cptrst/files', GHOST_SHARED: '@cptrst/files',
   SHMEM_FILE: '@cptrst/files', SHMEM_FILE_DATA: '@cptrst/files', VMA_SHMEM_FILE: '@cptrst/mm', VMA_SHMEM_FILE_DATA: '@cptrst/mm',
+  VMA_SHARED_ANON: '@cptrst/mm', VMA_SHARED_ANON_DATA: '@cptrst/mm',
 };
 
 /**

@@ -97,6 +97,14 @@ export enum ObjectType {
   UNIX_SCM = 178,
   /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
   VMA_KEPT = 100,
+  /** A file of the /proc directory of a process of the tree, opened again once every process exists (under FILE). */
+  PROC_FILE = 101,
+  /** A deleted file open in several processes of the tree: the common ancestor that makes it (under FILE). */
+  GHOST_SHARED = 102,
+  /** An area of shared anonymous memory made once for the processes of the tree that share it (under VMA). */
+  VMA_SHARED_ANON = 103,
+  /** A data run of such memory, under the area that makes it (under VMA). */
+  VMA_SHARED_ANON_DATA = 104,
   /** A terminal open as an fd: a pty master or slave, /dev/tty, or the caller's terminal (under FILE). */
   TTY = 190,
   /** A process's controlling terminal and its terminal's foreground group (under TASK). */

@@ -485,6 +485,27 @@ export function listChildren(pid: number): number[] {
   return [...set].sort((a, b) => a - b);
 }
 
+/**
+ * Whether a process group is orphaned as the kernel sees it for job-control stop signals: no
+ * live member has a parent (other than init) in another group of the same session. Members
+ * that vanish while /proc is read are skipped.
+ */
+export function processGroupOrphaned(pgid: number): boolean {
+  for (const pid of numericEntries(fs.readdirSync('/proc'))) {
+    let m: ProcStat;
+    let p: ProcStat;
+    try {
+      m = readStat(pid);
+      if (m.pgrp !== pgid || m.state === 'Z' || m.state === 'X' || m.ppid <= 1) continue;
+      p = readStat(m.ppid);
+    } catch {
+      continue;
+    }
+    if (p.pgrp !== pgid && p.session === m.session) return false;
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // pagemap
 

@@ -37,7 +37,8 @@ export interface WaitResult {
   continued?: boolean;
 }
 
-const STOP_SIGNALS = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU]);
+/** The signals whose default action stops the process (a group stop). */
+export const STOP_SIGNALS: ReadonlySet<number> = new Set<number>([SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU]);
 
 /** Decodes a wait status word. */
 export function decodeWaitStatus(pid: number, status: number): WaitResult {
