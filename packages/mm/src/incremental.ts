@@ -140,6 +140,28 @@ class PageHashes {
   }
 }
 
+/**
+ * The process each task-level or area-level record of an image belongs to, by its parent's tag.
+ * An area's pages are not always next to it (the pages section at the end of an image holds those
+ * of any process): records are given to a process by the tag they name, never by the last TASK read.
+ */
+class TaskOfTag {
+  private readonly pids = new Map<number, number>();
+
+  see(rec: { type: number; tag: number; ptag: number; obj?: unknown }): void {
+    if (rec.type === ObjectType.TASK) this.pids.set(rec.tag, (rec.obj as { pid: number }).pid);
+    else if (rec.type === ObjectType.VMA) {
+      const pid = this.pids.get(rec.ptag);
+      if (pid !== undefined) this.pids.set(rec.tag, pid);
+    }
+  }
+
+  /** The pid of the task of tag `tag`, or of the task whose area has tag `tag`. */
+  pidOf(tag: number): number | undefined {
+    return this.pids.get(tag);
+  }
+}
+
 // ---- checkpoint ----
 
 interface ParentTask {
@@ -179,20 +201,21 @@ function parentSummary(ctx: CheckpointContext): ParentSummary | null {
     if (head.pageSize !== linux.pageSize()) throw bad(`has ${head.pageSize}-byte pages`);
     const PAGE = BigInt(head.pageSize);
     const summary: ParentSummary = { id: '', size: st.size, stored: storedParentPath(ctx, given), tasks: new Map() };
-    let current: ParentTask | undefined;
+    const owners = new TaskOfTag();
     for (let rec = reader.next(); rec; rec = reader.next()) {
       if (rec.pages) {
         if (rec.pagesOffset === undefined) throw bad('has compressed pages: an image taken with --compress cannot be a parent');
         reader.recycle(rec.pages);
       }
+      owners.see(rec);
       if (rec.type === ObjectType.IMAGE_ID) summary.id = (rec.obj as ImageIdImage).id;
-      else if (rec.type === ObjectType.TASK) {
-        current = { hashes: new PageHashes(PAGE) };
-        summary.tasks.set((rec.obj as { pid: number }).pid, current);
-      } else if (rec.type === ObjectType.TASK_TRACKING && current) current.tracking = rec.obj as TaskTrackingImage;
-      else if (rec.type === ObjectType.VMA_HASHES && current) {
+      else if (rec.type === ObjectType.TASK) summary.tasks.set((rec.obj as { pid: number }).pid, { hashes: new PageHashes(PAGE) });
+      else if (rec.type === ObjectType.TASK_TRACKING) {
+        const t = summary.tasks.get(owners.pidOf(rec.ptag) ?? 0);
+        if (t) t.tracking = rec.obj as TaskTrackingImage;
+      } else if (rec.type === ObjectType.VMA_HASHES) {
         const h = rec.obj as VmaHashesImage;
-        current.hashes.add(h.runs, h.hashes);
+        summary.tasks.get(owners.pidOf(rec.ptag) ?? 0)?.hashes.add(h.runs, h.hashes);
       }
     }
     if (!summary.id) throw bad('has no image id and no page hashes: only an image taken with --track or --parent can be a parent');
@@ -205,6 +228,8 @@ function parentSummary(ctx: CheckpointContext): ParentSummary | null {
 
 /** Reads the parent image (before the freeze). */
 export function prepareIncremental(ctx: CheckpointContext): void {
+  // A chain reads its parents' pages where they are in the file; compressed payloads have no such place.
+  if (ctx.writer.compresses) throw new CptError('EINVAL', 'an incremental or tracking checkpoint cannot compress its image: a compressed image cannot be a parent, nor take pages from one', { object: 'incremental image' });
   parentSummary(ctx);
 }
 
@@ -532,8 +557,16 @@ function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: str
   const index: ImageIndex = { tasks: new Map() };
   let id = '';
   let parent: ImageIndex | undefined;
-  let pid = 0;
+  const owners = new TaskOfTag();
+  /** The segments of the process whose area is the record's parent. */
+  const segsOf = (rec: { ptag: number; offset: number }): Segment[] => {
+    const pid = owners.pidOf(rec.ptag);
+    const segs = pid === undefined ? undefined : index.tasks.get(pid);
+    if (!segs) throw badImage(`${object}: pages at offset ${rec.offset} belong to no memory area of a process`);
+    return segs;
+  };
   for (let rec = reader.next(); rec; rec = reader.next()) {
+    owners.see(rec);
     if (rec.type === ObjectType.IMAGE_ID) {
       id = (rec.obj as ImageIdImage).id;
       if (id !== wantId) throw badImage(`${object} has id ${id}, not ${wantId}: it is not the image this one was taken against`);
@@ -544,19 +577,22 @@ function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: str
       const p = rec.obj as ImageParentImage;
       parent = indexImage(ctx, chain, path.resolve(path.dirname(file), p.path), p.id, p.size, depth + 1, seen);
     } else if (rec.type === ObjectType.TASK) {
-      pid = (rec.obj as { pid: number }).pid;
-      if (!index.tasks.has(pid)) index.tasks.set(pid, []);
+      const pid = (rec.obj as { pid: number }).pid;
+      if (index.tasks.has(pid)) throw badImage(`${object} holds process ${pid} twice`);
+      index.tasks.set(pid, []);
     } else if (rec.type === ObjectType.PAGES && rec.pages) {
+      // In place after its area, or in the pages section at the end: found by its area's tag.
       if (rec.pagesOffset === undefined) throw badImage(`${object} has compressed pages`);
       const pi = rec.obj as PagesImage;
-      index.tasks.get(pid)?.push({ start: pi.vaddr, count: pi.count, fd, off: rec.pagesOffset, file });
+      segsOf(rec).push({ start: pi.vaddr, count: pi.count, fd, off: rec.pagesOffset, file });
       reader.recycle(rec.pages);
     } else if (rec.type === ObjectType.VMA_PAGE_RUNS && rec.pages) {
       if (rec.pagesOffset === undefined) throw badImage(`${object} has compressed pages`);
       const runs = (rec.obj as PageRunsImage).runs;
+      const segs = segsOf(rec);
       let off = rec.pagesOffset;
       for (let i = 0; i + 1 < runs.length; i += 2) {
-        index.tasks.get(pid)?.push({ start: runs[i], count: Number(runs[i + 1]), fd, off, file });
+        segs.push({ start: runs[i], count: Number(runs[i + 1]), fd, off, file });
         off += Number(runs[i + 1] * PAGE);
       }
       if (off !== rec.pagesOffset + rec.pages.length) throw badImage(`${object}: page runs at offset ${rec.offset} do not match their payload`);
@@ -564,7 +600,9 @@ function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: str
     } else if (rec.type === ObjectType.VMA_PARENT_PAGES) {
       if (!parent) throw badImage(`${object} has parent pages and no parent`);
       const runs = (rec.obj as VmaParentPagesImage).runs;
-      for (let i = 0; i + 1 < runs.length; i += 2) index.tasks.get(pid)?.push(...resolve(parent.tasks.get(pid), runs[i], Number(runs[i + 1]), PAGE, object));
+      const segs = segsOf(rec);
+      const inParent = parent.tasks.get(owners.pidOf(rec.ptag)!);
+      for (let i = 0; i + 1 < runs.length; i += 2) segs.push(...resolve(inParent, runs[i], Number(runs[i + 1]), PAGE, object));
     }
   }
   if (!id) throw badImage(`${object} has no image id`);

@@ -93,6 +93,11 @@ export class ImageWriter {
     }
   }
 
+  /** Whether page payloads are compressed (then they have no place in the file to be read from later). */
+  get compresses(): boolean {
+    return this.compression !== undefined;
+  }
+
   /**
    * Bytes written so far (buffered ones included): the stream offset of the next object. While
    * deferring with compression, deferred payloads count at their plain size (an upper bound).
