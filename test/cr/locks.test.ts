@@ -54,6 +54,69 @@ describe('file locks', function () {
     });
   }
 
+  it('leases being broken (read and write, toward read and toward unlocked) are broken again, with no second signal (zdtm file_lease02)', async () => {
+    const w = await startWorkload('leasebreak', [makeTempDir('leasebreak')]);
+    const before = locksOf(w.pid);
+    expect(before.filter((l) => l.startsWith('LEASE BREAKING'))).to.have.length(4);
+    const img = path.join(w.dir, 'image.cpt');
+    await checkpointKill(w, img);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    expect(locksOf(w.pid)).to.deep.equal(before);
+    await trigger(w);
+    await expectPass(w);
+  });
+
+  it('a checkpoint that fails once everything was read leaves leases being broken as they were, and sends no signal', async () => {
+    const w = await startWorkload('leasebreak', [makeTempDir('leasebreak')]);
+    const before = locksOf(w.pid);
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/full']);
+    expect(r.code).to.equal(1);
+    expect(r.stderr).to.match(/ENOSPC/);
+    expect((await procState(w.pid))?.tracerPid).to.equal(0);
+    expect(locksOf(w.pid)).to.deep.equal(before);
+    await trigger(w);
+    await expectPass(w); // it counts its break signals: none more than before
+  });
+
+  it('a lease being broken next to another lease on the same file is refused, naming the fd; the process goes on as it was', async () => {
+    const dir = makeTempDir('leasetwo');
+    const file = path.join(dir, 'f');
+    const ready = path.join(dir, 'ready');
+    // two read leases on one file (two descriptions), both broken by one open for writing
+    const script = [
+      'import fcntl, os, signal, sys, time',
+      'signal.signal(signal.SIGIO, signal.SIG_IGN)',
+      `a = os.open(${JSON.stringify(file)}, os.O_RDONLY | os.O_CREAT, 0o644)`,
+      `b = os.open(${JSON.stringify(file)}, os.O_RDONLY)`,
+      'for fd in (a, b): fcntl.fcntl(fd, 1024, fcntl.F_RDLCK)  # F_SETLEASE',
+      'try:',
+      `    os.open(${JSON.stringify(file)}, os.O_WRONLY | os.O_NONBLOCK); sys.exit(3)`,
+      'except BlockingIOError:',
+      '    pass',
+      `open(${JSON.stringify(ready)}, 'w').close()`,
+      'time.sleep(120)',
+    ].join('\n');
+    const p = spawn('python3', ['-c', script], { stdio: 'ignore', detached: true });
+    try {
+      for (let i = 0; i < 200 && !fs.existsSync(ready); i++) await sleep(25);
+      const before = locksOf(p.pid!);
+      expect(before.filter((l) => l.startsWith('LEASE BREAKING UNLCK'))).to.have.length(2);
+      const ck = await cptrst(['checkpoint', String(p.pid), '-o', path.join(dir, 'i.cpt'), '--kill']);
+      expect(ck.code).to.equal(1);
+      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${p.pid}, fd \\d+ \\(`));
+      expect(ck.stderr).to.include(`(${file}): its lease is being broken and 1 other lease(s) are held on the same file`);
+      expect((await procState(p.pid!))?.tracerPid).to.equal(0);
+      expect(locksOf(p.pid!)).to.deep.equal(before);
+    } finally {
+      try {
+        process.kill(p.pid!, 'SIGKILL'); // the python process, by PID
+      } catch {
+        /* gone */
+      }
+    }
+  });
+
   it('a flock taken by a parent that closed its fd after forking is held by the child\'s description again (zdtm file_locks03)', async () => {
     const dir = makeTempDir('flockchild');
     const file = path.join(dir, 'f');
