@@ -8,10 +8,10 @@ import { expect } from 'chai';
 import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { loadModule } from '@cptrst/core';
+import { linux, loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointKill, cptrst, expectPass, killByPid, killStartedWorkloads, makeTempDir, procState, sleep,
-  startWorkload, trigger, waitGone,
+  buildWorkloads, checkpointKill, cptrst, editedObject, expectPass, killByPid, killStartedWorkloads, makeTempDir, procState, recodeImage,
+  sleep, startWorkload, trigger, waitGone,
 } from '../support';
 
 /** The locks /proc/locks gives to `pid`, without their ordinal: kind, mode, access, inode and range. */
@@ -77,6 +77,38 @@ describe('file locks', function () {
     expect(locksOf(w.pid)).to.deep.equal(before);
     await trigger(w);
     await expectPass(w); // it counts its break signals: none more than before
+  });
+
+  it('an image whose lease break is impossible (toward read from a read lease, an unknown target, on a flock) is refused (EBADIMG), leaving nothing behind', async () => {
+    const w = await startWorkload('leasebreak', [makeTempDir('leasebreak')]);
+    const img = path.join(w.dir, 'image.cpt');
+    await checkpointKill(w, img);
+    const edits: Array<[string, (o: Record<string, unknown>) => Record<string, unknown> | undefined]> = [
+      ['toward read from a read lease', (o) => (o.breakTo === linux.F.UNLCK && o.type === linux.F.RDLCK ? { breakTo: linux.F.RDLCK } : undefined)],
+      ['an unknown target', (o) => (o.breakTo === linux.F.UNLCK ? { breakTo: 7 } : undefined)],
+      ['a flock being broken', (o) => (o.breakTo === linux.F.UNLCK ? { kind: 'FLOCK' } : undefined)],
+    ];
+    for (const [what, edit] of edits) {
+      const bad = path.join(w.dir, 'bad.cpt');
+      let edited = 0;
+      recodeImage(img, bad, {
+        records: (recs) => recs.map((r) => {
+          const ch = r.name === 'file-lock' && edited === 0 ? edit(r.obj) : undefined;
+          if (!ch) return r;
+          edited++;
+          return { ...r, obj: editedObject(r.obj, ch) };
+        }),
+      });
+      expect(edited, what).to.equal(1);
+      const rs = await cptrst(['restart', bad]);
+      expect(rs.code, what).to.equal(1);
+      expect(rs.stderr, what).to.match(/^cptrst: EBADIMG: .*file lock on fd \d+/);
+      expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind (${what})`).to.equal(true);
+    }
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
   });
 
   it('a lease being broken next to another lease on the same file is refused, naming the fd; the process goes on as it was', async () => {
