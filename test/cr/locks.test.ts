@@ -111,6 +111,60 @@ describe('file locks', function () {
     await expectPass(w);
   });
 
+  it('a lease being broken by a blocked open of a child of the tree: the open waits again after the restart and completes when the lease is let go', async () => {
+    const dir = makeTempDir('leasewait');
+    const result = path.join(dir, 'result');
+    const trig = path.join(dir, 'trigger');
+    const script = [
+      'import fcntl, os, signal, sys, time',
+      'f, res, trig = sys.argv[1], sys.argv[2], sys.argv[3]',
+      'got = []',
+      'signal.signal(signal.SIGIO, lambda s, fr: got.append(s))',
+      'fd = os.open(f, os.O_RDONLY | os.O_CREAT, 0o644)',
+      'fcntl.fcntl(fd, 1024, fcntl.F_WRLCK)  # F_SETLEASE',
+      'pid = os.fork()',
+      'if pid == 0:',
+      '    os.close(fd)',
+      '    os.open(f, os.O_RDONLY)  # blocks until the lease is downgraded',
+      '    os._exit(0 if os.path.exists(trig) else 5)',
+      'out = os.open(res, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)',
+      'while fcntl.fcntl(fd, 1025) != fcntl.F_RDLCK: time.sleep(0.01)  # F_GETLEASE: the child broke it',
+      "os.write(out, b'READY\\n')",
+      'while not os.path.exists(trig): time.sleep(0.02)',
+      'ok = fcntl.fcntl(fd, 1025) == fcntl.F_RDLCK and got == [signal.SIGIO]',
+      'fcntl.fcntl(fd, 1024, fcntl.F_RDLCK)  # lets go: the child\'s open completes',
+      '_, st = os.waitpid(pid, 0)',
+      "os.write(out, b'PASS\\n' if ok and st == 0 else f'FAIL {got} {st}\\n'.encode())",
+    ].join('\n');
+    const parent = spawn('python3', ['-c', script, path.join(dir, 'f'), result, trig], { stdio: 'ignore', detached: true });
+    const exited = new Promise<void>((resolve) => parent.once('exit', () => resolve()));
+    const text = (): string => (fs.existsSync(result) ? fs.readFileSync(result, 'utf8') : '');
+    try {
+      for (let i = 0; i < 200 && !text().includes('READY'); i++) await sleep(25);
+      await sleep(200); // the child is in its open
+      const before = locksOf(parent.pid!);
+      expect(before.filter((l) => l.startsWith('LEASE BREAKING READ'))).to.have.length(1);
+      const img = path.join(dir, 'i.cpt');
+      const ck = await cptrst(['checkpoint', String(parent.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      await exited;
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      expect(locksOf(parent.pid!)).to.deep.equal(before);
+      await sleep(200);
+      expect(text()).to.equal('READY\n'); // the child still waits
+      fs.writeFileSync(trig, '');
+      for (let i = 0; i < 200 && !/PASS|FAIL/.test(text()); i++) await sleep(25);
+      expect(text()).to.equal('READY\nPASS\n');
+    } finally {
+      try {
+        process.kill(-parent.pid!, 'SIGKILL'); // its process group: the python parent and child, by PID
+      } catch {
+        /* gone */
+      }
+    }
+  });
+
   it('a lease being broken next to another lease on the same file is refused, naming the fd; the process goes on as it was', async () => {
     const dir = makeTempDir('leasetwo');
     const file = path.join(dir, 'f');
