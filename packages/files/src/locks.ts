@@ -157,6 +157,11 @@ function breakingLeaseType(pid: number, f: OpenFile, e: linux.LockEntry, breakTo
   const leases = linux.readLocks().filter((x) => !x.waiter && x.kind === 'LEASE' && x.major === e.major && x.minor === e.minor && x.ino === e.ino);
   if (leases.length > 1) refuse(pid, objectOf(f), `its lease is being broken and ${leases.length - 1} other lease(s) are held on the same file; cptrst cannot break them again together`);
   if (breakTo === F.RDLCK) return F.WRLCK;
+  // The probe of a read lease reaches the filesystem's open, which on FUSE waits for its server (maybe frozen in the tree).
+  const fsType = linux.readMountinfo(pid).find((m) => m.mountId === f.fdinfo.mntId)?.fsType ?? '';
+  if (fsType === 'fuse' || fsType.startsWith('fuse.') || fsType === 'fuseblk') {
+    refuse(pid, objectOf(f), `its lease is being broken toward unlocked on a FUSE filesystem (${fsType}), where cptrst cannot tell a read lease from a write lease without an open the server would answer`);
+  }
   const type = linux.leaseTypeOfBreak(pid, f.fd);
   if (type < 0) refuse(pid, objectOf(f), `its lease is being broken toward unlocked, and whether it was a read or a write lease cannot be told: an open for reading fails (${linux.errnoName(-type)})`);
   // The kernel ends a break whose time is up only when someone looks: the probe may have been that.
