@@ -7,6 +7,8 @@
  *   number that reaches it (FILE_LOCK), and taken again at restart by the task itself, through
  *   that fd, without waiting: a conflicting lock that someone else took in the meantime makes the
  *   restart fail (EAGAIN, naming the lock) rather than wait or take it over.
+ * - A lease being broken (another open conflicted with it) is taken again and its break started
+ *   again toward the same target, with no second lease-break signal (see takeLease).
  * - The owner of a description's I/O signals (F_SETOWN_EX) and the signal (F_SETSIG) are
  *   recorded per description (FD_OWNER) and set again through its fd. Only the process itself
  *   (or its thread, or its own process group) can be the owner: another process may not exist,
