@@ -7,6 +7,8 @@
  *   number that reaches it (FILE_LOCK), and taken again at restart by the task itself, through
  *   that fd, without waiting: a conflicting lock that someone else took in the meantime makes the
  *   restart fail (EAGAIN, naming the lock) rather than wait or take it over.
+ * - A lease being broken (another open conflicted with it) is taken again and its break started
+ *   again toward the same target, with no second lease-break signal (see takeLease).
  * - The owner of a description's I/O signals (F_SETOWN_EX) and the signal (F_SETSIG) are
  *   recorded per description (FD_OWNER) and set again through its fd. Only the process itself
  *   (or its thread, or its own process group) can be the owner: another process may not exist,
@@ -43,6 +45,12 @@ export class FileLockImage {
   /** The range of a POSIX or OFD lock: first byte and length (0: to the end of the file, and beyond). */
   @i64() start = 0n;
   @i64() len = 0n;
+  /**
+   * A lease being broken (another process opened the file): where the break goes, F_RDLCK or
+   * F_UNLCK, which F_GETLEASE answers until the holder lets go; -1: not being broken. `type`
+   * is then the lease held before the break.
+   */
+  @i32({ since: 6 }) breakTo = -1;
 }
 
 @objectType(ObjectType.FD_OWNER, 'fd-owner', { parents: [ObjectType.TASK] })
@@ -103,12 +111,17 @@ export function findLocks(task: CheckpointTask, files: OpenFile[], tree: readonl
       if (e.waiter) continue; // a request the process is blocked in: it asks again when it runs
       if (!(KINDS as readonly string[]).includes(e.kind)) refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[e.kind] ?? `a ${e.kind} lock`}, which cptrst cannot take again`);
       const kind = e.kind as LockKind;
-      if (kind === 'LEASE' && e.mode !== 'ACTIVE') refuse(task.pid, objectOf(f), `its lease is being broken (${e.mode}): another process opened the file`);
-      if (e.access !== 'READ' && e.access !== 'WRITE') refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[kind]} in state ${e.access} ${e.mode}`);
+      const breaking = kind === 'LEASE' && e.mode === 'BREAKING';
+      if (kind === 'LEASE' && e.mode !== 'ACTIVE' && !breaking) refuse(task.pid, objectOf(f), `it holds a lease in state ${e.mode} ${e.access}`);
+      if (breaking ? e.access !== 'READ' && e.access !== 'UNLCK' : e.access !== 'READ' && e.access !== 'WRITE') refuse(task.pid, objectOf(f), `it holds ${LOCK_NAMES[kind]} in state ${e.access} ${e.mode}`);
       if (kind === 'POSIX' && e.pid !== task.pid) refuse(task.pid, objectOf(f), `a POSIX lock on it is held by process ${e.pid}`);
       const img = new FileLockImage();
       img.kind = kind;
       img.type = e.access === 'WRITE' ? F.WRLCK : F.RDLCK;
+      if (breaking) {
+        img.breakTo = e.access === 'READ' ? F.RDLCK : F.UNLCK;
+        img.type = breakingLeaseType(task.pid, f, e, img.breakTo);
+      }
       img.start = e.start;
       img.len = e.end === undefined ? 0n : e.end - e.start + 1n;
       const by = kind === 'POSIX' ? fdFor(files, f, img.type) : f;
@@ -134,6 +147,31 @@ export function findLocks(task: CheckpointTask, files: OpenFile[], tree: readonl
     }
   }
   return { locks, owners: findOwners(task, files, first, tree) };
+}
+
+/**
+ * What a lease being broken was before the break. Toward read it was a write lease (only a write
+ * lease is downgraded); toward unlocked it was either, which an open for reading tells (see
+ * leaseTypeOfBreak). Refused when other leases share the inode: taking them again one by one
+ * cannot rebuild a break that reached them all, nor a read lease taken while another was breaking.
+ */
+function breakingLeaseType(pid: number, f: OpenFile, e: linux.LockEntry, breakTo: number): number {
+  const leases = linux.readLocks().filter((x) => !x.waiter && x.kind === 'LEASE' && x.major === e.major && x.minor === e.minor && x.ino === e.ino);
+  if (leases.length > 1) refuse(pid, objectOf(f), `its lease is being broken and ${leases.length - 1} other lease(s) are held on the same file; cptrst cannot break them again together`);
+  if (breakTo === F.RDLCK) return F.WRLCK;
+  // The probe of a read lease reaches the filesystem's open, which on FUSE waits for its server (maybe frozen in the tree).
+  const fsType = linux.readMountinfo(pid).find((m) => m.mountId === f.fdinfo.mntId)?.fsType ?? '';
+  if (fsType === 'fuse' || fsType.startsWith('fuse.') || fsType === 'fuseblk') {
+    refuse(pid, objectOf(f), `its lease is being broken toward unlocked on a FUSE filesystem (${fsType}), where cptrst cannot tell a read lease from a write lease without an open the server would answer`);
+  }
+  const type = linux.leaseTypeOfBreak(pid, f.fd);
+  if (type < 0) refuse(pid, objectOf(f), `its lease is being broken toward unlocked, and whether it was a read or a write lease cannot be told: an open for reading fails (${linux.errnoName(-type)})`);
+  // The kernel ends a break whose time is up only when someone looks: the probe may have been that.
+  const now = linux.readFdinfo(pid, f.fd).extra.find((l) => l.startsWith('lock:') && linux.parseLockLine(l)?.kind === 'LEASE');
+  if (!now || now.trim() !== e.line) {
+    throw new CptError('EAGAIN', 'its lease changed while cptrst read it (its break timed out); checkpoint it again', { pid, object: objectOf(f) });
+  }
+  return type;
 }
 
 /** Whether another process of the tree has an fd on the inode whose description shows a lock of this kind. */
@@ -233,6 +271,7 @@ export class LocksRestore implements RestoreHandler {
       if (!fds.includes(l.fd)) throw bad(`fd ${l.fd} is not in the task's fd list`);
       if (l.type !== F.RDLCK && l.type !== F.WRLCK) throw bad(`lock type ${l.type}`);
       if (l.start < 0n || l.len < 0n || (l.kind !== 'POSIX' && l.kind !== 'OFDLCK' && (l.start !== 0n || l.len !== 0n))) throw bad('a range out of bounds');
+      if (l.breakTo !== -1 && (l.kind !== 'LEASE' || (l.breakTo !== F.UNLCK && !(l.breakTo === F.RDLCK && l.type === F.WRLCK)))) throw bad(`a break toward ${l.breakTo} of ${lockName(l)}`);
       if (p.locks.length >= MAX_LOCKS) throw bad(`more than ${MAX_LOCKS} locks`);
       p.locks.push(l);
       return;
@@ -259,6 +298,9 @@ export class LocksRestore implements RestoreHandler {
     const p = task.state.get(PENDING);
     if (!p) return;
     const t = task.tracee!;
+    // Locks before owners: F_SETLEASE makes the caller the description's owner, and a lease's
+    // break is started again while the description has none (see takeLease).
+    for (const l of p.locks) take(t, task, l);
     for (const w of p.owners) {
       if (w.ownerPid !== 0 && w.ownerPid !== task.pid && w.ownerPid !== task.tid && !linux.processExists(w.ownerPid)) {
         throw new CptError('ESRCH', `the I/O owner ${w.ownerPid} is no process of the restored tree`, { pid: task.pid, object: `fd ${w.fd} I/O owner` });
@@ -269,7 +311,6 @@ export class LocksRestore implements RestoreHandler {
       }
       if (w.signo !== 0) t.syscallOk(SYS.fcntl, [w.fd, F.SETSIG, w.signo], `fcntl(${w.fd}, F_SETSIG, ${w.signo})`);
     }
-    for (const l of p.locks) take(t, task, l);
   }
 }
 
@@ -283,6 +324,7 @@ function take(t: Tracee, task: RestartTask, l: FileLockImage): void {
   } else if (l.kind === 'LEASE') {
     call = `fcntl(${l.fd}, F_SETLEASE)`;
     r = t.syscall(SYS.fcntl, [l.fd, F.SETLEASE, l.type]);
+    if (r >= 0n) return takeLease(t, task, l);
   } else {
     const cmd = l.kind === 'POSIX' ? F.SETLK : F.OFD_SETLK;
     const fl = encodeStruct(linux.Flock, { type: l.type, whence: 0, start: l.start, len: l.len, pid: 0 });
@@ -295,4 +337,31 @@ function take(t: Tracee, task: RestartTask, l: FileLockImage): void {
   throw new CptError(code, held
     ? `${call} failed (${code}): another process holds a conflicting lock or has the file open; it is not taken over`
     : `${call} failed inside the process: ${code}`, { pid: task.pid, object: `fd ${l.fd}: ${lockName(l)}` });
+}
+
+/**
+ * After F_SETLEASE: no owner (the owners recorded are set next; a description that had none keeps
+ * none), then a lease that was being broken is broken again the way it was, by a non-blocking
+ * open of the file from the task itself, for reading (a break toward read) or for writing (toward
+ * unlocked). With no owner the kernel signals nobody: the process got its lease-break signal
+ * before the checkpoint (or has it pending, which the signals restore gives back), and does not
+ * get a second. The kernel gives the holder a fresh lease-break-time from now; the time the
+ * break had already run is not subtracted (a holder has at least as long as before to let go).
+ */
+function takeLease(t: Tracee, task: RestartTask, l: FileLockImage): void {
+  t.syscallOk(SYS.fcntl, [l.fd, F.SETOWN, 0], `fcntl(${l.fd}, F_SETOWN, 0)`);
+  if (l.breakTo === -1) return;
+  const object = `fd ${l.fd}: ${lockName(l)} being broken toward ${l.breakTo === F.RDLCK ? 'read' : 'unlocked'}`;
+  const path = t.stage(Buffer.from(`/proc/self/fd/${l.fd}\0`));
+  const mode = l.breakTo === F.RDLCK ? O.RDONLY : O.WRONLY;
+  const r = t.syscall(SYS.openat, [linux.AT_FDCWD, path, mode | O.NONBLOCK | O.NOCTTY | O.CLOEXEC, 0]);
+  if (r >= 0n) {
+    t.syscall(SYS.close, [r]);
+    throw new CptError('EIO', 'the lease taken again did not conflict with an open of the file: no break was started', { pid: task.pid, object });
+  }
+  if (r !== -11n /* EWOULDBLOCK: the break is started */) {
+    throw new CptError(linux.errnoName(Number(-r)), `the break of the lease could not be started: an open of the file ${mode === O.RDONLY ? 'for reading' : 'for writing'} inside the process failed (${linux.errnoName(Number(-r))})`, { pid: task.pid, object });
+  }
+  const now = Number(t.syscallOk(SYS.fcntl, [l.fd, F.GETLEASE, 0], `fcntl(${l.fd}, F_GETLEASE)`));
+  if (now !== l.breakTo) throw new CptError('EIO', `after the break was started again F_GETLEASE answers ${now}, not ${l.breakTo}`, { pid: task.pid, object });
 }

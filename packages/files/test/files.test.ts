@@ -249,10 +249,10 @@ describe('files: open files of a real process', function () {
   });
 
   const kept: Array<[string, string, (r: { locks: FileLockImage[]; owners: FdOwnerImage[] }, fd: number, pid: number) => void]> = [
-    ['flock', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'FLOCK', fd, type: linux.F.WRLCK, start: 0n, len: 0n }])],
-    ['posix', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'POSIX', fd, type: linux.F.WRLCK, start: 0n, len: 0n }])],
-    ['ofd', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'OFDLCK', fd, type: linux.F.WRLCK, start: 0n, len: 0n }])],
-    ['lease', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'LEASE', fd, type: linux.F.RDLCK, start: 0n, len: 0n }])],
+    ['flock', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'FLOCK', fd, type: linux.F.WRLCK, start: 0n, len: 0n, breakTo: -1 }])],
+    ['posix', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'POSIX', fd, type: linux.F.WRLCK, start: 0n, len: 0n, breakTo: -1 }])],
+    ['ofd', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'OFDLCK', fd, type: linux.F.WRLCK, start: 0n, len: 0n, breakTo: -1 }])],
+    ['lease', 'locked', (r, fd) => expect(r.locks.map((l) => ({ ...l }))).to.deep.equal([{ kind: 'LEASE', fd, type: linux.F.RDLCK, start: 0n, len: 0n, breakTo: -1 }])],
     ['setown', 'owned', (r, fd, pid) => expect(r.owners.map((o) => ({ ...o }))).to.deep.equal([{ fd, ownerType: linux.F.OWNER_PID, ownerPid: pid, signo: 0 }])],
     ['setsig', 'owned', (r, fd) => expect(r.owners.map((o) => ({ ...o }))).to.deep.equal([{ fd, ownerType: 0, ownerPid: 0, signo: 10 }])],
   ];

@@ -3,7 +3,7 @@
  * later with linkat), lseek whences, mode bits, the capabilities that bypass file permissions,
  * struct f_owner_ex, and the lock lines of /proc/PID/fdinfo/N and /proc/locks.
  */
-import { AT, AT_FDCWD, O } from './constants';
+import { AT, AT_FDCWD, F, O } from './constants';
 import { SYS } from './syscalls';
 import { errnoError, rawSyscall } from './libc';
 import { readProcText } from './proc';
@@ -132,4 +132,24 @@ export function readLocks(): LockEntry[] {
     if (e) out.push(e);
   }
   return out;
+}
+
+/**
+ * The type of a lease that is being broken toward "unlocked": /proc/locks and F_GETLEASE show
+ * only where the break goes, not what was held. A read-only, non-blocking open of the same inode
+ * (through /proc/PID/fd/FD) tells: a write lease conflicts with it (EWOULDBLOCK, and the kernel
+ * neither signals the holder again nor changes the lease, whose break is already pending), a read
+ * lease does not (the open succeeds and is closed at once). O_NOATIME keeps the file's atime when
+ * the caller may; an inotify or fanotify watcher of the file does see an open and a close.
+ * Returns F_WRLCK or F_RDLCK, or -errno when the file cannot be opened for reading.
+ */
+export function leaseTypeOfBreak(pid: number, fd: number): number {
+  const path = cPath(`/proc/${pid}/fd/${fd}`);
+  const flags = O.RDONLY | O.NONBLOCK | O.NOCTTY | O.CLOEXEC;
+  let r = rawSyscall(SYS.openat, AT_FDCWD, path, flags | O.NOATIME, 0);
+  if (r === -1n /* EPERM: O_NOATIME on another's file without CAP_FOWNER */) r = rawSyscall(SYS.openat, AT_FDCWD, path, flags, 0);
+  if (r === -11n /* EWOULDBLOCK */) return F.WRLCK;
+  if (r < 0n) return Number(r);
+  rawSyscall(SYS.close, r);
+  return F.RDLCK;
 }
