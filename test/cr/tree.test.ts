@@ -316,18 +316,44 @@ describe('process trees', function () {
     await expectPass(w);
   });
 
-  it('a file of the /proc directory of a process outside the tree is refused; the process runs on', async () => {
+  it('a file of the /proc directory of a process outside the tree is opened again while that pid names the same process; once it has ended, the restart fails (ESRCH) and leaves nothing', async () => {
     const dir = makeTempDir('procout');
     const ready = path.join(dir, 'ready');
-    const sh = spawn('bash', ['-c', `exec 3</proc/${process.pid}/stat; echo > ${ready}; exec sleep 300`], { detached: true, stdio: 'ignore' });
+    const go = path.join(dir, 'go');
+    const out = path.join(dir, 'out');
+    const outsider = spawn('sleep', ['300'], { detached: true, stdio: 'ignore' });
+    // After the restart the shell reads its fd 3 from where it was (offset 0) and checks it is still the outsider's stat.
+    const script = `exec 3</proc/${outsider.pid}/stat; echo > ${ready}; while [ ! -e ${go} ]; do sleep 0.05 3<&-; done; ` +
+      `read -r line <&3; case "$line" in "${outsider.pid} (sleep) "*) echo PASS > ${out};; *) echo "FAIL $line" > ${out};; esac`;
+    const sh = spawn('bash', ['-c', script], { detached: true, stdio: 'ignore' });
     try {
       for (let i = 0; i < 500 && !fs.existsSync(ready); i++) await sleep(10);
-      const ck = await cptrst(['checkpoint', String(sh.pid), '-o', path.join(dir, 'img')]);
-      expect(ck.code, ck.stderr).to.equal(1);
-      expect(ck.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${sh.pid}, fd 3 \\(/proc/${process.pid}/stat\\): a file of the /proc directory of process ${process.pid}, which is not in the checkpointed tree`));
-      expect((await procState(sh.pid!))?.tracerPid).to.equal(0);
+      const img = path.join(dir, 'img');
+      const ck = await cptrst(['checkpoint', String(sh.pid), '-o', img, '--kill']);
+      expect(ck.code, ck.stderr).to.equal(0);
+      expect(await waitGone(sh.pid!, 10000)).to.equal(true);
+      const rs = await cptrst(['restart', img]);
+      expect(rs.code, rs.stderr).to.equal(0);
+      expect(fs.readlinkSync(`/proc/${sh.pid}/fd/3`)).to.equal(`/proc/${outsider.pid}/stat`);
+      fs.writeFileSync(go, '');
+      for (let i = 0; i < 500 && !fs.existsSync(out); i++) await sleep(10);
+      expect(fs.readFileSync(out, 'utf8').trim()).to.equal('PASS');
+      expect(await waitGone(sh.pid!, 10000)).to.equal(true);
+      // The outsider ends: its pid names no process (or another one) now.
+      process.kill(outsider.pid!, 'SIGKILL');
+      expect(await waitGone(outsider.pid!, 10000)).to.equal(true);
+      const rs2 = await cptrst(['restart', img]);
+      expect(rs2.code).to.equal(1);
+      expect(rs2.stderr).to.match(new RegExp(`^cptrst: ESRCH: pid ${sh.pid}, fd 3 \\(/proc/${outsider.pid}/stat\\): .*no longer names the process of the checkpoint`));
+      expect(await waitGone(sh.pid!, 10000), 'the half-made process is gone').to.equal(true);
     } finally {
-      process.kill(sh.pid!, 'SIGKILL');
+      for (const p of [sh.pid!, outsider.pid!]) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
     }
   });
 

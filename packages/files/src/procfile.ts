@@ -6,15 +6,17 @@
  * at restart a stand-in (/dev/null) holds its fd numbers, and once every process exists and has
  * its final credentials the file is opened again by its path inside the task (its own rights, as
  * the original open was), with its flags, moved to its offset, and put at each of those numbers.
- * Refused: a file of a process outside the tree (its pid may name another process after a
- * restart), of a thread other than a process's main one (made later still), one whose
+ * A file of a process outside the tree (/proc/1/status...) is opened again the same way, but only
+ * if, at restart, its pid still names that very process: the same start time, on the same boot
+ * (else the restart fails: the pid may name another process, or none).
+ * Refused: a file of a thread other than a process's main one (made later still), one whose
  * open file description another process of the tree shares (the stand-in would stay there),
  * one held by a chrooted process (the path is not its).
  */
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, linux,
-  nonCanonicalPath, objectType, refuse, sameFile, u32,
+  nonCanonicalPath, objectType, refuse, sameFile, u32, u64,
 } from '@cptrst/core';
 import { FileImage } from './file';
 import { OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
@@ -23,8 +25,10 @@ const { SYS, O, SEEK } = linux;
 
 @objectType(ObjectType.PROC_FILE, 'proc-file', { parents: [ObjectType.FILE] })
 export class ProcFileImage {
-  /** The process of the tree whose /proc directory holds the file. */
+  /** The process whose /proc directory holds the file. */
   @u32() pid = 0;
+  /** For a process outside the tree: its start time (clock ticks after boot), which names it on that boot; 0 for one of the tree. */
+  @u64({ since: 6 }) startTime = 0n;
 }
 
 let procStDev: bigint | undefined;
@@ -37,9 +41,8 @@ function procDev(): bigint {
 const PROC_PATH = /^\/proc\/(\d+)\/(.+)$/;
 
 /**
- * The process of the tree whose /proc file `f` is, or undefined for any other file (one of /proc
- * itself, not of a process's directory). Refuses one that cannot be opened again: a process
- * outside the tree's, among others.
+ * The process whose /proc file `f` is, or undefined for any other file (one of /proc itself, not
+ * of a process's directory). Refuses one that cannot be opened again.
  */
 export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number | undefined {
   if (f.stat.dev !== procDev()) return undefined;
@@ -50,7 +53,6 @@ export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: 
   const threads = linux.listThreads(task.pid);
   if (n !== task.pid && threads.includes(n)) refuse(task.pid, object, `a file of the /proc directory of thread ${n}, not the process's main thread: threads are made after the files, not supported`);
   const tree = ctx.treePids(task);
-  if (!tree.includes(n)) refuse(task.pid, object, `a file of the /proc directory of process ${n}, which is not in the checkpointed tree: after a restart that pid may name another process, or none`);
   const task2 = /^task\/(\d+)\//.exec(m[2]);
   if (task2 && Number(task2[1]) !== n) refuse(task.pid, object, `a file of the /proc directory of thread ${task2[1]}, not a process's main thread: threads are made after the files, not supported`);
   if (linux.readRoot(task.pid) !== '/') refuse(task.pid, object, 'a file of the /proc directory of a process of the tree, held by a chrooted process: it is opened again once every process exists, after the chroot, where its path does not lead');
@@ -84,10 +86,17 @@ export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: 
   return n;
 }
 
-/** The PROC_FILE record of a file procFileOfTree claimed. */
-export function procFileRecord(pid: number): ProcFileImage {
+/** The PROC_FILE record of a file procFileOfTree claimed: a process outside the tree is named by its start time too. */
+export function procFileRecord(ctx: CheckpointContext, task: CheckpointTask, pid: number, object: string): ProcFileImage {
   const rec = new ProcFileImage();
   rec.pid = pid;
+  if (!ctx.treePids(task).includes(pid)) {
+    try {
+      rec.startTime = BigInt(linux.readStat(pid).startTime);
+    } catch {
+      refuse(task.pid, object, `a file of the /proc directory of process ${pid}, which has ended: it cannot be opened again`);
+    }
+  }
   return rec;
 }
 
@@ -96,6 +105,8 @@ interface Late {
   copy: number;
   img: FileImage;
   pid: number;
+  /** 0 for a process of the tree; else the start time that names the process outside it. */
+  startTime: bigint;
   object: string;
 }
 const LATE = new StateKey<Late[]>('files.proc.late');
@@ -111,7 +122,7 @@ export function openProcStandIn(task: RestartTask, img: FileImage, rec: ProcFile
   const fd = openInTask(task, '/dev/null', O.RDONLY | O.CLOEXEC, `/dev/null standing in for ${req.object}`);
   const pidfd = linux.pidfdOpen(task.pid);
   try {
-    task.state.ensure(LATE, () => []).push({ copy: linux.pidfdGetfd(pidfd, Number(fd)), img, pid: rec.pid, object: req.object });
+    task.state.ensure(LATE, () => []).push({ copy: linux.pidfdGetfd(pidfd, Number(fd)), img, pid: rec.pid, startTime: rec.startTime, object: req.object });
   } finally {
     fs.closeSync(pidfd);
   }
@@ -135,7 +146,7 @@ export class ProcFilesFinish implements RestoreHandler {
     const late = task.state.get(LATE) ?? [];
     task.state.delete(LATE);
     try {
-      for (const l of late) replace(task, l);
+      for (const l of late) replace(ctx, task, l);
     } finally {
       for (const l of late) fs.closeSync(l.copy);
     }
@@ -157,8 +168,22 @@ function madeHere(task: RestartTask, pid: number): boolean {
   }
 }
 
-function replace(task: RestartTask, l: Late): void {
-  if (!madeHere(task, l.pid)) throw new CptError('EBADIMG', `a file of the /proc directory of process ${l.pid}, which is not a process of the image`, { pid: task.pid, object: l.object });
+/** Whether `pid` is, on this boot, the process outside the tree that the image names by its start time. */
+function sameOutsider(ctx: RestartContext, pid: number, startTime: bigint): boolean {
+  if (!ctx.sameBoot) return false;
+  try {
+    return BigInt(linux.readStat(pid).startTime) === startTime;
+  } catch {
+    return false;
+  }
+}
+
+function replace(ctx: RestartContext, task: RestartTask, l: Late): void {
+  if (l.startTime === 0n) {
+    if (!madeHere(task, l.pid)) throw new CptError('EBADIMG', `a file of the /proc directory of process ${l.pid}, which is not a process of the image`, { pid: task.pid, object: l.object });
+  } else if (!sameOutsider(ctx, l.pid, l.startTime)) {
+    throw new CptError('ESRCH', `a file of the /proc directory of process ${l.pid}, outside the image: that pid no longer names the process of the checkpoint (it ended, or the machine rebooted)`, { pid: task.pid, object: l.object });
+  }
   const t = task.tracee!;
   const fds = linux.listFds(task.pid).filter((fd) => linux.kcmp(process.pid, task.pid, linux.KCMP.FILE, l.copy, fd) === 0);
   if (fds.length === 0) throw new CptError('EIO', 'the stand-in of the file is at no fd any more', { pid: task.pid, object: l.object });

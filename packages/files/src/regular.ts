@@ -34,7 +34,7 @@ export class RegularFile implements FileKindHandler {
 
   dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage, out: KindRecordWriter): void {
     const proc = procFileOfTree(ctx, task, f);
-    if (proc !== undefined) out.write(procFileRecord(proc));
+    if (proc !== undefined) out.write(procFileRecord(ctx, task, proc, `fd ${f.fd} (${f.link})`));
     if (!img.deleted) return;
     const maker = ghostMaker(ctx, task, f, img);
     if (maker !== undefined) out.write(ghostSharedRecord(maker));
