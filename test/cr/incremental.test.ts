@@ -226,9 +226,22 @@ describe('incremental checkpoints (--track, --parent)', function () {
     expect(parseResult(await waitResult(w, 60000)).verdict).to.equal('PASS tree');
   });
 
+  it('cowtree: the second image of a chain whose first checkpoint left the tree running (--track, then --parent --kill) restarts, its members checking every page and that the kept pages are shared again', async () => {
+    const w = await startWorkload('cowtree', ['16']);
+    const first = path.join(w.dir, 'cowlive0.img');
+    const second = path.join(w.dir, 'cowlive1.img');
+    const r0 = await cptrst(['checkpoint', String(w.pid), '-o', first, '--track']);
+    expect(r0.code, r0.stderr).to.equal(0);
+    const r1 = await cptrst(['checkpoint', String(w.pid), '-o', second, '--parent', first, '--kill']);
+    expect(r1.code, r1.stderr).to.equal(0);
+    await w.exited;
+    const rs = await cptrst(['restart', second]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await trigger(w);
+    await expectPass(w);
+  });
+
   it('cowtree: children keeping memory copy-on-write have their pages in the pages section of a --track image, which restarts lazily', async () => {
-    // Only the first image of a chain: a checkpoint that leaves a tree running unshares the pages
-    // it reads (process_vm_readv pins them), which this workload checks are still shared.
     const w = await startWorkload('cowtree', ['16']);
     const first = path.join(w.dir, 'cowfirst.img');
     const r0 = await cptrst(['checkpoint', String(w.pid), '-o', first, '--track', '--kill']);

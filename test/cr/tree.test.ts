@@ -279,6 +279,58 @@ describe('process trees', function () {
     await expectPass(w);
   });
 
+  it('a checkpoint that leaves the tree running leaves its private memory shared copy-on-write: the tree runs on and passes its own check that the kept pages are still its parents\' page frames', async () => {
+    const { w, before } = await startTree('cowtree', ['16']);
+    const img = path.join(w.dir, 'cow-live.img');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img]);
+    expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
+    expect(ck.stderr).to.include(`(${before.length} tasks)`);
+    expect(shape(treeOf(w.pid))).to.deep.equal(shape(before));
+    await expectPass(w);
+  });
+
+  it('checkpointing only a child forked from a parent outside the checkpoint leaves the memory it shares copy-on-write with that parent shared (the same page frames)', async () => {
+    const dir = makeTempDir('cowchild');
+    const ready = path.join(dir, 'ready');
+    // 8 MiB of private anonymous memory written by the parent, then kept by a child that only sleeps
+    const py = `import mmap, os, time\nm = mmap.mmap(-1, 8 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)\nfor i in range(0, 8 << 20, 4096):\n    m[i] = (i >> 12) % 251 + 1\npid = os.fork()\nif pid == 0:\n    time.sleep(300)\n    os._exit(0)\nopen(${JSON.stringify(ready)}, 'w').close()\nos.waitpid(pid, 0)\n`;
+    const root = spawn('python3', ['-c', py], { stdio: 'ignore' });
+    const frames = (pid: number, start: bigint, n: number): bigint[] => {
+      const fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+      try {
+        const b = Buffer.alloc(n * 8);
+        fs.readSync(fd, b, 0, b.length, Number(start / 4096n) * 8);
+        return Array.from({ length: n }, (_, i) => b.readBigUInt64LE(i * 8) & ((1n << 55n) - 1n));
+      } finally {
+        fs.closeSync(fd);
+      }
+    };
+    try {
+      for (let i = 0; i < 1000 && !fs.existsSync(ready); i++) await sleep(10);
+      const child = (await procState(root.pid!))!.children[0];
+      // The area: the private anonymous mapping of 8 MiB both have
+      const area = fs.readFileSync(`/proc/${child}/maps`, 'utf8').split('\n').map((l) => /^([0-9a-f]+)-([0-9a-f]+) rw-p 00000000 00:00 0 /.exec(l)).find((m) => m && BigInt(`0x${m[2]}`) - BigInt(`0x${m[1]}`) === 8n << 20n);
+      expect(area, 'the 8 MiB area in the child').to.not.equal(undefined);
+      const start = BigInt(`0x${area![1]}`);
+      const n = 2048;
+      const parentFrames = frames(root.pid!, start, n);
+      expect(parentFrames.every((f) => f !== 0n), 'page frames are shown (root)').to.equal(true);
+      expect(frames(child, start, n)).to.deep.equal(parentFrames);
+      // Read from a copy-on-write snapshot, and (--no-snapshot) from the frozen child itself
+      for (const opts of [[], ['--no-snapshot']]) {
+        const ck = await cptrst(['checkpoint', String(child), '-o', path.join(dir, `img${opts.length}`), ...opts]);
+        expect(ck.code, `checkpoint ${opts.join(' ')} failed: ${ck.stderr}`).to.equal(0);
+        expect((await procState(child))?.tracerPid).to.equal(0);
+        const after = frames(child, start, n);
+        expect(after.filter((f, i) => f !== parentFrames[i]).length, `pages of the child no longer shared with its parent after checkpoint ${opts.join(' ')}`).to.equal(0);
+        expect(frames(root.pid!, start, n)).to.deep.equal(parentFrames);
+      }
+    } finally {
+      for (const pid of (await procState(root.pid!))?.children ?? []) process.kill(pid, 'SIGKILL');
+      process.kill(root.pid!, 'SIGKILL');
+    }
+  });
+
   it('an image whose root keeps memory from a parent it does not have, or whose kept area discards pages outside it, is refused (EBADIMG), leaving nothing behind', async () => {
     const { w, before } = await startTree('cowtree', ['4']);
     const img = path.join(w.dir, 'cow.img');

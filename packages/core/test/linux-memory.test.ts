@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CptError } from '../src/errors';
@@ -77,6 +78,65 @@ describe('linux memory access', () => {
     expect(() => roMem.write(t!.vars.ro, Buffer.from('x'))).to.throw(CptError).with.property('code', 'EBADF');
     roMem.close();
     expect(() => roMem.read(t!.vars.ro, 1)).to.throw(CptError).with.property('code', 'EBADF');
+  });
+
+  it('ProcMem reads a fork\'s memory without unsharing what it shares copy-on-write with its parent, and reads the pages it wrote itself as well', async () => {
+    const dir = fs.mkdtempSync(path.join(tmpDir(), 'cow-'));
+    const ready = path.join(dir, 'ready');
+    const PAGES = 1024;
+    // The parent fills page j with byte j % 251 + 1 and forks; the child overwrites every third page with 0xee.
+    const py = [
+      'import ctypes, mmap, os, time',
+      `m = mmap.mmap(-1, ${PAGES} * 4096, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)`,
+      `for j in range(${PAGES}):`,
+      '    m[j * 4096:(j + 1) * 4096] = bytes([j % 251 + 1]) * 4096',
+      'addr = ctypes.addressof(ctypes.c_char.from_buffer(m))',
+      'pid = os.fork()',
+      'if pid == 0:',
+      `    for j in range(0, ${PAGES}, 3):`,
+      '        m[j * 4096:(j + 1) * 4096] = bytes([0xee]) * 4096',
+      `    open(${JSON.stringify(ready)}, 'w').write('%d %d' % (os.getpid(), addr))`,
+      '    time.sleep(300)',
+      '    os._exit(0)',
+      'os.waitpid(pid, 0)',
+    ].join('\n');
+    const parent = spawn('python3', ['-c', py], { stdio: 'ignore' });
+    let child = 0;
+    const frames = (pid: number, at: bigint): bigint[] => {
+      const b = Buffer.alloc(PAGES * 8);
+      const fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+      try {
+        fs.readSync(fd, b, 0, b.length, Number(at / 4096n) * 8);
+      } finally {
+        fs.closeSync(fd);
+      }
+      return Array.from({ length: PAGES }, (_, j) => b.readBigUInt64LE(j * 8) & ((1n << 55n) - 1n));
+    };
+    try {
+      for (let i = 0; i < 1000 && !(fs.existsSync(ready) && fs.readFileSync(ready, 'utf8')); i++) await new Promise((r) => setTimeout(r, 10));
+      const [pidText, addrText] = fs.readFileSync(ready, 'utf8').split(' ');
+      child = Number(pidText);
+      const at = BigInt(addrText);
+      const before = frames(parent.pid!, at);
+      const kept = (f: bigint[]) => f.filter((x, j) => j % 3 !== 0 && x !== 0n && x === before[j]).length;
+      const keptBefore = kept(frames(child, at));
+      expect(keptBefore, 'pages the child shares with its parent (page frames shown to root)').to.equal(PAGES - Math.ceil(PAGES / 3));
+      const mem = new ProcMem(child, { readOnly: true });
+      let got: Buffer;
+      try {
+        got = mem.read(at, PAGES * 4096);
+      } finally {
+        mem.close();
+      }
+      for (let j = 0; j < PAGES; j++) {
+        const want = j % 3 === 0 ? 0xee : j % 251 + 1;
+        expect(got.subarray(j * 4096, (j + 1) * 4096).every((x) => x === want), `page ${j}`).to.equal(true);
+      }
+      expect(kept(frames(child, at)), 'pages still shared after the read').to.equal(keptBefore);
+    } finally {
+      killPid(child || undefined);
+      killPid(parent.pid);
+    }
   });
 
   it('ProcMem on a missing process throws ENOENT', () => {

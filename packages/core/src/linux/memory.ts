@@ -20,6 +20,15 @@
  * writev first and, where they stop (PROT_NONE or read-only pages, or any other refusal), the mem
  * file takes over for up to FALLBACK_SPAN bytes before they are tried again: the result is what
  * the mem file alone would give, only faster.
+ *
+ * Reading never changes the target: process_vm_readv pins the pages it reads (FOLL_PIN), and the
+ * kernel gives an anonymous page shared copy-on-write (with a parent or child, in the checkpoint
+ * or not, or with a snapshot) a copy of its own before pinning it, even for reading, so a process
+ * tree left running after its checkpoint would no longer share its memory. The mem file does not
+ * pin. So process_vm_readv reads only the pages the pagemap says are mapped by this process alone
+ * (bit 56, "exclusively mapped"): those cannot be shared, pinning them copies nothing. Every other
+ * page (shared, not present, or when the pagemap cannot be read) is read through the mem file.
+ * A frozen target cannot fork, so a page exclusively mapped when the pagemap is read stays so.
  */
 import * as fs from 'fs';
 import { CptError } from '../errors';
@@ -35,6 +44,10 @@ const FALLBACK_SPAN = 64 * 1024;
 const PAGE = 4096n;
 /** Bytes from `addr` to the end of the FALLBACK_SPAN that ends on a page boundary. */
 const fallbackSpan = (addr: bigint) => FALLBACK_SPAN - Number(addr % PAGE);
+/** Pagemap entries read at a time when splitting a read into exclusively mapped pages and others. */
+const PAGEMAP_BATCH = 512;
+/** PAGEMAP.EXCLUSIVE (bit 56) in the upper 32 bits of an entry, tested without a BigInt per page. */
+const EXCLUSIVE_HI = 1 << 24;
 
 function ioError(errno: number, what: string, pid: number, addr: bigint): CptError {
   return new CptError(errnoName(errno), `${what}(/proc/${pid}/mem, 0x${addr.toString(16)}): ${errnoMessage(errno)}`, {
@@ -48,6 +61,9 @@ export class ProcMem {
   readonly writable: boolean;
   private fd: number | undefined;
   private readonly memFileOnly: boolean;
+  /** /proc/PID/pagemap, opened on the first large read; null when it cannot be opened (then only the mem file reads). */
+  private pagemapFd: number | null | undefined;
+  private pagemapBuf: Buffer | undefined;
 
   /**
    * Opens /proc/PID/mem read-write (read-only when `readOnly`). `memFileOnly`: never
@@ -80,16 +96,64 @@ export class ProcMem {
   }
 
   /**
+   * How many bytes from `addr` (at most `len`) lie on pages that are all exclusively mapped, or all
+   * not, and which of the two: [bytes, exclusive]. Everything counts as not exclusive when the
+   * pagemap cannot be read.
+   */
+  private sameMapping(addr: bigint, len: number): [number, boolean] {
+    if (this.pagemapFd === undefined) {
+      try {
+        this.pagemapFd = fs.openSync(`/proc/${this.pid}/pagemap`, 'r');
+        this.pagemapBuf = Buffer.alloc(PAGEMAP_BATCH * 8);
+      } catch {
+        this.pagemapFd = null;
+      }
+    }
+    if (this.pagemapFd === null) return [len, false];
+    const buf = this.pagemapBuf!;
+    const first = addr / PAGE;
+    const span = (addr + BigInt(len) - 1n) / PAGE - first + 1n;
+    const pages = span < BigInt(PAGEMAP_BATCH) ? Number(span) : PAGEMAP_BATCH;
+    const r = rawSyscall(SYS.pread64, this.pagemapFd, buf, pages * 8, first * 8n);
+    if (r < 8n) return [len, false];
+    const got = Number(r) >> 3;
+    const exclusive = (buf.readUInt32LE(4) & EXCLUSIVE_HI) !== 0;
+    let same = 1;
+    while (same < got && ((buf.readUInt32LE(same * 8 + 4) & EXCLUSIVE_HI) !== 0) === exclusive) same++;
+    const bytes = Number((first + BigInt(same)) * PAGE - addr);
+    return [Math.min(len, bytes), exclusive];
+  }
+
+  /**
    * Reads up to `len` bytes at `addr` into `buf` at `off`. Returns how many bytes were read: fewer
    * than `len` when the range runs into memory that cannot be read. Throws when nothing could be read.
+   * Large reads go through process_vm_readv only where the pages are exclusively mapped (see above).
    */
   readInto(addr: bigint, buf: Buffer, off: number, len: number): number {
-    const fd = this.handle();
+    this.handle();
     if (len === 0) return 0;
     if (off < 0 || off + len > buf.length) throw new CptError('EINVAL', `ProcMem.readInto: ${off}+${len} outside a buffer of ${buf.length}`, { pid: this.pid });
     this.checkRange(addr, len);
+    if (len < FAST_MIN || this.memFileOnly) return this.readSpan(addr, buf, off, len, false, 0);
     let done = 0;
-    const fast = len >= FAST_MIN && !this.memFileOnly;
+    while (done < len) {
+      const at = addr + BigInt(done);
+      const [want, exclusive] = this.sameMapping(at, len - done);
+      const n = this.readSpan(at, buf, off + done, want, exclusive, done);
+      done += n;
+      if (n < want) break; // unreadable from here on
+    }
+    return done;
+  }
+
+  /**
+   * readInto for one span: through process_vm_readv when `fast` (the mem file where it stops), else
+   * the mem file alone. `before`: bytes already read by the caller, so that an error here ends the
+   * read (returning what this span got) instead of throwing.
+   */
+  private readSpan(addr: bigint, buf: Buffer, off: number, len: number, fast: boolean, before: number): number {
+    const fd = this.handle();
+    let done = 0;
     while (done < len) {
       const at = addr + BigInt(done);
       if (fast) {
@@ -105,7 +169,7 @@ export class ProcMem {
       const r = rawSyscall(SYS.pread64, fd, buf.subarray(off + done, off + done + want), want, at);
       if (r === -4n /* EINTR */) continue;
       if (r < 0n) {
-        if (done > 0) return done;
+        if (done + before > 0) return done;
         throw ioError(Number(-r), 'pread', this.pid, addr);
       }
       const n = Number(r);
@@ -113,7 +177,7 @@ export class ProcMem {
       done += n;
       if (fast && n < want) break; // the mem file stopped short too: unreadable from here on
     }
-    if (done === 0) throw new CptError('EIO', `pread(/proc/${this.pid}/mem, 0x${addr.toString(16)}): nothing read (process gone?)`, { pid: this.pid });
+    if (done + before === 0) throw new CptError('EIO', `pread(/proc/${this.pid}/mem, 0x${addr.toString(16)}): nothing read (process gone?)`, { pid: this.pid });
     return done;
   }
 
@@ -162,6 +226,8 @@ export class ProcMem {
   }
 
   close(): void {
+    if (typeof this.pagemapFd === 'number') fs.closeSync(this.pagemapFd);
+    this.pagemapFd = undefined;
     if (this.fd !== undefined) {
       const fd = this.fd;
       this.fd = undefined;
