@@ -49,7 +49,7 @@ import {
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
-import { bindPrivately, connectPrivately } from './unix-name';
+import { bindPrivately, connectPrivately, privateSocketFile } from './unix-name';
 import { UnixScmImage, closeInFlight, controlOf, peekedQueue, queueControl, scmRecords, sendWithControl } from './unix-scm';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
@@ -303,8 +303,6 @@ function checkUnlinkedName(task: CheckpointTask, f: OpenFile, rec: UnixSocketIma
   if (!rec.nameUnlinked || !rec.name.length || rec.name[0] === 0) return;
   const object = objectOf(f);
   const name = printable(rec.name);
-  if (rec.role === ROLE.ACCEPTED) refuse(task.pid, object, `it was accepted from a listener whose name ${name} was unlinked (or no longer leads to it); a connection through such a name is not supported yet`);
-  if (rec.pending.length) refuse(task.pid, object, `connections wait in the backlog of a listener whose name ${name} was unlinked (or no longer leads to it); not supported yet`);
   if (queued && !rec.peer && !rec.peerClosed) refuse(task.pid, object, `${queued} message(s) sent to the name ${name} wait on it, but that name was unlinked (or no longer leads to it); sending them again by that name is not supported`);
 }
 
@@ -357,8 +355,9 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
       connectedOneWay(task, f, elsewhere[0].pid, p, rec);
       return;
     }
-    // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must hold one of them.
-    if (d.name?.length || p?.name?.length || p?.peer !== d.ino) {
+    // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must
+    // hold one of them (datagram sockets connected both ways are one, whatever their names).
+    if ((d.type !== SOCK.DGRAM && (d.name?.length || p?.name?.length)) || p?.peer !== d.ino) {
       refuse(task.pid, object, `it is connected to ${peerLink} of ${describeHolders(elsewhere)} through a name (a listener, or a datagram socket connected one way); a connection through a name between two processes is not supported yet`);
     }
     if (shared && !shared.holders.some((h) => h.pid === shared.maker)) {
@@ -382,14 +381,32 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     connectedOneWay(task, f, task.pid, p!, rec);
     return;
   }
-  if (named(d) && named(p)) {
-    refuse(task.pid, object, `both ends of its connection (${peerLink}) have names: which one was accepted from a listener cannot be told; not supported yet`);
+  // Datagram sockets connected to each other: a socketpair, each end bound to its name (if any).
+  if (d.type === SOCK.DGRAM || !(named(d) || named(p))) return;
+  // A connection through a listener: the accepted end has the listener's name. When both ends
+  // have names, the connecting end bound its own.
+  const accepted = named(d) && named(p) ? acceptedEnd(task, object, d, p!) : named(d) ? d : p!;
+  rec.role = accepted === d ? ROLE.ACCEPTED : ROLE.CLIENT;
+  rec.via = fsName(accepted.name!);
+}
+
+/**
+ * Which end of a connection whose two ends have names was accepted from a listener: the accepted
+ * socket shares its listener's name, the very socket file (bind makes a new file for each socket),
+ * so its name's file (sock_diag's UNIX_DIAG_VFS) is that of a socket still listening. A listener
+ * already closed leaves two ends alike: refused.
+ */
+function acceptedEnd(task: CheckpointTask, object: string, a: linux.UnixDiag, b: linux.UnixDiag): linux.UnixDiag {
+  const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
+  // An abstract name is unique among the sockets bound to it, which the accepted ones are not.
+  const sameFile = (l: linux.UnixDiag, x: linux.UnixDiag): boolean => (x.name![0] === 0 ? true : !!x.vfs && l.vfs?.dev === x.vfs.dev && l.vfs.ino === x.vfs.ino);
+  const listens = (x: linux.UnixDiag): boolean => [...all.values()].some((l) => l.ino !== x.ino && l.state === linux.TCP_LISTEN && l.type === x.type && !!l.name && fsName(l.name).equals(fsName(x.name!)) && sameFile(l, x));
+  const la = listens(a);
+  const lb = listens(b);
+  if (la === lb) {
+    refuse(task.pid, object, `both ends of its connection (socket:[${b.ino}]) have names, and ${la ? 'both names are' : 'neither name is'} a listening socket's: which end was accepted from a listener cannot be told (its listener was closed); not supported yet`);
   }
-  if (named(d) || named(p)) {
-    if (d.type === SOCK.DGRAM) refuse(task.pid, object, `a datagram socket connected both ways to a named one (${peerLink}); not supported yet`);
-    rec.role = named(d) ? ROLE.ACCEPTED : ROLE.CLIENT;
-    rec.via = fsName((named(d) ? d : p).name!);
-  }
+  return la ? a : b;
 }
 
 /** A datagram socket connected one way to the named socket `p`, which process `holder` holds: by its name, or privately where that no longer leads to it. */
@@ -484,6 +501,7 @@ export class UnixSocketKind implements FileKindHandler {
       if (s.peer !== rec.peer) throw new CptError('EBADIMG', `unix socket ${rec.ino} is not the peer of ${s.peer}`, { pid: task.pid, object: req.object });
       if (s.type !== rec.type) throw new CptError('EBADIMG', `unix socket ${rec.ino}: its type differs from its peer's`, { pid: task.pid, object: req.object });
       s.rec = rec;
+      bindName(ctx, task, s.fd, rec, req); // a named end of a datagram socketpair
     } else if (carriedIn(ctx, task.pid).has(`unix:${rec.ino}`)) {
       return openCarriedEnd(ctx, task, img, rec, req);
     } else if (rec.role === ROLE.ACCEPTED) {
@@ -536,6 +554,16 @@ interface RestoredSocket {
   flags?: number;
   /** A PENDING client, connected into its listener's backlog; a DGRAM_TO socket connected to a private name. */
   connected?: boolean;
+  /**
+   * A CLIENT: the listener it connects to (the image's, or standIn). `through`: an O_PATH fd of the
+   * private socket file of the listener it connects to (a CLIENT), or of its own (a listener with
+   * connections waiting).
+   */
+  listener?: RestoredSocket;
+  standIn?: RestoredSocket;
+  through?: bigint;
+  /** A listener that listens already. */
+  listening?: boolean;
 }
 
 const RESTORED = new StateKey<Map<bigint, RestoredSocket>>('files.unixRestored');
@@ -560,7 +588,7 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if ((r.viaIno || r.viaPrivate) && r.role !== ROLE.DGRAM_TO) throw bad('the socket it sends to, on a socket that is not connected one way');
   if (r.viaPrivate && (!r.viaIno || r.via[0] === 0)) throw bad('a private name to connect to without its socket');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
-  if (r.peer && r.name.length && r.role !== ROLE.ACCEPTED) throw bad('a named socket with a peer');
+  if (r.peer && r.name.length && r.role === ROLE.NONE && r.type !== SOCK.DGRAM) throw bad('a named socket with a peer');
   if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
   if (r.shutdown & ~(linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN)) throw bad(`shutdown bits ${r.shutdown}`);
   const queue = req.records.of(SocketQueueImage);
@@ -590,6 +618,7 @@ function openCarriedEnd(ctx: RestartContext, task: RestartTask, img: FileImage, 
   s.object = `${req.object} of process ${task.pid}`;
   s.flags = img.flags;
   const t = task.tracee!;
+  bindName(ctx, task, c.fds[0], rec, req);
   setOptions(ctx, task, c.fds[0], rec, req.object);
   const fd = t.syscallOk(SYS.fcntl, [c.fds[0], F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
   t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
@@ -610,6 +639,7 @@ function makePair(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, 
   const mine: RestoredSocket = { fd: moveAbove(task, BigInt(fds.readInt32LE(0)), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
   const other = moveAbove(task, BigInt(fds.readInt32LE(4)), req.above, 'a socket');
   table.set(rec.ino, mine);
+  bindName(ctx, task, mine.fd, rec, req); // datagram sockets connected both ways may have names
   // A closed peer: the other end only sends the queue, and is closed at the end.
   if (rec.peerClosed) mine.closedPeer = other;
   else {
@@ -624,6 +654,13 @@ function makePair(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, 
 function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): bigint {
   const t = task.tracee!;
   const fd = moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket');
+  bindName(ctx, task, fd, rec, req); // a listener listens after the final credentials (UnixConnect)
+  return fd;
+}
+
+/** Binds the task's socket `fd` to the recorded name, if any (in place, or privately: unix-name.ts). */
+function bindName(ctx: RestartContext, task: RestartTask, fd: bigint, rec: UnixSocketImage, req: { object: string }): void {
+  const t = task.tracee!;
   if (rec.name.length && rec.name[0] !== 0 && rec.nameUnlinked) {
     // Its file was gone at the checkpoint: the name is bound where nobody sees it.
     bindPrivately(ctx, task, fd, rec.ino, rec.name, rec.namePath, req.object);
@@ -636,8 +673,6 @@ function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage
     t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
     if (fsName) setNameAttributes(ctx, task, rec, req);
   }
-  if (rec.state === linux.TCP_LISTEN) t.syscallOk(linux.syscallNumber('listen'), [fd, rec.backlog], `listen of ${req.object}`);
-  return fd;
 }
 
 const printable = (name: Buffer): string => (name[0] === 0 ? `@${name.subarray(1).toString('latin1')}` : name.toString('latin1'));
@@ -647,7 +682,7 @@ const printable = (name: Buffer): string => (name[0] === 0 ? `@${name.subarray(1
  * does not remove it): removed inside the task only if it is the very file recorded, on the same
  * boot; anything else there makes bind fail with EADDRINUSE.
  */
-function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: { object: string }): void {
   const t = task.tracee!;
   const p = rec.namePath;
   requireCanonicalPath(p, task.pid, req.object);
@@ -674,7 +709,7 @@ function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImag
  * The socket file bind just made gets the recorded permission bits and owner (through an O_PATH
  * fd of it, inside the task: the owner only for root's image, or when it is the image owner's).
  */
-function setNameAttributes(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+function setNameAttributes(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: { object: string }): void {
   const t = task.tracee!;
   const p = rec.namePath;
   requireCanonicalPath(p, task.pid, req.object);
@@ -738,8 +773,8 @@ export function connectUnixSockets(ctx: RestartContext, task: RestartTask): bigi
   for (const [ino, s] of table) {
     if (!s.rec) throw new CptError('EBADIMG', `unix socket ${ino} is the peer of a restored socket, but no FILE of the image is it`, { pid: task.pid, object: `socket:[${ino}]` });
   }
-  connectThroughNames(ctx, task, table);
-  return [...table.values()].flatMap((s) => (s.closedPeer !== undefined ? [s.fd, s.closedPeer] : [s.fd]));
+  const keep = connectThroughNames(ctx, task, table);
+  return [...keep, ...[...table.values()].flatMap((s) => (s.closedPeer !== undefined ? [s.fd, s.closedPeer] : [s.fd]))];
 }
 
 /**
@@ -848,50 +883,101 @@ function connectTo(task: RestartTask, fd: bigint, name: Buffer, object: string):
 }
 
 /**
- * The connections made through names, once every socket exists: each accepted connection through
- * its listener (the image's, or a stand-in bound to the same name for the moment: the accepted end
- * takes the listener's name), the accepted socket put in place of its stand-in at every fd of the
- * image; then the connections waiting in each listener's backlog, in its order; then the datagram
- * sockets connected one way.
+ * The connections made through names, prepared once every socket exists: for each connection
+ * accepted from a listener, the listener to connect to (the image's, or a stand-in bound to the
+ * same name, in place or privately: the accepted end takes the listener's name) and, for a name
+ * bound privately, an O_PATH fd of its socket file to connect through; then the datagram sockets
+ * connected one way are connected. The stream connections themselves are made after the final
+ * credentials (UnixConnect).
  */
-function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): void {
-  const t = task.tracee!;
+function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): bigint[] {
   const listenerFor = (name: Buffer, type: number) => [...table.values()].find((x) => x.rec!.state === linux.TCP_LISTEN && x.type === type && x.rec!.name.equals(name));
+  const keep: bigint[] = [];
   for (const c of table.values()) {
     if (c.rec!.role !== ROLE.CLIENT) continue;
     const a = table.get(c.peer);
     const object = c.object!;
-    if (!a || a.rec!.role !== ROLE.ACCEPTED || a.peer !== c.rec!.ino || !a.rec!.via.equals(c.rec!.via) || a.type !== c.type) {
+    if (!a || a.rec!.role !== ROLE.ACCEPTED || a.peer !== c.rec!.ino || !a.rec!.via.equals(c.rec!.via) || a.type !== c.type || !a.rec!.name.equals(c.rec!.via)) {
       throw new CptError('EBADIMG', 'a connection through a listener whose accepted end does not match', { pid: task.pid, object });
     }
-    let listener = listenerFor(c.rec!.via, c.type)?.fd;
-    let stand: bigint | undefined;
-    if (listener === undefined) {
+    const real = listenerFor(c.rec!.via, c.type);
+    let listener = real;
+    if (!listener) {
       const rec = Object.assign(new UnixSocketImage(), a.rec!, { state: linux.TCP_LISTEN, backlog: 1, role: ROLE.NONE, via: Buffer.alloc(0), peer: 0n });
-      stand = makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 });
-      listener = stand;
+      listener = { fd: makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 }), type: c.type, peer: 0n, rec, object: a.object! };
+      keep.push(listener.fd);
+      c.standIn = listener;
     }
-    connectTo(task, c.fd, c.rec!.via, object);
-    const accepted = t.syscallOk(linux.syscallNumber('accept4'), [listener, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${object}`);
-    if (stand !== undefined) t.syscall(SYS.close, [stand]);
-    replaceSocket(task, a, accepted);
-    setOptions(ctx, task, a.fd, a.rec!, a.object!);
+    c.listener = listener;
+    if (listener.rec!.nameUnlinked && listener.rec!.name[0] !== 0) {
+      // Its name is bound privately: reached through its socket file, never by a path.
+      c.through = privateSocketFile(ctx, task, listener.rec!.ino, a.fd, object);
+      keep.push(c.through);
+    }
   }
   for (const l of table.values()) {
-    for (const ino of l.rec!.pending) {
-      const c = table.get(ino);
-      if (!c?.rec || c.rec.role !== ROLE.PENDING || !c.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: task.pid, object: l.object! });
-      connectTo(task, c.fd, l.rec!.name, c.object!);
-      c.connected = true;
+    if (l.rec!.pending.length && l.rec!.nameUnlinked && l.rec!.name[0] !== 0) {
+      l.through = privateSocketFile(ctx, task, l.rec!.ino, l.fd, l.object!);
+      keep.push(l.through);
     }
   }
   for (const s of table.values()) {
-    if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
     if (s.rec!.role !== ROLE.DGRAM_TO || s.connected) continue;
     // A name bound privately is never reached by its path (which leads elsewhere, or nowhere).
     const target = s.rec!.viaIno ? table.get(s.rec!.viaIno)?.rec : undefined;
     if (target?.nameUnlinked) throw new CptError('EBADIMG', `connected to ${printable(s.rec!.via)}, a name bound privately, by its path`, { pid: task.pid, object: s.object! });
     connectTo(task, s.fd, s.rec!.via, s.object!);
+  }
+  return keep;
+}
+
+/**
+ * After the final credentials, before the queues: listening sockets listen, and each connection
+ * through a listener is made by its connecting socket and accepted, so that the kernel records
+ * what it did at the checkpointed process's own listen and connect: SO_PEERCRED on both ends is
+ * the process's final credentials, not those it has while being made. Then the connections that
+ * wait in each listener's backlog, in its order.
+ */
+export class UnixConnect implements RestoreHandler {
+  readonly name = 'files.unix-connect';
+  /** After task.creds.final (900), before the queues (950). */
+  readonly order = 920;
+  readonly types: number[] = [];
+  restore(): void {
+    /* no objects of its own */
+  }
+  finish(ctx: RestartContext, task: RestartTask): void {
+    const t = task.tracee!;
+    const table = restoredSockets(task);
+    const listen = (l: RestoredSocket): void => {
+      if (l.listening) return;
+      t.syscallOk(linux.syscallNumber('listen'), [l.fd, l.rec!.backlog], `listen of ${l.object}`);
+      l.listening = true;
+    };
+    for (const l of table.values()) if (l.rec!.state === linux.TCP_LISTEN) listen(l);
+    for (const c of table.values()) {
+      if (c.rec!.role !== ROLE.CLIENT) continue;
+      const a = table.get(c.peer)!;
+      listen(c.listener!);
+      connectTo(task, c.fd, c.through !== undefined ? Buffer.from(`/proc/self/fd/${c.through}`) : c.rec!.via, c.object!);
+      if (c.through !== undefined) t.syscall(SYS.close, [c.through]);
+      const accepted = t.syscallOk(linux.syscallNumber('accept4'), [c.listener!.fd, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${c.object}`);
+      if (c.standIn) t.syscall(SYS.close, [c.standIn.fd]);
+      replaceSocket(task, a, accepted);
+      setOptions(ctx, task, a.fd, a.rec!, a.object!);
+    }
+    for (const l of table.values()) {
+      for (const ino of l.rec!.pending) {
+        const c = table.get(ino);
+        if (!c?.rec || c.rec.role !== ROLE.PENDING || !c.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: task.pid, object: l.object! });
+        connectTo(task, c.fd, l.through !== undefined ? Buffer.from(`/proc/self/fd/${l.through}`) : l.rec!.name, c.object!);
+        c.connected = true;
+      }
+      if (l.through !== undefined) t.syscall(SYS.close, [l.through]);
+    }
+    for (const s of table.values()) {
+      if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
+    }
   }
 }
 
