@@ -23,7 +23,6 @@
  */
 import * as path from 'path';
 import { CptError, RestartContext, RestartTask, RestoreHandler, Tokens, Tracee, linux } from '@cptrst/core';
-import { FILES_ORDER } from './fs-struct';
 
 const { O, PTRACE_O } = linux;
 
@@ -143,7 +142,7 @@ export function bindPrivately(ctx: RestartContext, task: RestartTask, fd: bigint
 /**
  * Connects the task's socket `fd` one way to `name`, which the socket `target` (of this process
  * or another of the image) gets privately: now if it has it, else as soon as it is bound (every
- * socket of the image is made before the first finish hook, where the helper ends).
+ * socket of the image is made before the finish hooks; the helper ends after the connections).
  */
 export function connectPrivately(ctx: RestartContext, task: RestartTask, fd: bigint, target: bigint, name: Buffer, object: string): void {
   const h = helperOf(ctx);
@@ -253,8 +252,11 @@ function ownerMayName(task: RestartTask, absPath: string, object: string): void 
 /** Ends the helper once every process exists and every socket is connected (its sockets keep their names). */
 export class UnixNamesFinish implements RestoreHandler {
   readonly name = 'files.unix-names';
-  /** After the files' own finish (300), where the connections are made. */
-  readonly order = FILES_ORDER + 6;
+  /**
+   * After the connections through listeners (920), which may need it in every process (the finish
+   * hooks from the final credentials on run hook by hook across the tree).
+   */
+  readonly order = 930;
   readonly types: number[] = [];
   restore(): void {
     /* no objects of its own */

@@ -233,6 +233,10 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   rec.passcred = opts.passcred > 0;
   rec.peekOff = opts.peekOff;
   const scm = queueControl(ctx, task, object, ino, type, rec.passcred, queue);
+  const throughListener = rec.role === ROLE.ACCEPTED || rec.role === ROLE.CLIENT;
+  if (throughListener && !ownHolders(task, { link: `socket:[${rec.peer}]` }).length && (rec.passcred || scm.length)) {
+    refuse(task.pid, object, 'SO_PASSCRED, or descriptors or credentials queued, on a connection through a listener between two processes; not supported yet');
+  }
   const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
   if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
   if (queue.length && !rec.peer && !rec.peerClosed) {
@@ -343,6 +347,11 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
   if (!ownHolders(task, { link: peerLink }).length) {
     const elsewhere = otherHolders(task, { link: peerLink });
     if (!elsewhere.length) refuse(task.pid, object, `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
+    // A connection through a listener (an end has a name) is not a socketpair: not made by a common ancestor.
+    if (d.type !== SOCK.DGRAM && p?.peer === d.ino && (d.name?.length || p.name?.length) && !shareOf(ctx, task, { link: peerLink }).outside.length) {
+      acrossProcesses(task, object, d, p, elsewhere, rec);
+      return;
+    }
     const { shared, outside } = shareGroup(ctx, task, [{ link: f.link }, { link: peerLink }]);
     if (outside.length) {
       externalPeer(ctx, task, f, d, p, rec, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree`, shared !== undefined);
@@ -386,6 +395,23 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
   // A connection through a listener: the accepted end has the listener's name. When both ends
   // have names, the connecting end bound its own.
   const accepted = named(d) && named(p) ? acceptedEnd(task, object, d, p!) : named(d) ? d : p!;
+  rec.role = accepted === d ? ROLE.ACCEPTED : ROLE.CLIENT;
+  rec.via = fsName(accepted.name!);
+}
+
+/**
+ * A connection through a listener between two processes of the tree: made again by the connecting
+ * process and accepted in the other (UnixConnect). Each end must be held by its one process (the
+ * accepted socket replaces a stand-in at its fds there), and carry no credentials or descriptors
+ * in its queue (the queues are sent again from the two processes as they connect).
+ */
+function acrossProcesses(task: CheckpointTask, object: string, d: linux.UnixDiag, p: linux.UnixDiag, elsewhere: ReturnType<typeof otherHolders>, rec: UnixSocketImage): void {
+  const holders = new Set(elsewhere.map((h) => h.pid));
+  if (holders.size !== 1 || otherHolders(task, { link: `socket:[${d.ino}]` }).length) {
+    refuse(task.pid, object, `it is connected through a listener to socket:[${p.ino}] of ${describeHolders(elsewhere)}, and one of the two ends is held by several processes; not supported yet`);
+  }
+  const named = (x: linux.UnixDiag): boolean => !!x.name?.length;
+  const accepted = named(d) && named(p) ? acceptedEnd(task, object, d, p) : named(d) ? d : p;
   rec.role = accepted === d ? ROLE.ACCEPTED : ROLE.CLIENT;
   rec.via = fsName(accepted.name!);
 }
@@ -792,6 +818,10 @@ export class SocketQueuesRestore implements RestoreHandler {
     /* no objects of its own */
   }
   finish(_ctx: RestartContext, task: RestartTask): void {
+    for (const s of restoredSockets(task).values()) {
+      const across = (s.rec?.role === ROLE.ACCEPTED || s.rec?.role === ROLE.CLIENT) && !restoredSockets(task).has(s.peer);
+      if (across && !s.connected) throw new CptError('EBADIMG', 'a connection through a listener with another process that was not made', { pid: task.pid, object: s.object ?? `socket:[${s.rec!.ino}]` });
+    }
     sendQueues(task);
   }
 }
@@ -893,8 +923,20 @@ function connectTo(task: RestartTask, fd: bigint, name: Buffer, object: string):
 function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): bigint[] {
   const listenerFor = (name: Buffer, type: number) => [...table.values()].find((x) => x.rec!.state === linux.TCP_LISTEN && x.type === type && x.rec!.name.equals(name));
   const keep: bigint[] = [];
+  for (const a of table.values()) {
+    if (a.rec!.role !== ROLE.ACCEPTED || table.has(a.peer)) continue;
+    // Its connecting end is in another process, which connects after its final credentials.
+    const real = listenerFor(a.rec!.via, a.type);
+    const listener = real ?? standInFor(ctx, task, a);
+    if (!real) keep.push(listener.fd);
+    crossOf(ctx, a.rec!.ino).accepted = { task, s: a, listener, standIn: real ? undefined : listener };
+  }
   for (const c of table.values()) {
     if (c.rec!.role !== ROLE.CLIENT) continue;
+    if (!table.has(c.peer)) {
+      crossOf(ctx, c.peer).client = { task, s: c };
+      continue;
+    }
     const a = table.get(c.peer);
     const object = c.object!;
     if (!a || a.rec!.role !== ROLE.ACCEPTED || a.peer !== c.rec!.ino || !a.rec!.via.equals(c.rec!.via) || a.type !== c.type || !a.rec!.name.equals(c.rec!.via)) {
@@ -903,8 +945,7 @@ function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<
     const real = listenerFor(c.rec!.via, c.type);
     let listener = real;
     if (!listener) {
-      const rec = Object.assign(new UnixSocketImage(), a.rec!, { state: linux.TCP_LISTEN, backlog: 1, role: ROLE.NONE, via: Buffer.alloc(0), peer: 0n });
-      listener = { fd: makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 }), type: c.type, peer: 0n, rec, object: a.object! };
+      listener = standInFor(ctx, task, a);
       keep.push(listener.fd);
       c.standIn = listener;
     }
@@ -931,6 +972,87 @@ function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<
   return keep;
 }
 
+/** A listener standing in for the closed one an accepted socket came from: bound to the same name (in place, or privately), not listening yet. */
+function standInFor(ctx: RestartContext, task: RestartTask, a: RestoredSocket): RestoredSocket {
+  const rec = Object.assign(new UnixSocketImage(), a.rec!, { state: linux.TCP_LISTEN, backlog: 1, role: ROLE.NONE, via: Buffer.alloc(0), peer: 0n });
+  return { fd: makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 }), type: a.type, peer: 0n, rec, object: a.object! };
+}
+
+/** A connection through a listener between two processes, by its accepted socket's inode: each side as its process's files restore finds it. */
+interface CrossConnection {
+  accepted?: { task: RestartTask; s: RestoredSocket; listener: RestoredSocket; standIn?: RestoredSocket; ready?: boolean };
+  client?: { task: RestartTask; s: RestoredSocket; ready?: boolean };
+  done?: boolean;
+}
+const CROSS = new WeakMap<RestartContext, Map<bigint, CrossConnection>>();
+function crossOf(ctx: RestartContext, ino: bigint): CrossConnection {
+  const all = CROSS.get(ctx) ?? new Map<bigint, CrossConnection>();
+  CROSS.set(ctx, all);
+  let x = all.get(ino);
+  if (!x) {
+    x = {};
+    all.set(ino, x);
+  }
+  return x;
+}
+
+/**
+ * A connection between two processes, once both have their final credentials (the finish hooks
+ * from there on run hook by hook across the tree, so the second of the two gets here after the
+ * first): the connecting process connects, the other accepts from the listener and puts the
+ * accepted socket at its fds; then each sends what waited on the other end (as the process that
+ * had sent it), before either makes its shutdowns.
+ */
+function connectAcross(ctx: RestartContext, x: CrossConnection): void {
+  const { accepted: A, client: C } = x;
+  if (!A || !C || !A.ready || !C.ready || x.done) return;
+  x.done = true;
+  const a = A.s;
+  const c = C.s;
+  const object = c.object!;
+  if (a.peer !== c.rec!.ino || c.peer !== a.rec!.ino || !a.rec!.via.equals(c.rec!.via) || !a.rec!.name.equals(c.rec!.via) || a.type !== c.type) {
+    throw new CptError('EBADIMG', 'a connection through a listener whose accepted end does not match', { pid: C.task.pid, object });
+  }
+  if (a.scm?.length || c.scm?.length) throw new CptError('EBADIMG', 'control data queued on a connection between two processes', { pid: C.task.pid, object });
+  const at = A.task.tracee!;
+  const l = A.listener;
+  let through: bigint | undefined;
+  if (l.rec!.nameUnlinked && l.rec!.name[0] !== 0) through = privateSocketFile(ctx, C.task, l.rec!.ino, c.fd, object);
+  try {
+    connectTo(C.task, c.fd, through !== undefined ? Buffer.from(`/proc/self/fd/${through}`) : c.rec!.via, object);
+  } finally {
+    if (through !== undefined) C.task.tracee!.syscall(SYS.close, [through]);
+  }
+  const got = at.syscallOk(linux.syscallNumber('accept4'), [l.fd, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${object} of process ${C.task.pid}`);
+  if (A.standIn) at.syscall(SYS.close, [A.standIn.fd]);
+  replaceSocket(A.task, a, got);
+  setOptions(ctx, A.task, a.fd, a.rec!, a.object!);
+  sendPlain(C.task, c.fd, a.type, a.queue ?? [], a.object!);
+  sendPlain(A.task, a.fd, c.type, c.queue ?? [], object);
+  a.queue = [];
+  c.queue = [];
+  a.connected = true;
+  c.connected = true;
+}
+
+/** The messages (or a stream's bytes) of `queue`, sent in order on `fd` of the task (non-blocking: a short send is an error). */
+function sendPlain(task: RestartTask, fd: bigint, type: number, queue: SocketQueueImage[], object: string): void {
+  const t = task.tracee!;
+  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 2048) / 4096) * 4096);
+  for (const q of queue) {
+    if (type !== SOCK.STREAM && q.data.length > room) throw new CptError('EMSGSIZE', `a queued message of ${q.data.length} bytes is larger than cptrst can send in one call (${room})`, { pid: task.pid, object });
+    let done = 0;
+    do {
+      const n = Math.min(room, q.data.length - done);
+      const w = t.syscall(linux.syscallNumber('sendto'), [fd, t.stage(q.data.subarray(done, done + n), 0), n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, 0, 0]);
+      if (w < 0n || (type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
+        throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object });
+      }
+      done += Number(w);
+    } while (done < q.data.length);
+  }
+}
+
 /**
  * After the final credentials, before the queues: listening sockets listen, and each connection
  * through a listener is made by its connecting socket and accepted, so that the kernel records
@@ -955,8 +1077,19 @@ export class UnixConnect implements RestoreHandler {
       l.listening = true;
     };
     for (const l of table.values()) if (l.rec!.state === linux.TCP_LISTEN) listen(l);
+    // Connections with another process: made by the second of the two to get here.
+    for (const [ino, x] of CROSS.get(ctx) ?? []) {
+      if (x.accepted?.task === task) {
+        listen(x.accepted.listener);
+        x.accepted.ready = true;
+      } else if (x.client?.task === task) {
+        x.client.ready = true;
+      } else continue;
+      if (!x.accepted || !x.client) throw new CptError('EBADIMG', `socket ${ino}: a connection through a listener whose other end no process of the image holds`, { pid: task.pid, object: `socket:[${ino}]` });
+      connectAcross(ctx, x);
+    }
     for (const c of table.values()) {
-      if (c.rec!.role !== ROLE.CLIENT) continue;
+      if (c.rec!.role !== ROLE.CLIENT || !table.has(c.peer)) continue;
       const a = table.get(c.peer)!;
       listen(c.listener!);
       connectTo(task, c.fd, c.through !== undefined ? Buffer.from(`/proc/self/fd/${c.through}`) : c.rec!.via, c.object!);
