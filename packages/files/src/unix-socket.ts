@@ -394,7 +394,7 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
   if (d.type === SOCK.DGRAM || !(named(d) || named(p))) return;
   // A connection through a listener: the accepted end has the listener's name. When both ends
   // have names, the connecting end bound its own.
-  const accepted = named(d) && named(p) ? acceptedEnd(task, object, d, p!) : named(d) ? d : p!;
+  const accepted = named(d) && named(p) ? acceptedEnd(task, object, d, p) : named(d) ? d : p;
   rec.role = accepted === d ? ROLE.ACCEPTED : ROLE.CLIENT;
   rec.via = fsName(accepted.name!);
 }
