@@ -18,10 +18,12 @@
  * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
  * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one), and
  * the messages' descriptors in flight and credentials in UNIX_SCM records (unix-scm.ts).
- * Refused, naming the fd and why: a peer or holder outside the tree,
- * a connection made through a listener (its ends have names), connections not yet accepted,
- * messages queued on a socket that is not connected, a
- * datagram socket connected one way, SO_PASSSEC/SO_PASSPIDFD. A peer outside the tree is refused
+ * A connection made through a listener has an accepted end (the listener's name) and a connecting
+ * one, told apart when both have names by the listener's socket file (acceptedEnd); its ends may
+ * be in two processes of the tree (acrossProcesses).
+ * Refused, naming the fd and why: a peer or holder outside the tree, a connection whose ends
+ * cannot be told apart, connections not yet accepted from another process or with data sent,
+ * messages queued on a socket that is not connected, SO_PASSSEC/SO_PASSPIDFD. A peer outside the tree is refused
  * unless the user said how it comes back (--ext-unix-sk: externalPeer). A name that no longer
  * leads to the socket (unlinked, replaced, its directory gone, a relative name the working
  * directory no longer reaches) is bound again in a private place (unix-name.ts).
@@ -34,8 +36,9 @@
  * and inode, on the same boot); a name that no longer led to the socket is bound in a private
  * place instead (unix-name.ts), and a datagram socket connected one way to it is connected from
  * there.
- * A listener then listens with its backlog. Buffer sizes and SO_PASSCRED are set as each socket
- * is made; at the end of the files restore, when every socket exists, each queue is sent again
+ * Listeners listen, and connections through them are made and accepted, after the final
+ * credentials (UnixConnect), which the kernel records for SO_PEERCRED. Buffer sizes and
+ * SO_PASSCRED are set as each socket is made; after the connections, each queue is sent again
  * by its peer (non-blocking: a short send is an error, never a hang), then the shutdowns are
  * made (a connected socket's shutdown also marks its peer, as the kernel did) and the peek
  * offsets set.
@@ -300,8 +303,8 @@ function describeName(task: CheckpointTask, d: linux.UnixDiag, rec: UnixSocketIm
 }
 
 /**
- * A name bound in a private place at restart leads nowhere in the filesystem, so only what needs
- * no path to it is restored: connections through it, or messages sent to it by name, are refused.
+ * A name bound in a private place at restart leads nowhere in the filesystem: connections through
+ * it are made through its private socket file; messages sent to it by name are refused.
  */
 function checkUnlinkedName(task: CheckpointTask, f: OpenFile, rec: UnixSocketImage, queued: number): void {
   if (!rec.nameUnlinked || !rec.name.length || rec.name[0] === 0) return;
