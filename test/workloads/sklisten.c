@@ -8,11 +8,14 @@
  *          fd 15 the accepted end (its name leads nowhere)
  *   fd 20/21 a datagram socketpair, 20 bound to conn/dp (then unlinked), 21 to an abstract name
  *   fd 32  (parent) accepted from a listener on conn/x, closed and unlinked; fd 31 (child) the
- *          connecting end. Before the checkpoint each side sent to the other, unread.
+ *          connecting end. Before the checkpoint each side sent to the other, unread. The
+ *          child's fd 33 waits in fd 10's backlog, after fd 16, and its fd 34 in fd 13's (whose
+ *          name is unlinked after that).
  * Data waits on 11, 12, 14, 15 and 21 at the checkpoint. After the trigger: every name and peer
  * name as bound; SO_PEERCRED on both ends of every connection is the connecting process's (pid,
  * uid, gid) and the listener's; the data that waited, then new data both ways; the connection
- * waiting in fd 10's backlog is accepted now, from fd 16 (its name, its credentials); the child
+ * waiting in fd 10's backlog are accepted now, from fd 16 then the child's 33 (names, credentials,
+ * data sent after the restart); the child
  * checks its end the same way and exits 0; nothing is left in <dir>/conn but the listener's name.
  * CPT_TAMPER=1 shuts fd 12 down for writing first, so nothing more goes from 12 to 11.
  * --passcred: SO_PASSCRED on fd 32 (which a checkpoint refuses; it still passes).
@@ -136,7 +139,7 @@ static void setup(void)
         exit(5);
     if (sock_at(SOCK_SEQPACKET, 13) < 0 || bind_to(13, in_dir("gone"), 0) != 0 || listen(13, 2) != 0)
         exit(6);
-    if (sock_at(SOCK_SEQPACKET, 14) < 0 || connect_to(14, in_dir("gone")) != 0 || accept_at(13, 15) != 15 || unlink(in_dir("gone")) != 0)
+    if (sock_at(SOCK_SEQPACKET, 14) < 0 || connect_to(14, in_dir("gone")) != 0 || accept_at(13, 15) != 15)
         exit(7);
     if (!sent(14, "m1") || !sent(14, "m2") || !sent(15, "back"))
         exit(8);
@@ -157,6 +160,8 @@ static void setup(void)
 static void child(pid_t parent)
 {
     close(30);
+    if (sock_at(SOCK_STREAM, 33) < 0 || connect_to(33, in_dir("lst")) != 0 || sock_at(SOCK_SEQPACKET, 34) < 0 || connect_to(34, in_dir("gone")) != 0)
+        _exit(20);
     if (sock_at(SOCK_STREAM, 31) < 0 || connect_to(31, in_dir("x")) != 0 || !sent(31, "c2p"))
         _exit(20);
     while (!wl_triggered())
@@ -165,6 +170,10 @@ static void child(pid_t parent)
         _exit(21);
     if (!cred_is(31, parent))
         _exit(22);
+    if (!named(33, NULL, 0, 0) || !named(33, in_dir("lst"), 0, 1) || !cred_is(33, parent) || !sent(33, "late-c"))
+        _exit(24);
+    if (!named(34, in_dir("gone"), 0, 1) || !cred_is(34, parent) || !sent(34, "late-s"))
+        _exit(25);
     if (!got(31, "p2c") || !sent(31, "ok-c") || !got(31, "ok-p"))
         _exit(23);
     _exit(0);
@@ -192,7 +201,7 @@ int main(int argc, char **argv)
         exit(14);
     /* The child's c2p waits on 32 before the checkpoint. */
     struct pollfd p = {.fd = 32, .events = POLLIN};
-    if (poll(&p, 1, 10000) != 1)
+    if (poll(&p, 1, 10000) != 1 || unlink(in_dir("gone")) != 0)
         exit(15);
     wl_ready();
     while (!wl_triggered())
@@ -212,11 +221,17 @@ int main(int argc, char **argv)
     WL_CHECK(cred_is(14, me) && cred_is(15, me), "fds 14/15: SO_PEERCRED");
     WL_CHECK(got(15, "m1") && got(15, "m2") && got(14, "back"), "fds 14/15: the messages that waited");
     WL_CHECK(sent(15, "seq") && got(14, "seq"), "fds 14/15: new data");
+    struct pollfd sp = {.fd = 13, .events = POLLIN};
+    int acc3 = poll(&sp, 1, 10000) == 1 ? accept(13, NULL, NULL) : -1;
+    WL_CHECK(acc3 >= 0 && cred_is(acc3, c) && named(acc3, in_dir("gone"), 0, 0) && got(acc3, "late-s"), "the child's connection waiting on fd 13: %s", acc3 < 0 ? strerror(errno) : "credentials, name or data");
 
     fcntl(10, F_SETFL, O_NONBLOCK);
     int acc = accept(10, NULL, NULL);
     WL_CHECK(acc >= 0 && named(acc, in_dir("pend"), 0, 1) && named(16, in_dir("lst"), 0, 1) && cred_is(acc, me) && cred_is(16, me), "the connection waiting on fd 10: %s", acc < 0 ? strerror(errno) : "names or credentials");
     WL_CHECK(acc >= 0 && sent(16, "late") && got(acc, "late"), "the connection waiting on fd 10 carries nothing");
+    struct pollfd lp = {.fd = 10, .events = POLLIN};
+    int acc2 = poll(&lp, 1, 10000) == 1 ? accept(10, NULL, NULL) : -1;
+    WL_CHECK(acc2 >= 0 && cred_is(acc2, c) && named(acc2, NULL, 0, 1) && got(acc2, "late-c"), "the child's connection waiting on fd 10: %s", acc2 < 0 ? strerror(errno) : "credentials or data");
 
     WL_CHECK(named(20, in_dir("dp"), 0, 0) && named(21, abstract_name, 1, 0) && named(20, abstract_name, 1, 1) && named(21, in_dir("dp"), 0, 1), "fds 20/21: names");
     char b[16];
@@ -227,7 +242,7 @@ int main(int argc, char **argv)
     WL_CHECK(cred_is(32, c), "fd 32: SO_PEERCRED is not the child's");
     WL_CHECK(got(32, "c2p") && sent(32, "ok-p") && got(32, "ok-c"), "fd 32: data with the child");
     int status = 0;
-    WL_CHECK(waitpid(c, &status, 0) == c && WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status 0x%x (20-23: its checks)", status);
+    WL_CHECK(waitpid(c, &status, 0) == c && WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status 0x%x (20-25: its checks)", status);
 
     struct dirent **list;
     int n = scandir(dir, &list, NULL, alphasort);

@@ -186,12 +186,14 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   if (d.name && d.name.length) describeName(task, d, rec);
   if (d.state === linux.TCP_LISTEN) {
     rec.backlog = d.rqlen?.wqueue ?? 0;
-    rec.pending = d.icons.map((e) => BigInt(pendingClient(task, f, e)));
-  } else if (d.state === linux.TCP_ESTABLISHED && !d.peer && listenerOf(task, ino)) {
-    // Connected, and a listener of this process has not accepted the connection yet (sock_diag
-    // shows no peer: the connection's other end has no inode until it is accepted).
+    rec.pending = d.icons.map((e) => BigInt(pendingClient(ctx, task, f, e)));
+  } else if (d.state === linux.TCP_ESTABLISHED && !d.peer && listenerOf(ctx, task, ino)) {
+    // Connected, and a listener of this process or another of the tree has not accepted the
+    // connection yet (sock_diag shows no peer: its other end has no inode until it is accepted).
+    const l = listenerOf(ctx, task, ino)!;
     rec.role = ROLE.PENDING;
-    rec.via = fsName(listenerOf(task, ino)!.name!);
+    rec.via = fsName(l.name!);
+    rec.viaIno = BigInt(l.ino);
   } else if (d.peer) {
     describePeer(ctx, task, f, d, rec);
   } else if (d.state === linux.TCP_ESTABLISHED && type === SOCK.DGRAM) {
@@ -313,19 +315,32 @@ function checkUnlinkedName(task: CheckpointTask, f: OpenFile, rec: UnixSocketIma
   if (queued && !rec.peer && !rec.peerClosed) refuse(task.pid, object, `${queued} message(s) sent to the name ${name} wait on it, but that name was unlinked (or no longer leads to it); sending them again by that name is not supported`);
 }
 
-/** The listening socket of this process whose backlog holds a connection from `client`, if any (sock_diag lists a listener's waiting connections by their clients). */
-function listenerOf(task: CheckpointTask, client: number): linux.UnixDiag | undefined {
+/**
+ * The listening socket, of this process or of another process of the tree, whose backlog holds a
+ * connection from `client`, if any (sock_diag lists a listener's waiting connections by their
+ * clients).
+ */
+function listenerOf(ctx: CheckpointContext, task: CheckpointTask, client: number): linux.UnixDiag | undefined {
   const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
   for (const d of all.values()) {
-    if (d.state === linux.TCP_LISTEN && d.icons.includes(client) && ownHolders(task, { link: `socket:[${d.ino}]` }).length) return d;
+    if (d.state !== linux.TCP_LISTEN || !d.icons.includes(client)) continue;
+    if (ownHolders(task, { link: `socket:[${d.ino}]` }).length) return d;
+    if (heldInTree(ctx, task, d.ino)) return d;
   }
   return undefined;
 }
 
-/** The client of a connection waiting in a listener's backlog: a socket of this process (refused otherwise). */
-function pendingClient(task: CheckpointTask, f: OpenFile, client: number): number {
-  if (!client || !ownHolders(task, { link: `socket:[${client}]` }).length) {
-    refuse(task.pid, objectOf(f), `a connection waiting in the listening socket's backlog comes from ${client ? `socket:[${client}], which this process does not hold` : 'a socket already closed'}; not supported yet`);
+/** Socket `ino` is held by exactly one other process, of the tree. */
+function heldInTree(ctx: CheckpointContext, task: CheckpointTask, ino: number): boolean {
+  const link = `socket:[${ino}]`;
+  const others = new Set(otherHolders(task, { link }).map((h) => h.pid));
+  return others.size === 1 && !ownHolders(task, { link }).length && !shareOf(ctx, task, { link }).outside.length;
+}
+
+/** The client of a connection waiting in a listener's backlog: a socket of this process, or of one other process of the tree (refused otherwise). */
+function pendingClient(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, client: number): number {
+  if (!client || !(ownHolders(task, { link: `socket:[${client}]` }).length || heldInTree(ctx, task, client))) {
+    refuse(task.pid, objectOf(f), `a connection waiting in the listening socket's backlog comes from ${client ? `socket:[${client}], which no one other process of the tree holds alone` : 'a socket already closed'}; not supported yet`);
   }
   return client;
 }
@@ -593,6 +608,8 @@ interface RestoredSocket {
   through?: bigint;
   /** A listener that listens already. */
   listening?: boolean;
+  /** A listener whose backlog has clients in other processes (connectBacklog). */
+  across?: boolean;
 }
 
 const RESTORED = new StateKey<Map<bigint, RestoredSocket>>('files.unixRestored');
@@ -614,7 +631,7 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if ((r.role === ROLE.NONE) !== (r.via.length === 0) || r.via.length > SUN_PATH_MAX) throw bad('the name it is connected through');
   if ((r.role === ROLE.ACCEPTED || r.role === ROLE.CLIENT) && (!r.peer || r.type === SOCK.DGRAM)) throw bad('a connection through a listener without a peer');
   if (r.pending.length && r.state !== linux.TCP_LISTEN) throw bad('connections waiting on a socket that does not listen');
-  if ((r.viaIno || r.viaPrivate) && r.role !== ROLE.DGRAM_TO) throw bad('the socket it sends to, on a socket that is not connected one way');
+  if ((r.viaPrivate && r.role !== ROLE.DGRAM_TO) || (r.viaIno && r.role !== ROLE.DGRAM_TO && r.role !== ROLE.PENDING)) throw bad('the socket it sends to, on a socket that is not connected one way');
   if (r.viaPrivate && (!r.viaIno || r.via[0] === 0)) throw bad('a private name to connect to without its socket');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
   if (r.peer && r.name.length && r.role === ROLE.NONE && r.type !== SOCK.DGRAM) throw bad('a named socket with a peer');
@@ -824,6 +841,7 @@ export class SocketQueuesRestore implements RestoreHandler {
     for (const s of restoredSockets(task).values()) {
       const across = (s.rec?.role === ROLE.ACCEPTED || s.rec?.role === ROLE.CLIENT) && !restoredSockets(task).has(s.peer);
       if (across && !s.connected) throw new CptError('EBADIMG', 'a connection through a listener with another process that was not made', { pid: task.pid, object: s.object ?? `socket:[${s.rec!.ino}]` });
+      if (s.rec?.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object ?? `socket:[${s.rec.ino}]` });
     }
     sendQueues(task);
   }
@@ -960,10 +978,19 @@ function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<
     }
   }
   for (const l of table.values()) {
+    // A backlog with clients in other processes: connected in its order once all have their credentials.
+    if (l.rec!.pending.some((ino) => !table.has(ino))) {
+      backlogOf(ctx, l.rec!.ino).listener = { task, l };
+      l.across = true;
+      continue;
+    }
     if (l.rec!.pending.length && l.rec!.nameUnlinked && l.rec!.name[0] !== 0) {
       l.through = privateSocketFile(ctx, task, l.rec!.ino, l.fd, l.object!);
       keep.push(l.through);
     }
+  }
+  for (const s of table.values()) {
+    if (s.rec!.role === ROLE.PENDING && s.rec!.viaIno && !table.has(s.rec!.viaIno)) backlogOf(ctx, s.rec!.viaIno).clients.set(s.rec!.ino, { task, s });
   }
   for (const s of table.values()) {
     if (s.rec!.role !== ROLE.DGRAM_TO || s.connected) continue;
@@ -1103,6 +1130,7 @@ export class UnixConnect implements RestoreHandler {
       setOptions(ctx, task, a.fd, a.rec!, a.object!);
     }
     for (const l of table.values()) {
+      if (l.across) continue;
       for (const ino of l.rec!.pending) {
         const c = table.get(ino);
         if (!c?.rec || c.rec.role !== ROLE.PENDING || !c.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: task.pid, object: l.object! });
@@ -1111,10 +1139,57 @@ export class UnixConnect implements RestoreHandler {
       }
       if (l.through !== undefined) t.syscall(SYS.close, [l.through]);
     }
-    for (const s of table.values()) {
-      if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
+    for (const [ino, b] of BACKLOGS.get(ctx) ?? []) {
+      if (b.listener?.task === task) b.listener.ready = true;
+      for (const c of b.clients.values()) if (c.task === task) c.ready = true;
+      if (!b.listener) throw new CptError('EBADIMG', `a connection waiting in the backlog of socket ${ino}, which no process of the image listens on`, { pid: task.pid, object: `socket:[${ino}]` });
+      connectBacklog(ctx, b);
     }
   }
+}
+
+/** A listener's backlog with clients in other processes of the tree, by the listener's inode. */
+interface Backlog {
+  listener?: { task: RestartTask; l: RestoredSocket; ready?: boolean };
+  clients: Map<bigint, { task: RestartTask; s: RestoredSocket; ready?: boolean }>;
+  done?: boolean;
+}
+const BACKLOGS = new WeakMap<RestartContext, Map<bigint, Backlog>>();
+function backlogOf(ctx: RestartContext, ino: bigint): Backlog {
+  const all = BACKLOGS.get(ctx) ?? new Map<bigint, Backlog>();
+  BACKLOGS.set(ctx, all);
+  let b = all.get(ino);
+  if (!b) {
+    b = { clients: new Map() };
+    all.set(ino, b);
+  }
+  return b;
+}
+
+/**
+ * Once the listener listens and every client has its final credentials: each waiting connection
+ * is made again, in the backlog's order, by the process that holds its client (through the
+ * listener's private socket file when its name is private).
+ */
+function connectBacklog(ctx: RestartContext, b: Backlog): void {
+  const L = b.listener!;
+  if (b.done || !L.ready || [...b.clients.values()].some((c) => !c.ready)) return;
+  b.done = true;
+  const l = L.l;
+  const own = restoredSockets(L.task);
+  for (const ino of l.rec!.pending) {
+    const mine = own.get(ino);
+    const c = mine ? { task: L.task, s: mine } : b.clients.get(ino);
+    if (!c?.s.rec || c.s.rec.role !== ROLE.PENDING || !c.s.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: L.task.pid, object: l.object! });
+    const through = l.rec!.nameUnlinked && l.rec!.name[0] !== 0 ? privateSocketFile(ctx, c.task, l.rec!.ino, c.s.fd, c.s.object!) : undefined;
+    try {
+      connectTo(c.task, c.s.fd, through !== undefined ? Buffer.from(`/proc/self/fd/${through}`) : l.rec!.name, c.s.object!);
+    } finally {
+      if (through !== undefined) c.task.tracee!.syscall(SYS.close, [through]);
+    }
+    c.s.connected = true;
+  }
+  if (b.clients.size !== l.rec!.pending.filter((ino) => !own.has(ino)).length) throw new CptError('EBADIMG', 'a connection registered in a backlog that does not list it', { pid: L.task.pid, object: l.object! });
 }
 
 /** Puts `real` at every fd of the task that holds the stand-in socket `s`, with the FILE's flags; the stand-in goes. */
