@@ -3,7 +3,8 @@
  * vector), then read the stream front to back, handing each object to the restore handler that
  * owns its type: the TASK object creates the process with its PID, later objects fill it in.
  * Once every task is made (a tree's children are made from their parents), the finish hooks run
- * for each task in order (the arch one, last, decides the registers) and all are let go together. On failure, or when interrupted (options.signal, checked
+ * for each task in order (the arch one decides the registers), those from the final credentials
+ * on hook by hook across the tree, and all are let go together. On failure, or when interrupted (options.signal, checked
  * between objects and hooks), every process made so far is killed.
  */
 import { DependencyContainer } from 'tsyringe';
@@ -39,10 +40,25 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
 
   const tasks: RestartTask[] = [];
   let current: RestartTask | undefined;
+  // The finish hooks run task by task up to the final credentials; from there on (the final
+  // credentials, then what needs them in every process, such as a connection between two
+  // processes made by one and accepted by the other) hook by hook across the tree.
+  const FINAL = 900;
   const finishTask = async (t: RestartTask): Promise<void> => {
     for (const h of handlers) {
+      if (h.order >= FINAL) continue;
       await ctx.checkpointYield();
       await ctx.timed(`finish ${h.name}`, () => h.finish?.(ctx, t));
+    }
+    await ctx.checkpointYield();
+  };
+  const finishLate = async (live: RestartTask[]): Promise<void> => {
+    for (const h of handlers) {
+      if (h.order < FINAL) continue;
+      for (const t of live) {
+        await ctx.checkpointYield();
+        await ctx.timed(`finish ${h.name}`, () => h.finish?.(ctx, t));
+      }
     }
     await ctx.checkpointYield();
   };
@@ -96,6 +112,7 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
     }
     if (!current) throw new CptError('EBADIMG', 'the image holds no task');
     for (const t of tasks) if (!t.zombie) await finishTask(t);
+    await finishLate(tasks.filter((t) => !t.zombie));
   } catch (e) {
     for (const t of tasks) {
       for (const h of handlers) {

@@ -29,7 +29,7 @@ import { FifoKind } from './fifo';
 import { MemfdKind } from './memfd';
 import { ShmemFileKind } from './shmem-file';
 import { DevTtyKind, PtyMasterKind, PtySlaveKind, TtyRestore } from './tty';
-import { SocketQueuesRestore, UnixSocketKind, connectUnixSockets } from './unix-socket';
+import { SocketQueuesRestore, UnixConnect, UnixSocketKind, connectUnixSockets } from './unix-socket';
 import { PidfdFinish, PidfdKind } from './pidfd';
 import { UnixNamesFinish } from './unix-name';
 import { ScmInstall } from './unix-scm';
@@ -119,6 +119,7 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new FilesRestore());
   provide(c, Tokens.DumpHandler, new LocksDump());
   provide(c, Tokens.RestoreHandler, new LocksRestore());
+  provide(c, Tokens.RestoreHandler, new UnixConnect());
   provide(c, Tokens.RestoreHandler, new SocketQueuesRestore());
   provide(c, Tokens.RestoreHandler, new PidfdFinish());
   provide(c, Tokens.RestoreHandler, new UnixNamesFinish());

@@ -23,7 +23,6 @@
  */
 import * as path from 'path';
 import { CptError, RestartContext, RestartTask, RestoreHandler, Tokens, Tracee, linux } from '@cptrst/core';
-import { FILES_ORDER } from './fs-struct';
 
 const { O, PTRACE_O } = linux;
 
@@ -143,7 +142,7 @@ export function bindPrivately(ctx: RestartContext, task: RestartTask, fd: bigint
 /**
  * Connects the task's socket `fd` one way to `name`, which the socket `target` (of this process
  * or another of the image) gets privately: now if it has it, else as soon as it is bound (every
- * socket of the image is made before the first finish hook, where the helper ends).
+ * socket of the image is made before the finish hooks; the helper ends after the connections).
  */
 export function connectPrivately(ctx: RestartContext, task: RestartTask, fd: bigint, target: bigint, name: Buffer, object: string): void {
   const h = helperOf(ctx);
@@ -168,6 +167,72 @@ function connectNow(h: NameHelper, c: PrivateConnect, target: bigint): void {
 }
 
 /**
+ * An O_PATH fd, in the task, of the socket file the private name of socket `ino` made. The task
+ * connects to it through /proc/self/fd/N, as itself (the kernel records the connecting process's
+ * credentials, and the peer's name is the string bound): no path of the user's filesystem leads
+ * there. The helper opens the file and sends it over a socketpair of the task's (SCM_RIGHTS); the
+ * file is made writable for the task, which could write to its own socket's file before (the
+ * connection existed) and nobody else can reach it. The fd is placed at `above` or higher.
+ */
+export function privateSocketFile(ctx: RestartContext, task: RestartTask, ino: bigint, above: bigint, object: string): bigint {
+  const h = HELPERS.get(ctx);
+  const bound = h?.roots.get(ino);
+  if (!h || !bound) throw new CptError('EBADIMG', `unix socket ${ino} has no private name to connect to`, { pid: task.pid, object });
+  const t = task.tracee!;
+  const pairAt = t.stage(Buffer.alloc(8));
+  t.syscallOk(sc('socketpair'), [linux.AF_UNIX, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0, pairAt], `socketpair to receive the private socket file of ${object}`);
+  const pair = t.readMemory(pairAt, 8);
+  const ends = [BigInt(pair.readInt32LE(0)), BigInt(pair.readInt32LE(4))];
+  try {
+    enter(h, bound.root);
+    const name = h.t.stage(Buffer.concat([bound.name, Buffer.from([0])]));
+    h.t.syscallOk(sc('fchmodat'), [linux.AT_FDCWD, name, 0o777, 0], `chmod of the private socket file of ${object}`);
+    const file = h.t.syscallOk(sc('openat'), [linux.AT_FDCWD, name, O.PATH | O.NOFOLLOW | O.CLOEXEC, 0], `opening the private socket file of ${object}`);
+    const copy = copyOf(h, task, ends[1], object);
+    try {
+      h.t.syscallOk(sc('sendmsg'), [copy, h.t.stage(rightsMessage(h.t, Number(file)), 0), linux.MSG.DONTWAIT], `sending the private socket file of ${object}`);
+    } finally {
+      h.t.syscall(sc('close'), [copy]);
+      h.t.syscall(sc('close'), [file]);
+    }
+    const at = t.stage(rightsMessage(t, -1), 0);
+    t.syscallOk(sc('recvmsg'), [ends[0], at, linux.MSG.DONTWAIT | linux.MSG.CMSG_CLOEXEC], `receiving the private socket file of ${object}`);
+    const m = t.readMemory(at, RIGHTS.size);
+    const fd = m.readInt32LE(RIGHTS.fd);
+    if (m.readInt32LE(RIGHTS.flags) & linux.MSG.CTRUNC || m.readBigUInt64LE(RIGHTS.cmsg) !== 20n || m.readInt32LE(RIGHTS.cmsg + 12) !== linux.SCM_RIGHTS || fd < 0) {
+      throw new CptError('EIO', 'the private socket file did not arrive', { pid: task.pid, object });
+    }
+    const moved = t.syscallOk(linux.SYS.fcntl, [fd, linux.F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of the private socket file of ${object}`);
+    t.syscall(sc('close'), [fd]);
+    return moved;
+  } finally {
+    for (const e of ends) t.syscall(sc('close'), [e]);
+  }
+}
+
+/** struct msghdr (56 bytes), its iovec, a cmsghdr with one fd (CMSG_SPACE 24), one data byte: offsets. */
+const RIGHTS = { flags: 48, iov: 56, cmsg: 72, fd: 88, byte: 96, size: 104 } as const;
+
+/** A message of one byte carrying fd `fd` (SCM_RIGHTS), laid out for the scratch area of `t` at offset 0; -1: room to receive one. */
+function rightsMessage(t: Tracee, fd: number): Buffer {
+  const base = t.stage(Buffer.alloc(0), 0);
+  const m = Buffer.alloc(RIGHTS.size);
+  m.writeBigUInt64LE(base + BigInt(RIGHTS.iov), 16); // msg_iov
+  m.writeBigUInt64LE(1n, 24); // msg_iovlen
+  m.writeBigUInt64LE(base + BigInt(RIGHTS.cmsg), 32); // msg_control
+  m.writeBigUInt64LE(24n, 40); // msg_controllen
+  m.writeBigUInt64LE(base + BigInt(RIGHTS.byte), RIGHTS.iov); // iov_base
+  m.writeBigUInt64LE(1n, RIGHTS.iov + 8); // iov_len
+  if (fd >= 0) {
+    m.writeBigUInt64LE(20n, RIGHTS.cmsg); // cmsg_len: CMSG_LEN(sizeof(int))
+    m.writeInt32LE(linux.SOL_SOCKET, RIGHTS.cmsg + 8);
+    m.writeInt32LE(linux.SCM_RIGHTS, RIGHTS.cmsg + 12);
+    m.writeInt32LE(fd, RIGHTS.fd);
+  }
+  return m;
+}
+
+/**
  * An image not owned by root: the task (with its owner's filesystem identity) must be able to
  * write into the name's directory, or into the nearest ancestor that exists (it could have made
  * the missing ones): else EACCES, and nothing is bound.
@@ -187,8 +252,11 @@ function ownerMayName(task: RestartTask, absPath: string, object: string): void 
 /** Ends the helper once every process exists and every socket is connected (its sockets keep their names). */
 export class UnixNamesFinish implements RestoreHandler {
   readonly name = 'files.unix-names';
-  /** After the files' own finish (300), where the connections are made. */
-  readonly order = FILES_ORDER + 6;
+  /**
+   * After the connections through listeners (920), which may need it in every process (the finish
+   * hooks from the final credentials on run hook by hook across the tree).
+   */
+  readonly order = 930;
   readonly types: number[] = [];
   restore(): void {
     /* no objects of its own */

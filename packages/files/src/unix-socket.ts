@@ -18,10 +18,12 @@
  * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
  * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one), and
  * the messages' descriptors in flight and credentials in UNIX_SCM records (unix-scm.ts).
- * Refused, naming the fd and why: a peer or holder outside the tree,
- * a connection made through a listener (its ends have names), connections not yet accepted,
- * messages queued on a socket that is not connected, a
- * datagram socket connected one way, SO_PASSSEC/SO_PASSPIDFD. A peer outside the tree is refused
+ * A connection made through a listener has an accepted end (the listener's name) and a connecting
+ * one, told apart when both have names by the listener's socket file (acceptedEnd); its ends may
+ * be in two processes of the tree (acrossProcesses).
+ * Refused, naming the fd and why: a peer or holder outside the tree, a connection whose ends
+ * cannot be told apart, connections not yet accepted from another process or with data sent,
+ * messages queued on a socket that is not connected, SO_PASSSEC/SO_PASSPIDFD. A peer outside the tree is refused
  * unless the user said how it comes back (--ext-unix-sk: externalPeer). A name that no longer
  * leads to the socket (unlinked, replaced, its directory gone, a relative name the working
  * directory no longer reaches) is bound again in a private place (unix-name.ts).
@@ -34,8 +36,9 @@
  * and inode, on the same boot); a name that no longer led to the socket is bound in a private
  * place instead (unix-name.ts), and a datagram socket connected one way to it is connected from
  * there.
- * A listener then listens with its backlog. Buffer sizes and SO_PASSCRED are set as each socket
- * is made; at the end of the files restore, when every socket exists, each queue is sent again
+ * Listeners listen, and connections through them are made and accepted, after the final
+ * credentials (UnixConnect), which the kernel records for SO_PEERCRED. Buffer sizes and
+ * SO_PASSCRED are set as each socket is made; after the connections, each queue is sent again
  * by its peer (non-blocking: a short send is an error, never a hang), then the shutdowns are
  * made (a connected socket's shutdown also marks its peer, as the kernel did) and the peek
  * offsets set.
@@ -49,7 +52,7 @@ import {
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
-import { bindPrivately, connectPrivately } from './unix-name';
+import { bindPrivately, connectPrivately, privateSocketFile } from './unix-name';
 import { UnixScmImage, closeInFlight, controlOf, peekedQueue, queueControl, scmRecords, sendWithControl } from './unix-scm';
 
 const { SYS, O, F, SO, SOCK, S_IF } = linux;
@@ -183,12 +186,14 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   if (d.name && d.name.length) describeName(task, d, rec);
   if (d.state === linux.TCP_LISTEN) {
     rec.backlog = d.rqlen?.wqueue ?? 0;
-    rec.pending = d.icons.map((e) => BigInt(pendingClient(task, f, e)));
-  } else if (d.state === linux.TCP_ESTABLISHED && !d.peer && listenerOf(task, ino)) {
-    // Connected, and a listener of this process has not accepted the connection yet (sock_diag
-    // shows no peer: the connection's other end has no inode until it is accepted).
+    rec.pending = d.icons.map((e) => BigInt(pendingClient(ctx, task, f, e)));
+  } else if (d.state === linux.TCP_ESTABLISHED && !d.peer && listenerOf(ctx, task, ino)) {
+    // Connected, and a listener of this process or another of the tree has not accepted the
+    // connection yet (sock_diag shows no peer: its other end has no inode until it is accepted).
+    const l = listenerOf(ctx, task, ino)!;
     rec.role = ROLE.PENDING;
-    rec.via = fsName(listenerOf(task, ino)!.name!);
+    rec.via = fsName(l.name!);
+    rec.viaIno = BigInt(l.ino);
   } else if (d.peer) {
     describePeer(ctx, task, f, d, rec);
   } else if (d.state === linux.TCP_ESTABLISHED && type === SOCK.DGRAM) {
@@ -233,6 +238,10 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   rec.passcred = opts.passcred > 0;
   rec.peekOff = opts.peekOff;
   const scm = queueControl(ctx, task, object, ino, type, rec.passcred, queue);
+  const throughListener = rec.role === ROLE.ACCEPTED || rec.role === ROLE.CLIENT;
+  if (throughListener && !ownHolders(task, { link: `socket:[${rec.peer}]` }).length && (rec.passcred || scm.length)) {
+    refuse(task.pid, object, 'SO_PASSCRED, or descriptors or credentials queued, on a connection through a listener between two processes; not supported yet');
+  }
   const bytesQueued = queue.reduce((n, m) => n + m.data.length, 0);
   if (bytesQueued > QUEUE_MAX) refuse(task.pid, object, `${bytesQueued} bytes are queued on the socket; at most ${QUEUE_MAX} are stored in an image`);
   if (queue.length && !rec.peer && !rec.peerClosed) {
@@ -296,31 +305,42 @@ function describeName(task: CheckpointTask, d: linux.UnixDiag, rec: UnixSocketIm
 }
 
 /**
- * A name bound in a private place at restart leads nowhere in the filesystem, so only what needs
- * no path to it is restored: connections through it, or messages sent to it by name, are refused.
+ * A name bound in a private place at restart leads nowhere in the filesystem: connections through
+ * it are made through its private socket file; messages sent to it by name are refused.
  */
 function checkUnlinkedName(task: CheckpointTask, f: OpenFile, rec: UnixSocketImage, queued: number): void {
   if (!rec.nameUnlinked || !rec.name.length || rec.name[0] === 0) return;
   const object = objectOf(f);
   const name = printable(rec.name);
-  if (rec.role === ROLE.ACCEPTED) refuse(task.pid, object, `it was accepted from a listener whose name ${name} was unlinked (or no longer leads to it); a connection through such a name is not supported yet`);
-  if (rec.pending.length) refuse(task.pid, object, `connections wait in the backlog of a listener whose name ${name} was unlinked (or no longer leads to it); not supported yet`);
   if (queued && !rec.peer && !rec.peerClosed) refuse(task.pid, object, `${queued} message(s) sent to the name ${name} wait on it, but that name was unlinked (or no longer leads to it); sending them again by that name is not supported`);
 }
 
-/** The listening socket of this process whose backlog holds a connection from `client`, if any (sock_diag lists a listener's waiting connections by their clients). */
-function listenerOf(task: CheckpointTask, client: number): linux.UnixDiag | undefined {
+/**
+ * The listening socket, of this process or of another process of the tree, whose backlog holds a
+ * connection from `client`, if any (sock_diag lists a listener's waiting connections by their
+ * clients).
+ */
+function listenerOf(ctx: CheckpointContext, task: CheckpointTask, client: number): linux.UnixDiag | undefined {
   const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
   for (const d of all.values()) {
-    if (d.state === linux.TCP_LISTEN && d.icons.includes(client) && ownHolders(task, { link: `socket:[${d.ino}]` }).length) return d;
+    if (d.state !== linux.TCP_LISTEN || !d.icons.includes(client)) continue;
+    if (ownHolders(task, { link: `socket:[${d.ino}]` }).length) return d;
+    if (heldInTree(ctx, task, d.ino)) return d;
   }
   return undefined;
 }
 
-/** The client of a connection waiting in a listener's backlog: a socket of this process (refused otherwise). */
-function pendingClient(task: CheckpointTask, f: OpenFile, client: number): number {
-  if (!client || !ownHolders(task, { link: `socket:[${client}]` }).length) {
-    refuse(task.pid, objectOf(f), `a connection waiting in the listening socket's backlog comes from ${client ? `socket:[${client}], which this process does not hold` : 'a socket already closed'}; not supported yet`);
+/** Socket `ino` is held by exactly one other process, of the tree. */
+function heldInTree(ctx: CheckpointContext, task: CheckpointTask, ino: number): boolean {
+  const link = `socket:[${ino}]`;
+  const others = new Set(otherHolders(task, { link }).map((h) => h.pid));
+  return others.size === 1 && !ownHolders(task, { link }).length && !shareOf(ctx, task, { link }).outside.length;
+}
+
+/** The client of a connection waiting in a listener's backlog: a socket of this process, or of one other process of the tree (refused otherwise). */
+function pendingClient(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, client: number): number {
+  if (!client || !(ownHolders(task, { link: `socket:[${client}]` }).length || heldInTree(ctx, task, client))) {
+    refuse(task.pid, objectOf(f), `a connection waiting in the listening socket's backlog comes from ${client ? `socket:[${client}], which no one other process of the tree holds alone` : 'a socket already closed'}; not supported yet`);
   }
   return client;
 }
@@ -345,6 +365,11 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
   if (!ownHolders(task, { link: peerLink }).length) {
     const elsewhere = otherHolders(task, { link: peerLink });
     if (!elsewhere.length) refuse(task.pid, object, `it is connected to ${peerLink}, which no process holds (a connection not accepted yet, or a closed end); not supported yet`);
+    // A connection through a listener (an end has a name) is not a socketpair: not made by a common ancestor.
+    if (d.type !== SOCK.DGRAM && p?.peer === d.ino && (d.name?.length || p.name?.length) && !shareOf(ctx, task, { link: peerLink }).outside.length) {
+      acrossProcesses(task, object, d, p, elsewhere, rec);
+      return;
+    }
     const { shared, outside } = shareGroup(ctx, task, [{ link: f.link }, { link: peerLink }]);
     if (outside.length) {
       externalPeer(ctx, task, f, d, p, rec, `it is connected to ${peerLink}, a socket of ${describeHolders(outside)}, outside the checkpointed process tree`, shared !== undefined);
@@ -357,8 +382,9 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
       connectedOneWay(task, f, elsewhere[0].pid, p, rec);
       return;
     }
-    // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must hold one of them.
-    if (d.name?.length || p?.name?.length || p?.peer !== d.ino) {
+    // In the tree: a socketpair, made by the common ancestor of the two ends' holders, which must
+    // hold one of them (datagram sockets connected both ways are one, whatever their names).
+    if ((d.type !== SOCK.DGRAM && (d.name?.length || p?.name?.length)) || p?.peer !== d.ino) {
       refuse(task.pid, object, `it is connected to ${peerLink} of ${describeHolders(elsewhere)} through a name (a listener, or a datagram socket connected one way); a connection through a name between two processes is not supported yet`);
     }
     if (shared && !shared.holders.some((h) => h.pid === shared.maker)) {
@@ -382,14 +408,49 @@ function describePeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
     connectedOneWay(task, f, task.pid, p!, rec);
     return;
   }
-  if (named(d) && named(p)) {
-    refuse(task.pid, object, `both ends of its connection (${peerLink}) have names: which one was accepted from a listener cannot be told; not supported yet`);
+  // Datagram sockets connected to each other: a socketpair, each end bound to its name (if any).
+  if (d.type === SOCK.DGRAM || !(named(d) || named(p))) return;
+  // A connection through a listener: the accepted end has the listener's name. When both ends
+  // have names, the connecting end bound its own.
+  const accepted = named(d) && named(p) ? acceptedEnd(task, object, d, p) : named(d) ? d : p;
+  rec.role = accepted === d ? ROLE.ACCEPTED : ROLE.CLIENT;
+  rec.via = fsName(accepted.name!);
+}
+
+/**
+ * A connection through a listener between two processes of the tree: made again by the connecting
+ * process and accepted in the other (UnixConnect). Each end must be held by its one process (the
+ * accepted socket replaces a stand-in at its fds there), and carry no credentials or descriptors
+ * in its queue (the queues are sent again from the two processes as they connect).
+ */
+function acrossProcesses(task: CheckpointTask, object: string, d: linux.UnixDiag, p: linux.UnixDiag, elsewhere: ReturnType<typeof otherHolders>, rec: UnixSocketImage): void {
+  const holders = new Set(elsewhere.map((h) => h.pid));
+  if (holders.size !== 1 || otherHolders(task, { link: `socket:[${d.ino}]` }).length) {
+    refuse(task.pid, object, `it is connected through a listener to socket:[${p.ino}] of ${describeHolders(elsewhere)}, and one of the two ends is held by several processes; not supported yet`);
   }
-  if (named(d) || named(p)) {
-    if (d.type === SOCK.DGRAM) refuse(task.pid, object, `a datagram socket connected both ways to a named one (${peerLink}); not supported yet`);
-    rec.role = named(d) ? ROLE.ACCEPTED : ROLE.CLIENT;
-    rec.via = fsName((named(d) ? d : p).name!);
+  const named = (x: linux.UnixDiag): boolean => !!x.name?.length;
+  const accepted = named(d) && named(p) ? acceptedEnd(task, object, d, p) : named(d) ? d : p;
+  rec.role = accepted === d ? ROLE.ACCEPTED : ROLE.CLIENT;
+  rec.via = fsName(accepted.name!);
+}
+
+/**
+ * Which end of a connection whose two ends have names was accepted from a listener: the accepted
+ * socket shares its listener's name, the very socket file (bind makes a new file for each socket),
+ * so its name's file (sock_diag's UNIX_DIAG_VFS) is that of a socket still listening. A listener
+ * already closed leaves two ends alike: refused.
+ */
+function acceptedEnd(task: CheckpointTask, object: string, a: linux.UnixDiag, b: linux.UnixDiag): linux.UnixDiag {
+  const all = task.state.ensure(DIAG, () => linux.unixDiagDump());
+  // An abstract name is unique among the sockets bound to it, which the accepted ones are not.
+  const sameFile = (l: linux.UnixDiag, x: linux.UnixDiag): boolean => (x.name![0] === 0 ? true : !!x.vfs && l.vfs?.dev === x.vfs.dev && l.vfs.ino === x.vfs.ino);
+  const listens = (x: linux.UnixDiag): boolean => [...all.values()].some((l) => l.ino !== x.ino && l.state === linux.TCP_LISTEN && l.type === x.type && !!l.name && fsName(l.name).equals(fsName(x.name!)) && sameFile(l, x));
+  const la = listens(a);
+  const lb = listens(b);
+  if (la === lb) {
+    refuse(task.pid, object, `both ends of its connection (socket:[${b.ino}]) have names, and ${la ? 'both names are' : 'neither name is'} a listening socket's: which end was accepted from a listener cannot be told (its listener was closed); not supported yet`);
   }
+  return la ? a : b;
 }
 
 /** A datagram socket connected one way to the named socket `p`, which process `holder` holds: by its name, or privately where that no longer leads to it. */
@@ -484,6 +545,7 @@ export class UnixSocketKind implements FileKindHandler {
       if (s.peer !== rec.peer) throw new CptError('EBADIMG', `unix socket ${rec.ino} is not the peer of ${s.peer}`, { pid: task.pid, object: req.object });
       if (s.type !== rec.type) throw new CptError('EBADIMG', `unix socket ${rec.ino}: its type differs from its peer's`, { pid: task.pid, object: req.object });
       s.rec = rec;
+      bindName(ctx, task, s.fd, rec, req); // a named end of a datagram socketpair
     } else if (carriedIn(ctx, task.pid).has(`unix:${rec.ino}`)) {
       return openCarriedEnd(ctx, task, img, rec, req);
     } else if (rec.role === ROLE.ACCEPTED) {
@@ -536,6 +598,18 @@ interface RestoredSocket {
   flags?: number;
   /** A PENDING client, connected into its listener's backlog; a DGRAM_TO socket connected to a private name. */
   connected?: boolean;
+  /**
+   * A CLIENT: the listener it connects to (the image's, or standIn). `through`: an O_PATH fd of the
+   * private socket file of the listener it connects to (a CLIENT), or of its own (a listener with
+   * connections waiting).
+   */
+  listener?: RestoredSocket;
+  standIn?: RestoredSocket;
+  through?: bigint;
+  /** A listener that listens already. */
+  listening?: boolean;
+  /** A listener whose backlog has clients in other processes (connectBacklog). */
+  across?: boolean;
 }
 
 const RESTORED = new StateKey<Map<bigint, RestoredSocket>>('files.unixRestored');
@@ -557,10 +631,10 @@ function socketRecord(task: RestartTask, img: FileImage, req: OpenRequest): Unix
   if ((r.role === ROLE.NONE) !== (r.via.length === 0) || r.via.length > SUN_PATH_MAX) throw bad('the name it is connected through');
   if ((r.role === ROLE.ACCEPTED || r.role === ROLE.CLIENT) && (!r.peer || r.type === SOCK.DGRAM)) throw bad('a connection through a listener without a peer');
   if (r.pending.length && r.state !== linux.TCP_LISTEN) throw bad('connections waiting on a socket that does not listen');
-  if ((r.viaIno || r.viaPrivate) && r.role !== ROLE.DGRAM_TO) throw bad('the socket it sends to, on a socket that is not connected one way');
+  if ((r.viaPrivate && r.role !== ROLE.DGRAM_TO) || (r.viaIno && r.role !== ROLE.DGRAM_TO && r.role !== ROLE.PENDING)) throw bad('the socket it sends to, on a socket that is not connected one way');
   if (r.viaPrivate && (!r.viaIno || r.via[0] === 0)) throw bad('a private name to connect to without its socket');
   if (r.state === linux.TCP_LISTEN && (r.type === SOCK.DGRAM || !r.name.length)) throw bad('a listening socket that is unnamed or not connection-oriented');
-  if (r.peer && r.name.length && r.role !== ROLE.ACCEPTED) throw bad('a named socket with a peer');
+  if (r.peer && r.name.length && r.role === ROLE.NONE && r.type !== SOCK.DGRAM) throw bad('a named socket with a peer');
   if (r.name.length > SUN_PATH_MAX) throw bad('a name longer than sun_path');
   if (r.shutdown & ~(linux.RCV_SHUTDOWN | linux.SEND_SHUTDOWN)) throw bad(`shutdown bits ${r.shutdown}`);
   const queue = req.records.of(SocketQueueImage);
@@ -590,6 +664,7 @@ function openCarriedEnd(ctx: RestartContext, task: RestartTask, img: FileImage, 
   s.object = `${req.object} of process ${task.pid}`;
   s.flags = img.flags;
   const t = task.tracee!;
+  bindName(ctx, task, c.fds[0], rec, req);
   setOptions(ctx, task, c.fds[0], rec, req.object);
   const fd = t.syscallOk(SYS.fcntl, [c.fds[0], F.DUPFD_CLOEXEC, req.above], `fcntl(F_DUPFD_CLOEXEC) for ${req.object}`);
   t.syscallOk(SYS.fcntl, [fd, F.SETFL, img.flags & O.NONBLOCK], `F_SETFL for ${req.object}`);
@@ -610,6 +685,7 @@ function makePair(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, 
   const mine: RestoredSocket = { fd: moveAbove(task, BigInt(fds.readInt32LE(0)), req.above, 'a socket'), type: rec.type, peer: rec.peer, rec };
   const other = moveAbove(task, BigInt(fds.readInt32LE(4)), req.above, 'a socket');
   table.set(rec.ino, mine);
+  bindName(ctx, task, mine.fd, rec, req); // datagram sockets connected both ways may have names
   // A closed peer: the other end only sends the queue, and is closed at the end.
   if (rec.peerClosed) mine.closedPeer = other;
   else {
@@ -624,6 +700,13 @@ function makePair(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, 
 function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): bigint {
   const t = task.tracee!;
   const fd = moveAbove(task, t.syscallOk(linux.syscallNumber('socket'), [linux.AF_UNIX, rec.type | SOCK.CLOEXEC, 0], `socket for ${req.object}`), req.above, 'a socket');
+  bindName(ctx, task, fd, rec, req); // a listener listens after the final credentials (UnixConnect)
+  return fd;
+}
+
+/** Binds the task's socket `fd` to the recorded name, if any (in place, or privately: unix-name.ts). */
+function bindName(ctx: RestartContext, task: RestartTask, fd: bigint, rec: UnixSocketImage, req: { object: string }): void {
+  const t = task.tracee!;
   if (rec.name.length && rec.name[0] !== 0 && rec.nameUnlinked) {
     // Its file was gone at the checkpoint: the name is bound where nobody sees it.
     bindPrivately(ctx, task, fd, rec.ino, rec.name, rec.namePath, req.object);
@@ -636,8 +719,6 @@ function makeSocket(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage
     t.syscallOk(linux.syscallNumber('bind'), [fd, t.stage(addr), addr.length], `bind of ${req.object} to ${printable(rec.name)}`);
     if (fsName) setNameAttributes(ctx, task, rec, req);
   }
-  if (rec.state === linux.TCP_LISTEN) t.syscallOk(linux.syscallNumber('listen'), [fd, rec.backlog], `listen of ${req.object}`);
-  return fd;
 }
 
 const printable = (name: Buffer): string => (name[0] === 0 ? `@${name.subarray(1).toString('latin1')}` : name.toString('latin1'));
@@ -647,7 +728,7 @@ const printable = (name: Buffer): string => (name[0] === 0 ? `@${name.subarray(1
  * does not remove it): removed inside the task only if it is the very file recorded, on the same
  * boot; anything else there makes bind fail with EADDRINUSE.
  */
-function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: { object: string }): void {
   const t = task.tracee!;
   const p = rec.namePath;
   requireCanonicalPath(p, task.pid, req.object);
@@ -674,7 +755,7 @@ function removeStale(ctx: RestartContext, task: RestartTask, rec: UnixSocketImag
  * The socket file bind just made gets the recorded permission bits and owner (through an O_PATH
  * fd of it, inside the task: the owner only for root's image, or when it is the image owner's).
  */
-function setNameAttributes(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: OpenRequest): void {
+function setNameAttributes(ctx: RestartContext, task: RestartTask, rec: UnixSocketImage, req: { object: string }): void {
   const t = task.tracee!;
   const p = rec.namePath;
   requireCanonicalPath(p, task.pid, req.object);
@@ -738,8 +819,8 @@ export function connectUnixSockets(ctx: RestartContext, task: RestartTask): bigi
   for (const [ino, s] of table) {
     if (!s.rec) throw new CptError('EBADIMG', `unix socket ${ino} is the peer of a restored socket, but no FILE of the image is it`, { pid: task.pid, object: `socket:[${ino}]` });
   }
-  connectThroughNames(ctx, task, table);
-  return [...table.values()].flatMap((s) => (s.closedPeer !== undefined ? [s.fd, s.closedPeer] : [s.fd]));
+  const keep = connectThroughNames(ctx, task, table);
+  return [...keep, ...[...table.values()].flatMap((s) => (s.closedPeer !== undefined ? [s.fd, s.closedPeer] : [s.fd]))];
 }
 
 /**
@@ -757,6 +838,11 @@ export class SocketQueuesRestore implements RestoreHandler {
     /* no objects of its own */
   }
   finish(_ctx: RestartContext, task: RestartTask): void {
+    for (const s of restoredSockets(task).values()) {
+      const across = (s.rec?.role === ROLE.ACCEPTED || s.rec?.role === ROLE.CLIENT) && !restoredSockets(task).has(s.peer);
+      if (across && !s.connected) throw new CptError('EBADIMG', 'a connection through a listener with another process that was not made', { pid: task.pid, object: s.object ?? `socket:[${s.rec!.ino}]` });
+      if (s.rec?.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object ?? `socket:[${s.rec.ino}]` });
+    }
     sendQueues(task);
   }
 }
@@ -848,51 +934,262 @@ function connectTo(task: RestartTask, fd: bigint, name: Buffer, object: string):
 }
 
 /**
- * The connections made through names, once every socket exists: each accepted connection through
- * its listener (the image's, or a stand-in bound to the same name for the moment: the accepted end
- * takes the listener's name), the accepted socket put in place of its stand-in at every fd of the
- * image; then the connections waiting in each listener's backlog, in its order; then the datagram
- * sockets connected one way.
+ * The connections made through names, prepared once every socket exists: for each connection
+ * accepted from a listener, the listener to connect to (the image's, or a stand-in bound to the
+ * same name, in place or privately: the accepted end takes the listener's name) and, for a name
+ * bound privately, an O_PATH fd of its socket file to connect through; then the datagram sockets
+ * connected one way are connected. The stream connections themselves are made after the final
+ * credentials (UnixConnect).
  */
-function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): void {
-  const t = task.tracee!;
+function connectThroughNames(ctx: RestartContext, task: RestartTask, table: Map<bigint, RestoredSocket>): bigint[] {
   const listenerFor = (name: Buffer, type: number) => [...table.values()].find((x) => x.rec!.state === linux.TCP_LISTEN && x.type === type && x.rec!.name.equals(name));
+  const keep: bigint[] = [];
+  for (const a of table.values()) {
+    if (a.rec!.role !== ROLE.ACCEPTED || table.has(a.peer)) continue;
+    // Its connecting end is in another process, which connects after its final credentials.
+    const real = listenerFor(a.rec!.via, a.type);
+    const listener = real ?? standInFor(ctx, task, a);
+    if (!real) keep.push(listener.fd);
+    crossOf(ctx, a.rec!.ino).accepted = { task, s: a, listener, standIn: real ? undefined : listener };
+  }
   for (const c of table.values()) {
     if (c.rec!.role !== ROLE.CLIENT) continue;
+    if (!table.has(c.peer)) {
+      crossOf(ctx, c.peer).client = { task, s: c };
+      continue;
+    }
     const a = table.get(c.peer);
     const object = c.object!;
-    if (!a || a.rec!.role !== ROLE.ACCEPTED || a.peer !== c.rec!.ino || !a.rec!.via.equals(c.rec!.via) || a.type !== c.type) {
+    if (!a || a.rec!.role !== ROLE.ACCEPTED || a.peer !== c.rec!.ino || !a.rec!.via.equals(c.rec!.via) || a.type !== c.type || !a.rec!.name.equals(c.rec!.via)) {
       throw new CptError('EBADIMG', 'a connection through a listener whose accepted end does not match', { pid: task.pid, object });
     }
-    let listener = listenerFor(c.rec!.via, c.type)?.fd;
-    let stand: bigint | undefined;
-    if (listener === undefined) {
-      const rec = Object.assign(new UnixSocketImage(), a.rec!, { state: linux.TCP_LISTEN, backlog: 1, role: ROLE.NONE, via: Buffer.alloc(0), peer: 0n });
-      stand = makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 });
-      listener = stand;
+    const real = listenerFor(c.rec!.via, c.type);
+    let listener = real;
+    if (!listener) {
+      listener = standInFor(ctx, task, a);
+      keep.push(listener.fd);
+      c.standIn = listener;
     }
-    connectTo(task, c.fd, c.rec!.via, object);
-    const accepted = t.syscallOk(linux.syscallNumber('accept4'), [listener, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${object}`);
-    if (stand !== undefined) t.syscall(SYS.close, [stand]);
-    replaceSocket(task, a, accepted);
-    setOptions(ctx, task, a.fd, a.rec!, a.object!);
+    c.listener = listener;
+    if (listener.rec!.nameUnlinked && listener.rec!.name[0] !== 0) {
+      // Its name is bound privately: reached through its socket file, never by a path.
+      c.through = privateSocketFile(ctx, task, listener.rec!.ino, a.fd, object);
+      keep.push(c.through);
+    }
   }
   for (const l of table.values()) {
-    for (const ino of l.rec!.pending) {
-      const c = table.get(ino);
-      if (!c?.rec || c.rec.role !== ROLE.PENDING || !c.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: task.pid, object: l.object! });
-      connectTo(task, c.fd, l.rec!.name, c.object!);
-      c.connected = true;
+    // A backlog with clients in other processes: connected in its order once all have their credentials.
+    if (l.rec!.pending.some((ino) => !table.has(ino))) {
+      backlogOf(ctx, l.rec!.ino).listener = { task, l };
+      l.across = true;
+      continue;
+    }
+    if (l.rec!.pending.length && l.rec!.nameUnlinked && l.rec!.name[0] !== 0) {
+      l.through = privateSocketFile(ctx, task, l.rec!.ino, l.fd, l.object!);
+      keep.push(l.through);
     }
   }
   for (const s of table.values()) {
-    if (s.rec!.role === ROLE.PENDING && !s.connected) throw new CptError('EBADIMG', 'a connection waiting in no listener\'s backlog', { pid: task.pid, object: s.object! });
+    if (s.rec!.role === ROLE.PENDING && s.rec!.viaIno && !table.has(s.rec!.viaIno)) backlogOf(ctx, s.rec!.viaIno).clients.set(s.rec!.ino, { task, s });
+  }
+  for (const s of table.values()) {
     if (s.rec!.role !== ROLE.DGRAM_TO || s.connected) continue;
     // A name bound privately is never reached by its path (which leads elsewhere, or nowhere).
     const target = s.rec!.viaIno ? table.get(s.rec!.viaIno)?.rec : undefined;
     if (target?.nameUnlinked) throw new CptError('EBADIMG', `connected to ${printable(s.rec!.via)}, a name bound privately, by its path`, { pid: task.pid, object: s.object! });
     connectTo(task, s.fd, s.rec!.via, s.object!);
   }
+  return keep;
+}
+
+/** A listener standing in for the closed one an accepted socket came from: bound to the same name (in place, or privately), not listening yet. */
+function standInFor(ctx: RestartContext, task: RestartTask, a: RestoredSocket): RestoredSocket {
+  const rec = Object.assign(new UnixSocketImage(), a.rec!, { state: linux.TCP_LISTEN, backlog: 1, role: ROLE.NONE, via: Buffer.alloc(0), peer: 0n });
+  return { fd: makeSocket(ctx, task, rec, { tag: 0, object: a.object!, records: { all: [], of: () => [] }, above: 0 }), type: a.type, peer: 0n, rec, object: a.object! };
+}
+
+/** A connection through a listener between two processes, by its accepted socket's inode: each side as its process's files restore finds it. */
+interface CrossConnection {
+  accepted?: { task: RestartTask; s: RestoredSocket; listener: RestoredSocket; standIn?: RestoredSocket; ready?: boolean };
+  client?: { task: RestartTask; s: RestoredSocket; ready?: boolean };
+  done?: boolean;
+}
+const CROSS = new WeakMap<RestartContext, Map<bigint, CrossConnection>>();
+function crossOf(ctx: RestartContext, ino: bigint): CrossConnection {
+  const all = CROSS.get(ctx) ?? new Map<bigint, CrossConnection>();
+  CROSS.set(ctx, all);
+  let x = all.get(ino);
+  if (!x) {
+    x = {};
+    all.set(ino, x);
+  }
+  return x;
+}
+
+/**
+ * A connection between two processes, once both have their final credentials (the finish hooks
+ * from there on run hook by hook across the tree, so the second of the two gets here after the
+ * first): the connecting process connects, the other accepts from the listener and puts the
+ * accepted socket at its fds; then each sends what waited on the other end (as the process that
+ * had sent it), before either makes its shutdowns.
+ */
+function connectAcross(ctx: RestartContext, x: CrossConnection): void {
+  const { accepted: A, client: C } = x;
+  if (!A || !C || !A.ready || !C.ready || x.done) return;
+  x.done = true;
+  const a = A.s;
+  const c = C.s;
+  const object = c.object!;
+  if (a.peer !== c.rec!.ino || c.peer !== a.rec!.ino || !a.rec!.via.equals(c.rec!.via) || !a.rec!.name.equals(c.rec!.via) || a.type !== c.type) {
+    throw new CptError('EBADIMG', 'a connection through a listener whose accepted end does not match', { pid: C.task.pid, object });
+  }
+  if (a.scm?.length || c.scm?.length) throw new CptError('EBADIMG', 'control data queued on a connection between two processes', { pid: C.task.pid, object });
+  const at = A.task.tracee!;
+  const l = A.listener;
+  let through: bigint | undefined;
+  if (l.rec!.nameUnlinked && l.rec!.name[0] !== 0) through = privateSocketFile(ctx, C.task, l.rec!.ino, c.fd, object);
+  try {
+    connectTo(C.task, c.fd, through !== undefined ? Buffer.from(`/proc/self/fd/${through}`) : c.rec!.via, object);
+  } finally {
+    if (through !== undefined) C.task.tracee!.syscall(SYS.close, [through]);
+  }
+  const got = at.syscallOk(linux.syscallNumber('accept4'), [l.fd, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${object} of process ${C.task.pid}`);
+  if (A.standIn) at.syscall(SYS.close, [A.standIn.fd]);
+  replaceSocket(A.task, a, got);
+  setOptions(ctx, A.task, a.fd, a.rec!, a.object!);
+  sendPlain(C.task, c.fd, a.type, a.queue ?? [], a.object!);
+  sendPlain(A.task, a.fd, c.type, c.queue ?? [], object);
+  a.queue = [];
+  c.queue = [];
+  a.connected = true;
+  c.connected = true;
+}
+
+/** The messages (or a stream's bytes) of `queue`, sent in order on `fd` of the task (non-blocking: a short send is an error). */
+function sendPlain(task: RestartTask, fd: bigint, type: number, queue: SocketQueueImage[], object: string): void {
+  const t = task.tracee!;
+  const room = Math.max(4096, Math.floor((t.scratch().dataSize - 2048) / 4096) * 4096);
+  for (const q of queue) {
+    if (type !== SOCK.STREAM && q.data.length > room) throw new CptError('EMSGSIZE', `a queued message of ${q.data.length} bytes is larger than cptrst can send in one call (${room})`, { pid: task.pid, object });
+    let done = 0;
+    do {
+      const n = Math.min(room, q.data.length - done);
+      const w = t.syscall(linux.syscallNumber('sendto'), [fd, t.stage(q.data.subarray(done, done + n), 0), n, linux.MSG.DONTWAIT | linux.MSG.NOSIGNAL, 0, 0]);
+      if (w < 0n || (type !== SOCK.STREAM && w !== BigInt(n)) || (w === 0n && n > 0)) {
+        throw new CptError(w < 0n ? linux.errnoName(Number(-w)) : 'EIO', `sending the queued data again: ${w < 0n ? linux.errnoName(Number(-w)) : `${w} of ${n} bytes`}`, { pid: task.pid, object });
+      }
+      done += Number(w);
+    } while (done < q.data.length);
+  }
+}
+
+/**
+ * After the final credentials, before the queues: listening sockets listen, and each connection
+ * through a listener is made by its connecting socket and accepted, so that the kernel records
+ * what it did at the checkpointed process's own listen and connect: SO_PEERCRED on both ends is
+ * the process's final credentials, not those it has while being made. Then the connections that
+ * wait in each listener's backlog, in its order.
+ */
+export class UnixConnect implements RestoreHandler {
+  readonly name = 'files.unix-connect';
+  /** After task.creds.final (900), before the queues (950). */
+  readonly order = 920;
+  readonly types: number[] = [];
+  restore(): void {
+    /* no objects of its own */
+  }
+  finish(ctx: RestartContext, task: RestartTask): void {
+    const t = task.tracee!;
+    const table = restoredSockets(task);
+    const listen = (l: RestoredSocket): void => {
+      if (l.listening) return;
+      t.syscallOk(linux.syscallNumber('listen'), [l.fd, l.rec!.backlog], `listen of ${l.object}`);
+      l.listening = true;
+    };
+    for (const l of table.values()) if (l.rec!.state === linux.TCP_LISTEN) listen(l);
+    // Connections with another process: made by the second of the two to get here.
+    for (const [ino, x] of CROSS.get(ctx) ?? []) {
+      if (x.accepted?.task === task) {
+        listen(x.accepted.listener);
+        x.accepted.ready = true;
+      } else if (x.client?.task === task) {
+        x.client.ready = true;
+      } else continue;
+      if (!x.accepted || !x.client) throw new CptError('EBADIMG', `socket ${ino}: a connection through a listener whose other end no process of the image holds`, { pid: task.pid, object: `socket:[${ino}]` });
+      connectAcross(ctx, x);
+    }
+    for (const c of table.values()) {
+      if (c.rec!.role !== ROLE.CLIENT || !table.has(c.peer)) continue;
+      const a = table.get(c.peer)!;
+      listen(c.listener!);
+      connectTo(task, c.fd, c.through !== undefined ? Buffer.from(`/proc/self/fd/${c.through}`) : c.rec!.via, c.object!);
+      if (c.through !== undefined) t.syscall(SYS.close, [c.through]);
+      const accepted = t.syscallOk(linux.syscallNumber('accept4'), [c.listener!.fd, 0, 0, SOCK.CLOEXEC], `accept of the connection of ${c.object}`);
+      if (c.standIn) t.syscall(SYS.close, [c.standIn.fd]);
+      replaceSocket(task, a, accepted);
+      setOptions(ctx, task, a.fd, a.rec!, a.object!);
+    }
+    for (const l of table.values()) {
+      if (l.across) continue;
+      for (const ino of l.rec!.pending) {
+        const c = table.get(ino);
+        if (!c?.rec || c.rec.role !== ROLE.PENDING || !c.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: task.pid, object: l.object! });
+        connectTo(task, c.fd, l.through !== undefined ? Buffer.from(`/proc/self/fd/${l.through}`) : l.rec!.name, c.object!);
+        c.connected = true;
+      }
+      if (l.through !== undefined) t.syscall(SYS.close, [l.through]);
+    }
+    for (const [ino, b] of BACKLOGS.get(ctx) ?? []) {
+      if (b.listener?.task === task) b.listener.ready = true;
+      for (const c of b.clients.values()) if (c.task === task) c.ready = true;
+      if (!b.listener) throw new CptError('EBADIMG', `a connection waiting in the backlog of socket ${ino}, which no process of the image listens on`, { pid: task.pid, object: `socket:[${ino}]` });
+      connectBacklog(ctx, b);
+    }
+  }
+}
+
+/** A listener's backlog with clients in other processes of the tree, by the listener's inode. */
+interface Backlog {
+  listener?: { task: RestartTask; l: RestoredSocket; ready?: boolean };
+  clients: Map<bigint, { task: RestartTask; s: RestoredSocket; ready?: boolean }>;
+  done?: boolean;
+}
+const BACKLOGS = new WeakMap<RestartContext, Map<bigint, Backlog>>();
+function backlogOf(ctx: RestartContext, ino: bigint): Backlog {
+  const all = BACKLOGS.get(ctx) ?? new Map<bigint, Backlog>();
+  BACKLOGS.set(ctx, all);
+  let b = all.get(ino);
+  if (!b) {
+    b = { clients: new Map() };
+    all.set(ino, b);
+  }
+  return b;
+}
+
+/**
+ * Once the listener listens and every client has its final credentials: each waiting connection
+ * is made again, in the backlog's order, by the process that holds its client (through the
+ * listener's private socket file when its name is private).
+ */
+function connectBacklog(ctx: RestartContext, b: Backlog): void {
+  const L = b.listener!;
+  if (b.done || !L.ready || [...b.clients.values()].some((c) => !c.ready)) return;
+  b.done = true;
+  const l = L.l;
+  const own = restoredSockets(L.task);
+  for (const ino of l.rec!.pending) {
+    const mine = own.get(ino);
+    const c = mine ? { task: L.task, s: mine } : b.clients.get(ino);
+    if (!c?.s.rec || c.s.rec.role !== ROLE.PENDING || !c.s.rec.via.equals(l.rec!.name)) throw new CptError('EBADIMG', `the connection waiting from socket ${ino} does not match its listener`, { pid: L.task.pid, object: l.object! });
+    const through = l.rec!.nameUnlinked && l.rec!.name[0] !== 0 ? privateSocketFile(ctx, c.task, l.rec!.ino, c.s.fd, c.s.object!) : undefined;
+    try {
+      connectTo(c.task, c.s.fd, through !== undefined ? Buffer.from(`/proc/self/fd/${through}`) : l.rec!.name, c.s.object!);
+    } finally {
+      if (through !== undefined) c.task.tracee!.syscall(SYS.close, [through]);
+    }
+    c.s.connected = true;
+  }
+  if (b.clients.size !== l.rec!.pending.filter((ino) => !own.has(ino)).length) throw new CptError('EBADIMG', 'a connection registered in a backlog that does not list it', { pid: L.task.pid, object: l.object! });
 }
 
 /** Puts `real` at every fd of the task that holds the stand-in socket `s`, with the FILE's flags; the stand-in goes. */

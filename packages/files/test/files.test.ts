@@ -73,6 +73,7 @@ describe('files: open files of a real process', function () {
     expect(c.resolveAll<RestoreHandler>(Tokens.RestoreHandler).map((r) => [r.name, r.types])).to.deep.equal([
       ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FILE_CARRY, ObjectType.FD]],
       ['files.locks', [ObjectType.FILE_LOCK, ObjectType.FD_OWNER]],
+      ['files.unix-connect', []],
       ['files.socket-queues', []],
       ['files.pidfd', []],
       ['files.unix-names', []],
