@@ -1,4 +1,5 @@
 /** Where things are: the repository, the workload sources, and test/work (git-ignored). */
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -24,5 +25,9 @@ export const TMP_DIR = path.join(WORK_DIR, 'tmp');
  * (built by `npm run build`) with its code cache.
  */
 export const CLI_MAIN = path.join(REPO_ROOT, 'packages', 'cli', 'bin', 'cptrst.js');
-/** Directories for workloads run as another user start with this (see makeUserDir). */
-export const USER_DIR_PREFIX = path.join(fs.realpathSync(os.tmpdir()), 'cptrst-user-');
+/**
+ * Directories for workloads run as another user start with this (see makeUserDir). It names the
+ * checkout, so that the suites of two checkouts run at once never take each other's workloads for
+ * their own (a PID of one's, ended and reused by the other's, would be killed by its clean-up).
+ */
+export const USER_DIR_PREFIX = path.join(fs.realpathSync(os.tmpdir()), `cptrst-user-${createHash('sha256').update(REPO_ROOT).digest('hex').slice(0, 8)}-`);

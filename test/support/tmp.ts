@@ -42,7 +42,7 @@ process.on('exit', () => {
 
 /**
  * Creates a directory of its own for a workload that drops root (`task --nobody`): a new
- * <tmp>/cptrst-user-<prefix>-XXXXXX, mode 0755, in the system's temporary directory (or /tmp) so that
+ * <tmp>/cptrst-user-<checkout hash>-<prefix>-XXXXXX, mode 0755, in the system's temporary directory (or /tmp) so that
  * nobody can reach it whatever the permissions of the checkout. Returns its real path.
  */
 export function makeWorldDir(prefix: string): string {
