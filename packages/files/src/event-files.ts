@@ -3,7 +3,6 @@
  * anonymous inodes, recognised by their fd link, made again by a system call inside the task with
  * their O_NONBLOCK, and some are asked things by cptrst through a copy of the task's fd.
  */
-import * as fs from 'fs';
 import { CheckpointTask, CptError, RestartTask, linux, refuse } from '@cptrst/core';
 import type { FileImage } from './file';
 import type { OpenFile } from './kinds';
@@ -38,17 +37,7 @@ export function setNonblock(task: RestartTask, fd: bigint, img: FileImage, objec
  * file description, so that cptrst can ask it what fdinfo does not show.
  */
 export function withFileCopy<T>(task: CheckpointTask, fd: number, fn: (copy: number) => T): T {
-  const pidfd = linux.pidfdOpen(task.pid);
-  try {
-    const copy = linux.pidfdGetfd(pidfd, fd);
-    try {
-      return fn(copy);
-    } finally {
-      fs.closeSync(copy);
-    }
-  } finally {
-    fs.closeSync(pidfd);
-  }
+  return linux.withFdCopy(task.pid, fd, fn);
 }
 
 /** A count record read from an untrusted image must fit the kernel's limit. */

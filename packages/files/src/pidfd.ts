@@ -173,13 +173,7 @@ export class PidfdKind implements FileKindHandler {
     }
     // Made later: a pidfd of the task itself stands in for it until every process exists.
     const fd = t.syscallOk(pidfdOpen, [task.pid, rec.flags], `pidfd_open(${task.pid}) standing in for ${req.object}`);
-    const pidfd = linux.pidfdOpen(task.pid);
-    try {
-      const copy = linux.pidfdGetfd(pidfd, Number(fd));
-      task.state.ensure(LATE, () => []).push({ copy, target: rec.target, flags: rec.flags, object: req.object });
-    } finally {
-      fs.closeSync(pidfd);
-    }
+    task.state.ensure(LATE, () => []).push({ copy: linux.fdCopyOf(task.pid, Number(fd)), target: rec.target, flags: rec.flags, object: req.object });
     return fd;
   }
 }

@@ -151,12 +151,7 @@ export function readPipeData(task: CheckpointTask, f: OpenFile, key: HolderKey, 
   const reader = candidates.find((h) => (flagsOf(h) & O.ACCMODE) !== O.WRONLY);
   let src: number;
   if (reader !== undefined) {
-    const pidfd = linux.pidfdOpen(reader.pid);
-    try {
-      src = linux.pidfdGetfd(pidfd, reader.fd);
-    } finally {
-      fs.closeSync(pidfd);
-    }
+    src = linux.fdCopyOf(reader.pid, reader.fd);
   } else if (fifo) {
     src = fs.openSync(`/proc/${task.pid}/fd/${f.fd}`, O.RDONLY | O.NONBLOCK);
   } else {

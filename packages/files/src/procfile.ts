@@ -120,12 +120,7 @@ export function openProcStandIn(task: RestartTask, img: FileImage, rec: ProcFile
   if (why) throw bad(`its path ${JSON.stringify(img.path)}: ${why}`);
   if (img.flags & (O.CREAT | O.TRUNC | O.TMPFILE)) throw bad(`open flags 0${img.flags.toString(8)}`);
   const fd = openInTask(task, '/dev/null', O.RDONLY | O.CLOEXEC, `/dev/null standing in for ${req.object}`);
-  const pidfd = linux.pidfdOpen(task.pid);
-  try {
-    task.state.ensure(LATE, () => []).push({ copy: linux.pidfdGetfd(pidfd, Number(fd)), img, pid: rec.pid, startTime: rec.startTime, object: req.object });
-  } finally {
-    fs.closeSync(pidfd);
-  }
+  task.state.ensure(LATE, () => []).push({ copy: linux.fdCopyOf(task.pid, Number(fd)), img, pid: rec.pid, startTime: rec.startTime, object: req.object });
   return fd;
 }
 

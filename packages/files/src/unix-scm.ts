@@ -28,7 +28,6 @@
  * claim only what it may (its own pid, ids, or more with CAP_SYS_ADMIN/CAP_SETUID/CAP_SETGID):
  * never more than the image's owner could.
  */
-import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, KindRecords, ObjectType, RestartTask, bool, decodeStruct, encodeStruct, i32, linux, objectType,
   refuse, sizeOfStruct, treeTask, u32, u32s,
@@ -124,7 +123,7 @@ function installAll(ctx: CheckpointContext): void {
       // Only a connected stream or seqpacket socket has a queue to read (recvmsg answers EINVAL before).
       if (!d || d.state === linux.TCP_LISTEN || (d.type !== SOCK.DGRAM && d.state !== linux.TCP_ESTABLISHED)) continue;
       const stream = d.type === SOCK.STREAM;
-      const queue = peeked.get(ino) ?? withCopy(task.pid, fd, (dup) => linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0));
+      const queue = peeked.get(ino) ?? linux.withFdCopy(task.pid, fd, (dup) => linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0));
       peeked.set(ino, queue);
       const count = queue.reduce((n, m) => n + m.fds, 0);
       if (!count) continue;
@@ -163,20 +162,6 @@ function readLink(pid: number, fd: number): string {
   }
 }
 
-/** A copy of the fd of process `pid` (pidfd_getfd: the same socket), given to `use`, then closed. */
-function withCopy<T>(pid: number, fd: number, use: (dup: number) => T): T {
-  const pidfd = linux.pidfdOpen(pid);
-  try {
-    const dup = linux.pidfdGetfd(pidfd, fd);
-    try {
-      return use(dup);
-    } finally {
-      fs.closeSync(dup);
-    }
-  } finally {
-    fs.closeSync(pidfd);
-  }
-}
 
 /**
  * Each message that carries descriptors is peeked inside the task at its start (SO_PEEK_OFF: the
@@ -186,7 +171,7 @@ function withCopy<T>(pid: number, fd: number, use: (dup: number) => T): T {
  */
 function installInTask(task: CheckpointTask, fd: number, queue: linux.QueuedMessage[], object: string, installed: number[]): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  withCopy(task.pid, fd, (dup) => {
+  linux.withFdCopy(task.pid, fd, (dup) => {
     // With SO_PASSPIDFD a receive also installs a pidfd of the sender (SCM_PIDFD), which nothing
     // here would close: refused before the first peek (the socket's kind refuses it anyway).
     if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');

@@ -149,20 +149,6 @@ const SOCKETS = new StateKey<Map<number, SocketState>>('files.unixSockets');
 
 const inoOf = (link: string): number => Number(/^socket:\[(\d+)\]$/.exec(link)?.[1] ?? -1);
 
-/** A copy of the task's fd (pidfd_getfd: the same socket), given to `use`, then closed. */
-function withCopy<T>(task: CheckpointTask, fd: number, use: (dup: number) => T): T {
-  const pidfd = linux.pidfdOpen(task.pid);
-  try {
-    const dup = linux.pidfdGetfd(pidfd, fd);
-    try {
-      return use(dup);
-    } finally {
-      fs.closeSync(dup);
-    }
-  } finally {
-    fs.closeSync(pidfd);
-  }
-}
 
 function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): SocketState {
   const states = task.state.ensure(SOCKETS, () => new Map<number, SocketState>());
@@ -198,7 +184,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
     describePeer(ctx, task, f, d, rec);
   } else if (d.state === linux.TCP_ESTABLISHED && type === SOCK.DGRAM) {
     // A datagram socket shows ESTABLISHED once it connected, and also once another connected to it.
-    const peerName = withCopy(task, f.fd, (dup) => linux.getPeerName(dup));
+    const peerName = linux.withFdCopy(task.pid, f.fd, (dup) => linux.getPeerName(dup));
     if (peerName === undefined) {
       rec.state = linux.TCP_CLOSE; // only connected to: itself not connected
     } else if (peerName.length && d.name && fsName(peerName).equals(fsName(d.name))) {
@@ -216,7 +202,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   } else if (d.state !== linux.TCP_CLOSE) {
     refuse(task.pid, object, `a unix socket in state ${d.state} without a peer`);
   }
-  const { queue, opts } = withCopy(task, f.fd, (dup) => {
+  const { queue, opts } = linux.withFdCopy(task.pid, f.fd, (dup) => {
     const get = (opt: number, what: string): number => {
       const v = linux.getSockoptInt(dup, opt);
       if (v < -1 || (v === -1 && opt !== SO.PEEK_OFF)) refuse(task.pid, object, `getsockopt(${what}) failed (${v})`);

@@ -115,12 +115,7 @@ function taskLazy(ctx: RestartContext, task: RestartTask): TaskLazy {
     api.writeBigUInt64LE(BigInt(FEATURES), 8);
     const r = t.syscall(SYS.ioctl, [ufd, UFFD.IOC_API, t.stage(api, 0)]);
     if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), 'UFFDIO_API with the fork, remap, remove and unmap events failed inside the process: this kernel cannot follow a lazily restored process; restart without --lazy', { pid: task.pid, object: 'lazy restart' });
-    const pidfd = linux.pidfdOpen(task.pid);
-    try {
-      mine = linux.pidfdGetfd(pidfd, Number(ufd));
-    } finally {
-      fs.closeSync(pidfd);
-    }
+    mine = linux.fdCopyOf(task.pid, Number(ufd));
   } finally {
     t.syscall(SYS.close, [ufd]);
   }

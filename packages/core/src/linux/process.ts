@@ -2,6 +2,7 @@
  * Process-level system calls: signals, kcmp, prlimit, cross-process memory, pidfds.
  * Every failure throws CptError with the errno name as code.
  */
+import * as fs from 'fs';
 import { CptError } from '../errors';
 import { KCMP, RLIM_INFINITY } from './constants';
 import { SYS } from './syscalls';
@@ -71,6 +72,26 @@ export function pidfdOpen(pid: number, flags = 0): number {
 /** pidfd_getfd(2): a duplicate, in this process, of fd `targetFd` of the pidfd's process. */
 export function pidfdGetfd(pidfd: number, targetFd: number, flags = 0): number {
   return Number(checkedSyscall(`pidfd_getfd(${pidfd}, ${targetFd})`, undefined, SYS.pidfd_getfd, pidfd, targetFd, flags));
+}
+
+/** A duplicate, in this process, of fd `fd` of process `pid` (the same open file description). Close it with fs.closeSync. */
+export function fdCopyOf(pid: number, fd: number): number {
+  const pidfd = pidfdOpen(pid);
+  try {
+    return pidfdGetfd(pidfd, fd);
+  } finally {
+    fs.closeSync(pidfd);
+  }
+}
+
+/** Runs `use` on a copy of fd `fd` of process `pid` (fdCopyOf), closed afterwards. */
+export function withFdCopy<T>(pid: number, fd: number, use: (copy: number) => T): T {
+  const copy = fdCopyOf(pid, fd);
+  try {
+    return use(copy);
+  } finally {
+    fs.closeSync(copy);
+  }
 }
 
 /** True when `pid` exists (kill(pid, 0) does not fail with ESRCH). Zombies count as existing. */
