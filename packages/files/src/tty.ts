@@ -373,10 +373,9 @@ function examineMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile
   notePtyMaster(ctx, index, task.pid, f.fd);
   const h = refuseOutsiders(ctx, task, f, index);
   if (process.geteuid?.() !== 0) refuse(task.pid, object, 'checkpointing a pty needs root (CAP_SYS_ADMIN): its buffered input is put back with TIOCSTI');
-  const pidfd = linux.pidfdOpen(task.pid);
   let copy: number | undefined;
   try {
-    copy = linux.pidfdGetfd(pidfd, f.fd);
+    copy = linux.fdCopyOf(task.pid, f.fd);
     const ldisc = ioctlGetInt(copy, TIOC.GETD, 'TIOCGETD');
     if (ldisc !== TERMIOS.N_TTY) refuse(task.pid, object, `pty ${index} uses line discipline ${ldisc}; only the default (N_TTY) is supported`);
     const locked = Buffer.alloc(TERMIOS_SIZE);
@@ -403,18 +402,16 @@ function examineMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile
     return { index, holdsSlave, hup };
   } finally {
     closeQuietly(copy);
-    closeQuietly(pidfd);
   }
 }
 
 /** Reads the pty's state and data (putting the data back at once), for the master's record. */
 function dumpMaster(task: CheckpointTask, f: OpenFile, st: MasterState, rec: TtyImage): void {
   const object = objectOf(f);
-  const pidfd = linux.pidfdOpen(task.pid);
   let copy: number | undefined;
   let peer: number | undefined;
   try {
-    copy = linux.pidfdGetfd(pidfd, f.fd);
+    copy = linux.fdCopyOf(task.pid, f.fd);
     rec.packet = ioctlGetInt(copy, TIOC.GPKT, 'TIOCGPKT') !== 0;
     rec.locked = ioctlGetInt(copy, TIOC.GPTLCK, 'TIOCGPTLCK') !== 0;
     const ws = Buffer.alloc(8);
@@ -452,7 +449,6 @@ function dumpMaster(task: CheckpointTask, f: OpenFile, st: MasterState, rec: Tty
   } finally {
     closeQuietly(peer);
     closeQuietly(copy);
-    closeQuietly(pidfd);
   }
 }
 
@@ -666,15 +662,13 @@ export class DevTtyKind implements FileKindHandler {
     const st = linux.readStat(task.pid);
     const object = objectOf(f);
     if (st.ttyNr === 0) refuse(task.pid, object, 'an fd of /dev/tty in a process that no longer has a controlling terminal');
-    const pidfd = linux.pidfdOpen(task.pid);
     let copy: number | undefined;
     let dev: number;
     try {
-      copy = linux.pidfdGetfd(pidfd, f.fd);
+      copy = linux.fdCopyOf(task.pid, f.fd);
       dev = ioctlGetInt(copy, TIOC.GDEV, 'TIOCGDEV') >>> 0;
     } finally {
       closeQuietly(copy);
-      closeQuietly(pidfd);
     }
     if (dev !== st.ttyNr) {
       refuse(task.pid, object, `this /dev/tty fd is on ${ttyName(ttyNrToRdev(dev))}, which is no longer the process's controlling terminal (${ttyName(ttyNrToRdev(st.ttyNr))})`);
@@ -688,14 +682,12 @@ export class DevTtyKind implements FileKindHandler {
 
 /** A slave description whose pty was hung up (vhangup): its terminal calls fail with EIO. */
 function isHungUp(task: CheckpointTask, f: OpenFile): boolean {
-  const pidfd = linux.pidfdOpen(task.pid);
   let copy: number | undefined;
   try {
-    copy = linux.pidfdGetfd(pidfd, f.fd);
+    copy = linux.fdCopyOf(task.pid, f.fd);
     return linux.rawSyscall(SYS.ioctl, copy, TIOC.TCGETS, Buffer.alloc(TERMIOS_SIZE)) === -BigInt(linux.ERRNO.EIO);
   } finally {
     closeQuietly(copy);
-    closeQuietly(pidfd);
   }
 }
 
@@ -834,11 +826,10 @@ function openMaster(ctx: RestartContext, task: RestartTask, img: FileImage, req:
     throw new CptError('EPERM', `the image belongs to uid ${ctx.imageOwner.uid}, and /dev/pts/${rec.index} belonged to uid ${rec.slaveUid}`, { pid: task.pid, object });
   }
   const fd = openPtmx(task, img.path, reopenFlags(img.flags), rec.index, object);
-  const pidfd = linux.pidfdOpen(task.pid);
   let copy: number | undefined;
   let peer: number | undefined;
   try {
-    copy = linux.pidfdGetfd(pidfd, Number(fd));
+    copy = linux.fdCopyOf(task.pid, Number(fd));
     ioctlSetInt(copy, TIOC.SPTLCK, 0, 'TIOCSPTLCK');
     peer = openPeer(copy);
     const t = decodeStruct(linux.KernelTermios, rec.termios);
@@ -855,7 +846,6 @@ function openMaster(ctx: RestartContext, task: RestartTask, img: FileImage, req:
   } finally {
     // Closing cptrst's slave leaves the pty as a slave that was opened and closed, until the image's slaves open it.
     closeQuietly(peer);
-    closeQuietly(pidfd);
   }
   table.set(rec.index, { copy, locked: rec.locked, exclusive: rec.exclusive, pid: task.pid });
   return fd;
