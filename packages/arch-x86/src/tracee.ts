@@ -31,7 +31,7 @@
  * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither.
  */
 import './syscalls';
-import { ArchRegs, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
+import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
 import { UserRegs, asUserRegs, x86ptrace } from './regs-codec';
 import { resumeRegs, syscallState } from './syscall-restart';
 import { buildSigframe, sigframeBytes } from './sigframe';
@@ -139,6 +139,16 @@ export class X86Tracee implements Tracee {
 
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint {
     return this.check(this.syscall(nr, args), what);
+  }
+
+  syscalls(calls: ReadonlyArray<BatchCall>, opts: { untilError?: boolean } = {}): bigint[] {
+    const out: bigint[] = [];
+    for (const c of calls) {
+      const r = this.syscall(c.nr, c.args ?? []);
+      out.push(r);
+      if (opts.untilError && r < 0n && r > -4096n) break;
+    }
+    return out;
   }
 
   scratch(): ScratchArea {

@@ -105,6 +105,12 @@ export interface ScratchArea {
  * registers). "Run this syscall in that task" goes through here; how and when a task is let go
  * is decided by its owner (core/release.ts: releaseTracee).
  */
+/** One system call of a batch (Tracee.syscalls). */
+export interface BatchCall {
+  readonly nr: number;
+  readonly args?: ReadonlyArray<number | bigint>;
+}
+
 export interface Tracee {
   readonly pid: number;
   readonly tid: number;
@@ -112,6 +118,14 @@ export interface Tracee {
   syscall(nr: number, args?: ReadonlyArray<number | bigint>): bigint;
   /** Same, but throws a CptError naming `what` when the call fails. */
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint;
+  /**
+   * Runs several system calls inside the task, in order, and returns their raw results (-errno on
+   * failure). The arch may run the whole batch in one stop, so no call's arguments may depend on
+   * an earlier call's result (stage every buffer beforehand, at different offsets). With
+   * `untilError`, the batch ends at the first call that fails (its result is the last one
+   * returned); otherwise every call runs.
+   */
+  syscalls(calls: ReadonlyArray<BatchCall>, opts?: { untilError?: boolean }): bigint[];
   /** A scratch area in the task (mapped on first use, unmapped by restore()). */
   scratch(): ScratchArea;
   /** Writes `data` into the scratch data area at `offset` and returns its address in the task. */
