@@ -58,6 +58,7 @@ export * from './unix-socket';
 export * from './unix-name';
 export * from './unix-scm';
 export * from './pidfd';
+export { ptyDataGuardian } from './tty';
 
 /** The open files listed by check (the task is frozen: dump uses the same list). */
 const OPEN_FILES = new StateKey<OpenFile[]>('files.open');

@@ -30,6 +30,7 @@
  * path (/dev/pts/N, checked to be that device) with O_NOCTTY: the controlling terminal is the task
  * subsystem's. Lock and exclusive mode are set in the finish hook, after every slave is open.
  */
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask,
@@ -261,6 +262,89 @@ function putBack(master: number, peer: number, t: linux.KernelTermios, d: PtyDat
   setTermios(peer, t);
 }
 
+/** Takes the data of a pty and puts it back at once (through a master and a slave description): what was read. */
+function takeAndPutBack(master: number, peer: number, packet: boolean): PtyData {
+  const t = getTermios(peer);
+  const output = drainMaster(master, packet);
+  let input: Omit<PtyData, 'output'>;
+  try {
+    input = drainSlave(peer, t);
+  } catch (e) {
+    putBack(master, peer, t, { input: Buffer.alloc(0), lines: [], eof: [], output }, packet);
+    throw e;
+  }
+  const data = { ...input, output };
+  putBack(master, peer, t, data, packet);
+  return data;
+}
+
+/** How long the guardian may take (its reads never block: only a machine stalled for that long reaches it). */
+const GUARDIAN_TIMEOUT_MS = 120000;
+
+/**
+ * takeAndPutBack, run by a child process (the guardian) on cptrst's copy of the master and
+ * its own slave description, handed to it as its fds 3 and 4. Between the read and the put-back the bytes are only in the reader's memory
+ * and the slave's termios is not its own (ICANON off, then the termios TIOCSTI needs): cptrst
+ * dying there (SIGKILL) would lose them and leave the terminal changed. The guardian is not
+ * killed with cptrst (a SIGKILL of cptrst is for cptrst alone, and it ignores the signals a
+ * terminal sends to a process group), so once it has begun, it puts everything back. It begins
+ * only while cptrst, its parent, lives (the tree is frozen then): if cptrst is gone, the tree runs
+ * again and the guardian touches nothing. Its result comes back on its stdout.
+ */
+function guardedTake(master: number, peer: number, packet: boolean): PtyData {
+  // This module's file: the compiled tty.js, or the single-file CLI that holds it (whose loader
+  // then gives @cptrst/files from itself).
+  const code = [
+    'const m = require(process.argv[1]);',
+    "(m.ptyDataGuardian ?? require('@cptrst/files').ptyDataGuardian)();",
+  ].join('\n');
+  const r = spawnSync(process.execPath, ['-e', code, __filename, packet ? '1' : '0', String(process.pid), JSON.stringify(linux.syscallTable())], {
+    stdio: ['ignore', 'pipe', 'pipe', master, peer], timeout: GUARDIAN_TIMEOUT_MS, maxBuffer: 1 << 20,
+  });
+  const out = r.stdout?.toString() ?? '';
+  let got: GuardianResult | undefined;
+  try {
+    got = out ? (JSON.parse(out) as GuardianResult) : undefined;
+  } catch {
+    got = undefined;
+  }
+  if (!got) {
+    const why = r.error ? String(r.error.message) : `status ${r.status ?? r.signal}: ${(r.stderr?.toString() ?? '').trim().split('\n').slice(-3).join(' ')}`;
+    throw new CptError('EIO', `the process that reads and puts back the pty's data failed (${why})`, { object: 'tty' });
+  }
+  if ('code' in got) throw new CptError(got.code, got.message, { object: 'tty' });
+  return { input: Buffer.from(got.input, 'base64'), lines: got.lines, eof: got.eof, output: Buffer.from(got.output, 'base64') };
+}
+
+type GuardianResult = { input: string; lines: number[]; eof: number[]; output: string } | { code: string; message: string };
+
+/**
+ * The guardian's program (see guardedTake): argv is [node, this file, packet 0|1, cptrst's pid,
+ * cptrst's system call table (JSON: no arch package is loaded here)];
+ * the master is fd 3, the slave fd 4. Prints one JSON result.
+ */
+export function ptyDataGuardian(): void {
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGPIPE'] as const) process.on(s, () => undefined);
+  const [packet, parent, table] = process.argv.slice(2);
+  let res: GuardianResult;
+  linux.useSyscallTable(JSON.parse(table) as linux.SyscallTable);
+  if (process.ppid !== Number(parent)) {
+    res = { code: 'EINTR', message: 'cptrst ended before the pty was read' };
+  } else {
+    try {
+      const d = takeAndPutBack(3, 4, packet === '1');
+      res = { input: d.input.toString('base64'), lines: d.lines, eof: d.eof, output: d.output.toString('base64') };
+    } catch (e) {
+      res = { code: e instanceof CptError ? e.code : 'EIO', message: String((e as Error).message ?? e) };
+    }
+  }
+  try {
+    fs.writeSync(1, JSON.stringify(res));
+  } catch {
+    /* cptrst is gone: what was read is back in the pty anyway */
+  }
+}
+
 /** A character to end the EOF-terminated lines with when the terminal has none: one that is in none of them. */
 function eofChar(d: PtyData, t: linux.KernelTermios): number {
   const used = new Set([...d.input, 0x0a, t.cc[TERMIOS.VEOL], t.cc[TERMIOS.VEOL2]]);
@@ -425,23 +509,16 @@ function dumpMaster(task: CheckpointTask, f: OpenFile, st: MasterState, rec: Tty
     rec.exclusive = ioctlGetInt(peer, TIOC.GEXCL, 'TIOCGEXCL') !== 0;
     const t = getTermios(peer);
     rec.termios = encodeStruct(t);
-    // Read and put back at once, every holder frozen: the process finds the same bytes whatever happens next.
-    const output = drainMaster(copy, rec.packet);
-    let input: Omit<PtyData, 'output'>;
-    try {
-      input = drainSlave(peer, t);
-    } catch (e) {
-      putBack(copy, peer, t, { input: Buffer.alloc(0), lines: [], eof: [], output }, rec.packet);
-      throw e;
+    // Read and put back at once, every holder frozen, by a process that outlives cptrst: the
+    // process finds the same bytes whatever happens next, cptrst's death included.
+    const data = guardedTake(copy, peer, rec.packet);
+    const { output, input } = data;
+    if (output.length > TTY_DATA_MAX || input.length > TTY_DATA_MAX) {
+      throw new CptError('EIO', `pty ${st.index}: ${Math.max(output.length, input.length)} bytes were buffered in one direction, more than the ${TTY_DATA_MAX} a line discipline holds`, { pid: task.pid, object });
     }
-    const data = { ...input, output };
-    putBack(copy, peer, t, data, rec.packet);
-    if (output.length > TTY_DATA_MAX || input.input.length > TTY_DATA_MAX) {
-      throw new CptError('EIO', `pty ${st.index}: ${Math.max(output.length, input.input.length)} bytes were buffered in one direction, more than the ${TTY_DATA_MAX} a line discipline holds`, { pid: task.pid, object });
-    }
-    rec.input = input.input;
-    rec.inputLines = input.lines;
-    rec.inputEof = input.eof;
+    rec.input = input;
+    rec.inputLines = data.lines;
+    rec.inputEof = data.eof;
     rec.output = output;
   } catch (e) {
     if (e instanceof CptError && e.pid === undefined) throw new CptError(e.code, `pty ${st.index}: ${e.message}`, { pid: task.pid, object });
