@@ -287,6 +287,41 @@ describe('cptrst killed or interrupted', function () {
   });
   }
 
+  it('checkpoint of a tree on ptys with bytes buffered both ways (ptys): SIGKILL at any moment loses no byte and leaves every termios as it was', async () => {
+    // The bytes cannot be peeked: they are read and put back, and the slave's termios is changed
+    // meanwhile. Kills every few ms over the whole checkpoint (the tree runs on after each).
+    const w = await startWorkload('ptys');
+    const tree = (): number[] => {
+      const out = [w.pid];
+      for (let i = 0; i < out.length; i++) out.push(...childrenOf(out[i]));
+      return out;
+    };
+    const pids = tree();
+    let killed = 0;
+    for (let d = 0; d <= 600; d += 12) {
+      const img = path.join(w.dir, `img-${d}`);
+      const run = await runAndSignal(['checkpoint', String(w.pid), '-o', img], w.dir, 'SIGKILL', d);
+      const what = `SIGKILL ${d} ms`;
+      if (run.signal === 'SIGKILL') killed++;
+      else expect(run.code, `${what}: ${run.stderr}`).to.equal(0);
+      // What cptrst started (the process that puts the bytes back) ends by itself.
+      for (const c of run.children) expect(await waitGone(c, 30000, { zombieOk: true }), `${what}: its child ${c} is still there`).to.equal(true);
+      for (const p of pids) {
+        let st = status(p);
+        for (let i = 0; i < 500 && st !== null && st.tracer !== 0; i++) {
+          await sleep(10);
+          st = status(p);
+        }
+        expect(st?.tracer, `${what}: process ${p} gone or still traced`).to.equal(0);
+      }
+      expect(tree(), `${what}: the tree`).to.deep.equal(pids);
+      for (const f of fs.readdirSync(w.dir).filter((n) => n.includes(`img-${d}`))) fs.rmSync(path.join(w.dir, f), { force: true });
+    }
+    expect(killed, 'the kills all came too late').to.be.greaterThan(0);
+    await trigger(w);
+    expect(passLines('ptys')).to.include(parseResult(await waitResult(w, 60000)).verdict);
+  });
+
   it('restart of a process with 200 threads: SIGKILL or SIGINT at any moment, while its threads are made too, leaves no thread behind', async () => {
     const w = await startWorkload('threads.py', ['200'], { readyTimeoutMs: 60000 });
     const tids = fs.readdirSync(`/proc/${w.pid}/task`).map(Number);

@@ -262,6 +262,14 @@ function putBack(master: number, peer: number, t: linux.KernelTermios, d: PtyDat
   setTermios(peer, t);
 }
 
+/**
+ * A slave description for cptrst to read settings through: a copy of one the tree holds, or
+ * else one of its own (openPeer, which unlocks a locked pty for the moment it takes).
+ */
+function slaveOf(master: number, holder: { pid: number; fd: number } | undefined): number {
+  return holder ? linux.fdCopyOf(holder.pid, holder.fd) : openPeer(master);
+}
+
 /** Takes the data of a pty and puts it back at once (through a master and a slave description): what was read. */
 function takeAndPutBack(master: number, peer: number, packet: boolean): PtyData {
   const t = getTermios(peer);
@@ -282,8 +290,9 @@ function takeAndPutBack(master: number, peer: number, packet: boolean): PtyData 
 const GUARDIAN_TIMEOUT_MS = 120000;
 
 /**
- * takeAndPutBack, run by a child process (the guardian) on cptrst's copy of the master and
- * its own slave description, handed to it as its fds 3 and 4. Between the read and the put-back the bytes are only in the reader's memory
+ * takeAndPutBack, run by a child process (the guardian) on cptrst's copy of the master, handed
+ * to it as its fd 3, and a slave description of its own (openPeer: a locked pty is unlocked for
+ * that moment, guarded too). Between the read and the put-back the bytes are only in the reader's memory
  * and the slave's termios is not its own (ICANON off, then the termios TIOCSTI needs): cptrst
  * dying there (SIGKILL) would lose them and leave the terminal changed. The guardian is not
  * killed with cptrst (a SIGKILL of cptrst is for cptrst alone, and it ignores the signals a
@@ -291,7 +300,7 @@ const GUARDIAN_TIMEOUT_MS = 120000;
  * only while cptrst, its parent, lives (the tree is frozen then): if cptrst is gone, the tree runs
  * again and the guardian touches nothing. Its result comes back on its stdout.
  */
-function guardedTake(master: number, peer: number, packet: boolean): PtyData {
+function guardedTake(master: number, packet: boolean): PtyData {
   // This module's file: the compiled tty.js, or the single-file CLI that holds it (whose loader
   // then gives @cptrst/files from itself).
   const code = [
@@ -299,7 +308,7 @@ function guardedTake(master: number, peer: number, packet: boolean): PtyData {
     "(m.ptyDataGuardian ?? require('@cptrst/files').ptyDataGuardian)();",
   ].join('\n');
   const r = spawnSync(process.execPath, ['-e', code, __filename, packet ? '1' : '0', String(process.pid), JSON.stringify(linux.syscallTable())], {
-    stdio: ['ignore', 'pipe', 'pipe', master, peer], timeout: GUARDIAN_TIMEOUT_MS, maxBuffer: 1 << 20,
+    stdio: ['ignore', 'pipe', 'pipe', master], timeout: GUARDIAN_TIMEOUT_MS, maxBuffer: 1 << 20,
   });
   const out = r.stdout?.toString() ?? '';
   let got: GuardianResult | undefined;
@@ -321,7 +330,7 @@ type GuardianResult = { input: string; lines: number[]; eof: number[]; output: s
 /**
  * The guardian's program (see guardedTake): argv is [node, this file, packet 0|1, cptrst's pid,
  * cptrst's system call table (JSON: no arch package is loaded here)];
- * the master is fd 3, the slave fd 4. Prints one JSON result.
+ * the master is fd 3. Prints one JSON result.
  */
 export function ptyDataGuardian(): void {
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGPIPE'] as const) process.on(s, () => undefined);
@@ -332,7 +341,13 @@ export function ptyDataGuardian(): void {
     res = { code: 'EINTR', message: 'cptrst ended before the pty was read' };
   } else {
     try {
-      const d = takeAndPutBack(3, 4, packet === '1');
+      const peer = openPeer(3);
+      let d: PtyData;
+      try {
+        d = takeAndPutBack(3, peer, packet === '1');
+      } finally {
+        closeQuietly(peer);
+      }
       res = { input: d.input.toString('base64'), lines: d.lines, eof: d.eof, output: d.output.toString('base64') };
     } catch (e) {
       res = { code: e instanceof CptError ? e.code : 'EIO', message: String((e as Error).message ?? e) };
@@ -440,6 +455,8 @@ function refuseOutsiders(ctx: CheckpointContext, task: CheckpointTask, f: OpenFi
 interface MasterState {
   index: number;
   holdsSlave: boolean;
+  /** A slave fd of the tree, whose description cptrst copies to read the slave's settings (opening one may unlock the pty). */
+  slave?: { pid: number; fd: number };
   hup: boolean;
 }
 
@@ -475,7 +492,8 @@ function examineMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile
       refuse(task.pid, object, `the slave /dev/pts/${index} of this pty has never been opened; what was written to it cannot be read without opening it, which would change the pty`);
     }
     // Read and put back whole only while a line discipline's buffer holds it all: refused before anything is read.
-    const peer = openPeer(copy);
+    const slave = holdsSlave ? h.slaves[0] : undefined;
+    const peer = slaveOf(copy, slave);
     try {
       pollNow(peer);
       const waiting = Math.max(linux.ioctlInt(copy, linux.FIONREAD), linux.ioctlInt(peer, linux.FIONREAD));
@@ -483,7 +501,7 @@ function examineMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile
     } finally {
       closeQuietly(peer);
     }
-    return { index, holdsSlave, hup };
+    return { index, holdsSlave, hup, ...(slave ? { slave } : {}) };
   } finally {
     closeQuietly(copy);
   }
@@ -503,7 +521,7 @@ function dumpMaster(task: CheckpointTask, f: OpenFile, st: MasterState, rec: Tty
     const w = decodeStruct(linux.Winsize, ws);
     rec.winsize = [w.row, w.col, w.xpixel, w.ypixel];
     rec.slaveClosed = !st.holdsSlave && st.hup;
-    peer = openPeer(copy);
+    peer = slaveOf(copy, st.slave);
     const pst = fs.fstatSync(peer);
     [rec.slaveUid, rec.slaveGid, rec.slaveMode] = [pst.uid, pst.gid, pst.mode & 0o7777];
     rec.exclusive = ioctlGetInt(peer, TIOC.GEXCL, 'TIOCGEXCL') !== 0;
@@ -511,7 +529,7 @@ function dumpMaster(task: CheckpointTask, f: OpenFile, st: MasterState, rec: Tty
     rec.termios = encodeStruct(t);
     // Read and put back at once, every holder frozen, by a process that outlives cptrst: the
     // process finds the same bytes whatever happens next, cptrst's death included.
-    const data = guardedTake(copy, peer, rec.packet);
+    const data = guardedTake(copy, rec.packet);
     const { output, input } = data;
     if (output.length > TTY_DATA_MAX || input.length > TTY_DATA_MAX) {
       throw new CptError('EIO', `pty ${st.index}: ${Math.max(output.length, input.length)} bytes were buffered in one direction, more than the ${TTY_DATA_MAX} a line discipline holds`, { pid: task.pid, object });
