@@ -32,6 +32,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, KindRecords, ObjectType, RestartTask, bool, decodeStruct, encodeStruct, i32, linux, objectType,
   refuse, sizeOfStruct, treeTask, u32, u32s,
 } from '@cptrst/core';
+import * as fs from 'fs';
 import { FS_KEY } from './fs-struct';
 
 const { SYS, SO, SOCK } = linux;
@@ -102,6 +103,24 @@ function installAll(ctx: CheckpointContext): void {
   ctx.beforeRelease(() => {
     for (const { task, fds } of installed) for (const fd of fds) task.tracee.syscall(SYS.close, [fd]);
   });
+  // cptrst's own fds of the files in flight, closed once they are installed (or the check failed).
+  const held: number[][] = [];
+  try {
+    installTree(ctx, table, peeked, installed, held);
+  } finally {
+    for (const fds of held) for (const fd of fds) closeQuietly(fd);
+  }
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    /* closed */
+  }
+}
+
+function installTree(ctx: CheckpointContext, table: Map<number, InFlight>, peeked: Map<number, linux.QueuedMessage[]>, installed: Array<{ task: CheckpointTask; fds: number[] }>, held: number[][]): void {
   const tasks = (ctx.tree?.tasks ?? []).filter((t) => !t.zombie);
   let diag: Map<number, linux.UnixDiag> | undefined;
   for (const task of tasks) {
@@ -123,11 +142,19 @@ function installAll(ctx: CheckpointContext): void {
       // Only a connected stream or seqpacket socket has a queue to read (recvmsg answers EINVAL before).
       if (!d || d.state === linux.TCP_LISTEN || (d.type !== SOCK.DGRAM && d.state !== linux.TCP_ESTABLISHED)) continue;
       const stream = d.type === SOCK.STREAM;
-      const queue = peeked.get(ino) ?? linux.withFdCopy(task.pid, fd, (dup) => linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0));
+      const object = `fd ${fd} (${link})`;
+      // The peek is cptrst's: the files in flight come to cptrst's own fd table (they die with it).
+      const queue = peeked.get(ino) ?? linux.withFdCopy(task.pid, fd, (dup) => {
+        // With SO_PASSPIDFD a peek also brings a pidfd of the sender (SCM_PIDFD): refused before any.
+        if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
+        return linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0, true);
+      });
+      const rights = queue.flatMap((m) => m.rights ?? []);
+      for (const m of queue) delete m.rights;
       peeked.set(ino, queue);
       const count = queue.reduce((n, m) => n + m.fds, 0);
       if (!count) continue;
-      const object = `fd ${fd} (${link})`;
+      held.push(rights);
       if (stream) refuse(task.pid, object, `${count} descriptor(s) are in flight in the queue of a stream socket; descriptors in flight are supported on datagram and seqpacket sockets only`);
       // The queue is sent again by the process that makes the socket at restart: the process that
       // holds it, also for a socketpair whose other end its descendants hold (it makes the pair).
@@ -140,7 +167,7 @@ function installAll(ctx: CheckpointContext): void {
           refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and its peer is held by process ${other.pid} (fd ${peer}), which is not a descendant of this process; descriptors in flight are supported where the receiving end's process made the pair`);
         }
       }
-      table.set(ino, { pid: task.pid, fds: installInTask(task, fd, queue, object, mine) });
+      table.set(ino, { pid: task.pid, fds: installInTask(task, queue, rights, object, mine) });
     }
   }
 }
@@ -164,43 +191,46 @@ function readLink(pid: number, fd: number): string {
 
 
 /**
- * Each message that carries descriptors is peeked inside the task at its start (SO_PEEK_OFF: the
- * bytes of the messages before it; a peek has marked them all, so empty ones are skipped), which
- * installs its descriptors there (close-on-exec); `installed` gets each one as it comes, for the
- * cleanup. The socket's peek offset is put back.
+ * The files in flight of each message come to the task as a receive would bring them: cptrst
+ * sends its own fds of them (from its peek) over a socketpair made inside the task, and the task
+ * receives them (recvmsg with MSG_CMSG_CLOEXEC, an injected call per message), so the task's own
+ * fd limit (RLIMIT_NOFILE) and security module decide as for its own receive. The socket's queue
+ * and peek offset are not touched. `installed` gets each fd as it comes, for the cleanup.
  */
-function installInTask(task: CheckpointTask, fd: number, queue: linux.QueuedMessage[], object: string, installed: number[]): Map<number, number[]> {
+function installInTask(task: CheckpointTask, queue: linux.QueuedMessage[], rights: number[], object: string, installed: number[]): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  linux.withFdCopy(task.pid, fd, (dup) => {
-    // With SO_PASSPIDFD a receive also installs a pidfd of the sender (SCM_PIDFD), which nothing
-    // here would close: refused before the first peek (the socket's kind refuses it anyway).
-    if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
-    const saved = linux.getSockoptInt(dup, SO.PEEK_OFF);
-    try {
-      let off = 0;
+  const t = task.tracee;
+  const pair = t.stage(Buffer.alloc(8));
+  t.syscallOk(linux.syscallNumber('socketpair'), [linux.AF_UNIX, SOCK.DGRAM | SOCK.CLOEXEC, 0, pair], `socketpair for the descriptors in flight of ${object}`);
+  const ends = t.readMemory(pair, 8);
+  const [a, b] = [ends.readInt32LE(0), ends.readInt32LE(4)];
+  try {
+    let next = 0;
+    linux.withFdCopy(task.pid, a, (mine) => {
       queue.forEach((m, i) => {
-        if (m.fds) {
-          if (!m.data.length) refuse(task.pid, object, 'an empty message carries descriptors in flight; it cannot be reached by its offset in the queue, not supported');
-          if (linux.setSockoptInt(dup, SO.PEEK_OFF, off) < 0n) refuse(task.pid, object, 'setsockopt(SO_PEEK_OFF) failed');
-          const got = peekInTask(task, fd, object);
-          installed.push(...got.fds);
-          if (got.flags & linux.MSG.CTRUNC) refuse(task.pid, object, `the descriptors in flight do not fit in the process's fd table (RLIMIT_NOFILE) or in cptrst's control buffer`);
-          if (got.fds.length !== m.fds || got.length !== m.data.length) {
-            throw new CptError('EIO', `the queue changed while it was read: message ${i} of ${m.data.length} bytes with ${m.fds} descriptor(s) peeked as ${got.length} bytes with ${got.fds.length}`, { pid: task.pid, object });
-          }
-          out.set(i, got.fds);
+        if (!m.fds) return;
+        if (!m.data.length) refuse(task.pid, object, 'an empty message carries descriptors in flight; not supported');
+        const these = rights.slice(next, next + m.fds);
+        next += m.fds;
+        linux.sendRights(mine, these);
+        const got = receiveInTask(task, b, object);
+        installed.push(...got.fds);
+        if (got.flags & linux.MSG.CTRUNC) refuse(task.pid, object, 'the descriptors in flight do not fit in the process\'s fd table (RLIMIT_NOFILE)');
+        if (got.fds.length !== m.fds) {
+          throw new CptError('EIO', `message ${i} carries ${m.fds} descriptor(s) in flight, and ${got.fds.length} came to the process`, { pid: task.pid, object });
         }
-        off += m.data.length;
+        out.set(i, got.fds);
       });
-    } finally {
-      linux.setSockoptInt(dup, SO.PEEK_OFF, saved);
-    }
-  });
+    });
+  } finally {
+    t.syscall(SYS.close, [a]);
+    t.syscall(SYS.close, [b]);
+  }
   return out;
 }
 
-/** recvmsg(MSG_PEEK | MSG_TRUNC) of one byte inside the task: the message's length, flags and the fds it installed. */
-function peekInTask(task: CheckpointTask, fd: number, object: string): { length: number; flags: number; fds: number[] } {
+/** recvmsg(MSG_CMSG_CLOEXEC) of one byte inside the task: its flags and the fds it installed. */
+function receiveInTask(task: CheckpointTask, fd: number, object: string): { flags: number; fds: number[] } {
   const t = task.tracee;
   const size = HDR + IOV + 8 + CONTROL_ROOM;
   const base = t.stage(Buffer.alloc(size));
@@ -210,12 +240,12 @@ function peekInTask(task: CheckpointTask, fd: number, object: string): { length:
   encodeStruct(linux.Iovec, { base: base + BigInt(HDR + IOV), len: 1n }, buf, HDR);
   t.writeMemory(base, buf);
   const { MSG } = linux;
-  const r = t.syscall(linux.syscallNumber('recvmsg'), [fd, base, MSG.PEEK | MSG.DONTWAIT | MSG.TRUNC | MSG.CMSG_CLOEXEC]);
-  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `recvmsg(MSG_PEEK) of a message with descriptors in flight, inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object });
+  const r = t.syscall(linux.syscallNumber('recvmsg'), [fd, base, MSG.DONTWAIT | MSG.CMSG_CLOEXEC]);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `recvmsg of the descriptors in flight, inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object });
   const back = t.readMemory(base, size);
   const h = decodeStruct(linux.Msghdr, back, 0);
   const controlLen = Math.min(Number(h.controllen), CONTROL_ROOM);
-  return { length: Number(r), flags: h.flags, fds: linux.parseControl(back.subarray(ctlAt), controlLen).fds };
+  return { flags: h.flags, fds: linux.parseControl(back.subarray(ctlAt), controlLen).fds };
 }
 
 /**

@@ -4,7 +4,7 @@
  */
 import * as fs from 'fs';
 import { CptError } from '../errors';
-import { libcRecvmsg, rawSyscall } from './libc';
+import { libcRecvmsg, libcSendmsg, rawSyscall } from './libc';
 import { syscallNumber } from './syscalls';
 import { F, FIONREAD, O } from './constants';
 import { errnoName } from './errno';
@@ -212,8 +212,10 @@ export interface QueuedMessage {
   data: Buffer;
   /** The sender's bound name, for an unconnected datagram socket's messages (empty: none). */
   from: Buffer;
-  /** File descriptors in flight with it (SCM_RIGHTS), counted (cptrst closes its copies at once). */
+  /** File descriptors in flight with it (SCM_RIGHTS), counted (cptrst closes its copies at once, unless asked to keep them). */
   fds: number;
+  /** cptrst's own fds of them, in order, when peekSocket was asked to keep them. */
+  rights?: number[];
   /** The sender's credentials (SCM_CREDENTIALS), reported when the socket has SO_PASSCRED. */
   creds?: Ucred;
 }
@@ -248,6 +250,11 @@ const CMSG_HDR = 16;
 /** The most descriptors one SCM_RIGHTS message carries (SCM_MAX_FD). */
 export const SCM_MAX_FD = 253;
 
+/** Sends one byte with descriptors `fds` (SCM_RIGHTS, in order) on cptrst's connected socket `fd`. */
+export function sendRights(fd: number, fds: readonly number[]): void {
+  check(BigInt(libcSendmsg(fd, Buffer.from([0]), buildControl(fds), MSG.DONTWAIT | MSG.NOSIGNAL)), 'sendmsg(SCM_RIGHTS)');
+}
+
 /** A control buffer for sendmsg: SCM_RIGHTS with `fds` (if any), then SCM_CREDENTIALS (if given). */
 export function buildControl(fds: readonly number[], creds?: Ucred): Buffer {
   const space = (n: number) => (CMSG_HDR + n + 7) & ~7;
@@ -276,49 +283,113 @@ export function buildControl(fds: readonly number[], creds?: Ucred): Buffer {
  * reading, whose end of file reads as an empty message: a message of 0 bytes just before that
  * end cannot be told from it, and is not kept).
  *
- * Reads what waits in a socket's receive queue without taking it: MSG_PEEK from offset 0 with
- * SO_PEEK_OFF, one message at a time (the peek offset moves past each), on cptrst's copy of the
- * socket (pidfd_getfd: the same socket). The socket's own peek offset is put back after.
- * Descriptors in flight come to cptrst with a peek: they are counted and closed.
+ * Reads what waits in a socket's receive queue without taking it, on cptrst's copy of the socket
+ * (pidfd_getfd: the same socket). A peek reads from the socket's peek offset, which is the
+ * socket's, shared with every holder, so setting one is a change the process would see if cptrst
+ * died before putting it back. So it is set only where nothing else reaches the data:
+ * - a stream without a peek offset of its own: one MSG_PEEK from its start; when that returns
+ *   every queued byte (SIOCINQ), no offset is set at all. A stream's peek ends early where the
+ *   senders' credentials change or descriptors come, and at an out-of-band byte: then as below;
+ * - otherwise (a datagram or seqpacket queue, whose peek returns its first message only, or such
+ *   a stream): SO_PEEK_OFF 0, MSG_PEEK one message at a time (the offset moves past each), then
+ *   the socket's own offset back. Nothing but the peeks runs in between (cptrst's own calls, no
+ *   call inside the process): the change lasts those few system calls.
+ * Descriptors in flight come to cptrst with a peek: with `keepRights` they are kept (`rights`,
+ * cptrst's fds, the caller's to close), otherwise counted and closed.
  */
-export function peekSocket(fd: number, endsAtEmpty: boolean): QueuedMessage[] {
+export function peekSocket(fd: number, endsAtEmpty: boolean, keepRights = false): QueuedMessage[] {
   const saved = getSockoptInt(fd, SO.PEEK_OFF);
   if (saved < -1) check(BigInt(saved), 'getsockopt(SO_PEEK_OFF)');
-  check(setSockoptInt(fd, SO.PEEK_OFF, 0), 'setsockopt(SO_PEEK_OFF, 0)');
-  const out: QueuedMessage[] = [];
+  const data = Buffer.alloc(4 * 1024 * 1024);
+  const name = Buffer.alloc(112);
+  const control = Buffer.alloc(4096);
+  const peeks: Peeked[] = [];
+  const one = (flags: number): Peeked => {
+    const r = libcRecvmsg(fd, data, name, control, flags);
+    const n = r.result;
+    return {
+      result: n, flags: r.flags, ...(n >= 0 ? { data: Buffer.from(data.subarray(0, Math.min(n, data.length))) } : {}),
+      name: Buffer.from(name.subarray(0, Math.min(r.nameLen, name.length))), control: Buffer.from(control.subarray(0, Math.min(r.controlLen, control.length))),
+    };
+  };
   try {
-    const data = Buffer.alloc(4 * 1024 * 1024);
-    const name = Buffer.alloc(112);
-    const control = Buffer.alloc(4096);
-    let lastOff = -2;
-    for (let i = 0; i < 1 << 20; i++) {
-      const r = libcRecvmsg(fd, data, name, control, MSG.PEEK | MSG.DONTWAIT | (endsAtEmpty ? 0 : MSG.TRUNC));
-      if (r.result === -11) break; // EAGAIN: nothing more
-      check(BigInt(r.result), 'recvmsg(MSG_PEEK) of the socket\'s queue');
-      const n = r.result;
-      if (n > data.length) throw new CptError('EMSGSIZE', `a queued message of ${n} bytes`, { object: 'socket' });
-      if (r.flags & MSG.CTRUNC) throw new CptError('EMSGSIZE', 'a queued message\'s control data does not fit', { object: 'socket' });
-      const { fds, creds } = closeRights(control, r.controlLen);
-      const nameLen = r.nameLen;
-      // A stream whose peer shut down answers 0 bytes forever: that is its end, not a message.
-      if (n === 0 && endsAtEmpty) break;
-      // An empty datagram is skipped by the next peek (it is marked peeked); an empty answer twice
-      // in a row at the same offset would be an end of file where none was expected.
-      if (n === 0 && out.length && out[out.length - 1].data.length === 0 && getSockoptInt(fd, SO.PEEK_OFF) === lastOff) {
-        throw new CptError('EIO', 'the socket\'s queue reads as empty messages without end', { object: 'socket' });
+    if (saved === -1 && getSockoptInt(fd, SO.TYPE) === SOCK.STREAM) {
+      const queued = ioctlInt(fd, FIONREAD);
+      const p = one(MSG.PEEK | MSG.DONTWAIT);
+      if (queued >= 0 && (p.result === queued || (queued === 0 && p.result === -11)) && !(p.flags & MSG.CTRUNC)) {
+        return toMessages(p.result > 0 ? [p] : [], endsAtEmpty, keepRights);
       }
-      lastOff = getSockoptInt(fd, SO.PEEK_OFF);
-      out.push({ data: Buffer.from(data.subarray(0, n)), from: nameLen > 2 ? Buffer.from(name.subarray(2, nameLen)) : Buffer.alloc(0), fds, ...(creds ? { creds } : {}) });
+      toMessages([p], endsAtEmpty, false); // closes what came with it
     }
-  } finally {
-    setSockoptInt(fd, SO.PEEK_OFF, saved);
+    check(setSockoptInt(fd, SO.PEEK_OFF, 0), 'setsockopt(SO_PEEK_OFF, 0)');
+    try {
+      let lastOff = -2;
+      for (let i = 0; i < 1 << 20; i++) {
+        const p = one(MSG.PEEK | MSG.DONTWAIT | (endsAtEmpty ? 0 : MSG.TRUNC));
+        if (p.result === -11) break; // EAGAIN: nothing more
+        peeks.push(p);
+        if (p.result < 0 || p.result > data.length || p.flags & MSG.CTRUNC) break;
+        // A stream whose peer shut down answers 0 bytes forever: that is its end, not a message.
+        if (p.result === 0 && endsAtEmpty) break;
+        // An empty datagram is skipped by the next peek (it is marked peeked); an empty answer twice
+        // in a row at the same offset would be an end of file where none was expected.
+        const off = getSockoptInt(fd, SO.PEEK_OFF);
+        if (p.result === 0 && peeks.length > 1 && peeks[peeks.length - 2].result === 0 && off === lastOff) {
+          p.result = -1000; // reported below, once the offset is back
+          break;
+        }
+        lastOff = off;
+      }
+    } finally {
+      setSockoptInt(fd, SO.PEEK_OFF, saved);
+    }
+  } catch (e) {
+    toMessages(peeks, endsAtEmpty, false);
+    throw e;
+  }
+  return toMessages(peeks, endsAtEmpty, keepRights);
+}
+
+/** One peek's answer, copied out of the reused buffers. */
+interface Peeked {
+  result: number;
+  flags: number;
+  data?: Buffer;
+  name: Buffer;
+  control: Buffer;
+}
+
+/** The messages of a run of peeks (the descriptors that came with them kept or closed); a failed peek throws, after closing them all. */
+function toMessages(peeks: Peeked[], endsAtEmpty: boolean, keepRights: boolean): QueuedMessage[] {
+  const out: QueuedMessage[] = [];
+  let failure: CptError | undefined;
+  for (const p of peeks) {
+    const { fds, creds } = parseControl(p.control, p.control.length);
+    const keep = keepRights && !failure;
+    if (!keep) closeAll(fds);
+    if (failure) continue;
+    if (p.result === -1000) failure = new CptError('EIO', 'the socket\'s queue reads as empty messages without end', { object: 'socket' });
+    else if (p.result < 0) failure = new CptError(errnoName(-p.result), `recvmsg(MSG_PEEK) of the socket's queue failed: ${errnoName(-p.result)}`, { object: 'recvmsg(MSG_PEEK) of the socket\'s queue' });
+    else if (p.result > (p.data?.length ?? 0)) failure = new CptError('EMSGSIZE', `a queued message of ${p.result} bytes`, { object: 'socket' });
+    else if (p.flags & MSG.CTRUNC) failure = new CptError('EMSGSIZE', 'a queued message\'s control data does not fit (descriptors beyond cptrst\'s RLIMIT_NOFILE, or more than its buffer holds)', { object: 'socket' });
+    if (failure) {
+      if (keep) closeAll(fds);
+      continue;
+    }
+    if (p.result === 0 && endsAtEmpty) continue;
+    out.push({
+      data: p.data!, from: p.name.length > 2 ? Buffer.from(p.name.subarray(2)) : Buffer.alloc(0), fds: fds.length,
+      ...(keep && fds.length ? { rights: fds } : {}), ...(creds ? { creds } : {}),
+    });
+  }
+  if (failure) {
+    for (const m of out) closeAll(m.rights ?? []);
+    throw failure;
   }
   return out;
 }
 
-/** Counts the descriptors an SCM_RIGHTS control message brought to cptrst, and closes them; the credentials. */
-function closeRights(control: Buffer, len: number): { fds: number; creds?: Ucred } {
-  const { fds, creds } = parseControl(control, len);
+function closeAll(fds: readonly number[]): void {
   for (const fd of fds) {
     try {
       fs.closeSync(fd);
@@ -326,5 +397,5 @@ function closeRights(control: Buffer, len: number): { fds: number; creds?: Ucred
       /* already gone */
     }
   }
-  return { fds: fds.length, ...(creds ? { creds } : {}) };
 }
+

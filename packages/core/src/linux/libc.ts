@@ -161,6 +161,21 @@ export function libcPtraceRegset(req: number, pid: number, nt: number, buf: Buff
   return [r, Number(iov.iov_len)];
 }
 
+let sendmsgFn: RecvmsgFn | undefined;
+/** sendmsg(fd, {one iovec over data, control}, flags) on one of cptrst's own fds (a connected socket): the result or -errno. */
+export function libcSendmsg(fd: number, data: Buffer, control: Buffer, flags: number): number {
+  if (!sendmsgFn) {
+    declareMsghdr();
+    sendmsgFn = libc().func('long sendmsg(int fd, const cpt_msghdr *msg, int flags)') as never;
+  }
+  const msg: Record<string, unknown> = {
+    msg_name: null, msg_namelen: 0, msg_iov: { iov_base: data, iov_len: data.length }, msg_iovlen: 1,
+    msg_control: control.length ? control : null, msg_controllen: control.length, msg_flags: 0,
+  };
+  const r = Number(sendmsgFn(fd, msg, flags));
+  return r < 0 ? -koffiLib().errno() : r;
+}
+
 /** What recvmsg(2) gave back: the result (or -errno), and the lengths and flags it wrote into the msghdr. */
 export interface RecvmsgResult {
   result: number;
@@ -172,13 +187,20 @@ export interface RecvmsgResult {
 type RecvmsgFn = (fd: number, msg: Record<string, unknown>, flags: number) => number | bigint;
 let recvmsgFn: RecvmsgFn | undefined;
 /** recvmsg(fd, {name, one iovec over data, control}, flags) on one of cptrst's own fds. */
+let msghdrDeclared = false;
+function declareMsghdr(): void {
+  if (msghdrDeclared) return;
+  koffiLib().struct('cpt_msg_iovec', { iov_base: 'void *', iov_len: 'size_t' });
+  koffiLib().struct('cpt_msghdr', {
+    msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: 'cpt_msg_iovec *', msg_iovlen: 'size_t',
+    msg_control: 'void *', msg_controllen: 'size_t', msg_flags: 'int',
+  });
+  msghdrDeclared = true;
+}
+
 export function libcRecvmsg(fd: number, data: Buffer, name: Buffer, control: Buffer, flags: number): RecvmsgResult {
   if (!recvmsgFn) {
-    koffiLib().struct('cpt_msg_iovec', { iov_base: 'void *', iov_len: 'size_t' });
-    koffiLib().struct('cpt_msghdr', {
-      msg_name: 'void *', msg_namelen: 'uint32_t', msg_iov: 'cpt_msg_iovec *', msg_iovlen: 'size_t',
-      msg_control: 'void *', msg_controllen: 'size_t', msg_flags: 'int',
-    });
+    declareMsghdr();
     recvmsgFn = libc().func('long recvmsg(int fd, _Inout_ cpt_msghdr *msg, int flags)') as never;
   }
   const msg: Record<string, unknown> = {
