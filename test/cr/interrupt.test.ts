@@ -17,7 +17,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, describeStuck, killStartedWorkloads, parseResult, passLines, procState, sleep, startWorkload,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, describeStuck, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload,
   trigger, waitGone, waitResult,
 } from '../support';
 
@@ -286,6 +286,85 @@ describe('cptrst killed or interrupted', function () {
     expect(passLines(name)).to.include(parseResult(await waitResult(w, 60000)).verdict);
   });
   }
+
+  it('checkpoint of a process with queued unix socket messages, descriptors in flight and a peek offset of its own: SIGKILL at any moment keeps every queue and peek offset, and leaves at most the files in flight as close-on-exec fds', async () => {
+    // Queues are peeked with SO_PEEK_OFF (the socket's, shared with the process) and descriptors
+    // in flight are installed in the process for the time of the checkpoint (the one trace a
+    // death of cptrst can leave: those fds, close-on-exec, and the socketpair that brings them).
+    const dir = makeTempDir('scm-kill');
+    const trig = path.join(dir, 'go');
+    const script = [
+      'import fcntl,os,socket,struct,sys,time',
+      'PEEK_OFF=42',
+      'def off(s): return struct.unpack("i",s.getsockopt(socket.SOL_SOCKET,PEEK_OFF,4))[0]',
+      'def fds(): return sorted(int(x) for x in os.listdir("/proc/self/fd"))',
+      'a,b=socket.socketpair(socket.AF_UNIX,socket.SOCK_DGRAM)',
+      'inos=set()',
+      'for i in range(6):',
+      '  if i%2:',
+      '    r,w=os.pipe(); os.write(w,b"pipe%d"%i); inos.add(os.fstat(r).st_ino)',
+      '    socket.send_fds(a,[b"dgram%d"%i],[r]); os.close(r); os.close(w)',
+      '  else: a.send(b"dgram%d"%i)',
+      'c,d=socket.socketpair(socket.AF_UNIX,socket.SOCK_STREAM)',
+      'c.send(b"stream bytes"); c.send(b" and more")',
+      'e,f=socket.socketpair(socket.AF_UNIX,socket.SOCK_SEQPACKET)',
+      'for i in range(4): e.send(b"record%d"%i)',
+      'f.setsockopt(socket.SOL_SOCKET,PEEK_OFF,0); f.recv(100,socket.MSG_PEEK)',
+      'offs=(off(b),off(d),off(f))',
+      'before=fds()',
+      'print("READY",offs,flush=True)',
+      'while not os.path.exists(sys.argv[1]): time.sleep(0.01)',
+      'after=fds()',
+      'bad=[]',
+      'extra=[x for x in after if x not in before]',
+      'for x in extra:',
+      '  try: st=os.fstat(x)',
+      '  except OSError: continue',
+      '  cloexec=fcntl.fcntl(x,fcntl.F_GETFD)&fcntl.FD_CLOEXEC',
+      '  if not cloexec or not (st.st_ino in inos or os.readlink("/proc/self/fd/%d"%x).startswith("socket:")): bad.append((x,os.readlink("/proc/self/fd/%d"%x)))',
+      'if [x for x in before if x not in after]: bad.append("fds lost")',
+      'if (off(b),off(d),off(f))!=offs: bad.append(("peek offsets",offs,(off(b),off(d),off(f))))',
+      'if f.recv(100,socket.MSG_PEEK)!=b"record1": bad.append("the seqpacket peek offset moved")',
+      'for i in range(6):',
+      '  m,got,_,_=socket.recv_fds(b,100,4,socket.MSG_DONTWAIT)',
+      '  if m!=b"dgram%d"%i or len(got)!=i%2 or (got and os.read(got[0],10)!=b"pipe%d"%i): bad.append(("dgram",i,m,got))',
+      'if d.recv(100,socket.MSG_DONTWAIT)!=b"stream bytes and more": bad.append("stream")',
+      'for i in range(4):',
+      '  if f.recv(100,socket.MSG_DONTWAIT)!=b"record%d"%i: bad.append(("record",i))',
+      'print("PASS extra %d"%len(extra) if not bad else "FAIL %r"%bad,flush=True)',
+    ].join('\n');
+    const out = path.join(dir, 'out');
+    const ofd = fs.openSync(out, 'a');
+    const child = spawn('python3', ['-c', script, trig], { stdio: ['ignore', ofd, ofd], detached: true });
+    fs.closeSync(ofd);
+    child.unref();
+    const pid = child.pid!;
+    try {
+      for (let i = 0; i < 1000 && !fs.readFileSync(out, 'utf8').includes('READY'); i++) await sleep(10);
+      expect(fs.readFileSync(out, 'utf8')).to.match(/^READY \(-1, -1, 7\)\n$/);
+      let killed = 0;
+      for (let d = 0; d <= 300; d += 5) {
+        const img = path.join(dir, `img-${d}`);
+        const run = await runAndSignal(['checkpoint', String(pid), '-o', img], dir, 'SIGKILL', d);
+        const what = `SIGKILL ${d} ms`;
+        if (run.signal === 'SIGKILL') killed++;
+        else expect(run.code, `${what}: ${run.stderr}`).to.equal(0);
+        let st = status(pid);
+        for (let i = 0; i < 500 && st !== null && st.tracer !== 0; i++) {
+          await sleep(10);
+          st = status(pid);
+        }
+        expect(st?.tracer, `${what}: gone or still traced`).to.equal(0);
+        fs.rmSync(img, { force: true });
+      }
+      expect(killed, 'the kills all came too late').to.be.greaterThan(0);
+      fs.writeFileSync(trig, '');
+      expect(await waitGone(pid, 10000, { zombieOk: true })).to.equal(true);
+      expect(fs.readFileSync(out, 'utf8')).to.match(/^READY .*\nPASS extra \d+\n$/);
+    } finally {
+      await killByPid(pid);
+    }
+  });
 
   it('checkpoint of a tree on ptys with bytes buffered both ways (ptys): SIGKILL at any moment loses no byte and leaves every termios as it was', async () => {
     // The bytes cannot be peeked: they are read and put back, and the slave's termios is changed
