@@ -16,5 +16,6 @@ export * from './memfd';
 export * from './deleted-file';
 export * from './shares';
 export * from './tty';
+export * from './guardian';
 export * from './image';
 export * as linux from './linux';

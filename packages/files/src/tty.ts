@@ -30,10 +30,9 @@
  * path (/dev/pts/N, checked to be that device) with O_NOCTTY: the controlling terminal is the task
  * subsystem's. Lock and exclusive mode are set in the finish hook, after every slave is open.
  */
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask,
+  CheckpointContext, CheckpointFlags, GuardianEntry, guardianReply, guardianStart, runGuardian, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask,
   RestoreHandler, SharedObject, StateKey, bool, bytes, carriedIn, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, otherHolders,
   outsideCttyHolders, ownHolders, ptyIndexOfRdev, shareAmong, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
 } from '@cptrst/core';
@@ -286,78 +285,33 @@ function takeAndPutBack(master: number, peer: number, packet: boolean): PtyData 
   return data;
 }
 
-/** How long the guardian may take (its reads never block: only a machine stalled for that long reaches it). */
-const GUARDIAN_TIMEOUT_MS = 120000;
+const PTY_GUARDIAN: GuardianEntry = { file: __filename, pkg: '@cptrst/files', path: ['ptyDataGuardian'] };
 
 /**
- * takeAndPutBack, run by a child process (the guardian) on cptrst's copy of the master, handed
- * to it as its fd 3, and a slave description of its own (openPeer: a locked pty is unlocked for
- * that moment, guarded too). Between the read and the put-back the bytes are only in the reader's memory
- * and the slave's termios is not its own (ICANON off, then the termios TIOCSTI needs): cptrst
- * dying there (SIGKILL) would lose them and leave the terminal changed. The guardian is not
- * killed with cptrst (a SIGKILL of cptrst is for cptrst alone, and it ignores the signals a
- * terminal sends to a process group), so once it has begun, it puts everything back. It begins
- * only while cptrst, its parent, lives (the tree is frozen then): if cptrst is gone, the tree runs
- * again and the guardian touches nothing. Its result comes back on its stdout.
+ * takeAndPutBack in a guardian (core/guardian.ts: a child process that outlives cptrst) on
+ * cptrst's copy of the master, its fd 3, and a slave description of its own (openPeer: a locked
+ * pty is unlocked for that moment, guarded too). Between the read and the put-back the bytes are
+ * only in the reader's memory and the slave's termios is not its own (ICANON off, then the
+ * termios TIOCSTI needs): cptrst dying there would lose them and leave the terminal changed.
  */
 function guardedTake(master: number, packet: boolean): PtyData {
-  // This module's file: the compiled tty.js, or the single-file CLI that holds it (whose loader
-  // then gives @cptrst/files from itself).
-  const code = [
-    'const m = require(process.argv[1]);',
-    "(m.ptyDataGuardian ?? require('@cptrst/files').ptyDataGuardian)();",
-  ].join('\n');
-  const r = spawnSync(process.execPath, ['-e', code, __filename, packet ? '1' : '0', String(process.pid), JSON.stringify(linux.syscallTable())], {
-    stdio: ['ignore', 'pipe', 'pipe', master], timeout: GUARDIAN_TIMEOUT_MS, maxBuffer: 1 << 20,
-  });
-  const out = r.stdout?.toString() ?? '';
-  let got: GuardianResult | undefined;
-  try {
-    got = out ? (JSON.parse(out) as GuardianResult) : undefined;
-  } catch {
-    got = undefined;
-  }
-  if (!got) {
-    const why = r.error ? String(r.error.message) : `status ${r.status ?? r.signal}: ${(r.stderr?.toString() ?? '').trim().split('\n').slice(-3).join(' ')}`;
-    throw new CptError('EIO', `the process that reads and puts back the pty's data failed (${why})`, { object: 'tty' });
-  }
-  if ('code' in got) throw new CptError(got.code, got.message, { object: 'tty' });
+  const got = runGuardian<{ input: string; lines: number[]; eof: number[]; output: string }>(PTY_GUARDIAN, [packet ? '1' : '0'], [master], 'reads and puts back a pty\'s data');
   return { input: Buffer.from(got.input, 'base64'), lines: got.lines, eof: got.eof, output: Buffer.from(got.output, 'base64') };
 }
 
-type GuardianResult = { input: string; lines: number[]; eof: number[]; output: string } | { code: string; message: string };
-
-/**
- * The guardian's program (see guardedTake): argv is [node, this file, packet 0|1, cptrst's pid,
- * cptrst's system call table (JSON: no arch package is loaded here)];
- * the master is fd 3. Prints one JSON result.
- */
+/** The guardian's section (see guardedTake): the master is its fd 3. */
 export function ptyDataGuardian(): void {
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGPIPE'] as const) process.on(s, () => undefined);
-  const [packet, parent, table] = process.argv.slice(2);
-  let res: GuardianResult;
-  linux.useSyscallTable(JSON.parse(table) as linux.SyscallTable);
-  if (process.ppid !== Number(parent)) {
-    res = { code: 'EINTR', message: 'cptrst ended before the pty was read' };
-  } else {
+  const args = guardianStart();
+  guardianReply(() => {
+    if (!args) throw new CptError('EINTR', 'cptrst ended before the pty was read', { object: 'tty' });
+    const peer = openPeer(3);
     try {
-      const peer = openPeer(3);
-      let d: PtyData;
-      try {
-        d = takeAndPutBack(3, peer, packet === '1');
-      } finally {
-        closeQuietly(peer);
-      }
-      res = { input: d.input.toString('base64'), lines: d.lines, eof: d.eof, output: d.output.toString('base64') };
-    } catch (e) {
-      res = { code: e instanceof CptError ? e.code : 'EIO', message: String((e as Error).message ?? e) };
+      const d = takeAndPutBack(3, peer, args[0] === '1');
+      return { input: d.input.toString('base64'), lines: d.lines, eof: d.eof, output: d.output.toString('base64') };
+    } finally {
+      closeQuietly(peer);
     }
-  }
-  try {
-    fs.writeSync(1, JSON.stringify(res));
-  } catch {
-    /* cptrst is gone: what was read is back in the pty anyway */
-  }
+  });
 }
 
 /** A character to end the EOF-terminated lines with when the terminal has none: one that is in none of them. */

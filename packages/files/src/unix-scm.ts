@@ -3,19 +3,25 @@
  * (SCM_RIGHTS) and the senders' credentials (SCM_CREDENTIALS).
  *
  * Checkpoint. Before any handler looks at the fds of a task (ScmInstall, the first check of the
- * checkpoint, for every process of the tree at once), each datagram or seqpacket socket whose
- * queue carries descriptors is peeked, message by message, INSIDE the process that holds it: an
- * injected recvmsg(MSG_PEEK) at the message's start (SO_PEEK_OFF) installs new descriptors of the
- * files in flight in that process, the kernel's own way of handing them over. From then on they
- * are fds of the process like any other: each is described and dumped through its kind (a pipe,
- * a regular file, a memfd, an epoll, a unix socket...) with the FILE and FD records of the fd
- * table, an fd that shares its open file description with one the process already has shares its
- * FILE (dup), and what is shared with other processes of the tree is shared the usual way. The
- * queue's UNIX_SCM records name, for each message, the fds to send with it, in order. The peek
- * takes nothing from the queue; the socket's peek offset is put back at once, and the installed
- * fds are closed inside the process before the tree is let go, whether the checkpoint succeeded
- * or not (CheckpointContext.beforeRelease). A message's credentials are the ones a peek reports
- * when the socket has SO_PASSCRED; they are kept when the sender is a process of the tree.
+ * checkpoint, for every process of the tree at once), cptrst peeks the queue of each socket on
+ * its own copy of it (pidfd_getfd): the files in flight of each message come to cptrst's fd table.
+ * Those of a datagram or seqpacket socket go on to the process that holds it, as a receive would
+ * bring them: over a socketpair made inside the process, received there by an injected recvmsg
+ * (so the process's own RLIMIT_NOFILE and security module decide). From then on they are fds of
+ * the process like any other: each is described and dumped through its kind (a pipe, a regular
+ * file, a memfd, an epoll, a unix socket...) with the FILE and FD records of the fd table, an fd
+ * that shares its open file description with one the process already has shares its FILE (dup),
+ * and what is shared with other processes of the tree is shared the usual way. The kinds describe
+ * an fd by its process (/proc/PID/fd, fdinfo, pidfd_getfd, kcmp), which is why the files are put
+ * there rather than dumped from cptrst's own table. The queue's UNIX_SCM records name, for each
+ * message, the fds to send with it, in order. Nothing is taken from the queue and its peek offset
+ * is not held across any call inside the process; the installed fds are closed inside the
+ * process before the tree is let go, whether the checkpoint succeeded or not
+ * (CheckpointContext.beforeRelease). Only a death of cptrst between the install and the release
+ * leaves them (close-on-exec), and the socketpair if it comes during the install. A message's
+ * credentials are the ones a peek reports when the socket has SO_PASSCRED (cptrst and the process
+ * share pid and user namespaces: cptrst refuses a process in others); they are kept when the
+ * sender is a process of the tree.
  * Refused: descriptors in flight on a stream socket, on a socket held by several processes or
  * whose peer is held by another process, on a socket that is itself in flight (so a socket sent
  * over itself and closed, or any cycle), an empty message with descriptors; credentials of a
@@ -103,13 +109,7 @@ function installAll(ctx: CheckpointContext): void {
   ctx.beforeRelease(() => {
     for (const { task, fds } of installed) for (const fd of fds) task.tracee.syscall(SYS.close, [fd]);
   });
-  // cptrst's own fds of the files in flight, closed once they are installed (or the check failed).
-  const held: number[][] = [];
-  try {
-    installTree(ctx, table, peeked, installed, held);
-  } finally {
-    for (const fds of held) for (const fd of fds) closeQuietly(fd);
-  }
+  installTree(ctx, table, peeked, installed);
 }
 
 function closeQuietly(fd: number): void {
@@ -120,7 +120,7 @@ function closeQuietly(fd: number): void {
   }
 }
 
-function installTree(ctx: CheckpointContext, table: Map<number, InFlight>, peeked: Map<number, linux.QueuedMessage[]>, installed: Array<{ task: CheckpointTask; fds: number[] }>, held: number[][]): void {
+function installTree(ctx: CheckpointContext, table: Map<number, InFlight>, peeked: Map<number, linux.QueuedMessage[]>, installed: Array<{ task: CheckpointTask; fds: number[] }>): void {
   const tasks = (ctx.tree?.tasks ?? []).filter((t) => !t.zombie);
   let diag: Map<number, linux.UnixDiag> | undefined;
   for (const task of tasks) {
@@ -147,29 +147,46 @@ function installTree(ctx: CheckpointContext, table: Map<number, InFlight>, peeke
       const queue = peeked.get(ino) ?? linux.withFdCopy(task.pid, fd, (dup) => {
         // With SO_PASSPIDFD a peek also brings a pidfd of the sender (SCM_PIDFD): refused before any.
         if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
-        return linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0, true);
+        try {
+          return linux.peekSocket(dup, stream || (d.shutdown & linux.RCV_SHUTDOWN) !== 0, true);
+        } catch (e) {
+          if (e instanceof CptError && e.pid === undefined) throw new CptError(e.code, `reading its queue: ${e.message}`, { pid: task.pid, object });
+          throw e;
+        }
       });
       const rights = queue.flatMap((m) => m.rights ?? []);
       for (const m of queue) delete m.rights;
       peeked.set(ino, queue);
       const count = queue.reduce((n, m) => n + m.fds, 0);
       if (!count) continue;
-      held.push(rights);
-      if (stream) refuse(task.pid, object, `${count} descriptor(s) are in flight in the queue of a stream socket; descriptors in flight are supported on datagram and seqpacket sockets only`);
-      // The queue is sent again by the process that makes the socket at restart: the process that
-      // holds it, also for a socketpair whose other end its descendants hold (it makes the pair).
-      for (const other of tasks) {
-        if (other === task) continue;
-        const at = linux.listFds(other.pid).find((n) => readLink(other.pid, n) === link);
-        if (at !== undefined) refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and the socket is also held by process ${other.pid} (fd ${at}); descriptors in flight on a socket of several processes are not supported yet`);
-        const peer = d.peer ? linux.listFds(other.pid).find((n) => readLink(other.pid, n) === `socket:[${d.peer}]`) : undefined;
-        if (peer !== undefined && !descends(other.pid, task.pid)) {
-          refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and its peer is held by process ${other.pid} (fd ${peer}), which is not a descendant of this process; descriptors in flight are supported where the receiving end's process made the pair`);
-        }
+      // cptrst's own fds of them go once they are installed (or refused): they never pile up.
+      try {
+        install(tasks, task, fd, link, d, queue, rights, count, table, mine);
+      } finally {
+        for (const r of rights) closeQuietly(r);
       }
-      table.set(ino, { pid: task.pid, fds: installInTask(task, queue, rights, object, mine) });
     }
   }
+}
+
+/** Refuses what cannot be installed, or installs the files in flight of socket `fd` of `task`. */
+function install(tasks: CheckpointTask[], task: CheckpointTask, fd: number, link: string, d: linux.UnixDiag, queue: linux.QueuedMessage[], rights: number[], count: number, table: Map<number, InFlight>, mine: number[]): void {
+  const ino = d.ino;
+  const stream = d.type === SOCK.STREAM;
+  const object = `fd ${fd} (${link})`;
+  if (stream) refuse(task.pid, object, `${count} descriptor(s) are in flight in the queue of a stream socket; descriptors in flight are supported on datagram and seqpacket sockets only`);
+  // The queue is sent again by the process that makes the socket at restart: the process that
+  // holds it, also for a socketpair whose other end its descendants hold (it makes the pair).
+  for (const other of tasks) {
+    if (other === task) continue;
+    const at = linux.listFds(other.pid).find((n) => readLink(other.pid, n) === link);
+    if (at !== undefined) refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and the socket is also held by process ${other.pid} (fd ${at}); descriptors in flight on a socket of several processes are not supported yet`);
+    const peer = d.peer ? linux.listFds(other.pid).find((n) => readLink(other.pid, n) === `socket:[${d.peer}]`) : undefined;
+    if (peer !== undefined && !descends(other.pid, task.pid)) {
+      refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and its peer is held by process ${other.pid} (fd ${peer}), which is not a descendant of this process; descriptors in flight are supported where the receiving end's process made the pair`);
+    }
+  }
+  table.set(ino, { pid: task.pid, fds: installInTask(task, queue, rights, object, mine) });
 }
 
 /** Whether process `pid` descends from process `ancestor` (the tree is frozen: the parents hold still). */

@@ -4,6 +4,7 @@
  */
 import * as fs from 'fs';
 import { CptError } from '../errors';
+import { GuardianEntry, guardianReply, guardianStart, runGuardian } from '../guardian';
 import { libcRecvmsg, libcSendmsg, rawSyscall } from './libc';
 import { syscallNumber } from './syscalls';
 import { F, FIONREAD, O } from './constants';
@@ -285,70 +286,145 @@ export function buildControl(fds: readonly number[], creds?: Ucred): Buffer {
  *
  * Reads what waits in a socket's receive queue without taking it, on cptrst's copy of the socket
  * (pidfd_getfd: the same socket). A peek reads from the socket's peek offset, which is the
- * socket's, shared with every holder, so setting one is a change the process would see if cptrst
- * died before putting it back. So it is set only where nothing else reaches the data:
- * - a stream without a peek offset of its own: one MSG_PEEK from its start; when that returns
- *   every queued byte (SIOCINQ), no offset is set at all. A stream's peek ends early where the
- *   senders' credentials change or descriptors come, and at an out-of-band byte: then as below;
- * - otherwise (a datagram or seqpacket queue, whose peek returns its first message only, or such
- *   a stream): SO_PEEK_OFF 0, MSG_PEEK one message at a time (the offset moves past each), then
- *   the socket's own offset back. Nothing but the peeks runs in between (cptrst's own calls, no
- *   call inside the process): the change lasts those few system calls.
- * Descriptors in flight come to cptrst with a peek: with `keepRights` they are kept (`rights`,
- * cptrst's fds, the caller's to close), otherwise counted and closed.
+ * socket's, shared with every holder: setting one is a change the process would keep if cptrst
+ * died before putting it back. So:
+ * - a socket without a peek offset of its own is peeked once from its start, which sets none.
+ *   That is all for an empty queue, and for a stream whose one peek returns every queued byte
+ *   (SIOCINQ; a stream's peek ends early where the senders' credentials change, where
+ *   descriptors come, and at an out-of-band byte);
+ * - otherwise (a datagram or seqpacket queue, whose peek returns its first message only; such a
+ *   stream; a socket with a peek offset of its own) a guardian (core/guardian.ts), a child
+ *   process that outlives cptrst, sets SO_PEEK_OFF to 0, peeks one message at a time (the offset
+ *   moves past each) and puts the socket's own offset back; it sends the descriptors in flight
+ *   that came with its peeks to cptrst over a socketpair.
+ * Descriptors in flight come to cptrst: with `keepRights` they are kept (`rights`, cptrst's fds,
+ * the caller's to close), otherwise counted and closed.
  */
 export function peekSocket(fd: number, endsAtEmpty: boolean, keepRights = false): QueuedMessage[] {
   const saved = getSockoptInt(fd, SO.PEEK_OFF);
   if (saved < -1) check(BigInt(saved), 'getsockopt(SO_PEEK_OFF)');
-  const data = Buffer.alloc(4 * 1024 * 1024);
-  const name = Buffer.alloc(112);
-  const control = Buffer.alloc(4096);
-  const peeks: Peeked[] = [];
-  const one = (flags: number): Peeked => {
-    const r = libcRecvmsg(fd, data, name, control, flags);
-    const n = r.result;
-    return {
-      result: n, flags: r.flags, ...(n >= 0 ? { data: Buffer.from(data.subarray(0, Math.min(n, data.length))) } : {}),
-      name: Buffer.from(name.subarray(0, Math.min(r.nameLen, name.length))), control: Buffer.from(control.subarray(0, Math.min(r.controlLen, control.length))),
-    };
+  if (saved === -1) {
+    const stream = getSockoptInt(fd, SO.TYPE) === SOCK.STREAM;
+    const queued = stream ? ioctlInt(fd, FIONREAD) : 0;
+    const p = peekOnce(fd, MSG.PEEK | MSG.DONTWAIT | (endsAtEmpty ? 0 : MSG.TRUNC));
+    const empty = p.result === -11 || (p.result === 0 && endsAtEmpty);
+    if (empty && (!stream || queued === 0)) return toMessages([p], endsAtEmpty, false);
+    if (stream && queued >= 0 && p.result === queued && !(p.flags & MSG.CTRUNC)) return toMessages([p], endsAtEmpty, keepRights);
+    toMessages([p], endsAtEmpty, false); // closes what came with it (or throws its error)
+  }
+  return peekGuarded(fd, endsAtEmpty, keepRights);
+}
+
+const PEEK_BUFFER = 4 * 1024 * 1024;
+const peekBuffers = { data: Buffer.alloc(0), name: Buffer.alloc(112), control: Buffer.alloc(4096) };
+
+/** One recvmsg on cptrst's fd, its answer copied out. */
+function peekOnce(fd: number, flags: number): Peeked {
+  if (peekBuffers.data.length !== PEEK_BUFFER) peekBuffers.data = Buffer.alloc(PEEK_BUFFER);
+  const { data, name, control } = peekBuffers;
+  const r = libcRecvmsg(fd, data, name, control, flags);
+  const n = r.result;
+  // A failed recvmsg writes no lengths back: the buffers then hold an earlier answer's bytes.
+  if (n < 0) return { result: n, flags: 0, name: Buffer.alloc(0), control: Buffer.alloc(0) };
+  return {
+    result: n, flags: r.flags, data: Buffer.from(data.subarray(0, Math.min(n, data.length))),
+    name: Buffer.from(name.subarray(0, Math.min(r.nameLen, name.length))), control: Buffer.from(control.subarray(0, Math.min(r.controlLen, control.length))),
   };
+}
+
+/** The peeks from offset 0 with SO_PEEK_OFF, the socket's own offset put back (nothing else runs in between). */
+function peekWithOffset(fd: number, endsAtEmpty: boolean, keepRights: boolean): QueuedMessage[] {
+  const saved = getSockoptInt(fd, SO.PEEK_OFF);
+  if (saved < -1) check(BigInt(saved), 'getsockopt(SO_PEEK_OFF)');
+  const peeks: Peeked[] = [];
+  check(setSockoptInt(fd, SO.PEEK_OFF, 0), 'setsockopt(SO_PEEK_OFF, 0)');
   try {
-    if (saved === -1 && getSockoptInt(fd, SO.TYPE) === SOCK.STREAM) {
-      const queued = ioctlInt(fd, FIONREAD);
-      const p = one(MSG.PEEK | MSG.DONTWAIT);
-      if (queued >= 0 && (p.result === queued || (queued === 0 && p.result === -11)) && !(p.flags & MSG.CTRUNC)) {
-        return toMessages(p.result > 0 ? [p] : [], endsAtEmpty, keepRights);
+    let lastOff = -2;
+    for (let i = 0; i < 1 << 20; i++) {
+      const p = peekOnce(fd, MSG.PEEK | MSG.DONTWAIT | (endsAtEmpty ? 0 : MSG.TRUNC));
+      if (p.result === -11) break; // EAGAIN: nothing more
+      peeks.push(p);
+      if (p.result < 0 || p.result > PEEK_BUFFER || p.flags & MSG.CTRUNC) break;
+      // A stream whose peer shut down answers 0 bytes forever: that is its end, not a message.
+      if (p.result === 0 && endsAtEmpty) break;
+      // An empty datagram is skipped by the next peek (it is marked peeked); an empty answer twice
+      // in a row at the same offset would be an end of file where none was expected.
+      const off = getSockoptInt(fd, SO.PEEK_OFF);
+      if (p.result === 0 && peeks.length > 1 && peeks[peeks.length - 2].result === 0 && off === lastOff) {
+        p.result = ENDLESS;
+        break;
       }
-      toMessages([p], endsAtEmpty, false); // closes what came with it
+      lastOff = off;
     }
-    check(setSockoptInt(fd, SO.PEEK_OFF, 0), 'setsockopt(SO_PEEK_OFF, 0)');
-    try {
-      let lastOff = -2;
-      for (let i = 0; i < 1 << 20; i++) {
-        const p = one(MSG.PEEK | MSG.DONTWAIT | (endsAtEmpty ? 0 : MSG.TRUNC));
-        if (p.result === -11) break; // EAGAIN: nothing more
-        peeks.push(p);
-        if (p.result < 0 || p.result > data.length || p.flags & MSG.CTRUNC) break;
-        // A stream whose peer shut down answers 0 bytes forever: that is its end, not a message.
-        if (p.result === 0 && endsAtEmpty) break;
-        // An empty datagram is skipped by the next peek (it is marked peeked); an empty answer twice
-        // in a row at the same offset would be an end of file where none was expected.
-        const off = getSockoptInt(fd, SO.PEEK_OFF);
-        if (p.result === 0 && peeks.length > 1 && peeks[peeks.length - 2].result === 0 && off === lastOff) {
-          p.result = -1000; // reported below, once the offset is back
-          break;
-        }
-        lastOff = off;
-      }
-    } finally {
-      setSockoptInt(fd, SO.PEEK_OFF, saved);
-    }
-  } catch (e) {
-    toMessages(peeks, endsAtEmpty, false);
-    throw e;
+  } finally {
+    setSockoptInt(fd, SO.PEEK_OFF, saved);
   }
   return toMessages(peeks, endsAtEmpty, keepRights);
 }
+
+/** A queued message as the guardian reports it (its descriptors come over the socketpair). */
+interface GuardedMessage {
+  data: string;
+  from: string;
+  fds: number;
+  creds?: Ucred;
+}
+
+const PEEK_GUARDIAN: GuardianEntry = { file: __filename, pkg: '@cptrst/core', path: ['linux', 'socketPeekGuardian'] };
+
+/** peekWithOffset in a guardian on the same socket; the descriptors in flight come back to cptrst over a socketpair. */
+function peekGuarded(fd: number, endsAtEmpty: boolean, keepRights: boolean): QueuedMessage[] {
+  const pair = Buffer.alloc(8);
+  check(rawSyscall(syscallNumber('socketpair'), AF_UNIX, SOCK.STREAM | SOCK.CLOEXEC, 0, pair), 'socketpair');
+  const [mine, theirs] = [pair.readInt32LE(0), pair.readInt32LE(4)];
+  const rights: number[] = [];
+  try {
+    const got = runGuardian<GuardedMessage[]>(PEEK_GUARDIAN, [endsAtEmpty ? '1' : '0'], [fd, theirs], 'reads a socket\'s queue with a peek offset');
+    const want = got.reduce((n, m) => n + m.fds, 0);
+    while (rights.length < want) {
+      const p = peekOnce(mine, MSG.DONTWAIT | MSG.CMSG_CLOEXEC);
+      const { fds } = parseControl(p.control, p.control.length);
+      rights.push(...fds);
+      if (p.result <= 0 || p.flags & MSG.CTRUNC || !fds.length) {
+        throw new CptError('EMSGSIZE', `the descriptors in flight of a socket's queue did not all come to cptrst (${rights.length} of ${want}; its RLIMIT_NOFILE?)`, { object: 'socket' });
+      }
+    }
+    let next = 0;
+    return got.map((m) => {
+      const these = rights.slice(next, next + m.fds);
+      next += m.fds;
+      if (!keepRights) closeAll(these);
+      return {
+        data: Buffer.from(m.data, 'base64'), from: Buffer.from(m.from, 'base64'), fds: m.fds,
+        ...(keepRights && these.length ? { rights: these } : {}), ...(m.creds ? { creds: m.creds } : {}),
+      };
+    });
+  } catch (e) {
+    closeAll(rights);
+    throw e;
+  } finally {
+    closeAll([mine, theirs]);
+  }
+}
+
+/** The guardian's section (see peekGuarded): the socket is its fd 3, the socketpair to cptrst its fd 4. */
+export function socketPeekGuardian(): void {
+  const args = guardianStart();
+  guardianReply(() => {
+    if (!args) throw new CptError('EINTR', 'cptrst ended before the socket\'s queue was read', { object: 'socket' });
+    const queue = peekWithOffset(3, args[0] === '1', true);
+    const rights = queue.flatMap((m) => m.rights ?? []);
+    try {
+      for (let i = 0; i < rights.length; i += SCM_MAX_FD) sendRights(4, rights.slice(i, i + SCM_MAX_FD));
+    } finally {
+      closeAll(rights);
+    }
+    return queue.map((m): GuardedMessage => ({ data: m.data.toString('base64'), from: m.from.toString('base64'), fds: m.fds, ...(m.creds ? { creds: m.creds } : {}) }));
+  });
+}
+
+/** peekWithOffset's mark of a queue that reads as empty messages without end. */
+const ENDLESS = -1000;
 
 /** One peek's answer, copied out of the reused buffers. */
 interface Peeked {
@@ -367,8 +443,8 @@ function toMessages(peeks: Peeked[], endsAtEmpty: boolean, keepRights: boolean):
     const { fds, creds } = parseControl(p.control, p.control.length);
     const keep = keepRights && !failure;
     if (!keep) closeAll(fds);
-    if (failure) continue;
-    if (p.result === -1000) failure = new CptError('EIO', 'the socket\'s queue reads as empty messages without end', { object: 'socket' });
+    if (failure || p.result === -11) continue; // EAGAIN: no message
+    if (p.result === ENDLESS) failure = new CptError('EIO', 'the socket\'s queue reads as empty messages without end', { object: 'socket' });
     else if (p.result < 0) failure = new CptError(errnoName(-p.result), `recvmsg(MSG_PEEK) of the socket's queue failed: ${errnoName(-p.result)}`, { object: 'recvmsg(MSG_PEEK) of the socket\'s queue' });
     else if (p.result > (p.data?.length ?? 0)) failure = new CptError('EMSGSIZE', `a queued message of ${p.result} bytes`, { object: 'socket' });
     else if (p.flags & MSG.CTRUNC) failure = new CptError('EMSGSIZE', 'a queued message\'s control data does not fit (descriptors beyond cptrst\'s RLIMIT_NOFILE, or more than its buffer holds)', { object: 'socket' });
