@@ -13,8 +13,10 @@
  * tree, and the master's holder must be restored no later than any slave's (the same process, or
  * one before it in the image); otherwise it is refused, naming the fd and the holder.
  *
- * The buffered data cannot be peeked: cptrst reads it and puts it back at once, while every holder
- * is frozen, so the process finds the same bytes whether the checkpoint then succeeds or fails. The
+ * The buffered data cannot be peeked: it is read and put back at once, while every holder is
+ * frozen, so the process finds the same bytes whether the checkpoint then succeeds or fails; at
+ * checkpoint by a guardian (core/guardian.ts), a child process that finishes the put-back even if
+ * cptrst is killed half way. The
  * data waiting for the master's reader is read from a copy of the master (pidfd_getfd) and goes
  * back with TIOCSTI into the master's line discipline, which is always raw. The data waiting for
  * the slave's reader is read through a slave description of cptrst's own (TIOCGPTPEER), line by

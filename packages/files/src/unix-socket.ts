@@ -14,8 +14,9 @@
  * the shutdown state; getsockopt on cptrst's copy of the socket (pidfd_getfd) gives SO_SNDBUF,
  * SO_RCVBUF, SO_PASSCRED and SO_PEEK_OFF. A socket is identified by its inode, and so is its
  * peer, so that the two ends of a connection can later live in different processes. What waits
- * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK from offset
- * 0 with SO_PEEK_OFF, message by message, the socket's own peek offset put back), and stored
+ * in a socket's receive queue is read without taking it (linux.peekSocket: MSG_PEEK, from offset
+ * 0 with SO_PEEK_OFF message by message in a guardian that outlives cptrst when one peek does
+ * not show it all, the socket's own peek offset put back), and stored
  * under the socket's FILE, one SOCKET_QUEUE record per message (a stream's bytes as one), and
  * the messages' descriptors in flight and credentials in UNIX_SCM records (unix-scm.ts).
  * A connection made through a listener has an accepted end (the listener's name) and a connecting
