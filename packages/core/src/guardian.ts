@@ -18,7 +18,7 @@ import * as fs from 'fs';
 import { CptError } from './errors';
 import { SyscallTable, syscallTable, useSyscallTable } from './linux/syscalls';
 
-/** The longest a section may take (its calls never block: only a machine stalled that long reaches it). */
+/** The longest a section may take (its calls never block: only a machine stalled that long reaches it); then SIGKILL, which it does not ignore. */
 const GUARDIAN_TIMEOUT_MS = 120000;
 
 /** Where the child finds the section: an export of `file`, or else of package `pkg` at `path`. */
@@ -41,7 +41,7 @@ export function runGuardian<T>(entry: GuardianEntry, args: readonly string[], fd
     'f();',
   ].join('\n');
   const argv = ['-e', code, entry.file, JSON.stringify([entry.pkg, entry.path]), String(process.pid), JSON.stringify(syscallTable()), ...args];
-  const r = spawnSync(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe', ...fds], timeout: GUARDIAN_TIMEOUT_MS, maxBuffer: 64 << 20 });
+  const r = spawnSync(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe', ...fds], timeout: GUARDIAN_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 64 << 20 });
   const out = r.stdout?.toString() ?? '';
   let got: { ok: T } | { code: string; message: string } | undefined;
   try {
