@@ -72,6 +72,14 @@ export class FdImage {
   @bool() cloexec = false;
 }
 
+/** The open files listed by the files check (the task is frozen: later steps use the same list). */
+export const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
+
+/** The files check's list of the task's open files, or a fresh one when that check did not run. */
+export function frozenOpenFiles(task: CheckpointTask): OpenFile[] {
+  return task.state.get(OPEN_FILES) ?? openFiles(task);
+}
+
 export function openFiles(task: CheckpointTask): OpenFile[] {
   return linux.listFds(task.pid).map((fd) => {
     const link = linux.readFdLink(task.pid, fd);
