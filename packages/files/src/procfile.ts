@@ -51,7 +51,7 @@ const TREE_FDS = new StateKey<Array<{ pid: number; fd: number; st: fs.BigIntStat
  * task is frozen: the answer cannot change).
  */
 export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number | undefined {
-  const known = task.state.ensure(PROC_OF_FD, () => new Map());
+  const known = task.state.ensure(PROC_OF_FD, () => new Map<number, number | undefined>());
   if (known.has(f.fd)) return known.get(f.fd);
   const n = findProcFileOfTree(ctx, task, f);
   known.set(f.fd, n);
