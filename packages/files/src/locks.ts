@@ -253,15 +253,20 @@ export class LocksDump implements DumpHandler {
   readonly order = LOCKS_ORDER;
   /**
    * /proc/locks waits for an RCU grace period before it answers (several ms): its read starts as
-   * soon as the tree is frozen, and the checks of the other handlers run meanwhile.
+   * soon as the tree is frozen, and the checks of the other handlers run meanwhile. Only for a
+   * caller that lets the event loop run during the operation (it passed a signal: see
+   * checkpointYield), since the result comes through the event loop; others read it in the check.
    */
   frozen(ctx: CheckpointContext): void {
+    if (!ctx.signal) return;
     const all = linux.readLocksAsync();
     all.catch(() => undefined); // a checkpoint refused before this check never awaits it
     PROC_LOCKS.set(ctx, all);
   }
   async check(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
-    const all = await (PROC_LOCKS.get(ctx) ?? linux.readLocksAsync());
+    const pending = PROC_LOCKS.get(ctx);
+    const all = pending ? await pending : linux.readLocks();
+    if (!pending) PROC_LOCKS.set(ctx, Promise.resolve(all)); // one list for every task of the tree
     task.state.set(FOUND, findLocks(task, frozenOpenFiles(task), ctx.treePids(task), all));
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
