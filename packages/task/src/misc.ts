@@ -243,13 +243,15 @@ export class MiscRestore implements RestoreHandler {
     this.ioprio(ctx, task, img.ioprio);
     if (linux.readCoredumpFilter(task.pid) !== img.coredumpFilter) linux.writeCoredumpFilter(task.pid, img.coredumpFilter);
     this.loginuid(ctx, task, img.loginuid);
-    // What the new process has now, asked in one batch: set below only where it differs.
+    // What the new process has now, asked in one batch: set below only where it differs. Only
+    // the mitigations the process could choose are asked (see speculation()).
+    const chosen = SPECULATION.filter((s) => img[s.field] & linux.PR_SPEC.PRCTL);
     const [mceNow, ...specNow] = t.syscalls([
       { nr: SYS.prctl, args: [PR.MCE_KILL_GET, 0, 0, 0, 0] },
-      ...SPECULATION.map((s) => ({ nr: SYS.prctl, args: [PR.GET_SPECULATION_CTRL, s.which, 0, 0, 0] })),
+      ...chosen.map((s) => ({ nr: SYS.prctl, args: [PR.GET_SPECULATION_CTRL, s.which, 0, 0, 0] })),
     ]);
     this.mceKill(task, img.mceKill, mceNow);
-    SPECULATION.forEach((s, i) => this.speculation(task, s.which, s.name, img[s.field], specNow[i] < 0n ? 0 : Number(specNow[i])));
+    chosen.forEach((s, i) => this.speculation(task, s.which, s.name, img[s.field], specNow[i] < 0n ? 0 : Number(specNow[i])));
     // A change of credentials resets it to the system's suid_dumpable: after the last one.
     afterCreds(task, 'dumpable flag', () => {
       if (t.syscall(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0]) !== BigInt(img.dumpable)) {
