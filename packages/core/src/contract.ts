@@ -292,8 +292,16 @@ export interface DumpHandler {
   readonly zombies?: boolean;
   /** Runs once before the tree is frozen: reads what the checkpoint needs (a parent image), so the tree is not kept waiting for it. */
   prepare?(ctx: CheckpointContext): void;
-  /** Refuses, before anything is written, what this subsystem cannot checkpoint faithfully. */
-  check?(ctx: CheckpointContext, task: CheckpointTask): void;
+  /**
+   * Runs once right after the tree is frozen, before any check: starts what may proceed while the
+   * checks run (a read the kernel makes slow, handed over as a promise that the check awaits).
+   */
+  frozen?(ctx: CheckpointContext): void;
+  /**
+   * Refuses, before anything is written, what this subsystem cannot checkpoint faithfully. May
+   * return a promise (awaited before the next check).
+   */
+  check?(ctx: CheckpointContext, task: CheckpointTask): void | Promise<void>;
   /** May return a promise (a long dump awaits ctx.checkpointYield() now and then). */
   dump(ctx: CheckpointContext, task: CheckpointTask): void | Promise<void>;
 }

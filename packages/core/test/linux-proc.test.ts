@@ -9,6 +9,7 @@ import {
   readCmdline, readComm, readCwd, readExe, readFdLink, readFdinfo, readMaps, readMountinfo, readPagemap,
   readPersonality, readSmaps, readStat, readStatus, rawSyscall, syscallNumber, EFD_SEMAPHORE, CLOCK, EPOLL, parseEventfdInfo,
   parseSignalfdMask, parseTimerfdInfo, parseEpollTargets, parseInotifyWatches, parseFanotifyFdinfo, kcmpEpollTarget, FAN,
+  RLIM_NLIMITS, parseLimits, prlimit, readLimits, rlimitName,
 } from '../src/linux';
 import { Target, cleanupTmp, compileFixture, killPid, spawnSleeping, spawnTarget, tmpDir } from './fixtures/linux-fixtures';
 
@@ -24,6 +25,15 @@ describe('linux /proc parsers', () => {
   after(() => cleanupTmp());
 
   describe('of this process', () => {
+    it('readLimits agrees with prlimit64, limit by limit, and refuses a malformed file', () => {
+      const all = readLimits(process.pid);
+      expect(all.length).to.be.at.least(RLIM_NLIMITS);
+      for (let r = 0; r < RLIM_NLIMITS; r++) expect(all[r], rlimitName(r)).to.deep.include(prlimit(0, r));
+      expect(all[7].name).to.equal('Max open files'); // RLIMIT_NOFILE
+      expect(() => parseLimits('Limit  Soft Limit\nMax cpu time              12x                  unlimited            seconds\n')).to.throw(CptError, /cannot parse/);
+      expect(() => parseLimits('garbage\n')).to.throw(CptError, /header/);
+    });
+
     it('readStat / readStatus agree with what node knows', () => {
       const st = readStat(process.pid);
       expect(st.pid).to.equal(process.pid);

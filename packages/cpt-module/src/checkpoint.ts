@@ -50,7 +50,14 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     await ctx.checkpointYield();
     // A zombie has only its identity: the handlers that do not declare `zombies` skip it.
     const handlersOf = (task: CheckpointTask) => (task.zombie ? handlers.filter((h) => h.zombies) : handlers);
-    for (const task of tree.tasks) for (const h of handlersOf(task)) ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
+    for (const h of handlers) h.frozen?.(ctx);
+    for (const task of tree.tasks) {
+      for (const h of handlersOf(task)) {
+        // Between checks no injected call is half done: awaiting there is safe (see checkpointYield).
+        const r = ctx.timed(`check ${h.name}`, () => h.check?.(ctx, task));
+        if (r) await r;
+      }
+    }
     ctx.head = head;
     writer.writeHead(head);
     // A checkpoint that lets the process run: objects are kept in memory, and private pages are

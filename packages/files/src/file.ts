@@ -72,6 +72,14 @@ export class FdImage {
   @bool() cloexec = false;
 }
 
+/** The open files listed by the files check (the task is frozen: later steps use the same list). */
+export const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
+
+/** The files check's list of the task's open files, or a fresh one when that check did not run. */
+export function frozenOpenFiles(task: CheckpointTask): OpenFile[] {
+  return task.state.get(OPEN_FILES) ?? openFiles(task);
+}
+
 export function openFiles(task: CheckpointTask): OpenFile[] {
   return linux.listFds(task.pid).map((fd) => {
     const link = linux.readFdLink(task.pid, fd);
@@ -333,8 +341,10 @@ export function restoreFd(ctx: RestartContext, task: RestartTask, o: RestoreObje
     const above = Math.max(-1, ...fsImg.fds) + 1;
     const opened = kind.open(ctx, task, f.img, { tag: o.ptag, object: `fd ${img.fd} (${f.img.path})`, records: f.records, above });
     f.records.clear(); // used: let it go
-    f.fd = t.syscallOk(SYS.fcntl, [opened, F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of ${f.img.path}`);
-    t.syscall(SYS.close, [opened]);
+    // Moved above the image's fds, and the first copy closed: one batch, which a failed move ends.
+    const [moved] = t.syscalls([{ nr: SYS.fcntl, args: [opened, F.DUPFD_CLOEXEC, above] }, { nr: SYS.close, args: [opened] }], { untilError: true });
+    if (moved < 0n) throw new CptError(linux.errnoName(Number(-moved)), `fcntl(F_DUPFD_CLOEXEC) of ${f.img.path} failed inside the process: ${linux.errnoName(Number(-moved))}`, { pid: task.pid, object: `fcntl(F_DUPFD_CLOEXEC) of ${f.img.path}` });
+    f.fd = moved;
   }
   t.syscallOk(SYS.dup3, [f.fd, img.fd, img.cloexec ? O.CLOEXEC : 0], `dup3 to fd ${img.fd}`);
 }

@@ -7,13 +7,13 @@
  */
 import { DependencyContainer } from 'tsyringe';
 import {
-  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, finishDeletedFiles, finishMemfds, RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, Tokens,
+  CheckpointContext, CheckpointTask, DumpHandler, ObjectType, finishDeletedFiles, finishMemfds, RestartContext, RestartTask, RestoreHandler, RestoreObject, Tokens,
   provide,
 } from '@cptrst/core';
 import { FILES_ORDER, FsRootRestore, dumpFs, fsCheck, restoreFs } from './fs-struct';
-import { FileImage, checkSharedFiles, closeTemporaries, dumpCarried, dumpFiles, inheritedDescriptions, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
+import { FileImage, OPEN_FILES, checkSharedFiles, closeTemporaries, dumpCarried, dumpFiles, frozenOpenFiles, inheritedDescriptions, kindOfFile, openFiles, restoreFd, restoreFileObject } from './file';
 import { RegularFile } from './regular';
-import { FileKinds, OpenFile } from './kinds';
+import { FileKinds } from './kinds';
 import { CharDevice, Directory } from './chardev';
 import { NamespaceFile } from './nsfs';
 import { SymlinkFile } from './symlink';
@@ -60,9 +60,6 @@ export * from './unix-scm';
 export * from './pidfd';
 export { ptyDataGuardian } from './tty';
 
-/** The open files listed by check (the task is frozen: dump uses the same list). */
-const OPEN_FILES = new StateKey<OpenFile[]>('files.open');
-
 export class FilesDump implements DumpHandler {
   readonly name = 'files';
   readonly order = FILES_ORDER;
@@ -71,10 +68,10 @@ export class FilesDump implements DumpHandler {
     const files = openFiles(task);
     for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
     checkSharedFiles(ctx, task, files);
-    task.state.set(OPEN_FILES, files); // the task is frozen: dump uses the same list
+    task.state.set(OPEN_FILES, files); // the task is frozen: dump and the locks use the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const files = task.state.get(OPEN_FILES) ?? openFiles(task);
+    const files = frozenOpenFiles(task);
     const inherited = inheritedDescriptions(ctx, task, files);
     dumpFs(ctx, task, files.map((f) => f.fd), [...new Set(inherited.values())].sort((a, b) => a - b));
     // Objects made for the descendants first: the task's own files may need them (the slave of a carried pty).

@@ -23,7 +23,7 @@ import {
   StateKey, Tracee, decodeStruct, encodeStruct, i32, i64, linux, objectType, refuse, sameFile, sizeOfStruct, str, u32,
 } from '@cptrst/core';
 import { OpenFile } from './kinds';
-import { openFiles } from './file';
+import { frozenOpenFiles } from './file';
 import { FILES_ORDER, FS_KEY } from './fs-struct';
 
 const { SYS, O, F, LOCK } = linux;
@@ -81,6 +81,12 @@ const objectOf = (f: OpenFile): string => `fd ${f.fd} (${f.link})`;
 /** What check found, for dump (the task is frozen: nothing changes in between). */
 const FOUND = new StateKey<{ locks: FileLockImage[]; owners: FdOwnerImage[] }>('files.locks.found');
 
+/**
+ * /proc/locks of the checkpoint, read once the tree is frozen, in the background (see frozen()):
+ * every task's check uses the same list, which for the frozen tree's own locks cannot change.
+ */
+const PROC_LOCKS = new WeakMap<CheckpointContext, Promise<linux.LockEntry[]>>();
+
 /** The group of fds (the first of each) that share one open file description, by fd. */
 function descriptionOf(pid: number, files: OpenFile[]): Map<number, number> {
   const first = new Map<number, number>();
@@ -99,7 +105,9 @@ function fdFor(files: OpenFile[], like: OpenFile, type: number): OpenFile | unde
 }
 
 /** Reads every lock, lease and I/O owner, refusing what cannot be taken again faithfully. */
-export function findLocks(task: CheckpointTask, files: OpenFile[], tree: readonly number[] = []): { locks: FileLockImage[]; owners: FdOwnerImage[] } {
+export function findLocks(
+  task: CheckpointTask, files: OpenFile[], tree: readonly number[] = [], procLocks: readonly linux.LockEntry[] = linux.readLocks(),
+): { locks: FileLockImage[]; owners: FdOwnerImage[] } {
   const first = descriptionOf(task.pid, files);
   const locks: FileLockImage[] = [];
   const seen = new Set<string>();
@@ -137,7 +145,7 @@ export function findLocks(task: CheckpointTask, files: OpenFile[], tree: readonl
   // process no longer has an fd of) cannot be reached again; unless it is a lock of the description
   // (flock, OFD) and another process of the tree holds that description: its fd shows the lock,
   // and that process takes it again.
-  for (const e of linux.readLocks()) {
+  for (const e of procLocks) {
     if (e.waiter || e.pid !== task.pid) continue;
     const inode = { dev: linux.makeDev(e.major, e.minor), ino: e.ino };
     const f = files.find((x) => sameFile(x.stat, inode) && x.fdinfo.extra.some((l) => l.startsWith('lock:')));
@@ -243,11 +251,26 @@ function findOwners(task: CheckpointTask, files: OpenFile[], first: Map<number, 
 export class LocksDump implements DumpHandler {
   readonly name = 'files.locks';
   readonly order = LOCKS_ORDER;
-  check(ctx: CheckpointContext, task: CheckpointTask): void {
-    task.state.set(FOUND, findLocks(task, openFiles(task), ctx.treePids(task)));
+  /**
+   * /proc/locks waits for an RCU grace period before it answers (several ms): its read starts as
+   * soon as the tree is frozen, and the checks of the other handlers run meanwhile. Only for a
+   * caller that lets the event loop run during the operation (it passed a signal: see
+   * checkpointYield), since the result comes through the event loop; others read it in the check.
+   */
+  frozen(ctx: CheckpointContext): void {
+    if (!ctx.signal) return;
+    const all = linux.readLocksAsync();
+    all.catch(() => undefined); // a checkpoint refused before this check never awaits it
+    PROC_LOCKS.set(ctx, all);
+  }
+  async check(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
+    const pending = PROC_LOCKS.get(ctx);
+    const all = pending ? await pending : linux.readLocks();
+    if (!pending) PROC_LOCKS.set(ctx, Promise.resolve(all)); // one list for every task of the tree
+    task.state.set(FOUND, findLocks(task, frozenOpenFiles(task), ctx.treePids(task), all));
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const found = task.state.get(FOUND) ?? findLocks(task, openFiles(task), ctx.treePids(task));
+    const found = task.state.get(FOUND) ?? findLocks(task, frozenOpenFiles(task), ctx.treePids(task));
     for (const l of found.locks) ctx.write(l, task.tag);
     for (const o of found.owners) ctx.write(o, task.tag);
   }

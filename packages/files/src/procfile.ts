@@ -40,11 +40,25 @@ function procDev(): bigint {
 /** /proc/PID/REST, with PID a number (not self: readlink names the process). */
 const PROC_PATH = /^\/proc\/(\d+)\/(.+)$/;
 
+/** What procFileOfTree found, by fd: the regular kind asks at check (describe) and again at dump. */
+const PROC_OF_FD = new StateKey<Map<number, number | undefined>>('files.proc.of-fd');
+/** Every fd of the tree's other processes, with its stat: listed at the task's first /proc file. */
+const TREE_FDS = new StateKey<Array<{ pid: number; fd: number; st: fs.BigIntStats }>>('files.proc.tree-fds');
+
 /**
  * The process whose /proc file `f` is, or undefined for any other file (one of /proc itself, not
- * of a process's directory). Refuses one that cannot be opened again.
+ * of a process's directory). Refuses one that cannot be opened again. Found once per fd (the
+ * task is frozen: the answer cannot change).
  */
 export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number | undefined {
+  const known = task.state.ensure(PROC_OF_FD, () => new Map<number, number | undefined>());
+  if (known.has(f.fd)) return known.get(f.fd);
+  const n = findProcFileOfTree(ctx, task, f);
+  known.set(f.fd, n);
+  return n;
+}
+
+function findProcFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number | undefined {
   if (f.stat.dev !== procDev()) return undefined;
   const m = PROC_PATH.exec(f.link);
   if (!m) return undefined;
@@ -52,13 +66,27 @@ export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: 
   const object = `fd ${f.fd} (${f.link})`;
   const threads = linux.listThreads(task.pid);
   if (n !== task.pid && threads.includes(n)) refuse(task.pid, object, `a file of the /proc directory of thread ${n}, not the process's main thread: threads are made after the files, not supported`);
-  const tree = ctx.treePids(task);
   const task2 = /^task\/(\d+)\//.exec(m[2]);
   if (task2 && Number(task2[1]) !== n) refuse(task.pid, object, `a file of the /proc directory of thread ${task2[1]}, not a process's main thread: threads are made after the files, not supported`);
   if (linux.readRoot(task.pid) !== '/') refuse(task.pid, object, 'a file of the /proc directory of a process of the tree, held by a chrooted process: it is opened again once every process exists, after the chroot, where its path does not lead');
   const why = nonCanonicalPath(f.link);
   if (why) refuse(task.pid, object, `its path cannot be used to open it again: ${why}`);
-  for (const other of tree) {
+  for (const { pid: other, fd, st } of task.state.ensure(TREE_FDS, () => treeFds(ctx, task))) {
+    if (!sameFile(st, f.stat)) continue;
+    let same = false;
+    try {
+      same = linux.kcmp(task.pid, other, linux.KCMP.FILE, f.fd, fd) === 0;
+    } catch {
+      /* gone */
+    }
+    if (same) refuse(task.pid, object, `a file of the /proc directory of process ${n} whose open file description process ${other} holds too (fd ${fd}): such a file is opened again by each process on its own, not supported when shared`);
+  }
+  return n;
+}
+
+function treeFds(ctx: CheckpointContext, task: CheckpointTask): Array<{ pid: number; fd: number; st: fs.BigIntStats }> {
+  const out: Array<{ pid: number; fd: number; st: fs.BigIntStats }> = [];
+  for (const other of ctx.treePids(task)) {
     if (other === task.pid) continue;
     let fds: number[];
     try {
@@ -67,23 +95,14 @@ export function procFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: 
       continue; // a zombie has none
     }
     for (const fd of fds) {
-      let st: fs.BigIntStats;
       try {
-        st = fs.statSync(`/proc/${other}/fd/${fd}`, { bigint: true });
+        out.push({ pid: other, fd, st: fs.statSync(`/proc/${other}/fd/${fd}`, { bigint: true }) });
       } catch {
-        continue;
+        /* closed meanwhile, or not a file to stat */
       }
-      if (!sameFile(st, f.stat)) continue;
-      let same = false;
-      try {
-        same = linux.kcmp(task.pid, other, linux.KCMP.FILE, f.fd, fd) === 0;
-      } catch {
-        /* gone */
-      }
-      if (same) refuse(task.pid, object, `a file of the /proc directory of process ${n} whose open file description process ${other} holds too (fd ${fd}): such a file is opened again by each process on its own, not supported when shared`);
     }
   }
-  return n;
+  return out;
 }
 
 /** The PROC_FILE record of a file procFileOfTree claimed: a process outside the tree is named by its start time too. */

@@ -178,8 +178,8 @@ export class CredsRestore implements RestoreHandler {
     const start = linux.readStatus(task.pid);
     if (start.capEff !== start.capPrm) capset(t, { effective: start.capPrm, permitted: start.capPrm, inheritable: start.capInh }, 'capset (before the file-system identity)');
     setGroups(t, img.groups);
-    t.syscall(SYS.setfsgid, [img.gids[3]]); // returns the previous fsgid, never an error code
-    t.syscall(SYS.setfsuid, [img.uids[3]]);
+    // Both run (each returns the previous id, never an error code), in one batch.
+    t.syscalls([{ nr: SYS.setfsgid, args: [img.gids[3]] }, { nr: SYS.setfsuid, args: [img.uids[3]] }]);
     const here = linux.readStatus(task.pid);
     if (here.uid[3] !== img.uids[3] || here.gid[3] !== img.gids[3] || String(here.groups) !== String(img.groups)) {
       throw new CptError('EPERM', `the file-system identity did not take: fsuid ${here.uid[3]} fsgid ${here.gid[3]} groups [${here.groups}], want ${img.uids[3]} ${img.gids[3]} [${img.groups}]`, { pid: task.pid, object: 'creds' });
@@ -239,27 +239,35 @@ export function setCredentials(t: Tracee, pid: number, tid: number | undefined, 
   beforeDrop?.();
 
   setGroups(t, img.groups);
-  // Bounding-set bits the image lacks are dropped while we still may.
+  // Bounding-set bits the image lacks are dropped while we still may (one batch, up to a failure).
+  const drops: number[] = [];
   for (let cap = 0; cap < 64; cap++) {
     const bit = 1n << BigInt(cap);
-    if (start.capBnd & bit && !(img.capBnd & bit)) t.syscallOk(SYS.prctl, [PR.CAPBSET_DROP, cap], `dropping capability ${cap} from the bounding set${on}`);
+    if (start.capBnd & bit && !(img.capBnd & bit)) drops.push(cap);
   }
+  t.syscalls(drops.map((cap) => ({ nr: SYS.prctl, args: [PR.CAPBSET_DROP, cap] })), { untilError: true })
+    .forEach((r, i) => failed(r, pid, `dropping capability ${drops[i]} from the bounding set${on}`));
   // Before the uids change: it decides whether the permitted capabilities survive that.
   if (t.syscallOk(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0], `prctl(PR_GET_KEEPCAPS)${on}`) !== keep) {
     t.syscallOk(SYS.prctl, [PR.SET_KEEPCAPS, keep, 0, 0, 0], `prctl(PR_SET_KEEPCAPS, ${keep})${on}`);
   }
   const [rg, eg, sg, fg] = img.gids;
   const [ru, eu, su, fu] = img.uids;
-  t.syscallOk(SYS.setresgid, [rg, eg, sg], `setresgid${on}`);
-  t.syscall(SYS.setfsgid, [fg]);
-  t.syscallOk(SYS.setresuid, [ru, eu, su], `setresuid${on}`);
-  t.syscall(SYS.setfsuid, [fu]);
+  // Each set*id with its setfs*id in one batch, which a failed setres*id ends (a setfs*id returns
+  // the previous id, which may look like an error code: it is last, and not checked).
+  failed(t.syscalls([{ nr: SYS.setresgid, args: [rg, eg, sg] }, { nr: SYS.setfsgid, args: [fg] }], { untilError: true })[0], pid, `setresgid${on}`);
+  failed(t.syscalls([{ nr: SYS.setresuid, args: [ru, eu, su] }, { nr: SYS.setfsuid, args: [fu] }], { untilError: true })[0], pid, `setresuid${on}`);
   capabilities(t, pid, tid, img);
   if (img.noNewPrivs) t.syscallOk(SYS.prctl, [PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0], `prctl(PR_SET_NO_NEW_PRIVS)${on}`);
   verify(pid, tid, img);
   if (t.syscallOk(SYS.prctl, [PR.GET_KEEPCAPS, 0, 0, 0, 0], `prctl(PR_GET_KEEPCAPS)${on}`) !== keep) {
     throw new CptError('EPERM', `credentials${on} could not be restored exactly: KEEP_CAPS is not ${keep}`, { pid, object: tid === undefined ? 'creds' : `thread ${tid}` });
   }
+}
+
+/** Throws, as syscallOk does, when an injected call of a batch failed. */
+function failed(r: bigint, pid: number, what: string): void {
+  if (r < 0n && r > -4096n) throw new CptError(linux.errnoName(Number(-r)), `${what} failed inside the process: ${linux.errnoName(Number(-r))}`, { pid, object: what });
 }
 
 /**

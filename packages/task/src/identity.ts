@@ -100,8 +100,8 @@ export class TaskDump implements DumpHandler {
     img.clearChildTid = clearChildTidOf(task.tracee, 'the main thread');
     img.cmdline = linux.readCmdline(task.pid).join(' ');
     img.nice = st.nice;
-    // Asked inside: the policy with SCHED_RESET_ON_FORK, which /proc does not show.
-    img.policy = Number(task.tracee.syscallOk(SYS.sched_getscheduler, [0], 'sched_getscheduler'));
+    // The policy with SCHED_RESET_ON_FORK, which /proc does not show (anyone may ask, from outside).
+    img.policy = policyOf(task.pid);
     img.rtPriority = st.rtPriority;
     task.tag = ctx.write(img, ctx.headTag);
   }
@@ -168,11 +168,10 @@ export class TaskRestore implements RestoreHandler {
     const img = task.state.get(IDENTITY_KEY)!;
     if (!task.tracee) throw new CptError('EBADIMG', 'the image gives no credentials for this task', { pid: task.pid, object: 'creds' });
     nowOrAfterCreds(ctx, task, 'scheduling', () => restoreScheduling(task, img));
-    if (img.rseqAddr !== 0n) {
-      task.tracee.syscallOk(SYS.rseq, [img.rseqAddr, img.rseqLen, 0, img.rseqSig], 'rseq registration');
-    }
-    // A new process has neither (clone clears the robust list, and no CLONE_CHILD_CLEARTID was asked).
-    restoreFutexAddresses(task.tracee, img.robustListHead, img.robustListLen, img.clearChildTid, 'the main thread');
+    // rseq goes back with the futex addresses, in one batch: a new process has none of them (clone
+    // clears the robust list, and no CLONE_CHILD_CLEARTID was asked).
+    const rseq = img.rseqAddr !== 0n ? [{ nr: SYS.rseq, args: [img.rseqAddr, img.rseqLen, 0, img.rseqSig], what: 'rseq registration' }] : [];
+    restoreFutexAddresses(task.tracee, img.robustListHead, img.robustListLen, img.clearChildTid, 'the main thread', rseq);
     checkStopSignal(task);
   }
 
@@ -222,11 +221,18 @@ export function bringUpTask(ctx: RestartContext, task: RestartTask): void {
   t.syscallOk(SYS.prctl, [PR.SET_NAME, t.stage(name)], `prctl(PR_SET_NAME, ${img.comm})`);
 }
 
+/** sched_getscheduler of a process, asked from outside: the policy with SCHED_RESET_ON_FORK. */
+function policyOf(pid: number): number {
+  const r = linux.rawSyscall(SYS.sched_getscheduler, pid);
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `sched_getscheduler: ${linux.errnoName(Number(-r))}`, { pid, object: 'scheduling policy' });
+  return Number(r);
+}
+
 /** Policy first (it may reset the nice value), then the nice value. */
 function restoreScheduling(task: RestartTask, img: TaskImage): void {
   const t = task.tracee!;
   const st = linux.readStat(task.pid);
-  const policy = Number(t.syscallOk(SYS.sched_getscheduler, [0], 'sched_getscheduler'));
+  const policy = policyOf(task.pid);
   if (img.policy !== policy || img.rtPriority !== st.rtPriority) {
     const param = encodeStruct(linux.SchedParam, { priority: img.rtPriority });
     t.syscallOk(SYS.sched_setscheduler, [0, img.policy, t.stage(param)], `sched_setscheduler(${img.policy}, ${img.rtPriority})`);

@@ -8,7 +8,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, Tracee, bool, bytes, i32, linux, objectType, refuse, u32, u64,
+  RestoreObject, StateKey, Tracee, bool, bytes, i32, linux, objectType, refuse, u32, u64,
 } from '@cptrst/core';
 import { afterCreds, beforeCredsDrop, heldToOwner, nowOrAfterCreds } from './deferred';
 
@@ -57,13 +57,6 @@ const cpusOf = (mask: Buffer): number[] => {
   return out;
 };
 
-/** An int the kernel writes at a pointer (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER), read inside the task. */
-function prctlGetInt(t: Tracee, option: number, what: string): number {
-  const at = t.stage(Buffer.alloc(4), 0);
-  t.syscallOk(SYS.prctl, [option, at, 0, 0, 0], what);
-  return t.readMemory(at, 4).readInt32LE(0);
-}
-
 /** Opens /proc/self/NAME for writing inside the task (close-on-exec). */
 function openOwnProcFile(t: Tracee, name: string): number {
   const path = t.stage(Buffer.from(`/proc/self/${name}\0`), 0);
@@ -100,10 +93,13 @@ function ioprioOf(pid: number): number {
   return Number(r);
 }
 
-/** PR_GET_SPECULATION_CTRL inside the task; 0 (not affected) when the kernel does not know the mitigation. */
-function speculationOf(t: Tracee, which: number): number {
-  const r = t.syscall(SYS.prctl, [PR.GET_SPECULATION_CTRL, which, 0, 0, 0]);
-  return r < 0n ? 0 : Number(r);
+/** /proc/PID/timerslack_ns (root may read any process's); undefined when it cannot be read. */
+function timerslackOf(pid: number): bigint | undefined {
+  try {
+    return BigInt(linux.readProcText(`/proc/${pid}/timerslack_ns`, pid).trim());
+  } catch {
+    return undefined;
+  }
 }
 
 
@@ -136,12 +132,12 @@ export class MiscDump implements DumpHandler {
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
     // Settings inherited across fork that are not recorded: the restored process would get
     // cptrst's (the defaults) instead.
-    const t = task.tracee;
+    const asked = askTask(task.tracee);
+    task.state.set(ASKED, asked);
     // KEEP_CAPS (PR_SET_KEEPCAPS) is part of the credentials (creds.ts); the others are refused.
-    const securebits = t.syscall(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0]) & ~BigInt(linux.SECBIT_KEEP_CAPS);
+    const securebits = asked.securebits & ~BigInt(linux.SECBIT_KEEP_CAPS);
     if (securebits > 0n) refuse(task.pid, `securebits 0x${securebits.toString(16)}`, 'the process has securebits set (PR_SET_SECUREBITS); they are not supported yet');
-    const dumpable = t.syscall(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0]);
-    if (dumpable === BigInt(linux.SUID_DUMP.ROOT)) {
+    if (asked.dumpable === BigInt(linux.SUID_DUMP.ROOT)) {
       refuse(task.pid, 'dumpable flag 2', 'the process is dumpable for root only (suid_dumpable after a set-id program); prctl cannot set that again');
     }
     if (mayHoldSemUndo(task.pid)) {
@@ -157,24 +153,68 @@ export class MiscDump implements DumpHandler {
   }
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const t = task.tracee;
+    const asked = task.state.get(ASKED) ?? askTask(task.tracee);
+    const ok = (r: bigint, what: string): bigint => {
+      if (r < 0n && r > -4096n) throw new CptError(linux.errnoName(Number(-r)), `${what} failed inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object: what });
+      return r;
+    };
     const img = new TaskMiscImage();
     const mask = Buffer.alloc(linux.cpuMaskBytes());
     const n = linux.rawSyscall(SYS.sched_getaffinity, task.pid, mask.length, mask);
     if (n < 0n) throw new CptError(linux.errnoName(Number(-n)), `sched_getaffinity: ${linux.errnoName(Number(-n))}`, { pid: task.pid, object: 'cpu affinity' });
     img.affinity = mask.subarray(0, Number(n));
     img.oomScoreAdj = linux.readOomScoreAdj(task.pid);
-    img.pdeathsig = prctlGetInt(t, PR.GET_PDEATHSIG, 'prctl(PR_GET_PDEATHSIG)');
+    ok(asked.pdeathsigResult, 'prctl(PR_GET_PDEATHSIG)');
+    img.pdeathsig = asked.pdeathsig;
     img.timerslackNs = BigInt(linux.readProcText(`/proc/${task.pid}/timerslack_ns`, task.pid).trim());
-    img.childSubreaper = prctlGetInt(t, PR.GET_CHILD_SUBREAPER, 'prctl(PR_GET_CHILD_SUBREAPER)') !== 0;
-    img.dumpable = Number(t.syscallOk(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0], 'prctl(PR_GET_DUMPABLE)'));
+    ok(asked.subreaperResult, 'prctl(PR_GET_CHILD_SUBREAPER)');
+    img.childSubreaper = asked.subreaper !== 0;
+    img.dumpable = Number(ok(asked.dumpable, 'prctl(PR_GET_DUMPABLE)'));
     img.ioprio = ioprioOf(task.pid);
     img.coredumpFilter = linux.readCoredumpFilter(task.pid);
     img.loginuid = linux.readLoginuid(task.pid) ?? linux.LOGINUID_UNSET;
-    img.mceKill = Number(t.syscallOk(SYS.prctl, [PR.MCE_KILL_GET, 0, 0, 0, 0], 'prctl(PR_MCE_KILL_GET)'));
-    for (const s of SPECULATION) img[s.field] = speculationOf(t, s.which);
+    img.mceKill = Number(ok(asked.mceKill, 'prctl(PR_MCE_KILL_GET)'));
+    SPECULATION.forEach((s, i) => (img[s.field] = asked.speculation[i] < 0n ? 0 : Number(asked.speculation[i])));
     ctx.write(img, task.tag);
   }
+}
+
+/** What only the task can answer about itself (prctl), asked once, at check, in one batch of calls. */
+interface Asked {
+  securebits: bigint;
+  dumpable: bigint;
+  pdeathsigResult: bigint;
+  pdeathsig: number;
+  subreaperResult: bigint;
+  subreaper: number;
+  mceKill: bigint;
+  /** PR_GET_SPECULATION_CTRL of each SPECULATION entry (negative: the kernel does not know it). */
+  speculation: bigint[];
+}
+const ASKED = new StateKey<Asked>('task.misc.asked');
+
+function askTask(t: Tracee): Asked {
+  // The two ints the kernel writes (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER), 8 bytes apart.
+  const at = t.stage(Buffer.alloc(12), 0);
+  const r = t.syscalls([
+    { nr: SYS.prctl, args: [PR.GET_SECUREBITS, 0, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR.GET_DUMPABLE, 0, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR.GET_PDEATHSIG, at, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR.GET_CHILD_SUBREAPER, at + 8n, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR.MCE_KILL_GET, 0, 0, 0, 0] },
+    ...SPECULATION.map((s) => ({ nr: SYS.prctl, args: [PR.GET_SPECULATION_CTRL, s.which, 0, 0, 0] })),
+  ]);
+  const ints = t.readMemory(at, 12);
+  return {
+    securebits: r[0],
+    dumpable: r[1],
+    pdeathsigResult: r[2],
+    pdeathsig: ints.readInt32LE(0),
+    subreaperResult: r[3],
+    subreaper: ints.readInt32LE(8),
+    mceKill: r[4],
+    speculation: r.slice(5),
+  };
 }
 
 export class MiscRestore implements RestoreHandler {
@@ -195,14 +235,23 @@ export class MiscRestore implements RestoreHandler {
 
     this.affinity(ctx, task, img.affinity);
     // Before the scheduling policy (identity's finish): a real-time task's slack is not its to set.
-    if (img.timerslackNs !== 0n) t.syscallOk(SYS.prctl, [PR.SET_TIMERSLACK, img.timerslackNs, 0, 0, 0], `prctl(PR_SET_TIMERSLACK, ${img.timerslackNs})`);
+    if (img.timerslackNs !== 0n && timerslackOf(task.pid) !== img.timerslackNs) {
+      t.syscallOk(SYS.prctl, [PR.SET_TIMERSLACK, img.timerslackNs, 0, 0, 0], `prctl(PR_SET_TIMERSLACK, ${img.timerslackNs})`);
+    }
     if (img.childSubreaper) t.syscallOk(SYS.prctl, [PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0], 'prctl(PR_SET_CHILD_SUBREAPER)');
     this.oomScoreAdj(ctx, task, img.oomScoreAdj);
     this.ioprio(ctx, task, img.ioprio);
     if (linux.readCoredumpFilter(task.pid) !== img.coredumpFilter) linux.writeCoredumpFilter(task.pid, img.coredumpFilter);
     this.loginuid(ctx, task, img.loginuid);
-    this.mceKill(task, img.mceKill);
-    for (const s of SPECULATION) this.speculation(task, s.which, s.name, img[s.field]);
+    // What the new process has now, asked in one batch: set below only where it differs. Only
+    // the mitigations the process could choose are asked (see speculation()).
+    const chosen = SPECULATION.filter((s) => img[s.field] & linux.PR_SPEC.PRCTL);
+    const [mceNow, ...specNow] = t.syscalls([
+      { nr: SYS.prctl, args: [PR.MCE_KILL_GET, 0, 0, 0, 0] },
+      ...chosen.map((s) => ({ nr: SYS.prctl, args: [PR.GET_SPECULATION_CTRL, s.which, 0, 0, 0] })),
+    ]);
+    this.mceKill(task, img.mceKill, mceNow);
+    chosen.forEach((s, i) => this.speculation(task, s.which, s.name, img[s.field], specNow[i] < 0n ? 0 : Number(specNow[i])));
     // A change of credentials resets it to the system's suid_dumpable: after the last one.
     afterCreds(task, 'dumpable flag', () => {
       if (t.syscall(SYS.prctl, [PR.GET_DUMPABLE, 0, 0, 0, 0]) !== BigInt(img.dumpable)) {
@@ -225,6 +274,10 @@ export class MiscRestore implements RestoreHandler {
     const t = task.tracee!;
     const buf = Buffer.alloc(Math.max(mask.length, linux.cpuMaskBytes()));
     mask.copy(buf);
+    // Inherited from cptrst, the mask is often the one wanted already (read from outside).
+    const now = Buffer.alloc(buf.length);
+    const n = linux.rawSyscall(SYS.sched_getaffinity, task.pid, now.length, now);
+    if (n > 0n && now.equals(buf)) return;
     t.syscallOk(SYS.sched_setaffinity, [0, buf.length, t.stage(buf, 0)], `sched_setaffinity(${here.join(',')})`);
   }
 
@@ -256,9 +309,9 @@ export class MiscRestore implements RestoreHandler {
   }
 
 
-  private mceKill(task: RestartTask, policy: number): void {
+  private mceKill(task: RestartTask, policy: number, now: bigint): void {
     const t = task.tracee!;
-    if (t.syscall(SYS.prctl, [PR.MCE_KILL_GET, 0, 0, 0, 0]) === BigInt(policy)) return;
+    if (now === BigInt(policy)) return;
     const mce = linux.PR_MCE_KILL;
     const args = policy === mce.DEFAULT ? [PR.MCE_KILL, mce.CLEAR, 0, 0, 0] : [PR.MCE_KILL, mce.SET, policy, 0, 0];
     t.syscallOk(SYS.prctl, args, `prctl(PR_MCE_KILL, ${policy})`);
@@ -268,10 +321,9 @@ export class MiscRestore implements RestoreHandler {
    * A mitigation the process chose (the state bits of a value the kernel lets it set) is chosen
    * again; one it never could choose is left as it is here.
    */
-  private speculation(task: RestartTask, which: number, name: string, recorded: number): void {
+  private speculation(task: RestartTask, which: number, name: string, recorded: number, here: number): void {
     if (!(recorded & linux.PR_SPEC.PRCTL)) return;
     const t = task.tracee!;
-    const here = speculationOf(t, which);
     if ((here & SPEC_STATE) === (recorded & SPEC_STATE)) return;
     const state = recorded & SPEC_STATE;
     const r = t.syscall(SYS.prctl, [PR.SET_SPECULATION_CTRL, which, state, 0, 0]);

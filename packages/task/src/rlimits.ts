@@ -22,7 +22,7 @@ export class RlimitsImage {
 
 /**
  * Read from inside the task: prlimit64 on another process whose uids differ from ours needs
- * CAP_SYS_RESOURCE, which these machines do not give.
+ * CAP_SYS_RESOURCE, which these machines do not give. Only where /proc/PID/limits cannot be read.
  */
 function readLimit(t: Tracee, r: number): linux.Rlimit {
   const size = sizeOfStruct(linux.Rlimit);
@@ -31,13 +31,30 @@ function readLimit(t: Tracee, r: number): linux.Rlimit {
   return decodeStruct(linux.Rlimit, t.readMemory(out, size));
 }
 
+/**
+ * Every limit the kernel has a number for, from /proc/PID/limits (one read from outside, which
+ * anyone may make, instead of a prlimit64 per limit inside the task); from inside the task when
+ * that file cannot be read or lists fewer limits.
+ */
+function readLimits(t: Tracee): linux.Rlimit[] {
+  let all: linux.Rlimit[] | undefined;
+  try {
+    all = linux.readLimits(t.pid);
+  } catch {
+    all = undefined;
+  }
+  if (all && all.length >= linux.RLIM_NLIMITS) return all.slice(0, linux.RLIM_NLIMITS).map((l) => ({ cur: l.cur, max: l.max }));
+  const out: linux.Rlimit[] = [];
+  for (let r = 0; r < linux.RLIM_NLIMITS; r++) out.push(readLimit(t, r));
+  return out;
+}
+
 export class RlimitsDump implements DumpHandler {
   readonly name = 'task.rlimits';
   readonly order = RLIMITS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const img = new RlimitsImage();
-    for (let r = 0; r < linux.RLIM_NLIMITS; r++) {
-      const l = readLimit(task.tracee, r);
+    for (const l of readLimits(task.tracee)) {
       img.cur.push(l.cur);
       img.max.push(l.max);
     }
@@ -56,16 +73,19 @@ export class RlimitsRestore implements RestoreHandler {
   }
 }
 
+/** The limits that differ from the ones in force, set from inside the task in one batch. */
 function setLimits(task: RestartTask, img: RlimitsImage): void {
   const t = task.tracee!;
-  for (let r = 0; r < img.cur.length && r < linux.RLIM_NLIMITS; r++) {
-    const now = readLimit(t, r);
-    if (now.cur === img.cur[r] && now.max === img.max[r]) continue;
-    const buf = encodeStruct(linux.Rlimit, { cur: img.cur[r], max: img.max[r] });
-    const res = t.syscall(SYS.prlimit64, [0, r, t.stage(buf), 0]);
-    if (res < 0n) {
-      const name = linux.rlimitName(r);
-      throw new CptError(linux.errnoName(Number(-res)), `cannot set ${name} to ${img.cur[r]}/${img.max[r]} (the limit in force was ${now.cur}/${now.max})`, { pid: task.pid, object: name });
-    }
-  }
+  const now = readLimits(t);
+  const size = sizeOfStruct(linux.Rlimit);
+  const todo: number[] = [];
+  for (let r = 0; r < img.cur.length && r < linux.RLIM_NLIMITS; r++) if (now[r].cur !== img.cur[r] || now[r].max !== img.max[r]) todo.push(r);
+  const calls = todo.map((r, i) => ({ nr: SYS.prlimit64, args: [0, r, t.stage(encodeStruct(linux.Rlimit, { cur: img.cur[r], max: img.max[r] }), i * size), 0] }));
+  const res = t.syscalls(calls, { untilError: true });
+  res.forEach((v, i) => {
+    if (v >= 0n) return;
+    const r = todo[i];
+    const name = linux.rlimitName(r);
+    throw new CptError(linux.errnoName(Number(-v)), `cannot set ${name} to ${img.cur[r]}/${img.max[r]} (the limit in force was ${now[r].cur}/${now[r].max})`, { pid: task.pid, object: name });
+  });
 }

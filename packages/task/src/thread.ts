@@ -228,10 +228,23 @@ export function checkRobustList(head: bigint, len: bigint, bad: (m: string) => E
   if (head !== 0n && len !== ROBUST_LIST_HEAD_SIZE) throw bad(`a robust list head of ${len} bytes`);
 }
 
-/** A thread's robust list and clear_child_tid back, by calls inside it (a new thread has neither). */
-export function restoreFutexAddresses(t: Tracee, head: bigint, len: bigint, clearChildTid: bigint, what: string): void {
-  if (head !== 0n) t.syscallOk(SYS.set_robust_list, [head, len], `set_robust_list in ${what}`);
-  if (clearChildTid !== 0n) t.syscall(SYS.set_tid_address, [clearChildTid]); // returns the tid
+/**
+ * A thread's robust list and clear_child_tid back, by calls inside it (a new thread has neither),
+ * in one batch with `first` (other independent calls of the caller, each checked like these).
+ */
+export function restoreFutexAddresses(
+  t: Tracee, head: bigint, len: bigint, clearChildTid: bigint, what: string,
+  first: ReadonlyArray<{ nr: number; args: ReadonlyArray<number | bigint>; what: string }> = [],
+): void {
+  const calls = [...first];
+  if (head !== 0n) calls.push({ nr: SYS.set_robust_list, args: [head, len], what: `set_robust_list in ${what}` });
+  const checked = calls.length;
+  if (clearChildTid !== 0n) calls.push({ nr: SYS.set_tid_address, args: [clearChildTid], what: '' }); // returns the tid
+  const res = t.syscalls(calls, { untilError: true });
+  for (let i = 0; i < Math.min(res.length, checked); i++) {
+    const r = res[i];
+    if (r < 0n && r > -4096n) throw new CptError(linux.errnoName(Number(-r)), `${calls[i].what} failed inside the process: ${linux.errnoName(Number(-r))}`, { pid: t.pid, object: calls[i].what });
+  }
 }
 
 /** clone3 inside the main thread with set_tid = [tid]; a tid still held is waited for, as a PID is. */

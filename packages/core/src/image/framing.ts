@@ -93,12 +93,19 @@ export function headerCrc(header: Buffer, initial: number): number {
  * of bench/README.md (200-400 ms per GiB, as much as copying the pages in and out together).
  * @node-rs/crc32 (crc32fast, with carry-less multiplication: PCLMULQDQ) does 8-14 GB/s there,
  * as fast as libdeflate's; it is an npm package with prebuilt binaries (per-platform optional
- * dependencies: no compiler, no install script). It is checked against zlib on first use and
- * only used for buffers of at least FAST_CRC_MIN bytes (a native call costs about 1 us).
+ * dependencies: no compiler, no install script). It is loaded once zlib has done FAST_CRC_AFTER
+ * bytes (loading it takes several ms), checked against zlib then, and only used for buffers of at
+ * least FAST_CRC_MIN bytes (a native call costs about 1 us).
  * Without it, or with CPTRST_CRC=zlib in the environment, zlib does all of it: same result.
  */
 export function crc32(data: Buffer, value = 0): number {
   if (data.length >= FAST_CRC_MIN) {
+    // Loading the addon costs several ms, about what zlib takes for FAST_CRC_AFTER bytes: a small
+    // image (an idle process) never needs it.
+    if (fastCrc === undefined && zlibBytes < FAST_CRC_AFTER) {
+      zlibBytes += data.length;
+      return zlib.crc32(data, value);
+    }
     const f = fastCrc === undefined ? loadFastCrc() : fastCrc;
     if (f) return f(data, value >>> 0) >>> 0;
   }
@@ -114,6 +121,9 @@ export function crc32Implementation(): string {
 }
 
 const FAST_CRC_MIN = 16 * 1024;
+/** Bytes of large buffers zlib checksums before the fast CRC is loaded. */
+const FAST_CRC_AFTER = 16 * 1024 * 1024;
+let zlibBytes = 0;
 type CrcFn = (buf: Uint8Array, crc: number) => number;
 let fastCrc: CrcFn | null | undefined;
 

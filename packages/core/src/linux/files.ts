@@ -6,7 +6,7 @@
 import { AT, AT_FDCWD, F, O } from './constants';
 import { SYS } from './syscalls';
 import { errnoError, rawSyscall } from './libc';
-import { readProcText } from './proc';
+import { readProcText, readProcTextInBackground } from './proc';
 
 /** One run of data of a file (between holes). */
 export interface DataRun {
@@ -126,8 +126,20 @@ export function parseLockLine(line: string): LockEntry | undefined {
 
 /** Every lock of /proc/locks (held ones and waiters). */
 export function readLocks(): LockEntry[] {
+  return parseLocks(readProcText('/proc/locks'));
+}
+
+/**
+ * The same, read off the main thread: the kernel's /proc/locks waits for an RCU grace period
+ * (several ms) before it lists anything, which other work can use.
+ */
+export async function readLocksAsync(): Promise<LockEntry[]> {
+  return parseLocks(await readProcTextInBackground('/proc/locks'));
+}
+
+function parseLocks(text: string): LockEntry[] {
   const out: LockEntry[] = [];
-  for (const line of readProcText('/proc/locks').split('\n')) {
+  for (const line of text.split('\n')) {
     const e = line ? parseLockLine(line) : undefined;
     if (e) out.push(e);
   }

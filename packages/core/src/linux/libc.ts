@@ -20,13 +20,32 @@ export type SyscallArg = number | bigint | Buffer | null;
 
 let koffiModule: typeof Koffi | undefined;
 /**
- * koffi itself, loaded on the first native call: loading it takes some 20 ms (it loads Node's
- * crypto and https modules), which a run that calls nothing native (`cptrst --help`) need not pay.
+ * koffi itself, loaded on the first native call: loading it through its entry takes some 20 ms
+ * (see loadKoffi), which a run that calls nothing native (`cptrst --help`) need not pay.
  */
 function koffiLib(): typeof Koffi {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use
-  koffiModule ??= require('koffi') as typeof Koffi;
+  koffiModule ??= loadKoffi();
   return koffiModule;
+}
+
+/**
+ * koffi's entry script spends most of that on its build tools (https, zlib, crypto), which it
+ * loads to find its native module. On x86-64 glibc Linux the native module is taken directly, when
+ * it is the one of the installed koffi (the entry adds only deprecated aliases to it); anywhere
+ * else, or if it does not load (musl), through the entry.
+ */
+function loadKoffi(): typeof Koffi {
+  /* eslint-disable @typescript-eslint/no-require-imports -- loaded on first use */
+  if (process.platform === 'linux' && process.arch === 'x64') {
+    try {
+      const native = require('koffi/build/koffi/linux_x64/koffi.node') as typeof Koffi & { version?: string };
+      if (native.version === (require('koffi/package.json') as { version: string }).version) return native;
+    } catch {
+      /* another libc: the entry finds its module */
+    }
+  }
+  return require('koffi') as typeof Koffi;
+  /* eslint-enable @typescript-eslint/no-require-imports */
 }
 
 let lib: Koffi.IKoffiLib | undefined;

@@ -9,7 +9,7 @@
  */
 import * as fs from 'fs';
 import { CptError } from '../errors';
-import { AUXV, PAGEMAP } from './constants';
+import { AUXV, PAGEMAP, RLIM_INFINITY } from './constants';
 import { errnoMessage, errnoNumber } from './errno';
 import { decodeStruct, sizeOfStruct } from '../image/cstruct';
 import { AuxvEntry, makeDev } from './structs';
@@ -40,6 +40,40 @@ function readProcBuffer(path: string, pid?: number): Buffer {
 export function readProcText(path: string, pid?: number): string {
   return readProcBuffer(path, pid).toString('utf8');
 }
+/**
+ * Reads a whole /proc file as text, its first read in libuv's pool: for a file whose read the
+ * kernel makes wait (/proc/locks waits for an RCU grace period), so that the caller's work goes
+ * on meanwhile. Opened now; one read runs in the background (a promise's later steps would each
+ * wait for the busy main thread); what did not fit that read is read once the promise is awaited.
+ */
+export function readProcTextInBackground(path: string, pid?: number): Promise<string> {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, 'r');
+  } catch (e) {
+    return Promise.reject(procError(e, 'open', path, pid));
+  }
+  const first = Buffer.allocUnsafe(BACKGROUND_READ);
+  return new Promise<string>((resolve, reject) => {
+    fs.read(fd, first, 0, first.length, null, (err, n) => {
+      try {
+        if (err) throw err;
+        const parts = [first.subarray(0, n)];
+        for (let m = n; m > 0; ) {
+          const more = Buffer.allocUnsafe(BACKGROUND_READ);
+          m = fs.readSync(fd, more, 0, more.length, null);
+          parts.push(more.subarray(0, m));
+        }
+        resolve(Buffer.concat(parts).toString('utf8'));
+      } catch (e) {
+        reject(procError(e, 'read', path, pid));
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+  });
+}
+const BACKGROUND_READ = 64 * 1024;
 function readLink(path: string, pid?: number): string {
   try {
     return fs.readlinkSync(path);
@@ -407,6 +441,33 @@ export function parseStatus(text: string): ProcStatus {
 /** /proc/PID/status, or /proc/PID/task/TID/status. */
 export function readStatus(pid: number, tid?: number): ProcStatus {
   return parseStatus(readProcText(`${base(pid, tid)}/status`, pid));
+}
+
+// ---------------------------------------------------------------------------------------------
+// limits
+
+/**
+ * Parses /proc/PID/limits: one line per resource in RLIMIT_* order after a header, each the name
+ * padded to 25 columns, then the soft and the hard limit ("unlimited": RLIM_INFINITY), then the
+ * unit. The kernel reads them all at once under the process's signal lock, like prlimit64.
+ */
+export function parseLimits(text: string): Array<{ name: string; cur: bigint; max: bigint }> {
+  const lines = text.split('\n').filter((l) => l !== '');
+  if (!lines[0]?.startsWith('Limit ')) throw new CptError('EBADMSG', `limits: unexpected header ${JSON.stringify(lines[0] ?? '')}`);
+  const value = (w: string | undefined, line: string): bigint => {
+    if (w === 'unlimited') return RLIM_INFINITY;
+    if (w === undefined || !/^\d{1,20}$/.test(w)) throw new CptError('EBADMSG', `limits: cannot parse ${JSON.stringify(line)}`);
+    return BigInt(w);
+  };
+  return lines.slice(1).map((line) => {
+    const [cur, max] = line.slice(26).trim().split(/\s+/);
+    return { name: line.slice(0, 25).trim(), cur: value(cur, line), max: value(max, line) };
+  });
+}
+
+/** Every resource limit of the process (/proc/PID/limits, readable from outside), in RLIMIT_* order. */
+export function readLimits(pid: number): Array<{ name: string; cur: bigint; max: bigint }> {
+  return parseLimits(readProcText(`/proc/${pid}/limits`, pid));
 }
 
 // ---------------------------------------------------------------------------------------------
