@@ -7,7 +7,7 @@
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
   RestoreObject, StateKey, bool, bytes, decodeStruct, encodeStruct, i32, i64, linux, objectType, record, recordLayout, records,
-  sizeOfStruct, u64,
+  sizeOfStruct, Tracee, u64,
 } from '@cptrst/core';
 import { TIMER_SIGNALS } from './posix-timers';
 
@@ -80,18 +80,35 @@ export class ItimersImage {
 export const THREAD_PENDING = new StateKey<Buffer[]>('task.thread.pending');
 
 const catchable = (s: number) => s !== SIG.SIGKILL && s !== SIG.SIGSTOP;
+/** The signals that have a disposition to dump: 1-64 but SIGKILL and SIGSTOP. */
+const CATCHABLE: readonly number[] = Array.from({ length: NSIG }, (_, i) => i + 1).filter(catchable);
+
+/**
+ * A result of a batch (Tracee.syscalls), as syscallOk would take it: a CptError naming the call
+ * for -errno, and for a call the batch did not reach (it ended at an earlier failure).
+ */
+function checkResult(t: Tracee, r: bigint | undefined, what: string): void {
+  if (r === undefined) throw new CptError('EIO', `${what} did not run inside the process`, { pid: t.pid, object: what });
+  if (r < 0n && r > -4096n) {
+    const code = linux.errnoName(Number(-r));
+    throw new CptError(code, `${what} failed inside the process: ${code}`, { pid: t.pid, object: what });
+  }
+}
 
 export class SignalsDump implements DumpHandler {
   readonly name = 'task.signals';
   readonly order = SIGNALS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
-    const out = t.stage(Buffer.alloc(SIGACTION_SIZE));
+    // Every handler in one batch: each rt_sigaction writes its own struct, read back at once.
+    const signals = CATCHABLE;
+    const out = t.stage(Buffer.alloc(SIGACTION_SIZE * signals.length));
+    const results = t.syscalls(signals.map((s, i) => ({ nr: SYS.rt_sigaction, args: [s, 0, out + BigInt(i * SIGACTION_SIZE), 8] })));
+    const actions = t.readMemory(out, SIGACTION_SIZE * signals.length);
     const hand = new SighandImage();
-    for (let s = 1; s <= NSIG; s++) {
-      if (!catchable(s)) continue;
-      t.syscallOk(SYS.rt_sigaction, [s, 0, out, 8], `rt_sigaction(${linux.signalName(s)})`);
-      const k = decodeStruct(linux.KernelSigaction, t.readMemory(out, SIGACTION_SIZE));
+    for (const [i, s] of signals.entries()) {
+      checkResult(t, results[i], `rt_sigaction(${linux.signalName(s)})`);
+      const k = decodeStruct(linux.KernelSigaction, actions, i * SIGACTION_SIZE);
       const a = new SigactionRecord();
       a.signo = s;
       a.handler = k.handler;
@@ -131,11 +148,12 @@ export class SignalsDump implements DumpHandler {
     }
 
     const timers = new ItimersImage();
-    const tv = t.stage(Buffer.alloc(ITIMERVAL_SIZE));
-    for (const which of ITIMERS) {
-      t.syscallOk(SYS.getitimer, [which, tv], `getitimer(${which})`);
-      const itv = decodeStruct(linux.Itimerval, t.readMemory(tv, ITIMERVAL_SIZE));
-      timers.timers.push(itimerRecord(which, itv));
+    const tv = t.stage(Buffer.alloc(ITIMERVAL_SIZE * ITIMERS.length));
+    const got = t.syscalls(ITIMERS.map((which, i) => ({ nr: SYS.getitimer, args: [which, tv + BigInt(i * ITIMERVAL_SIZE)] })));
+    const values = t.readMemory(tv, ITIMERVAL_SIZE * ITIMERS.length);
+    for (const [i, which] of ITIMERS.entries()) {
+      checkResult(t, got[i], `getitimer(${which})`);
+      timers.timers.push(itimerRecord(which, decodeStruct(linux.Itimerval, values, i * ITIMERVAL_SIZE)));
     }
     ctx.write(timers, task.tag);
   }
@@ -208,13 +226,20 @@ export class SignalsRestore implements RestoreHandler {
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const t = task.tracee!;
     switch (o.type) {
-      case ObjectType.SIGHAND:
-        for (const a of (o.obj as SighandImage).actions) {
+      case ObjectType.SIGHAND: {
+        // Every handler in one batch, each from its own staged struct.
+        const actions = (o.obj as SighandImage).actions;
+        if (actions.length > CATCHABLE.length) throw new CptError('EBADIMG', `${actions.length} signal handlers`, { pid: task.pid, object: 'sighand' });
+        const structs = Buffer.alloc(actions.length * SIGACTION_SIZE);
+        for (const [i, a] of actions.entries()) {
           if (a.signo < 1 || a.signo > NSIG || !catchable(a.signo)) throw new CptError('EBADIMG', `bad signal number ${a.signo}`, { pid: task.pid, object: 'sighand' });
-          const b = encodeStruct(linux.KernelSigaction, { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
-          t.syscallOk(SYS.rt_sigaction, [a.signo, t.stage(b), 0, 8], `rt_sigaction(${linux.signalName(a.signo)})`);
+          encodeStruct(linux.KernelSigaction, { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask }, structs, i * SIGACTION_SIZE);
         }
+        const at = t.stage(structs);
+        const results = t.syscalls(actions.map((a, i) => ({ nr: SYS.rt_sigaction, args: [a.signo, at + BigInt(i * SIGACTION_SIZE), 0, 8] })), { untilError: true });
+        for (const [i, a] of actions.entries()) checkResult(t, results[i], `rt_sigaction(${linux.signalName(a.signo)})`);
         return;
+      }
       case ObjectType.TASK_SIGNALS: {
         const s = o.obj as SignalsImage;
         t.blockedSignals = s.blocked; // applied when the task is let go
@@ -244,6 +269,7 @@ export class SignalsRestore implements RestoreHandler {
         return;
       }
       case ObjectType.ITIMERS: {
+        const calls: Array<{ which: number; itv: Buffer }> = [];
         for (const r of imageTimers(o.obj as ItimersImage, task.pid)) {
           const value = { sec: r.value.sec, usec: r.value.usec };
           if (r.interval.sec === 0n && r.interval.usec === 0n && value.sec === 0n && value.usec === 0n) continue;
@@ -254,9 +280,12 @@ export class SignalsRestore implements RestoreHandler {
             value.sec = 0n;
             value.usec = 1n;
           }
-          const one = encodeStruct(linux.Itimerval, { interval: r.interval, value });
-          t.syscallOk(SYS.setitimer, [r.which, t.stage(one), 0], `setitimer(${r.which})`);
+          calls.push({ which: r.which, itv: encodeStruct(linux.Itimerval, { interval: r.interval, value }) });
         }
+        if (calls.length === 0) return;
+        const at = t.stage(Buffer.concat(calls.map((c) => c.itv)));
+        const results = t.syscalls(calls.map((c, i) => ({ nr: SYS.setitimer, args: [c.which, at + BigInt(i * ITIMERVAL_SIZE), 0] })), { untilError: true });
+        for (const [i, c] of calls.entries()) checkResult(t, results[i], `setitimer(${c.which})`);
         return;
       }
     }
