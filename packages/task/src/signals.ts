@@ -17,6 +17,7 @@ const NSIG = 64;
 const SIGACTION_SIZE = sizeOfStruct(linux.KernelSigaction);
 const SIGINFO_SIZE = sizeOfStruct(linux.Siginfo);
 const ITIMERVAL_SIZE = sizeOfStruct(linux.Itimerval);
+const STACK_T_SIZE = sizeOfStruct(linux.StackT);
 const ITIMERS: readonly number[] = [linux.ITIMER.REAL, linux.ITIMER.VIRTUAL, linux.ITIMER.PROF];
 
 @recordLayout('sigaction')
@@ -100,15 +101,36 @@ export class SignalsDump implements DumpHandler {
   readonly order = SIGNALS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
-    // Every handler in one batch: each rt_sigaction writes its own struct, read back at once.
+    // The queues first: a timer that expires after this is seen by getitimer below as expired and
+    // awaiting its signal (see itimerExpiredAwaitingDequeue), never twice.
+    // A POSIX timer's queued signal is the timer's: it is recorded with the timer, which
+    // queues it again itself at restart.
+    const timerIds = task.state.get(TIMER_SIGNALS);
+    const timersOwn = (info: Buffer) => {
+      const si = decodeStruct(linux.Siginfo, info);
+      return si.code === linux.SI_TIMER && timerIds?.has(si.pid) === true;
+    };
+    const queued = [false, true].map((shared) => peekAll(task.tid, shared).filter((info) => !timersOwn(info)).map((info) => pending(shared, info)));
+    const threadQueues = (task.threads ?? []).map((th) => peekAll(th.tid, false));
+
+    // Every handler, the alternate stack and the three timers in one batch, each call writing its
+    // own struct, all read back at once.
     const signals = CATCHABLE;
-    const out = t.stage(Buffer.alloc(SIGACTION_SIZE * signals.length));
-    const results = t.syscalls(signals.map((s, i) => ({ nr: SYS.rt_sigaction, args: [s, 0, out + BigInt(i * SIGACTION_SIZE), 8] })));
-    const actions = t.readMemory(out, SIGACTION_SIZE * signals.length);
+    const stackAt = SIGACTION_SIZE * signals.length;
+    const timersAt = stackAt + STACK_T_SIZE;
+    const size = timersAt + ITIMERVAL_SIZE * ITIMERS.length;
+    const out = t.stage(Buffer.alloc(size));
+    const results = t.syscalls([
+      ...signals.map((s, i) => ({ nr: SYS.rt_sigaction, args: [s, 0, out + BigInt(i * SIGACTION_SIZE), 8] })),
+      { nr: SYS.sigaltstack, args: [0, out + BigInt(stackAt)] },
+      ...ITIMERS.map((which, i) => ({ nr: SYS.getitimer, args: [which, out + BigInt(timersAt + i * ITIMERVAL_SIZE)] })),
+    ]);
+    const got = t.readMemory(out, size);
+
     const hand = new SighandImage();
     for (const [i, s] of signals.entries()) {
       checkResult(t, results[i], `rt_sigaction(${linux.signalName(s)})`);
-      const k = decodeStruct(linux.KernelSigaction, actions, i * SIGACTION_SIZE);
+      const k = decodeStruct(linux.KernelSigaction, got, i * SIGACTION_SIZE);
       const a = new SigactionRecord();
       a.signo = s;
       a.handler = k.handler;
@@ -121,39 +143,25 @@ export class SignalsDump implements DumpHandler {
 
     const sig = new SignalsImage();
     sig.blocked = t.blockedSignals;
-    const stackSize = sizeOfStruct(linux.StackT);
-    const ss = t.stage(Buffer.alloc(stackSize));
-    t.syscallOk(SYS.sigaltstack, [0, ss], 'sigaltstack');
-    const st = decodeStruct(linux.StackT, t.readMemory(ss, stackSize));
+    checkResult(t, results[signals.length], 'sigaltstack');
+    const st = decodeStruct(linux.StackT, got, stackAt);
     sig.altstackSp = st.sp;
     sig.altstackFlags = st.flags;
     sig.altstackSize = st.size;
     ctx.write(sig, task.tag);
 
-    // A POSIX timer's queued signal is the timer's: it is recorded with the timer, which
-    // queues it again itself at restart.
-    const timerIds = task.state.get(TIMER_SIGNALS);
-    const timersOwn = (info: Buffer) => {
-      const si = decodeStruct(linux.Siginfo, info);
-      return si.code === linux.SI_TIMER && timerIds?.has(si.pid) === true;
-    };
-    for (const shared of [false, true]) {
-      for (const info of peekAll(task.tid, shared)) if (!timersOwn(info)) ctx.write(pending(shared, info), task.tag);
-    }
-    // Dequeued before the freeze stop: still pending as far as the task knows.
+    for (const p of queued.flat()) ctx.write(p, task.tag);
+    // Dequeued before the freeze stop (or taken off while calls ran): still pending as far as the task knows.
     for (const info of t.interceptedSignals) ctx.write(pending(false, info), task.tag);
     // Each other thread's own queue, under its THREAD object (and what cptrst took off it).
-    for (const th of task.threads ?? []) {
-      for (const info of [...peekAll(th.tid, false), ...(th.tracee?.interceptedSignals ?? [])]) ctx.write(pending(false, info), th.tag);
+    for (const [i, th] of (task.threads ?? []).entries()) {
+      for (const info of [...threadQueues[i], ...(th.tracee?.interceptedSignals ?? [])]) ctx.write(pending(false, info), th.tag);
     }
 
     const timers = new ItimersImage();
-    const tv = t.stage(Buffer.alloc(ITIMERVAL_SIZE * ITIMERS.length));
-    const got = t.syscalls(ITIMERS.map((which, i) => ({ nr: SYS.getitimer, args: [which, tv + BigInt(i * ITIMERVAL_SIZE)] })));
-    const values = t.readMemory(tv, ITIMERVAL_SIZE * ITIMERS.length);
     for (const [i, which] of ITIMERS.entries()) {
-      checkResult(t, got[i], `getitimer(${which})`);
-      timers.timers.push(itimerRecord(which, decodeStruct(linux.Itimerval, values, i * ITIMERVAL_SIZE)));
+      checkResult(t, results[signals.length + 1 + i], `getitimer(${which})`);
+      timers.timers.push(itimerRecord(which, decodeStruct(linux.Itimerval, got, timersAt + i * ITIMERVAL_SIZE)));
     }
     ctx.write(timers, task.tag);
   }
