@@ -43,10 +43,13 @@ export class DebugRegsRestore implements RestoreHandler {
     cpuOwnerOf(task, o, 'debugregs').state.set(DEBUGREGS_KEY, img.regs);
   }
   /**
-   * A restored thread is new: it has no breakpoint, DR7 = 0. Writing an address slot makes the
-   * kernel register a (disabled) hardware breakpoint, a perf event, which costs milliseconds: so
-   * a slot is written only when it holds an address or DR7 uses it, and DR7 only when it is not 0.
-   * DR6 (the status, kept per thread as a plain value) is always written.
+   * A restored thread is new: it has no breakpoint, DR7 = 0. Writing an address slot, even 0,
+   * makes the kernel register a (disabled) hardware breakpoint for the thread, a task-bound perf
+   * event; the first such event on the system switches the perf_sched_events static key on and
+   * waits for an RCU grace period (milliseconds, paid by every restart on an otherwise quiet
+   * machine, since the key goes off again a second after the last event is freed). So a slot is
+   * written only when it holds an address or DR7 uses it, and DR7 only when it is not 0. DR6 (the
+   * status, a plain per-thread value) is always written. What a thread reads back is the same.
    */
   finish(_ctx: RestartContext, task: RestartTask): void {
     for (const c of cpuOwners(task)) {
