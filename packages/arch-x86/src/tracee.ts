@@ -144,6 +144,13 @@ const BATCH = {
 /** Calls one batch stub run takes; longer batches run in several. */
 const BATCH_MAX = (BATCH.dataAt - BATCH.headerAt - BATCH.headerSize) / BATCH.entrySize;
 const ALL_SIGNALS = 0xffffffffffffffffn;
+/**
+ * Calls that never run in a batch stub: those that change the thread's mask (the raise must get
+ * through), never return, or return elsewhere. A batch holding one runs one call at a time.
+ */
+const NOT_IN_BATCH: ReadonlySet<number> = new Set(
+  ['rt_sigprocmask', 'rt_sigsuspend', 'rt_sigreturn', 'exit', 'exit_group', 'execve', 'execveat', 'vfork', 'fork', 'clone', 'clone3'].map((n) => linux.syscallNumber(n)),
+);
 const RAX = userRegOffset('rax');
 const RIP = userRegOffset('rip');
 /** The registers an injected call sets; the others keep their frozen values. */
@@ -261,7 +268,7 @@ export class X86Tracee implements Tracee {
     let i = 0;
     while (i < calls.length) {
       const n = Math.min(BATCH_MAX, calls.length - i);
-      const part = n > 1 && !this.main ? this.runBatch(calls, i, n, untilError) : undefined;
+      const part = n > 1 && !this.main && !calls.some((c) => NOT_IN_BATCH.has(c.nr)) ? this.runBatch(calls, i, n, untilError) : undefined;
       if (!part) break;
       out.push(...part);
       i += n;
@@ -643,7 +650,13 @@ export class X86Tracee implements Tracee {
    */
   private runBatch(calls: ReadonlyArray<BatchCall>, from: number, n: number, untilError: boolean): bigint[] | undefined {
     if (this.guarded && !this.scratchArea) this.scratch();
-    const sig = this.batchSignal();
+    // Not a signal whose handler the batch sets: the raise must stay what we chose.
+    let handled = 0n;
+    for (let k = from; k < from + n; k++) {
+      const a = calls[k].args ?? [];
+      if (calls[k].nr === SYS.rt_sigaction && a.length > 1 && BigInt(a[1]) !== 0n) handled |= linux.sigBit(Number(a[0]));
+    }
+    const sig = this.batchSignal(handled);
     if (sig === undefined) return undefined;
     const s = this.scratch();
     const tableLen = BATCH.headerSize + n * BATCH.entrySize;
@@ -717,8 +730,8 @@ export class X86Tracee implements Tracee {
    * process ignores (SIG_IGN, or by default and not caught) and the thread does not block: an
    * untraced task discards it then, as it would any other of that signal sent meanwhile.
    */
-  private batchSignal(): number | undefined {
-    let pending = 0n;
+  private batchSignal(exclude: bigint): number | undefined {
+    let pending = exclude;
     for (const shared of [false, true]) for (const info of ptrace.peekAllSiginfo(this.tid, shared)) pending |= linux.sigBit(info.readInt32LE(0));
     const usable = (sig: number) => (linux.sigBit(sig) & (pending | NEVER_RAISED)) === 0n;
     if (!this.guarded) return [...DEFAULT_IGNORED, ...LEGACY].find(usable);

@@ -95,6 +95,11 @@ describe('batches of injected calls', function () {
       expect(t.stops - stops).to.be.within(2, 4);
       expect(t.syscalls([])).to.deep.equal([]);
 
+      // A batch with a call that changes the mask runs one call at a time.
+      stops = t.stops;
+      expect(t.syscalls([{ nr: SYS.getpid }, { nr: linux.syscallNumber('rt_sigprocmask'), args: [0, 0, s.dataAddr, 8] }])).to.deep.equal([BigInt(pid), 0n]);
+      expect(t.stops - stops).to.equal(guarded ? 4 : 2);
+
       // A single call of a task that dies with cptrst takes one stop too (the single step); a guarded one two.
       stops = t.stops;
       expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
