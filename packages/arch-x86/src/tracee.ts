@@ -650,9 +650,10 @@ export class X86Tracee implements Tracee {
    */
   private runBatch(calls: ReadonlyArray<BatchCall>, from: number, n: number, untilError: boolean): bigint[] | undefined {
     if (this.guarded && !this.scratchArea) this.scratch();
-    // Not a signal whose handler the batch sets: the raise must stay what we chose.
+    // In a guarded task, not a signal whose handler the batch sets: on the death path the raise
+    // must stay a signal the task ignores. (A traced task reports the raise whatever its handler.)
     let handled = 0n;
-    for (let k = from; k < from + n; k++) {
+    for (let k = from; k < from + n && this.guarded; k++) {
       const a = calls[k].args ?? [];
       if (calls[k].nr === SYS.rt_sigaction && a.length > 1 && BigInt(a[1]) !== 0n) handled |= linux.sigBit(Number(a[0]));
     }

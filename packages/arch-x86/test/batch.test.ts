@@ -115,6 +115,34 @@ describe('batches of injected calls', function () {
     });
   }
 
+  it('in a task that dies with cptrst, every handler read and set again in one batch each (as the signal dump and restore do)', async () => {
+    const p = await python(['SIGURG', 'SIGUSR1'], ['SIGWINCH'], []);
+    const before = linux.readStatus(p.pid);
+    seizeExitKill(p.pid);
+    const t = new X86Tracee(p.pid, p.pid, { diesWithTracer: true });
+    const s = t.scratch();
+    const sigs = Array.from({ length: 64 }, (_, i) => i + 1).filter((x) => x !== SIG.SIGKILL && x !== SIG.SIGSTOP);
+    let stops = t.stops;
+    const read = t.syscalls(sigs.map((x, i) => ({ nr: SYS.rt_sigaction, args: [x, 0, s.dataAddr + BigInt(32 * i), 8] })));
+    expect(read).to.deep.equal(sigs.map(() => 0n));
+    expect(t.stops - stops).to.equal(1);
+    const acts = t.readMemory(s.dataAddr, 32 * sigs.length);
+    expect(acts.readBigUInt64LE(32 * sigs.indexOf(SIG.SIGWINCH))).to.equal(1n); // SIG_IGN
+    // Set again from a copy, with every default-ignored signal's handler among them: still one stop.
+    t.stage(acts, 4096);
+    stops = t.stops;
+    const set = t.syscalls(sigs.map((x, i) => ({ nr: SYS.rt_sigaction, args: [x, s.dataAddr + 4096n + BigInt(32 * i), 0, 8] })), { untilError: true });
+    expect(set).to.deep.equal(sigs.map(() => 0n));
+    expect(t.stops - stops).to.equal(1);
+    letGo(t, 'run');
+    expect(pollSync(() => linux.readStatus(p.pid).state === 'S')).to.equal(true);
+    const after = linux.readStatus(p.pid);
+    expect([after.sigCgt, after.sigIgn, after.tracerPid]).to.deep.equal([before.sigCgt, before.sigIgn, 0]);
+    linux.kill(p.pid, SIG.SIGUSR1);
+    expect(pollSync(() => p.out().includes('HANDLER'))).to.equal(true);
+    expect(p.out()).to.equal(`READY\nHANDLER ${SIG.SIGUSR1}\n`);
+  });
+
   it('a guarded batch ends with a signal the task ignores and has not pending; with none such, the calls run one by one', async () => {
     const { pid } = await startSleeping('/bin/sleep', ['100']);
     seizeAndStop(pid);
