@@ -28,7 +28,12 @@
  * Without such code, or room on the stack, the frame goes into the top of the scratch area and
  * the code is `syscall; mov $15,%eax; syscall; int3` with rsp = frame + 8; then the mmap and the
  * munmap run unguarded (a window of one call each), and a task left behind keeps the area.
- * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither.
+ * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither, and its
+ * calls run in one stop each (a single step over the `syscall`, runStep).
+ *
+ * A batch (syscalls) runs in one stop: a stub after the one-call code runs a table of calls and
+ * raises a signal that the task ignores, which a traced task reports to its tracer and an
+ * untraced one discards; the stub then goes the one-call code's way back (runBatch).
  */
 import './syscalls';
 import * as crypto from 'crypto';
