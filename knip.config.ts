@@ -12,7 +12,7 @@ const config: KnipConfig = {
   ignoreBinaries: ['gcc', 'mount', 'umount', 'mkfifo', 'setpriv', 'flock', 'ipcrm', 'unshare', 'setsid'],
   workspaces: {
     '.': {
-      entry: [...tests, 'bench/bench.ts', 'bench/compare.ts', 'bench/tree.ts', 'bench/lazy.ts', 'bench/incremental.ts'],
+      entry: [...tests, 'bench/bench.ts', 'bench/compare.ts', 'bench/tree.ts', 'bench/lazy.ts', 'bench/incremental.ts', 'bench/calls.ts'],
       project: ['test/**/*.ts', 'bench/**/*.ts'],
     },
     'packages/*': {

@@ -29,9 +29,7 @@ export function userRegOffset(field: UserRegsField): number {
 export function decodeUserRegs(buf: Buffer): UserRegs {
   need(buf, USER_REGS_SIZE, 'user_regs_struct');
   const r = {} as UserRegs;
-  USER_REGS_FIELDS.forEach((f, i) => {
-    r[f] = buf.readBigUInt64LE(i * 8);
-  });
+  for (let i = 0; i < USER_REGS_FIELDS.length; i++) r[USER_REGS_FIELDS[i]] = buf.readBigUInt64LE(i * 8);
   return r;
 }
 
@@ -78,6 +76,16 @@ export const x86ptrace = Object.freeze({
   /** PTRACE_SETREGS. */
   setRegs(tid: number, regs: UserRegs): void {
     linux.ptrace.request(PTRACE.SETREGS, tid, 0, encodeUserRegs(regs));
+  },
+  /** PTRACE_GETREGS into `buf` (struct user_regs_struct as the kernel lays it out), nothing decoded. */
+  getRegsRaw(tid: number, buf: Buffer): void {
+    need(buf, USER_REGS_SIZE, 'user_regs_struct');
+    linux.ptrace.request(PTRACE.GETREGS, tid, 0, buf);
+  },
+  /** PTRACE_SETREGS from `buf` as it is. */
+  setRegsRaw(tid: number, buf: Buffer): void {
+    need(buf, USER_REGS_SIZE, 'user_regs_struct');
+    linux.ptrace.request(PTRACE.SETREGS, tid, 0, buf);
   },
   /** PTRACE_GETFPREGS: the 512-byte FXSAVE image (struct user_fpregs_struct). */
   getFpRegs(tid: number): Buffer {

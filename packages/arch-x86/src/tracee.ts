@@ -28,11 +28,17 @@
  * Without such code, or room on the stack, the frame goes into the top of the scratch area and
  * the code is `syscall; mov $15,%eax; syscall; int3` with rsp = frame + 8; then the mmap and the
  * munmap run unguarded (a window of one call each), and a task left behind keeps the area.
- * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither.
+ * A task that dies with cptrst anyway (PTRACE_O_EXITKILL, at restart) gets neither, and its
+ * calls run in one stop each (a single step over the `syscall`, runStep).
+ *
+ * A batch (syscalls) runs in one stop: a stub after the one-call code runs a table of calls and
+ * raises a signal that the task ignores, which a traced task reports to its tracer and an
+ * untraced one discards; the stub then goes the one-call code's way back (runBatch).
  */
 import './syscalls';
+import * as crypto from 'crypto';
 import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
-import { UserRegs, asUserRegs, x86ptrace } from './regs-codec';
+import { USER_REGS_SIZE, UserRegs, asUserRegs, decodeUserRegs, userRegOffset, x86ptrace } from './regs-codec';
 import { resumeRegs, syscallState } from './syscall-restart';
 import { buildSigframe, sigframeBytes } from './sigframe';
 import { STUB_WAIT4_AT, firstCopyArgs, forkFromFirstCopy, overlaySaved, snapshotCloneStub } from './snapshot';
@@ -68,8 +74,103 @@ function selfUnmappingStub(area: bigint, size: number, syscallRet: bigint): Buff
   bytes(0xff, 0xe1, 0xcc); // jmp *%rcx; int3
   return b;
 }
+/**
+ * The batch stub (Tracee.syscalls in one stop): runs the table at `header` (see BATCH below),
+ * storing each result and the count of calls made, stops after the first failure when asked,
+ * then raises the header's signal on its own thread with rt_tgsigqueueinfo (the header's
+ * siginfo, which carries a cookie) and jumps to `tail`, the code after the one-call stub's
+ * `syscall`: the way back to the frozen state. It touches no memory but the table, and not rsp.
+ */
+function batchStub(header: bigint, tail: bigint): Buffer {
+  const b = Buffer.alloc(BATCH.raisedAt + 12);
+  let o = 0;
+  const bytes = (...x: number[]): void => {
+    for (const v of x) b[o++] = v;
+  };
+  const u64 = (v: bigint): void => {
+    b.writeBigUInt64LE(v, o);
+    o += 8;
+  };
+  bytes(0x48, 0xbb); // movabs $header,%rbx
+  u64(header);
+  bytes(0x4c, 0x8b, 0x2b); // mov (%rbx),%r13              count
+  bytes(0x4c, 0x8d, 0xa3, BATCH.headerSize, 0, 0, 0); // lea entries(%rbx),%r12
+  bytes(0x45, 0x31, 0xf6); // xor %r14d,%r14d             calls made
+  // loop:
+  bytes(0x4d, 0x39, 0xee); // cmp %r13,%r14
+  bytes(0x73, 0x42); // jae done
+  bytes(0x49, 0x8b, 0x04, 0x24); // mov (%r12),%rax        nr
+  bytes(0x49, 0x8b, 0x7c, 0x24, 0x08); // mov 8(%r12),%rdi
+  bytes(0x49, 0x8b, 0x74, 0x24, 0x10); // mov 16(%r12),%rsi
+  bytes(0x49, 0x8b, 0x54, 0x24, 0x18); // mov 24(%r12),%rdx
+  bytes(0x4d, 0x8b, 0x54, 0x24, 0x20); // mov 32(%r12),%r10
+  bytes(0x4d, 0x8b, 0x44, 0x24, 0x28); // mov 40(%r12),%r8
+  bytes(0x4d, 0x8b, 0x4c, 0x24, 0x30); // mov 48(%r12),%r9
+  bytes(0x0f, 0x05); // syscall
+  bytes(0x49, 0x89, 0x44, 0x24, 0x38); // mov %rax,56(%r12)   result
+  bytes(0x49, 0xff, 0xc6); // inc %r14
+  bytes(0x4c, 0x89, 0x73, 0x10); // mov %r14,16(%rbx)      calls made
+  bytes(0x49, 0x83, 0xc4, BATCH.entrySize); // add $64,%r12
+  bytes(0xf6, 0x43, 0x08, 0x01); // testb $1,8(%rbx)        until an error?
+  bytes(0x74, 0xc1); // je loop
+  bytes(0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff); // cmp $-4095,%rax
+  bytes(0x72, 0xb9); // jb loop                            not an error
+  // done:
+  bytes(0xb8); // mov $rt_tgsigqueueinfo,%eax
+  b.writeUInt32LE(SYS.rt_tgsigqueueinfo, o);
+  o += 4;
+  bytes(0x48, 0x8b, 0x7b, 0x18); // mov 24(%rbx),%rdi     tgid
+  bytes(0x48, 0x8b, 0x73, 0x20); // mov 32(%rbx),%rsi     tid
+  bytes(0x48, 0x8b, 0x53, 0x28); // mov 40(%rbx),%rdx     signal
+  bytes(0x4c, 0x8d, 0x53, 0x40); // lea 64(%rbx),%r10     siginfo
+  bytes(0x0f, 0x05); // syscall
+  if (o !== BATCH.raisedAt) throw new CptError('EINVAL', `batch stub: raise ends at ${o}, not ${BATCH.raisedAt}`);
+  bytes(0x48, 0xb9); // movabs $tail,%rcx
+  u64(tail);
+  bytes(0xff, 0xe1); // jmp *%rcx
+  return b;
+}
+
 export const SCRATCH_SIZE = 64 * 1024;
 const SCRATCH_CODE_SIZE = 64;
+/**
+ * The batch: its code after the one-call stub, then a header (count, flags, calls made, tgid, tid,
+ * signal, siginfo at 64) and entries of 64 bytes (nr, six arguments, result), up to where the
+ * data area starts.
+ */
+const BATCH = {
+  codeAt: SCRATCH_CODE_SIZE,
+  raisedAt: 0x75,
+  headerAt: 256,
+  headerSize: 192,
+  entrySize: 64,
+  dataAt: 8192,
+} as const;
+/** Calls one batch stub run takes; longer batches run in several. */
+const BATCH_MAX = (BATCH.dataAt - BATCH.headerAt - BATCH.headerSize) / BATCH.entrySize;
+const ALL_SIGNALS = 0xffffffffffffffffn;
+/**
+ * Calls that never run in a batch stub: those that change the thread's mask (the raise must get
+ * through), never return, or return elsewhere. A batch holding one runs one call at a time.
+ */
+const NOT_IN_BATCH: ReadonlySet<number> = new Set(
+  ['rt_sigprocmask', 'rt_sigsuspend', 'rt_sigreturn', 'exit', 'exit_group', 'execve', 'execveat', 'vfork', 'fork', 'clone', 'clone3'].map((n) => linux.syscallNumber(n)),
+);
+const RAX = userRegOffset('rax');
+const RIP = userRegOffset('rip');
+/** The registers an injected call sets; the others keep their frozen values. */
+const CALL_REGS = (['rax', 'rdi', 'rsi', 'rdx', 'r10', 'r8', 'r9'] as const).map((f) => userRegOffset(f));
+const ORIG_RAX = userRegOffset('orig_rax');
+const RSP = userRegOffset('rsp');
+/**
+ * Signals a batch never raises: sending them acts at once (SIGKILL, SIGCONT resumes a stopped
+ * group) or flushes a pending SIGCONT (the stop signals); SIGTRAP is the single step's.
+ */
+const NEVER_RAISED = linux.sigsetFromList([SIG.SIGKILL, SIG.SIGSTOP, SIG.SIGTSTP, SIG.SIGTTIN, SIG.SIGTTOU, SIG.SIGCONT, SIG.SIGTRAP]);
+/** Signals whose default action is to ignore them (SIGCONT aside). */
+const DEFAULT_IGNORED: readonly number[] = [SIG.SIGURG, SIG.SIGWINCH, SIG.SIGCHLD];
+/** The legacy signals (1-31): one of them pending is never queued twice, and never refused for lack of queue space. */
+const LEGACY = Array.from({ length: 31 }, (_, i) => i + 1);
 /** The top of the scratch area holds the signal frame (and is the injected calls' stack). */
 const SCRATCH_FRAME_REGION = 16 * 1024;
 /** The x86-64 ABI's red zone: the 128 bytes below rsp belong to the running function. */
@@ -96,7 +197,18 @@ export class X86Tracee implements Tracee {
   /** How the mmap of the scratch area ran, and how its munmap ran (for tests). */
   firstCall: CallGuard = 'none';
   lastCall: CallGuard = 'none';
-  private allBlocked = false;
+  /** Stops waited for while running calls in it (for tests and the benchmark: a batch takes one). */
+  stops = 0;
+  /** The mask set with PTRACE_SETSIGMASK last (undefined: the thread's own, untouched). */
+  private maskSet?: bigint;
+  /** The registers of every injected call: the frozen ones, with the call's own written in (struct user_regs_struct). */
+  private readonly callRegs: Buffer;
+  /** What the siginfo of a batch's own signal carries in si_value: anything else is a real signal. */
+  private readonly cookie = crypto.randomBytes(8).readBigUInt64LE(0);
+  /** The process's ignored and caught signals (SigIgn, SigCgt), read once: only injected rt_sigaction calls change them while we hold it. */
+  private dispositions?: { ignored: bigint; caught: bigint };
+  /** The table of a batch as it goes in and comes back. */
+  private batchBuf?: Buffer;
   private syscallInsn?: bigint;
   private scratchArea?: ScratchArea;
   /** The frame in the scratch area: injected calls run with rsp = frame + 8 (when there is no stack frame). */
@@ -117,7 +229,10 @@ export class X86Tracee implements Tracee {
   private readonly main?: X86Tracee;
 
   constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint; main?: X86Tracee } & TraceeOptions = {}) {
-    this.frozenRegs = ptrace.getRegs(tid);
+    const regs = Buffer.alloc(USER_REGS_SIZE);
+    ptrace.getRegsRaw(tid, regs);
+    this.frozenRegs = decodeUserRegs(regs);
+    this.callRegs = regs;
     this.blockedSignals = ptrace.getSigmask(tid);
     this.syscallInsn = opts.syscallInsn;
     this.main = opts.main;
@@ -130,23 +245,44 @@ export class X86Tracee implements Tracee {
 
   syscall(nr: number, args: ReadonlyArray<number | bigint> = []): bigint {
     this.alive();
-    if (this.main) return this.threadSyscall(nr, args, this.main);
-    // A task that must survive us gets its scratch area (and with it the signal frame) first.
-    if (this.guarded && !this.scratchArea) this.scratch();
-    const s = this.scratchArea;
-    return this.run(nr, args, s ? s.addr : this.insn(), s ? this.callStack() : undefined);
+    let r: bigint;
+    if (this.main) {
+      r = this.threadSyscall(nr, args, this.main);
+    } else {
+      // A task that must survive us gets its scratch area (and with it the signal frame) first.
+      if (this.guarded && !this.scratchArea) this.scratch();
+      const s = this.scratchArea;
+      r = this.call(nr, args, s ? s.addr : this.insn(), s ? this.callStack() : undefined);
+    }
+    if (nr === SYS.rt_sigaction) this.sigactionRan(args);
+    return r;
   }
 
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint {
     return this.check(this.syscall(nr, args), what);
   }
 
+  /**
+   * In one stop per BATCH_MAX calls where it can (see runBatch); one call at a time in another
+   * thread of the process, or where no signal can end the batch.
+   */
   syscalls(calls: ReadonlyArray<BatchCall>, opts: { untilError?: boolean } = {}): bigint[] {
+    this.alive();
+    const untilError = opts.untilError === true;
     const out: bigint[] = [];
-    for (const c of calls) {
-      const r = this.syscall(c.nr, c.args ?? []);
+    let i = 0;
+    while (i < calls.length) {
+      const n = Math.min(BATCH_MAX, calls.length - i);
+      const part = n > 1 && !this.main && !calls.some((c) => NOT_IN_BATCH.has(c.nr)) ? this.runBatch(calls, i, n, untilError) : undefined;
+      if (!part) break;
+      out.push(...part);
+      i += n;
+      if (untilError && (part.length < n || isError(part[part.length - 1]))) return out;
+    }
+    for (; i < calls.length; i++) {
+      const r = this.syscall(calls[i].nr, calls[i].args ?? []);
       out.push(r);
-      if (opts.untilError && r < 0n && r > -4096n) break;
+      if (untilError && isError(r)) break;
     }
     return out;
   }
@@ -161,7 +297,7 @@ export class X86Tracee implements Tracee {
     const frame = g ? this.stackFrame(g.restorer) : undefined;
     if (!g || !frame) {
       this.firstCall = this.guarded ? 'unguarded' : 'none';
-      const addr = this.check(this.run(SYS.mmap, args, this.insn(), undefined), what);
+      const addr = this.check(this.call(SYS.mmap, args, this.insn(), undefined), what);
       this.adoptScratch(addr);
       if (this.guarded) this.park();
       requeueIntercepted(this);
@@ -195,14 +331,13 @@ export class X86Tracee implements Tracee {
     const area: ScratchArea = {
       addr,
       size: SCRATCH_SIZE,
-      dataAddr: addr + BigInt(SCRATCH_CODE_SIZE),
-      dataSize: SCRATCH_SIZE - SCRATCH_CODE_SIZE - SCRATCH_FRAME_REGION, // the frame region is the injected calls' stack
+      dataAddr: addr + BigInt(BATCH.dataAt),
+      dataSize: SCRATCH_SIZE - BATCH.dataAt - SCRATCH_FRAME_REGION, // the frame region is the injected calls' stack
     };
-    if (this.stackFrameHeld && this.gadgets) {
-      this.writeMemory(addr, selfUnmappingStub(addr, SCRATCH_SIZE, this.gadgets.syscallRet));
-    } else {
-      this.writeMemory(addr, STUB_CODE);
-    }
+    const code = Buffer.alloc(BATCH.headerAt);
+    (this.stackFrameHeld && this.gadgets ? selfUnmappingStub(addr, SCRATCH_SIZE, this.gadgets.syscallRet) : STUB_CODE).copy(code, 0);
+    batchStub(addr + BigInt(BATCH.headerAt), addr + STUB_AFTER_CALL).copy(code, BATCH.codeAt);
+    this.writeMemory(addr, code);
     if (this.guarded && !this.stackFrameHeld) {
       const xsave = this.xsave();
       if (sigframeBytes(xsave.length) > SCRATCH_FRAME_REGION) {
@@ -366,7 +501,7 @@ export class X86Tracee implements Tracee {
         }
       } else {
         this.lastCall = this.guarded ? 'unguarded' : 'none';
-        this.run(SYS.munmap, [s.addr, s.size], s.addr, this.callStack());
+        this.call(SYS.munmap, [s.addr, s.size], s.addr, this.callStack());
         this.scratchArea = undefined;
       }
     }
@@ -391,7 +526,7 @@ export class X86Tracee implements Tracee {
 
   /** One call in another thread of the main thread's process (see `main`). */
   private threadSyscall(nr: number, args: ReadonlyArray<number | bigint>, main: X86Tracee): bigint {
-    if (!this.guarded) return this.run(nr, args, main.insn(), undefined);
+    if (!this.guarded) return this.call(nr, args, main.insn(), undefined);
     main.scratch(); // its data area holds the arguments
     const g = main.findGadgets();
     if (!g) {
@@ -406,31 +541,216 @@ export class X86Tracee implements Tracee {
   }
 
   /**
+   * One call: in one stop by a single step where that is safe (runStep), else in two (run). A call
+   * that sets SIGTRAP's handler takes two: the step's own SIGTRAP would meet the new disposition.
+   */
+  private call(nr: number, args: ReadonlyArray<number | bigint>, rip: bigint, rsp: bigint | undefined): bigint {
+    const setsTrap = nr === SYS.rt_sigaction && Number(args[0]) === SIG.SIGTRAP && args.length > 1 && BigInt(args[1]) !== 0n;
+    return !setsTrap && this.stepsSafely() ? this.runStep(nr, args, rip, rsp) : this.run(nr, args, rip, rsp);
+  }
+
+  /**
    * Runs one call with rip at a `syscall` instruction and (when given) that stack pointer. The
    * registers are set before the mask: a tracer that dies in between leaves the task on its way
    * into the call, and from there into rt_sigreturn, which gives it its own mask back.
    */
   private run(nr: number, args: ReadonlyArray<number | bigint>, rip: bigint, rsp: bigint | undefined): bigint {
-    const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
-    const regs: UserRegs = {
-      ...this.frozenRegs,
-      rsp: rsp ?? this.frozenRegs.rsp,
-      rax: BigInt(nr),
-      orig_rax: 0xffffffffffffffffn,
-      rdi: a[0] ?? 0n,
-      rsi: a[1] ?? 0n,
-      rdx: a[2] ?? 0n,
-      r10: a[3] ?? 0n,
-      r8: a[4] ?? 0n,
-      r9: a[5] ?? 0n,
-      rip,
-    };
-    ptrace.setRegs(this.tid, regs);
+    this.setCallRegs(nr, args, rip, rsp);
     // No signal may be delivered while we borrow the thread: they stay pending instead.
-    if (!this.allBlocked) this.setMask(0xffffffffffffffffn);
+    this.useMask(this.callMask());
     this.stepToSyscallStop(nr); // entry
     this.stepToSyscallStop(nr); // exit
-    return BigInt.asIntN(64, ptrace.getRegs(this.tid).rax);
+    return BigInt.asIntN(64, ptrace.peekUser(this.tid, RAX));
+  }
+
+  /**
+   * One call in one stop, for a task that dies with cptrst: PTRACE_SINGLESTEP over the `syscall`
+   * instruction, which the kernel reports at the call's exit with a SIGTRAP (TRAP_BRKPT). The
+   * trap flag would outlive a tracer's death, and a SIGTRAP forced on a task that blocks or
+   * ignores it resets its handler: so never for a guarded task, SIGTRAP is left unblocked while
+   * we borrow the thread (callMask), and none of this once SIGTRAP may be ignored (stepsSafely).
+   */
+  private runStep(nr: number, args: ReadonlyArray<number | bigint>, rip: bigint, rsp: bigint | undefined): bigint {
+    this.setCallRegs(nr, args, rip, rsp);
+    this.useMask(this.callMask());
+    const after = rip + 2n;
+    ptrace.singlestep(this.tid, 0);
+    const regs = this.stopRegs();
+    for (;;) {
+      const s = this.waitStop(nr);
+      if (s.event !== 0 || s.sig === (SIG.SIGTRAP | 0x80)) {
+        ptrace.singlestep(this.tid, 0);
+        continue;
+      }
+      const info = ptrace.getSiginfo(this.tid);
+      if (s.sig === SIG.SIGTRAP) {
+        ptrace.getRegsRaw(this.tid, regs);
+        if (regs.readBigUInt64LE(RIP) === after) {
+          // A SIGTRAP of someone else's that was pending already took the place of ours: keep it.
+          if (info.readInt32LE(8) !== linux.TRAP_BRKPT) this.interceptedSignals.push(info);
+          return BigInt.asIntN(64, regs.readBigUInt64LE(RAX));
+        }
+      }
+      // A signal delivered before the call ran: kept to be queued again, and suppressed.
+      this.interceptedSignals.push(info);
+      ptrace.singlestep(this.tid, 0);
+    }
+  }
+  private stopRegsBuf?: Buffer;
+  private stopRegs(): Buffer {
+    return (this.stopRegsBuf ??= Buffer.alloc(USER_REGS_SIZE));
+  }
+
+  /** The frozen registers with the call's own (rax, the arguments, rip, rsp, orig_rax = -1), set with one PTRACE_SETREGS. */
+  private setCallRegs(nr: number, args: ReadonlyArray<number | bigint>, rip: bigint, rsp: bigint | undefined): void {
+    const b = this.callRegs;
+    b.writeBigUInt64LE(BigInt(nr), CALL_REGS[0]);
+    for (let i = 0; i < 6; i++) b.writeBigUInt64LE(i < args.length ? u64(args[i]) : 0n, CALL_REGS[i + 1]);
+    b.writeBigUInt64LE(ALL_SIGNALS, ORIG_RAX);
+    b.writeBigUInt64LE(rip, RIP);
+    b.writeBigUInt64LE(rsp ?? this.frozenRegs.rsp, RSP);
+    ptrace.setRegsRaw(this.tid, b);
+  }
+
+  /**
+   * The mask while we borrow the thread: every signal, so that none is delivered under our feet
+   * (they stay pending). A task that dies with cptrst keeps SIGTRAP unblocked for the single step.
+   */
+  private callMask(): bigint {
+    return this.guarded ? ALL_SIGNALS : ALL_SIGNALS & ~linux.sigBit(SIG.SIGTRAP);
+  }
+
+  private useMask(mask: bigint): void {
+    if (this.maskSet !== mask) this.setMask(mask);
+  }
+
+  /** Whether calls may run by a single step: never in a guarded task, and only while SIGTRAP is not ignored (see runStep). */
+  private stepsSafely(): boolean {
+    if (this.guarded) return false;
+    const owner = this.main ?? this;
+    owner.trapIgnored ??= (linux.readStatus(this.pid).sigIgn & linux.sigBit(SIG.SIGTRAP)) !== 0n;
+    return !owner.trapIgnored;
+  }
+  private trapIgnored?: boolean;
+
+  /** After an injected rt_sigaction that set a handler: what we knew of the dispositions may be stale. */
+  private sigactionRan(args: ReadonlyArray<number | bigint>): void {
+    if (args.length < 2 || BigInt(args[1]) === 0n) return;
+    const owner = this.main ?? this;
+    owner.dispositions = undefined;
+    if (Number(args[0]) === SIG.SIGTRAP) owner.trapIgnored = undefined;
+  }
+
+  /**
+   * Runs calls[from, from + n) in one stop: the table goes into the scratch area in one write,
+   * the task runs the batch stub under PTRACE_CONT with only the batch's signal unblocked, and
+   * the stub ends by raising that signal on its own thread. A traced task reports even an ignored
+   * signal to its tracer (a signal-delivery stop, here right after the raise); the results come
+   * back in one read. Undefined (nothing ran) when no signal can end the batch (batchSignal).
+   *
+   * A task whose tracer dies runs the rest of the table, then the raise, which an untraced task
+   * discards (the signal is one it ignores), then the one-call stub's way back to its frozen state
+   * (rt_sigreturn on the signal frame). So a batch in a guarded task holds calls that are harmless
+   * to run to their end, as any injected call in flight is.
+   */
+  private runBatch(calls: ReadonlyArray<BatchCall>, from: number, n: number, untilError: boolean): bigint[] | undefined {
+    if (this.guarded && !this.scratchArea) this.scratch();
+    // In a guarded task, not a signal whose handler the batch sets: on the death path the raise
+    // must stay a signal the task ignores. (A traced task reports the raise whatever its handler.)
+    let handled = 0n;
+    for (let k = from; k < from + n && this.guarded; k++) {
+      const a = calls[k].args ?? [];
+      if (calls[k].nr === SYS.rt_sigaction && a.length > 1 && BigInt(a[1]) !== 0n) handled |= linux.sigBit(Number(a[0]));
+    }
+    const sig = this.batchSignal(handled);
+    if (sig === undefined) return undefined;
+    const s = this.scratch();
+    const tableLen = BATCH.headerSize + n * BATCH.entrySize;
+    const b = (this.batchBuf ??= Buffer.alloc(BATCH.headerSize + BATCH_MAX * BATCH.entrySize));
+    b.fill(0, 0, tableLen);
+    b.writeBigUInt64LE(BigInt(n), 0);
+    b.writeBigUInt64LE(untilError ? 1n : 0n, 8);
+    b.writeBigUInt64LE(BigInt(this.pid), 24);
+    b.writeBigUInt64LE(BigInt(this.tid), 32);
+    b.writeBigUInt64LE(BigInt(sig), 40);
+    // The siginfo of the raise (SI_QUEUE, the cookie in si_value).
+    b.writeInt32LE(sig, 64);
+    b.writeInt32LE(linux.SI_QUEUE, 64 + 8);
+    b.writeInt32LE(this.pid, 64 + 16);
+    b.writeBigUInt64LE(this.cookie, 64 + 24);
+    for (let k = 0; k < n; k++) {
+      const c = calls[from + k];
+      const o = BATCH.headerSize + k * BATCH.entrySize;
+      b.writeBigUInt64LE(BigInt(c.nr), o);
+      const a = c.args ?? [];
+      for (let j = 0; j < a.length && j < 6; j++) b.writeBigUInt64LE(u64(a[j]), o + 8 + j * 8);
+    }
+    const header = s.addr + BigInt(BATCH.headerAt);
+    this.writeMemory(header, b.subarray(0, tableLen));
+    // Registers first, then the mask (as for one call): the stub's way back gives the task its own mask.
+    this.setCallRegs(0, [], s.addr + BigInt(BATCH.codeAt), this.callStack());
+    this.useMask(this.callMask() & ~linux.sigBit(sig));
+    this.awaitRaise(sig, s.addr + BigInt(BATCH.codeAt + BATCH.raisedAt));
+    this.useMask(this.callMask());
+    this.readMemoryInto(header, b, 0, tableLen);
+    const ran = Number(b.readBigUInt64LE(16));
+    if (ran > n || (!untilError && ran !== n)) {
+      throw new CptError('EIO', `the batch of ${n} calls inside the process made ${ran}`, { pid: this.pid, object: 'injected calls' });
+    }
+    const out: bigint[] = [];
+    for (let k = 0; k < ran; k++) out.push(BigInt.asIntN(64, b.readBigUInt64LE(BATCH.headerSize + k * BATCH.entrySize + 56)));
+    for (let k = 0; k < ran; k++) if (calls[from + k].nr === SYS.rt_sigaction) this.sigactionRan(calls[from + k].args ?? []);
+    return out;
+  }
+
+  /**
+   * PTRACE_CONT until the batch's signal-delivery stop: the raise's siginfo (the cookie), or the
+   * signal at the stub's raise with someone else's siginfo (a real one, pending when ours came,
+   * took its place). Any other signal is taken off the task to be queued again, as in
+   * stepToSyscallStop. The task then stands in that stop, right after the raise: resumed without a
+   * signal by the next call, or, if cptrst dies, it discards the ignored signal and goes back to
+   * its frozen state.
+   */
+  private awaitRaise(sig: number, raisedAt: bigint): void {
+    ptrace.cont(this.tid, 0);
+    for (;;) {
+      const s = this.waitStop(-1);
+      if (s.event === 0 && s.sig !== (SIG.SIGTRAP | 0x80)) {
+        const info = ptrace.getSiginfo(this.tid);
+        if (s.sig === sig) {
+          if (info.readInt32LE(8) === linux.SI_QUEUE && info.readBigUInt64LE(24) === this.cookie && info.readInt32LE(16) === this.pid) return;
+          if (ptrace.peekUser(this.tid, RIP) === raisedAt) {
+            this.interceptedSignals.push(info);
+            return;
+          }
+        }
+        this.interceptedSignals.push(info);
+      }
+      ptrace.cont(this.tid, 0);
+    }
+  }
+
+  /**
+   * A legacy signal to end a batch with, or undefined. It must not be pending (a second one is not
+   * queued) nor raised with side effects (NEVER_RAISED). In a guarded task it must also be one the
+   * process ignores (SIG_IGN, or by default and not caught) and the thread does not block: an
+   * untraced task discards it then, as it would any other of that signal sent meanwhile.
+   */
+  private batchSignal(exclude: bigint): number | undefined {
+    let pending = exclude;
+    for (const shared of [false, true]) for (const info of ptrace.peekAllSiginfo(this.tid, shared)) pending |= linux.sigBit(info.readInt32LE(0));
+    const usable = (sig: number) => (linux.sigBit(sig) & (pending | NEVER_RAISED)) === 0n;
+    if (!this.guarded) return [...DEFAULT_IGNORED, ...LEGACY].find(usable);
+    const d = (this.dispositions ??= (() => {
+      const st = linux.readStatus(this.pid);
+      return { ignored: st.sigIgn, caught: st.sigCgt };
+    })());
+    const ignored = (sig: number) => {
+      const bit = linux.sigBit(sig);
+      if (bit & this.blockedSignals) return false;
+      return (bit & d.ignored) !== 0n || (DEFAULT_IGNORED.includes(sig) && (bit & d.caught) === 0n);
+    };
+    return [...DEFAULT_IGNORED, ...LEGACY].find((sig) => usable(sig) && ignored(sig));
   }
 
   private check(r: bigint, what: string): bigint {
@@ -442,7 +762,7 @@ export class X86Tracee implements Tracee {
 
   private setMask(mask: bigint): void {
     ptrace.setSigmask(this.tid, mask);
-    this.allBlocked = BigInt.asUintN(64, mask) === 0xffffffffffffffffn;
+    this.maskSet = BigInt.asUintN(64, mask);
   }
 
   /**
@@ -591,16 +911,22 @@ export class X86Tracee implements Tracee {
     throw new CptError('ENOEXEC', 'no syscall instruction found in any executable mapping', { pid: this.pid, object: 'address space' });
   }
 
+  /** The next stop of the thread; ESRCH (and the tracee forgotten) if it died instead. */
+  private waitStop(nr: number): linux.WaitStop {
+    const w = waitpid(this.tid, linux.WAIT.__WALL);
+    this.stops++;
+    if (w.exited !== undefined || w.signaled !== undefined) {
+      this.forget();
+      throw new CptError('ESRCH', nr >= 0 ? `the process died while running syscall ${nr} inside it` : 'the process died while running a batch of calls inside it', { pid: this.pid });
+    }
+    return w.stopped!;
+  }
+
   /** Resumes to the next syscall stop; signals arriving meanwhile are intercepted and queued again at release. */
   private stepToSyscallStop(nr: number): void {
     ptrace.syscall(this.tid, 0);
     for (;;) {
-      const w = waitpid(this.tid, linux.WAIT.__WALL);
-      if (w.exited !== undefined || w.signaled !== undefined) {
-        this.forget();
-        throw new CptError('ESRCH', `the process died while running syscall ${nr} inside it`, { pid: this.pid });
-      }
-      const s = w.stopped!;
+      const s = this.waitStop(nr);
       if (s.sig === (SIG.SIGTRAP | 0x80)) return; // syscall stop (PTRACE_O_TRACESYSGOOD)
       if (s.event !== 0) {
         // An event stop (e.g. PTRACE_EVENT_STOP from a group stop): carry on.
@@ -623,6 +949,14 @@ export class X86TraceeFactory implements TraceeFactory {
     if (!(main instanceof X86Tracee)) throw new CptError('EINVAL', 'not a tracee of this arch', { pid: main.pid, object: `thread ${tid}` });
     return new X86Tracee(main.pid, tid, { main });
   }
+}
+
+function isError(r: bigint): boolean {
+  return r < 0n && r > -4096n;
+}
+
+function u64(x: number | bigint): bigint {
+  return typeof x === 'bigint' ? BigInt.asUintN(64, x) : BigInt.asUintN(64, BigInt(x));
 }
 
 /** `mov $15,%eax; syscall` and `mov $15,%rax; syscall` (rt_sigreturn, as libc's restorer does it). */

@@ -9,9 +9,9 @@ import {
   CheckpointContext, CheckpointTask, DumpHandler, ImageHead, ImageReader, ImageRecord, ImageWriter, MemorySink, ObjectType,
   RestartContext, RestartTask, RestoreHandler, Tokens, TraceeFactory, bufferSource, linux, TaskState,
 } from '@cptrst/core';
-import { USER_REGS_FIELDS, UserRegs, debugRegOffset, x86ptrace, xsaveInfo } from '../src';
+import { USER_REGS_FIELDS, UserRegs, debugRegOffset, dr7SlotBits, x86ptrace, xsaveInfo } from '../src';
 import {
-  DebugRegsImage, RegsImage, RegsRestore, X86Tracee, X86TraceeFactory, XstateImage, fromImage, register, toImage,
+  DebugRegsImage, DebugRegsRestore, RegsImage, RegsRestore, X86Tracee, X86TraceeFactory, XstateImage, fromImage, register, toImage,
 } from '../src';
 import { killStarted, letGo, pollSync, seizeAndStop, startSleeping } from './support';
 
@@ -104,5 +104,51 @@ describe('arch-x86 registration and dump handlers', function () {
     expect(dr.regs[0]).to.equal(dr0);
     expect(dr.regs.slice(1, 4)).to.deep.equal([0n, 0n, 0n]);
     expect(dr.regs[5]).to.equal(0n); // DR7: nothing enabled
+  });
+});
+
+describe('DebugRegsRestore on a real stopped process', function () {
+  this.timeout(20000);
+  afterEach(() => killStarted());
+
+  it('sets the slots an image uses (an address, or one DR7 enables) with DR6 and DR7; a thread without breakpoints reads back the same', async () => {
+    const { pid } = await startSleeping('/bin/sleep', ['100']);
+    const c = container.createChildContainer();
+    register(c);
+    // ---- synchronous ----
+    seizeAndStop(pid);
+    const tracee = c.resolve<TraceeFactory>(Tokens.TraceeFactory).fromStopped(pid, pid) as X86Tracee;
+    const rctx = new RestartContext(c, new ImageReader(bufferSource(Buffer.alloc(0))), fs.openSync('/dev/null', 'r'), 0);
+    const peek = () => [0, 1, 2, 3, 6, 7].map((i) => ptrace.peekUser(pid, debugRegOffset(i)));
+    const pristine = peek();
+    expect(pristine.slice(0, 4)).to.deep.equal([0n, 0n, 0n, 0n]);
+    expect(pristine[5]).to.equal(0n);
+    const restore = (regs: bigint[]) => {
+      const rtask: RestartTask = { pid, tid: pid, tag: 1, tracee, state: new TaskState() };
+      const h = new DebugRegsRestore();
+      const img = new DebugRegsImage();
+      img.regs = regs;
+      h.restore(rctx, rtask, { type: ObjectType.DEBUGREGS, tag: 2, ptag: 1, offset: 0, obj: img });
+      h.finish(rctx, rtask);
+    };
+    try {
+      // What a thread without breakpoints reads: nothing but DR6 needs writing, and it reads back the same.
+      restore(pristine);
+      expect(peek()).to.deep.equal(pristine);
+      // A write watchpoint of 8 bytes in slot 1, enabled (L1, RW1 = 01, LEN1 = 10), a mere address in slot 2.
+      const addr = tracee.frozenRegs.rsp & ~7n;
+      const dr7 = (1n << 2n) | (0b1001n << 20n);
+      restore([0n, addr, 0x1000n, 0n, pristine[4], dr7]);
+      const got = peek();
+      expect(got[1]).to.equal(addr);
+      expect(got[2]).to.equal(0x1000n);
+      expect([got[0], got[3]]).to.deep.equal([0n, 0n]);
+      expect(got[5] & dr7).to.equal(dr7);
+      expect(dr7SlotBits(dr7, 1)).to.equal(dr7);
+      expect([0, 2, 3].map((n) => dr7SlotBits(dr7, n))).to.deep.equal([0n, 0n, 0n]);
+    } finally {
+      ptrace.pokeUser(pid, debugRegOffset(7), 0n);
+      letGo(tracee, 'kill');
+    }
   });
 });

@@ -73,7 +73,7 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     const s = t.scratch();
     expect(t.scratch()).to.equal(s);
     expect(s.size).to.equal(SCRATCH_SIZE);
-    expect(s.dataAddr).to.equal(s.addr + 64n);
+    expect(s.dataAddr).to.equal(s.addr + 8192n); // after the code and the batch table
     expect(s.dataAddr + BigInt(s.dataSize) <= s.addr + BigInt(s.size) - 4096n).to.equal(true);
     const m = scratchInMaps(pid, s.addr);
     expect(m, 'scratch area in /proc/PID/maps').to.not.equal(undefined);

@@ -123,7 +123,9 @@ export interface Tracee {
    * failure). The arch may run the whole batch in one stop, so no call's arguments may depend on
    * an earlier call's result (stage every buffer beforehand, at different offsets). With
    * `untilError`, the batch ends at the first call that fails (its result is the last one
-   * returned); otherwise every call runs.
+   * returned); otherwise every call runs. If cptrst dies in the middle of a batch, a task that
+   * outlives it runs the rest of the batch before it goes back to its frozen state: put in a
+   * batch only calls that are harmless to run to their end (as any call in flight is).
    */
   syscalls(calls: ReadonlyArray<BatchCall>, opts?: { untilError?: boolean }): bigint[];
   /** A scratch area in the task (mapped on first use, unmapped by restore()). */

@@ -7,7 +7,7 @@
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
   RestoreObject, StateKey, bool, bytes, decodeStruct, encodeStruct, i32, i64, linux, objectType, record, recordLayout, records,
-  sizeOfStruct, u64,
+  sizeOfStruct, Tracee, u64,
 } from '@cptrst/core';
 import { TIMER_SIGNALS } from './posix-timers';
 
@@ -17,6 +17,7 @@ const NSIG = 64;
 const SIGACTION_SIZE = sizeOfStruct(linux.KernelSigaction);
 const SIGINFO_SIZE = sizeOfStruct(linux.Siginfo);
 const ITIMERVAL_SIZE = sizeOfStruct(linux.Itimerval);
+const STACK_T_SIZE = sizeOfStruct(linux.StackT);
 const ITIMERS: readonly number[] = [linux.ITIMER.REAL, linux.ITIMER.VIRTUAL, linux.ITIMER.PROF];
 
 @recordLayout('sigaction')
@@ -80,18 +81,56 @@ export class ItimersImage {
 export const THREAD_PENDING = new StateKey<Buffer[]>('task.thread.pending');
 
 const catchable = (s: number) => s !== SIG.SIGKILL && s !== SIG.SIGSTOP;
+/** The signals that have a disposition to dump: 1-64 but SIGKILL and SIGSTOP. */
+const CATCHABLE: readonly number[] = Array.from({ length: NSIG }, (_, i) => i + 1).filter(catchable);
+
+/**
+ * A result of a batch (Tracee.syscalls), as syscallOk would take it: a CptError naming the call
+ * for -errno, and for a call the batch did not reach (it ended at an earlier failure).
+ */
+function checkResult(t: Tracee, r: bigint | undefined, what: string): void {
+  if (r === undefined) throw new CptError('EIO', `${what} did not run inside the process`, { pid: t.pid, object: what });
+  if (r < 0n && r > -4096n) {
+    const code = linux.errnoName(Number(-r));
+    throw new CptError(code, `${what} failed inside the process: ${code}`, { pid: t.pid, object: what });
+  }
+}
 
 export class SignalsDump implements DumpHandler {
   readonly name = 'task.signals';
   readonly order = SIGNALS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
-    const out = t.stage(Buffer.alloc(SIGACTION_SIZE));
+    // The queues first: a timer that expires after this is seen by getitimer below as expired and
+    // awaiting its signal (see itimerExpiredAwaitingDequeue), never twice.
+    // A POSIX timer's queued signal is the timer's: it is recorded with the timer, which
+    // queues it again itself at restart.
+    const timerIds = task.state.get(TIMER_SIGNALS);
+    const timersOwn = (info: Buffer) => {
+      const si = decodeStruct(linux.Siginfo, info);
+      return si.code === linux.SI_TIMER && timerIds?.has(si.pid) === true;
+    };
+    const queued = [false, true].map((shared) => peekAll(task.tid, shared).filter((info) => !timersOwn(info)).map((info) => pending(shared, info)));
+    const threadQueues = (task.threads ?? []).map((th) => peekAll(th.tid, false));
+
+    // Every handler, the alternate stack and the three timers in one batch, each call writing its
+    // own struct, all read back at once.
+    const signals = CATCHABLE;
+    const stackAt = SIGACTION_SIZE * signals.length;
+    const timersAt = stackAt + STACK_T_SIZE;
+    const size = timersAt + ITIMERVAL_SIZE * ITIMERS.length;
+    const out = t.stage(Buffer.alloc(size));
+    const results = t.syscalls([
+      ...signals.map((s, i) => ({ nr: SYS.rt_sigaction, args: [s, 0, out + BigInt(i * SIGACTION_SIZE), 8] })),
+      { nr: SYS.sigaltstack, args: [0, out + BigInt(stackAt)] },
+      ...ITIMERS.map((which, i) => ({ nr: SYS.getitimer, args: [which, out + BigInt(timersAt + i * ITIMERVAL_SIZE)] })),
+    ]);
+    const got = t.readMemory(out, size);
+
     const hand = new SighandImage();
-    for (let s = 1; s <= NSIG; s++) {
-      if (!catchable(s)) continue;
-      t.syscallOk(SYS.rt_sigaction, [s, 0, out, 8], `rt_sigaction(${linux.signalName(s)})`);
-      const k = decodeStruct(linux.KernelSigaction, t.readMemory(out, SIGACTION_SIZE));
+    for (const [i, s] of signals.entries()) {
+      checkResult(t, results[i], `rt_sigaction(${linux.signalName(s)})`);
+      const k = decodeStruct(linux.KernelSigaction, got, i * SIGACTION_SIZE);
       const a = new SigactionRecord();
       a.signo = s;
       a.handler = k.handler;
@@ -104,38 +143,25 @@ export class SignalsDump implements DumpHandler {
 
     const sig = new SignalsImage();
     sig.blocked = t.blockedSignals;
-    const stackSize = sizeOfStruct(linux.StackT);
-    const ss = t.stage(Buffer.alloc(stackSize));
-    t.syscallOk(SYS.sigaltstack, [0, ss], 'sigaltstack');
-    const st = decodeStruct(linux.StackT, t.readMemory(ss, stackSize));
+    checkResult(t, results[signals.length], 'sigaltstack');
+    const st = decodeStruct(linux.StackT, got, stackAt);
     sig.altstackSp = st.sp;
     sig.altstackFlags = st.flags;
     sig.altstackSize = st.size;
     ctx.write(sig, task.tag);
 
-    // A POSIX timer's queued signal is the timer's: it is recorded with the timer, which
-    // queues it again itself at restart.
-    const timerIds = task.state.get(TIMER_SIGNALS);
-    const timersOwn = (info: Buffer) => {
-      const si = decodeStruct(linux.Siginfo, info);
-      return si.code === linux.SI_TIMER && timerIds?.has(si.pid) === true;
-    };
-    for (const shared of [false, true]) {
-      for (const info of peekAll(task.tid, shared)) if (!timersOwn(info)) ctx.write(pending(shared, info), task.tag);
-    }
-    // Dequeued before the freeze stop: still pending as far as the task knows.
+    for (const p of queued.flat()) ctx.write(p, task.tag);
+    // Dequeued before the freeze stop (or taken off while calls ran): still pending as far as the task knows.
     for (const info of t.interceptedSignals) ctx.write(pending(false, info), task.tag);
     // Each other thread's own queue, under its THREAD object (and what cptrst took off it).
-    for (const th of task.threads ?? []) {
-      for (const info of [...peekAll(th.tid, false), ...(th.tracee?.interceptedSignals ?? [])]) ctx.write(pending(false, info), th.tag);
+    for (const [i, th] of (task.threads ?? []).entries()) {
+      for (const info of [...threadQueues[i], ...(th.tracee?.interceptedSignals ?? [])]) ctx.write(pending(false, info), th.tag);
     }
 
     const timers = new ItimersImage();
-    const tv = t.stage(Buffer.alloc(ITIMERVAL_SIZE));
-    for (const which of ITIMERS) {
-      t.syscallOk(SYS.getitimer, [which, tv], `getitimer(${which})`);
-      const itv = decodeStruct(linux.Itimerval, t.readMemory(tv, ITIMERVAL_SIZE));
-      timers.timers.push(itimerRecord(which, itv));
+    for (const [i, which] of ITIMERS.entries()) {
+      checkResult(t, results[signals.length + 1 + i], `getitimer(${which})`);
+      timers.timers.push(itimerRecord(which, decodeStruct(linux.Itimerval, got, timersAt + i * ITIMERVAL_SIZE)));
     }
     ctx.write(timers, task.tag);
   }
@@ -208,13 +234,20 @@ export class SignalsRestore implements RestoreHandler {
   restore(_ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     const t = task.tracee!;
     switch (o.type) {
-      case ObjectType.SIGHAND:
-        for (const a of (o.obj as SighandImage).actions) {
+      case ObjectType.SIGHAND: {
+        // Every handler in one batch, each from its own staged struct.
+        const actions = (o.obj as SighandImage).actions;
+        if (actions.length > CATCHABLE.length) throw new CptError('EBADIMG', `${actions.length} signal handlers`, { pid: task.pid, object: 'sighand' });
+        const structs = Buffer.alloc(actions.length * SIGACTION_SIZE);
+        for (const [i, a] of actions.entries()) {
           if (a.signo < 1 || a.signo > NSIG || !catchable(a.signo)) throw new CptError('EBADIMG', `bad signal number ${a.signo}`, { pid: task.pid, object: 'sighand' });
-          const b = encodeStruct(linux.KernelSigaction, { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask });
-          t.syscallOk(SYS.rt_sigaction, [a.signo, t.stage(b), 0, 8], `rt_sigaction(${linux.signalName(a.signo)})`);
+          encodeStruct(linux.KernelSigaction, { handler: a.handler, flags: a.flags, restorer: a.restorer, mask: a.mask }, structs, i * SIGACTION_SIZE);
         }
+        const at = t.stage(structs);
+        const results = t.syscalls(actions.map((a, i) => ({ nr: SYS.rt_sigaction, args: [a.signo, at + BigInt(i * SIGACTION_SIZE), 0, 8] })), { untilError: true });
+        for (const [i, a] of actions.entries()) checkResult(t, results[i], `rt_sigaction(${linux.signalName(a.signo)})`);
         return;
+      }
       case ObjectType.TASK_SIGNALS: {
         const s = o.obj as SignalsImage;
         t.blockedSignals = s.blocked; // applied when the task is let go
@@ -244,6 +277,7 @@ export class SignalsRestore implements RestoreHandler {
         return;
       }
       case ObjectType.ITIMERS: {
+        const calls: Array<{ which: number; itv: Buffer }> = [];
         for (const r of imageTimers(o.obj as ItimersImage, task.pid)) {
           const value = { sec: r.value.sec, usec: r.value.usec };
           if (r.interval.sec === 0n && r.interval.usec === 0n && value.sec === 0n && value.usec === 0n) continue;
@@ -254,9 +288,12 @@ export class SignalsRestore implements RestoreHandler {
             value.sec = 0n;
             value.usec = 1n;
           }
-          const one = encodeStruct(linux.Itimerval, { interval: r.interval, value });
-          t.syscallOk(SYS.setitimer, [r.which, t.stage(one), 0], `setitimer(${r.which})`);
+          calls.push({ which: r.which, itv: encodeStruct(linux.Itimerval, { interval: r.interval, value }) });
         }
+        if (calls.length === 0) return;
+        const at = t.stage(Buffer.concat(calls.map((c) => c.itv)));
+        const results = t.syscalls(calls.map((c, i) => ({ nr: SYS.setitimer, args: [c.which, at + BigInt(i * ITIMERVAL_SIZE), 0] })), { untilError: true });
+        for (const [i, c] of calls.entries()) checkResult(t, results[i], `setitimer(${c.which})`);
         return;
       }
     }

@@ -404,6 +404,10 @@ export function cpuClockPid(clock: number): number {
 export const CPUCLOCK_PERTHREAD = 4;
 /** si_code of a POSIX timer's signal. */
 export const SI_TIMER = -2;
+/** si_code of a signal sent by sigqueue / rt_sigqueueinfo. */
+export const SI_QUEUE = -1;
+/** si_code of the SIGTRAP of a breakpoint, and of a single step over a system call. */
+export const TRAP_BRKPT = 1;
 /** prctl(PR_TIMER_CREATE_RESTORE_IDS, ON): timer_create takes the id found at its third argument. */
 export const PR_TIMER_CREATE_RESTORE_IDS = 77;
 export const PR_TIMER_CREATE_RESTORE_IDS_OFF = 0;

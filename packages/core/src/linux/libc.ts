@@ -100,6 +100,32 @@ export function rawSyscall(nr: number, ...args: SyscallArg[]): bigint {
   return typeof r === 'bigint' ? r : BigInt(r);
 }
 
+type PtraceFn = (nr: number, request: number, tid: number, addr: number | bigint, data: unknown) => number | bigint;
+let ptracePtr: PtraceFn | undefined;
+let ptraceInt: PtraceFn | undefined;
+/**
+ * ptrace(request, tid, addr, data) through `syscall`, with one fixed koffi declaration per kind of
+ * `data` (a pointer, or an integer): the requests of an injected call run thousands of times, and
+ * rawSyscall's per-call argument pattern costs about as much as the system call itself. Returns the
+ * raw result or -errno, as rawSyscall does.
+ */
+export function libcPtrace(request: number, tid: number, addr: number | bigint, data: Buffer | null | number | bigint): bigint {
+  let f: PtraceFn;
+  if (data === null || Buffer.isBuffer(data)) {
+    f = ptracePtr ??= libc().func('syscall', 'long', ['long', 'long', 'long', 'uint64_t', 'void *']) as never;
+  } else {
+    f = ptraceInt ??= libc().func('syscall', 'long', ['long', 'long', 'long', 'uint64_t', 'uint64_t']) as never;
+    if (typeof data === 'number' && data < 0) data = BigInt.asUintN(64, BigInt(data));
+  }
+  if (typeof addr === 'number' && addr < 0) addr = BigInt.asUintN(64, BigInt(addr));
+  const r = f(SYS.ptrace, request, tid, addr, data);
+  if (Number(r) === -1) {
+    const e = koffiLib().errno();
+    if (e > 0) return -BigInt(e);
+  }
+  return typeof r === 'bigint' ? r : BigInt(r);
+}
+
 /** A CptError for errno `e` from `call`: code "ESRCH", message "call: No such process". */
 export function errnoError(e: number, call: string, pid?: number, object?: string): CptError {
   return new CptError(errnoName(e), `${call}: ${errnoMessage(e)}`, { pid, object });
@@ -116,10 +142,12 @@ export function checkedSyscall(describe: string, pid: number | undefined, nr: nu
 }
 
 let waitpidFn: ((pid: number, status: Int32Array, options: number) => number) | undefined;
+/** The status word of every waitpid (calls are synchronous: one is enough). */
+const waitStatus = new Int32Array(1);
 /** waitpid(2) itself; returns [pid or -errno, raw status]. Loops on EINTR. */
 export function libcWaitpid(pid: number, options: number): [number, number] {
   if (!waitpidFn) waitpidFn = libc().func('int waitpid(int pid, _Inout_ int32_t *status, int options)') as never;
-  const st = new Int32Array(1);
+  const st = waitStatus;
   for (;;) {
     const r = waitpidFn(pid, st, options | 0);
     if (r >= 0) return [r, st[0]];

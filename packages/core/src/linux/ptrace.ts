@@ -8,8 +8,8 @@
  */
 import { CptError } from '../errors';
 import { NT, PTRACE, PTRACE_PEEKSIGINFO_SHARED, ptraceRequestName } from './constants';
+import { errnoError, libcPtrace, libcPtraceRegset, rawSyscall } from './libc';
 import { SYS } from './syscalls';
-import { errnoError, libcPtraceRegset, rawSyscall } from './libc';
 import { decodeStruct, encodeStruct, sizeOfStruct } from '../image/cstruct';
 import {
   PeeksiginfoArgs,
@@ -22,11 +22,14 @@ import {
 } from './structs';
 
 const SIGINFO_SIZE = sizeOfStruct(Siginfo);
+/** The word that PEEKUSER, GETSIGMASK and SETSIGMASK move (requests are synchronous: one is enough). */
+const word = Buffer.alloc(8);
 
 type Arg = number | bigint | Buffer | null;
 
 function req(request: number, tid: number, addr: Arg, data: Arg): bigint {
-  const r = rawSyscall(SYS.ptrace, request, tid, addr, data);
+  // An integer address (all but PEEKSIGINFO) takes the fixed declarations.
+  const r = typeof addr === 'number' || typeof addr === 'bigint' ? libcPtrace(request, tid, addr, data) : rawSyscall(SYS.ptrace, request, tid, addr, data);
   if (r < 0n && r >= -4095n) throw errnoError(Number(-r), `ptrace(${ptraceRequestName(request)}, ${tid})`, tid);
   return r;
 }
@@ -115,9 +118,8 @@ export const ptrace = Object.freeze({
   },
   /** PTRACE_PEEKUSER: the word at `offset` in struct user (registers, u_debugreg). */
   peekUser(tid: number, offset: number): bigint {
-    const b = Buffer.alloc(8);
-    req(PTRACE.PEEKUSER, tid, offset, b);
-    return b.readBigUInt64LE(0);
+    req(PTRACE.PEEKUSER, tid, offset, word);
+    return word.readBigUInt64LE(0);
   },
   /** PTRACE_POKEUSER. */
   pokeUser(tid: number, offset: number, value: bigint): void {
@@ -169,15 +171,13 @@ export const ptrace = Object.freeze({
   },
   /** PTRACE_GETSIGMASK: the thread's blocked mask (64-bit sigset, bit n-1 = signal n). */
   getSigmask(tid: number): bigint {
-    const b = Buffer.alloc(8);
-    req(PTRACE.GETSIGMASK, tid, 8, b);
-    return b.readBigUInt64LE(0);
+    req(PTRACE.GETSIGMASK, tid, 8, word);
+    return word.readBigUInt64LE(0);
   },
   /** PTRACE_SETSIGMASK. */
   setSigmask(tid: number, mask: bigint): void {
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt.asUintN(64, mask), 0);
-    req(PTRACE.SETSIGMASK, tid, 8, b);
+    word.writeBigUInt64LE(BigInt.asUintN(64, mask), 0);
+    req(PTRACE.SETSIGMASK, tid, 8, word);
   },
   /** PTRACE_GET_RSEQ_CONFIGURATION: the registered rseq area (pointer 0 and size 0 when none). */
   getRseqConfiguration(tid: number): RseqConfiguration {
