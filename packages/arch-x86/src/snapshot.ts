@@ -135,7 +135,7 @@ const MESSAGE = 24;
  *   failed: int3                                msg.len is what was not spliced
  *   ended:  int3
  */
-export function spliceLoopCode(ctl: number): Buffer {
+function spliceLoopCode(ctl: number): Buffer {
   if (linux.syscallNumber('read') !== 0) throw new Error('the splice loop reads with eax = 0');
   const b = Buffer.alloc(SPLICE_ENDED_AT - SPLICE_CODE_AT);
   let o = 0;
