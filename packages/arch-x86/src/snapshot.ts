@@ -107,10 +107,12 @@ export function overlaySaved(f: SavedBytes | undefined, addr: bigint, buf: Buffe
 
 /** Reads this big or bigger go through the pipes. */
 const SPLICE_MIN = 64 * 1024;
-/** What the pipes hold together: one PAGES object (2 MiB), so that the next one can wait in them. */
-const PIPES_HOLD = 2 * 1024 * 1024;
-/** At most this many data pipes (where the pipe size is limited to less than PIPES_HOLD / 4, some reads wait for room). */
-const MAX_PIPES = 4;
+/** Ranges (PAGES objects, 2 MiB) sent ahead of their reads, at most. */
+const AHEAD = 4;
+/** What the pipes hold together: the objects sent ahead and the one being read. */
+const PIPES_HOLD = (AHEAD + 1) * 2 * 1024 * 1024;
+/** At most this many data pipes (where the pipe size is limited to less than PIPES_HOLD / MAX_PIPES, the loop waits for room). */
+const MAX_PIPES = 10;
 /** How long one wait for a pipe lasts before cptrst asks whether the snapshot stopped (ns). */
 const POLL_NS = 2_000_000n;
 /** Where the splice code starts in its page (the message it is working on is at 0). */
@@ -118,6 +120,8 @@ const SPLICE_CODE_AT = 0x40;
 /** Where the code's two int3 leave rip: after a failed vmsplice, after a failed read of the next message. */
 const SPLICE_FAILED_AT = 0x85;
 const SPLICE_ENDED_AT = 0x86;
+/** sched_setscheduler's policy for batch work (no wake-up preemption). */
+const SCHED_BATCH = 3;
 /** A message to the loop: {base, len, fd}, 8 bytes each. */
 const MESSAGE = 24;
 
@@ -202,15 +206,18 @@ interface DataPipe {
  * goes wrong, every read from then on.
  */
 class SplicePipe {
-  private readonly msg = Buffer.alloc(MESSAGE);
+  private msg = Buffer.alloc(MESSAGE * MAX_PIPES);
   private readonly timeout = Buffer.alloc(16);
   private broken = false;
   /** The loop waits for messages (else it is stopped at an int3). */
   private running = false;
   /** The ranges announced by expect() and not read yet: length by address. */
   private readonly expected = new Map<bigint, number>();
-  /** The range the loop was sent ahead of its read. */
-  private ahead?: [bigint, number];
+  /** The ranges the loop was sent and cptrst has not taken out of the pipes yet, in order. */
+  private readonly inFlight: Array<[bigint, number]> = [];
+  /** Pieces sent and taken so far: piece k goes through pipe k mod the number of pipes. */
+  private sent = 0;
+  private taken = 0;
   /** Where a range fetched ahead for nothing is dropped. */
   private scratch?: Buffer;
 
@@ -279,6 +286,10 @@ class SplicePipe {
       const code = spliceLoopCode(cr);
       const padded = Buffer.concat([code, Buffer.alloc((8 - (code.length % 8)) % 8)]);
       for (let i = 0; i < padded.length; i += 8) ptrace.pokeData(pid, page + BigInt(SPLICE_CODE_AT + i), padded.readBigUInt64LE(i));
+      // SCHED_BATCH: woken by a message, the snapshot does not preempt cptrst (on a busy machine a
+      // preempted cptrst can wait a whole scheduler slice for its CPU back); it runs while cptrst
+      // waits for a pipe, or on another CPU. Best effort.
+      rawSyscall(SYS.sched_setscheduler, pid, SCHED_BATCH, Buffer.alloc(4));
       return new SplicePipe(pid, ptrace.getRegs(pid), page, pipes, ctl, ctlRead);
     } catch {
       for (const fd of mine) fs.closeSync(fd);
@@ -299,38 +310,47 @@ class SplicePipe {
    */
   read(addr: bigint, buf: Buffer, offset: number, length: number): number {
     if (this.broken) return 0;
-    const ahead = this.ahead;
-    this.ahead = undefined;
-    if (!ahead || ahead[0] !== addr || ahead[1] !== length) {
-      if (ahead) {
-        // Fetched for a read that does not come now: taken out of the pipes and dropped.
-        if (!this.scratch || this.scratch.length < ahead[1]) this.scratch = Buffer.allocUnsafe(ahead[1]);
-        this.receive(this.scratch, 0, ahead[1]);
-        if (this.broken) return 0;
-      }
-      if (!this.send(addr, length)) return 0;
+    const f = this.inFlight;
+    while (f.length && (f[0][0] !== addr || f[0][1] !== length)) {
+      // Fetched for a read that does not come now: taken out of the pipes and dropped.
+      const [, n] = f.shift()!;
+      if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
+      this.receive(this.scratch, 0, n);
+      if (this.broken) return 0;
     }
+    if (!f.length && !this.send([[addr, length]])) return 0;
+    f.shift();
     const got = this.receive(buf, offset, length);
     if (this.expected.get(addr) === length) this.expected.delete(addr);
-    // The pages of an area are read one object after the other: the next one comes ahead.
-    const at = addr + BigInt(length);
-    const next = this.expected.get(at);
-    if (next !== undefined && got === length && !this.broken && this.send(at, next)) this.ahead = [at, next];
+    // The pages of an area are read one object after the other: the next ones are sent ahead,
+    // a few at a time, and the loop splices them while the caller checksums and writes.
+    if (got === length && !this.broken && f.length <= 1) {
+      const more: Array<[bigint, number]> = [];
+      let at = f.length ? f[f.length - 1][0] + BigInt(f[f.length - 1][1]) : addr + BigInt(length);
+      for (let next = this.expected.get(at); next !== undefined && f.length + more.length < AHEAD; next = this.expected.get(at)) {
+        more.push([at, next]);
+        at += BigInt(next);
+      }
+      if (more.length && !this.send(more)) return got;
+    }
     return got;
   }
 
-  /** The pieces of a read: [offset in it, length, pipe], in the order the loop fills them. */
-  private *pieces(length: number): Generator<[number, number, DataPipe]> {
-    for (let at = 0, i = 0; at < length; i = (i + 1) % this.pipes.length) {
-      const p = this.pipes[i];
+  /**
+   * The pieces of a range: [offset in it, length, pipe], in the order the loop fills them, the
+   * first one through the pipe of piece number `first`.
+   */
+  private *pieces(length: number, first: number): Generator<[number, number, DataPipe]> {
+    for (let at = 0, k = first; at < length; k++) {
+      const p = this.pipes[k % this.pipes.length];
       const n = Math.min(p.capacity, length - at);
       yield [at, n, p];
       at += n;
     }
   }
 
-  /** Sends the loop the pieces of a range (starting the loop again if it stopped); false if it could not. */
-  private send(addr: bigint, length: number): boolean {
+  /** Sends the loop the pieces of ranges (starting the loop again if it stopped); false if it could not. */
+  private send(ranges: Array<[bigint, number]>): boolean {
     if (!this.running) {
       // Messages a stopped loop did not take are dropped (it has stopped: the pipe cannot change).
       const waiting = linux.ioctlInt(this.ctlRead, linux.FIONREAD);
@@ -344,25 +364,32 @@ class SplicePipe {
       ptrace.cont(this.pid, 0);
       this.running = true;
     }
-    for (const [at, n, p] of this.pieces(length)) {
-      this.msg.writeBigUInt64LE(addr + BigInt(at), 0);
-      this.msg.writeBigUInt64LE(BigInt(n), 8);
-      this.msg.writeBigUInt64LE(BigInt(p.wfd), 16);
-      if (rawSyscall(SYS.write, this.ctl, this.msg, MESSAGE) !== BigInt(MESSAGE)) {
-        this.fail(0);
-        return false;
+    // One write for all of them: the loop is woken once.
+    let bytes = 0;
+    for (const [addr, length] of ranges) {
+      for (const [at, n, p] of this.pieces(length, this.sent)) {
+        if (bytes + MESSAGE > this.msg.length) this.msg = Buffer.concat([this.msg, Buffer.alloc(this.msg.length)]);
+        this.msg.writeBigUInt64LE(addr + BigInt(at), bytes);
+        this.msg.writeBigUInt64LE(BigInt(n), bytes + 8);
+        this.msg.writeBigUInt64LE(BigInt(p.wfd), bytes + 16);
+        bytes += MESSAGE;
+        this.sent++;
       }
+      this.inFlight.push([addr, length]);
     }
-    return true;
+    if (rawSyscall(SYS.write, this.ctl, this.msg, bytes) === BigInt(bytes)) return true;
+    this.fail(0);
+    return false;
   }
 
   /**
-   * Takes the range the loop was last sent out of the pipes into buf at offset: `length` bytes,
-   * or fewer where a vmsplice failed (the loop has then stopped at its int3).
+   * Takes the first range in flight out of the pipes into buf at offset: `length` bytes, or fewer
+   * where a vmsplice failed (the loop has then stopped at its int3).
    */
   private receive(buf: Buffer, offset: number, length: number): number {
     let got = 0;
-    for (const [at, n, p] of this.pieces(length)) {
+    for (const [at, n, p] of this.pieces(length, this.taken)) {
+      this.taken++;
       let end = n; // bytes this pipe will give
       let done = 0;
       while (done < end) {
@@ -380,7 +407,11 @@ class SplicePipe {
         }
         const stop = this.stoppedAt(w);
         if (stop === undefined) continue;
+        // Stopped: what it had not done yet is dropped with its messages, and the pipes are empty
+        // once this piece is taken.
         this.running = false;
+        this.inFlight.length = 0;
+        this.sent = this.taken = 0;
         if (stop !== SPLICE_FAILED_AT) return this.fail(got + done);
         // A vmsplice failed on this piece: what the loop spliced of it is in the pipe, `left` bytes were not.
         const left = Number(ptrace.peekData(this.pid, this.page + 8n));
