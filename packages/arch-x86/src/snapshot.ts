@@ -198,12 +198,12 @@ interface DataPipe {
  * signal blocked, and dies with cptrst.
  *
  * Each read is cut into pieces of a pipe's capacity, sent to the pipes in turn; cptrst reads them
- * back in the same order. The pipes hold a whole object together, so the object that follows the
- * one just read (announced by MemorySnapshot.expect) is sent at once and waits in the pipes while
- * cptrst checksums and writes this one: the snapshot is woken once per object, and not while
- * cptrst reads (on a loaded machine every wake-up can cost a scheduler slice). Where a vmsplice
- * fails (a PROT_NONE page) the rest of that read goes through the mem file; where anything else
- * goes wrong, every read from then on.
+ * back in the same order. The pipes hold AHEAD + 1 objects together, so the objects that follow
+ * the one just read (announced by MemorySnapshot.expect) are sent in one message write and wait in
+ * the pipes while cptrst checksums and writes: the snapshot is woken once per few objects, and not
+ * while cptrst reads (on a loaded machine every wake-up can cost a scheduler slice). Where a
+ * vmsplice fails (a PROT_NONE page) the rest of that read goes through the mem file; where anything
+ * else goes wrong, every read from then on.
  */
 class SplicePipe {
   private msg = Buffer.alloc(MESSAGE * MAX_PIPES);
@@ -211,8 +211,6 @@ class SplicePipe {
   private broken = false;
   /** The loop waits for messages (else it is stopped at an int3). */
   private running = false;
-  /** The ranges announced by expect() and not read yet: length by address. */
-  private readonly expected = new Map<bigint, number>();
   /** The ranges the loop was sent and cptrst has not taken out of the pipes yet, in order. */
   private readonly inFlight: Array<[bigint, number]> = [];
   /** Pieces sent and taken so far: piece k goes through pipe k mod the number of pipes. */
@@ -230,6 +228,8 @@ class SplicePipe {
     /** cptrst's copies of the control pipe's write end, and of its read end (to drop what a stopped loop left). */
     private readonly ctl: number,
     private readonly ctlRead: number,
+    /** The ranges announced (MemorySnapshot.expect) and not read yet: length by address. */
+    private readonly expected: Map<bigint, number>,
   ) {}
 
   /**
@@ -238,7 +238,7 @@ class SplicePipe {
    * where any step fails (a process that may not map executable memory, say): the mem file does
    * it all then.
    */
-  static open(pid: number, runIn: (pid: number, nr: number, args: number[]) => bigint): SplicePipe | undefined {
+  static open(pid: number, runIn: (pid: number, nr: number, args: number[]) => bigint, expected: Map<bigint, number>): SplicePipe | undefined {
     const { PROT, MAP, O, F } = linux;
     const page = runIn(pid, SYS.mmap, [0, 4096, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0]);
     if (page < 0n && page > -4096n) return undefined;
@@ -290,23 +290,18 @@ class SplicePipe {
       // preempted cptrst can wait a whole scheduler slice for its CPU back); it runs while cptrst
       // waits for a pipe, or on another CPU. Best effort.
       rawSyscall(SYS.sched_setscheduler, pid, SCHED_BATCH, Buffer.alloc(4));
-      return new SplicePipe(pid, ptrace.getRegs(pid), page, pipes, ctl, ctlRead);
+      return new SplicePipe(pid, ptrace.getRegs(pid), page, pipes, ctl, ctlRead, expected);
     } catch {
       for (const fd of mine) fs.closeSync(fd);
       return undefined;
     }
   }
 
-  /** A read of [addr, addr+length) will come (MemorySnapshot.expect). */
-  expect(addr: bigint, length: number): void {
-    if (length >= SPLICE_MIN) this.expected.set(addr, length);
-  }
-
   /**
    * Reads [addr, addr+length) of the snapshot into buf at offset through the pipes; returns how
    * many bytes it read (from the start). Fewer than `length` where a vmsplice failed: the caller
    * reads the rest through the mem file. Once it has all of it, the loop is sent the announced
-   * range that follows, which it puts into the pipes while the caller checksums and writes this one.
+   * ranges that follow, which it puts into the pipes while the caller checksums and writes.
    */
   read(addr: bigint, buf: Buffer, offset: number, length: number): number {
     if (this.broken) return 0;
@@ -455,22 +450,54 @@ class SplicePipe {
   }
 }
 
+/**
+ * Runs a system call in the snapshot, stopped at a syscall stop, on the `syscall` instruction at
+ * `insn` (the one it came out of). Other stops on the way are let go without their signal.
+ */
+function callIn(pid: number, regs: UserRegs, insn: bigint, nr: number, args: number[]): bigint {
+  const a = args.map((x) => BigInt.asUintN(64, BigInt(x)));
+  ptrace.setRegs(pid, { ...regs, rax: BigInt(nr), orig_rax: 0xffffffffffffffffn, rdi: a[0] ?? 0n, rsi: a[1] ?? 0n, rdx: a[2] ?? 0n, r10: a[3] ?? 0n, r8: a[4] ?? 0n, r9: a[5] ?? 0n, rip: insn });
+  for (let stops = 0; stops < 2; ) {
+    ptrace.syscall(pid, 0);
+    const w = waitpid(pid, WAIT.__WALL);
+    if (w.exited !== undefined || w.signaled !== undefined) throw new CptError('ESRCH', 'the snapshot process died', { pid, object: 'memory snapshot' });
+    if (w.stopped?.syscallStop) stops++; // entry, then exit
+  }
+  return BigInt.asIntN(64, ptrace.getRegs(pid).rax);
+}
+
 /** The snapshot process. */
 class ForkSnapshot implements MemorySnapshot {
   private readonly mem: linux.ProcMem;
   private closed = false;
-  constructor(readonly pid: number, private readonly frame: SavedBytes | undefined, private readonly pipe: SplicePipe | undefined) {
+  /** The pipes, set up at the first read big enough (after the process was let go); null: the mem file only. */
+  private pipe: SplicePipe | null | undefined;
+  private readonly expected = new Map<bigint, number>();
+  /** The snapshot's registers at its last syscall stop, and the `syscall` it came out of. */
+  private readonly regs: UserRegs;
+  private readonly insn: bigint;
+
+  constructor(readonly pid: number, private readonly frame: SavedBytes | undefined) {
     // Not process_vm_readv: its pins would make the kernel copy every shared page (memory.ts).
     this.mem = new ProcMem(pid, { readOnly: true, memFileOnly: true });
+    this.regs = ptrace.getRegs(pid);
+    this.insn = this.regs.rip - 2n;
+    // The pipes need a `syscall` to run their setup on (0f 05); CPTRST_SNAPSHOT_MEMFILE=1 does without them.
+    if (process.env.CPTRST_SNAPSHOT_MEMFILE || (ptrace.peekData(pid, this.insn) & 0xffffn) !== 0x050fn) this.pipe = null;
   }
 
   expect(addr: bigint, length: number): void {
-    this.pipe?.expect(addr, length);
+    if (this.pipe !== null && length >= SPLICE_MIN) this.expected.set(addr, length);
   }
 
   readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void {
     if (this.closed) throw new CptError('ESRCH', 'the snapshot is closed', { pid: this.pid, object: 'memory snapshot' });
-    const got = this.pipe && length >= SPLICE_MIN ? this.pipe.read(addr, buf, offset, length) : 0;
+    let got = 0;
+    if (length >= SPLICE_MIN && this.pipe !== null) {
+      // Set up here rather than when the snapshot is taken: outside the frozen window.
+      this.pipe ??= SplicePipe.open(this.pid, (pid, nr, args) => callIn(pid, this.regs, this.insn, nr, args), this.expected) ?? null;
+      if (this.pipe) got = this.pipe.read(addr, buf, offset, length);
+    }
     if (got < length) this.mem.readFully(addr + BigInt(got), buf, offset + got, length - got);
     overlaySaved(this.frame, addr, buf, offset, length);
   }
@@ -508,7 +535,7 @@ export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number
     // until init reaps it (a restart of the target with its PID would wait for that).
     const sid = runIn(pid, linux.SYS.setsid, []);
     if (sid !== BigInt(pid)) throw new CptError(linux.errnoName(Number(-sid)), 'setsid in the snapshot failed', { pid, object: 'memory snapshot' });
-    return new ForkSnapshot(pid, frame, process.env.CPTRST_SNAPSHOT_MEMFILE ? undefined : SplicePipe.open(pid, runIn));
+    return new ForkSnapshot(pid, frame);
   } catch (e) {
     killAndReap(pid);
     throw e;
