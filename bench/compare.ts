@@ -14,7 +14,11 @@
  * differs); `--words N` makes only N of the 512 words of each page differ and the rest the page
  * number, pages that compress to about N/512.
  *
- * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [sizes in MiB...]
+ * `--tools` picks the variants (default cptrst,criu,cptrst-z,cptrst-lazy); `cptrst-memfile` is
+ * plain cptrst with CPTRST_SNAPSHOT_MEMFILE=1 (the snapshot's pages read through /proc/PID/mem, as
+ * before the vmsplice path), for a before/after in one alternation.
+ *
+ * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [--tools T,T...] [sizes in MiB...]
  *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
  *   /var/tmp/criu-speed/criu/criu (where ../shared/criu/build.sh --criu puts it); without it only
  *   cptrst runs. CRIU's stats are decoded with its crit (python3 with protobuf).
@@ -34,6 +38,7 @@ interface Options {
   noSnapshot: boolean;
   /** Words per page that differ (touch.c's HASHED; 512 = all of them). */
   words: number;
+  tools?: Tool[];
 }
 
 function parseArgs(argv: string[]): Options {
@@ -44,8 +49,9 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--runs') o.runs = Number(argv[++i]);
     else if (a === '--no-snapshot') o.noSnapshot = true;
     else if (a === '--words') o.words = Number(argv[++i]);
+    else if (a === '--tools') o.tools = argv[++i].split(',').map(toolName);
     else if (/^\d+$/.test(a)) o.sizes.push(Number(a));
-    else throw new Error(`compare: unknown argument ${a}\nusage: compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [sizes in MiB...]`);
+    else throw new Error(`compare: unknown argument ${a}\nusage: compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [--tools T,T...] [sizes in MiB...]`);
   }
   if (!fs.existsSync(o.dir)) throw new Error(`compare: image directory ${o.dir} does not exist`);
   if (!Number.isInteger(o.runs) || o.runs < 1) throw new Error('compare: --runs needs a positive integer');
@@ -74,9 +80,9 @@ function findCriu(): string | undefined {
  * Runs a command to its end; its wall time in ms, when it printed its first line (`firstLine`: a
  * lazy restart's PID, once the process runs), stdout, and a failure as an Error.
  */
-async function timedRun(cmd: string, args: string[], what: string): Promise<{ ms: number; stdout: string; firstLine: number }> {
+async function timedRun(cmd: string, args: string[], what: string, env?: NodeJS.ProcessEnv): Promise<{ ms: number; stdout: string; firstLine: number }> {
   const t0 = process.hrtime.bigint();
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   let stdout = '';
   let stderr = '';
   let firstLine = NaN;
@@ -100,7 +106,14 @@ interface Run {
   runs?: number;
 }
 
-type Tool = 'cptrst' | 'cptrst-z' | 'cptrst-lazy' | 'criu';
+const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'criu'] as const;
+type Tool = (typeof TOOLS)[number];
+
+function toolName(t: string): Tool {
+  const tool = TOOLS.find((x) => x === t);
+  if (!tool) throw new Error(`compare: unknown tool ${t} (${TOOLS.join(', ')})`);
+  return tool;
+}
 
 class Compare {
   private readonly started = new Set<number>();
@@ -155,7 +168,8 @@ class Compare {
     if (tool !== 'criu') {
       const img = path.join(this.images, `img-${tag}`);
       const extra = [...(this.opts.noSnapshot ? ['--no-snapshot'] : []), ...(tool === 'cptrst-z' ? ['--compress'] : [])];
-      const ck = await timedRun(process.execPath, [CLI, 'checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint');
+      const env = tool === 'cptrst-memfile' ? { ...process.env, CPTRST_SNAPSHOT_MEMFILE: '1' } : undefined;
+      const ck = await timedRun(process.execPath, [CLI, 'checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint', env);
       const doc = JSON.parse(ck.stdout) as { frozenMs: number };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
@@ -237,7 +251,9 @@ async function main(): Promise<void> {
   const opts = parseArgs(process.argv.slice(2));
   const criu = findCriu();
   const c = new Compare(opts, criu);
-  const tools: Tool[] = criu ? ['cptrst', 'criu', 'cptrst-z', 'cptrst-lazy'] : ['cptrst', 'cptrst-z', 'cptrst-lazy'];
+  const tools: Tool[] = (opts.tools ?? ['cptrst', 'criu', 'cptrst-z', 'cptrst-lazy']).filter((t) => t !== 'criu' || criu);
+  if (!tools.includes('cptrst')) tools.unshift('cptrst');
+  const has = (t: Tool) => tools.includes(t);
   console.log(`images in ${opts.dir}; ${opts.runs} run(s) per size and tool, alternating, medians; cptrst ${opts.noSnapshot ? 'with --no-snapshot' : 'with its copy-on-write snapshot'}; ${opts.words} of 512 words per page differ; CRIU: ${criu ?? 'not found'}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   const n = Math.max(10, opts.runs);
   const node = await startup(process.execPath, ['-e', '0'], n);
@@ -247,25 +263,27 @@ async function main(): Promise<void> {
   const criuUp = criu ? await startup(criu, ['--version'], n) : undefined;
   const up = (x: { wall: number; cpu: number }) => `${x.wall.toFixed(0)} ms (CPU ${x.cpu.toFixed(0)} ms)`;
   console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}); criu --version ${criuUp ? up(criuUp) : '-'}`);
+  const memfile = has('cptrst-memfile');
   const rows = [
-    '| touched | frozen cptrst / CRIU | checkpoint wall | restart wall | restart --lazy: runs, all in | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |',
-    '|---|---|---|---|---|---|---|---|',
+    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''} restart --lazy: runs, all in | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
+    `|---|---|---|---|${memfile ? '---|' : ''}---|---|---|---|`,
   ];
-  const fmt = (a: number, b: number) => (criu ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
+  const fmt = (a: number, b: number) => (has('criu') ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
   try {
     for (const mib of opts.sizes) {
-      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], criu: [] };
+      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], criu: [] };
       for (let k = 0; k < opts.runs; k++) {
         for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
       }
       const m = (t: Tool, key: keyof Run) => median(runs[t].map((r) => r[key] ?? NaN));
       const label = mib === 0 ? 'idle' : `${mib} MiB`;
       const mb = (t: Tool) => (m(t, 'image') / 1048576).toFixed(m(t, 'image') < 1048576 ? 2 : 1);
-      const img = `${mb('cptrst')} / ${mb('cptrst-z')} (${((100 * m('cptrst-z', 'image')) / m('cptrst', 'image')).toFixed(0)}%) / ${criu ? mb('criu') : '-'}`;
-      const z = `${m('cptrst-z', 'checkpoint').toFixed(0)}, ${m('cptrst-z', 'restart').toFixed(0)} ms`;
+      const img = `${mb('cptrst')} / ${has('cptrst-z') ? `${mb('cptrst-z')} (${((100 * m('cptrst-z', 'image')) / m('cptrst', 'image')).toFixed(0)}%)` : '-'} / ${has('criu') ? mb('criu') : '-'}`;
+      const z = has('cptrst-z') ? `${m('cptrst-z', 'checkpoint').toFixed(0)}, ${m('cptrst-z', 'restart').toFixed(0)} ms` : '-';
       const copy = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
-      const lazy = `${m('cptrst-lazy', 'runs').toFixed(0)}, ${m('cptrst-lazy', 'restart').toFixed(0)} ms`;
-      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} | ${lazy} | ${z} | ${img} | ${copy} |`);
+      const lazy = has('cptrst-lazy') ? `${m('cptrst-lazy', 'runs').toFixed(0)}, ${m('cptrst-lazy', 'restart').toFixed(0)} ms` : '-';
+      const before = memfile ? ` ${m('cptrst-memfile', 'frozen').toFixed(0)}, ${m('cptrst-memfile', 'checkpoint').toFixed(0)} ms |` : '';
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before} ${lazy} | ${z} | ${img} | ${copy} |`);
       console.error(rows[rows.length - 1]);
     }
   } catch (e) {

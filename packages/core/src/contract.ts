@@ -182,6 +182,12 @@ export interface MemorySnapshot {
   readonly pid: number;
   /** Reads exactly `length` bytes of the snapshot at `addr` into `buf` at `offset` (throws if any cannot be read). */
   readMemoryInto(addr: bigint, buf: Buffer, offset: number, length: number): void;
+  /**
+   * Optional: the caller will read [addr, addr+length) with readMemoryInto, once. A snapshot may
+   * then fetch it ahead while the read that ends where it starts is being used. Reads that were
+   * not announced are answered all the same.
+   */
+  expect?(addr: bigint, length: number): void;
   /** Kills and reaps the copy. Never throws. */
   close(): void;
 }

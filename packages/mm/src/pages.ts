@@ -173,6 +173,7 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
     img.vaddr = vma.start + BigInt(first * PAGE);
     img.count = count;
     const bytes = count * PAGE;
+    if (snap) snap.expect?.(img.vaddr, bytes);
     if (atEnd) {
       // To the pages section: read when it is written, from the snapshot or the task, frozen until
       // then; a task let go before the pages are written and without a snapshot: read now.
