@@ -223,20 +223,20 @@ export class MmDump implements DumpHandler {
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
-    // The queries inside the task, in one batch: MDWE, THP, KSM, membarrier, the break.
-    const [mdweR, thpR, mergeR, membarrierR, brk] = t.syscalls([
-      { nr: SYS.prctl, args: [PR.GET_MDWE, 0, 0, 0, 0] },
+    // Before anything is mapped (alone: a batch may need the scratch area): with MDWE set, the
+    // scratch area (writable and executable) cannot be.
+    const mdwe = prctlValue(task, t.syscall(SYS.prctl, [PR.GET_MDWE, 0, 0, 0, 0]), 'PR_GET_MDWE');
+    if (mdwe) refuse(task.pid, 'mm', `memory-deny-write-execute is set (PR_SET_MDWE, flags ${mdwe}): not supported, cptrst's calls inside the process need memory that is writable and executable`);
+    // The scratch area exists before the areas are listed (it is left out of them); a fresh
+    // mapping, its VmFlags show what mlockall(MCL_FUTURE) left in the mm's default flags.
+    const scratch = t.scratch();
+    // The other queries inside the task, in one batch: THP, KSM, membarrier, the break.
+    const [thpR, mergeR, membarrierR, brk] = t.syscalls([
       { nr: SYS.prctl, args: [PR.GET_THP_DISABLE, 0, 0, 0, 0] },
       { nr: SYS.prctl, args: [PR.GET_MEMORY_MERGE, 0, 0, 0, 0] },
       { nr: SYS.membarrier, args: [MB.GET_REGISTRATIONS, 0, 0] },
       { nr: SYS.brk, args: [0] },
     ]);
-    // Before anything is mapped: with MDWE set, the scratch area (writable and executable) cannot be.
-    const mdwe = prctlValue(task, mdweR, 'PR_GET_MDWE');
-    if (mdwe) refuse(task.pid, 'mm', `memory-deny-write-execute is set (PR_SET_MDWE, flags ${mdwe}): not supported, cptrst's calls inside the process need memory that is writable and executable`);
-    // The scratch area exists before the areas are listed (it is left out of them); a fresh
-    // mapping, its VmFlags show what mlockall(MCL_FUTURE) left in the mm's default flags.
-    const scratch = t.scratch();
     const all = linux.readSmaps(task.pid);
     const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
     const reserved = t.reservedRanges();
