@@ -107,24 +107,17 @@ function taskLazy(ctx: RestartContext, task: RestartTask): TaskLazy {
   if (!ctx.imageTrusted) throw new CptError('EPERM', 'a lazy restart is only for images owned by root', { pid: task.pid, object: 'lazy restart' });
   const t = task.tracee!;
   const what = (s: string) => `${s} (lazy restart)`;
-  const api = Buffer.alloc(24);
-  api.writeBigUInt64LE(BigInt(UFFD.API), 0);
-  api.writeBigUInt64LE(BigInt(FEATURES), 8);
-  const apiAt = t.stage(api, 0);
   const ufd = t.syscallOk(SYS.userfaultfd, [linux.O.CLOEXEC | linux.O.NONBLOCK], what('userfaultfd'));
   let mine = -1;
-  let closed = false;
   try {
-    // cptrst's copy first: the handshake and the close of the task's fd then go in one batch.
-    mine = linux.fdCopyOf(task.pid, Number(ufd));
-    const [r] = t.syscalls([{ nr: SYS.ioctl, args: [ufd, UFFD.IOC_API, apiAt] }, { nr: SYS.close, args: [ufd] }]);
-    closed = true;
+    const api = Buffer.alloc(24);
+    api.writeBigUInt64LE(BigInt(UFFD.API), 0);
+    api.writeBigUInt64LE(BigInt(FEATURES), 8);
+    const r = t.syscall(SYS.ioctl, [ufd, UFFD.IOC_API, t.stage(api, 0)]);
     if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), 'UFFDIO_API with the fork, remap, remove and unmap events failed inside the process: this kernel cannot follow a lazily restored process; restart without --lazy', { pid: task.pid, object: 'lazy restart' });
-  } catch (e) {
-    if (mine >= 0) fs.closeSync(mine);
-    throw e;
+    mine = linux.fdCopyOf(task.pid, Number(ufd));
   } finally {
-    if (!closed) t.syscall(SYS.close, [ufd]);
+    t.syscall(SYS.close, [ufd]);
   }
   const lazy: TaskLazy = { fd: mine, runs: [], areas: new Map(), registered: false };
   task.state.set(TASK_LAZY, lazy);
