@@ -9,7 +9,8 @@ import { CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindReco
 import {
   LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
 } from './vma';
-import { applyVmFlags } from './madvise';
+import { applyVmFlags, vmFlagCalls } from './madvise';
+import { NamedCall, runCalls } from './batch';
 import { isPresentOrSwapped } from './pages';
 import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
 import { VmaSharedAnonDataImage, VmaSharedAnonImage, dumpTreeShared, mapTreeShared, treeShared } from './shared-anon';
@@ -49,15 +50,21 @@ export class AnonVma implements VmaKindHandler {
     const prot = img.prot | (writable ? PROT.WRITE : 0);
     const type = img.vmFlags.includes('dp') ? MAP.DROPPABLE : MAP.PRIVATE;
     const kept = records.of(VmaKeptImage);
-    if (kept.length || img.inheritedAt !== 0n) keepArea(task, img, kept);
-    else mapAt(task, img, prot, type | MAP.ANONYMOUS, -1, `anonymous memory ${img.start.toString(16)}`);
+    // Its name and VmFlags are set in the same batch as the mmap.
+    const then: NamedCall[] = [];
     const m = /^\[anon:(.*)\]$/.exec(img.path);
     if (m) {
       const t = task.tracee!;
       const name = Buffer.from(m[1] + '\0');
-      t.syscallOk(SYS.prctl, [linux.PR.SET_VMA, linux.PR_SET_VMA_ANON_NAME, img.start, img.end - img.start, t.stage(name)], `naming ${img.path}`);
+      then.push({ nr: SYS.prctl, args: [linux.PR.SET_VMA, linux.PR_SET_VMA_ANON_NAME, img.start, img.end - img.start, t.stage(name)], what: `naming ${img.path}` });
     }
-    applyVmFlags(task, img);
+    then.push(...vmFlagCalls(img));
+    if (kept.length || img.inheritedAt !== 0n) {
+      keepArea(task, img, kept);
+      runCalls(task.tracee!, then);
+    } else {
+      mapAt(task, img, prot, type | MAP.ANONYMOUS, -1, `anonymous memory ${img.start.toString(16)}`, then);
+    }
   }
 }
 
@@ -108,8 +115,7 @@ export class SharedAnonVma implements VmaKindHandler {
       applyVmFlags(task, img);
       return;
     }
-    mapAt(task, { ...img, pgoff: 0n }, prot, MAP.SHARED | MAP.ANONYMOUS, -1, `shared anonymous memory ${img.start.toString(16)}`);
-    applyVmFlags(task, img);
+    mapAt(task, { ...img, pgoff: 0n }, prot, MAP.SHARED | MAP.ANONYMOUS, -1, `shared anonymous memory ${img.start.toString(16)}`, vmFlagCalls(img));
   }
 }
 

@@ -16,10 +16,12 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RestartContext, RestartTask, S_IFMT, S_IFREG, fileTypeName, linux, openRecordedFile, refuse,
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RecordedFileIdentity, RestartContext, RestartTask, S_IFMT, S_IFREG, StateKey,
+  fileTypeName, linux, openRecordedFile, refuse,
 } from '@cptrst/core';
-import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
-import { applyVmFlags } from './madvise';
+import { LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
+import { vmFlagCalls } from './madvise';
+import { NamedCall, runCalls } from './batch';
 import { isAnonCopy } from './pages';
 import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
 
@@ -74,12 +76,9 @@ export class FileVma implements VmaKindHandler {
     const what = describeVma(img);
     const kept = records.of(VmaKeptImage);
     const mayWrite = img.shared && img.vmFlags.includes('mw');
-    const fd = openRecordedFile(t, img.path, {
-      flags: (mayWrite ? O.RDWR : O.RDONLY) | O.CLOEXEC,
-      expect: { type: S_IFREG, size: img.fileSize, mtimeNs: img.fileMtimeNs, ino: img.inode || undefined, dev: img.fileDev || undefined },
-      sameBoot: ctx.sameBoot,
-      object: what,
-    });
+    const flags = (mayWrite ? O.RDWR : O.RDONLY) | O.CLOEXEC;
+    const expect: RecordedFileIdentity = { type: S_IFREG, size: img.fileSize, mtimeNs: img.fileMtimeNs, ino: img.inode || undefined, dev: img.fileDev || undefined };
+    const fd = openFileOnce(ctx, task, img, flags, expect, what);
     try {
       if (kept.length || img.inheritedAt !== 0n) {
         // The parent's copy, kept in place: it must map the very file just checked.
@@ -89,13 +88,72 @@ export class FileVma implements VmaKindHandler {
           throw new CptError('EBADIMG', 'an area kept from the parent maps another file than the recorded one', { pid: task.pid, object: what });
         }
         keepArea(task, img, kept);
-      } else {
-        // Its own protection, never more: no page of the image goes through a file mapping that is shared.
-        mapAt(task, img, img.prot, img.shared ? MAP.SHARED : MAP.PRIVATE, fd, img.path);
+        closeOpenFile(task);
+        runCalls(t, vmFlagCalls(img));
+        return;
       }
-    } finally {
-      t.syscall(SYS.close, [fd]);
+      // The areas of one file come one after the other (a library's code, its data...): where the
+      // layout has an area right after this one, the fd stays open for it (openFileOnce).
+      const keep = (task.state.get(MM_LAYOUT) ?? []).some((r) => r.start === img.end);
+      const close: NamedCall[] = keep ? [] : [{ nr: SYS.close, args: [fd], what: `close of ${img.path}`, mayFail: true }];
+      // Its own protection, never more: no page of the image goes through a file mapping that is
+      // shared. Its VmFlags, and the close, go in the same batch as the mmap.
+      mapAt(task, img, img.prot, img.shared ? MAP.SHARED : MAP.PRIVATE, fd, img.path, [...vmFlagCalls(img), ...close]);
+      const held = task.state.get(OPEN_FILE)!;
+      if (keep) held.last = { end: img.end, prot: img.prot, shared: img.shared, pgoffEnd: img.pgoff + (img.end - img.start) };
+      else task.state.delete(OPEN_FILE);
+    } catch (e) {
+      closeOpenFile(task);
+      throw e;
     }
-    applyVmFlags(task, img);
   }
+}
+
+/** The file the task's last file area was mapped from, held open inside the task for the next area of the same file. */
+interface OpenFile {
+  key: string;
+  fd: bigint;
+  /** The last area mapped through it. */
+  last?: { end: bigint; prot: number; shared: boolean; pgoffEnd: bigint };
+}
+const OPEN_FILE = new StateKey<OpenFile>('mm.openFile');
+
+const fileKey = (path: string, flags: number, e: RecordedFileIdentity) => [flags, e.type, e.size, e.mtimeNs, e.dev, e.ino, path].map((x) => String(x ?? '-')).join(':');
+
+/**
+ * The fd of the area's file inside the task, opened and checked as the recorded file
+ * (openRecordedFile), or the one held open (holdOpenFile) when it was opened with the same path,
+ * flags and expected identity: the same checked file, not looked up again. Not where the area
+ * continues the last one mapped through it (right after it, the same protection and sharing, the
+ * next file offset): through the same open file the kernel would merge the two into one area,
+ * which they were not. It stays held until closeOpenFile.
+ */
+function openFileOnce(ctx: RestartContext, task: RestartTask, img: VmaImage, flags: number, expect: RecordedFileIdentity, object: string): bigint {
+  const key = fileKey(img.path, flags, expect);
+  const held = task.state.get(OPEN_FILE);
+  const l = held?.last;
+  const merges = !!l && l.end === img.start && l.prot === img.prot && l.shared === img.shared && l.pgoffEnd === img.pgoff;
+  if (held?.key === key && !merges) return held.fd;
+  closeOpenFile(task);
+  const fd = openRecordedFile(task.tracee!, img.path, { flags, expect, sameBoot: ctx.sameBoot, object });
+  task.state.set(OPEN_FILE, { key, fd });
+  return fd;
+}
+
+/** Holds `fd`, opened inside the task as openFileOnce would have, for the task's next file area. */
+export function holdOpenFile(task: RestartTask, path: string, flags: number, expect: RecordedFileIdentity, fd: bigint): void {
+  closeOpenFile(task);
+  task.state.set(OPEN_FILE, { key: fileKey(path, flags, expect), fd });
+}
+
+/**
+ * Closes the fd held for the next file area, if any: before an area of another kind is mapped,
+ * and at the end of the task's areas. Returns whether one was held.
+ */
+export function closeOpenFile(task: RestartTask): boolean {
+  const held = task.state.get(OPEN_FILE);
+  if (!held) return false;
+  task.state.delete(OPEN_FILE);
+  task.tracee!.syscall(SYS.close, [held.fd]);
+  return true;
 }

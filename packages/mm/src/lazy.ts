@@ -178,21 +178,27 @@ export class LazyRestore implements RestoreHandler {
     const areas = VMAS_OF_RESTART.get(ctx);
     const listed: Listed[] = [];
     const touched = new Set<RestartTask>();
+    // The objects of one area come one after the other: its checks are made once per area.
+    let cur: { ptag: number; v: VmaImage; task: RestartTask; lazy?: TaskLazy } | undefined;
     for (let i = 0; i < entries.length; i += 3) {
       const [ptag, vaddr, count] = [Number(entries[i]), entries[i + 1], Number(entries[i + 2])];
-      const owner = areas?.get(ptag);
-      const area = owner?.area();
-      if (!owner || !area) throw bad(`object ${i / 3} belongs to no memory area (tag ${ptag})`);
-      const pid = owner.task.pid;
-      const v = area.img;
+      if (cur?.ptag !== ptag) {
+        const owner = areas?.get(ptag);
+        const area = owner?.area();
+        if (!owner || !area) throw bad(`object ${i / 3} belongs to no memory area (tag ${ptag})`);
+        if (!fillsLazily(area.img, area.kind.kind)) throw bad(`object ${i / 3} is for ${describeVma(area.img)}, whose pages are not filled lazily`, owner.task.pid);
+        cur = { ptag, v: area.img, task: owner.task };
+      }
+      const v = cur.v;
       const end = vaddr + BigInt(count) * PAGE;
-      if (!fillsLazily(v, area.kind.kind)) throw bad(`object ${i / 3} is for ${describeVma(v)}, whose pages are not filled lazily`, pid);
-      if (count <= 0 || count > MAX_OBJECT_PAGES || vaddr % PAGE || vaddr < v.start || end > v.end) throw bad(`object ${i / 3}: ${count} pages at 0x${vaddr.toString(16)} are not inside ${describeVma(v)}`, pid);
-      const lazy = taskLazy(ctx, owner.task);
-      lazy.runs.push({ start: vaddr, src: listed.length, srcPage: 0, done: new Uint8Array(count) });
-      lazy.areas.set(v.start, v);
+      if (count <= 0 || count > MAX_OBJECT_PAGES || vaddr % PAGE || vaddr < v.start || end > v.end) throw bad(`object ${i / 3}: ${count} pages at 0x${vaddr.toString(16)} are not inside ${describeVma(v)}`, cur.task.pid);
+      if (!cur.lazy) {
+        cur.lazy = taskLazy(ctx, cur.task);
+        cur.lazy.areas.set(v.start, v);
+        touched.add(cur.task);
+      }
+      cur.lazy.runs.push({ start: vaddr, src: listed.length, srcPage: 0, done: new Uint8Array(count) });
       listed.push({ ptag, vaddr, count });
-      touched.add(owner.task);
     }
     for (const task of touched) {
       const lazy = task.state.get(TASK_LAZY)!;

@@ -5,17 +5,24 @@
  */
 import { RestartTask, linux } from '@cptrst/core';
 import { MADVISE_FLAGS, VmaImage } from './vma';
+import { NamedCall, runCalls } from './batch';
 
-export function applyVmFlags(task: RestartTask, img: VmaImage): void {
-  const t = task.tracee!;
+/** The calls that set the area's VmFlags again, in order (none for an area with none of them). */
+export function vmFlagCalls(img: VmaImage): NamedCall[] {
   const len = img.end - img.start;
+  const calls: NamedCall[] = [];
   for (const f of img.vmFlags) {
     const advice = MADVISE_FLAGS[f];
     if (advice === undefined) continue;
-    t.syscallOk(linux.SYS.madvise, [img.start, len, advice], `madvise(${f}) of ${img.start.toString(16)}`);
+    calls.push({ nr: linux.SYS.madvise, args: [img.start, len, advice], what: `madvise(${f}) of ${img.start.toString(16)}` });
   }
   if (img.vmFlags.includes('lo') || img.vmFlags.includes('lf')) {
     const onFault = img.vmFlags.includes('lf') ? linux.MLOCK_ONFAULT : 0;
-    t.syscallOk(linux.SYS.mlock2, [img.start, len, onFault], `mlock of ${img.start.toString(16)} (RLIMIT_MEMLOCK or CAP_IPC_LOCK is needed, as it was for the original)`);
+    calls.push({ nr: linux.SYS.mlock2, args: [img.start, len, onFault], what: `mlock of ${img.start.toString(16)} (RLIMIT_MEMLOCK or CAP_IPC_LOCK is needed, as it was for the original)` });
   }
+  return calls;
+}
+
+export function applyVmFlags(task: RestartTask, img: VmaImage): void {
+  runCalls(task.tracee!, vmFlagCalls(img));
 }

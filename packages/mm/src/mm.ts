@@ -27,7 +27,8 @@ import { DERIVED_FLAGS, MM_LAYOUT, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
-import { FileVma } from './file';
+import { FileVma, closeOpenFile, holdOpenFile } from './file';
+import { runCalls } from './batch';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
@@ -107,6 +108,8 @@ interface Prepared {
   kept: Map<bigint, KeptArea>;
   /** Areas a write tracker registered (tracking.ts), by start. */
   registered: Set<bigint>;
+  /** The current break (brk(0)): /proc shows only its start. */
+  brk: bigint;
 }
 
 /** What check prepared for dump (the task is frozen: dump writes the same). */
@@ -144,9 +147,8 @@ export function checkAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: V
   return { areas, mm };
 }
 
-/** A prctl GET inside the task; EINVAL (an option this kernel lacks) reads as 0. */
-function prctlGet(task: CheckpointTask, option: number, what: string): number {
-  const r = task.tracee.syscall(SYS.prctl, [option, 0, 0, 0, 0]);
+/** The result of a prctl GET inside the task; EINVAL (an option this kernel lacks) reads as 0. */
+function prctlValue(task: CheckpointTask, r: bigint, what: string): number {
   if (r === EINVAL) return 0;
   if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `${what} inside the process failed`, { pid: task.pid, object: 'mm' });
   return Number(r);
@@ -158,9 +160,8 @@ function prctlGet(task: CheckpointTask, option: number, what: string): number {
  * process registered for it. (A global expedited registration cannot be seen that way; it only
  * makes the process receive barriers, and is then lost.)
  */
-function membarrierRegistrations(task: CheckpointTask): number {
+function membarrierRegistrations(task: CheckpointTask, r: bigint): number {
   const t = task.tracee;
-  const r = t.syscall(SYS.membarrier, [MB.GET_REGISTRATIONS, 0, 0]);
   if (r >= 0n) return Number(r);
   if (r !== EINVAL) return 0; // ENOSYS: no membarrier here, nothing registered
   let mask = 0;
@@ -222,12 +223,20 @@ export class MmDump implements DumpHandler {
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
-    // Before anything is mapped: with MDWE set, the scratch area (writable and executable) cannot be.
-    const mdwe = prctlGet(task, PR.GET_MDWE, 'PR_GET_MDWE');
+    // Before anything is mapped (alone: a batch may need the scratch area): with MDWE set, the
+    // scratch area (writable and executable) cannot be.
+    const mdwe = prctlValue(task, t.syscall(SYS.prctl, [PR.GET_MDWE, 0, 0, 0, 0]), 'PR_GET_MDWE');
     if (mdwe) refuse(task.pid, 'mm', `memory-deny-write-execute is set (PR_SET_MDWE, flags ${mdwe}): not supported, cptrst's calls inside the process need memory that is writable and executable`);
     // The scratch area exists before the areas are listed (it is left out of them); a fresh
     // mapping, its VmFlags show what mlockall(MCL_FUTURE) left in the mm's default flags.
     const scratch = t.scratch();
+    // The other queries inside the task, in one batch: THP, KSM, membarrier, the break.
+    const [thpR, mergeR, membarrierR, brk] = t.syscalls([
+      { nr: SYS.prctl, args: [PR.GET_THP_DISABLE, 0, 0, 0, 0] },
+      { nr: SYS.prctl, args: [PR.GET_MEMORY_MERGE, 0, 0, 0, 0] },
+      { nr: SYS.membarrier, args: [MB.GET_REGISTRATIONS, 0, 0] },
+      { nr: SYS.brk, args: [0] },
+    ]);
     const all = linux.readSmaps(task.pid);
     const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
     const reserved = t.reservedRanges();
@@ -251,12 +260,13 @@ export class MmDump implements DumpHandler {
 
     const flags = mine?.vmFlags ?? [];
     mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
-    mm.thpDisable = prctlGet(task, PR.GET_THP_DISABLE, 'PR_GET_THP_DISABLE');
+    mm.thpDisable = prctlValue(task, thpR, 'PR_GET_THP_DISABLE');
     if (!THP_VALUES.includes(mm.thpDisable)) refuse(task.pid, 'mm', `PR_GET_THP_DISABLE says ${mm.thpDisable}, a setting cptrst does not know`);
-    mm.memoryMerge = prctlGet(task, PR.GET_MEMORY_MERGE, 'PR_GET_MEMORY_MERGE');
-    mm.membarrier = membarrierRegistrations(task);
+    mm.memoryMerge = prctlValue(task, mergeR, 'PR_GET_MEMORY_MERGE');
+    mm.membarrier = membarrierRegistrations(task, membarrierR);
     if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
-    task.state.set(PREPARED, { areas, mm, kept, registered }); // the task is frozen: dump writes the same
+    if (brk < 0n && brk > -4096n) throw new CptError(linux.errnoName(Number(-brk)), `brk(0) failed inside the process: ${linux.errnoName(Number(-brk))}`, { pid: task.pid, object: 'brk(0)' });
+    task.state.set(PREPARED, { areas, mm, kept, registered, brk }); // the task is frozen: dump writes the same
   }
 
   async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
@@ -266,14 +276,13 @@ export class MmDump implements DumpHandler {
       prepared = task.state.get(PREPARED)!;
     }
     const { areas, mm, kept, registered } = prepared;
-    const t = task.tracee;
     const st = linux.readStat(task.pid);
     mm.startCode = st.startcode;
     mm.endCode = st.endcode;
     mm.startData = st.startData;
     mm.endData = st.endData;
     mm.startBrk = st.startBrk;
-    mm.brk = t.syscallOk(SYS.brk, [0], 'brk(0)'); // the current break: /proc shows only its start
+    mm.brk = prepared.brk;
     mm.startStack = st.startstack;
     mm.argStart = st.argStart;
     mm.argEnd = st.argEnd;
@@ -386,6 +395,8 @@ export class MmRestore implements RestoreHandler {
   finish(ctx: RestartContext, task: RestartTask): void {
     closeChain(ctx);
     mapPending(ctx, task);
+    // The last area of the layout closes the fd of its file: one still held means areas are missing.
+    if (closeOpenFile(task)) throw new CptError('EBADIMG', 'the memory areas of the image end before the layout of its mm object does', { pid: task.pid, object: 'mm' });
     const t = task.tracee!;
     // Areas mapped writable only to be filled get their own protection back.
     for (const v of task.state.get(TEMP_WRITABLE) ?? []) {
@@ -436,19 +447,17 @@ export class MmRestore implements RestoreHandler {
 
     // Clear everything of the helper's (or the parent's) but the scratch area, the vDSO and the kept areas.
     const keep: Range[] = [scratch, ...vdsoPieces(task.pid), ...kept, ...keptPrivate];
-    for (const r of complement(keep, archOf(ctx.container).userSpaceTop)) t.syscallOk(SYS.munmap, [r.start, r.end - r.start], `munmap ${r.start.toString(16)}-${r.end.toString(16)}`);
+    runCalls(t, complement(keep, archOf(ctx.container).userSpaceTop).map((r) => ({ nr: SYS.munmap, args: [r.start, r.end - r.start], what: `munmap ${r.start.toString(16)}-${r.end.toString(16)}` })));
     moveVdso(ctx, task, mm.vdso, [scratch, ...layout, ...kept]);
 
     // mm fields and /proc/PID/exe. The helper's executable is unmapped now, so exe_file may change.
     // The executable is opened inside the task, as the task: the same file the image recorded.
     const object = `exe ${mm.exe}`;
     const known = mm.exeMtimeNs !== 0n;
-    const exeFd = openRecordedFile(t, mm.exe, {
-      flags: O.RDONLY | O.CLOEXEC,
-      expect: known ? { type: S_IFREG, size: mm.exeSize, mtimeNs: mm.exeMtimeNs, dev: mm.exeDev, ino: mm.exeIno } : { type: S_IFREG },
-      sameBoot: ctx.sameBoot,
-      object,
-    });
+    const exeFlags = O.RDONLY | O.CLOEXEC;
+    const expect = known ? { type: S_IFREG, size: mm.exeSize, mtimeNs: mm.exeMtimeNs, dev: mm.exeDev, ino: mm.exeIno } : { type: S_IFREG };
+    const exeFd = openRecordedFile(t, mm.exe, { flags: exeFlags, expect, sameBoot: ctx.sameBoot, object });
+    let held = false;
     try {
       // A child that keeps its parent's private mappings of the executable already has that
       // executable (the kernel refuses to change exe_file while the old one is mapped): left as it is.
@@ -467,20 +476,21 @@ export class MmRestore implements RestoreHandler {
         const why = code === 'EPERM' ? ': setting the executable needs CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) in the restored process' : '';
         throw new CptError(code, `prctl(PR_SET_MM_MAP) failed${why}`, { pid: task.pid, object });
       }
+      // The executable's areas come next: they map it through this fd (file.ts), not opened again.
+      holdOpenFile(task, mm.exe, exeFlags, expect, exeFd);
+      held = true;
     } finally {
-      t.syscall(SYS.close, [exeFd]);
+      if (!held) t.syscall(SYS.close, [exeFd]);
     }
 
     // mm-wide settings that shape the areas mapped next (THP, KSM), and membarrier registrations.
     // Set only where the new process differs (it inherits cptrst's); a kernel without the option reads as 0.
-    const differs = (get: number, want: number) => {
-      const now = t.syscall(SYS.prctl, [get, 0, 0, 0, 0]);
-      return now < 0n ? want !== 0 : Number(now) !== want;
-    };
-    if (differs(PR.GET_THP_DISABLE, mm.thpDisable)) {
+    const [thpNow, mergeNow] = t.syscalls([{ nr: SYS.prctl, args: [PR.GET_THP_DISABLE, 0, 0, 0, 0] }, { nr: SYS.prctl, args: [PR.GET_MEMORY_MERGE, 0, 0, 0, 0] }]);
+    const differs = (now: bigint, want: number) => (now < 0n ? want !== 0 : Number(now) !== want);
+    if (differs(thpNow, mm.thpDisable)) {
       t.syscallOk(SYS.prctl, [PR.SET_THP_DISABLE, mm.thpDisable & 1, mm.thpDisable & ~1, 0, 0], `prctl(PR_SET_THP_DISABLE, ${mm.thpDisable & 1}, ${mm.thpDisable & ~1})`);
     }
-    if (differs(PR.GET_MEMORY_MERGE, mm.memoryMerge)) {
+    if (differs(mergeNow, mm.memoryMerge)) {
       t.syscallOk(SYS.prctl, [PR.SET_MEMORY_MERGE, mm.memoryMerge, 0, 0, 0], `prctl(PR_SET_MEMORY_MERGE, ${mm.memoryMerge})`);
     }
     for (const [bit, name] of MEMBARRIER_REGISTRATIONS) {
@@ -501,6 +511,8 @@ export class MmRestore implements RestoreHandler {
     }
     const odd = img.vmFlags.filter((f) => !DERIVED_FLAGS.has(f) && !kind.acceptsVmFlag(f));
     if (odd.length) throw new CptError('EBADIMG', `${what} at image offset ${o.offset}: VmFlags ${odd.join(' ')} on ${img.kind} memory`, { pid: task.pid, object: what });
+    // An fd held for the next area of the same file (file.ts) is closed before any other kind maps.
+    if (!(kind instanceof FileVma)) closeOpenFile(task);
     const pending: PendingVma = { tag: o.tag, offset: o.offset, img, kind, records: new RecordList() };
     const all = VMAS_OF_RESTART.get(ctx) ?? new Map<number, { task: RestartTask; area: () => RestoredVma | undefined }>();
     VMAS_OF_RESTART.set(ctx, all);

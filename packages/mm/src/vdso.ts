@@ -13,7 +13,8 @@ import {
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { VmaEntry, VmaKindHandler } from './vma';
-import { Range, findFreeRange } from './ranges';
+import { Range, findFreeRange, overlaps } from './ranges';
+import { NamedCall, runCalls } from './batch';
 
 const { SYS, MREMAP } = linux;
 export const VDSO_NAMES = ['[vvar]', '[vvar_vclock]', '[vdso]'];
@@ -62,23 +63,32 @@ export function moveVdso(ctx: RestartContext, task: RestartTask, want: VdsoPiece
       throw new CptError('ENOTSUP', `${w.name} is ${h ? `${h.end - h.start} bytes here, ${w.end - w.start} in the image` : 'missing here'}`, { pid: task.pid, object: w.name });
     }
   }
+  const calls: NamedCall[] = [];
   for (const h of have) {
-    if (!want.some((w) => w.name === h.name)) t.syscallOk(SYS.munmap, [h.start, h.end - h.start], `munmap of ${h.name}`);
+    if (!want.some((w) => w.name === h.name)) calls.push({ nr: SYS.munmap, args: [h.start, h.end - h.start], what: `munmap of ${h.name}` });
   }
   const moving = have.filter((h) => want.some((w) => w.name === h.name && w.start !== h.start));
-  if (!moving.length) return;
-  const lo = moving.reduce((a, p) => (p.start < a ? p.start : a), moving[0].start);
-  const hi = moving.reduce((a, p) => (p.end > a ? p.end : a), moving[0].end);
-  const spot = findFreeRange(hi - lo, [...avoid, ...have, ...want], archOf(ctx.container).userSpaceTop);
+  const moves: Array<{ to: bigint; name: string }> = [];
   const remap = (from: bigint, size: bigint, to: bigint, name: string) => {
-    const r = t.syscallOk(SYS.mremap, [from, size, size, MREMAP.MAYMOVE | MREMAP.FIXED, to], `mremap of ${name}`);
-    if (r !== to) throw new CptError('EFAULT', `mremap of ${name} landed at 0x${r.toString(16)}`, { pid: task.pid, object: name });
+    calls.push({ nr: SYS.mremap, args: [from, size, size, MREMAP.MAYMOVE | MREMAP.FIXED, to], what: `mremap of ${name}` });
+    moves.push({ to, name });
   };
-  for (const h of moving) remap(h.start, h.end - h.start, spot.start + (h.start - lo), h.name);
-  for (const h of moving) {
-    const w = want.find((p) => p.name === h.name)!;
-    remap(spot.start + (h.start - lo), h.end - h.start, w.start, h.name);
+  const target = (h: VdsoPiece) => want.find((p) => p.name === h.name)!;
+  if (moving.every((h) => !have.some((p) => overlaps(p, target(h))))) {
+    // No piece lands where a piece is now: each goes straight to its place.
+    for (const h of moving) remap(h.start, h.end - h.start, target(h).start, h.name);
+  } else if (moving.length) {
+    const lo = moving.reduce((a, p) => (p.start < a ? p.start : a), moving[0].start);
+    const hi = moving.reduce((a, p) => (p.end > a ? p.end : a), moving[0].end);
+    const spot = findFreeRange(hi - lo, [...avoid, ...have, ...want], archOf(ctx.container).userSpaceTop);
+    for (const h of moving) remap(h.start, h.end - h.start, spot.start + (h.start - lo), h.name);
+    for (const h of moving) remap(spot.start + (h.start - lo), h.end - h.start, target(h).start, h.name);
   }
+  // One batch: the addresses are known before any call runs.
+  const results = runCalls(t, calls).slice(calls.length - moves.length);
+  moves.forEach(({ to, name }, i) => {
+    if (results[i] !== to) throw new CptError('EFAULT', `mremap of ${name} landed at 0x${results[i].toString(16)}`, { pid: task.pid, object: name });
+  });
 }
 
 /** Size and sha256 of this machine's vDSO code. */

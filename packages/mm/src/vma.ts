@@ -8,6 +8,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, KindHandler, KindRecordWriter, KindRecords, ObjectType, RestartContext, RestartTask,
   RestoreObject, StateKey, Token, Tokens, bool, claim, linux, objectType, refuse, shmemDev, str, strs, u32, u64,
 } from '@cptrst/core';
+import { NamedCall, runCalls } from './batch';
 
 const { SYS, PROT, MAP } = linux;
 
@@ -190,10 +191,13 @@ function mmapFlags(img: VmaImage, base: number): number {
   return f;
 }
 
-/** Maps with mmap inside the task, checking the kernel put it exactly there. */
-export function mapAt(task: RestartTask, img: VmaImage, prot: number, flags: number, fd: number | bigint, what: string): void {
+/**
+ * Maps with mmap inside the task, checking the kernel put it exactly there; `then`: calls on the
+ * new area (its name, its VmFlags) run in the same batch, after the mmap, unless it fails.
+ */
+export function mapAt(task: RestartTask, img: VmaImage, prot: number, flags: number, fd: number | bigint, what: string, then: ReadonlyArray<NamedCall> = []): void {
   const t = task.tracee!;
-  const r = t.syscallOk(SYS.mmap, [img.start, img.end - img.start, prot, mmapFlags(img, flags), fd, img.pgoff], `mmap of ${what}`);
+  const [r] = runCalls(t, [{ nr: SYS.mmap, args: [img.start, img.end - img.start, prot, mmapFlags(img, flags), fd, img.pgoff], what: `mmap of ${what}` }, ...then]);
   if (r !== img.start) throw new CptError('EFAULT', `mmap of ${what} landed at 0x${r.toString(16)}`, { pid: task.pid, object: what });
 }
 
