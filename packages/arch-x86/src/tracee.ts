@@ -197,6 +197,8 @@ export class X86Tracee implements Tracee {
   /** How the mmap of the scratch area ran, and how its munmap ran (for tests). */
   firstCall: CallGuard = 'none';
   lastCall: CallGuard = 'none';
+  /** Where the code the guarded calls run on came from: found before the freeze and checked, or searched after it (for tests). */
+  gadgetSource: 'none' | 'prepared' | 'searched' = 'none';
   /** Stops waited for while running calls in it (for tests and the benchmark: a batch takes one). */
   stops = 0;
   /** The mask set with PTRACE_SETSIGMASK last (undefined: the thread's own, untouched). */
@@ -853,6 +855,11 @@ export class X86Tracee implements Tracee {
    * register-clearing instructions and `ret` (the vDSO has these), and a signal restorer
    * `mov $15,%eax|%rax; syscall` (libc's). Null when either is missing.
    */
+  /** The task's `syscall ... ret` and signal restorer, once looked for (for tests). */
+  get codeGadgets(): { syscallRet: bigint; restorer: bigint } | null | undefined {
+    return this.main ? this.main.codeGadgets : this.gadgets;
+  }
+
   private findGadgets(maps?: linux.MapEntry[]): { syscallRet: bigint; restorer: bigint } | null {
     if (this.main) return this.main.findGadgets(maps);
     if (this.gadgets !== undefined) return this.gadgets;
@@ -861,8 +868,10 @@ export class X86Tracee implements Tracee {
     const mem = this.memory();
     if (p && gadgetHolds(mem, maps, p.syscallRet) && gadgetHolds(mem, maps, p.restorer)) {
       this.gadgets = { syscallRet: p.syscallRet.addr, restorer: p.restorer.addr };
+      this.gadgetSource = 'prepared';
     } else {
       const found = searchGadgets(mem, maps);
+      this.gadgetSource = 'searched';
       this.gadgets = found ? { syscallRet: found.syscallRet.addr, restorer: found.restorer.addr } : null;
     }
     return this.gadgets;
