@@ -216,7 +216,7 @@ describe('code to run guarded calls on, found before the freeze (TraceeFactory.p
   it('uses what it found once it has checked that the same code is still there', async () => {
     const { pid, restorer } = await start();
     const f = factory();
-    expect(f.prepare).to.be.a('function');
+    expect(typeof f.prepare).to.equal('function');
     f.prepare!(pid);
     seizeAndStop(pid);
     const t = f.fromStopped(pid, pid) as X86Tracee;
