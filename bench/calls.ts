@@ -2,14 +2,16 @@
  * Injected system calls, one by one and as batches (Tracee.syscalls), in a `/bin/sleep` seized
  * the way the freezer does it: guarded (a checkpoint target, which must survive cptrst's death)
  * and not (a task that dies with cptrst, as at restart). Prints microseconds per call, the median
- * of several rounds, and the 62 rt_sigaction reads of a signal dump as one batch.
+ * of several rounds, and the 62 rt_sigaction reads of a signal dump as one batch. Then the first
+ * call into a freshly seized guarded task (which maps the scratch area, on code of the task's own
+ * found after the freeze, or before it by TraceeFactory.prepare), in microseconds.
  *
  * Usage: node bench/dist/calls.js [--calls N] [--rounds R]
  */
 import 'reflect-metadata';
 import { spawn } from 'child_process';
 import { linux } from '@cptrst/core';
-import { X86Tracee, X86_64 } from '@cptrst/arch-x86';
+import { X86Tracee, X86TraceeFactory, X86_64 } from '@cptrst/arch-x86';
 
 const { SYS, PTRACE_O, PTRACE_EVENT, ptrace } = linux;
 const arg = (name: string, dflt: number) => {
@@ -85,7 +87,39 @@ async function main(): Promise<void> {
       child.kill('SIGKILL');
     }
   }
+  rows.push(...(await firstCalls()));
   for (const [what, v] of rows) console.log(`${what.padEnd(62)} ${v.toFixed(1)}`);
+}
+
+/** The first call, alternating a search after the freeze with one prepared before it (not timed). */
+async function firstCalls(): Promise<Array<[string, number]>> {
+  const child = spawn('/bin/sleep', ['1000'], { stdio: 'ignore' });
+  await new Promise((r) => setTimeout(r, 100));
+  const pid = child.pid!;
+  const factory = new X86TraceeFactory();
+  const times: [number[], number[]] = [[], []];
+  try {
+    for (let r = 0; r < ROUNDS * 3; r++) {
+      for (const prepared of [false, true]) {
+        if (prepared) factory.prepare(pid);
+        seizeAndStop(pid, PTRACE_O.TRACESYSGOOD);
+        const t = factory.fromStopped(pid, pid);
+        times[prepared ? 1 : 0].push(usPer(() => {
+          if (t.syscall(SYS.getpid) !== BigInt(pid)) throw new Error('getpid');
+          return 1;
+        }));
+        if (t.gadgetSource !== (prepared ? 'prepared' : 'searched')) throw new Error(`gadgets ${t.gadgetSource}`);
+        t.restore(X86_64.resumeRegs(t.frozenRegs, 'original'));
+        t.detach();
+      }
+    }
+  } finally {
+    child.kill('SIGKILL');
+  }
+  return [
+    ['guarded: first call, code searched after the freeze, us', median(times[0])],
+    ['guarded: first call, code found before (prepare), us', median(times[1])],
+  ];
 }
 
 main().catch((e: unknown) => {

@@ -197,6 +197,8 @@ export class X86Tracee implements Tracee {
   /** How the mmap of the scratch area ran, and how its munmap ran (for tests). */
   firstCall: CallGuard = 'none';
   lastCall: CallGuard = 'none';
+  /** Where the code the guarded calls run on came from: found before the freeze and checked, or searched after it (for tests). */
+  gadgetSource: 'none' | 'prepared' | 'searched' = 'none';
   /** Stops waited for while running calls in it (for tests and the benchmark: a batch takes one). */
   stops = 0;
   /** The mask set with PTRACE_SETSIGMASK last (undefined: the thread's own, untouched). */
@@ -216,6 +218,8 @@ export class X86Tracee implements Tracee {
   /** The frame below the task's stack pointer, while we hold the task: injected calls run with rsp = frame. */
   private stackFrameHeld?: StackFrame;
   private gadgets?: { syscallRet: bigint; restorer: bigint } | null;
+  /** The gadgets found before the freeze (X86TraceeFactory.prepare): used once they are checked to still hold. */
+  private readonly preparedGadgets?: PreparedGadgets;
   private mem?: linux.ProcMem;
   private done = false;
 
@@ -228,7 +232,7 @@ export class X86Tracee implements Tracee {
    */
   private readonly main?: X86Tracee;
 
-  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint; main?: X86Tracee } & TraceeOptions = {}) {
+  constructor(readonly pid: number, readonly tid: number, opts: { syscallInsn?: bigint; main?: X86Tracee; prepared?: PreparedGadgets } & TraceeOptions = {}) {
     const regs = Buffer.alloc(USER_REGS_SIZE);
     ptrace.getRegsRaw(tid, regs);
     this.frozenRegs = decodeUserRegs(regs);
@@ -237,6 +241,7 @@ export class X86Tracee implements Tracee {
     this.syscallInsn = opts.syscallInsn;
     this.main = opts.main;
     this.guarded = opts.main ? opts.main.guarded : !opts.diesWithTracer;
+    this.preparedGadgets = opts.prepared;
   }
 
   get released(): boolean {
@@ -293,8 +298,12 @@ export class X86Tracee implements Tracee {
     this.alive();
     const args = [0, SCRATCH_SIZE, PROT.READ | PROT.WRITE | PROT.EXEC, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0];
     const what = 'mmap of the scratch area';
-    const g = this.guarded ? this.findGadgets() : undefined;
-    const frame = g ? this.stackFrame(g.restorer) : undefined;
+    // One read of the mappings for both the gadgets and the stack; the other threads' stacks are
+    // in it too (the scratch area is about to come, and no stack is in it).
+    const maps = this.guarded ? linux.readMaps(this.pid) : undefined;
+    if (maps) this.threadMaps ??= maps;
+    const g = maps ? this.findGadgets(maps) : undefined;
+    const frame = g ? this.stackFrame(g.restorer, maps) : undefined;
     if (!g || !frame) {
       this.firstCall = this.guarded ? 'unguarded' : 'none';
       const addr = this.check(this.call(SYS.mmap, args, this.insn(), undefined), what);
@@ -804,12 +813,12 @@ export class X86Tracee implements Tracee {
    * a signal frame), keeping the bytes it covers. Undefined when that memory is not a writable
    * mapping with room for it.
    */
-  private stackFrame(restorer: bigint): StackFrame | undefined {
+  private stackFrame(restorer: bigint, maps = this.stackMaps()): StackFrame | undefined {
     const xsave = this.xsave();
     const len = sigframeBytes(xsave.length);
     const top = this.frozenRegs.rsp - RED_ZONE;
     const at = (top - BigInt(len)) & ~63n;
-    const m = this.stackMaps().find((x) => x.start <= at && top <= x.end);
+    const m = maps.find((x) => x.start <= at && top <= x.end);
     if (!m || !m.prot.write || !m.prot.read) return undefined;
     let saved: Buffer;
     try {
@@ -846,23 +855,25 @@ export class X86Tracee implements Tracee {
    * register-clearing instructions and `ret` (the vDSO has these), and a signal restorer
    * `mov $15,%eax|%rax; syscall` (libc's). Null when either is missing.
    */
-  private findGadgets(): { syscallRet: bigint; restorer: bigint } | null {
-    if (this.main) return this.main.findGadgets();
+  /** The task's `syscall ... ret` and signal restorer, once looked for (for tests). */
+  get codeGadgets(): { syscallRet: bigint; restorer: bigint } | null | undefined {
+    return this.main ? this.main.codeGadgets : this.gadgets;
+  }
+
+  private findGadgets(maps?: linux.MapEntry[]): { syscallRet: bigint; restorer: bigint } | null {
+    if (this.main) return this.main.findGadgets(maps);
     if (this.gadgets !== undefined) return this.gadgets;
-    let syscallRet: bigint | undefined;
-    let restorer: bigint | undefined;
-    for (const { start, code } of this.executableCode()) {
-      if (syscallRet === undefined) {
-        const i = findSyscallRet(code);
-        if (i >= 0) syscallRet = start + BigInt(i);
-      }
-      if (restorer === undefined) {
-        const i = findRestorer(code);
-        if (i >= 0) restorer = start + BigInt(i);
-      }
-      if (syscallRet !== undefined && restorer !== undefined) break;
+    maps ??= linux.readMaps(this.pid);
+    const p = this.preparedGadgets;
+    const mem = this.memory();
+    if (p && gadgetHolds(mem, maps, p.syscallRet) && gadgetHolds(mem, maps, p.restorer)) {
+      this.gadgets = { syscallRet: p.syscallRet.addr, restorer: p.restorer.addr };
+      this.gadgetSource = 'prepared';
+    } else {
+      const found = searchGadgets(mem, maps);
+      this.gadgetSource = 'searched';
+      this.gadgets = found ? { syscallRet: found.syscallRet.addr, restorer: found.restorer.addr } : null;
     }
-    this.gadgets = syscallRet !== undefined && restorer !== undefined ? { syscallRet, restorer } : null;
     return this.gadgets;
   }
 
@@ -876,31 +887,11 @@ export class X86Tracee implements Tracee {
     if (this.done) throw new CptError('ESRCH', 'the process is no longer under cptrst control', { pid: this.pid });
   }
 
-  /**
-   * The task's executable code, the vDSO first (always there, and small), then every other
-   * executable mapping that can be read; mappings over 64 MiB are passed over.
-   */
-  private *executableCode(): Generator<{ start: bigint; code: Buffer }> {
-    const maps = linux.readMaps(this.pid);
-    const ordered = [...maps.filter((m) => m.path === '[vdso]'), ...maps.filter((m) => m.prot.exec && m.path !== '[vdso]' && m.path !== '[vsyscall]')];
-    for (const m of ordered) {
-      const len = Number(m.end - m.start);
-      if (len > 64 * 1024 * 1024) continue;
-      let code: Buffer;
-      try {
-        code = this.readMemory(m.start, len);
-      } catch {
-        continue;
-      }
-      yield { start: m.start, code };
-    }
-  }
-
   /** The address of a `syscall` instruction in the task: the scratch copy, else one found in the vDSO or any executable mapping. */
   private insn(): bigint {
     if (this.main) return this.main.insn();
     if (this.syscallInsn !== undefined) return this.syscallInsn;
-    for (const { start, code } of this.executableCode()) {
+    for (const { start, code } of executableCode(this.memory(), linux.readMaps(this.pid))) {
       for (let i = code.indexOf(0x0f); i >= 0 && i < code.length - 1; i = code.indexOf(0x0f, i + 1)) {
         if (code[i + 1] === 0x05) {
           this.syscallInsn = start + BigInt(i);
@@ -942,12 +933,112 @@ export class X86Tracee implements Tracee {
 }
 
 export class X86TraceeFactory implements TraceeFactory {
+  /** What prepare found, by process, until its tracee is made. */
+  private readonly prepared = new Map<number, PreparedGadgets>();
+
+  /**
+   * Finds the gadgets of a process that still runs, so that the frozen window only checks them
+   * (gadgetHolds). Nothing found, or the process gone: its tracee searches after the freeze.
+   */
+  prepare(pid: number): void {
+    this.prepared.delete(pid);
+    let mem: linux.ProcMem | undefined;
+    try {
+      mem = new linux.ProcMem(pid, { readOnly: true, memFileOnly: true });
+      const found = searchGadgets(mem, linux.readMaps(pid));
+      if (found) this.prepared.set(pid, found);
+    } catch {
+      /* gone, or not ours to read: the freeze says why */
+    } finally {
+      mem?.close();
+    }
+  }
+
   fromStopped(pid: number, tid: number, opts?: TraceeOptions): X86Tracee {
-    return new X86Tracee(pid, tid, opts);
+    const prepared = opts?.diesWithTracer ? undefined : this.prepared.get(pid);
+    this.prepared.delete(pid);
+    return new X86Tracee(pid, tid, { ...opts, prepared });
   }
   threadOf(main: Tracee, tid: number): X86Tracee {
     if (!(main instanceof X86Tracee)) throw new CptError('EINVAL', 'not a tracee of this arch', { pid: main.pid, object: `thread ${tid}` });
     return new X86Tracee(main.pid, tid, { main });
+  }
+}
+
+/** A piece of the task's code, where it was found: its bytes and the mapping that held them. */
+interface Gadget {
+  addr: bigint;
+  bytes: Buffer;
+  map: Pick<linux.MapEntry, 'start' | 'end' | 'offset' | 'inode' | 'major' | 'minor' | 'prot'>;
+}
+interface PreparedGadgets {
+  syscallRet: Gadget;
+  restorer: Gadget;
+}
+
+/** Code is read this much at a time, so that the search stops soon after both are found. */
+const CODE_CHUNK = 64 * 1024;
+/** Each piece also holds the start of the next: a gadget (at most 2 + 16 * 3 + 1 bytes) across the border is seen whole. */
+const CODE_OVERLAP = 64;
+
+/**
+ * The task's executable code in pieces, the vDSO first (always there, and small), then every
+ * other executable mapping that can be read; mappings over 64 MiB are passed over.
+ */
+function* executableCode(mem: linux.ProcMem, maps: linux.MapEntry[]): Generator<{ start: bigint; code: Buffer; map: linux.MapEntry }> {
+  const ordered = [...maps.filter((m) => m.path === '[vdso]'), ...maps.filter((m) => m.prot.exec && m.path !== '[vdso]' && m.path !== '[vsyscall]')];
+  for (const m of ordered) {
+    const len = Number(m.end - m.start);
+    if (len > 64 * 1024 * 1024) continue;
+    for (let off = 0; off < len; off += CODE_CHUNK) {
+      let code: Buffer;
+      try {
+        code = mem.read(m.start + BigInt(off), Math.min(CODE_CHUNK + CODE_OVERLAP, len - off));
+      } catch {
+        break;
+      }
+      yield { start: m.start + BigInt(off), code, map: m };
+    }
+  }
+}
+
+/** The first `syscall ... ret` and signal restorer in the task's code (the order of executableCode); null when either is missing. */
+function searchGadgets(mem: linux.ProcMem, maps: linux.MapEntry[]): PreparedGadgets | null {
+  let syscallRet: Gadget | undefined;
+  let restorer: Gadget | undefined;
+  const gadget = (start: bigint, code: Buffer, map: linux.MapEntry, i: number, len: number): Gadget => ({
+    addr: start + BigInt(i),
+    bytes: Buffer.from(code.subarray(i, i + len)),
+    map: { start: map.start, end: map.end, offset: map.offset, inode: map.inode, major: map.major, minor: map.minor, prot: { ...map.prot } },
+  });
+  for (const { start, code, map } of executableCode(mem, maps)) {
+    if (!syscallRet) {
+      const i = findSyscallRet(code);
+      if (i >= 0) syscallRet = gadget(start, code, map, i, syscallRetLength(code, i));
+    }
+    if (!restorer) {
+      const i = findRestorer(code);
+      if (i >= 0) restorer = gadget(start, code, map, i, code[i] === 0xb8 ? RESTORERS[0].length : RESTORERS[1].length);
+    }
+    if (syscallRet && restorer) return { syscallRet, restorer };
+  }
+  return null;
+}
+
+/**
+ * Whether a gadget found while the task ran is still there: in the same mapping (start, end,
+ * file, offset, protection) and with the same bytes. The task is stopped by then, so what holds
+ * now holds while we hold it.
+ */
+function gadgetHolds(mem: linux.ProcMem, maps: linux.MapEntry[], g: Gadget): boolean {
+  const m = maps.find((x) => x.start <= g.addr && g.addr < x.end);
+  const was = g.map;
+  if (!m || m.start !== was.start || m.end !== was.end || m.offset !== was.offset || m.inode !== was.inode || m.major !== was.major || m.minor !== was.minor) return false;
+  if (m.prot.read !== was.prot.read || m.prot.write !== was.prot.write || m.prot.exec !== was.prot.exec) return false;
+  try {
+    return mem.read(g.addr, g.bytes.length).equals(g.bytes);
+  } catch {
+    return false;
   }
 }
 
@@ -977,27 +1068,34 @@ export function findRestorer(code: Buffer): number {
  */
 export function findSyscallRet(code: Buffer): number {
   for (let i = code.indexOf(SYSCALL_INSN); i >= 0; i = code.indexOf(SYSCALL_INSN, i + 1)) {
-    let j = i + 2;
-    for (let n = 0; n < 16 && j < code.length; n++) {
-      const c = code[j];
-      if (c === 0xc3) return i;
-      if (c === 0x90) {
-        j += 1;
+    if (syscallRetLength(code, i) > 0) return i;
+  }
+  return -1;
+}
+
+/** The length of the `syscall ... ret` at `i` (up to and with its `ret`), or -1 if there is none. */
+function syscallRetLength(code: Buffer, i: number): number {
+  if (code[i] !== SYSCALL_INSN[0] || code[i + 1] !== SYSCALL_INSN[1]) return -1;
+  let j = i + 2;
+  for (let n = 0; n < 16 && j < code.length; n++) {
+    const c = code[j];
+    if (c === 0xc3) return j + 1 - i;
+    if (c === 0x90) {
+      j += 1;
+      continue;
+    }
+    const rex = c >= 0x40 && c <= 0x4f ? 1 : 0;
+    if (code[j + rex] === 0x31 && j + rex + 1 < code.length && code[j + rex + 1] >= 0xc0) {
+      // xor r/m,reg with both operands registers (mod = 11)
+      const modrm = code[j + rex + 1];
+      const reg = ((modrm >> 3) & 7) | (rex && c & 4 ? 8 : 0);
+      const rm = (modrm & 7) | (rex && c & 1 ? 8 : 0);
+      if (reg === rm) {
+        j += rex + 2;
         continue;
       }
-      const rex = c >= 0x40 && c <= 0x4f ? 1 : 0;
-      if (code[j + rex] === 0x31 && j + rex + 1 < code.length && code[j + rex + 1] >= 0xc0) {
-        // xor r/m,reg with both operands registers (mod = 11)
-        const modrm = code[j + rex + 1];
-        const reg = ((modrm >> 3) & 7) | (rex && c & 4 ? 8 : 0);
-        const rm = (modrm & 7) | (rex && c & 1 ? 8 : 0);
-        if (reg === rm) {
-          j += rex + 2;
-          continue;
-        }
-      }
-      break;
     }
+    break;
   }
   return -1;
 }

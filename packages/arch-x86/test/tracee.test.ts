@@ -4,11 +4,13 @@
  */
 import { expect } from 'chai';
 import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
 import { container } from 'tsyringe';
 import { CptError, Tokens, TraceeFactory, encodeStruct, linux } from '@cptrst/core';
 import { x86ptrace } from '../src';
 import { SCRATCH_SIZE, X86Tracee, register } from '../src';
-import { gone, killStarted, letGo, pollSync, seizeAndStop, startSleeping, thrown } from './support';
+import { compileIn, gone, killStarted, letGo, poll, pollSync, seizeAndStop, startSleeping, startTarget, thrown, tmpDir } from './support';
 
 const { SYS, SIG, sigBit } = linux;
 const ptrace = x86ptrace;
@@ -185,5 +187,74 @@ describe('X86Tracee on a stopped /bin/sleep', function () {
     expect(st.sigBlk).to.equal(sigBit(SIG.SIGWINCH));
     expect((st.sigPnd | st.shdPnd) & sigBit(SIG.SIGWINCH)).to.equal(sigBit(SIG.SIGWINCH));
     expect(linux.readMaps(pid).filter((m) => m.prot.read && m.prot.write && m.prot.exec)).to.deep.equal([]);
+  });
+});
+
+describe('code to run guarded calls on, found before the freeze (TraceeFactory.prepare)', function () {
+  this.timeout(30000);
+  const c = container.createChildContainer();
+  register(c);
+  const factory = (): TraceeFactory => c.resolve<TraceeFactory>(Tokens.TraceeFactory);
+  afterEach(() => killStarted());
+
+  /** A process whose first signal restorer in a search of its code is its own, which it can overwrite (fixtures/moving-restorer.c). */
+  async function start(): Promise<{ pid: number; restorer: bigint; changed: string }> {
+    const bin = compileIn(path.resolve(__dirname, '../../test/fixtures'), 'moving-restorer');
+    const changed = path.join(tmpDir(), `restorer-changed-${Date.now()}-${Math.random().toString(36).slice(2)}`);
+    const { pid, vars } = await startTarget(bin, [changed]);
+    expect(await poll(() => linux.readStat(pid).state === 'S')).to.equal(true);
+    return { pid, restorer: vars.restorer, changed };
+  }
+
+  function release(t: X86Tracee, pid: number): void {
+    letGo(t, 'run');
+    expect(pollSync(() => linux.readStatus(pid).state === 'S')).to.equal(true);
+    expect(linux.readStatus(pid).tracerPid).to.equal(0);
+    expect(linux.readMaps(pid).filter((m) => m.prot.read && m.prot.write && m.prot.exec && m.start !== 0x100000n)).to.deep.equal([]);
+  }
+
+  it('uses what it found once it has checked that the same code is still there', async () => {
+    const { pid, restorer } = await start();
+    const f = factory();
+    expect(typeof f.prepare).to.equal('function');
+    f.prepare!(pid);
+    seizeAndStop(pid);
+    const t = f.fromStopped(pid, pid) as X86Tracee;
+    expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
+    expect(t.firstCall).to.equal('stack-frame');
+    expect(t.gadgetSource).to.equal('prepared');
+    expect(t.codeGadgets?.restorer).to.equal(restorer);
+    release(t, pid);
+    expect(t.lastCall).to.equal('stack-frame');
+  });
+
+  it('searches again when that code changed between the search and the freeze', async () => {
+    const { pid, restorer, changed } = await start();
+    const f = factory();
+    f.prepare!(pid);
+    linux.kill(pid, SIG.SIGUSR1);
+    expect(await poll(() => fs.existsSync(changed))).to.equal(true);
+    seizeAndStop(pid);
+    const t = f.fromStopped(pid, pid) as X86Tracee;
+    expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
+    expect(t.firstCall).to.equal('stack-frame');
+    expect(t.gadgetSource).to.equal('searched');
+    const g = t.codeGadgets!;
+    expect(g.restorer).to.not.equal(restorer);
+    // What it runs on now is a restorer indeed (libc's).
+    expect(t.readMemory(g.restorer, 5).equals(Buffer.from([0xb8, SYS.rt_sigreturn, 0, 0, 0])) || t.readMemory(g.restorer, 4).equals(Buffer.from([0x48, 0xc7, 0xc0, SYS.rt_sigreturn]))).to.equal(true);
+    release(t, pid);
+  });
+
+  it('searches after the freeze when nothing was prepared, and prepares nothing for a process that is gone', async () => {
+    const { pid, restorer } = await start();
+    const f = factory();
+    f.prepare!(0x7ffffff0); // no such process: nothing, no error
+    seizeAndStop(pid);
+    const t = f.fromStopped(pid, pid) as X86Tracee;
+    expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
+    expect(t.gadgetSource).to.equal('searched');
+    expect(t.codeGadgets?.restorer).to.equal(restorer);
+    release(t, pid);
   });
 });

@@ -202,6 +202,12 @@ export interface TraceeOptions {
 }
 
 export interface TraceeFactory {
+  /**
+   * Optional: looks at a process that still runs, before the checkpoint freezes it, for what its
+   * tracee's first calls need (x86: code to run them on), to keep that work out of the frozen
+   * window. Never fails; fromStopped uses what it found only after checking that it still holds.
+   */
+  prepare?(pid: number): void;
   /** Wraps a thread that the caller has seized and that is now in a ptrace stop. */
   fromStopped(pid: number, tid: number, opts?: TraceeOptions): Tracee;
   /**
