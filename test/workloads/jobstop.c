@@ -8,12 +8,17 @@
  *      +- I   stopped by SIGTTIN
  *      +- O   stopped by SIGTTOU
  *
- * J stops each child with its signal and sees the stop with waitid(WSTOPPED | WNOWAIT), which
- * leaves it to be collected. After the trigger J checks, for each child: it is stopped (/proc
- * state T), waitpid(WUNTRACED | WNOHANG) reports it stopped by its own signal, then after SIGCONT
- * waitpid(WCONTINUED) reports it continued; the child then checks its parent and group and exits
- * 0; J reaps it and checks the status, and exits 0 or 10 + the failed check; R reaps J and
- * prints the verdict. CPT_TAMPER=1 makes J continue T before its checks.
+ * Each child stops itself with its signal once it has closed the pipe ends it inherited and does
+ * not use: stopped by J's kill right after the fork, a child that has not run yet would keep them,
+ * and the ready pipe's write end, which J closes, would be held by children only: a description
+ * shared in the tree but not through the parent, which a checkpoint refuses. J sees each stop with
+ * waitid(WSTOPPED | WNOWAIT), which leaves it to be collected, and says ready only then.
+ *
+ * After the trigger J checks, for each child: it is stopped (/proc state T), waitpid(WUNTRACED |
+ * WNOHANG) reports it stopped by its own signal, then after SIGCONT waitpid(WCONTINUED) reports
+ * it continued; the child then checks its parent and group and exits 0; J reaps it and checks the
+ * status, and exits 0 or 10 + the failed check; R reaps J and prints the verdict.
+ * CPT_TAMPER=1 makes J continue T before its checks.
  */
 #include "common.h"
 #include <fcntl.h>
@@ -40,10 +45,13 @@ static char proc_state(pid_t pid)
 /* Written by J, a byte per child, once it has seen the child continued: the child exits only then. */
 static int go[2];
 
-/* A stopped child: once continued, and let go by J, it checks its parent and group. */
-static void child(pid_t job)
+/* A child: closes what it does not use, stops itself; once continued, and let go by J, it checks
+ * its parent and group. */
+static void child(pid_t job, int ready_fd, int sig)
 {
+    close(ready_fd);
     close(go[1]);
+    raise(sig);
     char b;
     while (read(go[0], &b, 1) != 1)
         ;
@@ -81,16 +89,13 @@ static void job(int ready_fd)
     pid_t kids[3];
     for (int i = 0; i < 3; i++) {
         kids[i] = fork();
-        if (kids[i] == 0) {
-            close(ready_fd);
-            child(me);
-        }
+        if (kids[i] == 0)
+            child(me, ready_fd, SIGS[i]);
         if (kids[i] < 0)
             _exit(9);
     }
     for (int i = 0; i < 3; i++) {
         siginfo_t si;
-        kill(kids[i], SIGS[i]);
         memset(&si, 0, sizeof si);
         if (waitid(P_PID, kids[i], &si, WSTOPPED | WNOWAIT) != 0 || si.si_code != CLD_STOPPED || si.si_status != SIGS[i])
             _exit(8);
