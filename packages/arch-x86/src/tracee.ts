@@ -78,7 +78,8 @@ function selfUnmappingStub(area: bigint, size: number, syscallRet: bigint): Buff
  * The batch stub (Tracee.syscalls in one stop): runs the table at `header` (see BATCH below),
  * storing each result and the count of calls made, stops after the first failure when asked,
  * then raises the header's signal on its own thread with rt_tgsigqueueinfo (the header's
- * siginfo, which carries a cookie) and jumps to `tail`, the code after the one-call stub's
+ * siginfo, which carries a cookie; getpid and gettid give the ids in the task's own pid
+ * namespace, which may not be cptrst's) and jumps to `tail`, the code after the one-call stub's
  * `syscall`: the way back to the frozen state. It touches no memory but the table, and not rsp.
  */
 function batchStub(header: bigint, tail: bigint): Buffer {
@@ -115,12 +116,22 @@ function batchStub(header: bigint, tail: bigint): Buffer {
   bytes(0x74, 0xc1); // je loop
   bytes(0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff); // cmp $-4095,%rax
   bytes(0x72, 0xb9); // jb loop                            not an error
-  // done:
+  // done: the task's own ids, as its pid namespace numbers them (not as cptrst sees them)
+  const nr = (n: number): void => {
+    b.writeUInt32LE(n, o);
+    o += 4;
+  };
+  bytes(0xb8); // mov $getpid,%eax
+  nr(SYS.getpid);
+  bytes(0x0f, 0x05); // syscall
+  bytes(0x49, 0x89, 0xc7); // mov %rax,%r15            tgid
+  bytes(0xb8); // mov $gettid,%eax
+  nr(SYS.gettid);
+  bytes(0x0f, 0x05); // syscall
+  bytes(0x48, 0x89, 0xc6); // mov %rax,%rsi             tid
+  bytes(0x4c, 0x89, 0xff); // mov %r15,%rdi
   bytes(0xb8); // mov $rt_tgsigqueueinfo,%eax
-  b.writeUInt32LE(SYS.rt_tgsigqueueinfo, o);
-  o += 4;
-  bytes(0x48, 0x8b, 0x7b, 0x18); // mov 24(%rbx),%rdi     tgid
-  bytes(0x48, 0x8b, 0x73, 0x20); // mov 32(%rbx),%rsi     tid
+  nr(SYS.rt_tgsigqueueinfo);
   bytes(0x48, 0x8b, 0x53, 0x28); // mov 40(%rbx),%rdx     signal
   bytes(0x4c, 0x8d, 0x53, 0x40); // lea 64(%rbx),%r10     siginfo
   bytes(0x0f, 0x05); // syscall
@@ -134,13 +145,13 @@ function batchStub(header: bigint, tail: bigint): Buffer {
 export const SCRATCH_SIZE = 64 * 1024;
 const SCRATCH_CODE_SIZE = 64;
 /**
- * The batch: its code after the one-call stub, then a header (count, flags, calls made, tgid, tid,
- * signal, siginfo at 64) and entries of 64 bytes (nr, six arguments, result), up to where the
+ * The batch: its code after the one-call stub, then a header (count, flags, calls made, two unused
+ * words, signal, siginfo at 64) and entries of 64 bytes (nr, six arguments, result), up to where the
  * data area starts.
  */
 const BATCH = {
   codeAt: SCRATCH_CODE_SIZE,
-  raisedAt: 0x75,
+  raisedAt: 0x84,
   headerAt: 256,
   headerSize: 192,
   entrySize: 64,
@@ -154,8 +165,13 @@ const ALL_SIGNALS = 0xffffffffffffffffn;
  * through), never return, or return elsewhere. A batch holding one runs one call at a time.
  */
 const NOT_IN_BATCH: ReadonlySet<number> = new Set(
-  ['rt_sigprocmask', 'rt_sigsuspend', 'rt_sigreturn', 'exit', 'exit_group', 'execve', 'execveat', 'vfork', 'fork', 'clone', 'clone3'].map((n) => linux.syscallNumber(n)),
+  ['rt_sigprocmask', 'rt_sigsuspend', 'rt_sigreturn', 'exit', 'exit_group', 'execve', 'execveat', 'vfork', 'fork', 'clone', 'clone3', 'seccomp'].map((n) => linux.syscallNumber(n)),
 );
+/** Whether a call may run in a batch stub: nor one of NOT_IN_BATCH, nor one that starts seccomp (which could deny the stub's raise). */
+function batchable(c: BatchCall): boolean {
+  if (NOT_IN_BATCH.has(c.nr)) return false;
+  return !(c.nr === SYS.prctl && Number(c.args?.[0]) === linux.PR.SET_SECCOMP);
+}
 const RAX = userRegOffset('rax');
 const RIP = userRegOffset('rip');
 /** The registers an injected call sets; the others keep their frozen values. */
@@ -260,8 +276,17 @@ export class X86Tracee implements Tracee {
       r = this.call(nr, args, s ? s.addr : this.insn(), s ? this.callStack() : undefined);
     }
     if (nr === SYS.rt_sigaction) this.sigactionRan(args);
+    if (nr === SYS.seccomp || (nr === SYS.prctl && Number(args[0]) === linux.PR.SET_SECCOMP)) (this.main ?? this).seccompMode = undefined;
     return r;
   }
+
+  /** Whether the process runs under seccomp (strict or a filter), read once and again after an injected seccomp call. */
+  private underSeccomp(): boolean {
+    const owner = this.main ?? this;
+    owner.seccompMode ??= linux.readStatus(this.pid).seccomp;
+    return owner.seccompMode !== 0;
+  }
+  private seccompMode?: number;
 
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint {
     return this.check(this.syscall(nr, args), what);
@@ -278,7 +303,7 @@ export class X86Tracee implements Tracee {
     let i = 0;
     while (i < calls.length) {
       const n = Math.min(BATCH_MAX, calls.length - i);
-      const part = n > 1 && !this.main && !calls.some((c) => NOT_IN_BATCH.has(c.nr)) ? this.runBatch(calls, i, n, untilError) : undefined;
+      const part = n > 1 && !this.main && calls.every(batchable) ? this.runBatch(calls, i, n, untilError) : undefined;
       if (!part) break;
       out.push(...part);
       i += n;
@@ -671,6 +696,9 @@ export class X86Tracee implements Tracee {
       const a = calls[k].args ?? [];
       if (calls[k].nr === SYS.rt_sigaction && a.length > 1 && BigInt(a[1]) !== 0n) handled |= linux.sigBit(Number(a[0]));
     }
+    // A seccomp filter may deny the raise (or getpid/gettid): the task would go back to its
+    // frozen state and run on, and no stop would ever come. Such a task gets one call at a time.
+    if (this.underSeccomp()) return undefined;
     const sig = this.batchSignal(handled);
     if (sig === undefined) return undefined;
     const s = this.scratch();
@@ -679,8 +707,6 @@ export class X86Tracee implements Tracee {
     b.fill(0, 0, tableLen);
     b.writeBigUInt64LE(BigInt(n), 0);
     b.writeBigUInt64LE(untilError ? 1n : 0n, 8);
-    b.writeBigUInt64LE(BigInt(this.pid), 24);
-    b.writeBigUInt64LE(BigInt(this.tid), 32);
     b.writeBigUInt64LE(BigInt(sig), 40);
     // The siginfo of the raise (SI_QUEUE, the cookie in si_value).
     b.writeInt32LE(sig, 64);

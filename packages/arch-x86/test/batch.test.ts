@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import { encodeStruct, linux } from '@cptrst/core';
 import { X86Tracee } from '../src';
-import { letGo, killStarted, pollSync, seizeAndStop, startSleeping, startTarget } from './support';
+import { alsoKill, letGo, killStarted, pollSync, seizeAndStop, startSleeping, startTarget } from './support';
 
 const { SYS, SIG, sigBit, PTRACE_O, PTRACE_EVENT, ptrace } = linux;
 const ALL_BLOCKABLE = 0xffffffffffffffffn & ~(sigBit(SIG.SIGKILL) | sigBit(SIG.SIGSTOP));
@@ -228,5 +228,49 @@ describe('batches of injected calls', function () {
       }
       expect(p.out()).to.equal(trap === 'caught' ? `READY\nHANDLER ${SIG.SIGTRAP}\n` : 'READY\n');
     }
+  });
+  it('in a process of another pid namespace: the batch ends by its own ids (getpid/gettid inside it), in one stop, and it runs on', async () => {
+    const u = await startSleeping('/usr/bin/unshare', ['--pid', '--fork', '/bin/sleep', '100']);
+    let pid = 0;
+    expect(pollSync(() => {
+      const c = fs.readFileSync(`/proc/${u.pid}/task/${u.pid}/children`, 'utf8').trim();
+      pid = Number(c.split(/\s+/)[0] || 0);
+      return pid > 0 && linux.readStat(pid).state === 'S';
+    })).to.equal(true);
+    alsoKill(pid);
+    seizeAndStop(pid);
+    const t = new X86Tracee(pid, pid);
+    t.scratch();
+    const stops = t.stops;
+    // Inside its namespace the process is pid 1; cptrst's pid for it names no process there.
+    expect(t.syscalls([{ nr: SYS.getpid }, { nr: SYS.gettid }])).to.deep.equal([1n, 1n]);
+    expect(t.stops - stops).to.equal(1);
+    letGo(t, 'run');
+    expect(pollSync(() => linux.readStatus(pid).state === 'S' && linux.readStatus(pid).tracerPid === 0)).to.equal(true);
+  });
+
+  it('in a process under a seccomp filter (which could deny the raise): the calls run one by one', async () => {
+    const code = [
+      'import ctypes, struct, sys, time',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'class Prog(ctypes.Structure): _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]',
+      'f = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0x7fff0000))',
+      'p = Prog(1, ctypes.cast(f, ctypes.c_void_p))',
+      'assert libc.prctl(38, 1, 0, 0, 0) == 0',
+      'assert libc.prctl(22, 2, ctypes.byref(p), 0, 0) == 0',
+      'print("READY"); sys.stdout.flush()',
+      'while True: time.sleep(100)',
+    ].join('\n');
+    const { pid } = await startTarget('/usr/bin/python3', ['-c', code]);
+    expect(pollSync(() => linux.readStat(pid).state === 'S')).to.equal(true);
+    expect(linux.readStatus(pid).seccomp).to.equal(2);
+    seizeAndStop(pid);
+    const t = new X86Tracee(pid, pid);
+    t.scratch();
+    const stops = t.stops;
+    expect(t.syscalls([{ nr: SYS.getpid }, { nr: SYS.getpid }, { nr: SYS.getpid }])).to.deep.equal([BigInt(pid), BigInt(pid), BigInt(pid)]);
+    expect(t.stops - stops).to.equal(6);
+    letGo(t, 'run');
+    expect(pollSync(() => linux.readStatus(pid).state === 'S' && linux.readStatus(pid).tracerPid === 0)).to.equal(true);
   });
 });
