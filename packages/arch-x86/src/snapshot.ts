@@ -28,6 +28,7 @@
  */
 import * as fs from 'fs';
 import { CptError, MemorySnapshot, encodeStruct, linux, sizeOfStruct } from '@cptrst/core';
+import { MachineCode } from './machine-code';
 import { UserRegs, x86ptrace } from './regs-codec';
 
 const { waitpid, PTRACE_O, WAIT, killAndReap, ProcMem, rawSyscall, SYS } = linux;
@@ -37,15 +38,8 @@ const ptrace = x86ptrace;
 export function snapshotCloneStub(continuation: bigint): Buffer {
   const exitNr = linux.syscallNumber('exit');
   const wait4Nr = linux.syscallNumber('wait4');
-  const b = Buffer.alloc(0x33);
-  let o = 0;
-  const bytes = (...x: number[]): void => {
-    for (const v of x) b[o++] = v;
-  };
-  const u32 = (v: number): void => {
-    b.writeUInt32LE(v, o);
-    o += 4;
-  };
+  const c = new MachineCode(0x33);
+  const { bytes, u32, u64 } = c;
   bytes(0x0f, 0x05); // 0x00 syscall
   bytes(0x48, 0x85, 0xc0); // 0x02 test %rax,%rax
   bytes(0x75, 0x09); // 0x05 jnz 0x10
@@ -63,11 +57,9 @@ export function snapshotCloneStub(continuation: bigint): Buffer {
   u32(wait4Nr); // 0x1f mov $wait4,%eax
   bytes(0x0f, 0x05); // 0x24 syscall
   bytes(0x48, 0xb9); // 0x26 movabs $continuation,%rcx
-  b.writeBigUInt64LE(continuation, o);
-  o += 8;
+  u64(continuation);
   bytes(0xff, 0xe1, 0xcc); // 0x30 jmp *%rcx; int3
-  if (o !== b.length) throw new Error(`snapshot stub is ${o} bytes`);
-  return b;
+  return c.done('the snapshot stub');
 }
 
 /** Offset of the wait4's `syscall` in the stub: where the target stands after the clone returned is 2. */
@@ -141,15 +133,8 @@ const MESSAGE = 24;
  */
 function spliceLoopCode(ctl: number): Buffer {
   if (linux.syscallNumber('read') !== 0) throw new Error('the splice loop reads with eax = 0');
-  const b = Buffer.alloc(SPLICE_ENDED_AT - SPLICE_CODE_AT);
-  let o = 0;
-  const bytes = (...x: number[]): void => {
-    for (const v of x) b[o++] = v;
-  };
-  const u32 = (v: number): void => {
-    b.writeUInt32LE(v >>> 0, o);
-    o += 4;
-  };
+  const c = new MachineCode(SPLICE_ENDED_AT - SPLICE_CODE_AT);
+  const { bytes, u32 } = c;
   bytes(0x31, 0xc0); // 0x40 xor %eax,%eax (read)
   bytes(0xbf);
   u32(ctl); // 0x42 mov $ctl,%edi
@@ -175,8 +160,7 @@ function spliceLoopCode(ctl: number): Buffer {
   bytes(0xeb, 0xbc); // 0x82 jmp 0x40
   bytes(0xcc); // 0x84 failed: int3
   bytes(0xcc); // 0x85 ended: int3
-  if (o !== b.length) throw new Error(`splice loop is ${o} bytes`);
-  return b;
+  return c.done('the splice loop');
 }
 
 /** One data pipe: the snapshot's write end, cptrst's read end (non-blocking), what it holds. */

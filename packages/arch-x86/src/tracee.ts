@@ -39,6 +39,7 @@ import './syscalls';
 import * as crypto from 'crypto';
 import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
 import { USER_REGS_SIZE, UserRegs, asUserRegs, decodeUserRegs, userRegOffset, x86ptrace } from './regs-codec';
+import { MachineCode } from './machine-code';
 import { resumeRegs, syscallState } from './syscall-restart';
 import { buildSigframe, sigframeBytes } from './sigframe';
 import { STUB_WAIT4_AT, firstCopyArgs, forkFromFirstCopy, overlaySaved, snapshotCloneStub } from './snapshot';
@@ -53,26 +54,18 @@ const STUB_AFTER_CALL = 2n;
 
 /** syscall; then munmap of the area through the task's `syscall ... ret` (see above). */
 function selfUnmappingStub(area: bigint, size: number, syscallRet: bigint): Buffer {
-  const b = Buffer.alloc(35);
-  let o = 0;
-  const bytes = (...x: number[]): void => {
-    for (const v of x) b[o++] = v;
-  };
-  const u64 = (v: bigint): void => {
-    b.writeBigUInt64LE(v, o);
-    o += 8;
-  };
+  const c = new MachineCode(35);
+  const { bytes, u32, u64 } = c;
   bytes(0x0f, 0x05); // syscall
   bytes(0xb8, SYS.munmap, 0, 0, 0); // mov $munmap,%eax
   bytes(0x48, 0xbf); // movabs $area,%rdi
   u64(area);
   bytes(0xbe); // mov $size,%esi
-  b.writeUInt32LE(size, o);
-  o += 4;
+  u32(size);
   bytes(0x48, 0xb9); // movabs $syscall_ret,%rcx
   u64(syscallRet);
   bytes(0xff, 0xe1, 0xcc); // jmp *%rcx; int3
-  return b;
+  return c.done('the self-unmapping stub');
 }
 /**
  * The batch stub (Tracee.syscalls in one stop): runs the table at `header` (see BATCH below),
@@ -83,15 +76,8 @@ function selfUnmappingStub(area: bigint, size: number, syscallRet: bigint): Buff
  * `syscall`: the way back to the frozen state. It touches no memory but the table, and not rsp.
  */
 function batchStub(header: bigint, tail: bigint): Buffer {
-  const b = Buffer.alloc(BATCH.raisedAt + 12);
-  let o = 0;
-  const bytes = (...x: number[]): void => {
-    for (const v of x) b[o++] = v;
-  };
-  const u64 = (v: bigint): void => {
-    b.writeBigUInt64LE(v, o);
-    o += 8;
-  };
+  const c = new MachineCode(BATCH.raisedAt + 12);
+  const { bytes, u32, u64 } = c;
   bytes(0x48, 0xbb); // movabs $header,%rbx
   u64(header);
   bytes(0x4c, 0x8b, 0x2b); // mov (%rbx),%r13              count
@@ -117,29 +103,25 @@ function batchStub(header: bigint, tail: bigint): Buffer {
   bytes(0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff); // cmp $-4095,%rax
   bytes(0x72, 0xb9); // jb loop                            not an error
   // done: the task's own ids, as its pid namespace numbers them (not as cptrst sees them)
-  const nr = (n: number): void => {
-    b.writeUInt32LE(n, o);
-    o += 4;
-  };
   bytes(0xb8); // mov $getpid,%eax
-  nr(SYS.getpid);
+  u32(SYS.getpid);
   bytes(0x0f, 0x05); // syscall
   bytes(0x49, 0x89, 0xc7); // mov %rax,%r15            tgid
   bytes(0xb8); // mov $gettid,%eax
-  nr(SYS.gettid);
+  u32(SYS.gettid);
   bytes(0x0f, 0x05); // syscall
   bytes(0x48, 0x89, 0xc6); // mov %rax,%rsi             tid
   bytes(0x4c, 0x89, 0xff); // mov %r15,%rdi
   bytes(0xb8); // mov $rt_tgsigqueueinfo,%eax
-  nr(SYS.rt_tgsigqueueinfo);
+  u32(SYS.rt_tgsigqueueinfo);
   bytes(0x48, 0x8b, 0x53, 0x28); // mov 40(%rbx),%rdx     signal
   bytes(0x4c, 0x8d, 0x53, 0x40); // lea 64(%rbx),%r10     siginfo
   bytes(0x0f, 0x05); // syscall
-  if (o !== BATCH.raisedAt) throw new CptError('EINVAL', `batch stub: raise ends at ${o}, not ${BATCH.raisedAt}`);
+  if (c.offset !== BATCH.raisedAt) throw new CptError('EINVAL', `batch stub: raise ends at ${c.offset}, not ${BATCH.raisedAt}`);
   bytes(0x48, 0xb9); // movabs $tail,%rcx
   u64(tail);
   bytes(0xff, 0xe1); // jmp *%rcx
-  return b;
+  return c.done('the batch stub');
 }
 
 export const SCRATCH_SIZE = 64 * 1024;
