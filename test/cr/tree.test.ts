@@ -118,6 +118,13 @@ function runAndKill(args: string[], ms: number): Promise<{ code: number | null; 
   }));
 }
 
+/** Runs the CLI to its end (killed only after 2 minutes) and says how long it took. */
+async function timedRun(args: string[]): Promise<{ code: number | null; ms: number }> {
+  const t0 = Date.now();
+  const r = await runAndKill(args, 120000);
+  return { code: r.code, ms: Date.now() - t0 };
+}
+
 describe('process trees', function () {
   this.timeout(180000);
   before(() => {
@@ -583,7 +590,10 @@ describe('process trees', function () {
 
   it('cptrst SIGKILLed at any moment of a tree checkpoint leaves every process of the tree as it was; of a tree restart, none of it', async () => {
     const { w, before } = await startTree('tree');
-    const delays = [300, 400, 500, 600, 700, 800, 900, 1000, 1200, 1500];
+    // Kills spread over the time a whole checkpoint takes here (cptrst's speed and the machine's vary).
+    const full = await timedRun(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'full.img')]);
+    expect(full.code, 'a whole checkpoint').to.equal(0);
+    const delays = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1].map((f) => Math.max(20, Math.round(f * full.ms)));
     let killed = 0;
     for (const d of delays) {
       const run = await runAndKill(['checkpoint', String(w.pid), '-o', path.join(w.dir, `k${d}.img`)], d);
@@ -600,8 +610,13 @@ describe('process trees', function () {
     expect(killed, 'every kill came too late').to.be.greaterThan(0);
     const img = path.join(w.dir, 'tree.img');
     await checkpointKill(w, before, img);
+    // The same over the time a whole restart takes (the tree it makes is ended for the next round).
+    const whole = await timedRun(['restart', img]);
+    expect(whole.code, 'a whole restart').to.equal(0);
+    for (const m of treeOf(w.pid).reverse()) process.kill(m.pid, 'SIGKILL');
+    for (const m of before) expect(await waitGone(m.pid, 15000), `pid ${m.pid} of the whole restart left`).to.equal(true);
     let made = 0;
-    for (const d of [150, 300, 450, 600, 800]) {
+    for (const d of [0.2, 0.4, 0.6, 0.8, 1].map((f) => Math.max(20, Math.round(f * whole.ms)))) {
       const run = await runAndKill(['restart', img], d);
       await sleep(100);
       // Done (or killed between the last detach and its output): the whole tree, untraced, and
