@@ -224,7 +224,9 @@ describe('lazy restart', function () {
       const w = await startWorkload('lazyfill', ['384']);
       const img = path.join(w.dir, 'img');
       await checkpointKill(w, img);
-      const r = lazyRestart([img]);
+      // The image comes through a pipe, 4 MiB every 20 ms (two seconds at least for the fill): the
+      // signal lands during the fill however fast cptrst and the machine are.
+      const r = slowLazyRestart(img, fs.statSync(img).size, 4 << 20, 20);
       expect(await r.pidLine).to.equal(String(w.pid));
       process.kill(r.pid, sig);
       const res = await r.done;
