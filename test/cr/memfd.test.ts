@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointRestart, cptrst, failAfterDump, killStartedWorkloads, parseResult, passLines, procState, recodeImage, startWorkload, trigger,
+  itRestoresWorkload, buildWorkloads, cptrst, failAfterDump, killStartedWorkloads, parseResult, passLines, procState, recodeImage, startWorkload, trigger,
   waitGone, waitResult,
 } from '../support';
 
@@ -23,15 +23,7 @@ describe('memfds', function () {
   });
   afterEach(() => killStartedWorkloads());
 
-  it('checkpoint, kill, restart: memfds as fds, shared and private mappings, sealed, executable', async () => {
-    const w = await startWorkload('memfds');
-    expect(passLines('memfds')).to.include(await checkpointRestart(w));
-  });
-
-  it('tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('memfds', [], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL memfds: /);
-  });
+  itRestoresWorkload('memfds', 'memfds as fds, shared and private mappings, sealed, executable');
 
   it('a checkpoint that fails after the contents were read changes nothing', async () => {
     const w = await startWorkload('memfds');
@@ -58,15 +50,7 @@ describe('memfds', function () {
   });
 
   describe('the file of shared anonymous memory (/dev/zero (deleted)) as a file', () => {
-    it('checkpoint, kill, restart: fds, a private mapping with a copied page, a shared mapping at an offset, a file cut below its area', async () => {
-      const w = await startWorkload('shmemfds');
-      expect(passLines('shmemfds')).to.include(await checkpointRestart(w));
-    });
-
-    it('tampered with after the restart, the workload fails', async () => {
-      const w = await startWorkload('shmemfds', [], { env: { CPT_TAMPER: '1' } });
-      expect(await checkpointRestart(w)).to.match(/^FAIL shmemfds: A differs at byte 100/);
-    });
+    itRestoresWorkload('shmemfds', 'fds, a private mapping with a copied page, a shared mapping at an offset, a file cut below its area', { tamperFailure: /^FAIL shmemfds: A differs at byte 100/ });
 
     it('a crafted image giving the file a name is refused (EBADIMG), leaving no process; the good image restores', async () => {
       const w = await startWorkload('shmemfds');

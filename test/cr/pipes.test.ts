@@ -11,7 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { linux, loadModule } from '@cptrst/core';
 import {
-  binaryPath, buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult,
+  itRestoresWorkload, binaryPath, buildWorkloads, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult,
   passLines, procState, removeUserDir, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
@@ -30,15 +30,7 @@ describe('pipes and FIFOs held by one process', function () {
     ['fifos', () => [makeTempDir('fifos')]],
   ];
   for (const [name, args] of cases) {
-    it(`${name}: checkpoint, kill, restart: every byte in flight, flags and capacities`, async () => {
-      const w = await startWorkload(name, args());
-      expect(passLines(name)).to.include(await checkpointRestart(w));
-    });
-
-    it(`${name}: tampered with after the restart, the workload fails`, async () => {
-      const w = await startWorkload(name, args(), { env: { CPT_TAMPER: '1' } });
-      expect(await checkpointRestart(w)).to.match(new RegExp(`^FAIL ${name}: `));
-    });
+    itRestoresWorkload(name, 'every byte in flight, flags and capacities', { prefix: name, args });
 
     it(`${name}: a checkpoint that leaves the process running takes no byte away`, async () => {
       const w = await startWorkload(name, args());

@@ -13,7 +13,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointRestart, cptrst, expectPass, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, recodeImage, sleep, startWorkload,
+  itRestoresWorkload, buildWorkloads, cptrst, expectPass, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, recodeImage, sleep, startWorkload,
   trigger, waitGone, waitResult,
 } from '../support';
 
@@ -65,15 +65,7 @@ describe('descriptors in flight and credentials in unix socket queues', function
   });
   afterEach(() => killStartedWorkloads());
 
-  it('checkpoint, kill, restart: a pipe, a file, a memfd, a shared pipe end and a socket in flight, with credentials', async () => {
-    const w = await startWorkload('scm', [makeTempDir('scm')]);
-    expect(passLines('scm')).to.include(await checkpointRestart(w));
-  });
-
-  it('tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('scm', [makeTempDir('scm')], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL scm: /);
-  });
+  itRestoresWorkload('scm', 'a pipe, a file, a memfd, a shared pipe end and a socket in flight, with credentials', { args: () => [makeTempDir('scm')] });
 
   it('a checkpoint that lets the tree run leaves no descriptor behind and the queue whole', async () => {
     const w = await startWorkload('scm', [makeTempDir('scm')]);

@@ -12,7 +12,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointRestart, cptrst, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines, procState, removeUserDir, startWorkload, trigger,
+  itRestoresWorkload, buildWorkloads, cptrst, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines, procState, removeUserDir, startWorkload, trigger,
   waitResult,
 } from '../support';
 
@@ -28,15 +28,7 @@ describe('unix connections through listeners', function () {
   afterEach(() => killStartedWorkloads());
   after(() => dirs.forEach(removeUserDir));
 
-  it('checkpoint, kill, restart: names, peers, credentials, data both ways, the backlog, the child\'s end', async () => {
-    const w = await startWorkload('sklisten', [makeTempDir('sklisten')]);
-    expect(passLines('sklisten')).to.include(await checkpointRestart(w));
-  });
-
-  it('tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('sklisten', [makeTempDir('sklisten')], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL sklisten: /);
-  });
+  itRestoresWorkload('sklisten', `names, peers, credentials, data both ways, the backlog, the child's end`, { args: () => [makeTempDir('sklisten')] });
 
   it("an image of nobody's: connected as nobody (SO_PEERCRED), and it passes", async () => {
     const dir = makeUserDir('sklisten');

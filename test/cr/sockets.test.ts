@@ -13,7 +13,7 @@ import * as net from 'net';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
+  itRestoresWorkload, buildWorkloads, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState,
   sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
@@ -39,15 +39,7 @@ describe('unix sockets held by one process', function () {
   });
   afterEach(() => killStartedWorkloads());
 
-  it('checkpoint, kill, restart: socketpairs with their queues both ways, shutdown, options, names', async () => {
-    const w = await startWorkload('sockets', [makeTempDir('sockets')]);
-    expect(passLines('sockets')).to.include(await checkpointRestart(w));
-  });
-
-  it('tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('sockets', [makeTempDir('sockets')], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL sockets: /);
-  });
+  itRestoresWorkload('sockets', 'socketpairs with their queues both ways, shutdown, options, names', { args: () => [makeTempDir('sockets')] });
 
   it('a checkpoint that fails after the queues were read loses no byte', async () => {
     const w = await startWorkload('sockets', [makeTempDir('sockets')]);

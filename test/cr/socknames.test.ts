@@ -14,7 +14,7 @@ import * as net from 'net';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  buildWorkloads, checkpointRestart, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines, procState, removeUserDir,
+  itRestoresWorkload, buildWorkloads, cptrst, killByPid, killStartedWorkloads, makeTempDir, makeUserDir, parseResult, passLines, procState, removeUserDir,
   sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
@@ -47,15 +47,7 @@ describe('unix socket names that no longer lead to the socket', function () {
   afterEach(() => killStartedWorkloads());
   after(() => dirs.forEach(removeUserDir));
 
-  it('checkpoint, kill, restart: names as bound, peers, data both ways; nothing made or moved in the directory', async () => {
-    const w = await startWorkload('socknames', [makeTempDir('socknames')]);
-    expect(passLines('socknames')).to.include(await checkpointRestart(w));
-  });
-
-  it('tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('socknames', [makeTempDir('socknames')], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL socknames: /);
-  });
+  itRestoresWorkload('socknames', 'names as bound, peers, data both ways; nothing made or moved in the directory', { args: () => [makeTempDir('socknames')] });
 
   /** The workload as nobody in a directory of nobody's; its image given to nobody. */
   async function nobodysImage(): Promise<{ dir: string; img: string; pid: number; w: Awaited<ReturnType<typeof startWorkload>> }> {

@@ -11,7 +11,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { linux, loadModule } from '@cptrst/core';
 import {
-  CLI_MAIN, REPO_ROOT, binaryPath, buildWorkloads, checkpointRestart, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir,
+  itRestoresWorkload, CLI_MAIN, REPO_ROOT, binaryPath, buildWorkloads, cptrst, failAfterDump, killByPid, killStartedWorkloads, makeTempDir,
   checkpointKill, expectRunningUntraced, parseResult, passLines, recodeImage, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
@@ -41,15 +41,7 @@ describe('terminals', function () {
   });
   afterEach(() => killStartedWorkloads());
 
-  it('ptys: checkpoint, kill, restart: indexes, termios, window size, packet mode, lock, exclusive mode, buffered data, controlling terminals, foreground group', async () => {
-    const w = await startWorkload('ptys');
-    expect(passLines('ptys')).to.include(await checkpointRestart(w));
-  });
-
-  it('ptys: tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('ptys', [], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL ptys: window 24x80/);
-  });
+  itRestoresWorkload('ptys', 'indexes, termios, window size, packet mode, lock, exclusive mode, buffered data, controlling terminals, foreground group', { prefix: 'ptys', tamperFailure: /^FAIL ptys: window 24x80/ });
 
   it('ptys: a checkpoint that leaves the tree running puts every buffered byte back', async () => {
     const w = await startWorkload('ptys');
@@ -123,15 +115,7 @@ describe('terminals', function () {
     }
   });
 
-  it('a pty whose master only a child holds (its parent, on the slave, closed it): checkpoint, kill, restart: the pty made by the parent, the master carried to the child', async () => {
-    const w = await startWorkload('ptycarry');
-    expect(passLines('ptycarry')).to.include(await checkpointRestart(w));
-  });
-
-  it('a pty whose master only a child holds: tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('ptycarry', [], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL ptycarry: window 24x80/);
-  });
+  itRestoresWorkload('ptycarry', 'the pty made by the parent, the master carried to the child (its parent, on the slave, closed it)', { prefix: 'a pty whose master only a child holds', tamperFailure: /^FAIL ptycarry: window 24x80/ });
 
   it('a pty whose master only a child holds: a checkpoint that leaves the tree running puts every buffered byte back', async () => {
     const w = await startWorkload('ptycarry');
@@ -182,15 +166,7 @@ describe('terminals', function () {
     }
   });
 
-  it('a hung-up slave (its master closed): checkpoint, kill, restart: name, device, descriptions, read 0, write and TCGETS EIO, POLLHUP, no controlling terminal', async () => {
-    const w = await startWorkload('ptyhup');
-    expect(passLines('ptyhup')).to.include(await checkpointRestart(w));
-  });
-
-  it('a hung-up slave: tampered with after the restart, the workload fails', async () => {
-    const w = await startWorkload('ptyhup', [], { env: { CPT_TAMPER: '1' } });
-    expect(await checkpointRestart(w)).to.match(/^FAIL ptyhup: the dup of the first links to '\/dev\/null'/);
-  });
+  itRestoresWorkload('ptyhup', 'name, device, descriptions, read 0, write and TCGETS EIO, POLLHUP, no controlling terminal (its master closed)', { prefix: 'a hung-up slave', tamperFailure: /^FAIL ptyhup: the dup of the first links to '\/dev\/null'/ });
 
   it('a hung-up slave that a process outside the tree holds too is refused, naming it; the process runs on', async () => {
     const w = await startWorkload('ptyhup');

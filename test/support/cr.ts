@@ -6,7 +6,7 @@ import { CheckpointFlags, CptError, sys_checkpoint } from '@cptrst/core';
 import { passLines } from './catalogue';
 import { cptrst } from './cptrst';
 import { procState } from './processes';
-import { Workload, parseResult, trigger, waitResult } from './workloads';
+import { Workload, parseResult, startWorkload, trigger, waitResult } from './workloads';
 
 /** Checkpoint with --kill, restart, trigger: the workload's verdict. */
 export async function checkpointRestart(w: Workload): Promise<string | null> {
@@ -21,6 +21,23 @@ export async function checkpointRestart(w: Workload): Promise<string | null> {
   expect(st?.tracerPid).to.equal(0);
   await trigger(w);
   return parseResult(await waitResult(w, 20000)).verdict;
+}
+
+/**
+ * The two tests every self-checking workload gets: after a checkpoint with --kill and a restart it
+ * passes; told to tamper with its restored state (CPT_TAMPER=1) it fails as `tamperFailure` says
+ * (by default any FAIL line of its own), which shows that its checks can fail.
+ */
+export function itRestoresWorkload(name: string, what: string, opts: { prefix?: string; args?: () => string[]; tamperFailure?: RegExp } = {}): void {
+  const prefix = opts.prefix ? `${opts.prefix}: ` : '';
+  it(`${prefix}checkpoint, kill, restart: ${what}`, async () => {
+    const w = await startWorkload(name, opts.args?.() ?? []);
+    expect(passLines(name)).to.include(await checkpointRestart(w));
+  });
+  it(`${prefix}tampered with after the restart, the workload fails`, async () => {
+    const w = await startWorkload(name, opts.args?.() ?? [], { env: { CPT_TAMPER: '1' } });
+    expect(await checkpointRestart(w)).to.match(opts.tamperFailure ?? new RegExp(`^FAIL ${name}: `));
+  });
 }
 
 /**

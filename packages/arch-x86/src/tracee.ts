@@ -205,8 +205,12 @@ export class X86Tracee implements Tracee {
   private readonly callRegs: Buffer;
   /** What the siginfo of a batch's own signal carries in si_value: anything else is a real signal. */
   private readonly cookie = crypto.randomBytes(8).readBigUInt64LE(0);
-  /** The process's ignored and caught signals (SigIgn, SigCgt), read once: only injected rt_sigaction calls change them while we hold it. */
-  private dispositions?: { ignored: bigint; caught: bigint };
+  /**
+   * The process's /proc status as read once (its seccomp mode, ignored and caught signals): while
+   * we hold the process only our own injected rt_sigaction and seccomp calls change those, and
+   * they drop it. Kept on the main thread's tracee.
+   */
+  private status?: linux.ProcStatus;
   /** The table of a batch as it goes in and comes back. */
   private batchBuf?: Buffer;
   private syscallInsn?: bigint;
@@ -258,17 +262,20 @@ export class X86Tracee implements Tracee {
       r = this.call(nr, args, s ? s.addr : this.insn(), s ? this.callStack() : undefined);
     }
     if (nr === SYS.rt_sigaction) this.sigactionRan(args);
-    if (nr === SYS.seccomp || (nr === SYS.prctl && Number(args[0]) === linux.PR.SET_SECCOMP)) (this.main ?? this).seccompMode = undefined;
+    if (nr === SYS.seccomp || (nr === SYS.prctl && Number(args[0]) === linux.PR.SET_SECCOMP)) (this.main ?? this).status = undefined;
     return r;
   }
 
-  /** Whether the process runs under seccomp (strict or a filter), read once and again after an injected seccomp call. */
-  private underSeccomp(): boolean {
+  /** The process's status, read once (see `status`). */
+  private processStatus(): linux.ProcStatus {
     const owner = this.main ?? this;
-    owner.seccompMode ??= linux.readStatus(this.pid).seccomp;
-    return owner.seccompMode !== 0;
+    return (owner.status ??= linux.readStatus(this.pid));
   }
-  private seccompMode?: number;
+
+  /** Whether the process runs under seccomp (strict or a filter). */
+  private underSeccomp(): boolean {
+    return this.processStatus().seccomp !== 0;
+  }
 
   syscallOk(nr: number, args: ReadonlyArray<number | bigint>, what: string): bigint {
     return this.check(this.syscall(nr, args), what);
@@ -643,18 +650,13 @@ export class X86Tracee implements Tracee {
   /** Whether calls may run by a single step: never in a guarded task, and only while SIGTRAP is not ignored (see runStep). */
   private stepsSafely(): boolean {
     if (this.guarded) return false;
-    const owner = this.main ?? this;
-    owner.trapIgnored ??= (linux.readStatus(this.pid).sigIgn & linux.sigBit(SIG.SIGTRAP)) !== 0n;
-    return !owner.trapIgnored;
+    return (this.processStatus().sigIgn & linux.sigBit(SIG.SIGTRAP)) === 0n;
   }
-  private trapIgnored?: boolean;
 
   /** After an injected rt_sigaction that set a handler: what we knew of the dispositions may be stale. */
   private sigactionRan(args: ReadonlyArray<number | bigint>): void {
     if (args.length < 2 || BigInt(args[1]) === 0n) return;
-    const owner = this.main ?? this;
-    owner.dispositions = undefined;
-    if (Number(args[0]) === SIG.SIGTRAP) owner.trapIgnored = undefined;
+    (this.main ?? this).status = undefined;
   }
 
   /**
@@ -758,10 +760,8 @@ export class X86Tracee implements Tracee {
     for (const shared of [false, true]) for (const info of ptrace.peekAllSiginfo(this.tid, shared)) pending |= linux.sigBit(info.readInt32LE(0));
     const usable = (sig: number) => (linux.sigBit(sig) & (pending | NEVER_RAISED)) === 0n;
     if (!this.guarded) return [...DEFAULT_IGNORED, ...LEGACY].find(usable);
-    const d = (this.dispositions ??= (() => {
-      const st = linux.readStatus(this.pid);
-      return { ignored: st.sigIgn, caught: st.sigCgt };
-    })());
+    const st = this.processStatus();
+    const d = { ignored: st.sigIgn, caught: st.sigCgt };
     const ignored = (sig: number) => {
       const bit = linux.sigBit(sig);
       if (bit & this.blockedSignals) return false;

@@ -37,7 +37,8 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
     for (const h of handlers) ctx.timed(`prepare ${h.name}`, () => h.prepare?.(ctx));
     const tracees = ctx.one(Tokens.TraceeFactory);
-    if (tracees.prepare) ctx.timed('prepare tracees', () => { for (const p of treeOf(pid)) tracees.prepare!(p); });
+    // The tree as it is now is a hint: the freeze lists it again, frozen.
+    if (tracees.prepare) ctx.timed('prepare tracees', () => { for (const p of linux.descendants(pid)) tracees.prepare!(p); });
   } catch (e) {
     throw naming(e, pid);
   }
@@ -155,21 +156,4 @@ function syncIfFile(fd: number): void {
 export function naming(e: unknown, pid: number | undefined): CptError {
   const ce = asCptError(e, { pid });
   return ce.pid !== undefined || pid === undefined ? ce : new CptError(ce.code, ce.message, { pid, object: ce.object, cause: ce });
-}
-
-/** The process and its descendants as they are now (a hint: the freeze lists them again, frozen). */
-function treeOf(pid: number): number[] {
-  const out: number[] = [];
-  const walk = (p: number) => {
-    out.push(p);
-    let children: number[];
-    try {
-      children = linux.listChildren(p);
-    } catch {
-      return; // gone, or children not listed by this kernel: the freeze sees it
-    }
-    for (const c of children) walk(c);
-  };
-  walk(pid);
-  return out;
 }

@@ -498,23 +498,6 @@ function watchdog(fds: number[], pids: number[]): ChildProcess {
   return w;
 }
 
-/** The processes and all their descendants, as /proc shows them now. */
-function withDescendants(pids: number[]): number[] {
-  const out = new Set<number>();
-  const todo = [...pids];
-  while (todo.length) {
-    const pid = todo.pop()!;
-    if (out.has(pid)) continue;
-    out.add(pid);
-    try {
-      todo.push(...linux.listChildren(pid));
-    } catch {
-      /* gone */
-    }
-  }
-  return [...out];
-}
-
 /** Runs once the processes are let go: reads the rest of the image into them, then closes the userfaultfds. */
 async function fill(ctx: RestartContext): Promise<LazyFillReport> {
   const t0 = Date.now();
@@ -555,7 +538,7 @@ async function fill(ctx: RestartContext): Promise<LazyFillReport> {
     // It cannot go on without its memory: killed, never left running with pages missing, and so
     // is every process it forked meanwhile (their unfilled pages are the same), while the
     // userfaultfds are still open (their faults wait until then).
-    for (const pid of withDescendants(tasks.map((t) => t.pid))) {
+    for (const pid of linux.descendants(tasks.map((t) => t.pid))) {
       try {
         linux.kill(pid, 9);
       } catch {

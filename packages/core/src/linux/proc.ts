@@ -547,6 +547,27 @@ export function listChildren(pid: number): number[] {
 }
 
 /**
+ * The processes and all their descendants as /proc shows them now, each once, parents before
+ * their children; a process gone meanwhile (or whose children cannot be listed) ends its branch.
+ */
+export function descendants(pids: number | number[]): number[] {
+  const out = new Set<number>();
+  const walk = (pid: number) => {
+    if (out.has(pid)) return;
+    out.add(pid);
+    let children: number[];
+    try {
+      children = listChildren(pid);
+    } catch {
+      return;
+    }
+    for (const c of children) walk(c);
+  };
+  for (const p of typeof pids === 'number' ? [pids] : pids) walk(p);
+  return [...out];
+}
+
+/**
  * Whether a process group is orphaned as the kernel sees it for job-control stop signals: no
  * live member has a parent (other than init) in another group of the same session. Members
  * that vanish while /proc is read are skipped.
