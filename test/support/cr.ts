@@ -9,7 +9,7 @@ import { procState } from './processes';
 import { Workload, parseResult, startWorkload, trigger, waitResult } from './workloads';
 
 /** Checkpoint with --kill, restart, trigger: the workload's verdict. */
-export async function checkpointRestart(w: Workload): Promise<string | null> {
+async function checkpointRestart(w: Workload): Promise<string | null> {
   const img = path.join(w.dir, 'i.cpt');
   const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill']);
   expect(ck.code, ck.stderr).to.equal(0);
