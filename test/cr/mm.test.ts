@@ -42,30 +42,6 @@ describe('memory (mm)', function () {
   });
   afterEach(() => killStartedWorkloads());
 
-  it('a process of 160 MiB: its smaps is read on a thread while the other checks run, and its memory objects are those of a read in mm\'s check; it restarts at the freeze', async () => {
-    const w = await startWorkload('cowwrite', ['160']);
-    const ahead = path.join(w.dir, 'ahead.cpt');
-    const inCheck = path.join(w.dir, 'in-check.cpt');
-    const a = await cptrst(['checkpoint', String(w.pid), '-o', ahead], { env: { CPTRST_DEBUG: '1' } });
-    expect(a.code, a.stderr).to.equal(0);
-    // Read by the thread, or (if it was not up yet) at the last check: either way not in mm's check.
-    expect(a.stderr).to.match(/smaps read (on the reader thread|now \(the reader thread had not begun it\))/);
-    const b = await cptrst(['checkpoint', String(w.pid), '-o', inCheck], { env: { CPTRST_DEBUG: '1', CPTRST_SMAPS_IN_CHECK: '1' } });
-    expect(b.code, b.stderr).to.equal(0);
-    expect(b.stderr).to.not.match(/smaps read/);
-    // The process writes all the while (page contents differ); which areas and pages are stored does not.
-    const memory = (f: string) => readImage(f).recs.filter((r) => ['mm', 'vma', 'pages'].includes(r.name)).map((r) => ({ name: r.name, tag: r.tag, ptag: r.ptag, obj: r.obj, pages: r.pages?.length }));
-    const got = memory(ahead);
-    expect(got.filter((r) => r.name === 'pages').reduce((n, r) => n + (r.pages ?? 0), 0)).to.be.at.least(160 * 1024 * 1024);
-    expect(got).to.deep.equal(memory(inCheck));
-    process.kill(w.pid, 'SIGKILL');
-    await w.exited;
-    expect(await waitGone(w.pid, 5000)).to.equal(true);
-    const rs = await cptrst(['restart', ahead]);
-    expect(rs.code, rs.stderr).to.equal(0);
-    await expectPasses(w);
-  });
-
   it('droppable, locked, sealed and madvise\'d areas, THP disabled, membarrier registrations and MCL_FUTURE survive C/R', async () => {
     const w = await startWorkload('mmstate');
     const img = path.join(w.dir, 'i.cpt');

@@ -115,8 +115,6 @@ abstract class OperationContext {
 
 export class CheckpointContext extends OperationContext {
   head?: ImageHead;
-  /** The process asked for (the tree's root), known before the freeze: for prepare hooks. */
-  rootPid?: number;
   /** The tree being checkpointed, once frozen (set by the flow before the checks): for handlers that look past one task. */
   tree?: FrozenTree;
   /** The pids of the tree being checkpointed, zombies included; only `task`'s while no tree is known. */

@@ -9,7 +9,7 @@ import {
   readCmdline, readComm, readCwd, readExe, readFdLink, readFdinfo, readMaps, readMountinfo, readPagemap,
   readPersonality, readSmaps, readStat, readStatus, rawSyscall, syscallNumber, EFD_SEMAPHORE, CLOCK, EPOLL, parseEventfdInfo,
   parseSignalfdMask, parseTimerfdInfo, parseEpollTargets, parseInotifyWatches, parseFanotifyFdinfo, kcmpEpollTarget, FAN,
-  RLIM_NLIMITS, parseLimits, prlimit, readLimits, rlimitName, ProcReader, parseSmaps,
+  RLIM_NLIMITS, parseLimits, prlimit, readLimits, rlimitName,
 } from '../src/linux';
 import { Target, cleanupTmp, compileFixture, killPid, spawnSleeping, spawnTarget, tmpDir } from './fixtures/linux-fixtures';
 
@@ -250,82 +250,6 @@ describe('linux /proc parsers', () => {
       expect(s.sigBlk).to.equal(0x8000000000000001n);
       expect(s.uid).to.deep.equal([1, 2, 3, 4]);
       expect(s.nspid).to.deep.equal([7, 1]);
-    });
-  });
-
-  describe('ProcReader: /proc files read whole on a thread of its own', () => {
-    let child: ChildProcess | undefined;
-    afterEach(() => {
-      ProcReader.stop();
-      killPid(child?.pid);
-    });
-
-    /** Resolves once the thread answers: a read given time enough to begin is read by it. */
-    async function byThread(file: string, pid?: number): Promise<{ text: string; byThread: boolean }> {
-      for (let i = 0; i < 200; i++) {
-        const r = ProcReader.read(file, pid);
-        await new Promise((res) => setTimeout(res, 25));
-        const text = await r.take();
-        if (r.byThread) return { text, byThread: true };
-      }
-      throw new Error('the reader thread never began a read');
-    }
-
-    it('reads a sleeping process\'s smaps whole, the same text as a read here, on the thread once it is up', async () => {
-      child = await spawnSleeping('/bin/sleep', ['60']);
-      const file = `/proc/${child.pid}/smaps`;
-      ProcReader.start();
-      ProcReader.start(); // idempotent
-      const r = await byThread(file, child.pid);
-      expect(r.byThread).to.equal(true);
-      expect(r.text).to.equal(fs.readFileSync(file, 'utf8'));
-      expect(parseSmaps(r.text)).to.deep.equal(readSmaps(child.pid!));
-    });
-
-    it('a read not begun by the thread is read by take(); without a thread, or after stop(), take() reads', async () => {
-      child = await spawnSleeping('/bin/sleep', ['60']);
-      const file = `/proc/${child.pid}/maps`;
-      const want = fs.readFileSync(file, 'utf8');
-      // No thread: read at take().
-      const none = ProcReader.read(file, child.pid);
-      expect(await none.take()).to.equal(want);
-      expect(none.byThread).to.equal(false);
-      // Taken at once, before a thread just started can have begun it (if it had: its text): read here, and the thread skips it.
-      ProcReader.start();
-      const early = ProcReader.read(file, child.pid);
-      expect(await early.take()).to.equal(want);
-      // The thread still answers what comes next (the slot skipped is not confused with it).
-      expect((await byThread(file, child.pid)).text).to.equal(want);
-      // Stopped with a read asked: take() reads it.
-      const asked = ProcReader.read(file, child.pid);
-      ProcReader.stop();
-      expect(await asked.take()).to.equal(want);
-    });
-
-    it('more reads than it has slots, all answered right', async () => {
-      child = await spawnSleeping('/bin/sleep', ['60']);
-      ProcReader.start();
-      await byThread('/proc/self/stat');
-      const files = [`/proc/${child.pid}/maps`, `/proc/${child.pid}/cmdline`, `/proc/${child.pid}/comm`];
-      const reads = Array.from({ length: 150 }, (_, i) => ({ file: files[i % 3], r: ProcReader.read(files[i % 3], child!.pid) }));
-      for (const { file, r } of reads) expect(await r.take(), file).to.equal(fs.readFileSync(file, 'utf8'));
-    });
-
-    it('a file that cannot be read: take() throws a CptError with the errno and the path, from the thread or not', async () => {
-      ProcReader.start();
-      await byThread('/proc/self/stat');
-      const file = '/proc/self/no-such-file';
-      const r = ProcReader.read(file);
-      await new Promise((res) => setTimeout(res, 50));
-      let err: unknown;
-      try {
-        await r.take();
-      } catch (e) {
-        err = e;
-      }
-      expect(err).to.be.instanceOf(CptError);
-      expect((err as CptError).code).to.equal('ENOENT');
-      expect((err as CptError).message).to.include(file);
     });
   });
 

@@ -20,7 +20,6 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   const writer = new ImageWriter(fileSink(fd, options.imageName), options.compress ? { compress: options.compress } : {});
   const ctx = new CheckpointContext(container, writer, flags, options.log);
   ctx.signal = options.signal;
-  ctx.rootPid = pid;
   ctx.incremental = options.incremental;
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   try {

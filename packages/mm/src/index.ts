@@ -3,7 +3,7 @@
  */
 import { DependencyContainer } from 'tsyringe';
 import { Tokens, provide } from '@cptrst/core';
-import { MmAreasCheck, MmDump, MmRestore } from './mm';
+import { MmDump, MmRestore } from './mm';
 import { AnonVma, SharedAnonVma } from './anon';
 import { FileVma } from './file';
 import { SysvShmVma } from './sysv-shm';
@@ -29,7 +29,6 @@ export * from './deleted-file';
 export function register(c: DependencyContainer): void {
   for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new ShmemFileVma(), new DeletedFileVma(), new AioRingVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
-  provide(c, Tokens.DumpHandler, new MmAreasCheck());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.RestoreHandler, new LazyRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());

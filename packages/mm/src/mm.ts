@@ -212,59 +212,15 @@ function keepsFromParent(a: { v: VmaEntry; kind: VmaKindHandler }): boolean {
   return a.kind instanceof AnonVma || (a.kind instanceof FileVma && !a.v.shared);
 }
 
-/** What mm's check asked inside the task, kept until its areas are checked (checkAreasOf). */
-interface Asked {
-  scratch: bigint;
-  thpDisable: number;
-  memoryMerge: number;
-  membarrier: number;
-  brk: bigint;
-  /** The task's smaps, being read on ProcReader's thread while the other handlers check. */
-  smaps?: linux.ProcRead;
-}
-const ASKED = new StateKey<Asked>('mm.asked');
-/** Checkpoints whose mm.prepare started ProcReader: their smaps are read while the other checks run. */
-const READS_AHEAD = new WeakSet<CheckpointContext>();
-/**
- * From this resident size of the process asked for, its smaps is read on ProcReader's thread: the
- * kernel's walk costs ~18 ms per GiB here, under 3 ms below this, less than starting the thread.
- */
-const READ_AHEAD_BYTES = 128 * 1024 * 1024;
-
-/** Whether the process asked for is big enough that its smaps is best read while the other checks run. */
-function readsAhead(ctx: CheckpointContext): boolean {
-  // CPTRST_SMAPS_IN_CHECK=1: in mm's check whatever the size (for comparisons).
-  if (ctx.rootPid === undefined || process.env.CPTRST_SMAPS_IN_CHECK === '1') return false;
-  try {
-    return linux.readStat(ctx.rootPid).rss * linux.pageSize() >= READ_AHEAD_BYTES;
-  } catch {
-    return false; // gone, or not ours to see: the freeze says why
-  }
-}
-
 export class MmDump implements DumpHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
 
-  /**
-   * An incremental checkpoint reads its parent image before the freeze. For a big process, the
-   * thread that reads smaps while the other handlers check is started now: it takes tens of ms to
-   * start.
-   */
+  /** An incremental checkpoint reads its parent image before the freeze. */
   prepare(ctx: CheckpointContext): void {
     if (ctx.incremental) prepareIncremental(ctx);
-    if (!readsAhead(ctx)) return;
-    linux.ProcReader.start();
-    READS_AHEAD.add(ctx);
-    ctx.atEnd(() => linux.ProcReader.stop());
   }
 
-  /**
-   * The calls inside the task, then its areas. For a big process (mm.prepare started ProcReader)
-   * its smaps, which the kernel makes long (it walks every page table), is read on ProcReader's
-   * thread while the other handlers check, and the areas are checked by MmAreasCheck, the last
-   * check; otherwise (or without prepare: a direct call) all of it now.
-   */
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
     // Before anything is mapped (alone: a batch may need the scratch area): with MDWE set, the
@@ -281,27 +237,44 @@ export class MmDump implements DumpHandler {
       { nr: SYS.membarrier, args: [MB.GET_REGISTRATIONS, 0, 0] },
       { nr: SYS.brk, args: [0] },
     ]);
-    const thpDisable = prctlValue(task, thpR, 'PR_GET_THP_DISABLE');
-    if (!THP_VALUES.includes(thpDisable)) refuse(task.pid, 'mm', `PR_GET_THP_DISABLE says ${thpDisable}, a setting cptrst does not know`);
-    const memoryMerge = prctlValue(task, mergeR, 'PR_GET_MEMORY_MERGE');
-    const membarrier = membarrierRegistrations(task, membarrierR);
-    if (membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${membarrier.toString(16)} include some cptrst does not know`);
-    if (brk < 0n && brk > -4096n) throw new CptError(linux.errnoName(Number(-brk)), `brk(0) failed inside the process: ${linux.errnoName(Number(-brk))}`, { pid: task.pid, object: 'brk(0)' });
-    const asked: Asked = { scratch: scratch.addr, thpDisable, memoryMerge, membarrier, brk };
-    if (READS_AHEAD.has(ctx)) {
-      asked.smaps = linux.ProcReader.read(`/proc/${task.pid}/smaps`, task.pid);
-      task.state.set(ASKED, asked);
-      return;
+    const all = linux.readSmaps(task.pid);
+    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
+    const reserved = t.reservedRanges();
+    const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+    // Areas registered by a tracker of cptrst's (tracking.ts; the process holds no userfaultfd of its
+    // own): the registration is not the process's state and is not recorded.
+    const registered = new Set<bigint>();
+    if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
+      for (const v of vmas) {
+        if (!v.vmFlags.includes('uw') || v.shared) continue;
+        registered.add(v.start);
+        (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
+      }
     }
-    checkAreasOf(ctx, task, asked, linux.readSmaps(task.pid));
+    const { areas, mm } = checkAreas(ctx, task, vmas);
+    inheritSharedAnon(ctx, task, areas);
+    const candidates = keepCandidates(ctx, task, areas.filter(keepsFromParent).map((a) => a.v));
+    // Before any page of the tree is read: a read unshares the pages it pins.
+    const kept = ctx.timed('pagemap', () => compareWithParent(task, candidates));
+    for (const a of areas) if (kept.has(a.v.start) && keepsFromParent(a)) a.img.inheritedAt = a.v.start;
+
+    const flags = mine?.vmFlags ?? [];
+    mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
+    mm.thpDisable = prctlValue(task, thpR, 'PR_GET_THP_DISABLE');
+    if (!THP_VALUES.includes(mm.thpDisable)) refuse(task.pid, 'mm', `PR_GET_THP_DISABLE says ${mm.thpDisable}, a setting cptrst does not know`);
+    mm.memoryMerge = prctlValue(task, mergeR, 'PR_GET_MEMORY_MERGE');
+    mm.membarrier = membarrierRegistrations(task, membarrierR);
+    if (mm.membarrier & ~KNOWN_MEMBARRIER) refuse(task.pid, 'mm', `membarrier registrations 0x${mm.membarrier.toString(16)} include some cptrst does not know`);
+    if (brk < 0n && brk > -4096n) throw new CptError(linux.errnoName(Number(-brk)), `brk(0) failed inside the process: ${linux.errnoName(Number(-brk))}`, { pid: task.pid, object: 'brk(0)' });
+    task.state.set(PREPARED, { areas, mm, kept, registered, brk }); // the task is frozen: dump writes the same
   }
 
   async dump(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
-    if (!task.state.get(PREPARED)) {
-      if (!task.state.get(ASKED)) this.check(ctx, task);
-      await finishCheck(ctx, task);
+    let prepared = task.state.get(PREPARED);
+    if (!prepared) {
+      this.check(ctx, task);
+      prepared = task.state.get(PREPARED)!;
     }
-    const prepared = task.state.get(PREPARED)!;
     const { areas, mm, kept, registered } = prepared;
     const st = linux.readStat(task.pid);
     mm.startCode = st.startcode;
@@ -343,85 +316,6 @@ export class MmDump implements DumpHandler {
     }
     inc?.finish();
   }
-}
-
-/**
- * The last check: the task's areas, from the smaps read on ProcReader's thread meanwhile. It
- * writes nothing (MmDump writes the areas).
- */
-export class MmAreasCheck implements DumpHandler {
-  readonly name = 'mm.areas';
-  readonly order = MM_AREAS_ORDER;
-
-  check(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
-    return finishCheck(ctx, task);
-  }
-
-  dump(): void {
-    /* MmDump writes what its check prepared */
-  }
-}
-
-/** After every other check: the areas are checked once the others have had their say. */
-export const MM_AREAS_ORDER = 990;
-
-/**
- * Checks the task's areas from the smaps read ahead, if MmDump.check left any. The text is the
- * task's as it stood while frozen, unless a call inside it mapped or unmapped something since the
- * read began: /proc/PID/maps (no page walk) must show the same areas, else smaps is read again.
- */
-async function finishCheck(ctx: CheckpointContext, task: CheckpointTask): Promise<void> {
-  const asked = task.state.get(ASKED);
-  if (!asked || task.state.get(PREPARED)) return;
-  task.state.delete(ASKED);
-  let all = asked.smaps ? linux.parseSmaps(await asked.smaps.take()) : linux.readSmaps(task.pid);
-  if (asked.smaps) ctx.log.debug(`pid ${task.pid}: smaps read ${asked.smaps.byThread ? 'on the reader thread while the other checks ran' : 'now (the reader thread had not begun it)'}`);
-  if (!sameAreas(all, linux.readMaps(task.pid))) {
-    ctx.log.debug(`pid ${task.pid}: its areas changed while smaps was read; read again`);
-    all = linux.readSmaps(task.pid);
-  }
-  checkAreasOf(ctx, task, asked, all);
-}
-
-/** Whether smaps and maps list the same areas, each with the same range, permissions and file. */
-function sameAreas(smaps: ReadonlyArray<linux.MapEntry>, maps: ReadonlyArray<linux.MapEntry>): boolean {
-  if (smaps.length !== maps.length) return false;
-  return smaps.every((a, i) => {
-    const b = maps[i];
-    return a.start === b.start && a.end === b.end && a.shared === b.shared && a.offset === b.offset && a.inode === b.inode && a.major === b.major && a.minor === b.minor &&
-      a.path === b.path && a.deleted === b.deleted && a.prot.read === b.prot.read && a.prot.write === b.prot.write && a.prot.exec === b.prot.exec;
-  });
-}
-
-/** mm's check of the areas (each one's kind, flags, refusals) from the task's smaps; prepares what dump writes. */
-function checkAreasOf(ctx: CheckpointContext, task: CheckpointTask, asked: Asked, all: linux.SmapsEntry[]): void {
-  const t = task.tracee;
-  const mine = all.find((v) => v.start <= asked.scratch && asked.scratch < v.end);
-  const reserved = t.reservedRanges();
-  const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
-  // Areas registered by a tracker of cptrst's (tracking.ts; the process holds no userfaultfd of its
-  // own): the registration is not the process's state and is not recorded.
-  const registered = new Set<bigint>();
-  if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
-    for (const v of vmas) {
-      if (!v.vmFlags.includes('uw') || v.shared) continue;
-      registered.add(v.start);
-      (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
-    }
-  }
-  const { areas, mm } = checkAreas(ctx, task, vmas);
-  inheritSharedAnon(ctx, task, areas);
-  const candidates = keepCandidates(ctx, task, areas.filter(keepsFromParent).map((a) => a.v));
-  // Before any page of the tree is read: a read unshares the pages it pins.
-  const kept = ctx.timed('pagemap', () => compareWithParent(task, candidates));
-  for (const a of areas) if (kept.has(a.v.start) && keepsFromParent(a)) a.img.inheritedAt = a.v.start;
-
-  const flags = mine?.vmFlags ?? [];
-  mm.mlockFuture = flags.includes('lo') ? MCL.FUTURE | (flags.includes('lf') ? MCL.ONFAULT : 0) : 0;
-  mm.thpDisable = asked.thpDisable;
-  mm.memoryMerge = asked.memoryMerge;
-  mm.membarrier = asked.membarrier;
-  task.state.set(PREPARED, { areas, mm, kept, registered, brk: asked.brk }); // the task is frozen: dump writes the same
 }
 
 /** The pids of the tree's tasks that have a child in the tree. */

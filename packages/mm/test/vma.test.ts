@@ -11,7 +11,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageWriter, MachineProbe, MemorySink, TaskState, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import {
-  MmAreasCheck, MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, pagemapRuns, register, scannedRuns, storedRuns, wholeAreaRuns,
+  MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, pagemapRuns, register, scannedRuns, storedRuns, wholeAreaRuns,
 } from '../src';
 import { compile, killStarted, removeTmpDir, startTarget, thrown, tmpDir, unusedTracee } from './support';
 
@@ -56,9 +56,8 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
     const c = containerWithMm();
     expect(c.resolveAll<VmaKindHandler>(Tokens.VmaKind).map((k) => k.kind)).to.deep.equal(['vdso', 'anon', 'shared-anon', 'file', 'sysv-shm', 'memfd', 'shmem-file', 'deleted-file', 'aio-ring']);
     const dumps = c.resolveAll<DumpHandler>(Tokens.DumpHandler);
-    expect(dumps.map((d) => [d.name, d.order])).to.deep.equal([['mm', 200], ['mm.areas', 990]]);
+    expect(dumps.map((d) => [d.name, d.order])).to.deep.equal([['mm', 200]]);
     expect(dumps[0]).to.be.instanceOf(MmDump);
-    expect(dumps[1]).to.be.instanceOf(MmAreasCheck);
     expect(c.resolveAll<MachineProbe>(Tokens.MachineProbe).map((p) => p.name)).to.deep.equal(['vdso']);
   });
 

@@ -8,7 +8,6 @@
  * are cut at the column the kernel pads to, not at whitespace).
  */
 import * as fs from 'fs';
-import { Worker } from 'worker_threads';
 import { CptError } from '../errors';
 import { AUXV, PAGEMAP, RLIM_INFINITY } from './constants';
 import { errnoMessage, errnoNumber } from './errno';
@@ -75,122 +74,6 @@ export function readProcTextInBackground(path: string, pid?: number): Promise<st
   });
 }
 const BACKGROUND_READ = 64 * 1024;
-
-/**
- * A /proc file read whole on a thread of its own (ProcReader.read): what the caller gets once it
- * needs the text. `take()` gives the text: the thread's, or, when the thread had not begun the read
- * yet (it was still starting), read here and now, the thread's read cancelled.
- */
-export interface ProcRead {
-  take(): Promise<string>;
-  /** After take(): whether the thread read it (else take() did). */
-  readonly byThread: boolean;
-}
-
-/**
- * Reads /proc files whole on a worker thread, for reads the kernel makes long (smaps walks every
- * page table of the process: ~18 ms per touched GiB here) while the main thread goes on with
- * other work. Node reads a /proc file a few KiB per call (seq_file hands out that much at a
- * time), and each later call of an asynchronous read would wait for the busy main thread; a
- * thread of its own reads it in one go. Started ahead of use (the thread takes tens of ms to
- * start); a read asked for before it is up is cancelled at take() and done there, so it is never
- * later than reading at take() would be.
- */
-export class ProcReader {
-  private static worker?: Worker;
-  /** Per request slot: 0 asked, 1 begun by the thread, 2 cancelled (taken by the caller first). */
-  private static states = new Int32Array(new SharedArrayBuffer(0));
-  private static next = 0;
-  /** Slots the thread has not answered yet (it answers every request, a cancelled one too). */
-  private static readonly inFlight = new Set<number>();
-  private static readonly waiting = new Map<number, { resolve: (s: string) => void; reject: (e: unknown) => void }>();
-
-  /** Starts the thread if it is not running (idempotent); it never keeps the process alive. */
-  static start(): void {
-    if (this.worker) return;
-    // Each thread its own slots: one being stopped can answer nothing of its successor's.
-    this.states = new Int32Array(new SharedArrayBuffer(4 * 64));
-    this.next = 0;
-    const w = new Worker(WORKER_CODE, { eval: true, workerData: this.states });
-    w.unref();
-    w.on('message', (m: { id: number; text?: string; code?: string; message?: string; skipped?: boolean }) => {
-      if (this.worker !== w) return;
-      this.inFlight.delete(m.id);
-      const p = this.waiting.get(m.id);
-      if (!p || m.skipped) return;
-      this.waiting.delete(m.id);
-      if (m.text !== undefined) p.resolve(m.text);
-      else p.reject(Object.assign(new Error(m.message ?? 'read failed'), { code: m.code }));
-    });
-    w.on('error', () => this.gone(w));
-    w.on('exit', () => this.gone(w));
-    this.worker = w;
-  }
-
-  /** Stops the thread; a read it has not answered is done by its take(). */
-  static stop(): void {
-    const w = this.worker;
-    if (!w) return;
-    this.gone(w);
-    void w.terminate();
-  }
-
-  /** Asks the thread for `path`, whole, as text (without a thread: read at take()). */
-  static read(path: string, pid?: number): ProcRead {
-    const w = this.worker;
-    const slot = this.next;
-    const states = this.states;
-    if (!w || this.inFlight.has(slot)) return { take: () => Promise.resolve(readProcText(path, pid)), byThread: false };
-    this.next = (slot + 1) % this.states.length;
-    Atomics.store(states, slot, 0);
-    this.inFlight.add(slot);
-    const result = new Promise<string>((resolve, reject) => this.waiting.set(slot, { resolve, reject }));
-    result.catch(() => undefined); // a failure is reported by take(); never an unhandled rejection
-    w.postMessage({ id: slot, path });
-    const r = {
-      byThread: false,
-      take: async (): Promise<string> => {
-        // Not begun: cancelled (the thread skips it) and read here. Begun: its text, once read.
-        if (Atomics.compareExchange(states, slot, 0, 2) === 0) {
-          this.waiting.delete(slot);
-          return readProcText(path, pid);
-        }
-        try {
-          const text = await result;
-          r.byThread = true;
-          return text;
-        } catch (e) {
-          if ((e as { code?: string }).code === 'EWORKER') return readProcText(path, pid);
-          throw procError(e, 'read', path, pid);
-        }
-      },
-    };
-    return r;
-  }
-
-  /** The thread stopped: every read waiting for it is done by its caller instead. */
-  private static gone(w: Worker): void {
-    if (this.worker !== w) return;
-    this.worker = undefined;
-    for (const p of this.waiting.values()) p.reject(Object.assign(new Error('the reading thread stopped'), { code: 'EWORKER' }));
-    this.waiting.clear();
-    this.inFlight.clear();
-  }
-}
-
-/** The reading thread: claims each request (0 -> 1) unless its caller took it back first, reads it whole. */
-const WORKER_CODE = `
-const { parentPort, workerData } = require('worker_threads');
-const fs = require('fs');
-parentPort.on('message', ({ id, path }) => {
-  if (Atomics.compareExchange(workerData, id, 0, 1) !== 0) return parentPort.postMessage({ id, skipped: true });
-  try {
-    parentPort.postMessage({ id, text: fs.readFileSync(path, 'utf8') });
-  } catch (e) {
-    parentPort.postMessage({ id, code: e.code, message: e.message });
-  }
-});
-`;
 function readLink(path: string, pid?: number): string {
   try {
     return fs.readlinkSync(path);
@@ -310,7 +193,7 @@ export interface SmapsEntry extends MapEntry {
 }
 
 /** Parses the text of an smaps file. */
-export function parseSmaps(text: string): SmapsEntry[] {
+function parseSmaps(text: string): SmapsEntry[] {
   const out: SmapsEntry[] = [];
   let cur: SmapsEntry | undefined;
   for (const line of text.split('\n')) {
