@@ -54,7 +54,29 @@ export class PagesImage {
 /** Runs [first page index, count) of the pages of `vma` that `kind` stores. */
 export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
   if (vma.rss === 0 && vma.swap === 0) return []; // nothing resident: skip the pagemap read
-  return scannedRuns(task.pid, vma, kind) ?? pagemapRuns(task, vma, kind);
+  return wholeAreaRuns(vma, kind) ?? scannedRuns(task.pid, vma, kind) ?? pagemapRuns(task, vma, kind);
+}
+
+/**
+ * Every page of a private anonymous area, without reading its pagemap, when smaps (read while the
+ * process is frozen, as the pagemap would be) already says each page is an anonymous page or
+ * swapped: Anonymous + Swap = Size. smaps counts each page table entry once (a present anonymous
+ * page, or a migration entry to one, under Anonymous; a swap entry under Swap), and neither counts
+ * the zero page or a marker, so no entry is left that the pagemap would show otherwise than
+ * present or swapped and not a file's. Those are stored by every kind that stores both, so the
+ * runs are what the pagemap gives, cut the same way; the page walk (16 ms per touched GiB here)
+ * is saved from the frozen window. Not for a file mapping: smaps counts a tmpfs file's swapped
+ * pages under Swap where the page table has nothing. Null otherwise (the pagemap decides).
+ */
+export function wholeAreaRuns(vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
+  if (vma.shared || vma.inode !== 0n || vma.size <= 0 || vma.anonymous + vma.swap !== vma.size) return null;
+  if (!kind.storesPage(PM_PRESENT) || !kind.storesPage(PM_SWAPPED)) return null;
+  const PAGE = linux.pageSize();
+  const n = Number((vma.end - vma.start) / BigInt(PAGE));
+  if (n * (PAGE / 1024) !== vma.size) return null; // smaps disagrees with the range: not to be trusted
+  const runs: Array<[number, number]> = [];
+  for (let first = 0; first < n; first += CHUNK_PAGES) runs.push([first, Math.min(CHUNK_PAGES, n - first)]);
+  return runs;
 }
 
 /**

@@ -11,7 +11,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ImageHead, ImageWriter, MachineProbe, MemorySink, TaskState, Tokens, Tracee, linux,
 } from '@cptrst/core';
 import {
-  MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, pagemapRuns, register, scannedRuns, storedRuns,
+  MmDump, VmaEntry, VmaImage, VmaKindHandler, checkAreas, isAnonCopy, isPresentOrSwapped, kindOf, pagemapRuns, register, scannedRuns, storedRuns, wholeAreaRuns,
 } from '../src';
 import { compile, killStarted, removeTmpDir, startTarget, thrown, tmpDir, unusedTracee } from './support';
 
@@ -228,6 +228,17 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
     // A fully written area of 4100 pages: runs are cut at 4096 pages (runs of at most 16 MiB; dumpPages cuts them into 2 MiB PAGES objects).
     const big = vmas.find((v) => v.start === t.vars.big)!;
     expect(storedRuns(task, big, kind('anon'))).to.deep.equal([[0, 4096], [4096, 4]]);
+    // smaps says every page of it is anonymous: the runs come without a pagemap read, the same as the pagemap's.
+    expect(big.anonymous).to.equal(big.size);
+    expect(wholeAreaRuns(big, kind('anon'))).to.deep.equal(pagemapRuns(task, big, kind('anon')));
+    // Not for an area with untouched pages, a shared one, or a file mapping: the pagemap decides there.
+    expect(wholeAreaRuns(anon, kind('anon'))).to.equal(null);
+    for (const v of vmas.filter((x) => x.shared || x.inode !== 0n)) expect(wholeAreaRuns(v, kind('anon')), `${v.start.toString(16)} ${v.path}`).to.equal(null);
+    // Wherever it answers, it answers what the pagemap does.
+    for (const v of vmas) {
+      const whole = wholeAreaRuns(v, kind('anon'));
+      if (whole) expect(whole, `${v.start.toString(16)} ${v.path}`).to.deep.equal(pagemapRuns(task, v, kind('anon')));
+    }
 
     // The shared anonymous area: only its written page.
     const shared = vmas.find((v) => v.start === t.vars.shared)!;
