@@ -33,8 +33,9 @@
  * runs on with a zero page where its data should be. If cptrst dies during the fill, a small
  * watchdog (/bin/sh, holding a copy of the userfaultfds, started before the release) kills the
  * processes: their faults wait meanwhile. The fill reads its first object only after the caller
- * has heard that the processes run, so the time until then does not grow with the memory. Images not owned by root are refused (EPERM): the userfaultfd must be made with
- * CAP_SYS_PTRACE to handle faults taken inside the kernel, which such a process never has.
+ * has heard that the processes run, so the time until then does not grow with the memory. Images
+ * not owned by root are refused (EPERM): the userfaultfd must be made with CAP_SYS_PTRACE to
+ * handle faults taken inside the kernel, which such a process never has.
  */
 import { spawn, ChildProcess } from 'child_process';
 import * as fs from 'fs';
