@@ -51,8 +51,8 @@ function supportedFeatures(): bigint | undefined {
   return linux.rawSyscall(linux.syscallNumber('arch_prctl'), linux.ARCH.GET_XCOMP_SUPP, b) === 0n ? b.readBigUInt64LE(0) : undefined;
 }
 
-/** Whether a file or directory can only have been written by root. */
-const rootOnly = (st: fs.Stats) => st.uid === 0 && (st.mode & 0o022) === 0;
+/** Whether a file or directory (not a symlink) can only have been written by root. */
+const rootOnly = (st: fs.Stats) => !st.isSymbolicLink() && st.uid === 0 && (st.mode & 0o022) === 0;
 
 /**
  * The layout kept by an earlier run in this boot, or undefined: only for root, from a file and
@@ -63,7 +63,8 @@ export function cachedXsaveInfo(): XsaveInfo | undefined {
   if (process.geteuid?.() !== 0) return undefined;
   let fd: number;
   try {
-    if (!rootOnly(fs.lstatSync(path.dirname(XSAVE_CACHE_FILE)))) return undefined;
+    const dir = fs.lstatSync(path.dirname(XSAVE_CACHE_FILE));
+    if (!dir.isDirectory() || !rootOnly(dir)) return undefined;
     fd = fs.openSync(XSAVE_CACHE_FILE, linux.O.RDONLY | linux.O.NOFOLLOW | linux.O.CLOEXEC);
   } catch {
     return undefined;
@@ -91,10 +92,11 @@ function writeCached(info: XsaveInfo): void {
   try {
     fs.mkdirSync(path.dirname(XSAVE_CACHE_FILE), { mode: 0o700 });
   } catch {
-    /* there already (readCached checks who owns it) */
+    /* there already (who owns it is checked next) */
   }
   try {
-    if (!rootOnly(fs.lstatSync(path.dirname(XSAVE_CACHE_FILE)))) return;
+    const dir = fs.lstatSync(path.dirname(XSAVE_CACHE_FILE));
+    if (!dir.isDirectory() || !rootOnly(dir)) return;
     fs.writeFileSync(tmp, `${linux.bootId()} ${info.features.toString(16)} ${info.size} ${info.swReserved.toString('hex')}\n`, { mode: 0o644, flag: 'wx' });
     fs.renameSync(tmp, XSAVE_CACHE_FILE);
   } catch {
