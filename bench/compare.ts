@@ -16,7 +16,9 @@
  *
  * `--tools` picks the variants (default cptrst,criu,cptrst-z,cptrst-lazy); `cptrst-memfile` is
  * plain cptrst with CPTRST_SNAPSHOT_MEMFILE=1 (the snapshot's pages read through /proc/PID/mem, as
- * before the vmsplice path), for a before/after in one alternation.
+ * before the vmsplice path), for a before/after in one alternation. `cptrst-base` and
+ * `cptrst-base-lazy` are plain and lazy cptrst from another build of the CLI, named by
+ * CPTRST_BENCH_BASE (its bin/cptrst.js; e.g. a copy of an earlier build), for the same.
  *
  * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [--tools T,T...] [sizes in MiB...]
  *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
@@ -30,6 +32,8 @@ import * as path from 'path';
 
 const here = path.resolve(__dirname, '..');
 const CLI = path.resolve(here, '..', 'packages', 'cli', 'bin', 'cptrst.js');
+/** Another build's CLI, for the cptrst-base tools. */
+const BASE_CLI = process.env.CPTRST_BENCH_BASE;
 
 interface Options {
   dir: string;
@@ -106,7 +110,7 @@ interface Run {
   runs?: number;
 }
 
-const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'criu'] as const;
+const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'cptrst-base', 'cptrst-base-lazy', 'criu'] as const;
 type Tool = (typeof TOOLS)[number];
 
 function toolName(t: string): Tool {
@@ -169,11 +173,12 @@ class Compare {
       const img = path.join(this.images, `img-${tag}`);
       const extra = [...(this.opts.noSnapshot ? ['--no-snapshot'] : []), ...(tool === 'cptrst-z' ? ['--compress'] : [])];
       const env = tool === 'cptrst-memfile' ? { ...process.env, CPTRST_SNAPSHOT_MEMFILE: '1' } : undefined;
-      const ck = await timedRun(process.execPath, [CLI, 'checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint', env);
+      const cli = tool.startsWith('cptrst-base') ? BASE_CLI! : CLI;
+      const ck = await timedRun(process.execPath, [cli, 'checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint', env);
       const doc = JSON.parse(ck.stdout) as { frozenMs: number };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
-      const rs = await timedRun(process.execPath, [CLI, 'restart', ...(tool === 'cptrst-lazy' ? ['--lazy'] : []), img], 'cptrst restart');
+      const rs = await timedRun(process.execPath, [cli, 'restart', ...(tool.endsWith('-lazy') ? ['--lazy'] : []), img], 'cptrst restart');
       fs.rmSync(img);
       r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image, runs: rs.firstLine };
     } else {
@@ -254,6 +259,7 @@ async function main(): Promise<void> {
   const tools: Tool[] = (opts.tools ?? ['cptrst', 'criu', 'cptrst-z', 'cptrst-lazy']).filter((t) => t !== 'criu' || criu);
   if (!tools.includes('cptrst')) tools.unshift('cptrst');
   const has = (t: Tool) => tools.includes(t);
+  if ((has('cptrst-base') || has('cptrst-base-lazy')) && !(BASE_CLI && fs.existsSync(BASE_CLI))) throw new Error('compare: the cptrst-base tools need CPTRST_BENCH_BASE, the bin/cptrst.js of another build');
   console.log(`images in ${opts.dir}; ${opts.runs} run(s) per size and tool, alternating, medians; cptrst ${opts.noSnapshot ? 'with --no-snapshot' : 'with its copy-on-write snapshot'}; ${opts.words} of 512 words per page differ; CRIU: ${criu ?? 'not found'}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   const n = Math.max(10, opts.runs);
   const node = await startup(process.execPath, ['-e', '0'], n);
@@ -262,16 +268,19 @@ async function main(): Promise<void> {
   const unbundled = await startup(process.execPath, [path.resolve(path.dirname(CLI), '..', 'dist', 'src', 'main.js'), '--version'], n);
   const criuUp = criu ? await startup(criu, ['--version'], n) : undefined;
   const up = (x: { wall: number; cpu: number }) => `${x.wall.toFixed(0)} ms (CPU ${x.cpu.toFixed(0)} ms)`;
-  console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}); criu --version ${criuUp ? up(criuUp) : '-'}`);
+  const baseUp = BASE_CLI && (has('cptrst-base') || has('cptrst-base-lazy')) ? await startup(process.execPath, [BASE_CLI, '--version'], n) : undefined;
+  console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}${baseUp ? `; base: ${up(baseUp)}` : ''}); criu --version ${criuUp ? up(criuUp) : '-'}`);
   const memfile = has('cptrst-memfile');
+  const base = has('cptrst-base');
+  const baseLazy = has('cptrst-base-lazy');
   const rows = [
-    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''} restart --lazy: runs, all in | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
-    `|---|---|---|---|${memfile ? '---|' : ''}---|---|---|---|`,
+    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''}${base ? ' base: frozen, checkpoint, restart |' : ''} restart --lazy: runs, all in |${baseLazy ? ' base --lazy: runs, all in |' : ''} --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
+    `|---|---|---|---|${memfile ? '---|' : ''}${base ? '---|' : ''}---|${baseLazy ? '---|' : ''}---|---|---|`,
   ];
   const fmt = (a: number, b: number) => (has('criu') ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
   try {
     for (const mib of opts.sizes) {
-      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], criu: [] };
+      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], 'cptrst-base': [], 'cptrst-base-lazy': [], criu: [] };
       for (let k = 0; k < opts.runs; k++) {
         for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
       }
@@ -283,7 +292,9 @@ async function main(): Promise<void> {
       const copy = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
       const lazy = has('cptrst-lazy') ? `${m('cptrst-lazy', 'runs').toFixed(0)}, ${m('cptrst-lazy', 'restart').toFixed(0)} ms` : '-';
       const before = memfile ? ` ${m('cptrst-memfile', 'frozen').toFixed(0)}, ${m('cptrst-memfile', 'checkpoint').toFixed(0)} ms |` : '';
-      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before} ${lazy} | ${z} | ${img} | ${copy} |`);
+      const baseCol = base ? ` ${m('cptrst-base', 'frozen').toFixed(0)}, ${m('cptrst-base', 'checkpoint').toFixed(0)}, ${m('cptrst-base', 'restart').toFixed(0)} ms |` : '';
+      const baseLazyCol = baseLazy ? ` ${m('cptrst-base-lazy', 'runs').toFixed(0)}, ${m('cptrst-base-lazy', 'restart').toFixed(0)} ms |` : '';
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before}${baseCol} ${lazy} |${baseLazyCol} ${z} | ${img} | ${copy} |`);
       console.error(rows[rows.length - 1]);
     }
   } catch (e) {

@@ -5,7 +5,9 @@ import { container } from 'tsyringe';
 import {
   CptError, ImageHead, ImageReader, MachineProbe, ObjectType, RestartContext, RestartTask, Tokens, bufferSource, linux, TaskState,
 } from '@cptrst/core';
-import { XsaveProbe, XstateImage, XstateRestore, featureNames, register, XSTATE_KEY, xsaveInfo } from '../src';
+import {
+  XsaveProbe, XstateImage, XstateRestore, featureNames, register, XSTATE_KEY, xsaveInfo, probeXsave, cachedXsaveInfo, XSAVE_CACHE_FILE,
+} from '../src';
 import { thrown } from './support';
 
 /** Names of XSAVE components by bit, as the kernel's xfeature_names has them. */
@@ -121,5 +123,61 @@ describe('XstateRestore checks an image XSTATE object against this CPU', () => {
   it('finish without an XSTATE object is a bad image', () => {
     const e = thrown(() => new XstateRestore().finish(ctx, task()));
     expect(e.code).to.equal('EBADIMG');
+  });
+});
+
+describe('the XSAVE layout kept for the boot', () => {
+  const root = process.geteuid?.() === 0;
+  let saved: Buffer | undefined;
+  before(function () {
+    if (!root) this.skip(); // only root keeps it
+    try {
+      saved = fs.readFileSync(XSAVE_CACHE_FILE);
+    } catch {
+      saved = undefined;
+    }
+  });
+  after(() => {
+    if (!root) return;
+    if (saved) fs.writeFileSync(XSAVE_CACHE_FILE, saved, { mode: 0o644 });
+    else fs.rmSync(XSAVE_CACHE_FILE, { force: true });
+  });
+  const line = (bootId: string, features: bigint, size: number, sw: Buffer) => `${bootId} ${features.toString(16)} ${size} ${sw.toString('hex')}\n`;
+
+  it('is what a helper process shows, and is used only as written for this boot by root', () => {
+    const probed = probeXsave();
+    xsaveInfo(); // keeps it when it was not kept yet
+    const kept = cachedXsaveInfo();
+    expect(kept).to.deep.equal(probed);
+    const st = fs.statSync(XSAVE_CACHE_FILE);
+    expect(st.uid).to.equal(0);
+    expect(st.mode & 0o022).to.equal(0);
+    const good = line(linux.bootId(), probed.features, probed.size, probed.swReserved);
+    const other = linux.bootId().replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    // Another boot's, a malformed one, a mask word that disagrees, a file others may write: ignored.
+    for (const [what, text, mode] of [
+      ['another boot', line(other, probed.features, probed.size, probed.swReserved), 0o644],
+      ['malformed', good.replace(/ \d+ /, ' x '), 0o644],
+      ['mask word differs', line(linux.bootId(), probed.features, probed.size, Buffer.alloc(48)), 0o644],
+      ['writable by others', good, 0o666],
+    ] as const) {
+      fs.rmSync(XSAVE_CACHE_FILE, { force: true });
+      fs.writeFileSync(XSAVE_CACHE_FILE, text, { mode });
+      fs.chmodSync(XSAVE_CACHE_FILE, mode);
+      expect(cachedXsaveInfo(), what).to.equal(undefined);
+    }
+    // Features the kernel does not report (ARCH_GET_XCOMP_SUPP, where it answers): ignored.
+    const b = Buffer.alloc(8);
+    if (linux.rawSyscall(linux.syscallNumber('arch_prctl'), linux.ARCH.GET_XCOMP_SUPP, b) === 0n) {
+      expect(b.readBigUInt64LE(0)).to.equal(probed.features);
+      const sw = Buffer.from(probed.swReserved);
+      sw.writeBigUInt64LE(probed.features | (1n << 62n), 0);
+      fs.writeFileSync(XSAVE_CACHE_FILE, line(linux.bootId(), probed.features | (1n << 62n), probed.size, sw), { mode: 0o644 });
+      fs.chmodSync(XSAVE_CACHE_FILE, 0o644);
+      expect(cachedXsaveInfo(), 'features the kernel lacks').to.equal(undefined);
+    }
+    fs.writeFileSync(XSAVE_CACHE_FILE, good, { mode: 0o644 });
+    fs.chmodSync(XSAVE_CACHE_FILE, 0o644);
+    expect(cachedXsaveInfo()).to.deep.equal(probed);
   });
 });

@@ -31,9 +31,11 @@
  * the release, fails the restart as any other (nothing is left); after it, every restored process
  * (and what it forked meanwhile) is killed, and cptrst says why and exits non-zero: a process never
  * runs on with a zero page where its data should be. If cptrst dies during the fill, a small
- * watchdog (/bin/sh, holding a copy of the userfaultfds) kills the processes: their faults wait
- * meanwhile. Images not owned by root are refused (EPERM): the userfaultfd must be made with
- * CAP_SYS_PTRACE to handle faults taken inside the kernel, which such a process never has.
+ * watchdog (/bin/sh, holding a copy of the userfaultfds, started before the release) kills the
+ * processes: their faults wait meanwhile. The fill reads its first object only after the caller
+ * has heard that the processes run, so the time until then does not grow with the memory. Images
+ * not owned by root are refused (EPERM): the userfaultfd must be made with CAP_SYS_PTRACE to
+ * handle faults taken inside the kernel, which such a process never has.
  */
 import { spawn, ChildProcess } from 'child_process';
 import * as fs from 'fs';
@@ -77,6 +79,8 @@ interface PagesStream {
   next: number;
   /** Objects read ahead before the processes ran, by index: copied in when the fill starts. */
   early: Map<number, Buffer>;
+  /** The watchdog, started before the processes run (see watchdog()). */
+  guard?: ChildProcess;
 }
 
 /** One address space being filled: its userfaultfd (in cptrst) and its runs. */
@@ -211,7 +215,11 @@ export class LazyRestore implements RestoreHandler {
         task.tracee!.syscallOk(SYS.madvise, [p.start, p.end - p.start, MADV.DONTNEED], `madvise(MADV_DONTNEED) of pages to fill lazily at 0x${p.start.toString(16)}`);
       }
     }
-    CTX_STREAM.set(ctx, { listed, next: 0, early: new Map() });
+    // The watchdog is in place before anything runs: from the release on, cptrst's death must
+    // kill the processes, not leave them running on zero pages.
+    const spaces = CTX_LAZY.get(ctx) ?? [];
+    const guard = watchdog(spaces.map((s) => s.lazy.fd), spaces.map((s) => s.pid));
+    CTX_STREAM.set(ctx, { listed, next: 0, early: new Map(), guard });
     ctx.lazyFill = () => fill(ctx);
   }
 
@@ -246,6 +254,13 @@ export class LazyRestore implements RestoreHandler {
   }
 
   abort(ctx: RestartContext, task: RestartTask): void {
+    // The restart failed before the release: the flow kills the processes; the watchdog goes
+    // without killing anything (their PIDs could be another process's by the time it would).
+    const stream = CTX_STREAM.get(ctx);
+    if (stream?.guard) {
+      stream.guard.stdin?.end('done\n');
+      stream.guard = undefined;
+    }
     const lazy = task.state.get(TASK_LAZY);
     if (!lazy || lazy.fd < 0) return;
     try {
@@ -345,14 +360,6 @@ class Filler {
 
   constructor(tasks: Array<{ pid: number; lazy: TaskLazy }>) {
     for (const { pid, lazy } of tasks) this.spaces.push({ pid, fd: lazy.fd, runs: lazy.runs, gone: false });
-  }
-
-  get fds(): number[] {
-    return this.spaces.map((s) => s.fd);
-  }
-
-  get pids(): number[] {
-    return this.spaces.map((s) => s.pid);
   }
 
   /** Serves every message waiting on every space. */
@@ -495,6 +502,7 @@ function watchdog(fds: number[], pids: number[]): ChildProcess {
   w.unref();
   (w.stdin as unknown as { unref?: () => void } | null)?.unref?.();
   w.on('error', () => undefined);
+  w.stdin?.on('error', () => undefined);
   return w;
 }
 
@@ -506,8 +514,11 @@ async function fill(ctx: RestartContext): Promise<LazyFillReport> {
   CTX_LAZY.delete(ctx);
   CTX_STREAM.delete(ctx);
   const f = new Filler(tasks);
-  const guard = watchdog(f.fds, f.pids);
+  const guard = stream.guard!;
   try {
+    // The caller hears that the processes run (restart prints the PID) before the first object
+    // is read: the time until then does not include any page data. A fault meanwhile waits.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     f.events();
     for (const [k, payload] of [...stream.early.entries()].sort((a, b) => a[0] - b[0])) {
       f.arrive(k, payload);
