@@ -29,6 +29,7 @@ function isEagain(e: unknown): boolean {
 /**
  * Writes everything to fd, looping over partial writes and waiting out EAGAIN (non-blocking pipes).
  * `name` is what errors call the stream (the image's path, "stdout"); "image fd N" without it.
+ * writeAsync does the same on the libuv thread pool, with writev(2).
  */
 export function fileSink(fd: number, name?: string): ImageSink {
   const object = name ?? `image fd ${fd}`;
@@ -47,7 +48,37 @@ export function fileSink(fd: number, name?: string): ImageSink {
         }
       }
     },
+    async writeAsync(bufs: Buffer[]): Promise<void> {
+      let rest = bufs;
+      let wait = 1;
+      while (rest.length) {
+        let n: number;
+        try {
+          n = await writev(fd, rest);
+          wait = 1;
+        } catch (e) {
+          if (!isEagain(e)) throw streamError(e, object);
+          await new Promise((resolve) => setTimeout(resolve, wait));
+          wait = Math.min(wait * 2, 20);
+          continue;
+        }
+        rest = skipBytes(rest, n);
+      }
+    },
   };
+}
+
+/** One writev(2) at the fd's position, on the libuv thread pool: the bytes it wrote. */
+function writev(fd: number, bufs: Buffer[]): Promise<number> {
+  return new Promise((resolve, reject) => fs.writev(fd, bufs, null, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+/** `bufs` without their first `n` bytes (after a partial write). */
+function skipBytes(bufs: Buffer[], n: number): Buffer[] {
+  let i = 0;
+  while (i < bufs.length && n >= bufs[i].length) n -= bufs[i++].length;
+  if (i === bufs.length) return [];
+  return n ? [bufs[i].subarray(n), ...bufs.slice(i + 1)] : bufs.slice(i);
 }
 
 /** Reads from fd at its current position (no seeking); 0 means EOF. Waits out EAGAIN. `name` as for fileSink. */

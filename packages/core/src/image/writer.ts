@@ -10,10 +10,18 @@ import { CompressionName, checkCompression, compressPages } from './compress';
 import { ImageHead, PagesFollow, Terminator } from './head';
 import { layoutOf, typeName } from './layout';
 import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG, MAGIC, ObjectFlag, ObjectType, PREAMBLE_SIZE } from './types';
+import { WriteQueue } from './write-queue';
 
 /** Where image bytes go. write() must consume the whole buffer before returning (it is reused). */
 export interface ImageSink {
   write(buf: Buffer): void;
+  /**
+   * Optional: writes all of `bufs`, in order, without keeping the caller waiting (off the main
+   * thread), so that the writer reads and checksums the next page payloads meanwhile. The writer
+   * never has two calls outstanding, nor a write() during one, and leaves `bufs` untouched until it
+   * settles.
+   */
+  writeAsync?(bufs: Buffer[]): Promise<void>;
 }
 
 export interface ImageWriterOptions {
@@ -83,6 +91,8 @@ export class ImageWriter {
   private payloadBuf?: Buffer;
   /** The objects of the pages section, written by writeTail(). */
   private tail: TailObject[] = [];
+  /** While page payloads are written (overlapped()): the writes that go on meanwhile. */
+  private writes?: WriteQueue;
 
   constructor(private readonly sink: ImageSink, opts: ImageWriterOptions = {}) {
     this.buf = Buffer.allocUnsafe(opts.bufferSize ?? 1024 * 1024);
@@ -159,18 +169,18 @@ export class ImageWriter {
     if (!q) return;
     this.queue = undefined;
     this.queued = 0; // from here on, offset is where the next queued piece lands
-    for (const e of q) {
-      if (Buffer.isBuffer(e)) {
-        this.append(e);
-        continue;
+    await this.overlapped(async () => {
+      for (const e of q) {
+        if (Buffer.isBuffer(e)) {
+          this.append(e);
+          continue;
+        }
+        const payload = await this.payloadBuffer(e.bytes);
+        e.fill(payload);
+        this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
+        await after?.(e.bytes);
       }
-      if (!this.payloadBuf || this.payloadBuf.length < e.bytes) this.payloadBuf = Buffer.allocUnsafe(e.bytes);
-      const payload = this.payloadBuf.subarray(0, e.bytes);
-      e.fill(payload);
-      this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
-      await after?.(e.bytes);
-    }
-    this.flush();
+    });
   }
 
   /**
@@ -201,18 +211,55 @@ export class ImageWriter {
     const marker = new PagesFollow();
     marker.entries = tail.flatMap((e) => [BigInt(e.ptag), e.key, BigInt(e.bytes / this.pageSize)]);
     this.write(marker);
-    for (const e of tail) {
-      if (this.queue) {
-        this.deferObject(e.type, e.body, e.bytes, e.fill, e.ptag, e.flags);
-        continue;
-      }
-      const tag = this.takeTag(e.type);
-      if (!this.payloadBuf || this.payloadBuf.length < e.bytes) this.payloadBuf = Buffer.allocUnsafe(e.bytes);
-      const payload = this.payloadBuf.subarray(0, e.bytes);
-      e.fill(payload);
-      this.emitPages(e.type, tag, e.body, [payload], e.bytes, e.ptag, e.flags);
-      await after?.(e.bytes);
+    if (this.queue) {
+      for (const e of tail) this.deferObject(e.type, e.body, e.bytes, e.fill, e.ptag, e.flags);
+      return;
     }
+    await this.overlapped(async () => {
+      for (const e of tail) {
+        const tag = this.takeTag(e.type);
+        const payload = await this.payloadBuffer(e.bytes);
+        e.fill(payload);
+        this.emitPages(e.type, tag, e.body, [payload], e.bytes, e.ptag, e.flags);
+        await after?.(e.bytes);
+      }
+    });
+  }
+
+  /**
+   * Runs `fn`, which writes objects with page payloads, with the sink writing meanwhile where it
+   * can (ImageSink.writeAsync), and flushes; returns once every byte is written. On failure what
+   * waits to be written is dropped and the write in flight waited for: nothing reaches the sink
+   * after this settles (a caller may cut the image off then).
+   */
+  private async overlapped(fn: () => Promise<void>): Promise<void> {
+    const sink = this.sink;
+    if (!sink.writeAsync || this.writes) {
+      await fn();
+      this.flush();
+      return;
+    }
+    this.flush();
+    const writes = new WriteQueue((bufs) => sink.writeAsync!(bufs));
+    this.writes = writes;
+    try {
+      await fn();
+      this.flush();
+      await writes.drain();
+    } catch (e) {
+      await writes.abandon();
+      this.state = 'broken';
+      throw e;
+    } finally {
+      this.writes = undefined;
+    }
+  }
+
+  /** A buffer for a payload of `bytes`, which the caller fills and writes before asking for the next. */
+  private async payloadBuffer(bytes: number): Promise<Buffer> {
+    if (this.writes) return this.writes.buffer(bytes);
+    if (!this.payloadBuf || this.payloadBuf.length < bytes) this.payloadBuf = Buffer.allocUnsafe(bytes);
+    return this.payloadBuf.subarray(0, bytes);
   }
 
   writeHead(head: ImageHead): void {
@@ -269,7 +316,8 @@ export class ImageWriter {
     if (this.used === 0) return;
     const n = this.used;
     this.used = 0;
-    this.sinkWrite(this.buf.subarray(0, n));
+    // Written later: a copy, as the buffer is reused.
+    this.sinkWrite(this.writes ? Buffer.from(this.buf.subarray(0, n)) : this.buf.subarray(0, n));
   }
 
   private requireOpen(): void {
@@ -397,9 +445,11 @@ export class ImageWriter {
     this.used += b.length;
   }
 
+  /** To the sink: now, or queued (overlapped()) for a buffer the caller leaves untouched until written. */
   private sinkWrite(b: Buffer): void {
     try {
-      this.sink.write(b);
+      if (this.writes) this.writes.push(b);
+      else this.sink.write(b);
     } catch (e) {
       this.state = 'broken';
       throw asCptError(e, { object: 'image sink' });

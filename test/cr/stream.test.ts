@@ -1,0 +1,81 @@
+/**
+ * A checkpoint that lets the process run writes its pages while it reads the next ones (the image
+ * sink's writes on the thread pool, core/src/image/write-queue.ts): the image still goes out as
+ * one stream to a socket or a pipe on stdout (`-o -`) whose reader takes it slowly, plain and
+ * compressed, and restarts into a process that passes its checks. Byte equality with synchronous
+ * writes is checked in core's unit tests (image-overlap.test.ts); here the stream is whole and
+ * right for a real process.
+ */
+import { expect } from 'chai';
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import {
+  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
+} from '../support';
+
+/** Runs `checkpoint PID -o -` and collects stdout, a reader that pauses now and then: through a socket (node's stdio), or a pipe (through cat). */
+async function checkpointToStdout(pid: number, via: 'socket' | 'pipe', extra: string[], dir: string): Promise<Buffer> {
+  const args = [CLI_MAIN, 'checkpoint', String(pid), '-o', '-', ...extra];
+  const quoted = [process.execPath, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  // sh has no pipefail: cptrst's status comes through a file.
+  const statusFile = path.join(dir, 'status');
+  const ck = via === 'socket'
+    ? spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn('sh', ['-c', `{ ${quoted}; echo $? > '${statusFile}'; } | cat`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const chunks: Buffer[] = [];
+  let got = 0;
+  ck.stdout.on('data', (c: Buffer) => {
+    chunks.push(c);
+    // Every 4 MiB or so the reader stops for a moment: the writes wait for room.
+    if (Math.floor((got + c.length) / (4 << 20)) > Math.floor(got / (4 << 20))) {
+      ck.stdout.pause();
+      setTimeout(() => ck.stdout.resume(), 50);
+    }
+    got += c.length;
+  });
+  let err = '';
+  ck.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const code = await new Promise<number | null>((resolve) => ck.on('close', resolve));
+  expect(code, err).to.equal(0);
+  if (via === 'pipe') {
+    const status = fs.readFileSync(statusFile, 'utf8').trim();
+    fs.rmSync(statusFile, { force: true });
+    expect(status, err).to.equal('0');
+  }
+  return Buffer.concat(chunks);
+}
+
+async function passes(w: Workload): Promise<void> {
+  await trigger(w);
+  expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w, 60000)).verdict);
+}
+
+describe('a checkpoint that lets the process run, to a socket or a pipe (-o -)', function () {
+  this.timeout(180000);
+  before(() => buildWorkloads());
+  afterEach(() => killStartedWorkloads());
+
+  for (const via of ['socket', 'pipe'] as const) {
+    for (const compress of [false, true]) {
+      it(`through a ${via}${compress ? ', compressed' : ''}: one whole stream, restarted into a process that passes its checks`, async () => {
+        const w = await startWorkload('cowwrite', ['64']);
+        await sleep(200);
+        const image = await checkpointToStdout(w.pid, via, compress ? ['--compress'] : [], w.dir);
+        // Its 64 MiB whole, or compressed (cowwrite's pages repeat a pattern).
+        if (compress) expect(image.length, 'compressed image bytes').to.be.within(1, 32 << 20);
+        else expect(image.length, 'image bytes').to.be.greaterThan(64 << 20);
+        const img = path.join(w.dir, 'img');
+        fs.writeFileSync(img, image, { mode: 0o600 });
+        // The original ran on meanwhile; the image holds the instant of the freeze.
+        process.kill(w.pid, 'SIGKILL');
+        await w.exited;
+        expect(await waitGone(w.pid, 5000)).to.equal(true);
+        const rr = await cptrst(['restart', img]);
+        expect(rr.code, rr.stderr).to.equal(0);
+        await sleep(300);
+        await passes(w);
+      });
+    }
+  }
+});
