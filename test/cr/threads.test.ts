@@ -96,9 +96,14 @@ describe('threads', function () {
     });
   }
 
-  it('a job-control stopped process: every thread stays stopped after the checkpoint and after the restart; SIGCONT lets all go on', async () => {
+  it('a job-control stopped process: every thread stays stopped after the checkpoint, with no signal pending that was not, and after the restart; SIGCONT lets all go on', async () => {
     const w = await startWorkload('pthreads');
     process.kill(w.pid, 'SIGSTOP');
+    // The process's and each thread's pending signals: a checkpoint must not leave a stop signal of its own queued.
+    const pending = () => {
+      const field = (file: string, name: string) => new RegExp(`^${name}:\\s*(\\S+)$`, 'm').exec(fs.readFileSync(file, 'utf8'))?.[1];
+      return [field(`/proc/${w.pid}/status`, 'ShdPnd'), ...threadIds(w.pid).map((t) => field(`/proc/${w.pid}/task/${t}/status`, 'SigPnd'))];
+    };
     const states = async (want: string) => {
       let got: string[] = [];
       for (let i = 0; i < 200; i++) {
@@ -109,12 +114,15 @@ describe('threads', function () {
       return got;
     };
     expect(await states('T')).to.satisfy((a: string[]) => a.every((s) => s === 'T'));
+    const before = pending();
+    expect(before.every((p) => p !== undefined), before.join(' ')).to.equal(true);
     const r = await cptrst(['checkpoint', String(w.pid), '-o', path.join(w.dir, 'run')]);
     expect(r.code, r.stderr).to.equal(0);
     expect(await tracedThreads(w.pid)).to.deep.equal([]);
     expect(await states('T')).to.satisfy((a: string[]) => a.every((s) => s === 'T'));
-    const { before } = await checkpointAndRestart(w);
-    expect(threadIds(w.pid)).to.deep.equal(before);
+    expect(pending()).to.deep.equal(before);
+    const { before: tids } = await checkpointAndRestart(w);
+    expect(threadIds(w.pid)).to.deep.equal(tids);
     expect(await states('T')).to.satisfy((a: string[]) => a.every((s) => s === 'T'));
     expect(await tracedThreads(w.pid)).to.deep.equal([]);
     process.kill(w.pid, 'SIGCONT');

@@ -16,9 +16,13 @@ import { SYS } from './linux/syscalls';
 
 /**
  * Lets the thread go. `regs` are the registers it carries on with (needed unless it is killed).
+ * `stopped`: the process was in a job-control stop before it was seized; for `stop` no signal is
+ * sent then: the detach puts it back into that stop, with its own stop signal, if it is still in
+ * effect (the kernel keeps a group stop across tracing), and a SIGCONT sent meanwhile is obeyed
+ * (a SIGSTOP of ours would stay pending in the stopped process, or stop it again after that SIGCONT).
  * The tracee is released afterwards whatever happens.
  */
-export function releaseTracee(tracee: Tracee, mode: ReleaseMode, regs?: ArchRegs): void {
+export function releaseTracee(tracee: Tracee, mode: ReleaseMode, regs?: ArchRegs, stopped = false): void {
   if (tracee.released) return;
   try {
     if (mode === 'kill') {
@@ -32,7 +36,7 @@ export function releaseTracee(tracee: Tracee, mode: ReleaseMode, regs?: ArchRegs
     tracee.restore(regs);
     // Queued after the last injected call (a SIGSTOP during one would be taken off the task) and
     // before the detach: it acts as soon as the task runs.
-    if (mode === 'stop') kill(tracee.pid, SIG.SIGSTOP);
+    if (mode === 'stop' && !stopped) kill(tracee.pid, SIG.SIGSTOP);
     tracee.detach();
     if (mode === 'stop') waitUntilStopped(tracee.pid);
   } finally {
@@ -53,7 +57,7 @@ export interface ThreadRelease {
  * SIGKILL takes the whole group, and the other threads' exits are collected before the main
  * thread's (a traced group leader is reported only once its other threads are gone).
  */
-export function releaseGroup(main: Tracee, threads: readonly ThreadRelease[], mode: ReleaseMode, regs?: ArchRegs): void {
+export function releaseGroup(main: Tracee, threads: readonly ThreadRelease[], mode: ReleaseMode, regs?: ArchRegs, stopped = false): void {
   const held = threads.filter((t) => !t.tracee.released);
   // One thread that cannot be let go does not keep the others, or the main thread, from it.
   let failure: Error | undefined;
@@ -74,7 +78,7 @@ export function releaseGroup(main: Tracee, threads: readonly ThreadRelease[], mo
         });
       }
     }
-    each(() => releaseTracee(main, mode, regs));
+    each(() => releaseTracee(main, mode, regs, stopped));
     if (mode !== 'kill') for (const t of held) each(() => t.tracee.detach());
   } finally {
     for (const t of held) t.tracee.forget();

@@ -21,11 +21,11 @@ export const WAS_STOPPED = new StateKey<boolean>('task.wasStopped');
  * The checkpoint's release policy: the original process carries on from its frozen registers,
  * with the Arch's syscall-restart rule for a process that keeps its kernel restart state.
  */
-function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode, threads: readonly TaskThread[] = []): void {
+function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode, threads: readonly TaskThread[] = [], wasStopped = false): void {
   const resume = (t: Tracee) => (mode === 'kill' ? undefined : archOf(ctx.container).resumeRegs(t.frozenRegs, 'original'));
   const others = threads.filter((t) => t.tracee).map((t) => ({ tracee: t.tracee!, regs: resume(t.tracee!) }));
-  if (others.length) releaseGroup(tracee, others, mode, resume(tracee));
-  else releaseTracee(tracee, mode, resume(tracee));
+  if (others.length) releaseGroup(tracee, others, mode, resume(tracee), wasStopped);
+  else releaseTracee(tracee, mode, resume(tracee), wasStopped);
 }
 
 export class PtraceFreezer implements Freezer {
@@ -70,9 +70,10 @@ export class PtraceFreezer implements Freezer {
     ctx.timed('release', () => {
       for (const t of tree.tasks) {
         // A task that was stopped before we came stays stopped when it is let run.
-        const m: ReleaseMode = mode === 'run' && t.state.get(WAS_STOPPED) === true ? 'stop' : mode;
+        const wasStopped = t.state.get(WAS_STOPPED) === true;
+        const m: ReleaseMode = mode === 'run' && wasStopped ? 'stop' : mode;
         try {
-          letGo(ctx, t.tracee, m, t.threads);
+          letGo(ctx, t.tracee, m, t.threads, wasStopped);
         } catch (e) {
           // A task that died meanwhile has nothing left to release.
           if (isAlive(t.pid)) ctx.log.warn(`pid ${t.pid}: release (${m}) failed: ${(e as Error).message}`);
