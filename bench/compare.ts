@@ -16,7 +16,9 @@
  *
  * `--tools` picks the variants (default cptrst,criu,cptrst-z,cptrst-lazy); `cptrst-memfile` is
  * plain cptrst with CPTRST_SNAPSHOT_MEMFILE=1 (the snapshot's pages read through /proc/PID/mem, as
- * before the vmsplice path), for a before/after in one alternation.
+ * before the vmsplice path), for a before/after in one alternation; `cptrst-copy` is plain cptrst
+ * restarted with CPTRST_PAGES_THROUGH_CPTRST=1 (every page read into cptrst and written into the
+ * process, as before the process read its pages section from the image file itself).
  *
  * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [--tools T,T...] [sizes in MiB...]
  *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
@@ -106,7 +108,7 @@ interface Run {
   runs?: number;
 }
 
-const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'criu'] as const;
+const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'cptrst-copy', 'criu'] as const;
 type Tool = (typeof TOOLS)[number];
 
 function toolName(t: string): Tool {
@@ -173,7 +175,8 @@ class Compare {
       const doc = JSON.parse(ck.stdout) as { frozenMs: number };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
-      const rs = await timedRun(process.execPath, [CLI, 'restart', ...(tool === 'cptrst-lazy' ? ['--lazy'] : []), img], 'cptrst restart');
+      const renv = tool === 'cptrst-copy' ? { ...process.env, CPTRST_PAGES_THROUGH_CPTRST: '1' } : undefined;
+      const rs = await timedRun(process.execPath, [CLI, 'restart', ...(tool === 'cptrst-lazy' ? ['--lazy'] : []), img], 'cptrst restart', renv);
       fs.rmSync(img);
       r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image, runs: rs.firstLine };
     } else {
@@ -264,14 +267,15 @@ async function main(): Promise<void> {
   const up = (x: { wall: number; cpu: number }) => `${x.wall.toFixed(0)} ms (CPU ${x.cpu.toFixed(0)} ms)`;
   console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}); criu --version ${criuUp ? up(criuUp) : '-'}`);
   const memfile = has('cptrst-memfile');
+  const copy = has('cptrst-copy');
   const rows = [
-    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''} restart --lazy: runs, all in | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
-    `|---|---|---|---|${memfile ? '---|' : ''}---|---|---|---|`,
+    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''}${copy ? ' restart, pages through cptrst (before) |' : ''} restart --lazy: runs, all in | --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
+    `|---|---|---|---|${memfile ? '---|' : ''}${copy ? '---|' : ''}---|---|---|---|`,
   ];
   const fmt = (a: number, b: number) => (has('criu') ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
   try {
     for (const mib of opts.sizes) {
-      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], criu: [] };
+      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], 'cptrst-copy': [], criu: [] };
       for (let k = 0; k < opts.runs; k++) {
         for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
       }
@@ -280,10 +284,11 @@ async function main(): Promise<void> {
       const mb = (t: Tool) => (m(t, 'image') / 1048576).toFixed(m(t, 'image') < 1048576 ? 2 : 1);
       const img = `${mb('cptrst')} / ${has('cptrst-z') ? `${mb('cptrst-z')} (${((100 * m('cptrst-z', 'image')) / m('cptrst', 'image')).toFixed(0)}%)` : '-'} / ${has('criu') ? mb('criu') : '-'}`;
       const z = has('cptrst-z') ? `${m('cptrst-z', 'checkpoint').toFixed(0)}, ${m('cptrst-z', 'restart').toFixed(0)} ms` : '-';
-      const copy = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
+      const bound = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
       const lazy = has('cptrst-lazy') ? `${m('cptrst-lazy', 'runs').toFixed(0)}, ${m('cptrst-lazy', 'restart').toFixed(0)} ms` : '-';
       const before = memfile ? ` ${m('cptrst-memfile', 'frozen').toFixed(0)}, ${m('cptrst-memfile', 'checkpoint').toFixed(0)} ms |` : '';
-      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before} ${lazy} | ${z} | ${img} | ${copy} |`);
+      const copied = copy ? ` ${fmt(m('cptrst-copy', 'restart'), m('criu', 'restart'))} |` : '';
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before}${copied} ${lazy} | ${z} | ${img} | ${bound} |`);
       console.error(rows[rows.length - 1]);
     }
   } catch (e) {

@@ -178,8 +178,8 @@ export class ImageReader {
    * read into it; otherwise it goes through a buffer of its own, piece by piece.
    */
   checkPayload(p: FilePayload, into?: Buffer): void {
-    const readAt = this.source.readAt;
-    if (!readAt) throw new CptError('EINVAL', 'this image source cannot read at an offset', { object: 'image reader' });
+    const source = this.source;
+    if (!source.readAt) throw new CptError('EINVAL', 'this image source cannot read at an offset', { object: 'image reader' });
     if (into && into.length !== p.length) throw new CptError('EINVAL', `a ${into.length}-byte buffer for a ${p.length}-byte payload`, { object: 'image reader' });
     let crc = p.crcBefore;
     for (let at = 0; at < p.length; at += CRC_PIECE) {
@@ -189,7 +189,7 @@ export class ImageReader {
       while (got < n) {
         let r: number;
         try {
-          r = readAt.call(this.source, piece, got, n - got, p.fileOffset + at + got);
+          r = source.readAt(piece, got, n - got, p.fileOffset + at + got);
         } catch (e) {
           throw asCptError(e, { object: `${this.source.name ?? 'image source'} at file offset ${p.fileOffset + at + got}` });
         }
