@@ -16,9 +16,11 @@
  *
  * `--tools` picks the variants (default cptrst,criu,cptrst-z,cptrst-lazy); `cptrst-memfile` is
  * plain cptrst with CPTRST_SNAPSHOT_MEMFILE=1 (the snapshot's pages read through /proc/PID/mem, as
- * before the vmsplice path), for a before/after in one alternation. `cptrst-base` and
- * `cptrst-base-lazy` are plain and lazy cptrst from another build of the CLI, named by
- * CPTRST_BENCH_BASE (its bin/cptrst.js; e.g. a copy of an earlier build), for the same.
+ * before the vmsplice path), for a before/after in one alternation; `cptrst-copy` is plain cptrst
+ * restarted with CPTRST_PAGES_THROUGH_CPTRST=1 (every page read into cptrst and written into the
+ * process, as before the process read its pages section from the image file itself).
+ * `cptrst-base` and `cptrst-base-lazy` are plain and lazy cptrst from another build of the CLI,
+ * named by CPTRST_BENCH_BASE (its bin/cptrst.js; e.g. a copy of an earlier build), for the same.
  *
  * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [--tools T,T...] [sizes in MiB...]
  *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
@@ -110,7 +112,7 @@ interface Run {
   runs?: number;
 }
 
-const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'cptrst-base', 'cptrst-base-lazy', 'criu'] as const;
+const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'cptrst-copy', 'cptrst-base', 'cptrst-base-lazy', 'criu'] as const;
 type Tool = (typeof TOOLS)[number];
 
 function toolName(t: string): Tool {
@@ -178,7 +180,8 @@ class Compare {
       const doc = JSON.parse(ck.stdout) as { frozenMs: number };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
-      const rs = await timedRun(process.execPath, [cli, 'restart', ...(tool.endsWith('-lazy') ? ['--lazy'] : []), img], 'cptrst restart');
+      const renv = tool === 'cptrst-copy' ? { ...process.env, CPTRST_PAGES_THROUGH_CPTRST: '1' } : undefined;
+      const rs = await timedRun(process.execPath, [cli, 'restart', ...(tool.endsWith('-lazy') ? ['--lazy'] : []), img], 'cptrst restart', renv);
       fs.rmSync(img);
       r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image, runs: rs.firstLine };
     } else {
@@ -271,16 +274,17 @@ async function main(): Promise<void> {
   const baseUp = BASE_CLI && (has('cptrst-base') || has('cptrst-base-lazy')) ? await startup(process.execPath, [BASE_CLI, '--version'], n) : undefined;
   console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}${baseUp ? `; base: ${up(baseUp)}` : ''}); criu --version ${criuUp ? up(criuUp) : '-'}`);
   const memfile = has('cptrst-memfile');
+  const copy = has('cptrst-copy');
   const base = has('cptrst-base');
   const baseLazy = has('cptrst-base-lazy');
   const rows = [
-    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''}${base ? ' base: frozen, checkpoint, restart |' : ''} restart --lazy: runs, all in |${baseLazy ? ' base --lazy: runs, all in |' : ''} --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
-    `|---|---|---|---|${memfile ? '---|' : ''}${base ? '---|' : ''}---|${baseLazy ? '---|' : ''}---|---|---|`,
+    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''}${copy ? ' restart, pages through cptrst (before) |' : ''}${base ? ' base: frozen, checkpoint, restart |' : ''} restart --lazy: runs, all in |${baseLazy ? ' base --lazy: runs, all in |' : ''} --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
+    `|---|---|---|---|${memfile ? '---|' : ''}${copy ? '---|' : ''}${base ? '---|' : ''}---|${baseLazy ? '---|' : ''}---|---|---|`,
   ];
   const fmt = (a: number, b: number) => (has('criu') ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
   try {
     for (const mib of opts.sizes) {
-      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], 'cptrst-base': [], 'cptrst-base-lazy': [], criu: [] };
+      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], 'cptrst-copy': [], 'cptrst-base': [], 'cptrst-base-lazy': [], criu: [] };
       for (let k = 0; k < opts.runs; k++) {
         for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
       }
@@ -289,12 +293,13 @@ async function main(): Promise<void> {
       const mb = (t: Tool) => (m(t, 'image') / 1048576).toFixed(m(t, 'image') < 1048576 ? 2 : 1);
       const img = `${mb('cptrst')} / ${has('cptrst-z') ? `${mb('cptrst-z')} (${((100 * m('cptrst-z', 'image')) / m('cptrst', 'image')).toFixed(0)}%)` : '-'} / ${has('criu') ? mb('criu') : '-'}`;
       const z = has('cptrst-z') ? `${m('cptrst-z', 'checkpoint').toFixed(0)}, ${m('cptrst-z', 'restart').toFixed(0)} ms` : '-';
-      const copy = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
+      const bound = mib ? `${memcpyMs(mib).toFixed(0)} ms` : '-';
       const lazy = has('cptrst-lazy') ? `${m('cptrst-lazy', 'runs').toFixed(0)}, ${m('cptrst-lazy', 'restart').toFixed(0)} ms` : '-';
       const before = memfile ? ` ${m('cptrst-memfile', 'frozen').toFixed(0)}, ${m('cptrst-memfile', 'checkpoint').toFixed(0)} ms |` : '';
+      const copied = copy ? ` ${fmt(m('cptrst-copy', 'restart'), m('criu', 'restart'))} |` : '';
       const baseCol = base ? ` ${m('cptrst-base', 'frozen').toFixed(0)}, ${m('cptrst-base', 'checkpoint').toFixed(0)}, ${m('cptrst-base', 'restart').toFixed(0)} ms |` : '';
       const baseLazyCol = baseLazy ? ` ${m('cptrst-base-lazy', 'runs').toFixed(0)}, ${m('cptrst-base-lazy', 'restart').toFixed(0)} ms |` : '';
-      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before}${baseCol} ${lazy} |${baseLazyCol} ${z} | ${img} | ${copy} |`);
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before}${copied}${baseCol} ${lazy} |${baseLazyCol} ${z} | ${img} | ${bound} |`);
       console.error(rows[rows.length - 1]);
     }
   } catch (e) {

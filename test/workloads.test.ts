@@ -66,6 +66,7 @@ const FDSTATE_MODES = ['flock', 'posix', 'ofd', 'lease', 'setown', 'setsig', 'se
 
 const CASES: Case[] = [
   { name: 'static' },
+  { name: 'pagesfds', label: 'pagesfds 8', args: () => ['8'] },
   { name: 'dynamic' },
   { name: 'loop.sh' },
   { name: 'loop.py' },
@@ -154,6 +155,7 @@ const CASES: Case[] = [
 /** Workloads whose CPT_TAMPER=1 mode corrupts their own state before the final check. */
 const TAMPERABLE: Case[] = [
   { name: 'static' },
+  { name: 'pagesfds', label: 'pagesfds 8', args: () => ['8'] },
   { name: 'dynamic' },
   { name: 'loop.sh' },
   { name: 'loop.py' },

@@ -52,6 +52,8 @@ export interface StartOptions {
    * opens its files again with its own identity.
    */
   asUser?: { uid: number; gid: number };
+  /** With asUser: start it as that user already (a workload that does not drop root by itself). */
+  startAsUser?: boolean;
 }
 
 const execFileP = promisify(execFile);
@@ -118,6 +120,7 @@ export async function startWorkload(name: string, args: string[] = [], opts: Sta
   try {
     child = spawn(file, [...argv0, triggerPath, ...args], {
       detached: opts.detached ?? true,
+      ...(opts.startAsUser && opts.asUser ? { uid: opts.asUser.uid, gid: opts.asUser.gid } : {}),
       stdio: ['ignore', fd, fd],
       env,
       cwd: dir,

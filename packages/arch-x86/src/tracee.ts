@@ -178,6 +178,17 @@ const XSTATE_MAX = 64 * 1024;
 /** How the scratch area was made and will be removed, for tests and the docs' windows. */
 export type CallGuard = 'stack-frame' | 'unguarded' | 'none';
 
+/** A batch let run (startBatch), to be waited for (finishBatch). */
+interface StartedBatch {
+  calls: ReadonlyArray<BatchCall>;
+  from: number;
+  n: number;
+  untilError: boolean;
+  sig: number;
+  header: bigint;
+  tableLen: number;
+}
+
 interface StackFrame {
   at: bigint;
   /** What the task's memory held there before. */
@@ -672,6 +683,34 @@ export class X86Tracee implements Tracee {
    * to run to their end, as any injected call in flight is.
    */
   private runBatch(calls: ReadonlyArray<BatchCall>, from: number, n: number, untilError: boolean): bigint[] | undefined {
+    const started = this.startBatch(calls, from, n, untilError);
+    return started && this.finishBatch(started);
+  }
+
+  /**
+   * startSyscalls: a batch that the task runs while cptrst goes on (a restart's task, which dies
+   * with cptrst: a batch in a guarded task is never left running behind our back). The tracee
+   * is busy until the returned function has collected the results.
+   */
+  startSyscalls(calls: ReadonlyArray<BatchCall>): (() => bigint[]) | undefined {
+    this.alive();
+    if (this.guarded || this.main || calls.length < 1 || calls.length > BATCH_MAX || !calls.every(batchable)) return undefined;
+    const started = this.startBatch(calls, 0, calls.length, false);
+    if (!started) return undefined;
+    this.running = true;
+    let results: bigint[] | undefined;
+    return () => {
+      if (results) return results;
+      if (this.done) throw new CptError('ESRCH', 'the process is no longer under cptrst control', { pid: this.pid });
+      this.running = false;
+      results = this.finishBatch(started);
+      return results;
+    };
+  }
+  private running = false;
+
+  /** The first half of runBatch: the table written, the task let run (PTRACE_CONT). Undefined (nothing done) when no signal can end it. */
+  private startBatch(calls: ReadonlyArray<BatchCall>, from: number, n: number, untilError: boolean): StartedBatch | undefined {
     if (this.guarded && !this.scratchArea) this.scratch();
     // In a guarded task, not a signal whose handler the batch sets: on the death path the raise
     // must stay a signal the task ignores. (A traced task reports the raise whatever its handler.)
@@ -709,6 +748,14 @@ export class X86Tracee implements Tracee {
     // Registers first, then the mask (as for one call): the stub's way back gives the task its own mask.
     this.setCallRegs(0, [], s.addr + BigInt(BATCH.codeAt), this.callStack());
     this.useMask(this.callMask() & ~linux.sigBit(sig));
+    ptrace.cont(this.tid, 0);
+    return { calls, from, n, untilError, sig, header, tableLen };
+  }
+
+  /** The second half: waits for the batch's end and reads its results. */
+  private finishBatch({ calls, from, n, untilError, sig, header, tableLen }: StartedBatch): bigint[] {
+    const s = this.scratchArea!;
+    const b = this.batchBuf!;
     this.awaitRaise(sig, s.addr + BigInt(BATCH.codeAt + BATCH.raisedAt));
     this.useMask(this.callMask());
     this.readMemoryInto(header, b, 0, tableLen);
@@ -723,7 +770,7 @@ export class X86Tracee implements Tracee {
   }
 
   /**
-   * PTRACE_CONT until the batch's signal-delivery stop: the raise's siginfo (the cookie), or the
+   * Waits (the task was let run with PTRACE_CONT) for the batch's signal-delivery stop: the raise's siginfo (the cookie), or the
    * signal at the stub's raise with someone else's siginfo (a real one, pending when ours came,
    * took its place). Any other signal is taken off the task to be queued again, as in
    * stepToSyscallStop. The task then stands in that stop, right after the raise: resumed without a
@@ -731,7 +778,6 @@ export class X86Tracee implements Tracee {
    * its frozen state.
    */
   private awaitRaise(sig: number, raisedAt: bigint): void {
-    ptrace.cont(this.tid, 0);
     for (;;) {
       const s = this.waitStop(-1);
       if (s.event === 0 && s.sig !== (SIG.SIGTRAP | 0x80)) {
@@ -893,6 +939,7 @@ export class X86Tracee implements Tracee {
 
   private alive(): void {
     if (this.done) throw new CptError('ESRCH', 'the process is no longer under cptrst control', { pid: this.pid });
+    if ((this.main ?? this).running) throw new CptError('EBUSY', 'the process is running a batch of calls that cptrst has not collected yet', { pid: this.pid, object: 'injected calls' });
   }
 
   /** The address of a `syscall` instruction in the task: the scratch copy, else one found in the vDSO or any executable mapping. */

@@ -115,6 +115,38 @@ describe('batches of injected calls', function () {
     });
   }
 
+  it('a started batch (startSyscalls) runs while cptrst goes on: the tracee is busy until its results are collected, in one stop; never in a guarded task', async () => {
+    const { pid } = await startSleeping('/bin/sleep', ['100']);
+    seizeExitKill(pid);
+    const t = new X86Tracee(pid, pid, { diesWithTracer: true });
+    const s = t.scratch();
+    t.stage(Buffer.from(encodeStruct(linux.Timespec, { sec: 0n, nsec: 300_000_000n })));
+    const batch = [{ nr: SYS.getpid }, { nr: linux.syscallNumber('clock_nanosleep'), args: [linux.CLOCK.MONOTONIC, 0, s.dataAddr, 0] }, { nr: SYS.close, args: [-1] }, { nr: SYS.gettid }];
+    const stops = t.stops;
+    const wait = t.startSyscalls(batch);
+    expect(wait).to.be.a('function');
+    // The task runs its batch (asleep in clock_nanosleep), not stopped for cptrst.
+    expect(pollSync(() => linux.readStat(pid).state === 'S')).to.equal(true);
+    expect(() => t.syscall(SYS.getpid)).to.throw(/running a batch of calls/);
+    expect(() => t.startSyscalls(batch)).to.throw(/running a batch of calls/);
+    expect(wait!()).to.deep.equal([BigInt(pid), 0n, -9n, BigInt(pid)]);
+    expect(wait!()).to.deep.equal([BigInt(pid), 0n, -9n, BigInt(pid)]);
+    expect(t.stops - stops).to.equal(1);
+    expect(linux.readStat(pid).state).to.equal('t');
+    // Usable again; too long or empty batches are not started.
+    expect(t.syscall(SYS.getpid)).to.equal(BigInt(pid));
+    expect(t.startSyscalls([])).to.equal(undefined);
+    expect(t.startSyscalls(Array.from({ length: 200 }, () => ({ nr: SYS.getpid })))).to.equal(undefined);
+    letGo(t, 'run');
+    expect(pollSync(() => linux.readStatus(pid).state === 'S' && linux.readStatus(pid).tracerPid === 0)).to.equal(true);
+
+    const g = await startSleeping('/bin/sleep', ['100']);
+    seizeAndStop(g.pid);
+    const guarded = new X86Tracee(g.pid, g.pid);
+    expect(guarded.startSyscalls(batch)).to.equal(undefined);
+    letGo(guarded, 'run');
+  });
+
   it('in a task that dies with cptrst, every handler read and set again in one batch each (as the signal dump and restore do)', async () => {
     const p = await python(['SIGURG', 'SIGUSR1'], ['SIGWINCH'], []);
     const before = linux.readStatus(p.pid);

@@ -255,6 +255,21 @@ export class RestartContext extends OperationContext {
     return this.imageOwner.uid === 0;
   }
 
+  private readonly afterRecordsFns: Array<() => void | Promise<void>> = [];
+
+  /**
+   * Runs `fn` once every object of the image has been read and handed to its handler, before any
+   * finish hook (work a handler left running, such as pages a process reads itself, ends there).
+   */
+  afterRecords(fn: () => void | Promise<void>): void {
+    this.afterRecordsFns.push(fn);
+  }
+
+  /** The restart flow's step between the objects and the finish hooks: every afterRecords() function, in order. */
+  async runAfterRecords(): Promise<void> {
+    for (const fn of this.afterRecordsFns.splice(0)) await fn();
+  }
+
   /** Lazy restart: started once the processes are let go; settles when their last page is in. */
   lazyFill?: () => Promise<LazyFillReport>;
 

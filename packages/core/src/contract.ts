@@ -4,7 +4,7 @@
  * each other; they meet here, through interfaces and container tokens.
  */
 import type { CheckpointContext, RestartContext } from './context';
-import type { ImageHead, LayoutClass } from './image';
+import type { FilePayload, ImageHead, LayoutClass } from './image';
 import { token, Token, TaskState } from './tokens';
 import type { CptOperations } from './entry';
 import type { ArchRegs } from './arch';
@@ -128,6 +128,14 @@ export interface Tracee {
    * batch only calls that are harmless to run to their end (as any call in flight is).
    */
   syscalls(calls: ReadonlyArray<BatchCall>, opts?: { untilError?: boolean }): bigint[];
+  /**
+   * Optional: starts `calls` (at most one batch's worth) in one stop and returns at once, with a
+   * function that waits for them and returns their raw results, so that cptrst can work while the
+   * task runs them. Until it has been called the tracee is busy: any other use of it throws.
+   * Undefined (nothing started) where the calls cannot run as one batch: the caller then uses
+   * syscalls(). Only for a task that dies with cptrst (a restart's): the calls run to their end.
+   */
+  startSyscalls?(calls: ReadonlyArray<BatchCall>): (() => bigint[]) | undefined;
   /** A scratch area in the task (mapped on first use, unmapped by restore()). */
   scratch(): ScratchArea;
   /** Writes `data` into the scratch data area at `offset` and returns its address in the task. */
@@ -330,6 +338,11 @@ export interface RestoreObject<T = unknown> {
   readonly pages?: Buffer;
   /** Stream offset of the first byte of `pages` (a lazy restart reads them again from a file image). */
   readonly pagesOffset?: number;
+  /**
+   * The page payload left in the image file instead of `pages` (ImageReader.leavePayloads): the
+   * handler reads it from there and must check it (PayloadChecker) before the process runs.
+   */
+  readonly filePayload?: FilePayload;
 }
 
 export interface RestoreHandler {

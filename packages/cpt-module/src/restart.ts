@@ -108,9 +108,10 @@ export async function restart(container: DependencyContainer, ctid: number, fd: 
       if (!task.tracee && rec.type !== ObjectType.TASK && rec.type !== ObjectType.TASK_CREDS) {
         throw new CptError('EBADIMG', `${rec.name} object at image offset ${rec.offset} comes before the task's credentials`, { pid: task.pid, object: rec.name });
       }
-      await ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages, pagesOffset: rec.pagesOffset }));
+      await ctx.timed(h.name, () => h.restore(ctx, task, { type: rec.type, tag: rec.tag, ptag: rec.ptag, offset: rec.offset, obj: rec.obj, pages: rec.pages, pagesOffset: rec.pagesOffset, filePayload: rec.filePayload }));
     }
     if (!current) throw new CptError('EBADIMG', 'the image holds no task');
+    await ctx.runAfterRecords();
     for (const t of tasks) if (!t.zombie) await finishTask(t);
     await finishLate(tasks.filter((t) => !t.zombie));
   } catch (e) {

@@ -20,7 +20,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointContext, CheckpointTask, CptError, ImageReader, ObjectType, RestartContext, RestartFlags, RestartTask, RestoreObject,
+  CheckpointContext, CheckpointTask, CptError, ImageReader, ImageRecord, ObjectType, RestartContext, RestartFlags, RestartTask, RestoreObject,
   StateKey, bytes, fileSource, hashPages, kindRecordWriter, linux, objectType, str, u32, u64, u64s,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
@@ -553,6 +553,10 @@ function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: str
   const reader = new ImageReader(fileSource(fd, object));
   const head = reader.readHead();
   if (head.pageSize !== linux.pageSize()) throw badImage(`${object} has ${head.pageSize}-byte pages`);
+  // Only where each page is: the payloads stay in the file, unread. Every page taken from a parent
+  // is checked against this image's hash of it when it is read (restoreParentPages), which an
+  // object's checksum (left unfinished here) adds nothing to.
+  reader.leavePayloads((type) => type === ObjectType.PAGES || type === ObjectType.VMA_PAGE_RUNS);
   const PAGE = BigInt(head.pageSize);
   const index: ImageIndex = { tasks: new Map() };
   let id = '';
@@ -580,22 +584,22 @@ function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: str
       const pid = (rec.obj as { pid: number }).pid;
       if (index.tasks.has(pid)) throw badImage(`${object} holds process ${pid} twice`);
       index.tasks.set(pid, []);
-    } else if (rec.type === ObjectType.PAGES && rec.pages) {
+    } else if (rec.type === ObjectType.PAGES && (rec.pages || rec.filePayload)) {
       // In place after its area, or in the pages section at the end: found by its area's tag.
-      if (rec.pagesOffset === undefined) throw badImage(`${object} has compressed pages`);
+      const at = payloadIn(rec, object);
       const pi = rec.obj as PagesImage;
-      segsOf(rec).push({ start: pi.vaddr, count: pi.count, fd, off: rec.pagesOffset, file });
+      segsOf(rec).push({ start: pi.vaddr, count: pi.count, fd, off: at.off, file });
       reader.recycle(rec.pages);
-    } else if (rec.type === ObjectType.VMA_PAGE_RUNS && rec.pages) {
-      if (rec.pagesOffset === undefined) throw badImage(`${object} has compressed pages`);
+    } else if (rec.type === ObjectType.VMA_PAGE_RUNS && (rec.pages || rec.filePayload)) {
+      const at = payloadIn(rec, object);
       const runs = (rec.obj as PageRunsImage).runs;
       const segs = segsOf(rec);
-      let off = rec.pagesOffset;
+      let off = at.off;
       for (let i = 0; i + 1 < runs.length; i += 2) {
         segs.push({ start: runs[i], count: Number(runs[i + 1]), fd, off, file });
         off += Number(runs[i + 1] * PAGE);
       }
-      if (off !== rec.pagesOffset + rec.pages.length) throw badImage(`${object}: page runs at offset ${rec.offset} do not match their payload`);
+      if (off !== at.off + at.length) throw badImage(`${object}: page runs at offset ${rec.offset} do not match their payload`);
       reader.recycle(rec.pages);
     } else if (rec.type === ObjectType.VMA_PARENT_PAGES) {
       if (!parent) throw badImage(`${object} has parent pages and no parent`);
@@ -611,6 +615,13 @@ function indexImage(ctx: RestartContext, chain: Chain, file: string, wantId: str
     for (let i = 1; i < segs.length; i++) if (segs[i - 1].start + BigInt(segs[i - 1].count) * PAGE > segs[i].start) throw badImage(`${object}: pages at 0x${segs[i].start.toString(16)} are given twice`);
   }
   return index;
+}
+
+/** Where a parent's page payload is in its file: left there by the reader, or read (plain pages only). */
+function payloadIn(rec: ImageRecord, object: string): { off: number; length: number } {
+  if (rec.filePayload) return { off: rec.filePayload.fileOffset, length: rec.filePayload.length };
+  if (rec.pagesOffset === undefined || !rec.pages) throw badImage(`${object} has compressed pages`);
+  return { off: rec.pagesOffset, length: rec.pages.length };
 }
 
 /** The directory relative parent paths are taken from: the restarted image's (cwd for a pipe). */

@@ -25,6 +25,7 @@ import {
 import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, MM_LAYOUT, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
+import { abortFilePages, leaveSectionPayloads } from './file-pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
 import { FileVma, closeOpenFile, holdOpenFile } from './file';
@@ -365,6 +366,7 @@ export class MmRestore implements RestoreHandler {
   restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
     switch (o.type) {
       case ObjectType.MM:
+        leaveSectionPayloads(ctx);
         return ctx.timed('mm', () => this.restoreMm(ctx, task, o.obj as MmImage));
       case ObjectType.VMA:
         return ctx.timed('vmas', () => {
@@ -389,6 +391,7 @@ export class MmRestore implements RestoreHandler {
 
   /** The image's parents (incremental.ts) are no longer needed once it is read, or when the restart fails. */
   abort(ctx: RestartContext): void {
+    abortFilePages(ctx);
     closeChain(ctx);
   }
 

@@ -14,7 +14,8 @@ import {
   CheckpointContext, CheckpointTask, CptError, MemorySnapshot, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
   objectType, u32, u64,
 } from '@cptrst/core';
-import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma } from './vma';
+import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma, fillsLazily } from './vma';
+import { filePagesOf } from './file-pages';
 
 /** The page size pages are counted in: the image head's (the machine's, checked equal at restart). */
 function pageOf(ctx: CheckpointContext | RestartContext): number {
@@ -236,8 +237,16 @@ export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreO
   if (!area || !vma) throw bad('they belong to no memory area');
   // Never through a shared file mapping: that would write the image's data into the file.
   if (!area.kind.storesPages(vma)) throw bad(`${describeVma(vma)} is a ${vma.shared ? 'shared ' : ''}${vma.kind} mapping, whose contents are not kept in an image (a shared file mapping's are the file's; a droppable area's may be dropped)`);
-  if (!o.pages || o.pages.length !== img.count * PAGE) throw bad(`payload is ${o.pages?.length ?? 0} bytes for ${img.count} pages`);
+  const length = o.pages?.length ?? o.filePayload?.length ?? 0;
+  if (length !== img.count * PAGE || (!o.pages && !o.filePayload)) throw bad(`payload is ${length} bytes for ${img.count} pages`);
   if (img.vaddr < vma.start || end > vma.end || img.vaddr % BigInt(PAGE) !== 0n) throw bad(`outside ${describeVma(vma)}`);
-  task.tracee!.writeMemory(img.vaddr, o.pages);
+  if (o.filePayload) {
+    // Left in the image file: read by the process itself where it can write the area, else by cptrst.
+    const file = filePagesOf(ctx);
+    if (fillsLazily(vma, vma.kind)) file.add(task, img.vaddr, o.filePayload);
+    else file.write(task, img.vaddr, o.filePayload);
+    return;
+  }
+  task.tracee!.writeMemory(img.vaddr, o.pages!);
   ctx.reader.recycle(o.pages); // written: the reader may read the next payload into the same memory
 }

@@ -26,7 +26,7 @@ export { COMPRESSIONS } from './compress';
 export type { CompressionName } from './compress';
 export type { ImageSink, ImageWriterOptions, PayloadSource } from './writer';
 export { ImageReader } from './reader';
-export type { ImageSource, ImageRecord, ImageReaderOptions } from './reader';
+export type { FilePayload, ImageSource, ImageRecord, ImageReaderOptions } from './reader';
 export { fileSink, fileSource, MemorySink, bufferSource } from './io';
 export { layoutSnapshot, checkLayoutSnapshot, checkReachability } from './snapshot';
 export type { LayoutSnapshot } from './snapshot';

@@ -1,6 +1,9 @@
 /** Sinks and sources over file descriptors (files, pipes, sockets) and memory. */
 import * as fs from 'fs';
 import { CptError, asCptError } from '../errors';
+import { errnoError, rawSyscall } from '../linux/libc';
+import { SEEK } from '../linux/files';
+import { SYS } from '../linux/syscalls';
 import type { ImageSource } from './reader';
 import type { ImageSink } from './writer';
 
@@ -84,7 +87,7 @@ function skipBytes(bufs: Buffer[], n: number): Buffer[] {
 /** Reads from fd at its current position (no seeking); 0 means EOF. Waits out EAGAIN. `name` as for fileSink. */
 export function fileSource(fd: number, name?: string): ImageSource {
   const object = name ?? `image fd ${fd}`;
-  return {
+  const source: ImageSource = {
     name: object,
     read(buf: Buffer, offset: number, length: number): number {
       let wait = 1;
@@ -99,6 +102,31 @@ export function fileSource(fd: number, name?: string): ImageSource {
       }
     },
   };
+  if (!isRegularFile(fd)) return source;
+  // A regular file can be skipped through and read at an offset (ImageReader.leavePayloads).
+  return {
+    ...source,
+    skip(length: number): number {
+      const end = rawSyscall(SYS.lseek, fd, length, SEEK.CUR);
+      if (end < 0n) throw errnoError(Number(-end), `lseek of ${object}`);
+      return Number(end) - length;
+    },
+    readAt(buf: Buffer, offset: number, length: number, position: number): number {
+      try {
+        return fs.readSync(fd, buf, offset, length, position);
+      } catch (e) {
+        throw streamError(e, object);
+      }
+    },
+  };
+}
+
+function isRegularFile(fd: number): boolean {
+  try {
+    return fs.fstatSync(fd).isFile();
+  } catch {
+    return false;
+  }
 }
 
 /** Collects an image in memory (copies each write, since writers reuse their buffers). */

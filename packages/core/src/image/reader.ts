@@ -3,6 +3,12 @@
  * is allocated, the checksum is verified before the body is decoded, and every refusal is an
  * ImageError naming the byte offset. The reader reads exactly the image's bytes (no read-ahead),
  * so a socket can carry more after the terminator.
+ *
+ * From a regular file, the caller may have page payloads left where they are (leavePayloads):
+ * the reader then reads an object's header, body and padding, skips its payload (lseek), and
+ * returns where the payload is with the checksum of what came before it. The body of such an
+ * object is decoded before its checksum is complete; the caller finishes the checksum from the
+ * file (checkPayload) and must refuse the object, before anything it restored runs, if it fails.
  */
 import { asCptError, CptError } from '../errors';
 import { decodeRecord } from './codec';
@@ -20,6 +26,27 @@ export interface ImageSource {
   read(buf: Buffer, offset: number, length: number): number;
   /** What errors call the stream: the image's path, "stdin". */
   readonly name?: string;
+  /**
+   * A regular file's only: moves past `length` bytes without reading them and returns the file
+   * offset of the first one (past the end of the file is not an error: the next read finds it).
+   */
+  skip?(length: number): number;
+  /** A regular file's only: reads up to `length` bytes at file offset `position` (pread), without moving. */
+  readAt?(buf: Buffer, offset: number, length: number, position: number): number;
+}
+
+/** A page payload left in the image file (ImageReader.leavePayloads). */
+export interface FilePayload {
+  /** Offset in the image file of its first byte. */
+  readonly fileOffset: number;
+  /** Its length in bytes: whole pages. */
+  readonly length: number;
+  /** CRC32 of the object up to the payload: the payload's bytes must take it to `checksum`. */
+  readonly crcBefore: number;
+  readonly checksum: number;
+  /** Stream offset of the object's header, and the object as errors name it. */
+  readonly objectOffset: number;
+  readonly desc: string;
 }
 
 export interface ImageRecord {
@@ -39,6 +66,8 @@ export interface ImageRecord {
   pages?: Buffer;
   /** Stream offset of the page payload's first byte (with `pages`). */
   pagesOffset?: number;
+  /** The page payload, left in the file instead of read into `pages` (leavePayloads). */
+  filePayload?: FilePayload;
   pageCount: number;
 }
 
@@ -55,6 +84,8 @@ interface RawObject {
   bodyOffset: number;
   tail: Buffer;
   tailOffset: number;
+  /** The payload, left in the file (the tail is then only the padding before it). */
+  left?: FilePayload;
 }
 
 /** Objects at least this big are read into a buffer that recycle() can hand back for reuse. */
@@ -76,6 +107,8 @@ export class ImageReader {
   private done = false;
   private failed?: CptError;
   private readonly tagTypes = new Map<number, number>();
+  private leave?: (type: number) => boolean;
+  private checkBuffer?: Buffer;
 
   constructor(private readonly source: ImageSource, opts: ImageReaderOptions = {}) {
     this.maxObjectBytes = opts.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
@@ -128,6 +161,48 @@ export class ImageReader {
     });
   }
 
+  /**
+   * From now on, the page payload (plain pages, not compressed) of each object whose type `leave`
+   * accepts is left in the file: next() returns it as `filePayload`, without `pages`, and its
+   * checksum is the caller's to finish (checkPayload). Only where the source is a regular file
+   * (it can skip and read at an offset); otherwise nothing changes. Only for types whose body is
+   * a few fixed fields: it is decoded before the checksum is complete.
+   */
+  leavePayloads(leave: (type: number) => boolean): void {
+    if (this.source.skip && this.source.readAt) this.leave = leave;
+  }
+
+  /**
+   * Reads a payload left in the file and finishes its object's checksum: EBADIMG if the file ends
+   * inside it or the checksum does not match. With `into` (payload.length bytes), the payload is
+   * read into it; otherwise it goes through a buffer of its own, piece by piece.
+   */
+  checkPayload(p: FilePayload, into?: Buffer): void {
+    const source = this.source;
+    if (!source.readAt) throw new CptError('EINVAL', 'this image source cannot read at an offset', { object: 'image reader' });
+    if (into && into.length !== p.length) throw new CptError('EINVAL', `a ${into.length}-byte buffer for a ${p.length}-byte payload`, { object: 'image reader' });
+    let crc = p.crcBefore;
+    for (let at = 0; at < p.length; at += CRC_PIECE) {
+      const n = Math.min(CRC_PIECE, p.length - at);
+      const piece = into ? into.subarray(at, at + n) : (this.checkBuffer ??= Buffer.allocUnsafe(CRC_PIECE)).subarray(0, n);
+      let got = 0;
+      while (got < n) {
+        let r: number;
+        try {
+          r = source.readAt(piece, got, n - got, p.fileOffset + at + got);
+        } catch (e) {
+          throw asCptError(e, { object: `${this.source.name ?? 'image source'} at file offset ${p.fileOffset + at + got}` });
+        }
+        if (r <= 0) throw new ImageError(`truncated: the file ends inside the page payload (${at + got} of ${p.length} bytes)`, p.objectOffset, p.desc);
+        got += r;
+      }
+      crc = crc32(piece, crc);
+    }
+    if (crc !== p.checksum) {
+      throw new ImageError(`checksum mismatch: stored ${p.checksum.toString(16)}, computed ${crc.toString(16)} (the page payload read from the file)`, p.objectOffset + HeaderOffset.checksum, p.desc);
+    }
+  }
+
   /** The next object, or null after the terminator. */
   next(): ImageRecord | null {
     return this.guard(() => {
@@ -161,7 +236,7 @@ export class ImageReader {
         this.done = true;
         return null;
       }
-      const pages = this.payload(raw);
+      const pages = raw.left ? this.padding(raw) : this.payload(raw);
       const rec: ImageRecord = {
         type: h.type,
         name: typeName(h.type),
@@ -173,7 +248,10 @@ export class ImageReader {
         optional: (h.flags & ObjectFlag.OPTIONAL) !== 0,
         pageCount: pages ? pages.length / (this.head.pageSize) : 0,
       };
-      if (pages) {
+      if (raw.left) {
+        rec.filePayload = raw.left;
+        rec.pageCount = raw.left.length / this.head.pageSize;
+      } else if (pages) {
         rec.pages = pages;
         // Compressed pages exist only decompressed: no offset in the stream holds them as they are.
         if (raw.header.kind !== ContentKind.RECORD_WITH_COMPRESSED_PAGES) rec.pagesOffset = raw.tailOffset + raw.tail.length - pages.length;
@@ -259,6 +337,8 @@ export class ImageReader {
     if (h.kind !== ContentKind.RECORD && h.kind !== ContentKind.RECORD_WITH_PAGES && h.kind !== ContentKind.RECORD_WITH_COMPRESSED_PAGES) {
       throw new ImageError(`unknown content kind ${h.kind}`, start + HeaderOffset.kind, desc);
     }
+    const left = this.readLeaving(start, hb, h, total, initialCrc, desc);
+    if (left) return left;
     const rest = this.objectBuffer(total - OBJ_HEADER_SIZE);
     let crc = headerCrc(hb, initialCrc);
     for (let at = 0; at < rest.length; at += CRC_PIECE) {
@@ -279,6 +359,48 @@ export class ImageReader {
       body: rest.subarray(bodyStart, tailStart), bodyOffset: start + h.headerLength,
       tail: rest.subarray(tailStart), tailOffset: start + h.headerLength + h.bodyLength,
     };
+  }
+
+  /**
+   * An object whose page payload stays in the file (leavePayloads): its header, body and padding
+   * are read and checksummed, the payload skipped. Null where this object is read whole: not
+   * asked for, not plain pages, or a shape the whole read refuses with its own message.
+   */
+  private readLeaving(start: number, hb: Buffer, h: ObjectHeader, total: number, initialCrc: number, desc: string): RawObject | null {
+    if (!this.leave || !this.head || h.kind !== ContentKind.RECORD_WITH_PAGES || !this.leave(h.type)) return null;
+    const pageSize = this.head.pageSize;
+    const tailOffset = start + h.headerLength + h.bodyLength;
+    const before = alignUp(tailOffset, pageSize) - start - OBJ_HEADER_SIZE; // header rest, body, padding
+    const length = total - OBJ_HEADER_SIZE - before;
+    if (length <= 0 || length % pageSize !== 0) return null;
+    const head = Buffer.allocUnsafe(before);
+    const got = this.fill(head);
+    if (got < before) throw new ImageError(`truncated: object needs ${total} bytes, stream ended after ${OBJ_HEADER_SIZE + got}`, this.pos, desc);
+    const crcBefore = crc32(head, headerCrc(hb, initialCrc));
+    let fileOffset: number;
+    try {
+      fileOffset = this.source.skip!(length);
+    } catch (e) {
+      throw asCptError(e, { object: `${this.source.name ?? 'image source'} at offset ${this.pos}` });
+    }
+    this.pos += length;
+    this.lastBuffer = undefined;
+    const bodyStart = h.headerLength - OBJ_HEADER_SIZE;
+    const tailStart = bodyStart + h.bodyLength;
+    return {
+      start, header: h, desc,
+      body: head.subarray(bodyStart, tailStart), bodyOffset: start + h.headerLength,
+      tail: head.subarray(tailStart), tailOffset,
+      left: { fileOffset, length, crcBefore, checksum: h.checksum, objectOffset: start, desc },
+    };
+  }
+
+  /** The padding before a payload left in the file: zero bytes, as payload() checks them. */
+  private padding(raw: RawObject): undefined {
+    for (let i = 0; i < raw.tail.length; i++) {
+      if (raw.tail[i] !== 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
+    }
+    return undefined;
   }
 
   /** A buffer for `n` bytes of object: a recycled one when it fits, else a new one (not zero-filled). */

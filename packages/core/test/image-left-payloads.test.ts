@@ -1,0 +1,188 @@
+/**
+ * Page payloads left in the image file (ImageReader.leavePayloads): the reader skips them and says
+ * where they are; checkPayload reads them back and finishes the object's checksum, refusing a
+ * damaged or cut payload with EBADIMG; anything not a regular file is read whole as before.
+ */
+import { expect } from 'chai';
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {
+  FilePayload, HeaderOffset, ImageError, ImageReader, ImageRecord, ImageWriter, bufferSource, fileSink, fileSource,
+} from '../src/image';
+import { samplePages, summarize, writeSample } from './fixtures/image-test-layouts';
+
+const TEST_MAP = 1001;
+
+describe('image: payloads left in the file', () => {
+  let dir: string;
+  let file: string;
+  const PAGES = 300; // over one checksum piece (1 MiB) per payload
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-left-'));
+    file = path.join(dir, 'img');
+    const fd = fs.openSync(file, 'w');
+    writeSample(new ImageWriter(fileSink(fd)), { pagesPerMap: PAGES });
+    fs.closeSync(fd);
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  function readLeaving(f: string, leave: (t: number) => boolean = (t) => t === TEST_MAP): { reader: ImageReader; records: ImageRecord[]; fd: number } {
+    const fd = fs.openSync(f, 'r');
+    const reader = new ImageReader(fileSource(fd));
+    reader.readHead();
+    reader.leavePayloads(leave);
+    const records: ImageRecord[] = [];
+    for (let rec = reader.next(); rec; rec = reader.next()) records.push(rec);
+    return { reader, records, fd };
+  }
+
+  it('skips the payloads it is asked to leave, says where they are, and each checks against the file', () => {
+    const { reader, records, fd } = readLeaving(file);
+    try {
+      const maps = records.filter((r) => r.type === TEST_MAP && r.pageCount > 0);
+      expect(maps).to.have.length(2);
+      const img = fs.readFileSync(file);
+      for (const [i, m] of maps.entries()) {
+        expect(m.pages).to.equal(undefined);
+        const p = m.filePayload!;
+        expect(p.length).to.equal(PAGES * 4096);
+        expect(p.fileOffset % 4096).to.equal(0);
+        // The bytes at that offset are the payload as written.
+        expect(img.subarray(p.fileOffset, p.fileOffset + p.length).equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
+        reader.checkPayload(p);
+        const into = Buffer.alloc(p.length);
+        reader.checkPayload(p, into);
+        expect(into.equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
+      }
+      // Everything else reads as without leaving: the same records, offsets and end.
+      const whole = fs.openSync(file, 'r');
+      try {
+        const expected = summarize(new ImageReader(fileSource(whole))) as Array<{ pages?: unknown; name?: string; pageCount?: number }>;
+        const got = [expected[0], ...records.map((r) => ({
+          type: r.type, name: r.name, tag: r.tag, ptag: r.ptag, offset: r.offset, pageCount: r.pageCount,
+          obj: r.obj === undefined ? null : JSON.parse(JSON.stringify(r.obj, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x))),
+          pages: r.filePayload ? 'left' : r.pages ? 'read' : null,
+        })), { end: reader.offset }];
+        expect(got.length).to.equal(expected.length);
+        got.forEach((g, i) => {
+          const e = expected[i] as Record<string, unknown>;
+          if ((g as { pages?: unknown }).pages === 'left') expect({ ...g, pages: null }).to.deep.equal({ ...e, pages: null });
+          else if ((g as { pages?: unknown }).pages === 'read') expect({ ...g, pages: null }).to.deep.equal({ ...e, pages: null });
+          else expect(g).to.deep.equal(e);
+        });
+      } finally {
+        fs.closeSync(whole);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('a payload byte changed: its object still reads, and checkPayload refuses it (EBADIMG, checksum, naming the object)', () => {
+    const first = readLeaving(file);
+    const p = first.records.find((r) => r.filePayload)!.filePayload!;
+    fs.closeSync(first.fd);
+    const img = fs.readFileSync(file);
+    img[p.fileOffset + 5000] ^= 0x40;
+    fs.writeFileSync(file, img);
+    const { reader, records, fd } = readLeaving(file);
+    try {
+      const q = records.find((r) => r.filePayload)!.filePayload!;
+      const e = thrown(() => reader.checkPayload(q));
+      expect(e).to.be.instanceOf(ImageError);
+      expect(e.code).to.equal('EBADIMG');
+      expect(e.message).to.match(/checksum mismatch/);
+      expect((e as ImageError).object).to.equal(q.desc);
+      expect(thrown(() => reader.checkPayload(q, Buffer.alloc(q.length))).message).to.match(/checksum mismatch/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('a file cut inside a payload: the stream refuses to end (truncated), and checkPayload says where the file ends', () => {
+    const whole = readLeaving(file);
+    const last = whole.records.filter((r) => r.filePayload).pop()!.filePayload!;
+    fs.closeSync(whole.fd);
+    fs.truncateSync(file, last.fileOffset + 4096 * 3 + 10);
+    const fd = fs.openSync(file, 'r');
+    try {
+      const reader = new ImageReader(fileSource(fd));
+      reader.readHead();
+      reader.leavePayloads((t) => t === TEST_MAP);
+      let left: FilePayload | undefined;
+      const e = thrown(() => {
+        for (let rec = reader.next(); rec; rec = reader.next()) if (rec.filePayload) left = rec.filePayload;
+      });
+      expect(e.code).to.equal('EBADIMG');
+      expect(e.message).to.match(/truncated/);
+      expect(left?.fileOffset).to.equal(last.fileOffset);
+      const c = thrown(() => reader.checkPayload(left!));
+      expect(c.code).to.equal('EBADIMG');
+      expect(c.message).to.match(/truncated: the file ends inside the page payload \(12298 of/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('reads payloads whole where asked for nothing, for other types, and from a source that is not a regular file', () => {
+    const none = readLeaving(file, () => false);
+    fs.closeSync(none.fd);
+    expect(none.records.some((r) => r.filePayload)).to.equal(false);
+    expect(none.records.filter((r) => r.pages && r.pages.length).length).to.equal(2);
+    const reader = new ImageReader(bufferSource(fs.readFileSync(file)));
+    reader.readHead();
+    reader.leavePayloads(() => true);
+    let n = 0;
+    for (let rec = reader.next(); rec; rec = reader.next()) {
+      expect(rec.filePayload).to.equal(undefined);
+      if (rec.pages?.length) n++;
+    }
+    expect(n).to.equal(2);
+    // A pipe is no regular file either.
+    const [r, w] = pipe();
+    try {
+      const src = fileSource(r);
+      expect('skip' in src || 'readAt' in src).to.equal(false);
+    } finally {
+      fs.closeSync(r);
+      fs.closeSync(w);
+    }
+  });
+
+  it('the checksum error names the stored checksum\'s offset', () => {
+    const first = readLeaving(file);
+    const p = first.records.find((r) => r.filePayload)!.filePayload!;
+    fs.closeSync(first.fd);
+    const img = fs.readFileSync(file);
+    img[p.fileOffset] ^= 1;
+    fs.writeFileSync(file, img);
+    const { reader, fd } = readLeaving(file);
+    try {
+      const e = thrown(() => reader.checkPayload(p)) as ImageError;
+      expect(e.offset).to.equal(p.objectOffset + HeaderOffset.checksum);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
+
+function thrown(fn: () => unknown): Error & { code?: string } {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error & { code?: string };
+  }
+  throw new Error('nothing was thrown');
+}
+
+/** A pipe's two ends (read, write): a FIFO opened both ways, then unlinked. */
+function pipe(): [number, number] {
+  const fifo = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-fifo-')), 'f');
+  execFileSync('mkfifo', [fifo]);
+  const r = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  const w = fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+  fs.rmSync(path.dirname(fifo), { recursive: true, force: true });
+  return [r, w];
+}

@@ -1,0 +1,245 @@
+/**
+ * Pages a restored process reads itself, straight from the image file. In a plain restart from a
+ * regular file, the payloads of the pages section (private anonymous read-write areas, read after
+ * every other record of every task) are left in the file by the reader. Each process that has
+ * enough of them gets cptrst's descriptor of the image (sent over a socketpair made inside it,
+ * received there by an injected recvmsg), and reads its pages itself in batches of injected calls
+ * (Tracee.startSyscalls): per object, madvise(MADV_POPULATE_WRITE) to fault the pages in without
+ * a fault per page, then pread64 into them. One copy, from the file into the process, instead of
+ * two (file to cptrst, cptrst to the process); while a batch runs, cptrst reads the same payloads
+ * from the file and checks their checksums (ImageReader.checkPayload). Once every object is read
+ * (RestartContext.afterRecords, before any finish hook) the last batch is waited for and the
+ * descriptor closed inside the process: it never runs its own code with it, and its fd table is
+ * the image's again (the fd took a number the image left free, as every record of the process
+ * had been restored; it is close-on-exec too).
+ *
+ * The image is untrusted: each object is checked against its area before it is queued (restorePages);
+ * a read that comes short (the file ends inside a payload) or fails, or a checksum that does not
+ * match, fails the restart before any process runs, and the flow kills what it made. The checksum
+ * of a payload may be found wrong after the process read it: it has not run, and is killed.
+ * The checksum guards against damage, not against the image's owner (who can fix checksums
+ * anyway): that the file may change between the process's read and cptrst's gives nobody more
+ * than a crafted image would.
+ *
+ * Everything else keeps the way through cptrst: a pipe or a socket, compressed payloads, a lazy
+ * restart, pages outside the section (a parent's, read-only areas, ...), a process with less than
+ * MIN_BYTES of pages in the section (the descriptor costs more than it saves), a process in which
+ * the calls cannot run as a batch (seccomp, no signal to end it) or that cannot take the descriptor
+ * (RLIMIT_NOFILE), and an image fd open for more than reading.
+ */
+import {
+  BatchCall, CptError, FilePayload, ObjectType, RestartContext, RestartFlags, RestartTask, decodeStruct, encodeStruct, linux, sizeOfStruct,
+} from '@cptrst/core';
+
+const { SYS, MADV, MSG } = linux;
+/** Bytes of pages per batch of reads inside a process: cptrst checks one batch while the process reads it. */
+const BATCH_BYTES = 32 * 1024 * 1024;
+/** Objects per batch: two calls each (populate, read), within one batch of injected calls. */
+const BATCH_OBJECTS = 60;
+/** A process gets the image's descriptor only once this much of its pages wait; less is written by cptrst. */
+const MIN_BYTES = 4 * 1024 * 1024;
+
+interface Item {
+  vaddr: bigint;
+  p: FilePayload;
+}
+
+interface TaskReads {
+  task: RestartTask;
+  /** The image's fd inside the process; null: cptrst writes this process's pages (it could not take the fd). */
+  fd?: bigint | null;
+  queue: Item[];
+  queued: number;
+  /** The batch the process runs now, and the objects it reads. */
+  running?: { wait: () => bigint[]; items: Item[] };
+}
+
+const OF_RESTART = new WeakMap<RestartContext, FilePages>();
+
+/**
+ * Has the reader leave the payloads of the pages section in the file, for FilePages. Not in a
+ * lazy restart (the fill reads them), and not where the image's fd could do more than read.
+ */
+export function leaveSectionPayloads(ctx: RestartContext): void {
+  if (OF_RESTART.has(ctx) || ctx.flags & RestartFlags.LAZY || process.env.CPTRST_PAGES_THROUGH_CPTRST === '1') return;
+  const fl = linux.rawSyscall(SYS.fcntl, ctx.imageFd, linux.F.GETFL);
+  if (fl < 0n || (Number(fl) & linux.O.ACCMODE) !== linux.O.RDONLY) return;
+  const pages = new FilePages(ctx);
+  OF_RESTART.set(ctx, pages);
+  ctx.afterRecords(() => ctx.timed('pages', () => pages.drain()));
+  ctx.reader.leavePayloads((type) => type === ObjectType.PAGES && ctx.pagesFollow !== undefined);
+}
+
+/** The pages read from the file of this restart (a payload left in the file comes with one). */
+export function filePagesOf(ctx: RestartContext): FilePages {
+  const p = OF_RESTART.get(ctx);
+  if (!p) throw new CptError('EINVAL', 'a page payload was left in the image file, and nothing reads it', { object: 'pages' });
+  return p;
+}
+
+/** What the restart is left with when it fails: batches still running are waited for, so the abort hooks find their tracees. */
+export function abortFilePages(ctx: RestartContext): void {
+  OF_RESTART.get(ctx)?.abort();
+}
+
+export class FilePages {
+  private readonly tasks = new Map<RestartTask, TaskReads>();
+  /** False once the kernel refused MADV_POPULATE_WRITE (before 5.14): the reads then fault the pages in. */
+  private populate = true;
+  private buffer?: Buffer;
+
+  constructor(private readonly ctx: RestartContext) {}
+
+  /** Pages of a private read-write area, at `vaddr` (checked inside it): queued for the process to read. */
+  add(task: RestartTask, vaddr: bigint, p: FilePayload): void {
+    if (!task.tracee?.startSyscalls) return this.write(task, vaddr, p);
+    let r = this.tasks.get(task);
+    if (!r) this.tasks.set(task, (r = { task, queue: [], queued: 0 }));
+    if (r.fd === null) return this.write(task, vaddr, p);
+    r.queue.push({ vaddr, p });
+    r.queued += p.length;
+    if (r.fd === undefined) {
+      if (r.queued < MIN_BYTES) return;
+      r.fd = this.giveImageFd(task);
+      if (r.fd === null) return this.writeQueued(r);
+    }
+    if (r.queue.length >= BATCH_OBJECTS || r.queued >= BATCH_BYTES) this.pump(r);
+  }
+
+  /** Pages cptrst reads from the file, checks and writes itself (process_vm_writev, or /proc/PID/mem where the area is not writable). */
+  write(task: RestartTask, vaddr: bigint, p: FilePayload): void {
+    if (!this.buffer || this.buffer.length < p.length) this.buffer = Buffer.allocUnsafe(p.length);
+    const buf = this.buffer.subarray(0, p.length);
+    this.ctx.timed('page checksums', () => this.ctx.reader.checkPayload(p, buf));
+    task.tracee!.writeMemory(vaddr, buf);
+  }
+
+  /** Every object read: the rest of each queue, the last batches waited for, the descriptors closed. */
+  drain(): void {
+    for (const r of this.tasks.values()) {
+      if (typeof r.fd !== 'bigint') {
+        this.writeQueued(r);
+        continue;
+      }
+      if (r.queue.length) this.pump(r);
+      this.collect(r);
+      r.task.tracee!.syscallOk(SYS.close, [r.fd], 'close of the image file inside the process');
+      r.fd = null;
+    }
+    this.tasks.clear();
+  }
+
+  abort(): void {
+    for (const r of this.tasks.values()) {
+      try {
+        this.collect(r);
+      } catch {
+        /* the process is killed anyway */
+      }
+    }
+    this.tasks.clear();
+  }
+
+  private writeQueued(r: TaskReads): void {
+    for (const it of r.queue.splice(0)) this.write(r.task, it.vaddr, it.p);
+    r.queued = 0;
+  }
+
+  /** Starts a batch of the queue in the process (after the previous one), then checks its payloads while it runs. */
+  private pump(r: TaskReads): void {
+    const items = r.queue.splice(0);
+    r.queued = 0;
+    this.collect(r);
+    const fd = r.fd as bigint;
+    const calls: BatchCall[] = [];
+    for (const { vaddr, p } of items) {
+      if (this.populate) calls.push({ nr: SYS.madvise, args: [vaddr, p.length, MADV.POPULATE_WRITE] });
+      calls.push({ nr: SYS.pread64, args: [fd, vaddr, p.length, p.fileOffset] });
+    }
+    const wait = r.task.tracee!.startSyscalls!(calls);
+    if (!wait) {
+      // Not as one batch here: cptrst writes them.
+      for (const it of items) this.write(r.task, it.vaddr, it.p);
+      return;
+    }
+    r.running = { wait, items };
+    try {
+      this.ctx.timed('page checksums', () => {
+        for (const it of items) this.ctx.reader.checkPayload(it.p);
+      });
+    } catch (e) {
+      try {
+        this.collect(r);
+      } catch {
+        /* the checksum's error is the one to report */
+      }
+      throw e;
+    }
+  }
+
+  /** Waits for the batch the process runs, and checks that every read got its whole payload. */
+  private collect(r: TaskReads): void {
+    const run = r.running;
+    if (!run) return;
+    r.running = undefined;
+    const res = this.ctx.timed('pages read by the process', () => run.wait());
+    const per = res.length / run.items.length;
+    run.items.forEach(({ vaddr, p }, i) => {
+      if (per === 2 && res[2 * i] === -BigInt(linux.ERRNO.EINVAL)) this.populate = false;
+      const got = res[per * i + per - 1];
+      const where = `pages at 0x${vaddr.toString(16)} (${p.desc})`;
+      if (got < 0n) {
+        const e = linux.errnoName(Number(-got));
+        throw new CptError(e, `reading the ${where} from the image file inside the process failed: ${e}`, { pid: r.task.pid, object: 'pages' });
+      }
+      if (got !== BigInt(p.length)) {
+        throw new CptError('EBADIMG', `truncated: the image file ends inside the payload of ${p.desc} (${got} of ${p.length} bytes)`, { pid: r.task.pid, object: 'pages' });
+      }
+    });
+  }
+
+  /**
+   * A copy of cptrst's fd of the image inside the process (close-on-exec, at the lowest free number),
+   * or null where it cannot take one (the reason is logged; cptrst then writes its pages).
+   */
+  private giveImageFd(task: RestartTask): bigint | null {
+    const t = task.tracee!;
+    const why = (what: string, r: bigint) => {
+      this.ctx.log.info(`pid ${task.pid}: ${what} failed (${linux.errnoName(Number(-r))}): cptrst writes its pages`);
+      return null;
+    };
+    const pairAt = t.stage(Buffer.alloc(8));
+    const made = t.syscall(linux.syscallNumber('socketpair'), [linux.AF_UNIX, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0, pairAt]);
+    if (made < 0n) return why('socketpair', made);
+    const pair = t.readMemory(pairAt, 8);
+    const ends = [pair.readInt32LE(0), pair.readInt32LE(4)];
+    try {
+      linux.withFdCopy(task.pid, ends[0], (mine) => linux.sendRights(mine, [this.ctx.imageFd]));
+      const hdr = sizeOfStruct(linux.Msghdr);
+      const iov = sizeOfStruct(linux.Iovec);
+      const ctlAt = hdr + iov + 8;
+      const size = ctlAt + CONTROL_ROOM;
+      const base = t.stage(Buffer.alloc(size));
+      const msg = Buffer.alloc(size);
+      encodeStruct(linux.Msghdr, { name: 0n, namelen: 0, iov: base + BigInt(hdr), iovlen: 1n, control: base + BigInt(ctlAt), controllen: BigInt(CONTROL_ROOM), flags: 0 }, msg, 0);
+      encodeStruct(linux.Iovec, { base: base + BigInt(hdr + iov), len: 1n }, msg, hdr);
+      t.writeMemory(base, msg);
+      const got = t.syscall(linux.syscallNumber('recvmsg'), [ends[1], base, MSG.DONTWAIT | MSG.CMSG_CLOEXEC]);
+      if (got < 0n) return why('recvmsg of the image file', got);
+      const back = t.readMemory(base, size);
+      const h = decodeStruct(linux.Msghdr, back, 0);
+      const fds = linux.parseControl(back.subarray(ctlAt), Math.min(Number(h.controllen), CONTROL_ROOM)).fds;
+      if (h.flags & MSG.CTRUNC || fds.length !== 1) {
+        for (const fd of fds) t.syscall(SYS.close, [fd]);
+        this.ctx.log.info(`pid ${task.pid}: the image file did not fit in its fd table: cptrst writes its pages`);
+        return null;
+      }
+      return BigInt(fds[0]);
+    } finally {
+      t.syscalls(ends.map((fd) => ({ nr: SYS.close, args: [fd] })));
+    }
+  }
+}
+
+/** Room for the control message of one received fd (and anything else the kernel adds). */
+const CONTROL_ROOM = 64;

@@ -1,0 +1,170 @@
+/**
+ * The pages section read by the restored process itself, from the image file (mm/src/file-pages.ts):
+ * a process with megabytes of private memory restarts with every byte right and the image's fds
+ * only (cptrst's descriptor of the image, which it held for the reads, is gone), for root's image
+ * and for a user's; through a pipe the pages go through cptrst as before. A payload that fails
+ * its checksum, points outside its area or is cut short is refused with one line, and nothing is
+ * left running.
+ */
+import 'reflect-metadata';
+import { expect } from 'chai';
+import { spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { ImageReader, fileSource, loadModule } from '@cptrst/core';
+import {
+  CLI_MAIN, Workload, buildWorkloads, checkpointKill, cptrst, killStartedWorkloads, makeUserDir, parseResult, passLines, readImage, recodeImage,
+  removeUserDir, startWorkload, trigger, waitGone, waitResult,
+} from '../support';
+
+const ONE_LINE = /^cptrst: [A-Z0-9_]+: [^\n]+\n$/;
+const NOBODY = { uid: 65534, gid: 65534 };
+/** Above what a process must have in the section to read its pages itself (4 MiB). */
+const MIB = '24';
+
+/** Each open fd of a process: its number, what it is, and its flags. */
+function fdTable(pid: number): string[] {
+  return fs.readdirSync(`/proc/${pid}/fd`).map(Number).sort((a, b) => a - b).map((fd) => {
+    const flags = /^flags:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))![1];
+    return `${fd} ${fs.readlinkSync(`/proc/${pid}/fd/${fd}`)} ${flags}`;
+  });
+}
+
+/** The pages section's PAGES objects: image offsets of their payloads, and their lengths. */
+function sectionPayloads(img: string): Array<{ offset: number; length: number; objectOffset: number }> {
+  const fd = fs.openSync(img, 'r');
+  try {
+    const r = new ImageReader(fileSource(fd));
+    r.readHead();
+    let inSection = false;
+    const out: Array<{ offset: number; length: number; objectOffset: number }> = [];
+    for (let rec = r.next(); rec; rec = r.next()) {
+      if (rec.name === 'pages-follow') inSection = true;
+      else if (inSection && rec.pages) out.push({ offset: rec.pagesOffset!, length: rec.pages.length, objectOffset: rec.offset });
+    }
+    return out;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+async function expectPass(w: Workload): Promise<void> {
+  await trigger(w);
+  expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w, 60000)).verdict);
+}
+
+describe('pages read by the process from the image file', function () {
+  this.timeout(120000);
+  const userDirs: string[] = [];
+  before(async () => {
+    loadModule('@cptrst/cpt-module');
+    await buildWorkloads();
+  });
+  afterEach(() => killStartedWorkloads());
+  after(() => userDirs.forEach(removeUserDir));
+
+  async function restartOk(w: Workload, img: string, opts: { through?: 'file' | 'pipe' } = {}): Promise<Record<string, number>> {
+    let r: { code: number | null; stdout: string; stderr: string };
+    if (opts.through === 'pipe') {
+      // cat | cptrst restart -: the image on a pipe.
+      r = await new Promise((resolve) => {
+        const cat = spawn('cat', [img], { stdio: ['ignore', 'pipe', 'inherit'] });
+        const c = spawn(process.execPath, [CLI_MAIN, 'restart', '--json', '-'], { stdio: [cat.stdout, 'pipe', 'pipe'] });
+        let stdout = '';
+        let stderr = '';
+        c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+        c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        c.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+    } else {
+      r = await cptrst(['restart', '--json', img]);
+    }
+    expect(r.code, r.stderr).to.equal(0);
+    const out = JSON.parse(r.stdout) as { pid: number; timings: Record<string, number> };
+    expect(out.pid).to.equal(w.pid);
+    return out.timings;
+  }
+
+  it('root\'s image: the process reads its pages itself; every byte right, and its fd table is the image\'s (the image\'s fd is gone)', async () => {
+    // Free fds below its highest one: the image's fd is lent at the lowest (3), and must be gone again.
+    const w = await startWorkload('pagesfds', [MIB]);
+    const fds = fdTable(w.pid);
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const timings = await restartOk(w, img);
+    // The way it took: batches of reads inside the process (a timing only that way has).
+    expect(timings).to.have.property('pages read by the process');
+    expect(fdTable(w.pid)).to.deep.equal(fds);
+    await expectPass(w);
+  });
+
+  it('a user\'s image: the same, with the owner\'s rights', async () => {
+    const dir = makeUserDir('filepages');
+    userDirs.push(dir);
+    const w = await startWorkload('pagesfds', [MIB], { dir, asUser: NOBODY, startAsUser: true });
+    expect(fs.statSync(`/proc/${w.pid}`).uid).to.equal(NOBODY.uid);
+    const fds = fdTable(w.pid);
+    const img = path.join(dir, 'i.cpt');
+    await checkpointKill(w, img);
+    fs.chownSync(img, NOBODY.uid, NOBODY.gid);
+    const timings = await restartOk(w, img);
+    expect(timings).to.have.property('pages read by the process');
+    expect(fdTable(w.pid)).to.deep.equal(fds);
+    expect(/^Uid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8'))![1].split(/\s+/)).to.deep.equal(['65534', '65534', '65534', '65534']);
+    await expectPass(w);
+  });
+
+  it('through a pipe, the pages go through cptrst as before', async () => {
+    const w = await startWorkload('survive', [MIB]);
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const timings = await restartOk(w, img, { through: 'pipe' });
+    expect(timings).to.not.have.property('pages read by the process');
+    await expectPass(w);
+  });
+
+  it('a damaged payload, one outside its area, a file cut inside a payload: one line (EBADIMG), nothing left; the good image still restarts', async () => {
+    const w = await startWorkload('survive', [MIB]);
+    const img = path.join(w.dir, 'i.cpt');
+    await checkpointKill(w, img);
+    const good = fs.readFileSync(img);
+    const section = sectionPayloads(img);
+    expect(section.length, 'the image has a pages section').to.be.greaterThan(4);
+    const refused = async (bad: string, pattern: RegExp) => {
+      const r = await cptrst(['restart', bad]);
+      expect(r.code, r.stderr).to.equal(1);
+      expect(r.stderr).to.match(ONE_LINE).and.match(pattern);
+      expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind`).to.equal(true);
+    };
+    // A byte changed in the first payload, and in the last (found after the process read them all).
+    for (const p of [section[0], section[section.length - 1]]) {
+      const bad = Buffer.from(good);
+      bad[p.offset + p.length - 100] ^= 0x5a;
+      const f = path.join(w.dir, `bad-${p.offset}.cpt`);
+      fs.writeFileSync(f, bad);
+      await refused(f, /^cptrst: EBADIMG: .*checksum mismatch/);
+    }
+    // The file ends inside the last payload.
+    const last = section[section.length - 1];
+    const cut = path.join(w.dir, 'cut.cpt');
+    fs.writeFileSync(cut, good.subarray(0, last.offset + 4096 * 5 + 7));
+    await refused(cut, /^cptrst: EBADIMG: .*truncated/);
+    // A payload moved outside its area (an image edited and its checksums made anew).
+    const { recs } = readImage(img);
+    const follow = recs.findIndex((r) => r.name === 'pages-follow');
+    const moved = recs.find((r, i) => i > follow && r.name === 'pages' && (r.pages?.length ?? 0) >= 4096 * 8)!;
+    const vmaOf = recs.find((r) => r.tag === moved.ptag)!;
+    const outside = path.join(w.dir, 'outside.cpt');
+    recodeImage(img, outside, {
+      records: (rs) => {
+        const m = rs.find((r) => r.tag === moved.tag)!;
+        m.obj.vaddr = (vmaOf.obj.end as bigint) - 4096n;
+        return rs;
+      },
+    });
+    await refused(outside, /^cptrst: EBADIMG: .*pages at 0x[0-9a-f]+ .*outside/);
+    const timings = await restartOk(w, img);
+    expect(timings).to.have.property('pages read by the process');
+    await expectPass(w);
+  });
+});
