@@ -19,3 +19,4 @@ export * from './tty';
 export * from './guardian';
 export * from './image';
 export * as linux from './linux';
+export * from './fd-channel';

@@ -35,8 +35,8 @@
  * never more than the image's owner could.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, KindRecords, ObjectType, RestartTask, bool, decodeStruct, encodeStruct, i32, linux, objectType,
-  refuse, sizeOfStruct, treeTask, u32, u32s,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, KindRecords, ObjectType, RestartTask, bool, encodeStruct, i32, linux, objectType,
+  refuse, sizeOfStruct, treeTask, u32, u32s, withFdChannel,
 } from '@cptrst/core';
 import * as fs from 'fs';
 import { FS_KEY } from './fs-struct';
@@ -57,8 +57,6 @@ export class UnixScmImage {
   @u32() gid = 0;
 }
 
-/** Room for the control data of one message: SCM_MAX_FD descriptors and a struct ucred. */
-const CONTROL_ROOM = 1280;
 const HDR = sizeOfStruct(linux.Msghdr);
 const IOV = sizeOfStruct(linux.Iovec);
 
@@ -208,61 +206,29 @@ function readLink(pid: number, fd: number): string {
 
 
 /**
- * The files in flight of each message come to the task as a receive would bring them: cptrst
- * sends its own fds of them (from its peek) over a socketpair made inside the task, and the task
- * receives them (recvmsg with MSG_CMSG_CLOEXEC, an injected call per message), so the task's own
- * fd limit (RLIMIT_NOFILE) and security module decide as for its own receive. The socket's queue
- * and peek offset are not touched. `installed` gets each fd as it comes, for the cleanup.
+ * The files in flight of each message come to the task as a receive would bring them
+ * (withFdChannel: cptrst's fds of them, from its peek, one message each). The socket's queue and
+ * peek offset are not touched. `installed` gets each fd as it comes, for the cleanup.
  */
 function installInTask(task: CheckpointTask, queue: linux.QueuedMessage[], rights: number[], object: string, installed: number[]): Map<number, number[]> {
   const out = new Map<number, number[]>();
-  const t = task.tracee;
-  const pair = t.stage(Buffer.alloc(8));
-  t.syscallOk(linux.syscallNumber('socketpair'), [linux.AF_UNIX, SOCK.DGRAM | SOCK.CLOEXEC, 0, pair], `socketpair for the descriptors in flight of ${object}`);
-  const ends = t.readMemory(pair, 8);
-  const [a, b] = [ends.readInt32LE(0), ends.readInt32LE(4)];
-  try {
-    let next = 0;
-    linux.withFdCopy(task.pid, a, (mine) => {
-      queue.forEach((m, i) => {
-        if (!m.fds) return;
-        if (!m.data.length) refuse(task.pid, object, 'an empty message carries descriptors in flight; not supported');
-        const these = rights.slice(next, next + m.fds);
-        next += m.fds;
-        linux.sendRights(mine, these);
-        const got = receiveInTask(task, b, object);
-        installed.push(...got.fds);
-        if (got.flags & linux.MSG.CTRUNC) refuse(task.pid, object, 'the descriptors in flight do not fit in the process\'s fd table (RLIMIT_NOFILE)');
-        if (got.fds.length !== m.fds) {
-          throw new CptError('EIO', `message ${i} carries ${m.fds} descriptor(s) in flight, and ${got.fds.length} came to the process`, { pid: task.pid, object });
-        }
-        out.set(i, got.fds);
-      });
+  let next = 0;
+  withFdChannel(task.tracee, object, `the descriptors in flight of ${object}`, (give) => {
+    queue.forEach((m, i) => {
+      if (!m.fds) return;
+      if (!m.data.length) refuse(task.pid, object, 'an empty message carries descriptors in flight; not supported');
+      const these = rights.slice(next, next + m.fds);
+      next += m.fds;
+      const got = give(these);
+      installed.push(...got.fds);
+      if (got.flags & linux.MSG.CTRUNC) refuse(task.pid, object, 'the descriptors in flight do not fit in the process\'s fd table (RLIMIT_NOFILE)');
+      if (got.fds.length !== m.fds) {
+        throw new CptError('EIO', `message ${i} carries ${m.fds} descriptor(s) in flight, and ${got.fds.length} came to the process`, { pid: task.pid, object });
+      }
+      out.set(i, got.fds);
     });
-  } finally {
-    t.syscall(SYS.close, [a]);
-    t.syscall(SYS.close, [b]);
-  }
+  });
   return out;
-}
-
-/** recvmsg(MSG_CMSG_CLOEXEC) of one byte inside the task: its flags and the fds it installed. */
-function receiveInTask(task: CheckpointTask, fd: number, object: string): { flags: number; fds: number[] } {
-  const t = task.tracee;
-  const size = HDR + IOV + 8 + CONTROL_ROOM;
-  const base = t.stage(Buffer.alloc(size));
-  const buf = Buffer.alloc(size);
-  const ctlAt = HDR + IOV + 8;
-  encodeStruct(linux.Msghdr, { name: 0n, namelen: 0, iov: base + BigInt(HDR), iovlen: 1n, control: base + BigInt(ctlAt), controllen: BigInt(CONTROL_ROOM), flags: 0 }, buf, 0);
-  encodeStruct(linux.Iovec, { base: base + BigInt(HDR + IOV), len: 1n }, buf, HDR);
-  t.writeMemory(base, buf);
-  const { MSG } = linux;
-  const r = t.syscall(linux.syscallNumber('recvmsg'), [fd, base, MSG.DONTWAIT | MSG.CMSG_CLOEXEC]);
-  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `recvmsg of the descriptors in flight, inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object });
-  const back = t.readMemory(base, size);
-  const h = decodeStruct(linux.Msghdr, back, 0);
-  const controlLen = Math.min(Number(h.controllen), CONTROL_ROOM);
-  return { flags: h.flags, fds: linux.parseControl(back.subarray(ctlAt), controlLen).fds };
 }
 
 /**

@@ -28,7 +28,7 @@
  * (RLIMIT_NOFILE), and an image fd open for more than reading.
  */
 import {
-  BatchCall, CptError, FilePayload, ObjectType, RestartContext, RestartFlags, RestartTask, decodeStruct, encodeStruct, linux, sizeOfStruct,
+  BatchCall, CptError, FdsReceived, FilePayload, ObjectType, RestartContext, RestartFlags, RestartTask, linux, withFdChannel,
 } from '@cptrst/core';
 
 const { SYS, MADV, MSG } = linux;
@@ -203,43 +203,19 @@ export class FilePages {
    * or null where it cannot take one (the reason is logged; cptrst then writes its pages).
    */
   private giveImageFd(task: RestartTask): bigint | null {
-    const t = task.tracee!;
-    const why = (what: string, r: bigint) => {
-      this.ctx.log.info(`pid ${task.pid}: ${what} failed (${linux.errnoName(Number(-r))}): cptrst writes its pages`);
-      return null;
-    };
-    const pairAt = t.stage(Buffer.alloc(8));
-    const made = t.syscall(linux.syscallNumber('socketpair'), [linux.AF_UNIX, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0, pairAt]);
-    if (made < 0n) return why('socketpair', made);
-    const pair = t.readMemory(pairAt, 8);
-    const ends = [pair.readInt32LE(0), pair.readInt32LE(4)];
+    let got: FdsReceived;
     try {
-      linux.withFdCopy(task.pid, ends[0], (mine) => linux.sendRights(mine, [this.ctx.imageFd]));
-      const hdr = sizeOfStruct(linux.Msghdr);
-      const iov = sizeOfStruct(linux.Iovec);
-      const ctlAt = hdr + iov + 8;
-      const size = ctlAt + CONTROL_ROOM;
-      const base = t.stage(Buffer.alloc(size));
-      const msg = Buffer.alloc(size);
-      encodeStruct(linux.Msghdr, { name: 0n, namelen: 0, iov: base + BigInt(hdr), iovlen: 1n, control: base + BigInt(ctlAt), controllen: BigInt(CONTROL_ROOM), flags: 0 }, msg, 0);
-      encodeStruct(linux.Iovec, { base: base + BigInt(hdr + iov), len: 1n }, msg, hdr);
-      t.writeMemory(base, msg);
-      const got = t.syscall(linux.syscallNumber('recvmsg'), [ends[1], base, MSG.DONTWAIT | MSG.CMSG_CLOEXEC]);
-      if (got < 0n) return why('recvmsg of the image file', got);
-      const back = t.readMemory(base, size);
-      const h = decodeStruct(linux.Msghdr, back, 0);
-      const fds = linux.parseControl(back.subarray(ctlAt), Math.min(Number(h.controllen), CONTROL_ROOM)).fds;
-      if (h.flags & MSG.CTRUNC || fds.length !== 1) {
-        for (const fd of fds) t.syscall(SYS.close, [fd]);
-        this.ctx.log.info(`pid ${task.pid}: the image file did not fit in its fd table: cptrst writes its pages`);
-        return null;
-      }
-      return BigInt(fds[0]);
-    } finally {
-      t.syscalls(ends.map((fd) => ({ nr: SYS.close, args: [fd] })));
+      got = withFdChannel(task.tracee!, 'pages', 'the image file', (give) => give([this.ctx.imageFd]));
+    } catch (e) {
+      if (!(e instanceof CptError)) throw e;
+      this.ctx.log.info(`pid ${task.pid}: lending it the image file failed (${e.message}): cptrst writes its pages`);
+      return null;
     }
+    if (got.flags & MSG.CTRUNC || got.fds.length !== 1) {
+      for (const fd of got.fds) task.tracee!.syscall(SYS.close, [fd]);
+      this.ctx.log.info(`pid ${task.pid}: the image file did not fit in its fd table: cptrst writes its pages`);
+      return null;
+    }
+    return BigInt(got.fds[0]);
   }
 }
-
-/** Room for the control message of one received fd (and anything else the kernel adds). */
-const CONTROL_ROOM = 64;
