@@ -20,3 +20,4 @@ export * from './guardian';
 export * from './image';
 export * as linux from './linux';
 export * from './fd-channel';
+export * from './calls';

@@ -5,12 +5,11 @@
  * droppable area starts empty, as CRIU's does). Shared: MAP_SHARED|MAP_ANONYMOUS.
  */
 import * as fs from 'fs';
-import { CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RestartContext, RestartTask, StateKey, linux, refuse } from '@cptrst/core';
+import { CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, NamedCall, RestartContext, RestartTask, StateKey, linux, refuse, runCalls } from '@cptrst/core';
 import {
   LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
 } from './vma';
 import { applyVmFlags, vmFlagCalls } from './madvise';
-import { NamedCall, runCalls } from './batch';
 import { isPresentOrSwapped } from './pages';
 import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
 import { VmaSharedAnonDataImage, VmaSharedAnonImage, dumpTreeShared, mapTreeShared, treeShared } from './shared-anon';

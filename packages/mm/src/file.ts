@@ -16,12 +16,11 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, RecordedFileIdentity, RestartContext, RestartTask, S_IFMT, S_IFREG, StateKey,
-  fileTypeName, linux, openRecordedFile, refuse,
+  CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, NamedCall, RecordedFileIdentity, RestartContext, RestartTask, S_IFMT,
+  S_IFREG, StateKey, fileTypeName, linux, openRecordedFile, refuse, runCalls,
 } from '@cptrst/core';
 import { LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
 import { vmFlagCalls } from './madvise';
-import { NamedCall, runCalls } from './batch';
 import { isAnonCopy } from './pages';
 import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
 

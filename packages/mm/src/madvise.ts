@@ -3,9 +3,8 @@
  * hugepage, sequential, mergeable...) and mlock ("lo", or "lf" for MLOCK_ONFAULT). The seal
  * ("sl") comes last of all, at finish, once nothing changes the area any more.
  */
-import { RestartTask, linux } from '@cptrst/core';
+import { NamedCall, RestartTask, linux, runCalls } from '@cptrst/core';
 import { MADVISE_FLAGS, VmaImage } from './vma';
-import { NamedCall, runCalls } from './batch';
 
 /** The calls that set the area's VmFlags again, in order (none for an area with none of them). */
 export function vmFlagCalls(img: VmaImage): NamedCall[] {

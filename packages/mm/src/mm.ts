@@ -17,10 +17,9 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RecordList, RestoreObject, S_IFMT, S_IFREG, StateKey, bytes, kindNamed, kindRecordWriter,
-  requireKindRecord, fileTypeName, linux, objectType, openRecordedFile, records, refuse, str, u32,
-  u64, u64s, encodeStruct,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RecordList, RestartContext, RestartTask, RestoreHandler, RestoreObject, S_IFMT,
+  S_IFREG, StateKey, bytes, encodeStruct, fileTypeName, kindNamed, kindRecordWriter, linux, objectType, openRecordedFile, records, refuse,
+  requireKindRecord, runCalls, str, u32, u64, u64s,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, MM_LAYOUT, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
@@ -29,7 +28,6 @@ import { abortFilePages, leaveSectionPayloads } from './file-pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
 import { FileVma, closeOpenFile, holdOpenFile } from './file';
-import { runCalls } from './batch';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';

@@ -8,13 +8,11 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import {
-  CptError, ImageHead, MachineProbe, ProbeResult, RestartContext, RestartTask,
-  linux, recordLayout, str, u64,
+  CptError, ImageHead, MachineProbe, NamedCall, ProbeResult, RestartContext, RestartTask, linux, recordLayout, runCalls, str, u64,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { VmaEntry, VmaKindHandler } from './vma';
 import { Range, findFreeRange, overlaps } from './ranges';
-import { NamedCall, runCalls } from './batch';
 
 const { SYS, MREMAP } = linux;
 export const VDSO_NAMES = ['[vvar]', '[vvar_vclock]', '[vdso]'];

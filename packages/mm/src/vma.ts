@@ -5,10 +5,9 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, KindHandler, KindRecordWriter, KindRecords, ObjectType, RestartContext, RestartTask,
-  RestoreObject, StateKey, Token, Tokens, bool, claim, linux, objectType, refuse, shmemDev, str, strs, u32, u64,
+  CheckpointContext, CheckpointTask, CptError, KindHandler, KindRecordWriter, KindRecords, NamedCall, ObjectType, RestartContext, RestartTask,
+  RestoreObject, StateKey, Token, Tokens, bool, claim, linux, objectType, refuse, runCalls, shmemDev, str, strs, u32, u64,
 } from '@cptrst/core';
-import { NamedCall, runCalls } from './batch';
 
 const { SYS, PROT, MAP } = linux;
 

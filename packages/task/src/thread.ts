@@ -19,9 +19,9 @@
  * hooks and the release, which lets every thread go with the main thread.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, NamedCall, ObjectType, RestartContext, RestartTask, RestoreHandler,
   RestoreObject, StateKey, TaskState, TaskThread, Tokens, Tracee, archOf, bytes, decodeStruct, encodeStruct, i32, linux,
-  objectType, refuse, sizeOfStruct, str, u32, u64,
+  objectType, refuse, runCalls, sizeOfStruct, str, u32, u64,
 } from '@cptrst/core';
 import { afterCreds, nowOrAfterCreds } from './deferred';
 import { PID_WAIT_MS } from './create';
@@ -232,19 +232,12 @@ export function checkRobustList(head: bigint, len: bigint, bad: (m: string) => E
  * A thread's robust list and clear_child_tid back, by calls inside it (a new thread has neither),
  * in one batch with `first` (other independent calls of the caller, each checked like these).
  */
-export function restoreFutexAddresses(
-  t: Tracee, head: bigint, len: bigint, clearChildTid: bigint, what: string,
-  first: ReadonlyArray<{ nr: number; args: ReadonlyArray<number | bigint>; what: string }> = [],
-): void {
-  const calls = [...first];
+export function restoreFutexAddresses(t: Tracee, head: bigint, len: bigint, clearChildTid: bigint, what: string, first: ReadonlyArray<NamedCall> = []): void {
+  const calls: NamedCall[] = [...first];
   if (head !== 0n) calls.push({ nr: SYS.set_robust_list, args: [head, len], what: `set_robust_list in ${what}` });
-  const checked = calls.length;
-  if (clearChildTid !== 0n) calls.push({ nr: SYS.set_tid_address, args: [clearChildTid], what: '' }); // returns the tid
-  const res = t.syscalls(calls, { untilError: true });
-  for (let i = 0; i < Math.min(res.length, checked); i++) {
-    const r = res[i];
-    if (r < 0n && r > -4096n) throw new CptError(linux.errnoName(Number(-r)), `${calls[i].what} failed inside the process: ${linux.errnoName(Number(-r))}`, { pid: t.pid, object: calls[i].what });
-  }
+  // It returns the thread's id, and cannot fail.
+  if (clearChildTid !== 0n) calls.push({ nr: SYS.set_tid_address, args: [clearChildTid], what: `set_tid_address in ${what}`, mayFail: true });
+  runCalls(t, calls);
 }
 
 /** clone3 inside the main thread with set_tid = [tid]; a tid still held is waited for, as a PID is. */

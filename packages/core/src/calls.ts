@@ -2,7 +2,9 @@
  * Independent calls inside a task run as one batch (Tracee.syscalls, which an arch may run in one
  * stop), each named for the error that a failure gives, the same error as syscallOk's.
  */
-import { BatchCall, CptError, Tracee, linux } from '@cptrst/core';
+import type { BatchCall, Tracee } from './contract';
+import { CptError } from './errors';
+import * as linux from './linux';
 
 /** A call of a batch and what it does (`mmap of ...`), for the error. */
 export interface NamedCall extends BatchCall {
