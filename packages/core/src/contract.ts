@@ -340,7 +340,7 @@ export interface RestoreObject<T = unknown> {
   readonly pagesOffset?: number;
   /**
    * The page payload left in the image file instead of `pages` (ImageReader.leavePayloads): the
-   * handler reads it from there and must check it (PayloadChecker) before the process runs.
+   * handler reads it from there and must check it (ImageReader.checkPayload) before the process runs.
    */
   readonly filePayload?: FilePayload;
 }
