@@ -512,3 +512,11 @@ export const FAN = Object.freeze({
   /** The mflags fdinfo shows: FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE. */
   SHOWN_MARK_FLAGS: 0x40 | 0x200 | 0x400,
 } as const);
+
+/**
+ * statfs f_type of the local filesystems on which a file's size and bytes change only through
+ * calls on that file (not FUSE or a network filesystem, whose server decides both).
+ */
+export const LOCAL_FS_MAGIC = Object.freeze({
+  TMPFS: 0x01021994, EXT4: 0xef53, XFS: 0x58465342, BTRFS: 0x9123683e, OVERLAYFS: 0x794c7630,
+} as const);

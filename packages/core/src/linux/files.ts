@@ -3,7 +3,8 @@
  * later with linkat), lseek whences, mode bits, the capabilities that bypass file permissions,
  * struct f_owner_ex, and the lock lines of /proc/PID/fdinfo/N and /proc/locks.
  */
-import { AT, AT_FDCWD, F, O } from './constants';
+import * as fs from 'fs';
+import { AT, AT_FDCWD, F, LOCAL_FS_MAGIC, O } from './constants';
 import { SYS } from './syscalls';
 import { errnoError, rawSyscall } from './libc';
 import { readProcText, readProcTextInBackground } from './proc';
@@ -164,4 +165,20 @@ export function leaseTypeOfBreak(pid: number, fd: number): number {
   if (r < 0n) return Number(r);
   rawSyscall(SYS.close, r);
   return F.RDLCK;
+}
+
+/**
+ * Whether no one but root can change or shorten the regular file open as `fd`: owned by root,
+ * writable by no group or other (with POSIX ACLs the group bits are the mask, so no ACL entry grants
+ * writing either), on a local filesystem. Only such a file may be mapped into cptrst
+ * (withFileMapping): another owner could shorten it meanwhile, and cptrst would die of SIGBUS.
+ */
+export function onlyRootCanChange(fd: number): boolean {
+  const st = fs.fstatSync(fd);
+  if (!st.isFile() || st.uid !== 0 || (st.mode & 0o022) !== 0) return false;
+  // struct statfs begins with f_type (a long); the rest is not needed here.
+  const statfs = Buffer.alloc(120);
+  if (rawSyscall(SYS.fstatfs, fd, statfs) < 0n) return false;
+  const type = Number(statfs.readBigInt64LE(0));
+  return (Object.values(LOCAL_FS_MAGIC) as number[]).includes(type);
 }

@@ -13,6 +13,7 @@
 import type * as Koffi from 'koffi';
 import { CptError } from '../errors';
 import { errnoMessage, errnoName } from './errno';
+import { MAP, PROT } from './constants';
 import { SYS } from './syscalls';
 
 /** One argument of a system call: an integer, a Buffer (passed as a pointer to its bytes) or null. */
@@ -346,4 +347,36 @@ export function libcUffdCopy(fd: number, req: number, dst: bigint, src: Buffer):
   const copy = Number(arg.copy);
   if (r < 0) return { r: -koffiLib().errno(), copied: copy > 0 ? copy : 0 };
   return { r: 0, copied: copy };
+}
+
+type MmapFn = (addr: null, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
+type MunmapFn = (addr: unknown, length: number) => number;
+let mmapFn: MmapFn | undefined;
+let munmapFn: MunmapFn | undefined;
+
+/**
+ * Maps `length` bytes of the file open as `fd`, from `offset` (a multiple of the page size),
+ * shared and read-only into cptrst, and gives them to `use` as a Buffer over the mapping: the page
+ * cache's own pages, read without a copy. The Buffer is valid only during `use` (it is unmapped
+ * after), so `use` must not keep it or anything that views it.
+ * A file shortened by someone else while it is mapped kills cptrst with SIGBUS on the next read of
+ * the lost part: callers map only files that no one else can shorten (see onlyRootCanChange).
+ */
+export function withFileMapping<T>(fd: number, offset: number, length: number, use: (bytes: Buffer) => T): T {
+  const k = koffiLib();
+  if (!mmapFn) {
+    mmapFn = libc().func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as never;
+    munmapFn = libc().func('munmap', 'int', ['void *', 'size_t']) as never;
+  }
+  if (length === 0) return use(Buffer.alloc(0));
+  // Populated: the pages are read once, in order, right away.
+  const addr = mmapFn(null, length, PROT.READ, MAP.SHARED | MAP.POPULATE, fd, BigInt(offset));
+  if (addr === null || k.address(addr) === BigInt.asUintN(64, -1n)) {
+    throw errnoError(k.errno(), `mmap of ${length} bytes at ${offset}`);
+  }
+  try {
+    return use(Buffer.from(k.view(addr, length)));
+  } finally {
+    munmapFn!(addr, length);
+  }
 }

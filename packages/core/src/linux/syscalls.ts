@@ -10,7 +10,7 @@ import { CptError } from '../errors';
 /** The system calls cptrst makes, itself or inside a task. */
 export type SyscallName =
   'access' | 'brk' | 'capset' | 'clock_nanosleep' | 'clone3' | 'close' | 'close_range' | 'dup' |
-  'chroot' | 'dup3' | 'exit_group' | 'fchdir' | 'fchmod' | 'fcntl' | 'fstat' | 'ftruncate' | 'getcwd' | 'getitimer' |
+  'chroot' | 'dup3' | 'exit_group' | 'fchdir' | 'fchmod' | 'fcntl' | 'fstat' | 'fstatfs' | 'ftruncate' | 'getcwd' | 'getitimer' |
   'getpid' | 'getppid' | 'gettid' | 'ioctl' | 'ioprio_get' | 'ioprio_set' | 'kcmp' | 'kill' | 'linkat' | 'lseek' | 'madvise' |
   'membarrier' | 'memfd_create' | 'mlock2' | 'mlockall' | 'mmap' | 'mprotect' | 'mremap' |
   'mseal' | 'munmap' | 'openat' | 'openat2' | 'pause' | 'personality' | 'pidfd_getfd' |
