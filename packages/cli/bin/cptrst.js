@@ -16,7 +16,8 @@ const dist = path.join(__dirname, '..', 'dist', 'src');
 const bundle = path.join(dist, 'cptrst.js');
 let source;
 try {
-  source = fs.readFileSync(bundle, 'utf8');
+  // esbuild writes ASCII (non-ASCII characters escaped): read as latin1, V8 takes the bytes as they are.
+  source = fs.readFileSync(bundle, 'latin1');
 } catch {
   source = undefined;
 }
