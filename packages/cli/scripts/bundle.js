@@ -8,7 +8,8 @@
  * The script is compiled eagerly here (every function, not only those a run of the top level
  * reaches): a checkpoint or a restart calls hundreds of functions that V8 would otherwise compile
  * on their first call. That makes the cache 2.4 MB instead of 0.9 MB; reading it costs `--version`
- * a few ms and saves an idle checkpoint about 10 ms of CPU (bench/README.md, "Start-up, the launcher").
+ * a few ms and saves an idle checkpoint about 10 ms of CPU (bench/README.md, "Start-up: the
+ * launcher, core on first use, an eager code cache").
  */
 'use strict';
 const fs = require('fs');
