@@ -100,13 +100,13 @@ function directOutput(file: string, object: string): ImageOutput {
   return { fd, name: file, commit: () => undefined, discard: close, close };
 }
 
-/** A temporary name in FILE's directory, unlikely to exist (it is created exclusively anyway). */
 /** Random hex digits; Node's crypto is loaded here, by the one command that names a temporary file. */
 function randomHex(bytes: number): string {
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
   return (require('crypto') as typeof Crypto).randomBytes(bytes).toString('hex');
 }
 
+/** A temporary name in FILE's directory, unlikely to exist (it is created exclusively anyway). */
 function temporaryName(file: string): string {
   // Kept well under NAME_MAX (255) whatever the length of FILE's own name.
   const base = path.basename(file).slice(0, 128);
