@@ -20,7 +20,8 @@
  * restarted with CPTRST_PAGES_THROUGH_CPTRST=1 (every page read into cptrst and written into the
  * process, as before the process read its pages section from the image file itself).
  * `cptrst-base` and `cptrst-base-lazy` are plain and lazy cptrst from another build of the CLI,
- * named by CPTRST_BENCH_BASE (its bin/cptrst.js; e.g. a copy of an earlier build), for the same.
+ * named by CPTRST_BENCH_BASE (its bin/cptrst.js, executed like this build's: it must be executable;
+ * e.g. a copy of an earlier build), for the same.
  *
  * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [--tools T,T...] [sizes in MiB...]
  *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
