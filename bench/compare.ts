@@ -20,7 +20,8 @@
  * restarted with CPTRST_PAGES_THROUGH_CPTRST=1 (every page read into cptrst and written into the
  * process, as before the process read its pages section from the image file itself).
  * `cptrst-base` and `cptrst-base-lazy` are plain and lazy cptrst from another build of the CLI,
- * named by CPTRST_BENCH_BASE (its bin/cptrst.js; e.g. a copy of an earlier build), for the same.
+ * named by CPTRST_BENCH_BASE (its bin/cptrst.js, executed like this build's: it must be executable;
+ * e.g. a copy of an earlier build), for the same.
  *
  * Usage: node bench/dist/compare.js [--dir DIR] [--runs N] [--no-snapshot] [--words N] [--tools T,T...] [sizes in MiB...]
  *   CRIU is looked for in $CRIU, then PATH, then /var/tmp/criu-4.2/criu/criu and
@@ -33,8 +34,9 @@ import * as os from 'os';
 import * as path from 'path';
 
 const here = path.resolve(__dirname, '..');
+/** The installed command, run as a user runs it (executed, not `node cptrst.js`: its launcher line applies). */
 const CLI = path.resolve(here, '..', 'packages', 'cli', 'bin', 'cptrst.js');
-/** Another build's CLI, for the cptrst-base tools. */
+/** Another build's CLI, for the cptrst-base tools (executed too). */
 const BASE_CLI = process.env.CPTRST_BENCH_BASE;
 
 interface Options {
@@ -176,12 +178,12 @@ class Compare {
       const extra = [...(this.opts.noSnapshot ? ['--no-snapshot'] : []), ...(tool === 'cptrst-z' ? ['--compress'] : [])];
       const env = tool === 'cptrst-memfile' ? { ...process.env, CPTRST_SNAPSHOT_MEMFILE: '1' } : undefined;
       const cli = tool.startsWith('cptrst-base') ? BASE_CLI! : CLI;
-      const ck = await timedRun(process.execPath, [cli, 'checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint', env);
+      const ck = await timedRun(cli, ['checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint', env);
       const doc = JSON.parse(ck.stdout) as { frozenMs: number };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
       const renv = tool === 'cptrst-copy' ? { ...process.env, CPTRST_PAGES_THROUGH_CPTRST: '1' } : undefined;
-      const rs = await timedRun(process.execPath, [cli, 'restart', ...(tool.endsWith('-lazy') ? ['--lazy'] : []), img], 'cptrst restart', renv);
+      const rs = await timedRun(cli, ['restart', ...(tool.endsWith('-lazy') ? ['--lazy'] : []), img], 'cptrst restart', renv);
       fs.rmSync(img);
       r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image, runs: rs.firstLine };
     } else {
@@ -237,10 +239,10 @@ function childrenCpuMs(): number {
 }
 
 /** Median wall time (ms) of a command run `n` times, and its mean CPU time. */
-async function startup(cmd: string, args: string[], n: number): Promise<{ wall: number; cpu: number }> {
+async function startup(cmd: string, args: string[], n: number, env?: NodeJS.ProcessEnv): Promise<{ wall: number; cpu: number }> {
   const t: number[] = [];
   const cpu0 = childrenCpuMs();
-  for (let i = 0; i < n; i++) t.push((await timedRun(cmd, args, `${cmd} ${args.join(' ')}`)).ms);
+  for (let i = 0; i < n; i++) t.push((await timedRun(cmd, args, `${cmd} ${args.join(' ')}`, env)).ms);
   return { wall: median(t), cpu: (childrenCpuMs() - cpu0) / n };
 }
 
@@ -266,13 +268,20 @@ async function main(): Promise<void> {
   console.log(`images in ${opts.dir}; ${opts.runs} run(s) per size and tool, alternating, medians; cptrst ${opts.noSnapshot ? 'with --no-snapshot' : 'with its copy-on-write snapshot'}; ${opts.words} of 512 words per page differ; CRIU: ${criu ?? 'not found'}; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
   const n = Math.max(10, opts.runs);
   const node = await startup(process.execPath, ['-e', '0'], n);
-  const cpt = await startup(process.execPath, [CLI, '--version'], n);
-  // The same command from the compiled modules, without the bundle and its code cache.
-  const unbundled = await startup(process.execPath, [path.resolve(path.dirname(CLI), '..', 'dist', 'src', 'main.js'), '--version'], n);
+  // The launcher starts Node without NODE_EXTRA_CA_CERTS: Node's own start-up without it, for comparison.
+  const certs = process.env.NODE_EXTRA_CA_CERTS !== undefined;
+  const noCerts = { ...process.env };
+  delete noCerts.NODE_EXTRA_CA_CERTS;
+  const bare = certs ? await startup(process.execPath, ['-e', '0'], n, noCerts) : undefined;
+  const cpt = await startup(CLI, ['--version'], n);
+  // The same command from the compiled modules, without the bundle and its code cache (and without the launcher's line).
+  const unbundled = await startup(process.execPath, [path.resolve(path.dirname(CLI), '..', 'dist', 'src', 'main.js'), '--version'], n, noCerts);
   const criuUp = criu ? await startup(criu, ['--version'], n) : undefined;
   const up = (x: { wall: number; cpu: number }) => `${x.wall.toFixed(0)} ms (CPU ${x.cpu.toFixed(0)} ms)`;
-  const baseUp = BASE_CLI && (has('cptrst-base') || has('cptrst-base-lazy')) ? await startup(process.execPath, [BASE_CLI, '--version'], n) : undefined;
-  console.log(`start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}${baseUp ? `; base: ${up(baseUp)}` : ''}); criu --version ${criuUp ? up(criuUp) : '-'}`);
+  const baseUp = BASE_CLI && (has('cptrst-base') || has('cptrst-base-lazy')) ? await startup(BASE_CLI, ['--version'], n) : undefined;
+  console.log(
+    `start-up, median wall (mean CPU) of ${n}: node -e 0 ${up(node)}${bare ? ` (without NODE_EXTRA_CA_CERTS: ${up(bare)})` : ''}; cptrst --version ${up(cpt)} (unbundled: ${up(unbundled)}${baseUp ? `; base: ${up(baseUp)}` : ''}); criu --version ${criuUp ? up(criuUp) : '-'}`,
+  );
   const memfile = has('cptrst-memfile');
   const copy = has('cptrst-copy');
   const base = has('cptrst-base');

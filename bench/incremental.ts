@@ -74,7 +74,7 @@ function cptrst(args: string[]): CliRun {
   const t0 = process.hrtime.bigint();
   let out: string;
   try {
-    out = execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 24 });
+    out = execFileSync(cli, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 1 << 24 });
   } catch (e) {
     const err = e as { stderr?: string };
     throw new Error(`cptrst ${args.join(' ')} failed: ${err.stderr ?? String(e)}`);

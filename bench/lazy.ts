@@ -16,6 +16,7 @@ import * as os from 'os';
 import * as path from 'path';
 
 const here = path.resolve(__dirname, '..');
+/** The installed command, executed as a user runs it (its launcher line applies). */
 const CLI = path.resolve(here, '..', 'packages', 'cli', 'bin', 'cptrst.js');
 const ms = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e6;
 const sleep = (t: number) => new Promise((r) => setTimeout(r, t));
@@ -42,7 +43,7 @@ interface Timed {
 /** A cptrst restart: the time of its first stdout line and of its end; `pipe`: the image through a pipe on its stdin. */
 async function restart(args: string[], pipe?: string): Promise<Timed & { pid: number }> {
   const t0 = process.hrtime.bigint();
-  const child = spawn(process.execPath, [CLI, 'restart', ...args], { stdio: [pipe ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  const child = spawn(CLI, ['restart', ...args], { stdio: [pipe ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   if (pipe) fs.createReadStream(pipe).pipe(child.stdin!).on('error', () => undefined);
   let stdout = '';
   let stderr = '';
@@ -84,7 +85,7 @@ async function main(): Promise<void> {
   const ups: number[] = [];
   for (let i = 0; i < 5; i++) {
     const t0 = process.hrtime.bigint();
-    execFileSync(process.execPath, [CLI, '--version']);
+    execFileSync(CLI, ['--version']);
     ups.push(ms(t0));
   }
   const startup = median(ups);
@@ -115,7 +116,7 @@ async function main(): Promise<void> {
           child.unref();
           started.add(child.pid!);
           for (let i = 0; i < 6000 && !readOr(out).includes('READY'); i++) await sleep(10);
-          execFileSync(process.execPath, [CLI, 'checkpoint', String(child.pid), '-o', img, '--kill']);
+          execFileSync(CLI, ['checkpoint', String(child.pid), '-o', img, '--kill']);
           for (let i = 0; i < 1000 && fs.existsSync(`/proc/${child.pid}`); i++) await sleep(5);
           const r = mode === 'plain' ? await restart([img]) : mode === 'lazy' ? await restart(['--lazy', img]) : await restart(['--lazy', '-'], img);
           res[mode].push(r);

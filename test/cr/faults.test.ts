@@ -92,14 +92,17 @@ describe('faults', function () {
       const dir = makeTempDir('refuse');
       const logFd = fs.openSync(path.join(dir, 'log'), 'a');
       // the child, not the root, holds the refused object: the refusal must name the child
-      const child = 'import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); time.sleep(60)';
+      // It says when its socket exists: a fixed wait loses the race on a loaded machine.
+      const ready = path.join(dir, 'ready');
+      const child = `import socket, time; s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); open("${ready}", "w").close(); time.sleep(60)`;
       const parent = spawn('bash', ['-c', `python3 -c '${child}' & wait`], {
         stdio: ['ignore', logFd, logFd],
         detached: true,
       });
       fs.closeSync(logFd);
       try {
-        await sleep(500);
+        for (let i = 0; i < 3000 && !fs.existsSync(ready); i++) await sleep(10);
+        expect(fs.existsSync(ready), 'the python child did not make its socket').to.equal(true);
         const c = await cptrst(['checkpoint', String(parent.pid), '-o', path.join(dir, 'c.cpt')]);
         expect(c.code).to.equal(1);
         expect(c.stderr).to.match(ONE_LINE).and.match(/EOPNOTSUPP: pid \d+, /);

@@ -1,5 +1,6 @@
 /** Running the cptrst command line tool, asynchronously. */
 import { execFile } from 'child_process';
+import * as path from 'path';
 import { CLI_MAIN } from './paths';
 import { describeStuck } from './processes';
 
@@ -19,7 +20,8 @@ export interface CptrstOptions {
 }
 
 /**
- * Runs `node packages/cli/bin/cptrst.js ...args` (the bundle) and resolves with its exit code and output,
+ * Runs `packages/cli/bin/cptrst.js ...args` as a user runs the installed command (its launcher line
+ * starts `node` from PATH, here the Node that runs the tests) and resolves with its exit code and output,
  * whatever the exit code. Uses execFile, never a synchronous call: the test process is the
  * workloads' parent, and its event loop must keep running so that libuv reaps a workload killed
  * by a checkpoint (freeing its PID for the restart). A tool that does not end in time is killed;
@@ -29,12 +31,12 @@ export function cptrst(args: string[], opts: CptrstOptions = {}): Promise<Cptrst
   return new Promise((resolve) => {
     let stuck = '';
     const child = execFile(
-      process.execPath,
-      [CLI_MAIN, ...args],
+      CLI_MAIN,
+      args,
       {
         encoding: 'utf8',
         maxBuffer: 256 << 20,
-        env: { ...process.env, ...(opts.env ?? {}) },
+        env: { ...process.env, PATH: `${path.dirname(process.execPath)}:${process.env.PATH ?? ''}`, ...(opts.env ?? {}) },
         cwd: opts.cwd,
       },
       (error, stdout, stderr) => {

@@ -8,16 +8,16 @@
  * (object types, layouts, modules) of its own. The default module is taken from the bundle too.
  */
 import Module from 'module';
-import { provideBuiltInModule } from '@cptrst/core';
+import { core, whenCoreLoaded } from './core';
 
 /* eslint-disable @typescript-eslint/no-require-imports -- loaded on first use, each from the bundle */
 const SHARED: Record<string, () => unknown> = {
-  '@cptrst/core': (): unknown => require('@cptrst/core') as unknown,
-  '@cptrst/cpt-module': (): unknown => require('@cptrst/cpt-module') as unknown,
-  '@cptrst/task': (): unknown => require('@cptrst/task') as unknown,
-  '@cptrst/mm': (): unknown => require('@cptrst/mm') as unknown,
-  '@cptrst/arch-x86': (): unknown => require('@cptrst/arch-x86') as unknown,
-  '@cptrst/files': (): unknown => require('@cptrst/files') as unknown,
+  '@cptrst/core': (): unknown => core(),
+  '@cptrst/cpt-module': (): unknown => (core(), require('@cptrst/cpt-module') as unknown),
+  '@cptrst/task': (): unknown => (core(), require('@cptrst/task') as unknown),
+  '@cptrst/mm': (): unknown => (core(), require('@cptrst/mm') as unknown),
+  '@cptrst/arch-x86': (): unknown => (core(), require('@cptrst/arch-x86') as unknown),
+  '@cptrst/files': (): unknown => (core(), require('@cptrst/files') as unknown),
   tsyringe: (): unknown => require('tsyringe') as unknown,
   'reflect-metadata': (): unknown => require('reflect-metadata') as unknown,
 };
@@ -30,7 +30,8 @@ loader._load = function (request, parent, isMain) {
   const own = Object.prototype.hasOwnProperty.call(SHARED, request) ? SHARED[request] : undefined;
   return own ? own() : load.call(this, request, parent, isMain);
 };
-provideBuiltInModule('@cptrst/cpt-module', SHARED['@cptrst/cpt-module']);
+// Core is loaded by the first command that needs it (cli/src/core.ts), not by --version or --help.
+whenCoreLoaded((c) => c.provideBuiltInModule('@cptrst/cpt-module', SHARED['@cptrst/cpt-module']));
 
 export { run } from './main';
 

@@ -2,8 +2,9 @@
  * `cptrst check`: can C/R work on this machine? Runs every MachineProbe registered by the loaded
  * modules, and shows the capability vector an image written here would carry.
  */
-import { CptError, ImageHead, ProbeResult, buildImageHead, layoutOf, machineProbes, moduleContainer } from '@cptrst/core';
+import type { ProbeResult } from '@cptrst/core';
 import { Command, Invocation } from './command';
+import { core } from './core';
 import { cliVersion, common, loadModules } from './common';
 import { hex, json, oneLine, out, table } from './output';
 
@@ -27,6 +28,7 @@ interface Row extends ProbeResult {
 }
 
 function runCheck(p: Invocation): number {
+  const { CptError, ImageHead, buildImageHead, layoutOf, machineProbes, moduleContainer } = core();
   const c = common(p.options);
   const modules = loadModules(c);
   const container = moduleContainer();

@@ -1,8 +1,9 @@
 /** `cptrst checkpoint <pid> -o <file>`: sys_checkpoint into a file, or into stdout with `-o -`. */
 import * as tty from 'tty';
-import { CheckpointFlags, CheckpointResult, CptError, asCptError, sys_checkpoint } from '@cptrst/core';
+import type { CheckpointResult } from '@cptrst/core';
 import { Command as Commander, Option } from 'commander';
 import { Command, Invocation } from './command';
+import { core } from './core';
 import { catchInterrupts, common, interruptedError, loadModules, printTimings, progressPrinter } from './common';
 import { ImageOutput, openImageOutput } from './image-file';
 import { err, formatBytes, formatMs, json, note, out } from './output';
@@ -67,6 +68,7 @@ export const checkpointCommand: Command = {
 };
 
 async function runCheckpoint(p: Invocation): Promise<number> {
+  const { CheckpointFlags, CptError, asCptError, sys_checkpoint } = core();
   const o = p.options as CheckpointOptions & typeof p.options;
   const c = common(o);
   const pid = p.operands[0] as number;

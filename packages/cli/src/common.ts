@@ -2,8 +2,9 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { CptError, ProgressEvent, loadModule, loadedModules } from '@cptrst/core';
+import type { CptError, ProgressEvent } from '@cptrst/core';
 import { Option } from 'commander';
+import { core } from './core';
 import { repeatableOption } from './usage';
 import { formatMs, note } from './output';
 
@@ -43,6 +44,7 @@ export function common(o: GlobalOptions): Common {
  * path given with --module is resolved from the working directory first.
  */
 export function loadModules(c: Common): string[] {
+  const { loadModule, loadedModules } = core();
   for (const m of c.modules) {
     loadModule(m, m === DEFAULT_MODULE ? __dirname : process.cwd());
   }
@@ -55,7 +57,7 @@ export function tryLoadModules(c: Common): { loaded: string[]; failure?: CptErro
   try {
     return { loaded: loadModules(c) };
   } catch (e) {
-    return { loaded: loadedModules(), failure: e as CptError };
+    return { loaded: core().loadedModules(), failure: e as CptError };
   }
 }
 
@@ -123,5 +125,5 @@ export function interruptedExitCode(e: CptError): number | undefined {
 /** The CptError of an interrupted operation, saying what became of the process(es). */
 export function interruptedError(e: CptError, outcome: string): CptError {
   if (interruptedExitCode(e) === undefined) return e;
-  return new CptError(e.code, `${e.message}; ${outcome}`, { pid: e.pid, object: e.object, cause: e });
+  return new (core().CptError)(e.code, `${e.message}; ${outcome}`, { pid: e.pid, object: e.object, cause: e });
 }

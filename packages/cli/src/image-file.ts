@@ -12,10 +12,11 @@
  *   is written directly: it cannot be replaced and holds no earlier image. Anything else that
  *   is not a regular file (a directory, a socket, a block device) is refused.
  */
-import * as crypto from 'crypto';
+import type * as Crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { CptError, linux } from '@cptrst/core';
+import type { CptError } from '@cptrst/core';
+import { core } from './core';
 import { fileError } from './output';
 
 export interface ImageOutput {
@@ -48,6 +49,7 @@ export interface ImageOutputOptions {
 const IMAGE_MODE = 0o600;
 
 export function openImageOutput(file: string, opts: ImageOutputOptions = {}): ImageOutput {
+  const { CptError } = core();
   const object = `image file ${file}`;
   let st: fs.Stats | undefined;
   try {
@@ -70,6 +72,7 @@ function kindOf(st: fs.Stats): string {
 
 /** A FIFO or character device: opened as it is (no O_CREAT, no symlink), closed at the end. */
 function directOutput(file: string, object: string): ImageOutput {
+  const { CptError, linux } = core();
   let fd: number;
   try {
     fd = fs.openSync(file, linux.O.WRONLY | linux.O.NOFOLLOW | linux.O.CLOEXEC);
@@ -97,14 +100,21 @@ function directOutput(file: string, object: string): ImageOutput {
   return { fd, name: file, commit: () => undefined, discard: close, close };
 }
 
+/** Random hex digits; Node's crypto is loaded here, by the one command that names a temporary file. */
+function randomHex(bytes: number): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
+  return (require('crypto') as typeof Crypto).randomBytes(bytes).toString('hex');
+}
+
 /** A temporary name in FILE's directory, unlikely to exist (it is created exclusively anyway). */
 function temporaryName(file: string): string {
   // Kept well under NAME_MAX (255) whatever the length of FILE's own name.
   const base = path.basename(file).slice(0, 128);
-  return path.join(path.dirname(file), `.${base}.cptrst-${process.pid}-${crypto.randomBytes(6).toString('hex')}.tmp`);
+  return path.join(path.dirname(file), `.${base}.cptrst-${process.pid}-${randomHex(6)}.tmp`);
 }
 
 function replacingOutput(file: string, object: string, tryTmpfile: boolean): ImageOutput {
+  const { CptError, linux } = core();
   const dir = path.dirname(file);
   let fd = -1;
   /** The temporary file's name, once it has one. */
@@ -219,6 +229,7 @@ function replacingOutput(file: string, object: string, tryTmpfile: boolean): Ima
 
 /** fsync of the directory, so that the rename itself survives a crash. */
 function syncDirectory(dir: string, object: string): void {
+  const { linux } = core();
   let dfd: number;
   try {
     dfd = fs.openSync(dir, linux.O.RDONLY | linux.O.DIRECTORY | linux.O.CLOEXEC);

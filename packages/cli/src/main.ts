@@ -7,7 +7,6 @@
  * The command line is parsed by commander, which also writes the help. Its errors are reported
  * the way every other usage error is: one line naming the problem, then the usage of the command.
  */
-import 'reflect-metadata';
 import { Command as Commander, CommanderError, Option } from 'commander';
 import { Command, Invocation } from './command';
 import { checkpointCommand } from './checkpoint';

@@ -4,16 +4,27 @@
  * rendering of image objects used by `cptrst show`.
  */
 import * as fs from 'fs';
-import { CptError, FieldSpec, asCptError, fileSink, layoutForType, linux } from '@cptrst/core';
+import type { CptError, FieldSpec } from '@cptrst/core';
+import { core } from './core';
 import { UsageError } from './usage';
 
 /** Thrown when the reader of our stdout went away (`cptrst show img | head`): stop quietly. */
 export class OutputClosed extends Error {}
 
-/** The image module's sink already loops over partial writes and waits out EAGAIN. */
+/**
+ * One write(2) does it nearly always; the rest, or an error, goes to core's sink (loaded then),
+ * which loops over partial writes, waits out EAGAIN and names what failed.
+ */
 function writeAll(fd: number, text: string): void {
+  const buf = Buffer.from(text, 'utf8');
   try {
-    fileSink(fd).write(Buffer.from(text, 'utf8'));
+    let n = 0;
+    try {
+      n = fs.writeSync(fd, buf);
+    } catch {
+      n = 0;
+    }
+    if (n < buf.length) core().fileSink(fd).write(buf.subarray(n));
   } catch (e) {
     if ((e as { code?: unknown }).code === 'EPIPE') throw new OutputClosed('output closed');
     throw e;
@@ -48,6 +59,7 @@ export function oneLine(s: string): string {
  * party's module with its own) fails `instanceof`, so its fields are taken over by shape.
  */
 export function toCptError(e: unknown): CptError {
+  const { CptError, asCptError } = core();
   if (e instanceof CptError) return e;
   const x = e as { name?: unknown; code?: unknown; message?: unknown; pid?: unknown; object?: unknown };
   if (x && typeof x === 'object' && typeof x.code === 'string' && typeof x.message === 'string' && (x.name === 'CptError' || x.name === 'ImageError')) {
@@ -72,6 +84,7 @@ export function openImageToRead(file: string): number {
 }
 
 export function fileError(e: unknown, object: string): CptError {
+  const { CptError, asCptError } = core();
   const x = e as { code?: unknown; message?: unknown };
   if (typeof x?.code === 'string' && typeof x.message === 'string') {
     const message = x.message.startsWith(`${x.code}: `) ? x.message.slice(x.code.length + 2) : x.message;
@@ -246,7 +259,7 @@ function vmaLine(obj: object): string | undefined {
 /** The content part of an object line in `cptrst show`. */
 export function renderObject(type: number, name: string, obj: object | undefined, opts: RenderOptions = {}): string {
   if (obj === undefined) return `(no layout for type ${type}: load the module that defines it with --module)`;
-  const fields = layoutForType(type)?.fields;
+  const fields = core().layoutForType(type)?.fields;
   if (name.toLowerCase() === 'vma') {
     const line = vmaLine(obj);
     if (line) {
@@ -270,5 +283,5 @@ const THREAD_FIELDS = new Set(['tid', 'comm', 'syscall']);
 function threadLine(obj: object): string | undefined {
   const t = obj as { tid?: unknown; comm?: unknown; syscall?: unknown };
   if (typeof t.tid !== 'number' || typeof t.comm !== 'string' || typeof t.syscall !== 'number') return undefined;
-  return `thread ${t.tid} ${t.comm}, ${t.syscall >= 0 ? `in ${linux.syscallName(t.syscall)}` : 'running'}`;
+  return `thread ${t.tid} ${t.comm}, ${t.syscall >= 0 ? `in ${core().linux.syscallName(t.syscall)}` : 'running'}`;
 }

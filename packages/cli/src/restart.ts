@@ -1,9 +1,10 @@
 /** `cptrst restart <file>`: sys_restart from a file, or from stdin with `-`. */
 import * as fs from 'fs';
 import * as path from 'path';
-import { CptError, LazyFillReport, RestartFlags, RestartResult, asCptError, sys_restart } from '@cptrst/core';
+import type { LazyFillReport, RestartResult } from '@cptrst/core';
 import { Command as Commander, Option } from 'commander';
 import { Command, Invocation } from './command';
+import { core } from './core';
 import { catchInterrupts, common, interruptedError, loadModules, printTimings, progressPrinter } from './common';
 import { fileError, openImageToRead, json, note, out } from './output';
 import { Operand, onceOption } from './usage';
@@ -43,6 +44,7 @@ export const restartCommand: Command = {
 };
 
 async function runRestart(p: Invocation): Promise<number> {
+  const { CptError, RestartFlags, asCptError, sys_restart } = core();
   const o = p.options as RestartOptions & typeof p.options;
   const c = common(o);
   const file = p.operands[0] as string;

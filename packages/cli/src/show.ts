@@ -1,10 +1,9 @@
 /** `cptrst show <file>`: what an image holds, for a person or (--json) for a program. Page payloads are never printed. */
 import * as fs from 'fs';
-import {
-  CptError, FORMAT_MAJOR, HEAD_TAG, ImageHead, ImageReader, PREAMBLE_SIZE, asCptError, fileSource, layoutOf,
-} from '@cptrst/core';
+import type { CptError, ImageHead } from '@cptrst/core';
 import { Command as Commander } from 'commander';
 import { Command, Invocation } from './command';
+import { core } from './core';
 import { common, tryLoadModules } from './common';
 import { openImageToRead, formatBytes, hex, jsonValue, oneLine, out, renderObject, renderValue, table } from './output';
 import { Operand } from './usage';
@@ -63,7 +62,7 @@ function runShow(p: Invocation): number {
   try {
     read(fd, fromStdin ? 'stdin' : `image file ${file}`, listing);
   } catch (e) {
-    failure = asCptError(e, { object: `image ${file}` });
+    failure = core().asCptError(e, { object: `image ${file}` });
   } finally {
     if (!fromStdin) fs.closeSync(fd);
   }
@@ -77,6 +76,7 @@ function runShow(p: Invocation): number {
 }
 
 function read(fd: number, name: string, listing: Listing): void {
+  const { HEAD_TAG, ImageReader, fileSource } = core();
   const reader = new ImageReader(fileSource(fd, name));
   listing.head = reader.readHead();
   listing.formatMinor = reader.formatMinor;
@@ -106,6 +106,7 @@ function createdIso(ns: bigint): string {
 }
 
 function headFields(head: ImageHead): Record<string, unknown> {
+  const { ImageHead, layoutOf } = core();
   const fields = layoutOf(ImageHead)?.fields ?? [];
   const o: Record<string, unknown> = {};
   const h = head as unknown as Record<string, unknown>;
@@ -114,6 +115,7 @@ function headFields(head: ImageHead): Record<string, unknown> {
 }
 
 function renderJson(file: string, l: Listing, modules: { loaded: string[]; failure?: CptError }): string {
+  const { FORMAT_MAJOR } = core();
   const head = l.head as ImageHead;
   const pageBytes = l.objects.reduce((n, o) => n + o.pageBytes, 0);
   const pageCount = l.objects.reduce((n, o) => n + o.pageCount, 0);
@@ -257,7 +259,7 @@ function taskState(t: Record<string, unknown>): string {
 }
 
 function fieldsOf(obj: object): Record<string, unknown> {
-  const fields = layoutOf(obj.constructor)?.fields;
+  const fields = core().layoutOf(obj.constructor)?.fields;
   if (!fields) return { ...obj };
   const rec = obj as Record<string, unknown>;
   return Object.fromEntries(fields.map((f) => [f.name, rec[f.name]]));
@@ -266,6 +268,7 @@ function fieldsOf(obj: object): Record<string, unknown> {
 const CPU_FLAGS_SHOWN = 12;
 
 function renderText(file: string, l: Listing, modules: { loaded: string[]; failure?: CptError }, full: boolean): string {
+  const { FORMAT_MAJOR, HEAD_TAG, PREAMBLE_SIZE } = core();
   const head = l.head as ImageHead;
   const lines: string[] = [];
   const counts = countsByType(l.objects);

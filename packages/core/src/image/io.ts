@@ -7,10 +7,12 @@ import { SYS } from '../linux/syscalls';
 import type { ImageSource } from './reader';
 import type { ImageSink } from './writer';
 
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
+/** Made at the first wait, not when the module loads (a start-up snapshot has no SharedArrayBuffer). */
+let sleeper: Int32Array | undefined;
 
 /** Synchronous sleep: the image code is synchronous, and a non-blocking pipe may be full/empty. */
 function sleepMs(ms: number): void {
+  sleeper ??= new Int32Array(new SharedArrayBuffer(4));
   Atomics.wait(sleeper, 0, 0, ms);
 }
 
