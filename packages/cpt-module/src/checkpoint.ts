@@ -17,7 +17,8 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   if (!Number.isInteger(pid) || pid <= 0) throw new CptError('EINVAL', `not a process id: ${pid}`);
   if ((flags & CheckpointFlags.KILL) && (flags & CheckpointFlags.LEAVE_STOPPED)) throw new CptError('EINVAL', 'KILL and LEAVE_STOPPED exclude each other');
   const startOffset = regularFileOffset(fd);
-  const writer = new ImageWriter(fileSink(fd, options.imageName), options.compress ? { compress: options.compress } : {});
+  // A regular file may take page payloads in place (spliced into it, checksummed where they land).
+  const writer = new ImageWriter(fileSink(fd, options.imageName), options.compress ? { compress: options.compress } : { file: startOffset !== undefined ? fd : undefined });
   const ctx = new CheckpointContext(container, writer, flags, options.log);
   ctx.signal = options.signal;
   ctx.incremental = options.incremental;
@@ -105,6 +106,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
         }
       }));
       ctx.runAtEnd();
+      if (writer.payloadsInPlace) ctx.log.debug(`${writer.payloadsInPlace} page payloads spliced into the image file`);
     }
     ctx.timed('sync', () => syncIfFile(fd));
     // The last chance to back out: after this the image is complete and the process is let go as asked.
