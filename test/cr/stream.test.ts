@@ -4,7 +4,9 @@
  * one stream to a socket or a pipe on stdout (`-o -`) whose reader takes it slowly, plain and
  * compressed, and restarts into a process that passes its checks. Byte equality with synchronous
  * writes is checked in core's unit tests (image-overlap.test.ts); here the stream is whole and
- * right for a real process.
+ * right for a real process. To a regular file the same pages go in place (spliced from the
+ * snapshot into the file, core/src/image/payload-file.ts): the file holds, after the head, the
+ * same bytes as the stream of the same frozen content through a pipe.
  */
 import { expect } from 'chai';
 import { spawn } from 'child_process';
@@ -78,4 +80,33 @@ describe('a checkpoint that lets the process run, to a socket or a pipe (-o -)',
       });
     }
   }
+
+  it('to a file, the pages spliced in place: after the head the same bytes as through a pipe, and it restarts', async () => {
+    const w = await startWorkload('cowwrite', ['64']);
+    await sleep(200);
+    // Stopped (job control): both checkpoints see the same memory, and leave it stopped.
+    process.kill(w.pid, 'SIGSTOP');
+    for (let i = 0; i < 100 && !/^State:\s+T/m.test(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8')); i++) await sleep(20);
+    const img = path.join(w.dir, 'img');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--json'], { env: { CPTRST_DEBUG: '1' } });
+    expect(r.code, r.stderr).to.equal(0);
+    const timings = (JSON.parse(r.stdout) as { timings: Record<string, number> }).timings;
+    expect(timings, 'pages spliced into the file').to.have.property('splice pages');
+    expect(r.stderr).to.match(/\d+ page payloads spliced into the image file/);
+    const piped = await checkpointToStdout(w.pid, 'pipe', [], w.dir);
+    const file = fs.readFileSync(img);
+    expect(file.length, 'image bytes').to.equal(piped.length).and.greaterThan(64 << 20);
+    // The head (preamble, then the HEAD object) holds the time of the checkpoint; the rest is the process.
+    const afterHead = (b: Buffer) => 16 + Number(b.readBigUInt64LE(16));
+    expect(afterHead(file)).to.equal(afterHead(piped));
+    expect(file.subarray(afterHead(file)).equals(piped.subarray(afterHead(piped))), 'the same bytes after the head').to.equal(true);
+    process.kill(w.pid, 'SIGKILL');
+    await w.exited;
+    expect(await waitGone(w.pid, 5000)).to.equal(true);
+    const rr = await cptrst(['restart', img]);
+    expect(rr.code, rr.stderr).to.equal(0);
+    process.kill(w.pid, 'SIGCONT');
+    await sleep(300);
+    await passes(w);
+  });
 });
