@@ -30,13 +30,17 @@ function throughPipe(pages: Buffer, limit = Infinity): PayloadFileSource {
     const n = Math.min(bytes, limit);
     const [r, w] = pipe();
     try {
-      if (rawSyscall(SYS.fcntl, w, F.SETPIPE_SZ, Math.max(n, 4096)) < 0n) throw new Error('F_SETPIPE_SZ');
-      fs.writeSync(w, pages, 0, n);
+      // A pipe's default capacity (64 KiB) at a time.
       let done = 0;
       while (done < n) {
-        const k = spliceToFile(r, fd, position + done, n - done);
-        if (k <= 0n) throw new Error(`splice: ${k}`);
-        done += Number(k);
+        const chunk = Math.min(n - done, 65536);
+        expect(fs.writeSync(w, pages, done, chunk)).to.equal(chunk);
+        for (let moved = 0; moved < chunk; ) {
+          const k = spliceToFile(r, fd, position + done + moved, chunk - moved);
+          if (k <= 0n) throw new Error(`splice: ${k}`);
+          moved += Number(k);
+        }
+        done += chunk;
       }
       return done;
     } finally {
@@ -50,6 +54,8 @@ interface Options {
   /** Bytes of the source to put in place (the rest is read and written). */
   limit?: number;
   compress?: boolean;
+  /** This many more objects of 2 MiB (more than one mapping's worth, checksummed in turns). */
+  big?: number;
 }
 
 /**
@@ -63,10 +69,11 @@ async function write(fd: number | undefined, opts: Options = {}): Promise<{ atOn
     if (defer) w.deferWrites();
     const p = w.write(sampleProc(100));
     const maps: Array<[string, Buffer]> = [['a', samplePages(16, 4096, 1)], ['b', samplePages(1, 4096, 2)], ['c', samplePages(9, 4096, 3)], ['d', samplePages(32, 4096, 4)]];
+    for (let i = 0; i < (opts.big ?? 0); i++) maps.push([`big${i}`, samplePages(512, 4096, 10 + i)]);
     for (const [name, pages] of maps) {
       const map = make(TestMap, { start: 0x400000n, end: 0x400000n + BigInt(pages.length), name });
       // 'b' has no in-place source: read and written as usual between the others.
-      const toFile = name === 'b' ? undefined : throughPipe(pages, opts.limit);
+      const toFile = name === 'b' || name === 'big7' ? undefined : throughPipe(pages, opts.limit);
       if (defer) w.writeWithPagesLater(map, pages.length, (buf) => pages.copy(buf), { ptag: p, toFile });
       else w.writeWithPages(map, pages, { ptag: p });
       w.write(make(TestNote, { text: `after ${name}: ${'x'.repeat(name.charCodeAt(0) * 7)}` }), { ptag: p });
@@ -129,6 +136,19 @@ describe('image: page payloads put into the image file in place', () => {
       expect(deferred.equals(atOnce)).to.equal(true);
       const { records } = readAll(deferred);
       expect(records.filter((r) => r.pages).map((r) => (r.obj as TestMap).name)).to.deep.equal(['a', 'b', 'c', 'd', 'tail']);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('more payloads than one mapping takes (checksummed in turns): the same bytes', async function () {
+    rootOnly(this);
+    const fd = newFile('big');
+    try {
+      const { atOnce, deferred, writer } = await write(fd, { big: 40 });
+      expect(writer.payloadsInPlace).to.equal(4 + 39);
+      expect(deferred.length).to.be.greaterThan(80 << 20);
+      expect(deferred.equals(atOnce)).to.equal(true);
     } finally {
       fs.closeSync(fd);
     }

@@ -4,9 +4,9 @@
  * deferred payload whose source can move it from a pipe (PayloadFileSource: the snapshot's pipes)
  * lands in the file at its offset through splice(2): one copy, in the kernel, from the snapshot's
  * pages into the file's. Its checksum is then computed over a read-only mapping of what landed
- * (withFileMapping), and the object's header, which holds that checksum, is written at the file's
- * position, which then moves past the payload. The bytes never pass through a buffer of cptrst's,
- * and the file comes out byte for byte as if written in order.
+ * (withFileMapping), and the object's header, which holds that checksum, is written at its place
+ * (the writer's settle()). The bytes never pass through a buffer of cptrst's, and the file comes
+ * out byte for byte as if written in order.
  *
  * Not used (the payloads are read and written as before) for a pipe or a socket, a file opened
  * with O_APPEND (where splice and pwrite cannot write at an offset), or a file that another user
@@ -19,7 +19,6 @@ import { SEEK, openForMapping } from '../linux/files';
 import { errnoError, rawSyscall, withFileMapping } from '../linux/libc';
 import { pageSize } from '../linux/machine';
 import { SYS } from '../linux/syscalls';
-import { crc32 } from './framing';
 
 export class PayloadFile {
   private closed = false;
@@ -63,12 +62,12 @@ export class PayloadFile {
     }
   }
 
-  /** CRC-32 of the `length` bytes at the stream offset `streamOffset`, continuing from `crc`: read from a mapping of the file. */
-  crc(streamOffset: number, length: number, crc: number): number {
+  /** Runs `use` on the `length` bytes at the stream offset `streamOffset`, read from a read-only mapping of the file. */
+  mapped<T>(streamOffset: number, length: number, use: (bytes: Buffer) => T): T {
     const at = this.position(streamOffset);
     // Mappings start on a page of the file; the image's pages need not be the file's.
     const lo = at - (at % pageSize());
-    return withFileMapping(this.mapFd, lo, at - lo + length, (b) => crc32(b.subarray(at - lo), crc));
+    return withFileMapping(this.mapFd, lo, at - lo + length, (b) => use(b.subarray(at - lo)));
   }
 
   /** Moves the file's position `length` bytes on: past a payload put there at its offset. */
