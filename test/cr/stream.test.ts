@@ -4,9 +4,9 @@
  * one stream to a socket or a pipe on stdout (`-o -`) whose reader takes it slowly, plain and
  * compressed, and restarts into a process that passes its checks. Byte equality with synchronous
  * writes is checked in core's unit tests (image-overlap.test.ts); here the stream is whole and
- * right for a real process. To a regular file the same pages go in place (spliced from the
- * snapshot into the file, core/src/image/payload-file.ts): the file holds, after the head, the
- * same bytes as the stream of the same frozen content through a pipe.
+ * right for a real process. To a regular file, with CPTRST_SPLICE_PAGES=1, the same pages go in
+ * place (spliced from the snapshot into the file, core/src/image/payload-file.ts): the file holds,
+ * after the head, the same bytes as the stream of the same frozen content through a pipe.
  */
 import { expect } from 'chai';
 import { spawn } from 'child_process';
@@ -88,7 +88,7 @@ describe('a checkpoint that lets the process run, to a socket or a pipe (-o -)',
     process.kill(w.pid, 'SIGSTOP');
     for (let i = 0; i < 100 && !/^State:\s+T/m.test(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8')); i++) await sleep(20);
     const img = path.join(w.dir, 'img');
-    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--json'], { env: { CPTRST_DEBUG: '1' } });
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--json'], { env: { CPTRST_DEBUG: '1', CPTRST_SPLICE_PAGES: '1' } });
     expect(r.code, r.stderr).to.equal(0);
     const timings = (JSON.parse(r.stdout) as { timings: Record<string, number> }).timings;
     expect(timings, 'pages spliced into the file').to.have.property('splice pages');
