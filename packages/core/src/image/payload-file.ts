@@ -8,7 +8,9 @@
  * (the writer's settle()). The bytes never pass through a buffer of cptrst's, and the file comes
  * out byte for byte as if written in order.
  *
- * Not used (the payloads are read and written as before) for a pipe or a socket, a file opened
+ * Only where the writer is given the file (ImageWriterOptions.file: the checkpoint flow does so
+ * with CPTRST_SPLICE_PAGES=1, see docs/architecture.md for why not by default), and not (the
+ * payloads are read and written as before) for a pipe or a socket, a file opened
  * with O_APPEND (where splice and pwrite cannot write at an offset), or a file that another user
  * could shorten meanwhile (cptrst, reading a mapping past the file's end, would die of SIGBUS).
  */
