@@ -4,12 +4,15 @@
  * one stream to a socket or a pipe on stdout (`-o -`) whose reader takes it slowly, plain and
  * compressed, and restarts into a process that passes its checks. Byte equality with synchronous
  * writes is checked in core's unit tests (image-overlap.test.ts); here the stream is whole and
- * right for a real process.
+ * right for a real process. To a regular file, with CPTRST_SPLICE_PAGES=1, the same pages go in
+ * place (spliced from the snapshot into the file, core/src/image/payload-file.ts): the file holds,
+ * after the head, the same bytes as the stream of the same frozen content through a pipe.
  */
 import { expect } from 'chai';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { PREAMBLE_SIZE, linux } from '@cptrst/core';
 import {
   CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
@@ -46,6 +49,22 @@ async function checkpointToStdout(pid: number, via: 'socket' | 'pipe', extra: st
   return Buffer.concat(chunks);
 }
 
+/** Where two images first differ from `from` on: the object (walked by its header's totalLength and type), or undefined. */
+function firstDifference(a: Buffer, b: Buffer, from: number): string | undefined {
+  for (let at = from; at < a.length; ) {
+    const total = Number(a.readBigUInt64LE(at));
+    if (total < 32 || at + total > a.length) return `a bad object header at ${at}`;
+    const end = at + total;
+    if (!a.subarray(at, end).equals(b.subarray(at, end))) {
+      let i = at;
+      while (a[i] === b[i]) i++;
+      return `object type ${a.readUInt16LE(at + 10)} tag ${a.readUInt32LE(at + 16)} at ${at} (${total} bytes): byte ${i - at}`;
+    }
+    at = end;
+  }
+  return a.length === b.length ? undefined : 'the lengths';
+}
+
 async function passes(w: Workload): Promise<void> {
   await trigger(w);
   expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w, 60000)).verdict);
@@ -78,4 +97,42 @@ describe('a checkpoint that lets the process run, to a socket or a pipe (-o -)',
       });
     }
   }
+
+  it('to a file, the pages spliced in place: after the head the same bytes as through a pipe, and it restarts', async () => {
+    const w = await startWorkload('cowwrite', ['64']);
+    await sleep(200);
+    // Stopped (job control): the checkpoints see the same memory, and leave it stopped. On one CPU
+    // (the first it may use): the calls a checkpoint runs in it make the kernel write the CPU it
+    // ran on into its rseq area. The first checkpoint of a stopped process changes its registers
+    // (it was stopped in its loop, it is then stopped in the kernel): taken first, to /dev/null.
+    const cpus = /^Cpus_allowed_list:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8'));
+    const mask = Buffer.alloc(128);
+    mask[Number(cpus![1]) >> 3] |= 1 << (Number(cpus![1]) & 7);
+    expect(linux.rawSyscall(linux.SYS.sched_setaffinity, w.pid, mask.length, mask), 'sched_setaffinity').to.equal(0n);
+    process.kill(w.pid, 'SIGSTOP');
+    for (let i = 0; i < 100 && !/^State:\s+T/m.test(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8')); i++) await sleep(20);
+    const warm = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/null']);
+    expect(warm.code, warm.stderr).to.equal(0);
+    const img = path.join(w.dir, 'img');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img, '--json'], { env: { CPTRST_DEBUG: '1', CPTRST_SPLICE_PAGES: '1' } });
+    expect(r.code, r.stderr).to.equal(0);
+    const timings = (JSON.parse(r.stdout) as { timings: Record<string, number> }).timings;
+    expect(timings, 'pages spliced into the file').to.have.property('splice pages');
+    expect(r.stderr).to.match(/\d+ page payloads spliced into the image file/);
+    const piped = await checkpointToStdout(w.pid, 'pipe', [], w.dir);
+    const file = fs.readFileSync(img);
+    expect(file.length, 'image bytes').to.equal(piped.length).and.greaterThan(64 << 20);
+    // The head (preamble, then the HEAD object) holds the time of the checkpoint; the rest is the process.
+    const afterHead = (b: Buffer) => PREAMBLE_SIZE + Number(b.readBigUInt64LE(PREAMBLE_SIZE));
+    expect(afterHead(file)).to.equal(afterHead(piped));
+    expect(firstDifference(file, piped, afterHead(file)), 'the first object whose bytes differ after the head').to.equal(undefined);
+    process.kill(w.pid, 'SIGKILL');
+    await w.exited;
+    expect(await waitGone(w.pid, 5000)).to.equal(true);
+    const rr = await cptrst(['restart', img]);
+    expect(rr.code, rr.stderr).to.equal(0);
+    process.kill(w.pid, 'SIGCONT');
+    await sleep(300);
+    await passes(w);
+  });
 });

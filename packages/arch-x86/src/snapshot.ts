@@ -86,15 +86,28 @@ export interface SavedBytes {
   saved: Buffer;
 }
 
-/** Where `saved` covers [addr, addr+length), its bytes are put into buf. */
-export function overlaySaved(f: SavedBytes | undefined, addr: bigint, buf: Buffer, offset: number, length: number): void {
-  if (!f) return;
+/** The part of `saved` within [addr, addr+length): [its start in saved, its end, where it goes in the range]. */
+function savedWithin(f: SavedBytes | undefined, addr: bigint, length: number): [number, number, number] | undefined {
+  if (!f) return undefined;
   const lo = addr > f.at ? addr : f.at;
   const fEnd = f.at + BigInt(f.saved.length);
   const end = addr + BigInt(length);
   const hi = end < fEnd ? end : fEnd;
-  if (lo >= hi) return;
-  f.saved.copy(buf, offset + Number(lo - addr), Number(lo - f.at), Number(hi - f.at));
+  if (lo >= hi) return undefined;
+  return [Number(lo - f.at), Number(hi - f.at), Number(lo - addr)];
+}
+
+/** Where `saved` covers [addr, addr+length), its bytes are put into buf. */
+export function overlaySaved(f: SavedBytes | undefined, addr: bigint, buf: Buffer, offset: number, length: number): void {
+  const w = savedWithin(f, addr, length);
+  if (w) f!.saved.copy(buf, offset + w[2], w[0], w[1]);
+}
+
+/** The same for [addr, addr+length) put into the file fd at position. */
+function overlaySavedInFile(f: SavedBytes | undefined, addr: bigint, length: number, fd: number, position: number): void {
+  const w = savedWithin(f, addr, length);
+  if (!w) return;
+  for (let done = 0; done < w[1] - w[0]; ) done += fs.writeSync(fd, f!.saved, w[0] + done, w[1] - w[0] - done, position + w[2] + done);
 }
 
 /** Reads this big or bigger go through the pipes. */
@@ -163,6 +176,12 @@ function spliceLoopCode(ctl: number): Buffer {
   return c.done('the splice loop');
 }
 
+/**
+ * Takes up to `n` bytes out of the pipe `rfd`, the bytes of the range being received from `at`
+ * on (into a buffer, or a file): how many it took, or -errno.
+ */
+type Take = (rfd: number, at: number, n: number) => bigint;
+
 /** One data pipe: the snapshot's write end, cptrst's read end (non-blocking), what it holds. */
 interface DataPipe {
   wfd: number;
@@ -173,7 +192,8 @@ interface DataPipe {
 
 /**
  * The snapshot's pages through pipes: the snapshot runs a loop of vmsplice(2) (above) that puts
- * references to its pages into pipes (no copy), which cptrst reads into its buffer (one copy).
+ * references to its pages into pipes (no copy), which cptrst reads into its buffer (one copy), or
+ * splices into the image file (one copy, by the kernel: spliceTo).
  * The mem file copies each page twice (through a kernel bounce page) and looks it up in the other
  * process's page tables one page at a time. vmsplice takes plain page references, not FOLL_PIN,
  * so the kernel does not unshare the pages the snapshot shares copy-on-write with the process
@@ -288,18 +308,28 @@ class SplicePipe {
    * ranges that follow, which it puts into the pipes while the caller checksums and writes.
    */
   read(addr: bigint, buf: Buffer, offset: number, length: number): number {
+    return this.transfer(addr, length, (rfd, at, n) => rawSyscall(SYS.read, rfd, buf.subarray(offset + at, offset + at + n), n));
+  }
+
+  /** The same into the file fd at position, with splice(2): the pages never reach cptrst's memory. */
+  spliceTo(addr: bigint, length: number, fd: number, position: number): number {
+    return this.transfer(addr, length, (rfd, at, n) => linux.spliceToFile(rfd, fd, position + at, n));
+  }
+
+  private transfer(addr: bigint, length: number, take: Take): number {
     if (this.broken) return 0;
     const f = this.inFlight;
     while (f.length && (f[0][0] !== addr || f[0][1] !== length)) {
       // Fetched for a read that does not come now: taken out of the pipes and dropped.
       const [, n] = f.shift()!;
       if (!this.scratch || this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
-      this.receive(this.scratch, 0, n);
+      const scratch = this.scratch;
+      this.receive(n, (rfd, at, k) => rawSyscall(SYS.read, rfd, scratch.subarray(at, at + k), k));
       if (this.broken) return 0;
     }
     if (!f.length && !this.send([[addr, length]])) return 0;
     f.shift();
-    const got = this.receive(buf, offset, length);
+    const got = this.receive(length, take);
     if (this.expected.get(addr) === length) this.expected.delete(addr);
     // The pages of an area are read one object after the other: the next ones are sent ahead,
     // a few at a time, and the loop splices them while the caller checksums and writes.
@@ -362,17 +392,17 @@ class SplicePipe {
   }
 
   /**
-   * Takes the first range in flight out of the pipes into buf at offset: `length` bytes, or fewer
-   * where a vmsplice failed (the loop has then stopped at its int3).
+   * Takes the first range in flight out of the pipes with `take`: `length` bytes, or fewer where a
+   * vmsplice failed (the loop has then stopped at its int3) or `take` did.
    */
-  private receive(buf: Buffer, offset: number, length: number): number {
+  private receive(length: number, take: Take): number {
     let got = 0;
     for (const [at, n, p] of this.pieces(length, this.taken)) {
       this.taken++;
       let end = n; // bytes this pipe will give
       let done = 0;
       while (done < end) {
-        const r = rawSyscall(SYS.read, p.rfd, buf.subarray(offset + at + done, offset + at + end), end - done);
+        const r = take(p.rfd, at + done, end - done);
         if (r > 0n) {
           done += Number(r);
           continue;
@@ -478,12 +508,28 @@ class ForkSnapshot implements MemorySnapshot {
     if (this.closed) throw new CptError('ESRCH', 'the snapshot is closed', { pid: this.pid, object: 'memory snapshot' });
     let got = 0;
     if (length >= SPLICE_MIN && this.pipe !== null) {
-      // Set up here rather than when the snapshot is taken: outside the frozen window.
-      this.pipe ??= SplicePipe.open(this.pid, (pid, nr, args) => callIn(pid, this.regs, this.insn, nr, args), this.expected) ?? null;
-      if (this.pipe) got = this.pipe.read(addr, buf, offset, length);
+      const pipe = this.openPipe();
+      if (pipe) got = pipe.read(addr, buf, offset, length);
     }
     if (got < length) this.mem.readFully(addr + BigInt(got), buf, offset + got, length - got);
     overlaySaved(this.frame, addr, buf, offset, length);
+  }
+
+  /** The pipes, set up at the first read that uses them (after the process was let go: outside the frozen window). */
+  private openPipe(): SplicePipe | null {
+    this.pipe ??= SplicePipe.open(this.pid, (pid, nr, args) => callIn(pid, this.regs, this.insn, nr, args), this.expected) ?? null;
+    return this.pipe;
+  }
+
+  spliceInto(addr: bigint, length: number, fd: number, position: number): number {
+    if (this.closed) throw new CptError('ESRCH', 'the snapshot is closed', { pid: this.pid, object: 'memory snapshot' });
+    if (length < SPLICE_MIN || this.pipe === null) return 0;
+    const pipe = this.openPipe();
+    if (!pipe) return 0;
+    const got = pipe.spliceTo(addr, length, fd, position);
+    // What a held signal frame covers is shown as it was before (as readMemoryInto does).
+    overlaySavedInFile(this.frame, addr, got, fd, position);
+    return got;
   }
 
   close(): void {

@@ -8,7 +8,7 @@ import { DependencyContainer } from 'tsyringe';
 import { bootId } from './linux/machine';
 import { CptError } from './errors';
 import { Token, resolveAll, resolveOne } from './tokens';
-import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadSource, layoutOf } from './image';
+import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadFileSource, PayloadSource, layoutOf } from './image';
 import type { CheckpointTask, FrozenTree } from './contract';
 import type { IncrementalOptions, IncrementalReport, LazyFillReport } from './entry';
 
@@ -154,9 +154,13 @@ export class CheckpointContext extends OperationContext {
     return this.writer.deferring;
   }
 
-  /** Writes one object whose payload of `bytes` is read by `fill` after the process is let go (only while deferPages). */
-  writeWithPagesLater(obj: object, bytes: number, fill: PayloadSource, ptag: number): number {
-    const tag = this.writer.writeWithPagesLater(obj, bytes, fill, { ptag });
+  /**
+   * Writes one object whose payload of `bytes` is read by `fill` after the process is let go (only
+   * while deferPages); or put straight into the image file by `toFile`, where the image is a file
+   * that allows it (ImageWriter's PayloadFileSource).
+   */
+  writeWithPagesLater(obj: object, bytes: number, fill: PayloadSource, ptag: number, toFile?: PayloadFileSource): number {
+    const tag = this.writer.writeWithPagesLater(obj, bytes, fill, { ptag, toFile });
     this.objects.add(tag, typeOf(obj), ptag);
     return tag;
   }
@@ -165,8 +169,8 @@ export class CheckpointContext extends OperationContext {
    * Writes one object whose payload of `bytes` goes to the pages section at the end of the image,
    * read by `fill` then (ImageWriter.writeWithPagesAtEnd: lower ranks first).
    */
-  writeWithPagesAtEnd(obj: object, bytes: number, fill: PayloadSource, ptag: number, key: bigint, rank: number): void {
-    this.writer.writeWithPagesAtEnd(obj, bytes, fill, { ptag, key, rank });
+  writeWithPagesAtEnd(obj: object, bytes: number, fill: PayloadSource, ptag: number, key: bigint, rank: number, toFile?: PayloadFileSource): void {
+    this.writer.writeWithPagesAtEnd(obj, bytes, fill, { ptag, key, rank, toFile });
   }
 
   private readonly cleanups: Array<() => void> = [];

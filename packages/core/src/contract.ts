@@ -196,6 +196,13 @@ export interface MemorySnapshot {
    * not announced are answered all the same.
    */
   expect?(addr: bigint, length: number): void;
+  /**
+   * Optional: puts [addr, addr+length) of the snapshot into the file `fd` at `position` without
+   * copying it through cptrst (splice(2) from the pipes its pages go through), as readMemoryInto
+   * would read it; returns how many bytes it put there, from the start. Fewer (even 0) where it
+   * cannot: the caller reads the rest (announced with expect like a read).
+   */
+  spliceInto?(addr: bigint, length: number, fd: number, position: number): number;
   /** Kills and reaps the copy. Never throws. */
   close(): void;
 }

@@ -7,7 +7,9 @@
  * Speed (bench/README.md): page data is copied once into one buffer that is reused for every
  * run (a fresh buffer per run costs a kernel zero-fill and page faults per page), and once out
  * of it (into the image, or into the new process); the memory copies themselves go through
- * process_vm_readv/writev (linux/memory.ts).
+ * process_vm_readv/writev (linux/memory.ts). Pages written from a copy-on-write snapshot into an
+ * image file go there from the snapshot's pipes with splice(2), without reaching cptrst's memory
+ * (MemorySnapshot.spliceInto, core image/payload-file.ts).
  */
 import * as fs from 'fs';
 import {
@@ -197,6 +199,8 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
     img.count = count;
     const bytes = count * PAGE;
     if (snap) snap.expect?.(img.vaddr, bytes);
+    // From the snapshot straight into the image file, where the image is a file that allows it.
+    const toFile = snap?.spliceInto && ((fd: number, position: number) => ctx.timed('splice pages', () => snap.spliceInto!(img.vaddr, bytes, fd, position)));
     if (atEnd) {
       // To the pages section: read when it is written, from the snapshot or the task, frozen until
       // then; a task let go before the pages are written and without a snapshot: read now.
@@ -206,11 +210,11 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
         fill(copy);
         fill = (buf) => copy.copy(buf);
       }
-      ctx.writeWithPagesAtEnd(img, bytes, fill, vmaTag, img.vaddr, atEnd.rank);
+      ctx.writeWithPagesAtEnd(img, bytes, fill, vmaTag, img.vaddr, atEnd.rank, toFile);
       continue;
     }
     if (snap) {
-      ctx.writeWithPagesLater(img, bytes, (buf) => ctx.timed('read pages', () => snap.readMemoryInto(img.vaddr, buf, 0, bytes)), vmaTag);
+      ctx.writeWithPagesLater(img, bytes, (buf) => ctx.timed('read pages', () => snap.readMemoryInto(img.vaddr, buf, 0, bytes)), vmaTag, toFile);
       continue;
     }
     const data = ctx.timed('read pages', () => {

@@ -24,7 +24,7 @@ export type { ImageHeadInit } from './head';
 export { ImageWriter } from './writer';
 export { COMPRESSIONS } from './compress';
 export type { CompressionName } from './compress';
-export type { ImageSink, ImageWriterOptions, PayloadSource } from './writer';
+export type { ImageSink, ImageWriterOptions, PayloadFileSource, PayloadSource } from './writer';
 export { ImageReader } from './reader';
 export type { FilePayload, ImageSource, ImageRecord, ImageReaderOptions } from './reader';
 export { fileSink, fileSource, MemorySink, bufferSource } from './io';

@@ -8,6 +8,7 @@ import { encodeRecord } from './codec';
 import { alignUp, crc32, encodeHeader, headerCrc, HeaderOffset, isValidPageSize, OBJ_HEADER_SIZE } from './framing';
 import { CompressionName, checkCompression, compressPages } from './compress';
 import { ImageHead, PagesFollow, Terminator } from './head';
+import { PayloadFile } from './payload-file';
 import { layoutOf, typeName } from './layout';
 import { ContentKind, DEFAULT_MAX_OBJECT_BYTES, FORMAT_MAJOR, FORMAT_MINOR, HEAD_TAG, MAGIC, ObjectFlag, ObjectType, PREAMBLE_SIZE } from './types';
 import { WriteQueue } from './write-queue';
@@ -34,10 +35,24 @@ export interface ImageWriterOptions {
    * would not shrink is stored plain; readers decompress transparently.
    */
   compress?: CompressionName;
+  /**
+   * The sink writes this regular file at its position: deferred payloads that can be put straight
+   * into the file (PayloadFileSource) go there in place, where the file allows (payload-file.ts).
+   * Not with compression.
+   */
+  file?: number;
 }
 
 /** Fills the payload of a deferred object (writeWithPagesLater) when the object is written. */
 export type PayloadSource = (buf: Buffer) => void;
+
+/**
+ * Optional beside a PayloadSource: puts the payload's `bytes` into the file `fd` at `position`
+ * without passing them through cptrst (splice from a pipe); returns how many it put there, from
+ * the start. Fewer (even 0) where it could not: the writer then reads the payload with the
+ * PayloadSource and writes what is missing.
+ */
+export type PayloadFileSource = (fd: number, position: number, bytes: number) => number;
 
 /**
  * An object with a payload, framed only when the deferred objects are written out: its padding
@@ -51,6 +66,7 @@ interface DeferredObject {
   body: Buffer;
   bytes: number;
   fill: PayloadSource;
+  toFile?: PayloadFileSource;
 }
 
 /** An object of the pages section (writeWithPagesAtEnd): framed and given its tag by writeTail(). */
@@ -61,9 +77,28 @@ interface TailObject {
   body: Buffer;
   bytes: number;
   fill: PayloadSource;
+  toFile?: PayloadFileSource;
   key: bigint;
   rank: number;
 }
+
+/** An object put in place whose header waits for its checksum (ImageWriter.settle): stream offsets. */
+interface InPlaceObject {
+  start: number;
+  header: Buffer;
+  body: Buffer;
+  pad: number;
+  /** Where its payload starts. */
+  at: number;
+  bytes: number;
+}
+
+/**
+ * Payloads put in place are checksummed from one mapping of this many bytes or a little more:
+ * mapping costs per page and per call (the page table entries, then a TLB flush when unmapped),
+ * and a mapping per 2 MiB object measured slower than one per 32 MiB (bench/README.md).
+ */
+const IN_PLACE_WINDOW = 32 * 1024 * 1024;
 
 /** Chunks at least this big bypass the coalescing buffer (no copy). */
 const DIRECT_WRITE = 64 * 1024;
@@ -93,6 +128,9 @@ export class ImageWriter {
   private tail: TailObject[] = [];
   /** While page payloads are written (overlapped()): the writes that go on meanwhile. */
   private writes?: WriteQueue;
+  /** The image file, when payloads may go into it in place (ImageWriterOptions.file). */
+  private readonly file?: number;
+  private inPlace = 0;
 
   constructor(private readonly sink: ImageSink, opts: ImageWriterOptions = {}) {
     this.buf = Buffer.allocUnsafe(opts.bufferSize ?? 1024 * 1024);
@@ -101,6 +139,12 @@ export class ImageWriter {
       checkCompression(opts.compress);
       this.compression = opts.compress;
     }
+    if (!this.compression) this.file = opts.file;
+  }
+
+  /** How many page payloads went into the image file in place (PayloadFileSource), so far. */
+  get payloadsInPlace(): number {
+    return this.inPlace;
   }
 
   /** Whether page payloads are compressed (then they have no place in the file to be read from later). */
@@ -136,25 +180,26 @@ export class ImageWriter {
   /**
    * Writes a record with a payload of `bytes` (a whole number of pages) that `fill` provides when
    * the object is finally written, by flushDeferred(); the tag is given now. Only while deferring.
+   * With `toFile`, the payload may go straight into the image file instead (ImageWriterOptions.file).
    */
-  writeWithPagesLater(obj: object, bytes: number, fill: PayloadSource, opts: { ptag?: number } = {}): number {
+  writeWithPagesLater(obj: object, bytes: number, fill: PayloadSource, opts: { ptag?: number; toFile?: PayloadFileSource } = {}): number {
     const { type, ptag, flags } = this.check(obj, opts.ptag);
     if (!this.queue) throw invalid('writeWithPagesLater needs deferWrites() first');
     if (!Number.isInteger(bytes) || bytes <= 0 || bytes % this.pageSize !== 0) {
       throw invalid(`${typeName(type)}: payload of ${bytes} bytes is not a multiple of the page size ${this.pageSize}`);
     }
-    return this.deferObject(type, encodeRecord(obj), bytes, fill, ptag, flags);
+    return this.deferObject(type, encodeRecord(obj), bytes, fill, ptag, flags, opts.toFile);
   }
 
   /** Queues an object whose payload `fill` gives at flush time; returns its tag. */
-  private deferObject(type: number, body: Buffer, bytes: number, fill: PayloadSource, ptag: number, flags: number): number {
+  private deferObject(type: number, body: Buffer, bytes: number, fill: PayloadSource, ptag: number, flags: number, toFile?: PayloadFileSource): number {
     const q = this.queue as Array<Buffer | DeferredObject>;
     // Refused now if it would be too big plain (compressed, it can only be smaller).
     const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
     const total = alignUp(bodyEnd, this.pageSize) - this.offset + bytes;
     this.checkSize(type, total);
     const tag = this.takeTag(type);
-    q.push({ type, tag, ptag, flags, body, bytes, fill });
+    q.push({ type, tag, ptag, flags, body, bytes, fill, toFile });
     // As if written plain: offset stays exact without compression (an upper bound with it).
     this.queued += total;
     return tag;
@@ -169,6 +214,18 @@ export class ImageWriter {
     if (!q) return;
     this.queue = undefined;
     this.queued = 0; // from here on, offset is where the next queued piece lands
+    const file = this.payloadFile(q);
+    if (file) {
+      try {
+        await this.flushInPlace(q, file, after);
+      } catch (e) {
+        this.state = 'broken';
+        throw e;
+      } finally {
+        file.close();
+      }
+      return;
+    }
     await this.overlapped(async () => {
       for (const e of q) {
         if (Buffer.isBuffer(e)) {
@@ -184,19 +241,104 @@ export class ImageWriter {
   }
 
   /**
+   * The image file, if any deferred payload can go into it in place and the file allows it
+   * (PayloadFile.open); the bytes before are flushed to it first.
+   */
+  private payloadFile(q: Array<Buffer | DeferredObject>): PayloadFile | undefined {
+    if (this.file === undefined || !q.some((e) => !Buffer.isBuffer(e) && e.toFile)) return undefined;
+    this.flush();
+    return PayloadFile.open(this.file, this.offset, 'image file');
+  }
+
+  /**
+   * flushDeferred() into the image file: the payloads that can go there in place do, the others
+   * are read and written as usual; everything on this thread, in stream order. The file's
+   * position goes on past each in-place object (its header, body, padding and payload); the
+   * header, which holds the checksum, is written at its place once the payloads of up to
+   * IN_PLACE_WINDOW bytes are in and checksummed from one mapping (settle()).
+   */
+  private async flushInPlace(q: Array<Buffer | DeferredObject>, file: PayloadFile, after?: (bytes: number) => void | Promise<void>): Promise<void> {
+    const waiting: InPlaceObject[] = [];
+    for (const e of q) {
+      if (Buffer.isBuffer(e)) {
+        this.append(e);
+        continue;
+      }
+      if (e.toFile) {
+        waiting.push(this.emitInPlace(e, file));
+        const first = waiting[0];
+        if (first.at + IN_PLACE_WINDOW <= this.offset) this.settle(waiting, file);
+      } else {
+        const payload = await this.payloadBuffer(e.bytes);
+        e.fill(payload);
+        this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
+      }
+      await after?.(e.bytes);
+    }
+    this.flush();
+    this.settle(waiting, file);
+  }
+
+  /**
+   * One object whose payload goes into the file in place: the payload at its offset (what its
+   * source could not put there read and written at its place); the file's position moves past
+   * the whole object, whose header settle() writes.
+   */
+  private emitInPlace(e: DeferredObject, file: PayloadFile): InPlaceObject {
+    const start = this.offset;
+    const bodyEnd = start + OBJ_HEADER_SIZE + e.body.length;
+    const pad = alignUp(bodyEnd, this.pageSize) - bodyEnd;
+    const at = bodyEnd + pad;
+    const header = this.header(e.type, ContentKind.RECORD_WITH_PAGES, e.tag, e.body, pad, e.bytes, e.ptag, e.flags);
+    const put = e.toFile!(file.fd, file.position(at), e.bytes);
+    if (put < e.bytes) {
+      if (!this.payloadBuf || this.payloadBuf.length < e.bytes) this.payloadBuf = Buffer.allocUnsafe(e.bytes);
+      const payload = this.payloadBuf.subarray(0, e.bytes);
+      e.fill(payload);
+      file.writeAt(payload.subarray(put), at + put);
+    } else this.inPlace++;
+    this.flush();
+    file.skip(at + e.bytes - start);
+    this.flushed += at + e.bytes - start;
+    return { start, header, body: e.body, pad, at, bytes: e.bytes };
+  }
+
+  /**
+   * Checksums the payloads of the objects put in place since the last call, from one read-only
+   * mapping of the file from the first to the end of the last (holes where headers go read as
+   * zeros, and every byte is inside the file, whose end the last payload made), and writes each
+   * object's header, body and padding at its place.
+   */
+  private settle(waiting: InPlaceObject[], file: PayloadFile): void {
+    if (!waiting.length) return;
+    const from = waiting[0].at;
+    const to = waiting[waiting.length - 1].at + waiting[waiting.length - 1].bytes;
+    file.mapped(from, to - from, (bytes) => {
+      for (const o of waiting) {
+        const padding = Buffer.alloc(o.pad);
+        let crc = crc32(padding, crc32(o.body, headerCrc(o.header, 0)));
+        crc = crc32(bytes.subarray(o.at - from, o.at - from + o.bytes), crc);
+        o.header.writeUInt32LE(crc, HeaderOffset.checksum);
+        file.writeAt(Buffer.concat([o.header, o.body, padding]), o.start);
+      }
+    });
+    waiting.length = 0;
+  }
+
+  /**
    * An object with a payload of `bytes` that goes to the pages section at the end of the image
    * (writeTail()), which `fill` provides then: after every other record, so that a reader can let
    * the processes run before it reads them (a lazy restart). `key` is listed in the section's
    * PagesFollow record (for PAGES: the address); lower `rank`s come first, then the order of calls.
    */
-  writeWithPagesAtEnd(obj: object, bytes: number, fill: PayloadSource, opts: { ptag: number; key: bigint; rank: number }): void {
+  writeWithPagesAtEnd(obj: object, bytes: number, fill: PayloadSource, opts: { ptag: number; key: bigint; rank: number; toFile?: PayloadFileSource }): void {
     const { type, ptag, flags } = this.check(obj, opts.ptag);
     if (!Number.isInteger(bytes) || bytes <= 0 || bytes % this.pageSize !== 0) {
       throw invalid(`${typeName(type)}: payload of ${bytes} bytes is not a multiple of the page size ${this.pageSize}`);
     }
     const body = encodeRecord(obj);
     this.checkSize(type, alignUp(OBJ_HEADER_SIZE + body.length, this.pageSize) + bytes);
-    this.tail.push({ type, ptag, flags, body, bytes, fill, key: opts.key, rank: opts.rank });
+    this.tail.push({ type, ptag, flags, body, bytes, fill, toFile: opts.toFile, key: opts.key, rank: opts.rank });
   }
 
   /**
@@ -212,7 +354,7 @@ export class ImageWriter {
     marker.entries = tail.flatMap((e) => [BigInt(e.ptag), e.key, BigInt(e.bytes / this.pageSize)]);
     this.write(marker);
     if (this.queue) {
-      for (const e of tail) this.deferObject(e.type, e.body, e.bytes, e.fill, e.ptag, e.flags);
+      for (const e of tail) this.deferObject(e.type, e.body, e.bytes, e.fill, e.ptag, e.flags, e.toFile);
       return;
     }
     await this.overlapped(async () => {

@@ -513,6 +513,9 @@ export const FAN = Object.freeze({
   SHOWN_MARK_FLAGS: 0x40 | 0x200 | 0x400,
 } as const);
 
+/** splice(2) flags. NONBLOCK: do not wait for the pipe (the file side is not affected). */
+export const SPLICE_F = Object.freeze({ MOVE: 1, NONBLOCK: 2, MORE: 4, GIFT: 8 } as const);
+
 /**
  * statfs f_type of the local filesystems on which a file's size and bytes change only through
  * calls on that file (not FUSE or a network filesystem, whose server decides both).

@@ -4,7 +4,7 @@
  * struct f_owner_ex, and the lock lines of /proc/PID/fdinfo/N and /proc/locks.
  */
 import * as fs from 'fs';
-import { AT, AT_FDCWD, F, LOCAL_FS_MAGIC, O } from './constants';
+import { AT, AT_FDCWD, F, LOCAL_FS_MAGIC, O, SPLICE_F } from './constants';
 import { SYS } from './syscalls';
 import { errnoError, rawSyscall } from './libc';
 import { readProcText, readProcTextInBackground } from './proc';
@@ -181,4 +181,43 @@ export function onlyRootCanChange(fd: number): boolean {
   if (rawSyscall(SYS.fstatfs, fd, statfs) < 0n) return false;
   const type = Number(statfs.readBigInt64LE(0));
   return (Object.values(LOCAL_FS_MAGIC) as number[]).includes(type);
+}
+
+/**
+ * The regular file open as `fd` (perhaps write-only), opened again read-only through
+ * /proc/self/fd so that withFileMapping can map it (mmap needs read access); undefined unless the
+ * new fd is the same file and onlyRootCanChange accepts it. The caller closes the fd it gets.
+ */
+export function openForMapping(fd: number): number | undefined {
+  let st: fs.Stats;
+  try {
+    st = fs.fstatSync(fd);
+    if (!st.isFile()) return undefined;
+  } catch {
+    return undefined;
+  }
+  const r = rawSyscall(SYS.openat, AT_FDCWD, cPath(`/proc/self/fd/${fd}`), O.RDONLY | O.CLOEXEC | O.NOCTTY, 0);
+  if (r < 0n) return undefined;
+  const rfd = Number(r);
+  try {
+    const again = fs.fstatSync(rfd);
+    if (again.dev === st.dev && again.ino === st.ino && onlyRootCanChange(rfd)) return rfd;
+  } catch {
+    /* closed below */
+  }
+  fs.closeSync(rfd);
+  return undefined;
+}
+
+const spliceOffset = Buffer.alloc(8);
+
+/**
+ * splice(2) of up to `length` bytes from the pipe `pipeFd` into the file `fd` at `position` (the
+ * file's own position stays where it is), without waiting for the pipe (SPLICE_F_NONBLOCK): the
+ * bytes moved, or -errno (-EAGAIN: the pipe is empty). The kernel copies the pipe's pages into
+ * the file; they never pass through cptrst's memory.
+ */
+export function spliceToFile(pipeFd: number, fd: number, position: number, length: number): bigint {
+  spliceOffset.writeBigInt64LE(BigInt(position));
+  return rawSyscall(SYS.splice, pipeFd, null, fd, spliceOffset, length, SPLICE_F.NONBLOCK);
 }

@@ -18,7 +18,7 @@ export type SyscallName =
   'pwrite64' | 'read' | 'restart_syscall' | 'rseq' | 'rt_sigaction' | 'rt_sigqueueinfo' |
   'rt_sigreturn' | 'rt_sigtimedwait' | 'rt_tgsigqueueinfo' | 'sched_getaffinity' | 'sched_getscheduler' | 'sched_setaffinity' |
   'sched_setscheduler' | 'setfsgid' | 'setfsuid' | 'setgroups' | 'setitimer' | 'setpgid' |
-  'setpriority' | 'setresgid' | 'setresuid' | 'setsid' | 'sigaltstack' | 'tgkill' | 'umask' |
+  'setpriority' | 'setresgid' | 'setresuid' | 'setsid' | 'sigaltstack' | 'splice' | 'tgkill' | 'umask' |
   'uname' | 'utimensat' | 'wait4' | 'write' | 'get_robust_list' | 'set_robust_list' | 'set_tid_address' | 'seccomp' |
   'userfaultfd';
 
