@@ -36,6 +36,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   try {
     head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
     for (const h of handlers) ctx.timed(`prepare ${h.name}`, () => h.prepare?.(ctx));
+    if (freezer.prepare) ctx.timed('prepare freeze', () => freezer.prepare!(ctx));
     const tracees = ctx.one(Tokens.TraceeFactory);
     // The tree as it is now is a hint: the freeze lists it again, frozen.
     if (tracees.prepare) ctx.timed('prepare tracees', () => { for (const p of linux.descendants(pid)) tracees.prepare!(p); });
