@@ -11,6 +11,7 @@ import {
   RestoreObject, StateKey, Tracee, bool, bytes, i32, linux, objectType, refuse, u32, u64,
 } from '@cptrst/core';
 import { afterCreds, beforeCredsDrop, heldToOwner, nowOrAfterCreds } from './deferred';
+import { setsChangedByTask } from './sysv-sem';
 
 const { SYS, PR } = linux;
 /** After the credentials (110), before the limits (150): nothing here needs them first. */
@@ -110,13 +111,9 @@ function timerslackOf(pid: number): bigint | undefined {
  * last to change (GETPID), and an undo list (kcmp KCMP_SYSVSEM against a fresh helper, which has
  * none; making a thread also gives a process an empty list, which is why the semaphores come first).
  */
-function mayHoldSemUndo(pid: number): boolean {
-  const semctl = linux.syscallNumber('semctl');
-  const touched = linux.readSysvSem().some((set) => {
-    for (let i = 0; i < set.nsems; i++) if (linux.rawSyscall(semctl, set.id, i, linux.SEM.GETPID, 0) === BigInt(pid)) return true;
-    return false;
-  });
-  if (!touched) return false;
+function mayHoldSemUndo(task: CheckpointTask): boolean {
+  const pid = task.pid;
+  if (setsChangedByTask(task).length === 0) return false;
   const helper = linux.spawnSeizedHelper(0, 'the SEM_UNDO probe');
   try {
     return linux.kcmp(pid, helper.pid, linux.KCMP.SYSVSEM) !== 0;
@@ -140,7 +137,7 @@ export class MiscDump implements DumpHandler {
     if (asked.dumpable === BigInt(linux.SUID_DUMP.ROOT)) {
       refuse(task.pid, 'dumpable flag 2', 'the process is dumpable for root only (suid_dumpable after a set-id program); prctl cannot set that again');
     }
-    if (mayHoldSemUndo(task.pid)) {
+    if (mayHoldSemUndo(task)) {
       refuse(task.pid, 'SysV semaphore undo list', 'the process has used SEM_UNDO (it changed a semaphore last, and has an undo list); its semaphore adjustments cannot be read or restored (and would be applied when it ends)');
     }
     const ours = linux.readNamespaces('self');
