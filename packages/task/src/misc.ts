@@ -187,21 +187,35 @@ interface Asked {
   mceKill: bigint;
   /** PR_GET_SPECULATION_CTRL of each SPECULATION entry (negative: the kernel does not know it). */
   speculation: bigint[];
+  /** PR_GET_TID_ADDRESS, for task.identity (the main thread's clear_child_tid). */
+  tidAddressResult: bigint;
+  tidAddress: bigint;
 }
 const ASKED = new StateKey<Asked>('task.misc.asked');
 
+/**
+ * What the frozen task answered to task.misc's batch at check, for the handlers that need one of
+ * the same answers (its securebits for task.creds, its clear_child_tid for task.identity): they
+ * use it when the call succeeded and ask again themselves otherwise (a zombie is not asked).
+ */
+export function askedAtCheck(task: CheckpointTask): { readonly securebits: bigint; readonly tidAddressResult: bigint; readonly tidAddress: bigint } | undefined {
+  return task.state.get(ASKED);
+}
+
 function askTask(t: Tracee): Asked {
-  // The two ints the kernel writes (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER), 8 bytes apart.
-  const at = t.stage(Buffer.alloc(12), 0);
+  // What the kernel writes: two ints (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER) 8 bytes apart,
+  // then a pointer (PR_GET_TID_ADDRESS).
+  const at = t.stage(Buffer.alloc(24), 0);
   const r = t.syscalls([
     { nr: SYS.prctl, args: [PR.GET_SECUREBITS, 0, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.GET_DUMPABLE, 0, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.GET_PDEATHSIG, at, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.GET_CHILD_SUBREAPER, at + 8n, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.MCE_KILL_GET, 0, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR.GET_TID_ADDRESS, at + 16n, 0, 0, 0] },
     ...SPECULATION.map((s) => ({ nr: SYS.prctl, args: [PR.GET_SPECULATION_CTRL, s.which, 0, 0, 0] })),
   ]);
-  const ints = t.readMemory(at, 12);
+  const ints = t.readMemory(at, 24);
   return {
     securebits: r[0],
     dumpable: r[1],
@@ -210,7 +224,9 @@ function askTask(t: Tracee): Asked {
     subreaperResult: r[3],
     subreaper: ints.readInt32LE(8),
     mceKill: r[4],
-    speculation: r.slice(5),
+    tidAddressResult: r[5],
+    tidAddress: ints.readBigUInt64LE(16),
+    speculation: r.slice(6),
   };
 }
 
