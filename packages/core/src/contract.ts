@@ -257,6 +257,8 @@ export interface FrozenTree {
 }
 
 export interface Freezer {
+  /** Optional: what can be learnt before the freeze (the checkpoint flow calls it before the process is stopped). */
+  prepare?(ctx: CheckpointContext): void;
   /** Seizes `pid` (and refuses what it cannot handle), returning stopped tasks. */
   freeze(ctx: CheckpointContext, pid: number): FrozenTree;
   /** Lets every task of the tree go. Never throws: a release failure is logged. */

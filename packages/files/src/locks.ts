@@ -257,6 +257,16 @@ export class LocksDump implements DumpHandler {
    * caller that lets the event loop run during the operation (it passed a signal: see
    * checkpointYield), since the result comes through the event loop; others read it in the check.
    */
+  /**
+   * A first read of /proc/locks started before the freeze, its result unused: the kernel's wait
+   * is one grace period for the reads that overlap it, so the read made once the tree is frozen
+   * ends with this one instead of one grace period after the freeze. Only where the frozen read is
+   * made in the background too (see frozen).
+   */
+  prepare(ctx: CheckpointContext): void {
+    if (!ctx.signal) return;
+    linux.readLocksAsync().catch(() => undefined);
+  }
   frozen(ctx: CheckpointContext): void {
     if (!ctx.signal) return;
     const all = linux.readLocksAsync();

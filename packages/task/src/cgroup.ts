@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, linux, objectType, refuse, str,
+  RestoreObject, StateKey, linux, objectType, refuse, str,
 } from '@cptrst/core';
 import { nowOrAfterCreds } from './deferred';
 
@@ -26,6 +26,14 @@ export class TaskCgroupImage {
   @str() path = '';
 }
 
+/** The groups read at check (the dump writes the same list). */
+const CHECKED = new StateKey<linux.CgroupMembership[]>('task.cgroup.checked');
+/**
+ * At restart, the new process's groups, read once for all its objects: only a move by this handler
+ * changes one, and it changes the line of the hierarchy it moved, which no other object names.
+ */
+const HERE = new StateKey<{ groups: Map<string, string>; seen: Set<string> }>('task.cgroup.here');
+
 const label = (controllers: string): string => (controllers === '' ? 'the unified (v2) hierarchy' : `hierarchy ${controllers}`);
 
 export class CgroupDump implements DumpHandler {
@@ -35,6 +43,7 @@ export class CgroupDump implements DumpHandler {
   /** Threads of one process in different groups (possible in v1) cannot be restored as one process is. */
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
     const own = linux.readCgroups(task.pid);
+    task.state.set(CHECKED, own);
     for (const tid of linux.listThreads(task.pid)) {
       if (tid === task.pid) continue;
       for (const m of linux.readCgroups(task.pid, tid)) {
@@ -47,7 +56,7 @@ export class CgroupDump implements DumpHandler {
   }
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    for (const m of linux.readCgroups(task.pid)) {
+    for (const m of task.state.get(CHECKED) ?? linux.readCgroups(task.pid)) {
       const img = new TaskCgroupImage();
       img.controllers = m.controllers;
       img.path = m.path;
@@ -69,7 +78,11 @@ export class CgroupRestore implements RestoreHandler {
     if (!img.path.startsWith('/') || img.path.length > 4096 || img.path.includes('\0') || img.path.split('/').some((c) => c === '.' || c === '..')) {
       throw fail('EBADIMG', `a cgroup path ${JSON.stringify(img.path)} that is not a plain absolute path`);
     }
-    const here = linux.readCgroups(task.pid).find((m) => m.controllers === img.controllers);
+    const known = task.state.ensure(HERE, () => ({ groups: new Map(linux.readCgroups(task.pid).map((m) => [m.controllers, m.path])), seen: new Set<string>() }));
+    if (known.seen.has(img.controllers)) throw fail('EBADIMG', `${label(img.controllers)} is given twice`);
+    known.seen.add(img.controllers);
+    const herePath = known.groups.get(img.controllers);
+    const here = herePath === undefined ? undefined : { path: herePath };
     if (here?.path === img.path) return;
     if (!here) throw fail('ENOENT', `the process was in ${label(img.controllers)}, which this machine does not have`);
     const mount = linux.findCgroupMount(img.controllers);

@@ -21,6 +21,7 @@ import {
 } from '@cptrst/core';
 import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
 import { bringUpTask } from './identity';
+import { askedAtCheck } from './misc';
 
 const { SYS, PR, CAP } = linux;
 /** Right after TASK (100): the identity files are opened with must be known before MM and FILE objects. */
@@ -59,12 +60,21 @@ export class CredsDump implements DumpHandler {
   readonly name = 'task.creds';
   readonly order = CREDS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    ctx.write(credsOf(task.pid, undefined, keepCapsBit(task.tracee)), task.tag);
+    ctx.write(credsOf(task.pid, undefined, mainKeepCapsBit(task)), task.tag);
   }
 }
 
+/**
+ * The main thread's SECBIT_KEEP_CAPS: from the securebits task.misc's check asked (the frozen
+ * task cannot change them), else asked inside it here.
+ */
+export function mainKeepCapsBit(task: CheckpointTask): number {
+  const asked = askedAtCheck(task);
+  return asked && asked.securebits >= 0n ? Number(asked.securebits) & linux.SECBIT_KEEP_CAPS : keepCapsBit(task.tracee);
+}
+
 /** The SECBIT_KEEP_CAPS bit of a thread's securebits, asked inside it. */
-export function keepCapsBit(t: Tracee): number {
+function keepCapsBit(t: Tracee): number {
   return Number(t.syscallOk(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], 'prctl(PR_GET_SECUREBITS)')) & linux.SECBIT_KEEP_CAPS;
 }
 

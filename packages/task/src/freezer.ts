@@ -29,18 +29,28 @@ function letGo(ctx: CheckpointContext, tracee: Tracee, mode: ReleaseMode, thread
 }
 
 export class PtraceFreezer implements Freezer {
+  /**
+   * cptrst's ancestors, listed before the freeze, once per checkpoint (not once per process and
+   * check): a process that is not one of them then cannot become one, since an orphan is only
+   * ever adopted by one of its ancestors (a subreaper, or init).
+   */
+  prepare(ctx: CheckpointContext): void {
+    ANCESTORS.set(ctx, new Set(ancestorsOf(process.pid)));
+  }
+
   /** The process and all its descendants (tree.ts walks the tree, one process at a time through freezeProcess). */
   freeze(ctx: CheckpointContext, pid: number): FrozenTree {
+    if (!ANCESTORS.has(ctx)) this.prepare(ctx);
+    const ancestors = ANCESTORS.get(ctx)!;
     return ctx.timed('freeze', () => freezeTree(ctx, pid, {
-      one: (p) => this.freezeProcess(ctx, p),
+      one: (p) => this.freezeProcess(ctx, p, ancestors),
       letGo: (tasks) => this.release(ctx, { root: pid, tasks }, 'run'),
     }));
   }
 
   /** One process: every thread seized and stopped; let go again if it is refused. */
-  private freezeProcess(ctx: CheckpointContext, pid: number): CheckpointTask {
-    this.refuseUnsupported(pid);
-    const status = linux.readStatus(pid);
+  private freezeProcess(ctx: CheckpointContext, pid: number, ancestors: ReadonlySet<number>): CheckpointTask {
+    const status = this.refuseUnsupported(pid, ancestors);
     const wasStopped = status.state.startsWith('T');
     const group = new ThreadGroupFreeze(pid);
     let task: CheckpointTask | undefined;
@@ -48,7 +58,7 @@ export class PtraceFreezer implements Freezer {
       group.freeze();
       const stopSignal = wasStopped ? group.groupStopSignal || linux.SIG.SIGSTOP : 0;
       task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped], [STOP_SIGNAL, stopSignal]]));
-      this.refuseUnsupported(pid); // it may have changed before the stop
+      this.refuseUnsupported(pid, ancestors); // it may have changed before the stop
       ctx.progress({ phase: 'frozen', pid });
       return task;
     } catch (e) {
@@ -84,7 +94,8 @@ export class PtraceFreezer implements Freezer {
     });
   }
 
-  private refuseUnsupported(pid: number): void {
+  /** Refuses what this version cannot freeze; returns the status it read. */
+  private refuseUnsupported(pid: number, ancestors: ReadonlySet<number>): linux.ProcStatus {
     if (pid === process.pid) refuse(pid, 'process', 'cptrst cannot checkpoint itself');
     let status: linux.ProcStatus;
     try {
@@ -96,11 +107,13 @@ export class PtraceFreezer implements Freezer {
     if (status.tracerPid !== 0 && status.tracerPid !== process.pid) {
       throw new CptError('EBUSY', `it is already traced by pid ${status.tracerPid}`, { pid, object: 'ptrace' });
     }
-    for (const ancestor of ancestorsOf(process.pid)) {
-      if (ancestor === pid) refuse(pid, 'process', 'it is an ancestor of cptrst itself');
-    }
+    if (ancestors.has(pid)) refuse(pid, 'process', 'it is an ancestor of cptrst itself');
+    return status;
   }
 }
+
+/** cptrst's ancestors as listed before the freeze of a checkpoint. */
+const ANCESTORS = new WeakMap<CheckpointContext, ReadonlySet<number>>();
 
 /** Rounds of listing /proc/PID/task before a process that keeps making threads is given up on. */
 const MAX_ROUNDS = 1000;

@@ -16,6 +16,7 @@ import { heldToOwner, nowOrAfterCreds } from './deferred';
 import { WAS_STOPPED } from './freezer';
 import { EXIT_SIGNAL, GONE_SESSION, STOP_SIGNAL, ZOMBIE_STATUS, becomeZombie, joinGroupWithHelper, joinTree, parentOf, restoredTask, sharesWithParent } from './tree';
 import { PID_WAIT_MS } from './create';
+import { askedAtCheck } from './misc';
 import { checkRobustList, clearChildTidOf, restoreFutexAddresses, robustListOf } from './thread';
 
 const { SYS, PR, SIG } = linux;
@@ -97,7 +98,9 @@ export class TaskDump implements DumpHandler {
     img.rseqLen = rseq.rseqAbiSize;
     img.rseqSig = rseq.signature;
     [img.robustListHead, img.robustListLen] = robustListOf(task.pid, task.tid);
-    img.clearChildTid = clearChildTidOf(task.tracee, 'the main thread');
+    // Asked in task.misc's batch at check when it succeeded there (the frozen task cannot change it).
+    const asked = askedAtCheck(task);
+    img.clearChildTid = asked && asked.tidAddressResult >= 0n ? asked.tidAddress : clearChildTidOf(task.tracee, 'the main thread');
     img.cmdline = linux.readCmdline(task.pid).join(' ');
     img.nice = st.nice;
     // The policy with SCHED_RESET_ON_FORK, which /proc does not show (anyone may ask, from outside).

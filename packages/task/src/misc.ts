@@ -11,6 +11,7 @@ import {
   RestoreObject, StateKey, Tracee, bool, bytes, i32, linux, objectType, refuse, u32, u64,
 } from '@cptrst/core';
 import { afterCreds, beforeCredsDrop, heldToOwner, nowOrAfterCreds } from './deferred';
+import { setsChangedByTask } from './sysv-sem';
 
 const { SYS, PR } = linux;
 /** After the credentials (110), before the limits (150): nothing here needs them first. */
@@ -110,13 +111,9 @@ function timerslackOf(pid: number): bigint | undefined {
  * last to change (GETPID), and an undo list (kcmp KCMP_SYSVSEM against a fresh helper, which has
  * none; making a thread also gives a process an empty list, which is why the semaphores come first).
  */
-function mayHoldSemUndo(pid: number): boolean {
-  const semctl = linux.syscallNumber('semctl');
-  const touched = linux.readSysvSem().some((set) => {
-    for (let i = 0; i < set.nsems; i++) if (linux.rawSyscall(semctl, set.id, i, linux.SEM.GETPID, 0) === BigInt(pid)) return true;
-    return false;
-  });
-  if (!touched) return false;
+function mayHoldSemUndo(task: CheckpointTask): boolean {
+  const pid = task.pid;
+  if (setsChangedByTask(task).length === 0) return false;
   const helper = linux.spawnSeizedHelper(0, 'the SEM_UNDO probe');
   try {
     return linux.kcmp(pid, helper.pid, linux.KCMP.SYSVSEM) !== 0;
@@ -140,7 +137,7 @@ export class MiscDump implements DumpHandler {
     if (asked.dumpable === BigInt(linux.SUID_DUMP.ROOT)) {
       refuse(task.pid, 'dumpable flag 2', 'the process is dumpable for root only (suid_dumpable after a set-id program); prctl cannot set that again');
     }
-    if (mayHoldSemUndo(task.pid)) {
+    if (mayHoldSemUndo(task)) {
       refuse(task.pid, 'SysV semaphore undo list', 'the process has used SEM_UNDO (it changed a semaphore last, and has an undo list); its semaphore adjustments cannot be read or restored (and would be applied when it ends)');
     }
     const ours = linux.readNamespaces('self');
@@ -190,21 +187,35 @@ interface Asked {
   mceKill: bigint;
   /** PR_GET_SPECULATION_CTRL of each SPECULATION entry (negative: the kernel does not know it). */
   speculation: bigint[];
+  /** PR_GET_TID_ADDRESS, for task.identity (the main thread's clear_child_tid). */
+  tidAddressResult: bigint;
+  tidAddress: bigint;
 }
 const ASKED = new StateKey<Asked>('task.misc.asked');
 
+/**
+ * What the frozen task answered to task.misc's batch at check, for the handlers that need one of
+ * the same answers (its securebits for task.creds, its clear_child_tid for task.identity): they
+ * use it when the call succeeded and ask again themselves otherwise (a zombie is not asked).
+ */
+export function askedAtCheck(task: CheckpointTask): { readonly securebits: bigint; readonly tidAddressResult: bigint; readonly tidAddress: bigint } | undefined {
+  return task.state.get(ASKED);
+}
+
 function askTask(t: Tracee): Asked {
-  // The two ints the kernel writes (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER), 8 bytes apart.
-  const at = t.stage(Buffer.alloc(12), 0);
+  // What the kernel writes: two ints (PR_GET_PDEATHSIG, PR_GET_CHILD_SUBREAPER) 8 bytes apart,
+  // then a pointer (PR_GET_TID_ADDRESS).
+  const at = t.stage(Buffer.alloc(24), 0);
   const r = t.syscalls([
     { nr: SYS.prctl, args: [PR.GET_SECUREBITS, 0, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.GET_DUMPABLE, 0, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.GET_PDEATHSIG, at, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.GET_CHILD_SUBREAPER, at + 8n, 0, 0, 0] },
     { nr: SYS.prctl, args: [PR.MCE_KILL_GET, 0, 0, 0, 0] },
+    { nr: SYS.prctl, args: [PR.GET_TID_ADDRESS, at + 16n, 0, 0, 0] },
     ...SPECULATION.map((s) => ({ nr: SYS.prctl, args: [PR.GET_SPECULATION_CTRL, s.which, 0, 0, 0] })),
   ]);
-  const ints = t.readMemory(at, 12);
+  const ints = t.readMemory(at, 24);
   return {
     securebits: r[0],
     dumpable: r[1],
@@ -213,7 +224,9 @@ function askTask(t: Tracee): Asked {
     subreaperResult: r[3],
     subreaper: ints.readInt32LE(8),
     mceKill: r[4],
-    speculation: r.slice(5),
+    tidAddressResult: r[5],
+    tidAddress: ints.readBigUInt64LE(16),
+    speculation: r.slice(6),
   };
 }
 

@@ -69,14 +69,26 @@ function readSet(id: number, pid: number): SemState | undefined {
   throw new CptError('EAGAIN', 'the set kept changing while it was read (a process outside the tree is using it)', { pid, object: setObject(id, last.set.key) });
 }
 
-/** The sets a process of `pids` changed last (any of their semaphores). */
-function setsUsedBy(pids: ReadonlySet<number>, pid: number): SemState[] {
+/** The sets of /proc/sysvipc/sem that a process of `pids` changed last (any of their semaphores). */
+function setsChangedBy(pids: ReadonlySet<number>): linux.SysvSem[] {
   const semctl = linux.syscallNumber('semctl');
+  return linux.readSysvSem().filter((s) => {
+    for (let i = 0; i < s.nsems; i++) if (pids.has(Number(linux.rawSyscall(semctl, s.id, i, linux.SEM.GETPID, 0)))) return true;
+    return false;
+  });
+}
+
+/** The sets the frozen task changed last, looked for once for its checks (misc.ts asks too). */
+const CHANGED_BY_TASK = new StateKey<linux.SysvSem[]>('task.sysv-sem.changedByTask');
+
+export function setsChangedByTask(task: CheckpointTask): linux.SysvSem[] {
+  return task.state.ensure(CHANGED_BY_TASK, () => setsChangedBy(new Set([task.pid])));
+}
+
+/** The sets a process of `pids` changed last, each read consistently. */
+function setsUsedBy(pids: ReadonlySet<number>, pid: number, changed = setsChangedBy(pids)): SemState[] {
   const out: SemState[] = [];
-  for (const s of linux.readSysvSem()) {
-    let used = false;
-    for (let i = 0; i < s.nsems && !used; i++) used = pids.has(Number(linux.rawSyscall(semctl, s.id, i, linux.SEM.GETPID, 0)));
-    if (!used) continue;
+  for (const s of changed) {
     const st = readSet(s.id, pid);
     if (st) out.push(st);
   }
@@ -98,7 +110,7 @@ export class SysvSemDump implements DumpHandler {
 
   check(_ctx: CheckpointContext, task: CheckpointTask): void {
     // Reading them is what the dump does: a set that cannot be read is refused here, before anything is written.
-    setsUsedBy(new Set([task.pid]), task.pid);
+    setsUsedBy(new Set([task.pid]), task.pid, setsChangedByTask(task));
   }
 
   dump(ctx: CheckpointContext, task: CheckpointTask): void {

@@ -25,7 +25,7 @@ import {
 } from '@cptrst/core';
 import { afterCreds, nowOrAfterCreds } from './deferred';
 import { PID_WAIT_MS } from './create';
-import { CREDS_KEY, THREAD_CREDS_KEY, credsOf, keepCapsBit, setCredentials } from './creds';
+import { CREDS_KEY, THREAD_CREDS_KEY, credsOf, mainKeepCapsBit, setCredentials } from './creds';
 import { THREAD_PENDING } from './signals';
 
 const { SYS, PR, ptrace, PTRACE_O } = linux;
@@ -109,7 +109,7 @@ export class ThreadDump implements DumpHandler {
     const threads = threadsOf(task);
     if (!threads.length) return;
     const arch = archOf(ctx.container);
-    const mainCreds = credsText(task.pid, task.tid, keepCapsBit(task.tracee));
+    const mainCreds = credsText(task.pid, task.tid, mainKeepCapsBit(task));
     const ss = sizeOfStruct(linux.StackT);
     for (const th of threads) {
       const t = th.tracee!;
