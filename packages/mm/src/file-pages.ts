@@ -33,9 +33,15 @@ import {
 
 const { SYS, MADV, MSG } = linux;
 /** Bytes of pages per batch of reads inside a process: cptrst checks one batch while the process reads it. */
-const BATCH_BYTES = 32 * 1024 * 1024;
+const BATCH_BYTES = Number(process.env.RSMAP_BATCH) || 32 * 1024 * 1024;
 /** Objects per batch: two calls each (populate, read), within one batch of injected calls. */
 const BATCH_OBJECTS = 60;
+/**
+ * Of each batch, every CPTRST_SHARE-th object is written by cptrst while the process reads the
+ * others: the process's reads (the pages faulted in, then copied) take longer than cptrst's
+ * checks, and the restart waits for both.
+ */
+const CPTRST_SHARE = 4;
 /** A process gets the image's descriptor only once this much of its pages wait; less is written by cptrst. */
 const MIN_BYTES = 4 * 1024 * 1024;
 
@@ -86,7 +92,6 @@ export class FilePages {
   private readonly tasks = new Map<RestartTask, TaskReads>();
   /** False once the kernel refused MADV_POPULATE_WRITE (before 5.14): the reads then fault the pages in. */
   private populate = true;
-  private buffer?: Buffer;
 
   constructor(private readonly ctx: RestartContext) {}
 
@@ -106,12 +111,13 @@ export class FilePages {
     if (r.queue.length >= BATCH_OBJECTS || r.queued >= BATCH_BYTES) this.pump(r);
   }
 
-  /** Pages cptrst reads from the file, checks and writes itself (process_vm_writev, or /proc/PID/mem where the area is not writable). */
+  /**
+   * Pages cptrst reads from the file, checks and writes itself (process_vm_writev, or /proc/PID/mem
+   * where the area is not writable), piece by piece as they are checked (the process has not run:
+   * a checksum found wrong at the end kills it).
+   */
   write(task: RestartTask, vaddr: bigint, p: FilePayload): void {
-    if (!this.buffer || this.buffer.length < p.length) this.buffer = Buffer.allocUnsafe(p.length);
-    const buf = this.buffer.subarray(0, p.length);
-    this.ctx.timed('page checksums', () => this.ctx.reader.checkPayload(p, buf));
-    task.tracee!.writeMemory(vaddr, buf);
+    this.ctx.timed('pages written by cptrst', () => this.ctx.reader.checkPayload(p, (bytes, at) => task.tracee!.writeMemory(vaddr + BigInt(at), bytes)));
   }
 
   /** Every object read: the rest of each queue, the last batches waited for, the descriptors closed. */
@@ -145,21 +151,27 @@ export class FilePages {
     r.queued = 0;
   }
 
-  /** Starts a batch of the queue in the process (after the previous one), then checks its payloads while it runs. */
+  /**
+   * Starts a batch of the queue in the process (after the previous one), then checks its payloads
+   * while it runs; every CPTRST_SHARE-th object of the queue cptrst writes itself meanwhile.
+   */
   private pump(r: TaskReads): void {
-    const items = r.queue.splice(0);
+    const all = r.queue.splice(0);
     r.queued = 0;
     this.collect(r);
+    const share = Number(process.env.RSMAP_SHARE ?? CPTRST_SHARE);
+    const items = share ? all.filter((_, i) => i % share !== share - 1) : all;
+    const mine = share ? all.filter((_, i) => i % share === share - 1) : [];
     const fd = r.fd as bigint;
     const calls: BatchCall[] = [];
     for (const { vaddr, p } of items) {
       if (this.populate) calls.push({ nr: SYS.madvise, args: [vaddr, p.length, MADV.POPULATE_WRITE] });
       calls.push({ nr: SYS.pread64, args: [fd, vaddr, p.length, p.fileOffset] });
     }
-    const wait = r.task.tracee!.startSyscalls!(calls);
+    const wait = calls.length ? r.task.tracee!.startSyscalls!(calls) : undefined;
     if (!wait) {
       // Not as one batch here: cptrst writes them.
-      for (const it of items) this.write(r.task, it.vaddr, it.p);
+      for (const it of all) this.write(r.task, it.vaddr, it.p);
       return;
     }
     r.running = { wait, items };
@@ -167,6 +179,7 @@ export class FilePages {
       this.ctx.timed('page checksums', () => {
         for (const it of items) this.ctx.reader.checkPayload(it.p);
       });
+      for (const it of mine) this.write(r.task, it.vaddr, it.p);
     } catch (e) {
       try {
         this.collect(r);
@@ -219,3 +232,4 @@ export class FilePages {
     return BigInt(got.fds[0]);
   }
 }
+

@@ -1,7 +1,7 @@
 /** Sinks and sources over file descriptors (files, pipes, sockets) and memory. */
 import * as fs from 'fs';
 import { CptError, asCptError } from '../errors';
-import { errnoError, rawSyscall, withFileMapping } from '../linux/libc';
+import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
 import { SEEK, onlyRootCanChange } from '../linux/files';
 import { pageSize } from '../linux/machine';
 import { SYS } from '../linux/syscalls';
@@ -128,7 +128,7 @@ export function fileSource(fd: number, name?: string): ImageSource {
       const n = Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
       if (n === 0) return use(Buffer.alloc(0));
       const start = position - (position % pageSize());
-      return withFileMapping(fd, start, position - start + n, (bytes) => use(bytes.subarray(position - start)));
+      return withFileWindow(fd, start, position - start + n, (bytes) => use(bytes.subarray(position - start)));
     },
   };
 }

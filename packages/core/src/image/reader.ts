@@ -189,23 +189,33 @@ export class ImageReader {
    * inside it or the checksum does not match. With `into` (payload.length bytes), the payload is
    * read into it; otherwise it goes through a buffer of its own, piece by piece, or, from a file
    * that may be mapped (ImageSource.mapAt), is checked where it is in the page cache, without a copy.
+   * With `into` a function, each piece (its bytes, valid only during the call, and their offset in
+   * the payload) is given to it as it is checked: before the checksum of the whole is known.
    */
-  checkPayload(p: FilePayload, into?: Buffer): void {
+  checkPayload(p: FilePayload, into?: Buffer | ((bytes: Buffer, at: number) => void)): void {
     const source = this.source;
     if (!source.readAt) throw new CptError('EINVAL', 'this image source cannot read at an offset', { object: 'image reader' });
-    if (into && into.length !== p.length) throw new CptError('EINVAL', `a ${into.length}-byte buffer for a ${p.length}-byte payload`, { object: 'image reader' });
+    if (Buffer.isBuffer(into) && into.length !== p.length) throw new CptError('EINVAL', `a ${into.length}-byte buffer for a ${p.length}-byte payload`, { object: 'image reader' });
+    const give = (bytes: Buffer, at: number): void => {
+      if (typeof into === 'function') into(bytes, at);
+      else if (into && bytes.buffer !== into.buffer) into.set(bytes, at);
+    };
     let crc = p.crcBefore;
     let from = 0;
     if (source.mapAt) {
       for (; from < p.length; from += this.mapChunkBytes) {
         const n = Math.min(this.mapChunkBytes, p.length - from);
         let got: { n: number; crc: number };
+        let mapped = false;
         try {
           got = source.mapAt(p.fileOffset + from, n, (bytes) => {
-            into?.set(bytes, from);
-            return { n: bytes.length, crc: crc32(bytes, crc) };
+            mapped = true;
+            const c = crc32(bytes, crc);
+            give(bytes, from);
+            return { n: bytes.length, crc: c };
           });
-        } catch {
+        } catch (e) {
+          if (mapped) throw e; // the caller's own failure
           break; // not mapped (no memory for it, ...): the rest is read as from any file
         }
         crc = got.crc;
@@ -214,7 +224,7 @@ export class ImageReader {
     }
     for (let at = from; at < p.length; at += CRC_PIECE) {
       const n = Math.min(CRC_PIECE, p.length - at);
-      const piece = into ? into.subarray(at, at + n) : (this.checkBuffer ??= Buffer.allocUnsafe(CRC_PIECE)).subarray(0, n);
+      const piece = Buffer.isBuffer(into) ? into.subarray(at, at + n) : (this.checkBuffer ??= Buffer.allocUnsafe(CRC_PIECE)).subarray(0, n);
       let got = 0;
       while (got < n) {
         let r: number;
@@ -227,6 +237,7 @@ export class ImageReader {
         got += r;
       }
       crc = crc32(piece, crc);
+      give(piece, at);
     }
     if (crc !== p.checksum) {
       throw new ImageError(`checksum mismatch: stored ${p.checksum.toString(16)}, computed ${crc.toString(16)} (the page payload read from the file)`, p.objectOffset + HeaderOffset.checksum, p.desc);
