@@ -70,6 +70,14 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
         const into = Buffer.alloc(p.length);
         reader.checkPayload(p, into);
         expect(into.equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
+        // Piece by piece to a function: in order, together the payload.
+        const pieces: Buffer[] = [];
+        reader.checkPayload(p, (bytes, at) => {
+          expect(at).to.equal(pieces.reduce((n, b) => n + b.length, 0));
+          pieces.push(Buffer.from(bytes));
+        });
+        expect(pieces.length).to.be.greaterThan(1);
+        expect(Buffer.concat(pieces).equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
       }
       // Everything else reads as without leaving: the same records, offsets and end.
       const whole = openImage(file);
@@ -111,6 +119,11 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
       expect(e.message).to.match(/checksum mismatch/);
       expect((e as ImageError).object).to.equal(q.desc);
       expect(thrown(() => reader.checkPayload(q, Buffer.alloc(q.length))).message).to.match(/checksum mismatch/);
+      expect(thrown(() => reader.checkPayload(q, () => undefined)).message).to.match(/checksum mismatch/);
+      // The function's own failure is its own, not a reason to read the file another way.
+      expect(thrown(() => reader.checkPayload(q, () => {
+        throw new Error('no room');
+      })).message).to.equal('no room');
     } finally {
       fs.closeSync(fd);
     }
