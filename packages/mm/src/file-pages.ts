@@ -6,8 +6,10 @@
  * received there by an injected recvmsg), and reads its pages itself in batches of injected calls
  * (Tracee.startSyscalls): per object, madvise(MADV_POPULATE_WRITE) to fault the pages in without
  * a fault per page, then pread64 into them. One copy, from the file into the process, instead of
- * two (file to cptrst, cptrst to the process); while a batch runs, cptrst reads the same payloads
- * from the file and checks their checksums (ImageReader.checkPayload). Once every object is read
+ * two (file to cptrst, cptrst to the process); while a batch runs, cptrst checks the checksums of
+ * the same payloads (ImageReader.checkPayload: over a mapping of the file where no one but root
+ * can change it, else read back), and writes every fourth object of the batch itself, as it checks
+ * it (the process's faults and copies are the longer of the two). Once every object is read
  * (RestartContext.afterRecords, before any finish hook) the last batch is waited for and the
  * descriptor closed inside the process: it never runs its own code with it, and its fd table is
  * the image's again (the fd took a number the image left free, as every record of the process
@@ -33,13 +35,13 @@ import {
 
 const { SYS, MADV, MSG } = linux;
 /** Bytes of pages per batch of reads inside a process: cptrst checks one batch while the process reads it. */
-const BATCH_BYTES = Number(process.env.RSMAP_BATCH) || 32 * 1024 * 1024;
+const BATCH_BYTES = 32 * 1024 * 1024;
 /** Objects per batch: two calls each (populate, read), within one batch of injected calls. */
 const BATCH_OBJECTS = 60;
 /**
  * Of each batch, every CPTRST_SHARE-th object is written by cptrst while the process reads the
- * others: the process's reads (the pages faulted in, then copied) take longer than cptrst's
- * checks, and the restart waits for both.
+ * others: the process's reads (its pages faulted in, then copied) take longer than cptrst's
+ * checks over a mapping of the file, and the restart waits for both (bench/README.md).
  */
 const CPTRST_SHARE = 4;
 /** A process gets the image's descriptor only once this much of its pages wait; less is written by cptrst. */
@@ -159,9 +161,8 @@ export class FilePages {
     const all = r.queue.splice(0);
     r.queued = 0;
     this.collect(r);
-    const share = Number(process.env.RSMAP_SHARE ?? CPTRST_SHARE);
-    const items = share ? all.filter((_, i) => i % share !== share - 1) : all;
-    const mine = share ? all.filter((_, i) => i % share === share - 1) : [];
+    const items = all.filter((_, i) => i % CPTRST_SHARE !== CPTRST_SHARE - 1);
+    const mine = all.filter((_, i) => i % CPTRST_SHARE === CPTRST_SHARE - 1);
     const fd = r.fd as bigint;
     const calls: BatchCall[] = [];
     for (const { vaddr, p } of items) {
