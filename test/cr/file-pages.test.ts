@@ -146,7 +146,7 @@ describe('pages read by the process from the image file', function () {
       expect(r.stderr).to.match(ONE_LINE).and.match(pattern);
       expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind`).to.equal(true);
     };
-    // A byte changed in the first payload, in the fourth (one cptrst writes itself), and in the
+    // A byte changed in the first payload, in the fourth (one cptrst writes itself over a mapping), and in the
     // last (found after the process read them all); each in a file only root can change (checked
     // over a mapping of it) and in one others may write to (read back with pread).
     for (const mode of [0o644, 0o666]) {

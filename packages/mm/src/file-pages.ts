@@ -8,9 +8,9 @@
  * a fault per page, then pread64 into them. One copy, from the file into the process, instead of
  * two (file to cptrst, cptrst to the process); while a batch runs, cptrst checks the checksums of
  * the same payloads (ImageReader.checkPayload: over a mapping of the file where no one but root
- * can change it, else read back), and writes every fourth object of the batch itself, as it checks
- * it (the process's faults and copies are the longer of the two). Once every object is read
- * (RestartContext.afterRecords, before any finish hook) the last batch is waited for and the
+ * can change it, else read back), and, over a mapping, writes every fourth object of the batch
+ * itself as it checks it (the process's faults and copies are the longer of the two). Once every
+ * object is read (RestartContext.afterRecords, before any finish hook) the last batch is waited for and the
  * descriptor closed inside the process: it never runs its own code with it, and its fd table is
  * the image's again (the fd took a number the image left free, as every record of the process
  * had been restored; it is close-on-exec too).
@@ -40,8 +40,8 @@ const BATCH_BYTES = 32 * 1024 * 1024;
 const BATCH_OBJECTS = 60;
 /**
  * Of each batch, every CPTRST_SHARE-th object is written by cptrst while the process reads the
- * others: the process's reads (its pages faulted in, then copied) take longer than cptrst's
- * checks over a mapping of the file, and the restart waits for both (bench/README.md).
+ * others, where cptrst checks over a mapping of the file: the process's reads (its pages faulted
+ * in, then copied) take longer than those checks, and the restart waits for both (bench/README.md).
  */
 const CPTRST_SHARE = 4;
 /** A process gets the image's descriptor only once this much of its pages wait; less is written by cptrst. */
@@ -155,14 +155,17 @@ export class FilePages {
 
   /**
    * Starts a batch of the queue in the process (after the previous one), then checks its payloads
-   * while it runs; every CPTRST_SHARE-th object of the queue cptrst writes itself meanwhile.
+   * while it runs; every CPTRST_SHARE-th object of the queue cptrst writes itself meanwhile (where
+   * it checks over a mapping).
    */
   private pump(r: TaskReads): void {
     const all = r.queue.splice(0);
     r.queued = 0;
     this.collect(r);
-    const items = all.filter((_, i) => i % CPTRST_SHARE !== CPTRST_SHARE - 1);
-    const mine = all.filter((_, i) => i % CPTRST_SHARE === CPTRST_SHARE - 1);
+    // Only with the check over a mapping: reading the payloads back, cptrst has no time to spare.
+    const share = this.ctx.reader.mapsPayloads ? CPTRST_SHARE : 0;
+    const mine = share ? all.filter((_, i) => i % share === share - 1) : [];
+    const items = share ? all.filter((_, i) => i % share !== share - 1) : all;
     const fd = r.fd as bigint;
     const calls: BatchCall[] = [];
     for (const { vaddr, p } of items) {

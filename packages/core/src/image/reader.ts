@@ -131,6 +131,11 @@ export class ImageReader {
     return this.pos;
   }
 
+  /** Whether checkPayload checks payloads over a mapping of the file (ImageSource.mapAt), not a copy. */
+  get mapsPayloads(): boolean {
+    return this.source.mapAt !== undefined;
+  }
+
   /** Minor format version of the image (may be above this reader's FORMAT_MINOR). */
   get formatMinor(): number {
     return this.minor;
