@@ -4,7 +4,7 @@
  * only (cptrst's descriptor of the image, which it held for the reads, is gone), for root's image
  * and for a user's; through a pipe the pages go through cptrst as before. A payload that fails
  * its checksum, points outside its area or is cut short is refused with one line, and nothing is
- * left running.
+ * left running, whether cptrst checks the payloads over a mapping of the file or reads them back.
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -43,6 +43,16 @@ function sectionPayloads(img: string): Array<{ offset: number; length: number; o
       else if (inSection && rec.pages) out.push({ offset: rec.pagesOffset!, length: rec.pages.length, objectOffset: rec.offset });
     }
     return out;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Whether restart checks this image's payloads over a mapping of it (a file only root can change). */
+function mayMap(img: string): boolean {
+  const fd = fs.openSync(img, 'r');
+  try {
+    return 'mapAt' in fileSource(fd);
   } finally {
     fs.closeSync(fd);
   }
@@ -136,19 +146,27 @@ describe('pages read by the process from the image file', function () {
       expect(r.stderr).to.match(ONE_LINE).and.match(pattern);
       expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind`).to.equal(true);
     };
-    // A byte changed in the first payload, and in the last (found after the process read them all).
-    for (const p of [section[0], section[section.length - 1]]) {
-      const bad = Buffer.from(good);
-      bad[p.offset + p.length - 100] ^= 0x5a;
-      const f = path.join(w.dir, `bad-${p.offset}.cpt`);
-      fs.writeFileSync(f, bad);
-      await refused(f, /^cptrst: EBADIMG: .*checksum mismatch/);
+    // A byte changed in the first payload, in the fourth (one cptrst writes itself over a mapping), and in the
+    // last (found after the process read them all); each in a file only root can change (checked
+    // over a mapping of it) and in one others may write to (read back with pread).
+    for (const mode of [0o644, 0o666]) {
+      for (const p of [section[0], section[3], section[section.length - 1]]) {
+        const bad = Buffer.from(good);
+        bad[p.offset + p.length - 100] ^= 0x5a;
+        const f = path.join(w.dir, `bad-${p.offset}.cpt`);
+        fs.writeFileSync(f, bad, { mode });
+        fs.chmodSync(f, mode);
+        expect(mayMap(f), f).to.equal(mode === 0o644);
+        await refused(f, /^cptrst: EBADIMG: .*checksum mismatch/);
+      }
+      // The file ends inside the last payload.
+      const last = section[section.length - 1];
+      const cut = path.join(w.dir, 'cut.cpt');
+      fs.writeFileSync(cut, good.subarray(0, last.offset + 4096 * 5 + 7));
+      fs.chmodSync(cut, mode);
+      expect(mayMap(cut), cut).to.equal(mode === 0o644);
+      await refused(cut, /^cptrst: EBADIMG: .*truncated/);
     }
-    // The file ends inside the last payload.
-    const last = section[section.length - 1];
-    const cut = path.join(w.dir, 'cut.cpt');
-    fs.writeFileSync(cut, good.subarray(0, last.offset + 4096 * 5 + 7));
-    await refused(cut, /^cptrst: EBADIMG: .*truncated/);
     // A payload moved outside its area (an image edited and its checksums made anew).
     const { recs } = readImage(img);
     const follow = recs.findIndex((r) => r.name === 'pages-follow');

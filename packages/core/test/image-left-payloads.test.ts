@@ -11,11 +11,15 @@ import * as path from 'path';
 import {
   FilePayload, HeaderOffset, ImageError, ImageReader, ImageRecord, ImageWriter, bufferSource, fileSink, fileSource,
 } from '../src/image';
+import { onlyRootCanChange } from '../src/linux';
 import { samplePages, summarize, writeSample } from './fixtures/image-test-layouts';
 
 const TEST_MAP = 1001;
+/** Payloads mapped a bit over three pages at a time: several mappings each, none page-aligned but the first. */
+const OPTS = { mapChunkBytes: 3 * 4096 + 512 };
 
-describe('image: payloads left in the file', () => {
+/** Each test runs twice: payloads read back with pread, and mapped (a file only root can change). */
+for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left in the file (${mode})`, () => {
   let dir: string;
   let file: string;
   const PAGES = 300; // over one checksum piece (1 MiB) per payload
@@ -27,10 +31,21 @@ describe('image: payloads left in the file', () => {
     fs.closeSync(fd);
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+  before(function () {
+    if (mode === 'mapped' && !mappable()) this.skip();
+  });
+
+  /** The image file opened for reading, as this mode reads it: writable by others (not mapped) or root's only. */
+  function openImage(f: string): number {
+    fs.chmodSync(f, mode === 'mapped' ? 0o644 : 0o666);
+    const fd = fs.openSync(f, 'r');
+    expect('mapAt' in fileSource(fd)).to.equal(mode === 'mapped');
+    return fd;
+  }
 
   function readLeaving(f: string, leave: (t: number) => boolean = (t) => t === TEST_MAP): { reader: ImageReader; records: ImageRecord[]; fd: number } {
-    const fd = fs.openSync(f, 'r');
-    const reader = new ImageReader(fileSource(fd));
+    const fd = openImage(f);
+    const reader = new ImageReader(fileSource(fd), OPTS);
     reader.readHead();
     reader.leavePayloads(leave);
     const records: ImageRecord[] = [];
@@ -55,9 +70,17 @@ describe('image: payloads left in the file', () => {
         const into = Buffer.alloc(p.length);
         reader.checkPayload(p, into);
         expect(into.equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
+        // Piece by piece to a function: in order, together the payload.
+        const pieces: Buffer[] = [];
+        reader.checkPayload(p, (bytes, at) => {
+          expect(at).to.equal(pieces.reduce((n, b) => n + b.length, 0));
+          pieces.push(Buffer.from(bytes));
+        });
+        expect(pieces.length).to.be.greaterThan(1);
+        expect(Buffer.concat(pieces).equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
       }
       // Everything else reads as without leaving: the same records, offsets and end.
-      const whole = fs.openSync(file, 'r');
+      const whole = openImage(file);
       try {
         const expected = summarize(new ImageReader(fileSource(whole))) as Array<{ pages?: unknown; name?: string; pageCount?: number }>;
         const got = [expected[0], ...records.map((r) => ({
@@ -96,6 +119,11 @@ describe('image: payloads left in the file', () => {
       expect(e.message).to.match(/checksum mismatch/);
       expect((e as ImageError).object).to.equal(q.desc);
       expect(thrown(() => reader.checkPayload(q, Buffer.alloc(q.length))).message).to.match(/checksum mismatch/);
+      expect(thrown(() => reader.checkPayload(q, () => undefined)).message).to.match(/checksum mismatch/);
+      // The function's own failure is its own, not a reason to read the file another way.
+      expect(thrown(() => reader.checkPayload(q, () => {
+        throw new Error('no room');
+      })).message).to.equal('no room');
     } finally {
       fs.closeSync(fd);
     }
@@ -106,9 +134,9 @@ describe('image: payloads left in the file', () => {
     const last = whole.records.filter((r) => r.filePayload).pop()!.filePayload!;
     fs.closeSync(whole.fd);
     fs.truncateSync(file, last.fileOffset + 4096 * 3 + 10);
-    const fd = fs.openSync(file, 'r');
+    const fd = openImage(file);
     try {
-      const reader = new ImageReader(fileSource(fd));
+      const reader = new ImageReader(fileSource(fd), OPTS);
       reader.readHead();
       reader.leavePayloads((t) => t === TEST_MAP);
       let left: FilePayload | undefined;
@@ -151,6 +179,38 @@ describe('image: payloads left in the file', () => {
     }
   });
 
+  it('an image that starts inside the file, off a page boundary: its payloads read and check from where they are', () => {
+    const img = fs.readFileSync(file);
+    const prefix = 1000;
+    fs.writeFileSync(file, Buffer.concat([Buffer.alloc(prefix, 0x5a), img]));
+    const fd = openImage(file);
+    try {
+      fs.readSync(fd, Buffer.alloc(prefix), 0, prefix, null); // the file's position at the image
+      const reader = new ImageReader(fileSource(fd), OPTS);
+      reader.readHead();
+      reader.leavePayloads((t) => t === TEST_MAP);
+      const left: FilePayload[] = [];
+      for (let rec = reader.next(); rec; rec = reader.next()) if (rec.filePayload) left.push(rec.filePayload);
+      expect(left).to.have.length(2);
+      for (const [i, p] of left.entries()) {
+        expect(p.fileOffset % 4096).to.equal(prefix);
+        reader.checkPayload(p);
+        const into = Buffer.alloc(p.length);
+        reader.checkPayload(p, into);
+        expect(into.equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
+      }
+      // A changed byte, on this path too.
+      const data = fs.readFileSync(file);
+      data[left[1].fileOffset + left[1].length - 1] ^= 0x80;
+      fs.writeFileSync(file, data);
+      const e = thrown(() => reader.checkPayload(left[1]));
+      expect(e.code).to.equal('EBADIMG');
+      expect(e.message).to.match(/checksum mismatch/);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('the checksum error names the stored checksum\'s offset', () => {
     const first = readLeaving(file);
     const p = first.records.find((r) => r.filePayload)!.filePayload!;
@@ -167,6 +227,22 @@ describe('image: payloads left in the file', () => {
     }
   });
 });
+
+/** Whether this test run can map an image: it runs as root, and its temporary directory is on a local filesystem. */
+function mappable(): boolean {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-probe-'));
+  try {
+    fs.writeFileSync(path.join(d, 'f'), 'x', { mode: 0o644 });
+    const fd = fs.openSync(path.join(d, 'f'), 'r');
+    try {
+      return onlyRootCanChange(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } finally {
+    fs.rmSync(d, { recursive: true, force: true });
+  }
+}
 
 function thrown(fn: () => unknown): Error & { code?: string } {
   try {

@@ -6,9 +6,11 @@
  * received there by an injected recvmsg), and reads its pages itself in batches of injected calls
  * (Tracee.startSyscalls): per object, madvise(MADV_POPULATE_WRITE) to fault the pages in without
  * a fault per page, then pread64 into them. One copy, from the file into the process, instead of
- * two (file to cptrst, cptrst to the process); while a batch runs, cptrst reads the same payloads
- * from the file and checks their checksums (ImageReader.checkPayload). Once every object is read
- * (RestartContext.afterRecords, before any finish hook) the last batch is waited for and the
+ * two (file to cptrst, cptrst to the process); while a batch runs, cptrst checks the checksums of
+ * the same payloads (ImageReader.checkPayload: over a mapping of the file where no one but root
+ * can change it, else read back), and, over a mapping, writes every fourth object of the batch
+ * itself as it checks it (the process's faults and copies are the longer of the two). Once every
+ * object is read (RestartContext.afterRecords, before any finish hook) the last batch is waited for and the
  * descriptor closed inside the process: it never runs its own code with it, and its fd table is
  * the image's again (the fd took a number the image left free, as every record of the process
  * had been restored; it is close-on-exec too).
@@ -36,6 +38,12 @@ const { SYS, MADV, MSG } = linux;
 const BATCH_BYTES = 32 * 1024 * 1024;
 /** Objects per batch: two calls each (populate, read), within one batch of injected calls. */
 const BATCH_OBJECTS = 60;
+/**
+ * Of each batch, every CPTRST_SHARE-th object is written by cptrst while the process reads the
+ * others, where cptrst checks over a mapping of the file: the process's reads (its pages faulted
+ * in, then copied) take longer than those checks, and the restart waits for both (bench/README.md).
+ */
+const CPTRST_SHARE = 4;
 /** A process gets the image's descriptor only once this much of its pages wait; less is written by cptrst. */
 const MIN_BYTES = 4 * 1024 * 1024;
 
@@ -86,7 +94,6 @@ export class FilePages {
   private readonly tasks = new Map<RestartTask, TaskReads>();
   /** False once the kernel refused MADV_POPULATE_WRITE (before 5.14): the reads then fault the pages in. */
   private populate = true;
-  private buffer?: Buffer;
 
   constructor(private readonly ctx: RestartContext) {}
 
@@ -106,12 +113,13 @@ export class FilePages {
     if (r.queue.length >= BATCH_OBJECTS || r.queued >= BATCH_BYTES) this.pump(r);
   }
 
-  /** Pages cptrst reads from the file, checks and writes itself (process_vm_writev, or /proc/PID/mem where the area is not writable). */
+  /**
+   * Pages cptrst reads from the file, checks and writes itself (process_vm_writev, or /proc/PID/mem
+   * where the area is not writable), piece by piece as they are checked (the process has not run:
+   * a checksum found wrong at the end kills it).
+   */
   write(task: RestartTask, vaddr: bigint, p: FilePayload): void {
-    if (!this.buffer || this.buffer.length < p.length) this.buffer = Buffer.allocUnsafe(p.length);
-    const buf = this.buffer.subarray(0, p.length);
-    this.ctx.timed('page checksums', () => this.ctx.reader.checkPayload(p, buf));
-    task.tracee!.writeMemory(vaddr, buf);
+    this.ctx.timed('pages written by cptrst', () => this.ctx.reader.checkPayload(p, (bytes, at) => task.tracee!.writeMemory(vaddr + BigInt(at), bytes)));
   }
 
   /** Every object read: the rest of each queue, the last batches waited for, the descriptors closed. */
@@ -145,21 +153,29 @@ export class FilePages {
     r.queued = 0;
   }
 
-  /** Starts a batch of the queue in the process (after the previous one), then checks its payloads while it runs. */
+  /**
+   * Starts a batch of the queue in the process (after the previous one), then checks its payloads
+   * while it runs; every CPTRST_SHARE-th object of the queue cptrst writes itself meanwhile (where
+   * it checks over a mapping).
+   */
   private pump(r: TaskReads): void {
-    const items = r.queue.splice(0);
+    const all = r.queue.splice(0);
     r.queued = 0;
     this.collect(r);
+    // Only with the check over a mapping: reading the payloads back, cptrst has no time to spare.
+    const share = this.ctx.reader.mapsPayloads ? CPTRST_SHARE : 0;
+    const mine = share ? all.filter((_, i) => i % share === share - 1) : [];
+    const items = share ? all.filter((_, i) => i % share !== share - 1) : all;
     const fd = r.fd as bigint;
     const calls: BatchCall[] = [];
     for (const { vaddr, p } of items) {
       if (this.populate) calls.push({ nr: SYS.madvise, args: [vaddr, p.length, MADV.POPULATE_WRITE] });
       calls.push({ nr: SYS.pread64, args: [fd, vaddr, p.length, p.fileOffset] });
     }
-    const wait = r.task.tracee!.startSyscalls!(calls);
+    const wait = calls.length ? r.task.tracee!.startSyscalls!(calls) : undefined;
     if (!wait) {
       // Not as one batch here: cptrst writes them.
-      for (const it of items) this.write(r.task, it.vaddr, it.p);
+      for (const it of all) this.write(r.task, it.vaddr, it.p);
       return;
     }
     r.running = { wait, items };
@@ -167,6 +183,7 @@ export class FilePages {
       this.ctx.timed('page checksums', () => {
         for (const it of items) this.ctx.reader.checkPayload(it.p);
       });
+      for (const it of mine) this.write(r.task, it.vaddr, it.p);
     } catch (e) {
       try {
         this.collect(r);
@@ -219,3 +236,4 @@ export class FilePages {
     return BigInt(got.fds[0]);
   }
 }
+

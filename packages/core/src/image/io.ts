@@ -1,8 +1,9 @@
 /** Sinks and sources over file descriptors (files, pipes, sockets) and memory. */
 import * as fs from 'fs';
 import { CptError, asCptError } from '../errors';
-import { errnoError, rawSyscall } from '../linux/libc';
-import { SEEK } from '../linux/files';
+import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
+import { SEEK, onlyRootCanChange } from '../linux/files';
+import { pageSize } from '../linux/machine';
 import { SYS } from '../linux/syscalls';
 import type { ImageSource } from './reader';
 import type { ImageSink } from './writer';
@@ -106,7 +107,7 @@ export function fileSource(fd: number, name?: string): ImageSource {
   };
   if (!isRegularFile(fd)) return source;
   // A regular file can be skipped through and read at an offset (ImageReader.leavePayloads).
-  return {
+  const regular: ImageSource = {
     ...source,
     skip(length: number): number {
       const end = rawSyscall(SYS.lseek, fd, length, SEEK.CUR);
@@ -121,6 +122,31 @@ export function fileSource(fd: number, name?: string): ImageSource {
       }
     },
   };
+  if (!mayMap(fd)) return regular;
+  return {
+    ...regular,
+    mapAt<T>(position: number, length: number, use: (bytes: Buffer) => T): T {
+      // Only the part inside the file: a mapped page past its end is SIGBUS, not a short read.
+      const n = Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
+      if (n === 0) return use(Buffer.alloc(0));
+      const start = position - (position % pageSize());
+      return withFileWindow(fd, start, position - start + n, (bytes) => use(bytes.subarray(position - start)));
+    },
+  };
+}
+
+/**
+ * Whether the file may be mapped (ImageSource.mapAt): only if no one but root can shorten it
+ * while it is, which would kill cptrst with SIGBUS (an image is untrusted input). CPTRST_MAP_IMAGE=0
+ * turns mapping off (benchmarks compare both ways).
+ */
+function mayMap(fd: number): boolean {
+  if (process.env.CPTRST_MAP_IMAGE === '0') return false;
+  try {
+    return onlyRootCanChange(fd);
+  } catch {
+    return false;
+  }
 }
 
 function isRegularFile(fd: number): boolean {

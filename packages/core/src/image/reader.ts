@@ -33,6 +33,12 @@ export interface ImageSource {
   skip?(length: number): number;
   /** A regular file's only: reads up to `length` bytes at file offset `position` (pread), without moving. */
   readAt?(buf: Buffer, offset: number, length: number, position: number): number;
+  /**
+   * A regular file that no one but root can change only (so that it cannot be shortened while it
+   * is mapped): gives `use` the bytes at file offset `position` mapped read-only, without a copy,
+   * valid only during the call; fewer than `length` where the file ends before.
+   */
+  mapAt?<T>(position: number, length: number, use: (bytes: Buffer) => T): T;
 }
 
 /** A page payload left in the image file (ImageReader.leavePayloads). */
@@ -74,6 +80,8 @@ export interface ImageRecord {
 export interface ImageReaderOptions {
   /** Largest object accepted (header + body + padding + payload). */
   maxObjectBytes?: number;
+  /** Bytes of a payload mapped at a time by checkPayload (ImageSource.mapAt); tests give odd sizes. */
+  mapChunkBytes?: number;
 }
 
 interface RawObject {
@@ -92,6 +100,8 @@ interface RawObject {
 const RECYCLE_MIN = 1024 * 1024;
 /** The checksum is computed piece by piece as the object arrives, while each piece is in the cache. */
 const CRC_PIECE = 1024 * 1024;
+/** A payload left in a file that may be mapped is checked this much at a time (mapped, checked, unmapped). */
+const MAP_CHUNK_BYTES = 32 * 1024 * 1024;
 
 export class ImageReader {
   private pos = 0;
@@ -100,6 +110,7 @@ export class ImageReader {
   /** A buffer the caller is done with (see recycle()). */
   private spare?: Buffer;
   private readonly maxObjectBytes: number;
+  private readonly mapChunkBytes: number;
   private head?: ImageHead;
   private minor = 0;
   private index = 0;
@@ -112,11 +123,17 @@ export class ImageReader {
 
   constructor(private readonly source: ImageSource, opts: ImageReaderOptions = {}) {
     this.maxObjectBytes = opts.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
+    this.mapChunkBytes = opts.mapChunkBytes ?? MAP_CHUNK_BYTES;
   }
 
   /** Bytes consumed from the stream so far. */
   get offset(): number {
     return this.pos;
+  }
+
+  /** Whether checkPayload checks payloads over a mapping of the file (ImageSource.mapAt), not a copy. */
+  get mapsPayloads(): boolean {
+    return this.source.mapAt !== undefined;
   }
 
   /** Minor format version of the image (may be above this reader's FORMAT_MINOR). */
@@ -175,16 +192,44 @@ export class ImageReader {
   /**
    * Reads a payload left in the file and finishes its object's checksum: EBADIMG if the file ends
    * inside it or the checksum does not match. With `into` (payload.length bytes), the payload is
-   * read into it; otherwise it goes through a buffer of its own, piece by piece.
+   * read into it; otherwise it goes through a buffer of its own, piece by piece, or, from a file
+   * that may be mapped (ImageSource.mapAt), is checked where it is in the page cache, without a copy.
+   * With `into` a function, each piece (its bytes, valid only during the call, and their offset in
+   * the payload) is given to it as it is checked: before the checksum of the whole is known.
    */
-  checkPayload(p: FilePayload, into?: Buffer): void {
+  checkPayload(p: FilePayload, into?: Buffer | ((bytes: Buffer, at: number) => void)): void {
     const source = this.source;
     if (!source.readAt) throw new CptError('EINVAL', 'this image source cannot read at an offset', { object: 'image reader' });
-    if (into && into.length !== p.length) throw new CptError('EINVAL', `a ${into.length}-byte buffer for a ${p.length}-byte payload`, { object: 'image reader' });
+    if (Buffer.isBuffer(into) && into.length !== p.length) throw new CptError('EINVAL', `a ${into.length}-byte buffer for a ${p.length}-byte payload`, { object: 'image reader' });
+    const give = (bytes: Buffer, at: number): void => {
+      if (typeof into === 'function') into(bytes, at);
+      else if (into && bytes.buffer !== into.buffer) into.set(bytes, at);
+    };
     let crc = p.crcBefore;
-    for (let at = 0; at < p.length; at += CRC_PIECE) {
+    let from = 0;
+    if (source.mapAt) {
+      for (; from < p.length; from += this.mapChunkBytes) {
+        const n = Math.min(this.mapChunkBytes, p.length - from);
+        let got: { n: number; crc: number };
+        let mapped = false;
+        try {
+          got = source.mapAt(p.fileOffset + from, n, (bytes) => {
+            mapped = true;
+            const c = crc32(bytes, crc);
+            give(bytes, from);
+            return { n: bytes.length, crc: c };
+          });
+        } catch (e) {
+          if (mapped) throw e; // the caller's own failure
+          break; // not mapped (no memory for it, ...): the rest is read as from any file
+        }
+        crc = got.crc;
+        if (got.n < n) this.truncatedPayload(p, from + got.n);
+      }
+    }
+    for (let at = from; at < p.length; at += CRC_PIECE) {
       const n = Math.min(CRC_PIECE, p.length - at);
-      const piece = into ? into.subarray(at, at + n) : (this.checkBuffer ??= Buffer.allocUnsafe(CRC_PIECE)).subarray(0, n);
+      const piece = Buffer.isBuffer(into) ? into.subarray(at, at + n) : (this.checkBuffer ??= Buffer.allocUnsafe(CRC_PIECE)).subarray(0, n);
       let got = 0;
       while (got < n) {
         let r: number;
@@ -193,14 +238,19 @@ export class ImageReader {
         } catch (e) {
           throw asCptError(e, { object: `${this.source.name ?? 'image source'} at file offset ${p.fileOffset + at + got}` });
         }
-        if (r <= 0) throw new ImageError(`truncated: the file ends inside the page payload (${at + got} of ${p.length} bytes)`, p.objectOffset, p.desc);
+        if (r <= 0) this.truncatedPayload(p, at + got);
         got += r;
       }
       crc = crc32(piece, crc);
+      give(piece, at);
     }
     if (crc !== p.checksum) {
       throw new ImageError(`checksum mismatch: stored ${p.checksum.toString(16)}, computed ${crc.toString(16)} (the page payload read from the file)`, p.objectOffset + HeaderOffset.checksum, p.desc);
     }
+  }
+
+  private truncatedPayload(p: FilePayload, got: number): never {
+    throw new ImageError(`truncated: the file ends inside the page payload (${got} of ${p.length} bytes)`, p.objectOffset, p.desc);
   }
 
   /** The next object, or null after the terminator. */

@@ -380,3 +380,61 @@ export function withFileMapping<T>(fd: number, offset: number, length: number, u
     munmapFn!(addr, length);
   }
 }
+
+/** The most withFileWindow maps at once: the size of its window. */
+export const FILE_WINDOW_BYTES = 32 * 1024 * 1024;
+let fileWindow: { addr: unknown; view: Buffer; busy: boolean } | null | undefined;
+
+/**
+ * As withFileMapping, but always at the same place: a window of FILE_WINDOW_BYTES in cptrst's
+ * address space, reserved once and kept for the life of the process, seen through one Buffer made
+ * once. Each Buffer over new memory is an ArrayBuffer that V8 counts as external memory: a few
+ * hundred MiB mapped and unmapped that way cost dozens of garbage collections. The range is mapped
+ * over the window (MAP_FIXED), and zero pages take its place again after `use`, so the file's
+ * pages are let go and anything that kept a view reads zeros, never the next file's bytes. A
+ * range larger than the window, a call made inside `use`, or a window that could not be made goes
+ * through withFileMapping.
+ */
+export function withFileWindow<T>(fd: number, offset: number, length: number, use: (bytes: Buffer) => T): T {
+  const w = fileWindow === undefined ? makeFileWindow() : fileWindow;
+  if (!w || w.busy || length === 0 || length > FILE_WINDOW_BYTES) return withFileMapping(fd, offset, length, use);
+  const k = koffiLib();
+  const fixed = mmapFn as unknown as (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
+  const at = fixed(w.addr, length, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(offset));
+  if (at === null || k.address(at) !== k.address(w.addr)) {
+    const e = errnoError(k.errno(), `mmap of ${length} bytes at ${offset}`);
+    zeroWindow(w); // a failed MAP_FIXED may have unmapped part of the window
+    throw e;
+  }
+  w.busy = true;
+  try {
+    return use(w.view.subarray(0, length));
+  } finally {
+    zeroWindow(w);
+    w.busy = false;
+  }
+}
+
+function makeFileWindow(): typeof fileWindow {
+  const k = koffiLib();
+  if (!mmapFn) {
+    mmapFn = libc().func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as never;
+    munmapFn = libc().func('munmap', 'int', ['void *', 'size_t']) as never;
+  }
+  const addr = mmapFn(null, FILE_WINDOW_BYTES, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE, -1, 0n);
+  fileWindow = addr === null || k.address(addr) === BigInt.asUintN(64, -1n) ? null
+    : { addr, view: Buffer.from(k.view(addr, FILE_WINDOW_BYTES)), busy: false };
+  return fileWindow;
+}
+
+/** Zero pages (read-only, anonymous) over the whole window again; a window that cannot be restored is never used again. */
+function zeroWindow(w: NonNullable<typeof fileWindow>): void {
+  const k = koffiLib();
+  const fixed = mmapFn as unknown as (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
+  const at = fixed(w.addr, FILE_WINDOW_BYTES, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | MAP.FIXED, -1, 0n);
+  if (at === null || k.address(at) !== k.address(w.addr)) {
+    // The view would point at a hole or at someone else's mapping: no one may use it again.
+    fileWindow = null;
+    w.busy = true;
+  }
+}

@@ -1,0 +1,56 @@
+import { expect } from 'chai';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import * as zlib from 'zlib';
+import { FILE_WINDOW_BYTES, withFileWindow } from '../src/linux/libc';
+
+describe('a file mapped into cptrst through the one window', () => {
+  let dir: string;
+  let file: string;
+  let bytes: Buffer;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-window-'));
+    file = path.join(dir, 'data');
+    bytes = Buffer.alloc(9 * 4096 + 100);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 24;
+    fs.writeFileSync(file, bytes);
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('gives the bytes of each range, one after the other, and zeros to a view kept after the call', () => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      let kept: Buffer | undefined;
+      const a = withFileWindow(fd, 4096, 3 * 4096 + 7, (b) => {
+        kept = b;
+        return zlib.crc32(b);
+      });
+      expect(a).to.equal(zlib.crc32(bytes.subarray(4096, 4 * 4096 + 7)));
+      expect(kept!.every((x) => x === 0)).to.equal(true);
+      const b = withFileWindow(fd, 8192, 2 * 4096, (v) => Buffer.from(v));
+      expect(b.equals(bytes.subarray(8192, 4 * 4096))).to.equal(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('a call inside another, a range larger than the window, a failed mapping: each still right, and the window usable after', () => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const nested = withFileWindow(fd, 0, 4096, (outer) => {
+        const inner = withFileWindow(fd, 4096, 4096, (b) => Buffer.from(b));
+        return [Buffer.from(outer), inner];
+      });
+      expect(nested[0].equals(bytes.subarray(0, 4096))).to.equal(true);
+      expect(nested[1].equals(bytes.subarray(4096, 8192))).to.equal(true);
+      // Past the end of this small file only the first pages exist: a range over the window's size maps elsewhere.
+      expect(withFileWindow(fd, 0, FILE_WINDOW_BYTES + 4096, (b) => b.length)).to.equal(FILE_WINDOW_BYTES + 4096);
+      expect(() => withFileWindow(fd, 100, 4096, (b) => b.length)).to.throw().with.property('code', 'EINVAL');
+      expect(() => withFileWindow(-1, 0, 4096, (b) => b.length)).to.throw().with.property('code', 'EBADF');
+      expect(withFileWindow(fd, 0, 4096, (b) => Buffer.from(b)).equals(bytes.subarray(0, 4096))).to.equal(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
