@@ -4,7 +4,7 @@
  * deferred payload whose source can move it from a pipe (PayloadFileSource: the snapshot's pipes)
  * lands in the file at its offset through splice(2): one copy, in the kernel, from the snapshot's
  * pages into the file's. Its checksum is then computed over a read-only mapping of what landed
- * (withFileMapping), and the object's header, which holds that checksum, is written at its place
+ * (withFileWindow), and the object's header, which holds that checksum, is written at its place
  * (the writer's settle()). The bytes never pass through a buffer of cptrst's, and the file comes
  * out byte for byte as if written in order.
  *
@@ -18,7 +18,7 @@ import * as fs from 'fs';
 import { asCptError } from '../errors';
 import { F, O } from '../linux/constants';
 import { SEEK, openForMapping } from '../linux/files';
-import { errnoError, rawSyscall, withFileMapping } from '../linux/libc';
+import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
 import { pageSize } from '../linux/machine';
 import { SYS } from '../linux/syscalls';
 
@@ -69,7 +69,8 @@ export class PayloadFile {
     const at = this.position(streamOffset);
     // Mappings start on a page of the file; the image's pages need not be the file's.
     const lo = at - (at % pageSize());
-    return withFileMapping(this.mapFd, lo, at - lo + length, (b) => use(b.subarray(at - lo)));
+    // Through the one reused window: a new Buffer per mapping is external memory V8 collects for.
+    return withFileWindow(this.mapFd, lo, at - lo + length, (b) => use(b.subarray(at - lo)));
   }
 
   /** Moves the file's position `length` bytes on: past a payload put there at its offset. */
