@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
-import { FILE_WINDOW_BYTES, withFileWindow } from '../src/linux/libc';
+import { FILE_WINDOW_BYTES, SMALL_FILE_WINDOW_BYTES, withFileWindow } from '../src/linux/libc';
 
 describe('a file mapped into cptrst through the one window', () => {
   let dir: string;
@@ -30,6 +30,28 @@ describe('a file mapped into cptrst through the one window', () => {
       expect(kept!.every((x) => x === 0)).to.equal(true);
       const b = withFileWindow(fd, 8192, 2 * 4096, (v) => Buffer.from(v));
       expect(b.equals(bytes.subarray(8192, 4 * 4096))).to.equal(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
+  it('a range over the small window goes through the large one, with zeros to a view kept after the call', () => {
+    const big = path.join(dir, 'big');
+    const data = Buffer.alloc(SMALL_FILE_WINDOW_BYTES + 3 * 4096);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 40503) >>> 8;
+    fs.writeFileSync(big, data);
+    const fd = fs.openSync(big, 'r');
+    try {
+      let kept: Buffer | undefined;
+      const crc = withFileWindow(fd, 4096, SMALL_FILE_WINDOW_BYTES + 4096, (b) => {
+        kept = b;
+        // A small range inside it goes through the small window.
+        expect(withFileWindow(fd, 0, 4096, (s) => Buffer.from(s)).equals(data.subarray(0, 4096))).to.equal(true);
+        return zlib.crc32(b);
+      });
+      expect(crc).to.equal(zlib.crc32(data.subarray(4096, SMALL_FILE_WINDOW_BYTES + 2 * 4096)));
+      expect(kept!.length).to.equal(SMALL_FILE_WINDOW_BYTES + 4096);
+      expect(kept!.every((x) => x === 0)).to.equal(true);
     } finally {
       fs.closeSync(fd);
     }

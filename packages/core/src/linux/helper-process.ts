@@ -5,9 +5,11 @@
  */
 import { spawn } from 'child_process';
 import { CptError } from '../errors';
-import { PTRACE_EVENT, PTRACE_O, SIG, WAIT } from './constants';
+import { O, PTRACE_EVENT, PTRACE_O, SIG, WAIT } from './constants';
+import { errnoError, rawSyscall, spawnProcess } from './libc';
 import { kill } from './process';
 import { ptrace } from './ptrace';
+import { SYS } from './syscalls';
 import { waitpid } from './wait';
 
 const HELPER = '/bin/cat';
@@ -23,18 +25,32 @@ export interface SeizedHelper {
  * Starts a helper and seizes it with `options` (PTRACE_O_EXITKILL always added), then stops it.
  * The helper is /bin/cat reading a pipe whose other end only we hold: should we die before the
  * seize, it reads end-of-file and exits; from the seize on, EXITKILL kills it (and anything it
- * made) with us. On failure it is killed and reaped before the error is thrown.
+ * made) with us. On failure it is killed and reaped before the error is thrown. It is started
+ * with posix_spawn (linux.spawnProcess), not child_process.spawn, whose fork of cptrst's whole
+ * address space costs a few ms; we are its parent, and kill() reaps it.
  */
 export function spawnSeizedHelper(options: number, what: string): SeizedHelper {
-  const child = spawn(HELPER, [], { stdio: ['pipe', 'ignore', 'ignore'], detached: false });
-  child.unref();
-  const pid = child.pid;
-  if (!pid) throw new CptError('ENOENT', `cannot start the helper process ${HELPER} (${what})`);
+  const fds = Buffer.alloc(8);
+  const r = rawSyscall(SYS.pipe2, fds, O.CLOEXEC);
+  if (r < 0n) throw errnoError(Number(-r), `pipe2 for the helper process (${what})`);
+  const readEnd = fds.readInt32LE(0);
+  const writeEnd = fds.readInt32LE(4);
+  let pid: number;
+  try {
+    pid = spawnProcess(HELPER, readEnd);
+  } catch (e) {
+    rawSyscall(SYS.close, writeEnd);
+    throw new CptError((e as CptError).code ?? 'ENOENT', `cannot start the helper process ${HELPER} (${what}): ${(e as Error).message}`);
+  } finally {
+    rawSyscall(SYS.close, readEnd);
+  }
+  let open = true;
   const helper: SeizedHelper = {
     pid,
     kill() {
       killAndReap(pid);
-      child.stdin?.destroy();
+      if (open) rawSyscall(SYS.close, writeEnd);
+      open = false;
     },
   };
   try {

@@ -13,7 +13,7 @@
 import type * as Koffi from 'koffi';
 import { CptError } from '../errors';
 import { errnoMessage, errnoName } from './errno';
-import { MAP, PROT } from './constants';
+import { MAP, O, PROT } from './constants';
 import { SYS } from './syscalls';
 
 /** One argument of a system call: an integer, a Buffer (passed as a pointer to its bytes) or null. */
@@ -383,58 +383,147 @@ export function withFileMapping<T>(fd: number, offset: number, length: number, u
 
 /** The most withFileWindow maps at once: the size of its window. */
 export const FILE_WINDOW_BYTES = 32 * 1024 * 1024;
-let fileWindow: { addr: unknown; view: Buffer; busy: boolean } | null | undefined;
+/**
+ * The size of the small window, for the ranges that fit it. V8 counts the view of a window as
+ * external memory when it is made: 32 MiB of it at once starts a garbage collection (some 10 ms),
+ * which an image of a few small payloads (an idle process) has no need to pay.
+ */
+export const SMALL_FILE_WINDOW_BYTES = 1024 * 1024;
+
+interface FileWindow {
+  size: number;
+  /** The mapping and its one view; null: it could not be made, or cannot be used again. */
+  at: { addr: unknown; view: Buffer } | null | undefined;
+  busy: boolean;
+}
+const smallWindow: FileWindow = { size: SMALL_FILE_WINDOW_BYTES, at: undefined, busy: false };
+const largeWindow: FileWindow = { size: FILE_WINDOW_BYTES, at: undefined, busy: false };
 
 /**
- * As withFileMapping, but always at the same place: a window of FILE_WINDOW_BYTES in cptrst's
- * address space, reserved once and kept for the life of the process, seen through one Buffer made
- * once. Each Buffer over new memory is an ArrayBuffer that V8 counts as external memory: a few
- * hundred MiB mapped and unmapped that way cost dozens of garbage collections. The range is mapped
- * over the window (MAP_FIXED), and zero pages take its place again after `use`, so the file's
- * pages are let go and anything that kept a view reads zeros, never the next file's bytes. A
- * range larger than the window, a call made inside `use`, or a window that could not be made goes
- * through withFileMapping.
+ * As withFileMapping, but always at the same place: a window in cptrst's address space, reserved
+ * once and kept for the life of the process, seen through one Buffer made once. Each Buffer over
+ * new memory is an ArrayBuffer that V8 counts as external memory: a few hundred MiB mapped and
+ * unmapped that way cost dozens of garbage collections. A range of up to SMALL_FILE_WINDOW_BYTES
+ * goes through a small window, a larger one through a window of FILE_WINDOW_BYTES, made only when
+ * first needed. The range is mapped over the window (MAP_FIXED), and zero pages take its place
+ * again after `use`, so the file's pages are let go and anything that kept a view reads zeros,
+ * never the next file's bytes. A range larger than the large window, a call made inside `use`
+ * (its window busy), or a window that could not be made goes through withFileMapping.
  */
 export function withFileWindow<T>(fd: number, offset: number, length: number, use: (bytes: Buffer) => T): T {
-  const w = fileWindow === undefined ? makeFileWindow() : fileWindow;
-  if (!w || w.busy || length === 0 || length > FILE_WINDOW_BYTES) return withFileMapping(fd, offset, length, use);
+  if (length === 0 || length > FILE_WINDOW_BYTES) return withFileMapping(fd, offset, length, use);
+  const w = length <= SMALL_FILE_WINDOW_BYTES ? smallWindow : largeWindow;
+  if (w.at === undefined && !w.busy) makeFileWindow(w);
+  const at0 = w.at;
+  if (!at0 || w.busy) return withFileMapping(fd, offset, length, use);
   const k = koffiLib();
   const fixed = mmapFn as unknown as (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
-  const at = fixed(w.addr, length, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(offset));
-  if (at === null || k.address(at) !== k.address(w.addr)) {
+  const at = fixed(at0.addr, length, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(offset));
+  if (at === null || k.address(at) !== k.address(at0.addr)) {
     const e = errnoError(k.errno(), `mmap of ${length} bytes at ${offset}`);
     zeroWindow(w); // a failed MAP_FIXED may have unmapped part of the window
     throw e;
   }
   w.busy = true;
   try {
-    return use(w.view.subarray(0, length));
+    return use(at0.view.subarray(0, length));
   } finally {
     zeroWindow(w);
     w.busy = false;
   }
 }
 
-function makeFileWindow(): typeof fileWindow {
+function makeFileWindow(w: FileWindow): void {
   const k = koffiLib();
   if (!mmapFn) {
     mmapFn = libc().func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as never;
     munmapFn = libc().func('munmap', 'int', ['void *', 'size_t']) as never;
   }
-  const addr = mmapFn(null, FILE_WINDOW_BYTES, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE, -1, 0n);
-  fileWindow = addr === null || k.address(addr) === BigInt.asUintN(64, -1n) ? null
-    : { addr, view: Buffer.from(k.view(addr, FILE_WINDOW_BYTES)), busy: false };
-  return fileWindow;
+  const addr = mmapFn(null, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE, -1, 0n);
+  w.at = addr === null || k.address(addr) === BigInt.asUintN(64, -1n) ? null
+    : { addr, view: Buffer.from(k.view(addr, w.size)) };
 }
 
 /** Zero pages (read-only, anonymous) over the whole window again; a window that cannot be restored is never used again. */
-function zeroWindow(w: NonNullable<typeof fileWindow>): void {
+function zeroWindow(w: FileWindow): void {
   const k = koffiLib();
   const fixed = mmapFn as unknown as (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
-  const at = fixed(w.addr, FILE_WINDOW_BYTES, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | MAP.FIXED, -1, 0n);
-  if (at === null || k.address(at) !== k.address(w.addr)) {
+  const addr = w.at!.addr;
+  const at = fixed(addr, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | MAP.FIXED, -1, 0n);
+  if (at === null || k.address(at) !== k.address(addr)) {
     // The view would point at a hole or at someone else's mapping: no one may use it again.
-    fileWindow = null;
-    w.busy = true;
+    w.at = null;
+  }
+}
+
+/** glibc's sizes on x86-64 of posix_spawn_file_actions_t and posix_spawnattr_t (the calls only need room). */
+const SPAWN_FILE_ACTIONS_BYTES = 80;
+const SPAWNATTR_BYTES = 336;
+const SIGSET_BYTES = 128;
+/** POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK */
+const SPAWN_SIGNAL_FLAGS = 0x04 | 0x08;
+type PosixSpawn = {
+  spawn: (pid: number[], path: string, fa: Buffer, attr: Buffer, argv: (string | null)[], envp: (string | null)[]) => number;
+  faInit: (fa: Buffer) => number;
+  faDestroy: (fa: Buffer) => number;
+  faDup2: (fa: Buffer, fd: number, newFd: number) => number;
+  faOpen: (fa: Buffer, fd: number, path: string, oflag: number, mode: number) => number;
+  attrInit: (attr: Buffer) => number;
+  attrDestroy: (attr: Buffer) => number;
+  attrSetFlags: (attr: Buffer, flags: number) => number;
+  attrSetSigDefault: (attr: Buffer, set: Buffer) => number;
+  attrSetSigMask: (attr: Buffer, set: Buffer) => number;
+};
+let posixSpawnFns: PosixSpawn | undefined;
+
+/**
+ * Starts `path` (with no arguments and an empty environment) through posix_spawn: a vfork-like
+ * clone that execs at once, which costs a fraction of what a fork of cptrst's address space
+ * (child_process.spawn) does. Its stdin is `stdinFd`, its stdout and stderr /dev/null; every
+ * signal has its default action and none is blocked (as in a child of child_process.spawn); any
+ * other descriptor of cptrst is close-on-exec (Node opens them so). Returns the child's pid; we
+ * are its parent and must reap it.
+ */
+export function spawnProcess(path: string, stdinFd: number): number {
+  if (!posixSpawnFns) {
+    const l = libc();
+    posixSpawnFns = {
+      spawn: l.func('int posix_spawn(_Out_ int *pid, const char *path, void *fa, void *attr, const char **argv, const char **envp)') as never,
+      faInit: l.func('int posix_spawn_file_actions_init(void *fa)') as never,
+      faDestroy: l.func('int posix_spawn_file_actions_destroy(void *fa)') as never,
+      faDup2: l.func('int posix_spawn_file_actions_adddup2(void *fa, int fd, int newfd)') as never,
+      faOpen: l.func('int posix_spawn_file_actions_addopen(void *fa, int fd, const char *path, int oflag, int mode)') as never,
+      attrInit: l.func('int posix_spawnattr_init(void *attr)') as never,
+      attrDestroy: l.func('int posix_spawnattr_destroy(void *attr)') as never,
+      attrSetFlags: l.func('int posix_spawnattr_setflags(void *attr, short flags)') as never,
+      attrSetSigDefault: l.func('int posix_spawnattr_setsigdefault(void *attr, void *set)') as never,
+      attrSetSigMask: l.func('int posix_spawnattr_setsigmask(void *attr, void *set)') as never,
+    };
+  }
+  const f = posixSpawnFns;
+  const fa = Buffer.alloc(SPAWN_FILE_ACTIONS_BYTES);
+  const attr = Buffer.alloc(SPAWNATTR_BYTES);
+  const check = (r: number, call: string): void => {
+    if (r !== 0) throw errnoError(r, `${call} for ${path}`);
+  };
+  check(f.faInit(fa), 'posix_spawn_file_actions_init');
+  try {
+    check(f.attrInit(attr), 'posix_spawnattr_init');
+    try {
+      check(f.faDup2(fa, stdinFd, 0), 'posix_spawn_file_actions_adddup2');
+      check(f.faOpen(fa, 1, '/dev/null', O.WRONLY, 0), 'posix_spawn_file_actions_addopen');
+      check(f.faOpen(fa, 2, '/dev/null', O.WRONLY, 0), 'posix_spawn_file_actions_addopen');
+      check(f.attrSetFlags(attr, SPAWN_SIGNAL_FLAGS), 'posix_spawnattr_setflags');
+      // Every signal back to its default action (glibc leaves its own two alone), none blocked.
+      check(f.attrSetSigDefault(attr, Buffer.alloc(SIGSET_BYTES, 0xff)), 'posix_spawnattr_setsigdefault');
+      check(f.attrSetSigMask(attr, Buffer.alloc(SIGSET_BYTES)), 'posix_spawnattr_setsigmask');
+      const pid = [0];
+      check(f.spawn(pid, path, fa, attr, [path, null], [null]), 'posix_spawn');
+      return pid[0];
+    } finally {
+      f.attrDestroy(attr);
+    }
+  } finally {
+    f.faDestroy(fa);
   }
 }
