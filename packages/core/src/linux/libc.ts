@@ -384,11 +384,12 @@ export function withFileMapping<T>(fd: number, offset: number, length: number, u
 /** The most withFileWindow maps at once: the size of its window. */
 export const FILE_WINDOW_BYTES = 32 * 1024 * 1024;
 /**
- * The size of the small window, for the ranges that fit it. V8 counts the view of a window as
- * external memory when it is made: 32 MiB of it at once starts a garbage collection (some 10 ms),
- * which an image of a few small payloads (an idle process) has no need to pay.
+ * The size of the small window, for the ranges that fit it (a PAGES object of up to 2 MiB, with
+ * the page before it). V8 counts the view of a window as external memory when it is made: 32 MiB
+ * of it at once starts a garbage collection (some 10 ms), which an image of small payloads (an
+ * idle process, or memory in objects of up to 2 MiB) has no need to pay.
  */
-export const SMALL_FILE_WINDOW_BYTES = 1024 * 1024;
+export const SMALL_FILE_WINDOW_BYTES = 4 * 1024 * 1024;
 
 interface FileWindow {
   size: number;
