@@ -474,16 +474,28 @@ type PosixSpawn = {
   attrSetFlags: (attr: Buffer, flags: number) => number;
   attrSetSigDefault: (attr: Buffer, set: Buffer) => number;
   attrSetSigMask: (attr: Buffer, set: Buffer) => number;
+  /** glibc 2.34 and later; null before. */
+  faCloseFrom: ((fa: Buffer, from: number) => number) | null;
 };
 let posixSpawnFns: PosixSpawn | undefined;
+
+/** A libc function that older versions lack: null where it is missing. */
+function optionalFunc(l: Koffi.IKoffiLib, prototype: string): unknown {
+  try {
+    return l.func(prototype);
+  } catch {
+    return null;
+  }
+}
 
 /**
  * Starts `path` (with no arguments and an empty environment) through posix_spawn: a vfork-like
  * clone that execs at once, which costs a fraction of what a fork of cptrst's address space
  * (child_process.spawn) does. Its stdin is `stdinFd`, its stdout and stderr /dev/null; every
- * signal has its default action and none is blocked (as in a child of child_process.spawn); any
- * other descriptor of cptrst is close-on-exec (Node opens them so). Returns the child's pid; we
- * are its parent and must reap it.
+ * signal has its default action and none is blocked (as in a child of child_process.spawn); every
+ * other descriptor is closed, including those cptrst inherited without close-on-exec from whoever
+ * started it (where glibc is older than 2.34, only Node's own, which are close-on-exec, are sure to
+ * be). Returns the child's pid; we are its parent and must reap it.
  */
 export function spawnProcess(path: string, stdinFd: number): number {
   if (!posixSpawnFns) {
@@ -499,6 +511,7 @@ export function spawnProcess(path: string, stdinFd: number): number {
       attrSetFlags: l.func('int posix_spawnattr_setflags(void *attr, short flags)') as never,
       attrSetSigDefault: l.func('int posix_spawnattr_setsigdefault(void *attr, void *set)') as never,
       attrSetSigMask: l.func('int posix_spawnattr_setsigmask(void *attr, void *set)') as never,
+      faCloseFrom: optionalFunc(l, 'int posix_spawn_file_actions_addclosefrom_np(void *fa, int from)') as never,
     };
   }
   const f = posixSpawnFns;
@@ -514,6 +527,7 @@ export function spawnProcess(path: string, stdinFd: number): number {
       check(f.faDup2(fa, stdinFd, 0), 'posix_spawn_file_actions_adddup2');
       check(f.faOpen(fa, 1, '/dev/null', O.WRONLY, 0), 'posix_spawn_file_actions_addopen');
       check(f.faOpen(fa, 2, '/dev/null', O.WRONLY, 0), 'posix_spawn_file_actions_addopen');
+      if (f.faCloseFrom) check(f.faCloseFrom(fa, 3), 'posix_spawn_file_actions_addclosefrom_np');
       check(f.attrSetFlags(attr, SPAWN_SIGNAL_FLAGS), 'posix_spawnattr_setflags');
       // Every signal back to its default action (glibc leaves its own two alone), none blocked.
       check(f.attrSetSigDefault(attr, Buffer.alloc(SIGSET_BYTES, 0xff)), 'posix_spawnattr_setsigdefault');
