@@ -57,6 +57,17 @@ describe('a file mapped into cptrst through the one window', () => {
     }
   });
 
+  it('a range that does not start on a page: mapped from the page below, its own bytes given', () => {
+    const fd = fs.openSync(file, 'r');
+    try {
+      const got = withFileWindow(fd, 4096 + 100, 2 * 4096, (b) => Buffer.from(b));
+      expect(got.equals(bytes.subarray(4096 + 100, 3 * 4096 + 100))).to.equal(true);
+      expect(withFileWindow(fd, 100, 0, (b) => b.length)).to.equal(0);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('a call inside another, a range larger than the window, a failed mapping: each still right, and the window usable after', () => {
     const fd = fs.openSync(file, 'r');
     try {
@@ -68,7 +79,13 @@ describe('a file mapped into cptrst through the one window', () => {
       expect(nested[1].equals(bytes.subarray(4096, 8192))).to.equal(true);
       // Past the end of this small file only the first pages exist: a range over the window's size maps elsewhere.
       expect(withFileWindow(fd, 0, FILE_WINDOW_BYTES + 4096, (b) => b.length)).to.equal(FILE_WINDOW_BYTES + 4096);
-      expect(() => withFileWindow(fd, 100, 4096, (b) => b.length)).to.throw().with.property('code', 'EINVAL');
+      // A file open for writing only cannot be mapped for reading.
+      const writeOnly = fs.openSync(file, fs.constants.O_WRONLY);
+      try {
+        expect(() => withFileWindow(writeOnly, 0, 4096, (b) => b.length)).to.throw().with.property('code', 'EACCES');
+      } finally {
+        fs.closeSync(writeOnly);
+      }
       expect(() => withFileWindow(-1, 0, 4096, (b) => b.length)).to.throw().with.property('code', 'EBADF');
       expect(withFileWindow(fd, 0, 4096, (b) => Buffer.from(b)).equals(bytes.subarray(0, 4096))).to.equal(true);
     } finally {

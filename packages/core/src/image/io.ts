@@ -3,7 +3,6 @@ import * as fs from 'fs';
 import { CptError, asCptError } from '../errors';
 import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
 import { SEEK, onlyRootCanChange } from '../linux/files';
-import { pageSize } from '../linux/machine';
 import { SYS } from '../linux/syscalls';
 import type { ImageSource } from './reader';
 import type { ImageSink } from './writer';
@@ -128,9 +127,7 @@ export function fileSource(fd: number, name?: string): ImageSource {
     mapAt<T>(position: number, length: number, use: (bytes: Buffer) => T): T {
       // Only the part inside the file: a mapped page past its end is SIGBUS, not a short read.
       const n = Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
-      if (n === 0) return use(Buffer.alloc(0));
-      const start = position - (position % pageSize());
-      return withFileWindow(fd, start, position - start + n, (bytes) => use(bytes.subarray(position - start)));
+      return withFileWindow(fd, position, n, use);
     },
   };
 }

@@ -19,7 +19,6 @@ import { asCptError } from '../errors';
 import { F, O } from '../linux/constants';
 import { SEEK, openForMapping } from '../linux/files';
 import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
-import { pageSize } from '../linux/machine';
 import { SYS } from '../linux/syscalls';
 
 export class PayloadFile {
@@ -66,11 +65,8 @@ export class PayloadFile {
 
   /** Runs `use` on the `length` bytes at the stream offset `streamOffset`, read from a read-only mapping of the file. */
   mapped<T>(streamOffset: number, length: number, use: (bytes: Buffer) => T): T {
-    const at = this.position(streamOffset);
-    // Mappings start on a page of the file; the image's pages need not be the file's.
-    const lo = at - (at % pageSize());
     // Through the one reused window: a new Buffer per mapping is external memory V8 collects for.
-    return withFileWindow(this.mapFd, lo, at - lo + length, (b) => use(b.subarray(at - lo)));
+    return withFileWindow(this.mapFd, this.position(streamOffset), length, use);
   }
 
   /** Moves the file's position `length` bytes on: past a payload put there at its offset. */

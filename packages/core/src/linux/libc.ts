@@ -349,10 +349,24 @@ export function libcUffdCopy(fd: number, req: number, dst: bigint, src: Buffer):
   return { r: 0, copied: copy };
 }
 
-type MmapFn = (addr: null, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
+type MmapFn = (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
 type MunmapFn = (addr: unknown, length: number) => number;
-let mmapFn: MmapFn | undefined;
-let munmapFn: MunmapFn | undefined;
+let mmapFns: { mmap: MmapFn; munmap: MunmapFn } | undefined;
+
+function mmapBindings(): { mmap: MmapFn; munmap: MunmapFn } {
+  mmapFns ??= {
+    mmap: libc().func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as never,
+    munmap: libc().func('munmap', 'int', ['void *', 'size_t']) as never,
+  };
+  return mmapFns;
+}
+
+/** Whether mmap's result is MAP_FAILED (or, given `wanted`, another address than the one asked for). */
+function mapFailed(addr: unknown, wanted?: unknown): boolean {
+  const k = koffiLib();
+  if (addr === null) return true;
+  return wanted === undefined ? k.address(addr) === BigInt.asUintN(64, -1n) : k.address(addr) !== k.address(wanted);
+}
 
 /**
  * Maps `length` bytes of the file open as `fd`, from `offset` (a multiple of the page size),
@@ -364,20 +378,15 @@ let munmapFn: MunmapFn | undefined;
  */
 export function withFileMapping<T>(fd: number, offset: number, length: number, use: (bytes: Buffer) => T): T {
   const k = koffiLib();
-  if (!mmapFn) {
-    mmapFn = libc().func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as never;
-    munmapFn = libc().func('munmap', 'int', ['void *', 'size_t']) as never;
-  }
+  const { mmap, munmap } = mmapBindings();
   if (length === 0) return use(Buffer.alloc(0));
   // Populated: the pages are read once, in order, right away.
-  const addr = mmapFn(null, length, PROT.READ, MAP.SHARED | MAP.POPULATE, fd, BigInt(offset));
-  if (addr === null || k.address(addr) === BigInt.asUintN(64, -1n)) {
-    throw errnoError(k.errno(), `mmap of ${length} bytes at ${offset}`);
-  }
+  const addr = mmap(null, length, PROT.READ, MAP.SHARED | MAP.POPULATE, fd, BigInt(offset));
+  if (mapFailed(addr)) throw errnoError(k.errno(), `mmap of ${length} bytes at ${offset}`);
   try {
     return use(Buffer.from(k.view(addr, length)));
   } finally {
-    munmapFn!(addr, length);
+    munmap(addr, length);
   }
 }
 
@@ -409,25 +418,29 @@ const largeWindow: FileWindow = { size: FILE_WINDOW_BYTES, at: undefined, busy: 
  * first needed. The range is mapped over the window (MAP_FIXED), and zero pages take its place
  * again after `use`, so the file's pages are let go and anything that kept a view reads zeros,
  * never the next file's bytes. A range larger than the large window, a call made inside `use`
- * (its window busy), or a window that could not be made goes through withFileMapping.
+ * (its window busy), or a window that could not be made goes through withFileMapping. `offset`
+ * need not be on a page: the mapping starts on the page below, and `use` sees only the range.
  */
 export function withFileWindow<T>(fd: number, offset: number, length: number, use: (bytes: Buffer) => T): T {
-  if (length === 0 || length > FILE_WINDOW_BYTES) return withFileMapping(fd, offset, length, use);
-  const w = length <= SMALL_FILE_WINDOW_BYTES ? smallWindow : largeWindow;
+  if (length === 0) return use(Buffer.alloc(0));
+  const below = offset % sysconf(_SC_PAGESIZE);
+  const from = offset - below;
+  const span = below + length;
+  const range = (bytes: Buffer): T => use(bytes.subarray(below, span));
+  if (span > FILE_WINDOW_BYTES) return withFileMapping(fd, from, span, range);
+  const w = span <= SMALL_FILE_WINDOW_BYTES ? smallWindow : largeWindow;
   if (w.at === undefined && !w.busy) makeFileWindow(w);
   const at0 = w.at;
-  if (!at0 || w.busy) return withFileMapping(fd, offset, length, use);
-  const k = koffiLib();
-  const fixed = mmapFn as unknown as (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
-  const at = fixed(at0.addr, length, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(offset));
-  if (at === null || k.address(at) !== k.address(at0.addr)) {
-    const e = errnoError(k.errno(), `mmap of ${length} bytes at ${offset}`);
+  if (!at0 || w.busy) return withFileMapping(fd, from, span, range);
+  const at = mmapBindings().mmap(at0.addr, span, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(from));
+  if (mapFailed(at, at0.addr)) {
+    const e = errnoError(koffiLib().errno(), `mmap of ${span} bytes at ${from}`);
     zeroWindow(w); // a failed MAP_FIXED may have unmapped part of the window
     throw e;
   }
   w.busy = true;
   try {
-    return use(at0.view.subarray(0, length));
+    return range(at0.view.subarray(0, span));
   } finally {
     zeroWindow(w);
     w.busy = false;
@@ -435,26 +448,16 @@ export function withFileWindow<T>(fd: number, offset: number, length: number, us
 }
 
 function makeFileWindow(w: FileWindow): void {
-  const k = koffiLib();
-  if (!mmapFn) {
-    mmapFn = libc().func('mmap', 'void *', ['void *', 'size_t', 'int', 'int', 'int', 'int64_t']) as never;
-    munmapFn = libc().func('munmap', 'int', ['void *', 'size_t']) as never;
-  }
-  const addr = mmapFn(null, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE, -1, 0n);
-  w.at = addr === null || k.address(addr) === BigInt.asUintN(64, -1n) ? null
-    : { addr, view: Buffer.from(k.view(addr, w.size)) };
+  const addr = mmapBindings().mmap(null, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE, -1, 0n);
+  w.at = mapFailed(addr) ? null : { addr, view: Buffer.from(koffiLib().view(addr, w.size)) };
 }
 
 /** Zero pages (read-only, anonymous) over the whole window again; a window that cannot be restored is never used again. */
 function zeroWindow(w: FileWindow): void {
-  const k = koffiLib();
-  const fixed = mmapFn as unknown as (addr: unknown, length: number, prot: number, flags: number, fd: number, offset: bigint) => unknown;
   const addr = w.at!.addr;
-  const at = fixed(addr, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | MAP.FIXED, -1, 0n);
-  if (at === null || k.address(at) !== k.address(addr)) {
-    // The view would point at a hole or at someone else's mapping: no one may use it again.
-    w.at = null;
-  }
+  const at = mmapBindings().mmap(addr, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | MAP.FIXED, -1, 0n);
+  // The view would point at a hole or at someone else's mapping: no one may use it again.
+  if (mapFailed(at, addr)) w.at = null;
 }
 
 /** glibc's sizes on x86-64 of posix_spawn_file_actions_t and posix_spawnattr_t (the calls only need room). */
