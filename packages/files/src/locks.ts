@@ -252,12 +252,6 @@ export class LocksDump implements DumpHandler {
   readonly name = 'files.locks';
   readonly order = LOCKS_ORDER;
   /**
-   * /proc/locks waits for an RCU grace period before it answers (several ms): its read starts as
-   * soon as the tree is frozen, and the checks of the other handlers run meanwhile. Only for a
-   * caller that lets the event loop run during the operation (it passed a signal: see
-   * checkpointYield), since the result comes through the event loop; others read it in the check.
-   */
-  /**
    * A first read of /proc/locks started before the freeze, its result unused: the kernel's wait
    * is one grace period for the reads that overlap it, so the read made once the tree is frozen
    * ends with this one instead of one grace period after the freeze. Only where the frozen read is
@@ -267,6 +261,13 @@ export class LocksDump implements DumpHandler {
     if (!ctx.signal) return;
     linux.readLocksAsync().catch(() => undefined);
   }
+
+  /**
+   * /proc/locks waits for an RCU grace period before it answers (several ms): its read starts as
+   * soon as the tree is frozen, and the checks of the other handlers run meanwhile. Only for a
+   * caller that lets the event loop run during the operation (it passed a signal: see
+   * checkpointYield), since the result comes through the event loop; others read it in the check.
+   */
   frozen(ctx: CheckpointContext): void {
     if (!ctx.signal) return;
     const all = linux.readLocksAsync();

@@ -81,10 +81,9 @@ export class CgroupRestore implements RestoreHandler {
     const known = task.state.ensure(HERE, () => ({ groups: new Map(linux.readCgroups(task.pid).map((m) => [m.controllers, m.path])), seen: new Set<string>() }));
     if (known.seen.has(img.controllers)) throw fail('EBADIMG', `${label(img.controllers)} is given twice`);
     known.seen.add(img.controllers);
-    const herePath = known.groups.get(img.controllers);
-    const here = herePath === undefined ? undefined : { path: herePath };
-    if (here?.path === img.path) return;
-    if (!here) throw fail('ENOENT', `the process was in ${label(img.controllers)}, which this machine does not have`);
+    const here = known.groups.get(img.controllers);
+    if (here === img.path) return;
+    if (here === undefined) throw fail('ENOENT', `the process was in ${label(img.controllers)}, which this machine does not have`);
     const mount = linux.findCgroupMount(img.controllers);
     if (!mount) throw fail('ENOENT', `${label(img.controllers)} is not mounted where cptrst can see it`);
     const root = mount.root === '/' ? '' : mount.root;
