@@ -58,6 +58,21 @@ export function ipcCall(name: string, args: Array<number | bigint | Buffer>, wha
   return r;
 }
 
+/**
+ * A consistent read of an object others may change meanwhile: two reads in a row that agree (a
+ * few tries). Undefined: the object is gone; still changing after the tries: EAGAIN.
+ */
+export function readConsistently<S>(readOnce: () => S | undefined, same: (a: S, b: S) => boolean, pid: number, object: (last: S) => string, kind: string): S | undefined {
+  let last = readOnce();
+  for (let i = 0; i < 5 && last; i++) {
+    const again = readOnce();
+    if (again && same(last, again)) return again;
+    last = again;
+  }
+  if (!last) return undefined;
+  throw new CptError('EAGAIN', `the ${kind} kept changing while it was read (a process outside the tree is using it)`, { pid, object: object(last) });
+}
+
 /** The images this restart may restore SysV objects from: root's. */
 export function requireTrustedIpc(ctx: RestartContext, task: RestartTask, object: string): void {
   if (!ctx.imageTrusted) throw new CptError('EPERM', `SysV semaphores and message queues are restored only from an image root wrote (${object})`, { pid: task.pid, object });

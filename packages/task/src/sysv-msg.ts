@@ -15,7 +15,9 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   StateKey, bytes, decodeStruct, i32, i64, linux, objectType, refuse, sizeOfStruct, u32, u64,
 } from '@cptrst/core';
-import { SysvIpcFields, ipcCall, makeWithId, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
+import {
+  SysvIpcFields, ipcCall, makeWithId, readConsistently, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer,
+} from './sysv-ipc';
 
 /** Right after the semaphore sets (180). */
 export const SYSV_MSG_ORDER = 181;
@@ -91,17 +93,9 @@ const sameState = (a: QueueState, b: QueueState): boolean => {
 const sameMessages = (a: Message[], b: Message[]): boolean =>
   a.length === b.length && a.every((m, i) => m.type === b[i].type && m.text.equals(b[i].text));
 
-/** A consistent read: two in a row that agree (a few tries), else EAGAIN. */
-function readQueue(id: number, pid: number): QueueState | undefined {
-  let last = readOnce(id, pid);
-  for (let i = 0; i < 5 && last; i++) {
-    const again = readOnce(id, pid);
-    if (again && sameState(last, again)) return again;
-    last = again;
-  }
-  if (!last) return undefined;
-  throw new CptError('EAGAIN', 'the queue kept changing while it was read (a process outside the tree is using it)', { pid, object: queueObject(id, last.q.key) });
-}
+/** A consistent read of queue `id`: see readConsistently. */
+const readQueue = (id: number, pid: number): QueueState | undefined =>
+  readConsistently(() => readOnce(id, pid), sameState, pid, (last) => queueObject(id, last.q.key), 'queue');
 
 /** The queues a process of `pids` sent to or received from last. */
 function queuesUsedBy(pids: ReadonlySet<number>, pid: number): QueueState[] {

@@ -14,7 +14,9 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler, RestoreObject,
   StateKey, i64, linux, objectType, refuse, u32s,
 } from '@cptrst/core';
-import { SysvIpcFields, ipcCall, makeWithId, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer } from './sysv-ipc';
+import {
+  SysvIpcFields, ipcCall, makeWithId, readConsistently, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer,
+} from './sysv-ipc';
 
 /** After the limits (150), before the threads (190). */
 export const SYSV_SEM_ORDER = 180;
@@ -57,17 +59,9 @@ const sameState = (a: SemState, b: SemState): boolean =>
   a.set.key === b.set.key && a.set.mode === b.set.mode && a.set.uid === b.set.uid && a.set.gid === b.set.gid && a.set.otime === b.set.otime
   && a.set.ctime === b.set.ctime && a.values.join() === b.values.join() && a.pids.join() === b.pids.join();
 
-/** A consistent read: two in a row that agree (a few tries), else EAGAIN. */
-function readSet(id: number, pid: number): SemState | undefined {
-  let last = readOnce(id, pid);
-  for (let i = 0; i < 5 && last; i++) {
-    const again = readOnce(id, pid);
-    if (again && sameState(last, again)) return again;
-    last = again;
-  }
-  if (!last) return undefined;
-  throw new CptError('EAGAIN', 'the set kept changing while it was read (a process outside the tree is using it)', { pid, object: setObject(id, last.set.key) });
-}
+/** A consistent read of set `id`: see readConsistently. */
+const readSet = (id: number, pid: number): SemState | undefined =>
+  readConsistently(() => readOnce(id, pid), sameState, pid, (last) => setObject(id, last.set.key), 'set');
 
 /** The sets of /proc/sysvipc/sem that a process of `pids` changed last (any of their semaphores). */
 function setsChangedBy(pids: ReadonlySet<number>): linux.SysvSem[] {
