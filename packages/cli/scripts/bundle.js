@@ -21,32 +21,58 @@ const esbuild = require('esbuild');
 
 const dist = path.join(__dirname, '..', 'dist', 'src');
 const out = path.join(dist, 'cptrst.js');
-esbuild.buildSync({
-  entryPoints: [path.join(dist, 'bundle.js')],
-  outfile: out,
-  bundle: true,
-  platform: 'node',
-  target: 'node20',
-  format: 'cjs',
-  external: ['koffi', 'lz4-napi', '@node-rs/crc32'],
-  // Whitespace and syntax only: names stay, for stack traces (CPTRST_DEBUG=1).
-  minifyWhitespace: true,
-  minifySyntax: true,
-  legalComments: 'none',
-  // bin/cptrst.js reads the bundle as latin1, which only ASCII survives unchanged.
-  charset: 'ascii',
-  logLevel: 'warning',
-});
 
-const source = fs.readFileSync(out, 'latin1');
-if (!/^[\x00-\x7f]*$/.test(source)) throw new Error(`${out}: not ASCII, which bin/cptrst.js reads as latin1`);
-// Eager for this compilation only: the flag is set back before the cache is made, so that the
-// cache carries the default flags and V8 accepts it in a process started without the flag.
-v8.setFlagsFromString('--no-lazy');
-const script = new vm.Script(Module.wrap(source), { filename: out });
-v8.setFlagsFromString('--lazy');
-const m = new Module(out, module);
-m.filename = out;
-script.runInThisContext().call(m.exports, m.exports, Module.createRequire(out), m, out, dist);
-m.exports.warm();
-fs.writeFileSync(`${out}.cache`, script.createCachedData());
+/**
+ * commander requires child_process at its top level, for subcommands that are separate programs
+ * (cptrst has none); child_process loads net, dgram and the streams, some 2 ms of every run. Its
+ * require in commander becomes one made on first use of the module's properties.
+ */
+const lazyChildProcessInCommander = {
+  name: 'lazy-child-process-in-commander',
+  setup(build) {
+    build.onResolve({ filter: /^(node:)?child_process$/ }, (args) =>
+      /[\\/]node_modules[\\/]commander[\\/]/.test(args.importer) ? { path: 'child_process', namespace: 'cptrst-lazy' } : undefined);
+    build.onLoad({ filter: /.*/, namespace: 'cptrst-lazy' }, () => ({
+      contents: "'use strict';\nmodule.exports = new Proxy({}, { get: (_, key) => require('child_process')[key] });\n",
+      loader: 'js',
+    }));
+  },
+};
+
+async function main() {
+  await esbuild.build({
+    entryPoints: [path.join(dist, 'bundle.js')],
+    outfile: out,
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    format: 'cjs',
+    external: ['koffi', 'lz4-napi', '@node-rs/crc32'],
+    // Whitespace and syntax only: names stay, for stack traces (CPTRST_DEBUG=1).
+    minifyWhitespace: true,
+    minifySyntax: true,
+    legalComments: 'none',
+    // bin/cptrst.js reads the bundle as latin1, which only ASCII survives unchanged.
+    charset: 'ascii',
+    logLevel: 'warning',
+    plugins: [lazyChildProcessInCommander],
+  });
+
+  const source = fs.readFileSync(out, 'latin1');
+  if (!/^[\x00-\x7f]*$/.test(source)) throw new Error(`${out}: not ASCII, which bin/cptrst.js reads as latin1`);
+  // Eager for this compilation only: the flag is set back before the cache is made, so that the
+  // cache carries the default flags and V8 accepts it in a process started without the flag.
+  v8.setFlagsFromString('--no-lazy');
+  const script = new vm.Script(Module.wrap(source), { filename: out });
+  v8.setFlagsFromString('--lazy');
+  const m = new Module(out, module);
+  m.filename = out;
+  script.runInThisContext().call(m.exports, m.exports, Module.createRequire(out), m, out, dist);
+  m.exports.warm();
+  fs.writeFileSync(`${out}.cache`, script.createCachedData());
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -13,10 +13,15 @@
  * single-file CLI that holds it (whose loader then gives the package from itself). It gets no arch
  * package: cptrst's system call table comes with its arguments.
  */
-import { spawnSync } from 'child_process';
+import type * as ChildProcess from 'child_process';
 import * as fs from 'fs';
 import { CptError } from './errors';
 import { SyscallTable, syscallTable, useSyscallTable } from './linux/syscalls';
+
+// child_process loads net, dgram and the streams (some 2 ms): only the rare paths that start a
+// process with it pay for that, not every run of cptrst.
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
+const childProcess = (): typeof ChildProcess => require('child_process') as typeof ChildProcess;
 
 /** The longest a section may take (its calls never block: only a machine stalled that long reaches it); then SIGKILL, which it does not ignore. */
 const GUARDIAN_TIMEOUT_MS = 120000;
@@ -41,7 +46,7 @@ export function runGuardian<T>(entry: GuardianEntry, args: readonly string[], fd
     'f();',
   ].join('\n');
   const argv = ['-e', code, entry.file, JSON.stringify([entry.pkg, entry.path]), String(process.pid), JSON.stringify(syscallTable()), ...args];
-  const r = spawnSync(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe', ...fds], timeout: GUARDIAN_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 64 << 20 });
+  const r = childProcess().spawnSync(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe', ...fds], timeout: GUARDIAN_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 64 << 20 });
   const out = r.stdout?.toString() ?? '';
   let got: { ok: T } | { code: string; message: string } | undefined;
   try {

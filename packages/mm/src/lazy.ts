@@ -37,7 +37,6 @@
  * not owned by root are refused (EPERM): the userfaultfd must be made with CAP_SYS_PTRACE to
  * handle faults taken inside the kernel, which such a process never has.
  */
-import { spawn, ChildProcess } from 'child_process';
 import * as fs from 'fs';
 import {
   CptError, LazyFillReport, ObjectType, RestartContext, RestartFlags, RestartTask, RestoreHandler, RestoreObject, StateKey, linux,
@@ -80,7 +79,7 @@ interface PagesStream {
   /** Objects read ahead before the processes ran, by index: copied in when the fill starts. */
   early: Map<number, Buffer>;
   /** The watchdog, started before the processes run (see watchdog()). */
-  guard?: ChildProcess;
+  guard?: linux.PipedHelper;
 }
 
 /** One address space being filled: its userfaultfd (in cptrst) and its runs. */
@@ -258,7 +257,7 @@ export class LazyRestore implements RestoreHandler {
     // without killing anything (their PIDs could be another process's by the time it would).
     const stream = CTX_STREAM.get(ctx);
     if (stream?.guard) {
-      stream.guard.stdin?.end('done\n');
+      stream.guard.dismiss('done\n');
       stream.guard = undefined;
     }
     const lazy = task.state.get(TASK_LAZY);
@@ -494,16 +493,13 @@ class Filler {
 
 /**
  * The watchdog: a shell holding a copy of each userfaultfd. If cptrst dies before it says
- * "done", its stdin ends and it kills the processes: the faults wait for it meanwhile.
+ * "done", its stdin ends and it kills the processes: the faults wait for it meanwhile. Started
+ * with posix_spawn (linux.spawnPipedHelper), in a session of its own: a fork of cptrst's address
+ * space (child_process.spawn) cost a few ms more here, before the processes could run.
  */
-function watchdog(fds: number[], pids: number[]): ChildProcess {
+function watchdog(fds: number[], pids: number[]): linux.PipedHelper {
   const script = `read line; [ "$line" = done ] && exit 0; kill -9 ${pids.join(' ')} 2>/dev/null; exit 0`;
-  const w = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore', ...fds], detached: true });
-  w.unref();
-  (w.stdin as unknown as { unref?: () => void } | null)?.unref?.();
-  w.on('error', () => undefined);
-  w.stdin?.on('error', () => undefined);
-  return w;
+  return linux.spawnPipedHelper('/bin/sh', ['-c', script], fds, 'the lazy restart\'s watchdog');
 }
 
 /** Runs once the processes are let go: reads the rest of the image into them, then closes the userfaultfds. */
@@ -557,12 +553,12 @@ async function fill(ctx: RestartContext): Promise<LazyFillReport> {
       }
     }
     f.close();
-    guard.stdin?.end('done\n');
+    guard.dismiss('done\n');
     const ce = e instanceof CptError ? e : new CptError('EIO', String((e as Error).message ?? e), { object: 'lazy restart' });
     throw new CptError(ce.code, `${ce.message}; the restored process${tasks.length > 1 ? 'es were' : ' was'} killed (${tasks.map((t) => t.pid).join(', ')}): it cannot run without its memory`, { pid: tasks[0]?.pid, object: 'lazy restart' });
   }
   f.close();
-  guard.stdin?.end('done\n');
+  guard.dismiss('done\n');
   ctx.log.debug(`lazy fill: ${f.pages} pages in, events ${JSON.stringify(f.seen)}`);
   return { pages: f.pages, faults: f.faults, ms: Date.now() - t0 };
 }

@@ -3,7 +3,7 @@
  * seized and stopped, so that something can be done in it or read from it through ptrace (the
  * XSAVE layout, clone3 with a chosen PID), then killed and reaped.
  */
-import { spawn } from 'child_process';
+import type * as ChildProcess from 'child_process';
 import { CptError } from '../errors';
 import { O, PTRACE_EVENT, PTRACE_O, SIG, WAIT } from './constants';
 import { errnoError, rawSyscall, spawnProcess } from './libc';
@@ -13,6 +13,10 @@ import { SYS } from './syscalls';
 import { waitpid } from './wait';
 
 const HELPER = '/bin/cat';
+// child_process loads net, dgram and the streams (some 2 ms): only the rare paths that start a
+// process with it pay for that, not every run of cptrst.
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
+const childProcess = (): typeof ChildProcess => require('child_process') as typeof ChildProcess;
 
 /** A seized helper, stopped in PTRACE_EVENT_STOP. */
 export interface SeizedHelper {
@@ -62,6 +66,59 @@ export function spawnSeizedHelper(options: number, what: string): SeizedHelper {
     helper.kill();
     throw e;
   }
+}
+
+/** A helper that reads a pipe whose write end only we hold (spawnPipedHelper). */
+export interface PipedHelper {
+  readonly pid: number;
+  /** Writes `line` into its pipe, closes our end, and reaps it once it has exited (it must exit then). Never throws. */
+  dismiss(line: string): void;
+}
+
+/** How long dismiss() waits for the helper to exit before leaving it to be reaped by whoever adopts it. */
+const DISMISS_WAIT_MS = 500;
+
+/**
+ * Starts `path` with `args` in a session of its own (posix_spawn, as spawnSeizedHelper does), its
+ * stdin a pipe whose write end only we hold, so that it reads end-of-file when we die, and `fds`
+ * its fds 3, 4, ...; its stdout and stderr are /dev/null, its environment empty.
+ */
+export function spawnPipedHelper(path: string, args: readonly string[], fds: readonly number[], what: string): PipedHelper {
+  const ends = Buffer.alloc(8);
+  const r = rawSyscall(SYS.pipe2, ends, O.CLOEXEC);
+  if (r < 0n) throw errnoError(Number(-r), `pipe2 for ${what}`);
+  const readEnd = ends.readInt32LE(0);
+  const writeEnd = ends.readInt32LE(4);
+  let pid: number;
+  try {
+    pid = spawnProcess(path, readEnd, { args, fds, newSession: true });
+  } catch (e) {
+    rawSyscall(SYS.close, writeEnd);
+    throw new CptError((e as CptError).code ?? 'ENOENT', `cannot start ${what} (${path}): ${(e as Error).message}`);
+  } finally {
+    rawSyscall(SYS.close, readEnd);
+  }
+  let open = true;
+  return {
+    pid,
+    dismiss(line: string): void {
+      if (!open) return;
+      open = false;
+      const bytes = Buffer.from(line);
+      // A helper gone already makes the write fail (EPIPE): it is reaped all the same.
+      rawSyscall(SYS.write, writeEnd, bytes, bytes.length);
+      rawSyscall(SYS.close, writeEnd);
+      const pause = new Int32Array(new SharedArrayBuffer(4));
+      try {
+        for (let waited = 0; waited < DISMISS_WAIT_MS; waited++) {
+          if (waitpid(pid, WAIT.WNOHANG).pid !== 0) return;
+          Atomics.wait(pause, 0, 0, 1);
+        }
+      } catch {
+        /* reaped already */
+      }
+    },
+  };
 }
 
 /** Waits for a tracee's PTRACE_EVENT_STOP, letting other stops go on. */
@@ -127,7 +184,7 @@ export function spawnEndingHelper(status: number, what: string): EndingHelper {
   if (!endingStatusPossible(status)) throw new CptError('EINVAL', `no process can be made to end with wait status 0x${status.toString(16)} (${what})`);
   const sig = status & 0x7f;
   const script = sig === 0 ? `trap 'exit ${(status >> 8) & 0xff}' TERM; ulimit -c 0; read x` : 'ulimit -c 0; read x';
-  const child = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'], detached: false });
+  const child = childProcess().spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'ignore', 'ignore'], detached: false });
   child.unref();
   const pid = child.pid;
   if (!pid) throw new CptError('ENOENT', `cannot start /bin/sh (${what})`);

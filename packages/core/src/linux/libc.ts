@@ -13,7 +13,7 @@
 import type * as Koffi from 'koffi';
 import { CptError } from '../errors';
 import { errnoMessage, errnoName } from './errno';
-import { MAP, O, PROT } from './constants';
+import { F, MAP, O, PROT } from './constants';
 import { SYS } from './syscalls';
 
 /** One argument of a system call: an integer, a Buffer (passed as a pointer to its bytes) or null. */
@@ -466,6 +466,8 @@ const SPAWNATTR_BYTES = 336;
 const SIGSET_BYTES = 128;
 /** POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK */
 const SPAWN_SIGNAL_FLAGS = 0x04 | 0x08;
+/** POSIX_SPAWN_SETSID (glibc 2.26 and later) */
+const SPAWN_SETSID = 0x80;
 type PosixSpawn = {
   spawn: (pid: number[], path: string, fa: Buffer, attr: Buffer, argv: (string | null)[], envp: (string | null)[]) => number;
   faInit: (fa: Buffer) => number;
@@ -492,15 +494,19 @@ function optionalFunc(l: Koffi.IKoffiLib, prototype: string): unknown {
 }
 
 /**
- * Starts `path` (with no arguments and an empty environment) through posix_spawn: a vfork-like
+ * Starts `path` (with an empty environment) through posix_spawn: a vfork-like
  * clone that execs at once, which costs a fraction of what a fork of cptrst's address space
  * (child_process.spawn) does. Its stdin is `stdinFd`, its stdout and stderr /dev/null; every
  * signal has its default action and none is blocked (as in a child of child_process.spawn); every
  * other descriptor is closed, including those cptrst inherited without close-on-exec from whoever
  * started it (where glibc is older than 2.34, only Node's own, which are close-on-exec, are sure to
  * be). Returns the child's pid; we are its parent and must reap it.
+ * `opts.args` are its arguments after its name; `opts.fds` become its fds 3, 4, ... (each is
+ * duplicated above them first, so that no one is overwritten before it is moved); with
+ * `opts.newSession` it runs in a session of its own (setsid), out of reach of the signals a
+ * terminal sends to cptrst's process group.
  */
-export function spawnProcess(path: string, stdinFd: number): number {
+export function spawnProcess(path: string, stdinFd: number, opts: { args?: readonly string[]; fds?: readonly number[]; newSession?: boolean } = {}): number {
   if (!posixSpawnFns) {
     const l = libc();
     posixSpawnFns = {
@@ -518,6 +524,22 @@ export function spawnProcess(path: string, stdinFd: number): number {
     };
   }
   const f = posixSpawnFns;
+  const fds = opts.fds ?? [];
+  // Above 2 + fds.length, close-on-exec: a dup2 to 3, 4, ... overwrites none of them.
+  const moved: number[] = [];
+  try {
+    for (const fd of fds) {
+      const r = rawSyscall(SYS.fcntl, fd, F.DUPFD_CLOEXEC, 3 + fds.length);
+      if (r < 0n) throw errnoError(Number(-r), `fcntl(F_DUPFD_CLOEXEC) of fd ${fd} for ${path}`);
+      moved.push(Number(r));
+    }
+    return spawnWith(f, path, stdinFd, opts.args ?? [], moved, opts.newSession === true);
+  } finally {
+    for (const fd of moved) rawSyscall(SYS.close, fd);
+  }
+}
+
+function spawnWith(f: PosixSpawn, path: string, stdinFd: number, args: readonly string[], fds: readonly number[], newSession: boolean): number {
   const fa = Buffer.alloc(SPAWN_FILE_ACTIONS_BYTES);
   const attr = Buffer.alloc(SPAWNATTR_BYTES);
   const check = (r: number, call: string): void => {
@@ -530,13 +552,14 @@ export function spawnProcess(path: string, stdinFd: number): number {
       check(f.faDup2(fa, stdinFd, 0), 'posix_spawn_file_actions_adddup2');
       check(f.faOpen(fa, 1, '/dev/null', O.WRONLY, 0), 'posix_spawn_file_actions_addopen');
       check(f.faOpen(fa, 2, '/dev/null', O.WRONLY, 0), 'posix_spawn_file_actions_addopen');
-      if (f.faCloseFrom) check(f.faCloseFrom(fa, 3), 'posix_spawn_file_actions_addclosefrom_np');
-      check(f.attrSetFlags(attr, SPAWN_SIGNAL_FLAGS), 'posix_spawnattr_setflags');
+      fds.forEach((fd, i) => check(f.faDup2(fa, fd, 3 + i), 'posix_spawn_file_actions_adddup2'));
+      if (f.faCloseFrom) check(f.faCloseFrom(fa, 3 + fds.length), 'posix_spawn_file_actions_addclosefrom_np');
+      check(f.attrSetFlags(attr, SPAWN_SIGNAL_FLAGS | (newSession ? SPAWN_SETSID : 0)), 'posix_spawnattr_setflags');
       // Every signal back to its default action (glibc leaves its own two alone), none blocked.
       check(f.attrSetSigDefault(attr, Buffer.alloc(SIGSET_BYTES, 0xff)), 'posix_spawnattr_setsigdefault');
       check(f.attrSetSigMask(attr, Buffer.alloc(SIGSET_BYTES)), 'posix_spawnattr_setsigmask');
       const pid = [0];
-      check(f.spawn(pid, path, fa, attr, [path, null], [null]), 'posix_spawn');
+      check(f.spawn(pid, path, fa, attr, [path, ...args, null], [null]), 'posix_spawn');
       return pid[0];
     } finally {
       f.attrDestroy(attr);
