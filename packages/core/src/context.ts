@@ -201,6 +201,30 @@ export class CheckpointContext extends OperationContext {
     this.cleanups.push(fn);
   }
 
+  /**
+   * Whether handlers may build on what they read before the freeze (hints, checked while frozen and
+   * verified against the copy-on-write snapshot once the tree runs again, ctx.afterRelease): set by
+   * the flow for a checkpoint of one process that lets it run from a snapshot into an image file
+   * it can cut back; false when the checkpoint is taken again because hints proved stale.
+   */
+  memoryHints = false;
+  /** Set by a handler whose hints proved stale (why) before it throws: the flow takes the checkpoint again without hints. */
+  staleHints?: string;
+  private readonly afterReleases: Array<() => void> = [];
+
+  /**
+   * Runs `fn` once the tree runs again from a copy-on-write snapshot, before the snapshot's pages
+   * are written (to verify what was decided while frozen). A throw fails the checkpoint.
+   */
+  afterRelease(fn: () => void): void {
+    this.afterReleases.push(fn);
+  }
+
+  /** The flow's step right after an early release: every afterRelease() function, in order. */
+  runAfterRelease(): void {
+    for (const fn of this.afterReleases.splice(0)) fn();
+  }
+
   private readonly beforeReleases: Array<() => void> = [];
 
   /**

@@ -33,6 +33,7 @@ import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
 import { hasOwnUserfaultfd } from './tracking';
 import { markTreeShared, unmapTreeShared } from './shared-anon';
+import { hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
 const AUXV_MAX_BYTES = 4096;
@@ -215,9 +216,10 @@ export class MmDump implements DumpHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
 
-  /** An incremental checkpoint reads its parent image before the freeze. */
-  prepare(ctx: CheckpointContext): void {
+  /** An incremental checkpoint reads its parent image before the freeze; one from a snapshot, the process's areas (hints.ts). */
+  prepare(ctx: CheckpointContext, pid: number): void {
     if (ctx.incremental) prepareIncremental(ctx);
+    else preRead(ctx, pid);
   }
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
@@ -236,10 +238,13 @@ export class MmDump implements DumpHandler {
       { nr: SYS.membarrier, args: [MB.GET_REGISTRATIONS, 0, 0] },
       { nr: SYS.brk, args: [0] },
     ]);
-    const all = linux.readSmaps(task.pid);
-    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
     const reserved = t.reservedRanges();
-    const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+    // From the hints read before the freeze where the frozen task's maps agree (verified after the
+    // release, hints.ts); without them the scratch area's VmFlags are known to have no lock.
+    const hinted = hintedVmas(ctx, task, reserved);
+    const all = hinted ? [] : linux.readSmaps(task.pid);
+    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
+    const vmas = hinted ?? all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
     // Areas registered by a tracker of cptrst's (tracking.ts; the process holds no userfaultfd of its
     // own): the registration is not the process's state and is not recorded.
     const registered = new Set<bigint>();
@@ -294,12 +299,14 @@ export class MmDump implements DumpHandler {
     mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && keepsFromParent(a)).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
+    const hinted = isHinted(task);
+    if (hinted) verifyHints(ctx, task, snap?.pid);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
     const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered) : undefined;
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
-      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
+      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(task, v, kind, snap) : storedRuns(task, v, kind))) : [];
       if (inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
         await inc.dumpArea(v, kind, img, runs);
         continue;
