@@ -210,19 +210,21 @@ export class CheckpointContext extends OperationContext {
   memoryHints = false;
   /** Set by a handler whose hints proved stale (why) before it throws: the flow takes the checkpoint again without hints. */
   staleHints?: string;
-  private readonly afterReleases: Array<() => void> = [];
+  private readonly afterReleases: Array<() => void | Promise<void>> = [];
 
   /**
-   * Runs `fn` once the tree runs again from a copy-on-write snapshot, before the snapshot's pages
-   * are written (to verify what was decided while frozen). A throw fails the checkpoint.
+   * Runs `fn` once the tree runs again from a copy-on-write snapshot (to verify what was decided
+   * while frozen): started right after the release, awaited before the image is synced. A throw
+   * or a rejection fails the checkpoint.
    */
-  afterRelease(fn: () => void): void {
+  afterRelease(fn: () => void | Promise<void>): void {
     this.afterReleases.push(fn);
   }
 
-  /** The flow's step right after an early release: every afterRelease() function, in order. */
-  runAfterRelease(): void {
-    for (const fn of this.afterReleases.splice(0)) fn();
+  /** The flow's step right after an early release: starts every afterRelease() function, in order; settles when all have. */
+  runAfterRelease(): Promise<void> {
+    const fns = this.afterReleases.splice(0);
+    return Promise.all(fns.map(async (fn) => fn())).then(() => undefined);
   }
 
   private readonly beforeReleases: Array<() => void> = [];

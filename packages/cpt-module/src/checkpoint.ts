@@ -120,7 +120,9 @@ async function checkpointOnce(
       freezer.release(ctx, tree, 'run');
       releasedEarly = true;
       frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
-      ctx.timed('verify hints', () => ctx.runAfterRelease());
+      // Verified while the pages are written (their reads run in libuv's pool); awaited before the sync.
+      const verified = ctx.runAfterRelease();
+      verified.catch(() => undefined); // awaited below; a failure of the writes must not leave it unhandled
       let sinceYield = 0;
       await ctx.timed('write pages', () => writer.flushDeferred(async (bytes) => {
         ctx.progress({ phase: 'pages', pid, bytes });
@@ -130,6 +132,7 @@ async function checkpointOnce(
           await ctx.checkpointYield();
         }
       }));
+      await ctx.timed('verify hints', () => verified);
       ctx.runAtEnd();
       if (writer.payloadsInPlace) ctx.log.debug(`${writer.payloadsInPlace} page payloads spliced into the image file`);
     }

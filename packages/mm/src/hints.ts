@@ -144,28 +144,29 @@ function stale(ctx: CheckpointContext, task: CheckpointTask, why: string): never
 }
 
 /**
- * Verifies the hints once the task runs again, against its snapshot's smaps (`snapshotPid`), or
- * now against the frozen task's own (no snapshot). Throws (ctx.staleHints) where they differ.
+ * Verifies the hints once the task runs again, against its snapshot's smaps (`snapshotPid`; read in
+ * libuv's pool while the pages are written), or now against the frozen task's own (no snapshot).
+ * Throws (ctx.staleHints) where they differ.
  */
 export function verifyHints(ctx: CheckpointContext, task: CheckpointTask, snapshotPid?: number): void {
   const hinted = task.state.get(HINTED);
   if (!hinted) return;
-  const check = (): void => {
-    const exact = linux.readSmaps(snapshotPid ?? task.pid);
-    const why = difference(hinted, exact, snapshotPid !== undefined);
+  if (snapshotPid === undefined) {
+    const why = ctx.timed('verify hints', () => difference(hinted, linux.readSmaps(task.pid), false));
     if (why) stale(ctx, task, why);
-    if (snapshotPid === undefined) return;
+    return;
+  }
+  ctx.afterRelease(async () => {
+    // Both reads start now; the process's own may fail only because it has exited since.
+    const own = linux.readSmapsInBackground(task.pid).catch((e: unknown) => {
+      if (fs.existsSync(`/proc/${task.pid}`)) throw e;
+      return [] as VmaEntry[]; // exited: its image stands as taken
+    });
+    own.catch(() => undefined); // awaited below, after the snapshot's
+    const why = difference(hinted, await linux.readSmapsInBackground(snapshotPid), true);
+    if (why) stale(ctx, task, why);
     // What the snapshot cannot show: a userfaultfd registration (fork drops it).
-    let own: VmaEntry[];
-    try {
-      own = linux.readSmaps(task.pid);
-    } catch (e) {
-      if (!fs.existsSync(`/proc/${task.pid}`)) return; // exited since: its image stands as taken
-      throw e;
-    }
-    const reg = own.find((v) => v.vmFlags.some((f) => UFFD_FLAGS.includes(f)) && hinted.vmas.some((h) => h.start < v.end && v.start < h.end));
+    const reg = (await own).find((v) => v.vmFlags.some((f) => UFFD_FLAGS.includes(f)) && hinted.vmas.some((h) => h.start < v.end && v.start < h.end));
     if (reg) stale(ctx, task, `${describeVma(reg)} is registered with a userfaultfd`);
-  };
-  if (snapshotPid === undefined) ctx.timed('verify hints', check);
-  else ctx.afterRelease(check);
+  });
 }
