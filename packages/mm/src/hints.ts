@@ -98,6 +98,12 @@ export function hintedVmas(ctx: CheckpointContext, task: CheckpointTask, reserve
   return pre!.vmas;
 }
 
+/** The hints are not used after all (a refusal on their word): smaps is read now, while frozen. */
+export function dropHints(ctx: CheckpointContext, task: CheckpointTask, why: string): void {
+  task.state.delete(HINTED);
+  ctx.log.debug(`pid ${task.pid}: areas read while frozen: ${why}`);
+}
+
 /** Whether the task's areas came from hints (then storedRuns must not trust their page counts). */
 export function isHinted(task: CheckpointTask): boolean {
   return task.state.get(HINTED) !== undefined;

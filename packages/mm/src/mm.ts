@@ -33,7 +33,7 @@ import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
 import { hasOwnUserfaultfd } from './tracking';
 import { markTreeShared, unmapTreeShared } from './shared-anon';
-import { hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
+import { dropHints, hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
 const AUXV_MAX_BYTES = 4096;
@@ -242,20 +242,33 @@ export class MmDump implements DumpHandler {
     // From the hints read before the freeze where the frozen task's maps agree (verified after the
     // release, hints.ts); without them the scratch area's VmFlags are known to have no lock.
     const hinted = hintedVmas(ctx, task, reserved);
-    const all = hinted ? [] : linux.readSmaps(task.pid);
-    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
-    const vmas = hinted ?? all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+    let all: VmaEntry[] = [];
     // Areas registered by a tracker of cptrst's (tracking.ts; the process holds no userfaultfd of its
     // own): the registration is not the process's state and is not recorded.
     const registered = new Set<bigint>();
-    if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
-      for (const v of vmas) {
-        if (!v.vmFlags.includes('uw') || v.shared) continue;
-        registered.add(v.start);
-        (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
+    const fromSmaps = (): { areas: Area[]; mm: MmImage } => {
+      all = linux.readSmaps(task.pid);
+      const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+      if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
+        for (const v of vmas) {
+          if (!v.vmFlags.includes('uw') || v.shared) continue;
+          registered.add(v.start);
+          (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
+        }
       }
+      return checkAreas(ctx, task, vmas);
+    };
+    let checked: { areas: Area[]; mm: MmImage };
+    try {
+      checked = hinted ? checkAreas(ctx, task, hinted) : fromSmaps();
+    } catch (e) {
+      if (!hinted || !(e instanceof CptError)) throw e;
+      // Refused on the hints' word, which may be stale (a VmFlag gone since): decided again on smaps read now.
+      dropHints(ctx, task, `refused on the hints (${e.message})`);
+      checked = fromSmaps();
     }
-    const { areas, mm } = checkAreas(ctx, task, vmas);
+    const { areas, mm } = checked;
+    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
     inheritSharedAnon(ctx, task, areas);
     const candidates = keepCandidates(ctx, task, areas.filter(keepsFromParent).map((a) => a.v));
     // Before any page of the tree is read: a read unshares the pages it pins.
