@@ -66,7 +66,12 @@ function sameArea(a: linux.MapEntry, b: linux.MapEntry): boolean {
     && a.deleted === b.deleted;
 }
 
-const flagsOf = (v: VmaEntry): string => [...v.vmFlags].sort().join(' ');
+/**
+ * VmFlags compared: all but the kernel's own bookkeeping, which nothing restores and the image
+ * need not match: "ac" (an anon_vma, attached at an area's first touch) and "sd" (soft-dirty).
+ */
+const UNCOMPARED = new Set(['ac', 'sd']);
+const flagsOf = (v: VmaEntry): string => v.vmFlags.filter((f) => !UNCOMPARED.has(f)).sort().join(' ');
 
 /**
  * The task's areas (less `reserved`, cptrst's scratch area) from the hints, when the frozen task's
