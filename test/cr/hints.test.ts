@@ -14,7 +14,7 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointContext, DumpHandler, Logger, Tokens, loadModule, registerModule, sys_checkpoint, unloadModule } from '@cptrst/core';
-import { Workload, buildWorkloads, cptrst, expectPass, killStartedWorkloads, sleep, startWorkload, trigger, waitGone } from '../support';
+import { Workload, buildWorkloads, cptrst, expectPass, expectRunningUntraced, killStartedWorkloads, sleep, startWorkload, trigger, waitGone } from '../support';
 
 const HINTS_USED = /areas from the hints read before the freeze/;
 const READ_FROZEN = /areas read while frozen: (.*)/;
@@ -63,6 +63,19 @@ describe('memory areas read before the freeze', function () {
       await restartPasses(w, img);
     }
     expect(seen.hints + seen.frozen + seen.again).to.equal(8);
+  });
+
+  it('a process with an area registered with its own userfaultfd: smaps read while frozen, and the area refused', async () => {
+    const w = await startWorkload('mmstate', ['refused']);
+    const img = path.join(w.dir, 'img');
+    const r = await cptrst(['checkpoint', String(w.pid), '-o', img], { env: { CPTRST_DEBUG: '1' } });
+    expect(r.code).to.not.equal(0);
+    expect(r.stderr).to.match(/areas read while frozen: .*userfaultfd/);
+    expect(r.stderr).to.match(new RegExp(`cptrst: EOPNOTSUPP: pid ${w.pid}, vma [0-9a-f]+-[0-9a-f]+: VmFlags .*\\bum\\b`));
+    expect(fs.existsSync(img)).to.equal(false);
+    await expectRunningUntraced(w.pid);
+    await trigger(w);
+    await expectPass(w);
   });
 
   describe('a change between the pre-read and the freeze', () => {
