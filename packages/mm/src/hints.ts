@@ -50,6 +50,7 @@ const HINTED = new StateKey<Hinted>('mm.hinted');
 export function preRead(ctx: CheckpointContext, pid: number): void {
   if (!ctx.memoryHints) return;
   try {
+    if (linux.listChildren(pid).length) return; // a tree: it gets no snapshot, so no hints
     const vmas = linux.readSmaps(pid).filter((v) => v.path !== '[vsyscall]');
     const map = PRE_READ.get(ctx) ?? new Map<number, PreRead>();
     PRE_READ.set(ctx, map);
