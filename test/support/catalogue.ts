@@ -37,6 +37,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'syscalls', kind: 'c', source: 'syscalls.c', checks: 'results of nanosleep/select/poll/futex/pause interrupted by C/R: only legitimate outcomes' },
   { name: 'pidhold', kind: 'c', source: 'pidhold.c', checks: 'holds a PID until triggered' },
   { name: 'mmstate', kind: 'c', source: 'mmstate.c', checks: 'droppable, mlock/mlock2 onfault, madvise sequential/random/mergeable and mseal areas (VmFlags and data); THP disabled, membarrier registrations, mlockall(MCL_FUTURE)' },
+  { name: 'mapchurn', kind: 'c', source: 'mapchurn.c', checks: 'areas mapped, protected, madvised (wipeonfork, dontdump, dontneed) and unmapped without pause: each slot\'s range, protection, VmFlags, Rss and data as its step count says; "signals": an area mapped and a VmFlag set on a signal' },
   { name: 'pagesfds', kind: 'c', source: 'pagesfds.c', checks: 'N MiB of private memory, every word, and an fd table with gaps (0, 1, 2, 5, 9): a descriptor the restart left behind shows' },
   { name: 'survive', kind: 'c', source: 'survive.c', checks: 'cptrst killed or interrupted mid-checkpoint: callee-saved registers, xmm8/ymm8, xmm15 across blocking calls (clock_nanosleep, ppoll) at every call, blocked mask, sigaltstack, N MiB of patterned memory' },
   { name: 'eventfd', kind: 'c', source: 'eventfd.c', checks: 'eventfd counters and flags (semaphore, non-blocking, close-on-exec, a shared description, a counter above 2^32)' },

@@ -201,6 +201,32 @@ export class CheckpointContext extends OperationContext {
     this.cleanups.push(fn);
   }
 
+  /**
+   * Whether handlers may build on what they read before the freeze (hints, checked while frozen and
+   * verified against the copy-on-write snapshot once the tree runs again, ctx.afterRelease): set by
+   * the flow for a checkpoint of one process that lets it run from a snapshot into an image file
+   * it can cut back; false when the checkpoint is taken again because hints proved stale.
+   */
+  memoryHints = false;
+  /** Set by a handler whose hints proved stale (why) before it throws: the flow takes the checkpoint again without hints. */
+  staleHints?: string;
+  private readonly afterReleases: Array<() => void | Promise<void>> = [];
+
+  /**
+   * Runs `fn` once the tree runs again from a copy-on-write snapshot (to verify what was decided
+   * while frozen): started right after the release, awaited before the image is synced. A throw
+   * or a rejection fails the checkpoint.
+   */
+  afterRelease(fn: () => void | Promise<void>): void {
+    this.afterReleases.push(fn);
+  }
+
+  /** The flow's step right after an early release: starts every afterRelease() function, in order; settles when all have. */
+  runAfterRelease(): Promise<void> {
+    const fns = this.afterReleases.splice(0);
+    return Promise.all(fns.map(async (fn) => fn())).then(() => undefined);
+  }
+
   private readonly beforeReleases: Array<() => void> = [];
 
   /**

@@ -321,8 +321,11 @@ export interface DumpHandler {
   readonly order: number;
   /** Also runs for a zombie task (CheckpointTask.zombie), which has nothing but its identity. */
   readonly zombies?: boolean;
-  /** Runs once before the tree is frozen: reads what the checkpoint needs (a parent image), so the tree is not kept waiting for it. */
-  prepare?(ctx: CheckpointContext): void;
+  /**
+   * Runs once before the tree is frozen: reads what the checkpoint needs (a parent image, hints
+   * about the process `pid` the checkpoint is of), so the tree is not kept waiting for it.
+   */
+  prepare?(ctx: CheckpointContext, pid: number): void;
   /**
    * Runs once right after the tree is frozen, before any check: starts what may proceed while the
    * checks run (a read the kernel makes slow, handed over as a promise that the check awaits).

@@ -10,7 +10,7 @@ import * as v8 from 'v8';
 import * as vm from 'vm';
 import {
   CheckpointContext, CheckpointFlags, CheckpointTask, CheckpointResult, CptError, ImageWriter,
-  OperationOptions, ReleaseMode, Tokens, asCptError, buildImageHead, fileSink, linux,
+  OperationOptions, ReleaseMode, Tokens, asCptError, buildImageHead, defaultLogger, fileSink, linux,
 } from '@cptrst/core';
 import { DependencyContainer } from 'tsyringe';
 import { TOOL_VERSION } from './version';
@@ -19,6 +19,19 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   if (!Number.isInteger(pid) || pid <= 0) throw new CptError('EINVAL', `not a process id: ${pid}`);
   if ((flags & CheckpointFlags.KILL) && (flags & CheckpointFlags.LEAVE_STOPPED)) throw new CptError('EINVAL', 'KILL and LEAVE_STOPPED exclude each other');
   const startOffset = regularFileOffset(fd);
+  const first = await checkpointOnce(container, pid, fd, flags, options, startOffset, true);
+  if (!('stale' in first)) return first;
+  // Hints read before the freeze proved stale (ctx.memoryHints): the image was cut back and the
+  // process runs on as before; taken again, everything read while frozen.
+  (options.log ?? defaultLogger).info(`pid ${pid}: ${first.stale}; the checkpoint is taken again without hints`);
+  linux.rawSyscall(linux.SYS.lseek, fd, startOffset!, 0 /* SEEK_SET */);
+  return (await checkpointOnce(container, pid, fd, flags, options, startOffset, false)) as CheckpointResult;
+}
+
+/** One attempt; `{ stale }` when hints proved stale and the image was cut back (only with `hints`). */
+async function checkpointOnce(
+  container: DependencyContainer, pid: number, fd: number, flags: number, options: OperationOptions, startOffset: number | undefined, hints: boolean,
+): Promise<CheckpointResult | { stale: string }> {
   // With CPTRST_SPLICE_PAGES=1, a regular file takes the snapshot's page payloads in place (spliced
   // into it, checksummed where they land: core image/payload-file.ts). Not by default: on the
   // machine of bench/README.md it measured slower than reading the pages while the thread pool writes.
@@ -27,6 +40,9 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   const ctx = new CheckpointContext(container, writer, flags, options.log);
   ctx.signal = options.signal;
   ctx.incremental = options.incremental;
+  // Hints are verified against the snapshot after the release, and a stale one means taking the
+  // checkpoint again: only where a snapshot is taken and the image can be cut back.
+  ctx.memoryHints = hints && startOffset !== undefined && !ctx.incremental && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   try {
     ctx.throwIfAborted();
@@ -41,7 +57,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   let head;
   try {
     head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
-    for (const h of handlers) ctx.timed(`prepare ${h.name}`, () => h.prepare?.(ctx));
+    for (const h of handlers) ctx.timed(`prepare ${h.name}`, () => h.prepare?.(ctx, pid));
     if (freezer.prepare) ctx.timed('prepare freeze', () => freezer.prepare!(ctx));
     const tracees = ctx.one(Tokens.TraceeFactory);
     // The tree as it is now is a hint: the freeze lists it again, frozen.
@@ -53,6 +69,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);
   ctx.tree = tree;
+  if (tree.tasks.length !== 1) ctx.memoryHints = false; // no snapshot for a tree (below)
   let mode: ReleaseMode = 'run';
   // Released before the pages are written (a copy-on-write snapshot holds them): the frozen window ends there.
   let releasedEarly = false;
@@ -103,6 +120,9 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
       freezer.release(ctx, tree, 'run');
       releasedEarly = true;
       frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
+      // Verified while the pages are written (their reads run in libuv's pool); awaited before the sync.
+      const verified = ctx.runAfterRelease();
+      verified.catch(() => undefined); // awaited below; a failure of the writes must not leave it unhandled
       let sinceYield = 0;
       await ctx.timed('write pages', () => writer.flushDeferred(async (bytes) => {
         ctx.progress({ phase: 'pages', pid, bytes });
@@ -112,6 +132,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
           await ctx.checkpointYield();
         }
       }));
+      await ctx.timed('verify hints', () => verified);
       ctx.runAtEnd();
       if (writer.payloadsInPlace) ctx.log.debug(`${writer.payloadsInPlace} page payloads spliced into the image file`);
     }
@@ -126,6 +147,7 @@ export async function checkpoint(container: DependencyContainer, pid: number, fd
     if (!releasedEarly) freezer.release(ctx, tree, 'run');
     ctx.runAtEnd();
     if (startOffset !== undefined) truncateTo(fd, startOffset);
+    if (ctx.staleHints && hints && startOffset !== undefined) return { stale: ctx.staleHints };
     throw naming(e, pid);
   }
   ctx.runBeforeRelease();

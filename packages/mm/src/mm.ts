@@ -33,6 +33,7 @@ import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
 import { hasOwnUserfaultfd } from './tracking';
 import { markTreeShared, unmapTreeShared } from './shared-anon';
+import { dropHints, hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
 
 /** A sanity bound on an image's auxv (the kernel keeps a few dozen 16-byte entries). */
 const AUXV_MAX_BYTES = 4096;
@@ -215,9 +216,10 @@ export class MmDump implements DumpHandler {
   readonly name = 'mm';
   readonly order = MM_ORDER;
 
-  /** An incremental checkpoint reads its parent image before the freeze. */
-  prepare(ctx: CheckpointContext): void {
+  /** An incremental checkpoint reads its parent image before the freeze; one from a snapshot, the process's areas (hints.ts). */
+  prepare(ctx: CheckpointContext, pid: number): void {
     if (ctx.incremental) prepareIncremental(ctx);
+    else preRead(ctx, pid);
   }
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
@@ -236,21 +238,37 @@ export class MmDump implements DumpHandler {
       { nr: SYS.membarrier, args: [MB.GET_REGISTRATIONS, 0, 0] },
       { nr: SYS.brk, args: [0] },
     ]);
-    const all = linux.readSmaps(task.pid);
-    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
     const reserved = t.reservedRanges();
-    const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+    // From the hints read before the freeze where the frozen task's maps agree (verified after the
+    // release, hints.ts); without them the scratch area's VmFlags are known to have no lock.
+    const hinted = hintedVmas(ctx, task, reserved);
+    let all: VmaEntry[] = [];
     // Areas registered by a tracker of cptrst's (tracking.ts; the process holds no userfaultfd of its
     // own): the registration is not the process's state and is not recorded.
     const registered = new Set<bigint>();
-    if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
-      for (const v of vmas) {
-        if (!v.vmFlags.includes('uw') || v.shared) continue;
-        registered.add(v.start);
-        (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
+    const fromSmaps = (): { areas: Area[]; mm: MmImage } => {
+      all = linux.readSmaps(task.pid);
+      const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+      if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
+        for (const v of vmas) {
+          if (!v.vmFlags.includes('uw') || v.shared) continue;
+          registered.add(v.start);
+          (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
+        }
       }
+      return checkAreas(ctx, task, vmas);
+    };
+    let checked: { areas: Area[]; mm: MmImage };
+    try {
+      checked = hinted ? checkAreas(ctx, task, hinted) : fromSmaps();
+    } catch (e) {
+      if (!hinted || !(e instanceof CptError)) throw e;
+      // Refused on the hints' word, which may be stale (a VmFlag gone since): decided again on smaps read now.
+      dropHints(ctx, task, `refused on the hints (${e.message})`);
+      checked = fromSmaps();
     }
-    const { areas, mm } = checkAreas(ctx, task, vmas);
+    const { areas, mm } = checked;
+    const mine = all.find((v) => v.start <= scratch.addr && scratch.addr < v.end);
     inheritSharedAnon(ctx, task, areas);
     const candidates = keepCandidates(ctx, task, areas.filter(keepsFromParent).map((a) => a.v));
     // Before any page of the tree is read: a read unshares the pages it pins.
@@ -294,12 +312,14 @@ export class MmDump implements DumpHandler {
     mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && keepsFromParent(a)).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
+    const hinted = isHinted(task);
+    if (hinted) verifyHints(ctx, task, snap?.pid);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
     const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered) : undefined;
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
-      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => storedRuns(task, v, kind)) : [];
+      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(task, v, kind, snap) : storedRuns(task, v, kind))) : [];
       if (inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
         await inc.dumpArea(v, kind, img, runs);
         continue;

@@ -232,6 +232,11 @@ export function readSmaps(pid: number): SmapsEntry[] {
   return parseSmaps(readProcText(`/proc/${pid}/smaps`, pid));
 }
 
+/** /proc/PID/smaps read in libuv's pool (readProcTextInBackground): the kernel's page walk does not hold up the caller. */
+export async function readSmapsInBackground(pid: number): Promise<SmapsEntry[]> {
+  return parseSmaps(await readProcTextInBackground(`/proc/${pid}/smaps`, pid));
+}
+
 // ---------------------------------------------------------------------------------------------
 // stat
 
