@@ -61,10 +61,11 @@ function mayMap(img: string): boolean {
   }
 }
 
-/** The areas of a process (smaps' range and VmFlags), and whether any is still registered with a userfaultfd (VmFlags um, uw, ui). */
+/** The areas of a process (smaps' range and VmFlags but `ac`), and whether any is still registered with a userfaultfd (VmFlags um, uw, ui). */
 function areas(pid: number): { list: string[]; registered: boolean } {
   const list = fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n').filter((l) => /^[0-9a-f]+-[0-9a-f]+ /.test(l) || l.startsWith('VmFlags:'))
-    .map((l) => (l.startsWith('VmFlags:') ? l.trim() : l.split(' ')[0]));
+    // "ac" (the area has an anon_vma) says whether a page was ever copied into it, which is not state that restart keeps.
+    .map((l) => (l.startsWith('VmFlags:') ? l.trim().replace(/ ac(?= |$)/, '') : l.split(' ')[0]));
   return { list, registered: list.some((l) => l.startsWith('VmFlags:') && / (um|uw|ui)( |$)/.test(l)) };
 }
 
