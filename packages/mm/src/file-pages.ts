@@ -117,7 +117,7 @@ class Copies {
   readonly queue: Copy[] = [];
   running = 0;
   /** The first copy that failed, thrown at the next object or at the end. */
-  failure?: unknown;
+  failure?: Error;
   /** Who waits for a free place, or for the last copy. */
   private waiting?: () => void;
 
@@ -139,7 +139,7 @@ class Copies {
       linux.uffdCopyOnPool(c.uffd, c.it.vaddr, src, c.bytes.length)
         .then((n) => this.done(c, n))
         .catch((e: unknown) => {
-          this.failure ??= e;
+          this.failure ??= e instanceof Error ? e : new CptError('EIO', String(e), { object: 'pages' });
         })
         .finally(() => {
           this.running--;

@@ -561,7 +561,7 @@ let ioctlPtrFn: IoctlPtrFn | undefined;
  */
 export function ioctlOnPool(fd: number, req: number, arg: Buffer): Promise<number> {
   const f = (ioctlPtrFn ??= libc().func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as never);
-  return new Promise((resolve, reject) => f.async(fd, req, arg, (err, r) => (err ? reject(err) : resolve(r))));
+  return new Promise((resolve, reject) => f.async(fd, req, arg, (err, r) => (err ? reject(err instanceof Error ? err : new CptError('EIO', `ioctl ${req} on the pool failed`)) : resolve(r))));
 }
 
 type MmapAtFn = (addr: bigint, length: number, prot: number, flags: number, fd: number, offset: bigint) => bigint;
