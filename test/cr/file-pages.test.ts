@@ -1,7 +1,8 @@
 /**
  * The pages section from the image file (mm/src/file-pages.ts): copied into the restored process
- * by cptrst through a userfaultfd the process made (the default), or read by the process itself
- * (CPTRST_PAGES_COPY_IN=0, the way where it cannot make one). A process with megabytes of private
+ * by cptrst through a userfaultfd the process made (the default for a process with 128 MiB or more
+ * there; CPTRST_PAGES_COPY_IN=1 whatever the size), or read by the process itself (a smaller one,
+ * CPTRST_PAGES_COPY_IN=0, or one that cannot make a userfaultfd). A process with megabytes of private
  * memory restarts with every byte right, the image's fds only (neither the userfaultfd nor the
  * image's descriptor it held for the reads is left) and its areas as they were (none registered
  * with a userfaultfd any more), for root's image and for a user's; through a pipe the pages go
@@ -113,7 +114,8 @@ describe('pages of the pages section from the image file', function () {
     return out.timings;
   }
 
-  for (const [name, env, expected] of [['copied in by cptrst', {}, 'copy'], ['read by the process itself', { CPTRST_PAGES_COPY_IN: '0' }, 'read']] as const) {
+  // CPTRST_PAGES_COPY_IN=1 copies in whatever the size; without it, a process this small reads its pages itself.
+  for (const [name, env, expected] of [['copied in by cptrst', { CPTRST_PAGES_COPY_IN: '1' }, 'copy'], ['read by the process itself', {}, 'read']] as const) {
     it(`root's image, pages ${name}: every byte right, its fd table and its areas as before (no userfaultfd, no image fd left)`, async () => {
       // Free fds below its highest one: what was lent took the lowest (3), and must be gone again.
       const w = await startWorkload('pagesfds', [MIB]);
@@ -140,7 +142,7 @@ describe('pages of the pages section from the image file', function () {
     const img = path.join(dir, 'i.cpt');
     await checkpointKill(w, img);
     fs.chownSync(img, NOBODY.uid, NOBODY.gid);
-    const timings = await restartOk(w, img);
+    const timings = await restartOk(w, img, { env: { CPTRST_PAGES_COPY_IN: '1' } });
     expect(way(timings)).to.equal('copy');
     expect(fdTable(w.pid)).to.deep.equal(fds);
     expect(areas(w.pid).registered).to.equal(false);
@@ -174,7 +176,7 @@ describe('pages of the pages section from the image file', function () {
     // itself over a mapping), and in the last (found after the others went in); each in a file only
     // root can change (checked over a mapping of it) and in one others may write to (read with
     // pread); pages copied in by cptrst, and read by the process.
-    for (const env of [{}, { CPTRST_PAGES_COPY_IN: '0' }] as Array<Record<string, string>>) {
+    for (const env of [{ CPTRST_PAGES_COPY_IN: '1' }, { CPTRST_PAGES_COPY_IN: '0' }]) {
       for (const mode of [0o644, 0o666]) {
         for (const p of [section[0], section[3], section[section.length - 1]]) {
           const bad = Buffer.from(good);
@@ -208,7 +210,7 @@ describe('pages of the pages section from the image file', function () {
       },
     });
     await refused(outside, /^cptrst: EBADIMG: .*pages at 0x[0-9a-f]+ .*outside/);
-    const timings = await restartOk(w, img);
+    const timings = await restartOk(w, img, { env: { CPTRST_PAGES_COPY_IN: '1' } });
     expect(way(timings)).to.equal('copy');
     await expectPass(w);
   });

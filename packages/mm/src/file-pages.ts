@@ -43,7 +43,7 @@ import * as fs from 'fs';
 import {
   BatchCall, CptError, FdsReceived, FilePayload, ObjectType, RestartContext, RestartFlags, RestartTask, linux, withFdChannel,
 } from '@cptrst/core';
-import type { VmaImage } from './vma';
+import { VMAS_OF_RESTART, VmaImage } from './vma';
 
 const { SYS, MADV, MSG, UFFD } = linux;
 /** Bytes of pages per batch of reads inside a process: cptrst checks one batch while the process reads it. */
@@ -58,6 +58,13 @@ const BATCH_OBJECTS = 60;
 const CPTRST_SHARE = 4;
 /** A process gets its pages copied in or reads them itself only once this much of them wait; less is written by cptrst. */
 const MIN_BYTES = 4 * 1024 * 1024;
+/**
+ * Pages copied in only for a process with this much in the section: below it, setting up (the
+ * userfaultfd, the region, the pool's threads) costs about what it saves (bench/README.md: 10 ms
+ * slower at 64 MiB, 100 ms faster at 256 MiB), and the process reads them itself.
+ * CPTRST_PAGES_COPY_IN=1 copies in from MIN_BYTES on, =0 never.
+ */
+const COPY_MIN_BYTES = 128 * 1024 * 1024;
 /**
  * Payload bytes of each place in the region of copies in (the writer's objects are 2 MiB; a
  * larger one is copied in piece by piece from the reader's own buffer or window, without the pool).
@@ -282,7 +289,8 @@ export class FilePages {
 
   /** The way the pages of a process that has MIN_BYTES of them waiting go in. */
   private chooseWay(r: TaskReads): void {
-    if (this.copies !== null && process.env.CPTRST_PAGES_COPY_IN !== '0') {
+    const copyIn = process.env.CPTRST_PAGES_COPY_IN;
+    if (this.copies !== null && copyIn !== '0' && (copyIn === '1' || this.sectionBytes(r.task) >= COPY_MIN_BYTES)) {
       const uffd = this.makeUffd(r.task);
       if (uffd !== null) {
         this.copies ??= this.makeCopies();
@@ -301,6 +309,15 @@ export class FilePages {
       r.way = 'read';
       r.fd = fd;
     }
+  }
+
+  /** Bytes of pages the pages section lists for areas of `task`. */
+  private sectionBytes(task: RestartTask): number {
+    const e = this.ctx.pagesFollow?.entries ?? [];
+    const areas = VMAS_OF_RESTART.get(this.ctx);
+    let pages = 0;
+    for (let i = 0; i + 2 < e.length; i += 3) if (areas?.get(Number(e[i]))?.task === task) pages += Number(e[i + 2]);
+    return pages * linux.pageSize();
   }
 
   private makeCopies(): Copies | null {
