@@ -4,8 +4,9 @@
  * record of every task) are left in the file by the reader, and each process with enough of them
  * gets them one of three ways, the first that it can take:
  *
- * - Copied in (UFFDIO_COPY): the process makes a userfaultfd (an injected userfaultfd(2), user-mode
- *   faults only, which needs no privilege), cptrst takes a copy of it (pidfd_getfd) and closes the
+ * - Copied in (UFFDIO_COPY), for a process with COPY_MIN_BYTES in the section: the process makes
+ *   a userfaultfd (an injected userfaultfd(2), user-mode faults only, which needs no privilege),
+ *   cptrst takes a copy of it (pidfd_getfd) and closes the
  *   process's, sets it up so that a missing page is never waited for (UFFD_FEATURE_SIGBUS) and
  *   registers the areas. Per object, cptrst maps the payload into a place of its own (a
  *   MemoryRegion; read into it where the file may not be mapped), checks its checksum there, and
@@ -15,7 +16,7 @@
  *   and the two CPUs busy (cptrst checking, the pool copying). Once every object is read
  *   (RestartContext.afterRecords, before any finish hook) the copies are waited for and the
  *   userfaultfd closed: the areas are registered no more, and the process never ran with it.
- * - Read by the process (the way before, where it cannot make a userfaultfd): cptrst's descriptor
+ * - Read by the process (a smaller process, or one that cannot make a userfaultfd): cptrst's descriptor
  *   of the image is sent to it over a socketpair made inside it, and it reads its pages itself in
  *   batches of injected calls (Tracee.startSyscalls): per object, madvise(MADV_POPULATE_WRITE),
  *   then pread64. While a batch runs cptrst checks the same payloads (ImageReader.checkPayload)
