@@ -67,12 +67,18 @@ const MIN_BYTES = 4 * 1024 * 1024;
  */
 const COPY_MIN_BYTES = 128 * 1024 * 1024;
 /**
- * Payload bytes of each place in the region of copies in (the writer's objects are 2 MiB; a
- * larger one is copied in piece by piece from the reader's own buffer or window, without the pool).
+ * Bytes of each place in the region of copies in (the writer's objects are 2 MiB; a larger one,
+ * or one off a page in the file, is copied in piece by piece from the reader's own buffer or
+ * window, without the pool).
  */
 const SLOT_PAYLOAD = 2 * 1024 * 1024;
 /** Places in the region: the objects checked and waiting for the pool, or being copied by it. */
 const SLOTS = 16;
+/**
+ * Objects (of 2 MiB) at most in one copy on the pool: each call costs cptrst's thread some 0.1 ms
+ * (koffi's submit, the callback), which a GiB in 2 MiB calls made 50 ms (bench/README.md).
+ */
+const MERGE = 4;
 /**
  * Copies on the pool at a time: two keep both CPUs busy with cptrst checking. koffi keeps memory
  * (stacks) for two asynchronous calls; each one more at a time would map and unmap its own, which
@@ -105,54 +111,89 @@ interface TaskReads {
   running?: { wait: () => bigint[]; items: Item[] };
 }
 
-/** A checked payload in a place of the region, to be copied in by the pool. */
+/** Checked payloads in places of the region, one after the other there and in the process: one UFFDIO_COPY on the pool. */
 interface Copy {
   r: TaskReads;
-  it: Item;
   uffd: number;
-  /** Its place in the region, and its bytes there. */
-  slot: number;
-  bytes: Buffer;
+  items: Item[];
+  /** Where the first byte is in the region, and the bytes. */
+  at: number;
+  length: number;
 }
 
 /**
- * The region the payloads are checked in and copied from, and the copies: checked ones wait in
- * `queue` for one of LANES calls on the pool. A lane that ends takes the next (its callback runs
- * on cptrst's thread at the next turn of the event loop: the restart flow gives one per object).
+ * The region the payloads are checked in and copied from, and the copies. Places are taken in
+ * order, so that objects that follow each other in an area (2 MiB each) lie one after the other in
+ * the region too, and up to MERGE of them go in one call; a copy waits in `queue` until it has MERGE
+ * objects (or cannot grow, or a place is wanted, or at the end) for one of LANES calls on the pool.
+ * A lane that ends takes the next (its callback runs on cptrst's thread at the next turn of the
+ * event loop: the restart flow gives one per object).
  */
 class Copies {
-  readonly free: number[] = [];
-  readonly queue: Copy[] = [];
-  running = 0;
+  private readonly busy: boolean[] = new Array<boolean>(SLOTS).fill(false);
+  private next = 0;
+  private readonly queue: Copy[] = [];
+  private running = 0;
   /** The first copy that failed, thrown at the next object or at the end. */
   failure?: Error;
   /** Who waits for a free place, or for the last copy. */
   private waiting?: () => void;
 
-  constructor(readonly region: linux.MemoryRegion, readonly room: number, private readonly done: (c: Copy, n: number) => void) {
-    for (let i = 0; i < SLOTS; i++) this.free.push(i * room);
+  constructor(readonly region: linux.MemoryRegion, readonly room: number, private readonly done: (c: Copy, n: number) => void) {}
+
+  /** The next place, if it is free: its offset in the region. */
+  take(): number | undefined {
+    if (this.busy[this.next]) return undefined;
+    const i = this.next;
+    this.busy[i] = true;
+    this.next = (i + 1) % SLOTS;
+    return i * this.room;
   }
 
-  add(c: Copy): void {
-    this.queue.push(c);
-    this.pump();
+  /** The next place, once it is free (what waits to be copied is started meanwhile). */
+  async slot(): Promise<number> {
+    for (;;) {
+      const at = this.take();
+      if (at !== undefined) return at;
+      this.pump(true);
+      await new Promise<void>((resolve) => (this.waiting = resolve));
+      if (this.failure) throw this.failure;
+    }
   }
 
-  /** Starts queued copies while a lane is free. */
-  private pump(): void {
+  /** A place given back unused (its payload failed its check). */
+  giveBack(at: number): void {
+    this.busy[at / this.room] = false;
+  }
+
+  /** A checked payload at `at`: joined to the copy before it where it follows it in the region and in the process, else a copy of its own. */
+  add(r: TaskReads, uffd: number, it: Item, at: number, length: number): void {
+    const last = this.queue[this.queue.length - 1];
+    if (last && last.uffd === uffd && last.items.length < MERGE && last.at + last.length === at && last.items[0].vaddr + BigInt(last.length) === it.vaddr) {
+      last.items.push(it);
+      last.length += length;
+    } else {
+      this.queue.push({ r, uffd, items: [it], at, length });
+    }
+    this.pump(false);
+  }
+
+  /** Starts queued copies while a lane is free: only whole ones (MERGE objects, or one that cannot grow), unless `all`. */
+  private pump(all: boolean): void {
     while (this.running < LANES && this.queue.length && !this.failure) {
-      const c = this.queue.shift()!;
+      const c = this.queue[0];
+      if (!all && this.queue.length === 1 && c.items.length < MERGE) return;
+      this.queue.shift();
       this.running++;
-      const src = this.region.address(c.bytes.byteOffset - this.region.view.byteOffset);
-      linux.uffdCopyOnPool(c.uffd, c.it.vaddr, src, c.bytes.length)
+      linux.uffdCopyOnPool(c.uffd, c.items[0].vaddr, this.region.address(c.at), c.length)
         .then((n) => this.done(c, n))
         .catch((e: unknown) => {
           this.failure ??= e instanceof Error ? e : new CptError('EIO', String(e), { object: 'pages' });
         })
         .finally(() => {
           this.running--;
-          this.free.push(c.slot);
-          this.pump();
+          for (let at = c.at; at < c.at + c.length; at += this.room) this.busy[at / this.room] = false;
+          this.pump(false);
           const w = this.waiting;
           this.waiting = undefined;
           w?.();
@@ -160,18 +201,13 @@ class Copies {
     }
   }
 
-  /** A free place, once there is one. */
-  async slot(): Promise<number> {
-    while (!this.free.length) await new Promise<void>((resolve) => (this.waiting = resolve));
-    return this.free.pop()!;
-  }
-
   /** Every copy done (or given up after a failure: those queued are dropped, the restart fails). */
   async settled(): Promise<void> {
-    if (this.failure) this.queue.length = 0;
-    while (this.running || this.queue.length) {
-      await new Promise<void>((resolve) => (this.waiting = resolve));
+    for (;;) {
       if (this.failure) this.queue.length = 0;
+      this.pump(true);
+      if (!this.running && !this.queue.length) return;
+      await new Promise<void>((resolve) => (this.waiting = resolve));
     }
   }
 }
@@ -322,8 +358,7 @@ export class FilePages {
   }
 
   private makeCopies(): Copies | null {
-    const page = linux.pageSize();
-    const room = SLOT_PAYLOAD + page;
+    const room = SLOT_PAYLOAD;
     const region = linux.MemoryRegion.reserve(SLOTS * room);
     if (!region) this.ctx.log.info('no memory for the region of copies in: the processes read their pages');
     return region ? new Copies(region, room, (c, n) => this.copied(c, n)) : null;
@@ -389,21 +424,23 @@ export class FilePages {
     const copies = this.copies!;
     if (copies.failure) throw copies.failure;
     if (!this.registered(r, it.area)) return this.write(r.task, it.vaddr, it.p);
-    if (it.p.length > SLOT_PAYLOAD) return this.copyLarge(r, it);
-    if (copies.free.length) return this.check(r, it, copies.free.pop()!);
+    // Larger than a place, or off a page in the file (an image that starts inside a file): piece by piece.
+    if (it.p.length > SLOT_PAYLOAD || it.p.fileOffset % linux.pageSize() !== 0) return this.copyLarge(r, it);
+    const at = copies.take();
+    if (at !== undefined) return this.check(r, it, at);
     return this.ctx.timed('pages copied in', () => copies.slot()).then((slot) => this.check(r, it, slot));
   }
 
-  private check(r: TaskReads, it: Item, slot: number): void {
+  private check(r: TaskReads, it: Item, at: number): void {
     const copies = this.copies!;
     let bytes: Buffer;
     try {
-      bytes = this.ctx.timed('page checksums', () => this.ctx.reader.loadPayload(it.p, copies.region, slot, copies.room));
+      bytes = this.ctx.timed('page checksums', () => this.ctx.reader.loadPayload(it.p, copies.region, at, copies.room));
     } catch (e) {
-      copies.free.push(slot);
+      copies.giveBack(at);
       throw e;
     }
-    copies.add({ r, it, uffd: r.uffd!, slot, bytes });
+    copies.add(r, r.uffd!, it, bytes.byteOffset - copies.region.view.byteOffset, bytes.length);
   }
 
   private registered(r: TaskReads, area: VmaImage): boolean {
@@ -422,7 +459,9 @@ export class FilePages {
 
   /** A copy the pool ended: what it did not copy (a page present already, an error) is copied here, where errno is known. */
   private copied(c: Copy, n: number): void {
-    if (n !== c.bytes.length) this.copyRest(c.r, c.uffd, c.it, c.bytes, n > 0 ? n : 0);
+    if (n === c.length) return;
+    const bytes = this.copies!.region.view.subarray(c.at, c.at + c.length);
+    this.copyRest(c.r, c.uffd, c.items[0], bytes, n > 0 ? n : 0);
   }
 
   /** A payload larger than a place of the region: copied in piece by piece as the reader checks it, on this thread. */

@@ -272,14 +272,15 @@ export class ImageReader {
 
   /**
    * Payload `p`, checked as checkPayload checks it, in `region` from its offset `at` (a page), where
-   * `room` bytes are the caller's (at least the payload and a page): mapped there, without a copy,
+   * `room` bytes are the caller's (at least the payload, and a page more where it does not start on
+   * a page of the file): mapped there, without a copy,
    * from a file that may be mapped (ImageSource.mapOver), read into it otherwise. The bytes stay
    * there, and the address of each is known (region.address), until the caller puts something
    * else there: a place the kernel can copy them from while cptrst goes on.
    */
   loadPayload(p: FilePayload, region: MemoryRegion, at: number, room: number): Buffer {
     const page = this.head?.pageSize ?? 4096;
-    if (p.length + page > room || at + room > region.size) throw new CptError('EINVAL', `${room} bytes of room for a ${p.length}-byte payload`, { object: 'image reader' });
+    if (p.length + (p.fileOffset % page ? page : 0) > room || at + room > region.size) throw new CptError('EINVAL', `${room} bytes of room for a ${p.length}-byte payload`, { object: 'image reader' });
     if (this.source.mapOver) {
       let bytes: Buffer | undefined;
       try {
