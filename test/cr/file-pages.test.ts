@@ -1,6 +1,6 @@
 /**
  * The pages section from the image file (mm/src/file-pages.ts): copied into the restored process
- * by cptrst through a userfaultfd the process made (the default for a process with 128 MiB or more
+ * by cptrst through a userfaultfd the process made (the default for a process with 256 MiB or more
  * there; CPTRST_PAGES_COPY_IN=1 whatever the size), or read by the process itself (a smaller one,
  * CPTRST_PAGES_COPY_IN=0, or one that cannot make a userfaultfd). A process with megabytes of private
  * memory restarts with every byte right, the image's fds only (neither the userfaultfd nor the

@@ -61,11 +61,11 @@ const CPTRST_SHARE = 4;
 const MIN_BYTES = 4 * 1024 * 1024;
 /**
  * Pages copied in only for a process with this much in the section: below it, setting up (the
- * userfaultfd, the region, the pool's threads) costs about what it saves (bench/README.md: 10 ms
- * slower at 64 MiB, 100 ms faster at 256 MiB), and the process reads them itself.
+ * userfaultfd, the region, the pool's threads) costs about what it saves (bench/README.md: 10-15 ms
+ * slower at 64 MiB, even at 256 MiB, 95 ms faster at 1 GiB), and the process reads them itself.
  * CPTRST_PAGES_COPY_IN=1 copies in from MIN_BYTES on, =0 never.
  */
-const COPY_MIN_BYTES = 128 * 1024 * 1024;
+const COPY_MIN_BYTES = 256 * 1024 * 1024;
 /**
  * Bytes of each place in the region of copies in (the writer's objects are 2 MiB; a larger one,
  * or one off a page in the file, is copied in piece by piece from the reader's own buffer or
