@@ -1,10 +1,14 @@
 /**
- * The pages section read by the restored process itself, from the image file (mm/src/file-pages.ts):
- * a process with megabytes of private memory restarts with every byte right and the image's fds
- * only (cptrst's descriptor of the image, which it held for the reads, is gone), for root's image
- * and for a user's; through a pipe the pages go through cptrst as before. A payload that fails
- * its checksum, points outside its area or is cut short is refused with one line, and nothing is
- * left running, whether cptrst checks the payloads over a mapping of the file or reads them back.
+ * The pages section from the image file (mm/src/file-pages.ts): copied into the restored process
+ * by cptrst through a userfaultfd the process made (the default for a process with 256 MiB or more
+ * there; CPTRST_PAGES_COPY_IN=1 whatever the size), or read by the process itself (a smaller one,
+ * CPTRST_PAGES_COPY_IN=0, or one that cannot make a userfaultfd). A process with megabytes of private
+ * memory restarts with every byte right, the image's fds only (neither the userfaultfd nor the
+ * image's descriptor it held for the reads is left) and its areas as they were (none registered
+ * with a userfaultfd any more), for root's image and for a user's; through a pipe the pages go
+ * through cptrst as before. A payload that fails its checksum, points outside its area or is cut
+ * short is refused with one line, and nothing is left running, both ways, whether cptrst checks
+ * the payloads over a mapping of the file or reads them.
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -58,12 +62,27 @@ function mayMap(img: string): boolean {
   }
 }
 
+/** The areas of a process (smaps' range and VmFlags but `ac`), and whether any is still registered with a userfaultfd (VmFlags um, uw, ui). */
+function areas(pid: number): { list: string[]; registered: boolean } {
+  const list = fs.readFileSync(`/proc/${pid}/smaps`, 'utf8').split('\n').filter((l) => /^[0-9a-f]+-[0-9a-f]+ /.test(l) || l.startsWith('VmFlags:'))
+    // "ac" (the area has an anon_vma) says whether a page was ever copied into it, which is not state that restart keeps.
+    .map((l) => (l.startsWith('VmFlags:') ? l.trim().replace(/ ac(?= |$)/, '') : l.split(' ')[0]));
+  return { list, registered: list.some((l) => l.startsWith('VmFlags:') && / (um|uw|ui)( |$)/.test(l)) };
+}
+
+/** The way the pages went in, from the restart's timings (a timing only that way has). */
+function way(timings: Record<string, number>): string {
+  if ('pages read by the process' in timings) return 'read';
+  if ('pages copied in' in timings) return 'copy';
+  return 'cptrst';
+}
+
 async function expectPass(w: Workload): Promise<void> {
   await trigger(w);
   expect(passLines(w.name, w.args)).to.include(parseResult(await waitResult(w, 60000)).verdict);
 }
 
-describe('pages read by the process from the image file', function () {
+describe('pages of the pages section from the image file', function () {
   this.timeout(120000);
   const userDirs: string[] = [];
   before(async () => {
@@ -73,7 +92,7 @@ describe('pages read by the process from the image file', function () {
   afterEach(() => killStartedWorkloads());
   after(() => userDirs.forEach(removeUserDir));
 
-  async function restartOk(w: Workload, img: string, opts: { through?: 'file' | 'pipe' } = {}): Promise<Record<string, number>> {
+  async function restartOk(w: Workload, img: string, opts: { through?: 'file' | 'pipe'; env?: Record<string, string> } = {}): Promise<Record<string, number>> {
     let r: { code: number | null; stdout: string; stderr: string };
     if (opts.through === 'pipe') {
       // cat | cptrst restart -: the image on a pipe.
@@ -87,7 +106,7 @@ describe('pages read by the process from the image file', function () {
         c.on('close', (code) => resolve({ code, stdout, stderr }));
       });
     } else {
-      r = await cptrst(['restart', '--json', img]);
+      r = await cptrst(['restart', '--json', img], { env: opts.env });
     }
     expect(r.code, r.stderr).to.equal(0);
     const out = JSON.parse(r.stdout) as { pid: number; timings: Record<string, number> };
@@ -95,18 +114,24 @@ describe('pages read by the process from the image file', function () {
     return out.timings;
   }
 
-  it('root\'s image: the process reads its pages itself; every byte right, and its fd table is the image\'s (the image\'s fd is gone)', async () => {
-    // Free fds below its highest one: the image's fd is lent at the lowest (3), and must be gone again.
-    const w = await startWorkload('pagesfds', [MIB]);
-    const fds = fdTable(w.pid);
-    const img = path.join(w.dir, 'i.cpt');
-    await checkpointKill(w, img);
-    const timings = await restartOk(w, img);
-    // The way it took: batches of reads inside the process (a timing only that way has).
-    expect(timings).to.have.property('pages read by the process');
-    expect(fdTable(w.pid)).to.deep.equal(fds);
-    await expectPass(w);
-  });
+  // CPTRST_PAGES_COPY_IN=1 copies in whatever the size; without it, a process this small reads its pages itself.
+  for (const [name, env, expected] of [['copied in by cptrst', { CPTRST_PAGES_COPY_IN: '1' }, 'copy'], ['read by the process itself', { CPTRST_PAGES_COPY_IN: '' }, 'read']] as const) {
+    it(`root's image, pages ${name}: every byte right, its fd table and its areas as before (no userfaultfd, no image fd left)`, async () => {
+      // Free fds below its highest one: what was lent took the lowest (3), and must be gone again.
+      const w = await startWorkload('pagesfds', [MIB]);
+      const fds = fdTable(w.pid);
+      const before = areas(w.pid);
+      const img = path.join(w.dir, 'i.cpt');
+      await checkpointKill(w, img);
+      const timings = await restartOk(w, img, { env });
+      expect(way(timings)).to.equal(expected);
+      expect(fdTable(w.pid)).to.deep.equal(fds);
+      const after = areas(w.pid);
+      expect(after.registered, after.list.join('\n')).to.equal(false);
+      expect(after.list).to.deep.equal(before.list);
+      await expectPass(w);
+    });
+  }
 
   it('a user\'s image: the same, with the owner\'s rights', async () => {
     const dir = makeUserDir('filepages');
@@ -117,9 +142,10 @@ describe('pages read by the process from the image file', function () {
     const img = path.join(dir, 'i.cpt');
     await checkpointKill(w, img);
     fs.chownSync(img, NOBODY.uid, NOBODY.gid);
-    const timings = await restartOk(w, img);
-    expect(timings).to.have.property('pages read by the process');
+    const timings = await restartOk(w, img, { env: { CPTRST_PAGES_COPY_IN: '1' } });
+    expect(way(timings)).to.equal('copy');
     expect(fdTable(w.pid)).to.deep.equal(fds);
+    expect(areas(w.pid).registered).to.equal(false);
     expect(/^Uid:\s+(.*)$/m.exec(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8'))![1].split(/\s+/)).to.deep.equal(['65534', '65534', '65534', '65534']);
     await expectPass(w);
   });
@@ -129,43 +155,46 @@ describe('pages read by the process from the image file', function () {
     const img = path.join(w.dir, 'i.cpt');
     await checkpointKill(w, img);
     const timings = await restartOk(w, img, { through: 'pipe' });
-    expect(timings).to.not.have.property('pages read by the process');
+    expect(way(timings)).to.equal('cptrst');
     await expectPass(w);
   });
 
-  it('a damaged payload, one outside its area, a file cut inside a payload: one line (EBADIMG), nothing left; the good image still restarts', async () => {
+  it('a damaged payload, one outside its area, a file cut inside a payload: one line (EBADIMG), nothing left, both ways; the good image still restarts', async () => {
     const w = await startWorkload('survive', [MIB]);
     const img = path.join(w.dir, 'i.cpt');
     await checkpointKill(w, img);
     const good = fs.readFileSync(img);
     const section = sectionPayloads(img);
     expect(section.length, 'the image has a pages section').to.be.greaterThan(4);
-    const refused = async (bad: string, pattern: RegExp) => {
-      const r = await cptrst(['restart', bad]);
+    const refused = async (bad: string, pattern: RegExp, env?: Record<string, string>) => {
+      const r = await cptrst(['restart', bad], { env });
       expect(r.code, r.stderr).to.equal(1);
       expect(r.stderr).to.match(ONE_LINE).and.match(pattern);
       expect(await waitGone(w.pid, 5000), `pid ${w.pid} left behind`).to.equal(true);
     };
-    // A byte changed in the first payload, in the fourth (one cptrst writes itself over a mapping), and in the
-    // last (found after the process read them all); each in a file only root can change (checked
-    // over a mapping of it) and in one others may write to (read back with pread).
-    for (const mode of [0o644, 0o666]) {
-      for (const p of [section[0], section[3], section[section.length - 1]]) {
-        const bad = Buffer.from(good);
-        bad[p.offset + p.length - 100] ^= 0x5a;
-        const f = path.join(w.dir, `bad-${p.offset}.cpt`);
-        fs.writeFileSync(f, bad, { mode });
-        fs.chmodSync(f, mode);
-        expect(mayMap(f), f).to.equal(mode === 0o644);
-        await refused(f, /^cptrst: EBADIMG: .*checksum mismatch/);
+    // A byte changed in the first payload, in the fourth (read by the process: one cptrst writes
+    // itself over a mapping), and in the last (found after the others went in); each in a file only
+    // root can change (checked over a mapping of it) and in one others may write to (read with
+    // pread); pages copied in by cptrst, and read by the process.
+    for (const env of [{ CPTRST_PAGES_COPY_IN: '1' }, { CPTRST_PAGES_COPY_IN: '0' }]) {
+      for (const mode of [0o644, 0o666]) {
+        for (const p of [section[0], section[3], section[section.length - 1]]) {
+          const bad = Buffer.from(good);
+          bad[p.offset + p.length - 100] ^= 0x5a;
+          const f = path.join(w.dir, `bad-${p.offset}.cpt`);
+          fs.writeFileSync(f, bad, { mode });
+          fs.chmodSync(f, mode);
+          expect(mayMap(f), f).to.equal(mode === 0o644);
+          await refused(f, /^cptrst: EBADIMG: .*checksum mismatch/, env);
+        }
+        // The file ends inside the last payload.
+        const last = section[section.length - 1];
+        const cut = path.join(w.dir, 'cut.cpt');
+        fs.writeFileSync(cut, good.subarray(0, last.offset + 4096 * 5 + 7));
+        fs.chmodSync(cut, mode);
+        expect(mayMap(cut), cut).to.equal(mode === 0o644);
+        await refused(cut, /^cptrst: EBADIMG: .*truncated/, env);
       }
-      // The file ends inside the last payload.
-      const last = section[section.length - 1];
-      const cut = path.join(w.dir, 'cut.cpt');
-      fs.writeFileSync(cut, good.subarray(0, last.offset + 4096 * 5 + 7));
-      fs.chmodSync(cut, mode);
-      expect(mayMap(cut), cut).to.equal(mode === 0o644);
-      await refused(cut, /^cptrst: EBADIMG: .*truncated/);
     }
     // A payload moved outside its area (an image edited and its checksums made anew).
     const { recs } = readImage(img);
@@ -181,8 +210,8 @@ describe('pages read by the process from the image file', function () {
       },
     });
     await refused(outside, /^cptrst: EBADIMG: .*pages at 0x[0-9a-f]+ .*outside/);
-    const timings = await restartOk(w, img);
-    expect(timings).to.have.property('pages read by the process');
+    const timings = await restartOk(w, img, { env: { CPTRST_PAGES_COPY_IN: '1' } });
+    expect(way(timings)).to.equal('copy');
     await expectPass(w);
   });
 });

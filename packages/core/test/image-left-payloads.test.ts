@@ -11,7 +11,7 @@ import * as path from 'path';
 import {
   FilePayload, HeaderOffset, ImageError, ImageReader, ImageRecord, ImageWriter, bufferSource, fileSink, fileSource,
 } from '../src/image';
-import { onlyRootCanChange } from '../src/linux';
+import { MemoryRegion, onlyRootCanChange } from '../src/linux';
 import { samplePages, summarize, writeSample } from './fixtures/image-test-layouts';
 
 const TEST_MAP = 1001;
@@ -208,6 +208,61 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
       expect(e.message).to.match(/checksum mismatch/);
     } finally {
       fs.closeSync(fd);
+    }
+  });
+
+  it('loadPayload: each payload checked in a place of a region (mapped there or read into it), and stays there; a changed byte, a cut file, an image off a page boundary', () => {
+    const room = PAGES * 4096 + 4096;
+    const region = MemoryRegion.reserve(3 * room)!;
+    expect(region).to.not.equal(null);
+    try {
+      // Off a page boundary too: the image after 1000 bytes of something else.
+      for (const prefix of [0, 1000]) {
+        const f = path.join(dir, `img-${prefix}`);
+        fs.writeFileSync(f, Buffer.concat([Buffer.alloc(prefix, 0x5a), fs.readFileSync(file)]));
+        const fd = openImage(f);
+        try {
+          fs.readSync(fd, Buffer.alloc(prefix), 0, prefix, null);
+          const reader = new ImageReader(fileSource(fd), OPTS);
+          reader.readHead();
+          reader.leavePayloads((t) => t === TEST_MAP);
+          const left: FilePayload[] = [];
+          for (let rec = reader.next(); rec; rec = reader.next()) if (rec.filePayload) left.push(rec.filePayload);
+          expect(left).to.have.length(2);
+          // Both in places of their own (the second place, then the third): each stays as it was loaded.
+          const got = left.map((p, i) => reader.loadPayload(p, region, (i + 1) * room, room));
+          got.forEach((b, i) => {
+            expect(b.buffer).to.equal(region.view.buffer);
+            expect(b.byteOffset - region.view.byteOffset).to.be.within((i + 1) * room, (i + 2) * room - b.length);
+            expect(b.equals(samplePages(PAGES, 4096, 100 + i)), `payload ${i}`).to.equal(true);
+          });
+          // The same place again, for the other payload: it holds that one now.
+          expect(reader.loadPayload(left[0], region, 2 * room, room).equals(samplePages(PAGES, 4096, 100))).to.equal(true);
+          expect(thrown(() => reader.loadPayload(left[0], region, 0, left[0].length - 4096)).code).to.equal('EINVAL');
+          // Room for the payload alone: enough where it starts on a page of the file.
+          if (prefix === 0) expect(reader.loadPayload(left[0], region, 0, left[0].length).equals(samplePages(PAGES, 4096, 100))).to.equal(true);
+          // A changed byte: EBADIMG, the checksum.
+          const data = fs.readFileSync(f);
+          data[left[1].fileOffset + 4096 * 7 + 3] ^= 0x10;
+          fs.writeFileSync(f, data);
+          const e = thrown(() => reader.loadPayload(left[1], region, room, room));
+          expect(e.code).to.equal('EBADIMG');
+          expect(e.message).to.match(/checksum mismatch/);
+          // The file cut inside it: EBADIMG, truncated, where it ends (a mapping never reaches past it).
+          fs.truncateSync(f, left[1].fileOffset + 4096 * 2 + 10);
+          const c = thrown(() => reader.loadPayload(left[1], region, room, room));
+          expect(c.code).to.equal('EBADIMG');
+          expect(c.message).to.match(/truncated: the file ends inside the page payload \(8202 of/);
+        } finally {
+          fs.closeSync(fd);
+        }
+      }
+      // What was mapped is let go: zero, writable memory again.
+      region.clear();
+      expect(region.view.subarray(room, 2 * room).every((b) => b === 0)).to.equal(true);
+      region.view[room] = 1;
+    } finally {
+      region.release();
     }
   });
 

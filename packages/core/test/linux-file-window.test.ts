@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as zlib from 'zlib';
-import { FILE_WINDOW_BYTES, SMALL_FILE_WINDOW_BYTES, withFileWindow } from '../src/linux/libc';
+import { FILE_WINDOW_BYTES, MemoryRegion, SMALL_FILE_WINDOW_BYTES, withFileWindow } from '../src/linux/libc';
 
 describe('a file mapped into cptrst through the one window', () => {
   let dir: string;
@@ -90,6 +90,56 @@ describe('a file mapped into cptrst through the one window', () => {
       expect(withFileWindow(fd, 0, 4096, (b) => Buffer.from(b)).equals(bytes.subarray(0, 4096))).to.equal(true);
     } finally {
       fs.closeSync(fd);
+    }
+  });
+});
+
+describe('a region of cptrst\'s memory that parts of a file are mapped into (MemoryRegion)', () => {
+  let dir: string;
+  let file: string;
+  let bytes: Buffer;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-region-'));
+    file = path.join(dir, 'data');
+    bytes = Buffer.alloc(6 * 4096);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 2654435761) >>> 24;
+    fs.writeFileSync(file, bytes);
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  it('maps pages of a file at a place of it, seen through its one view, until cleared; a failed mapping leaves writable zeros', () => {
+    const r = MemoryRegion.reserve(8 * 4096)!;
+    try {
+      expect(r.size).to.equal(8 * 4096);
+      expect(r.address(4096) - r.base).to.equal(4096n);
+      const fd = fs.openSync(file, 'r');
+      try {
+        const b = r.mapFile(2 * 4096, 3 * 4096, fd, 4096);
+        expect(b.equals(bytes.subarray(4096, 4 * 4096))).to.equal(true);
+        expect(r.view.subarray(2 * 4096, 5 * 4096).equals(b)).to.equal(true);
+        // Off a page, or past its end: refused before anything is mapped.
+        expect(() => r.mapFile(100, 4096, fd, 0)).to.throw(/offset 100/);
+        expect(() => r.mapFile(7 * 4096, 2 * 4096, fd, 0)).to.throw(/region of/);
+        r.clear(2 * 4096, 3 * 4096);
+        expect(r.view.subarray(2 * 4096, 5 * 4096).every((x) => x === 0)).to.equal(true);
+      } finally {
+        fs.closeSync(fd);
+      }
+      // A file open for writing only cannot be mapped: EACCES, and the place is zero, writable memory.
+      const wfd = fs.openSync(file, 'r+');
+      const wo = fs.openSync(file, fs.constants.O_WRONLY);
+      try {
+        r.mapFile(0, 4096, wfd, 0);
+        expect(() => r.mapFile(0, 4096, wo, 0)).to.throw(/EACCES|mmap/);
+        expect(r.view.subarray(0, 4096).every((x) => x === 0)).to.equal(true);
+        r.view[0] = 7;
+        expect(r.view[0]).to.equal(7);
+      } finally {
+        fs.closeSync(wfd);
+        fs.closeSync(wo);
+      }
+    } finally {
+      r.release();
     }
   });
 });

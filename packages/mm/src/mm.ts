@@ -381,7 +381,7 @@ export class MmRestore implements RestoreHandler {
   /** The records of VMA kinds come here too (restart routes the records of VmaKinds to mm). */
   readonly kinds = VmaKinds;
 
-  restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+  restore(ctx: RestartContext, task: RestartTask, o: RestoreObject): void | Promise<void> {
     switch (o.type) {
       case ObjectType.MM:
         leaveSectionPayloads(ctx);

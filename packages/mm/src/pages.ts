@@ -230,7 +230,7 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
   }
 }
 
-export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreObject): void {
+export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreObject): void | Promise<void> {
   const img = o.obj as PagesImage;
   const PAGE = pageOf(ctx);
   const vmas = task.state.get(VMAS_BY_TAG);
@@ -247,8 +247,8 @@ export function restorePages(ctx: RestartContext, task: RestartTask, o: RestoreO
   if (o.filePayload) {
     // Left in the image file: read by the process itself where it can write the area, else by cptrst.
     const file = filePagesOf(ctx);
-    if (fillsLazily(vma, vma.kind)) file.add(task, img.vaddr, o.filePayload);
-    else file.write(task, img.vaddr, o.filePayload);
+    if (fillsLazily(vma, vma.kind)) return file.add(task, vma, img.vaddr, o.filePayload);
+    file.write(task, img.vaddr, o.filePayload);
     return;
   }
   task.tracee!.writeMemory(img.vaddr, o.pages!);

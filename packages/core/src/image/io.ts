@@ -1,7 +1,8 @@
 /** Sinks and sources over file descriptors (files, pipes, sockets) and memory. */
 import * as fs from 'fs';
 import { CptError, asCptError } from '../errors';
-import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
+import { _SC_PAGESIZE, errnoError, rawSyscall, sysconf, withFileWindow } from '../linux/libc';
+import type { MemoryRegion } from '../linux/libc';
 import { SEEK, onlyRootCanChange } from '../linux/files';
 import { SYS } from '../linux/syscalls';
 import type { ImageSource } from './reader';
@@ -128,6 +129,12 @@ export function fileSource(fd: number, name?: string): ImageSource {
       // Only the part inside the file: a mapped page past its end is SIGBUS, not a short read.
       const n = Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
       return withFileWindow(fd, position, n, use);
+    },
+    mapOver(region: MemoryRegion, at: number, position: number, length: number): Buffer {
+      const n = Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
+      const below = position % sysconf(_SC_PAGESIZE);
+      if (n === 0) return region.view.subarray(at, at);
+      return region.mapFile(at, below + n, fd, position - below).subarray(below);
     },
   };
 }

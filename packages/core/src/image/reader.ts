@@ -11,6 +11,7 @@
  * file (checkPayload) and must refuse the object, before anything it restored runs, if it fails.
  */
 import { asCptError, CptError } from '../errors';
+import type { MemoryRegion } from '../linux/libc';
 import { decodeRecord } from './codec';
 import {
   alignUp, crc32, decodeHeader, headerCrc, HeaderOffset, isValidPageSize, MAX_OBJ_HEADER_SIZE, OBJ_HEADER_SIZE, ObjectHeader,
@@ -39,6 +40,13 @@ export interface ImageSource {
    * valid only during the call; fewer than `length` where the file ends before.
    */
   mapAt?<T>(position: number, length: number, use: (bytes: Buffer) => T): T;
+  /**
+   * The same file only: maps the file's pages that hold [position, position + length), from the
+   * page below `position`, read-only over `region` from its offset `at` (a page), and returns the
+   * bytes of that range there (fewer where the file ends before), valid until something else is
+   * mapped there. Throws where it cannot map (the region's range is then anonymous memory again).
+   */
+  mapOver?(region: MemoryRegion, at: number, position: number, length: number): Buffer;
 }
 
 /** A page payload left in the image file (ImageReader.leavePayloads). */
@@ -102,6 +110,21 @@ const RECYCLE_MIN = 1024 * 1024;
 const CRC_PIECE = 1024 * 1024;
 /** A payload left in a file that may be mapped is checked this much at a time (mapped, checked, unmapped). */
 const MAP_CHUNK_BYTES = 32 * 1024 * 1024;
+
+const ZEROS = Buffer.alloc(4096);
+
+/**
+ * The index of the first byte of `b` that is not zero, or -1: compared with zeros a page at a time
+ * (memcmp) rather than byte by byte in JavaScript, as every object's padding is (up to a page each).
+ */
+function firstNonZero(b: Buffer): number {
+  for (let at = 0; at < b.length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, b.length - at);
+    if (b.compare(ZEROS, 0, n, at, at + n) === 0) continue;
+    for (let i = at; i < at + n; i++) if (b[i] !== 0) return i;
+  }
+  return -1;
+}
 
 export class ImageReader {
   private pos = 0;
@@ -244,6 +267,39 @@ export class ImageReader {
       crc = crc32(piece, crc);
       give(piece, at);
     }
+    this.checkCrc(p, crc);
+  }
+
+  /**
+   * Payload `p`, checked as checkPayload checks it, in `region` from its offset `at` (a page), where
+   * `room` bytes are the caller's (at least the payload, and a page more where it does not start on
+   * a page of the file): mapped there, without a copy,
+   * from a file that may be mapped (ImageSource.mapOver), read into it otherwise. The bytes stay
+   * there, and the address of each is known (region.address), until the caller puts something
+   * else there: a place the kernel can copy them from while cptrst goes on.
+   */
+  loadPayload(p: FilePayload, region: MemoryRegion, at: number, room: number): Buffer {
+    const page = this.head?.pageSize ?? 4096;
+    if (p.length + (p.fileOffset % page ? page : 0) > room || at + room > region.size) throw new CptError('EINVAL', `${room} bytes of room for a ${p.length}-byte payload`, { object: 'image reader' });
+    if (this.source.mapOver) {
+      let bytes: Buffer | undefined;
+      try {
+        bytes = this.source.mapOver(region, at, p.fileOffset, p.length);
+      } catch {
+        region.clear(at, room); // not mapped (no memory for it, ...): read as from any file
+      }
+      if (bytes) {
+        if (bytes.length < p.length) this.truncatedPayload(p, bytes.length);
+        this.checkCrc(p, crc32(bytes, p.crcBefore));
+        return bytes;
+      }
+    }
+    const into = region.view.subarray(at, at + p.length);
+    this.checkPayload(p, into);
+    return into;
+  }
+
+  private checkCrc(p: FilePayload, crc: number): void {
     if (crc !== p.checksum) {
       throw new ImageError(`checksum mismatch: stored ${p.checksum.toString(16)}, computed ${crc.toString(16)} (the page payload read from the file)`, p.objectOffset + HeaderOffset.checksum, p.desc);
     }
@@ -447,9 +503,8 @@ export class ImageReader {
 
   /** The padding before a payload left in the file: zero bytes, as payload() checks them. */
   private padding(raw: RawObject): undefined {
-    for (let i = 0; i < raw.tail.length; i++) {
-      if (raw.tail[i] !== 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
-    }
+    const i = firstNonZero(raw.tail);
+    if (i >= 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
     return undefined;
   }
 
@@ -491,9 +546,8 @@ export class ImageReader {
         `page payload of ${raw.tail.length} bytes after the body does not fill whole ${pageSize}-byte pages from the next page boundary`,
         raw.tailOffset, raw.desc);
     }
-    for (let i = 0; i < pad; i++) {
-      if (raw.tail[i] !== 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
-    }
+    const i = firstNonZero(raw.tail.subarray(0, pad));
+    if (i >= 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
     return raw.tail.subarray(pad);
   }
 }

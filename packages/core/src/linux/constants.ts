@@ -472,6 +472,8 @@ export const UFFD = Object.freeze({
   FEATURE_EVENT_REMAP: 1 << 2,
   FEATURE_EVENT_REMOVE: 1 << 3,
   FEATURE_EVENT_UNMAP: 1 << 6,
+  /** A fault on a registered page that is missing is SIGBUS (EFAULT for the kernel's own access), never a wait. */
+  FEATURE_SIGBUS: 1 << 7,
   EVENT_PAGEFAULT: 0x12,
   EVENT_FORK: 0x13,
   EVENT_REMAP: 0x14,

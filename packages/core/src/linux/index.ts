@@ -7,6 +7,7 @@ export * from './syscalls';
 export * from './errno';
 export * from './structs';
 export { rawSyscall, checkedSyscall, errnoError, sysconf, pagemapScan, withFileMapping, withFileWindow, _SC_PAGESIZE, _SC_CLK_TCK, _SC_NPROCESSORS_ONLN } from './libc';
+export { MemoryRegion } from './libc';
 export type { PageRegion } from './libc';
 export type { SyscallArg } from './libc';
 export * from './ptrace';

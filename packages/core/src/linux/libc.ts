@@ -568,3 +568,95 @@ function spawnWith(f: PosixSpawn, path: string, stdinFd: number, args: readonly 
     f.faDestroy(fa);
   }
 }
+
+type IoctlPtrFn = ((fd: number, req: number, arg: Buffer) => number) & {
+  async: (fd: number, req: number, arg: Buffer, cb: (err: unknown, r: number) => void) => void;
+};
+let ioctlPtrFn: IoctlPtrFn | undefined;
+
+/**
+ * ioctl(fd, req, arg) with `arg` a pointer to the Buffer's bytes, run on a thread of libuv's pool
+ * (koffi's asynchronous call) while the JavaScript thread goes on: the one native call cptrst makes
+ * off its main thread (never a ptrace request). The kernel reads and writes `arg` from that
+ * thread: the caller leaves the Buffer alone until the promise settles. Resolves to the call's
+ * return value (-1 on failure: errno is the pool thread's, not known here; a request that reports
+ * its outcome in `arg`, as UFFDIO_COPY does, tells more).
+ */
+export function ioctlOnPool(fd: number, req: number, arg: Buffer): Promise<number> {
+  const f = (ioctlPtrFn ??= libc().func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as never);
+  return new Promise((resolve, reject) => f.async(fd, req, arg, (err, r) => (err ? reject(err instanceof Error ? err : new CptError('EIO', `ioctl ${req} on the pool failed`)) : resolve(r))));
+}
+
+type MmapAtFn = (addr: bigint, length: number, prot: number, flags: number, fd: number, offset: bigint) => bigint;
+let mmapAtFn: MmapAtFn | undefined;
+
+/**
+ * A stretch of cptrst's address space reserved once (anonymous, read-write), seen through one
+ * Buffer made once (a Buffer per mapping would be external memory V8 collects for, see
+ * withFileWindow), into which parts of a file can be mapped read-only (MAP_FIXED): reused places
+ * whose addresses can be given to the kernel (UFFDIO_COPY's source), each valid until the caller
+ * maps something else there or clears it.
+ */
+export class MemoryRegion {
+  private constructor(
+    private readonly addr: unknown,
+    /** Its first byte's address. */
+    readonly base: bigint,
+    /** The whole region. */
+    readonly view: Buffer,
+  ) {}
+
+  /** A new region of `bytes` (a multiple of the page size), or null where it cannot be reserved. */
+  static reserve(bytes: number): MemoryRegion | null {
+    const addr = mmapBindings().mmap(null, bytes, PROT.READ | PROT.WRITE, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE, -1, 0n);
+    if (mapFailed(addr)) return null;
+    const k = koffiLib();
+    return new MemoryRegion(addr, k.address(addr), Buffer.from(k.view(addr, bytes)));
+  }
+
+  get size(): number {
+    return this.view.length;
+  }
+
+  /** The address of the region's byte `at`. */
+  address(at: number): bigint {
+    return this.base + BigInt(at);
+  }
+
+  /**
+   * Maps `length` bytes of the file `fd` from `offset` (both multiples of the page size) over
+   * [at, at + length) of the region (`at` on a page too), read-only and populated: the view of
+   * them. A file shortened by someone else meanwhile kills cptrst with SIGBUS: as for
+   * withFileMapping, only for files no one else can shorten. On failure the range is made
+   * anonymous again (a failed MAP_FIXED may leave a hole) and the error thrown.
+   */
+  mapFile(at: number, length: number, fd: number, offset: number): Buffer {
+    const r = this.mmapAt(at, length, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(offset));
+    if (r !== this.address(at)) {
+      const e = errnoError(koffiLib().errno(), `mmap of ${length} bytes at ${offset}`);
+      this.clear(at, length);
+      throw e;
+    }
+    return this.view.subarray(at, at + length);
+  }
+
+  /** Anonymous, writable, zero memory over [at, at + length) again: a file's pages mapped there are let go. */
+  clear(at = 0, length = this.size - at): void {
+    const r = this.mmapAt(at, length, PROT.READ | PROT.WRITE, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | MAP.FIXED, -1, 0n);
+    if (r !== this.address(at)) throw errnoError(koffiLib().errno(), `mmap of anonymous memory over ${length} bytes of a region`);
+  }
+
+  /** Unmaps the whole region: nothing may use it, or its view, after. */
+  release(): void {
+    mmapBindings().munmap(this.addr, this.size);
+  }
+
+  private mmapAt(at: number, length: number, prot: number, flags: number, fd: number, offset: bigint): bigint {
+    if (at < 0 || length <= 0 || at + length > this.size || at % sysconf(_SC_PAGESIZE) !== 0) {
+      throw new CptError('EINVAL', `${length} bytes at offset ${at} of a region of ${this.size} bytes`);
+    }
+    // The address as an integer (the same register as a pointer on x86-64): MAP_FIXED takes it as it is.
+    const f = (mmapAtFn ??= libc().func('mmap', 'uint64_t', ['uint64_t', 'size_t', 'int', 'int', 'int', 'int64_t']) as never);
+    return BigInt(f(this.address(at), length, prot, flags, fd, offset));
+  }
+}

@@ -5,7 +5,7 @@
  */
 import { SYS } from './syscalls';
 import { UFFD } from './constants';
-import { errnoError, libcUffdCopy, rawSyscall } from './libc';
+import { errnoError, ioctlOnPool, libcUffdCopy, rawSyscall } from './libc';
 import { ERRNO } from './errno';
 
 /** UFFDIO_REGISTER of [start, end) in `mode`: 0 or -errno. */
@@ -20,6 +20,23 @@ export function uffdRegister(fd: number, start: bigint, end: bigint, mode: bigin
 /** UFFDIO_COPY of `src` to `dst`: 0 or -errno, and the bytes copied. */
 export function uffdCopy(fd: number, dst: bigint, src: Buffer): { r: number; copied: number } {
   return libcUffdCopy(fd, UFFD.IOC_COPY, dst, src);
+}
+
+/**
+ * UFFDIO_COPY of the `len` bytes at address `src` of cptrst (memory that stays where it is until
+ * the promise settles, such as a MemoryRegion's) to `dst`, on a thread of libuv's pool
+ * (ioctlOnPool) while cptrst goes on. Resolves to the bytes copied: `len`, or fewer where the
+ * kernel stopped (at a page present already, ...); -errno where it said why it failed; 0 where it
+ * failed before it could say (uffdCopy on what is left tells why).
+ */
+export async function uffdCopyOnPool(fd: number, dst: bigint, src: bigint, len: number): Promise<number> {
+  const arg = Buffer.alloc(40);
+  arg.writeBigUInt64LE(dst, 0);
+  arg.writeBigUInt64LE(src, 8);
+  arg.writeBigUInt64LE(BigInt(len), 16);
+  const r = await ioctlOnPool(fd, UFFD.IOC_COPY, arg);
+  const copy = Number(arg.readBigInt64LE(32));
+  return r === 0 ? len : copy;
 }
 
 /** UFFDIO_ZEROPAGE over [start, start + len): 0 or -errno, and the bytes zeroed. */
