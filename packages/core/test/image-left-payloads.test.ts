@@ -43,8 +43,10 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
     return fd;
   }
 
-  function readLeaving(f: string, leave: (t: number) => boolean = (t) => t === TEST_MAP): { reader: ImageReader; records: ImageRecord[]; fd: number } {
+  /** Reads `f` from byte `at` (where its image starts), leaving the payloads `leave` says. */
+  function readLeaving(f: string, leave: (t: number) => boolean = (t) => t === TEST_MAP, at = 0): { reader: ImageReader; records: ImageRecord[]; fd: number } {
     const fd = openImage(f);
+    fs.readSync(fd, Buffer.alloc(at), 0, at, null); // the file's position at the image
     const reader = new ImageReader(fileSource(fd), OPTS);
     reader.readHead();
     reader.leavePayloads(leave);
@@ -183,14 +185,9 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
     const img = fs.readFileSync(file);
     const prefix = 1000;
     fs.writeFileSync(file, Buffer.concat([Buffer.alloc(prefix, 0x5a), img]));
-    const fd = openImage(file);
+    const { reader, records, fd } = readLeaving(file, undefined, prefix);
     try {
-      fs.readSync(fd, Buffer.alloc(prefix), 0, prefix, null); // the file's position at the image
-      const reader = new ImageReader(fileSource(fd), OPTS);
-      reader.readHead();
-      reader.leavePayloads((t) => t === TEST_MAP);
-      const left: FilePayload[] = [];
-      for (let rec = reader.next(); rec; rec = reader.next()) if (rec.filePayload) left.push(rec.filePayload);
+      const left = payloadsLeft(records);
       expect(left).to.have.length(2);
       for (const [i, p] of left.entries()) {
         expect(p.fileOffset % 4096).to.equal(prefix);
@@ -220,14 +217,9 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
       for (const prefix of [0, 1000]) {
         const f = path.join(dir, `img-${prefix}`);
         fs.writeFileSync(f, Buffer.concat([Buffer.alloc(prefix, 0x5a), fs.readFileSync(file)]));
-        const fd = openImage(f);
+        const { reader, records, fd } = readLeaving(f, undefined, prefix);
         try {
-          fs.readSync(fd, Buffer.alloc(prefix), 0, prefix, null);
-          const reader = new ImageReader(fileSource(fd), OPTS);
-          reader.readHead();
-          reader.leavePayloads((t) => t === TEST_MAP);
-          const left: FilePayload[] = [];
-          for (let rec = reader.next(); rec; rec = reader.next()) if (rec.filePayload) left.push(rec.filePayload);
+          const left = payloadsLeft(records);
           expect(left).to.have.length(2);
           // Both in places of their own (the second place, then the third): each stays as it was loaded.
           const got = left.map((p, i) => reader.loadPayload(p, region, (i + 1) * room, room));
@@ -284,6 +276,11 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
 });
 
 /** Whether this test run can map an image: it runs as root, and its temporary directory is on a local filesystem. */
+/** The payloads the reader left in the file, in the order of their records. */
+function payloadsLeft(records: ImageRecord[]): FilePayload[] {
+  return records.flatMap((r) => (r.filePayload ? [r.filePayload] : []));
+}
+
 function mappable(): boolean {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-probe-'));
   try {
