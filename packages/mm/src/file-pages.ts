@@ -482,11 +482,12 @@ export class FilePages {
       const dst = it.vaddr + BigInt(base + at);
       const { r: e, copied } = linux.uffdCopy(uffd, dst, bytes.subarray(at));
       at += copied - (copied % PAGE);
-      if (e === 0) continue;
+      // Some copied (the kernel says EAGAIN then): why it stopped shows at the next call.
+      if (e === 0 || copied > 0) continue;
       if (e === -linux.ERRNO.EEXIST) {
         r.task.tracee!.writeMemory(it.vaddr + BigInt(base + at), bytes.subarray(at, at + PAGE));
         at += PAGE;
-      } else if (e !== -linux.ERRNO.EAGAIN || copied > 0 || ++again > 100) {
+      } else if (e !== -linux.ERRNO.EAGAIN || ++again > 100) {
         const name = linux.errnoName(-e);
         throw new CptError(name, `UFFDIO_COPY of the pages at 0x${dst.toString(16)} (${it.p.desc}) into the process failed: ${name}`, { pid: r.task.pid, object: 'pages' });
       }
