@@ -13,15 +13,10 @@
  * single-file CLI that holds it (whose loader then gives the package from itself). It gets no arch
  * package: cptrst's system call table comes with its arguments.
  */
-import type * as ChildProcess from 'child_process';
 import * as fs from 'fs';
 import { CptError } from './errors';
+import { childProcess } from './linux/helper-process';
 import { SyscallTable, syscallTable, useSyscallTable } from './linux/syscalls';
-
-// child_process loads net, dgram and the streams (some 2 ms): only the rare paths that start a
-// process with it pay for that, not every run of cptrst.
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
-const childProcess = (): typeof ChildProcess => require('child_process') as typeof ChildProcess;
 
 /** The longest a section may take (its calls never block: only a machine stalled that long reaches it); then SIGKILL, which it does not ignore. */
 const GUARDIAN_TIMEOUT_MS = 120000;

@@ -24,14 +24,9 @@
  * never fewer.
  */
 import * as fs from 'fs';
-import type * as ChildProcess from 'child_process';
 import { CheckpointContext, CheckpointTask, CptError, linux } from '@cptrst/core';
 
 const { SYS, O, UFFD, PAGE_IS, PM_SCAN } = linux;
-// child_process loads net, dgram and the streams (some 2 ms): only a checkpoint that starts the
-// tracker pays for that, not every run of cptrst.
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
-const childProcess = (): typeof ChildProcess => require('child_process') as typeof ChildProcess;
 
 /** The tracker's marker ($0 of its shell) and the seconds between its checks of the process. */
 const MARKER = 'cptrst-tracker';
@@ -263,7 +258,7 @@ function newTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint)
     if (m < 0n) throw new CptError(linux.errnoName(Number(-m)), 'memfd_create failed');
     memfd = Number(m);
     fs.ftruncateSync(memfd, ID_BYTES);
-    const child = childProcess().spawn('/bin/sh', ['-c', TRACKER_SCRIPT, MARKER, String(task.pid), String(start)], { stdio: ['ignore', 'ignore', 'ignore', mine, memfd], detached: true });
+    const child = linux.childProcess().spawn('/bin/sh', ['-c', TRACKER_SCRIPT, MARKER, String(task.pid), String(start)], { stdio: ['ignore', 'ignore', 'ignore', mine, memfd], detached: true });
     child.on('error', () => undefined);
     child.unref();
     const pid = child.pid;

@@ -1,7 +1,7 @@
 /** Sinks and sources over file descriptors (files, pipes, sockets) and memory. */
 import * as fs from 'fs';
 import { CptError, asCptError } from '../errors';
-import { _SC_PAGESIZE, errnoError, rawSyscall, sysconf, withFileWindow } from '../linux/libc';
+import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
 import type { MemoryRegion } from '../linux/libc';
 import { SEEK, onlyRootCanChange } from '../linux/files';
 import { SYS } from '../linux/syscalls';
@@ -123,18 +123,16 @@ export function fileSource(fd: number, name?: string): ImageSource {
     },
   };
   if (!mayMap(fd)) return regular;
+  // Only the part inside the file is mapped: a mapped page past its end is SIGBUS, not a short read.
+  const inFile = (position: number, length: number): number => Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
   return {
     ...regular,
     mapAt<T>(position: number, length: number, use: (bytes: Buffer) => T): T {
-      // Only the part inside the file: a mapped page past its end is SIGBUS, not a short read.
-      const n = Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
-      return withFileWindow(fd, position, n, use);
+      return withFileWindow(fd, position, inFile(position, length), use);
     },
     mapOver(region: MemoryRegion, at: number, position: number, length: number): Buffer {
-      const n = Math.max(0, Math.min(length, fs.fstatSync(fd).size - position));
-      const below = position % sysconf(_SC_PAGESIZE);
-      if (n === 0) return region.view.subarray(at, at);
-      return region.mapFile(at, below + n, fd, position - below).subarray(below);
+      const n = inFile(position, length);
+      return n === 0 ? region.view.subarray(at, at) : region.mapFile(at, n, fd, position);
     },
   };
 }

@@ -114,16 +114,16 @@ const MAP_CHUNK_BYTES = 32 * 1024 * 1024;
 const ZEROS = Buffer.alloc(4096);
 
 /**
- * The index of the first byte of `b` that is not zero, or -1: compared with zeros a page at a time
- * (memcmp) rather than byte by byte in JavaScript, as every object's padding is (up to a page each).
+ * Refuses padding (`pad`, from the start of `raw`'s tail) that is not all zeros, naming the first
+ * byte that is not: compared with zeros a page at a time (memcmp) rather than byte by byte in
+ * JavaScript, as every object's padding is (up to a page each).
  */
-function firstNonZero(b: Buffer): number {
-  for (let at = 0; at < b.length; at += ZEROS.length) {
-    const n = Math.min(ZEROS.length, b.length - at);
-    if (b.compare(ZEROS, 0, n, at, at + n) === 0) continue;
-    for (let i = at; i < at + n; i++) if (b[i] !== 0) return i;
+function zeroPadding(raw: RawObject, pad: Buffer): void {
+  for (let at = 0; at < pad.length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, pad.length - at);
+    if (pad.compare(ZEROS, 0, n, at, at + n) === 0) continue;
+    for (let i = at; i < at + n; i++) if (pad[i] !== 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
   }
-  return -1;
 }
 
 export class ImageReader {
@@ -503,8 +503,7 @@ export class ImageReader {
 
   /** The padding before a payload left in the file: zero bytes, as payload() checks them. */
   private padding(raw: RawObject): undefined {
-    const i = firstNonZero(raw.tail);
-    if (i >= 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
+    zeroPadding(raw, raw.tail);
     return undefined;
   }
 
@@ -546,8 +545,7 @@ export class ImageReader {
         `page payload of ${raw.tail.length} bytes after the body does not fill whole ${pageSize}-byte pages from the next page boundary`,
         raw.tailOffset, raw.desc);
     }
-    const i = firstNonZero(raw.tail.subarray(0, pad));
-    if (i >= 0) throw new ImageError('non-zero padding before the page payload', raw.tailOffset + i, raw.desc);
+    zeroPadding(raw, raw.tail.subarray(0, pad));
     return raw.tail.subarray(pad);
   }
 }

@@ -13,10 +13,34 @@ import { SYS } from './syscalls';
 import { waitpid } from './wait';
 
 const HELPER = '/bin/cat';
-// child_process loads net, dgram and the streams (some 2 ms): only the rare paths that start a
-// process with it pay for that, not every run of cptrst.
-// eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
-const childProcess = (): typeof ChildProcess => require('child_process') as typeof ChildProcess;
+/**
+ * Node's child_process, loaded on first use: it loads net, dgram and the streams (some 2 ms), which
+ * only the rare paths that start a process with it should pay for, not every run of cptrst.
+ */
+export function childProcess(): typeof ChildProcess {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
+  return require('child_process') as typeof ChildProcess;
+}
+
+/**
+ * Starts `path` through posix_spawn (spawnProcess, with `opts`), its stdin the read end of a pipe
+ * whose write end only we hold (returned): the helper reads end-of-file when we die.
+ */
+function spawnOnPipe(path: string, opts: Parameters<typeof spawnProcess>[2], what: string): { pid: number; writeEnd: number } {
+  const ends = Buffer.alloc(8);
+  const r = rawSyscall(SYS.pipe2, ends, O.CLOEXEC);
+  if (r < 0n) throw errnoError(Number(-r), `pipe2 for ${what}`);
+  const readEnd = ends.readInt32LE(0);
+  const writeEnd = ends.readInt32LE(4);
+  try {
+    return { pid: spawnProcess(path, readEnd, opts), writeEnd };
+  } catch (e) {
+    rawSyscall(SYS.close, writeEnd);
+    throw new CptError((e as CptError).code ?? 'ENOENT', `cannot start ${what} (${path}): ${(e as Error).message}`);
+  } finally {
+    rawSyscall(SYS.close, readEnd);
+  }
+}
 
 /** A seized helper, stopped in PTRACE_EVENT_STOP. */
 export interface SeizedHelper {
@@ -34,20 +58,7 @@ export interface SeizedHelper {
  * address space costs a few ms; we are its parent, and kill() reaps it.
  */
 export function spawnSeizedHelper(options: number, what: string): SeizedHelper {
-  const fds = Buffer.alloc(8);
-  const r = rawSyscall(SYS.pipe2, fds, O.CLOEXEC);
-  if (r < 0n) throw errnoError(Number(-r), `pipe2 for the helper process (${what})`);
-  const readEnd = fds.readInt32LE(0);
-  const writeEnd = fds.readInt32LE(4);
-  let pid: number;
-  try {
-    pid = spawnProcess(HELPER, readEnd);
-  } catch (e) {
-    rawSyscall(SYS.close, writeEnd);
-    throw new CptError((e as CptError).code ?? 'ENOENT', `cannot start the helper process ${HELPER} (${what}): ${(e as Error).message}`);
-  } finally {
-    rawSyscall(SYS.close, readEnd);
-  }
+  const { pid, writeEnd } = spawnOnPipe(HELPER, {}, what);
   let open = true;
   const helper: SeizedHelper = {
     pid,
@@ -84,20 +95,7 @@ const DISMISS_WAIT_MS = 500;
  * its fds 3, 4, ...; its stdout and stderr are /dev/null, its environment empty.
  */
 export function spawnPipedHelper(path: string, args: readonly string[], fds: readonly number[], what: string): PipedHelper {
-  const ends = Buffer.alloc(8);
-  const r = rawSyscall(SYS.pipe2, ends, O.CLOEXEC);
-  if (r < 0n) throw errnoError(Number(-r), `pipe2 for ${what}`);
-  const readEnd = ends.readInt32LE(0);
-  const writeEnd = ends.readInt32LE(4);
-  let pid: number;
-  try {
-    pid = spawnProcess(path, readEnd, { args, fds, newSession: true });
-  } catch (e) {
-    rawSyscall(SYS.close, writeEnd);
-    throw new CptError((e as CptError).code ?? 'ENOENT', `cannot start ${what} (${path}): ${(e as Error).message}`);
-  } finally {
-    rawSyscall(SYS.close, readEnd);
-  }
+  const { pid, writeEnd } = spawnOnPipe(path, { args, fds, newSession: true }, what);
   let open = true;
   return {
     pid,

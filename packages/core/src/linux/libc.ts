@@ -361,11 +361,9 @@ function mmapBindings(): { mmap: MmapFn; munmap: MunmapFn } {
   return mmapFns;
 }
 
-/** Whether mmap's result is MAP_FAILED (or, given `wanted`, another address than the one asked for). */
-function mapFailed(addr: unknown, wanted?: unknown): boolean {
-  const k = koffiLib();
-  if (addr === null) return true;
-  return wanted === undefined ? k.address(addr) === BigInt.asUintN(64, -1n) : k.address(addr) !== k.address(wanted);
+/** Whether mmap's result is MAP_FAILED. */
+function mapFailed(addr: unknown): boolean {
+  return addr === null || koffiLib().address(addr) === BigInt.asUintN(64, -1n);
 }
 
 /**
@@ -402,62 +400,44 @@ export const SMALL_FILE_WINDOW_BYTES = 4 * 1024 * 1024;
 
 interface FileWindow {
   size: number;
-  /** The mapping and its one view; null: it could not be made, or cannot be used again. */
-  at: { addr: unknown; view: Buffer } | null | undefined;
+  /** Its place in cptrst's memory; null: it could not be made, or cannot be used again. */
+  region: MemoryRegion | null | undefined;
   busy: boolean;
 }
-const smallWindow: FileWindow = { size: SMALL_FILE_WINDOW_BYTES, at: undefined, busy: false };
-const largeWindow: FileWindow = { size: FILE_WINDOW_BYTES, at: undefined, busy: false };
+const smallWindow: FileWindow = { size: SMALL_FILE_WINDOW_BYTES, region: undefined, busy: false };
+const largeWindow: FileWindow = { size: FILE_WINDOW_BYTES, region: undefined, busy: false };
 
 /**
- * As withFileMapping, but always at the same place: a window in cptrst's address space, reserved
- * once and kept for the life of the process, seen through one Buffer made once. Each Buffer over
- * new memory is an ArrayBuffer that V8 counts as external memory: a few hundred MiB mapped and
- * unmapped that way cost dozens of garbage collections. A range of up to SMALL_FILE_WINDOW_BYTES
- * goes through a small window, a larger one through a window of FILE_WINDOW_BYTES, made only when
- * first needed. The range is mapped over the window (MAP_FIXED), and zero pages take its place
- * again after `use`, so the file's pages are let go and anything that kept a view reads zeros,
- * never the next file's bytes. A range larger than the large window, a call made inside `use`
- * (its window busy), or a window that could not be made goes through withFileMapping. `offset`
- * need not be on a page: the mapping starts on the page below, and `use` sees only the range.
+ * As withFileMapping, but always at the same place: a window in cptrst's address space (a
+ * MemoryRegion), reserved once and kept for the life of the process, seen through one Buffer made
+ * once. Each Buffer over new memory is an ArrayBuffer that V8 counts as external memory: a few
+ * hundred MiB mapped and unmapped that way cost dozens of garbage collections. A range of up to
+ * SMALL_FILE_WINDOW_BYTES goes through a small window, a larger one through a window of
+ * FILE_WINDOW_BYTES, made only when first needed. The range is mapped over the window, and zero
+ * pages take its place again after `use`, so the file's pages are let go and anything that kept a
+ * view reads zeros, never the next file's bytes. A range larger than the large window, a call made
+ * inside `use` (its window busy), or a window that could not be made goes through withFileMapping.
+ * `offset` need not be on a page: the mapping starts on the page below, and `use` sees only the range.
  */
 export function withFileWindow<T>(fd: number, offset: number, length: number, use: (bytes: Buffer) => T): T {
   if (length === 0) return use(Buffer.alloc(0));
   const below = offset % sysconf(_SC_PAGESIZE);
-  const from = offset - below;
   const span = below + length;
-  const range = (bytes: Buffer): T => use(bytes.subarray(below, span));
-  if (span > FILE_WINDOW_BYTES) return withFileMapping(fd, from, span, range);
   const w = span <= SMALL_FILE_WINDOW_BYTES ? smallWindow : largeWindow;
-  if (w.at === undefined && !w.busy) makeFileWindow(w);
-  const at0 = w.at;
-  if (!at0 || w.busy) return withFileMapping(fd, from, span, range);
-  const at = mmapBindings().mmap(at0.addr, span, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(from));
-  if (mapFailed(at, at0.addr)) {
-    const e = errnoError(koffiLib().errno(), `mmap of ${span} bytes at ${from}`);
-    zeroWindow(w); // a failed MAP_FIXED may have unmapped part of the window
-    throw e;
-  }
+  if (span <= FILE_WINDOW_BYTES && w.region === undefined && !w.busy) w.region = MemoryRegion.reserve(w.size);
+  const region = w.region;
+  if (span > FILE_WINDOW_BYTES || !region || w.busy) return withFileMapping(fd, offset - below, span, (bytes) => use(bytes.subarray(below, span)));
   w.busy = true;
   try {
-    return range(at0.view.subarray(0, span));
+    return use(region.mapFile(0, length, fd, offset));
   } finally {
-    zeroWindow(w);
+    try {
+      region.clear(0, span);
+    } catch {
+      w.region = null; // its view would show a hole or someone else's mapping: never used again
+    }
     w.busy = false;
   }
-}
-
-function makeFileWindow(w: FileWindow): void {
-  const addr = mmapBindings().mmap(null, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE, -1, 0n);
-  w.at = mapFailed(addr) ? null : { addr, view: Buffer.from(koffiLib().view(addr, w.size)) };
-}
-
-/** Zero pages (read-only, anonymous) over the whole window again; a window that cannot be restored is never used again. */
-function zeroWindow(w: FileWindow): void {
-  const addr = w.at!.addr;
-  const at = mmapBindings().mmap(addr, w.size, PROT.READ, MAP.PRIVATE | MAP.ANONYMOUS | MAP.NORESERVE | MAP.FIXED, -1, 0n);
-  // The view would point at a hole or at someone else's mapping: no one may use it again.
-  if (mapFailed(at, addr)) w.at = null;
 }
 
 /** glibc's sizes on x86-64 of posix_spawn_file_actions_t and posix_spawnattr_t (the calls only need room). */
@@ -624,20 +604,23 @@ export class MemoryRegion {
   }
 
   /**
-   * Maps `length` bytes of the file `fd` from `offset` (both multiples of the page size) over
-   * [at, at + length) of the region (`at` on a page too), read-only and populated: the view of
-   * them. A file shortened by someone else meanwhile kills cptrst with SIGBUS: as for
-   * withFileMapping, only for files no one else can shorten. On failure the range is made
-   * anonymous again (a failed MAP_FIXED may leave a hole) and the error thrown.
+   * Maps `length` bytes of the file `fd` from `offset` into the region from `at` (a page),
+   * read-only and populated, and returns the view of them. An `offset` off a page is mapped from
+   * the page below, at `at`: the caller's room there is that much larger. A file shortened by
+   * someone else meanwhile kills cptrst with SIGBUS: as for withFileMapping, only for files no one
+   * else can shorten. On failure the range is made anonymous again (a failed MAP_FIXED may leave a
+   * hole) and the error thrown.
    */
   mapFile(at: number, length: number, fd: number, offset: number): Buffer {
-    const r = this.mmapAt(at, length, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(offset));
+    const below = offset % sysconf(_SC_PAGESIZE);
+    const span = below + length;
+    const r = this.mmapAt(at, span, PROT.READ, MAP.SHARED | MAP.FIXED | MAP.POPULATE, fd, BigInt(offset - below));
     if (r !== this.address(at)) {
-      const e = errnoError(koffiLib().errno(), `mmap of ${length} bytes at ${offset}`);
-      this.clear(at, length);
+      const e = errnoError(koffiLib().errno(), `mmap of ${span} bytes at ${offset - below}`);
+      this.clear(at, span);
       throw e;
     }
-    return this.view.subarray(at, at + length);
+    return this.view.subarray(at + below, at + span);
   }
 
   /** Anonymous, writable, zero memory over [at, at + length) again: a file's pages mapped there are let go. */
