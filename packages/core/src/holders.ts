@@ -39,6 +39,7 @@ function scan(task: CheckpointTask): HolderIndex {
   }
   for (const pid of pids) {
     if (pid === task.pid || pid === process.pid) continue;
+    addInFlightOf(index, pid);
     let fds: string[];
     try {
       fds = fs.readdirSync(`/proc/${pid}/fd`);
@@ -84,11 +85,44 @@ export function otherHolders(task: CheckpointTask, key: { link: string } | { sta
   return index.get('link' in key ? key.link : `${key.stat.dev}:${key.stat.ino}`) ?? [];
 }
 
-/** The task's own fds of a file, by the same keys (its open files listed once per task). */
+/**
+ * Files in flight in the queues of sockets of the tree (SCM_RIGHTS): the image gives each to the
+ * process that holds its socket, at an fd number its fd table does not show, while cptrst holds
+ * it (files unix-scm.ts). They count as that process's fds, for the process itself (ownHolders)
+ * and for the others (otherHolders); fdLocation tells where each is read. By pid, then fd number.
+ */
+const IN_FLIGHT = new Map<number, Map<number, { link: string; stat: fs.BigIntStats; at: Holder }>>();
+
+/** Counts a file in flight (held at `at` by cptrst) as fd `fd` of process `pid`. */
+export function addInFlight(pid: number, fd: number, link: string, stat: fs.BigIntStats, at: Holder): void {
+  const mine = IN_FLIGHT.get(pid) ?? new Map<number, { link: string; stat: fs.BigIntStats; at: Holder }>();
+  IN_FLIGHT.set(pid, mine);
+  mine.set(fd, { link, stat, at });
+}
+
+/** The files in flight of process `pid` go (cptrst closes its fds of them). */
+export function forgetInFlight(pid: number): void {
+  IN_FLIGHT.delete(pid);
+}
+
+/** Where fd `fd` of process `pid` is read: cptrst's fd of a file in flight given to the process, or the process's own fd. */
+export function fdLocation(pid: number, fd: number): Holder {
+  return IN_FLIGHT.get(pid)?.get(fd)?.at ?? { pid, fd };
+}
+
+function addInFlightOf(index: HolderIndex, pid: number): void {
+  for (const [fd, f] of IN_FLIGHT.get(pid) ?? []) {
+    if (f.link.startsWith('pipe:') || f.link.startsWith('socket:')) add(index, f.link, { pid, fd });
+    else if (f.link.startsWith('/')) add(index, `${f.stat.dev}:${f.stat.ino}`, { pid, fd });
+  }
+}
+
+/** The task's own fds of a file, by the same keys (its open files listed once per task; its files in flight too). */
 const OWN = new StateKey<HolderIndex>('files.ownHolders');
 export function ownHolders(task: CheckpointTask, key: { link: string } | { stat: fs.BigIntStats }): number[] {
   const index = task.state.ensure(OWN, () => {
     const own: HolderIndex = new Map();
+    addInFlightOf(own, task.pid);
     for (const fd of linux.listFds(task.pid)) {
       try {
         const link = linux.readFdLink(task.pid, fd);

@@ -17,6 +17,7 @@ const TTY_MAJORS = new Set([4, 5, 136, 137, 138, 139, 140, 141, 142, 143]);
 
 export class CharDevice implements FileKindHandler {
   readonly kind = 'chardev';
+  readonly inFlight = true;
   claims(f: OpenFile): boolean {
     return f.stat.isCharacterDevice() && f.link.startsWith('/dev/');
   }
@@ -38,6 +39,7 @@ export class CharDevice implements FileKindHandler {
 /** Directories (an fd from opendir, or O_PATH): reopened by path, at their directory offset. */
 export class Directory implements FileKindHandler {
   readonly kind = 'directory';
+  readonly inFlight = true;
   claims(f: OpenFile): boolean {
     return f.stat.isDirectory() && f.link.startsWith('/') && !f.link.endsWith(' (deleted)');
   }

@@ -5,8 +5,9 @@
  * events, the data, and the inode of its file. The kernel keys a target by its file and that
  * number, and the number may since have been closed, or given to another file, while the target's
  * file lives on at another fd (dup'ed first): kcmp(KCMP_EPOLL_TFD) tells which fd of the process
- * holds the registered file. A target whose file the process holds at no fd (only another
- * process, or a message in flight, keeps it) is refused.
+ * holds the registered file (its files in flight in its sockets' queues count as its fds,
+ * unix-scm.ts). A target whose file the process holds at no fd (only another process, or a
+ * message in flight to another process, keeps it) is refused.
  *
  * Restore: the targets' files are restored first (restoreAfter: nested epolls in their nesting
  * order), then epoll_create1 and one EPOLL_CTL_ADD per target, under its old number: when that
@@ -18,10 +19,11 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, encodeStruct, linux, objectType,
+  CheckpointContext, CheckpointTask, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, encodeStruct, fdLocation, linux, objectType,
   refuse, sameFile, sizeOfStruct, u32, u64,
 } from '@cptrst/core';
-import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
+import { FileKindHandler, OpenFile, OpenRequest, fdAt } from './kinds';
+import { filesInFlight } from './unix-scm';
 import type { FileImage } from './file';
 import { FS_KEY } from './fs-struct';
 import { badImage, checkEventFlags, fdObject, requireEventFlags, setNonblock } from './event-files';
@@ -51,28 +53,32 @@ interface Target extends linux.EpollTargetInfo {
 /** Targets found per epoll fd (the task is frozen: check, ordering and dump see the same). */
 const TARGETS = new StateKey<Map<number, Target[]>>('files.epoll.targets');
 
-function targetsOf(task: CheckpointTask, f: OpenFile): Target[] {
+function targetsOf(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Target[] {
   const known = task.state.ensure(TARGETS, () => new Map<number, Target[]>());
   let t = known.get(f.fd);
   if (!t) {
-    t = findTargets(task, f);
+    t = findTargets(ctx, task, f);
     known.set(f.fd, t);
   }
   return t;
 }
 
-function findTargets(task: CheckpointTask, f: OpenFile): Target[] {
+function findTargets(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Target[] {
   const object = fdObject(f);
   requireEventFlags(task, f, 'an epoll');
   const lines = linux.parseEpollTargets(f.fdinfo);
   if (!lines) refuse(task.pid, object, 'its fdinfo lists a target cptrst cannot read');
-  const fds = linux.listFds(task.pid);
+  // Its files in flight are fds of the task too (unix-scm.ts), read where cptrst holds them; so is
+  // the epoll itself, when it is in flight.
+  const fds = [...linux.listFds(task.pid), ...filesInFlight(ctx, task).map((x) => x.fd)];
+  const ep = fdAt(task, f);
   const stats = new Map<number, fs.BigIntStats | undefined>();
   const statOf = (fd: number) => {
     if (!stats.has(fd)) {
       let st: fs.BigIntStats | undefined;
       try {
-        st = fs.statSync(`/proc/${task.pid}/fd/${fd}`, { bigint: true });
+        const at = fdLocation(task.pid, fd);
+        st = fs.statSync(`/proc/${at.pid}/fd/${at.fd}`, { bigint: true });
       } catch {
         st = undefined;
       }
@@ -90,7 +96,8 @@ function findTargets(task: CheckpointTask, f: OpenFile): Target[] {
     const candidates = [l.tfd, ...fds.filter((fd) => fd !== l.tfd)].filter((fd) => fds.includes(fd) && fd !== f.fd);
     const holder = candidates.find((fd) => {
       const st = statOf(fd);
-      return st !== undefined && sameFile(st, { dev: l.dev, ino: l.ino }) && linux.kcmpEpollTarget(task.pid, fd, f.fd, l.tfd, toff);
+      const at = fdLocation(task.pid, fd);
+      return st !== undefined && sameFile(st, { dev: l.dev, ino: l.ino }) && linux.kcmpEpollTarget(at.pid, at.fd, ep.fd, l.tfd, toff, ep.pid);
     });
     if (holder === undefined) {
       refuse(task.pid, object, `${what} (inode ${l.ino}) is open at no fd of the process (another process or a message in flight holds it): it cannot be registered again`);
@@ -102,21 +109,22 @@ function findTargets(task: CheckpointTask, f: OpenFile): Target[] {
 export class EpollKind implements FileKindHandler {
   readonly kind = 'epoll';
   readonly records = [EpollTargetImage];
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.link === 'anon_inode:[eventpoll]';
   }
 
-  describe(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
-    targetsOf(task, f);
+  describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
+    targetsOf(ctx, task, f);
   }
 
-  restoreAfter(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number[] {
-    return targetsOf(task, f).map((t) => t.fd);
+  restoreAfter(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): number[] {
+    return targetsOf(ctx, task, f).map((t) => t.fd);
   }
 
-  dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    for (const t of targetsOf(task, f)) {
+  dumpRecords(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
+    for (const t of targetsOf(ctx, task, f)) {
       const rec = new EpollTargetImage();
       rec.tfd = t.tfd;
       rec.fd = t.fd;

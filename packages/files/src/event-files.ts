@@ -5,7 +5,7 @@
  */
 import { CheckpointTask, CptError, RestartTask, linux, refuse } from '@cptrst/core';
 import type { FileImage } from './file';
-import type { OpenFile } from './kinds';
+import { OpenFile, fdAt } from './kinds';
 
 const { O, F, SYS } = linux;
 
@@ -33,11 +33,19 @@ export function setNonblock(task: RestartTask, fd: bigint, img: FileImage, objec
 }
 
 /**
- * Runs `fn` on a copy of fd `fd` of the (frozen) task, taken with pidfd_getfd: the same open
- * file description, so that cptrst can ask it what fdinfo does not show.
+ * Runs `fn` on a copy of open file `f` of the (frozen) task, taken with pidfd_getfd where it is
+ * (fdAt: the task's fd, or cptrst's of a file in flight): the same open file description, so
+ * that cptrst can ask it what fdinfo does not show.
  */
-export function withFileCopy<T>(task: CheckpointTask, fd: number, fn: (copy: number) => T): T {
-  return linux.withFdCopy(task.pid, fd, fn);
+export function withFileCopy<T>(task: CheckpointTask, f: OpenFile, fn: (copy: number) => T): T {
+  const at = fdAt(task, f);
+  return linux.withFdCopy(at.pid, at.fd, fn);
+}
+
+/** The fdinfo of open file `f` read again now, where it is (fdAt). */
+export function fdinfoNow(task: CheckpointTask, f: OpenFile): linux.FdInfo {
+  const at = fdAt(task, f);
+  return linux.readFdinfo(at.pid, at.fd);
 }
 
 /** A count record read from an untrusted image must fit the kernel's limit. */

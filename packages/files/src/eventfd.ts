@@ -12,7 +12,7 @@ import {
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import type { FileImage } from './file';
-import { badImage, checkEventFlags, fdObject, requireEventFlags } from './event-files';
+import { badImage, checkEventFlags, fdObject, fdinfoNow, requireEventFlags } from './event-files';
 
 const { O, SYS, EFD_SEMAPHORE } = linux;
 /** The largest value an eventfd counter holds. */
@@ -30,6 +30,7 @@ export class EventfdImage {
 export class EventfdKind implements FileKindHandler {
   readonly kind = 'eventfd';
   readonly records = [EventfdImage];
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.link === 'anon_inode:[eventfd]';
@@ -41,7 +42,7 @@ export class EventfdKind implements FileKindHandler {
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
     // Read again: the counter may have moved since the check (another process may write to it).
-    const s = state(task, { ...f, fdinfo: linux.readFdinfo(task.pid, f.fd) });
+    const s = state(task, { ...f, fdinfo: fdinfoNow(task, f) });
     const rec = new EventfdImage();
     rec.count = s.count;
     rec.flags = s.semaphore ? EFD_SEMAPHORE : 0;

@@ -146,7 +146,7 @@ function groupOf(task: CheckpointTask, f: OpenFile): Group {
 }
 
 function refuseQueued(task: CheckpointTask, f: OpenFile): void {
-  const n = withFileCopy(task, f.fd, (copy) => {
+  const n = withFileCopy(task, f, (copy) => {
     const b = Buffer.alloc(4);
     linux.checkedSyscall(`ioctl(FIONREAD) of ${fdObject(f)}`, task.pid, SYS.ioctl, copy, FIONREAD, b);
     return b.readInt32LE(0);

@@ -33,6 +33,7 @@ const { SYS, O, S_IF } = linux;
 export class FifoKind implements FileKindHandler {
   readonly kind = 'fifo';
   readonly records = [PipeImage];
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.stat.isFIFO() && f.link.startsWith('/');

@@ -9,7 +9,7 @@ import {
   RestoreObject, StateKey, bool, bytes, carriedOnlyBy, claim, i32, i64, kindNamed, kindRecordWriter, linux, objectType,
   refuse, requireKindRecord, str, treeTask, u32, u64, fileKey, sameFile,
 } from '@cptrst/core';
-import { FileKindHandler, FileKinds, OpenFile, recordedPath } from './kinds';
+import { FileKindHandler, FileKinds, OpenFile, fdAt, recordedPath, sameOpenFile } from './kinds';
 import { FS_KEY, KEPT_FDS, sharedWithParent } from './fs-struct';
 
 const { SYS, O, F } = linux;
@@ -88,14 +88,16 @@ export function openFiles(task: CheckpointTask): OpenFile[] {
 }
 
 export function kindOfFile(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): FileKindHandler {
-  return claim(ctx.all(FileKinds), f, task.pid, `fd ${f.fd} (${f.link})`, 'no handler for this kind of file');
+  const kind = claim(ctx.all(FileKinds), f, task.pid, `fd ${f.fd} (${f.link})`, 'no handler for this kind of file');
+  if (f.held && !kind.inFlight) refuse(task.pid, `fd ${f.fd} (${f.link}, in flight in a socket's queue)`, `a ${kind.kind} file in flight (SCM_RIGHTS) is not supported yet`);
+  return kind;
 }
 
-/** Groups fds by open file description (kcmp KCMP_FILE), in fd order. */
+/** Groups fds by open file description (kcmp KCMP_FILE), in fd order (files in flight after the task's own). */
 function byDescription(pid: number, files: OpenFile[]): OpenFile[][] {
   const groups: OpenFile[][] = [];
   for (const f of files) {
-    const g = groups.find((g) => sameFile(g[0].stat, f.stat) && linux.kcmp(pid, pid, linux.KCMP.FILE, g[0].fd, f.fd) === 0);
+    const g = groups.find((g) => sameFile(g[0].stat, f.stat) && sameOpenFile(fdAt({ pid }, g[0]), fdAt({ pid }, f)));
     if (g) g.push(f);
     else groups.push([f]);
   }
@@ -136,15 +138,7 @@ const CHECKED = new WeakMap<CheckpointContext, Map<number, OpenFile[]>>();
 
 /** The parent's fd that holds the same open file description, or undefined. */
 function holderFd(pid: number, f: OpenFile, otherPid: number, others: OpenFile[]): number | undefined {
-  return others.find((o) => sameFile(o.stat, f.stat) && sameDescription(pid, otherPid, f.fd, o.fd))?.fd;
-}
-
-function sameDescription(pid1: number, pid2: number, fd1: number, fd2: number): boolean {
-  try {
-    return linux.kcmp(pid1, pid2, linux.KCMP.FILE, fd1, fd2) === 0;
-  } catch {
-    return false;
-  }
+  return others.find((o) => sameFile(o.stat, f.stat) && sameOpenFile(fdAt({ pid }, f), fdAt({ pid: otherPid }, o)))?.fd;
 }
 
 /**
@@ -264,7 +258,7 @@ function writeFds(ctx: CheckpointContext, tag: number, group: OpenFile[]): void 
   for (const member of group) {
     const fd = new FdImage();
     fd.fd = member.fd;
-    fd.cloexec = (member.fdinfo.flags & O.CLOEXEC) !== 0;
+    fd.cloexec = member.held !== undefined || (member.fdinfo.flags & O.CLOEXEC) !== 0;
     ctx.write(fd, tag);
   }
 }

@@ -14,10 +14,10 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, carriedIn, checkDeletedFile, checkDeletedRun,
-  deletedFileCarried, deletedFilePath, describeHolders, dumpDeletedRuns, linux, makeDeletedFile, objectType, refuse, shareOf, u32,
+  deletedFileCarried, deletedFilePath, describeHolders, dumpDeletedRuns, fdLocation, linux, makeDeletedFile, objectType, refuse, shareOf, u32,
 } from '@cptrst/core';
 import { FileDataImage, FileImage } from './file';
-import { OpenFile, OpenRequest, openInTask, recordedPath, reopenFlags } from './kinds';
+import { OpenFile, OpenRequest, openInTask, procFdPath, recordedPath, reopenFlags, sameOpenFile } from './kinds';
 
 /** Under each FILE of a deleted inode open in several processes of the tree: who makes it. */
 @objectType(ObjectType.GHOST_SHARED, 'ghost-shared', { parents: [ObjectType.FILE] })
@@ -28,7 +28,7 @@ export class GhostSharedImage {
 
 /** Checkpoint: what a deleted file needs, refused before anything is written; whether a mapping of the task carries it. */
 export function describeGhost(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void {
-  const src = { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: recordedPath(f) };
+  const src = { at: procFdPath(task, f), stat: f.stat, path: recordedPath(f) };
   checkDeletedFile(task, src, `fd ${f.fd} (${f.link})`);
   img.mapped = deletedFileCarried(task, f.stat);
   ghostMaker(ctx, task, f, img);
@@ -58,13 +58,8 @@ export function ghostMaker(ctx: CheckpointContext, task: CheckpointTask, f: Open
 function ownDescriptions(holders: readonly { pid: number; fd: number }[]): boolean {
   const byPid = new Map<number, number[]>();
   for (const h of holders) if (h.fd >= 0) byPid.set(h.pid, [...(byPid.get(h.pid) ?? []), h.fd]);
-  const same = (p: number, a: number, q: number, b: number) => {
-    try {
-      return linux.kcmp(p, q, linux.KCMP.FILE, a, b) === 0;
-    } catch {
-      return false;
-    }
-  };
+  // An fd in flight is read where cptrst holds it (fdLocation).
+  const same = (p: number, a: number, q: number, b: number) => sameOpenFile(fdLocation(p, a), fdLocation(q, b));
   for (const [p, fds] of byPid) {
     for (const [q, theirs] of byPid) {
       if (p !== q && fds.some((a) => !theirs.some((b) => same(p, a, q, b)))) return true;
@@ -82,7 +77,7 @@ export function ghostSharedRecord(maker: number): GhostSharedImage {
 
 /** Checkpoint: FILE_DATA objects for the data runs of a deleted file. */
 export function dumpGhostData(task: CheckpointTask, f: OpenFile, out: KindRecordWriter): void {
-  const src = { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: recordedPath(f) };
+  const src = { at: procFdPath(task, f), stat: f.stat, path: recordedPath(f) };
   dumpDeletedRuns(task.pid, src, `fd ${f.fd} (${f.link})`, (offset, data) => {
     const d = new FileDataImage();
     d.offset = offset;

@@ -32,7 +32,7 @@ import { DevTtyKind, PtyMasterKind, PtySlaveKind, TtyRestore } from './tty';
 import { SocketQueuesRestore, UnixConnect, UnixSocketKind, connectUnixSockets } from './unix-socket';
 import { PidfdFinish, PidfdKind } from './pidfd';
 import { UnixNamesFinish } from './unix-name';
-import { ScmInstall } from './unix-scm';
+import { ScmInFlight, filesInFlight } from './unix-scm';
 import { ProcFilesFinish } from './procfile';
 
 export * from './fs-struct';
@@ -65,13 +65,15 @@ export class FilesDump implements DumpHandler {
   readonly order = FILES_ORDER;
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     fsCheck(task);
-    const files = openFiles(task);
+    const own = openFiles(task);
+    // Its files in flight are its fds in the image too (unix-scm.ts), after its own.
+    const files = [...own, ...filesInFlight(ctx, task)];
     for (const f of files) kindOfFile(ctx, task, f).describe(ctx, task, f, new FileImage());
     checkSharedFiles(ctx, task, files);
-    task.state.set(OPEN_FILES, files); // the task is frozen: dump and the locks use the same list
+    task.state.set(OPEN_FILES, own); // the task is frozen: dump and the locks use the same list
   }
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    const files = frozenOpenFiles(task);
+    const files = [...frozenOpenFiles(task), ...filesInFlight(ctx, task)];
     const inherited = inheritedDescriptions(ctx, task, files);
     dumpFs(ctx, task, files.map((f) => f.fd), [...new Set(inherited.values())].sort((a, b) => a - b));
     // Objects made for the descendants first: the task's own files may need them (the slave of a carried pty).
@@ -112,7 +114,7 @@ export function register(c: DependencyContainer): void {
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind(), new PidfdKind()]) provide(c, FileKinds, k);
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new ShmemFileKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   for (const k of [new PtyMasterKind(), new PtySlaveKind(), new DevTtyKind()]) provide(c, FileKinds, k);
-  provide(c, Tokens.DumpHandler, new ScmInstall());
+  provide(c, Tokens.DumpHandler, new ScmInFlight());
   provide(c, Tokens.DumpHandler, new FilesDump());
   provide(c, Tokens.RestoreHandler, new FilesRestore());
   provide(c, Tokens.DumpHandler, new LocksDump());

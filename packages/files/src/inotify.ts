@@ -158,7 +158,7 @@ export function pathOfHandle(task: CheckpointTask, w: { dev: bigint; ino: bigint
 }
 
 function queuedBytes(task: CheckpointTask, f: OpenFile): number {
-  return withFileCopy(task, f.fd, (copy) => {
+  return withFileCopy(task, f, (copy) => {
     const n = Buffer.alloc(4);
     linux.checkedSyscall(`ioctl(FIONREAD) of ${fdObject(f)}`, task.pid, SYS.ioctl, copy, FIONREAD, n);
     return n.readInt32LE(0);

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, KindHandler, KindRecordWriter, KindRecords, RestartContext, RestartTask, RestoreObject, StateKey, Token,
-  Tokens, linux, nonCanonicalPath, refuse,
+  Tokens, fdLocation, linux, nonCanonicalPath, refuse,
 } from '@cptrst/core';
 import type { FileImage } from './file';
 
@@ -17,6 +17,38 @@ export interface OpenFile {
   fdinfo: linux.FdInfo;
   /** stat through /proc/PID/fd/N (the file itself, even if deleted or renamed) */
   stat: fs.BigIntStats;
+  /**
+   * A file in flight in a queue of one of the task's sockets (unix-scm.ts): not in the task's fd
+   * table but held by cptrst, at fd `held.fd` of process `held.pid`, where it is read (link,
+   * fdinfo, stat, a copy, kcmp). `fd` is the number the task holds it at in the image.
+   */
+  held?: { pid: number; fd: number };
+}
+
+/** Where an open file is read: the task's fd, or cptrst's fd of a file in flight. */
+export function fdAt(task: { pid: number }, f: OpenFile): { pid: number; fd: number } {
+  return f.held ?? fdLocation(task.pid, f.fd);
+}
+
+/** /proc/PID/fd/N of an open file, where it is read (fdAt). */
+export function procFdPath(task: { pid: number }, f: OpenFile): string {
+  const at = fdAt(task, f);
+  return `/proc/${at.pid}/fd/${at.fd}`;
+}
+
+/** Runs `use` on cptrst's copy of an open file (the same open file description), closed afterwards. */
+export function withOpenFileCopy<T>(task: { pid: number }, f: OpenFile, use: (copy: number) => T): T {
+  const at = fdAt(task, f);
+  return linux.withFdCopy(at.pid, at.fd, use);
+}
+
+/** Whether two open files (of two tasks, or files in flight) are one open file description (kcmp KCMP_FILE). */
+export function sameOpenFile(a: { pid: number; fd: number }, b: { pid: number; fd: number }): boolean {
+  try {
+    return linux.kcmp(a.pid, b.pid, linux.KCMP.FILE, a.fd, b.fd) === 0;
+  } catch {
+    return false;
+  }
 }
 
 /** What restart knows when it opens a FILE again. */
@@ -38,6 +70,11 @@ export interface OpenRequest {
  * read (acceptRecord), and gets them all in open(), which runs at the file's first FD.
  */
 export interface FileKindHandler extends KindHandler<OpenFile> {
+  /**
+   * The kind describes a file in flight (OpenFile.held: read through cptrst's fd of it, never the
+   * task's). A file in flight of a kind without it is refused.
+   */
+  readonly inFlight?: boolean;
   /** Fills the kind's fields of the FILE object, or refuses. Runs at check time and again at dump. */
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, img: FileImage): void;
   /** Writes the kind's own records of the file (its contents...), after the FILE object, before its FDs. */

@@ -13,7 +13,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, MemfdDataFields, MemfdFields, MemfdLayouts, ObjectType, RestartContext, RestartTask, checkMemfd, createMemfd,
   carriedIn, dumpMemfd, isMemfd, linux, memfdPath, memfdRecord, objectType, refuse, registerMemfd, takeCreatedMemfd,
 } from '@cptrst/core';
-import { FileKindHandler, OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
+import { FileKindHandler, OpenFile, OpenRequest, openInTask, procFdPath, reopenFlags } from './kinds';
 import { FileImage } from './file';
 import { objectOf } from './pipe';
 
@@ -37,6 +37,7 @@ export class MemfdKind implements FileKindHandler {
   readonly priority = 1;
   readonly records: Array<new () => MemfdFields | MemfdDataFields> = [MemfdImage, MemfdDataImage];
   protected readonly layouts: MemfdLayouts = FILE_MEMFD;
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.stat.isFile() && isMemfd(f.link, f.stat.dev);
@@ -45,11 +46,11 @@ export class MemfdKind implements FileKindHandler {
   describe(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): void {
     const odd = f.fdinfo.flags & ~MEMFD_FLAGS;
     if (odd) refuse(task.pid, objectOf(f), `open flags 0${odd.toString(8)} on a memfd are not supported`);
-    checkMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, objectOf(f), ctx);
+    checkMemfd(task, { at: procFdPath(task, f), stat: f.stat, path: f.link }, objectOf(f), ctx);
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    dumpMemfd(task, { at: `/proc/${task.pid}/fd/${f.fd}`, stat: f.stat, path: f.link }, out, objectOf(f), this.layouts);
+    dumpMemfd(task, { at: procFdPath(task, f), stat: f.stat, path: f.link }, out, objectOf(f), this.layouts);
   }
 
   open(ctx: RestartContext, task: RestartTask, img: FileImage, req: OpenRequest): bigint {

@@ -17,6 +17,7 @@ const NS_LINK = /^(net|mnt|pid|uts|ipc|user|cgroup|time):\[\d+\]$/;
 
 export class NamespaceFile implements FileKindHandler {
   readonly kind = 'nsfs';
+  readonly inFlight = true;
   claims(f: OpenFile): boolean {
     return NS_LINK.test(f.link);
   }

@@ -57,7 +57,7 @@ function targetOf(task: CheckpointTask, f: OpenFile): number {
 
 /** The wait status PIDFD_GET_INFO reports for a dead pidfd, or -1 when this kernel does not report it. */
 function exitStatusOf(task: CheckpointTask, f: OpenFile): number {
-  return withFileCopy(task, f.fd, (copy) => {
+  return withFileCopy(task, f, (copy) => {
     const buf = Buffer.alloc(sizeOfStruct(linux.PidfdInfo));
     buf.writeBigUInt64LE(BigInt(linux.PIDFD_INFO.EXIT), 0);
     const r = linux.rawSyscall(SYS.ioctl, copy, linux.PIDFD_GET_INFO, buf);

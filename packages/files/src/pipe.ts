@@ -28,10 +28,10 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, Holder, HolderKey, KindRecordWriter, SharedObject, carriedIn, describeHolders, ownHolders, ObjectType, RestartContext,
+  CheckpointContext, CheckpointTask, CptError, Holder, HolderKey, KindRecordWriter, SharedObject, carriedIn, describeHolders, fdLocation, ownHolders, ObjectType, RestartContext,
   RestartTask, StateKey, bool, bytes, linux, objectType, refuse, shareOf, u32, u32s, u64,
 } from '@cptrst/core';
-import { FileKindHandler, OpenFile, OpenRequest, openInTask } from './kinds';
+import { FileKindHandler, OpenFile, OpenRequest, fdAt, openInTask, procFdPath } from './kinds';
 import { FileImage } from './file';
 
 const { SYS, O, F } = linux;
@@ -95,23 +95,16 @@ export function examinePipe(ctx: CheckpointContext, task: CheckpointTask, f: Ope
     refuse(task.pid, object, `the ${what} is also open in ${describeHolders(outside)}, outside the checkpointed process tree; a ${what} is restored only together with every process that holds it`);
   }
   const fds = ownHolders(task, key);
-  const infos = fds.map((fd) => ({ fd, flags: linux.readFdinfo(task.pid, fd).flags }));
+  // Its fds in flight are read where cptrst holds them (fdLocation).
+  const infos = fds.map((fd) => ({ fd, flags: flagsOf({ pid: task.pid, fd }) }));
   for (const i of infos) {
     const odd = i.flags & ~PIPE_FLAGS;
     if (odd) refuse(task.pid, `fd ${i.fd} (${f.link})`, `open flags 0${odd.toString(8)} on a ${what} are not supported`);
   }
   const writerFlags = [...infos.map((i) => i.flags), ...(shared?.holders ?? []).filter((h) => h.pid !== task.pid && h.fd >= 0).map((h) => flagsOf(h))];
-  const pidfd = linux.pidfdOpen(task.pid);
-  try {
-    const dup = linux.pidfdGetfd(pidfd, infos[0]?.fd ?? f.fd);
-    let capacity: bigint;
-    let waiting: number;
-    try {
-      capacity = linux.rawSyscall(SYS.fcntl, dup, F.GETPIPE_SZ, 0);
-      waiting = linux.ioctlInt(dup, linux.FIONREAD);
-    } finally {
-      fs.closeSync(dup);
-    }
+  {
+    const at = infos.length ? fdLocation(task.pid, infos[0].fd) : fdAt(task, f);
+    const { capacity, waiting } = linux.withFdCopy(at.pid, at.fd, (dup) => ({ capacity: linux.rawSyscall(SYS.fcntl, dup, F.GETPIPE_SZ, 0), waiting: linux.ioctlInt(dup, linux.FIONREAD) }));
     if (capacity <= 0n) refuse(task.pid, object, `F_GETPIPE_SZ on the ${what} failed (${capacity})`);
     if (waiting < 0) refuse(task.pid, object, `FIONREAD on the ${what} failed (${waiting})`);
     if (waiting > PIPE_DATA_MAX) refuse(task.pid, object, `the ${what} holds ${waiting} bytes; at most ${PIPE_DATA_MAX} in flight are stored in an image`);
@@ -124,15 +117,14 @@ export function examinePipe(ctx: CheckpointContext, task: CheckpointTask, f: Ope
     };
     states.set(id, st);
     return st;
-  } finally {
-    fs.closeSync(pidfd);
   }
 }
 
-/** The status flags of another process's fd (0 when it cannot be read: the process is frozen, so never). */
+/** The status flags of a process's fd, read where it is (fdLocation); 0 when it cannot be read (the process is frozen, so never). */
 function flagsOf(h: Holder): number {
   try {
-    return linux.readFdinfo(h.pid, h.fd).flags;
+    const at = fdLocation(h.pid, h.fd);
+    return linux.readFdinfo(at.pid, at.fd).flags;
   } catch {
     return 0;
   }
@@ -151,9 +143,10 @@ export function readPipeData(task: CheckpointTask, f: OpenFile, key: HolderKey, 
   const reader = candidates.find((h) => (flagsOf(h) & O.ACCMODE) !== O.WRONLY);
   let src: number;
   if (reader !== undefined) {
-    src = linux.fdCopyOf(reader.pid, reader.fd);
+    const at = fdLocation(reader.pid, reader.fd);
+    src = linux.fdCopyOf(at.pid, at.fd);
   } else if (fifo) {
-    src = fs.openSync(`/proc/${task.pid}/fd/${f.fd}`, O.RDONLY | O.NONBLOCK);
+    src = fs.openSync(procFdPath(task, f), O.RDONLY | O.NONBLOCK);
   } else {
     return none; // the read end is closed for good: nobody can ever read these bytes
   }
@@ -308,6 +301,7 @@ export function pipeDescription(task: RestartTask, p: RestoredPipe, img: FileIma
 export class PipeKind implements FileKindHandler {
   readonly kind = 'pipe';
   readonly records = [PipeImage];
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.stat.isFIFO() && /^pipe:\[\d+\]$/.test(f.link);

@@ -19,7 +19,7 @@ import {
   nonCanonicalPath, objectType, refuse, sameFile, u32, u64,
 } from '@cptrst/core';
 import { FileImage } from './file';
-import { OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
+import { OpenFile, OpenRequest, fdAt, openInTask, reopenFlags, sameOpenFile } from './kinds';
 
 const { SYS, O, SEEK } = linux;
 
@@ -75,7 +75,7 @@ function findProcFileOfTree(ctx: CheckpointContext, task: CheckpointTask, f: Ope
     if (!sameFile(st, f.stat)) continue;
     let same = false;
     try {
-      same = linux.kcmp(task.pid, other, linux.KCMP.FILE, f.fd, fd) === 0;
+      same = sameOpenFile(fdAt(task, f), { pid: other, fd });
     } catch {
       /* gone */
     }

@@ -20,6 +20,7 @@ export class RegularFile implements FileKindHandler {
   readonly kind = 'regular';
   /** The data runs of a deleted file and who makes one the tree shares; the process of a file of a /proc directory of the tree. */
   readonly records = [FileDataImage, GhostSharedImage, ProcFileImage];
+  readonly inFlight = true;
   claims(f: OpenFile): boolean {
     return f.stat.isFile() && f.link.startsWith('/');
   }

@@ -23,6 +23,7 @@ export class SignalfdImage {
 export class SignalfdKind implements FileKindHandler {
   readonly kind = 'signalfd';
   readonly records = [SignalfdImage];
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.link === 'anon_inode:[signalfd]';

@@ -15,6 +15,7 @@ const { O, S_IF } = linux;
 
 export class SymlinkFile implements FileKindHandler {
   readonly kind = 'symlink';
+  readonly inFlight = true;
   claims(f: OpenFile): boolean {
     return f.stat.isSymbolicLink() && f.link.startsWith('/');
   }

@@ -22,7 +22,7 @@ import {
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
 import type { FileImage } from './file';
-import { badImage, checkEventFlags, fdObject, requireEventFlags, withFileCopy } from './event-files';
+import { badImage, checkEventFlags, fdObject, fdinfoNow, requireEventFlags, withFileCopy } from './event-files';
 
 const { O, CLOCK, TFD_TIMER, TFD_IOC_SET_TICKS } = linux;
 const NS = 1000000000n;
@@ -72,6 +72,7 @@ function kernelSetsTicks(): boolean {
 export class TimerfdKind implements FileKindHandler {
   readonly kind = 'timerfd';
   readonly records = [TimerfdImage];
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.link === 'anon_inode:[timerfd]';
@@ -82,10 +83,10 @@ export class TimerfdKind implements FileKindHandler {
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, _img: FileImage, out: KindRecordWriter): void {
-    withFileCopy(task, f.fd, (copy) => {
+    withFileCopy(task, f, (copy) => {
       linux.checkedSyscall(`timerfd_gettime of ${fdObject(f)}`, task.pid, linux.syscallNumber('timerfd_gettime'), copy, Buffer.alloc(sizeOfStruct(linux.Itimerspec)));
     });
-    const t = info(task, f, linux.readFdinfo(task.pid, f.fd));
+    const t = info(task, f, fdinfoNow(task, f));
     const now = clockNow(t.clockid);
     check(task, f, t);
     const rec = new TimerfdImage();

@@ -2,30 +2,32 @@
  * The control data of the messages queued on unix sockets: file descriptors in flight
  * (SCM_RIGHTS) and the senders' credentials (SCM_CREDENTIALS).
  *
- * Checkpoint. Before any handler looks at the fds of a task (ScmInstall, the first check of the
+ * Checkpoint. Before any handler looks at the fds of a task (ScmInFlight, the first check of the
  * checkpoint, for every process of the tree at once), cptrst peeks the queue of each socket on
- * its own copy of it (pidfd_getfd): the files in flight of each message come to cptrst's fd table.
- * Those of a datagram or seqpacket socket go on to the process that holds it, as a receive would
- * bring them: over a socketpair made inside the process, received there by an injected recvmsg
- * (so the process's own RLIMIT_NOFILE and security module decide). From then on they are fds of
- * the process like any other: each is described and dumped through its kind (a pipe, a regular
- * file, a memfd, an epoll, a unix socket...) with the FILE and FD records of the fd table, an fd
- * that shares its open file description with one the process already has shares its FILE (dup),
- * and what is shared with other processes of the tree is shared the usual way. The kinds describe
- * an fd by its process (/proc/PID/fd, fdinfo, pidfd_getfd, kcmp), which is why the files are put
- * there rather than dumped from cptrst's own table. The queue's UNIX_SCM records name, for each
- * message, the fds to send with it, in order. Nothing is taken from the queue and its peek offset
- * is not held across any call inside the process; the installed fds are closed inside the
- * process before the tree is let go, whether the checkpoint succeeded or not
- * (CheckpointContext.beforeRelease). Only a death of cptrst between the install and the release
- * leaves them (close-on-exec), and the socketpair if it comes during the install. A message's
- * credentials are the ones a peek reports when the socket has SO_PASSCRED (cptrst and the process
- * share pid and user namespaces: cptrst refuses a process in others); they are kept when the
- * sender is a process of the tree.
+ * its own copy of it (pidfd_getfd): the files in flight of each message come to cptrst's own fd
+ * table (close-on-exec), and stay there until just before the tree is let go
+ * (CheckpointContext.beforeRelease), whether the checkpoint succeeded or not; a death of cptrst
+ * closes them with it. Nothing is put into the process, nothing is taken from the queue, and its
+ * peek offset is not held across any call: the process is left exactly as it was at any instant.
+ * In the image they are fds of the process that holds the socket, at the lowest fd numbers free
+ * in its table (as a receive would place them, within its RLIMIT_NOFILE): each is described and
+ * dumped through its kind (a pipe, a regular file, a memfd, an epoll, a unix socket...) with the
+ * FILE and FD records of the fd table, reading it where cptrst holds it (OpenFile.held: its link,
+ * fdinfo, stat, a copy, kcmp against the process's own fds); a kind that cannot describe a file
+ * held so refuses it (FileKindHandler.inFlight). An fd in flight that shares its open file
+ * description with one the process has shares its FILE (dup), and what is shared with other
+ * processes of the tree is shared the usual way (it counts as an fd of the process: core's
+ * addInFlight, for ownHolders and otherHolders).
+ * The queue's UNIX_SCM records name, for each message, the fds to send with it, in order. A
+ * message's credentials are the ones a peek reports when the socket has SO_PASSCRED (cptrst and
+ * the process share pid and user namespaces: cptrst refuses a process in others); they are kept
+ * when the sender is a process of the tree.
  * Refused: descriptors in flight on a stream socket, on a socket held by several processes or
  * whose peer is held by another process, on a socket that is itself in flight (so a socket sent
- * over itself and closed, or any cycle), an empty message with descriptors; credentials of a
- * process outside the tree, or a stream whose runs carry different credentials.
+ * over itself and closed, or any cycle), an empty message with descriptors; a file in flight
+ * with a lock, lease or I/O owner, or of a kind that cannot be described from outside the
+ * process; credentials of a process outside the tree, or a stream whose runs carry different
+ * credentials.
  *
  * Restart. The files in flight come back as fds of the process (their FDs), the queue is sent
  * again by the socket's peer (SocketQueuesRestore, after the final credentials) with sendmsg:
@@ -35,11 +37,12 @@
  * never more than the image's owner could.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, KindRecords, ObjectType, RestartTask, bool, encodeStruct, i32, linux, objectType,
-  refuse, sizeOfStruct, treeTask, u32, u32s, withFdChannel,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, KindRecords, ObjectType, RestartTask, addInFlight, bool, forgetInFlight, decodeStruct, encodeStruct, i32, linux, objectType,
+  refuse, sizeOfStruct, treeTask, u32, u32s,
 } from '@cptrst/core';
 import * as fs from 'fs';
 import { FS_KEY } from './fs-struct';
+import type { OpenFile } from './kinds';
 
 const { SYS, SO, SOCK } = linux;
 
@@ -63,13 +66,15 @@ const IOV = sizeOfStruct(linux.Iovec);
 // ---------------------------------------------------------------------------------------------
 // Checkpoint
 
-/** The descriptors in flight of one socket, installed in the process that holds it. */
+/** The descriptors in flight of one socket, as fds of the process that holds it (in the image). */
 interface InFlight {
   pid: number;
   /** Per message (its index in the queue): the fds of the process standing for its files in flight. */
   fds: Map<number, number[]>;
 }
 const IN_FLIGHT = new WeakMap<CheckpointContext, Map<number, InFlight>>();
+/** The files in flight of each process, by pid: held by cptrst, at the fd numbers the process gets them at in the image. */
+const FILES = new WeakMap<CheckpointContext, Map<number, OpenFile[]>>();
 /**
  * Every queue the first check read, by socket inode: a peek marks an empty datagram, and a later
  * peek by offset skips a marked one, so each queue is read once per checkpoint (the socket's kind
@@ -82,50 +87,47 @@ export function peekedQueue(ctx: CheckpointContext, ino: number): linux.QueuedMe
   return PEEKED.get(ctx)?.get(ino);
 }
 
+/** The files in flight in the queues of the task's sockets, as open files of the task (OpenFile.held: cptrst's fds of them). */
+export function filesInFlight(ctx: CheckpointContext, task: CheckpointTask): OpenFile[] {
+  return FILES.get(ctx)?.get(task.pid) ?? [];
+}
+
 const inoOf = (link: string): number => Number(/^socket:\[(\d+)\]$/.exec(link)?.[1] ?? -1);
 
-/** The first check of a checkpoint: installs the descriptors in flight of every process of the tree (once). */
-export class ScmInstall implements DumpHandler {
-  readonly name = 'files.scm-install';
+/** The first check of a checkpoint: takes the descriptors in flight of every process of the tree (once). */
+export class ScmInFlight implements DumpHandler {
+  readonly name = 'files.scm-in-flight';
   /** Before every handler that looks at a task's fds. */
   readonly order = 1;
   check(ctx: CheckpointContext): void {
-    if (!IN_FLIGHT.has(ctx)) installAll(ctx);
+    if (!IN_FLIGHT.has(ctx)) takeAll(ctx);
   }
   dump(): void {
-    /* the files in flight are dumped as fds of their process */
+    /* the files in flight are dumped as fds of their process (FilesDump) */
   }
 }
 
-function installAll(ctx: CheckpointContext): void {
+function takeAll(ctx: CheckpointContext): void {
   const table = new Map<number, InFlight>();
   IN_FLIGHT.set(ctx, table);
   const peeked = new Map<number, linux.QueuedMessage[]>();
   PEEKED.set(ctx, peeked);
-  const installed: Array<{ task: CheckpointTask; fds: number[] }> = [];
-  // Registered first: whatever was installed goes again, even when the checkpoint fails half-way.
-  ctx.beforeRelease(() => {
-    for (const { task, fds } of installed) for (const fd of fds) task.tracee.syscall(SYS.close, [fd]);
-  });
-  installTree(ctx, table, peeked, installed);
-}
-
-function closeQuietly(fd: number): void {
-  try {
-    fs.closeSync(fd);
-  } catch {
-    /* closed */
-  }
-}
-
-function installTree(ctx: CheckpointContext, table: Map<number, InFlight>, peeked: Map<number, linux.QueuedMessage[]>, installed: Array<{ task: CheckpointTask; fds: number[] }>): void {
+  const files = new Map<number, OpenFile[]>();
+  FILES.set(ctx, files);
+  const held: number[] = [];
+  // Registered first: cptrst's fds of the files in flight go before the tree runs on (a pipe's
+  // reader then sees its end of file as before), whether the checkpoint succeeded or not.
   const tasks = (ctx.tree?.tasks ?? []).filter((t) => !t.zombie);
+  ctx.beforeRelease(() => {
+    for (const t of tasks) forgetInFlight(t.pid);
+    for (const fd of held.splice(0)) closeQuietly(fd);
+  });
   let diag: Map<number, linux.UnixDiag> | undefined;
   for (const task of tasks) {
-    const mine: number[] = [];
-    installed.push({ task, fds: mine });
     const seen = new Set<number>();
-    for (const fd of linux.listFds(task.pid)) {
+    /** The fd numbers of the task, and those its files in flight take in the image. */
+    const taken = new Set(linux.listFds(task.pid));
+    for (const fd of [...taken].sort((a, b) => a - b)) {
       let link: string;
       try {
         link = linux.readFdLink(task.pid, fd);
@@ -141,7 +143,7 @@ function installTree(ctx: CheckpointContext, table: Map<number, InFlight>, peeke
       if (!d || d.state === linux.TCP_LISTEN || (d.type !== SOCK.DGRAM && d.state !== linux.TCP_ESTABLISHED)) continue;
       const stream = d.type === SOCK.STREAM;
       const object = `fd ${fd} (${link})`;
-      // The peek is cptrst's: the files in flight come to cptrst's own fd table (they die with it).
+      // The peek is cptrst's: the files in flight come to cptrst's own fd table (close-on-exec), never the process's.
       const queue = peeked.get(ino) ?? linux.withFdCopy(task.pid, fd, (dup) => {
         // With SO_PASSPIDFD a peek also brings a pidfd of the sender (SCM_PIDFD): refused before any.
         if (linux.getSockoptInt(dup, SO.PASSPIDFD) > 0) refuse(task.pid, object, 'SO_PASSPIDFD is set on the socket; it is not supported yet');
@@ -153,26 +155,31 @@ function installTree(ctx: CheckpointContext, table: Map<number, InFlight>, peeke
         }
       });
       const rights = queue.flatMap((m) => m.rights ?? []);
+      held.push(...rights);
       for (const m of queue) delete m.rights;
       peeked.set(ino, queue);
       const count = queue.reduce((n, m) => n + m.fds, 0);
       if (!count) continue;
-      // cptrst's own fds of them go once they are installed (or refused): they never pile up.
-      try {
-        install(tasks, task, fd, link, d, queue, rights, count, table, mine);
-      } finally {
-        for (const r of rights) closeQuietly(r);
-      }
+      checkTaken(tasks, task, fd, link, d, count);
+      const mine = files.get(task.pid) ?? [];
+      files.set(task.pid, mine);
+      table.set(ino, { pid: task.pid, fds: asFdsOf(task, queue, rights, object, taken, mine) });
     }
   }
 }
 
-/** Refuses what cannot be installed, or installs the files in flight of socket `fd` of `task`. */
-function install(tasks: CheckpointTask[], task: CheckpointTask, fd: number, link: string, d: linux.UnixDiag, queue: linux.QueuedMessage[], rights: number[], count: number, table: Map<number, InFlight>, mine: number[]): void {
-  const ino = d.ino;
-  const stream = d.type === SOCK.STREAM;
+function closeQuietly(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    /* closed */
+  }
+}
+
+/** Refuses the descriptors in flight of socket `fd` of `task` that cannot be restored. */
+function checkTaken(tasks: CheckpointTask[], task: CheckpointTask, fd: number, link: string, d: linux.UnixDiag, count: number): void {
   const object = `fd ${fd} (${link})`;
-  if (stream) refuse(task.pid, object, `${count} descriptor(s) are in flight in the queue of a stream socket; descriptors in flight are supported on datagram and seqpacket sockets only`);
+  if (d.type === SOCK.STREAM) refuse(task.pid, object, `${count} descriptor(s) are in flight in the queue of a stream socket; descriptors in flight are supported on datagram and seqpacket sockets only`);
   // The queue is sent again by the process that makes the socket at restart: the process that
   // holds it, also for a socketpair whose other end its descendants hold (it makes the pair).
   for (const other of tasks) {
@@ -184,7 +191,6 @@ function install(tasks: CheckpointTask[], task: CheckpointTask, fd: number, link
       refuse(task.pid, object, `${count} descriptor(s) are in flight in its queue, and its peer is held by process ${other.pid} (fd ${peer}), which is not a descendant of this process; descriptors in flight are supported where the receiving end's process made the pair`);
     }
   }
-  table.set(ino, { pid: task.pid, fds: installInTask(task, queue, rights, object, mine) });
 }
 
 /** Whether process `pid` descends from process `ancestor` (the tree is frozen: the parents hold still). */
@@ -204,31 +210,50 @@ function readLink(pid: number, fd: number): string {
   }
 }
 
+/**
+ * The files in flight of a queue as fds of the task in the image: each message's at the lowest
+ * numbers free in the task's fd table (`taken`: its fds and those given already), as a receive
+ * would place them, within its RLIMIT_NOFILE. Each is described where cptrst holds it (`rights`,
+ * from its peek); nothing of the task changes. `out` gets each as an open file of the task.
+ */
+function asFdsOf(task: CheckpointTask, queue: linux.QueuedMessage[], rights: number[], object: string, taken: Set<number>, out: OpenFile[]): Map<number, number[]> {
+  const limit = Number(linux.readLimits(task.pid)[linux.RLIMIT.NOFILE]?.cur ?? 1024n);
+  const got = new Map<number, number[]>();
+  let next = 0;
+  let low = 0;
+  queue.forEach((m, i) => {
+    if (!m.fds) return;
+    if (!m.data.length) refuse(task.pid, object, 'an empty message carries descriptors in flight; not supported');
+    const these: number[] = [];
+    for (const held of rights.slice(next, next + m.fds)) {
+      while (taken.has(low)) low++;
+      if (low >= limit) refuse(task.pid, object, `the descriptors in flight do not fit in the process's fd table (RLIMIT_NOFILE ${limit})`);
+      taken.add(low);
+      these.push(low);
+      const at = `/proc/${process.pid}/fd/${held}`;
+      const f: OpenFile = { fd: low, link: fs.readlinkSync(at), fdinfo: linux.readFdinfo(process.pid, held), stat: fs.statSync(at, { bigint: true }), held: { pid: process.pid, fd: held } };
+      refuseLocked(task, f);
+      addInFlight(task.pid, f.fd, f.link, f.stat, f.held!);
+      out.push(f);
+    }
+    if (these.length !== m.fds) throw new CptError('EIO', `message ${i} carries ${m.fds} descriptor(s) in flight, and ${these.length} came to cptrst`, { pid: task.pid, object });
+    next += m.fds;
+    got.set(i, these);
+  });
+  return got;
+}
 
 /**
- * The files in flight of each message come to the task as a receive would bring them
- * (withFdChannel: cptrst's fds of them, from its peek, one message each). The socket's queue and
- * peek offset are not touched. `installed` gets each fd as it comes, for the cleanup.
+ * Locks, leases and I/O owners are those of the files the task holds (locks.ts); a file in flight
+ * holding any is refused rather than restored without them.
  */
-function installInTask(task: CheckpointTask, queue: linux.QueuedMessage[], rights: number[], object: string, installed: number[]): Map<number, number[]> {
-  const out = new Map<number, number[]>();
-  let next = 0;
-  withFdChannel(task.tracee, object, `the descriptors in flight of ${object}`, (give) => {
-    queue.forEach((m, i) => {
-      if (!m.fds) return;
-      if (!m.data.length) refuse(task.pid, object, 'an empty message carries descriptors in flight; not supported');
-      const these = rights.slice(next, next + m.fds);
-      next += m.fds;
-      const got = give(these);
-      installed.push(...got.fds);
-      if (got.flags & linux.MSG.CTRUNC) refuse(task.pid, object, 'the descriptors in flight do not fit in the process\'s fd table (RLIMIT_NOFILE)');
-      if (got.fds.length !== m.fds) {
-        throw new CptError('EIO', `message ${i} carries ${m.fds} descriptor(s) in flight, and ${got.fds.length} came to the process`, { pid: task.pid, object });
-      }
-      out.set(i, got.fds);
-    });
-  });
-  return out;
+function refuseLocked(task: CheckpointTask, f: OpenFile): void {
+  const object = `fd ${f.fd} (${f.link}, in flight in a socket's queue)`;
+  if (f.fdinfo.extra.some((l) => l.startsWith('lock:'))) refuse(task.pid, object, 'a file in flight holds a lock or lease; not supported yet');
+  const buf = Buffer.alloc(sizeOfStruct(linux.FOwnerEx));
+  const owner = linux.rawSyscall(SYS.fcntl, f.held!.fd, linux.F.GETOWN_EX, buf) === 0n ? decodeStruct(linux.FOwnerEx, buf).pid : 0;
+  const sig = Number(linux.rawSyscall(SYS.fcntl, f.held!.fd, linux.F.GETSIG, 0));
+  if (owner !== 0 || sig > 0) refuse(task.pid, object, 'a file in flight has an I/O owner or signal (F_SETOWN, F_SETSIG); not supported yet');
 }
 
 /**

@@ -50,7 +50,7 @@ import {
   CheckpointContext, CheckpointFlags, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, RestoreHandler, StateKey, bool, bytes,
   carriedIn, describeHolders, i32, linux, objectType, str, u64s, openRecordedFile, otherHolders, ownHolders, refuse, requireCanonicalPath, shareGroup, shareOf, u32, u64,
 } from '@cptrst/core';
-import { FileKindHandler, OpenFile, OpenRequest } from './kinds';
+import { FileKindHandler, OpenFile, OpenRequest, withOpenFileCopy } from './kinds';
 import { FileImage } from './file';
 import { objectOf, moveAbove } from './pipe';
 import { bindPrivately, connectPrivately, privateSocketFile } from './unix-name';
@@ -185,7 +185,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
     describePeer(ctx, task, f, d, rec);
   } else if (d.state === linux.TCP_ESTABLISHED && type === SOCK.DGRAM) {
     // A datagram socket shows ESTABLISHED once it connected, and also once another connected to it.
-    const peerName = linux.withFdCopy(task.pid, f.fd, (dup) => linux.getPeerName(dup));
+    const peerName = withOpenFileCopy(task, f, (dup) => linux.getPeerName(dup));
     if (peerName === undefined) {
       rec.state = linux.TCP_CLOSE; // only connected to: itself not connected
     } else if (peerName.length && d.name && fsName(peerName).equals(fsName(d.name))) {
@@ -203,7 +203,7 @@ function examine(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): Soc
   } else if (d.state !== linux.TCP_CLOSE) {
     refuse(task.pid, object, `a unix socket in state ${d.state} without a peer`);
   }
-  const { queue, opts } = linux.withFdCopy(task.pid, f.fd, (dup) => {
+  const { queue, opts } = withOpenFileCopy(task, f, (dup) => {
     const get = (opt: number, what: string): number => {
       const v = linux.getSockoptInt(dup, opt);
       if (v < -1 || (v === -1 && opt !== SO.PEEK_OFF)) refuse(task.pid, object, `getsockopt(${what}) failed (${v})`);
@@ -494,6 +494,7 @@ function externalPeer(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile,
 export class UnixSocketKind implements FileKindHandler {
   readonly kind = 'unix-socket';
   readonly records = [UnixSocketImage, SocketQueueImage, UnixScmImage];
+  readonly inFlight = true;
 
   claims(f: OpenFile): boolean {
     return f.stat.isSocket() && /^socket:\[\d+\]$/.test(f.link);

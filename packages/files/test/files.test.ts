@@ -69,7 +69,7 @@ describe('files: open files of a real process', function () {
       'regular', 'chardev', 'directory', 'symlink', 'nsfs', 'eventfd', 'epoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pidfd', 'pipe', 'fifo', 'memfd', 'shmem-file', 'unix-socket',
       'pty-master', 'pty-slave', 'devtty',
     ]);
-    expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files.scm-install', 1], ['files', 300], ['files.locks', 310]]);
+    expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files.scm-in-flight', 1], ['files', 300], ['files.locks', 310]]);
     expect(c.resolveAll<RestoreHandler>(Tokens.RestoreHandler).map((r) => [r.name, r.types])).to.deep.equal([
       ['files', [ObjectType.FS, ObjectType.FILE, ObjectType.FILE_DATA, ObjectType.FILE_CARRY, ObjectType.FD]],
       ['files.locks', [ObjectType.FILE_LOCK, ObjectType.FD_OWNER]],

@@ -322,7 +322,8 @@ const peekBuffers = { data: Buffer.alloc(0), name: Buffer.alloc(112), control: B
 function peekOnce(fd: number, flags: number): Peeked {
   if (peekBuffers.data.length !== PEEK_BUFFER) peekBuffers.data = Buffer.alloc(PEEK_BUFFER);
   const { data, name, control } = peekBuffers;
-  const r = libcRecvmsg(fd, data, name, control, flags);
+  // Descriptors that come with a peek are close-on-exec in cptrst: no process it starts gets them.
+  const r = libcRecvmsg(fd, data, name, control, flags | MSG.CMSG_CLOEXEC);
   const n = r.result;
   // A failed recvmsg writes no lengths back: the buffers then hold an earlier answer's bytes.
   if (n < 0) return { result: n, flags: 0, name: Buffer.alloc(0), control: Buffer.alloc(0) };

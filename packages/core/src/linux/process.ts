@@ -103,10 +103,11 @@ export function processExists(pid: number): boolean {
 }
 
 /**
- * kcmp(KCMP_EPOLL_TFD): whether fd `fd` of `pid` is the file registered in epoll `epfd` (of the
- * same process) under fd number `tfd`, the `toff`-th entry with that number. True when it is.
+ * kcmp(KCMP_EPOLL_TFD): whether fd `fd` of `pid` is the file registered in epoll `epfd` (of
+ * process `epPid`, the same one unless given) under fd number `tfd`, the `toff`-th entry with that
+ * number. True when it is.
  */
-export function kcmpEpollTarget(pid: number, fd: number, epfd: number, tfd: number, toff: number): boolean {
+export function kcmpEpollTarget(pid: number, fd: number, epfd: number, tfd: number, toff: number, epPid = pid): boolean {
   const slot = encodeStruct(KcmpEpollSlot, { efd: epfd, tfd, toff });
-  return checkedSyscall(`kcmp(${pid}, KCMP_EPOLL_TFD, ${fd}, {${epfd}, ${tfd}, ${toff}})`, pid, SYS.kcmp, pid, pid, KCMP.EPOLL_TFD, fd, slot) === 0n;
+  return checkedSyscall(`kcmp(${pid}, ${epPid}, KCMP_EPOLL_TFD, ${fd}, {${epfd}, ${tfd}, ${toff}})`, pid, SYS.kcmp, pid, epPid, KCMP.EPOLL_TFD, fd, slot) === 0n;
 }
