@@ -40,15 +40,15 @@ const PY_CHECK = [
   'after=fds()',
 ];
 
-/** Refused at checkpoint (one line, naming the process and `what`); the script then checks everything is still there. */
-async function expectRefusedAndKept(script: string, what: RegExp): Promise<void> {
+/** Refused at checkpoint (one line, naming the process, the object and `what`); the script then checks everything is still there. */
+async function expectRefusedAndKept(script: string, what: RegExp, object = 'fd \\d+ \\(socket:\\[\\d+\\]\\)'): Promise<void> {
   const dir = makeTempDir('scm-refused');
   const trig = path.join(dir, 'go');
   const pid = await startPython(dir, script, [trig]);
   try {
     const r = await cptrst(['checkpoint', String(pid), '-o', path.join(dir, 'i.cpt'), '--kill']);
     expect(r.code).to.equal(1);
-    expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, fd \\d+ \\(socket:\\[\\d+\\]\\): `)).and.match(what);
+    expect(r.stderr).to.match(ONE_LINE).and.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${pid}, ${object}: `)).and.match(what);
     fs.writeFileSync(trig, '');
     expect(await waitGone(pid, 10000, { zombieOk: true })).to.equal(true);
     expect(fs.readFileSync(path.join(dir, 'out'), 'utf8')).to.equal('READY\nPASS\n');
@@ -173,6 +173,22 @@ describe('descriptors in flight and credentials in unix socket queues', function
       'ok=after==before and msg==b"m" and len(got)==1 and os.read(got[0],100)==b"through the fd"',
       'print("PASS" if ok else "FAIL %r %r"%(before,after),flush=True)',
     ].join('\n'), /SO_PASSPIDFD is set on the socket; /);
+  });
+
+  it('a file in flight of a kind that is not described from outside the process (an inotify) is refused; the process receives it afterwards', async () => {
+    await expectRefusedAndKept([
+      'import ctypes,os,socket,sys,time',
+      'libc=ctypes.CDLL(None,use_errno=True)',
+      'a,b=socket.socketpair(socket.AF_UNIX,socket.SOCK_DGRAM)',
+      'i=libc.inotify_init1(0)',
+      'libc.inotify_add_watch(i,sys.argv[1].rsplit("/",1)[0].encode(),0x100)', // IN_CREATE in the test's directory
+      'socket.send_fds(a,[b"m"],[i])',
+      'os.close(i)',
+      ...PY_CHECK,
+      'msg,got,_,_=socket.recv_fds(b,10,1)',
+      'ok=after==before and msg==b"m" and len(got)==1 and os.readlink("/proc/self/fd/%d"%got[0])=="anon_inode:inotify"',
+      'print("PASS" if ok else "FAIL %r %r"%(before,after),flush=True)',
+    ].join('\n'), /inotify files in flight \(SCM_RIGHTS\) are not supported yet/, 'fd \\d+ \\(anon_inode:inotify, in flight in a socket\'s queue\\)');
   });
 
   it('a socket sent over itself and closed (in flight in its own queue) is refused; the process receives it afterwards', async () => {

@@ -89,7 +89,7 @@ export function openFiles(task: CheckpointTask): OpenFile[] {
 
 export function kindOfFile(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile): FileKindHandler {
   const kind = claim(ctx.all(FileKinds), f, task.pid, `fd ${f.fd} (${f.link})`, 'no handler for this kind of file');
-  if (f.held && !kind.inFlight) refuse(task.pid, `fd ${f.fd} (${f.link}, in flight in a socket's queue)`, `a ${kind.kind} file in flight (SCM_RIGHTS) is not supported yet`);
+  if (f.held && !kind.inFlight) refuse(task.pid, `fd ${f.fd} (${f.link}, in flight in a socket's queue)`, `${kind.kind} files in flight (SCM_RIGHTS) are not supported yet: this kind is described only through an fd of the process itself, and cptrst puts nothing into the process`);
   return kind;
 }
 

@@ -7,8 +7,9 @@
  * its own copy of it (pidfd_getfd): the files in flight of each message come to cptrst's own fd
  * table (close-on-exec), and stay there until just before the tree is let go
  * (CheckpointContext.beforeRelease), whether the checkpoint succeeded or not; a death of cptrst
- * closes them with it. Nothing is put into the process, nothing is taken from the queue, and its
- * peek offset is not held across any call: the process is left exactly as it was at any instant.
+ * closes them with it. Nothing is put into the process and nothing is taken from the queue (its
+ * peek offset, moved by a guardian's peeks, is put back at once: linux.peekSocket): the process's
+ * fd table is exactly as it was at any instant.
  * In the image they are fds of the process that holds the socket, at the lowest fd numbers free
  * in its table (as a receive would place them, within its RLIMIT_NOFILE): each is described and
  * dumped through its kind (a pipe, a regular file, a memfd, an epoll, a unix socket...) with the
