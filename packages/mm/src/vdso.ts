@@ -103,11 +103,17 @@ let vdsoCache: { size: number; hash: string } | undefined;
 /** Size and sha256 of this machine's vDSO code: this process's own (every 64-bit process maps the same one). */
 export function hostVdso(): { size: number; hash: string } {
   if (vdsoCache) return vdsoCache;
-  const kept = FACT_LINE.exec(readBootFact(VDSO_FACT, 80) ?? '');
-  if (kept) return (vdsoCache = { size: Number(kept[1]), hash: kept[2] });
+  vdsoCache = keptVdso();
+  if (vdsoCache) return vdsoCache;
   vdsoCache = hashVdso();
   if (vdsoCache.size > 0) writeBootFact(VDSO_FACT, `${vdsoCache.size} ${vdsoCache.hash}`);
   return vdsoCache;
+}
+
+/** The size and hash kept by an earlier run in this boot (readBootFact: root only, root's file, this boot), or undefined. */
+export function keptVdso(): { size: number; hash: string } | undefined {
+  const kept = FACT_LINE.exec(readBootFact(VDSO_FACT, 80) ?? '');
+  return kept ? { size: Number(kept[1]), hash: kept[2] } : undefined;
 }
 
 /** Size and sha256 of this process's vDSO, read from its memory (no cache). */
