@@ -36,7 +36,6 @@
  * untraced one discards; the stub then goes the one-call code's way back (runBatch).
  */
 import './syscalls';
-import * as crypto from 'crypto';
 import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
 import { USER_REGS_SIZE, UserRegs, asUserRegs, decodeUserRegs, userRegOffset, x86ptrace } from './regs-codec';
 import { MachineCode } from './machine-code';
@@ -215,7 +214,7 @@ export class X86Tracee implements Tracee {
   /** The registers of every injected call: the frozen ones, with the call's own written in (struct user_regs_struct). */
   private readonly callRegs: Buffer;
   /** What the siginfo of a batch's own signal carries in si_value: anything else is a real signal. */
-  private readonly cookie = crypto.randomBytes(8).readBigUInt64LE(0);
+  private readonly cookie = linux.randomBytes(8).readBigUInt64LE(0);
   /**
    * The process's /proc status as read once (its seccomp mode, ignored and caught signals): while
    * we hold the process only our own injected rt_sigaction and seccomp calls change those, and

@@ -2,9 +2,7 @@
  * The x86 XSAVE area as PTRACE_GETREGSET(NT_X86_XSTATE) returns it (standard, non-compacted
  * format), and the layout this machine's kernel exposes.
  */
-import * as fs from 'fs';
-import * as path from 'path';
-import { CptError, linux } from '@cptrst/core';
+import { BOOT_FACTS_DIR, CptError, linux, readBootFact, writeBootFact } from '@cptrst/core';
 
 const { ptrace, NT } = linux;
 
@@ -37,13 +35,15 @@ export interface XsaveInfo {
 let xsaveCache: XsaveInfo | undefined;
 
 /**
- * Where root keeps the layout for the rest of the boot: "BOOT_ID FEATURES(hex) SIZE SW_RESERVED(hex)".
- * The layout is fixed when the kernel boots, so a later run reads this file instead of starting,
- * seizing and killing a helper process (the probe costs 5-40 ms of every checkpoint and restart
- * here, most of it the fork of cptrst's Node process).
+ * The name under which root keeps the layout for the rest of the boot (core's boot facts, in
+ * /run/cptrst): "FEATURES(hex) SIZE SW_RESERVED(hex)". The layout is fixed when the kernel boots,
+ * so a later run reads this instead of starting, seizing and killing a helper process (the probe
+ * costs 5-40 ms of every checkpoint and restart here, most of it the fork of cptrst's Node process).
  */
-export const XSAVE_CACHE_FILE = '/run/cptrst/xsave';
-const CACHE_LINE = /^([0-9a-f-]{36}) ([0-9a-f]{1,16}) (\d{1,5}) ([0-9a-f]{96})\n$/;
+const XSAVE_FACT = 'xsave';
+/** The file of that fact. */
+export const XSAVE_CACHE_FILE = `${BOOT_FACTS_DIR}/${XSAVE_FACT}`;
+const FACT_LINE = /^([0-9a-f]{1,16}) (\d{1,5}) ([0-9a-f]{96})$/;
 
 /** ARCH_GET_XCOMP_SUPP: the user xfeatures the kernel supports, the mask the regset shows too (Linux 5.16); undefined where unknown. */
 function supportedFeatures(): bigint | undefined {
@@ -51,68 +51,30 @@ function supportedFeatures(): bigint | undefined {
   return linux.rawSyscall(linux.syscallNumber('arch_prctl'), linux.ARCH.GET_XCOMP_SUPP, b) === 0n ? b.readBigUInt64LE(0) : undefined;
 }
 
-/** Whether a file or directory (not a symlink) can only have been written by root. */
-const rootOnly = (st: fs.Stats) => !st.isSymbolicLink() && st.uid === 0 && (st.mode & 0o022) === 0;
-
 /**
- * The layout kept by an earlier run in this boot, or undefined: only for root, from a file and
- * directory only root can write, for this boot, well formed, and (where the kernel says) with the
- * features the kernel supports now. Anything else is ignored and the helper is asked again.
+ * The layout kept by an earlier run in this boot (readBootFact: root only, root's file, this
+ * boot), or undefined: well formed, and (where the kernel says) with the features the kernel
+ * supports now. Anything else is ignored and the helper is asked again.
  */
 export function cachedXsaveInfo(): XsaveInfo | undefined {
-  if (process.geteuid?.() !== 0) return undefined;
-  let fd: number;
-  try {
-    const dir = fs.lstatSync(path.dirname(XSAVE_CACHE_FILE));
-    if (!dir.isDirectory() || !rootOnly(dir)) return undefined;
-    fd = fs.openSync(XSAVE_CACHE_FILE, linux.O.RDONLY | linux.O.NOFOLLOW | linux.O.CLOEXEC);
-  } catch {
-    return undefined;
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile() || !rootOnly(st) || st.size > 256) return undefined;
-    const m = CACHE_LINE.exec(fs.readFileSync(fd, 'utf8'));
-    if (!m || m[1] !== linux.bootId()) return undefined;
-    const info: XsaveInfo = { features: BigInt(`0x${m[2]}`), size: Number(m[3]), swReserved: Buffer.from(m[4], 'hex') };
-    if (info.size < XSAVE_SW_RESERVED_OFFSET + 48 || info.size > 64 * 1024 || info.swReserved.readBigUInt64LE(0) !== info.features) return undefined;
-    const supported = supportedFeatures();
-    return supported === undefined || supported === info.features ? info : undefined;
-  } catch {
-    return undefined;
-  } finally {
-    fs.closeSync(fd);
-  }
+  const m = FACT_LINE.exec(readBootFact(XSAVE_FACT, 128) ?? '');
+  if (!m) return undefined;
+  const info: XsaveInfo = { features: BigInt(`0x${m[1]}`), size: Number(m[2]), swReserved: Buffer.from(m[3], 'hex') };
+  if (info.size < XSAVE_SW_RESERVED_OFFSET + 48 || info.size > 64 * 1024 || info.swReserved.readBigUInt64LE(0) !== info.features) return undefined;
+  const supported = supportedFeatures();
+  return supported === undefined || supported === info.features ? info : undefined;
 }
 
 /** Keeps the layout for later runs (root only; best effort: a run that cannot write it probes again). */
 function writeCached(info: XsaveInfo): void {
-  if (process.geteuid?.() !== 0) return;
-  const tmp = `${XSAVE_CACHE_FILE}.${process.pid}.tmp`;
-  try {
-    fs.mkdirSync(path.dirname(XSAVE_CACHE_FILE), { mode: 0o700 });
-  } catch {
-    /* there already (who owns it is checked next) */
-  }
-  try {
-    const dir = fs.lstatSync(path.dirname(XSAVE_CACHE_FILE));
-    if (!dir.isDirectory() || !rootOnly(dir)) return;
-    fs.writeFileSync(tmp, `${linux.bootId()} ${info.features.toString(16)} ${info.size} ${info.swReserved.toString('hex')}\n`, { mode: 0o644, flag: 'wx' });
-    fs.renameSync(tmp, XSAVE_CACHE_FILE);
-  } catch {
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      /* not made */
-    }
-  }
+  writeBootFact(XSAVE_FACT, `${info.features.toString(16)} ${info.size} ${info.swReserved.toString('hex')}`);
 }
 
 /**
  * The XSAVE layout as ptrace shows it. Spawns a helper (/bin/cat reading a pipe only we hold, so
  * that it ends by itself if we die before we seize it), seizes it with PTRACE_O_EXITKILL (so that
  * it dies with us from then on) and interrupts it, reads NT_X86_XSTATE and kills it by pid; cached
- * afterwards, in this process and (for root) in XSAVE_CACHE_FILE for the rest of the boot. Runs
+ * afterwards, in this process and (for root) as a boot fact (XSAVE_FACT) for the rest of the boot. Runs
  * synchronously so that libuv cannot reap the stop notification.
  *
  * On this kernel the layout of the sw_reserved bytes for ptrace is the "xstate_fx_sw_bytes" array

@@ -39,6 +39,27 @@ const lazyChildProcessInCommander = {
   },
 };
 
+/**
+ * TypeScript records each decorated field's declared type (`design:type`, emitDecoratorMetadata)
+ * through reflect-metadata: 644 entries, a map of maps each, made at every start. Only core's
+ * layout decorators read them, to catch a field whose declared type contradicts its decorator,
+ * a check of the code and not of any input: the tests run it on the compiled modules. In the
+ * bundle, TypeScript's helper for it returns a decorator that does nothing.
+ */
+const TS_METADATA_HELPER = 'var __metadata = (this && this.__metadata) || function (k, v) {\n' +
+  '    if (typeof Reflect === "object" && typeof Reflect.metadata === "function") return Reflect.metadata(k, v);\n};';
+const noDesignMetadata = {
+  name: 'no-design-metadata',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]packages[\\/][^\\/]+[\\/]dist[\\/]src[\\/].*\.js$/ }, (args) => {
+      const source = fs.readFileSync(args.path, 'utf8');
+      if (!source.includes('__metadata(')) return undefined;
+      if (!source.includes(TS_METADATA_HELPER)) throw new Error(`${args.path}: TypeScript's __metadata helper is not the one scripts/bundle.js replaces`);
+      return { contents: source.replace(TS_METADATA_HELPER, 'var __metadata = (function () { var none = function () {}; return function () { return none; }; })();'), loader: 'js' };
+    });
+  },
+};
+
 async function main() {
   await esbuild.build({
     entryPoints: [path.join(dist, 'bundle.js')],
@@ -55,7 +76,7 @@ async function main() {
     // bin/cptrst.js reads the bundle as latin1, which only ASCII survives unchanged.
     charset: 'ascii',
     logLevel: 'warning',
-    plugins: [lazyChildProcessInCommander],
+    plugins: [lazyChildProcessInCommander, noDesignMetadata],
   });
 
   const source = fs.readFileSync(out, 'latin1');

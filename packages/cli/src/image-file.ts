@@ -12,7 +12,6 @@
  *   is written directly: it cannot be replaced and holds no earlier image. Anything else that
  *   is not a regular file (a directory, a socket, a block device) is refused.
  */
-import type * as Crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { CptError } from '@cptrst/core';
@@ -100,10 +99,9 @@ function directOutput(file: string, object: string): ImageOutput {
   return { fd, name: file, commit: () => undefined, discard: close, close };
 }
 
-/** Random hex digits; Node's crypto is loaded here, by the one command that names a temporary file. */
+/** Random hex digits, from the kernel (getrandom): not worth loading Node's crypto for. */
 function randomHex(bytes: number): string {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, on purpose
-  return (require('crypto') as typeof Crypto).randomBytes(bytes).toString('hex');
+  return core().linux.randomBytes(bytes).toString('hex');
 }
 
 /** A temporary name in FILE's directory, unlikely to exist (it is created exclusively anyway). */

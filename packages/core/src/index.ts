@@ -17,6 +17,7 @@ export * from './deleted-file';
 export * from './shares';
 export * from './tty';
 export * from './guardian';
+export * from './boot-facts';
 export * from './image';
 export * as linux from './linux';
 export * from './fd-channel';

@@ -5,7 +5,7 @@ import * as os from 'os';
 import { CptError } from '../src/errors';
 import {
   KCMP, PTRACE_EVENT, RLIMIT, RLIM_INFINITY, SIG, SYS, cpuFlags, errnoName, gettid, kcmp, kernelRelease, kill,
-  pageSize, pidfdGetfd, pidfdOpen, prlimit, ptrace, rawSyscall, readStatus, waitTracee,
+  pageSize, pidfdGetfd, pidfdOpen, prlimit, ptrace, randomBytes, rawSyscall, readStatus, waitTracee,
 } from '../src/linux';
 import { killPid, pollSync, spawnSleeping } from './fixtures/linux-fixtures';
 
@@ -31,6 +31,16 @@ describe('linux syscalls and ptrace', () => {
     expect(pageSize()).to.equal(4096);
     expect(kernelRelease()).to.equal(os.release());
     expect(cpuFlags()).to.include('fpu');
+  });
+
+  it('randomBytes: as many bytes as asked, from the kernel, different each time', () => {
+    const a = randomBytes(16);
+    const b = randomBytes(16);
+    expect(a.length).to.equal(16);
+    expect(randomBytes(1).length).to.equal(1);
+    expect(randomBytes(256).length).to.equal(256);
+    expect(a.equals(b)).to.equal(false);
+    expect(a.equals(Buffer.alloc(16))).to.equal(false);
   });
 
   it('a seized tracee reports a group-stop as PTRACE_EVENT_STOP with SIGSTOP, and LISTEN', async () => {

@@ -17,7 +17,6 @@
  * name (mknodat), opened, and unlinked at once, all inside the task: the name exists only for
  * the moment between those calls, and cptrst chose it.
  */
-import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
@@ -100,7 +99,7 @@ function makeUnlinkedFifo(ctx: RestartContext, task: RestartTask, img: FileImage
   const dir = path.posix.dirname(img.path);
   const dirfd = openRecordedFile(t, dir, { flags: O.PATH | O.DIRECTORY, expect: { type: S_IF.DIR, dev: recorded(img.dev) }, sameBoot: ctx.sameBoot, object: `${req.object}: its directory ${dir}` });
   try {
-    const name = t.stage(Buffer.from(`.cptrst-fifo-${crypto.randomBytes(8).toString('hex')}\0`));
+    const name = t.stage(Buffer.from(`.cptrst-fifo-${linux.randomBytes(8).toString('hex')}\0`));
     t.syscallOk(linux.syscallNumber('mknodat'), [dirfd, name, S_IF.FIFO | 0o600, 0], `mknodat of the unlinked FIFO in ${dir}`);
     const fd = t.syscall(SYS.openat, [dirfd, name, ANCHOR_FLAGS, 0]);
     t.syscallOk(linux.syscallNumber('unlinkat'), [dirfd, name, 0], `unlinking the FIFO made again in ${dir}`);

@@ -16,7 +16,7 @@
  * the recorded id and size, at most MAX_CHAIN deep and without a cycle. Each page taken from a
  * parent is checked against the hash the child recorded before it is written into the process.
  */
-import * as crypto from 'crypto';
+import type * as Crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
@@ -245,7 +245,8 @@ function storedParentPath(ctx: CheckpointContext, given: string): string {
 function writeImageIds(ctx: CheckpointContext): string {
   let id = IMAGE_IDS.get(ctx);
   if (id) return id;
-  id = crypto.randomUUID();
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by incremental checkpoints only
+  id = (require('crypto') as typeof Crypto).randomUUID();
   IMAGE_IDS.set(ctx, id);
   const idImg = new ImageIdImage();
   idImg.id = id;

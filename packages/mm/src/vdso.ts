@@ -5,10 +5,10 @@
  * code are in the image head; restart refuses a different vDSO, since the process may be
  * stopped inside it or hold pointers into it.
  */
-import * as crypto from 'crypto';
+import type * as Crypto from 'crypto';
 import * as fs from 'fs';
 import {
-  CptError, ImageHead, MachineProbe, NamedCall, ProbeResult, RestartContext, RestartTask, linux, recordLayout, runCalls, str, u64,
+  BOOT_FACTS_DIR, CptError, ImageHead, MachineProbe, NamedCall, ProbeResult, RestartContext, RestartTask, linux, readBootFact, recordLayout, runCalls, str, u64, writeBootFact,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { VmaEntry, VmaKindHandler } from './vma';
@@ -89,8 +89,35 @@ export function moveVdso(ctx: RestartContext, task: RestartTask, want: VdsoPiece
   });
 }
 
-/** Size and sha256 of this machine's vDSO code. */
+/**
+ * The name under which root keeps the vDSO's size and hash for the rest of the boot (core's boot
+ * facts): the kernel's vDSO does not change while it runs, and hashing it needs Node's crypto,
+ * whose load (2-3 ms) is otherwise the largest single part of loading cptrst.
+ */
+const VDSO_FACT = 'vdso';
+/** The file of that fact. */
+export const VDSO_CACHE_FILE = `${BOOT_FACTS_DIR}/${VDSO_FACT}`;
+const FACT_LINE = /^(\d{1,9}) ([0-9a-f]{64})$/;
+let vdsoCache: { size: number; hash: string } | undefined;
+
+/** Size and sha256 of this machine's vDSO code: this process's own (every 64-bit process maps the same one). */
 export function hostVdso(): { size: number; hash: string } {
+  if (vdsoCache) return vdsoCache;
+  vdsoCache = keptVdso();
+  if (vdsoCache) return vdsoCache;
+  vdsoCache = hashVdso();
+  if (vdsoCache.size > 0) writeBootFact(VDSO_FACT, `${vdsoCache.size} ${vdsoCache.hash}`);
+  return vdsoCache;
+}
+
+/** The size and hash kept by an earlier run in this boot (readBootFact: root only, root's file, this boot), or undefined. */
+export function keptVdso(): { size: number; hash: string } | undefined {
+  const kept = FACT_LINE.exec(readBootFact(VDSO_FACT, 80) ?? '');
+  return kept ? { size: Number(kept[1]), hash: kept[2] } : undefined;
+}
+
+/** Size and sha256 of this process's vDSO, read from its memory (no cache). */
+function hashVdso(): { size: number; hash: string } {
   const v = linux.readMaps(process.pid).find((m) => m.path === '[vdso]');
   if (!v) return { size: 0, hash: '' };
   const size = Number(v.end - v.start);
@@ -101,6 +128,8 @@ export function hostVdso(): { size: number; hash: string } {
   } finally {
     fs.closeSync(fd);
   }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only when the hash is not kept (see VDSO_FACT)
+  const crypto = require('crypto') as typeof Crypto;
   return { size, hash: crypto.createHash('sha256').update(buf).digest('hex') };
 }
 

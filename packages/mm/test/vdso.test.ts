@@ -1,8 +1,9 @@
 /** The vDSO: its pieces in a real process, the host's hash, and VdsoProbe's head check. */
 import { expect } from 'chai';
 import * as crypto from 'crypto';
+import * as fs from 'fs';
 import { ImageHead, linux } from '@cptrst/core';
-import { VDSO_NAMES, VdsoProbe, hostVdso, vdsoPieces } from '../src';
+import { VDSO_CACHE_FILE, VDSO_NAMES, VdsoProbe, hostVdso, keptVdso, vdsoPieces } from '../src';
 import { killStarted, startSleeping } from './support';
 
 describe('vdso', () => {
@@ -73,5 +74,66 @@ describe('vdso', () => {
     expect(head.vdsoSize).to.equal(0);
     head.vdsoHash = 'not checked';
     expect(new VdsoProbe().checkHead(head)).to.deep.equal([]);
+  });
+});
+
+describe('the vDSO hash kept for the boot', () => {
+  const root = process.geteuid?.() === 0;
+  let saved: Buffer | undefined;
+  before(function () {
+    if (!root) this.skip(); // only root keeps it
+    try {
+      saved = fs.readFileSync(VDSO_CACHE_FILE);
+    } catch {
+      saved = undefined;
+    }
+  });
+  after(() => {
+    if (!root) return;
+    if (saved) fs.writeFileSync(VDSO_CACHE_FILE, saved, { mode: 0o644 });
+    else fs.rmSync(VDSO_CACHE_FILE, { force: true });
+  });
+
+  it('is what hashing the vDSO shows, and is used only as written for this boot by root', () => {
+    const host = hostVdso(); // keeps it when it was not kept yet
+    const v = linux.readMaps(process.pid).find((m) => m.path === '[vdso]')!;
+    const mem = new linux.ProcMem(process.pid, { readOnly: true });
+    let hash: string;
+    try {
+      hash = crypto.createHash('sha256').update(mem.read(v.start, Number(v.end - v.start))).digest('hex');
+    } finally {
+      mem.close();
+    }
+    expect(host).to.deep.equal({ size: Number(v.end - v.start), hash });
+    expect(keptVdso()).to.deep.equal(host);
+    const st = fs.statSync(VDSO_CACHE_FILE);
+    expect(st.uid).to.equal(0);
+    expect(st.mode & 0o022).to.equal(0);
+    const good = `${linux.bootId()} ${host.size} ${host.hash}\n`;
+    const other = linux.bootId().replace(/^./, (c) => (c === '0' ? '1' : '0'));
+    // Another boot's, a malformed one, a file others may write, a symlink to a good one: ignored.
+    for (const [what, text, mode] of [
+      ['another boot', `${other} ${host.size} ${host.hash}\n`, 0o644],
+      ['malformed', good.replace(/ [0-9a-f]{64}/, ' xyz'), 0o644],
+      ['writable by others', good, 0o666],
+    ] as const) {
+      fs.rmSync(VDSO_CACHE_FILE, { force: true });
+      fs.writeFileSync(VDSO_CACHE_FILE, text, { mode });
+      fs.chmodSync(VDSO_CACHE_FILE, mode);
+      expect(keptVdso(), what).to.equal(undefined);
+    }
+    const real = `${VDSO_CACHE_FILE}.test-target`;
+    fs.writeFileSync(real, good, { mode: 0o644 });
+    fs.rmSync(VDSO_CACHE_FILE, { force: true });
+    fs.symlinkSync(real, VDSO_CACHE_FILE);
+    try {
+      expect(keptVdso(), 'a symlink').to.equal(undefined);
+    } finally {
+      fs.rmSync(VDSO_CACHE_FILE, { force: true });
+      fs.rmSync(real, { force: true });
+    }
+    fs.writeFileSync(VDSO_CACHE_FILE, good, { mode: 0o644 });
+    fs.chmodSync(VDSO_CACHE_FILE, 0o644);
+    expect(keptVdso()).to.deep.equal(host);
   });
 });

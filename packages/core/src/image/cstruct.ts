@@ -49,8 +49,12 @@ interface PendingField {
   count?: number;
 }
 
-const CFIELDS_KEY = Symbol('cptrst:cstruct:fields');
-const CSTRUCT_KEY = Symbol('cptrst:cstruct:layout');
+// Kept in maps of this module rather than as reflect-metadata entries: some 250 structs' fields
+// are declared at load time, and a WeakMap lookup is a fraction of reflect-metadata's map of maps.
+/** The fields declared so far on a class's prototype, in declaration order. */
+const pendingFields = new WeakMap<object, PendingField[]>();
+/** The layout of each @cstruct class. */
+const cstructs = new WeakMap<object, CStructLayout>();
 
 const SCALAR_SIZE: Record<CScalar, number> = { u8: 1, i8: 1, u16: 2, i16: 2, u32: 4, i32: 4, u64: 8, i64: 8 };
 
@@ -63,10 +67,10 @@ function cfieldDecorator(make: (where: string) => Omit<PendingField, 'name' | 'o
     const where = `${target.constructor.name}.${String(key)}`;
     if (typeof key !== 'string') throw bug(`${where}: struct fields must have string names`);
     if (opts.offset !== undefined && !(Number.isInteger(opts.offset) && opts.offset >= 0)) throw bug(`${where}: bad offset ${opts.offset}`);
-    const list = (Reflect.getOwnMetadata(CFIELDS_KEY, target) as PendingField[] | undefined) ?? [];
+    let list = pendingFields.get(target);
+    if (!list) pendingFields.set(target, (list = []));
     if (list.some((f) => f.name === key)) throw bug(`${where}: declared twice`);
     list.push({ name: key, ...make(where), ...(opts.offset !== undefined ? { offset: opts.offset } : {}) });
-    Reflect.defineMetadata(CFIELDS_KEY, list, target);
   };
 }
 
@@ -116,7 +120,7 @@ const alignUp = (n: number, a: number) => Math.ceil(n / a) * a;
 export function cstruct(name: string, opts: { size?: number } = {}): ClassDecorator {
   return (target) => {
     const ctor = target as unknown as LayoutClass;
-    const pending = (Reflect.getOwnMetadata(CFIELDS_KEY, ctor.prototype as object) as PendingField[] | undefined) ?? [];
+    const pending = pendingFields.get(ctor.prototype as object) ?? [];
     if (pending.length === 0) throw bug(`${name}: a struct needs fields`);
     let cursor = 0;
     let end = 0;
@@ -135,14 +139,14 @@ export function cstruct(name: string, opts: { size?: number } = {}): ClassDecora
     const size = opts.size ?? alignUp(end, align);
     if (size < end) throw bug(`${name}: size ${size} is smaller than its fields (${end} bytes)`);
     const layout: CStructLayout = { ctor, name, size, align, fields };
-    Reflect.defineMetadata(CSTRUCT_KEY, layout, ctor);
+    cstructs.set(ctor, layout);
   };
 }
 
 /** The C struct layout declared on this class, if any. */
 export function cstructOf(ctor: unknown): CStructLayout | undefined {
   if (typeof ctor !== 'function') return undefined;
-  return Reflect.getOwnMetadata(CSTRUCT_KEY, ctor) as CStructLayout | undefined;
+  return cstructs.get(ctor);
 }
 
 function layoutOrThrow(ctor: unknown): CStructLayout {

@@ -52,8 +52,12 @@ export interface Layout {
   readonly fields: readonly FieldSpec[];
 }
 
-const FIELDS_KEY = Symbol('cptrst:image:fields');
-const LAYOUT_KEY = Symbol('cptrst:image:layout');
+// Kept in maps of this module rather than as reflect-metadata entries (a WeakMap lookup is a
+// fraction of reflect-metadata's map of maps, and some 700 fields are declared at load time).
+/** The fields declared so far on a class's prototype, in declaration order. */
+const declaredFields = new WeakMap<object, FieldSpec[]>();
+/** The layout declared on each class (object types and nested records). */
+const layouts = new WeakMap<object, Layout>();
 
 const byType = new Map<number, Layout>();
 const recordsByName = new Map<string, Layout>();
@@ -80,16 +84,17 @@ function field(kind: FieldKind, opts: FieldOptions = {}, layout?: LayoutClass): 
     if (opts.since !== undefined && !(Number.isInteger(opts.since) && opts.since >= 0 && opts.since <= 0xffff)) {
       throw bug(`${where}: since must be a format minor version`);
     }
-    // A declared TypeScript type that contradicts the decorator is a bug worth catching at load time.
+    // A declared TypeScript type that contradicts the decorator is a bug worth catching at load time
+    // (where TypeScript's design:type metadata is recorded: the compiled modules, not the CLI's bundle).
     const design: unknown = Reflect.getMetadata('design:type', target, key);
     if (design !== undefined && design !== Object) {
       const ok = kind === 'record' ? design === layout : DESIGN_TYPES[kind].includes(design);
       if (!ok) throw bug(`${where}: @${kind}() on a property declared as ${(design as { name?: string }).name}`);
     }
-    const list = (Reflect.getOwnMetadata(FIELDS_KEY, target) as FieldSpec[] | undefined) ?? [];
+    let list = declaredFields.get(target);
+    if (!list) declaredFields.set(target, (list = []));
     if (list.some((f) => f.name === key)) throw bug(`${where}: declared twice`);
     list.push({ name: key, kind, ...(opts.since !== undefined ? { since: opts.since } : {}), ...(layout ? { layout } : {}) });
-    Reflect.defineMetadata(FIELDS_KEY, list, target);
   };
 }
 
@@ -112,7 +117,7 @@ export const records = (cls: LayoutClass, opts?: FieldOptions) => field('records
 function collectFields(ctor: LayoutClass): FieldSpec[] {
   const base = Object.getPrototypeOf(ctor) as LayoutClass | null;
   const inherited = base ? layoutOf(base)?.fields ?? [] : [];
-  const own = (Reflect.getOwnMetadata(FIELDS_KEY, ctor.prototype as object) as FieldSpec[] | undefined) ?? [];
+  const own = declaredFields.get(ctor.prototype as object) ?? [];
   const fields = [...inherited, ...own];
   let since: number | undefined;
   for (const f of fields) {
@@ -156,7 +161,7 @@ export function objectType(
       ctor, name, type, parents: [...opts.parents], testOnly: opts.testOnly === true, optional: opts.optional === true,
       owner, fields: collectFields(ctor),
     };
-    Reflect.defineMetadata(LAYOUT_KEY, layout, ctor);
+    layouts.set(ctor, layout);
     byType.set(type, layout);
   };
 }
@@ -184,7 +189,7 @@ export function recordLayout(name: string): ClassDecorator {
     const existing = recordsByName.get(name);
     if (existing) throw bug(`${ctor.name}: record layout name ${name} is already used by ${existing.ctor.name}`);
     const layout: Layout = { ctor, name, parents: [], testOnly: false, optional: false, fields: collectFields(ctor) };
-    Reflect.defineMetadata(LAYOUT_KEY, layout, ctor);
+    layouts.set(ctor, layout);
     recordsByName.set(name, layout);
   };
 }
@@ -192,7 +197,7 @@ export function recordLayout(name: string): ClassDecorator {
 /** The layout declared directly on this class (not inherited), if any. */
 export function layoutOf(ctor: unknown): Layout | undefined {
   if (typeof ctor !== 'function') return undefined;
-  return Reflect.getOwnMetadata(LAYOUT_KEY, ctor) as Layout | undefined;
+  return layouts.get(ctor);
 }
 
 export function layoutForType(type: number): Layout | undefined {

@@ -4,8 +4,10 @@
  */
 import * as fs from 'fs';
 import { AUXV } from './constants';
-import { _SC_PAGESIZE, sysconf } from './libc';
+import { CptError } from '../errors';
+import { _SC_PAGESIZE, rawSyscall, sysconf } from './libc';
 import { parseAuxv, readProcText } from './proc';
+import { syscallNumber } from './syscalls';
 
 let release: string | undefined;
 /** The kernel release, e.g. "6.18.44-fc-v782". */
@@ -43,4 +45,15 @@ export function cpuFlags(): string[] {
     flagsCache = line ? line.slice(line.indexOf(':') + 1).trim().split(/\s+/) : [];
   }
   return [...flagsCache];
+}
+
+/**
+ * `n` (at most 256) random bytes from the kernel's generator, getrandom(2): for the names and
+ * cookies cptrst makes up, without loading Node's crypto (2-3 ms) for them.
+ */
+export function randomBytes(n: number): Buffer {
+  const b = Buffer.alloc(n);
+  const got = rawSyscall(syscallNumber('getrandom'), b, n, 0);
+  if (got !== BigInt(n)) throw new CptError('EIO', `getrandom of ${n} bytes returned ${got}`);
+  return b;
 }
