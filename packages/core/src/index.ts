@@ -21,3 +21,4 @@ export * from './image';
 export * as linux from './linux';
 export * from './fd-channel';
 export * from './calls';
+export * from './frozen-status';
