@@ -255,9 +255,10 @@ export class LocksDump implements DumpHandler {
    * A read of /proc/locks is a write section of the kernel's file-lock rwsem, whose entry waits
    * for an RCU grace period (several ms), unless another such section ended less than a grace
    * period before. So a first read, its result unused, is made before the freeze and finished
-   * before it (the flow awaits the promise), and a second one then runs in the pool while the
-   * tree is frozen: the read made once the tree is frozen (frozen()) finds the rwsem's fast
-   * state still on and ends at once instead of a grace period after the freeze. Only where the
+   * before it (the flow awaits the promise), and a second one, started as the first ends, runs in
+   * the pool around the freeze: the read made once the tree is frozen (frozen()) finds the
+   * rwsem's fast state still on and ends at once instead of a grace period after the freeze. A
+   * freeze longer than a grace period (a large tree) gets the wait back. Only where the
    * frozen read is made in the background too (see frozen).
    */
   prepare(ctx: CheckpointContext): Promise<void> | undefined {
