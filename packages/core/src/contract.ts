@@ -323,9 +323,11 @@ export interface DumpHandler {
   readonly zombies?: boolean;
   /**
    * Runs once before the tree is frozen: reads what the checkpoint needs (a parent image, hints
-   * about the process `pid` the checkpoint is of), so the tree is not kept waiting for it.
+   * about the process `pid` the checkpoint is of), so the tree is not kept waiting for it. A
+   * promise it returns (only where ctx.signal lets the event loop run) is awaited right before the
+   * freeze, after every handler's prepare: work that must be over by then.
    */
-  prepare?(ctx: CheckpointContext, pid: number): void;
+  prepare?(ctx: CheckpointContext, pid: number): void | Promise<void>;
   /**
    * Runs once right after the tree is frozen, before any check: starts what may proceed while the
    * checks run (a read the kernel makes slow, handed over as a promise that the check awaits).

@@ -22,3 +22,4 @@ export * from './image';
 export * as linux from './linux';
 export * from './fd-channel';
 export * from './calls';
+export * from './frozen-status';

@@ -251,6 +251,26 @@ describe('linux /proc parsers', () => {
       expect(s.uid).to.deep.equal([1, 2, 3, 4]);
       expect(s.nspid).to.deep.equal([7, 1]);
     });
+
+    it('status lines are cut at the first colon, blanks around the value dropped; memory figures in kB are numbers', () => {
+      const s = parseStatus('Name:\ta: b \t\n:no key\nno colon\nUmask:\t0027\nVmRSS:\t   1234 kB  \nRssAnon:\t7 kB\nHugetlbPages:\t0 kB\nVmFlag:\t5\nSeccomp:\t2');
+      expect(s.name).to.equal('a: b');
+      expect(s.umask).to.equal(0o27);
+      expect(s.raw).to.deep.equal({ Name: 'a: b', Umask: '0027', VmRSS: '1234 kB', RssAnon: '7 kB', HugetlbPages: '0 kB', VmFlag: '5', Seccomp: '2' });
+      expect(s.vm).to.deep.equal({ VmRSS: 1234, RssAnon: 7, HugetlbPages: 0, VmFlag: 5 });
+      expect(s.seccomp).to.equal(2); // the last line, with no newline after it
+    });
+
+    it('status of this process: every line of the file is a raw entry, and the parsed ids match process.getuid()', () => {
+      const text = fs.readFileSync('/proc/self/status', 'utf8');
+      const s = parseStatus(text);
+      const lines = text.split('\n').filter((l) => l.indexOf(':') > 0);
+      expect(Object.keys(s.raw)).to.have.length(lines.length);
+      for (const l of lines) expect(s.raw[l.slice(0, l.indexOf(':'))]).to.equal(l.slice(l.indexOf(':') + 1).trim());
+      expect(s.uid[0]).to.equal(process.getuid!());
+      expect(s.pid).to.equal(process.pid);
+      expect(s.vm.VmRSS).to.be.greaterThan(0);
+    });
   });
 
   describe('of a spawned child', () => {

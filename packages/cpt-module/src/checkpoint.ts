@@ -52,20 +52,37 @@ async function checkpointOnce(
   const handlers = ctx.all(Tokens.DumpHandler).sort((a, b) => a.order - b.order);
   const freezer = ctx.one(Tokens.Freezer);
 
-  // Machine facts only (the XSAVE probe runs a helper process): gathered before the freeze, so
-  // that the process is not kept waiting for them.
   let head;
+  const prepared: Promise<void>[] = [];
   try {
+    for (const h of handlers) {
+      // Timed up to its return: what it started is timed as `prepared`.
+      const started = ctx.timed(`prepare ${h.name}`, () => {
+        const r = h.prepare?.(ctx, pid);
+        return r instanceof Promise ? { r } : undefined;
+      });
+      if (started) {
+        started.r.catch(() => undefined); // awaited below, unless a later prepare throws first
+        prepared.push(started.r);
+      }
+    }
+    // Machine facts only (the XSAVE probe runs a helper process): gathered before the freeze, so
+    // that the process is not kept waiting for them, and after the prepares, whose background
+    // work (a slow /proc read) goes on meanwhile.
     head = ctx.timed('head', () => buildImageHead(ctx.container, TOOL_VERSION));
-    for (const h of handlers) ctx.timed(`prepare ${h.name}`, () => h.prepare?.(ctx, pid));
     if (freezer.prepare) ctx.timed('prepare freeze', () => freezer.prepare!(ctx));
     const tracees = ctx.one(Tokens.TraceeFactory);
     // The tree as it is now is a hint: the freeze lists it again, frozen.
     if (tracees.prepare) ctx.timed('prepare tracees', () => { for (const p of linux.descendants(pid)) tracees.prepare!(p); });
+    ctx.timed('collect garbage', collectBeforeFreeze);
+    // What the prepares started and the freeze needs finished (the event loop runs meanwhile).
+    if (prepared.length) {
+      await ctx.timed('prepared', () => Promise.all(prepared));
+      ctx.throwIfAborted();
+    }
   } catch (e) {
     throw naming(e, pid);
   }
-  ctx.timed('collect garbage', collectBeforeFreeze);
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);
   ctx.tree = tree;
@@ -75,10 +92,10 @@ async function checkpointOnce(
   let releasedEarly = false;
   let frozenMs = 0;
   try {
+    for (const h of handlers) h.frozen?.(ctx);
     await ctx.checkpointYield();
     // A zombie has only its identity: the handlers that do not declare `zombies` skip it.
     const handlersOf = (task: CheckpointTask) => (task.zombie ? handlers.filter((h) => h.zombies) : handlers);
-    for (const h of handlers) h.frozen?.(ctx);
     for (const task of tree.tasks) {
       for (const h of handlersOf(task)) {
         // Between checks no injected call is half done: awaiting there is safe (see checkpointYield).

@@ -4,7 +4,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
+  CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, frozenStatus, linux,
   RestoreHandler, SHARED_WITH_PARENT, StateKey, inheritCarried, nonCanonicalPath, requireCanonicalPath, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
 } from '@cptrst/core';
 
@@ -63,7 +63,7 @@ export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number
     img.rootDev = rs.dev;
     img.rootIno = rs.ino;
   }
-  img.umask = linux.readStatus(task.pid).umask ?? 0o022;
+  img.umask = frozenStatus(task).umask ?? 0o022;
   img.fds = fds;
   const st = fs.statSync(`/proc/${task.pid}/cwd`, { bigint: true });
   img.cwdDev = st.dev;

@@ -252,21 +252,28 @@ export class LocksDump implements DumpHandler {
   readonly name = 'files.locks';
   readonly order = LOCKS_ORDER;
   /**
-   * A first read of /proc/locks started before the freeze, its result unused: the kernel's wait
-   * is one grace period for the reads that overlap it, so the read made once the tree is frozen
-   * ends with this one instead of one grace period after the freeze. Only where the frozen read is
-   * made in the background too (see frozen).
+   * A read of /proc/locks is a write section of the kernel's file-lock rwsem, whose entry waits
+   * for an RCU grace period (several ms), unless another such section ended less than a grace
+   * period before. So a first read, its result unused, is made before the freeze and finished
+   * before it (the flow awaits the promise), and a second one, started as the first ends, runs in
+   * the pool around the freeze: the read made once the tree is frozen (frozen()) finds the
+   * rwsem's fast state still on and ends at once instead of a grace period after the freeze. A
+   * freeze longer than a grace period (a large tree) gets the wait back. Only where the
+   * frozen read is made in the background too (see frozen).
    */
-  prepare(ctx: CheckpointContext): void {
-    if (!ctx.signal) return;
-    linux.readLocksAsync().catch(() => undefined);
+  prepare(ctx: CheckpointContext): Promise<void> | undefined {
+    if (!ctx.signal) return undefined;
+    return linux.readLocksAsync().then(
+      () => void linux.readLocksAsync().catch(() => undefined),
+      () => undefined,
+    );
   }
 
   /**
-   * /proc/locks waits for an RCU grace period before it answers (several ms): its read starts as
-   * soon as the tree is frozen, and the checks of the other handlers run meanwhile. Only for a
-   * caller that lets the event loop run during the operation (it passed a signal: see
-   * checkpointYield), since the result comes through the event loop; others read it in the check.
+   * The list the checks use, read from the frozen tree: its read starts as soon as the tree is
+   * frozen, and the checks of the other handlers run meanwhile. Only for a caller that lets the
+   * event loop run during the operation (it passed a signal: see checkpointYield), since the
+   * result comes through the event loop; others read it in the check.
    */
   frozen(ctx: CheckpointContext): void {
     if (!ctx.signal) return;

@@ -4,6 +4,7 @@
  * a deleted file, and the refusal of what no handler claims (a pipe) or a handler refuses (a pty master held outside the tree).
  */
 import { expect } from 'chai';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { container, DependencyContainer } from 'tsyringe';
@@ -48,6 +49,25 @@ function readBack(e: Env): ImageRecord[] {
 }
 
 const fdOf = (t: Started, name: string): number => Number(t.vars[name]);
+
+describe('files.locks: /proc/locks around the freeze', () => {
+  it('with a signal, prepare returns a promise that settles once its read is done (nothing without one), and the check completes on the list frozen() started reading', async () => {
+    const sleeper = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      const e = env(sleeper.pid!);
+      const locks = e.c.resolveAll<DumpHandler>(Tokens.DumpHandler).find((h) => h.name === 'files.locks')!;
+      expect(locks.prepare!(e.ctx, sleeper.pid!)).to.equal(undefined);
+      e.ctx.signal = new AbortController().signal;
+      const ready = locks.prepare!(e.ctx, sleeper.pid!);
+      expect(ready).to.be.instanceOf(Promise);
+      expect(await ready).to.equal(undefined);
+      locks.frozen!(e.ctx);
+      await locks.check!(e.ctx, e.task); // a process that holds no lock: nothing refused
+    } finally {
+      sleeper.kill('SIGKILL');
+    }
+  });
+});
 
 describe('files: open files of a real process', function () {
   this.timeout(30000);

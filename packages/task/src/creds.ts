@@ -17,7 +17,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, StateKey, Tracee, allowRootFileIdentity, bool, linux, objectType, u32, u32s, u64,
+  RestoreObject, StateKey, Tracee, allowRootFileIdentity, bool, frozenStatus, linux, objectType, u32, u32s, u64,
 } from '@cptrst/core';
 import { heldToOwner, stepsAfterCreds, stepsBeforeDrop } from './deferred';
 import { bringUpTask } from './identity';
@@ -60,7 +60,7 @@ export class CredsDump implements DumpHandler {
   readonly name = 'task.creds';
   readonly order = CREDS_ORDER;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
-    ctx.write(credsOf(task.pid, undefined, mainKeepCapsBit(task)), task.tag);
+    ctx.write(credsOf(task.pid, undefined, mainKeepCapsBit(task), frozenStatus(task)), task.tag);
   }
 }
 
@@ -78,9 +78,11 @@ function keepCapsBit(t: Tracee): number {
   return Number(t.syscallOk(SYS.prctl, [PR.GET_SECUREBITS, 0, 0, 0, 0], 'prctl(PR_GET_SECUREBITS)')) & linux.SECBIT_KEEP_CAPS;
 }
 
-/** The credentials of a process's main thread, or of one of its threads (securebits asked inside the thread). */
-export function credsOf(pid: number, tid: number | undefined, securebits: number): CredsImage {
-  const s = linux.readStatus(pid, tid);
+/**
+ * The credentials of a process's main thread, or of one of its threads (securebits asked inside
+ * the thread), from its status (read here unless given).
+ */
+export function credsOf(pid: number, tid: number | undefined, securebits: number, s: linux.ProcStatus = linux.readStatus(pid, tid)): CredsImage {
   const img = new CredsImage();
   img.uids = s.uid;
   img.gids = s.gid;

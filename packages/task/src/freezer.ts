@@ -6,7 +6,7 @@
  * A failed freeze lets go of what it seized; release never throws.
  */
 import {
-  CheckpointContext, CheckpointTask, CptError, Freezer, FrozenTree, ReleaseMode, StateKey, TaskState, Tokens, linux, refuse,
+  CheckpointContext, CheckpointTask, CptError, Freezer, FrozenTree, ReleaseMode, StateKey, TaskState, Tokens, linux, refuse, setFrozenStatus,
 } from '@cptrst/core';
 
 import { TaskThread, Tracee, archOf, releaseGroup, releaseTracee } from '@cptrst/core';
@@ -58,7 +58,8 @@ export class PtraceFreezer implements Freezer {
       group.freeze();
       const stopSignal = wasStopped ? group.groupStopSignal || linux.SIG.SIGSTOP : 0;
       task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped], [STOP_SIGNAL, stopSignal]]));
-      this.refuseUnsupported(pid, ancestors); // it may have changed before the stop
+      // It may have changed before the stop; the read made now serves the handlers (frozenStatus).
+      setFrozenStatus(task, this.refuseUnsupported(pid, ancestors));
       ctx.progress({ phase: 'frozen', pid });
       return task;
     } catch (e) {

@@ -8,7 +8,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, SHARED_WITH_PARENT, DumpHandler, ObjectType, RestartContext, RestartFlags, RestartTask,
-  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, linux, objectType, str, u32, u32s,
+  RestoreHandler, RestoreObject, StateKey, Tokens, bool, i32, frozenStatus, linux, objectType, str, u32, u32s,
   u64, encodeStruct,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
@@ -84,7 +84,7 @@ export class TaskDump implements DumpHandler {
     if (task.zombie) {
       img.zombie = true;
       img.exitStatus = task.state.get(ZOMBIE_STATUS) ?? 0;
-      const ids = linux.readStatus(task.pid);
+      const ids = frozenStatus(task);
       img.zombieIds = [...ids.uid, ...ids.gid];
       task.tag = ctx.write(img, ctx.headTag);
       return;

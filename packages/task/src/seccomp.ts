@@ -33,7 +33,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartTask, RestoreHandler,
-  RestoreObject, StateKey, Tracee, bytes, encodeStruct, linux, objectType, refuse, u32, u32s,
+  RestoreObject, StateKey, Tracee, bytes, encodeStruct, frozenStatus, linux, objectType, refuse, u32, u32s,
 } from '@cptrst/core';
 import { beforeCredsDrop, heldToOwner } from './deferred';
 import { CREDS_KEY, CredsImage, THREAD_CREDS_KEY } from './creds';
@@ -117,7 +117,7 @@ export class SeccompDump implements DumpHandler {
     // Filter ids by place: the id of the filter below it, its flags and its program.
     const ids = new Map<string, number>();
     for (const tid of [task.pid, ...(task.threads ?? []).map((t) => t.tid)]) {
-      const s = linux.readStatus(task.pid, tid);
+      const s = tid === task.pid ? frozenStatus(task) : linux.readStatus(task.pid, tid);
       if (s.seccomp === SECCOMP.MODE_DISABLED) continue;
       const img = new SeccompImage();
       img.mode = s.seccomp;

@@ -16,7 +16,7 @@
  */
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, SHARED_WITH_PARENT, StateKey,
-  TaskState, Tokens, Tracee, encodeStruct, linux, noteTree, refuse,
+  TaskState, Tokens, Tracee, encodeStruct, frozenStatus, linux, noteTree, refuse,
 } from '@cptrst/core';
 import { releaseTracee } from '@cptrst/core';
 
@@ -172,7 +172,7 @@ function refuseOrphanedStop(tree: FrozenTree, task: CheckpointTask, st: linux.Pr
   const sig = task.state.get(STOP_SIGNAL) ?? 0;
   if (!sig || sig === SIG.SIGSTOP) return;
   // Dispositions do not change under the freeze (the mask may, for cptrst's calls: read before it).
-  const status = linux.readStatus(task.pid);
+  const status = frozenStatus(task);
   const bit = 1n << BigInt(sig - 1);
   if ((status.sigCgt | status.sigIgn) & bit) refuse(task.pid, 'stop', `the process was stopped by ${linux.signalName(sig)}, which it has ${status.sigCgt & bit ? 'handled' : 'ignored'} since: it could not be stopped again by that signal`);
   const anchored = tree.tasks.some((t) => {

@@ -384,11 +384,25 @@ function unescapeStatusName(s: string): string {
 
 /** Parses the text of a status file. */
 export function parseStatus(text: string): ProcStatus {
+  // Each line "Key:<blanks>value<blanks>", cut by index (handlers read status while the tree is frozen).
   const raw: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const i = line.indexOf(':');
-    if (i <= 0) continue;
-    raw[line.slice(0, i)] = line.slice(i + 1).replace(/^[ \t]+/, '').replace(/[ \t]+$/, '');
+  const vm: Record<string, number> = {};
+  const blank = (c: number): boolean => c === 0x20 || c === 0x09;
+  for (let s = 0; s < text.length; ) {
+    let e = text.indexOf('\n', s);
+    if (e < 0) e = text.length;
+    const i = text.indexOf(':', s);
+    if (i > s && i < e) {
+      let a = i + 1;
+      let b = e;
+      while (a < b && blank(text.charCodeAt(a))) a++;
+      while (b > a && blank(text.charCodeAt(b - 1))) b--;
+      const k = text.slice(s, i);
+      const v = text.slice(a, b);
+      raw[k] = v;
+      if (k.startsWith('Vm') || k.startsWith('Rss') || k.startsWith('Hugetlb')) vm[k] = Number(v.endsWith('kB') ? v.slice(0, -2).trimEnd() : v);
+    }
+    s = e + 1;
   }
   const num = (k: string, dflt = 0): number => (raw[k] !== undefined && raw[k] !== '' ? Number(raw[k].split(/\s+/)[0]) : dflt);
   const list = (k: string): number[] => (raw[k] ? raw[k].split(/\s+/).filter(Boolean).map(Number) : []);
@@ -400,10 +414,6 @@ export function parseStatus(text: string): ProcStatus {
   const stateField = raw['State'] ?? '';
   const sm = /^(\S)\s*\(([^)]*)\)/.exec(stateField);
   const sigq = (raw['SigQ'] ?? '0/0').split('/');
-  const vm: Record<string, number> = {};
-  for (const [k, v] of Object.entries(raw)) {
-    if (/^(Vm|Rss|Hugetlb)/.test(k)) vm[k] = Number(v.replace(/\s*kB$/, ''));
-  }
   return {
     name: unescapeStatusName(raw['Name'] ?? ''),
     umask: raw['Umask'] !== undefined ? parseInt(raw['Umask'], 8) : undefined,
