@@ -2,7 +2,7 @@
 /**
  * Makes the single-file CLI (`npm run build` runs it after tsc): esbuild bundles the compiled
  * JavaScript of dist/src/bundle.js and everything it requires into dist/src/cptrst.js (native
- * addons stay outside: koffi, lz4-napi, @node-rs/crc32), then V8's code cache of that script goes
+ * addons stay outside: koffi, lz4-napi, @node-rs/crc32, @node-rs/xxhash), then V8's code cache of that script goes
  * to dist/src/cptrst.js.cache. bin/cptrst.js hands it to V8, which skips compiling what the cache
  * holds; a cache made by another Node version is rejected by V8 and the script compiles as usual.
  * The script is compiled eagerly here (every function, not only those a run of the top level
@@ -68,7 +68,7 @@ async function main() {
     platform: 'node',
     target: 'node20',
     format: 'cjs',
-    external: ['koffi', 'lz4-napi', '@node-rs/crc32'],
+    external: ['koffi', 'lz4-napi', '@node-rs/crc32', '@node-rs/xxhash'],
     // Whitespace and syntax only: names stay, for stack traces (CPTRST_DEBUG=1).
     minifyWhitespace: true,
     minifySyntax: true,

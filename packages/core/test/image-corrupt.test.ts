@@ -1,7 +1,8 @@
 /** Each kind of corruption the reader checks, with the exact byte offset it must name. */
 import { expect } from 'chai';
 import { CptError } from '../src/errors';
-import { bufferSource, HeaderOffset, ImageError, ImageReader, PREAMBLE_SIZE } from '../src/image';
+import { crc32 } from 'zlib';
+import { bufferSource, ContentKind, HeaderOffset, ImageError, ImageReader, ImageWriterOptions, objectChecksum, PREAMBLE_SIZE } from '../src/image';
 import { expectImageError, memImage, objInfo, readAll, reseal } from './fixtures/image-helpers';
 import { writeSample } from './fixtures/image-test-layouts';
 
@@ -10,11 +11,11 @@ import { writeSample } from './fixtures/image-test-layouts';
  * 2 note (tag 3), 3 reply (tag 4), 4 map with 2 pages (tag 5), 5 empty map (tag 6), 6..10 the
  * same for the second proc (tags 7..11), 11 unknown type (tag 12), 12 note (tag 13), 13 terminator.
  */
-function sample(): { buf: Buffer; at: number[] } {
+function sample(opts?: ImageWriterOptions): { buf: Buffer; at: number[] } {
   let at: number[] = [];
   const buf = memImage((w) => {
     at = writeSample(w);
-  });
+  }, opts);
   at[0] = PREAMBLE_SIZE; // the head object itself
   return { buf, at };
 }
@@ -213,6 +214,75 @@ describe('image: corrupt input is refused with ImageError at the right offset', 
         reseal(buf, at[1]);
         expectImageError(() => readAll(buf), off, /TEST_PROC\.comm is not valid UTF-8/);
       });
+    });
+  });
+
+  describe('page payloads checksummed with XXH3 (RECORD_WITH_HASHED_PAGES)', () => {
+    const hashed = (): { buf: Buffer; at: number[] } => sample({ hashPagesAfter: 0 });
+
+    it('the writer takes that kind for page payloads (records keep CRC-32), and the sample reads back', () => {
+      const { buf, at } = hashed();
+      expect(buf.readUInt16LE(at[4] + F.kind)).to.equal(ContentKind.RECORD_WITH_HASHED_PAGES);
+      expect(buf.readUInt16LE(at[2] + F.kind)).to.equal(ContentKind.RECORD);
+      const { records } = readAll(buf);
+      expect(records.filter((r) => r.pages?.length).map((r) => r.pages!.length)).to.deep.equal([8192, 8192]);
+      const info = objInfo(buf, at[4]);
+      const obj = Buffer.from(buf.subarray(at[4], info.end));
+      obj.writeUInt32LE(0, F.checksum);
+      expect(objectChecksum(obj, at[4], 4096)).to.equal(buf.readUInt32LE(at[4] + F.checksum));
+      // Not the CRC-32 of the object: a reader that took it for RECORD_WITH_PAGES would refuse it.
+      expect(crc32(obj)).to.not.equal(buf.readUInt32LE(at[4] + F.checksum));
+    });
+
+    it('a changed byte in the header, the body, the padding or the payload is a checksum mismatch', () => {
+      const info = objInfo(sample().buf, sample().at[4]);
+      for (const rel of [F.type, F.flags, F.ptag, 40, info.bodyLength + 40, 4096, info.total - 1]) {
+        const { buf, at } = hashed();
+        buf[at[4] + rel] ^= 0x01;
+        expectImageError(() => readAll(buf), at[4] + F.checksum, /checksum mismatch/);
+      }
+      // The kind changed to the CRC one (or from it) and nothing else: the checksum no longer holds.
+      const { buf, at } = hashed();
+      buf.writeUInt16LE(ContentKind.RECORD_WITH_PAGES, at[4] + F.kind);
+      expectImageError(() => readAll(buf), at[4] + F.checksum, /checksum mismatch/);
+      const plain = sample();
+      plain.buf.writeUInt16LE(ContentKind.RECORD_WITH_HASHED_PAGES, plain.at[4] + F.kind);
+      expectImageError(() => readAll(plain.buf), plain.at[4] + F.checksum, /checksum mismatch/);
+    });
+
+    it('padding, alignment and whole pages are checked as for RECORD_WITH_PAGES (resealed)', () => {
+      {
+        const { buf, at } = hashed();
+        const info = objInfo(buf, at[4]);
+        buf[info.bodyOffset + info.bodyLength + 3] = 0xaa;
+        reseal(buf, at[4]);
+        expectImageError(() => readAll(buf), info.bodyOffset + info.bodyLength + 3, /non-zero padding/);
+      }
+      {
+        const { buf: orig, at } = hashed();
+        const info = objInfo(orig, at[4]);
+        const buf = splice(orig, info.end - 512, 512);
+        buf.writeBigUInt64LE(BigInt(info.total - 512), at[4]);
+        reseal(buf, at[4]);
+        expectImageError(() => readAll(buf), info.bodyOffset + info.bodyLength, /does not fill whole 4096-byte pages/);
+      }
+      {
+        const { buf: orig, at } = hashed();
+        const info = objInfo(orig, at[4]);
+        const bodyEnd = info.bodyOffset + info.bodyLength;
+        const pad = 4096 - (bodyEnd % 4096);
+        const buf = splice(orig, bodyEnd, pad);
+        buf.writeBigUInt64LE(BigInt(info.total - pad), at[4]);
+        reseal(buf, at[4]);
+        expectImageError(() => readAll(buf), bodyEnd, /does not fill whole 4096-byte pages from the next page boundary/);
+      }
+    });
+
+    it('the head and the terminator cannot take it', () => {
+      const { buf, at } = hashed();
+      buf.writeUInt16LE(ContentKind.RECORD_WITH_HASHED_PAGES, at[0] + F.kind);
+      reseal(buf, at[0]);
+      expectImageError(() => readAll(buf), at[0] + F.kind, /HEAD must be a plain RECORD/);
     });
   });
 

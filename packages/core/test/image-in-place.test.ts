@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ImageWriter, MemorySink, fileSink, PayloadFileSource } from '../src/image';
+import { ContentKind, HeaderOffset, ImageWriter, MemorySink, fileSink, PayloadFileSource, PREAMBLE_SIZE } from '../src/image';
 import { F, O, SYS, rawSyscall, spliceToFile } from '../src/linux';
 import { readAll } from './fixtures/image-helpers';
 import { make, sampleHead, samplePages, sampleProc, TestMap, TestNote } from './fixtures/image-test-layouts';
@@ -56,6 +56,8 @@ interface Options {
   compress?: boolean;
   /** This many more objects of 2 MiB (more than one mapping's worth, checksummed in turns). */
   big?: number;
+  /** Every payload checksummed with XXH3 (RECORD_WITH_HASHED_PAGES). */
+  hashed?: boolean;
 }
 
 /**
@@ -85,7 +87,7 @@ async function write(fd: number | undefined, opts: Options = {}): Promise<{ atOn
     w.writeTerminator();
     await w.flushDeferred();
   };
-  const codec = opts.compress ? { compress: 'lz4' as const } : {};
+  const codec = { ...(opts.compress ? { compress: 'lz4' as const } : {}), ...(opts.hashed ? { hashPagesAfter: 0 } : {}) };
   const mem = new MemorySink();
   await build(new ImageWriter(mem, codec), false);
   const atOnce = mem.toBuffer();
@@ -127,13 +129,17 @@ describe('image: page payloads put into the image file in place', () => {
     if (process.getuid?.() !== 0) ctx.skip();
   }
 
-  it('come out byte for byte as the objects written at once, and read back', async function () {
+  for (const hashed of [false, true]) it(`come out byte for byte as the objects written at once, and read back${hashed ? ' (XXH3 checksums)' : ''}`, async function () {
     rootOnly(this);
-    const fd = newFile('plain');
+    const fd = newFile(hashed ? 'plain-hashed' : 'plain');
     try {
-      const { atOnce, deferred, writer } = await write(fd);
+      const { atOnce, deferred, writer } = await write(fd, { hashed });
       expect(writer.payloadsInPlace, 'payloads put in place').to.equal(4);
       expect(deferred.equals(atOnce)).to.equal(true);
+      const kinds = new Set<number>();
+      for (let at = PREAMBLE_SIZE; at < deferred.length; at += Number(deferred.readBigUInt64LE(at))) kinds.add(deferred.readUInt16LE(at + HeaderOffset.kind));
+      expect(kinds.has(ContentKind.RECORD_WITH_HASHED_PAGES)).to.equal(hashed);
+      expect(kinds.has(ContentKind.RECORD_WITH_PAGES)).to.equal(!hashed);
       const { records } = readAll(deferred);
       expect(records.filter((r) => r.pages).map((r) => (r.obj as TestMap).name)).to.deep.equal(['a', 'b', 'c', 'd', 'tail']);
     } finally {

@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  FilePayload, HeaderOffset, ImageError, ImageReader, ImageRecord, ImageWriter, bufferSource, fileSink, fileSource,
+  ContentKind, FilePayload, HeaderOffset, ImageError, ImageReader, ImageRecord, ImageWriter, bufferSource, fileSink, fileSource,
 } from '../src/image';
 import { MemoryRegion, onlyRootCanChange } from '../src/linux';
 import { samplePages, summarize, writeSample } from './fixtures/image-test-layouts';
@@ -18,8 +18,11 @@ const TEST_MAP = 1001;
 /** Payloads mapped a bit over three pages at a time: several mappings each, none page-aligned but the first. */
 const OPTS = { mapChunkBytes: 3 * 4096 + 512 };
 
-/** Each test runs twice: payloads read back with pread, and mapped (a file only root can change). */
-for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left in the file (${mode})`, () => {
+/**
+ * Each test runs four times: payloads read back with pread, and mapped (a file only root can
+ * change); checksummed with CRC-32 (RECORD_WITH_PAGES) and with XXH3 (RECORD_WITH_HASHED_PAGES).
+ */
+for (const mode of ['read', 'mapped'] as const) for (const hashed of [false, true]) describe(`image: payloads left in the file (${mode}, ${hashed ? 'XXH3' : 'CRC-32'})`, () => {
   let dir: string;
   let file: string;
   const PAGES = 300; // over one checksum piece (1 MiB) per payload
@@ -27,7 +30,7 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-left-'));
     file = path.join(dir, 'img');
     const fd = fs.openSync(file, 'w');
-    writeSample(new ImageWriter(fileSink(fd)), { pagesPerMap: PAGES });
+    writeSample(new ImageWriter(fileSink(fd), { hashPagesAfter: hashed ? 0 : Infinity }), { pagesPerMap: PAGES });
     fs.closeSync(fd);
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -66,6 +69,7 @@ for (const mode of ['read', 'mapped'] as const) describe(`image: payloads left i
         const p = m.filePayload!;
         expect(p.length).to.equal(PAGES * 4096);
         expect(p.fileOffset % 4096).to.equal(0);
+        expect(p.kind).to.equal(hashed ? ContentKind.RECORD_WITH_HASHED_PAGES : ContentKind.RECORD_WITH_PAGES);
         // The bytes at that offset are the payload as written.
         expect(img.subarray(p.fileOffset, p.fileOffset + p.length).equals(samplePages(PAGES, 4096, 100 + i))).to.equal(true);
         reader.checkPayload(p);

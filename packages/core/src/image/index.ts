@@ -17,7 +17,7 @@ export { encodeRecord, decodeRecord } from './codec';
 export { cstruct, cfield, cstructOf, decodeStruct, encodeStruct, sizeOfStruct, offsetOfField } from './cstruct';
 export type { CScalar, CFieldType, CFieldSpec, CStructLayout, CFieldOptions, StructValues } from './cstruct';
 export type { DecodeContext } from './codec';
-export { OBJ_HEADER_SIZE, HeaderOffset, hashPages } from './framing';
+export { OBJ_HEADER_SIZE, HeaderOffset, hashPages, objectChecksum } from './framing';
 export type { ObjectHeader } from './framing';
 export { ImageHead, PagesFollow, Terminator } from './head';
 export type { ImageHeadInit } from './head';

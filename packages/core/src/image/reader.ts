@@ -13,8 +13,9 @@
 import { asCptError, CptError } from '../errors';
 import type { MemoryRegion } from '../linux/libc';
 import { decodeRecord } from './codec';
+import type { PayloadSum } from './framing';
 import {
-  alignUp, crc32, decodeHeader, headerCrc, HeaderOffset, isValidPageSize, MAX_OBJ_HEADER_SIZE, OBJ_HEADER_SIZE, ObjectHeader,
+  alignUp, crc32, decodeHeader, headerCrc, HeaderOffset, isValidPageSize, MAX_OBJ_HEADER_SIZE, OBJ_HEADER_SIZE, ObjectHeader, payloadSum,
 } from './framing';
 import { COMPRESSED_PAGES_HEADER, decompressPages } from './compress';
 import { ImageHead, Terminator } from './head';
@@ -55,9 +56,11 @@ export interface FilePayload {
   readonly fileOffset: number;
   /** Its length in bytes: whole pages. */
   readonly length: number;
-  /** CRC32 of the object up to the payload: the payload's bytes must take it to `checksum`. */
+  /** CRC32 of the object up to the payload: the payload's bytes must take it to `checksum` (payloadSum). */
   readonly crcBefore: number;
   readonly checksum: number;
+  /** Its object's content kind: RECORD_WITH_PAGES (CRC-32) or RECORD_WITH_HASHED_PAGES (XXH3). */
+  readonly kind: number;
   /** Stream offset of the object's header, and the object as errors name it. */
   readonly objectOffset: number;
   readonly desc: string;
@@ -228,26 +231,25 @@ export class ImageReader {
       if (typeof into === 'function') into(bytes, at);
       else if (into && bytes.buffer !== into.buffer) into.set(bytes, at);
     };
-    let crc = p.crcBefore;
+    const sum = payloadSum(p.kind, p.crcBefore);
     let from = 0;
     if (source.mapAt) {
       for (; from < p.length; from += this.mapChunkBytes) {
         const n = Math.min(this.mapChunkBytes, p.length - from);
-        let got: { n: number; crc: number };
+        let got: number;
         let mapped = false;
         try {
           got = source.mapAt(p.fileOffset + from, n, (bytes) => {
             mapped = true;
-            const c = crc32(bytes, crc);
+            sum.update(bytes);
             give(bytes, from);
-            return { n: bytes.length, crc: c };
+            return bytes.length;
           });
         } catch (e) {
           if (mapped) throw e; // the caller's own failure
           break; // not mapped (no memory for it, ...): the rest is read as from any file
         }
-        crc = got.crc;
-        if (got.n < n) this.truncatedPayload(p, from + got.n);
+        if (got < n) this.truncatedPayload(p, from + got);
       }
     }
     for (let at = from; at < p.length; at += CRC_PIECE) {
@@ -264,10 +266,10 @@ export class ImageReader {
         if (r <= 0) this.truncatedPayload(p, at + got);
         got += r;
       }
-      crc = crc32(piece, crc);
+      sum.update(piece);
       give(piece, at);
     }
-    this.checkCrc(p, crc);
+    this.checkCrc(p, sum.digest());
   }
 
   /**
@@ -290,7 +292,9 @@ export class ImageReader {
       }
       if (bytes) {
         if (bytes.length < p.length) this.truncatedPayload(p, bytes.length);
-        this.checkCrc(p, crc32(bytes, p.crcBefore));
+        const sum = payloadSum(p.kind, p.crcBefore);
+        sum.update(bytes);
+        this.checkCrc(p, sum.digest());
         return bytes;
       }
     }
@@ -440,21 +444,29 @@ export class ImageReader {
     if (total < h.headerLength + h.bodyLength) {
       throw new ImageError(`object length ${total} is less than header ${h.headerLength} + body ${h.bodyLength}`, start + HeaderOffset.totalLength, desc);
     }
-    if (h.kind !== ContentKind.RECORD && h.kind !== ContentKind.RECORD_WITH_PAGES && h.kind !== ContentKind.RECORD_WITH_COMPRESSED_PAGES) {
+    if (h.kind !== ContentKind.RECORD && h.kind !== ContentKind.RECORD_WITH_PAGES && h.kind !== ContentKind.RECORD_WITH_COMPRESSED_PAGES && h.kind !== ContentKind.RECORD_WITH_HASHED_PAGES) {
       throw new ImageError(`unknown content kind ${h.kind}`, start + HeaderOffset.kind, desc);
     }
     const left = this.readLeaving(start, hb, h, total, initialCrc, desc);
     if (left) return left;
     const rest = this.objectBuffer(total - OBJ_HEADER_SIZE);
+    // A hashed payload (from the page boundary after the body on) has a checksum of its own, seeded
+    // with the CRC of what comes before it; a payload that is not there is refused by payload().
+    const prefix = h.kind === ContentKind.RECORD_WITH_HASHED_PAGES && this.head
+      ? Math.min(rest.length, alignUp(start + h.headerLength + h.bodyLength, this.head.pageSize) - start - OBJ_HEADER_SIZE) : rest.length;
     let crc = headerCrc(hb, initialCrc);
+    let sum: PayloadSum | undefined;
     for (let at = 0; at < rest.length; at += CRC_PIECE) {
       const piece = rest.subarray(at, Math.min(rest.length, at + CRC_PIECE));
       const got = this.fill(piece);
       if (got < piece.length) {
         throw new ImageError(`truncated: object needs ${total} bytes, stream ended after ${OBJ_HEADER_SIZE + at + got}`, this.pos, desc);
       }
-      crc = crc32(piece, crc);
+      // Checksummed piece by piece as it arrives, while it is in the cache.
+      if (at < prefix) crc = crc32(piece.subarray(0, prefix - at), crc);
+      if (at + piece.length > prefix) (sum ??= payloadSum(h.kind, crc)).update(piece.subarray(Math.max(0, prefix - at)));
     }
+    if (h.kind === ContentKind.RECORD_WITH_HASHED_PAGES) crc = (sum ?? payloadSum(h.kind, crc)).digest();
     if (crc !== h.checksum) {
       throw new ImageError(`checksum mismatch: stored ${h.checksum.toString(16)}, computed ${crc.toString(16)}`, start + HeaderOffset.checksum, desc);
     }
@@ -473,7 +485,7 @@ export class ImageReader {
    * asked for, not plain pages, or a shape the whole read refuses with its own message.
    */
   private readLeaving(start: number, hb: Buffer, h: ObjectHeader, total: number, initialCrc: number, desc: string): RawObject | null {
-    if (!this.leave || !this.head || h.kind !== ContentKind.RECORD_WITH_PAGES || !this.leave(h.type)) return null;
+    if (!this.leave || !this.head || (h.kind !== ContentKind.RECORD_WITH_PAGES && h.kind !== ContentKind.RECORD_WITH_HASHED_PAGES) || !this.leave(h.type)) return null;
     const pageSize = this.head.pageSize;
     const tailOffset = start + h.headerLength + h.bodyLength;
     const before = alignUp(tailOffset, pageSize) - start - OBJ_HEADER_SIZE; // header rest, body, padding
@@ -497,7 +509,7 @@ export class ImageReader {
       start, header: h, desc,
       body: head.subarray(bodyStart, tailStart), bodyOffset: start + h.headerLength,
       tail: head.subarray(tailStart), tailOffset,
-      left: { fileOffset, length, crcBefore, checksum: h.checksum, objectOffset: start, desc },
+      left: { fileOffset, length, crcBefore, checksum: h.checksum, kind: h.kind, objectOffset: start, desc },
     };
   }
 
@@ -525,7 +537,7 @@ export class ImageReader {
     this.payload(raw);
   }
 
-  /** The page payload (RECORD_WITH_PAGES) after checking padding and alignment; undefined for RECORD. */
+  /** The page payload (RECORD_WITH_PAGES, RECORD_WITH_HASHED_PAGES) after checking padding and alignment; undefined for RECORD. */
   private payload(raw: RawObject): Buffer | undefined {
     if (raw.header.kind === ContentKind.RECORD) {
       if (raw.tail.length) throw new ImageError(`${raw.tail.length} stray bytes after the body of a RECORD object`, raw.tailOffset, raw.desc);

@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 6;
+export const FORMAT_MINOR = 7;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -150,12 +150,16 @@ export const ObjectFlag = Object.freeze({ OPTIONAL: 0x0001 } as const);
 /**
  * What follows an object's header: just the record, the record then a page-aligned payload, or
  * (format 1.5) the record then a compressed page payload (compress.ts; readers before 1.5 refuse
- * it as an unknown content kind).
+ * it as an unknown content kind), or (1.7) the record then a page-aligned payload whose checksum
+ * is XXH3's (framing.ts, payloadSum; readers before 1.7 refuse it as an unknown content kind).
+ * A writer takes RECORD_WITH_HASHED_PAGES once it has written HASH_PAGES_AFTER bytes of payloads:
+ * readers read both.
  */
 export enum ContentKind {
   RECORD = 0,
   RECORD_WITH_PAGES = 1,
   RECORD_WITH_COMPRESSED_PAGES = 2,
+  RECORD_WITH_HASHED_PAGES = 3,
 }
 
 /** The head is always the first object and has tag 1 (and ptag 0, "no parent"). */
