@@ -92,6 +92,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'shelljob', kind: 'c', source: 'shelljob.c', checks: 'a job of a shell on a terminal outside the tree (support/ptyrun.py): fd 0 and /dev/tty on its controlling terminal, not a session leader, in the foreground as it was' },
   { name: 'treeshare', kind: 'c', source: 'treeshare.c', checks: 'a parent and a child sharing what a tree checkpoint refuses (vfork, CLONE_VM/FILES/FS, shared anonymous memory, a tracer in the tree, a pid namespace): the sharing still works after the refusal' },
   { name: 'lazyfill', kind: 'c', source: 'lazyfill.c', checks: 'private memory with a pattern per page and untouched pages, met while a lazy restart fills it: pages read and written by the kernel (pipes), and once <trigger>.go exists pages dropped (MADV_DONTNEED), moved away and back (mremap), checked by forked children' },
+  { name: 'uffd', kind: 'c', source: 'uffd.c', checks: 'a child whose memory is registered with a userfaultfd its parent holds (sent over SCM_RIGHTS, taken by pidfd_getfd, registered later) or it holds itself (in its fd table, in flight): its pattern and registration unchanged, no event read by the holder' },
   { name: 'protmem', kind: 'c', source: 'protmem.c', checks: 'large read-only, PROT_NONE and holed areas full of data: every byte and the protections' },
 ];
 

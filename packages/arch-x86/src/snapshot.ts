@@ -74,6 +74,12 @@ export function firstCopyArgs(): { args: Buffer; size: number } {
   return { args: encodeStruct(linux.CloneArgs, { flags: BigInt(linux.CLONE.VM), exitSignal: 0n }), size: sizeOfStruct(linux.CloneArgs) };
 }
 
+/** How long the first copy's fork may take (its page tables are copied): CPTRST_SNAPSHOT_FORK_TIMEOUT_MS, default 10 s. */
+function forkTimeoutMs(): number {
+  const v = Number(process.env.CPTRST_SNAPSHOT_FORK_TIMEOUT_MS);
+  return Number.isFinite(v) && v > 0 ? v : 10_000;
+}
+
 /** Waits for a traced process's next stop; false when it died instead. */
 function waitStop(pid: number): boolean {
   const w = waitpid(pid, WAIT.__WALL);
@@ -546,15 +552,19 @@ class ForkSnapshot implements MemorySnapshot {
  * caller kills the first child afterwards, whatever happens. `runIn(pid, nr, args)` runs a
  * syscall in the first child or the snapshot (both stopped, both die with cptrst).
  */
-export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number, args: number[]) => bigint, frame: SavedBytes | undefined): MemorySnapshot {
-  const run = (nr: number, args: number[]): bigint => runIn(first, nr, args);
+export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number, args: number[], withinMs?: number) => bigint, frame: SavedBytes | undefined): MemorySnapshot {
+  const run = (nr: number, args: number[], withinMs?: number): bigint => runIn(first, nr, args, withinMs);
   if (!waitStop(first)) throw new CptError('ESRCH', 'the first copy died before its first stop', { pid: first, object: 'memory snapshot' });
   // A copy of a process under seccomp keeps its filters suspended, as the process has them.
   const suspend = linux.readStatus(first).seccomp !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
   ptrace.setOptions(first, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL | suspend);
   const closed = run(linux.SYS.close_range, [0, 0xffffffff, 0]);
   if (closed < 0n) throw new CptError(linux.errnoName(Number(-closed)), 'close_range in the first copy failed', { pid: first, object: 'memory snapshot' });
-  const second = run(linux.syscallNumber('fork'), []);
+  // Bounded: an area registered with a userfaultfd that has UFFD_FEATURE_EVENT_FORK makes the fork
+  // post a fork event and wait (killably) until the fd's holder reads it. The checkpoint refuses
+  // such areas before any snapshot (mm's uffd-areas.ts); should one get through, cptrst does not
+  // wait forever: the caller kills the first copy, which ends the wait and withdraws the event.
+  const second = run(linux.syscallNumber('fork'), [], forkTimeoutMs());
   if (second <= 0n) throw new CptError(linux.errnoName(Number(-second)), 'fork in the first copy failed', { pid: first, object: 'memory snapshot' });
   const pid = Number(second);
   // Born traced, with EXITKILL (inherited), and stopped before it runs anything.

@@ -276,6 +276,20 @@ export class X86Tracee implements Tracee {
     return r;
   }
 
+  /**
+   * A call that must return within `ms` milliseconds, else ETIMEDOUT with the call still running
+   * (the caller then kills the task: only for a copy that dies with cptrst, see snapshot.ts).
+   */
+  syscallWithin(nr: number, args: ReadonlyArray<number | bigint>, ms: number): bigint {
+    this.waitUntil = Date.now() + ms;
+    try {
+      return this.syscall(nr, args);
+    } finally {
+      this.waitUntil = undefined;
+    }
+  }
+  private waitUntil?: number;
+
   /** The process's status, read once (see `status`). */
   private processStatus(): linux.ProcStatus {
     const owner = this.main ?? this;
@@ -450,10 +464,10 @@ export class X86Tracee implements Tracee {
       // Tracees of the first child and the snapshot, made at their first stop (they read the
       // registers); both have the scratch area's `syscall` at the same address.
       const copies = new Map<number, X86Tracee>();
-      const runIn = (pid: number, nr: number, a: number[]): bigint => {
+      const runIn = (pid: number, nr: number, a: number[], withinMs?: number): bigint => {
         let c = copies.get(pid);
         if (!c) copies.set(pid, (c = new X86Tracee(pid, pid, { diesWithTracer: true, syscallInsn: s.addr })));
-        return c.syscall(nr, a);
+        return withinMs === undefined ? c.syscall(nr, a) : c.syscallWithin(nr, a, withinMs);
       };
       try {
         snap = forkFromFirstCopy(firstPid, runIn, frame);
@@ -958,13 +972,24 @@ export class X86Tracee implements Tracee {
 
   /** The next stop of the thread; ESRCH (and the tracee forgotten) if it died instead. */
   private waitStop(nr: number): linux.WaitStop {
-    const w = waitpid(this.tid, linux.WAIT.__WALL);
+    const w = this.waitUntil === undefined ? waitpid(this.tid, linux.WAIT.__WALL) : this.waitBefore(this.waitUntil, nr);
     this.stops++;
     if (w.exited !== undefined || w.signaled !== undefined) {
       this.forget();
       throw new CptError('ESRCH', nr >= 0 ? `the process died while running syscall ${nr} inside it` : 'the process died while running a batch of calls inside it', { pid: this.pid });
     }
     return w.stopped!;
+  }
+
+  /** The next stop, polled for until `until` (Date.now()); ETIMEDOUT after it, the task left as it is. */
+  private waitBefore(until: number, nr: number): linux.WaitResult {
+    const cell = new Int32Array(new SharedArrayBuffer(4));
+    for (let pause = 0.05; ; pause = Math.min(pause * 2, 5)) {
+      const w = waitpid(this.tid, linux.WAIT.__WALL | linux.WAIT.WNOHANG);
+      if (w.pid !== 0) return w;
+      if (Date.now() > until) throw new CptError('ETIMEDOUT', `syscall ${nr} inside the process did not return in time`, { pid: this.pid });
+      Atomics.wait(cell, 0, 0, pause);
+    }
   }
 
   /** Resumes to the next syscall stop; signals arriving meanwhile are intercepted and queued again at release. */

@@ -8,7 +8,10 @@
  *   sharing, offset, file and name. A process holding a userfaultfd, or locked memory (VmLck of
  *   /proc/PID/status, which counts every locked area, mlockall's MCL_FUTURE included), or hints
  *   with locked or userfaultfd areas, take the old way: smaps read while frozen. So does any
- *   difference.
+ *   difference, and so does a process whenever another process (not cptrst's trackers) held a
+ *   userfaultfd when the hints were read: it may register an area in between, which the maps do not
+ *   show, and the snapshot's fork would post it a fork event (UFFD_FEATURE_EVENT_FORK) before any
+ *   check could see the registration (smaps read while frozen shows it, and it is refused).
  * - The areas' VmFlags, protection keys, and whether a private anonymous area is wholly touched
  *   (its pages then stored without a page walk: pages.ts wholeAreaRuns) come from the hints; the
  *   other areas' pages are found by a page walk of those areas only, while frozen, as before.
@@ -27,6 +30,7 @@ import { CheckpointContext, CheckpointTask, CptError, MemorySnapshot, StateKey, 
 import { VmaEntry, VmaKindHandler, describeVma } from './vma';
 import { pagemapRuns, scannedRuns, snapshotHolds, wholeAreaRuns } from './pages';
 import { hasOwnUserfaultfd } from './tracking';
+import { userfaultfdElsewhere } from './uffd-areas';
 
 /** VmFlags fork does not keep (mlock's, userfaultfd's): hints with any of them are not used. */
 const NOT_FORKED = new Set(['lo', 'lf', 'um', 'uw', 'ui']);
@@ -35,6 +39,8 @@ const UFFD_FLAGS = ['um', 'uw', 'ui'];
 interface PreRead {
   vmas: VmaEntry[];
   ownUffd: boolean;
+  /** Another process holding a userfaultfd (uffd-areas.ts), named. */
+  uffdElsewhere?: string;
 }
 const PRE_READ = new WeakMap<CheckpointContext, Map<number, PreRead>>();
 
@@ -54,7 +60,7 @@ export function preRead(ctx: CheckpointContext, pid: number): void {
     const vmas = linux.readSmaps(pid).filter((v) => v.path !== '[vsyscall]');
     const map = PRE_READ.get(ctx) ?? new Map<number, PreRead>();
     PRE_READ.set(ctx, map);
-    map.set(pid, { vmas, ownUffd: hasOwnUserfaultfd(pid) });
+    map.set(pid, { vmas, ownUffd: hasOwnUserfaultfd(pid), uffdElsewhere: userfaultfdElsewhere(pid) });
   } catch (e) {
     ctx.log.debug(`pid ${pid}: no hints (${(e as Error).message})`);
   }
@@ -86,6 +92,10 @@ export function hintedVmas(ctx: CheckpointContext, task: CheckpointTask, reserve
     const odd = pre.vmas.find((v) => v.vmFlags.some((f) => NOT_FORKED.has(f)));
     if (odd) return `${describeVma(odd)} is locked or registered with a userfaultfd (VmFlags ${odd.vmFlags.join(' ')})`;
     if (pre.ownUffd || hasOwnUserfaultfd(task.pid)) return 'the process holds a userfaultfd';
+    // It may register an area of the process after the hints were read, which neither the maps nor
+    // the snapshot show (fork drops registrations), and the snapshot's fork would post it a fork
+    // event (UFFD_FEATURE_EVENT_FORK) and wait until it is read.
+    if (pre.uffdElsewhere) return `${pre.uffdElsewhere}: it may have registered an area since the hints were read`;
     const locked = linux.readStatus(task.pid).vm.VmLck;
     if (locked !== 0) return `the process has locked memory (VmLck ${locked} kB)`;
     const now = linux.readMaps(task.pid).filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));

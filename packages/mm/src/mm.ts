@@ -31,7 +31,7 @@ import { FileVma, closeOpenFile, holdOpenFile } from './file';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
-import { hasOwnUserfaultfd } from './tracking';
+import { trackerAreas } from './uffd-areas';
 import { markTreeShared, unmapTreeShared } from './shared-anon';
 import { dropHints, hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
 
@@ -243,19 +243,13 @@ export class MmDump implements DumpHandler {
     // release, hints.ts); without them the scratch area's VmFlags are known to have no lock.
     const hinted = hintedVmas(ctx, task, reserved);
     let all: VmaEntry[] = [];
-    // Areas registered by a tracker of cptrst's (tracking.ts; the process holds no userfaultfd of its
-    // own): the registration is not the process's state and is not recorded.
-    const registered = new Set<bigint>();
+    // Areas registered with a userfaultfd: refused, but for write protection by a tracker of
+    // cptrst's (uffd-areas.ts), which is not the process's state and is not recorded.
+    let registered = new Set<bigint>();
     const fromSmaps = (): { areas: Area[]; mm: MmImage } => {
       all = linux.readSmaps(task.pid);
       const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
-      if (vmas.some((v) => v.vmFlags.includes('uw')) && !hasOwnUserfaultfd(task.pid)) {
-        for (const v of vmas) {
-          if (!v.vmFlags.includes('uw') || v.shared) continue;
-          registered.add(v.start);
-          (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
-        }
-      }
+      registered = trackerAreas(task, vmas);
       return checkAreas(ctx, task, vmas);
     };
     let checked: { areas: Area[]; mm: MmImage };

@@ -332,3 +332,31 @@ export function arm(pid: number, t: TrackerRef, imageId: string, userTop: bigint
     fs.closeSync(pm);
   }
 }
+
+/**
+ * The areas among `areas` that a live tracker of the process holds registered: a UFFDIO_REGISTER
+ * for write protection through the tracker's userfaultfd changes nothing on an area registered with
+ * it already, and fails with EBUSY on one registered with another userfaultfd (mm/src/uffd-areas.ts).
+ */
+export function trackerRegistered(pid: number, start: bigint, areas: ReadonlyArray<{ start: bigint; end: bigint }>): Set<bigint> {
+  const mine = new Set<bigint>();
+  for (const t of trackersOf(pid, start)) {
+    let fd: number;
+    try {
+      fd = trackerFd(t, 'uffd');
+    } catch {
+      continue; // ended meanwhile: its registrations went with it
+    }
+    try {
+      for (const a of areas) if (!mine.has(a.start) && linux.uffdRegister(fd, a.start, a.end, UFFD.REGISTER_MODE_WP) === 0) mine.add(a.start);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+  return mine;
+}
+
+/** Whether `pid` runs as a tracker (of any process): its userfaultfd can only reach the memory of the process it tracks. */
+export function isTracker(pid: number): boolean {
+  return cmdlineOf(pid).indexOf(MARKER) > 0;
+}

@@ -1,0 +1,77 @@
+/**
+ * Memory areas registered with a userfaultfd (VmFlags "um" missing pages, "uw" write protection,
+ * "ui" minor faults). A registration belongs to whoever holds the userfaultfd: the monitor that is
+ * told of the faults (or events) and resolves them, maybe another process that got the fd over
+ * SCM_RIGHTS or by pidfd_getfd, maybe a socket queue holding it in flight. A restart cannot make
+ * the registration again for that holder: the restored process would silently lose it (and the
+ * monitor would no longer see its faults). So every such area is refused, naming the process,
+ * the area and why, except write protection held by a live tracker of cptrst's own (tracking.ts),
+ * which is cptrst's state, not the process's: its flag is dropped and the area is not recorded as
+ * registered. Whether an area is the tracker's is asked of the kernel (a UFFDIO_REGISTER through
+ * the tracker's userfaultfd is a no-op on its own areas, EBUSY on another's), not guessed from the
+ * process holding no userfaultfd itself.
+ */
+import * as fs from 'fs';
+import { CheckpointTask, linux, refuse } from '@cptrst/core';
+import { VmaEntry, describeVma } from './vma';
+import { hasOwnUserfaultfd, isTracker, trackerRegistered } from './tracking';
+
+const UFFD_MODES: Readonly<Record<string, string>> = { um: 'missing pages', uw: 'write protection', ui: 'minor faults' };
+
+/** Whether the area carries a userfaultfd registration. */
+export function uffdRegistered(v: VmaEntry): boolean {
+  return v.vmFlags.some((f) => f in UFFD_MODES);
+}
+
+/**
+ * Refuses the areas of `vmas` registered with a userfaultfd other than a tracker's of cptrst's;
+ * the tracker's lose their "uw" (it is not the process's state) and are returned, by start.
+ */
+export function trackerAreas(task: CheckpointTask, vmas: VmaEntry[]): Set<bigint> {
+  const reg = vmas.filter(uffdRegistered);
+  if (!reg.length) return new Set();
+  const own = hasOwnUserfaultfd(task.pid);
+  // A tracker registers private areas for write protection only, and only in a process that holds no userfaultfd itself.
+  const candidates = own ? [] : reg.filter((v) => !v.shared && v.vmFlags.every((f) => !(f in UFFD_MODES) || f === 'uw'));
+  const tracked = candidates.length ? trackerRegistered(task.pid, BigInt(linux.readStat(task.pid).startTime), candidates) : new Set<bigint>();
+  for (const v of reg) {
+    if (tracked.has(v.start)) continue;
+    const modes = v.vmFlags.filter((f) => f in UFFD_MODES);
+    const holder = own ? 'the process holds a userfaultfd of its own' : 'the userfaultfd is held outside the process (by another process, or in flight in a socket queue)';
+    refuse(task.pid, describeVma(v), `the area is registered with a userfaultfd for ${modes.map((f) => UFFD_MODES[f]).join(' and ')} (VmFlags ${modes.join(' ')}); ${holder}: a restored process would lose the registration, and its monitor the faults`);
+  }
+  for (const v of reg) (v as { vmFlags: string[] }).vmFlags = v.vmFlags.filter((f) => f !== 'uw');
+  return tracked;
+}
+
+const UFFD_LINK = 'anon_inode:[userfaultfd]';
+
+/**
+ * A process other than `pid`, cptrst and cptrst's trackers that holds a userfaultfd (which it may
+ * use to register areas of `pid`, if the fd was made there), named; undefined if none. Read before
+ * the freeze (hints.ts): it costs a look at every fd of the system, which the frozen window does
+ * not pay.
+ */
+export function userfaultfdElsewhere(pid: number): string | undefined {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const holder = Number(d);
+    if (holder === pid || holder === process.pid) continue;
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${d}/fd`);
+    } catch {
+      continue; // gone, or a kernel thread
+    }
+    for (const fd of fds) {
+      let link: string;
+      try {
+        link = fs.readlinkSync(`/proc/${d}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (link === UFFD_LINK && !isTracker(holder)) return `process ${holder} holds a userfaultfd (fd ${fd})`;
+    }
+  }
+  return undefined;
+}
