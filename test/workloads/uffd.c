@@ -15,6 +15,11 @@
  *   getfd       write protection, taken by the holder with pidfd_getfd
  *   late-fork   the fd (with EVENT_FORK) sent unregistered; the holder registers the area for
  *               missing pages on SIGUSR1 and writes <trigger>.registered
+ *   made-late   the target makes the fd (with EVENT_FORK) and registers its area for missing pages
+ *               only on SIGUSR1, writing <trigger>.made (the fd's number); the holder takes it with
+ *               pidfd_getfd on SIGUSR1 and writes <trigger>.held; the target then closes its own.
+ *               The holder reads events only after the trigger (a fork event left unread must be
+ *               withdrawn: none may be there then)
  *   own         write protection, the target keeps its userfaultfd (the holder holds nothing)
  *   inflight    write protection, the fd sent over a socketpair of the target's own and closed:
  *               it is only in flight in the target's socket queue
@@ -131,6 +136,59 @@ static int area_has_flag(uint64_t addr, const char *flag)
     return found;
 }
 
+/* Whether <trigger><suffix> exists. */
+static int exists(const char *suffix)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s%s", wl_trigger_path, suffix);
+    return stat(path, &st) == 0;
+}
+
+static void write_file(const char *suffix, const char *text)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s%s", wl_trigger_path, suffix);
+    /* No stdio: its buffer would be the process's first malloc, a new area (the heap). */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        die(path);
+    wl_write_all(fd, text, strlen(text));
+    close(fd);
+}
+
+/* The target of made-late: registers its area on SIGUSR1, and lets the holder take the fd. */
+static __attribute__((noreturn)) void made_late(uint8_t *area, size_t len)
+{
+    int rc = 0, registered = 0;
+    while (!wl_triggered()) {
+        if (register_now && !registered) {
+            registered = 1;
+            int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+            struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_FORK};
+            struct uffdio_register reg = {.range = {.start = (uint64_t)(uintptr_t)area, .len = len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+            if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) != 0 || ioctl(uffd, UFFDIO_REGISTER, &reg) != 0)
+                die("userfaultfd on SIGUSR1");
+            char b[32];
+            snprintf(b, sizeof b, "%d\n", uffd);
+            write_file(".made", b);
+            for (int i = 0; i < 2000 && !exists(".held"); i++)
+                usleep(5000);
+            close(uffd);
+        }
+        if (wl_check_pattern(area, len, SEED) >= 0)
+            rc = 1;
+        usleep(5000);
+    }
+    if (wl_tamper)
+        area[100] ^= 0xff;
+    if (wl_check_pattern(area, len, SEED) >= 0)
+        rc = 1;
+    if (registered && area_has_flag((uint64_t)(uintptr_t)area, "um") != 1)
+        rc = rc ? rc : 2;
+    _exit(rc);
+}
+
 static __attribute__((noreturn)) void target(int sock)
 {
     size_t len = PAGES * 4096;
@@ -148,6 +206,13 @@ static __attribute__((noreturn)) void target(int sock)
         die("mmap");
     wl_fill_pattern(area, len, SEED);
 
+    if (is("made-late")) {
+        struct hello h0 = {.addr = (uint64_t)(uintptr_t)area, .fd = -1};
+        send_fd(sock, -1, &h0, sizeof h0);
+        close(sock);
+        signal(SIGUSR1, on_usr1);
+        made_late(area, len);
+    }
     int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     if (uffd < 0)
         die("userfaultfd");
@@ -204,9 +269,9 @@ static __attribute__((noreturn)) void target(int sock)
 
 int main(int argc, char **argv)
 {
-    wl_init(argc, argv, 2, "<trigger> wp|wp-async|missing|minor|fork|getfd|late-fork|own|inflight");
+    wl_init(argc, argv, 2, "<trigger> wp|wp-async|missing|minor|fork|getfd|late-fork|made-late|own|inflight");
     mode = argv[2];
-    const char *modes[] = {"wp", "wp-async", "missing", "minor", "fork", "getfd", "late-fork", "own", "inflight"};
+    const char *modes[] = {"wp", "wp-async", "missing", "minor", "fork", "getfd", "late-fork", "made-late", "own", "inflight"};
     int known = 0;
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
         known |= is(modes[i]);
@@ -252,7 +317,24 @@ int main(int argc, char **argv)
     int events = 0;
     unsigned types = 0;
     while (!wl_triggered()) {
-        if (register_now && uffd >= 0) {
+        if (register_now && is("made-late") && uffd < 0 && exists(".made")) {
+            register_now = 0;
+            char p2[4096];
+            snprintf(p2, sizeof p2, "%s.made", wl_trigger_path);
+            FILE *m = fopen(p2, "r");
+            int n = -1;
+            if (m == NULL || fscanf(m, "%d", &n) != 1)
+                die(".made");
+            fclose(m);
+            int pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+            uffd = pidfd < 0 ? -1 : (int)syscall(SYS_pidfd_getfd, pidfd, n, 0);
+            if (uffd < 0)
+                die("pidfd_getfd");
+            close(pidfd);
+            fcntl(uffd, F_SETFL, O_NONBLOCK);
+            write_file(".held", "");
+        }
+        if (register_now && uffd >= 0 && is("late-fork")) {
             register_now = 0;
             struct uffdio_register reg = {.range = {.start = h.addr, .len = PAGES * 4096}, .mode = UFFDIO_REGISTER_MODE_MISSING};
             if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0)
@@ -261,7 +343,9 @@ int main(int argc, char **argv)
             close(open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
         }
         struct pollfd p = {.fd = uffd, .events = POLLIN};
-        if (uffd >= 0 && poll(&p, 1, 5) > 0) {
+        if (is("made-late")) {
+            usleep(5000); /* its events are read after the trigger */
+        } else if (uffd >= 0 && poll(&p, 1, 5) > 0) {
             struct uffd_msg msg;
             while (read(uffd, &msg, sizeof msg) == (ssize_t)sizeof msg) {
                 events++;
@@ -271,6 +355,15 @@ int main(int argc, char **argv)
             }
         } else if (uffd < 0) {
             usleep(5000);
+        }
+    }
+    if (is("made-late") && uffd >= 0) {
+        struct uffd_msg msg;
+        while (read(uffd, &msg, sizeof msg) == (ssize_t)sizeof msg) {
+            events++;
+            types |= 1u << (msg.event & 31);
+            if (msg.event == UFFD_EVENT_FORK)
+                close((int)msg.arg.fork.ufd);
         }
     }
     int st;
