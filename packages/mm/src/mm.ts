@@ -247,9 +247,12 @@ export class MmDump implements DumpHandler {
     // cptrst's (uffd-areas.ts), which is not the process's state and is not recorded.
     let registered = new Set<bigint>();
     const fromSmaps = (): { areas: Area[]; mm: MmImage } => {
-      all = linux.readSmaps(task.pid);
-      const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
-      registered = trackerAreas(task, vmas);
+      const read = (): VmaEntry[] => {
+        all = linux.readSmaps(task.pid);
+        return all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+      };
+      const vmas = read();
+      registered = trackerAreas(task, vmas, read);
       return checkAreas(ctx, task, vmas);
     };
     let checked: { areas: Area[]; mm: MmImage };

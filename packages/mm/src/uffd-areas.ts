@@ -26,14 +26,21 @@ export function uffdRegistered(v: VmaEntry): boolean {
 /**
  * Refuses the areas of `vmas` registered with a userfaultfd other than a tracker's of cptrst's;
  * the tracker's lose their "uw" (it is not the process's state) and are returned, by start.
+ * Where what a tracker killed alone left may still hold its userfaultfd (awaitLeftovers), that is
+ * waited for and the areas are read again with `reread` (into `vmas`): the registration has ended.
  */
-export function trackerAreas(task: CheckpointTask, vmas: VmaEntry[]): Set<bigint> {
+export function trackerAreas(task: CheckpointTask, vmas: VmaEntry[], reread?: () => VmaEntry[]): Set<bigint> {
   const reg = vmas.filter(uffdRegistered);
   if (!reg.length) return new Set();
   const own = hasOwnUserfaultfd(task.pid);
   // A tracker registers private areas for write protection only, and only in a process that holds no userfaultfd itself.
   const candidates = own ? [] : reg.filter((v) => !v.shared && v.vmFlags.every((f) => !(f in UFFD_MODES) || f === 'uw'));
   const tracked = candidates.length ? trackerRegistered(task.pid, BigInt(linux.readStat(task.pid).startTime), candidates) : new Set<bigint>();
+  if (reread && reg.some((v) => !tracked.has(v.start)) && awaitLeftovers()) {
+    // What a tracker killed alone left has ended, and its registrations with it: the areas again.
+    vmas.splice(0, vmas.length, ...reread());
+    return trackerAreas(task, vmas);
+  }
   for (const v of reg) {
     if (tracked.has(v.start)) continue;
     const modes = v.vmFlags.filter((f) => f in UFFD_MODES);
@@ -45,6 +52,50 @@ export function trackerAreas(task: CheckpointTask, vmas: VmaEntry[]): Set<bigint
 }
 
 const UFFD_LINK = 'anon_inode:[userfaultfd]';
+/** A tracker's pause (tracking.ts): `sleep 2`, which holds copies of the tracker's fds. */
+const TRACKER_SLEEP = 'sleep\u00002\u0000';
+
+/** Every fd of the system that links to a userfaultfd: [holder pid, fd]. */
+function* userfaultfds(): Generator<[number, string]> {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let fds: string[];
+    try {
+      fds = fs.readdirSync(`/proc/${d}/fd`);
+    } catch {
+      continue; // gone, or a kernel thread
+    }
+    for (const fd of fds) {
+      try {
+        if (fs.readlinkSync(`/proc/${d}/fd/${fd}`) === UFFD_LINK) yield [Number(d), fd];
+      } catch {
+        /* closed meanwhile */
+      }
+    }
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * A tracker killed alone (its process group was not) leaves its `sleep` holding the userfaultfd,
+ * and with it the registrations, for up to 2 s. Where a `sleep 2` holds a userfaultfd, waits (at
+ * most 3 s) until every such one has ended and says so; false at once where none does. Waiting
+ * only delays: whatever is still registered afterwards is asked about again, and refused.
+ */
+function awaitLeftovers(): boolean {
+  const sleeps = [...userfaultfds()].filter(([pid]) => cmdline(pid) === TRACKER_SLEEP).map(([pid]) => pid);
+  if (!sleeps.length) return false;
+  const cell = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 300 && sleeps.some((pid) => cmdline(pid) === TRACKER_SLEEP); i++) Atomics.wait(cell, 0, 0, 10);
+  return true;
+}
 
 /**
  * A process other than `pid`, cptrst and cptrst's trackers that holds a userfaultfd (which it may
@@ -53,25 +104,8 @@ const UFFD_LINK = 'anon_inode:[userfaultfd]';
  * not pay.
  */
 export function userfaultfdElsewhere(pid: number): string | undefined {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    const holder = Number(d);
-    if (holder === pid || holder === process.pid) continue;
-    let fds: string[];
-    try {
-      fds = fs.readdirSync(`/proc/${d}/fd`);
-    } catch {
-      continue; // gone, or a kernel thread
-    }
-    for (const fd of fds) {
-      let link: string;
-      try {
-        link = fs.readlinkSync(`/proc/${d}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      if (link === UFFD_LINK && !isTracker(holder)) return `process ${holder} holds a userfaultfd (fd ${fd})`;
-    }
+  for (const [holder, fd] of userfaultfds()) {
+    if (holder !== pid && holder !== process.pid && !isTracker(holder) && cmdline(holder) !== TRACKER_SLEEP) return `process ${holder} holds a userfaultfd (fd ${fd})`;
   }
   return undefined;
 }
