@@ -148,6 +148,7 @@ const CASES: Case[] = [
   { name: 'jobstop', tree: true },
   { name: 'procfiles', tree: true },
   { name: 'shmtree', tree: true },
+  ...['wp', 'wp-async', 'missing', 'minor', 'fork', 'getfd', 'late-fork', 'made-late', 'own', 'inflight'].map((m): Case => ({ name: 'uffd', label: `uffd ${m}`, args: () => [m], tree: true })),
   { name: 'ghosttree', label: 'ghosttree <dir>', args: (dir) => [dir], tree: true },
   { name: 'ptys', tree: true },
   { name: 'ptyhup' },
@@ -230,6 +231,7 @@ const TAMPERABLE: Case[] = [
   { name: 'ptys', tree: true },
   { name: 'ptyhup' },
   { name: 'ptycarry', tree: true },
+  { name: 'uffd', label: 'uffd wp', args: () => ['wp'], tree: true },
 ];
 
 async function run(c: Case, env: Record<string, string> = {}): Promise<{ w: Workload; text: string }> {
