@@ -13,8 +13,8 @@ import 'reflect-metadata';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
-import { CheckpointContext, DumpHandler, Logger, Tokens, loadModule, registerModule, sys_checkpoint, unloadModule } from '@cptrst/core';
-import { Workload, buildWorkloads, cptrst, expectPass, expectRunningUntraced, killStartedWorkloads, sleep, startWorkload, trigger, waitGone } from '../support';
+import { Logger, sys_checkpoint } from '@cptrst/core';
+import { Workload, afterPreRead, buildWorkloads, cptrst, expectPass, expectRunningUntraced, killStartedWorkloads, sleep, startWorkload, trigger, waitGone } from '../support';
 
 const HINTS_USED = /areas from the hints read before the freeze/;
 const READ_FROZEN = /areas read while frozen: (.*)/;
@@ -79,34 +79,18 @@ describe('memory areas read before the freeze', function () {
   });
 
   describe('a change between the pre-read and the freeze', () => {
-    let change: ((pid: number) => void) | undefined;
-    /** Runs after mm's prepare (its pre-read), once per test. */
-    const between: DumpHandler = {
-      name: 'test.between',
-      order: 201,
-      prepare(_ctx: CheckpointContext, pid: number) {
-        const c = change;
-        change = undefined;
-        c?.(pid);
-      },
-      dump() {},
-    };
-    before(() => {
-      loadModule('@cptrst/cpt-module');
-      registerModule('test.between', { register: (c) => c.register(Tokens.DumpHandler, { useValue: between }) });
-    });
-    after(() => unloadModule('test.between'));
+    const hook = afterPreRead('test.between');
 
     async function checkpointWith(w: Workload, img: string, what?: (pid: number) => void): Promise<string[]> {
       const lines: string[] = [];
       const log: Logger = { debug: (m) => lines.push(m), info: (m) => lines.push(m), warn: (m) => lines.push(m) };
-      change = what;
+      hook.next(what);
       const fd = fs.openSync(img, 'w');
       try {
         await sys_checkpoint(w.pid, fd, 0, { log });
       } finally {
         fs.closeSync(fd);
-        change = undefined;
+        hook.next(undefined);
       }
       return lines;
     }

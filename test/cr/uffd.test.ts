@@ -12,8 +12,8 @@ import 'reflect-metadata';
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
-import { CheckpointContext, CptError, DumpHandler, Logger, Tokens, loadModule, registerModule, sys_checkpoint, unloadModule } from '@cptrst/core';
-import { Workload, buildWorkloads, cptrst, expectPass, expectRunningUntraced, killStartedWorkloads, startWorkload, trigger } from '../support';
+import { CptError, Logger, sys_checkpoint } from '@cptrst/core';
+import { Workload, afterPreRead, buildWorkloads, cptrst, expectPass, expectRunningUntraced, killStartedWorkloads, startWorkload, trigger } from '../support';
 
 interface Pair {
   /** The holder (the workload started). */
@@ -109,30 +109,14 @@ describe('memory registered with a userfaultfd', function () {
   });
 
   describe('a registration made between the pre-read of the areas and the freeze', () => {
-    let change: ((pid: number) => void) | undefined;
-    /** Runs after mm's prepare (its pre-read, hints.ts), once per test. */
-    const between: DumpHandler = {
-      name: 'test.uffd-between',
-      order: 201,
-      prepare(_ctx: CheckpointContext, pid: number) {
-        const c = change;
-        change = undefined;
-        c?.(pid);
-      },
-      dump() {},
-    };
-    before(() => {
-      loadModule('@cptrst/cpt-module');
-      registerModule('test.uffd-between', { register: (c) => c.register(Tokens.DumpHandler, { useValue: between }) });
-    });
-    after(() => unloadModule('test.uffd-between'));
+    const hook = afterPreRead('test.uffd-between');
 
     /** A checkpoint that lets the process run (hints, a snapshot) with `what` run after the pre-read: the error it ends with, and its log. */
     async function refusedWith(p: Pair, what: () => void, env: Record<string, string> = {}): Promise<{ e: CptError; log: string }> {
       const lines: string[] = [];
       const log: Logger = { debug: (m) => lines.push(m), info: (m) => lines.push(m), warn: (m) => lines.push(m) };
       const img = path.join(p.w.dir, 'img');
-      change = what;
+      hook.next(what);
       const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
       Object.assign(process.env, env);
       const fd = fs.openSync(img, 'w');
@@ -144,7 +128,7 @@ describe('memory registered with a userfaultfd', function () {
       } finally {
         fs.closeSync(fd);
         fs.rmSync(img);
-        change = undefined;
+        hook.next(undefined);
         for (const [k, v] of Object.entries(saved)) {
           if (v === undefined) delete process.env[k];
           else process.env[k] = v;

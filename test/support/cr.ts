@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
-import { CheckpointFlags, CptError, sys_checkpoint } from '@cptrst/core';
+import { CheckpointContext, CheckpointFlags, CptError, DumpHandler, Tokens, loadModule, registerModule, sys_checkpoint, unloadModule } from '@cptrst/core';
 import { passLines } from './catalogue';
 import { cptrst } from './cptrst';
 import { procState } from './processes';
@@ -89,4 +89,33 @@ export async function expectPass(w: Workload, opts: { noExtra?: boolean } = {}):
   const r = parseResult(await waitResult(w, 30000));
   expect(passLines(w.name, w.args)).to.include(r.verdict, `output: ${JSON.stringify(fs.readFileSync(w.resultPath, 'utf8'))}`);
   if (opts.noExtra) expect(r.extra).to.deep.equal([]);
+}
+
+/**
+ * A step run inside a checkpoint between mm's pre-read of the areas (its prepare, hints.ts) and
+ * the freeze: a DumpHandler ordered after mm's, registered for the enclosing describe block (its
+ * before and after hooks). `next(fn)` makes the next checkpoint run `fn(pid)` there, once.
+ */
+export function afterPreRead(name: string): { next(fn: ((pid: number) => void) | undefined): void } {
+  let change: ((pid: number) => void) | undefined;
+  const between: DumpHandler = {
+    name,
+    order: 201,
+    prepare(_ctx: CheckpointContext, pid: number) {
+      const c = change;
+      change = undefined;
+      c?.(pid);
+    },
+    dump() {},
+  };
+  before(() => {
+    loadModule('@cptrst/cpt-module');
+    registerModule(name, { register: (c) => c.register(Tokens.DumpHandler, { useValue: between }) });
+  });
+  after(() => unloadModule(name));
+  return {
+    next(fn) {
+      change = fn;
+    },
+  };
 }

@@ -157,24 +157,33 @@ static void write_file(const char *suffix, const char *text)
     close(fd);
 }
 
-/* The target of made-late: registers its area on SIGUSR1, and lets the holder take the fd. */
-static __attribute__((noreturn)) void made_late(uint8_t *area, size_t len)
+/* made-late, on SIGUSR1: makes a userfaultfd, registers the area, lets the holder take the fd, closes its own. */
+static void make_late(uint8_t *area, size_t len)
 {
-    int rc = 0, registered = 0;
+    int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_FORK};
+    struct uffdio_register reg = {.range = {.start = (uint64_t)(uintptr_t)area, .len = len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
+    if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) != 0 || ioctl(uffd, UFFDIO_REGISTER, &reg) != 0)
+        die("userfaultfd on SIGUSR1");
+    char b[32];
+    snprintf(b, sizeof b, "%d\n", uffd);
+    write_file(".made", b);
+    for (int i = 0; i < 2000 && !exists(".held"); i++)
+        usleep(5000);
+    close(uffd);
+}
+
+/*
+ * The target's loop: reads its memory until the trigger, then checks it and that the area is still
+ * registered for `flag` (none: not checked), and exits 0, 1 (memory) or 2 (registration).
+ */
+static __attribute__((noreturn)) void watch(uint8_t *area, size_t len, const char *flag)
+{
+    int rc = 0;
     while (!wl_triggered()) {
-        if (register_now && !registered) {
-            registered = 1;
-            int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-            struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_EVENT_FORK};
-            struct uffdio_register reg = {.range = {.start = (uint64_t)(uintptr_t)area, .len = len}, .mode = UFFDIO_REGISTER_MODE_MISSING};
-            if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) != 0 || ioctl(uffd, UFFDIO_REGISTER, &reg) != 0)
-                die("userfaultfd on SIGUSR1");
-            char b[32];
-            snprintf(b, sizeof b, "%d\n", uffd);
-            write_file(".made", b);
-            for (int i = 0; i < 2000 && !exists(".held"); i++)
-                usleep(5000);
-            close(uffd);
+        if (register_now && is("made-late") && flag == NULL) {
+            make_late(area, len);
+            flag = "um";
         }
         if (wl_check_pattern(area, len, SEED) >= 0)
             rc = 1;
@@ -184,7 +193,7 @@ static __attribute__((noreturn)) void made_late(uint8_t *area, size_t len)
         area[100] ^= 0xff;
     if (wl_check_pattern(area, len, SEED) >= 0)
         rc = 1;
-    if (registered && area_has_flag((uint64_t)(uintptr_t)area, "um") != 1)
+    if (flag != NULL && area_has_flag((uint64_t)(uintptr_t)area, flag) != 1)
         rc = rc ? rc : 2;
     _exit(rc);
 }
@@ -211,7 +220,7 @@ static __attribute__((noreturn)) void target(int sock)
         send_fd(sock, -1, &h0, sizeof h0);
         close(sock);
         signal(SIGUSR1, on_usr1);
-        made_late(area, len);
+        watch(area, len, NULL);
     }
     int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     if (uffd < 0)
@@ -251,20 +260,23 @@ static __attribute__((noreturn)) void target(int sock)
         close(uffd);
     close(sock);
 
-    int rc = 0;
-    while (!wl_triggered()) {
-        if (wl_check_pattern(area, len, SEED) >= 0)
-            rc = 1;
-        usleep(5000);
+    watch(area, len, is("late-fork") ? NULL : is("missing") || is("fork") ? "um" : is("minor") ? "ui" : "uw");
+}
+
+/* Events the holder read from the userfaultfd, and a mask of their types. */
+static int events;
+static unsigned types;
+
+/* Reads every event waiting on the (non-blocking) userfaultfd; a fork event's new fd is closed. */
+static void drain(int uffd)
+{
+    struct uffd_msg msg;
+    while (read(uffd, &msg, sizeof msg) == (ssize_t)sizeof msg) {
+        events++;
+        types |= 1u << (msg.event & 31);
+        if (msg.event == UFFD_EVENT_FORK)
+            close((int)msg.arg.fork.ufd);
     }
-    if (wl_tamper)
-        area[100] ^= 0xff;
-    if (wl_check_pattern(area, len, SEED) >= 0)
-        rc = 1;
-    const char *flag = is("missing") || is("fork") ? "um" : is("minor") ? "ui" : "uw";
-    if (!is("late-fork") && area_has_flag(h.addr, flag) != 1)
-        rc = rc ? rc : 2;
-    _exit(rc);
 }
 
 int main(int argc, char **argv)
@@ -314,8 +326,6 @@ int main(int argc, char **argv)
     fclose(f);
     wl_ready();
 
-    int events = 0;
-    unsigned types = 0;
     while (!wl_triggered()) {
         if (register_now && is("made-late") && uffd < 0 && exists(".made")) {
             register_now = 0;
@@ -346,25 +356,13 @@ int main(int argc, char **argv)
         if (is("made-late")) {
             usleep(5000); /* its events are read after the trigger */
         } else if (uffd >= 0 && poll(&p, 1, 5) > 0) {
-            struct uffd_msg msg;
-            while (read(uffd, &msg, sizeof msg) == (ssize_t)sizeof msg) {
-                events++;
-                types |= 1u << (msg.event & 31);
-                if (msg.event == UFFD_EVENT_FORK)
-                    close((int)msg.arg.fork.ufd);
-            }
+            drain(uffd);
         } else if (uffd < 0) {
             usleep(5000);
         }
     }
     if (is("made-late") && uffd >= 0) {
-        struct uffd_msg msg;
-        while (read(uffd, &msg, sizeof msg) == (ssize_t)sizeof msg) {
-            events++;
-            types |= 1u << (msg.event & 31);
-            if (msg.event == UFFD_EVENT_FORK)
-                close((int)msg.arg.fork.ufd);
-        }
+        drain(uffd);
     }
     int st;
     if (waitpid(child, &st, 0) != child)

@@ -19,7 +19,7 @@ import { hasOwnUserfaultfd, isTracker, trackerRegistered } from './tracking';
 const UFFD_MODES: Readonly<Record<string, string>> = { um: 'missing pages', uw: 'write protection', ui: 'minor faults' };
 
 /** Whether the area carries a userfaultfd registration. */
-export function uffdRegistered(v: VmaEntry): boolean {
+function uffdRegistered(v: VmaEntry): boolean {
   return v.vmFlags.some((f) => f in UFFD_MODES);
 }
 
