@@ -31,7 +31,7 @@ import { FileVma, closeOpenFile, holdOpenFile } from './file';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
-import { trackerAreas } from './uffd-areas';
+import { noteTrackers, trackerAreas } from './uffd-areas';
 import { markTreeShared, unmapTreeShared } from './shared-anon';
 import { dropHints, hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
 
@@ -218,8 +218,11 @@ export class MmDump implements DumpHandler {
 
   /** An incremental checkpoint reads its parent image before the freeze; one from a snapshot, the process's areas (hints.ts). */
   prepare(ctx: CheckpointContext, pid: number): void {
-    if (ctx.incremental) prepareIncremental(ctx);
-    else preRead(ctx, pid);
+    if (ctx.incremental) {
+      // Its areas are registered with its tracker, if it has one: found now, checked again while frozen.
+      noteTrackers(ctx, pid);
+      prepareIncremental(ctx);
+    } else preRead(ctx, pid);
   }
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
@@ -252,7 +255,7 @@ export class MmDump implements DumpHandler {
         return all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
       };
       const vmas = read();
-      registered = trackerAreas(task, vmas, read);
+      registered = ctx.timed('uffd areas', () => trackerAreas(ctx, task, vmas, read));
       return checkAreas(ctx, task, vmas);
     };
     let checked: { areas: Area[]; mm: MmImage };

@@ -75,7 +75,7 @@ function isTrackerOf(t: TrackerRef, pid: number, start: bigint): boolean {
 }
 
 /** Every live tracker of the process (normally none or one; more only after cptrst died in between). */
-function trackersOf(pid: number, start: bigint): TrackerRef[] {
+export function trackersOf(pid: number, start: bigint): TrackerRef[] {
   const out: TrackerRef[] = [];
   for (const d of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -338,9 +338,10 @@ export function arm(pid: number, t: TrackerRef, imageId: string, userTop: bigint
  * for write protection through the tracker's userfaultfd changes nothing on an area registered with
  * it already, and fails with EBUSY on one registered with another userfaultfd (mm/src/uffd-areas.ts).
  */
-export function trackerRegistered(pid: number, start: bigint, areas: ReadonlyArray<{ start: bigint; end: bigint }>): Set<bigint> {
+export function trackerRegistered(pid: number, start: bigint, areas: ReadonlyArray<{ start: bigint; end: bigint }>, known?: TrackerRef[]): Set<bigint> {
   const mine = new Set<bigint>();
-  for (const t of trackersOf(pid, start)) {
+  // Trackers found before the freeze (a look at every process's command line) are only checked again.
+  for (const t of known ? known.filter((k) => isTrackerOf(k, pid, start)) : trackersOf(pid, start)) {
     let fd: number;
     try {
       fd = trackerFd(t, 'uffd');

@@ -12,9 +12,9 @@
  * process holding no userfaultfd itself.
  */
 import * as fs from 'fs';
-import { CheckpointTask, linux, refuse } from '@cptrst/core';
+import { CheckpointContext, CheckpointTask, linux, refuse } from '@cptrst/core';
 import { VmaEntry, describeVma } from './vma';
-import { hasOwnUserfaultfd, isTracker, trackerRegistered } from './tracking';
+import { TrackerRef, hasOwnUserfaultfd, isTracker, trackerRegistered, trackersOf } from './tracking';
 
 const UFFD_MODES: Readonly<Record<string, string>> = { um: 'missing pages', uw: 'write protection', ui: 'minor faults' };
 
@@ -29,17 +29,31 @@ function uffdRegistered(v: VmaEntry): boolean {
  * Where what a tracker killed alone left may still hold its userfaultfd (awaitLeftovers), that is
  * waited for and the areas are read again with `reread` (into `vmas`): the registration has ended.
  */
-export function trackerAreas(task: CheckpointTask, vmas: VmaEntry[], reread?: () => VmaEntry[]): Set<bigint> {
+/** The trackers of each process found before the freeze (noteTrackers), by pid. */
+const KNOWN_TRACKERS = new WeakMap<CheckpointContext, Map<number, TrackerRef[]>>();
+
+/** Before the freeze: the live trackers of `pid`, kept for trackerAreas (the frozen window only checks them again). */
+export function noteTrackers(ctx: CheckpointContext, pid: number): void {
+  try {
+    const known = KNOWN_TRACKERS.get(ctx) ?? new Map<number, TrackerRef[]>();
+    KNOWN_TRACKERS.set(ctx, known);
+    known.set(pid, trackersOf(pid, BigInt(linux.readStat(pid).startTime)));
+  } catch {
+    /* gone: the freeze says so */
+  }
+}
+
+export function trackerAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[], reread?: () => VmaEntry[]): Set<bigint> {
   const reg = vmas.filter(uffdRegistered);
   if (!reg.length) return new Set();
   const own = hasOwnUserfaultfd(task.pid);
   // A tracker registers private areas for write protection only, and only in a process that holds no userfaultfd itself.
   const candidates = own ? [] : reg.filter((v) => !v.shared && v.vmFlags.every((f) => !(f in UFFD_MODES) || f === 'uw'));
-  const tracked = candidates.length ? trackerRegistered(task.pid, BigInt(linux.readStat(task.pid).startTime), candidates) : new Set<bigint>();
+  const tracked = candidates.length ? trackerRegistered(task.pid, BigInt(linux.readStat(task.pid).startTime), candidates, KNOWN_TRACKERS.get(ctx)?.get(task.pid)) : new Set<bigint>();
   if (reread && reg.some((v) => !tracked.has(v.start)) && awaitLeftovers()) {
     // What a tracker killed alone left has ended, and its registrations with it: the areas again.
     vmas.splice(0, vmas.length, ...reread());
-    return trackerAreas(task, vmas);
+    return trackerAreas(ctx, task, vmas);
   }
   for (const v of reg) {
     if (tracked.has(v.start)) continue;
