@@ -319,7 +319,7 @@ export class MmDump implements DumpHandler {
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
-      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(task, v, kind, snap) : storedRuns(task, v, kind))) : [];
+      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(ctx, task, v, kind, snap) : storedRuns(ctx, task, v, kind))) : [];
       if (inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
         await inc.dumpArea(v, kind, img, runs);
         continue;
