@@ -307,7 +307,9 @@ export class MmDump implements DumpHandler {
     mm.envEnd = st.envEnd;
     mm.auxv = linux.readAuxv(task.pid);
     mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
-    mm.vdso = vdsoPieces(task.pid);
+    // From the areas listed while frozen (or the hints the frozen maps matched), every one but
+    // [vsyscall] and the scratch area: the maps need not be read again.
+    mm.vdso = vdsoPieces(task.pid, areas.map((a) => a.v));
     mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n && a.kind instanceof SharedAnonVma).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
     mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && keepsFromParent(a)).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
