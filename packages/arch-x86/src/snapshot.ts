@@ -546,11 +546,14 @@ class ForkSnapshot implements MemorySnapshot {
  * caller kills the first child afterwards, whatever happens. `runIn(pid, nr, args)` runs a
  * syscall in the first child or the snapshot (both stopped, both die with cptrst).
  */
-export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number, args: number[]) => bigint, frame: SavedBytes | undefined): MemorySnapshot {
+export function forkFromFirstCopy(
+  first: number, runIn: (pid: number, nr: number, args: number[]) => bigint, frame: SavedBytes | undefined, underSeccomp?: boolean,
+): MemorySnapshot {
   const run = (nr: number, args: number[]): bigint => runIn(first, nr, args);
   if (!waitStop(first)) throw new CptError('ESRCH', 'the first copy died before its first stop', { pid: first, object: 'memory snapshot' });
-  // A copy of a process under seccomp keeps its filters suspended, as the process has them.
-  const suspend = linux.readStatus(first).seccomp !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
+  // A copy of a process under seccomp keeps its filters suspended, as the process has them
+  // (`underSeccomp`: the process's mode, which the copy has; read from the copy by default).
+  const suspend = (underSeccomp ?? linux.readStatus(first).seccomp !== 0) ? PTRACE_O.SUSPEND_SECCOMP : 0;
   ptrace.setOptions(first, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL | suspend);
   const closed = run(linux.SYS.close_range, [0, 0xffffffff, 0]);
   if (closed < 0n) throw new CptError(linux.errnoName(Number(-closed)), 'close_range in the first copy failed', { pid: first, object: 'memory snapshot' });

@@ -254,6 +254,7 @@ export class X86Tracee implements Tracee {
     this.main = opts.main;
     this.guarded = opts.main ? opts.main.guarded : !opts.diesWithTracer;
     this.preparedGadgets = opts.prepared;
+    this.status = opts.status;
   }
 
   get released(): boolean {
@@ -450,13 +451,15 @@ export class X86Tracee implements Tracee {
       // Tracees of the first child and the snapshot, made at their first stop (they read the
       // registers); both have the scratch area's `syscall` at the same address.
       const copies = new Map<number, X86Tracee>();
+      const status = this.processStatus();
       const runIn = (pid: number, nr: number, a: number[]): bigint => {
         let c = copies.get(pid);
-        if (!c) copies.set(pid, (c = new X86Tracee(pid, pid, { diesWithTracer: true, syscallInsn: s.addr })));
+        // A copy has the process's seccomp mode and signal dispositions (clone3 and fork copy them).
+        if (!c) copies.set(pid, (c = new X86Tracee(pid, pid, { diesWithTracer: true, syscallInsn: s.addr, status })));
         return c.syscall(nr, a);
       };
       try {
-        snap = forkFromFirstCopy(firstPid, runIn, frame);
+        snap = forkFromFirstCopy(firstPid, runIn, frame, status.seccomp !== 0);
       } finally {
         for (const c of copies.values()) c.forget();
       }

@@ -120,7 +120,7 @@ export function isHinted(task: CheckpointTask): boolean {
  * each is touched and the snapshot holds them (verified later), else from a walk of its page
  * table now (never the hints' page counts: the process may have touched pages since).
  */
-export function hintedRuns(task: CheckpointTask, v: VmaEntry, kind: VmaKindHandler, snap?: MemorySnapshot): Array<[number, number]> {
+export function hintedRuns(ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, kind: VmaKindHandler, snap?: MemorySnapshot): Array<[number, number]> {
   if (snap && snapshotHolds(v)) {
     const whole = wholeAreaRuns(v, kind);
     if (whole) {
@@ -128,7 +128,7 @@ export function hintedRuns(task: CheckpointTask, v: VmaEntry, kind: VmaKindHandl
       return whole;
     }
   }
-  return scannedRuns(task.pid, v, kind) ?? pagemapRuns(task, v, kind);
+  return scannedRuns(ctx, task, v, kind) ?? pagemapRuns(task, v, kind);
 }
 
 /** The first way in which `exact` (smaps of the instant) differs from the hints; undefined if none. */

@@ -13,7 +13,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, MemorySnapshot, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
+  CheckpointContext, CheckpointTask, CptError, MemorySnapshot, ObjectType, RestartContext, RestartTask, RestoreObject, StateKey, linux,
   objectType, u32, u64,
 } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma, fillsLazily } from './vma';
@@ -55,9 +55,33 @@ export class PagesImage {
 }
 
 /** Runs [first page index, count) of the pages of `vma` that `kind` stores. */
-export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
+export function storedRuns(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
   if (vma.rss === 0 && vma.swap === 0) return []; // nothing resident: skip the pagemap read
-  return wholeAreaRuns(vma, kind) ?? scannedRuns(task.pid, vma, kind) ?? pagemapRuns(task, vma, kind);
+  return wholeAreaRuns(vma, kind) ?? scannedRuns(ctx, task, vma, kind) ?? pagemapRuns(task, vma, kind);
+}
+
+const PAGEMAP = new StateKey<number>('mm.pagemap');
+
+/**
+ * The task's /proc/PID/pagemap, opened once per checkpoint (closed at its end, ctx.atEnd): an
+ * open per area was 20 opens in the frozen window of an idle process. Undefined if it cannot be
+ * opened (the entry-by-entry path reports the error).
+ */
+function pagemapOf(ctx: CheckpointContext, task: CheckpointTask): number | undefined {
+  let fd = task.state.get(PAGEMAP);
+  if (fd !== undefined) return fd;
+  try {
+    fd = fs.openSync(`/proc/${task.pid}/pagemap`, 'r');
+  } catch {
+    return undefined;
+  }
+  const opened = fd;
+  task.state.set(PAGEMAP, opened);
+  ctx.atEnd(() => {
+    task.state.delete(PAGEMAP);
+    fs.closeSync(opened);
+  });
+  return opened;
 }
 
 /**
@@ -88,21 +112,12 @@ export function wholeAreaRuns(vma: VmaEntry, kind: VmaKindHandler): Array<[numbe
  * tested one by one. Each region is put to the kind as the pagemap entry its pages would have
  * (present, swapped, file bits). Null where the kernel has no PAGEMAP_SCAN.
  */
-export function scannedRuns(pid: number, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
+export function scannedRuns(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
   const PAGE = linux.pageSize();
   const P = linux.PAGE_IS;
-  let fd: number;
-  try {
-    fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
-  } catch {
-    return null; // the entry-by-entry path reports the error
-  }
-  let regions: linux.PageRegion[] | null;
-  try {
-    regions = linux.pagemapScan(fd, vma.start, vma.end, P.PRESENT | P.SWAPPED, P.PRESENT | P.SWAPPED | P.FILE);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const fd = pagemapOf(ctx, task);
+  if (fd === undefined) return null;
+  const regions = linux.pagemapScan(fd, vma.start, vma.end, P.PRESENT | P.SWAPPED, P.PRESENT | P.SWAPPED | P.FILE);
   if (!regions) return null;
   const runs: Array<[number, number]> = [];
   for (const r of regions) {

@@ -147,15 +147,20 @@ function exiting(pid: number, e: CptError): boolean {
  */
 function refuseStopSignal(pid: number): void {
   let st: linux.ProcStat;
-  let status: linux.ProcStatus;
   try {
     st = linux.readStat(pid);
-    status = linux.readStatus(pid);
   } catch {
     return;
   }
   const sig = st.exitCode;
   if (st.state !== 'T' || sig === SIG.SIGSTOP || !linux.STOP_SIGNALS.has(sig)) return;
+  // Its status only for a process stopped so (the time of a read is in the frozen window of the tree's first processes).
+  let status: linux.ProcStatus;
+  try {
+    status = linux.readStatus(pid);
+  } catch {
+    return;
+  }
   const bit = 1n << BigInt(sig - 1);
   const why = status.sigBlk & bit ? 'blocked' : status.sigCgt & bit ? 'handled' : status.sigIgn & bit ? 'ignored' : '';
   if (why) refuse(pid, 'stop', `the process was stopped by ${linux.signalName(sig)}, which it has ${why} since: it could not be stopped again by that signal`);
