@@ -74,6 +74,19 @@ interface DeferredObject {
   toFile?: PayloadFileSource;
 }
 
+/**
+ * A record encoded only when the deferred objects are written out (writeLater): its fields may
+ * be filled meanwhile (by the payload sources before it), its encoded length may not change.
+ */
+interface LateRecord {
+  late: object;
+  type: number;
+  tag: number;
+  ptag: number;
+  flags: number;
+  length: number;
+}
+
 /** An object of the pages section (writeWithPagesAtEnd): framed and given its tag by writeTail(). */
 interface TailObject {
   type: number;
@@ -125,7 +138,7 @@ export class ImageWriter {
   /** Type of every tag written, to check parents the way the reader will. */
   private readonly tagTypes = new Map<number, number>();
   /** While deferring: everything since deferWrites(), in stream order, kept in memory. */
-  private queue?: Array<Buffer | DeferredObject>;
+  private queue?: Array<Buffer | DeferredObject | LateRecord>;
   private queued = 0;
   /** The payload buffer of deferred objects, reused. */
   private payloadBuf?: Buffer;
@@ -200,9 +213,32 @@ export class ImageWriter {
     return this.deferObject(type, encodeRecord(obj), bytes, fill, ptag, flags, opts.toFile);
   }
 
+  /**
+   * Writes a record object that, while deferring, is encoded only when flushDeferred() reaches it:
+   * after the payload sources of the objects before it have run (which may fill its fields, e.g.
+   * the hashes of those pages). Its encoded length must stay what it is now. Not deferring: written now.
+   */
+  writeLater(obj: object, opts: { ptag?: number } = {}): number {
+    if (!this.queue) return this.write(obj, opts);
+    const { type, ptag, flags } = this.check(obj, opts.ptag);
+    const length = encodeRecord(obj).length;
+    this.checkSize(type, OBJ_HEADER_SIZE + length);
+    const tag = this.takeTag(type);
+    this.queue.push({ late: obj, type, tag, ptag, flags, length });
+    this.queued += OBJ_HEADER_SIZE + length;
+    return tag;
+  }
+
+  /** A late record (writeLater), encoded and framed now. */
+  private emitLate(e: LateRecord): void {
+    const body = encodeRecord(e.late);
+    if (body.length !== e.length) throw invalid(`${typeName(e.type)}: ${body.length} bytes encoded late, ${e.length} announced`);
+    this.emitFramed(this.header(e.type, ContentKind.RECORD, e.tag, body, 0, 0, e.ptag, e.flags), body, [], [], 0);
+  }
+
   /** Queues an object whose payload `fill` gives at flush time; returns its tag. */
   private deferObject(type: number, body: Buffer, bytes: number, fill: PayloadSource, ptag: number, flags: number, toFile?: PayloadFileSource): number {
-    const q = this.queue as Array<Buffer | DeferredObject>;
+    const q = this.queue as Array<Buffer | DeferredObject | LateRecord>;
     // Refused now if it would be too big plain (compressed, it can only be smaller).
     const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
     const total = alignUp(bodyEnd, this.pageSize) - this.offset + bytes;
@@ -241,6 +277,10 @@ export class ImageWriter {
           this.append(e);
           continue;
         }
+        if ('late' in e) {
+          this.emitLate(e);
+          continue;
+        }
         const payload = await this.payloadBuffer(e.bytes);
         e.fill(payload);
         this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
@@ -253,8 +293,8 @@ export class ImageWriter {
    * The image file, if any deferred payload can go into it in place and the file allows it
    * (PayloadFile.open); the bytes before are flushed to it first.
    */
-  private payloadFile(q: Array<Buffer | DeferredObject>): PayloadFile | undefined {
-    if (this.file === undefined || !q.some((e) => !Buffer.isBuffer(e) && e.toFile)) return undefined;
+  private payloadFile(q: Array<Buffer | DeferredObject | LateRecord>): PayloadFile | undefined {
+    if (this.file === undefined || !q.some((e) => !Buffer.isBuffer(e) && 'toFile' in e && e.toFile)) return undefined;
     this.flush();
     return PayloadFile.open(this.file, this.offset, 'image file');
   }
@@ -266,11 +306,15 @@ export class ImageWriter {
    * header, which holds the checksum, is written at its place once the payloads of up to
    * IN_PLACE_WINDOW bytes are in and checksummed from one mapping (settle()).
    */
-  private async flushInPlace(q: Array<Buffer | DeferredObject>, file: PayloadFile, after?: (bytes: number) => void | Promise<void>): Promise<void> {
+  private async flushInPlace(q: Array<Buffer | DeferredObject | LateRecord>, file: PayloadFile, after?: (bytes: number) => void | Promise<void>): Promise<void> {
     const waiting: InPlaceObject[] = [];
     for (const e of q) {
       if (Buffer.isBuffer(e)) {
         this.append(e);
+        continue;
+      }
+      if ('late' in e) {
+        this.emitLate(e);
         continue;
       }
       if (e.toFile) {
