@@ -8,10 +8,11 @@
  * running. The tracker ends with its process; the process holds no extra fd.
  */
 import { expect } from 'chai';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointFlags, CptError, ImageReader, ObjectType, fileSource, loadModule, sys_checkpoint } from '@cptrst/core';
-import { Workload, buildWorkloads, cptrst, expectPass, killStartedWorkloads, parseResult, sleep, startWorkload, trigger, waitGone, waitResult } from '../support';
+import { CLI_MAIN, Workload, buildWorkloads, cptrst, expectPass, killStartedWorkloads, parseResult, sleep, startWorkload, trigger, waitGone, waitResult } from '../support';
 
 interface Report {
   pid: number;
@@ -91,6 +92,35 @@ function pagesSection(file: string): { pages: number; tasks: number } {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Restarts `img` of incrlive (whose first process is gone) with its trigger there: the restarted
+ * process checks its pages before it writes any, i.e. as they were at the image's freeze.
+ */
+async function restartLive(w: Workload, img: string): Promise<void> {
+  // Its output file as the first process left it (its READY line), modified at the same instant:
+  // each image is restarted on the same file, which the restart checks.
+  const first = firstOutput.get(w)!;
+  fs.writeFileSync(w.resultPath, first.text);
+  execFileSync('touch', ['-m', '-d', `@${first.mtimeNs / 1000000000n}.${String(first.mtimeNs % 1000000000n).padStart(9, '0')}`, w.resultPath]);
+  await trigger(w);
+  const rr = await cptrst(['restart', img]);
+  expect(rr.code, rr.stderr).to.equal(0);
+  expect(parseResult(await waitResult(w, 60000)).verdict, `restarted from ${path.basename(img)}`).to.equal('PASS incrlive (ran)');
+}
+
+const firstOutput = new WeakMap<Workload, { text: string; mtimeNs: bigint }>();
+
+async function killFirst(w: Workload): Promise<void> {
+  process.kill(w.pid, 'SIGKILL');
+  await w.exited;
+  expect(await waitGone(w.pid, 5000)).to.equal(true);
+  firstOutput.set(w, { text: fs.readFileSync(w.resultPath, 'utf8'), mtimeNs: fs.statSync(w.resultPath, { bigint: true }).mtimeNs });
+}
+
+function tracerOf(pid: number): number {
+  return Number(/TracerPid:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
 }
 
 describe('incremental checkpoints (--track, --parent)', function () {
@@ -293,5 +323,68 @@ describe('incremental checkpoints (--track, --parent)', function () {
     expect(r.code).to.not.equal(0);
     expect(r.stderr).to.match(/lazy restart of an incremental image/);
     expect(await waitGone(w.pid, 5000)).to.equal(true);
+  });
+
+  it('a process that writes without pause: each image of its chain (taken while it runs on) restarts at its freeze instant', async () => {
+    const w = await startWorkload('incrlive', ['16']);
+    const img = (k: number) => path.join(w.dir, `live${k}.img`);
+    expect((await checkpoint(w, img(0), ['--track'])).method).to.equal('full');
+    for (let k = 1; k <= 3; k++) {
+      await sleep(200);
+      const r = await checkpoint(w, img(k), ['--parent', img(k - 1)]);
+      expect(r.method, r.why).to.equal('uffd-wp');
+      // Its hot pages (one in eight) are written again and again; the cold ones are the parent's.
+      expect(r.parentPages).to.be.greaterThan(r.storedPages);
+    }
+    await killFirst(w);
+    for (const k of [3, 1, 2, 0]) await restartLive(w, img(k));
+  });
+
+  it('a --parent checkpoint killed (SIGKILL) while it writes its pages: the next one against the same parent still has every page written since', async () => {
+    const w = await startWorkload('incrlive', ['16']);
+    const img = (k: number) => path.join(w.dir, `killed${k}.img`);
+    await checkpoint(w, img(0), ['--track']);
+    await sleep(200);
+    // To a pipe nobody reads: it stops once the pipe is full, after the process was let go.
+    const cli = spawn(process.execPath, [CLI_MAIN, 'checkpoint', String(w.pid), '-o', '-', '--parent', img(0)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const closed = new Promise<void>((resolve) => cli.once('close', () => resolve()));
+    let traced = false;
+    for (let i = 0; i < 500 && !(traced && tracerOf(w.pid) === 0); i++) {
+      if (tracerOf(w.pid) === cli.pid) traced = true;
+      await sleep(10);
+    }
+    await sleep(300);
+    expect(cli.exitCode, 'the checkpoint waits on its output').to.equal(null);
+    expect(tracerOf(w.pid), 'the process runs, let go before the pages are written').to.equal(0);
+    cli.kill('SIGKILL');
+    await closed;
+    await sleep(200);
+    const r = await checkpoint(w, img(1), ['--parent', img(0)]);
+    expect(r.method, r.why).to.equal('uffd-wp');
+    expect(r.parentPages).to.be.greaterThan(r.storedPages);
+    await killFirst(w);
+    await restartLive(w, img(1));
+  });
+
+  it('--parent P after an image X taken against P was removed: every page written since P, by write tracking', async () => {
+    const w = await startWorkload('incrlive', ['16']);
+    const img = (k: number) => path.join(w.dir, `gone${k}.img`);
+    await checkpoint(w, img(0), ['--track']);
+    await sleep(200);
+    await checkpoint(w, img(1), ['--parent', img(0)]);
+    fs.rmSync(img(1));
+    await sleep(200);
+    const r = await checkpoint(w, img(2), ['--parent', img(0)]);
+    expect(r.method, r.why).to.equal('uffd-wp');
+    // P again (its base still): then X2 is neither the image armed nor its base, and is compared by hashes.
+    await sleep(100);
+    const h = await checkpoint(w, img(3), ['--parent', img(0)]);
+    expect(h.method).to.equal('uffd-wp');
+    const o = await checkpoint(w, img(4), ['--parent', img(2)]);
+    expect(o.method, 'img(2) is neither the armed image nor its base now').to.equal('hashes');
+    await killFirst(w);
+    await restartLive(w, img(2));
+    await restartLive(w, img(3));
+    await restartLive(w, img(4));
   });
 });
