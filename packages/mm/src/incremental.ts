@@ -392,8 +392,9 @@ export class IncrementalDump {
     let pages: number[] = [];
     for (const [first, count] of runs) for (let i = 0; i < count; i++) pages.push(first + i);
     // In a registered area, a page never populated carries a write-protect marker, which the scan
-    // counts as swapped: it is no page.
-    if (this.registered.has(v.start) && pages.length) pages = this.withoutMarkers(v, pages);
+    // counts as swapped: it is no page. None where smaps counts every page anonymous or swapped (it
+    // counts no marker): the pagemap is not read then.
+    if (this.registered.has(v.start) && pages.length && v.anonymous + v.swap !== v.size) pages = this.withoutMarkers(v, pages);
     const plan: AreaPlan = { pages, fromParent: new Uint8Array(pages.length), hashes: Buffer.alloc(pages.length * HASH_BYTES) };
     const ph = this.parent?.hashes;
     const vaddrOf = (idx: number) => v.start + BigInt(idx * PAGE);
