@@ -172,7 +172,7 @@ export interface Range {
 }
 
 /** What a tracker's bits mean, as its memfd says. */
-export interface TrackState {
+interface TrackState {
   /** The image whose freeze the bits were last cleared at: pages written since it have their bit set ('' if none). */
   armed: string;
   /** An image the carried ranges hold for: pages written since it are in them or have their bit set ('' if none). */
