@@ -6,6 +6,12 @@
  * and says how its pages were found: write tracking, or (tracker gone, another process) page
  * hashes. A parent that was changed or replaced is refused at restart (EBADIMG), nothing left
  * running. The tracker ends with its process; the process holds no extra fd.
+ *
+ * The tracking is re-armed at the freeze and the process runs on from a snapshot: `incrlive`
+ * writes without pause and each image of its chain, restarted, must hold every page of one instant
+ * (the counter's); a `--parent P` checkpoint SIGKILLed while it writes its pages (the process let
+ * go), or one whose image was removed, leaves the next `--parent P` every page written since P,
+ * those of the steps before the lost image too (only what the tracker carried knows them).
  */
 import { expect } from 'chai';
 import { execFileSync, spawn } from 'child_process';
