@@ -71,6 +71,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'sockets', kind: 'c', source: 'sockets.c', checks: 'unix sockets: stream, datagram and seqpacket socketpairs with queued data both ways (boundaries, credentials), shutdown, SO_PASSCRED/SNDBUF/PEEK_OFF, a listener by path, an abstract name, an unlinked name, an unbound socket' },
   { name: 'socknames', kind: 'c', source: 'socknames.c', checks: 'unix socket names that no longer lead to the socket (replaced by a regular file or a FIFO, relative to a directory left, in a removed directory): getsockname, peers, data both ways, the directory unchanged' },
   { name: 'incrwrite', kind: 'c', source: 'incrwrite.c', cflags: ['-pthread'], checks: 'rewrites about 1% of its pages at each step (a known set), drops some (MADV_DONTNEED), maps an area again at the same place, and a second thread rewrites another area: every page holds what its generation says (incremental checkpoints)' },
+  { name: 'incrlive', kind: 'c', source: 'incrlive.c', checks: 'writes its memory without pause (a hot page per step, then a counter): every page holds what the counter says, i.e. the image is of one instant (incremental checkpoints of a running process)' },
   { name: 'cowwrite', kind: 'c', source: 'cowwrite.c', checks: 'writes its private and shared memory without pause, each step checking what the step one round earlier wrote: the image holds one instant (a checkpoint that lets it run while a copy-on-write snapshot is written)' },
   { name: 'tree', kind: 'c', source: 'tree.c', checks: 'a tree of three levels: pids, parents, groups (one led by a sibling, one whose leader is gone), sessions, zombies (exit code, signal), a stopped child, a file description shared by all, copy-on-write memory: each member checks itself, the parents reap and check' },
   { name: 'tree.sh', kind: 'bash', source: 'tree.sh', checks: 'bash with job control: background jobs in their own process groups, a subshell in a subshell; each member checks its ids and arrays, the parents wait and check statuses' },
@@ -138,6 +139,7 @@ export function passLines(name: string, args: readonly string[] = []): string[] 
     return [`PASS ${v}`, `PASS ${v} (hardware watchpoints do not fire on this machine: DR0/DR7 checked through ptrace only)`];
   }
   if (name === 'incrwrite') return [`PASS ${v} (step 0)`];
+  if (name === 'incrlive') return [`PASS ${v} (ran)`, `PASS ${v} (barely ran)`];
   if (name === 'lazyfill') return [`PASS ${v}`, `PASS ${v} (no .go file: the loop did not drop, move or fork)`];
   if (name === 'files') return [`PASS ${v}`, `PASS ${v} (kcmp unavailable: sharing checked through offsets only)`];
   if (name === 'pidfds') return [`PASS ${v}`, `PASS ${v} (no PIDFD_INFO_EXIT)`];

@@ -472,6 +472,32 @@ describe('image: deferred writes (a checkpoint that lets the process run before 
     expect(records[1].pages![0]).to.equal(7);
   });
 
+  it('writeLater encodes a record where it stands in the stream, after the payloads before it were filled; a changed length is refused', async () => {
+    for (const badLength of [false, true]) {
+      const sink = new MemorySink();
+      const w = new ImageWriter(sink);
+      w.writeHead(sampleHead());
+      w.deferWrites();
+      const p = w.write(sampleProc(100));
+      const note = make(TestNote, { text: 'xxxx' });
+      w.writeWithPagesLater(make(TestMap, { start: 0x400000n, end: 0x401000n, name: 'm' }), 4096, (buf) => {
+        buf.fill(3);
+        note.text = badLength ? 'longer' : 'done';
+      }, { ptag: p });
+      w.writeLater(note, { ptag: p });
+      w.writeTerminator();
+      if (badLength) {
+        let err: unknown;
+        await w.flushDeferred().catch((e) => (err = e));
+        expect(err).to.be.instanceOf(CptError);
+        continue;
+      }
+      await w.flushDeferred();
+      const { records } = readAll(sink.toBuffer());
+      expect((records[2].obj as TestNote).text).to.equal('done');
+    }
+  });
+
   it('refuses writeWithPagesLater without deferWrites, and payloads that are not whole pages', () => {
     const w = new ImageWriter(new MemorySink());
     w.writeHead(sampleHead());

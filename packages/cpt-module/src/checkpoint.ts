@@ -108,8 +108,8 @@ async function checkpointOnce(
     // A checkpoint that lets the process run: objects are kept in memory, and private pages are
     // read from a snapshot after the release (the stream comes out as from a frozen dump). Not for
     // a tree yet: a snapshot is orphaned on purpose, and a subreaper of the tree would adopt it.
-    // Nor when writes are tracked: tracking is re-armed after the commit, at the image's instant.
-    const snapshot = tree.tasks.length === 1 && !ctx.incremental && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
+    // Write tracking is re-armed while frozen, at the image's instant (mm tracking.ts): it needs no commit.
+    const snapshot = tree.tasks.length === 1 && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
     if (snapshot) writer.deferWrites();
     for (const task of tree.tasks) {
       for (const h of handlersOf(task)) {
@@ -157,12 +157,12 @@ async function checkpointOnce(
     // The last chance to back out: after this the image is complete and the process is let go as asked.
     await ctx.checkpointYield();
     if (options.commitImage) ctx.timed('commit', () => options.commitImage!());
-    ctx.runAfterCommit();
     mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
   } catch (e) {
     ctx.runBeforeRelease();
     if (!releasedEarly) freezer.release(ctx, tree, 'run');
     ctx.runAtEnd();
+    ctx.runOnFailure();
     if (startOffset !== undefined) truncateTo(fd, startOffset);
     if (ctx.staleHints && hints && startOffset !== undefined) return { stale: ctx.staleHints };
     throw naming(e, pid);

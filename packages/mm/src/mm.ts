@@ -325,7 +325,7 @@ export class MmDump implements DumpHandler {
     const hinted = isHinted(task);
     if (hinted) verifyHints(ctx, task, snap?.pid);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
-    const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered) : undefined;
+    const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered, snap) : undefined;
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);

@@ -89,7 +89,20 @@ interface DeferredRecord {
   body?: Buffer;
 }
 
-type Deferred = Buffer | DeferredObject | DeferredRecord;
+/**
+ * A record encoded only when the deferred objects are written out (writeLater): its fields may
+ * be filled meanwhile (by the payload sources before it), its encoded length may not change.
+ */
+interface LateRecord {
+  late: object;
+  type: number;
+  tag: number;
+  ptag: number;
+  flags: number;
+  length: number;
+}
+
+type Deferred = Buffer | DeferredObject | DeferredRecord | LateRecord;
 
 /** An object of the pages section (writeWithPagesAtEnd): framed and given its tag by writeTail(). */
 interface TailObject {
@@ -192,6 +205,7 @@ export class ImageWriter {
     for (const e of q) {
       if (Buffer.isBuffer(e)) at += e.length;
       else if ('record' in e) at += OBJ_HEADER_SIZE + this.bodyOf(e).length;
+      else if ('late' in e) at += OBJ_HEADER_SIZE + e.length;
       else at = alignUp(at + OBJ_HEADER_SIZE + e.body.length, this.pageSize) + e.bytes;
     }
     return at - start;
@@ -230,6 +244,28 @@ export class ImageWriter {
       throw invalid(`${typeName(type)}: payload of ${bytes} bytes is not a multiple of the page size ${this.pageSize}`);
     }
     return this.deferObject(type, encodeRecord(obj), bytes, fill, ptag, flags, opts.toFile);
+  }
+
+  /**
+   * Writes a record object that, while deferring, is encoded only when flushDeferred() reaches it:
+   * after the payload sources of the objects before it have run (which may fill its fields, e.g.
+   * the hashes of those pages). Its encoded length must stay what it is now. Not deferring: written now.
+   */
+  writeLater(obj: object, opts: { ptag?: number } = {}): number {
+    if (!this.queue) return this.write(obj, opts);
+    const { type, ptag, flags } = this.check(obj, opts.ptag);
+    const length = encodeRecord(obj).length;
+    this.checkSize(type, OBJ_HEADER_SIZE + length);
+    const tag = this.takeTag(type);
+    this.queue.push({ late: obj, type, tag, ptag, flags, length });
+    return tag;
+  }
+
+  /** A late record (writeLater), encoded and framed now. */
+  private emitLate(e: LateRecord): void {
+    const body = encodeRecord(e.late);
+    if (body.length !== e.length) throw invalid(`${typeName(e.type)}: ${body.length} bytes encoded late, ${e.length} announced`);
+    this.emitFramed(this.header(e.type, ContentKind.RECORD, e.tag, body, 0, 0, e.ptag, e.flags), body, [], [], 0);
   }
 
   /** Queues an object whose payload `fill` gives at flush time; returns its tag. */
@@ -274,6 +310,10 @@ export class ImageWriter {
           this.emitRecord(e);
           continue;
         }
+        if ('late' in e) {
+          this.emitLate(e);
+          continue;
+        }
         const payload = await this.payloadBuffer(e.bytes);
         e.fill(payload);
         this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
@@ -308,6 +348,10 @@ export class ImageWriter {
       }
       if ('record' in e) {
         this.emitRecord(e);
+        continue;
+      }
+      if ('late' in e) {
+        this.emitLate(e);
         continue;
       }
       if (e.toFile) {
