@@ -7,6 +7,7 @@
  * A checkpoint that lets the process run takes a copy-on-write snapshot and writes the pages from
  * it after the release: the moments cover that too, and no copy of the process (nor a child of
  * it) is left.
+ * A tree's checkpoint takes a snapshot of each process: no copy of any is left either.
  * Multi-threaded processes are killed-at-moments the same way (calls run inside every thread, each
  * over a signal frame on its own stack): every thread runs on, untraced, and passes its checks.
  * `cptrst restart` is killed or interrupted the same way: nothing it made is left behind, none
@@ -250,6 +251,57 @@ describe('cptrst killed or interrupted', function () {
     expect(killed, 'the kills all came too late').to.be.greaterThan(0);
     await trigger(w);
     expect(passLines('survive')).to.include(parseResult(await waitResult(w, 60000)).verdict);
+  });
+
+  it('checkpoint of a tree with a copy-on-write snapshot per process (cowwritetree): SIGKILL every few ms leaves every member running untraced with the same children, and no copy of any', async () => {
+    const w = await startWorkload('cowwritetree', ['64'], { readyTimeoutMs: 60000 });
+    const members = (): number[] => {
+      const out = [w.pid];
+      for (let i = 0; i < out.length; i++) out.push(...childrenOf(out[i]));
+      return out;
+    };
+    let pids = members();
+    for (let i = 0; i < 500 && pids.length < 3; i++) {
+      await sleep(10);
+      pids = members();
+    }
+    expect(pids.length, 'members').to.equal(3);
+    const exe = fs.readlinkSync(`/proc/${w.pid}/exe`);
+    const copies = (): number[] => fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && !pids.includes(Number(d))).filter((d) => {
+      try {
+        return fs.readlinkSync(`/proc/${d}/exe`) === exe;
+      } catch {
+        return false;
+      }
+    }).map(Number);
+    let killed = 0;
+    for (let d = 0; d <= 360; d += 9) {
+      const img = path.join(w.dir, `img-${d}`);
+      const run = await runAndSignal(['checkpoint', String(w.pid), '-o', img], w.dir, 'SIGKILL', d);
+      const what = `SIGKILL ${d} ms`;
+      if (run.signal === 'SIGKILL') killed++;
+      else expect(run.code, `${what}: ${run.stderr}`).to.equal(0);
+      for (const p of pids) {
+        let st = status(p);
+        for (let i = 0; i < 500 && st !== null && st.tracer !== 0; i++) {
+          await sleep(10);
+          st = status(p);
+        }
+        expect(st?.tracer, `${what}: process ${p} gone or still traced`).to.equal(0);
+        expect(st?.state, `${what}: process ${p}`).to.match(/^[RS]$/);
+      }
+      expect(members(), `${what}: the tree`).to.deep.equal(pids);
+      let left = copies();
+      for (let i = 0; i < 200 && left.length; i++) {
+        await sleep(10);
+        left = copies();
+      }
+      expect(left, `${what}: copies left`).to.deep.equal([]);
+      for (const f of fs.readdirSync(w.dir).filter((n) => n.includes(`img-${d}`))) fs.rmSync(path.join(w.dir, f), { force: true });
+    }
+    expect(killed, 'the kills all came too late').to.be.greaterThan(0);
+    await trigger(w);
+    expect(passLines('cowwritetree')).to.include(parseResult(await waitResult(w, 60000)).verdict);
   });
 
   for (const name of ['threadchurn', 'pthreads']) {
