@@ -18,7 +18,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, describeStuck, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload,
+  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, describeStuck, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload,
   trigger, waitGone, waitResult,
 } from '../support';
 
@@ -46,18 +46,6 @@ function childrenOf(pid: number): number[] {
     /* gone */
   }
   return out;
-}
-
-/** Live processes other than `pid` that run its executable (a snapshot's copies; zombies have no exe link). */
-function copiesOf(pid: number): number[] {
-  const exe = fs.readlinkSync(`/proc/${pid}/exe`);
-  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && Number(d) !== pid).filter((d) => {
-    try {
-      return fs.readlinkSync(`/proc/${d}/exe`) === exe;
-    } catch {
-      return false;
-    }
-  }).map(Number);
 }
 
 /** Whether the CLI has a file of `dir` open (the image it writes or reads): its handlers are in place then. */
@@ -135,6 +123,21 @@ function status(pid: number): { state: string; tracer: number; sigBlk: string } 
   } catch {
     return null;
   }
+}
+
+/** Each process is there and traced by no one again (a dead cptrst's tracees are let go by the kernel); their status. */
+async function untracedAgain(pids: number[], what: string): Promise<Array<{ state: string; tracer: number; sigBlk: string }>> {
+  const out = [];
+  for (const p of pids) {
+    let st = status(p);
+    for (let i = 0; i < 500 && st !== null && st.tracer !== 0; i++) {
+      await sleep(10);
+      st = status(p);
+    }
+    expect(st?.tracer, `${what}: process ${p} gone or still traced`).to.equal(0);
+    out.push(st!);
+  }
+  return out;
 }
 
 function expectInterruptedLine(run: Run, sig: Sig, outcome: string): void {
@@ -266,14 +269,7 @@ describe('cptrst killed or interrupted', function () {
       pids = members();
     }
     expect(pids.length, 'members').to.equal(3);
-    const exe = fs.readlinkSync(`/proc/${w.pid}/exe`);
-    const copies = (): number[] => fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && !pids.includes(Number(d))).filter((d) => {
-      try {
-        return fs.readlinkSync(`/proc/${d}/exe`) === exe;
-      } catch {
-        return false;
-      }
-    }).map(Number);
+    const copies = (): number[] => copiesOf(w.pid, pids);
     let killed = 0;
     for (let d = 0; d <= 360; d += 9) {
       const img = path.join(w.dir, `img-${d}`);
@@ -281,15 +277,7 @@ describe('cptrst killed or interrupted', function () {
       const what = `SIGKILL ${d} ms`;
       if (run.signal === 'SIGKILL') killed++;
       else expect(run.code, `${what}: ${run.stderr}`).to.equal(0);
-      for (const p of pids) {
-        let st = status(p);
-        for (let i = 0; i < 500 && st !== null && st.tracer !== 0; i++) {
-          await sleep(10);
-          st = status(p);
-        }
-        expect(st?.tracer, `${what}: process ${p} gone or still traced`).to.equal(0);
-        expect(st?.state, `${what}: process ${p}`).to.match(/^[RS]$/);
-      }
+      for (const st of await untracedAgain(pids, what)) expect(st.state, `${what}: process state`).to.match(/^[RS]$/);
       expect(members(), `${what}: the tree`).to.deep.equal(pids);
       let left = copies();
       for (let i = 0; i < 200 && left.length; i++) {
@@ -480,14 +468,7 @@ describe('cptrst killed or interrupted', function () {
       else expect(run.code, `${what}: ${run.stderr}`).to.equal(0);
       // What cptrst started (the process that puts the bytes back) ends by itself.
       for (const c of run.children) expect(await waitGone(c, 30000, { zombieOk: true }), `${what}: its child ${c} is still there`).to.equal(true);
-      for (const p of pids) {
-        let st = status(p);
-        for (let i = 0; i < 500 && st !== null && st.tracer !== 0; i++) {
-          await sleep(10);
-          st = status(p);
-        }
-        expect(st?.tracer, `${what}: process ${p} gone or still traced`).to.equal(0);
-      }
+      await untracedAgain(pids, what);
       expect(tree(), `${what}: the tree`).to.deep.equal(pids);
       for (const f of fs.readdirSync(w.dir).filter((n) => n.includes(`img-${d}`))) fs.rmSync(path.join(w.dir, f), { force: true });
     }

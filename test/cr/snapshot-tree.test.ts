@@ -17,7 +17,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointFlags, loadModule, sys_checkpoint } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, expectPass, killByPid, killStartedWorkloads, procState, readImage, sleep, startWorkload, trigger, waitGone,
+  Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, procState, readImage, sleep, startWorkload, trigger, waitGone,
 } from '../support';
 
 /** The process and its descendants, parent before children. */
@@ -32,17 +32,6 @@ async function childrenMap(pids: number[]): Promise<Record<number, number[]>> {
   const out: Record<number, number[]> = {};
   for (const p of pids) out[p] = [...((await procState(p))?.children ?? [])].sort((a, b) => a - b);
   return out;
-}
-
-/** Live processes running the executable `exe` that are not `members` (a snapshot's copies; zombies have no exe link). */
-function copiesRunning(exe: string, members: number[]): number[] {
-  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && !members.includes(Number(d))).filter((d) => {
-    try {
-      return fs.readlinkSync(`/proc/${d}/exe`) === exe;
-    } catch {
-      return false;
-    }
-  }).map(Number);
 }
 
 function tracerOf(pid: number): number {
@@ -74,11 +63,10 @@ async function startTree(args: string[], size: number): Promise<{ w: Workload; p
 async function expectTreeAsBefore(w: Workload, pids: number[], children: Record<number, number[]>): Promise<void> {
   for (const p of pids) expect(tracerOf(p), `pid ${p} traced`).to.equal(0);
   expect(await childrenMap(pids), 'children of every member').to.deep.equal(children);
-  const exe = fs.readlinkSync(`/proc/${w.pid}/exe`);
-  let left = copiesRunning(exe, pids);
+  let left = copiesOf(w.pid, pids);
   for (let i = 0; i < 100 && left.length; i++) {
     await sleep(10);
-    left = copiesRunning(exe, pids);
+    left = copiesOf(w.pid, pids);
   }
   expect(left, 'snapshot processes left').to.deep.equal([]);
 }
