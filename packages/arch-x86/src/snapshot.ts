@@ -5,11 +5,12 @@
  * Who is whose child matters. A child of the target would stay its zombie (cptrst, only its
  * tracer, cannot reap it: the kernel hands a traced child's exit back to its real parent), and
  * its death would be visible to the target. So the target makes a first child (clone3 with
- * CLONE_VM and exit signal 0: no SIGCHLD), which closes every fd and forks the snapshot,
+ * CLONE_VM and exit signal 0: no SIGCHLD), which closes every fd, takes a session of its own (so
+ * that the snapshot is never born with the target's controlling terminal) and forks the snapshot,
  * the first child is killed, and the target reaps it before it is let go. The snapshot, orphaned,
  * is adopted by init (or by a child subreaper among the target's ancestors), which reaps it when
  * cptrst kills it at the end; a target that is itself a subreaper would adopt it, so it gets no
- * snapshot.
+ * snapshot (nor, in a tree, a task below a subreaper of the tree: mm's takeSnapshot).
  *
  * cptrst may die at any moment. The clone runs on code staged in the scratch area:
  *   syscall                           clone3(args, size)
