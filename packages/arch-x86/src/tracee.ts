@@ -36,7 +36,7 @@
  * untraced one discards; the stub then goes the one-call code's way back (runBatch).
  */
 import './syscalls';
-import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
+import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, isChildSubreaper, linux, requeueIntercepted } from '@cptrst/core';
 import { USER_REGS_SIZE, UserRegs, asUserRegs, decodeUserRegs, userRegOffset, x86ptrace } from './regs-codec';
 import { MachineCode } from './machine-code';
 import { resumeRegs, syscallState } from './syscall-restart';
@@ -426,9 +426,7 @@ export class X86Tracee implements Tracee {
       return undefined;
     }
     const s = this.scratch();
-    const intAt = this.stage(Buffer.alloc(8), 0);
-    const r = this.syscall(SYS.prctl, [linux.PR.GET_CHILD_SUBREAPER, intAt, 0, 0, 0]);
-    if (r < 0n || this.readMemory(intAt, 4).readInt32LE(0) !== 0) {
+    if (isChildSubreaper(this) !== false) {
       log('the process is a child subreaper (it would adopt the snapshot process)');
       return undefined;
     }

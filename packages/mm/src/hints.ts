@@ -50,7 +50,7 @@ const HINTED = new StateKey<Hinted>('mm.hinted');
 export function preRead(ctx: CheckpointContext, pid: number): void {
   if (!ctx.memoryHints) return;
   try {
-    if (linux.listChildren(pid).length) return; // a tree: it gets no snapshot, so no hints
+    if (linux.listChildren(pid).length) return; // a tree: hints are for one process (checkpoint.ts turns them off)
     const vmas = linux.readSmaps(pid).filter((v) => v.path !== '[vsyscall]');
     const map = PRE_READ.get(ctx) ?? new Map<number, PreRead>();
     PRE_READ.set(ctx, map);

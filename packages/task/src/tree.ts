@@ -18,7 +18,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, SHARED_WITH_PARENT, StateKey,
   TaskState, Tokens, Tracee, encodeStruct, frozenStatus, linux, noteTree, refuse,
 } from '@cptrst/core';
-import { releaseTracee } from '@cptrst/core';
+import { isChildSubreaper, releaseTracee } from '@cptrst/core';
 
 const { CLONE, KCMP, SIG, SYS, PR, WAIT } = linux;
 
@@ -366,10 +366,7 @@ function checkGoneSession(tree: FrozenTree, task: CheckpointTask, st: linux.Proc
   const parent = tree.tasks.find((t) => t.pid === st.ppid);
   const p = parent?.tracee;
   let subreaper = false;
-  if (p && !parent.zombie) {
-    const at = p.stage(Buffer.alloc(4), 0);
-    subreaper = p.syscall(SYS.prctl, [PR.GET_CHILD_SUBREAPER, at, 0, 0, 0]) === 0n && p.readMemory(at, 4).readInt32LE(0) !== 0;
-  }
+  if (p && !parent.zombie) subreaper = isChildSubreaper(p) === true;
   if (!subreaper) refuse(task.pid, what, `the process is in session ${sid}, neither its own nor its parent's, and its parent ${st.ppid} is no child subreaper that adopted it: its parent changed session after making it, which cannot be made again`);
 }
 
