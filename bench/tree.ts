@@ -6,7 +6,12 @@
  * image size, and the sum of the processes' Pss (/proc/PID/smaps_rollup) before the checkpoint
  * and after the restart: memory shared copy-on-write must be shared again (goal: within 10%).
  *
- * Usage: node bench/dist/tree.js [--dir DIR] [--runs N] [MiB]   (default /dev/shm, 3 runs, 64 MiB)
+ * With --running the tree is checkpointed left running (copy-on-write snapshots, one per process),
+ * and with --running --no-snapshot left running but frozen until its pages are written; the
+ * original tree is killed afterwards, and the image restarted and checked as with KILL.
+ *
+ * Usage: node bench/dist/tree.js [--dir DIR] [--runs N] [--running [--no-snapshot]] [MiB]
+ *        (default /dev/shm, 3 runs, KILL, 64 MiB)
  * Build first: npx tsc -b packages/cpt-module bench. Results: bench/README.md.
  */
 import 'reflect-metadata';
@@ -83,7 +88,7 @@ async function waitFree(pids: number[]): Promise<void> {
   throw new Error(`processes ${pids.filter((p) => fs.existsSync(`/proc/${p}`)).join(',')} are still there after the checkpoint`);
 }
 
-async function once(bin: string, work: string, dir: string, size: number, n: number, started: Set<number>): Promise<Run> {
+async function once(bin: string, work: string, dir: string, size: number, n: number, started: Set<number>, flags: number): Promise<Run> {
   const out = path.join(work, `out-${n}`);
   const trigger = path.join(work, `go-${n}`);
   const img = path.join(dir, `tree-${n}.img`);
@@ -105,11 +110,12 @@ async function once(bin: string, work: string, dir: string, size: number, n: num
   let t0 = process.hrtime.bigint();
   let ck;
   try {
-    ck = await sys_checkpoint(pid, fd, CheckpointFlags.KILL);
+    ck = await sys_checkpoint(pid, fd, flags);
   } finally {
     fs.closeSync(fd);
   }
   const checkpoint = ms(t0);
+  if (!(flags & CheckpointFlags.KILL)) process.kill(-pid, 'SIGKILL'); // left running: its own process group (detached), all of it ours
   await waitFree(pids);
   const image = fs.statSync(img).size;
   const rfd = fs.openSync(img, 'r');
@@ -144,11 +150,14 @@ async function main(): Promise<void> {
   let dir = process.env.CPTRST_BENCH_DIR || '/dev/shm';
   let runs = Number(process.env.CPTRST_BENCH_RUNS || 3);
   let size = 64;
+  let flags: number = CheckpointFlags.KILL;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--dir') dir = argv[++i];
     else if (argv[i] === '--runs') runs = Number(argv[++i]);
+    else if (argv[i] === '--running') flags &= ~CheckpointFlags.KILL;
+    else if (argv[i] === '--no-snapshot') flags |= CheckpointFlags.NO_SNAPSHOT;
     else if (/^\d+$/.test(argv[i])) size = Number(argv[i]);
-    else throw new Error(`tree bench: unknown argument ${argv[i]}\nusage: tree.js [--dir DIR] [--runs N] [MiB]`);
+    else throw new Error(`tree bench: unknown argument ${argv[i]}\nusage: tree.js [--dir DIR] [--runs N] [--running [--no-snapshot]] [MiB]`);
   }
   if (!Number.isInteger(runs) || runs < 1) throw new Error('tree bench: --runs needs a positive integer');
   closeOnExecInherited();
@@ -160,8 +169,9 @@ async function main(): Promise<void> {
   const started = new Set<number>();
   try {
     const rows: Run[] = [];
-    for (let n = 0; n < runs; n++) rows.push(await once(bin, work, images, size, n, started));
-    console.log(`${PROCESSES} processes, ${size} MiB private each, half of it shared copy-on-write with the root; images in ${dir}; every restored process checked every word (PASS)`);
+    for (let n = 0; n < runs; n++) rows.push(await once(bin, work, images, size, n, started, flags));
+    const how = flags & CheckpointFlags.KILL ? 'KILL' : flags & CheckpointFlags.NO_SNAPSHOT ? 'left running, no snapshot' : 'left running, a snapshot per process';
+    console.log(`${PROCESSES} processes, ${size} MiB private each, half of it shared copy-on-write with the root; checkpoint ${how}; images in ${dir}; every restored process checked every word (PASS)`);
     console.log('| run | frozen | checkpoint | restart | image | Pss before | Pss after | after/before |');
     console.log('|---|---|---|---|---|---|---|---|');
     rows.forEach((r, i) => console.log(`| ${i + 1} | ${r.frozen.toFixed(0)} ms | ${r.checkpoint.toFixed(0)} ms | ${r.restart.toFixed(0)} ms | ${mib(r.image)} MiB | ${mib(r.pssBefore)} MiB | ${mib(r.pssAfter)} MiB | ${(r.pssAfter / r.pssBefore).toFixed(3)} |`));

@@ -6,12 +6,19 @@
  * and says how its pages were found: write tracking, or (tracker gone, another process) page
  * hashes. A parent that was changed or replaced is refused at restart (EBADIMG), nothing left
  * running. The tracker ends with its process; the process holds no extra fd.
+ *
+ * The tracking is re-armed at the freeze and the process runs on from a snapshot: `incrlive`
+ * writes without pause and each image of its chain, restarted, must hold every page of one instant
+ * (the counter's); a `--parent P` checkpoint SIGKILLed while it writes its pages (the process let
+ * go), or one whose image was removed, leaves the next `--parent P` every page written since P,
+ * those of the steps before the lost image too (only what the tracker carried knows them).
  */
 import { expect } from 'chai';
+import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointFlags, CptError, ImageReader, ObjectType, fileSource, loadModule, sys_checkpoint } from '@cptrst/core';
-import { Workload, buildWorkloads, cptrst, expectPass, killStartedWorkloads, parseResult, sleep, startWorkload, trigger, waitGone, waitResult } from '../support';
+import { CLI_MAIN, Workload, buildWorkloads, cptrst, expectPass, killStartedWorkloads, parseResult, sleep, startWorkload, trigger, waitGone, waitResult } from '../support';
 
 interface Report {
   pid: number;
@@ -91,6 +98,35 @@ function pagesSection(file: string): { pages: number; tasks: number } {
   } finally {
     fs.closeSync(fd);
   }
+}
+
+/**
+ * Restarts `img` of incrlive (whose first process is gone) with its trigger there: the restarted
+ * process checks its pages before it writes any, i.e. as they were at the image's freeze.
+ */
+async function restartLive(w: Workload, img: string): Promise<void> {
+  // Its output file as the first process left it (its READY line), modified at the same instant:
+  // each image is restarted on the same file, which the restart checks.
+  const first = firstOutput.get(w)!;
+  fs.writeFileSync(w.resultPath, first.text);
+  execFileSync('touch', ['-m', '-d', `@${first.mtimeNs / 1000000000n}.${String(first.mtimeNs % 1000000000n).padStart(9, '0')}`, w.resultPath]);
+  await trigger(w);
+  const rr = await cptrst(['restart', img]);
+  expect(rr.code, rr.stderr).to.equal(0);
+  expect(parseResult(await waitResult(w, 60000)).verdict, `restarted from ${path.basename(img)}`).to.equal('PASS incrlive (ran)');
+}
+
+const firstOutput = new WeakMap<Workload, { text: string; mtimeNs: bigint }>();
+
+async function killFirst(w: Workload): Promise<void> {
+  process.kill(w.pid, 'SIGKILL');
+  await w.exited;
+  expect(await waitGone(w.pid, 5000)).to.equal(true);
+  firstOutput.set(w, { text: fs.readFileSync(w.resultPath, 'utf8'), mtimeNs: fs.statSync(w.resultPath, { bigint: true }).mtimeNs });
+}
+
+function tracerOf(pid: number): number {
+  return Number(/TracerPid:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
 }
 
 describe('incremental checkpoints (--track, --parent)', function () {
@@ -293,5 +329,67 @@ describe('incremental checkpoints (--track, --parent)', function () {
     expect(r.code).to.not.equal(0);
     expect(r.stderr).to.match(/lazy restart of an incremental image/);
     expect(await waitGone(w.pid, 5000)).to.equal(true);
+  });
+
+  it('a process that writes without pause: each image of its chain (taken while it runs on) restarts at its freeze instant', async () => {
+    const w = await startWorkload('incrlive', ['16']);
+    const img = (k: number) => path.join(w.dir, `live${k}.img`);
+    expect((await checkpoint(w, img(0), ['--track'])).method).to.equal('full');
+    for (let k = 1; k <= 3; k++) {
+      await sleep(200);
+      const r = await checkpoint(w, img(k), ['--parent', img(k - 1)]);
+      expect(r.method, r.why).to.equal('uffd-wp');
+      // Its hot pages (one in eight) are written again and again; the cold ones are the parent's.
+      expect(r.parentPages).to.be.greaterThan(r.storedPages);
+    }
+    await killFirst(w);
+    for (const k of [3, 1, 2, 0]) await restartLive(w, img(k));
+  });
+
+  it('a --parent checkpoint killed (SIGKILL) while it writes its pages: the next one against the same parent still has every page written since', async () => {
+    const w = await startWorkload('incrwrite', ['16']);
+    const img = (k: number) => path.join(w.dir, `killed${k}.img`);
+    await checkpoint(w, img(0), ['--track']);
+    // Pages written before the killed checkpoint and never again: only what the tracker carried knows them.
+    await step(w, 1);
+    // To a pipe nobody reads: it stops once the pipe is full, after the process was let go.
+    const cli = spawn(process.execPath, [CLI_MAIN, 'checkpoint', String(w.pid), '-o', '-', '--parent', img(0)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const closed = new Promise<void>((resolve) => cli.once('close', () => resolve()));
+    let traced = false;
+    for (let i = 0; i < 500 && !(traced && tracerOf(w.pid) === 0); i++) {
+      if (tracerOf(w.pid) === cli.pid) traced = true;
+      await sleep(10);
+    }
+    await sleep(300);
+    expect(cli.exitCode, 'the checkpoint waits on its output').to.equal(null);
+    expect(tracerOf(w.pid), 'the process runs, let go before the pages are written').to.equal(0);
+    cli.kill('SIGKILL');
+    await closed;
+    await step(w, 2);
+    const r = await checkpoint(w, img(1), ['--parent', img(0)]);
+    expect(r.method, r.why).to.equal('uffd-wp');
+    expect(r.parentPages).to.be.greaterThan(r.storedPages);
+    await restartPasses(w, img(1), 2);
+  });
+
+  it('--parent P after an image X taken against P was removed: every page written since P, by write tracking', async () => {
+    const w = await startWorkload('incrwrite', ['16']);
+    const img = (k: number) => path.join(w.dir, `gone${k}.img`);
+    await checkpoint(w, img(0), ['--track']);
+    await step(w, 1);
+    await checkpoint(w, img(1), ['--parent', img(0)]);
+    fs.rmSync(img(1));
+    await step(w, 2);
+    const r = await checkpoint(w, img(2), ['--parent', img(0)]);
+    expect(r.method, r.why).to.equal('uffd-wp');
+    await step(w, 3);
+    // P again (its base still): the pages of steps 1, 2 (carried) and 3 (the bits).
+    const again = await checkpoint(w, img(3), ['--parent', img(0)]);
+    expect(again.method, again.why).to.equal('uffd-wp');
+    // X2 is now neither the image armed nor its base: compared by hashes.
+    const o = await checkpoint(w, img(4), ['--parent', img(2)]);
+    expect(o.method).to.equal('hashes');
+    expect(o.why).to.match(/holds since other images/);
+    await restartPasses(w, img(3), 3);
   });
 });

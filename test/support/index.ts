@@ -4,6 +4,7 @@ export { makeTempDir, makeUserDir, makeWorldDir, removeTempDir, removeUserDir } 
 export { SYSCALL_VARIANTS, passLines, verdictName } from './catalogue';
 export { binaryPath, buildWorkloads } from './build';
 export {
+  copiesOf,
   describeStuck,
   isOurWorkload,
   killByPid,

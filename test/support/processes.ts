@@ -253,3 +253,15 @@ export async function describeStuck(pid: number): Promise<string> {
   for (const c of await one(pid, '')) await one(c, '  ');
   return lines.join('\n');
 }
+
+/** Live processes other than `pid` (and `members`) that run its executable (a snapshot's copies; zombies have no exe link). */
+export function copiesOf(pid: number, members: number[] = [pid]): number[] {
+  const exe = fs.readlinkSync(`/proc/${pid}/exe`);
+  return fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d) && !members.includes(Number(d))).filter((d) => {
+    try {
+      return fs.readlinkSync(`/proc/${d}/exe`) === exe;
+    } catch {
+      return false;
+    }
+  }).map(Number);
+}

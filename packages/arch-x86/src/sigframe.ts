@@ -175,16 +175,34 @@ export function buildSigframe(spec: SigframeSpec): Buffer {
   }, b, 0);
 
   spec.xsave.copy(b, fp);
-  // The features the area describes: what the kernel put there (the user XCR0), or, from an
-  // older kernel that left the bytes empty, the components the area holds.
   // The features the area describes: ptrace puts the user XCR0 in the first 8 software-reserved
   // bytes; from a kernel that left them empty, the components the area holds.
   let features = spec.xsave.readBigUInt64LE(XSAVE_SW_RESERVED_OFFSET);
   if (features === 0n) features = decodeXsaveHeader(spec.xsave).xstateBv | 3n;
+  const size = frameXstateSize(spec.xsave, features);
+  if (size < xs) features &= ~XFEATURE_XTILE_DATA;
   // The padding keeps what the kernel put there.
-  encodeStruct(FpxSwBytes, { magic1: FP_XSTATE_MAGIC1, extendedSize: xs + FP_XSTATE_MAGIC2_SIZE, xfeatures: features, xstateSize: xs }, b, fp + FPX_SW_OFFSET);
-  b.writeUInt32LE(FP_XSTATE_MAGIC2, fp + xs);
+  encodeStruct(FpxSwBytes, { magic1: FP_XSTATE_MAGIC1, extendedSize: size + FP_XSTATE_MAGIC2_SIZE, xfeatures: features, xstateSize: size }, b, fp + FPX_SW_OFFSET);
+  b.writeUInt32LE(FP_XSTATE_MAGIC2, fp + size);
   return b;
+}
+
+/** AMX tile data: the one user component the kernel enables per process (XFD), 8 tiles of 1 KiB, last in the area. */
+const XFEATURE_XTILE_DATA = 1n << 18n;
+const XTILE_DATA_BYTES = 8192;
+
+/**
+ * The XSAVE area size the frame declares. rt_sigreturn restores the extended state only if that
+ * size is at most the task's own (its fpstate's user size), else it falls back to x87/SSE alone and
+ * the AVX and AVX-512 registers are lost. ptrace gives an area sized for every user feature, AMX
+ * tile data included, but a task that has not used AMX has the smaller default fpstate: for it the
+ * area is declared without the tile data, which is its last component.
+ */
+function frameXstateSize(xsave: Buffer, features: bigint): number {
+  const xs = xsave.length;
+  if (!(features & XFEATURE_XTILE_DATA) || decodeXsaveHeader(xsave).xstateBv & XFEATURE_XTILE_DATA) return xs;
+  const without = xs - XTILE_DATA_BYTES;
+  return without >= XSAVE_HEADER_OFFSET + 64 ? without : xs;
 }
 
 /** The registers a frame built by buildSigframe holds (for tests and debugging). */

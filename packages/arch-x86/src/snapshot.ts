@@ -5,11 +5,12 @@
  * Who is whose child matters. A child of the target would stay its zombie (cptrst, only its
  * tracer, cannot reap it: the kernel hands a traced child's exit back to its real parent), and
  * its death would be visible to the target. So the target makes a first child (clone3 with
- * CLONE_VM and exit signal 0: no SIGCHLD), which closes every fd and forks the snapshot,
+ * CLONE_VM and exit signal 0: no SIGCHLD), which closes every fd, takes a session of its own (so
+ * that the snapshot is never born with the target's controlling terminal) and forks the snapshot,
  * the first child is killed, and the target reaps it before it is let go. The snapshot, orphaned,
  * is adopted by init (or by a child subreaper among the target's ancestors), which reaps it when
  * cptrst kills it at the end; a target that is itself a subreaper would adopt it, so it gets no
- * snapshot.
+ * snapshot (nor, in a tree, a task below a subreaper of the tree: mm's takeSnapshot).
  *
  * cptrst may die at any moment. The clone runs on code staged in the scratch area:
  *   syscall                           clone3(args, size)
@@ -552,14 +553,23 @@ class ForkSnapshot implements MemorySnapshot {
  * caller kills the first child afterwards, whatever happens. `runIn(pid, nr, args)` runs a
  * syscall in the first child or the snapshot (both stopped, both die with cptrst).
  */
-export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number, args: number[], withinMs?: number) => bigint, frame: SavedBytes | undefined): MemorySnapshot {
+export function forkFromFirstCopy(
+  first: number, runIn: (pid: number, nr: number, args: number[], withinMs?: number) => bigint, frame: SavedBytes | undefined, underSeccomp?: boolean,
+): MemorySnapshot {
   const run = (nr: number, args: number[], withinMs?: number): bigint => runIn(first, nr, args, withinMs);
   if (!waitStop(first)) throw new CptError('ESRCH', 'the first copy died before its first stop', { pid: first, object: 'memory snapshot' });
-  // A copy of a process under seccomp keeps its filters suspended, as the process has them.
-  const suspend = linux.readStatus(first).seccomp !== 0 ? PTRACE_O.SUSPEND_SECCOMP : 0;
+  // A copy of a process under seccomp keeps its filters suspended, as the process has them
+  // (`underSeccomp`: the process's mode, which the copy has; read from the copy by default).
+  const suspend = (underSeccomp ?? linux.readStatus(first).seccomp !== 0) ? PTRACE_O.SUSPEND_SECCOMP : 0;
   ptrace.setOptions(first, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACEFORK | PTRACE_O.EXITKILL | suspend);
   const closed = run(linux.SYS.close_range, [0, 0xffffffff, 0]);
   if (closed < 0n) throw new CptError(linux.errnoName(Number(-closed)), 'close_range in the first copy failed', { pid: first, object: 'memory snapshot' });
+  // A session of its own before the fork: the snapshot is never born with the target's controlling
+  // terminal. A snapshot killed before its own setsid (cptrst dying) would otherwise hold the
+  // terminal until init reaps it, and a checkpoint of the tree meanwhile would find the terminal
+  // held outside the tree. (The first copy itself the target reaps at once.)
+  const session = run(linux.SYS.setsid, []);
+  if (session !== BigInt(first)) throw new CptError(linux.errnoName(Number(-session)), 'setsid in the first copy failed', { pid: first, object: 'memory snapshot' });
   // Bounded: an area registered with a userfaultfd that has UFFD_FEATURE_EVENT_FORK makes the fork
   // post a fork event and wait (killably) until the fd's holder reads it. The checkpoint refuses
   // such areas before any snapshot (mm's uffd-areas.ts); should one get through, cptrst does not
@@ -570,9 +580,10 @@ export function forkFromFirstCopy(first: number, runIn: (pid: number, nr: number
   // Born traced, with EXITKILL (inherited), and stopped before it runs anything.
   if (!waitStop(pid)) throw new CptError('ESRCH', 'the snapshot died before its first stop', { pid, object: 'memory snapshot' });
   try {
-    // Out of the target's session and process group: signals to the group or from its terminal
-    // miss it, and once dead it does not keep the target's PID in use as a group or session ID
-    // until init reaps it (a restart of the target with its PID would wait for that).
+    // A session of its own (out of the first copy's, already out of the target's): signals to the
+    // target's group or from its terminal miss it, and once dead it keeps no other process's PID
+    // in use as a group or session ID until init reaps it (a restart of the target with its PID
+    // would wait for that).
     const sid = runIn(pid, linux.SYS.setsid, []);
     if (sid !== BigInt(pid)) throw new CptError(linux.errnoName(Number(-sid)), 'setsid in the snapshot failed', { pid, object: 'memory snapshot' });
     return new ForkSnapshot(pid, frame);

@@ -36,7 +36,7 @@
  * untraced one discards; the stub then goes the one-call code's way back (runBatch).
  */
 import './syscalls';
-import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, linux, requeueIntercepted } from '@cptrst/core';
+import { ArchRegs, BatchCall, CptError, MemorySnapshot, ScratchArea, Tracee, TraceeFactory, TraceeOptions, isChildSubreaper, linux, requeueIntercepted } from '@cptrst/core';
 import { USER_REGS_SIZE, UserRegs, asUserRegs, decodeUserRegs, userRegOffset, x86ptrace } from './regs-codec';
 import { MachineCode } from './machine-code';
 import { resumeRegs, syscallState } from './syscall-restart';
@@ -254,6 +254,7 @@ export class X86Tracee implements Tracee {
     this.main = opts.main;
     this.guarded = opts.main ? opts.main.guarded : !opts.diesWithTracer;
     this.preparedGadgets = opts.prepared;
+    this.status = opts.status;
   }
 
   get released(): boolean {
@@ -439,9 +440,7 @@ export class X86Tracee implements Tracee {
       return undefined;
     }
     const s = this.scratch();
-    const intAt = this.stage(Buffer.alloc(8), 0);
-    const r = this.syscall(SYS.prctl, [linux.PR.GET_CHILD_SUBREAPER, intAt, 0, 0, 0]);
-    if (r < 0n || this.readMemory(intAt, 4).readInt32LE(0) !== 0) {
+    if (isChildSubreaper(this) !== false) {
       log('the process is a child subreaper (it would adopt the snapshot process)');
       return undefined;
     }
@@ -464,13 +463,15 @@ export class X86Tracee implements Tracee {
       // Tracees of the first child and the snapshot, made at their first stop (they read the
       // registers); both have the scratch area's `syscall` at the same address.
       const copies = new Map<number, X86Tracee>();
+      const status = this.processStatus();
       const runIn = (pid: number, nr: number, a: number[], withinMs?: number): bigint => {
         let c = copies.get(pid);
-        if (!c) copies.set(pid, (c = new X86Tracee(pid, pid, { diesWithTracer: true, syscallInsn: s.addr })));
+        // A copy has the process's seccomp mode and signal dispositions (clone3 and fork copy them).
+        if (!c) copies.set(pid, (c = new X86Tracee(pid, pid, { diesWithTracer: true, syscallInsn: s.addr, status })));
         return withinMs === undefined ? c.syscall(nr, a) : c.syscallWithin(nr, a, withinMs);
       };
       try {
-        snap = forkFromFirstCopy(firstPid, runIn, frame);
+        snap = forkFromFirstCopy(firstPid, runIn, frame, status.seccomp !== 0);
       } finally {
         for (const c of copies.values()) c.forget();
       }

@@ -31,3 +31,13 @@ export function runCalls(t: Tracee, calls: ReadonlyArray<NamedCall>): bigint[] {
   if (out.length !== calls.length) throw new CptError('EIO', `a batch of ${calls.length} calls ran ${out.length}`, { pid: t.pid, object: calls[0].what });
   return out;
 }
+
+/**
+ * Whether the frozen task is a child subreaper (prctl PR_GET_CHILD_SUBREAPER, asked inside it: no
+ * /proc file shows it); undefined when the call failed.
+ */
+export function isChildSubreaper(t: Tracee): boolean | undefined {
+  const at = t.stage(Buffer.alloc(4), 0);
+  if (t.syscall(linux.SYS.prctl, [linux.PR.GET_CHILD_SUBREAPER, at, 0, 0, 0]) !== 0n) return undefined;
+  return t.readMemory(at, 4).readInt32LE(0) !== 0;
+}

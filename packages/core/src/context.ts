@@ -139,6 +139,17 @@ export class CheckpointContext extends OperationContext {
     return tag;
   }
 
+  /**
+   * Writes one record object that, while deferPages, is encoded only where it comes in the stream
+   * when the pages are written: its fields may be filled by the payload sources of the objects
+   * before it (ImageWriter.writeLater), its encoded length may not change. Else written now.
+   */
+  writeLater(obj: object, ptag: number): number {
+    const tag = this.writer.writeLater(obj, { ptag });
+    this.objects.add(tag, typeOf(obj), ptag);
+    return tag;
+  }
+
   /** Writes one object with a page payload; returns its tag. */
   writeWithPages(obj: object, pages: Buffer | Buffer[], ptag: number): number {
     const tag = this.writer.writeWithPages(obj, pages, { ptag });
@@ -174,24 +185,24 @@ export class CheckpointContext extends OperationContext {
   }
 
   private readonly cleanups: Array<() => void> = [];
-  private readonly committed: Array<() => void> = [];
+  private readonly failed: Array<() => void> = [];
   /** An incremental or tracking checkpoint's options (OperationOptions.incremental). */
   incremental?: IncrementalOptions;
   /** Per process, how an incremental checkpoint found its changed pages. */
   readonly incrementalReport: IncrementalReport[] = [];
 
-  /** Runs `fn` once the image is complete, synced and committed, while the tree is still frozen (e.g. to re-arm write tracking). */
-  afterCommit(fn: () => void): void {
-    this.committed.push(fn);
+  /** Runs `fn` if the checkpoint fails or is interrupted, after the tree is let go (e.g. to end a tracker it started). */
+  onFailure(fn: () => void): void {
+    this.failed.push(fn);
   }
 
-  /** The flow's step after the commit: every afterCommit() function, in order. Never throws. */
-  runAfterCommit(): void {
-    for (const fn of this.committed.splice(0)) {
+  /** The flow's step after a failure: every onFailure() function, last registered first. Never throws. */
+  runOnFailure(): void {
+    while (this.failed.length) {
       try {
-        fn();
+        this.failed.pop()!();
       } catch (e) {
-        this.log.warn(`after commit: ${e instanceof Error ? e.message : String(e)}`);
+        this.log.warn(`cleanup after the failure: ${e instanceof Error ? e.message : String(e)}`);
       }
     }
   }

@@ -8,6 +8,7 @@ import type { FilePayload, ImageHead, LayoutClass } from './image';
 import { token, Token, TaskState } from './tokens';
 import type { CptOperations } from './entry';
 import type { ArchRegs } from './arch';
+import type { ProcStatus } from './linux/proc';
 
 /**
  * Container tokens. Each names the type of its registrations, so `ctx.all(Tokens.FileKind)` is a
@@ -214,6 +215,11 @@ export interface TraceeOptions {
    * during injected calls, where the kernel would resume it into its own frozen state.
    */
   diesWithTracer?: boolean;
+  /**
+   * The process's /proc status, read once it was stopped (the freezer's read, or the process it
+   * is a copy of): spares the tracee a read of its own in the frozen window.
+   */
+  status?: ProcStatus;
 }
 
 export interface TraceeFactory {

@@ -422,6 +422,41 @@ describe('image: deferred writes (a checkpoint that lets the process run before 
     expect((records.find((r) => r.name === 'TEST_MAP')!.pages ?? Buffer.alloc(0)).equals(samplePages(2, 4096, 100))).to.equal(true);
   });
 
+  it('a record is encoded as it was when written: changing the object (its buffers, arrays, nested records) after changes nothing; offset stays exact', async () => {
+    const write = async (defer: boolean, change: boolean) => {
+      const sink = new MemorySink();
+      const w = new ImageWriter(sink);
+      w.writeHead(sampleHead());
+      if (defer) w.deferWrites();
+      const proc = sampleProc(100);
+      const p = w.write(proc);
+      if (change) {
+        proc.pid = 999;
+        proc.blob[0] ^= 0xff;
+        proc.addrs.push(1n);
+        proc.argv[0] = 'changed';
+        proc.origin.x = -5;
+        proc.path[0].y = 77;
+        proc.path.pop();
+      }
+      const offsets = [w.offset];
+      if (defer) w.writeWithPagesLater(make(TestMap, { start: 0x400000n, end: 0x401000n, name: 'm' }), 4096, (buf) => samplePages(1, 4096, 1).copy(buf), { ptag: p });
+      else w.writeWithPages(make(TestMap, { start: 0x400000n, end: 0x401000n, name: 'm' }), samplePages(1, 4096, 1), { ptag: p });
+      offsets.push(w.offset);
+      w.write(make(TestNote, { text: 'after the pages' }), { ptag: p });
+      offsets.push(w.offset);
+      w.writeTerminator();
+      await w.flushDeferred();
+      return { buf: sink.toBuffer(), offsets, end: w.offset };
+    };
+    const now = await write(false, false);
+    const later = await write(true, true);
+    expect(sampleProc(100).path.length, 'the sample has a nested record to change').to.be.greaterThan(0);
+    expect(later.buf.equals(now.buf)).to.equal(true);
+    expect(later.offsets).to.deep.equal(now.offsets);
+    expect(later.end).to.equal(now.buf.length);
+  });
+
   it('a payload filled differently later is what the image holds (and its checksum is computed then)', async () => {
     const sink = new MemorySink();
     const w = new ImageWriter(sink);
@@ -435,6 +470,32 @@ describe('image: deferred writes (a checkpoint that lets the process run before 
     await w.flushDeferred();
     const { records } = readAll(sink.toBuffer());
     expect(records[1].pages![0]).to.equal(7);
+  });
+
+  it('writeLater encodes a record where it stands in the stream, after the payloads before it were filled; a changed length is refused', async () => {
+    for (const badLength of [false, true]) {
+      const sink = new MemorySink();
+      const w = new ImageWriter(sink);
+      w.writeHead(sampleHead());
+      w.deferWrites();
+      const p = w.write(sampleProc(100));
+      const note = make(TestNote, { text: 'xxxx' });
+      w.writeWithPagesLater(make(TestMap, { start: 0x400000n, end: 0x401000n, name: 'm' }), 4096, (buf) => {
+        buf.fill(3);
+        note.text = badLength ? 'longer' : 'done';
+      }, { ptag: p });
+      w.writeLater(note, { ptag: p });
+      w.writeTerminator();
+      if (badLength) {
+        let err: unknown;
+        await w.flushDeferred().catch((e) => (err = e));
+        expect(err).to.be.instanceOf(CptError);
+        continue;
+      }
+      await w.flushDeferred();
+      const { records } = readAll(sink.toBuffer());
+      expect((records[2].obj as TestNote).text).to.equal('done');
+    }
   });
 
   it('refuses writeWithPagesLater without deferWrites, and payloads that are not whole pages', () => {

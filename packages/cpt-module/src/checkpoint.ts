@@ -86,7 +86,9 @@ async function checkpointOnce(
   const t0 = process.hrtime.bigint();
   const tree = freezer.freeze(ctx, pid);
   ctx.tree = tree;
-  if (tree.tasks.length !== 1) ctx.memoryHints = false; // no snapshot for a tree (below)
+  // Hints (read before the freeze) are for one process: a tree's areas are read while frozen,
+  // though its pages come from snapshots too.
+  if (tree.tasks.length !== 1) ctx.memoryHints = false;
   let mode: ReleaseMode = 'run';
   // Released before the pages are written (a copy-on-write snapshot holds them): the frozen window ends there.
   let releasedEarly = false;
@@ -105,11 +107,12 @@ async function checkpointOnce(
     }
     ctx.head = head;
     writer.writeHead(head);
-    // A checkpoint that lets the process run: objects are kept in memory, and private pages are
-    // read from a snapshot after the release (the stream comes out as from a frozen dump). Not for
-    // a tree yet: a snapshot is orphaned on purpose, and a subreaper of the tree would adopt it.
-    // Nor when writes are tracked: tracking is re-armed after the commit, at the image's instant.
-    const snapshot = tree.tasks.length === 1 && !ctx.incremental && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
+    // A checkpoint that lets the tree run: objects are kept in memory, and private pages are read
+    // from a snapshot of each process after the release (the stream comes out as from a frozen
+    // dump). A process whose snapshot a process of the tree would adopt (mm pages.ts) has its
+    // pages copied while frozen. Write tracking is re-armed while frozen, at the image's instant
+    // (mm tracking.ts): it needs no commit; a tree with tracked writes, not tried yet, stays frozen.
+    const snapshot = (tree.tasks.length === 1 || !ctx.incremental) && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
     if (snapshot) writer.deferWrites();
     for (const task of tree.tasks) {
       for (const h of handlersOf(task)) {
@@ -157,12 +160,12 @@ async function checkpointOnce(
     // The last chance to back out: after this the image is complete and the process is let go as asked.
     await ctx.checkpointYield();
     if (options.commitImage) ctx.timed('commit', () => options.commitImage!());
-    ctx.runAfterCommit();
     mode = flags & CheckpointFlags.KILL ? 'kill' : flags & CheckpointFlags.LEAVE_STOPPED ? 'stop' : 'run';
   } catch (e) {
     ctx.runBeforeRelease();
     if (!releasedEarly) freezer.release(ctx, tree, 'run');
     ctx.runAtEnd();
+    ctx.runOnFailure();
     if (startOffset !== undefined) truncateTo(fd, startOffset);
     if (ctx.staleHints && hints && startOffset !== undefined) return { stale: ctx.staleHints };
     throw naming(e, pid);

@@ -56,7 +56,7 @@ const HINTED = new StateKey<Hinted>('mm.hinted');
 export function preRead(ctx: CheckpointContext, pid: number): void {
   if (!ctx.memoryHints) return;
   try {
-    if (linux.listChildren(pid).length) return; // a tree: it gets no snapshot, so no hints
+    if (linux.listChildren(pid).length) return; // a tree: hints are for one process (checkpoint.ts turns them off)
     const vmas = linux.readSmaps(pid).filter((v) => v.path !== '[vsyscall]');
     const map = PRE_READ.get(ctx) ?? new Map<number, PreRead>();
     PRE_READ.set(ctx, map);
@@ -130,7 +130,7 @@ export function isHinted(task: CheckpointTask): boolean {
  * each is touched and the snapshot holds them (verified later), else from a walk of its page
  * table now (never the hints' page counts: the process may have touched pages since).
  */
-export function hintedRuns(task: CheckpointTask, v: VmaEntry, kind: VmaKindHandler, snap?: MemorySnapshot): Array<[number, number]> {
+export function hintedRuns(ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, kind: VmaKindHandler, snap?: MemorySnapshot): Array<[number, number]> {
   if (snap && snapshotHolds(v)) {
     const whole = wholeAreaRuns(v, kind);
     if (whole) {
@@ -138,7 +138,7 @@ export function hintedRuns(task: CheckpointTask, v: VmaEntry, kind: VmaKindHandl
       return whole;
     }
   }
-  return scannedRuns(task.pid, v, kind) ?? pagemapRuns(task, v, kind);
+  return scannedRuns(ctx, task, v, kind) ?? pagemapRuns(task, v, kind);
 }
 
 /** The first way in which `exact` (smaps of the instant) differs from the hints; undefined if none. */

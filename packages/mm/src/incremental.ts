@@ -20,14 +20,14 @@ import type * as Crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CheckpointContext, CheckpointTask, CptError, ImageReader, ImageRecord, ObjectType, RestartContext, RestartFlags, RestartTask, RestoreObject,
+  CheckpointContext, CheckpointTask, CptError, ImageReader, ImageRecord, MemorySnapshot, ObjectType, RestartContext, RestartFlags, RestartTask, RestoreObject,
   StateKey, bytes, fileSource, hashPages, kindRecordWriter, linux, objectType, str, u32, u64, u64s,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, describeVma } from './vma';
-import { PagesImage } from './pages';
+import { PagesImage, snapshotHolds } from './pages';
 import { AnonVma } from './anon';
-import { TrackerRef, Tracking, arm, registerAreas, stopTracker, tracking, writtenRegions } from './tracking';
+import { Range, TrackerRef, Tracking, boundedRanges, protect, record, registerAreas, stopTracker, tracking, writtenRegions } from './tracking';
 
 /** How deep a chain of parents may go at restart. */
 export const MAX_CHAIN = 64;
@@ -262,6 +262,38 @@ function writeImageIds(ctx: CheckpointContext): string {
   return id;
 }
 
+/**
+ * The pages of the tracked areas written since the parent, read while frozen (nothing cleared):
+ * those of the registered areas the bits show, every page of an area registered only now or whose
+ * bits cannot be read, and what the tracker carried from an image before (its base is the parent).
+ */
+function writtenSinceParent(pid: number, vmas: VmaEntry[], registered: Set<bigint>, carried: Range[]): Range[] {
+  const out = [...carried];
+  const pm = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+  try {
+    for (const v of vmas) {
+      const w = registered.has(v.start) ? writtenRegions(pm, v.start, v.end) : null;
+      if (w) out.push(...w);
+      else out.push({ start: v.start, end: v.end });
+    }
+  } finally {
+    fs.closeSync(pm);
+  }
+  return out;
+}
+
+/** The index of the first range of `wr` (in order) that ends after page `p`. */
+function firstEndingAfter(wr: Array<[number, number]>, p: number): number {
+  let lo = 0;
+  let hi = wr.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (wr[mid][1] <= p) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** One area's pages: page indices present now, which are the parent's, and every page's hash. */
 interface AreaPlan {
   pages: number[];
@@ -273,7 +305,6 @@ interface AreaPlan {
 export class IncrementalDump {
   private stored = 0;
   private fromParent = 0;
-  private pm = -1;
   private constructor(
     private readonly ctx: CheckpointContext,
     private readonly task: CheckpointTask,
@@ -283,10 +314,19 @@ export class IncrementalDump {
     private readonly track: Tracking | undefined,
     private readonly start: bigint,
     private readonly registered: Set<bigint>,
+    /** Pages written since the parent, as page-number ranges [first, end) in order (uffd-wp). */
+    private readonly written: Array<[number, number]>,
+    /** Whether the tracker's state was recorded for this image: its bits are then cleared at finish. */
+    private readonly recorded: boolean,
+    private readonly snap: MemorySnapshot | undefined,
   ) {}
 
-  /** Decides how the task's changed pages are found, and starts or continues its tracking. */
-  static begin(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[], registered: Set<bigint>): IncrementalDump {
+  /**
+   * Decides how the task's changed pages are found, and starts or continues its tracking: the
+   * pages written since the parent are read from the bits (and what the tracker carried) while
+   * frozen and recorded in the tracker for this image (tracking.ts); finish() clears the bits.
+   */
+  static begin(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[], registered: Set<bigint>, snap?: MemorySnapshot): IncrementalDump {
     const imageId = writeImageIds(ctx);
     const start = BigInt(linux.readStat(task.pid).startTime);
     const boot = linux.bootId();
@@ -298,7 +338,8 @@ export class IncrementalDump {
     if (parent && !pt) why = 'the parent image does not hold this process';
     else if (parent && !same) why = 'the parent image is of another process (pid, start time or boot id differ)';
     const recorded: TrackerRef | undefined = same && rec.trackerPid ? { pid: rec.trackerPid, start: rec.trackerStart } : undefined;
-    const got = tracking(ctx, task, start, recorded, same && parent ? parent.id : undefined);
+    const parentId = same && parent ? parent.id : undefined;
+    const got = tracking(ctx, task, start, recorded, parentId);
     let t = got.t;
     if (!why && got.why && parent) why = got.why;
     if (t) {
@@ -313,20 +354,25 @@ export class IncrementalDump {
         t = undefined;
       }
     } else if (got.why) ctx.log.info(`pid ${task.pid}: no write tracking: ${got.why}`);
+    let written: Range[] = [];
+    let armed = false;
     if (t) {
       const mine = t;
-      let committed = false;
-      ctx.afterCommit(() => {
-        committed = true;
-        arm(task.pid, mine.tracker, imageId, archOf(ctx.container).userSpaceTop);
-      });
-      // A checkpoint that fails leaves no tracker it made (one it reused is left as it was: its bits are untouched).
-      ctx.atEnd(() => {
-        if (!committed && mine.fresh) stopTracker(mine.tracker);
-      });
+      // A checkpoint that fails leaves no tracker it made (one it reused holds for this image's parent still).
+      if (mine.fresh) ctx.onFailure(() => stopTracker(mine.tracker));
+      if (mine.valid) written = writtenSinceParent(task.pid, vmas, registered, mine.carried);
+      try {
+        record(mine.tracker, imageId, mine.valid && parentId ? parentId : '', written);
+        armed = true;
+      } catch (e) {
+        // The bits are left as they are: they hold for whatever the tracker said before.
+        ctx.log.warn(`pid ${task.pid}: write tracking not re-armed: ${(e as Error).message}`);
+      }
     }
     const method = !parent || !pt ? 'full' : t?.valid ? 'uffd-wp' : 'hashes';
-    return new IncrementalDump(ctx, task, method, why, pt, t, start, registered);
+    const PAGE = BigInt(linux.pageSize());
+    const pagesWritten = boundedRanges(written, Infinity).map((r): [number, number] => [Number(r.start / PAGE), Number((r.end + PAGE - 1n) / PAGE)]);
+    return new IncrementalDump(ctx, task, method, why, pt, t, start, registered, pagesWritten, armed, snap);
   }
 
   /** Whether the area is written incrementally: private memory whose pages the image stores. */
@@ -339,14 +385,6 @@ export class IncrementalDump {
     return kind instanceof AnonVma && !v.shared && !v.vmFlags.includes('dp');
   }
 
-  private pagemap(): number {
-    if (this.pm < 0) {
-      this.pm = fs.openSync(`/proc/${this.task.pid}/pagemap`, 'r');
-      this.ctx.atEnd(() => fs.closeSync(this.pm));
-    }
-    return this.pm;
-  }
-
   /** Writes the area: its VMA, its records, its changed pages, its hashes and its parent runs. */
   async dumpArea(v: VmaEntry, kind: VmaKindHandler, img: VmaImage, runs: Array<[number, number]>): Promise<void> {
     const ctx = this.ctx;
@@ -354,24 +392,22 @@ export class IncrementalDump {
     let pages: number[] = [];
     for (const [first, count] of runs) for (let i = 0; i < count; i++) pages.push(first + i);
     // In a registered area, a page never populated carries a write-protect marker, which the scan
-    // counts as swapped: it is no page.
-    if (this.registered.has(v.start) && pages.length) pages = this.withoutMarkers(v, pages);
+    // counts as swapped: it is no page. None where smaps counts every page anonymous or swapped (it
+    // counts no marker): the pagemap is not read then.
+    if (this.registered.has(v.start) && pages.length && v.anonymous + v.swap !== v.size) pages = this.withoutMarkers(v, pages);
     const plan: AreaPlan = { pages, fromParent: new Uint8Array(pages.length), hashes: Buffer.alloc(pages.length * HASH_BYTES) };
     const ph = this.parent?.hashes;
     const vaddrOf = (idx: number) => v.start + BigInt(idx * PAGE);
     if (ph && this.method === 'uffd-wp' && this.registered.has(v.start)) {
-      const written = writtenRegions(this.pagemap(), v.start, v.end);
-      if (written) {
-        // In page numbers (exact as doubles): this loop runs once per page.
-        const base = Number(v.start / BigInt(PAGE));
-        const wr = written.map((r) => [Number(r.start / BigInt(PAGE)), Number(r.end / BigInt(PAGE))]);
-        let w = 0;
-        for (let i = 0; i < pages.length; i++) {
-          const p = base + pages[i];
-          while (w < wr.length && wr[w][1] <= p) w++;
-          const isWritten = w < wr.length && wr[w][0] <= p;
-          if (!isWritten && ph.copyTo(p, plan.hashes, i * HASH_BYTES)) plan.fromParent[i] = 1;
-        }
+      // In page numbers (exact as doubles): this loop runs once per page.
+      const base = Number(v.start / BigInt(PAGE));
+      const wr = this.written;
+      let w = firstEndingAfter(wr, base);
+      for (let i = 0; i < pages.length; i++) {
+        const p = base + pages[i];
+        while (w < wr.length && wr[w][1] <= p) w++;
+        const isWritten = w < wr.length && wr[w][0] <= p;
+        if (!isWritten && ph.copyTo(p, plan.hashes, i * HASH_BYTES)) plan.fromParent[i] = 1;
       }
     } else if (ph && this.method !== 'full') {
       // Compared by content: every present page is read and hashed.
@@ -388,6 +424,9 @@ export class IncrementalDump {
     // one PAGES object for a single run, else one VMA_PAGE_RUNS object (scattered pages would each
     // cost a page of header and padding as PAGES objects).
     const stored = pages.map((_, i) => i).filter((i) => !plan.fromParent[i]);
+    // From the copy-on-write snapshot once the process runs again, where it holds the area: the
+    // pages are read, and hashed, when written out; the hashes' objects are encoded after them.
+    const snap = ctx.deferPages && this.snap && snapshotHolds(v) ? this.snap : undefined;
     for (let s = 0; s < stored.length; s += OBJECT_PAGES) {
       const chunk = stored.slice(s, s + OBJECT_PAGES);
       const runs: Array<[number, number]> = []; // [index into chunk, count]
@@ -396,11 +435,13 @@ export class IncrementalDump {
         if (last && pages[chunk[last[0] + last[1] - 1]] + 1 === pages[chunk[i]]) last[1]++;
         else runs.push([i, 1]);
       }
-      const buf = Buffer.allocUnsafe(chunk.length * PAGE);
-      ctx.timed('read pages', () => {
-        for (const [at, n] of runs) this.task.tracee.readMemoryInto(vaddrOf(pages[chunk[at]]), buf, at * PAGE, n * PAGE);
-      });
-      for (const [at, n] of runs) hashPages(buf.subarray(at * PAGE, (at + n) * PAGE), PAGE, plan.hashes, chunk[at] * HASH_BYTES);
+      const src = snap ?? this.task.tracee;
+      const fill = (buf: Buffer): void => {
+        ctx.timed('read pages', () => {
+          for (const [at, n] of runs) src.readMemoryInto(vaddrOf(pages[chunk[at]]), buf, at * PAGE, n * PAGE);
+        });
+        for (const [at, n] of runs) hashPages(buf.subarray(at * PAGE, (at + n) * PAGE), PAGE, plan.hashes, chunk[at] * HASH_BYTES);
+      };
       let obj: PagesImage | PageRunsImage;
       if (runs.length === 1) {
         obj = new PagesImage();
@@ -410,6 +451,13 @@ export class IncrementalDump {
         obj = new PageRunsImage();
         obj.runs = runs.flatMap(([at, n]) => [vaddrOf(pages[chunk[at]]), BigInt(n)]);
       }
+      if (snap) {
+        for (const [at, n] of runs) snap.expect?.(vaddrOf(pages[chunk[at]]), n * PAGE);
+        ctx.writeWithPagesLater(obj, chunk.length * PAGE, fill, vmaTag);
+        continue;
+      }
+      const buf = Buffer.allocUnsafe(chunk.length * PAGE);
+      fill(buf);
       ctx.timed('write pages', () => ctx.writeWithPages(obj, buf, vmaTag));
       ctx.progress({ phase: 'pages', pid: this.task.pid, bytes: buf.length });
       await ctx.checkpointYield();
@@ -428,7 +476,9 @@ export class IncrementalDump {
         e = r;
       }
       hi.hashes = plan.hashes.subarray(from * HASH_BYTES, e * HASH_BYTES);
-      ctx.write(hi, vmaTag);
+      // With pages from the snapshot, encoded once they (and so their hashes) have been read.
+      if (snap) ctx.writeLater(hi, vmaTag);
+      else ctx.write(hi, vmaTag);
       s = e;
     }
     const pr = new VmaParentPagesImage();
@@ -469,8 +519,12 @@ export class IncrementalDump {
     }
   }
 
-  /** The task's TASK_TRACKING record, and its line in the checkpoint's report. */
+  /**
+   * The task's TASK_TRACKING record, and its line in the checkpoint's report; its write bits are
+   * cleared (still frozen: at the image's instant), the tracker having recorded what they held.
+   */
   finish(): void {
+    if (this.track && this.recorded) protect(this.task.pid, archOf(this.ctx.container).userSpaceTop);
     const r = new TaskTrackingImage();
     r.method = this.method;
     r.why = this.why;

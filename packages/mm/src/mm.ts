@@ -227,20 +227,28 @@ export class MmDump implements DumpHandler {
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
     const t = task.tracee;
+    const mdweCall = { nr: SYS.prctl, args: [PR.GET_MDWE, 0, 0, 0, 0] };
+    const refuseMdwe = (r: bigint): void => {
+      const mdwe = prctlValue(task, r, 'PR_GET_MDWE');
+      if (mdwe) refuse(task.pid, 'mm', `memory-deny-write-execute is set (PR_SET_MDWE, flags ${mdwe}): not supported, cptrst's calls inside the process need memory that is writable and executable`);
+    };
     // Before anything is mapped (alone: a batch may need the scratch area): with MDWE set, the
-    // scratch area (writable and executable) cannot be.
-    const mdwe = prctlValue(task, t.syscall(SYS.prctl, [PR.GET_MDWE, 0, 0, 0, 0]), 'PR_GET_MDWE');
-    if (mdwe) refuse(task.pid, 'mm', `memory-deny-write-execute is set (PR_SET_MDWE, flags ${mdwe}): not supported, cptrst's calls inside the process need memory that is writable and executable`);
+    // scratch area (writable and executable) cannot be. Where an earlier handler's calls mapped
+    // it already, MDWE is asked in the batch below (a stop of the frozen window saved).
+    const mapped = t.reservedRanges().length > 0;
+    if (!mapped) refuseMdwe(t.syscall(mdweCall.nr, mdweCall.args));
     // The scratch area exists before the areas are listed (it is left out of them); a fresh
     // mapping, its VmFlags show what mlockall(MCL_FUTURE) left in the mm's default flags.
     const scratch = t.scratch();
     // The other queries inside the task, in one batch: THP, KSM, membarrier, the break.
-    const [thpR, mergeR, membarrierR, brk] = t.syscalls([
+    const [thpR, mergeR, membarrierR, brk, mdweR] = t.syscalls([
       { nr: SYS.prctl, args: [PR.GET_THP_DISABLE, 0, 0, 0, 0] },
       { nr: SYS.prctl, args: [PR.GET_MEMORY_MERGE, 0, 0, 0, 0] },
       { nr: SYS.membarrier, args: [MB.GET_REGISTRATIONS, 0, 0] },
       { nr: SYS.brk, args: [0] },
+      ...(mapped ? [mdweCall] : []),
     ]);
+    if (mapped) refuseMdwe(mdweR);
     const reserved = t.reservedRanges();
     // From the hints read before the freeze where the frozen task's maps agree (verified after the
     // release, hints.ts); without them the scratch area's VmFlags are known to have no lock.
@@ -307,7 +315,9 @@ export class MmDump implements DumpHandler {
     mm.envEnd = st.envEnd;
     mm.auxv = linux.readAuxv(task.pid);
     mm.layout = areas.flatMap((a) => [a.v.start, a.v.end]);
-    mm.vdso = vdsoPieces(task.pid);
+    // From the areas listed while frozen (or the hints the frozen maps matched), every one but
+    // [vsyscall] and the scratch area: the maps need not be read again.
+    mm.vdso = vdsoPieces(task.pid, areas.map((a) => a.v));
     mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n && a.kind instanceof SharedAnonVma).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
     mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && keepsFromParent(a)).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
@@ -315,11 +325,11 @@ export class MmDump implements DumpHandler {
     const hinted = isHinted(task);
     if (hinted) verifyHints(ctx, task, snap?.pid);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
-    const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered) : undefined;
+    const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered, snap) : undefined;
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
-      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(task, v, kind, snap) : storedRuns(task, v, kind))) : [];
+      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(ctx, task, v, kind, snap) : storedRuns(ctx, task, v, kind))) : [];
       if (inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
         await inc.dumpArea(v, kind, img, runs);
         continue;

@@ -13,7 +13,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, MemorySnapshot, ObjectType, RestartContext, RestartTask, RestoreObject, linux,
+  CheckpointContext, CheckpointTask, CptError, MemorySnapshot, ObjectType, RestartContext, RestartTask, RestoreObject, StateKey, isChildSubreaper, linux,
   objectType, u32, u64,
 } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma, fillsLazily } from './vma';
@@ -55,9 +55,33 @@ export class PagesImage {
 }
 
 /** Runs [first page index, count) of the pages of `vma` that `kind` stores. */
-export function storedRuns(task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
+export function storedRuns(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> {
   if (vma.rss === 0 && vma.swap === 0) return []; // nothing resident: skip the pagemap read
-  return wholeAreaRuns(vma, kind) ?? scannedRuns(task.pid, vma, kind) ?? pagemapRuns(task, vma, kind);
+  return wholeAreaRuns(vma, kind) ?? scannedRuns(ctx, task, vma, kind) ?? pagemapRuns(task, vma, kind);
+}
+
+const PAGEMAP = new StateKey<number>('mm.pagemap');
+
+/**
+ * The task's /proc/PID/pagemap, opened once per checkpoint (closed at its end, ctx.atEnd): an
+ * open per area was 20 opens in the frozen window of an idle process. Undefined if it cannot be
+ * opened (the entry-by-entry path reports the error).
+ */
+function pagemapOf(ctx: CheckpointContext, task: CheckpointTask): number | undefined {
+  let fd = task.state.get(PAGEMAP);
+  if (fd !== undefined) return fd;
+  try {
+    fd = fs.openSync(`/proc/${task.pid}/pagemap`, 'r');
+  } catch {
+    return undefined;
+  }
+  const opened = fd;
+  task.state.set(PAGEMAP, opened);
+  ctx.atEnd(() => {
+    task.state.delete(PAGEMAP);
+    fs.closeSync(opened);
+  });
+  return opened;
 }
 
 /**
@@ -88,21 +112,12 @@ export function wholeAreaRuns(vma: VmaEntry, kind: VmaKindHandler): Array<[numbe
  * tested one by one. Each region is put to the kind as the pagemap entry its pages would have
  * (present, swapped, file bits). Null where the kernel has no PAGEMAP_SCAN.
  */
-export function scannedRuns(pid: number, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
+export function scannedRuns(ctx: CheckpointContext, task: CheckpointTask, vma: VmaEntry, kind: VmaKindHandler): Array<[number, number]> | null {
   const PAGE = linux.pageSize();
   const P = linux.PAGE_IS;
-  let fd: number;
-  try {
-    fd = fs.openSync(`/proc/${pid}/pagemap`, 'r');
-  } catch {
-    return null; // the entry-by-entry path reports the error
-  }
-  let regions: linux.PageRegion[] | null;
-  try {
-    regions = linux.pagemapScan(fd, vma.start, vma.end, P.PRESENT | P.SWAPPED, P.PRESENT | P.SWAPPED | P.FILE);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const fd = pagemapOf(ctx, task);
+  if (fd === undefined) return null;
+  const regions = linux.pagemapScan(fd, vma.start, vma.end, P.PRESENT | P.SWAPPED, P.PRESENT | P.SWAPPED | P.FILE);
   if (!regions) return null;
   const runs: Array<[number, number]> = [];
   for (const r of regions) {
@@ -163,9 +178,41 @@ export function snapshotHolds(vma: VmaEntry): boolean {
  */
 export function takeSnapshot(ctx: CheckpointContext, task: CheckpointTask): MemorySnapshot | undefined {
   if (!ctx.deferPages || !task.tracee.snapshotMemory) return undefined;
-  const snap = ctx.timed('snapshot', () => task.tracee.snapshotMemory!((why) => ctx.log.info(`pid ${task.pid}: no copy-on-write snapshot: ${why}; its pages are copied while it is frozen`)));
+  const none = (why: string) => ctx.log.info(`pid ${task.pid}: no copy-on-write snapshot: ${why}; its pages are copied while it is frozen`);
+  const adopter = adoptedInTree(ctx, task);
+  if (adopter !== undefined) {
+    none(`its ancestor ${adopter}, a process of the tree, is a child subreaper or cannot tell (it would adopt the snapshot process)`);
+    return undefined;
+  }
+  const snap = ctx.timed('snapshot', () => task.tracee.snapshotMemory!(none));
   if (snap) ctx.atEnd(() => snap.close());
   return snap;
+}
+
+/** Per checkpoint, whether a process of the tree is a child subreaper (undefined: it could not tell). */
+const SUBREAPERS = new WeakMap<CheckpointContext, Map<number, boolean | undefined>>();
+
+/**
+ * A snapshot process is orphaned on purpose (arch snapshot.ts): the kernel gives it to the nearest
+ * child subreaper among the ancestors of the task (or to init). Where that is a process of the
+ * tree, the tree would see it (a child, its SIGCHLD, its wait status): returns that ancestor's pid,
+ * or one that cannot tell (a zombie, a failed call). The task itself is asked by snapshotMemory;
+ * ancestors outside the tree may adopt it, as for a single process.
+ */
+function adoptedInTree(ctx: CheckpointContext, task: CheckpointTask): number | undefined {
+  const tasks = ctx.tree?.tasks;
+  if (!tasks || tasks.length < 2) return undefined;
+  const known = SUBREAPERS.get(ctx) ?? new Map<number, boolean | undefined>();
+  SUBREAPERS.set(ctx, known);
+  const byPid = new Map(tasks.map((t) => [t.pid, t]));
+  for (let pid = task.pid; pid !== ctx.tree!.root; ) {
+    const parent = byPid.get(linux.readStat(pid).ppid);
+    if (!parent) return undefined; // not below the root any more (the root's own ancestors may adopt it)
+    if (!known.has(parent.pid)) known.set(parent.pid, parent.zombie ? undefined : isChildSubreaper(parent.tracee));
+    if (known.get(parent.pid) !== false) return parent.pid;
+    pid = parent.pid;
+  }
+  return undefined;
 }
 
 /** One page buffer per checkpoint, reused for every run of pages. */

@@ -10,18 +10,24 @@
  * and no signal, only a minor fault on the first write to each page after a checkpoint.
  *
  * Who holds the fd between two checkpoints: a tracker, `/bin/sh -c SCRIPT cptrst-tracker PID
- * START`, started detached by the checkpoint, with the userfaultfd and a small memfd. The memfd holds the id of the image the tracking was last armed for. The tracker
- * only sleeps, and exits once the process is gone (its pid no longer shows the recorded start
- * time): closing the userfaultfd ends the registration. The image records its pid and start time;
- * the next checkpoint (`--parent`) checks both, reads the memfd (pidfd_getfd) and uses the
- * tracking only if it was armed for that parent. The cost: one small shell process per tracked
- * process, and areas of the process that no longer merge with unregistered neighbours.
+ * START`, started detached by the checkpoint, with the userfaultfd and a small memfd saying what
+ * the bits mean (TrackState). The tracker only sleeps, and exits once the process is gone (its
+ * pid no longer shows the recorded start time): closing the userfaultfd ends the registration.
+ * The image records its pid and start time; the next checkpoint (`--parent`) checks both, reads
+ * the memfd (pidfd_getfd) and uses the tracking only if it holds since the parent image. The
+ * cost: one small shell process per tracked process, and areas of the process that no longer
+ * merge with unregistered neighbours.
  *
- * Arming: PAGEMAP_SCAN with PM_SCAN_WP_MATCHING write-protects every page (markers for pages not
- * yet populated), done after the image is committed, while the tree is still frozen, after the
- * memfd says the new image. A crash before the commit leaves the bits as they were (the tracking
- * still holds for the old parent); a crash after it leaves more pages marked written than were,
- * never fewer.
+ * Re-arming needs no commit: it is done while the process is frozen for the image X being taken
+ * against parent Y, before the image is known to be good, and loses no written page whether X
+ * ever commits or not. The pages written since Y (the bits, read by a scan that clears nothing,
+ * plus what the memfd carried if Y is its base) are recorded in the memfd as carried, with Y as
+ * base and X as armed (record: carried first, ids last, so that the memfd says at every instant
+ * something the bits and the carried pages over-approximate); then PAGEMAP_SCAN with
+ * PM_SCAN_WP_MATCHING write-protects every page (protect). The next checkpoint against X takes
+ * the bits; against Y (X failed, was killed or removed), the carried pages and the bits; against
+ * any other image, the pages are compared by hashes. So the process can run again at once, its
+ * pages written from a copy-on-write snapshot, as in a plain checkpoint.
  */
 import * as fs from 'fs';
 import { CheckpointContext, CheckpointTask, CptError, linux } from '@cptrst/core';
@@ -41,8 +47,18 @@ const TRACKER_SCRIPT = [
   '  sleep 2 </dev/null',
   'done',
 ].join('\n');
-/** Size of the memfd holding the id of the image the tracking was last armed for. */
+/**
+ * The memfd (TrackState): magic, armed id, base id, the number of carried ranges, the ranges
+ * ([start, end) as two u64 each). A memfd of an older cptrst holds only an id (its armed one).
+ */
+const MAGIC = Buffer.from('cptrstT1', 'latin1');
 const ID_BYTES = 64;
+const ARMED_AT = 8;
+const BASE_AT = ARMED_AT + ID_BYTES;
+const COUNT_AT = BASE_AT + ID_BYTES;
+const RANGES_AT = COUNT_AT + 8;
+/** Carried ranges at most (1 MiB of memfd): more are coarsened (merged into larger aligned ranges). */
+const MAX_CARRIED = 65536;
 const FEATURES = BigInt(UFFD.FEATURE_WP_ASYNC | UFFD.FEATURE_WP_UNPOPULATED);
 
 export interface TrackerRef {
@@ -149,13 +165,100 @@ function trackerFd(t: TrackerRef, which: 'uffd' | 'memfd'): number {
   }
 }
 
-/** The image id the tracker's tracking was last armed for ('' if none). */
-function armedFor(t: TrackerRef): string {
+/** An address range [start, end). */
+export interface Range {
+  start: bigint;
+  end: bigint;
+}
+
+/** What a tracker's bits mean, as its memfd says. */
+interface TrackState {
+  /** The image whose freeze the bits were last cleared at: pages written since it have their bit set ('' if none). */
+  armed: string;
+  /** An image the carried ranges hold for: pages written since it are in them or have their bit set ('' if none). */
+  base: string;
+  carried: Range[];
+}
+
+const idOf = (b: Buffer, at: number): string => b.subarray(at, at + ID_BYTES).toString('latin1').replace(/\0.*$/s, '');
+
+/** The tracker's state (a memfd of an older cptrst: its id as the armed one, no base). */
+function readState(t: TrackerRef): TrackState {
   const fd = trackerFd(t, 'memfd');
   try {
-    const b = Buffer.alloc(ID_BYTES);
-    const n = fs.readSync(fd, b, 0, ID_BYTES, 0);
-    return b.subarray(0, n).toString('latin1').replace(/\0.*$/s, '');
+    const size = fs.fstatSync(fd).size;
+    const b = Buffer.alloc(size);
+    const n = fs.readSync(fd, b, 0, size, 0);
+    if (n < RANGES_AT || !b.subarray(0, MAGIC.length).equals(MAGIC)) return { armed: idOf(b, 0), base: '', carried: [] };
+    const count = b.readUInt32LE(COUNT_AT);
+    const base = idOf(b, BASE_AT);
+    // A count the memfd does not hold: no base (a torn state is never trusted).
+    if (RANGES_AT + count * 16 > n) return { armed: idOf(b, ARMED_AT), base: '', carried: [] };
+    const carried: Range[] = [];
+    for (let i = 0; i < count; i++) carried.push({ start: b.readBigUInt64LE(RANGES_AT + i * 16), end: b.readBigUInt64LE(RANGES_AT + i * 16 + 8) });
+    return { armed: idOf(b, ARMED_AT), base, carried };
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function idBytes(id: string): Buffer {
+  const b = Buffer.alloc(ID_BYTES);
+  b.write(id, 'latin1');
+  return b;
+}
+
+/** Sorted, merged ranges; past `max`, merged into ranges aligned to ever larger powers of two (more pages, never fewer). */
+export function boundedRanges(ranges: Range[], max = MAX_CARRIED): Range[] {
+  let out = mergeRanges(ranges);
+  for (let shift = 12n; out.length > max; shift++) {
+    const g = 1n << shift;
+    out = mergeRanges(out.map((r) => ({ start: (r.start / g) * g, end: ((r.end + g - 1n) / g) * g })));
+  }
+  return out;
+}
+
+function mergeRanges(ranges: Range[]): Range[] {
+  const s = ranges.filter((r) => r.end > r.start).sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+  const out: Range[] = [];
+  for (const r of s) {
+    const last = out[out.length - 1];
+    if (last && r.start <= last.end) {
+      if (r.end > last.end) last.end = r.end;
+    } else out.push({ start: r.start, end: r.end });
+  }
+  return out;
+}
+
+/**
+ * Records the state for the image being taken, `armed`, before its bits are cleared (protect):
+ * `base` (or '') and the pages written since it. In an order that leaves, at every instant, a
+ * state the bits and the carried ranges over-approximate: the base is forgotten first, the ranges
+ * written, then the base, then the armed image (until then the old one, for which the bits hold).
+ */
+export function record(t: TrackerRef, armed: string, base: string, carried: Range[]): void {
+  const ranges = base ? boundedRanges(carried) : [];
+  const fd = trackerFd(t, 'memfd');
+  try {
+    const head = Buffer.alloc(MAGIC.length);
+    const n = fs.readSync(fd, head, 0, head.length, 0);
+    if (n === MAGIC.length && head.equals(MAGIC)) fs.writeSync(fd, Buffer.alloc(ID_BYTES), 0, ID_BYTES, BASE_AT);
+    else {
+      // An older cptrst's memfd: no state at all until this one is complete.
+      fs.writeSync(fd, Buffer.alloc(RANGES_AT), 0, RANGES_AT, 0);
+      fs.writeSync(fd, MAGIC, 0, MAGIC.length, 0);
+    }
+    const body = Buffer.alloc(ranges.length * 16);
+    ranges.forEach((r, i) => {
+      body.writeBigUInt64LE(r.start, i * 16);
+      body.writeBigUInt64LE(r.end, i * 16 + 8);
+    });
+    if (body.length) fs.writeSync(fd, body, 0, body.length, RANGES_AT);
+    const count = Buffer.alloc(4);
+    count.writeUInt32LE(ranges.length);
+    fs.writeSync(fd, count, 0, 4, COUNT_AT);
+    if (base) fs.writeSync(fd, idBytes(base), 0, ID_BYTES, BASE_AT);
+    fs.writeSync(fd, idBytes(armed), 0, ID_BYTES, ARMED_AT);
   } finally {
     fs.closeSync(fd);
   }
@@ -168,6 +271,8 @@ export interface Tracking {
   fresh: boolean;
   /** Whether its write bits hold since the parent image (else every page counts as written). */
   valid: boolean;
+  /** Pages written since the parent that the bits no longer show (the parent is the tracker's base). */
+  carried: Range[];
 }
 
 /**
@@ -181,21 +286,22 @@ export function tracking(ctx: CheckpointContext, task: CheckpointTask, start: bi
   if (recorded && parentId !== undefined) {
     if (!isTrackerOf(recorded, task.pid, start)) why = `its tracker (pid ${recorded.pid}) is gone`;
     else {
-      let armed = '';
+      let state: TrackState = { armed: '', base: '', carried: [] };
       try {
-        armed = armedFor(recorded);
+        state = readState(recorded);
       } catch (e) {
         why = `its tracker (pid ${recorded.pid}) cannot be read (${(e as Error).message})`;
       }
-      if (!why && armed === parentId) return { t: { tracker: recorded, fresh: false, valid: true } };
-      why ??= `its tracking was armed for another image (${armed || 'none'}), not the parent`;
+      if (!why && state.armed === parentId) return { t: { tracker: recorded, fresh: false, valid: true, carried: [] } };
+      if (!why && state.base === parentId) return { t: { tracker: recorded, fresh: false, valid: true, carried: state.carried } };
+      why ??= `its tracking holds since other images (${[state.armed, state.base].filter((x) => x).join(', ') || 'none'}), not the parent`;
     }
   } else if (parentId !== undefined) why = 'the parent image has no tracker for it';
   // Tracking cannot be trusted: any tracker of the process goes (its areas are unregistered), and a new one starts.
   for (const old of trackersOf(task.pid, start)) stopTracker(old);
   try {
     const tracker = newTracker(ctx, task, start);
-    return { t: { tracker, fresh: true, valid: false }, why };
+    return { t: { tracker, fresh: true, valid: false, carried: [] }, why };
   } catch (e) {
     return { why: `${why ? why + '; ' : ''}no new tracking: ${(e as Error).message}` };
   }
@@ -257,7 +363,8 @@ function newTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint)
     const m = linux.rawSyscall(SYS.memfd_create, Buffer.from(`${MEMFD_NAME}\0`), 1 /* MFD_CLOEXEC */);
     if (m < 0n) throw new CptError(linux.errnoName(Number(-m)), 'memfd_create failed');
     memfd = Number(m);
-    fs.ftruncateSync(memfd, ID_BYTES);
+    fs.writeSync(memfd, MAGIC, 0, MAGIC.length, 0);
+    fs.ftruncateSync(memfd, RANGES_AT);
     const child = linux.childProcess().spawn('/bin/sh', ['-c', TRACKER_SCRIPT, MARKER, String(task.pid), String(start)], { stdio: ['ignore', 'ignore', 'ignore', mine, memfd], detached: true });
     child.on('error', () => undefined);
     child.unref();
@@ -313,18 +420,10 @@ export function writtenRegions(pagemapFd: number, start: bigint, end: bigint): A
 }
 
 /**
- * After the commit: the tracker's memfd says the new image, then every registered page of the
- * process is write-protected again (pages written from here on are the next image's).
+ * Write-protects every registered page of the process (pages written from here on are the next
+ * image's): after record(), while the process is frozen.
  */
-export function arm(pid: number, t: TrackerRef, imageId: string, userTop: bigint): void {
-  const fd = trackerFd(t, 'memfd');
-  try {
-    const b = Buffer.alloc(ID_BYTES);
-    b.write(imageId, 'latin1');
-    fs.writeSync(fd, b, 0, ID_BYTES, 0);
-  } finally {
-    fs.closeSync(fd);
-  }
+export function protect(pid: number, userTop: bigint): void {
   const pm = fs.openSync(`/proc/${pid}/pagemap`, 'r');
   try {
     linux.pagemapScan(pm, 0n, userTop, 0n, PAGE_IS.WRITTEN, { mask: PAGE_IS.WRITTEN, flags: PM_SCAN.WP_MATCHING });

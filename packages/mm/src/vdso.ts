@@ -44,8 +44,9 @@ export class VdsoVma implements VmaKindHandler {
   map(): void {}
 }
 
-export function vdsoPieces(pid: number): VdsoPiece[] {
-  return linux.readMaps(pid).filter((m) => VDSO_NAMES.includes(m.path)).map((m) => Object.assign(new VdsoPiece(), { name: m.path, start: m.start, end: m.end }));
+/** The vDSO's pieces in `maps` (default: the process's maps, read now), in address order. */
+export function vdsoPieces(pid: number, maps: ReadonlyArray<linux.MapEntry> = linux.readMaps(pid)): VdsoPiece[] {
+  return maps.filter((m) => VDSO_NAMES.includes(m.path)).map((m) => Object.assign(new VdsoPiece(), { name: m.path, start: m.start, end: m.end }));
 }
 
 /**

@@ -220,14 +220,15 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
     const kinds = c.resolveAll<VmaKindHandler>(Tokens.VmaKind);
     const kind = (k: string) => kinds.find((h) => h.kind === k)!;
     const task = taskOf(t.pid);
+    const ctx = checkpointContext(c);
     const vmas = linux.readSmaps(t.pid);
     const anon = vmas.find((v) => v.start === t.vars.anon)!;
     expect(anon.end - anon.start).to.equal(16n * PG); // its own VMA (guard pages around it)
-    expect(storedRuns(task, anon, kind('anon'))).to.deep.equal([[0, 2], [5, 1], [15, 1]]);
+    expect(storedRuns(ctx, task, anon, kind('anon'))).to.deep.equal([[0, 2], [5, 1], [15, 1]]);
 
     // A fully written area of 4100 pages: runs are cut at 4096 pages (runs of at most 16 MiB; dumpPages cuts them into 2 MiB PAGES objects).
     const big = vmas.find((v) => v.start === t.vars.big)!;
-    expect(storedRuns(task, big, kind('anon'))).to.deep.equal([[0, 4096], [4096, 4]]);
+    expect(storedRuns(ctx, task, big, kind('anon'))).to.deep.equal([[0, 4096], [4096, 4]]);
     // smaps says every page of it is anonymous: the runs come without a pagemap read, the same as the pagemap's.
     expect(big.anonymous).to.equal(big.size);
     expect(wholeAreaRuns(big, kind('anon'))).to.deep.equal(pagemapRuns(task, big, kind('anon')));
@@ -242,32 +243,45 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
 
     // The shared anonymous area: only its written page.
     const shared = vmas.find((v) => v.start === t.vars.shared)!;
-    expect(storedRuns(task, shared, kind('shared-anon'))).to.deep.equal([[0, 1]]);
+    expect(storedRuns(ctx, task, shared, kind('shared-anon'))).to.deep.equal([[0, 1]]);
 
     // Never-touched guard pages (PROT_NONE, no RSS): nothing, without reading the pagemap.
     const guard = vmas.find((v) => v.end === t.vars.anon)!;
     expect(guard.prot).to.deep.equal({ read: false, write: false, exec: false });
     expect(guard.rss).to.equal(0);
-    expect(storedRuns(task, guard, kind('anon'))).to.deep.equal([]);
+    expect(storedRuns(ctx, task, guard, kind('anon'))).to.deep.equal([]);
 
     // The vDSO's pages are the kernel's: never stored.
     const vdso = vmas.find((v) => v.path === '[vdso]')!;
-    expect(storedRuns(task, vdso, kind('vdso'))).to.deep.equal([]);
+    expect(storedRuns(ctx, task, vdso, kind('vdso'))).to.deep.equal([]);
 
     // PAGEMAP_SCAN (where the kernel has it) and the entry-by-entry pagemap agree on every area and kind.
     for (const v of vmas.filter((x) => x.rss > 0 && x.path !== '[vsyscall]')) {
       for (const k of ['anon', 'file', 'shared-anon']) {
-        const scanned = scannedRuns(t.pid, v, kind(k));
+        const scanned = scannedRuns(ctx, task, v, kind(k));
         if (scanned) expect(scanned, `${v.start.toString(16)} ${v.path} as ${k}`).to.deep.equal(pagemapRuns(task, v, kind(k)));
       }
     }
+    // One pagemap descriptor for the task, whatever the number of areas read, closed at the checkpoint's end.
+    const pagemaps = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === `/proc/${t.pid}/pagemap`;
+      } catch {
+        return false;
+      }
+    }).length;
+    expect(pagemaps()).to.equal(1);
+    ctx.runAtEnd();
+    expect(pagemaps()).to.equal(0);
   });
 
   it('storedRuns: a private file mapping stores only the pages the process modified (anonymous copies)', async () => {
     const data = path.join(tmpDir(), 'mapped-file');
     const t = await startTarget(bin, [data]);
-    const kinds = containerWithMm().resolveAll<VmaKindHandler>(Tokens.VmaKind);
+    const c = containerWithMm();
+    const kinds = c.resolveAll<VmaKindHandler>(Tokens.VmaKind);
     const task = taskOf(t.pid);
+    const ctx = checkpointContext(c);
     const file = linux.readSmaps(t.pid).find((v) => v.start === t.vars.file)!;
     expect(file.end - file.start).to.equal(8n * PG);
     expect(file.shared).to.equal(false);
@@ -275,9 +289,10 @@ describe('mm: VMA kinds and stored pages on a real process', function () {
     const pm = linux.readPagemap(t.pid, file.start, 8);
     expect([...pm].map(isPresentOrSwapped)).to.deep.equal(Array(8).fill(true));
     expect([...pm].map(isAnonCopy)).to.deep.equal([false, false, true, false, false, false, true, false]);
-    expect(storedRuns(task, file, kinds.find((k) => k.kind === 'file')!)).to.deep.equal([[2, 1], [6, 1]]);
+    expect(storedRuns(ctx, task, file, kinds.find((k) => k.kind === 'file')!)).to.deep.equal([[2, 1], [6, 1]]);
     // The anon rule would have taken every present page: the file kind's rule is what saves them.
-    expect(storedRuns(task, file, kinds.find((k) => k.kind === 'anon')!)).to.deep.equal([[0, 8]]);
+    expect(storedRuns(ctx, task, file, kinds.find((k) => k.kind === 'anon')!)).to.deep.equal([[0, 8]]);
+    ctx.runAtEnd();
     // The file itself is unchanged (MAP_PRIVATE): the modifications are the process's own.
     const content = fs.readFileSync(data);
     expect(content.length).to.equal(8 * 4096);

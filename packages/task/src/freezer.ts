@@ -56,10 +56,13 @@ export class PtraceFreezer implements Freezer {
     let task: CheckpointTask | undefined;
     try {
       group.freeze();
+      // It may have changed before the stop; the read made now serves the handlers (frozenStatus),
+      // the main thread's seccomp suspension and its tracee (its seccomp mode and dispositions).
+      const frozen = this.refuseUnsupported(pid, ancestors);
+      group.suspendSeccomp(frozen);
       const stopSignal = wasStopped ? group.groupStopSignal || linux.SIG.SIGSTOP : 0;
-      task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped], [STOP_SIGNAL, stopSignal]]));
-      // It may have changed before the stop; the read made now serves the handlers (frozenStatus).
-      setFrozenStatus(task, this.refuseUnsupported(pid, ancestors));
+      task = group.frozenTask(ctx, new TaskState([[WAS_STOPPED, wasStopped], [STOP_SIGNAL, stopSignal]]), frozen);
+      setFrozenStatus(task, frozen);
       ctx.progress({ phase: 'frozen', pid });
       return task;
     } catch (e) {
@@ -154,17 +157,18 @@ export class ThreadGroupFreeze {
       for (const tid of [...this.pending]) this.collectStop(tid);
     }
     if (!this.stopped.has(this.pid)) throw new CptError('ESRCH', 'the process exited while it was being frozen', { pid: this.pid });
-    this.suspendSeccomp();
   }
 
   /**
    * cptrst's calls inside a thread under seccomp must not meet its filters (one may kill the
    * process for a call it never makes itself): PTRACE_O_SUSPEND_SECCOMP until the detach. Only
-   * once every thread is stopped, since a running one could still give the others a filter (TSYNC).
+   * once every thread is stopped (after freeze()), since a running one could still give the others
+   * a filter (TSYNC). `main`: the main thread's status, read since they all stopped.
    */
-  private suspendSeccomp(): void {
+  suspendSeccomp(main: linux.ProcStatus): void {
     for (const tid of this.stopped) {
-      if (linux.readStatus(this.pid, tid).seccomp !== 0) ptrace.setOptions(tid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACECLONE | PTRACE_O.SUSPEND_SECCOMP);
+      const seccomp = tid === this.pid ? main.seccomp : linux.readStatus(this.pid, tid).seccomp;
+      if (seccomp !== 0) ptrace.setOptions(tid, PTRACE_O.TRACESYSGOOD | PTRACE_O.TRACECLONE | PTRACE_O.SUSPEND_SECCOMP);
     }
   }
 
@@ -178,9 +182,9 @@ export class ThreadGroupFreeze {
    * Once this returns, every thread is let go through the task's tracees (letGo(false) for the
    * threads the freeze may still hold on a failure).
    */
-  frozenTask(ctx: CheckpointContext, state: TaskState): CheckpointTask {
+  frozenTask(ctx: CheckpointContext, state: TaskState, status: linux.ProcStatus): CheckpointTask {
     const factory = ctx.one(Tokens.TraceeFactory);
-    const tracee = factory.fromStopped(this.pid, this.pid);
+    const tracee = factory.fromStopped(this.pid, this.pid, { status });
     tracee.interceptedSignals.push(...this.intercepted);
     const threads: TaskThread[] = [];
     for (const tid of this.stoppedThreads()) {

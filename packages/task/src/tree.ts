@@ -18,7 +18,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, FrozenTree, RestartContext, RestartTask, SHARED_WITH_PARENT, StateKey,
   TaskState, Tokens, Tracee, encodeStruct, frozenStatus, linux, noteTree, refuse,
 } from '@cptrst/core';
-import { releaseTracee } from '@cptrst/core';
+import { isChildSubreaper, releaseTracee } from '@cptrst/core';
 
 const { CLONE, KCMP, SIG, SYS, PR, WAIT } = linux;
 
@@ -147,15 +147,20 @@ function exiting(pid: number, e: CptError): boolean {
  */
 function refuseStopSignal(pid: number): void {
   let st: linux.ProcStat;
-  let status: linux.ProcStatus;
   try {
     st = linux.readStat(pid);
-    status = linux.readStatus(pid);
   } catch {
     return;
   }
   const sig = st.exitCode;
   if (st.state !== 'T' || sig === SIG.SIGSTOP || !linux.STOP_SIGNALS.has(sig)) return;
+  // Its status only for a process stopped so (the time of a read is in the frozen window of the tree's first processes).
+  let status: linux.ProcStatus;
+  try {
+    status = linux.readStatus(pid);
+  } catch {
+    return;
+  }
   const bit = 1n << BigInt(sig - 1);
   const why = status.sigBlk & bit ? 'blocked' : status.sigCgt & bit ? 'handled' : status.sigIgn & bit ? 'ignored' : '';
   if (why) refuse(pid, 'stop', `the process was stopped by ${linux.signalName(sig)}, which it has ${why} since: it could not be stopped again by that signal`);
@@ -361,10 +366,7 @@ function checkGoneSession(tree: FrozenTree, task: CheckpointTask, st: linux.Proc
   const parent = tree.tasks.find((t) => t.pid === st.ppid);
   const p = parent?.tracee;
   let subreaper = false;
-  if (p && !parent.zombie) {
-    const at = p.stage(Buffer.alloc(4), 0);
-    subreaper = p.syscall(SYS.prctl, [PR.GET_CHILD_SUBREAPER, at, 0, 0, 0]) === 0n && p.readMemory(at, 4).readInt32LE(0) !== 0;
-  }
+  if (p && !parent.zombie) subreaper = isChildSubreaper(p) === true;
   if (!subreaper) refuse(task.pid, what, `the process is in session ${sid}, neither its own nor its parent's, and its parent ${st.ppid} is no child subreaper that adopted it: its parent changed session after making it, which cannot be made again`);
 }
 

@@ -7,7 +7,7 @@
 import { TextDecoder } from 'util';
 import { CptError } from '../errors';
 import { ImageError } from './image-error';
-import { FieldSpec, Layout, LayoutClass, layoutForType, layoutOf } from './layout';
+import { FieldKind, FieldSpec, Layout, LayoutClass, layoutForType, layoutOf } from './layout';
 
 /** Nested records deeper than this are refused (a self-referencing layout must not overflow the stack). */
 const MAX_DEPTH = 32;
@@ -16,24 +16,27 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 class Out {
   buf = Buffer.allocUnsafe(256);
+  /** The same bytes as buf: DataView's setters are engine built-ins, fast from the first call (Buffer's BigInt writers run as JavaScript). */
+  view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
   len = 0;
   reserve(n: number): number {
     if (this.len + n > this.buf.length) {
       const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
       this.buf.copy(next, 0, 0, this.len);
       this.buf = next;
+      this.view = new DataView(next.buffer, next.byteOffset, next.length);
     }
     const at = this.len;
     this.len += n;
     return at;
   }
-  // Each writer reserves first and reads this.buf after: reserve() may replace the buffer.
-  u8(v: number): void { const at = this.reserve(1); this.buf.writeUInt8(v, at); }
-  u16(v: number): void { const at = this.reserve(2); this.buf.writeUInt16LE(v, at); }
-  u32(v: number): void { const at = this.reserve(4); this.buf.writeUInt32LE(v, at); }
-  i32(v: number): void { const at = this.reserve(4); this.buf.writeInt32LE(v, at); }
-  u64(v: bigint): void { const at = this.reserve(8); this.buf.writeBigUInt64LE(v, at); }
-  i64(v: bigint): void { const at = this.reserve(8); this.buf.writeBigInt64LE(v, at); }
+  // Each writer reserves first and reads this.buf/this.view after: reserve() may replace the buffer.
+  u8(v: number): void { const at = this.reserve(1); this.view.setUint8(at, v); }
+  u16(v: number): void { const at = this.reserve(2); this.view.setUint16(at, v, true); }
+  u32(v: number): void { const at = this.reserve(4); this.view.setUint32(at, v, true); }
+  i32(v: number): void { const at = this.reserve(4); this.view.setInt32(at, v, true); }
+  u64(v: bigint): void { const at = this.reserve(8); this.view.setBigUint64(at, v, true); }
+  i64(v: bigint): void { const at = this.reserve(8); this.view.setBigInt64(at, v, true); }
   raw(v: Uint8Array): void { const at = this.reserve(v.length); this.buf.set(v, at); }
   str(s: string): void {
     const n = Buffer.byteLength(s, 'utf8');
@@ -43,52 +46,65 @@ class Out {
   }
 }
 
-function encodeError(path: string, expected: string, v: unknown): CptError {
+/**
+ * Where a value sits in the record, for an error message: built only when one is thrown (a string
+ * per field, built for every field, was most of the cost of encoding a record).
+ */
+type Where = () => string;
+
+function encodeError(where: Where, expected: string, v: unknown): CptError {
   const got = typeof v === 'bigint' ? `${v}n` : typeof v === 'string' ? JSON.stringify(v.slice(0, 40)) : String(v);
-  return new CptError('EINVAL', `cannot encode ${path}: expected ${expected}, got ${typeof v} ${got}`, { object: 'image record' });
+  return new CptError('EINVAL', `cannot encode ${where()}: expected ${expected}, got ${typeof v} ${got}`, { object: 'image record' });
 }
 
 function intIn(v: unknown, lo: number, hi: number): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= lo && v <= hi;
 }
 
+const MAX_U64 = 0xffffffffffffffffn;
+const MIN_I64 = -(1n << 63n);
+const MAX_I64 = (1n << 63n) - 1n;
 
-function encodeValue(out: Out, f: FieldSpec, v: unknown, path: string, depth: number): void {
-  switch (f.kind) {
+/** The element kind of each array kind. */
+const ELEMENT_KIND = { u64s: 'u64', u32s: 'u32', strs: 'str', records: 'record' } as const;
+
+/** One scalar (or one nested record) of kind `kind`; `layout` for a record. */
+function encodeValue(out: Out, kind: FieldKind, layout: LayoutClass | undefined, v: unknown, where: Where, depth: number): void {
+  switch (kind) {
     case 'u8':
-      if (!intIn(v, 0, 0xff)) throw encodeError(path, 'u8', v);
+      if (!intIn(v, 0, 0xff)) throw encodeError(where, 'u8', v);
       out.u8(v);
       return;
     case 'u16':
-      if (!intIn(v, 0, 0xffff)) throw encodeError(path, 'u16', v);
+      if (!intIn(v, 0, 0xffff)) throw encodeError(where, 'u16', v);
       out.u16(v);
       return;
     case 'u32':
-      if (!intIn(v, 0, 0xffffffff)) throw encodeError(path, 'u32', v);
+      if (!intIn(v, 0, 0xffffffff)) throw encodeError(where, 'u32', v);
       out.u32(v);
       return;
     case 'i32':
-      if (!intIn(v, -0x80000000, 0x7fffffff)) throw encodeError(path, 'i32', v);
+      if (!intIn(v, -0x80000000, 0x7fffffff)) throw encodeError(where, 'i32', v);
       out.i32(v);
       return;
     case 'u64':
-      if (typeof v !== 'bigint' || v < 0n || v > 0xffffffffffffffffn) throw encodeError(path, 'u64 bigint', v);
+      if (typeof v !== 'bigint' || v < 0n || v > MAX_U64) throw encodeError(where, 'u64 bigint', v);
       out.u64(v);
       return;
     case 'i64':
-      if (typeof v !== 'bigint' || v < -(1n << 63n) || v >= 1n << 63n) throw encodeError(path, 'i64 bigint', v);
+      if (typeof v !== 'bigint' || v < MIN_I64 || v > MAX_I64) throw encodeError(where, 'i64 bigint', v);
       out.i64(v);
       return;
     case 'bool':
-      if (typeof v !== 'boolean') throw encodeError(path, 'boolean', v);
+      if (typeof v !== 'boolean') throw encodeError(where, 'boolean', v);
       out.u8(v ? 1 : 0);
       return;
     case 'str':
-      if (typeof v !== 'string') throw encodeError(path, 'string', v);
+      if (typeof v !== 'string') throw encodeError(where, 'string', v);
       out.str(v);
       return;
     case 'bytes': {
-      if (!(v instanceof Uint8Array)) throw encodeError(path, 'Buffer', v);
+      if (!(v instanceof Uint8Array)) throw encodeError(where, 'Buffer', v);
       out.u32(v.length);
       out.raw(v);
       return;
@@ -97,34 +113,88 @@ function encodeValue(out: Out, f: FieldSpec, v: unknown, path: string, depth: nu
     case 'u32s':
     case 'strs':
     case 'records': {
-      if (!Array.isArray(v)) throw encodeError(path, `${f.kind} array`, v);
-      if (v.length > 0xffffffff) throw encodeError(path, 'at most 2^32-1 elements', v.length);
+      if (!Array.isArray(v)) throw encodeError(where, `${kind} array`, v);
+      if (v.length > 0xffffffff) throw encodeError(where, 'at most 2^32-1 elements', v.length);
       out.u32(v.length);
-      const el: FieldSpec = { name: f.name, kind: ({ u64s: 'u64', u32s: 'u32', strs: 'str', records: 'record' } as const)[f.kind], layout: f.layout };
-      v.forEach((x, i) => encodeValue(out, el, x, `${path}[${i}]`, depth));
+      const el = ELEMENT_KIND[kind];
+      for (let i = 0; i < v.length; i++) encodeValue(out, el, layout, v[i], () => `${where()}[${i}]`, depth);
       return;
     }
     case 'record': {
-      if (v === null || typeof v !== 'object') throw encodeError(path, 'object', v);
-      const nested = nestedLayout(f, path);
+      if (v === null || typeof v !== 'object') throw encodeError(where, 'object', v);
+      const nested = nestedLayout(layout, where);
       const at = out.reserve(4);
-      encodeFields(out, nested, v, path, depth + 1);
-      out.buf.writeUInt32LE(out.len - at - 4, at);
+      encodeFields(out, nested, v, where, depth + 1);
+      out.view.setUint32(at, out.len - at - 4, true);
       return;
     }
   }
 }
 
-function nestedLayout(f: FieldSpec, path: string): Layout {
-  const l = layoutOf(f.layout);
-  if (!l) throw new CptError('EINVAL', `${path}: ${f.layout?.name} is not decorated with @recordLayout`, { object: 'image layout' });
+function nestedLayout(layout: LayoutClass | undefined, where: Where): Layout {
+  const l = layoutOf(layout);
+  if (!l) throw new CptError('EINVAL', `${where()}: ${layout?.name} is not decorated with @recordLayout`, { object: 'image layout' });
   return l;
 }
 
-function encodeFields(out: Out, layout: Layout, obj: object, path: string, depth: number): void {
-  if (depth > MAX_DEPTH) throw new CptError('EINVAL', `${path}: records nested deeper than ${MAX_DEPTH}`, { object: 'image record' });
+function encodeFields(out: Out, layout: Layout, obj: object, where: Where, depth: number): void {
+  if (depth > MAX_DEPTH) throw new CptError('EINVAL', `${where()}: records nested deeper than ${MAX_DEPTH}`, { object: 'image record' });
   const values = obj as Record<string, unknown>;
-  for (const f of layout.fields) encodeValue(out, f, values[f.name], `${path}.${f.name}`, depth);
+  for (const f of layout.fields) encodeValue(out, f.kind, f.layout, values[f.name], () => `${where()}.${f.name}`, depth);
+}
+
+/**
+ * A record's values as they were when captured, to be encoded later (encodeCaptured): what the
+ * writer keeps of an object it defers. Numbers, bigints and strings are kept as they are, Buffers
+ * and arrays copied, nested records captured in turn: whatever the caller does to the object after,
+ * the encoding is that of the object at capture. A value the encoder would refuse is kept as is,
+ * and refused when encoded.
+ */
+export interface CapturedRecord {
+  readonly layout: Layout;
+  readonly values: Record<string, unknown>;
+}
+
+/** Captures an instance of a decorated class (its class decides the layout). */
+export function captureRecord(obj: object): CapturedRecord {
+  const layout = layoutOf(obj?.constructor);
+  if (!layout) {
+    throw new CptError('EINVAL', `cannot encode ${obj?.constructor?.name}: not an @objectType/@recordLayout class`, { object: 'image record' });
+  }
+  return { layout, values: captureFields(layout, obj, 0) };
+}
+
+function captureFields(layout: Layout, obj: object, depth: number): Record<string, unknown> {
+  const from = obj as Record<string, unknown>;
+  const values: Record<string, unknown> = {};
+  for (const f of layout.fields) values[f.name] = captureValue(f.kind, f.layout, from[f.name], depth);
+  return values;
+}
+
+function captureValue(kind: FieldKind, layout: LayoutClass | undefined, v: unknown, depth: number): unknown {
+  switch (kind) {
+    case 'bytes':
+      return v instanceof Uint8Array ? new Uint8Array(v) : v;
+    case 'u64s':
+    case 'u32s':
+    case 'strs':
+      return Array.isArray(v) ? v.slice() : v;
+    case 'records':
+      return Array.isArray(v) ? v.map((x: unknown) => captureValue('record', layout, x, depth)) : v;
+    case 'record': {
+      const nested = layoutOf(layout);
+      return v !== null && typeof v === 'object' && nested && depth < MAX_DEPTH ? captureFields(nested, v, depth + 1) : v;
+    }
+    default:
+      return v;
+  }
+}
+
+/** Encodes a captured record: the bytes encodeRecord gave for the object when it was captured. */
+export function encodeCaptured(c: CapturedRecord): Buffer {
+  const out = new Out();
+  encodeFields(out, c.layout, c.values, () => c.layout.name, 0);
+  return out.buf.subarray(0, out.len);
 }
 
 /** Encodes an instance of a decorated class (its class decides the layout). */
@@ -134,7 +204,7 @@ export function encodeRecord(obj: object): Buffer {
     throw new CptError('EINVAL', `cannot encode ${obj?.constructor?.name}: not an @objectType/@recordLayout class`, { object: 'image record' });
   }
   const out = new Out();
-  encodeFields(out, layout, obj, layout.name, 0);
+  encodeFields(out, layout, obj, () => layout.name, 0);
   return out.buf.subarray(0, out.len);
 }
 
@@ -245,7 +315,7 @@ function decodeValue(inp: In, f: FieldSpec, path: string, depth: number): unknow
       const lenAt = inp.pos;
       const n = inp.u32(path);
       const at = inp.need(n, path, lenAt);
-      return decodeFields(new In(b, at, at + n, inp.ctx), nestedLayout(f, path), path, depth + 1);
+      return decodeFields(new In(b, at, at + n, inp.ctx), nestedLayout(f.layout, () => path), path, depth + 1);
     }
   }
 }
@@ -260,7 +330,7 @@ function defaultValue(f: FieldSpec, path: string, depth: number): unknown {
     case 'u64s': case 'u32s': case 'strs': case 'records': return [];
     case 'record': {
       if (depth > MAX_DEPTH) throw new CptError('EINVAL', `${path}: records nested deeper than ${MAX_DEPTH}`, { object: 'image layout' });
-      const nested = nestedLayout(f, path);
+      const nested = nestedLayout(f.layout, () => path);
       const obj = Object.create(nested.ctor.prototype as object) as Record<string, unknown>;
       for (const g of nested.fields) obj[g.name] = defaultValue(g, `${path}.${g.name}`, depth + 1);
       return obj;

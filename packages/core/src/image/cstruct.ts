@@ -223,7 +223,9 @@ function writeField(out: Buffer, at: number, f: CFieldSpec, v: unknown, where: s
       return;
     }
     case 'u64': case 'i64':
-      out.writeBigUInt64LE(BigInt.asUintN(64, toBig(v, where)), at);
+      // A DataView's setter (an engine built-in, fast from the first call; Buffer's runs as
+      // JavaScript, cold in a checkpoint's frozen window); it wraps to 64 bits as C stores it.
+      new DataView(out.buffer, out.byteOffset + at, 8).setBigUint64(0, toBig(v, where), true);
       return;
     case 'bytes': {
       if (!(v instanceof Uint8Array)) throw new CptError('EINVAL', `${where}: expected a Buffer`);

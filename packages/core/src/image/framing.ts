@@ -131,14 +131,23 @@ let zlibBytes = 0;
 type CrcFn = (buf: Uint8Array, crc: number) => number;
 let fastCrc: CrcFn | null | undefined;
 
+/**
+ * The bytes the optional checksum addons are checked on at load, against values computed
+ * otherwise: long enough for their vectorised paths, not a multiple of any block size.
+ */
+function probeBytes(): Buffer {
+  const probe = Buffer.allocUnsafe(FAST_CRC_MIN + 4099);
+  for (let i = 0; i < probe.length; i++) probe[i] = (i * 2654435761) >>> 24;
+  return probe;
+}
+
 function loadFastCrc(): CrcFn | null {
   fastCrc = null;
   if (process.env.CPTRST_CRC === 'zlib') return null;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, optional
     const f = (require('@node-rs/crc32') as { crc32: CrcFn }).crc32;
-    const probe = Buffer.allocUnsafe(FAST_CRC_MIN + 4099);
-    for (let i = 0; i < probe.length; i++) probe[i] = (i * 2654435761) >>> 24;
+    const probe = probeBytes();
     for (const seed of [0, 0xdeadbeef, 0xffffffff]) {
       if (f(probe, seed) >>> 0 !== zlib.crc32(probe, seed)) return null;
     }
@@ -210,8 +219,7 @@ function xxh3Addon(): Xxh3Addon | null {
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded on first use, optional
     const h = (require('@node-rs/xxhash') as { xxh3: Xxh3Addon }).xxh3;
-    const probe = Buffer.allocUnsafe(FAST_CRC_MIN + 4099);
-    for (let i = 0; i < probe.length; i++) probe[i] = (i * 2654435761) >>> 24;
+    const probe = probeBytes();
     const want: Array<[bigint, bigint]> = [[0n, 0x55049a26dd0ebf70n], [0xdeadbeefn, 0x90394e4372a9c296n], [0xffffffffn, 0xf3ba10f68842a31dn]];
     for (const [seed, value] of want) {
       const s = h.Xxh3.withSeed(seed);

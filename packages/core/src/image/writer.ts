@@ -4,7 +4,7 @@
  * TERMINATOR. See framing.ts for the object header and where page payloads go.
  */
 import { asCptError, CptError } from '../errors';
-import { encodeRecord } from './codec';
+import { CapturedRecord, captureRecord, encodeCaptured, encodeRecord } from './codec';
 import { alignUp, crc32, encodeHeader, HASH_PAGES_AFTER, hashedPagesAvailable, headerCrc, HeaderOffset, isValidPageSize, OBJ_HEADER_SIZE, payloadSum } from './framing';
 import { CompressionName, checkCompression, compressPages } from './compress';
 import { ImageHead, PagesFollow, Terminator } from './head';
@@ -74,6 +74,36 @@ interface DeferredObject {
   toFile?: PayloadFileSource;
 }
 
+/**
+ * A record without payload written while deferring: its values captured, encoded and framed only
+ * when the deferred objects are written out (a record's bytes do not depend on its offset), so
+ * that a checkpoint that lets the process run does not encode its records while it is frozen.
+ */
+interface DeferredRecord {
+  type: number;
+  tag: number;
+  ptag: number;
+  flags: number;
+  record: CapturedRecord;
+  /** Its body, once encoded (for offset while deferring). */
+  body?: Buffer;
+}
+
+/**
+ * A record encoded only when the deferred objects are written out (writeLater): its fields may
+ * be filled meanwhile (by the payload sources before it), its encoded length may not change.
+ */
+interface LateRecord {
+  late: object;
+  type: number;
+  tag: number;
+  ptag: number;
+  flags: number;
+  length: number;
+}
+
+type Deferred = Buffer | DeferredObject | DeferredRecord | LateRecord;
+
 /** An object of the pages section (writeWithPagesAtEnd): framed and given its tag by writeTail(). */
 interface TailObject {
   type: number;
@@ -125,8 +155,7 @@ export class ImageWriter {
   /** Type of every tag written, to check parents the way the reader will. */
   private readonly tagTypes = new Map<number, number>();
   /** While deferring: everything since deferWrites(), in stream order, kept in memory. */
-  private queue?: Array<Buffer | DeferredObject>;
-  private queued = 0;
+  private queue?: Deferred[];
   /** The payload buffer of deferred objects, reused. */
   private payloadBuf?: Buffer;
   /** The objects of the pages section, written by writeTail(). */
@@ -166,7 +195,24 @@ export class ImageWriter {
    * deferring with compression, deferred payloads count at their plain size (an upper bound).
    */
   get offset(): number {
-    return this.flushed + this.used + this.queued;
+    return this.flushed + this.used + (this.queue ? this.queuedBytes(this.queue) : 0);
+  }
+
+  /** The bytes of what is deferred, as if written now (plain: an upper bound with compression). */
+  private queuedBytes(q: Deferred[]): number {
+    const start = this.flushed + this.used;
+    let at = start;
+    for (const e of q) {
+      if (Buffer.isBuffer(e)) at += e.length;
+      else if ('record' in e) at += OBJ_HEADER_SIZE + this.bodyOf(e).length;
+      else if ('late' in e) at += OBJ_HEADER_SIZE + e.length;
+      else at = alignUp(at + OBJ_HEADER_SIZE + e.body.length, this.pageSize) + e.bytes;
+    }
+    return at - start;
+  }
+
+  private bodyOf(e: DeferredRecord): Buffer {
+    return (e.body ??= encodeCaptured(e.record));
   }
 
   /**
@@ -200,17 +246,37 @@ export class ImageWriter {
     return this.deferObject(type, encodeRecord(obj), bytes, fill, ptag, flags, opts.toFile);
   }
 
+  /**
+   * Writes a record object that, while deferring, is encoded only when flushDeferred() reaches it:
+   * after the payload sources of the objects before it have run (which may fill its fields, e.g.
+   * the hashes of those pages). Its encoded length must stay what it is now. Not deferring: written now.
+   */
+  writeLater(obj: object, opts: { ptag?: number } = {}): number {
+    if (!this.queue) return this.write(obj, opts);
+    const { type, ptag, flags } = this.check(obj, opts.ptag);
+    const length = encodeRecord(obj).length;
+    this.checkSize(type, OBJ_HEADER_SIZE + length);
+    const tag = this.takeTag(type);
+    this.queue.push({ late: obj, type, tag, ptag, flags, length });
+    return tag;
+  }
+
+  /** A late record (writeLater), encoded and framed now. */
+  private emitLate(e: LateRecord): void {
+    const body = encodeRecord(e.late);
+    if (body.length !== e.length) throw invalid(`${typeName(e.type)}: ${body.length} bytes encoded late, ${e.length} announced`);
+    this.emitFramed(this.header(e.type, ContentKind.RECORD, e.tag, body, 0, 0, e.ptag, e.flags), body, [], [], 0);
+  }
+
   /** Queues an object whose payload `fill` gives at flush time; returns its tag. */
   private deferObject(type: number, body: Buffer, bytes: number, fill: PayloadSource, ptag: number, flags: number, toFile?: PayloadFileSource): number {
-    const q = this.queue as Array<Buffer | DeferredObject>;
-    // Refused now if it would be too big plain (compressed, it can only be smaller).
-    const bodyEnd = this.offset + OBJ_HEADER_SIZE + body.length;
-    const total = alignUp(bodyEnd, this.pageSize) - this.offset + bytes;
-    this.checkSize(type, total);
+    const q = this.queue as Deferred[];
+    // Refused now if it would be too big plain, padding aside (compressed, it can only be
+    // smaller); its padding, which depends on the records deferred before it, is counted when it
+    // is written out, which refuses it then if that makes it too big.
+    this.checkSize(type, OBJ_HEADER_SIZE + body.length + bytes);
     const tag = this.takeTag(type);
     q.push({ type, tag, ptag, flags, body, bytes, fill, toFile });
-    // As if written plain: offset stays exact without compression (an upper bound with it).
-    this.queued += total;
     return tag;
   }
 
@@ -222,7 +288,6 @@ export class ImageWriter {
     const q = this.queue;
     if (!q) return;
     this.queue = undefined;
-    this.queued = 0; // from here on, offset is where the next queued piece lands
     const file = this.payloadFile(q);
     if (file) {
       try {
@@ -241,6 +306,14 @@ export class ImageWriter {
           this.append(e);
           continue;
         }
+        if ('record' in e) {
+          this.emitRecord(e);
+          continue;
+        }
+        if ('late' in e) {
+          this.emitLate(e);
+          continue;
+        }
         const payload = await this.payloadBuffer(e.bytes);
         e.fill(payload);
         this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
@@ -253,8 +326,8 @@ export class ImageWriter {
    * The image file, if any deferred payload can go into it in place and the file allows it
    * (PayloadFile.open); the bytes before are flushed to it first.
    */
-  private payloadFile(q: Array<Buffer | DeferredObject>): PayloadFile | undefined {
-    if (this.file === undefined || !q.some((e) => !Buffer.isBuffer(e) && e.toFile)) return undefined;
+  private payloadFile(q: Deferred[]): PayloadFile | undefined {
+    if (this.file === undefined || !q.some((e) => !Buffer.isBuffer(e) && 'toFile' in e && e.toFile)) return undefined;
     this.flush();
     return PayloadFile.open(this.file, this.offset, 'image file');
   }
@@ -266,11 +339,19 @@ export class ImageWriter {
    * header, which holds the checksum, is written at its place once the payloads of up to
    * IN_PLACE_WINDOW bytes are in and checksummed from one mapping (settle()).
    */
-  private async flushInPlace(q: Array<Buffer | DeferredObject>, file: PayloadFile, after?: (bytes: number) => void | Promise<void>): Promise<void> {
+  private async flushInPlace(q: Deferred[], file: PayloadFile, after?: (bytes: number) => void | Promise<void>): Promise<void> {
     const waiting: InPlaceObject[] = [];
     for (const e of q) {
       if (Buffer.isBuffer(e)) {
         this.append(e);
+        continue;
+      }
+      if ('record' in e) {
+        this.emitRecord(e);
+        continue;
+      }
+      if ('late' in e) {
+        this.emitLate(e);
         continue;
       }
       if (e.toFile) {
@@ -430,7 +511,20 @@ export class ImageWriter {
   /** Writes a record object; its type comes from the object's class. Returns its tag. */
   write(obj: object, opts: { ptag?: number } = {}): number {
     const { type, ptag, flags } = this.check(obj, opts.ptag);
+    if (this.queue) {
+      // Deferred: its values captured now, encoded when written out (emitRecord).
+      const record = captureRecord(obj);
+      const tag = this.takeTag(type);
+      this.queue.push({ type, tag, ptag, flags, record });
+      return tag;
+    }
     return this.emit(type, ContentKind.RECORD, encodeRecord(obj), [], ptag, 0, flags);
+  }
+
+  /** A deferred record, framed and written out with the tag it was given. */
+  private emitRecord(e: DeferredRecord): void {
+    const body = this.bodyOf(e);
+    this.emitFramed(this.header(e.type, ContentKind.RECORD, e.tag, body, 0, 0, e.ptag, e.flags), body, [], [], 0);
   }
 
   /** Writes a record followed by a page-aligned payload (a whole number of pages). Returns its tag. */
@@ -598,7 +692,6 @@ export class ImageWriter {
     if (this.queue) {
       // Deferred: kept (copied: callers reuse their buffers) until flushDeferred().
       this.queue.push(Buffer.from(b));
-      this.queued += b.length;
       return;
     }
     if (b.length >= DIRECT_WRITE || b.length > this.buf.length) {
