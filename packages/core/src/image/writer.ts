@@ -301,25 +301,24 @@ export class ImageWriter {
       return;
     }
     await this.overlapped(async () => {
-      for (const e of q) {
-        if (Buffer.isBuffer(e)) {
-          this.append(e);
-          continue;
-        }
-        if ('record' in e) {
-          this.emitRecord(e);
-          continue;
-        }
-        if ('late' in e) {
-          this.emitLate(e);
-          continue;
-        }
+      for (const queued of q) {
+        const e = this.emitWithoutPayload(queued);
+        if (!e) continue;
         const payload = await this.payloadBuffer(e.bytes);
         e.fill(payload);
         this.emitPages(e.type, e.tag, e.body, [payload], e.bytes, e.ptag, e.flags);
         await after?.(e.bytes);
       }
     });
+  }
+
+  /** Writes out a queued piece that has no payload (bytes, a captured or a late record); an object with pages is returned instead. */
+  private emitWithoutPayload(e: Deferred): DeferredObject | undefined {
+    if (Buffer.isBuffer(e)) this.append(e);
+    else if ('record' in e) this.emitRecord(e);
+    else if ('late' in e) this.emitLate(e);
+    else return e;
+    return undefined;
   }
 
   /**
@@ -341,19 +340,9 @@ export class ImageWriter {
    */
   private async flushInPlace(q: Deferred[], file: PayloadFile, after?: (bytes: number) => void | Promise<void>): Promise<void> {
     const waiting: InPlaceObject[] = [];
-    for (const e of q) {
-      if (Buffer.isBuffer(e)) {
-        this.append(e);
-        continue;
-      }
-      if ('record' in e) {
-        this.emitRecord(e);
-        continue;
-      }
-      if ('late' in e) {
-        this.emitLate(e);
-        continue;
-      }
+    for (const queued of q) {
+      const e = this.emitWithoutPayload(queued);
+      if (!e) continue;
       if (e.toFile) {
         waiting.push(this.emitInPlace(e, file));
         const first = waiting[0];
