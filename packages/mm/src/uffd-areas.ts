@@ -23,12 +23,6 @@ function uffdRegistered(v: VmaEntry): boolean {
   return v.vmFlags.some((f) => f in UFFD_MODES);
 }
 
-/**
- * Refuses the areas of `vmas` registered with a userfaultfd other than a tracker's of cptrst's;
- * the tracker's lose their "uw" (it is not the process's state) and are returned, by start.
- * Where what a tracker killed alone left may still hold its userfaultfd (awaitLeftovers), that is
- * waited for and the areas are read again with `reread` (into `vmas`): the registration has ended.
- */
 /** The trackers of each process found before the freeze (noteTrackers), by pid. */
 const KNOWN_TRACKERS = new WeakMap<CheckpointContext, Map<number, TrackerRef[]>>();
 
@@ -43,6 +37,12 @@ export function noteTrackers(ctx: CheckpointContext, pid: number): void {
   }
 }
 
+/**
+ * Refuses the areas of `vmas` registered with a userfaultfd other than a tracker's of cptrst's;
+ * the tracker's lose their "uw" (it is not the process's state) and are returned, by start.
+ * Where what a tracker killed alone left may still hold its userfaultfd (awaitLeftovers), that is
+ * waited for and the areas are read again with `reread` (into `vmas`): the registration has ended.
+ */
 export function trackerAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[], reread?: () => VmaEntry[]): Set<bigint> {
   const reg = vmas.filter(uffdRegistered);
   if (!reg.length) return new Set();
