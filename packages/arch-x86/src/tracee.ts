@@ -984,12 +984,11 @@ export class X86Tracee implements Tracee {
 
   /** The next stop, polled for until `until` (Date.now()); ETIMEDOUT after it, the task left as it is. */
   private waitBefore(until: number, nr: number): linux.WaitResult {
-    const cell = new Int32Array(new SharedArrayBuffer(4));
     for (let pause = 0.05; ; pause = Math.min(pause * 2, 5)) {
       const w = waitpid(this.tid, linux.WAIT.__WALL | linux.WAIT.WNOHANG);
       if (w.pid !== 0) return w;
       if (Date.now() > until) throw new CptError('ETIMEDOUT', `syscall ${nr} inside the process did not return in time`, { pid: this.pid });
-      Atomics.wait(cell, 0, 0, pause);
+      linux.sleepMs(pause);
     }
   }
 

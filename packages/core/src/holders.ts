@@ -31,29 +31,10 @@ function add(index: HolderIndex, key: string, h: Holder): void {
 
 function scan(task: CheckpointTask): HolderIndex {
   const index: HolderIndex = new Map();
-  let pids: number[];
-  try {
-    pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
-  } catch {
-    return index;
-  }
-  for (const pid of pids) {
+  for (const pid of linux.allPids()) {
     if (pid === task.pid || pid === process.pid) continue;
     addInFlightOf(index, pid);
-    let fds: string[];
-    try {
-      fds = fs.readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue; // gone, or a kernel thread
-    }
-    for (const name of fds) {
-      const fd = Number(name);
-      let link: string;
-      try {
-        link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        continue;
-      }
+    for (const { fd, link } of linux.fdLinks(pid)) {
       if (link.startsWith('pipe:') || link.startsWith('socket:')) {
         add(index, link, { pid, fd });
       } else if (link.startsWith('/')) {

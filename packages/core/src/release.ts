@@ -10,7 +10,7 @@ import type { ReleaseMode, Tracee } from './contract';
 import { CptError } from './errors';
 import { SIG } from './linux/constants';
 import { reapKilled } from './linux/helper-process';
-import { kill } from './linux/process';
+import { kill, sleepMs } from './linux/process';
 import { listThreads, readStat } from './linux/proc';
 import { SYS } from './linux/syscalls';
 
@@ -160,13 +160,12 @@ function reapIfTraced(pid: number, tid: number): void {
  * little) until it is stopped, so that "left stopped" holds when release returns.
  */
 function waitUntilStopped(pid: number): void {
-  const pause = new Int32Array(new SharedArrayBuffer(4));
   for (let i = 0; i < 2000; i++) {
     try {
       if (readStat(pid).state === 'T') return;
     } catch {
       return; // gone
     }
-    Atomics.wait(pause, 0, 0, 1);
+    sleepMs(1);
   }
 }

@@ -10,7 +10,6 @@
  * process "in the tree" is one cptrst holds (it is its tracer): the other holders of a terminal are
  * outside.
  */
-import * as fs from 'fs';
 import { CptError } from './errors';
 import type { Tracee } from './contract';
 import type { CheckpointContext } from './context';
@@ -78,9 +77,7 @@ export function ptyMasterSeen(ctx: CheckpointContext, index: number): PtySeen | 
 /** The processes other than those of the tree whose controlling terminal is `rdev`, from one scan of /proc. */
 export function outsideCttyHolders(rdev: bigint): number[] {
   const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of linux.allPids()) {
     try {
       const st = linux.readStat(pid);
       if (st.ttyNr !== 0 && ttyNrToRdev(st.ttyNr) === rdev && !heldByUs(pid)) out.push(pid);

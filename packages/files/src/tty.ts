@@ -345,23 +345,9 @@ function ptyHolders(ctx: CheckpointContext, index: number): PtyHolders {
       if (!h) all!.set(i, (h = { masters: [], slaves: [] }));
       return h;
     };
-    for (const name of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-      const pid = Number(name);
-      let fds: string[];
-      try {
-        fds = fs.readdirSync(`/proc/${pid}/fd`);
-      } catch {
-        continue;
-      }
-      for (const n of fds) {
-        const fd = Number(n);
-        let link: string;
-        try {
-          link = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-        } catch {
-          continue;
-        }
+    for (const pid of linux.allPids()) {
+      if (pid === process.pid) continue;
+      for (const { fd, link } of linux.fdLinks(pid)) {
         if (PTMX_PATHS.includes(link)) {
           const i = masterIndex(pid, fd);
           if (i !== undefined) of(i).masters.push({ pid, fd });
@@ -533,11 +519,10 @@ const CARRIED_PTYS = new WeakMap<CheckpointContext, Map<number, SharedObject>>()
 function carryMaster(ctx: CheckpointContext, task: CheckpointTask, f: OpenFile, idx: number, h: PtyHolders, masters: Array<{ pid: number; fd: number }>): void {
   const rdev = ptySlaveRdev(idx);
   const pids = [task.pid, ...[...h.masters, ...h.slaves].map((x) => x.pid).filter(heldByUs)];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
+  for (const pid of linux.allPids()) {
     try {
-      const st = linux.readStat(Number(name));
-      if (st.ttyNr !== 0 && ttyNrToRdev(st.ttyNr) === rdev && heldByUs(Number(name))) pids.push(Number(name));
+      const st = linux.readStat(pid);
+      if (st.ttyNr !== 0 && ttyNrToRdev(st.ttyNr) === rdev && heldByUs(pid)) pids.push(pid);
     } catch {
       /* gone */
     }

@@ -60,7 +60,7 @@ export function preRead(ctx: CheckpointContext, pid: number): void {
     const vmas = linux.readSmaps(pid).filter((v) => v.path !== '[vsyscall]');
     const map = PRE_READ.get(ctx) ?? new Map<number, PreRead>();
     PRE_READ.set(ctx, map);
-    map.set(pid, { vmas, ownUffd: hasOwnUserfaultfd(pid), uffdElsewhere: userfaultfdElsewhere(pid) });
+    map.set(pid, { vmas, ownUffd: hasOwnUserfaultfd(pid), uffdElsewhere: userfaultfdElsewhere(ctx, pid) });
   } catch (e) {
     ctx.log.debug(`pid ${pid}: no hints (${(e as Error).message})`);
   }

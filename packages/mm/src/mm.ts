@@ -31,7 +31,7 @@ import { FileVma, closeOpenFile, holdOpenFile } from './file';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
-import { noteTrackers, trackerAreas } from './uffd-areas';
+import { awaitTrackerLeftovers, noteTrackers, trackerAreas } from './uffd-areas';
 import { markTreeShared, unmapTreeShared } from './shared-anon';
 import { dropHints, hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
 
@@ -218,6 +218,8 @@ export class MmDump implements DumpHandler {
 
   /** An incremental checkpoint reads its parent image before the freeze; one from a snapshot, the process's areas (hints.ts). */
   prepare(ctx: CheckpointContext, pid: number): void {
+    // First, so that what is read next does not show a killed tracker's registrations ending meanwhile.
+    awaitTrackerLeftovers(ctx);
     if (ctx.incremental) {
       // Its areas are registered with its tracker, if it has one: found now, checked again while frozen.
       noteTrackers(ctx, pid);
@@ -258,12 +260,9 @@ export class MmDump implements DumpHandler {
     // cptrst's (uffd-areas.ts), which is not the process's state and is not recorded.
     let registered = new Set<bigint>();
     const fromSmaps = (): { areas: Area[]; mm: MmImage } => {
-      const read = (): VmaEntry[] => {
-        all = linux.readSmaps(task.pid);
-        return all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
-      };
-      const vmas = read();
-      registered = ctx.timed('uffd areas', () => trackerAreas(ctx, task, vmas, read));
+      all = linux.readSmaps(task.pid);
+      const vmas = all.filter((v) => v.path !== '[vsyscall]' && !reserved.some((r) => r.start === v.start && r.end === v.end));
+      registered = ctx.timed('uffd areas', () => trackerAreas(ctx, task, vmas));
       return checkAreas(ctx, task, vmas);
     };
     let checked: { areas: Area[]; mm: MmImage };

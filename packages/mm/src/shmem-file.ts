@@ -34,13 +34,11 @@ function usedAsFiles(): Set<bigint> {
   if (used) return used;
   const found = new Set<bigint>();
   const dev = internalShmDev();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of linux.allPids()) {
     try {
-      for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+      for (const { fd, link } of linux.fdLinks(pid)) {
         try {
-          if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) !== SHMEM_FILE_PATH) continue;
+          if (link !== SHMEM_FILE_PATH) continue;
           const st = fs.statSync(`/proc/${pid}/fd/${fd}`, { bigint: true });
           if (st.dev === dev) found.add(st.ino);
         } catch {

@@ -74,18 +74,10 @@ function startTimeOf(pid: number): bigint | undefined {
   }
 }
 
-function cmdlineOf(pid: number): string[] {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
-  } catch {
-    return [];
-  }
-}
-
 /** Whether `t` is a live tracker of process `pid` started at `start` (its command line says so). */
 function isTrackerOf(t: TrackerRef, pid: number, start: bigint): boolean {
   if (startTimeOf(t.pid) !== t.start) return false;
-  const argv = cmdlineOf(t.pid);
+  const argv = linux.cmdlineIfAlive(t.pid);
   const i = argv.indexOf(MARKER);
   return i > 0 && argv[i + 1] === String(pid) && argv[i + 2] === String(start);
 }
@@ -93,13 +85,12 @@ function isTrackerOf(t: TrackerRef, pid: number, start: bigint): boolean {
 /** Every live tracker of the process (normally none or one; more only after cptrst died in between). */
 export function trackersOf(pid: number, start: bigint): TrackerRef[] {
   const out: TrackerRef[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    const argv = cmdlineOf(Number(d));
+  for (const p of linux.allPids()) {
+    const argv = linux.cmdlineIfAlive(p);
     const i = argv.indexOf(MARKER);
     if (i > 0 && argv[i + 1] === String(pid) && argv[i + 2] === String(start)) {
-      const s = startTimeOf(Number(d));
-      if (s !== undefined) out.push({ pid: Number(d), start: s });
+      const s = startTimeOf(p);
+      if (s !== undefined) out.push({ pid: p, start: s });
     }
   }
   return out;
@@ -126,7 +117,7 @@ export function stopTracker(t: TrackerRef): void {
     /* gone already */
   }
   // Its userfaultfd is closed when it exits (a zombie holds no files): only then are the areas free.
-  for (let i = 0; i < 400 && startTimeOf(t.pid) === t.start && !isZombie(t.pid); i++) sleepMs(5);
+  for (let i = 0; i < 400 && startTimeOf(t.pid) === t.start && !isZombie(t.pid); i++) linux.sleepMs(5);
 }
 
 function isZombie(pid: number): boolean {
@@ -307,11 +298,6 @@ export function tracking(ctx: CheckpointContext, task: CheckpointTask, start: bi
   }
 }
 
-/** Sleeps `ms` milliseconds (the tree is frozen: nothing else is waited for meanwhile). */
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
 /** Waits (at most 5 s) until the tracker runs its script holding the userfaultfd and the memfd. */
 function waitReady(t: TrackerRef, pid: number, start: bigint): boolean {
   for (let i = 0; i < 1000; i++) {
@@ -319,7 +305,7 @@ function waitReady(t: TrackerRef, pid: number, start: bigint): boolean {
       if (findFd(t.pid, UFFD_LINK) !== undefined && findFd(t.pid, MEMFD_LINK) !== undefined) return true;
     }
     if (startTimeOf(t.pid) !== t.start) return false;
-    sleepMs(5);
+    linux.sleepMs(5);
   }
   return false;
 }
@@ -396,7 +382,7 @@ export function registerAreas(t: TrackerRef, ranges: Array<{ start: bigint; end:
       let e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
       // An old tracker's userfaultfd may still be open for a moment (its sleep holds a copy for up to 2 s).
       for (let i = 0; i < 80 && e === -linux.ERRNO.EBUSY; i++) {
-        sleepMs(50);
+        linux.sleepMs(50);
         e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
       }
       if (e < 0) throw new CptError(linux.errnoName(-e), `UFFDIO_REGISTER of ${r.start.toString(16)}-${r.end.toString(16)} failed (${linux.errnoName(-e)})`);
@@ -458,5 +444,5 @@ export function trackerRegistered(pid: number, start: bigint, areas: ReadonlyArr
 
 /** Whether `pid` runs as a tracker (of any process): its userfaultfd can only reach the memory of the process it tracks. */
 export function isTracker(pid: number): boolean {
-  return cmdlineOf(pid).indexOf(MARKER) > 0;
+  return linux.cmdlineIfAlive(pid).indexOf(MARKER) > 0;
 }

@@ -11,7 +11,6 @@
  * the tracker's userfaultfd is a no-op on its own areas, EBUSY on another's), not guessed from the
  * process holding no userfaultfd itself.
  */
-import * as fs from 'fs';
 import { CheckpointContext, CheckpointTask, linux, refuse } from '@cptrst/core';
 import { VmaEntry, describeVma } from './vma';
 import { TrackerRef, hasOwnUserfaultfd, isTracker, trackerRegistered, trackersOf } from './tracking';
@@ -40,21 +39,14 @@ export function noteTrackers(ctx: CheckpointContext, pid: number): void {
 /**
  * Refuses the areas of `vmas` registered with a userfaultfd other than a tracker's of cptrst's;
  * the tracker's lose their "uw" (it is not the process's state) and are returned, by start.
- * Where what a tracker killed alone left may still hold its userfaultfd (awaitLeftovers), that is
- * waited for and the areas are read again with `reread` (into `vmas`): the registration has ended.
  */
-export function trackerAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[], reread?: () => VmaEntry[]): Set<bigint> {
+export function trackerAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[]): Set<bigint> {
   const reg = vmas.filter(uffdRegistered);
   if (!reg.length) return new Set();
   const own = hasOwnUserfaultfd(task.pid);
   // A tracker registers private areas for write protection only, and only in a process that holds no userfaultfd itself.
   const candidates = own ? [] : reg.filter((v) => !v.shared && v.vmFlags.every((f) => !(f in UFFD_MODES) || f === 'uw'));
   const tracked = candidates.length ? trackerRegistered(task.pid, BigInt(linux.readStat(task.pid).startTime), candidates, KNOWN_TRACKERS.get(ctx)?.get(task.pid)) : new Set<bigint>();
-  if (reread && reg.some((v) => !tracked.has(v.start)) && awaitLeftovers()) {
-    // What a tracker killed alone left has ended, and its registrations with it: the areas again.
-    vmas.splice(0, vmas.length, ...reread());
-    return trackerAreas(ctx, task, vmas);
-  }
   for (const v of reg) {
     if (tracked.has(v.start)) continue;
     const modes = v.vmFlags.filter((f) => f in UFFD_MODES);
@@ -66,60 +58,48 @@ export function trackerAreas(ctx: CheckpointContext, task: CheckpointTask, vmas:
 }
 
 const UFFD_LINK = 'anon_inode:[userfaultfd]';
-/** A tracker's pause (tracking.ts): `sleep 2`, which holds copies of the tracker's fds. */
-const TRACKER_SLEEP = 'sleep\u00002\u0000';
 
-/** Every fd of the system that links to a userfaultfd: [holder pid, fd]. */
-function* userfaultfds(): Generator<[number, string]> {
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    let fds: string[];
-    try {
-      fds = fs.readdirSync(`/proc/${d}/fd`);
-    } catch {
-      continue; // gone, or a kernel thread
-    }
-    for (const fd of fds) {
-      try {
-        if (fs.readlinkSync(`/proc/${d}/fd/${fd}`) === UFFD_LINK) yield [Number(d), fd];
-      } catch {
-        /* closed meanwhile */
-      }
-    }
-  }
+/** Whether `pid` is a tracker's pause (tracking.ts): `sleep 2`, which holds copies of the tracker's fds. */
+function isTrackerSleep(pid: number): boolean {
+  const argv = linux.cmdlineIfAlive(pid);
+  return argv.length === 2 && argv[0] === 'sleep' && argv[1] === '2';
 }
 
-function cmdline(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1');
-  } catch {
-    return '';
+/** The holders of a userfaultfd on the system, from one walk of every process's fds before the freeze. */
+const UFFD_HOLDERS = new WeakMap<CheckpointContext, Array<{ pid: number; fd: number }>>();
+
+function userfaultfdHolders(ctx: CheckpointContext): Array<{ pid: number; fd: number }> {
+  let found = UFFD_HOLDERS.get(ctx);
+  if (!found) {
+    found = [];
+    for (const pid of linux.allPids()) for (const { fd, link } of linux.fdLinks(pid)) if (link === UFFD_LINK) found.push({ pid, fd });
+    UFFD_HOLDERS.set(ctx, found);
   }
+  return found;
 }
 
 /**
- * A tracker killed alone (its process group was not) leaves its `sleep` holding the userfaultfd,
- * and with it the registrations, for up to 2 s. Where a `sleep 2` holds a userfaultfd, waits (at
- * most 3 s) until every such one has ended and says so; false at once where none does. Waiting
- * only delays: whatever is still registered afterwards is asked about again, and refused.
+ * Before the freeze, once per checkpoint: a tracker killed alone (its process group was not)
+ * leaves its `sleep` holding the userfaultfd, and with it the registrations, for up to 2 s. Where
+ * a `sleep 2` holds one, waits (at most 3 s) until every such one has ended, so that the frozen
+ * window finds the registrations gone instead of refusing them. Waiting only delays: whatever is
+ * still registered at the freeze is refused.
  */
-function awaitLeftovers(): boolean {
-  const sleeps = [...userfaultfds()].filter(([pid]) => cmdline(pid) === TRACKER_SLEEP).map(([pid]) => pid);
-  if (!sleeps.length) return false;
-  const cell = new Int32Array(new SharedArrayBuffer(4));
-  for (let i = 0; i < 300 && sleeps.some((pid) => cmdline(pid) === TRACKER_SLEEP); i++) Atomics.wait(cell, 0, 0, 10);
-  return true;
+export function awaitTrackerLeftovers(ctx: CheckpointContext): void {
+  if (UFFD_HOLDERS.has(ctx)) return;
+  const sleeps = userfaultfdHolders(ctx).filter((h) => isTrackerSleep(h.pid)).map((h) => h.pid);
+  for (let i = 0; i < 300 && sleeps.some(isTrackerSleep); i++) linux.sleepMs(10);
 }
 
 /**
  * A process other than `pid`, cptrst and cptrst's trackers that holds a userfaultfd (which it may
- * use to register areas of `pid`, if the fd was made there), named; undefined if none. Read before
- * the freeze (hints.ts): it costs a look at every fd of the system, which the frozen window does
- * not pay.
+ * use to register areas of `pid`, if the fd was made there), named; undefined if none. From the
+ * walk before the freeze (awaitTrackerLeftovers): it costs a look at every fd of the system,
+ * which the frozen window does not pay.
  */
-export function userfaultfdElsewhere(pid: number): string | undefined {
-  for (const [holder, fd] of userfaultfds()) {
-    if (holder !== pid && holder !== process.pid && !isTracker(holder) && cmdline(holder) !== TRACKER_SLEEP) return `process ${holder} holds a userfaultfd (fd ${fd})`;
+export function userfaultfdElsewhere(ctx: CheckpointContext, pid: number): string | undefined {
+  for (const { pid: holder, fd } of userfaultfdHolders(ctx)) {
+    if (holder !== pid && holder !== process.pid && !isTracker(holder) && !isTrackerSleep(holder)) return `process ${holder} holds a userfaultfd (fd ${fd})`;
   }
   return undefined;
 }

@@ -19,7 +19,6 @@
  * that no SIGTTOU stops it): the group a pty's session leader had in the foreground, and for a
  * shell job the restored group when it was in the foreground of the shell's terminal.
  */
-import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointFlags, CheckpointTask, CptError, DumpHandler, ObjectType, RestartContext, RestartFlags, RestartTask,
   RestoreHandler, RestoreObject, StateKey, heldByUs, linux, objectType, outsideCttyHolders, ptyIndexOfRdev, ptyMasterSeen, ptySlaveRdev,
@@ -53,13 +52,12 @@ function groupMembers(ctx: CheckpointContext, pgid: number): number[] {
   if (!m) {
     m = new Map();
     GROUPS.set(ctx, m);
-    for (const n of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(n)) continue;
+    for (const pid of linux.allPids()) {
       try {
-        const g = linux.readStat(Number(n)).pgrp;
+        const g = linux.readStat(pid).pgrp;
         const list = m.get(g);
-        if (list) list.push(Number(n));
-        else m.set(g, [Number(n)]);
+        if (list) list.push(pid);
+        else m.set(g, [pid]);
       } catch {
         /* gone */
       }

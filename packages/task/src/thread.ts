@@ -251,7 +251,7 @@ function makeThread(ctx: RestartContext, task: RestartTask, main: Tracee, tid: n
   for (;;) {
     const r = main.syscall(SYS.clone3, [argsAddr, args.length]);
     if (r === -BigInt(linux.ERRNO.EEXIST) && Date.now() < deadline) {
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+      linux.sleepMs(50);
       continue;
     }
     if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `clone3 of thread ${tid} failed: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object: `thread ${tid}` });

@@ -135,7 +135,7 @@ function exiting(pid: number, e: CptError): boolean {
       return true;
     }
     if (e.code === 'EBUSY' && tracer !== 0) return false; // really traced by someone
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    linux.sleepMs(10);
   }
   return false;
 }
@@ -560,7 +560,7 @@ export function cloneInto(ctx: RestartContext, parent: Tracee, pid: number, exit
         throw new CptError('EEXIST', `PID ${pid} is taken by ${describeHolder(pid)}; waited ${waitMs} ms for it to be freed`, { pid, object: `pid ${pid}` });
       }
       if (attempt === 0) ctx.log.info(`pid ${pid} is taken by ${describeHolder(pid)}; waiting for it`);
-      sleepMs(50);
+      linux.sleepMs(50);
       continue;
     }
     if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `clone3 with set_tid ${pid} in process ${parent.pid} failed: ${linux.errnoName(Number(-r))}`, { pid, object: 'clone3' });
@@ -590,8 +590,4 @@ function describeHolder(pid: number): string {
   } catch {
     return `a process ${pid} that is going away`;
   }
-}
-
-function sleepMs(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }

@@ -4,18 +4,10 @@ import { CptError, asCptError } from '../errors';
 import { errnoError, rawSyscall, withFileWindow } from '../linux/libc';
 import type { MemoryRegion } from '../linux/libc';
 import { SEEK, onlyRootCanChange } from '../linux/files';
+import { sleepMs } from '../linux/process';
 import { SYS } from '../linux/syscalls';
 import type { ImageSource } from './reader';
 import type { ImageSink } from './writer';
-
-/** Made at the first wait, not when the module loads (a start-up snapshot has no SharedArrayBuffer). */
-let sleeper: Int32Array | undefined;
-
-/** Synchronous sleep: the image code is synchronous, and a non-blocking pipe may be full/empty. */
-function sleepMs(ms: number): void {
-  sleeper ??= new Int32Array(new SharedArrayBuffer(4));
-  Atomics.wait(sleeper, 0, 0, ms);
-}
 
 /** A CptError naming the stream, without Node's "ENOSPC: " prefix repeated in the message. */
 function streamError(e: unknown, object: string): CptError {

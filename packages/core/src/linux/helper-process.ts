@@ -7,7 +7,7 @@ import type * as ChildProcess from 'child_process';
 import { CptError } from '../errors';
 import { O, PTRACE_EVENT, PTRACE_O, SIG, WAIT } from './constants';
 import { errnoError, rawSyscall, spawnProcess } from './libc';
-import { kill } from './process';
+import { kill, sleepMs } from './process';
 import { ptrace } from './ptrace';
 import { SYS } from './syscalls';
 import { waitpid } from './wait';
@@ -106,11 +106,10 @@ export function spawnPipedHelper(path: string, args: readonly string[], fds: rea
       // A helper gone already makes the write fail (EPIPE): it is reaped all the same.
       rawSyscall(SYS.write, writeEnd, bytes, bytes.length);
       rawSyscall(SYS.close, writeEnd);
-      const pause = new Int32Array(new SharedArrayBuffer(4));
       try {
         for (let waited = 0; waited < DISMISS_WAIT_MS; waited++) {
           if (waitpid(pid, WAIT.WNOHANG).pid !== 0) return;
-          Atomics.wait(pause, 0, 0, 1);
+          sleepMs(1);
         }
       } catch {
         /* reaped already */

@@ -532,6 +532,37 @@ export function listFds(pid: number): number[] {
   return numericEntries(readDir(`/proc/${pid}/fd`, pid));
 }
 
+/** Every process as /proc lists it now, in no order; none where /proc cannot be read. */
+export function allPids(): number[] {
+  try {
+    return fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n)).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The open fds of `pid` with their links, as a walk of every process's fds needs them: none where
+ * the process is gone (or is a kernel thread), and an fd closed meanwhile left out.
+ */
+export function fdLinks(pid: number): Array<{ fd: number; link: string }> {
+  let names: string[];
+  try {
+    names = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return [];
+  }
+  const out: Array<{ fd: number; link: string }> = [];
+  for (const name of names) {
+    try {
+      out.push({ fd: Number(name), link: fs.readlinkSync(`/proc/${pid}/fd/${name}`) });
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return out;
+}
+
 /** The /proc/PID/fd/FD link: a path, or "pipe:[ino]", "socket:[ino]", "anon_inode:[eventfd]", ... */
 export function readFdLink(pid: number, fd: number): string {
   return readLink(`/proc/${pid}/fd/${fd}`, pid);
@@ -695,6 +726,15 @@ export function readCmdline(pid: number): string[] {
   const parts = t.split('\0');
   if (parts[parts.length - 1] === '') parts.pop();
   return parts;
+}
+
+/** /proc/PID/cmdline split at NULs, or none where the process is gone (a check on someone else's process). */
+export function cmdlineIfAlive(pid: number): string[] {
+  try {
+    return readCmdline(pid);
+  } catch {
+    return [];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

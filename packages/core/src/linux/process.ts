@@ -12,6 +12,18 @@ import { KcmpEpollSlot, Rlimit } from './structs';
 
 export { RLIM_INFINITY };
 
+/** Made at the first wait, not when the module loads (a start-up snapshot has no SharedArrayBuffer). */
+let sleeper: Int32Array | undefined;
+
+/**
+ * Sleeps `ms` milliseconds (fractions allowed), blocking the JavaScript thread: cptrst's flow is
+ * synchronous, and while a tree is frozen nothing else is waited for meanwhile.
+ */
+export function sleepMs(ms: number): void {
+  sleeper ??= new Int32Array(new SharedArrayBuffer(4));
+  Atomics.wait(sleeper, 0, 0, ms);
+}
+
 /** kill(2). */
 export function kill(pid: number, sig: number): void {
   checkedSyscall(`kill(${pid}, ${sig})`, pid, SYS.kill, pid, sig);
