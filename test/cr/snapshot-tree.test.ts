@@ -18,29 +18,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointFlags, loadModule, sys_checkpoint } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, procState, readImage, sleep, startWorkload, trigger, waitGone,
+  Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, membersOf, procState, readImage, sleep, startWorkload, tracerOf, trigger,
+  waitGone,
 } from '../support';
-
-/** The process and its descendants, parent before children. */
-async function membersOf(root: number): Promise<number[]> {
-  const out = [root];
-  for (let i = 0; i < out.length; i++) out.push(...((await procState(out[i]))?.children ?? []));
-  return out;
-}
 
 /** Each member's children. */
 async function childrenMap(pids: number[]): Promise<Record<number, number[]>> {
   const out: Record<number, number[]> = {};
   for (const p of pids) out[p] = [...((await procState(p))?.children ?? [])].sort((a, b) => a - b);
   return out;
-}
-
-function tracerOf(pid: number): number {
-  try {
-    return Number(/^TracerPid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
-  } catch {
-    return -1;
-  }
 }
 
 /** Every pid a test made, killed by PID at the end (only while it is one of our workloads). */

@@ -13,48 +13,11 @@ import { expect } from 'chai';
 import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import type { IncrementalReport as Report } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, procState, sleep, startWorkload, trigger, waitGone,
+  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, membersOf, sleep, startWorkload, tracerOf, trackersOf, trigger,
+  waitGone,
 } from '../support';
-
-interface Report {
-  pid: number;
-  method: string;
-  why?: string;
-  storedPages: number;
-  parentPages: number;
-}
-
-/** The process and its descendants, parent before children. */
-async function membersOf(root: number): Promise<number[]> {
-  const out = [root];
-  for (let i = 0; i < out.length; i++) out.push(...((await procState(out[i]))?.children ?? []));
-  return out;
-}
-
-function tracerOf(pid: number): number {
-  try {
-    return Number(/^TracerPid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
-  } catch {
-    return -1;
-  }
-}
-
-/** The tracker processes of `pid` (their command line names it). */
-function trackersOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'latin1').split('\0');
-      const i = argv.indexOf('cptrst-tracker');
-      if (i > 0 && argv[i + 1] === String(pid)) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 /** Every pid a test made, killed by PID at the end. */
 const made = new Set<number>();

@@ -16,9 +16,7 @@
  */
 #include "common.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/wait.h>
 
 #define PAGE 4096u
 #define WORDS (PAGE / 8)
@@ -120,14 +118,7 @@ static pid_t child(int m)
     pid_t pid = fork();
     if (pid == 0) {
         run(m);
-        if (wl_failures) {
-            int fd = open(fail_path(m), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            if (fd >= 0) {
-                wl_write_all(fd, wl_failbuf, strlen(wl_failbuf));
-                close(fd);
-            }
-        }
-        _exit(wl_failures ? 10 + (wl_failures < 100 ? wl_failures : 100) : 0);
+        wl_child_exit(fail_path(m));
     }
     if (pid < 0)
         wl_fail("fork %d: %s", m, strerror(errno));
@@ -136,20 +127,9 @@ static pid_t child(int m)
 
 static void reap(pid_t pid, int m)
 {
-    int st;
-    if (pid <= 0)
-        return;
-    if (waitpid(pid, &st, 0) != pid)
-        wl_fail("waitpid(%d): %s", m, strerror(errno));
-    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        char what[1024] = "";
-        int fd = open(fail_path(m), O_RDONLY | O_CLOEXEC);
-        ssize_t len = fd >= 0 ? read(fd, what, sizeof what - 1) : 0;
-        if (fd >= 0)
-            close(fd);
-        what[len > 0 ? len : 0] = 0;
-        wl_fail("member %d ended with status 0x%x: %s", m, st, what);
-    }
+    char who[16];
+    snprintf(who, sizeof who, "member %d", m);
+    wl_reap_child(pid, who, fail_path(m));
 }
 
 int main(int argc, char **argv)
