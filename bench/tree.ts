@@ -8,9 +8,13 @@
  *
  * With --running the tree is checkpointed left running (copy-on-write snapshots, one per process),
  * and with --running --no-snapshot left running but frozen until its pages are written; the
- * original tree is killed afterwards, and the image restarted and checked as with KILL.
+ * original tree is killed afterwards, and the image restarted and checked as with KILL. Left
+ * running, the snapshot processes alive are counted at each payload written after the release
+ * (each snapshot ends once its process's pages are read). --track takes the first image with
+ * write tracking and then --steps N (default 2) incremental images, each against the one before,
+ * all left running (frozen and wall time of each; the last image of the chain is restarted).
  *
- * Usage: node bench/dist/tree.js [--dir DIR] [--runs N] [--running [--no-snapshot]] [MiB]
+ * Usage: node bench/dist/tree.js [--dir DIR] [--runs N] [--running [--no-snapshot] [--track [--steps N]]] [MiB]
  *        (default /dev/shm, 3 runs, KILL, 64 MiB)
  * Build first: npx tsc -b packages/cpt-module bench. Results: bench/README.md.
  */
@@ -74,6 +78,10 @@ function closeOnExecInherited(): void {
 interface Run {
   frozen: number;
   checkpoint: number;
+  /** With --track: frozen and wall time of each --parent step. */
+  steps: Array<{ frozen: number; checkpoint: number }>;
+  /** Snapshot processes alive at each payload written after the release. */
+  alive: number[];
   restart: number;
   image: number;
   pssBefore: number;
@@ -88,10 +96,31 @@ async function waitFree(pids: number[]): Promise<void> {
   throw new Error(`processes ${pids.filter((p) => fs.existsSync(`/proc/${p}`)).join(',')} are still there after the checkpoint`);
 }
 
-async function once(bin: string, work: string, dir: string, size: number, n: number, started: Set<number>, flags: number): Promise<Run> {
+/** Processes running `bin` that are not `members`: the snapshots. */
+function snapshotsOf(bin: string, members: number[]): number {
+  let n = 0;
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d) || members.includes(Number(d))) continue;
+    try {
+      if (fs.readlinkSync(`/proc/${d}/exe`) === bin) n++;
+    } catch {
+      /* gone, or not ours */
+    }
+  }
+  return n;
+}
+
+interface Mode {
+  flags: number;
+  /** Incremental steps after a first --track image (undefined: a plain checkpoint). */
+  steps?: number;
+}
+
+async function once(bin: string, work: string, dir: string, size: number, n: number, started: Set<number>, mode: Mode): Promise<Run> {
+  const { flags } = mode;
   const out = path.join(work, `out-${n}`);
   const trigger = path.join(work, `go-${n}`);
-  const img = path.join(dir, `tree-${n}.img`);
+  const imgOf = (k: number) => path.join(dir, `tree-${n}-${k}.img`);
   const ofd = fs.openSync(out, 'w');
   // Output to a file: a pipe shared with a process outside the tree is refused.
   const child = spawn(bin, [String(size), trigger], { stdio: ['ignore', ofd, ofd], detached: true });
@@ -106,27 +135,41 @@ async function once(bin: string, work: string, dir: string, size: number, n: num
   const pids = treeOf(pid);
   if (pids.length !== PROCESSES) throw new Error(`the tree has ${pids.length} processes, not ${PROCESSES}`);
   const pssBefore = pssOf(pids);
-  const fd = fs.openSync(img, 'w');
-  let t0 = process.hrtime.bigint();
-  let ck;
-  try {
-    ck = await sys_checkpoint(pid, fd, flags);
-  } finally {
-    fs.closeSync(fd);
-  }
-  const checkpoint = ms(t0);
+  const alive: number[] = [];
+  const take = async (k: number): Promise<{ frozen: number; checkpoint: number }> => {
+    const fd = fs.openSync(imgOf(k), 'w');
+    const t = process.hrtime.bigint();
+    let released = false;
+    try {
+      const incremental = mode.steps === undefined ? undefined : { track: true, imagePath: imgOf(k), ...(k > 0 ? { parent: imgOf(k - 1) } : {}) };
+      const onProgress = (e: { phase: string; bytes?: number }): void => {
+        if (flags & CheckpointFlags.KILL || e.phase !== 'pages' || !e.bytes) return;
+        // After the release: no member traced any more.
+        released ||= !/^TracerPid:\s*[1-9]/m.test(readOr(`/proc/${pid}/status`));
+        if (released && k === 0) alive.push(snapshotsOf(bin, pids));
+      };
+      const ck = await sys_checkpoint(pid, fd, flags, { ...(incremental ? { incremental } : {}), onProgress });
+      return { frozen: ck.frozenMs, checkpoint: ms(t) };
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+  const first = await take(0);
+  const steps: Array<{ frozen: number; checkpoint: number }> = [];
+  for (let k = 1; k <= (mode.steps ?? 0); k++) steps.push(await take(k));
+  const img = imgOf(steps.length);
   if (!(flags & CheckpointFlags.KILL)) process.kill(-pid, 'SIGKILL'); // left running: its own process group (detached), all of it ours
   await waitFree(pids);
   const image = fs.statSync(img).size;
   const rfd = fs.openSync(img, 'r');
-  t0 = process.hrtime.bigint();
+  const t0 = process.hrtime.bigint();
   try {
     await sys_restart(pid, rfd, 0);
   } finally {
     fs.closeSync(rfd);
   }
   const restart = ms(t0);
-  fs.rmSync(img);
+  for (let k = 0; k <= steps.length; k++) fs.rmSync(imgOf(k));
   const after = treeOf(pid);
   if (after.sort().join() !== [...pids].sort().join()) throw new Error(`the restored tree is ${after.join(',')}, not ${pids.join(',')}`);
   const pssAfter = pssOf(after);
@@ -142,7 +185,7 @@ async function once(bin: string, work: string, dir: string, size: number, n: num
   }
   for (let i = 0; i < 500 && fs.existsSync(`/proc/${pid}`) && !/^State:\s*Z/m.test(readOr(`/proc/${pid}/status`)); i++) await sleep(10);
   started.delete(pid);
-  return { frozen: ck.frozenMs, checkpoint, restart, image, pssBefore, pssAfter };
+  return { ...first, steps, alive, restart, image, pssBefore, pssAfter };
 }
 
 async function main(): Promise<void> {
@@ -151,15 +194,19 @@ async function main(): Promise<void> {
   let runs = Number(process.env.CPTRST_BENCH_RUNS || 3);
   let size = 64;
   let flags: number = CheckpointFlags.KILL;
+  let steps: number | undefined;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--dir') dir = argv[++i];
     else if (argv[i] === '--runs') runs = Number(argv[++i]);
     else if (argv[i] === '--running') flags &= ~CheckpointFlags.KILL;
     else if (argv[i] === '--no-snapshot') flags |= CheckpointFlags.NO_SNAPSHOT;
+    else if (argv[i] === '--track') steps ??= 2;
+    else if (argv[i] === '--steps') steps = Number(argv[++i]);
     else if (/^\d+$/.test(argv[i])) size = Number(argv[i]);
-    else throw new Error(`tree bench: unknown argument ${argv[i]}\nusage: tree.js [--dir DIR] [--runs N] [--running [--no-snapshot]] [MiB]`);
+    else throw new Error(`tree bench: unknown argument ${argv[i]}\nusage: tree.js [--dir DIR] [--runs N] [--running [--no-snapshot] [--track [--steps N]]] [MiB]`);
   }
   if (!Number.isInteger(runs) || runs < 1) throw new Error('tree bench: --runs needs a positive integer');
+  if (steps !== undefined && (!Number.isInteger(steps) || steps < 0 || flags & CheckpointFlags.KILL)) throw new Error('tree bench: --track goes with --running, --steps with a whole number');
   closeOnExecInherited();
   loadModule('@cptrst/cpt-module', here);
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'cptrst-treebench-'));
@@ -169,12 +216,15 @@ async function main(): Promise<void> {
   const started = new Set<number>();
   try {
     const rows: Run[] = [];
-    for (let n = 0; n < runs; n++) rows.push(await once(bin, work, images, size, n, started, flags));
+    for (let n = 0; n < runs; n++) rows.push(await once(bin, work, images, size, n, started, { flags, steps }));
     const how = flags & CheckpointFlags.KILL ? 'KILL' : flags & CheckpointFlags.NO_SNAPSHOT ? 'left running, no snapshot' : 'left running, a snapshot per process';
-    console.log(`${PROCESSES} processes, ${size} MiB private each, half of it shared copy-on-write with the root; checkpoint ${how}; images in ${dir}; every restored process checked every word (PASS)`);
-    console.log('| run | frozen | checkpoint | restart | image | Pss before | Pss after | after/before |');
-    console.log('|---|---|---|---|---|---|---|---|');
-    rows.forEach((r, i) => console.log(`| ${i + 1} | ${r.frozen.toFixed(0)} ms | ${r.checkpoint.toFixed(0)} ms | ${r.restart.toFixed(0)} ms | ${mib(r.image)} MiB | ${mib(r.pssBefore)} MiB | ${mib(r.pssAfter)} MiB | ${(r.pssAfter / r.pssBefore).toFixed(3)} |`));
+    const chain = steps === undefined ? '' : `, --track then ${steps} --parent step(s), the last image restarted`;
+    console.log(`${PROCESSES} processes, ${size} MiB private each, half of it shared copy-on-write with the root; checkpoint ${how}${chain}; images in ${dir}; every restored process checked every word (PASS)`);
+    console.log('| run | frozen | checkpoint | steps: frozen / checkpoint | snapshots alive (first, mean, last) | restart | image | Pss before | Pss after | after/before |');
+    console.log('|---|---|---|---|---|---|---|---|---|---|');
+    const aliveOf = (a: number[]) => (a.length ? `${a[0]}, ${(a.reduce((x, y) => x + y, 0) / a.length).toFixed(1)}, ${a[a.length - 1]}` : '-');
+    const stepsOf = (r: Run) => r.steps.map((x) => `${x.frozen.toFixed(0)} / ${x.checkpoint.toFixed(0)} ms`).join(', ') || '-';
+    rows.forEach((r, i) => console.log(`| ${i + 1} | ${r.frozen.toFixed(0)} ms | ${r.checkpoint.toFixed(0)} ms | ${stepsOf(r)} | ${aliveOf(r.alive)} | ${r.restart.toFixed(0)} ms | ${mib(r.image)} MiB | ${mib(r.pssBefore)} MiB | ${mib(r.pssAfter)} MiB | ${(r.pssAfter / r.pssBefore).toFixed(3)} |`));
     const worst = Math.max(...rows.map((r) => r.pssAfter / r.pssBefore));
     console.log(worst <= 1.1 ? `Pss after the restart within 10% of before (worst ${worst.toFixed(3)})` : `GOAL MISSED: Pss after the restart ${worst.toFixed(3)} times before`);
   } finally {

@@ -18,7 +18,9 @@ import { execFileSync, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointFlags, CptError, ImageReader, ObjectType, fileSource, loadModule, sys_checkpoint } from '@cptrst/core';
-import { CLI_MAIN, Workload, buildWorkloads, cptrst, expectPass, killStartedWorkloads, parseResult, sleep, startWorkload, trigger, waitGone, waitResult } from '../support';
+import {
+  CLI_MAIN, Workload, buildWorkloads, cptrst, expectPass, killStartedWorkloads, parseResult, sleep, startWorkload, tracerOf, trackersOf, trigger, waitGone, waitResult,
+} from '../support';
 
 interface Report {
   pid: number;
@@ -42,22 +44,6 @@ async function checkpoint(w: Workload, img: string, extra: string[]): Promise<Re
   const doc = JSON.parse(r.stdout) as { incremental: Report[] };
   expect(doc.incremental).to.have.length(1);
   return doc.incremental[0];
-}
-
-/** The tracker processes of `pid` (their command line names it). */
-function trackersOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'latin1').split('\0');
-      const i = argv.indexOf('cptrst-tracker');
-      if (i > 0 && argv[i + 1] === String(pid)) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
 }
 
 function fdsOf(pid: number): string[] {
@@ -123,10 +109,6 @@ async function killFirst(w: Workload): Promise<void> {
   await w.exited;
   expect(await waitGone(w.pid, 5000)).to.equal(true);
   firstOutput.set(w, { text: fs.readFileSync(w.resultPath, 'utf8'), mtimeNs: fs.statSync(w.resultPath, { bigint: true }).mtimeNs });
-}
-
-function tracerOf(pid: number): number {
-  return Number(/TracerPid:\s*(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
 }
 
 describe('incremental checkpoints (--track, --parent)', function () {

@@ -10,6 +10,7 @@
  * snapshot never lands in the tree: a process under a child subreaper of the tree is copied while
  * frozen, and the subreaper sees no child and no SIGCHLD but its own. The image is the one a frozen
  * dump gives: memory, areas and the copy-on-write bookkeeping (kept areas, pages to discard) alike.
+ * Each snapshot ends as soon as its process's pages are read, not with the checkpoint.
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -17,29 +18,15 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { CheckpointFlags, loadModule, sys_checkpoint } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, procState, readImage, sleep, startWorkload, trigger, waitGone,
+  Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, membersOf, procState, readImage, sleep, startWorkload, tracerOf, trigger,
+  waitGone,
 } from '../support';
-
-/** The process and its descendants, parent before children. */
-async function membersOf(root: number): Promise<number[]> {
-  const out = [root];
-  for (let i = 0; i < out.length; i++) out.push(...((await procState(out[i]))?.children ?? []));
-  return out;
-}
 
 /** Each member's children. */
 async function childrenMap(pids: number[]): Promise<Record<number, number[]>> {
   const out: Record<number, number[]> = {};
   for (const p of pids) out[p] = [...((await procState(p))?.children ?? [])].sort((a, b) => a - b);
   return out;
-}
-
-function tracerOf(pid: number): number {
-  try {
-    return Number(/^TracerPid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
-  } catch {
-    return -1;
-  }
 }
 
 /** Every pid a test made, killed by PID at the end (only while it is one of our workloads). */
@@ -170,6 +157,30 @@ describe('checkpoint of a process tree with copy-on-write snapshots', function (
       await trigger(w);
       await expectPass(w);
     }
+  });
+
+  it('each process\'s snapshot ends once its pages are read: fewer and fewer snapshots while the pages are written, none at the end', async () => {
+    const { w, pids } = await startTree([], 3);
+    const children = await childrenMap(pids);
+    const img = path.join(w.dir, 'img');
+    const fd = fs.openSync(img, 'w');
+    const alive: number[] = [];
+    try {
+      await sys_checkpoint(w.pid, fd, CheckpointFlags.RESUME, {
+        onProgress: (e) => {
+          if (e.phase === 'pages' && e.bytes && pids.every((p) => tracerOf(p) === 0)) alive.push(copiesOf(w.pid, pids).length);
+        },
+      });
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(alive.length, 'pages written after the release').to.be.greaterThan(10);
+    expect(alive[0], 'snapshots while the first pages are written').to.equal(3);
+    // The root's pages come first, its children's in the pages section: at the last pages only the last child's is left.
+    expect(Math.min(...alive), `snapshots alive as the pages were written: ${alive.join(' ')}`).to.be.at.most(1);
+    await expectTreeAsBefore(w, pids, children);
+    await killTree(w, pids);
+    await restartPasses(w, img);
   });
 
   it('a child subreaper in the tree: it and its descendants are copied while frozen (their snapshots would be its children); it sees no child and no SIGCHLD but its own, and the image restarts', async () => {

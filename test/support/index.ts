@@ -9,10 +9,13 @@ export {
   isOurWorkload,
   killByPid,
   killStartedWorkloads,
+  membersOf,
   procState,
   readMaps,
   sleep,
   startedWorkloadPids,
+  tracerOf,
+  trackersOf,
   waitGone,
 } from './processes';
 export { parseResult, startWorkload, trigger, waitResult } from './workloads';

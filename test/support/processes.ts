@@ -265,3 +265,35 @@ export function copiesOf(pid: number, members: number[] = [pid]): number[] {
     }
   }).map(Number);
 }
+
+/** The process and its descendants, parent before children. */
+export async function membersOf(root: number): Promise<number[]> {
+  const out = [root];
+  for (let i = 0; i < out.length; i++) out.push(...((await procState(out[i]))?.children ?? []));
+  return out;
+}
+
+/** The process's tracer (0: none), -1 if it is gone. */
+export function tracerOf(pid: number): number {
+  try {
+    return Number(/^TracerPid:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? -1);
+  } catch {
+    return -1;
+  }
+}
+
+/** The write trackers of `pid` (cptrst's tracking.ts: their command line names it). */
+export function trackersOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'latin1').split('\0');
+      const i = argv.indexOf('cptrst-tracker');
+      if (i > 0 && argv[i + 1] === String(pid)) out.push(Number(d));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}

@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -147,6 +149,41 @@ static __attribute__((noreturn)) void wl_finish(const char *name, const char *no
         n = (int)sizeof line - 1;
     wl_write_all(1, line, (size_t)n);
     _exit(wl_failures == 0 ? 0 : 1);
+}
+
+/*
+ * A child of a tree workload ends: 0, or 10 + its failures (at most 100), leaving what failed in
+ * `fail_path` (its own output would mix with its parent's); wl_reap_child, in the parent, checks.
+ */
+__attribute__((unused, noreturn)) static void wl_child_exit(const char *fail_path)
+{
+    if (wl_failures) {
+        int fd = open(fail_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            wl_write_all(fd, wl_failbuf, strlen(wl_failbuf));
+            close(fd);
+        }
+    }
+    _exit(wl_failures ? 10 + (wl_failures < 100 ? wl_failures : 100) : 0);
+}
+
+/* Reaps child `pid` (`who`) and fails with what it left in `fail_path` unless it exited 0. */
+__attribute__((unused)) static void wl_reap_child(pid_t pid, const char *who, const char *fail_path)
+{
+    int st;
+    if (pid <= 0)
+        return;
+    if (waitpid(pid, &st, 0) != pid)
+        wl_fail("waitpid(%s): %s", who, strerror(errno));
+    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        char what[1024] = "";
+        int fd = open(fail_path, O_RDONLY | O_CLOEXEC);
+        ssize_t len = fd >= 0 ? read(fd, what, sizeof what - 1) : 0;
+        if (fd >= 0)
+            close(fd);
+        what[len > 0 ? len : 0] = 0;
+        wl_fail("%s ended with status 0x%x: %s", who, st, what);
+    }
 }
 
 __attribute__((unused)) static uint64_t wl_now_ns(clockid_t clk)

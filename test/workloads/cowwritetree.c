@@ -144,15 +144,7 @@ static pid_t child(const char *who)
             check_only_child(g);
             reap(g, "G");
         }
-        if (wl_failures) {
-            /* what failed, for the parent's verdict (a child's own output would mix with it) */
-            int fd = open(fail_path(who), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            if (fd >= 0) {
-                wl_write_all(fd, wl_failbuf, strlen(wl_failbuf));
-                close(fd);
-            }
-        }
-        _exit(wl_failures ? 10 + (wl_failures < 100 ? wl_failures : 100) : 0);
+        wl_child_exit(fail_path(who));
     }
     if (pid < 0)
         wl_fail("fork %s: %s", who, strerror(errno));
@@ -161,20 +153,7 @@ static pid_t child(const char *who)
 
 static void reap(pid_t pid, const char *who)
 {
-    int st;
-    if (pid <= 0)
-        return;
-    if (waitpid(pid, &st, 0) != pid)
-        wl_fail("waitpid(%s): %s", who, strerror(errno));
-    else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        char what[1024] = "";
-        int fd = open(fail_path(who), O_RDONLY | O_CLOEXEC);
-        ssize_t len = fd >= 0 ? read(fd, what, sizeof what - 1) : 0;
-        if (fd >= 0)
-            close(fd);
-        what[len > 0 ? len : 0] = 0;
-        wl_fail("%s ended with status 0x%x: %s", who, st, what);
-    }
+    wl_reap_child(pid, who, fail_path(who));
 }
 
 int main(int argc, char **argv)

@@ -111,8 +111,9 @@ async function checkpointOnce(
     // from a snapshot of each process after the release (the stream comes out as from a frozen
     // dump). A process whose snapshot a process of the tree would adopt (mm pages.ts) has its
     // pages copied while frozen. Write tracking is re-armed while frozen, at the image's instant
-    // (mm tracking.ts): it needs no commit; a tree with tracked writes, not tried yet, stays frozen.
-    const snapshot = (tree.tasks.length === 1 || !ctx.incremental) && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
+    // (mm tracking.ts), each process's by its own tracker: it needs no commit, for one process or a
+    // tree (a step that fails after the release leaves each tracker what it carried since the parent).
+    const snapshot = !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
     if (snapshot) writer.deferWrites();
     for (const task of tree.tasks) {
       for (const h of handlersOf(task)) {

@@ -31,6 +31,7 @@ import { VmaEntry, VmaKindHandler, describeVma } from './vma';
 import { pagemapRuns, scannedRuns, snapshotHolds, wholeAreaRuns } from './pages';
 import { hasOwnUserfaultfd } from './tracking';
 import { userfaultfdElsewhere } from './uffd-areas';
+import { holdSnapshot } from './snapshot-uses';
 
 /** VmFlags fork does not keep (mlock's, userfaultfd's): hints with any of them are not used. */
 const NOT_FORKED = new Set(['lo', 'lf', 'um', 'uw', 'ui']);
@@ -166,18 +167,20 @@ function stale(ctx: CheckpointContext, task: CheckpointTask, why: string): never
 }
 
 /**
- * Verifies the hints once the task runs again, against its snapshot's smaps (`snapshotPid`; read in
+ * Verifies the hints once the task runs again, against its snapshot's smaps (`snap`'s; read in
  * libuv's pool while the pages are written), or now against the frozen task's own (no snapshot).
  * Throws (ctx.staleHints) where they differ.
  */
-export function verifyHints(ctx: CheckpointContext, task: CheckpointTask, snapshotPid?: number): void {
+export function verifyHints(ctx: CheckpointContext, task: CheckpointTask, snap?: MemorySnapshot): void {
   const hinted = task.state.get(HINTED);
   if (!hinted) return;
-  if (snapshotPid === undefined) {
+  if (snap === undefined) {
     const why = ctx.timed('verify hints', () => difference(hinted, linux.readSmaps(task.pid), false));
     if (why) stale(ctx, task, why);
     return;
   }
+  // The snapshot is kept until its smaps are read (snapshot-uses.ts).
+  const done = holdSnapshot(snap);
   ctx.afterRelease(async () => {
     // Both reads start now; the process's own may fail only because it has exited since.
     const own = linux.readSmapsInBackground(task.pid).catch((e: unknown) => {
@@ -185,7 +188,13 @@ export function verifyHints(ctx: CheckpointContext, task: CheckpointTask, snapsh
       return [] as VmaEntry[]; // exited: its image stands as taken
     });
     own.catch(() => undefined); // awaited below, after the snapshot's
-    const why = difference(hinted, await linux.readSmapsInBackground(snapshotPid), true);
+    let fromSnapshot: VmaEntry[];
+    try {
+      fromSnapshot = await linux.readSmapsInBackground(snap.pid);
+    } finally {
+      done();
+    }
+    const why = difference(hinted, fromSnapshot, true);
     if (why) stale(ctx, task, why);
     // What the snapshot cannot show: a userfaultfd registration (fork drops it).
     const reg = (await own).find((v) => v.vmFlags.some((f) => UFFD_FLAGS.includes(f)) && hinted.vmas.some((h) => h.start < v.end && v.start < h.end));

@@ -27,6 +27,7 @@ import { archOf } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, describeVma } from './vma';
 import { PagesImage, snapshotHolds } from './pages';
 import { AnonVma } from './anon';
+import { payloadFrom } from './snapshot-uses';
 import { Range, TrackerRef, Tracking, boundedRanges, protect, record, registerAreas, stopTracker, tracking, writtenRegions } from './tracking';
 
 /** How deep a chain of parents may go at restart. */
@@ -453,7 +454,7 @@ export class IncrementalDump {
       }
       if (snap) {
         for (const [at, n] of runs) snap.expect?.(vaddrOf(pages[chunk[at]]), n * PAGE);
-        ctx.writeWithPagesLater(obj, chunk.length * PAGE, fill, vmaTag);
+        ctx.writeWithPagesLater(obj, chunk.length * PAGE, payloadFrom(snap, fill).fill, vmaTag);
         continue;
       }
       const buf = Buffer.allocUnsafe(chunk.length * PAGE);

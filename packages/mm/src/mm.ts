@@ -322,7 +322,7 @@ export class MmDump implements DumpHandler {
     ctx.write(mm, task.tag);
     const snap = takeSnapshot(ctx, task);
     const hinted = isHinted(task);
-    if (hinted) verifyHints(ctx, task, snap?.pid);
+    if (hinted) verifyHints(ctx, task, snap);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
     const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered, snap) : undefined;
 

@@ -18,6 +18,7 @@ import {
 } from '@cptrst/core';
 import { VMAS_BY_TAG, VmaEntry, VmaKindHandler, describeVma, fillsLazily } from './vma';
 import { filePagesOf } from './file-pages';
+import { payloadFrom, trackUses } from './snapshot-uses';
 
 /** The page size pages are counted in: the image head's (the machine's, checked equal at restart). */
 function pageOf(ctx: CheckpointContext | RestartContext): number {
@@ -185,7 +186,7 @@ export function takeSnapshot(ctx: CheckpointContext, task: CheckpointTask): Memo
     return undefined;
   }
   const snap = ctx.timed('snapshot', () => task.tracee.snapshotMemory!(none));
-  if (snap) ctx.atEnd(() => snap.close());
+  if (snap) trackUses(ctx, snap);
   return snap;
 }
 
@@ -248,20 +249,23 @@ export async function dumpPages(ctx: CheckpointContext, task: CheckpointTask, vm
     if (snap) snap.expect?.(img.vaddr, bytes);
     // From the snapshot straight into the image file, where the image is a file that allows it.
     const toFile = snap?.spliceInto && ((fd: number, position: number) => ctx.timed('splice pages', () => snap.spliceInto!(img.vaddr, bytes, fd, position)));
+    const read = (buf: Buffer) => ctx.timed('read pages', () => (snap ?? t).readMemoryInto(img.vaddr, buf, 0, bytes));
+    // Read from the snapshot: the last such read lets it go (snapshot-uses.ts).
+    const later = snap ? payloadFrom(snap, read, toFile) : undefined;
     if (atEnd) {
       // To the pages section: read when it is written, from the snapshot or the task, frozen until
       // then; a task let go before the pages are written and without a snapshot: read now.
-      let fill = (buf: Buffer) => ctx.timed('read pages', () => (snap ?? t).readMemoryInto(img.vaddr, buf, 0, bytes));
+      let fill = later?.fill ?? read;
       if (!snap && ctx.deferPages) {
         const copy = Buffer.allocUnsafe(bytes);
         fill(copy);
         fill = (buf) => copy.copy(buf);
       }
-      ctx.writeWithPagesAtEnd(img, bytes, fill, vmaTag, img.vaddr, atEnd.rank, toFile);
+      ctx.writeWithPagesAtEnd(img, bytes, fill, vmaTag, img.vaddr, atEnd.rank, later?.toFile);
       continue;
     }
-    if (snap) {
-      ctx.writeWithPagesLater(img, bytes, (buf) => ctx.timed('read pages', () => snap.readMemoryInto(img.vaddr, buf, 0, bytes)), vmaTag, toFile);
+    if (later) {
+      ctx.writeWithPagesLater(img, bytes, later.fill, vmaTag, later.toFile);
       continue;
     }
     const data = ctx.timed('read pages', () => {
