@@ -319,6 +319,10 @@ export function prepareIncremental(ctx: CheckpointContext): void {
   // A chain reads its parents' pages where they are in the file; compressed payloads have no such place.
   if (ctx.writer.compresses) throw new CptError('EINVAL', 'an incremental or tracking checkpoint cannot compress its image: a compressed image cannot be a parent, nor take pages from one', { object: 'incremental image' });
   parentSummary(ctx);
+  // The CRC code loads on first use (a few ms): not in the frozen window, where areas that are not
+  // tracked have their pages hashed.
+  const page = linux.pageSize();
+  hashPages(Buffer.alloc(page), page, Buffer.alloc(HASH_BYTES));
 }
 
 /** The parent's path as the image records it: absolute as given, or relative to the new image's directory. */
@@ -408,14 +412,14 @@ export class IncrementalDump {
     else if (parent && !same) why = 'the parent image is of another process (pid, start time or boot id differ)';
     const recorded: TrackerRef | undefined = same && rec.trackerPid ? { pid: rec.trackerPid, start: rec.trackerStart } : undefined;
     const parentId = same && parent ? parent.id : undefined;
-    const got = tracking(ctx, task, start, recorded, parentId);
+    const got = ctx.timed('tracking', () => tracking(ctx, task, start, recorded, parentId));
     let t = got.t;
     if (!why && got.why && parent) why = got.why;
     if (t) {
       // Areas not registered yet (new since the parent, or all of them for a new tracker).
       const todo = vmas.filter((v) => t!.fresh || !registered.has(v.start));
       try {
-        registerAreas(t.tracker, todo);
+        ctx.timed('tracking', () => registerAreas(t!.tracker, todo));
       } catch (e) {
         stopTracker(t.tracker);
         if (parent) why = `write tracking failed: ${(e as Error).message}`;
@@ -429,9 +433,9 @@ export class IncrementalDump {
       const mine = t;
       // A checkpoint that fails leaves no tracker it made (one it reused holds for this image's parent still).
       if (mine.fresh) ctx.onFailure(() => stopTracker(mine.tracker));
-      if (mine.valid) written = writtenSinceParent(task.pid, vmas, registered, mine.carried);
+      if (mine.valid) written = ctx.timed('written pages', () => writtenSinceParent(task.pid, vmas, registered, mine.carried));
       try {
-        record(mine.tracker, imageId, mine.valid && parentId ? parentId : '', written);
+        ctx.timed('tracking', () => record(mine.tracker, imageId, mine.valid && parentId ? parentId : '', written));
         armed = true;
       } catch (e) {
         // The bits are left as they are: they hold for whatever the tracker said before.
@@ -470,7 +474,8 @@ export class IncrementalDump {
     // counts no marker): the pagemap is not read then.
     if (this.registered.has(v.start) && spans.length && v.anonymous + v.swap !== v.size) spans = subtract(spans, this.markers(v));
     const present = new Present(spans);
-    const hashes = Buffer.alloc(present.count * HASH_BYTES);
+    // Every present page's hash is filled in below: copied from the parent's, or computed when read.
+    const hashes = Buffer.allocUnsafe(present.count * HASH_BYTES);
     const fromParent: Span[] = [];
     const ph = this.parent?.hashes;
     if (ph && this.method === 'uffd-wp' && this.registered.has(v.start)) {
@@ -606,7 +611,7 @@ export class IncrementalDump {
    * cleared (still frozen: at the image's instant), the tracker having recorded what they held.
    */
   finish(): void {
-    if (this.track && this.recorded) protect(this.task.pid, archOf(this.ctx.container).userSpaceTop);
+    if (this.track && this.recorded) this.ctx.timed('write-protect', () => protect(this.task.pid, archOf(this.ctx.container).userSpaceTop));
     const r = new TaskTrackingImage();
     r.method = this.method;
     r.why = this.why;
