@@ -565,8 +565,8 @@ export class IncrementalDump {
 
   /**
    * The pages of a registered area that are write-protect markers. Only pages the scan says are
-   * swapped and not written can be (a marker is a swap entry with the uffd-wp bit): those alone are
-   * looked at one by one in the pagemap.
+   * swapped can be (a marker is a swap entry to the kernel): those alone are looked at one by one
+   * in the pagemap.
    */
   private markers(v: VmaEntry): Span[] {
     const PAGE = linux.pageSize();
@@ -574,11 +574,11 @@ export class IncrementalDump {
     const fd = fs.openSync(`/proc/${this.task.pid}/pagemap`, 'r');
     let regions: Array<{ start: bigint; end: bigint; categories: bigint }> | null;
     try {
-      regions = linux.pagemapScan(fd, v.start, v.end, P.SWAPPED, P.SWAPPED | P.PRESENT | P.WRITTEN);
+      regions = linux.pagemapScan(fd, v.start, v.end, P.SWAPPED, P.SWAPPED | P.PRESENT);
     } finally {
       fs.closeSync(fd);
     }
-    const unsure = regions ? regions.filter((r) => !(r.categories & (P.PRESENT | P.WRITTEN))) : [{ start: v.start, end: v.end }];
+    const unsure = regions ? regions.filter((r) => !(r.categories & P.PRESENT)) : [{ start: v.start, end: v.end }];
     const out: Span[] = [];
     const BATCH = 65536;
     for (const r of unsure) {
