@@ -319,6 +319,7 @@ export function prepareIncremental(ctx: CheckpointContext): void {
   // A chain reads its parents' pages where they are in the file; compressed payloads have no such place.
   if (ctx.writer.compresses) throw new CptError('EINVAL', 'an incremental or tracking checkpoint cannot compress its image: a compressed image cannot be a parent, nor take pages from one', { object: 'incremental image' });
   parentSummary(ctx);
+  if (!FRESH_IDS.has(ctx)) FRESH_IDS.set(ctx, newImageId());
   // The CRC code loads on first use (a few ms): not in the frozen window, where areas that are not
   // tracked have their pages hashed.
   const page = linux.pageSize();
@@ -333,12 +334,19 @@ function storedParentPath(ctx: CheckpointContext, given: string): string {
   return path.relative(path.dirname(path.resolve(out)), path.resolve(given)) || '.';
 }
 
+/** The id of the image being taken, made before the freeze (loading crypto takes a few ms). */
+const FRESH_IDS = new WeakMap<CheckpointContext, string>();
+
+function newImageId(): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by incremental checkpoints only
+  return (require('crypto') as typeof Crypto).randomUUID();
+}
+
 /** Writes the image's id and its parent under the head, once per image. */
 function writeImageIds(ctx: CheckpointContext): string {
   let id = IMAGE_IDS.get(ctx);
   if (id) return id;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by incremental checkpoints only
-  id = (require('crypto') as typeof Crypto).randomUUID();
+  id = FRESH_IDS.get(ctx) ?? newImageId();
   IMAGE_IDS.set(ctx, id);
   const idImg = new ImageIdImage();
   idImg.id = id;
