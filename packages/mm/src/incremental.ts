@@ -378,8 +378,9 @@ export class IncrementalDump {
       }
     }
     const method = !parent || !pt ? 'full' : t?.valid ? 'uffd-wp' : 'hashes';
-    const PAGE = BigInt(linux.pageSize());
-    const pagesWritten = boundedRanges(written, Infinity).map((r): [number, number] => [Number(r.start / PAGE), Number((r.end + PAGE - 1n) / PAGE)]);
+    // In doubles (addresses are exact there): thousands of scattered ranges, where BigInt division costs.
+    const PAGE = linux.pageSize();
+    const pagesWritten = boundedRanges(written, Infinity).map((r): [number, number] => [Math.floor(Number(r.start) / PAGE), Math.ceil(Number(r.end) / PAGE)]);
     return new IncrementalDump(ctx, task, method, why, pt, t, start, registered, pagesWritten, armed, snap);
   }
 
@@ -414,13 +415,18 @@ export class IncrementalDump {
     const fromParent: Span[] = [];
     const ph = this.parent?.hashes;
     if (ph && this.method === 'uffd-wp' && this.registered.has(v.start)) {
-      // The pages present and not written since the parent, where the parent has their hash.
-      for (const [s, e] of subtract(spans, this.written)) {
+      // The pages present and not written since the parent, where the parent has their hash. The
+      // parent's hashes are copied by present run (a few large copies, not one per gap between
+      // written pages): those of the pages stored are replaced when the pages are read.
+      const covered: Span[] = [];
+      for (const [s, e] of spans) {
         ph.eachIn(s, e, (a, b, chunk, at) => {
-          pushSpan(fromParent, a, b);
+          pushSpan(covered, a, b);
           chunk.copy(hashes, present.at(a) * HASH_BYTES, at, at + (b - a) * HASH_BYTES);
         });
       }
+      const unwritten = subtract(spans, this.written);
+      for (const r of subtract(unwritten, subtract(spans, covered))) fromParent.push(r);
     } else if (ph && this.method !== 'full') {
       // Compared by content: every present page is read and hashed (page by page, while frozen).
       await this.forEachChunk(spans, (p, buf, n) => {
