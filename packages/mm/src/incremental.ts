@@ -28,6 +28,7 @@ import { VMAS_BY_TAG, VmaEntry, VmaImage, VmaKindHandler, describeVma } from './
 import { PagesImage, snapshotHolds } from './pages';
 import { AnonVma } from './anon';
 import { payloadFrom } from './snapshot-uses';
+import { Present, Span, groups, pagesIn, pushSpan, subtract } from './spans';
 import { Range, TrackerRef, Tracking, boundedRanges, protect, record, registerAreas, stopTracker, tracking, writtenRegions } from './tracking';
 
 /** How deep a chain of parents may go at restart. */
@@ -126,12 +127,26 @@ class PageHashes {
     return r < 0 ? undefined : this.chunks[r].subarray(i * HASH_BYTES, (i + 1) * HASH_BYTES);
   }
 
-  /** Copies the hash of page number `p` into `out` at `at`; false if there is none. */
-  copyTo(p: number, out: Buffer, at: number): boolean {
-    const [r, i] = this.find(p);
-    if (r < 0) return false;
-    this.chunks[r].copy(out, at, i * HASH_BYTES, (i + 1) * HASH_BYTES);
-    return true;
+  /**
+   * The parts of pages [s, e) (page numbers) that have a hash, in order and without overlap: for
+   * each, its first and end page, the hashes' buffer and the byte offset of its first page's hash.
+   */
+  eachIn(s: number, e: number, fn: (first: number, end: number, chunk: Buffer, at: number) => void): void {
+    let lo = 0;
+    let hi = this.starts.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.starts[mid] + this.counts[mid] <= s) lo = mid + 1;
+      else hi = mid;
+    }
+    let from = s;
+    for (let r = lo; r < this.starts.length && this.starts[r] < e; r++) {
+      const a = Math.max(from, this.starts[r]);
+      const b = Math.min(e, this.starts[r] + this.counts[r]);
+      if (a >= b) continue;
+      fn(a, b, this.chunks[r], (a - this.starts[r]) * HASH_BYTES);
+      from = b;
+    }
   }
 
   /** Whether page number `p` has the hash found in `h` at `at`. */
@@ -232,6 +247,11 @@ export function prepareIncremental(ctx: CheckpointContext): void {
   // A chain reads its parents' pages where they are in the file; compressed payloads have no such place.
   if (ctx.writer.compresses) throw new CptError('EINVAL', 'an incremental or tracking checkpoint cannot compress its image: a compressed image cannot be a parent, nor take pages from one', { object: 'incremental image' });
   parentSummary(ctx);
+  if (!FRESH_IDS.has(ctx)) FRESH_IDS.set(ctx, newImageId());
+  // The CRC code loads on first use (a few ms): not in the frozen window, where areas that are not
+  // tracked have their pages hashed.
+  const page = linux.pageSize();
+  hashPages(Buffer.alloc(page), page, Buffer.alloc(HASH_BYTES));
 }
 
 /** The parent's path as the image records it: absolute as given, or relative to the new image's directory. */
@@ -242,12 +262,19 @@ function storedParentPath(ctx: CheckpointContext, given: string): string {
   return path.relative(path.dirname(path.resolve(out)), path.resolve(given)) || '.';
 }
 
+/** The id of the image being taken, made before the freeze (loading crypto takes a few ms). */
+const FRESH_IDS = new WeakMap<CheckpointContext, string>();
+
+function newImageId(): string {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by incremental checkpoints only
+  return (require('crypto') as typeof Crypto).randomUUID();
+}
+
 /** Writes the image's id and its parent under the head, once per image. */
 function writeImageIds(ctx: CheckpointContext): string {
   let id = IMAGE_IDS.get(ctx);
   if (id) return id;
-  // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded by incremental checkpoints only
-  id = (require('crypto') as typeof Crypto).randomUUID();
+  id = FRESH_IDS.get(ctx) ?? newImageId();
   IMAGE_IDS.set(ctx, id);
   const idImg = new ImageIdImage();
   idImg.id = id;
@@ -281,25 +308,6 @@ function writtenSinceParent(pid: number, vmas: VmaEntry[], registered: Set<bigin
     fs.closeSync(pm);
   }
   return out;
-}
-
-/** The index of the first range of `wr` (in order) that ends after page `p`. */
-function firstEndingAfter(wr: Array<[number, number]>, p: number): number {
-  let lo = 0;
-  let hi = wr.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (wr[mid][1] <= p) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-/** One area's pages: page indices present now, which are the parent's, and every page's hash. */
-interface AreaPlan {
-  pages: number[];
-  fromParent: Uint8Array;
-  hashes: Buffer;
 }
 
 /** A process's incremental dump. */
@@ -340,14 +348,14 @@ export class IncrementalDump {
     else if (parent && !same) why = 'the parent image is of another process (pid, start time or boot id differ)';
     const recorded: TrackerRef | undefined = same && rec.trackerPid ? { pid: rec.trackerPid, start: rec.trackerStart } : undefined;
     const parentId = same && parent ? parent.id : undefined;
-    const got = tracking(ctx, task, start, recorded, parentId);
+    const got = ctx.timed('tracking', () => tracking(ctx, task, start, recorded, parentId));
     let t = got.t;
     if (!why && got.why && parent) why = got.why;
     if (t) {
       // Areas not registered yet (new since the parent, or all of them for a new tracker).
       const todo = vmas.filter((v) => t!.fresh || !registered.has(v.start));
       try {
-        registerAreas(t.tracker, todo);
+        ctx.timed('tracking', () => registerAreas(t!.tracker, todo));
       } catch (e) {
         stopTracker(t.tracker);
         if (parent) why = `write tracking failed: ${(e as Error).message}`;
@@ -361,9 +369,9 @@ export class IncrementalDump {
       const mine = t;
       // A checkpoint that fails leaves no tracker it made (one it reused holds for this image's parent still).
       if (mine.fresh) ctx.onFailure(() => stopTracker(mine.tracker));
-      if (mine.valid) written = writtenSinceParent(task.pid, vmas, registered, mine.carried);
+      if (mine.valid) written = ctx.timed('written pages', () => writtenSinceParent(task.pid, vmas, registered, mine.carried));
       try {
-        record(mine.tracker, imageId, mine.valid && parentId ? parentId : '', written);
+        ctx.timed('tracking', () => record(mine.tracker, imageId, mine.valid && parentId ? parentId : '', written));
         armed = true;
       } catch (e) {
         // The bits are left as they are: they hold for whatever the tracker said before.
@@ -371,8 +379,9 @@ export class IncrementalDump {
       }
     }
     const method = !parent || !pt ? 'full' : t?.valid ? 'uffd-wp' : 'hashes';
-    const PAGE = BigInt(linux.pageSize());
-    const pagesWritten = boundedRanges(written, Infinity).map((r): [number, number] => [Number(r.start / PAGE), Number((r.end + PAGE - 1n) / PAGE)]);
+    // In doubles (addresses are exact there): thousands of scattered ranges, where BigInt division costs.
+    const PAGE = linux.pageSize();
+    const pagesWritten = boundedRanges(written, Infinity).map((r): [number, number] => [Math.floor(Number(r.start) / PAGE), Math.ceil(Number(r.end) / PAGE)]);
     return new IncrementalDump(ctx, task, method, why, pt, t, start, registered, pagesWritten, armed, snap);
   }
 
@@ -386,137 +395,156 @@ export class IncrementalDump {
     return kind instanceof AnonVma && !v.shared && !v.vmFlags.includes('dp');
   }
 
-  /** Writes the area: its VMA, its records, its changed pages, its hashes and its parent runs. */
+  /**
+   * Writes the area: its VMA, its records, its changed pages, its hashes and its parent runs. The
+   * plan is made by runs of pages (present, written, the parent's), never page by page: it is made
+   * while the process is frozen, and a GiB is 262144 pages.
+   */
   async dumpArea(v: VmaEntry, kind: VmaKindHandler, img: VmaImage, runs: Array<[number, number]>): Promise<void> {
     const ctx = this.ctx;
     const PAGE = linux.pageSize();
-    let pages: number[] = [];
-    for (const [first, count] of runs) for (let i = 0; i < count; i++) pages.push(first + i);
+    const base = Number(v.start / BigInt(PAGE));
+    let spans: Span[] = [];
+    for (const [first, count] of runs) pushSpan(spans, base + first, base + first + count);
     // In a registered area, a page never populated carries a write-protect marker, which the scan
     // counts as swapped: it is no page. None where smaps counts every page anonymous or swapped (it
     // counts no marker): the pagemap is not read then.
-    if (this.registered.has(v.start) && pages.length && v.anonymous + v.swap !== v.size) pages = this.withoutMarkers(v, pages);
-    const plan: AreaPlan = { pages, fromParent: new Uint8Array(pages.length), hashes: Buffer.alloc(pages.length * HASH_BYTES) };
+    if (this.registered.has(v.start) && spans.length && v.anonymous + v.swap !== v.size) spans = subtract(spans, this.markers(v));
+    const present = new Present(spans);
+    // Every present page's hash is filled in below: copied from the parent's, or computed when read.
+    const hashes = Buffer.allocUnsafe(present.count * HASH_BYTES);
+    const fromParent: Span[] = [];
     const ph = this.parent?.hashes;
-    const vaddrOf = (idx: number) => v.start + BigInt(idx * PAGE);
     if (ph && this.method === 'uffd-wp' && this.registered.has(v.start)) {
-      // In page numbers (exact as doubles): this loop runs once per page.
-      const base = Number(v.start / BigInt(PAGE));
-      const wr = this.written;
-      let w = firstEndingAfter(wr, base);
-      for (let i = 0; i < pages.length; i++) {
-        const p = base + pages[i];
-        while (w < wr.length && wr[w][1] <= p) w++;
-        const isWritten = w < wr.length && wr[w][0] <= p;
-        if (!isWritten && ph.copyTo(p, plan.hashes, i * HASH_BYTES)) plan.fromParent[i] = 1;
+      // The pages present and not written since the parent, where the parent has their hash. The
+      // parent's hashes are copied by present run (a few large copies, not one per gap between
+      // written pages): those of the pages stored are replaced when the pages are read.
+      const covered: Span[] = [];
+      for (const [s, e] of spans) {
+        ph.eachIn(s, e, (a, b, chunk, at) => {
+          pushSpan(covered, a, b);
+          chunk.copy(hashes, present.at(a) * HASH_BYTES, at, at + (b - a) * HASH_BYTES);
+        });
       }
+      const unwritten = subtract(spans, this.written);
+      for (const r of subtract(unwritten, subtract(spans, covered))) fromParent.push(r);
     } else if (ph && this.method !== 'full') {
-      // Compared by content: every present page is read and hashed.
-      const base = Number(v.start / BigInt(PAGE));
-      await this.forEachChunk(v, pages, (i, buf, n) => {
-        hashPages(buf, PAGE, plan.hashes, i * HASH_BYTES);
-        for (let k = 0; k < n; k++) if (ph.equals(base + pages[i + k], plan.hashes, (i + k) * HASH_BYTES)) plan.fromParent[i + k] = 1;
+      // Compared by content: every present page is read and hashed (page by page, while frozen).
+      await this.forEachChunk(spans, (p, buf, n) => {
+        const at = present.at(p);
+        hashPages(buf, PAGE, hashes, at * HASH_BYTES);
+        for (let k = 0; k < n; k++) if (ph.equals(p + k, hashes, (at + k) * HASH_BYTES)) pushSpan(fromParent, p + k, p + k + 1);
       });
     }
-    img.pageCount = BigInt(pages.length);
+    img.pageCount = BigInt(present.count);
     const vmaTag = ctx.write(img, this.task.tag);
     kind.dumpRecords?.(ctx, this.task, v, img, kindRecordWriter(ctx, kind, vmaTag));
     // The changed pages, read (again) and hashed as they are written: up to OBJECT_PAGES per object,
     // one PAGES object for a single run, else one VMA_PAGE_RUNS object (scattered pages would each
     // cost a page of header and padding as PAGES objects).
-    const stored = pages.map((_, i) => i).filter((i) => !plan.fromParent[i]);
+    const stored = subtract(spans, fromParent);
     // From the copy-on-write snapshot once the process runs again, where it holds the area: the
     // pages are read, and hashed, when written out; the hashes' objects are encoded after them.
     const snap = ctx.deferPages && this.snap && snapshotHolds(v) ? this.snap : undefined;
-    for (let s = 0; s < stored.length; s += OBJECT_PAGES) {
-      const chunk = stored.slice(s, s + OBJECT_PAGES);
-      const runs: Array<[number, number]> = []; // [index into chunk, count]
-      for (let i = 0; i < chunk.length; i++) {
-        const last = runs[runs.length - 1];
-        if (last && pages[chunk[last[0] + last[1] - 1]] + 1 === pages[chunk[i]]) last[1]++;
-        else runs.push([i, 1]);
-      }
-      const src = snap ?? this.task.tracee;
+    const src = snap ?? this.task.tracee;
+    const addr = (p: number): bigint => BigInt(p) * BigInt(PAGE);
+    let storedCount = 0;
+    for (const chunk of groups(stored, OBJECT_PAGES)) {
+      const n = pagesIn(chunk);
+      storedCount += n;
       const fill = (buf: Buffer): void => {
         ctx.timed('read pages', () => {
-          for (const [at, n] of runs) src.readMemoryInto(vaddrOf(pages[chunk[at]]), buf, at * PAGE, n * PAGE);
+          let o = 0;
+          for (const [s, e] of chunk) {
+            src.readMemoryInto(addr(s), buf, o, (e - s) * PAGE);
+            o += (e - s) * PAGE;
+          }
         });
-        for (const [at, n] of runs) hashPages(buf.subarray(at * PAGE, (at + n) * PAGE), PAGE, plan.hashes, chunk[at] * HASH_BYTES);
+        let o = 0;
+        for (const [s, e] of chunk) {
+          hashPages(buf.subarray(o, o + (e - s) * PAGE), PAGE, hashes, present.at(s) * HASH_BYTES);
+          o += (e - s) * PAGE;
+        }
       };
       let obj: PagesImage | PageRunsImage;
-      if (runs.length === 1) {
+      if (chunk.length === 1) {
         obj = new PagesImage();
-        obj.vaddr = vaddrOf(pages[chunk[0]]);
-        obj.count = chunk.length;
+        obj.vaddr = addr(chunk[0][0]);
+        obj.count = n;
       } else {
         obj = new PageRunsImage();
-        obj.runs = runs.flatMap(([at, n]) => [vaddrOf(pages[chunk[at]]), BigInt(n)]);
+        obj.runs = chunk.flatMap(([s, e]) => [addr(s), BigInt(e - s)]);
       }
       if (snap) {
-        for (const [at, n] of runs) snap.expect?.(vaddrOf(pages[chunk[at]]), n * PAGE);
-        ctx.writeWithPagesLater(obj, chunk.length * PAGE, payloadFrom(snap, fill).fill, vmaTag);
+        for (const [s, e] of chunk) snap.expect?.(addr(s), (e - s) * PAGE);
+        ctx.writeWithPagesLater(obj, n * PAGE, payloadFrom(snap, fill).fill, vmaTag);
         continue;
       }
-      const buf = Buffer.allocUnsafe(chunk.length * PAGE);
+      const buf = Buffer.allocUnsafe(n * PAGE);
       fill(buf);
       ctx.timed('write pages', () => ctx.writeWithPages(obj, buf, vmaTag));
       ctx.progress({ phase: 'pages', pid: this.task.pid, bytes: buf.length });
       await ctx.checkpointYield();
     }
-    this.stored += stored.length;
-    this.fromParent += pages.length - stored.length;
-    // Every page's hash, in runs of consecutive pages.
-    for (let s = 0; s < pages.length;) {
+    this.stored += storedCount;
+    this.fromParent += present.count - storedCount;
+    // Every page's hash, in runs of consecutive pages, up to HASH_PAGES per object.
+    for (const group of groups(spans, HASH_PAGES)) {
       const hi = new VmaHashesImage();
-      const from = s;
-      let e = s;
-      while (e < pages.length && e - from < HASH_PAGES) {
-        let r = e + 1;
-        while (r < pages.length && r - from < HASH_PAGES && pages[r] === pages[r - 1] + 1) r++;
-        hi.runs.push(vaddrOf(pages[e]), BigInt(r - e));
-        e = r;
-      }
-      hi.hashes = plan.hashes.subarray(from * HASH_BYTES, e * HASH_BYTES);
+      hi.runs = group.flatMap(([s, e]) => [addr(s), BigInt(e - s)]);
+      const from = present.at(group[0][0]);
+      hi.hashes = hashes.subarray(from * HASH_BYTES, (from + pagesIn(group)) * HASH_BYTES);
       // With pages from the snapshot, encoded once they (and so their hashes) have been read.
       if (snap) ctx.writeLater(hi, vmaTag);
       else ctx.write(hi, vmaTag);
-      s = e;
     }
-    const pr = new VmaParentPagesImage();
-    for (let i = 0; i < pages.length; i++) {
-      if (!plan.fromParent[i]) continue;
-      let r = i + 1;
-      while (r < pages.length && plan.fromParent[r] && pages[r] === pages[r - 1] + 1) r++;
-      pr.runs.push(vaddrOf(pages[i]), BigInt(r - i));
-      i = r - 1;
+    if (fromParent.length) {
+      const pr = new VmaParentPagesImage();
+      pr.runs = fromParent.flatMap(([s, e]) => [addr(s), BigInt(e - s)]);
+      ctx.write(pr, vmaTag);
     }
-    if (pr.runs.length) ctx.write(pr, vmaTag);
   }
 
-  private withoutMarkers(v: VmaEntry, pages: number[]): number[] {
+  /**
+   * The pages of a registered area that are write-protect markers. Only pages the scan says are
+   * swapped can be (a marker is a swap entry to the kernel): those alone are looked at one by one
+   * in the pagemap.
+   */
+  private markers(v: VmaEntry): Span[] {
     const PAGE = linux.pageSize();
-    const out: number[] = [];
+    const P = linux.PAGE_IS;
+    const fd = fs.openSync(`/proc/${this.task.pid}/pagemap`, 'r');
+    let regions: Array<{ start: bigint; end: bigint; categories: bigint }> | null;
+    try {
+      regions = linux.pagemapScan(fd, v.start, v.end, P.SWAPPED, P.SWAPPED | P.PRESENT);
+    } finally {
+      fs.closeSync(fd);
+    }
+    const unsure = regions ? regions.filter((r) => !(r.categories & P.PRESENT)) : [{ start: v.start, end: v.end }];
+    const out: Span[] = [];
     const BATCH = 65536;
-    for (let s = 0; s < pages.length;) {
-      const first = pages[s];
-      const n = Math.min(BATCH, pages[pages.length - 1] - first + 1);
-      const pm = linux.readPagemap(this.task.pid, v.start + BigInt(first * PAGE), n, PAGE);
-      for (; s < pages.length && pages[s] < first + n; s++) if (!isMarker(pm[pages[s] - first])) out.push(pages[s]);
+    for (const r of unsure) {
+      const end = Number(r.end / BigInt(PAGE));
+      for (let s = Number(r.start / BigInt(PAGE)); s < end; s += BATCH) {
+        const n = Math.min(BATCH, end - s);
+        const pm = linux.readPagemap(this.task.pid, BigInt(s) * BigInt(PAGE), n, PAGE);
+        for (let i = 0; i < n; i++) if (isMarker(pm[i])) pushSpan(out, s + i, s + i + 1);
+      }
     }
     return out;
   }
 
-  private async forEachChunk(v: VmaEntry, pages: number[], fn: (i: number, buf: Buffer, n: number) => void): Promise<void> {
+  /** Reads the pages of `spans` (page numbers) from the process, up to OBJECT_PAGES at a time. */
+  private async forEachChunk(spans: Span[], fn: (p: number, buf: Buffer, n: number) => void): Promise<void> {
     const PAGE = linux.pageSize();
     const buf = Buffer.allocUnsafe(OBJECT_PAGES * PAGE);
-    for (let s = 0; s < pages.length;) {
-      let e = s + 1;
-      while (e < pages.length && e - s < OBJECT_PAGES && pages[e] === pages[e - 1] + 1) e++;
-      const n = e - s;
-      this.ctx.timed('read pages', () => this.task.tracee.readMemoryInto(v.start + BigInt(pages[s] * PAGE), buf, 0, n * PAGE));
-      fn(s, buf.subarray(0, n * PAGE), n);
-      s = e;
-      await this.ctx.checkpointYield();
+    for (const [s0, e] of spans) {
+      for (let s = s0; s < e; s += OBJECT_PAGES) {
+        const n = Math.min(OBJECT_PAGES, e - s);
+        this.ctx.timed('read pages', () => this.task.tracee.readMemoryInto(BigInt(s) * BigInt(PAGE), buf, 0, n * PAGE));
+        fn(s, buf.subarray(0, n * PAGE), n);
+        await this.ctx.checkpointYield();
+      }
     }
   }
 
@@ -525,7 +553,7 @@ export class IncrementalDump {
    * cleared (still frozen: at the image's instant), the tracker having recorded what they held.
    */
   finish(): void {
-    if (this.track && this.recorded) protect(this.task.pid, archOf(this.ctx.container).userSpaceTop);
+    if (this.track && this.recorded) this.ctx.timed('write-protect', () => protect(this.task.pid, archOf(this.ctx.container).userSpaceTop));
     const r = new TaskTrackingImage();
     r.method = this.method;
     r.why = this.why;

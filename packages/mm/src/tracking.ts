@@ -11,7 +11,8 @@
  *
  * Who holds the fd between two checkpoints: a tracker, `/bin/sh -c SCRIPT cptrst-tracker PID
  * START`, started detached by the checkpoint, with the userfaultfd and a small memfd saying what
- * the bits mean (TrackState). The tracker only sleeps, and exits once the process is gone (its
+ * the bits mean (TrackState). The tracker only sleeps (its `sleep` without those fds: a later
+ * checkpoint would otherwise wait for it, uffd-areas.ts awaitTrackerLeftovers), and exits once the process is gone (its
  * pid no longer shows the recorded start time): closing the userfaultfd ends the registration.
  * The image records its pid and start time; the next checkpoint (`--parent`) checks both, reads
  * the memfd (pidfd_getfd) and uses the tracking only if it holds since the parent image. The
@@ -44,7 +45,7 @@ const TRACKER_SCRIPT = [
   '  set -- $s',
   '  shift 19',
   '  [ "$1" = "$t" ] || exit 0',
-  '  sleep 2 </dev/null',
+  '  sleep 2 </dev/null 3>&- 4>&-',
   'done',
 ].join('\n');
 /**
@@ -103,7 +104,7 @@ export function stopTracker(t: TrackerRef): void {
     try {
       if (startTimeOf(t.pid) === t.start) {
         linux.rawSyscall(SYS.pidfd_send_signal, pidfd, 9, 0, 0);
-        // Its sleep, in its own process group (it was started detached), holds copies of its fds.
+        // Its sleep, in its own process group (it was started detached): one of an older cptrst holds copies of its fds.
         try {
           process.kill(-t.pid, 'SIGKILL');
         } catch {
@@ -146,13 +147,19 @@ function findFd(pid: number, link: string): number | undefined {
 
 /** A copy of the tracker's userfaultfd ('uffd') or memfd ('memfd'). */
 function trackerFd(t: TrackerRef, which: 'uffd' | 'memfd'): number {
-  const n = findFd(t.pid, which === 'uffd' ? UFFD_LINK : MEMFD_LINK);
-  if (n === undefined) throw new CptError('EBADF', `tracker ${t.pid} holds no ${which}`);
-  const pidfd = linux.pidfdOpen(t.pid);
-  try {
-    return linux.pidfdGetfd(pidfd, n);
-  } finally {
-    fs.closeSync(pidfd);
+  // Around each sleep the shell moves the fds it holds (saved to other numbers, then back): one
+  // that moved between the look-up and the copy is looked up again.
+  for (let tries = 1; ; tries++) {
+    const n = findFd(t.pid, which === 'uffd' ? UFFD_LINK : MEMFD_LINK);
+    if (n === undefined) throw new CptError('EBADF', `tracker ${t.pid} holds no ${which}`);
+    const pidfd = linux.pidfdOpen(t.pid);
+    try {
+      return linux.pidfdGetfd(pidfd, n);
+    } catch (e) {
+      if (tries >= 5) throw e;
+    } finally {
+      fs.closeSync(pidfd);
+    }
   }
 }
 

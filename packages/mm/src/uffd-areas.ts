@@ -59,10 +59,18 @@ export function trackerAreas(ctx: CheckpointContext, task: CheckpointTask, vmas:
 
 const UFFD_LINK = 'anon_inode:[userfaultfd]';
 
-/** Whether `pid` is a tracker's pause (tracking.ts): `sleep 2`, which holds copies of the tracker's fds. */
+/** Whether `pid` is a tracker's pause (tracking.ts): `sleep 2`, which held copies of the tracker's fds before cptrst closed them for it. */
 function isTrackerSleep(pid: number): boolean {
   const argv = linux.cmdlineIfAlive(pid);
   return argv.length === 2 && argv[0] === 'sleep' && argv[1] === '2';
+}
+
+function parentOf(pid: number): number {
+  try {
+    return linux.readStat(pid).ppid;
+  } catch {
+    return 0;
+  }
 }
 
 /** The holders of a userfaultfd on the system, from one walk of every process's fds before the freeze. */
@@ -79,15 +87,16 @@ function userfaultfdHolders(ctx: CheckpointContext): Array<{ pid: number; fd: nu
 }
 
 /**
- * Before the freeze, once per checkpoint: a tracker killed alone (its process group was not)
- * leaves its `sleep` holding the userfaultfd, and with it the registrations, for up to 2 s. Where
+ * Before the freeze, once per checkpoint: a tracker of an older cptrst killed alone (its process
+ * group was not) leaves its `sleep` holding the userfaultfd, and with it the registrations, for up to 2 s. Where
  * a `sleep 2` holds one, waits (at most 3 s) until every such one has ended, so that the frozen
  * window finds the registrations gone instead of refusing them. Waiting only delays: whatever is
  * still registered at the freeze is refused.
  */
 export function awaitTrackerLeftovers(ctx: CheckpointContext): void {
   if (UFFD_HOLDERS.has(ctx)) return;
-  const sleeps = userfaultfdHolders(ctx).filter((h) => isTrackerSleep(h.pid)).map((h) => h.pid);
+  // A live tracker's own sleep is no leftover (waiting for it cost up to 2 s of every checkpoint).
+  const sleeps = userfaultfdHolders(ctx).filter((h) => isTrackerSleep(h.pid) && !isTracker(parentOf(h.pid))).map((h) => h.pid);
   for (let i = 0; i < 300 && sleeps.some(isTrackerSleep); i++) linux.sleepMs(10);
 }
 
