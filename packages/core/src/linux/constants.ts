@@ -196,6 +196,8 @@ export const PR = Object.freeze({
   SET_MEMORY_MERGE: 67, GET_MEMORY_MERGE: 68,
   SET_PTRACER: 0x59616d61, SET_VMA: 0x53564d41, GET_AUXV: 0x41555856,
 } as const);
+/** PR_CAP_AMBIENT: arg2. */
+export const PR_CAP_AMBIENT = Object.freeze({ IS_SET: 1, RAISE: 2, LOWER: 3, CLEAR_ALL: 4 } as const);
 /** PR_MCE_KILL: arg2 of the set/clear form, and the policies (PR_MCE_KILL_GET returns one). */
 export const PR_MCE_KILL = Object.freeze({ CLEAR: 0, SET: 1, LATE: 0, EARLY: 1, DEFAULT: 2 } as const);
 /**
@@ -270,6 +272,14 @@ export const AT = Object.freeze({
   STATX_DONT_SYNC: 0x4000, RECURSIVE: 0x8000,
 } as const);
 export const AT_FDCWD = AT.FDCWD;
+/** access/faccessat2 modes. */
+export const ACCESS = Object.freeze({ F_OK: 0, X_OK: 1, W_OK: 2, R_OK: 4 } as const);
+
+/** The mount API (fsopen, fsconfig, fsmount): the flags and the command cptrst uses, and the attributes of a mount. */
+export const FSOPEN_CLOEXEC = 1;
+export const FSCONFIG_CMD_CREATE = 6;
+export const FSMOUNT_CLOEXEC = 1;
+export const MOUNT_ATTR = Object.freeze({ RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8 } as const);
 export const AT_EMPTY_PATH = AT.EMPTY_PATH;
 
 /** Auxiliary vector entry types (`AT_*` in elf.h; a separate table to avoid the *at() flags). */
