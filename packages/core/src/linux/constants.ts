@@ -382,6 +382,9 @@ export const CLOCK = Object.freeze({
 export const TFD_TIMER = Object.freeze({ ABSTIME: 1, CANCEL_ON_SET: 2 } as const);
 export const TFD_IOC_SET_TICKS = 0x40085400;
 
+/** poll(2) event bits. */
+export const POLL = Object.freeze({ IN: 0x1, PRI: 0x2, OUT: 0x4, ERR: 0x8, HUP: 0x10, NVAL: 0x20 } as const);
+
 /** FIONREAD: bytes ready to read (a pipe, a socket's receive queue, an inotify fd's queued events). */
 export const FIONREAD = 0x541b;
 
@@ -507,6 +510,10 @@ export const FAN = Object.freeze({
   NOTIFY_BITS: 0xfff | 0x1000 | 0x8000 | 0x08000000 | 0x10000000 | 0x40000000,
   /** The mflags fdinfo shows: FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE. */
   SHOWN_MARK_FLAGS: 0x40 | 0x200 | 0x400,
+  /** fanotify_init's FAN_NONBLOCK: the fd's O_NONBLOCK at first (F_SETFL can change it). */
+  NONBLOCK: 0x2,
+  /** Every fanotify_init flag the kernel knows (FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_*, FAN_UNLIMITED_*, FAN_ENABLE_AUDIT, FAN_REPORT_*). */
+  KNOWN_INIT_FLAGS: 0x3 | 0xc | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x1000 | 0x2000 | 0x4000,
 } as const);
 
 /** splice(2) flags. NONBLOCK: do not wait for the pipe (the file side is not affected). */
