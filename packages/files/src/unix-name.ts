@@ -26,7 +26,6 @@ import { CptError, FdsReceived, RestartContext, RestartTask, RestoreHandler, Tok
 
 const { O, PTRACE_O, MOUNT_ATTR, ACCESS } = linux;
 
-
 /** The helper of one restart: its tracee, the fd of its tmpfs, and each socket's directory there. */
 interface NameHelper {
   seized: linux.SeizedHelper;
