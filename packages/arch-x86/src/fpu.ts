@@ -9,6 +9,7 @@ import {
   RestartContext, RestartTask, RestoreHandler, RestoreObject, StateKey, bytes, objectType, u32, u64, linux,
 } from '@cptrst/core';
 import { xsaveInfo } from './xsave';
+import { x86ptrace } from './regs-codec';
 import { ARCH_ORDER, cpuOwnerOf, cpuOwners } from './regs';
 import { X86_64 } from './arch';
 
@@ -39,7 +40,7 @@ export class XstateDump implements DumpHandler {
   readonly order = ARCH_ORDER + 1;
   dump(ctx: CheckpointContext, task: CheckpointTask): void {
     for (const c of cpuOwners(task)) {
-      const area = linux.ptrace.getRegset(c.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
+      const area = x86ptrace.getXstate(c.tid, XSTATE_MAX);
       const img = new XstateImage();
       img.area = area;
       img.size = area.length;
@@ -71,7 +72,7 @@ export class XstateRestore implements RestoreHandler {
     for (const c of cpuOwners(task)) {
       const area = c.state.get(XSTATE_KEY);
       if (!area) throw new CptError('EBADIMG', `the image has no FPU state for ${c.tid === task.pid ? 'this task' : `thread ${c.tid}`}`, { pid: task.pid, object: 'xstate' });
-      linux.ptrace.setRegset(c.tid, linux.NT.X86_XSTATE, area);
+      x86ptrace.setXstate(c.tid, area);
     }
   }
 }

@@ -12,6 +12,7 @@ import { DebugRegsDump, DebugRegsRestore } from './debugregs';
 
 export * from './arch';
 export * from './syscalls';
+export * from './linux-x86';
 export * from './regs-codec';
 export * from './xsave';
 export * from './tracee';

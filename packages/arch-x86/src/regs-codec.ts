@@ -4,8 +4,12 @@
  * ptrace requests that move them. Sizes and offsets are those of arch/x86/include/asm/user_64.h.
  */
 import { ArchRegs, CptError, linux } from '@cptrst/core';
+import { NT_X86, PTRACE_X86 } from './linux-x86';
 
-const { PTRACE } = linux;
+/** An x86-only request, named in its failure's message as core names its own. */
+function x86Request(name: keyof typeof PTRACE_X86, tid: number, data: Buffer): void {
+  linux.ptrace.request(PTRACE_X86[name], tid, 0, data, `PTRACE_${name}`);
+}
 
 function need(buf: Buffer, size: number, what: string): void {
   if (buf.length < size) throw new CptError('EINVAL', `${what}: need ${size} bytes, got ${buf.length}`);
@@ -68,38 +72,46 @@ export function debugRegOffset(i: number): number {
 /** Size of struct user_fpregs_struct (the FXSAVE image, PTRACE_GETFPREGS / NT_PRFPREG). */
 export const USER_FPREGS_SIZE = 512;
 
-/** core's ptrace requests plus the x86 ones that move register structs. */
+/** core's ptrace requests plus the x86 ones that move register structs and the XSAVE area. */
 export const x86ptrace = Object.freeze({
   ...linux.ptrace,
   /** PTRACE_GETREGS. */
   getRegs(tid: number): UserRegs {
     const b = Buffer.alloc(USER_REGS_SIZE);
-    linux.ptrace.request(PTRACE.GETREGS, tid, 0, b);
+    x86Request('GETREGS', tid, b);
     return decodeUserRegs(b);
   },
   /** PTRACE_SETREGS. */
   setRegs(tid: number, regs: UserRegs): void {
-    linux.ptrace.request(PTRACE.SETREGS, tid, 0, encodeUserRegs(regs));
+    x86Request('SETREGS', tid, encodeUserRegs(regs));
   },
   /** PTRACE_GETREGS into `buf` (struct user_regs_struct as the kernel lays it out), nothing decoded. */
   getRegsRaw(tid: number, buf: Buffer): void {
     need(buf, USER_REGS_SIZE, 'user_regs_struct');
-    linux.ptrace.request(PTRACE.GETREGS, tid, 0, buf);
+    x86Request('GETREGS', tid, buf);
   },
   /** PTRACE_SETREGS from `buf` as it is. */
   setRegsRaw(tid: number, buf: Buffer): void {
     need(buf, USER_REGS_SIZE, 'user_regs_struct');
-    linux.ptrace.request(PTRACE.SETREGS, tid, 0, buf);
+    x86Request('SETREGS', tid, buf);
   },
   /** PTRACE_GETFPREGS: the 512-byte FXSAVE image (struct user_fpregs_struct). */
   getFpRegs(tid: number): Buffer {
     const b = Buffer.alloc(USER_FPREGS_SIZE);
-    linux.ptrace.request(PTRACE.GETFPREGS, tid, 0, b);
+    x86Request('GETFPREGS', tid, b);
     return b;
   },
   /** PTRACE_SETFPREGS. */
   setFpRegs(tid: number, buf: Buffer): void {
     if (buf.length < USER_FPREGS_SIZE) throw new CptError('EINVAL', `ptrace(PTRACE_SETFPREGS, ${tid}): buffer of ${buf.length} bytes < 512`, { pid: tid });
-    linux.ptrace.request(PTRACE.SETFPREGS, tid, 0, buf);
+    x86Request('SETFPREGS', tid, buf);
+  },
+  /** PTRACE_GETREGSET(NT_X86_XSTATE): the XSAVE area (standard format), in a buffer of `maxSize` bytes. */
+  getXstate(tid: number, maxSize: number): Buffer {
+    return linux.ptrace.getRegset(tid, NT_X86.XSTATE, maxSize, 'NT_X86_XSTATE');
+  },
+  /** PTRACE_SETREGSET(NT_X86_XSTATE); returns how many bytes the kernel consumed. */
+  setXstate(tid: number, area: Buffer): number {
+    return linux.ptrace.setRegset(tid, NT_X86.XSTATE, area, 'NT_X86_XSTATE');
   },
 });

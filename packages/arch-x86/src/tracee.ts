@@ -853,7 +853,7 @@ export class X86Tracee implements Tracee {
   }
 
   private xsave(): Buffer {
-    return ptrace.getRegset(this.tid, linux.NT.X86_XSTATE, XSTATE_MAX);
+    return ptrace.getXstate(this.tid, XSTATE_MAX);
   }
 
   /** The stack pointer of injected calls: at the stack frame, or over the scratch area's frame. */

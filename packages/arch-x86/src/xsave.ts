@@ -3,8 +3,9 @@
  * format), and the layout this machine's kernel exposes.
  */
 import { BOOT_FACTS_DIR, CptError, linux, readBootFact, writeBootFact } from '@cptrst/core';
+import { ARCH } from './linux-x86';
+import { x86ptrace } from './regs-codec';
 
-const { ptrace, NT } = linux;
 
 /** Offset in the FXSAVE area of the 48 "software reserved" bytes (464..511). */
 export const XSAVE_SW_RESERVED_OFFSET = 464;
@@ -48,7 +49,7 @@ const FACT_LINE = /^([0-9a-f]{1,16}) (\d{1,5}) ([0-9a-f]{96})$/;
 /** ARCH_GET_XCOMP_SUPP: the user xfeatures the kernel supports, the mask the regset shows too (Linux 5.16); undefined where unknown. */
 function supportedFeatures(): bigint | undefined {
   const b = Buffer.alloc(8);
-  return linux.rawSyscall(linux.syscallNumber('arch_prctl'), linux.ARCH.GET_XCOMP_SUPP, b) === 0n ? b.readBigUInt64LE(0) : undefined;
+  return linux.rawSyscall(linux.syscallNumber('arch_prctl'), ARCH.GET_XCOMP_SUPP, b) === 0n ? b.readBigUInt64LE(0) : undefined;
 }
 
 /**
@@ -95,7 +96,7 @@ export function probeXsave(): XsaveInfo {
   const helper = linux.spawnSeizedHelper(0, 'xsaveInfo: the helper');
   const pid = helper.pid;
   try {
-    const buf = ptrace.getRegset(pid, NT.X86_XSTATE, 64 * 1024);
+    const buf = x86ptrace.getXstate(pid, 64 * 1024);
     if (buf.length < XSAVE_SW_RESERVED_OFFSET + 48) throw new CptError('EIO', `xsaveInfo: NT_X86_XSTATE of ${buf.length} bytes`, { pid });
     return {
       features: buf.readBigUInt64LE(XSAVE_SW_RESERVED_OFFSET),

@@ -63,7 +63,7 @@ describe('arch-x86 registration and dump handlers', function () {
     const task: CheckpointTask = { pid, tid: pid, tracee, tag: taskTag, state: new TaskState() };
     const dr0 = tracee.frozenRegs.rip;
     ptrace.pokeUser(pid, debugRegOffset(0), dr0); // an address, not enabled in DR7
-    const xsLive = ptrace.getRegset(pid, linux.NT.X86_XSTATE, 65536);
+    const xsLive = ptrace.getXstate(pid, 65536);
     for (const h of c.resolveAll<DumpHandler>(Tokens.DumpHandler)) await h.dump(ctx, task);
     ptrace.pokeUser(pid, debugRegOffset(0), 0n);
 

@@ -15,7 +15,7 @@ import {
 } from '../src';
 import { alsoKill, compileIn, killStarted, poll, seizeAndStop, tmpDir } from './support';
 
-const { SYS, ERRNO, NT } = linux;
+const { SYS, ERRNO } = linux;
 const ptrace = x86ptrace;
 const WORKLOADS = path.resolve(__dirname, '../../../../test/workloads');
 
@@ -88,7 +88,7 @@ describe('sigframe on a real process', function () {
 
     // ---- synchronous from here to the detach ----
     seizeAndStop(pid);
-    const xsaveBefore = ptrace.getRegset(pid, NT.X86_XSTATE, 65536);
+    const xsaveBefore = ptrace.getXstate(pid, 65536);
     const raw = new linux.ProcMem(pid);
     const sp = ptrace.getRegs(pid).rsp;
     const belowBefore = raw.read(sp - 8192n, 8192);
@@ -131,7 +131,7 @@ describe('sigframe on a real process', function () {
     }
     expect(back.eflags & 0xcd5n).to.equal(want.eflags & 0xcd5n); // CF PF AF ZF SF DF OF
     expect(ptrace.getSigmask(pid)).to.equal(t.blockedSignals);
-    const xsaveAfter = ptrace.getRegset(pid, NT.X86_XSTATE, 65536);
+    const xsaveAfter = ptrace.getXstate(pid, 65536);
     // The legacy area (x87, MXCSR, xmm0-15) and every component marked in use are the same.
     expect(xsaveAfter.subarray(0, 416)).to.deep.equal(xsaveBefore.subarray(0, 416));
     expect(xsaveAfter.subarray(576)).to.deep.equal(xsaveBefore.subarray(576));

@@ -6,13 +6,13 @@ import { expect } from 'chai';
 import { ChildProcess, spawn } from 'child_process';
 import { CptError, decodeStruct, linux } from '@cptrst/core';
 import {
-  USER_REGS_FIELDS, USER_REGS_SIZE, UserRegs, debugRegOffset, decodeUserRegs, decodeXsaveHeader, encodeUserRegs,
+  NT_X86, RSEQ_SIG, USER_REGS_FIELDS, USER_REGS_SIZE, UserRegs, debugRegOffset, decodeUserRegs, decodeXsaveHeader, encodeUserRegs,
   userRegOffset, x86ptrace as ptrace, xsaveInfo,
 } from '../src';
 import { killPid, pollSync, spawnSleeping } from '@cptrst/core/dist/test/fixtures/linux-fixtures';
 
 const {
-  NT, PTRACE_EVENT, RSEQ_SIG, SIG, SYS, Siginfo, WNOHANG, cpuFlags, isRestartErrno, kill, processExists, readStat, readStatus,
+  NT, PTRACE_EVENT, SIG, SYS, Siginfo, WNOHANG, cpuFlags, isRestartErrno, kill, processExists, readStat, readStatus,
   sigBit, signedReg, tgkill, waitTracee,
 } = linux;
 
@@ -69,12 +69,12 @@ describe('x86-64 bindings: registers, struct user, XSAVE', () => {
     const fx = ptrace.getFpRegs(pid);
     expect(fx.length).to.equal(512);
     expect(ptrace.getRegset(pid, NT.PRFPREG, 4096)).to.deep.equal(fx);
-    const xs = ptrace.getRegset(pid, NT.X86_XSTATE, 65536);
+    const xs = ptrace.getRegset(pid, NT_X86.XSTATE, 65536);
     expect(xs.length).to.be.greaterThan(512);
     expect(xs.length).to.equal(xsaveInfo().size);
     expect(xs.subarray(0, 160)).to.deep.equal(fx.subarray(0, 160)); // legacy area shared with FXSAVE
     expect(decodeXsaveHeader(xs).xstateBv & ~xsaveInfo().features).to.equal(0n); // only enabled components in use
-    expect(ptrace.setRegset(pid, NT.X86_XSTATE, xs)).to.equal(xs.length);
+    expect(ptrace.setRegset(pid, NT_X86.XSTATE, xs)).to.equal(xs.length);
 
     // siginfo of an interrupt stop: SIGTRAP with si_code = PTRACE_EVENT_STOP << 8 | SIGTRAP
     const si = decodeStruct(Siginfo, ptrace.getSiginfo(pid));

@@ -6,7 +6,7 @@ import {
   CptError, ImageHead, ImageReader, MachineProbe, ObjectType, RestartContext, RestartTask, Tokens, bufferSource, linux, TaskState,
 } from '@cptrst/core';
 import {
-  XsaveProbe, XstateImage, XstateRestore, featureNames, register, XSTATE_KEY, xsaveInfo, probeXsave, cachedXsaveInfo, XSAVE_CACHE_FILE,
+  ARCH, XsaveProbe, XstateImage, XstateRestore, featureNames, register, XSTATE_KEY, xsaveInfo, probeXsave, cachedXsaveInfo, XSAVE_CACHE_FILE,
 } from '../src';
 import { thrown } from './support';
 
@@ -168,7 +168,7 @@ describe('the XSAVE layout kept for the boot', () => {
     }
     // Features the kernel does not report (ARCH_GET_XCOMP_SUPP, where it answers): ignored.
     const b = Buffer.alloc(8);
-    if (linux.rawSyscall(linux.syscallNumber('arch_prctl'), linux.ARCH.GET_XCOMP_SUPP, b) === 0n) {
+    if (linux.rawSyscall(linux.syscallNumber('arch_prctl'), ARCH.GET_XCOMP_SUPP, b) === 0n) {
       expect(b.readBigUInt64LE(0)).to.equal(probed.features);
       const sw = Buffer.from(probed.swReserved);
       sw.writeBigUInt64LE(probed.features | (1n << 62n), 0);

@@ -3,8 +3,8 @@
  * socketpair made inside the task, cptrst sends its fds over one end (SCM_RIGHTS, through its copy
  * of that end), and the task takes them from the other with an injected recvmsg(MSG_CMSG_CLOEXEC).
  * The task's own fd limit (RLIMIT_NOFILE) and security module decide as for any receive, and the
- * fds land close-on-exec at its lowest free numbers. Used for files in flight at checkpoint and for
- * the image file lent to a restored process.
+ * fds land close-on-exec at its lowest free numbers. Used for files in flight at checkpoint, for
+ * the image file lent to a restored process, and for the file of a private socket name.
  */
 import type { Tracee } from './contract';
 import { CptError } from './errors';

@@ -41,7 +41,7 @@ describe('linux constants', () => {
     expect(PTRACE.INTERRUPT).to.equal(0x4207);
     expect(PTRACE.GETREGSET).to.equal(0x4204);
     expect(PTRACE.GET_RSEQ_CONFIGURATION).to.equal(0x420f);
-    expect(PTRACE.GETREGS).to.equal(12);
+    expect(PTRACE.SYSCALL).to.equal(24);
     expect(PTRACE.PEEKUSER).to.equal(3);
     expect(PTRACE_O.TRACECLONE).to.equal(8);
     expect(PTRACE_O.EXITKILL).to.equal(0x100000);

@@ -29,7 +29,6 @@ import { FS_KEY } from './fs-struct';
 import { badImage, checkEventFlags, fdObject, requireEventFlags, setNonblock } from './event-files';
 
 const { O, F, SYS, EPOLL, EPOLL_CTL } = linux;
-const FD_CLOEXEC = 1;
 /** The bits of a target's mask that are not readiness (what a fired one-shot target keeps). */
 const PRIVATE_BITS = EPOLL.WAKEUP | EPOLL.ONESHOT | EPOLL.ET | EPOLL.EXCLUSIVE;
 const ANY_READINESS = EPOLL.IN | EPOLL.PRI | EPOLL.OUT | EPOLL.RDNORM | EPOLL.RDBAND | EPOLL.WRNORM | EPOLL.WRBAND | EPOLL.MSG | EPOLL.RDHUP;
@@ -167,7 +166,7 @@ export class EpollKind implements FileKindHandler {
       t.syscallOk(SYS.dup3, [r.fd, r.tfd, 0], `dup3 of fd ${r.fd} to ${r.tfd} for ${what}`);
       const done = t.syscall(linux.syscallNumber('epoll_ctl'), [ep, op, r.tfd, ev]);
       if (saved !== undefined) {
-        t.syscallOk(SYS.dup3, [saved, r.tfd, fdFlags & BigInt(FD_CLOEXEC) ? O.CLOEXEC : 0], `dup3 giving fd ${r.tfd} back`);
+        t.syscallOk(SYS.dup3, [saved, r.tfd, fdFlags & BigInt(linux.FD_CLOEXEC) ? O.CLOEXEC : 0], `dup3 giving fd ${r.tfd} back`);
         t.syscall(SYS.close, [saved]);
       } else {
         t.syscall(SYS.close, [r.tfd]);

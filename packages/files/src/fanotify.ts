@@ -32,10 +32,7 @@ import { badImage, fdObject, withFileCopy } from './event-files';
 import { pathOfHandle } from './inotify';
 
 const { O, SYS, FAN, FIONREAD, S_IF } = linux;
-/** fanotify_init's FAN_NONBLOCK: the fd's O_NONBLOCK at first (F_SETFL can change it). */
-const FAN_NONBLOCK = 0x2;
-/** Every fanotify_init flag the kernel knows (FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_*, FAN_UNLIMITED_*, FAN_ENABLE_AUDIT, FAN_REPORT_*). */
-const KNOWN_INIT_FLAGS = 0x3 | 0xc | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x1000 | 0x2000 | 0x4000;
+const KNOWN_INIT_FLAGS = FAN.KNOWN_INIT_FLAGS;
 const EVENT_F_FLAGS = O.ACCMODE | O.LARGEFILE | O.CLOEXEC | O.APPEND | O.DSYNC | O.NOATIME | O.NONBLOCK | O.SYNC;
 /** Marks restored per group at most (each costs a few calls at restart). */
 const MAX_MARKS = 8192;
@@ -196,7 +193,7 @@ export class FanotifyKind implements FileKindHandler {
     }
     const t = task.tracee!;
     const gfd = t.syscallOk(linux.syscallNumber('fanotify_init'), [flags, eventFlags], `fanotify_init(0x${flags.toString(16)}, 0x${eventFlags.toString(16)}) for ${req.object}`);
-    if (((flags & FAN_NONBLOCK) !== 0) !== ((img.flags & O.NONBLOCK) !== 0)) {
+    if (((flags & FAN.NONBLOCK) !== 0) !== ((img.flags & O.NONBLOCK) !== 0)) {
       t.syscallOk(SYS.fcntl, [gfd, linux.F.SETFL, img.flags & O.NONBLOCK], `fcntl(F_SETFL) of ${req.object}`);
     }
     const markNr = linux.syscallNumber('fanotify_mark');

@@ -7,7 +7,7 @@
  * another process, or one kept alive only by the fd) is refused.
  */
 import * as fs from 'fs';
-import { CheckpointContext, CheckpointTask, CptError, RestartContext, RestartTask, refuse } from '@cptrst/core';
+import { CheckpointContext, CheckpointTask, CptError, RestartContext, RestartTask, refuse, sameFile } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, openInTask, reopenFlags } from './kinds';
 import { FileImage } from './file';
 
@@ -30,7 +30,7 @@ export class NamespaceFile implements FileKindHandler {
       } catch {
         continue; // a kernel without that namespace type
       }
-      if (st.ino === f.stat.ino && st.dev === f.stat.dev) {
+      if (sameFile(st, f.stat)) {
         img.path = entry;
         return;
       }

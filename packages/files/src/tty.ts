@@ -36,7 +36,7 @@ import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointFlags, GuardianEntry, guardianReply, guardianStart, runGuardian, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartFlags, RestartTask,
   RestoreHandler, SharedObject, StateKey, bool, bytes, carriedIn, decodeStruct, encodeStruct, heldByUs, linux, notePtyMaster, objectType, openRecordedFile, otherHolders,
-  outsideCttyHolders, ownHolders, ptyIndexOfRdev, shareAmong, ptyMasterSeen, ptySlaveRdev, refuse, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
+  outsideCttyHolders, ownHolders, ptyIndexOfRdev, shareAmong, ptyMasterSeen, ptySlaveRdev, refuse, sizeOfStruct, str, takeControllingTerminal, ttyName, ttyNrToRdev, u32, u32s,
 } from '@cptrst/core';
 import { FileKindHandler, OpenFile, OpenRequest, reopenFlags } from './kinds';
 import { FileImage } from './file';
@@ -77,13 +77,12 @@ class TtyImage {
   @bytes() output: Buffer = Buffer.alloc(0);
 }
 
-const TERMIOS_SIZE = 36;
+const TERMIOS_SIZE = sizeOfStruct(linux.KernelTermios);
 /** The most data stored per direction: what one line discipline buffer holds (TIOCSTI cannot put back more). */
 const TTY_DATA_MAX = 4095;
 /** What may wait at check time (complete lines in canonical mode), so that with an unfinished line it stays below TTY_DATA_MAX. */
 const TTY_CHECK_MAX = 2048;
-const POLLIN = 0x1;
-const POLLPRI = 0x2;
+const { IN: POLLIN, PRI: POLLPRI } = linux.POLL;
 const PTMX = makeRdev(PTY.TTYAUX_MAJOR, PTY.PTMX_MINOR);
 const DEVTTY = makeRdev(PTY.TTYAUX_MAJOR, PTY.TTY_MINOR);
 const PTMX_PATHS = ['/dev/ptmx', '/dev/pts/ptmx'];

@@ -22,19 +22,9 @@
  * (faccessat2 with AT_EACCESS). A relative name claims no place, and needs no such check.
  */
 import * as path from 'path';
-import { CptError, RestartContext, RestartTask, RestoreHandler, Tokens, Tracee, linux } from '@cptrst/core';
+import { CptError, FdsReceived, RestartContext, RestartTask, RestoreHandler, Tokens, Tracee, linux, withFdChannel } from '@cptrst/core';
 
-const { O, PTRACE_O } = linux;
-
-const FSOPEN_CLOEXEC = 1;
-const FSCONFIG_CMD_CREATE = 6;
-const FSMOUNT_CLOEXEC = 1;
-const MOUNT_ATTR_NOSUID = 0x2;
-const MOUNT_ATTR_NODEV = 0x4;
-const MOUNT_ATTR_NOEXEC = 0x8;
-const W_OK = 2;
-const X_OK = 1;
-const AT_EACCESS = 0x200;
+const { O, PTRACE_O, MOUNT_ATTR, ACCESS } = linux;
 
 /** The helper of one restart: its tracee, the fd of its tmpfs, and each socket's directory there. */
 interface NameHelper {
@@ -67,9 +57,9 @@ function helperOf(ctx: RestartContext): NameHelper {
   const seized = linux.spawnSeizedHelper(PTRACE_O.TRACESYSGOOD, 'the helper for private socket names');
   try {
     const t = ctx.one(Tokens.TraceeFactory).fromStopped(seized.pid, seized.pid, { diesWithTracer: true });
-    const fsfd = t.syscallOk(sc('fsopen'), [t.stage(Buffer.from('tmpfs\0')), FSOPEN_CLOEXEC], 'fsopen(tmpfs) for private socket names');
-    t.syscallOk(sc('fsconfig'), [fsfd, FSCONFIG_CMD_CREATE, 0, 0, 0], 'fsconfig(FSCONFIG_CMD_CREATE)');
-    const top = t.syscallOk(sc('fsmount'), [fsfd, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC], 'fsmount of the private tmpfs');
+    const fsfd = t.syscallOk(sc('fsopen'), [t.stage(Buffer.from('tmpfs\0')), linux.FSOPEN_CLOEXEC], 'fsopen(tmpfs) for private socket names');
+    t.syscallOk(sc('fsconfig'), [fsfd, linux.FSCONFIG_CMD_CREATE, 0, 0, 0], 'fsconfig(FSCONFIG_CMD_CREATE)');
+    const top = t.syscallOk(sc('fsmount'), [fsfd, linux.FSMOUNT_CLOEXEC, MOUNT_ATTR.NOSUID | MOUNT_ATTR.NODEV | MOUNT_ATTR.NOEXEC], 'fsmount of the private tmpfs');
     t.syscall(sc('close'), [fsfd]);
     h = { seized, t, top, roots: new Map(), waiting: new Map(), next: 0 };
     HELPERS.set(ctx, h);
@@ -170,66 +160,32 @@ function connectNow(h: NameHelper, c: PrivateConnect, target: bigint): void {
  * An O_PATH fd, in the task, of the socket file the private name of socket `ino` made. The task
  * connects to it through /proc/self/fd/N, as itself (the kernel records the connecting process's
  * credentials, and the peer's name is the string bound): no path of the user's filesystem leads
- * there. The helper opens the file and sends it over a socketpair of the task's (SCM_RIGHTS); the
- * file is made writable for the task, which could write to its own socket's file before (the
- * connection existed) and nobody else can reach it. The fd is placed at `above` or higher.
+ * there. The helper opens the file; cptrst takes a copy and gives it to the task as a receive of
+ * its own would (core's withFdChannel). The file is made writable for the task, which could write
+ * to its own socket's file before (the connection existed) and nobody else can reach it. The fd
+ * is placed at `above` or higher.
  */
 export function privateSocketFile(ctx: RestartContext, task: RestartTask, ino: bigint, above: bigint, object: string): bigint {
   const h = HELPERS.get(ctx);
   const bound = h?.roots.get(ino);
   if (!h || !bound) throw new CptError('EBADIMG', `unix socket ${ino} has no private name to connect to`, { pid: task.pid, object });
   const t = task.tracee!;
-  const pairAt = t.stage(Buffer.alloc(8));
-  t.syscallOk(sc('socketpair'), [linux.AF_UNIX, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0, pairAt], `socketpair to receive the private socket file of ${object}`);
-  const pair = t.readMemory(pairAt, 8);
-  const ends = [BigInt(pair.readInt32LE(0)), BigInt(pair.readInt32LE(4))];
+  enter(h, bound.root);
+  const name = h.t.stage(Buffer.concat([bound.name, Buffer.from([0])]));
+  h.t.syscallOk(sc('fchmodat'), [linux.AT_FDCWD, name, 0o777, 0], `chmod of the private socket file of ${object}`);
+  const file = h.t.syscallOk(sc('openat'), [linux.AT_FDCWD, name, O.PATH | O.NOFOLLOW | O.CLOEXEC, 0], `opening the private socket file of ${object}`);
+  let got: FdsReceived;
   try {
-    enter(h, bound.root);
-    const name = h.t.stage(Buffer.concat([bound.name, Buffer.from([0])]));
-    h.t.syscallOk(sc('fchmodat'), [linux.AT_FDCWD, name, 0o777, 0], `chmod of the private socket file of ${object}`);
-    const file = h.t.syscallOk(sc('openat'), [linux.AT_FDCWD, name, O.PATH | O.NOFOLLOW | O.CLOEXEC, 0], `opening the private socket file of ${object}`);
-    const copy = copyOf(h, task, ends[1], object);
-    try {
-      h.t.syscallOk(sc('sendmsg'), [copy, h.t.stage(rightsMessage(h.t, Number(file)), 0), linux.MSG.DONTWAIT], `sending the private socket file of ${object}`);
-    } finally {
-      h.t.syscall(sc('close'), [copy]);
-      h.t.syscall(sc('close'), [file]);
-    }
-    const at = t.stage(rightsMessage(t, -1), 0);
-    t.syscallOk(sc('recvmsg'), [ends[0], at, linux.MSG.DONTWAIT | linux.MSG.CMSG_CLOEXEC], `receiving the private socket file of ${object}`);
-    const m = t.readMemory(at, RIGHTS.size);
-    const fd = m.readInt32LE(RIGHTS.fd);
-    if (m.readInt32LE(RIGHTS.flags) & linux.MSG.CTRUNC || m.readBigUInt64LE(RIGHTS.cmsg) !== 20n || m.readInt32LE(RIGHTS.cmsg + 12) !== linux.SCM_RIGHTS || fd < 0) {
-      throw new CptError('EIO', 'the private socket file did not arrive', { pid: task.pid, object });
-    }
-    const moved = t.syscallOk(linux.SYS.fcntl, [fd, linux.F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of the private socket file of ${object}`);
-    t.syscall(sc('close'), [fd]);
-    return moved;
+    got = linux.withFdCopy(h.t.pid, Number(file), (mine) => withFdChannel(t, object, `the private socket file of ${object}`, (give) => give([mine])));
   } finally {
-    for (const e of ends) t.syscall(sc('close'), [e]);
+    h.t.syscall(sc('close'), [file]);
   }
-}
-
-/** struct msghdr (56 bytes), its iovec, a cmsghdr with one fd (CMSG_SPACE 24), one data byte: offsets. */
-const RIGHTS = { flags: 48, iov: 56, cmsg: 72, fd: 88, byte: 96, size: 104 } as const;
-
-/** A message of one byte carrying fd `fd` (SCM_RIGHTS), laid out for the scratch area of `t` at offset 0; -1: room to receive one. */
-function rightsMessage(t: Tracee, fd: number): Buffer {
-  const base = t.stage(Buffer.alloc(0), 0);
-  const m = Buffer.alloc(RIGHTS.size);
-  m.writeBigUInt64LE(base + BigInt(RIGHTS.iov), 16); // msg_iov
-  m.writeBigUInt64LE(1n, 24); // msg_iovlen
-  m.writeBigUInt64LE(base + BigInt(RIGHTS.cmsg), 32); // msg_control
-  m.writeBigUInt64LE(24n, 40); // msg_controllen
-  m.writeBigUInt64LE(base + BigInt(RIGHTS.byte), RIGHTS.iov); // iov_base
-  m.writeBigUInt64LE(1n, RIGHTS.iov + 8); // iov_len
-  if (fd >= 0) {
-    m.writeBigUInt64LE(20n, RIGHTS.cmsg); // cmsg_len: CMSG_LEN(sizeof(int))
-    m.writeInt32LE(linux.SOL_SOCKET, RIGHTS.cmsg + 8);
-    m.writeInt32LE(linux.SCM_RIGHTS, RIGHTS.cmsg + 12);
-    m.writeInt32LE(fd, RIGHTS.fd);
+  try {
+    if (got.flags & linux.MSG.CTRUNC || got.fds.length !== 1) throw new CptError('EIO', 'the private socket file did not arrive', { pid: task.pid, object });
+    return t.syscallOk(linux.SYS.fcntl, [got.fds[0], linux.F.DUPFD_CLOEXEC, above], `fcntl(F_DUPFD_CLOEXEC) of the private socket file of ${object}`);
+  } finally {
+    for (const fd of got.fds) t.syscall(sc('close'), [fd]);
   }
-  return m;
 }
 
 /**
@@ -241,7 +197,7 @@ function ownerMayName(task: RestartTask, absPath: string, object: string): void 
   const t = task.tracee!;
   let dir = path.posix.dirname(absPath);
   for (;;) {
-    const r = t.syscall(sc('faccessat2'), [linux.AT_FDCWD, t.stage(Buffer.from(dir + '\0')), W_OK | X_OK, AT_EACCESS]);
+    const r = t.syscall(sc('faccessat2'), [linux.AT_FDCWD, t.stage(Buffer.from(dir + '\0')), ACCESS.W_OK | ACCESS.X_OK, linux.AT.EACCESS]);
     if (r === 0n) return;
     const e = linux.errnoName(Number(-r));
     if (e !== 'ENOENT' || dir === '/') throw new CptError(e === 'ENOENT' ? 'EACCES' : e, `the image's owner may not make the socket name ${absPath} (no write access to ${dir}: ${e})`, { pid: task.pid, object });

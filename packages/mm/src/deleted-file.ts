@@ -21,9 +21,8 @@ import {
   makeDeletedFile, objectType, otherHolders, refuse,
 } from '@cptrst/core';
 import { VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
-import { FILE_FLAGS } from './file';
+import { FILE_FLAGS, MappedFilePages } from './file';
 import { applyVmFlags } from './madvise';
-import { isAnonCopy } from './pages';
 
 const { MAP, SYS, O } = linux;
 
@@ -34,7 +33,7 @@ export class VmaDeletedFileImage extends DeletedFileFields {}
 @objectType(ObjectType.VMA_DELETED_DATA, 'vma-deleted-data', { parents: [ObjectType.VMA] })
 export class VmaDeletedDataImage extends DeletedDataFields {}
 
-export class DeletedFileVma implements VmaKindHandler {
+export class DeletedFileVma extends MappedFilePages implements VmaKindHandler {
   readonly kind = 'deleted-file';
   /** Above the file kind, which claims every mapped file with a path (and refuses deleted ones). */
   readonly priority = 1;
@@ -65,15 +64,6 @@ export class DeletedFileVma implements VmaKindHandler {
 
   acceptsVmFlag(flag: string): boolean {
     return FILE_FLAGS.has(flag);
-  }
-
-  /** A shared mapping's contents are the file's, which its carrier stores. */
-  storesPages(img: VmaImage): boolean {
-    return !img.shared;
-  }
-
-  storesPage(pm: bigint): boolean {
-    return isAnonCopy(pm);
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {

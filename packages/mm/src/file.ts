@@ -29,7 +29,21 @@ const { MAP, SYS, O } = linux;
 /** madvise's flags but wipeonfork (private anonymous memory only), noreserve, locks, seal. */
 export const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
 
-export class FileVma implements VmaKindHandler {
+/**
+ * What an image holds of a mapped file's memory (a regular file, a deleted one, a memfd): a
+ * private mapping's pages the process changed (anonymous copies); a shared mapping's contents are
+ * the file's (its own, or its carrier's), never stored, never written back from an image.
+ */
+export abstract class MappedFilePages {
+  storesPages(img: VmaImage): boolean {
+    return !img.shared;
+  }
+  storesPage(pm: bigint): boolean {
+    return isAnonCopy(pm);
+  }
+}
+
+export class FileVma extends MappedFilePages implements VmaKindHandler {
   readonly kind = 'file';
   /** A private mapping kept copy-on-write from the parent (cow.ts) has one: the pages to discard. */
   readonly records = [VmaKeptImage];
@@ -55,13 +69,6 @@ export class FileVma implements VmaKindHandler {
   }
   acceptsVmFlag(flag: string): boolean {
     return FILE_FLAGS.has(flag);
-  }
-  /** A shared mapping's contents are the file's: never stored, never written back from an image. */
-  storesPages(img: VmaImage): boolean {
-    return !img.shared;
-  }
-  storesPage(pm: bigint): boolean {
-    return isAnonCopy(pm);
   }
   /** Only an area kept from the parent has a record. */
   expectsRecords(img: VmaImage): boolean {

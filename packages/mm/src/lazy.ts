@@ -152,7 +152,7 @@ function presentInRuns(pid: number, runs: HeldRun[]): Array<{ start: bigint; end
       const PAGE = linux.pageSize();
       const entries = linux.readPagemap(pid, start, Number((end - start) / BigInt(PAGE)), PAGE);
       entries.forEach((e, k) => {
-        if (e >= 1n << 62n) out.push({ start: start + BigInt(k * PAGE), end: start + BigInt((k + 1) * PAGE) });
+        if (e & (linux.PAGEMAP.PRESENT | linux.PAGEMAP.SWAPPED)) out.push({ start: start + BigInt(k * PAGE), end: start + BigInt((k + 1) * PAGE) });
       });
     }
   } finally {

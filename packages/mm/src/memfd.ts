@@ -18,7 +18,7 @@ import {
 } from '@cptrst/core';
 import { LOCK_FLAGS, MADVISE_FLAGS, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, mapAt, mappedFile } from './vma';
 import { applyVmFlags } from './madvise';
-import { isAnonCopy } from './pages';
+import { MappedFilePages } from './file';
 
 const { MAP, SYS, O } = linux;
 
@@ -33,7 +33,7 @@ const VMA_MEMFD: MemfdLayouts = { memfd: VmaMemfdImage, data: VmaMemfdDataImage 
 /** As for a file: madvise's flags but wipeonfork, noreserve, locks, seal. */
 const MEMFD_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
 
-export class MemfdVma implements VmaKindHandler {
+export class MemfdVma extends MappedFilePages implements VmaKindHandler {
   readonly kind: string = 'memfd';
   /** Above the file kind, which claims every mapped file with a path (and refuses memfds). */
   readonly priority: number = 1;
@@ -56,15 +56,6 @@ export class MemfdVma implements VmaKindHandler {
 
   acceptsVmFlag(flag: string): boolean {
     return MEMFD_FLAGS.has(flag);
-  }
-
-  /** A shared mapping's contents are the memfd's, which its carrier stores. */
-  storesPages(img: VmaImage): boolean {
-    return !img.shared;
-  }
-
-  storesPage(pm: bigint): boolean {
-    return isAnonCopy(pm);
   }
 
   dumpRecords(_ctx: CheckpointContext, task: CheckpointTask, v: VmaEntry, _img: VmaImage, out: KindRecordWriter): void {

@@ -19,7 +19,7 @@ import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RecordList, RestartContext, RestartTask, RestoreHandler, RestoreObject, S_IFMT,
   S_IFREG, StateKey, bytes, encodeStruct, fileTypeName, kindNamed, kindRecordWriter, linux, objectType, openRecordedFile, records, refuse,
-  requireKindRecord, runCalls, str, u32, u64, u64s,
+  requireKindRecord, runCalls, sameFile, str, u32, u64, u64s,
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, MM_LAYOUT, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
@@ -493,7 +493,7 @@ export class MmRestore implements RestoreHandler {
       // executable (the kernel refuses to change exe_file while the old one is mapped): left as it is.
       const exeNow = fs.statSync(`/proc/${task.pid}/exe`, { bigint: true });
       const exeNew = fs.statSync(`/proc/${task.pid}/fd/${exeFd}`, { bigint: true });
-      const sameExe = keptPrivate.length > 0 && exeNow.dev === exeNew.dev && exeNow.ino === exeNew.ino;
+      const sameExe = keptPrivate.length > 0 && sameFile(exeNow, exeNew);
       const auxvAt = t.stage(mm.auxv, 8192);
       const map = encodeStruct(linux.PrctlMmMap, {
         startCode: mm.startCode, endCode: mm.endCode, startData: mm.startData, endData: mm.endData,

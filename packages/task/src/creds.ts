@@ -28,8 +28,6 @@ const { SYS, PR, CAP } = linux;
 export const CREDS_ORDER = 110;
 /** The full credentials: last among the finish hooks that run injected calls. */
 export const CREDS_FINAL_ORDER = 900;
-const PR_CAP_AMBIENT_RAISE = 2;
-const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 
 @objectType(ObjectType.TASK_CREDS, 'creds', { parents: [ObjectType.TASK, ObjectType.THREAD] })
 export class CredsImage {
@@ -293,9 +291,9 @@ function capabilities(t: Tracee, pid: number, tid: number | undefined, img: Cred
     capset(t, { effective: img.capEff & img.capPrm & now.capPrm, permitted: img.capPrm & now.capPrm, inheritable: img.capInh & (now.capInh | now.capPrm) }, 'capset');
   }
   if (img.capAmb !== now.capAmb) {
-    t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0], 'clearing the ambient capabilities');
+    t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, linux.PR_CAP_AMBIENT.CLEAR_ALL, 0, 0, 0], 'clearing the ambient capabilities');
     for (let cap = 0; cap < 64; cap++) {
-      if (img.capAmb & (1n << BigInt(cap))) t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0], `raising ambient capability ${cap}`);
+      if (img.capAmb & (1n << BigInt(cap))) t.syscallOk(SYS.prctl, [PR.CAP_AMBIENT, linux.PR_CAP_AMBIENT.RAISE, cap, 0, 0], `raising ambient capability ${cap}`);
     }
   }
 }

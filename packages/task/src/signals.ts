@@ -11,9 +11,8 @@ import {
 } from '@cptrst/core';
 import { TIMER_SIGNALS } from './posix-timers';
 
-const { SYS, SIG } = linux;
+const { SYS, SIG, NSIG } = linux;
 export const SIGNALS_ORDER = 400;
-const NSIG = 64;
 const SIGACTION_SIZE = sizeOfStruct(linux.KernelSigaction);
 const SIGINFO_SIZE = sizeOfStruct(linux.Siginfo);
 const ITIMERVAL_SIZE = sizeOfStruct(linux.Itimerval);

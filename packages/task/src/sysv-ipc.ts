@@ -109,6 +109,16 @@ export function removeMade(task: RestartTask, kind: 'sem' | 'msg'): void {
 }
 
 /**
+ * The image's key must be free (IPC_PRIVATE always is): an object of another's with that key is
+ * not taken over (EEXIST). `objects` reads the kind's objects (/proc/sysvipc), only for a real key.
+ */
+export function requireFreeKey(task: RestartTask, key: number, objects: () => ReadonlyArray<{ key: number; id: number }>, kindName: string, object: string): void {
+  if (key === linux.IPC.PRIVATE) return;
+  const other = objects().find((o) => o.key === key);
+  if (other) throw new CptError('EEXIST', `SysV key ${key} is taken by ${kindName} ${other.id}; it is not taken over`, { pid: task.pid, object });
+}
+
+/**
  * Asks for `id` as the next object's id, makes it with `get` (injected: the object's last user is
  * then the task), and checks the kernel gave that id (another process may have made one in
  * between: the object is removed again, EBUSY).

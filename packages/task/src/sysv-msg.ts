@@ -16,7 +16,7 @@ import {
   StateKey, bytes, decodeStruct, i32, i64, linux, objectType, refuse, sizeOfStruct, u32, u64,
 } from '@cptrst/core';
 import {
-  SysvIpcFields, ipcCall, makeWithId, readConsistently, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer,
+  SysvIpcFields, ipcCall, makeWithId, readConsistently, recordsForTree, removeMade, requireFreeKey, requireTrustedIpc, setOwner, withTaskBuffer,
 } from './sysv-ipc';
 
 /** Right after the semaphore sets (180). */
@@ -213,10 +213,7 @@ export class SysvMsgRestore implements RestoreHandler {
       ctx.log.debug(`pid ${task.pid}: ${object}: taken back as the process left it`);
       return;
     }
-    if (img.key !== linux.IPC.PRIVATE) {
-      const other = linux.readSysvMsg().find((m) => m.key === img.key);
-      if (other) throw new CptError('EEXIST', `SysV key ${img.key} is taken by message queue ${other.id}; it is not taken over`, { pid: task.pid, object });
-    }
+    requireFreeKey(task, img.key, linux.readSysvMsg, 'message queue', object);
     const t = task.tracee!;
     makeWithId(task, 'msg', img.id, object, () => t.syscallOk(linux.syscallNumber('msgget'), [img.key, linux.IPC.CREAT | linux.IPC.EXCL | img.mode], `msgget(key ${img.key})`));
     // Room for every message first (a queue whose limit was lowered below what it held), the image's limit last.

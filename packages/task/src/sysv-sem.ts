@@ -15,7 +15,7 @@ import {
   StateKey, i64, linux, objectType, refuse, u32s,
 } from '@cptrst/core';
 import {
-  SysvIpcFields, ipcCall, makeWithId, readConsistently, recordsForTree, removeMade, requireTrustedIpc, setOwner, withTaskBuffer,
+  SysvIpcFields, ipcCall, makeWithId, readConsistently, recordsForTree, removeMade, requireFreeKey, requireTrustedIpc, setOwner, withTaskBuffer,
 } from './sysv-ipc';
 
 /** After the limits (150), before the threads (190). */
@@ -173,10 +173,7 @@ export class SysvSemRestore implements RestoreHandler {
       ctx.log.debug(`pid ${task.pid}: ${object}: taken back as the process left it`);
       return;
     }
-    if (img.key !== linux.IPC.PRIVATE) {
-      const other = linux.readSysvSem().find((s) => s.key === img.key);
-      if (other) throw new CptError('EEXIST', `SysV key ${img.key} is taken by semaphore set ${other.id}; it is not taken over`, { pid: task.pid, object });
-    }
+    requireFreeKey(task, img.key, linux.readSysvSem, 'semaphore set', object);
     const t = task.tracee!;
     const semctl = linux.syscallNumber('semctl');
     makeWithId(task, 'sem', img.id, object, () =>

@@ -63,11 +63,18 @@ export type PayloadFileSource = (fd: number, position: number, bytes: number) =>
  * An object with a payload, framed only when the deferred objects are written out: its padding
  * depends on its stream offset, which compressed payloads before it change.
  */
-interface DeferredObject {
+interface DeferredObject extends Framed, WithPayload {}
+
+/** What frames an object: its type, tag, parent's tag and flags. */
+interface Framed {
   type: number;
   tag: number;
   ptag: number;
   flags: number;
+}
+
+/** An object's body and the payload that follows it: `bytes` long, written by `fill` (or `toFile`). */
+interface WithPayload {
   body: Buffer;
   bytes: number;
   fill: PayloadSource;
@@ -79,11 +86,7 @@ interface DeferredObject {
  * when the deferred objects are written out (a record's bytes do not depend on its offset), so
  * that a checkpoint that lets the process run does not encode its records while it is frozen.
  */
-interface DeferredRecord {
-  type: number;
-  tag: number;
-  ptag: number;
-  flags: number;
+interface DeferredRecord extends Framed {
   record: CapturedRecord;
   /** Its body, once encoded (for offset while deferring). */
   body?: Buffer;
@@ -93,26 +96,15 @@ interface DeferredRecord {
  * A record encoded only when the deferred objects are written out (writeLater): its fields may
  * be filled meanwhile (by the payload sources before it), its encoded length may not change.
  */
-interface LateRecord {
+interface LateRecord extends Framed {
   late: object;
-  type: number;
-  tag: number;
-  ptag: number;
-  flags: number;
   length: number;
 }
 
 type Deferred = Buffer | DeferredObject | DeferredRecord | LateRecord;
 
 /** An object of the pages section (writeWithPagesAtEnd): framed and given its tag by writeTail(). */
-interface TailObject {
-  type: number;
-  ptag: number;
-  flags: number;
-  body: Buffer;
-  bytes: number;
-  fill: PayloadSource;
-  toFile?: PayloadFileSource;
+interface TailObject extends Omit<Framed, 'tag'>, WithPayload {
   key: bigint;
   rank: number;
 }

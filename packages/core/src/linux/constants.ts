@@ -1,17 +1,16 @@
 /**
- * Linux x86-64 constants: the one place where cptrst keeps kernel numbers.
+ * Linux constants: the one place where cptrst keeps kernel numbers.
  *
- * Values are those of the x86-64 ABI (arch/x86/entry/syscalls/syscall_64.tbl and the uapi
- * headers). Every table is a frozen plain object so that `SIG.SIGKILL` etc. are typed literals.
- * System call numbers are not here: they belong to the arch package (linux/syscalls.ts).
+ * Values are those of the uapi headers as x86-64 (the machine cptrst runs on) sees them. Every
+ * table is a frozen plain object so that `SIG.SIGKILL` etc. are typed literals. Facts only one
+ * architecture has (its own ptrace requests and regsets, arch_prctl) are its arch package's, and
+ * so are system call numbers (linux/syscalls.ts).
  */
 
-/** ptrace(2) requests (x86-64). */
+/** ptrace(2) requests every architecture has (linux/ptrace.h); an arch's own are its package's. */
 export const PTRACE = Object.freeze({
   TRACEME: 0, PEEKTEXT: 1, PEEKDATA: 2, PEEKUSER: 3, POKETEXT: 4, POKEDATA: 5, POKEUSER: 6,
-  CONT: 7, KILL: 8, SINGLESTEP: 9, GETREGS: 12, SETREGS: 13, GETFPREGS: 14, SETFPREGS: 15,
-  ATTACH: 16, DETACH: 17, GETFPXREGS: 18, SETFPXREGS: 19, SYSCALL: 24,
-  GET_THREAD_AREA: 25, SET_THREAD_AREA: 26, ARCH_PRCTL: 30, SYSEMU: 31, SYSEMU_SINGLESTEP: 32, SINGLEBLOCK: 33,
+  CONT: 7, KILL: 8, SINGLESTEP: 9, ATTACH: 16, DETACH: 17, SYSCALL: 24,
   SETOPTIONS: 0x4200, GETEVENTMSG: 0x4201, GETSIGINFO: 0x4202, SETSIGINFO: 0x4203,
   GETREGSET: 0x4204, SETREGSET: 0x4205, SEIZE: 0x4206, INTERRUPT: 0x4207, LISTEN: 0x4208,
   PEEKSIGINFO: 0x4209, GETSIGMASK: 0x420a, SETSIGMASK: 0x420b,
@@ -40,14 +39,12 @@ export const PTRACE_EVENT = Object.freeze({
   FORK: 1, VFORK: 2, CLONE: 3, EXEC: 4, VFORK_DONE: 5, EXIT: 6, SECCOMP: 7, STOP: 128,
 } as const);
 
-/** ELF note types used as PTRACE_GETREGSET / SETREGSET `addr`. */
+/** ELF note types used as PTRACE_GETREGSET / SETREGSET `addr`, those of every architecture (an arch's own are its package's). */
 export const NT = Object.freeze({
   PRSTATUS: 1, PRFPREG: 2, PRPSINFO: 3, TASKSTRUCT: 4, AUXV: 6, SIGINFO: 0x53494749, FILE: 0x46494c45,
-  X86_TLS: 0x200, X86_IOPERM: 0x201, X86_XSTATE: 0x202, X86_SHSTK: 0x204, X86_XSAVE_LAYOUT: 0x205,
 } as const);
 export const NT_PRSTATUS = NT.PRSTATUS;
 export const NT_PRFPREG = NT.PRFPREG;
-export const NT_X86_XSTATE = NT.X86_XSTATE;
 
 /** Signal numbers (x86-64), keyed by full name. */
 export const SIG = Object.freeze({
@@ -199,10 +196,10 @@ export const PR = Object.freeze({
   SET_MEMORY_MERGE: 67, GET_MEMORY_MERGE: 68,
   SET_PTRACER: 0x59616d61, SET_VMA: 0x53564d41, GET_AUXV: 0x41555856,
 } as const);
+/** PR_CAP_AMBIENT: arg2. */
+export const PR_CAP_AMBIENT = Object.freeze({ IS_SET: 1, RAISE: 2, LOWER: 3, CLEAR_ALL: 4 } as const);
 /** PR_MCE_KILL: arg2 of the set/clear form, and the policies (PR_MCE_KILL_GET returns one). */
 export const PR_MCE_KILL = Object.freeze({ CLEAR: 0, SET: 1, LATE: 0, EARLY: 1, DEFAULT: 2 } as const);
-/** PR_GET_TSC / PR_SET_TSC modes (x86). */
-export const PR_TSC = Object.freeze({ ENABLE: 1, SIGSEGV: 2 } as const);
 /**
  * PR_GET/SET_SPECULATION_CTRL: which mitigation (arg2), and the bits of its state. PRCTL says the
  * state can be set per task; the others are the state.
@@ -236,15 +233,6 @@ export const PR_SET_MM_MAP = PR_SET_MM.MAP;
 export const PR_SET_MM_MAP_SIZE = PR_SET_MM.MAP_SIZE;
 /** PR_SET_VMA sub-option. */
 export const PR_SET_VMA_ANON_NAME = 0;
-/** arch_prctl codes (x86-64). */
-export const ARCH = Object.freeze({
-  SET_GS: 0x1001, SET_FS: 0x1002, GET_FS: 0x1003, GET_GS: 0x1004, GET_CPUID: 0x1011, SET_CPUID: 0x1012,
-  GET_XCOMP_SUPP: 0x1021, GET_XCOMP_PERM: 0x1022, REQ_XCOMP_PERM: 0x1023,
-  GET_XCOMP_GUEST_PERM: 0x1024, REQ_XCOMP_GUEST_PERM: 0x1025,
-  MAP_VDSO_X32: 0x2001, MAP_VDSO_32: 0x2002, MAP_VDSO_64: 0x2003,
-  SHSTK_ENABLE: 0x5001, SHSTK_DISABLE: 0x5002, SHSTK_LOCK: 0x5003, SHSTK_UNLOCK: 0x5004, SHSTK_STATUS: 0x5005,
-} as const);
-
 /**
  * clone/clone3 flags. Values above bit 30 do not survive JavaScript's 32-bit `|`: combine them
  * as bigint (`BigInt(CLONE.VM) | CLONE.CLEAR_SIGHAND`) for clone3's 64-bit `flags`.
@@ -284,6 +272,14 @@ export const AT = Object.freeze({
   STATX_DONT_SYNC: 0x4000, RECURSIVE: 0x8000,
 } as const);
 export const AT_FDCWD = AT.FDCWD;
+/** access/faccessat2 modes. */
+export const ACCESS = Object.freeze({ F_OK: 0, X_OK: 1, W_OK: 2, R_OK: 4 } as const);
+
+/** The mount API (fsopen, fsconfig, fsmount): the flags and the command cptrst uses, and the attributes of a mount. */
+export const FSOPEN_CLOEXEC = 1;
+export const FSCONFIG_CMD_CREATE = 6;
+export const FSMOUNT_CLOEXEC = 1;
+export const MOUNT_ATTR = Object.freeze({ RDONLY: 0x1, NOSUID: 0x2, NODEV: 0x4, NOEXEC: 0x8 } as const);
 export const AT_EMPTY_PATH = AT.EMPTY_PATH;
 
 /** Auxiliary vector entry types (`AT_*` in elf.h; a separate table to avoid the *at() flags). */
@@ -299,8 +295,6 @@ export const SECBIT_KEEP_CAPS = 0x10;
 
 /** rseq(2). */
 export const RSEQ_FLAG_UNREGISTER = 1;
-/** The rseq abort signature glibc uses on x86 (RSEQ_SIG). */
-export const RSEQ_SIG = 0x53053053;
 
 /** wait4/waitpid/waitid option bits. */
 export const WAIT = Object.freeze({
@@ -387,6 +381,9 @@ export const CLOCK = Object.freeze({
 /** timerfd_settime(2) flags and TFD_IOC_SET_TICKS (_IOW('T', 0, u64): set the unread expirations). */
 export const TFD_TIMER = Object.freeze({ ABSTIME: 1, CANCEL_ON_SET: 2 } as const);
 export const TFD_IOC_SET_TICKS = 0x40085400;
+
+/** poll(2) event bits. */
+export const POLL = Object.freeze({ IN: 0x1, PRI: 0x2, OUT: 0x4, ERR: 0x8, HUP: 0x10, NVAL: 0x20 } as const);
 
 /** FIONREAD: bytes ready to read (a pipe, a socket's receive queue, an inotify fd's queued events). */
 export const FIONREAD = 0x541b;
@@ -513,6 +510,10 @@ export const FAN = Object.freeze({
   NOTIFY_BITS: 0xfff | 0x1000 | 0x8000 | 0x08000000 | 0x10000000 | 0x40000000,
   /** The mflags fdinfo shows: FAN_MARK_IGNORED_SURV_MODIFY, FAN_MARK_EVICTABLE, FAN_MARK_IGNORE. */
   SHOWN_MARK_FLAGS: 0x40 | 0x200 | 0x400,
+  /** fanotify_init's FAN_NONBLOCK: the fd's O_NONBLOCK at first (F_SETFL can change it). */
+  NONBLOCK: 0x2,
+  /** Every fanotify_init flag the kernel knows (FAN_CLOEXEC, FAN_NONBLOCK, FAN_CLASS_*, FAN_UNLIMITED_*, FAN_ENABLE_AUDIT, FAN_REPORT_*). */
+  KNOWN_INIT_FLAGS: 0x3 | 0xc | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800 | 0x1000 | 0x2000 | 0x4000,
 } as const);
 
 /** splice(2) flags. NONBLOCK: do not wait for the pipe (the file side is not affected). */

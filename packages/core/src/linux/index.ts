@@ -1,6 +1,7 @@
 /**
- * Linux x86-64 bindings: syscall numbers, ptrace, struct layouts, /proc parsers, machine facts.
- * The one place in cptrst where Linux facts live.
+ * Linux bindings: ptrace, struct layouts, /proc parsers, machine facts. The one place in cptrst
+ * where Linux facts live; those of one architecture only (its syscall numbers, its own ptrace
+ * requests and regsets) are its arch package's (@cptrst/arch-x86's linux-x86.ts).
  */
 export * from './constants';
 export * from './syscalls';

@@ -27,10 +27,10 @@ const word = Buffer.alloc(8);
 
 type Arg = number | bigint | Buffer | null;
 
-function req(request: number, tid: number, addr: Arg, data: Arg): bigint {
+function req(request: number, tid: number, addr: Arg, data: Arg, name = ptraceRequestName(request)): bigint {
   // An integer address (all but PEEKSIGINFO) takes the fixed declarations.
   const r = typeof addr === 'number' || typeof addr === 'bigint' ? libcPtrace(request, tid, addr, data) : rawSyscall(SYS.ptrace, request, tid, addr, data);
-  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), `ptrace(${ptraceRequestName(request)}, ${tid})`, tid);
+  if (r < 0n && r >= -4095n) throw errnoError(Number(-r), `ptrace(${name}, ${tid})`, tid);
   return r;
 }
 
@@ -50,9 +50,12 @@ export interface PeekSiginfoOptions {
 
 /** The ptrace requests cptrst uses. `tid` is a kernel thread id (the pid for a main thread). */
 export const ptrace = Object.freeze({
-  /** Any request, for an arch package's own (x86's PTRACE_GETREGS...): the raw result, a CptError on failure. */
-  request(request: number, tid: number, addr: Arg, data: Arg): bigint {
-    return req(request, tid, addr, data);
+  /**
+   * Any request, for an arch package's own (x86's PTRACE_GETREGS...), which names it for messages
+   * (`name`, e.g. "PTRACE_GETREGS"): the raw result, a CptError on failure.
+   */
+  request(request: number, tid: number, addr: Arg, data: Arg, name?: string): bigint {
+    return req(request, tid, addr, data, name);
   },
   /** PTRACE_SEIZE: attach without stopping; `options` are PTRACE_O_* bits. */
   seize(tid: number, options = 0): void {
@@ -101,19 +104,20 @@ export const ptrace = Object.freeze({
     return b.readBigUInt64LE(0);
   },
   /**
-   * PTRACE_GETREGSET for note type `nt` (NT_PRSTATUS, NT_PRFPREG, NT_X86_XSTATE, ...), with a
-   * buffer of `maxSize` bytes; returns the buffer trimmed to the length the kernel reported.
+   * PTRACE_GETREGSET for note type `nt` (NT_PRSTATUS, NT_PRFPREG, or an arch's own, which names
+   * it for messages: `name`), with a buffer of `maxSize` bytes; returns the buffer trimmed to the
+   * length the kernel reported.
    */
-  getRegset(tid: number, nt: number, maxSize = 16384): Buffer {
+  getRegset(tid: number, nt: number, maxSize = 16384, name = ntName(nt)): Buffer {
     const b = Buffer.alloc(maxSize);
     const [r, len] = libcPtraceRegset(PTRACE.GETREGSET, tid, nt, b);
-    if (r < 0) throw errnoError(-r, `ptrace(PTRACE_GETREGSET, ${tid}, ${ntName(nt)})`, tid);
+    if (r < 0) throw errnoError(-r, `ptrace(PTRACE_GETREGSET, ${tid}, ${name})`, tid);
     return b.subarray(0, len);
   },
   /** PTRACE_SETREGSET; returns how many bytes the kernel consumed. */
-  setRegset(tid: number, nt: number, buf: Buffer): number {
+  setRegset(tid: number, nt: number, buf: Buffer, name = ntName(nt)): number {
     const [r, len] = libcPtraceRegset(PTRACE.SETREGSET, tid, nt, buf);
-    if (r < 0) throw errnoError(-r, `ptrace(PTRACE_SETREGSET, ${tid}, ${ntName(nt)})`, tid);
+    if (r < 0) throw errnoError(-r, `ptrace(PTRACE_SETREGSET, ${tid}, ${name})`, tid);
     return len;
   },
   /** PTRACE_PEEKUSER: the word at `offset` in struct user (registers, u_debugreg). */
