@@ -148,18 +148,25 @@ function findFd(pid: number, link: string): number | undefined {
 /** A copy of the tracker's userfaultfd ('uffd') or memfd ('memfd'). */
 function trackerFd(t: TrackerRef, which: 'uffd' | 'memfd'): number {
   // Around each sleep the shell moves the fds it holds (saved to other numbers, then back): one
-  // that moved between the look-up and the copy is looked up again.
+  // that moved while the fds were listed, or between the look-up and the copy, is looked up
+  // again, and the copy is checked to be what was looked for.
+  const link = which === 'uffd' ? UFFD_LINK : MEMFD_LINK;
   for (let tries = 1; ; tries++) {
-    const n = findFd(t.pid, which === 'uffd' ? UFFD_LINK : MEMFD_LINK);
-    if (n === undefined) throw new CptError('EBADF', `tracker ${t.pid} holds no ${which}`);
-    const pidfd = linux.pidfdOpen(t.pid);
-    try {
-      return linux.pidfdGetfd(pidfd, n);
-    } catch (e) {
-      if (tries >= 5) throw e;
-    } finally {
-      fs.closeSync(pidfd);
+    const n = findFd(t.pid, link);
+    if (n !== undefined) {
+      const pidfd = linux.pidfdOpen(t.pid);
+      try {
+        const copy = linux.pidfdGetfd(pidfd, n);
+        if (linux.readFdLink(process.pid, copy) === link) return copy;
+        fs.closeSync(copy);
+      } catch (e) {
+        if (tries >= 5) throw e;
+      } finally {
+        fs.closeSync(pidfd);
+      }
     }
+    if (tries >= 5) throw new CptError('EBADF', `tracker ${t.pid} holds no ${which} (looked for ${tries} times)`);
+    linux.sleepMs(1);
   }
 }
 
