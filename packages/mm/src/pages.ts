@@ -32,9 +32,7 @@ const CHUNK_PAGES = 4096;
  * measured slower (bench/README.md). The header and padding cost one page per object (0.2%).
  */
 const OBJECT_PAGES = 512;
-const PM_PRESENT = 1n << 63n;
-const PM_SWAPPED = 1n << 62n;
-const PM_FILE_OR_SHARED = 1n << 61n;
+const { PRESENT: PM_PRESENT, SWAPPED: PM_SWAPPED, FILE_OR_SHARED_ANON: PM_FILE_OR_SHARED } = linux.PAGEMAP;
 const PM_PRESENT_FILE = PM_PRESENT | PM_FILE_OR_SHARED;
 const PM_PRESENT_SWAPPED = PM_PRESENT | PM_SWAPPED;
 
