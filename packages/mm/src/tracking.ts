@@ -118,15 +118,13 @@ export function stopTracker(t: TrackerRef): void {
     /* gone already */
   }
   // Its userfaultfd is closed when it exits (a zombie holds no files): only then are the areas free.
-  for (let i = 0; i < 400 && startTimeOf(t.pid) === t.start && !isZombie(t.pid); i++) linux.sleepMs(5);
+  for (let i = 0; i < 400 && startTimeOf(t.pid) === t.start && !holdsNoFiles(t.pid); i++) linux.sleepMs(5);
 }
 
-function isZombie(pid: number): boolean {
-  try {
-    return linux.readStat(pid).state === 'Z';
-  } catch {
-    return true;
-  }
+/** Holds no files any more: a zombie, or gone. */
+function holdsNoFiles(pid: number): boolean {
+  const state = linux.stateIfAlive(pid);
+  return state === undefined || state === 'Z';
 }
 
 const UFFD_LINK = 'anon_inode:[userfaultfd]';

@@ -192,12 +192,9 @@ function refuseOrphanedStop(tree: FrozenTree, task: CheckpointTask, st: linux.Pr
   }
 }
 
+/** A zombie now (a process gone is not). */
 function isZombie(pid: number): boolean {
-  try {
-    return linux.readStat(pid).state === 'Z';
-  } catch {
-    return false;
-  }
+  return linux.stateIfAlive(pid) === 'Z';
 }
 
 /**

@@ -728,6 +728,15 @@ export function readCmdline(pid: number): string[] {
   return parts;
 }
 
+/** The process's state letter (stat's third field: 'R', 'S', 'Z', ...), or undefined where it is gone. */
+export function stateIfAlive(pid: number): string | undefined {
+  try {
+    return readStat(pid).state;
+  } catch {
+    return undefined;
+  }
+}
+
 /** /proc/PID/cmdline split at NULs, or none where the process is gone (a check on someone else's process). */
 export function cmdlineIfAlive(pid: number): string[] {
   try {
