@@ -65,14 +65,6 @@ function isTrackerSleep(pid: number): boolean {
   return argv.length === 2 && argv[0] === 'sleep' && argv[1] === '2';
 }
 
-function parentOf(pid: number): number {
-  try {
-    return linux.readStat(pid).ppid;
-  } catch {
-    return 0;
-  }
-}
-
 /** The holders of a userfaultfd on the system, from one walk of every process's fds before the freeze. */
 const UFFD_HOLDERS = new WeakMap<CheckpointContext, Array<{ pid: number; fd: number }>>();
 
@@ -96,7 +88,7 @@ function userfaultfdHolders(ctx: CheckpointContext): Array<{ pid: number; fd: nu
 export function awaitTrackerLeftovers(ctx: CheckpointContext): void {
   if (UFFD_HOLDERS.has(ctx)) return;
   // A live tracker's own sleep is no leftover (waiting for it cost up to 2 s of every checkpoint).
-  const sleeps = userfaultfdHolders(ctx).filter((h) => isTrackerSleep(h.pid) && !isTracker(parentOf(h.pid))).map((h) => h.pid);
+  const sleeps = userfaultfdHolders(ctx).filter((h) => isTrackerSleep(h.pid) && !isTracker(linux.ppidIfAlive(h.pid))).map((h) => h.pid);
   for (let i = 0; i < 300 && sleeps.some(isTrackerSleep); i++) linux.sleepMs(10);
 }
 

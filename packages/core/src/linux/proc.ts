@@ -737,6 +737,15 @@ export function stateIfAlive(pid: number): string | undefined {
   }
 }
 
+/** The process's parent, or 0 where it is gone (a check on someone else's process). */
+export function ppidIfAlive(pid: number): number {
+  try {
+    return readStat(pid).ppid;
+  } catch {
+    return 0;
+  }
+}
+
 /** /proc/PID/cmdline split at NULs, or none where the process is gone (a check on someone else's process). */
 export function cmdlineIfAlive(pid: number): string[] {
   try {
