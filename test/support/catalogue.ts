@@ -36,6 +36,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'fdstate', kind: 'c', source: 'fdstate.c', checks: 'fd state a checkpoint must refuse: flock/POSIX/OFD locks, a lease, F_SETOWN, F_SETSIG (still there after the refusal)' },
   { name: 'syscalls', kind: 'c', source: 'syscalls.c', checks: 'results of nanosleep/select/poll/futex/pause interrupted by C/R: only legitimate outcomes' },
   { name: 'pidhold', kind: 'c', source: 'pidhold.c', checks: 'holds a PID until triggered' },
+  { name: 'guards', kind: 'c', source: 'guards.c', checks: 'guard regions (MADV_GUARD_INSTALL) in private anonymous, wipe-on-fork, private and shared file areas, a flag left by removed guards, a big area: every guard faults, every other page holds its pattern, VmFlags as before, a forked child\'s guards' },
   { name: 'mmstate', kind: 'c', source: 'mmstate.c', checks: 'droppable, mlock/mlock2 onfault, madvise sequential/random/mergeable and mseal areas (VmFlags and data); THP disabled, membarrier registrations, mlockall(MCL_FUTURE)' },
   { name: 'mapchurn', kind: 'c', source: 'mapchurn.c', checks: 'areas mapped, protected, madvised (wipeonfork, dontdump, dontneed) and unmapped without pause: each slot\'s range, protection, VmFlags, Rss and data as its step count says; "signals": an area mapped and a VmFlag set on a signal' },
   { name: 'pagesfds', kind: 'c', source: 'pagesfds.c', checks: 'N MiB of private memory, every word, and an fd table with gaps (0, 1, 2, 5, 9): a descriptor the restart left behind shows' },
@@ -146,6 +147,7 @@ export function passLines(name: string, args: readonly string[] = []): string[] 
   if (name === 'lazyfill') return [`PASS ${v}`, `PASS ${v} (no .go file: the loop did not drop, move or fork)`];
   if (name === 'files') return [`PASS ${v}`, `PASS ${v} (kcmp unavailable: sharing checked through offsets only)`];
   if (name === 'pidfds') return [`PASS ${v}`, `PASS ${v} (no PIDFD_INFO_EXIT)`];
+  if (name === 'guards') return [`PASS ${v}`, `PASS ${v} (no guard regions)`];
   if (name === 'secretmem') return [`PASS ${v}`, `PASS ${v} (no memfd_secret)`];
   return [`PASS ${v}`];
 }

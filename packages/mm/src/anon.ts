@@ -7,7 +7,7 @@
 import * as fs from 'fs';
 import { CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, NamedCall, RestartContext, RestartTask, StateKey, linux, refuse, runCalls } from '@cptrst/core';
 import {
-  LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
+  GUARD_FLAG, LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mapFilesPath,
 } from './vma';
 import { applyVmFlags, vmFlagCalls } from './madvise';
 import { isPresentOrSwapped } from './pages';
@@ -16,8 +16,8 @@ import { VmaSharedAnonDataImage, VmaSharedAnonImage, dumpTreeShared, mapTreeShar
 
 const { MAP, MREMAP, PROT, SYS } = linux;
 
-/** Flags a private anonymous area may carry: growsdown (stacks), noreserve, droppable, madvise's, locks, seal. */
-const ANON_FLAGS = new Set(['gd', 'nr', 'dp', ...Object.keys(MADVISE_FLAGS), ...LOCK_FLAGS, SEAL_FLAG]);
+/** Flags a private anonymous area may carry: growsdown (stacks), noreserve, droppable, guard regions, madvise's, locks, seal. */
+const ANON_FLAGS = new Set(['gd', 'nr', 'dp', GUARD_FLAG, ...Object.keys(MADVISE_FLAGS), ...LOCK_FLAGS, SEAL_FLAG]);
 /** Shared anonymous memory: no growsdown, no droppable; wipeonfork and mergeable never apply to it. */
 const SHARED_ANON_FLAGS = new Set(['nr', 'dc', 'dd', 'hg', 'nh', 'sr', 'rr', ...LOCK_FLAGS, SEAL_FLAG]);
 

@@ -29,7 +29,7 @@
 import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, ObjectType, RestartContext, RestartTask, StateKey, linux, objectType, u64s,
 } from '@cptrst/core';
-import { DERIVED_FLAGS, LOCK_FLAGS, VmaEntry, VmaImage, describeVma, protOf } from './vma';
+import { DERIVED_FLAGS, GUARD_FLAG, LOCK_FLAGS, VmaEntry, VmaImage, describeVma, protOf } from './vma';
 import { isAnonCopy, isPresentOrSwapped } from './pages';
 
 const { SYS, PROT, MADV } = linux;
@@ -55,8 +55,12 @@ const KEPT_AREAS = new StateKey<Map<bigint, KeptArea>>('mm.keptAreas');
 /** The private anonymous areas of each task checked so far (parents before children), by pid. */
 const ANON_SEEN = new WeakMap<CheckpointContext, Map<number, VmaEntry[]>>();
 
-/** Flags that make an area's copy in a child differ from the parent's (or absent): never kept. */
-const NOT_KEPT_FLAGS = ['dc', 'wf', 'dp'];
+/**
+ * Flags that make an area's copy in a child differ from the parent's (or absent): never kept. Guard
+ * regions too: the child's are copied at fork and may differ since (guard markers also look like
+ * one swap slot to the page comparison).
+ */
+const NOT_KEPT_FLAGS = ['dc', 'wf', 'dp', GUARD_FLAG];
 const PFN_MASK = (1n << 55n) - 1n;
 /** Longest run of stored pages (as pages.ts's storedRuns). */
 const CHUNK_PAGES = 4096;

@@ -19,7 +19,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, KindRecordWriter, KindRecords, NamedCall, RecordedFileIdentity, RestartContext, RestartTask, S_IFMT,
   S_IFREG, StateKey, fileTypeName, linux, openRecordedFile, refuse, runCalls,
 } from '@cptrst/core';
-import { LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
+import { GUARD_FLAG, LOCK_FLAGS, MADVISE_FLAGS, MM_LAYOUT, SEAL_FLAG, VmaEntry, VmaImage, VmaKindHandler, describeVma, internalShmDev, mapAt, mappedFile } from './vma';
 import { vmFlagCalls } from './madvise';
 import { isAnonCopy } from './pages';
 import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
@@ -27,7 +27,7 @@ import { VmaKeptImage, dumpKeptRecord, keepArea } from './cow';
 const { MAP, SYS, O } = linux;
 
 /** madvise's flags but wipeonfork (private anonymous memory only), noreserve, locks, seal. */
-export const FILE_FLAGS = new Set(['nr', ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
+export const FILE_FLAGS = new Set(['nr', GUARD_FLAG, ...Object.keys(MADVISE_FLAGS).filter((f) => f !== 'wf'), ...LOCK_FLAGS, SEAL_FLAG]);
 
 /**
  * What an image holds of a mapped file's memory (a regular file, a deleted one, a memfd): a

@@ -14,6 +14,7 @@ import { DeletedFileVma } from './deleted-file';
 import { VdsoProbe, VdsoVma } from './vdso';
 import { VmaKinds } from './vma';
 import { LazyRestore } from './lazy';
+import { GuardsRestore } from './guard';
 
 export * from './vma';
 export * from './pages';
@@ -25,12 +26,14 @@ export * from './sysv-shm';
 export * from './memfd';
 export * from './shmem-file';
 export * from './deleted-file';
+export * from './guard';
 
 export function register(c: DependencyContainer): void {
   for (const k of [new VdsoVma(), new AnonVma(), new SharedAnonVma(), new FileVma(), new SysvShmVma(), new MemfdVma(), new ShmemFileVma(), new DeletedFileVma(), new AioRingVma()]) provide(c, VmaKinds, k);
   provide(c, Tokens.DumpHandler, new MmDump());
   provide(c, Tokens.RestoreHandler, new MmRestore());
   provide(c, Tokens.RestoreHandler, new LazyRestore());
+  provide(c, Tokens.RestoreHandler, new GuardsRestore());
   provide(c, Tokens.MachineProbe, new VdsoProbe());
 }
 export * from './incremental';

@@ -23,7 +23,8 @@ import {
 } from '@cptrst/core';
 import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, MM_LAYOUT, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
-import { dumpPages, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
+import { dumpPages, pagemapOf, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
+import { checkGuards, dumpGuards, guardSpans, hasGuardFlag, withoutGuards } from './guard';
 import { abortFilePages, leaveSectionPayloads } from './file-pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
@@ -139,6 +140,7 @@ export function checkAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: V
   const areas: Area[] = [];
   for (const v of vmas) {
     const kind = kindOf(ctx, task, v);
+    checkGuards(task, v);
     const img = new VmaImage();
     Object.assign(img, { start: v.start, end: v.end, prot: protOf(v), shared: v.shared, kind: kind.kind, path: v.path, pgoff: v.inode ? v.offset : 0n, vmFlags: v.vmFlags });
     kind.describe(task, v, img);
@@ -324,18 +326,23 @@ export class MmDump implements DumpHandler {
     const hinted = isHinted(task);
     if (hinted) verifyHints(ctx, task, snap);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
-    const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered, snap) : undefined;
+    // Areas with guard regions are written whole (guard.ts): the tracking takes guard markers for its own.
+    const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind) && !hasGuardFlag(a.v)).map((a) => a.v), registered, snap) : undefined;
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
-      const runs = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(ctx, task, v, kind, snap) : storedRuns(ctx, task, v, kind))) : [];
-      if (inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
+      const guards = hasGuardFlag(v) ? guardSpans(task, v, pagemapOf(ctx, task)) : undefined;
+      const stored = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(ctx, task, v, kind, snap) : storedRuns(ctx, task, v, kind))) : [];
+      // The pagemap shows a guard page as swapped: never a page to store.
+      const runs = guards ? withoutGuards(stored, guards) : stored;
+      if (!guards && inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
         await inc.dumpArea(v, kind, img, runs);
         continue;
       }
       img.pageCount = BigInt(runs.reduce((a, r) => a + r[1], 0));
       const vmaTag = ctx.write(img, task.tag);
       kind.dumpRecords?.(ctx, task, v, img, kindRecordWriter(ctx, kind, vmaTag));
+      if (guards) dumpGuards(ctx, vmaTag, guards);
       // Pages a lazy restart can fill while the process runs go to the pages section at the end,
       // smaller areas first (a stack, a heap, TLS: what a process touches first); a parent's stay
       // in place, as its children, made from it at restart, keep them copy-on-write.

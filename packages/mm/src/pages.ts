@@ -66,7 +66,7 @@ const PAGEMAP = new StateKey<number>('mm.pagemap');
  * open per area was 20 opens in the frozen window of an idle process. Undefined if it cannot be
  * opened (the entry-by-entry path reports the error).
  */
-function pagemapOf(ctx: CheckpointContext, task: CheckpointTask): number | undefined {
+export function pagemapOf(ctx: CheckpointContext, task: CheckpointTask): number | undefined {
   let fd = task.state.get(PAGEMAP);
   if (fd !== undefined) return fd;
   try {

@@ -135,6 +135,8 @@ export const MADVISE_FLAGS: Record<string, number> = {
 /** mlock ("lo") and mlock on fault ("lf"), set again with mlock2; mseal ("sl"), set again at finish. */
 export const LOCK_FLAGS: ReadonlySet<string> = new Set(['lo', 'lf']);
 export const SEAL_FLAG = 'sl';
+/** Guard regions ("gu"): installed again from the area's VMA_GUARDS object (guard.ts). */
+export const GUARD_FLAG = 'gu';
 
 export function protOf(v: VmaEntry): number {
   return (v.prot.read ? PROT.READ : 0) | (v.prot.write ? PROT.WRITE : 0) | (v.prot.exec ? PROT.EXEC : 0);

@@ -6,7 +6,7 @@
 /** Bumped for changes old readers cannot read. A reader refuses any other major. */
 export const FORMAT_MAJOR = 1;
 /** Bumped for compatible changes (new object types, fields appended with `since`). */
-export const FORMAT_MINOR = 7;
+export const FORMAT_MINOR = 8;
 
 /** First 8 bytes of every image; followed by major u16, minor u16, reserved u32 (the preamble). */
 export const MAGIC = Buffer.from('CPTRST\0\x01', 'latin1');
@@ -97,6 +97,8 @@ export enum ObjectType {
   UNIX_SCM = 178,
   /** Private anonymous memory kept copy-on-write from the parent at restart (under VMA). */
   VMA_KEPT = 100,
+  /** The guard regions of a memory area (madvise MADV_GUARD_INSTALL): runs of pages (under VMA). */
+  VMA_GUARDS = 480,
   /** A file of the /proc directory of a process of the tree, opened again once every process exists (under FILE). */
   PROC_FILE = 101,
   /** A deleted file open in several processes of the tree: the common ancestor that makes it (under FILE). */

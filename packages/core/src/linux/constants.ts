@@ -415,7 +415,7 @@ export const LOCK = Object.freeze({ SH: 1, EX: 2, NB: 4, UN: 8 } as const);
 /** PAGEMAP_SCAN page categories (PAGE_IS_*, linux/fs.h). */
 export const PAGE_IS = Object.freeze({
   WPALLOWED: 1n << 0n, WRITTEN: 1n << 1n, FILE: 1n << 2n, PRESENT: 1n << 3n, SWAPPED: 1n << 4n, PFNZERO: 1n << 5n,
-  HUGE: 1n << 6n, SOFT_DIRTY: 1n << 7n,
+  HUGE: 1n << 6n, SOFT_DIRTY: 1n << 7n, GUARD: 1n << 8n,
 });
 /** PAGEMAP_SCAN flags: write-protect the pages that match (re-arming uffd-wp tracking); fail on an area without async uffd-wp. */
 export const PM_SCAN = Object.freeze({ WP_MATCHING: 1n << 0n, CHECK_WPASYNC: 1n << 1n });
