@@ -37,6 +37,7 @@ export const WORKLOADS: readonly WorkloadSpec[] = [
   { name: 'syscalls', kind: 'c', source: 'syscalls.c', checks: 'results of nanosleep/select/poll/futex/pause interrupted by C/R: only legitimate outcomes' },
   { name: 'pidhold', kind: 'c', source: 'pidhold.c', checks: 'holds a PID until triggered' },
   { name: 'guards', kind: 'c', source: 'guards.c', checks: 'guard regions (MADV_GUARD_INSTALL) in private anonymous, wipe-on-fork, private and shared file areas, a flag left by removed guards, a big area: every guard faults, every other page holds its pattern, VmFlags as before, a forked child\'s guards' },
+  { name: 'deldir', kind: 'c', source: 'deldir.c', checks: 'a working directory and an fd of it, removed (rmdir): /proc/self/cwd as before, one inode, no links, mode and mtime; nothing can be made in it, getcwd fails, no entry left' },
   { name: 'mmstate', kind: 'c', source: 'mmstate.c', checks: 'droppable, mlock/mlock2 onfault, madvise sequential/random/mergeable and mseal areas (VmFlags and data); THP disabled, membarrier registrations, mlockall(MCL_FUTURE)' },
   { name: 'mapchurn', kind: 'c', source: 'mapchurn.c', checks: 'areas mapped, protected, madvised (wipeonfork, dontdump, dontneed) and unmapped without pause: each slot\'s range, protection, VmFlags, Rss and data as its step count says; "signals": an area mapped and a VmFlag set on a signal' },
   { name: 'pagesfds', kind: 'c', source: 'pagesfds.c', checks: 'N MiB of private memory, every word, and an fd table with gaps (0, 1, 2, 5, 9): a descriptor the restart left behind shows' },

@@ -5,8 +5,9 @@
 import * as fs from 'fs';
 import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, frozenStatus, linux,
-  RestoreHandler, SHARED_WITH_PARENT, StateKey, inheritCarried, nonCanonicalPath, requireCanonicalPath, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
+  RestoreHandler, SHARED_WITH_PARENT, StateKey, bool, i64, inheritCarried, nonCanonicalPath, requireCanonicalPath, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
 } from '@cptrst/core';
+import { DeletedDir, describeDeletedDir, isDeletedDirLink, openDeletedDir } from './deleted-dir';
 
 const { CLONE, SYS, O, S_IF, F } = linux;
 
@@ -28,6 +29,18 @@ export class FsImage {
   /** Device and inode of the root directory when it is not "/" (a chrooted process). */
   @u64({ since: 5 }) rootDev = 0n;
   @u64({ since: 5 }) rootIno = 0n;
+  /** The working directory was removed (cwd ends with " (deleted)"): made again from these (deleted-dir.ts). */
+  @bool({ since: 8 }) cwdDeleted = false;
+  @u32({ since: 8 }) cwdMode = 0;
+  @u32({ since: 8 }) cwdUid = 0;
+  @u32({ since: 8 }) cwdGid = 0;
+  @i64({ since: 8 }) cwdAtimeNs = 0n;
+  @i64({ since: 8 }) cwdMtimeNs = 0n;
+}
+
+/** The deleted working directory of the task, described (refused where it cannot be made again). */
+function deletedCwd(task: CheckpointTask, cwd: string): DeletedDir {
+  return describeDeletedDir(task, `cwd ${cwd}`, cwd, fs.statSync(`/proc/${task.pid}/cwd`, { bigint: true }));
 }
 
 export function fsCheck(task: CheckpointTask): void {
@@ -49,7 +62,7 @@ export function fsCheck(task: CheckpointTask): void {
     if (sharedWithParent(task) & CLONE.FS) refuse(task.pid, `root ${root}`, 'a chrooted process that shares its fs struct with its parent (CLONE_FS): not supported');
   }
   const cwd = linux.readCwd(task.pid);
-  if (cwd.endsWith(' (deleted)')) refuse(task.pid, `cwd ${cwd}`, 'the working directory has been deleted');
+  if (isDeletedDirLink(cwd)) deletedCwd(task, cwd);
 }
 
 export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number[], inherited: number[] = []): void {
@@ -68,6 +81,10 @@ export function dumpFs(ctx: CheckpointContext, task: CheckpointTask, fds: number
   const st = fs.statSync(`/proc/${task.pid}/cwd`, { bigint: true });
   img.cwdDev = st.dev;
   img.cwdIno = st.ino;
+  if (isDeletedDirLink(img.cwd)) {
+    const d = deletedCwd(task, img.cwd);
+    Object.assign(img, { cwdDeleted: true, cwdMode: d.mode, cwdUid: d.uid, cwdGid: d.gid, cwdAtimeNs: d.atimeNs, cwdMtimeNs: d.mtimeNs });
+  }
   ctx.write(img, task.tag);
 }
 
@@ -149,12 +166,18 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
   }
   // Made with CLONE_FS: cwd, root and umask are the parent's, restored already.
   if (shared & CLONE.FS) return;
-  const dir = openRecordedFile(t, img.cwd, {
-    flags: O.PATH | O.DIRECTORY,
-    expect: { type: S_IF.DIR, dev: recorded(img.cwdDev), ino: recorded(img.cwdIno) },
-    sameBoot: ctx.sameBoot,
-    object: `cwd ${img.cwd}`,
-  });
+  const object = `cwd ${img.cwd}`;
+  if (img.cwdDeleted !== isDeletedDirLink(img.cwd)) throw new CptError('EBADIMG', 'a deleted working directory must be named "PATH (deleted)", and only a deleted one', { pid: task.pid, object });
+  const dir = img.cwdDeleted
+    ? openDeletedDir(ctx, task, {
+      path: img.cwd.slice(0, -' (deleted)'.length), dev: img.cwdDev, ino: img.cwdIno, mode: img.cwdMode, uid: img.cwdUid, gid: img.cwdGid, atimeNs: img.cwdAtimeNs, mtimeNs: img.cwdMtimeNs,
+    }, O.PATH, object)
+    : openRecordedFile(t, img.cwd, {
+      flags: O.PATH | O.DIRECTORY,
+      expect: { type: S_IF.DIR, dev: recorded(img.cwdDev), ino: recorded(img.cwdIno) },
+      sameBoot: ctx.sameBoot,
+      object,
+    });
   try {
     const r = withRootFileIdentity(t, `cwd ${img.cwd}`, () => t.syscall(SYS.fchdir, [dir]));
     if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `fchdir to ${img.cwd} failed inside the process: ${linux.errnoName(Number(-r))}`, { pid: task.pid, object: `cwd ${img.cwd}` });

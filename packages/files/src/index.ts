@@ -15,6 +15,7 @@ import { FileImage, OPEN_FILES, checkSharedFiles, closeTemporaries, dumpCarried,
 import { RegularFile } from './regular';
 import { FileKinds } from './kinds';
 import { CharDevice, Directory } from './chardev';
+import { DeletedDirectory, DeletedDirsRestore } from './deleted-dir';
 import { NamespaceFile } from './nsfs';
 import { SymlinkFile } from './symlink';
 import { LocksDump, LocksRestore } from './locks';
@@ -40,6 +41,7 @@ export * from './file';
 export * from './kinds';
 export * from './regular';
 export * from './chardev';
+export * from './deleted-dir';
 export * from './nsfs';
 export * from './symlink';
 export * from './ghost';
@@ -110,7 +112,7 @@ export class FilesRestore implements RestoreHandler {
 }
 
 export function register(c: DependencyContainer): void {
-  for (const k of [new RegularFile(), new CharDevice(), new Directory(), new SymlinkFile(), new NamespaceFile()]) provide(c, FileKinds, k);
+  for (const k of [new RegularFile(), new CharDevice(), new Directory(), new DeletedDirectory(), new SymlinkFile(), new NamespaceFile()]) provide(c, FileKinds, k);
   for (const k of [new EventfdKind(), new EpollKind(), new SignalfdKind(), new TimerfdKind(), new InotifyKind(), new FanotifyKind(), new PidfdKind()]) provide(c, FileKinds, k);
   for (const k of [new PipeKind(), new FifoKind(), new MemfdKind(), new ShmemFileKind(), new UnixSocketKind()]) provide(c, FileKinds, k);
   for (const k of [new PtyMasterKind(), new PtySlaveKind(), new DevTtyKind()]) provide(c, FileKinds, k);
@@ -126,4 +128,5 @@ export function register(c: DependencyContainer): void {
   provide(c, Tokens.RestoreHandler, new ProcFilesFinish());
   provide(c, Tokens.RestoreHandler, new TtyRestore());
   provide(c, Tokens.RestoreHandler, new FsRootRestore());
+  provide(c, Tokens.RestoreHandler, new DeletedDirsRestore());
 }

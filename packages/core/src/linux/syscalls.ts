@@ -10,9 +10,9 @@ import { CptError } from '../errors';
 /** The system calls cptrst makes, itself or inside a task. */
 export type SyscallName =
   'access' | 'brk' | 'capset' | 'clock_nanosleep' | 'clone3' | 'close' | 'close_range' | 'dup' |
-  'chroot' | 'dup3' | 'exit_group' | 'fchdir' | 'fchmod' | 'fcntl' | 'fstat' | 'fstatfs' | 'ftruncate' | 'getcwd' | 'getitimer' |
+  'chroot' | 'dup3' | 'exit_group' | 'fchdir' | 'fchmod' | 'fchmodat' | 'fchownat' | 'fcntl' | 'fstat' | 'fstatfs' | 'ftruncate' | 'getcwd' | 'getitimer' |
   'getpid' | 'getppid' | 'gettid' | 'ioctl' | 'ioprio_get' | 'ioprio_set' | 'kcmp' | 'kill' | 'linkat' | 'lseek' | 'madvise' |
-  'membarrier' | 'memfd_create' | 'mlock2' | 'mlockall' | 'mmap' | 'mprotect' | 'mremap' |
+  'membarrier' | 'memfd_create' | 'mkdirat' | 'mlock2' | 'mlockall' | 'mmap' | 'mprotect' | 'mremap' |
   'mseal' | 'munmap' | 'openat' | 'openat2' | 'pause' | 'personality' | 'pidfd_getfd' |
   'pidfd_open' | 'pidfd_send_signal' | 'pipe2' | 'prctl' | 'pread64' | 'prlimit64' | 'ptrace' |
   'pwrite64' | 'read' | 'restart_syscall' | 'rseq' | 'rt_sigaction' | 'rt_sigqueueinfo' |
