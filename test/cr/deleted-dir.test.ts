@@ -7,11 +7,12 @@
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { loadModule } from '@cptrst/core';
 import {
-  Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, recodeImage, startWorkload, trigger, waitGone, waitResult,
+  Workload, buildWorkloads, cptrst, expectRunningUntraced, killStartedWorkloads, parseResult, passLines, recodeImage, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 async function expectPasses(w: Workload): Promise<void> {
@@ -61,6 +62,28 @@ describe('removed directories (files deleted-dir.ts)', function () {
     const ok = await cptrst(['restart', img]);
     expect(ok.code, ok.stderr).to.equal(0);
     await expectPasses(w);
+  });
+
+  it('a working directory of /proc\'s, gone with its process: refused at checkpoint, the process untouched', async () => {
+    // The process's cwd is /proc/CHILD of a child it has reaped: "/proc/CHILD (deleted)", which mkdir cannot make.
+    const script = 'import os, sys, time\npid = os.fork()\nif pid == 0:\n    time.sleep(0.3)\n    os._exit(0)\nos.chdir(f"/proc/{pid}")\nos.waitpid(pid, 0)\nprint("READY", flush=True)\ntime.sleep(120)\n';
+    const p = spawn('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        p.stdout!.on('data', (b: Buffer) => { if (b.toString().includes('READY')) resolve(); });
+        p.on('exit', () => reject(new Error('the python process ended early')));
+      });
+      const cwd = fs.readlinkSync(`/proc/${p.pid}/cwd`);
+      expect(cwd).to.match(/^\/proc\/\d+ \(deleted\)$/);
+      const r = await cptrst(['checkpoint', String(p.pid), '-o', '-']);
+      expect(r.code).to.equal(1);
+      expect(r.stdout).to.equal('');
+      expect(r.stderr).to.match(new RegExp(`^cptrst: EOPNOTSUPP: pid ${p.pid}, cwd /proc/\\d+ \\(deleted\\): the deleted directory is on a filesystem where it cannot be made again`));
+      await expectRunningUntraced(p.pid!);
+      expect(fs.readlinkSync(`/proc/${p.pid}/cwd`)).to.equal(cwd);
+    } finally {
+      p.kill('SIGKILL');
+    }
   });
 
   it('an image naming two removed directories at one path: EBADIMG, and the one made is removed again', async () => {

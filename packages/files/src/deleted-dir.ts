@@ -41,8 +41,8 @@ export interface DeletedDir {
 
 export const isDeletedDirLink = (link: string): boolean => link.startsWith('/') && link.endsWith(DELETED);
 
-/** Checkpoint: a deleted directory's description, or a refusal naming it. */
-export function describeDeletedDir(task: CheckpointTask, object: string, link: string, st: fs.BigIntStats): DeletedDir {
+/** Checkpoint: a deleted directory's description (`held`: a /proc path of it), or a refusal naming it. */
+export function describeDeletedDir(task: CheckpointTask, object: string, link: string, st: fs.BigIntStats, held: string): DeletedDir {
   const p = link.slice(0, -DELETED.length);
   const why = nonCanonicalPath(p);
   if (why) refuse(task.pid, object, `the deleted directory's path cannot be used to make it again: ${why}`);
@@ -54,6 +54,13 @@ export function describeDeletedDir(task: CheckpointTask, object: string, link: s
     /* refused below */
   }
   if (!parent?.isDirectory()) refuse(task.pid, object, `the deleted directory's parent ${path.dirname(p)} is gone too (or is no directory)`);
+  // Made again with mkdir: only where mkdir makes a plain directory (not /proc's, sysfs', cgroupfs'...).
+  const fd = fs.openSync(held, O.PATH | O.CLOEXEC);
+  try {
+    if (!linux.onLocalFilesystem(fd)) refuse(task.pid, object, 'the deleted directory is on a filesystem where it cannot be made again with mkdir (only tmpfs, ext4, xfs, btrfs, overlayfs)');
+  } finally {
+    fs.closeSync(fd);
+  }
   return { path: p, dev: st.dev, ino: st.ino, mode: Number(st.mode & 0o7777n), uid: Number(st.uid), gid: Number(st.gid), atimeNs: st.atimeNs, mtimeNs: st.mtimeNs };
 }
 
@@ -191,7 +198,7 @@ export class DeletedDirectory implements FileKindHandler {
     return f.stat.isDirectory() && isDeletedDirLink(f.link);
   }
   describe(_ctx: unknown, task: CheckpointTask, f: OpenFile, img: FileImage): void {
-    const d = describeDeletedDir(task, `fd ${f.fd} (${f.link})`, f.link, f.stat);
+    const d = describeDeletedDir(task, `fd ${f.fd} (${f.link})`, f.link, f.stat, `/proc/${task.pid}/fd/${f.fd}`);
     img.path = d.path;
     img.mode = d.mode;
   }

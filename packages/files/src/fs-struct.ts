@@ -40,7 +40,8 @@ export class FsImage {
 
 /** The deleted working directory of the task, described (refused where it cannot be made again). */
 function deletedCwd(task: CheckpointTask, cwd: string): DeletedDir {
-  return describeDeletedDir(task, `cwd ${cwd}`, cwd, fs.statSync(`/proc/${task.pid}/cwd`, { bigint: true }));
+  const held = `/proc/${task.pid}/cwd`;
+  return describeDeletedDir(task, `cwd ${cwd}`, cwd, fs.statSync(held, { bigint: true }), held);
 }
 
 export function fsCheck(task: CheckpointTask): void {

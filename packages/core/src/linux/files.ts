@@ -176,6 +176,11 @@ export function leaseTypeOfBreak(pid: number, fd: number): number {
 export function onlyRootCanChange(fd: number): boolean {
   const st = fs.fstatSync(fd);
   if (!st.isFile() || st.uid !== 0 || (st.mode & 0o022) !== 0) return false;
+  return onLocalFilesystem(fd);
+}
+
+/** Whether the file open as `fd` (O_PATH will do) is on one of the LOCAL_FS_MAGIC filesystems. */
+export function onLocalFilesystem(fd: number): boolean {
   // struct statfs begins with f_type (a long); the rest is not needed here.
   const statfs = Buffer.alloc(120);
   if (rawSyscall(SYS.fstatfs, fd, statfs) < 0n) return false;
