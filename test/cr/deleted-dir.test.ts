@@ -70,7 +70,7 @@ describe('removed directories (files deleted-dir.ts)', function () {
     const p = spawn('python3', ['-c', script], { stdio: ['ignore', 'pipe', 'ignore'], detached: true });
     try {
       await new Promise<void>((resolve, reject) => {
-        p.stdout!.on('data', (b: Buffer) => { if (b.toString().includes('READY')) resolve(); });
+        p.stdout.on('data', (b: Buffer) => { if (b.toString().includes('READY')) resolve(); });
         p.on('exit', () => reject(new Error('the python process ended early')));
       });
       const cwd = fs.readlinkSync(`/proc/${p.pid}/cwd`);
