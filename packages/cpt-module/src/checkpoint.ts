@@ -81,6 +81,8 @@ async function checkpointOnce(
       ctx.throwIfAborted();
     }
   } catch (e) {
+    // What the prepares started (mm: trackers started before the freeze) ends with the checkpoint.
+    ctx.runAtEnd();
     throw naming(e, pid);
   }
   const t0 = process.hrtime.bigint();
