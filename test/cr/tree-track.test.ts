@@ -18,7 +18,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { IncrementalReport as Report } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, membersOf, sleep, startWorkload, tracerOf, trackersOf, trigger,
+  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, expectPass, hasFileIn, killByPid, killStartedWorkloads, membersOf, sleep, startWorkload, tracerOf, trackersOf, trigger,
   waitGone,
 } from '../support';
 
@@ -87,21 +87,6 @@ async function restartPasses(w: Workload, pids: number[], img: string, output: {
 /** Whether any area of the process is registered for write protection with a userfaultfd (VmFlags "uw"). */
 function registered(pid: number): boolean {
   return /^VmFlags:.* uw\b/m.test(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
-}
-
-/** Whether process `pid` has a file of `dir` open. */
-function hasFileIn(pid: number, dir: string): boolean {
-  try {
-    return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
-      try {
-        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(dir + '/');
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return false;
-  }
 }
 
 function outputOf(w: Workload): { text: string; mtimeNs: bigint } {

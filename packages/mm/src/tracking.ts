@@ -90,7 +90,7 @@ function isTrackerOf(t: TrackerRef, pid: number, start: bigint): boolean {
 }
 
 /** Every live tracker of the process (normally none or one; more only after cptrst died in between). */
-export function trackersOf(pid: number, start: bigint): TrackerRef[] {
+function trackersOf(pid: number, start: bigint): TrackerRef[] {
   return trackersOfAll([{ pid, start }]).get(pid) ?? [];
 }
 
