@@ -18,7 +18,7 @@ import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import {
-  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, describeStuck, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload,
+  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, describeStuck, hasFileIn, killByPid, killStartedWorkloads, makeTempDir, parseResult, passLines, procState, sleep, startWorkload,
   trigger, waitGone, waitResult,
 } from '../support';
 
@@ -46,21 +46,6 @@ function childrenOf(pid: number): number[] {
     /* gone */
   }
   return out;
-}
-
-/** Whether the CLI has a file of `dir` open (the image it writes or reads): its handlers are in place then. */
-function hasFileIn(pid: number, dir: string): boolean {
-  try {
-    return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
-      try {
-        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(dir + '/');
-      } catch {
-        return false;
-      }
-    });
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -6,7 +6,10 @@
  * every image of its chain at that image's instant; `incrtree` (three processes rewriting a known
  * set of their pages at each step) loses no page written before a `--parent` checkpoint that was
  * SIGKILLed while it wrote its pages: the next one against the same parent has them, for every
- * process. No snapshot outlives its checkpoint; each process keeps one tracker.
+ * process. No snapshot outlives its checkpoint; each process keeps one tracker. A first `--track`
+ * SIGKILLed at moments from its start (the trackers are started before the freeze) through its
+ * frozen window leaves the tree running untraced, and a tracker only for a process whose areas
+ * it holds registered: none that tracks nothing, no registration without its tracker.
  */
 import 'reflect-metadata';
 import { expect } from 'chai';
@@ -15,7 +18,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { IncrementalReport as Report } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, expectPass, killByPid, killStartedWorkloads, membersOf, sleep, startWorkload, tracerOf, trackersOf, trigger,
+  CLI_MAIN, Workload, buildWorkloads, copiesOf, cptrst, expectPass, hasFileIn, killByPid, killStartedWorkloads, membersOf, sleep, startWorkload, tracerOf, trackersOf, trigger,
   waitGone,
 } from '../support';
 
@@ -79,6 +82,11 @@ async function restartPasses(w: Workload, pids: number[], img: string, output: {
   await trigger(w);
   await expectPass(w);
   for (const p of pids) expect(await waitGone(p, 10000), `pid ${p} of ${path.basename(img)} still there`).to.equal(true);
+}
+
+/** Whether any area of the process is registered for write protection with a userfaultfd (VmFlags "uw"). */
+function registered(pid: number): boolean {
+  return /^VmFlags:.* uw\b/m.test(fs.readFileSync(`/proc/${pid}/smaps`, 'utf8'));
 }
 
 function outputOf(w: Workload): { text: string; mtimeNs: bigint } {
@@ -160,5 +168,66 @@ describe('incremental checkpoints of a process tree left running (copy-on-write 
     await killTree(w, pids);
     const output = outputOf(w);
     for (const k of [1, 2, 0]) await restartPasses(w, pids, img(k), output);
+  });
+
+  it('a first --track SIGKILLed at moments from its start through the freeze: the tree runs on untraced; a tracker is left only for a process whose areas it holds, none for one it does not track', async () => {
+    const { w, pids } = await startTree('cowwritetree', ['8']);
+    let killed = 0;
+    let tracked = 0;
+    // Later and later, until a checkpoint ends before its kill: the moments cover all of it.
+    for (let d = 0, done = false; !done; d += 20) {
+      expect(d, 'the checkpoint never ended before its kill').to.be.below(5000);
+      const what = `SIGKILL ${d} ms`;
+      const img = path.join(w.dir, `k${d}.img`);
+      // The trackers of an earlier round go first: each round starts from an untracked tree.
+      for (const p of pids) for (const t of trackersOf(p)) process.kill(t, 'SIGKILL');
+      for (const p of pids) {
+        for (let i = 0; i < 300 && registered(p); i++) await sleep(10);
+        expect(registered(p), `${what}: pid ${p} registered before the round`).to.equal(false);
+      }
+      const cli = spawn(process.execPath, [CLI_MAIN, 'checkpoint', String(w.pid), '-o', img, '--track'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const closed = new Promise<number | null>((resolve) => cli.once('close', (code) => resolve(code)));
+      // From the moment it has the image's file open (the checkpoint has begun: its prepares run).
+      for (let i = 0; i < 20000 && cli.exitCode === null && !hasFileIn(cli.pid!, w.dir); i++) await sleep(1);
+      await sleep(d);
+      if (cli.exitCode === null) {
+        cli.kill('SIGKILL');
+        killed++;
+      }
+      const code = await closed;
+      done = code === 0;
+      for (const p of pids) {
+        for (let i = 0; i < 500 && tracerOf(p) !== 0; i++) await sleep(10);
+        expect(tracerOf(p), `${what}: pid ${p} traced`).to.equal(0);
+      }
+      // A snapshot (a child of its process) is killed with cptrst and reaped a moment later.
+      let members = (await membersOf(w.pid)).sort();
+      for (let i = 0; i < 500 && members.join() !== [...pids].sort().join(); i++) {
+        await sleep(10);
+        members = (await membersOf(w.pid)).sort();
+      }
+      expect(members, `${what}: the tree`).to.deep.equal([...pids].sort());
+      for (const p of pids) {
+        // A tracker never armed ends on its own (end of file on its stdin) once cptrst is gone.
+        let ts = trackersOf(p);
+        for (let i = 0; i < 300 && (ts.length > 1 || (ts.length === 1 && !registered(p))); i++) {
+          await sleep(10);
+          ts = trackersOf(p);
+        }
+        expect(ts.length, `${what}: trackers of pid ${p}`).to.be.at.most(1);
+        if (ts.length) tracked++;
+        // A registration ends with its tracker (the kernel closes the userfaultfd a moment after the tracker exits).
+        for (let i = 0; i < 300 && registered(p) !== (ts.length === 1); i++) await sleep(10);
+        expect(registered(p), `${what}: pid ${p} registered, with ${ts.length} tracker(s)`).to.equal(ts.length === 1);
+        if (code === 0) expect(ts.length, `${what}: the checkpoint succeeded: pid ${p} tracked`).to.equal(1);
+      }
+      for (const f of fs.readdirSync(w.dir).filter((n) => n.startsWith(`k${d}.img`))) fs.rmSync(path.join(w.dir, f), { force: true });
+    }
+    expect(killed, 'the kills all came too late').to.be.greaterThan(0);
+    expect(tracked, 'no process tracked after the checkpoint that ended').to.be.greaterThan(0);
+    // Tracked again from scratch: leftovers are ended, the tree checks its own memory.
+    await checkpoint(w, pids, path.join(w.dir, 'last.img'), ['--track']);
+    await trigger(w);
+    await expectPass(w);
   });
 });

@@ -6,6 +6,7 @@ export { binaryPath, buildWorkloads } from './build';
 export {
   copiesOf,
   describeStuck,
+  hasFileIn,
   isOurWorkload,
   killByPid,
   killStartedWorkloads,

@@ -297,3 +297,18 @@ export function trackersOf(pid: number): number[] {
   }
   return out;
 }
+
+/** Whether process `pid` has a file of `dir` open (a CLI has then opened the image it writes or reads). */
+export function hasFileIn(pid: number, dir: string): boolean {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(dir + '/');
+      } catch {
+        return false;
+      }
+    });
+  } catch {
+    return false;
+  }
+}

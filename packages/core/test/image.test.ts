@@ -9,6 +9,7 @@ import {
   HeaderOffset, ImageError, ImageHead, ImageReader, ImageWriter, MAGIC, MemorySink, ObjectFlag, ObjectType, PREAMBLE_SIZE,
   describeLayouts, objectType, layoutForType,
 } from '../src/image';
+import { encodedLength } from '../src/image/codec';
 import { expectImageError, memImage, objInfo, readAll, reseal } from './fixtures/image-helpers';
 import {
   make, point, sampleHead, samplePages, sampleProc, summarize, TestHint, TestMap, TestNote, TestProc, TestVersioned,
@@ -496,6 +497,16 @@ describe('image: deferred writes (a checkpoint that lets the process run before 
       const { records } = readAll(sink.toBuffer());
       expect((records[2].obj as TestNote).text).to.equal('done');
     }
+  });
+
+  it('encodedLength is the length encodeRecord gives, without encoding (every field kind, nested records, UTF-8); a value of the wrong kind is refused', () => {
+    const big = make(TestProc, { ...sampleProc(7), blob: Buffer.alloc(3 << 20, 1), addrs: Array.from({ length: 1000 }, (_, i) => BigInt(i)), argv: ['é', '', 'x'.repeat(300)] });
+    for (const obj of [sampleProc(1), make(TestProc, {}), big, make(TestNote, { text: '∞∞' }), make(TestMap, { start: 1n, end: 2n, name: 'm' })]) {
+      expect(encodedLength(obj)).to.equal(encodeRecord(obj).length);
+      expect(encodeRecord(obj, encodedLength(obj)).equals(encodeRecord(obj))).to.equal(true);
+    }
+    expect(() => encodedLength(make(TestProc, { ...sampleProc(2), blob: 'no' as unknown as Buffer }))).to.throw(CptError, /Buffer/);
+    expect(() => encodedLength(make(TestProc, { ...sampleProc(2), path: {} as unknown as [] }))).to.throw(CptError, /array/);
   });
 
   it('refuses writeWithPagesLater without deferWrites, and payloads that are not whole pages', () => {

@@ -81,10 +81,18 @@ async function checkpointOnce(
       ctx.throwIfAborted();
     }
   } catch (e) {
+    // What the prepares started (mm: trackers started before the freeze) ends with the checkpoint.
+    ctx.runAtEnd();
     throw naming(e, pid);
   }
   const t0 = process.hrtime.bigint();
-  const tree = freezer.freeze(ctx, pid);
+  let tree;
+  try {
+    tree = freezer.freeze(ctx, pid);
+  } catch (e) {
+    ctx.runAtEnd();
+    throw e;
+  }
   ctx.tree = tree;
   // Hints (read before the freeze) are for one process: a tree's areas are read while frozen,
   // though its pages come from snapshots too.

@@ -29,7 +29,8 @@ import { PagesImage, snapshotHolds } from './pages';
 import { AnonVma } from './anon';
 import { payloadFrom } from './snapshot-uses';
 import { Present, Span, groups, pagesIn, pushSpan, subtract } from './spans';
-import { Range, TrackerRef, Tracking, boundedRanges, protect, record, registerAreas, stopTracker, tracking, writtenRegions } from './tracking';
+import { Range, TrackerRef, Tracking, boundedRanges, protect, record, registerAreas, startSpares, stopTracker, tracking, validTracking, writtenRegions } from './tracking';
+import { knownTrackers } from './uffd-areas';
 
 /** How deep a chain of parents may go at restart. */
 export const MAX_CHAIN = 64;
@@ -242,12 +243,32 @@ function parentSummary(ctx: CheckpointContext): ParentSummary | null {
   }
 }
 
-/** Reads the parent image (before the freeze). */
-export function prepareIncremental(ctx: CheckpointContext): void {
+/**
+ * Reads the parent image (before the freeze); with `root`, starts a tracker for each process of
+ * its tree that has no valid tracking since the parent (tracking.ts startSpares: armed while
+ * frozen, or ended with the checkpoint).
+ */
+export function prepareIncremental(ctx: CheckpointContext, root?: number): void {
   // A chain reads its parents' pages where they are in the file; compressed payloads have no such place.
   if (ctx.writer.compresses) throw new CptError('EINVAL', 'an incremental or tracking checkpoint cannot compress its image: a compressed image cannot be a parent, nor take pages from one', { object: 'incremental image' });
-  parentSummary(ctx);
+  const parent = parentSummary(ctx);
   if (!FRESH_IDS.has(ctx)) FRESH_IDS.set(ctx, newImageId());
+  if (root !== undefined) {
+    const boot = linux.bootId();
+    const want: Array<{ pid: number; start: bigint }> = [];
+    for (const pid of linux.descendants(root)) {
+      if (linux.stateIfAlive(pid) === 'Z') continue;
+      let start: bigint;
+      try {
+        start = BigInt(linux.readStat(pid).startTime);
+      } catch {
+        continue; // gone
+      }
+      const { recorded, parentId } = trackedBy(parent, pid, start, boot);
+      if (!validTracking(recorded, pid, start, parentId).t) want.push({ pid, start });
+    }
+    ctx.timed('prepare trackers', () => startSpares(ctx, want));
+  }
   // The CRC code loads on first use (a few ms): not in the frozen window, where areas that are not
   // tracked have their pages hashed.
   const page = linux.pageSize();
@@ -310,6 +331,16 @@ function writtenSinceParent(pid: number, vmas: VmaEntry[], registered: Set<bigin
   return out;
 }
 
+/**
+ * What the parent image says of process `pid` (started at `start`): whether it holds this very
+ * process (pid, start time and boot id), and then its recorded tracker and the parent's id.
+ */
+function trackedBy(parent: ParentSummary | null, pid: number, start: bigint, boot: string): { same: boolean; recorded?: TrackerRef; parentId?: string } {
+  const rec = parent?.tasks.get(pid)?.tracking;
+  if (!parent || !rec || rec.startTime !== start || rec.bootId !== boot) return { same: false };
+  return { same: true, recorded: rec.trackerPid ? { pid: rec.trackerPid, start: rec.trackerStart } : undefined, parentId: parent.id };
+}
+
 /** A process's incremental dump. */
 export class IncrementalDump {
   private stored = 0;
@@ -338,17 +369,13 @@ export class IncrementalDump {
   static begin(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[], registered: Set<bigint>, snap?: MemorySnapshot): IncrementalDump {
     const imageId = writeImageIds(ctx);
     const start = BigInt(linux.readStat(task.pid).startTime);
-    const boot = linux.bootId();
     const parent = parentSummary(ctx);
     const pt = parent?.tasks.get(task.pid);
-    const rec = pt?.tracking;
+    const { same, recorded, parentId } = trackedBy(parent, task.pid, start, linux.bootId());
     let why = '';
-    const same = rec !== undefined && rec.startTime === start && rec.bootId === boot;
     if (parent && !pt) why = 'the parent image does not hold this process';
     else if (parent && !same) why = 'the parent image is of another process (pid, start time or boot id differ)';
-    const recorded: TrackerRef | undefined = same && rec.trackerPid ? { pid: rec.trackerPid, start: rec.trackerStart } : undefined;
-    const parentId = same && parent ? parent.id : undefined;
-    const got = ctx.timed('tracking', () => tracking(ctx, task, start, recorded, parentId));
+    const got = ctx.timed('tracking', () => tracking(ctx, task, start, recorded, parentId, knownTrackers(ctx, task.pid)));
     let t = got.t;
     if (!why && got.why && parent) why = got.why;
     if (t) {

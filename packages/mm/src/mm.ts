@@ -223,9 +223,9 @@ export class MmDump implements DumpHandler {
     // First, so that what is read next does not show a killed tracker's registrations ending meanwhile.
     awaitTrackerLeftovers(ctx);
     if (ctx.incremental) {
-      // Its areas are registered with its tracker, if it has one: found now, checked again while frozen.
-      noteTrackers(ctx, pid);
-      prepareIncremental(ctx);
+      // The tree's areas are registered with their trackers, if they have some: found now, checked again while frozen.
+      noteTrackers(ctx, linux.descendants(pid));
+      prepareIncremental(ctx, pid);
     } else preRead(ctx, pid);
   }
 

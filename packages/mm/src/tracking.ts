@@ -37,8 +37,14 @@ const { SYS, O, UFFD, PAGE_IS, PM_SCAN } = linux;
 
 /** The tracker's marker ($0 of its shell) and the seconds between its checks of the process. */
 const MARKER = 'cptrst-tracker';
+/**
+ * Its stdin is a pipe whose write end only cptrst holds: a line there arms it; end of file (the
+ * checkpoint gave it up, or cptrst died before arming it) ends it before it tracks anything.
+ */
 const TRACKER_SCRIPT = [
   'p=$1 t=$2',
+  'read -r go || exit 0',
+  'exec </dev/null',
   'while :; do',
   '  read -r s < /proc/$p/stat 2>/dev/null || exit 0',
   '  s=${s##*") "}',
@@ -84,15 +90,21 @@ function isTrackerOf(t: TrackerRef, pid: number, start: bigint): boolean {
 }
 
 /** Every live tracker of the process (normally none or one; more only after cptrst died in between). */
-export function trackersOf(pid: number, start: bigint): TrackerRef[] {
-  const out: TrackerRef[] = [];
+function trackersOf(pid: number, start: bigint): TrackerRef[] {
+  return trackersOfAll([{ pid, start }]).get(pid) ?? [];
+}
+
+/** The live trackers of each of `procs` (by pid), from one look at every process's command line. */
+export function trackersOfAll(procs: ReadonlyArray<{ pid: number; start: bigint }>): Map<number, TrackerRef[]> {
+  const want = new Map(procs.map((p) => [`${p.pid} ${p.start}`, p.pid]));
+  const out = new Map<number, TrackerRef[]>(procs.map((p) => [p.pid, []]));
   for (const p of linux.allPids()) {
     const argv = linux.cmdlineIfAlive(p);
     const i = argv.indexOf(MARKER);
-    if (i > 0 && argv[i + 1] === String(pid) && argv[i + 2] === String(start)) {
-      const s = startTimeOf(p);
-      if (s !== undefined) out.push({ pid: p, start: s });
-    }
+    const of = i > 0 ? want.get(`${argv[i + 1]} ${argv[i + 2]}`) : undefined;
+    if (of === undefined) continue;
+    const s = startTimeOf(p);
+    if (s !== undefined) out.get(of)!.push({ pid: p, start: s });
   }
   return out;
 }
@@ -130,12 +142,14 @@ function holdsNoFiles(pid: number): boolean {
 const UFFD_LINK = 'anon_inode:[userfaultfd]';
 const MEMFD_NAME = 'cptrst-tracking';
 const MEMFD_LINK = `/memfd:${MEMFD_NAME} (deleted)`;
+const isSocket = (link: string): boolean => link.startsWith('socket:[');
 
-/** The tracker's fd linking to `link` (the shell may move the fds it was given to other numbers). */
-function findFd(pid: number, link: string): number | undefined {
+/** The tracker's fd whose link is `link` or passes it (the shell may move the fds it was given to other numbers). */
+function findFd(pid: number, link: string | ((l: string) => boolean)): number | undefined {
   for (const fd of linux.listFds(pid)) {
     try {
-      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === link) return fd;
+      const l = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
+      if (typeof link === 'string' ? l === link : link(l)) return fd;
     } catch {
       /* closed meanwhile */
     }
@@ -143,20 +157,52 @@ function findFd(pid: number, link: string): number | undefined {
   return undefined;
 }
 
+/**
+ * cptrst's own copies of the userfaultfd and memfd of the trackers it started or armed in this
+ * run (by "pid start"): used instead of copies taken from the tracker, closed at the end (dropFds).
+ */
+const OWN_FDS = new Map<string, { uffd?: number; memfd?: number }>();
+const keyOf = (t: TrackerRef): string => `${t.pid} ${t.start}`;
+
+function ownFd(t: TrackerRef, which: 'uffd' | 'memfd'): number | undefined {
+  return OWN_FDS.get(keyOf(t))?.[which];
+}
+
+function dropFds(t: TrackerRef): void {
+  const own = OWN_FDS.get(keyOf(t));
+  OWN_FDS.delete(keyOf(t));
+  for (const fd of [own?.uffd, own?.memfd]) if (fd !== undefined) fs.closeSync(fd);
+}
+
+/** Runs `fn` with the tracker's userfaultfd ('uffd') or memfd ('memfd'): cptrst's own copy, or one taken from the tracker. */
+function withTrackerFd<T>(t: TrackerRef, which: 'uffd' | 'memfd', fn: (fd: number) => T): T {
+  const own = ownFd(t, which);
+  if (own !== undefined) return fn(own);
+  const fd = trackerFd(t, which);
+  try {
+    return fn(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** A copy of the tracker's userfaultfd ('uffd') or memfd ('memfd'). */
 function trackerFd(t: TrackerRef, which: 'uffd' | 'memfd'): number {
   // Around each sleep the shell moves the fds it holds (saved to other numbers, then back): one
   // that moved while the fds were listed, or between the look-up and the copy, is looked up
-  // again, and the copy is checked to be what was looked for.
+  // again, and the copy is checked to be what was looked for. A tracker of this version holds
+  // its userfaultfd in flight in a socket (armTracker): that socket is copied, and the fd peeked.
   const link = which === 'uffd' ? UFFD_LINK : MEMFD_LINK;
   for (let tries = 1; ; tries++) {
-    const n = findFd(t.pid, link);
+    const direct = findFd(t.pid, link);
+    const n = direct ?? (which === 'uffd' ? findFd(t.pid, isSocket) : undefined);
     if (n !== undefined) {
       const pidfd = linux.pidfdOpen(t.pid);
       try {
         const copy = linux.pidfdGetfd(pidfd, n);
-        if (linux.readFdLink(process.pid, copy) === link) return copy;
-        fs.closeSync(copy);
+        const got = direct !== undefined ? copy : inFlight(copy);
+        if (linux.readFdLink(process.pid, got) === link) return got;
+        fs.closeSync(got);
       } catch (e) {
         if (tries >= 5) throw e;
       } finally {
@@ -165,6 +211,19 @@ function trackerFd(t: TrackerRef, which: 'uffd' | 'memfd'): number {
     }
     if (tries >= 5) throw new CptError('EBADF', `tracker ${t.pid} holds no ${which} (looked for ${tries} times)`);
     linux.sleepMs(1);
+  }
+}
+
+/** The userfaultfd in flight in socket `sock` (cptrst's copy, closed here), peeked: it stays queued. */
+function inFlight(sock: number): number {
+  try {
+    const rights = linux.peekSocket(sock, true, true).flatMap((m) => m.rights ?? []);
+    const uffd = rights.find((fd) => linux.readFdLink(process.pid, fd) === UFFD_LINK);
+    for (const fd of rights) if (fd !== uffd) fs.closeSync(fd);
+    if (uffd === undefined) throw new CptError('EBADF', 'no userfaultfd in flight in the tracker\'s socket');
+    return uffd;
+  } finally {
+    fs.closeSync(sock);
   }
 }
 
@@ -187,8 +246,7 @@ const idOf = (b: Buffer, at: number): string => b.subarray(at, at + ID_BYTES).to
 
 /** The tracker's state (a memfd of an older cptrst: its id as the armed one, no base). */
 function readState(t: TrackerRef): TrackState {
-  const fd = trackerFd(t, 'memfd');
-  try {
+  return withTrackerFd(t, 'memfd', (fd) => {
     const size = fs.fstatSync(fd).size;
     const b = Buffer.alloc(size);
     const n = fs.readSync(fd, b, 0, size, 0);
@@ -200,9 +258,7 @@ function readState(t: TrackerRef): TrackState {
     const carried: Range[] = [];
     for (let i = 0; i < count; i++) carried.push({ start: b.readBigUInt64LE(RANGES_AT + i * 16), end: b.readBigUInt64LE(RANGES_AT + i * 16 + 8) });
     return { armed: idOf(b, ARMED_AT), base, carried };
-  } finally {
-    fs.closeSync(fd);
-  }
+  });
 }
 
 function idBytes(id: string): Buffer {
@@ -241,8 +297,7 @@ function mergeRanges(ranges: Range[]): Range[] {
  */
 export function record(t: TrackerRef, armed: string, base: string, carried: Range[]): void {
   const ranges = base ? boundedRanges(carried) : [];
-  const fd = trackerFd(t, 'memfd');
-  try {
+  withTrackerFd(t, 'memfd', (fd) => {
     const head = Buffer.alloc(MAGIC.length);
     const n = fs.readSync(fd, head, 0, head.length, 0);
     if (n === MAGIC.length && head.equals(MAGIC)) fs.writeSync(fd, Buffer.alloc(ID_BYTES), 0, ID_BYTES, BASE_AT);
@@ -262,9 +317,7 @@ export function record(t: TrackerRef, armed: string, base: string, carried: Rang
     fs.writeSync(fd, count, 0, 4, COUNT_AT);
     if (base) fs.writeSync(fd, idBytes(base), 0, ID_BYTES, BASE_AT);
     fs.writeSync(fd, idBytes(armed), 0, ID_BYTES, ARMED_AT);
-  } finally {
-    fs.closeSync(fd);
-  }
+  });
 }
 
 /** A process's tracking during one checkpoint. */
@@ -279,42 +332,54 @@ export interface Tracking {
 }
 
 /**
+ * Whether the tracker the parent image names (`recorded`) holds the process's tracking since the
+ * parent: alive, tracking this process, and armed for the parent or carrying the pages written
+ * since it. Else why not (`why` undefined: there is no parent).
+ */
+export function validTracking(recorded: TrackerRef | undefined, pid: number, start: bigint, parentId: string | undefined): { t?: Tracking; why?: string } {
+  if (parentId === undefined) return {};
+  if (!recorded) return { why: 'the parent image has no tracker for it' };
+  if (!isTrackerOf(recorded, pid, start)) return { why: `its tracker (pid ${recorded.pid}) is gone` };
+  let state: TrackState;
+  try {
+    state = readState(recorded);
+  } catch (e) {
+    return { why: `its tracker (pid ${recorded.pid}) cannot be read (${(e as Error).message})` };
+  }
+  if (state.armed === parentId) return { t: { tracker: recorded, fresh: false, valid: true, carried: [] } };
+  if (state.base === parentId) return { t: { tracker: recorded, fresh: false, valid: true, carried: state.carried } };
+  return { why: `its tracking holds since other images (${[state.armed, state.base].filter((x) => x).join(', ') || 'none'}), not the parent` };
+}
+
+/**
  * The process's tracking: the tracker the parent image names, if it is alive, tracks this process
  * and was armed for the parent image; else a new one (and every other tracker of the process
- * ended). Throws a CptError saying why when tracking is impossible here (no uffd-wp async, a
- * userfaultfd of the process's own, seccomp...); the caller then compares pages by hashes.
+ * ended): the one started for it before the freeze (startSpares), else one started now. `known`:
+ * the process's trackers found before the freeze (only checked again here). Says why when
+ * tracking is impossible here (no uffd-wp async, a userfaultfd of the process's own, seccomp...);
+ * the caller then compares pages by hashes.
  */
-export function tracking(ctx: CheckpointContext, task: CheckpointTask, start: bigint, recorded: TrackerRef | undefined, parentId: string | undefined): { t?: Tracking; why?: string } {
-  let why: string | undefined;
-  if (recorded && parentId !== undefined) {
-    if (!isTrackerOf(recorded, task.pid, start)) why = `its tracker (pid ${recorded.pid}) is gone`;
-    else {
-      let state: TrackState = { armed: '', base: '', carried: [] };
-      try {
-        state = readState(recorded);
-      } catch (e) {
-        why = `its tracker (pid ${recorded.pid}) cannot be read (${(e as Error).message})`;
-      }
-      if (!why && state.armed === parentId) return { t: { tracker: recorded, fresh: false, valid: true, carried: [] } };
-      if (!why && state.base === parentId) return { t: { tracker: recorded, fresh: false, valid: true, carried: state.carried } };
-      why ??= `its tracking holds since other images (${[state.armed, state.base].filter((x) => x).join(', ') || 'none'}), not the parent`;
-    }
-  } else if (parentId !== undefined) why = 'the parent image has no tracker for it';
-  // Tracking cannot be trusted: any tracker of the process goes (its areas are unregistered), and a new one starts.
-  for (const old of trackersOf(task.pid, start)) stopTracker(old);
+export function tracking(ctx: CheckpointContext, task: CheckpointTask, start: bigint, recorded: TrackerRef | undefined, parentId: string | undefined, known?: TrackerRef[]): { t?: Tracking; why?: string } {
+  const valid = validTracking(recorded, task.pid, start, parentId);
+  if (valid.t) return valid;
+  const why = valid.why;
+  const spare = takeSpare(ctx, task.pid, start);
+  // Tracking cannot be trusted: any other tracker of the process goes (its areas are unregistered), and a new one starts.
+  const others = known ? known.filter((k) => isTrackerOf(k, task.pid, start)) : trackersOf(task.pid, start);
+  for (const old of others) if (old.pid !== spare?.ref.pid) stopTracker(old);
   try {
-    const tracker = newTracker(ctx, task, start);
+    const tracker = armTracker(ctx, task, start, spare);
     return { t: { tracker, fresh: true, valid: false, carried: [] }, why };
   } catch (e) {
     return { why: `${why ? why + '; ' : ''}no new tracking: ${(e as Error).message}` };
   }
 }
 
-/** Waits (at most 5 s) until the tracker runs its script holding the userfaultfd and the memfd. */
-function waitReady(t: TrackerRef, pid: number, start: bigint): boolean {
+/** Waits (at most 5 s) until the tracker runs its script holding `held` (a link) and the memfd. */
+function waitReady(t: TrackerRef, pid: number, start: bigint, held: string): boolean {
   for (let i = 0; i < 1000; i++) {
     if (isTrackerOf(t, pid, start)) {
-      if (findFd(t.pid, UFFD_LINK) !== undefined && findFd(t.pid, MEMFD_LINK) !== undefined) return true;
+      if (findFd(t.pid, held) !== undefined && findFd(t.pid, MEMFD_LINK) !== undefined) return true;
     }
     if (startTimeOf(t.pid) !== t.start) return false;
     linux.sleepMs(5);
@@ -334,8 +399,132 @@ export function hasOwnUserfaultfd(pid: number): boolean {
   return false;
 }
 
-function newTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint): TrackerRef {
-  if (hasOwnUserfaultfd(task.pid)) throw new CptError('EBUSY', 'the process has a userfaultfd of its own');
+/**
+ * Starts a tracker of process `pid`: `held` becomes its fd 3 (the userfaultfd, or a socket that
+ * the userfaultfd is later put in flight in), a new memfd its fd 4 (cptrst keeps a copy: OWN_FDS),
+ * its stdin a pipe whose write end (`go`) only cptrst holds. It tracks nothing until armed (arm).
+ */
+function startTracker(pid: number, start: bigint, held: number): { ref: TrackerRef; go: number } {
+  const m = linux.rawSyscall(SYS.memfd_create, Buffer.from(`${MEMFD_NAME}\0`), 1 /* MFD_CLOEXEC */);
+  if (m < 0n) throw new CptError(linux.errnoName(Number(-m)), 'memfd_create failed');
+  const memfd = Number(m);
+  const [r, go] = linux.pipe2(O.CLOEXEC);
+  let started = false;
+  try {
+    fs.writeSync(memfd, MAGIC, 0, MAGIC.length, 0);
+    fs.ftruncateSync(memfd, RANGES_AT);
+    const child = linux.childProcess().spawn('/bin/sh', ['-c', TRACKER_SCRIPT, MARKER, String(pid), String(start)], { stdio: [r, 'ignore', 'ignore', held, memfd], detached: true });
+    child.on('error', () => undefined);
+    child.unref();
+    const s = child.pid ? startTimeOf(child.pid) : undefined;
+    if (!child.pid || s === undefined) throw new CptError('ECHILD', 'the tracker did not start');
+    const ref = { pid: child.pid, start: s };
+    OWN_FDS.set(keyOf(ref), { memfd });
+    started = true;
+    return { ref, go };
+  } finally {
+    fs.closeSync(r);
+    if (!started) {
+      fs.closeSync(go);
+      fs.closeSync(memfd);
+    }
+  }
+}
+
+/** Arms a tracker: a line on its stdin, which is then closed (it reads end of file if it is never armed). */
+function arm(go: number): void {
+  try {
+    fs.writeSync(go, 'go\n');
+  } finally {
+    fs.closeSync(go);
+  }
+}
+
+/**
+ * A tracker started before the freeze for a process that may need a new one (startSpares): the
+ * slowest part of a first --track of a tree (a shell started per process) is then out of the
+ * frozen window. While frozen, the process's new userfaultfd is sent over `sock` (cptrst's end of
+ * a socketpair, the other end the tracker's fd 3) and left in flight there, held for as long as the
+ * tracker lives; then the tracker is armed. One not armed ends with the checkpoint, and on its own
+ * (end of file on its stdin) if cptrst dies first.
+ */
+interface Spare {
+  ref: TrackerRef;
+  /** The start time of the process it is for. */
+  start: bigint;
+  sock: number;
+  go: number;
+}
+const SPARES = new WeakMap<CheckpointContext, Map<number, Spare>>();
+
+/**
+ * Before the freeze: starts a tracker for each of `procs` (pid and start time), and waits until
+ * each runs its shell. Those not taken while frozen (takeSpare) are ended when the checkpoint ends.
+ */
+export function startSpares(ctx: CheckpointContext, procs: ReadonlyArray<{ pid: number; start: bigint }>): void {
+  const spares = SPARES.get(ctx) ?? new Map<number, Spare>();
+  if (!SPARES.has(ctx)) {
+    SPARES.set(ctx, spares);
+    ctx.atEnd(() => {
+      for (const s of spares.values()) endSpare(s);
+      spares.clear();
+    });
+  }
+  const links = new Map<number, string>();
+  for (const p of procs) {
+    if (spares.has(p.pid) || hasOwnUserfaultfd(p.pid)) continue;
+    const pair = Buffer.alloc(8);
+    const r = linux.rawSyscall(linux.syscallNumber('socketpair'), linux.AF_UNIX, linux.SOCK.STREAM | linux.SOCK.CLOEXEC, 0, pair);
+    if (r < 0n) {
+      ctx.log.debug(`pid ${p.pid}: no tracker started before the freeze (socketpair: ${linux.errnoName(Number(-r))})`);
+      continue;
+    }
+    const [sock, theirs] = [pair.readInt32LE(0), pair.readInt32LE(4)];
+    try {
+      const { ref, go } = startTracker(p.pid, p.start, theirs);
+      spares.set(p.pid, { ref, start: p.start, sock, go });
+      links.set(p.pid, `socket:[${fs.fstatSync(theirs).ino}]`);
+    } catch (e) {
+      fs.closeSync(sock);
+      ctx.log.debug(`pid ${p.pid}: no tracker started before the freeze (${(e as Error).message})`);
+    } finally {
+      fs.closeSync(theirs);
+    }
+  }
+  // Their fds are their own only once they run the shell (before that, each is a copy of cptrst).
+  for (const [pid, s] of spares) {
+    const link = links.get(pid);
+    if (link !== undefined && !waitReady(s.ref, pid, s.start, link)) {
+      endSpare(s);
+      spares.delete(pid);
+    }
+  }
+}
+
+/** The tracker started before the freeze for process `pid` (started at `start`), now the caller's to arm or end. */
+function takeSpare(ctx: CheckpointContext, pid: number, start: bigint): Spare | undefined {
+  const spares = SPARES.get(ctx);
+  const s = spares?.get(pid);
+  if (!s) return undefined;
+  spares!.delete(pid);
+  if (s.start === start) return s;
+  endSpare(s);
+  return undefined;
+}
+
+/** Ends a tracker that was never armed (it holds no userfaultfd). */
+function endSpare(s: Spare): void {
+  fs.closeSync(s.sock);
+  fs.closeSync(s.go);
+  stopTracker(s.ref);
+  dropFds(s.ref);
+}
+
+/**
+ * A new userfaultfd of the process, for cptrst: made inside it (an injected userfaultfd(2)),
+ * copied out with pidfd_getfd and closed inside at once, so that its fd table is as it was.
+ */
+function userfaultfdOf(task: CheckpointTask): number {
   const t = task.tracee;
   const r = t.syscall(SYS.userfaultfd, [O.CLOEXEC | O.NONBLOCK | UFFD.USER_MODE_ONLY]);
   if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `userfaultfd() inside the process failed (${linux.errnoName(Number(-r))})`);
@@ -348,37 +537,70 @@ function newTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint)
       fs.closeSync(pidfd);
     }
   } finally {
-    // The process's fd table is as it was: its copy is closed at once.
     t.syscall(SYS.close, [r]);
   }
-  let memfd = -1;
-  try {
-    const api = Buffer.alloc(24);
-    api.writeBigUInt64LE(BigInt(UFFD.API), 0);
-    api.writeBigUInt64LE(FEATURES, 8);
-    const a = Number(linux.rawSyscall(SYS.ioctl, mine, UFFD.IOC_API, api));
-    if (a < 0) throw new CptError(linux.errnoName(-a), 'this kernel has no asynchronous userfaultfd write protection (UFFD_FEATURE_WP_ASYNC)');
-    const m = linux.rawSyscall(SYS.memfd_create, Buffer.from(`${MEMFD_NAME}\0`), 1 /* MFD_CLOEXEC */);
-    if (m < 0n) throw new CptError(linux.errnoName(Number(-m)), 'memfd_create failed');
-    memfd = Number(m);
-    fs.writeSync(memfd, MAGIC, 0, MAGIC.length, 0);
-    fs.ftruncateSync(memfd, RANGES_AT);
-    const child = linux.childProcess().spawn('/bin/sh', ['-c', TRACKER_SCRIPT, MARKER, String(task.pid), String(start)], { stdio: ['ignore', 'ignore', 'ignore', mine, memfd], detached: true });
-    child.on('error', () => undefined);
-    child.unref();
-    const pid = child.pid;
-    const s = pid ? startTimeOf(pid) : undefined;
-    if (!pid || s === undefined) throw new CptError('ECHILD', 'the tracker did not start');
-    // Its fds are its own only once it runs the shell (before that, it is a copy of cptrst).
-    if (!waitReady({ pid, start: s }, task.pid, start)) {
-      stopTracker({ pid, start: s });
-      throw new CptError('ETIMEDOUT', 'the tracker did not start');
-    }
-    ctx.log.debug(`pid ${task.pid}: write tracking held by tracker ${pid}`);
-    return { pid, start: s };
-  } finally {
+  const api = Buffer.alloc(24);
+  api.writeBigUInt64LE(BigInt(UFFD.API), 0);
+  api.writeBigUInt64LE(FEATURES, 8);
+  const a = Number(linux.rawSyscall(SYS.ioctl, mine, UFFD.IOC_API, api));
+  if (a < 0) {
     fs.closeSync(mine);
-    if (memfd >= 0) fs.closeSync(memfd);
+    throw new CptError(linux.errnoName(-a), 'this kernel has no asynchronous userfaultfd write protection (UFFD_FEATURE_WP_ASYNC)');
+  }
+  return mine;
+}
+
+/**
+ * While frozen: a new tracker of the process, armed. The spare started before the freeze gets the
+ * userfaultfd in flight in its socket; without one (or if the socket refuses it, e.g. too many fds
+ * in flight for the user), a tracker is started now with the userfaultfd as its fd 3.
+ */
+function armTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint, spare: Spare | undefined): TrackerRef {
+  let uffd: number;
+  try {
+    if (hasOwnUserfaultfd(task.pid)) throw new CptError('EBUSY', 'the process has a userfaultfd of its own');
+    uffd = ctx.timed('tracking: userfaultfd', () => userfaultfdOf(task));
+  } catch (e) {
+    if (spare) endSpare(spare);
+    throw e;
+  }
+  try {
+    let held: { ref: TrackerRef; go: number } | undefined;
+    if (spare) {
+      try {
+        linux.sendRights(spare.sock, [uffd]);
+        fs.closeSync(spare.sock);
+        held = spare;
+      } catch (e) {
+        ctx.log.debug(`pid ${task.pid}: the tracker started before the freeze cannot hold the userfaultfd (${(e as Error).message})`);
+        endSpare(spare);
+      }
+    }
+    if (!held) {
+      held = ctx.timed('tracking: start tracker', () => startTracker(task.pid, start, uffd));
+      if (!waitReady(held.ref, task.pid, start, UFFD_LINK)) {
+        fs.closeSync(held.go);
+        stopTracker(held.ref);
+        dropFds(held.ref);
+        throw new CptError('ETIMEDOUT', 'the tracker did not start');
+      }
+    }
+    const ref = held.ref;
+    try {
+      arm(held.go);
+    } catch (e) {
+      stopTracker(ref);
+      dropFds(ref);
+      throw e;
+    }
+    // cptrst's copy serves this checkpoint's registrations (registerAreas), closed at its end.
+    OWN_FDS.set(keyOf(ref), { ...OWN_FDS.get(keyOf(ref)), uffd });
+    ctx.atEnd(() => dropFds(ref));
+    ctx.log.debug(`pid ${task.pid}: write tracking held by tracker ${ref.pid}`);
+    return ref;
+  } catch (e) {
+    fs.closeSync(uffd);
+    throw e;
   }
 }
 
@@ -388,8 +610,7 @@ function newTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint)
  */
 export function registerAreas(t: TrackerRef, ranges: Array<{ start: bigint; end: bigint }>): void {
   if (!ranges.length) return;
-  const fd = trackerFd(t, 'uffd');
-  try {
+  withTrackerFd(t, 'uffd', (fd) => {
     for (const r of ranges) {
       let e = linux.uffdRegister(fd, r.start, r.end, UFFD.REGISTER_MODE_WP);
       // An old tracker's userfaultfd may still be open for a moment (its sleep holds a copy for up to 2 s).
@@ -399,9 +620,7 @@ export function registerAreas(t: TrackerRef, ranges: Array<{ start: bigint; end:
       }
       if (e < 0) throw new CptError(linux.errnoName(-e), `UFFDIO_REGISTER of ${r.start.toString(16)}-${r.end.toString(16)} failed (${linux.errnoName(-e)})`);
     }
-  } finally {
-    fs.closeSync(fd);
-  }
+  });
 }
 
 /**
@@ -439,16 +658,16 @@ export function trackerRegistered(pid: number, start: bigint, areas: ReadonlyArr
   const mine = new Set<bigint>();
   // Trackers found before the freeze (a look at every process's command line) are only checked again.
   for (const t of known ? known.filter((k) => isTrackerOf(k, pid, start)) : trackersOf(pid, start)) {
-    let fd: number;
+    let fd: number | undefined;
     try {
-      fd = trackerFd(t, 'uffd');
+      fd = ownFd(t, 'uffd') ?? trackerFd(t, 'uffd');
     } catch {
       continue; // ended meanwhile: its registrations went with it
     }
     try {
       for (const a of areas) if (!mine.has(a.start) && linux.uffdRegister(fd, a.start, a.end, UFFD.REGISTER_MODE_WP) === 0) mine.add(a.start);
     } finally {
-      fs.closeSync(fd);
+      if (fd !== ownFd(t, 'uffd')) fs.closeSync(fd);
     }
   }
   return mine;

@@ -13,7 +13,7 @@
  */
 import { CheckpointContext, CheckpointTask, linux, refuse } from '@cptrst/core';
 import { VmaEntry, describeVma } from './vma';
-import { TrackerRef, hasOwnUserfaultfd, isTracker, trackerRegistered, trackersOf } from './tracking';
+import { TrackerRef, hasOwnUserfaultfd, isTracker, trackerRegistered, trackersOfAll } from './tracking';
 
 const UFFD_MODES: Readonly<Record<string, string>> = { um: 'missing pages', uw: 'write protection', ui: 'minor faults' };
 
@@ -25,15 +25,27 @@ function uffdRegistered(v: VmaEntry): boolean {
 /** The trackers of each process found before the freeze (noteTrackers), by pid. */
 const KNOWN_TRACKERS = new WeakMap<CheckpointContext, Map<number, TrackerRef[]>>();
 
-/** Before the freeze: the live trackers of `pid`, kept for trackerAreas (the frozen window only checks them again). */
-export function noteTrackers(ctx: CheckpointContext, pid: number): void {
-  try {
-    const known = KNOWN_TRACKERS.get(ctx) ?? new Map<number, TrackerRef[]>();
-    KNOWN_TRACKERS.set(ctx, known);
-    known.set(pid, trackersOf(pid, BigInt(linux.readStat(pid).startTime)));
-  } catch {
-    /* gone: the freeze says so */
+/**
+ * Before the freeze: the live trackers of each of `pids` (a tree), from one look at every process,
+ * kept for trackerAreas and for a new tracking (the frozen window only checks them again).
+ */
+export function noteTrackers(ctx: CheckpointContext, pids: number | readonly number[]): void {
+  const procs: Array<{ pid: number; start: bigint }> = [];
+  for (const pid of typeof pids === 'number' ? [pids] : pids) {
+    try {
+      procs.push({ pid, start: BigInt(linux.readStat(pid).startTime) });
+    } catch {
+      /* gone: the freeze says so */
+    }
   }
+  const known = KNOWN_TRACKERS.get(ctx) ?? new Map<number, TrackerRef[]>();
+  KNOWN_TRACKERS.set(ctx, known);
+  for (const [pid, ts] of trackersOfAll(procs)) known.set(pid, ts);
+}
+
+/** The trackers of `pid` found before the freeze, or undefined if it was not looked at then. */
+export function knownTrackers(ctx: CheckpointContext, pid: number): TrackerRef[] | undefined {
+  return KNOWN_TRACKERS.get(ctx)?.get(pid);
 }
 
 /**

@@ -15,9 +15,14 @@ const MAX_DEPTH = 32;
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 class Out {
-  buf = Buffer.allocUnsafe(256);
+  /** `size`: the bytes expected (encodedLength), allocated at once instead of grown by doubling. */
+  constructor(size = 256) {
+    this.buf = Buffer.allocUnsafe(Math.max(size, 16));
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
+  }
+  buf: Buffer;
   /** The same bytes as buf: DataView's setters are engine built-ins, fast from the first call (Buffer's BigInt writers run as JavaScript). */
-  view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.length);
+  view: DataView;
   len = 0;
   reserve(n: number): number {
     if (this.len + n > this.buf.length) {
@@ -197,13 +202,69 @@ export function encodeCaptured(c: CapturedRecord): Buffer {
   return out.buf.subarray(0, out.len);
 }
 
-/** Encodes an instance of a decorated class (its class decides the layout). */
-export function encodeRecord(obj: object): Buffer {
+/** The layout of an instance of a decorated class, or an error. */
+function layoutToEncode(obj: object): Layout {
   const layout = layoutOf(obj?.constructor);
   if (!layout) {
     throw new CptError('EINVAL', `cannot encode ${obj?.constructor?.name}: not an @objectType/@recordLayout class`, { object: 'image record' });
   }
-  const out = new Out();
+  return layout;
+}
+
+/** Fixed sizes of the scalar kinds. */
+const SCALAR_BYTES: Partial<Record<FieldKind, number>> = { u8: 1, u16: 2, u32: 4, i32: 4, u64: 8, i64: 8, bool: 1 };
+
+function valueLength(kind: FieldKind, layout: LayoutClass | undefined, v: unknown, where: Where, depth: number): number {
+  const fixed = SCALAR_BYTES[kind];
+  if (fixed !== undefined) return fixed;
+  switch (kind) {
+    case 'str':
+      if (typeof v !== 'string') throw encodeError(where, 'string', v);
+      return 4 + Buffer.byteLength(v, 'utf8');
+    case 'bytes':
+      if (!(v instanceof Uint8Array)) throw encodeError(where, 'Buffer', v);
+      return 4 + v.length;
+    case 'u64s':
+    case 'u32s':
+      if (!Array.isArray(v)) throw encodeError(where, `${kind} array`, v);
+      return 4 + v.length * (kind === 'u64s' ? 8 : 4);
+    case 'strs':
+    case 'records': {
+      if (!Array.isArray(v)) throw encodeError(where, `${kind} array`, v);
+      const el = ELEMENT_KIND[kind];
+      let n = 4;
+      for (let i = 0; i < v.length; i++) n += valueLength(el, layout, v[i], () => `${where()}[${i}]`, depth);
+      return n;
+    }
+    default: {
+      if (v === null || typeof v !== 'object') throw encodeError(where, 'object', v);
+      return 4 + fieldsLength(nestedLayout(layout, where), v, where, depth + 1);
+    }
+  }
+}
+
+function fieldsLength(layout: Layout, obj: object, where: Where, depth: number): number {
+  if (depth > MAX_DEPTH) throw new CptError('EINVAL', `${where()}: records nested deeper than ${MAX_DEPTH}`, { object: 'image record' });
+  const values = obj as Record<string, unknown>;
+  let n = 0;
+  for (const f of layout.fields) n += valueLength(f.kind, f.layout, values[f.name], () => `${where()}.${f.name}`, depth);
+  return n;
+}
+
+/**
+ * The length encodeRecord(obj) would have, from the layout and the sizes of the values, without
+ * encoding it (a record with a large Buffer or array is not copied to learn its length). Values
+ * are checked for their kind only: their ranges are checked when encoded.
+ */
+export function encodedLength(obj: object): number {
+  const layout = layoutToEncode(obj);
+  return fieldsLength(layout, obj, () => layout.name, 0);
+}
+
+/** Encodes an instance of a decorated class (its class decides the layout); `size`: its length if known (encodedLength). */
+export function encodeRecord(obj: object, size?: number): Buffer {
+  const layout = layoutToEncode(obj);
+  const out = new Out(size);
   encodeFields(out, layout, obj, () => layout.name, 0);
   return out.buf.subarray(0, out.len);
 }

@@ -4,7 +4,7 @@
  * TERMINATOR. See framing.ts for the object header and where page payloads go.
  */
 import { asCptError, CptError } from '../errors';
-import { CapturedRecord, captureRecord, encodeCaptured, encodeRecord } from './codec';
+import { CapturedRecord, captureRecord, encodeCaptured, encodeRecord, encodedLength } from './codec';
 import { alignUp, crc32, encodeHeader, HASH_PAGES_AFTER, hashedPagesAvailable, headerCrc, HeaderOffset, isValidPageSize, OBJ_HEADER_SIZE, payloadSum } from './framing';
 import { CompressionName, checkCompression, compressPages } from './compress';
 import { ImageHead, PagesFollow, Terminator } from './head';
@@ -246,7 +246,9 @@ export class ImageWriter {
   writeLater(obj: object, opts: { ptag?: number } = {}): number {
     if (!this.queue) return this.write(obj, opts);
     const { type, ptag, flags } = this.check(obj, opts.ptag);
-    const length = encodeRecord(obj).length;
+    // Its length only (a record of page hashes holds 2 MiB per GiB: encoding it here, while the
+    // tree is frozen, only to learn that, cost a copy and garbage).
+    const length = encodedLength(obj);
     this.checkSize(type, OBJ_HEADER_SIZE + length);
     const tag = this.takeTag(type);
     this.queue.push({ late: obj, type, tag, ptag, flags, length });
@@ -255,7 +257,7 @@ export class ImageWriter {
 
   /** A late record (writeLater), encoded and framed now. */
   private emitLate(e: LateRecord): void {
-    const body = encodeRecord(e.late);
+    const body = encodeRecord(e.late, e.length);
     if (body.length !== e.length) throw invalid(`${typeName(e.type)}: ${body.length} bytes encoded late, ${e.length} announced`);
     this.emitFramed(this.header(e.type, ContentKind.RECORD, e.tag, body, 0, 0, e.ptag, e.flags), body, [], [], 0);
   }
