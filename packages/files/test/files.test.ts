@@ -82,11 +82,11 @@ describe('files: open files of a real process', function () {
   after(() => removeTmpDir());
   afterEach(() => killStarted());
 
-  it('register() adds the regular, chardev, directory, symlink, namespace file, event file, pidfd, pipe, FIFO, memfd, shmem file and unix socket kinds and the files handlers', () => {
+  it('register() adds the regular, chardev, directory, removed directory, symlink, namespace file, event file, pidfd, pipe, FIFO, memfd, shmem file and unix socket kinds and the files handlers', () => {
     const c = container.createChildContainer();
     register(c);
     expect(c.resolveAll<FileKindHandler>(Tokens.FileKind).map((k) => k.kind)).to.deep.equal([
-      'regular', 'chardev', 'directory', 'symlink', 'nsfs', 'eventfd', 'epoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pidfd', 'pipe', 'fifo', 'memfd', 'shmem-file', 'unix-socket',
+      'regular', 'chardev', 'directory', 'deleted-directory', 'symlink', 'nsfs', 'eventfd', 'epoll', 'signalfd', 'timerfd', 'inotify', 'fanotify', 'pidfd', 'pipe', 'fifo', 'memfd', 'shmem-file', 'unix-socket',
       'pty-master', 'pty-slave', 'devtty',
     ]);
     expect(c.resolveAll<DumpHandler>(Tokens.DumpHandler).map((d) => [d.name, d.order])).to.deep.equal([['files.scm-in-flight', 1], ['files', 300], ['files.locks', 310]]);
@@ -100,6 +100,7 @@ describe('files: open files of a real process', function () {
       ['files.proc', []],
       ['files.tty', []],
       ['files.root', []],
+      ['files.deleted-dirs', []],
     ]);
   });
 
