@@ -47,8 +47,7 @@ async function checkpointOnce(
   ctx.incremental = options.incremental;
   // Hints are verified against the snapshot after the release, and a stale one means taking the
   // checkpoint again: only where a snapshot is taken and the image can be cut back.
-  // Not with --pre-copy: the hints are verified against the snapshot, which a pre-copy does without.
-  ctx.memoryHints = hints && startOffset !== undefined && !ctx.incremental && !options.preCopy && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
+  ctx.memoryHints = hints && startOffset !== undefined && !ctx.incremental && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
   if (options.preCopy) ctx.preCopy = { path: 'snapshot', stoppedMs: 0, rounds: 0, copiedRunning: 0, copiedFrozen: 0 };
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   try {

@@ -344,7 +344,7 @@ export class MmDump implements DumpHandler {
       lacking = preCopyPlan(ctx, task, pre, held.map((a) => ({ v: a.v, runs: planned.get(a.v.start)! })));
     }
     const snap = lacking ? undefined : takeSnapshot(ctx, task);
-    if (hinted) verifyHints(ctx, task, snap);
+    if (hinted) verifyHints(ctx, task, snap, lacking !== undefined);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
     const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind)).map((a) => a.v), registered, snap) : undefined;
 

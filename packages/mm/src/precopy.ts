@@ -35,6 +35,7 @@ import * as fs from 'fs';
 import { CheckpointContext, CheckpointTask, CptError, MemorySnapshot, StateKey, linux } from '@cptrst/core';
 import { VmaEntry } from './vma';
 import { hasOwnUserfaultfd, trackersOf } from './tracking';
+import { preRead } from './hints';
 
 const { SYS, O, UFFD, PAGE_IS, PM_SCAN } = linux;
 
@@ -63,6 +64,9 @@ export class PreCopy implements MemorySnapshot {
   readonly pid: number;
   private readonly page = linux.pageSize();
   private readonly chunks = new Map<number, Chunk>();
+  /** Where the chunks are (reserve), and how many of its slots are taken. */
+  private region: linux.MemoryRegion | undefined;
+  private slots = 0;
   /** Frozen: each area's written regions (writtenIn), by range. */
   private readonly written = new Map<string, linux.PageRegion[] | null>();
   private uffd: number | undefined;
@@ -135,18 +139,18 @@ export class PreCopy implements MemorySnapshot {
    */
   async round(ctx: CheckpointContext): Promise<number> {
     const mask = this.rounds === 0 ? PAGE_IS.PRESENT : WRITTEN_PRESENT;
-    let pages = 0;
+    const found: linux.PageRegion[] = [];
     for (const a of this.registered) {
-      let regions: linux.PageRegion[] | null;
       try {
-        regions = linux.pagemapScan(this.pm(), a.start, a.end, 0n, mask, { mask, flags: PM_SCAN.WP_MATCHING });
+        found.push(...(linux.pagemapScan(this.pm(), a.start, a.end, 0n, mask, { mask, flags: PM_SCAN.WP_MATCHING }) ?? []));
       } catch {
-        continue; // unmapped meanwhile: what is there at the freeze is copied then
-      }
-      for (const r of regions ?? []) {
-        pages += await this.copyRunning(ctx, r.start, r.end);
+        /* unmapped meanwhile: what is there at the freeze is copied then */
       }
     }
+    // The chunks the first round fills, and room for 32 more (64 MiB: pages faulted in since).
+    if (this.rounds === 0) this.reserve(chunksOf(found, this.page * CHUNK_PAGES) + 32);
+    let pages = 0;
+    for (const r of found) pages += await this.copyRunning(ctx, r.start, r.end);
     this.rounds++;
     return pages;
   }
@@ -180,10 +184,24 @@ export class PreCopy implements MemorySnapshot {
     return done;
   }
 
+  /**
+   * Room for `chunks` chunks in one region of cptrst's memory (linux.MemoryRegion), reserved once:
+   * a Buffer per chunk is memory V8 counts as external, and each few dozen MiB of it started a
+   * garbage collection, which went on into the frozen window. Chunks beyond it are Buffers.
+   */
+  private reserve(chunks: number): void {
+    if (this.region || chunks <= 0) return;
+    this.region = linux.MemoryRegion.reserve(chunks * CHUNK_PAGES * this.page) ?? undefined;
+  }
+
   private chunk(index: number): Chunk {
     let c = this.chunks.get(index);
     if (!c) {
-      c = { buf: Buffer.allocUnsafeSlow(CHUNK_PAGES * this.page), valid: new Uint8Array(CHUNK_PAGES) };
+      const bytes = CHUNK_PAGES * this.page;
+      const at = this.slots * bytes;
+      const buf = this.region && at + bytes <= this.region.size ? this.region.view.subarray(at, at + bytes) : Buffer.allocUnsafeSlow(bytes);
+      if (this.region && at + bytes <= this.region.size) this.slots++;
+      c = { buf, valid: new Uint8Array(CHUNK_PAGES) };
       this.chunks.set(index, c);
     }
     return c;
@@ -299,7 +317,24 @@ export class PreCopy implements MemorySnapshot {
     this.mem?.close();
     this.mem = undefined;
     this.chunks.clear();
+    // At the checkpoint's end only (ctx.atEnd): every page was read out of it by then.
+    this.region?.release();
+    this.region = undefined;
   }
+}
+
+/** How many distinct chunks of `bytes` (aligned) the sorted regions touch. */
+function chunksOf(regions: linux.PageRegion[], bytes: number): number {
+  const size = BigInt(bytes);
+  let n = 0;
+  let last = -1n;
+  for (const r of regions) {
+    const first = r.start / size;
+    const end = (r.end - 1n) / size;
+    n += Number(end - (first > last ? first : last + 1n)) + 1;
+    last = end;
+  }
+  return n;
 }
 
 const PRE_COPY = new StateKey<PreCopy>('mm.preCopy');
@@ -397,6 +432,9 @@ export async function preCopyMemory(ctx: CheckpointContext, task: CheckpointTask
   }
   report.rounds = pre.rounds;
   report.copiedRunning = pre.copiedRunning;
+  // The hints (hints.ts) read again, now, nearer the freeze: the first, read before the rounds, is
+  // older by their time. The pre-copy's own registrations are not the process's.
+  ctx.timed('pre-copy hints', () => preRead(ctx, task.pid, (v) => pre.isMine(v)));
   const known = BY_PID.get(ctx) ?? new Map<number, PreCopy>();
   BY_PID.set(ctx, known);
   known.set(task.pid, pre);
