@@ -14,9 +14,9 @@ import { expect } from 'chai';
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { PREAMBLE_SIZE, linux } from '@cptrst/core';
+import { PREAMBLE_SIZE } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, pinToOneCpu, restartPasses, sleep, startWorkload, trigger, waitResult,
 } from '../support';
 
 interface PreCopyDoc {
@@ -36,15 +36,6 @@ async function checkpointJson(pid: number, img: string, extra: string[], env: Re
   return JSON.parse(r.stdout) as PreCopyDoc;
 }
 
-async function restartFrom(w: Workload, img: string): Promise<void> {
-  process.kill(w.pid, 'SIGKILL');
-  await w.exited;
-  expect(await waitGone(w.pid, 5000)).to.equal(true);
-  const rr = await cptrst(['restart', img]);
-  expect(rr.code, rr.stderr).to.equal(0);
-  await sleep(300);
-  await passes(w);
-}
 
 /** What the process must not notice of a pre-copy: its maps, each area's VmFlags, its fds (and where they lead). */
 function footprint(pid: number): { maps: string; vmFlags: string[]; fds: string[] } {
@@ -84,7 +75,7 @@ describe('checkpoint --pre-copy', function () {
       expect(registeredAreas(w.pid), 'areas left registered').to.deep.equal([]);
       await sleep(100);
     }
-    await restartFrom(w, img);
+    await restartPasses(w, img);
   });
 
   it('a process writing every page without pause: pages copied while frozen, nothing noticed, restarted at the instant of the freeze', async () => {
@@ -102,7 +93,7 @@ describe('checkpoint --pre-copy', function () {
     expect(after.vmFlags, 'VmFlags').to.deep.equal(before.vmFlags);
     expect(after.fds, 'fds').to.deep.equal(before.fds);
     expect(statusOf(w.pid).tracer, 'traced').to.equal(0);
-    await restartFrom(w, img);
+    await restartPasses(w, img);
   });
 
   it('the same with the default limit: the pages changed while it ran are too many, the snapshot is taken and the result says why', async () => {
@@ -114,17 +105,13 @@ describe('checkpoint --pre-copy', function () {
     expect(doc.preCopy!.why).to.match(/changed since the last round .* over the 1 MiB/);
     expect(doc.timings, 'a snapshot').to.have.property('snapshot');
     expect(registeredAreas(w.pid), 'areas left registered').to.deep.equal([]);
-    await restartFrom(w, img);
+    await restartPasses(w, img);
   });
 
   it('the image is the snapshot path\'s, byte for byte after the head (a stopped process)', async () => {
     const w = await startWorkload('precopychurn', ['16']);
     await sleep(200);
-    // On one CPU: the calls a checkpoint runs in it make the kernel write the CPU it ran on into its rseq area.
-    const cpus = /^Cpus_allowed_list:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8'));
-    const mask = Buffer.alloc(128);
-    mask[Number(cpus![1]) >> 3] |= 1 << (Number(cpus![1]) & 7);
-    expect(linux.rawSyscall(linux.SYS.sched_setaffinity, w.pid, mask.length, mask), 'sched_setaffinity').to.equal(0n);
+    pinToOneCpu(w.pid);
     process.kill(w.pid, 'SIGSTOP');
     for (let i = 0; i < 100 && statusOf(w.pid).state !== 'T'; i++) await sleep(20);
     // The first checkpoint of a stopped process changes its registers (stopped in its loop, then in the kernel).

@@ -199,7 +199,7 @@ async function checkpointOnce(
 async function preCopy(ctx: CheckpointContext, handlers: DumpHandler[], freezer: Freezer, pid: number): Promise<void> {
   const report = ctx.preCopy!;
   const others = linux.descendants(pid).length - 1;
-  const copiers = handlers.filter((h) => h.preCopy);
+  const copiers = handlers.filter((h) => h.preCopy !== undefined);
   if (others > 0 || !copiers.length) {
     report.why = others > 0 ? `process ${pid} has ${others} descendant(s): a pre-copy is made of one process only` : 'no subsystem copies memory before the freeze';
     ctx.log.info(`pid ${pid}: no pre-copy: ${report.why}; its pages come from a copy-on-write snapshot`);

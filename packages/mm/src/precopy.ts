@@ -351,14 +351,9 @@ function userfaultfdOf(task: CheckpointTask): number {
   if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `userfaultfd() inside the process failed (${linux.errnoName(Number(-r))})`, { pid: task.pid });
   let fd: number;
   try {
-    const pidfd = linux.pidfdOpen(task.pid);
-    try {
-      fd = linux.pidfdGetfd(pidfd, Number(r));
-    } finally {
-      fs.closeSync(pidfd);
-    }
+    fd = linux.fdCopyOf(task.pid, Number(r));
   } finally {
-    t.syscall(SYS.close, [r]);
+    t.syscall(SYS.close, [r]); // its fd table as it was
   }
   const api = Buffer.alloc(24);
   api.writeBigUInt64LE(BigInt(UFFD.API), 0);
