@@ -88,6 +88,7 @@ async function checkpointOnce(
     }
     if (ctx.preCopy) await preCopy(ctx, handlers, freezer, pid);
   } catch (e) {
+    ctx.runAtEnd(); // what a pre-copy holds (its userfaultfd: the process's areas registered)
     throw naming(e, pid);
   }
   const t0 = process.hrtime.bigint();
