@@ -40,7 +40,7 @@ import { preRead } from './hints';
 const { SYS, O, UFFD, PAGE_IS, PM_SCAN } = linux;
 
 /** Copy rounds while the process runs, at most. */
-const MAX_ROUNDS = 4;
+const MAX_ROUNDS = 6;
 /** A round whose written pages are fewer than this (1 MiB) is the last one: the frozen window takes them. */
 const QUIET_PAGES = 256;
 /** Pages of stored areas the frozen window may copy before the snapshot is taken instead (64 MiB; CPTRST_PRECOPY_FROZEN_MIB). */
@@ -415,7 +415,9 @@ export async function preCopyMemory(ctx: CheckpointContext, task: CheckpointTask
     for (let i = 0; i < MAX_ROUNDS; i++) {
       const pages = await ctx.timed(`pre-copy round`, () => pre.round(ctx));
       ctx.log.debug(`pid ${task.pid}: pre-copy round ${pre.rounds}: ${pages} pages`);
-      if (pages < QUIET_PAGES || pages > last / 2) break;
+      // Not only while it halves: the first round is the slow one (cptrst's copy is new memory,
+      // about 0.5 s per GiB to allocate here), so the second may find most of a busy process written.
+      if (pages < QUIET_PAGES || pages >= last) break;
       last = pages;
     }
   } catch (e) {
