@@ -14,7 +14,7 @@ import { expect } from 'chai';
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { PREAMBLE_SIZE } from '@cptrst/core';
+import { CheckpointFlags, CptError, PREAMBLE_SIZE, loadModule, sys_checkpoint } from '@cptrst/core';
 import {
   CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, pinToOneCpu, restartPasses, sleep, startWorkload, trigger, waitResult,
 } from '../support';
@@ -171,6 +171,29 @@ describe('checkpoint --pre-copy', function () {
       await passes(w);
     });
   }
+
+  it('the API refuses preCopy with KILL, LEAVE_STOPPED, NO_SNAPSHOT and an incremental checkpoint (EINVAL, nothing written or stopped)', async () => {
+    loadModule('@cptrst/cpt-module');
+    const w = await startWorkload('precopychurn', ['4']);
+    const img = path.join(w.dir, 'api.img');
+    const fd = fs.openSync(img, 'w');
+    try {
+      const cases: Array<[number, object]> = [
+        [CheckpointFlags.KILL, {}], [CheckpointFlags.LEAVE_STOPPED, {}], [CheckpointFlags.NO_SNAPSHOT, {}], [0, { incremental: { track: true } }],
+      ];
+      for (const [flags, more] of cases) {
+        const e = await sys_checkpoint(w.pid, fd, flags, { preCopy: true, ...more }).then(() => undefined, (x: unknown) => x);
+        expect(e, `flags ${flags} ${JSON.stringify(more)}`).to.be.instanceOf(CptError);
+        expect((e as CptError).code).to.equal('EINVAL');
+        expect((e as CptError).message).to.match(/--pre-copy/);
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    expect(fs.statSync(img).size, 'bytes written').to.equal(0);
+    expect(statusOf(w.pid).tracer).to.equal(0);
+    await passes(w);
+  });
 
   it('cptrst SIGKILLed at any moment of a --pre-copy leaves the process running as before', async () => {
     const w = await startWorkload('precopychurn', ['64']);
