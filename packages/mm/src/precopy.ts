@@ -81,8 +81,14 @@ export class PreCopy implements MemorySnapshot {
   constructor(pid: number, uffd: number) {
     this.pid = pid;
     this.uffd = uffd;
-    this.pagemap = fs.openSync(`/proc/${pid}/pagemap`, 'r');
-    this.mem = new linux.ProcMem(pid, { readOnly: true });
+    const pagemap = fs.openSync(`/proc/${pid}/pagemap`, 'r');
+    try {
+      this.mem = new linux.ProcMem(pid, { readOnly: true });
+    } catch (e) {
+      fs.closeSync(pagemap);
+      throw e;
+    }
+    this.pagemap = pagemap;
   }
 
   /** The userfaultfd (cptrst's copy); throws once closed. */
@@ -398,9 +404,12 @@ export async function preCopyMemory(ctx: CheckpointContext, task: CheckpointTask
     return;
   }
   let pre: PreCopy;
+  let fd = -1;
   try {
-    pre = new PreCopy(task.pid, ctx.timed('pre-copy userfaultfd', () => userfaultfdOf(task)));
+    fd = ctx.timed('pre-copy userfaultfd', () => userfaultfdOf(task));
+    pre = new PreCopy(task.pid, fd);
   } catch (e) {
+    if (fd >= 0) fs.closeSync(fd);
     resume();
     report.why = `no userfaultfd: ${(e as Error).message}`;
     ctx.log.info(`pid ${task.pid}: no pre-copy: ${report.why}`);
