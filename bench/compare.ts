@@ -14,6 +14,10 @@
  * differs); `--words N` makes only N of the 512 words of each page differ and the rest the page
  * number, pages that compress to about N/512.
  *
+ * `cptrst-precopy` is plain cptrst with --pre-copy (mm/src/precopy.ts): its frozen time, the stop
+ * before the freeze (preCopy.stoppedMs, to make the userfaultfd), checkpoint and restart wall
+ * times, and which path its pages took (a fallback to the snapshot is counted and shown).
+ *
  * `--tools` picks the variants (default cptrst,criu,cptrst-z,cptrst-lazy); `cptrst-memfile` is
  * plain cptrst with CPTRST_SNAPSHOT_MEMFILE=1 (the snapshot's pages read through /proc/PID/mem, as
  * before the vmsplice path), for a before/after in one alternation; `cptrst-copy` is plain cptrst
@@ -112,9 +116,12 @@ interface Run {
   image: number;
   /** restart --lazy: until the process runs (its PID printed). */
   runs?: number;
+  /** --pre-copy: ms the process was stopped before the freeze; 1 when its pages came from the snapshot (a fallback). */
+  stopped?: number;
+  fellBack?: number;
 }
 
-const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-memfile', 'cptrst-copy', 'cptrst-base', 'cptrst-base-lazy', 'criu'] as const;
+const TOOLS = ['cptrst', 'cptrst-z', 'cptrst-lazy', 'cptrst-precopy', 'cptrst-memfile', 'cptrst-copy', 'cptrst-base', 'cptrst-base-lazy', 'criu'] as const;
 type Tool = (typeof TOOLS)[number];
 
 function toolName(t: string): Tool {
@@ -175,17 +182,18 @@ class Compare {
     let r: Run;
     if (tool !== 'criu') {
       const img = path.join(this.images, `img-${tag}`);
-      const extra = [...(this.opts.noSnapshot ? ['--no-snapshot'] : []), ...(tool === 'cptrst-z' ? ['--compress'] : [])];
+      const extra = [...(this.opts.noSnapshot ? ['--no-snapshot'] : []), ...(tool === 'cptrst-z' ? ['--compress'] : []), ...(tool === 'cptrst-precopy' ? ['--pre-copy'] : [])];
       const env = tool === 'cptrst-memfile' ? { ...process.env, CPTRST_SNAPSHOT_MEMFILE: '1' } : undefined;
       const cli = tool.startsWith('cptrst-base') ? BASE_CLI! : CLI;
       const ck = await timedRun(cli, ['checkpoint', String(pid), '-o', img, '--json', ...extra], 'cptrst checkpoint', env);
-      const doc = JSON.parse(ck.stdout) as { frozenMs: number };
+      const doc = JSON.parse(ck.stdout) as { frozenMs: number; preCopy?: { path: string; stoppedMs: number } };
       const image = fs.statSync(img).size;
       await this.killAndWait(pid);
       const renv = tool === 'cptrst-copy' ? { ...process.env, CPTRST_PAGES_THROUGH_CPTRST: '1' } : undefined;
       const rs = await timedRun(cli, ['restart', ...(tool.endsWith('-lazy') ? ['--lazy'] : []), img], 'cptrst restart', renv);
       fs.rmSync(img);
       r = { frozen: doc.frozenMs, checkpoint: ck.ms, restart: rs.ms, image, runs: rs.firstLine };
+      if (doc.preCopy) Object.assign(r, { stopped: doc.preCopy.stoppedMs, fellBack: doc.preCopy.path === 'pre-copy' ? 0 : 1 });
     } else {
       const dir = path.join(this.images, `criu-${tag}`);
       fs.mkdirSync(dir);
@@ -286,14 +294,15 @@ async function main(): Promise<void> {
   const copy = has('cptrst-copy');
   const base = has('cptrst-base');
   const baseLazy = has('cptrst-base-lazy');
+  const pre = has('cptrst-precopy');
   const rows = [
-    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''}${copy ? ' restart, pages through cptrst (before) |' : ''}${base ? ' base: frozen, checkpoint, restart |' : ''} restart --lazy: runs, all in |${baseLazy ? ' base --lazy: runs, all in |' : ''} --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
-    `|---|---|---|---|${memfile ? '---|' : ''}${copy ? '---|' : ''}${base ? '---|' : ''}---|${baseLazy ? '---|' : ''}---|---|---|`,
+    `| touched | frozen cptrst / CRIU | checkpoint wall | restart wall |${memfile ? ' mem file (before): frozen, checkpoint |' : ''}${copy ? ' restart, pages through cptrst (before) |' : ''}${base ? ' base: frozen, checkpoint, restart |' : ''} restart --lazy: runs, all in |${baseLazy ? ' base --lazy: runs, all in |' : ''}${pre ? ' --pre-copy: frozen + stopped before, checkpoint, restart |' : ''} --compress: checkpoint, restart | image MiB: plain / --compress / CRIU | memcpy (bound) |`,
+    `|---|---|---|---|${memfile ? '---|' : ''}${copy ? '---|' : ''}${base ? '---|' : ''}---|${baseLazy ? '---|' : ''}${pre ? '---|' : ''}---|---|---|`,
   ];
   const fmt = (a: number, b: number) => (has('criu') ? `${a.toFixed(0)} / ${b.toFixed(0)} ms (${(a / b).toFixed(2)}x)` : `${a.toFixed(0)} ms`);
   try {
     for (const mib of opts.sizes) {
-      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-memfile': [], 'cptrst-copy': [], 'cptrst-base': [], 'cptrst-base-lazy': [], criu: [] };
+      const runs: Record<Tool, Run[]> = { cptrst: [], 'cptrst-z': [], 'cptrst-lazy': [], 'cptrst-precopy': [], 'cptrst-memfile': [], 'cptrst-copy': [], 'cptrst-base': [], 'cptrst-base-lazy': [], criu: [] };
       for (let k = 0; k < opts.runs; k++) {
         for (const tool of k % 2 ? [...tools].reverse() : tools) runs[tool].push(await c.run(tool, mib, k));
       }
@@ -307,8 +316,12 @@ async function main(): Promise<void> {
       const before = memfile ? ` ${m('cptrst-memfile', 'frozen').toFixed(0)}, ${m('cptrst-memfile', 'checkpoint').toFixed(0)} ms |` : '';
       const copied = copy ? ` ${fmt(m('cptrst-copy', 'restart'), m('criu', 'restart'))} |` : '';
       const baseCol = base ? ` ${m('cptrst-base', 'frozen').toFixed(0)}, ${m('cptrst-base', 'checkpoint').toFixed(0)}, ${m('cptrst-base', 'restart').toFixed(0)} ms |` : '';
+      const fellBack = runs['cptrst-precopy'].filter((r) => r.fellBack).length;
+      const preCol = pre
+        ? ` ${m('cptrst-precopy', 'frozen').toFixed(0)} + ${m('cptrst-precopy', 'stopped').toFixed(1)}, ${m('cptrst-precopy', 'checkpoint').toFixed(0)}, ${m('cptrst-precopy', 'restart').toFixed(0)} ms${fellBack ? ` (${fellBack} of ${runs['cptrst-precopy'].length} from the snapshot)` : ''} |`
+        : '';
       const baseLazyCol = baseLazy ? ` ${m('cptrst-base-lazy', 'runs').toFixed(0)}, ${m('cptrst-base-lazy', 'restart').toFixed(0)} ms |` : '';
-      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before}${copied}${baseCol} ${lazy} |${baseLazyCol} ${z} | ${img} | ${bound} |`);
+      rows.push(`| ${label} | ${fmt(m('cptrst', 'frozen'), m('criu', 'frozen'))} | ${fmt(m('cptrst', 'checkpoint'), m('criu', 'checkpoint'))} | ${fmt(m('cptrst', 'restart'), m('criu', 'restart'))} |${before}${copied}${baseCol} ${lazy} |${baseLazyCol}${preCol} ${z} | ${img} | ${bound} |`);
       console.error(rows[rows.length - 1]);
     }
   } catch (e) {

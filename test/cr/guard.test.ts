@@ -3,7 +3,7 @@
  * restart that every guard page faults, every other page holds its pattern, each area's VmFlags
  * are as before and a forked child has the same guards (none where MADV_WIPEONFORK clears them).
  * Restarted from a frozen dump (--kill), from the copy-on-write snapshot of a process left
- * running, and lazily. Crafted images (a guard run outside its area, guards on an area without
+ * running, from a pre-copy, and lazily. Crafted images (a guard run outside its area, guards on an area without
  * the flag) are refused and leave no process.
  */
 import 'reflect-metadata';
@@ -58,6 +58,20 @@ describe('guard regions (mm guard.ts)', function () {
     const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--json']);
     expect(ck.code, ck.stderr).to.equal(0);
     expect((JSON.parse(ck.stdout) as { timings: Record<string, number> }).timings, 'a snapshot was taken').to.have.property('snapshot');
+    process.kill(w.pid, 'SIGKILL');
+    await w.exited;
+    expect(await waitGone(w.pid, 5000)).to.equal(true);
+    const rs = await cptrst(['restart', img]);
+    expect(rs.code, rs.stderr).to.equal(0);
+    await expectPasses(w);
+  });
+
+  it('--pre-copy: guard pages are not present, so never copied while it runs nor while frozen', async () => {
+    const w = await startWorkload('guards', ['64']);
+    const img = path.join(w.dir, 'img');
+    const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--pre-copy', '--json']);
+    expect(ck.code, ck.stderr).to.equal(0);
+    expect((JSON.parse(ck.stdout) as { preCopy: { path: string } }).preCopy.path, 'the pre-copy was used').to.equal('pre-copy');
     process.kill(w.pid, 'SIGKILL');
     await w.exited;
     expect(await waitGone(w.pid, 5000)).to.equal(true);

@@ -14,23 +14,12 @@ import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
 import { Logger, sys_checkpoint } from '@cptrst/core';
-import { Workload, afterPreRead, buildWorkloads, cptrst, expectPass, expectRunningUntraced, killStartedWorkloads, sleep, startWorkload, trigger, waitGone } from '../support';
+import { Workload, afterPreRead, buildWorkloads, cptrst, expectPass, expectRunningUntraced, killStartedWorkloads, restartPasses, sleep, startWorkload, trigger } from '../support';
 
 const HINTS_USED = /areas from the hints read before the freeze/;
 const READ_FROZEN = /areas read while frozen: (.*)/;
 const TAKEN_AGAIN = /hints about the memory areas proved stale \((.*)\); the checkpoint is taken again without hints/;
 
-/** Kills the original, restarts the image at its PID, and expects the restarted process to pass. */
-async function restartPasses(w: Workload, img: string): Promise<void> {
-  process.kill(w.pid, 'SIGKILL');
-  await w.exited;
-  expect(await waitGone(w.pid, 10000)).to.equal(true);
-  const r = await cptrst(['restart', img]);
-  expect(r.code, r.stderr).to.equal(0);
-  await sleep(100);
-  await trigger(w);
-  await expectPass(w);
-}
 
 /** Waits (synchronously: a prepare step cannot await) until `done` says yes, at most 5 s. */
 function waitSync(done: () => boolean): void {

@@ -12,9 +12,9 @@ import { expect } from 'chai';
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
-import { PREAMBLE_SIZE, linux } from '@cptrst/core';
+import { PREAMBLE_SIZE } from '@cptrst/core';
 import {
-  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, sleep, startWorkload, trigger, waitGone, waitResult,
+  CLI_MAIN, Workload, buildWorkloads, cptrst, killStartedWorkloads, parseResult, passLines, pinToOneCpu, sleep, startWorkload, trigger, waitGone, waitResult,
 } from '../support';
 
 /** Runs `checkpoint PID -o -` and collects stdout, a reader that pauses now and then: through a socket (node's stdio), or a pipe (through cat). */
@@ -105,10 +105,7 @@ describe('a checkpoint that lets the process run, to a socket or a pipe (-o -)',
     // (the first it may use): the calls a checkpoint runs in it make the kernel write the CPU it
     // ran on into its rseq area. The first checkpoint of a stopped process changes its registers
     // (it was stopped in its loop, it is then stopped in the kernel): taken first, to /dev/null.
-    const cpus = /^Cpus_allowed_list:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8'));
-    const mask = Buffer.alloc(128);
-    mask[Number(cpus![1]) >> 3] |= 1 << (Number(cpus![1]) & 7);
-    expect(linux.rawSyscall(linux.SYS.sched_setaffinity, w.pid, mask.length, mask), 'sched_setaffinity').to.equal(0n);
+    pinToOneCpu(w.pid);
     process.kill(w.pid, 'SIGSTOP');
     for (let i = 0; i < 100 && !/^State:\s+T/m.test(fs.readFileSync(`/proc/${w.pid}/status`, 'utf8')); i++) await sleep(20);
     const warm = await cptrst(['checkpoint', String(w.pid), '-o', '/dev/null']);

@@ -2,10 +2,10 @@
 import { expect } from 'chai';
 import * as fs from 'fs';
 import * as path from 'path';
-import { CheckpointContext, CheckpointFlags, CptError, DumpHandler, Tokens, loadModule, registerModule, sys_checkpoint, unloadModule } from '@cptrst/core';
+import { CheckpointContext, CheckpointFlags, CptError, DumpHandler, Tokens, linux, loadModule, registerModule, sys_checkpoint, unloadModule } from '@cptrst/core';
 import { passLines } from './catalogue';
 import { cptrst } from './cptrst';
-import { procState } from './processes';
+import { procState, sleep, waitGone } from './processes';
 import { Workload, parseResult, startWorkload, trigger, waitResult } from './workloads';
 
 /** Checkpoint with --kill, restart, trigger: the workload's verdict. */
@@ -74,6 +74,26 @@ export async function checkpointKill(w: Workload, img: string, extra: string[] =
   const ck = await cptrst(['checkpoint', String(w.pid), '-o', img, '--kill', ...extra]);
   expect(ck.code, `checkpoint failed: ${ck.stderr}`).to.equal(0);
   await w.exited;
+}
+
+/** Kills the original, restarts the image at its PID, and expects the restarted process to pass. */
+export async function restartPasses(w: Workload, img: string): Promise<void> {
+  process.kill(w.pid, 'SIGKILL');
+  await w.exited;
+  expect(await waitGone(w.pid, 10000)).to.equal(true);
+  const r = await cptrst(['restart', img]);
+  expect(r.code, r.stderr).to.equal(0);
+  await sleep(100);
+  await trigger(w);
+  await expectPass(w);
+}
+
+/** Pins the process to one CPU (the first it may use): the calls a checkpoint runs in it make the kernel write the CPU it ran on into its rseq area. */
+export function pinToOneCpu(pid: number): void {
+  const cpus = /^Cpus_allowed_list:\s*(\d+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  const mask = Buffer.alloc(128);
+  mask[Number(cpus![1]) >> 3] |= 1 << (Number(cpus![1]) & 7);
+  expect(linux.rawSyscall(linux.SYS.sched_setaffinity, pid, mask.length, mask), 'sched_setaffinity').to.equal(0n);
 }
 
 /** The process is there, running or sleeping, and traced by no one. */

@@ -24,4 +24,4 @@ export type { Workload } from './workloads';
 export { cptrst } from './cptrst';
 export { editedObject, readImage, recodeImage } from './image';
 export type { CopiedRecord } from './image';
-export { afterPreRead, checkpointKill, expectPass, expectRunningUntraced, failAfterDump, itRestoresWorkload } from './cr';
+export { afterPreRead, checkpointKill, expectPass, expectRunningUntraced, failAfterDump, itRestoresWorkload, pinToOneCpu, restartPasses } from './cr';

@@ -19,12 +19,13 @@ interface CheckpointOptions {
   extUnixSk?: 'reconnect' | 'close';
   parent?: string;
   track?: boolean;
+  preCopy?: boolean;
 }
 
 export const checkpointCommand: Command = {
   name: 'checkpoint',
   summary: 'write an image of a running process',
-  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--track | --parent <image>] [--shell-job] [--ext-unix-sk <how>] [--json] [-v]',
+  usage: '<pid> -o <file> [--kill | --leave-stopped | --no-snapshot] [--compress] [--track | --parent <image>] [--pre-copy] [--shell-job] [--ext-unix-sk <how>] [--json] [-v]',
   description: [
     'Freezes the process <pid>, writes its image to <file> and lets it go on running (the default),',
     'kills it (--kill, only after the image is complete and synced) or leaves it stopped',
@@ -41,6 +42,10 @@ export const checkpointCommand: Command = {
     'the rest is a reference to it, and a restart reads the chain. Changed pages are known from write tracking',
     '(userfaultfd write protection, held by a small tracker process from --track on) or, where tracking is not',
     'available, by comparing page hashes with the parent; the summary says which. --track starts tracking.',
+    '--pre-copy (one process left running) copies its private memory while it runs, before the freeze, with',
+    'write tracking (userfaultfd write protection held by cptrst), so that the frozen window copies only what it',
+    'wrote since instead of taking a snapshot; it stops the process briefly before (reported as "stopped"). A tree,',
+    'a process with a userfaultfd of its own or a --track tracker falls back to the snapshot, and says why.',
     'A tree that runs on the terminal of a shell outside it (a job started from an interactive shell) is',
     'refused unless --shell-job is given: its fds on that terminal and its controlling terminal are then',
     'recorded as "the terminal cptrst is run from", which `cptrst restart --shell-job` gives back.',
@@ -61,7 +66,8 @@ export const checkpointCommand: Command = {
       .addOption(new Option('--compress', 'compress page data (LZ4)'))
       .addOption(new Option('--ext-unix-sk <how>', 'a unix socket connected to a socket outside the tree: reconnect (datagram, to its named peer, at restart) or close (restored as if its peer had closed)').choices(['reconnect', 'close']))
       .addOption(new Option('--track', 'track the process\'s writes from now on, for a later --parent checkpoint'))
-      .addOption(onceOption('--parent <image>', 'write only the pages changed since <image>; go on tracking'));
+      .addOption(onceOption('--parent <image>', 'write only the pages changed since <image>; go on tracking'))
+      .addOption(new Option('--pre-copy', 'copy the private memory while the process runs, then only what it wrote since while frozen (no snapshot)'));
   },
   errorFd: (p) => ((p.options as Partial<CheckpointOptions>).output === '-' ? 2 : 1),
   run: runCheckpoint,
@@ -82,6 +88,9 @@ async function runCheckpoint(p: Invocation): Promise<number> {
   const flags = (kill ? CheckpointFlags.KILL : 0) | (leaveStopped ? CheckpointFlags.LEAVE_STOPPED : 0) | (o.snapshot === false ? CheckpointFlags.NO_SNAPSHOT : 0) |
     (o.shellJob ? CheckpointFlags.SHELL_JOB : 0) | (o.extUnixSk === 'reconnect' ? CheckpointFlags.EXT_UNIX_RECONNECT : o.extUnixSk === 'close' ? CheckpointFlags.EXT_UNIX_CLOSE : 0);
 
+  if (o.preCopy && (kill || leaveStopped || o.snapshot === false || o.parent !== undefined || o.track)) {
+    throw new UsageError('--pre-copy is for a process left running with its memory copied while it runs: not with --kill, --leave-stopped, --no-snapshot, --track or --parent');
+  }
   if (o.compress && (o.parent || o.track)) throw new UsageError('--compress cannot be used with --parent or --track: a compressed image cannot be a parent');
   const incremental = o.parent !== undefined || o.track ? { ...(o.parent !== undefined ? { parent: o.parent } : {}), track: true, imagePath: output } : undefined;
   const signal = catchInterrupts();
@@ -94,7 +103,7 @@ async function runCheckpoint(p: Invocation): Promise<number> {
 
   let result: CheckpointResult;
   try {
-    const options = { imageName, ...(incremental ? { incremental } : {}), ...(o.compress ? { compress: 'lz4' as const } : {}), commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
+    const options = { imageName, ...(incremental ? { incremental } : {}), ...(o.compress ? { compress: 'lz4' as const } : {}), ...(o.preCopy ? { preCopy: true } : {}), commitImage: image ? () => image.commit() : undefined, signal, ...(c.verbose ? { onProgress: progressPrinter() } : {}) };
     result = await sys_checkpoint(pid, fd, flags, options);
     // A module that does not call commitImage: put the image in place now.
     image?.commit();
@@ -113,6 +122,7 @@ async function runCheckpoint(p: Invocation): Promise<number> {
     const doc = {
       pid: result.pid, tasks: result.tasks, image: toStdout ? '-' : output, bytes: result.bytes,
       frozenMs: result.frozenMs, process: released, timings: result.timings, ...(result.incremental ? { incremental: result.incremental } : {}),
+      ...(result.preCopy ? { preCopy: result.preCopy } : {}),
     };
     // stdout carries the image with -o -: the JSON goes to stderr then, on one line.
     if (toStdout) err(json(doc, false));
@@ -121,6 +131,12 @@ async function runCheckpoint(p: Invocation): Promise<number> {
     const where = toStdout ? 'stdout' : output;
     for (const r of result.incremental ?? []) {
       note(`pid ${r.pid}: ${r.storedPages} pages written, ${r.parentPages} from the parent (${r.method === 'uffd-wp' ? 'write tracking' : r.method === 'hashes' ? 'compared by hashes' : 'full'})${r.why ? `: ${r.why}` : ''}`);
+    }
+    const pc = result.preCopy;
+    if (pc) {
+      note(pc.path === 'pre-copy'
+        ? `pid ${result.pid}: pages from the pre-copy: ${formatBytes(pc.copiedRunning)} copied while it ran (${pc.rounds} rounds), ${formatBytes(pc.copiedFrozen)} while frozen; stopped ${formatMs(pc.stoppedMs)} ms before the freeze`
+        : `pid ${result.pid}: pre-copy not used (${pc.why ?? 'no reason given'}): pages from a copy-on-write snapshot${pc.stoppedMs ? `; stopped ${formatMs(pc.stoppedMs)} ms before the freeze` : ''}`);
     }
     note(`checkpointed pid ${result.pid}${result.tasks !== 1 ? ` (${result.tasks} tasks)` : ''}: ${result.bytes} bytes (${formatBytes(result.bytes)}) to ${where}, frozen ${formatMs(result.frozenMs)} ms; process ${released}`);
   }

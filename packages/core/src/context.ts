@@ -10,7 +10,7 @@ import { CptError } from './errors';
 import { Token, resolveAll, resolveOne } from './tokens';
 import { HEAD_TAG, ImageReader, ImageWriter, ImageHead, PayloadFileSource, PayloadSource, layoutOf } from './image';
 import type { CheckpointTask, FrozenTree } from './contract';
-import type { IncrementalOptions, IncrementalReport, LazyFillReport } from './entry';
+import type { IncrementalOptions, IncrementalReport, LazyFillReport, PreCopyReport } from './entry';
 
 export interface Logger {
   debug(msg: string): void;
@@ -190,6 +190,8 @@ export class CheckpointContext extends OperationContext {
   incremental?: IncrementalOptions;
   /** Per process, how an incremental checkpoint found its changed pages. */
   readonly incrementalReport: IncrementalReport[] = [];
+  /** A --pre-copy checkpoint (OperationOptions.preCopy): what it did, filled by mm (precopy.ts). */
+  preCopy?: PreCopyReport;
 
   /** Runs `fn` if the checkpoint fails or is interrupted, after the tree is let go (e.g. to end a tracker it started). */
   onFailure(fn: () => void): void {

@@ -335,6 +335,13 @@ export interface DumpHandler {
    */
   prepare?(ctx: CheckpointContext, pid: number): void | Promise<void>;
   /**
+   * Optional (a --pre-copy checkpoint of one process, ctx.preCopy): runs after every prepare with
+   * the process briefly stopped (`task`, a tracee of that stop); the handler calls `resume()` once
+   * it needs the process stopped no more (it is then let run), and copies what it can while the
+   * process runs; the promise ends before the freeze. What it made must not outlive cptrst.
+   */
+  preCopy?(ctx: CheckpointContext, task: CheckpointTask, resume: () => void): Promise<void>;
+  /**
    * Runs once right after the tree is frozen, before any check: starts what may proceed while the
    * checks run (a read the kernel makes slow, handed over as a promise that the check awaits).
    */

@@ -32,6 +32,27 @@ export interface OperationOptions {
   compress?: CompressionName;
   /** Checkpoint only: an incremental checkpoint, or one that starts write tracking (mm/src/incremental.ts). */
   incremental?: IncrementalOptions;
+  /**
+   * Checkpoint only: copy the private memory while the process runs, before the freeze, and while
+   * frozen only what it wrote since (mm/src/precopy.ts); one process only (a tree, or what cannot
+   * be tracked, falls back to the copy-on-write snapshot, said in the result's preCopy).
+   */
+  preCopy?: boolean;
+}
+
+/** How a --pre-copy checkpoint went (CheckpointResult.preCopy). */
+export interface PreCopyReport {
+  /** 'pre-copy' when the pages came from the copy made before the freeze, else 'snapshot' (the fallback). */
+  path: 'pre-copy' | 'snapshot';
+  /** Why the snapshot was used, when it was. */
+  why?: string;
+  /** Milliseconds the process was stopped before the freeze (to make its userfaultfd), besides frozenMs. */
+  stoppedMs: number;
+  /** Copy rounds made while the process ran. */
+  rounds: number;
+  /** Bytes copied while it ran (all rounds), and while it was frozen (written since, or not tracked). */
+  copiedRunning: number;
+  copiedFrozen: number;
 }
 
 /** What an incremental checkpoint is given. */
@@ -64,6 +85,8 @@ export interface CheckpointResult {
   timings: Record<string, number>;
   /** An incremental or tracking checkpoint: per process, how its changed pages were found. */
   incremental?: IncrementalReport[];
+  /** A --pre-copy checkpoint: which path its pages took, and the stop before the freeze. */
+  preCopy?: PreCopyReport;
 }
 
 export interface RestartResult {

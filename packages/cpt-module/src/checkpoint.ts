@@ -9,7 +9,7 @@ import * as fs from 'fs';
 import type * as V8 from 'v8';
 import * as vm from 'vm';
 import {
-  CheckpointContext, CheckpointFlags, CheckpointTask, CheckpointResult, CptError, ImageWriter,
+  CheckpointContext, CheckpointFlags, CheckpointTask, CheckpointResult, CptError, DumpHandler, Freezer, ImageWriter,
   OperationOptions, ReleaseMode, Tokens, asCptError, buildImageHead, defaultLogger, fileSink, linux,
 } from '@cptrst/core';
 import { DependencyContainer } from 'tsyringe';
@@ -18,6 +18,11 @@ import { TOOL_VERSION } from './version';
 export async function checkpoint(container: DependencyContainer, pid: number, fd: number, flags: number, options: OperationOptions = {}): Promise<CheckpointResult> {
   if (!Number.isInteger(pid) || pid <= 0) throw new CptError('EINVAL', `not a process id: ${pid}`);
   if ((flags & CheckpointFlags.KILL) && (flags & CheckpointFlags.LEAVE_STOPPED)) throw new CptError('EINVAL', 'KILL and LEAVE_STOPPED exclude each other');
+  if (options.preCopy) {
+    // The copy made before the freeze stands for a snapshot of a process let run: nothing else fits it.
+    const clash = flags & CheckpointFlags.KILL ? '--kill' : flags & CheckpointFlags.LEAVE_STOPPED ? '--leave-stopped' : flags & CheckpointFlags.NO_SNAPSHOT ? '--no-snapshot' : options.incremental?.parent !== undefined ? '--parent' : options.incremental ? '--track' : undefined;
+    if (clash) throw new CptError('EINVAL', `--pre-copy copies the memory of a process that runs on, with write tracking of its own: it does not go with ${clash}`, { pid });
+  }
   const startOffset = regularFileOffset(fd);
   const first = await checkpointOnce(container, pid, fd, flags, options, startOffset, true);
   if (!('stale' in first)) return first;
@@ -43,6 +48,7 @@ async function checkpointOnce(
   // Hints are verified against the snapshot after the release, and a stale one means taking the
   // checkpoint again: only where a snapshot is taken and the image can be cut back.
   ctx.memoryHints = hints && startOffset !== undefined && !ctx.incremental && !(flags & (CheckpointFlags.KILL | CheckpointFlags.LEAVE_STOPPED | CheckpointFlags.NO_SNAPSHOT));
+  if (options.preCopy) ctx.preCopy = { path: 'snapshot', stoppedMs: 0, rounds: 0, copiedRunning: 0, copiedFrozen: 0 };
   if (options.onProgress) ctx.events.on('progress', options.onProgress);
   try {
     ctx.throwIfAborted();
@@ -80,8 +86,10 @@ async function checkpointOnce(
       await ctx.timed('prepared', () => Promise.all(prepared));
       ctx.throwIfAborted();
     }
+    if (ctx.preCopy) await preCopy(ctx, handlers, freezer, pid);
   } catch (e) {
-    // What the prepares started (mm: trackers started before the freeze) ends with the checkpoint.
+    // What the prepares started (mm: trackers started before the freeze) and what a pre-copy holds
+    // (its userfaultfd: the process's areas registered) end with the checkpoint.
     ctx.runAtEnd();
     throw naming(e, pid);
   }
@@ -186,7 +194,45 @@ async function checkpointOnce(
     frozenMs = Number(process.hrtime.bigint() - t0) / 1e6;
   }
   ctx.progress({ phase: 'done', pid, bytes: writer.offset });
-  return { pid, tasks: tree.tasks.length, bytes: writer.offset, frozenMs, timings: ctx.timings, ...(ctx.incremental ? { incremental: ctx.incrementalReport } : {}) };
+  return {
+    pid, tasks: tree.tasks.length, bytes: writer.offset, frozenMs, timings: ctx.timings,
+    ...(ctx.incremental ? { incremental: ctx.incrementalReport } : {}), ...(ctx.preCopy ? { preCopy: ctx.preCopy } : {}),
+  };
+}
+
+/**
+ * Before the freeze of a --pre-copy checkpoint (mm precopy.ts): the process is stopped for as
+ * long as the handlers need it stopped (mm: to make a userfaultfd of its memory), then runs while
+ * they copy. One process only: a tree is taken from snapshots as usual (ctx.preCopy says why).
+ */
+async function preCopy(ctx: CheckpointContext, handlers: DumpHandler[], freezer: Freezer, pid: number): Promise<void> {
+  const report = ctx.preCopy!;
+  const others = linux.descendants(pid).length - 1;
+  const copiers = handlers.filter((h) => h.preCopy !== undefined);
+  if (others > 0 || !copiers.length) {
+    report.why = others > 0 ? `process ${pid} has ${others} descendant(s): a pre-copy is made of one process only` : 'no subsystem copies memory before the freeze';
+    ctx.log.info(`pid ${pid}: no pre-copy: ${report.why}; its pages come from a copy-on-write snapshot`);
+    return;
+  }
+  const t0 = process.hrtime.bigint();
+  const brief = freezer.freeze(ctx, pid);
+  let running = false;
+  const resume = () => {
+    if (running) return;
+    running = true;
+    freezer.release(ctx, brief, 'run');
+    report.stoppedMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  };
+  try {
+    if (brief.tasks.length !== 1) {
+      report.why = `process ${pid} made a child meanwhile: a pre-copy is made of one process only`;
+      return;
+    }
+    for (const h of copiers) await ctx.timed(`pre-copy ${h.name}`, () => h.preCopy!(ctx, brief.tasks[0], resume));
+  } finally {
+    resume();
+  }
+  ctx.throwIfAborted();
 }
 
 /**

@@ -53,12 +53,17 @@ interface Hinted {
 }
 const HINTED = new StateKey<Hinted>('mm.hinted');
 
-/** Reads the hints of `pid` (before the freeze). Never fails: without hints, smaps is read while frozen. */
-export function preRead(ctx: CheckpointContext, pid: number): void {
+/**
+ * Reads the hints of `pid` (before the freeze). Never fails: without hints, smaps is read while
+ * frozen. `ours`: areas whose write protection is cptrst's own (a pre-copy's, read again at its
+ * end: precopy.ts), shown without it.
+ */
+export function preRead(ctx: CheckpointContext, pid: number, ours?: (v: VmaEntry) => boolean): void {
   if (!ctx.memoryHints) return;
   try {
     if (linux.listChildren(pid).length) return; // a tree: hints are for one process (checkpoint.ts turns them off)
     const vmas = linux.readSmaps(pid).filter((v) => v.path !== '[vsyscall]');
+    if (ours) for (const v of vmas) if (v.vmFlags.includes('uw') && ours(v)) v.vmFlags = v.vmFlags.filter((f) => f !== 'uw');
     const map = PRE_READ.get(ctx) ?? new Map<number, PreRead>();
     PRE_READ.set(ctx, map);
     map.set(pid, { vmas, ownUffd: hasOwnUserfaultfd(pid), uffdElsewhere: userfaultfdElsewhere(ctx, pid) });
@@ -171,9 +176,28 @@ function stale(ctx: CheckpointContext, task: CheckpointTask, why: string): never
  * libuv's pool while the pages are written), or now against the frozen task's own (no snapshot).
  * Throws (ctx.staleHints) where they differ.
  */
-export function verifyHints(ctx: CheckpointContext, task: CheckpointTask, snap?: MemorySnapshot): void {
+export function verifyHints(ctx: CheckpointContext, task: CheckpointTask, snap?: MemorySnapshot, preCopied = false): void {
   const hinted = task.state.get(HINTED);
   if (!hinted) return;
+  if (preCopied) {
+    // A pre-copy (precopy.ts) has no snapshot: the process's own smaps once it runs again, after
+    // the pre-copy's registrations ended (its afterRelease came first). Not an exact instant: a
+    // VmFlag changed after the hints and changed back before this read is not seen.
+    ctx.afterRelease(async () => {
+      let own: VmaEntry[];
+      try {
+        own = await linux.readSmapsInBackground(task.pid);
+      } catch (e) {
+        if (fs.existsSync(`/proc/${task.pid}`)) throw e;
+        return; // exited: its image stands as taken
+      }
+      const why = difference(hinted, own, false);
+      if (why) stale(ctx, task, why);
+      const reg = own.find((v) => v.vmFlags.some((f) => UFFD_FLAGS.includes(f)) && hinted.vmas.some((h) => h.start < v.end && v.start < h.end));
+      if (reg) stale(ctx, task, `${describeVma(reg)} is registered with a userfaultfd`);
+    });
+    return;
+  }
   if (snap === undefined) {
     const why = ctx.timed('verify hints', () => difference(hinted, linux.readSmaps(task.pid), false));
     if (why) stale(ctx, task, why);

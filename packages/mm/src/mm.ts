@@ -17,7 +17,7 @@
  */
 import * as fs from 'fs';
 import {
-  CheckpointContext, CheckpointTask, CptError, DumpHandler, ObjectType, RecordList, RestartContext, RestartTask, RestoreHandler, RestoreObject, S_IFMT,
+  CheckpointContext, CheckpointTask, CptError, DumpHandler, MemorySnapshot, ObjectType, RecordList, RestartContext, RestartTask, RestoreHandler, RestoreObject, S_IFMT,
   S_IFREG, StateKey, bytes, encodeStruct, fileTypeName, kindNamed, kindRecordWriter, linux, objectType, openRecordedFile, records, refuse,
   requireKindRecord, runCalls, sameFile, str, u32, u64, u64s,
 } from '@cptrst/core';
@@ -25,6 +25,7 @@ import { archOf } from '@cptrst/core';
 import { DERIVED_FLAGS, MM_LAYOUT, RestoredVma, SEAL_FLAG, VMAS_BY_TAG, VMAS_OF_RESTART, fillsLazily, VmaEntry, VmaImage, VmaKindHandler, VmaKinds, describeVma, kindOf, protOf, taskVmas, validateVma } from './vma';
 import { dumpPages, pagemapOf, restorePages, snapshotHolds, storedRuns, takeSnapshot } from './pages';
 import { checkGuards, dumpGuards, guardSpans, hasGuardFlag, withoutGuards } from './guard';
+import { Span } from './spans';
 import { abortFilePages, leaveSectionPayloads } from './file-pages';
 import { VdsoPiece, moveVdso, vdsoPieces } from './vdso';
 import { AnonVma, INHERITED_AREAS, SharedAnonVma } from './anon';
@@ -32,6 +33,7 @@ import { FileVma, closeOpenFile, holdOpenFile } from './file';
 import { KeptArea, compareWithParent, keepCandidates, keptRanges, mmRestored } from './cow';
 import { Range, complement, findFreeRange, overlaps } from './ranges';
 import { IncrementalDump, closeChain, prepareIncremental, restoreIncremental } from './incremental';
+import { preCopyArea, preCopyMemory, preCopyOf, preCopyPlan, preparePreCopy } from './precopy';
 import { awaitTrackerLeftovers, noteTrackers, trackerAreas } from './uffd-areas';
 import { markTreeShared, unmapTreeShared } from './shared-anon';
 import { dropHints, hintedRuns, hintedVmas, isHinted, preRead, verifyHints } from './hints';
@@ -227,6 +229,12 @@ export class MmDump implements DumpHandler {
       noteTrackers(ctx, linux.descendants(pid));
       prepareIncremental(ctx, pid);
     } else preRead(ctx, pid);
+    if (ctx.preCopy) preparePreCopy(ctx, pid);
+  }
+
+  /** --pre-copy: the process's private memory copied while it runs (precopy.ts). */
+  preCopy(ctx: CheckpointContext, task: CheckpointTask, resume: () => void): Promise<void> {
+    return preCopyMemory(ctx, task, resume);
   }
 
   check(ctx: CheckpointContext, task: CheckpointTask): void {
@@ -322,19 +330,41 @@ export class MmDump implements DumpHandler {
     mm.inherited = areas.filter((a) => a.img.inheritedAt !== 0n && a.kind instanceof SharedAnonVma).flatMap((a) => [a.img.inheritedAt, a.v.end - a.v.start]);
     mm.keptPrivate = areas.filter((a) => kept.has(a.v.start) && keepsFromParent(a)).flatMap((a) => [a.v.start, a.v.end]);
     ctx.write(mm, task.tag);
-    const snap = takeSnapshot(ctx, task);
     const hinted = isHinted(task);
-    if (hinted) verifyHints(ctx, task, snap);
+    // Guard regions of an area flagged `gu` (guard.ts), read once: the pagemap shows a guard page as swapped, never a page to store.
+    const guardSpansOf = new Map<bigint, Span[]>();
+    const guardsOf = (v: VmaEntry): Span[] | undefined => {
+      if (!hasGuardFlag(v)) return undefined;
+      if (!guardSpansOf.has(v.start)) guardSpansOf.set(v.start, guardSpans(task, v, pagemapOf(ctx, task)));
+      return guardSpansOf.get(v.start);
+    };
+    const runsOf = (a: Area, snap: MemorySnapshot | undefined): Array<[number, number]> => {
+      const own = kept.get(a.v.start);
+      if (own && keepsFromParent(a)) return own.runs;
+      const stored = a.kind.storesPages(a.img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(ctx, task, a.v, a.kind, snap) : storedRuns(ctx, task, a.v, a.kind))) : [];
+      const guards = guardsOf(a.v);
+      return guards ? withoutGuards(stored, guards) : stored;
+    };
+    // A pre-copy (precopy.ts) stands for the snapshot where it serves: the pages it lacks are copied
+    // now, the rest come from it (the runs, chosen as always, read first). Else the snapshot is taken.
+    const pre = ctx.deferPages ? preCopyOf(ctx, task) : undefined;
+    const planned = new Map<bigint, Array<[number, number]>>();
+    let lacking: Map<bigint, Array<[number, number]>> | undefined;
+    if (pre) {
+      const held = areas.filter((a) => a.kind.storesPages(a.img) && snapshotHolds(a.v));
+      for (const a of held) planned.set(a.v.start, runsOf(a, undefined));
+      lacking = preCopyPlan(ctx, task, pre, held.map((a) => ({ v: a.v, runs: planned.get(a.v.start)! })));
+    }
+    const snap = lacking ? undefined : takeSnapshot(ctx, task);
+    if (hinted) verifyHints(ctx, task, snap, lacking !== undefined);
     // An incremental or tracking checkpoint (incremental.ts): private areas' pages are written by it.
     // Areas with guard regions are written whole (guard.ts): the tracking takes guard markers for its own.
     const inc = ctx.incremental ? IncrementalDump.begin(ctx, task, areas.filter((a) => IncrementalDump.tracks(a.v, a.kind) && !hasGuardFlag(a.v)).map((a) => a.v), registered, snap) : undefined;
 
     for (const { v, kind, img } of areas) {
       const own = kept.get(v.start);
-      const guards = hasGuardFlag(v) ? guardSpans(task, v, pagemapOf(ctx, task)) : undefined;
-      const stored = own && keepsFromParent({ v, kind }) ? own.runs : kind.storesPages(img) ? ctx.timed('pagemap', () => (hinted ? hintedRuns(ctx, task, v, kind, snap) : storedRuns(ctx, task, v, kind))) : [];
-      // The pagemap shows a guard page as swapped: never a page to store.
-      const runs = guards ? withoutGuards(stored, guards) : stored;
+      const runs = planned.get(v.start) ?? runsOf({ v, kind, img }, snap);
+      const guards = guardsOf(v);
       if (!guards && inc && IncrementalDump.handles(v, kind, img, own !== undefined && keepsFromParent({ v, kind }))) {
         await inc.dumpArea(v, kind, img, runs);
         continue;
@@ -347,7 +377,9 @@ export class MmDump implements DumpHandler {
       // smaller areas first (a stack, a heap, TLS: what a process touches first); a parent's stay
       // in place, as its children, made from it at restart, keep them copy-on-write.
       const atEnd = fillsLazily(img, kind.kind) && !hasChildrenInTree(ctx, task) ? { rank: Number(v.end - v.start) } : undefined;
-      await dumpPages(ctx, task, v, runs, vmaTag, snap && snapshotHolds(v) ? snap : undefined, atEnd);
+      const stale = lacking?.get(v.start);
+      const source = pre && stale ? preCopyArea(ctx, task, pre, stale) : snap && snapshotHolds(v) ? snap : undefined;
+      await dumpPages(ctx, task, v, runs, vmaTag, source, atEnd);
     }
     inc?.finish();
   }

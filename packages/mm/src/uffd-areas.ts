@@ -14,6 +14,7 @@
 import { CheckpointContext, CheckpointTask, linux, refuse } from '@cptrst/core';
 import { VmaEntry, describeVma } from './vma';
 import { TrackerRef, hasOwnUserfaultfd, isTracker, trackerRegistered, trackersOfAll } from './tracking';
+import { preCopyOf } from './precopy';
 
 const UFFD_MODES: Readonly<Record<string, string>> = { um: 'missing pages', uw: 'write protection', ui: 'minor faults' };
 
@@ -55,10 +56,14 @@ export function knownTrackers(ctx: CheckpointContext, pid: number): TrackerRef[]
 export function trackerAreas(ctx: CheckpointContext, task: CheckpointTask, vmas: VmaEntry[]): Set<bigint> {
   const reg = vmas.filter(uffdRegistered);
   if (!reg.length) return new Set();
+  // The --pre-copy's own registrations (precopy.ts), whatever the process holds: cptrst's, not the process's.
+  const pre = preCopyOf(ctx, task);
+  const precopied = pre ? reg.filter((v) => !v.shared && v.vmFlags.every((f) => !(f in UFFD_MODES) || f === 'uw') && pre.isMine(v)) : [];
   const own = hasOwnUserfaultfd(task.pid);
   // A tracker registers private areas for write protection only, and only in a process that holds no userfaultfd itself.
   const candidates = own ? [] : reg.filter((v) => !v.shared && v.vmFlags.every((f) => !(f in UFFD_MODES) || f === 'uw'));
   const tracked = candidates.length ? trackerRegistered(task.pid, BigInt(linux.readStat(task.pid).startTime), candidates, KNOWN_TRACKERS.get(ctx)?.get(task.pid)) : new Set<bigint>();
+  for (const v of precopied) tracked.add(v.start);
   for (const v of reg) {
     if (tracked.has(v.start)) continue;
     const modes = v.vmFlags.filter((f) => f in UFFD_MODES);
