@@ -240,4 +240,32 @@ __attribute__((unused)) static void wl_fill_pattern(volatile uint8_t *p, size_t 
         p[i] = wl_pat8(seed, i);
 }
 
+/* The VmFlags of the area holding addr from /proc/self/smaps, less "ac" (whether an anon_vma exists yet). */
+__attribute__((unused)) static void wl_vmflags(void *addr, char *out, size_t len)
+{
+    out[0] = '\0';
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f)
+        return;
+    char line[512];
+    unsigned long s = 0, e = 0, a = (unsigned long)addr;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long x, y;
+        if (sscanf(line, "%lx-%lx ", &x, &y) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            s = x;
+            e = y;
+        } else if (strncmp(line, "VmFlags:", 8) == 0 && s <= a && a < e) {
+            char *tok = strtok(line + 8, " \n");
+            for (; tok; tok = strtok(NULL, " \n")) {
+                if (strcmp(tok, "ac") == 0)
+                    continue;
+                size_t used = strlen(out);
+                snprintf(out + used, len - used, "%s%s", used ? " " : "", tok);
+            }
+            break;
+        }
+    }
+    fclose(f);
+}
+
 #endif

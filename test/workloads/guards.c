@@ -73,32 +73,6 @@ static int faults(volatile uint8_t *p, int write)
     return 0;
 }
 
-static void vmflags(void *addr, char *out, size_t len)
-{
-    out[0] = '\0';
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
-        return;
-    char line[512];
-    unsigned long s = 0, e = 0, a = (unsigned long)addr;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long x, y;
-        if (sscanf(line, "%lx-%lx ", &x, &y) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            s = x;
-            e = y;
-        } else if (strncmp(line, "VmFlags:", 8) == 0 && s <= a && a < e) {
-            for (char *tok = strtok(line + 8, " \n"); tok; tok = strtok(NULL, " \n")) {
-                if (strcmp(tok, "ac") == 0)
-                    continue;
-                size_t used = strlen(out);
-                snprintf(out + used, len - used, "%s%s", used ? " " : "", tok);
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
 /* Checks every page of every area; in a forked child the wipe area is empty and unguarded. */
 static void check(int child)
 {
@@ -175,7 +149,7 @@ int main(int argc, char **argv)
     /* Installing a guard dropped the page: its pattern again. */
     memset(area[REMOVED], pattern(REMOVED, 0), PG);
     for (int a = 0; a < NAREAS; a++)
-        vmflags(area[a], flags_before[a], sizeof flags_before[a]);
+        wl_vmflags(area[a], flags_before[a], sizeof flags_before[a]);
     wl_ready();
 
     while (!wl_triggered())
@@ -187,7 +161,7 @@ int main(int argc, char **argv)
         madvise(area[ANON] + 9 * PG, PG, MADV_GUARD_REMOVE);
     for (int a = 0; a < NAREAS; a++) {
         char now[256];
-        vmflags(area[a], now, sizeof now);
+        wl_vmflags(area[a], now, sizeof now);
         WL_CHECK(strcmp(now, flags_before[a]) == 0, "%s VmFlags \"%s\", were \"%s\"", names[a], now, flags_before[a]);
     }
     check(0);

@@ -63,34 +63,6 @@ static void note(const char *s)
     snprintf(notes + used, sizeof notes - used, "%s%s", used ? ", " : "", s);
 }
 
-/* The area's VmFlags from /proc/self/smaps, less "ac" (whether an anon_vma exists yet). */
-static void vmflags(void *addr, char *out, size_t len)
-{
-    out[0] = '\0';
-    FILE *f = fopen("/proc/self/smaps", "r");
-    if (!f)
-        return;
-    char line[512];
-    unsigned long s = 0, e = 0, a = (unsigned long)addr;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long x, y;
-        if (sscanf(line, "%lx-%lx ", &x, &y) == 2 && strchr(line, '-') < strchr(line, ' ')) {
-            s = x;
-            e = y;
-        } else if (strncmp(line, "VmFlags:", 8) == 0 && s <= a && a < e) {
-            char *tok = strtok(line + 8, " \n");
-            for (; tok; tok = strtok(NULL, " \n")) {
-                if (strcmp(tok, "ac") == 0)
-                    continue;
-                size_t used = strlen(out);
-                snprintf(out + used, len - used, "%s%s", used ? " " : "", tok);
-            }
-            break;
-        }
-    }
-    fclose(f);
-}
-
 static int has_flag(const char *flags, const char *f)
 {
     char buf[256];
@@ -177,7 +149,7 @@ int main(int argc, char **argv)
 
     for (int i = 0; i < NAREAS; i++)
         if (area[i] && area[i] != MAP_FAILED)
-            vmflags(area[i], flags_before[i], sizeof flags_before[i]);
+            wl_vmflags(area[i], flags_before[i], sizeof flags_before[i]);
     const char *want[NAREAS] = {"dp", "lo", "lf", "sr", "rr", "mg", "sl"};
     for (int i = 0; i < NAREAS; i++) {
         if (!area[i] || area[i] == MAP_FAILED || (i == SEALED && !sealed) || (i == MERGE && strstr(notes, "KSM")))
@@ -197,7 +169,7 @@ int main(int argc, char **argv)
         if (!area[i] || area[i] == MAP_FAILED)
             continue;
         char now[256];
-        vmflags(area[i], now, sizeof now);
+        wl_vmflags(area[i], now, sizeof now);
         WL_CHECK(strcmp(now, flags_before[i]) == 0, "%s: VmFlags '%s', were '%s'", names[i], now, flags_before[i]);
         long bad = -1;
         for (long j = 0; j < pages[i] * PG && bad < 0; j++) {
@@ -232,7 +204,7 @@ int main(int argc, char **argv)
     uint8_t *later = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     char lf[256] = "";
     if (later != MAP_FAILED)
-        vmflags(later, lf, sizeof lf);
+        wl_vmflags(later, lf, sizeof lf);
     WL_CHECK(has_flag(lf, "lo"), "an area mapped after mlockall(MCL_FUTURE) is not locked: '%s'", lf);
     wl_finish("mmstate", notes);
 }

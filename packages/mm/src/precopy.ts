@@ -34,10 +34,10 @@
 import * as fs from 'fs';
 import { CheckpointContext, CheckpointTask, CptError, MemorySnapshot, StateKey, linux } from '@cptrst/core';
 import { VmaEntry } from './vma';
-import { hasOwnUserfaultfd, trackersOfAll } from './tracking';
+import { hasOwnUserfaultfd, trackersOfAll, userfaultfdOf } from './tracking';
 import { preRead } from './hints';
 
-const { SYS, O, UFFD, PAGE_IS, PM_SCAN } = linux;
+const { UFFD, PAGE_IS, PM_SCAN } = linux;
 
 /** Copy rounds while the process runs, at most. */
 const MAX_ROUNDS = 6;
@@ -47,7 +47,6 @@ const QUIET_PAGES = 256;
 const FROZEN_LIMIT_MIB = 64;
 /** Pages per chunk of the copy (2 MiB): a chunk is allocated where the process has a page. */
 const CHUNK_PAGES = 512;
-const FEATURES = BigInt(UFFD.FEATURE_WP_ASYNC | UFFD.FEATURE_WP_UNPOPULATED);
 const WRITTEN_PRESENT = PAGE_IS.WRITTEN | PAGE_IS.PRESENT;
 
 interface Chunk {
@@ -346,31 +345,6 @@ function chunksOf(regions: linux.PageRegion[], bytes: number): number {
 const PRE_COPY = new StateKey<PreCopy>('mm.preCopy');
 /** The pre-copy of the checkpoint's process (one process: kept by pid between the stop before the freeze and the freeze). */
 const BY_PID = new WeakMap<CheckpointContext, Map<number, PreCopy>>();
-
-/**
- * A userfaultfd of the process's memory, held by cptrst alone: made inside the stopped process,
- * copied out, closed inside. Its API is set (asynchronous write protection) before it is returned.
- */
-function userfaultfdOf(task: CheckpointTask): number {
-  const t = task.tracee;
-  const r = t.syscall(SYS.userfaultfd, [O.CLOEXEC | O.NONBLOCK | UFFD.USER_MODE_ONLY]);
-  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `userfaultfd() inside the process failed (${linux.errnoName(Number(-r))})`, { pid: task.pid });
-  let fd: number;
-  try {
-    fd = linux.fdCopyOf(task.pid, Number(r));
-  } finally {
-    t.syscall(SYS.close, [r]); // its fd table as it was
-  }
-  const api = Buffer.alloc(24);
-  api.writeBigUInt64LE(BigInt(UFFD.API), 0);
-  api.writeBigUInt64LE(FEATURES, 8);
-  const a = Number(linux.rawSyscall(SYS.ioctl, fd, UFFD.IOC_API, api));
-  if (a < 0) {
-    fs.closeSync(fd);
-    throw new CptError(linux.errnoName(-a), 'this kernel has no asynchronous userfaultfd write protection (UFFD_FEATURE_WP_ASYNC)', { pid: task.pid });
-  }
-  return fd;
-}
 
 /** The areas a pre-copy registers: private anonymous memory (not droppable, not the kernel's vDSO pages). */
 function precopiedAreas(pid: number): Array<{ start: bigint; end: bigint }> {

@@ -521,33 +521,29 @@ function endSpare(s: Spare): void {
 }
 
 /**
- * A new userfaultfd of the process, for cptrst: made inside it (an injected userfaultfd(2)),
- * copied out with pidfd_getfd and closed inside at once, so that its fd table is as it was.
+ * A new userfaultfd of the process, for cptrst (a tracker's, a pre-copy's): made inside it (an
+ * injected userfaultfd(2)), copied out with pidfd_getfd and closed inside at once, so that its fd
+ * table is as it was; its API set to asynchronous write protection.
  */
-function userfaultfdOf(task: CheckpointTask): number {
+export function userfaultfdOf(task: CheckpointTask): number {
   const t = task.tracee;
   const r = t.syscall(SYS.userfaultfd, [O.CLOEXEC | O.NONBLOCK | UFFD.USER_MODE_ONLY]);
-  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `userfaultfd() inside the process failed (${linux.errnoName(Number(-r))})`);
-  let mine = -1;
+  if (r < 0n) throw new CptError(linux.errnoName(Number(-r)), `userfaultfd() inside the process failed (${linux.errnoName(Number(-r))})`, { pid: task.pid });
+  let fd: number;
   try {
-    const pidfd = linux.pidfdOpen(task.pid);
-    try {
-      mine = linux.pidfdGetfd(pidfd, Number(r));
-    } finally {
-      fs.closeSync(pidfd);
-    }
+    fd = linux.fdCopyOf(task.pid, Number(r));
   } finally {
-    t.syscall(SYS.close, [r]);
+    t.syscall(SYS.close, [r]); // its fd table as it was
   }
   const api = Buffer.alloc(24);
   api.writeBigUInt64LE(BigInt(UFFD.API), 0);
   api.writeBigUInt64LE(FEATURES, 8);
-  const a = Number(linux.rawSyscall(SYS.ioctl, mine, UFFD.IOC_API, api));
+  const a = Number(linux.rawSyscall(SYS.ioctl, fd, UFFD.IOC_API, api));
   if (a < 0) {
-    fs.closeSync(mine);
-    throw new CptError(linux.errnoName(-a), 'this kernel has no asynchronous userfaultfd write protection (UFFD_FEATURE_WP_ASYNC)');
+    fs.closeSync(fd);
+    throw new CptError(linux.errnoName(-a), 'this kernel has no asynchronous userfaultfd write protection (UFFD_FEATURE_WP_ASYNC)', { pid: task.pid });
   }
-  return mine;
+  return fd;
 }
 
 /**
