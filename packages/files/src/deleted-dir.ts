@@ -40,10 +40,12 @@ export interface DeletedDir {
 }
 
 export const isDeletedDirLink = (link: string): boolean => link.startsWith('/') && link.endsWith(DELETED);
+/** The path of a deleted directory's link (isDeletedDirLink), without " (deleted)". */
+export const deletedDirPath = (link: string): string => link.slice(0, -DELETED.length);
 
 /** Checkpoint: a deleted directory's description (`held`: a /proc path of it), or a refusal naming it. */
 export function describeDeletedDir(task: CheckpointTask, object: string, link: string, st: fs.BigIntStats, held: string): DeletedDir {
-  const p = link.slice(0, -DELETED.length);
+  const p = deletedDirPath(link);
   const why = nonCanonicalPath(p);
   if (why) refuse(task.pid, object, `the deleted directory's path cannot be used to make it again: ${why}`);
   if (p === '/') refuse(task.pid, object, 'the deleted directory is the root directory');

@@ -7,7 +7,7 @@ import {
   CheckpointContext, CheckpointTask, CptError, ObjectType, RestartContext, RestartTask, RestoreObject, frozenStatus, linux,
   RestoreHandler, SHARED_WITH_PARENT, StateKey, bool, i64, inheritCarried, nonCanonicalPath, requireCanonicalPath, keepDeletedFilesAbove, keepMemfdsAbove, objectType, openRecordedFile, refuse, str, u32, u32s, u64, withRootFileIdentity,
 } from '@cptrst/core';
-import { DeletedDir, describeDeletedDir, isDeletedDirLink, openDeletedDir } from './deleted-dir';
+import { DeletedDir, deletedDirPath, describeDeletedDir, isDeletedDirLink, openDeletedDir } from './deleted-dir';
 
 const { CLONE, SYS, O, S_IF, F } = linux;
 
@@ -38,10 +38,17 @@ export class FsImage {
   @i64({ since: 8 }) cwdMtimeNs = 0n;
 }
 
+/** The task's deleted working directory, described at check (the task is frozen: dump writes the same). */
+const DELETED_CWD = new StateKey<DeletedDir>('files.deletedCwd');
+
 /** The deleted working directory of the task, described (refused where it cannot be made again). */
 function deletedCwd(task: CheckpointTask, cwd: string): DeletedDir {
+  const known = task.state.get(DELETED_CWD);
+  if (known) return known;
   const held = `/proc/${task.pid}/cwd`;
-  return describeDeletedDir(task, `cwd ${cwd}`, cwd, fs.statSync(held, { bigint: true }), held);
+  const d = describeDeletedDir(task, `cwd ${cwd}`, cwd, fs.statSync(held, { bigint: true }), held);
+  task.state.set(DELETED_CWD, d);
+  return d;
 }
 
 export function fsCheck(task: CheckpointTask): void {
@@ -171,7 +178,7 @@ export function restoreFs(ctx: RestartContext, task: RestartTask, o: RestoreObje
   if (img.cwdDeleted !== isDeletedDirLink(img.cwd)) throw new CptError('EBADIMG', 'a deleted working directory must be named "PATH (deleted)", and only a deleted one', { pid: task.pid, object });
   const dir = img.cwdDeleted
     ? openDeletedDir(ctx, task, {
-      path: img.cwd.slice(0, -' (deleted)'.length), dev: img.cwdDev, ino: img.cwdIno, mode: img.cwdMode, uid: img.cwdUid, gid: img.cwdGid, atimeNs: img.cwdAtimeNs, mtimeNs: img.cwdMtimeNs,
+      path: deletedDirPath(img.cwd), dev: img.cwdDev, ino: img.cwdIno, mode: img.cwdMode, uid: img.cwdUid, gid: img.cwdGid, atimeNs: img.cwdAtimeNs, mtimeNs: img.cwdMtimeNs,
     }, O.PATH, object)
     : openRecordedFile(t, img.cwd, {
       flags: O.PATH | O.DIRECTORY,
