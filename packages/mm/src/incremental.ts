@@ -382,7 +382,10 @@ export class IncrementalDump {
       // Areas not registered yet (new since the parent, or all of them for a new tracker).
       const todo = vmas.filter((v) => t!.fresh || !registered.has(v.start));
       try {
-        ctx.timed('tracking', () => registerAreas(t!.tracker, todo));
+        ctx.timed('tracking', () => {
+          registerAreas(t!.tracker, todo);
+          t!.arm?.();
+        });
       } catch (e) {
         stopTracker(t.tracker);
         if (parent) why = `write tracking failed: ${(e as Error).message}`;

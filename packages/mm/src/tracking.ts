@@ -191,7 +191,7 @@ function trackerFd(t: TrackerRef, which: 'uffd' | 'memfd'): number {
   // Around each sleep the shell moves the fds it holds (saved to other numbers, then back): one
   // that moved while the fds were listed, or between the look-up and the copy, is looked up
   // again, and the copy is checked to be what was looked for. A tracker of this version holds
-  // its userfaultfd in flight in a socket (armTracker): that socket is copied, and the fd peeked.
+  // its userfaultfd in flight in a socket (newTracker): that socket is copied, and the fd peeked.
   const link = which === 'uffd' ? UFFD_LINK : MEMFD_LINK;
   for (let tries = 1; ; tries++) {
     const direct = findFd(t.pid, link);
@@ -329,6 +329,12 @@ export interface Tracking {
   valid: boolean;
   /** Pages written since the parent that the bits no longer show (the parent is the tracker's base). */
   carried: Range[];
+  /**
+   * A fresh tracker tracks nothing until armed: the caller arms it once its areas are registered,
+   * so that cptrst killed in between leaves no tracker that holds no registration (it reads end of
+   * file and ends). Never armed, it ends with the checkpoint.
+   */
+  arm?: () => void;
 }
 
 /**
@@ -368,8 +374,8 @@ export function tracking(ctx: CheckpointContext, task: CheckpointTask, start: bi
   const others = known ? known.filter((k) => isTrackerOf(k, task.pid, start)) : trackersOf(task.pid, start);
   for (const old of others) if (old.pid !== spare?.ref.pid) stopTracker(old);
   try {
-    const tracker = armTracker(ctx, task, start, spare);
-    return { t: { tracker, fresh: true, valid: false, carried: [] }, why };
+    const { ref, arm } = newTracker(ctx, task, start, spare);
+    return { t: { tracker: ref, fresh: true, valid: false, carried: [], arm }, why };
   } catch (e) {
     return { why: `${why ? why + '; ' : ''}no new tracking: ${(e as Error).message}` };
   }
@@ -547,11 +553,12 @@ export function userfaultfdOf(task: CheckpointTask): number {
 }
 
 /**
- * While frozen: a new tracker of the process, armed. The spare started before the freeze gets the
- * userfaultfd in flight in its socket; without one (or if the socket refuses it, e.g. too many fds
- * in flight for the user), a tracker is started now with the userfaultfd as its fd 3.
+ * While frozen: a new tracker of the process, not armed yet (`arm`: once its areas are registered).
+ * The spare started before the freeze gets the userfaultfd in flight in its socket; without one (or
+ * if the socket refuses it, e.g. too many fds in flight for the user), a tracker is started now
+ * with the userfaultfd as its fd 3.
  */
-function armTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint, spare: Spare | undefined): TrackerRef {
+function newTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint, spare: Spare | undefined): { ref: TrackerRef; arm: () => void } {
   let uffd: number;
   try {
     if (hasOwnUserfaultfd(task.pid)) throw new CptError('EBUSY', 'the process has a userfaultfd of its own');
@@ -581,19 +588,24 @@ function armTracker(ctx: CheckpointContext, task: CheckpointTask, start: bigint,
         throw new CptError('ETIMEDOUT', 'the tracker did not start');
       }
     }
-    const ref = held.ref;
-    try {
-      arm(held.go);
-    } catch (e) {
-      stopTracker(ref);
-      dropFds(ref);
-      throw e;
-    }
+    const { ref, go } = held;
+    let unarmed = true;
     // cptrst's copy serves this checkpoint's registrations (registerAreas), closed at its end.
     OWN_FDS.set(keyOf(ref), { ...OWN_FDS.get(keyOf(ref)), uffd });
-    ctx.atEnd(() => dropFds(ref));
+    ctx.atEnd(() => {
+      if (unarmed) {
+        unarmed = false;
+        fs.closeSync(go); // end of file: it ends without tracking
+      }
+      dropFds(ref);
+    });
     ctx.log.debug(`pid ${task.pid}: write tracking held by tracker ${ref.pid}`);
-    return ref;
+    const armNow = (): void => {
+      if (!unarmed) return;
+      unarmed = false;
+      arm(go);
+    };
+    return { ref, arm: armNow };
   } catch (e) {
     fs.closeSync(uffd);
     throw e;
